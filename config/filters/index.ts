@@ -1,0 +1,19 @@
+// The one list of filter config schemas. A filter issue adds its schema file next to these
+// and one line below; the discriminated union turns an unknown name into a precise error.
+import { z } from 'zod'
+import { requestIdFilterConfig } from './request-id.ts'
+import { tenantFilterConfig } from './tenant.ts'
+
+export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig] as const
+
+export const filterEntry = z.discriminatedUnion('name', filterConfigs, {
+  error: (iss) =>
+    iss.code === 'invalid_union'
+      ? `unknown filter; known filters: ${filterConfigs.map((f) => f.shape.name.value).join(', ')}`
+      : undefined,
+})
+export type FilterEntry = z.infer<typeof filterEntry>
+export type FilterName = FilterEntry['name']
+
+export type { RequestIdFilterConfig } from './request-id.ts'
+export type { TenantFilterConfig } from './tenant.ts'

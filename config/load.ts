@@ -1,0 +1,125 @@
+// Reading a config document: text → ${ENV} interpolation → YAML/JSON → zod. Every failure
+// becomes a ConfigError whose lines name the exact place ("routes[1].upstream: …").
+import { readFileSync } from 'node:fs'
+import { extname } from 'node:path'
+import { parseDocument } from 'yaml'
+import type { z } from 'zod'
+import { gatewayConfig, type GatewayConfig } from './schema.ts'
+
+export class ConfigError extends Error {
+  readonly problems: string[]
+  constructor(source: string, problems: string[]) {
+    super(`${source}: invalid config\n  ${problems.join('\n  ')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+
+/**
+ * Replace ${NAME} and ${NAME:-default}; "$$" is a literal "$". Done on the text, before parsing,
+ * so a number-valued field can come from the environment. A missing variable without a default
+ * is an error naming the variable and its line, never a silent empty string.
+ */
+export function interpolateEnv(text: string, env: NodeJS.ProcessEnv = process.env): { text: string; problems: string[] } {
+  const problems: string[] = []
+  const out = text.replace(ENV_REF, (match, name: string | undefined, def: string | undefined, offset: number) => {
+    if (match === '$$') return '$'
+    const value = env[name!]
+    if (value !== undefined && value !== '') return value
+    if (def !== undefined) return def
+    const line = text.slice(0, offset).split('\n').length
+    problems.push(`line ${line}: environment variable ${name} is not set and has no default (write \${${name}:-value})`)
+    return ''
+  })
+  return { text: out, problems }
+}
+
+/** routes[1].filters[0].jwt — the path style of every message. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let s = ''
+  for (const p of path) {
+    if (typeof p === 'number') s += `[${p}]`
+    else s += s === '' ? String(p) : `.${String(p)}`
+  }
+  return s === '' ? '(root)' : s
+}
+
+function show(value: unknown): string {
+  if (value === undefined) return 'nothing'
+  let s: string
+  try {
+    s = JSON.stringify(value) ?? String(value)
+  } catch {
+    s = String(value)
+  }
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s
+}
+
+/** One readable line per zod issue. */
+export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  const lines: string[] = []
+  for (const iss of issues) {
+    const path = formatPath(iss.path)
+    const input = (iss as { input?: unknown }).input
+    switch (iss.code) {
+      case 'unrecognized_keys':
+        lines.push(`${path}: unknown key${iss.keys.length > 1 ? 's' : ''} ${iss.keys.map((k) => `"${k}"`).join(', ')}`)
+        break
+      case 'invalid_type':
+        lines.push(input === undefined ? `${path}: required (expected ${iss.expected})` : `${path}: expected ${iss.expected}, got ${show(input)}`)
+        break
+      case 'invalid_value':
+        lines.push(`${path}: expected one of ${iss.values.map((v) => show(v)).join(' | ')}, got ${show(input)}`)
+        break
+      case 'invalid_union': {
+        lines.push(`${path}: ${iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message}${input !== undefined && typeof input !== 'object' ? `, got ${show(input)}` : ''}`)
+        break
+      }
+      default: {
+        const msg = iss.message.replace(/^Invalid input: /, '')
+        lines.push(input !== undefined && typeof input !== 'object' ? `${path}: ${msg}, got ${show(input)}` : `${path}: ${msg}`)
+      }
+    }
+  }
+  return lines
+}
+
+/** Validate an already-parsed document. */
+export function validateConfig(doc: unknown, source = 'config'): GatewayConfig {
+  const result = gatewayConfig.safeParse(doc, { reportInput: true })
+  if (!result.success) throw new ConfigError(source, formatIssues(result.error.issues))
+  return result.data
+}
+
+/** Parse text (YAML is a superset of JSON, so one parser serves both). */
+export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
+  const { text: interpolated, problems } = interpolateEnv(text, env)
+  if (problems.length) throw new ConfigError(source, problems)
+  const doc = parseDocument(interpolated, { prettyErrors: true, uniqueKeys: true })
+  if (doc.errors.length) {
+    throw new ConfigError(
+      source,
+      doc.errors.map((e) => {
+        const pos = e.linePos?.[0]
+        return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0]}`
+      }),
+    )
+  }
+  return doc.toJS({ maxAliasCount: 100 }) ?? {}
+}
+
+export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): { config: GatewayConfig; raw: unknown } {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(path, [`cannot read file: ${(err as Error).message}`])
+  }
+  if (!['.yaml', '.yml', '.json', ''].includes(extname(path).toLowerCase())) {
+    throw new ConfigError(path, ['expected a .yaml, .yml or .json file'])
+  }
+  const raw = parseConfigText(text, path, env)
+  return { config: validateConfig(raw, path), raw }
+}

@@ -1,0 +1,95 @@
+// Small reusable schema pieces. Every message here is written for an operator reading a
+// config error: it says what was expected; the formatter adds the path and what was found.
+import { z } from 'zod'
+
+const BYTE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+}
+
+/** "1mib", "512 KB", "1048576" or a number → bytes. Returns NaN when the text is not a size. */
+export function parseByteSize(value: string | number): number {
+  if (typeof value === 'number') return value
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value)
+  if (!m) return Number.NaN
+  const unit = (m[2] || 'b').toLowerCase()
+  const mult = BYTE_UNITS[unit]
+  if (mult === undefined) return Number.NaN
+  return Math.floor(Number(m[1]) * mult)
+}
+
+export const byteSize = z
+  .union([z.int().nonnegative(), z.string()], {
+    error: 'expected a byte size such as 1048576, "512kib" or "10mb"',
+  })
+  .transform((v, ctx) => {
+    const n = parseByteSize(v)
+    if (!Number.isFinite(n) || n < 0) {
+      ctx.addIssue({ code: 'custom', message: 'expected a byte size such as 1048576, "512kib" or "10mb"', input: v })
+      return z.NEVER
+    }
+    return n
+  })
+
+/** Milliseconds; 0 means "disabled" where a field documents it. */
+export const durationMs = z.int({ error: 'expected a whole number of milliseconds' }).nonnegative()
+
+export const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):\d{1,5}$/, { error: 'expected "host:port", ":port" or "[ipv6]:port"' })
+
+export const httpUrl = z.url({ protocol: /^https?$/, error: 'expected URL' })
+
+/** An upstream origin: scheme, host and port only, since routes own the path. */
+export const originUrl = httpUrl.refine(
+  (u) => {
+    const url = new URL(u)
+    return (url.pathname === '/' || url.pathname === '') && !url.search && !url.hash && !url.username
+  },
+  { error: 'expected an origin URL (scheme://host:port) without path, query or credentials' },
+)
+export const wsOrHttpUrl = z.url({ protocol: /^(https?|wss?)$/, error: 'expected URL' })
+
+export const identifier = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, { error: 'expected a name of letters, digits, "_", "." or "-"' })
+
+export const tenantId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/, { error: 'expected a tenant id of letters, digits, "_", ".", ":", "@" or "-"' })
+
+export const tierName = z.enum(['gold', 'silver', 'bronze'])
+export type Tier = z.infer<typeof tierName>
+
+export const timeZone = z.string().refine(
+  (tz) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: tz })
+      return true
+    } catch {
+      return false
+    }
+  },
+  { error: 'expected an IANA time zone such as "UTC" or "Europe/Berlin"' },
+)
+
+export const failMode = z.enum(['open', 'closed'])
+
+/** Fields every filter entry accepts, whatever the filter. */
+export const filterBase = {
+  /** What the chain does when this filter throws: skip it (open) or answer 500 (closed). */
+  failMode: failMode.default('closed'),
+}
+
+/** Parse "host:port" / ":port" / "[::1]:port" into parts for net.listen. */
+export function splitListenAddress(addr: string): { host: string | undefined; port: number } {
+  const i = addr.lastIndexOf(':')
+  let host = addr.slice(0, i)
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
+  return { host: host === '' ? undefined : host, port: Number(addr.slice(i + 1)) }
+}

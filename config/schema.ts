@@ -1,0 +1,204 @@
+// The config document: the contract between the control plane and every proxy. This file is
+// the single source of truth; config/schema.json is generated from it (`npm run schema`).
+import { z } from 'zod'
+import { filterEntry } from './filters/index.ts'
+import {
+  byteSize,
+  durationMs,
+  identifier,
+  listenAddress,
+  originUrl,
+  tenantId,
+  tierName,
+  timeZone,
+} from './primitives.ts'
+
+export const upstreamConfig = z.strictObject({
+  url: originUrl,
+  /** Upper bound of keep-alive connections this proxy (per worker thread) opens to it. */
+  connections: z.int().min(1).max(10_000).default(128),
+  /** Requests in flight per connection; 1 is plain keep-alive, >1 is HTTP/1.1 pipelining. */
+  pipelining: z.int().min(1).max(64).default(1),
+  connectTimeoutMs: durationMs.default(2_000),
+  /** Idle time after which a pooled connection is closed; keep it below the backend's own. */
+  keepAliveTimeoutMs: durationMs.default(4_000),
+  healthCheck: z
+    .strictObject({
+      /** Readiness (/readyz) requires this upstream reachable. */
+      enabled: z.boolean().default(true),
+      /** HTTP GET path to probe; without it a TCP connect is the probe. */
+      path: z.string().startsWith('/').optional(),
+      intervalMs: durationMs.min(100).default(5_000),
+      timeoutMs: durationMs.min(10).default(1_000),
+    })
+    .prefault({}),
+})
+export type UpstreamConfig = z.infer<typeof upstreamConfig>
+
+const hostPattern = z
+  .string()
+  .toLowerCase()
+  .regex(/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d+)?$/, {
+    error: 'expected a host name such as "api.example.com" or "*.example.com"',
+  })
+
+export const routeConfig = z.strictObject({
+  name: identifier,
+  match: z
+    .strictObject({
+      /** Exact host or "*.suffix"; absent matches any host. Ingress mode routes on it. */
+      host: hostPattern.optional(),
+      pathPrefix: z.string().startsWith('/', { error: 'expected a path starting with "/"' }).default('/'),
+    })
+    .prefault({}),
+  /** A name under `upstreams:` or an origin URL. */
+  upstream: z
+    .string()
+    .min(1)
+    .superRefine((v, ctx) => {
+      if (!looksLikeUrl(v)) return
+      const parsed = originUrl.safeParse(v)
+      if (!parsed.success) ctx.addIssue({ code: 'custom', message: parsed.error.issues[0]?.message ?? 'expected URL', input: v })
+    }),
+  /**
+   * graphql: POST bodies are read (bounded by maxBodyBytes) and parsed once for the filters,
+   * malformed JSON is refused with 400. http: bodies stream through untouched.
+   */
+  type: z.enum(['graphql', 'http']).default('graphql'),
+  /** Host header toward the upstream; absent keeps the client's Host. */
+  hostRewrite: z.string().min(1).optional(),
+  maxBodyBytes: byteSize.default(1024 * 1024),
+  timeouts: z
+    .strictObject({
+      /** Waiting for the upstream's response headers (after connect). 0 disables. */
+      headersMs: durationMs.default(30_000),
+      /** Longest silence between two response body chunks. 0 disables. */
+      bodyIdleMs: durationMs.default(30_000),
+      /** The whole exchange, headers and body. 0 disables (long exports, SSE). */
+      totalMs: durationMs.default(60_000),
+    })
+    .prefault({}),
+  websocket: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** Bytes queued toward one side before the other side stops being read. */
+      maxBufferedBytes: byteSize.default(1024 * 1024),
+      maxMessageBytes: byteSize.default(16 * 1024 * 1024),
+    })
+    .prefault({}),
+  /** Ordered filter chain: request phase in this order, response phase in reverse. */
+  filters: z.array(filterEntry).default([{ name: 'request-id', failMode: 'closed', header: 'x-request-id', trustIncoming: true, echo: true }]),
+})
+export type RouteConfig = z.infer<typeof routeConfig>
+
+export const tenantConfig = z.strictObject({
+  displayName: z.string().optional(),
+  tier: tierName.default('silver'),
+  /** Daily quotas reset at midnight in this zone. */
+  timezone: timeZone.default('UTC'),
+})
+export type TenantConfig = z.infer<typeof tenantConfig>
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+export const gatewayConfigObject = z.strictObject({
+  /** sidecar: one upstream next to one service. ingress: many routes by host and path. */
+  mode: z.enum(['sidecar', 'ingress']).default('sidecar'),
+  listen: listenAddress.default(':8080'),
+  admin: z.strictObject({ listen: listenAddress.default(':9901') }).prefault({}),
+  /** Worker threads, each with its own listener on the same port; "auto" = available cores. */
+  workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
+  listener: z
+    .strictObject({
+      /** Keep this above the idle timeout of whatever load balancer sits in front. */
+      keepAliveTimeoutMs: durationMs.default(65_000),
+      /** Time a client has to send the request headers (slowloris guard). */
+      headersTimeoutMs: durationMs.min(1).default(10_000),
+      maxHeaderBytes: z.int().min(1024).max(1024 * 1024).default(16 * 1024),
+    })
+    .prefault({}),
+  forwarded: z
+    .strictObject({
+      /**
+       * true: keep and append to incoming X-Forwarded-* (behind a trusted load balancer).
+       * false: the gateway is the edge; incoming X-Forwarded-* are replaced.
+       */
+      trustIncoming: z.boolean().default(true),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: logLevel.default('info'),
+      access: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          /** Fraction of successful requests logged; errors (status >= 500) are always logged. */
+          sampleRate: z.number().min(0).max(1).default(1),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      /** In-flight requests get this long to finish after SIGTERM; then connections are cut. */
+      drainTimeoutMs: durationMs.default(10_000),
+    })
+    .prefault({}),
+  redis: z
+    .strictObject({
+      url: z.url({ protocol: /^rediss?$/, error: 'expected a redis:// or rediss:// URL' }),
+      keyPrefix: z.string().default('igw:'),
+    })
+    .optional(),
+  upstreams: z.record(identifier, upstreamConfig).default({}),
+  routes: z.array(routeConfig).min(1, { error: 'expected at least one route' }),
+  tenants: z.record(tenantId, tenantConfig).default({}),
+})
+
+/** Cross-field rules zod cannot express per field; each names the exact path. */
+export const gatewayConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
+  const seen = new Set<string>()
+  const usedUpstreams = new Set<string>()
+  cfg.routes.forEach((route, i) => {
+    if (seen.has(route.name)) {
+      ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"`, input: route.name })
+    }
+    seen.add(route.name)
+    if (looksLikeUrl(route.upstream)) {
+      usedUpstreams.add(route.upstream)
+    } else if (!Object.hasOwn(cfg.upstreams, route.upstream)) {
+      const known = Object.keys(cfg.upstreams)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routes', i, 'upstream'],
+        message: `expected URL or an upstream name${known.length ? ` (${known.join(', ')})` : ''}`,
+        input: route.upstream,
+      })
+    } else {
+      usedUpstreams.add(cfg.upstreams[route.upstream]!.url)
+    }
+    const names = new Set<string>()
+    route.filters.forEach((f, j) => {
+      if (names.has(f.name)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'name'], message: `filter "${f.name}" appears twice in this chain`, input: f.name })
+      }
+      names.add(f.name)
+    })
+  })
+  if (cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
+    ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several', input: cfg.mode })
+  }
+})
+
+export type GatewayConfig = z.infer<typeof gatewayConfig>
+export type GatewayConfigInput = z.input<typeof gatewayConfig>
+
+export function looksLikeUrl(s: string): boolean {
+  return s.includes('://') || s.includes(':/')
+}
+
+/** The upstream a route points at, resolved to a name and definition (inline URLs get one). */
+export function resolveRouteUpstream(cfg: GatewayConfig, route: RouteConfig): { name: string; def: UpstreamConfig } {
+  if (!looksLikeUrl(route.upstream)) return { name: route.upstream, def: cfg.upstreams[route.upstream]! }
+  return { name: route.upstream, def: upstreamConfig.parse({ url: route.upstream }) }
+}

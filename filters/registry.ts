@@ -1,0 +1,14 @@
+// The composition point between the proxy and the filters: filter name → module. The proxy
+// imports this list, never a filter directly; a filter issue adds one line here and one
+// schema line in config/filters/index.ts.
+import type { FilterEntry, FilterName } from '../config/filters/index.ts'
+import type { FilterModule } from '../proxy/filter.ts'
+import { requestIdFilter } from './request-id/index.ts'
+import { tenantFilter } from './tenant/index.ts'
+
+export type FilterModules = { [K in FilterName]: FilterModule<Extract<FilterEntry, { name: K }>> }
+
+export const filterModules: FilterModules = {
+  'request-id': requestIdFilter,
+  tenant: tenantFilter,
+}

@@ -1,0 +1,175 @@
+// `igw` command line. Every flag has an IGW_* environment twin; flags win over the
+// environment, which wins over the config file.
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { ConfigError, formatIssues, parseConfigText, validateConfig } from '../config/load.ts'
+import { originUrl } from '../config/primitives.ts'
+import type { GatewayConfig } from '../config/schema.ts'
+
+export const EXIT_CONFIG = 78 // sysexits EX_CONFIG: the config, not the program, is wrong
+
+const FLAGS = {
+  config: { type: 'string', short: 'c', env: 'IGW_CONFIG', help: 'config file (YAML or JSON)' },
+  listen: { type: 'string', env: 'IGW_LISTEN', help: 'proxy listen address, e.g. :8080 or 127.0.0.1:8080' },
+  'admin-listen': { type: 'string', env: 'IGW_ADMIN_LISTEN', help: 'admin listen address (default :9901)' },
+  upstream: { type: 'string', env: 'IGW_UPSTREAM', help: 'sidecar shortcut: the one upstream origin, e.g. http://127.0.0.1:4000' },
+  workers: { type: 'string', env: 'IGW_WORKERS', help: 'worker threads, a number or "auto" (default: available cores)' },
+  redis: { type: 'string', env: 'IGW_REDIS', help: 'redis://host:port for state shared across proxies' },
+  'control-plane': { type: 'string', env: 'IGW_CONTROL_PLANE', help: 'control plane URL to take config from' },
+  'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
+  help: { type: 'boolean', short: 'h', help: 'show help' },
+} as const
+
+type FlagName = keyof typeof FLAGS
+export type Flags = Partial<Record<Exclude<FlagName, 'help'>, string>> & { help?: boolean }
+
+const USAGE = `igw — IntelGraph Gateway
+
+usage: igw <command> [flags]
+
+commands:
+  proxy              run the data-plane proxy
+  demo               run a sample GraphQL backend with the proxy in front of it (no Redis, no Docker)
+  config validate F  validate a config file and print every problem with its path
+  config schema      print the config JSON Schema
+
+flags (each has an environment twin):
+${Object.entries(FLAGS)
+  .map(([name, f]) => `  ${`--${name}${'short' in f ? `, -${f.short}` : ''}`.padEnd(22)} ${'env' in f ? `[${f.env}] ` : ''}${f.help}`)
+  .join('\n')}
+`
+
+export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env): { flags: Flags; positionals: string[] } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {}
+  for (const [name, f] of Object.entries(FLAGS)) options[name] = 'short' in f ? { type: f.type, short: f.short } : { type: f.type }
+  const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+  const flags: Flags = {}
+  for (const [name, f] of Object.entries(FLAGS)) {
+    const v = values[name]
+    if (name === 'help') flags.help = v === true
+    else if (typeof v === 'string') flags[name as Exclude<FlagName, 'help'>] = v
+    else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, 'help'>] = env[f.env]
+  }
+  return { flags, positionals }
+}
+
+function normalizeListen(v: string): string {
+  return /^\d+$/.test(v) ? `:${v}` : v
+}
+
+/** The config document from --config and/or flags, validated. Throws ConfigError. */
+export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  let raw: Record<string, unknown>
+  let source = 'flags'
+  if (flags.upstream !== undefined) {
+    const u = originUrl.safeParse(flags.upstream, { reportInput: true })
+    if (!u.success) throw new ConfigError('--upstream', formatIssues(u.error.issues).map((l) => l.replace(/^\(root\): /, '')))
+  }
+  if (flags.config !== undefined) {
+    source = flags.config
+    let text: string
+    try {
+      text = readFileSync(flags.config, 'utf8')
+    } catch (err) {
+      throw new ConfigError(flags.config, [`cannot read file: ${(err as Error).message}`])
+    }
+    const parsed = parseConfigText(text, flags.config, env)
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(flags.config, ['(root): expected a mapping of settings'])
+    raw = parsed as Record<string, unknown>
+    if (flags.upstream !== undefined) {
+      if (raw.mode === 'ingress') throw new ConfigError('--upstream', ['only applies to sidecar mode; this config is mode: ingress'])
+      const routes = Array.isArray(raw.routes) ? (raw.routes as Record<string, unknown>[]) : []
+      raw.routes = routes.length ? routes.map((r) => ({ ...r, upstream: flags.upstream })) : [{ name: 'default', upstream: flags.upstream }]
+    }
+  } else if (flags.upstream !== undefined) {
+    raw = { mode: 'sidecar', routes: [{ name: 'default', upstream: flags.upstream }] }
+  } else {
+    throw new ConfigError('igw proxy', ['needs --config <file> or --upstream <url> (or IGW_CONFIG / IGW_UPSTREAM)'])
+  }
+  if (flags.listen !== undefined) raw.listen = normalizeListen(flags.listen)
+  if (flags['admin-listen'] !== undefined) raw.admin = { ...(raw.admin as object | undefined), listen: normalizeListen(flags['admin-listen']) }
+  if (flags.workers !== undefined) raw.workers = flags.workers === 'auto' ? 'auto' : Number(flags.workers)
+  if (flags.redis !== undefined) raw.redis = { ...(raw.redis as object | undefined), url: flags.redis }
+  if (flags['log-level'] !== undefined) raw.log = { ...(raw.log as object | undefined), level: flags['log-level'] }
+  return validateConfig(raw, source)
+}
+
+async function runProxy(flags: Flags): Promise<void> {
+  const { startProxy } = await import('./supervisor.ts')
+  const config = buildProxyConfig(flags)
+  const handle = await startProxy({
+    config,
+    loadConfig: flags.config !== undefined ? () => buildProxyConfig(flags) : undefined,
+    watchPath: flags.config,
+  })
+  installSignals(handle.logger, handle.close, handle.reload)
+}
+
+/** SIGTERM/SIGINT drain then exit 0; a second signal exits at once. SIGHUP reloads. */
+export function installSignals(logger: { info(o: object, m: string): void }, close: () => Promise<void>, reload?: () => Promise<unknown>): void {
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) process.exit(1)
+    stopping = true
+    logger.info({ signal }, 'shutting down')
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    )
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  if (reload) process.on('SIGHUP', () => void reload())
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let parsed
+  try {
+    parsed = parseFlags(argv)
+  } catch (err) {
+    console.error(`igw: ${(err as Error).message}\n\n${USAGE}`)
+    process.exit(2)
+  }
+  const { flags, positionals } = parsed
+  const [command, sub, arg] = positionals
+  if (flags.help || command === undefined || command === 'help') {
+    console.log(USAGE)
+    return
+  }
+  try {
+    switch (command) {
+      case 'proxy':
+        await runProxy(flags)
+        return
+      case 'demo': {
+        const { runDemo } = await import('./demo.ts')
+        await runDemo(flags)
+        return
+      }
+      case 'config':
+        if (sub === 'validate' && arg !== undefined) {
+          buildProxyConfig({ ...flags, config: arg })
+          console.log(`${arg}: valid`)
+          return
+        }
+        if (sub === 'schema') {
+          const { renderConfigJsonSchema } = await import('../config/generate-schema.ts')
+          process.stdout.write(renderConfigJsonSchema())
+          return
+        }
+        console.error('usage: igw config validate <file> | igw config schema')
+        process.exit(2)
+        return
+      default:
+        console.error(`igw: unknown command "${command}"\n\n${USAGE}`)
+        process.exit(2)
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message)
+      process.exit(EXIT_CONFIG)
+    }
+    throw err
+  }
+}
+

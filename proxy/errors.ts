@@ -1,0 +1,78 @@
+// GraphQL-shaped error replies for the data path. Every code maps to one HTTP status, so a
+// filter only names the code; clients branch on extensions.code, operators on the status.
+
+export const ERROR_STATUS = {
+  BAD_REQUEST: 400,
+  PAYLOAD_TOO_LARGE: 413,
+  UNAUTHENTICATED: 401,
+  UNKNOWN_TENANT: 403,
+  RATE_LIMITED: 429,
+  QUOTA_EXCEEDED: 429,
+  BUDGET_EXHAUSTED: 429,
+  OVERLOADED: 503,
+  // Apollo clients expect the APQ miss as a 200 with this code, then retry with the document.
+  PERSISTED_QUERY_NOT_FOUND: 200,
+  PERSISTED_QUERY_NOT_ALLOWED: 400,
+  DLP_BLOCKED: 403,
+  UPSTREAM_UNAVAILABLE: 502,
+  UPSTREAM_TIMEOUT: 504,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  INTERNAL_SERVER_ERROR: 500,
+} as const
+
+export type ErrorCode = keyof typeof ERROR_STATUS
+
+/** A complete reply a filter (or the proxy itself) sends instead of forwarding. */
+export interface LocalReply {
+  status: number
+  headers?: Record<string, string | string[]>
+  body: Buffer | string
+  /** The error code when this is an error reply; used for logs and metrics. */
+  code?: string
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8'
+
+export function errorBody(code: string, message: string, extensions?: Record<string, unknown>): string {
+  return JSON.stringify({ errors: [{ message, extensions: extensions ? { code, ...extensions } : { code } }] })
+}
+
+/** A GraphQL-shaped error reply with the status its code implies. */
+export function errorReply(
+  code: ErrorCode,
+  message: string,
+  extensions?: Record<string, unknown>,
+  headers?: Record<string, string | string[]>,
+): LocalReply {
+  return {
+    status: ERROR_STATUS[code],
+    headers: headers ? { 'content-type': JSON_TYPE, ...headers } : { 'content-type': JSON_TYPE },
+    body: errorBody(code, message, extensions),
+    code,
+  }
+}
+
+/** Raw HTTP/1.1 response text for a socket that is not (yet) an http.ServerResponse (upgrades). */
+export function rawHttpError(code: ErrorCode, message: string, extraHeaders: Record<string, string> = {}): string {
+  const body = errorBody(code, message)
+  const status = ERROR_STATUS[code]
+  let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`
+  for (const [k, v] of Object.entries(extraHeaders)) head += `${k}: ${v}\r\n`
+  return `${head}\r\n${body}`
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  413: 'Payload Too Large',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+}

@@ -1,0 +1,619 @@
+// One HTTP request through the proxy: route → (bounded body read) → request phase → undici
+// dispatch → response phase → client. The Exchange is also the undici dispatch handler, so a
+// request allocates one object of ours, and event listeners are prebuilt functions that find
+// it through a symbol (no closures per request).
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
+import type { Dispatcher } from 'undici'
+import { RequestContext } from './context.ts'
+import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
+import type { ResponseInfo } from './filter.ts'
+import { GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
+import { clientResponseHeaders, flattenHeaders, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
+import type { RouteRuntime, Snapshot } from './runtime.ts'
+import type { WorkerProxy } from './worker-proxy.ts'
+
+const kExchange = Symbol('igw.exchange')
+type WithExchange = { [kExchange]?: Exchange }
+
+// Where an exchange is; plain numbers (not an enum) so Node can strip the types.
+const Phase = {
+  Request: 0, // reading the body / running request filters
+  Dispatched: 1, // waiting for upstream headers
+  ResponsePhase: 2, // response filters running (async), upstream chunks are held
+  Direct: 3, // streaming upstream chunks straight to the client
+  Stream: 4, // streaming through a body a filter read or replaced
+  Done: 5,
+} as const
+type Phase = (typeof Phase)[keyof typeof Phase]
+
+/** The error the proxy raises itself to cut an exchange short. */
+class ProxyAbort extends Error {
+  readonly code: ErrorCode
+  constructor(code: ErrorCode, message: string) {
+    super(message)
+    this.code = code
+  }
+}
+
+class ClientGone extends Error {
+  constructor() {
+    super('client closed the connection')
+  }
+}
+
+// --- prebuilt listeners -------------------------------------------------------------------
+
+function onResClose(this: ServerResponse & WithExchange): void {
+  this[kExchange]?.clientClosed()
+}
+function onResDrain(this: ServerResponse & WithExchange): void {
+  this[kExchange]?.controller?.resume()
+}
+function onBodyData(this: IncomingMessage & WithExchange, chunk: Buffer): void {
+  this[kExchange]?.bodyChunk(chunk)
+}
+function onBodyEnd(this: IncomingMessage & WithExchange): void {
+  this[kExchange]?.bodyEnd()
+}
+function onBodyError(this: IncomingMessage & WithExchange): void {
+  // The client went away mid-upload; res 'close' does the bookkeeping.
+}
+function onDeadline(ex: Exchange): void {
+  ex.deadlineReached()
+}
+
+/** Counts streamed request bytes when the client did not declare a length (chunked). */
+class BodyLimit extends Transform {
+  #left: number
+  constructor(limit: number) {
+    super()
+    this.#left = limit
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#left -= chunk.length
+    if (this.#left < 0) cb(new ProxyAbort('PAYLOAD_TOO_LARGE', 'request body exceeds the route limit'))
+    else cb(null, chunk)
+  }
+}
+
+/** The upstream body as a stream, made only when a response filter reads or replaces it. */
+class UpstreamBody extends Readable {
+  readonly #ex: Exchange
+  constructor(ex: Exchange) {
+    super({ highWaterMark: 64 * 1024 })
+    this.#ex = ex
+  }
+  override _read(): void {
+    this.#ex.controller?.resume()
+  }
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.readableEnded) this.#ex.controller?.abort(err ?? new Error('response body discarded'))
+    cb(err)
+  }
+}
+
+class ResponseInfoImpl implements ResponseInfo {
+  status: number
+  headers: Record<string, string | string[]>
+  readonly local: boolean
+  #body: Readable | Buffer | undefined
+  readonly #ex: Exchange | undefined
+
+  constructor(status: number, headers: Record<string, string | string[]>, local: boolean, body: Buffer | undefined, ex: Exchange | undefined) {
+    this.status = status
+    this.headers = headers
+    this.local = local
+    this.#body = body
+    this.#ex = ex
+  }
+  get body(): Readable | Buffer {
+    return (this.#body ??= this.#ex!.materializeBody())
+  }
+  set body(v: Readable | Buffer) {
+    if (this.#body === undefined && this.#ex !== undefined) this.#ex.discardUpstreamBody()
+    this.#body = v
+  }
+  /** The body if a filter touched it; undefined means "stream upstream bytes directly". */
+  get touchedBody(): Readable | Buffer | undefined {
+    return this.#body
+  }
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly ctx: RequestContext
+  readonly proxy: WorkerProxy
+  readonly snapshot: Snapshot
+  readonly route: RouteRuntime
+  readonly res: ServerResponse & WithExchange
+  controller: Dispatcher.DispatchController | undefined = undefined
+  phase: Phase = Phase.Request
+  #chunks: Buffer[] | undefined = undefined
+  #size = 0
+  #timer: NodeJS.Timeout | undefined = undefined
+  #body: UpstreamBody | undefined = undefined
+  #held: Buffer[] | undefined = undefined
+  #heldEnd = false
+  #dispatchedAt = 0
+  #finished = false
+
+  constructor(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: IncomingMessage, res: ServerResponse, start: number) {
+    this.proxy = proxy
+    this.snapshot = snapshot
+    this.route = route
+    this.res = res
+    const incoming = req.headers['x-request-id']
+    this.ctx = new RequestContext(req, res, route, proxy.logger, start, typeof incoming === 'string' ? incoming : '')
+    ;(res as WithExchange)[kExchange] = this
+    ;(req as IncomingMessage & WithExchange)[kExchange] = this
+    res.on('close', onResClose)
+  }
+
+  // --- request body -----------------------------------------------------------------------
+
+  start(): void {
+    const req = this.ctx.req
+    const route = this.route
+    const declared = req.headers['content-length']
+    if (declared !== undefined && Number(declared) > route.maxBodyBytes) {
+      this.res.shouldKeepAlive = false // the unread body stays on the socket: do not reuse it
+      this.replyError('PAYLOAD_TOO_LARGE', `request body of ${declared} bytes exceeds the route limit of ${route.maxBodyBytes}`, -1)
+      return
+    }
+    if (route.type === 'graphql') {
+      if (this.ctx.method === 'POST' && isJson(req.headers['content-type'])) {
+        this.#chunks = []
+        req.on('data', onBodyData)
+        req.on('end', onBodyEnd)
+        req.on('error', onBodyError)
+        return
+      }
+      if (this.ctx.method === 'GET') {
+        const q = this.ctx.url.indexOf('?')
+        if (q !== -1) {
+          try {
+            this.ctx.graphql = parseGetParams(this.ctx.url.slice(q + 1))
+          } catch (err) {
+            this.replyError('BAD_REQUEST', (err as Error).message, -1)
+            return
+          }
+        }
+      }
+    }
+    this.runRequestPhase(0)
+  }
+
+  bodyChunk(chunk: Buffer): void {
+    if (this.#chunks === undefined) return
+    this.#size += chunk.length
+    if (this.#size > this.route.maxBodyBytes) {
+      this.#chunks = undefined
+      this.ctx.req.removeListener('data', onBodyData)
+      this.ctx.req.removeListener('end', onBodyEnd)
+      this.res.shouldKeepAlive = false
+      this.replyError('PAYLOAD_TOO_LARGE', `request body exceeds the route limit of ${this.route.maxBodyBytes} bytes`, -1)
+      return
+    }
+    this.#chunks.push(chunk)
+  }
+
+  bodyEnd(): void {
+    const chunks = this.#chunks
+    if (chunks === undefined) return
+    this.#chunks = undefined
+    const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size)
+    try {
+      this.ctx.graphql = parsePostBody(raw)
+    } catch (err) {
+      const message = err instanceof GraphQLRequestError ? err.message : 'Malformed request body'
+      this.replyError('BAD_REQUEST', message, -1)
+      return
+    }
+    this.#rawBody = raw
+    this.runRequestPhase(0)
+  }
+  #rawBody: Buffer | undefined = undefined
+
+  // --- request phase ----------------------------------------------------------------------
+
+  runRequestPhase(from: number): void {
+    const route = this.route
+    const phase = route.requestPhase
+    const t0 = performance.now()
+    for (let i = from; i < phase.length; i++) {
+      const idx = phase[i]!
+      const filter = route.filters[idx]!
+      let decision
+      try {
+        decision = filter.onRequest!(this.ctx)
+      } catch (err) {
+        this.ctx.filterMs += performance.now() - t0
+        if (this.filterFailed(idx, err)) continue
+        return
+      }
+      if (decision !== undefined && typeof (decision as Promise<unknown>).then === 'function') {
+        this.ctx.filterMs += performance.now() - t0
+        this.#awaitDecision(decision as Promise<LocalReply | undefined>, i, idx)
+        return
+      }
+      if (decision !== undefined) {
+        this.ctx.filterMs += performance.now() - t0
+        this.sendLocal(decision as LocalReply, idx)
+        return
+      }
+    }
+    if (phase.length) this.ctx.filterMs += performance.now() - t0
+    this.forward()
+  }
+
+  #awaitDecision(p: Promise<LocalReply | undefined>, i: number, idx: number): void {
+    const t0 = performance.now()
+    p.then(
+      (decision) => {
+        this.ctx.filterMs += performance.now() - t0
+        if (this.phase === Phase.Done) return
+        if (decision !== undefined) this.sendLocal(decision, idx)
+        else this.runRequestPhase(i + 1)
+      },
+      (err) => {
+        this.ctx.filterMs += performance.now() - t0
+        if (this.phase === Phase.Done) return
+        if (this.filterFailed(idx, err)) this.runRequestPhase(i + 1)
+      },
+    )
+  }
+
+  /** A filter threw: count it, then continue (fail-open, returns true) or answer 500. */
+  filterFailed(idx: number, err: unknown): boolean {
+    const filter = this.route.filters[idx]!
+    this.proxy.metrics.filterErrors.labels(filter.name).inc()
+    const open = this.route.failOpen[idx]!
+    this.ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed' }, 'filter error')
+    if (open) return true
+    this.replyError('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`, idx)
+    return false
+  }
+
+  // --- local replies ----------------------------------------------------------------------
+
+  /** Answer with a proxy error; it passes the response phase of the filters before `below`. */
+  replyError(code: ErrorCode, message: string, below: number): void {
+    this.ctx.errorCode = code
+    this.proxy.metrics.proxyErrors.labels(this.route.name, code).inc()
+    this.sendLocal(errorReply(code, message), below)
+  }
+
+  /** A reply made here or by the filter at `below` (-1: none ran; filters.length: all ran). */
+  sendLocal(reply: LocalReply, below: number): void {
+    if (this.phase === Phase.Done) return
+    this.phase = Phase.Done
+    if (reply.code !== undefined) this.ctx.errorCode ??= reply.code
+    const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
+    const headers: Record<string, string | string[]> = { ...reply.headers }
+    const added = this.ctx.responseHeaders
+    if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
+    const info = new ResponseInfoImpl(reply.status, headers, true, body, undefined)
+    const pending = this.runResponsePhase(info, below)
+    if (pending === undefined) this.#writeLocal(info)
+    else pending.then(() => this.#writeLocal(info))
+  }
+
+  #writeLocal(info: ResponseInfoImpl): void {
+    const res = this.res
+    if (res.destroyed || res.headersSent) return
+    const body = info.body
+    if (Buffer.isBuffer(body)) {
+      info.headers['content-length'] = String(body.length)
+      res.writeHead(info.status, flattenHeaders(info.headers))
+      res.end(body)
+    } else {
+      delete info.headers['content-length']
+      res.writeHead(info.status, flattenHeaders(info.headers))
+      pipeline(body, res, noop)
+    }
+  }
+
+  // --- response phase ---------------------------------------------------------------------
+
+  /** Runs onResponse of filters with index < below, in reverse order. Undefined when all were sync. */
+  runResponsePhase(info: ResponseInfoImpl, below: number, from = 0): Promise<void> | undefined {
+    const route = this.route
+    const phase = route.responsePhase
+    for (let i = from; i < phase.length; i++) {
+      const idx = phase[i]!
+      if (idx >= below) continue
+      let r
+      try {
+        r = route.filters[idx]!.onResponse!(this.ctx, info)
+      } catch (err) {
+        this.#responseFilterFailed(idx, err, info)
+        continue
+      }
+      if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
+        return (r as Promise<void>).then(
+          () => this.runResponsePhase(info, below, i + 1),
+          (err) => {
+            this.#responseFilterFailed(idx, err, info)
+            return this.runResponsePhase(info, below, i + 1)
+          },
+        )
+      }
+    }
+    return undefined
+  }
+
+  #responseFilterFailed(idx: number, err: unknown, info: ResponseInfoImpl): void {
+    const filter = this.route.filters[idx]!
+    this.proxy.metrics.filterErrors.labels(filter.name).inc()
+    const open = this.route.failOpen[idx]!
+    this.ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed', phase: 'response' }, 'filter error')
+    if (!open) {
+      // Fail closed: the client gets a 500 instead of a response the filter could not vet.
+      const reply = errorReply('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
+      this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+      info.status = reply.status
+      info.headers = { ...reply.headers }
+      info.body = Buffer.from(reply.body)
+    }
+  }
+
+  // --- upstream ---------------------------------------------------------------------------
+
+  forward(): void {
+    if (this.phase === Phase.Done) return
+    const ctx = this.ctx
+    const route = this.route
+    const req = ctx.req
+    let body: Buffer | Readable | null = null
+    let contentLength: number | undefined
+    let path = ctx.url
+    const gql = ctx.graphql
+    if (this.#rawBody !== undefined) {
+      body = gql !== undefined && gql.dirty ? gql.toBody() : this.#rawBody
+      contentLength = body.length
+    } else if (gql !== undefined && gql.dirty && gql.method === 'GET') {
+      path = gql.toGetPath(path)
+    } else if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) {
+      if (req.readableEnded) body = null
+      else if (req.headers['content-length'] === undefined) body = pipeline(req, new BodyLimit(route.maxBodyBytes), noop)
+      else body = req
+    }
+    const headers = upstreamRequestHeaders(ctx, {
+      trustIncoming: this.proxy.trustForwarded,
+      hostRewrite: route.hostRewrite,
+      upstreamHost: route.upstream.authority,
+      contentLength,
+    })
+    const now = performance.now()
+    const left = ctx.deadline - now
+    if (left <= 0) {
+      this.replyError('UPSTREAM_TIMEOUT', 'request deadline passed before the upstream was called', route.filters.length)
+      return
+    }
+    if (left !== Number.POSITIVE_INFINITY) this.#timer = setTimeout(onDeadline, left, this)
+    this.phase = Phase.Dispatched
+    this.#dispatchedAt = now
+    route.upstream.pool.dispatch(
+      {
+        path,
+        method: ctx.method,
+        headers,
+        body,
+        headersTimeout: route.timeouts.headersMs,
+        bodyTimeout: route.timeouts.bodyIdleMs,
+        upgrade: null,
+      },
+      this,
+    )
+  }
+
+  deadlineReached(): void {
+    this.#timer = undefined
+    this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not answer within the route's total timeout of ${this.route.timeouts.totalMs} ms`))
+  }
+
+  // undici DispatchHandler ------------------------------------------------------------------
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.phase === Phase.Done) controller.abort(new ClientGone())
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (statusCode < 200) return // 100-continue and early hints stay between us and the upstream
+    const ctx = this.ctx
+    const now = performance.now()
+    ctx.upstreamMs = now - this.#dispatchedAt
+    this.route.metrics.upstream.observe(ctx.upstreamMs / 1000)
+    if (this.res.destroyed) {
+      controller.abort(new ClientGone())
+      return
+    }
+    if (this.route.responsePhase.length === 0) {
+      this.res.writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))
+      this.phase = Phase.Direct
+      return
+    }
+    const info = new ResponseInfoImpl(statusCode, responseHeaderObject(headers, ctx.responseHeaders), false, undefined, this)
+    this.phase = Phase.ResponsePhase
+    const t0 = performance.now()
+    const pending = this.runResponsePhase(info, this.route.filters.length)
+    if (pending === undefined) {
+      ctx.filterMs += performance.now() - t0
+      this.#commit(info)
+      return
+    }
+    controller.pause()
+    pending.then(() => {
+      ctx.filterMs += performance.now() - t0
+      if (this.phase !== Phase.Done) this.#commit(info)
+    })
+  }
+
+  materializeBody(): UpstreamBody {
+    return (this.#body ??= new UpstreamBody(this))
+  }
+
+  discardUpstreamBody(): void {
+    // A filter replaced the body without reading it: stop the upstream transfer.
+    this.controller?.abort(new Error('response body replaced by a filter'))
+  }
+
+  #commit(info: ResponseInfoImpl): void {
+    const res = this.res
+    if (res.destroyed) return
+    const body = info.touchedBody
+    if (body === undefined) {
+      res.writeHead(info.status, flattenHeaders(info.headers))
+      this.phase = Phase.Direct
+      const held = this.#held
+      this.#held = undefined
+      if (held !== undefined) for (const c of held) res.write(c)
+      if (this.#heldEnd) this.#endClient()
+      else this.controller?.resume()
+      return
+    }
+    if (Buffer.isBuffer(body)) {
+      // The filter answered with bytes of its own (a 500 from a failed filter, a rewrite).
+      this.phase = Phase.Done
+      info.headers['content-length'] = String(body.length)
+      res.writeHead(info.status, flattenHeaders(info.headers))
+      res.end(body)
+      return
+    }
+    if (body !== this.#body) delete info.headers['content-length'] // the filter re-wrote the bytes
+    res.writeHead(info.status, flattenHeaders(info.headers))
+    this.phase = Phase.Stream
+    const upstreamBody = this.#body!
+    const held = this.#held
+    this.#held = undefined
+    if (held !== undefined) for (const c of held) upstreamBody.push(c)
+    if (this.#heldEnd) upstreamBody.push(null)
+    else this.controller?.resume()
+    pipeline(body, res, (err) => {
+      if (err && !res.destroyed) res.destroy(err)
+    })
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    switch (this.phase) {
+      case Phase.Direct:
+        if (!this.res.write(chunk)) {
+          controller.pause()
+          this.res.once('drain', onResDrain)
+        }
+        return
+      case Phase.Stream:
+        if (!this.#body!.push(chunk)) controller.pause()
+        return
+      case Phase.ResponsePhase:
+        ;(this.#held ??= []).push(chunk)
+        return
+      default:
+        if (this.#body !== undefined && !this.#body.push(chunk)) controller.pause()
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#clearTimer()
+    switch (this.phase) {
+      case Phase.Direct:
+        this.#endClient()
+        return
+      case Phase.ResponsePhase:
+        this.#heldEnd = true
+        return
+      default:
+        this.#body?.push(null)
+    }
+  }
+
+  #endClient(): void {
+    this.phase = Phase.Done
+    this.res.end()
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#clearTimer()
+    const phase = this.phase
+    if (phase === Phase.Done && this.res.destroyed) return // the client left first
+    if (phase === Phase.Dispatched || (phase === Phase.ResponsePhase && !this.res.headersSent && this.#body === undefined)) {
+      const [code, message] = classify(err, this.route)
+      this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, 'upstream request failed')
+      this.phase = Phase.Request
+      this.replyError(code, message, this.route.filters.length)
+      return
+    }
+    // Headers already went out: the only honest signal left is to cut the connection, so the
+    // client sees a truncated response instead of a short body that looks complete.
+    this.ctx.errorCode = classify(err, this.route)[0]
+    this.proxy.metrics.proxyErrors.labels(this.route.name, this.ctx.errorCode).inc()
+    this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'upstream failed mid-response')
+    this.phase = Phase.Done
+    if (this.#body !== undefined) this.#body.destroy(err)
+    this.res.destroy(err)
+  }
+
+  // --- end of the exchange ----------------------------------------------------------------
+
+  clientClosed(): void {
+    if (this.#finished) return
+    this.#finished = true
+    this.#clearTimer()
+    const res = this.res
+    const aborted = !res.writableFinished
+    if (aborted && this.phase !== Phase.Done) {
+      this.phase = Phase.Done
+      this.controller?.abort(new ClientGone())
+      this.#body?.destroy()
+    }
+    if (aborted) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
+    this.proxy.finishRequest(this.ctx, res.statusCode, aborted)
+    this.snapshot.release()
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
+  }
+}
+
+function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
+  if (err instanceof ProxyAbort) return [err.code, err.message]
+  const code = (err as { code?: string }).code
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return ['UPSTREAM_TIMEOUT', 'connecting to the upstream timed out']
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return ['UPSTREAM_TIMEOUT', `upstream sent no response headers within ${route.timeouts.headersMs} ms`]
+    case 'UND_ERR_BODY_TIMEOUT':
+      return ['UPSTREAM_TIMEOUT', `upstream body stalled for more than ${route.timeouts.bodyIdleMs} ms`]
+    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+      return ['BAD_REQUEST', 'request body does not match its Content-Length']
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} is unreachable (${code})`]
+    default:
+      return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} failed: ${code ?? err.message}`]
+  }
+}
+
+function isJson(contentType: string | undefined): boolean {
+  if (contentType === undefined) return true // GraphQL clients that omit it still send JSON
+  return contentType.startsWith('application/json') || contentType.startsWith('application/graphql-response+json') || contentType.includes('+json')
+}
+
+function noop(): void {}
+
+/** Reply to a request that matched no route. */
+export function noRouteReply(res: ServerResponse): void {
+  const r = errorReply('NOT_FOUND', 'no route matches this host and path')
+  const body = Buffer.from(r.body)
+  res.writeHead(r.status, { ...r.headers, 'content-length': String(body.length) })
+  res.end(body)
+}

@@ -1,0 +1,78 @@
+// The filter interface: the one thing filters import from proxy/. A filter never imports
+// another filter; what they share travels on the RequestContext.
+import type { Readable } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { GatewayConfig } from '../config/schema.ts'
+import type { RequestContext } from './context.ts'
+import type { LocalReply } from './errors.ts'
+
+export type { RequestContext } from './context.ts'
+export type { LocalReply, ErrorCode } from './errors.ts'
+export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
+export type { GraphQLRequest, OperationType } from './graphql-request.ts'
+
+/** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
+export type Decision = LocalReply | undefined
+export const CONTINUE: Decision = undefined
+
+/**
+ * The response as the response phase sees it. Headers are lower-case and mutable. `body` is
+ * materialized as a stream only when a filter reads it, so filters that only touch headers
+ * keep the zero-copy path; assign `body` to replace it (e.g. with a Transform).
+ */
+export interface ResponseInfo {
+  status: number
+  headers: Record<string, string | string[]>
+  /** A reply made by a filter or by the proxy (error), not the upstream's. Its body is a Buffer. */
+  readonly local: boolean
+  body: Readable | Buffer
+}
+
+/** A stream event on a subscription (the subscriptions issue refines these). */
+export interface StreamEvent {
+  streamId: string
+  payload: unknown
+}
+
+export interface SubscriptionContext {
+  tenant: string | undefined
+  tier: string | undefined
+  route: string
+}
+
+export interface Filter {
+  readonly name: string
+  /** Request phase, in chain order; may answer directly. */
+  onRequest?(ctx: RequestContext): Decision | Promise<Decision>
+  /** Response phase, in reverse chain order; may change status/headers or wrap the body. */
+  onResponse?(ctx: RequestContext, res: ResponseInfo): void | Promise<void>
+  /** Per event on a terminated subscription stream; a LocalReply drops the event for this client. */
+  onSubscriptionEvent?(ctx: SubscriptionContext, ev: StreamEvent): Decision
+  /** Called when a config reload retired this instance and its last request finished. */
+  close?(): void | Promise<void>
+}
+
+/** What the proxy hands a filter factory. */
+export interface FilterDeps {
+  readonly routeName: string
+  readonly workerId: number
+  /** The whole validated config document (tenants, redis, other top-level sections). */
+  readonly config: GatewayConfig
+  readonly logger: Logger
+  /** This worker's metrics registry; use the get-or-create helpers in proxy/metrics.ts. */
+  readonly registry: Registry
+  /**
+   * Memory shared by every worker thread of this process, the same buffer for every route and
+   * config version. Sized by the filter module's `sharedBytes`.
+   */
+  readonly shared: SharedArrayBuffer | undefined
+}
+
+export type FilterFactory<C> = (config: C, deps: FilterDeps) => Filter | Promise<Filter>
+
+export interface FilterModule<C = never> {
+  create: FilterFactory<C>
+  /** Bytes of SharedArrayBuffer this filter needs across worker threads (allocated once). */
+  sharedBytes?: number
+}

@@ -1,0 +1,207 @@
+// The GraphQL request as the filters see it: parsed once from the body (POST) or the query
+// string (GET), with the document parsed lazily and cached across requests. The original bytes
+// go upstream untouched unless a filter edits the request; then it is serialized once.
+import { createHash } from 'node:crypto'
+import { GraphQLError, getOperationAST, parse, type DocumentNode, type OperationTypeNode } from 'graphql'
+import { LRUCache } from 'lru-cache'
+
+export type OperationType = 'query' | 'mutation' | 'subscription'
+
+// Parsing dominates the cost of reading a GraphQL request; clients repeat the same few
+// documents, so parsed ASTs are kept (bounded by total document length).
+const documentCache = new LRUCache<string, DocumentNode>({
+  maxSize: 8 * 1024 * 1024,
+  sizeCalculation: (_doc, key) => key.length + 64,
+})
+
+export class GraphQLRequestError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'GraphQLRequestError'
+  }
+}
+
+export class GraphQLRequest {
+  query: string | undefined
+  operationName: string | undefined
+  variables: Record<string, unknown> | undefined
+  extensions: Record<string, unknown> | undefined
+  /** Set by the persisted-queries filter when the request named a persisted or APQ id. */
+  persistedId: string | undefined = undefined
+  readonly method: 'GET' | 'POST'
+  /** The bytes as received (POST); forwarded as-is while `dirty` is false. */
+  readonly raw: Buffer | undefined
+  /** True once a filter changed query, variables or extensions. */
+  dirty = false
+
+  #document: DocumentNode | undefined = undefined
+  #parseError: GraphQLError | undefined = undefined
+  #docHash: string | undefined = undefined
+
+  constructor(
+    method: 'GET' | 'POST',
+    raw: Buffer | undefined,
+    query: string | undefined,
+    operationName: string | undefined,
+    variables: Record<string, unknown> | undefined,
+    extensions: Record<string, unknown> | undefined,
+  ) {
+    this.method = method
+    this.raw = raw
+    this.query = query
+    this.operationName = operationName
+    this.variables = variables
+    this.extensions = extensions
+  }
+
+  /** The parsed document; throws the parser's GraphQLError (with locations) when it does not parse. */
+  get document(): DocumentNode {
+    if (this.#document) return this.#document
+    if (this.#parseError) throw this.#parseError
+    if (this.query === undefined) throw new GraphQLError('Must provide query string.')
+    const cached = documentCache.get(this.query)
+    if (cached) return (this.#document = cached)
+    try {
+      const doc = parse(this.query, { noLocation: true, maxTokens: 100_000 })
+      documentCache.set(this.query, doc)
+      return (this.#document = doc)
+    } catch (err) {
+      this.#parseError = err instanceof GraphQLError ? err : new GraphQLError(String(err))
+      throw this.#parseError
+    }
+  }
+
+  /** The operation type, or undefined when the document does not parse or names no operation. */
+  get operationType(): OperationType | undefined {
+    if (this.query === undefined) return undefined
+    try {
+      const op = getOperationAST(this.document, this.operationName)
+      return op ? (op.operation as OperationTypeNode as OperationType) : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  /** The operation's name from the request, else from the document's single operation. */
+  get opName(): string | undefined {
+    if (this.operationName) return this.operationName
+    if (this.query === undefined) return undefined
+    try {
+      return getOperationAST(this.document, undefined)?.name?.value
+    } catch {
+      return undefined
+    }
+  }
+
+  /** sha256 hex of the query text: the APQ hash and the cache's document key. */
+  get docHash(): string | undefined {
+    if (this.#docHash !== undefined) return this.#docHash
+    if (this.query === undefined) return undefined
+    return (this.#docHash = createHash('sha256').update(this.query).digest('hex'))
+  }
+
+  setQuery(query: string): void {
+    this.query = query
+    this.#document = undefined
+    this.#parseError = undefined
+    this.#docHash = undefined
+    this.dirty = true
+  }
+
+  setExtension(key: string, value: unknown): void {
+    this.extensions = { ...this.extensions, [key]: value }
+    this.dirty = true
+  }
+
+  deleteExtension(key: string): void {
+    if (!this.extensions || !(key in this.extensions)) return
+    const { [key]: _removed, ...rest } = this.extensions
+    this.extensions = Object.keys(rest).length ? rest : undefined
+    this.dirty = true
+  }
+
+  setVariables(variables: Record<string, unknown> | undefined): void {
+    this.variables = variables
+    this.dirty = true
+  }
+
+  /** The JSON body to send upstream for a POST. */
+  toBody(): Buffer {
+    if (!this.dirty && this.raw) return this.raw
+    const out: Record<string, unknown> = {}
+    if (this.query !== undefined) out.query = this.query
+    if (this.operationName !== undefined) out.operationName = this.operationName
+    if (this.variables !== undefined) out.variables = this.variables
+    if (this.extensions !== undefined) out.extensions = this.extensions
+    return Buffer.from(JSON.stringify(out))
+  }
+
+  /** The path with the GraphQL parameters rewritten, for a GET whose request was edited. */
+  toGetPath(originalPath: string): string {
+    const q = originalPath.indexOf('?')
+    const base = q === -1 ? originalPath : originalPath.slice(0, q)
+    const params = new URLSearchParams(q === -1 ? '' : originalPath.slice(q + 1))
+    for (const k of ['query', 'operationName', 'variables', 'extensions']) params.delete(k)
+    if (this.query !== undefined) params.set('query', this.query)
+    if (this.operationName !== undefined) params.set('operationName', this.operationName)
+    if (this.variables !== undefined) params.set('variables', JSON.stringify(this.variables))
+    if (this.extensions !== undefined) params.set('extensions', JSON.stringify(this.extensions))
+    return `${base}?${params.toString()}`
+  }
+}
+
+function objectOrUndefined(v: unknown, field: string): Record<string, unknown> | undefined {
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'object' || Array.isArray(v)) throw new GraphQLRequestError(`"${field}" must be an object`)
+  return v as Record<string, unknown>
+}
+
+function stringOrUndefined(v: unknown, field: string): string | undefined {
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string') throw new GraphQLRequestError(`"${field}" must be a string`)
+  return v
+}
+
+function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<string, unknown>): GraphQLRequest {
+  const query = stringOrUndefined(o.query, 'query')
+  const extensions = objectOrUndefined(o.extensions, 'extensions')
+  if (query === undefined && !(extensions && 'persistedQuery' in extensions)) {
+    throw new GraphQLRequestError('Must provide query string.')
+  }
+  return new GraphQLRequest(method, raw, query, stringOrUndefined(o.operationName, 'operationName'), objectOrUndefined(o.variables, 'variables'), extensions)
+}
+
+/**
+ * Parse a POST body. Returns undefined for a batch (an array): batches pass through opaque.
+ * Throws GraphQLRequestError for malformed JSON or a body that is not a GraphQL request.
+ */
+export function parsePostBody(raw: Buffer): GraphQLRequest | undefined {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw.toString('utf8'))
+  } catch (err) {
+    throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
+  }
+  if (Array.isArray(parsed)) return undefined
+  if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
+  return fromObject('POST', raw, parsed as Record<string, unknown>)
+}
+
+/** Parse GET parameters (GraphQL over HTTP): variables and extensions are JSON strings. */
+export function parseGetParams(search: string): GraphQLRequest | undefined {
+  const params = new URLSearchParams(search)
+  const query = params.get('query') ?? undefined
+  const extText = params.get('extensions')
+  if (query === undefined && extText === null) return undefined
+  const o: Record<string, unknown> = { query, operationName: params.get('operationName') ?? undefined }
+  for (const field of ['variables', 'extensions'] as const) {
+    const text = params.get(field)
+    if (text === null || text === '') continue
+    try {
+      o[field] = JSON.parse(text)
+    } catch (err) {
+      throw new GraphQLRequestError(`Malformed JSON in "${field}" parameter: ${(err as Error).message}`)
+    }
+  }
+  return fromObject('GET', undefined, o)
+}

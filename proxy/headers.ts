@@ -1,0 +1,142 @@
+// Header rewriting at the proxy boundary (RFC 9110 §7.6.1): hop-by-hop headers stop here,
+// X-Forwarded-* record the hop, everything else passes unchanged and in order.
+import type { RequestContext } from './context.ts'
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'http2-settings',
+])
+
+export function isHopByHop(lowerName: string): boolean {
+  return HOP_BY_HOP.has(lowerName) || lowerName.startsWith('proxy-')
+}
+
+/** Extra names a Connection header lists (they are hop-by-hop for this message only). */
+function connectionListed(value: string | undefined): Set<string> | undefined {
+  if (!value) return undefined
+  let set: Set<string> | undefined
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase()
+    if (t && t !== 'close' && t !== 'keep-alive') (set ??= new Set()).add(t)
+  }
+  return set
+}
+
+export interface ForwardOptions {
+  trustIncoming: boolean
+  /** Host header toward the upstream; undefined keeps the client's. */
+  hostRewrite: string | undefined
+  /** Host to use when the client sent none (HTTP/1.0). */
+  upstreamHost: string
+  /** Content-Length for a body the proxy re-serialized; undefined keeps the client's. */
+  contentLength: number | undefined
+}
+
+/**
+ * Headers for the upstream request as a flat [name, value, …] list (undici's cheapest form).
+ * Drops hop-by-hop and those the Connection header names, sets Host and X-Forwarded-*,
+ * then applies the filters' edits (ctx.upstreamHeaderEdits).
+ */
+export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions): string[] {
+  const raw = ctx.req.rawHeaders
+  const out: string[] = []
+  const listed = connectionListed(ctx.req.headers.connection)
+  const edits = ctx.upstreamHeaderEdits
+  let xff: string | undefined
+  let xfp: string | undefined
+  let xfh: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const lower = name.toLowerCase()
+    if (isHopByHop(lower) || (listed !== undefined && listed.has(lower))) continue
+    switch (lower) {
+      case 'host':
+      case 'expect': // 100-continue is answered by the proxy's own server, not relayed
+        continue
+      case 'content-length':
+        if (opts.contentLength !== undefined) continue
+        break
+      case 'x-forwarded-for':
+        if (opts.trustIncoming) xff = xff === undefined ? raw[i + 1]! : `${xff}, ${raw[i + 1]!}`
+        continue
+      case 'x-forwarded-proto':
+        if (opts.trustIncoming && xfp === undefined) xfp = raw[i + 1]!
+        continue
+      case 'x-forwarded-host':
+        if (opts.trustIncoming && xfh === undefined) xfh = raw[i + 1]!
+        continue
+    }
+    if (edits !== undefined && edits.has(lower)) continue
+    out.push(name, raw[i + 1]!)
+  }
+  const clientHost = ctx.host
+  out.push('host', opts.hostRewrite ?? (clientHost || opts.upstreamHost))
+  if (opts.contentLength !== undefined) out.push('content-length', String(opts.contentLength))
+  const ip = ctx.clientIp.startsWith('::ffff:') ? ctx.clientIp.slice(7) : ctx.clientIp
+  out.push('x-forwarded-for', xff === undefined ? ip : `${xff}, ${ip}`)
+  out.push('x-forwarded-proto', xfp ?? 'http')
+  if (xfh !== undefined || clientHost) out.push('x-forwarded-host', xfh ?? clientHost)
+  if (edits !== undefined) {
+    for (const [name, value] of edits) if (value !== null) out.push(name, value)
+  }
+  return out
+}
+
+/**
+ * Response headers for the client as a flat list: the upstream's minus hop-by-hop, with the
+ * chain's additions (ctx.responseHeaders) replacing same-named upstream headers.
+ */
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined): string[] {
+  const out: string[] = []
+  const connection = upstream.connection
+  const listed = connectionListed(Array.isArray(connection) ? connection.join(',') : connection)
+  for (const name in upstream) {
+    if (isHopByHop(name) || (listed !== undefined && listed.has(name))) continue
+    if (added !== undefined && indexOfName(added, name) !== -1) continue
+    const value = upstream[name]
+    if (value === undefined) continue
+    if (typeof value === 'string') out.push(name, value)
+    else for (const v of value) out.push(name, v)
+  }
+  if (added !== undefined) for (let i = 0; i < added.length; i++) out.push(added[i]!)
+  return out
+}
+
+/** Same as clientResponseHeaders but into a mutable object, for the response phase. */
+export function responseHeaderObject(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const connection = upstream.connection
+  const listed = connectionListed(Array.isArray(connection) ? connection.join(',') : connection)
+  for (const name in upstream) {
+    if (isHopByHop(name) || (listed !== undefined && listed.has(name))) continue
+    const value = upstream[name]
+    if (value !== undefined) out[name] = value
+  }
+  if (added !== undefined) for (let i = 0; i < added.length; i += 2) out[added[i]!] = added[i + 1]!
+  return out
+}
+
+function indexOfName(list: string[], name: string): number {
+  for (let i = 0; i < list.length; i += 2) if (list[i] === name) return i
+  return -1
+}
+
+/** Flatten a header object for res.writeHead, dropping hop-by-hop names a filter may have added. */
+export function flattenHeaders(headers: Record<string, string | string[]>): string[] {
+  const out: string[] = []
+  for (const name in headers) {
+    if (isHopByHop(name)) continue
+    const value = headers[name]!
+    if (typeof value === 'string') out.push(name, value)
+    else for (const v of value) out.push(name, v)
+  }
+  return out
+}

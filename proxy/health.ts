@@ -1,0 +1,91 @@
+// Upstream reachability for /readyz: a TCP connect (or an HTTP GET when a path is set) per
+// upstream, on an interval, from the supervisor thread only.
+import { connect } from 'node:net'
+import { request } from 'undici'
+import { resolveRouteUpstream, type GatewayConfig, type UpstreamConfig } from '../config/schema.ts'
+
+export interface UpstreamState {
+  name: string
+  url: string
+  healthy: boolean
+  checked: boolean
+  error: string | undefined
+}
+
+function tcpProbe(url: URL, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80))
+    const host = url.hostname.replace(/^\[|\]$/g, '')
+    const socket = connect({ host, port })
+    const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${timeoutMs} ms`)), timeoutMs)
+    socket.once('connect', () => {
+      clearTimeout(timer)
+      socket.end()
+      resolve()
+    })
+    socket.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+async function httpProbe(url: URL, path: string, timeoutMs: number): Promise<void> {
+  const res = await request(new URL(path, url), { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) })
+  await res.body.dump()
+  if (res.statusCode >= 500) throw new Error(`health check answered ${res.statusCode}`)
+}
+
+export class UpstreamHealth {
+  readonly states = new Map<string, UpstreamState>()
+  readonly #timers: NodeJS.Timeout[] = []
+  #onChange: ((s: UpstreamState) => void) | undefined
+
+  constructor(config: GatewayConfig, onChange?: (s: UpstreamState) => void) {
+    this.#onChange = onChange
+    const defs = new Map<string, UpstreamConfig>()
+    for (const route of config.routes) {
+      const { name, def } = resolveRouteUpstream(config, route)
+      if (def.healthCheck.enabled) defs.set(name, def)
+    }
+    for (const [name, def] of defs) {
+      const state: UpstreamState = { name, url: def.url, healthy: false, checked: false, error: undefined }
+      this.states.set(name, state)
+      const probe = () => this.#probe(state, def)
+      void probe()
+      const t = setInterval(probe, def.healthCheck.intervalMs)
+      t.unref()
+      this.#timers.push(t)
+    }
+  }
+
+  async #probe(state: UpstreamState, def: UpstreamConfig): Promise<void> {
+    const url = new URL(def.url)
+    try {
+      if (def.healthCheck.path !== undefined) await httpProbe(url, def.healthCheck.path, def.healthCheck.timeoutMs)
+      else await tcpProbe(url, def.healthCheck.timeoutMs)
+      this.#set(state, true, undefined)
+    } catch (err) {
+      this.#set(state, false, (err as Error).message)
+    }
+  }
+
+  #set(state: UpstreamState, healthy: boolean, error: string | undefined): void {
+    const changed = !state.checked || state.healthy !== healthy
+    state.healthy = healthy
+    state.error = error
+    state.checked = true
+    if (changed) this.#onChange?.(state)
+  }
+
+  /** Probe everything now (used by /readyz when a probe has not run yet). */
+  allHealthy(): boolean {
+    for (const s of this.states.values()) if (!s.healthy) return false
+    return true
+  }
+
+  stop(): void {
+    for (const t of this.#timers) clearInterval(t)
+    this.#onChange = undefined
+  }
+}

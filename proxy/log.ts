@@ -1,0 +1,56 @@
+// Logging. Worker threads do not write to stdout themselves: their lines are batched and
+// handed to the supervisor, the single writer, so lines from different threads never
+// interleave mid-line and a worker never blocks on a slow pipe.
+import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino'
+
+export type LogSink = (chunk: string) => void
+
+/** A pino destination that batches lines (by size or 25 ms) into `sink`. */
+export class BatchingDestination implements DestinationStream {
+  #buf: string[] = []
+  #size = 0
+  #timer: NodeJS.Timeout | undefined
+  readonly #sink: LogSink
+  readonly #maxBytes: number
+
+  constructor(sink: LogSink, maxBytes = 64 * 1024) {
+    this.#sink = sink
+    this.#maxBytes = maxBytes
+  }
+
+  write(line: string): void {
+    this.#buf.push(line)
+    this.#size += line.length
+    if (this.#size >= this.#maxBytes) this.flush()
+    else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.flush(), 25)
+      this.#timer.unref()
+    }
+  }
+
+  flush(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
+    if (this.#buf.length === 0) return
+    const chunk = this.#buf.join('')
+    this.#buf = []
+    this.#size = 0
+    this.#sink(chunk)
+  }
+}
+
+export function createLogger(level: LevelWithSilent, destination: DestinationStream, bindings: Record<string, unknown> = {}): Logger {
+  return pino(
+    {
+      level,
+      base: { pid: process.pid, ...bindings },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      // Credentials never reach a log line, whatever a caller passes.
+      redact: { paths: ['req.headers.authorization', 'headers.authorization', 'authorization', 'token', 'secret', 'password'], censor: '[redacted]' },
+    },
+    destination,
+  )
+}

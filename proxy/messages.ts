@@ -1,0 +1,28 @@
+// The supervisor ↔ worker protocol (structured-clone messages over the worker port).
+import type { MetricObjectWithValues, MetricValue } from 'prom-client'
+import type { GatewayConfig } from '../config/schema.ts'
+
+export interface WorkerData {
+  workerId: number
+  version: number
+  config: GatewayConfig
+  shared: Record<string, SharedArrayBuffer>
+  host: string | undefined
+  port: number
+}
+
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[]
+
+export type ToWorker =
+  | { t: 'config'; version: number; config: GatewayConfig }
+  | { t: 'metrics'; id: number }
+  | { t: 'drain'; deadlineMs: number }
+
+export type FromWorker =
+  | { t: 'listening'; port: number }
+  | { t: 'applied'; version: number }
+  | { t: 'apply-failed'; version: number; error: string }
+  | { t: 'metrics'; id: number; data: MetricsJson }
+  | { t: 'log'; chunk: string }
+  | { t: 'drained' }
+  | { t: 'fatal'; error: string }

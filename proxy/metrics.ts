@@ -1,0 +1,101 @@
+// Metrics: one prom-client Registry per worker thread plus one for the supervisor; the admin
+// port merges them into a single view (AggregatorRegistry.aggregate), so a scrape sees the
+// process, not a thread. Hot-path children are cached so a request does no label hashing.
+import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration } from 'prom-client'
+
+/** Latency buckets from 0.25 ms: the proxy's own overhead lives in the first few. */
+export const LATENCY_BUCKETS = [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+export function counter<T extends string>(registry: Registry, cfg: CounterConfiguration<T>): Counter<T> {
+  const existing = registry.getSingleMetric(cfg.name)
+  if (existing) return existing as Counter<T>
+  return new Counter({ ...cfg, registers: [registry] })
+}
+
+export function gauge<T extends string>(registry: Registry, cfg: GaugeConfiguration<T>): Gauge<T> {
+  const existing = registry.getSingleMetric(cfg.name)
+  if (existing) return existing as Gauge<T>
+  return new Gauge({ ...cfg, registers: [registry] })
+}
+
+export function histogram<T extends string>(registry: Registry, cfg: HistogramConfiguration<T>): Histogram<T> {
+  const existing = registry.getSingleMetric(cfg.name)
+  if (existing) return existing as Histogram<T>
+  return new Histogram({ ...cfg, registers: [registry] })
+}
+
+type CounterChild = ReturnType<Counter<string>['labels']>
+type HistogramChild = ReturnType<Histogram<string>['labels']>
+
+/** Per-route metric children, created once per route and status. */
+export class RouteMetrics {
+  readonly duration: HistogramChild
+  readonly upstream: HistogramChild
+  readonly #requests: Counter<'route' | 'status'>
+  readonly #byStatus = new Map<number, CounterChild>()
+  readonly #route: string
+
+  constructor(m: ProxyMetrics, route: string) {
+    this.#route = route
+    this.#requests = m.requests
+    this.duration = m.duration.labels(route)
+    this.upstream = m.upstreamDuration.labels(route)
+  }
+
+  request(status: number): void {
+    let child = this.#byStatus.get(status)
+    if (child === undefined) {
+      child = this.#requests.labels(this.#route, String(status))
+      this.#byStatus.set(status, child)
+    }
+    child.inc()
+  }
+}
+
+export class ProxyMetrics {
+  readonly registry: Registry
+  readonly requests: Counter<'route' | 'status'>
+  readonly duration: Histogram<'route'>
+  readonly upstreamDuration: Histogram<'route'>
+  readonly proxyErrors: Counter<'route' | 'code'>
+  readonly filterErrors: Counter<'filter'>
+  readonly clientAborts: Counter<'route'>
+  readonly wsConnections: Gauge<'route'>
+  readonly wsMessages: Counter<'direction'>
+  readonly workerRequests: Counter<'worker'>
+  readonly configApplyFailures: Counter
+  readonly #routes = new Map<string, RouteMetrics>()
+
+  constructor(registry: Registry) {
+    this.registry = registry
+    this.requests = counter(registry, { name: 'igw_requests_total', help: 'Requests answered, by route and HTTP status', labelNames: ['route', 'status'] })
+    this.duration = histogram(registry, {
+      name: 'igw_request_duration_seconds',
+      help: 'Time from request received to response finished',
+      labelNames: ['route'],
+      buckets: LATENCY_BUCKETS,
+    })
+    this.upstreamDuration = histogram(registry, {
+      name: 'igw_upstream_duration_seconds',
+      help: 'Time from dispatch to upstream response headers',
+      labelNames: ['route'],
+      buckets: LATENCY_BUCKETS,
+    })
+    this.proxyErrors = counter(registry, { name: 'igw_proxy_errors_total', help: 'Requests the proxy answered with an error of its own, by code', labelNames: ['route', 'code'] })
+    this.filterErrors = counter(registry, { name: 'igw_filter_errors_total', help: 'Filters that threw, by filter', labelNames: ['filter'] })
+    this.clientAborts = counter(registry, { name: 'igw_client_aborts_total', help: 'Requests the client abandoned before the response finished', labelNames: ['route'] })
+    this.wsConnections = gauge(registry, { name: 'igw_websocket_connections', help: 'Open proxied WebSocket connections', labelNames: ['route'] })
+    this.wsMessages = counter(registry, { name: 'igw_websocket_messages_total', help: 'WebSocket messages relayed', labelNames: ['direction'] })
+    this.workerRequests = counter(registry, { name: 'igw_worker_requests_total', help: 'Requests accepted per worker thread (shows the kernel spread)', labelNames: ['worker'] })
+    this.configApplyFailures = counter(registry, { name: 'igw_config_apply_failures_total', help: 'Validated config versions a worker failed to build' })
+  }
+
+  route(name: string): RouteMetrics {
+    let m = this.#routes.get(name)
+    if (m === undefined) {
+      m = new RouteMetrics(this, name)
+      this.#routes.set(name, m)
+    }
+    return m
+  }
+}

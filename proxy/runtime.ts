@@ -1,0 +1,210 @@
+// A config version compiled for the hot path: routes with their filter instances, upstream
+// pools, the router. A reload builds a new Snapshot and swaps one reference; requests already
+// running keep the snapshot they started with, and its filters close once its last request ends.
+import type { Logger } from 'pino'
+import { Pool } from 'undici'
+import type { FilterEntry } from '../config/filters/index.ts'
+import { resolveRouteUpstream, type GatewayConfig, type RouteConfig, type UpstreamConfig } from '../config/schema.ts'
+import { filterModules } from '../filters/registry.ts'
+import type { Filter, FilterDeps, FilterModule } from './filter.ts'
+import type { ProxyMetrics, RouteMetrics } from './metrics.ts'
+import { Router, type Routable } from './router.ts'
+
+export interface UpstreamRuntime {
+  readonly name: string
+  readonly origin: string
+  /** host[:port] of the origin, for requests that arrive without a Host. */
+  readonly authority: string
+  readonly pool: Pool
+}
+
+export interface RouteRuntime extends Routable {
+  readonly name: string
+  readonly type: 'graphql' | 'http'
+  readonly config: RouteConfig
+  readonly maxBodyBytes: number
+  readonly hostRewrite: string | undefined
+  readonly timeouts: RouteConfig['timeouts']
+  readonly websocket: RouteConfig['websocket']
+  readonly upstream: UpstreamRuntime
+  /** The chain in config order. */
+  readonly filters: readonly Filter[]
+  /** failMode per filter, same order as `filters`. */
+  readonly failOpen: readonly boolean[]
+  /** Indices of filters with onRequest, in chain order. */
+  readonly requestPhase: readonly number[]
+  /** Indices of filters with onResponse, in reverse chain order. */
+  readonly responsePhase: readonly number[]
+  readonly metrics: RouteMetrics
+}
+
+/** Pools outlive snapshots: a reload that keeps an upstream keeps its warm connections. */
+export class PoolRegistry {
+  readonly #pools = new Map<string, Pool>()
+
+  static key(def: UpstreamConfig): string {
+    return JSON.stringify([def.url, def.connections, def.pipelining, def.connectTimeoutMs, def.keepAliveTimeoutMs])
+  }
+
+  get(def: UpstreamConfig): Pool {
+    const key = PoolRegistry.key(def)
+    let pool = this.#pools.get(key)
+    if (pool === undefined) {
+      pool = new Pool(def.url, {
+        connections: def.connections,
+        pipelining: def.pipelining,
+        connectTimeout: def.connectTimeoutMs,
+        keepAliveTimeout: def.keepAliveTimeoutMs,
+        keepAliveMaxTimeout: Math.max(def.keepAliveTimeoutMs, 1_000),
+        // Per-request timeouts come from the route; these are only the fallbacks.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      })
+      this.#pools.set(key, pool)
+    }
+    return pool
+  }
+
+  /** Close pools no live snapshot uses (after the old snapshot drained). */
+  async retainOnly(keys: Set<string>): Promise<void> {
+    const closing: Promise<void>[] = []
+    for (const [key, pool] of this.#pools) {
+      if (!keys.has(key)) {
+        this.#pools.delete(key)
+        closing.push(pool.close().catch(() => undefined))
+      }
+    }
+    await Promise.all(closing)
+  }
+
+  async destroyAll(): Promise<void> {
+    const all = [...this.#pools.values()]
+    this.#pools.clear()
+    await Promise.all(all.map((p) => p.destroy().catch(() => undefined)))
+  }
+}
+
+export class Snapshot {
+  readonly version: number
+  readonly config: GatewayConfig
+  readonly routes: readonly RouteRuntime[]
+  readonly router: Router<RouteRuntime>
+  readonly poolKeys: Set<string>
+  /** Requests (and WebSockets) currently using this snapshot. */
+  inflight = 0
+  retired = false
+  #onIdle: (() => void) | undefined
+
+  constructor(version: number, config: GatewayConfig, routes: RouteRuntime[], poolKeys: Set<string>) {
+    this.version = version
+    this.config = config
+    this.routes = routes
+    this.router = new Router(routes)
+    this.poolKeys = poolKeys
+  }
+
+  release(): void {
+    if (--this.inflight === 0 && this.retired && this.#onIdle) {
+      const cb = this.#onIdle
+      this.#onIdle = undefined
+      cb()
+    }
+  }
+
+  /** Mark as replaced; `onIdle` runs when its last request is done (now, if none). */
+  retire(onIdle: () => void): void {
+    this.retired = true
+    if (this.inflight === 0) onIdle()
+    else this.#onIdle = onIdle
+  }
+
+  async closeFilters(logger: Logger): Promise<void> {
+    for (const route of this.routes) {
+      for (const f of route.filters) {
+        try {
+          await f.close?.()
+        } catch (err) {
+          logger.warn({ err, filter: f.name, route: route.name }, 'filter close failed')
+        }
+      }
+    }
+  }
+}
+
+export interface BuildDeps {
+  workerId: number
+  logger: Logger
+  metrics: ProxyMetrics
+  pools: PoolRegistry
+  shared: Record<string, SharedArrayBuffer>
+}
+
+export class FilterBuildError extends Error {}
+
+export async function buildSnapshot(version: number, config: GatewayConfig, deps: BuildDeps): Promise<Snapshot> {
+  const routes: RouteRuntime[] = []
+  const poolKeys = new Set<string>()
+  const built: Filter[] = []
+  try {
+    for (const [i, route] of config.routes.entries()) {
+      const { name: upstreamName, def } = resolveRouteUpstream(config, route)
+      poolKeys.add(PoolRegistry.key(def))
+      const url = new URL(def.url)
+      const upstream: UpstreamRuntime = { name: upstreamName, origin: url.origin, authority: url.host, pool: deps.pools.get(def) }
+      const filters: Filter[] = []
+      const failOpen: boolean[] = []
+      for (const [j, entry] of route.filters.entries()) {
+        const filterDeps: FilterDeps = {
+          routeName: route.name,
+          workerId: deps.workerId,
+          config,
+          logger: deps.logger.child({ filter: entry.name, route: route.name }),
+          registry: deps.metrics.registry,
+          shared: deps.shared[entry.name],
+        }
+        let filter: Filter
+        try {
+          filter = await createFilter(entry, filterDeps)
+        } catch (err) {
+          throw new FilterBuildError(`routes[${i}].filters[${j}] (${entry.name}): ${(err as Error).message}`)
+        }
+        built.push(filter)
+        filters.push(filter)
+        failOpen.push(entry.failMode === 'open')
+      }
+      const requestPhase: number[] = []
+      const responsePhase: number[] = []
+      filters.forEach((f, k) => {
+        if (f.onRequest) requestPhase.push(k)
+        if (f.onResponse) responsePhase.unshift(k)
+      })
+      routes.push({
+        name: route.name,
+        host: route.match.host,
+        pathPrefix: route.match.pathPrefix,
+        type: route.type,
+        config: route,
+        maxBodyBytes: route.maxBodyBytes,
+        hostRewrite: route.hostRewrite,
+        timeouts: route.timeouts,
+        websocket: route.websocket,
+        upstream,
+        filters,
+        failOpen,
+        requestPhase,
+        responsePhase,
+        metrics: deps.metrics.route(route.name),
+      })
+    }
+  } catch (err) {
+    // Do not leak half a chain: close what was built before the failure.
+    for (const f of built) await Promise.resolve(f.close?.()).catch(() => undefined)
+    throw err
+  }
+  return new Snapshot(version, config, routes, poolKeys)
+}
+
+function createFilter(entry: FilterEntry, deps: FilterDeps): Filter | Promise<Filter> {
+  const mod = filterModules[entry.name] as FilterModule<FilterEntry>
+  return mod.create(entry, deps)
+}

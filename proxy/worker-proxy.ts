@@ -1,0 +1,221 @@
+// One worker thread's proxy: its listener, the current config snapshot, access logging and
+// the drain on shutdown. Everything global lives in the supervisor or in shared memory.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { GatewayConfig } from '../config/schema.ts'
+import type { RequestContext } from './context.ts'
+import { Exchange, noRouteReply } from './exchange.ts'
+import { rawHttpError } from './errors.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
+import { handleUpgrade, type WsBridge } from './websocket-bridge.ts'
+
+export interface WorkerProxyOptions {
+  workerId: number
+  logger: Logger
+  metrics: ProxyMetrics
+  shared: Record<string, SharedArrayBuffer>
+}
+
+export class WorkerProxy {
+  readonly logger: Logger
+  readonly metrics: ProxyMetrics
+  readonly workerId: number
+  readonly bridges = new Set<WsBridge>()
+  readonly pools = new PoolRegistry()
+  readonly server: Server
+  snapshot!: Snapshot
+  trustForwarded = true
+  draining = false
+  inflight = 0
+  #accessLog = true
+  #sampleRate = 1
+  readonly #shared: Record<string, SharedArrayBuffer>
+  readonly #workerCounter: ReturnType<ProxyMetrics['workerRequests']['labels']>
+  #drained: (() => void) | undefined
+
+  constructor(opts: WorkerProxyOptions, config: GatewayConfig) {
+    this.logger = opts.logger
+    this.metrics = opts.metrics
+    this.workerId = opts.workerId
+    this.#shared = opts.shared
+    this.#workerCounter = opts.metrics.workerRequests.labels(String(opts.workerId))
+    this.server = createServer(
+      {
+        keepAliveTimeout: config.listener.keepAliveTimeoutMs,
+        headersTimeout: config.listener.headersTimeoutMs,
+        requestTimeout: 0, // the route's total timeout governs; 0 lets long uploads/exports through
+        maxHeaderSize: config.listener.maxHeaderBytes,
+        noDelay: true,
+      },
+      this.handle,
+    )
+    this.server.on('upgrade', this.upgrade)
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
+        socket.destroy()
+        return
+      }
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+      socket.end(rawHttpError('BAD_REQUEST', tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`))
+    })
+  }
+
+  /** Build and switch to a config version. The old snapshot retires when its requests finish. */
+  async apply(version: number, config: GatewayConfig): Promise<void> {
+    const next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared })
+    const prev = this.snapshot as Snapshot | undefined
+    this.snapshot = next
+    this.trustForwarded = config.forwarded.trustIncoming
+    this.#accessLog = config.log.access.enabled
+    this.#sampleRate = config.log.access.sampleRate
+    this.logger.level = config.log.level
+    if (prev !== undefined) {
+      prev.retire(() => {
+        void prev.closeFilters(this.logger)
+        void this.pools.retainOnly(this.snapshot.poolKeys)
+      })
+    }
+  }
+
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const start = performance.now()
+    this.inflight++
+    this.#workerCounter.inc()
+    if (this.draining) res.shouldKeepAlive = false
+    const snap = this.snapshot
+    const route = snap.router.match(req.headers.host, req.url ?? '/')
+    if (route === undefined) {
+      res.once('close', () => this.#finishUnrouted(req, res, start))
+      noRouteReply(res)
+      return
+    }
+    snap.inflight++
+    new Exchange(this, snap, route, req, res, start).start()
+  }
+
+  readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const snap = this.snapshot
+    const route = snap.router.match(req.headers.host, req.url ?? '/')
+    if (route === undefined || this.draining) {
+      socket.end(rawHttpError(this.draining ? 'OVERLOADED' : 'NOT_FOUND', this.draining ? 'gateway is shutting down' : 'no route matches this host and path'))
+      return
+    }
+    this.inflight++
+    snap.inflight++
+    this.#upgradeSnapshots.set(req, snap)
+    handleUpgrade(this, snap, route, req, socket, head).catch((err: unknown) => {
+      this.logger.error({ err }, 'websocket upgrade failed')
+      socket.destroy()
+      this.finishUpgradeRaw(req)
+    })
+  }
+  readonly #upgradeSnapshots = new WeakMap<IncomingMessage, Snapshot>()
+
+  finishRequest(ctx: RequestContext, status: number, aborted: boolean): void {
+    const durMs = performance.now() - ctx.startTime
+    const m = ctx.route.metrics
+    m.request(status)
+    m.duration.observe(durMs / 1000)
+    if (this.#accessLog && (status >= 500 || aborted || this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.#access(ctx, status, durMs, aborted)
+    this.#done()
+  }
+
+  /** A WebSocket handshake ended (101 when bridged): count it and let its snapshot go. */
+  finishUpgrade(ctx: RequestContext, status: number): void {
+    ctx.route.metrics.request(status)
+    if (this.#accessLog) this.#access(ctx, status, performance.now() - ctx.startTime, false)
+    this.finishUpgradeRaw(ctx.req)
+  }
+
+  finishUpgradeRaw(req: IncomingMessage): void {
+    const snap = this.#upgradeSnapshots.get(req)
+    if (snap === undefined) return
+    this.#upgradeSnapshots.delete(req)
+    snap.release()
+    this.#done()
+  }
+
+  #access(ctx: RequestContext, status: number, durMs: number, aborted: boolean): void {
+    const q = ctx.url.indexOf('?')
+    const gql = ctx.graphql
+    this.logger.info(
+      {
+        reqId: ctx.id || undefined,
+        method: ctx.method,
+        path: q === -1 ? ctx.url : ctx.url.slice(0, q), // the query string may carry variables: not logged
+        route: ctx.route.name,
+        status,
+        tenant: ctx.tenant,
+        op: gql?.opName,
+        persistedId: gql?.persistedId,
+        cost: ctx.costSource === 'default' ? undefined : ctx.cost,
+        code: ctx.errorCode,
+        aborted: aborted || undefined,
+        upstreamMs: ctx.upstreamMs >= 0 ? round(ctx.upstreamMs) : undefined,
+        filterMs: round(ctx.filterMs),
+        durMs: round(durMs),
+      },
+      'access',
+    )
+  }
+
+  #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number): void {
+    this.metrics.requests.labels('', String(res.statusCode)).inc()
+    if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, durMs: round(performance.now() - start) }, 'access (no route)')
+    this.#done()
+  }
+
+  #done(): void {
+    if (--this.inflight === 0 && this.#drained) this.#drained()
+  }
+
+  listen(host: string | undefined, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen({ host, port, reusePort: true, backlog: 4096 }, () => {
+        this.server.removeListener('error', reject)
+        const addr = this.server.address()
+        resolve(typeof addr === 'object' && addr ? addr.port : port)
+      })
+    })
+  }
+
+  /**
+   * Graceful stop: no new connections, idle keep-alives closed, in-flight requests finish (with
+   * Connection: close) until the deadline, WebSockets get 1001; then whatever is left is cut.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    this.draining = true
+    this.server.close()
+    this.server.closeIdleConnections()
+    for (const b of this.bridges) b.goAway()
+    const idle = new Promise<void>((resolve) => {
+      if (this.inflight === 0 && this.bridges.size === 0) resolve()
+      else this.#drained = resolve
+    })
+    // Keep-alive sockets that finish a request while draining are closed by shouldKeepAlive=false;
+    // sweep idle ones periodically for connections that were between requests.
+    const sweep = setInterval(() => {
+      this.server.closeIdleConnections()
+      if (this.inflight === 0 && this.bridges.size === 0) this.#drained?.()
+    }, 50)
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, deadlineMs, 'timeout')))
+    const outcome = await Promise.race([idle, expired])
+    clearInterval(sweep)
+    clearTimeout(timer)
+    if (outcome === 'timeout') {
+      this.logger.warn({ inflight: this.inflight, websockets: this.bridges.size }, 'drain deadline reached; closing remaining connections')
+      for (const b of this.bridges) b.terminate()
+    }
+    this.server.closeAllConnections()
+    await this.snapshot.closeFilters(this.logger)
+    await this.pools.destroyAll()
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100
+}

@@ -1,0 +1,57 @@
+// Worker thread entry: one listener (reusePort) and one WorkerProxy; talks to the supervisor.
+import { parentPort, workerData } from 'node:worker_threads'
+import { Registry } from 'prom-client'
+import { BatchingDestination, createLogger } from './log.ts'
+import type { FromWorker, ToWorker, WorkerData } from './messages.ts'
+import { ProxyMetrics } from './metrics.ts'
+import { WorkerProxy } from './worker-proxy.ts'
+
+const data = workerData as WorkerData
+const port = parentPort!
+const send = (m: FromWorker): void => port.postMessage(m)
+
+const destination = new BatchingDestination((chunk) => send({ t: 'log', chunk }))
+const logger = createLogger(data.config.log.level, destination, { worker: data.workerId })
+const metrics = new ProxyMetrics(new Registry())
+const proxy = new WorkerProxy({ workerId: data.workerId, logger, metrics, shared: data.shared }, data.config)
+
+process.on('uncaughtException', (err) => {
+  // Log through the batcher, flush, then let the thread die: the supervisor restarts it.
+  logger.fatal({ err }, 'uncaught exception in worker')
+  destination.flush()
+  throw err
+})
+
+port.on('message', (msg: ToWorker) => {
+  switch (msg.t) {
+    case 'config':
+      proxy.apply(msg.version, msg.config).then(
+        () => send({ t: 'applied', version: msg.version }),
+        (err: Error) => {
+          metrics.configApplyFailures.inc()
+          logger.error({ err: { message: err.message }, version: msg.version }, 'config version rejected by worker; keeping the previous one')
+          send({ t: 'apply-failed', version: msg.version, error: err.message })
+        },
+      )
+      return
+    case 'metrics':
+      metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: msg.id, data: json as never }))
+      return
+    case 'drain':
+      proxy.drain(msg.deadlineMs).finally(() => {
+        destination.flush()
+        send({ t: 'drained' })
+      })
+      return
+  }
+})
+
+try {
+  await proxy.apply(data.version, data.config)
+  const bound = await proxy.listen(data.host, data.port)
+  send({ t: 'listening', port: bound })
+} catch (err) {
+  destination.flush()
+  send({ t: 'fatal', error: (err as Error).message })
+  process.exit(1)
+}

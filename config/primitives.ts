@@ -48,7 +48,12 @@ export const httpUrl = z.url({ protocol: /^https?$/, error: 'expected URL' })
 /** An upstream origin: scheme, host and port only, since routes own the path. */
 export const originUrl = httpUrl.refine(
   (u) => {
-    const url = new URL(u)
+    let url: URL
+    try {
+      url = new URL(u)
+    } catch {
+      return true // already reported as "expected URL"
+    }
     return (url.pathname === '/' || url.pathname === '') && !url.search && !url.hash && !url.username
   },
   { error: 'expected an origin URL (scheme://host:port) without path, query or credentials' },

@@ -108,6 +108,14 @@ export const gatewayConfigObject = z.strictObject({
   admin: z.strictObject({ listen: listenAddress.default(':9901') }).prefault({}),
   /** Worker threads, each with its own listener on the same port; "auto" = available cores. */
   workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
+  workerHeap: z
+    .strictObject({
+      /** V8 young generation per worker thread (MB); small keeps streaming RSS flat. */
+      youngGenerationMb: z.int().min(1).max(1024).default(6),
+      /** Old-generation cap per worker thread (MB); absent = V8's default. */
+      maxOldGenerationMb: z.int().min(16).optional(),
+    })
+    .prefault({}),
   listener: z
     .strictObject({
       /** Keep this above the idle timeout of whatever load balancer sits in front. */
@@ -161,7 +169,7 @@ export const gatewayConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
   const usedUpstreams = new Set<string>()
   cfg.routes.forEach((route, i) => {
     if (seen.has(route.name)) {
-      ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"`, input: route.name })
+      ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"` })
     }
     seen.add(route.name)
     if (looksLikeUrl(route.upstream)) {
@@ -180,13 +188,13 @@ export const gatewayConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
     const names = new Set<string>()
     route.filters.forEach((f, j) => {
       if (names.has(f.name)) {
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'name'], message: `filter "${f.name}" appears twice in this chain`, input: f.name })
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'name'], message: `filter "${f.name}" appears twice in this chain` })
       }
       names.add(f.name)
     })
   })
   if (cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
-    ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several', input: cfg.mode })
+    ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several' })
   }
 })
 

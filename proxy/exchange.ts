@@ -59,8 +59,8 @@ function onBodyEnd(this: IncomingMessage & WithExchange): void {
 function onBodyError(this: IncomingMessage & WithExchange): void {
   // The client went away mid-upload; res 'close' does the bookkeeping.
 }
-function onDeadline(ex: Exchange): void {
-  ex.deadlineReached()
+function onTimer(ex: Exchange): void {
+  ex.timerFired()
 }
 
 /** Counts streamed request bytes when the client did not declare a length (chunked). */
@@ -135,6 +135,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #held: Buffer[] | undefined = undefined
   #heldEnd = false
   #dispatchedAt = 0
+  #headersDeadline = Number.POSITIVE_INFINITY
   #finished = false
 
   constructor(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: IncomingMessage, res: ServerResponse, start: number) {
@@ -385,12 +386,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
       contentLength,
     })
     const now = performance.now()
-    const left = ctx.deadline - now
-    if (left <= 0) {
+    if (ctx.deadline <= now) {
       this.replyError('UPSTREAM_TIMEOUT', 'request deadline passed before the upstream was called', route.filters.length)
       return
     }
-    if (left !== Number.POSITIVE_INFINITY) this.#timer = setTimeout(onDeadline, left, this)
+    // One native timer covers both the headers and the total timeout (undici's own timers
+    // have ~1 s resolution, too coarse for sub-second route timeouts).
+    const headersMs = route.timeouts.headersMs
+    this.#headersDeadline = headersMs > 0 ? now + headersMs : Number.POSITIVE_INFINITY
+    const first = Math.min(this.#headersDeadline, ctx.deadline)
+    if (first !== Number.POSITIVE_INFINITY) this.#timer = setTimeout(onTimer, first - now, this)
     this.phase = Phase.Dispatched
     this.#dispatchedAt = now
     route.upstream.pool.dispatch(
@@ -399,7 +404,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         method: ctx.method,
         headers,
         body,
-        headersTimeout: route.timeouts.headersMs,
+        headersTimeout: 0,
         bodyTimeout: route.timeouts.bodyIdleMs,
         upgrade: null,
       },
@@ -407,9 +412,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     )
   }
 
-  deadlineReached(): void {
+  timerFired(): void {
     this.#timer = undefined
-    this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not answer within the route's total timeout of ${this.route.timeouts.totalMs} ms`))
+    const now = performance.now()
+    if (this.phase === Phase.Dispatched && now >= this.#headersDeadline - 1) {
+      this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
+    } else if (now >= this.ctx.deadline - 1) {
+      this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not finish within the route's total timeout of ${this.route.timeouts.totalMs} ms`))
+    } else if (this.ctx.deadline !== Number.POSITIVE_INFINITY) {
+      this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this)
+    }
   }
 
   // undici DispatchHandler ------------------------------------------------------------------
@@ -455,9 +467,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   discardUpstreamBody(): void {
-    // A filter replaced the body without reading it: stop the upstream transfer.
+    // A filter replaced the body without reading it: stop the upstream transfer (its error
+    // callback is then expected, not a failure to report).
+    this.#discarded = true
     this.controller?.abort(new Error('response body replaced by a filter'))
   }
+  #discarded = false
 
   #commit(info: ResponseInfoImpl): void {
     const res = this.res
@@ -535,6 +550,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     this.#clearTimer()
+    if (this.#discarded) return
     const phase = this.phase
     if (phase === Phase.Done && this.res.destroyed) return // the client left first
     if (phase === Phase.Dispatched || (phase === Phase.ResponsePhase && !this.res.headersSent && this.#body === undefined)) {

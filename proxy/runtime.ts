@@ -5,7 +5,7 @@ import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import type { FilterEntry } from '../config/filters/index.ts'
 import { resolveRouteUpstream, type GatewayConfig, type RouteConfig, type UpstreamConfig } from '../config/schema.ts'
-import { filterModules } from '../filters/registry.ts'
+import { filterModules, type FilterModules } from '../filters/registry.ts'
 import type { Filter, FilterDeps, FilterModule } from './filter.ts'
 import type { ProxyMetrics, RouteMetrics } from './metrics.ts'
 import { Router, type Routable } from './router.ts'
@@ -137,6 +137,8 @@ export interface BuildDeps {
   metrics: ProxyMetrics
   pools: PoolRegistry
   shared: Record<string, SharedArrayBuffer>
+  /** Filter implementations by name; the registry unless a test substitutes one. */
+  modules?: FilterModules
 }
 
 export class FilterBuildError extends Error {}
@@ -164,7 +166,7 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
         }
         let filter: Filter
         try {
-          filter = await createFilter(entry, filterDeps)
+          filter = await createFilter(deps.modules ?? filterModules, entry, filterDeps)
         } catch (err) {
           throw new FilterBuildError(`routes[${i}].filters[${j}] (${entry.name}): ${(err as Error).message}`)
         }
@@ -204,7 +206,7 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
   return new Snapshot(version, config, routes, poolKeys)
 }
 
-function createFilter(entry: FilterEntry, deps: FilterDeps): Filter | Promise<Filter> {
-  const mod = filterModules[entry.name] as FilterModule<FilterEntry>
+function createFilter(modules: FilterModules, entry: FilterEntry, deps: FilterDeps): Filter | Promise<Filter> {
+  const mod = modules[entry.name] as FilterModule<FilterEntry>
   return mod.create(entry, deps)
 }

@@ -43,6 +43,8 @@ export interface ProxyHandle {
   /** Apply a config document (already validated) as a new version. */
   applyConfig(config: GatewayConfig, version?: number): Promise<ReloadResult>
   metricsText(): Promise<string>
+  /** The worker threads (undefined while one restarts); for diagnostics and chaos tests. */
+  threads(): (Worker | undefined)[]
   close(): Promise<void>
   readonly logger: Logger
 }
@@ -91,6 +93,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let version = 1
   const destination = opts.logDestination ?? pino.destination({ dest: 1, sync: false })
   const logger = createLogger(config.log.level, destination, { component: 'supervisor' })
+  // Lifecycle lines (listening, config applied, draining, stopped) are written even when the
+  // configured level is warn or error: operators and scripts rely on them. Only "silent" hides them.
+  const lifecycle = config.log.level === 'silent' ? logger : logger.child({}, { level: 'info' })
 
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'igw_process_' })
@@ -124,7 +129,15 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
 
   function spawn(slot: WorkerSlot, firstStart: (err?: Error) => void): void {
     const data: WorkerData = { workerId: slot.id, version, config, shared, host, port }
-    const worker = new Worker(WORKER_URL, { workerData: data, stdout: false, stderr: false })
+    const worker = new Worker(WORKER_URL, {
+      workerData: data,
+      stdout: false,
+      stderr: false,
+      // A small young generation: a proxy's allocations die young, and each scavenge also
+      // frees the dead socket Buffers that otherwise pile up (as RSS) until V8's external
+      // memory trigger (~64 MB) fires. Measured: no throughput cost, far flatter RSS.
+      resourceLimits: { maxYoungGenerationSizeMb: config.workerHeap.youngGenerationMb, ...(config.workerHeap.maxOldGenerationMb ? { maxOldGenerationSizeMb: config.workerHeap.maxOldGenerationMb } : {}) },
+    })
     slot.worker = worker
     slot.lastStart = Date.now()
     let started = false
@@ -243,7 +256,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     reloads.inc()
     health.current.stop()
     health.current = new UpstreamHealth(config, (s) => upstreamUp.labels(s.name).set(s.healthy ? 1 : 0))
-    logger.info({ version }, 'config applied')
+    lifecycle.info({ version }, 'config applied')
     return { ok: true, version }
   }
 
@@ -358,7 +371,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   })
   const adminBound = admin.address()
   const adminPort = typeof adminBound === 'object' && adminBound ? adminBound.port : adminAddr.port
-  logger.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version }, 'igw proxy listening')
+  lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version }, 'igw proxy listening')
 
   async function close(): Promise<void> {
     if (closing) return
@@ -366,7 +379,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     watcher?.close()
     health.current.stop()
     const deadlineMs = config.shutdown.drainTimeoutMs
-    logger.info({ deadlineMs }, 'draining')
+    lifecycle.info({ deadlineMs }, 'draining')
     const allExited = new Promise<void>((resolve) => {
       if (slots.every((s) => s.worker === undefined)) resolve()
       else drainWaiters.push(resolve)
@@ -380,7 +393,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     clearTimeout(hard)
     await new Promise<void>((resolve) => admin.close(() => resolve()))
     admin.closeAllConnections()
-    logger.info('stopped')
+    lifecycle.info('stopped')
     if ('flushSync' in destination && typeof destination.flushSync === 'function') {
       try {
         ;(destination as { flushSync(): void }).flushSync()
@@ -398,6 +411,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     reload,
     applyConfig,
     metricsText: collectMetrics,
+    threads: () => slots.map((s) => s.worker),
     close,
   }
 }

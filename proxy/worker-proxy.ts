@@ -7,6 +7,7 @@ import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
 import { Exchange, noRouteReply } from './exchange.ts'
 import { rawHttpError } from './errors.ts'
+import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
 import { handleUpgrade, type WsBridge } from './websocket-bridge.ts'
@@ -16,6 +17,7 @@ export interface WorkerProxyOptions {
   logger: Logger
   metrics: ProxyMetrics
   shared: Record<string, SharedArrayBuffer>
+  modules?: FilterModules
 }
 
 export class WorkerProxy {
@@ -32,6 +34,7 @@ export class WorkerProxy {
   #accessLog = true
   #sampleRate = 1
   readonly #shared: Record<string, SharedArrayBuffer>
+  readonly #modules: FilterModules | undefined
   readonly #workerCounter: ReturnType<ProxyMetrics['workerRequests']['labels']>
   #drained: (() => void) | undefined
 
@@ -40,6 +43,7 @@ export class WorkerProxy {
     this.metrics = opts.metrics
     this.workerId = opts.workerId
     this.#shared = opts.shared
+    this.#modules = opts.modules
     this.#workerCounter = opts.metrics.workerRequests.labels(String(opts.workerId))
     this.server = createServer(
       {
@@ -64,7 +68,7 @@ export class WorkerProxy {
 
   /** Build and switch to a config version. The old snapshot retires when its requests finish. */
   async apply(version: number, config: GatewayConfig): Promise<void> {
-    const next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared })
+    const next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared, modules: this.#modules })
     const prev = this.snapshot as Snapshot | undefined
     this.snapshot = next
     this.trustForwarded = config.forwarded.trustIncoming

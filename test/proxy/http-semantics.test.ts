@@ -1,0 +1,160 @@
+import { connect } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { request } from 'undici'
+import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../helpers/backends.ts'
+import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+
+/** Send raw HTTP/1.1 bytes and read the full response (closes after one exchange). */
+function rawRequest(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.write(text))
+    let out = ''
+    s.on('data', (d) => (out += d.toString()))
+    s.on('end', () => resolve(out))
+    s.on('error', reject)
+  })
+}
+
+describe('proxy semantics against a real backend', () => {
+  let echo: RawBackend
+  let yoga: DemoBackend
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    echo = await startRawBackend((req, res) => {
+      if (req.url === '/hop') {
+        res.writeHead(200, { 'content-type': 'text/plain', connection: 'keep-alive, x-secret-hop', 'x-secret-hop': 'drop me', 'keep-alive': 'timeout=5', 'proxy-authenticate': 'Basic', 'x-kept': 'yes' })
+        res.end('hop')
+        return
+      }
+      echoHandler(req, res)
+    })
+    yoga = await startDemoBackend()
+    proxy = await startTestProxy({
+      mode: 'ingress',
+      upstreams: { echo: { url: echo.url }, yoga: { url: yoga.url } },
+      routes: [
+        { name: 'echo', match: { pathPrefix: '/echo' }, upstream: 'echo', type: 'http' },
+        { name: 'rewritten', match: { host: 'rewrite.example.com' }, upstream: 'echo', type: 'http', hostRewrite: 'backend.internal' },
+        { name: 'graphql', match: { pathPrefix: '/graphql' }, upstream: 'yoga', type: 'graphql', maxBodyBytes: 1024 },
+        { name: 'gql-echo', match: { pathPrefix: '/gql-echo' }, upstream: 'echo', type: 'graphql' },
+      ],
+    })
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await echo?.close()
+    await yoga?.close()
+  })
+
+  it('strips hop-by-hop request headers, including those Connection names', async () => {
+    const res = await rawRequest(
+      proxy.port,
+      'GET /echo/x HTTP/1.1\r\nHost: a.example\r\nConnection: close, x-private\r\nx-private: secret\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Authorization: Basic Zm9v\r\nProxy-Foo: bar\r\nUpgrade: h2c\r\nx-normal: 1\r\n\r\n',
+    )
+    const body = JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4)) as { headers: Record<string, string> }
+    for (const h of ['x-private', 'keep-alive', 'te', 'proxy-authorization', 'proxy-foo', 'upgrade', 'trailer']) expect(body.headers[h]).toBeUndefined()
+    expect(body.headers['x-normal']).toBe('1')
+  })
+
+  it('appends X-Forwarded-For and sets X-Forwarded-Proto/Host, keeps Host', async () => {
+    const res = await request(`${proxy.url}/echo/fwd`, { headers: { 'x-forwarded-for': '203.0.113.9', host: 'app.example.com' } })
+    const body = (await res.body.json()) as { headers: Record<string, string> }
+    expect(body.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1')
+    expect(body.headers['x-forwarded-proto']).toBe('http')
+    expect(body.headers['x-forwarded-host']).toBe('app.example.com')
+    expect(body.headers.host).toBe('app.example.com')
+  })
+
+  it('rewrites Host when the route says so', async () => {
+    const res = await request(`${proxy.url}/anything`, { headers: { host: 'rewrite.example.com' } })
+    const body = (await res.body.json()) as { headers: Record<string, string> }
+    expect(body.headers.host).toBe('backend.internal')
+    expect(body.headers['x-forwarded-host']).toBe('rewrite.example.com')
+  })
+
+  it('keeps a well-formed x-request-id and echoes it; generates one otherwise; passes traceparent', async () => {
+    const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+    const kept = await request(`${proxy.url}/echo/id`, { headers: { 'x-request-id': 'abc-123', traceparent: tp } })
+    const keptBody = (await kept.body.json()) as { headers: Record<string, string> }
+    expect(keptBody.headers['x-request-id']).toBe('abc-123')
+    expect(keptBody.headers.traceparent).toBe(tp)
+    expect(kept.headers['x-request-id']).toBe('abc-123')
+
+    const made = await request(`${proxy.url}/echo/id`, { headers: { 'x-request-id': 'bad id with spaces and <script>' } })
+    const madeBody = (await made.body.json()) as { headers: Record<string, string> }
+    expect(madeBody.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
+    expect(made.headers['x-request-id']).toBe(madeBody.headers['x-request-id'])
+  })
+
+  it('hop-by-hop response headers never reach the client', async () => {
+    const hopProxy = await startTestProxy({ routes: [{ name: 'hop', upstream: echo.url, type: 'http' }] })
+    try {
+      const res = await request(`${hopProxy.url}/hop`)
+      expect(await res.body.text()).toBe('hop')
+      expect(res.headers['x-kept']).toBe('yes')
+      expect(res.headers['x-secret-hop']).toBeUndefined()
+      expect(res.headers['proxy-authenticate']).toBeUndefined()
+      expect(res.headers['keep-alive']).not.toBe('timeout=5')
+    } finally {
+      await hopProxy.close()
+    }
+  })
+
+  it('proxies GraphQL to graphql-yoga and forwards the original body bytes', async () => {
+    const body = '{"query":"{ hello(name: \\"gw\\") }"}'
+    const res = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    expect(res.statusCode).toBe(200)
+    expect(await res.body.json()).toEqual({ data: { hello: 'Hello, gw!' } })
+    const echoed = await request(`${proxy.url}/gql-echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    const e = (await echoed.body.json()) as { size: number; headers: Record<string, string> }
+    expect(e.size).toBe(Buffer.byteLength(body))
+    expect(e.headers['content-length']).toBe(String(Buffer.byteLength(body)))
+  })
+
+  it('malformed GraphQL JSON → 400 with a GraphQL-shaped error, counted', async () => {
+    const res = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' })
+    expect(res.statusCode).toBe(400)
+    expect(res.headers['content-type']).toMatch(/application\/json/)
+    const body = (await res.body.json()) as { errors: { message: string; extensions: { code: string } }[] }
+    expect(body.errors[0]!.extensions.code).toBe('BAD_REQUEST')
+    expect(body.errors[0]!.message).toMatch(/Malformed JSON/)
+    const notGraphQL = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"hello":1}' })
+    expect(notGraphQL.statusCode).toBe(400)
+    expect(((await notGraphQL.body.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/query/)
+    const badVars = await request(`${proxy.url}/graphql?query=%7Bhello%7D&variables=%7Bnope`)
+    expect(badVars.statusCode).toBe(400)
+    await badVars.body.dump()
+    const metrics = await proxy.metricsText()
+    expect(metrics).toMatch(/igw_proxy_errors_total\{route="graphql",code="BAD_REQUEST"\} [3-9]/)
+  })
+
+  it('body over the route limit → 413, with Content-Length and chunked', async () => {
+    const big = JSON.stringify({ query: `{ hello(name: "${'x'.repeat(2000)}") }` })
+    const declared = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big })
+    expect(declared.statusCode).toBe(413)
+    expect(((await declared.body.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('PAYLOAD_TOO_LARGE')
+    const raw = await rawRequest(
+      proxy.port,
+      `POST /graphql HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n${big.length.toString(16)}\r\n${big}\r\n0\r\n\r\n`,
+    )
+    expect(raw).toMatch(/^HTTP\/1.1 413/)
+    expect(raw).toContain('PAYLOAD_TOO_LARGE')
+  })
+
+  it('unmatched host/path → 404 GraphQL-shaped', async () => {
+    const res = await request(`${proxy.url}/nowhere`)
+    expect(res.statusCode).toBe(404)
+    expect(((await res.body.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('NOT_FOUND')
+  })
+
+  it('writes one access log line per request with route, status, request id and timings', async () => {
+    await (await request(`${proxy.url}/echo/log`, { headers: { 'x-request-id': 'log-me-1' } })).body.dump()
+    await new Promise((r) => setTimeout(r, 100))
+    const line = proxy.logs.find('access').find((l) => l.reqId === 'log-me-1')
+    expect(line).toMatchObject({ method: 'GET', route: 'echo', status: 200, path: '/echo/log' })
+    expect(typeof line!.upstreamMs).toBe('number')
+    expect(typeof line!.filterMs).toBe('number')
+    expect(typeof line!.durMs).toBe('number')
+  })
+})

@@ -170,6 +170,7 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
   })
 
   const wss = new WebSocketServer({ server, path: '/graphql' })
+  wss.on('error', () => undefined) // server errors (EADDRINUSE) are reported by listen below
   useServer(
     {
       execute: (args: { rootValue: { execute: (a: unknown) => unknown } }) => args.rootValue.execute(args),

@@ -43,7 +43,18 @@ export function demoConfig(backendUrl: string, listen: string, adminListen: stri
 
 export async function runDemo(flags: Flags): Promise<void> {
   const backendAddr = splitListenAddress(process.env.IGW_DEMO_BACKEND ?? '127.0.0.1:4000')
-  const backend = await startDemoBackend({ host: backendAddr.host ?? '127.0.0.1', port: backendAddr.port })
+  let backend
+  try {
+    backend = await startDemoBackend({ host: backendAddr.host ?? '127.0.0.1', port: backendAddr.port })
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    console.error(
+      e.code === 'EADDRINUSE'
+        ? `igw demo: port ${backendAddr.port} is taken; run the sample backend elsewhere with IGW_DEMO_BACKEND=127.0.0.1:4001`
+        : `igw demo: cannot start the sample backend: ${e.message}`,
+    )
+    process.exit(1)
+  }
   const listen = flags.listen ?? ':8080'
   const adminListen = flags['admin-listen'] ?? ':9901'
   const workers = flags.workers === undefined || flags.workers === 'auto' ? 'auto' : Number(flags.workers)

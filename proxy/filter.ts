@@ -6,11 +6,13 @@ import type { Registry } from 'prom-client'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
 import type { LocalReply } from './errors.ts'
+import type { RedisProvider } from './redis.ts'
 
 export type { RequestContext } from './context.ts'
 export type { LocalReply, ErrorCode } from './errors.ts'
 export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
 export type { GraphQLRequest, OperationType } from './graphql-request.ts'
+export type { RedisProvider } from './redis.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
 export type Decision = LocalReply | undefined
@@ -67,6 +69,8 @@ export interface FilterDeps {
    * config version. Sized by the filter module's `sharedBytes`.
    */
   readonly shared: SharedArrayBuffer | undefined
+  /** Shared Redis connections when config `redis:` (or --redis) is set. */
+  readonly redis: RedisProvider | undefined
 }
 
 export type FilterFactory<C> = (config: C, deps: FilterDeps) => Filter | Promise<Filter>

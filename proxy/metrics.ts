@@ -64,6 +64,8 @@ export class ProxyMetrics {
   readonly wsMessages: Counter<'direction'>
   readonly workerRequests: Counter<'worker'>
   readonly configApplyFailures: Counter
+  readonly redisUp: Gauge
+  readonly redisReconnects: Counter
   readonly #routes = new Map<string, RouteMetrics>()
 
   constructor(registry: Registry) {
@@ -88,6 +90,8 @@ export class ProxyMetrics {
     this.wsMessages = counter(registry, { name: 'igw_websocket_messages_total', help: 'WebSocket messages relayed', labelNames: ['direction'] })
     this.workerRequests = counter(registry, { name: 'igw_worker_requests_total', help: 'Requests accepted per worker thread (shows the kernel spread)', labelNames: ['worker'] })
     this.configApplyFailures = counter(registry, { name: 'igw_config_apply_failures_total', help: 'Validated config versions a worker failed to build' })
+    this.redisUp = gauge(registry, { name: 'igw_redis_up', help: 'Worker threads whose Redis command connection is ready', aggregator: 'sum' })
+    this.redisReconnects = counter(registry, { name: 'igw_redis_reconnects_total', help: 'Times a Redis connection came back after a loss' })
   }
 
   route(name: string): RouteMetrics {

@@ -7,6 +7,7 @@ import type { FilterEntry } from '../config/filters/index.ts'
 import { resolveRouteUpstream, type GatewayConfig, type RouteConfig, type UpstreamConfig } from '../config/schema.ts'
 import { filterModules, type FilterModules } from '../filters/registry.ts'
 import type { Filter, FilterDeps, FilterModule } from './filter.ts'
+import type { RedisProvider } from './redis.ts'
 import type { ProxyMetrics, RouteMetrics } from './metrics.ts'
 import { Router, type Routable } from './router.ts'
 
@@ -139,6 +140,7 @@ export interface BuildDeps {
   shared: Record<string, SharedArrayBuffer>
   /** Filter implementations by name; the registry unless a test substitutes one. */
   modules?: FilterModules
+  redis: RedisProvider | undefined
 }
 
 export class FilterBuildError extends Error {}
@@ -163,6 +165,7 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
           logger: deps.logger.child({ filter: entry.name, route: route.name }),
           registry: deps.metrics.registry,
           shared: deps.shared[entry.name],
+          redis: deps.redis,
         }
         let filter: Filter
         try {

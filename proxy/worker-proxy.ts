@@ -10,6 +10,7 @@ import { rawHttpError } from './errors.ts'
 import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
+import { SharedRedis } from './redis.ts'
 import { handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 
 export interface WorkerProxyOptions {
@@ -68,7 +69,8 @@ export class WorkerProxy {
 
   /** Build and switch to a config version. The old snapshot retires when its requests finish. */
   async apply(version: number, config: GatewayConfig): Promise<void> {
-    const next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared, modules: this.#modules })
+    const redis = this.#redisFor(config)
+    const next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared, modules: this.#modules, redis })
     const prev = this.snapshot as Snapshot | undefined
     this.snapshot = next
     this.trustForwarded = config.forwarded.trustIncoming
@@ -77,10 +79,28 @@ export class WorkerProxy {
     this.logger.level = config.log.level
     if (prev !== undefined) {
       prev.retire(() => {
-        void prev.closeFilters(this.logger)
+        void prev.closeFilters(this.logger).then(() => {
+          for (const r of this.#retiredRedis.splice(0)) void r.close()
+        })
         void this.pools.retainOnly(this.snapshot.poolKeys)
       })
     }
+  }
+
+  #redis: SharedRedis | undefined
+  #retiredRedis: SharedRedis[] = []
+
+  /** The worker's Redis connections follow config `redis.url`; a changed URL gets new ones. */
+  #redisFor(config: GatewayConfig): SharedRedis | undefined {
+    const want = config.redis
+    if (this.#redis && (!want || want.url !== this.#redis.url || want.keyPrefix !== this.#redis.keyPrefix)) {
+      this.#retiredRedis.push(this.#redis)
+      this.#redis = undefined
+    }
+    if (want && !this.#redis) {
+      this.#redis = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'redis' }), { up: this.metrics.redisUp, reconnects: this.metrics.redisReconnects })
+    }
+    return this.#redis
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -217,6 +237,7 @@ export class WorkerProxy {
     this.server.closeAllConnections()
     await this.snapshot.closeFilters(this.logger)
     await this.pools.destroyAll()
+    await this.#redis?.close()
   }
 }
 

@@ -44,6 +44,12 @@ export class RequestContext {
   responseHeaders: string[] | undefined = undefined
   /** Scratch space for filters, keyed by a symbol each filter owns. */
   readonly locals: Map<symbol, unknown> = new Map()
+  /**
+   * Set when this context is a subscription operation on a terminated WebSocket (the hub runs
+   * each subscribe through the route's request phase); undefined for plain HTTP requests.
+   */
+  subscription: { id: string; connectionId: string } | undefined = undefined
+  #cleanups: (() => void)[] | undefined = undefined
   readonly #baseLogger: Logger
   #log: Logger | undefined = undefined
 
@@ -82,6 +88,28 @@ export class RequestContext {
       }
     }
     list.push(lower, value)
+  }
+
+  /**
+   * Run `fn` once when this request (or subscription) is over, however it ended: response
+   * finished, client gone, subscription completed. For releasing slots a filter holds.
+   */
+  addCleanup(fn: () => void): void {
+    ;(this.#cleanups ??= []).push(fn)
+  }
+
+  /** Called by the proxy (or the hub) exactly once at the end. */
+  runCleanups(): void {
+    const list = this.#cleanups
+    if (list === undefined) return
+    this.#cleanups = undefined
+    for (const fn of list) {
+      try {
+        fn()
+      } catch (err) {
+        this.log.error({ err }, 'cleanup failed')
+      }
+    }
   }
 
   /** Time left before the deadline, in ms (Infinity without a total timeout). */

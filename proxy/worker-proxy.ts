@@ -138,6 +138,7 @@ export class WorkerProxy {
   readonly #upgradeSnapshots = new WeakMap<IncomingMessage, Snapshot>()
 
   finishRequest(ctx: RequestContext, status: number, aborted: boolean): void {
+    ctx.runCleanups()
     const durMs = performance.now() - ctx.startTime
     const m = ctx.route.metrics
     m.request(status)
@@ -148,6 +149,7 @@ export class WorkerProxy {
 
   /** A WebSocket handshake ended (101 when bridged): count it and let its snapshot go. */
   finishUpgrade(ctx: RequestContext, status: number): void {
+    ctx.runCleanups()
     ctx.route.metrics.request(status)
     if (this.#accessLog) this.#access(ctx, status, performance.now() - ctx.startTime, false)
     this.finishUpgradeRaw(ctx.req)

@@ -17,11 +17,12 @@ const FLAGS = {
   redis: { type: 'string', env: 'IGW_REDIS', help: 'redis://host:port for state shared across proxies' },
   'control-plane': { type: 'string', env: 'IGW_CONTROL_PLANE', help: 'control plane URL to take config from' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
+  check: { type: 'boolean', help: 'with `policy build`: verify committed bundles are current' },
   help: { type: 'boolean', short: 'h', help: 'show help' },
 } as const
 
 type FlagName = keyof typeof FLAGS
-export type Flags = Partial<Record<Exclude<FlagName, 'help'>, string>> & { help?: boolean }
+export type Flags = Partial<Record<Exclude<FlagName, 'help' | 'check'>, string>> & { help?: boolean; check?: boolean }
 
 const USAGE = `igw — IntelGraph Gateway
 
@@ -32,6 +33,8 @@ commands:
   demo               run a sample GraphQL backend with the proxy in front of it (no Redis, no Docker)
   config validate F  validate a config file and print every problem with its path
   config schema      print the config JSON Schema
+  policy build       compile policies/*/ Rego to wasm bundles with the opa CLI (--check: fail if stale)
+  policy test        run the Rego unit tests (opa test)
 
 flags (each has an environment twin):
 ${Object.entries(FLAGS)
@@ -46,9 +49,9 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const flags: Flags = {}
   for (const [name, f] of Object.entries(FLAGS)) {
     const v = values[name]
-    if (name === 'help') flags.help = v === true
-    else if (typeof v === 'string') flags[name as Exclude<FlagName, 'help'>] = v
-    else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, 'help'>] = env[f.env]
+    if (name === 'help' || name === 'check') flags[name] = v === true
+    else if (typeof v === 'string') flags[name as Exclude<FlagName, 'help' | 'check'>] = v
+    else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, 'help' | 'check'>] = env[f.env]
   }
   return { flags, positionals }
 }
@@ -160,6 +163,24 @@ export async function main(argv: string[]): Promise<void> {
         console.error('usage: igw config validate <file> | igw config schema')
         process.exit(2)
         return
+      case 'policy': {
+        const { buildPolicies, testPolicies } = await import('../policies/toolchain.ts')
+        if (sub === 'build') {
+          const results = buildPolicies(flags.check === true)
+          for (const r of results) console.log(`${r.name}: ${r.changed ? (flags.check ? 'STALE (run `igw policy build` and commit)' : 'rebuilt') : 'up to date'}`)
+          if (flags.check && results.some((r) => r.changed)) process.exit(1)
+          return
+        }
+        if (sub === 'test') {
+          const r = testPolicies(true)
+          process.stdout.write(r.out)
+          if (!r.ok) process.exit(1)
+          return
+        }
+        console.error('usage: igw policy build [--check] | igw policy test')
+        process.exit(2)
+        return
+      }
       default:
         console.error(`igw: unknown command "${command}"\n\n${USAGE}`)
         process.exit(2)

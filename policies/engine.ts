@@ -21,7 +21,7 @@ export async function readBundle(bytes: Buffer): Promise<Map<string, Buffer>> {
   const extract = tarStream.extract()
   extract.on('entry', (header, stream, next) => {
     const chunks: Buffer[] = []
-    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('data', (c: unknown) => chunks.push(c as Buffer))
     stream.on('end', () => {
       files.set(header.name.replace(/^\/+/, ''), Buffer.concat(chunks))
       next()

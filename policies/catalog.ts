@@ -15,6 +15,7 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 export const POLICY_BUNDLES: PolicyBundleSpec[] = [
   { name: 'dlp', dir: 'policies/dlp', entrypoints: ['intelgraph/dlp/decision'] },
+  { name: 'admin', dir: 'policies/admin', entrypoints: ['intelgraph/admin/decision'] },
 ]
 
 export function bundlePath(name: string): string {

@@ -73,6 +73,9 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
       case 'invalid_value':
         lines.push(`${path}: expected one of ${iss.values.map((v) => show(v)).join(' | ')}, got ${show(input)}`)
         break
+      case 'invalid_key':
+        lines.push(`${path}: not a valid name here (letters, digits, "_", "." or "-")`)
+        break
       case 'invalid_union': {
         lines.push(`${path}: ${iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message}${input !== undefined && typeof input !== 'object' ? `, got ${show(input)}` : ''}`)
         break

@@ -1,7 +1,9 @@
 // The config document: the contract between the control plane and every proxy. This file is
 // the single source of truth; config/schema.json is generated from it (`npm run schema`).
 import { z } from 'zod'
+import { DEFAULT_TIER } from './defaults.ts'
 import { filterEntry } from './filters/index.ts'
+import { persistedDocumentsConfig } from './persisted-documents.ts'
 import {
   byteSize,
   durationMs,
@@ -93,7 +95,7 @@ export type RouteConfig = z.infer<typeof routeConfig>
 
 export const tenantConfig = z.strictObject({
   displayName: z.string().optional(),
-  tier: tierName.default('silver'),
+  tier: tierName.default(DEFAULT_TIER),
   /** Daily quotas reset at midnight in this zone. */
   timezone: timeZone.default('UTC'),
 })
@@ -158,13 +160,16 @@ export const gatewayConfigObject = z.strictObject({
       keyPrefix: z.string().default('igw:'),
     })
     .optional(),
-  upstreams: z.record(identifier, upstreamConfig).default({}),
+  /** Named upstreams. Validation adds routes' inline URLs here, named by the URL itself. */
+  upstreams: z.record(z.union([identifier, originUrl], { error: 'expected an upstream name of letters, digits, "_", "." or "-"' }), upstreamConfig).default({}),
   routes: z.array(routeConfig).min(1, { error: 'expected at least one route' }),
   tenants: z.record(tenantId, tenantConfig).default({}),
+  /** Persisted-documents manifest: id → document + per-id policy (persisted and cache filters). */
+  persistedDocuments: persistedDocumentsConfig.prefault({}),
 })
 
 /** Cross-field rules zod cannot express per field; each names the exact path. */
-export const gatewayConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
+const checkedConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
   const seen = new Set<string>()
   const usedUpstreams = new Set<string>()
   cfg.routes.forEach((route, i) => {
@@ -198,6 +203,21 @@ export const gatewayConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
   }
 })
 
+/**
+ * The validated document, normalized: a route's inline upstream URL becomes an entry of
+ * `upstreams` named by the URL, with every default applied, so runtime code (worker threads,
+ * which never load zod) resolves every route by name.
+ */
+export const gatewayConfig = checkedConfig.transform((cfg) => {
+  let upstreams = cfg.upstreams
+  for (const route of cfg.routes) {
+    if (looksLikeUrl(route.upstream) && !Object.hasOwn(upstreams, route.upstream)) {
+      upstreams = { ...upstreams, [route.upstream]: upstreamConfig.parse({ url: route.upstream }) }
+    }
+  }
+  return upstreams === cfg.upstreams ? cfg : { ...cfg, upstreams }
+})
+
 export type GatewayConfig = z.infer<typeof gatewayConfig>
 export type GatewayConfigInput = z.input<typeof gatewayConfig>
 
@@ -205,8 +225,4 @@ export function looksLikeUrl(s: string): boolean {
   return s.includes('://') || s.includes(':/')
 }
 
-/** The upstream a route points at, resolved to a name and definition (inline URLs get one). */
-export function resolveRouteUpstream(cfg: GatewayConfig, route: RouteConfig): { name: string; def: UpstreamConfig } {
-  if (!looksLikeUrl(route.upstream)) return { name: route.upstream, def: cfg.upstreams[route.upstream]! }
-  return { name: route.upstream, def: upstreamConfig.parse({ url: route.upstream }) }
-}
+export { resolveRouteUpstream } from './resolve.ts'

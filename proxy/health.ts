@@ -2,7 +2,8 @@
 // upstream, on an interval, from the supervisor thread only.
 import { connect } from 'node:net'
 import { request } from 'undici'
-import { resolveRouteUpstream, type GatewayConfig, type UpstreamConfig } from '../config/schema.ts'
+import { resolveRouteUpstream } from '../config/resolve.ts'
+import type { GatewayConfig, UpstreamConfig } from '../config/schema.ts'
 
 export interface UpstreamState {
   name: string

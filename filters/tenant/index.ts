@@ -2,12 +2,9 @@
 // configured default. Unknown tenants are refused (UNKNOWN_TENANT) unless a default exists.
 // The resolved tenant replaces whatever tenant header the client sent toward the backend.
 import type { TenantFilterConfig } from '../../config/filters/index.ts'
-import { tenantConfig } from '../../config/schema.ts'
-import type { Tier } from '../../config/primitives.ts'
+import { DEFAULT_TIER } from '../../config/defaults.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 import { claimAt, JwtVerifier } from './jwt-verifier.ts'
-
-const DEFAULT_TIER: Tier = tenantConfig.parse({}).tier
 
 function bearer(value: string | string[] | undefined): string | undefined {
   if (typeof value !== 'string') return undefined

@@ -5,7 +5,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
-import { z } from 'zod'
+import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
 
 export type TenantJwtConfig = z.infer<typeof tenantJwtConfig>

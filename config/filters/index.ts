@@ -1,10 +1,12 @@
 // The one list of filter config schemas. A filter issue adds its schema file next to these
 // and one line below; the discriminated union turns an unknown name into a precise error.
 import { z } from 'zod'
+import { cacheFilterConfig } from './cache.ts'
+import { persistedFilterConfig } from './persisted.ts'
 import { requestIdFilterConfig } from './request-id.ts'
 import { tenantFilterConfig } from './tenant.ts'
 
-export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig] as const
+export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig, persistedFilterConfig, cacheFilterConfig] as const
 
 export const filterEntry = z.discriminatedUnion('name', filterConfigs, {
   error: (iss) =>
@@ -17,3 +19,5 @@ export type FilterName = FilterEntry['name']
 
 export type { RequestIdFilterConfig } from './request-id.ts'
 export type { TenantFilterConfig } from './tenant.ts'
+export type { PersistedFilterConfig } from './persisted.ts'
+export type { CacheFilterConfig } from './cache.ts'

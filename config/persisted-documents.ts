@@ -1,0 +1,61 @@
+// The persisted-documents manifest: operation id → document + per-id policy. A top-level
+// section of the config document (not a side file) so the control plane pushes it with the
+// rest of the config, versioned and audited together.
+import { parse, GraphQLError, OperationTypeNode, Kind } from 'graphql'
+import { z } from 'zod'
+import { durationMs, tierName } from './primitives.ts'
+
+export const persistedId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,255}$/, { error: 'expected an operation id of letters, digits and "_.:@/+=-"' })
+
+/** A cache/invalidation tag: "Entity:42", "Query.entities", "catalog". */
+export const cacheTag = z.string().min(1).max(256)
+
+export const persistedOperationPolicy = {
+  /** Cost units this operation consumes (the quota filter reads it); absent: estimated statically. */
+  costUnits: z.int().nonnegative().optional(),
+  /** The gateway answers UPSTREAM_TIMEOUT after this long (lowers the route's total timeout). */
+  timeoutMs: durationMs.min(1).optional(),
+  /** Cache TTL for this operation; 0 never caches it. Absent: the cache filter's ttlSeconds. */
+  cacheTtlSeconds: z.int().nonnegative().optional(),
+  /** Tags: a query's cache entries carry them; a mutation with this id invalidates them. */
+  cacheTags: z.array(cacheTag).default([]),
+  /** Free-form hints the backend understands (a Neo4j `USING INDEX`, a PostgreSQL plan pin). */
+  plannerHints: z.array(z.string().min(1).max(2048)).default([]),
+  /** QoS tier for this operation, overriding the tenant's. */
+  tier: tierName.optional(),
+}
+
+export const persistedOperation = z
+  .strictObject({
+    /** The GraphQL document, exactly as clients send it (its sha256 is also accepted as id). */
+    document: z.string().min(1),
+    ...persistedOperationPolicy,
+  })
+  .superRefine((op, ctx) => {
+    let doc
+    try {
+      doc = parse(op.document, { noLocation: true })
+    } catch (err) {
+      const e = err as GraphQLError
+      const loc = e.locations?.[0]
+      ctx.addIssue({ code: 'custom', path: ['document'], message: `${e.message}${loc ? ` (line ${loc.line}, column ${loc.column})` : ''}` })
+      return
+    }
+    const ops = doc.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION)
+    if (ops.length !== 1) {
+      ctx.addIssue({ code: 'custom', path: ['document'], message: `expected exactly one operation in a persisted document, found ${ops.length}` })
+      return
+    }
+    if (ops[0]!.operation === OperationTypeNode.SUBSCRIPTION && op.cacheTtlSeconds) {
+      ctx.addIssue({ code: 'custom', path: ['cacheTtlSeconds'], message: 'subscriptions are never cached' })
+    }
+  })
+export type PersistedOperationConfig = z.infer<typeof persistedOperation>
+
+export const persistedDocumentsConfig = z.strictObject({
+  /** id → document and policy. Ids are what clients send as extensions.persistedQuery.sha256Hash. */
+  operations: z.record(persistedId, persistedOperation).default({}),
+})
+export type PersistedDocumentsConfig = z.infer<typeof persistedDocumentsConfig>

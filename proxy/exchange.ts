@@ -88,7 +88,12 @@ class UpstreamBody extends Readable {
     this.#ex.controller?.resume()
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    if (!this.readableEnded) this.#ex.controller?.abort(err ?? new Error('response body discarded'))
+    if (!this.readableEnded) {
+      // destroy() without an error: a filter stopped reading on purpose (a DLP block, a
+      // cache bypass); the upstream transfer stops quietly. With an error it is a failure.
+      if (err === null) this.#ex.discardUpstreamBody()
+      else this.#ex.controller?.abort(err)
+    }
     cb(err)
   }
 }
@@ -455,7 +460,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#commit(info)
       return
     }
-    controller.pause()
+    // A filter that already reads the body (to decide before the head) gets backpressure
+    // from the body stream itself; otherwise hold the upstream until the phase is over.
+    if (this.#body === undefined) controller.pause()
     pending.then(() => {
       ctx.filterMs += performance.now() - t0
       if (this.phase !== Phase.Done) this.#commit(info)
@@ -463,8 +470,23 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   materializeBody(): UpstreamBody {
-    return (this.#body ??= new UpstreamBody(this))
+    if (this.#body !== undefined) return this.#body
+    const body = (this.#body = new UpstreamBody(this))
+    if (this.phase === Phase.ResponsePhase) {
+      // Read during an (async) response phase: the filter sees the bytes before the head is
+      // committed, so it can still answer with a status of its own (DLP decides before the head).
+      const held = this.#held
+      this.#held = undefined
+      if (held !== undefined) for (const c of held) body.push(c)
+      if (this.#heldEnd) {
+        this.#heldEnd = false
+        this.#upstreamEnded = true
+        body.push(null)
+      }
+    }
+    return body
   }
+  #upstreamEnded = false
 
   discardUpstreamBody(): void {
     // A filter replaced the body without reading it: stop the upstream transfer (its error
@@ -490,6 +512,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     if (Buffer.isBuffer(body)) {
       // The filter answered with bytes of its own (a 500 from a failed filter, a rewrite).
+      // An upstream body it read only in part is not needed any more.
+      if (this.#body !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
       this.phase = Phase.Done
       info.headers['content-length'] = String(body.length)
       res.writeHead(info.status, flattenHeaders(info.headers))
@@ -504,7 +528,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#held = undefined
     if (held !== undefined) for (const c of held) upstreamBody.push(c)
     if (this.#heldEnd) upstreamBody.push(null)
-    else this.controller?.resume()
+    else if (!this.#upstreamEnded) this.controller?.resume()
     pipeline(body, res, (err) => {
       if (err && !res.destroyed) res.destroy(err)
     })
@@ -522,7 +546,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
         if (!this.#body!.push(chunk)) controller.pause()
         return
       case Phase.ResponsePhase:
-        ;(this.#held ??= []).push(chunk)
+        if (this.#body !== undefined) {
+          if (!this.#body.push(chunk)) controller.pause()
+        } else (this.#held ??= []).push(chunk)
         return
       default:
         if (this.#body !== undefined && !this.#body.push(chunk)) controller.pause()
@@ -536,7 +562,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this.#endClient()
         return
       case Phase.ResponsePhase:
-        this.#heldEnd = true
+        if (this.#body !== undefined) {
+          this.#upstreamEnded = true
+          this.#body.push(null)
+        } else this.#heldEnd = true
         return
       default:
         this.#body?.push(null)
@@ -553,7 +582,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#discarded) return
     const phase = this.phase
     if (phase === Phase.Done && this.res.destroyed) return // the client left first
-    if (phase === Phase.Dispatched || (phase === Phase.ResponsePhase && !this.res.headersSent && this.#body === undefined)) {
+    if (phase === Phase.Dispatched || (phase === Phase.ResponsePhase && !this.res.headersSent)) {
+      // A filter reading the body before the head sees the failure; the client gets a 502/504.
+      this.#body?.destroy(err)
       const [code, message] = classify(err, this.route)
       this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, 'upstream request failed')
       this.phase = Phase.Request

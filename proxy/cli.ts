@@ -16,6 +16,17 @@ const FLAGS = {
   workers: { type: 'string', env: 'IGW_WORKERS', help: 'worker threads, a number or "auto" (default: available cores)' },
   redis: { type: 'string', env: 'IGW_REDIS', help: 'redis://host:port for state shared across proxies' },
   'control-plane': { type: 'string', env: 'IGW_CONTROL_PLANE', help: 'control plane URL to take config from' },
+  'control-plane-token': { type: 'string', env: 'IGW_CONTROL_PLANE_TOKEN', help: 'bearer token (JWT with the proxy role) for --control-plane' },
+  'control-plane-key': { type: 'string', env: 'IGW_CONTROL_PLANE_KEY', help: 'PEM public key that signs snapshots (default: pinned on first contact)' },
+  'state-dir': { type: 'string', env: 'IGW_STATE_DIR', help: 'where a proxy keeps its last-known-good snapshot (default .igw-state)' },
+  'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: host name + a stored random suffix)' },
+  db: { type: 'string', env: 'IGW_DB', help: 'control plane store: sqlite:./data/igw.db (default) or postgres://…' },
+  'signing-key': { type: 'string', env: 'IGW_SIGNING_KEY', help: 'control plane ed25519 key (PEM; created if missing; default beside the SQLite file)' },
+  'auth-jwks': { type: 'string', env: 'IGW_AUTH_JWKS', help: 'control plane: JWKS file verifying admin tokens' },
+  'auth-public-key': { type: 'string', env: 'IGW_AUTH_PUBLIC_KEY', help: 'control plane: PEM public key verifying admin tokens' },
+  'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },
+  'auth-issuer': { type: 'string', env: 'IGW_AUTH_ISSUER', help: 'control plane: required token issuer' },
+  'auth-audience': { type: 'string', env: 'IGW_AUTH_AUDIENCE', help: 'control plane: required token audience' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
   check: { type: 'boolean', help: 'with `policy build`: verify committed bundles are current' },
   help: { type: 'boolean', short: 'h', help: 'show help' },
@@ -35,6 +46,8 @@ commands:
   config schema      print the config JSON Schema
   policy build       compile policies/*/ Rego to wasm bundles with the opa CLI (--check: fail if stale)
   policy test        run the Rego unit tests (opa test)
+  control-plane      run the control plane (REST /v1, GraphQL /graphql, config push) on :7070
+  audit verify       check the control plane's audit hash chain and signatures (exit 1 names bad entries)
 
 flags (each has an environment twin):
 ${Object.entries(FLAGS)
@@ -89,16 +102,25 @@ export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.
   } else {
     throw new ConfigError('igw proxy', ['needs --config <file> or --upstream <url> (or IGW_CONFIG / IGW_UPSTREAM)'])
   }
+  return validateConfig(applyFlagOverrides(raw, flags), source)
+}
+
+/** Flags that win over the document: addresses, workers, Redis, log level. */
+export function applyFlagOverrides(raw: Record<string, unknown>, flags: Flags): Record<string, unknown> {
   if (flags.listen !== undefined) raw.listen = normalizeListen(flags.listen)
   if (flags['admin-listen'] !== undefined) raw.admin = { ...(raw.admin as object | undefined), listen: normalizeListen(flags['admin-listen']) }
   if (flags.workers !== undefined) raw.workers = flags.workers === 'auto' ? 'auto' : Number(flags.workers)
   if (flags.redis !== undefined) raw.redis = { ...(raw.redis as object | undefined), url: flags.redis }
   if (flags['log-level'] !== undefined) raw.log = { ...(raw.log as object | undefined), level: flags['log-level'] }
-  return validateConfig(raw, source)
+  return raw
 }
 
 async function runProxy(flags: Flags): Promise<void> {
   const { startProxy } = await import('./supervisor.ts')
+  if (flags['control-plane'] !== undefined) {
+    await runProxyWithControlPlane(flags)
+    return
+  }
   const config = buildProxyConfig(flags)
   const handle = await startProxy({
     config,
@@ -106,6 +128,48 @@ async function runProxy(flags: Flags): Promise<void> {
     watchPath: flags.config,
   })
   installSignals(handle.logger, handle.close, handle.reload)
+}
+
+/** A config document from the control plane, with this proxy's flag overrides, validated. */
+export function configFromDocument(document: unknown, flags: Flags, source: string): GatewayConfig {
+  if (document === null || typeof document !== 'object' || Array.isArray(document)) throw new ConfigError(source, ['(root): expected a mapping of settings'])
+  return validateConfig(applyFlagOverrides({ ...(document as Record<string, unknown>) }, flags), source)
+}
+
+async function runProxyWithControlPlane(flags: Flags): Promise<void> {
+  const { startProxy } = await import('./supervisor.ts')
+  const { startProxyFromControlPlane } = await import('./control-plane-client.ts')
+  const { pino } = await import('pino')
+  const log = pino({ base: { component: 'control-plane-client' } })
+  if (flags['control-plane-token'] === undefined) throw new ConfigError('--control-plane', ['needs --control-plane-token (or IGW_CONTROL_PLANE_TOKEN): a JWT with the proxy role'])
+  let publicKeyPem: string | undefined
+  if (flags['control-plane-key'] !== undefined) {
+    try {
+      publicKeyPem = readFileSync(flags['control-plane-key'], 'utf8')
+    } catch (err) {
+      throw new ConfigError('--control-plane-key', [`cannot read file: ${(err as Error).message}`])
+    }
+  }
+  const fallback = flags.config !== undefined || flags.upstream !== undefined ? () => buildProxyConfig(flags) : undefined
+  let handle: Awaited<ReturnType<typeof startProxy>> | undefined
+  const { client } = await startProxyFromControlPlane(
+    {
+      url: flags['control-plane']!,
+      token: flags['control-plane-token'],
+      stateDir: flags['state-dir'] ?? '.igw-state',
+      ...(publicKeyPem ? { publicKeyPem } : {}),
+      ...(flags['proxy-id'] ? { proxyId: flags['proxy-id'] } : {}),
+      toConfig: (doc, source) => configFromDocument(doc, flags, source),
+      usageIntervalMs: Number(process.env.IGW_USAGE_INTERVAL_MS ?? 5_000) || 5_000,
+      log: (level, obj, msg) => log[level](obj, msg),
+    },
+    fallback,
+    async (config, version) => (handle = await startProxy({ config, version: version > 0 ? version : 1 })),
+  )
+  installSignals(handle!.logger, async () => {
+    await client.close()
+    await handle!.close()
+  })
 }
 
 /** SIGTERM/SIGINT drain then exit 0; a second signal exits at once. SIGHUP reloads. */
@@ -147,6 +211,21 @@ export async function main(argv: string[]): Promise<void> {
       case 'demo': {
         const { runDemo } = await import('./demo.ts')
         await runDemo(flags)
+        return
+      }
+      case 'control-plane': {
+        const { runControlPlane } = await import('../control-plane/cli.ts')
+        const cp = await runControlPlane(flags)
+        installSignals({ info: (o, m) => console.error(JSON.stringify({ ...o, msg: m })) }, () => cp.close())
+        return
+      }
+      case 'audit': {
+        if (sub !== 'verify') {
+          console.error('usage: igw audit verify [--db sqlite:./data/igw.db|postgres://…] [--signing-key F]')
+          process.exit(2)
+        }
+        const { runAuditVerify } = await import('../control-plane/cli.ts')
+        if (!(await runAuditVerify(flags))) process.exit(1)
         return
       }
       case 'config':

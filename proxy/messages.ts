@@ -1,6 +1,7 @@
 // The supervisor ↔ worker protocol (structured-clone messages over the worker port).
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import type { GatewayConfig } from '../config/schema.ts'
+import type { UsageSnapshot } from './tenant-usage.ts'
 
 export interface WorkerData {
   workerId: number
@@ -16,6 +17,7 @@ export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[]
 export type ToWorker =
   | { t: 'config'; version: number; config: GatewayConfig }
   | { t: 'metrics'; id: number }
+  | { t: 'usage'; id: number }
   | { t: 'drain'; deadlineMs: number }
 
 export type FromWorker =
@@ -23,6 +25,7 @@ export type FromWorker =
   | { t: 'applied'; version: number }
   | { t: 'apply-failed'; version: number; error: string }
   | { t: 'metrics'; id: number; data: MetricsJson }
+  | { t: 'usage'; id: number; data: UsageSnapshot }
   | { t: 'log'; chunk: string }
   | { t: 'drained' }
   | { t: 'fatal'; error: string }

@@ -17,6 +17,7 @@ import { UpstreamHealth } from './health.ts'
 import { createLogger } from './log.ts'
 import type { FromWorker, MetricsJson, ToWorker, WorkerData } from './messages.ts'
 import { counter, gauge } from './metrics.ts'
+import { mergeUsage, type UsageSnapshot } from './tenant-usage.ts'
 
 export interface ProxyOptions {
   config: GatewayConfig
@@ -25,6 +26,8 @@ export interface ProxyOptions {
   /** Watched for changes; a change triggers loadConfig. */
   watchPath?: string
   logDestination?: DestinationStream
+  /** Version number of the initial config (a control plane's version); default 1. */
+  version?: number
 }
 
 export interface ReloadResult {
@@ -43,6 +46,8 @@ export interface ProxyHandle {
   /** Apply a config document (already validated) as a new version. */
   applyConfig(config: GatewayConfig, version?: number): Promise<ReloadResult>
   metricsText(): Promise<string>
+  /** Per-tenant usage counted by every worker since the last call (the counters restart at zero). */
+  collectUsage(): Promise<UsageSnapshot>
   /** The worker threads (undefined while one restarts); for diagnostics and chaos tests. */
   threads(): (Worker | undefined)[]
   close(): Promise<void>
@@ -90,7 +95,7 @@ export function redactConfig(value: unknown, key = ''): unknown {
 
 export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let config = opts.config
-  let version = 1
+  let version = opts.version ?? 1
   const destination = opts.logDestination ?? pino.destination({ dest: 1, sync: false })
   const logger = createLogger(config.log.level, destination, { component: 'supervisor' })
   // Lifecycle lines (listening, config applied, draining, stopped) are written even when the
@@ -122,6 +127,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, { want: number; got: MetricsJson[]; done: (d: MetricsJson[]) => void }>()
+  const usageWaiters = new Map<number, { want: number; got: UsageSnapshot[]; done: (d: UsageSnapshot[]) => void }>()
   const applyWaiters = new Map<number, { want: number; ok: number; errors: string[]; done: () => void }>()
   let drainWaiters: (() => void)[] = []
 
@@ -168,6 +174,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           }
           return
         }
+        case 'usage': {
+          const w = usageWaiters.get(msg.id)
+          if (w) {
+            w.got.push(msg.data)
+            if (w.got.length >= w.want) w.done(w.got)
+          }
+          return
+        }
         case 'applied':
         case 'apply-failed': {
           const w = applyWaiters.get(msg.version)
@@ -191,6 +205,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       slot.worker = undefined
       workersLive.set(slots.filter((s) => s.listening).length)
       for (const w of metricsWaiters.values()) w.want--
+      for (const w of usageWaiters.values()) w.want--
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
         return
@@ -325,6 +340,19 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     return AggregatorRegistry.aggregate([own, ...fromWorkers] as never).metrics()
   }
 
+  async function collectUsage(): Promise<UsageSnapshot> {
+    const id = ++metricsSeq
+    const parts = await new Promise<UsageSnapshot[]>((resolve) => {
+      const waiter = { want: 0, got: [] as UsageSnapshot[], done: resolve }
+      usageWaiters.set(id, waiter)
+      waiter.want = post({ t: 'usage', id })
+      if (waiter.want === 0) resolve([])
+      setTimeout(() => resolve(waiter.got), 2_000).unref()
+    })
+    usageWaiters.delete(id)
+    return parts.reduce<UsageSnapshot>((acc, p) => mergeUsage(acc, p), {})
+  }
+
   // --- admin port ---------------------------------------------------------------------------
   const admin: Server = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -411,6 +439,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     reload,
     applyConfig,
     metricsText: collectMetrics,
+    collectUsage,
     threads: () => slots.map((s) => s.worker),
     close,
   }

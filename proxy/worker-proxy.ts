@@ -12,6 +12,7 @@ import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
 import { SharedRedis } from './redis.ts'
 import { handleUpgrade, type WsBridge } from './websocket-bridge.ts'
+import { TenantUsage } from './tenant-usage.ts'
 
 export interface WorkerProxyOptions {
   workerId: number
@@ -28,6 +29,8 @@ export class WorkerProxy {
   readonly bridges = new Set<WsBridge>()
   readonly pools = new PoolRegistry()
   readonly server: Server
+  /** Per-tenant counters the supervisor drains for the control plane's usage reports. */
+  readonly usage = new TenantUsage()
   snapshot!: Snapshot
   trustForwarded = true
   draining = false
@@ -77,6 +80,7 @@ export class WorkerProxy {
     this.#accessLog = config.log.access.enabled
     this.#sampleRate = config.log.access.sampleRate
     this.logger.level = config.log.level
+    this.usage.setTenants(Object.keys(config.tenants))
     if (prev !== undefined) {
       prev.retire(() => {
         void prev.closeFilters(this.logger).then(() => {
@@ -143,6 +147,7 @@ export class WorkerProxy {
     const m = ctx.route.metrics
     m.request(status)
     m.duration.observe(durMs / 1000)
+    this.usage.request(ctx, status)
     if (this.#accessLog && (status >= 500 || aborted || this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.#access(ctx, status, durMs, aborted)
     this.#done()
   }
@@ -151,6 +156,7 @@ export class WorkerProxy {
   finishUpgrade(ctx: RequestContext, status: number): void {
     ctx.runCleanups()
     ctx.route.metrics.request(status)
+    this.usage.subscription(ctx, status)
     if (this.#accessLog) this.#access(ctx, status, performance.now() - ctx.startTime, false)
     this.finishUpgradeRaw(ctx.req)
   }

@@ -37,6 +37,9 @@ port.on('message', (msg: ToWorker) => {
     case 'metrics':
       metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: msg.id, data: json as never }))
       return
+    case 'usage':
+      send({ t: 'usage', id: msg.id, data: proxy.usage.drain() })
+      return
     case 'drain':
       proxy.drain(msg.deadlineMs).finally(() => {
         destination.flush()

@@ -1,0 +1,526 @@
+// The REST API: one table of routes. Each entry says who may call it (an ABAC action on a
+// resource), how it is documented (OpenAPI, generated from this table) and what it does.
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
+import { listAudit, verifyAudit } from './audit.ts'
+import type { Authorizer } from './auth.ts'
+import { etagOf } from './canonical-json.ts'
+import type { Detokenizer } from './detokenize.ts'
+import { HttpError, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
+import type { PushHub } from './push.ts'
+import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
+import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
+import { itemSchemaName, ref } from './schemas.ts'
+import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
+import { localDay, validateReport, type UsageLedger } from './usage.ts'
+import { appendAudit } from './audit.ts'
+
+export interface ApiDeps {
+  store: ConfigStore
+  hub: PushHub
+  usage: UsageLedger
+  authorizer: Authorizer
+  detokenizer: Detokenizer | undefined
+}
+
+const actorOf = (ctx: RouteContext) => ctx.subject?.sub ?? 'anonymous'
+const problem = (desc = 'error'): { description: string; schema: Record<string, unknown>; contentType: string } => ({ description: desc, schema: ref('Problem'), contentType: 'application/problem+json' })
+const COMMON = { 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy') }
+const WRITE_ERRORS = { ...COMMON, 400: problem('the resulting document is invalid (problems name the paths)'), 412: problem('If-Match does not match the current ETag') }
+
+function requireHead(store: ConfigStore): Head {
+  const h = store.head()
+  if (h === undefined) throw new HttpError(503, 'the control plane has no config yet: PUT /v1/config first')
+  return h
+}
+
+/** If-Match / If-None-Match against the current ETag of the thing being written. */
+function checkPreconditions(ctx: RouteContext, current: unknown): void {
+  const ifMatch = ctx.req.headers['if-match']
+  const ifNoneMatch = ctx.req.headers['if-none-match']
+  const etag = current === undefined ? undefined : etagOf(current)
+  if (ifMatch !== undefined) {
+    const wanted = ifMatch.split(',').map((s) => s.trim().replace(/^W\//, ''))
+    if (etag === undefined || !(wanted.includes('*') || wanted.includes(etag))) {
+      throw new PreconditionFailed(etag === undefined ? 'If-Match given but the resource does not exist' : `If-Match ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
+    }
+  }
+  if (ifNoneMatch !== undefined && ifNoneMatch.trim() === '*' && etag !== undefined) throw new PreconditionFailed('If-None-Match: * but the resource exists', etag)
+}
+
+function tenantZone(doc: Doc, tenant: string): string {
+  const t = (doc.tenants as Record<string, { timezone?: string }> | undefined)?.[tenant]
+  return t?.timezone ?? 'UTC'
+}
+
+function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
+  const name = itemSchemaName(c.name)
+  const tenantScoped = c.name === 'tenants'
+  const res = (p: Record<string, string>) => (tenantScoped ? { type: c.name, id: p.id, tenant: p.id } : { type: c.name, id: p.id })
+  const view = async (id: string, value: unknown, version: number) => {
+    const v: Record<string, unknown> = { id, etag: etagOf(value), version, config: value }
+    if (tenantScoped) v.uuid = (await deps.store.tenantIds()).get(id)
+    return v
+  }
+  return [
+    {
+      method: 'GET',
+      path: `/v1/${c.name}`,
+      auth: { action: 'admin.read', resource: () => ({ type: c.name }) },
+      doc: { summary: `List ${c.name}`, tags: [c.name], responses: { 200: { description: c.description, schema: ref(`${name}List`) }, ...COMMON } },
+      async handle(ctx) {
+        const h = requireHead(deps.store)
+        let items = listItems(h.document, c)
+        if (tenantScoped && ctx.subject?.tenant) items = items.filter((i) => i.id === ctx.subject!.tenant)
+        sendJson(ctx.res, 200, { version: h.version, items: await Promise.all(items.map((i) => view(i.id, i.value, h.version))) })
+      },
+    },
+    {
+      method: 'GET',
+      path: `/v1/${c.name}/{id}`,
+      auth: { action: 'admin.read', resource: res },
+      doc: { summary: `Get one of ${c.name}`, tags: [c.name], responses: { 200: { description: 'the item; ETag for If-Match', schema: ref(name), etag: true }, 404: problem('no such item'), ...COMMON } },
+      async handle(ctx) {
+        const h = requireHead(deps.store)
+        const value = getItem(h.document, c, ctx.params.id!)
+        if (value === undefined) throw new HttpError(404, `${c.name}/${ctx.params.id} does not exist`)
+        sendJson(ctx.res, 200, await view(ctx.params.id!, value, h.version), { etag: etagOf(value) })
+      },
+    },
+    {
+      method: 'PUT',
+      path: `/v1/${c.name}/{id}`,
+      auth: { action: 'admin.write', resource: res },
+      doc: {
+        summary: `Create or replace one of ${c.name}`,
+        tags: [c.name],
+        ifMatch: true,
+        requestBody: ref(`${name}Config`),
+        responses: { 200: { description: 'replaced', schema: ref(name), etag: true }, 201: { description: 'created', schema: ref(name), etag: true }, ...WRITE_ERRORS },
+      },
+      async handle(ctx) {
+        const body = await readJson(ctx.req)
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object', { problems: [`${c.name}.${ctx.params.id}: expected an object`] })
+        const id = ctx.params.id!
+        let created = false
+        const r = await deps.store.commit({
+          actor: actorOf(ctx),
+          action: `${c.name}.put`,
+          resource: `${c.name}/${id}`,
+          change: (head) => {
+            const before = getItem(head.document, c, id)
+            checkPreconditions(ctx, before)
+            created = before === undefined
+            const document = putItem(head.document, c, id, body)
+            return { document, before, after: getItem(document, c, id), result: getItem(document, c, id) }
+          },
+        })
+        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, r.version), { etag: etagOf(r.result) })
+      },
+    },
+    {
+      method: 'DELETE',
+      path: `/v1/${c.name}/{id}`,
+      auth: { action: 'admin.write', resource: res },
+      doc: { summary: `Delete one of ${c.name}`, tags: [c.name], ifMatch: true, responses: { 200: { description: 'deleted', schema: ref('Deleted') }, 404: problem('no such item'), ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const id = ctx.params.id!
+        const r = await deps.store.commit({
+          actor: actorOf(ctx),
+          action: `${c.name}.delete`,
+          resource: `${c.name}/${id}`,
+          change: (head) => {
+            const before = getItem(head.document, c, id)
+            if (before === undefined) throw new NotFound(`${c.name}/${id} does not exist`)
+            checkPreconditions(ctx, before)
+            return { document: putItem(head.document, c, id, undefined), before, after: undefined, result: undefined }
+          },
+        })
+        sendJson(ctx.res, 200, { deleted: id, version: r.version })
+      },
+    },
+  ]
+}
+
+function sectionRoutes(s: SectionSpec, deps: ApiDeps): RouteDef[] {
+  const name = itemSchemaName(s.name)
+  return [
+    {
+      method: 'GET',
+      path: `/v1/${s.name}`,
+      auth: { action: 'admin.read', resource: () => ({ type: s.name }) },
+      doc: { summary: s.description, tags: [s.name], responses: { 200: { description: 'the section (absent config: not set)', schema: ref(`${name}View`), etag: true }, ...COMMON } },
+      handle(ctx) {
+        const h = requireHead(deps.store)
+        const value = getAt(h.document, s.path)
+        sendJson(ctx.res, 200, { etag: etagOf(value ?? null), version: h.version, ...(value === undefined ? {} : { config: value }) }, { etag: etagOf(value ?? null) })
+      },
+    },
+    {
+      method: 'PUT',
+      path: `/v1/${s.name}`,
+      auth: { action: 'admin.write', resource: () => ({ type: s.name }) },
+      doc: { summary: `Replace: ${s.description}`, tags: [s.name], ifMatch: true, requestBody: ref(`${name}Section`), responses: { 200: { description: 'replaced', schema: ref(`${name}View`), etag: true }, ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const body = await readJson(ctx.req)
+        const r = await deps.store.commit({
+          actor: actorOf(ctx),
+          action: `${s.name}.put`,
+          resource: s.name,
+          change: (head) => {
+            const before = getAt(head.document, s.path)
+            checkPreconditions(ctx, before ?? null)
+            const document = setAt(head.document, s.path, body)
+            return { document, before, after: body, result: getAt(document, s.path) }
+          },
+        })
+        sendJson(ctx.res, 200, { etag: etagOf(r.result ?? null), version: r.version, config: r.result }, { etag: etagOf(r.result ?? null) })
+      },
+    },
+  ]
+}
+
+export async function quotaViews(deps: ApiDeps, tenant?: string) {
+  const h = requireHead(deps.store)
+  const ids = await deps.store.tenantIds()
+  const limits = readQuotaLimits(h.document).filter((q) => tenant === undefined || q.tenant === tenant)
+  const used = new Map<string, Map<string, number>>()
+  const out = []
+  for (const q of limits) {
+    let u = used.get(q.tenant)
+    if (u === undefined) used.set(q.tenant, (u = await deps.usage.usedToday(q.tenant, tenantZone(h.document, q.tenant))))
+    out.push({ tenant: q.tenant, tenantId: ids.get(q.tenant) ?? '', kind: q.kind, limitPerDay: q.limitPerDay, usedToday: u.get(q.kind) ?? 0 })
+  }
+  return out
+}
+
+/** Set (or with undefined remove) one daily quota as a new config version. */
+export async function setQuota(deps: ApiDeps, actor: string, tenant: string, kind: QuotaKind, limitPerDay: number | undefined, precondition?: (current: unknown) => void) {
+  return deps.store.commit({
+    actor,
+    action: limitPerDay === undefined ? 'quotas.delete' : 'quotas.put',
+    resource: `tenants/${tenant}/quotas/${kind}`,
+    change: (head) => {
+      if (!Object.hasOwn((head.document.tenants as object | undefined) ?? {}, tenant)) throw new NotFound(`tenants/${tenant} does not exist`)
+      const current = readQuotaLimits(head.document).find((q) => q.tenant === tenant && q.kind === kind)
+      const before = current === undefined ? undefined : { limitPerDay: current.limitPerDay }
+      precondition?.(before)
+      if (limitPerDay === undefined && before === undefined) throw new NotFound(`tenants/${tenant}/quotas/${kind} is not set`)
+      const document = writeQuotaLimit(head.document, tenant, kind, limitPerDay)
+      const after = limitPerDay === undefined ? undefined : { limitPerDay }
+      return { document, before, after, result: after }
+    },
+  })
+}
+
+export function buildRoutes(deps: ApiDeps): RouteDef[] {
+  const { store, hub, usage, authorizer } = deps
+  const routes: RouteDef[] = [
+    {
+      method: 'GET',
+      path: '/healthz',
+      doc: { summary: 'Liveness and the head version', tags: ['meta'], responses: { 200: { description: 'up', schema: ref('Health') } } },
+      handle(ctx) {
+        sendJson(ctx.res, 200, { status: 'ok', version: store.head()?.version ?? 0, proxiesConnected: hub.connected })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/signing-key',
+      doc: { summary: 'The ed25519 public key that signs snapshots, audit entries and statements', tags: ['meta'], responses: { 200: { description: 'public key', schema: ref('SigningKey') } } },
+      handle(ctx) {
+        sendJson(ctx.res, 200, { keyId: store.key.keyId, algorithm: 'ed25519', publicKeyPem: store.key.publicKeyPem })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/config',
+      auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
+      doc: { summary: 'The head config document', tags: ['config'], responses: { 200: { description: 'head version', schema: ref('ConfigHead'), etag: true }, ...COMMON } },
+      handle(ctx) {
+        const h = requireHead(store)
+        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: h.document }, { etag: etagOf(h.document) })
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/v1/config',
+      auth: { action: 'admin.write', resource: () => ({ type: 'config' }) },
+      doc: { summary: 'Replace the whole document (a new version)', tags: ['config'], ifMatch: true, requestBody: ref('ConfigDocument'), responses: { 200: { description: 'committed (or unchanged)', schema: ref('WriteResult'), etag: true }, ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const body = await readJson(ctx.req)
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a config document (a JSON object)', { problems: ['(root): expected an object'] })
+        const r = await store.commit({
+          actor: actorOf(ctx),
+          action: 'config.put',
+          resource: 'config',
+          change: (head) => {
+            if (head.version > 0) checkPreconditions(ctx, head.document)
+            return { document: body as Doc, before: head.version > 0 ? head.document : undefined, after: body, result: undefined }
+          },
+        })
+        sendJson(ctx.res, 200, { version: r.version, changed: r.changed }, { etag: etagOf(store.head()!.document) })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/config/versions',
+      auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
+      doc: { summary: 'Recent versions, newest first', tags: ['config'], query: [{ name: 'limit', description: 'at most this many (default 50)', schema: { type: 'integer', minimum: 1, maximum: 1000 } }], responses: { 200: { description: 'versions', schema: ref('VersionList') }, ...COMMON } },
+      async handle(ctx) {
+        const items = await store.versions(Number(ctx.query.get('limit') ?? 50) || 50)
+        sendJson(ctx.res, 200, { items: items.map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() })) })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/config/versions/{version}',
+      auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
+      doc: { summary: 'One version of the document', tags: ['config'], responses: { 200: { description: 'that version', schema: ref('ConfigHead') }, 404: problem('no such version'), ...COMMON } },
+      async handle(ctx) {
+        const h = await store.version(Number(ctx.params.version))
+        if (h === undefined) throw new HttpError(404, `version ${ctx.params.version} does not exist`)
+        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: h.document })
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/config/rollback',
+      auth: { action: 'admin.write', resource: () => ({ type: 'config' }) },
+      doc: { summary: 'Commit an earlier version’s document as a new version', tags: ['config'], requestBody: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } }, responses: { 200: { description: 'committed', schema: ref('WriteResult') }, 404: problem('no such version'), ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const body = (await readJson(ctx.req)) as { version?: unknown }
+        const old = await store.version(Number(body?.version))
+        if (old === undefined) throw new HttpError(404, `version ${String(body?.version)} does not exist`)
+        const r = await store.commit({ actor: actorOf(ctx), action: 'config.rollback', resource: 'config', change: (head) => ({ document: old.document, before: head.document, after: old.document, result: undefined }) })
+        sendJson(ctx.res, 200, { version: r.version, changed: r.changed })
+      },
+    },
+    ...COLLECTIONS.flatMap((c) => collectionRoutes(c, deps)),
+    ...SECTIONS.flatMap((s) => sectionRoutes(s, deps)),
+    {
+      method: 'GET',
+      path: '/v1/quotas',
+      auth: { action: 'admin.read', resource: () => ({ type: 'quotas' }) },
+      doc: { summary: 'Every daily quota with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, ...COMMON } },
+      async handle(ctx) {
+        sendJson(ctx.res, 200, { items: await quotaViews(deps, ctx.subject?.tenant) })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/{id}/quotas',
+      auth: { action: 'admin.read', resource: (p) => ({ type: 'quotas', tenant: p.id }) },
+      doc: { summary: 'A tenant’s daily quotas with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, ...COMMON } },
+      async handle(ctx) {
+        sendJson(ctx.res, 200, { items: await quotaViews(deps, ctx.params.id) })
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/v1/tenants/{id}/quotas/{kind}',
+      auth: { action: 'admin.write', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
+      doc: { summary: 'Set a daily quota (kind: graphql, ingest, embeddings, subscriptions)', tags: ['quotas'], ifMatch: true, requestBody: ref('QuotaInput'), responses: { 200: { description: 'set', schema: ref('Quota'), etag: true }, 404: problem('no such tenant'), ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const kind = ctx.params.kind!
+        if (!isQuotaKind(kind)) throw new HttpError(400, `unknown quota kind "${kind}"`, { problems: [`kind: expected one of graphql | ingest | embeddings | subscriptions, got "${kind}"`] })
+        const body = (await readJson(ctx.req)) as { limitPerDay?: unknown }
+        if (!Number.isInteger(body?.limitPerDay) || (body.limitPerDay as number) < 0) throw new HttpError(400, 'invalid quota', { problems: [`limitPerDay: expected a non-negative integer, got ${JSON.stringify(body?.limitPerDay)}`] })
+        await setQuota(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
+        const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)!
+        sendJson(ctx.res, 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }) })
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/tenants/{id}/quotas/{kind}',
+      auth: { action: 'admin.write', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
+      doc: { summary: 'Remove a daily quota', tags: ['quotas'], ifMatch: true, responses: { 200: { description: 'removed', schema: ref('Deleted') }, 404: problem('not set'), ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const kind = ctx.params.kind!
+        if (!isQuotaKind(kind)) throw new HttpError(404, `unknown quota kind "${kind}"`)
+        const r = await setQuota(deps, actorOf(ctx), ctx.params.id!, kind, undefined, (cur) => checkPreconditions(ctx, cur))
+        sendJson(ctx.res, 200, { deleted: `tenants/${ctx.params.id}/quotas/${kind}`, version: r.version })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/{id}/statement',
+      auth: { action: 'admin.read', resource: (p) => ({ type: 'statements', tenant: p.id }) },
+      doc: {
+        summary: 'Per-day usage totals (days in the tenant’s time zone), signed',
+        tags: ['usage'],
+        query: [
+          { name: 'from', description: 'first day, YYYY-MM-DD (default: 30 days ago)', schema: { type: 'string', format: 'date' } },
+          { name: 'to', description: 'last day, YYYY-MM-DD (default: today)', schema: { type: 'string', format: 'date' } },
+        ],
+        responses: { 200: { description: 'statement', schema: ref('Statement') }, 400: problem('bad dates'), 404: problem('no such tenant'), ...COMMON },
+      },
+      async handle(ctx) {
+        const h = requireHead(store)
+        const tenant = ctx.params.id!
+        const ids = await store.tenantIds()
+        if (!Object.hasOwn((h.document.tenants as object | undefined) ?? {}, tenant) && !ids.has(tenant)) throw new HttpError(404, `tenants/${tenant} does not exist`)
+        const tz = tenantZone(h.document, tenant)
+        const today = localDay(new Date(), tz)
+        const from = ctx.query.get('from') ?? localDay(new Date(Date.now() - 30 * 86_400_000), tz)
+        const to = ctx.query.get('to') ?? today
+        const problems = [['from', from], ['to', to]].filter(([, v]) => !/^\d{4}-\d{2}-\d{2}$/.test(v!) || Number.isNaN(Date.parse(v!))).map(([k, v]) => `${k}: expected a date YYYY-MM-DD, got "${v}"`)
+        if (problems.length) throw new HttpError(400, 'invalid date range', { problems })
+        if (from > to) throw new HttpError(400, 'invalid date range', { problems: [`from: ${from} is after to: ${to}`] })
+        sendJson(ctx.res, 200, await usage.statement(tenant, ids.get(tenant), tz, from, to))
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/alerts',
+      auth: { action: 'admin.read', resource: (_p, q) => ({ type: 'alerts', ...(q.get('tenant') ? { tenant: q.get('tenant')! } : {}) }) },
+      doc: {
+        summary: 'Budget (80%/100%) and anomaly alerts, newest first',
+        tags: ['usage'],
+        query: [
+          { name: 'tenant', description: 'only this tenant', schema: { type: 'string' } },
+          { name: 'since', description: 'only alerts at or after this time (ISO)', schema: { type: 'string', format: 'date-time' } },
+        ],
+        responses: { 200: { description: 'alerts', schema: ref('AlertList') }, ...COMMON },
+      },
+      async handle(ctx) {
+        const since = ctx.query.get('since')
+        const tenant = ctx.query.get('tenant') ?? ctx.subject?.tenant
+        sendJson(ctx.res, 200, { items: await usage.alerts({ since: since ? Date.parse(since) || 0 : 0, ...(tenant ? { tenant } : {}) }) })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/audit',
+      auth: { action: 'admin.read', resource: () => ({ type: 'audit' }) },
+      doc: {
+        summary: 'Audit entries in order (page with ?after=<seq>)',
+        tags: ['audit'],
+        query: [
+          { name: 'after', description: 'entries after this seq', schema: { type: 'integer', minimum: 0 } },
+          { name: 'limit', description: 'at most this many (default 100)', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+          { name: 'resource', description: 'only this resource, e.g. tenants/acme', schema: { type: 'string' } },
+        ],
+        responses: { 200: { description: 'entries', schema: ref('AuditList') }, ...COMMON },
+      },
+      async handle(ctx) {
+        const items = await listAudit(store.db, { afterSeq: Number(ctx.query.get('after') ?? 0) || 0, limit: Number(ctx.query.get('limit') ?? 100) || 100, ...(ctx.query.get('resource') ? { resource: ctx.query.get('resource')! } : {}) })
+        sendJson(ctx.res, 200, { items: items.map((e) => ({ ...e, at: new Date(e.at).toISOString() })) })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/audit/verify',
+      auth: { action: 'admin.read', resource: () => ({ type: 'audit' }) },
+      doc: { summary: 'Verify the hash chain and signatures (like `igw audit verify`)', tags: ['audit'], responses: { 200: { description: 'result', schema: ref('AuditVerify') }, ...COMMON } },
+      async handle(ctx) {
+        sendJson(ctx.res, 200, await verifyAudit(store.db, store.key.publicKey))
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/proxies',
+      auth: { action: 'admin.read', resource: () => ({ type: 'proxies' }) },
+      doc: { summary: 'Every proxy seen: connection, applied version, last NACK (a CSDS-like view)', tags: ['push'], responses: { 200: { description: 'proxies', schema: ref('ProxyList') }, ...COMMON } },
+      async handle(ctx) {
+        sendJson(ctx.res, 200, { headVersion: store.head()?.version ?? 0, items: await hub.list() })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/stream',
+      auth: { action: 'proxy.sync', resource: () => ({ type: 'stream' }) },
+      doc: {
+        summary: 'Server-Sent Events: `snapshot` events carry signed config snapshots (proxy.sync)',
+        tags: ['push'],
+        query: [
+          { name: 'proxy', description: 'the proxy’s id', schema: { type: 'string' }, required: true },
+          { name: 'version', description: 'version the proxy runs (0: none)', schema: { type: 'integer', minimum: 0 } },
+          { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string' } },
+          { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string' } },
+        ],
+        responses: { 200: { description: 'event stream', contentType: 'text/event-stream', schema: { type: 'string' } }, 400: problem('no proxy id'), ...COMMON },
+      },
+      async handle(ctx) {
+        const id = ctx.query.get('proxy')
+        if (!id || !/^[\w.:@-]{1,200}$/.test(id)) throw new HttpError(400, 'expected ?proxy=<id> (letters, digits, _.:@-)')
+        await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, Number(ctx.query.get('version') ?? 0) || 0, store.head())
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/proxies/{id}/ack',
+      auth: { action: 'proxy.sync', resource: (p) => ({ type: 'proxies', id: p.id }) },
+      doc: { summary: 'ACK or NACK a pushed version', tags: ['push'], requestBody: ref('Ack'), responses: { 204: { description: 'recorded' }, 400: problem('bad body'), 404: problem('unknown proxy'), ...COMMON } },
+      async handle(ctx) {
+        const b = (await readJson(ctx.req)) as { version?: unknown; status?: unknown; error?: unknown }
+        if (!Number.isInteger(b?.version) || (b.status !== 'ACK' && b.status !== 'NACK')) throw new HttpError(400, 'expected {version, status: ACK|NACK, error?}')
+        const known = await hub.ack(ctx.params.id!, b.version as number, b.status === 'ACK', typeof b.error === 'string' ? b.error : undefined)
+        if (!known) throw new HttpError(404, `proxy ${ctx.params.id} has not connected`)
+        ctx.res.writeHead(204).end()
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/usage',
+      auth: { action: 'proxy.sync', resource: () => ({ type: 'usage' }) },
+      doc: { summary: 'A proxy’s per-tenant counters for one interval (deltas; duplicates ignored)', tags: ['usage'], requestBody: ref('UsageReport'), responses: { 200: { description: 'counted', schema: ref('UsageAccepted') }, 400: problem('bad report'), ...COMMON } },
+      async handle(ctx) {
+        const r = validateReport(await readJson(ctx.req))
+        if (typeof r === 'string') throw new HttpError(400, 'invalid usage report', { problems: [r] })
+        const doc = store.head()?.document ?? {}
+        const limits = new Map(readQuotaLimits(doc).map((q) => [`${q.tenant}\u0000${q.kind}`, q.limitPerDay]))
+        const out = await usage.ingest(r, (t) => tenantZone(doc, t), limits)
+        sendJson(ctx.res, 200, { accepted: out.accepted, alerts: out.alerts.length })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/policies',
+      auth: { action: 'admin.read', resource: () => ({ type: 'policies' }) },
+      doc: { summary: 'The OPA bundles in force (Rego compiled to wasm), with digests', tags: ['policies'], responses: { 200: { description: 'bundles', schema: ref('PolicyList') }, ...COMMON } },
+      handle(ctx) {
+        const items = POLICY_BUNDLES.map((b) => {
+          const bytes = readFileSync(bundlePath(b.name))
+          return { name: b.name, entrypoints: b.entrypoints, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length }
+        })
+        sendJson(ctx.res, 200, { items })
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/policies/admin/decide',
+      auth: { action: 'admin.read', resource: () => ({ type: 'policies', id: 'admin' }) },
+      doc: { summary: 'Dry-run the admin policy for a subject, action and resource', tags: ['policies'], requestBody: ref('DecideInput'), responses: { 200: { description: 'decision', schema: ref('Decision') }, ...COMMON } },
+      async handle(ctx) {
+        const b = (await readJson(ctx.req)) as { subject?: unknown; action?: unknown; resource?: unknown; context?: unknown }
+        sendJson(ctx.res, 200, authorizer.decide(b?.subject as never, String(b?.action), (b?.resource ?? { type: '' }) as never, (b?.context ?? {}) as Record<string, unknown>))
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/dlp/detokenize',
+      auth: { action: 'dlp.detokenize', resource: (_p) => ({ type: 'dlp' }) },
+      doc: {
+        summary: 'Turn DLP tokens back into values (dlp.detokenize, justification required, audited)',
+        tags: ['dlp'],
+        requestBody: ref('DetokenizeInput'),
+        responses: { 200: { description: 'values (null: unknown token)', schema: ref('DetokenizeResult') }, 400: problem('bad body'), 501: problem('no tokenizer in this build'), ...COMMON },
+      },
+      async handle(ctx) {
+        const b = (await readJson(ctx.req)) as { tokens?: unknown; tenant?: unknown }
+        if (!Array.isArray(b?.tokens) || b.tokens.some((t) => typeof t !== 'string') || b.tokens.length > 1000) throw new HttpError(400, 'expected {tokens: string[] (at most 1000)}')
+        if (deps.detokenizer === undefined) throw new HttpError(501, 'no DLP tokenizer is available in this build')
+        const values = await deps.detokenizer.detokenize(b.tokens as string[], store.head()?.document ?? {})
+        // The audit entry records who asked, why and which tokens — never the revealed values.
+        await store.db.transaction((tx) =>
+          appendAudit(tx, store.key, { actor: actorOf(ctx), action: 'dlp.detokenize', resource: 'dlp/tokens', after: { tokens: b.tokens, justification: ctx.req.headers['x-justification'] ?? null, revealed: Object.values(values).filter((v) => v !== null).length } }),
+        )
+        sendJson(ctx.res, 200, { values })
+      },
+    },
+  ]
+  return routes
+}

@@ -1,0 +1,131 @@
+// Authentication (bearer JWT, verified with jose against a JWKS file, a PEM public key or an
+// HMAC secret) and authorization (the admin ABAC policy, Rego compiled to wasm, evaluated
+// in-process). 401 says why the token was not accepted; 403 carries the policy's reason.
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { loadPolicyBundle, type PolicyEvaluator } from '../policies/engine.ts'
+
+export interface AuthOptions {
+  jwksFile?: string
+  publicKeyFile?: string
+  /** HMAC secret (HS256), at least 32 characters. */
+  secret?: string
+  issuer?: string
+  audience?: string
+}
+
+export type Action = 'admin.read' | 'admin.write' | 'dlp.review' | 'dlp.detokenize' | 'proxy.sync'
+
+export interface Subject {
+  sub: string
+  roles: string[]
+  attributes: string[]
+  tenant?: string
+}
+
+export interface Decision {
+  allow: boolean
+  reason: string
+}
+
+export class AuthError extends Error {
+  readonly status: 401 | 403
+  constructor(status: 401 | 403, message: string) {
+    super(message)
+    this.status = status
+  }
+}
+
+function strings(v: unknown): string[] {
+  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string')
+  if (typeof v === 'string') return v.split(/[\s,]+/).filter(Boolean)
+  return []
+}
+
+export class Authenticator {
+  readonly #opts: AuthOptions
+  readonly #keys: (Uint8Array | KeyObject | JWTVerifyGetKey)[] = []
+
+  constructor(opts: AuthOptions) {
+    this.#opts = opts
+    if (opts.jwksFile) {
+      const jwks = JSON.parse(readFileSync(opts.jwksFile, 'utf8')) as JSONWebKeySet
+      if (!Array.isArray(jwks.keys)) throw new Error(`${opts.jwksFile}: not a JWKS document (no "keys" array)`)
+      this.#keys.push(createLocalJWKSet(jwks))
+    }
+    if (opts.publicKeyFile) this.#keys.push(createPublicKey(readFileSync(opts.publicKeyFile, 'utf8')))
+    if (opts.secret) {
+      if (opts.secret.length < 32) throw new Error('--auth-secret: expected an HMAC secret of at least 32 characters')
+      this.#keys.push(new TextEncoder().encode(opts.secret))
+    }
+    if (this.#keys.length === 0) throw new Error('the control plane needs a way to verify admin tokens: --auth-jwks, --auth-public-key or --auth-secret')
+  }
+
+  /** The subject of an Authorization header, or AuthError(401) saying why not. */
+  async authenticate(header: string | undefined): Promise<Subject> {
+    if (header === undefined || header === '') throw new AuthError(401, 'missing bearer token (Authorization: Bearer <jwt>)')
+    if (!/^bearer\s+/i.test(header)) throw new AuthError(401, 'expected an Authorization: Bearer <jwt> header')
+    const token = header.replace(/^bearer\s+/i, '').trim()
+    let last: unknown
+    for (const key of this.#keys) {
+      try {
+        const opts = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: 30 }
+        const { payload } = typeof key === 'function' ? await jwtVerify(token, key, opts) : await jwtVerify(token, key, opts)
+        return subjectOf(payload)
+      } catch (err) {
+        last = err
+        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey || err instanceof TypeError || err instanceof joseErrors.JOSENotSupported)) break
+      }
+    }
+    throw new AuthError(401, describe(last))
+  }
+}
+
+function subjectOf(p: JWTPayload): Subject {
+  if (typeof p.sub !== 'string' || p.sub === '') throw new AuthError(401, 'token has no "sub" claim')
+  const s: Subject = { sub: p.sub, roles: strings(p.roles), attributes: strings(p.attrs ?? p.attributes) }
+  if (typeof p.tenant === 'string' && p.tenant !== '') s.tenant = p.tenant
+  return s
+}
+
+function describe(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'token expired'
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.reason}`
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature does not verify'
+  if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return 'token is malformed'
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return 'no key matches the token'
+  if (err instanceof AuthError) return err.message
+  return 'token rejected'
+}
+
+export class Authorizer {
+  readonly #policy: PolicyEvaluator
+
+  private constructor(policy: PolicyEvaluator) {
+    this.#policy = policy
+  }
+
+  static async load(bundle = 'admin'): Promise<Authorizer> {
+    return new Authorizer(await loadPolicyBundle(bundle))
+  }
+
+  decide(subject: Subject | undefined, action: string, resource: { type: string; id?: string; tenant?: string }, context: Record<string, unknown> = {}): Decision {
+    const d = this.#policy.evaluate<Decision>({ subject, action, resource, context }, 'intelgraph/admin/decision')
+    return d ?? { allow: false, reason: 'policy returned no decision' }
+  }
+
+  /** Throws AuthError(403) with the policy's reason unless allowed. */
+  require(subject: Subject, action: Action, resource: { type: string; id?: string; tenant?: string }, context: Record<string, unknown> = {}): void {
+    const d = this.decide(subject, action, resource, context)
+    if (!d.allow) throw new AuthError(403, `${action} on ${resource.type}${resource.id ? `/${resource.id}` : ''} denied: ${d.reason}`)
+  }
+}
+
+/** Mint an HS256 token (the demo and tests; production tokens come from your identity provider). */
+export async function mintToken(secret: string, claims: { sub: string; roles?: string[]; attrs?: string[]; tenant?: string }, opts: { issuer?: string; audience?: string; expiresIn?: string } = {}): Promise<string> {
+  let jwt = new SignJWT({ ...claims }).setProtectedHeader({ alg: 'HS256' }).setSubject(claims.sub).setIssuedAt().setExpirationTime(opts.expiresIn ?? '12h')
+  if (opts.issuer) jwt = jwt.setIssuer(opts.issuer)
+  if (opts.audience) jwt = jwt.setAudience(opts.audience)
+  return jwt.sign(new TextEncoder().encode(secret))
+}

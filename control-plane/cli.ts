@@ -1,0 +1,94 @@
+// `igw control-plane` and `igw audit verify`. Flags are parsed by proxy/cli.ts (one flag table
+// for the whole CLI, each with an IGW_* twin); this module turns them into a running service.
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { ConfigError, parseConfigText } from '../config/load.ts'
+import { splitListenAddress } from '../config/primitives.ts'
+import { verifyAudit } from './audit.ts'
+import type { AuthOptions } from './auth.ts'
+import { openDb } from './db.ts'
+import type { Doc } from './resources.ts'
+import { startControlPlane, type ControlPlane } from './server.ts'
+import { loadOrCreateSigningKey, loadPublicKey } from './signing.ts'
+import { validateDocument, ValidationFailed } from './store.ts'
+
+export interface ControlPlaneFlags {
+  db?: string
+  listen?: string
+  config?: string
+  'signing-key'?: string
+  'auth-jwks'?: string
+  'auth-public-key'?: string
+  'auth-secret'?: string
+  'auth-issuer'?: string
+  'auth-audience'?: string
+  'log-level'?: string
+}
+
+export const DEFAULT_DB = 'sqlite:./data/igw.db'
+
+/** The signing key sits beside a SQLite file, or in ./data for PostgreSQL, unless given. */
+export function defaultSigningKeyPath(db: string): string {
+  if (db.startsWith('sqlite:') && db !== 'sqlite::memory:' && db !== 'sqlite:') return join(dirname(db.slice(7)), 'signing-key.pem')
+  return './data/signing-key.pem'
+}
+
+export function authOptions(flags: ControlPlaneFlags): AuthOptions {
+  const a: AuthOptions = {}
+  if (flags['auth-jwks']) a.jwksFile = flags['auth-jwks']
+  if (flags['auth-public-key']) a.publicKeyFile = flags['auth-public-key']
+  if (flags['auth-secret']) a.secret = flags['auth-secret']
+  if (flags['auth-issuer']) a.issuer = flags['auth-issuer']
+  if (flags['auth-audience']) a.audience = flags['auth-audience']
+  return a
+}
+
+function readSeed(path: string): Doc {
+  const raw = parseConfigText(readFileSync(path, 'utf8'), path)
+  try {
+    validateDocument(raw)
+  } catch (err) {
+    if (err instanceof ValidationFailed) throw new ConfigError(path, err.problems)
+    throw err
+  }
+  return raw as Doc
+}
+
+export async function runControlPlane(flags: ControlPlaneFlags): Promise<ControlPlane> {
+  const db = flags.db ?? DEFAULT_DB
+  const listen = splitListenAddress(flags.listen ?? ':7070')
+  const cp = await startControlPlane({
+    db,
+    host: listen.host,
+    port: listen.port,
+    auth: authOptions(flags),
+    signingKey: loadOrCreateSigningKey(flags['signing-key'] ?? defaultSigningKeyPath(db)),
+    ...(flags.config ? { seed: readSeed(flags.config) } : {}),
+  })
+  return cp
+}
+
+/** `igw audit verify`: exit 0 when intact; 1 with every broken entry named otherwise. */
+export async function runAuditVerify(flags: ControlPlaneFlags & { 'public-key'?: string }): Promise<boolean> {
+  const spec = flags.db ?? DEFAULT_DB
+  const keyPath = flags['signing-key'] ?? defaultSigningKeyPath(spec)
+  let pem: string
+  try {
+    pem = readFileSync(keyPath, 'utf8')
+  } catch (err) {
+    throw new Error(`cannot read the control plane key ${keyPath} (--signing-key, a public or private PEM): ${(err as Error).message}`)
+  }
+  const db = openDb(spec)
+  try {
+    const r = await verifyAudit(db, loadPublicKey(pem))
+    if (r.ok) {
+      console.log(`audit log OK: ${r.entries} entries, chain intact, signatures valid; head ${r.headHash}`)
+      return true
+    }
+    console.error(`audit log TAMPERED: ${r.problems.length} problem(s) in ${r.entries} entries`)
+    for (const p of r.problems) console.error(`  seq ${p.seq}: ${p.problem}`)
+    return false
+  } finally {
+    await db.close()
+  }
+}

@@ -1,0 +1,112 @@
+// The small HTTP toolkit of the control plane: a route table whose entries also describe
+// themselves for the OpenAPI document (so the document is generated from what is served),
+// JSON bodies with a size bound, and RFC 9457 problem details for every error.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Action, Subject } from './auth.ts'
+
+export type JsonSchema = Record<string, unknown>
+
+export class HttpError extends Error {
+  readonly status: number
+  readonly problems: string[] | undefined
+  readonly headers: Record<string, string>
+  readonly extra: Record<string, unknown>
+  constructor(status: number, message: string, opts: { problems?: string[]; headers?: Record<string, string>; extra?: Record<string, unknown> } = {}) {
+    super(message)
+    this.status = status
+    this.problems = opts.problems
+    this.headers = opts.headers ?? {}
+    this.extra = opts.extra ?? {}
+  }
+}
+
+export const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  412: 'Precondition Failed',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  428: 'Precondition Required',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  503: 'Service Unavailable',
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...headers })
+  res.end(text)
+}
+
+export function sendProblem(res: ServerResponse, err: HttpError): void {
+  const body = { type: 'about:blank', title: TITLES[err.status] ?? 'Error', status: err.status, detail: err.message, ...(err.problems ? { problems: err.problems } : {}), ...err.extra }
+  const text = JSON.stringify(body)
+  res.writeHead(err.status, { 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...err.headers })
+  res.end(text)
+}
+
+const MAX_BODY = 4 * 1024 * 1024
+
+export async function readJson(req: IncomingMessage): Promise<unknown> {
+  const type = req.headers['content-type'] ?? ''
+  if (!/^application\/([a-z.+-]*\+)?json\b/i.test(type)) throw new HttpError(415, `expected a JSON body (content-type: application/json), got "${type || 'none'}"`)
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const c of req) {
+    size += (c as Buffer).length
+    if (size > MAX_BODY) throw new HttpError(413, `body larger than ${MAX_BODY} bytes`)
+    chunks.push(c as Buffer)
+  }
+  const text = Buffer.concat(chunks).toString('utf8')
+  try {
+    return JSON.parse(text) as unknown
+  } catch (err) {
+    throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`)
+  }
+}
+
+export interface RouteContext {
+  req: IncomingMessage
+  res: ServerResponse
+  params: Record<string, string>
+  query: URLSearchParams
+  subject: Subject | undefined
+}
+
+export interface OperationDoc {
+  summary: string
+  tags: string[]
+  query?: { name: string; description: string; schema: JsonSchema; required?: boolean }[]
+  requestBody?: JsonSchema
+  /** Status → response body schema (application/json unless `contentType`). */
+  responses: Record<number, { description: string; schema?: JsonSchema; contentType?: string; etag?: boolean }>
+  ifMatch?: boolean
+}
+
+export interface RouteDef {
+  method: 'GET' | 'PUT' | 'POST' | 'DELETE'
+  /** OpenAPI-style path, e.g. /v1/tenants/{id}. */
+  path: string
+  /** undefined: public. A function: decided per request (resource tenant). */
+  auth?: { action: Action; resource: (p: Record<string, string>, q: URLSearchParams) => { type: string; id?: string; tenant?: string } }
+  doc: OperationDoc
+  handle(ctx: RouteContext): Promise<void> | void
+}
+
+export interface CompiledRoute extends RouteDef {
+  regex: RegExp
+  names: string[]
+}
+
+export function compile(route: RouteDef): CompiledRoute {
+  const names: string[] = []
+  const src = route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{(\w+)\\?\}|\{(\w+)\}/g, (_m, a: string | undefined, b: string | undefined) => {
+    names.push((a ?? b)!)
+    return '([^/]+)'
+  })
+  return { ...route, regex: new RegExp(`^${src}$`), names }
+}

@@ -1,0 +1,107 @@
+// Schema migrations, one list for both engines: the SQL is the common subset of SQLite and
+// PostgreSQL (TEXT, BIGINT, UUID, CHECK, ON CONFLICT), so the same statements run on each.
+// Times are epoch milliseconds (BIGINT); JSON is stored as TEXT (the exact bytes that were signed
+// or hashed, which a JSON column type might re-serialize).
+import type { Db } from './db.ts'
+
+export interface Migration {
+  version: number
+  name: string
+  statements: string[]
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'config versions, tenants, quotas, audit, proxies, usage, alerts',
+    statements: [
+      // Every version of the config document, as authored; the signed envelope is what proxies get.
+      `CREATE TABLE config_versions (
+        version BIGINT PRIMARY KEY,
+        document TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        author TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      // Tenant identities: the config key (what the tenant filter resolves) ↔ a stable UUID.
+      `CREATE TABLE tenants (
+        id UUID PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL
+      )`,
+      // The seed's table, verbatim in shape: daily limits per tenant and kind.
+      `CREATE TABLE api_quotas (
+        tenant_id UUID NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('graphql','ingest','embeddings','subscriptions')),
+        limit_per_day BIGINT NOT NULL CHECK (limit_per_day >= 0),
+        PRIMARY KEY (tenant_id, kind)
+      )`,
+      `CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        before_json TEXT,
+        after_json TEXT,
+        diff TEXT NOT NULL,
+        config_version BIGINT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL
+      )`,
+      `CREATE TABLE proxies (
+        id TEXT PRIMARY KEY,
+        hostname TEXT,
+        boot_id TEXT,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        connected INTEGER NOT NULL DEFAULT 0,
+        applied_version BIGINT,
+        acked_at BIGINT,
+        nack_version BIGINT,
+        nack_error TEXT,
+        nack_at BIGINT,
+        usage_seq BIGINT NOT NULL DEFAULT 0
+      )`,
+      // Per tenant, per local day (the tenant's time zone), per counter.
+      `CREATE TABLE usage_daily (
+        tenant TEXT NOT NULL,
+        day TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        value BIGINT NOT NULL,
+        PRIMARY KEY (tenant, day, metric)
+      )`,
+      `CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        tenant TEXT,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        message TEXT NOT NULL,
+        detail TEXT NOT NULL
+      )`,
+      'CREATE INDEX alerts_at ON alerts (at)',
+    ],
+  },
+]
+
+/** Apply pending migrations in order; each in its own transaction. Returns the versions applied. */
+export async function migrate(db: Db): Promise<number[]> {
+  await db.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)')
+  const applied: number[] = []
+  for (const m of MIGRATIONS) {
+    const done = await db.transaction(async (tx) => {
+      const rows = await tx.query('SELECT version FROM schema_migrations WHERE version = $1', [m.version])
+      if (rows.length > 0) return false
+      for (const s of m.statements) await tx.query(s)
+      await tx.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()])
+      return true
+    })
+    if (done) applied.push(m.version)
+  }
+  return applied
+}

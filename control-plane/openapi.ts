@@ -1,0 +1,66 @@
+// The OpenAPI 3.1 document, generated from the route table that serves the requests (so it
+// cannot describe an endpoint that does not exist), with config schemas from the zod schema.
+import type { RouteDef } from './http-kit.ts'
+import { componentSchemas, ref } from './schemas.ts'
+
+export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {}
+  for (const r of routes) {
+    const params: Record<string, unknown>[] = []
+    for (const m of r.path.matchAll(/\{(\w+)\}/g)) params.push({ name: m[1], in: 'path', required: true, schema: { type: 'string' } })
+    for (const q of r.doc.query ?? []) params.push({ name: q.name, in: 'query', required: q.required ?? false, description: q.description, schema: q.schema })
+    if (r.doc.ifMatch) {
+      params.push({ name: 'If-Match', in: 'header', required: false, description: 'the ETag you read; 412 if it changed since', schema: { type: 'string' } })
+      params.push({ name: 'If-None-Match', in: 'header', required: false, description: '"*": create only, 412 if it exists', schema: { type: 'string' } })
+    }
+    const responses: Record<string, unknown> = {}
+    for (const [status, resp] of Object.entries(r.doc.responses)) {
+      const out: Record<string, unknown> = { description: resp.description }
+      if (resp.schema) out.content = { [resp.contentType ?? 'application/json']: { schema: resp.schema } }
+      if (resp.etag) out.headers = { ETag: { description: 'strong validator for If-Match', schema: { type: 'string' } } }
+      responses[status] = out
+    }
+    const op: Record<string, unknown> = {
+      operationId: `${r.method.toLowerCase()}${r.path.replace(/\{(\w+)\}/g, 'By_$1').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      summary: r.doc.summary,
+      tags: r.doc.tags,
+      responses,
+    }
+    if (params.length) op.parameters = params
+    if (r.doc.requestBody) op.requestBody = { required: true, content: { 'application/json': { schema: r.doc.requestBody } } }
+    op.security = r.auth ? [{ bearer: [] }] : []
+    if (r.auth) op['x-igw-abac'] = r.auth.action
+    ;(paths[r.path] ??= {})[r.method.toLowerCase()] = op
+  }
+  paths['/graphql'] = {
+    post: {
+      operationId: 'postGraphql',
+      summary: 'GraphQL admin API (seed schema: quotas, setQuota, setDlpPreset; fields guarded by @auth(abac))',
+      tags: ['graphql'],
+      security: [{ bearer: [] }],
+      requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['query'], properties: { query: { type: 'string' }, variables: { type: 'object' }, operationName: { type: 'string' } } } } } },
+      responses: {
+        200: { description: 'GraphQL response', content: { 'application/json': { schema: { type: 'object', properties: { data: {}, errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object' } } } },
+        401: { description: 'missing or invalid bearer token', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
+      },
+    },
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'IntelGraph Gateway control plane',
+      version: '1',
+      description: 'Stores the versioned config document (the same schema as the proxy file), validates every write with the proxy’s own schema, audits it, and pushes signed snapshots to proxies.',
+    },
+    ...(serverUrl ? { servers: [{ url: serverUrl }] } : {}),
+    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
+    paths,
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      schemas: componentSchemas(),
+    },
+    security: [{ bearer: [] }],
+  }
+}
+
+export { ref }

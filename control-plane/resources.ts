@@ -1,0 +1,105 @@
+// REST resources are views onto parts of the ONE config document. A write copies the head
+// document, replaces one part, and the whole result is validated with the proxy's own zod schema
+// before it becomes a new version. Adding a resource for a new schema section is one entry here.
+import type { z } from 'zod'
+import { routeConfig, tenantConfig, upstreamConfig } from '../config/schema.ts'
+
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json }
+export type Doc = Record<string, unknown>
+
+/** A named collection inside the document: a map (`tenants.<id>`) or a list of `{name}` items. */
+export interface CollectionSpec {
+  /** URL segment under /v1/. */
+  name: string
+  shape: 'map' | 'list'
+  /** Where the collection lives in the document. */
+  path: readonly string[]
+  /** Item schema (input side) for the OpenAPI document. */
+  schema: z.ZodType
+  description: string
+}
+
+/** A singleton part of the document (a top-level section such as `cache:`). */
+export interface SectionSpec {
+  name: string
+  path: readonly string[]
+  schema: z.ZodType
+  description: string
+}
+
+export const COLLECTIONS: CollectionSpec[] = [
+  { name: 'tenants', shape: 'map', path: ['tenants'], schema: tenantConfig, description: 'Tenants: tier, time zone, display name (document `tenants.<id>`); each also has a stable UUID' },
+  { name: 'upstreams', shape: 'map', path: ['upstreams'], schema: upstreamConfig, description: 'Upstream origins and their pools (document `upstreams.<name>`)' },
+  { name: 'routes', shape: 'list', path: ['routes'], schema: routeConfig, description: 'Routes with their filter chains (document `routes[]`, keyed by name)' },
+]
+
+export const SECTIONS: SectionSpec[] = []
+
+export function collection(name: string): CollectionSpec | undefined {
+  return COLLECTIONS.find((c) => c.name === name)
+}
+
+export function section(name: string): SectionSpec | undefined {
+  return SECTIONS.find((s) => s.name === name)
+}
+
+function at(doc: Doc, path: readonly string[]): unknown {
+  let cur: unknown = doc
+  for (const p of path) {
+    if (cur === null || typeof cur !== 'object' || Array.isArray(cur)) return undefined
+    cur = (cur as Record<string, unknown>)[p]
+  }
+  return cur
+}
+
+/** A copy of doc with the value at path replaced (undefined removes the key). */
+export function setAt(doc: Doc, path: readonly string[], value: unknown): Doc {
+  if (path.length === 0) return value as Doc
+  const [head, ...rest] = path as [string, ...string[]]
+  const out: Doc = { ...doc }
+  const child = out[head]
+  const next = setAt(child !== null && typeof child === 'object' && !Array.isArray(child) ? (child as Doc) : {}, rest, value)
+  if (next === undefined) delete out[head]
+  else out[head] = next
+  return out
+}
+
+export function getAt(doc: Doc, path: readonly string[]): unknown {
+  return at(doc, path)
+}
+
+export function listItems(doc: Doc, spec: CollectionSpec): { id: string; value: unknown }[] {
+  const c = at(doc, spec.path)
+  if (spec.shape === 'map') {
+    if (c === null || typeof c !== 'object' || Array.isArray(c)) return []
+    return Object.entries(c as Record<string, unknown>).map(([id, value]) => ({ id, value }))
+  }
+  if (!Array.isArray(c)) return []
+  return c.map((value) => ({ id: String((value as { name?: unknown } | null)?.name ?? ''), value }))
+}
+
+export function getItem(doc: Doc, spec: CollectionSpec, id: string): unknown {
+  return listItems(doc, spec).find((i) => i.id === id)?.value
+}
+
+/** The document with item `id` set to value (undefined deletes it). Lists keep their order. */
+export function putItem(doc: Doc, spec: CollectionSpec, id: string, value: unknown): Doc {
+  if (spec.shape === 'map') {
+    const c = at(doc, spec.path)
+    const map: Record<string, unknown> = c !== null && typeof c === 'object' && !Array.isArray(c) ? { ...(c as Record<string, unknown>) } : {}
+    if (value === undefined) delete map[id]
+    else map[id] = value
+    return setAt(doc, spec.path, map)
+  }
+  const c = at(doc, spec.path)
+  const list = Array.isArray(c) ? [...c] : []
+  const i = list.findIndex((v) => (v as { name?: unknown } | null)?.name === id)
+  if (value === undefined) {
+    if (i !== -1) list.splice(i, 1)
+  } else {
+    const item = { ...(value as Record<string, unknown>), name: id }
+    if (i === -1) list.push(item)
+    else list[i] = item
+  }
+  return setAt(doc, spec.path, list)
+}

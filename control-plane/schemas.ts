@@ -1,0 +1,152 @@
+// JSON Schemas of the API's own bodies (the config parts come from the zod schema itself).
+import { z } from 'zod'
+import { gatewayConfigObject } from '../config/schema.ts'
+import type { JsonSchema } from './http-kit.ts'
+import { COLLECTIONS, SECTIONS } from './resources.ts'
+
+function fromZod(schema: z.ZodType): JsonSchema {
+  const s = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as JsonSchema
+  delete s.$schema
+  return s
+}
+
+const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` })
+const str = { type: 'string' }
+const int = { type: 'integer' }
+const isoTime = { type: 'string', format: 'date-time' }
+const counts = { type: 'object', additionalProperties: { type: 'number' } }
+
+export function componentSchemas(): Record<string, JsonSchema> {
+  const out: Record<string, JsonSchema> = {
+    ConfigDocument: fromZod(gatewayConfigObject),
+    Problem: {
+      type: 'object',
+      required: ['title', 'status', 'detail'],
+      properties: { type: str, title: str, status: int, detail: str, problems: { type: 'array', items: str }, current: {} },
+    },
+    ConfigHead: { type: 'object', required: ['version', 'digest', 'document'], additionalProperties: false, properties: { version: int, digest: str, createdAt: isoTime, author: str, document: ref('ConfigDocument') } },
+    VersionInfo: { type: 'object', required: ['version', 'digest', 'author', 'summary', 'createdAt'], additionalProperties: false, properties: { version: int, digest: str, author: str, summary: str, createdAt: isoTime } },
+    VersionList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('VersionInfo') } } },
+    WriteResult: { type: 'object', required: ['version', 'changed'], additionalProperties: false, properties: { version: int, changed: { type: 'boolean' } } },
+    Deleted: { type: 'object', required: ['deleted', 'version'], additionalProperties: false, properties: { deleted: str, version: int } },
+    Quota: {
+      type: 'object',
+      required: ['tenant', 'tenantId', 'kind', 'limitPerDay', 'usedToday'],
+      additionalProperties: false,
+      properties: { tenant: str, tenantId: { type: 'string', format: 'uuid' }, kind: { enum: ['graphql', 'ingest', 'embeddings', 'subscriptions'] }, limitPerDay: int, usedToday: int },
+    },
+    QuotaList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Quota') } } },
+    QuotaInput: { type: 'object', required: ['limitPerDay'], additionalProperties: false, properties: { limitPerDay: { type: 'integer', minimum: 0 } } },
+    AuditEntry: {
+      type: 'object',
+      required: ['seq', 'at', 'actor', 'action', 'resource', 'diff', 'prevHash', 'hash', 'keyId', 'signature'],
+      additionalProperties: false,
+      properties: {
+        seq: int,
+        at: isoTime,
+        actor: str,
+        action: str,
+        resource: str,
+        before: {},
+        after: {},
+        diff: { type: 'array', items: { type: 'object', required: ['path', 'op'], properties: { path: str, op: { enum: ['add', 'remove', 'replace'] }, before: {}, after: {} } } },
+        configVersion: { type: ['integer', 'null'] },
+        prevHash: str,
+        hash: str,
+        keyId: str,
+        signature: str,
+      },
+    },
+    AuditList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('AuditEntry') } } },
+    AuditVerify: {
+      type: 'object',
+      required: ['ok', 'entries', 'headHash', 'problems'],
+      additionalProperties: false,
+      properties: { ok: { type: 'boolean' }, entries: int, headHash: str, problems: { type: 'array', items: { type: 'object', required: ['seq', 'problem'], properties: { seq: int, problem: str } } } },
+    },
+    Proxy: {
+      type: 'object',
+      required: ['id', 'connected', 'firstSeen', 'lastSeen', 'appliedVersion', 'lastNack'],
+      additionalProperties: false,
+      properties: {
+        id: str,
+        hostname: { type: ['string', 'null'] },
+        connected: { type: 'boolean' },
+        firstSeen: isoTime,
+        lastSeen: isoTime,
+        appliedVersion: { type: ['integer', 'null'] },
+        ackedAt: { type: ['string', 'null'] },
+        lastNack: { oneOf: [{ type: 'null' }, { type: 'object', required: ['version', 'error', 'at'], properties: { version: int, error: str, at: isoTime } }] },
+      },
+    },
+    ProxyList: { type: 'object', required: ['items', 'headVersion'], additionalProperties: false, properties: { headVersion: int, items: { type: 'array', items: ref('Proxy') } } },
+    Ack: { type: 'object', required: ['version', 'status'], additionalProperties: false, properties: { version: int, status: { enum: ['ACK', 'NACK'] }, error: str } },
+    TenantUsage: {
+      type: 'object',
+      required: ['requests'],
+      properties: { requests: { type: 'number', minimum: 0 }, errors: { type: 'number' }, costUnits: { type: 'number' }, rejections: counts, bytesExported: { type: 'number' }, dlpActions: counts, byKind: counts },
+    },
+    UsageReport: {
+      type: 'object',
+      required: ['proxyId', 'bootId', 'seq', 'at', 'tenants'],
+      properties: { proxyId: str, bootId: str, seq: { type: 'integer', minimum: 1 }, at: isoTime, tenants: { type: 'object', additionalProperties: ref('TenantUsage') } },
+    },
+    UsageAccepted: { type: 'object', required: ['accepted', 'alerts'], additionalProperties: false, properties: { accepted: { type: 'boolean' }, alerts: int } },
+    DayTotals: {
+      type: 'object',
+      required: ['requests', 'errors', 'costUnits', 'bytesExported', 'rejections', 'dlpActions', 'byKind'],
+      additionalProperties: false,
+      properties: { day: { type: 'string', pattern: '^\\d{4}-\\d{2}-\\d{2}$' }, requests: int, errors: int, costUnits: int, bytesExported: int, rejections: counts, dlpActions: counts, byKind: counts },
+    },
+    Statement: {
+      type: 'object',
+      required: ['tenant', 'tenantId', 'timezone', 'from', 'to', 'generatedAt', 'days', 'totals', 'keyId', 'signature'],
+      additionalProperties: false,
+      properties: { tenant: str, tenantId: { type: ['string', 'null'] }, timezone: str, from: str, to: str, generatedAt: isoTime, days: { type: 'array', items: ref('DayTotals') }, totals: ref('DayTotals'), keyId: str, signature: str },
+    },
+    Alert: {
+      type: 'object',
+      required: ['id', 'at', 'tenant', 'kind', 'severity', 'message', 'detail'],
+      additionalProperties: false,
+      properties: { id: str, at: isoTime, tenant: { type: ['string', 'null'] }, kind: { enum: ['budget.80', 'budget.100', 'anomaly.rejections', 'anomaly.volume'] }, severity: { enum: ['info', 'warning', 'critical'] }, message: str, detail: { type: 'object' } },
+    },
+    AlertList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Alert') } } },
+    PolicyBundle: { type: 'object', required: ['name', 'entrypoints', 'sha256', 'bytes'], additionalProperties: false, properties: { name: str, entrypoints: { type: 'array', items: str }, sha256: str, bytes: int } },
+    PolicyList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('PolicyBundle') } } },
+    DecideInput: { type: 'object', required: ['subject', 'action', 'resource'], properties: { subject: { type: 'object' }, action: str, resource: { type: 'object' }, context: { type: 'object' } } },
+    Decision: { type: 'object', required: ['allow', 'reason'], additionalProperties: false, properties: { allow: { type: 'boolean' }, reason: str } },
+    SigningKey: { type: 'object', required: ['keyId', 'algorithm', 'publicKeyPem'], additionalProperties: false, properties: { keyId: str, algorithm: { const: 'ed25519' }, publicKeyPem: str } },
+    Health: { type: 'object', required: ['status', 'version', 'proxiesConnected'], additionalProperties: false, properties: { status: str, version: int, proxiesConnected: int } },
+    DetokenizeInput: { type: 'object', required: ['tokens'], properties: { tokens: { type: 'array', items: str, maxItems: 1000 }, tenant: str } },
+    DetokenizeResult: { type: 'object', required: ['values'], additionalProperties: false, properties: { values: { type: 'object', additionalProperties: { type: ['string', 'null'] } } } },
+  }
+  for (const c of COLLECTIONS) {
+    const name = itemSchemaName(c.name)
+    out[`${name}Config`] = fromZod(c.schema)
+    const props: Record<string, JsonSchema> = { id: str, etag: str, version: int, config: ref(`${name}Config`) }
+    const required = ['id', 'etag', 'version', 'config']
+    if (c.name === 'tenants') {
+      props.uuid = { type: 'string', format: 'uuid' }
+      required.push('uuid')
+    }
+    out[name] = { type: 'object', required, additionalProperties: false, properties: props }
+    out[`${name}List`] = { type: 'object', required: ['items', 'version'], additionalProperties: false, properties: { version: int, items: { type: 'array', items: ref(name) } } }
+  }
+  for (const s of SECTIONS) {
+    const name = itemSchemaName(s.name)
+    out[`${name}Section`] = fromZod(s.schema)
+    out[`${name}View`] = { type: 'object', required: ['etag', 'version'], additionalProperties: false, properties: { etag: str, version: int, config: ref(`${name}Section`) } }
+  }
+  return out
+}
+
+/** "tenants" → "Tenant", "qos-tiers" → "QosTier", "dlp" → "Dlp". */
+export function itemSchemaName(collection: string): string {
+  const singular = collection.endsWith('ies') ? `${collection.slice(0, -3)}y` : collection.endsWith('s') ? collection.slice(0, -1) : collection
+  return singular
+    .split(/[-_]/)
+    .map((w) => w.charAt(0).toUpperCase() + w.slice(1))
+    .join('')
+}
+
+export { ref }

@@ -1,0 +1,151 @@
+// `igw control-plane`: the HTTP server wiring the store, the push hub, usage, auth and the APIs.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { pino, type Logger } from 'pino'
+import { buildRoutes, type ApiDeps } from './api.ts'
+import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
+import { openDb, type Db } from './db.ts'
+import { loadDetokenizer } from './detokenize.ts'
+import { createAdminYoga } from './graphql-admin.ts'
+import { compile, HttpError, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
+import { buildOpenApi } from './openapi.ts'
+import { PushHub } from './push.ts'
+import type { Doc } from './resources.ts'
+import type { SigningKey } from './signing.ts'
+import { ConfigStore, NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
+import { UsageLedger } from './usage.ts'
+
+export interface ControlPlaneOptions {
+  /** sqlite:<path> | postgres://… */
+  db: string
+  host?: string
+  port: number
+  auth: AuthOptions
+  signingKey: SigningKey
+  /** Version 1 when the store is empty. */
+  seed?: Doc
+  logger?: Logger
+}
+
+export interface ControlPlane {
+  readonly url: string
+  readonly port: number
+  readonly store: ConfigStore
+  readonly hub: PushHub
+  readonly db: Db
+  readonly openapi: Record<string, unknown>
+  close(): Promise<void>
+}
+
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
+  const logger = opts.logger ?? pino({ base: { component: 'control-plane' } })
+  const db = openDb(opts.db)
+  const store = new ConfigStore(db, opts.signingKey)
+  try {
+    await store.init(opts.seed)
+  } catch (err) {
+    await db.close()
+    throw err
+  }
+  const authn = new Authenticator(opts.auth)
+  const authorizer = await Authorizer.load()
+  const hub = new PushHub(db)
+  const usage = new UsageLedger(db, opts.signingKey)
+  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer() }
+  store.on('version', (head) => {
+    hub.publish(head)
+    logger.info({ version: head.version, author: head.author }, 'config version committed')
+  })
+  const defs = buildRoutes(deps)
+  const routes: CompiledRoute[] = defs.map(compile)
+  const openapi = buildOpenApi(defs)
+  const openapiText = JSON.stringify(openapi)
+  const yoga = createAdminYoga(deps)
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://control-plane')
+    if (url.pathname === '/openapi.json' && req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end(openapiText)
+      return
+    }
+    if (url.pathname === '/graphql') {
+      let subject: Subject
+      try {
+        subject = await authn.authenticate(req.headers.authorization)
+      } catch (err) {
+        const e = err as AuthError
+        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': `Bearer error="invalid_token", error_description="${e.message}"` })
+        return
+      }
+      await yoga.handleNodeRequestAndResponse(req, res, { subject })
+      return
+    }
+    let allowed: string[] = []
+    for (const r of routes) {
+      const m = r.regex.exec(url.pathname)
+      if (m === null) continue
+      if (r.method !== req.method) {
+        allowed.push(r.method)
+        continue
+      }
+      const params: Record<string, string> = {}
+      r.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1]!)))
+      const ctx: RouteContext = { req, res, params, query: url.searchParams, subject: undefined }
+      if (r.auth) {
+        ctx.subject = await authn.authenticate(req.headers.authorization)
+        const justification = req.headers['x-justification']
+        authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams), typeof justification === 'string' ? { justification } : {})
+      }
+      await r.handle(ctx)
+      return
+    }
+    allowed = [...new Set(allowed)]
+    if (allowed.length) throw new HttpError(405, `${req.method} is not allowed here (allowed: ${allowed.join(', ')})`, { headers: { allow: allowed.join(', ') } })
+    throw new HttpError(404, `no endpoint ${req.method} ${url.pathname} (see /openapi.json)`)
+  }
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const e = toHttpError(err)
+      if (e.status >= 500) logger.error({ err, method: req.method, url: req.url }, 'request failed')
+      if (res.headersSent) {
+        res.destroy()
+        return
+      }
+      sendProblem(res, e)
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ host: opts.host, port: opts.port }, resolve)
+  })
+  const addr = server.address()
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port
+  const url = `http://${opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? (opts.host.includes(':') ? `[${opts.host}]` : opts.host) : '127.0.0.1'}:${port}`
+  logger.info({ listen: `${opts.host ?? '*'}:${port}`, db: db.kind, version: store.head()?.version ?? 0, keyId: opts.signingKey.keyId }, 'igw control plane listening')
+
+  return {
+    url,
+    port,
+    store,
+    hub,
+    db,
+    openapi,
+    async close() {
+      hub.close()
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      })
+      await db.close()
+    },
+  }
+}
+
+function toHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err
+  if (err instanceof AuthError) return new HttpError(err.status, err.message, err.status === 401 ? { headers: { 'www-authenticate': `Bearer error="invalid_token", error_description="${err.message.replace(/"/g, "'")}"` } } : {})
+  if (err instanceof ValidationFailed) return new HttpError(400, 'the change would make the config document invalid', { problems: err.problems })
+  if (err instanceof PreconditionFailed) return new HttpError(412, err.message, err.current ? { headers: { etag: err.current }, extra: { current: err.current } } : {})
+  if (err instanceof NotFound) return new HttpError(404, err.message)
+  return new HttpError(500, `internal error: ${(err as Error).message}`)
+}

@@ -1,0 +1,199 @@
+// The config store: the versioned document (source of truth), its relational projections (tenant
+// identities, the seed's api_quotas), and the audit entry of every change, all written in one
+// transaction. Design: we store the whole document per version and patch it per resource write,
+// rather than assembling it from per-resource tables — the schema grows with every filter, and a
+// resource is then only a path into the document, validated as a whole by the proxy's own schema.
+import { randomUUID } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { ConfigError, validateConfig } from '../config/load.ts'
+import { appendAudit } from './audit.ts'
+import { canonicalJson, sha256Hex } from './canonical-json.ts'
+import { num, type Db, type Tx } from './db.ts'
+import { migrate } from './migrations.ts'
+import { readQuotaLimits, QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
+import type { Doc } from './resources.ts'
+import { signSnapshot, type SignedSnapshot } from './snapshot.ts'
+import type { SigningKey } from './signing.ts'
+
+export interface Head {
+  version: number
+  document: Doc
+  digest: string
+  envelope: SignedSnapshot
+  createdAt: number
+  author: string
+}
+
+export class ValidationFailed extends Error {
+  readonly problems: string[]
+  constructor(problems: string[]) {
+    super(`invalid config document:\n  ${problems.join('\n  ')}`)
+    this.problems = problems
+  }
+}
+
+export class PreconditionFailed extends Error {
+  readonly current: string | undefined
+  constructor(message: string, current: string | undefined) {
+    super(message)
+    this.current = current
+  }
+}
+
+export class NotFound extends Error {}
+
+export interface CommitRequest<R> {
+  actor: string
+  action: string
+  /** Audit resource name, e.g. "tenants/acme". */
+  resource: string
+  /**
+   * Computes the next document from the head. Throws PreconditionFailed/NotFound to abort.
+   * Returns the new document and the resource's before/after (for the audit diff) and a result.
+   */
+  change: (head: Head) => { document: Doc; before: unknown; after: unknown; result: R }
+}
+
+export interface CommitResult<R> {
+  version: number
+  result: R
+  /** false when the change left the document identical (no new version, no audit entry). */
+  changed: boolean
+}
+
+/** Validate a whole document with the proxy's schema; throws ValidationFailed with path-named problems. */
+export function validateDocument(doc: unknown): void {
+  try {
+    validateConfig(doc, 'document')
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ValidationFailed(err.problems)
+    throw err
+  }
+}
+
+interface VersionRow {
+  version: unknown
+  document: string
+  digest: string
+  envelope: string
+  author: string
+  created_at: unknown
+}
+
+function toHead(r: VersionRow): Head {
+  return {
+    version: num(r.version),
+    document: JSON.parse(r.document) as Doc,
+    digest: r.digest,
+    envelope: JSON.parse(r.envelope) as SignedSnapshot,
+    createdAt: num(r.created_at),
+    author: r.author,
+  }
+}
+
+export class ConfigStore extends EventEmitter<{ version: [Head] }> {
+  readonly db: Db
+  readonly key: SigningKey
+  #head: Head | undefined
+
+  constructor(db: Db, key: SigningKey) {
+    super()
+    this.db = db
+    this.key = key
+  }
+
+  /** Migrate, then seed version 1 from `seed` when the store is empty. */
+  async init(seed?: Doc): Promise<void> {
+    await migrate(this.db)
+    this.#head = await this.#readHead(this.db)
+    if (this.#head === undefined && seed !== undefined) {
+      await this.commit({ actor: 'system', action: 'config.seed', resource: 'config', change: () => ({ document: seed, before: undefined, after: seed, result: undefined }) })
+    }
+  }
+
+  async #readHead(tx: Tx): Promise<Head | undefined> {
+    const rows = await tx.query<VersionRow>('SELECT * FROM config_versions ORDER BY version DESC LIMIT 1')
+    return rows.length ? toHead(rows[0]!) : undefined
+  }
+
+  head(): Head | undefined {
+    return this.#head
+  }
+
+  async version(v: number): Promise<Head | undefined> {
+    const rows = await this.db.query<VersionRow>('SELECT * FROM config_versions WHERE version = $1', [v])
+    return rows.length ? toHead(rows[0]!) : undefined
+  }
+
+  async versions(limit = 50): Promise<{ version: number; digest: string; author: string; summary: string; createdAt: number }[]> {
+    const rows = await this.db.query<{ version: unknown; digest: string; author: string; summary: string; created_at: unknown }>(
+      'SELECT version, digest, author, summary, created_at FROM config_versions ORDER BY version DESC LIMIT $1',
+      [limit],
+    )
+    return rows.map((r) => ({ version: num(r.version), digest: r.digest, author: r.author, summary: r.summary, createdAt: num(r.created_at) }))
+  }
+
+  async commit<R>(req: CommitRequest<R>): Promise<CommitResult<R>> {
+    const out = await this.db.transaction(async (tx) => {
+      // Read the head inside the write lock: the cache could be stale if another writer committed.
+      const head = (await this.#readHead(tx)) ?? { version: 0, document: {}, digest: '', envelope: { payload: '', keyId: '', signature: '' }, createdAt: 0, author: '' }
+      const { document, before, after, result } = req.change(head)
+      const json = canonicalJson(document)
+      if (head.version > 0 && json === canonicalJson(head.document)) return { head, result, changed: false }
+      validateDocument(document)
+      const version = head.version + 1
+      const now = Date.now()
+      const envelope = signSnapshot(this.key, version, json, new Date(now))
+      const digest = sha256Hex(json)
+      await tx.query('INSERT INTO config_versions (version, document, digest, envelope, author, summary, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+        version,
+        json,
+        digest,
+        JSON.stringify(envelope),
+        req.actor,
+        `${req.action} ${req.resource}`,
+        now,
+      ])
+      await this.#project(tx, document)
+      await appendAudit(tx, this.key, { actor: req.actor, action: req.action, resource: req.resource, before, after, configVersion: version }, now)
+      const next: Head = { version, document: JSON.parse(json) as Doc, digest, envelope, createdAt: now, author: req.actor }
+      return { head: next, result, changed: true }
+    })
+    if (out.changed) {
+      this.#head = out.head
+      this.emit('version', out.head)
+    }
+    return { version: out.head.version, result: out.result, changed: out.changed }
+  }
+
+  /** Keep tenant identities and the seed's api_quotas in step with the document. */
+  async #project(tx: Tx, doc: Doc): Promise<void> {
+    const tenants = Object.keys((doc.tenants as Record<string, unknown> | undefined) ?? {})
+    const known = new Map((await tx.query<{ id: string; name: string }>('SELECT id, name FROM tenants')).map((r) => [r.name, r.id]))
+    for (const name of tenants) {
+      if (!known.has(name)) {
+        const id = randomUUID()
+        await tx.query('INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)', [id, name, Date.now()])
+        known.set(name, id)
+      }
+    }
+    await tx.query('DELETE FROM api_quotas')
+    for (const q of readQuotaLimits(doc)) {
+      const id = known.get(q.tenant)
+      if (id === undefined) continue // a quota for a tenant the document does not list is rejected by validation
+      await tx.query('INSERT INTO api_quotas (tenant_id, kind, limit_per_day) VALUES ($1, $2, $3)', [id, q.kind, q.limitPerDay])
+    }
+  }
+
+  async tenantIds(): Promise<Map<string, string>> {
+    return new Map((await this.db.query<{ id: string; name: string }>('SELECT id, name FROM tenants')).map((r) => [r.name, r.id]))
+  }
+
+  /** The api_quotas rows joined to tenant names (what SQL consumers of the seed table see). */
+  async quotaRows(): Promise<{ tenant: string; tenantId: string; kind: QuotaKind; limitPerDay: number }[]> {
+    const rows = await this.db.query<{ name: string; tenant_id: string; kind: string; limit_per_day: unknown }>(
+      'SELECT t.name, q.tenant_id, q.kind, q.limit_per_day FROM api_quotas q JOIN tenants t ON t.id = q.tenant_id ORDER BY t.name, q.kind',
+    )
+    return rows.filter((r) => (QUOTA_KINDS as readonly string[]).includes(r.kind)).map((r) => ({ tenant: r.name, tenantId: r.tenant_id, kind: r.kind as QuotaKind, limitPerDay: num(r.limit_per_day) }))
+  }
+}

@@ -1,0 +1,270 @@
+// Usage: proxies post per-tenant counters every few seconds (deltas, numbered per proxy boot so
+// a retried post is counted once). They are added to per-day totals in the tenant's own time
+// zone (the day its quotas reset), from which statements, `usedToday` and alerts are computed.
+import { canonicalJson } from './canonical-json.ts'
+import { num, type Db, type Tx } from './db.ts'
+import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
+import type { SigningKey } from './signing.ts'
+
+/**
+ * One tenant's counters over a report interval. Only `requests` is always present; the others
+ * are filled by whichever parts of the proxy produce them (see docs/control-plane.md).
+ */
+export interface TenantUsage {
+  requests: number
+  /** Responses with status >= 500. */
+  errors?: number
+  /** Sum of ctx.cost (cost units set by the cost-hint/estimate filters; 1 per request otherwise). */
+  costUnits?: number
+  /** Requests answered with an error code of the gateway's own (RATE_LIMITED, QUOTA_EXCEEDED, …). */
+  rejections?: Record<string, number>
+  /** Response bytes sent on `type: http` routes (exports). */
+  bytesExported?: number
+  /** DLP actions, keyed "type:action" (e.g. "email:mask"). */
+  dlpActions?: Record<string, number>
+  /** Units per quota kind (graphql requests, subscriptions started, …). */
+  byKind?: Partial<Record<QuotaKind, number>>
+}
+
+export interface UsageReport {
+  proxyId: string
+  /** Changes every time the proxy process starts; seq restarts at 1 with it. */
+  bootId: string
+  seq: number
+  /** End of the interval (ISO time); decides the day the counts belong to. */
+  at: string
+  tenants: Record<string, TenantUsage>
+}
+
+export interface Alert {
+  id: string
+  at: string
+  tenant: string | null
+  kind: 'budget.80' | 'budget.100' | 'anomaly.rejections' | 'anomaly.volume'
+  severity: 'info' | 'warning' | 'critical'
+  message: string
+  detail: Record<string, unknown>
+}
+
+/** The calendar day (YYYY-MM-DD) of an instant in a time zone. */
+export function localDay(at: Date, timeZone: string): string {
+  const parts = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(at)
+  const get = (t: string) => parts.find((p) => p.type === t)?.value ?? '00'
+  return `${get('year')}-${get('month')}-${get('day')}`
+}
+
+/** Counter name → value, the rows a tenant's interval adds to usage_daily. */
+export function flattenUsage(u: TenantUsage): [string, number][] {
+  const out: [string, number][] = []
+  const add = (k: string, v: unknown) => {
+    if (typeof v === 'number' && Number.isFinite(v) && v > 0) out.push([k, Math.round(v)])
+  }
+  add('requests', u.requests)
+  add('errors', u.errors)
+  add('cost_units', u.costUnits)
+  add('bytes_exported', u.bytesExported)
+  for (const [k, v] of Object.entries(u.rejections ?? {})) add(`rejections.${k}`, v)
+  for (const [k, v] of Object.entries(u.dlpActions ?? {})) add(`dlp.${k}`, v)
+  for (const [k, v] of Object.entries(u.byKind ?? {})) if ((QUOTA_KINDS as readonly string[]).includes(k)) add(`kind.${k}`, v)
+  return out
+}
+
+export function validateReport(body: unknown): UsageReport | string {
+  const r = body as Partial<UsageReport> | null
+  if (r === null || typeof r !== 'object') return '(root): expected an object'
+  if (typeof r.proxyId !== 'string' || r.proxyId === '') return 'proxyId: required (string)'
+  if (typeof r.bootId !== 'string' || r.bootId === '') return 'bootId: required (string)'
+  if (!Number.isInteger(r.seq) || (r.seq as number) < 1) return 'seq: expected a positive integer'
+  if (typeof r.at !== 'string' || Number.isNaN(Date.parse(r.at))) return 'at: expected an ISO date-time'
+  if (r.tenants === null || typeof r.tenants !== 'object' || Array.isArray(r.tenants)) return 'tenants: expected an object of tenant → counters'
+  for (const [t, u] of Object.entries(r.tenants)) {
+    if (u === null || typeof u !== 'object' || typeof (u as TenantUsage).requests !== 'number' || (u as TenantUsage).requests < 0) return `tenants.${t}.requests: expected a non-negative number`
+  }
+  return r as UsageReport
+}
+
+export interface DayTotals {
+  day: string
+  requests: number
+  errors: number
+  costUnits: number
+  bytesExported: number
+  rejections: Record<string, number>
+  dlpActions: Record<string, number>
+  byKind: Record<string, number>
+}
+
+function emptyDay(day: string): DayTotals {
+  return { day, requests: 0, errors: 0, costUnits: 0, bytesExported: 0, rejections: {}, dlpActions: {}, byKind: {} }
+}
+
+function addMetric(d: DayTotals, metric: string, value: number): void {
+  if (metric === 'requests') d.requests += value
+  else if (metric === 'errors') d.errors += value
+  else if (metric === 'cost_units') d.costUnits += value
+  else if (metric === 'bytes_exported') d.bytesExported += value
+  else if (metric.startsWith('rejections.')) d.rejections[metric.slice(11)] = (d.rejections[metric.slice(11)] ?? 0) + value
+  else if (metric.startsWith('dlp.')) d.dlpActions[metric.slice(4)] = (d.dlpActions[metric.slice(4)] ?? 0) + value
+  else if (metric.startsWith('kind.')) d.byKind[metric.slice(5)] = (d.byKind[metric.slice(5)] ?? 0) + value
+}
+
+export class UsageLedger {
+  readonly #db: Db
+  readonly #key: SigningKey
+
+  constructor(db: Db, key: SigningKey) {
+    this.#db = db
+    this.#key = key
+  }
+
+  /**
+   * Add a report. Returns false for a duplicate (same boot, seq already counted). `timeZoneOf`
+   * gives each tenant's zone; `limits` the daily quota limits for the budget alerts.
+   */
+  async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: Map<string, number>): Promise<{ accepted: boolean; alerts: Alert[] }> {
+    return this.#db.transaction(async (tx) => {
+      const now = Date.now()
+      const rows = await tx.query<{ boot_id: string | null; usage_seq: unknown }>('SELECT boot_id, usage_seq FROM proxies WHERE id = $1', [r.proxyId])
+      const p = rows[0]
+      if (p !== undefined && p.boot_id === r.bootId && num(p.usage_seq) >= r.seq) return { accepted: false, alerts: [] }
+      if (p === undefined) {
+        await tx.query('INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4)', [r.proxyId, r.bootId, now, r.seq])
+      } else {
+        await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, r.bootId, r.seq, now])
+      }
+      const at = new Date(r.at)
+      const alerts: Alert[] = []
+      for (const [tenant, u] of Object.entries(r.tenants)) {
+        const day = localDay(at, timeZoneOf(tenant))
+        for (const [metric, value] of flattenUsage(u)) {
+          await tx.query(
+            'INSERT INTO usage_daily (tenant, day, metric, value) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, day, metric) DO UPDATE SET value = usage_daily.value + excluded.value',
+            [tenant, day, metric, value],
+          )
+        }
+        alerts.push(...(await this.#checkAlerts(tx, tenant, day, u, limits, now)))
+      }
+      return { accepted: true, alerts }
+    })
+  }
+
+  async #checkAlerts(tx: Tx, tenant: string, day: string, u: TenantUsage, limits: Map<string, number>, now: number): Promise<Alert[]> {
+    const out: Alert[] = []
+    const raise = async (a: Omit<Alert, 'at'>) => {
+      const r = await tx.query('INSERT INTO alerts (id, at, tenant, kind, severity, message, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id', [
+        a.id,
+        now,
+        a.tenant,
+        a.kind,
+        a.severity,
+        a.message,
+        canonicalJson(a.detail),
+      ])
+      if (r.length > 0) out.push({ ...a, at: new Date(now).toISOString() })
+    }
+    // Budgets: the daily quota limits; 80% and 100% each raise one event per tenant, kind and day.
+    const used = await tx.query<{ metric: string; value: unknown }>("SELECT metric, value FROM usage_daily WHERE tenant = $1 AND day = $2 AND metric LIKE 'kind.%'", [tenant, day])
+    for (const row of used) {
+      const kind = row.metric.slice(5)
+      const limit = limits.get(`${tenant}\u0000${kind}`)
+      if (limit === undefined || limit <= 0) continue
+      const value = num(row.value)
+      for (const pct of [80, 100] as const) {
+        if (value * 100 >= limit * pct) {
+          await raise({
+            id: `budget:${tenant}:${kind}:${day}:${pct}`,
+            tenant,
+            kind: pct === 80 ? 'budget.80' : 'budget.100',
+            severity: pct === 80 ? 'warning' : 'critical',
+            message: `tenant ${tenant} used ${value} of ${limit} ${kind} units today (${day}): ${pct === 80 ? 'over 80%' : 'budget exhausted'}`,
+            detail: { kind, day, used: value, limit, threshold: pct },
+          })
+        }
+      }
+    }
+    // Anomaly: most of an interval's requests refused by the gateway (abuse, a broken client,
+    // or a limit set too low). One alert per tenant per hour.
+    const rejected = Object.values(u.rejections ?? {}).reduce((a, b) => a + b, 0)
+    if (u.requests >= 20 && rejected * 2 > u.requests) {
+      const hour = new Date(now).toISOString().slice(0, 13)
+      await raise({
+        id: `anomaly.rejections:${tenant}:${hour}`,
+        tenant,
+        kind: 'anomaly.rejections',
+        severity: 'warning',
+        message: `tenant ${tenant}: ${rejected} of ${u.requests} requests refused in one report interval`,
+        detail: { requests: u.requests, rejected, rejections: u.rejections ?? {} },
+      })
+    }
+    // Anomaly: today's volume over 3× the average of the previous 7 days (with at least 3 of them).
+    const hist = await tx.query<{ day: string; value: unknown }>("SELECT day, value FROM usage_daily WHERE tenant = $1 AND metric = 'requests' AND day < $2 ORDER BY day DESC LIMIT 7", [tenant, day])
+    if (hist.length >= 3) {
+      const avg = hist.reduce((a, r) => a + num(r.value), 0) / hist.length
+      const today = await tx.query<{ value: unknown }>("SELECT value FROM usage_daily WHERE tenant = $1 AND day = $2 AND metric = 'requests'", [tenant, day])
+      const v = today.length ? num(today[0]!.value) : 0
+      if (avg > 0 && v > 3 * avg) {
+        await raise({
+          id: `anomaly.volume:${tenant}:${day}`,
+          tenant,
+          kind: 'anomaly.volume',
+          severity: 'warning',
+          message: `tenant ${tenant}: ${v} requests today, over 3× the recent daily average (${Math.round(avg)})`,
+          detail: { day, requests: v, average: avg, days: hist.length },
+        })
+      }
+    }
+    return out
+  }
+
+  async days(tenant: string, from: string, to: string): Promise<DayTotals[]> {
+    const rows = await this.#db.query<{ day: string; metric: string; value: unknown }>('SELECT day, metric, value FROM usage_daily WHERE tenant = $1 AND day >= $2 AND day <= $3 ORDER BY day', [tenant, from, to])
+    const byDay = new Map<string, DayTotals>()
+    for (const r of rows) {
+      let d = byDay.get(r.day)
+      if (d === undefined) byDay.set(r.day, (d = emptyDay(r.day)))
+      addMetric(d, r.metric, num(r.value))
+    }
+    return [...byDay.values()]
+  }
+
+  /** A signed statement: per-day totals and their sum; the signature covers the canonical JSON. */
+  async statement(tenant: string, tenantId: string | undefined, timeZone: string, from: string, to: string) {
+    const days = await this.days(tenant, from, to)
+    const totals = emptyDay('total') as Omit<DayTotals, 'day'> & { day?: string }
+    for (const d of days) {
+      totals.requests += d.requests
+      totals.errors += d.errors
+      totals.costUnits += d.costUnits
+      totals.bytesExported += d.bytesExported
+      for (const [k, v] of Object.entries(d.rejections)) totals.rejections[k] = (totals.rejections[k] ?? 0) + v
+      for (const [k, v] of Object.entries(d.dlpActions)) totals.dlpActions[k] = (totals.dlpActions[k] ?? 0) + v
+      for (const [k, v] of Object.entries(d.byKind)) totals.byKind[k] = (totals.byKind[k] ?? 0) + v
+    }
+    delete totals.day
+    const body = { tenant, tenantId: tenantId ?? null, timezone: timeZone, from, to, generatedAt: new Date().toISOString(), days, totals }
+    return { ...body, keyId: this.#key.keyId, signature: this.#key.sign(canonicalJson(body)) }
+  }
+
+  /** Units used today per kind for a tenant (the GraphQL Quota.usedToday). */
+  async usedToday(tenant: string, timeZone: string, now = new Date()): Promise<Map<string, number>> {
+    const day = localDay(now, timeZone)
+    const rows = await this.#db.query<{ metric: string; value: unknown }>("SELECT metric, value FROM usage_daily WHERE tenant = $1 AND day = $2 AND metric LIKE 'kind.%'", [tenant, day])
+    return new Map(rows.map((r) => [r.metric.slice(5), num(r.value)]))
+  }
+
+  async alerts(opts: { since?: number; tenant?: string; limit?: number } = {}): Promise<Alert[]> {
+    const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000)
+    const rows = opts.tenant
+      ? await this.#db.query<Record<string, unknown>>('SELECT * FROM alerts WHERE at >= $1 AND tenant = $2 ORDER BY at DESC, id LIMIT $3', [opts.since ?? 0, opts.tenant, limit])
+      : await this.#db.query<Record<string, unknown>>('SELECT * FROM alerts WHERE at >= $1 ORDER BY at DESC, id LIMIT $2', [opts.since ?? 0, limit])
+    return rows.map((r) => ({
+      id: r.id as string,
+      at: new Date(num(r.at)).toISOString(),
+      tenant: (r.tenant as string | null) ?? null,
+      kind: r.kind as Alert['kind'],
+      severity: r.severity as Alert['severity'],
+      message: r.message as string,
+      detail: JSON.parse(r.detail as string) as Record<string, unknown>,
+    }))
+  }
+}

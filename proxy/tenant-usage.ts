@@ -1,0 +1,91 @@
+// Per-tenant usage counters of one worker thread, drained by the supervisor every few seconds
+// and posted to the control plane (statements, usedToday, budget alerts). Plain objects keyed by
+// tenant: tenants are bounded by config (others count as "_unlisted"), so this stays small, and
+// recording is a few integer adds at the end of a request.
+import type { RequestContext } from './context.ts'
+
+export interface TenantCounters {
+  requests: number
+  errors: number
+  costUnits: number
+  rejections: Record<string, number>
+  bytesExported: number
+  dlpActions: Record<string, number>
+  byKind: Record<string, number>
+}
+
+export type UsageSnapshot = Record<string, TenantCounters>
+
+/** Error codes that are the gateway refusing a request (not the upstream failing). */
+const NOT_REJECTIONS = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'INTERNAL_SERVER_ERROR', 'NOT_FOUND'])
+
+export const UNLISTED_TENANT = '_unlisted'
+
+function empty(): TenantCounters {
+  return { requests: 0, errors: 0, costUnits: 0, rejections: {}, bytesExported: 0, dlpActions: {}, byKind: {} }
+}
+
+export class TenantUsage {
+  #known: ReadonlySet<string> = new Set()
+  #counters: UsageSnapshot = {}
+
+  setTenants(names: Iterable<string>): void {
+    this.#known = new Set(names)
+  }
+
+  #slot(tenant: string): TenantCounters {
+    const key = this.#known.has(tenant) ? tenant : UNLISTED_TENANT
+    return (this.#counters[key] ??= empty())
+  }
+
+  /** A finished HTTP request (unattributed requests — no tenant resolved — are not counted). */
+  request(ctx: RequestContext, status: number): void {
+    const tenant = ctx.tenant
+    if (tenant === undefined) return
+    const c = this.#slot(tenant)
+    c.requests++
+    if (status >= 500) c.errors++
+    const code = ctx.errorCode
+    if (code !== undefined && !NOT_REJECTIONS.has(code)) {
+      c.rejections[code] = (c.rejections[code] ?? 0) + 1
+      return
+    }
+    c.costUnits += ctx.cost
+    if (ctx.route.type === 'graphql') c.byKind.graphql = (c.byKind.graphql ?? 0) + 1
+  }
+
+  /** A WebSocket (subscription) connection was accepted. */
+  subscription(ctx: RequestContext, status: number): void {
+    if (ctx.tenant === undefined || status !== 101) return
+    const c = this.#slot(ctx.tenant)
+    c.byKind.subscriptions = (c.byKind.subscriptions ?? 0) + 1
+  }
+
+  /** Add bytes sent on an export (an http route) for a tenant. */
+  exported(tenant: string | undefined, bytes: number): void {
+    if (tenant === undefined || bytes <= 0) return
+    this.#slot(tenant).bytesExported += bytes
+  }
+
+  /** Hand over what was counted since the last drain and start again from zero. */
+  drain(): UsageSnapshot {
+    const out = this.#counters
+    this.#counters = {}
+    return out
+  }
+}
+
+/** Sum worker snapshots (supervisor side). */
+export function mergeUsage(into: UsageSnapshot, from: UsageSnapshot): UsageSnapshot {
+  for (const [tenant, c] of Object.entries(from)) {
+    const t = (into[tenant] ??= empty())
+    t.requests += c.requests
+    t.errors += c.errors
+    t.costUnits += c.costUnits
+    t.bytesExported += c.bytesExported
+    for (const [k, v] of Object.entries(c.rejections)) t.rejections[k] = (t.rejections[k] ?? 0) + v
+    for (const [k, v] of Object.entries(c.dlpActions)) t.dlpActions[k] = (t.dlpActions[k] ?? 0) + v
+    for (const [k, v] of Object.entries(c.byKind)) t.byKind[k] = (t.byKind[k] ?? 0) + v
+  }
+  return into
+}

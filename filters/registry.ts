@@ -3,6 +3,8 @@
 // schema line in config/filters/index.ts.
 import type { FilterEntry, FilterName } from '../config/filters/index.ts'
 import type { FilterModule } from '../proxy/filter.ts'
+import { cacheFilter } from './cache/index.ts'
+import { persistedFilter } from './persisted/index.ts'
 import { requestIdFilter } from './request-id/index.ts'
 import { tenantFilter } from './tenant/index.ts'
 
@@ -11,4 +13,6 @@ export type FilterModules = { [K in FilterName]: FilterModule<Extract<FilterEntr
 export const filterModules: FilterModules = {
   'request-id': requestIdFilter,
   tenant: tenantFilter,
+  persisted: persistedFilter,
+  cache: cacheFilter,
 }

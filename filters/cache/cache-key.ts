@@ -1,0 +1,78 @@
+// Cache keys, pure: route + operation identity + canonical variables + operation name +
+// tenant + vary headers/claims/scopes. The tenant is always a component: an entry can only be
+// found again by a request of the same tenant.
+import { createHash } from 'node:crypto'
+import { print, type DocumentNode } from 'graphql'
+
+/** JSON with object keys sorted at every level, so {a,b} and {b,a} key the same entry. */
+export function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
+  if (Array.isArray(v)) {
+    let s = '['
+    for (let i = 0; i < v.length; i++) s += (i ? ',' : '') + canonicalJson(v[i] === undefined ? null : v[i])
+    return `${s}]`
+  }
+  const o = v as Record<string, unknown>
+  const keys = Object.keys(o).sort()
+  let s = '{'
+  let first = true
+  for (const k of keys) {
+    if (o[k] === undefined) continue
+    s += `${first ? '' : ','}${JSON.stringify(k)}:${canonicalJson(o[k])}`
+    first = false
+  }
+  return `${s}}`
+}
+
+const normalized = new WeakMap<DocumentNode, string>()
+
+/** sha256 of the printed document: formatting and comments do not split the cache. */
+export function normalizedDocumentHash(doc: DocumentNode): string {
+  let h = normalized.get(doc)
+  if (h === undefined) {
+    h = createHash('sha256').update(print(doc)).digest('hex')
+    normalized.set(doc, h)
+  }
+  return h
+}
+
+export interface KeyParts {
+  route: string
+  /** "p:<manifest id>" or "d:<normalized document hash>". */
+  operation: string
+  operationName: string | undefined
+  tenant: string | undefined
+  variables: Record<string, unknown> | undefined
+  /** Values of the configured vary headers, in config order (undefined: absent). */
+  headers: readonly (string | undefined)[]
+  /** Values of the configured vary claims, in config order. */
+  claims: readonly unknown[]
+  /** Sorted token scopes when scopes admit an authenticated request. */
+  scopes: string | undefined
+}
+
+/**
+ * One string per distinct response. Components are separated by "\n", which none of them can
+ * contain unescaped (JSON escapes it; header values and names cannot hold it).
+ */
+export function cacheKey(p: KeyParts): string {
+  let k = `${p.route}\n${p.operation}\n${p.operationName ?? ''}\n${p.tenant === undefined ? '-' : `t:${p.tenant}`}\n`
+  k += p.variables === undefined || Object.keys(p.variables).length === 0 ? '{}' : canonicalJson(p.variables)
+  for (const h of p.headers) k += h === undefined ? '\n-' : `\nh:${h}`
+  for (const c of p.claims) k += c === undefined ? '\n-' : `\nc:${canonicalJson(c)}`
+  if (p.scopes !== undefined) k += `\ns:${p.scopes}`
+  return k
+}
+
+/** The scopes a token grants, from a space-separated string or an array claim. */
+export function tokenScopes(claim: unknown): string[] | undefined {
+  if (typeof claim === 'string') return claim.split(' ').filter((s) => s !== '')
+  if (Array.isArray(claim) && claim.every((s) => typeof s === 'string')) return claim as string[]
+  return undefined
+}
+
+/** Sorted scopes joined by spaces when every scope is allowed; undefined when one is not. */
+export function admittedScopes(scopes: readonly string[], allowed: ReadonlySet<string>): string | undefined {
+  for (const s of scopes) if (!allowed.has(s)) return undefined
+  return [...new Set(scopes)].sort().join(' ')
+}

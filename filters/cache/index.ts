@@ -1,0 +1,608 @@
+// Read-through response cache for GraphQL queries with write-through invalidation.
+// Request phase: key → L1 (this worker's LRU) → [L2 Redis] → single-flight → upstream.
+// Response phase: a miss's body streams to the client through a pass-through Transform that
+// keeps a copy (up to maxEntryBytes) and stores it when the response ended well; a mutation's
+// body is read the same way for the entities it touched, whose tags are invalidated (in shared
+// memory, synchronously for every worker; through Redis for other proxies) before the
+// mutation's response ends: read-your-writes.
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
+import type { Counter } from 'prom-client'
+import type { CacheFilterConfig } from '../../config/filters/index.ts'
+import type { Decision, Filter, FilterDeps, FilterModule, GraphQLRequest, LocalReply, RequestContext, ResponseInfo } from '../../proxy/filter.ts'
+import { counter, gauge } from '../../proxy/metrics.ts'
+import { storeDecision } from './cache-control.ts'
+import { admittedScopes, cacheKey, normalizedDocumentHash, tokenScopes } from './cache-key.ts'
+import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
+import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
+import { fetchForRevalidation } from './revalidate.ts'
+import { acquireRouteCache, type CacheEntry, type RouteCache } from './route-cache.ts'
+import { CACHE_SHARED_BYTES, CacheShared } from './shared-state.ts'
+
+const kState = Symbol('igw.cache')
+const STORED_HEADERS = ['content-type', 'cache-control', 'content-language', 'etag', 'last-modified', 'vary']
+/** How long a finished fill keeps late misses in other workers waiting for its broadcast. */
+const DONE_GRACE_MS = 250
+const RESULTS = ['hit', 'miss', 'stale', 'bypass', 'coalesced'] as const
+type Result = (typeof RESULTS)[number]
+
+interface MissState {
+  kind: 'miss'
+  key: string
+  /** Invalidation sequence when the upstream request started. */
+  seq: number
+  /** Redis's sequence when the L2 lookup ran (undefined: do not store in L2). */
+  l2Seq: number | undefined
+  ttlSeconds: number
+  /** Tags known before the response: per-id cacheTags, Query.<root field>, the route tag. */
+  tags: string[]
+  statSlot: number
+  /** This request leads the fill (local waiters wait for it). */
+  leader: boolean
+  /** It also holds the process-wide slot (other workers wait for it). */
+  sabSlot: number
+  sabFp: number
+  /** An expired entry still inside its stale-if-error window. */
+  fallback: CacheEntry | undefined
+  settled: boolean
+}
+
+interface MutationState {
+  kind: 'mutation'
+  tags: string[]
+}
+
+interface Policy {
+  ttlSeconds: number | undefined
+  tags: readonly string[]
+  statSlot: number
+}
+
+function noop(): void {}
+
+/** The process's hit ratios per persisted id, read from shared memory at scrape time. */
+let ratioSource: { shared: CacheShared; ids: Map<string, number> } | undefined
+
+class CacheFilter implements Filter {
+  readonly name = 'cache'
+  readonly cfg: CacheFilterConfig
+  readonly shared: CacheShared
+  readonly rc: RouteCache
+  readonly #route: string
+  readonly #routeTag: string
+  readonly #policies = new Map<string, Policy>()
+  readonly #multiWorker: boolean
+  readonly #privateHeaders: string[]
+  readonly #allowedScopes: Set<string>
+  readonly #l2: RedisLayer | undefined
+  readonly #invalidator: RedisLayer | undefined
+  readonly #unsubscribe: (() => void) | undefined
+  readonly #results: Record<Result, { inc(): void }>
+  readonly #byId: Counter<'persisted_id' | 'result'>
+  readonly #notStoredTotal: Counter<'reason'>
+  readonly #invalidations: Counter<'origin'>
+  readonly #redisErrors: Counter<'op'>
+  readonly #log: FilterDeps['logger']
+
+  constructor(cfg: CacheFilterConfig, deps: FilterDeps) {
+    this.cfg = cfg
+    this.#route = deps.routeName
+    this.#routeTag = `route:${deps.routeName}`
+    this.#log = deps.logger
+    const route = deps.config.routes.find((r) => r.name === deps.routeName)
+    if (cfg.requireTenant && route !== undefined) {
+      const names = route.filters.map((f) => f.name)
+      const t = names.indexOf('tenant')
+      if (t === -1 || t > names.indexOf('cache')) {
+        throw new Error('requireTenant: no tenant filter runs before cache on this route (entries are keyed by tenant); add one, or set requireTenant: false for a single-tenant route')
+      }
+    }
+    this.shared = new CacheShared(deps.shared)
+    this.#multiWorker = deps.config.workers !== 1
+    const settingsId = JSON.stringify([cfg.maxBytes, cfg.vary, cfg.authorization, cfg.requireTenant])
+    this.rc = acquireRouteCache(`${deps.routeName}:${settingsId}`, cfg.maxBytes, this.shared, this.#multiWorker)
+    this.#privateHeaders = cfg.authorization.privateHeaders.filter((h) => !cfg.vary.headers.includes(h))
+    this.#allowedScopes = new Set(cfg.authorization.scopes)
+
+    let maxTtl = cfg.ttlSeconds
+    for (const [id, op] of Object.entries(deps.config.persistedDocuments.operations)) {
+      this.#policies.set(id, { ttlSeconds: op.cacheTtlSeconds, tags: op.cacheTags, statSlot: this.shared.statSlot(id) })
+      if (op.cacheTtlSeconds !== undefined && op.cacheTtlSeconds > maxTtl) maxTtl = op.cacheTtlSeconds
+    }
+    ratioSource = { shared: this.shared, ids: new Map([...this.#policies].map(([id, p]) => [id, p.statSlot])) }
+
+    const r = deps.registry
+    const requests = counter(r, { name: 'igw_cache_requests_total', help: 'Cache lookups by result (hit, miss, stale, bypass, coalesced = waited for a concurrent miss)', labelNames: ['result'] })
+    this.#results = Object.fromEntries(RESULTS.map((x) => [x, requests.labels(x)])) as Record<Result, { inc(): void }>
+    this.#byId = counter(r, { name: 'igw_cache_persisted_requests_total', help: 'Cache lookups of manifest operations, by persisted id and result', labelNames: ['persisted_id', 'result'] })
+    this.#notStoredTotal = counter(r, { name: 'igw_cache_not_stored_total', help: 'Cacheable misses whose response was not stored, by reason', labelNames: ['reason'] })
+    this.#invalidations = counter(r, { name: 'igw_cache_invalidations_total', help: 'Tag invalidations applied, by origin (mutation through this proxy, remote proxy)', labelNames: ['origin'] })
+    this.#redisErrors = counter(r, { name: 'igw_cache_redis_errors_total', help: 'Cache operations against Redis that failed or timed out (L1 keeps serving)', labelNames: ['op'] })
+    gauge(r, {
+      name: 'igw_cache_hit_ratio',
+      help: 'Share of cache lookups answered from the cache (hit, stale, coalesced) since start, per persisted id; the same process-wide value in every worker',
+      labelNames: ['persisted_id'],
+      aggregator: 'max',
+      collect() {
+        this.reset()
+        const src = ratioSource
+        if (src === undefined) return
+        for (const [id, slot] of src.ids) {
+          const v = src.shared.hitRatio(slot)
+          if (v !== undefined) this.labels(id).set(v)
+        }
+      },
+    })
+
+    const redis = deps.redis
+    if (redis !== undefined && (cfg.redis.l2 || cfg.redis.pubsub)) {
+      const maxLifeMs = (maxTtl + Math.max(cfg.staleWhileRevalidateSeconds, cfg.staleIfErrorSeconds)) * 1000
+      const layer = new RedisLayer(redis, cfg.redis.timeoutMs, maxLifeMs, (op, err) => this.#redisError(op, err))
+      this.#l2 = cfg.redis.l2 ? layer : undefined
+      this.#invalidator = new RedisLayer(redis, cfg.invalidation.redisTimeoutMs, maxLifeMs, (op, err) => this.#redisError(op, err))
+      if (cfg.redis.pubsub) {
+        this.#unsubscribe = onRemoteInvalidation(
+          redis,
+          (m) => {
+            if (m.o === this.shared.nonce) return
+            this.shared.invalidate(m.t)
+            this.#invalidations.labels('remote').inc()
+          },
+          (err) => this.#redisError('subscribe', err),
+        )
+      }
+    }
+  }
+
+  #redisError(op: string, err: unknown): void {
+    this.#redisErrors.labels(op).inc()
+    this.#log.warn({ err: { message: (err as Error).message }, op }, 'cache: redis unavailable')
+  }
+
+  #count(result: Result, statSlot: number, persistedId: string | undefined): void {
+    this.#results[result].inc()
+    if (persistedId === undefined || statSlot === -2) return
+    this.#byId.labels(persistedId, result).inc()
+    if (result !== 'bypass') this.shared.countLookup(statSlot, result !== 'miss')
+  }
+
+  // --- request phase ----------------------------------------------------------------------
+
+  onRequest(ctx: RequestContext): Decision | Promise<Decision> {
+    const gql = ctx.graphql
+    if (gql === undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) return this.#bypass(ctx)
+    const type = gql.operationType
+    if (type === 'mutation') return this.#mutation(ctx, gql)
+    if (type !== 'query') return this.#bypass(ctx)
+    if (this.cfg.requireTenant && ctx.tenant === undefined) return this.#bypass(ctx)
+    const scopes = this.#admit(ctx)
+    if (scopes === false) return this.#bypass(ctx)
+    const pid = gql.persistedId
+    const policy = pid !== undefined ? this.#policies.get(pid) : undefined
+    const ttl = policy?.ttlSeconds ?? this.cfg.ttlSeconds
+    if (ttl === 0) return this.#bypass(ctx, policy)
+    const vary = this.cfg.vary
+    const headers: (string | undefined)[] = []
+    for (const h of vary.headers) {
+      const v = ctx.req.headers[h]
+      headers.push(Array.isArray(v) ? v.join(', ') : v)
+    }
+    const claims: unknown[] = []
+    for (const c of vary.claims) claims.push(claimAt(ctx.claims, c))
+    const key = cacheKey({
+      route: this.#route,
+      operation: policy !== undefined ? `p:${pid!}` : `d:${normalizedDocumentHash(gql.document)}`,
+      operationName: gql.opName,
+      tenant: ctx.tenant,
+      variables: gql.variables,
+      headers,
+      claims,
+      scopes: scopes === true ? undefined : scopes,
+    })
+    const now = Date.now()
+    const e = this.rc.get(key, now)
+    if (e !== undefined) {
+      if (now < e.freshUntil) return this.#reply(ctx, e, now, 'hit', policy)
+      if (now < e.staleUntil) {
+        this.#revalidate(ctx, gql, key, ttl, policy, e)
+        return this.#reply(ctx, e, now, 'stale', policy)
+      }
+    }
+    return this.#miss(ctx, gql, key, ttl, policy, e)
+  }
+
+  /** Private requests: false = bypass, true = cacheable, string = cacheable under these scopes. */
+  #admit(ctx: RequestContext): string | boolean {
+    const h = ctx.req.headers
+    let scopes: string | boolean = true
+    for (const name of this.#privateHeaders) {
+      if (h[name] === undefined) continue
+      if (name !== 'authorization' || this.#allowedScopes.size === 0 || ctx.claims === undefined) return false
+      const granted = tokenScopes(claimAt(ctx.claims, this.cfg.authorization.scopeClaim))
+      const admitted = granted === undefined ? undefined : admittedScopes(granted, this.#allowedScopes)
+      if (admitted === undefined) return false
+      scopes = admitted
+    }
+    return scopes
+  }
+
+  #bypass(ctx: RequestContext, policy?: Policy): undefined {
+    ctx.addResponseHeader('x-cache', 'BYPASS')
+    this.#count('bypass', policy?.statSlot ?? -2, policy !== undefined ? ctx.graphql?.persistedId : undefined)
+    return undefined
+  }
+
+  #reply(ctx: RequestContext, e: CacheEntry, now: number, result: Result, policy: Policy | undefined): LocalReply {
+    ctx.addResponseHeader('x-cache', result === 'stale' ? 'STALE' : 'HIT')
+    ctx.addResponseHeader('age', String(Math.max(0, Math.floor((now - e.created) / 1000))))
+    this.#count(result, policy?.statSlot ?? -2, policy !== undefined ? ctx.graphql?.persistedId : undefined)
+    return { status: e.status, headers: e.headers, body: e.body }
+  }
+
+  #miss(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, old: CacheEntry | undefined): Decision | Promise<Decision> {
+    const st: MissState = {
+      kind: 'miss',
+      key,
+      seq: this.shared.seq(),
+      l2Seq: undefined,
+      ttlSeconds: ttl,
+      tags: this.#queryTags(gql, policy),
+      statSlot: policy?.statSlot ?? -2,
+      leader: false,
+      sabSlot: -1,
+      sabFp: 0,
+      fallback: old !== undefined && Date.now() < old.errorUntil ? old : undefined,
+      settled: false,
+    }
+    ctx.locals.set(kState, st)
+    const rc = this.rc
+    if (this.cfg.singleFlight) {
+      if (rc.inFlight(key)) return this.#follow(ctx, gql, st, policy)
+      if (this.#multiWorker) {
+        const { slot, fp } = this.shared.flightSlot(key)
+        const leaseMs = Math.min(Number.isFinite(ctx.deadline) ? Math.max(1, Math.ceil(ctx.deadline - performance.now())) : 60_000, 120_000) + 50
+        const claim = this.shared.claim(slot, fp, leaseMs)
+        if (claim === 'follower' || claim === 'done') {
+          rc.begin(key, claim === 'done' ? DONE_GRACE_MS : this.shared.leaseLeft(slot) + 50)
+          return this.#follow(ctx, gql, st, policy)
+        }
+        if (claim === 'leader') {
+          st.sabSlot = slot
+          st.sabFp = fp
+        }
+      }
+      st.leader = true
+      rc.begin(key)
+      ctx.addCleanup(() => this.finishFill(st, undefined))
+    }
+    if (this.#l2 !== undefined) return this.#lookupL2(ctx, gql, st, policy)
+    return this.#goUpstream(ctx, gql, st, policy)
+  }
+
+  #follow(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): Promise<Decision> {
+    return this.rc.wait(st.key).then((e) => {
+      if (e !== undefined && this.shared.valid(e.slots, e.seq)) return this.#reply(ctx, e, Date.now(), 'coalesced', policy)
+      // The fill produced nothing to share (not cacheable, failed, timed out): go ourselves.
+      return this.#goUpstream(ctx, gql, st, policy)
+    })
+  }
+
+  async #lookupL2(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): Promise<Decision> {
+    const seq = this.shared.seq()
+    const r = await this.#l2!.get(st.key)
+    if (r !== undefined && 'meta' in r) {
+      const m = r.meta
+      const now = Date.now()
+      if (now < m.f) {
+        const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot)
+        if (this.shared.valid(entry.slots, entry.seq)) {
+          this.rc.set(entry)
+          this.finishFill(st, entry)
+          return this.#reply(ctx, entry, now, 'hit', policy)
+        }
+      }
+    } else if (r !== undefined) {
+      st.l2Seq = r.seq
+    }
+    return this.#goUpstream(ctx, gql, st, policy)
+  }
+
+  #goUpstream(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): undefined {
+    if (this.cfg.invalidation.injectTypename) {
+      const text = withTypenames(gql.document)
+      if (text !== undefined) gql.setQuery(text)
+    }
+    ctx.addResponseHeader('x-cache', 'MISS')
+    this.#count('miss', st.statSlot, policy !== undefined ? gql.persistedId : undefined)
+    return undefined
+  }
+
+  #queryTags(gql: GraphQLRequest, policy: Policy | undefined): string[] {
+    const tags = [this.#routeTag]
+    if (policy !== undefined) tags.push(...policy.tags)
+    for (const f of rootFieldsOf(gql.document, gql.operationName)) tags.push(`Query.${f}`)
+    return tags
+  }
+
+  #mutation(ctx: RequestContext, gql: GraphQLRequest): undefined {
+    const inv = this.cfg.invalidation
+    if (!inv.writeThrough) return this.#bypass(ctx)
+    const tags: string[] = []
+    const policy = gql.persistedId !== undefined ? this.#policies.get(gql.persistedId) : undefined
+    if (policy !== undefined) tags.push(...policy.tags)
+    for (const f of rootFieldsOf(gql.document, gql.operationName)) {
+      const mapped = inv.mutationTags[f]
+      if (mapped !== undefined) tags.push(...mapped)
+    }
+    ctx.locals.set(kState, { kind: 'mutation', tags } satisfies MutationState)
+    if (inv.injectTypename) {
+      const text = withTypenames(gql.document)
+      if (text !== undefined) gql.setQuery(text)
+    }
+    return this.#bypass(ctx)
+  }
+
+  // --- stale-while-revalidate -------------------------------------------------------------
+
+  #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry): void {
+    if (e.revalidating || this.rc.inFlight(key)) return
+    const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, settled: false }
+    if (this.#multiWorker) {
+      const { slot, fp } = this.shared.flightSlot(key)
+      if (this.shared.claim(slot, fp, 30_000) !== 'leader') return
+      st.sabSlot = slot
+      st.sabFp = fp
+    }
+    e.revalidating = true
+    this.rc.begin(key)
+    if (this.cfg.invalidation.injectTypename) {
+      const text = withTypenames(gql.document)
+      if (text !== undefined) gql.setQuery(text)
+    }
+    fetchForRevalidation(ctx, this.cfg.maxEntryBytes).then(
+      (r) => {
+        e.revalidating = false
+        const d = storeDecision(r.status, r.headers, ttl)
+        if (d.reason !== undefined || r.body === undefined) {
+          this.#notStored(d.reason ?? 'too_large')
+          this.finishFill(st, undefined)
+          return
+        }
+        this.fill(st, r.body, d.ttlSeconds, pickHeaders(r.headers))
+      },
+      (err: unknown) => {
+        e.revalidating = false
+        ctx.log.warn({ err: { message: (err as Error).message } }, 'cache: background revalidation failed; the stale entry stays')
+        this.finishFill(st, undefined)
+      },
+    )
+  }
+
+  // --- response phase ---------------------------------------------------------------------
+
+  onResponse(ctx: RequestContext, res: ResponseInfo): void | Promise<void> {
+    const st = ctx.locals.get(kState) as MissState | MutationState | undefined
+    if (st === undefined) return
+    if (st.kind === 'mutation') return this.#mutationResponse(res, st)
+    if (res.local || res.status >= 500) {
+      const stale = st.fallback
+      if (stale !== undefined && Date.now() < stale.errorUntil && this.shared.valid(stale.slots, stale.seq)) {
+        // stale-if-error: the upstream failed, the old answer is better than none.
+        res.status = stale.status
+        res.headers = { ...stale.headers, 'x-cache': 'STALE', age: String(Math.max(0, Math.floor((Date.now() - stale.created) / 1000))) }
+        res.body = stale.body
+        this.#results.stale.inc()
+      }
+      this.finishFill(st, undefined)
+      return
+    }
+    const d = storeDecision(res.status, res.headers, st.ttlSeconds)
+    if (d.reason !== undefined) {
+      this.#notStored(d.reason)
+      this.finishFill(st, undefined)
+      return
+    }
+    res.body = pipeline(res.body as Readable, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers)), noop)
+  }
+
+  #mutationResponse(res: ResponseInfo, st: MutationState): void | Promise<void> {
+    if (res.local || res.status !== 200) {
+      if (st.tags.length) return this.invalidate(st.tags)
+      return
+    }
+    res.body = pipeline(res.body as Readable, new MutationCapture(this, st), noop)
+  }
+
+  #notStored(reason: string): void {
+    this.#notStoredTotal.labels(reason).inc()
+  }
+
+  #entry(key: string, headers: Record<string, string>, body: Buffer, created: number, fresh: number, stale: number, error: number, seq: number, tags: readonly string[], statSlot: number): CacheEntry {
+    return { key, status: 200, headers, body, created, freshUntil: fresh, staleUntil: stale, errorUntil: error, seq, slots: this.shared.slots(tags), statSlot, tags, revalidating: false }
+  }
+
+  /** A miss's complete body: store it if it is a clean GraphQL result. */
+  fill(st: MissState, body: Buffer, ttlSeconds: number, headers: Record<string, string>): void {
+    let json: unknown
+    try {
+      json = JSON.parse(body.toString('utf8'))
+    } catch {
+      this.#notStored('not_json')
+      this.finishFill(st, undefined)
+      return
+    }
+    if (json === null || typeof json !== 'object' || 'errors' in json || !('data' in json)) {
+      this.#notStored('errors')
+      this.finishFill(st, undefined)
+      return
+    }
+    const tags = new Set(st.tags)
+    collectEntityTags((json as { data: unknown }).data, tags)
+    const now = Date.now()
+    const fresh = now + ttlSeconds * 1000
+    const cfg = this.cfg
+    const entry = this.#entry(st.key, headers, body, now, fresh, fresh + cfg.staleWhileRevalidateSeconds * 1000, fresh + cfg.staleIfErrorSeconds * 1000, st.seq, [...tags], st.statSlot)
+    if (!this.shared.valid(entry.slots, entry.seq)) {
+      this.#notStored('invalidated')
+      this.finishFill(st, undefined)
+      return
+    }
+    this.rc.set(entry)
+    this.finishFill(st, entry)
+    if (this.#l2 !== undefined && st.l2Seq !== undefined) {
+      const meta: L2Meta = { s: 200, h: headers, c: now, f: fresh, w: entry.staleUntil, e: entry.errorUntil, t: entry.tags as string[] }
+      this.#l2.store(st.key, meta, body, st.l2Seq, Math.max(entry.staleUntil, entry.errorUntil) - now)
+    }
+  }
+
+  notStored(reason: string): void {
+    this.#notStored(reason)
+  }
+
+  /** End a fill: wake local waiters, hand the entry (or "none") to other workers, free the slot. */
+  finishFill(st: MissState, entry: CacheEntry | undefined): void {
+    if (st.settled) return
+    st.settled = true
+    if (!st.leader) return
+    this.rc.settle(st.key, entry)
+    if (entry !== undefined || st.sabSlot !== -1) this.rc.publish(st.key, entry)
+    if (st.sabSlot !== -1) this.shared.finish(st.sabSlot, st.sabFp, entry !== undefined, DONE_GRACE_MS)
+  }
+
+  /** Invalidate tags everywhere; resolves once Redis (when configured) has purged and published. */
+  invalidate(tags: Iterable<string>): Promise<void> | undefined {
+    const list = [...new Set(tags)]
+    if (list.length === 0) return undefined
+    this.shared.invalidate(list)
+    this.#invalidations.labels('mutation').inc()
+    if (this.#invalidator === undefined) return undefined
+    return this.#invalidator.invalidate(list, this.shared.nonce).then(noop)
+  }
+
+  get routeTag(): string {
+    return this.#routeTag
+  }
+
+  close(): void {
+    this.#unsubscribe?.()
+    this.rc.release()
+  }
+}
+
+function pickHeaders(h: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const name of STORED_HEADERS) {
+    const v = h[name]
+    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v
+  }
+  return out
+}
+
+function claimAt(claims: Record<string, unknown> | undefined, path: string): unknown {
+  if (claims === undefined) return undefined
+  if (!path.includes('.')) return claims[path]
+  let v: unknown = claims
+  for (const part of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined
+    v = (v as Record<string, unknown>)[part]
+  }
+  return v
+}
+
+/** Passes every chunk on at once and keeps a copy for the cache, up to maxEntryBytes. */
+class FillCapture extends Transform {
+  readonly #owner: CacheFilter
+  readonly #st: MissState
+  readonly #ttl: number
+  readonly #headers: Record<string, string>
+  readonly #max: number
+  #chunks: Buffer[] | undefined = []
+  #size = 0
+
+  constructor(owner: CacheFilter, st: MissState, ttl: number, headers: Record<string, string>) {
+    super()
+    this.#owner = owner
+    this.#st = st
+    this.#ttl = ttl
+    this.#headers = headers
+    this.#max = owner.cfg.maxEntryBytes
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const chunks = this.#chunks
+    if (chunks !== undefined) {
+      this.#size += chunk.length
+      if (this.#size > this.#max) {
+        // Too big to keep: stop copying, let it stream, and let waiters go upstream now.
+        this.#chunks = undefined
+        this.#owner.notStored('too_large')
+        this.#owner.finishFill(this.#st, undefined)
+      } else {
+        chunks.push(chunk)
+      }
+    }
+    cb(null, chunk)
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const chunks = this.#chunks
+    if (chunks !== undefined) {
+      this.#chunks = undefined
+      this.#owner.fill(this.#st, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size), this.#ttl, this.#headers)
+    }
+    cb()
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.#owner.finishFill(this.#st, undefined)
+    cb(err)
+  }
+}
+
+/** Reads a mutation's response (passing it on) for entity tags; invalidates before it ends. */
+class MutationCapture extends Transform {
+  readonly #owner: CacheFilter
+  readonly #st: MutationState
+  readonly #max: number
+  #chunks: Buffer[] | undefined = []
+  #size = 0
+
+  constructor(owner: CacheFilter, st: MutationState) {
+    super()
+    this.#owner = owner
+    this.#st = st
+    this.#max = owner.cfg.invalidation.maxMutationBodyBytes
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.#chunks !== undefined) {
+      this.#size += chunk.length
+      if (this.#size > this.#max) this.#chunks = undefined
+      else this.#chunks.push(chunk)
+    }
+    cb(null, chunk)
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const tags = new Set(this.#st.tags)
+    const chunks = this.#chunks
+    if (chunks === undefined) {
+      // Too large to read: we cannot know what it touched, so the route's entries all go.
+      tags.add(this.#owner.routeTag)
+    } else {
+      try {
+        const json = JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as { data?: unknown }
+        collectEntityTags(json?.data, tags)
+      } catch {
+        tags.add(this.#owner.routeTag)
+      }
+    }
+    const p = this.#owner.invalidate(tags)
+    if (p === undefined) cb()
+    else p.then(() => cb(), () => cb())
+  }
+}
+
+export const cacheFilter: FilterModule<CacheFilterConfig> = {
+  create: (cfg, deps) => new CacheFilter(cfg, deps),
+  sharedBytes: CACHE_SHARED_BYTES,
+}

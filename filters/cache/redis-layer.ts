@@ -1,0 +1,148 @@
+// What the cache keeps in Redis: the optional shared L2 of entries and the invalidations that
+// reach other proxies. Redis's own order makes it safe: an invalidation (one Lua script)
+// records the tag's sequence, deletes the entries carrying it and publishes the tags; a store
+// (one Lua script) refuses an entry whose request started before an invalidation of one of
+// its tags. Every call is bounded by a timeout; Redis down means L1-only, counted.
+import { createHash } from 'node:crypto'
+import type { RedisProvider } from '../../proxy/filter.ts'
+
+const INVALIDATE = `
+local prefix = ARGV[1]
+local seq = redis.call('INCR', prefix .. 'cache:seq')
+for i = 4, #ARGV do
+  local t = ARGV[i]
+  redis.call('SET', prefix .. 'cache:ts:' .. t, seq, 'PX', ARGV[2])
+  local set = prefix .. 'cache:t:' .. t
+  local members = redis.call('SMEMBERS', set)
+  for _, k in ipairs(members) do redis.call('DEL', k) end
+  redis.call('DEL', set)
+end
+redis.call('PUBLISH', prefix .. 'cache:invalidate', ARGV[3])
+return seq
+`
+
+const STORE = `
+local prefix = ARGV[1]
+for i = 5, #ARGV do
+  local s = redis.call('GET', prefix .. 'cache:ts:' .. ARGV[i])
+  if s and tonumber(s) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+for i = 5, #ARGV do
+  local set = prefix .. 'cache:t:' .. ARGV[i]
+  redis.call('SADD', set, KEYS[1])
+  if redis.call('PTTL', set) < tonumber(ARGV[4]) then redis.call('PEXPIRE', set, ARGV[4]) end
+end
+return 1
+`
+
+export interface L2Meta {
+  s: number
+  h: Record<string, string>
+  c: number
+  f: number
+  w: number
+  e: number
+  t: string[]
+}
+
+export interface InvalidationMessage {
+  /** Nonce of the publishing process (it skips its own). */
+  o: string
+  t: string[]
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(reject, ms, new Error(`redis did not answer within ${ms} ms`))))]).finally(() => clearTimeout(timer))
+}
+
+const NL = 0x0a
+
+export class RedisLayer {
+  readonly #redis: RedisProvider
+  readonly #prefix: string
+  readonly #timeoutMs: number
+  readonly #markerMs: number
+  readonly #onError: (op: string, err: unknown) => void
+
+  constructor(redis: RedisProvider, timeoutMs: number, maxLifeMs: number, onError: (op: string, err: unknown) => void) {
+    this.#redis = redis
+    this.#prefix = redis.keyPrefix
+    this.#timeoutMs = timeoutMs
+    // Invalidation markers must outlive any entry that could still be stored against them.
+    this.#markerMs = Math.max(maxLifeMs, 1_000) + 60_000
+    this.#onError = onError
+  }
+
+  entryKey(key: string): string {
+    return `${this.#prefix}cache:e:${createHash('sha256').update(key).digest('base64url')}`
+  }
+
+  /** The L2 entry (if any) and Redis's invalidation sequence now; undefined when Redis failed. */
+  async get(key: string): Promise<{ meta: L2Meta; body: Buffer } | { seq: number } | undefined> {
+    try {
+      const [raw, seq] = await withTimeout(this.#redis.client().mgetBuffer(this.entryKey(key), `${this.#prefix}cache:seq`), this.#timeoutMs)
+      if (raw) {
+        const nl = raw.indexOf(NL)
+        return { meta: JSON.parse(raw.subarray(0, nl).toString()) as L2Meta, body: raw.subarray(nl + 1) }
+      }
+      return { seq: seq ? Number(seq.toString()) : 0 }
+    } catch (err) {
+      this.#onError('get', err)
+      return undefined
+    }
+  }
+
+  /** Store unless one of its tags was invalidated in Redis after `startSeq`. Fire and forget. */
+  store(key: string, meta: L2Meta, body: Buffer, startSeq: number, ttlMs: number): void {
+    const payload = Buffer.concat([Buffer.from(JSON.stringify(meta)), Buffer.from([NL]), body])
+    this.#redis.client().eval(STORE, 1, this.entryKey(key), this.#prefix, payload, String(startSeq), String(Math.max(1, Math.ceil(ttlMs))), ...meta.t).catch((err: unknown) => this.#onError('store', err))
+  }
+
+  /** Purge L2 entries carrying the tags and tell other proxies; resolves when Redis has done it. */
+  async invalidate(tags: readonly string[], origin: string): Promise<boolean> {
+    const msg: InvalidationMessage = { o: origin, t: [...tags] }
+    try {
+      await withTimeout(this.#redis.client().eval(INVALIDATE, 0, this.#prefix, String(this.#markerMs), JSON.stringify(msg), ...tags), this.#timeoutMs)
+      return true
+    } catch (err) {
+      this.#onError('invalidate', err)
+      return false
+    }
+  }
+}
+
+// One subscription per worker and Redis provider, whatever the number of routes and reloads.
+const subscriptions = new WeakMap<RedisProvider, Set<(m: InvalidationMessage) => void>>()
+
+/** Call `handler` for every invalidation published by other proxies. Returns the unsubscribe. */
+export function onRemoteInvalidation(redis: RedisProvider, handler: (m: InvalidationMessage) => void, onError: (err: unknown) => void): () => void {
+  let handlers = subscriptions.get(redis)
+  if (handlers === undefined) {
+    handlers = new Set()
+    subscriptions.set(redis, handlers)
+    const set = handlers
+    const channel = `${redis.keyPrefix}cache:invalidate`
+    const sub = redis.subscriber()
+    // Commands fail fast while disconnected (no offline queue): subscribe on every 'ready'
+    // (SUBSCRIBE is idempotent), which also covers reconnects.
+    const subscribe = (): void => void sub.subscribe(channel).catch(onError)
+    if (sub.status === 'ready') subscribe()
+    sub.on('ready', subscribe)
+    sub.on('message', (ch: string, text: string) => {
+      if (ch !== channel) return
+      let m: InvalidationMessage
+      try {
+        m = JSON.parse(text) as InvalidationMessage
+      } catch {
+        return
+      }
+      if (!Array.isArray(m.t)) return
+      for (const h of set) h(m)
+    })
+  }
+  handlers.add(handler)
+  const set = handlers
+  return () => void set.delete(handler)
+}

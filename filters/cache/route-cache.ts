@@ -1,0 +1,157 @@
+// One route's cache in one worker thread: the byte-bounded LRU of entries, the fills in flight
+// (single-flight waiters), and the BroadcastChannel that hands every fill to the other workers
+// of the process (their waiters wake, their LRUs get the entry). Lives at module level, keyed
+// by route and cache settings, so a config reload that keeps the settings keeps the entries.
+import { BroadcastChannel } from 'node:worker_threads'
+import { LRUCache } from 'lru-cache'
+import type { CacheShared } from './shared-state.ts'
+
+export interface CacheEntry {
+  readonly key: string
+  readonly status: number
+  /** Stored response headers (an allowlist of the upstream's: content-type, cache-control, …). */
+  readonly headers: Record<string, string>
+  readonly body: Buffer
+  /** Date.now() ms: stored, fresh until, served stale (SWR) until, served on error until. */
+  readonly created: number
+  readonly freshUntil: number
+  readonly staleUntil: number
+  readonly errorUntil: number
+  /** Invalidation sequence when its upstream request started, and its tags' slots. */
+  readonly seq: number
+  readonly slots: Int32Array
+  /** Counter slot of its persisted id (-1: none). */
+  readonly statSlot: number
+  /** Tags by name (L2 needs names; the process-local table needs only slots). */
+  readonly tags: readonly string[]
+  revalidating: boolean
+}
+
+interface FillMessage {
+  k: string
+  e: Omit<CacheEntry, 'revalidating' | 'body'> & { body: Uint8Array } | undefined
+}
+
+type Waiter = (e: CacheEntry | undefined) => void
+
+interface Flight {
+  waiters: Waiter[]
+  timer: NodeJS.Timeout | undefined
+}
+
+const stores = new Map<string, RouteCache>()
+
+export function acquireRouteCache(id: string, maxBytes: number, shared: CacheShared, broadcast: boolean): RouteCache {
+  let s = stores.get(id)
+  if (s === undefined) {
+    s = new RouteCache(id, maxBytes, shared, broadcast)
+    stores.set(id, s)
+  }
+  s.refs++
+  return s
+}
+
+function onFlightTimeout(f: { store: RouteCache; key: string }): void {
+  f.store.settle(f.key, undefined)
+}
+
+export class RouteCache {
+  readonly id: string
+  readonly lru: LRUCache<string, CacheEntry>
+  readonly shared: CacheShared
+  readonly channel: BroadcastChannel | undefined
+  readonly flights = new Map<string, Flight>()
+  refs = 0
+
+  constructor(id: string, maxBytes: number, shared: CacheShared, broadcast: boolean) {
+    this.id = id
+    this.shared = shared
+    this.lru = new LRUCache<string, CacheEntry>({ maxSize: Math.max(maxBytes, 1024), sizeCalculation: (e) => e.body.length + e.key.length * 2 + 256 })
+    if (broadcast) {
+      this.channel = new BroadcastChannel(`igw-cache:${shared.nonce}:${id}`)
+      this.channel.unref()
+      this.channel.onmessage = (ev) => this.#received((ev as unknown as { data: FillMessage }).data)
+    }
+  }
+
+  /** A live entry (fresh or within a stale window), or undefined. Dead ones are dropped. */
+  get(key: string, now: number): CacheEntry | undefined {
+    const e = this.lru.get(key)
+    if (e === undefined) return undefined
+    if (now >= e.freshUntil && now >= e.staleUntil && now >= e.errorUntil) {
+      this.lru.delete(key)
+      return undefined
+    }
+    if (!this.shared.valid(e.slots, e.seq)) {
+      this.lru.delete(key)
+      return undefined
+    }
+    return e
+  }
+
+  set(e: CacheEntry): void {
+    if (this.shared.valid(e.slots, e.seq)) this.lru.set(e.key, e)
+  }
+
+  // --- single flight ----------------------------------------------------------------------
+
+  /** True when this worker already has a fill in flight for key (the caller should wait). */
+  inFlight(key: string): boolean {
+    return this.flights.has(key)
+  }
+
+  /** Register a fill this worker leads, or waits for (another worker leads it: `waitMs` bounds it). */
+  begin(key: string, waitMs?: number): void {
+    const f: Flight = { waiters: [], timer: undefined }
+    if (waitMs !== undefined) {
+      f.timer = setTimeout(onFlightTimeout, waitMs, { store: this, key })
+      f.timer.unref()
+    }
+    this.flights.set(key, f)
+  }
+
+  wait(key: string): Promise<CacheEntry | undefined> {
+    const f = this.flights.get(key)!
+    return new Promise<CacheEntry | undefined>((resolve) => f.waiters.push(resolve))
+  }
+
+  /** The fill for key ended (with an entry or without): wake its waiters. */
+  settle(key: string, e: CacheEntry | undefined): void {
+    const f = this.flights.get(key)
+    if (f === undefined) return
+    this.flights.delete(key)
+    if (f.timer !== undefined) clearTimeout(f.timer)
+    for (const w of f.waiters) w(e)
+  }
+
+  /** Tell the other workers: here is the entry for key (or: it was not cacheable). */
+  publish(key: string, e: CacheEntry | undefined): void {
+    if (this.channel === undefined) return
+    const msg: FillMessage = { k: key, e: undefined }
+    if (e !== undefined) {
+      // An exact copy: a pooled Buffer would clone its whole 8 KiB slab.
+      const { revalidating: _r, body, ...rest } = e
+      msg.e = { ...rest, body: Uint8Array.prototype.slice.call(body) }
+    }
+    this.channel.postMessage(msg)
+  }
+
+  #received(msg: FillMessage): void {
+    let entry: CacheEntry | undefined
+    if (msg.e !== undefined) {
+      const b = msg.e.body
+      entry = { ...msg.e, body: Buffer.from(b.buffer, b.byteOffset, b.byteLength), revalidating: false }
+      this.set(entry)
+      if (!this.shared.valid(entry.slots, entry.seq)) entry = undefined
+    }
+    this.settle(msg.k, entry)
+  }
+
+  release(): void {
+    if (--this.refs > 0) return
+    stores.delete(this.id)
+    for (const key of [...this.flights.keys()]) this.settle(key, undefined)
+    this.channel?.close()
+    this.lru.clear()
+  }
+}

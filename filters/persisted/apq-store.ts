@@ -1,0 +1,93 @@
+// Documents registered through Automatic Persisted Queries: a bounded LRU per worker thread,
+// and Redis when configured (shared by every proxy, surviving restarts). The LRU lives at
+// module level so registrations survive config reloads.
+import { LRUCache } from 'lru-cache'
+import type { RedisProvider } from '../../proxy/filter.ts'
+
+let shared: { max: number; lru: LRUCache<string, string> } | undefined
+
+/** The worker's registrations (one LRU for every route and config version of equal size). */
+export function apqLru(maxEntries: number): LRUCache<string, string> {
+  if (shared === undefined || shared.max !== maxEntries) {
+    const lru = new LRUCache<string, string>({ max: maxEntries })
+    // A resize keeps what it can: registrations are cheap for clients to redo, but not free.
+    if (shared !== undefined) for (const [k, v] of shared.lru.entries()) if (lru.size < maxEntries) lru.set(k, v)
+    shared = { max: maxEntries, lru }
+  }
+  return shared.lru
+}
+
+export type ApqLookup = { query: string | undefined; redisError: boolean }
+
+export class ApqStore {
+  readonly #lru: LRUCache<string, string>
+  readonly #redis: RedisProvider | undefined
+  readonly #ttlSeconds: number
+  readonly #timeoutMs: number
+  readonly #onRedisError: (op: string, err: unknown) => void
+
+  constructor(maxEntries: number, redis: RedisProvider | undefined, ttlSeconds: number, timeoutMs: number, onRedisError: (op: string, err: unknown) => void) {
+    this.#lru = apqLru(maxEntries)
+    this.#redis = redis
+    this.#ttlSeconds = ttlSeconds
+    this.#timeoutMs = timeoutMs
+    this.#onRedisError = onRedisError
+    redis?.client() // connect now, not on the first request
+  }
+
+  get hasRedis(): boolean {
+    return this.#redis !== undefined
+  }
+
+  /** Synchronous: the worker's LRU only. */
+  local(hash: string): string | undefined {
+    return this.#lru.get(hash)
+  }
+
+  /** Redis, bounded by a timeout (an outage reads as "not found": the client re-registers). */
+  async remote(hash: string): Promise<ApqLookup> {
+    const redis = this.#redis!
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const query = await Promise.race([
+        redis.client().get(`${redis.keyPrefix}apq:${hash}`),
+        new Promise<never>((_, reject) => (timer = setTimeout(reject, this.#timeoutMs, new Error(`redis did not answer within ${this.#timeoutMs} ms`)))),
+      ])
+      if (query === null) return { query: undefined, redisError: false }
+      this.#lru.set(hash, query)
+      return { query, redisError: false }
+    } catch (err) {
+      this.#onRedisError('get', err)
+      return { query: undefined, redisError: true }
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  register(hash: string, query: string): void {
+    if (this.#lru.get(hash) === query) return
+    this.#lru.set(hash, query)
+    const redis = this.#redis
+    if (redis === undefined) return
+    const key = `${redis.keyPrefix}apq:${hash}`
+    const write = (): void => {
+      const p = this.#ttlSeconds > 0 ? redis.client().set(key, query, 'EX', this.#ttlSeconds) : redis.client().set(key, query)
+      p.catch((err: unknown) => this.#onRedisError('set', err))
+    }
+    if (redis.ready) {
+      write()
+      return
+    }
+    // Connecting (or reconnecting): a registration is worth a short wait, unlike a read.
+    const client = redis.client()
+    const timer = setTimeout(() => {
+      client.removeListener('ready', onReady)
+      this.#onRedisError('set', new Error('redis not ready within 2 s'))
+    }, 2_000)
+    const onReady = (): void => {
+      clearTimeout(timer)
+      write()
+    }
+    client.once('ready', onReady)
+  }
+}

@@ -1,0 +1,267 @@
+// Static analysis of a GraphQL document, pure and socket-free: selection depth (fragments
+// expanded) and an estimated cost = Σ list size × (field weight + cost of its selection).
+// Weights and list sizes come from settings, refined by @cost / @listSize of an optional
+// schema (the directives Apollo's demand control and the IBM cost spec use).
+import {
+  buildSchema,
+  getNamedType,
+  getNullableType,
+  isCompositeType,
+  isInterfaceType,
+  isListType,
+  isObjectType,
+  Kind,
+  OperationTypeNode,
+  type ConstDirectiveNode,
+  type DocumentNode,
+  type FieldNode,
+  type FragmentDefinitionNode,
+  type GraphQLNamedType,
+  type GraphQLSchema,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  type ValueNode,
+} from 'graphql'
+
+export interface CostSettings {
+  defaultListSize: number
+  objectCost: number
+  scalarCost: number
+  mutationCost: number
+  slicingArguments: readonly string[]
+}
+
+export interface ListSizeSpec {
+  assumedSize: number | undefined
+  slicingArguments: readonly string[]
+  /** Child fields the size applies to (connections: edges, nodes) instead of this field. */
+  sizedFields: readonly string[]
+}
+
+/** What a schema file adds: weights and list sizes by "Type.field" and by type. */
+export interface SchemaCostInfo {
+  readonly schema: GraphQLSchema
+  readonly fieldWeight: ReadonlyMap<string, number>
+  readonly typeWeight: ReadonlyMap<string, number>
+  readonly listSize: ReadonlyMap<string, ListSizeSpec>
+}
+
+const COST_DIRECTIVES = `
+directive @cost(weight: Int!) on ARGUMENT_DEFINITION | ENUM | FIELD_DEFINITION | INPUT_FIELD_DEFINITION | OBJECT | SCALAR | INTERFACE | UNION
+directive @listSize(assumedSize: Int, slicingArguments: [String!], sizedFields: [String!], requireOneSlicingArgument: Boolean = true) on FIELD_DEFINITION
+`
+
+function directiveArgs(dirs: readonly ConstDirectiveNode[] | undefined, name: string): Map<string, ValueNode> | undefined {
+  const d = dirs?.find((x) => x.name.value === name)
+  if (d === undefined) return undefined
+  return new Map((d.arguments ?? []).map((a) => [a.name.value, a.value]))
+}
+
+function intValue(v: ValueNode | undefined): number | undefined {
+  return v?.kind === Kind.INT ? Number(v.value) : undefined
+}
+
+function stringList(v: ValueNode | undefined): string[] {
+  if (v === undefined) return []
+  if (v.kind === Kind.STRING) return [v.value]
+  if (v.kind === Kind.LIST) return v.values.flatMap((x) => (x.kind === Kind.STRING ? [x.value] : []))
+  return []
+}
+
+/** Build the schema (adding the directive definitions when the SDL does not declare them). */
+export function loadCostSchema(sdl: string): SchemaCostInfo {
+  const needs = !/directive\s+@cost\b/.test(sdl) || !/directive\s+@listSize\b/.test(sdl)
+  const schema = buildSchema(needs ? `${COST_DIRECTIVES}\n${sdl}` : sdl)
+  const fieldWeight = new Map<string, number>()
+  const typeWeight = new Map<string, number>()
+  const listSize = new Map<string, ListSizeSpec>()
+  for (const type of Object.values(schema.getTypeMap())) {
+    if (type.name.startsWith('__')) continue
+    const tw = intValue(directiveArgs(type.astNode?.directives, 'cost')?.get('weight'))
+    if (tw !== undefined) typeWeight.set(type.name, tw)
+    if (!isObjectType(type) && !isInterfaceType(type)) continue
+    for (const field of Object.values(type.getFields())) {
+      const key = `${type.name}.${field.name}`
+      const fw = intValue(directiveArgs(field.astNode?.directives, 'cost')?.get('weight'))
+      if (fw !== undefined) fieldWeight.set(key, fw)
+      const ls = directiveArgs(field.astNode?.directives, 'listSize')
+      if (ls !== undefined) {
+        listSize.set(key, { assumedSize: intValue(ls.get('assumedSize')), slicingArguments: stringList(ls.get('slicingArguments')), sizedFields: stringList(ls.get('sizedFields')) })
+      }
+    }
+  }
+  return { schema, fieldWeight, typeWeight, listSize }
+}
+
+export interface Analysis {
+  /** Deepest selection nesting over all operations (root fields are depth 1). */
+  depth: number
+  /** Estimated cost of the selected operation (at least 1). */
+  cost: number
+  operationType: 'query' | 'mutation' | 'subscription' | undefined
+  /** Root field names of the selected operation (cache tags "Query.<field>", mutation tags). */
+  rootFields: string[]
+  /** True when a variable sized a list: the cost must be recomputed with each request's variables. */
+  variableDependent: boolean
+  /** True when the walk gave up (fragment explosion): the document is refused as too complex. */
+  tooComplex: boolean
+}
+
+/** Nodes visited before a document is called too complex (fragment bombs expand exponentially). */
+const MAX_VISITS = 50_000
+
+class Walk {
+  readonly settings: CostSettings
+  readonly info: SchemaCostInfo | undefined
+  readonly fragments: Map<string, FragmentDefinitionNode>
+  readonly variables: Record<string, unknown> | undefined
+  readonly visiting = new Set<string>()
+  maxDepth = 0
+  visits = 0
+  variableDependent = false
+
+  constructor(settings: CostSettings, info: SchemaCostInfo | undefined, fragments: Map<string, FragmentDefinitionNode>, variables: Record<string, unknown> | undefined) {
+    this.settings = settings
+    this.info = info
+    this.fragments = fragments
+    this.variables = variables
+  }
+
+  argNumber(v: ValueNode): number | undefined {
+    if (v.kind === Kind.INT) return Number(v.value)
+    if (v.kind === Kind.VARIABLE) {
+      this.variableDependent = true
+      const x = this.variables?.[v.name.value]
+      return typeof x === 'number' && Number.isFinite(x) ? x : undefined
+    }
+    return undefined
+  }
+
+  /** The largest slicing argument given, or undefined when none is. */
+  slice(field: FieldNode, names: readonly string[]): number | undefined {
+    let size: number | undefined
+    for (const arg of field.arguments ?? []) {
+      if (!names.includes(arg.name.value)) continue
+      const n = this.argNumber(arg.value)
+      const v = n === undefined ? this.settings.defaultListSize : Math.max(0, n)
+      size = size === undefined ? v : Math.max(size, v)
+    }
+    return size
+  }
+
+  selection(set: SelectionSetNode, parent: GraphQLNamedType | undefined, depth: number, sized: { fields: readonly string[]; size: number } | undefined): number {
+    let total = 0
+    for (const sel of set.selections) {
+      if (++this.visits > MAX_VISITS) return total
+      if (sel.kind === Kind.FIELD) {
+        total += this.field(sel, parent, depth, sized)
+      } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+        const t = sel.typeCondition ? this.info?.schema.getType(sel.typeCondition.name.value) : parent
+        total += this.selection(sel.selectionSet, t ?? parent, depth, sized)
+      } else {
+        const name = sel.name.value
+        const frag = this.fragments.get(name)
+        if (frag === undefined || this.visiting.has(name)) continue // unknown or cyclic: the backend rejects it
+        this.visiting.add(name)
+        total += this.selection(frag.selectionSet, this.info?.schema.getType(frag.typeCondition.name.value) ?? parent, depth, sized)
+        this.visiting.delete(name)
+      }
+    }
+    return total
+  }
+
+  field(f: FieldNode, parent: GraphQLNamedType | undefined, parentDepth: number, sized: { fields: readonly string[]; size: number } | undefined): number {
+    const name = f.name.value
+    if (name.startsWith('__')) return 0 // __typename and introspection meta fields cost nothing
+    const depth = parentDepth + 1
+    if (depth > this.maxDepth) this.maxDepth = depth
+    const s = this.settings
+    const def = parent !== undefined && (isObjectType(parent) || isInterfaceType(parent)) ? parent.getFields()[name] : undefined
+    let named: GraphQLNamedType | undefined
+    let composite: boolean
+    let size = 1
+    let childSized: { fields: readonly string[]; size: number } | undefined
+    let weight: number | undefined
+    if (def !== undefined) {
+      named = getNamedType(def.type)
+      composite = isCompositeType(named)
+      const key = `${parent!.name}.${name}`
+      weight = this.info!.fieldWeight.get(key) ?? this.info!.typeWeight.get(named.name)
+      const spec = this.info!.listSize.get(key)
+      const isList = isListType(getNullableType(def.type))
+      if (spec !== undefined) {
+        const n = this.slice(f, spec.slicingArguments) ?? spec.assumedSize ?? s.defaultListSize
+        if (spec.sizedFields.length) childSized = { fields: spec.sizedFields, size: n }
+        else size = n
+      } else if (isList) {
+        size = this.slice(f, s.slicingArguments) ?? s.defaultListSize
+      }
+    } else {
+      composite = f.selectionSet !== undefined
+      size = this.slice(f, s.slicingArguments) ?? 1
+    }
+    if (sized !== undefined && sized.fields.includes(name)) size = sized.size
+    weight ??= composite ? s.objectCost : s.scalarCost
+    const child = f.selectionSet ? this.selection(f.selectionSet, named, depth, childSized) : 0
+    return size * (weight + child)
+  }
+}
+
+function rootType(info: SchemaCostInfo | undefined, op: OperationDefinitionNode): GraphQLNamedType | undefined {
+  if (info === undefined) return undefined
+  const s = info.schema
+  return (op.operation === OperationTypeNode.QUERY ? s.getQueryType() : op.operation === OperationTypeNode.MUTATION ? s.getMutationType() : s.getSubscriptionType()) ?? undefined
+}
+
+/** The operation a request runs: the named one, else the only one. */
+export function selectOperation(doc: DocumentNode, operationName: string | undefined): OperationDefinitionNode | undefined {
+  let found: OperationDefinitionNode | undefined
+  for (const d of doc.definitions) {
+    if (d.kind !== Kind.OPERATION_DEFINITION) continue
+    if (operationName === undefined) {
+      if (found !== undefined) return undefined
+      found = d
+    } else if (d.name?.value === operationName) {
+      return d
+    }
+  }
+  return found
+}
+
+/** Depth over every operation, cost and root fields of the selected one. */
+export function analyzeDocument(doc: DocumentNode, operationName: string | undefined, variables: Record<string, unknown> | undefined, settings: CostSettings, info?: SchemaCostInfo): Analysis {
+  const fragments = new Map<string, FragmentDefinitionNode>()
+  for (const d of doc.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d)
+  const selected = selectOperation(doc, operationName)
+  const walk = new Walk(settings, info, fragments, variables)
+  let cost = 0
+  for (const d of doc.definitions) {
+    if (d.kind !== Kind.OPERATION_DEFINITION) continue
+    const c = walk.selection(d.selectionSet, rootType(info, d), 0, undefined)
+    if (d === selected) cost = c + (d.operation === OperationTypeNode.MUTATION ? settings.mutationCost : 0)
+  }
+  const rootFields: string[] = []
+  if (selected !== undefined) collectRootFields(selected.selectionSet, fragments, rootFields, new Set())
+  return {
+    depth: walk.maxDepth,
+    cost: Math.max(1, Math.ceil(cost)),
+    operationType: selected?.operation as Analysis['operationType'],
+    rootFields,
+    variableDependent: walk.variableDependent,
+    tooComplex: walk.visits > MAX_VISITS,
+  }
+}
+
+function collectRootFields(set: SelectionSetNode, fragments: Map<string, FragmentDefinitionNode>, out: string[], seen: Set<string>): void {
+  for (const sel of set.selections) {
+    if (sel.kind === Kind.FIELD) {
+      if (!sel.name.value.startsWith('__') && !out.includes(sel.name.value)) out.push(sel.name.value)
+    } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+      collectRootFields(sel.selectionSet, fragments, out, seen)
+    } else if (!seen.has(sel.name.value)) {
+      seen.add(sel.name.value)
+      const f = fragments.get(sel.name.value)
+      if (f) collectRootFields(f.selectionSet, fragments, out, seen)
+    }
+  }
+}

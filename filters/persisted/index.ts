@@ -1,0 +1,269 @@
+// Persisted queries: Apollo APQ (exact semantics), the persisted-documents manifest with
+// per-id policy (cost units, timeout, tier, planner hints sent to the backend), safelisting,
+// document limits, and a static cost estimate for everything the manifest does not price.
+import { readFileSync } from 'node:fs'
+import { GraphQLError, type DocumentNode } from 'graphql'
+import { LRUCache } from 'lru-cache'
+import type { Counter, Histogram } from 'prom-client'
+import type { PersistedFilterConfig } from '../../config/filters/index.ts'
+import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
+import { errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { counter, gauge, histogram } from '../../proxy/metrics.ts'
+import { ApqStore } from './apq-store.ts'
+import { analyzeDocument, loadCostSchema, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
+import { encodeHints, hintsFor, Manifest, type PersistedOperation } from './manifest.ts'
+
+type Mode = PersistedFilterConfig['safelist']['mode']
+
+const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' }
+const COST_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000]
+
+// Exactly what Apollo Server / Router answer: clients match on the code (and the message).
+const NOT_FOUND: LocalReply = { status: 200, headers: JSON_TYPE, body: errorBody('PERSISTED_QUERY_NOT_FOUND', 'PersistedQueryNotFound'), code: 'PERSISTED_QUERY_NOT_FOUND' }
+const NOT_SUPPORTED: LocalReply = { status: 200, headers: JSON_TYPE, body: errorBody('PERSISTED_QUERY_NOT_SUPPORTED', 'PersistedQueryNotSupported'), code: 'PERSISTED_QUERY_NOT_SUPPORTED' }
+
+/** A GraphQL error with the parser's locations at the top level of the error, as the spec puts them. */
+function parseErrorReply(err: GraphQLError): LocalReply {
+  const e: Record<string, unknown> = { message: err.message }
+  if (err.locations?.length) e.locations = err.locations
+  e.extensions = { code: 'BAD_REQUEST' }
+  return { status: 400, headers: JSON_TYPE, body: JSON.stringify({ errors: [e] }), code: 'BAD_REQUEST' }
+}
+
+// Compiled once per config document, shared by every route's filter instance.
+const manifests = new WeakMap<PersistedDocumentsConfig, WeakMap<CostSettings, Manifest>>()
+// Analyses per parsed document (the proxy caches ASTs by query text, so this hits by identity).
+const analyses = new WeakMap<DocumentNode, Map<string, Analysis>>()
+
+interface Metrics {
+  requests: Counter<'outcome'>
+  rejections: Counter<'reason'>
+  byId: Counter<'persisted_id'>
+  cost: Histogram<'source'>
+  redisErrors: Counter<'op'>
+}
+
+class PersistedFilter implements Filter {
+  readonly name = 'persisted'
+  readonly #cfg: PersistedFilterConfig
+  readonly #settings: CostSettings
+  readonly #info: SchemaCostInfo | undefined
+  readonly #manifest: Manifest
+  readonly #apq: ApqStore
+  readonly #m: Metrics
+  readonly #hintExt: string | false
+  readonly #hintHeader: string | false
+  readonly #tenantModes: Map<string, Mode>
+  readonly #unknownLogged = new LRUCache<string, true>({ max: 1000 })
+
+  constructor(cfg: PersistedFilterConfig, deps: FilterDeps) {
+    this.#cfg = cfg
+    this.#settings = cfg.cost
+    this.#info = cfg.cost.schemaFile ? loadSchemaFile(cfg.cost.schemaFile) : undefined
+    this.#manifest = manifestFor(deps.config.persistedDocuments, cfg.cost, this.#info)
+    this.#hintExt = cfg.hints.extension
+    this.#hintHeader = cfg.hints.header
+    this.#tenantModes = new Map(Object.entries(cfg.safelist.tenants))
+    const r = deps.registry
+    this.#m = {
+      requests: counter(r, { name: 'igw_persisted_requests_total', help: 'GraphQL requests by how the persisted filter identified them', labelNames: ['outcome'] }),
+      rejections: counter(r, { name: 'igw_persisted_rejections_total', help: 'Requests refused by the persisted filter, by reason', labelNames: ['reason'] }),
+      byId: counter(r, { name: 'igw_persisted_operation_requests_total', help: 'Requests per manifest operation id', labelNames: ['persisted_id'] }),
+      cost: histogram(r, { name: 'igw_operation_cost', help: 'Cost units per GraphQL request, by source (hint from the manifest, or static estimate)', labelNames: ['source'], buckets: COST_BUCKETS }),
+      redisErrors: counter(r, { name: 'igw_apq_redis_errors_total', help: 'APQ reads/writes that failed against Redis (the LRU keeps serving)', labelNames: ['op'] }),
+    }
+    const costGauge = gauge(r, { name: 'igw_persisted_operation_cost', help: 'Cost units of each manifest operation (its costUnits, else the static estimate)', labelNames: ['persisted_id'], aggregator: 'max' })
+    for (const op of this.#manifest.byId.values()) costGauge.labels(op.id).set(op.costUnits ?? op.analysis.cost)
+    const log = deps.logger
+    this.#apq = new ApqStore(cfg.apq.maxEntries, deps.redis, cfg.apq.redisTtlSeconds, cfg.apq.redisTimeoutMs, (op, err) => {
+      this.#m.redisErrors.labels(op).inc()
+      log.warn({ err: { message: (err as Error).message }, op }, 'APQ store: redis unavailable')
+    })
+  }
+
+  onRequest(ctx: RequestContext): Decision | Promise<Decision> {
+    const gql = ctx.graphql
+    if (gql === undefined) return this.#opaque(ctx)
+    // Hints are ours to give: whatever a client put there does not reach the backend.
+    const hintExt = this.#hintExt
+    if (hintExt !== false && gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
+    if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
+
+    const pq = gql.extensions?.persistedQuery
+    if (pq === undefined) {
+      const op = this.#manifest.byHash.size > 0 && gql.query !== undefined ? this.#manifest.byHash.get(gql.docHash!) : undefined
+      return this.#admit(ctx, gql, op, 'freeform')
+    }
+    if (typeof pq !== 'object' || pq === null) return this.#reject('bad_extension', 'extensions.persistedQuery must be an object')
+    const { version, sha256Hash } = pq as { version?: unknown; sha256Hash?: unknown }
+    if (version !== 1) return this.#reject('bad_extension', 'Unsupported persisted query version')
+    if (typeof sha256Hash !== 'string' || sha256Hash === '') return this.#reject('bad_extension', 'extensions.persistedQuery.sha256Hash must be a non-empty string')
+
+    if (gql.query === undefined) {
+      const op = this.#manifest.lookup(sha256Hash)
+      if (op !== undefined) {
+        gql.setQuery(op.document)
+        gql.deleteExtension('persistedQuery')
+        return this.#admit(ctx, gql, op, 'manifest')
+      }
+      if (!this.#cfg.apq.enabled) {
+        this.#m.requests.labels('apq_not_supported').inc()
+        return NOT_SUPPORTED
+      }
+      const known = this.#apq.local(sha256Hash)
+      if (known !== undefined) return this.#fromApq(ctx, gql, sha256Hash, known)
+      if (!this.#apq.hasRedis) return this.#notFound()
+      return this.#apq.remote(sha256Hash).then((r) => (r.query === undefined ? this.#notFound() : this.#fromApq(ctx, gql, sha256Hash, r.query)))
+    }
+
+    // Document and hash together: a registration (APQ) or a manifest id with its text.
+    const op = this.#manifest.byId.get(sha256Hash)
+    if (op !== undefined && op.document === gql.query) {
+      gql.deleteExtension('persistedQuery')
+      return this.#admit(ctx, gql, op, 'manifest')
+    }
+    if (gql.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
+    gql.deleteExtension('persistedQuery')
+    const byText = this.#manifest.byHash.get(gql.docHash)
+    if (byText !== undefined) return this.#admit(ctx, gql, byText, 'manifest')
+    if (!this.#cfg.apq.enabled) return this.#admit(ctx, gql, undefined, 'freeform')
+    const decision = this.#admit(ctx, gql, undefined, 'apq_registered')
+    // Only documents that passed the checks are remembered (and not in enforce mode, where
+    // registering an operation outside the manifest would be a way around the safelist).
+    if (decision === undefined && this.#mode(ctx) !== 'enforce') this.#apq.register(gql.docHash, gql.query)
+    return decision
+  }
+
+  #fromApq(ctx: RequestContext, gql: GraphQLRequest, hash: string, query: string): Decision {
+    gql.setQuery(query)
+    gql.deleteExtension('persistedQuery')
+    const decision = this.#admit(ctx, gql, undefined, 'apq_hit')
+    if (decision === undefined) gql.persistedId = hash
+    return decision
+  }
+
+  #notFound(): LocalReply {
+    this.#m.requests.labels('apq_not_found').inc()
+    return NOT_FOUND
+  }
+
+  #reject(reason: string, message: string): LocalReply {
+    this.#m.rejections.labels(reason).inc()
+    return errorReply('BAD_REQUEST', message)
+  }
+
+  #mode(ctx: RequestContext): Mode {
+    return (ctx.tenant !== undefined ? this.#tenantModes.get(ctx.tenant) : undefined) ?? this.#cfg.safelist.mode
+  }
+
+  /** Batches and non-JSON bodies: nothing to identify; enforce mode refuses what it cannot verify. */
+  #opaque(ctx: RequestContext): Decision {
+    if (ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS') return undefined
+    if (this.#mode(ctx) !== 'enforce') return undefined
+    this.#m.requests.labels('not_allowed').inc()
+    return errorReply('PERSISTED_QUERY_NOT_ALLOWED', 'batched or non-JSON GraphQL requests cannot be checked against the persisted-documents safelist')
+  }
+
+  #admit(ctx: RequestContext, gql: GraphQLRequest, op: PersistedOperation | undefined, outcome: string): Decision {
+    if (op !== undefined) {
+      gql.persistedId = op.id
+      this.#m.requests.labels('manifest').inc()
+      this.#m.byId.labels(op.id).inc()
+      this.#applyPolicy(ctx, gql, op)
+      return undefined
+    }
+    const mode = this.#mode(ctx)
+    if (mode === 'enforce') {
+      this.#m.requests.labels('not_allowed').inc()
+      return errorReply('PERSISTED_QUERY_NOT_ALLOWED', 'operation is not in the persisted-documents manifest')
+    }
+    const query = gql.query!
+    if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) {
+      return this.#reject('too_large', `query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${this.#cfg.limits.maxQueryBytes}`)
+    }
+    let doc: DocumentNode
+    try {
+      doc = gql.document
+    } catch (err) {
+      this.#m.rejections.labels('parse_error').inc()
+      return parseErrorReply(err instanceof GraphQLError ? err : new GraphQLError(String(err)))
+    }
+    const a = this.#analysis(doc, gql)
+    if (a.tooComplex) return this.#reject('too_complex', 'document is too complex to analyse (fragments expand beyond the limit)')
+    const maxDepth = this.#cfg.limits.maxDepth
+    if (maxDepth > 0 && a.depth > maxDepth) return this.#reject('too_deep', `query depth ${a.depth} exceeds the limit of ${maxDepth}`)
+    if (mode === 'log-unknown') {
+      const h = gql.docHash!
+      if (!this.#unknownLogged.has(h)) {
+        this.#unknownLogged.set(h, true)
+        ctx.log.warn({ docHash: h, op: gql.opName }, 'operation not in the persisted-documents manifest (safelist log-unknown)')
+      }
+      outcome = 'unknown_logged'
+    }
+    this.#m.requests.labels(outcome).inc()
+    const cost = a.variableDependent ? analyzeDocument(doc, gql.operationName, gql.variables, this.#settings, this.#info).cost : a.cost
+    ctx.cost = cost
+    ctx.costSource = 'estimate'
+    this.#m.cost.labels('estimate').observe(cost)
+    return undefined
+  }
+
+  #analysis(doc: DocumentNode, gql: GraphQLRequest): Analysis {
+    let byOp = analyses.get(doc)
+    if (byOp === undefined) analyses.set(doc, (byOp = new Map()))
+    const key = gql.operationName ?? ''
+    let a = byOp.get(key)
+    if (a === undefined) {
+      a = analyzeDocument(doc, gql.operationName, gql.variables, this.#settings, this.#info)
+      byOp.set(key, a)
+    }
+    return a
+  }
+
+  #applyPolicy(ctx: RequestContext, gql: GraphQLRequest, op: PersistedOperation): void {
+    let hints = op.hints
+    let header = op.hintsHeader
+    if (hints === undefined) {
+      hints = hintsFor(op, analyzeDocument(op.ast, gql.operationName, gql.variables, this.#settings, this.#info).cost)
+      header = encodeHints(hints)
+    }
+    ctx.cost = hints.cost
+    ctx.costSource = hints.costSource
+    this.#m.cost.labels(hints.costSource).observe(hints.cost)
+    if (op.timeoutMs !== undefined) {
+      const d = ctx.startTime + op.timeoutMs
+      if (d < ctx.deadline) ctx.deadline = d
+    }
+    if (op.tier !== undefined) ctx.tier = op.tier
+    if (this.#hintExt !== false) gql.setExtension(this.#hintExt, hints)
+    if (this.#hintHeader !== false) ctx.setUpstreamHeader(this.#hintHeader, header!)
+  }
+}
+
+function loadSchemaFile(path: string): SchemaCostInfo {
+  let sdl: string
+  try {
+    sdl = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new Error(`cost.schemaFile: cannot read ${path}: ${(err as Error).message}`)
+  }
+  try {
+    return loadCostSchema(sdl)
+  } catch (err) {
+    throw new Error(`cost.schemaFile ${path}: ${(err as Error).message}`)
+  }
+}
+
+function manifestFor(cfg: PersistedDocumentsConfig, settings: CostSettings, info: SchemaCostInfo | undefined): Manifest {
+  // A schema file changes the estimates: only share compiled manifests built without one.
+  if (info !== undefined) return new Manifest(cfg, settings, info)
+  let bySettings = manifests.get(cfg)
+  if (bySettings === undefined) manifests.set(cfg, (bySettings = new WeakMap()))
+  let m = bySettings.get(settings)
+  if (m === undefined) bySettings.set(settings, (m = new Manifest(cfg, settings, undefined)))
+  return m
+}
+
+export const persistedFilter: FilterModule<PersistedFilterConfig> = {
+  create: (cfg, deps) => new PersistedFilter(cfg, deps),
+}

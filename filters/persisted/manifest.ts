@@ -1,0 +1,87 @@
+// The persisted-documents manifest compiled for the hot path: documents parsed and analysed
+// once per config version, hints serialized once per id, lookups by id and by document hash.
+import { createHash } from 'node:crypto'
+import { parse, type DocumentNode } from 'graphql'
+import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
+import type { Tier } from '../../config/primitives.ts'
+import { analyzeDocument, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
+
+/** What reaches the backend as extensions.costHints and (base64url JSON) x-igw-cost-hints. */
+export interface CostHints {
+  id: string
+  cost: number
+  costSource: 'hint' | 'estimate'
+  timeoutMs?: number
+  plannerHints?: string[]
+  tier?: Tier
+}
+
+export interface PersistedOperation {
+  readonly id: string
+  readonly document: string
+  readonly docHash: string
+  readonly ast: DocumentNode
+  readonly analysis: Analysis
+  readonly costUnits: number | undefined
+  readonly timeoutMs: number | undefined
+  readonly tier: Tier | undefined
+  /** Prebuilt when the cost does not depend on variables. */
+  readonly hints: CostHints | undefined
+  readonly hintsHeader: string | undefined
+  readonly plannerHints: readonly string[]
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
+}
+
+export function encodeHints(h: CostHints): string {
+  return Buffer.from(JSON.stringify(h)).toString('base64url')
+}
+
+export function hintsFor(op: PersistedOperation, cost: number): CostHints {
+  const h: CostHints = { id: op.id, cost, costSource: op.costUnits !== undefined ? 'hint' : 'estimate' }
+  if (op.timeoutMs !== undefined) h.timeoutMs = op.timeoutMs
+  if (op.plannerHints.length) h.plannerHints = [...op.plannerHints]
+  if (op.tier !== undefined) h.tier = op.tier
+  return h
+}
+
+export class Manifest {
+  readonly byId = new Map<string, PersistedOperation>()
+  readonly byHash = new Map<string, PersistedOperation>()
+
+  constructor(cfg: PersistedDocumentsConfig, settings: CostSettings, info: SchemaCostInfo | undefined) {
+    for (const [id, op] of Object.entries(cfg.operations)) {
+      const ast = parse(op.document, { noLocation: true })
+      const analysis = analyzeDocument(ast, undefined, undefined, settings, info)
+      const staticCost = op.costUnits !== undefined || !analysis.variableDependent
+      const partial = {
+        id,
+        document: op.document,
+        docHash: sha256Hex(op.document),
+        ast,
+        analysis,
+        costUnits: op.costUnits,
+        timeoutMs: op.timeoutMs,
+        tier: op.tier,
+        plannerHints: op.plannerHints,
+        hints: undefined,
+        hintsHeader: undefined,
+      }
+      let compiled: PersistedOperation = partial
+      if (staticCost) {
+        const hints = hintsFor(partial, op.costUnits ?? analysis.cost)
+        compiled = { ...partial, hints, hintsHeader: encodeHints(hints) }
+      }
+      this.byId.set(id, compiled)
+      // The first id wins when two ids name the same document text.
+      if (!this.byHash.has(compiled.docHash)) this.byHash.set(compiled.docHash, compiled)
+    }
+  }
+
+  /** By id, else by the sha256 of the document (clients that hash the manifest body). */
+  lookup(idOrHash: string): PersistedOperation | undefined {
+    return this.byId.get(idOrHash) ?? this.byHash.get(idOrHash)
+  }
+}

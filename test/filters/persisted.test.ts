@@ -1,0 +1,237 @@
+// The persisted filter through the real proxy (worker threads) against the real graphql-yoga
+// demo backend, driven by undici: APQ semantics, the manifest with per-id policy and hints,
+// safelisting, limits, the static cost estimate, and APQ registrations kept in real Redis.
+import { createHash } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Client, request } from 'undici'
+import type { GatewayConfigInput } from '../../config/schema.ts'
+import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
+import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { startRedis, type TestRedis } from '../helpers/redis.ts'
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex')
+const ECHO = 'query Echo { echo { header(name: "x-igw-cost-hints") extensions } }'
+const ENTITY = 'query Entity($id: ID!) { entity(id: $id) { id name } }'
+const SLOW = 'query Slow { slow(ms: 1500) }'
+
+let backend: DemoBackend
+let proxy: TestProxy
+
+function config(upstream: string, extra: Partial<GatewayConfigInput> = {}, persisted: Record<string, unknown> = {}): Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'> {
+  return {
+    tenants: { acme: {}, globex: {} },
+    persistedDocuments: {
+      operations: {
+        echo: { document: ECHO, costUnits: 7, plannerHints: ['USING INDEX :Entity(id)'], tier: 'gold' },
+        entity: { document: ENTITY },
+        slow: { document: SLOW, timeoutMs: 150 },
+      },
+    },
+    routes: [{ name: 'graphql', upstream, filters: [{ name: 'request-id' }, { name: 'tenant' }, { name: 'persisted', ...persisted }] as never }],
+    ...extra,
+  }
+}
+
+async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await request(`${url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme', ...headers }, body: JSON.stringify(body) })
+  return { status: res.statusCode, headers: res.headers, json: (await res.body.json()) as { data?: Record<string, unknown>; errors?: { message: string; locations?: unknown; extensions?: { code?: string } }[] } }
+}
+
+beforeAll(async () => {
+  backend = await startDemoBackend()
+  proxy = await startTestProxy(config(backend.url, { workers: 2 }))
+})
+afterAll(async () => {
+  await proxy?.close()
+  await backend?.close()
+})
+
+describe('automatic persisted queries (Apollo semantics)', () => {
+  const query = 'query Hello($n: String) { hello(name: $n) }'
+  const ext = { persistedQuery: { version: 1, sha256Hash: sha(query) } }
+
+  it('unknown hash → 200 with the exact PersistedQueryNotFound error; register; then hash alone works', async () => {
+    // One connection = one worker thread (registrations live in each worker's LRU, as they
+    // live in each Apollo Router instance; Redis shares them, see below).
+    const client = new Client(proxy.url)
+    const send = async (body: unknown) => {
+      const r = await client.request({ path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: JSON.stringify(body) })
+      return { status: r.statusCode, json: await r.body.json() }
+    }
+    try {
+      const miss = await send({ extensions: ext, variables: { n: 'apq' } })
+      expect(miss.status).toBe(200)
+      expect(miss.json).toEqual({ errors: [{ message: 'PersistedQueryNotFound', extensions: { code: 'PERSISTED_QUERY_NOT_FOUND' } }] })
+      const reg = await send({ query, extensions: ext, variables: { n: 'apq' } })
+      expect(reg.json).toEqual({ data: { hello: 'Hello, apq!' } })
+      const hit = await send({ extensions: ext, variables: { n: 'again' } })
+      expect(hit.json).toEqual({ data: { hello: 'Hello, again!' } })
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('works over GET with extensions in the query string', async () => {
+    const q = 'query GetHello { hello(name: "get") }'
+    const e = encodeURIComponent(JSON.stringify({ persistedQuery: { version: 1, sha256Hash: sha(q) } }))
+    const first = await request(`${proxy.url}/graphql?extensions=${e}`, { headers: { 'x-tenant-id': 'acme' } })
+    expect(await first.body.json()).toEqual({ errors: [{ message: 'PersistedQueryNotFound', extensions: { code: 'PERSISTED_QUERY_NOT_FOUND' } }] })
+    const reg = await request(`${proxy.url}/graphql?query=${encodeURIComponent(q)}&extensions=${e}`, { headers: { 'x-tenant-id': 'acme' } })
+    expect(await reg.body.json()).toEqual({ data: { hello: 'Hello, get!' } })
+  })
+
+  it('the backend never sees extensions.persistedQuery (it knows nothing of APQ)', async () => {
+    const q = '{ echo { extensions } }'
+    const r = await post(proxy.url, { query: q, extensions: { persistedQuery: { version: 1, sha256Hash: sha(q) } } })
+    expect(r.json.data).toEqual({ echo: { extensions: 'null' } })
+  })
+
+  it('hash/document mismatch → 400; bad version → 400', async () => {
+    const mismatch = await post(proxy.url, { query, extensions: { persistedQuery: { version: 1, sha256Hash: sha('something else') } } })
+    expect(mismatch.status).toBe(400)
+    expect(mismatch.json.errors?.[0]).toMatchObject({ message: 'provided sha does not match query', extensions: { code: 'BAD_REQUEST' } })
+    const version = await post(proxy.url, { extensions: { persistedQuery: { version: 2, sha256Hash: sha(query) } } })
+    expect(version.status).toBe(400)
+    expect(version.json.errors?.[0]?.message).toBe('Unsupported persisted query version')
+  })
+})
+
+describe('manifest, hints and policy', () => {
+  it('a manifest id runs its document; its hints reach the backend in the body and the header', async () => {
+    const r = await post(proxy.url, { extensions: { persistedQuery: { version: 1, sha256Hash: 'echo' } } })
+    expect(r.status).toBe(200)
+    const echo = r.json.data!.echo as { header: string; extensions: string }
+    const expected = { id: 'echo', cost: 7, costSource: 'hint', plannerHints: ['USING INDEX :Entity(id)'], tier: 'gold' }
+    expect(JSON.parse(Buffer.from(echo.header, 'base64url').toString())).toEqual(expected)
+    expect(JSON.parse(echo.extensions)).toEqual({ costHints: expected })
+  })
+
+  it('the sha256 of a manifest document works as its id, and its text maps to the id too', async () => {
+    const byHash = await post(proxy.url, { extensions: { persistedQuery: { version: 1, sha256Hash: sha(ECHO) } } })
+    expect(JSON.parse((byHash.json.data!.echo as { extensions: string }).extensions).costHints.id).toBe('echo')
+    const byText = await post(proxy.url, { query: ECHO })
+    expect(JSON.parse((byText.json.data!.echo as { extensions: string }).extensions).costHints.id).toBe('echo')
+  })
+
+  it('hints a client forges (header or extension) never reach the backend', async () => {
+    const forged = Buffer.from(JSON.stringify({ id: 'x', cost: 0 })).toString('base64url')
+    const r = await post(proxy.url, { query: '{ echo { header(name: "x-igw-cost-hints") extensions } }', extensions: { costHints: { cost: 0 } } }, { 'x-igw-cost-hints': forged })
+    expect(r.json.data).toEqual({ echo: { header: null, extensions: 'null' } })
+  })
+
+  it('per-id timeoutMs is enforced by the gateway (504 well before the resolver finishes)', async () => {
+    const t0 = performance.now()
+    const r = await post(proxy.url, { extensions: { persistedQuery: { version: 1, sha256Hash: 'slow' } } })
+    const took = performance.now() - t0
+    expect(r.status).toBe(504)
+    expect(r.json.errors?.[0]?.extensions?.code).toBe('UPSTREAM_TIMEOUT')
+    expect(took).toBeGreaterThanOrEqual(140)
+    expect(took).toBeLessThan(1200)
+  })
+
+  it('the persisted id and cost go to the access log and metrics; freeform documents get a static estimate', async () => {
+    await post(proxy.url, { extensions: { persistedQuery: { version: 1, sha256Hash: 'entity' } }, variables: { id: '3' } })
+    await post(proxy.url, { query: '{ entities(first: 20) { id name } hello }' })
+    await new Promise((r) => setTimeout(r, 300))
+    const access = proxy.logs.find('access')
+    expect(access.find((l) => l.persistedId === 'entity')).toMatchObject({ persistedId: 'entity', cost: 1 })
+    expect(access.find((l) => l.persistedId === undefined && l.cost === 20)).toBeDefined()
+    const text = await (await request(`${proxy.adminUrl}/metrics`)).body.text()
+    expect(metricSum(text, 'igw_persisted_operation_requests_total', 'persisted_id="entity"')).toBeGreaterThanOrEqual(1)
+    expect(metricSum(text, 'igw_persisted_operation_cost', 'persisted_id="echo"')).toBe(7)
+    expect(metricSum(text, 'igw_operation_cost_count', 'source="estimate"')).toBeGreaterThanOrEqual(2)
+  })
+})
+
+describe('bad input', () => {
+  it('a document that does not parse → 400 BAD_REQUEST with the parser location', async () => {
+    const r = await post(proxy.url, { query: '{ hello(name: ) }' })
+    expect(r.status).toBe(400)
+    expect(r.json.errors?.[0]).toEqual({ message: 'Syntax Error: Unexpected ")".', locations: [{ line: 1, column: 15 }], extensions: { code: 'BAD_REQUEST' } })
+  })
+
+  it('depth over the limit → 400; an oversized document → 400; the gateway keeps serving', async () => {
+    const p = await startTestProxy(config(backend.url, {}, { limits: { maxDepth: 3, maxQueryBytes: 200 } }))
+    try {
+      const deep = await post(p.url, { query: '{ a { b { c { d } } } }' })
+      expect(deep.status).toBe(400)
+      expect(deep.json.errors?.[0]?.message).toBe('query depth 4 exceeds the limit of 3')
+      const viaFragment = await post(p.url, { query: 'query { ...F } fragment F on Query { a { b { c { d } } } }' })
+      expect(viaFragment.status).toBe(400)
+      const big = await post(p.url, { query: `{ hello(name: "${'x'.repeat(300)}") }` })
+      expect(big.status).toBe(400)
+      expect(big.json.errors?.[0]?.message).toMatch(/exceeds the limit of 200/)
+      const ok = await post(p.url, { query: '{ hello }' })
+      expect(ok.json).toEqual({ data: { hello: 'Hello, world!' } })
+      const text = await (await request(`${p.adminUrl}/metrics`)).body.text()
+      expect(metricSum(text, 'igw_persisted_rejections_total', 'reason="too_deep"')).toBe(2)
+      expect(metricSum(text, 'igw_persisted_rejections_total', 'reason="too_large"')).toBe(1)
+    } finally {
+      await p.close()
+    }
+  })
+})
+
+describe('safelist', () => {
+  it('enforce: only manifest operations run; log-unknown per tenant lets others through and logs them once', async () => {
+    const p = await startTestProxy(config(backend.url, {}, { safelist: { mode: 'enforce', tenants: { globex: 'log-unknown' } } }))
+    try {
+      const denied = await post(p.url, { query: '{ hello }' })
+      expect(denied.status).toBe(400)
+      expect(denied.json.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_ALLOWED')
+      // APQ registration of a document outside the manifest is no way around it.
+      const q = '{ hello(name: "sneaky") }'
+      const reg = await post(p.url, { query: q, extensions: { persistedQuery: { version: 1, sha256Hash: sha(q) } } })
+      expect(reg.json.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_ALLOWED')
+      const batch = await post(p.url, [{ query: '{ hello }' }])
+      expect(batch.json.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_ALLOWED')
+      const allowed = await post(p.url, { extensions: { persistedQuery: { version: 1, sha256Hash: 'entity' } }, variables: { id: '1' } })
+      expect(allowed.json.data).toEqual({ entity: { id: '1', name: 'Entity 1' } })
+      const sameText = await post(p.url, { query: ENTITY, variables: { id: '2' } })
+      expect(sameText.json.data).toEqual({ entity: { id: '2', name: 'Entity 2' } })
+      for (let i = 0; i < 2; i++) {
+        const rolledOut = await post(p.url, { query: '{ hello(name: "globex") }' }, { 'x-tenant-id': 'globex' })
+        expect(rolledOut.json.data).toEqual({ hello: 'Hello, globex!' })
+      }
+      await new Promise((r) => setTimeout(r, 200))
+      expect(p.logs.find('operation not in the persisted-documents manifest (safelist log-unknown)')).toHaveLength(1)
+    } finally {
+      await p.close()
+    }
+  })
+})
+
+describe('APQ registrations in Redis', () => {
+  let redis: TestRedis
+  beforeAll(async () => {
+    redis = await startRedis({ persistent: true })
+  })
+  afterAll(async () => {
+    await redis?.close()
+  })
+
+  it('survive a gateway restart, and Redis being down only means "not found"', async () => {
+    const q = 'query Survives { hello(name: "redis") }'
+    const ext = { persistedQuery: { version: 1, sha256Hash: sha(q) } }
+    const a = await startTestProxy(config(backend.url, { redis: { url: redis.url, keyPrefix: 'apqtest:' } }))
+    try {
+      expect((await post(a.url, { query: q, extensions: ext })).json.data).toEqual({ hello: 'Hello, redis!' })
+    } finally {
+      await a.close()
+    }
+    const b = await startTestProxy(config(backend.url, { redis: { url: redis.url, keyPrefix: 'apqtest:' } }))
+    try {
+      await new Promise((r) => setTimeout(r, 100))
+      expect((await post(b.url, { extensions: ext })).json.data).toEqual({ hello: 'Hello, redis!' })
+      await redis.stop()
+      const other = 'query NotThere { hello }'
+      const down = await post(b.url, { extensions: { persistedQuery: { version: 1, sha256Hash: sha(other) } } })
+      expect(down.json.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_FOUND')
+      // the LRU still serves what this worker has seen
+      expect((await post(b.url, { extensions: ext })).json.data).toEqual({ hello: 'Hello, redis!' })
+      await redis.start()
+    } finally {
+      await b.close()
+    }
+  })
+})

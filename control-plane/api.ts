@@ -57,7 +57,9 @@ function tenantZone(doc: Doc, tenant: string): string {
 function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
   const name = itemSchemaName(c.name)
   const tenantScoped = c.name === 'tenants'
-  const res = (p: Record<string, string>) => (tenantScoped ? { type: c.name, id: p.id, tenant: p.id } : { type: c.name, id: p.id })
+  // Items keyed by tenant belong to that tenant: a tenant-scoped admin may manage its own.
+  const byTenant = tenantScoped || (c.path[0] === 'quotas' && c.path[1] === 'tenants')
+  const res = (p: Record<string, string>) => (byTenant ? { type: c.name, id: p.id, tenant: p.id } : { type: c.name, id: p.id })
   const view = async (id: string, value: unknown, version: number) => {
     const v: Record<string, unknown> = { id, etag: etagOf(value), version, config: value }
     if (tenantScoped) v.uuid = (await deps.store.tenantIds()).get(id)
@@ -72,7 +74,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
       async handle(ctx) {
         const h = requireHead(deps.store)
         let items = listItems(h.document, c)
-        if (tenantScoped && ctx.subject?.tenant) items = items.filter((i) => i.id === ctx.subject!.tenant)
+        if (byTenant && ctx.subject?.tenant) items = items.filter((i) => i.id === ctx.subject!.tenant)
         sendJson(ctx.res, 200, { version: h.version, items: await Promise.all(items.map((i) => view(i.id, i.value, h.version))) })
       },
     },
@@ -176,6 +178,89 @@ function sectionRoutes(s: SectionSpec, deps: ApiDeps): RouteDef[] {
           },
         })
         sendJson(ctx.res, 200, { etag: etagOf(r.result ?? null), version: r.version, config: r.result }, { etag: etagOf(r.result ?? null) })
+      },
+    },
+  ]
+}
+
+/** A route's filter entry (cache settings, DLP preset, persisted policy, quota kind…) by filter name. */
+function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
+  const routesSpec = COLLECTIONS.find((c) => c.name === 'routes')!
+  const find = (doc: Doc, route: string, filter: string) => {
+    const r = getItem(doc, routesSpec, route) as { filters?: { name: string }[] } | undefined
+    if (r === undefined) throw new NotFound(`routes/${route} does not exist`)
+    const filters = r.filters ?? [{ name: 'request-id' }]
+    return { route: r, filters, index: filters.findIndex((f) => f.name === filter) }
+  }
+  const res = (p: Record<string, string>) => ({ type: 'routes', id: p.route })
+  return [
+    {
+      method: 'GET',
+      path: '/v1/routes/{route}/filters/{filter}',
+      auth: { action: 'admin.read', resource: res },
+      doc: { summary: 'One filter’s settings on a route (cache settings, DLP preset, persisted policy, quota kind…)', tags: ['routes'], responses: { 200: { description: 'the filter entry', schema: ref('RouteFilter'), etag: true }, 404: problem('no such route or filter'), ...COMMON } },
+      handle(ctx) {
+        const h = requireHead(deps.store)
+        const { filters, index } = find(h.document, ctx.params.route!, ctx.params.filter!)
+        if (index === -1) throw new HttpError(404, `routes/${ctx.params.route} has no ${ctx.params.filter} filter`)
+        const value = filters[index]
+        sendJson(ctx.res, 200, { route: ctx.params.route, position: index, etag: etagOf(value), version: h.version, config: value }, { etag: etagOf(value) })
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/v1/routes/{route}/filters/{filter}',
+      auth: { action: 'admin.write', resource: res },
+      doc: {
+        summary: 'Set one filter’s settings on a route (added at the end of the chain when absent)',
+        tags: ['routes'],
+        ifMatch: true,
+        requestBody: ref('FilterEntry'),
+        responses: { 200: { description: 'set', schema: ref('RouteFilter'), etag: true }, 404: problem('no such route'), ...WRITE_ERRORS },
+      },
+      async handle(ctx) {
+        const body = (await readJson(ctx.req)) as Record<string, unknown>
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a filter entry object')
+        const { route: routeName, filter } = ctx.params as { route: string; filter: string }
+        const r = await deps.store.commit({
+          actor: actorOf(ctx),
+          action: 'routes.filter.put',
+          resource: `routes/${routeName}/filters/${filter}`,
+          change: (head) => {
+            const { route, filters, index } = find(head.document, routeName, filter)
+            const before = index === -1 ? undefined : filters[index]
+            checkPreconditions(ctx, before)
+            const entry = { ...body, name: filter }
+            const next = [...filters]
+            if (index === -1) next.push(entry)
+            else next[index] = entry
+            const document = putItem(head.document, routesSpec, routeName, { ...route, filters: next })
+            return { document, before, after: entry, result: { entry, position: index === -1 ? next.length - 1 : index } }
+          },
+        })
+        sendJson(ctx.res, 200, { route: routeName, position: r.result.position, etag: etagOf(r.result.entry), version: r.version, config: r.result.entry }, { etag: etagOf(r.result.entry) })
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/routes/{route}/filters/{filter}',
+      auth: { action: 'admin.write', resource: res },
+      doc: { summary: 'Remove a filter from a route’s chain', tags: ['routes'], ifMatch: true, responses: { 200: { description: 'removed', schema: ref('Deleted') }, 404: problem('no such route or filter'), ...WRITE_ERRORS } },
+      async handle(ctx) {
+        const { route: routeName, filter } = ctx.params as { route: string; filter: string }
+        const r = await deps.store.commit({
+          actor: actorOf(ctx),
+          action: 'routes.filter.delete',
+          resource: `routes/${routeName}/filters/${filter}`,
+          change: (head) => {
+            const { route, filters, index } = find(head.document, routeName, filter)
+            if (index === -1) throw new NotFound(`routes/${routeName} has no ${filter} filter`)
+            checkPreconditions(ctx, filters[index])
+            const next = filters.filter((_f, i) => i !== index)
+            return { document: putItem(head.document, routesSpec, routeName, { ...route, filters: next }), before: filters[index], after: undefined, result: undefined }
+          },
+        })
+        sendJson(ctx.res, 200, { deleted: `routes/${routeName}/filters/${filter}`, version: r.version })
       },
     },
   ]
@@ -299,6 +384,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
     },
     ...COLLECTIONS.flatMap((c) => collectionRoutes(c, deps)),
     ...SECTIONS.flatMap((s) => sectionRoutes(s, deps)),
+    ...routeFilterRoutes(deps),
     {
       method: 'GET',
       path: '/v1/quotas',

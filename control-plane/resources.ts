@@ -2,6 +2,8 @@
 // document, replaces one part, and the whole result is validated with the proxy's own zod schema
 // before it becomes a new version. Adding a resource for a new schema section is one entry here.
 import type { z } from 'zod'
+import { persistedOperation } from '../config/persisted-documents.ts'
+import { budgetConfig, quotasConfig } from '../config/quotas.ts'
 import { routeConfig, tenantConfig, upstreamConfig } from '../config/schema.ts'
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json }
@@ -14,6 +16,8 @@ export interface CollectionSpec {
   shape: 'map' | 'list'
   /** Where the collection lives in the document. */
   path: readonly string[]
+  /** For maps: the item is this key inside each entry (e.g. a tenant's `budget`), not the entry. */
+  leaf?: string
   /** Item schema (input side) for the OpenAPI document. */
   schema: z.ZodType
   description: string
@@ -31,9 +35,24 @@ export const COLLECTIONS: CollectionSpec[] = [
   { name: 'tenants', shape: 'map', path: ['tenants'], schema: tenantConfig, description: 'Tenants: tier, time zone, display name (document `tenants.<id>`); each also has a stable UUID' },
   { name: 'upstreams', shape: 'map', path: ['upstreams'], schema: upstreamConfig, description: 'Upstream origins and their pools (document `upstreams.<name>`)' },
   { name: 'routes', shape: 'list', path: ['routes'], schema: routeConfig, description: 'Routes with their filter chains (document `routes[]`, keyed by name)' },
+  {
+    name: 'quota-limits',
+    shape: 'map',
+    path: ['quotas', 'tenants'],
+    schema: quotasConfig.shape.defaults,
+    description: 'A tenant’s cost controls per kind — token bucket (rate, burst), daily quota (limitPerDay), concurrency — and budget (document `quotas.tenants.<tenant>`)',
+  },
+  { name: 'budgets', shape: 'map', path: ['quotas', 'tenants'], leaf: 'budget', schema: budgetConfig, description: 'A tenant’s rolling budget with its alert thresholds (document `quotas.tenants.<tenant>.budget`)' },
+  { name: 'persisted-documents', shape: 'map', path: ['persistedDocuments', 'operations'], schema: persistedOperation, description: 'Persisted documents with per-id policy: cost, timeout, cache TTL/tags, planner hints, tier (document `persistedDocuments.operations.<id>`)' },
 ]
 
-export const SECTIONS: SectionSpec[] = []
+export const SECTIONS: SectionSpec[] = [
+  { name: 'quota-defaults', path: ['quotas', 'defaults'], schema: quotasConfig.shape.defaults, description: 'Limits every tenant gets unless its own entry overrides them (document `quotas.defaults`)' },
+  { name: 'qos', path: ['quotas', 'qos'], schema: quotasConfig.shape.qos, description: 'QoS load shedding by tier (document `quotas.qos`)' },
+  { name: 'tiers', path: ['quotas', 'tiers'], schema: quotasConfig.shape.tiers, description: 'QoS tiers: rate/burst multipliers per tier (document `quotas.tiers`)' },
+  { name: 'alert-sinks', path: ['quotas', 'events'], schema: quotasConfig.shape.events, description: 'Where budget and anomaly events go: webhook (document `quotas.events`)' },
+  { name: 'anomaly', path: ['quotas', 'anomaly'], schema: quotasConfig.shape.anomaly, description: 'Anomaly detection settings (document `quotas.anomaly`)' },
+]
 
 export function collection(name: string): CollectionSpec | undefined {
   return COLLECTIONS.find((c) => c.name === name)
@@ -72,7 +91,10 @@ export function listItems(doc: Doc, spec: CollectionSpec): { id: string; value: 
   const c = at(doc, spec.path)
   if (spec.shape === 'map') {
     if (c === null || typeof c !== 'object' || Array.isArray(c)) return []
-    return Object.entries(c as Record<string, unknown>).map(([id, value]) => ({ id, value }))
+    const entries = Object.entries(c as Record<string, unknown>)
+    if (spec.leaf === undefined) return entries.map(([id, value]) => ({ id, value }))
+    const leaf = spec.leaf
+    return entries.map(([id, e]) => ({ id, value: (e as Record<string, unknown> | null)?.[leaf] })).filter((i) => i.value !== undefined)
   }
   if (!Array.isArray(c)) return []
   return c.map((value) => ({ id: String((value as { name?: unknown } | null)?.name ?? ''), value }))
@@ -87,7 +109,13 @@ export function putItem(doc: Doc, spec: CollectionSpec, id: string, value: unkno
   if (spec.shape === 'map') {
     const c = at(doc, spec.path)
     const map: Record<string, unknown> = c !== null && typeof c === 'object' && !Array.isArray(c) ? { ...(c as Record<string, unknown>) } : {}
-    if (value === undefined) delete map[id]
+    if (spec.leaf !== undefined) {
+      const entry = { ...((map[id] as Record<string, unknown> | undefined) ?? {}) }
+      if (value === undefined) delete entry[spec.leaf]
+      else entry[spec.leaf] = value
+      if (Object.keys(entry).length) map[id] = entry
+      else delete map[id]
+    } else if (value === undefined) delete map[id]
     else map[id] = value
     return setAt(doc, spec.path, map)
   }

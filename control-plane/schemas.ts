@@ -1,5 +1,6 @@
 // JSON Schemas of the API's own bodies (the config parts come from the zod schema itself).
 import { z } from 'zod'
+import { filterEntry } from '../config/filters/index.ts'
 import { gatewayConfigObject } from '../config/schema.ts'
 import type { JsonSchema } from './http-kit.ts'
 import { COLLECTIONS, SECTIONS } from './resources.ts'
@@ -19,6 +20,8 @@ const counts = { type: 'object', additionalProperties: { type: 'number' } }
 export function componentSchemas(): Record<string, JsonSchema> {
   const out: Record<string, JsonSchema> = {
     ConfigDocument: fromZod(gatewayConfigObject),
+    FilterEntry: fromZod(filterEntry),
+    RouteFilter: { type: 'object', required: ['route', 'position', 'etag', 'version', 'config'], additionalProperties: false, properties: { route: str, position: int, etag: str, version: int, config: ref('FilterEntry') } },
     Problem: {
       type: 'object',
       required: ['title', 'status', 'detail'],

@@ -51,7 +51,21 @@ export class TenantUsage {
       return
     }
     c.costUnits += ctx.cost
-    if (ctx.route.type === 'graphql') c.byKind.graphql = (c.byKind.graphql ?? 0) + 1
+    const kind = this.#kindOf(ctx.route)
+    if (kind !== undefined) c.byKind[kind] = (c.byKind[kind] ?? 0) + ctx.cost
+  }
+
+  readonly #kinds = new WeakMap<RequestContext['route'], string | null>()
+
+  /** The quota kind a route counts against: its quota filter's `kind`, else graphql for GraphQL routes. */
+  #kindOf(route: RequestContext['route']): string | undefined {
+    let k = this.#kinds.get(route)
+    if (k === undefined) {
+      const q = route.config.filters.find((f) => f.name === 'quota') as { kind?: string } | undefined
+      k = q?.kind ?? (route.type === 'graphql' ? 'graphql' : null)
+      this.#kinds.set(route, k)
+    }
+    return k ?? undefined
   }
 
   /** A WebSocket (subscription) connection was accepted. */

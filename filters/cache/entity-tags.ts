@@ -2,8 +2,12 @@
 // and the document rewrite that makes responses carry __typename next to every `id`.
 import { Kind, print, visit, type DocumentNode, type FieldNode, type SelectionSetNode } from 'graphql'
 
-/** Adds "Type:id" and "Type" for every object of `data` that has __typename and id. */
-export function collectEntityTags(data: unknown, out: Set<string>, limit = 100_000): void {
+/**
+ * Adds "Type:id" for every object of `data` that has __typename and id, and "Type" too when
+ * `withTypes` (a query's entry carries its types so a mutationTags entry can name a whole type;
+ * a mutation invalidates only the entities it returned).
+ */
+export function collectEntityTags(data: unknown, out: Set<string>, withTypes: boolean, limit = 100_000): void {
   const stack: unknown[] = [data]
   let seen = 0
   while (stack.length) {
@@ -19,7 +23,7 @@ export function collectEntityTags(data: unknown, out: Set<string>, limit = 100_0
     const id = o.id
     if (typeof t === 'string' && (typeof id === 'string' || typeof id === 'number')) {
       out.add(`${t}:${id}`)
-      out.add(t)
+      if (withTypes) out.add(t)
     }
     for (const k in o) {
       const x = o[k]

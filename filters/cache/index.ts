@@ -436,7 +436,7 @@ class CacheFilter implements Filter {
       return
     }
     const tags = new Set(st.tags)
-    collectEntityTags((json as { data: unknown }).data, tags)
+    collectEntityTags((json as { data: unknown }).data, tags, true)
     const now = Date.now()
     const fresh = now + ttlSeconds * 1000
     const cfg = this.cfg
@@ -591,7 +591,7 @@ class MutationCapture extends Transform {
     } else {
       try {
         const json = JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as { data?: unknown }
-        collectEntityTags(json?.data, tags)
+        collectEntityTags(json?.data, tags, false)
       } catch {
         tags.add(this.#owner.routeTag)
       }

@@ -135,6 +135,7 @@ class CacheFilter implements Filter {
 
     const redis = deps.redis
     if (redis !== undefined && (cfg.redis.l2 || cfg.redis.pubsub)) {
+      redis.client() // connect now: commands fail fast until it is ready
       const maxLifeMs = (maxTtl + Math.max(cfg.staleWhileRevalidateSeconds, cfg.staleIfErrorSeconds)) * 1000
       const layer = new RedisLayer(redis, cfg.redis.timeoutMs, maxLifeMs, (op, err) => this.#redisError(op, err))
       this.#l2 = cfg.redis.l2 ? layer : undefined

@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { DEFAULT_TIER } from './defaults.ts'
 import { filterEntry } from './filters/index.ts'
 import { persistedDocumentsConfig } from './persisted-documents.ts'
+import { checkQuotaReferences, quotasConfig } from './quotas.ts'
 import {
   byteSize,
   durationMs,
@@ -166,6 +167,8 @@ export const gatewayConfigObject = z.strictObject({
   tenants: z.record(tenantId, tenantConfig).default({}),
   /** Persisted-documents manifest: id → document + per-id policy (persisted and cache filters). */
   persistedDocuments: persistedDocumentsConfig.prefault({}),
+  /** Cost controls per tenant and kind (quota filter): buckets, daily quotas, budgets, QoS, events. */
+  quotas: quotasConfig.prefault({}),
 })
 
 /** Cross-field rules zod cannot express per field; each names the exact path. */
@@ -198,6 +201,7 @@ const checkedConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
       names.add(f.name)
     })
   })
+  checkQuotaReferences(cfg, ctx)
   if (cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
     ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several' })
   }

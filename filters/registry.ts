@@ -5,6 +5,7 @@ import type { FilterEntry, FilterName } from '../config/filters/index.ts'
 import type { FilterModule } from '../proxy/filter.ts'
 import { cacheFilter } from './cache/index.ts'
 import { persistedFilter } from './persisted/index.ts'
+import { quotaFilter } from './quota/index.ts'
 import { requestIdFilter } from './request-id/index.ts'
 import { tenantFilter } from './tenant/index.ts'
 
@@ -15,4 +16,5 @@ export const filterModules: FilterModules = {
   tenant: tenantFilter,
   persisted: persistedFilter,
   cache: cacheFilter,
+  quota: quotaFilter,
 }

@@ -3,10 +3,11 @@
 import { z } from 'zod'
 import { cacheFilterConfig } from './cache.ts'
 import { persistedFilterConfig } from './persisted.ts'
+import { quotaFilterConfig } from './quota.ts'
 import { requestIdFilterConfig } from './request-id.ts'
 import { tenantFilterConfig } from './tenant.ts'
 
-export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig, persistedFilterConfig, cacheFilterConfig] as const
+export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig, persistedFilterConfig, cacheFilterConfig, quotaFilterConfig] as const
 
 export const filterEntry = z.discriminatedUnion('name', filterConfigs, {
   error: (iss) =>
@@ -21,3 +22,4 @@ export type { RequestIdFilterConfig } from './request-id.ts'
 export type { TenantFilterConfig } from './tenant.ts'
 export type { PersistedFilterConfig } from './persisted.ts'
 export type { CacheFilterConfig } from './cache.ts'
+export type { QuotaFilterConfig } from './quota.ts'

@@ -1,0 +1,103 @@
+// The quota usage contract between the data plane (filters/quota) and the control plane: how a
+// tenant's day is numbered, where usage lives in Redis, the local state file's shape, and the
+// pure readers of `usedToday`. Zod-free so worker threads and the control plane can import it.
+import { readFileSync } from 'node:fs'
+
+export const QUOTA_KINDS = ['graphql', 'ingest', 'embeddings', 'subscriptions'] as const
+export type QuotaKindName = (typeof QUOTA_KINDS)[number]
+
+const DAY_MS = 86_400_000
+const dayFormatters = new Map<string, Intl.DateTimeFormat>()
+
+function dayFormatter(timeZone: string): Intl.DateTimeFormat {
+  let f = dayFormatters.get(timeZone)
+  if (f === undefined) {
+    f = new Intl.DateTimeFormat('en-US', { timeZone, year: 'numeric', month: 'numeric', day: 'numeric' })
+    dayFormatters.set(timeZone, f)
+  }
+  return f
+}
+
+/**
+ * The tenant's calendar date at `nowMs`, as days since 1970-01-01 (the date, not 24 h periods:
+ * DST days are 23 or 25 h long). Daily quotas are keyed by this number.
+ */
+export function localDayNumber(timeZone: string, nowMs: number): number {
+  let y = 0
+  let m = 0
+  let d = 0
+  for (const p of dayFormatter(timeZone).formatToParts(nowMs)) {
+    if (p.type === 'year') y = Number(p.value)
+    else if (p.type === 'month') m = Number(p.value)
+    else if (p.type === 'day') d = Number(p.value)
+  }
+  return Date.UTC(y, m - 1, d) / DAY_MS
+}
+
+/** The ISO date (YYYY-MM-DD) of a day number, for logs and the control plane. */
+export function dayNumberToDate(day: number): string {
+  return new Date(day * DAY_MS).toISOString().slice(0, 10)
+}
+
+/**
+ * Redis keys. `{tenant}` is a hash tag: every key of one tenant lands in one Redis Cluster slot,
+ * so one Lua script can touch them all atomically.
+ */
+export const quotaKeys = {
+  /** Hash: tk (bucket tokens, micro-units), ts (refill time, ms), d (day number), u (used that day). */
+  kind: (prefix: string, tenant: string, kind: string) => `${prefix}q:{${tenant}}:${kind}`,
+  /** Hash: rolling budget ring (h head bucket, tot total, b<i> buckets, f<i> threshold markers). */
+  budget: (prefix: string, tenant: string) => `${prefix}q:{${tenant}}:budget`,
+  /** String with a TTL: an anomaly alert for this tenant already went out (across proxies). */
+  anomaly: (prefix: string, tenant: string) => `${prefix}q:{${tenant}}:anomaly`,
+  /** Sorted set: proxy id → last heartbeat (ms). Its live size divides limits under local-share. */
+  proxies: (prefix: string) => `${prefix}q:proxies`,
+}
+
+/** What a proxy without Redis writes to `quotas.stateFile` (and restores at start). */
+export interface QuotaStateDocument {
+  version: 1
+  savedAt: number
+  tenants: QuotaStateTenant[]
+}
+
+export interface QuotaStateTenant {
+  tenant: string
+  kinds: Partial<Record<QuotaKindName, { day: number; used: number }>>
+  budget?: { bucketMs: number; buckets: number; head: number; total: number; fired: number[]; ring: [number, number][] }
+}
+
+/** usedToday from a state document: the day's figure when it is today's in the tenant's zone, else 0. */
+export function usedTodayFromState(doc: QuotaStateDocument, tenant: string, kind: QuotaKindName, timeZone = 'UTC', nowMs = Date.now()): number {
+  const entry = doc.tenants.find((t) => t.tenant === tenant)?.kinds[kind]
+  if (entry === undefined) return 0
+  return entry.day === localDayNumber(timeZone, nowMs) ? entry.used : 0
+}
+
+/** Reads a state file; undefined when missing or not a state document. */
+export function readQuotaStateFile(path: string): QuotaStateDocument | undefined {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
+  try {
+    const doc = JSON.parse(text) as QuotaStateDocument
+    return doc && doc.version === 1 && Array.isArray(doc.tenants) ? doc : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The minimal Redis surface the reader needs (an ioredis client satisfies it). */
+export interface HashReader {
+  hmget(key: string, ...fields: string[]): Promise<(string | null)[]>
+}
+
+/** usedToday from Redis (the authority when proxies share one): what the control plane shows. */
+export async function usedTodayFromRedis(redis: HashReader, keyPrefix: string, tenant: string, kind: QuotaKindName, timeZone = 'UTC', nowMs = Date.now()): Promise<number> {
+  const [d, u] = await redis.hmget(quotaKeys.kind(keyPrefix, tenant, kind), 'd', 'u')
+  if (d === null || d === undefined || Number(d) !== localDayNumber(timeZone, nowMs)) return 0
+  return Number(u ?? 0)
+}

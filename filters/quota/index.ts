@@ -1,0 +1,387 @@
+// The quota filter: per (tenant, kind) token bucket, daily hard quota and rolling budget, QoS
+// shedding by tier, concurrency slots, and the IETF RateLimit headers. Exact across the worker
+// threads of a process (shared memory) and, with Redis, across proxies (one Lua script per
+// decision, a 5 ms budget, a circuit breaker and an outage policy). It reads the tenant, tier
+// and `cost` other filters left on the context and never imports them.
+import type { QuotaFilterConfig } from '../../config/filters/index.ts'
+import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
+import type { GatewayConfig } from '../../config/schema.ts'
+import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { quotaKeys } from '../../config/quota-usage.ts'
+import { calendarFor, type TenantCalendar } from './calendar.ts'
+import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from './local-limiter.ts'
+import { shouldShed } from './qos.ts'
+import type { QuotaMetrics } from './quota-metrics.ts'
+import { quotaRuntime, type QuotaRuntime } from './quota-runtime.ts'
+import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
+import type { RedisQuotaStore } from './redis-store.ts'
+import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
+import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
+import { MICRO } from './token-bucket.ts'
+
+const ANONYMOUS = '_anonymous'
+const OVERFLOW = '_overflow'
+const MAX_RESOLVED = 8192
+
+const CODE = { [RULE_RATE]: 'RATE_LIMITED', [RULE_DAILY]: 'QUOTA_EXCEEDED', [RULE_BUDGET]: 'BUDGET_EXHAUSTED', [RULE_CONCURRENT]: 'RATE_LIMITED' } as const
+type Path = 'local' | 'redis' | 'fallback'
+
+/** What the filter knows about one tenant on this route, built on the tenant's first request. */
+interface Resolved {
+  tenant: string
+  slot: number
+  rule: KindRule
+  calendar: TenantCalendar
+  policy: string | undefined
+  kindKey: string
+  budgetKey: string
+  /** Script arguments that do not change per request (after cost, day, pending). */
+  budgetArgs: (string | number)[]
+  concurrentIndex: number
+  releaseConcurrent: () => void
+}
+
+function formatDuration(ms: number): string {
+  if (ms % 86_400_000 === 0) return `${ms / 86_400_000} d`
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`
+  if (ms % 60_000 === 0) return `${ms / 60_000} min`
+  return `${Math.round(ms / 1000)} s`
+}
+
+type Child = { inc(n?: number): void }
+type Timer = { observe(v: number): void }
+
+class QuotaFilter implements Filter {
+  readonly name = 'quota'
+  readonly #rt: QuotaRuntime
+  readonly #kind: QuotaKind
+  readonly #shadow: boolean
+  readonly #ietf: boolean
+  readonly #legacy: boolean
+  readonly #config: GatewayConfig
+  readonly #q: QuotasConfig
+  readonly #m: QuotaMetrics
+  readonly #i32: Int32Array
+  readonly #resolved = new Map<string, Resolved>()
+  readonly #verdict = new Verdict()
+  readonly #rl: RateLimitValue = { value: '', legacyLimit: 0, legacyRemaining: 0, legacyReset: 0, legacyRatio: 0 }
+  readonly #qosOn: boolean
+  readonly #anomalyOn: boolean
+  readonly #rejected: Record<number, Child>
+  readonly #would: Record<number, Child>
+  readonly #timers: Record<Path, Timer>
+  readonly #releaseInflight: () => void
+
+  constructor(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime) {
+    this.#rt = rt
+    this.#kind = cfg.kind
+    this.#shadow = cfg.shadow
+    this.#ietf = cfg.headers.ratelimit
+    this.#legacy = cfg.headers.legacy
+    this.#config = deps.config
+    this.#q = deps.config.quotas
+    this.#m = rt.metrics
+    this.#i32 = rt.table.i32
+    const qos = this.#q.qos
+    this.#qosOn = qos.maxInFlight !== undefined || qos.maxEventLoopDelayMs !== undefined
+    this.#anomalyOn = this.#q.anomaly.enabled
+    const k = cfg.kind
+    const reasons = { [RULE_RATE]: 'rate', [RULE_DAILY]: 'daily', [RULE_BUDGET]: 'budget', [RULE_CONCURRENT]: 'concurrent' }
+    this.#rejected = {}
+    this.#would = {}
+    for (const [bit, reason] of Object.entries(reasons)) {
+      this.#rejected[Number(bit)] = this.#m.rejections.labels(k, reason)
+      this.#would[Number(bit)] = this.#m.wouldReject.labels(k, reason)
+    }
+    this.#timers = { local: this.#m.decisions.labels(k, 'local'), redis: this.#m.decisions.labels(k, 'redis'), fallback: this.#m.decisions.labels(k, 'fallback') }
+    const i32 = this.#i32
+    this.#releaseInflight = () => void Atomics.sub(i32, H_INFLIGHT, 1)
+  }
+
+  onRequest(ctx: RequestContext): Decision | Promise<Decision> {
+    const t0 = performance.now()
+    const r = this.#resolve(ctx)
+    if (this.#qosOn) {
+      const shed = this.#admit(ctx, r)
+      if (shed !== undefined) return shed
+    }
+    const rule = r.rule
+    if (rule.maxConcurrent > 0) {
+      const refused = this.#acquire(ctx, r)
+      if (refused !== undefined) return refused
+    }
+    if (!rule.metered) {
+      if (this.#ietf && r.policy !== undefined) this.#headers(ctx, r, this.#verdict.reset(), Date.now())
+      return undefined
+    }
+    let cost = ctx.cost
+    if (!(cost >= 0)) cost = 1
+    else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
+    if (this.#anomalyOn) Atomics.add(this.#i32, this.#rt.table.si(r.slot, S_REQUESTS), 1)
+    const now = Date.now()
+    const store = this.#rt.store
+    if (store !== undefined) {
+      if (store.usable(now)) return this.#decideRedis(ctx, r, cost, now, t0, store)
+      return this.#fallback(ctx, r, cost, now, t0, store)
+    }
+    const v = decideLocal(this.#rt.table, r.slot, rule, cost, now, r.calendar.dayOf(now), false, 1, this.#verdict)
+    return this.#finish(ctx, r, v, cost, now, t0, 'local')
+  }
+
+  #resolve(ctx: RequestContext): Resolved {
+    const key = ctx.tenant ?? ''
+    const hit = this.#resolved.get(key)
+    if (hit !== undefined) return hit
+    if (this.#resolved.size >= MAX_RESOLVED) this.#resolved.clear()
+    const tenant = ctx.tenant
+    const listed = tenant === undefined ? undefined : this.#config.tenants[tenant]
+    const rule = resolveRule(this.#q, tenant, this.#kind, ctx.tier ?? listed?.tier, listed?.timezone, this.#shadow)
+    const table = this.#rt.table
+    const slot = table.slotOf(tenant ?? ANONYMOUS)
+    const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT ? OVERFLOW : tenant
+    const prefix = this.#rt.store?.prefix ?? ''
+    const b = rule.budget
+    const concurrentIndex = table.si(slot, S_CONCURRENT + rule.kindIndex)
+    const i32 = this.#i32
+    const r: Resolved = {
+      tenant: keyTenant,
+      slot,
+      rule,
+      calendar: calendarFor(rule.timeZone),
+      policy: policyHeader(rule),
+      kindKey: quotaKeys.kind(prefix, keyTenant, this.#kind),
+      budgetKey: quotaKeys.budget(prefix, keyTenant),
+      budgetArgs:
+        b === undefined
+          ? [-1, 0, 0, 0, rule.shadowMask & 7, 0]
+          : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...b.thresholds.map((t) => Math.round(t * 1_000_000))],
+      concurrentIndex,
+      releaseConcurrent: () => void Atomics.sub(i32, concurrentIndex, 1),
+    }
+    this.#resolved.set(key, r)
+    return r
+  }
+
+  // --- QoS and concurrency --------------------------------------------------------------------
+
+  #admit(ctx: RequestContext, r: Resolved): LocalReply | undefined {
+    const qos = this.#q.qos
+    const tier = r.rule.tier
+    const max = qos.maxInFlight ?? 0
+    const maxDelay = qos.maxEventLoopDelayMs ?? 0
+    const delay = maxDelay > 0 ? this.#rt.eventLoop.delayMs : 0
+    const shedAt = qos.shedAt[tier]
+    if (ctx.subscription !== undefined) {
+      // A subscription is long-lived: admitted or not by the load now, not held in flight.
+      if (!shouldShed(Atomics.load(this.#i32, H_INFLIGHT), max, delay, maxDelay, shedAt)) return undefined
+      return this.#shed(tier)
+    }
+    const before = Atomics.add(this.#i32, H_INFLIGHT, 1)
+    if (shouldShed(before, max, delay, maxDelay, shedAt)) {
+      const reply = this.#shed(tier)
+      if (reply !== undefined) {
+        Atomics.sub(this.#i32, H_INFLIGHT, 1)
+        return reply
+      }
+    }
+    ctx.addCleanup(this.#releaseInflight)
+    return undefined
+  }
+
+  #shed(tier: string): LocalReply | undefined {
+    if (this.#shadow) {
+      this.#m.wouldReject.labels(this.#kind, 'qos').inc()
+      return undefined
+    }
+    this.#m.qosDrops.labels(tier).inc()
+    const retry = String(this.#q.qos.retryAfterSeconds)
+    return errorReply('OVERLOADED', `the gateway is overloaded; ${tier} traffic is being shed, retry in ${retry} s`, { tier, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
+  }
+
+  #acquire(ctx: RequestContext, r: Resolved): LocalReply | undefined {
+    const max = r.rule.maxConcurrent
+    const before = Atomics.add(this.#i32, r.concurrentIndex, 1)
+    if (before >= max) {
+      if ((r.rule.shadowMask & RULE_CONCURRENT) !== 0) {
+        this.#would[RULE_CONCURRENT]!.inc()
+      } else {
+        Atomics.sub(this.#i32, r.concurrentIndex, 1)
+        this.#rejected[RULE_CONCURRENT]!.inc()
+        if (this.#ietf) {
+          if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+          ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, 1))
+        }
+        if (this.#legacy) this.#legacyHeaders(ctx, max, 0, 1)
+        ctx.addResponseHeader('retry-after', '1')
+        const what = ctx.subscription !== undefined ? 'subscriptions' : `${this.#kind} requests`
+        return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: 1 })
+      }
+    }
+    ctx.addCleanup(r.releaseConcurrent)
+    return undefined
+  }
+
+  // --- Redis and the outage policy -------------------------------------------------------------
+
+  async #decideRedis(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Promise<Decision> {
+    const table = this.#rt.table
+    const rule = r.rule
+    const day = r.calendar.dayOf(now)
+    const pending = takePending(table, r.slot, rule.kindIndex)
+    const res = await store.decide(r.kindKey, r.budgetKey, [cost, rule.perMs, rule.capacity, day, rule.limitPerDay, pending, ...r.budgetArgs])
+    const done = Date.now()
+    if (typeof res === 'string') {
+      returnPending(table, r.slot, rule.kindIndex, pending)
+      return this.#fallback(ctx, r, cost, done, t0, store)
+    }
+    const v = new Verdict()
+    v.allowed = res[0] === 1
+    v.reason = res[1]!
+    v.tokens = res[2]!
+    v.capacity = rule.capacity
+    v.perMs = rule.perMs
+    v.used = res[3]!
+    v.dayLimit = rule.limitPerDay
+    v.budgetTotal = res[4]!
+    v.retryMs = res[5]!
+    v.fired = res[6]!
+    v.would = res[7]!
+    mirrorRedis(table, r.slot, rule, done, day, v.tokens, v.used, v.budgetTotal)
+    return this.#finish(ctx, r, v, cost, done, t0, 'redis')
+  }
+
+  #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {
+    const policy = this.#q.redis.onOutage
+    this.#m.fallbacks.labels(policy).inc()
+    if (policy === 'fail-closed') {
+      if (this.#shadow) {
+        this.#m.wouldReject.labels(this.#kind, 'redis_unavailable').inc()
+        return undefined
+      }
+      this.#m.rejections.labels(this.#kind, 'redis_unavailable').inc()
+      this.#timers.fallback.observe((performance.now() - t0) / 1000)
+      const retry = String(Math.max(1, Math.ceil(store.breaker.retryInMs(now) / 1000)))
+      return errorReply('OVERLOADED', 'quota store unavailable; retry shortly', { kind: this.#kind, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
+    }
+    const scale = policy === 'local-share' ? 1 / this.#rt.liveProxies() : 1
+    const v = decideLocal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), true, scale, this.#verdict)
+    // Budget events belong to Redis (exactly once across proxies); the outage's usage reaches it later.
+    v.fired = 0
+    return this.#finish(ctx, r, v, cost, now, t0, 'fallback')
+  }
+
+  // --- the answer --------------------------------------------------------------------------------
+
+  #finish(ctx: RequestContext, r: Resolved, v: Verdict, cost: number, now: number, t0: number, path: Path): Decision {
+    this.#timers[path].observe((performance.now() - t0) / 1000)
+    if (v.would !== 0) for (let bit = 1; bit <= RULE_BUDGET; bit <<= 1) if ((v.would & bit) !== 0) this.#would[bit]!.inc()
+    if (v.fired !== 0) this.#budgetEvents(r, v, now)
+    if (v.allowed) {
+      if (this.#ietf && r.policy !== undefined) this.#headers(ctx, r, v, now)
+      return undefined
+    }
+    const rule = r.rule
+    const reason = v.reason
+    this.#rejected[reason]!.inc()
+    let retryMs = v.retryMs
+    if (reason === RULE_DAILY || retryMs < 0) retryMs = r.calendar.msToEndOfDay(now)
+    const retry = Math.max(1, Math.ceil(retryMs / 1000))
+    let limit = 0
+    let remaining = 0
+    let message: string
+    if (reason === RULE_RATE) {
+      limit = Math.max(1, Math.floor(rule.burst))
+      remaining = Math.max(0, Math.floor(v.tokens / MICRO))
+      message =
+        cost * MICRO > v.capacity
+          ? `request cost ${cost} exceeds the ${this.#kind} burst of ${limit} units`
+          : `${this.#kind} rate limit exceeded (${rule.rate} units/s, burst ${limit}); retry in ${retry} s`
+    } else if (reason === RULE_DAILY) {
+      limit = v.dayLimit
+      remaining = Math.max(0, v.dayLimit - v.used)
+      message = `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
+    } else {
+      limit = rule.budget!.units
+      remaining = Math.max(0, limit - v.budgetTotal)
+      message = `budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)} used up`
+    }
+    const retryStr = String(retry)
+    ctx.addResponseHeader('retry-after', retryStr)
+    if (this.#ietf) {
+      if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+      ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(reason, remaining, retry))
+    }
+    if (this.#legacy) this.#legacyHeaders(ctx, limit, remaining, retry)
+    return errorReply(CODE[reason as keyof typeof CODE], message, {
+      kind: this.#kind,
+      policy: POLICY_NAME[reason],
+      limit,
+      remaining,
+      cost,
+      retryAfterSeconds: retry,
+    })
+  }
+
+  #headers(ctx: RequestContext, r: Resolved, v: Verdict, now: number): void {
+    const rule = r.rule
+    const free = rule.maxConcurrent > 0 ? rule.maxConcurrent - Atomics.load(this.#i32, r.concurrentIndex) : 0
+    const rl = rateLimitHeader(rule, v, now, rule.limitPerDay >= 0 ? r.calendar.msToEndOfDay(now) : 0, free, this.#rl)
+    ctx.addResponseHeader('ratelimit-policy', r.policy!)
+    if (rl.value !== '') ctx.addResponseHeader('ratelimit', rl.value)
+    if (this.#legacy) this.#legacyHeaders(ctx, rl.legacyLimit, rl.legacyRemaining, rl.legacyReset)
+  }
+
+  #legacyHeaders(ctx: RequestContext, limit: number, remaining: number, reset: number): void {
+    ctx.addResponseHeader('x-ratelimit-limit', String(limit))
+    ctx.addResponseHeader('x-ratelimit-remaining', String(remaining))
+    ctx.addResponseHeader('x-ratelimit-reset', String(reset))
+  }
+
+  #budgetEvents(r: Resolved, v: Verdict, now: number): void {
+    const b = r.rule.budget
+    if (b === undefined) return
+    for (let i = 0; i < b.thresholds.length; i++) {
+      if ((v.fired & (1 << i)) === 0) continue
+      const threshold = b.thresholds[i]!
+      this.#rt.emit({
+        type: 'budget.threshold',
+        id: `budget:${r.tenant}:${threshold}:${now}`,
+        tenant: r.tenant,
+        threshold,
+        usedUnits: v.budgetTotal,
+        limitUnits: b.units,
+        ratio: Math.round((v.budgetTotal / b.units) * 1000) / 1000,
+        windowMs: b.windowMs,
+        hardCap: b.hardCap,
+        at: new Date(now).toISOString(),
+        proxy: this.#rt.proxyId,
+      })
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#rt.detach()
+  }
+}
+
+export const quotaFilter: FilterModule<QuotaFilterConfig> = {
+  sharedBytes: QUOTA_SHARED_BYTES,
+  async create(cfg, deps) {
+    const rt = quotaRuntime(deps.shared, deps.config, deps.logger)
+    rt.attach(deps.config, deps.registry, deps.redis)
+    // Find today's boundaries in every configured zone now: the first Intl use in a thread
+    // costs ~100 ms of ICU loading, which must not land on a request.
+    const now = Date.now()
+    calendarFor('UTC').dayOf(now)
+    for (const t of Object.values(deps.config.tenants)) calendarFor(t.timezone).dayOf(now)
+    const store = rt.store
+    if (store !== undefined) {
+      // Connected before the first request, and counted among the live proxies.
+      await store.warmUp(1_000)
+      await rt.beatNow()
+    }
+    return new QuotaFilter(cfg, deps, rt)
+  },
+}
+
+export { usedTodayFromRedis, usedTodayFromState } from '../../config/quota-usage.ts'

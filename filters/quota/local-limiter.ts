@@ -1,0 +1,209 @@
+// One quota decision against the process-wide shared table: token bucket, daily quota and
+// rolling budget checked together and consumed together under the (tenant, kind) lock, so N
+// worker threads enforce one limit exactly. Used on its own (no Redis), and as the fallback
+// while Redis is unreachable — then it continues from the last state Redis reported, scaled
+// by `scale` (1 for fail-open, 1 / live proxies for local-share).
+import { advance, add, crossedThresholds, retryAt, total } from './rolling-budget.ts'
+import { RULE_BUDGET, RULE_DAILY, RULE_RATE, type KindRule } from './rules.ts'
+import { K_BASE, K_DAY, K_LAST, K_PENDING, K_TOKENS, K_USED, S_MODE, T_BUDGET_LOCAL, T_BUDGET_MIRROR, type QuotaTable } from './shared-table.ts'
+import { MICRO, msUntilAvailable, refill } from './token-bucket.ts'
+
+/** The outcome of one decision (reused on the synchronous path: no allocation per request). */
+export class Verdict {
+  allowed = true
+  /** The RULE_* that rejected (0 when allowed). */
+  reason = 0
+  /** RULE_* bits of shadow rules that would have rejected. */
+  would = 0
+  /** Bucket tokens left (micro-units), and the bucket as it applied (scaled during an outage). */
+  tokens = 0
+  capacity = 0
+  perMs = 0
+  /** Units used today after this decision, and the daily limit as it applied (-1: none). */
+  used = 0
+  dayLimit = -1
+  budgetTotal = 0
+  /** For a rejection: ms until a retry can pass; -1 = at the end of the tenant's day. */
+  retryMs = 0
+  /** Budget thresholds crossed by this decision (bit i = thresholds[i]). */
+  fired = 0
+
+  reset(): this {
+    this.allowed = true
+    this.reason = 0
+    this.would = 0
+    this.tokens = 0
+    this.capacity = 0
+    this.perMs = 0
+    this.used = 0
+    this.dayLimit = -1
+    this.budgetTotal = 0
+    this.retryMs = 0
+    this.fired = 0
+    return this
+  }
+}
+
+function lowestBit(x: number): number {
+  return x & -x
+}
+
+/**
+ * Decide `cost` units for (slot, rule) at `now` (ms) on local day `day`, writing into `v`.
+ * `fallback`: Redis is configured but unreachable (the shared table holds its mirror).
+ */
+export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cost: number, now: number, day: number, fallback: boolean, scale: number, v: Verdict): Verdict {
+  v.reset()
+  const f = table.f64
+  const k = rule.kindIndex
+  const iTokens = table.kf(slot, k, K_TOKENS)
+  const iLast = iTokens - K_TOKENS + K_LAST
+  const iDay = iTokens - K_TOKENS + K_DAY
+  const iUsed = iTokens - K_TOKENS + K_USED
+  const iBase = iTokens - K_TOKENS + K_BASE
+  const iPending = iTokens - K_TOKENS + K_PENDING
+  const costM = cost * MICRO
+  let ring = -1
+  let tenantLocked = false
+  table.lockKind(slot, k)
+  try {
+    // A new day resets the daily figures; a day number going back (clock step) does not.
+    if (day > f[iDay]!) {
+      f[iDay] = day
+      f[iUsed] = 0
+      f[iBase] = 0
+      f[iPending] = 0
+    }
+    const cap = fallback ? Math.floor(rule.capacity * scale) : rule.capacity
+    const perMs = fallback ? Math.floor(rule.perMs * scale) : rule.perMs
+    if (fallback) {
+      const iMode = table.si(slot, S_MODE + k)
+      if (table.i32[iMode] === 0) {
+        // Entering local decisions after Redis: continue from Redis's last word, our share of it.
+        table.i32[iMode] = 1
+        f[iBase] = f[iUsed]!
+        if (f[iLast] !== 0) f[iTokens] = Math.floor(f[iTokens]! * scale)
+      }
+    }
+    let tokens = 0
+    let failed = 0
+    if (rule.perMs > 0) {
+      if (f[iLast] === 0) {
+        f[iTokens] = cap
+        f[iLast] = now
+      }
+      tokens = refill(f[iTokens]!, f[iLast]!, now, perMs, cap)
+      if (tokens < costM) failed |= RULE_RATE
+    }
+    let dayLimit = rule.limitPerDay
+    if (dayLimit >= 0) {
+      if (fallback) {
+        const base = f[iBase]!
+        dayLimit = base + Math.floor(Math.max(0, rule.limitPerDay - base) * scale)
+      }
+      if (f[iUsed]! + cost > dayLimit) failed |= RULE_DAILY
+    }
+    const budget = rule.budget
+    let budgetTotal = 0
+    let rb = 0
+    if (budget !== undefined) {
+      if (!fallback) {
+        ring = table.ringOf(slot)
+        table.lockRing(ring)
+        rb = table.ringBase(ring)
+        advance(f, rb, now, budget)
+        budgetTotal = total(f, rb)
+        if (budget.hardCap && budgetTotal + cost > budget.units) failed |= RULE_BUDGET
+      } else {
+        table.lockTenant(slot)
+        tenantLocked = true
+        const mirror = f[table.tf(slot, T_BUDGET_MIRROR)]!
+        const local = f[table.tf(slot, T_BUDGET_LOCAL)]!
+        budgetTotal = mirror + local
+        if (budget.hardCap && local + cost > Math.floor(Math.max(0, budget.units - mirror) * scale)) failed |= RULE_BUDGET
+      }
+    }
+    const enforced = failed & ~rule.shadowMask
+    v.would = failed & rule.shadowMask
+    if (enforced !== 0) {
+      v.allowed = false
+      v.reason = lowestBit(enforced)
+      if (v.reason === RULE_RATE) v.retryMs = msUntilAvailable(tokens, costM, perMs)
+      else if (v.reason === RULE_DAILY) v.retryMs = -1
+      else if (!fallback) {
+        v.retryMs = retryAt(f, rb, now, budget!, cost) - now
+        v.fired = crossedThresholds(f, rb, now, budget!, true)
+      } else v.retryMs = budget!.bucketMs
+    } else {
+      if (rule.perMs > 0 && (failed & RULE_RATE) === 0) tokens -= costM
+      f[iUsed] = f[iUsed]! + cost
+      if (fallback) f[iPending] = f[iPending]! + cost
+      if (budget !== undefined) {
+        budgetTotal += cost
+        if (!fallback) {
+          add(f, rb, cost)
+          v.fired = crossedThresholds(f, rb, now, budget, false)
+        } else {
+          f[table.tf(slot, T_BUDGET_LOCAL)] = f[table.tf(slot, T_BUDGET_LOCAL)]! + cost
+        }
+      }
+    }
+    if (rule.perMs > 0) {
+      f[iTokens] = tokens
+      f[iLast] = now
+    }
+    v.tokens = tokens
+    v.capacity = cap
+    v.perMs = perMs
+    v.used = f[iUsed]!
+    v.dayLimit = dayLimit
+    v.budgetTotal = budgetTotal
+    return v
+  } finally {
+    if (ring !== -1) table.unlockRing(ring)
+    if (tenantLocked) table.unlockTenant(slot)
+    table.unlockKind(slot, k)
+  }
+}
+
+/** Take the units admitted locally during an outage, to add to Redis with the next decision. */
+export function takePending(table: QuotaTable, slot: number, kind: number): number {
+  const i = table.kf(slot, kind, K_PENDING)
+  table.lockKind(slot, kind)
+  const p = table.f64[i]!
+  table.f64[i] = 0
+  table.unlockKind(slot, kind)
+  return p
+}
+
+export function returnPending(table: QuotaTable, slot: number, kind: number, units: number): void {
+  if (units === 0) return
+  table.lockKind(slot, kind)
+  table.f64[table.kf(slot, kind, K_PENDING)] = table.f64[table.kf(slot, kind, K_PENDING)]! + units
+  table.unlockKind(slot, kind)
+}
+
+/** Record what Redis decided, so an outage continues from it and gauges show it. */
+export function mirrorRedis(table: QuotaTable, slot: number, rule: KindRule, now: number, day: number, tokens: number, used: number, budgetTotal: number): void {
+  const f = table.f64
+  const k = rule.kindIndex
+  const iTokens = table.kf(slot, k, K_TOKENS)
+  table.lockKind(slot, k)
+  if (rule.perMs > 0) {
+    f[iTokens] = tokens
+    f[iTokens - K_TOKENS + K_LAST] = now
+  }
+  if (day >= f[iTokens - K_TOKENS + K_DAY]!) {
+    f[iTokens - K_TOKENS + K_DAY] = day
+    f[iTokens - K_TOKENS + K_USED] = used
+    f[iTokens - K_TOKENS + K_BASE] = used
+  }
+  table.i32[table.si(slot, S_MODE + k)] = 0
+  table.unlockKind(slot, k)
+  if (rule.budget !== undefined) {
+    table.lockTenant(slot)
+    f[table.tf(slot, T_BUDGET_MIRROR)] = budgetTotal
+    f[table.tf(slot, T_BUDGET_LOCAL)] = 0
+    table.unlockTenant(slot)
+  }
+}

@@ -1,0 +1,95 @@
+// The quota filter's metrics, created once per worker registry. Figures that live in shared
+// memory (usedToday, budget ratio, in-flight, live proxies) are gauges read at scrape time,
+// identical in every thread, so they aggregate with "max", not "sum".
+import type { Counter, Histogram, Registry } from 'prom-client'
+import { counter, gauge, histogram } from '../../proxy/metrics.ts'
+
+/** Decision latency: the budget (5 ms by default) must sit between two buckets. */
+export const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5]
+
+export interface QuotaMetrics {
+  rejections: Counter<'kind' | 'reason'>
+  wouldReject: Counter<'kind' | 'reason'>
+  decisions: Histogram<'kind' | 'path'>
+  redisErrors: Counter<'error'>
+  fallbacks: Counter<'policy'>
+  recoveries: Counter
+  qosDrops: Counter<'tier'>
+  events: Counter<'type'>
+  deliveries: Counter<'result'>
+}
+
+export interface GaugeSources {
+  usedToday(): Promise<{ tenant: string; kind: string; value: number }[]>
+  budgetRatio(): Promise<{ tenant: string; value: number }[]>
+  inflight(): number
+  liveProxies(): number
+  overflows(): number
+  breakerOpen(): number
+}
+
+export function createQuotaMetrics(registry: Registry, sources: GaugeSources): QuotaMetrics {
+  gauge(registry, {
+    name: 'igw_quota_used_today',
+    help: 'Cost units used today per tenant and kind (tenant local day; listed tenants only)',
+    labelNames: ['tenant', 'kind'],
+    aggregator: 'max',
+    async collect() {
+      this.reset()
+      for (const r of await sources.usedToday()) this.labels(r.tenant, r.kind).set(r.value)
+    },
+  })
+  gauge(registry, {
+    name: 'igw_budget_used_ratio',
+    help: 'Rolling budget used ÷ budget units per tenant (listed tenants only)',
+    labelNames: ['tenant'],
+    aggregator: 'max',
+    async collect() {
+      this.reset()
+      for (const r of await sources.budgetRatio()) this.labels(r.tenant).set(r.value)
+    },
+  })
+  gauge(registry, {
+    name: 'igw_quota_inflight',
+    help: 'Requests in flight on quota routes, all worker threads (QoS input)',
+    aggregator: 'max',
+    collect() {
+      this.set(sources.inflight())
+    },
+  })
+  gauge(registry, {
+    name: 'igw_quota_live_proxies',
+    help: 'Proxies sharing Redis that announced themselves recently (local-share divisor)',
+    aggregator: 'max',
+    collect() {
+      this.set(sources.liveProxies())
+    },
+  })
+  gauge(registry, {
+    name: 'igw_quota_table_overflows',
+    help: 'Tenants that found the shared quota table full and share the overflow slot',
+    aggregator: 'max',
+    collect() {
+      this.set(sources.overflows())
+    },
+  })
+  gauge(registry, {
+    name: 'igw_quota_redis_breaker_open',
+    help: 'Worker threads whose Redis circuit breaker is open (quota decisions follow the outage policy)',
+    aggregator: 'sum',
+    collect() {
+      this.set(sources.breakerOpen())
+    },
+  })
+  return {
+    rejections: counter(registry, { name: 'igw_quota_rejections_total', help: 'Requests refused by the quota filter, by kind and reason', labelNames: ['kind', 'reason'] }),
+    wouldReject: counter(registry, { name: 'igw_quota_would_reject_total', help: 'Requests a shadow rule would have refused (let through)', labelNames: ['kind', 'reason'] }),
+    decisions: histogram(registry, { name: 'igw_quota_decision_seconds', help: 'Time to decide a request (path: local, redis, fallback)', labelNames: ['kind', 'path'], buckets: DECISION_BUCKETS }),
+    redisErrors: counter(registry, { name: 'igw_quota_redis_errors_total', help: 'Quota decisions Redis did not answer in time or at all', labelNames: ['error'] }),
+    fallbacks: counter(registry, { name: 'igw_quota_redis_fallbacks_total', help: 'Decisions made by the Redis outage policy', labelNames: ['policy'] }),
+    recoveries: counter(registry, { name: 'igw_quota_redis_recoveries_total', help: 'Times the Redis circuit breaker closed again after an outage' }),
+    qosDrops: counter(registry, { name: 'igw_qos_drops_total', help: 'Requests shed under overload, by tier', labelNames: ['tier'] }),
+    events: counter(registry, { name: 'igw_quota_events_total', help: 'Budget and anomaly events emitted', labelNames: ['type'] }),
+    deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed)', labelNames: ['result'] }),
+  }
+}

@@ -1,0 +1,385 @@
+// What the quota filters of one worker thread share: the process-wide table, the Redis store and
+// its breaker, the event sink, metrics, the event-loop monitor, and the periodic jobs (state
+// file flush, anomaly pass, proxy heartbeat). Each periodic job runs in exactly one thread per
+// period: the threads race for the period with a compare-and-swap in shared memory.
+import { hostname } from 'node:os'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import { localDayNumber, QUOTA_KINDS, quotaKeys, readQuotaStateFile, type QuotaKindName } from '../../config/quota-usage.ts'
+import type { QuotasConfig } from '../../config/quotas.ts'
+import type { GatewayConfig } from '../../config/schema.ts'
+import type { RedisProvider } from '../../proxy/filter.ts'
+import { observe, type AnomalyState } from './anomaly-detector.ts'
+import { EventLoopLoad } from './qos.ts'
+import { EventSink, type QuotaEvent } from './quota-events.ts'
+import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
+import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
+import { advance, total } from './rolling-budget.ts'
+import { budgetRule, KIND_INDEX } from './rules.ts'
+import {
+  H_ANOMALY_TICK,
+  H_FLUSH_TICK,
+  H_HEARTBEAT_TICK,
+  H_INFLIGHT,
+  H_INIT,
+  H_LIVE_PROXIES,
+  H_OVERFLOWS,
+  HF_EPOCH,
+  K_DAY,
+  K_USED,
+  OVERFLOW_RING,
+  QUOTA_SHARED_BYTES,
+  QuotaTable,
+  S_REQUESTS,
+  S_RING,
+  T_ANOMALY,
+  T_BUDGET_LOCAL,
+  T_BUDGET_MIRROR,
+} from './shared-table.ts'
+import { restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
+
+/** Periodic work aligned to period boundaries since the process epoch, one thread per period. */
+class PeriodicJob {
+  #timer: NodeJS.Timeout | undefined
+  #period = 0
+  readonly #rt: QuotaRuntime
+  readonly #word: number
+  readonly #run: () => void
+
+  constructor(rt: QuotaRuntime, word: number, run: () => void) {
+    this.#rt = rt
+    this.#word = word
+    this.#run = run
+  }
+
+  /** (Re)start with this period; 0 stops. */
+  every(periodMs: number): void {
+    if (periodMs === this.#period) return
+    this.stop()
+    this.#period = periodMs
+    if (periodMs > 0) this.#schedule()
+  }
+
+  #schedule(): void {
+    const epoch = this.#rt.epoch
+    const now = Date.now()
+    const next = epoch + (Math.floor((now - epoch) / this.#period) + 1) * this.#period
+    this.#timer = setTimeout(() => this.#fire(), next - now + 1)
+    this.#timer.unref()
+  }
+
+  #fire(): void {
+    const tick = Math.floor((Date.now() - this.#rt.epoch) / this.#period)
+    const i32 = this.#rt.table.i32
+    const prev = Atomics.load(i32, this.#word)
+    if (tick > prev && Atomics.compareExchange(i32, this.#word, prev, tick) === prev) {
+      try {
+        this.#run()
+      } catch (err) {
+        this.#rt.logger.error({ err }, 'quota periodic job failed')
+      }
+    }
+    this.#schedule()
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#period = 0
+  }
+}
+
+export class QuotaRuntime {
+  readonly table: QuotaTable
+  readonly logger: Logger
+  readonly proxyId: string
+  config: GatewayConfig
+  readonly eventLoop = new EventLoopLoad()
+  events: EventSink | undefined
+  #metrics: QuotaMetrics | undefined
+  #registry: Registry | undefined
+  #store: RedisQuotaStore | undefined
+  #storeKey = ''
+  #filters = 0
+  readonly #flush: PeriodicJob
+  readonly #anomaly: PeriodicJob
+  readonly #heartbeat: PeriodicJob
+  #flushing = false
+
+  constructor(buffer: SharedArrayBuffer, config: GatewayConfig, logger: Logger) {
+    this.table = new QuotaTable(buffer)
+    this.config = config
+    this.logger = logger
+    this.#initShared(config.quotas)
+    this.proxyId = `${hostname()}:${process.pid}:${this.epoch}`
+    this.#flush = new PeriodicJob(this, H_FLUSH_TICK, () => void this.flush(false))
+    this.#anomaly = new PeriodicJob(this, H_ANOMALY_TICK, () => this.#anomalyPass())
+    this.#heartbeat = new PeriodicJob(this, H_HEARTBEAT_TICK, () => void this.#beat())
+  }
+
+  get epoch(): number {
+    return this.table.f64[HF_EPOCH]!
+  }
+
+  /** The first thread of the process to get here restores the state file; the others wait. */
+  #initShared(q: QuotasConfig): void {
+    const i32 = this.table.i32
+    if (Atomics.compareExchange(i32, H_INIT, 0, 1) === 0) {
+      this.table.f64[HF_EPOCH] = Date.now()
+      if (q.stateFile !== undefined) {
+        const doc = readQuotaStateFile(q.stateFile)
+        if (doc !== undefined) {
+          const n = restoreState(this.table, doc)
+          this.logger.info({ stateFile: q.stateFile, tenants: n }, 'quota state restored')
+        }
+      }
+      Atomics.store(i32, H_INIT, 2)
+      Atomics.notify(i32, H_INIT)
+      return
+    }
+    const t0 = Date.now()
+    while (Atomics.load(i32, H_INIT) !== 2 && Date.now() - t0 < 5_000) Atomics.wait(i32, H_INIT, 1, 50)
+  }
+
+  /** A filter instance joined (with the config it was built from: the newest wins). */
+  attach(config: GatewayConfig, registry: Registry, redis: RedisProvider | undefined): void {
+    this.#filters++
+    this.config = config
+    const q = config.quotas
+    if (this.#registry !== registry) {
+      this.#registry = registry
+      this.#metrics = createQuotaMetrics(registry, {
+        usedToday: () => this.usedTodayFigures(),
+        budgetRatio: () => this.budgetRatios(),
+        inflight: () => Atomics.load(this.table.i32, H_INFLIGHT),
+        liveProxies: () => this.liveProxies(),
+        overflows: () => Atomics.load(this.table.i32, H_OVERFLOWS),
+        breakerOpen: () => (this.#store !== undefined && this.#store.breaker.state !== 0 ? 1 : 0),
+      })
+    }
+    if (this.events === undefined) this.events = new EventSink(this.logger, this.metrics, q.events.webhook)
+    else this.events.webhook = q.events.webhook
+    if (q.qos.maxEventLoopDelayMs !== undefined) this.eventLoop.start()
+    this.#configureStore(redis, q)
+    this.#flush.every(q.stateFile !== undefined ? q.flushIntervalMs : 0)
+    this.#anomaly.every(q.anomaly.enabled ? q.anomaly.intervalMs : 0)
+    this.#heartbeat.every(this.#store !== undefined ? q.redis.heartbeatMs : 0)
+  }
+
+  get metrics(): QuotaMetrics {
+    return this.#metrics!
+  }
+
+  get store(): RedisQuotaStore | undefined {
+    return this.#store
+  }
+
+  #configureStore(redis: RedisProvider | undefined, q: QuotasConfig): void {
+    if (redis === undefined) {
+      this.#store = undefined
+      this.#storeKey = ''
+      return
+    }
+    const key = `${redis.url}|${redis.keyPrefix}|${q.redis.budgetMs}|${q.redis.breakerFailures}|${q.redis.breakerOpenMs}`
+    if (this.#store !== undefined && this.#storeKey === key && this.#store.provider === redis) return
+    this.#storeKey = key
+    const m = this.metrics
+    this.#store = new RedisQuotaStore(redis, q.redis, {
+      failure: (kind: RedisFailure) => m.redisErrors.labels(kind).inc(),
+      breakerChanged: (open) => {
+        this.logger.warn({ open }, open ? 'redis unreachable: quota decisions follow the outage policy' : 'redis back: quota decisions shared again')
+      },
+      recovered: () => m.recoveries.inc(),
+    })
+  }
+
+  /** Live proxies sharing Redis as last counted (at least 1). */
+  liveProxies(): number {
+    return Math.max(1, Atomics.load(this.table.i32, H_LIVE_PROXIES))
+  }
+
+  async #beat(): Promise<void> {
+    const store = this.#store
+    if (store === undefined) return
+    const n = await store.heartbeat(this.proxyId, this.config.quotas.redis.heartbeatMs * 3)
+    if (n !== undefined) Atomics.store(this.table.i32, H_LIVE_PROXIES, n)
+  }
+
+  /** Beat once now (a fresh proxy should count itself and its peers before the first period). */
+  beatNow(): Promise<void> {
+    return this.#beat()
+  }
+
+  emit(ev: QuotaEvent): void {
+    this.events?.emit(ev)
+  }
+
+  // --- anomaly pass ---------------------------------------------------------------------------
+
+  #anomalyPass(): void {
+    const cfg = this.config.quotas.anomaly
+    const t = this.table
+    const f = t.f64
+    const now = Date.now()
+    const state: AnomalyState = { mean: 0, variance: 0, n: 0, alerting: false, quiet: 0 }
+    t.forEachSlot((slot, tenant) => {
+      const count = Atomics.exchange(t.i32, t.si(slot, S_REQUESTS), 0)
+      const o = t.tf(slot, T_ANOMALY)
+      state.mean = f[o]!
+      state.variance = f[o + 1]!
+      state.n = f[o + 2]!
+      state.alerting = f[o + 3] === 1
+      state.quiet = f[o + 4]!
+      const obs = observe(state, count, cfg)
+      f[o] = state.mean
+      f[o + 1] = state.variance
+      f[o + 2] = state.n
+      f[o + 3] = state.alerting ? 1 : 0
+      f[o + 4] = state.quiet
+      if (obs.change === 'alert') void this.#alert(tenant, count, obs.baseline, obs.stddev, obs.z, now)
+      else if (obs.change === 'clear') this.logger.info({ tenant }, 'tenant request rate back to normal')
+    })
+  }
+
+  async #alert(tenant: string, requests: number, baseline: number, stddev: number, z: number, now: number): Promise<void> {
+    const cfg = this.config.quotas.anomaly
+    const store = this.#store
+    if (store !== undefined) {
+      // Across proxies the first to claim the marker alerts; unreachable Redis: alert anyway.
+      const won = await store.claimOnce(quotaKeys.anomaly(store.prefix, tenant), cfg.cooldownMs)
+      if (won === false) return
+    }
+    this.emit({
+      type: 'anomaly.rate',
+      id: `anomaly:${tenant}:${Math.floor((now - this.epoch) / cfg.intervalMs)}:${this.epoch}`,
+      tenant,
+      requests,
+      intervalMs: cfg.intervalMs,
+      baseline: Math.round(baseline * 100) / 100,
+      stddev: Math.round(stddev * 100) / 100,
+      z: Math.round(z * 100) / 100,
+      at: new Date(now).toISOString(),
+      proxy: this.proxyId,
+    })
+  }
+
+  // --- state file -----------------------------------------------------------------------------
+
+  async flush(sync: boolean): Promise<void> {
+    const path = this.config.quotas.stateFile
+    if (path === undefined) return
+    const doc = snapshotState(this.table, Date.now())
+    try {
+      if (sync) writeStateFileSync(path, doc)
+      else if (!this.#flushing) {
+        this.#flushing = true
+        await writeStateFile(path, doc)
+      }
+    } catch (err) {
+      this.logger.error({ err: { message: (err as Error).message }, stateFile: path }, 'quota state file not written')
+    } finally {
+      if (!sync) this.#flushing = false
+    }
+  }
+
+  // --- gauges ---------------------------------------------------------------------------------
+
+  /** Kinds some route of the current config counts against. */
+  #kindsInUse(): QuotaKindName[] {
+    const kinds = new Set<QuotaKindName>()
+    for (const r of this.config.routes) for (const f of r.filters) if (f.name === 'quota') kinds.add(f.kind)
+    return [...kinds]
+  }
+
+  async usedTodayFigures(): Promise<{ tenant: string; kind: string; value: number }[]> {
+    const out: { tenant: string; kind: string; value: number }[] = []
+    const tenants = Object.keys(this.config.tenants)
+    const kinds = this.#kindsInUse()
+    const now = Date.now()
+    const store = this.#store
+    let fromRedis: (string | null)[][] | undefined
+    if (store !== undefined && store.breaker.state === 0) {
+      const keys: string[] = []
+      for (const t of tenants) for (const k of kinds) keys.push(quotaKeys.kind(store.prefix, t, k))
+      fromRedis = await store.readFields(keys, ['d', 'u'], 250)
+    }
+    let i = 0
+    for (const tenant of tenants) {
+      const tz = this.config.tenants[tenant]?.timezone ?? 'UTC'
+      const today = localDayNumber(tz, now)
+      const slot = this.table.peekSlot(tenant)
+      for (const kind of kinds) {
+        let value = 0
+        const r = fromRedis?.[i++]
+        if (r !== undefined) value = r[0] !== null && Number(r[0]) === today ? Number(r[1] ?? 0) : 0
+        else if (slot > 0) {
+          const k = KIND_INDEX[kind]
+          if (this.table.f64[this.table.kf(slot, k, K_DAY)] === today) value = this.table.f64[this.table.kf(slot, k, K_USED)]!
+        }
+        out.push({ tenant, kind, value })
+      }
+    }
+    return out
+  }
+
+  async budgetRatios(): Promise<{ tenant: string; value: number }[]> {
+    const q = this.config.quotas
+    const out: { tenant: string; value: number }[] = []
+    const now = Date.now()
+    const t = this.table
+    for (const tenant of Object.keys(this.config.tenants)) {
+      const own = q.tenants[tenant]?.budget
+      const b = own !== undefined ? own : q.defaults.budget
+      if (b == null) continue
+      const rule = budgetRule(b)
+      const slot = t.peekSlot(tenant)
+      let used = 0
+      if (slot > 0) {
+        if (this.#store !== undefined) {
+          used = t.f64[t.tf(slot, T_BUDGET_MIRROR)]! + t.f64[t.tf(slot, T_BUDGET_LOCAL)]!
+        } else {
+          const ringPlus1 = Atomics.load(t.i32, t.si(slot, S_RING))
+          if (ringPlus1 > 0 && ringPlus1 - 1 !== OVERFLOW_RING) {
+            const ring = ringPlus1 - 1
+            t.lockRing(ring)
+            advance(t.f64, t.ringBase(ring), now, rule)
+            used = total(t.f64, t.ringBase(ring))
+            t.unlockRing(ring)
+          }
+        }
+      }
+      out.push({ tenant, value: used / rule.units })
+    }
+    return out
+  }
+
+  // --- lifecycle ------------------------------------------------------------------------------
+
+  /** A filter instance closed; the last one of the thread stops the jobs and saves the state. */
+  async detach(): Promise<void> {
+    if (--this.#filters > 0) return
+    this.#flush.stop()
+    this.#anomaly.stop()
+    this.#heartbeat.stop()
+    this.eventLoop.stop()
+    await this.flush(true)
+    await this.#store?.leave(this.proxyId)
+    await this.events?.drain(1_000)
+  }
+}
+
+const runtimes = new WeakMap<SharedArrayBuffer, QuotaRuntime>()
+let privateBuffer: SharedArrayBuffer | undefined
+
+/** The runtime of this thread for this process's quota memory (a private buffer when none was handed over). */
+export function quotaRuntime(shared: SharedArrayBuffer | undefined, config: GatewayConfig, logger: Logger): QuotaRuntime {
+  const buffer = shared ?? (privateBuffer ??= new SharedArrayBuffer(QUOTA_SHARED_BYTES))
+  let rt = runtimes.get(buffer)
+  if (rt === undefined) {
+    rt = new QuotaRuntime(buffer, config, logger)
+    runtimes.set(buffer, rt)
+  }
+  return rt
+}
+
+export { QUOTA_KINDS }

@@ -1,0 +1,160 @@
+// The Lua side of a quota decision: token bucket + daily quota + rolling budget, evaluated and
+// consumed together atomically in one round trip (one EVALSHA per request). The rules are the
+// ones of token-bucket.ts, local-limiter.ts and rolling-budget.ts; Redis's own clock (TIME) is
+// the bucket's clock, so proxies with skewed clocks still share one bucket.
+//
+// KEYS[1]  kind hash   tk, ts, d, u          (quotaKeys.kind)
+// KEYS[2]  budget hash h, tot, bm, n, ra, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
+// ARGV     1 cost (units)        2 rate (micro-units/ms, 0 = no bucket)   3 capacity (micro-units)
+//          4 day (local day no.) 5 limitPerDay (-1 = none)   6 pending units (reconciled outage use)
+//          7 budget units (-1 = none)   8 bucket ms   9 buckets   10 hard cap (0|1)
+//          11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count   13.. thresholds (ppm)
+// returns  { allowed, reason, tokens, used, budgetTotal, retryMs, firedMask, wouldMask }
+export const DECIDE_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cost = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local day = tonumber(ARGV[4])
+local limit = tonumber(ARGV[5])
+local pending = tonumber(ARGV[6])
+local bunits = tonumber(ARGV[7])
+local shadow = tonumber(ARGV[11])
+local costM = cost * 1000000
+
+local h = redis.call('HMGET', KEYS[1], 'tk', 'ts', 'd', 'u')
+local tokens = tonumber(h[1])
+local ts = tonumber(h[2])
+local d = tonumber(h[3])
+local used = tonumber(h[4]) or 0
+if tokens == nil or ts == nil then tokens = cap; ts = now end
+if tokens > cap then tokens = cap end
+if rate > 0 and now > ts then
+  tokens = tokens + (now - ts) * rate
+  if tokens > cap then tokens = cap end
+end
+if d == nil or day > d then d = day; used = 0 end
+used = used + pending
+
+local failed = 0
+if rate > 0 and tokens < costM then failed = failed + 1 end
+if limit >= 0 and used + cost > limit then failed = failed + 2 end
+
+local total = 0
+local bm, n, cur, head, ra = 0, 0, 0, 0, 0
+local fired_at = {}
+local nth = tonumber(ARGV[12])
+if bunits >= 0 then
+  bm = tonumber(ARGV[8])
+  n = tonumber(ARGV[9])
+  cur = math.floor(now / bm)
+  local b = redis.call('HMGET', KEYS[2], 'h', 'tot', 'bm', 'n', 'ra', 'f1', 'f2', 'f3', 'f4')
+  head = tonumber(b[1])
+  total = tonumber(b[2]) or 0
+  ra = tonumber(b[5]) or 0
+  for i = 1, 4 do fired_at[i] = tonumber(b[5 + i]) or 0 end
+  local obm = tonumber(b[3])
+  local on = tonumber(b[4])
+  if head == nil or obm ~= bm or on ~= n then
+    -- first use, or the window's shape changed: carry the total as one lump (never forgive usage)
+    if head ~= nil and on ~= nil then
+      for i = 0, on - 1 do redis.call('HDEL', KEYS[2], 'b' .. i) end
+    end
+    if head == nil then total = 0 end
+    if total > 0 then redis.call('HSET', KEYS[2], 'b' .. (cur % n), total) end
+    ra = 0
+  elseif cur > head then
+    if cur - head >= n then
+      for i = 0, n - 1 do redis.call('HDEL', KEYS[2], 'b' .. i) end
+      total = 0
+    else
+      for k = head + 1, cur do
+        local f = 'b' .. (k % n)
+        local v = tonumber(redis.call('HGET', KEYS[2], f))
+        if v ~= nil then
+          total = total - v
+          redis.call('HDEL', KEYS[2], f)
+        end
+      end
+      if total < 0 then total = 0 end
+    end
+  end
+  if head == nil or cur > head then head = cur end
+  if pending > 0 then
+    total = total + pending
+    redis.call('HINCRBY', KEYS[2], 'b' .. (head % n), pending)
+    ra = 0
+  end
+  if tonumber(ARGV[10]) == 1 and total + cost > bunits then failed = failed + 4 end
+end
+
+local would = bit.band(failed, shadow)
+local enforced = failed - would
+local reason = 0
+local retry = 0
+local fired = 0
+
+local function thresholds(ratio)
+  local windowMs = bm * n
+  for i = 1, nth do
+    if i <= 4 and ratio * 1000000 >= tonumber(ARGV[12 + i]) and (fired_at[i] == 0 or now - fired_at[i] >= windowMs) then
+      fired_at[i] = now
+      redis.call('HSET', KEYS[2], 'f' .. i, now)
+      fired = fired + 2 ^ (i - 1)
+    end
+  end
+end
+
+if enforced ~= 0 then
+  if bit.band(enforced, 1) ~= 0 then
+    reason = 1
+    retry = math.ceil((costM - tokens) / rate)
+  elseif bit.band(enforced, 2) ~= 0 then
+    reason = 2
+    retry = -1
+  else
+    reason = 4
+    if ra <= now then
+      -- when enough old buckets leave the window; cached (ra) while rejections repeat
+      local excess = total + cost - bunits
+      ra = now + bm * n
+      for k = head - n + 1, head do
+        local v = tonumber(redis.call('HGET', KEYS[2], 'b' .. (k % n))) or 0
+        excess = excess - v
+        if excess <= 0 then ra = (k + n) * bm; break end
+      end
+    end
+    retry = ra - now
+    thresholds(math.max(1, total / bunits))
+  end
+else
+  if rate > 0 and bit.band(failed, 1) == 0 then tokens = tokens - costM end
+  used = used + cost
+  if bunits >= 0 then
+    total = total + cost
+    redis.call('HINCRBY', KEYS[2], 'b' .. (head % n), cost)
+    ra = 0
+    thresholds(total / bunits)
+  end
+end
+
+redis.call('HSET', KEYS[1], 'tk', tokens, 'ts', now, 'd', d, 'u', used)
+redis.call('PEXPIRE', KEYS[1], 172800000)
+if bunits >= 0 then
+  redis.call('HSET', KEYS[2], 'h', head, 'tot', total, 'bm', bm, 'n', n, 'ra', ra)
+  redis.call('PEXPIRE', KEYS[2], bm * n + bm)
+end
+return { enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would }
+`
+
+/** Each proxy keeps a member in a sorted set; the live count divides limits under local-share. */
+export const HEARTBEAT_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
+`

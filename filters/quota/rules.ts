@@ -1,0 +1,108 @@
+// The limits that apply to one (tenant, kind), resolved once from the config document:
+// the tenant's own entry overrides the defaults field by field, and inherited (default) rates
+// and bursts are scaled by the tenant's tier. Everything is pre-converted to the integer units
+// the decision code uses.
+import { DEFAULT_TIER } from '../../config/defaults.ts'
+import type { Tier } from '../../config/primitives.ts'
+import type { BudgetConfig, KindLimits, QuotaKind, QuotasConfig } from '../../config/quotas.ts'
+import type { BudgetShape } from './rolling-budget.ts'
+import { ratePerMs, toMicro } from './token-bucket.ts'
+
+export const KIND_INDEX: Record<QuotaKind, number> = { graphql: 0, ingest: 1, embeddings: 2, subscriptions: 3 }
+
+// Rule bits (reasons, shadow masks).
+export const RULE_RATE = 1
+export const RULE_DAILY = 2
+export const RULE_BUDGET = 4
+export const RULE_CONCURRENT = 8
+
+export interface BudgetRule extends BudgetShape {
+  hardCap: boolean
+  shadow: boolean
+}
+
+export interface KindRule {
+  kind: QuotaKind
+  kindIndex: number
+  tier: Tier
+  timeZone: string
+  /** Units per second (0 = no bucket). */
+  rate: number
+  burst: number
+  /** Micro-units per ms and micro-units (the bucket in fixed point). */
+  perMs: number
+  capacity: number
+  /** -1 = no daily quota. */
+  limitPerDay: number
+  /** 0 = no concurrency limit. */
+  maxConcurrent: number
+  budget: BudgetRule | undefined
+  /** RULE_* bits of rules that only count. */
+  shadowMask: number
+  /** Anything besides concurrency to decide? */
+  metered: boolean
+}
+
+function pick<K extends keyof KindLimits>(own: KindLimits | undefined, key: K): { set: boolean; value: KindLimits[K] } {
+  if (own !== undefined && own[key] !== undefined) return { set: true, value: own[key] }
+  return { set: false, value: undefined }
+}
+
+export function budgetRule(b: BudgetConfig): BudgetRule {
+  return {
+    units: b.units,
+    windowMs: b.window,
+    bucketMs: b.bucket,
+    buckets: b.window / b.bucket,
+    thresholds: [...b.thresholds].sort((x, y) => x - y),
+    hardCap: b.hardCap,
+    shadow: b.shadow,
+  }
+}
+
+export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: QuotaKind, tier: Tier | undefined, timeZone: string | undefined, routeShadow: boolean): KindRule {
+  const t: Tier = tier ?? DEFAULT_TIER
+  const scale = q.tiers[t]
+  const own = tenant === undefined ? undefined : q.tenants[tenant]?.[kind]
+  const def = q.defaults[kind]
+
+  const ownRate = pick(own, 'rate')
+  let rate = 0
+  if (ownRate.set) rate = ownRate.value ?? 0
+  else if (def?.rate != null) rate = def.rate * scale
+
+  const ownBurst = pick(own, 'burst')
+  let burst = 0
+  if (ownBurst.set && ownBurst.value != null) burst = ownBurst.value
+  else if (!ownBurst.set && def?.burst != null) burst = def.burst * scale
+  if (rate > 0 && burst <= 0) burst = Math.max(1, rate)
+
+  const ownDaily = pick(own, 'limitPerDay')
+  const daily = ownDaily.set ? ownDaily.value : def?.limitPerDay
+  const ownConc = pick(own, 'maxConcurrent')
+  const conc = ownConc.set ? ownConc.value : def?.maxConcurrent
+  const shadow = routeShadow || (own?.shadow ?? def?.shadow ?? false)
+
+  const tenantBudget = tenant === undefined ? undefined : q.tenants[tenant]?.budget
+  const b = tenantBudget !== undefined ? tenantBudget : q.defaults.budget
+  const budget = b == null ? undefined : budgetRule(b)
+
+  let shadowMask = shadow ? RULE_RATE | RULE_DAILY | RULE_CONCURRENT : 0
+  if (budget !== undefined && (budget.shadow || routeShadow)) shadowMask |= RULE_BUDGET
+  const limitPerDay = daily == null ? -1 : daily
+  return {
+    kind,
+    kindIndex: KIND_INDEX[kind],
+    tier: t,
+    timeZone: timeZone ?? 'UTC',
+    rate,
+    burst,
+    perMs: rate > 0 ? ratePerMs(rate) : 0,
+    capacity: rate > 0 ? toMicro(burst) : 0,
+    limitPerDay,
+    maxConcurrent: conc == null ? 0 : conc,
+    budget,
+    shadowMask,
+    metered: rate > 0 || limitPerDay >= 0 || budget !== undefined,
+  }
+}

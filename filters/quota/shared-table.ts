@@ -1,0 +1,252 @@
+// The quota state every worker thread of a process shares: one SharedArrayBuffer (allocated once
+// by the supervisor, `quotaFilter.sharedBytes`) laid out as a fixed header, a hash table of
+// tenants (open addressing, bounded), and a pool of rolling-budget rings.
+//
+//   header   Int32 × 64: init flag, locks, process in-flight, live proxies, job leases …
+//            Float64 × 32: epoch
+//   slots    TENANT_CAPACITY × (Int32 × 24 | Float64 × 40 | key bytes × 128)
+//            per kind (4): lock, concurrent count, mode | tokens, last refill, day, used, …
+//   rings    RING_CAPACITY × (Int32 lock | Float64 × RING_F64)
+//
+// Slot 0 and ring 0 are the overflow: tenants that find the table full (or whose id cannot be
+// stored) share them, so they are limited together rather than not at all.
+import { lock, unlock } from './shared-mutex.ts'
+import { RING_F64 } from './rolling-budget.ts'
+
+export const KINDS = 4
+export const TENANT_CAPACITY = 4096
+/** Inserts stop at this fill so probe sequences stay short. */
+const MAX_FILL = Math.floor(TENANT_CAPACITY * 0.9)
+export const RING_CAPACITY = 1024
+export const KEY_BYTES = 128
+export const OVERFLOW_SLOT = 0
+export const OVERFLOW_RING = 0
+
+// Header Int32 words.
+export const H_INIT = 0 // 0 fresh, 1 being initialized, 2 ready
+export const H_TABLE_LOCK = 1
+export const H_INFLIGHT = 2
+export const H_LIVE_PROXIES = 3
+export const H_FLUSH_TICK = 4
+export const H_ANOMALY_TICK = 5
+export const H_HEARTBEAT_TICK = 6
+export const H_RING_NEXT = 7
+export const H_SLOTS_USED = 8
+export const H_OVERFLOWS = 9
+const HEADER_I32 = 64
+// Header Float64 words.
+export const HF_EPOCH = 0
+const HEADER_F64 = 32
+
+// Slot Int32 words.
+export const S_STATE = 0
+export const S_KEYLEN = 1
+export const S_RING = 2 // ring index + 1; 0 = none yet
+export const S_REQUESTS = 3 // requests since the last anomaly interval
+export const S_TENANT_LOCK = 4
+export const S_KIND_LOCK = 8 // + kind
+export const S_CONCURRENT = 12 // + kind
+export const S_MODE = 16 // + kind: 0 = Redis (or local-only), 1 = deciding locally during an outage
+const SLOT_I32 = 24
+
+// Slot Float64 words: per kind at kind × K_STRIDE …
+export const K_TOKENS = 0 // micro-units
+export const K_LAST = 1 // ms of the last refill
+export const K_DAY = 2 // local day number of `used`
+export const K_USED = 3 // cost units used that day
+export const K_BASE = 4 // `used` as Redis last reported it (outage arithmetic)
+export const K_PENDING = 5 // units admitted locally during an outage, not yet in Redis
+const K_STRIDE = 8
+// … and per tenant at T_*.
+export const T_BUDGET_MIRROR = 32 // the budget total Redis last reported
+export const T_BUDGET_LOCAL = 33 // units admitted locally since then (during an outage)
+export const T_ANOMALY = 34 // 5 fields: mean, variance, n, alerting, quiet
+const SLOT_F64 = 40
+
+const HEADER_BYTES = HEADER_I32 * 4 + HEADER_F64 * 8
+const SLOT_I32_BASE = HEADER_BYTES
+const SLOT_F64_BASE = SLOT_I32_BASE + TENANT_CAPACITY * SLOT_I32 * 4
+const KEYS_BASE = SLOT_F64_BASE + TENANT_CAPACITY * SLOT_F64 * 8
+const RING_LOCK_BASE = KEYS_BASE + TENANT_CAPACITY * KEY_BYTES
+const RING_BASE = RING_LOCK_BASE + RING_CAPACITY * 4
+
+export const QUOTA_SHARED_BYTES = RING_BASE + RING_CAPACITY * RING_F64 * 8
+
+export class QuotaTable {
+  readonly buffer: SharedArrayBuffer
+  readonly i32: Int32Array
+  readonly f64: Float64Array
+  readonly #u8: Uint8Array
+  /** This thread's tenant → slot cache (the shared table is only locked on a miss). */
+  readonly #slots = new Map<string, number>()
+
+  constructor(buffer: SharedArrayBuffer) {
+    if (buffer.byteLength < QUOTA_SHARED_BYTES) throw new Error(`quota shared memory is ${buffer.byteLength} bytes, needs ${QUOTA_SHARED_BYTES}`)
+    this.buffer = buffer
+    this.i32 = new Int32Array(buffer)
+    this.f64 = new Float64Array(buffer)
+    this.#u8 = new Uint8Array(buffer)
+  }
+
+  // --- addressing ---------------------------------------------------------------------------
+
+  /** Int32 index of a slot word. */
+  si(slot: number, word: number): number {
+    return (SLOT_I32_BASE >> 2) + slot * SLOT_I32 + word
+  }
+
+  /** Float64 index of a slot's per-kind field. */
+  kf(slot: number, kind: number, field: number): number {
+    return (SLOT_F64_BASE >> 3) + slot * SLOT_F64 + kind * K_STRIDE + field
+  }
+
+  /** Float64 index of a slot's per-tenant field. */
+  tf(slot: number, field: number): number {
+    return (SLOT_F64_BASE >> 3) + slot * SLOT_F64 + field
+  }
+
+  /** Float64 index of a ring's first word. */
+  ringBase(ring: number): number {
+    return (RING_BASE >> 3) + ring * RING_F64
+  }
+
+  ringLockIndex(ring: number): number {
+    return (RING_LOCK_BASE >> 2) + ring
+  }
+
+  lockKind(slot: number, kind: number): void {
+    lock(this.i32, this.si(slot, S_KIND_LOCK + kind))
+  }
+
+  unlockKind(slot: number, kind: number): void {
+    unlock(this.i32, this.si(slot, S_KIND_LOCK + kind))
+  }
+
+  lockTenant(slot: number): void {
+    lock(this.i32, this.si(slot, S_TENANT_LOCK))
+  }
+
+  unlockTenant(slot: number): void {
+    unlock(this.i32, this.si(slot, S_TENANT_LOCK))
+  }
+
+  lockRing(ring: number): void {
+    lock(this.i32, this.ringLockIndex(ring))
+  }
+
+  unlockRing(ring: number): void {
+    unlock(this.i32, this.ringLockIndex(ring))
+  }
+
+  // --- the tenant hash table -----------------------------------------------------------------
+
+  /** The slot of a tenant, inserting it on first sight; OVERFLOW_SLOT when it cannot have one. */
+  slotOf(tenant: string): number {
+    const cached = this.#slots.get(tenant)
+    if (cached !== undefined) return cached
+    const slot = this.#findOrInsert(tenant)
+    if (this.#slots.size >= TENANT_CAPACITY * 2) this.#slots.clear() // bound the cache (ids of an unlisted flood)
+    this.#slots.set(tenant, slot)
+    return slot
+  }
+
+  /** The slot of a tenant already in the table, or -1 (never inserts: for gauges). */
+  peekSlot(tenant: string): number {
+    const cached = this.#slots.get(tenant)
+    if (cached !== undefined) return cached
+    const len = tenant.length
+    if (len === 0 || len > KEY_BYTES) return -1
+    const start = (fnv1a(tenant) % (TENANT_CAPACITY - 1)) + 1
+    for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = s === TENANT_CAPACITY - 1 ? 1 : s + 1) {
+      if (Atomics.load(this.i32, this.si(s, S_STATE)) === 0) return -1
+      if (this.#keyEquals(s, tenant)) return s
+    }
+    return -1
+  }
+
+  #findOrInsert(tenant: string): number {
+    const len = tenant.length
+    if (len === 0 || len > KEY_BYTES) return this.#overflow()
+    for (let i = 0; i < len; i++) if (tenant.charCodeAt(i) > 0x7e) return this.#overflow()
+    const start = (fnv1a(tenant) % (TENANT_CAPACITY - 1)) + 1
+    const i32 = this.i32
+    lock(i32, H_TABLE_LOCK)
+    try {
+      for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = s === TENANT_CAPACITY - 1 ? 1 : s + 1) {
+        if (Atomics.load(i32, this.si(s, S_STATE)) === 0) {
+          if (Atomics.load(i32, H_SLOTS_USED) >= MAX_FILL) break
+          const kb = KEYS_BASE + s * KEY_BYTES
+          for (let i = 0; i < len; i++) this.#u8[kb + i] = tenant.charCodeAt(i)
+          i32[this.si(s, S_KEYLEN)] = len
+          Atomics.add(i32, H_SLOTS_USED, 1)
+          Atomics.store(i32, this.si(s, S_STATE), 1)
+          return s
+        }
+        if (this.#keyEquals(s, tenant)) return s
+      }
+    } finally {
+      unlock(i32, H_TABLE_LOCK)
+    }
+    return this.#overflow()
+  }
+
+  #overflow(): number {
+    Atomics.add(this.i32, H_OVERFLOWS, 1)
+    return OVERFLOW_SLOT
+  }
+
+  #keyEquals(slot: number, tenant: string): boolean {
+    if (this.i32[this.si(slot, S_KEYLEN)] !== tenant.length) return false
+    const kb = KEYS_BASE + slot * KEY_BYTES
+    for (let i = 0; i < tenant.length; i++) if (this.#u8[kb + i] !== tenant.charCodeAt(i)) return false
+    return true
+  }
+
+  /** The tenant id stored in a slot ('' for the overflow slot). */
+  keyOf(slot: number): string {
+    if (slot === OVERFLOW_SLOT) return ''
+    const len = this.i32[this.si(slot, S_KEYLEN)]!
+    const kb = KEYS_BASE + slot * KEY_BYTES
+    return String.fromCharCode(...this.#u8.subarray(kb, kb + len))
+  }
+
+  /** Every occupied slot (for the state file, gauges and the anomaly pass). */
+  forEachSlot(fn: (slot: number, tenant: string) => void): void {
+    for (let s = 1; s < TENANT_CAPACITY; s++) {
+      if (Atomics.load(this.i32, this.si(s, S_STATE)) === 1) fn(s, this.keyOf(s))
+    }
+  }
+
+  /** The budget ring of a slot, allocated on first use; OVERFLOW_RING when the pool is spent. */
+  ringOf(slot: number): number {
+    const idx = this.si(slot, S_RING)
+    const have = Atomics.load(this.i32, idx)
+    if (have !== 0) return have - 1
+    lock(this.i32, H_TABLE_LOCK)
+    try {
+      const again = Atomics.load(this.i32, idx)
+      if (again !== 0) return again - 1
+      let ring = OVERFLOW_RING
+      if (slot !== OVERFLOW_SLOT) {
+        const next = Atomics.load(this.i32, H_RING_NEXT) + 1 // ring 0 is the overflow ring
+        if (next < RING_CAPACITY) {
+          Atomics.store(this.i32, H_RING_NEXT, next)
+          ring = next
+        }
+      }
+      Atomics.store(this.i32, idx, ring + 1)
+      return ring
+    } finally {
+      unlock(this.i32, H_TABLE_LOCK)
+    }
+  }
+}
+
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}

@@ -2,7 +2,9 @@
 // the single source of truth; config/schema.json is generated from it (`npm run schema`).
 import { z } from 'zod'
 import { DEFAULT_TIER } from './defaults.ts'
+import { checkDlpReferences, dlpConfig } from './dlp.ts'
 import { filterEntry } from './filters/index.ts'
+import { subscriptionsConfig } from './subscriptions.ts'
 import { persistedDocumentsConfig } from './persisted-documents.ts'
 import { checkQuotaReferences, quotasConfig } from './quotas.ts'
 import {
@@ -84,6 +86,12 @@ export const routeConfig = z.strictObject({
   websocket: z
     .strictObject({
       enabled: z.boolean().default(true),
+      /**
+       * passthrough: frames are relayed to the upstream as they are. terminate: the gateway speaks
+       * graphql-transport-ws / graphql-ws / igw-topics itself (shared upstream subscriptions,
+       * replay cursors, QoS tiers; see `subscriptions:`).
+       */
+      mode: z.enum(['passthrough', 'terminate']).default('passthrough'),
       /** Bytes queued toward one side before the other side stops being read. */
       maxBufferedBytes: byteSize.default(1024 * 1024),
       maxMessageBytes: byteSize.default(16 * 1024 * 1024),
@@ -165,10 +173,14 @@ export const gatewayConfigObject = z.strictObject({
   upstreams: z.record(z.union([identifier, originUrl], { error: 'expected an upstream name of letters, digits, "_", "." or "-"' }), upstreamConfig).default({}),
   routes: z.array(routeConfig).min(1, { error: 'expected at least one route' }),
   tenants: z.record(tenantId, tenantConfig).default({}),
+  /** Subscriptions the gateway terminates (routes with websocket.mode: terminate). */
+  subscriptions: subscriptionsConfig.prefault({}),
   /** Persisted-documents manifest: id → document + per-id policy (persisted and cache filters). */
   persistedDocuments: persistedDocumentsConfig.prefault({}),
   /** Cost controls per tenant and kind (quota filter): buckets, daily quotas, budgets, QoS, events. */
   quotas: quotasConfig.prefault({}),
+  /** DLP on exports: presets, per-tenant preset, rule pack, keyring location, export policy (dlp filter). */
+  dlp: dlpConfig.prefault({}),
 })
 
 /** Cross-field rules zod cannot express per field; each names the exact path. */
@@ -202,6 +214,7 @@ const checkedConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
     })
   })
   checkQuotaReferences(cfg, ctx)
+  checkDlpReferences(cfg, ctx)
   if (cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
     ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several' })
   }

@@ -2,12 +2,14 @@
 // and one line below; the discriminated union turns an unknown name into a precise error.
 import { z } from 'zod'
 import { cacheFilterConfig } from './cache.ts'
+import { dlpFilterConfig } from './dlp.ts'
 import { persistedFilterConfig } from './persisted.ts'
 import { quotaFilterConfig } from './quota.ts'
 import { requestIdFilterConfig } from './request-id.ts'
+import { subscriptionsFilterConfig } from './subscriptions.ts'
 import { tenantFilterConfig } from './tenant.ts'
 
-export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig, persistedFilterConfig, cacheFilterConfig, quotaFilterConfig] as const
+export const filterConfigs = [requestIdFilterConfig, tenantFilterConfig, persistedFilterConfig, cacheFilterConfig, quotaFilterConfig, dlpFilterConfig, subscriptionsFilterConfig] as const
 
 export const filterEntry = z.discriminatedUnion('name', filterConfigs, {
   error: (iss) =>
@@ -23,3 +25,5 @@ export type { TenantFilterConfig } from './tenant.ts'
 export type { PersistedFilterConfig } from './persisted.ts'
 export type { CacheFilterConfig } from './cache.ts'
 export type { QuotaFilterConfig } from './quota.ts'
+export type { DlpFilterConfig } from './dlp.ts'
+export type { SubscriptionsFilterConfig } from './subscriptions.ts'

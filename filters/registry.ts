@@ -7,6 +7,7 @@ import { cacheFilter } from './cache/index.ts'
 import { persistedFilter } from './persisted/index.ts'
 import { quotaFilter } from './quota/index.ts'
 import { requestIdFilter } from './request-id/index.ts'
+import { subscriptionsFilter } from './subscriptions/index.ts'
 import { tenantFilter } from './tenant/index.ts'
 
 export type FilterModules = { [K in FilterName]: FilterModule<Extract<FilterEntry, { name: K }>> }
@@ -17,4 +18,5 @@ export const filterModules: FilterModules = {
   persisted: persistedFilter,
   cache: cacheFilter,
   quota: quotaFilter,
+  subscriptions: subscriptionsFilter,
 }

@@ -1,0 +1,67 @@
+// Per-route policy for subscriptions the gateway terminates, applied to every subscribe in the
+// request phase (ctx.subscription is set by the hub; plain HTTP requests pass untouched):
+//  - who may share one upstream subscription: with `dedupClaims`, clients of a tenant whose
+//    verified claims match share it; otherwise only identical credentials do (the hub's default);
+//  - the delivery tier, from a verified claim (`tierClaim`), over the tenant's;
+//  - how many operations one connection may hold on this route.
+import type { SubscriptionsFilterConfig } from '../../config/filters/index.ts'
+import type { Tier } from '../../config/primitives.ts'
+import { errorReply, type Decision, type Filter, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
+
+const TIERS: ReadonlySet<string> = new Set<Tier>(['gold', 'silver', 'bronze'])
+
+/** Value at a dotted path ("org.role") of verified claims. */
+export function claimValue(claims: Record<string, unknown>, path: string): unknown {
+  let cur: unknown = claims
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return undefined
+    cur = (cur as Record<string, unknown>)[part]
+  }
+  return cur
+}
+
+/**
+ * The sharing scope for these claims: equal for two clients exactly when every configured
+ * claim is equal. "tenant" for an empty list (the hub always keys by tenant as well).
+ */
+export function dedupScope(claims: Record<string, unknown>, paths: readonly string[]): string {
+  if (paths.length === 0) return 'tenant'
+  return `claims:${JSON.stringify(paths.map((p) => [p, claimValue(claims, p) ?? null]))}`
+}
+
+class SubscriptionsFilter implements Filter {
+  readonly name = 'subscriptions'
+  readonly #dedupClaims: readonly string[] | undefined
+  readonly #tierClaim: string | undefined
+  readonly #max: number | undefined
+
+  constructor(cfg: SubscriptionsFilterConfig) {
+    this.#dedupClaims = cfg.dedupClaims
+    this.#tierClaim = cfg.tierClaim
+    this.#max = cfg.maxPerConnection
+  }
+
+  onRequest(ctx: RequestContext): Decision {
+    const sub = ctx.subscription
+    if (sub === undefined) return undefined
+    if (this.#max !== undefined && (sub.active ?? 0) >= this.#max) {
+      return errorReply('QUOTA_EXCEEDED', `at most ${this.#max} subscriptions per connection on this route`)
+    }
+    // Only verified claims decide: without them the hub falls back to identical credentials.
+    const claims = ctx.claims
+    if (claims === undefined) return undefined
+    if (this.#tierClaim !== undefined) {
+      const tier = claimValue(claims, this.#tierClaim)
+      if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = tier as Tier
+    }
+    if (this.#dedupClaims !== undefined) sub.dedupScope = dedupScope(claims, this.#dedupClaims)
+    return undefined
+  }
+}
+
+export const subscriptionsFilter: FilterModule<SubscriptionsFilterConfig> = {
+  create: (cfg) => new SubscriptionsFilter(cfg),
+  // The hub's per-process cursor key (used when subscriptions.cursorKey is unset) lives here:
+  // one random key shared by every worker thread (CURSOR_KEY_SHARED_BYTES in proxy/subscriptions/hub.ts).
+  sharedBytes: 64,
+}

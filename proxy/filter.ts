@@ -31,16 +31,25 @@ export interface ResponseInfo {
   body: Readable | Buffer
 }
 
-/** A stream event on a subscription (the subscriptions issue refines these). */
+/** One event of a shared subscription stream, as it is about to reach one client. */
 export interface StreamEvent {
   streamId: string
+  /** The upstream's result ({ data, errors?, extensions? }); shared by every client: do not mutate. */
   payload: unknown
+  epoch?: string
+  offset?: number
+  cursor?: string
 }
 
+/** The client subscription an event is about to reach. */
 export interface SubscriptionContext {
   tenant: string | undefined
   tier: string | undefined
   route: string
+  /** The client's operation id and connection. */
+  id?: string
+  connectionId?: string
+  topic?: string
 }
 
 export interface Filter {

@@ -11,6 +11,7 @@ import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
 import { SharedRedis } from './redis.ts'
+import { SubscriptionHub } from './subscriptions/hub.ts'
 import { handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
 
@@ -26,7 +27,9 @@ export class WorkerProxy {
   readonly logger: Logger
   readonly metrics: ProxyMetrics
   readonly workerId: number
-  readonly bridges = new Set<WsBridge>()
+  /** Open WebSockets, bridged or terminated by the subscription hub: drain sends each 1001. */
+  readonly bridges = new Set<Pick<WsBridge, 'goAway' | 'terminate'>>()
+  readonly subscriptions: SubscriptionHub
   readonly pools = new PoolRegistry()
   readonly server: Server
   /** Per-tenant counters the supervisor drains for the control plane's usage reports. */
@@ -49,6 +52,7 @@ export class WorkerProxy {
     this.#shared = opts.shared
     this.#modules = opts.modules
     this.#workerCounter = opts.metrics.workerRequests.labels(String(opts.workerId))
+    this.subscriptions = new SubscriptionHub(this, opts.shared.subscriptions)
     this.server = createServer(
       {
         keepAliveTimeout: config.listener.keepAliveTimeoutMs,
@@ -133,7 +137,7 @@ export class WorkerProxy {
     this.inflight++
     snap.inflight++
     this.#upgradeSnapshots.set(req, snap)
-    handleUpgrade(this, snap, route, req, socket, head).catch((err: unknown) => {
+    ;(route.websocket.mode === 'terminate' ? this.subscriptions.handleUpgrade : handleUpgrade)(this, snap, route, req, socket, head).catch((err: unknown) => {
       this.logger.error({ err }, 'websocket upgrade failed')
       socket.destroy()
       this.finishUpgradeRaw(req)
@@ -243,6 +247,7 @@ export class WorkerProxy {
       for (const b of this.bridges) b.terminate()
     }
     this.server.closeAllConnections()
+    await this.subscriptions.close()
     await this.snapshot.closeFilters(this.logger)
     await this.pools.destroyAll()
     await this.#redis?.close()

@@ -1,0 +1,777 @@
+// One terminated client WebSocket: its protocol state machine, its subscriptions, and its
+// QoS-tiered delivery (token bucket, bounded queue, socket backpressure). A subscribe runs
+// through the route's filter chain with the connection's headers plus its connection_init
+// payload; a refusal answers that operation only, the socket stays open.
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { RawData, WebSocket } from 'ws'
+import type { Tier } from '../../config/primitives.ts'
+import { runRequestChain } from '../chain.ts'
+import { RequestContext } from '../context.ts'
+import type { LocalReply } from '../errors.ts'
+import type { Filter, SubscriptionContext } from '../filter.ts'
+import { GraphQLRequest } from '../graphql-request.ts'
+import type { RouteRuntime, Snapshot } from '../runtime.ts'
+import { DeliveryQueue, type GapHolder, type QueuedEntry } from './delivery-queue.ts'
+import { compileEventFilter, EventFilterError, type EventMatcher } from './event-filter.ts'
+import type { SubscriptionHub } from './hub.ts'
+import type { TierMetrics } from './metrics.ts'
+import { CLOSE, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
+import type { LogEvent } from './replay-ring.ts'
+import { upstreamErrors, type Stream, type StreamSubscriber } from './stream.ts'
+import { TokenBucket } from './token-bucket.ts'
+
+type ConnState = 'init' | 'ready' | 'closing' | 'closed'
+
+const CONTROL_BYTES = 96
+
+/** Route filters that look at each event (onSubscriptionEvent), for the snapshot they came from. */
+interface EventFilters {
+  snapshot: Snapshot
+  list: Filter[]
+}
+
+export class Subscription implements StreamSubscriber, GapHolder {
+  readonly id: string
+  readonly conn: ClientConnection
+  readonly ctx: RequestContext
+  readonly prefix: string
+  readonly topic: string | undefined
+  readonly matcher: EventMatcher | undefined
+  stream: Stream | undefined = undefined
+  streamIndex = -1
+  lastCursor: string | null = null
+  pendingGap: GapNotice | undefined = undefined
+  closed = false
+  #held: QueuedEntry[] | undefined = undefined
+  #cancel: (() => void) | undefined = undefined
+  #filters: EventFilters | undefined = undefined
+  #sctx: SubscriptionContext | undefined = undefined
+  #owner = true
+
+  constructor(conn: ClientConnection, id: string, ctx: RequestContext, topic: string | undefined, matcher: EventMatcher | undefined) {
+    this.conn = conn
+    this.id = id
+    this.ctx = ctx
+    this.topic = topic
+    this.matcher = matcher
+    this.prefix = conn.writer.nextPrefix(id, topic)
+  }
+
+  push(entry: QueuedEntry): void {
+    if (this.closed) return
+    if (this.#held !== undefined) {
+      this.#held.push(entry)
+      return
+    }
+    this.#deliver(entry)
+  }
+
+  replay(entry: QueuedEntry): void {
+    if (!this.closed) this.#deliver(entry)
+  }
+
+  hold(): void {
+    this.#held ??= []
+  }
+
+  release(): void {
+    const held = this.#held
+    if (held === undefined) return
+    this.#held = undefined
+    for (const e of held) this.push(e)
+  }
+
+  #deliver(entry: QueuedEntry): void {
+    if (entry.kind === 'event' && !this.#accepts(entry)) return
+    this.conn.deliver(this, entry)
+  }
+
+  #accepts(e: LogEvent): boolean {
+    if (this.matcher !== undefined && !this.matcher(e.result)) return false
+    const snap = this.conn.hub.host.snapshot
+    let f = this.#filters
+    if (f === undefined || f.snapshot !== snap) {
+      // Follow reloads: the current snapshot's chain decides, not the one the subscribe ran on.
+      const route = this.conn.hub.route(this.conn.routeName)
+      f = this.#filters = { snapshot: snap, list: route === undefined ? [] : route.filters.filter((x) => x.onSubscriptionEvent !== undefined) }
+    }
+    if (f.list.length === 0) return true
+    const sctx = (this.#sctx ??= { tenant: this.ctx.tenant, tier: this.conn.tier, route: this.conn.routeName, id: this.id, connectionId: this.conn.id, topic: this.topic })
+    const ev = { streamId: this.stream?.streamId ?? '', payload: e.result, epoch: e.epoch, offset: e.offset, cursor: e.cursor }
+    for (const filter of f.list) {
+      try {
+        if (filter.onSubscriptionEvent!(sctx, ev) !== undefined) return false
+      } catch (err) {
+        this.conn.hub.host.metrics.filterErrors.labels(filter.name).inc()
+        this.ctx.log.error({ err, filter: filter.name }, 'onSubscriptionEvent failed; event withheld')
+        return false
+      }
+    }
+    return true
+  }
+
+  /** For queries and mutations over the socket: how to stop the upstream operation. */
+  setCancel(fn: () => void): void {
+    this.#cancel = fn
+  }
+
+  /**
+   * A new subscription object under the same id and request context (re-send on demand):
+   * this one stops receiving, its queued messages are discarded, cleanups stay with the successor.
+   */
+  successor(): Subscription {
+    const next = new Subscription(this.conn, this.id, this.ctx, this.topic, this.matcher)
+    this.#owner = false
+    this.closed = true
+    this.stream?.detach(this)
+    return next
+  }
+
+  /** It is over (client stop, stream completed or errored, connection closed): release everything once. */
+  end(): void {
+    if (this.closed && !this.#owner) return
+    const wasOwner = this.#owner
+    this.closed = true
+    this.#owner = false
+    this.pendingGap = undefined
+    this.#held = undefined
+    this.#cancel?.()
+    this.stream?.detach(this)
+    if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
+    if (wasOwner) {
+      this.conn.tierMetrics.subscriptions.dec()
+      this.ctx.runCleanups()
+    }
+  }
+}
+
+function entryBytes(sub: Subscription, entry: QueuedEntry): number {
+  return entry.kind === 'event' ? sub.prefix.length + entry.tail.length : CONTROL_BYTES
+}
+
+/** A filter's LocalReply as what the protocol can carry: a result (status < 400 with data) or errors. */
+export function replyPayload(reply: LocalReply): { data: true; json: string } | { data: false; errors: unknown[] } {
+  const text = typeof reply.body === 'string' ? reply.body : reply.body.toString('utf8')
+  try {
+    const body = JSON.parse(text) as { data?: unknown; errors?: unknown }
+    if (reply.status < 400 && body !== null && typeof body === 'object' && 'data' in body) return { data: true, json: text }
+    if (body !== null && typeof body === 'object' && Array.isArray(body.errors) && body.errors.length > 0) return { data: false, errors: body.errors }
+  } catch {}
+  return { data: false, errors: [{ message: `refused (HTTP ${reply.status})`, extensions: { code: reply.code ?? 'REFUSED' } }] }
+}
+
+export class ClientConnection {
+  readonly id = randomUUID()
+  readonly hub: SubscriptionHub
+  readonly ws: WebSocket
+  readonly routeName: string
+  readonly upgrade: IncomingMessage
+  readonly writer: ProtocolWriter
+  readonly protocol: ProtocolName
+  readonly subs = new Map<string, Subscription>()
+  readonly #pending = new Map<string, { cancelled: boolean }>()
+  #state: ConnState
+  #req: IncomingMessage
+  #initPayload: Record<string, unknown> | undefined = undefined
+  #inited = false
+  #initTimer: NodeJS.Timeout | undefined
+  tenant: string | undefined = undefined
+  #tenantKnown = false
+  tier: Tier | undefined = undefined
+  tierMetrics: TierMetrics
+  queue: DeliveryQueue<Subscription> | undefined = undefined
+  #bucket: TokenBucket | undefined = undefined
+  #highWater = 64 * 1024
+  #lowWater = 32 * 1024
+  #timer: NodeJS.Timeout | undefined = undefined
+  #awaitDrain = false
+  #pumping = false
+  #accounted = 0
+  #alive = true
+
+  constructor(hub: SubscriptionHub, ws: WebSocket, upgrade: IncomingMessage, routeName: string, protocol: ProtocolName) {
+    this.hub = hub
+    this.ws = ws
+    this.upgrade = upgrade
+    this.#req = upgrade
+    this.routeName = routeName
+    this.protocol = protocol
+    this.writer = new ProtocolWriter(protocol)
+    this.tierMetrics = hub.metrics.tiers.none
+    this.tierMetrics.connections.inc()
+    if (protocol === TOPICS) this.#state = 'ready'
+    else {
+      this.#state = 'init'
+      this.#initTimer = setTimeout(() => {
+        if (this.#state === 'init') this.#close(CLOSE.initTimeout, 'Connection initialisation timeout')
+      }, hub.config.connectionInitTimeoutMs)
+      this.#initTimer.unref()
+    }
+    ws.on('message', this.#onMessage)
+    ws.on('pong', () => (this.#alive = true))
+    ws.on('close', () => this.#onClose())
+    ws.on('error', (err) => hub.logger.debug({ err: { message: err.message }, conn: this.id }, 'client websocket error'))
+  }
+
+  // --- lifecycle ---------------------------------------------------------------------------------
+
+  heartbeat(): void {
+    if (this.#state === 'closed') return
+    if (!this.#alive) {
+      this.ws.terminate()
+      return
+    }
+    this.#alive = false
+    this.ws.ping()
+    const ka = this.writer.keepAlive()
+    if (ka !== undefined && this.#state === 'ready') this.ws.send(ka)
+  }
+
+  /** Shutdown: flush what is queued, then 1001 Going Away (clients reconnect elsewhere with their cursors). */
+  goAway(): void {
+    if (this.#state === 'closing' || this.#state === 'closed') return
+    const wasReady = this.#state === 'ready'
+    this.#state = 'closing'
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (wasReady) this.#flushAll()
+    this.hub.metrics.closes.labels(String(CLOSE.goingAway)).inc()
+    this.ws.close(CLOSE.goingAway, 'gateway shutting down')
+  }
+
+  terminate(): void {
+    this.ws.terminate()
+  }
+
+  #close(code: number, reason: string): void {
+    if (this.#state === 'closed' || this.#state === 'closing') return
+    this.#state = 'closing'
+    this.hub.metrics.closes.labels(String(code)).inc()
+    this.ws.close(code, reason.length > 120 ? `${reason.slice(0, 117)}...` : reason)
+  }
+
+  #onClose(): void {
+    if (this.#state === 'closed') return
+    this.#state = 'closed'
+    if (this.#initTimer !== undefined) clearTimeout(this.#initTimer)
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    for (const p of this.#pending.values()) p.cancelled = true
+    for (const sub of [...this.subs.values()]) sub.end()
+    this.subs.clear()
+    if (this.tier !== undefined) this.hub.backlogged[this.tier].delete(this)
+    this.hub.adjustQueued(-this.#accounted)
+    this.#accounted = 0
+    this.queue = undefined
+    this.tierMetrics.connections.dec()
+    this.hub.connections.delete(this)
+    this.hub.host.bridges.delete(this)
+  }
+
+  // --- incoming ----------------------------------------------------------------------------------
+
+  readonly #onMessage = (data: RawData, isBinary: boolean): void => {
+    this.#alive = true
+    if (this.#state === 'closed' || this.#state === 'closing') return
+    void isBinary
+    const text = Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8')
+    const cmd = parseClientMessage(this.protocol, text)
+    switch (cmd.t) {
+      case 'bad':
+        if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.badRequest, cmd.reason)
+        else this.#sendNow(this.writer.badMessage(cmd.reason, cmd.id))
+        return
+      case 'init':
+        this.#init(cmd.payload)
+        return
+      case 'subscribe':
+        this.#subscribe(cmd)
+        return
+      case 'stop': {
+        const pending = this.#pending.get(cmd.id)
+        if (pending !== undefined) pending.cancelled = true
+        const sub = this.subs.get(cmd.id)
+        if (sub !== undefined) {
+          sub.end()
+          if (this.protocol === TOPICS) this.#sendNow(this.writer.complete(cmd.id))
+        }
+        return
+      }
+      case 'replay':
+        this.#replay(cmd.id, cmd.cursor)
+        return
+      case 'ping':
+        this.#sendNow(this.writer.pong(cmd.payload))
+        return
+      case 'pong':
+        return
+      case 'terminate':
+        this.#close(1000, 'client terminated')
+        return
+    }
+  }
+
+  #init(payload: Record<string, unknown> | undefined): void {
+    if (this.protocol === TOPICS) {
+      if (this.subs.size > 0 || this.#pending.size > 0 || this.#inited) {
+        this.#sendNow(this.writer.badMessage('"init" must come once, before any subscribe', undefined))
+        return
+      }
+      this.#inited = true
+      this.#merge(payload)
+      this.#sendNow(this.writer.ack())
+      return
+    }
+    if (this.#state !== 'init') {
+      if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.tooManyInits, 'Too many initialisation requests')
+      return
+    }
+    clearTimeout(this.#initTimer)
+    this.#initTimer = undefined
+    this.#merge(payload)
+    this.#state = 'ready'
+    this.#sendNow(this.writer.ack())
+    const ka = this.writer.keepAlive()
+    if (ka !== undefined) this.#sendNow(ka)
+  }
+
+  /** connection_init payload values become request headers for the chain (browsers cannot set any). */
+  #merge(payload: Record<string, unknown> | undefined): void {
+    this.#initPayload = payload
+    if (payload === undefined) return
+    const map = this.hub.config.initPayloadHeaders
+    const headers: Record<string, string | string[] | undefined> = { ...this.upgrade.headers }
+    let changed = false
+    for (const key in map) {
+      const v = payload[key]
+      if (typeof v === 'string') {
+        headers[map[key]!] = v
+        changed = true
+      }
+    }
+    const nested = payload.headers
+    if (nested !== null && typeof nested === 'object' && !Array.isArray(nested)) {
+      const allowed = new Set(Object.values(map))
+      for (const [k, v] of Object.entries(nested as Record<string, unknown>)) {
+        const lower = k.toLowerCase()
+        if (allowed.has(lower) && typeof v === 'string') {
+          headers[lower] = v
+          changed = true
+        }
+      }
+    }
+    // The upgrade request with these headers: filters read ctx.req.headers as for any request.
+    if (changed) this.#req = Object.create(this.upgrade, { headers: { value: headers, enumerable: true, writable: true } }) as IncomingMessage
+  }
+
+  #refuse(id: string, code: string, message: string): void {
+    this.hub.metrics.rejections.labels(code).inc()
+    this.#sendNow(this.writer.error(id, [{ message, extensions: { code } }]))
+  }
+
+  #subscribe(cmd: SubscribeCommand): void {
+    if (this.#state === 'init') {
+      if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.unauthorized, 'Unauthorized')
+      else this.#refuse(cmd.id, 'BAD_REQUEST', 'send connection_init first')
+      return
+    }
+    if (this.subs.has(cmd.id) || this.#pending.has(cmd.id)) {
+      if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.subscriberExists, `Subscriber for ${cmd.id} already exists`)
+      else this.#refuse(cmd.id, 'BAD_REQUEST', `subscription "${cmd.id}" already exists`)
+      return
+    }
+    const cfg = this.hub.config
+    if (this.subs.size + this.#pending.size >= cfg.maxSubscriptionsPerConnection) {
+      this.#refuse(cmd.id, 'QUOTA_EXCEEDED', `at most ${cfg.maxSubscriptionsPerConnection} operations per connection`)
+      return
+    }
+    const route = this.hub.route(this.routeName)
+    if (route === undefined) {
+      this.#refuse(cmd.id, 'NOT_FOUND', 'this route no longer terminates subscriptions')
+      return
+    }
+    let { query, operationName, variables } = cmd
+    let rootField: string | undefined
+    let filter: unknown
+    if (cmd.topic !== undefined) {
+      const topic = Object.hasOwn(cfg.topics, cmd.topic) ? cfg.topics[cmd.topic] : undefined
+      if (topic === undefined) {
+        this.#refuse(cmd.id, 'BAD_REQUEST', `unknown topic "${cmd.topic.slice(0, 64)}"`)
+        return
+      }
+      for (const k of Object.keys(variables ?? {})) {
+        if (!topic.clientVariables.includes(k)) {
+          this.#refuse(cmd.id, 'BAD_REQUEST', `topic "${cmd.topic}" does not take variable "${k.slice(0, 64)}"`)
+          return
+        }
+      }
+      query = topic.query
+      operationName = topic.operationName
+      variables = { ...topic.variables, ...variables }
+      if (Object.keys(variables).length === 0) variables = undefined
+      filter = cmd.filter
+      rootField = ''
+    }
+    const gql = new GraphQLRequest('POST', undefined, query, operationName, variables, cmd.extensions)
+    let matcher: EventMatcher | undefined
+    if (rootField !== undefined) {
+      try {
+        matcher = compileEventFilter(filter, this.hub.rootField(gql.document, operationName))
+      } catch (err) {
+        this.#refuse(cmd.id, 'BAD_REQUEST', err instanceof EventFilterError ? err.message : `topic query: ${(err as Error).message}`)
+        return
+      }
+    }
+    const ctx = new RequestContext(this.#req, undefined, route, this.hub.host.logger, performance.now(), '')
+    ctx.deadline = Number.POSITIVE_INFINITY
+    ctx.graphql = gql
+    ctx.subscription = { id: cmd.id, connectionId: this.id, topic: cmd.topic, active: this.subs.size + this.#pending.size }
+    const pending = { cancelled: false }
+    this.#pending.set(cmd.id, pending)
+    const snap = this.hub.host.snapshot
+    // Hold the snapshot while its filters run, so a reload cannot close them mid-call.
+    snap.inflight++
+    runRequestChain(ctx, route, this.hub.host.metrics)
+      .then(
+        (reply) => {
+          if (this.#pending.get(cmd.id) === pending) this.#pending.delete(cmd.id)
+          if (pending.cancelled || this.#state !== 'ready') {
+            ctx.runCleanups()
+            return
+          }
+          if (reply !== undefined) {
+            this.#answerLocally(cmd.id, reply, cmd.topic)
+            ctx.runCleanups()
+            return
+          }
+          this.#admitted(cmd, ctx, gql, route, matcher)
+        },
+        (err: unknown) => {
+          this.#pending.delete(cmd.id)
+          ctx.runCleanups()
+          this.hub.logger.error({ err, conn: this.id }, 'subscribe failed')
+          if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
+        },
+      )
+      .finally(() => snap.release())
+  }
+
+  /** A filter answered the subscribe itself: a result (e.g. a cached query) or a refusal. */
+  #answerLocally(id: string, reply: LocalReply, topic: string | undefined): void {
+    const p = replyPayload(reply)
+    if (p.data) {
+      this.#sendNow(this.writer.result(id, p.json, topic))
+      this.#sendNow(this.writer.complete(id))
+      return
+    }
+    const code = (p.errors[0] as { extensions?: { code?: unknown } } | undefined)?.extensions?.code
+    this.hub.metrics.rejections.labels(typeof code === 'string' ? code : (reply.code ?? 'REFUSED')).inc()
+    this.#sendNow(this.writer.error(id, p.errors))
+  }
+
+  #admitted(cmd: SubscribeCommand, ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, matcher: EventMatcher | undefined): void {
+    let opType: string | undefined
+    try {
+      void gql.document
+      opType = gql.operationType
+    } catch (err) {
+      ctx.runCleanups()
+      this.hub.metrics.rejections.labels('GRAPHQL_PARSE_FAILED').inc()
+      this.#sendNow(this.writer.error(cmd.id, [{ message: (err as Error).message, extensions: { code: 'GRAPHQL_PARSE_FAILED' } }]))
+      return
+    }
+    if (gql.query === undefined || opType === undefined) {
+      ctx.runCleanups()
+      this.#refuse(cmd.id, 'BAD_REQUEST', 'the document has no operation to run (or operationName names none)')
+      return
+    }
+    if (!this.#tenantKnown) {
+      this.#tenantKnown = true
+      this.tenant = ctx.tenant
+    } else if (ctx.tenant !== this.tenant) {
+      // Never: headers and payload are fixed per connection. Refuse rather than mix tenants.
+      ctx.runCleanups()
+      this.#refuse(cmd.id, 'UNKNOWN_TENANT', 'one connection serves one tenant')
+      return
+    }
+    if (this.tier === undefined) this.#setTier(ctx.tier ?? this.hub.config.defaultTier)
+    const sub = new Subscription(this, cmd.id, ctx, cmd.topic, matcher)
+    this.subs.set(cmd.id, sub)
+    this.tierMetrics.subscriptions.inc()
+    const { headers, params } = this.#credentials(ctx)
+    if (opType !== 'subscription') {
+      this.#single(sub, gql, route, headers, params)
+      return
+    }
+    const cursor = cmd.cursor
+    const stream = this.hub.streamFor(ctx, gql, route, this.upgrade.url ?? '/', headers, params)
+    sub.stream = stream
+    const ack = this.writer.subscribed(cmd.id, cmd.topic ?? '', cursor ?? stream.headCursor)
+    if (ack !== undefined) this.#sendNow(ack)
+    stream.attach(sub, cursor)
+  }
+
+  /** Queries and mutations over the socket: one upstream operation, answered directly (no sharing, no log). */
+  #single(sub: Subscription, gql: GraphQLRequest, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined): void {
+    const upstream = this.hub.upstreamFor(route, this.upgrade.url ?? '/', sub.ctx.tenant, headers, params)
+    const cancel = upstream.subscribe(
+      { query: gql.query!, operationName: gql.operationName ?? null, variables: gql.variables ?? null, extensions: gql.extensions ?? null },
+      {
+        next: (r) => {
+          if (!sub.closed) this.#sendNow(this.writer.result(sub.id, JSON.stringify(r), sub.topic))
+        },
+        error: (e) => {
+          if (sub.closed) return
+          this.#sendNow(this.writer.error(sub.id, upstreamErrors(e)))
+          sub.end()
+        },
+        complete: () => {
+          if (sub.closed) return
+          this.#sendNow(this.writer.complete(sub.id))
+          sub.end()
+        },
+      },
+    )
+    sub.setCancel(cancel)
+  }
+
+  /** Topic protocol re-send on demand: the subscription starts over from `cursor`. */
+  #replay(id: string, cursor: string): void {
+    const old = this.subs.get(id)
+    const stream = old?.stream
+    if (old === undefined || stream === undefined || stream.done) {
+      this.#sendNow(this.writer.badMessage(`no live subscription "${id.slice(0, 64)}" to replay`, id))
+      return
+    }
+    const sub = old.successor()
+    this.subs.set(id, sub)
+    sub.stream = stream
+    const ack = this.writer.subscribed(id, sub.topic ?? '', cursor)
+    if (ack !== undefined) this.#sendNow(ack)
+    stream.attach(sub, cursor)
+  }
+
+  /**
+   * What the upstream connection is opened with: the configured client headers, the chain's
+   * header edits (the resolved tenant, …), and the init payload with those edits applied, so a
+   * tenant a client claimed in its payload never reaches the backend over the one the chain chose.
+   */
+  #credentials(ctx: RequestContext): { headers: Record<string, string>; params: Record<string, unknown> | undefined } {
+    const cfg = this.hub.config
+    const headers: Record<string, string> = {}
+    for (const name of cfg.upstream.forwardHeaders) {
+      const v = this.#req.headers[name]
+      if (typeof v === 'string') headers[name] = v
+    }
+    const edits = ctx.upstreamHeaderEdits
+    if (edits !== undefined) {
+      for (const [name, value] of edits) {
+        if (cfg.upstream.volatileHeaders.includes(name)) continue
+        if (value === null) delete headers[name]
+        else headers[name] = value
+      }
+    }
+    let params: Record<string, unknown> | undefined
+    if (cfg.upstream.forwardInitPayload && this.#initPayload !== undefined) {
+      params = { ...this.#initPayload }
+      if (edits !== undefined) {
+        for (const [key, header] of Object.entries(cfg.initPayloadHeaders)) {
+          if (!Object.hasOwn(params, key) || !edits.has(header)) continue
+          const v = edits.get(header)
+          if (v === null || v === undefined) delete params[key]
+          else params[key] = v
+        }
+        const nested = params.headers
+        if (nested !== null && typeof nested === 'object' && !Array.isArray(nested)) {
+          const copy: Record<string, unknown> = { ...(nested as Record<string, unknown>) }
+          for (const k of Object.keys(copy)) {
+            const lower = k.toLowerCase()
+            if (!edits.has(lower)) continue
+            const v = edits.get(lower)
+            if (v === null || v === undefined) delete copy[k]
+            else copy[k] = v
+          }
+          params.headers = copy
+        }
+      }
+    }
+    return { headers, params }
+  }
+
+  #setTier(tier: Tier): void {
+    this.tier = tier
+    this.tierMetrics.connections.dec()
+    this.tierMetrics = this.hub.metrics.tiers[tier]
+    this.tierMetrics.connections.inc()
+    const qos = this.hub.config.qos
+    const t = qos[tier]
+    this.queue = new DeliveryQueue<Subscription>({ drops: tier !== 'gold', maxQueue: t.maxQueue, maxQueueBytes: t.maxQueueBytes })
+    this.#bucket = new TokenBucket(t.ratePerSec, t.burst, performance.now())
+    this.#highWater = Math.max(1024, qos.socketHighWaterBytes)
+    this.#lowWater = this.#highWater >> 1
+  }
+
+  // --- outgoing ----------------------------------------------------------------------------------
+
+  #sendNow(text: string): void {
+    if (this.ws.readyState === 1) this.ws.send(text, this.#onWritten)
+  }
+
+  readonly #onWritten = (): void => {
+    if (this.#awaitDrain && this.ws.bufferedAmount < this.#lowWater) {
+      this.#awaitDrain = false
+      this.#pump()
+    }
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = undefined
+    this.#pump()
+  }
+
+  /** An entry for one subscription: written now when nothing waits, else queued under the tier's rules. */
+  deliver(sub: Subscription, entry: QueuedEntry): void {
+    if (this.#state !== 'ready') return
+    const q = this.queue!
+    if (q.empty && this.#timer === undefined && !this.#awaitDrain && this.ws.bufferedAmount < this.#highWater && (entry.kind !== 'event' || this.#bucket!.take(performance.now()))) {
+      this.#write(sub, entry)
+      return
+    }
+    const dropped = q.dropped
+    const outcome = q.push({ sub, entry, bytes: entryBytes(sub, entry) })
+    if (outcome === 'overflow') {
+      this.#overCap()
+      return
+    }
+    if (q.dropped !== dropped) this.tierMetrics.drops.inc(q.dropped - dropped)
+    this.#sync()
+    if (this.#timer === undefined && !this.#awaitDrain) this.#pump()
+  }
+
+  /** Drop this connection's oldest queued event for the worker's memory budget (bronze, then silver). */
+  shedOne(): boolean {
+    const q = this.queue
+    if (q === undefined || !q.policy.drops) return false
+    const dropped = q.dropped
+    const ok = q.dropOldest()
+    if (q.dropped !== dropped) this.tierMetrics.drops.inc(q.dropped - dropped)
+    this.#sync()
+    return ok
+  }
+
+  #overCap(): void {
+    this.hub.logger.warn({ conn: this.id, tenant: this.tenant, tier: this.tier, queuedBytes: this.queue?.bytes }, 'gold connection over its delivery queue cap: closing with 1013')
+    while (this.queue !== undefined && this.queue.shift() !== undefined) {}
+    this.#sync()
+    this.#close(CLOSE.tryAgainLater, 'delivery queue over its memory cap; reconnect with your cursor')
+  }
+
+  #sync(): void {
+    const q = this.queue
+    if (q === undefined || this.tier === undefined) return
+    const delta = q.bytes - this.#accounted
+    this.#accounted = q.bytes
+    if (q.empty) this.hub.backlogged[this.tier].delete(this)
+    else this.hub.backlogged[this.tier].add(this)
+    this.hub.adjustQueued(delta)
+  }
+
+  #congested(): boolean {
+    return this.ws.bufferedAmount >= this.#highWater
+  }
+
+  #pump(): void {
+    if (this.#pumping || this.#state !== 'ready') return
+    const q = this.queue
+    if (q === undefined) return
+    this.#pumping = true
+    try {
+      for (const sub of q.gapOwed) {
+        if (this.#congested()) {
+          this.#awaitDrain = true
+          return
+        }
+        q.gapOwed.delete(sub)
+        const g = sub.pendingGap
+        sub.pendingGap = undefined
+        if (g !== undefined && !sub.closed) this.#writeGap(sub, g)
+      }
+      while (q.urgent.length > 0) {
+        if (this.#congested()) {
+          this.#awaitDrain = true
+          return
+        }
+        const item = q.urgent.shift()!
+        if (!item.sub.closed) this.#write(item.sub, item.entry)
+      }
+      const now = performance.now()
+      for (let item = q.peek(); item !== undefined; item = q.peek()) {
+        if (item.sub.closed) {
+          q.shift()
+          continue
+        }
+        if (this.#congested()) {
+          this.#awaitDrain = true
+          return
+        }
+        if (item.entry.kind === 'event' && !this.#bucket!.take(now)) {
+          this.#timer = setTimeout(this.#onTimer, Math.max(1, this.#bucket!.waitMs(now)))
+          return
+        }
+        q.shift()
+        this.#write(item.sub, item.entry)
+      }
+    } finally {
+      this.#pumping = false
+      this.#sync()
+    }
+  }
+
+  /** Shutdown: everything queued goes to the socket now, whatever the rate and backpressure. */
+  #flushAll(): void {
+    const q = this.queue
+    if (q === undefined) return
+    for (const sub of q.gapOwed) {
+      const g = sub.pendingGap
+      sub.pendingGap = undefined
+      if (g !== undefined && !sub.closed) this.#writeGap(sub, g)
+    }
+    q.gapOwed.clear()
+    for (const item of q.urgent.splice(0)) if (!item.sub.closed) this.#write(item.sub, item.entry)
+    for (let item = q.shift(); item !== undefined; item = q.shift()) if (!item.sub.closed) this.#write(item.sub, item.entry)
+    this.#sync()
+  }
+
+  #write(sub: Subscription, entry: QueuedEntry): void {
+    switch (entry.kind) {
+      case 'event':
+        this.ws.send(sub.prefix + entry.tail, this.#onWritten)
+        sub.lastCursor = entry.cursor
+        // Replayed events (receivedAt NaN) are not live deliveries.
+        if (entry.receivedAt === entry.receivedAt) this.tierMetrics.delivery.observe((performance.now() - entry.receivedAt) / 1000)
+        return
+      case 'epoch':
+        this.#writeGap(sub, { reason: 'epoch', from: sub.lastCursor, to: entry.cursor })
+        return
+      case 'gap':
+        this.#writeGap(sub, entry.gap)
+        return
+      case 'complete':
+        this.ws.send(this.writer.complete(sub.id), this.#onWritten)
+        sub.end()
+        return
+      case 'error':
+        this.ws.send(this.writer.error(sub.id, entry.errors), this.#onWritten)
+        sub.end()
+        return
+    }
+  }
+
+  #writeGap(sub: Subscription, gap: GapNotice): void {
+    this.ws.send(this.writer.gap(sub.id, gap), this.#onWritten)
+    if (gap.to !== null) sub.lastCursor = gap.to
+    this.hub.metrics.gaps.labels(gap.reason).inc()
+  }
+}
+

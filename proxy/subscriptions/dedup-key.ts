@@ -1,0 +1,75 @@
+// Who may share one upstream subscription. Two subscribes share only when everything that can
+// change what the backend sends them is equal: route and upstream, tenant, the sharing scope
+// (identical credentials by default, or configured verified claims), the document, operation
+// name, variables and extensions. Pure functions: the tenant-isolation rules are tested here.
+import { createHash } from 'node:crypto'
+import { STREAM_ID_BYTES } from './cursor.ts'
+
+/** JSON with object keys sorted at every level, so {a,b} and {b,a} give the same text. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    const s = JSON.stringify(value)
+    return s === undefined ? 'null' : s
+  }
+  if (Array.isArray(value)) {
+    let out = '['
+    for (let i = 0; i < value.length; i++) out += (i ? ',' : '') + canonicalJson(value[i])
+    return `${out}]`
+  }
+  const obj = value as Record<string, unknown>
+  const keys = Object.keys(obj)
+    .filter((k) => obj[k] !== undefined)
+    .sort()
+  let out = '{'
+  for (let i = 0; i < keys.length; i++) out += `${i ? ',' : ''}${JSON.stringify(keys[i])}:${canonicalJson(obj[keys[i]!])}`
+  return `${out}}`
+}
+
+/** Value at a dotted path ("org.role") of a claims object. */
+export function claimPath(claims: Record<string, unknown>, path: string): unknown {
+  let cur: unknown = claims
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return undefined
+    cur = (cur as Record<string, unknown>)[part]
+  }
+  return cur
+}
+
+/**
+ * The credentials a shared upstream connection is opened with: the forwarded headers and the
+ * init payload. Hashed, this is the default sharing scope (identical credentials share).
+ */
+export function credentialScope(headers: Record<string, string>, initPayload: Record<string, unknown> | undefined): string {
+  return `cred:${sha256(canonicalJson({ h: headers, p: initPayload ?? null }))}`
+}
+
+/** The scope from configured claims; undefined when the caller has no verified claims. */
+export function claimsScope(claims: Record<string, unknown> | undefined, paths: readonly string[]): string | undefined {
+  if (claims === undefined) return undefined
+  if (paths.length === 0) return 'tenant'
+  const values: unknown[] = []
+  for (const p of paths) values.push(claimPath(claims, p) ?? null)
+  return `claims:${sha256(canonicalJson([paths, values]))}`
+}
+
+export interface StreamIdentity {
+  route: string
+  upstreamUrl: string
+  tenant: string | undefined
+  scope: string
+  docHash: string
+  operationName: string | undefined
+  variables: Record<string, unknown> | undefined
+  extensions: Record<string, unknown> | undefined
+}
+
+/** The dedup key (hex sha256) and the stream id cursors carry (its first STREAM_ID_BYTES). */
+export function streamKey(s: StreamIdentity): { key: string; streamId: string } {
+  // An array, not a concatenation: no field can bleed into the next ("a|b" + "c" vs "a" + "b|c").
+  const key = sha256(canonicalJson([s.route, s.upstreamUrl, s.tenant ?? null, s.scope, s.docHash, s.operationName ?? null, s.variables ?? {}, s.extensions ?? {}]))
+  return { key, streamId: key.slice(0, STREAM_ID_BYTES * 2) }
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
+}

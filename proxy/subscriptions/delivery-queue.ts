@@ -1,0 +1,183 @@
+// One connection's delivery queue and its QoS rules, without sockets: what waits, what is
+// dropped when a slow consumer falls behind, and how drops become gap notices. Bronze and
+// silver drop the oldest events over their bound (each drop folds into one pending gap notice
+// per subscription, written before that subscription's next message); gold never drops and
+// reports overflow so the connection can be closed with 1013.
+import type { GapNotice, GapReason } from './protocols.ts'
+import type { EpochMark, LogEvent } from './replay-ring.ts'
+
+/** What the queue needs of a subscription. */
+export interface GapHolder {
+  /** Cursor of the last event (or gap) written to the client; null before the first. */
+  lastCursor: string | null
+  /** A gap notice owed to the client, written before its next message. */
+  pendingGap: GapNotice | undefined
+  /** The client ended it: its queued items are discarded. */
+  closed: boolean
+}
+
+/** A gap known when it is queued (replay: cursor invalid, log trimmed or expired). */
+export interface GapEntry {
+  readonly kind: 'gap'
+  readonly gap: GapNotice
+}
+export interface CompleteEntry {
+  readonly kind: 'complete'
+}
+export interface ErrorEntry {
+  readonly kind: 'error'
+  readonly errors: readonly unknown[]
+}
+export type QueuedEntry = LogEvent | EpochMark | GapEntry | CompleteEntry | ErrorEntry
+
+export const COMPLETE: CompleteEntry = { kind: 'complete' }
+
+export interface QueueItem<S extends GapHolder> {
+  readonly sub: S
+  readonly entry: QueuedEntry
+  readonly bytes: number
+}
+
+export interface QueuePolicy {
+  /** false for gold: never drop, report overflow instead. */
+  readonly drops: boolean
+  readonly maxQueue: number
+  readonly maxQueueBytes: number
+}
+
+const STRENGTH: Record<GapReason, number> = { dropped: 0, trimmed: 1, expired: 2, epoch: 3, invalid: 4 }
+
+function stronger(a: GapReason, b: GapReason): GapReason {
+  return STRENGTH[a] >= STRENGTH[b] ? a : b
+}
+
+/**
+ * Fold a discarded entry into the subscription's pending gap notice. Returns true when an
+ * event was lost (what `igw_qos_drops_total` counts).
+ */
+export function foldIntoGap(sub: GapHolder, entry: LogEvent | EpochMark | GapEntry): boolean {
+  const g = sub.pendingGap
+  if (entry.kind === 'event') {
+    if (g === undefined) sub.pendingGap = { reason: 'dropped', from: sub.lastCursor, to: entry.cursor, missed: 1 }
+    else {
+      g.to = entry.cursor
+      if (g.missed !== undefined) g.missed++
+    }
+    return true
+  }
+  const reason = entry.kind === 'epoch' ? 'epoch' : entry.gap.reason
+  const to = entry.kind === 'epoch' ? entry.cursor : entry.gap.to
+  if (g === undefined) {
+    sub.pendingGap = { reason, from: entry.kind === 'gap' ? entry.gap.from : sub.lastCursor, to }
+  } else {
+    g.reason = stronger(g.reason, reason)
+    g.to = to
+    delete g.missed
+  }
+  return false
+}
+
+/** A growable circular FIFO. */
+export class Fifo<T> {
+  #buf: (T | undefined)[] = new Array(16)
+  #head = 0
+  #size = 0
+
+  get length(): number {
+    return this.#size
+  }
+
+  push(v: T): void {
+    if (this.#size === this.#buf.length) {
+      const next = new Array<T | undefined>(this.#buf.length * 2)
+      for (let i = 0; i < this.#size; i++) next[i] = this.#buf[(this.#head + i) % this.#buf.length]
+      this.#buf = next
+      this.#head = 0
+    }
+    this.#buf[(this.#head + this.#size) % this.#buf.length] = v
+    this.#size++
+  }
+
+  peek(): T | undefined {
+    return this.#size === 0 ? undefined : this.#buf[this.#head]
+  }
+
+  shift(): T | undefined {
+    if (this.#size === 0) return undefined
+    const v = this.#buf[this.#head]
+    this.#buf[this.#head] = undefined
+    this.#head = (this.#head + 1) % this.#buf.length
+    this.#size--
+    return v
+  }
+}
+
+export type PushOutcome = 'queued' | 'overflow'
+
+export class DeliveryQueue<S extends GapHolder> {
+  readonly policy: QueuePolicy
+  readonly #items = new Fifo<QueueItem<S>>()
+  /** Subscriptions owed a gap notice, written before anything else. */
+  readonly gapOwed = new Set<S>()
+  /** Terminal messages (complete, error) that outlived a drop of everything before them. */
+  readonly urgent: QueueItem<S>[] = []
+  bytes = 0
+  events = 0
+  /** Events dropped since creation. */
+  dropped = 0
+
+  constructor(policy: QueuePolicy) {
+    this.policy = policy
+  }
+
+  get length(): number {
+    return this.#items.length
+  }
+
+  get empty(): boolean {
+    return this.#items.length === 0 && this.gapOwed.size === 0 && this.urgent.length === 0
+  }
+
+  peek(): QueueItem<S> | undefined {
+    return this.#items.peek()
+  }
+
+  /** Queue an item; bronze/silver drop the oldest over the bounds, gold reports overflow. */
+  push(item: QueueItem<S>): PushOutcome {
+    this.#items.push(item)
+    this.bytes += item.bytes
+    if (item.entry.kind === 'event') this.events++
+    if (!this.policy.drops) return this.bytes > this.policy.maxQueueBytes ? 'overflow' : 'queued'
+    while ((this.events > this.policy.maxQueue || this.bytes > this.policy.maxQueueBytes) && this.dropOldest()) {}
+    return 'queued'
+  }
+
+  shift(): QueueItem<S> | undefined {
+    const item = this.#items.shift()
+    if (item !== undefined) {
+      this.bytes -= item.bytes
+      if (item.entry.kind === 'event') this.events--
+    }
+    return item
+  }
+
+  /**
+   * Discard the oldest item: an event becomes (part of) a gap notice for its subscription,
+   * a terminal message moves to `urgent`. Returns false when nothing is left to drop.
+   */
+  dropOldest(): boolean {
+    for (;;) {
+      const item = this.shift()
+      if (item === undefined) return false
+      const { sub, entry } = item
+      if (sub.closed) continue
+      if (entry.kind === 'complete' || entry.kind === 'error') {
+        this.urgent.push(item)
+        continue
+      }
+      if (foldIntoGap(sub, entry)) this.dropped++
+      this.gapOwed.add(sub)
+      if (entry.kind === 'event') return true
+    }
+  }
+}

@@ -1,0 +1,66 @@
+// The topic protocol's per-client `filter`: { "path.to.field": value | [values] } matched
+// against each event's root field, all keys must match. It runs at fan-out, so every client of
+// a topic still shares one upstream subscription. Pure and precompiled once per subscribe.
+import type { ExecutionResultLike } from './replay-ring.ts'
+
+export type EventMatcher = (result: ExecutionResultLike) => boolean
+
+const MAX_KEYS = 16
+const MAX_VALUES = 100
+const MAX_DEPTH = 8
+
+export class EventFilterError extends Error {}
+
+type Scalar = string | number | boolean | null
+
+function isScalar(v: unknown): v is Scalar {
+  return v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
+}
+
+function same(a: unknown, b: Scalar): boolean {
+  if (b === null) return a === null || a === undefined
+  if (a === null || a === undefined || typeof a === 'object') return false
+  // IDs travel as strings in GraphQL results; a client filtering on 7 means "7".
+  return String(a) === String(b)
+}
+
+/** Compile a client's filter; throws EventFilterError with a message for the client. */
+export function compileEventFilter(filter: unknown, rootField: string): EventMatcher | undefined {
+  if (filter === undefined || filter === null) return undefined
+  if (typeof filter !== 'object' || Array.isArray(filter)) throw new EventFilterError('"filter" must be an object of field paths to values')
+  const entries = Object.entries(filter as Record<string, unknown>)
+  if (entries.length === 0) return undefined
+  if (entries.length > MAX_KEYS) throw new EventFilterError(`"filter" may name at most ${MAX_KEYS} fields`)
+  const paths: string[][] = []
+  const wanted: Scalar[][] = []
+  for (const [key, value] of entries) {
+    const path = key.split('.')
+    if (path.length > MAX_DEPTH || path.some((p) => p === '')) throw new EventFilterError(`filter key "${key.slice(0, 64)}" is not a field path`)
+    const values = Array.isArray(value) ? value : [value]
+    if (values.length === 0 || values.length > MAX_VALUES || !values.every(isScalar)) {
+      throw new EventFilterError(`filter "${key.slice(0, 64)}" must be a scalar or a list of 1-${MAX_VALUES} scalars`)
+    }
+    paths.push(path)
+    wanted.push(values as Scalar[])
+  }
+  return (result) => {
+    const data = result.data
+    if (data === null || typeof data !== 'object') return false
+    const root = (data as Record<string, unknown>)[rootField]
+    for (let k = 0; k < paths.length; k++) {
+      let cur: unknown = root
+      for (const part of paths[k]!) {
+        if (cur === null || typeof cur !== 'object') {
+          cur = undefined
+          break
+        }
+        cur = (cur as Record<string, unknown>)[part]
+      }
+      const options = wanted[k]!
+      let hit = false
+      for (let i = 0; i < options.length && !hit; i++) hit = same(cur, options[i]!)
+      if (!hit) return false
+    }
+    return true
+  }
+}

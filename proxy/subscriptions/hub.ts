@@ -1,0 +1,331 @@
+// The subscription hub of one worker thread: it accepts WebSockets on routes whose
+// websocket.mode is "terminate", speaks the client protocols itself, runs every subscribe
+// through the route's filter chain, shares one upstream subscription among identical
+// subscribes (never across tenants or credentials), logs every stream for replay and delivers
+// through per-connection QoS queues. Live streams do not belong to a config snapshot: a reload
+// changes what new subscribes see, never what is already flowing.
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { getOperationAST, Kind, type DocumentNode } from 'graphql'
+import type { Logger } from 'pino'
+import { WebSocketServer } from 'ws'
+import type { SubscriptionsConfig } from '../../config/subscriptions.ts'
+import type { Tier } from '../../config/primitives.ts'
+import { RequestContext } from '../context.ts'
+import { rawHttpError } from '../errors.ts'
+import type { GraphQLRequest } from '../graphql-request.ts'
+import type { ProxyMetrics } from '../metrics.ts'
+import { SharedRedis } from '../redis.ts'
+import type { RouteRuntime, Snapshot } from '../runtime.ts'
+import { ClientConnection } from './connection.ts'
+import { CursorCodec } from './cursor.ts'
+import { canonicalJson, credentialScope, sha256, streamKey } from './dedup-key.ts'
+import { HubMetrics } from './metrics.ts'
+import { chooseProtocol, type ProtocolName } from './protocols.ts'
+import { RedisReplayLog } from './redis-log.ts'
+import { Stream } from './stream.ts'
+import { UpstreamPool, type UpstreamConnection } from './upstream.ts'
+
+/** What the hub needs of the worker's proxy (WorkerProxy satisfies it). */
+export interface HubHost {
+  readonly logger: Logger
+  readonly metrics: ProxyMetrics
+  readonly snapshot: Snapshot
+  readonly bridges: Set<{ goAway(): void; terminate(): void }>
+  readonly draining: boolean
+  finishUpgrade(ctx: RequestContext, status: number): void
+}
+
+/** Bytes of process-shared memory for the fallback cursor key (see `processCursorKey`). */
+export const CURSOR_KEY_SHARED_BYTES = 64
+
+/**
+ * One random key per process, the same in every worker thread: the first thread to get here
+ * writes it into shared memory, the others wait for it. Used only when no cursorKey is set.
+ */
+export function processCursorKey(shared: SharedArrayBuffer | undefined): Buffer {
+  if (shared === undefined || shared.byteLength < CURSOR_KEY_SHARED_BYTES) return randomBytes(32)
+  const state = new Int32Array(shared, 0, 1)
+  const bytes = new Uint8Array(shared, 4, 32)
+  if (Atomics.compareExchange(state, 0, 0, 1) === 0) {
+    bytes.set(randomBytes(32))
+    Atomics.store(state, 0, 2)
+    Atomics.notify(state, 0)
+  } else {
+    while (Atomics.load(state, 0) !== 2) {
+      try {
+        Atomics.wait(state, 0, 1, 50)
+      } catch {
+        // the main thread may not wait; the writer finishes within microseconds
+      }
+    }
+  }
+  return Buffer.from(bytes)
+}
+
+const kProtocol = Symbol('igw.subscriptions.protocol')
+type UpgradeRequest = IncomingMessage & { [kProtocol]?: ProtocolName }
+
+export class SubscriptionHub {
+  readonly host: HubHost
+  readonly metrics: HubMetrics
+  readonly pool: UpstreamPool
+  readonly logger: Logger
+  readonly streams = new Map<string, Stream>()
+  readonly connections = new Set<ClientConnection>()
+  /** Connections with something queued, by tier: shed bronze first, then silver, when over budget. */
+  readonly backlogged: Record<Tier, Set<ClientConnection>> = { gold: new Set(), silver: new Set(), bronze: new Set() }
+  queuedBytes = 0
+  readonly #shared: SharedArrayBuffer | undefined
+  #codec: { cfg: SubscriptionsConfig; codec: CursorCodec } | undefined
+  #processKey: Buffer | undefined
+  #redis: { url: string; keyPrefix: string; shared: SharedRedis; log: RedisReplayLog } | undefined
+  readonly #servers = new Map<number, WebSocketServer>()
+  #heartbeat: NodeJS.Timeout | undefined
+  #heartbeatMs = 0
+  #warnedKey = false
+
+  constructor(host: HubHost, shared: SharedArrayBuffer | undefined) {
+    this.host = host
+    this.logger = host.logger.child({ component: 'subscriptions' })
+    this.metrics = new HubMetrics(host.metrics.registry)
+    this.pool = new UpstreamPool(this.metrics, this.logger)
+    this.#shared = shared
+  }
+
+  /** The current config's section (a reload swaps it; live streams keep their settings). */
+  get config(): SubscriptionsConfig {
+    return this.host.snapshot.config.subscriptions
+  }
+
+  get codec(): CursorCodec {
+    const cfg = this.config
+    if (this.#codec?.cfg === cfg) return this.#codec.codec
+    let keys: (string | Buffer)[]
+    if (cfg.cursorKey !== undefined) keys = [cfg.cursorKey, ...cfg.previousCursorKeys]
+    else {
+      this.#processKey ??= processCursorKey(this.#shared)
+      keys = [this.#processKey, ...cfg.previousCursorKeys]
+      if (!this.#warnedKey) {
+        this.#warnedKey = true
+        this.logger.warn('subscriptions.cursorKey is not set: cursors are signed with a per-process key and are not honoured after a restart or on another replica')
+      }
+    }
+    const codec = new CursorCodec(keys)
+    this.#codec = { cfg, codec }
+    return codec
+  }
+
+  /** The Redis replay log when replay.store is redis (or auto with `redis:` configured). */
+  replayLog(): RedisReplayLog | undefined {
+    const snapCfg = this.host.snapshot.config
+    const cfg = snapCfg.subscriptions.replay
+    const want = cfg.store === 'memory' ? undefined : snapCfg.redis
+    if (cfg.store === 'redis' && want === undefined && this.#redis === undefined) return undefined
+    const cur = this.#redis
+    if (cur !== undefined && (want === undefined || want.url !== cur.url || want.keyPrefix !== cur.keyPrefix)) {
+      this.#redis = undefined
+      // Streams that still hold the old log keep writing until they end; then it closes.
+      setTimeout(() => void cur.shared.close(), 60_000).unref()
+    }
+    if (want !== undefined && this.#redis === undefined) {
+      const shared = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'subscriptions-redis' }), { up: this.metrics.redisUp, reconnects: this.metrics.redisReconnects })
+      this.#redis = { url: want.url, keyPrefix: want.keyPrefix, shared, log: new RedisReplayLog(shared, cfg.maxEvents, cfg.maxAgeMs, this.metrics, this.logger) }
+    }
+    this.#redis?.log.setBounds(cfg.maxEvents, cfg.maxAgeMs)
+    return this.#redis?.log
+  }
+
+  /** The route of that name in the current snapshot, if it still terminates subscriptions. */
+  route(name: string): RouteRuntime | undefined {
+    for (const r of this.host.snapshot.routes) if (r.name === name) return r.websocket.mode === 'terminate' ? r : undefined
+    return undefined
+  }
+
+  #server(maxPayload: number): WebSocketServer {
+    let wss = this.#servers.get(maxPayload)
+    if (wss === undefined) {
+      wss = new WebSocketServer({
+        noServer: true,
+        perMessageDeflate: false,
+        maxPayload,
+        clientTracking: false,
+        handleProtocols: (_offered, req: UpgradeRequest) => {
+          const p = req[kProtocol]
+          // The topic protocol needs no subprotocol; name it only when the client offered it.
+          return p !== undefined && _offered.has(p) ? p : false
+        },
+      })
+      this.#servers.set(maxPayload, wss)
+    }
+    return wss
+  }
+
+  /** Same signature as the passthrough bridge's handleUpgrade. */
+  readonly handleUpgrade = async (_host: HubHost, _snap: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> => {
+    const host = this.host
+    const start = performance.now()
+    if (!route.websocket.enabled || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+      socket.end(rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
+      return
+    }
+    const key = req.headers['sec-websocket-key']
+    if (req.method !== 'GET' || key === undefined || !/^[+/0-9A-Za-z]{22}==$/.test(key) || req.headers['sec-websocket-version'] !== '13') {
+      socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket handshake (needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)'))
+      return
+    }
+    const offered = (req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== '')
+    const protocol = chooseProtocol(offered)
+    if (protocol === undefined) {
+      socket.end(rawHttpError('BAD_REQUEST', 'unsupported WebSocket subprotocol; this route speaks graphql-transport-ws, graphql-ws and igw-topics'))
+      return
+    }
+    req[kProtocol] = protocol
+    socket.on('error', () => socket.destroy())
+    const incoming = req.headers['x-request-id']
+    const ctx = new RequestContext(req, undefined, route, host.logger, start, typeof incoming === 'string' ? incoming : '')
+    let finished = false
+    const onGone = () => {
+      if (finished) return
+      finished = true
+      host.finishUpgrade(ctx, 499)
+    }
+    socket.once('close', onGone)
+    this.#server(route.websocket.maxMessageBytes).handleUpgrade(req, socket, head, (ws) => {
+      socket.removeListener('close', onGone)
+      if (finished) {
+        ws.terminate()
+        return
+      }
+      finished = true
+      const conn = new ClientConnection(this, ws, req, route.name, protocol)
+      this.connections.add(conn)
+      host.bridges.add(conn)
+      this.#ensureHeartbeat()
+      // The handshake is done: the snapshot it ran on is released; the connection lives on.
+      host.finishUpgrade(ctx, 101)
+      if (host.draining) conn.goAway()
+    })
+  }
+
+  #ensureHeartbeat(): void {
+    const ms = this.config.keepAliveMs
+    if (this.#heartbeat !== undefined && this.#heartbeatMs === ms) return
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat)
+    this.#heartbeat = undefined
+    this.#heartbeatMs = ms
+    if (ms === 0) return
+    this.#heartbeat = setInterval(() => {
+      if (this.connections.size === 0) {
+        clearInterval(this.#heartbeat)
+        this.#heartbeat = undefined
+        return
+      }
+      for (const c of this.connections) c.heartbeat()
+    }, ms)
+    this.#heartbeat.unref()
+  }
+
+  /** The name of the root field a topic's events carry (what topic filters match against). */
+  rootField(doc: DocumentNode, operationName: string | undefined): string {
+    const first = getOperationAST(doc, operationName)?.selectionSet.selections[0]
+    return first?.kind === Kind.FIELD ? (first.alias?.value ?? first.name.value) : ''
+  }
+
+  /** The upstream connection for these credentials (shared by every stream opened with them). */
+  upstreamFor(route: RouteRuntime, upgradeUrl: string, tenant: string | undefined, headers: Record<string, string>, params: Record<string, unknown> | undefined): UpstreamConnection {
+    const wsUrl = upstreamWsUrl(route, upgradeUrl)
+    return this.pool.get(sha256(canonicalJson([wsUrl, tenant ?? null, headers, params ?? null])), wsUrl, headers, params, this.config.upstream)
+  }
+
+  /**
+   * The shared stream for an admitted subscribe, opened upstream when it is the first of its
+   * kind. `headers` and `params` are the credentials the upstream connection is opened with.
+   */
+  streamFor(ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, upgradeUrl: string, headers: Record<string, string>, params: Record<string, unknown> | undefined): Stream {
+    const cfg = this.config
+    const upstreamUrl = upstreamWsUrl(route, upgradeUrl)
+    const scope = ctx.subscription?.dedupScope ?? credentialScope(headers, params)
+    const { key, streamId } = streamKey({
+      route: route.name,
+      upstreamUrl,
+      tenant: ctx.tenant,
+      scope,
+      docHash: gql.docHash ?? '',
+      operationName: gql.operationName,
+      variables: gql.variables,
+      extensions: gql.extensions,
+    })
+    let stream = this.streams.get(key)
+    if (stream === undefined || stream.done) {
+      stream = new Stream({
+        key,
+        streamId,
+        codec: this.codec,
+        upstream: this.upstreamFor(route, upgradeUrl, ctx.tenant, headers, params),
+        payload: { query: gql.query!, operationName: gql.operationName ?? null, variables: gql.variables ?? null, extensions: gql.extensions ?? null },
+        maxEvents: cfg.replay.maxEvents,
+        maxAgeMs: cfg.replay.maxAgeMs,
+        lingerMs: cfg.upstream.lingerMs,
+        resume: cfg.upstream.resume,
+        redis: this.replayLog(),
+        metrics: this.metrics,
+        logger: this.logger,
+        onClosed: (s) => {
+          if (this.streams.get(s.key) === s) this.streams.delete(s.key)
+        },
+      })
+      this.streams.set(key, stream)
+      stream.start()
+    }
+    return stream
+  }
+
+  /** A connection's queued bytes changed by `delta`; over the worker's budget, shed bronze then silver. */
+  adjustQueued(delta: number): void {
+    if (delta === 0) return
+    this.queuedBytes += delta
+    this.metrics.queuedBytes.inc(delta)
+    if (delta > 0 && this.queuedBytes > this.config.qos.memoryBudgetBytes) this.#shed()
+  }
+
+  #shedding = false
+  #shed(): void {
+    if (this.#shedding) return
+    this.#shedding = true
+    try {
+      const budget = this.config.qos.memoryBudgetBytes
+      for (const tier of ['bronze', 'silver'] as const) {
+        for (const conn of this.backlogged[tier]) {
+          while (this.queuedBytes > budget && conn.shedOne()) {}
+          if (this.queuedBytes <= budget) return
+        }
+      }
+    } finally {
+      this.#shedding = false
+    }
+  }
+
+  /** Shutdown, after the connections went away: upstream subscriptions and Redis. */
+  async close(): Promise<void> {
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat)
+    for (const c of [...this.connections]) c.terminate()
+    for (const s of [...this.streams.values()]) s.close()
+    this.pool.closeAll()
+    for (const wss of this.#servers.values()) wss.close()
+    await this.#redis?.shared.close()
+  }
+}
+
+/** The upstream's WebSocket URL for a client that connected on `url` (path and query kept). */
+export function upstreamWsUrl(route: RouteRuntime, url: string): string {
+  return `${route.upstream.origin.replace(/^http/, 'ws')}${url.startsWith('/') ? url : `/${url}`}`
+}
+
+function upstreamKey(url: string, tenant: string | undefined, headers: Record<string, string>, params: Record<string, unknown> | undefined): string {
+  return sha256(canonicalJson([url, tenant ?? null, headers, params ?? null]))
+}

@@ -1,0 +1,66 @@
+// The subscription hub's metrics (one set per worker registry; the admin port sums workers).
+// Labels are bounded: tier (gold/silver/bronze/none), reason, code, source.
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { counter, gauge, histogram } from '../metrics.ts'
+
+/** Delivery latency buckets (seconds): sub-millisecond fan-out up to multi-second backlogs. */
+const DELIVERY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+type GaugeChild = ReturnType<Gauge<string>['labels']>
+type CounterChild = ReturnType<Counter<string>['labels']>
+type HistogramChild = ReturnType<Histogram<string>['labels']>
+
+export const TIER_LABELS = ['gold', 'silver', 'bronze', 'none'] as const
+export type TierLabel = (typeof TIER_LABELS)[number]
+
+export interface TierMetrics {
+  connections: GaugeChild
+  subscriptions: GaugeChild
+  drops: CounterChild
+  delivery: HistogramChild
+}
+
+export class HubMetrics {
+  readonly tiers: Record<TierLabel, TierMetrics>
+  readonly upstreams: Gauge
+  readonly upstreamConnections: Gauge
+  readonly upstreamReconnects: Counter
+  readonly events: Counter
+  readonly gaps: Counter<'reason'>
+  readonly replayEvents: Counter<'source'>
+  readonly replayRequests: Counter<'result'>
+  readonly rejections: Counter<'code'>
+  readonly closes: Counter<'code'>
+  readonly redisErrors: Counter<'op'>
+  readonly queuedBytes: Gauge
+  readonly redisUp: Gauge
+  readonly redisReconnects: Counter
+
+  constructor(registry: Registry) {
+    const connections = gauge(registry, { name: 'igw_subscription_connections', help: 'Open terminated subscription WebSockets, by delivery tier (none: no subscription yet)', labelNames: ['tier'] })
+    const subscriptions = gauge(registry, { name: 'igw_subscriptions_active', help: 'Client subscriptions being delivered, by tier', labelNames: ['tier'] })
+    const drops = counter(registry, { name: 'igw_qos_drops_total', help: 'Events dropped for slow consumers (each announced to the client as a gap), by tier', labelNames: ['tier'] })
+    const delivery = histogram(registry, {
+      name: 'igw_subscription_delivery_seconds',
+      help: 'Event received from the upstream to written to the client socket, by tier',
+      labelNames: ['tier'],
+      buckets: DELIVERY_BUCKETS,
+    })
+    const tiers = {} as Record<TierLabel, TierMetrics>
+    for (const t of TIER_LABELS) tiers[t] = { connections: connections.labels(t), subscriptions: subscriptions.labels(t), drops: drops.labels(t), delivery: delivery.labels(t) }
+    this.tiers = tiers
+    this.upstreams = gauge(registry, { name: 'igw_subscription_upstreams', help: 'Upstream subscriptions (shared streams); igw_subscriptions_active divided by this is the dedup ratio' })
+    this.upstreamConnections = gauge(registry, { name: 'igw_subscription_upstream_connections', help: 'WebSocket connections to upstreams carrying shared streams' })
+    this.upstreamReconnects = counter(registry, { name: 'igw_subscription_upstream_reconnects_total', help: 'Upstream connections re-established after a drop' })
+    this.events = counter(registry, { name: 'igw_subscription_events_total', help: 'Events received from upstream subscriptions' })
+    this.gaps = counter(registry, { name: 'igw_replay_gaps_total', help: 'Gap notices sent to clients, by reason (trimmed, expired, epoch, invalid, dropped)', labelNames: ['reason'] })
+    this.replayEvents = counter(registry, { name: 'igw_replay_events_total', help: 'Events re-sent from a replay log, by source (memory, redis)', labelNames: ['source'] })
+    this.replayRequests = counter(registry, { name: 'igw_replay_requests_total', help: 'Subscribes with a cursor, by outcome (resumed, gap)', labelNames: ['result'] })
+    this.rejections = counter(registry, { name: 'igw_subscription_rejections_total', help: 'Subscribes refused (by the filter chain or the hub), by error code', labelNames: ['code'] })
+    this.closes = counter(registry, { name: 'igw_subscription_closes_total', help: 'Client connections the gateway closed, by close code', labelNames: ['code'] })
+    this.redisErrors = counter(registry, { name: 'igw_subscription_redis_errors_total', help: 'Replay log operations on Redis that failed (delivery continues from memory)', labelNames: ['op'] })
+    this.queuedBytes = gauge(registry, { name: 'igw_subscription_queued_bytes', help: 'Bytes waiting in delivery queues' })
+    this.redisUp = gauge(registry, { name: 'igw_subscription_redis_up', help: 'Worker threads whose replay-log Redis connection is ready', aggregator: 'sum' })
+    this.redisReconnects = counter(registry, { name: 'igw_subscription_redis_reconnects_total', help: 'Times the replay-log Redis connection came back after a loss' })
+  }
+}

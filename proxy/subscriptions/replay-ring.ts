@@ -1,0 +1,197 @@
+// The in-memory replay log of one stream: the last events (bounded by count and by age) and
+// the epoch changes between them, in order. Pure: no sockets, no clocks (time is passed in).
+// It answers "what comes after (epoch, offset)?" — the events, or why some of them are gone.
+
+/** The part of an upstream result the gateway reads (GraphQL ExecutionResult shape). */
+export interface ExecutionResultLike {
+  data?: unknown
+  errors?: readonly unknown[]
+  extensions?: Record<string, unknown>
+}
+
+export interface LogEvent {
+  readonly kind: 'event'
+  readonly epoch: string
+  readonly offset: number
+  /** Wall-clock ms when logged (age bound, Redis, cursor). */
+  readonly ts: number
+  readonly cursor: string
+  /** `,"payload":{…"extensions":{"cursor":…}}}`: the shared tail of every protocol's event message. */
+  readonly tail: string
+  /** The parsed result, for per-client event filters. */
+  readonly result: ExecutionResultLike
+  /** performance.now() when it came from the upstream; NaN for events read back from Redis. */
+  readonly receivedAt: number
+}
+
+/** The stream started a new epoch: what came before cannot be continued exactly. */
+export interface EpochMark {
+  readonly kind: 'epoch'
+  readonly epoch: string
+  readonly offset: 0
+  readonly ts: number
+  /** Cursor of the new epoch's start. */
+  readonly cursor: string
+}
+
+export type LogEntry = LogEvent | EpochMark
+export type EvictReason = 'trimmed' | 'expired'
+
+export type SinceResult =
+  /** Everything after the position is here (possibly nothing). */
+  | { readonly kind: 'ok'; readonly entries: LogEntry[] }
+  /** Events right after the position are gone; delivery continues after (epoch, offset). */
+  | { readonly kind: 'gap'; readonly reason: EvictReason; readonly entries: LogEntry[]; readonly resumeEpoch: string; readonly resumeOffset: number; readonly resumeTs: number }
+  /** This log never had the epoch (or no longer remembers it). */
+  | { readonly kind: 'unknown' }
+
+interface EpochInfo {
+  /** Highest offset logged. */
+  last: number
+  /** Highest offset evicted (0: none). */
+  evictedThrough: number
+  evictedTs: number
+  /** Entries of this epoch still in the ring. */
+  retained: number
+  /** Why offsets were evicted: consecutive ranges ending at `through`, oldest first. */
+  spans: { through: number; reason: EvictReason }[]
+}
+
+const MAX_EPOCHS = 16
+const MAX_SPANS = 16
+
+export class ReplayRing {
+  readonly maxEvents: number
+  readonly maxAgeMs: number
+  #buf: (LogEntry | undefined)[] = new Array(8)
+  #head = 0
+  #size = 0
+  readonly #epochs = new Map<string, EpochInfo>()
+
+  constructor(maxEvents: number, maxAgeMs: number) {
+    this.maxEvents = Math.max(1, maxEvents)
+    this.maxAgeMs = maxAgeMs
+  }
+
+  get size(): number {
+    return this.#size
+  }
+
+  /** Register an epoch that has no entry yet (a stream's first epoch). */
+  startEpoch(epoch: string): void {
+    this.#info(epoch)
+  }
+
+  push(entry: LogEntry, now: number): void {
+    this.#evictExpired(now)
+    if (this.#size >= this.maxEvents) this.#evict('trimmed')
+    if (this.#size === this.#buf.length) this.#grow()
+    this.#buf[(this.#head + this.#size) % this.#buf.length] = entry
+    this.#size++
+    const info = this.#info(entry.epoch)
+    info.retained++
+    if (entry.kind === 'event') info.last = entry.offset
+  }
+
+  /** Entries after (epoch, offset), oldest first, including later epochs' marks and events. */
+  since(epoch: string, offset: number, now: number): SinceResult {
+    this.#evictExpired(now)
+    const info = this.#epochs.get(epoch)
+    if (info === undefined || offset > info.last || offset < 0) return { kind: 'unknown' }
+    const start = this.#startIndex(epoch, offset, info)
+    const entries: LogEntry[] = []
+    for (let i = start; i < this.#size; i++) entries.push(this.#at(i))
+    if (offset >= info.evictedThrough) return { kind: 'ok', entries }
+    return { kind: 'gap', reason: reasonFor(info, offset + 1), entries, resumeEpoch: epoch, resumeOffset: info.evictedThrough, resumeTs: info.evictedTs }
+  }
+
+  /** Lowest offset of `epoch` logged at or after `cutoffTs` (for trimming a copy of this log by age). */
+  firstOffsetSince(epoch: string, cutoffTs: number): number | undefined {
+    for (let i = 0; i < this.#size; i++) {
+      const e = this.#at(i)
+      if (e.kind === 'event' && e.epoch === epoch && e.ts >= cutoffTs) return e.offset
+    }
+    return undefined
+  }
+
+  /** Drop everything (the stream is gone). */
+  clear(): void {
+    this.#buf = new Array(8)
+    this.#head = 0
+    this.#size = 0
+    this.#epochs.clear()
+  }
+
+  #at(i: number): LogEntry {
+    return this.#buf[(this.#head + i) % this.#buf.length]!
+  }
+
+  #startIndex(epoch: string, offset: number, info: EpochInfo): number {
+    // FIFO eviction: an epoch with nothing left in the ring is older than everything retained.
+    if (info.retained === 0) return 0
+    let seen = false
+    for (let i = 0; i < this.#size; i++) {
+      const e = this.#at(i)
+      if (e.epoch === epoch) {
+        seen = true
+        if (e.kind === 'event' && e.offset > offset) return i
+      } else if (seen) {
+        return i
+      }
+    }
+    return this.#size
+  }
+
+  #info(epoch: string): EpochInfo {
+    let info = this.#epochs.get(epoch)
+    if (info === undefined) {
+      info = { last: 0, evictedThrough: 0, evictedTs: 0, retained: 0, spans: [] }
+      this.#epochs.set(epoch, info)
+      if (this.#epochs.size > MAX_EPOCHS) {
+        for (const [k, v] of this.#epochs) {
+          if (v.retained === 0 && k !== epoch) {
+            this.#epochs.delete(k)
+            break
+          }
+        }
+      }
+    }
+    return info
+  }
+
+  #evictExpired(now: number): void {
+    const cutoff = now - this.maxAgeMs
+    while (this.#size > 0 && this.#buf[this.#head]!.ts < cutoff) this.#evict('expired')
+  }
+
+  #evict(reason: EvictReason): void {
+    const e = this.#buf[this.#head]!
+    this.#buf[this.#head] = undefined
+    this.#head = (this.#head + 1) % this.#buf.length
+    this.#size--
+    const info = this.#epochs.get(e.epoch)
+    if (info === undefined) return
+    info.retained--
+    if (e.kind !== 'event') return
+    info.evictedThrough = e.offset
+    info.evictedTs = e.ts
+    const last = info.spans[info.spans.length - 1]
+    if (last !== undefined && last.reason === reason) last.through = e.offset
+    else {
+      info.spans.push({ through: e.offset, reason })
+      if (info.spans.length > MAX_SPANS) info.spans.shift()
+    }
+  }
+
+  #grow(): void {
+    const next = new Array<LogEntry | undefined>(Math.min(this.#buf.length * 2, Math.max(this.maxEvents, 8)))
+    for (let i = 0; i < this.#size; i++) next[i] = this.#at(i)
+    this.#buf = next
+    this.#head = 0
+  }
+}
+
+function reasonFor(info: EpochInfo, offset: number): EvictReason {
+  for (const s of info.spans) if (s.through >= offset) return s.reason
+  return info.spans[info.spans.length - 1]?.reason ?? 'trimmed'
+}

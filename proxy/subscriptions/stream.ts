@@ -1,0 +1,373 @@
+// One shared upstream subscription and its replay log. Every event gets the next offset of the
+// current epoch and a signed cursor, is logged (ring, and Redis when configured), then fanned
+// out to the clients in order. A client joining with a cursor first gets what it missed from
+// the log — or an explicit gap notice saying why it cannot — then live events, with nothing
+// skipped or repeated in between. When the upstream connection drops and comes back, the
+// backend cannot continue the old subscription: a new epoch starts and clients are told.
+import { randomBytes } from 'node:crypto'
+import type { ExecutionResult, SubscribePayload } from 'graphql-ws'
+import type { Logger } from 'pino'
+import { EPOCH_BYTES, type CursorCodec, type CursorPosition } from './cursor.ts'
+import { COMPLETE, type QueuedEntry } from './delivery-queue.ts'
+import type { HubMetrics } from './metrics.ts'
+import type { GapNotice, GapReason } from './protocols.ts'
+import type { RedisReplayLog } from './redis-log.ts'
+import { ReplayRing, type EpochMark, type ExecutionResultLike, type LogEvent } from './replay-ring.ts'
+import type { UpstreamConnection, UpstreamListener } from './upstream.ts'
+
+/** A client subscription as the stream sees it. */
+export interface StreamSubscriber {
+  /** Position in the stream's subscriber list (-1 when not attached). */
+  streamIndex: number
+  /** Cursor of the last thing the client got (its own cursor while it replays). */
+  lastCursor: string | null
+  /** Deliver a live entry to this client (in order; held back while an async replay runs). */
+  push(entry: QueuedEntry): void
+  /** Deliver a replayed entry (never held back: it comes before the held live ones). */
+  replay(entry: QueuedEntry): void
+  /** Buffer live pushes until release(). */
+  hold(): void
+  release(): void
+}
+
+/** graphql-ws re-sends this very object on resubscribe, so it is kept mutable (lastEventId). */
+export type UpstreamPayload = { -readonly [K in keyof SubscribePayload]: SubscribePayload[K] }
+
+export interface StreamOptions {
+  key: string
+  streamId: string
+  codec: CursorCodec
+  upstream: UpstreamConnection
+  payload: UpstreamPayload
+  maxEvents: number
+  maxAgeMs: number
+  lingerMs: number
+  resume: boolean
+  redis: RedisReplayLog | undefined
+  metrics: HubMetrics
+  logger: Logger
+  onClosed: (s: Stream) => void
+}
+
+type State = 'live' | 'interrupted' | 'resuming' | 'done'
+
+function newEpoch(): string {
+  return randomBytes(EPOCH_BYTES).toString('hex')
+}
+
+/** sink.error receives GraphQL errors, an Error, or a close event: make it a GraphQL errors list. */
+export function upstreamErrors(err: unknown): unknown[] {
+  if (Array.isArray(err)) return err
+  const code = (err as { code?: unknown } | null)?.code
+  const reason = (err as { reason?: unknown; message?: unknown } | null)?.reason ?? (err as { message?: unknown } | null)?.message
+  const detail = typeof reason === 'string' && reason !== '' ? reason : typeof code === 'number' ? `closed with ${code}` : 'connection failed'
+  return [{ message: `upstream subscription failed: ${detail}`, extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
+}
+
+export class Stream implements UpstreamListener {
+  readonly key: string
+  readonly streamId: string
+  readonly ring: ReplayRing
+  epoch: string
+  #offset = 0
+  #lastTs = 0
+  #head: string
+  #state: State = 'live'
+  readonly #subs: StreamSubscriber[] = []
+  #fanning = false
+  #removed: StreamSubscriber[] | undefined
+  #linger: NodeJS.Timeout | undefined
+  #unsubscribe: (() => void) | undefined
+  #lastEventId: string | undefined
+  #maintAt = 0
+  readonly #o: StreamOptions
+  readonly #baseExtensions: Record<string, unknown> | undefined
+
+  constructor(o: StreamOptions) {
+    this.#o = o
+    this.key = o.key
+    this.streamId = o.streamId
+    this.ring = new ReplayRing(o.maxEvents, o.maxAgeMs)
+    this.epoch = newEpoch()
+    this.ring.startEpoch(this.epoch)
+    this.#lastTs = Date.now()
+    this.#head = this.#cursor(this.epoch, 0, this.#lastTs)
+    this.#baseExtensions = o.payload.extensions ?? undefined
+    o.metrics.upstreams.inc()
+  }
+
+  get subscriberCount(): number {
+    return this.#subs.length
+  }
+
+  get done(): boolean {
+    return this.#state === 'done'
+  }
+
+  get offset(): number {
+    return this.#offset
+  }
+
+  /** Cursor of the newest position (last event, or the current epoch's start). */
+  get headCursor(): string {
+    return this.#head
+  }
+
+  start(): void {
+    this.#o.upstream.listeners.add(this)
+    this.#unsubscribe = this.#o.upstream.subscribe(this.#o.payload, this)
+  }
+
+  #cursor(epoch: string, offset: number, ts: number): string {
+    return this.#o.codec.encode({ streamId: this.streamId, epoch, offset, ts })
+  }
+
+  // --- graphql-ws sink ------------------------------------------------------------------------
+
+  next(result: ExecutionResult<Record<string, unknown>, Record<string, unknown>>): void {
+    if (this.#state === 'done') return
+    const receivedAt = performance.now()
+    const ext = result.extensions as Record<string, unknown> | undefined
+    if (this.#state === 'resuming') {
+      // The backend continued the old subscription only if it says so, for the id we sent.
+      if (ext?.resumedFrom === undefined || ext.resumedFrom !== this.#lastEventId) this.#startEpoch()
+      this.#state = 'live'
+    } else if (this.#state === 'interrupted') {
+      this.#startEpoch()
+      this.#state = 'live'
+    }
+    if (this.#o.resume && ext !== undefined && (typeof ext.eventId === 'string' || typeof ext.eventId === 'number')) {
+      this.#lastEventId = String(ext.eventId)
+      // graphql-ws re-sends this same payload object when it resubscribes after a drop.
+      this.#o.payload.extensions = { ...this.#baseExtensions, lastEventId: this.#lastEventId }
+    }
+    const now = Date.now()
+    const ts = now > this.#lastTs ? now : this.#lastTs
+    this.#lastTs = ts
+    const offset = ++this.#offset
+    const cursor = this.#cursor(this.epoch, offset, ts)
+    let payload: string
+    if (ext === undefined) {
+      const json = JSON.stringify(result)
+      payload = `${json.slice(0, -1)}${json.length > 2 ? ',' : ''}"extensions":{"cursor":"${cursor}"}}`
+    } else {
+      payload = JSON.stringify({ ...result, extensions: { ...ext, cursor } })
+    }
+    const entry: LogEvent = { kind: 'event', epoch: this.epoch, offset, ts, cursor, tail: `,"payload":${payload}}`, result: result as ExecutionResultLike, receivedAt }
+    this.ring.push(entry, ts)
+    this.#head = cursor
+    this.#o.metrics.events.inc()
+    const redis = this.#o.redis
+    if (redis !== undefined) {
+      redis.append(this.streamId, this.epoch, offset, ts, payload)
+      if (ts - this.#maintAt >= 1_000) {
+        this.#maintAt = ts
+        redis.maintain(this.streamId, this.epoch, this.ring.firstOffsetSince(this.epoch, ts - this.#o.maxAgeMs))
+      }
+    }
+    this.#fanout(entry)
+  }
+
+  error(err: unknown): void {
+    if (this.#state === 'done') return
+    this.#o.logger.debug({ streamId: this.streamId, err: Array.isArray(err) ? err : { message: String((err as Error)?.message ?? err) } }, 'upstream subscription errored')
+    this.#fanout({ kind: 'error', errors: upstreamErrors(err) })
+    this.close()
+  }
+
+  complete(): void {
+    if (this.#state === 'done') return
+    this.#fanout(COMPLETE)
+    this.close()
+  }
+
+  // --- upstream connection ----------------------------------------------------------------------
+
+  upstreamLost(): void {
+    if (this.#state === 'live' || this.#state === 'resuming') this.#state = 'interrupted'
+  }
+
+  upstreamRestored(): void {
+    if (this.#state !== 'interrupted') return
+    if (this.#o.resume && this.#lastEventId !== undefined) {
+      // Wait for the first event: it says whether the backend resumed after lastEventId.
+      this.#state = 'resuming'
+      return
+    }
+    this.#startEpoch()
+    this.#state = 'live'
+  }
+
+  #startEpoch(): void {
+    const ts = Math.max(Date.now(), this.#lastTs)
+    this.#lastTs = ts
+    this.epoch = newEpoch()
+    this.#offset = 0
+    const mark: EpochMark = { kind: 'epoch', epoch: this.epoch, offset: 0, ts, cursor: this.#cursor(this.epoch, 0, ts) }
+    this.ring.push(mark, ts)
+    this.#head = mark.cursor
+    this.#o.logger.info({ streamId: this.streamId, epoch: this.epoch, subscribers: this.#subs.length }, 'stream restarted upstream: new epoch')
+    this.#fanout(mark)
+  }
+
+  #fanout(entry: QueuedEntry): void {
+    const subs = this.#subs
+    this.#fanning = true
+    try {
+      for (let i = 0; i < subs.length; i++) {
+        const sub = subs[i]!
+        if (sub.streamIndex === -1) continue
+        try {
+          sub.push(entry)
+        } catch (err) {
+          this.#o.logger.error({ err, streamId: this.streamId }, 'delivering to a subscriber failed')
+        }
+      }
+    } finally {
+      this.#fanning = false
+    }
+    const removed = this.#removed
+    if (removed !== undefined) {
+      this.#removed = undefined
+      for (const s of removed) this.#remove(s)
+      this.#maybeLinger()
+    }
+  }
+
+  // --- subscribers ------------------------------------------------------------------------------
+
+  /**
+   * Attach a client. With a cursor, what it missed is pushed first (synchronously from the ring,
+   * or from Redis while live events are held back), then live events follow.
+   */
+  attach(sub: StreamSubscriber, cursor: string | undefined): void {
+    if (this.#linger !== undefined) {
+      clearTimeout(this.#linger)
+      this.#linger = undefined
+    }
+    sub.streamIndex = this.#subs.length
+    this.#subs.push(sub)
+    if (cursor === undefined) {
+      sub.lastCursor = null
+      return
+    }
+    const pos = this.#o.codec.decode(cursor)
+    if (pos === undefined || pos.streamId !== this.streamId) {
+      sub.lastCursor = null
+      this.#replayGap(sub, 'invalid', null, this.#head)
+      return
+    }
+    sub.lastCursor = cursor
+    const r = this.ring.since(pos.epoch, pos.offset, Date.now())
+    if (r.kind !== 'unknown') {
+      if (r.kind === 'gap') this.#replayGap(sub, r.reason, cursor, this.#cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs))
+      else this.#o.metrics.replayRequests.labels('resumed').inc()
+      for (const e of r.entries) sub.replay(e)
+      let events = 0
+      for (const e of r.entries) if (e.kind === 'event') events++
+      if (events) this.#o.metrics.replayEvents.labels('memory').inc(events)
+      return
+    }
+    const redis = this.#o.redis
+    if (redis === undefined) {
+      this.#replayGap(sub, pos.ts > 0 && pos.ts < Date.now() - this.#o.maxAgeMs ? 'expired' : 'epoch', cursor, this.#head)
+      return
+    }
+    sub.hold()
+    const head = this.#head
+    void this.#replayFromRedis(sub, redis, pos, cursor, head).finally(() => sub.release())
+  }
+
+  /** An epoch this process does not hold: replay it from Redis, then join the current epoch. */
+  async #replayFromRedis(sub: StreamSubscriber, redis: RedisReplayLog, pos: CursorPosition, cursor: string, head: string): Promise<void> {
+    const range = await redis.since(pos.streamId, pos.epoch, pos.offset)
+    if (sub.streamIndex === -1) return
+    const now = Date.now()
+    const aged = pos.ts > 0 && pos.ts < now - this.#o.maxAgeMs
+    if (range === undefined || !range.exists) {
+      this.#replayGap(sub, range !== undefined && aged ? 'expired' : 'epoch', cursor, head)
+      return
+    }
+    const cutoff = now - this.#o.maxAgeMs
+    const fresh = range.entries.filter((e) => e.ts >= cutoff)
+    let from = cursor
+    const first = fresh[0]
+    if (first !== undefined && first.offset > pos.offset + 1) {
+      const to = this.#cursor(pos.epoch, first.offset - 1, first.ts)
+      this.#replayGap(sub, aged || fresh.length < range.entries.length ? 'expired' : 'trimmed', cursor, to)
+      from = to
+    } else if (first === undefined && range.entries.length > 0) {
+      const last = range.entries[range.entries.length - 1]!
+      const to = this.#cursor(pos.epoch, last.offset, last.ts)
+      this.#replayGap(sub, 'expired', cursor, to)
+      from = to
+    } else {
+      this.#o.metrics.replayRequests.labels('resumed').inc()
+    }
+    for (const e of fresh) {
+      const c = this.#cursor(pos.epoch, e.offset, e.ts)
+      let result: ExecutionResultLike
+      try {
+        result = JSON.parse(e.payload) as ExecutionResultLike
+      } catch {
+        continue
+      }
+      sub.replay({ kind: 'event', epoch: pos.epoch, offset: e.offset, ts: e.ts, cursor: c, tail: `,"payload":${e.payload}}`, result, receivedAt: Number.NaN })
+      from = c
+    }
+    if (fresh.length) this.#o.metrics.replayEvents.labels('redis').inc(fresh.length)
+    // What that epoch's writer logged is all we have; this process runs its own epoch.
+    sub.replay({ kind: 'gap', gap: { reason: 'epoch', from, to: head } })
+  }
+
+  #replayGap(sub: StreamSubscriber, reason: GapReason, from: string | null, to: string): void {
+    this.#o.metrics.replayRequests.labels('gap').inc()
+    const gap: GapNotice = { reason, from, to }
+    sub.replay({ kind: 'gap', gap })
+  }
+
+  detach(sub: StreamSubscriber): void {
+    if (sub.streamIndex === -1) return
+    if (this.#fanning) {
+      ;(this.#removed ??= []).push(sub)
+      return
+    }
+    this.#remove(sub)
+    this.#maybeLinger()
+  }
+
+  #remove(sub: StreamSubscriber): void {
+    const i = sub.streamIndex
+    if (i === -1 || this.#subs[i] !== sub) return
+    const last = this.#subs.pop()!
+    if (last !== sub) {
+      this.#subs[i] = last
+      last.streamIndex = i
+    }
+    sub.streamIndex = -1
+  }
+
+  #maybeLinger(): void {
+    if (this.#subs.length > 0 || this.#state === 'done' || this.#linger !== undefined) return
+    if (this.#o.lingerMs === 0) {
+      this.close()
+      return
+    }
+    this.#linger = setTimeout(() => {
+      this.#linger = undefined
+      if (this.#subs.length === 0) this.close()
+    }, this.#o.lingerMs)
+    this.#linger.unref()
+  }
+
+  /** End the upstream subscription and forget the stream. */
+  close(): void {
+    if (this.#state === 'done') return
+    this.#state = 'done'
+    if (this.#linger !== undefined) clearTimeout(this.#linger)
+    this.#o.upstream.listeners.delete(this)
+    this.#unsubscribe?.()
+    this.#o.metrics.upstreams.dec()
+    this.#o.onClosed(this)
+  }
+}

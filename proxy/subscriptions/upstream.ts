@@ -1,0 +1,153 @@
+// Connections to upstreams, with the graphql-ws client library: one WebSocket per upstream URL
+// and credentials (forwarded headers + init payload), multiplexing every shared stream opened
+// with those credentials. The library reconnects with our backoff and resubscribes the active
+// operations; we only learn when the connection was lost and when it is back, so streams can
+// start a new epoch (or resume, when the backend supports it).
+import { createClient, type Client, type ExecutionResult, type Sink, type SubscribePayload } from 'graphql-ws'
+import type { Logger } from 'pino'
+import WebSocket from 'ws'
+import type { HubMetrics } from './metrics.ts'
+
+export interface UpstreamSettings {
+  retryInitialMs: number
+  retryMaxMs: number
+  connectTimeoutMs: number
+  keepAliveMs: number
+}
+
+export interface UpstreamListener {
+  /** The connection dropped; the library is reconnecting. */
+  upstreamLost(): void
+  /** The connection is back after a drop; the library resubscribes right after this. */
+  upstreamRestored(): void
+}
+
+/** Delay before reconnect attempt `n` (0-based): exponential with full jitter over the upper half. */
+export function backoffMs(n: number, initialMs: number, maxMs: number, random: number): number {
+  const ceiling = Math.min(maxMs, initialMs * 2 ** Math.min(n, 20))
+  return Math.round(ceiling / 2 + (ceiling / 2) * random)
+}
+
+export class UpstreamConnection {
+  readonly key: string
+  readonly url: string
+  readonly client: Client
+  readonly listeners = new Set<UpstreamListener>()
+  #refs = 0
+  #everConnected = false
+  #up = false
+  #disposed = false
+  readonly #pool: UpstreamPool
+
+  constructor(pool: UpstreamPool, key: string, url: string, headers: Record<string, string>, params: Record<string, unknown> | undefined, s: UpstreamSettings) {
+    this.#pool = pool
+    this.key = key
+    this.url = url
+    const timeout = s.connectTimeoutMs
+    // graphql-ws constructs the socket itself: bind our handshake headers into the class.
+    class HeaderedWebSocket extends WebSocket {
+      constructor(address: string, protocols?: string | string[]) {
+        super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false })
+      }
+    }
+    this.client = createClient({
+      url,
+      webSocketImpl: HeaderedWebSocket,
+      connectionParams: params,
+      lazy: true,
+      lazyCloseTimeout: 0,
+      keepAlive: s.keepAliveMs,
+      connectionAckWaitTimeout: s.connectTimeoutMs,
+      retryAttempts: Number.POSITIVE_INFINITY,
+      // A backend that was never reachable fails the subscribe at once (the client gets an
+      // error); one that dropped after working is retried for as long as streams need it.
+      shouldRetry: () => this.#everConnected && !this.#disposed,
+      retryWait: (n) => new Promise((resolve) => setTimeout(resolve, backoffMs(n, s.retryInitialMs, s.retryMaxMs, Math.random()))),
+      on: {
+        connected: (_socket, _payload, wasRetry) => this.#connected(wasRetry),
+        closed: () => this.#closed(),
+        error: (err) => pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, upstream: url }, 'upstream websocket error'),
+      },
+    })
+    pool.metrics.upstreamConnections.inc()
+  }
+
+  get up(): boolean {
+    return this.#up
+  }
+
+  subscribe(payload: SubscribePayload, sink: Sink<ExecutionResult<Record<string, unknown>, Record<string, unknown>>>): () => void {
+    this.#refs++
+    const unsubscribe = this.client.subscribe(payload, sink)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      unsubscribe()
+      this.#release()
+    }
+  }
+
+  #release(): void {
+    if (--this.#refs > 0) return
+    this.dispose()
+  }
+
+  dispose(): void {
+    if (this.#disposed) return
+    this.#disposed = true
+    this.#pool.forget(this)
+    this.#pool.metrics.upstreamConnections.dec()
+    void this.client.dispose()
+  }
+
+  #connected(wasRetry: boolean): void {
+    this.#up = true
+    const restored = this.#everConnected && wasRetry
+    this.#everConnected = true
+    if (!restored) return
+    this.#pool.metrics.upstreamReconnects.inc()
+    this.#pool.logger.info({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection restored')
+    for (const l of this.listeners) l.upstreamRestored()
+  }
+
+  #closed(): void {
+    const was = this.#up
+    this.#up = false
+    if (!was || this.#disposed) return
+    this.#pool.logger.warn({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection lost; reconnecting')
+    for (const l of this.listeners) l.upstreamLost()
+  }
+}
+
+export class UpstreamPool {
+  readonly #conns = new Map<string, UpstreamConnection>()
+  readonly metrics: HubMetrics
+  readonly logger: Logger
+
+  constructor(metrics: HubMetrics, logger: Logger) {
+    this.metrics = metrics
+    this.logger = logger
+  }
+
+  get size(): number {
+    return this.#conns.size
+  }
+
+  get(key: string, url: string, headers: Record<string, string>, params: Record<string, unknown> | undefined, s: UpstreamSettings): UpstreamConnection {
+    let c = this.#conns.get(key)
+    if (c === undefined) {
+      c = new UpstreamConnection(this, key, url, headers, params, s)
+      this.#conns.set(key, c)
+    }
+    return c
+  }
+
+  forget(c: UpstreamConnection): void {
+    if (this.#conns.get(c.key) === c) this.#conns.delete(c.key)
+  }
+
+  closeAll(): void {
+    for (const c of [...this.#conns.values()]) c.dispose()
+  }
+}

@@ -4,6 +4,7 @@
 import type { FilterEntry, FilterName } from '../config/filters/index.ts'
 import type { FilterModule } from '../proxy/filter.ts'
 import { cacheFilter } from './cache/index.ts'
+import { dlpFilter } from './dlp/index.ts'
 import { persistedFilter } from './persisted/index.ts'
 import { quotaFilter } from './quota/index.ts'
 import { requestIdFilter } from './request-id/index.ts'
@@ -19,4 +20,5 @@ export const filterModules: FilterModules = {
   cache: cacheFilter,
   quota: quotaFilter,
   subscriptions: subscriptionsFilter,
+  dlp: dlpFilter,
 }

@@ -1,0 +1,247 @@
+// One export in flight: bytes in (JSON, NDJSON or CSV) → transformed bytes out, released only
+// at record boundaries after the verdict for that record is known (a `block` action, or the
+// export policy judging a newly seen high-risk type). Pure of sockets: the filter feeds it
+// chunks and decides what to do with its verdict; the tests and the corpus eval drive it directly.
+import { StringDecoder } from 'node:string_decoder'
+import { Parser as CsvParser } from 'csv-parse'
+import { stringify as csvStringify } from 'csv-stringify/sync'
+import { JsonRewriter, JsonSyntaxError, type JsonScope } from './json-rewriter.ts'
+import type { RulePack } from './rule-pack.ts'
+import { ExportScanner } from './scanner.ts'
+
+export type ExportFormat = 'json' | 'ndjson' | 'csv'
+
+export interface PolicyVerdict {
+  allow: boolean
+  reason: string
+}
+
+/** Why an export stopped. `block`: a block action; `policy`: the policy denied; `malformed`: not parseable. */
+export interface StopReason {
+  kind: 'block' | 'policy' | 'malformed'
+  message: string
+  type?: string
+  count?: number
+  rule?: string
+}
+
+export interface SessionOptions {
+  format: ExportFormat
+  scope?: JsonScope | undefined
+  maxTokenChars: number
+  /** CSV: the first record names the columns (their names are field hints). */
+  csvHeader: boolean
+  csvDelimiter: string
+  /** Asked when a high-risk type the preset leaves readable shows up for the first time. */
+  judge: ((scanner: ExportScanner) => PolicyVerdict) | undefined
+}
+
+export class ExportSession {
+  readonly scanner: ExportScanner
+  readonly format: ExportFormat
+  stop: StopReason | undefined = undefined
+  /** Last policy verdict asked during the stream (undefined: never needed). */
+  lastVerdict: PolicyVerdict | undefined = undefined
+  bytesIn = 0
+  bytesOut = 0
+  readonly #engine: JsonEngine | CsvEngine
+  readonly #judge: SessionOptions['judge']
+
+  constructor(scanner: ExportScanner, opts: SessionOptions) {
+    this.scanner = scanner
+    this.format = opts.format
+    this.#judge = opts.judge
+    const checkpoint = () => this.#checkpoint()
+    this.#engine = opts.format === 'csv' ? new CsvEngine(scanner, opts, checkpoint) : new JsonEngine(scanner, opts, checkpoint)
+  }
+
+  get records(): number {
+    return this.#engine.records
+  }
+
+  /** Feed bytes; returns output that may be released now. Never throws: errors become `stop`. */
+  async write(chunk: Buffer): Promise<Buffer | undefined> {
+    if (this.stop !== undefined) return undefined
+    this.bytesIn += chunk.length
+    try {
+      await this.#engine.write(chunk)
+    } catch (err) {
+      this.#malformed(err)
+    }
+    return this.#take()
+  }
+
+  async end(): Promise<Buffer | undefined> {
+    if (this.stop !== undefined) return undefined
+    try {
+      await this.#engine.end()
+    } catch (err) {
+      this.#malformed(err)
+    }
+    return this.#take()
+  }
+
+  #take(): Buffer | undefined {
+    if (this.stop !== undefined) return undefined
+    const s = this.#engine.take()
+    if (s === '') return undefined
+    const b = Buffer.from(s, 'utf8')
+    this.bytesOut += b.length
+    return b
+  }
+
+  #malformed(err: unknown): void {
+    if (this.stop !== undefined) return
+    // The parser's own message may quote input bytes; only ours (positions) are kept.
+    const detail = err instanceof JsonSyntaxError ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
+    this.stop = { kind: 'malformed', message: `the export is not valid ${this.format.toUpperCase()} and cannot be inspected (${detail})` }
+  }
+
+  /** Called at each record boundary: may the record's output leave? */
+  #checkpoint(): boolean {
+    if (this.stop !== undefined) return false
+    const s = this.scanner
+    if (s.blockedType !== -1) {
+      const name = s.pack.types[s.blockedType]!.name
+      const count = s.count(s.blockedType, 4)
+      this.stop = { kind: 'block', type: name, count, rule: s.blockedRule, message: `export blocked: ${count} ${name} value${count === 1 ? '' : 's'} found (rule ${s.blockedRule}); preset action is block` }
+      return false
+    }
+    if (s.policyDirty) {
+      s.policyDirty = false
+      if (this.#judge !== undefined) {
+        const v = this.#judge(s)
+        this.lastVerdict = v
+        if (!v.allow) {
+          this.stop = { kind: 'policy', message: v.reason }
+          return false
+        }
+      }
+    }
+    return true
+  }
+}
+
+interface Engine {
+  readonly records: number
+  write(chunk: Buffer): void | Promise<void>
+  end(): void | Promise<void>
+  take(): string
+}
+
+class JsonEngine implements Engine {
+  readonly #rw: JsonRewriter
+  readonly #decoder = new StringDecoder('utf8')
+  constructor(scanner: ExportScanner, opts: SessionOptions, checkpoint: () => boolean) {
+    const pack: RulePack = scanner.pack
+    this.#rw = new JsonRewriter(scanner, { multi: opts.format === 'ndjson', hintOf: (k) => pack.fieldHint(k), scope: opts.scope, maxTokenChars: opts.maxTokenChars, checkpoint })
+  }
+  get records(): number {
+    return this.#rw.values
+  }
+  write(chunk: Buffer): void {
+    this.#rw.write(this.#decoder.write(chunk))
+  }
+  end(): void {
+    const rest = this.#decoder.end()
+    if (rest !== '') this.#rw.write(rest)
+    this.#rw.end()
+  }
+  take(): string {
+    return this.#rw.take()
+  }
+}
+
+/** CSV through csv-parse (quoting, embedded newlines, BOM); changed or not, rows are re-written by csv-stringify. */
+class CsvEngine implements Engine {
+  readonly #scanner: ExportScanner
+  readonly #parser: CsvParser
+  readonly #checkpoint: () => boolean
+  readonly #header: boolean
+  readonly #delimiter: string
+  #hints: number[] | undefined
+  #eol: string | undefined
+  #out: string[] = []
+  #records = 0
+  #error: Error | undefined
+  #stopped = false
+  #lastRaw = ''
+
+  constructor(scanner: ExportScanner, opts: SessionOptions, checkpoint: () => boolean) {
+    this.#scanner = scanner
+    this.#checkpoint = checkpoint
+    this.#header = opts.csvHeader
+    this.#delimiter = opts.csvDelimiter
+    this.#parser = new CsvParser({
+      delimiter: opts.csvDelimiter,
+      raw: true,
+      bom: true,
+      relax_column_count: true,
+      max_record_size: opts.maxTokenChars,
+      // With `raw: true` each record arrives as { record, raw } (the typings describe the default shape).
+      on_record: (rec) => {
+        const r = rec as unknown as { record: string[]; raw: string }
+        this.#record(r.record, r.raw)
+        return null
+      },
+    })
+    this.#parser.on('error', (err: Error) => {
+      this.#error ??= err
+    })
+  }
+
+  get records(): number {
+    return this.#records
+  }
+
+  #record(fields: string[], raw: string): void {
+    if (this.#stopped) return
+    this.#eol ??= raw.endsWith('\r') || raw.endsWith('\r\n') ? '\r\n' : '\n'
+    this.#lastRaw = raw
+    let row = fields
+    if (this.#records === 0 && this.#header) {
+      const pack = this.#scanner.pack
+      this.#hints = fields.map((h) => pack.fieldHint(h))
+    } else {
+      let copy: string[] | undefined
+      for (let i = 0; i < fields.length; i++) {
+        const r = this.#scanner.visit(fields[i]!, this.#hints?.[i] ?? 0)
+        if (r !== undefined) (copy ??= fields.slice())[i] = r
+      }
+      if (copy !== undefined) row = copy
+    }
+    this.#records++
+    const line = csvStringify([row], { delimiter: this.#delimiter, record_delimiter: this.#eol, quoted_match: /[\r\n]/ })
+    if (this.#checkpoint()) this.#out.push(line)
+    else this.#stopped = true
+  }
+
+  write(chunk: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#parser.write(chunk, () => (this.#error ? reject(this.#error) : resolve()))
+    })
+  }
+
+  end(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.#error) return reject(this.#error)
+      this.#parser.once('error', reject)
+      this.#parser.end(() => {
+        if (this.#error) return reject(this.#error)
+        // The last row had no line ending: do not add one.
+        if (!this.#stopped && this.#out.length && !/[\r\n]$/.test(this.#lastRaw)) {
+          const last = this.#out.length - 1
+          this.#out[last] = this.#out[last]!.slice(0, -this.#eol!.length)
+        }
+        resolve()
+      })
+      this.#parser.resume()
+    })
+  }
+
+  take(): string {
+    const s = this.#out.join('')
+    this.#out = []
+    return s
+  }
+}

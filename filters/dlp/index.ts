@@ -1,0 +1,440 @@
+// DLP on export responses. Requests the route marks as exports (path prefixes, GraphQL operation
+// names or response paths) are judged by the export policy before the upstream is called, and
+// their responses are streamed through the preset's actions:
+//
+//   JSON up to maxJsonBytes: read whole, decided before the head (403 DLP_BLOCKED or the
+//     transformed body with an `x-dlp` header).
+//   NDJSON, CSV, larger JSON: the first lookaheadBytes are inspected before the head (a block
+//     there is still a clean 403); then the rest streams, `x-dlp` arrives as a trailer, and a
+//     block found later ends NDJSON with an error record (+ trailer) and cuts CSV/JSON (so a
+//     partial file can never pass for a complete one).
+//
+// Everything else on the route pays one map lookup.
+import { Readable, Transform, type TransformCallback } from 'node:stream'
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
+import { getOperationAST, Kind, type DocumentNode } from 'graphql'
+import type { Counter } from 'prom-client'
+import type { DlpFilterConfig } from '../../config/filters/index.ts'
+import type { DlpConfig } from '../../config/dlp.ts'
+import { counter } from '../../proxy/metrics.ts'
+import { errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import type { PolicyEvaluator } from '../../policies/engine.ts'
+import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
+import type { JsonScope } from './json-rewriter.ts'
+import type { RulePack } from './rule-pack.ts'
+import { dlpShared, type DlpShared } from './runtime.ts'
+import { ACTION_NAMES, BLOCK, compileActions, ExportScanner, FOUND, HASH, MASK, REDACT, TOKENIZE, unprotectedHighRisk } from './scanner.ts'
+
+const kExport = Symbol('igw.dlp.export')
+
+/** What onRequest decided for an export, read back in onResponse. */
+interface ExportPlan {
+  preset: string
+  actions: Int8Array
+  format: 'auto' | ExportFormat
+  scope: JsonScope | undefined
+  request: PolicyVerdict | undefined
+  started: number
+}
+
+interface PresetPlan {
+  name: string
+  actions: Int8Array
+  /** Preset as the policy sees it: { type: action }. */
+  map: Readonly<Record<string, string>>
+  unprotected: number
+}
+
+type Outcome = 'allowed' | 'blocked' | 'denied' | 'malformed' | 'uninspectable'
+
+function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
+  const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
+  if (ct.includes('ndjson') || ct.includes('jsonl') || ct.includes('json-seq') || ct.includes('jsonlines')) return 'ndjson'
+  if (ct.startsWith('text/csv') || ct.startsWith('application/csv')) return 'csv'
+  if (ct.startsWith('application/json') || ct.includes('+json')) return 'json'
+  return undefined
+}
+
+/** Top-level response keys (alias or field name) of the operation; undefined when fragments hide them. */
+function topLevelKeys(doc: DocumentNode, operationName: string | undefined): string[] | undefined {
+  const op = getOperationAST(doc, operationName)
+  if (op === null || op === undefined) return []
+  const keys: string[] = []
+  for (const sel of op.selectionSet.selections) {
+    if (sel.kind !== Kind.FIELD) return undefined
+    keys.push(sel.alias?.value ?? sel.name.value)
+  }
+  return keys
+}
+
+class DlpFilter implements Filter {
+  readonly name = 'dlp'
+  readonly #cfg: DlpFilterConfig
+  readonly #dlp: DlpConfig
+  readonly #deps: FilterDeps
+  readonly #shared: DlpShared
+  readonly #pack: RulePack
+  readonly #policy: PolicyEvaluator | undefined
+  readonly #presets = new Map<string, PresetPlan>()
+  readonly #operations: ReadonlySet<string>
+  readonly #rootKeys: ReadonlySet<string>
+  readonly #graphqlScope: JsonScope | undefined
+  readonly #actionsTotal: Counter<'type' | 'action'>
+  readonly #exportsTotal: Counter<'format' | 'outcome'>
+
+  constructor(cfg: DlpFilterConfig, deps: FilterDeps, shared: DlpShared) {
+    this.#cfg = cfg
+    this.#dlp = deps.config.dlp
+    this.#deps = deps
+    this.#shared = shared
+    this.#pack = shared.pack
+    this.#policy = shared.policy
+    shared.keyring.onError = (err) => deps.logger.error({ err: { message: (err as Error).message }, keyring: shared.keyring.provider.description }, 'DLP keyring reload failed; keeping the last good keyring')
+    // Compile every preset now: a preset naming a type the rule pack lacks fails the config.
+    for (const [name, preset] of Object.entries(this.#dlp.presets)) {
+      const actions = compileActions(this.#pack, preset)
+      this.#presets.set(name, { name, actions, map: preset, unprotected: unprotectedHighRisk(this.#pack, actions) })
+    }
+    this.#operations = new Set(cfg.exports.graphql.operations)
+    const paths = cfg.exports.graphql.responsePaths
+    this.#rootKeys = new Set(paths.map((p) => p.split('.')[0]!))
+    this.#graphqlScope = paths.length ? { paths: [...paths.map((p) => ['data', ...p.split('.')]), ['errors']] } : undefined
+    this.#actionsTotal = counter(deps.registry, { name: 'igw_dlp_actions_total', help: 'Sensitive values acted on in exports, by type and action (pass: found, no action in the preset)', labelNames: ['type', 'action'] })
+    this.#exportsTotal = counter(deps.registry, { name: 'igw_dlp_exports_total', help: 'Exports inspected, by format and outcome', labelNames: ['format', 'outcome'] })
+  }
+
+  // --- request phase ----------------------------------------------------------------------
+
+  onRequest(ctx: RequestContext): Decision {
+    const match = this.#match(ctx)
+    if (match === undefined) return undefined
+    const preset = this.#presetFor(ctx)
+    this.#shared.keyring.maybeRefresh(performance.now())
+    let request: PolicyVerdict | undefined
+    if (this.#policy !== undefined) {
+      request = this.#judge(ctx, preset, match.format === 'auto' ? 'auto' : match.format, 'request', 0)
+      if (!request.allow) {
+        this.#exportsTotal.labels(match.format, 'denied').inc()
+        this.#audit(ctx, preset.name, match.format, 'denied', undefined, request, undefined)
+        return errorReply('DLP_BLOCKED', request.reason, { preset: preset.name, policy: this.#dlp.policy.entrypoint })
+      }
+    }
+    ctx.locals.set(kExport, { preset: preset.name, actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
+    // Compressed bytes cannot be inspected; ask for identity (a gzip reply is still decoded).
+    ctx.setUpstreamHeader('accept-encoding', 'identity')
+    return undefined
+  }
+
+  #match(ctx: RequestContext): { format: 'auto' | ExportFormat; scope: JsonScope | undefined } | undefined {
+    const paths = this.#cfg.exports.paths
+    if (paths.length) {
+      const url = ctx.url
+      const q = url.indexOf('?')
+      const path = q === -1 ? url : url.slice(0, q)
+      for (const p of paths) if (path.startsWith(p.prefix)) return { format: p.format, scope: undefined }
+    }
+    const gql = ctx.graphql
+    if (gql === undefined) return undefined
+    if (this.#operations.size) {
+      const name = gql.opName
+      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope: this.#graphqlScope }
+    }
+    if (this.#rootKeys.size && gql.query !== undefined) {
+      let keys: string[] | undefined
+      try {
+        keys = topLevelKeys(gql.document, gql.operationName)
+      } catch {
+        return undefined // does not parse: the upstream answers with errors, no data
+      }
+      if (keys === undefined || keys.some((k) => this.#rootKeys.has(k))) return { format: 'json', scope: this.#graphqlScope }
+    }
+    return undefined
+  }
+
+  #presetFor(ctx: RequestContext): PresetPlan {
+    const tenant = ctx.tenant
+    const name = (tenant !== undefined ? this.#dlp.tenants[tenant]?.preset : undefined) ?? this.#cfg.preset ?? this.#dlp.defaultPreset!
+    return this.#presets.get(name)!
+  }
+
+  #judge(ctx: RequestContext, preset: PresetPlan, format: string, phase: 'request' | 'stream', seen: number): PolicyVerdict {
+    const types = this.#pack.types
+    const detected: string[] = []
+    const untokenized: string[] = []
+    for (const t of types) {
+      if ((seen & (1 << t.index)) === 0) continue
+      detected.push(t.name)
+      if ((preset.unprotected & (1 << t.index)) !== 0) untokenized.push(t.name)
+    }
+    const input = {
+      preset: preset.name,
+      tenant: ctx.tenant ?? null,
+      route: this.#deps.routeName,
+      format,
+      phase,
+      actions: preset.map,
+      detected,
+      high_risk_types: types.filter((t) => t.risk === 'high').map((t) => t.name),
+      contains_high_risk_without_tokenization: untokenized.length > 0,
+      high_risk_without_tokenization: untokenized,
+    }
+    let v: PolicyVerdict | undefined
+    try {
+      v = this.#policy!.evaluate<PolicyVerdict>(input, this.#dlp.policy.entrypoint)
+    } catch (err) {
+      ctx.log.error({ err: { message: (err as Error).message } }, 'DLP policy evaluation failed')
+    }
+    // An undefined or malformed decision denies: the policy is the gate, not a hint.
+    if (v === undefined || typeof v !== 'object' || typeof v.allow !== 'boolean') return { allow: false, reason: `export policy ${this.#dlp.policy.entrypoint} gave no decision` }
+    return { allow: v.allow, reason: typeof v.reason === 'string' ? v.reason : v.allow ? 'allowed' : 'denied by policy' }
+  }
+
+  // --- response phase ---------------------------------------------------------------------
+
+  onResponse(ctx: RequestContext, res: ResponseInfo): void | Promise<void> {
+    const plan = ctx.locals.get(kExport) as ExportPlan | undefined
+    if (plan === undefined || res.local) return
+    if (res.status === 204 || res.status === 304 || ctx.method === 'HEAD') return
+    const format = plan.format === 'auto' ? formatOf(res.headers['content-type']) : plan.format
+    const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase()
+    const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'deflate' ? createInflate() : encoding === 'br' ? createBrotliDecompress() : encoding === 'identity' ? null : undefined
+    if (format === undefined || decoder === undefined) {
+      const what = format === undefined ? `content type "${String(res.headers['content-type'] ?? 'none')}"` : `content encoding "${encoding}"`
+      this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
+      if (this.#cfg.uninspectable === 'pass') {
+        this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, undefined)
+        return
+      }
+      this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, { kind: 'malformed', message: `export has ${what}, which DLP cannot inspect` })
+      this.#refuse(ctx, res, errorReply('DLP_BLOCKED', `export has ${what}, which DLP cannot inspect`, { preset: plan.preset }))
+      return
+    }
+    let body = res.body as Readable
+    if (decoder !== null) {
+      delete res.headers['content-encoding']
+      body.on('error', (err) => decoder.destroy(err))
+      body = body.pipe(decoder)
+    }
+    return this.#inspect(ctx, res, plan, format, body)
+  }
+
+  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, upstream: Readable): Promise<void> {
+    const preset = this.#presets.get(plan.preset)!
+    const scanner = new ExportScanner(this.#pack, preset.actions, this.#shared.keyring.tokenizer)
+    const session = new ExportSession(scanner, {
+      format,
+      scope: plan.scope,
+      maxTokenChars: this.#cfg.maxValueBytes,
+      csvHeader: this.#cfg.csv.header,
+      csvDelimiter: this.#cfg.csv.delimiter,
+      judge: this.#policy === undefined ? undefined : (s) => this.#judge(ctx, preset, format, 'stream', s.detected),
+    })
+    const limit = format === 'json' ? this.#cfg.maxJsonBytes : this.#cfg.lookaheadBytes
+    const { out, ended } = await lookahead(upstream, session, limit)
+    if (ended && session.stop === undefined) {
+      const last = await session.end()
+      if (last !== undefined) out.push(last)
+    }
+    if (session.stop !== undefined) {
+      this.#finish(ctx, plan, session, 'before-head')
+      const s = session.stop
+      const ext: Record<string, unknown> = { preset: plan.preset }
+      if (s.type !== undefined) Object.assign(ext, { type: s.type, count: s.count, rule: s.rule })
+      if (s.kind === 'policy') ext.policy = this.#dlp.policy.entrypoint
+      this.#refuse(ctx, res, errorReply('DLP_BLOCKED', s.message, ext))
+      return
+    }
+    delete res.headers['content-length']
+    if (ended) {
+      res.headers['x-dlp'] = this.#summary(plan.preset, session)
+      res.body = out.length === 1 ? out[0]! : Buffer.concat(out)
+      this.#finish(ctx, plan, session, 'complete')
+      return
+    }
+    res.headers.trailer = 'x-dlp'
+    const stream = new DlpStream(this, ctx, plan, session, upstream)
+    for (const b of out) stream.push(b)
+    upstream.on('error', (err) => stream.destroy(err))
+    upstream.pipe(stream)
+    upstream.resume()
+    res.body = stream
+  }
+
+  #refuse(ctx: RequestContext, res: ResponseInfo, reply: LocalReply): void {
+    ctx.errorCode = 'DLP_BLOCKED'
+    const headers: Record<string, string | string[]> = { ...reply.headers }
+    const added = ctx.responseHeaders
+    if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
+    res.status = reply.status
+    res.headers = headers
+    res.body = Buffer.isBuffer(reply.body) ? reply.body : Buffer.from(reply.body)
+  }
+
+  /** `preset=…; masked=…; tokenized=…; hashed=…; redacted=…; rules=pack@version[; blocked=type:n]`. */
+  summary(preset: string, session: ExportSession): string {
+    return this.#summary(preset, session)
+  }
+
+  #summary(preset: string, session: ExportSession): string {
+    const s = session.scanner
+    let v = `preset=${preset}; masked=${s.total(MASK)}; tokenized=${s.total(TOKENIZE)}; hashed=${s.total(HASH)}; redacted=${s.total(REDACT)}; rules=${this.#pack.name}@${this.#pack.version}`
+    const stop = session.stop
+    if (stop?.type !== undefined) v += `; blocked=${stop.type}:${stop.count}`
+    else if (stop !== undefined) v += `; stopped=${stop.kind}`
+    return v
+  }
+
+  /** Metrics and the audit line, once per export. */
+  finish(ctx: RequestContext, plan: ExportPlan, session: ExportSession, phase: 'before-head' | 'complete' | 'mid-stream'): void {
+    this.#finish(ctx, plan, session, phase)
+  }
+
+  #finish(ctx: RequestContext, plan: ExportPlan, session: ExportSession, phase: 'before-head' | 'complete' | 'mid-stream'): void {
+    const s = session.scanner
+    const types = this.#pack.types
+    const counts: Record<string, Record<string, number>> = {}
+    for (const t of types) {
+      for (let a = 0; a <= FOUND; a++) {
+        const n = s.count(t.index, a)
+        if (n === 0) continue
+        const action = a === FOUND ? 'pass' : ACTION_NAMES[a]!
+        ;(counts[t.name] ??= {})[action] = n
+        this.#actionsTotal.labels(t.name, action).inc(n)
+      }
+    }
+    const stop = session.stop
+    const outcome: Outcome = stop === undefined ? 'allowed' : stop.kind === 'block' ? 'blocked' : stop.kind === 'policy' ? 'denied' : 'malformed'
+    this.#exportsTotal.labels(session.format, outcome).inc()
+    const verdict = session.lastVerdict ?? plan.request
+    this.#audit(ctx, plan.preset, session.format, outcome, { counts, rules: Object.fromEntries(s.ruleCounts), records: session.records, bytesIn: session.bytesIn, bytesOut: session.bytesOut, phase, ms: Math.round(performance.now() - plan.started) }, verdict, stop)
+  }
+
+  /** One line per export; counts, rule ids and decisions only, never a value. */
+  #audit(ctx: RequestContext, preset: string, format: string, outcome: Outcome, detail: Record<string, unknown> | undefined, verdict: PolicyVerdict | undefined, stop: StopReason | undefined): void {
+    ctx.log.info(
+      {
+        audit: 'dlp.export',
+        tenant: ctx.tenant ?? null,
+        preset,
+        format,
+        outcome,
+        ...detail,
+        policy: verdict === undefined ? null : { allow: verdict.allow, reason: verdict.reason },
+        ...(stop === undefined ? {} : { stop: { kind: stop.kind, type: stop.type, count: stop.count, rule: stop.rule, message: stop.message } }),
+      },
+      'dlp export',
+    )
+  }
+}
+
+/** Feed the session until `limit` bytes are in, the body ends, or the export stops. */
+function lookahead(body: Readable, session: ExportSession, limit: number): Promise<{ out: Buffer[]; ended: boolean }> {
+  return new Promise((resolve, reject) => {
+    const out: Buffer[] = []
+    let seen = 0
+    let busy = false
+    let endSeen = false
+    const finish = (ended: boolean) => {
+      body.off('data', onData)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      body.pause()
+      resolve({ out, ended })
+    }
+    const onData = (chunk: Buffer) => {
+      body.pause()
+      busy = true
+      seen += chunk.length
+      session.write(chunk).then((b) => {
+        busy = false
+        if (b !== undefined) out.push(b)
+        if (session.stop !== undefined) finish(false)
+        else if (endSeen) finish(true)
+        else if (seen >= limit) finish(false)
+        else body.resume()
+      }, reject)
+    }
+    const onEnd = () => {
+      endSeen = true
+      if (!busy) finish(true)
+    }
+    const onError = (err: Error) => reject(err)
+    body.on('data', onData)
+    body.on('end', onEnd)
+    body.on('error', onError)
+  })
+}
+
+/** The rest of a streamed export, after the lookahead went out with the head. */
+class DlpStream extends Transform {
+  readonly #filter: DlpFilter
+  readonly #ctx: RequestContext
+  readonly #plan: ExportPlan
+  readonly #session: ExportSession
+  readonly #upstream: Readable
+  #done = false
+
+  constructor(filter: DlpFilter, ctx: RequestContext, plan: ExportPlan, session: ExportSession, upstream: Readable) {
+    super({ highWaterMark: 64 * 1024 })
+    this.#filter = filter
+    this.#ctx = ctx
+    this.#plan = plan
+    this.#session = session
+    this.#upstream = upstream
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.#done) return cb()
+    this.#session.write(chunk).then((out) => {
+      if (out !== undefined) this.push(out)
+      if (this.#session.stop !== undefined) this.#stopped()
+      cb()
+    }, cb)
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.#done) return cb()
+    this.#session.end().then((out) => {
+      if (out !== undefined) this.push(out)
+      if (this.#session.stop !== undefined) {
+        this.#stopped()
+        return cb()
+      }
+      this.#done = true
+      this.#ctx.res?.addTrailers({ 'x-dlp': this.#filter.summary(this.#plan.preset, this.#session) })
+      this.#filter.finish(this.#ctx, this.#plan, this.#session, 'complete')
+      cb()
+    }, cb)
+  }
+
+  /** A block or a policy denial after the head went out. */
+  #stopped(): void {
+    if (this.#done) return
+    this.#done = true
+    const session = this.#session
+    const stop = session.stop!
+    this.#filter.finish(this.#ctx, this.#plan, session, 'mid-stream')
+    // Stop the upstream quietly (no error: a deliberate stop, not an upstream failure).
+    this.#upstream.unpipe(this)
+    this.#upstream.destroy()
+    if (session.format === 'ndjson') {
+      // NDJSON carries the refusal in band: a GraphQL-shaped error record after the last
+      // complete record, then the trailer; the response ends cleanly.
+      // The record that tripped the stop was counted but not sent.
+      const ext: Record<string, unknown> = { preset: this.#plan.preset, records: stop.kind === 'malformed' ? session.records : session.records - 1 }
+      if (stop.type !== undefined) Object.assign(ext, { type: stop.type, count: stop.count, rule: stop.rule })
+      const lead = session.bytesOut > 0 ? '\n' : ''
+      this.push(`${lead}${errorBody('DLP_BLOCKED', stop.message, ext)}\n`)
+      this.#ctx.res?.addTrailers({ 'x-dlp': this.#filter.summary(this.#plan.preset, session) })
+      this.push(null)
+      return
+    }
+    // CSV and JSON have no place for an error record: cut the response so that no client can
+    // take the partial file for a complete one (the audit line and metrics say why).
+    this.destroy(new Error(`DLP_BLOCKED: ${stop.kind}`))
+  }
+}
+
+export const dlpFilter: FilterModule<DlpFilterConfig> = {
+  create: async (cfg, deps) => new DlpFilter(cfg, deps, await dlpShared(deps.config.dlp)),
+}

@@ -1,0 +1,343 @@
+// A resumable JSON lexer that rewrites string values in place and copies every other byte as
+// it came: numbers keep their exact digits (no float round trip for 20-digit ids), key order and
+// whitespace stay, so an export that needs no change leaves byte for byte identical. It checks
+// the grammar outside strings (a bare `123-45-6789` is an error, not a number to let through),
+// holds only the token it is in the middle of, and knows the key path of each value so GraphQL
+// response paths can scope the rewrite. One top-level value (JSON) or a sequence (NDJSON).
+//
+// Why not a library: JSON.parse + stringify changes numbers and buffers whole documents;
+// stream-json and @streamparser/json emit one object per token (and parse numbers to floats),
+// several times slower than this loop, which finds string ends with indexOf.
+
+export class JsonSyntaxError extends Error {}
+
+/** What happens to each string value. */
+export interface StringVisitor {
+  visit(value: string, hint: number): string | undefined
+}
+
+/** Response-path scoping: only strings under one of `paths` are visited (absent: all). */
+export interface JsonScope {
+  /** Key paths from the root, e.g. [["data", "entities"], ["errors"]]; arrays are transparent. */
+  paths: readonly (readonly string[])[]
+}
+
+export interface JsonRewriterOptions {
+  /** true: NDJSON (any number of top-level values); false: exactly one value. */
+  multi: boolean
+  /** Field-name hint (bit mask) for a key. */
+  hintOf(key: string): number
+  scope?: JsonScope | undefined
+  /** Longest single token (string or number) held while waiting for its end. */
+  maxTokenChars: number
+  /** Most nesting levels accepted. */
+  maxDepth?: number
+  /**
+   * Called where output may be released: after each top-level value (multi) or at the end of each
+   * write (single). Returning false discards the unreleased output and stops the rewriter.
+   */
+  checkpoint(): boolean
+}
+
+// What the lexer expects next.
+const EXPECT_VALUE = 0
+const EXPECT_VALUE_OR_CLOSE = 1 // right after "["
+const EXPECT_KEY_OR_CLOSE = 2 // right after "{"
+const EXPECT_KEY = 3 // after "," in an object
+const EXPECT_COLON = 4
+const EXPECT_COMMA_OR_CLOSE = 5
+const EXPECT_END = 6 // after the top-level value (single mode)
+
+const OBJ = 0
+const ARR = 1
+const FULL = -1 // scope: everything below is in scope
+
+const NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
+
+export class JsonRewriter {
+  readonly #o: JsonRewriterOptions
+  readonly #visitor: StringVisitor
+  readonly #paths: readonly (readonly string[])[]
+  readonly #maxDepth: number
+  #expect = EXPECT_VALUE
+  // Frame stack, parallel arrays: container type, hint of values (objects: of the current key;
+  // arrays: inherited from the key holding the array), scope state and key level.
+  #depth = 0
+  readonly #type: number[] = []
+  readonly #hint: number[] = []
+  readonly #scope: number[] = []
+  readonly #level: number[] = []
+  // The value about to be read (set by a key, inherited by array elements).
+  #valHint = 0
+  #valScope = FULL
+  #valLevel = 0
+  #carry = ''
+  #record: string[] = []
+  #released: string[] = []
+  #releasedChars = 0
+  #stopped = false
+  #values = 0
+  #consumed = 0
+
+  constructor(visitor: StringVisitor, opts: JsonRewriterOptions) {
+    this.#visitor = visitor
+    this.#o = opts
+    this.#paths = opts.scope?.paths ?? []
+    this.#maxDepth = opts.maxDepth ?? 512
+    this.#resetTop()
+  }
+
+  /** Top-level values completed so far (records, for NDJSON). */
+  get values(): number {
+    return this.#values
+  }
+
+  get stopped(): boolean {
+    return this.#stopped
+  }
+
+  /** Output released so far and not yet taken. */
+  take(): string {
+    const out = this.#released.length === 1 ? this.#released[0]! : this.#released.join('')
+    this.#released = []
+    this.#releasedChars = 0
+    return out
+  }
+
+  get releasedChars(): number {
+    return this.#releasedChars
+  }
+
+  #resetTop(): void {
+    const n = this.#paths.length
+    this.#valScope = n === 0 ? FULL : n >= 31 ? 0x7fffffff : (1 << n) - 1
+    this.#valLevel = 0
+    this.#valHint = 0
+  }
+
+  #release(): void {
+    if (this.#record.length) {
+      for (const s of this.#record) {
+        this.#released.push(s)
+        this.#releasedChars += s.length
+      }
+      this.#record = []
+    }
+  }
+
+  #fail(what: string, at: number): never {
+    // Position only: never the bytes themselves (they may be sensitive, and this can be logged).
+    throw new JsonSyntaxError(`invalid JSON at character ${this.#consumed + at}: ${what}`)
+  }
+
+  /** Process a piece of text. Throws JsonSyntaxError. */
+  write(chunk: string): void {
+    if (this.#stopped) return
+    this.#run(this.#carry === '' ? chunk : this.#carry + chunk, false)
+  }
+
+  /** No more input. Throws JsonSyntaxError when the document is incomplete. */
+  end(): void {
+    if (this.#stopped) return
+    this.#run(this.#carry, true)
+    if (this.#stopped) return
+    if (this.#depth !== 0 || this.#expect === EXPECT_COLON) this.#fail('unexpected end of input', 0)
+    if (!this.#o.multi && this.#values === 0) this.#fail('no JSON value', 0)
+    if (this.#o.multi) this.#release() // whitespace after the last record
+  }
+
+  #run(text: string, final: boolean): void {
+    this.#carry = ''
+    let out = 0 // start of text not yet copied to the record
+    let i = 0
+    const n = text.length
+    const o = this.#o
+    while (i < n) {
+      const c = text.charCodeAt(i)
+      // whitespace (and a byte-order mark at the very start)
+      if (c === 32 || c === 10 || c === 13 || c === 9 || (c === 0xfeff && this.#consumed + i === 0)) {
+        i++
+        continue
+      }
+      const expect = this.#expect
+      if (c === 34) {
+        // a string: find its closing quote (not preceded by an odd run of backslashes)
+        let q = i
+        for (;;) {
+          q = text.indexOf('"', q + 1)
+          if (q === -1) break
+          let b = q - 1
+          while (text.charCodeAt(b) === 92) b--
+          if ((q - b) % 2 === 1) break
+        }
+        if (q === -1) {
+          if (final) this.#fail('unterminated string', i)
+          if (n - i > o.maxTokenChars) this.#fail(`a string longer than ${o.maxTokenChars} characters`, i)
+          break
+        }
+        const bs = text.indexOf('\\', i + 1)
+        let value: string
+        if (bs !== -1 && bs < q) {
+          try {
+            value = JSON.parse(text.slice(i, q + 1)) as string
+          } catch {
+            this.#fail('bad escape in string', i)
+          }
+        } else value = text.slice(i + 1, q)
+        if (expect === EXPECT_KEY || expect === EXPECT_KEY_OR_CLOSE) {
+          this.#key(value)
+          this.#expect = EXPECT_COLON
+        } else if (expect === EXPECT_VALUE || expect === EXPECT_VALUE_OR_CLOSE) {
+          if (this.#valScope === FULL) {
+            const replacement = this.#visitor.visit(value, this.#valHint)
+            if (replacement !== undefined) {
+              this.#record.push(text.slice(out, i), JSON.stringify(replacement))
+              out = q + 1
+            }
+          }
+          i = q + 1
+          if (this.#afterValue()) {
+            this.#record.push(text.slice(out, i))
+            out = i
+            if (!this.#recordEnd()) return
+          }
+          continue
+        } else this.#fail('unexpected string', i)
+        i = q + 1
+        continue
+      }
+      switch (c) {
+        case 123: // {
+        case 91: // [
+          if (expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE) this.#fail(`unexpected "${c === 123 ? '{' : '['}"`, i)
+          if (this.#depth >= this.#maxDepth) this.#fail(`nesting deeper than ${this.#maxDepth}`, i)
+          this.#type[this.#depth] = c === 123 ? OBJ : ARR
+          this.#hint[this.#depth] = this.#valHint
+          this.#scope[this.#depth] = this.#valScope
+          this.#level[this.#depth] = this.#valLevel
+          this.#depth++
+          this.#expect = c === 123 ? EXPECT_KEY_OR_CLOSE : EXPECT_VALUE_OR_CLOSE
+          i++
+          continue
+        case 125: // }
+        case 93: {
+          // ]
+          const d = this.#depth - 1
+          const want = c === 125 ? OBJ : ARR
+          if (d < 0 || this.#type[d] !== want) this.#fail(`unexpected "${c === 125 ? '}' : ']'}"`, i)
+          if (expect !== EXPECT_COMMA_OR_CLOSE && expect !== (want === OBJ ? EXPECT_KEY_OR_CLOSE : EXPECT_VALUE_OR_CLOSE)) this.#fail('unexpected end of container', i)
+          this.#depth = d
+          i++
+          if (this.#afterValue()) {
+            this.#record.push(text.slice(out, i))
+            out = i
+            if (!this.#recordEnd()) return
+          }
+          continue
+        }
+        case 58: // :
+          if (expect !== EXPECT_COLON) this.#fail('unexpected ":"', i)
+          this.#expect = EXPECT_VALUE
+          i++
+          continue
+        case 44: {
+          // ,
+          if (expect !== EXPECT_COMMA_OR_CLOSE) this.#fail('unexpected ","', i)
+          const d = this.#depth - 1
+          if (this.#type[d] === OBJ) this.#expect = EXPECT_KEY
+          else {
+            this.#expect = EXPECT_VALUE
+            this.#valHint = this.#hint[d]!
+            this.#valScope = this.#scope[d]!
+            this.#valLevel = this.#level[d]!
+          }
+          i++
+          continue
+        }
+      }
+      if (expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE) this.#fail('unexpected character', i)
+      // a number or a literal: scan to its end
+      let j = i
+      while (j < n) {
+        const d = text.charCodeAt(j)
+        if ((d >= 48 && d <= 57) || d === 45 || d === 43 || d === 46 || (d >= 97 && d <= 122) || d === 69) j++
+        else break
+      }
+      if (j === n && !final) {
+        if (j - i > 64) this.#fail('a number or literal longer than 64 characters', i)
+        break // may continue in the next chunk
+      }
+      const word = text.slice(i, j)
+      if (word !== 'true' && word !== 'false' && word !== 'null' && !NUMBER.test(word)) this.#fail('not a JSON value', i)
+      i = j
+      if (this.#afterValue()) {
+        this.#record.push(text.slice(out, i))
+        out = i
+        if (!this.#recordEnd()) return
+      }
+    }
+    // Keep the unfinished token for the next chunk; everything before it is output.
+    if (i < n) this.#carry = text.slice(i)
+    if (out < i) this.#record.push(text.slice(out, i))
+    this.#consumed += i
+    if (!o.multi) {
+      if (o.checkpoint()) this.#release()
+      else this.#stop()
+    }
+  }
+
+  #stop(): void {
+    this.#stopped = true
+    this.#record = []
+    this.#carry = ''
+  }
+
+  /** A key was read: hint and scope of the value that follows. */
+  #key(key: string): void {
+    const d = this.#depth - 1
+    this.#valHint = this.#o.hintOf(key)
+    const scope = this.#scope[d]!
+    const level = this.#level[d]!
+    if (scope === FULL) {
+      this.#valScope = FULL
+      return
+    }
+    let next = 0
+    let full = false
+    const paths = this.#paths
+    for (let p = 0; p < paths.length && p < 31; p++) {
+      if ((scope & (1 << p)) === 0) continue
+      const path = paths[p]!
+      if (path[level] !== key) continue
+      if (path.length === level + 1) full = true
+      else next |= 1 << p
+    }
+    this.#valScope = full ? FULL : next
+    this.#valLevel = level + 1
+  }
+
+  /** A value ended; returns true when it was a top-level value (a record). */
+  #afterValue(): boolean {
+    if (this.#depth === 0) {
+      this.#values++
+      if (!this.#o.multi) {
+        this.#expect = EXPECT_END
+        return false
+      }
+      this.#expect = EXPECT_VALUE
+      this.#resetTop()
+      return true
+    }
+    this.#expect = EXPECT_COMMA_OR_CLOSE
+    return false
+  }
+
+  #recordEnd(): boolean {
+    if (this.#o.checkpoint()) {
+      this.#release()
+      return true
+    }
+    this.#stop()
+    return false
+  }
+}

@@ -1,0 +1,157 @@
+// DLP keys live in a keyring behind a small KMS interface, never in the config document (which
+// the control plane stores, diffs and pushes). The default provider is a local JSON file
+// (mode 0600). Rotation = add a key, then promote it: new tokens use the active key, and every
+// key still in the ring reverses the tokens it made.
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { readFile, stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
+
+/** Key ids appear inside tokens (`tok_<type>_<keyId>_…`), so they may not contain "_". */
+export const KEY_ID = /^[A-Za-z0-9]{1,32}$/
+
+export interface KeyEntry {
+  readonly id: string
+  /** 32 random bytes; token and hash keys are derived from it (HKDF). */
+  readonly secret: Uint8Array
+  readonly created: string
+}
+
+export interface KeyringSnapshot {
+  readonly active: string
+  readonly keys: ReadonlyMap<string, KeyEntry>
+}
+
+/**
+ * What a KMS must offer the tokenizer: the current keys (a cloud KMS would return data keys it
+ * unwrapped) and a cheap way to tell whether they changed since the last load.
+ */
+export interface KeyProvider {
+  readonly description: string
+  load(): Promise<KeyringSnapshot>
+  /** A value that changes when the keyring changes (file mtime, KMS version). */
+  version(): Promise<string>
+}
+
+interface KeyringFile {
+  format: 'igw-dlp-keyring/1'
+  active: string
+  keys: { id: string; created: string; secret: string }[]
+  comment?: string
+}
+
+export class KeyringError extends Error {}
+
+export function parseKeyring(text: string, source: string): KeyringSnapshot {
+  let doc: KeyringFile
+  try {
+    doc = JSON.parse(text) as KeyringFile
+  } catch {
+    throw new KeyringError(`${source}: not JSON`)
+  }
+  if (doc === null || typeof doc !== 'object' || doc.format !== 'igw-dlp-keyring/1') throw new KeyringError(`${source}: expected "format": "igw-dlp-keyring/1"`)
+  if (!Array.isArray(doc.keys) || doc.keys.length === 0) throw new KeyringError(`${source}: keys: expected at least one key`)
+  const keys = new Map<string, KeyEntry>()
+  doc.keys.forEach((k, i) => {
+    if (typeof k?.id !== 'string' || !KEY_ID.test(k.id)) throw new KeyringError(`${source}: keys[${i}].id: expected 1-32 letters or digits`)
+    if (keys.has(k.id)) throw new KeyringError(`${source}: keys[${i}].id: duplicate key id "${k.id}"`)
+    const secret = typeof k.secret === 'string' ? Buffer.from(k.secret, 'base64url') : Buffer.alloc(0)
+    if (secret.length !== 32) throw new KeyringError(`${source}: keys[${i}].secret: expected 32 bytes, base64url`)
+    keys.set(k.id, { id: k.id, secret: new Uint8Array(secret), created: String(k.created ?? '') })
+  })
+  if (typeof doc.active !== 'string' || !keys.has(doc.active)) throw new KeyringError(`${source}: active: expected the id of a key in the ring`)
+  return { active: doc.active, keys }
+}
+
+export function serializeKeyring(ring: KeyringSnapshot, comment?: string): string {
+  const doc: KeyringFile = {
+    format: 'igw-dlp-keyring/1',
+    ...(comment ? { comment } : {}),
+    active: ring.active,
+    keys: [...ring.keys.values()].map((k) => ({ id: k.id, created: k.created, secret: Buffer.from(k.secret).toString('base64url') })),
+  }
+  return `${JSON.stringify(doc, null, 2)}\n`
+}
+
+function newKey(id: string): KeyEntry {
+  return { id, secret: new Uint8Array(randomBytes(32)), created: new Date().toISOString() }
+}
+
+/** Write atomically (temp + rename) with owner-only permissions. */
+function writeKeyringFile(path: string, ring: KeyringSnapshot, exclusive: boolean, comment?: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+  const text = serializeKeyring(ring, comment)
+  if (exclusive) {
+    writeFileSync(path, text, { mode: 0o600, flag: 'wx' })
+    return
+  }
+  const tmp = `${path}.${process.pid}.tmp`
+  writeFileSync(tmp, text, { mode: 0o600 })
+  renameSync(tmp, path)
+}
+
+/**
+ * Create the keyring with one fresh key when the file does not exist. Several worker threads
+ * may race here: the exclusive create lets exactly one win, the others read its file.
+ */
+export function ensureKeyringFile(path: string): { created: boolean } {
+  try {
+    writeKeyringFile(path, { active: 'k1', keys: new Map([['k1', newKey('k1')]]) }, true, 'created by igw on first use; keep it secret and backed up: tokens cannot be reversed without it')
+    return { created: true }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return { created: false }
+    throw err
+  }
+}
+
+/** Rotation, step 1: add a new (inactive) key; returns its id. */
+export function addKey(path: string, id?: string): string {
+  const ring = parseKeyring(readFileSync(path, 'utf8'), path)
+  let kid = id
+  if (kid === undefined) {
+    let n = ring.keys.size + 1
+    while (ring.keys.has(`k${n}`)) n++
+    kid = `k${n}`
+  }
+  if (!KEY_ID.test(kid)) throw new KeyringError(`key id "${kid}": expected 1-32 letters or digits`)
+  if (ring.keys.has(kid)) throw new KeyringError(`key id "${kid}" already exists`)
+  const keys = new Map(ring.keys)
+  keys.set(kid, newKey(kid))
+  writeKeyringFile(path, { active: ring.active, keys }, false)
+  return kid
+}
+
+/** Rotation, step 2: new tokens use this key; older keys stay to reverse older tokens. */
+export function promoteKey(path: string, id: string): void {
+  const ring = parseKeyring(readFileSync(path, 'utf8'), path)
+  if (!ring.keys.has(id)) throw new KeyringError(`no key "${id}" in ${path}`)
+  writeKeyringFile(path, { active: id, keys: ring.keys }, false)
+}
+
+/** The local keyring file provider. */
+export class LocalKeyring implements KeyProvider {
+  readonly path: string
+  readonly #create: boolean
+  constructor(path: string, opts: { create: boolean }) {
+    this.path = path
+    this.#create = opts.create
+  }
+  get description(): string {
+    return `local keyring ${this.path}`
+  }
+  async load(): Promise<KeyringSnapshot> {
+    let text: string
+    try {
+      text = await readFile(this.path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !this.#create) throw new KeyringError(`cannot read DLP keyring ${this.path}: ${(err as Error).message}`)
+      ensureKeyringFile(this.path)
+      text = await readFile(this.path, 'utf8')
+    }
+    return parseKeyring(text, this.path)
+  }
+  async version(): Promise<string> {
+    const s = await stat(this.path)
+    return `${s.mtimeMs}:${s.size}`
+  }
+}

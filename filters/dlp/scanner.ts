@@ -1,0 +1,196 @@
+// One export's detection and actions: every string value (JSON string, CSV field) passes through
+// `visit`, which finds sensitive values, applies the preset's action to each, counts by type,
+// action and rule, and records what must stop the export (a `block` action, or a high-risk
+// value the preset would let out unprotected, which the export policy then judges).
+import { maskerFor } from './masks.ts'
+import type { CompiledRule, RulePack } from './rule-pack.ts'
+import type { Tokenizer } from './tokenizer.ts'
+
+export const ACTION_NAMES = ['mask', 'tokenize', 'hash', 'redact', 'block'] as const
+export type ActionName = (typeof ACTION_NAMES)[number]
+export const NONE = -1
+export const MASK = 0
+export const TOKENIZE = 1
+export const HASH = 2
+export const REDACT = 3
+export const BLOCK = 4
+/** Column of the counts table for values found and let through (no action for their type). */
+export const FOUND = 5
+const COLS = 6
+
+// Shortest value any built-in rule matches ("1.1.1.1", "a@b.co" → 6).
+const MIN_LENGTH = 6
+
+/** What a preset does with each type of one rule pack: Int8Array by type index (-1: nothing). */
+export function compileActions(pack: RulePack, preset: Readonly<Record<string, string>>): Int8Array {
+  const actions = new Int8Array(pack.types.length).fill(NONE)
+  for (const [type, action] of Object.entries(preset)) {
+    const t = pack.typeIndex(type)
+    const a = ACTION_NAMES.indexOf(action as ActionName)
+    if (t === -1) throw new Error(`preset type "${type}" is not in rule pack ${pack.name}@${pack.version} (types: ${pack.types.map((x) => x.name).join(', ')})`)
+    if (a === -1) throw new Error(`preset action "${action}" for ${type}: expected one of ${ACTION_NAMES.join(', ')}`)
+    actions[t] = a
+  }
+  return actions
+}
+
+/** A high-risk type whose values would leave readable: no action, or only a partial mask. */
+export function unprotectedHighRisk(pack: RulePack, actions: Int8Array): number {
+  let mask = 0
+  for (const t of pack.types) if (t.risk === 'high' && (actions[t.index] === NONE || actions[t.index] === MASK)) mask |= 1 << t.index
+  return mask
+}
+
+export class ExportScanner {
+  readonly pack: RulePack
+  readonly actions: Int8Array
+  /** counts[type * 6 + action]; column FOUND counts values let through. */
+  readonly counts: Uint32Array
+  readonly ruleCounts = new Map<string, number>()
+  /** Types seen so far (bit mask). */
+  detected = 0
+  /** First type whose action is block, and its rule (-1: none yet). */
+  blockedType = -1
+  blockedRule: string | undefined = undefined
+  /** Set when a type the policy cares about shows up for the first time; the stream re-asks the policy. */
+  policyDirty = false
+  readonly #tokenizer: Tokenizer | undefined
+  readonly #scan: { regex: RegExp; rules: readonly CompiledRule[] }
+  readonly #enabled: number
+  readonly #watch: number
+  readonly #maskers: ((v: string) => string)[]
+
+  constructor(pack: RulePack, actions: Int8Array, tokenizer: Tokenizer | undefined) {
+    this.pack = pack
+    this.actions = actions
+    this.counts = new Uint32Array(pack.types.length * COLS)
+    this.#tokenizer = tokenizer
+    // Types with an action, plus high-risk ones (the policy must know when they appear).
+    let enabled = 0
+    for (const t of pack.types) if (actions[t.index] !== NONE || t.risk === 'high') enabled |= 1 << t.index
+    this.#enabled = enabled
+    this.#watch = unprotectedHighRisk(pack, actions)
+    this.#scan = pack.combined(enabled)
+    this.#maskers = pack.types.map((t) => maskerFor(t.name))
+    if (tokenizer === undefined && actions.some((a) => a === TOKENIZE || a === HASH)) throw new Error('tokenize/hash actions need a keyring')
+  }
+
+  /** Sum of one action column over all types. */
+  total(action: number): number {
+    let n = 0
+    for (let t = 0; t < this.pack.types.length; t++) n += this.counts[t * COLS + action]!
+    return n
+  }
+
+  count(type: number, action: number): number {
+    return this.counts[type * COLS + action]!
+  }
+
+  /** High-risk types seen that would leave readable (bit mask). */
+  get unprotectedSeen(): number {
+    return this.detected & this.#watch
+  }
+
+  /**
+   * Scan one string value; `hint` is the bit mask of types its field name suggests. Returns the
+   * replacement, or undefined when the value leaves unchanged.
+   */
+  visit(value: string, hint: number): string | undefined {
+    if (value.length < MIN_LENGTH) return undefined
+    const fieldTypes = hint & this.#enabled
+    if (fieldTypes !== 0) {
+      for (let t = 0; fieldTypes >>> t !== 0; t++) {
+        if ((fieldTypes & (1 << t)) === 0) continue
+        const rule = this.pack.fieldRules[t]
+        if (rule?.validator !== undefined && rule.validator(value)) return this.#act(t, rule.label, value)
+      }
+    }
+    const { regex, rules } = this.#scan
+    regex.lastIndex = 0
+    let out: string | undefined
+    let last = 0
+    let m: RegExpExecArray | null
+    while ((m = regex.exec(value)) !== null) {
+      const start = m.index
+      let g = 1
+      while (m[g] === undefined) g++
+      let rule = rules[g - 1]!
+      let end = start + m[0].length
+      if (!this.#accept(rule, value, start, end, hint)) {
+        // Another rule may still match here (a Luhn-failing card can be a valid phone number).
+        let found = false
+        for (let i = g; i < rules.length; i++) {
+          const r = rules[i]!
+          r.sticky.lastIndex = start
+          const m2 = r.sticky.exec(value)
+          if (m2 !== null && this.#accept(r, value, start, start + m2[0].length, hint)) {
+            rule = r
+            end = start + m2[0].length
+            found = true
+            break
+          }
+        }
+        if (!found) {
+          regex.lastIndex = start + 1
+          continue
+        }
+      }
+      const replacement = this.#act(rule.type, rule.label, value.slice(start, end))
+      if (replacement !== undefined) {
+        out = (out ?? '') + value.slice(last, start) + replacement
+        last = end
+      }
+      regex.lastIndex = end
+    }
+    return out === undefined ? undefined : out + value.slice(last)
+  }
+
+  #accept(rule: CompiledRule, text: string, start: number, end: number, hint: number): boolean {
+    const byField = (hint & (1 << rule.type)) !== 0
+    if (!byField && rule.excludeWords !== undefined && wordBefore(text, start, rule.excludeWindow, rule.excludeWords)) return false
+    if (rule.contextRequired && !byField && (rule.contextWords === undefined || !wordBefore(text, start, rule.contextWindow, rule.contextWords))) return false
+    return rule.validator(text, start, end)
+  }
+
+  #act(type: number, rule: string, value: string): string | undefined {
+    const bit = 1 << type
+    if ((this.detected & bit) === 0) {
+      this.detected |= bit
+      if ((this.#watch & bit) !== 0) this.policyDirty = true
+    }
+    this.ruleCounts.set(rule, (this.ruleCounts.get(rule) ?? 0) + 1)
+    const action = this.actions[type]!
+    const name = this.pack.types[type]!.name
+    switch (action) {
+      case MASK:
+        this.counts[type * COLS + MASK]!++
+        return this.#maskers[type]!(value)
+      case TOKENIZE:
+        this.counts[type * COLS + TOKENIZE]!++
+        return this.#tokenizer!.tokenize(name, value)
+      case HASH:
+        this.counts[type * COLS + HASH]!++
+        return this.#tokenizer!.hash(name, value)
+      case REDACT:
+        this.counts[type * COLS + REDACT]!++
+        return `[redacted:${name}]`
+      case BLOCK:
+        this.counts[type * COLS + BLOCK]!++
+        if (this.blockedType === -1) {
+          this.blockedType = type
+          this.blockedRule = rule
+        }
+        return undefined
+      default:
+        this.counts[type * COLS + FOUND]!++
+        return undefined
+    }
+  }
+}
+
+/** Whether one of `words` occurs in the `window` characters before `start` (case-insensitive). */
+function wordBefore(text: string, start: number, window: number, words: readonly string[]): boolean {
+  const before = text.slice(Math.max(0, start - window), start).toLowerCase()
+  for (const w of words) if (before.includes(w)) return true
+  return false
+}

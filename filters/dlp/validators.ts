@@ -1,0 +1,232 @@
+// The checks a rule pack names by string ("validator": "luhn"): what a regular expression
+// cannot say (checksums, number plans, reserved ranges). Pure functions of the candidate and
+// the text around it, so they are tested and evaluated without sockets.
+import { isIPv4, isIPv6 } from 'node:net'
+import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max'
+import { LRUCache } from 'lru-cache'
+
+/** A candidate found by a rule's pattern: text[start, end). */
+export type Validator = (text: string, start: number, end: number) => boolean
+
+/** Relaxed whole-value checks used when the field name says what the value is. */
+export type FieldValidator = (value: string) => boolean
+
+// --- e-mail ---------------------------------------------------------------------------------
+
+// Asset suffixes that follow "@" in file names such as logo@2x.png; never a top-level domain
+// anyone mails to (png, js … are not delegated TLDs).
+const NOT_TLDS = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'ico', 'bmp', 'tif', 'tiff', 'css', 'js', 'mjs', 'ts', 'map', 'json', 'html', 'htm', 'php', 'txt', 'pdf', 'zip', 'mp4', 'mp3', 'woff', 'woff2'])
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13 || c === 34 || c === 39 || c === 60 || c === 62
+}
+
+/** True when text[start] sits inside a URL: the whitespace-delimited token before it has "://". */
+function insideUrl(text: string, start: number): boolean {
+  let i = start - 1
+  while (i >= 0 && !isSpace(text.charCodeAt(i))) i--
+  const token = text.slice(i + 1, start)
+  return token.includes('://') || token.startsWith('www.')
+}
+
+const email: Validator = (text, start, end) => {
+  const at = text.indexOf('@', start)
+  if (at === -1 || at >= end) return false
+  const dot = text.lastIndexOf('.', end)
+  const tld = text.slice(dot + 1, end).toLowerCase()
+  if (NOT_TLDS.has(tld)) return false
+  const local = text.slice(start, at)
+  if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return false
+  // "https://jane@example.com/x" (userinfo) and "https://site/a@b.com" are URLs, not addresses.
+  if (insideUrl(text, start)) return false
+  return text.charCodeAt(end) !== 47 // "a@b.com/path"
+}
+
+const emailField: FieldValidator = (value) => {
+  const v = value.trim()
+  const m = EMAIL_WHOLE.exec(v)
+  return m !== null && email(v, 0, v.length)
+}
+const EMAIL_WHOLE = /^(?:mailto:)?[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}$/
+
+// --- phone ----------------------------------------------------------------------------------
+
+// libphonenumber-js costs a few microseconds per number; exports repeat numbers (one customer,
+// many rows), so verdicts are memoized ("" = not a valid number, else "<cc>|<last four>").
+// Bounded: 64k short strings per worker thread.
+const phoneVerdicts = new LRUCache<string, string>({ max: 65_536 })
+let defaultRegion: CountryCode = 'US'
+
+/** Region used to read national formats ("(202) 555-0143") under a phone field or context word. */
+export function setDefaultPhoneRegion(region: string): void {
+  defaultRegion = region as CountryCode
+  phoneVerdicts.clear()
+}
+
+function phoneVerdict(candidate: string, national: boolean): string {
+  const key = national ? `n${defaultRegion}:${candidate}` : candidate
+  let v = phoneVerdicts.get(key)
+  if (v === undefined) {
+    const p = national ? parsePhoneNumberFromString(candidate, { defaultCountry: defaultRegion, extract: false }) : parsePhoneNumberFromString(candidate, { extract: false })
+    v = p !== undefined && p.isValid() ? `${p.countryCallingCode}|${p.nationalNumber.slice(-4)}` : ''
+    phoneVerdicts.set(key, v)
+  }
+  return v
+}
+
+const phone: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), false) !== ''
+const phoneNational: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), true) !== ''
+const phoneField: FieldValidator = (value) => {
+  const v = value.trim()
+  if (v.length < 7 || v.length > 32 || !/^[+\d().\s-]+$/.test(v)) return false
+  return phoneVerdict(v, v.charCodeAt(0) !== 43) !== ''
+}
+
+/** "+1*******0123": country calling code and the last four digits stay. */
+export function phoneParts(value: string): { cc: string; last4: string } | undefined {
+  const v = value.trim()
+  const verdict = phoneVerdict(v, v.charCodeAt(0) !== 43)
+  if (verdict === '') return undefined
+  const bar = verdict.indexOf('|')
+  return { cc: verdict.slice(0, bar), last4: verdict.slice(bar + 1) }
+}
+
+// --- SSN ------------------------------------------------------------------------------------
+
+/** SSA rules: area 001-899 except 666, group 01-99, serial 0001-9999. */
+export function ssnDigitsValid(d: string): boolean {
+  if (d.length !== 9) return false
+  const area = Number(d.slice(0, 3))
+  const group = Number(d.slice(3, 5))
+  const serial = Number(d.slice(5))
+  return area !== 0 && area !== 666 && area < 900 && group !== 0 && serial !== 0
+}
+
+const ssn: Validator = (text, start, end) => ssnDigitsValid(digitsOf(text, start, end))
+const ssnField: FieldValidator = (value) => {
+  const v = value.trim()
+  return /^\d{3}([- ]?)\d{2}\1\d{4}$/.test(v) && ssnDigitsValid(digitsOf(v, 0, v.length))
+}
+
+// --- payment cards --------------------------------------------------------------------------
+
+export function luhnValid(d: string): boolean {
+  let sum = 0
+  let double = false
+  for (let i = d.length - 1; i >= 0; i--) {
+    let n = d.charCodeAt(i) - 48
+    if (double) {
+      n *= 2
+      if (n > 9) n -= 9
+    }
+    sum += n
+    double = !double
+  }
+  return sum % 10 === 0
+}
+
+/** Issuer prefixes (IIN ranges) and lengths of the networks in circulation. */
+function knownIssuer(d: string): boolean {
+  const len = d.length
+  const p2 = Number(d.slice(0, 2))
+  const p3 = Number(d.slice(0, 3))
+  const p4 = Number(d.slice(0, 4))
+  if (d[0] === '4') return len === 13 || len === 16 || len === 19 // Visa
+  if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720)) return len === 16 // Mastercard
+  if (p2 === 34 || p2 === 37) return len === 15 // Amex
+  if (p4 === 6011 || p2 === 65 || (p3 >= 644 && p3 <= 649)) return len >= 16 && len <= 19 // Discover
+  if (p4 >= 3528 && p4 <= 3589) return len >= 16 && len <= 19 // JCB
+  if ((p3 >= 300 && p3 <= 305) || p2 === 36 || p2 === 38 || p2 === 39) return len >= 14 && len <= 19 // Diners
+  if (p2 === 62) return len >= 16 && len <= 19 // UnionPay
+  if (p2 === 50 || (p2 >= 56 && p2 <= 69)) return len >= 12 && len <= 19 // Maestro
+  return false
+}
+
+function cardDigitsValid(text: string, start: number, end: number): boolean {
+  // One separator style per number: "4111 1111-1111 1111" is not how cards are written.
+  const raw = text.slice(start, end)
+  if (raw.includes(' ') && raw.includes('-')) return false
+  const d = digitsOf(text, start, end)
+  return d.length >= 12 && d.length <= 19 && knownIssuer(d) && luhnValid(d)
+}
+const luhn: Validator = cardDigitsValid
+const cardField: FieldValidator = (value) => {
+  const v = value.trim()
+  return /^\d(?:[ -]?\d){11,18}$/.test(v) && cardDigitsValid(v, 0, v.length)
+}
+
+// --- IBAN -----------------------------------------------------------------------------------
+
+/** Registered IBAN lengths by country (SWIFT IBAN registry). */
+const IBAN_LENGTH: Record<string, number> = {
+  AD: 24, AE: 23, AL: 28, AT: 20, AZ: 28, BA: 20, BE: 16, BG: 22, BH: 22, BR: 29, BY: 28, CH: 21, CR: 22, CY: 28, CZ: 24,
+  DE: 22, DK: 18, DO: 28, EE: 20, EG: 29, ES: 24, FI: 18, FO: 18, FR: 27, GB: 22, GE: 22, GI: 23, GL: 18, GR: 27, GT: 28,
+  HR: 21, HU: 28, IE: 22, IL: 23, IQ: 23, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28, LC: 32, LI: 21, LT: 20, LU: 20,
+  LV: 21, MC: 27, MD: 24, ME: 22, MK: 19, MR: 27, MT: 31, MU: 30, NL: 18, NO: 15, PK: 24, PL: 28, PS: 29, PT: 25, QA: 29,
+  RO: 24, RS: 22, SA: 24, SC: 31, SE: 24, SI: 19, SK: 24, SM: 27, ST: 25, SV: 28, TL: 23, TN: 24, TR: 26, UA: 29, VA: 22,
+  VG: 24, XK: 20,
+}
+
+export function ibanValid(compact: string): boolean {
+  const len = IBAN_LENGTH[compact.slice(0, 2)]
+  if (len === undefined || compact.length !== len) return false
+  const rearranged = compact.slice(4) + compact.slice(0, 4)
+  let rem = 0
+  for (let i = 0; i < rearranged.length; i++) {
+    const c = rearranged.charCodeAt(i)
+    if (c >= 48 && c <= 57) rem = (rem * 10 + (c - 48)) % 97
+    else if (c >= 65 && c <= 90) rem = (rem * 100 + (c - 55)) % 97
+    else return false
+  }
+  return rem === 1
+}
+
+const iban: Validator = (text, start, end) => ibanValid(text.slice(start, end).replaceAll(' ', ''))
+const ibanField: FieldValidator = (value) => ibanValid(value.trim().replaceAll(' ', '').toUpperCase())
+
+// --- IP addresses ---------------------------------------------------------------------------
+
+const ipv4: Validator = (text, start, end) => isIPv4(text.slice(start, end))
+const ipv6: Validator = (text, start, end) => {
+  const s = text.slice(start, end)
+  // A hex digit on each side of "::" or three groups: "a::" alone is too thin to call an address.
+  return s.length >= 3 && /[0-9A-Fa-f]/.test(s) && isIPv6(s) && s !== '::'
+}
+const ipv4Field: FieldValidator = (value) => isIPv4(value.trim())
+const ipv6Field: FieldValidator = (value) => {
+  const v = value.trim()
+  return ipv6(v, 0, v.length)
+}
+
+// --- registry -------------------------------------------------------------------------------
+
+function digitsOf(text: string, start: number, end: number): string {
+  let d = ''
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 48 && c <= 57) d += text[i]
+  }
+  return d
+}
+
+export const VALIDATORS: Record<string, Validator> = {
+  email,
+  phone,
+  phone_national: phoneNational,
+  ssn_us: ssn,
+  luhn,
+  iban,
+  ipv4,
+  ipv6,
+}
+
+/** Whole-value validators by type, for values under a field name of that type. */
+export const FIELD_VALIDATORS: Record<string, FieldValidator> = {
+  email: emailField,
+  phone_e164: phoneField,
+  ssn_us: ssnField,
+  credit_card: cardField,
+  iban: ibanField,
+  ipv4: ipv4Field,
+  ipv6: ipv6Field,
+}

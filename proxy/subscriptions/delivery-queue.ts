@@ -163,14 +163,16 @@ export class DeliveryQueue<S extends GapHolder> {
 
   /**
    * Discard the oldest item: an event becomes (part of) a gap notice for its subscription,
-   * a terminal message moves to `urgent`. Returns false when nothing is left to drop.
+   * a terminal message moves to `urgent`, an item of an ended subscription is just freed.
+   * Returns false when nothing is left to drop.
    */
   dropOldest(): boolean {
     for (;;) {
       const item = this.shift()
       if (item === undefined) return false
       const { sub, entry } = item
-      if (sub.closed) continue
+      // Freeing a dead subscription's item may be enough: let the caller re-check its bound.
+      if (sub.closed) return true
       if (entry.kind === 'complete' || entry.kind === 'error') {
         this.urgent.push(item)
         continue

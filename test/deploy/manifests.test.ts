@@ -321,6 +321,34 @@ describe('the values layer (deploy/k8s/values/values.env)', () => {
     expect(dead).toEqual([])
   })
 
+  it("the seed's cache.hotpath values and the quota/QoS defaults reach the config every proxy loads; an overlay's value wins", () => {
+    const seen: Record<string, number> = {}
+    for (const overlay of OVERLAYS) {
+      const objs = rendered.get(overlay)!
+      for (const w of workloads(objs)) {
+        for (const c of w.spec.template.spec.containers.filter(isIgwProxy)) {
+          const env = containerEnv(objs, c)
+          const config = loadAsContainerWould(objs, w.spec.template.spec, c)
+          const cache = config.routes.flatMap((r) => r.filters).find((f) => f.name === 'cache')
+          expect(cache, `${overlay}: cache filter`).toBeDefined()
+          if (cache?.name !== 'cache') continue
+          expect(cache.ttlSeconds).toBe(Number(env.CACHE_HOTPATH_TTL_SECONDS))
+          expect(cache.invalidation.writeThrough).toBe(env.CACHE_WRITE_THROUGH === 'true')
+          expect(config.quotas.defaults.graphql).toMatchObject({
+            rate: Number(env.QUOTA_DEFAULT_RATE_PER_SEC),
+            burst: Number(env.QUOTA_DEFAULT_BURST),
+            limitPerDay: Number(env.QUOTA_DEFAULT_LIMIT_PER_DAY),
+          })
+          expect(config.quotas.qos.maxInFlight).toBe(Number(env.QOS_MAX_IN_FLIGHT))
+          if (config.mode === 'ingress') expect(config.quotas.redis.onOutage).toBe(env.QUOTA_REDIS_FAILURE_POLICY)
+          seen[overlay] = cache.ttlSeconds
+        }
+      }
+    }
+    // The seed's defaults (values.env), and the override in overlays/ingress-managed/values.env.
+    expect(seen).toEqual({ ingress: 30, 'sidecar-example': 30, 'ingress-managed': 15 })
+  })
+
   it('a bad value is refused by igw itself (exit 78, naming the key), as the pod would be at start', () => {
     const objs = rendered.get('ingress')!
     const d = workloads(objs).find((w) => w.metadata.name === 'igw')!

@@ -69,7 +69,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
     {
       method: 'GET',
       path: `/v1/${c.name}`,
-      auth: { action: 'admin.read', resource: () => ({ type: c.name }) },
+      auth: { action: 'admin.read', resource: (_p, _q, subject) => ({ type: c.name, ...(byTenant && subject.tenant ? { tenant: subject.tenant } : {}) }) },
       doc: { summary: `List ${c.name}`, tags: [c.name], responses: { 200: { description: c.description, schema: ref(`${name}List`) }, ...COMMON } },
       async handle(ctx) {
         const h = requireHead(deps.store)
@@ -388,7 +388,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
     {
       method: 'GET',
       path: '/v1/quotas',
-      auth: { action: 'admin.read', resource: () => ({ type: 'quotas' }) },
+      auth: { action: 'admin.read', resource: (_p, _q, subject) => ({ type: 'quotas', ...(subject.tenant ? { tenant: subject.tenant } : {}) }) },
       doc: { summary: 'Every daily quota with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, ...COMMON } },
       async handle(ctx) {
         sendJson(ctx.res, 200, { items: await quotaViews(deps, ctx.subject?.tenant) })
@@ -461,7 +461,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
     {
       method: 'GET',
       path: '/v1/alerts',
-      auth: { action: 'admin.read', resource: (_p, q) => ({ type: 'alerts', ...(q.get('tenant') ? { tenant: q.get('tenant')! } : {}) }) },
+      auth: { action: 'admin.read', resource: (_p, q, subject) => ({ type: 'alerts', ...(q.get('tenant') ? { tenant: q.get('tenant')! } : subject.tenant ? { tenant: subject.tenant } : {}) }) },
       doc: {
         summary: 'Budget (80%/100%) and anomaly alerts, newest first',
         tags: ['usage'],

@@ -1,6 +1,6 @@
 // Where the DLP preset lives in the config document (the DLP filter owns that schema section).
 // This adapter is the one place that knows it, for GraphQL setDlpPreset and the REST resources.
-import type { ConfigStore } from './store.ts'
+import { ValidationFailed, type ConfigStore } from './store.ts'
 
 /** Set the preset on every DLP filter of every route; returns the new config version. */
 export async function setDlpPreset(store: ConfigStore, actor: string, preset: string): Promise<number> {
@@ -23,7 +23,7 @@ export async function setDlpPreset(store: ConfigStore, actor: string, preset: st
           return { ...f, preset }
         }),
       }))
-      if (found === 0) throw new Error('no route has a dlp filter to set a preset on')
+      if (found === 0) throw new ValidationFailed(['routes: no route has a dlp filter to set a preset on'])
       return { document: { ...head.document, routes: next }, before, after, result: undefined }
     },
   })

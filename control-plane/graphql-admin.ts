@@ -1,8 +1,9 @@
 // The GraphQL admin endpoint with the seed's schema. `@auth(abac: "...")` on a field is enforced
 // by wrapping its resolver: the admin policy decides with the caller's subject, and a denial is
 // a GraphQL error with code FORBIDDEN and the policy's reason.
-import { GraphQLError, GraphQLObjectType, Kind, type GraphQLSchema } from 'graphql'
-import { createSchema, createYoga, type YogaServerInstance } from 'graphql-yoga'
+import type { IncomingMessage } from 'node:http'
+import { Kind, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
+import { createGraphQLError, createSchema, createYoga, type YogaServerInstance } from 'graphql-yoga'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
@@ -39,15 +40,15 @@ export interface GraphQLContext {
 
 function tenantArg(ctx: GraphQLContext, arg: unknown): string {
   const t = typeof arg === 'string' && arg !== '' ? arg : ctx.subject.tenant
-  if (t === undefined) throw new GraphQLError('no tenant: pass `tenant:` or use a token with a tenant claim', { extensions: { code: 'BAD_USER_INPUT' } })
+  if (t === undefined) throw createGraphQLError('no tenant: pass `tenant:` or use a token with a tenant claim', { extensions: { code: 'BAD_USER_INPUT' } })
   return t
 }
 
 function asGraphQLError(err: unknown): never {
-  if (err instanceof GraphQLError) throw err
-  if (err instanceof ValidationFailed) throw new GraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT', problems: err.problems } })
-  if (err instanceof NotFound) throw new GraphQLError(err.message, { extensions: { code: 'NOT_FOUND' } })
-  if (err instanceof PreconditionFailed) throw new GraphQLError(err.message, { extensions: { code: 'CONFLICT' } })
+  if (err instanceof Error && err.name === 'GraphQLError') throw err
+  if (err instanceof ValidationFailed) throw createGraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT', problems: err.problems } })
+  if (err instanceof NotFound) throw createGraphQLError(err.message, { extensions: { code: 'NOT_FOUND' } })
+  if (err instanceof PreconditionFailed) throw createGraphQLError(err.message, { extensions: { code: 'CONFLICT' } })
   throw err
 }
 
@@ -61,8 +62,8 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       Mutation: {
         setQuota: async (_root, args: { kind: string; limitPerDay: number; tenant?: string }, ctx) => {
           const tenant = tenantArg(ctx, args.tenant)
-          if (!isQuotaKind(args.kind)) throw new GraphQLError(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, { extensions: { code: 'BAD_USER_INPUT' } })
-          if (args.limitPerDay < 0) throw new GraphQLError('limitPerDay must be >= 0', { extensions: { code: 'BAD_USER_INPUT' } })
+          if (!isQuotaKind(args.kind)) throw createGraphQLError(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, { extensions: { code: 'BAD_USER_INPUT' } })
+          if (args.limitPerDay < 0) throw createGraphQLError('limitPerDay must be >= 0', { extensions: { code: 'BAD_USER_INPUT' } })
           try {
             await setQuota(deps, ctx.subject.sub, tenant, args.kind, args.limitPerDay)
           } catch (err) {
@@ -82,8 +83,9 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
   })
   // Enforce @auth: wrap every field that carries it.
   for (const typeName of ['Query', 'Mutation']) {
-    const type = schema.getType(typeName)
-    if (!(type instanceof GraphQLObjectType)) continue
+    // Not instanceof: yoga may load graphql's CommonJS build while this module gets the ESM one.
+    const type = schema.getType(typeName) as GraphQLObjectType | undefined
+    if (type === undefined || !('getFields' in type)) continue
     for (const [name, field] of Object.entries(type.getFields())) {
       const dir = field.astNode?.directives?.find((d) => d.name.value === 'auth')
       const arg = dir?.arguments?.find((a) => a.name.value === 'abac')?.value
@@ -93,7 +95,7 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       field.resolve = (root, args: Record<string, unknown>, ctx: GraphQLContext, info) => {
         const tenant = typeof args.tenant === 'string' ? args.tenant : ctx.subject.tenant
         const d = deps.authorizer.decide(ctx.subject, attr as Action, { type: `graphql.${typeName}.${name}`, ...(tenant ? { tenant } : {}) })
-        if (!d.allow) throw new GraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
+        if (!d.allow) throw createGraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
         return inner(root, args, ctx, info)
       }
     }
@@ -101,9 +103,20 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
   return schema
 }
 
-export function createAdminYoga(deps: ApiDeps): YogaServerInstance<{ subject: Subject }, GraphQLContext> {
-  return createYoga<{ subject: Subject }, GraphQLContext>({
+/**
+ * The authenticated subject of each request, keyed by the Node request object: yoga's server
+ * context is not a safe per-request channel across its adapters, the request object is.
+ */
+export const requestSubjects = new WeakMap<IncomingMessage, Subject>()
+
+export function createAdminYoga(deps: ApiDeps): YogaServerInstance<{ req: IncomingMessage }, GraphQLContext> {
+  return createYoga<{ req: IncomingMessage }, GraphQLContext>({
     schema: buildAdminSchema(deps),
+    context: ({ req }) => {
+      const subject = requestSubjects.get(req)
+      if (subject === undefined) throw createGraphQLError('unauthenticated', { extensions: { code: 'UNAUTHENTICATED' } })
+      return { subject }
+    },
     graphqlEndpoint: '/graphql',
     graphiql: false,
     landingPage: false,

@@ -92,7 +92,7 @@ export interface RouteDef {
   /** OpenAPI-style path, e.g. /v1/tenants/{id}. */
   path: string
   /** undefined: public. A function: decided per request (resource tenant). */
-  auth?: { action: Action; resource: (p: Record<string, string>, q: URLSearchParams) => { type: string; id?: string; tenant?: string } }
+  auth?: { action: Action; resource: (p: Record<string, string>, q: URLSearchParams, subject: Subject) => { type: string; id?: string; tenant?: string } }
   doc: OperationDoc
   handle(ctx: RouteContext): Promise<void> | void
 }

@@ -5,7 +5,7 @@ import { buildRoutes, type ApiDeps } from './api.ts'
 import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
 import { openDb, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
-import { createAdminYoga } from './graphql-admin.ts'
+import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
 import { compile, HttpError, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
 import { buildOpenApi } from './openapi.ts'
 import { PushHub } from './push.ts'
@@ -76,7 +76,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': `Bearer error="invalid_token", error_description="${e.message}"` })
         return
       }
-      await yoga.handleNodeRequestAndResponse(req, res, { subject })
+      requestSubjects.set(req, subject)
+      await yoga.handle(req, res, { req })
       return
     }
     let allowed: string[] = []
@@ -93,7 +94,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       if (r.auth) {
         ctx.subject = await authn.authenticate(req.headers.authorization)
         const justification = req.headers['x-justification']
-        authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams), typeof justification === 'string' ? { justification } : {})
+        authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams, ctx.subject), typeof justification === 'string' ? { justification } : {})
       }
       await r.handle(ctx)
       return

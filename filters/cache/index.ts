@@ -58,6 +58,7 @@ interface Policy {
 }
 
 function noop(): void {}
+const NONE: never[] = []
 
 /** The process's hit ratios per persisted id, read from shared memory at scrape time. */
 let ratioSource: { shared: CacheShared; ids: Map<string, number> } | undefined
@@ -170,7 +171,8 @@ class CacheFilter implements Filter {
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const gql = ctx.graphql
-    if (gql === undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) return this.#bypass(ctx)
+    // Operations on a WebSocket (the subscription hub runs the chain too) have no HTTP response to cache.
+    if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) return this.#bypass(ctx)
     const type = gql.operationType
     if (type === 'mutation') return this.#mutation(ctx, gql)
     if (type !== 'query') return this.#bypass(ctx)
@@ -182,13 +184,19 @@ class CacheFilter implements Filter {
     const ttl = policy?.ttlSeconds ?? this.cfg.ttlSeconds
     if (ttl === 0) return this.#bypass(ctx, policy)
     const vary = this.cfg.vary
-    const headers: (string | undefined)[] = []
-    for (const h of vary.headers) {
-      const v = ctx.req.headers[h]
-      headers.push(Array.isArray(v) ? v.join(', ') : v)
+    let headers: (string | undefined)[] = NONE
+    if (vary.headers.length) {
+      headers = []
+      for (const h of vary.headers) {
+        const v = ctx.req.headers[h]
+        headers.push(Array.isArray(v) ? v.join(', ') : v)
+      }
     }
-    const claims: unknown[] = []
-    for (const c of vary.claims) claims.push(claimAt(ctx.claims, c))
+    let claims: unknown[] = NONE
+    if (vary.claims.length) {
+      claims = []
+      for (const c of vary.claims) claims.push(claimAt(ctx.claims, c))
+    }
     const key = cacheKey({
       route: this.#route,
       operation: policy !== undefined ? `p:${pid!}` : `d:${normalizedDocumentHash(gql.document)}`,
@@ -389,7 +397,12 @@ class CacheFilter implements Filter {
       if (stale !== undefined && Date.now() < stale.errorUntil && this.shared.valid(stale.slots, stale.seq)) {
         // stale-if-error: the upstream failed, the old answer is better than none.
         res.status = stale.status
-        res.headers = { ...stale.headers, 'x-cache': 'STALE', age: String(Math.max(0, Math.floor((Date.now() - stale.created) / 1000))) }
+        const headers: Record<string, string> = { ...stale.headers }
+        const added = ctx.responseHeaders // x-request-id and the like still belong on it
+        if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
+        headers['x-cache'] = 'STALE'
+        headers.age = String(Math.max(0, Math.floor((Date.now() - stale.created) / 1000)))
+        res.headers = headers
         res.body = stale.body
         this.#results.stale.inc()
       }

@@ -283,6 +283,7 @@ describe('stale-while-revalidate and stale-if-error', () => {
       expect(stale.status).toBe(200)
       expect(stale.cache).toBe('STALE')
       expect(stale.json).toEqual(first.json)
+      expect(stale.headers['x-request-id']).toBeDefined()
       // an unreachable upstream too
       await raw.close()
       const gone = await gql(sie.url, q)

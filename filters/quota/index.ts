@@ -5,7 +5,9 @@
 // and `cost` other filters left on the context and never imports them.
 import type { QuotaFilterConfig } from '../../config/filters/index.ts'
 import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
+import type { Tier } from '../../config/primitives.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
+import { DEFAULT_TIER } from '../../config/defaults.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
@@ -62,7 +64,8 @@ class QuotaFilter implements Filter {
   readonly #q: QuotasConfig
   readonly #m: QuotaMetrics
   readonly #i32: Int32Array
-  readonly #resolved = new Map<string, Resolved>()
+  /** Per tier (a persisted operation may raise or lower a request's tier), tenant → Resolved. */
+  readonly #resolved: Record<Tier, Map<string, Resolved>> = { gold: new Map(), silver: new Map(), bronze: new Map() }
   readonly #verdict = new Verdict()
   readonly #rl: RateLimitValue = { value: '', legacyLimit: 0, legacyRemaining: 0, legacyReset: 0, legacyRatio: 0 }
   readonly #qosOn: boolean
@@ -101,6 +104,8 @@ class QuotaFilter implements Filter {
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const t0 = performance.now()
     const r = this.#resolve(ctx)
+    // Every request counts toward the tenant's rate (refused ones too: a flood is the anomaly).
+    if (this.#anomalyOn) Atomics.add(this.#i32, this.#rt.table.si(r.slot, S_REQUESTS), 1)
     if (this.#qosOn) {
       const shed = this.#admit(ctx, r)
       if (shed !== undefined) return shed
@@ -117,7 +122,6 @@ class QuotaFilter implements Filter {
     let cost = ctx.cost
     if (!(cost >= 0)) cost = 1
     else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
-    if (this.#anomalyOn) Atomics.add(this.#i32, this.#rt.table.si(r.slot, S_REQUESTS), 1)
     const now = Date.now()
     const store = this.#rt.store
     if (store !== undefined) {
@@ -130,12 +134,14 @@ class QuotaFilter implements Filter {
 
   #resolve(ctx: RequestContext): Resolved {
     const key = ctx.tenant ?? ''
-    const hit = this.#resolved.get(key)
+    const tier = ctx.tier ?? (ctx.tenant === undefined ? undefined : this.#config.tenants[ctx.tenant]?.tier) ?? DEFAULT_TIER
+    const map = this.#resolved[tier]
+    const hit = map.get(key)
     if (hit !== undefined) return hit
-    if (this.#resolved.size >= MAX_RESOLVED) this.#resolved.clear()
+    if (map.size >= MAX_RESOLVED) map.clear()
     const tenant = ctx.tenant
     const listed = tenant === undefined ? undefined : this.#config.tenants[tenant]
-    const rule = resolveRule(this.#q, tenant, this.#kind, ctx.tier ?? listed?.tier, listed?.timezone, this.#shadow)
+    const rule = resolveRule(this.#q, tenant, this.#kind, tier, listed?.timezone, this.#shadow)
     const table = this.#rt.table
     const slot = table.slotOf(tenant ?? ANONYMOUS)
     const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT ? OVERFLOW : tenant
@@ -158,7 +164,7 @@ class QuotaFilter implements Filter {
       concurrentIndex,
       releaseConcurrent: () => void Atomics.sub(i32, concurrentIndex, 1),
     }
-    this.#resolved.set(key, r)
+    map.set(key, r)
     return r
   }
 

@@ -42,18 +42,19 @@ if rate > 0 and tokens < costM then failed = failed + 1 end
 if limit >= 0 and used + cost > limit then failed = failed + 2 end
 
 local total = 0
-local bm, n, cur, head, ra = 0, 0, 0, 0, 0
+local bm, n, cur, head, ra, rn = 0, 0, 0, 0, 0, 0
 local fired_at = {}
 local nth = tonumber(ARGV[12])
 if bunits >= 0 then
   bm = tonumber(ARGV[8])
   n = tonumber(ARGV[9])
   cur = math.floor(now / bm)
-  local b = redis.call('HMGET', KEYS[2], 'h', 'tot', 'bm', 'n', 'ra', 'f1', 'f2', 'f3', 'f4')
+  local b = redis.call('HMGET', KEYS[2], 'h', 'tot', 'bm', 'n', 'ra', 'rn', 'f1', 'f2', 'f3', 'f4')
   head = tonumber(b[1])
   total = tonumber(b[2]) or 0
   ra = tonumber(b[5]) or 0
-  for i = 1, 4 do fired_at[i] = tonumber(b[5 + i]) or 0 end
+  rn = tonumber(b[6]) or 0
+  for i = 1, 4 do fired_at[i] = tonumber(b[6 + i]) or 0 end
   local obm = tonumber(b[3])
   local on = tonumber(b[4])
   if head == nil or obm ~= bm or on ~= n then
@@ -115,8 +116,9 @@ if enforced ~= 0 then
     retry = -1
   else
     reason = 4
-    if ra <= now then
-      -- when enough old buckets leave the window; cached (ra) while rejections repeat
+    if ra <= now or rn ~= cost then
+      -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat
+      rn = cost
       local excess = total + cost - bunits
       ra = now + bm * n
       for k = head - n + 1, head do
@@ -142,7 +144,7 @@ end
 redis.call('HSET', KEYS[1], 'tk', tokens, 'ts', now, 'd', d, 'u', used)
 redis.call('PEXPIRE', KEYS[1], 172800000)
 if bunits >= 0 then
-  redis.call('HSET', KEYS[2], 'h', head, 'tot', total, 'bm', bm, 'n', n, 'ra', ra)
+  redis.call('HSET', KEYS[2], 'h', head, 'tot', total, 'bm', bm, 'n', n, 'ra', ra, 'rn', rn)
   redis.call('PEXPIRE', KEYS[2], bm * n + bm)
 end
 return { enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would }

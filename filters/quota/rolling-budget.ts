@@ -11,7 +11,8 @@ export const R_BUCKETS = 3
 export const R_RETRY_AT = 4 // cached "enough budget frees up at" (ms) while rejections repeat
 export const R_FIRED = 5 // 4 slots: when each threshold last fired (ms)
 export const MAX_THRESHOLDS = 4
-export const RING_HEADER = 9
+export const R_RETRY_NEED = 9 // the cost R_RETRY_AT was computed for
+export const RING_HEADER = 10
 /** The largest window in buckets (31 days of hours). */
 export const RING_SLOTS = 744
 export const RING_F64 = RING_HEADER + RING_SLOTS
@@ -79,7 +80,7 @@ export function total(f: Float64Array, o: number): number {
  */
 export function retryAt(f: Float64Array, o: number, now: number, shape: BudgetShape, need: number): number {
   const cached = f[o + R_RETRY_AT]!
-  if (cached > now) return cached
+  if (cached > now && f[o + R_RETRY_NEED] === need) return cached
   const n = shape.buckets
   const head = f[o + R_HEAD]!
   let excess = f[o + R_TOTAL]! + need - shape.units
@@ -91,6 +92,7 @@ export function retryAt(f: Float64Array, o: number, now: number, shape: BudgetSh
   // A need larger than the whole budget never fits: say "a full window".
   const result = excess > 0 ? now + shape.windowMs : at
   f[o + R_RETRY_AT] = result
+  f[o + R_RETRY_NEED] = need
   return result
 }
 

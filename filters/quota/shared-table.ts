@@ -34,9 +34,9 @@ export const H_RING_NEXT = 7
 export const H_SLOTS_USED = 8
 export const H_OVERFLOWS = 9
 const HEADER_I32 = 64
-// Header Float64 words.
-export const HF_EPOCH = 0
 const HEADER_F64 = 32
+// Header Float64 words: Float64Array indices, after the Int32 words.
+export const HF_EPOCH = (HEADER_I32 * 4) / 8 + 0
 
 // Slot Int32 words.
 export const S_STATE = 0

@@ -111,6 +111,8 @@ export class ControlPlaneClient {
   #early: string | undefined
   /** Resolves the first snapshot seen on the stream during boot. */
   #first: ((p: { payload: Payload; envelope: Envelope }) => void) | undefined
+  /** Resolves when the first connection attempt during boot failed (no need to wait longer). */
+  #firstFailure: (() => void) | undefined
 
   constructor(o: ControlPlaneClientOptions) {
     this.#o = { ...o, url: o.url.replace(/\/+$/, '') }
@@ -162,9 +164,11 @@ export class ControlPlaneClient {
   async bootstrap(): Promise<{ config: GatewayConfig; version: number; source: 'control-plane' | 'last-known-good' } | undefined> {
     const timeout = this.#o.bootTimeoutMs ?? 5_000
     const first = new Promise<{ payload: Payload; envelope: Envelope }>((resolve) => (this.#first = resolve))
+    const failed = new Promise<undefined>((resolve) => (this.#firstFailure = () => resolve(undefined)))
     void this.#streamLoop()
-    const got = await Promise.race([first, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
+    const got = await Promise.race([first, failed, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
     this.#first = undefined // later snapshots (the control plane coming back) go the normal way
+    this.#firstFailure = undefined
     if (got !== undefined) {
       try {
         const config = this.#o.toConfig(got.payload.document, `control plane version ${got.payload.version}`)
@@ -249,7 +253,9 @@ export class ControlPlaneClient {
       } catch (err) {
         if (this.#closed) return
         if (this.#connected) this.#o.log('warn', { error: (err as Error).message }, 'lost the control plane; serving the running config and retrying')
+        else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error: (err as Error).message }, 'control plane unreachable')
         this.#connected = false
+        this.#firstFailure?.()
       }
       if (this.#closed) return
       await new Promise((r) => setTimeout(r, backoff).unref())

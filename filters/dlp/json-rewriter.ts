@@ -150,6 +150,7 @@ export class JsonRewriter {
     this.#carry = ''
     let out = 0 // start of text not yet copied to the record
     let i = 0
+    let nextBackslash = -1
     const n = text.length
     const o = this.#o
     while (i < n) {
@@ -175,9 +176,13 @@ export class JsonRewriter {
           if (n - i > o.maxTokenChars) this.#fail(`a string longer than ${o.maxTokenChars} characters`, i)
           break
         }
-        const bs = text.indexOf('\\', i + 1)
+        // Next backslash in the text, searched again only once passed (one scan per chunk, not per string).
+        if (nextBackslash <= i) {
+          nextBackslash = text.indexOf('\\', i + 1)
+          if (nextBackslash === -1) nextBackslash = n
+        }
         let value: string
-        if (bs !== -1 && bs < q) {
+        if (nextBackslash < q) {
           try {
             value = JSON.parse(text.slice(i, q + 1)) as string
           } catch {

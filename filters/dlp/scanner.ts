@@ -54,6 +54,8 @@ export class ExportScanner {
   blockedRule: string | undefined = undefined
   /** Set when a type the policy cares about shows up for the first time; the stream re-asks the policy. */
   policyDirty = false
+  /** When set, every finding is appended (the corpus evaluation; never in the proxy). */
+  findings: { type: string; value: string; rule: string }[] | undefined = undefined
   readonly #tokenizer: Tokenizer | undefined
   readonly #scan: { regex: RegExp; rules: readonly CompiledRule[] }
   readonly #enabled: number
@@ -161,6 +163,7 @@ export class ExportScanner {
     this.ruleCounts.set(rule, (this.ruleCounts.get(rule) ?? 0) + 1)
     const action = this.actions[type]!
     const name = this.pack.types[type]!.name
+    if (this.findings !== undefined) this.findings.push({ type: name, value, rule })
     switch (action) {
       case MASK:
         this.counts[type * COLS + MASK]!++

@@ -1,0 +1,324 @@
+// The labeled synthetic corpus for rule pack evaluation: records of fields (JSON keys / CSV
+// headers) and free text, each sensitive value labeled by construction, plus hard negatives
+// built to look sensitive and fail the rules' definitions (invalid SSN areas, Luhn-failing
+// cards, e-mails inside URLs, phone-like order numbers, bad IBAN check digits, versions that
+// look like IPs …). A fixed seed makes every run produce the same corpus.
+import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max'
+import { ibanValid, luhnValid, ssnDigitsValid } from '../validators.ts'
+
+export const CORPUS_SEED = 20260105
+export const CORPUS_SIZE = 6000
+
+export interface Label {
+  field: string
+  type: string
+  value: string
+}
+
+export interface CorpusRecord {
+  id: number
+  fields: Record<string, string>
+  /** Every sensitive value in the record (type + exact text). */
+  labels: Label[]
+  /** How many hard negatives were planted (for the report). */
+  hardNegatives: number
+}
+
+/** mulberry32: small, fast, reproducible. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+class Gen {
+  readonly r: () => number
+  constructor(seed: number) {
+    this.r = rng(seed)
+  }
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.r() * (hi - lo + 1))
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.r() * xs.length)]!
+  }
+  digits(n: number): string {
+    let s = ''
+    for (let i = 0; i < n; i++) s += String(this.int(0, 9))
+    return s
+  }
+  chance(p: number): boolean {
+    return this.r() < p
+  }
+}
+
+const FIRST = ['jane', 'john', 'maria', 'wei', 'aisha', 'lars', 'priya', 'omar', 'chloe', 'diego', 'yuki', 'noah', 'fatima', 'ivan', 'sofia']
+const LAST = ['doe', 'smith', 'garcia', 'chen', 'khan', 'nielsen', 'patel', 'haddad', 'martin', 'lopez', 'tanaka', 'brown', 'ali', 'petrov', 'rossi']
+const DOMAINS = ['example.com', 'mail.example.org', 'corp.example.net', 'example.co.uk', 'uni.example.edu', 'example.io', 'shop.example.de']
+const WORDS = ['shipment', 'invoice', 'customer', 'account', 'update', 'ticket', 'meeting', 'renewal', 'delivery', 'request', 'balance', 'status']
+
+// --- positives --------------------------------------------------------------------------------
+
+function email(g: Gen): string {
+  const sep = g.pick(['.', '_', '', '-'])
+  let local = `${g.pick(FIRST)}${sep}${g.pick(LAST)}`
+  if (g.chance(0.3)) local += String(g.int(1, 999))
+  if (g.chance(0.1)) local += `+${g.pick(WORDS)}`
+  if (g.chance(0.15)) local = local[0]!.toUpperCase() + local.slice(1)
+  return `${local}@${g.pick(DOMAINS)}`
+}
+
+const PHONE_TEMPLATES: [CountryCode, string][] = [
+  ['US', '+1201555'],
+  ['US', '+1415555'],
+  ['GB', '+447400'],
+  ['DE', '+491512'],
+  ['FR', '+336'],
+  ['IN', '+9181'],
+  ['BR', '+55119'],
+  ['JP', '+8190'],
+  ['AU', '+614'],
+  ['ES', '+346'],
+  ['NL', '+316'],
+]
+const E164_LENGTH: Record<string, number> = { US: 12, GB: 13, DE: 14, FR: 12, IN: 13, BR: 14, JP: 13, AU: 12, ES: 12, NL: 12 }
+
+function phone(g: Gen): { e164: string; country: CountryCode } {
+  for (;;) {
+    const [country, prefix] = g.pick(PHONE_TEMPLATES)
+    const e164 = prefix + g.digits(E164_LENGTH[country]! - prefix.length)
+    const p = parsePhoneNumberFromString(e164)
+    if (p?.isValid()) return { e164, country }
+  }
+}
+
+function ssnParts(g: Gen): [string, string, string] {
+  for (;;) {
+    const a = String(g.int(1, 899)).padStart(3, '0')
+    const b = String(g.int(1, 99)).padStart(2, '0')
+    const c = String(g.int(1, 9999)).padStart(4, '0')
+    if (ssnDigitsValid(a + b + c)) return [a, b, c]
+  }
+}
+
+function luhnComplete(partial: string): string {
+  for (let d = 0; d <= 9; d++) if (luhnValid(partial + d)) return partial + d
+  throw new Error('unreachable')
+}
+
+function cardDigits(g: Gen): string {
+  const kind = g.int(0, 3)
+  if (kind === 0) return luhnComplete(`4${g.digits(14)}`) // Visa 16
+  if (kind === 1) return luhnComplete(`5${g.int(1, 5)}${g.digits(13)}`) // Mastercard 16
+  if (kind === 2) return luhnComplete(`3${g.pick(['4', '7'])}${g.digits(12)}`) // Amex 15
+  return luhnComplete(`6011${g.digits(11)}`) // Discover 16
+}
+
+function formatCard(g: Gen, d: string): string {
+  const style = g.int(0, 2)
+  if (style === 0) return d
+  const sep = style === 1 ? ' ' : '-'
+  if (d.length === 15) return `${d.slice(0, 4)}${sep}${d.slice(4, 10)}${sep}${d.slice(10)}`
+  return d.match(/.{1,4}/g)!.join(sep)
+}
+
+const IBAN_SHAPES: [string, number][] = [
+  ['DE', 18],
+  ['GB', 18],
+  ['FR', 23],
+  ['NL', 14],
+  ['ES', 20],
+  ['IT', 23],
+]
+
+function ibanCheckDigits(country: string, bban: string): string {
+  const s = `${bban}${country}00`
+  let rem = 0
+  for (const ch of s) {
+    const c = ch.charCodeAt(0)
+    rem = c >= 65 ? (rem * 100 + (c - 55)) % 97 : (rem * 10 + (c - 48)) % 97
+  }
+  return String(98 - rem).padStart(2, '0')
+}
+
+function iban(g: Gen): string {
+  const [country, len] = g.pick(IBAN_SHAPES)
+  let bban: string
+  if (country === 'GB') bban = `${g.pick(['WEST', 'NWBK', 'BARC'])}${g.digits(len - 4)}`
+  else if (country === 'NL') bban = `${g.pick(['ABNA', 'INGB', 'RABO'])}${g.digits(len - 4)}`
+  else if (country === 'IT') bban = `${String.fromCharCode(65 + g.int(0, 25))}${g.digits(len - 1)}`
+  else bban = g.digits(len)
+  const compact = `${country}${ibanCheckDigits(country, bban)}${bban}`
+  if (!ibanValid(compact)) throw new Error(`generator made an invalid IBAN ${compact}`)
+  return g.chance(0.5) ? compact : compact.match(/.{1,4}/g)!.join(' ')
+}
+
+function ipv4(g: Gen): string {
+  return `${g.int(1, 223)}.${g.int(0, 255)}.${g.int(0, 255)}.${g.int(1, 254)}`
+}
+
+function ipv6(g: Gen): string {
+  const groups = Array.from({ length: 8 }, () => g.int(0, 0xffff).toString(16))
+  groups[0] = g.pick(['2001', 'fe80', '2a00', '2606', 'fd12'])
+  if (g.chance(0.5)) {
+    // compress a run of zeros
+    const at = g.int(2, 5)
+    return `${groups.slice(0, at).join(':')}::${groups.slice(at + 2).join(':')}`
+  }
+  return groups.join(':')
+}
+
+// --- hard negatives -------------------------------------------------------------------------
+
+function invalidSsn(g: Gen): string {
+  const [a, b, c] = ssnParts(g)
+  switch (g.int(0, 4)) {
+    case 0:
+      return `000-${b}-${c}`
+    case 1:
+      return `666-${b}-${c}`
+    case 2:
+      return `9${g.digits(2)}-${b}-${c}`
+    case 3:
+      return `${a}-00-${c}`
+    default:
+      return `${a}-${b}-0000`
+  }
+}
+
+function luhnFailingCard(g: Gen): string {
+  const d = cardDigits(g)
+  const last = (Number(d.at(-1)) + g.int(1, 9)) % 10
+  return formatCard(g, d.slice(0, -1) + last)
+}
+
+function emailInUrl(g: Gen): string {
+  const e = email(g)
+  return g.pick([`https://cdn.example.com/u/${e}/avatar.png`, `https://${e}/`, `http://files.example.org/share/${e}`, `https://example.com/static/logo@2x.png`, `https://example.com/@${g.pick(FIRST)}`])
+}
+
+function orderNumber(g: Gen): string {
+  return g.pick([`order ${g.digits(10)} shipped`, `order #${g.int(2, 9)}${g.digits(9)} shipped`, `invoice ${g.digits(3)}-${g.digits(3)}-${g.digits(4)}`, `tracking 1Z${g.digits(16)}`, `order ${g.int(100000, 999999)} shipped`, `ref ${g.int(100, 899)}${g.digits(6)}`])
+}
+
+function invalidPhone(g: Gen): string {
+  return g.pick([`+1 ${g.int(100, 199)} ${g.digits(3)} ${g.digits(4)}`, `+999 ${g.digits(8)}`, `+44 ${g.digits(4)}`, `+1 555 ${g.digits(3)}`])
+}
+
+function badIban(g: Gen): string {
+  const good = iban(g).replaceAll(' ', '')
+  const check = (Number(good.slice(2, 4)) + g.int(1, 50)) % 97
+  return `${good.slice(0, 2)}${String(check).padStart(2, '0')}${good.slice(4)}`
+}
+
+function notAnIp(g: Gen): string {
+  return g.pick([`${g.int(256, 999)}.${g.int(0, 255)}.${g.int(0, 255)}.${g.int(0, 255)}`, `version ${g.int(1, 9)}.${g.int(0, 9)}.${g.int(0, 9)}.${g.int(0, 99)}`, `build ${g.int(1, 20)}.${g.int(0, 9)}.${g.int(0, 9)}.${g.int(100, 999)}`, `${g.int(1, 200)}.${g.int(0, 255)}.${g.int(0, 255)}`, `at ${String(g.int(0, 23)).padStart(2, '0')}:${String(g.int(0, 59)).padStart(2, '0')}:${String(g.int(0, 59)).padStart(2, '0')}`, `mac 00:1a:${g.digits(2)}:3c:4d:5e`])
+}
+
+function neutral(g: Gen): string {
+  return g.pick([
+    `${g.pick(WORDS)} ${g.pick(WORDS)} on 2026-${String(g.int(1, 12)).padStart(2, '0')}-${String(g.int(1, 28)).padStart(2, '0')}`,
+    `2026-01-${String(g.int(1, 28)).padStart(2, '0')}T${String(g.int(0, 23)).padStart(2, '0')}:15:00.000Z`,
+    `INV-2026-${g.digits(6)}`,
+    `qty ${g.int(1, 500)} at $${g.int(1, 999)}.${g.digits(2)}`,
+    `${g.pick(FIRST)} ${g.pick(LAST)}`,
+  ])
+}
+
+// --- records --------------------------------------------------------------------------------
+
+type Planter = (g: Gen, rec: CorpusRecord) => void
+
+function put(rec: CorpusRecord, field: string, value: string, type?: string, labelValue?: string): void {
+  rec.fields[field] = value
+  if (type !== undefined) rec.labels.push({ field, type, value: labelValue ?? value })
+}
+
+function sentence(g: Gen, rec: CorpusRecord, field: string, parts: (string | [string, string])[]): void {
+  let text = ''
+  for (const p of parts) {
+    if (typeof p === 'string') text += p
+    else {
+      text += p[1]
+      rec.labels.push({ field, type: p[0], value: p[1] })
+    }
+  }
+  void g
+  rec.fields[field] = text
+}
+
+const POSITIVES: Planter[] = [
+  (g, r) => put(r, g.pick(['email', 'contactEmail', 'e_mail', 'work_email']), email(g), 'email'),
+  (g, r) => sentence(g, r, 'note', [`${g.pick(['Contact', 'Reach', 'Write to'])} `, ['email', email(g)], ` about the ${g.pick(WORDS)}.`]),
+  (g, r) => put(r, g.pick(['phone', 'mobile', 'phoneNumber', 'tel']), phone(g).e164, 'phone_e164'),
+  (g, r) => {
+    const p = parsePhoneNumberFromString(phone(g).e164)!
+    sentence(g, r, 'note', [`${g.pick(['Call', 'Text', 'Customer at'])} `, ['phone_e164', p.formatInternational()], ` before noon.`])
+  },
+  (g, r) => {
+    const us = `+1415555${g.digits(4)}`
+    const p = parsePhoneNumberFromString(us)
+    if (!p?.isValid()) return
+    put(r, 'phone', p.formatNational(), 'phone_e164')
+  },
+  (g, r) => {
+    const [a, b, c] = ssnParts(g)
+    put(r, g.pick(['ssn', 'SSN', 'social_security_number']), g.chance(0.7) ? `${a}-${b}-${c}` : `${a}${b}${c}`, 'ssn_us')
+  },
+  (g, r) => {
+    const [a, b, c] = ssnParts(g)
+    sentence(g, r, 'note', [`${g.pick(['Applicant', 'Employee', 'Patient'])} SSN `, ['ssn_us', g.chance(0.6) ? `${a}-${b}-${c}` : `${a}${b}${c}`], ` on file.`])
+  },
+  (g, r) => {
+    const [a, b, c] = ssnParts(g)
+    sentence(g, r, 'comment', [`verified id `, ['ssn_us', `${a}-${b}-${c}`]])
+  },
+  (g, r) => put(r, g.pick(['cardNumber', 'credit_card', 'pan', 'card']), formatCard(g, cardDigits(g)), 'credit_card'),
+  (g, r) => sentence(g, r, 'note', [`Paid with card `, ['credit_card', formatCard(g, cardDigits(g))], ` yesterday.`]),
+  (g, r) => put(r, g.pick(['iban', 'IBAN', 'payout_iban']), iban(g), 'iban'),
+  (g, r) => sentence(g, r, 'note', [`Refund to `, ['iban', iban(g)], ` please.`]),
+  (g, r) => put(r, g.pick(['ip', 'client_ip', 'ipAddress', 'remote_addr']), ipv4(g), 'ipv4'),
+  (g, r) => sentence(g, r, 'log', [`login from `, ['ipv4', ipv4(g)], ` ok`]),
+  (g, r) => put(r, g.pick(['ip', 'ipv6', 'client_ip']), ipv6(g), 'ipv6'),
+  (g, r) => sentence(g, r, 'log', [`peer `, ['ipv6', ipv6(g)], ` connected`]),
+]
+
+const NEGATIVES: Planter[] = [
+  (g, r) => put(r, g.pick(['note', 'ref', 'code']), invalidSsn(g)),
+  (g, r) => put(r, g.pick(['comment', 'memo']), `id ${invalidSsn(g)} rejected`),
+  (g, r) => put(r, g.pick(['note', 'memo']), `card ${luhnFailingCard(g)} declined`),
+  (g, r) => put(r, g.pick(['reference', 'orderRef']), luhnFailingCard(g).replaceAll(' ', '')),
+  (g, r) => put(r, g.pick(['url', 'avatar', 'link']), emailInUrl(g)),
+  (g, r) => put(r, 'note', `see ${emailInUrl(g)} for details`),
+  (g, r) => put(r, g.pick(['note', 'status']), orderNumber(g)),
+  (g, r) => put(r, g.pick(['order_id', 'ticket']), `${g.int(2, 9)}${g.digits(9)}`),
+  (g, r) => put(r, 'note', `dial ${invalidPhone(g)} failed`),
+  (g, r) => put(r, g.pick(['note', 'account']), `acct ${badIban(g)}`),
+  (g, r) => put(r, g.pick(['note', 'build']), notAnIp(g)),
+  (g, r) => put(r, 'ref', `${g.int(100, 899)}${g.digits(6)}`),
+]
+
+export function generateCorpus(seed = CORPUS_SEED, size = CORPUS_SIZE): CorpusRecord[] {
+  const g = new Gen(seed)
+  const records: CorpusRecord[] = []
+  for (let id = 1; id <= size; id++) {
+    const rec: CorpusRecord = { id, fields: { id: String(id), name: `${g.pick(FIRST)} ${g.pick(LAST)}`, updated: neutral(g) }, labels: [], hardNegatives: 0 }
+    const positives = g.int(0, 2)
+    for (let i = 0; i < positives; i++) g.pick(POSITIVES)(g, rec)
+    const negatives = g.int(positives === 0 ? 1 : 0, 2)
+    for (let i = 0; i < negatives; i++) {
+      const before = JSON.stringify(rec.fields)
+      g.pick(NEGATIVES)(g, rec)
+      if (JSON.stringify(rec.fields) !== before) rec.hardNegatives++
+    }
+    // A later planter may overwrite a field: keep only labels whose text is still there.
+    rec.labels = rec.labels.filter((l) => rec.fields[l.field]?.includes(l.value))
+    records.push(rec)
+  }
+  return records
+}

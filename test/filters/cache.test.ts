@@ -263,8 +263,13 @@ describe('stale-while-revalidate and stale-if-error', () => {
     await sleep(1100)
     const before = backend.stats.byField.get('entity') ?? 0
     const stale = await Promise.all([gql(proxy.url, q), gql(proxy.url, q), gql(proxy.url, q)])
-    expect(stale.map((s) => s.cache)).toEqual(['STALE', 'STALE', 'STALE'])
-    expect(stale[0]!.json.data).toEqual({ entity: { id: '12', name: 'Entity 12', __typename: 'Entity' } })
+    // the first is answered stale at once; the others too, unless the refresh already landed
+    // (a loaded machine): then they are hits with the new data, never a wait or a second refresh
+    expect(stale[0]!.cache).toBe('STALE')
+    for (const r of stale) {
+      const name = r.cache === 'STALE' ? 'Entity 12' : 'Twelve'
+      expect([r.cache, r.json.data]).toEqual([r.cache === 'STALE' ? 'STALE' : 'HIT', { entity: { id: '12', name, __typename: 'Entity' } }])
+    }
     await sleep(150)
     expect(backend.stats.byField.get('entity')! - before).toBe(1)
     const fresh = await gql(proxy.url, q)
@@ -313,9 +318,9 @@ describe('two workers', () => {
     const pool = new Pool(proxy.url, { connections: 100 })
     try {
       const before = backend.stats.byField.get('slow') ?? 0
-      const q = { query: 'query Slow { slow(ms: 300) }' }
+      const q = { query: 'query Slow { slow(ms: 600) }' }
       const all = await Promise.all(Array.from({ length: 100 }, () => gql(proxy.url, q, {}, pool)))
-      expect(all.every((r) => r.status === 200 && r.json.data?.slow === 'waited 300 ms')).toBe(true)
+      expect(all.every((r) => r.status === 200 && r.json.data?.slow === 'waited 600 ms')).toBe(true)
       expect(backend.stats.byField.get('slow')! - before).toBe(1)
       expect(all.filter((r) => r.cache === 'MISS')).toHaveLength(1)
       expect(all.filter((r) => r.cache === 'HIT')).toHaveLength(99)

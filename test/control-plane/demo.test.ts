@@ -1,0 +1,37 @@
+// `igw demo` starts the control plane too, and its proxy takes the config from it: a change made
+// through the printed control plane example reaches the running gateway.
+import { describe, expect, it } from 'vitest'
+import { spawnIgw } from '../helpers/proxy.ts'
+
+describe('igw demo with its control plane', () => {
+  it('prints working control plane examples and the demo proxy follows the control plane', async () => {
+    const demo = await spawnIgw(['demo', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1'], { IGW_DEMO_BACKEND: '127.0.0.1:0', IGW_DEMO_CONTROL_PLANE: '127.0.0.1:0' })
+    try {
+      const t0 = Date.now()
+      while (!demo.output.join('').includes('Ctrl-C stops everything') && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50))
+      const text = demo.output.join('')
+      const cpUrl = /control plane\s+(http:\/\/127\.0\.0\.1:\d+)\/openapi\.json/.exec(text)![1]!
+      const token = /export IGW_TOKEN=(\S+)/.exec(text)![1]!
+      const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' }
+      const before = ((await (await fetch(`${demo.adminUrl}/config`)).json()) as { version: number }).version
+      const put = await fetch(`${cpUrl}/v1/tenants/initech`, { method: 'PUT', headers: auth, body: '{"tier":"bronze"}' })
+      expect(put.status).toBe(201)
+      const { version } = (await put.json()) as { version: number }
+      expect(version).toBe(before + 1)
+      let cfg: { version: number; config: { tenants: Record<string, unknown> } } | undefined
+      for (let i = 0; i < 100; i++) {
+        cfg = (await (await fetch(`${demo.adminUrl}/config`)).json()) as typeof cfg
+        if (cfg!.version === version) break
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      expect(cfg!.version).toBe(version)
+      expect(cfg!.config.tenants.initech).toMatchObject({ tier: 'bronze' })
+      const proxies = (await (await fetch(`${cpUrl}/v1/proxies`, { headers: auth })).json()) as { items: { id: string; appliedVersion: number }[] }
+      expect(proxies.items).toEqual([expect.objectContaining({ id: 'demo-proxy', appliedVersion: version })])
+      const gw = await fetch(`${demo.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ hello }"}' })
+      expect(await gw.json()).toEqual({ data: { hello: 'Hello, world!' } })
+    } finally {
+      expect(await demo.stop()).toBe(0)
+    }
+  })
+})

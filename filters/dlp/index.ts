@@ -251,7 +251,8 @@ class DlpFilter implements Filter {
       this.#finish(ctx, plan, session, 'complete')
       return
     }
-    res.headers.trailer = 'x-dlp'
+    // The counts go out as an `x-dlp` trailer (chunked). The proxy treats `Trailer` as hop-by-hop
+    // and drops it from the head, so it is not announced; HTTP/1.1 clients read trailers anyway.
     const stream = new DlpStream(this, ctx, plan, session, upstream)
     for (const b of out) stream.push(b)
     upstream.on('error', (err) => stream.destroy(err))

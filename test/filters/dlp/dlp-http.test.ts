@@ -229,3 +229,32 @@ describe('dlp filter over HTTP', () => {
     expect(detokenize(rec.email, ring).value).toBe(sampleEntity(1).email)
   })
 })
+
+describe('config/examples/dlp.yaml', () => {
+  it('loads, creates its keyring on first use, and does what its comments say', async () => {
+    const { loadConfigFile } = await import('../../../config/load.ts')
+    const { ROOT } = await import('../../helpers/proxy.ts')
+    const demo = await startDemoBackend()
+    const keyringPath = join(mkdtempSync(join(tmpdir(), 'igw-dlp-example-')), 'data', 'dlp-keyring.json')
+    const { config } = loadConfigFile(join(ROOT, 'config/examples/dlp.yaml'), { ...process.env, APP_URL: demo.url, DLP_KEYRING: keyringPath })
+    const proxy = await startTestProxy({ ...config, listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' } } as never)
+    try {
+      const get = (tenant: string, path: string) => request(`${proxy.url}${path}`, { headers: { 'x-tenant-id': tenant } })
+      const acme = await get('acme', '/export/entities.ndjson?count=3')
+      expect(acme.statusCode).toBe(200)
+      expect(await acme.body.text()).toMatch(/"email":"tok_email_k1_/)
+      expect((await new LocalKeyring(keyringPath, { create: false }).load()).active).toBe('k1')
+      const globex = await get('globex', '/export/entities.ndjson?count=3')
+      expect(globex.statusCode).toBe(403)
+      await globex.body.dump()
+      const initech = await get('initech', '/export/entities.csv?count=3')
+      expect(initech.statusCode).toBe(200)
+      const csv = await initech.body.text()
+      expect(csv).toContain('u***@example.com')
+      expect(csv).toContain('[redacted:ssn_us]')
+    } finally {
+      await proxy.close()
+      await demo.close()
+    }
+  })
+})

@@ -239,7 +239,9 @@ describe('overlay specifics', () => {
     const c = cp.spec.template.spec.containers[0]!
     expect(c.args).toContain('$(IGW_DB_URL)')
     expect(c.env?.find((e) => e.name === 'IGW_DB_URL')?.valueFrom?.secretKeyRef).toEqual({ name: 'igw-control-plane-db', key: 'url' })
-    expect(c.volumeMounts?.map((m) => m.mountPath)).toEqual(['/tmp'])
+    // No data volume: the signing key comes from a Secret, so every replica signs alike.
+    expect(c.volumeMounts?.map((m) => m.mountPath).sort()).toEqual(['/etc/igw-control-plane/auth', '/etc/igw-control-plane/signing', '/tmp'])
+    expect(c.args?.[c.args.indexOf('--signing-key') + 1]).toBe('/etc/igw-control-plane/signing/signing-key.pem')
     expect(containerEnv(managed, workloads(managed).find((w) => w.metadata.name === 'igw')!.spec.template.spec.containers[0]!).IGW_REDIS).toMatch(/^rediss:\/\//)
   })
 

@@ -1,0 +1,117 @@
+// Run one container of a rendered pod spec on this machine, as Kubernetes would run it in the
+// igw image: its args and environment (envFrom ConfigMaps, env), its ConfigMap volumes as files,
+// its writable volumes as directories the pod's user owns, everything else root-owned, as the
+// pod's uid when we are root. Paths under a mountPath are moved into a temp directory.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { IGW_BIN } from '../helpers/proxy.ts'
+import type { KubeObject } from './kustomize.ts'
+
+export interface RunContainer {
+  name: string
+  args?: string[]
+  env?: { name: string; value?: string; valueFrom?: { configMapKeyRef?: { name: string; key: string } } }[]
+  envFrom?: { configMapRef?: { name: string } }[]
+  volumeMounts?: { name: string; mountPath: string }[]
+  securityContext?: { runAsUser?: number; runAsGroup?: number }
+}
+export interface RunPod {
+  securityContext?: { runAsUser?: number; runAsGroup?: number }
+  volumes?: { name: string; configMap?: { name: string }; secret?: object; emptyDir?: object; persistentVolumeClaim?: object }[]
+}
+
+export interface Running {
+  child: ChildProcess
+  output: () => string
+  /** Resolves with the first match of re in the output (stdout and stderr). */
+  waitFor(re: RegExp, ms?: number): Promise<RegExpExecArray>
+  stop(): Promise<number | null>
+  /** A path as the container sees it → where it is on this machine. */
+  local(path: string): string
+}
+
+export function configMapData(objs: KubeObject[], name: string): Record<string, string> {
+  const cm = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === name) as (KubeObject & { data?: Record<string, string> }) | undefined
+  if (!cm) throw new Error(`no ConfigMap ${name} in the rendered output`)
+  return cm.data ?? {}
+}
+
+export async function runContainer(objs: KubeObject[], pod: RunPod, c: RunContainer, overrides: Record<string, string> = {}): Promise<Running> {
+  const root = mkdtempSync(join(tmpdir(), 'igw-pod-'))
+  chmodSync(root, 0o755)
+  const uid = c.securityContext?.runAsUser ?? pod.securityContext?.runAsUser ?? 10001
+  const gid = c.securityContext?.runAsGroup ?? pod.securityContext?.runAsGroup ?? uid
+  const asRoot = process.getuid?.() === 0
+  const mounts = [...(c.volumeMounts ?? [])].sort((a, b) => b.mountPath.length - a.mountPath.length)
+  const local = (p: string) => {
+    for (const m of mounts) if (p === m.mountPath || p.startsWith(`${m.mountPath}/`)) return join(root, 'volumes', m.name) + p.slice(m.mountPath.length)
+    return p
+  }
+  // Only paths under a mountPath change; in args, env and the mounted files (a config document
+  // naming another mounted file, e.g. a JWKS).
+  const rewrite = (s: string) => s.replace(/(?<=^|[:=\s])\/[\w./-]+/gm, (p) => local(p))
+  for (const m of mounts) {
+    const dir = join(root, 'volumes', m.name)
+    mkdirSync(dir, { recursive: true })
+    const v = pod.volumes?.find((x) => x.name === m.name)
+    if (v?.configMap) for (const [k, text] of Object.entries(configMapData(objs, v.configMap.name))) writeFileSync(join(dir, k), rewrite(text))
+    else if (v && !v.secret && asRoot) chownSync(dir, uid, gid) // emptyDir / PVC: writable by the pod (fsGroup)
+  }
+
+  const env: Record<string, string> = {}
+  for (const f of c.envFrom ?? []) if (f.configMapRef) Object.assign(env, configMapData(objs, f.configMapRef.name))
+  for (const e of c.env ?? []) {
+    if (e.value !== undefined) env[e.name] = e.value
+    else if (e.valueFrom?.configMapKeyRef) env[e.name] = configMapData(objs, e.valueFrom.configMapKeyRef.name)[e.valueFrom.configMapKeyRef.key]!
+  }
+  Object.assign(env, overrides)
+  // Kubernetes expands $(VAR) in args from the container's environment.
+  const args = (c.args ?? []).map((a) => rewrite(a.replace(/\$\((\w+)\)/g, (_, n: string) => env[n] ?? '')))
+  const argv = [IGW_BIN, ...args]
+  const command = asRoot ? ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', process.execPath, ...argv] : [process.execPath, ...argv]
+  const child = spawn(command[0]!, command.slice(1), {
+    cwd: root,
+    env: { PATH: process.env.PATH, HOME: '/nonexistent', NODE_ENV: 'production', ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, rewrite(v)])) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  const waiters: (() => void)[] = []
+  const onData = (d: Buffer) => {
+    out += d.toString()
+    for (const w of waiters.splice(0)) w()
+  }
+  child.stdout!.on('data', onData)
+  child.stderr!.on('data', onData)
+  const exited = once(child, 'exit').then(([code]) => code as number | null)
+  return {
+    child,
+    output: () => out,
+    local,
+    waitFor(re, ms = 15_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re}:\n${out}`)), ms)
+        const check = () => {
+          const m = re.exec(out)
+          if (m) {
+            clearTimeout(timer)
+            resolve(m)
+          } else if (child.exitCode !== null || child.signalCode !== null) {
+            clearTimeout(timer)
+            reject(new Error(`exited (${child.exitCode ?? child.signalCode}) before ${re}:\n${out}`))
+          } else waiters.push(check)
+        }
+        void exited.then(() => waiters.push(() => undefined)).then(check)
+        check()
+      })
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      const code = await exited
+      rmSync(root, { recursive: true, force: true })
+      return code
+    },
+  }
+}

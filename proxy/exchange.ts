@@ -118,6 +118,12 @@ class ResponseInfoImpl implements ResponseInfo {
   set body(v: Readable | Buffer) {
     if (this.#body === undefined && this.#ex !== undefined) this.#ex.discardUpstreamBody()
     this.#body = v
+    this.lengthChanged = true
+  }
+  /** True once a filter assigned a body whose length may differ from the upstream's. */
+  lengthChanged = false
+  observeBody(stream: Readable): void {
+    this.#body = stream
   }
   /** The body if a filter touched it; undefined means "stream upstream bytes directly". */
   get touchedBody(): Readable | Buffer | undefined {
@@ -423,7 +429,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.phase === Phase.Dispatched && now >= this.#headersDeadline - 1) {
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
     } else if (now >= this.ctx.deadline - 1) {
-      this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not finish within the route's total timeout of ${this.route.timeouts.totalMs} ms`))
+      const budget = Math.round(this.ctx.deadline - this.ctx.startTime)
+      const routeTotal = this.route.timeouts.totalMs
+      // A filter may have lowered the deadline (a persisted query's timeoutMs): name the limit that applied.
+      const which = routeTotal > 0 && Math.abs(budget - routeTotal) <= 1 ? `the route's total timeout of ${routeTotal} ms` : `this request's time budget of ${budget} ms`
+      this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not finish within ${which}`))
     } else if (this.ctx.deadline !== Number.POSITIVE_INFINITY) {
       this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this)
     }
@@ -520,7 +530,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       res.end(body)
       return
     }
-    if (body !== this.#body) delete info.headers['content-length'] // the filter re-wrote the bytes
+    if (info.lengthChanged) delete info.headers['content-length'] // a filter re-wrote the bytes
     res.writeHead(info.status, flattenHeaders(info.headers))
     this.phase = Phase.Stream
     const upstreamBody = this.#body!

@@ -28,7 +28,13 @@ export interface ResponseInfo {
   headers: Record<string, string | string[]>
   /** A reply made by a filter or by the proxy (error), not the upstream's. Its body is a Buffer. */
   readonly local: boolean
+  /** Reading it switches to stream mode; assigning it means the bytes change (Content-Length is dropped). */
   body: Readable | Buffer
+  /**
+   * Replace the body with a stream that re-emits exactly the bytes it reads (a tee, a capture):
+   * Content-Length stays valid, so the client still gets a sized response.
+   */
+  observeBody(stream: Readable): void
 }
 
 /** One event of a shared subscription stream, as it is about to reach one client. */

@@ -28,6 +28,8 @@ export class GraphQLRequest {
   extensions: Record<string, unknown> | undefined
   /** Set by the persisted-queries filter when the request named a persisted or APQ id. */
   persistedId: string | undefined = undefined
+  /** GraphQL-over-HTTP persisted document id (`documentId` in the body/query string), if any. */
+  documentId: string | undefined = undefined
   readonly method: 'GET' | 'POST'
   /** The bytes as received (POST); forwarded as-is while `dirty` is false. */
   readonly raw: Buffer | undefined
@@ -120,6 +122,13 @@ export class GraphQLRequest {
     this.dirty = true
   }
 
+  /** Drop `documentId` from what goes upstream (after resolving it to a query). */
+  clearDocumentId(): void {
+    if (this.documentId === undefined) return
+    this.documentId = undefined
+    this.dirty = true
+  }
+
   setVariables(variables: Record<string, unknown> | undefined): void {
     this.variables = variables
     this.dirty = true
@@ -133,6 +142,7 @@ export class GraphQLRequest {
     if (this.operationName !== undefined) out.operationName = this.operationName
     if (this.variables !== undefined) out.variables = this.variables
     if (this.extensions !== undefined) out.extensions = this.extensions
+    if (this.documentId !== undefined) out.documentId = this.documentId
     return Buffer.from(JSON.stringify(out))
   }
 
@@ -141,7 +151,8 @@ export class GraphQLRequest {
     const q = originalPath.indexOf('?')
     const base = q === -1 ? originalPath : originalPath.slice(0, q)
     const params = new URLSearchParams(q === -1 ? '' : originalPath.slice(q + 1))
-    for (const k of ['query', 'operationName', 'variables', 'extensions']) params.delete(k)
+    for (const k of ['query', 'operationName', 'variables', 'extensions', 'documentId']) params.delete(k)
+    if (this.documentId !== undefined) params.set('documentId', this.documentId)
     if (this.query !== undefined) params.set('query', this.query)
     if (this.operationName !== undefined) params.set('operationName', this.operationName)
     if (this.variables !== undefined) params.set('variables', JSON.stringify(this.variables))
@@ -165,10 +176,13 @@ function stringOrUndefined(v: unknown, field: string): string | undefined {
 function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<string, unknown>): GraphQLRequest {
   const query = stringOrUndefined(o.query, 'query')
   const extensions = objectOrUndefined(o.extensions, 'extensions')
-  if (query === undefined && !(extensions && 'persistedQuery' in extensions)) {
+  const documentId = stringOrUndefined(o.documentId, 'documentId')
+  if (query === undefined && documentId === undefined && !(extensions && 'persistedQuery' in extensions)) {
     throw new GraphQLRequestError('Must provide query string.')
   }
-  return new GraphQLRequest(method, raw, query, stringOrUndefined(o.operationName, 'operationName'), objectOrUndefined(o.variables, 'variables'), extensions)
+  const req = new GraphQLRequest(method, raw, query, stringOrUndefined(o.operationName, 'operationName'), objectOrUndefined(o.variables, 'variables'), extensions)
+  req.documentId = documentId
+  return req
 }
 
 /**
@@ -192,8 +206,9 @@ export function parseGetParams(search: string): GraphQLRequest | undefined {
   const params = new URLSearchParams(search)
   const query = params.get('query') ?? undefined
   const extText = params.get('extensions')
-  if (query === undefined && extText === null) return undefined
-  const o: Record<string, unknown> = { query, operationName: params.get('operationName') ?? undefined }
+  const documentId = params.get('documentId') ?? undefined
+  if (query === undefined && extText === null && documentId === undefined) return undefined
+  const o: Record<string, unknown> = { query, operationName: params.get('operationName') ?? undefined, documentId }
   for (const field of ['variables', 'extensions'] as const) {
     const text = params.get(field)
     if (text === null || text === '') continue

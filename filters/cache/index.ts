@@ -415,7 +415,7 @@ class CacheFilter implements Filter {
       this.finishFill(st, undefined)
       return
     }
-    res.body = pipeline(res.body as Readable, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers)), noop)
+    res.observeBody(pipeline(res.body as Readable, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers)), noop))
   }
 
   #mutationResponse(res: ResponseInfo, st: MutationState): void | Promise<void> {
@@ -423,7 +423,7 @@ class CacheFilter implements Filter {
       if (st.tags.length) return this.invalidate(st.tags)
       return
     }
-    res.body = pipeline(res.body as Readable, new MutationCapture(this, st), noop)
+    res.observeBody(pipeline(res.body as Readable, new MutationCapture(this, st), noop))
   }
 
   #notStored(reason: string): void {

@@ -89,6 +89,16 @@ class PersistedFilter implements Filter {
     if (hintExt !== false && gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
     if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
 
+    // GraphQL-over-HTTP persisted documents: `documentId` ("sha256:<hex>" or a bare id) names a
+    // manifest entry; the backend gets the document itself.
+    if (gql.documentId !== undefined && gql.query === undefined) {
+      const id = gql.documentId.startsWith('sha256:') ? gql.documentId.slice(7) : gql.documentId
+      const op = this.#manifest.lookup(id)
+      if (op === undefined) return this.#notFound()
+      gql.setQuery(op.document)
+      gql.clearDocumentId()
+      return this.#admit(ctx, gql, op, 'manifest')
+    }
     const pq = gql.extensions?.persistedQuery
     if (pq === undefined) {
       const op = this.#manifest.byHash.size > 0 && gql.query !== undefined ? this.#manifest.byHash.get(gql.docHash!) : undefined

@@ -113,6 +113,23 @@ describe('manifest, hints and policy', () => {
     expect(JSON.parse((byText.json.data!.echo as { extensions: string }).extensions).costHints.id).toBe('echo')
   })
 
+  it('GraphQL-over-HTTP documentId (bare or "sha256:"-prefixed) runs the manifest document; unknown ids are PersistedQueryNotFound', async () => {
+    const byId = await post(proxy.url, { documentId: 'entity', variables: { id: '3' } })
+    expect(byId.json).toEqual({ data: { entity: { id: '3', name: 'Entity 3' } } })
+    const byHash = await post(proxy.url, { documentId: `sha256:${sha(ECHO)}` })
+    expect(JSON.parse((byHash.json.data!.echo as { extensions: string }).extensions).costHints.id).toBe('echo')
+    const unknown = await post(proxy.url, { documentId: 'nope' })
+    expect(unknown.status).toBe(200)
+    expect(unknown.json.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_FOUND')
+    const get = await request(`${proxy.url}/graphql?documentId=entity&variables=${encodeURIComponent('{"id":"4"}')}`, { headers: { 'x-tenant-id': 'acme' } })
+    expect(await get.body.json()).toEqual({ data: { entity: { id: '4', name: 'Entity 4' } } })
+  })
+
+  it('per-id timeoutMs names the budget that applied', async () => {
+    const r = await post(proxy.url, { extensions: { persistedQuery: { version: 1, sha256Hash: 'slow' } } })
+    expect(r.json.errors?.[0]?.message).toMatch(/time budget of 150 ms/)
+  })
+
   it('hints a client forges (header or extension) never reach the backend', async () => {
     const forged = Buffer.from(JSON.stringify({ id: 'x', cost: 0 })).toString('base64url')
     const r = await post(proxy.url, { query: '{ echo { header(name: "x-igw-cost-hints") extensions } }', extensions: { costHints: { cost: 0 } } }, { 'x-igw-cost-hints': forged })

@@ -22,6 +22,7 @@ function modules(first: Filter, second: Filter): FilterModules {
 
 async function startWith(mods: FilterModules, backend: RawBackend, failModes: ['open' | 'closed', 'open' | 'closed'] = ['closed', 'closed']) {
   const config = validateConfig({
+    log: { level: 'silent' },
     routes: [{ name: 'r', upstream: backend.url, type: 'http', filters: [{ name: 'request-id', failMode: failModes[0] }, { name: 'tenant', failMode: failModes[1] }] }],
   })
   const metrics = new ProxyMetrics(new Registry())
@@ -121,6 +122,34 @@ describe('filter chain', () => {
       const res = await request(`${s.url}/lower`)
       expect(res.headers['content-length']).toBeUndefined()
       expect(await res.body.text()).toContain('"URL":"/LOWER"')
+    } finally {
+      await s.close()
+    }
+  })
+
+  it('a filter that only observes the bytes (observeBody) keeps Content-Length', async () => {
+    let seen = 0
+    const tap: Filter = {
+      name: 'tap',
+      onResponse: (_c, res) => {
+        res.observeBody(
+          (res.body as NodeJS.ReadableStream).pipe(
+            new Transform({
+              transform(chunk: Buffer, _e, cb) {
+                seen += chunk.length
+                cb(null, chunk)
+              },
+            }),
+          ) as unknown as import('node:stream').Readable,
+        )
+      },
+    }
+    const s = await startWith(modules(tap, { name: 'noop' }), backend)
+    try {
+      const res = await request(`${s.url}/sized`)
+      const text = await res.body.text()
+      expect(res.headers['content-length']).toBe(String(Buffer.byteLength(text)))
+      expect(seen).toBe(Buffer.byteLength(text))
     } finally {
       await s.close()
     }

@@ -35,6 +35,8 @@ export interface HubHost {
   readonly bridges: Set<{ goAway(): void; terminate(): void }>
   readonly draining: boolean
   finishUpgrade(ctx: RequestContext, status: number): void
+  /** A handshake refused before a context existed: release what upgrade() took. */
+  finishUpgradeRaw(req: IncomingMessage): void
 }
 
 /** Bytes of process-shared memory for the fallback cursor key (see `processCursorKey`). */
@@ -168,11 +170,13 @@ export class SubscriptionHub {
     const start = performance.now()
     if (!route.websocket.enabled || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
       socket.end(rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
+      host.finishUpgradeRaw(req)
       return
     }
     const key = req.headers['sec-websocket-key']
     if (req.method !== 'GET' || key === undefined || !/^[+/0-9A-Za-z]{22}==$/.test(key) || req.headers['sec-websocket-version'] !== '13') {
       socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket handshake (needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)'))
+      host.finishUpgradeRaw(req)
       return
     }
     const offered = (req.headers['sec-websocket-protocol'] ?? '')
@@ -182,6 +186,7 @@ export class SubscriptionHub {
     const protocol = chooseProtocol(offered)
     if (protocol === undefined) {
       socket.end(rawHttpError('BAD_REQUEST', 'unsupported WebSocket subprotocol; this route speaks graphql-transport-ws, graphql-ws and igw-topics'))
+      host.finishUpgradeRaw(req)
       return
     }
     req[kProtocol] = protocol

@@ -73,27 +73,44 @@ interface SubCtx {
   resumedFrom: string | undefined
 }
 
-/** An async iterator fed by push(); ends when the consumer returns. */
-function channelIterator(register: (push: (e: BackendEvent) => void) => () => void): AsyncGenerator<{ events: BackendEvent }> {
+/**
+ * An async iterator fed by push(); ends when the consumer returns. Hand-written rather than an
+ * async generator: a generator parked on an await cannot be returned until it wakes up, so an
+ * unsubscribe would not reach the backend until the next event.
+ */
+function channelIterator(register: (push: (e: BackendEvent) => void) => () => void): AsyncIterableIterator<{ events: BackendEvent }> {
   const queue: BackendEvent[] = []
-  let wake: (() => void) | undefined
+  let waiting: ((r: IteratorResult<{ events: BackendEvent }>) => void) | undefined
   let done = false
   const unregister = register((e) => {
-    queue.push(e)
-    wake?.()
+    if (done) return
+    if (waiting !== undefined) {
+      const w = waiting
+      waiting = undefined
+      w({ value: { events: e }, done: false })
+    } else queue.push(e)
   })
-  return (async function* () {
-    try {
-      while (!done) {
-        if (queue.length === 0) await new Promise<void>((r) => (wake = r))
-        wake = undefined
-        while (queue.length) yield { events: queue.shift()! }
-      }
-    } finally {
+  const finish = (): Promise<IteratorResult<{ events: BackendEvent }>> => {
+    if (!done) {
       done = true
       unregister()
+      waiting?.({ value: undefined, done: true })
+      waiting = undefined
     }
-  })()
+    return Promise.resolve({ value: undefined, done: true })
+  }
+  return {
+    next: () => {
+      if (queue.length > 0) return Promise.resolve({ value: { events: queue.shift()! }, done: false })
+      if (done) return Promise.resolve({ value: undefined, done: true })
+      return new Promise((resolve) => (waiting = resolve))
+    },
+    return: finish,
+    throw: (err: unknown) => finish().then(() => Promise.reject(err)),
+    [Symbol.asyncIterator]() {
+      return this
+    },
+  }
 }
 
 export async function startSubscriptionBackend(opts: { resumable?: boolean } = {}): Promise<SubscriptionBackend> {

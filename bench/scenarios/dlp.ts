@@ -98,6 +98,7 @@ export const scenario: Scenario = {
       notes: [
         'MB/s counts input bytes; "MB per igw CPU-s" divides them by the user+system CPU seconds the igw process spent (/proc/<pid>/stat), i.e. throughput per core, independent of what else the machine runs',
         'client, backend and igw share the machine; the wall-clock column moves with the load of the other processes',
+        '"RSS growth" is peak minus start of each measured round (after a warm-up download); "RSS after" is the whole process at the end: the tokenize target allocates more short-lived strings, and V8 grows the old generation with them (garbage, reclaimed; the 1 GB test bounds it)',
         'tokens are AES-SIV (RFC 5297) on @noble/ciphers primitives; every e-mail is unique, so the token memo never hits; phones repeat (9000 numbers), so their libphonenumber verdicts are memoized as in a real export',
       ],
     }

@@ -17,6 +17,11 @@ export interface Db extends Tx {
   readonly kind: 'sqlite' | 'postgres'
   /** Run fn in one transaction (serializable on both engines for our writes); rolls back on throw. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>
+  /**
+   * PostgreSQL only: call fn for every NOTIFY on channel (from any control plane instance).
+   * Returns a stop function. SQLite has no such thing (one instance owns the file).
+   */
+  listen?(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>
   close(): Promise<void>
 }
 
@@ -75,8 +80,10 @@ class SqliteDb implements Db {
 class PostgresDb implements Db {
   readonly kind = 'postgres'
   readonly #pool: pg.Pool
+  readonly #url: string
 
   constructor(url: string) {
+    this.#url = url
     this.#pool = new pg.Pool({ connectionString: url, max: 10 })
     // An idle client that loses its server must not crash the process; the next query reconnects.
     this.#pool.on('error', () => undefined)
@@ -103,6 +110,20 @@ class PostgresDb implements Db {
       throw err
     } finally {
       client.release()
+    }
+  }
+
+  async listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>> {
+    // A dedicated connection: LISTEN is per session, and a pooled client would be handed back.
+    const client = new pg.Client({ connectionString: this.#url })
+    client.on('error', () => undefined)
+    await client.connect()
+    client.on('notification', (n) => {
+      if (n.channel === channel) fn(n.payload ?? '')
+    })
+    await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+    return async () => {
+      await client.end().catch(() => undefined)
     }
   }
 

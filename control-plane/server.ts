@@ -11,7 +11,7 @@ import { buildOpenApi } from './openapi.ts'
 import { PushHub } from './push.ts'
 import type { Doc } from './resources.ts'
 import type { SigningKey } from './signing.ts'
-import { ConfigStore, NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
+import { CONFIG_CHANNEL, ConfigStore, NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
 import { UsageLedger } from './usage.ts'
 
 export interface ControlPlaneOptions {
@@ -55,6 +55,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     hub.publish(head)
     logger.info({ version: head.version, author: head.author }, 'config version committed')
   })
+  // Several instances on one PostgreSQL: a commit elsewhere arrives as a NOTIFY; a slow poll
+  // covers a lost notification connection (and a second process on the same SQLite file).
+  const stopListening = db.listen ? await db.listen(CONFIG_CHANNEL, () => void store.refresh().catch(() => undefined)) : undefined
+  const poll = setInterval(() => void store.refresh().catch(() => undefined), 5_000)
+  poll.unref()
   const defs = buildRoutes(deps)
   const routes: CompiledRoute[] = defs.map(compile)
   const openapi = buildOpenApi(defs)
@@ -132,6 +137,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     db,
     openapi,
     async close() {
+      clearInterval(poll)
+      await stopListening?.()
       hub.close()
       await new Promise<void>((resolve) => {
         server.close(() => resolve())

@@ -24,6 +24,8 @@ export interface Head {
   author: string
 }
 
+export const CONFIG_CHANNEL = 'igw_config_version'
+
 export class ValidationFailed extends Error {
   readonly problems: string[]
   constructor(problems: string[]) {
@@ -120,6 +122,15 @@ export class ConfigStore extends EventEmitter<{ version: [Head] }> {
     return this.#head
   }
 
+  /** Re-read the head (another instance committed); emits 'version' when it moved forward. */
+  async refresh(): Promise<void> {
+    const h = await this.#readHead(this.db)
+    if (h !== undefined && h.version > (this.#head?.version ?? 0)) {
+      this.#head = h
+      this.emit('version', h)
+    }
+  }
+
   async version(v: number): Promise<Head | undefined> {
     const rows = await this.db.query<VersionRow>('SELECT * FROM config_versions WHERE version = $1', [v])
     return rows.length ? toHead(rows[0]!) : undefined
@@ -156,10 +167,13 @@ export class ConfigStore extends EventEmitter<{ version: [Head] }> {
       ])
       await this.#project(tx, document)
       await appendAudit(tx, this.key, { actor: req.actor, action: req.action, resource: req.resource, before, after, configVersion: version }, now)
+      // Other control plane instances on the same PostgreSQL push it to their proxies too
+      // (delivered at commit; never if this transaction rolls back).
+      if (this.db.kind === 'postgres') await tx.query('SELECT pg_notify($1, $2)', [CONFIG_CHANNEL, String(version)])
       const next: Head = { version, document: JSON.parse(json) as Doc, digest, envelope, createdAt: now, author: req.actor }
       return { head: next, result, changed: true }
     })
-    if (out.changed) {
+    if (out.changed && out.head.version > (this.#head?.version ?? 0)) {
       this.#head = out.head
       this.emit('version', out.head)
     }

@@ -35,9 +35,9 @@ async function freePort(): Promise<number> {
 }
 
 /** Commands run as the postgres user when we are root, as ourselves otherwise. */
-function asServerUser(cmd: string, args: string[]): [string, string[], { uid?: number; gid?: number }] {
-  if (userInfo().uid !== 0) return [cmd, args, {}]
-  return ['runuser', ['-u', 'postgres', '--', cmd, ...args], {}]
+function asServerUser(cmd: string, args: string[]): [string, string[]] {
+  if (userInfo().uid !== 0) return [cmd, args]
+  return ['runuser', ['-u', 'postgres', '--', cmd, ...args]]
 }
 
 function ownerIds(): { uid: number; gid: number } | undefined {
@@ -101,11 +101,13 @@ export async function startPostgres(): Promise<TestPostgres> {
     },
     async close() {
       if (child.exitCode === null && child.signalCode === null) {
-        // SIGINT is PostgreSQL's "fast shutdown": abort sessions, then exit cleanly.
-        child.kill('SIGINT')
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-        await once(child, 'exit')
-        clearTimeout(timer)
+        // pg_ctl's fast shutdown (sessions aborted, clean exit), run as the server's user: a
+        // signal to runuser would not reach the postmaster promptly.
+        const exited = once(child, 'exit')
+        const [stopCmd, stopArgs] = asServerUser(join(bin, 'pg_ctl'), ['stop', '-D', data, '-m', 'fast', '-w', '-t', '10'])
+        const r = spawnSync(stopCmd, stopArgs, { encoding: 'utf8' })
+        if (r.status !== 0) child.kill('SIGKILL')
+        await exited
       }
       rmSync(dir, { recursive: true, force: true })
     },

@@ -234,10 +234,16 @@ class QuotaFilter implements Filter {
     const rule = r.rule
     const day = r.calendar.dayOf(now)
     const pending = takePending(table, r.slot, rule.kindIndex)
-    const res = await store.decide(r.kindKey, r.budgetKey, [cost, rule.perMs, rule.capacity, day, rule.limitPerDay, pending, ...r.budgetArgs])
+    const res = await store.decide(r.kindKey, r.budgetKey, [cost, rule.perMs, rule.capacity, day, rule.limitPerDay, pending, ...r.budgetArgs], (late) => {
+      // The outage policy decided this request after the budget ran out. If Redis ran the
+      // script after all, it took the reconciled units and counted the request when it
+      // admitted it (the local decision counted it too: take it back); if not, keep the units.
+      if (late === undefined) returnPending(table, r.slot, rule.kindIndex, pending)
+      else if (late[0] === 1) returnPending(table, r.slot, rule.kindIndex, -cost)
+    })
     const done = Date.now()
     if (typeof res === 'string') {
-      returnPending(table, r.slot, rule.kindIndex, pending)
+      if (res !== 'timeout') returnPending(table, r.slot, rule.kindIndex, pending) // a timed-out script may still run: then Redis has them
       return this.#fallback(ctx, r, cost, done, t0, store)
     }
     const v = new Verdict()

@@ -10,6 +10,7 @@ import type { QuotasConfig } from '../../config/quotas.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { observe, type AnomalyState } from './anomaly-detector.ts'
+import { returnPending, takePending } from './local-limiter.ts'
 import { EventLoopLoad } from './qos.ts'
 import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
@@ -26,8 +27,10 @@ import {
   H_OVERFLOWS,
   HF_EPOCH,
   K_DAY,
+  K_PENDING,
   K_USED,
   OVERFLOW_RING,
+  OVERFLOW_SLOT,
   QUOTA_SHARED_BYTES,
   QuotaTable,
   S_REQUESTS,
@@ -189,7 +192,10 @@ export class QuotaRuntime {
       breakerChanged: (open) => {
         this.logger.warn({ open }, open ? 'redis unreachable: quota decisions follow the outage policy' : 'redis back: quota decisions shared again')
       },
-      recovered: () => m.recoveries.inc(),
+      recovered: () => {
+        m.recoveries.inc()
+        if (this.#store !== undefined) void this.reconcile(this.#store)
+      },
     })
   }
 
@@ -202,7 +208,32 @@ export class QuotaRuntime {
     const store = this.#store
     if (store === undefined) return
     const n = await store.heartbeat(this.proxyId, this.config.quotas.redis.heartbeatMs * 3)
-    if (n !== undefined) Atomics.store(this.table.i32, H_LIVE_PROXIES, n)
+    if (n === undefined) return
+    Atomics.store(this.table.i32, H_LIVE_PROXIES, n)
+    await this.reconcile(store)
+  }
+
+  /**
+   * Redis answers: push what this process admitted on its own during an outage, for every
+   * tenant, now — not at each tenant's next request, which may be hours away while other
+   * proxies spend the same limit.
+   */
+  async reconcile(store: RedisQuotaStore): Promise<void> {
+    const t = this.table
+    const work: { slot: number; k: number; tenant: string; units: number; day: number }[] = []
+    const take = (slot: number, tenant: string) => {
+      for (let k = 0; k < QUOTA_KINDS.length; k++) {
+        if (t.f64[t.kf(slot, k, K_PENDING)] === 0) continue
+        const units = takePending(t, slot, k)
+        if (units !== 0) work.push({ slot, k, tenant, units, day: t.f64[t.kf(slot, k, K_DAY)]! })
+      }
+    }
+    take(OVERFLOW_SLOT, '_overflow')
+    t.forEachSlot(take)
+    for (const w of work) {
+      if (!(await store.reconcile(w.tenant, QUOTA_KINDS[w.k]!, w.units, w.day))) returnPending(t, w.slot, w.k, w.units)
+    }
+    if (work.length) this.logger.info({ entries: work.length }, 'usage admitted during the Redis outage reported to Redis')
   }
 
   /** Beat once now (a fresh proxy should count itself and its peers before the first period). */

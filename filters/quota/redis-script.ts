@@ -6,7 +6,8 @@
 // KEYS[1]  kind hash   tk, ts, d, u          (quotaKeys.kind)
 // KEYS[2]  budget hash h, tot, bm, n, ra, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
 // ARGV     1 cost (units)        2 rate (micro-units/ms, 0 = no bucket)   3 capacity (micro-units)
-//          4 day (local day no.) 5 limitPerDay (-1 = none)   6 pending units (reconciled outage use)
+//          4 day (local day no.) 5 limitPerDay (-1 = none)   6 pending units (outage use to reconcile;
+//          negative: a late reply counted a request the outage policy refused)
 //          7 budget units (-1 = none)   8 bucket ms   9 buckets   10 hard cap (0|1)
 //          11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count   13.. thresholds (ppm)
 // returns  { allowed, reason, tokens, used, budgetTotal, retryMs, firedMask, wouldMask }
@@ -35,7 +36,13 @@ if rate > 0 and now > ts then
   if tokens > cap then tokens = cap end
 end
 if d == nil or day > d then d = day; used = 0 end
+-- units proxies admitted on their own during an outage: charged to the day and the bucket now
 used = used + pending
+if used < 0 then used = 0 end
+if pending > 0 and rate > 0 then
+  tokens = tokens - pending * 1000000
+  if tokens < 0 then tokens = 0 end
+end
 
 local failed = 0
 if rate > 0 and tokens < costM then failed = failed + 1 end
@@ -82,8 +89,9 @@ if bunits >= 0 then
     end
   end
   if head == nil or cur > head then head = cur end
-  if pending > 0 then
+  if pending ~= 0 then
     total = total + pending
+    if total < 0 then total = 0 end
     redis.call('HINCRBY', KEYS[2], 'b' .. (head % n), pending)
     ra = 0
   end
@@ -159,4 +167,39 @@ redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return redis.call('ZCARD', KEYS[1])
+`
+
+/**
+ * Units a proxy admitted on its own during an outage, pushed to Redis once it answers again
+ * (without waiting for that tenant's next request): into the day's usage (of the day they were
+ * used), out of the bucket, into the current budget bucket. Negative units take back a request
+ * Redis counted after its decision had already been made locally (a late reply).
+ * KEYS[1] kind hash, KEYS[2] budget hash; ARGV 1 units, 2 day
+ */
+export const RECONCILE_LUA = `
+local p = tonumber(ARGV[1])
+local day = tonumber(ARGV[2])
+local h = redis.call('HMGET', KEYS[1], 'tk', 'd', 'u')
+local d = tonumber(h[2])
+if d == nil or d < day then
+  redis.call('HSET', KEYS[1], 'd', day, 'u', math.max(0, p))
+elseif d == day then
+  local u = (tonumber(h[3]) or 0) + p
+  if u < 0 then u = 0 end
+  redis.call('HSET', KEYS[1], 'u', u)
+end
+if p > 0 and h[1] then
+  local tk = tonumber(h[1]) - p * 1000000
+  if tk < 0 then tk = 0 end
+  redis.call('HSET', KEYS[1], 'tk', tk)
+end
+redis.call('PEXPIRE', KEYS[1], 172800000)
+local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot')
+if b[1] and b[2] then
+  local tot = (tonumber(b[3]) or 0) + p
+  if tot < 0 then tot = 0 end
+  redis.call('HINCRBY', KEYS[2], 'b' .. (tonumber(b[1]) % tonumber(b[2])), p)
+  redis.call('HSET', KEYS[2], 'tot', tot, 'ra', 0)
+end
+return 1
 `

@@ -6,11 +6,12 @@ import type { Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
-import { DECIDE_LUA, HEARTBEAT_LUA } from './redis-script.ts'
+import { DECIDE_LUA, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
   igwQuotaDecide(kindKey: string, budgetKey: string, ...args: (string | number)[]): Promise<number[]>
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
+  igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number): Promise<number>
 }
 
 type QuotaRedis = Redis & QuotaCommands
@@ -35,10 +36,17 @@ function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
     r.defineCommand('igwQuotaDecide', { numberOfKeys: 2, lua: DECIDE_LUA })
     r.defineCommand('igwQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA })
+    r.defineCommand('igwQuotaReconcile', { numberOfKeys: 2, lua: RECONCILE_LUA })
     defined.add(r)
   }
   return r as QuotaRedis
 }
+
+/**
+ * The outcome of a call that outlived its budget: the reply (Redis ran the script after all)
+ * or undefined (it failed in the end).
+ */
+export type LateReply = (reply: number[] | undefined) => void
 
 /** A call in flight: settles once, on the reply or on the budget timer, whichever is first. */
 class Call {
@@ -46,13 +54,19 @@ class Call {
   timer: NodeJS.Timeout | undefined = undefined
   resolve!: (v: number[] | RedisFailure) => void
   readonly store: RedisQuotaStore
+  readonly late: LateReply | undefined
 
-  constructor(store: RedisQuotaStore) {
+  constructor(store: RedisQuotaStore, late: LateReply | undefined) {
     this.store = store
+    this.late = late
   }
 
   onReply = (reply: number[]): void => {
-    if (this.done) return
+    if (this.done) {
+      // Too late for the request, but Redis counted it: the caller squares its books.
+      this.late?.(reply)
+      return
+    }
     this.done = true
     clearTimeout(this.timer)
     this.store.succeeded()
@@ -60,7 +74,10 @@ class Call {
   }
 
   onError = (err: Error): void => {
-    if (this.done) return
+    if (this.done) {
+      this.late?.(undefined)
+      return
+    }
     this.done = true
     clearTimeout(this.timer)
     this.store.failed(/closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error')
@@ -102,7 +119,14 @@ export class RedisQuotaStore {
   async #warmUp(ms: number): Promise<boolean> {
     const r = this.provider.client()
     withCommands(r)
-    if (r.status === 'ready') return true
+    const ready = r.status === 'ready' || (await this.#ready(r, ms))
+    // Load the script now: the first EVALSHA would otherwise miss (NOSCRIPT) and pay a second
+    // round trip inside some request's budget.
+    if (ready) await withTimeout(r.script('LOAD', DECIDE_LUA), ms).catch(() => undefined)
+    return ready
+  }
+
+  #ready(r: Redis, ms: number): Promise<boolean> {
     return new Promise<boolean>((resolve) => {
       const t = setTimeout(() => {
         r.off('ready', ready)
@@ -126,13 +150,13 @@ export class RedisQuotaStore {
    * Run the decision script. Resolves within the budget to the script's reply or a failure;
    * call only after usable() said yes.
    */
-  decide(kindKey: string, budgetKey: string, args: (string | number)[]): Promise<number[] | RedisFailure> {
+  decide(kindKey: string, budgetKey: string, args: (string | number)[], late?: LateReply): Promise<number[] | RedisFailure> {
     const r = this.provider.client()
     if (r.status !== 'ready') {
       this.failed('unavailable')
       return Promise.resolve('unavailable')
     }
-    const call = new Call(this)
+    const call = new Call(this, late)
     const p = new Promise<number[] | RedisFailure>((resolve) => (call.resolve = resolve))
     call.timer = setTimeout(onTimeout, this.#settings.budgetMs, call)
     withCommands(r).igwQuotaDecide(kindKey, budgetKey, ...args).then(call.onReply, call.onError)
@@ -160,6 +184,18 @@ export class RedisQuotaStore {
       return await withTimeout(withCommands(r).igwQuotaHeartbeat(quotaKeys.proxies(this.prefix), id, ttlMs), 500)
     } catch {
       return undefined
+    }
+  }
+
+  /** Push outage usage of one (tenant, kind) to Redis; false when Redis did not take it. */
+  async reconcile(tenant: string, kind: string, units: number, day: number): Promise<boolean> {
+    const r = this.provider.client()
+    if (r.status !== 'ready') return false
+    try {
+      await withTimeout(withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), units, day), 500)
+      return true
+    } catch {
+      return false
     }
   }
 

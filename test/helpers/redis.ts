@@ -14,6 +14,10 @@ export interface TestRedis {
   stop(): Promise<void>
   /** Start it again on the same port (and data directory). */
   start(): Promise<void>
+  /** Freeze it (SIGSTOP): connections stay open and nothing answers, like a hung server. */
+  pause(): void
+  /** Let a paused server run again (SIGCONT). */
+  resume(): void
   close(): Promise<void>
 }
 
@@ -64,5 +68,7 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
     await once(c, 'exit')
   }
   await start()
-  return { port, url: `redis://127.0.0.1:${port}`, stop, start, close: stop }
+  const pause = () => void child?.kill('SIGSTOP')
+  const resume = () => void child?.kill('SIGCONT')
+  return { port, url: `redis://127.0.0.1:${port}`, stop, start, pause, resume, close: stop }
 }

@@ -34,7 +34,7 @@ function header(h: Record<string, string | string[] | undefined>, name: string):
 
 let backend: DemoBackend
 beforeAll(async () => {
-  backend = await startDemoBackend(0)
+  backend = await startDemoBackend()
 })
 afterAll(async () => {
   await backend?.close()

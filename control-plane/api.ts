@@ -58,7 +58,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
   const name = itemSchemaName(c.name)
   const tenantScoped = c.name === 'tenants'
   // Items keyed by tenant belong to that tenant: a tenant-scoped admin may manage its own.
-  const byTenant = tenantScoped || (c.path[0] === 'quotas' && c.path[1] === 'tenants')
+  const byTenant = tenantScoped || ((c.path[0] === 'quotas' || c.path[0] === 'dlp') && c.path[1] === 'tenants')
   const res = (p: Record<string, string>) => (byTenant ? { type: c.name, id: p.id, tenant: p.id } : { type: c.name, id: p.id })
   const view = async (id: string, value: unknown, version: number) => {
     const v: Record<string, unknown> = { id, etag: etagOf(value), version, config: value }
@@ -593,18 +593,28 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         summary: 'Turn DLP tokens back into values (dlp.detokenize, justification required, audited)',
         tags: ['dlp'],
         requestBody: ref('DetokenizeInput'),
-        responses: { 200: { description: 'values (null: unknown token)', schema: ref('DetokenizeResult') }, 400: problem('bad body'), 501: problem('no tokenizer in this build'), ...COMMON },
+        responses: { 200: { description: 'values (null: see errors)', schema: ref('DetokenizeResult') }, 400: problem('bad body'), 501: problem('no tokenizer in this build'), 503: problem('the DLP keyring cannot be read'), ...COMMON },
       },
       async handle(ctx) {
         const b = (await readJson(ctx.req)) as { tokens?: unknown; tenant?: unknown }
         if (!Array.isArray(b?.tokens) || b.tokens.some((t) => typeof t !== 'string') || b.tokens.length > 1000) throw new HttpError(400, 'expected {tokens: string[] (at most 1000)}')
         if (deps.detokenizer === undefined) throw new HttpError(501, 'no DLP tokenizer is available in this build')
-        const values = await deps.detokenizer.detokenize(b.tokens as string[], store.head()?.document ?? {})
+        let out
+        try {
+          out = await deps.detokenizer.detokenize(b.tokens as string[], store.head()?.document ?? {})
+        } catch (err) {
+          throw new HttpError(503, `DLP keyring unavailable: ${(err as Error).message}`)
+        }
         // The audit entry records who asked, why and which tokens — never the revealed values.
         await store.db.transaction((tx) =>
-          appendAudit(tx, store.key, { actor: actorOf(ctx), action: 'dlp.detokenize', resource: 'dlp/tokens', after: { tokens: b.tokens, justification: ctx.req.headers['x-justification'] ?? null, revealed: Object.values(values).filter((v) => v !== null).length } }),
+          appendAudit(tx, store.key, {
+            actor: actorOf(ctx),
+            action: 'dlp.detokenize',
+            resource: 'dlp/tokens',
+            after: { tokens: b.tokens, justification: ctx.req.headers['x-justification'] ?? null, revealed: Object.values(out.values).filter((v) => v !== null).length, errors: out.errors },
+          }),
         )
-        sendJson(ctx.res, 200, { values })
+        sendJson(ctx.res, 200, out)
       },
     },
   ]

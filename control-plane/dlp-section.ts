@@ -1,30 +1,31 @@
-// Where the DLP preset lives in the config document (the DLP filter owns that schema section).
-// This adapter is the one place that knows it, for GraphQL setDlpPreset and the REST resources.
+// Where DLP presets live in the config document (the DLP filter owns that schema section,
+// config/dlp.ts): a tenant's preset is `dlp.tenants.<id>.preset`; without a tenant, the document's
+// `dlp.defaultPreset`. The schema itself checks that the preset exists.
 import { ValidationFailed, type ConfigStore } from './store.ts'
 
-/** Set the preset on every DLP filter of every route; returns the new config version. */
-export async function setDlpPreset(store: ConfigStore, actor: string, preset: string): Promise<number> {
+type Obj = Record<string, unknown>
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+/** Set a tenant's DLP preset (or the default one); returns the new config version. */
+export async function setDlpPreset(store: ConfigStore, actor: string, tenant: string | undefined, preset: string): Promise<number> {
+  if (preset === '') throw new ValidationFailed(['preset: expected a preset name'])
   const r = await store.commit({
     actor,
     action: 'dlp.preset.set',
-    resource: 'dlp/preset',
+    resource: tenant ? `dlp/tenants/${tenant}/preset` : 'dlp/defaultPreset',
     change: (head) => {
-      const routes = (head.document.routes as Record<string, unknown>[] | undefined) ?? []
-      const before: Record<string, unknown> = {}
-      const after: Record<string, unknown> = {}
-      let found = 0
-      const next = routes.map((r) => ({
-        ...r,
-        filters: ((r.filters as Record<string, unknown>[] | undefined) ?? []).map((f) => {
-          if (f.name !== 'dlp') return f
-          found++
-          before[String(r.name)] = f.preset ?? null
-          after[String(r.name)] = preset
-          return { ...f, preset }
-        }),
-      }))
-      if (found === 0) throw new ValidationFailed(['routes: no route has a dlp filter to set a preset on'])
-      return { document: { ...head.document, routes: next }, before, after, result: undefined }
+      const dlp: Obj = isObj(head.document.dlp) ? { ...head.document.dlp } : {}
+      let before: unknown
+      if (tenant !== undefined) {
+        const tenants: Obj = isObj(dlp.tenants) ? { ...dlp.tenants } : {}
+        before = isObj(tenants[tenant]) ? (tenants[tenant] as Obj).preset : undefined
+        tenants[tenant] = { preset }
+        dlp.tenants = tenants
+      } else {
+        before = dlp.defaultPreset
+        dlp.defaultPreset = preset
+      }
+      return { document: { ...head.document, dlp }, before, after: preset, result: undefined }
     },
   })
   return r.version

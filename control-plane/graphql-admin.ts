@@ -29,7 +29,7 @@ export const ADMIN_SDL = /* GraphQL */ `
 
   type Mutation {
     setQuota(kind: String!, limitPerDay: Int!, tenant: String): Quota! @auth(abac: "admin.write")
-    "Sets the DLP preset (mask_basic, tokenize_strict, …) of the DLP filters; returns the new config version."
+    "Sets a tenant's DLP preset (mask_basic, tokenize_strict, …): the caller's tenant or the tenant argument; without either, the default preset. Returns the new config version."
     setDlpPreset(preset: String!, tenant: String): Int! @auth(abac: "admin.write")
   }
 `
@@ -73,7 +73,7 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
         },
         setDlpPreset: async (_root, args: { preset: string; tenant?: string }, ctx) => {
           try {
-            return await setDlpPreset(deps.store, ctx.subject.sub, args.preset)
+            return await setDlpPreset(deps.store, ctx.subject.sub, typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant, args.preset)
           } catch (err) {
             asGraphQLError(err)
           }

@@ -121,7 +121,12 @@ export function componentSchemas(): Record<string, JsonSchema> {
     SigningKey: { type: 'object', required: ['keyId', 'algorithm', 'publicKeyPem'], additionalProperties: false, properties: { keyId: str, algorithm: { const: 'ed25519' }, publicKeyPem: str } },
     Health: { type: 'object', required: ['status', 'version', 'proxiesConnected'], additionalProperties: false, properties: { status: str, version: int, proxiesConnected: int } },
     DetokenizeInput: { type: 'object', required: ['tokens'], properties: { tokens: { type: 'array', items: str, maxItems: 1000 }, tenant: str } },
-    DetokenizeResult: { type: 'object', required: ['values'], additionalProperties: false, properties: { values: { type: 'object', additionalProperties: { type: ['string', 'null'] } } } },
+    DetokenizeResult: {
+      type: 'object',
+      required: ['values', 'errors'],
+      additionalProperties: false,
+      properties: { values: { type: 'object', additionalProperties: { type: ['string', 'null'] } }, errors: { type: 'object', additionalProperties: { enum: ['MALFORMED_TOKEN', 'UNKNOWN_KEY', 'INVALID_TOKEN'] } } },
+    },
   }
   for (const c of COLLECTIONS) {
     const name = itemSchemaName(c.name)

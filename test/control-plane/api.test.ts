@@ -1,6 +1,9 @@
 // The REST and GraphQL admin APIs of a real control plane over a real SQLite file and a real
 // PostgreSQL database. Every response is checked against the served OpenAPI document.
+import { join } from 'node:path'
 import { Validator } from '@seriousme/openapi-schema-validator'
+import { ensureKeyringFile, LocalKeyring } from '../../filters/dlp/keyring.ts'
+import { Tokenizer } from '../../filters/dlp/tokenizer.ts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
@@ -173,8 +176,14 @@ describe.each(engines)('control plane API on $name', (engine) => {
     const anon = await gql('{ quotas { kind } }', '')
     expect(anon.status).toBe(401)
     await oa.check(anon, 'POST', '/graphql')
-    const noDlp = (await (await gql('mutation { setDlpPreset(preset: "tokenize_strict") }', await cp.token({ roles: ['admin'] }))).json()) as { errors: { message: string }[] }
-    expect(noDlp.errors[0]!.message).toMatch(/dlp/)
+    // setDlpPreset writes the caller's tenant's preset; the schema refuses a preset that does not exist.
+    const preset = (await (await gql('mutation { setDlpPreset(preset: "tokenize_strict") }', operator)).json()) as { data: { setDlpPreset: number } }
+    expect(preset.data.setDlpPreset).toBe(cp.store.head()!.version)
+    expect((cp.store.head()!.document.dlp as { tenants: unknown }).tenants).toEqual({ globex: { preset: 'tokenize_strict' } })
+    const unknown = (await (await gql('mutation { setDlpPreset(preset: "shred_everything") }', operator)).json()) as { errors: { extensions: { code: string; problems: string[] } }[] }
+    expect(unknown.errors[0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', problems: [expect.stringMatching(/^dlp\.tenants\.globex\.preset: unknown DLP preset "shred_everything"/)] })
+    const viewerPreset = (await (await gql('mutation { setDlpPreset(preset: "mask_basic") }', viewer)).json()) as { errors: { extensions: { code: string } }[] }
+    expect(viewerPreset.errors[0]!.extensions.code).toBe('FORBIDDEN')
   })
 
   it('usage reports feed usedToday, statements (per day, signed) and budget alerts; duplicates count once', async () => {
@@ -241,9 +250,20 @@ describe.each(engines)('control plane API on $name', (engine) => {
     const officer = await cp.token({ sub: 'dora', roles: ['dlp-officer'] })
     const unjustified = await cp.api('/v1/dlp/detokenize', { method: 'POST', body: json({ tokens: ['tok_1'] }), token: officer })
     expect(await oa.check(unjustified, 'POST', '/v1/dlp/detokenize')).toMatchObject({ status: 403, detail: expect.stringContaining('justification') })
-    const justified = await cp.api('/v1/dlp/detokenize', { method: 'POST', body: json({ tokens: ['tok_1'] }), token: officer, headers: { 'x-justification': 'incident INC-2231' } })
-    expect([200, 501]).toContain(justified.status)
-    await oa.check(justified, 'POST', '/v1/dlp/detokenize')
+    // A real keyring and a token made by the DLP filter's tokenizer.
+    const ringFile = join(cp.dir, 'dlp-keyring.json')
+    ensureKeyringFile(ringFile)
+    const ring = await new LocalKeyring(ringFile, { create: false }).load()
+    const token = new Tokenizer(ring).tokenize('email', 'ada@example.com')
+    await cp.api('/v1/dlp', { method: 'PUT', body: json({ keyring: { file: ringFile, create: false } }) })
+    const justified = await cp.api('/v1/dlp/detokenize', { method: 'POST', body: json({ tokens: [token, 'tok_1', `${token.slice(0, -2)}AA`] }), token: officer, headers: { 'x-justification': 'incident INC-2231' } })
+    expect(await oa.check(justified, 'POST', '/v1/dlp/detokenize')).toEqual({
+      values: { [token]: 'ada@example.com', tok_1: null, [`${token.slice(0, -2)}AA`]: null },
+      errors: { tok_1: 'MALFORMED_TOKEN', [`${token.slice(0, -2)}AA`]: 'INVALID_TOKEN' },
+    })
+    const entry = ((await (await cp.api('/v1/audit?resource=dlp/tokens')).json()) as { items: { actor: string; after: { justification: string; revealed: number } }[] }).items.at(-1)!
+    expect(entry).toMatchObject({ actor: 'dora', after: { justification: 'incident INC-2231', revealed: 1 } })
+    expect(JSON.stringify(entry)).not.toContain('ada@example.com')
     const methodNotAllowed = await cp.api('/v1/audit', { method: 'DELETE' })
     expect(methodNotAllowed.status).toBe(405)
   })

@@ -56,16 +56,28 @@ function readSeed(path: string): Doc {
 
 export async function runControlPlane(flags: ControlPlaneFlags): Promise<ControlPlane> {
   const db = flags.db ?? DEFAULT_DB
-  const listen = splitListenAddress(flags.listen ?? ':7070')
-  const cp = await startControlPlane({
-    db,
-    host: listen.host,
-    port: listen.port,
-    auth: authOptions(flags),
-    signingKey: loadOrCreateSigningKey(flags['signing-key'] ?? defaultSigningKeyPath(db)),
-    ...(flags.config ? { seed: readSeed(flags.config) } : {}),
-  })
-  return cp
+  const listen = splitListenAddress(/^\d+$/.test(flags.listen ?? '') ? `:${flags.listen}` : (flags.listen ?? ':7070'))
+  const auth = authOptions(flags)
+  if (!auth.jwksFile && !auth.publicKeyFile && !auth.secret) {
+    throw new ConfigError('igw control-plane', ['needs a way to verify admin tokens: --auth-jwks F, --auth-public-key F or --auth-secret S (IGW_AUTH_JWKS, IGW_AUTH_PUBLIC_KEY, IGW_AUTH_SECRET)'])
+  }
+  if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${db}"`])
+  try {
+    return await startControlPlane({
+      db,
+      host: listen.host,
+      port: listen.port,
+      auth,
+      signingKey: loadOrCreateSigningKey(flags['signing-key'] ?? defaultSigningKeyPath(db)),
+      ...(flags.config ? { seed: readSeed(flags.config) } : {}),
+    })
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'EADDRINUSE') throw new ConfigError('--listen', [`${flags.listen ?? ':7070'} is taken`])
+    if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || /password|authentication|does not exist/i.test(e.message)) throw new ConfigError('--db', [`cannot open ${db.replace(/\/\/[^@/]*@/, '//[redacted]@')}: ${e.message}`])
+    throw new ConfigError('igw control-plane', [e.message])
+  }
 }
 
 /** `igw audit verify`: exit 0 when intact; 1 with every broken entry named otherwise. */

@@ -129,11 +129,15 @@ function indexOfName(list: string[], name: string): number {
   return -1
 }
 
-/** Flatten a header object for res.writeHead, dropping hop-by-hop names a filter may have added. */
+/**
+ * Flatten a header object for res.writeHead, dropping hop-by-hop names a filter may have added.
+ * `trailer` is the exception: at this point the headers are ours (the upstream's Trailer was
+ * already dropped), and a filter that will send trailers (DLP counts on a stream) announces them.
+ */
 export function flattenHeaders(headers: Record<string, string | string[]>): string[] {
   const out: string[] = []
   for (const name in headers) {
-    if (isHopByHop(name)) continue
+    if (name !== 'trailer' && isHopByHop(name)) continue
     const value = headers[name]!
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)

@@ -251,8 +251,8 @@ class DlpFilter implements Filter {
       this.#finish(ctx, plan, session, 'complete')
       return
     }
-    // The counts go out as an `x-dlp` trailer (chunked). The proxy treats `Trailer` as hop-by-hop
-    // and drops it from the head, so it is not announced; HTTP/1.1 clients read trailers anyway.
+    // The counts go out as an `x-dlp` trailer (chunked), announced in the head.
+    res.headers.trailer = 'x-dlp'
     const stream = new DlpStream(this, ctx, plan, session, upstream)
     for (const b of out) stream.push(b)
     upstream.on('error', (err) => stream.destroy(err))

@@ -88,6 +88,7 @@ describe('dlp filter over HTTP', () => {
     expect(r.statusCode).toBe(200)
     expect(r.headers['transfer-encoding']).toBe('chunked')
     expect(r.headers['content-length']).toBeUndefined()
+    expect(r.headers.trailer).toBe('x-dlp') // announced in the head
     const lines = (await r.body.text()).trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>)
     expect(lines).toHaveLength(2000)
     expect(r.trailers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=4000; hashed=2000; redacted=0; rules=igw-dlp-core@1.2.0')

@@ -3,7 +3,8 @@
 // examples and the deploy config documents), against the real demo backend and a real Redis;
 // some traffic goes through; /metrics is scraped. Metrics whose owner (a filter, the control
 // plane) is not there yet are listed as waiting (skipped), never silently passed.
-import { readFileSync, readdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -33,7 +34,13 @@ function valuesEnv(): Record<string, string> {
 interface RawDoc {
   tenants?: Record<string, unknown>
   routes?: { filters?: { name: string }[] }[]
+  [section: string]: unknown
 }
+
+/** Sections a filter's settings may lean on (dlp:, quotas:, persistedDocuments: …), not the listener's. */
+const OWN_SECTIONS = new Set(['mode', 'listen', 'admin', 'workers', 'workerHeap', 'listener', 'forwarded', 'log', 'shutdown', 'redis', 'upstreams', 'routes', 'tenants'])
+const scratch = mkdtempSync(join(tmpdir(), 'igw-contract-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
 /** Every filter entry the shipped config documents use, in chain order of first appearance. */
 function exampleDocs(): RawDoc[] {
@@ -42,7 +49,8 @@ function exampleDocs(): RawDoc[] {
     join(ROOT, 'deploy/k8s/sidecar/igw.yaml'),
     join(ROOT, 'deploy/k8s/ingress/igw.yaml'),
   ]
-  const env = { ...process.env, ...valuesEnv() }
+  // Files an example would create beside itself (a DLP keyring) go to a scratch directory.
+  const env = { ...process.env, ...valuesEnv(), DLP_KEYRING: join(scratch, 'dlp-keyring.json') }
   return files.map((f) => parseConfigText(readFileSync(f, 'utf8'), f, env) as RawDoc)
 }
 
@@ -53,7 +61,7 @@ function exampleDocs(): RawDoc[] {
  */
 function allFiltersConfig(upstream: string, redisUrl: string): { config: ReturnType<typeof validateConfig>; unconfigured: string[] } {
   const docs = exampleDocs()
-  const candidates = new Map<string, { name: string }[]>()
+  const candidates = new Map<string, { entry: { name: string }; doc: RawDoc | undefined }[]>()
   const order: string[] = []
   for (const d of docs)
     for (const r of d.routes ?? [])
@@ -63,27 +71,31 @@ function allFiltersConfig(upstream: string, redisUrl: string): { config: ReturnT
           candidates.set(f.name, [])
           order.push(f.name)
         }
-        candidates.get(f.name)!.push(f)
+        candidates.get(f.name)!.push({ entry: f, doc: d })
       }
   for (const name of registered) if (!order.includes(name)) order.push(name)
   const tenants = Object.assign({}, ...docs.map((d) => d.tenants ?? {})) as Record<string, unknown>
   const chain: { name: string }[] = []
+  let sections: Record<string, unknown> = {}
   const unconfigured: string[] = []
-  const doc = (filters: { name: string }[]) => ({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, redis: { url: redisUrl }, tenants, routes: [{ name: 'graphql', upstream, filters }] })
+  const sectionsOf = (d: RawDoc | undefined) => Object.fromEntries(Object.entries(d ?? {}).filter(([k]) => !OWN_SECTIONS.has(k)))
+  const doc = (filters: { name: string }[], extra: Record<string, unknown>) => ({ ...extra, listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, redis: { url: redisUrl }, tenants, routes: [{ name: 'graphql', upstream, filters }] })
   for (const name of order) {
-    const tries = [...(candidates.get(name) ?? []), { name }]
-    const ok = tries.find((f) => {
+    const tries = [...(candidates.get(name) ?? []), { entry: { name }, doc: undefined }]
+    const ok = tries.find((t) => {
       try {
-        validateConfig(doc([...chain, f]))
+        validateConfig(doc([...chain, t.entry], { ...sectionsOf(t.doc), ...sections }))
         return true
       } catch {
         return false
       }
     })
-    if (ok) chain.push(ok)
-    else unconfigured.push(name)
+    if (ok) {
+      chain.push(ok.entry)
+      sections = { ...sectionsOf(ok.doc), ...sections }
+    } else unconfigured.push(name)
   }
-  return { config: validateConfig(doc(chain)), unconfigured }
+  return { config: validateConfig(doc(chain, sections)), unconfigured }
 }
 
 // Decided before the tests are declared: which owners this run can check.
@@ -123,13 +135,22 @@ describe('a running proxy with every registered filter exports them', () => {
     redis = await startRedis()
     proxy = await startTestProxy(allFiltersConfig(backend.url, redis.url).config)
     // Traffic that touches each path: a query (twice, so a cache can hit), a mutation, a
-    // malformed body, a request for a tenant nobody knows.
-    const post = (body: string, headers: Record<string, string> = {}) =>
-      request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'demo', ...headers }, body }).then((r) => r.body.dump())
+    // malformed body, a request for a tenant nobody knows. What the proxy answers is not this
+    // test's business (other tests own it), but a request that fails outright is reported.
+    const failed: string[] = []
+    const post = async (body: string, headers: Record<string, string> = {}) => {
+      try {
+        const r = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'demo', ...headers }, body })
+        await r.body.dump()
+      } catch (err) {
+        failed.push(`${body.slice(0, 60)}: ${(err as Error).message}`)
+      }
+    }
     for (let i = 0; i < 2; i++) await post(JSON.stringify({ query: '{ entities(first: 2) { id } }' }))
     await post(JSON.stringify({ query: 'mutation { updateEntity(id: "1", name: "x") { id } }' }))
     await post('{not json')
     await post(JSON.stringify({ query: '{ hello }' }), { 'x-tenant-id': 'nobody-knows-me' })
+    if (failed.length) console.warn(`requests through the all-filters chain failed (chain: ${proxy.config().routes[0]!.filters.map((f) => f.name).join(' → ')}):\n  ${failed.join('\n  ')}`)
     text = await proxy.metricsText()
     for (const line of text.split('\n')) {
       const help = /^# HELP (\S+)/.exec(line)

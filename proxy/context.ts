@@ -46,6 +46,11 @@ export class RequestContext {
   /** Units of cost this request consumes; the quota filter reads it, hint/estimate filters set it. */
   cost = 1
   costSource: CostSource = 'default'
+  /**
+   * Sensitive values acted on in this request's response, "type:action" → count. The DLP filter
+   * adds to it; the per-tenant usage report (control plane statements) reads it at the end.
+   */
+  dlpActions: Record<string, number> | undefined = undefined
   /** Verified token claims, when a filter authenticated the caller. */
   claims: Record<string, unknown> | undefined = undefined
   /** Milliseconds spent in filters (request and response phases). */

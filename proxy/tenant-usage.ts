@@ -38,13 +38,19 @@ export class TenantUsage {
     return (this.#counters[key] ??= empty())
   }
 
-  /** A finished HTTP request (unattributed requests — no tenant resolved — are not counted). */
-  request(ctx: RequestContext, status: number): void {
+  /**
+   * A finished HTTP request (unattributed requests — no tenant resolved — are not counted).
+   * `bytesOut`: response bytes sent, measured only on export (`type: http`) routes, else 0.
+   */
+  request(ctx: RequestContext, status: number, bytesOut = 0): void {
     const tenant = ctx.tenant
     if (tenant === undefined) return
     const c = this.#slot(tenant)
     c.requests++
     if (status >= 500) c.errors++
+    if (bytesOut > 0) c.bytesExported += bytesOut
+    const dlp = ctx.dlpActions
+    if (dlp !== undefined) for (const k in dlp) c.dlpActions[k] = (c.dlpActions[k] ?? 0) + dlp[k]!
     const code = ctx.errorCode
     if (code !== undefined && !NOT_REJECTIONS.has(code)) {
       c.rejections[code] = (c.rejections[code] ?? 0) + 1
@@ -73,12 +79,6 @@ export class TenantUsage {
     if (ctx.tenant === undefined || status !== 101) return
     const c = this.#slot(ctx.tenant)
     c.byKind.subscriptions = (c.byKind.subscriptions ?? 0) + 1
-  }
-
-  /** Add bytes sent on an export (an http route) for a tenant. */
-  exported(tenant: string | undefined, bytes: number): void {
-    if (tenant === undefined || bytes <= 0) return
-    this.#slot(tenant).bytesExported += bytes
   }
 
   /** Hand over what was counted since the last drain and start again from zero. */

@@ -116,17 +116,27 @@ describe('config push to real igw proxy processes', () => {
     for (let i = 0; i < N; i++) expect((await query(proxy, 'globex')).status).toBe(200)
     const refused = await query(proxy, 'nobody') // unknown tenant: refused, attributed to no tenant
     expect(refused.status).toBe(403)
+    // An export route (opaque http): its response bytes are the tenant's bytesExported.
+    const route = await cp!.api('/v1/routes/export', { method: 'PUT', body: JSON.stringify({ upstream: 'backend', type: 'http', match: { pathPrefix: '/export/' }, filters: [{ name: 'tenant' }] }) })
+    const rv = ((await route.json()) as { version: number }).version
+    await until('export route applied', async () => ((await runningVersion(proxy)) === rv ? true : undefined))
+    const exp = await fetch(`${proxy.url}/export/entities.ndjson?count=20`, { headers: { 'x-tenant-id': 'globex' } })
+    expect(exp.status).toBe(200)
+    const bodyBytes = Buffer.byteLength(await exp.text())
     const st = await until('statement totals', async () => {
-      const s = (await (await cp!.api('/v1/tenants/globex/statement')).json()) as { totals: { requests: number; costUnits: number; byKind: Record<string, number> } }
-      return s.totals.requests - before === N ? s : undefined
+      const s = (await (await cp!.api('/v1/tenants/globex/statement')).json()) as { totals: { requests: number; costUnits: number; bytesExported: number; byKind: Record<string, number> } }
+      return s.totals.requests - before === N + 1 ? s : undefined
     })
+    // Body plus the response head, no more.
+    expect(st.totals.bytesExported).toBeGreaterThan(bodyBytes)
+    expect(st.totals.bytesExported).toBeLessThan(bodyBytes + 1024)
     expect(st.totals.byKind.graphql).toBeGreaterThanOrEqual(N)
     const q = (await (await cp!.api('/v1/tenants/globex/quotas')).json()) as { items: { kind: string; usedToday: number }[] }
     expect(q.items.find((i) => i.kind === 'graphql')!.usedToday).toBe(st.totals.byKind.graphql)
     // Nothing more arrives later (no double counting across report intervals).
     await new Promise((r) => setTimeout(r, 600))
     const again = (await (await cp!.api('/v1/tenants/globex/statement')).json()) as { totals: { requests: number } }
-    expect(again.totals.requests - before).toBe(N)
+    expect(again.totals.requests - before).toBe(N + 1)
   })
 
   it('restarted while the control plane is down, the proxy boots from the signed last-known-good file; it catches up when the control plane returns', async () => {

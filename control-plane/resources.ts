@@ -5,6 +5,7 @@ import type { z } from 'zod'
 import { persistedOperation } from '../config/persisted-documents.ts'
 import { budgetConfig, quotasConfig } from '../config/quotas.ts'
 import { dlpConfig, dlpPreset } from '../config/dlp.ts'
+import { subscriptionsConfig } from '../config/subscriptions.ts'
 import { routeConfig, tenantConfig, upstreamConfig } from '../config/schema.ts'
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json }
@@ -46,6 +47,7 @@ export const COLLECTIONS: CollectionSpec[] = [
   { name: 'budgets', shape: 'map', path: ['quotas', 'tenants'], leaf: 'budget', schema: budgetConfig, description: 'A tenant’s rolling budget with its alert thresholds (document `quotas.tenants.<tenant>.budget`)' },
   { name: 'dlp-presets', shape: 'map', path: ['dlp', 'presets'], schema: dlpPreset, description: 'DLP presets: sensitive type → mask | tokenize | hash | redact | block (document `dlp.presets.<name>`; the seed’s mask_basic and tokenize_strict always exist)' },
   { name: 'dlp-tenants', shape: 'map', path: ['dlp', 'tenants'], schema: dlpConfig.shape.tenants.unwrap().valueType, description: 'A tenant’s DLP preset, which wins over the route’s (document `dlp.tenants.<tenant>`)' },
+  { name: 'subscription-topics', shape: 'map', path: ['subscriptions', 'topics'], schema: subscriptionsConfig.shape.topics.unwrap().valueType, description: 'Named subscription topics (document `subscriptions.topics.<name>`)' },
   { name: 'persisted-documents', shape: 'map', path: ['persistedDocuments', 'operations'], schema: persistedOperation, description: 'Persisted documents with per-id policy: cost, timeout, cache TTL/tags, planner hints, tier (document `persistedDocuments.operations.<id>`)' },
 ]
 
@@ -55,6 +57,8 @@ export const SECTIONS: SectionSpec[] = [
   { name: 'tiers', path: ['quotas', 'tiers'], schema: quotasConfig.shape.tiers, description: 'QoS tiers: rate/burst multipliers per tier (document `quotas.tiers`)' },
   { name: 'alert-sinks', path: ['quotas', 'events'], schema: quotasConfig.shape.events, description: 'Where budget and anomaly events go: webhook (document `quotas.events`)' },
   { name: 'dlp', path: ['dlp'], schema: dlpConfig, description: 'The DLP section: rule pack, presets, default preset, keyring location, export policy (document `dlp`)' },
+  { name: 'subscriptions', path: ['subscriptions'], schema: subscriptionsConfig, description: 'Terminated subscriptions: protocols, upstream sharing, replay log, cursors (document `subscriptions`)' },
+  { name: 'subscription-qos', path: ['subscriptions', 'qos'], schema: subscriptionsConfig.shape.qos, description: 'QoS delivery tiers of subscription streams (document `subscriptions.qos`)' },
   { name: 'anomaly', path: ['quotas', 'anomaly'], schema: quotasConfig.shape.anomaly, description: 'Anomaly detection settings (document `quotas.anomaly`)' },
 ]
 

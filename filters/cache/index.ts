@@ -415,7 +415,16 @@ class CacheFilter implements Filter {
       this.finishFill(st, undefined)
       return
     }
-    res.observeBody(pipeline(res.body as Readable, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers)), noop))
+    const body = res.body
+    if (Buffer.isBuffer(body)) {
+      // An earlier response filter (DLP on a small JSON export) already produced the final bytes.
+      if (body.length > this.cfg.maxEntryBytes) {
+        this.#notStored('too_large')
+        this.finishFill(st, undefined)
+      } else this.fill(st, body, d.ttlSeconds, pickHeaders(res.headers))
+      return
+    }
+    res.observeBody(pipeline(body, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers)), noop))
   }
 
   #mutationResponse(res: ResponseInfo, st: MutationState): void | Promise<void> {
@@ -423,7 +432,19 @@ class CacheFilter implements Filter {
       if (st.tags.length) return this.invalidate(st.tags)
       return
     }
-    res.observeBody(pipeline(res.body as Readable, new MutationCapture(this, st), noop))
+    const body = res.body
+    if (Buffer.isBuffer(body)) {
+      const tags = new Set(st.tags)
+      try {
+        const json = body.length <= this.cfg.invalidation.maxMutationBodyBytes ? (JSON.parse(body.toString('utf8')) as { data?: unknown }) : undefined
+        if (json === undefined) tags.add(this.routeTag)
+        else collectEntityTags(json?.data, tags, false)
+      } catch {
+        tags.add(this.routeTag)
+      }
+      return this.invalidate(tags)
+    }
+    res.observeBody(pipeline(body, new MutationCapture(this, st), noop))
   }
 
   #notStored(reason: string): void {

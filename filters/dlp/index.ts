@@ -193,7 +193,10 @@ class DlpFilter implements Filter {
 
   onResponse(ctx: RequestContext, res: ResponseInfo): void | Promise<void> {
     const plan = ctx.locals.get(kExport) as ExportPlan | undefined
-    if (plan === undefined || res.local) return
+    if (plan === undefined) return
+    // A local 200 is content another filter answered with (a cache hit when the cache sits
+    // after DLP in the chain): it is an export like any other. Local errors carry no data.
+    if (res.local && res.status !== 200) return
     if (res.status === 204 || res.status === 304 || ctx.method === 'HEAD') return
     const format = plan.format === 'auto' ? formatOf(res.headers['content-type']) : plan.format
     const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase()
@@ -209,7 +212,8 @@ class DlpFilter implements Filter {
       this.#refuse(ctx, res, errorReply('DLP_BLOCKED', `export has ${what}, which DLP cannot inspect`, { preset: plan.preset }))
       return
     }
-    let body = res.body as Readable
+    const current = res.body
+    let body = Buffer.isBuffer(current) ? Readable.from([current]) : current
     if (decoder !== null) {
       delete res.headers['content-encoding']
       body.on('error', (err) => decoder.destroy(err))

@@ -18,13 +18,17 @@ export class ConfigError extends Error {
 const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
 /**
- * Replace ${NAME} and ${NAME:-default}; "$$" is a literal "$". Done on the text, before parsing,
+ * Replace ${NAME} and ${NAME:-default}; "$$" is a literal "$"; whole-line `#` comments are
+ * skipped (a comment after a value on the same line is not). Done on the text, before parsing,
  * so a number-valued field can come from the environment. A missing variable without a default
  * is an error naming the variable and its line, never a silent empty string.
  */
 export function interpolateEnv(text: string, env: NodeJS.ProcessEnv = process.env): { text: string; problems: string[] } {
   const problems: string[] = []
   const out = text.replace(ENV_REF, (match, name: string | undefined, def: string | undefined, offset: number) => {
+    // Whole-line comments are left alone: documenting "${VAR}" in a comment must not need VAR.
+    const lineStart = text.lastIndexOf('\n', offset - 1) + 1
+    if (/^\s*#/.test(text.slice(lineStart, offset))) return match
     if (match === '$$') return '$'
     const value = env[name!]
     if (value !== undefined && value !== '') return value

@@ -27,35 +27,50 @@ export function histogram<T extends string>(registry: Registry, cfg: HistogramCo
 type CounterChild = ReturnType<Counter<string>['labels']>
 type HistogramChild = ReturnType<Histogram<string>['labels']>
 
-/** Per-route metric children, created once per route and status. */
+const TIERS = ['', 'gold', 'silver', 'bronze'] as const
+const OPS = ['none', 'query', 'mutation', 'subscription'] as const
+
+function tierIndex(tier: string | undefined): number {
+  return tier === 'gold' ? 1 : tier === 'silver' ? 2 : tier === 'bronze' ? 3 : 0
+}
+
+/** Per-route metric children, created once per route × status × tier and route × operation type. */
 export class RouteMetrics {
-  readonly duration: HistogramChild
   readonly upstream: HistogramChild
-  readonly #requests: Counter<'route' | 'status'>
-  readonly #byStatus = new Map<number, CounterChild>()
+  readonly #requests: Counter<'route' | 'status' | 'tier'>
+  readonly #byKey = new Map<number, CounterChild>()
+  readonly #durationByOp: HistogramChild[]
   readonly #route: string
 
   constructor(m: ProxyMetrics, route: string) {
     this.#route = route
     this.#requests = m.requests
-    this.duration = m.duration.labels(route)
+    this.#durationByOp = OPS.map((op) => m.duration.labels(route, op))
     this.upstream = m.upstreamDuration.labels(route)
   }
 
-  request(status: number): void {
-    let child = this.#byStatus.get(status)
+  /** Count one answered request; `tier` is the tenant's QoS tier when a tenant filter ran. */
+  request(status: number, tier?: string): void {
+    const t = tierIndex(tier)
+    const key = status * 4 + t
+    let child = this.#byKey.get(key)
     if (child === undefined) {
-      child = this.#requests.labels(this.#route, String(status))
-      this.#byStatus.set(status, child)
+      child = this.#requests.labels(this.#route, String(status), TIERS[t]!)
+      this.#byKey.set(key, child)
     }
     child.inc()
+  }
+
+  /** Observe a request's duration under its GraphQL operation type (or "none"). */
+  duration(seconds: number, op: 'query' | 'mutation' | 'subscription' | undefined): void {
+    this.#durationByOp[op === 'query' ? 1 : op === 'mutation' ? 2 : op === 'subscription' ? 3 : 0]!.observe(seconds)
   }
 }
 
 export class ProxyMetrics {
   readonly registry: Registry
-  readonly requests: Counter<'route' | 'status'>
-  readonly duration: Histogram<'route'>
+  readonly requests: Counter<'route' | 'status' | 'tier'>
+  readonly duration: Histogram<'route' | 'op'>
   readonly upstreamDuration: Histogram<'route'>
   readonly proxyErrors: Counter<'route' | 'code'>
   readonly filterErrors: Counter<'filter'>
@@ -70,11 +85,11 @@ export class ProxyMetrics {
 
   constructor(registry: Registry) {
     this.registry = registry
-    this.requests = counter(registry, { name: 'igw_requests_total', help: 'Requests answered, by route and HTTP status', labelNames: ['route', 'status'] })
+    this.requests = counter(registry, { name: 'igw_requests_total', help: 'Requests answered, by route, HTTP status and tenant tier ("" before/without a tenant)', labelNames: ['route', 'status', 'tier'] })
     this.duration = histogram(registry, {
       name: 'igw_request_duration_seconds',
-      help: 'Time from request received to response finished',
-      labelNames: ['route'],
+      help: 'Time from request received to response finished, by route and GraphQL operation type (none: not GraphQL or not parsed)',
+      labelNames: ['route', 'op'],
       buckets: LATENCY_BUCKETS,
     })
     this.upstreamDuration = histogram(registry, {

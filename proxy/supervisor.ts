@@ -103,7 +103,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const lifecycle = config.log.level === 'silent' ? logger : logger.child({}, { level: 'info' })
 
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'igw_process_' })
+  collectDefaultMetrics({ register: registry, prefix: 'igw_' })
   const versionGauge = gauge(registry, { name: 'igw_config_version', help: 'Config version this proxy runs', aggregator: 'max' })
   const reloadFailures = counter(registry, { name: 'igw_config_reload_failures_total', help: 'Config documents rejected on reload (the previous one stays in force)' })
   const reloads = counter(registry, { name: 'igw_config_reloads_total', help: 'Config versions applied after start' })

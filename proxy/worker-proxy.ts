@@ -153,8 +153,8 @@ export class WorkerProxy {
     ctx.runCleanups()
     const durMs = performance.now() - ctx.startTime
     const m = ctx.route.metrics
-    m.request(status)
-    m.duration.observe(durMs / 1000)
+    m.request(status, ctx.tier)
+    m.duration(durMs / 1000, ctx.graphql?.operationType)
     const startBytes = this.#exportBytesAtStart.get(ctx.req)
     this.usage.request(ctx, status, startBytes === undefined ? 0 : ctx.req.socket.bytesWritten - startBytes)
     if (this.#accessLog && (status >= 500 || aborted || this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.#access(ctx, status, durMs, aborted)
@@ -164,7 +164,7 @@ export class WorkerProxy {
   /** A WebSocket handshake ended (101 when bridged): count it and let its snapshot go. */
   finishUpgrade(ctx: RequestContext, status: number): void {
     ctx.runCleanups()
-    ctx.route.metrics.request(status)
+    ctx.route.metrics.request(status, ctx.tier)
     this.usage.subscription(ctx, status)
     if (this.#accessLog) this.#access(ctx, status, performance.now() - ctx.startTime, false)
     this.finishUpgradeRaw(ctx.req)
@@ -181,9 +181,12 @@ export class WorkerProxy {
   #access(ctx: RequestContext, status: number, durMs: number, aborted: boolean): void {
     const q = ctx.url.indexOf('?')
     const gql = ctx.graphql
+    const tp = ctx.req.headers.traceparent
     this.logger.info(
       {
         reqId: ctx.id || undefined,
+        // W3C traceparent "00-<trace-id>-<parent-id>-<flags>": the trace id joins this line to traces.
+        traceId: typeof tp === 'string' && tp.length >= 55 && tp.charCodeAt(2) === 45 && tp.charCodeAt(35) === 45 ? tp.slice(3, 35) : undefined,
         method: ctx.method,
         path: q === -1 ? ctx.url : ctx.url.slice(0, q), // the query string may carry variables: not logged
         route: ctx.route.name,
@@ -203,7 +206,7 @@ export class WorkerProxy {
   }
 
   #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number): void {
-    this.metrics.requests.labels('', String(res.statusCode)).inc()
+    this.metrics.requests.labels('', String(res.statusCode), '').inc()
     if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, durMs: round(performance.now() - start) }, 'access (no route)')
     this.#done()
   }

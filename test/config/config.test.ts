@@ -64,6 +64,9 @@ describe('environment interpolation', () => {
     const cfg = parseConfigText('workers: ${W:-3}\nroutes: [{ name: a, upstream: "${U}" }]', 'env', { U: 'http://u:1' }) as { workers: number }
     expect(cfg.workers).toBe(3)
   })
+  it('whole-line comments are not interpolated', () => {
+    expect(interpolateEnv('# set ${NOPE} to tune\n  # ${ALSO_NOPE}\na: ${A}', { A: '1' })).toEqual({ text: '# set ${NOPE} to tune\n  # ${ALSO_NOPE}\na: 1', problems: [] })
+  })
   it('YAML syntax errors point at line and column', () => {
     expect(problems(() => parseConfigText('routes: [\n  - a', 'bad.yaml'))[0]).toMatch(/^line \d+, column \d+:/)
   })

@@ -68,6 +68,7 @@ describe('tenant filter', () => {
     const r = await gql(byHeader.url, { 'x-tenant-id': 'acme' })
     expect(r.status).toBe(200)
     expect(r.body.data?.echo.header).toBe('acme')
+    expect(await byHeader.metricsText()).toMatch(/igw_requests_total\{route="lenient",status="200",tier="gold"\} [1-9]/)
   })
 
   it('unknown or missing tenant → 403 UNKNOWN_TENANT when there is no default', async () => {

@@ -150,11 +150,24 @@ describe('proxy semantics against a real backend', () => {
 
   it('writes one access log line per request with route, status, request id and timings', async () => {
     await (await request(`${proxy.url}/echo/log`, { headers: { 'x-request-id': 'log-me-1' } })).body.dump()
+    await (await request(`${proxy.url}/echo/log`, { headers: { 'x-request-id': 'log-me-2', traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' } })).body.dump()
     await new Promise((r) => setTimeout(r, 100))
     const line = proxy.logs.find('access').find((l) => l.reqId === 'log-me-1')
     expect(line).toMatchObject({ method: 'GET', route: 'echo', status: 200, path: '/echo/log' })
+    expect(line!.traceId).toBeUndefined()
     expect(typeof line!.upstreamMs).toBe('number')
     expect(typeof line!.filterMs).toBe('number')
     expect(typeof line!.durMs).toBe('number')
+    expect(proxy.logs.find('access').find((l) => l.reqId === 'log-me-2')!.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736')
+  })
+
+  it('labels requests by tenant tier and durations by GraphQL operation type', async () => {
+    await (await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ hello }"}' })).body.dump()
+    await (await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"mutation { updateEntity(id: \\"9\\", name: \\"x\\") { id } }"}' })).body.dump()
+    const m = await proxy.metricsText()
+    expect(m).toMatch(/igw_requests_total\{route="graphql",status="200",tier=""\} \d+/)
+    expect(m).toMatch(/igw_request_duration_seconds_count\{route="graphql",op="query"\} [1-9]/)
+    expect(m).toMatch(/igw_request_duration_seconds_count\{route="graphql",op="mutation"\} [1-9]/)
+    expect(m).toMatch(/igw_request_duration_seconds_count\{route="echo",op="none"\} [1-9]/)
   })
 })

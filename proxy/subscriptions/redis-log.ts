@@ -3,6 +3,7 @@
 // epoch); entry ids are "<offset>-0" so a cursor maps to an exclusive XRANGE start. Count is
 // bounded by XADD MAXLEN, age by XTRIM MINID (from the writer's ring) and a key TTL refreshed
 // while the stream lives. Writes are fire-and-forget: Redis trouble never delays delivery.
+import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { RedisProvider } from '../redis.ts'
 import type { HubMetrics } from './metrics.ts'
@@ -18,6 +19,23 @@ export interface StoredRange {
   /** False when the key is gone (never written, or every event aged out). */
   exists: boolean
   entries: StoredEvent[]
+}
+
+const MAX_PENDING = 10_000
+const READY_WAIT_MS = 1_000
+
+function readyWithin(client: Redis, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const onReady = () => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    const timer = setTimeout(() => {
+      client.removeListener('ready', onReady)
+      resolve(false)
+    }, ms)
+    client.once('ready', onReady)
+  })
 }
 
 export class RedisReplayLog {
@@ -51,16 +69,47 @@ export class RedisReplayLog {
   }
 
   append(streamId: string, epoch: string, offset: number, ts: number, payload: string): void {
+    const client = this.#redis.client()
+    const key = this.key(streamId, epoch)
+    if (client.status !== 'ready') {
+      this.#park(key, offset, ts, payload)
+      return
+    }
+    this.#xadd(key, offset, ts, payload)
+  }
+
+  #xadd(key: string, offset: number, ts: number, payload: string): void {
     this.#redis
       .client()
-      .xadd(this.key(streamId, epoch), 'MAXLEN', String(this.#maxEvents), `${offset}-0`, 'p', payload, 't', String(ts))
+      .xadd(key, 'MAXLEN', String(this.#maxEvents), `${offset}-0`, 'p', payload, 't', String(ts))
       .catch((err: Error) => this.#failed('xadd', err))
+  }
+
+  // Commands fail fast while Redis is (re)connecting; events logged meanwhile wait here, bounded,
+  // and go out in order once it is ready. What overflows is missing from the log, and a reader
+  // reports the hole as a gap.
+  readonly #pending: { key: string; offset: number; ts: number; payload: string }[] = []
+  #waiting = false
+
+  #park(key: string, offset: number, ts: number, payload: string): void {
+    if (this.#pending.length >= MAX_PENDING) {
+      this.#pending.shift()
+      this.#metrics.redisErrors.labels('pending_overflow').inc()
+    }
+    this.#pending.push({ key, offset, ts, payload })
+    if (this.#waiting) return
+    this.#waiting = true
+    this.#redis.client().once('ready', () => {
+      this.#waiting = false
+      for (const p of this.#pending.splice(0)) this.#xadd(p.key, p.offset, p.ts, p.payload)
+    })
   }
 
   /** Refresh the key's TTL and drop events older than the age bound (minOffset: first one to keep). */
   maintain(streamId: string, epoch: string, minOffset: number | undefined): void {
     const key = this.key(streamId, epoch)
     const client = this.#redis.client()
+    if (client.status !== 'ready') return
     client.pexpire(key, this.#maxAgeMs + 5_000).catch((err: Error) => this.#failed('pexpire', err))
     if (minOffset !== undefined) client.xtrim(key, 'MINID', `${minOffset}-0`).catch((err: Error) => this.#failed('xtrim', err))
   }
@@ -69,8 +118,11 @@ export class RedisReplayLog {
   async since(streamId: string, epoch: string, offset: number): Promise<StoredRange | undefined> {
     const key = this.key(streamId, epoch)
     try {
-      const res = await this.#redis
-        .client()
+      const client = this.#redis.client()
+      // A subscribe can arrive while the connection is still being made (a gateway just
+      // started): wait for it briefly rather than answer with a gap it could have avoided.
+      if (client.status !== 'ready' && !(await readyWithin(client, READY_WAIT_MS))) throw new Error(`redis not ready (${client.status})`)
+      const res = await client
         .multi()
         .exists(key)
         .xrange(key, `(${offset}-0`, '+', 'COUNT', this.#maxEvents)

@@ -291,30 +291,36 @@ export class Stream implements UpstreamListener {
     const cutoff = now - this.#o.maxAgeMs
     const fresh = range.entries.filter((e) => e.ts >= cutoff)
     let from = cursor
-    const first = fresh[0]
-    if (first !== undefined && first.offset > pos.offset + 1) {
-      const to = this.#cursor(pos.epoch, first.offset - 1, first.ts)
-      this.#replayGap(sub, aged || fresh.length < range.entries.length ? 'expired' : 'trimmed', cursor, to)
-      from = to
-    } else if (first === undefined && range.entries.length > 0) {
+    if (fresh.length === 0 && range.entries.length > 0) {
       const last = range.entries[range.entries.length - 1]!
       const to = this.#cursor(pos.epoch, last.offset, last.ts)
       this.#replayGap(sub, 'expired', cursor, to)
       from = to
-    } else {
-      this.#o.metrics.replayRequests.labels('resumed').inc()
     }
+    // Holes: the head of the log trimmed or aged out, or events the writer could not log
+    // (Redis was down). Each one is announced; nothing after a hole is passed off as continuous.
+    let expected = pos.offset + 1
+    let holes = 0
     for (const e of fresh) {
-      const c = this.#cursor(pos.epoch, e.offset, e.ts)
+      if (e.offset > expected) {
+        const to = this.#cursor(pos.epoch, e.offset - 1, e.ts)
+        this.#replayGap(sub, holes === 0 && (aged || fresh.length < range.entries.length) ? 'expired' : 'trimmed', from, to)
+        holes++
+        from = to
+      }
+      if (e.offset < expected) continue
       let result: ExecutionResultLike
       try {
         result = JSON.parse(e.payload) as ExecutionResultLike
       } catch {
         continue
       }
+      const c = this.#cursor(pos.epoch, e.offset, e.ts)
       sub.replay({ kind: 'event', epoch: pos.epoch, offset: e.offset, ts: e.ts, cursor: c, tail: `,"payload":${e.payload}}`, result, receivedAt: Number.NaN })
       from = c
+      expected = e.offset + 1
     }
+    if (holes === 0 && fresh.length === range.entries.length) this.#o.metrics.replayRequests.labels('resumed').inc()
     if (fresh.length) this.#o.metrics.replayEvents.labels('redis').inc(fresh.length)
     // What that epoch's writer logged is all we have; this process runs its own epoch.
     sub.replay({ kind: 'gap', gap: { reason: 'epoch', from, to: head } })

@@ -41,12 +41,12 @@ describe('subscription hub: QoS tiers', () => {
   let be: SubscriptionBackend
   let proxy: TestProxy
   let gold: string
-  let silver: string
   let bronze: string
 
   beforeAll(async () => {
     be = await startSubscriptionBackend()
-    ;[gold, silver, bronze] = await Promise.all(['gold', 'silver', 'bronze'].map((tier) => token({ tenant: 'acme', tier })))
+    gold = await token({ tenant: 'acme', tier: 'gold' })
+    bronze = await token({ tenant: 'acme', tier: 'bronze' })
     proxy = await startTestProxy({
       tenants: { acme: {} },
       subscriptions: {
@@ -153,7 +153,8 @@ describe('subscription hub: QoS tiers', () => {
 describe('subscription hub: memory budget sheds bronze before silver', () => {
   it('sheds the oldest bronze events first; silver loses only once bronze has nothing left to give', async () => {
     const be = await startSubscriptionBackend()
-    const [silver, bronze] = await Promise.all(['silver', 'bronze'].map((tier) => token({ tenant: 'acme', tier })))
+    const silver = await token({ tenant: 'acme', tier: 'silver' })
+    const bronze = await token({ tenant: 'acme', tier: 'bronze' })
     const proxy = await startTestProxy({
       tenants: { acme: {} },
       subscriptions: {
@@ -202,7 +203,7 @@ describe('subscription hub: memory budget sheds bronze before silver', () => {
 describe('subscription hub: reloads and shutdown', () => {
   it('a config reload keeps live streams open and in order; new subscribes see the new config', async () => {
     const be = await startSubscriptionBackend()
-    const doc = (topics: Record<string, unknown>) => ({
+    const doc = (topics: Record<string, { query: string }>) => ({
       listen: '127.0.0.1:0',
       admin: { listen: '127.0.0.1:0' },
       workers: 1,

@@ -15,6 +15,7 @@ import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, validateReport, type UsageLedger } from './usage.ts'
 import { appendAudit } from './audit.ts'
+import type { UsedToday } from './used-today.ts'
 
 export interface ApiDeps {
   store: ConfigStore
@@ -22,6 +23,7 @@ export interface ApiDeps {
   usage: UsageLedger
   authorizer: Authorizer
   detokenizer: Detokenizer | undefined
+  usedToday: UsedToday
 }
 
 const actorOf = (ctx: RouteContext) => ctx.subject?.sub ?? 'anonymous'
@@ -274,7 +276,10 @@ export async function quotaViews(deps: ApiDeps, tenant?: string) {
   const out = []
   for (const q of limits) {
     let u = used.get(q.tenant)
-    if (u === undefined) used.set(q.tenant, (u = await deps.usage.usedToday(q.tenant, tenantZone(h.document, q.tenant))))
+    if (u === undefined) {
+      const kinds = limits.filter((l) => l.tenant === q.tenant).map((l) => l.kind)
+      used.set(q.tenant, (u = await deps.usedToday.forTenant(h.document, q.tenant, kinds, tenantZone(h.document, q.tenant))))
+    }
     out.push({ tenant: q.tenant, tenantId: ids.get(q.tenant) ?? '', kind: q.kind, limitPerDay: q.limitPerDay, usedToday: u.get(q.kind) ?? 0 })
   }
   return out

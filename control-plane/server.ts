@@ -13,6 +13,7 @@ import type { Doc } from './resources.ts'
 import type { SigningKey } from './signing.ts'
 import { CONFIG_CHANNEL, ConfigStore, NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
 import { UsageLedger } from './usage.ts'
+import { UsedToday } from './used-today.ts'
 
 export interface ControlPlaneOptions {
   /** sqlite:<path> | postgres://… */
@@ -50,7 +51,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const authorizer = await Authorizer.load()
   const hub = new PushHub(db)
   const usage = new UsageLedger(db, opts.signingKey)
-  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer() }
+  const usedToday = new UsedToday(usage)
+  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday }
   store.on('version', (head) => {
     hub.publish(head)
     logger.info({ version: head.version, author: head.author }, 'config version committed')
@@ -140,6 +142,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       clearInterval(poll)
       await stopListening?.()
       hub.close()
+      await usedToday.close()
       await new Promise<void>((resolve) => {
         server.close(() => resolve())
         server.closeAllConnections()

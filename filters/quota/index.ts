@@ -147,7 +147,9 @@ class QuotaFilter implements Filter {
     const rule = resolveRule(this.#q, tenant, this.#kind, tier, listed?.timezone, this.#shadow)
     const table = this.#rt.table
     const slot = table.slotOf(tenant ?? ANONYMOUS)
-    const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT ? OVERFLOW : tenant
+    // Redis has no table to fill: a tenant in the local overflow slot keeps its own Redis keys
+    // (only ids that could not be stored locally — too long, not ASCII — share one).
+    const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT && !table.storable(tenant) ? OVERFLOW : tenant
     const prefix = this.#rt.store?.prefix ?? ''
     const b = rule.budget
     const concurrentIndex = table.si(slot, S_CONCURRENT + rule.kindIndex)

@@ -164,10 +164,20 @@ export class QuotaTable {
     return -1
   }
 
-  #findOrInsert(tenant: string): number {
+  /** Can this id have a slot of its own (ASCII, 1–128 characters)? */
+  storable(tenant: string): boolean {
     const len = tenant.length
-    if (len === 0 || len > KEY_BYTES) return this.#overflow()
-    for (let i = 0; i < len; i++) if (tenant.charCodeAt(i) > 0x7e) return this.#overflow()
+    if (len === 0 || len > KEY_BYTES) return false
+    for (let i = 0; i < len; i++) {
+      const c = tenant.charCodeAt(i)
+      if (c < 0x20 || c > 0x7e) return false
+    }
+    return true
+  }
+
+  #findOrInsert(tenant: string): number {
+    if (!this.storable(tenant)) return this.#overflow()
+    const len = tenant.length
     const start = (fnv1a(tenant) % (TENANT_CAPACITY - 1)) + 1
     const i32 = this.i32
     lock(i32, H_TABLE_LOCK)

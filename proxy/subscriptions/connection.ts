@@ -256,6 +256,7 @@ export class ClientConnection {
     this.#state = 'closed'
     if (this.#initTimer !== undefined) clearTimeout(this.#initTimer)
     if (this.#timer !== undefined) clearTimeout(this.#timer)
+    if (this.#drainCheck !== undefined) clearTimeout(this.#drainCheck)
     this.#timer = undefined
     for (const p of this.#pending.values()) p.cancelled = true
     for (const sub of [...this.subs.values()]) sub.end()
@@ -615,7 +616,35 @@ export class ClientConnection {
   // --- outgoing ----------------------------------------------------------------------------------
 
   #sendNow(text: string): void {
-    if (this.ws.readyState === 1) this.ws.send(text, this.#onWritten)
+    if (this.ws.readyState === 1) this.#send(text)
+  }
+
+  /**
+   * Write one message. Only a write that leaves the socket's buffer past the low-water mark asks
+   * to be told when it is flushed: that is all the drain detection needs (the write that makes
+   * the socket congested is always one of them), and the common write into an empty socket
+   * stays free of per-write callback bookkeeping.
+   */
+  #send(text: string): void {
+    // text.length * 3 bounds its UTF-8 size without measuring it.
+    this.ws.send(text, this.ws.bufferedAmount + text.length * 3 >= this.#lowWater ? this.#onWritten : undefined)
+  }
+
+  #drainCheck: NodeJS.Timeout | undefined = undefined
+
+  /** Stop writing until the socket drains (a flushed write calls back; a slow timer double-checks). */
+  #waitDrain(): void {
+    this.#awaitDrain = true
+    this.#drainCheck ??= setTimeout(this.#onDrainCheck, 100)
+  }
+
+  readonly #onDrainCheck = (): void => {
+    this.#drainCheck = undefined
+    if (!this.#awaitDrain) return
+    if (this.ws.bufferedAmount < this.#lowWater) {
+      this.#awaitDrain = false
+      this.#pump()
+    } else this.#drainCheck = setTimeout(this.#onDrainCheck, 100)
   }
 
   readonly #onWritten = (): void => {
@@ -689,7 +718,7 @@ export class ClientConnection {
     try {
       for (const sub of q.gapOwed) {
         if (this.#congested()) {
-          this.#awaitDrain = true
+          this.#waitDrain()
           return
         }
         q.gapOwed.delete(sub)
@@ -699,7 +728,7 @@ export class ClientConnection {
       }
       while (q.urgent.length > 0) {
         if (this.#congested()) {
-          this.#awaitDrain = true
+          this.#waitDrain()
           return
         }
         const item = q.urgent.shift()!
@@ -712,7 +741,7 @@ export class ClientConnection {
           continue
         }
         if (this.#congested()) {
-          this.#awaitDrain = true
+          this.#waitDrain()
           return
         }
         if (item.entry.kind === 'event' && !this.#bucket!.take(now)) {
@@ -746,7 +775,7 @@ export class ClientConnection {
   #write(sub: Subscription, entry: QueuedEntry): void {
     switch (entry.kind) {
       case 'event':
-        this.ws.send(sub.prefix + entry.tail, this.#onWritten)
+        this.#send(sub.prefix + entry.tail)
         sub.lastCursor = entry.cursor
         // Replayed events (receivedAt NaN) are not live deliveries.
         if (entry.receivedAt === entry.receivedAt) this.tierMetrics.delivery.observe((performance.now() - entry.receivedAt) / 1000)
@@ -758,18 +787,18 @@ export class ClientConnection {
         this.#writeGap(sub, entry.gap)
         return
       case 'complete':
-        this.ws.send(this.writer.complete(sub.id), this.#onWritten)
+        this.#send(this.writer.complete(sub.id))
         sub.end()
         return
       case 'error':
-        this.ws.send(this.writer.error(sub.id, entry.errors), this.#onWritten)
+        this.#send(this.writer.error(sub.id, entry.errors))
         sub.end()
         return
     }
   }
 
   #writeGap(sub: Subscription, gap: GapNotice): void {
-    this.ws.send(this.writer.gap(sub.id, gap), this.#onWritten)
+    this.#send(this.writer.gap(sub.id, gap))
     if (gap.to !== null) sub.lastCursor = gap.to
     this.hub.metrics.gaps.labels(gap.reason).inc()
   }

@@ -3,7 +3,7 @@
 // the text around it, so they are tested and evaluated without sockets.
 import { isIPv4, isIPv6 } from 'node:net'
 import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max'
-import { LRUCache } from 'lru-cache'
+import { GenerationalMemo } from './generational-memo.ts'
 
 /** A candidate found by a rule's pattern: text[start, end). */
 export type Validator = (text: string, start: number, end: number) => boolean
@@ -54,7 +54,7 @@ const EMAIL_WHOLE = /^(?:mailto:)?[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](
 // libphonenumber-js costs a few microseconds per number; exports repeat numbers (one customer,
 // many rows), so verdicts are memoized ("" = not a valid number, else "<cc>|<last four>").
 // Bounded: 64k short strings per worker thread.
-const phoneVerdicts = new LRUCache<string, string>({ max: 65_536 })
+const phoneVerdicts = new GenerationalMemo<string>(65_536)
 let defaultRegion: CountryCode = 'US'
 
 /** Region used to read national formats ("(202) 555-0143") under a phone field or context word. */

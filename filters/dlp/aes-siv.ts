@@ -5,6 +5,7 @@
 // associated data. That makes a short token cost a handful of AES blocks instead of the ~15 µs
 // of rebuilding it all per value. Decryption (rare, an admin operation) uses noble's complete
 // `aessiv` unchanged, and the tests check that both agree bit for bit and match the RFC vectors.
+import { createCipheriv, type Cipheriv } from 'node:crypto'
 import { aessiv, unsafe } from '@noble/ciphers/aes.js'
 
 const { expandKeyLE, encryptBlock, encrypt: encryptWords, dbl } = unsafe
@@ -25,6 +26,12 @@ export class SivEncryptor {
   readonly #k2 = new Uint8Array(16)
   /** S2V state after the zero block and every associated-data component. */
   readonly #d: Uint8Array
+  /** For SivBatch: the key, CMAC subkey K1, D and dbl(D) ^ K1 (the S2V block of a short plaintext before its bytes). */
+  readonly key: Uint8Array
+  readonly k1: Uint8Array
+  readonly k2: Uint8Array
+  readonly d: Uint8Array
+  readonly shortBase: Uint8Array
 
   /** key: 32 bytes (AES-SIV-256) or 64 bytes (AES-SIV-512): first half for S2V, second for CTR. */
   constructor(key: Uint8Array, associatedData: readonly Uint8Array[]) {
@@ -41,6 +48,13 @@ export class SivEncryptor {
       xorInto(d, this.cmac(ad))
     }
     this.#d = d
+    this.key = key.slice()
+    this.k1 = this.#k1.slice()
+    this.k2 = this.#k2.slice()
+    this.d = d.slice()
+    const base = dbl(new Uint8Array(d))
+    xorInto(base, this.#k1)
+    this.shortBase = base
   }
 
   // One aligned scratch block per instance: no view or validation per AES block.
@@ -119,4 +133,226 @@ export class SivEncryptor {
 /** RFC 5297 decryption with noble's complete implementation; throws on a wrong key or tampering. */
 export function sivDecrypt(key: Uint8Array, associatedData: readonly Uint8Array[], ciphertext: Uint8Array): Uint8Array {
   return aessiv(key, ...associatedData).decrypt(ciphertext)
+}
+
+// --- batches --------------------------------------------------------------------------------
+//
+// An export tokenizes hundreds of values per chunk. Every AES block of a batch that does not
+// depend on another is encrypted in one OpenSSL AES-ECB call (AES-NI, no per-call key schedule):
+// CMAC block r of every value, then every CTR keystream block. A value of n bytes costs
+// ceil(n/16)+1 CMAC rounds and ceil(n/16) CTR blocks, all batched; what is left in JavaScript
+// is XOR and copying. The result is the same RFC 5297 output as SivEncryptor.encrypt (tests
+// hold both to noble's aessiv), at a fraction of the cost per value.
+
+function ecb(key: Uint8Array): Cipheriv {
+  const c = createCipheriv(`aes-${key.length * 8}-ecb`, key, null)
+  c.setAutoPadding(false)
+  return c
+}
+
+/** Grow-only aligned byte arena with a 32-bit view. */
+class Arena {
+  bytes = new Uint8Array(0)
+  words = new Uint32Array(0)
+  ensure(n: number): void {
+    if (n <= this.bytes.length) return
+    const size = Math.max(n, this.bytes.length * 2, 4096)
+    const next = new Uint8Array(size + (16 - (size % 16)) % 16)
+    next.set(this.bytes)
+    this.bytes = next
+    this.words = new Uint32Array(next.buffer)
+  }
+}
+
+/**
+ * AES-SIV encryptions under one key, collected and then computed together. `add` takes the
+ * per-(key, AD) state of a SivEncryptor and the plaintext; `run` computes every item and hands
+ * each ciphertext (V || C, as a byte range of `out`) to `emit`.
+ */
+export class SivBatch {
+  readonly #mac: Cipheriv
+  readonly #ctr: Cipheriv
+  readonly #key: Buffer
+  readonly #checked = new WeakSet<SivEncryptor>()
+  // plaintexts, each at a 16-byte aligned offset, zero padded to a whole block (+1 block spare)
+  readonly #pt = new Arena()
+  #ptUsed = 0
+  #n = 0
+  #off = new Int32Array(64)
+  #len = new Int32Array(64)
+  #ctx: SivEncryptor[] = []
+  // per flush
+  readonly #t = new Arena() // S2V inputs T, block aligned per item
+  readonly #x = new Arena() // CMAC chaining values, 16 bytes per item
+  readonly #round = new Arena()
+  readonly #ctrIn = new Arena()
+  readonly #cipher = new Arena()
+
+  constructor(key: Uint8Array) {
+    const half = key.length / 2
+    this.#mac = ecb(key.subarray(0, half))
+    this.#ctr = ecb(key.subarray(half))
+    this.#key = Buffer.from(key)
+  }
+
+  get size(): number {
+    return this.#n
+  }
+
+  /** Queue one plaintext (UTF-8 of `value`) under the AD state of `ctx` (made with this batch's key). */
+  add(ctx: SivEncryptor, value: string): number {
+    if (!this.#checked.has(ctx)) {
+      if (!this.#key.equals(ctx.key)) throw new Error('SivBatch.add: the encryptor was made with another key')
+      this.#checked.add(ctx)
+    }
+    const i = this.#n
+    if (i === this.#off.length) {
+      const off = new Int32Array(i * 2)
+      off.set(this.#off)
+      this.#off = off
+      const len = new Int32Array(i * 2)
+      len.set(this.#len)
+      this.#len = len
+    }
+    const at = this.#ptUsed
+    const max = value.length * 3
+    this.#pt.ensure(at + max + 32)
+    const bytes = this.#pt.bytes
+    let n = 0
+    // ASCII is written in place; anything else goes through the UTF-8 encoder.
+    for (; n < value.length; n++) {
+      const c = value.charCodeAt(n)
+      if (c >= 0x80) break
+      bytes[at + n] = c
+    }
+    if (n < value.length) n = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(value, at, 'utf8')
+    const padded = (Math.floor(n / 16) + 1) * 16
+    bytes.fill(0, at + n, at + padded)
+    this.#off[i] = at
+    this.#len[i] = n
+    this.#ctx[i] = ctx
+    this.#ptUsed = at + padded
+    this.#n = i + 1
+    return i
+  }
+
+  /** Compute every queued item; `emit(i, bytes, start, end)` receives V || C of item i. Empties the batch. */
+  run(emit: (i: number, bytes: Uint8Array, start: number, end: number) => void): void {
+    const n = this.#n
+    if (n === 0) return
+    const off = this.#off
+    const len = this.#len
+    const ctxs = this.#ctx
+    const pt = this.#pt.bytes
+    // 1. S2V's last input T per item, CMAC final-block rules applied, block aligned.
+    let tSize = 0
+    let maxBlocks = 0
+    const tOff = new Int32Array(n)
+    const blocks = new Int32Array(n)
+    for (let i = 0; i < n; i++) {
+      const m = len[i]! >= 16 ? Math.ceil(len[i]! / 16) : 1
+      tOff[i] = tSize
+      blocks[i] = m
+      tSize += m * 16
+      if (m > maxBlocks) maxBlocks = m
+    }
+    this.#t.ensure(tSize)
+    const t = this.#t.bytes
+    for (let i = 0; i < n; i++) {
+      const ctx = ctxs[i]!
+      const l = len[i]!
+      const p = off[i]!
+      const o = tOff[i]!
+      if (l < 16) {
+        // T = dbl(D) xor pad(P): one complete block, so CMAC xors K1 (folded into shortBase)
+        const base = ctx.shortBase
+        for (let k = 0; k < 16; k++) t[o + k] = base[k]! ^ pt[p + k]!
+        t[o + l]! ^= 0x80
+      } else {
+        for (let k = 0; k < l; k++) t[o + k] = pt[p + k]!
+        const d = ctx.d
+        const e = o + l - 16
+        for (let k = 0; k < 16; k++) t[e + k]! ^= d[k]!
+        const m = blocks[i]!
+        const last = o + (m - 1) * 16
+        if (l % 16 === 0) {
+          const k1 = ctx.k1
+          for (let k = 0; k < 16; k++) t[last + k]! ^= k1[k]!
+        } else {
+          const r = l % 16
+          t[last + r] = 0x80
+          for (let k = r + 1; k < 16; k++) t[last + k] = 0
+          const k2 = ctx.k2
+          for (let k = 0; k < 16; k++) t[last + k]! ^= k2[k]!
+        }
+      }
+    }
+    // 2. CMAC rounds: block r of every item that has one, in one ECB call per round.
+    this.#x.ensure(n * 16)
+    const x = this.#x.bytes
+    x.fill(0, 0, n * 16)
+    this.#round.ensure(n * 16)
+    const round = this.#round.bytes
+    const who = new Int32Array(n)
+    for (let r = 0; r < maxBlocks; r++) {
+      let k = 0
+      for (let i = 0; i < n; i++) {
+        if (blocks[i]! <= r) continue
+        const src = tOff[i]! + r * 16
+        const xo = i * 16
+        const ro = k * 16
+        for (let b = 0; b < 16; b++) round[ro + b] = x[xo + b]! ^ t[src + b]!
+        who[k++] = i
+      }
+      const enc = this.#mac.update(round.subarray(0, k * 16))
+      for (let j = 0; j < k; j++) x.set(enc.subarray(j * 16, j * 16 + 16), who[j]! * 16)
+    }
+    // 3. CTR: Q = V with bits 31 and 63 cleared, Q+1, … for every item, one ECB call.
+    let ctrBlocks = 0
+    for (let i = 0; i < n; i++) ctrBlocks += Math.ceil(len[i]! / 16)
+    this.#ctrIn.ensure(ctrBlocks * 16)
+    const ctr = this.#ctrIn.bytes
+    let c = 0
+    for (let i = 0; i < n; i++) {
+      const nb = Math.ceil(len[i]! / 16)
+      for (let b = 0; b < nb; b++) {
+        const o = (c + b) * 16
+        if (b === 0) {
+          for (let k = 0; k < 16; k++) ctr[o + k] = x[i * 16 + k]!
+          ctr[o + 8]! &= 0x7f
+          ctr[o + 12]! &= 0x7f
+        } else {
+          for (let k = 0; k < 16; k++) ctr[o + k] = ctr[o - 16 + k]!
+          for (let k = 15; k >= 0; k--) {
+            ctr[o + k] = (ctr[o + k]! + 1) & 0xff
+            if (ctr[o + k] !== 0) break
+          }
+        }
+      }
+      c += nb
+    }
+    const ks = ctrBlocks === 0 ? new Uint8Array(0) : this.#ctr.update(ctr.subarray(0, ctrBlocks * 16))
+    // 4. V || (P xor keystream), handed out item by item.
+    let outSize = 0
+    for (let i = 0; i < n; i++) outSize += 16 + len[i]!
+    this.#cipher.ensure(outSize)
+    const out = this.#cipher.bytes
+    let w = 0
+    c = 0
+    for (let i = 0; i < n; i++) {
+      const l = len[i]!
+      const start = w
+      for (let k = 0; k < 16; k++) out[w + k] = x[i * 16 + k]!
+      w += 16
+      const p = off[i]!
+      const kso = c * 16
+      for (let k = 0; k < l; k++) out[w + k] = pt[p + k]! ^ ks[kso + k]!
+      w += l
+      c += Math.ceil(l / 16)
+      emit(i, out, start, w)
+    }
+    this.#n = 0
+    this.#ptUsed = 0
+    this.#ctx.length = 0
+  }
 }

@@ -134,6 +134,8 @@ class JsonEngine implements Engine {
   readonly #decoder = new StringDecoder('utf8')
   constructor(scanner: ExportScanner, opts: SessionOptions, checkpoint: () => boolean) {
     const pack: RulePack = scanner.pack
+    // Whole-value tokens are computed per chunk in one batch (see ExportScanner.deferTokens).
+    scanner.deferTokens()
     this.#rw = new JsonRewriter(scanner, { multi: opts.format === 'ndjson', hintOf: (k) => pack.fieldHint(k), scope: opts.scope, maxTokenChars: opts.maxTokenChars, checkpoint })
   }
   get records(): number {
@@ -206,7 +208,9 @@ class CsvEngine implements Engine {
       let copy: string[] | undefined
       for (let i = 0; i < fields.length; i++) {
         const r = this.#scanner.visit(fields[i]!, this.#hints?.[i] ?? 0)
-        if (r !== undefined) (copy ??= fields.slice())[i] = r
+        if (r === undefined) continue
+        if (typeof r !== 'string') this.#scanner.flush() // not deferred for CSV; complete it if it ever is
+        ;(copy ??= fields.slice())[i] = typeof r === 'string' ? r : r.value
       }
       if (copy !== undefined) row = copy
     }

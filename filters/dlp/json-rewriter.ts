@@ -11,9 +11,17 @@
 
 export class JsonSyntaxError extends Error {}
 
+/** A replacement computed later, in a batch (a token): `value` is final once flush() returned. */
+export interface DeferredString {
+  readonly value: string
+}
+
 /** What happens to each string value. */
 export interface StringVisitor {
-  visit(value: string, hint: number): string | undefined
+  /** The replacement (a string, or a deferred one made only of JSON-safe characters), or undefined. */
+  visit(value: string, hint: number): string | DeferredString | undefined
+  /** Complete every DeferredString handed out so far; called before output is taken. */
+  flush?(): void
 }
 
 /** Response-path scoping: only strings under one of `paths` are visited (absent: all). */
@@ -72,9 +80,10 @@ export class JsonRewriter {
   #valScope = FULL
   #valLevel = 0
   #carry = ''
-  #record: string[] = []
-  #released: string[] = []
-  #releasedChars = 0
+  #record: (string | DeferredString)[] = []
+  #released: (string | DeferredString)[] = []
+  /** #released holds DeferredStrings. */
+  #deferred = false
   #stopped = false
   #values = 0
   #consumed = 0
@@ -98,14 +107,18 @@ export class JsonRewriter {
 
   /** Output released so far and not yet taken. */
   take(): string {
-    const out = this.#released.length === 1 ? this.#released[0]! : this.#released.join('')
+    const r = this.#released
+    if (this.#deferred) {
+      this.#deferred = false
+      this.#visitor.flush?.()
+      for (let i = 0; i < r.length; i++) {
+        const p = r[i]!
+        if (typeof p !== 'string') r[i] = p.value
+      }
+    }
+    const out = r.length === 1 ? (r[0] as string) : r.join('')
     this.#released = []
-    this.#releasedChars = 0
     return out
-  }
-
-  get releasedChars(): number {
-    return this.#releasedChars
   }
 
   #resetTop(): void {
@@ -118,8 +131,8 @@ export class JsonRewriter {
   #release(): void {
     if (this.#record.length) {
       for (const s of this.#record) {
+        if (typeof s !== 'string') this.#deferred = true
         this.#released.push(s)
-        this.#releasedChars += s.length
       }
       this.#record = []
     }
@@ -195,8 +208,11 @@ export class JsonRewriter {
         } else if (expect === EXPECT_VALUE || expect === EXPECT_VALUE_OR_CLOSE) {
           if (this.#valScope === FULL) {
             const replacement = this.#visitor.visit(value, this.#valHint)
-            if (replacement !== undefined) {
+            if (typeof replacement === 'string') {
               this.#record.push(text.slice(out, i), JSON.stringify(replacement))
+              out = q + 1
+            } else if (replacement !== undefined) {
+              this.#record.push(text.slice(out, i), '"', replacement, '"')
               out = q + 1
             }
           }

@@ -4,7 +4,7 @@
 // value the preset would let out unprotected, which the export policy then judges).
 import { maskerFor } from './masks.ts'
 import type { CompiledRule, RulePack } from './rule-pack.ts'
-import type { Tokenizer } from './tokenizer.ts'
+import type { PendingToken, TokenBatch, Tokenizer } from './tokenizer.ts'
 
 export const ACTION_NAMES = ['mask', 'tokenize', 'hash', 'redact', 'block'] as const
 export type ActionName = (typeof ACTION_NAMES)[number]
@@ -61,6 +61,7 @@ export class ExportScanner {
   readonly #enabled: number
   readonly #watch: number
   readonly #maskers: ((v: string) => string)[]
+  #batch: TokenBatch | undefined = undefined
 
   constructor(pack: RulePack, actions: Int8Array, tokenizer: Tokenizer | undefined) {
     this.pack = pack
@@ -75,6 +76,21 @@ export class ExportScanner {
     this.#scan = pack.combined(enabled)
     this.#maskers = pack.types.map((t) => maskerFor(t.name))
     if (tokenizer === undefined && actions.some((a) => a === TOKENIZE || a === HASH)) throw new Error('tokenize/hash actions need a keyring')
+  }
+
+  /**
+   * From now on a value replaced whole by a token (a field's value) comes back from visit() as a
+   * PendingToken, computed with the others of its batch on flush(): the JSON rewriter collects a
+   * chunk's tokens and flushes before its output leaves. Tokens inside longer text are computed
+   * at once.
+   */
+  deferTokens(): void {
+    if (this.#tokenizer !== undefined) this.#batch ??= this.#tokenizer.batch()
+  }
+
+  /** Compute the pending tokens (see deferTokens). */
+  flush(): void {
+    this.#batch?.flush()
   }
 
   /** Sum of one action column over all types. */
@@ -97,14 +113,14 @@ export class ExportScanner {
    * Scan one string value; `hint` is the bit mask of types its field name suggests. Returns the
    * replacement, or undefined when the value leaves unchanged.
    */
-  visit(value: string, hint: number): string | undefined {
+  visit(value: string, hint: number): string | PendingToken | undefined {
     if (value.length < MIN_LENGTH) return undefined
     const fieldTypes = hint & this.#enabled
     if (fieldTypes !== 0) {
       for (let t = 0; fieldTypes >>> t !== 0; t++) {
         if ((fieldTypes & (1 << t)) === 0) continue
         const rule = this.pack.fieldRules[t]
-        if (rule?.validator !== undefined && rule.validator(value)) return this.#act(t, rule.label, value)
+        if (rule?.validator !== undefined && rule.validator(value)) return this.#act(t, rule.label, value, true)
       }
     }
     const { regex, rules } = this.#scan
@@ -137,7 +153,9 @@ export class ExportScanner {
           continue
         }
       }
-      const replacement = this.#act(rule.type, rule.label, value.slice(start, end))
+      const whole = start === 0 && end === value.length
+      const replacement = this.#act(rule.type, rule.label, whole ? value : value.slice(start, end), whole)
+      if (typeof replacement === 'object') return replacement // the whole value: nothing follows
       if (replacement !== undefined) {
         out = (out ?? '') + value.slice(last, start) + replacement
         last = end
@@ -154,7 +172,7 @@ export class ExportScanner {
     return rule.validator(text, start, end)
   }
 
-  #act(type: number, rule: string, value: string): string | undefined {
+  #act(type: number, rule: string, value: string, whole: boolean): string | PendingToken | undefined {
     const bit = 1 << type
     if ((this.detected & bit) === 0) {
       this.detected |= bit
@@ -170,6 +188,7 @@ export class ExportScanner {
         return this.#maskers[type]!(value)
       case TOKENIZE:
         this.counts[type * COLS + TOKENIZE]!++
+        if (whole && this.#batch !== undefined) return this.#batch.add(name, value)
         return this.#tokenizer!.tokenize(name, value)
       case HASH:
         this.counts[type * COLS + HASH]!++

@@ -7,8 +7,8 @@
 // are bound into the associated data, so a token cannot be relabelled as another type or key.
 // `detokenize` is the control plane's admin operation (POST /v1/dlp/detokenize).
 import { hash as oneShotHash, hkdfSync, timingSafeEqual } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
-import { SivEncryptor, sivDecrypt } from './aes-siv.ts'
+import { SivBatch, SivEncryptor, sivDecrypt } from './aes-siv.ts'
+import { GenerationalMemo } from './generational-memo.ts'
 import type { KeyEntry, KeyringSnapshot } from './keyring.ts'
 
 const AD_LABEL = new TextEncoder().encode('igw-dlp-token/1')
@@ -21,7 +21,22 @@ interface DerivedKey {
   readonly siv: Uint8Array
   readonly hmacInner: Buffer
   readonly hmacOuter: Buffer
-  readonly encryptors: Map<string, SivEncryptor>
+  readonly encryptors: Map<string, TypeEncryptor>
+}
+
+/** AES-SIV state for one (key, type) and the token prefix `tok_<type>_<keyId>_`. */
+interface TypeEncryptor {
+  readonly siv: SivEncryptor
+  readonly prefix: string
+}
+
+/** A token not computed yet: `value` is set when its batch is flushed. */
+export class PendingToken {
+  value = ''
+  readonly prefix: string
+  constructor(prefix: string) {
+    this.prefix = prefix
+  }
 }
 
 function derive(entry: KeyEntry): DerivedKey {
@@ -51,8 +66,9 @@ export function hmacSha256(key: DerivedKey, value: Buffer): Buffer {
 export class Tokenizer {
   readonly activeKeyId: string
   readonly #active: DerivedKey
-  // Exports repeat values (a customer on many rows); a bounded memo keeps joins cheap.
-  readonly #memo = new LRUCache<string, string>({ max: 65_536 })
+  // Hashes cost two SHA-256 digests; exports repeat values (a customer on many rows). Tokens are
+  // not memoized: batched (TokenBatch) they cost less than a memo lookup and insert.
+  readonly #memo = new GenerationalMemo<string>(65_536)
 
   constructor(ring: KeyringSnapshot) {
     const entry = ring.keys.get(ring.active)
@@ -61,20 +77,26 @@ export class Tokenizer {
     this.#active = derive(entry)
   }
 
-  tokenize(type: string, value: string): string {
-    const memoKey = `t${type}\u0000${value}`
-    const hit = this.#memo.get(memoKey)
-    if (hit !== undefined) return hit
+  encryptor(type: string): TypeEncryptor {
     const k = this.#active
     let enc = k.encryptors.get(type)
     if (enc === undefined) {
       if (!TYPE.test(type)) throw new Error(`invalid token type "${type}"`)
-      enc = new SivEncryptor(k.siv, associatedData(type, k.id))
+      enc = { siv: new SivEncryptor(k.siv, associatedData(type, k.id)), prefix: `tok_${type}_${k.id}_` }
       k.encryptors.set(type, enc)
     }
-    const token = `tok_${type}_${k.id}_${Buffer.from(enc.encrypt(Buffer.from(value, 'utf8'))).toString('base64url')}`
-    this.#memo.set(memoKey, token)
-    return token
+    return enc
+  }
+
+  /** One token now (CSV rows, values inside free text); TokenBatch is the cheaper way for many. */
+  tokenize(type: string, value: string): string {
+    const enc = this.encryptor(type)
+    return enc.prefix + Buffer.from(enc.siv.encrypt(Buffer.from(value, 'utf8'))).toString('base64url')
+  }
+
+  /** Tokens collected now and computed together on flush() (same tokens as tokenize()). */
+  batch(): TokenBatch {
+    return new TokenBatch(this, this.#active.siv)
   }
 
   hash(type: string, value: string): string {
@@ -86,6 +108,45 @@ export class Tokenizer {
     const out = `hsh_${type}_${k.id}_${digest.subarray(0, 16).toString('base64url')}`
     this.#memo.set(memoKey, out)
     return out
+  }
+}
+
+/**
+ * Tokens of one export chunk: add() returns a PendingToken whose value is set by flush(), which
+ * encrypts the whole batch with a few AES-ECB calls (SivBatch). Bounded by what one chunk holds.
+ */
+export class TokenBatch {
+  readonly #tokenizer: Tokenizer
+  readonly #siv: SivBatch
+  #pending: PendingToken[] = []
+
+  constructor(tokenizer: Tokenizer, key: Uint8Array) {
+    this.#tokenizer = tokenizer
+    this.#siv = new SivBatch(key)
+  }
+
+  get size(): number {
+    return this.#pending.length
+  }
+
+  add(type: string, value: string): PendingToken {
+    const enc = this.#tokenizer.encryptor(type)
+    const p = new PendingToken(enc.prefix)
+    this.#siv.add(enc.siv, value)
+    this.#pending.push(p)
+    return p
+  }
+
+  flush(): void {
+    const pending = this.#pending
+    if (pending.length === 0) return
+    this.#pending = []
+    let view: Buffer | undefined
+    this.#siv.run((i, bytes, start, end) => {
+      view ??= Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+      const p = pending[i]!
+      p.value = p.prefix + view.toString('base64url', start, end)
+    })
   }
 }
 

@@ -30,6 +30,36 @@ describe('JSON rewriter', () => {
     const want = rewrite(DOC)
     for (let chunk = 1; chunk <= 40; chunk++) expect(rewrite(DOC, { chunk })).toBe(want)
   })
+  it('deferred replacements (batched tokens) are completed by flush() before output is taken', () => {
+    const pending: { value: string; src: string }[] = []
+    let flushes = 0
+    const visitor = {
+      visit: (s: string) => {
+        if (!s.includes('@')) return undefined
+        const p = { value: '', src: s }
+        pending.push(p)
+        return p
+      },
+      flush: () => {
+        flushes++
+        for (const p of pending.splice(0)) p.value = `tok_${p.src.length}`
+      },
+    }
+    const nd = '{"e":"a@b.c","n":1}\n{"e":"plain"}\n{"e":"xy@b.c","f":["q@r.s"]}\n'
+    for (const chunk of [1, 5, 17, nd.length]) {
+      flushes = 0
+      const rw = new JsonRewriter(visitor, { multi: true, hintOf: () => 0, maxTokenChars: 1 << 16, checkpoint: () => true })
+      let out = ''
+      for (let i = 0; i < nd.length; i += chunk) {
+        rw.write(nd.slice(i, i + chunk))
+        out += rw.take()
+      }
+      rw.end()
+      out += rw.take()
+      expect(out).toBe('{"e":"tok_5","n":1}\n{"e":"plain"}\n{"e":"tok_6","f":["tok_5"]}\n')
+      expect(flushes).toBeGreaterThan(0)
+    }
+  })
   it('NDJSON: a sequence of values, released record by record', () => {
     const nd = '{"e":"a@b.c"}\n{"e":"plain"}\n"top@level.x"\n[1,2]\n'
     expect(rewrite(nd, { multi: true, chunk: 3 })).toBe('{"e":"A@B.C#1"}\n{"e":"plain"}\n"TOP@LEVEL.X#0"\n[1,2]\n')

@@ -238,6 +238,26 @@ describe('subscription hub: upstream outages', () => {
     }
   })
 
+  it('an upstream that was never reachable fails the subscribe with UPSTREAM_UNAVAILABLE (no endless retry)', async () => {
+    const be = await startSubscriptionBackend()
+    const dead = be.url
+    await be.close() // nothing listens there any more
+    const proxy = await startTestProxy({ tenants: { acme: {} }, routes: [{ name: 'gql', upstream: dead, websocket: { mode: 'terminate' }, filters: [{ name: 'tenant' }] }] })
+    const c = new GqlClient(`ws://127.0.0.1:${proxy.port}/graphql`, { 'x-tenant-id': 'acme' })
+    try {
+      const a = c.subscribe(EVENTS('nowhere'))
+      await waitUntil(() => a.received.error !== undefined)
+      expect(a.received.error).toEqual([expect.objectContaining({ extensions: { code: 'UPSTREAM_UNAVAILABLE' } })])
+      const m = await proxy.metricsText()
+      expect(metricSum(m, 'igw_subscription_upstreams')).toBe(0)
+      expect(metricSum(m, 'igw_subscriptions_active')).toBe(0)
+      expect(metricSum(m, 'igw_subscription_upstream_connections')).toBe(0)
+    } finally {
+      await c.dispose()
+      await proxy.close()
+    }
+  })
+
   it('a backend that can resume (lastEventId → resumedFrom) keeps the epoch: no gap, nothing lost', async () => {
     const be = await startSubscriptionBackend({ resumable: true })
     const proxy = await startTestProxy({

@@ -18,8 +18,8 @@ describe('subscription hub: protocols and the filter chain', () => {
     be = await startSubscriptionBackend()
     demo = await startDemoBackend()
     proxy = await startTestProxy({
-      tenants: { acme: { tier: 'gold' }, globex: {} },
-      quotas: { tenants: { globex: { subscriptions: { maxConcurrent: 2, rate: 1000 } } } },
+      tenants: { acme: { tier: 'gold' }, globex: {}, hooli: {} },
+      quotas: { tenants: { globex: { subscriptions: { maxConcurrent: 2, rate: 1000 } }, hooli: { subscriptions: { rate: 0.01, burst: 2 } } } },
       subscriptions: {
         connectionInitTimeoutMs: 300,
         topics: {
@@ -188,6 +188,18 @@ describe('subscription hub: protocols and the filter chain', () => {
     expect(c.close).toBeUndefined()
     expect(be.subscribes.some((s) => s.channel === 'r')).toBe(false)
     expect(metricSum(await proxy.metricsText(), 'igw_subscription_rejections_total', 'UNKNOWN_TENANT')).toBeGreaterThanOrEqual(2)
+    c.end()
+  })
+
+  it('subscribe attempts count against the quota kind "subscriptions" (its token bucket)', async () => {
+    const c = await RawClient.open(url, ['graphql-transport-ws'])
+    c.send({ type: 'connection_init', payload: { 'x-tenant-id': 'hooli' } })
+    for (const id of ['1', '2', '3']) c.send({ type: 'subscribe', id, payload: { query: EVENTS(`attempt-${id}`) } })
+    await c.wait((x) => x.messages.some((m) => m.type === 'error'))
+    await waitUntil(() => be.subscribes.filter((s) => s.channel.startsWith('attempt-')).length === 2)
+    const errors = c.of((m) => m.type === 'error')
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toMatchObject({ id: '3', payload: [{ extensions: { code: 'RATE_LIMITED', kind: 'subscriptions' } }] })
     c.end()
   })
 

@@ -111,8 +111,10 @@ export const quotasConfig = z.strictObject({
        * limit ÷ live proxies. fail-closed: 503 OVERLOADED.
        */
       onOutage: z.enum(['fail-open', 'local-share', 'fail-closed']).default('fail-open'),
-      /** Consecutive failures (errors or timeouts) that open the circuit breaker. */
+      /** Consecutive failures (errors or timeouts) that open the circuit breaker… */
       breakerFailures: z.int().positive().default(3),
+      /** …when they also span this long without a success (one stall is not an outage). */
+      breakerAfterMs: z.int().nonnegative().default(50),
       /** Time the breaker stays open before one probe request tries Redis again. */
       breakerOpenMs: z.int().positive().default(1_000),
       /** Each proxy announces itself this often; proxies silent for 3 periods are not counted. */

@@ -1,7 +1,9 @@
-// The circuit breaker in front of Redis: after `failures` consecutive errors or timeouts it
-// opens, and for `openMs` no request touches Redis (each is decided by the outage policy at
-// once, so an outage costs microseconds, not the Redis budget, per request). Then one probe
-// request is let through; its success closes the breaker (a recovery), its failure reopens it.
+// The circuit breaker in front of Redis: after `failures` consecutive errors or timeouts that
+// also span `afterMs` without a success, it opens, and for `openMs` no request touches Redis
+// (each is decided by the outage policy at once, so an outage costs microseconds, not the
+// Redis budget, per request). Then one probe request is let through; its success closes the
+// breaker (a recovery), its failure reopens it. The time span keeps one stall — every call in
+// flight timing out together on a machine that paused for 20 ms — from counting as an outage.
 
 export const BREAKER = { closed: 0, open: 1, halfOpen: 2 } as const
 export type BreakerState = (typeof BREAKER)[keyof typeof BREAKER]
@@ -13,12 +15,16 @@ export class CircuitBreaker {
   /** Closures after an outage: the number the recovery metric reports. */
   recoveries = 0
   #probeInFlight = false
+  /** When the current run of failures began (the last success, or the first failure after it). */
+  #failingSince = 0
   readonly #threshold: number
   readonly #openMs: number
+  readonly #afterMs: number
 
-  constructor(failures: number, openMs: number) {
+  constructor(failures: number, openMs: number, afterMs = 0) {
     this.#threshold = failures
     this.#openMs = openMs
+    this.#afterMs = afterMs
   }
 
   /** May this request try Redis? (In half-open, only the one probe may.) */
@@ -46,14 +52,14 @@ export class CircuitBreaker {
 
   /** Returns true when this failure opened the breaker. */
   failure(now: number): boolean {
-    this.failures++
+    if (this.failures++ === 0) this.#failingSince = now
     if (this.state === BREAKER.halfOpen) {
       this.#probeInFlight = false
       this.state = BREAKER.open
       this.openUntil = now + this.#openMs
       return false
     }
-    if (this.state === BREAKER.closed && this.failures >= this.#threshold) {
+    if (this.state === BREAKER.closed && this.failures >= this.#threshold && now - this.#failingSince >= this.#afterMs) {
       this.state = BREAKER.open
       this.openUntil = now + this.#openMs
       return true

@@ -183,7 +183,7 @@ export class QuotaRuntime {
       this.#storeKey = ''
       return
     }
-    const key = `${redis.url}|${redis.keyPrefix}|${q.redis.budgetMs}|${q.redis.breakerFailures}|${q.redis.breakerOpenMs}`
+    const key = `${redis.url}|${redis.keyPrefix}|${q.redis.budgetMs}|${q.redis.breakerFailures}|${q.redis.breakerOpenMs}|${q.redis.breakerAfterMs}`
     if (this.#store !== undefined && this.#storeKey === key && this.#store.provider === redis) return
     this.#storeKey = key
     const m = this.metrics

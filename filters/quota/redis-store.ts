@@ -22,6 +22,7 @@ export interface RedisStoreSettings {
   budgetMs: number
   breakerFailures: number
   breakerOpenMs: number
+  breakerAfterMs: number
 }
 
 export interface RedisStoreEvents {
@@ -31,6 +32,9 @@ export interface RedisStoreEvents {
 }
 
 const defined = new WeakSet<Redis>()
+
+/** A call whose budget ran out while Redis answered others may wait up to this many budgets. */
+export const PROGRESS_WAIT_FACTOR = 5
 
 function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
@@ -55,13 +59,19 @@ class Call {
   resolve!: (v: number[] | RedisFailure) => void
   readonly store: RedisQuotaStore
   readonly late: LateReply | undefined
+  readonly sentAt: number
+  /** The store's reply count when this call went out (or was last extended). */
+  repliesSeen: number
 
   constructor(store: RedisQuotaStore, late: LateReply | undefined) {
     this.store = store
     this.late = late
+    this.sentAt = performance.now()
+    this.repliesSeen = store.replies
   }
 
   onReply = (reply: number[]): void => {
+    this.store.replies++
     if (this.done) {
       // Too late for the request, but Redis counted it: the caller squares its books.
       this.late?.(reply)
@@ -85,8 +95,25 @@ class Call {
   }
 }
 
+/**
+ * The budget timer fired. Timers run before the event loop polls sockets, so on a busy loop a
+ * reply may already be waiting unread: give this iteration's poll phase the chance to deliver
+ * it (setImmediate runs right after poll) before calling it a timeout.
+ */
 function onTimeout(call: Call): void {
+  if (!call.done) setImmediate(expire, call)
+}
+
+function expire(call: Call): void {
   if (call.done) return
+  const store = call.store
+  // Replies kept arriving since this call went out: Redis is alive and answering in order; this
+  // reply is behind our own busy event loop, not lost. Keep waiting, within a hard cap.
+  if (store.replies > call.repliesSeen && performance.now() - call.sentAt < store.maxWaitMs) {
+    call.repliesSeen = store.replies
+    call.timer = setTimeout(onTimeout, store.budgetMs, call)
+    return
+  }
   call.done = true
   call.store.failed('timeout')
   call.resolve('timeout')
@@ -96,6 +123,11 @@ export class RedisQuotaStore {
   readonly provider: RedisProvider
   readonly breaker: CircuitBreaker
   lastFailure: RedisFailure = 'error'
+  /** Replies received on this store's calls (progress: is Redis answering at all?). */
+  replies = 0
+  readonly budgetMs: number
+  /** Longest wait while Redis keeps answering other calls (our own event loop is the backlog). */
+  readonly maxWaitMs: number
   #warm: Promise<boolean> | undefined
   #settings: RedisStoreSettings
   #events: RedisStoreEvents
@@ -104,7 +136,9 @@ export class RedisQuotaStore {
     this.provider = provider
     this.#settings = settings
     this.#events = events
-    this.breaker = new CircuitBreaker(settings.breakerFailures, settings.breakerOpenMs)
+    this.budgetMs = settings.budgetMs
+    this.maxWaitMs = settings.budgetMs * PROGRESS_WAIT_FACTOR
+    this.breaker = new CircuitBreaker(settings.breakerFailures, settings.breakerOpenMs, settings.breakerAfterMs)
   }
 
   get prefix(): string {
@@ -158,7 +192,7 @@ export class RedisQuotaStore {
     }
     const call = new Call(this, late)
     const p = new Promise<number[] | RedisFailure>((resolve) => (call.resolve = resolve))
-    call.timer = setTimeout(onTimeout, this.#settings.budgetMs, call)
+    call.timer = setTimeout(onTimeout, this.budgetMs, call)
     withCommands(r).igwQuotaDecide(kindKey, budgetKey, ...args).then(call.onReply, call.onError)
     return p
   }

@@ -216,6 +216,17 @@ describe('circuit breaker', () => {
     expect(b.success()).toBe(false)
   })
 
+  it('one stall (many calls failing together) is not an outage: failures must span afterMs', () => {
+    const b = new CircuitBreaker(3, 1000, 50)
+    for (let i = 0; i < 10; i++) b.failure(100 + i) // ten calls time out within 10 ms
+    expect(b.state).toBe(BREAKER.closed)
+    b.success()
+    b.failure(200)
+    b.failure(230)
+    expect(b.failure(250)).toBe(true) // three in a row over 50 ms without a success
+    expect(b.state).toBe(BREAKER.open)
+  })
+
   it('a success between failures resets the count', () => {
     const b = new CircuitBreaker(3, 1000)
     b.failure(0)

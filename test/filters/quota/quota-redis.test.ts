@@ -163,7 +163,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
     })
     const failures: RedisFailure[] = []
     let recovered = 0
-    const store = new RedisQuotaStore(provider, { budgetMs: 5, breakerFailures: 3, breakerOpenMs: 200 }, { failure: (k) => failures.push(k), breakerChanged: () => undefined, recovered: () => recovered++ })
+    const store = new RedisQuotaStore(provider, { budgetMs: 5, breakerFailures: 3, breakerOpenMs: 200, breakerAfterMs: 0 }, { failure: (k) => failures.push(k), breakerChanged: () => undefined, recovered: () => recovered++ })
     const day = localDayNumber('UTC', Date.now())
     const args = (cost: number) => [cost, 1000, 10_000_000, day, 100, 0, -1, 0, 0, 0, 0, 0]
     const kindKey = quotaKeys.kind('igwunit:', 't', 'graphql')
@@ -282,11 +282,12 @@ describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
   function noRequestWaited(results: { ms: number }[], text: string) {
     // The budget itself is measured call by call in "the Redis store" above. Here, under load
     // on a shared 2-core machine (client stalls of up to ~1 s were seen with Redis healthy while
-    // other suites ran), the claims are: no decision took anywhere near the 2 s outage, 99% of
-    // them stayed within 10 ms, and no client request lasted as long as the outage.
+    // other suites ran), the claims are: no decision took anywhere near the 2 s outage, 95% of
+    // them stayed within 10 ms (the ones that met the hang wait the budget: the first 50 ms
+    // before the breaker opens, and each probe), and no client request lasted as long as the outage.
     const total = metricSum(text, 'igw_quota_decision_seconds_count')
     expect(metricSum(text, 'igw_quota_decision_seconds_bucket', 'le="0.5"')).toBe(total)
-    expect(metricSum(text, 'igw_quota_decision_seconds_bucket', 'le="0.01"')).toBeGreaterThanOrEqual(total * 0.99)
+    expect(metricSum(text, 'igw_quota_decision_seconds_bucket', 'le="0.01"')).toBeGreaterThanOrEqual(total * 0.95)
     expect(Math.max(...results.map((r) => r.ms))).toBeLessThan(2_000)
     expect(metricSum(text, 'igw_worker_restarts_total')).toBe(0)
   }

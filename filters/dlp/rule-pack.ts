@@ -31,6 +31,8 @@ export interface CompiledRule {
   readonly contextRequired: boolean
   readonly excludeWords: readonly string[] | undefined
   readonly excludeWindow: number
+  /** A character every match contains (see requiredLiteral), as an index into RulePack.literals; -1: none. */
+  readonly literal: number
 }
 
 export interface FieldRule {
@@ -67,6 +69,72 @@ function stringList(v: unknown, where: string): string[] {
 
 const MAX_FIELD_MEMO = 4096
 
+/**
+ * A punctuation character that every match of `pattern` must contain, read from the pattern's
+ * top level: a literal atom (`@`, `\+`, `-`) outside any group or class whose quantifier, if
+ * any, requires at least one. Used to skip rules that cannot match a value at all (an e-mail
+ * rule on a value without "@"). Anything it does not fully understand (alternation at the top
+ * level, back-references, unusual escapes, malformed braces) gives undefined: no shortcut.
+ */
+export function requiredLiteral(pattern: string): string | undefined {
+  let i = 0
+  const n = pattern.length
+  let found: string | undefined
+  while (i < n) {
+    const c = pattern[i]!
+    let literal: string | undefined
+    if (c === '|') return undefined
+    if (c === '\\') {
+      const e = pattern[i + 1]
+      if (e === undefined) return undefined
+      if (/[A-Za-z0-9]/.test(e)) {
+        if (!'dDwWsSbB'.includes(e)) return undefined // \u \x \k \p \1 …: not worth understanding
+      } else literal = e
+      i += 2
+    } else if (c === '[') {
+      let j = i + 1
+      while (j < n && pattern[j] !== ']') j += pattern[j] === '\\' ? 2 : 1
+      if (j >= n) return undefined
+      i = j + 1
+    } else if (c === '(') {
+      let depth = 0
+      let j = i
+      for (; j < n; j++) {
+        const d = pattern[j]
+        if (d === '\\') j++
+        else if (d === '[') {
+          j++
+          while (j < n && pattern[j] !== ']') j += pattern[j] === '\\' ? 2 : 1
+        } else if (d === '(') depth++
+        else if (d === ')' && --depth === 0) break
+      }
+      if (j >= n) return undefined
+      i = j + 1
+    } else if (c === ')' || c === ']' || c === '{' || c === '}' || c === '*' || c === '+' || c === '?') {
+      return undefined // a quantifier or bracket where an atom should be: not understood
+    } else {
+      if (c !== '^' && c !== '$' && c !== '.' && !/[A-Za-z0-9\s]/.test(c)) literal = c
+      i++
+    }
+    // the atom's quantifier
+    let required = true
+    const q = pattern[i]
+    if (q === '?' || q === '*') {
+      required = false
+      i++
+    } else if (q === '+') i++
+    else if (q === '{') {
+      const m = /^\{(\d+)(?:,(\d*))?\}/.exec(pattern.slice(i))
+      if (m === null) return undefined
+      required = Number(m[1]) >= 1
+      i += m[0].length
+    }
+    if (i < n && pattern[i] === '?' && q !== undefined && '?*+{'.includes(q)) i++ // lazy
+    if (required && literal !== undefined && found === undefined) found = literal
+  }
+  return found
+}
+
 export class RulePack {
   readonly name: string
   readonly version: string
@@ -78,6 +146,8 @@ export class RulePack {
   readonly #typeIndex = new Map<string, number>()
   readonly #fieldMemo = new Map<string, number>()
   readonly #combined = new Map<number, CombinedScan>()
+  /** Distinct required literals of the rules (CompiledRule.literal indexes this). */
+  readonly literals: readonly string[]
 
   constructor(doc: unknown, source: string) {
     this.source = source
@@ -100,6 +170,7 @@ export class RulePack {
     this.types = types
     if (!Array.isArray(d.rules) || d.rules.length === 0) throw new RulePackError(`${source}: rules: expected a non-empty list`)
     const ids = new Set<string>()
+    const literals: string[] = []
     this.rules = (d.rules as RawRule[]).map((r, i) => {
       const at = `${source}: rules[${i}]`
       if (typeof r.id !== 'string' || r.id === '') throw new RulePackError(`${at}.id: expected a rule id`)
@@ -121,6 +192,9 @@ export class RulePack {
       if (validator === undefined) throw new RulePackError(`${at}.validator: expected one of ${Object.keys(VALIDATORS).join(', ')}`)
       const ctx = r.context
       const ex = r.exclude
+      const lit = requiredLiteral(r.pattern)
+      let literal = lit === undefined ? -1 : literals.indexOf(lit)
+      if (lit !== undefined && literal === -1 && literals.length < 8) literal = literals.push(lit) - 1
       return {
         id: r.id,
         version: r.version,
@@ -134,8 +208,10 @@ export class RulePack {
         contextRequired: ctx?.required === true,
         excludeWords: ex?.words === undefined ? undefined : stringList(ex.words, `${at}.exclude.words`),
         excludeWindow: typeof ex?.window === 'number' ? ex.window : 24,
+        literal,
       }
     })
+    this.literals = literals
     const fieldRules: (FieldRule | undefined)[] = types.map(() => undefined)
     if (d.fields !== undefined) {
       for (const [name, f] of Object.entries(d.fields as Record<string, { rule?: unknown; version?: unknown; exact?: unknown; contains?: unknown }>)) {
@@ -190,14 +266,19 @@ export class RulePack {
     return mask
   }
 
-  /** One global expression over the rules of the enabled types (bit mask), memoized. */
-  combined(enabled: number): CombinedScan {
-    let c = this.#combined.get(enabled)
+  /**
+   * One global expression over the rules of the enabled types (bit mask), memoized. `absent`: bit
+   * mask over `literals` of characters the text lacks; rules that need one of them are left out
+   * (they cannot match anywhere in it, so the leftmost match among the rest is the same).
+   */
+  combined(enabled: number, absent = 0): CombinedScan {
+    const key = enabled + absent * 2 ** 31
+    let c = this.#combined.get(key)
     if (c === undefined) {
-      const rules = this.rules.filter((r) => (enabled & (1 << r.type)) !== 0)
+      const rules = this.rules.filter((r) => (enabled & (1 << r.type)) !== 0 && (r.literal === -1 || (absent & (1 << r.literal)) === 0))
       const source = rules.length ? rules.map((r) => `(${r.pattern})`).join('|') : '(?!)'
       c = { regex: new RegExp(source, 'g'), rules }
-      this.#combined.set(enabled, c)
+      this.#combined.set(key, c)
     }
     return c
   }

@@ -58,6 +58,11 @@ export class ExportScanner {
   findings: { type: string; value: string; rule: string }[] | undefined = undefined
   readonly #tokenizer: Tokenizer | undefined
   readonly #scan: { regex: RegExp; rules: readonly CompiledRule[] }
+  /** Required literals of the enabled rules (RulePack.literals indexes), checked per value. */
+  readonly #literals: string[] = []
+  readonly #literalBits: number[] = []
+  /** Scans without the rules whose literal a value lacks, by absent-literal mask. */
+  readonly #scans: ({ regex: RegExp; rules: readonly CompiledRule[] } | undefined)[] = []
   readonly #enabled: number
   readonly #watch: number
   readonly #maskers: ((v: string) => string)[]
@@ -74,6 +79,11 @@ export class ExportScanner {
     this.#enabled = enabled
     this.#watch = unprotectedHighRisk(pack, actions)
     this.#scan = pack.combined(enabled)
+    for (let l = 0; l < pack.literals.length; l++) {
+      if (!this.#scan.rules.some((r) => r.literal === l)) continue
+      this.#literals.push(pack.literals[l]!)
+      this.#literalBits.push(1 << l)
+    }
     this.#maskers = pack.types.map((t) => maskerFor(t.name))
     if (tokenizer === undefined && actions.some((a) => a === TOKENIZE || a === HASH)) throw new Error('tokenize/hash actions need a keyring')
   }
@@ -123,7 +133,11 @@ export class ExportScanner {
         if (rule?.validator !== undefined && rule.validator(value)) return this.#act(t, rule.label, value, true)
       }
     }
-    const { regex, rules } = this.#scan
+    // Rules that need a character the value lacks ("@" of an e-mail) cannot match: scan without them.
+    let absent = 0
+    const literals = this.#literals
+    for (let l = 0; l < literals.length; l++) if (value.indexOf(literals[l]!) === -1) absent |= this.#literalBits[l]!
+    const { regex, rules } = absent === 0 ? this.#scan : (this.#scans[absent] ??= this.pack.combined(this.#enabled, absent))
     regex.lastIndex = 0
     let out: string | undefined
     let last = 0

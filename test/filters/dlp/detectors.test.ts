@@ -1,6 +1,7 @@
 // Detectors, validators, masks and actions, without sockets.
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { BUILTIN_RULE_PACK, RulePack, RulePackError } from '../../../filters/dlp/rule-pack.ts'
+import { BUILTIN_RULE_PACK, requiredLiteral, RulePack, RulePackError } from '../../../filters/dlp/rule-pack.ts'
 import { compileActions, ExportScanner, BLOCK, FOUND, MASK } from '../../../filters/dlp/scanner.ts'
 import { ibanValid, luhnValid, ssnDigitsValid } from '../../../filters/dlp/validators.ts'
 
@@ -113,5 +114,44 @@ describe('detection and masks', () => {
     expect(s.visit('from 10.0.0.1', 0)).toBeUndefined()
     expect(s.detected).toBe(before)
     expect(s.count(pack.typeIndex('email'), MASK)).toBe(0)
+  })
+})
+
+describe('required literals (rules skipped on values that lack their character)', () => {
+  it('reads a required top-level literal, and gives up on what it does not understand', () => {
+    const pack = RulePack.load(BUILTIN_RULE_PACK)
+    const lit = Object.fromEntries(pack.rules.map((r) => [r.id, r.literal === -1 ? undefined : pack.literals[r.literal]]))
+    expect(lit).toEqual({ 'email.value': '@', 'phone_e164.value': '+', 'phone_e164.national': undefined, 'ssn_us.value': '-', 'ssn_us.context': undefined, 'credit_card.value': undefined, 'iban.value': undefined, 'ipv4.value': undefined, 'ipv6.value': undefined })
+    expect(requiredLiteral('x{0,3}@')).toBe('@')
+    expect(requiredLiteral('@{2,}?')).toBe('@')
+    expect(requiredLiteral('\\.+')).toBe('.')
+    expect(requiredLiteral('(?:a|b)-\\d')).toBe('-')
+    for (const p of ['a|b@', '\\+?\\d', '@*', '(@)', '[@]', '(?=@)', '\\k<n>@', '\\u0040', 'a{2', '\\d{0}@?', '\\']) expect(requiredLiteral(p), p).toBeUndefined()
+  })
+  it('finds exactly what the full scan finds, value by value, on the labeled corpus', async () => {
+    const { generateCorpus } = await import('../../../filters/dlp/eval/corpus.ts')
+    const pack = RulePack.load(BUILTIN_RULE_PACK)
+    // The reference: the same pack with every pattern wrapped in a group, so no rule has a
+    // required literal and every value is scanned with every rule.
+    const raw = JSON.parse(readFileSync(BUILTIN_RULE_PACK, 'utf8')) as { rules: { pattern: string }[] }
+    for (const r of raw.rules) r.pattern = `(?:${r.pattern})`
+    const plain = new RulePack(raw, 'no-literals')
+    expect(plain.literals).toEqual([])
+    const redactAll = (p: RulePack) => compileActions(p, Object.fromEntries(p.types.map((t) => [t.name, 'redact'])))
+    const fast = new ExportScanner(pack, redactAll(pack), undefined)
+    const ref = new ExportScanner(plain, redactAll(plain), undefined)
+    let values = 0
+    for (const rec of generateCorpus().slice(0, 3000)) {
+      for (const [field, value] of Object.entries(rec.fields)) {
+        const a: { type: string; value: string; rule: string }[] = []
+        const b: { type: string; value: string; rule: string }[] = []
+        fast.findings = a
+        ref.findings = b
+        expect(fast.visit(value, pack.fieldHint(field))).toBe(ref.visit(value, plain.fieldHint(field)))
+        expect(a).toEqual(b)
+        values++
+      }
+    }
+    expect(values).toBeGreaterThan(5000)
   })
 })

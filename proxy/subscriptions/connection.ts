@@ -455,6 +455,14 @@ export class ClientConnection {
           if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
         },
       )
+      .catch((err: unknown) => {
+        // A bug past the chain must cost this operation, not the worker and its connections.
+        this.hub.logger.error({ err, conn: this.id }, 'subscribe failed after admission')
+        const sub = this.subs.get(cmd.id)
+        if (sub !== undefined && sub.ctx === ctx) sub.end()
+        else ctx.runCleanups()
+        if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
+      })
       .finally(() => snap.release())
   }
 

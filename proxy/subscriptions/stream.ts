@@ -126,6 +126,15 @@ export class Stream implements UpstreamListener {
 
   next(result: ExecutionResult<Record<string, unknown>, Record<string, unknown>>): void {
     if (this.#state === 'done') return
+    // graphql-ws treats a throwing sink as a bad response and closes the shared connection.
+    try {
+      this.#next(result)
+    } catch (err) {
+      this.#o.logger.error({ err, streamId: this.streamId }, 'handling an upstream event failed')
+    }
+  }
+
+  #next(result: ExecutionResult<Record<string, unknown>, Record<string, unknown>>): void {
     const receivedAt = performance.now()
     const ext = result.extensions as Record<string, unknown> | undefined
     if (this.#state === 'resuming') {

@@ -162,10 +162,11 @@ class QuotaFilter implements Filter {
       policy: policyHeader(rule),
       kindKey: quotaKeys.kind(prefix, keyTenant, this.#kind),
       budgetKey: quotaKeys.budget(prefix, keyTenant),
+      // ARGV 7-16 of a decision (redis-script.ts): thresholds padded to 4.
       budgetArgs:
         b === undefined
-          ? [-1, 0, 0, 0, rule.shadowMask & 7, 0]
-          : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...b.thresholds.map((t) => Math.round(t * 1_000_000))],
+          ? [-1, 0, 0, 0, rule.shadowMask & 7, 0, 0, 0, 0, 0]
+          : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...[0, 1, 2, 3].map((i) => Math.round((b.thresholds[i] ?? 0) * 1_000_000))],
       concurrentIndex,
       releaseConcurrent: () => void Atomics.sub(i32, concurrentIndex, 1),
     }

@@ -1,30 +1,37 @@
-// The Lua side of a quota decision: token bucket + daily quota + rolling budget, evaluated and
-// consumed together atomically in one round trip (one EVALSHA per request). The rules are the
-// ones of token-bucket.ts, local-limiter.ts and rolling-budget.ts; Redis's own clock (TIME) is
-// the bucket's clock, so proxies with skewed clocks still share one bucket.
+// The Lua side of quota decisions: token bucket + daily quota + rolling budget, evaluated and
+// consumed together atomically in one round trip. The rules are the ones of token-bucket.ts,
+// local-limiter.ts and rolling-budget.ts; Redis's own clock (TIME) is the bucket's clock, so
+// proxies with skewed clocks still share one bucket. One call carries the decisions a worker
+// thread made in one event-loop turn (a batch of 1 on a quiet proxy): each is still decided
+// atomically, in order, and the per-command cost on both sides is paid once per batch.
 //
-// KEYS[1]  kind hash   tk, ts, d, u          (quotaKeys.kind)
-// KEYS[2]  budget hash h, tot, bm, n, ra, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
+// Per decision i (KEYS[2i-1], KEYS[2i], ARGV[16(i-1) + 1 … 16i]):
+// KEYS     kind hash   tk, ts, d, u          (quotaKeys.kind)
+//          budget hash h, tot, bm, n, ra, rn, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
 // ARGV     1 cost (units)        2 rate (micro-units/ms, 0 = no bucket)   3 capacity (micro-units)
 //          4 day (local day no.) 5 limitPerDay (-1 = none)   6 pending units (outage use to reconcile;
 //          negative: a late reply counted a request the outage policy refused)
 //          7 budget units (-1 = none)   8 bucket ms   9 buckets   10 hard cap (0|1)
-//          11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count   13.. thresholds (ppm)
-// returns  { allowed, reason, tokens, used, budgetTotal, retryMs, firedMask, wouldMask }
+//          11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count   13-16 thresholds (ppm)
+// returns  8 values per decision: allowed, reason, tokens, used, budgetTotal, retryMs, firedMask, wouldMask
+export const DECISION_STRIDE = 16
+export const DECISION_RESULT = 8
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cost = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local day = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])
-local pending = tonumber(ARGV[6])
-local bunits = tonumber(ARGV[7])
-local shadow = tonumber(ARGV[11])
+
+local function decide(K1, K2, A)
+local cost = tonumber(ARGV[A + 1])
+local rate = tonumber(ARGV[A + 2])
+local cap = tonumber(ARGV[A + 3])
+local day = tonumber(ARGV[A + 4])
+local limit = tonumber(ARGV[A + 5])
+local pending = tonumber(ARGV[A + 6])
+local bunits = tonumber(ARGV[A + 7])
+local shadow = tonumber(ARGV[A + 11])
 local costM = cost * 1000000
 
-local h = redis.call('HMGET', KEYS[1], 'tk', 'ts', 'd', 'u')
+local h = redis.call('HMGET', K1, 'tk', 'ts', 'd', 'u')
 local tokens = tonumber(h[1])
 local ts = tonumber(h[2])
 local d = tonumber(h[3])
@@ -35,7 +42,8 @@ if rate > 0 and now > ts then
   tokens = tokens + (now - ts) * rate
   if tokens > cap then tokens = cap end
 end
-if d == nil or day > d then d = day; used = 0 end
+local newday = d == nil or day > d
+if newday then d = day; used = 0 end
 -- units proxies admitted on their own during an outage: charged to the day and the bucket now
 used = used + pending
 if used < 0 then used = 0 end
@@ -50,13 +58,14 @@ if limit >= 0 and used + cost > limit then failed = failed + 2 end
 
 local total = 0
 local bm, n, cur, head, ra, rn = 0, 0, 0, 0, 0, 0
+local advanced = false
 local fired_at = {}
-local nth = tonumber(ARGV[12])
+local nth = tonumber(ARGV[A + 12])
 if bunits >= 0 then
-  bm = tonumber(ARGV[8])
-  n = tonumber(ARGV[9])
+  bm = tonumber(ARGV[A + 8])
+  n = tonumber(ARGV[A + 9])
   cur = math.floor(now / bm)
-  local b = redis.call('HMGET', KEYS[2], 'h', 'tot', 'bm', 'n', 'ra', 'rn', 'f1', 'f2', 'f3', 'f4')
+  local b = redis.call('HMGET', K2, 'h', 'tot', 'bm', 'n', 'ra', 'rn', 'f1', 'f2', 'f3', 'f4')
   head = tonumber(b[1])
   total = tonumber(b[2]) or 0
   ra = tonumber(b[5]) or 0
@@ -67,35 +76,36 @@ if bunits >= 0 then
   if head == nil or obm ~= bm or on ~= n then
     -- first use, or the window's shape changed: carry the total as one lump (never forgive usage)
     if head ~= nil and on ~= nil then
-      for i = 0, on - 1 do redis.call('HDEL', KEYS[2], 'b' .. i) end
+      for i = 0, on - 1 do redis.call('HDEL', K2, 'b' .. i) end
     end
     if head == nil then total = 0 end
-    if total > 0 then redis.call('HSET', KEYS[2], 'b' .. (cur % n), total) end
+    if total > 0 then redis.call('HSET', K2, 'b' .. (cur % n), total) end
     ra = 0
   elseif cur > head then
     if cur - head >= n then
-      for i = 0, n - 1 do redis.call('HDEL', KEYS[2], 'b' .. i) end
+      for i = 0, n - 1 do redis.call('HDEL', K2, 'b' .. i) end
       total = 0
     else
       for k = head + 1, cur do
         local f = 'b' .. (k % n)
-        local v = tonumber(redis.call('HGET', KEYS[2], f))
+        local v = tonumber(redis.call('HGET', K2, f))
         if v ~= nil then
           total = total - v
-          redis.call('HDEL', KEYS[2], f)
+          redis.call('HDEL', K2, f)
         end
       end
       if total < 0 then total = 0 end
     end
   end
-  if head == nil or cur > head then head = cur end
+  advanced = head == nil or cur > head
+  if advanced then head = cur end
   if pending ~= 0 then
     total = total + pending
     if total < 0 then total = 0 end
-    redis.call('HINCRBY', KEYS[2], 'b' .. (head % n), pending)
+    redis.call('HINCRBY', K2, 'b' .. (head % n), pending)
     ra = 0
   end
-  if tonumber(ARGV[10]) == 1 and total + cost > bunits then failed = failed + 4 end
+  if tonumber(ARGV[A + 10]) == 1 and total + cost > bunits then failed = failed + 4 end
 end
 
 local would = bit.band(failed, shadow)
@@ -107,9 +117,9 @@ local fired = 0
 local function thresholds(ratio)
   local windowMs = bm * n
   for i = 1, nth do
-    if i <= 4 and ratio * 1000000 >= tonumber(ARGV[12 + i]) and (fired_at[i] == 0 or now - fired_at[i] >= windowMs) then
+    if i <= 4 and ratio * 1000000 >= tonumber(ARGV[A + 12 + i]) and (fired_at[i] == 0 or now - fired_at[i] >= windowMs) then
       fired_at[i] = now
-      redis.call('HSET', KEYS[2], 'f' .. i, now)
+      redis.call('HSET', K2, 'f' .. i, now)
       fired = fired + 2 ^ (i - 1)
     end
   end
@@ -130,7 +140,7 @@ if enforced ~= 0 then
       local excess = total + cost - bunits
       ra = now + bm * n
       for k = head - n + 1, head do
-        local v = tonumber(redis.call('HGET', KEYS[2], 'b' .. (k % n))) or 0
+        local v = tonumber(redis.call('HGET', K2, 'b' .. (k % n))) or 0
         excess = excess - v
         if excess <= 0 then ra = (k + n) * bm; break end
       end
@@ -143,19 +153,31 @@ else
   used = used + cost
   if bunits >= 0 then
     total = total + cost
-    redis.call('HINCRBY', KEYS[2], 'b' .. (head % n), cost)
+    redis.call('HINCRBY', K2, 'b' .. (head % n), cost)
     ra = 0
     thresholds(total / bunits)
   end
 end
 
-redis.call('HSET', KEYS[1], 'tk', tokens, 'ts', now, 'd', d, 'u', used)
-redis.call('PEXPIRE', KEYS[1], 172800000)
+redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'd', d, 'u', used)
+-- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
+if newday then redis.call('PEXPIRE', K1, 172800000) end
 if bunits >= 0 then
-  redis.call('HSET', KEYS[2], 'h', head, 'tot', total, 'bm', bm, 'n', n, 'ra', ra, 'rn', rn)
-  redis.call('PEXPIRE', KEYS[2], bm * n + bm)
+  redis.call('HSET', K2, 'h', head, 'tot', total, 'bm', bm, 'n', n, 'ra', ra, 'rn', rn)
+  if advanced then redis.call('PEXPIRE', K2, bm * n + bm) end
 end
-return { enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would }
+return enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would
+end
+
+local out = {}
+local n = 0
+for i = 1, #KEYS / 2 do
+  local a, b, c, d, e, f, g, h = decide(KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 16)
+  out[n + 1] = a; out[n + 2] = b; out[n + 3] = c; out[n + 4] = d
+  out[n + 5] = e; out[n + 6] = f; out[n + 7] = g; out[n + 8] = h
+  n = n + 8
+end
+return out
 `
 
 /** Each proxy keeps a member in a sorted set; the live count divides limits under local-share. */

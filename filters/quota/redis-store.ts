@@ -6,10 +6,10 @@ import type { Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
-import { DECIDE_LUA, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
+import { DECIDE_LUA, DECISION_RESULT, DECISION_STRIDE, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
-  igwQuotaDecide(kindKey: string, budgetKey: string, ...args: (string | number)[]): Promise<number[]>
+  igwQuotaDecide(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
   igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number): Promise<number>
 }
@@ -38,7 +38,7 @@ export const PROGRESS_WAIT_FACTOR = 5
 
 function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
-    r.defineCommand('igwQuotaDecide', { numberOfKeys: 2, lua: DECIDE_LUA })
+    r.defineCommand('igwQuotaDecide', { lua: DECIDE_LUA }) // variable: 2 keys per decision
     r.defineCommand('igwQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA })
     r.defineCommand('igwQuotaReconcile', { numberOfKeys: 2, lua: RECONCILE_LUA })
     defined.add(r)
@@ -52,46 +52,58 @@ function withCommands(r: Redis): QuotaRedis {
  */
 export type LateReply = (reply: number[] | undefined) => void
 
-/** A call in flight: settles once, on the reply or on the budget timer, whichever is first. */
-class Call {
+interface Waiter {
+  resolve: (v: number[] | RedisFailure) => void
+  late: LateReply | undefined
+}
+
+/**
+ * The decisions one worker thread made in one event-loop turn, sent as one script call. It
+ * settles once for all of them: on the reply or on the budget, whichever is first.
+ */
+class Batch {
   done = false
   timer: NodeJS.Timeout | undefined = undefined
-  resolve!: (v: number[] | RedisFailure) => void
+  sentAt = 0
+  /** The store's reply count when this batch went out (or was last extended). */
+  repliesSeen = 0
+  readonly keys: string[] = []
+  readonly args: (string | number)[] = []
+  readonly waiters: Waiter[] = []
   readonly store: RedisQuotaStore
-  readonly late: LateReply | undefined
-  readonly sentAt: number
-  /** The store's reply count when this call went out (or was last extended). */
-  repliesSeen: number
 
-  constructor(store: RedisQuotaStore, late: LateReply | undefined) {
+  constructor(store: RedisQuotaStore) {
     this.store = store
-    this.late = late
-    this.sentAt = performance.now()
-    this.repliesSeen = store.replies
   }
 
-  onReply = (reply: number[]): void => {
+  onReply = (flat: number[]): void => {
     this.store.replies++
-    if (this.done) {
-      // Too late for the request, but Redis counted it: the caller squares its books.
-      this.late?.(reply)
-      return
+    const late = this.done
+    if (!late) {
+      this.done = true
+      clearTimeout(this.timer)
+      this.store.succeeded()
     }
-    this.done = true
-    clearTimeout(this.timer)
-    this.store.succeeded()
-    this.resolve(reply)
+    const w = this.waiters
+    for (let i = 0; i < w.length; i++) {
+      const reply = flat.slice(i * DECISION_RESULT, (i + 1) * DECISION_RESULT)
+      // Too late for the request, but Redis counted it: the caller squares its books.
+      if (late) w[i]!.late?.(reply)
+      else w[i]!.resolve(reply)
+    }
   }
 
   onError = (err: Error): void => {
+    const w = this.waiters
     if (this.done) {
-      this.late?.(undefined)
+      for (let i = 0; i < w.length; i++) w[i]!.late?.(undefined)
       return
     }
     this.done = true
     clearTimeout(this.timer)
     this.store.failed(/closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error')
-    this.resolve(this.store.lastFailure)
+    const kind = this.store.lastFailure
+    for (let i = 0; i < w.length; i++) w[i]!.resolve(kind)
   }
 }
 
@@ -100,23 +112,27 @@ class Call {
  * reply may already be waiting unread: give this iteration's poll phase the chance to deliver
  * it (setImmediate runs right after poll) before calling it a timeout.
  */
-function onTimeout(call: Call): void {
-  if (!call.done) setImmediate(expire, call)
+function onTimeout(batch: Batch): void {
+  if (!batch.done) setImmediate(expire, batch)
 }
 
-function expire(call: Call): void {
-  if (call.done) return
-  const store = call.store
-  // Replies kept arriving since this call went out: Redis is alive and answering in order; this
-  // reply is behind our own busy event loop, not lost. Keep waiting, within a hard cap.
-  if (store.replies > call.repliesSeen && performance.now() - call.sentAt < store.maxWaitMs) {
-    call.repliesSeen = store.replies
-    call.timer = setTimeout(onTimeout, store.budgetMs, call)
+function expire(batch: Batch): void {
+  if (batch.done) return
+  const store = batch.store
+  // Replies kept arriving since this batch went out: Redis is alive and answering in order;
+  // this reply is behind our own busy event loop, not lost. Keep waiting, within a hard cap.
+  if (store.replies > batch.repliesSeen && performance.now() - batch.sentAt < store.maxWaitMs) {
+    batch.repliesSeen = store.replies
+    batch.timer = setTimeout(onTimeout, store.budgetMs, batch)
     return
   }
-  call.done = true
-  call.store.failed('timeout')
-  call.resolve('timeout')
+  batch.done = true
+  store.failed('timeout')
+  for (const w of batch.waiters) w.resolve('timeout')
+}
+
+function send(store: RedisQuotaStore): void {
+  store.flush()
 }
 
 export class RedisQuotaStore {
@@ -181,8 +197,10 @@ export class RedisQuotaStore {
   }
 
   /**
-   * Run the decision script. Resolves within the budget to the script's reply or a failure;
-   * call only after usable() said yes.
+   * Decide through Redis: `args` are one decision's DECISION_STRIDE script arguments. Decisions
+   * made in the same event-loop turn share one script call (sent right after the turn's socket
+   * poll). Resolves within the budget to this decision's reply or a failure; call only after
+   * usable() said yes.
    */
   decide(kindKey: string, budgetKey: string, args: (string | number)[], late?: LateReply): Promise<number[] | RedisFailure> {
     const r = this.provider.client()
@@ -190,11 +208,30 @@ export class RedisQuotaStore {
       this.failed('unavailable')
       return Promise.resolve('unavailable')
     }
-    const call = new Call(this, late)
-    const p = new Promise<number[] | RedisFailure>((resolve) => (call.resolve = resolve))
-    call.timer = setTimeout(onTimeout, this.budgetMs, call)
-    withCommands(r).igwQuotaDecide(kindKey, budgetKey, ...args).then(call.onReply, call.onError)
-    return p
+    if (args.length !== DECISION_STRIDE) throw new Error(`quota decision takes ${DECISION_STRIDE} arguments, got ${args.length}`)
+    let b = this.#open
+    if (b === undefined) {
+      b = this.#open = new Batch(this)
+      setImmediate(send, this)
+    }
+    b.keys.push(kindKey, budgetKey)
+    for (let i = 0; i < args.length; i++) b.args.push(args[i]!)
+    const batch = b
+    return new Promise((resolve) => batch.waiters.push({ resolve, late }))
+  }
+
+  #open: Batch | undefined = undefined
+
+  /** Send the open batch (called once per event-loop turn that made decisions). */
+  flush(): void {
+    const b = this.#open
+    if (b === undefined) return
+    this.#open = undefined
+    b.sentAt = performance.now()
+    b.repliesSeen = this.replies
+    b.timer = setTimeout(onTimeout, this.budgetMs, b)
+    const r = this.provider.client()
+    withCommands(r).igwQuotaDecide(b.keys.length, ...b.keys, ...b.args).then(b.onReply, b.onError)
   }
 
   succeeded(): void {

@@ -165,7 +165,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
     let recovered = 0
     const store = new RedisQuotaStore(provider, { budgetMs: 5, breakerFailures: 3, breakerOpenMs: 200, breakerAfterMs: 0 }, { failure: (k) => failures.push(k), breakerChanged: () => undefined, recovered: () => recovered++ })
     const day = localDayNumber('UTC', Date.now())
-    const args = (cost: number) => [cost, 1000, 10_000_000, day, 100, 0, -1, 0, 0, 0, 0, 0]
+    const args = (cost: number) => [cost, 1000, 10_000_000, day, 100, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     const kindKey = quotaKeys.kind('igwunit:', 't', 'graphql')
     const budgetKey = quotaKeys.budget('igwunit:', 't')
     const late: (number[] | undefined)[] = []

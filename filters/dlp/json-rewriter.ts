@@ -62,6 +62,14 @@ const FULL = -1 // scope: everything below is in scope
 
 const NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
 
+// Key memo by position: records of an export repeat their keys in the same order, so the k-th
+// key of an object at depth d is remembered (for d < KEY_DEPTHS, k < KEY_SLOTS, keys up to
+// KEY_MAX_CHARS without escapes). A key that matches it in place needs no slice and no hint
+// lookup.
+const KEY_DEPTHS = 8
+const KEY_SLOTS = 32
+const KEY_MAX_CHARS = 256
+
 export class JsonRewriter {
   readonly #o: JsonRewriterOptions
   readonly #visitor: StringVisitor
@@ -79,6 +87,10 @@ export class JsonRewriter {
   #valHint = 0
   #valScope = FULL
   #valLevel = 0
+  /** Keys seen so far in the object open at each depth. */
+  readonly #keyOrdinal: number[] = []
+  readonly #keyText: (string | undefined)[] = new Array<string | undefined>(KEY_DEPTHS * KEY_SLOTS).fill(undefined)
+  readonly #keyHint = new Int32Array(KEY_DEPTHS * KEY_SLOTS)
   #carry = ''
   #record: (string | DeferredString)[] = []
   #released: (string | DeferredString)[] = []
@@ -174,6 +186,24 @@ export class JsonRewriter {
         continue
       }
       const expect = this.#expect
+      let slot = -1
+      if (c === 34 && (expect === EXPECT_KEY || expect === EXPECT_KEY_OR_CLOSE)) {
+        // the same key as in the previous record at this place? (no slice, no hint lookup)
+        const d = this.#depth - 1
+        const k = this.#keyOrdinal[d]!
+        this.#keyOrdinal[d] = k + 1
+        if (d < KEY_DEPTHS && k < KEY_SLOTS) {
+          slot = d * KEY_SLOTS + k
+          const known = this.#keyText[slot]
+          // A remembered key has no backslash or quote, so the quote after it closes the string.
+          if (known !== undefined && text.charCodeAt(i + 1 + known.length) === 34 && text.startsWith(known, i + 1)) {
+            this.#key(known, this.#keyHint[slot]!)
+            this.#expect = EXPECT_COLON
+            i += known.length + 2
+            continue
+          }
+        }
+      }
       if (c === 34) {
         // a string: find its closing quote (not preceded by an odd run of backslashes)
         let q = i
@@ -195,7 +225,8 @@ export class JsonRewriter {
           if (nextBackslash === -1) nextBackslash = n
         }
         let value: string
-        if (nextBackslash < q) {
+        const escaped = nextBackslash < q
+        if (escaped) {
           try {
             value = JSON.parse(text.slice(i, q + 1)) as string
           } catch {
@@ -203,7 +234,12 @@ export class JsonRewriter {
           }
         } else value = text.slice(i + 1, q)
         if (expect === EXPECT_KEY || expect === EXPECT_KEY_OR_CLOSE) {
-          this.#key(value)
+          const hint = this.#o.hintOf(value)
+          if (slot !== -1 && !escaped && value.length <= KEY_MAX_CHARS) {
+            this.#keyText[slot] = value
+            this.#keyHint[slot] = hint
+          }
+          this.#key(value, hint)
           this.#expect = EXPECT_COLON
         } else if (expect === EXPECT_VALUE || expect === EXPECT_VALUE_OR_CLOSE) {
           if (this.#valScope === FULL) {
@@ -233,6 +269,7 @@ export class JsonRewriter {
           if (expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE) this.#fail(`unexpected "${c === 123 ? '{' : '['}"`, i)
           if (this.#depth >= this.#maxDepth) this.#fail(`nesting deeper than ${this.#maxDepth}`, i)
           this.#type[this.#depth] = c === 123 ? OBJ : ARR
+          this.#keyOrdinal[this.#depth] = 0
           this.#hint[this.#depth] = this.#valHint
           this.#scope[this.#depth] = this.#valScope
           this.#level[this.#depth] = this.#valLevel
@@ -314,9 +351,9 @@ export class JsonRewriter {
   }
 
   /** A key was read: hint and scope of the value that follows. */
-  #key(key: string): void {
+  #key(key: string, hint: number): void {
     const d = this.#depth - 1
-    this.#valHint = this.#o.hintOf(key)
+    this.#valHint = hint
     const scope = this.#scope[d]!
     const level = this.#level[d]!
     if (scope === FULL) {

@@ -60,6 +60,24 @@ describe('JSON rewriter', () => {
       expect(flushes).toBeGreaterThan(0)
     }
   })
+  it('keys remembered by position never stand in for a different key (prefixes, escapes, nesting)', () => {
+    // hintOf is the key length: a stale key memo would show up as a wrong hint
+    const nd = [
+      '{"mail":"a@b.c","x":{"mail":"n@b.c"}}',
+      '{"mailbox":"a@b.c","x":{"mai":"n@b.c"}}',
+      '{"mail":"a@b.c","x":{"ma\\"il":"n@b.c"}}',
+      '{"mail":"a@b.c","x":{"mail":"n@b.c","mail":"m@b.c"}}',
+      '{"m\\u0061il":"a@b.c","x":[{"mail":"n@b.c"},{"mail2":"o@b.c"}]}',
+    ].join('\n') + '\n'
+    const want = [
+      '{"mail":"A@B.C#4","x":{"mail":"N@B.C#4"}}',
+      '{"mailbox":"A@B.C#7","x":{"mai":"N@B.C#3"}}',
+      '{"mail":"A@B.C#4","x":{"ma\\"il":"N@B.C#5"}}',
+      '{"mail":"A@B.C#4","x":{"mail":"N@B.C#4","mail":"M@B.C#4"}}',
+      '{"m\\u0061il":"A@B.C#4","x":[{"mail":"N@B.C#4"},{"mail2":"O@B.C#5"}]}',
+    ].join('\n') + '\n'
+    for (const chunk of [1, 3, 8, nd.length]) expect(rewrite(nd, { multi: true, chunk })).toBe(want)
+  })
   it('NDJSON: a sequence of values, released record by record', () => {
     const nd = '{"e":"a@b.c"}\n{"e":"plain"}\n"top@level.x"\n[1,2]\n'
     expect(rewrite(nd, { multi: true, chunk: 3 })).toBe('{"e":"A@B.C#1"}\n{"e":"plain"}\n"TOP@LEVEL.X#0"\n[1,2]\n')

@@ -21,6 +21,8 @@ export interface CompiledRule {
   readonly version: string
   /** "id@version", what reports and logs show. */
   readonly label: string
+  /** Index into RulePack.labels (per-rule counters). */
+  readonly counter: number
   readonly type: number
   readonly validator: Validator
   readonly pattern: string
@@ -38,6 +40,8 @@ export interface CompiledRule {
 export interface FieldRule {
   readonly type: number
   readonly label: string
+  /** Index into RulePack.labels (per-rule counters). */
+  readonly counter: number
   readonly validator: FieldValidator | undefined
   readonly exact: ReadonlySet<string>
   readonly contains: readonly string[]
@@ -141,6 +145,8 @@ export class RulePack {
   readonly source: string
   readonly types: readonly TypeDef[]
   readonly rules: readonly CompiledRule[]
+  /** Rule labels ("id@version") by CompiledRule.counter / FieldRule.counter. */
+  readonly labels: readonly string[]
   /** Per type index: its field-name rule, if any. */
   readonly fieldRules: readonly (FieldRule | undefined)[]
   readonly #typeIndex = new Map<string, number>()
@@ -199,6 +205,7 @@ export class RulePack {
         id: r.id,
         version: r.version,
         label: `${r.id}@${r.version}`,
+        counter: i,
         type,
         validator,
         pattern: r.pattern,
@@ -221,6 +228,7 @@ export class RulePack {
         fieldRules[type] = {
           type,
           label: `${typeof f.rule === 'string' ? f.rule : `${name}.field`}@${typeof f.version === 'string' ? f.version : this.version}`,
+          counter: this.rules.length + type,
           validator: FIELD_VALIDATORS[name],
           exact: new Set(stringList(f.exact ?? [], `${source}: fields.${name}.exact`)),
           contains: stringList(f.contains ?? [], `${source}: fields.${name}.contains`),
@@ -228,6 +236,8 @@ export class RulePack {
       }
     }
     this.fieldRules = fieldRules
+    // Rule labels by counter: value rules in order, then one slot per type for its field rule.
+    this.labels = [...this.rules.map((r) => r.label), ...types.map((t) => fieldRules[t.index]?.label ?? `${t.name}.field`)]
   }
 
   static load(path: string): RulePack {

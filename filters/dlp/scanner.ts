@@ -46,7 +46,9 @@ export class ExportScanner {
   readonly actions: Int8Array
   /** counts[type * 6 + action]; column FOUND counts values let through. */
   readonly counts: Uint32Array
-  readonly ruleCounts = new Map<string, number>()
+  /** Findings per rule (RulePack.labels index), and the rules in the order they first hit. */
+  readonly #ruleHits: Uint32Array
+  readonly #ruleOrder: number[] = []
   /** Types seen so far (bit mask). */
   detected = 0
   /** First type whose action is block, and its rule (-1: none yet). */
@@ -72,6 +74,7 @@ export class ExportScanner {
     this.pack = pack
     this.actions = actions
     this.counts = new Uint32Array(pack.types.length * COLS)
+    this.#ruleHits = new Uint32Array(pack.labels.length)
     this.#tokenizer = tokenizer
     // Types with an action, plus high-risk ones (the policy must know when they appear).
     let enabled = 0
@@ -103,6 +106,13 @@ export class ExportScanner {
     this.#batch?.flush()
   }
 
+  /** Findings per rule label ("id@version"), in the order the rules first hit. */
+  get ruleCounts(): Map<string, number> {
+    const m = new Map<string, number>()
+    for (const r of this.#ruleOrder) m.set(this.pack.labels[r]!, this.#ruleHits[r]!)
+    return m
+  }
+
   /** Sum of one action column over all types. */
   total(action: number): number {
     let n = 0
@@ -130,7 +140,7 @@ export class ExportScanner {
       for (let t = 0; fieldTypes >>> t !== 0; t++) {
         if ((fieldTypes & (1 << t)) === 0) continue
         const rule = this.pack.fieldRules[t]
-        if (rule?.validator !== undefined && rule.validator(value)) return this.#act(t, rule.label, value, true)
+        if (rule?.validator !== undefined && rule.validator(value)) return this.#act(t, rule.counter, value, true)
       }
     }
     // Rules that need a character the value lacks ("@" of an e-mail) cannot match: scan without them.
@@ -168,7 +178,7 @@ export class ExportScanner {
         }
       }
       const whole = start === 0 && end === value.length
-      const replacement = this.#act(rule.type, rule.label, whole ? value : value.slice(start, end), whole)
+      const replacement = this.#act(rule.type, rule.counter, whole ? value : value.slice(start, end), whole)
       if (typeof replacement === 'object') return replacement // the whole value: nothing follows
       if (replacement !== undefined) {
         out = (out ?? '') + value.slice(last, start) + replacement
@@ -186,16 +196,16 @@ export class ExportScanner {
     return rule.validator(text, start, end)
   }
 
-  #act(type: number, rule: string, value: string, whole: boolean): string | PendingToken | undefined {
+  #act(type: number, rule: number, value: string, whole: boolean): string | PendingToken | undefined {
     const bit = 1 << type
     if ((this.detected & bit) === 0) {
       this.detected |= bit
       if ((this.#watch & bit) !== 0) this.policyDirty = true
     }
-    this.ruleCounts.set(rule, (this.ruleCounts.get(rule) ?? 0) + 1)
+    if (this.#ruleHits[rule]!++ === 0) this.#ruleOrder.push(rule)
     const action = this.actions[type]!
     const name = this.pack.types[type]!.name
-    if (this.findings !== undefined) this.findings.push({ type: name, value, rule })
+    if (this.findings !== undefined) this.findings.push({ type: name, value, rule: this.pack.labels[rule]! })
     switch (action) {
       case MASK:
         this.counts[type * COLS + MASK]!++
@@ -214,7 +224,7 @@ export class ExportScanner {
         this.counts[type * COLS + BLOCK]!++
         if (this.blockedType === -1) {
           this.blockedType = type
-          this.blockedRule = rule
+          this.blockedRule = this.pack.labels[rule]
         }
         return undefined
       default:

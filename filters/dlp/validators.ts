@@ -29,14 +29,18 @@ function insideUrl(text: string, start: number): boolean {
   return token.includes('://') || token.startsWith('www.')
 }
 
+// Longest entry of NOT_TLDS: a longer TLD needs no lookup.
+const NOT_TLD_MAX = Math.max(...[...NOT_TLDS].map((t) => t.length))
+
 const email: Validator = (text, start, end) => {
   const at = text.indexOf('@', start)
   if (at === -1 || at >= end) return false
   const dot = text.lastIndexOf('.', end)
-  const tld = text.slice(dot + 1, end).toLowerCase()
-  if (NOT_TLDS.has(tld)) return false
-  const local = text.slice(start, at)
-  if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return false
+  if (end - dot - 1 <= NOT_TLD_MAX && NOT_TLDS.has(text.slice(dot + 1, end).toLowerCase())) return false
+  // the local part text[start, at) neither starts nor ends with "." nor holds ".."
+  if (at > start && (text.charCodeAt(start) === 46 || text.charCodeAt(at - 1) === 46)) return false
+  const dots = text.indexOf('..', start)
+  if (dots !== -1 && dots <= at - 2) return false
   // "https://jane@example.com/x" (userinfo) and "https://site/a@b.com" are URLs, not addresses.
   if (insideUrl(text, start)) return false
   return text.charCodeAt(end) !== 47 // "a@b.com/path"
@@ -44,8 +48,7 @@ const email: Validator = (text, start, end) => {
 
 const emailField: FieldValidator = (value) => {
   const v = value.trim()
-  const m = EMAIL_WHOLE.exec(v)
-  return m !== null && email(v, 0, v.length)
+  return EMAIL_WHOLE.test(v) && email(v, 0, v.length)
 }
 const EMAIL_WHOLE = /^(?:mailto:)?[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}$/
 
@@ -61,9 +64,24 @@ let defaultRegion: CountryCode = 'US'
 export function setDefaultPhoneRegion(region: string): void {
   defaultRegion = region as CountryCode
   phoneVerdicts.clear()
+  lastCandidate = ''
 }
 
+// The last verdict: masking a phone asks again for the value it just validated.
+let lastCandidate = ''
+let lastNational = false
+let lastVerdict = ''
+
 function phoneVerdict(candidate: string, national: boolean): string {
+  if (candidate === lastCandidate && national === lastNational && candidate !== '') return lastVerdict
+  const v = memoizedPhoneVerdict(candidate, national)
+  lastCandidate = candidate
+  lastNational = national
+  lastVerdict = v
+  return v
+}
+
+function memoizedPhoneVerdict(candidate: string, national: boolean): string {
   const key = national ? `n${defaultRegion}:${candidate}` : candidate
   let v = phoneVerdicts.get(key)
   if (v === undefined) {

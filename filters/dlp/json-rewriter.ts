@@ -11,6 +11,7 @@
 
 export class JsonSyntaxError extends Error {}
 
+
 /** A replacement computed later, in a batch (a token): `value` is final once flush() returned. */
 export interface DeferredString {
   readonly value: string
@@ -158,7 +159,8 @@ export class JsonRewriter {
   /** Process a piece of text. Throws JsonSyntaxError. */
   write(chunk: string): void {
     if (this.#stopped) return
-    this.#run(this.#carry === '' ? chunk : this.#carry + chunk, false)
+    // join, not +: a flat string, where + makes a cons string every character access unwraps
+    this.#run(this.#carry === '' ? chunk : [this.#carry, chunk].join(''), false)
   }
 
   /** No more input. Throws JsonSyntaxError when the document is incomplete. */

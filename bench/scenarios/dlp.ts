@@ -4,12 +4,13 @@
 import { readFileSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { request } from 'undici'
 import type { Scenario } from '../run.ts'
 import { rssBytes, sleep, startIgw, startPeer, type Proc } from '../lib/harness.ts'
 
 const MB = 1024 * 1024
 const SIZE_MB = Number(process.env.BENCH_DLP_MB ?? 200)
-const ROUNDS = Number(process.env.BENCH_DLP_ROUNDS ?? 2)
+const ROUNDS = Number(process.env.BENCH_DLP_ROUNDS ?? 3)
 
 /** utime + stime of a process, in seconds (/proc/<pid>/stat fields 14 and 15, clock ticks). */
 function cpuSeconds(pid: number): number {
@@ -23,12 +24,14 @@ async function download(port: number, pid: number | undefined): Promise<{ mbps: 
   let peak = before
   const cpu0 = pid ? cpuSeconds(pid) : 0
   const t0 = performance.now()
-  const res = await fetch(`http://127.0.0.1:${port}/export.ndjson?mb=${SIZE_MB}`)
-  if (res.status !== 200) throw new Error(`status ${res.status}: ${await res.text()}`)
+  // undici.request (Node streams): the client shares the two cores with igw, and fetch's web
+  // streams cost it about twice the CPU.
+  const res = await request(`http://127.0.0.1:${port}/export.ndjson?mb=${SIZE_MB}`)
+  if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}: ${await res.body.text()}`)
   let bytes = 0
   let n = 0
-  for await (const c of res.body!) {
-    bytes += (c as Uint8Array).length
+  for await (const c of res.body) {
+    bytes += (c as Buffer).length
     if (pid && ++n % 64 === 0) peak = Math.max(peak, rssBytes(pid))
   }
   const secs = (performance.now() - t0) / 1000
@@ -38,10 +41,11 @@ async function download(port: number, pid: number | undefined): Promise<{ mbps: 
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
 
 export const scenario: Scenario = {
   name: 'dlp',
-  description: `NDJSON export of ${SIZE_MB} MiB (~${Math.round((SIZE_MB * MB) / 172 / 1000)}k records: unique e-mails, E.164 phones, order notes) through igw with 1 worker: no DLP vs mask_basic vs tokenize_strict, best of ${ROUNDS} rounds each, one run.`,
+  description: `NDJSON export of ${SIZE_MB} MiB (~${Math.round((SIZE_MB * MB) / 172 / 1000)}k records: unique e-mails, E.164 phones, order notes) through igw with 1 worker: no DLP vs mask_basic vs tokenize_strict, ${ROUNDS} rounds each after a warm-up, one run.`,
   async run() {
     const backend = await startPeer('export-backend.ts')
     const upstream = `http://127.0.0.1:${backend.port}`
@@ -63,20 +67,23 @@ export const scenario: Scenario = {
       await download(proc?.port ?? backend.port, proc?.child.pid) // warm-up (JIT, keyring, caches)
       let best: Awaited<ReturnType<typeof download>> | undefined
       let maxGrowth = 0
+      const perCpu: number[] = []
       for (let r = 0; r < ROUNDS; r++) {
         const m = await download(proc?.port ?? backend.port, proc?.child.pid)
         maxGrowth = Math.max(maxGrowth, m.growthMB)
+        perCpu.push(m.mbPerCpuSec)
         if (best === undefined || m.mbps > best.mbps) best = m
       }
       await sleep(100)
       const rssMB = proc ? rssBytes(proc.child.pid!) / MB : Number.NaN
       await proc?.stop()
-      perCore[name] = best!.mbPerCpuSec
+      perCore[name] = median(perCpu)
       growth[name] = maxGrowth
       rows.push({
         target: name,
-        'MB/s (wall)': round1(best!.mbps),
-        'MB per igw CPU-s': proc ? round1(best!.mbPerCpuSec) : '',
+        'MB/s (wall, best)': round1(best!.mbps),
+        'MB per igw CPU-s (median)': proc ? round1(median(perCpu)) : '',
+        'MB per igw CPU-s (all rounds)': proc ? perCpu.map(round1).join(' / ') : '',
         'RSS growth MB': proc ? round1(maxGrowth) : '',
         'RSS after MB': proc ? round1(rssMB) : '',
         'out/in bytes': round1(best!.bytes / (SIZE_MB * MB)),
@@ -88,18 +95,18 @@ export const scenario: Scenario = {
     return {
       scenario: 'dlp',
       description: this.description,
-      columns: ['target', 'MB/s (wall)', 'MB per igw CPU-s', 'RSS growth MB', 'RSS after MB', 'out/in bytes'],
+      columns: ['target', 'MB/s (wall, best)', 'MB per igw CPU-s (median)', 'MB per igw CPU-s (all rounds)', 'RSS growth MB', 'RSS after MB', 'out/in bytes'],
       rows,
       targets: [
-        { name: 'mask_basic, MB per CPU-second of igw (per core)', value: round1(mask), target: '≥ 50', pass: mask >= 50 },
-        { name: 'tokenize_strict, MB per CPU-second of igw (per core)', value: round1(tok), target: '≥ 50', pass: tok >= 50 },
+        { name: 'mask_basic, MB per CPU-second of igw (per core, median of rounds)', value: round1(mask), target: '≥ 50', pass: mask >= 50 },
+        { name: 'tokenize_strict, MB per CPU-second of igw (per core, median of rounds)', value: round1(tok), target: '≥ 50', pass: tok >= 50 },
         { name: 'RSS growth while streaming, worst DLP target (MB)', value: round1(Math.max(growth['igw, dlp mask_basic']!, growth['igw, dlp tokenize_strict']!)), target: '≤ 64 (flat)', pass: Math.max(growth['igw, dlp mask_basic']!, growth['igw, dlp tokenize_strict']!) <= 64 },
       ],
       notes: [
-        'MB/s counts input bytes; "MB per igw CPU-s" divides them by the user+system CPU seconds the igw process spent (/proc/<pid>/stat), i.e. throughput per core, independent of what else the machine runs',
-        'client, backend and igw share the machine; the wall-clock column moves with the load of the other processes',
+        'MB are MiB of input; "MB per igw CPU-s" divides them by the user+system CPU seconds the whole igw process (main thread, worker, GC threads) spent during the download (/proc/<pid>/stat), i.e. throughput per core; the target is checked on the median round',
+        'client, backend and igw share the two cores (and other engineers\' jobs when the machine is shared): the wall-clock column moves with that load, and so does CPU time per byte, less so (a busy neighbour on the other vCPU slows this one measurably); the backend patches digits into a pre-rendered block and the client reads with undici.request, so that they take little CPU from igw',
         '"RSS growth" is peak minus start of each measured round (after a warm-up download); "RSS after" is the whole process at the end: the tokenize target allocates more short-lived strings, and V8 grows the old generation with them (garbage, reclaimed; the 1 GB test bounds it)',
-        'tokens are AES-SIV (RFC 5297) on @noble/ciphers primitives; every e-mail is unique, so the token memo never hits; phones repeat (9000 numbers), so their libphonenumber verdicts are memoized as in a real export',
+        'tokens are AES-SIV (RFC 5297), a chunk\'s tokens encrypted together with OpenSSL AES-ECB per CMAC round and for CTR (docs/decisions/0008); every e-mail is unique (tokens are not memoized anyway); phones repeat (9000 numbers), so their libphonenumber verdicts are memoized as in a real export',
       ],
     }
   },

@@ -93,9 +93,10 @@ export class JsonRewriter {
   readonly #keyText: (string | undefined)[] = new Array<string | undefined>(KEY_DEPTHS * KEY_SLOTS).fill(undefined)
   readonly #keyHint = new Int32Array(KEY_DEPTHS * KEY_SLOTS)
   #carry = ''
-  #record: (string | DeferredString)[] = []
-  #released: (string | DeferredString)[] = []
-  /** #released holds DeferredStrings. */
+  /** Output pieces: the first #releasedCount are released, the rest belong to the record in progress. */
+  #pieces: (string | DeferredString)[] = []
+  #releasedCount = 0
+  /** #pieces may hold DeferredStrings. */
   #deferred = false
   #stopped = false
   #values = 0
@@ -120,17 +121,31 @@ export class JsonRewriter {
 
   /** Output released so far and not yet taken. */
   take(): string {
-    const r = this.#released
+    const all = this.#pieces
+    const n = this.#releasedCount
+    if (n === 0) return ''
     if (this.#deferred) {
-      this.#deferred = false
       this.#visitor.flush?.()
-      for (let i = 0; i < r.length; i++) {
-        const p = r[i]!
-        if (typeof p !== 'string') r[i] = p.value
+      let left = false
+      for (let i = 0; i < all.length; i++) {
+        const p = all[i]!
+        if (typeof p === 'string') continue
+        if (i < n) all[i] = p.value
+        else left = true // the record in progress: its turn comes when it is released
       }
+      this.#deferred = left
     }
-    const out = r.length === 1 ? (r[0] as string) : r.join('')
-    this.#released = []
+    let out: string
+    if (n === all.length) {
+      out = n === 1 ? (all[0] as string) : all.join('')
+      this.#pieces = []
+    } else {
+      const rest = all.slice(n)
+      all.length = n
+      out = all.join('')
+      this.#pieces = rest
+    }
+    this.#releasedCount = 0
     return out
   }
 
@@ -142,13 +157,7 @@ export class JsonRewriter {
   }
 
   #release(): void {
-    if (this.#record.length) {
-      for (const s of this.#record) {
-        if (typeof s !== 'string') this.#deferred = true
-        this.#released.push(s)
-      }
-      this.#record = []
-    }
+    this.#releasedCount = this.#pieces.length
   }
 
   #fail(what: string, at: number): never {
@@ -247,16 +256,17 @@ export class JsonRewriter {
           if (this.#valScope === FULL) {
             const replacement = this.#visitor.visit(value, this.#valHint)
             if (typeof replacement === 'string') {
-              this.#record.push(text.slice(out, i), JSON.stringify(replacement))
+              this.#pieces.push(text.slice(out, i), JSON.stringify(replacement))
               out = q + 1
             } else if (replacement !== undefined) {
-              this.#record.push(text.slice(out, i), '"', replacement, '"')
+              this.#pieces.push(text.slice(out, i), '"', replacement, '"')
+              this.#deferred = true
               out = q + 1
             }
           }
           i = q + 1
           if (this.#afterValue()) {
-            this.#record.push(text.slice(out, i))
+            this.#pieces.push(text.slice(out, i))
             out = i
             if (!this.#recordEnd()) return
           }
@@ -289,7 +299,7 @@ export class JsonRewriter {
           this.#depth = d
           i++
           if (this.#afterValue()) {
-            this.#record.push(text.slice(out, i))
+            this.#pieces.push(text.slice(out, i))
             out = i
             if (!this.#recordEnd()) return
           }
@@ -331,14 +341,14 @@ export class JsonRewriter {
       if (word !== 'true' && word !== 'false' && word !== 'null' && !NUMBER.test(word)) this.#fail('not a JSON value', i)
       i = j
       if (this.#afterValue()) {
-        this.#record.push(text.slice(out, i))
+        this.#pieces.push(text.slice(out, i))
         out = i
         if (!this.#recordEnd()) return
       }
     }
     // Keep the unfinished token for the next chunk; everything before it is output.
     if (i < n) this.#carry = text.slice(i)
-    if (out < i) this.#record.push(text.slice(out, i))
+    if (out < i) this.#pieces.push(text.slice(out, i))
     this.#consumed += i
     if (!o.multi) {
       if (o.checkpoint()) this.#release()
@@ -348,7 +358,7 @@ export class JsonRewriter {
 
   #stop(): void {
     this.#stopped = true
-    this.#record = []
+    this.#pieces.length = this.#releasedCount
     this.#carry = ''
   }
 

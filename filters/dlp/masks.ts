@@ -1,7 +1,7 @@
 // The `mask` action: shape-keeping partial values. Enough stays to recognise a value you already
 // know (the domain of an e-mail, the last four digits), never enough to recover it. E-mail local
 // parts and phone middles get a fixed run of stars so the mask does not leak their length.
-import { phoneParts } from './validators.ts'
+import { phoneMask } from './validators.ts'
 
 function isDigit(c: number): boolean {
   return c >= 48 && c <= 57
@@ -17,9 +17,7 @@ function maskEmail(v: string): string {
 
 /** +1*******0123 */
 function maskPhone(v: string): string {
-  const p = phoneParts(v)
-  if (p !== undefined) return `+${p.cc}*******${p.last4}`
-  return keepLastDigits(v, 4)
+  return phoneMask(v) ?? keepLastDigits(v, 4)
 }
 
 /** ***-**-6789 */

@@ -16,7 +16,7 @@ import { shouldShed } from './qos.ts'
 import type { QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaRuntime } from './quota-runtime.ts'
 import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
-import type { RedisQuotaStore } from './redis-store.ts'
+import type { DecisionWaiter, RedisFailure, RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
 import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
 import { MICRO } from './token-bucket.ts'
@@ -52,6 +52,42 @@ function formatDuration(ms: number): string {
 
 type Child = { inc(n?: number): void }
 type Timer = { observe(v: number): void }
+
+/** One request waiting for its Redis decision (one object per request: no closures). */
+class RedisDecision implements DecisionWaiter {
+  resolve!: (d: Decision) => void
+  readonly filter: QuotaFilter
+  readonly ctx: RequestContext
+  readonly r: Resolved
+  readonly cost: number
+  readonly t0: number
+  readonly day: number
+  readonly pending: number
+  readonly store: RedisQuotaStore
+
+  constructor(filter: QuotaFilter, ctx: RequestContext, r: Resolved, cost: number, t0: number, day: number, pending: number, store: RedisQuotaStore) {
+    this.filter = filter
+    this.ctx = ctx
+    this.r = r
+    this.cost = cost
+    this.t0 = t0
+    this.day = day
+    this.pending = pending
+    this.store = store
+  }
+
+  result(reply: number[], at: number): void {
+    this.resolve(this.filter.redisResult(this, reply, at))
+  }
+
+  failed(kind: RedisFailure): void {
+    this.resolve(this.filter.redisFailed(this, kind))
+  }
+
+  late(reply: number[] | undefined, at: number): void {
+    this.filter.redisLate(this, reply, at)
+  }
+}
 
 class QuotaFilter implements Filter {
   readonly name = 'quota'
@@ -235,37 +271,53 @@ class QuotaFilter implements Filter {
 
   // --- Redis and the outage policy -------------------------------------------------------------
 
-  async #decideRedis(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Promise<Decision> {
-    const table = this.#rt.table
+  #decideRedis(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Promise<Decision> {
     const rule = r.rule
     const day = r.calendar.dayOf(now)
-    const pending = takePending(table, r.slot, rule.kindIndex)
-    const res = await store.decide(r.kindKey, r.budgetKey, [cost, rule.perMs, rule.capacity, day, rule.limitPerDay, pending, ...r.budgetArgs], (late) => {
-      // The outage policy decided this request after the budget ran out. If Redis ran the
-      // script after all, it took the reconciled units and counted the request when it
-      // admitted it (the local decision counted it too: take it back); if not, keep the units.
-      if (late === undefined) returnPending(table, r.slot, rule.kindIndex, pending)
-      else if (late[0] === 1) returnPending(table, r.slot, rule.kindIndex, -cost)
-    })
-    const done = Date.now()
-    if (typeof res === 'string') {
-      if (res !== 'timeout') returnPending(table, r.slot, rule.kindIndex, pending) // a timed-out script may still run: then Redis has them
-      return this.#fallback(ctx, r, cost, done, t0, store)
-    }
-    const v = new Verdict()
-    v.allowed = res[0] === 1
-    v.reason = res[1]!
-    v.tokens = res[2]!
+    const pending = takePending(this.#rt.table, r.slot, rule.kindIndex)
+    const d = new RedisDecision(this, ctx, r, cost, t0, day, pending, store)
+    const p = new Promise<Decision>((resolve) => (d.resolve = resolve))
+    store.enqueue(r.kindKey, r.budgetKey, cost, rule.perMs, rule.capacity, day, rule.limitPerDay, pending, r.budgetArgs, d)
+    return p
+  }
+
+  /** Redis answered in time (RedisDecision calls this; synchronous, so the shared Verdict is safe). */
+  redisResult(d: RedisDecision, reply: number[], at: number): Decision {
+    const r = d.r
+    const rule = r.rule
+    const now = Date.now()
+    const v = this.#verdict.reset()
+    v.allowed = reply[at] === 1
+    v.reason = reply[at + 1]!
+    v.tokens = reply[at + 2]!
     v.capacity = rule.capacity
     v.perMs = rule.perMs
-    v.used = res[3]!
+    v.used = reply[at + 3]!
     v.dayLimit = rule.limitPerDay
-    v.budgetTotal = res[4]!
-    v.retryMs = res[5]!
-    v.fired = res[6]!
-    v.would = res[7]!
-    mirrorRedis(table, r.slot, rule, done, day, v.tokens, v.used, v.budgetTotal)
-    return this.#finish(ctx, r, v, cost, done, t0, 'redis')
+    v.budgetTotal = reply[at + 4]!
+    v.retryMs = reply[at + 5]!
+    v.fired = reply[at + 6]!
+    v.would = reply[at + 7]!
+    mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
+    return this.#finish(d.ctx, r, v, d.cost, now, d.t0, 'redis')
+  }
+
+  /** Redis did not answer in time or failed: the outage policy decides. */
+  redisFailed(d: RedisDecision, kind: RedisFailure): Decision {
+    // A timed-out script may still run (then Redis has the reconciled units); anything else did not.
+    if (kind !== 'timeout') returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, d.pending)
+    return this.#fallback(d.ctx, d.r, d.cost, Date.now(), d.t0, d.store)
+  }
+
+  /**
+   * The outage policy decided this request after the budget ran out. If Redis ran the script
+   * after all, it took the reconciled units and counted the request when it admitted it (the
+   * local decision counted it too: take it back); if it failed in the end, keep the units.
+   */
+  redisLate(d: RedisDecision, reply: number[] | undefined, at: number): void {
+    const k = d.r.rule.kindIndex
+    if (reply === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending)
+    else if (reply[at] === 1) returnPending(this.#rt.table, d.r.slot, k, -d.cost)
   }
 
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {

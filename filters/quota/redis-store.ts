@@ -52,9 +52,16 @@ function withCommands(r: Redis): QuotaRedis {
  */
 export type LateReply = (reply: number[] | undefined) => void
 
-interface Waiter {
-  resolve: (v: number[] | RedisFailure) => void
-  late: LateReply | undefined
+/**
+ * Who waits for one decision of a batch. `reply` is the batch's flat reply and `at` this
+ * decision's offset in it (DECISION_RESULT values). Exactly one of result/failed is called,
+ * then possibly late (the reply arrived after the budget: Redis did run it; undefined: the
+ * call failed in the end).
+ */
+export interface DecisionWaiter {
+  result(reply: number[], at: number): void
+  failed(kind: RedisFailure): void
+  late(reply: number[] | undefined, at: number): void
 }
 
 /**
@@ -69,7 +76,7 @@ class Batch {
   repliesSeen = 0
   readonly keys: string[] = []
   readonly args: (string | number)[] = []
-  readonly waiters: Waiter[] = []
+  readonly waiters: DecisionWaiter[] = []
   readonly store: RedisQuotaStore
 
   constructor(store: RedisQuotaStore) {
@@ -78,32 +85,29 @@ class Batch {
 
   onReply = (flat: number[]): void => {
     this.store.replies++
-    const late = this.done
-    if (!late) {
-      this.done = true
-      clearTimeout(this.timer)
-      this.store.succeeded()
-    }
     const w = this.waiters
-    for (let i = 0; i < w.length; i++) {
-      const reply = flat.slice(i * DECISION_RESULT, (i + 1) * DECISION_RESULT)
-      // Too late for the request, but Redis counted it: the caller squares its books.
-      if (late) w[i]!.late?.(reply)
-      else w[i]!.resolve(reply)
+    if (this.done) {
+      // Too late for the requests, but Redis counted them: the callers square their books.
+      for (let i = 0; i < w.length; i++) w[i]!.late(flat, i * DECISION_RESULT)
+      return
     }
+    this.done = true
+    clearTimeout(this.timer)
+    this.store.succeeded()
+    for (let i = 0; i < w.length; i++) w[i]!.result(flat, i * DECISION_RESULT)
   }
 
   onError = (err: Error): void => {
     const w = this.waiters
     if (this.done) {
-      for (let i = 0; i < w.length; i++) w[i]!.late?.(undefined)
+      for (let i = 0; i < w.length; i++) w[i]!.late(undefined, 0)
       return
     }
     this.done = true
     clearTimeout(this.timer)
     this.store.failed(/closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error')
     const kind = this.store.lastFailure
-    for (let i = 0; i < w.length; i++) w[i]!.resolve(kind)
+    for (let i = 0; i < w.length; i++) w[i]!.failed(kind)
   }
 }
 
@@ -128,7 +132,25 @@ function expire(batch: Batch): void {
   }
   batch.done = true
   store.failed('timeout')
-  for (const w of batch.waiters) w.resolve('timeout')
+  for (const w of batch.waiters) w.failed('timeout')
+}
+
+/** A DecisionWaiter as a promise (tests and tools; the filter implements the interface itself). */
+class PromiseWaiter implements DecisionWaiter {
+  resolve!: (v: number[] | RedisFailure) => void
+  readonly onLate: LateReply | undefined
+  constructor(onLate: LateReply | undefined) {
+    this.onLate = onLate
+  }
+  result(reply: number[], at: number): void {
+    this.resolve(reply.slice(at, at + DECISION_RESULT))
+  }
+  failed(kind: RedisFailure): void {
+    this.resolve(kind)
+  }
+  late(reply: number[] | undefined, at: number): void {
+    this.onLate?.(reply === undefined ? undefined : reply.slice(at, at + DECISION_RESULT))
+  }
 }
 
 function send(store: RedisQuotaStore): void {
@@ -197,27 +219,37 @@ export class RedisQuotaStore {
   }
 
   /**
-   * Decide through Redis: `args` are one decision's DECISION_STRIDE script arguments. Decisions
-   * made in the same event-loop turn share one script call (sent right after the turn's socket
-   * poll). Resolves within the budget to this decision's reply or a failure; call only after
-   * usable() said yes.
+   * Decide through Redis. Decisions made in the same event-loop turn share one script call
+   * (sent right after the turn's socket poll). The waiter hears within the budget: a result
+   * or a failure (at once when the connection is down). Call only after usable() said yes.
+   * `rest` is ARGV 7-16 of the decision (budget and shadow settings, constant per rule).
    */
-  decide(kindKey: string, budgetKey: string, args: (string | number)[], late?: LateReply): Promise<number[] | RedisFailure> {
+  enqueue(kindKey: string, budgetKey: string, cost: number, perMs: number, capacity: number, day: number, limitPerDay: number, pending: number, rest: readonly (string | number)[], waiter: DecisionWaiter): void {
     const r = this.provider.client()
     if (r.status !== 'ready') {
       this.failed('unavailable')
-      return Promise.resolve('unavailable')
+      waiter.failed('unavailable')
+      return
     }
-    if (args.length !== DECISION_STRIDE) throw new Error(`quota decision takes ${DECISION_STRIDE} arguments, got ${args.length}`)
     let b = this.#open
     if (b === undefined) {
       b = this.#open = new Batch(this)
       setImmediate(send, this)
     }
     b.keys.push(kindKey, budgetKey)
-    for (let i = 0; i < args.length; i++) b.args.push(args[i]!)
-    const batch = b
-    return new Promise((resolve) => batch.waiters.push({ resolve, late }))
+    b.args.push(cost, perMs, capacity, day, limitPerDay, pending)
+    for (let i = 0; i < rest.length; i++) b.args.push(rest[i]!)
+    b.waiters.push(waiter)
+  }
+
+  /** enqueue() with the DECISION_STRIDE arguments in one array, as a promise. */
+  decide(kindKey: string, budgetKey: string, args: (string | number)[], late?: LateReply): Promise<number[] | RedisFailure> {
+    if (args.length !== DECISION_STRIDE) throw new Error(`quota decision takes ${DECISION_STRIDE} arguments, got ${args.length}`)
+    const w = new PromiseWaiter(late)
+    const p = new Promise<number[] | RedisFailure>((resolve) => (w.resolve = resolve))
+    const [cost, perMs, capacity, day, limit, pending, ...rest] = args as number[]
+    this.enqueue(kindKey, budgetKey, cost!, perMs!, capacity!, day!, limit!, pending!, rest, w)
+    return p
   }
 
   #open: Batch | undefined = undefined

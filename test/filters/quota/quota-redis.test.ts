@@ -184,7 +184,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
         waits.push(performance.now() - t0)
       }
       for (const w of waits) {
-        expect(w).toBeGreaterThanOrEqual(4.5)
+        expect(w).toBeGreaterThanOrEqual(4) // timers may fire up to a millisecond early
         expect(w).toBeLessThan(50) // the 5 ms budget + timer granularity (+ lag when the machine is busy); the hang itself is endless
       }
       expect(failures).toEqual(['timeout', 'timeout', 'timeout'])

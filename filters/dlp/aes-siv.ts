@@ -32,6 +32,10 @@ export class SivEncryptor {
   readonly k2: Uint8Array
   readonly d: Uint8Array
   readonly shortBase: Uint8Array
+  /** k1, k2 and shortBase as 32-bit words (same byte layout) for word-wise XOR. */
+  readonly k1Words: Uint32Array
+  readonly k2Words: Uint32Array
+  readonly shortBaseWords: Uint32Array
 
   /** key: 32 bytes (AES-SIV-256) or 64 bytes (AES-SIV-512): first half for S2V, second for CTR. */
   constructor(key: Uint8Array, associatedData: readonly Uint8Array[]) {
@@ -55,6 +59,9 @@ export class SivEncryptor {
     const base = dbl(new Uint8Array(d))
     xorInto(base, this.#k1)
     this.shortBase = base
+    this.k1Words = new Uint32Array(this.k1.slice().buffer)
+    this.k2Words = new Uint32Array(this.k2.slice().buffer)
+    this.shortBaseWords = new Uint32Array(base.slice().buffer)
   }
 
   // One aligned scratch block per instance: no view or validation per AES block.
@@ -227,7 +234,7 @@ export class SivBatch {
     }
     if (n < value.length) n = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(value, at, 'utf8')
     const padded = (Math.floor(n / 16) + 1) * 16
-    bytes.fill(0, at + n, at + padded)
+    for (let z = at + n; z < at + padded; z++) bytes[z] = 0
     this.#off[i] = at
     this.#len[i] = n
     this.#ctx[i] = ctx
@@ -258,33 +265,41 @@ export class SivBatch {
     }
     this.#t.ensure(tSize)
     const t = this.#t.bytes
+    const tw = this.#t.words
+    const ptw = this.#pt.words
     for (let i = 0; i < n; i++) {
       const ctx = ctxs[i]!
       const l = len[i]!
       const p = off[i]!
       const o = tOff[i]!
+      const ow = o >> 2
+      const pw = p >> 2
       if (l < 16) {
         // T = dbl(D) xor pad(P): one complete block, so CMAC xors K1 (folded into shortBase)
-        const base = ctx.shortBase
-        for (let k = 0; k < 16; k++) t[o + k] = base[k]! ^ pt[p + k]!
+        const base = ctx.shortBaseWords
+        tw[ow] = base[0]! ^ ptw[pw]!
+        tw[ow + 1] = base[1]! ^ ptw[pw + 1]!
+        tw[ow + 2] = base[2]! ^ ptw[pw + 2]!
+        tw[ow + 3] = base[3]! ^ ptw[pw + 3]!
         t[o + l]! ^= 0x80
       } else {
-        for (let k = 0; k < l; k++) t[o + k] = pt[p + k]!
+        // P (zero padded in its slot, so the bytes after it are 0), D xored into its last 16 bytes
+        const m = blocks[i]!
+        for (let k = 0; k < m * 4; k++) tw[ow + k] = ptw[pw + k]!
         const d = ctx.d
         const e = o + l - 16
         for (let k = 0; k < 16; k++) t[e + k]! ^= d[k]!
-        const m = blocks[i]!
-        const last = o + (m - 1) * 16
-        if (l % 16 === 0) {
-          const k1 = ctx.k1
-          for (let k = 0; k < 16; k++) t[last + k]! ^= k1[k]!
-        } else {
-          const r = l % 16
-          t[last + r] = 0x80
-          for (let k = r + 1; k < 16; k++) t[last + k] = 0
-          const k2 = ctx.k2
-          for (let k = 0; k < 16; k++) t[last + k]! ^= k2[k]!
+        const lw = ow + (m - 1) * 4
+        let key: Uint32Array
+        if (l % 16 === 0) key = ctx.k1Words
+        else {
+          t[o + l] = 0x80 // pad: 0x80 then the zeros already there
+          key = ctx.k2Words
         }
+        tw[lw] = tw[lw]! ^ key[0]!
+        tw[lw + 1] = tw[lw + 1]! ^ key[1]!
+        tw[lw + 2] = tw[lw + 2]! ^ key[2]!
+        tw[lw + 3] = tw[lw + 3]! ^ key[3]!
       }
     }
     // 2. CMAC rounds: block r of every item that has one, in one ECB call per round.
@@ -292,20 +307,32 @@ export class SivBatch {
     const x = this.#x.bytes
     x.fill(0, 0, n * 16)
     this.#round.ensure(n * 16)
-    const round = this.#round.bytes
+    // every slot is 16-byte aligned in its arena: XOR a block as four 32-bit words
+    const xw = this.#x.words
+    const roundw = this.#round.words
     const who = new Int32Array(n)
     for (let r = 0; r < maxBlocks; r++) {
       let k = 0
       for (let i = 0; i < n; i++) {
         if (blocks[i]! <= r) continue
-        const src = tOff[i]! + r * 16
-        const xo = i * 16
-        const ro = k * 16
-        for (let b = 0; b < 16; b++) round[ro + b] = x[xo + b]! ^ t[src + b]!
+        const src = (tOff[i]! + r * 16) >> 2
+        const xo = i * 4
+        const ro = k * 4
+        roundw[ro] = xw[xo]! ^ tw[src]!
+        roundw[ro + 1] = xw[xo + 1]! ^ tw[src + 1]!
+        roundw[ro + 2] = xw[xo + 2]! ^ tw[src + 2]!
+        roundw[ro + 3] = xw[xo + 3]! ^ tw[src + 3]!
         who[k++] = i
       }
-      const enc = this.#mac.update(round.subarray(0, k * 16))
-      for (let j = 0; j < k; j++) x.set(enc.subarray(j * 16, j * 16 + 16), who[j]! * 16)
+      const enc = this.#mac.update(this.#round.bytes.subarray(0, k * 16))
+      if (k === n) x.set(enc) // every item had block r: chaining values in item order
+      else {
+        for (let j = 0; j < k; j++) {
+          const xo = who[j]! * 16
+          const eo = j * 16
+          for (let b = 0; b < 16; b++) x[xo + b] = enc[eo + b]!
+        }
+      }
     }
     // 3. CTR: Q = V with bits 31 and 63 cleared, Q+1, … for every item, one ECB call.
     let ctrBlocks = 0

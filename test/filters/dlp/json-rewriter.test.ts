@@ -1,7 +1,7 @@
 // The byte-preserving JSON/NDJSON rewriter and the CSV engine, without sockets.
 import { describe, expect, it } from 'vitest'
 import { ExportSession } from '../../../filters/dlp/export-session.ts'
-import { JsonRewriter, JsonSyntaxError } from '../../../filters/dlp/json-rewriter.ts'
+import { jsonString, JsonRewriter, JsonSyntaxError } from '../../../filters/dlp/json-rewriter.ts'
 import { BUILTIN_RULE_PACK, RulePack } from '../../../filters/dlp/rule-pack.ts'
 import { compileActions, ExportScanner } from '../../../filters/dlp/scanner.ts'
 
@@ -20,6 +20,21 @@ function rewrite(text: string, opts: { multi?: boolean; chunk?: number; scope?: 
 }
 
 const DOC = '{ "id" : 12345678901234567890, "f": -1.50e+10, "ok": true, "none": null,\n  "mail": "a@b.c", "list": ["x@y.z", {"deep": "q\\"@\\u0041"}], "plain": "hello" }'
+
+describe('jsonString', () => {
+  it('is JSON.stringify for strings: quotes, backslashes, control characters, lone and paired surrogates', () => {
+    const alphabet = ['a', 'Z', '0', ' ', '"', '\\', '/', '\n', '\u0000', '\u001f', '\u007f', 'é', '€', '\u2028', '\ud83d', '\ude00', '\ud83d\ude00', '*', '@']
+    let seed = 7
+    const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff
+    for (let n = 0; n < 5000; n++) {
+      let s = ''
+      const len = Math.floor(rnd() * 12)
+      for (let k = 0; k < len; k++) s += alphabet[Math.floor(rnd() * alphabet.length)]
+      expect(jsonString(s)).toBe(JSON.stringify(s))
+    }
+    expect(jsonString('')).toBe('""')
+  })
+})
 
 describe('JSON rewriter', () => {
   it('rewrites string values only and keeps every other byte (numbers, spacing, key order)', () => {

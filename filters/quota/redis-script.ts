@@ -20,153 +20,171 @@ export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local function decide(K1, K2, A)
-local cost = tonumber(ARGV[A + 1])
-local rate = tonumber(ARGV[A + 2])
-local cap = tonumber(ARGV[A + 3])
-local day = tonumber(ARGV[A + 4])
-local limit = tonumber(ARGV[A + 5])
-local pending = tonumber(ARGV[A + 6])
-local bunits = tonumber(ARGV[A + 7])
-local shadow = tonumber(ARGV[A + 11])
-local costM = cost * 1000000
-
-local h = redis.call('HMGET', K1, 'tk', 'ts', 'd', 'u')
-local tokens = tonumber(h[1])
-local ts = tonumber(h[2])
-local d = tonumber(h[3])
-local used = tonumber(h[4]) or 0
-if tokens == nil or ts == nil then tokens = cap; ts = now end
-if tokens > cap then tokens = cap end
-if rate > 0 and now > ts then
-  tokens = tokens + (now - ts) * rate
-  if tokens > cap then tokens = cap end
-end
-local newday = d == nil or day > d
-if newday then d = day; used = 0 end
--- units proxies admitted on their own during an outage: charged to the day and the bucket now
-used = used + pending
-if used < 0 then used = 0 end
-if pending > 0 and rate > 0 then
-  tokens = tokens - pending * 1000000
-  if tokens < 0 then tokens = 0 end
-end
-
-local failed = 0
-if rate > 0 and tokens < costM then failed = failed + 1 end
-if limit >= 0 and used + cost > limit then failed = failed + 2 end
-
-local total = 0
-local bm, n, cur, head, ra, rn = 0, 0, 0, 0, 0, 0
-local advanced = false
-local fired_at = {}
-local nth = tonumber(ARGV[A + 12])
-if bunits >= 0 then
-  bm = tonumber(ARGV[A + 8])
-  n = tonumber(ARGV[A + 9])
-  cur = math.floor(now / bm)
-  local b = redis.call('HMGET', K2, 'h', 'tot', 'bm', 'n', 'ra', 'rn', 'f1', 'f2', 'f3', 'f4')
-  head = tonumber(b[1])
-  total = tonumber(b[2]) or 0
-  ra = tonumber(b[5]) or 0
-  rn = tonumber(b[6]) or 0
-  for i = 1, 4 do fired_at[i] = tonumber(b[6 + i]) or 0 end
-  local obm = tonumber(b[3])
-  local on = tonumber(b[4])
-  if head == nil or obm ~= bm or on ~= n then
-    -- first use, or the window's shape changed: carry the total as one lump (never forgive usage)
-    if head ~= nil and on ~= nil then
-      for i = 0, on - 1 do redis.call('HDEL', K2, 'b' .. i) end
+-- thresholds crossed at this ratio that did not fire within the window: mark them, return the bits
+local function crossed(K2, A, ratio, windowMs)
+  local nth = tonumber(ARGV[A + 12])
+  if nth == 0 or ratio * 1000000 < tonumber(ARGV[A + 13]) then return 0 end
+  local f = redis.call('HMGET', K2, 'f1', 'f2', 'f3', 'f4')
+  local bits = 0
+  for i = 1, math.min(nth, 4) do
+    local at = tonumber(f[i]) or 0
+    if ratio * 1000000 >= tonumber(ARGV[A + 12 + i]) and (at == 0 or now - at >= windowMs) then
+      redis.call('HSET', K2, 'f' .. i, now)
+      bits = bits + 2 ^ (i - 1)
     end
-    if head == nil then total = 0 end
-    if total > 0 then redis.call('HSET', K2, 'b' .. (cur % n), total) end
-    ra = 0
-  elseif cur > head then
-    if cur - head >= n then
-      for i = 0, n - 1 do redis.call('HDEL', K2, 'b' .. i) end
-      total = 0
+  end
+  return bits
+end
+
+local function decide(K1, K2, A)
+  local cost = tonumber(ARGV[A + 1])
+  local rate = tonumber(ARGV[A + 2])
+  local cap = tonumber(ARGV[A + 3])
+  local day = tonumber(ARGV[A + 4])
+  local limit = tonumber(ARGV[A + 5])
+  local pending = tonumber(ARGV[A + 6])
+  local bunits = tonumber(ARGV[A + 7])
+  local shadow = tonumber(ARGV[A + 11])
+  local costM = cost * 1000000
+
+  local h = redis.call('HMGET', K1, 'tk', 'ts', 'd', 'u')
+  local tokens = tonumber(h[1])
+  local ts = tonumber(h[2])
+  local d = tonumber(h[3])
+  local used = tonumber(h[4]) or 0
+  if rate > 0 then
+    if tokens == nil or ts == nil then tokens = cap; ts = now end
+    if tokens > cap then tokens = cap end
+    if now > ts then
+      tokens = tokens + (now - ts) * rate
+      if tokens > cap then tokens = cap end
+    end
+  else
+    tokens = 0
+  end
+  local newday = d == nil or day > d
+  if newday then d = day; used = 0 end
+  -- units proxies admitted on their own during an outage: charged to the day and the bucket now
+  if pending ~= 0 then
+    used = used + pending
+    if used < 0 then used = 0 end
+    if pending > 0 and rate > 0 then
+      tokens = tokens - pending * 1000000
+      if tokens < 0 then tokens = 0 end
+    end
+  end
+
+  local failed = 0
+  if rate > 0 and tokens < costM then failed = 1 end
+  if limit >= 0 and used + cost > limit then failed = failed + 2 end
+
+  -- the rolling budget: h (newest bucket), tot, bm/n (shape), ra/rn (cached retry-at for a cost)
+  local total, bm, n, head, ra, rn, dirty, add = 0, 0, 0, 0, 0, 0, false, 0
+  local setb = nil
+  if bunits >= 0 then
+    bm = tonumber(ARGV[A + 8])
+    n = tonumber(ARGV[A + 9])
+    local cur = math.floor(now / bm)
+    local b = redis.call('HMGET', K2, 'h', 'tot', 'bm', 'n', 'ra', 'rn')
+    head = tonumber(b[1])
+    total = tonumber(b[2]) or 0
+    ra = tonumber(b[5]) or 0
+    rn = tonumber(b[6]) or 0
+    local on = tonumber(b[4])
+    if head == nil or tonumber(b[3]) ~= bm or on ~= n then
+      -- first use, or the window's shape changed: carry the total as one lump (never forgive usage)
+      if head ~= nil and on ~= nil then
+        for i = 0, on - 1 do redis.call('HDEL', K2, 'b' .. i) end
+      end
+      if head == nil then total = 0 end
+      head = cur
+      add = total
+      ra = 0
+      setb = { 'h', head, 'bm', bm, 'n', n }
+      redis.call('PEXPIRE', K2, bm * n + bm)
+    elseif cur > head then
+      if cur - head >= n then
+        for i = 0, n - 1 do redis.call('HDEL', K2, 'b' .. i) end
+        total = 0
+      else
+        for k = head + 1, cur do
+          local f = 'b' .. (k % n)
+          local v = tonumber(redis.call('HGET', K2, f))
+          if v ~= nil then
+            total = total - v
+            redis.call('HDEL', K2, f)
+          end
+        end
+        if total < 0 then total = 0 end
+      end
+      head = cur
+      setb = { 'h', head }
+      redis.call('PEXPIRE', K2, bm * n + bm)
+    end
+    if pending ~= 0 then
+      total = total + pending
+      if total < 0 then total = 0 end
+      add = add + pending
+      ra = 0
+    end
+    if tonumber(ARGV[A + 10]) == 1 and total + cost > bunits then failed = failed + 4 end
+  end
+
+  local would = bit.band(failed, shadow)
+  local enforced = failed - would
+  local reason = 0
+  local retry = 0
+  local fired = 0
+  local ora, orn = ra, rn
+  if enforced ~= 0 then
+    if bit.band(enforced, 1) ~= 0 then
+      reason = 1
+      retry = math.ceil((costM - tokens) / rate)
+    elseif bit.band(enforced, 2) ~= 0 then
+      reason = 2
+      retry = -1
     else
-      for k = head + 1, cur do
-        local f = 'b' .. (k % n)
-        local v = tonumber(redis.call('HGET', K2, f))
-        if v ~= nil then
-          total = total - v
-          redis.call('HDEL', K2, f)
+      reason = 4
+      if ra <= now or rn ~= cost then
+        -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat
+        rn = cost
+        local excess = total + cost - bunits
+        ra = now + bm * n
+        for k = head - n + 1, head do
+          local v = tonumber(redis.call('HGET', K2, 'b' .. (k % n))) or 0
+          excess = excess - v
+          if excess <= 0 then ra = (k + n) * bm; break end
         end
       end
-      if total < 0 then total = 0 end
+      retry = ra - now
+      fired = crossed(K2, A, math.max(1, total / bunits), bm * n)
     end
-  end
-  advanced = head == nil or cur > head
-  if advanced then head = cur end
-  if pending ~= 0 then
-    total = total + pending
-    if total < 0 then total = 0 end
-    redis.call('HINCRBY', K2, 'b' .. (head % n), pending)
-    ra = 0
-  end
-  if tonumber(ARGV[A + 10]) == 1 and total + cost > bunits then failed = failed + 4 end
-end
-
-local would = bit.band(failed, shadow)
-local enforced = failed - would
-local reason = 0
-local retry = 0
-local fired = 0
-
-local function thresholds(ratio)
-  local windowMs = bm * n
-  for i = 1, nth do
-    if i <= 4 and ratio * 1000000 >= tonumber(ARGV[A + 12 + i]) and (fired_at[i] == 0 or now - fired_at[i] >= windowMs) then
-      fired_at[i] = now
-      redis.call('HSET', K2, 'f' .. i, now)
-      fired = fired + 2 ^ (i - 1)
-    end
-  end
-end
-
-if enforced ~= 0 then
-  if bit.band(enforced, 1) ~= 0 then
-    reason = 1
-    retry = math.ceil((costM - tokens) / rate)
-  elseif bit.band(enforced, 2) ~= 0 then
-    reason = 2
-    retry = -1
   else
-    reason = 4
-    if ra <= now or rn ~= cost then
-      -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat
-      rn = cost
-      local excess = total + cost - bunits
-      ra = now + bm * n
-      for k = head - n + 1, head do
-        local v = tonumber(redis.call('HGET', K2, 'b' .. (k % n))) or 0
-        excess = excess - v
-        if excess <= 0 then ra = (k + n) * bm; break end
-      end
+    if rate > 0 and failed % 2 == 0 then tokens = tokens - costM end
+    used = used + cost
+    if bunits >= 0 then
+      total = total + cost
+      add = add + cost
+      ra = 0
+      fired = crossed(K2, A, total / bunits, bm * n)
     end
-    retry = ra - now
-    thresholds(math.max(1, total / bunits))
   end
-else
-  if rate > 0 and bit.band(failed, 1) == 0 then tokens = tokens - costM end
-  used = used + cost
-  if bunits >= 0 then
-    total = total + cost
-    redis.call('HINCRBY', K2, 'b' .. (head % n), cost)
-    ra = 0
-    thresholds(total / bunits)
-  end
-end
 
-redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'd', d, 'u', used)
--- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
-if newday then redis.call('PEXPIRE', K1, 172800000) end
-if bunits >= 0 then
-  redis.call('HSET', K2, 'h', head, 'tot', total, 'bm', bm, 'n', n, 'ra', ra, 'rn', rn)
-  if advanced then redis.call('PEXPIRE', K2, bm * n + bm) end
-end
-return enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would
+  if rate > 0 then
+    if newday then redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used, 'd', d)
+    else redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used) end
+  elseif newday then redis.call('HSET', K1, 'u', used, 'd', d)
+  else redis.call('HSET', K1, 'u', used) end
+  -- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
+  if newday then redis.call('PEXPIRE', K1, 172800000) end
+  if bunits >= 0 then
+    if add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add) end
+    local w = setb or {}
+    if add ~= 0 or setb then w[#w + 1] = 'tot'; w[#w + 1] = total end
+    if ra ~= ora or rn ~= orn then w[#w + 1] = 'ra'; w[#w + 1] = ra; w[#w + 1] = 'rn'; w[#w + 1] = rn end
+    if #w > 0 then redis.call('HSET', K2, unpack(w)) end
+  end
+  return enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would
 end
 
 local out = {}

@@ -212,6 +212,50 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
   })
 })
 
+describe('the decision script (Lua) against a real Redis: the same rules as the local limiter', () => {
+  it('budget: hard cap, retry when old buckets leave the window, thresholds once per window; outage units reconciled', async () => {
+    const redis = await startRedis()
+    const registry = new Registry()
+    const provider = new SharedRedis(redis.url, 'igwlua:', pino({ level: 'silent' }), {
+      up: new Gauge({ name: 'up', help: 'h', registers: [registry] }),
+      reconnects: new Counter({ name: 'rc', help: 'h', registers: [registry] }),
+    })
+    const store = new RedisQuotaStore(provider, { budgetMs: 1000, breakerFailures: 3, breakerOpenMs: 200, breakerAfterMs: 0 }, { failure: () => undefined, breakerChanged: () => undefined, recovered: () => undefined })
+    const day = localDayNumber('UTC', Date.now())
+    // no bucket, daily limit 100, budget 10 units per 3 × 200 ms, hard cap, thresholds 0.8 and 1
+    const args = (cost: number, pending = 0) => [cost, 0, 0, day, 100, pending, 10, 200, 3, 1, 0, 2, 800_000, 1_000_000, 0, 0]
+    const k = quotaKeys.kind('igwlua:', 't', 'graphql')
+    const b = quotaKeys.budget('igwlua:', 't')
+    const decide = async (cost: number, pending = 0) => {
+      const r = await store.decide(k, b, args(cost, pending))
+      if (!Array.isArray(r)) throw new Error(`redis: ${r}`)
+      return { allowed: r[0] === 1, reason: r[1], used: r[3], total: r[4], retry: r[5], fired: r[6] }
+    }
+    try {
+      await store.warmUp(2_000)
+      expect(await decide(4)).toMatchObject({ allowed: true, total: 4, fired: 0 })
+      expect(await decide(4)).toMatchObject({ allowed: true, total: 8, fired: 0b01 }) // 80%, once
+      const refused = await decide(4)
+      expect(refused).toMatchObject({ allowed: false, reason: 4, total: 8, fired: 0b10 }) // exhausted counts as 100%
+      expect(refused.retry).toBeGreaterThan(0)
+      expect(refused.retry).toBeLessThanOrEqual(600)
+      expect(await decide(1)).toMatchObject({ allowed: true, total: 9, fired: 0 }) // neither fires again
+      await new Promise((r) => setTimeout(r, refused.retry + 50))
+      const later = await decide(4)
+      expect(later.allowed).toBe(true) // the first buckets left the window
+      expect(later.total).toBeLessThanOrEqual(9)
+      // units admitted during an outage (pending) count toward the day and the budget; a late
+      // reply's correction (negative) takes one back
+      const before = later.used
+      expect((await decide(1, 3)).used).toBe(before + 4)
+      expect((await decide(1, -1)).used).toBe(before + 4)
+    } finally {
+      await provider.close()
+      await redis.close()
+    }
+  })
+})
+
 /** Closed-loop load: `clients` sequential loops until stop(); every result kept with its latency. */
 function load(pool: Pool, tenant: string, clients: number) {
   const results: { status: number; code?: string; retry?: string; ms: number; at: number }[] = []

@@ -87,6 +87,8 @@ export class SubscriptionHub {
   #heartbeat: NodeJS.Timeout | undefined
   #heartbeatMs = 0
   #warnedKey = false
+  #warnedStore = false
+  readonly #retiredRedis: SharedRedis[] = []
 
   constructor(host: HubHost, shared: SharedArrayBuffer | undefined) {
     this.host = host
@@ -124,12 +126,16 @@ export class SubscriptionHub {
     const snapCfg = this.host.snapshot.config
     const cfg = snapCfg.subscriptions.replay
     const want = cfg.store === 'memory' ? undefined : snapCfg.redis
-    if (cfg.store === 'redis' && want === undefined && this.#redis === undefined) return undefined
     const cur = this.#redis
     if (cur !== undefined && (want === undefined || want.url !== cur.url || want.keyPrefix !== cur.keyPrefix)) {
       this.#redis = undefined
-      // Streams that still hold the old log keep writing until they end; then it closes.
-      setTimeout(() => void cur.shared.close(), 60_000).unref()
+      // Streams opened before the change keep writing their epoch where it started; the old
+      // connection closes with the hub.
+      this.#retiredRedis.push(cur.shared)
+    }
+    if (cfg.store === 'redis' && want === undefined && !this.#warnedStore) {
+      this.#warnedStore = true
+      this.logger.warn('subscriptions.replay.store is "redis" but no redis: is configured; replay logs stay in memory')
     }
     if (want !== undefined && this.#redis === undefined) {
       const shared = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'subscriptions-redis' }), { up: this.metrics.redisUp, reconnects: this.metrics.redisReconnects })
@@ -325,6 +331,7 @@ export class SubscriptionHub {
     this.pool.closeAll()
     for (const wss of this.#servers.values()) wss.close()
     await this.#redis?.shared.close()
+    for (const r of this.#retiredRedis.splice(0)) await r.close()
   }
 }
 

@@ -155,42 +155,37 @@ describe('subscription hub: memory budget sheds bronze before silver', () => {
     const be = await startSubscriptionBackend()
     const silver = await token({ tenant: 'acme', tier: 'silver' })
     const bronze = await token({ tenant: 'acme', tier: 'bronze' })
+    // Both tiers nearly stopped by their rate (deterministic queues, whatever the kernel buffers),
+    // bounds far above the worker's budget: only the budget can drop anything.
+    const slow = { ratePerSec: 0.001, burst: 1, maxQueue: 100_000, maxQueueBytes: '1gb' }
     const proxy = await startTestProxy({
       tenants: { acme: {} },
-      subscriptions: {
-        qos: {
-          bronze: { maxQueue: 100_000, maxQueueBytes: '1gb' },
-          silver: { maxQueue: 100_000, maxQueueBytes: '1gb' },
-          socketHighWaterBytes: '16kib',
-          memoryBudgetBytes: '2mb',
-        },
-      },
+      subscriptions: { qos: { bronze: slow, silver: slow, memoryBudgetBytes: '1mb' } },
       routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate' }, filters: chain() }],
     })
     try {
       const s = await rawSubscriber(proxy.port, silver, 's', EVENTS('budget', 'seq blob'))
       const b = await rawSubscriber(proxy.port, bronze, 'b', EVENTS('budget', 'seq blob'))
       await subscribed(be, 'budget')
-      await new Promise((r) => setTimeout(r, 50))
-      socketOf(s).pause()
-      socketOf(b).pause()
+      await sleep(50)
       const drops = async () => {
         const m = await proxy.metricsText()
-        return { bronze: metricSum(m, 'igw_qos_drops_total', 'tier="bronze"'), silver: metricSum(m, 'igw_qos_drops_total', 'tier="silver"') }
+        return { bronze: metricSum(m, 'igw_qos_drops_total', 'tier="bronze"'), silver: metricSum(m, 'igw_qos_drops_total', 'tier="silver"'), queued: metricSum(m, 'igw_subscription_queued_bytes') }
       }
+      // 8 × 100 kB per client = 1.6 MB queued in all: bronze must give way, silver must not.
+      for (let i = 0; i < 9; i++) be.publish('budget', { bytes: 100_000 })
+      await sleep(300)
       let d = await drops()
-      for (let i = 0; i < 2_000 && d.bronze === 0; i++) {
-        be.publish('budget', { bytes: 100_000 })
-        if (i % 5 === 4) d = await drops()
-      }
       expect(d.bronze).toBeGreaterThan(0)
       expect(d.silver).toBe(0)
-      for (let i = 0; i < 2_000 && d.silver === 0; i++) {
-        be.publish('budget', { bytes: 100_000 })
-        if (i % 5 === 4) d = await drops()
-      }
+      expect(d.queued).toBeLessThanOrEqual(1_000_000)
+      // silver alone over the budget: now silver drops too (bronze has nothing left)
+      for (let i = 0; i < 12; i++) be.publish('budget', { bytes: 100_000 })
+      await sleep(300)
+      d = await drops()
       expect(d.silver).toBeGreaterThan(0)
       expect(d.bronze).toBeGreaterThan(d.silver)
+      expect(d.queued).toBeLessThanOrEqual(1_000_000)
       s.end()
       b.end()
     } finally {

@@ -24,7 +24,6 @@ export function jsonString(s: string): string {
   return '"' + s + '"'
 }
 
-
 /** A replacement computed later, in a batch (a token): `value` is final once flush() returned. */
 export interface DeferredString {
   readonly value: string

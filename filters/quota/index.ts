@@ -37,8 +37,12 @@ interface Resolved {
   policy: string | undefined
   kindKey: string
   budgetKey: string
-  /** Script arguments that do not change per request (after cost, day, pending). */
-  budgetArgs: (string | number)[]
+  /** Script arguments that do not change per request, as strings: ARGV 2, 3, 5 and 7-16. */
+  ruleArgs: string[]
+  budgetArgs: string[]
+  /** The last day number sent, and its string. */
+  day: number
+  dayArg: string
   concurrentIndex: number
   releaseConcurrent: () => void
 }
@@ -198,11 +202,14 @@ class QuotaFilter implements Filter {
       policy: policyHeader(rule),
       kindKey: quotaKeys.kind(prefix, keyTenant, this.#kind),
       budgetKey: quotaKeys.budget(prefix, keyTenant),
+      ruleArgs: [String(rule.perMs), String(rule.capacity), String(rule.limitPerDay)],
       // ARGV 7-16 of a decision (redis-script.ts): thresholds padded to 4.
-      budgetArgs:
-        b === undefined
-          ? [-1, 0, 0, 0, rule.shadowMask & 7, 0, 0, 0, 0, 0]
-          : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...[0, 1, 2, 3].map((i) => Math.round((b.thresholds[i] ?? 0) * 1_000_000))],
+      budgetArgs: (b === undefined
+        ? [-1, 0, 0, 0, rule.shadowMask & 7, 0, 0, 0, 0, 0]
+        : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...[0, 1, 2, 3].map((i) => Math.round((b.thresholds[i] ?? 0) * 1_000_000))]
+      ).map(String),
+      day: -1,
+      dayArg: '',
       concurrentIndex,
       releaseConcurrent: () => void Atomics.sub(i32, concurrentIndex, 1),
     }
@@ -277,7 +284,11 @@ class QuotaFilter implements Filter {
     const pending = takePending(this.#rt.table, r.slot, rule.kindIndex)
     const d = new RedisDecision(this, ctx, r, cost, t0, day, pending, store)
     const p = new Promise<Decision>((resolve) => (d.resolve = resolve))
-    store.enqueue(r.kindKey, r.budgetKey, cost, rule.perMs, rule.capacity, day, rule.limitPerDay, pending, r.budgetArgs, d)
+    if (r.day !== day) {
+      r.day = day
+      r.dayArg = String(day)
+    }
+    store.enqueue(r.kindKey, r.budgetKey, cost === 1 ? '1' : String(cost), r.dayArg, pending === 0 ? '0' : String(pending), r.ruleArgs, r.budgetArgs, d)
     return p
   }
 

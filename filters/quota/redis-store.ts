@@ -75,7 +75,7 @@ class Batch {
   /** The store's reply count when this batch went out (or was last extended). */
   repliesSeen = 0
   readonly keys: string[] = []
-  readonly args: (string | number)[] = []
+  readonly args: string[] = []
   readonly waiters: DecisionWaiter[] = []
   readonly store: RedisQuotaStore
 
@@ -222,9 +222,10 @@ export class RedisQuotaStore {
    * Decide through Redis. Decisions made in the same event-loop turn share one script call
    * (sent right after the turn's socket poll). The waiter hears within the budget: a result
    * or a failure (at once when the connection is down). Call only after usable() said yes.
-   * `rest` is ARGV 7-16 of the decision (budget and shadow settings, constant per rule).
+   * `rule` is ARGV 2, 3 and 5 and `rest` ARGV 7-16 of the decision, constant per rule: pass them
+   * as prebuilt strings (ioredis would otherwise stringify every number of every request).
    */
-  enqueue(kindKey: string, budgetKey: string, cost: number, perMs: number, capacity: number, day: number, limitPerDay: number, pending: number, rest: readonly (string | number)[], waiter: DecisionWaiter): void {
+  enqueue(kindKey: string, budgetKey: string, cost: string, day: string, pending: string, rule: readonly string[], rest: readonly string[], waiter: DecisionWaiter): void {
     const r = this.provider.client()
     if (r.status !== 'ready') {
       this.failed('unavailable')
@@ -237,7 +238,7 @@ export class RedisQuotaStore {
       setImmediate(send, this)
     }
     b.keys.push(kindKey, budgetKey)
-    b.args.push(cost, perMs, capacity, day, limitPerDay, pending)
+    b.args.push(cost, rule[0]!, rule[1]!, day, rule[2]!, pending)
     for (let i = 0; i < rest.length; i++) b.args.push(rest[i]!)
     b.waiters.push(waiter)
   }
@@ -247,8 +248,8 @@ export class RedisQuotaStore {
     if (args.length !== DECISION_STRIDE) throw new Error(`quota decision takes ${DECISION_STRIDE} arguments, got ${args.length}`)
     const w = new PromiseWaiter(late)
     const p = new Promise<number[] | RedisFailure>((resolve) => (w.resolve = resolve))
-    const [cost, perMs, capacity, day, limit, pending, ...rest] = args as number[]
-    this.enqueue(kindKey, budgetKey, cost!, perMs!, capacity!, day!, limit!, pending!, rest, w)
+    const a = args.map(String)
+    this.enqueue(kindKey, budgetKey, a[0]!, a[3]!, a[5]!, [a[1]!, a[2]!, a[4]!], a.slice(6), w)
     return p
   }
 

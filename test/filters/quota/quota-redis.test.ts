@@ -229,7 +229,7 @@ describe('the decision script (Lua) against a real Redis: the same rules as the 
     const decide = async (cost: number, pending = 0) => {
       const r = await store.decide(k, b, args(cost, pending))
       if (!Array.isArray(r)) throw new Error(`redis: ${r}`)
-      return { allowed: r[0] === 1, reason: r[1], used: r[3], total: r[4], retry: r[5], fired: r[6] }
+      return { allowed: r[0] === 1, reason: r[1]!, used: r[3]!, total: r[4]!, retry: r[5]!, fired: r[6]! }
     }
     try {
       await store.warmUp(2_000)

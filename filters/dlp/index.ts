@@ -305,6 +305,10 @@ class DlpFilter implements Filter {
         const action = a === FOUND ? 'pass' : ACTION_NAMES[a]!
         ;(counts[t.name] ??= {})[action] = n
         this.#actionsTotal.labels(t.name, action).inc(n)
+        // Per-tenant usage (control-plane statements) reads this when the request ends.
+        const key = `${t.name}:${action}`
+        const per = (ctx.dlpActions ??= {})
+        per[key] = (per[key] ?? 0) + n
       }
     }
     const stop = session.stop

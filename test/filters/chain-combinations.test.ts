@@ -53,4 +53,11 @@ describe('cache and dlp in one chain, both orders', () => {
     const third = await post(prefix, q)
     expect(third.headers['x-cache']).toBe('MISS')
   })
+
+  it("DLP actions reach the tenant's usage report (control-plane statements)", async () => {
+    await proxy.collectUsage() // start from an empty window
+    await post('/a', '{ entities(first: 3) { id email } }')
+    const usage = await proxy.collectUsage()
+    expect(usage.acme?.dlpActions['email:tokenize']).toBeGreaterThanOrEqual(3)
+  })
 })

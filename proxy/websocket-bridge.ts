@@ -142,12 +142,14 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
   const start = performance.now()
   if (!route.websocket.enabled || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
     socket.end(rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
+    proxy.finishUpgradeRaw(req)
     return
   }
   // Check the client's handshake before opening anything upstream, so a bad one costs nothing.
   const key = req.headers['sec-websocket-key']
   if (req.method !== 'GET' || key === undefined || !/^[+/0-9A-Za-z]{22}==$/.test(key) || req.headers['sec-websocket-version'] !== '13') {
     socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket handshake (needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)'))
+    proxy.finishUpgradeRaw(req)
     return
   }
   socket.on('error', () => socket.destroy())
@@ -159,7 +161,10 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgrade(ctx, reply.status)
     return
   }
-  if (socket.destroyed) return
+  if (socket.destroyed) {
+    proxy.finishUpgrade(ctx, 499) // the client left while the chain ran
+    return
+  }
   const headers: Record<string, string> = {}
   const flat = upstreamRequestHeaders(ctx, { trustIncoming: proxy.trustForwarded, hostRewrite: route.hostRewrite, upstreamHost: route.upstream.authority, contentLength: undefined })
   for (let i = 0; i < flat.length; i += 2) {
@@ -184,6 +189,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     if (!settled) {
       settled = true
       upstream.terminate()
+      proxy.finishUpgrade(ctx, 499)
     }
   }
   socket.once('close', onClientGone)
@@ -223,6 +229,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     socket.removeListener('close', onClientGone)
     if (socket.destroyed) {
       upstream.terminate()
+      proxy.finishUpgrade(ctx, 499)
       return
     }
     req[kProtocol] = upstream.protocol || undefined

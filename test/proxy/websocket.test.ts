@@ -144,6 +144,21 @@ describe('WebSocket passthrough', () => {
     await client.dispose()
   })
 
+  it('refused handshakes do not hold up a drain', async () => {
+    const p = await startTestProxy({ shutdown: { drainTimeoutMs: 5_000 }, routes: [{ name: 'ws', upstream: raw.url, type: 'http', websocket: { enabled: false } }] })
+    const { connect } = await import('node:net')
+    for (const req of ['GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n']) {
+      await new Promise<void>((resolve) => {
+        const s = connect(p.port, '127.0.0.1', () => s.write(req))
+        s.on('data', () => undefined)
+        s.on('close', () => resolve())
+      })
+    }
+    const t0 = Date.now()
+    await p.close()
+    expect(Date.now() - t0).toBeLessThan(2_000)
+  })
+
   it('refuses an invalid handshake without touching the backend', async () => {
     const { connect } = await import('node:net')
     const before = raw.wss.clients.size

@@ -1,6 +1,7 @@
 // Usage: proxies post per-tenant counters every few seconds (deltas, numbered per proxy boot so
 // a retried post is counted once). They are added to per-day totals in the tenant's own time
 // zone (the day its quotas reset), from which statements, `usedToday` and alerts are computed.
+import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
 import { canonicalJson } from './canonical-json.ts'
 import { num, type Db, type Tx } from './db.ts'
 import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
@@ -83,19 +84,12 @@ export function validateReport(body: unknown): UsageReport | string {
   return r as UsageReport
 }
 
-export interface DayTotals {
+export interface DayTotals extends TenantCounters {
   day: string
-  requests: number
-  errors: number
-  costUnits: number
-  bytesExported: number
-  rejections: Record<string, number>
-  dlpActions: Record<string, number>
-  byKind: Record<string, number>
 }
 
 function emptyDay(day: string): DayTotals {
-  return { day, requests: 0, errors: 0, costUnits: 0, bytesExported: 0, rejections: {}, dlpActions: {}, byKind: {} }
+  return { day, ...emptyCounters() }
 }
 
 function addMetric(d: DayTotals, metric: string, value: number): void {
@@ -230,17 +224,8 @@ export class UsageLedger {
   /** A signed statement: per-day totals and their sum; the signature covers the canonical JSON. */
   async statement(tenant: string, tenantId: string | undefined, timeZone: string, from: string, to: string) {
     const days = await this.days(tenant, from, to)
-    const totals = emptyDay('total') as Omit<DayTotals, 'day'> & { day?: string }
-    for (const d of days) {
-      totals.requests += d.requests
-      totals.errors += d.errors
-      totals.costUnits += d.costUnits
-      totals.bytesExported += d.bytesExported
-      for (const [k, v] of Object.entries(d.rejections)) totals.rejections[k] = (totals.rejections[k] ?? 0) + v
-      for (const [k, v] of Object.entries(d.dlpActions)) totals.dlpActions[k] = (totals.dlpActions[k] ?? 0) + v
-      for (const [k, v] of Object.entries(d.byKind)) totals.byKind[k] = (totals.byKind[k] ?? 0) + v
-    }
-    delete totals.day
+    const totals = emptyCounters()
+    for (const d of days) addCounters(totals, d)
     const body = { tenant, tenantId: tenantId ?? null, timezone: timeZone, from, to, generatedAt: new Date().toISOString(), days, totals }
     return { ...body, keyId: this.#key.keyId, signature: this.#key.sign(canonicalJson(body)) }
   }

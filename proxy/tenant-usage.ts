@@ -2,17 +2,10 @@
 // and posted to the control plane (statements, usedToday, budget alerts). Plain objects keyed by
 // tenant: tenants are bounded by config (others count as "_unlisted"), so this stays small, and
 // recording is a few integer adds at the end of a request.
+import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
 import type { RequestContext } from './context.ts'
 
-export interface TenantCounters {
-  requests: number
-  errors: number
-  costUnits: number
-  rejections: Record<string, number>
-  bytesExported: number
-  dlpActions: Record<string, number>
-  byKind: Record<string, number>
-}
+export type { TenantCounters } from '../config/usage-report.ts'
 
 export type UsageSnapshot = Record<string, TenantCounters>
 
@@ -21,9 +14,7 @@ const NOT_REJECTIONS = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'INT
 
 export const UNLISTED_TENANT = '_unlisted'
 
-function empty(): TenantCounters {
-  return { requests: 0, errors: 0, costUnits: 0, rejections: {}, bytesExported: 0, dlpActions: {}, byKind: {} }
-}
+const empty = emptyCounters
 
 export class TenantUsage {
   #known: ReadonlySet<string> = new Set()
@@ -91,15 +82,6 @@ export class TenantUsage {
 
 /** Sum worker snapshots (supervisor side). */
 export function mergeUsage(into: UsageSnapshot, from: UsageSnapshot): UsageSnapshot {
-  for (const [tenant, c] of Object.entries(from)) {
-    const t = (into[tenant] ??= empty())
-    t.requests += c.requests
-    t.errors += c.errors
-    t.costUnits += c.costUnits
-    t.bytesExported += c.bytesExported
-    for (const [k, v] of Object.entries(c.rejections)) t.rejections[k] = (t.rejections[k] ?? 0) + v
-    for (const [k, v] of Object.entries(c.dlpActions)) t.dlpActions[k] = (t.dlpActions[k] ?? 0) + v
-    for (const [k, v] of Object.entries(c.byKind)) t.byKind[k] = (t.byKind[k] ?? 0) + v
-  }
+  for (const [tenant, c] of Object.entries(from)) addCounters((into[tenant] ??= empty()), c)
   return into
 }

@@ -1,0 +1,33 @@
+// The usage report: what a proxy tells the control plane about each tenant (counters since the
+// last report), and what statements add up per day. A contract between the planes, like the
+// config document, so it lives here where both may import it.
+
+export interface TenantCounters {
+  requests: number
+  errors: number
+  costUnits: number
+  rejections: Record<string, number>
+  bytesExported: number
+  dlpActions: Record<string, number>
+  byKind: Record<string, number>
+}
+
+export function emptyCounters(): TenantCounters {
+  return { requests: 0, errors: 0, costUnits: 0, rejections: {}, bytesExported: 0, dlpActions: {}, byKind: {} }
+}
+
+function addMap(into: Record<string, number>, from: Record<string, number>): void {
+  for (const k in from) into[k] = (into[k] ?? 0) + from[k]!
+}
+
+/** into += from, field by field. */
+export function addCounters(into: TenantCounters, from: TenantCounters): TenantCounters {
+  into.requests += from.requests
+  into.errors += from.errors
+  into.costUnits += from.costUnits
+  into.bytesExported += from.bytesExported
+  addMap(into.rejections, from.rejections)
+  addMap(into.dlpActions, from.dlpActions)
+  addMap(into.byKind, from.byKind)
+  return into
+}

@@ -16,7 +16,7 @@ import { shouldShed } from './qos.ts'
 import type { QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaRuntime } from './quota-runtime.ts'
 import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
-import type { DecisionWaiter, RedisFailure, RedisQuotaStore } from './redis-store.ts'
+import { DecisionRule, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
 import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
 import { MICRO } from './token-bucket.ts'
@@ -35,14 +35,9 @@ interface Resolved {
   rule: KindRule
   calendar: TenantCalendar
   policy: string | undefined
-  kindKey: string
-  budgetKey: string
-  /** Script arguments that do not change per request, as strings: ARGV 2, 3, 5 and 7-16. */
-  ruleArgs: string[]
-  budgetArgs: string[]
-  /** The last day number sent, and its string. */
-  day: number
-  dayArg: string
+  /** Keys and constant script arguments, encoded once for the store they were built for. */
+  redisRule: DecisionRule | undefined
+  redisStore: RedisQuotaStore | undefined
   concurrentIndex: number
   releaseConcurrent: () => void
 }
@@ -190,8 +185,6 @@ class QuotaFilter implements Filter {
     // Redis has no table to fill: a tenant in the local overflow slot keeps its own Redis keys
     // (only ids that could not be stored locally — too long, not ASCII — share one).
     const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT && !table.storable(tenant) ? OVERFLOW : tenant
-    const prefix = this.#rt.store?.prefix ?? ''
-    const b = rule.budget
     const concurrentIndex = table.si(slot, S_CONCURRENT + rule.kindIndex)
     const i32 = this.#i32
     const r: Resolved = {
@@ -200,16 +193,8 @@ class QuotaFilter implements Filter {
       rule,
       calendar: calendarFor(rule.timeZone),
       policy: policyHeader(rule),
-      kindKey: quotaKeys.kind(prefix, keyTenant, this.#kind),
-      budgetKey: quotaKeys.budget(prefix, keyTenant),
-      ruleArgs: [String(rule.perMs), String(rule.capacity), String(rule.limitPerDay)],
-      // ARGV 7-16 of a decision (redis-script.ts): thresholds padded to 4.
-      budgetArgs: (b === undefined
-        ? [-1, 0, 0, 0, rule.shadowMask & 7, 0, 0, 0, 0, 0]
-        : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...[0, 1, 2, 3].map((i) => Math.round((b.thresholds[i] ?? 0) * 1_000_000))]
-      ).map(String),
-      day: -1,
-      dayArg: '',
+      redisRule: undefined,
+      redisStore: undefined,
       concurrentIndex,
       releaseConcurrent: () => void Atomics.sub(i32, concurrentIndex, 1),
     }
@@ -284,12 +269,27 @@ class QuotaFilter implements Filter {
     const pending = takePending(this.#rt.table, r.slot, rule.kindIndex)
     const d = new RedisDecision(this, ctx, r, cost, t0, day, pending, store)
     const p = new Promise<Decision>((resolve) => (d.resolve = resolve))
-    if (r.day !== day) {
-      r.day = day
-      r.dayArg = String(day)
+    let redisRule = r.redisRule
+    if (redisRule === undefined || r.redisStore !== store) {
+      redisRule = r.redisRule = this.#redisRule(r, store)
+      r.redisStore = store
     }
-    store.enqueue(r.kindKey, r.budgetKey, cost === 1 ? '1' : String(cost), r.dayArg, pending === 0 ? '0' : String(pending), r.ruleArgs, r.budgetArgs, d)
+    store.enqueue(redisRule, cost, day, pending, d)
     return p
+  }
+
+  /** The tenant's keys and ARGV 4-16 of its decisions (redis-script.ts): thresholds padded to 4. */
+  #redisRule(r: Resolved, store: RedisQuotaStore): DecisionRule {
+    const rule = r.rule
+    const b = rule.budget
+    return new DecisionRule(quotaKeys.kind(store.prefix, r.tenant, this.#kind), quotaKeys.budget(store.prefix, r.tenant), [
+      rule.perMs,
+      rule.capacity,
+      rule.limitPerDay,
+      ...(b === undefined
+        ? [-1, 0, 0, 0, rule.shadowMask & 7, 0, 0, 0, 0, 0]
+        : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...[0, 1, 2, 3].map((i) => Math.round((b.thresholds[i] ?? 0) * 1_000_000))]),
+    ])
   }
 
   /** Redis answered in time (RedisDecision calls this; synchronous, so the shared Verdict is safe). */

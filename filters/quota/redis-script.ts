@@ -8,11 +8,12 @@
 // Per decision i (KEYS[2i-1], KEYS[2i], ARGV[16(i-1) + 1 … 16i]):
 // KEYS     kind hash   tk, ts, d, u          (quotaKeys.kind)
 //          budget hash h, tot, bm, n, ra, rn, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
-// ARGV     1 cost (units)        2 rate (micro-units/ms, 0 = no bucket)   3 capacity (micro-units)
-//          4 day (local day no.) 5 limitPerDay (-1 = none)   6 pending units (outage use to reconcile;
-//          negative: a late reply counted a request the outage policy refused)
-//          7 budget units (-1 = none)   8 bucket ms   9 buckets   10 hard cap (0|1)
-//          11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count   13-16 thresholds (ppm)
+// ARGV     per request: 1 cost (units)   2 day (local day no.)   3 pending units (outage use to
+//          reconcile; negative: a late reply counted a request the outage policy refused)
+//          constant per rule: 4 rate (micro-units/ms, 0 = no bucket)   5 capacity (micro-units)
+//          6 limitPerDay (-1 = none)   7 budget units (-1 = none)   8 bucket ms   9 buckets
+//          10 hard cap (0|1)   11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count
+//          13-16 thresholds (ppm)
 // returns  8 values per decision: allowed, reason, tokens, used, budgetTotal, retryMs, firedMask, wouldMask
 export const DECISION_STRIDE = 16
 export const DECISION_RESULT = 8
@@ -38,11 +39,11 @@ end
 
 local function decide(K1, K2, A)
   local cost = tonumber(ARGV[A + 1])
-  local rate = tonumber(ARGV[A + 2])
-  local cap = tonumber(ARGV[A + 3])
-  local day = tonumber(ARGV[A + 4])
-  local limit = tonumber(ARGV[A + 5])
-  local pending = tonumber(ARGV[A + 6])
+  local day = tonumber(ARGV[A + 2])
+  local pending = tonumber(ARGV[A + 3])
+  local rate = tonumber(ARGV[A + 4])
+  local cap = tonumber(ARGV[A + 5])
+  local limit = tonumber(ARGV[A + 6])
   local bunits = tonumber(ARGV[A + 7])
   local shadow = tonumber(ARGV[A + 11])
   local costM = cost * 1000000

@@ -1,15 +1,16 @@
-// The cross-proxy quota store: one EVALSHA per decision on the worker's shared ioredis
-// connection (no offline queue: while disconnected a call fails at once), a hard time budget
-// per call, and a circuit breaker so an outage is decided locally in microseconds instead of
-// costing every request the budget. It never throws: a call resolves to a reply or a failure.
-import type { Redis } from 'ioredis'
+// The cross-proxy quota store: the decisions of one event-loop turn as one EVALSHA on the
+// worker's shared ioredis connection (no offline queue: while disconnected a call fails at
+// once), a hard time budget per call, and a circuit breaker so an outage is decided locally in
+// microseconds instead of costing every request the budget. It never throws: a call resolves
+// to a reply or a failure.
+import { createHash } from 'node:crypto'
+import { Command, type Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
 import { DECIDE_LUA, DECISION_RESULT, DECISION_STRIDE, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
-  igwQuotaDecide(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
   igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number): Promise<number>
 }
@@ -38,12 +39,104 @@ export const PROGRESS_WAIT_FACTOR = 5
 
 function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
-    r.defineCommand('igwQuotaDecide', { lua: DECIDE_LUA }) // variable: 2 keys per decision
     r.defineCommand('igwQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA })
     r.defineCommand('igwQuotaReconcile', { numberOfKeys: 2, lua: RECONCILE_LUA })
     defined.add(r)
   }
   return r as QuotaRedis
+}
+
+const DECIDE_SHA = createHash('sha1').update(DECIDE_LUA).digest('hex')
+const CRLF = 0x0d0a
+
+function bulk(s: string): string {
+  return `$${Buffer.byteLength(s)}\r\n${s}\r\n`
+}
+
+/** RESP head of the decision call up to its key count: `*<n>` then EVALSHA <sha> (or EVAL <script>). */
+const EVALSHA_HEAD = Buffer.from(bulk('evalsha') + bulk(DECIDE_SHA))
+const EVAL_HEAD = Buffer.from(bulk('eval') + bulk(DECIDE_LUA))
+
+/**
+ * What is constant in every decision of one rule for one tenant: its two keys and ARGV 4-16
+ * (redis-script.ts), RESP-encoded once. A batch is then copies of these and three small
+ * integers per decision, written straight into one Buffer: no argument arrays, no strings
+ * concatenated per argument, no per-call work in ioredis beyond queueing the command.
+ */
+export class DecisionRule {
+  readonly keys: Buffer
+  readonly args: Buffer
+  constructor(kindKey: string, budgetKey: string, constants: readonly (string | number)[]) {
+    if (constants.length !== DECISION_STRIDE - 3) throw new Error(`a quota rule has ${DECISION_STRIDE - 3} constant arguments, got ${constants.length}`)
+    this.keys = Buffer.from(bulk(kindKey) + bulk(budgetKey))
+    this.args = Buffer.from(constants.map((c) => bulk(String(c))).join(''))
+  }
+}
+
+/** Decimal digits of a non-negative safe integer. */
+function digits(n: number): number {
+  let d = 1
+  while (n >= 10) {
+    n = Math.floor(n / 10)
+    d++
+  }
+  return d
+}
+
+/** Bytes of `n` as a RESP bulk string. */
+function intBulkLength(n: number): number {
+  const len = Number.isSafeInteger(n) ? (n < 0 ? 1 + digits(-n) : digits(n)) : String(n).length
+  return 1 + digits(len) + 2 + len + 2
+}
+
+function putDigits(buf: Buffer, end: number, n: number): void {
+  do {
+    buf[--end] = 48 + (n % 10)
+    n = Math.floor(n / 10)
+  } while (n > 0)
+}
+
+/** Write `n` as a RESP bulk string at `off`; returns the offset after it. */
+function putIntBulk(buf: Buffer, off: number, n: number): number {
+  const str = Number.isSafeInteger(n) ? undefined : String(n)
+  const len = str !== undefined ? str.length : n < 0 ? 1 + digits(-n) : digits(n)
+  buf[off++] = 0x24 // $
+  const dl = digits(len)
+  putDigits(buf, off + dl, len)
+  off += dl
+  buf.writeUInt16BE(CRLF, off)
+  off += 2
+  if (str !== undefined) buf.write(str, off, 'latin1')
+  else if (n < 0) {
+    buf[off] = 0x2d // -
+    putDigits(buf, off + len, -n)
+  } else putDigits(buf, off + len, n)
+  off += len
+  buf.writeUInt16BE(CRLF, off)
+  return off + 2
+}
+
+/** `*<count>\r\n` */
+function putArrayHead(buf: Buffer, off: number, count: number): number {
+  buf[off++] = 0x2a // *
+  const dl = digits(count)
+  putDigits(buf, off + dl, count)
+  off += dl
+  buf.writeUInt16BE(CRLF, off)
+  return off + 2
+}
+
+/** One decision call: the RESP bytes are the batch's, written once (ioredis only queues it). */
+class DecideCommand extends Command {
+  readonly payload: Buffer
+  constructor(name: string, payload: Buffer) {
+    super(name)
+    this.payload = payload
+  }
+
+  override toWritable(): Buffer {
+    return this.payload
+  }
 }
 
 /**
@@ -74,8 +167,11 @@ class Batch {
   sentAt = 0
   /** The store's reply count when this batch went out (or was last extended). */
   repliesSeen = 0
-  readonly keys: string[] = []
-  readonly args: string[] = []
+  /** Sent again as EVAL after Redis lost the script (restart, SCRIPT FLUSH). */
+  resent = false
+  readonly rules: DecisionRule[] = []
+  /** cost, day, pending of each decision (ARGV 1-3). */
+  readonly ints: number[] = []
   readonly waiters: DecisionWaiter[] = []
   readonly store: RedisQuotaStore
 
@@ -99,6 +195,13 @@ class Batch {
 
   onError = (err: Error): void => {
     const w = this.waiters
+    if (!this.resent && err.message.startsWith('NOSCRIPT')) {
+      // Redis lost the script (restart, SCRIPT FLUSH): the same batch with the script text,
+      // which also loads it for the next EVALSHA. Nothing ran, so the decisions are still open.
+      this.resent = true
+      this.store.send(this, true)
+      return
+    }
     if (this.done) {
       for (let i = 0; i < w.length; i++) w[i]!.late(undefined, 0)
       return
@@ -222,10 +325,9 @@ export class RedisQuotaStore {
    * Decide through Redis. Decisions made in the same event-loop turn share one script call
    * (sent right after the turn's socket poll). The waiter hears within the budget: a result
    * or a failure (at once when the connection is down). Call only after usable() said yes.
-   * `rule` is ARGV 2, 3 and 5 and `rest` ARGV 7-16 of the decision, constant per rule: pass them
-   * as prebuilt strings (ioredis would otherwise stringify every number of every request).
+   * `rule` holds the decision's keys and constant arguments; cost, day and pending are ARGV 1-3.
    */
-  enqueue(kindKey: string, budgetKey: string, cost: string, day: string, pending: string, rule: readonly string[], rest: readonly string[], waiter: DecisionWaiter): void {
+  enqueue(rule: DecisionRule, cost: number, day: number, pending: number, waiter: DecisionWaiter): void {
     const r = this.provider.client()
     if (r.status !== 'ready') {
       this.failed('unavailable')
@@ -237,19 +339,17 @@ export class RedisQuotaStore {
       b = this.#open = new Batch(this)
       setImmediate(send, this)
     }
-    b.keys.push(kindKey, budgetKey)
-    b.args.push(cost, rule[0]!, rule[1]!, day, rule[2]!, pending)
-    for (let i = 0; i < rest.length; i++) b.args.push(rest[i]!)
+    b.rules.push(rule)
+    b.ints.push(cost, day, pending)
     b.waiters.push(waiter)
   }
 
-  /** enqueue() with the DECISION_STRIDE arguments in one array, as a promise. */
-  decide(kindKey: string, budgetKey: string, args: (string | number)[], late?: LateReply): Promise<number[] | RedisFailure> {
+  /** One decision as a promise (tests and tools): `args` are ARGV 1-16 in the script's order. */
+  decide(kindKey: string, budgetKey: string, args: number[], late?: LateReply): Promise<number[] | RedisFailure> {
     if (args.length !== DECISION_STRIDE) throw new Error(`quota decision takes ${DECISION_STRIDE} arguments, got ${args.length}`)
     const w = new PromiseWaiter(late)
     const p = new Promise<number[] | RedisFailure>((resolve) => (w.resolve = resolve))
-    const a = args.map(String)
-    this.enqueue(kindKey, budgetKey, a[0]!, a[3]!, a[5]!, [a[1]!, a[2]!, a[4]!], a.slice(6), w)
+    this.enqueue(new DecisionRule(kindKey, budgetKey, args.slice(3)), args[0]!, args[1]!, args[2]!, w)
     return p
   }
 
@@ -263,8 +363,36 @@ export class RedisQuotaStore {
     b.sentAt = performance.now()
     b.repliesSeen = this.replies
     b.timer = setTimeout(onTimeout, this.budgetMs, b)
+    this.send(b, false)
+  }
+
+  /** Write the batch's call: EVALSHA, or EVAL with the script when Redis does not have it. */
+  send(b: Batch, withScript: boolean): void {
+    const rules = b.rules
+    const ints = b.ints
+    const n = rules.length
+    const head = withScript ? EVAL_HEAD : EVALSHA_HEAD
+    const count = 3 + n * (2 + DECISION_STRIDE)
+    let size = 3 + digits(count) + head.length + intBulkLength(2 * n)
+    for (let i = 0; i < n; i++) {
+      const rule = rules[i]!
+      size += rule.keys.length + rule.args.length + intBulkLength(ints[3 * i]!) + intBulkLength(ints[3 * i + 1]!) + intBulkLength(ints[3 * i + 2]!)
+    }
+    const buf = Buffer.allocUnsafe(size)
+    let off = putArrayHead(buf, 0, count)
+    off += head.copy(buf, off)
+    off = putIntBulk(buf, off, 2 * n)
+    for (let i = 0; i < n; i++) off += rules[i]!.keys.copy(buf, off)
+    for (let i = 0; i < n; i++) {
+      off = putIntBulk(buf, off, ints[3 * i]!)
+      off = putIntBulk(buf, off, ints[3 * i + 1]!)
+      off = putIntBulk(buf, off, ints[3 * i + 2]!)
+      off += rules[i]!.args.copy(buf, off)
+    }
+    const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', buf)
     const r = this.provider.client()
-    withCommands(r).igwQuotaDecide(b.keys.length, ...b.keys, ...b.args).then(b.onReply, b.onError)
+    void r.sendCommand(cmd)
+    cmd.promise.then(b.onReply, b.onError)
   }
 
   succeeded(): void {

@@ -2,12 +2,14 @@
 // `igw proxy` processes, events exactly once across them, and Redis outages (killed, hung)
 // under load with each policy — no request waits more than the budget, nothing crashes, and
 // limits are shared again once Redis is back (outage usage reconciled).
+import { createHash } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { localDayNumber, quotaKeys, usedTodayFromRedis } from '../../../config/quota-usage.ts'
+import { DECIDE_LUA } from '../../../filters/quota/redis-script.ts'
 import { RedisQuotaStore, type RedisFailure } from '../../../filters/quota/redis-store.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend } from '../../helpers/backends.ts'
@@ -165,7 +167,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
     let recovered = 0
     const store = new RedisQuotaStore(provider, { budgetMs: 5, breakerFailures: 3, breakerOpenMs: 200, breakerAfterMs: 0 }, { failure: (k) => failures.push(k), breakerChanged: () => undefined, recovered: () => recovered++ })
     const day = localDayNumber('UTC', Date.now())
-    const args = (cost: number) => [cost, 1000, 10_000_000, day, 100, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    const args = (cost: number) => [cost, day, 0, 1000, 10_000_000, 100, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     const kindKey = quotaKeys.kind('igwunit:', 't', 'graphql')
     const budgetKey = quotaKeys.budget('igwunit:', 't')
     const late: (number[] | undefined)[] = []
@@ -223,7 +225,7 @@ describe('the decision script (Lua) against a real Redis: the same rules as the 
     const store = new RedisQuotaStore(provider, { budgetMs: 1000, breakerFailures: 3, breakerOpenMs: 200, breakerAfterMs: 0 }, { failure: () => undefined, breakerChanged: () => undefined, recovered: () => undefined })
     const day = localDayNumber('UTC', Date.now())
     // no bucket, daily limit 100, budget 10 units per 3 × 200 ms, hard cap, thresholds 0.8 and 1
-    const args = (cost: number, pending = 0) => [cost, 0, 0, day, 100, pending, 10, 200, 3, 1, 0, 2, 800_000, 1_000_000, 0, 0]
+    const args = (cost: number, pending = 0) => [cost, day, pending, 0, 0, 100, 10, 200, 3, 1, 0, 2, 800_000, 1_000_000, 0, 0]
     const k = quotaKeys.kind('igwlua:', 't', 'graphql')
     const b = quotaKeys.budget('igwlua:', 't')
     const decide = async (cost: number, pending = 0) => {
@@ -249,6 +251,17 @@ describe('the decision script (Lua) against a real Redis: the same rules as the 
       const before = later.used
       expect((await decide(1, 3)).used).toBe(before + 4)
       expect((await decide(1, -1)).used).toBe(before + 4)
+      // Redis lost its scripts (a restart, SCRIPT FLUSH): the call goes again as EVAL, which
+      // reloads the script, and is decided — not failed over to the outage policy
+      const admin = new Redis(redis.url)
+      try {
+        await admin.script('FLUSH')
+        expect((await decide(0)).used).toBe(before + 4)
+        expect(await admin.script('EXISTS', createHash('sha1').update(DECIDE_LUA).digest('hex'))).toEqual([1])
+        expect((await decide(1)).used).toBe(before + 5)
+      } finally {
+        admin.disconnect()
+      }
     } finally {
       await provider.close()
       await redis.close()

@@ -2,20 +2,27 @@
 // consumed together atomically in one round trip. The rules are the ones of token-bucket.ts,
 // local-limiter.ts and rolling-budget.ts; Redis's own clock (TIME) is the bucket's clock, so
 // proxies with skewed clocks still share one bucket. One call carries the decisions a worker
-// thread made in one event-loop turn (a batch of 1 on a quiet proxy): each is still decided
-// atomically, in order, and the per-command cost on both sides is paid once per batch.
+// thread made in one event-loop turn (a batch of 1 on a quiet proxy), grouped by rule (same
+// tenant, kind, limits and day): each decision is still made atomically, in order, with the
+// same result as one call per decision, but a group reads its hashes once, keeps them in Lua
+// locals between its decisions and writes them back once, and its constant arguments travel
+// once. Groups run one after the other, so two groups on one hash (a tenant's budget under two
+// kinds) see each other's writes.
 //
-// Per decision i (KEYS[2i-1], KEYS[2i], ARGV[16(i-1) + 1 … 16i]):
+// Group g (KEYS[2g-1], KEYS[2g]; ARGV from p + 1, p = the arguments of the groups before it):
 // KEYS     kind hash   tk, ts, d, u          (quotaKeys.kind)
 //          budget hash h, tot, bm, n, ra, rn, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
-// ARGV     per request: 1 cost (units)   2 day (local day no.)   3 pending units (outage use to
-//          reconcile; negative: a late reply counted a request the outage policy refused)
-//          constant per rule: 4 rate (micro-units/ms, 0 = no bucket)   5 capacity (micro-units)
-//          6 limitPerDay (-1 = none)   7 budget units (-1 = none)   8 bucket ms   9 buckets
-//          10 hard cap (0|1)   11 shadow mask (1 rate, 2 daily, 4 budget)   12 threshold count
-//          13-16 thresholds (ppm)
-// returns  8 values per decision: allowed, reason, tokens, used, budgetTotal, retryMs, firedMask, wouldMask
-export const DECISION_STRIDE = 16
+// ARGV     p+1 decisions in the group (c)   p+2 day (local day no.)   p+3 pending units (outage
+//          use to reconcile, charged before the group's first decision; negative: a late reply
+//          counted a request the outage policy refused)
+//          constant per rule: p+4 rate (micro-units/ms, 0 = no bucket)   p+5 capacity (micro-units)
+//          p+6 limitPerDay (-1 = none)   p+7 budget units (-1 = none)   p+8 bucket ms   p+9 buckets
+//          p+10 hard cap (0|1)   p+11 shadow mask (1 rate, 2 daily, 4 budget)   p+12 threshold
+//          count   p+13..p+16 thresholds (ppm)
+//          p+17..p+16+c the cost (units) of each decision
+// returns  8 values per decision, groups in order: allowed, reason, tokens, used, budgetTotal,
+//          retryMs, firedMask, wouldMask
+export const GROUP_HEAD = 16
 export const DECISION_RESULT = 8
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
@@ -37,8 +44,12 @@ local function crossed(K2, A, ratio, windowMs)
   return bits
 end
 
-local function decide(K1, K2, A)
-  local cost = tonumber(ARGV[A + 1])
+local out = {}
+local o = 0
+
+-- one group: the decisions of one rule, in order
+local function group(K1, K2, A)
+  local count = tonumber(ARGV[A + 1])
   local day = tonumber(ARGV[A + 2])
   local pending = tonumber(ARGV[A + 3])
   local rate = tonumber(ARGV[A + 4])
@@ -46,7 +57,6 @@ local function decide(K1, K2, A)
   local limit = tonumber(ARGV[A + 6])
   local bunits = tonumber(ARGV[A + 7])
   local shadow = tonumber(ARGV[A + 11])
-  local costM = cost * 1000000
 
   local h = redis.call('HMGET', K1, 'tk', 'ts', 'd', 'u')
   local tokens = tonumber(h[1])
@@ -75,13 +85,11 @@ local function decide(K1, K2, A)
     end
   end
 
-  local failed = 0
-  if rate > 0 and tokens < costM then failed = 1 end
-  if limit >= 0 and used + cost > limit then failed = failed + 2 end
-
-  -- the rolling budget: h (newest bucket), tot, bm/n (shape), ra/rn (cached retry-at for a cost)
-  local total, bm, n, head, ra, rn, dirty, add = 0, 0, 0, 0, 0, 0, false, 0
+  -- the rolling budget: h (newest bucket), tot, bm/n (shape), ra/rn (cached retry-at for a cost);
+  -- add: units for the newest bucket not written yet
+  local total, bm, n, head, ra, rn, add = 0, 0, 0, 0, 0, 0, 0
   local setb = nil
+  local dirty = false
   if bunits >= 0 then
     bm = tonumber(ARGV[A + 8])
     n = tonumber(ARGV[A + 9])
@@ -128,47 +136,70 @@ local function decide(K1, K2, A)
       add = add + pending
       ra = 0
     end
-    if tonumber(ARGV[A + 10]) == 1 and total + cost > bunits then failed = failed + 4 end
+    dirty = add ~= 0
   end
-
-  local would = bit.band(failed, shadow)
-  local enforced = failed - would
-  local reason = 0
-  local retry = 0
-  local fired = 0
   local ora, orn = ra, rn
-  if enforced ~= 0 then
-    if bit.band(enforced, 1) ~= 0 then
-      reason = 1
-      retry = math.ceil((costM - tokens) / rate)
-    elseif bit.band(enforced, 2) ~= 0 then
-      reason = 2
-      retry = -1
-    else
-      reason = 4
-      if ra <= now or rn ~= cost then
-        -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat
-        rn = cost
-        local excess = total + cost - bunits
-        ra = now + bm * n
-        for k = head - n + 1, head do
-          local v = tonumber(redis.call('HGET', K2, 'b' .. (k % n))) or 0
-          excess = excess - v
-          if excess <= 0 then ra = (k + n) * bm; break end
+  local hardcap = bunits >= 0 and tonumber(ARGV[A + 10]) == 1
+
+  for j = 1, count do
+    local cost = tonumber(ARGV[A + ${GROUP_HEAD} + j])
+    local costM = cost * 1000000
+    local failed = 0
+    if rate > 0 and tokens < costM then failed = 1 end
+    if limit >= 0 and used + cost > limit then failed = failed + 2 end
+    if hardcap and total + cost > bunits then failed = failed + 4 end
+
+    local would = bit.band(failed, shadow)
+    local enforced = failed - would
+    local reason = 0
+    local retry = 0
+    local fired = 0
+    if enforced ~= 0 then
+      if bit.band(enforced, 1) ~= 0 then
+        reason = 1
+        retry = math.ceil((costM - tokens) / rate)
+      elseif bit.band(enforced, 2) ~= 0 then
+        reason = 2
+        retry = -1
+      else
+        reason = 4
+        if ra <= now or rn ~= cost then
+          -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat.
+          -- The buckets hold the earlier decisions' units (as with one call per decision), not
+          -- this decision's own carried lump or pending units.
+          if j > 1 and add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add); add = 0 end
+          rn = cost
+          local excess = total + cost - bunits
+          ra = now + bm * n
+          for k = head - n + 1, head do
+            local v = tonumber(redis.call('HGET', K2, 'b' .. (k % n))) or 0
+            excess = excess - v
+            if excess <= 0 then ra = (k + n) * bm; break end
+          end
         end
+        retry = ra - now
+        fired = crossed(K2, A, math.max(1, total / bunits), bm * n)
       end
-      retry = ra - now
-      fired = crossed(K2, A, math.max(1, total / bunits), bm * n)
+    else
+      if rate > 0 and failed % 2 == 0 then tokens = tokens - costM end
+      used = used + cost
+      if bunits >= 0 then
+        total = total + cost
+        add = add + cost
+        dirty = true
+        ra = 0
+        fired = crossed(K2, A, total / bunits, bm * n)
+      end
     end
-  else
-    if rate > 0 and failed % 2 == 0 then tokens = tokens - costM end
-    used = used + cost
-    if bunits >= 0 then
-      total = total + cost
-      add = add + cost
-      ra = 0
-      fired = crossed(K2, A, total / bunits, bm * n)
-    end
+    out[o + 1] = enforced == 0 and 1 or 0
+    out[o + 2] = reason
+    out[o + 3] = tokens
+    out[o + 4] = used
+    out[o + 5] = total
+    out[o + 6] = retry
+    out[o + 7] = fired
+    out[o + 8] = would
+    o = o + 8
   end
 
   if rate > 0 then
@@ -181,20 +212,16 @@ local function decide(K1, K2, A)
   if bunits >= 0 then
     if add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add) end
     local w = setb or {}
-    if add ~= 0 or setb then w[#w + 1] = 'tot'; w[#w + 1] = total end
+    if dirty or setb then w[#w + 1] = 'tot'; w[#w + 1] = total end
     if ra ~= ora or rn ~= orn then w[#w + 1] = 'ra'; w[#w + 1] = ra; w[#w + 1] = 'rn'; w[#w + 1] = rn end
     if #w > 0 then redis.call('HSET', K2, unpack(w)) end
   end
-  return enforced == 0 and 1 or 0, reason, tokens, used, total, retry, fired, would
+  return A + ${GROUP_HEAD} + count
 end
 
-local out = {}
-local n = 0
-for i = 1, #KEYS / 2 do
-  local a, b, c, d, e, f, g, h = decide(KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 16)
-  out[n + 1] = a; out[n + 2] = b; out[n + 3] = c; out[n + 4] = d
-  out[n + 5] = e; out[n + 6] = f; out[n + 7] = g; out[n + 8] = h
-  n = n + 8
+local A = 0
+for g = 1, #KEYS / 2 do
+  A = group(KEYS[2 * g - 1], KEYS[2 * g], A)
 end
 return out
 `

@@ -8,7 +8,7 @@ import { Command, type Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
-import { DECIDE_LUA, DECISION_RESULT, DECISION_STRIDE, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
+import { DECIDE_LUA, DECISION_RESULT, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
@@ -57,19 +57,38 @@ function bulk(s: string): string {
 const EVALSHA_HEAD = Buffer.from(bulk('evalsha') + bulk(DECIDE_SHA))
 const EVAL_HEAD = Buffer.from(bulk('eval') + bulk(DECIDE_LUA))
 
+/** Constant arguments of a rule: group ARGV p+4..p+16 (redis-script.ts). */
+export const RULE_CONSTANTS = GROUP_HEAD - 3
+
 /**
- * What is constant in every decision of one rule for one tenant: its two keys and ARGV 4-16
- * (redis-script.ts), RESP-encoded once. A batch is then copies of these and three small
- * integers per decision, written straight into one Buffer: no argument arrays, no strings
- * concatenated per argument, no per-call work in ioredis beyond queueing the command.
+ * What is constant in every decision of one rule for one tenant: its two keys and its
+ * constant arguments, RESP-encoded once. A batch is then copies of these and a few small
+ * integers, written straight into one Buffer: no argument arrays, no strings concatenated per
+ * argument, no per-call work in ioredis beyond queueing the command.
  */
 export class DecisionRule {
   readonly keys: Buffer
   readonly args: Buffer
+  /** This rule's group in the batch being filled (cleared when the batch is sent). */
+  open: Group | undefined = undefined
   constructor(kindKey: string, budgetKey: string, constants: readonly (string | number)[]) {
-    if (constants.length !== DECISION_STRIDE - 3) throw new Error(`a quota rule has ${DECISION_STRIDE - 3} constant arguments, got ${constants.length}`)
+    if (constants.length !== RULE_CONSTANTS) throw new Error(`a quota rule has ${RULE_CONSTANTS} constant arguments, got ${constants.length}`)
     this.keys = Buffer.from(bulk(kindKey) + bulk(budgetKey))
     this.args = Buffer.from(constants.map((c) => bulk(String(c))).join(''))
+  }
+}
+
+/** The decisions of one rule (on one day) in a batch: one group of the script's arguments. */
+class Group {
+  readonly rule: DecisionRule
+  readonly day: number
+  /** Outage units of its decisions, charged before the first. */
+  pending = 0
+  readonly costs: number[] = []
+  readonly waiters: DecisionWaiter[] = []
+  constructor(rule: DecisionRule, day: number) {
+    this.rule = rule
+    this.day = day
   }
 }
 
@@ -169,10 +188,8 @@ class Batch {
   repliesSeen = 0
   /** Sent again as EVAL after Redis lost the script (restart, SCRIPT FLUSH). */
   resent = false
-  readonly rules: DecisionRule[] = []
-  /** cost, day, pending of each decision (ARGV 1-3). */
-  readonly ints: number[] = []
-  readonly waiters: DecisionWaiter[] = []
+  /** In the order of the script's arguments and of its reply. */
+  readonly groups: Group[] = []
   readonly store: RedisQuotaStore
 
   constructor(store: RedisQuotaStore) {
@@ -181,20 +198,26 @@ class Batch {
 
   onReply = (flat: number[]): void => {
     this.store.replies++
-    const w = this.waiters
+    const groups = this.groups
+    let at = 0
     if (this.done) {
       // Too late for the requests, but Redis counted them: the callers square their books.
-      for (let i = 0; i < w.length; i++) w[i]!.late(flat, i * DECISION_RESULT)
+      for (let g = 0; g < groups.length; g++) {
+        const w = groups[g]!.waiters
+        for (let i = 0; i < w.length; i++, at += DECISION_RESULT) w[i]!.late(flat, at)
+      }
       return
     }
     this.done = true
     clearTimeout(this.timer)
     this.store.succeeded()
-    for (let i = 0; i < w.length; i++) w[i]!.result(flat, i * DECISION_RESULT)
+    for (let g = 0; g < groups.length; g++) {
+      const w = groups[g]!.waiters
+      for (let i = 0; i < w.length; i++, at += DECISION_RESULT) w[i]!.result(flat, at)
+    }
   }
 
   onError = (err: Error): void => {
-    const w = this.waiters
     if (!this.resent && err.message.startsWith('NOSCRIPT')) {
       // Redis lost the script (restart, SCRIPT FLUSH): the same batch with the script text,
       // which also loads it for the next EVALSHA. Nothing ran, so the decisions are still open.
@@ -203,14 +226,21 @@ class Batch {
       return
     }
     if (this.done) {
-      for (let i = 0; i < w.length; i++) w[i]!.late(undefined, 0)
+      this.late()
       return
     }
     this.done = true
     clearTimeout(this.timer)
     this.store.failed(/closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error')
-    const kind = this.store.lastFailure
-    for (let i = 0; i < w.length; i++) w[i]!.failed(kind)
+    this.fail(this.store.lastFailure)
+  }
+
+  fail(kind: RedisFailure): void {
+    for (const g of this.groups) for (const w of g.waiters) w.failed(kind)
+  }
+
+  late(): void {
+    for (const g of this.groups) for (const w of g.waiters) w.late(undefined, 0)
   }
 }
 
@@ -235,7 +265,7 @@ function expire(batch: Batch): void {
   }
   batch.done = true
   store.failed('timeout')
-  for (const w of batch.waiters) w.failed('timeout')
+  batch.fail('timeout')
 }
 
 /** A DecisionWaiter as a promise (tests and tools; the filter implements the interface itself). */
@@ -323,9 +353,9 @@ export class RedisQuotaStore {
 
   /**
    * Decide through Redis. Decisions made in the same event-loop turn share one script call
-   * (sent right after the turn's socket poll). The waiter hears within the budget: a result
-   * or a failure (at once when the connection is down). Call only after usable() said yes.
-   * `rule` holds the decision's keys and constant arguments; cost, day and pending are ARGV 1-3.
+   * (sent right after the turn's socket poll), grouped by rule. The waiter hears within the
+   * budget: a result or a failure (at once when the connection is down). Call only after
+   * usable() said yes. `rule` holds the decision's keys and constant arguments.
    */
   enqueue(rule: DecisionRule, cost: number, day: number, pending: number, waiter: DecisionWaiter): void {
     const r = this.provider.client()
@@ -339,14 +369,22 @@ export class RedisQuotaStore {
       b = this.#open = new Batch(this)
       setImmediate(send, this)
     }
-    b.rules.push(rule)
-    b.ints.push(cost, day, pending)
-    b.waiters.push(waiter)
+    let g = rule.open
+    if (g === undefined || g.day !== day) {
+      g = rule.open = new Group(rule, day)
+      b.groups.push(g)
+    }
+    g.pending += pending
+    g.costs.push(cost)
+    g.waiters.push(waiter)
   }
 
-  /** One decision as a promise (tests and tools): `args` are ARGV 1-16 in the script's order. */
+  /**
+   * One decision as a promise (tests and tools): cost, day, pending, then the rule's
+   * RULE_CONSTANTS constant arguments in the script's order.
+   */
   decide(kindKey: string, budgetKey: string, args: number[], late?: LateReply): Promise<number[] | RedisFailure> {
-    if (args.length !== DECISION_STRIDE) throw new Error(`quota decision takes ${DECISION_STRIDE} arguments, got ${args.length}`)
+    if (args.length !== 3 + RULE_CONSTANTS) throw new Error(`quota decision takes ${3 + RULE_CONSTANTS} arguments, got ${args.length}`)
     const w = new PromiseWaiter(late)
     const p = new Promise<number[] | RedisFailure>((resolve) => (w.resolve = resolve))
     this.enqueue(new DecisionRule(kindKey, budgetKey, args.slice(3)), args[0]!, args[1]!, args[2]!, w)
@@ -360,6 +398,8 @@ export class RedisQuotaStore {
     const b = this.#open
     if (b === undefined) return
     this.#open = undefined
+    // The rules' next decisions start groups of the next batch.
+    for (const g of b.groups) g.rule.open = undefined
     b.sentAt = performance.now()
     b.repliesSeen = this.replies
     b.timer = setTimeout(onTimeout, this.budgetMs, b)
@@ -368,26 +408,32 @@ export class RedisQuotaStore {
 
   /** Write the batch's call: EVALSHA, or EVAL with the script when Redis does not have it. */
   send(b: Batch, withScript: boolean): void {
-    const rules = b.rules
-    const ints = b.ints
-    const n = rules.length
+    const groups = b.groups
+    const n = groups.length
     const head = withScript ? EVAL_HEAD : EVALSHA_HEAD
-    const count = 3 + n * (2 + DECISION_STRIDE)
-    let size = 3 + digits(count) + head.length + intBulkLength(2 * n)
+    let count = 3 + 2 * n
+    let size = head.length + intBulkLength(2 * n)
     for (let i = 0; i < n; i++) {
-      const rule = rules[i]!
-      size += rule.keys.length + rule.args.length + intBulkLength(ints[3 * i]!) + intBulkLength(ints[3 * i + 1]!) + intBulkLength(ints[3 * i + 2]!)
+      const g = groups[i]!
+      const costs = g.costs
+      count += GROUP_HEAD + costs.length
+      size += g.rule.keys.length + g.rule.args.length + intBulkLength(costs.length) + intBulkLength(g.day) + intBulkLength(g.pending)
+      for (let j = 0; j < costs.length; j++) size += intBulkLength(costs[j]!)
     }
+    size += 3 + digits(count)
     const buf = Buffer.allocUnsafe(size)
     let off = putArrayHead(buf, 0, count)
     off += head.copy(buf, off)
     off = putIntBulk(buf, off, 2 * n)
-    for (let i = 0; i < n; i++) off += rules[i]!.keys.copy(buf, off)
+    for (let i = 0; i < n; i++) off += groups[i]!.rule.keys.copy(buf, off)
     for (let i = 0; i < n; i++) {
-      off = putIntBulk(buf, off, ints[3 * i]!)
-      off = putIntBulk(buf, off, ints[3 * i + 1]!)
-      off = putIntBulk(buf, off, ints[3 * i + 2]!)
-      off += rules[i]!.args.copy(buf, off)
+      const g = groups[i]!
+      const costs = g.costs
+      off = putIntBulk(buf, off, costs.length)
+      off = putIntBulk(buf, off, g.day)
+      off = putIntBulk(buf, off, g.pending)
+      off += g.rule.args.copy(buf, off)
+      for (let j = 0; j < costs.length; j++) off = putIntBulk(buf, off, costs[j]!)
     }
     const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', buf)
     const r = this.provider.client()

@@ -10,7 +10,7 @@ import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { localDayNumber, quotaKeys, usedTodayFromRedis } from '../../../config/quota-usage.ts'
 import { DECIDE_LUA } from '../../../filters/quota/redis-script.ts'
-import { RedisQuotaStore, type RedisFailure } from '../../../filters/quota/redis-store.ts'
+import { DecisionRule, RedisQuotaStore, type DecisionWaiter, type RedisFailure } from '../../../filters/quota/redis-store.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig, type SpawnedIgw, type TestProxy } from '../../helpers/proxy.ts'
@@ -263,6 +263,94 @@ describe('the decision script (Lua) against a real Redis: the same rules as the 
         admin.disconnect()
       }
     } finally {
+      await provider.close()
+      await redis.close()
+    }
+  })
+})
+
+describe('batched decisions (Lua) against a real Redis: a group decides as one call per decision would', () => {
+  it('bucket, daily quota, budget with hard cap and thresholds, shadow rules, outage units, two kinds on one budget', async () => {
+    const redis = await startRedis()
+    const registry = new Registry()
+    const provider = new SharedRedis(redis.url, '', pino({ level: 'silent' }), {
+      up: new Gauge({ name: 'up', help: 'h', registers: [registry] }),
+      reconnects: new Counter({ name: 'rc', help: 'h', registers: [registry] }),
+    })
+    const store = new RedisQuotaStore(provider, { budgetMs: 1000, breakerFailures: 3, breakerOpenMs: 200, breakerAfterMs: 0 }, { failure: () => undefined, breakerChanged: () => undefined, recovered: () => undefined })
+    const day = localDayNumber('UTC', Date.now())
+    // graphql: burst 12 (refill 1 unit per 1000 s), 7 a day; ingest: no bucket, 5 a day, its
+    // daily rule in shadow mode; one budget of 20 units (hard cap, thresholds 50/80/100 %)
+    const budget = [20, 3_600_000, 3, 1]
+    const graphql = [1, 12_000_000, 7, ...budget, 0, 3, 500_000, 800_000, 1_000_000, 0]
+    const ingest = [0, 0, 5, ...budget, 2, 3, 500_000, 800_000, 1_000_000, 0]
+    const costs = { graphql: [1, 2, 1, 3, 1, 1, 9, 13, 2, 1, 1], ingest: [2, 1, 3, 1, 4, 1, 1, 2] }
+    const pending = { graphql: 2, ingest: -1 }
+    const rules = (prefix: string) => ({
+      graphql: new DecisionRule(quotaKeys.kind(prefix, 't', 'graphql'), quotaKeys.budget(prefix, 't'), graphql),
+      ingest: new DecisionRule(quotaKeys.kind(prefix, 't', 'ingest'), quotaKeys.budget(prefix, 't'), ingest),
+    })
+    class Waiter implements DecisionWaiter {
+      reply: number[] | RedisFailure | undefined
+      result(reply: number[], at: number): void {
+        this.reply = reply.slice(at, at + 8)
+      }
+      failed(kind: RedisFailure): void {
+        this.reply = kind
+      }
+      late(): void {}
+    }
+    const settled = (ws: Waiter[]) => waitFor(() => ws.every((w) => w.reply !== undefined), 2_000, 'replies')
+    // allowed, reason, whole tokens, used, budget total, retry > 0, fired, would
+    const shape = (w: Waiter) => {
+      if (!Array.isArray(w.reply)) throw new Error(`redis: ${String(w.reply)}`)
+      const [allowed, reason, tokens, used, total, retry, fired, would] = w.reply as [number, number, number, number, number, number, number, number]
+      return [allowed, reason, Math.floor(tokens / 1e6), used, total, Math.sign(retry), fired, would]
+    }
+    const client = new Redis(redis.url)
+    try {
+      await store.warmUp(2_000)
+      // Reference: one call per decision (each awaited), graphql's then ingest's — the order
+      // the batch's groups run in (decisions of one event-loop turn have no order of their own).
+      const one = rules('one:')
+      const sequential: Waiter[] = []
+      for (const kind of ['graphql', 'ingest'] as const) {
+        for (let i = 0; i < costs[kind].length; i++) {
+          const w = new Waiter()
+          store.enqueue(one[kind], costs[kind][i]!, day, i === 0 ? pending[kind] : 0, w)
+          sequential.push(w)
+          await settled([w])
+        }
+      }
+      // The same decisions in one turn, interleaved: one call, two groups.
+      const many = rules('many:')
+      const batched = { graphql: [] as Waiter[], ingest: [] as Waiter[] }
+      for (let i = 0; i < 11; i++) {
+        for (const kind of ['graphql', 'ingest'] as const) {
+          if (i >= costs[kind].length) continue
+          const w = new Waiter()
+          store.enqueue(many[kind], costs[kind][i]!, day, i === 0 ? pending[kind] : 0, w)
+          batched[kind].push(w)
+        }
+      }
+      const all = [...batched.graphql, ...batched.ingest]
+      await settled(all)
+      expect(all.map(shape)).toEqual(sequential.map(shape))
+      // the script saw refusals of every kind, admissions, shadow passes and threshold events
+      const reasons = new Set(all.map((w) => (w.reply as number[])[1]))
+      expect([...reasons].sort()).toEqual([0, 1, 2, 4])
+      expect(all.some((w) => (w.reply as number[])[7] === 2)).toBe(true)
+      expect(all.reduce((bits, w) => bits | (w.reply as number[])[6]!, 0)).toBe(0b111)
+      // and left the same state behind
+      const state = async (prefix: string) => {
+        const k = await client.hgetall(quotaKeys.kind(prefix, 't', 'graphql'))
+        const i = await client.hgetall(quotaKeys.kind(prefix, 't', 'ingest'))
+        const b = await client.hgetall(quotaKeys.budget(prefix, 't'))
+        return { graphql: [k.d, k.u, Math.floor(Number(k.tk) / 1e6)], ingest: [i.d, i.u], budget: Object.keys(b).sort(), tot: b.tot, buckets: Object.entries(b).filter(([f]) => f.startsWith('b')) }
+      }
+      expect(await state('many:')).toEqual(await state('one:'))
+    } finally {
+      client.disconnect()
       await provider.close()
       await redis.close()
     }

@@ -16,7 +16,7 @@ import { shouldShed } from './qos.ts'
 import type { QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaRuntime } from './quota-runtime.ts'
 import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
-import { DecisionRule, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
+import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
 import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
 import { MICRO } from './token-bucket.ts'
@@ -75,16 +75,16 @@ class RedisDecision implements DecisionWaiter {
     this.store = store
   }
 
-  result(reply: number[], at: number): void {
-    this.resolve(this.filter.redisResult(this, reply, at))
+  result(d: DecisionResult, last: boolean): void {
+    this.resolve(this.filter.redisResult(this, d, last))
   }
 
   failed(kind: RedisFailure): void {
     this.resolve(this.filter.redisFailed(this, kind))
   }
 
-  late(reply: number[] | undefined, at: number): void {
-    this.filter.redisLate(this, reply, at)
+  late(d: DecisionResult | undefined): void {
+    this.filter.redisLate(this, d)
   }
 }
 
@@ -293,23 +293,24 @@ class QuotaFilter implements Filter {
   }
 
   /** Redis answered in time (RedisDecision calls this; synchronous, so the shared Verdict is safe). */
-  redisResult(d: RedisDecision, reply: number[], at: number): Decision {
+  redisResult(d: RedisDecision, res: DecisionResult, last: boolean): Decision {
     const r = d.r
     const rule = r.rule
     const now = Date.now()
     const v = this.#verdict.reset()
-    v.allowed = reply[at] === 1
-    v.reason = reply[at + 1]!
-    v.tokens = reply[at + 2]!
+    v.allowed = res.allowed
+    v.reason = res.reason
+    v.tokens = res.tokens
     v.capacity = rule.capacity
     v.perMs = rule.perMs
-    v.used = reply[at + 3]!
+    v.used = res.used
     v.dayLimit = rule.limitPerDay
-    v.budgetTotal = reply[at + 4]!
-    v.retryMs = reply[at + 5]!
-    v.fired = reply[at + 6]!
-    v.would = reply[at + 7]!
-    mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
+    v.budgetTotal = res.total
+    v.retryMs = res.retryMs
+    v.fired = res.fired
+    v.would = res.would
+    // The group's last decision carries what Redis kept after all of them: mirror that once.
+    if (last) mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
     return this.#finish(d.ctx, r, v, d.cost, now, d.t0, 'redis')
   }
 
@@ -325,10 +326,10 @@ class QuotaFilter implements Filter {
    * after all, it took the reconciled units and counted the request when it admitted it (the
    * local decision counted it too: take it back); if it failed in the end, keep the units.
    */
-  redisLate(d: RedisDecision, reply: number[] | undefined, at: number): void {
+  redisLate(d: RedisDecision, res: DecisionResult | undefined): void {
     const k = d.r.rule.kindIndex
-    if (reply === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending)
-    else if (reply[at] === 1) returnPending(this.#rt.table, d.r.slot, k, -d.cost)
+    if (res === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending)
+    else if (res.allowed) returnPending(this.#rt.table, d.r.slot, k, -d.cost)
   }
 
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {

@@ -20,10 +20,16 @@
 //          p+10 hard cap (0|1)   p+11 shadow mask (1 rate, 2 daily, 4 budget)   p+12 threshold
 //          count   p+13..p+16 thresholds (ppm)
 //          p+17..p+16+c the cost (units) of each decision
-// returns  8 values per decision, groups in order: allowed, reason, tokens, used, budgetTotal,
-//          retryMs, firedMask, wouldMask
+// returns  groups in order; per group the state before its first decision: used, then tokens
+//          when the rule has a bucket and the budget total when it has a budget (the reader
+//          knows the rule); then per decision a flags value: bit 0 allowed, bits 1-3 the refusing
+//          rule, bits 4-7 thresholds fired, bits 8-10 rules a shadow rule would have refused.
+//          Flags 1 (admitted, nothing fired, no shadow rule tripped: the decision took its cost
+//          from every rule) stand alone — the reader applies the cost to the state; any other
+//          flags are followed by used, retryMs and the tokens / budget total the rule has, after
+//          the decision. An all-admitted batch is then one value per decision, not eight: less to
+//          encode for Redis and much less for ioredis to parse (~170 ns per integer).
 export const GROUP_HEAD = 16
-export const DECISION_RESULT = 8
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -140,6 +146,11 @@ local function group(K1, K2, A)
   end
   local ora, orn = ra, rn
   local hardcap = bunits >= 0 and tonumber(ARGV[A + 10]) == 1
+  local hasRate = rate > 0
+  local hasBudget = bunits >= 0
+  o = o + 1; out[o] = used
+  if hasRate then o = o + 1; out[o] = tokens end
+  if hasBudget then o = o + 1; out[o] = total end
 
   for j = 1, count do
     local cost = tonumber(ARGV[A + ${GROUP_HEAD} + j])
@@ -191,15 +202,15 @@ local function group(K1, K2, A)
         fired = crossed(K2, A, total / bunits, bm * n)
       end
     end
-    out[o + 1] = enforced == 0 and 1 or 0
-    out[o + 2] = reason
-    out[o + 3] = tokens
-    out[o + 4] = used
-    out[o + 5] = total
-    out[o + 6] = retry
-    out[o + 7] = fired
-    out[o + 8] = would
-    o = o + 8
+    local flags = (enforced == 0 and 1 or 0) + reason * 2 + fired * 16 + would * 256
+    o = o + 1; out[o] = flags
+    if flags ~= 1 then
+      out[o + 1] = used
+      out[o + 2] = retry
+      o = o + 2
+      if hasRate then o = o + 1; out[o] = tokens end
+      if hasBudget then o = o + 1; out[o] = total end
+    end
   end
 
   if rate > 0 then

@@ -8,7 +8,8 @@ import { Command, type Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
-import { DECIDE_LUA, DECISION_RESULT, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
+import { MICRO } from './token-bucket.ts'
+import { DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
@@ -69,12 +70,79 @@ export const RULE_CONSTANTS = GROUP_HEAD - 3
 export class DecisionRule {
   readonly keys: Buffer
   readonly args: Buffer
+  /** The script reports tokens (the rule has a bucket) and the budget total (it has a budget). */
+  readonly hasRate: boolean
+  readonly hasBudget: boolean
   /** This rule's group in the batch being filled (cleared when the batch is sent). */
   open: Group | undefined = undefined
   constructor(kindKey: string, budgetKey: string, constants: readonly (string | number)[]) {
     if (constants.length !== RULE_CONSTANTS) throw new Error(`a quota rule has ${RULE_CONSTANTS} constant arguments, got ${constants.length}`)
     this.keys = Buffer.from(bulk(kindKey) + bulk(budgetKey))
     this.args = Buffer.from(constants.map((c) => bulk(String(c))).join(''))
+    this.hasRate = Number(constants[0]) > 0
+    this.hasBudget = Number(constants[3]) >= 0
+  }
+}
+
+/**
+ * One decision as Redis made it. The batch fills one instance per store and hands it to each
+ * waiter in turn: read it during the call, do not keep it.
+ */
+export class DecisionResult {
+  allowed = false
+  /** The rule that refused (1 rate, 2 daily, 4 budget; 0 when allowed). */
+  reason = 0
+  /** Bucket tokens left (micro-units; 0 without a bucket). */
+  tokens = 0
+  /** Units used today after the decision. */
+  used = 0
+  /** Budget units used in the window after the decision (0 without a budget). */
+  total = 0
+  /** For a refusal: ms until a retry can pass; -1 = at the end of the tenant's day. */
+  retryMs = 0
+  /** Budget thresholds crossed (bit i = thresholds[i]). */
+  fired = 0
+  /** Rules in shadow mode that would have refused. */
+  would = 0
+
+  /** Read a group's state before its first decision at `at` of a script reply; returns the offset after it. */
+  begin(reply: number[], at: number, rule: DecisionRule): number {
+    this.used = reply[at++]!
+    this.tokens = rule.hasRate ? reply[at++]! : 0
+    this.total = rule.hasBudget ? reply[at++]! : 0
+    return at
+  }
+
+  /** Read the group's next decision (of `cost` units) at `at`; returns the offset of the next one. */
+  next(reply: number[], at: number, rule: DecisionRule, cost: number): number {
+    const flags = reply[at++]!
+    this.retryMs = 0
+    if (flags === 1) {
+      // admitted by every rule: the script took the cost from each (redis-script.ts)
+      this.allowed = true
+      this.reason = 0
+      this.fired = 0
+      this.would = 0
+      this.used += cost
+      if (rule.hasRate) this.tokens -= cost * MICRO
+      if (rule.hasBudget) this.total += cost
+      return at
+    }
+    this.allowed = (flags & 1) === 1
+    this.reason = (flags >> 1) & 7
+    this.fired = (flags >> 4) & 15
+    this.would = (flags >> 8) & 7
+    this.used = reply[at]!
+    this.retryMs = reply[at + 1]!
+    at += 2
+    if (rule.hasRate) this.tokens = reply[at++]!
+    if (rule.hasBudget) this.total = reply[at++]!
+    return at
+  }
+
+  /** The decision as the 8 numbers allowed, reason, tokens, used, total, retryMs, fired, would. */
+  toArray(): number[] {
+    return [this.allowed ? 1 : 0, this.reason, this.tokens, this.used, this.total, this.retryMs, this.fired, this.would]
   }
 }
 
@@ -165,15 +233,15 @@ class DecideCommand extends Command {
 export type LateReply = (reply: number[] | undefined) => void
 
 /**
- * Who waits for one decision of a batch. `reply` is the batch's flat reply and `at` this
- * decision's offset in it (DECISION_RESULT values). Exactly one of result/failed is called,
- * then possibly late (the reply arrived after the budget: Redis did run it; undefined: the
- * call failed in the end).
+ * Who waits for one decision of a batch. Exactly one of result/failed is called, then possibly
+ * late (the reply arrived after the budget: Redis did run it; undefined: the call failed in
+ * the end). `last`: the group's final decision in this batch, so `d` holds the state Redis
+ * kept (tokens, used, budget total) after the group.
  */
 export interface DecisionWaiter {
-  result(reply: number[], at: number): void
+  result(d: DecisionResult, last: boolean): void
   failed(kind: RedisFailure): void
-  late(reply: number[] | undefined, at: number): void
+  late(d: DecisionResult | undefined): void
 }
 
 /**
@@ -197,23 +265,34 @@ class Batch {
   }
 
   onReply = (flat: number[]): void => {
-    this.store.replies++
+    const store = this.store
+    store.replies++
     const groups = this.groups
+    const d = store.result
     let at = 0
     if (this.done) {
       // Too late for the requests, but Redis counted them: the callers square their books.
       for (let g = 0; g < groups.length; g++) {
-        const w = groups[g]!.waiters
-        for (let i = 0; i < w.length; i++, at += DECISION_RESULT) w[i]!.late(flat, at)
+        const { rule, costs, waiters } = groups[g]!
+        at = d.begin(flat, at, rule)
+        for (let i = 0; i < waiters.length; i++) {
+          at = d.next(flat, at, rule, costs[i]!)
+          waiters[i]!.late(d)
+        }
       }
       return
     }
     this.done = true
     clearTimeout(this.timer)
-    this.store.succeeded()
+    store.succeeded()
     for (let g = 0; g < groups.length; g++) {
-      const w = groups[g]!.waiters
-      for (let i = 0; i < w.length; i++, at += DECISION_RESULT) w[i]!.result(flat, at)
+      const { rule, costs, waiters } = groups[g]!
+      const last = waiters.length - 1
+      at = d.begin(flat, at, rule)
+      for (let i = 0; i <= last; i++) {
+        at = d.next(flat, at, rule, costs[i]!)
+        waiters[i]!.result(d, i === last)
+      }
     }
   }
 
@@ -240,7 +319,7 @@ class Batch {
   }
 
   late(): void {
-    for (const g of this.groups) for (const w of g.waiters) w.late(undefined, 0)
+    for (const g of this.groups) for (const w of g.waiters) w.late(undefined)
   }
 }
 
@@ -275,14 +354,14 @@ class PromiseWaiter implements DecisionWaiter {
   constructor(onLate: LateReply | undefined) {
     this.onLate = onLate
   }
-  result(reply: number[], at: number): void {
-    this.resolve(reply.slice(at, at + DECISION_RESULT))
+  result(d: DecisionResult): void {
+    this.resolve(d.toArray())
   }
   failed(kind: RedisFailure): void {
     this.resolve(kind)
   }
-  late(reply: number[] | undefined, at: number): void {
-    this.onLate?.(reply === undefined ? undefined : reply.slice(at, at + DECISION_RESULT))
+  late(d: DecisionResult | undefined): void {
+    this.onLate?.(d?.toArray())
   }
 }
 
@@ -296,6 +375,8 @@ export class RedisQuotaStore {
   lastFailure: RedisFailure = 'error'
   /** Replies received on this store's calls (progress: is Redis answering at all?). */
   replies = 0
+  /** Handed to each waiter in turn while a reply is read. */
+  readonly result = new DecisionResult()
   readonly budgetMs: number
   /** Longest wait while Redis keeps answering other calls (our own event loop is the backlog). */
   readonly maxWaitMs: number

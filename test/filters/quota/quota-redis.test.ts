@@ -10,7 +10,7 @@ import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { localDayNumber, quotaKeys, usedTodayFromRedis } from '../../../config/quota-usage.ts'
 import { DECIDE_LUA } from '../../../filters/quota/redis-script.ts'
-import { DecisionRule, RedisQuotaStore, type DecisionWaiter, type RedisFailure } from '../../../filters/quota/redis-store.ts'
+import { DecisionRule, RedisQuotaStore, type DecisionResult, type DecisionWaiter, type RedisFailure } from '../../../filters/quota/redis-store.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig, type SpawnedIgw, type TestProxy } from '../../helpers/proxy.ts'
@@ -292,8 +292,8 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
     })
     class Waiter implements DecisionWaiter {
       reply: number[] | RedisFailure | undefined
-      result(reply: number[], at: number): void {
-        this.reply = reply.slice(at, at + 8)
+      result(d: DecisionResult): void {
+        this.reply = d.toArray()
       }
       failed(kind: RedisFailure): void {
         this.reply = kind
@@ -349,6 +349,12 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
         return { graphql: [k.d, k.u, Math.floor(Number(k.tk) / 1e6)], ingest: [i.d, i.u], budget: Object.keys(b).sort(), tot: b.tot, buckets: Object.entries(b).filter(([f]) => f.startsWith('b')) }
       }
       expect(await state('many:')).toEqual(await state('one:'))
+      // what each group's last decision reports is what Redis kept
+      const kept = await state('many:')
+      const lastOf = (ws: Waiter[]) => shape(ws[ws.length - 1]!)
+      expect([String(lastOf(batched.graphql)[3]), lastOf(batched.graphql)[2]]).toEqual([kept.graphql[1], kept.graphql[2]])
+      expect(String(lastOf(batched.ingest)[3])).toBe(kept.ingest[1])
+      expect(String(lastOf(batched.ingest)[4])).toBe(kept.tot)
     } finally {
       client.disconnect()
       await provider.close()

@@ -2,22 +2,27 @@
 # request with:
 #   input.subject  {sub, roles: [..], attributes: [..], tenant?}   from the verified bearer JWT
 #   input.action   "admin.read" | "admin.write" | "dlp.review" | "dlp.detokenize" | "proxy.sync"
+#                  | "plugins.write"
 #   input.resource {type, id?, tenant?}   tenant set when the resource belongs to one tenant
 #   input.context  {justification?}
 # Roles grant attributes; a token may also carry attributes directly. A tenant-scoped subject
 # (one with a tenant claim) acts only on resources of that tenant, never on global ones.
+# plugins.write (upload a signed plugin package) is its own attribute, not part of admin.write:
+# a plugin is code, and an operator who edits routes need not be able to publish code. Plugins
+# are global resources, so a tenant-scoped subject never uploads one.
 package intelgraph.admin
 
 role_attributes := {
-	"admin": {"admin.read", "admin.write", "dlp.review", "dlp.detokenize"},
+	"admin": {"admin.read", "admin.write", "dlp.review", "dlp.detokenize", "plugins.write"},
 	"operator": {"admin.read", "admin.write"},
 	"viewer": {"admin.read"},
 	"dlp-reviewer": {"admin.read", "dlp.review"},
 	"dlp-officer": {"dlp.review", "dlp.detokenize"},
 	"proxy": {"proxy.sync"},
+	"plugin-publisher": {"plugins.write"},
 }
 
-known_actions := {"admin.read", "admin.write", "dlp.review", "dlp.detokenize", "proxy.sync"}
+known_actions := {"admin.read", "admin.write", "dlp.review", "dlp.detokenize", "proxy.sync", "plugins.write"}
 
 granted contains a if {
 	some role in input.subject.roles

@@ -62,3 +62,29 @@ test_proxy_role_only_syncs if {
 test_no_subject_is_denied if {
 	not admin.allow with input as {"action": "admin.read", "resource": {"type": "config"}}
 }
+
+test_admin_uploads_plugins if {
+	admin.allow with input as {"subject": {"sub": "a", "roles": ["admin"]}, "action": "plugins.write", "resource": {"type": "plugins", "id": "geo@1.0.0"}}
+}
+
+test_plugin_publisher_only_uploads if {
+	publisher := {"sub": "ci", "roles": ["plugin-publisher"]}
+	admin.allow with input as {"subject": publisher, "action": "plugins.write", "resource": {"type": "plugins"}}
+	not admin.allow with input as {"subject": publisher, "action": "admin.write", "resource": {"type": "routes"}}
+	not admin.allow with input as {"subject": publisher, "action": "admin.read", "resource": {"type": "plugins"}}
+}
+
+test_operator_cannot_upload_plugins if {
+	d := admin.decision with input as {"subject": operator, "action": "plugins.write", "resource": {"type": "plugins"}}
+	d == {"allow": false, "reason": "subject lacks the \"plugins.write\" attribute"}
+}
+
+test_plugins_write_attribute_in_token if {
+	admin.allow with input as {"subject": {"sub": "x", "attributes": ["plugins.write"]}, "action": "plugins.write", "resource": {"type": "plugins"}}
+}
+
+test_tenant_scoped_subject_cannot_upload_plugins if {
+	d := admin.decision with input as {"subject": {"sub": "t", "roles": ["admin"], "tenant": "acme"}, "action": "plugins.write", "resource": {"type": "plugins"}}
+	d.allow == false
+	d.reason == "subject is scoped to tenant \"acme\"; this resource is outside it"
+}

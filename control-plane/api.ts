@@ -8,16 +8,16 @@ import type { Authorizer } from './auth.ts'
 import { etagOf } from './canonical-json.ts'
 import type { Detokenizer } from './detokenize.ts'
 import { HttpError, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
+import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, validateReport, type UsageLedger } from './usage.ts'
-import { appendAudit } from './audit.ts'
 import type { UsedToday } from './used-today.ts'
 
-export interface ApiDeps {
+export interface ApiDeps extends PluginRouteDeps {
   store: ConfigStore
   hub: PushHub
   usage: UsageLedger
@@ -611,17 +611,16 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           throw new HttpError(503, `DLP keyring unavailable: ${(err as Error).message}`)
         }
         // The audit entry records who asked, why and which tokens — never the revealed values.
-        await store.db.transaction((tx) =>
-          appendAudit(tx, store.key, {
-            actor: actorOf(ctx),
-            action: 'dlp.detokenize',
-            resource: 'dlp/tokens',
-            after: { tokens: b.tokens, justification: ctx.req.headers['x-justification'] ?? null, revealed: Object.values(out.values).filter((v) => v !== null).length, errors: out.errors },
-          }),
-        )
+        await store.audit({
+          actor: actorOf(ctx),
+          action: 'dlp.detokenize',
+          resource: 'dlp/tokens',
+          after: { tokens: b.tokens, justification: ctx.req.headers['x-justification'] ?? null, revealed: Object.values(out.values).filter((v) => v !== null).length, errors: out.errors },
+        })
         sendJson(ctx.res, 200, out)
       },
     },
+    ...pluginRoutes(deps),
   ]
   return routes
 }

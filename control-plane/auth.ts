@@ -15,7 +15,7 @@ export interface AuthOptions {
   audience?: string
 }
 
-export type Action = 'admin.read' | 'admin.write' | 'dlp.review' | 'dlp.detokenize' | 'proxy.sync'
+export type Action = 'admin.read' | 'admin.write' | 'dlp.review' | 'dlp.detokenize' | 'proxy.sync' | 'plugins.write'
 
 export interface Subject {
   sub: string

@@ -7,6 +7,7 @@ import { splitListenAddress } from '../config/primitives.ts'
 import { verifyAudit } from './audit.ts'
 import type { AuthOptions } from './auth.ts'
 import { openDb } from './db.ts'
+import { loadPluginTrust } from './plugin-trust.ts'
 import type { Doc } from './resources.ts'
 import { startControlPlane, type ControlPlane } from './server.ts'
 import { loadOrCreateSigningKey, loadPublicKey } from './signing.ts'
@@ -23,9 +24,23 @@ export interface ControlPlaneFlags {
   'auth-issuer'?: string
   'auth-audience'?: string
   'log-level'?: string
+  'plugin-trust'?: string
+  'metrics-listen'?: string
 }
 
 export const DEFAULT_DB = 'sqlite:./data/igw.db'
+/** Beside the proxy's admin port (:9901), so one host can run both. */
+export const DEFAULT_METRICS_LISTEN = ':9902'
+
+/** `:9902`, `127.0.0.1:9902`, `9902`; `off` serves no metrics. Throws ConfigError. */
+export function metricsListenAddress(flag: string | undefined): { host?: string; port: number } | undefined {
+  const text = flag ?? DEFAULT_METRICS_LISTEN
+  if (text === 'off') return undefined
+  const { host, port } = splitListenAddress(/^\d+$/.test(text) ? `:${text}` : text)
+  if (!text.includes(':') && !/^\d+$/.test(text)) throw new ConfigError('--metrics-listen', [`expected host:port, :port or off, got "${text}"`])
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--metrics-listen', [`expected host:port, :port or off, got "${text}"`])
+  return host === undefined ? { port } : { host, port }
+}
 
 /** The signing key sits beside a SQLite file, or in ./data for PostgreSQL, unless given. */
 export function defaultSigningKeyPath(db: string): string {
@@ -62,6 +77,8 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
     throw new ConfigError('igw control-plane', ['needs a way to verify admin tokens: --auth-jwks F, --auth-public-key F or --auth-secret S (IGW_AUTH_JWKS, IGW_AUTH_PUBLIC_KEY, IGW_AUTH_SECRET)'])
   }
   if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${db}"`])
+  const metricsListen = metricsListenAddress(flags['metrics-listen'])
+  const pluginTrust = flags['plugin-trust'] ? loadPluginTrust(flags['plugin-trust']) : undefined
   try {
     return await startControlPlane({
       db,
@@ -70,11 +87,16 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
       auth,
       signingKey: loadOrCreateSigningKey(flags['signing-key'] ?? defaultSigningKeyPath(db)),
       ...(flags.config ? { seed: readSeed(flags.config) } : {}),
+      ...(metricsListen ? { metricsListen } : {}),
+      ...(pluginTrust ? { pluginTrust } : {}),
     })
   } catch (err) {
     if (err instanceof ConfigError) throw err
     const e = err as NodeJS.ErrnoException
-    if (e.code === 'EADDRINUSE') throw new ConfigError('--listen', [`${flags.listen ?? ':7070'} is taken`])
+    if (e.code === 'EADDRINUSE') {
+      const which = metricsListen !== undefined && (e as NodeJS.ErrnoException & { port?: number }).port === metricsListen.port ? '--metrics-listen' : '--listen'
+      throw new ConfigError(which, [`${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} is taken`])
+    }
     if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || /password|authentication|does not exist/i.test(e.message)) throw new ConfigError('--db', [`cannot open ${db.replace(/\/\/[^@/]*@/, '//[redacted]@')}: ${e.message}`])
     throw new ConfigError('igw control-plane', [e.message])
   }

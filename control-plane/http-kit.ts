@@ -30,6 +30,7 @@ export const TITLES: Record<number, string> = {
   412: 'Precondition Failed',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
   428: 'Precondition Required',
   500: 'Internal Server Error',
   501: 'Not Implemented',
@@ -51,14 +52,16 @@ export function sendProblem(res: ServerResponse, err: HttpError): void {
 
 const MAX_BODY = 4 * 1024 * 1024
 
-export async function readJson(req: IncomingMessage): Promise<unknown> {
+export async function readJson(req: IncomingMessage, maxBytes = MAX_BODY): Promise<unknown> {
   const type = req.headers['content-type'] ?? ''
   if (!/^application\/([a-z.+-]*\+)?json\b/i.test(type)) throw new HttpError(415, `expected a JSON body (content-type: application/json), got "${type || 'none'}"`)
+  const declared = Number(req.headers['content-length'])
+  if (declared > maxBytes) throw new HttpError(413, `body larger than ${maxBytes} bytes`)
   const chunks: Buffer[] = []
   let size = 0
   for await (const c of req) {
     size += (c as Buffer).length
-    if (size > MAX_BODY) throw new HttpError(413, `body larger than ${MAX_BODY} bytes`)
+    if (size > maxBytes) throw new HttpError(413, `body larger than ${maxBytes} bytes`)
     chunks.push(c as Buffer)
   }
   const text = Buffer.concat(chunks).toString('utf8')

@@ -87,6 +87,30 @@ export const MIGRATIONS: Migration[] = [
       'CREATE INDEX alerts_at ON alerts (at)',
     ],
   },
+  {
+    version: 2,
+    name: 'signed plugin packages',
+    statements: [
+      // Accepted uploads only (refusals are in audit_log). name@version is immutable, as on npm:
+      // a changed artifact is a new version. The artifact is kept as base64 TEXT, the common
+      // subset of SQLite (BLOB) and PostgreSQL (BYTEA), exactly as uploaded and signed.
+      `CREATE TABLE plugins (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        publisher TEXT NOT NULL,
+        description TEXT,
+        key_id TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size BIGINT NOT NULL CHECK (size > 0),
+        signature TEXT NOT NULL,
+        artifact TEXT NOT NULL,
+        uploaded_by TEXT NOT NULL,
+        uploaded_at BIGINT NOT NULL,
+        PRIMARY KEY (name, version)
+      )`,
+      'CREATE INDEX plugins_publisher ON plugins (publisher)',
+    ],
+  },
 ]
 
 /** Apply pending migrations in order; each in its own transaction. Returns the versions applied. */

@@ -30,14 +30,22 @@ export function snapshotEvent(head: Head): string {
   return `id: ${head.version}\nevent: snapshot\ndata: ${JSON.stringify(head.envelope)}\n\n`
 }
 
+/** What the hub reports as it works (metrics); all optional. */
+export interface PushHubEvents {
+  onPush?(): void
+  onAck?(ok: boolean): void
+}
+
 export class PushHub {
   readonly #db: Db
+  readonly #events: PushHubEvents
   readonly #streams = new Map<string, Stream>()
   readonly #heartbeat: NodeJS.Timeout
   #lastEvent: { version: number; text: string } | undefined
 
-  constructor(db: Db) {
+  constructor(db: Db, events: PushHubEvents = {}) {
     this.#db = db
+    this.#events = events
     // Comments keep idle connections open through proxies and let both sides notice a dead peer.
     this.#heartbeat = setInterval(() => {
       for (const s of this.#streams.values()) s.res.write(': ping\n\n')
@@ -75,6 +83,7 @@ export class PushHub {
     if (this.#lastEvent?.version !== head.version) this.#lastEvent = { version: head.version, text: snapshotEvent(head) }
     s.res.write(this.#lastEvent.text)
     s.sentVersion = head.version
+    this.#events.onPush?.()
   }
 
   /** A new version was committed: send it to every connected proxy. */
@@ -87,6 +96,7 @@ export class PushHub {
     const rows = ok
       ? await this.#db.query('UPDATE proxies SET applied_version = $2, acked_at = $3, last_seen = $3 WHERE id = $1 RETURNING id', [proxyId, version, now])
       : await this.#db.query('UPDATE proxies SET nack_version = $2, nack_error = $3, nack_at = $4, last_seen = $4 WHERE id = $1 RETURNING id', [proxyId, version, (error ?? 'rejected').slice(0, 4000), now])
+    if (rows.length > 0) this.#events.onAck?.(ok)
     return rows.length > 0
   }
 

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { filterEntry } from '../config/filters/index.ts'
 import { gatewayConfigObject } from '../config/schema.ts'
 import type { JsonSchema } from './http-kit.ts'
+import { MAX_ARTIFACT_BYTES, NAME_PATTERN, REJECTION_REASONS } from './plugin-package.ts'
 import { COLLECTIONS, SECTIONS } from './resources.ts'
 
 function fromZod(schema: z.ZodType): JsonSchema {
@@ -25,8 +26,30 @@ export function componentSchemas(): Record<string, JsonSchema> {
     Problem: {
       type: 'object',
       required: ['title', 'status', 'detail'],
-      properties: { type: str, title: str, status: int, detail: str, problems: { type: 'array', items: str }, current: {} },
+      properties: { type: str, title: str, status: int, detail: str, problems: { type: 'array', items: str }, current: {}, reason: { description: 'why a plugin upload was refused', enum: [...REJECTION_REASONS] } },
     },
+    PluginPackage: {
+      type: 'object',
+      required: ['name', 'version', 'publisher', 'artifact'],
+      additionalProperties: false,
+      description: 'signature: ed25519 by the publisher, base64, over the UTF-8 text "igw-plugin/v1:<publisher>/<name>@<version>:sha256:<hex sha256 of the artifact bytes>"',
+      properties: {
+        name: { type: 'string', pattern: NAME_PATTERN.source },
+        version: { type: 'string', description: 'semantic version, e.g. 1.2.3', maxLength: 64 },
+        publisher: { type: 'string', pattern: NAME_PATTERN.source },
+        description: { type: 'string', maxLength: 500 },
+        artifact: { type: 'string', contentEncoding: 'base64', description: `the plugin bytes, base64 (at most ${MAX_ARTIFACT_BYTES} bytes decoded)` },
+        signature: { type: ['string', 'null'], contentEncoding: 'base64', description: 'absent, null or empty: refused as unsigned' },
+        keyId: { type: 'string', description: 'kid of the publisher key that signed (optional: all keys of the publisher are tried)' },
+      },
+    },
+    Plugin: {
+      type: 'object',
+      required: ['name', 'version', 'publisher', 'description', 'keyId', 'digest', 'size', 'signature', 'uploadedBy', 'uploadedAt'],
+      additionalProperties: false,
+      properties: { name: str, version: str, publisher: str, description: { type: ['string', 'null'] }, keyId: str, digest: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' }, size: { type: 'integer', minimum: 1 }, signature: str, uploadedBy: str, uploadedAt: isoTime },
+    },
+    PluginList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Plugin') } } },
     ConfigHead: { type: 'object', required: ['version', 'digest', 'document'], additionalProperties: false, properties: { version: int, digest: str, createdAt: isoTime, author: str, document: ref('ConfigDocument') } },
     VersionInfo: { type: 'object', required: ['version', 'digest', 'author', 'summary', 'createdAt'], additionalProperties: false, properties: { version: int, digest: str, author: str, summary: str, createdAt: isoTime } },
     VersionList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('VersionInfo') } } },

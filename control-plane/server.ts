@@ -7,7 +7,10 @@ import { openDb, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
 import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
 import { compile, HttpError, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
+import { ControlPlaneMetrics, startMetricsServer } from './metrics.ts'
 import { buildOpenApi } from './openapi.ts'
+import type { TrustedKeys } from './plugin-package.ts'
+import { NO_TRUSTED_KEYS } from './plugin-trust.ts'
 import { PushHub } from './push.ts'
 import type { Doc } from './resources.ts'
 import type { SigningKey } from './signing.ts'
@@ -25,6 +28,10 @@ export interface ControlPlaneOptions {
   /** Version 1 when the store is empty. */
   seed?: Doc
   logger?: Logger
+  /** Publisher keys that may sign plugins (--plugin-trust); none: every signed upload is untrusted. */
+  pluginTrust?: TrustedKeys
+  /** Serve GET /metrics (unauthenticated) on this address; undefined: metrics are kept but not served. */
+  metricsListen?: { host?: string; port: number }
 }
 
 export interface ControlPlane {
@@ -34,6 +41,9 @@ export interface ControlPlane {
   readonly hub: PushHub
   readonly db: Db
   readonly openapi: Record<string, unknown>
+  readonly metrics: ControlPlaneMetrics
+  /** http://host:port of the metrics listener (GET /metrics), when one was asked for. */
+  readonly metricsUrl: string | undefined
   close(): Promise<void>
 }
 
@@ -49,10 +59,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
   const authn = new Authenticator(opts.auth)
   const authorizer = await Authorizer.load()
-  const hub = new PushHub(db)
+  // The hub is created after the metrics that read it, and both before any request.
+  let hubRef: PushHub | undefined
+  const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hubRef?.connected ?? 0, headVersion: () => store.head()?.version ?? 0 })
+  const hub = new PushHub(db, { onPush: () => metrics.pushes.inc(), onAck: (ok) => metrics.acks.labels(ok ? 'ack' : 'nack').inc() })
+  hubRef = hub
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
-  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday }
+  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger }
+  store.on('committed', () => metrics.commits.inc())
+  store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
   store.on('version', (head) => {
     hub.publish(head)
     logger.info({ version: head.version, author: head.author }, 'config version committed')
@@ -68,8 +84,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const openapiText = JSON.stringify(openapi)
   const yoga = createAdminYoga(deps)
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** `seen.route` is the route template once known, so 401/403/404 are counted under their route. */
+  async function handle(req: IncomingMessage, res: ServerResponse, seen: { route: string; counted: boolean }): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://control-plane')
+    if (url.pathname === '/openapi.json' || url.pathname === '/graphql') seen.route = url.pathname
     if (url.pathname === '/openapi.json' && req.method === 'GET') {
       res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end(openapiText)
       return
@@ -91,10 +109,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     for (const r of routes) {
       const m = r.regex.exec(url.pathname)
       if (m === null) continue
+      if (seen.route === UNMATCHED) seen.route = r.path
       if (r.method !== req.method) {
         allowed.push(r.method)
         continue
       }
+      seen.route = r.path
       const params: Record<string, string> = {}
       r.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1]!)))
       const ctx: RouteContext = { req, res, params, query: url.searchParams, subject: undefined }
@@ -112,7 +132,19 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
 
   const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
+    const t0 = performance.now()
+    const seen = { route: UNMATCHED, counted: false }
+    // Counted when the response is handed to the socket ('finish'), or when the connection ends
+    // first ('close': a client that went away, or the end of a config stream).
+    const count = () => {
+      if (seen.counted) return
+      seen.counted = true
+      // The config stream's duration is a connection's lifetime, not a latency: counted only.
+      metrics.request(seen.route, req.method, res.headersSent ? String(res.statusCode) : 'aborted', seen.route === STREAM_ROUTE ? undefined : (performance.now() - t0) / 1000)
+    }
+    res.once('finish', count)
+    res.once('close', count)
+    handle(req, res, seen).catch((err: unknown) => {
       const e = toHttpError(err)
       if (e.status >= 500) logger.error({ err, method: req.method, url: req.url }, 'request failed')
       if (res.headersSent) {
@@ -128,8 +160,23 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   })
   const addr = server.address()
   const port = typeof addr === 'object' && addr ? addr.port : opts.port
-  const url = `http://${opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? (opts.host.includes(':') ? `[${opts.host}]` : opts.host) : '127.0.0.1'}:${port}`
-  logger.info({ listen: `${opts.host ?? '*'}:${port}`, db: db.kind, version: store.head()?.version ?? 0, keyId: opts.signingKey.keyId }, 'igw control plane listening')
+  const url = `http://${hostForUrl(opts.host)}:${port}`
+  let metricsServer: Server | undefined
+  let metricsUrl: string | undefined
+  if (opts.metricsListen !== undefined) {
+    try {
+      const m = await startMetricsServer(metrics, opts.metricsListen.host, opts.metricsListen.port)
+      metricsServer = m.server
+      metricsUrl = `http://${hostForUrl(opts.metricsListen.host)}:${m.port}`
+    } catch (err) {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      hub.close()
+      await usedToday.close()
+      await db.close()
+      throw err
+    }
+  }
+  logger.info({ listen: `${opts.host ?? '*'}:${port}`, ...(metricsUrl ? { metrics: `${opts.metricsListen!.host ?? '*'}:${new URL(metricsUrl).port}` } : {}), db: db.kind, version: store.head()?.version ?? 0, keyId: opts.signingKey.keyId, pluginPublishers: deps.trustedPublishers.size }, 'igw control plane listening')
 
   return {
     url,
@@ -138,6 +185,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     hub,
     db,
     openapi,
+    metrics,
+    metricsUrl,
     async close() {
       clearInterval(poll)
       await stopListening?.()
@@ -147,9 +196,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         server.close(() => resolve())
         server.closeAllConnections()
       })
+      if (metricsServer) {
+        const ms = metricsServer
+        await new Promise<void>((resolve) => {
+          ms.close(() => resolve())
+          ms.closeAllConnections()
+        })
+      }
       await db.close()
     },
   }
+}
+
+const UNMATCHED = 'unmatched'
+const STREAM_ROUTE = '/v1/stream'
+
+/** A listen host as it goes in a URL (wildcards: loopback). */
+function hostForUrl(host: string | undefined): string {
+  if (!host || host === '0.0.0.0' || host === '::') return '127.0.0.1'
+  return host.includes(':') ? `[${host}]` : host
 }
 
 function toHttpError(err: unknown): HttpError {

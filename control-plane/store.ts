@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { ConfigError, validateConfig } from '../config/load.ts'
-import { appendAudit } from './audit.ts'
+import { appendAudit, type AuditEntry, type AuditInput } from './audit.ts'
 import { canonicalJson, sha256Hex } from './canonical-json.ts'
 import { num, type Db, type Tx } from './db.ts'
 import { migrate } from './migrations.ts'
@@ -93,7 +93,11 @@ function toHead(r: VersionRow): Head {
   }
 }
 
-export class ConfigStore extends EventEmitter<{ version: [Head] }> {
+/**
+ * Events: `version` when the head moves forward (a commit here or, after refresh(), elsewhere);
+ * `committed` for a version this instance committed; `audited` for every audit entry it appended.
+ */
+export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Head]; audited: [action: string] }> {
   readonly db: Db
   readonly key: SigningKey
   #head: Head | undefined
@@ -173,11 +177,28 @@ export class ConfigStore extends EventEmitter<{ version: [Head] }> {
       const next: Head = { version, document: JSON.parse(json) as Doc, digest, envelope, createdAt: now, author: req.actor }
       return { head: next, result, changed: true }
     })
+    if (out.changed) {
+      this.emit('committed', out.head)
+      this.emit('audited', req.action)
+    }
     if (out.changed && out.head.version > (this.#head?.version ?? 0)) {
       this.#head = out.head
       this.emit('version', out.head)
     }
     return { version: out.head.version, result: out.result, changed: out.changed }
+  }
+
+  /**
+   * Append an audit entry that is not a config change (a detokenization, a plugin upload or its
+   * refusal), after `within` in the same transaction when given: both commit or neither does.
+   */
+  async audit(input: AuditInput, within?: (tx: Tx) => Promise<void>): Promise<AuditEntry> {
+    const entry = await this.db.transaction(async (tx) => {
+      await within?.(tx)
+      return appendAudit(tx, this.key, input)
+    })
+    this.emit('audited', input.action)
+    return entry
   }
 
   /** Keep tenant identities and the seed's api_quotas in step with the document. */

@@ -27,6 +27,8 @@ const FLAGS = {
   'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },
   'auth-issuer': { type: 'string', env: 'IGW_AUTH_ISSUER', help: 'control plane: required token issuer' },
   'auth-audience': { type: 'string', env: 'IGW_AUTH_AUDIENCE', help: 'control plane: required token audience' },
+  'plugin-trust': { type: 'string', env: 'IGW_PLUGIN_TRUST', help: 'control plane: JWKS-like file of publisher ed25519 keys that may sign plugins' },
+  'metrics-listen': { type: 'string', env: 'IGW_METRICS_LISTEN', help: 'control plane: unauthenticated GET /metrics address (default :9902; off: none)' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
   check: { type: 'boolean', help: 'with `policy build`: verify committed bundles are current' },
   help: { type: 'boolean', short: 'h', help: 'show help' },

@@ -22,6 +22,11 @@ const cases: { name: string; input: Record<string, unknown>; allow: boolean }[] 
   { name: 'proxy syncs', input: { subject: { sub: 'p', roles: ['proxy'] }, action: 'proxy.sync', resource: { type: 'stream' } }, allow: true },
   { name: 'unknown role', input: { subject: { sub: 'x', roles: ['root'] }, action: 'admin.write', resource: { type: 'config' } }, allow: false },
   { name: 'no subject', input: { action: 'admin.read', resource: { type: 'config' } }, allow: false },
+  { name: 'admin uploads a plugin', input: { subject: { sub: 'a', roles: ['admin'] }, action: 'plugins.write', resource: { type: 'plugins' } }, allow: true },
+  { name: 'plugin publisher uploads', input: { subject: { sub: 'ci', roles: ['plugin-publisher'] }, action: 'plugins.write', resource: { type: 'plugins' } }, allow: true },
+  { name: 'plugin publisher edits routes', input: { subject: { sub: 'ci', roles: ['plugin-publisher'] }, action: 'admin.write', resource: { type: 'routes' } }, allow: false },
+  { name: 'operator uploads a plugin', input: { subject: { sub: 'o', roles: ['operator'] }, action: 'plugins.write', resource: { type: 'plugins' } }, allow: false },
+  { name: 'tenant-scoped admin uploads a plugin', input: { subject: { sub: 'a', roles: ['admin'], tenant: 'acme' }, action: 'plugins.write', resource: { type: 'plugins' } }, allow: false },
 ]
 
 describe('admin ABAC policy (compiled bundle)', () => {

@@ -47,12 +47,12 @@ describe.each(engines)('store on $name', (engine) => {
     try {
       expect(await migrate(db)).toEqual(MIGRATIONS.map((m) => m.version))
       expect(await migrate(db)).toEqual([])
-      for (const t of ['config_versions', 'tenants', 'api_quotas', 'audit_log', 'proxies', 'usage_daily', 'alerts']) {
+      for (const t of ['config_versions', 'tenants', 'api_quotas', 'audit_log', 'proxies', 'usage_daily', 'alerts', 'plugins']) {
         const rows = await db.query(`SELECT COUNT(*) AS n FROM ${t}`)
         expect(Number((rows[0] as { n: unknown }).n)).toBe(0)
       }
       const applied = await db.query<{ version: unknown }>('SELECT version FROM schema_migrations')
-      expect(applied.map((r) => Number(r.version))).toEqual([1])
+      expect(applied.map((r) => Number(r.version)).sort()).toEqual([1, 2])
     } finally {
       await db.close()
     }

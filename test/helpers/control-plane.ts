@@ -3,8 +3,9 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { mintToken } from '../../control-plane/auth.ts'
+import type { TrustedKeys } from '../../control-plane/plugin-package.ts'
 import type { Doc } from '../../control-plane/resources.ts'
 import { startControlPlane, type ControlPlane } from '../../control-plane/server.ts'
 import { loadOrCreateSigningKey } from '../../control-plane/signing.ts'
@@ -29,7 +30,8 @@ export function seedDocument(backendUrl = 'http://127.0.0.1:9'): Doc {
   }
 }
 
-export async function startTestControlPlane(opts: { db?: string; seed?: Doc | null; dir?: string; port?: number } = {}): Promise<TestControlPlane> {
+/** Also serves GET /metrics on 127.0.0.1:0 (`metricsUrl`). */
+export async function startTestControlPlane(opts: { db?: string; seed?: Doc | null; dir?: string; port?: number; pluginTrust?: TrustedKeys; logger?: Logger } = {}): Promise<TestControlPlane> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'igw-cp-'))
   const dbSpec = opts.db ?? `sqlite:${join(dir, 'igw.db')}`
   const keyPath = join(dir, 'signing-key.pem')
@@ -40,7 +42,9 @@ export async function startTestControlPlane(opts: { db?: string; seed?: Doc | nu
     auth: { secret: TEST_AUTH_SECRET },
     signingKey: loadOrCreateSigningKey(keyPath),
     ...(opts.seed === null ? {} : { seed: opts.seed ?? seedDocument() }),
-    logger: pino({ level: 'silent' }),
+    logger: opts.logger ?? pino({ level: 'silent' }),
+    metricsListen: { host: '127.0.0.1', port: 0 },
+    ...(opts.pluginTrust ? { pluginTrust: opts.pluginTrust } : {}),
   })
   const admin = await mintToken(TEST_AUTH_SECRET, { sub: 'test-admin', roles: ['admin'] })
   return Object.assign(cp, {
@@ -55,4 +59,31 @@ export async function startTestControlPlane(opts: { db?: string; seed?: Doc | nu
       return fetch(`${cp.url}${path}`, { ...init, headers })
     },
   })
+}
+
+/** A pino logger whose JSON lines land in `lines` (parsed). */
+export function capturingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = []
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) })
+  return { logger, lines }
+}
+
+/** One sample's value from Prometheus text, labels matched exactly (undefined: no such series). */
+export function metricSample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const want = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .sort()
+    .join(',')
+  for (const line of text.split('\n')) {
+    // Label values may hold braces (route="/v1/tenants/{id}"): the label set ends at the last "}".
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!m || m[1] !== name) continue
+    const got = (m[2] ?? '')
+      .split(/,(?=[a-zA-Z_]\w*=")/)
+      .filter(Boolean)
+      .sort()
+      .join(',')
+    if (got === want) return Number(m[3])
+  }
+  return undefined
 }

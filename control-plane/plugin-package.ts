@@ -1,0 +1,141 @@
+// A plugin package as uploaded to POST /v1/plugins, and the decision whether to accept it: the
+// shape is checked, then the publisher's ed25519 signature over the package's signing statement
+// must verify with a key the operator trusts for that publisher. Pure: no I/O (the trust set and
+// the parsed body come in), so every refusal reason is tested without a socket.
+//
+// The signature covers a one-line statement, not the bare artifact digest:
+//   igw-plugin/v1:<publisher>/<name>@<version>:sha256:<hex digest of the artifact bytes>
+// Signing only the digest would let anyone who holds one signed artifact upload it again under
+// another name or version (npm's registry signatures bind `name@version:integrity` for the
+// same reason). The statement is short and printable, so a publisher can sign it with
+// `openssl pkeyutl -sign -rawin` as well as with node:crypto.
+import { createHash, verify, type KeyObject } from 'node:crypto'
+import { z } from 'zod'
+import { formatIssues } from '../config/load.ts'
+
+export const REJECTION_REASONS = ['unsigned', 'bad_signature', 'untrusted_publisher', 'malformed'] as const
+export type RejectionReason = (typeof REJECTION_REASONS)[number]
+
+/** Largest artifact accepted (decoded bytes). The JSON body may be a third larger (base64). */
+export const MAX_ARTIFACT_BYTES = 8 * 1024 * 1024
+export const MAX_PACKAGE_BODY_BYTES = Math.ceil((MAX_ARTIFACT_BYTES * 4) / 3) + 64 * 1024
+
+/** npm-like names: lower case, digits, `.`, `_`, `-`; publisher names follow the same rule. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/
+/** Semantic versions (2.0.0), with pre-release and build parts. */
+const VERSION_PATTERN = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$/
+/** Standard base64 with padding (what `base64` and Buffer#toString('base64') print). */
+function isBase64(s: string): boolean {
+  // A single character class and a length check: linear, and no backtracking over megabytes.
+  return s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s)
+}
+const base64 = (what: string) => z.string().refine(isBase64, `expected ${what}, base64 (RFC 4648, with padding)`)
+
+const packageSchema = z.strictObject({
+  name: z.string().regex(NAME_PATTERN, 'expected a plugin name (lower case letters, digits, ".", "_", "-"; at most 64)'),
+  version: z.string().max(64).regex(VERSION_PATTERN, 'expected a semantic version like 1.2.3'),
+  publisher: z.string().regex(NAME_PATTERN, 'expected a publisher name (lower case letters, digits, ".", "_", "-"; at most 64)'),
+  description: z.string().max(500).optional(),
+  artifact: z
+    .string()
+    .min(1, 'expected the artifact bytes, base64')
+    // Checked on the text before decoding, so an oversized upload costs no allocation.
+    .max(Math.ceil(MAX_ARTIFACT_BYTES / 3) * 4, `the artifact is larger than ${MAX_ARTIFACT_BYTES} bytes`)
+    .pipe(base64('the artifact bytes')),
+  // Absent, null and "" all mean "not signed" (reason unsigned, which the security alert watches).
+  signature: z.union([z.string(), z.null()]).optional(),
+  /** Which of the publisher's trusted keys signed it (optional: every key of the publisher is tried). */
+  keyId: z.string().min(1).max(128).optional(),
+})
+
+export type PluginPackage = z.infer<typeof packageSchema>
+
+export interface PublisherKey {
+  publisher: string
+  keyId: string
+  key: KeyObject
+}
+
+/** The keys an operator trusts, by publisher. */
+export type TrustedKeys = ReadonlyMap<string, readonly PublisherKey[]>
+
+export interface VerifiedPlugin {
+  name: string
+  version: string
+  publisher: string
+  description: string | undefined
+  /** The key that verified the signature. */
+  keyId: string
+  /** sha256 of the artifact bytes, hex. */
+  digest: string
+  size: number
+  /** base64, as uploaded. */
+  artifact: string
+  signature: string
+}
+
+export type PackageDecision =
+  | { ok: true; plugin: VerifiedPlugin }
+  | { ok: false; reason: RejectionReason; message: string; name?: string; version?: string; publisher?: string; digest?: string }
+
+export function signingStatement(p: { publisher: string; name: string; version: string }, digestHex: string): string {
+  return `igw-plugin/v1:${p.publisher}/${p.name}@${p.version}:sha256:${digestHex}`
+}
+
+export function artifactDigest(artifact: Buffer): string {
+  return createHash('sha256').update(artifact).digest('hex')
+}
+
+/** Decide on an uploaded body (already parsed JSON). Checks run in order: shape, signature present, publisher trusted, signature valid. */
+export function checkPackage(body: unknown, trusted: TrustedKeys): PackageDecision {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return { ok: false, reason: 'malformed', message: 'malformed plugin package: expected a JSON object {name, version, publisher, artifact, signature}' }
+  const parsed = packageSchema.safeParse(body, { reportInput: true })
+  if (!parsed.success) {
+    const named = pickIdentity(body as Record<string, unknown>)
+    return { ok: false, reason: 'malformed', message: `malformed plugin package: ${formatIssues(parsed.error.issues).join('; ')}`, ...named }
+  }
+  const pkg = parsed.data
+  const artifact = Buffer.from(pkg.artifact, 'base64')
+  const id = { name: pkg.name, version: pkg.version, publisher: pkg.publisher }
+  if (artifact.length > MAX_ARTIFACT_BYTES) return { ok: false, reason: 'malformed', message: `malformed plugin package: artifact: the artifact is larger than ${MAX_ARTIFACT_BYTES} bytes`, ...id }
+  const digest = artifactDigest(artifact)
+  const where = `${pkg.publisher}/${pkg.name}@${pkg.version}`
+  if (pkg.signature === undefined || pkg.signature === null || pkg.signature === '') {
+    return { ok: false, reason: 'unsigned', message: `unsigned plugin package ${where}: uploads must carry the publisher's ed25519 signature (base64) over "${signingStatement(pkg, digest)}"`, ...id, digest }
+  }
+  if (!isBase64(pkg.signature)) return { ok: false, reason: 'malformed', message: `malformed plugin package: signature: expected the signature, base64 (RFC 4648, with padding)`, ...id, digest }
+  const signature = Buffer.from(pkg.signature, 'base64')
+  const keys = trusted.get(pkg.publisher) ?? []
+  if (keys.length === 0) {
+    const hint = trusted.size === 0 ? ' (no publisher is trusted: start the control plane with --plugin-trust F / IGW_PLUGIN_TRUST)' : ''
+    return { ok: false, reason: 'untrusted_publisher', message: `untrusted publisher "${pkg.publisher}": no key of that publisher is in the plugin trust file${hint}`, ...id, digest }
+  }
+  const candidates = pkg.keyId === undefined ? keys : keys.filter((k) => k.keyId === pkg.keyId)
+  if (candidates.length === 0) return { ok: false, reason: 'untrusted_publisher', message: `untrusted key "${pkg.keyId}": publisher "${pkg.publisher}" has no trusted key with that id (trusted: ${keys.map((k) => k.keyId).join(', ')})`, ...id, digest }
+  if (signature.length !== 64) return { ok: false, reason: 'bad_signature', message: `bad signature on ${where}: an ed25519 signature is 64 bytes, got ${signature.length}`, ...id, digest }
+  const statement = Buffer.from(signingStatement(pkg, digest))
+  const signer = candidates.find((k) => verify(null, statement, k.key, signature))
+  if (signer === undefined) {
+    return {
+      ok: false,
+      reason: 'bad_signature',
+      message: `bad signature on ${where}: it does not verify with ${candidates.length === 1 ? `the trusted key "${candidates[0]!.keyId}"` : `any of the ${candidates.length} trusted keys`} of "${pkg.publisher}" (the artifact, name or version changed after signing, or another key signed it)`,
+      ...id,
+      digest,
+    }
+  }
+  return {
+    ok: true,
+    plugin: { name: pkg.name, version: pkg.version, publisher: pkg.publisher, description: pkg.description, keyId: signer.keyId, digest, size: artifact.length, artifact: pkg.artifact, signature: pkg.signature },
+  }
+}
+
+/** Name, version and publisher of a malformed package when they are usable strings (for the log and audit). */
+function pickIdentity(body: Record<string, unknown>): { name?: string; version?: string; publisher?: string } {
+  const out: { name?: string; version?: string; publisher?: string } = {}
+  for (const k of ['name', 'version', 'publisher'] as const) {
+    const v = body[k]
+    if (typeof v === 'string' && v.length > 0 && v.length <= 64 && /^[\w.+-]+$/.test(v)) out[k] = v
+  }
+  return out
+}

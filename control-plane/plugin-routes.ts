@@ -1,0 +1,122 @@
+// POST /v1/plugins and GET /v1/plugins: signed plugin packages. Every upload the policy lets
+// through (plugins.write) ends one of two ways, each audited in the signed log:
+//   accepted  → stored, `plugins.upload` audit entry, igw_plugin_uploads_total{publisher}
+//   refused   → 4xx problem naming the reason, `plugins.reject` audit entry, a warn log line,
+//               igw_plugin_upload_rejections_total{reason} (unsigned|bad_signature|untrusted_publisher|malformed)
+// A name@version that already exists is a 409 (not a refusal of the package itself).
+import type { Logger } from 'pino'
+import { HttpError, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
+import type { ControlPlaneMetrics } from './metrics.ts'
+import { checkPackage, MAX_PACKAGE_BODY_BYTES, type PackageDecision, type TrustedKeys } from './plugin-package.ts'
+import { insertPlugin, listPlugins, PluginExists, type PluginView } from './plugin-store.ts'
+import { ref } from './schemas.ts'
+import type { ConfigStore } from './store.ts'
+
+export interface PluginRouteDeps {
+  store: ConfigStore
+  trustedPublishers: TrustedKeys
+  metrics: ControlPlaneMetrics
+  logger: Logger
+}
+
+type Refusal = Extract<PackageDecision, { ok: false }>
+
+const problem = (description: string) => ({ description, schema: ref('Problem'), contentType: 'application/problem+json' })
+
+/** malformed → 400 (413/415 when the body's size or type is wrong); a package that parses but is not trustworthy → 422. */
+function statusOf(r: Refusal, bodyStatus: number | undefined): number {
+  if (bodyStatus !== undefined) return bodyStatus
+  return r.reason === 'malformed' ? 400 : 422
+}
+
+export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
+  const { store, metrics, logger } = deps
+
+  async function refuse(ctx: RouteContext, r: Refusal, bodyStatus?: number): Promise<never> {
+    const actor = ctx.subject?.sub ?? 'anonymous'
+    metrics.reject(r.reason)
+    const plugin = r.name !== undefined && r.version !== undefined ? `${r.name}@${r.version}` : undefined
+    logger.warn({ actor, reason: r.reason, plugin, publisher: r.publisher, digest: r.digest, detail: r.message }, 'plugin upload refused')
+    await store.audit({
+      actor,
+      action: 'plugins.reject',
+      resource: plugin ? `plugins/${plugin}` : 'plugins',
+      after: { reason: r.reason, detail: r.message, publisher: r.publisher ?? null, digest: r.digest === undefined ? null : `sha256:${r.digest}` },
+    })
+    throw new HttpError(statusOf(r, bodyStatus), r.message, { extra: { reason: r.reason } })
+  }
+
+  return [
+    {
+      method: 'POST',
+      path: '/v1/plugins',
+      auth: { action: 'plugins.write', resource: () => ({ type: 'plugins' }) },
+      doc: {
+        summary: 'Upload a plugin package signed by a trusted publisher (plugins.write, audited; stored, not executed)',
+        tags: ['plugins'],
+        requestBody: ref('PluginPackage'),
+        responses: {
+          201: { description: 'signature verified with a trusted publisher key; stored', schema: ref('Plugin') },
+          400: problem('malformed package (reason: malformed)'),
+          401: problem('missing or invalid bearer token'),
+          403: problem('denied by the admin policy (needs plugins.write)'),
+          409: problem('this name@version exists (versions are immutable)'),
+          413: problem('body too large (reason: malformed)'),
+          415: problem('not a JSON body (reason: malformed)'),
+          422: problem('refused: reason unsigned, bad_signature or untrusted_publisher'),
+        },
+      },
+      async handle(ctx) {
+        let body: unknown
+        try {
+          body = await readJson(ctx.req, MAX_PACKAGE_BODY_BYTES)
+        } catch (err) {
+          if (err instanceof HttpError) await refuse(ctx, { ok: false, reason: 'malformed', message: `malformed plugin package: ${err.message}` }, err.status)
+          throw err
+        }
+        const decision = checkPackage(body, deps.trustedPublishers)
+        if (!decision.ok) return refuse(ctx, decision)
+        const p = decision.plugin
+        const actor = ctx.subject?.sub ?? 'anonymous'
+        const now = Date.now()
+        let view: PluginView | undefined
+        try {
+          await store.audit(
+            { actor, action: 'plugins.upload', resource: `plugins/${p.name}@${p.version}`, after: { name: p.name, version: p.version, publisher: p.publisher, keyId: p.keyId, digest: `sha256:${p.digest}`, size: p.size } },
+            async (tx) => {
+              view = await insertPlugin(tx, p, actor, now)
+            },
+          )
+        } catch (err) {
+          if (err instanceof PluginExists) {
+            logger.info({ actor, plugin: `${p.name}@${p.version}`, digest: p.digest }, 'plugin upload conflicts with a stored version')
+            throw new HttpError(409, err.message, { extra: { current: `sha256:${err.digest}` } })
+          }
+          throw err
+        }
+        metrics.pluginUploads.labels(p.publisher).inc()
+        logger.info({ actor, plugin: `${p.name}@${p.version}`, publisher: p.publisher, keyId: p.keyId, digest: p.digest, size: p.size }, 'plugin uploaded')
+        sendJson(ctx.res, 201, view)
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/plugins',
+      auth: { action: 'admin.read', resource: () => ({ type: 'plugins' }) },
+      doc: {
+        summary: 'Stored plugin packages (metadata; artifacts are not returned)',
+        tags: ['plugins'],
+        query: [
+          { name: 'name', description: 'only this plugin', schema: { type: 'string' } },
+          { name: 'publisher', description: 'only this publisher', schema: { type: 'string' } },
+        ],
+        responses: { 200: { description: 'plugins', schema: ref('PluginList') }, 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy') },
+      },
+      async handle(ctx) {
+        const name = ctx.query.get('name') ?? undefined
+        const publisher = ctx.query.get('publisher') ?? undefined
+        sendJson(ctx.res, 200, { items: await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}) }) })
+      },
+    },
+  ]
+}

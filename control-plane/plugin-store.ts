@@ -1,0 +1,92 @@
+// Accepted plugin packages in the `plugins` table (migration 2), on SQLite and PostgreSQL alike.
+// Only packages whose signature verified get here; nothing loads or runs them yet (sandboxed
+// execution in the proxies is a later step), the control plane only keeps and lists them.
+import { num, type Db, type Tx } from './db.ts'
+import type { VerifiedPlugin } from './plugin-package.ts'
+
+export interface PluginView {
+  name: string
+  version: string
+  publisher: string
+  description: string | null
+  keyId: string
+  /** "sha256:<hex>" of the artifact bytes. */
+  digest: string
+  size: number
+  signature: string
+  uploadedBy: string
+  uploadedAt: string
+}
+
+export class PluginExists extends Error {
+  readonly digest: string
+  constructor(name: string, version: string, digest: string) {
+    super(`plugin ${name}@${version} already exists (sha256:${digest}); versions are immutable: publish a new version`)
+    this.digest = digest
+  }
+}
+
+interface PluginRow {
+  name: string
+  version: string
+  publisher: string
+  description: string | null
+  key_id: string
+  digest: string
+  size: unknown
+  signature: string
+  uploaded_by: string
+  uploaded_at: unknown
+}
+
+const COLUMNS = 'name, version, publisher, description, key_id, digest, size, signature, uploaded_by, uploaded_at'
+
+function toView(r: PluginRow): PluginView {
+  return {
+    name: r.name,
+    version: r.version,
+    publisher: r.publisher,
+    description: r.description ?? null,
+    keyId: r.key_id,
+    digest: `sha256:${r.digest}`,
+    size: num(r.size),
+    signature: r.signature,
+    uploadedBy: r.uploaded_by,
+    uploadedAt: new Date(num(r.uploaded_at)).toISOString(),
+  }
+}
+
+/** Insert inside the caller's transaction (writes serialize, so the existence check holds); throws PluginExists. */
+export async function insertPlugin(tx: Tx, p: VerifiedPlugin, uploadedBy: string, now: number): Promise<PluginView> {
+  const existing = await tx.query<{ digest: string }>('SELECT digest FROM plugins WHERE name = $1 AND version = $2', [p.name, p.version])
+  if (existing.length) throw new PluginExists(p.name, p.version, existing[0]!.digest)
+  await tx.query(`INSERT INTO plugins (${COLUMNS}, artifact) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, [
+    p.name,
+    p.version,
+    p.publisher,
+    p.description ?? null,
+    p.keyId,
+    p.digest,
+    p.size,
+    p.signature,
+    uploadedBy,
+    now,
+    p.artifact,
+  ])
+  return toView({ name: p.name, version: p.version, publisher: p.publisher, description: p.description ?? null, key_id: p.keyId, digest: p.digest, size: p.size, signature: p.signature, uploaded_by: uploadedBy, uploaded_at: now })
+}
+
+export async function listPlugins(db: Db, opts: { name?: string; publisher?: string } = {}): Promise<PluginView[]> {
+  const where: string[] = []
+  const params: string[] = []
+  if (opts.name !== undefined) where.push(`name = $${params.push(opts.name)}`)
+  if (opts.publisher !== undefined) where.push(`publisher = $${params.push(opts.publisher)}`)
+  const rows = await db.query<PluginRow>(`SELECT ${COLUMNS} FROM plugins${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY name, uploaded_at, version`, params)
+  return rows.map(toView)
+}
+
+/** The stored artifact (base64, as uploaded), for tests and a future download endpoint. */
+export async function pluginArtifact(db: Db, name: string, version: string): Promise<string | undefined> {
+  const rows = await db.query<{ artifact: string }>('SELECT artifact FROM plugins WHERE name = $1 AND version = $2', [name, version])
+  return rows[0]?.artifact
+}

@@ -1,0 +1,69 @@
+// The plugin trust file (--plugin-trust F / IGW_PLUGIN_TRUST): which ed25519 public keys may sign
+// plugins, and for which publisher. JWKS-shaped (RFC 7517 / RFC 8037 OKP keys) so keys can be
+// exported by the usual tools, with one extra member, `publisher`, saying whose key it is:
+//   {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "<base64url>", "kid": "acme-2026", "publisher": "acme"}]}
+// Read once at start; rotating keys is a restart (on Kubernetes the ConfigMap's hash suffix
+// rolls the Deployment).
+import { createPublicKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { z } from 'zod'
+import { ConfigError, formatIssues } from '../config/load.ts'
+import { NAME_PATTERN, type PublisherKey, type TrustedKeys } from './plugin-package.ts'
+import { keyIdOf } from './signing.ts'
+
+const okpKey = z
+  .looseObject({
+    kty: z.literal('OKP'),
+    crv: z.literal('Ed25519'),
+    x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'expected the 32-byte public key, base64url without padding (43 characters)'),
+    kid: z.string().min(1).max(128).optional(),
+    publisher: z.string().regex(NAME_PATTERN, 'expected a publisher name (lower case letters, digits, ".", "_", "-"; at most 64)'),
+    use: z.literal('sig').optional(),
+    alg: z.enum(['EdDSA', 'Ed25519']).optional(),
+  })
+  .refine((k) => !Object.hasOwn(k, 'd'), { message: 'a private key does not belong in the trust file (remove "d")', path: ['d'] })
+
+const trustFile = z.looseObject({ keys: z.array(okpKey) })
+
+/** Parse a trust document; throws ConfigError naming the bad paths. */
+export function parsePluginTrust(raw: unknown, source: string): TrustedKeys {
+  const r = trustFile.safeParse(raw, { reportInput: true })
+  if (!r.success) throw new ConfigError(source, formatIssues(r.error.issues))
+  const byPublisher = new Map<string, PublisherKey[]>()
+  const problems: string[] = []
+  r.data.keys.forEach((jwk, i) => {
+    let key
+    try {
+      key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: jwk.x }, format: 'jwk' })
+    } catch (err) {
+      problems.push(`keys[${i}].x: not an Ed25519 public key (${(err as Error).message})`)
+      return
+    }
+    const keyId = jwk.kid ?? keyIdOf(key)
+    const list = byPublisher.get(jwk.publisher) ?? []
+    if (list.some((k) => k.keyId === keyId)) problems.push(`keys[${i}].kid: "${keyId}" appears twice for publisher "${jwk.publisher}"`)
+    list.push({ publisher: jwk.publisher, keyId, key })
+    byPublisher.set(jwk.publisher, list)
+  })
+  if (problems.length) throw new ConfigError(source, problems)
+  return byPublisher
+}
+
+export function loadPluginTrust(path: string): TrustedKeys {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError('--plugin-trust', [`cannot read ${path}: ${(err as Error).message}`])
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(path, [`not JSON: ${(err as Error).message}`])
+  }
+  return parsePluginTrust(raw, path)
+}
+
+/** No trust file: every signed upload is refused as untrusted_publisher (unsigned ones stay unsigned). */
+export const NO_TRUSTED_KEYS: TrustedKeys = new Map()

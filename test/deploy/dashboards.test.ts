@@ -78,5 +78,7 @@ describe('deploy/observability/dashboards', () => {
     for (const m of ['igw_subscriptions_active', 'igw_subscription_delivery_seconds_bucket', 'igw_replay_gaps_total', 'igw_qos_drops_total']) expect(reads('igw-subscriptions.json').has(m), m).toBe(true)
     // DLP actions.
     expect(reads('igw-dlp.json').has('igw_dlp_actions_total')).toBe(true)
+    // Control plane: API, push with ACK/NACK, audit, signed plugin uploads and refusals.
+    for (const m of ['igw_control_plane_requests_total', 'igw_control_plane_proxies_connected', 'igw_control_plane_acks_total', 'igw_control_plane_audit_appends_total', 'igw_plugin_uploads_total', 'igw_plugin_upload_rejections_total']) expect(reads('igw-control-plane.json').has(m), m).toBe(true)
   })
 })

@@ -100,8 +100,16 @@ describe('rendered containers run', () => {
         s.close(() => resolve(p))
       })
     })
+    const metricsPort = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port
+        s.close(() => resolve(p))
+      })
+    })
     const args = c.args!.map((a) => (a === ':7070' ? `127.0.0.1:${port}` : a))
-    const run = await runContainer(objs, d.spec.template.spec, { ...c, args })
+    // The metrics address the manifest sets (:9902, in env) moves to a free loopback port.
+    expect(c.env?.find((e) => e.name === 'IGW_METRICS_LISTEN')?.value).toBe(`:${c.ports!.find((p) => p.name === 'metrics')!.containerPort}`)
+    const run = await runContainer(objs, d.spec.template.spec, { ...c, args }, { IGW_METRICS_LISTEN: `127.0.0.1:${metricsPort}` })
     try {
       const probe = c.readinessProbe!.httpGet!
       await eventually(async () => {
@@ -118,6 +126,14 @@ describe('rendered containers run', () => {
       const { existsSync } = await import('node:fs')
       expect(existsSync(run.local('/var/lib/igw-control-plane/igw.db'))).toBe(true)
       expect(existsSync(run.local('/var/lib/igw-control-plane/signing-key.pem'))).toBe(true)
+      // Prometheus scrapes the port its annotation names; the mounted plugin trust file was read
+      // (an unreadable one would have stopped the start) and the refusal reasons exist at 0.
+      const annotations = (d.spec.template as { metadata?: { annotations?: Record<string, string> } }).metadata?.annotations ?? {}
+      expect(annotations['prometheus.io/port']).toBe('9902')
+      const metrics = await get(`http://127.0.0.1:${metricsPort}${annotations['prometheus.io/path']}`)
+      expect(metrics.status).toBe(200)
+      expect(metrics.body).toMatch(/^igw_plugin_upload_rejections_total\{reason="unsigned"\} 0$/m)
+      expect(metrics.body).toMatch(/^igw_control_plane_config_head_version 0$/m)
     } finally {
       await run.stop()
     }

@@ -316,6 +316,41 @@ export const dashboards: DashboardSpec[] = [
       },
     ],
   },
+  {
+    uid: 'igw-control-plane',
+    title: 'igw — control plane',
+    description: 'The control plane: admin API traffic, config pushes with ACK/NACK, the audit log and signed plugin uploads (scraped from its --metrics-listen port).',
+    variables: [],
+    rows: [
+      {
+        row: 'Admin API',
+        panels: [
+          { title: 'Requests per second by route and status', type: 'timeseries', unit: 'reqps', w: 12, targets: [{ expr: `sum by (route, status) (rate(igw_control_plane_requests_total[${R}]))`, legend: '{{route}} {{status}}' }] },
+          { title: 'p95 latency by route', type: 'timeseries', unit: 's', w: 12, targets: [{ expr: `histogram_quantile(0.95, sum by (route, le) (rate(igw_control_plane_request_duration_seconds_bucket[${R}])))`, legend: '{{route}}' }] },
+          { title: 'Server errors (5xx share)', type: 'stat', unit: 'percentunit', w: 12, targets: [{ expr: `sum(rate(igw_control_plane_requests_total{status=~"5.."}[${R}])) / sum(rate(igw_control_plane_requests_total[${R}]))`, legend: '5xx' }], thresholds: [{ color: 'green', value: null }, { color: 'red', value: 0.01 }] },
+          { title: 'Requests within 250 ms', type: 'stat', unit: 'percentunit', w: 12, targets: [{ expr: `sum(rate(igw_control_plane_request_duration_seconds_bucket{le="0.25"}[${R}])) / sum(rate(igw_control_plane_request_duration_seconds_count[${R}]))`, legend: 'within 250 ms' }], thresholds: PCT_THRESHOLDS(0.9, 0.99), min: 0, max: 1 },
+        ],
+      },
+      {
+        row: 'Config push',
+        panels: [
+          { title: 'Proxies connected', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (igw_control_plane_proxies_connected)', legend: '{{instance}}' }] },
+          { title: 'Config version: head vs proxies', type: 'timeseries', w: 8, description: 'A proxy below the head for long: it NACKed or lost its stream (IgwConfigVersionSkew).', targets: [{ expr: 'max(igw_control_plane_config_head_version)', legend: 'head' }, { expr: 'igw_config_version', legend: '{{instance}}' }] },
+          { title: 'Versions committed per hour', type: 'timeseries', w: 8, targets: [{ expr: 'sum(increase(igw_control_plane_config_commits_total[1h]))', legend: 'committed' }] },
+          { title: 'Snapshot pushes and answers', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum(rate(igw_control_plane_snapshot_pushes_total[${R}]))`, legend: 'pushed' }, { expr: `sum by (result) (rate(igw_control_plane_acks_total[${R}]))`, legend: '{{result}}' }] },
+          { title: 'Audit entries by action, per hour', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (action) (increase(igw_control_plane_audit_appends_total[1h]))', legend: '{{action}}' }] },
+        ],
+      },
+      {
+        row: 'Signed plugins (stored, not executed)',
+        panels: [
+          { title: 'Uploads refused without a trusted signature, 24 h (alert at any)', type: 'stat', w: 8, targets: [{ expr: 'sum(increase(igw_plugin_upload_rejections_total{reason=~"unsigned|bad_signature|untrusted_publisher"}[24h]))', legend: 'refused' }], thresholds: [{ color: 'green', value: null }, { color: 'red', value: 1 }] },
+          { title: 'Uploads refused by reason, per hour', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (reason) (increase(igw_plugin_upload_rejections_total[1h]))', legend: '{{reason}}' }] },
+          { title: 'Uploads accepted by publisher, 24 h', type: 'bargauge', w: 8, targets: [{ expr: 'sum by (publisher) (increase(igw_plugin_uploads_total[24h]))', legend: '{{publisher}}' }] },
+        ],
+      },
+    ],
+  },
 ]
 
 export function renderDashboards(): Map<string, string> {

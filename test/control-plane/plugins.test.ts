@@ -3,10 +3,12 @@
 // the signed log and counted on the unauthenticated /metrics listener; ABAC on plugins.write.
 // Every response is checked against the served OpenAPI document.
 import { mkdtempSync, rmSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { verifyAudit } from '../../control-plane/audit.ts'
+import { MAX_PACKAGE_BODY_BYTES } from '../../control-plane/plugin-package.ts'
 import { pluginArtifact } from '../../control-plane/plugin-store.ts'
 import { loadPluginTrust } from '../../control-plane/plugin-trust.ts'
 import { capturingLogger, metricSample, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
@@ -128,6 +130,33 @@ describe.each(engines)('plugin uploads on $name', (engine) => {
     const stored = (await (await cp.api('/v1/plugins')).json()) as { items: { version: string }[] }
     expect(stored.items.map((i) => i.version)).toEqual(['1.0.0'])
     expect(log.lines.filter((l) => l.msg === 'plugin upload refused' && l.actor === actor)).toEqual([expect.objectContaining({ level: 40, reason: c.reason, detail: problem.detail })])
+  })
+
+  it('a body declared larger than the limit is malformed (413), answered before it is read', async () => {
+    const before = await scrape()
+    const token = await cp.token({ sub: 'big-uploader', roles: ['plugin-publisher'] })
+    const { port } = new URL(cp.url)
+    // A raw socket: the headers promise more than the limit, and no body follows.
+    const socket = connect(Number(port), '127.0.0.1')
+    socket.write(`POST /v1/plugins HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: ${MAX_PACKAGE_BODY_BYTES + 1}\r\n\r\n`)
+    let raw = ''
+    socket.on('data', (d: Buffer) => (raw += d.toString()))
+    await new Promise<void>((resolve, reject) => {
+      const t = setInterval(() => {
+        const i = raw.indexOf('\r\n\r\n')
+        if (i !== -1 && raw.length >= i + 4 + Number(/content-length: (\d+)/i.exec(raw)?.[1] ?? 0)) {
+          clearInterval(t)
+          resolve()
+        }
+      }, 10)
+      socket.on('error', reject)
+    })
+    socket.destroy()
+    expect(raw).toMatch(/^HTTP\/1\.1 413 /)
+    const problem = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { reason: string; detail: string }
+    expect(problem).toMatchObject({ reason: 'malformed', detail: `malformed plugin package: body larger than ${MAX_PACKAGE_BODY_BYTES} bytes` })
+    expect(sample(await scrape(), 'igw_plugin_upload_rejections_total', { reason: 'malformed' })).toBe(sample(before, 'igw_plugin_upload_rejections_total', { reason: 'malformed' })! + 1)
+    expect((await auditOf('plugins')).filter((e) => e.actor === 'big-uploader')).toEqual([expect.objectContaining({ action: 'plugins.reject', after: expect.objectContaining({ reason: 'malformed' }) })])
   })
 
   it('a body of the wrong type is malformed (415)', async () => {

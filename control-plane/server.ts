@@ -59,11 +59,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
   const authn = new Authenticator(opts.auth)
   const authorizer = await Authorizer.load()
-  // The hub is created after the metrics that read it, and both before any request.
-  let hubRef: PushHub | undefined
-  const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hubRef?.connected ?? 0, headVersion: () => store.head()?.version ?? 0 })
+  // The gauges read the hub at scrape time, which is after it exists.
+  const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hub.connected, headVersion: () => store.head()?.version ?? 0 })
   const hub = new PushHub(db, { onPush: () => metrics.pushes.inc(), onAck: (ok) => metrics.acks.labels(ok ? 'ack' : 'nack').inc() })
-  hubRef = hub
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
   const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger }
@@ -169,6 +167,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       metricsServer = m.server
       metricsUrl = `http://${hostForUrl(opts.metricsListen.host)}:${m.port}`
     } catch (err) {
+      // Nothing is left running when the start fails (--metrics-listen taken).
+      clearInterval(poll)
+      await stopListening?.()
       await new Promise<void>((resolve) => server.close(() => resolve()))
       hub.close()
       await usedToday.close()

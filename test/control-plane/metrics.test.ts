@@ -163,6 +163,24 @@ describe('igw control-plane (the CLI)', () => {
     }
   })
 
+  it('a metrics address that is taken stops the start (exit 78, --metrics-listen named)', async () => {
+    const { createServer } = await import('node:net')
+    const busy = createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    try {
+      const taken = `127.0.0.1:${(busy.address() as { port: number }).port}`
+      const dir = mkdtempSync(join(scratch, 'cli-'))
+      const child = spawn(process.execPath, [IGW_BIN, ...base(dir), '--metrics-listen', taken], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let err = ''
+      child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+      const [code] = (await once(child, 'exit')) as [number | null]
+      expect(code, err).toBe(78)
+      expect(err).toContain(`--metrics-listen: invalid config\n  ${taken} is taken`)
+    } finally {
+      busy.close()
+    }
+  })
+
   it.each<[string, string[], Record<string, string>, RegExp]>([
     ['a trust file that is not there', ['--plugin-trust', '/nonexistent/trust.json'], {}, /--plugin-trust: invalid config\n {2}cannot read \/nonexistent\/trust\.json/],
     ['a trust file holding a private key', [], { IGW_PLUGIN_TRUST: 'PRIVATE' }, /keys\[0\]\.d: a private key does not belong in the trust file/],

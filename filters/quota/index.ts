@@ -13,7 +13,7 @@ import { quotaKeys } from '../../config/quota-usage.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
 import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from './local-limiter.ts'
 import { shouldShed } from './qos.ts'
-import type { QuotaMetrics } from './quota-metrics.ts'
+import type { LatencySeries, QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaRuntime } from './quota-runtime.ts'
 import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
@@ -50,7 +50,6 @@ function formatDuration(ms: number): string {
 }
 
 type Child = { inc(n?: number): void }
-type Timer = { observe(v: number): void }
 
 /** One request waiting for its Redis decision (one object per request: no closures). */
 class RedisDecision implements DecisionWaiter {
@@ -107,7 +106,7 @@ class QuotaFilter implements Filter {
   readonly #anomalyOn: boolean
   readonly #rejected: Record<number, Child>
   readonly #would: Record<number, Child>
-  readonly #timers: Record<Path, Timer>
+  readonly #timers: Record<Path, LatencySeries>
   readonly #releaseInflight: () => void
   #sample = 0
 
@@ -132,7 +131,7 @@ class QuotaFilter implements Filter {
       this.#rejected[Number(bit)] = this.#m.rejections.labels(k, reason)
       this.#would[Number(bit)] = this.#m.wouldReject.labels(k, reason)
     }
-    this.#timers = { local: this.#m.decisions.labels(k, 'local'), redis: this.#m.decisions.labels(k, 'redis'), fallback: this.#m.decisions.labels(k, 'fallback') }
+    this.#timers = { local: this.#m.decisions.series(k, 'local'), redis: this.#m.decisions.series(k, 'redis'), fallback: this.#m.decisions.series(k, 'fallback') }
     const i32 = this.#i32
     this.#releaseInflight = () => void Atomics.sub(i32, H_INFLIGHT, 1)
   }
@@ -296,7 +295,8 @@ class QuotaFilter implements Filter {
   redisResult(d: RedisDecision, res: DecisionResult, last: boolean): Decision {
     const r = d.r
     const rule = r.rule
-    const now = Date.now()
+    const now = res.now
+    this.#timers.redis.observe((res.readAt - d.t0) / 1000)
     const v = this.#verdict.reset()
     v.allowed = res.allowed
     v.reason = res.reason
@@ -311,7 +311,7 @@ class QuotaFilter implements Filter {
     v.would = res.would
     // The group's last decision carries what Redis kept after all of them: mirror that once.
     if (last) mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
-    return this.#finish(d.ctx, r, v, d.cost, now, d.t0, 'redis')
+    return this.#finish(d.ctx, r, v, d.cost, now, -1, 'redis') // timed above
   }
 
   /** Redis did not answer in time or failed: the outage policy decides. */

@@ -169,6 +169,9 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
 /** Take the units admitted locally during an outage, to add to Redis with the next decision. */
 export function takePending(table: QuotaTable, slot: number, kind: number): number {
   const i = table.kf(slot, kind, K_PENDING)
+  // Almost always nothing is owed: skip the lock then. A unit added right after this read is
+  // taken by the next decision or the heartbeat's reconciliation, as when it is added later.
+  if (table.f64[i] === 0) return 0
   table.lockKind(slot, kind)
   const p = table.f64[i]!
   table.f64[i] = 0

@@ -104,6 +104,9 @@ export class DecisionResult {
   fired = 0
   /** Rules in shadow mode that would have refused. */
   would = 0
+  /** When the reply was read: Date.now() and performance.now() (once per batch, not per request). */
+  now = 0
+  readAt = 0
 
   /** Read a group's state before its first decision at `at` of a script reply; returns the offset after it. */
   begin(reply: number[], at: number, rule: DecisionRule): number {
@@ -269,6 +272,8 @@ class Batch {
     store.replies++
     const groups = this.groups
     const d = store.result
+    d.now = Date.now()
+    d.readAt = performance.now()
     let at = 0
     if (this.done) {
       // Too late for the requests, but Redis counted them: the callers square their books.

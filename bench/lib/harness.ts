@@ -2,7 +2,7 @@
 // with autocannon, sample RSS, and write results as JSON + a markdown table.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -82,6 +82,28 @@ export function rssBytes(pid: number): number {
   } catch {
     return Number.NaN
   }
+}
+
+/** CPU seconds (user + system, all threads) a process has used so far. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100 // USER_HZ
+  } catch {
+    return 0 // gone
+  }
+}
+
+/** CPU seconds of a process and its direct children (nginx's master and its workers). */
+export function cpuTreeSeconds(pid: number): number {
+  let total = cpuSeconds(pid)
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c) total += cpuSeconds(Number(c))
+    }
+  } catch {}
+  return total
 }
 
 export interface LoadOptions {

@@ -20,7 +20,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Scenario } from '../run.ts'
-import { freePort, load, ratio, startIgw, startPeer, waitForPort, type Proc } from '../lib/harness.ts'
+import { cpuSeconds, freePort, load, ratio, startIgw, startPeer, waitForPort, type Proc } from '../lib/harness.ts'
 
 const BODY = JSON.stringify({ query: 'query Entity($id: ID!) { entity(id: $id) { id name email updatedAt } }', variables: { id: '42' }, operationName: 'Entity' })
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
@@ -41,17 +41,6 @@ async function startRedisServer(): Promise<Proc> {
       child.kill('SIGTERM')
       await once(child, 'exit')
     },
-  }
-}
-
-/** CPU seconds (user + system, all threads) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100 // USER_HZ
-  } catch {
-    return 0 // gone
   }
 }
 

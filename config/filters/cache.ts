@@ -15,6 +15,12 @@ export const cacheFilterConfig = z.strictObject({
   ttlSeconds: z.int().nonnegative().default(30),
   /** After the TTL, serve the stale entry (x-cache: STALE) while one background request refreshes it. */
   staleWhileRevalidateSeconds: z.int().nonnegative().default(0),
+  /**
+   * In the last N seconds of an entry's TTL (at most half of it), a hit also starts one
+   * background refresh, so hot keys are renewed before they expire: no expiry miss on the
+   * client's path and, unlike stale-while-revalidate, nothing older than the TTL is served.
+   */
+  refreshAheadSeconds: z.int().nonnegative().default(0),
   /** After the TTL, serve the stale entry when the upstream fails (5xx, timeout, unreachable). */
   staleIfErrorSeconds: z.int().nonnegative().default(0),
   /** Memory for entries per worker thread (LRU by bytes). */

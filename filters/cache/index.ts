@@ -78,6 +78,8 @@ class CacheFilter implements Filter {
   readonly #invalidator: RedisLayer | undefined
   readonly #unsubscribe: (() => void) | undefined
   readonly #results: Record<Result, { inc(): void }>
+  readonly #refreshes: Record<'ahead' | 'stale', { inc(): void }>
+  readonly #refreshAheadMs: number
   readonly #byId: Counter<'persisted_id' | 'result'>
   readonly #notStoredTotal: Counter<'reason'>
   readonly #invalidations: Counter<'origin'>
@@ -114,6 +116,9 @@ class CacheFilter implements Filter {
     const r = deps.registry
     const requests = counter(r, { name: 'igw_cache_requests_total', help: 'Cache lookups by result (hit, miss, stale, bypass, coalesced = waited for a concurrent miss)', labelNames: ['result'] })
     this.#results = Object.fromEntries(RESULTS.map((x) => [x, requests.labels(x)])) as Record<Result, { inc(): void }>
+    const refreshes = counter(r, { name: 'igw_cache_refreshes_total', help: 'Background refreshes started, by trigger (ahead: a hit near the end of the TTL; stale: stale-while-revalidate)', labelNames: ['trigger'] })
+    this.#refreshes = { ahead: refreshes.labels('ahead'), stale: refreshes.labels('stale') }
+    this.#refreshAheadMs = cfg.refreshAheadSeconds * 1000
     this.#byId = counter(r, { name: 'igw_cache_persisted_requests_total', help: 'Cache lookups of manifest operations, by persisted id and result', labelNames: ['persisted_id', 'result'] })
     this.#notStoredTotal = counter(r, { name: 'igw_cache_not_stored_total', help: 'Cacheable misses whose response was not stored, by reason', labelNames: ['reason'] })
     this.#invalidations = counter(r, { name: 'igw_cache_invalidations_total', help: 'Tag invalidations applied, by origin (mutation through this proxy, remote proxy)', labelNames: ['origin'] })
@@ -210,9 +215,13 @@ class CacheFilter implements Filter {
     const now = Date.now()
     const e = this.rc.get(key, now)
     if (e !== undefined) {
-      if (now < e.freshUntil) return this.#reply(ctx, e, now, 'hit', policy)
+      if (now < e.freshUntil) {
+        // Refresh ahead: renew a hot entry in its last seconds instead of letting it expire into a miss.
+        if (this.#refreshAheadMs > 0 && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - e.created) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
+        return this.#reply(ctx, e, now, 'hit', policy)
+      }
       if (now < e.staleUntil) {
-        this.#revalidate(ctx, gql, key, ttl, policy, e)
+        this.#revalidate(ctx, gql, key, ttl, policy, e, 'stale')
         return this.#reply(ctx, e, now, 'stale', policy)
       }
     }
@@ -350,9 +359,9 @@ class CacheFilter implements Filter {
     return this.#bypass(ctx)
   }
 
-  // --- stale-while-revalidate -------------------------------------------------------------
+  // --- background refresh (stale-while-revalidate, refresh-ahead) ---------------------------
 
-  #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry): void {
+  #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry, trigger: 'ahead' | 'stale'): void {
     if (e.revalidating || this.rc.inFlight(key)) return
     const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, settled: false }
     if (this.#multiWorker) {
@@ -362,6 +371,7 @@ class CacheFilter implements Filter {
       st.sabFp = fp
     }
     e.revalidating = true
+    this.#refreshes[trigger].inc()
     this.rc.begin(key)
     if (this.cfg.invalidation.injectTypename) {
       const text = withTypenames(gql.document)

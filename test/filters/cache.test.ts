@@ -302,6 +302,54 @@ describe('stale-while-revalidate and stale-if-error', () => {
   })
 })
 
+describe('refresh-ahead', () => {
+  let backend: DemoBackend
+  let proxy: TestProxy
+  beforeAll(async () => {
+    backend = await startDemoBackend()
+    proxy = await startTestProxy(doc(backend.url, { ttlSeconds: 2, refreshAheadSeconds: 1 }))
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await backend?.close()
+  })
+
+  it('a hit in the last second of the TTL renews the entry in the background; a hit before it does not; nothing stale is served', async () => {
+    const q = { query: '{ entity(id: "21") { id name } }' }
+    const calls = () => backend.stats.byField.get('entity') ?? 0
+    const refreshes = async () => metricSum(await metrics(proxy), 'igw_cache_refreshes_total', 'trigger="ahead"')
+    const t0 = Date.now()
+    expect((await gql(proxy.url, q)).cache).toBe('MISS')
+    const afterMiss = calls()
+    // early in the TTL: a plain hit
+    expect((await gql(proxy.url, q)).cache).toBe('HIT')
+    await sleep(100)
+    expect([calls() - afterMiss, await refreshes()]).toEqual([0, 0])
+    // change the data behind the gateway's back (no invalidation), then hit in the last second
+    await request(`${backend.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: 'mutation { updateEntity(id: "21", name: "Twenty-one") { id } }' }) }).then((r) => r.body.dump())
+    await sleep(Math.max(0, 1250 - (Date.now() - t0)))
+    const late = await gql(proxy.url, q)
+    // still within the TTL: the entry as stored, as a HIT (never STALE)
+    expect([late.cache, late.json.data]).toEqual(['HIT', { entity: { id: '21', name: 'Entity 21', __typename: 'Entity' } }])
+    await sleep(300)
+    expect(calls() - afterMiss).toBe(1)
+    expect(await refreshes()).toBe(1)
+    // the renewed entry: new data, young, and it outlives the first entry's TTL without a miss
+    await sleep(Math.max(0, 2300 - (Date.now() - t0)))
+    const renewed = await gql(proxy.url, q)
+    expect([renewed.cache, renewed.json.data]).toEqual(['HIT', { entity: { id: '21', name: 'Twenty-one', __typename: 'Entity' } }])
+    expect(Number(renewed.age)).toBeLessThanOrEqual(1)
+    expect(calls() - afterMiss).toBe(1)
+  })
+
+  it('an entry nobody asks for in its last second expires into an ordinary miss', async () => {
+    const q = { query: '{ entity(id: "22") { id name } }' }
+    expect((await gql(proxy.url, q)).cache).toBe('MISS')
+    await sleep(2100)
+    expect((await gql(proxy.url, q)).cache).toBe('MISS')
+  })
+})
+
 describe('two workers', () => {
   let backend: DemoBackend
   let proxy: TestProxy

@@ -264,14 +264,26 @@ http {
   }
 }`
   writeFileSync(join(dir, 'nginx.conf'), conf)
-  const child = spawn(bin, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  return spawnOnPort(bin, ['-p', dir, '-c', join(dir, 'nginx.conf')], port, 'SIGQUIT') // QUIT: graceful
+}
+
+/** redis-server from the Debian package on a free loopback port, no persistence. */
+export async function startRedis(): Promise<Proc> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'igw-bench-redis-'))
+  return spawnOnPort('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], port)
+}
+
+/** A server told its port on the command line: ready once the port accepts connections. */
+async function spawnOnPort(cmd: string, args: string[], port: number, stopSignal: NodeJS.Signals = 'SIGTERM'): Promise<Proc> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] })
   await waitForPort(port)
   return {
     child,
     port,
     stop: async () => {
       if (child.exitCode !== null) return
-      child.kill('SIGQUIT')
+      child.kill(stopSignal)
       await once(child, 'exit')
     },
   }

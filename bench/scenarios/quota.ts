@@ -14,35 +14,15 @@
 // CPU each process spent per request (utime + stime from /proc) — igw, redis-server, the
 // backend and the load generator (this process) — says where the time went, and does not
 // depend on whether the machine was saturated.
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { readdirSync, readFileSync } from 'node:fs'
 import type { Scenario } from '../run.ts'
-import { cpuSeconds, freePort, load, ratio, startIgw, startPeer, waitForPort, type Proc } from '../lib/harness.ts'
+import { cpuSeconds, load, ratio, startIgw, startPeer, startRedis, type Proc } from '../lib/harness.ts'
 
 const BODY = JSON.stringify({ query: 'query Entity($id: ID!) { entity(id: $id) { id name email updatedAt } }', variables: { id: '42' }, operationName: 'Entity' })
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
 const WARMUP = 4
 const CONNECTIONS = 50
-
-async function startRedisServer(): Promise<Proc> {
-  const port = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'igw-bench-redis-'))
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' })
-  await waitForPort(port)
-  return {
-    child,
-    port,
-    stop: async () => {
-      if (child.exitCode !== null) return
-      child.kill('SIGTERM')
-      await once(child, 'exit')
-    },
-  }
-}
 
 /**
  * CPU seconds used so far by every user-space process on the machine except `ours` (kernel
@@ -112,7 +92,7 @@ export const scenario: Scenario = {
   description: `POST GraphQL (${BODY.length} B) through igw (1 worker), ${CONNECTIONS} connections; every target started once and warmed up (${WARMUP} s), then ${ROUNDS} rounds of one ${DURATION} s window per target (order rotated, every other round reversed); overhead = median over rounds of 1 − target ÷ baseline req/s in the same round. Targets: request-id + tenant, + quota (local), + quota (Redis).`,
   async run() {
     const backend = await startPeer('backend.ts')
-    const redis = await startRedisServer()
+    const redis = await startRedis()
     const upstream = `http://127.0.0.1:${backend.port}`
     const limits = { rate: 1e9, burst: 1e9, limitPerDay: 1e15 }
     const budget = { units: 1e15, window: '30d', bucket: '1h' }

@@ -10,7 +10,8 @@ import autocannon from 'autocannon'
 import { stringify } from 'yaml'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-export const RESULTS = join(ROOT, 'bench/results')
+// BENCH_RESULTS: write somewhere else (CI's smoke run keeps the committed results untouched).
+export const RESULTS = process.env.BENCH_RESULTS ?? join(ROOT, 'bench/results')
 
 export interface Proc {
   child: ChildProcess

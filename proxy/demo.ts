@@ -7,20 +7,40 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { splitListenAddress } from '../config/primitives.ts'
-import { validateConfig } from '../config/load.ts'
 import type { Flags } from './cli.ts'
 import { configFromDocument, installSignals } from './cli.ts'
 import { startDemoBackend } from './demo-backend.ts'
 import { startProxy } from './supervisor.ts'
 
-/** The demo's config document as the control plane stores it (addresses come from flags). */
-export function demoDocument(backendUrl: string): Record<string, unknown> {
+/**
+ * The demo's config document as the control plane stores it (addresses come from flags). It runs
+ * the filters a user came to see: quotas with RateLimit headers, persisted queries, the response
+ * cache with write-through invalidation, and DLP on the NDJSON/CSV exports (keyring in `dir`).
+ */
+export function demoDocument(backendUrl: string, dir: string): Record<string, unknown> {
   return {
     mode: 'sidecar',
     upstreams: { backend: { url: backendUrl, healthCheck: { path: '/healthz' } } },
     tenants: {
       demo: { tier: 'gold', displayName: 'Demo tenant' },
       acme: { tier: 'silver', timezone: 'America/New_York' },
+    },
+    quotas: {
+      defaults: { graphql: { rate: 50, burst: 100, limitPerDay: 100000 } },
+      tenants: { acme: { graphql: { rate: 10, burst: 30, limitPerDay: 1000 } } },
+    },
+    persistedDocuments: {
+      operations: {
+        topEntities: { document: 'query TopEntities { entities(first: 5) { id name } }', costUnits: 5, cacheTtlSeconds: 60 },
+      },
+    },
+    dlp: {
+      presets: { demo_masked: { email: 'mask', phone_e164: 'mask', ssn_us: 'tokenize', credit_card: 'tokenize', iban: 'tokenize' } },
+      defaultPreset: 'demo_masked',
+      tenants: { acme: { preset: 'tokenize_strict' } },
+      keyring: { provider: 'local', file: join(dir, 'dlp-keyring.json'), create: true },
+      policy: { enabled: true, bundle: 'dlp', allowedPresets: ['demo_masked', 'tokenize_strict'] },
+      phoneRegion: 'US',
     },
     routes: [
       {
@@ -29,21 +49,23 @@ export function demoDocument(backendUrl: string): Record<string, unknown> {
         upstream: 'backend',
         type: 'http',
         timeouts: { totalMs: 0 },
-        filters: [{ name: 'request-id' }, { name: 'tenant', defaultTenant: 'demo' }],
+        filters: [{ name: 'request-id' }, { name: 'tenant', defaultTenant: 'demo' }, { name: 'dlp', exports: { paths: [{ prefix: '/export/', format: 'auto' }] } }],
       },
       {
         name: 'graphql',
         match: { pathPrefix: '/' },
         upstream: 'backend',
         type: 'graphql',
-        filters: [{ name: 'request-id' }, { name: 'tenant', defaultTenant: 'demo' }],
+        filters: [
+          { name: 'request-id' },
+          { name: 'tenant', defaultTenant: 'demo' },
+          { name: 'persisted' },
+          { name: 'quota', kind: 'graphql' },
+          { name: 'cache', ttlSeconds: 30, refreshAheadSeconds: 10 },
+        ],
       },
     ],
   }
-}
-
-export function demoConfig(backendUrl: string, listen: string, adminListen: string, workers: number | 'auto') {
-  return validateConfig({ ...demoDocument(backendUrl), listen, admin: { listen: adminListen }, workers }, 'demo config')
 }
 
 export async function runDemo(flags: Flags): Promise<void> {
@@ -73,7 +95,7 @@ export async function runDemo(flags: Flags): Promise<void> {
   const secret = randomBytes(32).toString('base64url')
   const cpAddr = splitListenAddress(process.env.IGW_DEMO_CONTROL_PLANE ?? '127.0.0.1:7070')
   const cpLogger = pino({ level: 'warn', base: { component: 'control-plane' } })
-  const cpOptions = { db: `sqlite:${join(dir, 'igw.db')}`, host: cpAddr.host ?? '127.0.0.1', auth: { secret }, signingKey: loadOrCreateSigningKey(join(dir, 'signing-key.pem')), seed: demoDocument(backend.url), logger: cpLogger }
+  const cpOptions = { db: `sqlite:${join(dir, 'igw.db')}`, host: cpAddr.host ?? '127.0.0.1', auth: { secret }, signingKey: loadOrCreateSigningKey(join(dir, 'signing-key.pem')), seed: demoDocument(backend.url, dir), logger: cpLogger }
   let cp
   try {
     cp = await startControlPlane({ ...cpOptions, port: cpAddr.port })
@@ -114,12 +136,15 @@ IntelGraph Gateway demo
 
 Try:
   curl -s ${gw}/graphql -H 'content-type: application/json' -d '{"query":"{ hello(name: \\"igw\\") }"}'
-  curl -s ${gw}/graphql -H 'content-type: application/json' -H 'x-tenant-id: acme' -d '{"query":"{ entities(first: 3) { id name email } }"}'
-  curl -s ${gw}/graphql -H 'content-type: application/json' -d '{"query":"mutation { updateEntity(id: \\"1\\", name: \\"Renamed\\") { id name updatedAt } }"}'
+  curl -si ${gw}/graphql -H 'content-type: application/json' -H 'x-tenant-id: acme' -d '{"query":"{ entities(first: 3) { id name } }"}' | grep -iE '^(x-cache|ratelimit)'   # MISS, then HIT
+  curl -s ${gw}/graphql -H 'content-type: application/json' -H 'x-tenant-id: acme' -d '{"query":"mutation { updateEntity(id: \\"1\\", name: \\"Renamed\\") { id name updatedAt } }"}'   # write-through: the cached list is dropped
+  curl -s ${gw}/graphql -H 'content-type: application/json' -d '{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"topEntities"}}}'   # persisted id, cost 5
+  for i in $(seq 40); do curl -s -o /dev/null -w '%{http_code} ' ${gw}/graphql -H 'content-type: application/json' -H 'x-tenant-id: acme' -d '{"query":"{ hello }"}'; done; echo   # acme: burst 30, then 429 with Retry-After
   curl -s ${gw}/graphql -H 'content-type: application/json' -H 'x-tenant-id: nobody' -d '{"query":"{ hello }"}'     # unknown tenant -> demo default
   curl -s ${gw}/graphql -H 'content-type: application/json' -d '{"query":'                                          # malformed -> 400 BAD_REQUEST
-  curl -s '${gw}/export/entities.ndjson?count=5'
-  curl -s ${adm}/metrics | grep igw_requests_total
+  curl -s '${gw}/export/entities.ndjson?count=3'                           # DLP: e-mails and phones masked, SSNs tokenized
+  curl -s '${gw}/export/entities.csv?count=3' -H 'x-tenant-id: acme'       # acme's preset tokenize_strict blocks SSNs: 403 DLP_BLOCKED
+  curl -s ${adm}/metrics | grep -E '^igw_(requests_total|cache_requests_total|quota_rejections_total|dlp_actions_total)'
 
 Subscription over WebSocket (graphql-transport-ws), e.g. with websocat:
   websocat -H 'Sec-WebSocket-Protocol: graphql-transport-ws' ws://127.0.0.1:${proxy!.port}/graphql

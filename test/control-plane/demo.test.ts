@@ -1,5 +1,6 @@
 // `igw demo` starts the control plane too, and its proxy takes the config from it: a change made
-// through the printed control plane example reaches the running gateway.
+// through the printed control plane example reaches the running gateway, and the filters the
+// demo prints examples for (cache, quota headers, DLP on exports) answer as printed.
 import { describe, expect, it } from 'vitest'
 import { spawnIgw } from '../helpers/proxy.ts'
 
@@ -30,6 +31,20 @@ describe('igw demo with its control plane', () => {
       expect(proxies.items).toEqual([expect.objectContaining({ id: 'demo-proxy', appliedVersion: version })])
       const gw = await fetch(`${demo.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ hello }"}' })
       expect(await gw.json()).toEqual({ data: { hello: 'Hello, world!' } })
+
+      // the printed filter examples do what their comments say
+      const list = () => fetch(`${demo.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: '{"query":"{ entities(first: 3) { id name } }"}' })
+      const miss = await list()
+      expect([miss.headers.get('x-cache'), miss.headers.get('ratelimit-policy')]).toEqual(['MISS', expect.stringContaining('"rate";q=30')])
+      expect((await list()).headers.get('x-cache')).toBe('HIT')
+      const ndjson = await (await fetch(`${demo.url}/export/entities.ndjson?count=3`)).text()
+      const rec = JSON.parse(ndjson.split('\n')[0]!) as { email: string; phone: string; ssn: string }
+      expect(rec.email).toMatch(/^u\*+@example\.com$/)
+      expect(rec.phone).toMatch(/^\+1\*+\d{4}$/)
+      expect(rec.ssn).toMatch(/^tok_ssn_us_/)
+      const blocked = await fetch(`${demo.url}/export/entities.csv?count=3`, { headers: { 'x-tenant-id': 'acme' } })
+      expect(blocked.status).toBe(403)
+      expect(await blocked.json()).toMatchObject({ errors: [{ extensions: { code: 'DLP_BLOCKED', type: 'ssn_us' } }] })
     } finally {
       expect(await demo.stop()).toBe(0)
     }

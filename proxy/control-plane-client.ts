@@ -173,7 +173,10 @@ export class ControlPlaneClient {
       try {
         const config = this.#o.toConfig(got.payload.document, `control plane version ${got.payload.version}`)
         this.#version = got.payload.version
-        this.#persist(got.envelope)
+        // Written as last-known-good only once the proxy started with it (ackBoot): a head that
+        // validates but cannot start here (a file it names is missing) must not replace the
+        // snapshot a restart would fall back to.
+        this.#bootEnvelope = got.envelope
         return { config, version: got.payload.version, source: 'control-plane' }
       } catch (err) {
         // The head does not validate here (schema skew, a missing file): say so, try the file.
@@ -319,9 +322,30 @@ export class ControlPlaneClient {
     }
   }
 
-  /** ACK the version the proxy booted with (the workers are listening with it). */
+  /** The proxy is listening with the boot version: keep it as last-known-good and ACK it. */
   async ackBoot(): Promise<void> {
+    if (this.#bootEnvelope !== undefined) {
+      try {
+        this.#persist(this.#bootEnvelope)
+      } catch (err) {
+        this.#o.log('error', { path: this.lastGoodPath, error: (err as Error).message }, 'could not write the last-known-good snapshot')
+      }
+    }
+    this.#bootEnvelope = undefined
     await this.#ack(this.#version, true)
+  }
+
+  /** The control plane's head validated but the proxy could not start with it: NACK it. */
+  async rejectBoot(error: string): Promise<void> {
+    this.#bootEnvelope = undefined
+    await this.#ack(this.#version, false, error)
+    this.#version = 0
+  }
+  #bootEnvelope: Envelope | undefined = undefined
+
+  /** The proxy runs this version (a fallback after a rejected head). */
+  bootedFrom(version: number): void {
+    this.#version = version
   }
 
   /** Collect and post usage; failed reports are kept (bounded) and retried in order. */
@@ -363,10 +387,39 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
   const client = new ControlPlaneClient(opts)
   const boot = await client.bootstrap()
   let handle: ProxyHandle
-  if (boot !== undefined) {
-    handle = await start(boot.config, boot.version)
-    opts.log('info', { version: boot.version, source: boot.source }, boot.source === 'control-plane' ? 'config from the control plane' : 'config from the last-known-good snapshot')
-    if (boot.source === 'control-plane') await client.ackBoot()
+  let started: ProxyHandle | undefined
+  if (boot?.source === 'control-plane') {
+    let failure: Error | undefined
+    try {
+      started = await start(boot.config, boot.version)
+    } catch (err) {
+      failure = err as Error
+    }
+    if (started !== undefined) {
+      opts.log('info', { version: boot.version, source: boot.source }, 'config from the control plane')
+      await client.ackBoot()
+    } else {
+      const err = failure!
+      // Valid by schema, but it does not start here (a JWKS or keyring file it names is missing,
+      // a port is taken): NACK it and go on as if the control plane had not answered.
+      const message = (err as Error).message
+      opts.log('error', { version: boot.version, error: message }, 'control plane head failed to start here; NACKed, falling back')
+      await client.rejectBoot(message)
+      const lkg = client.loadLastGood()
+      if (lkg !== undefined) {
+        started = await start(lkg.config, lkg.version)
+        client.bootedFrom(lkg.version)
+      } else if (fallback === undefined) {
+        await client.close()
+        throw err
+      }
+    }
+  } else if (boot !== undefined) {
+    started = await start(boot.config, boot.version)
+    opts.log('info', { version: boot.version, source: boot.source }, 'config from the last-known-good snapshot')
+  }
+  if (started !== undefined) {
+    handle = started
   } else if (fallback !== undefined) {
     opts.log('warn', {}, 'no control plane config: starting from --config/--upstream until it answers')
     handle = await start(fallback(), 0)

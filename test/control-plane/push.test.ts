@@ -1,6 +1,7 @@
 // Config push to real `igw proxy` processes: ACK, NACK that keeps the old config serving, usage
 // reports that add up to the traffic sent, restart with the control plane down (boot from the
-// signed last-known-good file), catch-up when it returns, and a tampered file refused.
+// signed last-known-good file), catch-up when it returns, a head that cannot start NACKed at
+// boot, and a tampered file refused.
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -159,6 +160,34 @@ describe('config push to real igw proxy processes', () => {
     expect((await query(restarted, 'hooli')).status).toBe(200)
     await restarted.stop()
     proxy = restarted
+  })
+
+  it('a head that validates but cannot start here is NACKed at boot; the proxy starts from its last-known-good, which stays untouched', async () => {
+    const path = join(stateDir, 'last-good.json')
+    const lkgBefore = readFileSync(path, 'utf8')
+    const lastGood = (JSON.parse(JSON.parse(lkgBefore).payload as string) as { version: number }).version
+    // Accepted by the control plane (schema-valid) while no proxy is connected.
+    const r = await cp!.api('/v1/routes/graphql/filters/tenant', { method: 'PUT', body: JSON.stringify({ jwt: { publicKeyFile: '/nonexistent/igw-boot-key.pem' } }) })
+    const bad = ((await r.json()) as { version: number }).version
+    expect(bad).toBeGreaterThan(lastGood)
+    const p = await startIgwProxy()
+    expect(p.output.join('\n')).toMatch(/control plane head failed to start here; NACKed/)
+    expect(await runningVersion(p)).toBe(lastGood)
+    expect((await query(p, 'hooli')).status).toBe(200)
+    const view = await until('boot NACK', async () => {
+      const v = await proxyView()
+      return v?.lastNack?.version === bad ? v : undefined
+    })
+    expect(view.lastNack!.error).toMatch(/igw-boot-key\.pem/)
+    // The snapshot a restart falls back to is still the good one.
+    expect(readFileSync(path, 'utf8')).toBe(lkgBefore)
+    // The fix reaches the running proxy through the normal push.
+    const fix = await cp!.api('/v1/routes/graphql/filters/tenant', { method: 'PUT', body: JSON.stringify({}) })
+    const good = ((await fix.json()) as { version: number }).version
+    await until('ACK after the fix', async () => ((await proxyView())?.appliedVersion === good ? true : undefined))
+    expect(await runningVersion(p)).toBe(good)
+    expect(readFileSync(path, 'utf8')).not.toBe(lkgBefore)
+    await p.stop()
   })
 
   it('a tampered last-known-good file is refused: with the control plane down the proxy will not start from it', async () => {

@@ -13,7 +13,7 @@ import type { KubeObject } from './kustomize.ts'
 export interface RunContainer {
   name: string
   args?: string[]
-  env?: { name: string; value?: string; valueFrom?: { configMapKeyRef?: { name: string; key: string } } }[]
+  env?: { name: string; value?: string; valueFrom?: { configMapKeyRef?: { name: string; key: string }; secretKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } } }[]
   envFrom?: { configMapRef?: { name: string } }[]
   volumeMounts?: { name: string; mountPath: string }[]
   securityContext?: { runAsUser?: number; runAsGroup?: number }
@@ -39,22 +39,33 @@ export function configMapData(objs: KubeObject[], name: string): Record<string, 
   return cm.data ?? {}
 }
 
-export async function runContainer(objs: KubeObject[], pod: RunPod, c: RunContainer, overrides: Record<string, string> = {}): Promise<Running> {
-  const root = mkdtempSync(join(tmpdir(), 'igw-pod-'))
+/** A directory for a pod's volumes, made ahead when a test must name its paths before the start. */
+export function podRoot(): string {
+  return mkdtempSync(POD_ROOT_PREFIX)
+}
+const POD_ROOT_PREFIX = join(tmpdir(), 'igw-pod-')
+
+/** Where a volume's files are on this machine, under a podRoot(). */
+export function volumeDir(root: string, volume: string): string {
+  return join(root, 'volumes', volume)
+}
+
+export async function runContainer(objs: KubeObject[], pod: RunPod, c: RunContainer, overrides: Record<string, string> = {}, root = podRoot()): Promise<Running> {
   chmodSync(root, 0o755)
   const uid = c.securityContext?.runAsUser ?? pod.securityContext?.runAsUser ?? 10001
   const gid = c.securityContext?.runAsGroup ?? pod.securityContext?.runAsGroup ?? uid
   const asRoot = process.getuid?.() === 0
   const mounts = [...(c.volumeMounts ?? [])].sort((a, b) => b.mountPath.length - a.mountPath.length)
   const local = (p: string) => {
-    for (const m of mounts) if (p === m.mountPath || p.startsWith(`${m.mountPath}/`)) return join(root, 'volumes', m.name) + p.slice(m.mountPath.length)
+    if (p.startsWith(POD_ROOT_PREFIX)) return p // already a pod's path on this machine
+    for (const m of mounts) if (p === m.mountPath || p.startsWith(`${m.mountPath}/`)) return volumeDir(root, m.name) + p.slice(m.mountPath.length)
     return p
   }
   // Only paths under a mountPath change; in args, env and the mounted files (a config document
   // naming another mounted file, e.g. a JWKS).
   const rewrite = (s: string) => s.replace(/(?<=^|[:=\s])\/[\w./-]+/gm, (p) => local(p))
   for (const m of mounts) {
-    const dir = join(root, 'volumes', m.name)
+    const dir = volumeDir(root, m.name)
     mkdirSync(dir, { recursive: true })
     const v = pod.volumes?.find((x) => x.name === m.name)
     if (v?.configMap) for (const [k, text] of Object.entries(configMapData(objs, v.configMap.name))) writeFileSync(join(dir, k), rewrite(text))
@@ -66,6 +77,11 @@ export async function runContainer(objs: KubeObject[], pod: RunPod, c: RunContai
   for (const e of c.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value
     else if (e.valueFrom?.configMapKeyRef) env[e.name] = configMapData(objs, e.valueFrom.configMapKeyRef.name)[e.valueFrom.configMapKeyRef.key]!
+    else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.name') env[e.name] = `${c.name}-test-pod`
+    else if (e.valueFrom?.secretKeyRef && overrides[e.name] === undefined) {
+      // Secrets are created by the operator and never rendered: the test must supply the value.
+      throw new Error(`${e.name} comes from Secret ${e.valueFrom.secretKeyRef.name}/${e.valueFrom.secretKeyRef.key}: pass it in the overrides`)
+    }
   }
   Object.assign(env, overrides)
   // Kubernetes expands $(VAR) in args from the container's environment.

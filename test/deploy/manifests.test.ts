@@ -32,7 +32,7 @@ interface Container {
   image: string
   args?: string[]
   ports?: { name?: string; containerPort: number }[]
-  env?: { name: string; value?: string; valueFrom?: { configMapKeyRef?: { name: string; key: string }; secretKeyRef?: object } }[]
+  env?: { name: string; value?: string; valueFrom?: { configMapKeyRef?: { name: string; key: string }; secretKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } } }[]
   envFrom?: { configMapRef?: { name: string } }[]
   startupProbe?: Probe
   livenessProbe?: Probe
@@ -70,7 +70,8 @@ function containerEnv(objs: KubeObject[], c: Container): Record<string, string> 
       const v = cm(e.valueFrom.configMapKeyRef.name)?.[e.valueFrom.configMapKeyRef.key]
       expect(v, `${e.name} from ${e.valueFrom.configMapKeyRef.name}/${e.valueFrom.configMapKeyRef.key}`).toBeDefined()
       env[e.name] = v!
-    }
+    } else if (e.valueFrom?.secretKeyRef) env[e.name] = `<secret ${e.valueFrom.secretKeyRef.name}/${e.valueFrom.secretKeyRef.key}>` // operator-created, never rendered
+    else if (e.valueFrom?.fieldRef) env[e.name] = `<${e.valueFrom.fieldRef.fieldPath}>`
   }
   return env
 }
@@ -348,7 +349,7 @@ describe('the values layer (deploy/k8s/values/values.env)', () => {
       }
     }
     // The seed's defaults (values.env), and the override in overlays/ingress-managed/values.env.
-    expect(seen).toEqual({ ingress: 30, 'sidecar-example': 30, 'ingress-managed': 15 })
+    expect(seen).toEqual({ ingress: 30, 'ingress-connected': 30, 'sidecar-example': 30, 'ingress-managed': 15 })
   })
 
   it('a bad value is refused by igw itself (exit 78, naming the key), as the pod would be at start', () => {

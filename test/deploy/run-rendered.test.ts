@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { ROOT } from '../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../helpers/redis.ts'
-import { runContainer, type RunContainer, type RunPod } from './kube-run.ts'
+import { podRoot, runContainer, volumeDir, type RunContainer, type RunPod } from './kube-run.ts'
 import { renderKustomize, type KubeObject } from './kustomize.ts'
 
 type Probe = { httpGet?: { path: string; port: string | number } }
@@ -23,6 +23,35 @@ const LISTENING = /"listen":"[^"]*:(\d+)","admin":"[^"]*:(\d+)".*"msg":"igw prox
 async function get(url: string): Promise<{ status: number; body: string }> {
   const r = await request(url)
   return { status: r.statusCode, body: await r.body.text() }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net')
+  return new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port
+      s.close(() => resolve(p))
+    })
+  })
+}
+
+/** Start the rendered control plane container on free loopback ports; resolves once /healthz answers. */
+async function startRenderedControlPlane(objs: KubeObject[], env: Record<string, string> = {}) {
+  const d = workload(objs, 'igw-control-plane')
+  const c = d.spec.template.spec.containers[0]!
+  const port = await freePort()
+  const metricsPort = await freePort()
+  const args = c.args!.map((a) => (a === ':7070' ? `127.0.0.1:${port}` : a))
+  const run = await runContainer(objs, d.spec.template.spec, { ...c, args }, { IGW_METRICS_LISTEN: `127.0.0.1:${metricsPort}`, ...env })
+  await eventually(async () => {
+    try {
+      return (await get(`http://127.0.0.1:${port}${c.readinessProbe!.httpGet!.path}`)).status === 200
+    } catch {
+      if (run.child.exitCode !== null) throw new Error(`control plane exited:\n${run.output()}`)
+      return false
+    }
+  }, 15_000)
+  return { d, c, run, port, metricsPort, url: `http://127.0.0.1:${port}` }
 }
 
 async function eventually(fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
@@ -91,35 +120,10 @@ describe('rendered containers run', () => {
 
   it('control plane: starts from its rendered args (SQLite on its volume, admin JWKS from its ConfigMap) and answers its probe', async () => {
     const objs = overlay('ingress')
-    const d = workload(objs, 'igw-control-plane')
-    const c = d.spec.template.spec.containers[0]!
-    const { createServer } = await import('node:net')
-    const port = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port
-        s.close(() => resolve(p))
-      })
-    })
-    const metricsPort = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port
-        s.close(() => resolve(p))
-      })
-    })
-    const args = c.args!.map((a) => (a === ':7070' ? `127.0.0.1:${port}` : a))
-    // The metrics address the manifest sets (:9902, in env) moves to a free loopback port.
+    const { d, c, run, port, metricsPort } = await startRenderedControlPlane(objs)
+    // The metrics address the manifest sets (:9902, in env) moved to a free loopback port.
     expect(c.env?.find((e) => e.name === 'IGW_METRICS_LISTEN')?.value).toBe(`:${c.ports!.find((p) => p.name === 'metrics')!.containerPort}`)
-    const run = await runContainer(objs, d.spec.template.spec, { ...c, args }, { IGW_METRICS_LISTEN: `127.0.0.1:${metricsPort}` })
     try {
-      const probe = c.readinessProbe!.httpGet!
-      await eventually(async () => {
-        try {
-          return (await get(`http://127.0.0.1:${port}${probe.path}`)).status === 200
-        } catch {
-          if (run.child.exitCode !== null) throw new Error(`control plane exited:\n${run.output()}`)
-          return false
-        }
-      }, 15_000)
       const health = JSON.parse((await get(`http://127.0.0.1:${port}/healthz`)).body) as { status: string }
       expect(health.status).toBe('ok')
       // Its state went to the volume, and the signing key beside the database (proxies pin it).
@@ -136,6 +140,61 @@ describe('rendered containers run', () => {
       expect(metrics.body).toMatch(/^igw_control_plane_config_head_version 0$/m)
     } finally {
       await run.stop()
+    }
+  })
+  it('ingress-connected: the control plane seeds itself from the proxies\' ConfigMap, the proxy boots from its pushed snapshot and follows a change', async () => {
+    const objs = structuredClone(overlay('ingress-connected'))
+    // The operator's keys: the control plane's auth JWKS gets the test's public key (the committed
+    // one is an example whose private half nobody has); the proxy token is the Secret's value.
+    const { exportJWK, generateKeyPair, SignJWT } = await import('jose')
+    const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' })
+    const authName = workload(objs, 'igw-control-plane').spec.template.spec.volumes!.find((v) => v.name === 'auth')!.configMap!.name // hash-suffixed
+    const auth = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === authName) as KubeObject & { data: Record<string, string> }
+    auth.data['jwks.json'] = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'test', alg: 'EdDSA', use: 'sig' }] })
+    const token = (roles: string[]) => new SignJWT({ roles }).setProtectedHeader({ alg: 'EdDSA', kid: 'test' }).setSubject(`test-${roles[0]}`).setIssuedAt().setExpirationTime('10m').sign(privateKey)
+    const d = workload(objs, 'igw')
+    const c = d.spec.template.spec.containers[0]!
+    // The document reaches the proxy over the network, so the files it names (the JWKS on the
+    // proxy's igw-jwks volume) are not moved by the harness's path mapping as mounted files are:
+    // point them at where that volume will be on this machine (kube-run has no mount namespace).
+    const root = podRoot()
+    const seedName = workload(objs, 'igw-control-plane').spec.template.spec.volumes!.find((v) => v.name === 'seed')!.configMap!.name
+    const seed = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === seedName) as KubeObject & { data: Record<string, string> }
+    const jwksMount = c.volumeMounts!.find((m) => m.name === 'jwks')!.mountPath
+    expect(seed.data['igw.yaml']).toContain(`${jwksMount}/jwks.json`)
+    seed.data['igw.yaml'] = seed.data['igw.yaml']!.replaceAll(`${jwksMount}/`, `${volumeDir(root, 'jwks')}/`)
+    // The control plane interpolates the values layer into the seed, so the test's upstream goes to it.
+    const cp = await startRenderedControlPlane(objs, { GRAPH_UPSTREAM_URL: backend.url })
+    expect(c.env?.find((e) => e.name === 'IGW_CONTROL_PLANE')?.value).toBe('http://igw-control-plane:7070')
+    // The Secret is the operator's: without a value the container cannot be started.
+    await expect(runContainer(objs, d.spec.template.spec, c, { ...LOOPBACK })).rejects.toThrow(/IGW_CONTROL_PLANE_TOKEN comes from Secret igw-control-plane-token\/token/)
+    const proxy = await runContainer(objs, d.spec.template.spec, c, { ...LOOPBACK, GRAPH_UPSTREAM_URL: backend.url, IGW_REDIS: redis.url, IGW_CONTROL_PLANE: cp.url, IGW_CONTROL_PLANE_TOKEN: await token(['proxy']) }, root)
+    try {
+      const [, , admin] = await proxy.waitFor(LISTENING)
+      await eventually(async () => (await get(`http://127.0.0.1:${admin}/readyz`)).status === 200)
+      type Cfg = { version: number; config: { mode: string; tenants: Record<string, { tier?: string }>; routes: { filters: { name: string; ttlSeconds?: number }[] }[] } }
+      const cfg = JSON.parse((await get(`http://127.0.0.1:${admin}/config`)).body) as Cfg
+      // version 1 is the seed: the ConfigMap's document with the values layer interpolated by the control plane
+      expect(cfg.version).toBe(1)
+      expect(cfg.config.mode).toBe('ingress')
+      expect(cfg.config.routes[0]!.filters.find((f) => f.name === 'cache')?.ttlSeconds).toBe(30)
+      // A change through the control plane reaches the proxy, which reports it applied under its pod name.
+      const admin_ = { authorization: `Bearer ${await token(['admin'])}`, 'content-type': 'application/json' }
+      const put = await request(`${cp.url}/v1/tenants/acme`, { method: 'PUT', headers: admin_, body: '{"tier":"gold"}' })
+      expect(put.statusCode).toBe(201)
+      await put.body.dump()
+      await eventually(async () => (JSON.parse((await get(`http://127.0.0.1:${admin}/config`)).body) as Cfg).config.tenants.acme?.tier === 'gold')
+      await eventually(async () => {
+        const r = await request(`${cp.url}/v1/proxies`, { headers: admin_ })
+        const list = (await r.body.json()) as { items: { id: string; appliedVersion: number }[] }
+        return list.items.some((p) => p.id === 'igw-test-pod' && p.appliedVersion === 2)
+      })
+      // The signed last-known-good snapshot is on the state volume for a restart without the control plane.
+      const { readdirSync } = await import('node:fs')
+      expect(readdirSync(proxy.local('/var/lib/igw')).length).toBeGreaterThan(0)
+    } finally {
+      expect(await proxy.stop(), proxy.output()).toBe(0)
+      await cp.run.stop()
     }
   })
 })

@@ -22,6 +22,9 @@ export function isHopByHop(lowerName: string): boolean {
 /** Extra names a Connection header lists (they are hop-by-hop for this message only). */
 function connectionListed(value: string | undefined): Set<string> | undefined {
   if (!value) return undefined
+  // The common values name no other header: answer without splitting (every keep-alive response).
+  const len = value.length
+  if ((len === 10 || len === 5) && /^(?:keep-alive|close)$/i.test(value)) return undefined
   let set: Set<string> | undefined
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase()

@@ -1,7 +1,8 @@
 // Metrics: one prom-client Registry per worker thread plus one for the supervisor; the admin
 // port merges them into a single view (AggregatorRegistry.aggregate), so a scrape sees the
-// process, not a thread. Hot-path children are cached so a request does no label hashing.
-import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration } from 'prom-client'
+// process, not a thread. Series touched on every request are plain numbers (PlainCounter,
+// PlainHistogram): a request does no label hashing and allocates nothing for its metrics.
+import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 
 /** Latency buckets from 0.25 ms: the proxy's own overhead lives in the first few. */
 export const LATENCY_BUCKETS = [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -24,8 +25,175 @@ export function histogram<T extends string>(registry: Registry, cfg: HistogramCo
   return new Histogram({ ...cfg, registers: [registry] })
 }
 
-type CounterChild = ReturnType<Counter<string>['labels']>
-type HistogramChild = ReturnType<Histogram<string>['labels']>
+/** One series of a PlainCounter: a number; inc() hashes and allocates nothing. */
+export class PlainCounterSeries {
+  readonly labels: Record<string, string>
+  value = 0
+  used = false
+  constructor(labels: Record<string, string>) {
+    this.labels = labels
+  }
+  inc(n = 1): void {
+    this.value += n
+    this.used = true
+  }
+}
+
+/** One series of a PlainHistogram: counts per bucket in a typed array. */
+export class PlainHistogramSeries {
+  readonly labels: Record<string, string>
+  readonly #bounds: readonly number[]
+  /** Observations per bucket (not cumulative); the last slot is above every bound. */
+  readonly counts: Float64Array
+  sum = 0
+  count = 0
+  constructor(labels: Record<string, string>, bounds: readonly number[]) {
+    this.labels = labels
+    this.#bounds = bounds
+    this.counts = new Float64Array(bounds.length + 1)
+  }
+  observe(value: number): void {
+    const b = this.#bounds
+    let i = 0
+    while (i < b.length && value > b[i]!) i++
+    this.counts[i]!++
+    this.sum += value
+    this.count++
+  }
+}
+
+function seriesKey(values: readonly string[]): string {
+  return values.length === 1 ? values[0]! : values.join('\u0000')
+}
+
+function labelObject(names: readonly string[], values: readonly string[]): Record<string, string> {
+  const o: Record<string, string> = {}
+  for (let i = 0; i < names.length; i++) o[names[i]!] = values[i] ?? ''
+  return o
+}
+
+/**
+ * A prom-client Counter for hot paths. prom-client's labels().inc() builds and hashes a label
+ * object on every call (~200 ns and garbage per request per metric); series() resolves the
+ * labels once and inc() is an addition. It registers, aggregates across worker threads and
+ * prints exactly like a prom-client Counter (series never incremented are not printed).
+ */
+export class PlainCounter<T extends string> extends Counter<T> {
+  readonly #names: readonly string[]
+  readonly #name: string
+  readonly #help: string
+  #series: Map<string, PlainCounterSeries> | undefined // prom-client's constructor calls reset() first
+
+  constructor(registry: Registry, cfg: { name: string; help: string; labelNames: readonly T[] }) {
+    super({ name: cfg.name, help: cfg.help, labelNames: cfg.labelNames, registers: [registry] })
+    this.#names = cfg.labelNames
+    this.#name = cfg.name
+    this.#help = cfg.help
+  }
+
+  series(...values: string[]): PlainCounterSeries {
+    const map = (this.#series ??= new Map())
+    const key = seriesKey(values)
+    let s = map.get(key)
+    if (s === undefined) map.set(key, (s = new PlainCounterSeries(labelObject(this.#names, values))))
+    return s
+  }
+
+  /** The prom-client child API, on top of series() (so both never print the same series twice). */
+  override labels(...args: unknown[]): Counter.Internal {
+    const values = typeof args[0] === 'object' && args[0] !== null ? this.#names.map((n) => String((args[0] as Record<string, unknown>)[n] ?? '')) : args.map(String)
+    const s = this.series(...values)
+    return { inc: (n?: number) => s.inc(n) } as unknown as Counter.Internal
+  }
+
+  override async get(): Promise<MetricObjectWithValues<MetricValue<T>>> {
+    const values: MetricValue<T>[] = []
+    for (const s of this.#series?.values() ?? []) if (s.used) values.push({ value: s.value, labels: { ...s.labels } as Partial<Record<T, string>> })
+    return { help: this.#help, name: this.#name, type: 'counter', values, aggregator: 'sum' } as unknown as MetricObjectWithValues<MetricValue<T>>
+  }
+
+  override reset(): void {
+    super.reset()
+    if (!(#series in this)) return // prom-client's constructor resets before our fields exist
+    for (const s of this.#series?.values() ?? []) {
+      s.value = 0
+      s.used = false
+    }
+  }
+}
+
+type HistogramValue = { labels: Record<string, string | number>; sharedLabels: Record<string, never>; value: number; metricName: string }
+
+/**
+ * A prom-client Histogram for hot paths: series in plain numbers (series().observe() allocates
+ * and hashes nothing), turned into prom-client's exposition only when scraped, so it registers,
+ * aggregates across worker threads and prints exactly like a prom-client Histogram.
+ */
+export class PlainHistogram<T extends string> extends Histogram<T> {
+  readonly #names: readonly string[]
+  readonly #bounds: readonly number[]
+  readonly #name: string
+  readonly #help: string
+  #series: Map<string, PlainHistogramSeries> | undefined
+
+  constructor(registry: Registry, cfg: { name: string; help: string; labelNames: readonly T[]; buckets: readonly number[] }) {
+    super({ name: cfg.name, help: cfg.help, labelNames: cfg.labelNames, buckets: [...cfg.buckets], registers: [registry] })
+    this.#names = cfg.labelNames
+    this.#bounds = [...cfg.buckets]
+    this.#name = cfg.name
+    this.#help = cfg.help
+  }
+
+  series(...values: string[]): PlainHistogramSeries {
+    const map = (this.#series ??= new Map())
+    const key = seriesKey(values)
+    let s = map.get(key)
+    if (s === undefined) map.set(key, (s = new PlainHistogramSeries(labelObject(this.#names, values), this.#bounds)))
+    return s
+  }
+
+  override labels(...args: unknown[]): Histogram.Internal<T> {
+    const values = typeof args[0] === 'object' && args[0] !== null ? this.#names.map((n) => String((args[0] as Record<string, unknown>)[n] ?? '')) : args.map(String)
+    const s = this.series(...values)
+    return { observe: (v: number) => s.observe(v) } as Histogram.Internal<T>
+  }
+
+  #values(): HistogramValue[] {
+    const name = this.#name
+    const bucket = `${name}_bucket`
+    const out: HistogramValue[] = []
+    for (const s of this.#series?.values() ?? []) {
+      if (s.count === 0) continue
+      let acc = 0
+      for (let i = 0; i < this.#bounds.length; i++) {
+        acc += s.counts[i]!
+        out.push({ labels: { le: this.#bounds[i]!, ...s.labels }, sharedLabels: {}, value: acc, metricName: bucket })
+      }
+      out.push({ labels: { le: '+Inf', ...s.labels }, sharedLabels: {}, value: s.count, metricName: bucket })
+      out.push({ labels: { ...s.labels }, sharedLabels: {}, value: s.sum, metricName: `${name}_sum` })
+      out.push({ labels: { ...s.labels }, sharedLabels: {}, value: s.count, metricName: `${name}_count` })
+    }
+    return out
+  }
+
+  /**
+   * prom-client builds both get() (what worker threads send for aggregation) and the text
+   * exposition from this method; its type declarations do not list it.
+   */
+  async getForPromString(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
+    return { name: this.#name, help: this.#help, type: 'histogram', aggregator: 'sum', values: this.#values() }
+  }
+
+  override reset(): void {
+    super.reset()
+    if (!(#series in this)) return // prom-client's constructor resets before our fields exist
+    for (const s of this.#series?.values() ?? []) {
+      s.counts.fill(0)
+      s.sum = 0
+      s.count = 0
+    }
+  }
+}
 
 const TIERS = ['', 'gold', 'silver', 'bronze'] as const
 const OPS = ['none', 'query', 'mutation', 'subscription'] as const
@@ -34,31 +202,31 @@ function tierIndex(tier: string | undefined): number {
   return tier === 'gold' ? 1 : tier === 'silver' ? 2 : tier === 'bronze' ? 3 : 0
 }
 
-/** Per-route metric children, created once per route × status × tier and route × operation type. */
+/** Per-route series, created once per route × status × tier and route × operation type. */
 export class RouteMetrics {
-  readonly upstream: HistogramChild
-  readonly #requests: Counter<'route' | 'status' | 'tier'>
-  readonly #byKey = new Map<number, CounterChild>()
-  readonly #durationByOp: HistogramChild[]
+  readonly upstream: PlainHistogramSeries
+  readonly #requests: PlainCounter<'route' | 'status' | 'tier'>
+  readonly #byKey = new Map<number, PlainCounterSeries>()
+  readonly #durationByOp: PlainHistogramSeries[]
   readonly #route: string
 
   constructor(m: ProxyMetrics, route: string) {
     this.#route = route
     this.#requests = m.requests
-    this.#durationByOp = OPS.map((op) => m.duration.labels(route, op))
-    this.upstream = m.upstreamDuration.labels(route)
+    this.#durationByOp = OPS.map((op) => m.duration.series(route, op))
+    this.upstream = m.upstreamDuration.series(route)
   }
 
   /** Count one answered request; `tier` is the tenant's QoS tier when a tenant filter ran. */
   request(status: number, tier?: string): void {
     const t = tierIndex(tier)
     const key = status * 4 + t
-    let child = this.#byKey.get(key)
-    if (child === undefined) {
-      child = this.#requests.labels(this.#route, String(status), TIERS[t]!)
-      this.#byKey.set(key, child)
+    let s = this.#byKey.get(key)
+    if (s === undefined) {
+      s = this.#requests.series(this.#route, String(status), TIERS[t]!)
+      this.#byKey.set(key, s)
     }
-    child.inc()
+    s.inc()
   }
 
   /** Observe a request's duration under its GraphQL operation type (or "none"). */
@@ -69,15 +237,15 @@ export class RouteMetrics {
 
 export class ProxyMetrics {
   readonly registry: Registry
-  readonly requests: Counter<'route' | 'status' | 'tier'>
-  readonly duration: Histogram<'route' | 'op'>
-  readonly upstreamDuration: Histogram<'route'>
+  readonly requests: PlainCounter<'route' | 'status' | 'tier'>
+  readonly duration: PlainHistogram<'route' | 'op'>
+  readonly upstreamDuration: PlainHistogram<'route'>
   readonly proxyErrors: Counter<'route' | 'code'>
   readonly filterErrors: Counter<'filter'>
   readonly clientAborts: Counter<'route'>
   readonly wsConnections: Gauge<'route'>
   readonly wsMessages: Counter<'direction'>
-  readonly workerRequests: Counter<'worker'>
+  readonly workerRequests: PlainCounter<'worker'>
   readonly configApplyFailures: Counter
   readonly redisUp: Gauge
   readonly redisReconnects: Counter
@@ -85,14 +253,14 @@ export class ProxyMetrics {
 
   constructor(registry: Registry) {
     this.registry = registry
-    this.requests = counter(registry, { name: 'igw_requests_total', help: 'Requests answered, by route, HTTP status and tenant tier ("" before/without a tenant)', labelNames: ['route', 'status', 'tier'] })
-    this.duration = histogram(registry, {
+    this.requests = new PlainCounter(registry, { name: 'igw_requests_total', help: 'Requests answered, by route, HTTP status and tenant tier ("" before/without a tenant)', labelNames: ['route', 'status', 'tier'] })
+    this.duration = new PlainHistogram(registry, {
       name: 'igw_request_duration_seconds',
       help: 'Time from request received to response finished, by route and GraphQL operation type (none: not GraphQL or not parsed)',
       labelNames: ['route', 'op'],
       buckets: LATENCY_BUCKETS,
     })
-    this.upstreamDuration = histogram(registry, {
+    this.upstreamDuration = new PlainHistogram(registry, {
       name: 'igw_upstream_duration_seconds',
       help: 'Time from dispatch to upstream response headers',
       labelNames: ['route'],
@@ -103,7 +271,7 @@ export class ProxyMetrics {
     this.clientAborts = counter(registry, { name: 'igw_client_aborts_total', help: 'Requests the client abandoned before the response finished', labelNames: ['route'] })
     this.wsConnections = gauge(registry, { name: 'igw_websocket_connections', help: 'Open proxied WebSocket connections', labelNames: ['route'] })
     this.wsMessages = counter(registry, { name: 'igw_websocket_messages_total', help: 'WebSocket messages relayed', labelNames: ['direction'] })
-    this.workerRequests = counter(registry, { name: 'igw_worker_requests_total', help: 'Requests accepted per worker thread (shows the kernel spread)', labelNames: ['worker'] })
+    this.workerRequests = new PlainCounter(registry, { name: 'igw_worker_requests_total', help: 'Requests accepted per worker thread (shows the kernel spread)', labelNames: ['worker'] })
     this.configApplyFailures = counter(registry, { name: 'igw_config_apply_failures_total', help: 'Validated config versions a worker failed to build' })
     this.redisUp = gauge(registry, { name: 'igw_redis_up', help: 'Worker threads whose Redis command connection is ready', aggregator: 'sum' })
     this.redisReconnects = counter(registry, { name: 'igw_redis_reconnects_total', help: 'Times a Redis connection came back after a loss' })

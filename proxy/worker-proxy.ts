@@ -42,7 +42,7 @@ export class WorkerProxy {
   #sampleRate = 1
   readonly #shared: Record<string, SharedArrayBuffer>
   readonly #modules: FilterModules | undefined
-  readonly #workerCounter: ReturnType<ProxyMetrics['workerRequests']['labels']>
+  readonly #workerCounter: ReturnType<ProxyMetrics['workerRequests']['series']>
   #drained: (() => void) | undefined
 
   constructor(opts: WorkerProxyOptions, config: GatewayConfig) {
@@ -51,7 +51,7 @@ export class WorkerProxy {
     this.workerId = opts.workerId
     this.#shared = opts.shared
     this.#modules = opts.modules
-    this.#workerCounter = opts.metrics.workerRequests.labels(String(opts.workerId))
+    this.#workerCounter = opts.metrics.workerRequests.series(String(opts.workerId))
     this.subscriptions = new SubscriptionHub(this, opts.shared.subscriptions)
     this.server = createServer(
       {
@@ -206,7 +206,7 @@ export class WorkerProxy {
   }
 
   #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number): void {
-    this.metrics.requests.labels('', String(res.statusCode), '').inc()
+    this.metrics.requests.series('', String(res.statusCode), '').inc()
     if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, durMs: round(performance.now() - start) }, 'access (no route)')
     this.#done()
   }

@@ -1,8 +1,8 @@
 // The quota filter's metrics, created once per worker registry. Figures that live in shared
 // memory (usedToday, budget ratio, in-flight, live proxies) are gauges read at scrape time,
 // identical in every thread, so they aggregate with "max", not "sum".
-import { Histogram, type Counter, type Registry } from 'prom-client'
-import { counter, gauge } from '../../proxy/metrics.ts'
+import type { Counter, Registry } from 'prom-client'
+import { counter, gauge, PlainHistogram, type PlainHistogramSeries } from '../../proxy/metrics.ts'
 
 /** Decision latency: the budget (5 ms by default) must sit between two buckets. */
 export const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5]
@@ -10,88 +10,18 @@ export const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025
 const DECISION_HELP = 'Time to decide a request (path: local, redis, fallback)'
 
 /** One (kind, path) series of the decision histogram: plain numbers, nothing allocated per observation. */
-export class LatencySeries {
-  readonly kind: string
-  readonly path: string
-  /** Observations per bucket (not cumulative); the last slot is above every bound. */
-  readonly counts = new Float64Array(DECISION_BUCKETS.length + 1)
-  sum = 0
-  count = 0
-  constructor(kind: string, path: string) {
-    this.kind = kind
-    this.path = path
-  }
-
-  observe(seconds: number): void {
-    let i = 0
-    while (i < DECISION_BUCKETS.length && seconds > DECISION_BUCKETS[i]!) i++
-    this.counts[i]!++
-    this.sum += seconds
-    this.count++
-  }
-}
-
-type LatencyValue = { labels: { kind: string; path: string; le?: string | number }; sharedLabels: Record<string, never>; value: number; metricName: string }
+export type LatencySeries = PlainHistogramSeries
 
 /**
  * igw_quota_decision_seconds. Every Redis decision is timed, tens of thousands a second per
- * worker; prom-client's observe() builds a label object and hashes it on each call (~200 ns
- * and garbage). This histogram keeps each series in plain numbers (series()) and turns them
- * into prom-client's exposition only when scraped, so it registers, aggregates across worker
- * threads and prints exactly like a prom-client Histogram.
+ * worker; a PlainHistogram keeps each series in plain numbers (prom-client's observe() builds a
+ * label object and hashes it on each call) and prints and aggregates like a prom-client Histogram.
  */
-export class DecisionHistogram extends Histogram<'kind' | 'path'> {
+export class DecisionHistogram extends PlainHistogram<'kind' | 'path'> {
   static readonly NAME = 'igw_quota_decision_seconds'
-  /** Set after prom-client's constructor, which already calls reset(). */
-  readonly bySeries: Map<string, LatencySeries> = new Map()
 
   constructor(registry: Registry) {
-    super({ name: DecisionHistogram.NAME, help: DECISION_HELP, labelNames: ['kind', 'path'], buckets: DECISION_BUCKETS, registers: [registry] })
-  }
-
-  series(kind: string, path: string): LatencySeries {
-    const key = `${kind}\u0000${path}`
-    let s = this.bySeries.get(key)
-    if (s === undefined) {
-      s = new LatencySeries(kind, path)
-      this.bySeries.set(key, s)
-    }
-    return s
-  }
-
-  #values(): LatencyValue[] {
-    const name = DecisionHistogram.NAME
-    const bucket = `${name}_bucket`
-    const out: LatencyValue[] = []
-    for (const s of this.bySeries.values()) {
-      let acc = 0
-      for (let i = 0; i < DECISION_BUCKETS.length; i++) {
-        acc += s.counts[i]!
-        out.push({ labels: { le: DECISION_BUCKETS[i]!, kind: s.kind, path: s.path }, sharedLabels: {}, value: acc, metricName: bucket })
-      }
-      out.push({ labels: { le: '+Inf', kind: s.kind, path: s.path }, sharedLabels: {}, value: s.count, metricName: bucket })
-      out.push({ labels: { kind: s.kind, path: s.path }, sharedLabels: {}, value: s.sum, metricName: `${name}_sum` })
-      out.push({ labels: { kind: s.kind, path: s.path }, sharedLabels: {}, value: s.count, metricName: `${name}_count` })
-    }
-    return out
-  }
-
-  /**
-   * prom-client builds both get() (what worker threads send for aggregation) and the text
-   * exposition from this method; its type declarations do not list it.
-   */
-  async getForPromString(): Promise<{ name: string; help: string; type: string; aggregator: string; values: LatencyValue[] }> {
-    return { name: DecisionHistogram.NAME, help: DECISION_HELP, type: 'histogram', aggregator: 'sum', values: this.#values() }
-  }
-
-  override reset(): void {
-    super.reset()
-    if (this.bySeries === undefined) return
-    for (const s of this.bySeries.values()) {
-      s.counts.fill(0)
-      s.sum = 0
-      s.count = 0
-    }
+    super(registry, { name: DecisionHistogram.NAME, help: DECISION_HELP, labelNames: ['kind', 'path'], buckets: DECISION_BUCKETS })
   }
 }
 

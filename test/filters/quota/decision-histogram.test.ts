@@ -49,11 +49,14 @@ describe('DecisionHistogram', () => {
     expect(merged).toContain('igw_quota_decision_seconds_count{kind="graphql",path="redis"} 13')
   })
 
-  it('reset() empties every series', async () => {
+  it('reset() empties every series, as prom-client does', async () => {
     const r = new Registry()
     const h = new DecisionHistogram(r)
-    h.series('graphql', 'redis').observe(0.001)
+    const s = h.series('graphql', 'redis')
+    s.observe(0.001)
     h.reset()
-    expect(await r.metrics()).toContain('igw_quota_decision_seconds_count{kind="graphql",path="redis"} 0')
+    expect(await r.metrics()).not.toContain('igw_quota_decision_seconds_count')
+    s.observe(0.002)
+    expect(await r.metrics()).toContain('igw_quota_decision_seconds_count{kind="graphql",path="redis"} 1')
   })
 })

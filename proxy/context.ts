@@ -63,8 +63,11 @@ export class RequestContext {
   upstreamHeaderEdits: Map<string, string | null> | undefined = undefined
   /** Headers added to the client response, whoever answers (flat name/value list). */
   responseHeaders: string[] | undefined = undefined
-  /** Scratch space for filters, keyed by a symbol each filter owns. */
-  readonly locals: Map<symbol, unknown> = new Map()
+  /** Scratch space for filters, keyed by a symbol each filter owns (made on first use). */
+  get locals(): Map<symbol, unknown> {
+    return (this.#locals ??= new Map())
+  }
+  #locals: Map<symbol, unknown> | undefined = undefined
   /**
    * Set when this context is a subscription operation on a terminated WebSocket (the hub runs
    * each subscribe through the route's request phase); undefined for plain HTTP requests.

@@ -290,37 +290,73 @@ async function spawnOnPort(cmd: string, args: string[], port: number, stopSignal
   }
 }
 
+/** The p-quantile of `values` in ms, rounded to 0.01 (NaN when there are none). */
+export function percentile(values: ArrayLike<number>, p: number): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = Array.from(values).sort((a, b) => a - b)
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 100) / 100
+}
+
+export interface PacedRun {
+  /** Latency of request i from its intended send time, ms. */
+  fromIntended: Float64Array
+  /** Latency of request i from the moment it was actually issued (the client's timer lateness excluded), ms. */
+  fromSent: Float64Array
+  /** What `classify` made of each response; undefined where the request failed. */
+  classes: (string | undefined)[]
+  errors: number
+}
+
 /**
- * Open-loop paced load: one request every 1000/rate ms whatever the previous ones are doing,
- * latency measured from the intended send time (no coordinated omission). autocannon's
- * overallRate releases each second's budget in a burst, which measures its own queueing.
+ * Open-loop paced load: request i is due at t0 + i/rate whatever the earlier ones are doing,
+ * latency measured from that intended time (no coordinated omission). autocannon's overallRate
+ * releases each second's budget in a burst, which measures its own queueing.
  */
-export async function pacedLoad(opts: { url: string; rate: number; durationSec: number; method?: 'GET' | 'POST'; body?: string; headers?: Record<string, string> }): Promise<{ p50: number; p90: number; p99: number; max: number; sent: number; errors: number }> {
+export async function pacedRun(opts: {
+  url: string
+  rate: number
+  total: number
+  method?: 'GET' | 'POST'
+  headers?: Record<string, string>
+  /** One body for every request, or request i's body. */
+  body?: string | readonly string[]
+  classify?: (headers: Record<string, string | string[] | undefined>) => string
+  isError?: (status: number) => boolean
+}): Promise<PacedRun> {
   const { Pool } = await import('undici')
   const u = new URL(opts.url)
   const pool = new Pool(u.origin, { connections: 64 })
+  const { total, classify } = opts
+  const isError = opts.isError ?? ((status: number) => status >= 400)
   const interval = 1000 / opts.rate
-  const total = Math.round(opts.rate * opts.durationSec)
-  const lat = new Float64Array(total)
+  const fromIntended = new Float64Array(total)
+  const fromSent = new Float64Array(total)
+  const classes: (string | undefined)[] = new Array(total)
   let done = 0
   let errors = 0
   const t0 = performance.now()
   await new Promise<void>((resolve) => {
+    if (total === 0) return resolve()
     let i = 0
     const fire = () => {
       const now = performance.now()
       while (i < total && t0 + i * interval <= now) {
-        const intended = t0 + i * interval
         const idx = i++
+        const intended = t0 + idx * interval
+        const sent = performance.now()
+        const body = typeof opts.body === 'string' || opts.body === undefined ? opts.body : opts.body[idx]
         pool
-          .request({ path: u.pathname + u.search, method: opts.method ?? 'GET', body: opts.body, headers: opts.headers })
+          .request({ path: u.pathname + u.search, method: opts.method ?? 'GET', body, headers: opts.headers })
           .then(async (r) => {
             await r.body.dump()
-            if (r.statusCode >= 400) errors++
+            if (classify) classes[idx] = classify(r.headers)
+            if (isError(r.statusCode)) errors++
           })
           .catch(() => errors++)
           .finally(() => {
-            lat[idx] = performance.now() - intended
+            const end = performance.now()
+            fromIntended[idx] = end - intended
+            fromSent[idx] = end - sent
             if (++done === total) resolve()
           })
       }
@@ -329,7 +365,12 @@ export async function pacedLoad(opts: { url: string; rate: number; durationSec: 
     fire()
   })
   await pool.close()
-  const sorted = Array.from(lat).sort((a, b) => a - b)
-  const pct = (p: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 100) / 100
-  return { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), max: pct(1), sent: total, errors }
+  return { fromIntended, fromSent, classes, errors }
+}
+
+/** pacedRun at one body for `durationSec`, summarized as percentiles from the intended send time. */
+export async function pacedLoad(opts: { url: string; rate: number; durationSec: number; method?: 'GET' | 'POST'; body?: string; headers?: Record<string, string> }): Promise<{ p50: number; p90: number; p99: number; max: number; sent: number; errors: number }> {
+  const total = Math.round(opts.rate * opts.durationSec)
+  const { fromIntended: lat, errors } = await pacedRun({ ...opts, total })
+  return { p50: percentile(lat, 0.5), p90: percentile(lat, 0.9), p99: percentile(lat, 0.99), max: percentile(lat, 1), sent: total, errors }
 }

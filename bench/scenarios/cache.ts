@@ -5,9 +5,8 @@
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Pool } from 'undici'
 import type { Scenario } from '../run.ts'
-import { load, ratio, startIgw, startNginx, startPeer, type LoadResult } from '../lib/harness.ts'
+import { load, pacedRun, percentile, ratio, startIgw, startNginx, startPeer, type LoadResult } from '../lib/harness.ts'
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 10)
 const RATE = Number(process.env.BENCH_CACHE_RATE ?? 400)
@@ -77,61 +76,29 @@ interface PacedResult {
   errors: number
 }
 
-/** Open loop: request i is due at t0 + i/rate whatever earlier ones do; latency from that time. */
+/** The sequence, paced (open loop), with each answer's x-cache verdict. */
 async function paced(port: number, bodies: string[], rate: number): Promise<PacedResult> {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 64 })
-  const interval = 1000 / rate
-  const lat = new Float64Array(bodies.length)
-  const sentLat = new Float64Array(bodies.length)
-  const cache: string[] = new Array(bodies.length)
-  let done = 0
-  let errors = 0
-  const t0 = performance.now()
-  await new Promise<void>((resolve) => {
-    let i = 0
-    const fire = () => {
-      const now = performance.now()
-      while (i < bodies.length && t0 + i * interval <= now) {
-        const idx = i++
-        const intended = t0 + idx * interval
-        const sent = performance.now()
-        pool
-          .request({ path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: bodies[idx] })
-          .then(async (r) => {
-            await r.body.dump()
-            cache[idx] = String(r.headers['x-cache'] ?? 'none')
-            if (r.statusCode !== 200) errors++
-          })
-          .catch(() => errors++)
-          .finally(() => {
-            const end = performance.now()
-            lat[idx] = end - intended
-            sentLat[idx] = end - sent
-            if (++done === bodies.length) resolve()
-          })
-      }
-      if (i < bodies.length) setTimeout(fire, Math.max(0, t0 + i * interval - performance.now()))
-    }
-    fire()
+  const run = await pacedRun({
+    url: `http://127.0.0.1:${port}/graphql`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' },
+    body: bodies,
+    total: bodies.length,
+    rate,
+    classify: (h) => String(h['x-cache'] ?? 'none'),
+    isError: (status) => status !== 200,
   })
-  await pool.close()
   const byCache = new Map<string, number[]>()
   const sentByCache = new Map<string, number[]>()
   for (let i = 0; i < bodies.length; i++) {
-    const k = cache[i] ?? 'error'
-    for (const [map, arr] of [[byCache, lat], [sentByCache, sentLat]] as const) {
+    const k = run.classes[i] ?? 'error'
+    for (const [map, arr] of [[byCache, run.fromIntended], [sentByCache, run.fromSent]] as const) {
       let list = map.get(k)
       if (list === undefined) map.set(k, (list = []))
       list.push(arr[i]!)
     }
   }
-  return { all: Array.from(lat), byCache, sentByCache, errors }
-}
-
-function pct(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN
-  const sorted = [...values].sort((a, b) => a - b)
-  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 100) / 100
+  return { all: Array.from(run.fromIntended), byCache, sentByCache, errors: run.errors }
 }
 
 export const scenario: Scenario = {
@@ -161,7 +128,7 @@ export const scenario: Scenario = {
     const rOff = await paced(off.port, bodies, RATE)
     const rOff2 = await paced(off.port, steady, RATE)
     await off.stop()
-    rows.push({ target: 'igw, cache off', requests: bodies.length, 'p50 ms': pct(rOff.all, 0.5), 'p95 ms': pct(rOff.all, 0.95), 'p99 ms': pct(rOff.all, 0.99), 'hit ratio': '-', errors: rOff.errors })
+    rows.push({ target: 'igw, cache off', requests: bodies.length, 'p50 ms': percentile(rOff.all, 0.5), 'p95 ms': percentile(rOff.all, 0.95), 'p99 ms': percentile(rOff.all, 0.99), 'hit ratio': '-', errors: rOff.errors })
 
     const on = await igw(true)
     await paced(on.port, requestSequence(200).map((b) => b.replace(/"(\d+)"\}\}$/, '"w$1"}}')), 100) // warm-up on keys the run never uses
@@ -173,13 +140,13 @@ export const scenario: Scenario = {
     const hits = rOn.byCache.get('HIT') ?? []
     const misses = rOn.byCache.get('MISS') ?? []
     const hitRatio = Math.round((hits.length / bodies.length) * 1000) / 1000
-    rows.push({ target: 'igw, cache on (all requests)', requests: bodies.length, 'p50 ms': pct(rOn.all, 0.5), 'p95 ms': pct(rOn.all, 0.95), 'p99 ms': pct(rOn.all, 0.99), 'hit ratio': hitRatio, errors: rOn.errors })
-    rows.push({ target: 'igw, cache on: hits', requests: hits.length, 'p50 ms': pct(hits, 0.5), 'p95 ms': pct(hits, 0.95), 'p99 ms': pct(hits, 0.99), 'hit ratio': '', errors: '' })
+    rows.push({ target: 'igw, cache on (all requests)', requests: bodies.length, 'p50 ms': percentile(rOn.all, 0.5), 'p95 ms': percentile(rOn.all, 0.95), 'p99 ms': percentile(rOn.all, 0.99), 'hit ratio': hitRatio, errors: rOn.errors })
+    rows.push({ target: 'igw, cache on: hits', requests: hits.length, 'p50 ms': percentile(hits, 0.5), 'p95 ms': percentile(hits, 0.95), 'p99 ms': percentile(hits, 0.99), 'hit ratio': '', errors: '' })
     const hitsSent = rOn.sentByCache.get('HIT') ?? []
-    rows.push({ target: 'igw, cache on: hits, from actual send', requests: hitsSent.length, 'p50 ms': pct(hitsSent, 0.5), 'p95 ms': pct(hitsSent, 0.95), 'p99 ms': pct(hitsSent, 0.99), 'hit ratio': '', errors: '' })
-    rows.push({ target: 'igw, cache on: misses', requests: misses.length, 'p50 ms': pct(misses, 0.5), 'p95 ms': pct(misses, 0.95), 'p99 ms': pct(misses, 0.99), 'hit ratio': '', errors: '' })
-    rows.push({ target: 'steady state (next window, entries expiring): igw, cache off', requests: steady.length, 'p50 ms': pct(rOff2.all, 0.5), 'p95 ms': pct(rOff2.all, 0.95), 'p99 ms': pct(rOff2.all, 0.99), 'hit ratio': '-', errors: rOff2.errors })
-    rows.push({ target: 'steady state: igw, cache on', requests: steady.length, 'p50 ms': pct(rOn2.all, 0.5), 'p95 ms': pct(rOn2.all, 0.95), 'p99 ms': pct(rOn2.all, 0.99), 'hit ratio': hitRatio2, errors: rOn2.errors })
+    rows.push({ target: 'igw, cache on: hits, from actual send', requests: hitsSent.length, 'p50 ms': percentile(hitsSent, 0.5), 'p95 ms': percentile(hitsSent, 0.95), 'p99 ms': percentile(hitsSent, 0.99), 'hit ratio': '', errors: '' })
+    rows.push({ target: 'igw, cache on: misses', requests: misses.length, 'p50 ms': percentile(misses, 0.5), 'p95 ms': percentile(misses, 0.95), 'p99 ms': percentile(misses, 0.99), 'hit ratio': '', errors: '' })
+    rows.push({ target: 'steady state (next window, entries expiring): igw, cache off', requests: steady.length, 'p50 ms': percentile(rOff2.all, 0.5), 'p95 ms': percentile(rOff2.all, 0.95), 'p99 ms': percentile(rOff2.all, 0.99), 'hit ratio': '-', errors: rOff2.errors })
+    rows.push({ target: 'steady state: igw, cache on', requests: steady.length, 'p50 ms': percentile(rOn2.all, 0.5), 'p95 ms': percentile(rOn2.all, 0.95), 'p99 ms': percentile(rOn2.all, 0.99), 'hit ratio': hitRatio2, errors: rOn2.errors })
 
     // Hit throughput: one hot key, closed loop, against nginx relaying the same response.
     const hot = body('product', 1)
@@ -208,13 +175,13 @@ export const scenario: Scenario = {
       rows.push(r ? { target, requests: r.total, 'req/s': r.rps, 'p50 ms': r.p50, 'p99 ms': r.p99, errors: r.errors + r.non2xx } : { target, 'req/s': 'not installed' })
     }
 
-    const hitP95 = pct(hitsSent, 0.95)
+    const hitP95 = percentile(hitsSent, 0.95)
     const igwRps = throughput[0]![1]!.rps
     const nginxRps = throughput[1]![1]?.rps ?? 0
-    const p95Off = pct(rOff.all, 0.95)
-    const p95On = pct(rOn.all, 0.95)
+    const p95Off = percentile(rOff.all, 0.95)
+    const p95On = percentile(rOn.all, 0.95)
     const reduction = Math.round((1 - p95On / p95Off) * 1000) / 10
-    const reduction2 = Math.round((1 - pct(rOn2.all, 0.95) / pct(rOff2.all, 0.95)) * 1000) / 10
+    const reduction2 = Math.round((1 - percentile(rOn2.all, 0.95) / percentile(rOff2.all, 0.95)) * 1000) / 10
     return {
       scenario: 'cache',
       description: this.description,
@@ -230,7 +197,7 @@ export const scenario: Scenario = {
         `cache config: the Helm defaults (ttlSeconds 30, write-through) plus refreshAheadSeconds 10 (a hit in an entry's last 10 s renews it in the background; nothing older than the TTL is served, no stale-while-revalidate)`,
         `first window, cold start included: every key's first request is a miss; ${misses.length} misses of ${bodies.length} (${Math.round((misses.length / bodies.length) * 1000) / 10} %); read p95 reduction there ${reduction} % (p95 sits on the edge of the miss tail once misses approach 5 % of requests)`,
         `steady state: the next ${DURATION * 2} s, other draws from the same distribution; entries of the first window reach the end of their TTL in it: hot ones are renewed ahead, cold ones expire and miss again; ${misses2.length} misses of ${steady.length}, hit ratio ${hitRatio2}`,
-        `latency is from the intended send time (open loop, no coordinated omission) except the "from actual send" row, which drops the load generator's own timer lateness (it shares the cores); hits are classified by the x-cache header; hit p95 from the intended time: ${pct(hits, 0.95)} ms`,
+        `latency is from the intended send time (open loop, no coordinated omission) except the "from actual send" row, which drops the load generator's own timer lateness (it shares the cores); hits are classified by the x-cache header; hit p95 from the intended time: ${percentile(hits, 0.95)} ms`,
         `autocannon, the backend, igw and nginx share the machine's ${cores} cores; ratios matter, absolute numbers do not travel`,
       ],
     }

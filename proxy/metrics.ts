@@ -62,14 +62,37 @@ export class PlainHistogramSeries {
   }
 }
 
-function seriesKey(values: readonly string[]): string {
-  return values.length === 1 ? values[0]! : values.join('\u0000')
-}
+/** A plain metric's label sets, each resolved once into its series object. */
+class SeriesTable<S> {
+  readonly #names: readonly string[]
+  readonly #make: (labels: Record<string, string>) => S
+  readonly #byKey = new Map<string, S>()
 
-function labelObject(names: readonly string[], values: readonly string[]): Record<string, string> {
-  const o: Record<string, string> = {}
-  for (let i = 0; i < names.length; i++) o[names[i]!] = values[i] ?? ''
-  return o
+  constructor(names: readonly string[], make: (labels: Record<string, string>) => S) {
+    this.#names = names
+    this.#make = make
+  }
+
+  get(values: readonly string[]): S {
+    const key = values.length === 1 ? values[0]! : values.join('\u0000')
+    let s = this.#byKey.get(key)
+    if (s === undefined) {
+      const labels: Record<string, string> = {}
+      for (let i = 0; i < this.#names.length; i++) labels[this.#names[i]!] = values[i] ?? ''
+      this.#byKey.set(key, (s = this.#make(labels)))
+    }
+    return s
+  }
+
+  /** prom-client's labels() arguments: the values in order, or one object keyed by label name. */
+  fromArgs(args: unknown[]): S {
+    const first = args[0]
+    return this.get(typeof first === 'object' && first !== null ? this.#names.map((n) => String((first as Record<string, unknown>)[n] ?? '')) : args.map(String))
+  }
+
+  all(): IterableIterator<S> {
+    return this.#byKey.values()
+  }
 }
 
 /**
@@ -79,43 +102,37 @@ function labelObject(names: readonly string[], values: readonly string[]): Recor
  * prints exactly like a prom-client Counter (series never incremented are not printed).
  */
 export class PlainCounter<T extends string> extends Counter<T> {
-  readonly #names: readonly string[]
   readonly #name: string
   readonly #help: string
-  #series: Map<string, PlainCounterSeries> | undefined // prom-client's constructor calls reset() first
+  readonly #series: SeriesTable<PlainCounterSeries>
 
   constructor(registry: Registry, cfg: { name: string; help: string; labelNames: readonly T[] }) {
     super({ name: cfg.name, help: cfg.help, labelNames: cfg.labelNames, registers: [registry] })
-    this.#names = cfg.labelNames
     this.#name = cfg.name
     this.#help = cfg.help
+    this.#series = new SeriesTable(cfg.labelNames, (labels) => new PlainCounterSeries(labels))
   }
 
   series(...values: string[]): PlainCounterSeries {
-    const map = (this.#series ??= new Map())
-    const key = seriesKey(values)
-    let s = map.get(key)
-    if (s === undefined) map.set(key, (s = new PlainCounterSeries(labelObject(this.#names, values))))
-    return s
+    return this.#series.get(values)
   }
 
   /** The prom-client child API, on top of series() (so both never print the same series twice). */
   override labels(...args: unknown[]): Counter.Internal {
-    const values = typeof args[0] === 'object' && args[0] !== null ? this.#names.map((n) => String((args[0] as Record<string, unknown>)[n] ?? '')) : args.map(String)
-    const s = this.series(...values)
+    const s = this.#series.fromArgs(args)
     return { inc: (n?: number) => s.inc(n) } as unknown as Counter.Internal
   }
 
   override async get(): Promise<MetricObjectWithValues<MetricValue<T>>> {
     const values: MetricValue<T>[] = []
-    for (const s of this.#series?.values() ?? []) if (s.used) values.push({ value: s.value, labels: { ...s.labels } as Partial<Record<T, string>> })
+    for (const s of this.#series.all()) if (s.used) values.push({ value: s.value, labels: { ...s.labels } as Partial<Record<T, string>> })
     return { help: this.#help, name: this.#name, type: 'counter', values, aggregator: 'sum' } as unknown as MetricObjectWithValues<MetricValue<T>>
   }
 
   override reset(): void {
     super.reset()
     if (!(#series in this)) return // prom-client's constructor resets before our fields exist
-    for (const s of this.#series?.values() ?? []) {
+    for (const s of this.#series.all()) {
       s.value = 0
       s.used = false
     }
@@ -130,31 +147,27 @@ type HistogramValue = { labels: Record<string, string | number>; sharedLabels: R
  * aggregates across worker threads and prints exactly like a prom-client Histogram.
  */
 export class PlainHistogram<T extends string> extends Histogram<T> {
-  readonly #names: readonly string[]
   readonly #bounds: readonly number[]
   readonly #name: string
   readonly #help: string
-  #series: Map<string, PlainHistogramSeries> | undefined
+  readonly #series: SeriesTable<PlainHistogramSeries>
 
   constructor(registry: Registry, cfg: { name: string; help: string; labelNames: readonly T[]; buckets: readonly number[] }) {
     super({ name: cfg.name, help: cfg.help, labelNames: cfg.labelNames, buckets: [...cfg.buckets], registers: [registry] })
-    this.#names = cfg.labelNames
-    this.#bounds = [...cfg.buckets]
+    const bounds = [...cfg.buckets]
+    this.#bounds = bounds
     this.#name = cfg.name
     this.#help = cfg.help
+    this.#series = new SeriesTable(cfg.labelNames, (labels) => new PlainHistogramSeries(labels, bounds))
   }
 
   series(...values: string[]): PlainHistogramSeries {
-    const map = (this.#series ??= new Map())
-    const key = seriesKey(values)
-    let s = map.get(key)
-    if (s === undefined) map.set(key, (s = new PlainHistogramSeries(labelObject(this.#names, values), this.#bounds)))
-    return s
+    return this.#series.get(values)
   }
 
+  /** The prom-client child API, on top of series(). */
   override labels(...args: unknown[]): Histogram.Internal<T> {
-    const values = typeof args[0] === 'object' && args[0] !== null ? this.#names.map((n) => String((args[0] as Record<string, unknown>)[n] ?? '')) : args.map(String)
-    const s = this.series(...values)
+    const s = this.#series.fromArgs(args)
     return { observe: (v: number) => s.observe(v) } as Histogram.Internal<T>
   }
 
@@ -162,7 +175,7 @@ export class PlainHistogram<T extends string> extends Histogram<T> {
     const name = this.#name
     const bucket = `${name}_bucket`
     const out: HistogramValue[] = []
-    for (const s of this.#series?.values() ?? []) {
+    for (const s of this.#series.all()) {
       if (s.count === 0) continue
       let acc = 0
       for (let i = 0; i < this.#bounds.length; i++) {
@@ -187,7 +200,7 @@ export class PlainHistogram<T extends string> extends Histogram<T> {
   override reset(): void {
     super.reset()
     if (!(#series in this)) return // prom-client's constructor resets before our fields exist
-    for (const s of this.#series?.values() ?? []) {
+    for (const s of this.#series.all()) {
       s.counts.fill(0)
       s.sum = 0
       s.count = 0

@@ -22,9 +22,9 @@ export function isHopByHop(lowerName: string): boolean {
 /** Extra names a Connection header lists (they are hop-by-hop for this message only). */
 function connectionListed(value: string | undefined): Set<string> | undefined {
   if (!value) return undefined
-  // The common values name no other header: answer without splitting (every keep-alive response).
-  const len = value.length
-  if ((len === 10 || len === 5) && /^(?:keep-alive|close)$/i.test(value)) return undefined
+  // The common values name no other header: answer without splitting (every keep-alive
+  // response); any other spelling takes the general path below.
+  if (value === 'keep-alive' || value === 'close') return undefined
   let set: Set<string> | undefined
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase()

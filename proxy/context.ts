@@ -37,6 +37,11 @@ export class RequestContext {
   readonly host: string
   readonly clientIp: string
   readonly startTime: number
+  /**
+   * Exports (opaque http routes) count their bytes for the tenant's usage report: the socket's
+   * byte counter at the start (keep-alive requests on a socket do not overlap); -1 otherwise.
+   */
+  readonly socketBytesAtStart: number
   /** performance.now() by which the whole exchange must finish (Infinity: no limit). */
   deadline: number
   tenant: string | undefined = undefined
@@ -86,6 +91,7 @@ export class RequestContext {
     this.host = req.headers.host ?? ''
     this.clientIp = req.socket.remoteAddress ?? ''
     this.startTime = startTime
+    this.socketBytesAtStart = route.type === 'http' ? req.socket.bytesWritten : -1
     this.deadline = route.timeouts.totalMs > 0 ? startTime + route.timeouts.totalMs : Number.POSITIVE_INFINITY
     this.id = incomingId
     this.#baseLogger = logger

@@ -124,9 +124,6 @@ export class WorkerProxy {
       return
     }
     snap.inflight++
-    // Exports (opaque http routes) count their bytes for the tenant's usage report: the socket's
-    // byte counter now and at the end (keep-alive requests on a socket do not overlap).
-    if (route.type === 'http') this.#exportBytesAtStart.set(req, req.socket.bytesWritten)
     new Exchange(this, snap, route, req, res, start).start()
   }
 
@@ -147,7 +144,6 @@ export class WorkerProxy {
     })
   }
   readonly #upgradeSnapshots = new WeakMap<IncomingMessage, Snapshot>()
-  readonly #exportBytesAtStart = new WeakMap<IncomingMessage, number>()
 
   finishRequest(ctx: RequestContext, status: number, aborted: boolean): void {
     ctx.runCleanups()
@@ -155,8 +151,8 @@ export class WorkerProxy {
     const m = ctx.route.metrics
     m.request(status, ctx.tier)
     m.duration(durMs / 1000, ctx.graphql?.operationType)
-    const startBytes = this.#exportBytesAtStart.get(ctx.req)
-    this.usage.request(ctx, status, startBytes === undefined ? 0 : ctx.req.socket.bytesWritten - startBytes)
+    const startBytes = ctx.socketBytesAtStart
+    this.usage.request(ctx, status, startBytes < 0 ? 0 : ctx.req.socket.bytesWritten - startBytes)
     if (this.#accessLog && (status >= 500 || aborted || this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.#access(ctx, status, durMs, aborted)
     this.#done()
   }

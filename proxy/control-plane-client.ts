@@ -184,6 +184,11 @@ export class ControlPlaneClient {
         void this.#ack(got.payload.version, false, (err as Error).message)
       }
     }
+    return this.#bootFromLastGood()
+  }
+
+  /** The last good snapshot, now the version this proxy runs; undefined when there is none. */
+  #bootFromLastGood(): { config: GatewayConfig; version: number; source: 'last-known-good' } | undefined {
     const lkg = this.loadLastGood()
     if (lkg === undefined) return undefined
     this.#version = lkg.version
@@ -335,18 +340,17 @@ export class ControlPlaneClient {
     await this.#ack(this.#version, true)
   }
 
-  /** The control plane's head validated but the proxy could not start with it: NACK it. */
-  async rejectBoot(error: string): Promise<void> {
+  /**
+   * The control plane's head validated but the proxy could not start with it: NACK it and fall
+   * back as bootstrap() does for a head that does not validate — to the last good snapshot.
+   */
+  async rejectBoot(error: string): Promise<{ config: GatewayConfig; version: number } | undefined> {
     this.#bootEnvelope = undefined
     await this.#ack(this.#version, false, error)
     this.#version = 0
+    return this.#bootFromLastGood()
   }
   #bootEnvelope: Envelope | undefined = undefined
-
-  /** The proxy runs this version (a fallback after a rejected head). */
-  bootedFrom(version: number): void {
-    this.#version = version
-  }
 
   /** Collect and post usage; failed reports are kept (bounded) and retried in order. */
   async reportUsage(): Promise<void> {
@@ -386,44 +390,31 @@ export class ControlPlaneClient {
 export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions, fallback: (() => GatewayConfig) | undefined, start: (config: GatewayConfig, version: number) => Promise<ProxyHandle>): Promise<{ handle: ProxyHandle; client: ControlPlaneClient }> {
   const client = new ControlPlaneClient(opts)
   const boot = await client.bootstrap()
-  let handle: ProxyHandle
-  let started: ProxyHandle | undefined
-  if (boot?.source === 'control-plane') {
-    let failure: Error | undefined
+  let handle: ProxyHandle | undefined
+  if (boot !== undefined) {
     try {
-      started = await start(boot.config, boot.version)
+      handle = await start(boot.config, boot.version)
+      opts.log('info', { version: boot.version, source: boot.source }, boot.source === 'control-plane' ? 'config from the control plane' : 'config from the last-known-good snapshot')
+      if (boot.source === 'control-plane') await client.ackBoot()
     } catch (err) {
-      failure = err as Error
-    }
-    if (started !== undefined) {
-      opts.log('info', { version: boot.version, source: boot.source }, 'config from the control plane')
-      await client.ackBoot()
-    } else {
-      const err = failure!
+      if (handle !== undefined || boot.source !== 'control-plane') throw err
       // Valid by schema, but it does not start here (a JWKS or keyring file it names is missing,
       // a port is taken): NACK it and go on as if the control plane had not answered.
       const message = (err as Error).message
       opts.log('error', { version: boot.version, error: message }, 'control plane head failed to start here; NACKed, falling back')
-      await client.rejectBoot(message)
-      const lkg = client.loadLastGood()
-      if (lkg !== undefined) {
-        started = await start(lkg.config, lkg.version)
-        client.bootedFrom(lkg.version)
-      } else if (fallback === undefined) {
+      const lkg = await client.rejectBoot(message)
+      if (lkg !== undefined) handle = await start(lkg.config, lkg.version)
+      else if (fallback === undefined) {
         await client.close()
         throw err
       }
     }
-  } else if (boot !== undefined) {
-    started = await start(boot.config, boot.version)
-    opts.log('info', { version: boot.version, source: boot.source }, 'config from the last-known-good snapshot')
   }
-  if (started !== undefined) {
-    handle = started
-  } else if (fallback !== undefined) {
+  if (handle === undefined && fallback !== undefined) {
     opts.log('warn', {}, 'no control plane config: starting from --config/--upstream until it answers')
     handle = await start(fallback(), 0)
-  } else {
+  }
+  if (handle === undefined) {
     await client.close()
     throw new ConfigError('igw proxy', [`no config: the control plane at ${opts.url} did not answer and there is no usable last-known-good snapshot in ${opts.stateDir} (see the lines above)`])
   }

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
+import { freePort } from '../helpers/ports.ts'
 import { ROOT } from '../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../helpers/redis.ts'
 import { podRoot, runContainer, volumeDir, type RunContainer, type RunPod } from './kube-run.ts'
@@ -23,16 +24,6 @@ const LISTENING = /"listen":"[^"]*:(\d+)","admin":"[^"]*:(\d+)".*"msg":"igw prox
 async function get(url: string): Promise<{ status: number; body: string }> {
   const r = await request(url)
   return { status: r.statusCode, body: await r.body.text() }
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net')
-  return new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port
-      s.close(() => resolve(p))
-    })
-  })
 }
 
 /** Start the rendered control plane container on free loopback ports; resolves once /healthz answers. */

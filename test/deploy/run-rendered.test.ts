@@ -11,6 +11,7 @@ import { ROOT } from '../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../helpers/redis.ts'
 import { podRoot, runContainer, volumeDir, type RunContainer, type RunPod } from './kube-run.ts'
 import { renderKustomize, type KubeObject } from './kustomize.ts'
+import { waitUntil } from '../helpers/wait.ts'
 
 type Probe = { httpGet?: { path: string; port: string | number } }
 type Container = RunContainer & { ports?: { name?: string; containerPort: number }[]; readinessProbe?: Probe; livenessProbe?: Probe }
@@ -35,7 +36,7 @@ async function startRenderedControlPlane(objs: KubeObject[], env: Record<string,
   const args = c.args!.map((a) => (a === ':7070' ? `127.0.0.1:${port}` : a))
   const run = await runContainer(objs, d.spec.template.spec, { ...c, args }, { IGW_METRICS_LISTEN: `127.0.0.1:${metricsPort}`, ...env })
   try {
-    await eventually(async () => {
+    await waitUntil(async () => {
       try {
         return (await get(`http://127.0.0.1:${port}${c.readinessProbe!.httpGet!.path}`)).status === 200
       } catch {
@@ -48,14 +49,6 @@ async function startRenderedControlPlane(objs: KubeObject[], env: Record<string,
     throw err
   }
   return { d, c, run, port, metricsPort, url: `http://127.0.0.1:${port}` }
-}
-
-async function eventually(fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms
-  while (!(await fn())) {
-    if (Date.now() > until) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 100))
-  }
 }
 
 describe('rendered containers run', () => {
@@ -79,7 +72,7 @@ describe('rendered containers run', () => {
       const [, port, admin] = await run.waitFor(LISTENING)
       const probe = c.readinessProbe!.httpGet!
       expect(probe.path).toBe('/readyz')
-      await eventually(async () => (await get(`http://127.0.0.1:${admin}${probe.path}`)).status === 200)
+      await waitUntil(async () => (await get(`http://127.0.0.1:${admin}${probe.path}`)).status === 200)
       expect((await get(`http://127.0.0.1:${admin}${c.livenessProbe!.httpGet!.path}`)).status).toBe(200)
       // The route needs a verified JWT (keys from the mounted igw-jwks ConfigMap): no token, 401.
       const r = await request(`http://127.0.0.1:${port}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ hello }"}' })
@@ -104,7 +97,7 @@ describe('rendered containers run', () => {
     const run = await runContainer(objs, d.spec.template.spec, c, { ...LOOPBACK, APP_PORT: String(backend.port) })
     try {
       const [, port, admin] = await run.waitFor(LISTENING)
-      await eventually(async () => (await get(`http://127.0.0.1:${admin}/readyz`)).status === 200)
+      await waitUntil(async () => (await get(`http://127.0.0.1:${admin}/readyz`)).status === 200)
       const r = await request(`http://127.0.0.1:${port}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: '{"query":"{ hello(name: \\"k8s\\") }"}' })
       expect(r.statusCode).toBe(200)
       expect(await r.body.json()).toEqual({ data: { hello: 'Hello, k8s!' } })
@@ -168,7 +161,7 @@ describe('rendered containers run', () => {
     try {
       proxy = await runContainer(objs, d.spec.template.spec, c, { ...LOOPBACK, GRAPH_UPSTREAM_URL: backend.url, IGW_REDIS: redis.url, IGW_CONTROL_PLANE: cp.url, IGW_CONTROL_PLANE_TOKEN: await token(['proxy']) }, root)
       const [, , admin] = await proxy.waitFor(LISTENING)
-      await eventually(async () => (await get(`http://127.0.0.1:${admin}/readyz`)).status === 200)
+      await waitUntil(async () => (await get(`http://127.0.0.1:${admin}/readyz`)).status === 200)
       type Cfg = { version: number; config: { mode: string; tenants: Record<string, { tier?: string }>; routes: { filters: { name: string; ttlSeconds?: number }[] }[] } }
       const cfg = JSON.parse((await get(`http://127.0.0.1:${admin}/config`)).body) as Cfg
       // version 1 is the seed: the ConfigMap's document with the values layer interpolated by the control plane
@@ -180,8 +173,8 @@ describe('rendered containers run', () => {
       const put = await request(`${cp.url}/v1/tenants/acme`, { method: 'PUT', headers: admin_, body: '{"tier":"gold"}' })
       expect(put.statusCode).toBe(201)
       await put.body.dump()
-      await eventually(async () => (JSON.parse((await get(`http://127.0.0.1:${admin}/config`)).body) as Cfg).config.tenants.acme?.tier === 'gold')
-      await eventually(async () => {
+      await waitUntil(async () => (JSON.parse((await get(`http://127.0.0.1:${admin}/config`)).body) as Cfg).config.tenants.acme?.tier === 'gold')
+      await waitUntil(async () => {
         const r = await request(`${cp.url}/v1/proxies`, { headers: admin_ })
         const list = (await r.body.json()) as { items: { id: string; appliedVersion: number }[] }
         return list.items.some((p) => p.id === 'igw-test-pod' && p.appliedVersion === 2)

@@ -7,6 +7,7 @@ import type { GatewayConfigInput } from '../../config/schema.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../helpers/redis.ts'
+import { sleep, waitUntil } from '../helpers/wait.ts'
 
 type Json = { data?: Record<string, unknown> }
 
@@ -15,16 +16,7 @@ async function gql(url: string, query: string) {
   return { cache: res.headers['x-cache'] as string, json: (await res.body.json()) as Json }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const nameOf = (r: { json: Json }) => (r.json.data?.entity as { name: string } | undefined)?.name
-
-async function until(fn: () => Promise<boolean>, ms = 2_000): Promise<void> {
-  const t0 = Date.now()
-  while (!(await fn())) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time')
-    await sleep(10)
-  }
-}
 
 describe('two proxies sharing Redis', () => {
   let redis: TestRedis
@@ -72,7 +64,7 @@ describe('two proxies sharing Redis', () => {
     const m = await gql(a.url, 'mutation { updateEntity(id: "32", name: "Thirty-two") { id name } }')
     expect(m.json.data).toEqual({ updateEntity: { id: '32', name: 'Thirty-two', __typename: 'Entity' } })
     // the publish is done before the mutation's response ended; delivery to b is asynchronous
-    await until(async () => nameOf(await gql(b.url, q)) === 'Thirty-two', 500)
+    await waitUntil(async () => nameOf(await gql(b.url, q)) === 'Thirty-two', 500)
     for (let i = 0; i < 6; i++) expect(nameOf(await gql(b.url, q))).toBe('Thirty-two')
     for (let i = 0; i < 6; i++) expect(nameOf(await gql(a.url, q))).toBe('Thirty-two')
     const text = await b.metricsText()
@@ -94,13 +86,13 @@ describe('two proxies sharing Redis', () => {
     } finally {
       await redis.start()
     }
-    await until(async () => metricSum(await a.metricsText(), 'igw_redis_up') === 2 && metricSum(await b.metricsText(), 'igw_redis_up') === 2, 8_000)
+    await waitUntil(async () => metricSum(await a.metricsText(), 'igw_redis_up') === 2 && metricSum(await b.metricsText(), 'igw_redis_up') === 2, 8_000)
     await sleep(100) // subscribers re-subscribed
     // shared again: b's mutation reaches a
     const q2 = '{ entity(id: "35") { id name } }'
     await gql(a.url, q2)
     for (let i = 0; i < 4; i++) await gql(a.url, q2)
     await gql(b.url, 'mutation { updateEntity(id: "35", name: "after outage") { id } }')
-    await until(async () => nameOf(await gql(a.url, q2)) === 'after outage', 500)
+    await waitUntil(async () => nameOf(await gql(a.url, q2)) === 'after outage', 500)
   })
 })

@@ -9,6 +9,7 @@ import { Pool, request } from 'undici'
 import type { GatewayConfigInput } from '../../config/schema.ts'
 import { startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { sleep } from '../helpers/wait.ts'
 
 const SECRET = 'an-hmac-secret-of-at-least-32-characters!'
 type Json = { data?: Record<string, unknown> | null; errors?: { message: string; extensions?: { code?: string } }[] }
@@ -29,7 +30,6 @@ async function gql(url: string, body: unknown, headers: Record<string, string> =
   return { status: res.statusCode, cache: res.headers['x-cache'] as string | undefined, age: res.headers.age as string | undefined, headers: res.headers, text, json: JSON.parse(text) as Json }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 async function metrics(p: TestProxy): Promise<string> {
   return (await request(`${p.adminUrl}/metrics`)).body.text()

@@ -5,14 +5,7 @@ import WebSocket from 'ws'
 import { Agent, Client, request } from 'undici'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig } from '../helpers/proxy.ts'
-
-async function waitFor(cond: () => Promise<boolean> | boolean, ms = 5_000): Promise<void> {
-  const t0 = Date.now()
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
+import { waitUntil } from '../helpers/wait.ts'
 
 async function text(url: string, init?: Parameters<typeof request>[1]): Promise<{ status: number; body: string }> {
   const res = await request(url, init)
@@ -59,13 +52,13 @@ describe('hot reload, drain and multi-worker metrics (real igw processes)', () =
 
       // 1. a good change on disk: new route appears
       writeFileSync(path, JSON.stringify(base({ routes: [...base().routes, { name: 'b', match: { pathPrefix: '/b' }, upstream: echo.url, type: 'http' }] })))
-      await waitFor(async () => (await text(`${igw.url}/b/1`, { dispatcher: agent })).status === 200)
+      await waitUntil(async () => (await text(`${igw.url}/b/1`, { dispatcher: agent })).status === 200)
       const m1 = await text(`${igw.adminUrl}/metrics`)
       expect(metricSum(m1.body, 'igw_config_version')).toBe(2)
 
       // 2. a bad change: rejected, counted, old config keeps serving on the same connection
       writeFileSync(path, 'routes:\n  - name: broken\n    upstream: "htp:/x"\n')
-      await waitFor(async () => metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_reload_failures_total') === 1)
+      await waitUntil(async () => metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_reload_failures_total') === 1)
       expect((await text(`${igw.url}/b/2`, { dispatcher: agent })).status).toBe(200)
       expect(metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_version')).toBe(2)
       expect(igw.output.join('\n')).toContain('routes[0].upstream: expected URL, got \\"htp:/x\\"')
@@ -73,7 +66,7 @@ describe('hot reload, drain and multi-worker metrics (real igw processes)', () =
       // 3. SIGHUP with a fixed file (written while we pretend the watcher missed it)
       writeFileSync(path, JSON.stringify(base()))
       igw.child.kill('SIGHUP')
-      await waitFor(async () => (await text(`${igw.url}/b/3`, { dispatcher: agent })).status === 404)
+      await waitUntil(async () => (await text(`${igw.url}/b/3`, { dispatcher: agent })).status === 404)
       // the keep-alive connection survived every reload: one connection was used throughout
       expect(disconnects).toBe(0)
       await agent.close()
@@ -131,7 +124,7 @@ describe('hot reload, drain and multi-worker metrics (real igw processes)', () =
       expect(threads).toHaveLength(2)
       await threads[0]!.terminate() // as abrupt as a crash: no drain, no goodbye
       expect((await text(`${proxy.url}/x`)).status).toBe(200)
-      await waitFor(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 2)
+      await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 2)
       expect(metricSum(await proxy.metricsText(), 'igw_worker_restarts_total')).toBe(1)
       expect(proxy.threads().filter(Boolean)).toHaveLength(2)
     } finally {

@@ -17,6 +17,7 @@ import type { RouteRuntime } from '../../../proxy/runtime.ts'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
 import { intParam, parseList } from './structured-fields.ts'
+import { waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello(name: "quota") }' })
 
@@ -189,7 +190,7 @@ describe('daily quotas and budgets', () => {
       )
       expect(statuses.filter((s) => s === 200)).toHaveLength(100)
       expect(statuses.filter((s) => s === 'BUDGET_EXHAUSTED')).toHaveLength(50)
-      await waitFor(() => [...attempts.values()].filter((n) => n >= 2).length === 2, 5_000)
+      await waitUntil(() => [...attempts.values()].filter((n) => n >= 2).length === 2, 5_000)
       await new Promise((r) => setTimeout(r, 300)) // nothing more may arrive
       const events = [...bodies.values()]
       expect(events.map((e) => e.threshold).sort()).toEqual([0.8, 1])
@@ -211,14 +212,6 @@ describe('daily quotas and budgets', () => {
     }
   })
 })
-
-async function waitFor(cond: () => boolean, ms: number): Promise<void> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 describe('exactness across worker threads', () => {
   it('2 workers, 200 concurrent clients, limit 100 → exactly 100 admitted (bucket and daily quota)', async () => {
@@ -298,16 +291,16 @@ describe('QoS tiers under overload', () => {
     try {
       const pending: Promise<{ status: number }>[] = []
       for (let i = 0; i < 7; i++) pending.push(send('g'))
-      await waitFor(() => h.held.length === 7, 5_000)
+      await waitUntil(() => h.held.length === 7, 5_000)
       const bronze = await send('b') // 7 in flight: bronze (0.7) shed
       expect(bronze.status).toBe(503)
       expect(bronze.retry).toBe('1')
       expect(JSON.parse(bronze.body).errors[0].extensions).toMatchObject({ code: 'OVERLOADED', tier: 'bronze' })
       pending.push(send('s'), send('s')) // 7 → 8 → 9: silver admitted below 8.5
-      await waitFor(() => h.held.length === 9, 5_000)
+      await waitUntil(() => h.held.length === 9, 5_000)
       expect((await send('s')).status).toBe(503) // 9 in flight ≥ 8.5
       pending.push(send('g')) // gold still fits: 10
-      await waitFor(() => h.held.length === 10, 5_000)
+      await waitUntil(() => h.held.length === 10, 5_000)
       expect((await send('g')).status).toBe(503) // capacity gone: even gold
       h.release()
       expect((await Promise.all(pending)).map((r) => r.status)).toEqual(Array(10).fill(200))
@@ -315,7 +308,7 @@ describe('QoS tiers under overload', () => {
       expect(metricSum(text, 'igw_qos_drops_total', 'tier="bronze"')).toBe(1)
       expect(metricSum(text, 'igw_qos_drops_total', 'tier="silver"')).toBe(1)
       expect(metricSum(text, 'igw_qos_drops_total', 'tier="gold"')).toBe(1)
-      await waitFor(() => true, 0)
+      await waitUntil(() => true, 0)
       expect(metricSum(await p.metricsText(), 'igw_quota_inflight')).toBe(0) // every slot released
     } finally {
       h.release()
@@ -339,7 +332,7 @@ describe('concurrency slots (subscriptions kind)', () => {
     const send = () => pool.request({ path: '/stream', method: 'GET', headers: { 'x-tenant-id': 'acme' } }).then(async (r) => ({ status: r.statusCode, headers: r.headers, body: await r.body.text() }))
     try {
       const first = [send(), send()]
-      await waitFor(() => h.held.length === 2, 5_000)
+      await waitUntil(() => h.held.length === 2, 5_000)
       const third = await send()
       expect(third.status).toBe(429)
       expect(JSON.parse(third.body).errors[0].extensions).toMatchObject({ code: 'RATE_LIMITED', kind: 'subscriptions', policy: 'concurrent', limit: 2 })
@@ -347,7 +340,7 @@ describe('concurrency slots (subscriptions kind)', () => {
       h.release()
       expect((await Promise.all(first)).map((r) => r.status)).toEqual([200, 200])
       const again = send()
-      await waitFor(() => h.held.length === 1, 5_000)
+      await waitUntil(() => h.held.length === 1, 5_000)
       h.release()
       expect((await again).status).toBe(200)
     } finally {
@@ -432,7 +425,7 @@ describe('anomaly alerts', () => {
       expect(received).toHaveLength(0)
       const t1 = Date.now()
       while (Date.now() - t1 < 1_500) await Promise.all(Array.from({ length: 20 }, fire)) // a sustained surge
-      await waitFor(() => received.length > 0, 3_000)
+      await waitUntil(() => received.length > 0, 3_000)
       await new Promise((r) => setTimeout(r, 700))
       expect(received).toHaveLength(1)
       expect(received[0]).toMatchObject({ type: 'anomaly.rate', tenant: 'acme' })

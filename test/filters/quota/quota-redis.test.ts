@@ -15,6 +15,7 @@ import { SharedRedis } from '../../../proxy/redis.ts'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig, type SpawnedIgw, type TestProxy } from '../../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { sleep, waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello }' })
 
@@ -37,14 +38,6 @@ function fire(pool: Pool, tenant: string): Promise<{ status: number; code?: stri
 
 async function metrics(adminUrl: string): Promise<string> {
   return (await fetch(`${adminUrl}/metrics`)).text()
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const t0 = Date.now()
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 describe('two igw proxy processes sharing one Redis', () => {
@@ -130,7 +123,7 @@ describe('two igw proxy processes sharing one Redis', () => {
       const all = await Promise.all(Array.from({ length: 100 }, (_, i) => fire(i % 2 ? pa : pb, 'spend')))
       expect(all.filter((r) => r.status === 200)).toHaveLength(50)
       expect(all.filter((r) => r.code === 'BUDGET_EXHAUSTED')).toHaveLength(50)
-      await waitFor(() => events.length >= 2, 3_000, 'two budget events')
+      await waitUntil(() => events.length >= 2, 3_000, 'two budget events')
       await new Promise((r) => setTimeout(r, 300))
       expect(events.map((e) => e.threshold).sort()).toEqual([0.8, 1])
       const fired = metricSum(await metrics(a.adminUrl), 'igw_quota_events_total') + metricSum(await metrics(b.adminUrl), 'igw_quota_events_total')
@@ -196,7 +189,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
       expect(store.usable(Date.now())).toBe(false) // …only one
       expect(await store.decide(kindKey, budgetKey, args(1), (r) => late.push(r))).toBe('timeout')
       redis.resume()
-      await waitFor(() => late.length === 4, 2_000, 'late replies')
+      await waitUntil(() => late.length === 4, 2_000, 'late replies')
       expect(late.every((r) => Array.isArray(r) && r[0] === 1)).toBe(true) // Redis ran them after all
       await new Promise((r) => setTimeout(r, 250))
       expect(store.usable(Date.now())).toBe(true)
@@ -204,7 +197,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
       expect(Array.isArray(back) && back[3]).toBe(6) // used today: 1 + 4 late + this one (cost-0 retries count nothing)
       expect(recovered).toBe(1)
       await redis.stop()
-      await waitFor(() => provider.client().status !== 'ready', 2_000, 'connection lost')
+      await waitUntil(() => provider.client().status !== 'ready', 2_000, 'connection lost')
       expect(await store.decide(kindKey, budgetKey, args(1))).toBe('unavailable') // no wait at all
     } finally {
       redis.resume()
@@ -300,7 +293,7 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
       }
       late(): void {}
     }
-    const settled = (ws: Waiter[]) => waitFor(() => ws.every((w) => w.reply !== undefined), 2_000, 'replies')
+    const settled = (ws: Waiter[]) => waitUntil(() => ws.every((w) => w.reply !== undefined), 2_000, 'replies')
     // allowed, reason, whole tokens, used, budget total, retry > 0, fired, would
     const shape = (w: Waiter) => {
       if (!Array.isArray(w.reply)) throw new Error(`redis: ${String(w.reply)}`)
@@ -382,7 +375,6 @@ function load(pool: Pool, tenant: string, clients: number) {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
   async function outageProxy(redis: TestRedis, policy: 'fail-open' | 'fail-closed', upstream: string): Promise<TestProxy> {
@@ -415,8 +407,8 @@ describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
       if (hang) redis.resume()
       else await redis.start()
       const before = metricSum(await p.metricsText(), 'igw_quota_decision_seconds_count', 'path="redis"')
-      await waitFor(async () => metricSum(await p.metricsText(), 'igw_quota_redis_recoveries_total') >= 1, 5_000, 'breaker recovery')
-      await waitFor(async () => metricSum(await p.metricsText(), 'igw_quota_decision_seconds_count', 'path="redis"') > before + 20, 5_000, 'decisions through Redis again')
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_redis_recoveries_total') >= 1, 5_000, 'breaker recovery')
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_decision_seconds_count', 'path="redis"') > before + 20, 5_000, 'decisions through Redis again')
       await l.stop()
       const text = await p.metricsText()
       const during = l.results.filter((r) => r.at >= down + 50 && r.at < up)
@@ -490,7 +482,7 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
     const pb = new Pool(b.url, { connections: 1 })
     const client = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
     try {
-      await waitFor(async () => metricSum(await metrics(a.adminUrl), 'igw_quota_live_proxies') === 2 && metricSum(await metrics(b.adminUrl), 'igw_quota_live_proxies') === 2, 5_000, 'both proxies count 2')
+      await waitUntil(async () => metricSum(await metrics(a.adminUrl), 'igw_quota_live_proxies') === 2 && metricSum(await metrics(b.adminUrl), 'igw_quota_live_proxies') === 2, 5_000, 'both proxies count 2')
       for (let i = 0; i < 40; i++) expect((await fire(i % 2 ? pb : pa, 'acme')).status).toBe(200) // 60 tokens left in Redis
       await sleep(1_200) // appendfsync everysec: let Redis persist before it dies
       await redis.stop()
@@ -500,9 +492,9 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
       await redis.start()
       // Without any request: each proxy's heartbeat finds Redis again and reports its outage use.
       await client.connect()
-      await waitFor(async () => (await usedTodayFromRedis(client, 'igw:', 'acme', 'graphql')) === 100, 8_000, 'outage use reported') // 40 + 60
+      await waitUntil(async () => (await usedTodayFromRedis(client, 'igw:', 'acme', 'graphql')) === 100, 8_000, 'outage use reported') // 40 + 60
       // Requests drive the breakers' probes: both recover, and the spent bucket stays spent.
-      await waitFor(
+      await waitUntil(
         async () => {
           expect((await fire(pa, 'acme')).code).toBe('RATE_LIMITED')
           expect((await fire(pb, 'acme')).code).toBe('RATE_LIMITED')

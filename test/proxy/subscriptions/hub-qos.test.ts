@@ -9,6 +9,7 @@ import { validateConfig } from '../../../config/load.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
 import { startSubscriptionBackend, type SubscriptionBackend } from '../../helpers/subscription-backend.ts'
 import { EVENTS, GqlClient, RawClient, waitUntil, type NextPayload } from './clients.ts'
+import { sleep } from '../../helpers/wait.ts'
 
 const SECRET = 'a-test-hmac-secret-of-at-least-32-characters'
 const key = new TextEncoder().encode(SECRET)
@@ -28,7 +29,6 @@ async function rawSubscriber(port: number, auth: string, id: string, query: stri
   return c
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const nexts = (c: RawClient) => c.of((m) => m.type === 'next').map((m) => m.payload as NextPayload)
 const eventSeqs = (c: RawClient) => nexts(c).filter((p) => p.data?.events).map((p) => p.data!.events!.seq)
 const gapsOf = (c: RawClient) => nexts(c).filter((p) => p.extensions?.gap).map((p) => p.extensions!.gap!)

@@ -87,12 +87,17 @@ export function rssBytes(pid: number): number {
 
 /** CPU seconds (user + system, all threads) a process has used so far. */
 export function cpuSeconds(pid: number): number {
+  return procStat(pid)?.cpuSeconds ?? 0 // 0: gone
+}
+
+/** From /proc/<pid>/stat: user + system CPU seconds so far, and the parent pid; undefined when gone. */
+export function procStat(pid: number): { cpuSeconds: number; ppid: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100 // USER_HZ
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // after "pid (comm) "
+    return { cpuSeconds: (Number(f[11]) + Number(f[12])) / 100, ppid: Number(f[1]) } // USER_HZ
   } catch {
-    return 0 // gone
+    return undefined
   }
 }
 

@@ -14,9 +14,9 @@
 // CPU each process spent per request (utime + stime from /proc) — igw, redis-server, the
 // backend and the load generator (this process) — says where the time went, and does not
 // depend on whether the machine was saturated.
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync } from 'node:fs'
 import type { Scenario } from '../run.ts'
-import { cpuSeconds, load, ratio, startIgw, startPeer, startRedis, type Proc } from '../lib/harness.ts'
+import { cpuSeconds, load, procStat, ratio, startIgw, startPeer, startRedis, type Proc } from '../lib/harness.ts'
 
 const BODY = JSON.stringify({ query: 'query Entity($id: ID!) { entity(id: $id) { id name email updatedAt } }', variables: { id: '42' }, operationName: 'Entity' })
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
@@ -33,12 +33,9 @@ function foreignCpuSeconds(ours: Set<number>): Map<number, number> {
   for (const d of readdirSync('/proc')) {
     const pid = Number(d)
     if (!Number.isInteger(pid) || ours.has(pid)) continue
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (f[1] === '2' || pid === 2) continue // kthreadd's children
-      out.set(pid, (Number(f[11]) + Number(f[12])) / 100)
-    } catch {}
+    const st = procStat(pid)
+    if (st === undefined || st.ppid === 2 || pid === 2) continue // gone, or kthreadd and its children
+    out.set(pid, st.cpuSeconds)
   }
   return out
 }

@@ -137,9 +137,10 @@ export const scenario: Scenario = {
       const after = await Promise.all(procs.map(metricsOf))
       const base = windows[0]!
       // Rounds where the target's and the baseline's windows were both quiet; all rounds when
-      // fewer than 3 were (then the result says it was measured on a busy machine).
+      // fewer than 3 (or than ROUNDS, for a short run) were: then the result says it was
+      // measured on a busy machine.
       const quietRounds = windows.map((w) => w.map((x, i) => x.quiet && base[i]!.quiet))
-      const enough = quietRounds.every((q) => q.filter(Boolean).length >= 3)
+      const enough = quietRounds.every((q) => q.filter(Boolean).length >= Math.min(3, ROUNDS))
       const used = (t: number, i: number) => !enough || quietRounds[t]![i]!
       const overheads = windows.map((w) => w.map((x, i) => (1 - x.rps / base[i]!.rps) * 100))
       const rows: Record<string, string | number>[] = []

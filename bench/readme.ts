@@ -8,7 +8,7 @@ import { RESULTS, ROOT, type ScenarioResult } from './lib/harness.ts'
 const BEGIN = '<!-- bench:begin -->'
 const END = '<!-- bench:end -->'
 // Scenario order in the README: the data path first, then filters, then the control plane.
-const ORDER = ['passthrough', 'quota', 'cache', 'dlp', 'subscriptions', 'control-plane']
+const ORDER = ['passthrough', 'floor', 'quota', 'cache', 'dlp', 'subscriptions', 'control-plane']
 
 const names = readdirSync(RESULTS)
   .filter((f) => f.endsWith('.json'))

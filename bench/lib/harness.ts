@@ -1,6 +1,6 @@
 // Shared bench plumbing: start processes (backend, igw via its public CLI, peers), drive load
 // with autocannon, sample RSS, and write results as JSON + a markdown table.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -90,26 +90,75 @@ export function cpuSeconds(pid: number): number {
   return procStat(pid)?.cpuSeconds ?? 0 // 0: gone
 }
 
-/** From /proc/<pid>/stat: user + system CPU seconds so far, and the parent pid; undefined when gone. */
-export function procStat(pid: number): { cpuSeconds: number; ppid: number } | undefined {
+/** From /proc/<pid>/stat: CPU seconds so far (user + system, and each), and the parent pid; undefined when gone. */
+export function procStat(pid: number): { cpuSeconds: number; userSeconds: number; systemSeconds: number; ppid: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // after "pid (comm) "
-    return { cpuSeconds: (Number(f[11]) + Number(f[12])) / 100, ppid: Number(f[1]) } // USER_HZ
+    const user = Number(f[11]) / 100 // USER_HZ
+    const system = Number(f[12]) / 100
+    return { cpuSeconds: user + system, userSeconds: user, systemSeconds: system, ppid: Number(f[1]) }
   } catch {
     return undefined
   }
 }
 
-/** CPU seconds of a process and its direct children (nginx's master and its workers). */
-export function cpuTreeSeconds(pid: number): number {
-  let total = cpuSeconds(pid)
+/** A process and its direct children (nginx's master and its workers). */
+export function processTree(pid: number): number[] {
+  const pids = [pid]
   try {
     for (const t of readdirSync(`/proc/${pid}/task`)) {
-      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c) total += cpuSeconds(Number(c))
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c) pids.push(Number(c))
     }
   } catch {}
-  return total
+  return pids
+}
+
+/** CPU seconds of a process and its direct children. */
+export function cpuTreeSeconds(pid: number): number {
+  const t = cpuTreeSplit(pid)
+  return t.user + t.system
+}
+
+/** User and system CPU seconds of a process and its direct children. */
+export function cpuTreeSplit(pid: number): { user: number; system: number } {
+  let user = 0
+  let system = 0
+  for (const p of processTree(pid)) {
+    const st = procStat(p)
+    user += st?.userSeconds ?? 0
+    system += st?.systemSeconds ?? 0
+  }
+  return { user, system }
+}
+
+/** The CPUs this process may run on (Cpus_allowed_list: "0-3,6"), expanded; [] when unknown. */
+export function allowedCpus(): { list: string; cpus: number[] } {
+  try {
+    const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]!
+    const cpus: number[] = []
+    for (const part of list.split(',')) {
+      const [a, b] = part.split('-').map(Number)
+      for (let c = a!; c <= (b ?? a!); c++) cpus.push(c)
+    }
+    return { list, cpus }
+  } catch {
+    return { list: '', cpus: [] }
+  }
+}
+
+/**
+ * Pins every thread of a process and of its direct children to the given CPUs (`taskset`, from
+ * util-linux). Threads created later inherit the affinity of the thread that creates them.
+ * False when taskset is missing or refused.
+ */
+export function pinTree(pid: number, cpuList: string): boolean {
+  let ok = true
+  for (const p of processTree(pid)) {
+    const r = spawnSync('taskset', ['-a', '-p', '-c', cpuList, String(p)], { stdio: 'ignore' })
+    ok &&= r.status === 0
+  }
+  return ok
 }
 
 export interface LoadOptions {

@@ -1,6 +1,7 @@
 // One request's state, shared by every filter of the chain. Fields are fixed at construction
 // (one hidden class); costly things (the GraphQL document, a child logger) are computed lazily.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Tier } from '../config/primitives.ts'
 import type { GraphQLRequest } from './graphql-request.ts'
@@ -37,6 +38,11 @@ export class RequestContext {
   readonly host: string
   readonly clientIp: string
   readonly startTime: number
+  /**
+   * The client connection. Kept here because `req.socket` is not: undici destroys a request
+   * stream it has sent as an upstream body, and a destroyed IncomingMessage drops its socket.
+   */
+  readonly socket: Socket
   /**
    * Exports (opaque http routes) count their bytes for the tenant's usage report: the socket's
    * byte counter at the start (keep-alive requests on a socket do not overlap); -1 otherwise.
@@ -89,6 +95,7 @@ export class RequestContext {
     this.method = req.method ?? 'GET'
     this.url = req.url ?? '/'
     this.host = req.headers.host ?? ''
+    this.socket = req.socket
     this.clientIp = req.socket.remoteAddress ?? ''
     this.startTime = startTime
     this.socketBytesAtStart = route.type === 'http' ? req.socket.bytesWritten : -1

@@ -152,7 +152,7 @@ export class WorkerProxy {
     m.request(status, ctx.tier)
     m.duration(durMs / 1000, ctx.graphql?.operationType)
     const startBytes = ctx.socketBytesAtStart
-    this.usage.request(ctx, status, startBytes < 0 ? 0 : ctx.req.socket.bytesWritten - startBytes)
+    this.usage.request(ctx, status, startBytes < 0 ? 0 : ctx.socket.bytesWritten - startBytes)
     if (this.#accessLog && (status >= 500 || aborted || this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.#access(ctx, status, durMs, aborted)
     this.#done()
   }

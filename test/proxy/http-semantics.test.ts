@@ -2,7 +2,7 @@ import { connect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../helpers/backends.ts'
-import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 /** Send raw HTTP/1.1 bytes and read the full response (closes after one exchange). */
 function rawRequest(port: number, text: string): Promise<string> {
@@ -110,6 +110,27 @@ describe('proxy semantics against a real backend', () => {
     const e = (await echoed.body.json()) as { size: number; headers: Record<string, string> }
     expect(e.size).toBe(Buffer.byteLength(body))
     expect(e.headers['content-length']).toBe(String(Buffer.byteLength(body)))
+  })
+
+  it('relays request bodies with a Content-Length on http routes and keeps serving afterwards', async () => {
+    // undici destroys a request stream it has sent as the upstream body, and a destroyed
+    // IncomingMessage drops its socket: the end of the exchange (export byte count) once read
+    // req.socket there and crashed the worker thread after every such request.
+    for (let i = 0; i < 3; i++) {
+      const body = `payload ${i} `.repeat(100)
+      const res = await request(`${proxy.url}/echo/upload`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body })
+      expect(res.statusCode).toBe(200)
+      const e = (await res.body.json()) as { size: number; headers: Record<string, string> }
+      expect(e.size).toBe(body.length)
+      expect(e.headers['content-length']).toBe(String(body.length))
+    }
+    const closing = await rawRequest(proxy.port, 'PUT /echo/put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello')
+    expect(closing).toMatch(/^HTTP\/1.1 200/)
+    const after = await request(`${proxy.url}/echo/after`)
+    expect(after.statusCode).toBe(200)
+    await after.body.dump()
+    expect(metricSum(await proxy.metricsText(), 'igw_worker_restarts_total')).toBe(0)
+    expect(proxy.logs.find('uncaught exception in worker')).toEqual([])
   })
 
   it('malformed GraphQL JSON → 400 with a GraphQL-shaped error, counted', async () => {

@@ -3,7 +3,11 @@
 
 export const ERROR_STATUS = {
   BAD_REQUEST: 400,
+  // The client did not send its (GraphQL) request body in time.
+  REQUEST_TIMEOUT: 408,
   PAYLOAD_TOO_LARGE: 413,
+  // A GraphQL route got a POST body that is not JSON (forms, multipart, application/graphql).
+  UNSUPPORTED_MEDIA_TYPE: 415,
   UNAUTHENTICATED: 401,
   UNKNOWN_TENANT: 403,
   RATE_LIMITED: 429,
@@ -69,7 +73,9 @@ const STATUS_TEXT: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  408: 'Request Timeout',
   413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   502: 'Bad Gateway',

@@ -173,14 +173,32 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     if (route.type === 'graphql') {
-      if (this.ctx.method === 'POST' && isJson(req.headers['content-type'])) {
+      const method = this.ctx.method
+      if (method === 'POST') {
+        // Only JSON is read as GraphQL here. Other media types a backend may accept
+        // (application/graphql, forms, multipart uploads) would reach it unseen by every filter
+        // — quota cost, persisted-only, cache invalidation — so they are refused (as Apollo
+        // Router does); send them through an http route instead.
+        const type = req.headers['content-type']
+        if (!isJson(type)) {
+          this.res.shouldKeepAlive = false // the body stays unread
+          this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route takes application/json request bodies, not "${type}"`, -1)
+          return
+        }
         this.#chunks = []
         req.on('data', onBodyData)
         req.on('end', onBodyEnd)
         req.on('error', onBodyError)
+        this.#armBodyTimer()
         return
       }
-      if (this.ctx.method === 'GET') {
+      if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
+        // GraphQL over HTTP is GET and POST (OPTIONS: CORS preflights, which run nothing).
+        this.res.shouldKeepAlive = false
+        this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST, not ${method}`, -1, { allow: 'GET, POST, OPTIONS' })
+        return
+      }
+      if (method !== 'OPTIONS') {
         const q = this.ctx.url.indexOf('?')
         if (q !== -1) {
           try {
@@ -209,10 +227,32 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#chunks.push(chunk)
   }
 
+  /**
+   * A GraphQL body is read whole before anything else happens, so a client that stops sending
+   * must not hold the exchange (and its socket) forever: it has the route's total timeout — or,
+   * with that disabled, bodyIdleMs — to deliver it, then gets 408.
+   */
+  #armBodyTimer(): void {
+    const deadline = this.ctx.deadline
+    const ms = deadline !== Number.POSITIVE_INFINITY ? deadline - this.ctx.startTime : this.route.timeouts.bodyIdleMs
+    if (ms > 0) this.#timer = setTimeout(onTimer, ms, this)
+  }
+
+  #bodyTimedOut(): void {
+    this.#chunks = undefined
+    const req = this.ctx.req
+    req.removeListener('data', onBodyData)
+    req.removeListener('end', onBodyEnd)
+    this.res.shouldKeepAlive = false // the rest of the body may still come: do not reuse the socket
+    const ms = Math.round(performance.now() - this.ctx.startTime)
+    this.replyError('REQUEST_TIMEOUT', `the request body did not arrive within ${ms} ms`, -1)
+  }
+
   bodyEnd(): void {
     const chunks = this.#chunks
     if (chunks === undefined) return
     this.#chunks = undefined
+    this.#clearTimer()
     const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size)
     try {
       this.ctx.graphql = parsePostBody(raw)
@@ -289,10 +329,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   // --- local replies ----------------------------------------------------------------------
 
   /** Answer with a proxy error; it passes the response phase of the filters before `below`. */
-  replyError(code: ErrorCode, message: string, below: number): void {
+  replyError(code: ErrorCode, message: string, below: number, headers?: Record<string, string>): void {
     this.ctx.errorCode = code
     this.proxy.metrics.proxyErrors.labels(this.route.name, code).inc()
-    this.sendLocal(errorReply(code, message), below)
+    this.sendLocal(errorReply(code, message, undefined, headers), below)
   }
 
   /** A reply made here or by the filter at `below` (-1: none ran; filters.length: all ran). */
@@ -426,6 +466,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   timerFired(): void {
     this.#timer = undefined
     const now = performance.now()
+    if (this.phase === Phase.Request) {
+      if (this.#chunks !== undefined) this.#bodyTimedOut()
+      return
+    }
     if (this.phase === Phase.Dispatched && now >= this.#headersDeadline - 1) {
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
     } else if (now >= this.ctx.deadline - 1) {

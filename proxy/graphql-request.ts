@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto'
 import { GraphQLError, getOperationAST, parse, type DocumentNode, type OperationTypeNode } from 'graphql'
 import { LRUCache } from 'lru-cache'
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from './json-depth.ts'
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
 
@@ -196,6 +197,7 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | undefined {
   } catch (err) {
     throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
   }
+  if (jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
   if (Array.isArray(parsed)) return undefined
   if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
   return fromObject('POST', raw, parsed as Record<string, unknown>)
@@ -217,6 +219,7 @@ export function parseGetParams(search: string): GraphQLRequest | undefined {
     } catch (err) {
       throw new GraphQLRequestError(`Malformed JSON in "${field}" parameter: ${(err as Error).message}`)
     }
+    if (jsonDepthExceeds(o[field])) throw new GraphQLRequestError(`"${field}" parameter nested deeper than ${MAX_JSON_DEPTH} levels`)
   }
   return fromObject('GET', undefined, o)
 }

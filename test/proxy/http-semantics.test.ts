@@ -38,6 +38,7 @@ describe('proxy semantics against a real backend', () => {
         { name: 'rewritten', match: { host: 'rewrite.example.com' }, upstream: 'echo', type: 'http', hostRewrite: 'backend.internal' },
         { name: 'graphql', match: { pathPrefix: '/graphql' }, upstream: 'yoga', type: 'graphql', maxBodyBytes: 1024 },
         { name: 'gql-echo', match: { pathPrefix: '/gql-echo' }, upstream: 'echo', type: 'graphql' },
+        { name: 'gql-slow', match: { pathPrefix: '/gql-slow' }, upstream: 'echo', type: 'graphql', timeouts: { totalMs: 300 } },
       ],
     })
   })
@@ -161,6 +162,75 @@ describe('proxy semantics against a real backend', () => {
     )
     expect(raw).toMatch(/^HTTP\/1.1 413/)
     expect(raw).toContain('PAYLOAD_TOO_LARGE')
+  })
+
+  it('refuses JSON nested deeper than 128 levels with 400 before any filter or the upstream sees it', async () => {
+    const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`
+    const post = await request(`${proxy.url}/gql-echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"query":"{ a }","variables":{"a":${deep(30_000)}}}` })
+    expect(post.statusCode).toBe(400)
+    const e = (await post.body.json()) as { errors: { message: string; extensions: { code: string } }[] }
+    expect(e.errors[0]!.extensions.code).toBe('BAD_REQUEST')
+    expect(e.errors[0]!.message).toMatch(/nested deeper than 128 levels/)
+    const get = await request(`${proxy.url}/gql-echo?query=%7Ba%7D&variables=${encodeURIComponent(`{"a":${deep(200)}}`)}`)
+    expect(get.statusCode).toBe(400)
+    expect(((await get.body.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/"variables" parameter nested deeper/)
+    // 127 levels of arrays inside the body object: 128 in all, accepted and forwarded as sent
+    const ok = `{"query":"{ a }","variables":{"a":${deep(126)}}}`
+    const fine = await request(`${proxy.url}/gql-echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: ok })
+    expect(fine.statusCode).toBe(200)
+    expect(((await fine.body.json()) as { size: number }).size).toBe(ok.length)
+  })
+
+  it('GraphQL routes refuse bodies they cannot read (415) and methods GraphQL over HTTP does not use (405)', async () => {
+    for (const [type, body] of [
+      ['application/graphql', '{ hello }'],
+      ['application/x-www-form-urlencoded', 'query=%7B%20hello%20%7D'],
+      ['multipart/form-data; boundary=x', '--x\r\ncontent-disposition: form-data; name="operations"\r\n\r\n{"query":"{ hello }"}\r\n--x--\r\n'],
+    ] as const) {
+      const res = await request(`${proxy.url}/gql-echo`, { method: 'POST', headers: { 'content-type': type }, body })
+      expect(res.statusCode).toBe(415)
+      const e = (await res.body.json()) as { errors: { message: string; extensions: { code: string } }[] }
+      expect(e.errors[0]!.extensions.code).toBe('UNSUPPORTED_MEDIA_TYPE')
+      expect(e.errors[0]!.message).toContain(type)
+    }
+    for (const method of ['PUT', 'PATCH', 'DELETE'] as const) {
+      const res = await request(`${proxy.url}/gql-echo`, { method, headers: { 'content-type': 'application/json' }, body: '{"query":"{ a }"}' })
+      expect(res.statusCode).toBe(405)
+      expect(res.headers.allow).toBe('GET, POST, OPTIONS')
+      expect(((await res.body.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('METHOD_NOT_ALLOWED')
+    }
+    // CORS preflights and HEAD still reach the backend
+    const options = await request(`${proxy.url}/gql-echo`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } })
+    expect(options.statusCode).toBe(200)
+    expect(((await options.body.json()) as { method: string }).method).toBe('OPTIONS')
+    const head = await request(`${proxy.url}/gql-echo?query=%7Ba%7D`, { method: 'HEAD' })
+    expect(head.statusCode).toBe(200)
+    await head.body.dump()
+    const m = await proxy.metricsText()
+    expect(metricSum(m, 'igw_proxy_errors_total', 'code="UNSUPPORTED_MEDIA_TYPE"')).toBeGreaterThanOrEqual(3)
+    expect(metricSum(m, 'igw_proxy_errors_total', 'code="METHOD_NOT_ALLOWED"')).toBeGreaterThanOrEqual(3)
+  })
+
+  it('a GraphQL body that does not arrive within the route timeout gets 408 and the connection is closed', async () => {
+    const t0 = Date.now()
+    const reply = await new Promise<string>((resolve, reject) => {
+      const s = connect(proxy.port, '127.0.0.1', () => s.write('POST /gql-slow HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{"query":'))
+      let out = ''
+      s.on('data', (d) => (out += d.toString()))
+      s.on('end', () => resolve(out))
+      s.on('error', reject)
+      setTimeout(() => reject(new Error(`no answer; got ${JSON.stringify(out)}`)), 5_000).unref()
+    })
+    const waited = Date.now() - t0
+    expect(reply).toMatch(/^HTTP\/1.1 408/)
+    expect(reply).toContain('REQUEST_TIMEOUT')
+    expect(reply).toMatch(/connection: close/i)
+    expect(waited).toBeGreaterThanOrEqual(250)
+    expect(metricSum(await proxy.metricsText(), 'igw_proxy_errors_total', 'code="REQUEST_TIMEOUT"')).toBe(1)
+    // a body that comes whole in time still passes the same route
+    const fine = await request(`${proxy.url}/gql-slow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ a }"}' })
+    expect(fine.statusCode).toBe(200)
+    await fine.body.dump()
   })
 
   it('unmatched host/path → 404 GraphQL-shaped', async () => {

@@ -148,6 +148,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #dispatchedAt = 0
   #headersDeadline = Number.POSITIVE_INFINITY
   #finished = false
+  /**
+   * The client sent `Expect: 100-continue` and waits for an invitation before its body. igw
+   * handles 'checkContinue' itself (Node would answer 100 at once), so the body is invited only
+   * when it is about to be read: a request refused first (413, 415, a filter's 401/429) never
+   * makes the client upload it.
+   */
+  #awaitingContinue: boolean
 
   constructor(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: IncomingMessage, res: ServerResponse, start: number) {
     this.proxy = proxy
@@ -159,6 +166,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     ;(res as WithExchange)[kExchange] = this
     ;(req as IncomingMessage & WithExchange)[kExchange] = this
     res.on('close', onResClose)
+    const expect = req.headers.expect
+    this.#awaitingContinue = expect !== undefined && expect.toLowerCase() === '100-continue'
   }
 
   // --- request body -----------------------------------------------------------------------
@@ -186,6 +195,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
           return
         }
         this.#chunks = []
+        this.#inviteBody()
         req.on('data', onBodyData)
         req.on('end', onBodyEnd)
         req.on('error', onBodyError)
@@ -336,9 +346,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** A reply made here or by the filter at `below` (-1: none ran; filters.length: all ran). */
+  /** Send the 100 Continue the client waits for, once, right before its body is read. */
+  #inviteBody(): void {
+    if (this.#awaitingContinue) {
+      this.#awaitingContinue = false
+      this.res.writeContinue()
+    }
+  }
+
   sendLocal(reply: LocalReply, below: number): void {
     if (this.phase === Phase.Done) return
     this.phase = Phase.Done
+    // Answered without inviting the body: the client may still send it (RFC 9110 lets it after
+    // a wait), so the connection cannot carry another request.
+    if (this.#awaitingContinue) this.res.shouldKeepAlive = false
     if (reply.code !== undefined) this.ctx.errorCode ??= reply.code
     const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
     const headers: Record<string, string | string[]> = { ...reply.headers }
@@ -427,8 +448,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       path = gql.toGetPath(path)
     } else if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) {
       if (req.readableEnded) body = null
-      else if (req.headers['content-length'] === undefined) body = pipeline(req, new BodyLimit(route.maxBodyBytes), noop)
-      else body = req
+      else {
+        this.#inviteBody()
+        body = req.headers['content-length'] === undefined ? pipeline(req, new BodyLimit(route.maxBodyBytes), noop) : req
+      }
     }
     const headers = upstreamRequestHeaders(ctx, {
       trustIncoming: this.proxy.trustForwarded,

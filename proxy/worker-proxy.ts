@@ -63,6 +63,9 @@ export class WorkerProxy {
       },
       this.handle,
     )
+    // Expect: 100-continue: the exchange sends the 100 itself when it is about to read the body
+    // (Node's default answers at once, so a request refused anyway made the client upload first).
+    this.server.on('checkContinue', this.handle)
     this.server.on('upgrade', this.upgrade)
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {

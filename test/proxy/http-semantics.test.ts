@@ -233,6 +233,38 @@ describe('proxy semantics against a real backend', () => {
     await fine.body.dump()
   })
 
+  it('Expect: 100-continue invites the body only when it will be read', async () => {
+    /** Sends the head, waits for the first answer, then (if it is a 100) the body; returns everything received. */
+    const expectContinue = (path: string, length: number, body: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = connect(proxy.port, '127.0.0.1', () => s.write(`POST ${path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n`))
+        let out = ''
+        let sent = false
+        s.on('data', (d) => {
+          out += d.toString()
+          if (!sent && out.startsWith('HTTP/1.1 100')) {
+            sent = true
+            s.write(body)
+          }
+        })
+        s.on('end', () => resolve(out))
+        s.on('error', reject)
+        setTimeout(() => reject(new Error(`no answer; got ${JSON.stringify(out)}`)), 5_000).unref()
+      })
+    // over the limit (1 KiB on /graphql): 413 at once, no 100 first
+    const refused = await expectContinue('/graphql', 5000, '')
+    expect(refused).toMatch(/^HTTP\/1.1 413/)
+    expect(refused).not.toContain('100 Continue')
+    // within the limit: 100, then the body, then the answer — on a GraphQL route and an http route
+    const body = '{"query":"{ hello(name: \\"continue\\") }"}'
+    const gql = await expectContinue('/graphql', Buffer.byteLength(body), body)
+    expect(gql).toMatch(/^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200/)
+    expect(gql).toContain('Hello, continue!')
+    const echoed = await expectContinue('/echo/upload', 7, 'payload')
+    expect(echoed).toMatch(/^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200/)
+    expect(echoed).toContain('"size":7')
+  })
+
   it('unmatched host/path → 404 GraphQL-shaped', async () => {
     const res = await request(`${proxy.url}/nowhere`)
     expect(res.statusCode).toBe(404)

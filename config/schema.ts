@@ -127,6 +127,16 @@ export const gatewayConfigObject = z.strictObject({
       maxOldGenerationMb: z.int().min(16).optional(),
     })
     .prefault({}),
+  workerWatchdog: z
+    .strictObject({
+      /**
+       * A worker thread whose event loop has not turned for this long (a runaway regular
+       * expression, a pathological input) is terminated and restarted; every request on it was
+       * stuck anyway. 0 disables. Like Envoy's watchdog kill_timeout.
+       */
+      killAfterMs: durationMs.default(10_000),
+    })
+    .prefault({}),
   listener: z
     .strictObject({
       /** Keep this above the idle timeout of whatever load balancer sits in front. */

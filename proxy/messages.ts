@@ -19,6 +19,7 @@ export type ToWorker =
   | { t: 'metrics'; id: number }
   | { t: 'usage'; id: number }
   | { t: 'drain'; deadlineMs: number }
+  | { t: 'ping' }
 
 export type FromWorker =
   | { t: 'listening'; port: number }
@@ -28,4 +29,5 @@ export type FromWorker =
   | { t: 'usage'; id: number; data: UsageSnapshot }
   | { t: 'log'; chunk: string }
   | { t: 'drained' }
+  | { t: 'pong' }
   | { t: 'fatal'; error: string }

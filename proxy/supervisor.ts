@@ -56,6 +56,8 @@ export interface ProxyHandle {
 
 const WORKER_URL = new URL('./worker.ts', import.meta.url)
 const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000]
+// How often the watchdog looks; a stall is noticed within killAfterMs + this.
+const WATCHDOG_TICK_MS = 250
 
 interface WorkerSlot {
   id: number
@@ -63,6 +65,8 @@ interface WorkerSlot {
   listening: boolean
   restarts: number
   lastStart: number
+  /** When the watchdog's unanswered ping went out (Date.now()); 0: none outstanding. */
+  pingSentAt: number
 }
 
 /** With port 0 every reusePort listener would get its own port: reserve one for all of them. */
@@ -108,6 +112,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const reloadFailures = counter(registry, { name: 'igw_config_reload_failures_total', help: 'Config documents rejected on reload (the previous one stays in force)' })
   const reloads = counter(registry, { name: 'igw_config_reloads_total', help: 'Config versions applied after start' })
   const restarts = counter(registry, { name: 'igw_worker_restarts_total', help: 'Worker threads restarted after a crash' })
+  const stalls = counter(registry, { name: 'igw_worker_stalls_total', help: 'Worker threads terminated by the watchdog because their event loop stopped turning' })
   const workersLive = gauge(registry, { name: 'igw_workers', help: 'Worker threads listening' })
   const upstreamUp = gauge(registry, { name: 'igw_upstream_healthy', help: '1 when the upstream answered its last health probe', labelNames: ['upstream'] })
   versionGauge.set(version)
@@ -124,7 +129,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0 }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, { want: number; got: MetricsJson[]; done: (d: MetricsJson[]) => void }>()
   const usageWaiters = new Map<number, { want: number; got: UsageSnapshot[]; done: (d: UsageSnapshot[]) => void }>()
@@ -146,6 +151,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     })
     slot.worker = worker
     slot.lastStart = Date.now()
+    slot.pingSentAt = 0
     let started = false
     worker.on('message', (msg: FromWorker) => {
       switch (msg.t) {
@@ -192,6 +198,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           }
           return
         }
+        case 'pong':
+          slot.pingSentAt = 0
+          return
         case 'drained':
           // Its logs were posted before this message, so they are in; now the thread can go.
           slot.listening = false
@@ -234,6 +243,30 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   } finally {
     reservation.release()
   }
+
+  // The watchdog: each listening worker gets a ping whenever its last one was answered; one left
+  // unanswered for killAfterMs means its event loop is stuck, so the thread is terminated and the
+  // exit handler restarts it like a crashed one. The others keep serving meanwhile.
+  const watchdog = setInterval(() => {
+    const killAfter = config.workerWatchdog.killAfterMs
+    if (closing || killAfter === 0) return
+    const now = Date.now()
+    for (const slot of slots) {
+      const worker = slot.worker
+      if (worker === undefined || !slot.listening) continue
+      if (slot.pingSentAt === 0) {
+        slot.pingSentAt = now
+        worker.postMessage({ t: 'ping' } satisfies ToWorker)
+      } else if (now - slot.pingSentAt >= killAfter) {
+        stalls.inc()
+        logger.error({ worker: slot.id, stalledMs: now - slot.pingSentAt }, 'worker event loop stalled; terminating the thread')
+        slot.listening = false
+        slot.pingSentAt = 0
+        void worker.terminate()
+      }
+    }
+  }, WATCHDOG_TICK_MS)
+  watchdog.unref()
 
   function post(msg: ToWorker): number {
     let n = 0
@@ -404,6 +437,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   async function close(): Promise<void> {
     if (closing) return
     closing = true
+    clearInterval(watchdog)
     watcher?.close()
     health.current.stop()
     const deadlineMs = config.shutdown.drainTimeoutMs

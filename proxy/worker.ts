@@ -40,6 +40,9 @@ port.on('message', (msg: ToWorker) => {
     case 'usage':
       send({ t: 'usage', id: msg.id, data: proxy.usage.drain() })
       return
+    case 'ping': // the supervisor's watchdog: an answer means this event loop still turns
+      send({ t: 'pong' })
+      return
     case 'drain':
       proxy.drain(msg.deadlineMs).finally(() => {
         destination.flush()

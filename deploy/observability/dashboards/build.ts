@@ -304,7 +304,7 @@ export const dashboards: DashboardSpec[] = [
         panels: [
           { title: 'Config version per instance', type: 'timeseries', w: 8, targets: [{ expr: 'igw_config_version', legend: '{{instance}}' }] },
           { title: 'Config reloads rejected', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (increase(igw_config_reload_failures_total[1h]))', legend: '{{instance}}' }] },
-          { title: 'Workers listening / restarts', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (igw_workers)', legend: 'workers {{instance}}' }, { expr: 'sum by (instance) (increase(igw_worker_restarts_total[1h]))', legend: 'restarts/h {{instance}}' }] },
+          { title: 'Workers listening / restarts / stalls', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (igw_workers)', legend: 'workers {{instance}}' }, { expr: 'sum by (instance) (increase(igw_worker_restarts_total[1h]))', legend: 'restarts/h {{instance}}' }, { expr: 'sum by (instance) (increase(igw_worker_stalls_total[1h]))', legend: 'stalls/h {{instance}}' }] },
           { title: 'Upstream health', type: 'timeseries', w: 8, min: 0, max: 1, targets: [{ expr: 'min by (upstream) (igw_upstream_healthy)', legend: '{{upstream}}' }] },
           { title: 'Redis connections up', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (igw_redis_up)', legend: '{{instance}}' }] },
           { title: 'Filter errors', type: 'timeseries', unit: 'ops', w: 8, targets: [{ expr: `sum by (filter) (rate(igw_filter_errors_total[${R}]))`, legend: '{{filter}}' }] },

@@ -104,7 +104,7 @@ class PersistedFilter implements Filter {
       const op = this.#manifest.byHash.size > 0 && gql.query !== undefined ? this.#manifest.byHash.get(gql.docHash!) : undefined
       return this.#admit(ctx, gql, op, 'freeform')
     }
-    if (typeof pq !== 'object' || pq === null) return this.#reject('bad_extension', 'extensions.persistedQuery must be an object')
+    if (typeof pq !== 'object' || pq === null || Array.isArray(pq)) return this.#reject('bad_extension', 'extensions.persistedQuery must be an object')
     const { version, sha256Hash } = pq as { version?: unknown; sha256Hash?: unknown }
     if (version !== 1) return this.#reject('bad_extension', 'Unsupported persisted query version')
     if (typeof sha256Hash !== 'string' || sha256Hash === '') return this.#reject('bad_extension', 'extensions.persistedQuery.sha256Hash must be a non-empty string')

@@ -93,6 +93,11 @@ describe('automatic persisted queries (Apollo semantics)', () => {
     const version = await post(proxy.url, { extensions: { persistedQuery: { version: 2, sha256Hash: sha(query) } } })
     expect(version.status).toBe(400)
     expect(version.json.errors?.[0]?.message).toBe('Unsupported persisted query version')
+    for (const pq of [[], 'abc', null]) {
+      const shape = await post(proxy.url, { extensions: { persistedQuery: pq } })
+      expect(shape.status).toBe(400)
+      expect(shape.json.errors?.[0]?.message).toBe('extensions.persistedQuery must be an object')
+    }
   })
 })
 

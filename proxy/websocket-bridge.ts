@@ -15,6 +15,16 @@ import type { WorkerProxy } from './worker-proxy.ts'
 const kProtocol = Symbol('igw.ws.protocol')
 type UpgradeRequest = IncomingMessage & { [kProtocol]?: string }
 
+/**
+ * The upgrade socket's 'error' listener, attached before anything can write to it. Node hands
+ * the socket to 'upgrade' with no listener of its own, so a refusal written after the client
+ * reset the connection (EPIPE, ECONNRESET) would otherwise be an uncaught exception that takes
+ * the worker thread and every connection on it down.
+ */
+export function destroyOnSocketError(this: Duplex): void {
+  this.destroy()
+}
+
 // Handshake headers the ws client writes itself; the client's values must not be relayed.
 const WS_HANDSHAKE = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept'])
 
@@ -152,7 +162,6 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgradeRaw(req)
     return
   }
-  socket.on('error', () => socket.destroy())
   const incoming = req.headers['x-request-id']
   const ctx = new RequestContext(req, undefined, route, proxy.logger, start, typeof incoming === 'string' ? incoming : '')
   const reply = await runRequestChain(ctx, route, proxy.metrics)

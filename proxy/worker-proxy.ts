@@ -12,7 +12,7 @@ import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
 import { SharedRedis } from './redis.ts'
 import { SubscriptionHub } from './subscriptions/hub.ts'
-import { handleUpgrade, type WsBridge } from './websocket-bridge.ts'
+import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
 
 export interface WorkerProxyOptions {
@@ -131,6 +131,8 @@ export class WorkerProxy {
   }
 
   readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // First, before any path can write to it: the upgrade socket comes without an error listener.
+    socket.on('error', destroyOnSocketError)
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined || this.draining) {

@@ -198,7 +198,6 @@ export class SubscriptionHub {
     req[kProtocol] = protocol
     // Connect the replay log's Redis before the first event needs it.
     this.replayLog()?.provider.client()
-    socket.on('error', () => socket.destroy())
     const incoming = req.headers['x-request-id']
     const ctx = new RequestContext(req, undefined, route, host.logger, start, typeof incoming === 'string' ? incoming : '')
     let finished = false

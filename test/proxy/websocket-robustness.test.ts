@@ -1,0 +1,189 @@
+// WebSocket upgrades and terminated sockets under hostile or broken clients: every case here once
+// crashed a worker, wedged it at 100% CPU, or leaked an in-flight upgrade (found by a robustness
+// sweep). Real proxy, real backends, raw sockets where a well-behaved client cannot misbehave.
+import { once } from 'node:events'
+import { createServer, type Server } from 'node:http'
+import { connect, type AddressInfo, type Socket } from 'node:net'
+import { request } from 'undici'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket, { WebSocketServer } from 'ws'
+import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
+import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { sleep, waitUntil } from '../helpers/wait.ts'
+
+const KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
+const DEEP = 50_000 // JSON.stringify overflows a worker's stack past ~17k levels
+
+interface RawReply {
+  text: string
+  why: 'closed' | 'timeout' | 'error'
+}
+
+/** One raw HTTP exchange: write `data`, collect the answer until the server closes (bounded). */
+function raw(port: number, data: string, opts: { timeoutMs?: number; halfCloseAfterMs?: number } = {}): Promise<RawReply> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1')
+    let text = ''
+    let done = false
+    const finish = (why: RawReply['why']) => {
+      if (done) return
+      done = true
+      clearTimeout(t)
+      s.destroy()
+      resolve({ text, why })
+    }
+    const t = setTimeout(() => finish('timeout'), opts.timeoutMs ?? 3_000)
+    s.setEncoding('latin1')
+    s.on('data', (c: string) => (text += c))
+    s.on('close', () => finish('closed'))
+    s.on('error', () => finish('error'))
+    s.on('connect', () => {
+      s.write(data)
+      if (opts.halfCloseAfterMs !== undefined) setTimeout(() => s.end(), opts.halfCloseAfterMs)
+    })
+  })
+}
+
+/** Write an upgrade request and reset the connection at once (RST, not FIN). */
+function upgradeThenReset(port: number, data: string): Promise<void> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1', () => {
+      s.write(data)
+      s.resetAndDestroy()
+    })
+    s.on('error', () => {})
+    s.on('close', () => resolve())
+  })
+}
+
+function upgradeRequest(opts: { host: string; path?: string; extra?: string; key?: string; version?: string; upgrade?: string }): string {
+  return (
+    `GET ${opts.path ?? '/graphql'} HTTP/1.1\r\nHost: ${opts.host}\r\nUpgrade: ${opts.upgrade ?? 'websocket'}\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${opts.key ?? KEY}\r\nSec-WebSocket-Version: ${opts.version ?? '13'}\r\n${opts.extra ?? ''}\r\n`
+  )
+}
+
+function status(r: RawReply): number | undefined {
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(r.text)
+  return m ? Number(m[1]) : undefined
+}
+
+function body(r: RawReply): unknown {
+  const i = r.text.indexOf('\r\n\r\n')
+  return i === -1 ? undefined : JSON.parse(r.text.slice(i + 4))
+}
+
+async function restarts(p: TestProxy): Promise<number> {
+  const res = await fetch(`${p.adminUrl}/metrics`, { signal: AbortSignal.timeout(3_000) })
+  return metricSum(await res.text(), 'igw_worker_restarts_total')
+}
+
+async function expectHealthy(p: TestProxy): Promise<void> {
+  await sleep(200) // a crash shows up in the supervisor's counter once the thread has exited
+  expect(await restarts(p)).toBe(0)
+  expect(p.logs.find('uncaught exception in worker')).toEqual([])
+}
+
+/** A raw WebSocket backend that counts the upgrades it accepted and the sockets still open. */
+interface WsBackend {
+  server: Server
+  wss: WebSocketServer
+  url: string
+  accepted: number
+  open: number
+  /** Delay before the backend answers a handshake (ms). */
+  handshakeDelayMs: number
+  close(): void
+}
+
+async function startWsBackend(): Promise<WsBackend> {
+  const server = createServer()
+  const be: WsBackend = {
+    server,
+    wss: new WebSocketServer({
+      server,
+      handleProtocols: (protocols) => protocols.values().next().value ?? false,
+      verifyClient: (_info, cb) => {
+        if (be.handshakeDelayMs > 0) setTimeout(() => cb(true), be.handshakeDelayMs)
+        else cb(true)
+      },
+    }),
+    url: '',
+    accepted: 0,
+    open: 0,
+    handshakeDelayMs: 0,
+    close() {
+      this.wss.close()
+      this.server.closeAllConnections()
+      this.server.close()
+    },
+  }
+  be.wss.on('connection', (ws) => {
+    be.accepted++
+    be.open++
+    ws.on('message', (d, isBinary) => ws.send(d, { binary: isBinary }))
+    ws.on('close', () => be.open--)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  be.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return be
+}
+
+/** A terminated socket: its JSON messages and how it was closed. */
+async function openTerminated(port: number, host: string, protocols: string[]): Promise<{ ws: WebSocket; messages: Record<string, unknown>[]; closed: Promise<number> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/graphql`, protocols, { headers: { host }, handshakeTimeout: 3_000 })
+  const messages: Record<string, unknown>[] = []
+  ws.on('message', (d) => messages.push(JSON.parse(d.toString()) as Record<string, unknown>))
+  ws.on('error', () => {})
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)))
+  await once(ws, 'open')
+  return { ws, messages, closed }
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`${what}: nothing within ${ms} ms`)))])
+}
+
+describe('WebSocket robustness', () => {
+  let be: WsBackend
+  let demo: DemoBackend
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    be = await startWsBackend()
+    demo = await startDemoBackend()
+    proxy = await startTestProxy({
+      mode: 'ingress',
+      subscriptions: { connectionInitTimeoutMs: 2_000, maxSubscriptionsPerConnection: 4 },
+      routes: [
+        { name: 'pass', match: { host: 'pass' }, upstream: be.url, type: 'http', filters: [] },
+        { name: 'term', match: { host: 'term' }, upstream: demo.url, websocket: { mode: 'terminate' }, filters: [] },
+      ],
+    } as never)
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    be?.close()
+    await demo?.close()
+  })
+
+  it('a refused upgrade whose client resets the connection costs the worker nothing', async () => {
+    const refused = [
+      upgradeRequest({ host: 'nohost' }), // no route (worker-proxy)
+      upgradeRequest({ host: 'pass', key: 'bad' }), // invalid handshake (passthrough)
+      upgradeRequest({ host: 'pass', version: '8' }),
+      upgradeRequest({ host: 'pass', upgrade: 'h2c' }),
+      upgradeRequest({ host: 'term', key: 'bad' }), // invalid handshake (terminate)
+      upgradeRequest({ host: 'term', upgrade: 'h2c' }),
+      upgradeRequest({ host: 'term', extra: 'Sec-WebSocket-Protocol: foo\r\n' }), // no protocol the hub speaks
+    ]
+    for (const req of refused) await Promise.all(Array.from({ length: 20 }, () => upgradeThenReset(proxy.port, req)))
+    await expectHealthy(proxy)
+    // and the refusals themselves still answer
+    const r = await raw(proxy.port, upgradeRequest({ host: 'pass', key: 'bad' }))
+    expect(status(r)).toBe(400)
+    expect(body(r)).toMatchObject({ errors: [{ extensions: { code: 'BAD_REQUEST' } }] })
+  })
+
+})
+

@@ -2,7 +2,7 @@
 // exactly the subprotocol the backend chose (or refused with the backend's own answer). Then
 // frames are relayed both ways: messages, pings/pongs (nobody auto-answers here, the real
 // endpoints do), close codes and reasons, with backpressure in each direction.
-import type { IncomingMessage } from 'node:http'
+import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import WebSocket, { WebSocketServer, type RawData } from 'ws'
 import { runRequestChain } from './chain.ts'
@@ -13,7 +13,12 @@ import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
 const kProtocol = Symbol('igw.ws.protocol')
-type UpgradeRequest = IncomingMessage & { [kProtocol]?: string }
+const kPending = Symbol('igw.ws.pending')
+type UpgradeRequest = IncomingMessage & { [kProtocol]?: string; [kPending]?: PendingUpgrade | undefined }
+/** What the prebuilt listeners below find the handshake in progress through. */
+interface HasPending {
+  [kPending]?: PendingUpgrade | undefined
+}
 
 /**
  * The upgrade socket's 'error' listener, attached before anything can write to it. Node hands
@@ -23,6 +28,57 @@ type UpgradeRequest = IncomingMessage & { [kProtocol]?: string }
  */
 export function destroyOnSocketError(this: Duplex): void {
   this.destroy()
+}
+
+// RFC 7230 tchar: what a subprotocol name may be made of (ws checks the same set).
+const TOKEN = new Uint8Array(128)
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN[c.charCodeAt(0)] = 1
+
+/**
+ * Sec-WebSocket-Protocol as ws's server parses it (lib/subprotocol.js): comma-separated tokens,
+ * optional spaces/tabs around them, no empty element, no duplicate. `undefined` when ws would
+ * refuse the header (it then answers 400 itself and never calls back); [] when there is none.
+ */
+export function parseSubprotocols(header: string | undefined): string[] | undefined {
+  if (header === undefined) return []
+  const out: string[] = []
+  const seen = new Set<string>()
+  let start = -1
+  let end = -1
+  for (let i = 0; i <= header.length; i++) {
+    const last: boolean = i === header.length
+    if (last && end !== -1) return undefined // ws refuses whitespace at the very end
+    const code = last ? 0x2c : header.charCodeAt(i)
+    if (end === -1 && code < 128 && TOKEN[code] === 1) {
+      if (start === -1) start = i
+    } else if (i !== 0 && (code === 0x20 || code === 0x09)) {
+      if (end === -1 && start !== -1) end = i
+    } else if (code === 0x2c) {
+      if (start === -1) return undefined
+      const name = header.slice(start, end === -1 ? i : end)
+      if (seen.has(name)) return undefined
+      seen.add(name)
+      out.push(name)
+      start = end = -1
+    } else return undefined
+  }
+  return out
+}
+
+/**
+ * The client's handshake checked the way ws's WebSocketServer.handleUpgrade will check it, and
+ * before anything is opened for it: ws refuses a bad one with its own text/html 400 and never
+ * calls back. Returns the offered subprotocols, or why the handshake is refused.
+ */
+export function checkClientHandshake(req: IncomingMessage): string[] | string {
+  const key = req.headers['sec-websocket-key']
+  if (req.method !== 'GET' || key === undefined || !/^[+/0-9A-Za-z]{22}==$/.test(key) || req.headers['sec-websocket-version'] !== '13') {
+    return 'invalid WebSocket handshake (needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)'
+  }
+  // A request target has no fragment (RFC 9112 §3.2); the upstream URL could not carry one either.
+  if (req.url !== undefined && req.url.includes('#')) return 'the request target must not contain a fragment ("#")'
+  const protocols = parseSubprotocols(req.headers['sec-websocket-protocol'])
+  return protocols ?? 'invalid Sec-WebSocket-Protocol header (expected a comma-separated list of distinct tokens)'
 }
 
 // Handshake headers the ws client writes itself; the client's values must not be relayed.
@@ -156,9 +212,9 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     return
   }
   // Check the client's handshake before opening anything upstream, so a bad one costs nothing.
-  const key = req.headers['sec-websocket-key']
-  if (req.method !== 'GET' || key === undefined || !/^[+/0-9A-Za-z]{22}==$/.test(key) || req.headers['sec-websocket-version'] !== '13') {
-    socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket handshake (needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)'))
+  const protocols = checkClientHandshake(req)
+  if (typeof protocols === 'string') {
+    socket.end(rawHttpError('BAD_REQUEST', protocols))
     proxy.finishUpgradeRaw(req)
     return
   }
@@ -170,8 +226,9 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgrade(ctx, reply.status)
     return
   }
-  if (socket.destroyed) {
-    proxy.finishUpgrade(ctx, 499) // the client left while the chain ran
+  if (socket.destroyed || !socket.readable || !socket.writable) {
+    socket.destroy()
+    proxy.finishUpgrade(ctx, 499) // the client left (or half-closed) while the chain ran
     return
   }
   const headers: Record<string, string> = {}
@@ -180,73 +237,179 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     const name = flat[i]!.toLowerCase()
     if (!WS_HANDSHAKE.has(name)) headers[name] = headers[name] === undefined ? flat[i + 1]! : `${headers[name]}, ${flat[i + 1]!}`
   }
-  const protocols = (req.headers['sec-websocket-protocol'] ?? '')
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => p !== '')
   const target = `${route.upstream.origin.replace(/^http/, 'ws')}${ctx.url}`
-  const upstream = new WebSocket(target, protocols, {
-    headers,
-    perMessageDeflate: false,
-    autoPong: false,
-    followRedirects: false,
-    maxPayload: route.websocket.maxMessageBytes,
-    handshakeTimeout: route.timeouts.headersMs || undefined,
-  })
-  let settled = false
-  const onClientGone = () => {
-    if (!settled) {
-      settled = true
+  let upstream: WebSocket
+  try {
+    upstream = new WebSocket(target, protocols, {
+      headers,
+      perMessageDeflate: false,
+      autoPong: false,
+      followRedirects: false,
+      maxPayload: route.websocket.maxMessageBytes,
+      handshakeTimeout: route.timeouts.headersMs || undefined,
+    })
+  } catch (err) {
+    // ws validates what it is given (URL, subprotocols, headers) synchronously; all of it comes
+    // from the client's request. The message may name the upstream: it is logged, not sent.
+    ctx.log.debug({ err: { message: (err as Error).message } }, 'websocket upgrade refused: ws rejected the request')
+    socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket upgrade request'))
+    proxy.finishUpgrade(ctx, 400)
+    return
+  }
+  new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream)
+}
+
+/**
+ * One passthrough handshake between opening the upstream WebSocket and handing both sockets to a
+ * WsBridge. Whatever ends it (the upstream accepts, refuses or fails; the client goes away; ws
+ * refuses the client after all) ends it once: the upstream is closed unless bridged, and
+ * finishUpgrade runs exactly once, so the in-flight count and the config snapshot are released.
+ * Listeners are the prebuilt functions below; they find this object on the emitter.
+ */
+class PendingUpgrade {
+  readonly #proxy: WorkerProxy
+  readonly #route: RouteRuntime
+  readonly #ctx: RequestContext
+  readonly #req: UpgradeRequest
+  readonly #socket: Duplex & HasPending
+  readonly #head: Buffer
+  readonly #upstream: WebSocket & HasPending
+  #done = false
+
+  constructor(proxy: WorkerProxy, route: RouteRuntime, ctx: RequestContext, req: UpgradeRequest, socket: Duplex, head: Buffer, upstream: WebSocket) {
+    this.#proxy = proxy
+    this.#route = route
+    this.#ctx = ctx
+    this.#req = req
+    this.#socket = socket
+    this.#head = head
+    this.#upstream = upstream
+    this.#socket[kPending] = this
+    this.#upstream[kPending] = this
+    socket.once('close', onClientClose)
+    upstream.once('open', onUpstreamOpen)
+    upstream.once('unexpected-response', onUpstreamRefused)
+    // 'on', not 'once': a terminated upstream may still report an error after this one ended.
+    upstream.on('error', onUpstreamError)
+  }
+
+  #finish(status: number): void {
+    this.#done = true
+    this.#socket.removeListener('close', onClientClose)
+    this.#socket[kPending] = undefined
+    this.#proxy.finishUpgrade(this.#ctx, status)
+  }
+
+  /** The client's socket closed before its handshake completed. */
+  clientGone(): void {
+    if (this.#done) return
+    this.#upstream.terminate()
+    this.#finish(499)
+  }
+
+  upstreamOpen(): void {
+    const upstream = this.#upstream
+    if (this.#done) {
       upstream.terminate()
-      proxy.finishUpgrade(ctx, 499)
+      return
+    }
+    const socket = this.#socket
+    if (socket.destroyed || !socket.readable || !socket.writable) {
+      socket.destroy()
+      upstream.terminate()
+      this.#finish(499)
+      return
+    }
+    const req = this.#req
+    req[kProtocol] = upstream.protocol || undefined
+    req[kPending] = this
+    try {
+      // Synchronous: ws calls back before returning, or refuses (the client half-closed, or its
+      // handshake is one checkClientHandshake let through) and destroys the socket without calling back.
+      serverFor(this.#route).handleUpgrade(req, socket, this.#head, onClientAccepted)
+    } catch (err) {
+      this.#ctx.log.error({ err }, 'websocket upgrade failed')
+      socket.destroy()
+    }
+    req[kPending] = undefined
+    if (!this.#done) {
+      upstream.terminate()
+      this.#finish(socket.destroyed ? 499 : 400)
     }
   }
-  socket.once('close', onClientGone)
-  upstream.once('unexpected-response', (_r, upRes) => {
-    if (settled) return
-    settled = true
-    // Relay the backend's refusal (401, 403, 404 …) as it is, body bounded.
+
+  clientAccepted(client: WebSocket): void {
+    if (this.#done) {
+      client.terminate()
+      return
+    }
+    const proxy = this.#proxy
+    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream)
+    this.#upstream[kPending] = undefined
+    proxy.bridges.add(bridge)
+    if (proxy.draining) bridge.goAway()
+    this.#finish(101)
+  }
+
+  upstreamFailed(err: Error): void {
+    if (this.#done) return
+    const route = this.#route
+    const timeout = /timed? ?out/i.test(err.message)
+    const code = timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
+    this.#proxy.metrics.proxyErrors.labels(route.name, code).inc()
+    this.#ctx.log.warn({ err: { message: err.message } }, 'websocket upstream handshake failed')
+    this.#socket.end(rawHttpError(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
+    this.#finish(timeout ? 504 : 502)
+  }
+
+  /** Relay the backend's refusal (401, 403, 404 …) as it is, body bounded. Rare: closures are fine. */
+  upstreamRefused(upRes: IncomingMessage): void {
+    if (this.#done) return
     const chunks: Buffer[] = []
     let size = 0
     upRes.on('data', (c: Buffer) => {
       if ((size += c.length) <= 64 * 1024) chunks.push(c)
     })
     upRes.on('end', () => {
+      if (this.#done) return
       const hdrs: Record<string, string | string[]> = {}
       for (const [k, v] of Object.entries(upRes.headers)) if (v !== undefined && k !== 'transfer-encoding' && k !== 'connection') hdrs[k] = v
-      writeReply(socket, { status: upRes.statusCode ?? 502, headers: hdrs, body: Buffer.concat(chunks) })
-      proxy.finishUpgrade(ctx, upRes.statusCode ?? 502)
+      const status = upRes.statusCode ?? 502
+      writeReply(this.#socket, { status, headers: hdrs, body: Buffer.concat(chunks) })
+      this.#upstream.terminate()
+      this.#finish(status)
     })
-    upRes.on('error', () => socket.destroy())
-  })
-  upstream.once('error', (err) => {
-    if (settled) return
-    settled = true
-    const timeout = /timed? ?out/i.test(err.message)
-    const code = timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
-    proxy.metrics.proxyErrors.labels(route.name, code).inc()
-    ctx.log.warn({ err: { message: err.message } }, 'websocket upstream handshake failed')
-    socket.end(rawHttpError(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
-    proxy.finishUpgrade(ctx, timeout ? 504 : 502)
-  })
-  upstream.once('open', () => {
-    if (settled) {
-      upstream.terminate()
-      return
-    }
-    settled = true
-    socket.removeListener('close', onClientGone)
-    if (socket.destroyed) {
-      upstream.terminate()
-      proxy.finishUpgrade(ctx, 499)
-      return
-    }
-    req[kProtocol] = upstream.protocol || undefined
-    serverFor(route).handleUpgrade(req, socket, head, (client) => {
-      const bridge = new WsBridge(proxy, route, client, upstream)
-      proxy.bridges.add(bridge)
-      if (proxy.draining) bridge.goAway()
-      proxy.finishUpgrade(ctx, 101)
+    upRes.on('error', ignore)
+    // The refusal broke off before its end: nothing sensible to relay.
+    upRes.on('close', () => {
+      if (this.#done) return
+      this.#socket.destroy()
+      this.#upstream.terminate()
+      this.#finish(502)
     })
-  })
+  }
+}
+
+function ignore(): void {}
+
+function onClientClose(this: Duplex): void {
+  ;(this as Duplex & HasPending)[kPending]?.clientGone()
+}
+
+function onUpstreamOpen(this: WebSocket): void {
+  ;(this as WebSocket & HasPending)[kPending]?.upstreamOpen()
+}
+
+function onUpstreamError(this: WebSocket, err: Error): void {
+  ;(this as WebSocket & HasPending)[kPending]?.upstreamFailed(err)
+}
+
+function onUpstreamRefused(this: WebSocket, _req: ClientRequest, res: IncomingMessage): void {
+  ;(this as WebSocket & HasPending)[kPending]?.upstreamRefused(res)
+}
+
+function onClientAccepted(client: WebSocket, req: IncomingMessage): void {
+  const pending = (req as UpgradeRequest)[kPending]
+  if (pending === undefined) client.terminate()
+  else pending.clientAccepted(client)
 }

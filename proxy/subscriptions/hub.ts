@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { getOperationAST, Kind, type DocumentNode } from 'graphql'
 import type { Logger } from 'pino'
-import { WebSocketServer } from 'ws'
+import { WebSocketServer, type WebSocket } from 'ws'
 import type { SubscriptionsConfig } from '../../config/subscriptions.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { RequestContext } from '../context.ts'
@@ -18,6 +18,7 @@ import type { GraphQLRequest } from '../graphql-request.ts'
 import type { ProxyMetrics } from '../metrics.ts'
 import { SharedRedis } from '../redis.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
+import { checkClientHandshake } from '../websocket-bridge.ts'
 import { ClientConnection } from './connection.ts'
 import { CursorCodec } from './cursor.ts'
 import { canonicalJson, credentialScope, sha256, streamKey } from './dedup-key.ts'
@@ -67,7 +68,8 @@ export function processCursorKey(shared: SharedArrayBuffer | undefined): Buffer 
 }
 
 const kProtocol = Symbol('igw.subscriptions.protocol')
-type UpgradeRequest = IncomingMessage & { [kProtocol]?: ProtocolName }
+const kContext = Symbol('igw.subscriptions.upgradeContext')
+type UpgradeRequest = IncomingMessage & { [kProtocol]?: ProtocolName; [kContext]?: RequestContext | undefined }
 
 export class SubscriptionHub {
   readonly host: HubHost
@@ -179,16 +181,12 @@ export class SubscriptionHub {
       host.finishUpgradeRaw(req)
       return
     }
-    const key = req.headers['sec-websocket-key']
-    if (req.method !== 'GET' || key === undefined || !/^[+/0-9A-Za-z]{22}==$/.test(key) || req.headers['sec-websocket-version'] !== '13') {
-      socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket handshake (needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)'))
+    const offered = checkClientHandshake(req)
+    if (typeof offered === 'string') {
+      socket.end(rawHttpError('BAD_REQUEST', offered))
       host.finishUpgradeRaw(req)
       return
     }
-    const offered = (req.headers['sec-websocket-protocol'] ?? '')
-      .split(',')
-      .map((p) => p.trim())
-      .filter((p) => p !== '')
     const protocol = chooseProtocol(offered)
     if (protocol === undefined) {
       socket.end(rawHttpError('BAD_REQUEST', 'unsupported WebSocket subprotocol; this route speaks graphql-transport-ws, graphql-ws and igw-topics'))
@@ -200,28 +198,33 @@ export class SubscriptionHub {
     this.replayLog()?.provider.client()
     const incoming = req.headers['x-request-id']
     const ctx = new RequestContext(req, undefined, route, host.logger, start, typeof incoming === 'string' ? incoming : '')
-    let finished = false
-    const onGone = () => {
-      if (finished) return
-      finished = true
+    req[kContext] = ctx
+    // Synchronous (no verifyClient): ws calls #accepted before returning, or refuses the client
+    // itself (it half-closed, or the hub is shutting down) and never calls back.
+    this.#server(route.websocket.maxMessageBytes).handleUpgrade(req, socket, head, this.#accepted)
+    if (req[kContext] !== undefined) {
+      req[kContext] = undefined
       host.finishUpgrade(ctx, 499)
     }
-    socket.once('close', onGone)
-    this.#server(route.websocket.maxMessageBytes).handleUpgrade(req, socket, head, (ws) => {
-      socket.removeListener('close', onGone)
-      if (finished) {
-        ws.terminate()
-        return
-      }
-      finished = true
-      const conn = new ClientConnection(this, ws, req, route.name, protocol)
-      this.connections.add(conn)
-      host.bridges.add(conn)
-      this.#ensureHeartbeat()
-      // The handshake is done: the snapshot it ran on is released; the connection lives on.
-      host.finishUpgrade(ctx, 101)
-      if (host.draining) conn.goAway()
-    })
+  }
+
+  readonly #accepted = (ws: WebSocket, upgrade: IncomingMessage): void => {
+    const req = upgrade as UpgradeRequest
+    const ctx = req[kContext]
+    const protocol = req[kProtocol]
+    if (ctx === undefined || protocol === undefined) {
+      ws.terminate()
+      return
+    }
+    req[kContext] = undefined
+    const host = this.host
+    const conn = new ClientConnection(this, ws, req, ctx.route.name, protocol)
+    this.connections.add(conn)
+    host.bridges.add(conn)
+    this.#ensureHeartbeat()
+    // The handshake is done: the snapshot it ran on is released; the connection lives on.
+    host.finishUpgrade(ctx, 101)
+    if (host.draining) conn.goAway()
   }
 
   #ensureHeartbeat(): void {

@@ -185,5 +185,76 @@ describe('WebSocket robustness', () => {
     expect(body(r)).toMatchObject({ errors: [{ extensions: { code: 'BAD_REQUEST' } }] })
   })
 
+  it('passthrough: invalid subprotocol lists and fragments are answered 400 before anything opens upstream', async () => {
+    const accepted = be.accepted
+    for (const extra of ['Sec-WebSocket-Protocol: a b, (c)\r\n', 'Sec-WebSocket-Protocol: graphql-transport-ws,,\r\n', 'Sec-WebSocket-Protocol: ,,,\r\n', 'Sec-WebSocket-Protocol: x, x\r\n']) {
+      const r = await raw(proxy.port, upgradeRequest({ host: 'pass', extra }))
+      expect(r.why, extra).toBe('closed')
+      expect(status(r), extra).toBe(400)
+      expect(body(r), extra).toMatchObject({ errors: [{ message: expect.stringContaining('Sec-WebSocket-Protocol'), extensions: { code: 'BAD_REQUEST' } }] })
+    }
+    const frag = await raw(proxy.port, upgradeRequest({ host: 'pass', path: '/graphql?x=1#frag' }))
+    expect(status(frag)).toBe(400)
+    expect(body(frag)).toMatchObject({ errors: [{ extensions: { code: 'BAD_REQUEST' } }] })
+    expect(be.accepted).toBe(accepted)
+    // a valid list still works, and the backend's choice is what the client gets
+    const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/graphql`, ['graphql-transport-ws', 'graphql-ws'], { headers: { host: 'pass' } })
+    await once(ws, 'open')
+    expect(ws.protocol).toBe('graphql-transport-ws')
+    ws.close()
+    await once(ws, 'close')
+    await expectHealthy(proxy)
+  })
+
+  it('terminate: the same invalid subprotocol lists and fragments are answered 400', async () => {
+    for (const extra of ['Sec-WebSocket-Protocol: graphql-transport-ws,,\r\n', 'Sec-WebSocket-Protocol: a b, (c)\r\n']) {
+      const r = await raw(proxy.port, upgradeRequest({ host: 'term', extra }))
+      expect(status(r), extra).toBe(400)
+      expect(body(r), extra).toMatchObject({ errors: [{ extensions: { code: 'BAD_REQUEST' } }] })
+    }
+    const frag = await raw(proxy.port, upgradeRequest({ host: 'term', path: '/graphql#frag', extra: 'Sec-WebSocket-Protocol: graphql-transport-ws\r\n' }))
+    expect(status(frag)).toBe(400)
+    await expectHealthy(proxy)
+  })
+
+
+
 })
 
+describe('WebSocket passthrough: upgrades that never complete are released', () => {
+  let be: WsBackend
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    be = await startWsBackend()
+    proxy = await startTestProxy({ shutdown: { drainTimeoutMs: 5_000 }, routes: [{ name: 'pass', upstream: be.url, type: 'http', filters: [] }] } as never)
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    be?.close()
+  })
+
+  it('a client that half-closes while the upstream handshake runs: the upstream socket is closed and the upgrade finishes', async () => {
+    be.handshakeDelayMs = 300
+    const replies = await Promise.all(Array.from({ length: 5 }, () => raw(proxy.port, upgradeRequest({ host: 'x', extra: 'Sec-WebSocket-Protocol: graphql-transport-ws\r\n' }), { halfCloseAfterMs: 50 })))
+    for (const r of replies) expect(r.why).toBe('closed')
+    await waitUntil(() => be.accepted === 5, 3_000, 'backend handshakes')
+    await waitUntil(() => be.open === 0, 3_000, 'upstream sockets closed')
+    be.handshakeDelayMs = 0
+  })
+
+  it('a subprotocol list ws would refuse never opens the upstream; shutdown does not wait for it', async () => {
+    const accepted = be.accepted
+    for (let i = 0; i < 5; i++) {
+      const r = await raw(proxy.port, upgradeRequest({ host: 'x', extra: 'Sec-WebSocket-Protocol: graphql-transport-ws,,\r\n' }))
+      expect(status(r)).toBe(400)
+    }
+    expect(be.accepted).toBe(accepted)
+    expect(be.open).toBe(0)
+    await expectHealthy(proxy)
+    const t0 = Date.now()
+    await proxy.close()
+    expect(Date.now() - t0).toBeLessThan(3_000)
+    expect(proxy.logs.find('drain deadline reached; closing remaining connections')).toEqual([])
+  })
+})

@@ -276,6 +276,17 @@ export class ClientConnection {
     this.#alive = true
     if (this.#state === 'closed' || this.#state === 'closing') return
     void isBinary
+    // A throw out of a ws 'message' listener is uncaught: it would take down the worker thread
+    // and every connection on it. Whatever a message provokes costs this connection only.
+    try {
+      this.#handle(data)
+    } catch (err) {
+      this.hub.logger.error({ err, conn: this.id }, 'client message handling failed; closing the connection with 1011')
+      this.#close(CLOSE.internalError, 'internal error')
+    }
+  }
+
+  #handle(data: RawData): void {
     const text = Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8')
     const cmd = parseClientMessage(this.protocol, text)
     switch (cmd.t) {

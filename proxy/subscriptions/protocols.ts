@@ -6,6 +6,8 @@
 //    used when the client offers no subprotocol (or offers "igw-topics").
 // Pure: parse text → command, build text; the connection does the I/O.
 
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../json-depth.ts'
+
 export const TRANSPORT_WS = 'graphql-transport-ws'
 export const LEGACY_WS = 'graphql-ws'
 export const TOPICS = 'igw-topics'
@@ -105,6 +107,13 @@ export function parseClientMessage(protocol: ProtocolName, text: string): Client
     msg = JSON.parse(text)
   } catch {
     return { t: 'bad', reason: 'message is not JSON' }
+  }
+  // Deeper JSON would overflow the stack wherever it is walked later (a pong echoing the payload,
+  // the variables sent upstream, dedup keys). The GraphQL protocols wrap the request in
+  // "payload": one level more, so a request takes the same depth as an HTTP body.
+  if (jsonDepthExceeds(msg, protocol === TOPICS ? MAX_JSON_DEPTH : MAX_JSON_DEPTH + 1)) {
+    const id = isObject(msg) && validId(msg.id) ? msg.id : undefined
+    return { t: 'bad', reason: `message nested deeper than ${MAX_JSON_DEPTH} levels`, id }
   }
   if (!isObject(msg)) return { t: 'bad', reason: 'message must be a JSON object' }
   if (protocol === TOPICS) return parseTopic(msg)

@@ -1,7 +1,10 @@
 // The pure checks behind the WebSocket robustness fixes: the client handshake judged the way ws
-// will judge it (so nothing is opened upstream for a handshake ws then refuses).
+// will judge it (so nothing is opened upstream for a handshake ws then refuses) and the JSON
+// depth limit on terminated sockets.
 import { describe, expect, it } from 'vitest'
 import * as wsModule from 'ws'
+import { MAX_JSON_DEPTH } from '../../proxy/json-depth.ts'
+import { LEGACY_WS, parseClientMessage, TOPICS, TRANSPORT_WS } from '../../proxy/subscriptions/protocols.ts'
 import { parseSubprotocols } from '../../proxy/websocket-bridge.ts'
 
 // ws's own parser (exported at runtime, not in its type declarations).
@@ -58,6 +61,24 @@ describe('Sec-WebSocket-Protocol as ws parses it', () => {
       for (let i = 0; i < len; i++) h += alphabet[Math.floor(rnd() * alphabet.length)]
       expect(parseSubprotocols(h), JSON.stringify(h)).toEqual(wsVerdict(h))
     }
+  })
+})
+
+describe('terminated sockets: JSON depth', () => {
+  const nest = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`
+
+  it('graphql protocols: a payload may nest as deep as an HTTP body (128), one level more is "bad"', () => {
+    // payload {"a": [...]} is 1 + n levels
+    expect(parseClientMessage(TRANSPORT_WS, `{"type":"ping","payload":{"a":${nest(MAX_JSON_DEPTH - 1)}}}`).t).toBe('ping')
+    expect(parseClientMessage(TRANSPORT_WS, `{"type":"ping","payload":{"a":${nest(MAX_JSON_DEPTH)}}}`)).toEqual({ t: 'bad', reason: `message nested deeper than ${MAX_JSON_DEPTH} levels`, id: undefined })
+    const start = parseClientMessage(LEGACY_WS, `{"id":"s1","type":"start","payload":{"query":"{a}","variables":{"v":${nest(50_000)}}}}`)
+    expect(start).toMatchObject({ t: 'bad', id: 's1' })
+  })
+
+  it('topics: the message itself is the request', () => {
+    expect(parseClientMessage(TOPICS, `{"op":"subscribe","topic":"t","filter":${nest(MAX_JSON_DEPTH - 1)}}`).t).toBe('subscribe')
+    expect(parseClientMessage(TOPICS, `{"op":"subscribe","id":"x","topic":"t","filter":${nest(MAX_JSON_DEPTH)}}`)).toMatchObject({ t: 'bad', id: 'x' })
+    expect(parseClientMessage(TOPICS, nest(50_000))).toMatchObject({ t: 'bad' })
   })
 })
 

@@ -217,7 +217,44 @@ describe('WebSocket robustness', () => {
     await expectHealthy(proxy)
   })
 
+  it('terminate: a ping with a deeply nested payload closes that socket (4400), not the worker', async () => {
+    const c = await openTerminated(proxy.port, 'term', ['graphql-transport-ws'])
+    c.ws.send(`{"type":"ping","payload":${'['.repeat(DEEP)}${']'.repeat(DEEP)}}`)
+    expect(await within(c.closed, 3_000, 'close')).toBe(4400)
+    // 128 levels is still fine
+    const ok = await openTerminated(proxy.port, 'term', ['graphql-transport-ws'])
+    ok.ws.send(`{"type":"ping","payload":{"a":${'['.repeat(127)}${']'.repeat(127)}}}`)
+    await waitUntil(() => ok.messages.some((m) => m.type === 'pong'), 3_000, 'pong')
+    ok.ws.close()
+    await expectHealthy(proxy)
+  })
 
+  it('terminate: a query with deeply nested variables is refused and the worker keeps answering', async () => {
+    const c = await openTerminated(proxy.port, 'term', ['graphql-transport-ws'])
+    c.ws.send('{"type":"connection_init"}')
+    await waitUntil(() => c.messages.some((m) => m.type === 'connection_ack'), 3_000, 'ack')
+    c.ws.send(`{"id":"1","type":"subscribe","payload":{"query":"{ hello }","variables":{"a":${'['.repeat(DEEP)}${']'.repeat(DEEP)}}}}`)
+    expect(await within(c.closed, 3_000, 'close')).toBe(4400)
+    // the worker is not spinning: it still answers HTTP and WebSocket traffic
+    const res = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { host: 'term', 'content-type': 'application/json' }, body: '{"query":"{ hello }"}', headersTimeout: 3_000, bodyTimeout: 3_000 })
+    expect(res.statusCode).toBe(200)
+    expect(await res.body.json()).toEqual({ data: { hello: 'Hello, world!' } })
+    await expectHealthy(proxy)
+
+    // legacy protocol and topics: an error for that operation, the socket stays open
+    const legacy = await openTerminated(proxy.port, 'term', ['graphql-ws'])
+    legacy.ws.send('{"type":"connection_init"}')
+    legacy.ws.send(`{"id":"L1","type":"start","payload":{"query":"{ hello }","variables":{"a":${'['.repeat(DEEP)}${']'.repeat(DEEP)}}}}`)
+    await waitUntil(() => legacy.messages.some((m) => m.type === 'error' && m.id === 'L1'), 3_000, 'legacy error')
+    legacy.ws.send('{"id":"L2","type":"start","payload":{"query":"{ hello }"}}')
+    await waitUntil(() => legacy.messages.some((m) => m.type === 'data' && m.id === 'L2'), 3_000, 'legacy data')
+    legacy.ws.close()
+    const topics = await openTerminated(proxy.port, 'term', [])
+    topics.ws.send(`{"op":"subscribe","id":"t1","topic":"x","filter":${'['.repeat(DEEP)}${']'.repeat(DEEP)}}`)
+    await waitUntil(() => topics.messages.some((m) => m.op === 'error' && m.id === 't1'), 3_000, 'topic error')
+    topics.ws.close()
+    await expectHealthy(proxy)
+  })
 
 })
 

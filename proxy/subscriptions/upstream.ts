@@ -28,6 +28,19 @@ export function backoffMs(n: number, initialMs: number, maxMs: number, random: n
   return Math.round(ceiling / 2 + (ceiling / 2) * random)
 }
 
+/**
+ * Whether graphql-ws's retry question is about the connection: a close event (the socket closed,
+ * or the library's own TerminatedCloseEvent), or an error event the socket emitted (refused,
+ * reset, handshake timeout). Anything else was thrown by code (serializing a message, a bug):
+ * retrying cannot help it.
+ */
+export function isConnectionFailure(errOrClose: unknown): boolean {
+  if (errOrClose === null || typeof errOrClose !== 'object' || errOrClose instanceof Error) return false
+  const e = errOrClose as { code?: unknown; reason?: unknown; type?: unknown; target?: unknown }
+  if (typeof e.code === 'number' && 'reason' in e) return true
+  return e.type === 'error' && e.target instanceof WebSocket
+}
+
 export class UpstreamConnection {
   readonly key: string
   readonly url: string
@@ -61,7 +74,10 @@ export class UpstreamConnection {
       retryAttempts: Number.POSITIVE_INFINITY,
       // A backend that was never reachable fails the subscribe at once (the client gets an
       // error); one that dropped after working is retried for as long as streams need it.
-      shouldRetry: () => this.#everConnected && !this.#disposed,
+      // Only the connection failing is retried: the library also asks about errors thrown while
+      // sending on a live socket (a payload JSON.stringify cannot serialize), and retrying one of
+      // those re-sends on the same socket at once, throws again, and spins the worker forever.
+      shouldRetry: (errOrClose) => this.#everConnected && !this.#disposed && isConnectionFailure(errOrClose),
       retryWait: (n) => new Promise((resolve) => setTimeout(resolve, backoffMs(n, s.retryInitialMs, s.retryMaxMs, Math.random()))),
       on: {
         connected: (_socket, _payload, wasRetry) => this.#connected(wasRetry),

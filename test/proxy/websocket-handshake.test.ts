@@ -1,10 +1,12 @@
 // The pure checks behind the WebSocket robustness fixes: the client handshake judged the way ws
-// will judge it (so nothing is opened upstream for a handshake ws then refuses) and the JSON
-// depth limit on terminated sockets.
+// will judge it (so nothing is opened upstream for a handshake ws then refuses), the JSON depth
+// limit on terminated sockets, and which upstream failures the graphql-ws client may retry.
 import { describe, expect, it } from 'vitest'
 import * as wsModule from 'ws'
+import WebSocket from 'ws'
 import { MAX_JSON_DEPTH } from '../../proxy/json-depth.ts'
 import { LEGACY_WS, parseClientMessage, TOPICS, TRANSPORT_WS } from '../../proxy/subscriptions/protocols.ts'
+import { isConnectionFailure } from '../../proxy/subscriptions/upstream.ts'
 import { parseSubprotocols } from '../../proxy/websocket-bridge.ts'
 
 // ws's own parser (exported at runtime, not in its type declarations).
@@ -82,3 +84,26 @@ describe('terminated sockets: JSON depth', () => {
   })
 })
 
+describe('upstream retries', () => {
+  it('retries close events and socket errors, never errors thrown by code', async () => {
+    expect(isConnectionFailure({ code: 1006, reason: '' })).toBe(true)
+    expect(isConnectionFailure({ code: 4499, reason: 'Terminated', wasClean: false })).toBe(true)
+    // a real socket error event: connection refused
+    const ws = new WebSocket('ws://127.0.0.1:1/')
+    const errorEvent = new Promise<unknown>((resolve) => (ws.onerror = resolve))
+    await new Promise((resolve) => ws.once('close', resolve))
+    expect(isConnectionFailure(await errorEvent)).toBe(true)
+    let thrown: unknown
+    try {
+      JSON.stringify({ a: 1n })
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).toBeInstanceOf(TypeError)
+    expect(isConnectionFailure(thrown)).toBe(false)
+    expect(isConnectionFailure(new RangeError('Maximum call stack size exceeded'))).toBe(false)
+    expect(isConnectionFailure(new Error('First message cannot be of type next'))).toBe(false)
+    expect(isConnectionFailure(undefined)).toBe(false)
+    expect(isConnectionFailure('boom')).toBe(false)
+  })
+})

@@ -170,7 +170,10 @@ export class ClientConnection {
   readonly writer: ProtocolWriter
   readonly protocol: ProtocolName
   readonly subs = new Map<string, Subscription>()
+  /** Subscribes whose filter chain is still running, by id. */
   readonly #pending = new Map<string, { cancelled: boolean }>()
+  /** Subscribes completed by the client while their chain still runs (no longer in #pending). */
+  #cancelledPending = 0
   #state: ConnState
   #req: IncomingMessage
   #initPayload: Record<string, unknown> | undefined = undefined
@@ -302,7 +305,13 @@ export class ClientConnection {
         return
       case 'stop': {
         const pending = this.#pending.get(cmd.id)
-        if (pending !== undefined) pending.cancelled = true
+        if (pending !== undefined) {
+          // The id is free again at once (the protocol allows reusing it after complete); the
+          // admission still running keeps counting toward the connection's limit until it ends.
+          pending.cancelled = true
+          this.#pending.delete(cmd.id)
+          this.#cancelledPending++
+        }
         const sub = this.subs.get(cmd.id)
         if (sub !== undefined) {
           sub.end()
@@ -394,7 +403,7 @@ export class ClientConnection {
       return
     }
     const cfg = this.hub.config
-    if (this.subs.size + this.#pending.size >= cfg.maxSubscriptionsPerConnection) {
+    if (this.subs.size + this.#pending.size + this.#cancelledPending >= cfg.maxSubscriptionsPerConnection) {
       this.#refuse(cmd.id, 'QUOTA_EXCEEDED', `at most ${cfg.maxSubscriptionsPerConnection} operations per connection`)
       return
     }
@@ -447,7 +456,7 @@ export class ClientConnection {
     runRequestChain(ctx, route, this.hub.host.metrics)
       .then(
         (reply) => {
-          if (this.#pending.get(cmd.id) === pending) this.#pending.delete(cmd.id)
+          this.#admissionOver(cmd.id, pending)
           if (pending.cancelled || this.#state !== 'ready') {
             ctx.runCleanups()
             return
@@ -460,7 +469,7 @@ export class ClientConnection {
           this.#admitted(cmd, ctx, gql, route, matcher)
         },
         (err: unknown) => {
-          this.#pending.delete(cmd.id)
+          this.#admissionOver(cmd.id, pending)
           ctx.runCleanups()
           this.hub.logger.error({ err, conn: this.id }, 'subscribe failed')
           if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
@@ -475,6 +484,12 @@ export class ClientConnection {
         if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
       })
       .finally(() => snap.release())
+  }
+
+  /** A subscribe's chain finished: it leaves #pending (unless the client completed it meanwhile). */
+  #admissionOver(id: string, pending: { cancelled: boolean }): void {
+    if (this.#pending.get(id) === pending) this.#pending.delete(id)
+    else this.#cancelledPending-- // only a stop takes an entry out of #pending early
   }
 
   /** A filter answered the subscribe itself: a result (e.g. a cached query) or a refusal. */

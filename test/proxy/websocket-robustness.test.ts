@@ -256,6 +256,36 @@ describe('WebSocket robustness', () => {
     await expectHealthy(proxy)
   })
 
+  it('terminate: an id completed while its subscribe is still being admitted can be used again at once', async () => {
+    const c = await openTerminated(proxy.port, 'term', ['graphql-transport-ws'])
+    const tcp = (c.ws as unknown as { _socket: Socket })._socket
+    tcp.cork() // one burst: the hub reads all four before the first admission finishes
+    c.ws.send('{"type":"connection_init"}')
+    c.ws.send('{"id":"1","type":"subscribe","payload":{"query":"subscription { countdown(from: 5, intervalMs: 10) }"}}')
+    c.ws.send('{"id":"1","type":"complete"}')
+    c.ws.send('{"id":"1","type":"subscribe","payload":{"query":"subscription { countdown(from: 2, intervalMs: 10) }"}}')
+    tcp.uncork()
+    await waitUntil(() => c.messages.some((m) => m.type === 'complete' && m.id === '1'), 3_000, 'complete')
+    expect(c.messages.filter((m) => m.id === '1').map((m) => (m.type === 'next' ? (m.payload as { data: { countdown: number } }).data.countdown : m.type))).toEqual([2, 1, 'complete'])
+    // Completed subscribes still being admitted keep counting toward the per-connection limit (4),
+    // so completing and resubscribing in a burst cannot run more admissions than that at once.
+    // (One TCP write, so the hub reads all of it before any admission can finish.)
+    tcp.cork()
+    for (const id of ['a', 'b', 'c', 'd']) {
+      c.ws.send(`{"id":"${id}","type":"subscribe","payload":{"query":"{ hello }"}}`)
+      c.ws.send(`{"id":"${id}","type":"complete"}`)
+    }
+    c.ws.send('{"id":"e","type":"subscribe","payload":{"query":"{ hello }"}}')
+    tcp.uncork()
+    await waitUntil(() => c.messages.some((m) => m.id === 'e'), 3_000, 'answer for e')
+    expect(c.messages.filter((m) => m.id === 'e')).toMatchObject([{ type: 'error', payload: [{ extensions: { code: 'QUOTA_EXCEEDED' } }] }])
+    expect(c.messages.filter((m) => ['a', 'b', 'c', 'd'].includes(m.id as string))).toEqual([])
+    // once those admissions are over, the connection has its whole budget back
+    c.ws.send('{"id":"f","type":"subscribe","payload":{"query":"{ hello }"}}')
+    await waitUntil(() => c.messages.some((m) => m.id === 'f' && m.type === 'complete'), 3_000, 'f completes')
+    c.ws.close()
+    await expectHealthy(proxy)
+  })
 })
 
 describe('WebSocket passthrough: upgrades that never complete are released', () => {

@@ -5,6 +5,7 @@
 import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import WebSocket, { WebSocketServer, type RawData } from 'ws'
+import * as wsExports from 'ws'
 import { runRequestChain } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { rawHttpError, type LocalReply } from './errors.ts'
@@ -30,39 +31,22 @@ export function destroyOnSocketError(this: Duplex): void {
   this.destroy()
 }
 
-// RFC 7230 tchar: what a subprotocol name may be made of (ws checks the same set).
-const TOKEN = new Uint8Array(128)
-for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN[c.charCodeAt(0)] = 1
+// ws's own Sec-WebSocket-Protocol parser (the package exports it; its type declarations do
+// not): the header is judged by the very rules ws's handleUpgrade applies afterwards.
+const wsSubprotocol = (wsExports as unknown as { subprotocol: { parse(header: string): Set<string> } }).subprotocol
 
 /**
- * Sec-WebSocket-Protocol as ws's server parses it (lib/subprotocol.js): comma-separated tokens,
- * optional spaces/tabs around them, no empty element, no duplicate. `undefined` when ws would
- * refuse the header (it then answers 400 itself and never calls back); [] when there is none.
+ * The offered subprotocols as ws's server parses them: comma-separated tokens, optional
+ * spaces/tabs around them, no empty element, no duplicate. `undefined` when ws would refuse the
+ * header (it then answers 400 itself and never calls back); [] when there is none.
  */
 export function parseSubprotocols(header: string | undefined): string[] | undefined {
   if (header === undefined) return []
-  const out: string[] = []
-  const seen = new Set<string>()
-  let start = -1
-  let end = -1
-  for (let i = 0; i <= header.length; i++) {
-    const last: boolean = i === header.length
-    if (last && end !== -1) return undefined // ws refuses whitespace at the very end
-    const code = last ? 0x2c : header.charCodeAt(i)
-    if (end === -1 && code < 128 && TOKEN[code] === 1) {
-      if (start === -1) start = i
-    } else if (i !== 0 && (code === 0x20 || code === 0x09)) {
-      if (end === -1 && start !== -1) end = i
-    } else if (code === 0x2c) {
-      if (start === -1) return undefined
-      const name = header.slice(start, end === -1 ? i : end)
-      if (seen.has(name)) return undefined
-      seen.add(name)
-      out.push(name)
-      start = end = -1
-    } else return undefined
+  try {
+    return [...wsSubprotocol.parse(header)]
+  } catch {
+    return undefined // SyntaxError: what ws refuses
   }
-  return out
 }
 
 /**

@@ -7,7 +7,12 @@
 //     otherwise (the running config stays). Good snapshots are persisted as last-known-good.
 //  3. report per-tenant usage every few seconds (numbered, retried in order, never double-counted).
 // Unlike Envoy, which keeps last-known-good only in memory, a restarted proxy keeps serving here.
-import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
+//
+// Nothing is refused silently: a snapshot that does not verify, or that is older than the one this
+// proxy holds (versions only move forward, so an old signed snapshot cannot be replayed), is NACKed
+// with the reason and so shows as lastNack in GET /v1/proxies. A booting proxy follows the same
+// rule: it never takes a head older than its verified last-known-good.
+import { createHash, createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
@@ -48,6 +53,13 @@ interface Payload {
 }
 
 export class SnapshotRejected extends Error {}
+/** The envelope is well formed but not signed by the pinned key. */
+export class SignatureMismatch extends SnapshotRejected {}
+
+/** A public key's id as the control plane prints it (GET /v1/signing-key): sha256 of the SPKI DER, 16 hex digits. */
+export function keyIdOf(key: KeyObject): string {
+  return createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16)
+}
 
 /** Verify an envelope with the key; returns the payload. Throws SnapshotRejected saying why. */
 export function verifyEnvelope(envelope: unknown, key: KeyObject): Payload {
@@ -59,13 +71,50 @@ export function verifyEnvelope(envelope: unknown, key: KeyObject): Payload {
   } catch {
     ok = false
   }
-  if (!ok) throw new SnapshotRejected('signature does not verify with the control plane key')
-  const p = JSON.parse(e.payload) as Payload
+  // Both key ids: a key file lost and regenerated on the control plane shows as two different ids.
+  if (!ok) throw new SignatureMismatch(`signature does not verify with the pinned control plane key ${keyIdOf(key)}${typeof e.keyId === 'string' ? ` (the snapshot names key ${e.keyId})` : ''}`)
+  let p: Payload
+  try {
+    p = JSON.parse(e.payload) as Payload
+  } catch {
+    throw new SnapshotRejected('payload is not JSON')
+  }
   if (!Number.isInteger(p.version) || p.version < 1) throw new SnapshotRejected('payload has no valid version')
   return p
 }
 
+/** The version a refused envelope claims (unverified: only to name it in the NACK); else the event id; else 0. */
+function claimedVersion(data: string, eventId: string | undefined): number {
+  try {
+    const v = (JSON.parse((JSON.parse(data) as Envelope).payload) as Payload).version
+    if (Number.isInteger(v)) return v
+  } catch {}
+  const n = Number(eventId)
+  return Number.isInteger(n) ? n : 0
+}
+
+export type VersionJudgement = { kind: 'newer' } | { kind: 'same' } | { kind: 'older'; reason: string }
+
+/**
+ * May a verified snapshot replace the one this proxy holds? Versions only move forward: a
+ * signed snapshot older than the held one (or another document under the same version) is
+ * refused, so an old snapshot cannot be replayed. That also happens, honestly, when the control
+ * plane's store was reset or restored from a backup; the reason says how to get out of it.
+ */
+export function judgeVersion(incoming: { version: number; digest?: string | undefined }, held: { version: number; digest?: string | undefined }, heldAs: string): VersionJudgement {
+  if (incoming.version > held.version) return { kind: 'newer' }
+  const way = `versions only move forward (was the control plane's store reset or restored from a backup?): commit until its head passes version ${held.version}, or delete last-good.json in the proxy's state dir and restart it to take the control plane's head`
+  if (incoming.version < held.version) return { kind: 'older', reason: `version ${incoming.version} is older than version ${held.version}, ${heldAs}; ${way}` }
+  if (incoming.digest !== undefined && held.digest !== undefined && incoming.digest !== held.digest) {
+    return { kind: 'older', reason: `version ${incoming.version} is another document than version ${held.version}, ${heldAs} (digest ${incoming.digest.slice(0, 12)}, not ${held.digest.slice(0, 12)}); ${way}` }
+  }
+  return { kind: 'same' }
+}
+
 type SseEvent = { event: string; data: string; id?: string }
+
+/** What the stream gave bootstrap(): the head, or the reason its snapshot was refused. */
+type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { kind: 'refused'; version: number; reason: string; signature: boolean }
 
 /** Parse a text/event-stream body into events (the subset the control plane sends). */
 async function* sseEvents(body: Readable): AsyncGenerator<SseEvent> {
@@ -99,7 +148,11 @@ export class ControlPlaneClient {
   readonly proxyId: string
   readonly bootId = randomUUID()
   #key: KeyObject | undefined
+  /** Where the pinned key came from, for messages. */
+  #keySource = 'given with --control-plane-key'
   #version = 0
+  /** Digest of the running version's document (undefined when running --config/--upstream). */
+  #digest: string | undefined
   #handle: ProxyHandle | undefined
   #closed = false
   #abort = new AbortController()
@@ -110,7 +163,11 @@ export class ControlPlaneClient {
   /** A snapshot that arrived while the proxy was still starting; applied on attach(). */
   #early: string | undefined
   /** Resolves the first snapshot seen on the stream during boot. */
-  #first: ((p: { payload: Payload; envelope: Envelope }) => void) | undefined
+  #first: ((p: BootHead) => void) | undefined
+  /** Why the control plane's answer at boot was not used; for the exit message when nothing else is. */
+  #bootProblem: string | undefined
+  /** Warnings already logged (one per refused version and reason, not one per reconnect). */
+  readonly #warned = new Set<string>()
   /** Resolves when the first connection attempt during boot failed (no need to wait longer). */
   #firstFailure: (() => void) | undefined
 
@@ -119,7 +176,23 @@ export class ControlPlaneClient {
     mkdirSync(o.stateDir, { recursive: true })
     this.proxyId = o.proxyId ?? this.#stableId()
     if (o.publicKeyPem) this.#key = createPublicKey(o.publicKeyPem)
-    else if (existsSync(this.#keyPath)) this.#key = createPublicKey(readFileSync(this.#keyPath, 'utf8'))
+    else if (existsSync(this.#keyPath)) {
+      this.#key = createPublicKey(readFileSync(this.#keyPath, 'utf8'))
+      this.#keySource = `pinned on first contact in ${this.#keyPath}`
+    }
+  }
+
+  /** Why the control plane's head was not used at boot (undefined: it was, or it did not answer). */
+  get bootProblem(): string | undefined {
+    return this.#bootProblem
+  }
+
+  /** Log once per key: a version refused again on every reconnect is one warning, not many. */
+  #logOnce(key: string, level: 'warn' | 'error', obj: Record<string, unknown>, msg: string): void {
+    if (this.#warned.has(key)) return
+    if (this.#warned.size >= 1_000) this.#warned.clear()
+    this.#warned.add(key)
+    this.#o.log(level, obj, msg)
   }
 
   get version(): number {
@@ -153,6 +226,7 @@ export class ControlPlaneClient {
     const { publicKeyPem } = (await r.body.json()) as { publicKeyPem: string }
     this.#key = createPublicKey(publicKeyPem)
     writeFileSync(this.#keyPath, publicKeyPem)
+    this.#keySource = `pinned on first contact in ${this.#keyPath}`
     this.#o.log('warn', { keyPath: this.#keyPath }, 'pinned the control plane signing key on first contact (pass --control-plane-key to pin it explicitly)')
     return this.#key
   }
@@ -163,43 +237,73 @@ export class ControlPlaneClient {
    */
   async bootstrap(): Promise<{ config: GatewayConfig; version: number; source: 'control-plane' | 'last-known-good' } | undefined> {
     const timeout = this.#o.bootTimeoutMs ?? 5_000
-    const first = new Promise<{ payload: Payload; envelope: Envelope }>((resolve) => (this.#first = resolve))
+    const first = new Promise<BootHead>((resolve) => (this.#first = resolve))
     const failed = new Promise<undefined>((resolve) => (this.#firstFailure = () => resolve(undefined)))
     void this.#streamLoop()
     const got = await Promise.race([first, failed, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
     this.#first = undefined // later snapshots (the control plane coming back) go the normal way
     this.#firstFailure = undefined
-    if (got !== undefined) {
-      try {
-        const config = this.#o.toConfig(got.payload.document, `control plane version ${got.payload.version}`)
-        this.#version = got.payload.version
-        // Written as last-known-good only once the proxy started with it (ackBoot): a head that
-        // validates but cannot start here (a file it names is missing) must not replace the
-        // snapshot a restart would fall back to.
-        this.#bootEnvelope = got.envelope
-        return { config, version: got.payload.version, source: 'control-plane' }
-      } catch (err) {
-        // The head does not validate here (schema skew, a missing file): say so, try the file.
-        this.#o.log('error', { version: got.payload.version, error: (err as Error).message }, 'control plane head rejected at boot')
-        void this.#ack(got.payload.version, false, (err as Error).message)
-      }
+    if (got === undefined) return this.#bootFromLastGood('control plane unreachable')
+    if (got.kind === 'refused') {
+      // Already NACKed (#onSnapshot). Nothing unverified is ever used; the file may still be.
+      const hint = got.signature ? `; if the control plane's signing key was replaced on purpose, pin the new one (GET /v1/signing-key) with --control-plane-key` : ''
+      this.#bootProblem = `its head (version ${got.version}) was refused: ${got.reason}; that key was ${this.#keySource}${hint}`
+      return this.#bootFromLastGood('control plane head refused')
     }
-    return this.#bootFromLastGood()
+    const { payload, envelope } = got
+    // Never go back at boot either: a head older than the verified last-known-good (the control
+    // plane's store reset or restored) would split the fleet — the proxies still running refuse it.
+    const held = this.#readLastGood()
+    const j = held === undefined ? ({ kind: 'newer' } as const) : judgeVersion(payload, held, "this proxy's last-known-good snapshot")
+    if (j.kind === 'older') {
+      this.#logOnce(`older:${payload.version}`, 'warn', { version: payload.version, lastKnownGood: held!.version, reason: j.reason }, 'control plane head is older than the last-known-good snapshot: NACKed it; booting from the last-known-good')
+      this.#bootProblem = `its head (version ${payload.version}) was refused: ${j.reason}`
+      await this.#ack(payload.version, false, j.reason)
+      return this.#bootFromLastGood('control plane head is older than the last-known-good snapshot')
+    }
+    try {
+      const config = this.#o.toConfig(payload.document, `control plane version ${payload.version}`)
+      this.#version = payload.version
+      this.#digest = payload.digest
+      // Written as last-known-good only once the proxy started with it (ackBoot): a head that
+      // validates but cannot start here (a file it names is missing) must not replace the
+      // snapshot a restart would fall back to.
+      this.#bootEnvelope = envelope
+      return { config, version: payload.version, source: 'control-plane' }
+    } catch (err) {
+      // The head does not validate here (schema skew, a missing file): say so, try the file.
+      const msg = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
+      this.#o.log('error', { version: payload.version, error: msg }, 'control plane head rejected at boot')
+      this.#bootProblem = `its head (version ${payload.version}) does not validate here: ${msg}`
+      await this.#ack(payload.version, false, msg) // awaited: the proxy may exit right after
+      return this.#bootFromLastGood('control plane head rejected')
+    }
   }
 
   /** The last good snapshot, now the version this proxy runs; undefined when there is none. */
-  #bootFromLastGood(): { config: GatewayConfig; version: number; source: 'last-known-good' } | undefined {
-    const lkg = this.loadLastGood()
+  #bootFromLastGood(why: string): { config: GatewayConfig; version: number; source: 'last-known-good' } | undefined {
+    const lkg = this.loadLastGood(why)
     if (lkg === undefined) return undefined
     this.#version = lkg.version
-    return { ...lkg, source: 'last-known-good' }
+    this.#digest = lkg.digest
+    return { config: lkg.config, version: lkg.version, source: 'last-known-good' }
+  }
+
+  /** The persisted snapshot if its signature verifies (not validated, nothing logged); else undefined. */
+  #readLastGood(): Payload | undefined {
+    if (this.#key === undefined || !existsSync(this.lastGoodPath)) return undefined
+    try {
+      return verifyEnvelope(JSON.parse(readFileSync(this.lastGoodPath, 'utf8')) as unknown, this.#key)
+    } catch {
+      return undefined // a file that does not verify sets no floor; loadLastGood says why if used
+    }
   }
 
   /** The persisted snapshot, verified and validated; undefined (with a logged reason) otherwise. */
-  loadLastGood(): { config: GatewayConfig; version: number } | undefined {
+  loadLastGood(why = 'control plane unreachable'): { config: GatewayConfig; version: number; digest: string } | undefined {
     const path = this.lastGoodPath
     if (!existsSync(path)) {
-      this.#o.log('error', { path }, 'control plane unreachable and no last-known-good snapshot on disk')
+      this.#o.log('error', { path }, `${why} and no last-known-good snapshot on disk`)
       return undefined
     }
     if (this.#key === undefined) {
@@ -210,8 +314,8 @@ export class ControlPlaneClient {
       const envelope = JSON.parse(readFileSync(path, 'utf8')) as unknown
       const payload = verifyEnvelope(envelope, this.#key)
       const config = this.#o.toConfig(payload.document, `${path} (version ${payload.version})`)
-      this.#o.log('warn', { path, version: payload.version, issuedAt: payload.issuedAt }, 'control plane unreachable: booting from the last-known-good snapshot')
-      return { config, version: payload.version }
+      this.#o.log('warn', { path, version: payload.version, issuedAt: payload.issuedAt }, `${why}: booting from the last-known-good snapshot`)
+      return { config, version: payload.version, digest: payload.digest }
     } catch (err) {
       this.#o.log('error', { path, error: (err as Error).message }, 'refusing the last-known-good snapshot')
       return undefined
@@ -255,8 +359,8 @@ export class ControlPlaneClient {
         this.#connected = true
         backoff = 250
         for await (const ev of sseEvents(r.body)) {
-          if (ev.event !== 'snapshot') continue
-          await this.#onSnapshot(ev.data, key)
+          if (ev.event === 'snapshot') await this.#onSnapshot(ev.data, key, ev.id)
+          else if (ev.event === 'current') await this.#onCurrent(ev.data)
         }
       } catch (err) {
         if (this.#closed) return
@@ -271,27 +375,58 @@ export class ControlPlaneClient {
     }
   }
 
-  async #onSnapshot(data: string, key: KeyObject): Promise<void> {
+  /** `event: current`: the control plane's head is not newer than the version this proxy sent. */
+  async #onCurrent(data: string): Promise<void> {
+    let head: number
+    try {
+      head = (JSON.parse(data) as { version: number }).version
+    } catch {
+      return
+    }
+    // Equal is the normal case. Older means the control plane's store went back (reset or restored):
+    // refuse it as #onSnapshot does, visibly (NACK again on every connect, so lastNack stays true).
+    if (!Number.isInteger(head) || head >= this.#version) return
+    await this.#refuseOlder(head, judgeVersion({ version: head }, { version: this.#version }, 'which this proxy runs'))
+  }
+
+  async #refuseOlder(version: number, j: VersionJudgement): Promise<void> {
+    if (j.kind !== 'older') return
+    this.#logOnce(`older:${version}`, 'warn', { version, running: this.#version, reason: j.reason }, 'config version NACKed: older than the running version; keeping the running config')
+    await this.#ack(version, false, j.reason)
+  }
+
+  async #onSnapshot(data: string, key: KeyObject, eventId?: string): Promise<void> {
     let envelope: Envelope
     let payload: Payload
     try {
       envelope = JSON.parse(data) as Envelope
       payload = verifyEnvelope(envelope, key)
     } catch (err) {
-      this.#o.log('error', { error: (err as Error).message }, 'snapshot refused')
+      // Never applied; NACKed so the control plane shows it (a proxy refusing every push must not
+      // look healthy there). Logged once per version: the head is sent again on every reconnect.
+      const version = claimedVersion(data, eventId)
+      const reason = (err as Error).message
+      const keeping = this.#handle === undefined ? '' : ': keeping the running config'
+      this.#logOnce(`refused:${version}:${reason}`, 'error', { version, error: reason, key: this.#keySource }, `snapshot refused and NACKed${keeping}`)
+      await this.#ack(version, false, `snapshot refused: ${reason}`)
+      const f = this.#first
+      this.#first = undefined
+      f?.({ kind: 'refused', version, reason, signature: err instanceof SignatureMismatch })
       return
     }
     if (this.#first) {
       const f = this.#first
       this.#first = undefined
-      f({ payload, envelope })
+      f({ kind: 'snapshot', payload, envelope })
       return
     }
     if (this.#handle === undefined) {
       this.#early = data // still starting (from the file): applied as soon as the proxy runs
       return
     }
-    if (payload.version <= this.#version) return
+    const j = judgeVersion(payload, { version: this.#version, digest: this.#digest }, 'which this proxy runs')
+    if (j.kind === 'same') return // the snapshot it runs (a reconnect race): nothing to do
+    if (j.kind === 'older') return this.#refuseOlder(payload.version, j)
     let config: GatewayConfig
     try {
       config = this.#o.toConfig(payload.document, `control plane version ${payload.version}`)
@@ -304,6 +439,7 @@ export class ControlPlaneClient {
     const r = await this.#handle.applyConfig(config, payload.version)
     if (r.ok) {
       this.#version = payload.version
+      this.#digest = payload.digest
       this.#persist(envelope)
       await this.#ack(payload.version, true)
     } else {
@@ -346,9 +482,11 @@ export class ControlPlaneClient {
    */
   async rejectBoot(error: string): Promise<{ config: GatewayConfig; version: number } | undefined> {
     this.#bootEnvelope = undefined
+    this.#bootProblem = `its head (version ${this.#version}) failed to start here: ${error}`
     await this.#ack(this.#version, false, error)
     this.#version = 0
-    return this.#bootFromLastGood()
+    this.#digest = undefined
+    return this.#bootFromLastGood('control plane head failed to start here')
   }
   #bootEnvelope: Envelope | undefined = undefined
 
@@ -416,7 +554,8 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
   }
   if (handle === undefined) {
     await client.close()
-    throw new ConfigError('igw proxy', [`no config: the control plane at ${opts.url} did not answer and there is no usable last-known-good snapshot in ${opts.stateDir} (see the lines above)`])
+    const what = client.bootProblem === undefined ? `the control plane at ${opts.url} did not answer` : `the control plane at ${opts.url} answered, but ${client.bootProblem}`
+    throw new ConfigError('igw proxy', [`no config: ${what}; and there is no usable last-known-good snapshot in ${opts.stateDir} (see the lines above)`])
   }
   client.attach(handle)
   return { handle, client }

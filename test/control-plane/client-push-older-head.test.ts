@@ -1,0 +1,153 @@
+// A control plane whose head is OLDER than what the proxies applied (its database wiped or
+// restored from a backup, same signing key). Versions only move forward on a proxy (an old signed
+// snapshot must not be replayable), so the older head is refused — but visibly: NACKed with the
+// reason (lastNack in GET /v1/proxies), warned once per version; and a proxy restarted at that
+// moment boots from its newer last-known-good instead of the older head, so the fleet stays on
+// one version. The way out (commit until the head passes the fleet's version) then reaches all.
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mintToken } from '../../control-plane/auth.ts'
+import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
+import { seedDocument, startTestControlPlane, TEST_AUTH_SECRET, type TestControlPlane } from '../helpers/control-plane.ts'
+import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
+import { waitUntil } from '../helpers/wait.ts'
+
+let backend: DemoBackend
+let cp: TestControlPlane | undefined
+const cpDir = mkdtempSync(join(tmpdir(), 'igw-older-cp-'))
+let cpPort = 0
+const work = mkdtempSync(join(tmpdir(), 'igw-older-'))
+const keyFile = join(work, 'cp.pub.pem')
+const proxies: SpawnedIgw[] = []
+
+interface ProxyRow {
+  id: string
+  connected: boolean
+  appliedVersion: number | null
+  lastNack: { version: number; error: string; at: string } | null
+}
+
+async function startCp(): Promise<TestControlPlane> {
+  cp = await startTestControlPlane({ dir: cpDir, port: cpPort, seed: seedDocument(backend.url) })
+  cpPort = cp.port
+  return cp
+}
+
+async function startIgwProxy(id: string, stateDir: string): Promise<SpawnedIgw> {
+  const token = await mintToken(TEST_AUTH_SECRET, { sub: `proxy-${id}`, roles: ['proxy'] })
+  const p = await spawnIgw(
+    ['proxy', '--control-plane', `http://127.0.0.1:${cpPort}`, '--control-plane-key', keyFile, '--state-dir', stateDir, '--proxy-id', id, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1'],
+    { IGW_CONTROL_PLANE_TOKEN: token, IGW_USAGE_INTERVAL_MS: '60000' },
+  )
+  proxies.push(p)
+  return p
+}
+
+const fleet = async () => (await (await cp!.api('/v1/proxies')).json()) as { headVersion: number; items: ProxyRow[] }
+const row = async (id: string) => (await fleet()).items.find((i) => i.id === id)
+const runningVersion = async (p: SpawnedIgw) => ((await (await fetch(`${p.adminUrl}/config`)).json()) as { version: number }).version
+const query = (p: SpawnedIgw, tenant: string) =>
+  fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: JSON.stringify({ query: '{ hello(name: "older") }' }) })
+const commitTenant = async (name: string) => ((await (await cp!.api(`/v1/tenants/${name}`, { method: 'PUT', body: JSON.stringify({ tier: 'bronze' }) })).json()) as { version: number }).version
+const logLines = (p: SpawnedIgw) =>
+  p.output.flatMap((l) => {
+    try {
+      return [JSON.parse(l) as { level: number; msg: string; version?: number }]
+    } catch {
+      return []
+    }
+  })
+/** Restart the control plane (same database); resolves when `id` has reconnected and NACKed `version` anew. */
+async function restartCpAndWaitForNack(id: string, version: number): Promise<void> {
+  const before = (await row(id))?.lastNack?.at
+  await cp!.close()
+  await startCp()
+  await waitUntil(async () => {
+    const r = await row(id)
+    return r?.connected === true && r.lastNack?.version === version && r.lastNack.at !== before
+  }, 15_000, `${id} to reconnect and NACK version ${version}`)
+}
+const lkgVersion = (stateDir: string) => (JSON.parse((JSON.parse(readFileSync(join(stateDir, 'last-good.json'), 'utf8')) as { payload: string }).payload) as { version: number }).version
+
+beforeAll(async () => {
+  backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
+  await startCp()
+  writeFileSync(keyFile, cp!.store.key.publicKeyPem)
+})
+
+afterAll(async () => {
+  for (const p of proxies) await p.stop()
+  await cp?.close()
+  await backend?.close()
+  rmSync(work, { recursive: true, force: true })
+  rmSync(cpDir, { recursive: true, force: true })
+})
+
+describe('a control plane whose head is older than what the proxies run', () => {
+  const state1 = join(work, 'state-1')
+  let p1: SpawnedIgw
+  let fleetVersion = 0
+
+  it('a running proxy NACKs the older head (again on every connect), keeps serving its version, and warns once per version', async () => {
+    p1 = await startIgwProxy('older-1', state1)
+    for (const t of ['t1', 't2', 't3', 't4', 't5']) fleetVersion = await commitTenant(t)
+    expect(fleetVersion).toBe(6)
+    await waitUntil(async () => (await row('older-1'))?.appliedVersion === fleetVersion, 10_000, 'the proxy to ACK version 6')
+    // The database is wiped (the signing key file stays): the control plane comes back at version 1.
+    await cp!.close()
+    for (const f of ['igw.db', 'igw.db-wal', 'igw.db-shm']) rmSync(join(cpDir, f), { force: true })
+    await startCp()
+    expect(cp!.store.head()!.version).toBe(1)
+    await waitUntil(async () => (await row('older-1'))?.lastNack?.version === 1, 10_000, 'a NACK of the older head (version 1)')
+    const view = (await row('older-1'))!
+    expect(view.connected).toBe(true)
+    expect(view.appliedVersion).toBe(fleetVersion)
+    expect(view.lastNack!.error).toMatch(/older than version 6/)
+    expect(await runningVersion(p1)).toBe(fleetVersion)
+    // Visible in the log as a warning, once per version: the control plane restarts (same
+    // database), the proxy reconnects and is told the head again, NACKs it again (lastNack stays
+    // true), but does not warn about the same version twice.
+    const warned = (v: number) => logLines(p1).filter((l) => l.level === 40 && l.version === v && /older/.test(l.msg)).length
+    expect(warned(1)).toBe(1)
+    await restartCpAndWaitForNack('older-1', 1)
+    expect(warned(1)).toBe(1)
+    // A version committed on the reset control plane is older too: never applied, NACKed. (The
+    // control plane does not push versions below what a proxy said it runs, so the proxy hears of
+    // it when it next connects; restarting the control plane makes that happen now.)
+    const v2 = await commitTenant('newco')
+    expect(v2).toBe(2)
+    await restartCpAndWaitForNack('older-1', 2)
+    expect((await row('older-1'))!.lastNack!.error).toMatch(/older than version 6/)
+    expect(await runningVersion(p1)).toBe(fleetVersion)
+    expect(warned(2)).toBe(1)
+  })
+
+  it('a proxy restarted meanwhile boots from its newer last-known-good, not the older head, and NACKs the head', async () => {
+    const state2 = join(work, 'state-2')
+    mkdirSync(state2)
+    copyFileSync(join(state1, 'last-good.json'), join(state2, 'last-good.json'))
+    const before = readFileSync(join(state2, 'last-good.json'), 'utf8')
+    const p2 = await startIgwProxy('older-2', state2)
+    expect(await runningVersion(p2)).toBe(fleetVersion)
+    expect(p2.output.join('\n')).toMatch(/older than .*last-known-good/)
+    expect(p2.output.join('\n')).toMatch(/booting from the last-known-good snapshot/)
+    await waitUntil(async () => (await row('older-2'))?.lastNack?.version === 2, 10_000, 'the boot NACK of the older head')
+    expect((await row('older-2'))!.lastNack!.error).toMatch(/older than version 6/)
+    expect((await query(p2, 't5')).status).toBe(200)
+    // The snapshot a later restart falls back to is still the newer one.
+    expect(readFileSync(join(state2, 'last-good.json'), 'utf8')).toBe(before)
+
+    // The way out: commit until the head passes the fleet's version; then every proxy takes it.
+    let v = 0
+    for (const t of ['u1', 'u2', 'u3', 'u4', 'u5']) v = await commitTenant(t)
+    expect(v).toBeGreaterThan(fleetVersion)
+    await waitUntil(async () => (await runningVersion(p1)) === v && (await runningVersion(p2)) === v, 10_000, 'both proxies on the new head')
+    await waitUntil(async () => {
+      const f = await fleet()
+      return f.items.filter((i) => i.id.startsWith('older-')).every((i) => i.appliedVersion === v)
+    }, 10_000, 'both ACKs')
+    expect(lkgVersion(state2)).toBe(v)
+  })
+})

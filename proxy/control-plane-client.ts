@@ -111,6 +111,54 @@ export function judgeVersion(incoming: { version: number; digest?: string | unde
   return { kind: 'same' }
 }
 
+/**
+ * When to reconnect the config stream (a small state machine, no I/O). Failed connection attempts
+ * back off 250 ms → 5 s. A stream that ends before it lived `stableMs` counts as a quick end, and
+ * consecutive quick ends back off 250 ms → 30 s: the usual cause is another proxy with the same
+ * id — the control plane keeps one stream per id and ends the older one — and reconnecting at
+ * once only kicks that proxy, which kicks back, forever. A stream that lived long resets the
+ * count. Delays carry "equal jitter" (half fixed, half random) so proxies that lost the same
+ * control plane, or two twins, do not come back in step.
+ */
+export class ReconnectPolicy {
+  readonly #o: { baseMs: number; failureCapMs: number; quickEndCapMs: number; stableMs: number }
+  readonly #random: () => number
+  #failures = 0
+  #quickEnds = 0
+
+  constructor(o?: Partial<{ baseMs: number; failureCapMs: number; quickEndCapMs: number; stableMs: number }>, random: () => number = Math.random) {
+    this.#o = { baseMs: 250, failureCapMs: 5_000, quickEndCapMs: 30_000, stableMs: 60_000, ...o }
+    this.#random = random
+  }
+
+  /** The stream opened (the control plane answered 200). */
+  opened(): void {
+    this.#failures = 0
+  }
+
+  /** A connection attempt failed (refused, timed out, an error status): the delay before the next. */
+  failed(): number {
+    this.#failures++
+    return this.#delay(this.#failures, this.#o.failureCapMs)
+  }
+
+  /** An opened stream ended after `livedMs`: the delay before reconnecting, and whether it was quick. */
+  ended(livedMs: number): { delayMs: number; quick: boolean; quickEnds: number } {
+    this.#failures = 0
+    if (livedMs >= this.#o.stableMs) {
+      this.#quickEnds = 0
+      return { delayMs: this.#delay(1, this.#o.quickEndCapMs), quick: false, quickEnds: 0 }
+    }
+    this.#quickEnds++
+    return { delayMs: this.#delay(this.#quickEnds, this.#o.quickEndCapMs), quick: true, quickEnds: this.#quickEnds }
+  }
+
+  #delay(n: number, capMs: number): number {
+    const d = Math.min(capMs, this.#o.baseMs * 2 ** Math.min(n - 1, 20))
+    return Math.round(d / 2 + (this.#random() * d) / 2)
+  }
+}
+
 type SseEvent = { event: string; data: string; id?: string }
 
 /** What the stream gave bootstrap(): the head, or the reason its snapshot was refused. */
@@ -168,6 +216,7 @@ export class ControlPlaneClient {
   #bootProblem: string | undefined
   /** Warnings already logged (one per refused version and reason, not one per reconnect). */
   readonly #warned = new Set<string>()
+  readonly #reconnect = new ReconnectPolicy()
   /** Resolves when the first connection attempt during boot failed (no need to wait longer). */
   #firstFailure: (() => void) | undefined
 
@@ -340,8 +389,9 @@ export class ControlPlaneClient {
   }
 
   async #streamLoop(): Promise<void> {
-    let backoff = 250
     while (!this.#closed) {
+      let openedAt: number | undefined
+      let endedByServer = false
       try {
         const key = await this.#ensureKey()
         const q = new URLSearchParams({ proxy: this.proxyId, version: String(this.#version), boot: this.bootId, hostname: hostname() })
@@ -357,11 +407,13 @@ export class ControlPlaneClient {
         }
         if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version }, 'connected to the control plane')
         this.#connected = true
-        backoff = 250
+        openedAt = Date.now()
+        this.#reconnect.opened()
         for await (const ev of sseEvents(r.body)) {
           if (ev.event === 'snapshot') await this.#onSnapshot(ev.data, key, ev.id)
           else if (ev.event === 'current') await this.#onCurrent(ev.data)
         }
+        endedByServer = true
       } catch (err) {
         if (this.#closed) return
         if (this.#connected) this.#o.log('warn', { error: (err as Error).message }, 'lost the control plane; serving the running config and retrying')
@@ -370,9 +422,28 @@ export class ControlPlaneClient {
         this.#firstFailure?.()
       }
       if (this.#closed) return
-      await new Promise((r) => setTimeout(r, backoff).unref())
-      backoff = Math.min(backoff * 2, 5_000)
+      let delayMs: number
+      if (openedAt === undefined) delayMs = this.#reconnect.failed()
+      else {
+        const livedMs = Date.now() - openedAt
+        const end = this.#reconnect.ended(livedMs)
+        delayMs = end.delayMs
+        if (endedByServer) this.#logStreamEnd(livedMs, end.quickEnds, delayMs)
+      }
+      await new Promise((r) => setTimeout(r, delayMs).unref())
     }
+  }
+
+  /**
+   * The control plane ended the stream cleanly. It does so when it shuts down, and when another
+   * stream opens under the same proxy id: two proxies sharing an id end each other's stream on
+   * every connect, which used to be a silent reconnect storm.
+   */
+  #logStreamEnd(livedMs: number, quickEnds: number, retryInMs: number): void {
+    const o = { proxyId: this.proxyId, livedMs, retryInMs }
+    if (quickEnds === 0) this.#o.log('info', o, 'the control plane ended the config stream; reconnecting')
+    else if (quickEnds === 1) this.#o.log('warn', o, 'the control plane ended the config stream soon after it opened (it restarted, or another proxy with the same proxy id took the stream over); reconnecting')
+    else this.#o.log('warn', { ...o, timesInARow: quickEnds }, "the control plane keeps ending the config stream soon after it opens: another proxy is probably using the same proxy id (the control plane keeps one stream per id; each connection ends the other's) — give every proxy its own --proxy-id; backing off")
   }
 
   /** `event: current`: the control plane's head is not newer than the version this proxy sent. */

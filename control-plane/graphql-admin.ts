@@ -1,12 +1,16 @@
 // The GraphQL admin endpoint with the seed's schema. `@auth(abac: "...")` on a field is enforced
 // by wrapping its resolver: the admin policy decides with the caller's subject, and a denial is
 // a GraphQL error with code FORBIDDEN and the policy's reason.
-import type { IncomingMessage } from 'node:http'
-import { Kind, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
-import { createGraphQLError, createSchema, createYoga, type YogaServerInstance } from 'graphql-yoga'
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
+import { createGraphQLError, createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga'
+import type { Logger } from 'pino'
+import { Counter, type Registry } from 'prom-client'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
+import { ADMIN_GRAPHQL_LIMITS, bodyTooLarge, checkDocument, LIMIT_NAMES, scanDocument, type GraphQLLimits, type LimitRefusal } from './graphql-limits.ts'
 import { isQuotaKind } from './quota-section.ts'
 import { NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
 
@@ -109,8 +113,126 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
  */
 export const requestSubjects = new WeakMap<IncomingMessage, Subject>()
 
-export function createAdminYoga(deps: ApiDeps): YogaServerInstance<{ req: IncomingMessage }, GraphQLContext> {
-  return createYoga<{ req: IncomingMessage }, GraphQLContext>({
+/**
+ * The request id of a GraphQL request, the one its logs and `x-request-id` response
+ * header carry: the one the HTTP server already gave the response, if it did; else the client's
+ * `x-request-id` when it is a plain token; else a new one.
+ */
+const requestIds = new WeakMap<IncomingMessage, string>()
+const REQUEST_ID = /^[\w.:@-]{1,128}$/
+
+export function requestIdOf(req: IncomingMessage, res?: ServerResponse): string {
+  let id = requestIds.get(req)
+  if (id === undefined) {
+    const set = res?.getHeader('x-request-id')
+    const given = req.headers['x-request-id']
+    id = typeof set === 'string' ? set : typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    requestIds.set(req, id)
+  }
+  return id
+}
+
+/** Counters on the control plane's registry (one per instance, so looked up before created). */
+function counter(registry: Registry, name: string, help: string, labelNames: string[] = []): Counter {
+  const existing = registry.getSingleMetric(name)
+  if (existing instanceof Counter) return existing
+  return new Counter({ name, help, labelNames, registers: [registry] })
+}
+
+/** A refusal as yoga answers it: 400 (413 for the body) whatever the Accept header, never masked. */
+function refusalError(r: LimitRefusal, refusals: WeakSet<object>, source?: Source): GraphQLError {
+  const err = createGraphQLError(r.message, {
+    ...(source !== undefined && r.position !== undefined ? { source, positions: [r.position] } : {}),
+    extensions: {
+      code: r.limit === 'bodyBytes' ? 'PAYLOAD_TOO_LARGE' : 'GRAPHQL_VALIDATION_FAILED',
+      limit: r.limit,
+      max: r.max,
+      // spec: false keeps the status for application/json clients too (GraphQL-over-HTTP would
+      // answer a validation error 200 there, and a refusal must not look like a success).
+      http: { status: r.limit === 'bodyBytes' ? 413 : 400, spec: false },
+    },
+  })
+  refusals.add(err)
+  return err
+}
+
+/** Counts the bytes of a streamed body and fails it past the limit (chunked bodies have no Content-Length). */
+function limitBody(request: Request, limits: GraphQLLimits, refusals: WeakSet<object>, fetchAPI: { Request: typeof Request; TransformStream: typeof TransformStream }): Request {
+  const body = request.body
+  if (body === null) return request
+  // A native stream needs the native TransformStream (yoga's own body limit makes the same choice).
+  const Transform = body instanceof ReadableStream ? globalThis.TransformStream : fetchAPI.TransformStream
+  let read = 0
+  const limited = body.pipeThrough(
+    new Transform<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        read += chunk.byteLength
+        if (read > limits.maxBodyBytes) controller.error(refusalError(bodyTooLarge(limits), refusals))
+        else controller.enqueue(chunk)
+      },
+    }),
+  )
+  return new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, signal: request.signal, body: limited, duplex: 'half' } as RequestInit)
+}
+
+/** What server.ts passes to yoga.handle; the Node adapter adds the response as `res`. */
+type ServerContext = { req: IncomingMessage; res?: ServerResponse }
+
+/**
+ * Limits checked before execution, in the order a request meets them: the body while it is read,
+ * the document's size, tokens and nesting before it is parsed, then depth, aliases and mutation
+ * fields before validation (a refused document is not validated further). Each refusal is
+ * logged with the request id and counted.
+ */
+function useAdminLimits(limits: GraphQLLimits, logger: Logger, registry: Registry): Plugin<Record<string, unknown>, ServerContext> {
+  const refusals = new WeakSet<object>()
+  const refused = counter(registry, 'igw_control_plane_graphql_refusals_total', 'GraphQL admin requests refused by a limit before execution, by limit', ['limit'])
+  for (const l of LIMIT_NAMES) refused.labels(l).inc(0)
+  return {
+    onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
+      const declared = request.headers.get('content-length')
+      if (declared !== null && Number(declared) > limits.maxBodyBytes) throw refusalError(bodyTooLarge(limits, Number(declared)), refusals)
+      if (requestParser === undefined || request.body === null) return
+      const parse = requestParser
+      setRequestParser((req) => parse(limitBody(req, limits, refusals, fetchAPI)))
+    },
+    onParse({ params }) {
+      const source = typeof params.source === 'string' ? new Source(params.source) : params.source
+      const r = scanDocument(source.body, limits)
+      if (r !== undefined) throw refusalError(r, refusals, source)
+    },
+    onValidate({ params, setResult }) {
+      const rs = checkDocument(params.documentAST, limits)
+      if (rs.length > 0) setResult(rs.map((r) => refusalError(r, refusals, params.documentAST.loc?.source)))
+    },
+    onResultProcess({ result, serverContext }) {
+      if (!('req' in serverContext)) return
+      const req = serverContext.req
+      const requestId = requestIdOf(req, serverContext.res)
+      const results = Array.isArray(result) ? result : Symbol.asyncIterator in result ? [] : [result]
+      for (const res of results) {
+        for (const err of res.errors ?? []) {
+          if (refusals.has(err)) {
+            const ext = err.extensions as { limit: string; max: number }
+            refused.labels(ext.limit).inc()
+            logger.warn({ requestId, sub: requestSubjects.get(req)?.sub, limit: ext.limit, max: ext.max, detail: err.message }, 'graphql request refused by a limit')
+          }
+        }
+      }
+    },
+    onResponse({ response, serverContext }) {
+      if ('req' in serverContext) response.headers.set('x-request-id', requestIdOf(serverContext.req, serverContext.res))
+    },
+  }
+}
+
+export interface AdminYogaOptions {
+  limits?: GraphQLLimits
+}
+
+export function createAdminYoga(deps: ApiDeps, opts: AdminYogaOptions = {}): YogaServerInstance<ServerContext, GraphQLContext> {
+  const limits = opts.limits ?? ADMIN_GRAPHQL_LIMITS
+  return createYoga<ServerContext, GraphQLContext>({
     schema: buildAdminSchema(deps),
     context: ({ req }) => {
       const subject = requestSubjects.get(req)
@@ -122,5 +244,13 @@ export function createAdminYoga(deps: ApiDeps): YogaServerInstance<{ req: Incomi
     landingPage: false,
     logging: false,
     maskedErrors: true,
+    plugins: [useAdminLimits(limits, deps.logger, deps.metrics.registry)],
+    // Replaced by useAdminLimits' bound, whose refusal names the limit (yoga's default is 25 MB).
+    maxRequestBodySize: false,
+    // Nothing in the schema takes an Upload: multipart would only be another way to send a body.
+    multipart: false,
+    // Parsing and validating a document within the limits costs well under a millisecond; a
+    // cache keyed by attacker-chosen documents (1024 of up to maxDocumentChars, an hour) costs memory.
+    parserAndValidationCache: false,
   })
 }

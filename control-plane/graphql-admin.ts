@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
-import { createGraphQLError, createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga'
+import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
@@ -114,7 +114,7 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
 export const requestSubjects = new WeakMap<IncomingMessage, Subject>()
 
 /**
- * The request id of a GraphQL request, the one its logs and `x-request-id` response
+ * The request id of a GraphQL request, the one its logs, masked errors and `x-request-id` response
  * header carry: the one the HTTP server already gave the response, if it did; else the client's
  * `x-request-id` when it is a plain token; else a new one.
  */
@@ -181,13 +181,14 @@ type ServerContext = { req: IncomingMessage; res?: ServerResponse }
 /**
  * Limits checked before execution, in the order a request meets them: the body while it is read,
  * the document's size, tokens and nesting before it is parsed, then depth, aliases and mutation
- * fields before validation (a refused document is not validated further). Each refusal is
- * logged with the request id and counted.
+ * fields before validation (a refused document is not validated further). Each refusal
+ * and each unexpected (masked) error is logged with the request id and counted.
  */
-function useAdminLimits(limits: GraphQLLimits, logger: Logger, registry: Registry): Plugin<Record<string, unknown>, ServerContext> {
+function useAdminLimits(limits: GraphQLLimits, logger: Logger, registry: Registry, unexpected: WeakMap<object, unknown>): Plugin<Record<string, unknown>, ServerContext> {
   const refusals = new WeakSet<object>()
   const refused = counter(registry, 'igw_control_plane_graphql_refusals_total', 'GraphQL admin requests refused by a limit before execution, by limit', ['limit'])
   for (const l of LIMIT_NAMES) refused.labels(l).inc(0)
+  const failures = counter(registry, 'igw_control_plane_graphql_unexpected_errors_total', 'Unexpected errors in GraphQL admin requests (masked toward the client, logged with the request id)')
   return {
     onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
       const declared = request.headers.get('content-length')
@@ -216,6 +217,13 @@ function useAdminLimits(limits: GraphQLLimits, logger: Logger, registry: Registr
             const ext = err.extensions as { limit: string; max: number }
             refused.labels(ext.limit).inc()
             logger.warn({ requestId, sub: requestSubjects.get(req)?.sub, limit: ext.limit, max: ext.max, detail: err.message }, 'graphql request refused by a limit')
+          } else if (unexpected.has(err)) {
+            failures.inc()
+            ;(err.extensions as Record<string, unknown>).requestId = requestId
+            const original = unexpected.get(err)
+            // A resolver's throw arrives wrapped in a GraphQLError: log what was thrown.
+            const thrown = original instanceof Error && original.name === 'GraphQLError' && (original as GraphQLError).originalError ? (original as GraphQLError).originalError : original
+            logger.error({ err: thrown, requestId, sub: requestSubjects.get(req)?.sub, path: err.path }, 'graphql request failed with an unexpected error')
           }
         }
       }
@@ -232,6 +240,9 @@ export interface AdminYogaOptions {
 
 export function createAdminYoga(deps: ApiDeps, opts: AdminYogaOptions = {}): YogaServerInstance<ServerContext, GraphQLContext> {
   const limits = opts.limits ?? ADMIN_GRAPHQL_LIMITS
+  // Masked errors keep their original here until the response is processed, where the request
+  // (and so its id) is known: maskError itself is told nothing about the request.
+  const unexpected = new WeakMap<object, unknown>()
   return createYoga<ServerContext, GraphQLContext>({
     schema: buildAdminSchema(deps),
     context: ({ req }) => {
@@ -242,9 +253,16 @@ export function createAdminYoga(deps: ApiDeps, opts: AdminYogaOptions = {}): Yog
     graphqlEndpoint: '/graphql',
     graphiql: false,
     landingPage: false,
+    // Yoga's own logger would print errors without the request id: useAdminLimits logs them.
     logging: false,
-    maskedErrors: true,
-    plugins: [useAdminLimits(limits, deps.logger, deps.metrics.registry)],
+    maskedErrors: {
+      maskError(error, message, isDev) {
+        const masked = maskError(error, message, isDev)
+        if (masked !== error) unexpected.set(masked, error)
+        return masked
+      },
+    },
+    plugins: [useAdminLimits(limits, deps.logger, deps.metrics.registry, unexpected)],
     // Replaced by useAdminLimits' bound, whose refusal names the limit (yoga's default is 25 MB).
     maxRequestBodySize: false,
     // Nothing in the schema takes an Upload: multipart would only be another way to send a body.

@@ -12,6 +12,7 @@ import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
+import { integerParam, integerQuery } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, validateReport, type UsageLedger } from './usage.ts'
@@ -357,9 +358,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/config/versions',
       auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'Recent versions, newest first', tags: ['config'], query: [{ name: 'limit', description: 'at most this many (default 50)', schema: { type: 'integer', minimum: 1, maximum: 1000 } }], responses: { 200: { description: 'versions', schema: ref('VersionList') }, ...COMMON } },
+      doc: { summary: 'Recent versions, newest first', tags: ['config'], query: [{ name: 'limit', description: 'at most this many (default 50)', schema: { type: 'integer', minimum: 1, maximum: 1000 } }], responses: { 200: { description: 'versions', schema: ref('VersionList') }, 400: problem('limit is not an integer from 1 to 1000'), ...COMMON } },
       async handle(ctx) {
-        const items = await store.versions(Number(ctx.query.get('limit') ?? 50) || 50)
+        const items = await store.versions(integerQuery(ctx.query, 'limit', 50, { min: 1, max: 1000 }))
         sendJson(ctx.res, 200, { items: items.map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() })) })
       },
     },
@@ -367,9 +368,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/config/versions/{version}',
       auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'One version of the document', tags: ['config'], responses: { 200: { description: 'that version', schema: ref('ConfigHead') }, 404: problem('no such version'), ...COMMON } },
+      doc: { summary: 'One version of the document', tags: ['config'], responses: { 200: { description: 'that version', schema: ref('ConfigHead') }, 400: problem('version is not a non-negative integer'), 404: problem('no such version'), ...COMMON } },
       async handle(ctx) {
-        const h = await store.version(Number(ctx.params.version))
+        const h = await store.version(integerParam('version', ctx.params.version))
         if (h === undefined) throw new HttpError(404, `version ${ctx.params.version} does not exist`)
         sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: h.document })
       },
@@ -380,9 +381,11 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       auth: { action: 'admin.write', resource: () => ({ type: 'config' }) },
       doc: { summary: 'Commit an earlier version’s document as a new version', tags: ['config'], requestBody: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } }, responses: { 200: { description: 'committed', schema: ref('WriteResult') }, 404: problem('no such version'), ...WRITE_ERRORS } },
       async handle(ctx) {
-        const body = (await readJson(ctx.req)) as { version?: unknown }
-        const old = await store.version(Number(body?.version))
-        if (old === undefined) throw new HttpError(404, `version ${String(body?.version)} does not exist`)
+        const body = await readJson(ctx.req)
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected {"version": <integer>}', { problems: ['(root): expected an object'] })
+        const version = integerParam('version', (body as { version?: unknown }).version, { min: 1, json: true })
+        const old = await store.version(version)
+        if (old === undefined) throw new HttpError(404, `version ${version} does not exist`)
         const r = await store.commit({ actor: actorOf(ctx), action: 'config.rollback', resource: 'config', change: (head) => ({ document: old.document, before: head.document, after: old.document, result: undefined }) })
         sendJson(ctx.res, 200, { version: r.version, changed: r.changed })
       },
@@ -494,10 +497,12 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           { name: 'limit', description: 'at most this many (default 100)', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
           { name: 'resource', description: 'only this resource, e.g. tenants/acme', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'entries', schema: ref('AuditList') }, ...COMMON },
+        responses: { 200: { description: 'entries', schema: ref('AuditList') }, 400: problem('after or limit is not an integer in range'), ...COMMON },
       },
       async handle(ctx) {
-        const items = await listAudit(store.db, { afterSeq: Number(ctx.query.get('after') ?? 0) || 0, limit: Number(ctx.query.get('limit') ?? 100) || 100, ...(ctx.query.get('resource') ? { resource: ctx.query.get('resource')! } : {}) })
+        const afterSeq = integerQuery(ctx.query, 'after', 0)
+        const limit = integerQuery(ctx.query, 'limit', 100, { min: 1, max: 1000 })
+        const items = await listAudit(store.db, { afterSeq, limit, ...(ctx.query.get('resource') ? { resource: ctx.query.get('resource')! } : {}) })
         sendJson(ctx.res, 200, { items: items.map((e) => ({ ...e, at: new Date(e.at).toISOString() })) })
       },
     },
@@ -547,8 +552,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       doc: { summary: 'ACK or NACK a pushed version', tags: ['push'], requestBody: ref('Ack'), responses: { 204: { description: 'recorded' }, 400: problem('bad body'), 404: problem('unknown proxy'), ...COMMON } },
       async handle(ctx) {
         const b = (await readJson(ctx.req)) as { version?: unknown; status?: unknown; error?: unknown }
-        if (!Number.isInteger(b?.version) || (b.status !== 'ACK' && b.status !== 'NACK')) throw new HttpError(400, 'expected {version, status: ACK|NACK, error?}')
-        const known = await hub.ack(ctx.params.id!, b.version as number, b.status === 'ACK', typeof b.error === 'string' ? b.error : undefined)
+        if (b === null || typeof b !== 'object' || (b.status !== 'ACK' && b.status !== 'NACK')) throw new HttpError(400, 'expected {version, status: ACK|NACK, error?}')
+        const version = integerParam('version', b.version, { json: true })
+        const known = await hub.ack(ctx.params.id!, version, b.status === 'ACK', typeof b.error === 'string' ? b.error : undefined)
         if (!known) throw new HttpError(404, `proxy ${ctx.params.id} has not connected`)
         ctx.res.writeHead(204).end()
       },

@@ -84,6 +84,8 @@ export class Authenticator {
 
 function subjectOf(p: JWTPayload): Subject {
   if (typeof p.sub !== 'string' || p.sub === '') throw new AuthError(401, 'token has no "sub" claim')
+  // sub is the audit actor and tenant a filter in SQL: text columns that cannot hold NUL.
+  if (p.sub.includes('\u0000') || (typeof p.tenant === 'string' && p.tenant.includes('\u0000'))) throw new AuthError(401, 'token "sub" or "tenant" claim contains a NUL character')
   const s: Subject = { sub: p.sub, roles: strings(p.roles), attributes: strings(p.attrs ?? p.attributes) }
   if (typeof p.tenant === 'string' && p.tenant !== '') s.tenant = p.tenant
   return s

@@ -2,6 +2,7 @@
 // themselves for the OpenAPI document (so the document is generated from what is served),
 // JSON bodies with a size bound, and RFC 9457 problem details for every error.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../proxy/json-depth.ts'
 import type { Action, Subject } from './auth.ts'
 
 export type JsonSchema = Record<string, unknown>
@@ -65,11 +66,17 @@ export async function readJson(req: IncomingMessage, maxBytes = MAX_BODY): Promi
     chunks.push(c as Buffer)
   }
   const text = Buffer.concat(chunks).toString('utf8')
+  let value: unknown
   try {
-    return JSON.parse(text) as unknown
+    value = JSON.parse(text) as unknown
   } catch (err) {
     throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`)
   }
+  // JSON.parse copes with any depth, but what follows walks the value recursively (canonical
+  // JSON for ETags, digests and the audit diff; the zod schema): a few KB of "[[[[…" would
+  // overflow the stack there. The data plane's limit, so a document one accepts the other does.
+  if (jsonDepthExceeds(value)) throw new HttpError(400, `body nests objects/arrays deeper than ${MAX_JSON_DEPTH} levels`)
+  return value
 }
 
 export interface RouteContext {

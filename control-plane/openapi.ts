@@ -20,6 +20,19 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
       if (resp.etag) out.headers = { ETag: { description: 'strong validator for If-Match', schema: { type: 'string' } } }
       responses[status] = out
     }
+    // The server refuses, for every route, a path segment that is not UTF-8 percent-encoding and
+    // a NUL in a path or query value (server.ts): such operations can answer 400 even when their
+    // own handler never does.
+    if (!('400' in responses) && (r.path.includes('{') || (r.doc.query?.length ?? 0) > 0)) {
+      responses['400'] = { description: 'a path or query parameter is malformed (not UTF-8 percent-encoding, a NUL, an integer out of range)', content: { 'application/problem+json': { schema: ref('Problem') } } }
+    }
+    // Every JSON body is read by readJson (http-kit.ts): not JSON, too deep, too large, wrong type.
+    if (r.doc.requestBody) {
+      const problemOf = (description: string) => ({ description, content: { 'application/problem+json': { schema: ref('Problem') } } })
+      responses['400'] ??= problemOf('the body is not JSON, nests deeper than 128 levels, or is not what this operation takes')
+      responses['413'] ??= problemOf('the body is too large')
+      responses['415'] ??= problemOf('the body is not application/json')
+    }
     const op: Record<string, unknown> = {
       operationId: `${r.method.toLowerCase()}${r.path.replace(/\{(\w+)\}/g, 'By_$1').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
       summary: r.doc.summary,

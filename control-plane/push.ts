@@ -95,7 +95,8 @@ export class PushHub {
     const now = Date.now()
     const rows = ok
       ? await this.#db.query('UPDATE proxies SET applied_version = $2, acked_at = $3, last_seen = $3 WHERE id = $1 RETURNING id', [proxyId, version, now])
-      : await this.#db.query('UPDATE proxies SET nack_version = $2, nack_error = $3, nack_at = $4, last_seen = $4 WHERE id = $1 RETURNING id', [proxyId, version, (error ?? 'rejected').slice(0, 4000), now])
+      : // A NACK's error text is the proxy's own message, kept (NUL made visible) rather than refused.
+        await this.#db.query('UPDATE proxies SET nack_version = $2, nack_error = $3, nack_at = $4, last_seen = $4 WHERE id = $1 RETURNING id', [proxyId, version, (error ?? 'rejected').slice(0, 4000).replaceAll('\u0000', '\ufffd'), now])
     if (rows.length > 0) this.#events.onAck?.(ok)
     return rows.length > 0
   }

@@ -12,6 +12,7 @@ import { buildOpenApi } from './openapi.ts'
 import type { TrustedKeys } from './plugin-package.ts'
 import { NO_TRUSTED_KEYS } from './plugin-trust.ts'
 import { PushHub } from './push.ts'
+import { hasNul } from './request-values.ts'
 import type { Doc } from './resources.ts'
 import type { SigningKey } from './signing.ts'
 import { CONFIG_CHANNEL, ConfigStore, NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
@@ -113,8 +114,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         continue
       }
       seen.route = r.path
-      const params: Record<string, string> = {}
-      r.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1]!)))
+      const params = pathParams(r.names, m)
+      refuseNulInQuery(url.searchParams)
       const ctx: RouteContext = { req, res, params, query: url.searchParams, subject: undefined }
       if (r.auth) {
         ctx.subject = await authn.authenticate(req.headers.authorization)
@@ -211,6 +212,30 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
 const UNMATCHED = 'unmatched'
 const STREAM_ROUTE = '/v1/stream'
+
+/** Path parameters, percent-decoded; a segment that is not valid UTF-8 percent-encoding or holds NUL is a 400. */
+function pathParams(names: string[], m: RegExpExecArray): Record<string, string> {
+  const params: Record<string, string> = {}
+  names.forEach((n, i) => {
+    const raw = m[i + 1]!
+    let value: string
+    try {
+      value = decodeURIComponent(raw)
+    } catch {
+      throw new HttpError(400, `invalid path parameter ${n}`, { problems: [`${n}: "${raw.length > 60 ? `${raw.slice(0, 57)}…` : raw}" is not valid percent-encoded UTF-8`] })
+    }
+    if (hasNul(value)) throw new HttpError(400, `invalid path parameter ${n}`, { problems: [`${n}: must not contain a NUL character (U+0000)`] })
+    params[n] = value
+  })
+  return params
+}
+
+/** Query values are ids and filters that reach SQL: NUL in one is refused here, for every endpoint. */
+function refuseNulInQuery(query: URLSearchParams): void {
+  for (const [k, v] of query) {
+    if (hasNul(k) || hasNul(v)) throw new HttpError(400, 'invalid query parameter', { problems: [`${hasNul(k) ? 'query parameter name' : k}: must not contain a NUL character (U+0000)`] })
+  }
+}
 
 /** A listen host as it goes in a URL (wildcards: loopback). */
 function hostForUrl(host: string | undefined): string {

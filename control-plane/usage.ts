@@ -5,6 +5,7 @@ import { addCounters, emptyCounters, type TenantCounters } from '../config/usage
 import { canonicalJson } from './canonical-json.ts'
 import { num, type Db, type Tx } from './db.ts'
 import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
+import { hasNul, parseInteger } from './request-values.ts'
 import type { SigningKey } from './signing.ts'
 
 /**
@@ -70,16 +71,51 @@ export function flattenUsage(u: TenantUsage): [string, number][] {
   return out
 }
 
+/**
+ * A counter of one interval: a non-negative number up to MAX_SAFE_INTEGER (cost units may be
+ * fractional; stored rounded). Larger values are no real interval's count, and would overflow the
+ * BIGINT sums; they are refused rather than turned into a database error.
+ */
+function counterProblem(path: string, v: unknown): string | undefined {
+  if (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= Number.MAX_SAFE_INTEGER) return undefined
+  return `${path}: expected a non-negative number up to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(v) ?? String(v)}`
+}
+
+/** Ids and keys become text columns (usage_daily.tenant, .metric; proxies.id, .boot_id): no NUL. */
+function textProblem(path: string, v: string): string | undefined {
+  return hasNul(v) ? `${path}: must not contain a NUL character (U+0000)` : undefined
+}
+
 export function validateReport(body: unknown): UsageReport | string {
   const r = body as Partial<UsageReport> | null
-  if (r === null || typeof r !== 'object') return '(root): expected an object'
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) return '(root): expected an object'
   if (typeof r.proxyId !== 'string' || r.proxyId === '') return 'proxyId: required (string)'
   if (typeof r.bootId !== 'string' || r.bootId === '') return 'bootId: required (string)'
-  if (!Number.isInteger(r.seq) || (r.seq as number) < 1) return 'seq: expected a positive integer'
+  const idProblem = textProblem('proxyId', r.proxyId) ?? textProblem('bootId', r.bootId)
+  if (idProblem) return idProblem
+  if (parseInteger(r.seq, { min: 1 }) === undefined || typeof r.seq !== 'number') {
+    return Number.isInteger(r.seq) && (r.seq as number) > 0 ? `seq: expected a positive integer, at most ${Number.MAX_SAFE_INTEGER}` : 'seq: expected a positive integer'
+  }
   if (typeof r.at !== 'string' || Number.isNaN(Date.parse(r.at))) return 'at: expected an ISO date-time'
   if (r.tenants === null || typeof r.tenants !== 'object' || Array.isArray(r.tenants)) return 'tenants: expected an object of tenant → counters'
   for (const [t, u] of Object.entries(r.tenants)) {
+    const tenantProblem = textProblem(`tenants[${JSON.stringify(t)}]`, t)
+    if (tenantProblem) return tenantProblem
     if (u === null || typeof u !== 'object' || typeof (u as TenantUsage).requests !== 'number' || (u as TenantUsage).requests < 0) return `tenants.${t}.requests: expected a non-negative number`
+    const c = u as TenantUsage
+    for (const field of ['requests', 'errors', 'costUnits', 'bytesExported'] as const) {
+      const p = c[field] === undefined ? undefined : counterProblem(`tenants.${t}.${field}`, c[field])
+      if (p) return p
+    }
+    for (const field of ['rejections', 'dlpActions', 'byKind'] as const) {
+      const m = c[field]
+      if (m === undefined) continue
+      if (m === null || typeof m !== 'object' || Array.isArray(m)) return `tenants.${t}.${field}: expected an object of name → count`
+      for (const [k, v] of Object.entries(m)) {
+        const p = textProblem(`tenants.${t}.${field}[${JSON.stringify(k)}]`, k) ?? counterProblem(`tenants.${t}.${field}.${k}`, v)
+        if (p) return p
+      }
+    }
   }
   return r as UsageReport
 }

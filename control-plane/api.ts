@@ -6,6 +6,7 @@ import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
 import type { Authorizer } from './auth.ts'
 import { etagOf } from './canonical-json.ts'
+import type { Db } from './db.ts'
 import type { Detokenizer } from './detokenize.ts'
 import { HttpError, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
 import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
@@ -29,7 +30,7 @@ export interface ApiDeps extends PluginRouteDeps {
 
 const actorOf = (ctx: RouteContext) => ctx.subject?.sub ?? 'anonymous'
 const problem = (desc = 'error'): { description: string; schema: Record<string, unknown>; contentType: string } => ({ description: desc, schema: ref('Problem'), contentType: 'application/problem+json' })
-const COMMON = { 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy') }
+const COMMON = { 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy'), 503: problem('the database is unavailable, or there is no config yet (retry; Retry-After)') }
 const WRITE_ERRORS = { ...COMMON, 400: problem('the resulting document is invalid (problems name the paths)'), 412: problem('If-Match does not match the current ETag') }
 
 function requireHead(store: ConfigStore): Head {
@@ -55,6 +56,22 @@ function checkPreconditions(ctx: RouteContext, current: unknown): void {
 function tenantZone(doc: Doc, tenant: string): string {
   const t = (doc.tenants as Record<string, { timezone?: string }> | undefined)?.[tenant]
   return t?.timezone ?? 'UTC'
+}
+
+// Under the Kubernetes readinessProbe's 2 s timeout, so the probe gets an answer, not a timeout.
+const READY_TIMEOUT_MS = 1_500
+
+/** The database answers a trivial query within READY_TIMEOUT_MS. */
+async function databaseAnswers(db: Db): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), READY_TIMEOUT_MS)
+  })
+  try {
+    return await Promise.race([db.query('SELECT 1').then(() => true, () => false), late])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
@@ -335,6 +352,19 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       },
     },
     {
+      method: 'GET',
+      path: '/readyz',
+      doc: {
+        summary: 'Readiness: the database answers (SELECT 1 within 1.5 s); /healthz is liveness only',
+        tags: ['meta'],
+        responses: { 200: { description: 'ready', schema: ref('Ready') }, 503: problem('not ready: the database does not answer') },
+      },
+      async handle(ctx) {
+        if (!(await databaseAnswers(store.db))) throw new HttpError(503, `not ready: the ${store.db.kind} database does not answer`, { headers: { 'retry-after': '5' } })
+        sendJson(ctx.res, 200, { status: 'ready', database: store.db.kind, version: store.head()?.version ?? 0 })
+      },
+    },
+    {
       method: 'PUT',
       path: '/v1/config',
       auth: { action: 'admin.write', resource: () => ({ type: 'config' }) },
@@ -604,7 +634,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         summary: 'Turn DLP tokens back into values (dlp.detokenize, justification required, audited)',
         tags: ['dlp'],
         requestBody: ref('DetokenizeInput'),
-        responses: { 200: { description: 'values (null: see errors)', schema: ref('DetokenizeResult') }, 400: problem('bad body'), 501: problem('no tokenizer in this build'), 503: problem('the DLP keyring cannot be read'), ...COMMON },
+        responses: { 200: { description: 'values (null: see errors)', schema: ref('DetokenizeResult') }, 400: problem('bad body'), 501: problem('no tokenizer in this build'), ...COMMON, 503: problem('the DLP keyring cannot be read, or the database is unavailable') },
       },
       async handle(ctx) {
         const b = (await readJson(ctx.req)) as { tokens?: unknown; tenant?: unknown }

@@ -27,6 +27,61 @@ export interface Db extends Tx {
 
 const PLACEHOLDER = /\$(\d+)/g
 
+/**
+ * The database cannot be reached or cannot take the statement now (PostgreSQL down, restarting,
+ * out of connections; SQLite locked by another process past its busy timeout). The API answers
+ * 503: the request was fine and may be retried. The driver's error is the `cause`, for the log.
+ */
+export class DatabaseUnavailable extends Error {
+  constructor(cause: unknown) {
+    super('the database is unavailable', { cause })
+    this.name = 'DatabaseUnavailable'
+  }
+}
+
+/** A text parameter holds NUL (U+0000), which PostgreSQL's text type cannot store. */
+export class NulInText extends Error {
+  constructor() {
+    super('a text value contains a NUL character (U+0000), which the database cannot store')
+    this.name = 'NulInText'
+  }
+}
+
+/**
+ * Refused on both engines, so a value SQLite would take is not one PostgreSQL turns into a 500:
+ * the API checks ids, filters and keys where they enter (naming them); this is the net below.
+ */
+function checkParams(params: readonly SqlValue[]): void {
+  for (const p of params) if (typeof p === 'string' && p.includes('\u0000')) throw new NulInText()
+}
+
+/** Node's socket errors that mean "no connection to the server". */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED'])
+/** pg's own messages for a connection it lost or never got. */
+const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable)/
+
+/** True for errors that say the PostgreSQL server is out of reach, not that the statement is wrong. */
+export function isPostgresUnavailable(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false
+  const e = err as { code?: unknown; message?: unknown; errors?: unknown }
+  if (typeof e.code === 'string') {
+    if (NETWORK_CODES.has(e.code)) return true
+    // SQLSTATE class 08 (connection exception), 57P01-57P03 (server shutting down, starting up),
+    // 53300 (too many connections).
+    if (/^08...$/.test(e.code) || /^57P0[123]$/.test(e.code) || e.code === '53300') return true
+  }
+  if (typeof e.message === 'string' && PG_CONNECTION_MESSAGES.test(e.message)) return true
+  // `localhost` resolves to ::1 and 127.0.0.1: Node reports both refusals as one AggregateError.
+  if (Array.isArray(e.errors)) return e.errors.length > 0 && e.errors.every(isPostgresUnavailable)
+  return false
+}
+
+/** SQLITE_BUSY (5) and SQLITE_LOCKED (6), extended codes included: another connection holds the lock. */
+function isSqliteBusy(err: unknown): boolean {
+  const code = (err as { errcode?: unknown } | null)?.errcode
+  return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6)
+}
+
 class SqliteDb implements Db {
   readonly kind = 'sqlite'
   readonly #db: DatabaseSync
@@ -40,10 +95,15 @@ class SqliteDb implements Db {
   }
 
   #run<T>(sql: string, params: readonly SqlValue[]): T[] {
-    const stmt = this.#db.prepare(sql.replace(PLACEHOLDER, '?$1'))
-    if (/^\s*(select|with|pragma)\b/i.test(sql) || /\breturning\b/i.test(sql)) return stmt.all(...params) as T[]
-    stmt.run(...params)
-    return []
+    checkParams(params)
+    try {
+      const stmt = this.#db.prepare(sql.replace(PLACEHOLDER, '?$1'))
+      if (/^\s*(select|with|pragma)\b/i.test(sql) || /\breturning\b/i.test(sql)) return stmt.all(...params) as T[]
+      stmt.run(...params)
+      return []
+    } catch (err) {
+      throw isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+    }
   }
 
   async query<T = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
@@ -55,15 +115,19 @@ class SqliteDb implements Db {
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const run = async (): Promise<T> => {
       // BEGIN IMMEDIATE takes the write lock up front: two writers never both read the head.
-      this.#db.exec('BEGIN IMMEDIATE')
+      try {
+        this.#db.exec('BEGIN IMMEDIATE')
+      } catch (err) {
+        throw isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+      }
       const tx: Tx = { query: async <R>(sql: string, params: readonly SqlValue[] = []) => this.#run<R>(sql, params) }
       try {
         const out = await fn(tx)
         this.#db.exec('COMMIT')
         return out
       } catch (err) {
-        this.#db.exec('ROLLBACK')
-        throw err
+        if (this.#db.isTransaction) this.#db.exec('ROLLBACK')
+        throw isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
       }
     }
     const p = this.#chain.then(run, run)
@@ -84,33 +148,56 @@ class PostgresDb implements Db {
 
   constructor(url: string) {
     this.#url = url
-    this.#pool = new pg.Pool({ connectionString: url, max: 10 })
+    // A server that accepts TCP but never answers (a network partition) fails a request after
+    // 5 s with a 503 instead of holding it forever; so does waiting that long for a pooled client.
+    this.#pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 5_000 })
     // An idle client that loses its server must not crash the process; the next query reconnects.
     this.#pool.on('error', () => undefined)
   }
 
   async query<T = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
-    const r = await this.#pool.query(sql, params as SqlValue[])
-    return r.rows as T[]
+    checkParams(params)
+    try {
+      const r = await this.#pool.query(sql, params as SqlValue[])
+      return r.rows as T[]
+    } catch (err) {
+      throw isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
+    }
   }
 
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    const client = await this.#pool.connect()
+    let client: pg.PoolClient
+    try {
+      client = await this.#pool.connect()
+    } catch (err) {
+      throw isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
+    }
+    let out: T
     try {
       await client.query('BEGIN')
       // Writes serialize on one advisory lock: a config version or an audit entry is appended to
       // a chain whose head every writer reads first, so two writers must not interleave.
       await client.query('SELECT pg_advisory_xact_lock(7070)')
-      const tx: Tx = { query: async <R>(sql: string, params: readonly SqlValue[] = []) => (await client.query(sql, params as SqlValue[])).rows as R[] }
-      const out = await fn(tx)
+      const tx: Tx = {
+        query: async <R>(sql: string, params: readonly SqlValue[] = []) => {
+          checkParams(params)
+          return (await client.query(sql, params as SqlValue[])).rows as R[]
+        },
+      }
+      out = await fn(tx)
       await client.query('COMMIT')
-      return out
     } catch (err) {
+      if (isPostgresUnavailable(err)) {
+        // A client whose connection broke is discarded, not handed to the next request.
+        client.release(err as Error)
+        throw new DatabaseUnavailable(err)
+      }
       await client.query('ROLLBACK').catch(() => undefined)
-      throw err
-    } finally {
       client.release()
+      throw err
     }
+    client.release()
+    return out
   }
 
   async listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>> {

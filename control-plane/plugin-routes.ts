@@ -64,6 +64,7 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
           413: problem('body too large (reason: malformed)'),
           415: problem('not a JSON body (reason: malformed)'),
           422: problem('refused: reason unsigned, bad_signature or untrusted_publisher'),
+          503: problem('the database is unavailable (retry; Retry-After)'),
         },
       },
       async handle(ctx) {
@@ -110,7 +111,7 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
           { name: 'name', description: 'only this plugin', schema: { type: 'string' } },
           { name: 'publisher', description: 'only this publisher', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'plugins', schema: ref('PluginList') }, 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy') },
+        responses: { 200: { description: 'plugins', schema: ref('PluginList') }, 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy'), 503: problem('the database is unavailable (retry; Retry-After)') },
       },
       async handle(ctx) {
         const name = ctx.query.get('name') ?? undefined

@@ -26,7 +26,16 @@ export function componentSchemas(): Record<string, JsonSchema> {
     Problem: {
       type: 'object',
       required: ['title', 'status', 'detail'],
-      properties: { type: str, title: str, status: int, detail: str, problems: { type: 'array', items: str }, current: {}, reason: { description: 'why a plugin upload was refused', enum: [...REJECTION_REASONS] } },
+      properties: {
+        type: str,
+        title: str,
+        status: int,
+        detail: str,
+        problems: { type: 'array', items: str },
+        current: {},
+        reason: { description: 'why a plugin upload was refused', enum: [...REJECTION_REASONS] },
+        requestId: { type: 'string', description: '500 and 503: the x-request-id under which the control plane logged the cause' },
+      },
     },
     PluginPackage: {
       type: 'object',
@@ -142,6 +151,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
     DecideInput: { type: 'object', required: ['subject', 'action', 'resource'], properties: { subject: { type: 'object' }, action: str, resource: { type: 'object' }, context: { type: 'object' } } },
     Decision: { type: 'object', required: ['allow', 'reason'], additionalProperties: false, properties: { allow: { type: 'boolean' }, reason: str } },
     SigningKey: { type: 'object', required: ['keyId', 'algorithm', 'publicKeyPem'], additionalProperties: false, properties: { keyId: str, algorithm: { const: 'ed25519' }, publicKeyPem: str } },
+    Ready: { type: 'object', required: ['status', 'database', 'version'], additionalProperties: false, properties: { status: { const: 'ready' }, database: { enum: ['sqlite', 'postgres'] }, version: int } },
     Health: { type: 'object', required: ['status', 'version', 'proxiesConnected'], additionalProperties: false, properties: { status: str, version: int, proxiesConnected: int } },
     DetokenizeInput: { type: 'object', required: ['tokens'], properties: { tokens: { type: 'array', items: str, maxItems: 1000 }, tenant: str } },
     DetokenizeResult: {

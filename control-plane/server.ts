@@ -1,9 +1,10 @@
 // `igw control-plane`: the HTTP server wiring the store, the push hub, usage, auth and the APIs.
+import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
 import { buildRoutes, type ApiDeps } from './api.ts'
 import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
-import { openDb, type Db } from './db.ts'
+import { DatabaseUnavailable, NulInText, openDb, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
 import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
 import { compile, HttpError, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
@@ -133,6 +134,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const server: Server = createServer((req, res) => {
     const t0 = performance.now()
     const seen = { route: UNMATCHED, counted: false }
+    // Kept when the caller sent a sane one (a proxy or a gateway in front), made up otherwise; it
+    // names the log line of a failed request, whose details the client is never shown.
+    const incoming = req.headers['x-request-id']
+    const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+    res.setHeader('x-request-id', requestId)
     // Counted when the response is handed to the socket ('finish'), or when the connection ends
     // first ('close': a client that went away, or the end of a config stream).
     const count = () => {
@@ -144,8 +150,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     res.once('finish', count)
     res.once('close', count)
     handle(req, res, seen).catch((err: unknown) => {
-      const e = toHttpError(err)
-      if (e.status >= 500) logger.error({ err, method: req.method, url: req.url }, 'request failed')
+      const e = toHttpError(err, requestId)
+      if (e.status >= 500) logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, e.status === 503 && err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : 'request failed')
       if (res.headersSent) {
         res.destroy()
         return
@@ -212,6 +218,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
 const UNMATCHED = 'unmatched'
 const STREAM_ROUTE = '/v1/stream'
+const REQUEST_ID = /^[\w.:@-]{1,128}$/
 
 /** Path parameters, percent-decoded; a segment that is not valid UTF-8 percent-encoding or holds NUL is a 400. */
 function pathParams(names: string[], m: RegExpExecArray): Record<string, string> {
@@ -243,11 +250,20 @@ function hostForUrl(host: string | undefined): string {
   return host.includes(':') ? `[${host}]` : host
 }
 
-function toHttpError(err: unknown): HttpError {
+/**
+ * The problem a thrown error becomes. Anything not anticipated is a 500 whose text is generic:
+ * driver and runtime messages (SQL, file paths, stack overflows) go to the log under the request
+ * id, which the answer carries so an operator can find them.
+ */
+function toHttpError(err: unknown, requestId: string): HttpError {
   if (err instanceof HttpError) return err
   if (err instanceof AuthError) return new HttpError(err.status, err.message, err.status === 401 ? { headers: { 'www-authenticate': `Bearer error="invalid_token", error_description="${err.message.replace(/"/g, "'")}"` } } : {})
   if (err instanceof ValidationFailed) return new HttpError(400, 'the change would make the config document invalid', { problems: err.problems })
   if (err instanceof PreconditionFailed) return new HttpError(412, err.message, err.current ? { headers: { etag: err.current }, extra: { current: err.current } } : {})
   if (err instanceof NotFound) return new HttpError(404, err.message)
-  return new HttpError(500, `internal error: ${(err as Error).message}`)
+  if (err instanceof NulInText) return new HttpError(400, err.message)
+  if (err instanceof DatabaseUnavailable) {
+    return new HttpError(503, `the database is unavailable; try again shortly (request id ${requestId})`, { headers: { 'retry-after': '5' }, extra: { requestId } })
+  }
+  return new HttpError(500, `internal error (request id ${requestId}; the control plane log has the details)`, { extra: { requestId } })
 }

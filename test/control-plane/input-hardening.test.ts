@@ -215,5 +215,38 @@ describe.each(engines)('input hardening on $name', (engine) => {
     const notObject = await cp.api('/v1/config/rollback', { method: 'POST', body: '[1]', token: admin })
     expect(await oa.check(notObject, 'POST', '/v1/config/rollback')).toMatchObject({ status: 400 })
   })
-})
 
+  it('/readyz checks the database; /healthz stays liveness', async () => {
+    const ready = await cp.api('/readyz', { token: '' })
+    expect(await oa.check(ready, 'GET', '/readyz')).toEqual({ status: 'ready', database: engine.name, version: cp.store.head()!.version })
+    expect(await oa.check(await cp.api('/healthz', { token: '' }), 'GET', '/healthz')).toMatchObject({ status: 'ok' })
+  })
+
+  // Last: it breaks the database under the running control plane.
+  it('an unexpected error is a 500 with a request id, never the database’s own text; the log has it', async () => {
+    if (engine.name === 'sqlite') {
+      const side = new DatabaseSync(cp.dbSpec.slice('sqlite:'.length))
+      side.exec('DROP TABLE alerts')
+      side.close()
+    } else {
+      const side = new pg.Client({ connectionString: cp.dbSpec })
+      await side.connect()
+      await side.query('DROP TABLE alerts')
+      await side.end()
+    }
+    const r = await cp.api('/v1/alerts', { token: admin, headers: { 'x-request-id': 'hardening-req-1' } })
+    expect(r.status).toBe(500)
+    expect(r.headers.get('x-request-id')).toBe('hardening-req-1')
+    const text = await r.text()
+    expect(text).not.toMatch(/alerts|relation|table|SQL/i)
+    expect(JSON.parse(text)).toEqual({ type: 'about:blank', title: 'Internal Server Error', status: 500, detail: 'internal error (request id hardening-req-1; the control plane log has the details)', requestId: 'hardening-req-1' })
+    const line = logs.lines.find((l) => l.requestId === 'hardening-req-1')
+    expect(line).toMatchObject({ level: 50, msg: 'request failed', status: 500, err: { message: expect.stringMatching(/alerts/) } })
+    // Without one the client sent, the id is made up and still ties the answer to the log line.
+    const anon = await cp.api('/v1/alerts', { token: admin })
+    const id = anon.headers.get('x-request-id')!
+    expect(id).toMatch(/^[0-9a-f-]{36}$/)
+    expect(await anon.json()).toMatchObject({ status: 500, requestId: id })
+    expect(logs.lines.some((l) => l.requestId === id)).toBe(true)
+  })
+})

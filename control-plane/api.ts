@@ -58,6 +58,11 @@ function tenantZone(doc: Doc, tenant: string): string {
   return t?.timezone ?? 'UTC'
 }
 
+/** Where item `id` of a collection sits in the document, as problems name paths ("quotas.tenants.acme.budget"). */
+function documentPath(c: CollectionSpec, id: string): string {
+  return [...c.path, id, ...(c.leaf === undefined ? [] : [c.leaf])].join('.')
+}
+
 // Under the Kubernetes readinessProbe's 2 s timeout, so the probe gets an answer, not a timeout.
 const READY_TIMEOUT_MS = 1_500
 
@@ -122,9 +127,12 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         responses: { 200: { description: 'replaced', schema: ref(name), etag: true }, 201: { description: 'created', schema: ref(name), etag: true }, ...WRITE_ERRORS },
       },
       async handle(ctx) {
+        const id = ctx.params.id!
+        // Assigning map["__proto__"] sets the prototype instead of a key, and the schema would drop
+        // such a key anyway: it can be neither stored nor read back, so it is not an id.
+        if (id === '__proto__') throw new HttpError(400, `"__proto__" cannot be the id of one of ${c.name}`, { problems: [`${documentPath(c, id)}: "__proto__" is not allowed as a key`] })
         const body = await readJson(ctx.req)
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object', { problems: [`${c.name}.${ctx.params.id}: expected an object`] })
-        const id = ctx.params.id!
         let created = false
         const r = await deps.store.commit({
           actor: actorOf(ctx),

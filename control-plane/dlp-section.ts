@@ -9,6 +9,8 @@ const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !
 /** Set a tenant's DLP preset (or the default one); returns the new config version. */
 export async function setDlpPreset(store: ConfigStore, actor: string, tenant: string | undefined, preset: string): Promise<number> {
   if (preset === '') throw new ValidationFailed(['preset: expected a preset name'])
+  // tenants["__proto__"] = … would set a prototype, not a tenant's preset: a silent no-op.
+  if (tenant === '__proto__') throw new ValidationFailed(['dlp.tenants.__proto__: "__proto__" is not allowed as a key'])
   const r = await store.commit({
     actor,
     action: 'dlp.preset.set',

@@ -112,19 +112,28 @@ export function getItem(doc: Doc, spec: CollectionSpec, id: string): unknown {
   return listItems(doc, spec).find((i) => i.id === id)?.value
 }
 
+/**
+ * Set an own key. Plain assignment of an id from a URL would, for "__proto__", replace the
+ * object's prototype and store nothing; as an own key it stays visible, and validateDocument
+ * refuses it with its path.
+ */
+function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true })
+}
+
 /** The document with item `id` set to value (undefined deletes it). Lists keep their order. */
 export function putItem(doc: Doc, spec: CollectionSpec, id: string, value: unknown): Doc {
   if (spec.shape === 'map') {
     const c = at(doc, spec.path)
     const map: Record<string, unknown> = c !== null && typeof c === 'object' && !Array.isArray(c) ? { ...(c as Record<string, unknown>) } : {}
     if (spec.leaf !== undefined) {
-      const entry = { ...((map[id] as Record<string, unknown> | undefined) ?? {}) }
+      const entry = { ...((Object.hasOwn(map, id) ? (map[id] as Record<string, unknown> | undefined) : undefined) ?? {}) }
       if (value === undefined) delete entry[spec.leaf]
-      else entry[spec.leaf] = value
-      if (Object.keys(entry).length) map[id] = entry
+      else setOwn(entry, spec.leaf, value)
+      if (Object.keys(entry).length) setOwn(map, id, entry)
       else delete map[id]
     } else if (value === undefined) delete map[id]
-    else map[id] = value
+    else setOwn(map, id, value)
     return setAt(doc, spec.path, map)
   }
   const c = at(doc, spec.path)

@@ -63,8 +63,34 @@ export interface CommitResult<R> {
   changed: boolean
 }
 
+/**
+ * "__proto__" as a key anywhere in the document: JSON.parse keeps it as a key, but assignment
+ * (and so the zod schema, and every proxy that loads the document) treats it as the prototype and
+ * drops it — what was stored would not be what runs. Iterative: documents come from clients.
+ */
+export function prototypeKeyProblems(doc: unknown, max = 20): string[] {
+  const out: string[] = []
+  const stack: [unknown, string][] = [[doc, '']]
+  while (stack.length > 0 && out.length < max) {
+    const [v, path] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], `${path}[${i}]`])
+      continue
+    }
+    for (const k of Object.keys(v).reverse()) {
+      const p = path ? `${path}.${k}` : k
+      if (k === '__proto__') out.push(`${p}: "__proto__" is not allowed as a key`)
+      else stack.push([(v as Record<string, unknown>)[k], p])
+    }
+  }
+  return out
+}
+
 /** Validate a whole document with the proxy's schema; throws ValidationFailed with path-named problems. */
 export function validateDocument(doc: unknown): void {
+  const reserved = prototypeKeyProblems(doc)
+  if (reserved.length > 0) throw new ValidationFailed(reserved)
   try {
     validateConfig(doc, 'document')
   } catch (err) {

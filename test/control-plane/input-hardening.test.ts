@@ -207,6 +207,46 @@ describe.each(engines)('input hardening on $name', (engine) => {
     expect(await oa.check(doc, 'PUT', '/v1/tenants/{id}')).toMatchObject({ config: { displayName: 'a\u0000b' } })
   })
 
+  it('"__proto__" as an id is refused with 400 naming the path — never a 201 that stored nothing', async () => {
+    const before = { version: cp.store.head()!.version, audit: await auditCount() }
+    const cases: [string, unknown, string, string][] = [
+      ['/v1/tenants/__proto__', { tier: 'gold' }, '/v1/tenants/{id}', 'tenants.__proto__'],
+      ['/v1/upstreams/__proto__', { url: 'http://127.0.0.1:1' }, '/v1/upstreams/{id}', 'upstreams.__proto__'],
+      ['/v1/quota-limits/__proto__', { graphql: { limitPerDay: 5 } }, '/v1/quota-limits/{id}', 'quotas.tenants.__proto__'],
+      ['/v1/budgets/__proto__', { limit: 5 }, '/v1/budgets/{id}', 'quotas.tenants.__proto__.budget'],
+      ['/v1/dlp-tenants/__proto__', { preset: 'mask_basic' }, '/v1/dlp-tenants/{id}', 'dlp.tenants.__proto__'],
+      ['/v1/persisted-documents/__proto__', { document: 'query { a }' }, '/v1/persisted-documents/{id}', 'persistedDocuments.operations.__proto__'],
+    ]
+    for (const [path, body, template, docPath] of cases) {
+      const r = await cp.api(path, { method: 'PUT', body: json(body), token: admin })
+      expect(r.status, path).toBe(400)
+      expect(await oa.check(r, 'PUT', template), path).toMatchObject({ problems: [`${docPath}: "__proto__" is not allowed as a key`] })
+    }
+    // The whole document with such a key (JSON.parse keeps it; the schema would drop it).
+    const head = (await (await cp.api('/v1/config', { token: admin })).json()) as { document: Record<string, unknown> }
+    const text = JSON.stringify(head.document).replace('"tenants":{', '"tenants":{"__proto__":{"tier":"gold"},')
+    const whole = await cp.api('/v1/config', { method: 'PUT', body: text, token: admin })
+    expect(await oa.check(whole, 'PUT', '/v1/config')).toMatchObject({ status: 400, problems: ['tenants.__proto__: "__proto__" is not allowed as a key'] })
+    expect(cp.store.head()!.version).toBe(before.version)
+    expect(await auditCount()).toBe(before.audit)
+    expect(await oa.check(await cp.api('/v1/tenants/__proto__', { token: admin }), 'GET', '/v1/tenants/{id}')).toMatchObject({ status: 404 })
+    expect(await oa.check(await cp.api('/v1/tenants/__proto__', { method: 'DELETE', token: admin }), 'DELETE', '/v1/tenants/{id}')).toMatchObject({ status: 404 })
+
+    // Other Object.prototype names are ordinary keys: stored, versioned, audited and read back.
+    for (const id of ['constructor', 'prototype', 'toString']) {
+      const v0 = cp.store.head()!.version
+      const created = await cp.api(`/v1/tenants/${id}`, { method: 'PUT', body: json({ tier: 'silver' }), token: admin })
+      expect(created.status, id).toBe(201)
+      expect(await oa.check(created, 'PUT', '/v1/tenants/{id}')).toMatchObject({ id, config: { tier: 'silver' }, version: v0 + 1 })
+      expect(await oa.check(await cp.api(`/v1/tenants/${id}`, { token: admin }), 'GET', '/v1/tenants/{id}')).toMatchObject({ id, config: { tier: 'silver' } })
+      const replaced = await cp.api(`/v1/tenants/${id}`, { method: 'PUT', body: json({ tier: 'gold' }), token: admin })
+      expect(replaced.status, id).toBe(200)
+      const audit = (await (await cp.api(`/v1/audit?resource=tenants/${id}`, { token: admin })).json()) as { items: { action: string }[] }
+      expect(audit.items.map((e) => e.action)).toEqual(['tenants.put', 'tenants.put'])
+      expect((await cp.api(`/v1/tenants/${id}`, { method: 'DELETE', token: admin })).status).toBe(200)
+    }
+  })
+
   it('rollback without a usable version is a 400, not a 404 for "version undefined"', async () => {
     for (const body of ['{}', '{"version":null}', '{"version":"x"}']) {
       const r = await cp.api('/v1/config/rollback', { method: 'POST', body, token: admin })

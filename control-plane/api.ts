@@ -575,12 +575,19 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string' } },
           { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'event stream', contentType: 'text/event-stream', schema: { type: 'string' } }, 400: problem('no proxy id'), ...COMMON },
+        responses: { 200: { description: 'event stream', contentType: 'text/event-stream', schema: { type: 'string' } }, 400: problem('no proxy id, or version is not a non-negative integer'), ...COMMON },
       },
       async handle(ctx) {
+        // Everything is checked before the first byte: after the 200 the only way to report an
+        // error is to break the stream.
         const id = ctx.query.get('proxy')
         if (!id || !/^[\w.:@-]{1,200}$/.test(id)) throw new HttpError(400, 'expected ?proxy=<id> (letters, digits, _.:@-)')
-        await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, Number(ctx.query.get('version') ?? 0) || 0, store.head())
+        const version = integerQuery(ctx.query, 'version', 0)
+        if (ctx.req.method === 'HEAD') {
+          ctx.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' }).end()
+          return
+        }
+        await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, version, () => store.head())
       },
     },
     {

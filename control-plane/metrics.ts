@@ -25,8 +25,10 @@ export class ControlPlaneMetrics {
   readonly auditAppends = new Counter({ name: 'igw_control_plane_audit_appends_total', help: 'Entries appended to the signed audit log, by action', labelNames: ['action'] as const, registers: [this.registry] })
   readonly pluginUploads = new Counter({ name: 'igw_plugin_uploads_total', help: 'Plugin packages accepted (signature verified with a trusted publisher key) and stored', labelNames: ['publisher'] as const, registers: [this.registry] })
   readonly pluginRejections = new Counter({ name: 'igw_plugin_upload_rejections_total', help: 'Plugin uploads refused, by reason (unsigned|bad_signature|untrusted_publisher|malformed)', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly streamDrops = new Counter({ name: 'igw_control_plane_stream_drops_total', help: 'Config streams closed by the control plane, by reason (stalled: the proxy stopped reading)', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly streamBuffered: Gauge
 
-  constructor(collect: { proxiesConnected: () => number; headVersion: () => number }) {
+  constructor(collect: { proxiesConnected: () => number; headVersion: () => number; streamBufferedBytes?: () => number }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'igw_' })
     // Read at scrape time from the hub and the store (no bookkeeping on every change).
     this.proxiesConnected = new Gauge({
@@ -45,10 +47,19 @@ export class ControlPlaneMetrics {
         this.set(collect.headVersion())
       },
     })
+    this.streamBuffered = new Gauge({
+      name: 'igw_control_plane_stream_buffered_bytes',
+      help: 'Bytes written to config streams that their proxies have not read yet (at most about one snapshot per stream)',
+      registers: [this.registry],
+      collect() {
+        this.set(collect.streamBufferedBytes?.() ?? 0)
+      },
+    })
     // Every reason exists from the start at 0: Prometheus' increase() sees the first refusal as
     // 0 → 1 instead of a new series that starts at 1 (which it would read as no increase).
     for (const reason of REJECTION_REASONS) this.pluginRejections.labels(reason).inc(0)
     for (const result of ['ack', 'nack']) this.acks.labels(result).inc(0)
+    this.streamDrops.labels('stalled').inc(0)
   }
 
   reject(reason: RejectionReason): void {

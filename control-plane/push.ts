@@ -3,6 +3,12 @@
 // version as it is committed. It answers each with POST /v1/proxies/{id}/ack (ACK or NACK with
 // the error), like xDS's ACK/NACK but over plain HTTP. The event text is built once per version
 // and written to every stream, so fan-out is one write per proxy.
+//
+// A proxy that stops reading (stopped process, dead network path) must not make the control plane
+// buffer every later snapshot for it: while a stream's buffer has not drained, newer versions are
+// not queued behind it — only the newest waits, and is written when the buffer drains (a proxy
+// only needs the head; older versions are skipped anyway). A stream that has not drained for
+// `stallMs` is closed, logged and counted; the proxy reconnects with its version and gets the head.
 import type { ServerResponse } from 'node:http'
 import { num, type Db } from './db.ts'
 import type { Head } from './store.ts'
@@ -22,9 +28,17 @@ interface Stream {
   res: ServerResponse
   proxyId: string
   sentVersion: number
+  /** The buffer is above its high-water mark: nothing more is written until 'drain'. */
+  blocked: boolean
+  blockedSince: number
+  /** The newest version that arrived while blocked (older ones are dropped: the proxy wants the head). */
+  pending: Head | undefined
+  stallTimer: NodeJS.Timeout | undefined
 }
 
 const HEARTBEAT_MS = 15_000
+/** How long a stream may go without draining before it is closed (a 4 MB snapshot over a slow link still fits). */
+export const DEFAULT_STALL_MS = 60_000
 
 export function snapshotEvent(head: Head): string {
   return `id: ${head.version}\nevent: snapshot\ndata: ${JSON.stringify(head.envelope)}\n\n`
@@ -34,6 +48,13 @@ export function snapshotEvent(head: Head): string {
 export interface PushHubEvents {
   onPush?(): void
   onAck?(ok: boolean): void
+  /** A stream was closed because its proxy stopped reading it. */
+  onStalled?(proxyId: string, bufferedBytes: number, stalledMs: number): void
+}
+
+export interface PushHubOptions {
+  /** Close a stream whose buffer has not drained for this long (default 60 s). */
+  stallMs?: number
 }
 
 export class PushHub {
@@ -41,14 +62,16 @@ export class PushHub {
   readonly #events: PushHubEvents
   readonly #streams = new Map<string, Stream>()
   readonly #heartbeat: NodeJS.Timeout
+  readonly #stallMs: number
   #lastEvent: { version: number; text: string } | undefined
 
-  constructor(db: Db, events: PushHubEvents = {}) {
+  constructor(db: Db, events: PushHubEvents = {}, opts: PushHubOptions = {}) {
     this.#db = db
     this.#events = events
+    this.#stallMs = opts.stallMs ?? DEFAULT_STALL_MS
     // Comments keep idle connections open through proxies and let both sides notice a dead peer.
     this.#heartbeat = setInterval(() => {
-      for (const s of this.#streams.values()) s.res.write(': ping\n\n')
+      for (const s of this.#streams.values()) if (!s.blocked) this.#write(s, ': ping\n\n')
     }, HEARTBEAT_MS)
     this.#heartbeat.unref()
   }
@@ -57,33 +80,79 @@ export class PushHub {
     return this.#streams.size
   }
 
-  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, head: Head | undefined): Promise<void> {
+  /** Bytes written to streams that their proxies have not read yet. */
+  get bufferedBytes(): number {
+    let n = 0
+    for (const s of this.#streams.values()) n += s.res.writableLength
+    return n
+  }
+
+  /** `currentHead` is read once the stream is registered, so a commit during the open is not missed. */
+  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined): Promise<void> {
+    // The row first, before any byte of the answer: a database that fails here is an error
+    // status the proxy retries, not a 200 whose stream then breaks.
+    await this.#db.query(
+      'INSERT INTO proxies (id, hostname, boot_id, first_seen, last_seen, connected, applied_version) VALUES ($1, $2, $3, $4, $4, 1, $5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, last_seen = excluded.last_seen, connected = 1, applied_version = COALESCE(excluded.applied_version, proxies.applied_version)',
+      [proxyId, hostname ?? null, bootId ?? null, Date.now(), runningVersion > 0 ? runningVersion : null],
+    )
+    if (res.socket === null || res.socket.destroyed) return // the proxy left while we wrote the row
     const old = this.#streams.get(proxyId)
-    if (old) old.res.end() // a reconnect replaces the previous stream of the same proxy
+    // A reconnect replaces the previous stream of the same proxy (destroyed when it is not
+    // draining: end() would wait for a reader that has gone).
+    if (old) {
+      clearTimeout(old.stallTimer)
+      if (old.blocked) old.res.destroy()
+      else old.res.end()
+    }
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
     res.flushHeaders()
-    const s: Stream = { res, proxyId, sentVersion: runningVersion }
+    const s: Stream = { res, proxyId, sentVersion: runningVersion, blocked: false, blockedSince: 0, pending: undefined, stallTimer: undefined }
     this.#streams.set(proxyId, s)
     res.on('close', () => {
+      clearTimeout(s.stallTimer)
       if (this.#streams.get(proxyId) === s) {
         this.#streams.delete(proxyId)
         void this.#db.query('UPDATE proxies SET connected = 0, last_seen = $2 WHERE id = $1', [proxyId, Date.now()]).catch(() => undefined)
       }
     })
-    const now = Date.now()
-    await this.#db.query(
-      'INSERT INTO proxies (id, hostname, boot_id, first_seen, last_seen, connected, applied_version) VALUES ($1, $2, $3, $4, $4, 1, $5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, last_seen = excluded.last_seen, connected = 1, applied_version = COALESCE(excluded.applied_version, proxies.applied_version)',
-      [proxyId, hostname ?? null, bootId ?? null, now, runningVersion > 0 ? runningVersion : null],
-    )
+    const head = currentHead()
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
-    else res.write(`event: current\ndata: {"version":${head?.version ?? 0}}\n\n`)
+    else this.#write(s, `event: current\ndata: {"version":${head?.version ?? 0}}\n\n`)
   }
 
   #send(s: Stream, head: Head): void {
+    if (s.blocked) {
+      // Coalesce: the proxy has not taken what it was sent; it gets only the newest version next.
+      if (head.version > (s.pending?.version ?? 0)) s.pending = head
+      return
+    }
     if (this.#lastEvent?.version !== head.version) this.#lastEvent = { version: head.version, text: snapshotEvent(head) }
-    s.res.write(this.#lastEvent.text)
     s.sentVersion = head.version
+    s.pending = undefined
     this.#events.onPush?.()
+    this.#write(s, this.#lastEvent.text)
+  }
+
+  #write(s: Stream, text: string): void {
+    if (s.res.write(text)) return
+    s.blocked = true
+    s.blockedSince = Date.now()
+    s.stallTimer = setTimeout(() => this.#stalled(s), this.#stallMs)
+    s.stallTimer.unref()
+    s.res.once('drain', () => {
+      clearTimeout(s.stallTimer)
+      s.blocked = false
+      const next = s.pending
+      s.pending = undefined
+      if (next !== undefined && next.version > s.sentVersion && this.#streams.get(s.proxyId) === s) this.#send(s, next)
+    })
+  }
+
+  #stalled(s: Stream): void {
+    if (this.#streams.get(s.proxyId) !== s || !s.blocked) return
+    this.#events.onStalled?.(s.proxyId, s.res.writableLength, Date.now() - s.blockedSince)
+    // Not end(): that waits for the buffer to drain, which is what is not happening.
+    s.res.destroy()
   }
 
   /** A new version was committed: send it to every connected proxy. */
@@ -118,7 +187,10 @@ export class PushHub {
 
   close(): void {
     clearInterval(this.#heartbeat)
-    for (const s of this.#streams.values()) s.res.end()
+    for (const s of this.#streams.values()) {
+      clearTimeout(s.stallTimer)
+      s.res.end()
+    }
     this.#streams.clear()
   }
 }

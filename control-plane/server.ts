@@ -34,6 +34,8 @@ export interface ControlPlaneOptions {
   pluginTrust?: TrustedKeys
   /** Serve GET /metrics (unauthenticated) on this address; undefined: metrics are kept but not served. */
   metricsListen?: { host?: string; port: number }
+  /** A config stream whose proxy has not read for this long is closed (default 60 s; tests shorten it). */
+  streamStallMs?: number
 }
 
 export interface ControlPlane {
@@ -62,8 +64,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const authn = new Authenticator(opts.auth)
   const authorizer = await Authorizer.load()
   // The gauges read the hub at scrape time, which is after it exists.
-  const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hub.connected, headVersion: () => store.head()?.version ?? 0 })
-  const hub = new PushHub(db, { onPush: () => metrics.pushes.inc(), onAck: (ok) => metrics.acks.labels(ok ? 'ack' : 'nack').inc() })
+  const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hub.connected, headVersion: () => store.head()?.version ?? 0, streamBufferedBytes: () => hub.bufferedBytes })
+  const hub = new PushHub(db, {
+    onPush: () => metrics.pushes.inc(),
+    onAck: (ok) => metrics.acks.labels(ok ? 'ack' : 'nack').inc(),
+    onStalled: (proxyId, bufferedBytes, stalledMs) => {
+      metrics.streamDrops.labels('stalled').inc()
+      logger.warn({ proxy: proxyId, bufferedBytes, stalledMs }, 'config stream closed: the proxy stopped reading it (it reconnects and gets the head)')
+    },
+  }, opts.streamStallMs === undefined ? {} : { stallMs: opts.streamStallMs })
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
   const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger }

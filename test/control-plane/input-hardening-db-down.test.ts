@@ -95,7 +95,9 @@ describe('PostgreSQL unreachable', () => {
       const r = await cp.api(path, { method, ...(body === undefined ? {} : { body }) })
       expect(await oa.check(r, method, template), `${method} ${path}`).toMatchObject({ status: 503, detail: expect.stringMatching(/^the database is unavailable/) })
     }
+    // The proxies' stream is refused with a status (they retry), not a 200 that breaks.
     const proxy = await cp.token({ sub: 'p', roles: ['proxy'] })
+    expect(await oa.check(await cp.api('/v1/stream?proxy=down-p&version=1', { token: proxy }), 'GET', '/v1/stream')).toMatchObject({ status: 503 })
     expect(await oa.check(await cp.api('/v1/usage', { method: 'POST', token: proxy, body: JSON.stringify({ proxyId: 'down-p', bootId: 'b', seq: 1, at: new Date().toISOString(), tenants: {} }) }), 'POST', '/v1/usage')).toMatchObject({ status: 503 })
 
     const t0 = Date.now()

@@ -168,6 +168,9 @@ describe.each(engines)('input hardening on $name', (engine) => {
       if (path === '/v1/usage') expect(((await oa.check(r, 'POST', '/v1/usage')) as { problems: string[] }).problems[0]).toMatch(new RegExp(problem))
       else expect(((await oa.check(r, 'POST', '/v1/proxies/{id}/ack')) as { problems: string[] }).problems[0]).toMatch(new RegExp(problem))
     }
+    // The stream refuses before it sends its 200: a problem document, not a stream that breaks.
+    const stream = await cp.api('/v1/stream?proxy=hardening-s&version=1e300', { token: proxy })
+    expect(await oa.check(stream, 'GET', '/v1/stream')).toMatchObject({ status: 400, problems: [expect.stringMatching(/^version: expected an integer/)] })
     // In range they work, and a version that does not exist is still a 404.
     const two = await cp.api('/v1/config/versions?limit=2', { token: admin })
     expect(((await oa.check(two, 'GET', '/v1/config/versions')) as { items: unknown[] }).items.length).toBeLessThanOrEqual(2)

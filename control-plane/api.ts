@@ -39,14 +39,30 @@ function requireHead(store: ConfigStore): Head {
   return h
 }
 
+/** One entity-tag of an If-Match list (RFC 9110 §8.8.3): `"…"` or weak `W/"…"`. */
+const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e\x80-\xff]*"$/
+
+/**
+ * If-Match (RFC 9110 §13.1.1): `*` alone, or a list of entity-tags compared strongly — a weak tag
+ * (`W/"…"`) never matches, and `*` is not a tag (`W/*`, `"a", *` are malformed: 400, not "any").
+ */
+export function ifMatchAccepts(header: string, etag: string | undefined): boolean {
+  const value = header.trim()
+  if (value === '*') return etag !== undefined
+  const tags = value.split(',').map((t) => t.trim()).filter((t) => t !== '')
+  if (tags.length === 0 || !tags.every((t) => ENTITY_TAG.test(t))) {
+    throw new HttpError(400, 'malformed If-Match', { problems: [`If-Match: expected * or a list of entity tags ("…" or W/"…"), got ${JSON.stringify(header.length > 80 ? `${header.slice(0, 77)}…` : header)}`] })
+  }
+  return etag !== undefined && tags.includes(etag)
+}
+
 /** If-Match / If-None-Match against the current ETag of the thing being written. */
 function checkPreconditions(ctx: RouteContext, current: unknown): void {
   const ifMatch = ctx.req.headers['if-match']
   const ifNoneMatch = ctx.req.headers['if-none-match']
   const etag = current === undefined ? undefined : etagOf(current)
   if (ifMatch !== undefined) {
-    const wanted = ifMatch.split(',').map((s) => s.trim().replace(/^W\//, ''))
-    if (etag === undefined || !(wanted.includes('*') || wanted.includes(etag))) {
+    if (!ifMatchAccepts(ifMatch, etag)) {
       throw new PreconditionFailed(etag === undefined ? 'If-Match given but the resource does not exist' : `If-Match ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
     }
   }

@@ -96,9 +96,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   /** `seen.route` is the route template once known, so 401/403/404 are counted under their route. */
   async function handle(req: IncomingMessage, res: ServerResponse, seen: { route: string; counted: boolean }): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://control-plane')
+    // HEAD is GET without the body (RFC 9110 §9.3.2): the same handler runs and Node's response
+    // drops the body of a HEAD request, keeping status, ETag and Content-Length.
+    const method = req.method === 'HEAD' ? 'GET' : req.method
     if (url.pathname === '/openapi.json' || url.pathname === '/graphql') seen.route = url.pathname
-    if (url.pathname === '/openapi.json' && req.method === 'GET') {
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end(openapiText)
+    if (url.pathname === '/openapi.json' && method === 'GET') {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(openapiText)) }).end(openapiText)
       return
     }
     if (url.pathname === '/graphql') {
@@ -119,8 +122,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       const m = r.regex.exec(url.pathname)
       if (m === null) continue
       if (seen.route === UNMATCHED) seen.route = r.path
-      if (r.method !== req.method) {
+      if (r.method !== method) {
         allowed.push(r.method)
+        if (r.method === 'GET') allowed.push('HEAD')
         continue
       }
       seen.route = r.path

@@ -259,6 +259,38 @@ describe.each(engines)('input hardening on $name', (engine) => {
     expect(await oa.check(notObject, 'POST', '/v1/config/rollback')).toMatchObject({ status: 400 })
   })
 
+  it('HEAD answers like GET without a body wherever GET exists', async () => {
+    for (const path of ['/healthz', '/readyz', '/openapi.json', '/v1/config', '/v1/tenants/acme']) {
+      const get = await cp.api(path, { token: admin })
+      const head = await cp.api(path, { method: 'HEAD', token: admin })
+      expect(head.status, path).toBe(200)
+      expect(head.headers.get('content-type'), path).toBe(get.headers.get('content-type'))
+      expect(head.headers.get('content-length'), path).toBe(String((await get.arrayBuffer()).byteLength))
+      expect(head.headers.get('etag'), path).toBe(get.headers.get('etag'))
+      expect(await head.text(), path).toBe('')
+    }
+    const headStream = await cp.api('/v1/stream?proxy=hardening-head', { method: 'HEAD', token: proxy })
+    expect(headStream.status).toBe(200)
+    expect(headStream.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    expect(cp.hub.connected).toBe(0)
+    const del = await cp.api('/healthz', { method: 'DELETE' })
+    expect(del.status).toBe(405)
+    expect(del.headers.get('allow')).toBe('GET, HEAD')
+  })
+
+  it('If-Match follows RFC 9110: * only bare, weak tags never match, malformed is a 400', async () => {
+    const current = (await cp.api('/v1/tenants/acme', { token: admin })).headers.get('etag')!
+    const put = (ifMatch: string) => cp.api('/v1/tenants/acme', { method: 'PUT', body: json({ tier: 'gold' }), token: admin, headers: { 'if-match': ifMatch } })
+    for (const malformed of ['W/*', '"x", *', '', 'abc', '"unterminated']) {
+      const r = await put(malformed)
+      expect(await oa.check(r, 'PUT', '/v1/tenants/{id}'), JSON.stringify(malformed)).toMatchObject({ status: 400, problems: [expect.stringMatching(/^If-Match: expected \* or a list of entity tags/)] })
+    }
+    // If-Match compares strongly: a weak tag never matches, even with the current value.
+    expect(await oa.check(await put(`W/${current}`), 'PUT', '/v1/tenants/{id}')).toMatchObject({ status: 412 })
+    expect((await put('*')).status).toBe(200)
+    expect((await put(`"nope", ${current}`)).status).toBe(200)
+  })
+
   it('/readyz checks the database; /healthz stays liveness', async () => {
     const ready = await cp.api('/readyz', { token: '' })
     expect(await oa.check(ready, 'GET', '/readyz')).toEqual({ status: 'ready', database: engine.name, version: cp.store.head()!.version })

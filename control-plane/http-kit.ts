@@ -2,7 +2,7 @@
 // themselves for the OpenAPI document (so the document is generated from what is served),
 // JSON bodies with a size bound, and RFC 9457 problem details for every error.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../proxy/json-depth.ts'
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
 import type { Action, Subject } from './auth.ts'
 
 export type JsonSchema = Record<string, unknown>

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto'
 import { GraphQLError, getOperationAST, parse, type DocumentNode, type OperationTypeNode } from 'graphql'
 import { LRUCache } from 'lru-cache'
-import { jsonDepthExceeds, MAX_JSON_DEPTH } from './json-depth.ts'
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
 

@@ -6,7 +6,7 @@
 //    used when the client offers no subprotocol (or offers "igw-topics").
 // Pure: parse text → command, build text; the connection does the I/O.
 
-import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../json-depth.ts'
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../config/json-depth.ts'
 
 export const TRANSPORT_WS = 'graphql-transport-ws'
 export const LEGACY_WS = 'graphql-ws'

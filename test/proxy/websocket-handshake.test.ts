@@ -3,7 +3,7 @@
 // limit on terminated sockets, and which upstream failures the graphql-ws client may retry.
 import { describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
-import { MAX_JSON_DEPTH } from '../../proxy/json-depth.ts'
+import { MAX_JSON_DEPTH } from '../../config/json-depth.ts'
 import { LEGACY_WS, parseClientMessage, TOPICS, TRANSPORT_WS } from '../../proxy/subscriptions/protocols.ts'
 import { isConnectionFailure } from '../../proxy/subscriptions/upstream.ts'
 import { parseSubprotocols } from '../../proxy/websocket-bridge.ts'

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../proxy/json-depth.ts'
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../config/json-depth.ts'
 
 const nested = (depth: number, open = '[', close = ']') => JSON.parse(open.repeat(depth) + close.repeat(depth)) as unknown
 const nestedObjects = (depth: number) => JSON.parse('{"a":'.repeat(depth - 1) + '{}' + '}'.repeat(depth - 1)) as unknown

@@ -106,7 +106,11 @@ export class PushHub {
     }
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
     res.flushHeaders()
-    const s: Stream = { res, proxyId, sentVersion: runningVersion, blocked: false, blockedSince: 0, pending: undefined, stallTimer: undefined }
+    const head = currentHead()
+    // A proxy ahead of this store (its history was reset, or restored from an older backup)
+    // still hears every new commit: it NACKs each one at once (versions only move forward on a
+    // proxy) and GET /v1/proxies shows why, instead of the commit passing it by in silence.
+    const s: Stream = { res, proxyId, sentVersion: Math.min(runningVersion, head?.version ?? 0), blocked: false, blockedSince: 0, pending: undefined, stallTimer: undefined }
     this.#streams.set(proxyId, s)
     res.on('close', () => {
       clearTimeout(s.stallTimer)
@@ -115,7 +119,6 @@ export class PushHub {
         void this.#db.query('UPDATE proxies SET connected = 0, last_seen = $2 WHERE id = $1', [proxyId, Date.now()]).catch(() => undefined)
       }
     })
-    const head = currentHead()
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
     else this.#write(s, `event: current\ndata: {"version":${head?.version ?? 0}}\n\n`)
   }

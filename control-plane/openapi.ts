@@ -54,7 +54,10 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
       requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['query'], properties: { query: { type: 'string' }, variables: { type: 'object' }, operationName: { type: 'string' } } } } } },
       responses: {
         200: { description: 'GraphQL response', content: { 'application/json': { schema: { type: 'object', properties: { data: {}, errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object' } } } },
+        400: { description: 'a document over a limit (size, tokens, depth, aliases, more than one mutation field), refused before execution', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
         401: { description: 'missing or invalid bearer token', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
+        413: { description: 'request body over 4 MiB', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
+        415: { description: 'not a JSON body (multipart uploads are not accepted)' },
       },
     },
   }

@@ -339,6 +339,8 @@ export const dashboards: DashboardSpec[] = [
           { title: 'Versions committed per hour', type: 'timeseries', w: 8, targets: [{ expr: 'sum(increase(igw_control_plane_config_commits_total[1h]))', legend: 'committed' }] },
           { title: 'Snapshot pushes and answers', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum(rate(igw_control_plane_snapshot_pushes_total[${R}]))`, legend: 'pushed' }, { expr: `sum by (result) (rate(igw_control_plane_acks_total[${R}]))`, legend: '{{result}}' }] },
           { title: 'Audit entries by action, per hour', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (action) (increase(igw_control_plane_audit_appends_total[1h]))', legend: '{{action}}' }] },
+          { title: 'Config streams: unread bytes, stalled streams closed per hour', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (instance) (igw_control_plane_stream_buffered_bytes)', legend: 'unread bytes {{instance}}' }, { expr: 'sum by (reason) (increase(igw_control_plane_stream_drops_total[1h]))', legend: 'closed: {{reason}}' }] },
+          { title: 'GraphQL admin: refused by limit, unexpected errors, per hour', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (limit) (increase(igw_control_plane_graphql_refusals_total[1h]))', legend: 'refused: {{limit}}' }, { expr: 'sum(increase(igw_control_plane_graphql_unexpected_errors_total[1h]))', legend: 'unexpected errors' }] },
         ],
       },
       {

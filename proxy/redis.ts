@@ -1,9 +1,19 @@
 // One Redis command connection (and one subscriber connection, on demand) per worker thread,
 // shared by every filter that needs Redis. Commands fail fast while disconnected (no offline
 // queue): a filter with a latency budget must see the outage at once, not after a queue drains.
+// A Redis that hangs (stopped, partitioned without a reset) keeps the connection "ready" while
+// nothing answers, so commands pile up in ioredis's reply queue without bound; a heartbeat
+// notices and drops the connection, which fails them all and sends callers down their outage
+// path until Redis answers again.
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Counter, Gauge } from 'prom-client'
+
+// A PING goes out this often while the command connection is ready…
+const HEARTBEAT_MS = 250
+// …and one unanswered for this long means Redis hangs: far above any healthy round trip, and
+// short enough that the queue a hang builds up stays small.
+const UNRESPONSIVE_MS = 2_000
 
 export interface RedisProvider {
   readonly url: string
@@ -61,6 +71,7 @@ export class SharedRedis implements RedisProvider {
     })
     r.on('end', () => role === 'client' && this.#metrics.up.set(0))
     r.on('close', () => role === 'client' && this.#metrics.up.set(0))
+    if (role === 'client') this.#watch(r)
     let lastLog = 0
     r.on('error', (err: Error) => {
       // ioredis reports every failed reconnect; one line per 5 s is enough for an operator.
@@ -72,6 +83,37 @@ export class SharedRedis implements RedisProvider {
     })
     return r
   }
+
+  /**
+   * Heartbeat for the command connection: a PING every HEARTBEAT_MS while ready; one still
+   * unanswered after UNRESPONSIVE_MS drops the connection (ioredis then rejects every queued
+   * command and reconnects on its own schedule).
+   */
+  #watch(r: Redis): void {
+    let sentAt = 0
+    const onReply = () => {
+      sentAt = 0
+    }
+    const beat = setInterval(() => {
+      if (r.status !== 'ready') {
+        sentAt = 0
+        return
+      }
+      const now = Date.now()
+      if (sentAt === 0) {
+        sentAt = now
+        r.ping().then(onReply, onReply)
+      } else if (now - sentAt >= UNRESPONSIVE_MS) {
+        this.#logger.warn({ role: 'client', silentMs: now - sentAt }, 'redis connected but not answering; dropping the connection')
+        sentAt = 0
+        r.disconnect(true)
+      }
+    }, HEARTBEAT_MS)
+    beat.unref()
+    r.once('end', () => clearInterval(beat))
+    this.#beats.add(beat)
+  }
+  readonly #beats = new Set<NodeJS.Timeout>()
 
   get ready(): boolean {
     return this.#client?.status === 'ready'
@@ -86,6 +128,8 @@ export class SharedRedis implements RedisProvider {
   }
 
   async close(): Promise<void> {
+    for (const b of this.#beats) clearInterval(b)
+    this.#beats.clear()
     for (const r of [this.#client, this.#subscriber]) {
       if (r) await r.quit().catch(() => r.disconnect())
     }

@@ -162,8 +162,13 @@ class CacheFilter implements Filter {
 
   #redisError(op: string, err: unknown): void {
     this.#redisErrors.labels(op).inc()
+    // Every failure is counted; one log line per 5 s is enough (an outage fails every request).
+    const now = Date.now()
+    if (now - this.#lastRedisLog < 5_000) return
+    this.#lastRedisLog = now
     this.#log.warn({ err: { message: (err as Error).message }, op }, 'cache: redis unavailable')
   }
+  #lastRedisLog = 0
 
   #count(result: Result, statSlot: number, persistedId: string | undefined): void {
     this.#results[result].inc()

@@ -75,8 +75,13 @@ class PersistedFilter implements Filter {
     const costGauge = gauge(r, { name: 'igw_persisted_operation_cost', help: 'Cost units of each manifest operation (its costUnits, else the static estimate)', labelNames: ['persisted_id'], aggregator: 'max' })
     for (const op of this.#manifest.byId.values()) costGauge.labels(op.id).set(op.costUnits ?? op.analysis.cost)
     const log = deps.logger
+    let lastLog = 0
     this.#apq = new ApqStore(cfg.apq.maxEntries, deps.redis, cfg.apq.redisTtlSeconds, cfg.apq.redisTimeoutMs, (op, err) => {
       this.#m.redisErrors.labels(op).inc()
+      // Every failure is counted; one log line per 5 s is enough (an outage fails every request).
+      const now = Date.now()
+      if (now - lastLog < 5_000) return
+      lastLog = now
       log.warn({ err: { message: (err as Error).message }, op }, 'APQ store: redis unavailable')
     })
   }

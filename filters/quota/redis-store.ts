@@ -315,6 +315,7 @@ class Batch {
     }
     this.done = true
     clearTimeout(this.timer)
+    this.store.lastErrorMessage = err.message.slice(0, 200)
     this.store.failed(/closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error')
     this.fail(this.store.lastFailure)
   }
@@ -378,6 +379,8 @@ export class RedisQuotaStore {
   readonly provider: RedisProvider
   readonly breaker: CircuitBreaker
   lastFailure: RedisFailure = 'error'
+  /** What Redis said when it last refused a call (OOM, NOPERM, …), for the operator's log. */
+  lastErrorMessage: string | undefined = undefined
   /** Replies received on this store's calls (progress: is Redis answering at all?). */
   replies = 0
   /** Handed to each waiter in turn while a reply is read. */

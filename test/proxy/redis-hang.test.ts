@@ -46,7 +46,7 @@ describe('shared Redis connection against a hung server', () => {
     await waitUntil(() => settled.length === pending.length, 6_000, 'every queued command settled')
     const took = Date.now() - t0
     expect(settled.every((s) => s === 'failed')).toBe(true)
-    expect(took).toBeGreaterThanOrEqual(1_900) // not before the heartbeat's 2 s
+    expect(took).toBeGreaterThanOrEqual(1_000) // not at once: only after a heartbeat went unanswered (2 s; one may have left just before the pause)
     expect(provider.ready).toBe(false)
     const drop = lines.find((l) => l.msg === 'redis connected but not answering; dropping the connection')
     expect(drop).toBeDefined()

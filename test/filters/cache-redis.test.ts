@@ -82,12 +82,12 @@ describe('two proxies sharing Redis', () => {
       expect(nameOf(r)).toBe('Entity 34')
       const m = await gql(b.url, 'mutation { updateEntity(id: "34", name: "local") { id } }')
       expect(m.json.data).toBeDefined()
-      // every failure is counted, but the log gets one line per 5 s, not one per request
+      // every failure is counted, but the log gets one line per 5 s per worker (2 here), not one per request
       const linesBefore = a.logs.find('cache: redis unavailable').length
       const errorsBefore = metricSum(await a.metricsText(), 'igw_cache_redis_errors_total')
-      for (let i = 0; i < 10; i++) await gql(a.url, `{ entity(id: "${40 + i}") { id name } }`)
-      expect(metricSum(await a.metricsText(), 'igw_cache_redis_errors_total') - errorsBefore).toBeGreaterThanOrEqual(10)
-      expect(a.logs.find('cache: redis unavailable').length - linesBefore).toBeLessThanOrEqual(1)
+      for (let i = 0; i < 30; i++) await gql(a.url, `{ entity(id: "${40 + i}") { id name } }`)
+      expect(metricSum(await a.metricsText(), 'igw_cache_redis_errors_total') - errorsBefore).toBeGreaterThanOrEqual(30)
+      expect(a.logs.find('cache: redis unavailable').length - linesBefore).toBeLessThanOrEqual(2)
     } finally {
       await redis.start()
     }

@@ -6,10 +6,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mintToken } from '../../control-plane/auth.ts'
 import { ReconnectPolicy } from '../../proxy/control-plane-client.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { metricSample, seedDocument, startTestControlPlane, TEST_AUTH_SECRET, type TestControlPlane } from '../helpers/control-plane.ts'
+import { connectedProxyArgs, connectedProxyEnv, metricSample, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
 import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
 import { sleep } from '../helpers/wait.ts'
 
@@ -19,13 +18,9 @@ const work = mkdtempSync(join(tmpdir(), 'igw-twin-'))
 const proxies: SpawnedIgw[] = []
 
 async function startTwin(n: number): Promise<SpawnedIgw> {
-  const token = await mintToken(TEST_AUTH_SECRET, { sub: `proxy-twin-${n}`, roles: ['proxy'] })
   const keyFile = join(work, 'cp.pub.pem')
   writeFileSync(keyFile, cp.store.key.publicKeyPem)
-  const p = await spawnIgw(
-    ['proxy', '--control-plane', cp.url, '--control-plane-key', keyFile, '--state-dir', join(work, `state-${n}`), '--proxy-id', 'twin', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1'],
-    { IGW_CONTROL_PLANE_TOKEN: token, IGW_USAGE_INTERVAL_MS: '60000' },
-  )
+  const p = await spawnIgw(connectedProxyArgs({ cpUrl: cp.url, keyFile, stateDir: join(work, `state-${n}`), id: 'twin' }), await connectedProxyEnv(`proxy-twin-${n}`))
   proxies.push(p)
   return p
 }

@@ -8,9 +8,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mintToken } from '../../control-plane/auth.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { seedDocument, startTestControlPlane, TEST_AUTH_SECRET, type TestControlPlane } from '../helpers/control-plane.ts'
+import { connectedProxyArgs, connectedProxyEnv, runningVersion, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
 import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -36,18 +35,13 @@ async function startCp(): Promise<TestControlPlane> {
 }
 
 async function startIgwProxy(id: string, stateDir: string): Promise<SpawnedIgw> {
-  const token = await mintToken(TEST_AUTH_SECRET, { sub: `proxy-${id}`, roles: ['proxy'] })
-  const p = await spawnIgw(
-    ['proxy', '--control-plane', `http://127.0.0.1:${cpPort}`, '--control-plane-key', keyFile, '--state-dir', stateDir, '--proxy-id', id, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1'],
-    { IGW_CONTROL_PLANE_TOKEN: token, IGW_USAGE_INTERVAL_MS: '60000' },
-  )
+  const p = await spawnIgw(connectedProxyArgs({ cpUrl: `http://127.0.0.1:${cpPort}`, keyFile, stateDir, id }), await connectedProxyEnv(`proxy-${id}`))
   proxies.push(p)
   return p
 }
 
 const fleet = async () => (await (await cp!.api('/v1/proxies')).json()) as { headVersion: number; items: ProxyRow[] }
 const row = async (id: string) => (await fleet()).items.find((i) => i.id === id)
-const runningVersion = async (p: SpawnedIgw) => ((await (await fetch(`${p.adminUrl}/config`)).json()) as { version: number }).version
 const query = (p: SpawnedIgw, tenant: string) =>
   fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: JSON.stringify({ query: '{ hello(name: "older") }' }) })
 const commitTenant = async (name: string) => ((await (await cp!.api(`/v1/tenants/${name}`, { method: 'PUT', body: JSON.stringify({ tier: 'bronze' }) })).json()) as { version: number }).version

@@ -8,10 +8,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mintToken } from '../../control-plane/auth.ts'
 import { generateSigningKey, keyIdOf } from '../../control-plane/signing.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { seedDocument, startTestControlPlane, TEST_AUTH_SECRET, type TestControlPlane } from '../helpers/control-plane.ts'
+import { connectedProxyArgs, connectedProxyEnv, runningVersion, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
 import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -37,19 +36,15 @@ async function startCp(): Promise<TestControlPlane> {
   return cp
 }
 
-function proxyArgs(id: string, stateDir: string, keyFile: string): string[] {
-  return ['proxy', '--control-plane', `http://127.0.0.1:${cpPort}`, '--control-plane-key', keyFile, '--state-dir', stateDir, '--proxy-id', id, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1']
-}
+const proxyArgs = (id: string, stateDir: string, keyFile: string) => connectedProxyArgs({ cpUrl: `http://127.0.0.1:${cpPort}`, keyFile, stateDir, id })
 
 async function startIgwProxy(id: string, stateDir: string, keyFile = oldKeyFile): Promise<SpawnedIgw> {
-  const token = await mintToken(TEST_AUTH_SECRET, { sub: `proxy-${id}`, roles: ['proxy'] })
-  const p = await spawnIgw(proxyArgs(id, stateDir, keyFile), { IGW_CONTROL_PLANE_TOKEN: token, IGW_USAGE_INTERVAL_MS: '60000' })
+  const p = await spawnIgw(proxyArgs(id, stateDir, keyFile), await connectedProxyEnv(`proxy-${id}`))
   proxies.push(p)
   return p
 }
 
 const row = async (id: string) => ((await (await cp!.api('/v1/proxies')).json()) as { items: ProxyRow[] }).items.find((i) => i.id === id)
-const runningVersion = async (p: SpawnedIgw) => ((await (await fetch(`${p.adminUrl}/config`)).json()) as { version: number }).version
 const commitTenant = async (name: string) => ((await (await cp!.api(`/v1/tenants/${name}`, { method: 'PUT', body: JSON.stringify({ tier: 'bronze' }) })).json()) as { version: number }).version
 
 beforeAll(async () => {
@@ -94,9 +89,8 @@ describe('snapshots whose signature does not verify with the pinned key', () => 
   })
 
   it('a booting proxy with no last-known-good NACKs the head and exits 78 saying the signature did not verify and which key it pinned', async () => {
-    const token = await mintToken(TEST_AUTH_SECRET, { sub: 'proxy-sig-2', roles: ['proxy'] })
     const t0 = performance.now()
-    const err = await spawnIgw(proxyArgs('sig-2', join(work, 'state-2'), oldKeyFile), { IGW_CONTROL_PLANE_TOKEN: token }).then(
+    const err = await spawnIgw(proxyArgs('sig-2', join(work, 'state-2'), oldKeyFile), { IGW_CONTROL_PLANE_TOKEN: (await connectedProxyEnv('proxy-sig-2')).IGW_CONTROL_PLANE_TOKEN }).then(
       (p) => {
         proxies.push(p)
         return 'started'

@@ -7,8 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { mintToken } from '../../control-plane/auth.ts'
-import { seedDocument, startTestControlPlane, TEST_AUTH_SECRET, type TestControlPlane } from '../helpers/control-plane.ts'
+import { connectedProxyArgs, connectedProxyEnv, runningVersion, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
 import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
 
 let backend: DemoBackend
@@ -36,12 +35,7 @@ async function startCp(): Promise<TestControlPlane> {
 }
 
 async function startIgwProxy(extra: string[] = []): Promise<SpawnedIgw> {
-  // Minted without the control plane object: some tests start proxies while it is down.
-  const token = await mintToken(TEST_AUTH_SECRET, { sub: 'proxy-e2e', roles: ['proxy'] })
-  const p = await spawnIgw(
-    ['proxy', '--control-plane', `http://127.0.0.1:${cpPort}`, '--control-plane-key', keyFile, '--state-dir', stateDir, '--proxy-id', 'e2e-1', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '2', ...extra],
-    { IGW_CONTROL_PLANE_TOKEN: token, IGW_USAGE_INTERVAL_MS: '200' },
-  )
+  const p = await spawnIgw([...connectedProxyArgs({ cpUrl: `http://127.0.0.1:${cpPort}`, keyFile, stateDir, id: 'e2e-1', workers: 2 }), ...extra], await connectedProxyEnv('proxy-e2e', 200))
   proxies.push(p)
   return p
 }
@@ -50,7 +44,6 @@ const query = (p: SpawnedIgw, tenant = 'acme') =>
   fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: JSON.stringify({ query: '{ hello(name: "cp") }' }) })
 
 const proxyView = async () => ((await (await cp!.api('/v1/proxies')).json()) as { items: { id: string; appliedVersion: number | null; connected: boolean; lastNack: { version: number; error: string } | null }[] }).items.find((i) => i.id === 'e2e-1')
-const runningVersion = async (p: SpawnedIgw) => ((await (await fetch(`${p.adminUrl}/config`)).json()) as { version: number }).version
 
 beforeAll(async () => {
   backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })

@@ -87,3 +87,18 @@ export function metricSample(text: string, name: string, labels: Record<string, 
   }
   return undefined
 }
+
+/** `igw proxy` fed by a control plane: the argument list (without the token, which goes in the environment). */
+export function connectedProxyArgs(o: { cpUrl: string; keyFile: string; stateDir: string; id: string; workers?: number }): string[] {
+  return ['proxy', '--control-plane', o.cpUrl, '--control-plane-key', o.keyFile, '--state-dir', o.stateDir, '--proxy-id', o.id, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', String(o.workers ?? 1)]
+}
+
+/** The environment such a proxy needs: a proxy-role token (minted without the control plane object, which may be down) and the usage interval. */
+export async function connectedProxyEnv(sub: string, usageIntervalMs = 60_000): Promise<NodeJS.ProcessEnv> {
+  return { IGW_CONTROL_PLANE_TOKEN: await mintToken(TEST_AUTH_SECRET, { sub, roles: ['proxy'] }), IGW_USAGE_INTERVAL_MS: String(usageIntervalMs) }
+}
+
+/** The config version a running proxy serves (its admin /config). */
+export async function runningVersion(p: { adminUrl: string }): Promise<number> {
+  return ((await (await fetch(`${p.adminUrl}/config`)).json()) as { version: number }).version
+}

@@ -82,6 +82,14 @@ function isSqliteBusy(err: unknown): boolean {
   return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6)
 }
 
+/** What to throw for a failed statement: DatabaseUnavailable when the engine says it is out of reach, else the error itself. */
+function sqliteFailure(err: unknown): unknown {
+  return isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+}
+function postgresFailure(err: unknown): unknown {
+  return isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
+}
+
 class SqliteDb implements Db {
   readonly kind = 'sqlite'
   readonly #db: DatabaseSync
@@ -102,7 +110,7 @@ class SqliteDb implements Db {
       stmt.run(...params)
       return []
     } catch (err) {
-      throw isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+      throw sqliteFailure(err)
     }
   }
 
@@ -118,7 +126,7 @@ class SqliteDb implements Db {
       try {
         this.#db.exec('BEGIN IMMEDIATE')
       } catch (err) {
-        throw isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+        throw sqliteFailure(err)
       }
       const tx: Tx = { query: async <R>(sql: string, params: readonly SqlValue[] = []) => this.#run<R>(sql, params) }
       try {
@@ -127,7 +135,7 @@ class SqliteDb implements Db {
         return out
       } catch (err) {
         if (this.#db.isTransaction) this.#db.exec('ROLLBACK')
-        throw isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+        throw sqliteFailure(err)
       }
     }
     const p = this.#chain.then(run, run)
@@ -161,7 +169,7 @@ class PostgresDb implements Db {
       const r = await this.#pool.query(sql, params as SqlValue[])
       return r.rows as T[]
     } catch (err) {
-      throw isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
+      throw postgresFailure(err)
     }
   }
 
@@ -170,7 +178,7 @@ class PostgresDb implements Db {
     try {
       client = await this.#pool.connect()
     } catch (err) {
-      throw isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
+      throw postgresFailure(err)
     }
     let out: T
     try {

@@ -1,7 +1,6 @@
 // The GraphQL admin endpoint with the seed's schema. `@auth(abac: "...")` on a field is enforced
 // by wrapping its resolver: the admin policy decides with the caller's subject, and a denial is
 // a GraphQL error with code FORBIDDEN and the policy's reason.
-import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
 import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
@@ -10,6 +9,7 @@ import { Counter, type Registry } from 'prom-client'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
+import { requestIdFor } from './http-kit.ts'
 import { ADMIN_GRAPHQL_LIMITS, bodyTooLarge, checkDocument, LIMIT_NAMES, scanDocument, type GraphQLLimits, type LimitRefusal } from './graphql-limits.ts'
 import { isQuotaKind } from './quota-section.ts'
 import { NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
@@ -119,14 +119,12 @@ export const requestSubjects = new WeakMap<IncomingMessage, Subject>()
  * `x-request-id` when it is a plain token; else a new one.
  */
 const requestIds = new WeakMap<IncomingMessage, string>()
-const REQUEST_ID = /^[\w.:@-]{1,128}$/
 
 export function requestIdOf(req: IncomingMessage, res?: ServerResponse): string {
   let id = requestIds.get(req)
   if (id === undefined) {
     const set = res?.getHeader('x-request-id')
-    const given = req.headers['x-request-id']
-    id = typeof set === 'string' ? set : typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    id = typeof set === 'string' ? set : requestIdFor(req)
     requestIds.set(req, id)
   }
   return id

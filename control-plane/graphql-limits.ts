@@ -6,6 +6,7 @@
 // stack (HTTP 500), and one mutation with 200 aliased setQuota calls committed 200 config versions,
 // each audited and pushed to every proxy. The proxies' config streams and ACKs share that loop.
 import { Kind, Lexer, OperationTypeNode, Source, TokenKind, type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode } from 'graphql'
+import { MAX_BODY } from './http-kit.ts'
 
 export interface GraphQLLimits {
   /** Request body bytes (POST); the REST API's bound (http-kit's MAX_BODY), answered with 413. */
@@ -31,7 +32,7 @@ export interface GraphQLLimits {
  * and little more; docs/control-plane.md gives the reasoning for each number.
  */
 export const ADMIN_GRAPHQL_LIMITS: Readonly<GraphQLLimits> = Object.freeze({
-  maxBodyBytes: 4 * 1024 * 1024,
+  maxBodyBytes: MAX_BODY,
   maxDocumentChars: 32 * 1024,
   maxTokens: 1_000,
   maxNesting: 32,

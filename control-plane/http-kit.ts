@@ -1,6 +1,7 @@
 // The small HTTP toolkit of the control plane: a route table whose entries also describe
 // themselves for the OpenAPI document (so the document is generated from what is served),
 // JSON bodies with a size bound, and RFC 9457 problem details for every error.
+import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
 import type { Action, Subject } from './auth.ts'
@@ -51,7 +52,8 @@ export function sendProblem(res: ServerResponse, err: HttpError): void {
   res.end(text)
 }
 
-const MAX_BODY = 4 * 1024 * 1024
+/** Request body bound for the whole admin API (REST and GraphQL). */
+export const MAX_BODY = 4 * 1024 * 1024
 
 export async function readJson(req: IncomingMessage, maxBytes = MAX_BODY): Promise<unknown> {
   const type = req.headers['content-type'] ?? ''
@@ -119,4 +121,12 @@ export function compile(route: RouteDef): CompiledRoute {
     return '([^/]+)'
   })
   return { ...route, regex: new RegExp(`^${src}$`), names }
+}
+
+const REQUEST_ID = /^[\w.:@-]{1,128}$/
+
+/** The client's `x-request-id` when it is a plain token (a proxy or gateway in front), else a new one. */
+export function requestIdFor(req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }

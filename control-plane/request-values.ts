@@ -61,6 +61,3 @@ export function hasNul(text: string): boolean {
   return text.includes('\u0000')
 }
 
-export function refuseNul(name: string, text: string): void {
-  if (hasNul(text)) throw new HttpError(400, `invalid ${name}`, { problems: [`${name}: must not contain a NUL character (U+0000)`] })
-}

@@ -1,5 +1,4 @@
 // `igw control-plane`: the HTTP server wiring the store, the push hub, usage, auth and the APIs.
-import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
 import { buildRoutes, type ApiDeps } from './api.ts'
@@ -7,7 +6,7 @@ import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } 
 import { DatabaseUnavailable, NulInText, openDb, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
 import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
-import { compile, HttpError, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
+import { compile, HttpError, requestIdFor, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
 import { ControlPlaneMetrics, startMetricsServer } from './metrics.ts'
 import { buildOpenApi } from './openapi.ts'
 import type { TrustedKeys } from './plugin-package.ts'
@@ -149,8 +148,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const seen = { route: UNMATCHED, counted: false }
     // Kept when the caller sent a sane one (a proxy or a gateway in front), made up otherwise; it
     // names the log line of a failed request, whose details the client is never shown.
-    const incoming = req.headers['x-request-id']
-    const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+    const requestId = requestIdFor(req)
     res.setHeader('x-request-id', requestId)
     // Counted when the response is handed to the socket ('finish'), or when the connection ends
     // first ('close': a client that went away, or the end of a config stream).
@@ -231,7 +229,6 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
 const UNMATCHED = 'unmatched'
 const STREAM_ROUTE = '/v1/stream'
-const REQUEST_ID = /^[\w.:@-]{1,128}$/
 
 /** Path parameters, percent-decoded; a segment that is not valid UTF-8 percent-encoding or holds NUL is a 400. */
 function pathParams(names: string[], m: RegExpExecArray): Record<string, string> {

@@ -156,7 +156,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   #awaitingContinue: boolean
 
-  constructor(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: IncomingMessage, res: ServerResponse, start: number) {
+  constructor(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: IncomingMessage, res: ServerResponse, start: number, awaitingContinue: boolean) {
     this.proxy = proxy
     this.snapshot = snapshot
     this.route = route
@@ -166,8 +166,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     ;(res as WithExchange)[kExchange] = this
     ;(req as IncomingMessage & WithExchange)[kExchange] = this
     res.on('close', onResClose)
-    const expect = req.headers.expect
-    this.#awaitingContinue = expect !== undefined && expect.toLowerCase() === '100-continue'
+    this.#awaitingContinue = awaitingContinue
   }
 
   // --- request body -----------------------------------------------------------------------

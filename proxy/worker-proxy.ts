@@ -65,7 +65,7 @@ export class WorkerProxy {
     )
     // Expect: 100-continue: the exchange sends the 100 itself when it is about to read the body
     // (Node's default answers at once, so a request refused anyway made the client upload first).
-    this.server.on('checkContinue', this.handle)
+    this.server.on('checkContinue', this.checkContinue)
     this.server.on('upgrade', this.upgrade)
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
@@ -114,7 +114,11 @@ export class WorkerProxy {
     return this.#redis
   }
 
-  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => this.#serve(req, res, false)
+  /** Node's 'checkContinue': the client sent Expect: 100-continue and waits for the invitation. */
+  readonly checkContinue = (req: IncomingMessage, res: ServerResponse): void => this.#serve(req, res, true)
+
+  #serve(req: IncomingMessage, res: ServerResponse, awaitingContinue: boolean): void {
     const start = performance.now()
     this.inflight++
     this.#workerCounter.inc()
@@ -127,7 +131,7 @@ export class WorkerProxy {
       return
     }
     snap.inflight++
-    new Exchange(this, snap, route, req, res, start).start()
+    new Exchange(this, snap, route, req, res, start, awaitingContinue).start()
   }
 
   readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {

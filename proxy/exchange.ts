@@ -226,11 +226,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#chunks === undefined) return
     this.#size += chunk.length
     if (this.#size > this.route.maxBodyBytes) {
-      this.#chunks = undefined
-      this.ctx.req.removeListener('data', onBodyData)
-      this.ctx.req.removeListener('end', onBodyEnd)
-      this.res.shouldKeepAlive = false
-      this.replyError('PAYLOAD_TOO_LARGE', `request body exceeds the route limit of ${this.route.maxBodyBytes} bytes`, -1)
+      this.#abandonBody('PAYLOAD_TOO_LARGE', `request body exceeds the route limit of ${this.route.maxBodyBytes} bytes`)
       return
     }
     this.#chunks.push(chunk)
@@ -242,19 +238,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * with that disabled, bodyIdleMs — to deliver it, then gets 408.
    */
   #armBodyTimer(): void {
-    const deadline = this.ctx.deadline
-    const ms = deadline !== Number.POSITIVE_INFINITY ? deadline - this.ctx.startTime : this.route.timeouts.bodyIdleMs
+    const t = this.route.timeouts
+    const ms = t.totalMs > 0 ? t.totalMs : t.bodyIdleMs
     if (ms > 0) this.#timer = setTimeout(onTimer, ms, this)
   }
 
-  #bodyTimedOut(): void {
+  /** Stop reading a GraphQL body and answer with an error; the rest of the body may still come, so the socket is not reused. */
+  #abandonBody(code: ErrorCode, message: string): void {
     this.#chunks = undefined
+    this.#clearTimer()
     const req = this.ctx.req
     req.removeListener('data', onBodyData)
     req.removeListener('end', onBodyEnd)
-    this.res.shouldKeepAlive = false // the rest of the body may still come: do not reuse the socket
-    const ms = Math.round(performance.now() - this.ctx.startTime)
-    this.replyError('REQUEST_TIMEOUT', `the request body did not arrive within ${ms} ms`, -1)
+    this.res.shouldKeepAlive = false
+    this.replyError(code, message, -1)
   }
 
   bodyEnd(): void {
@@ -344,7 +341,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.sendLocal(errorReply(code, message, undefined, headers), below)
   }
 
-  /** A reply made here or by the filter at `below` (-1: none ran; filters.length: all ran). */
   /** Send the 100 Continue the client waits for, once, right before its body is read. */
   #inviteBody(): void {
     if (this.#awaitingContinue) {
@@ -353,6 +349,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
+  /** A reply made here or by the filter at `below` (-1: none ran; filters.length: all ran). */
   sendLocal(reply: LocalReply, below: number): void {
     if (this.phase === Phase.Done) return
     this.phase = Phase.Done
@@ -489,7 +486,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#timer = undefined
     const now = performance.now()
     if (this.phase === Phase.Request) {
-      if (this.#chunks !== undefined) this.#bodyTimedOut()
+      if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
       return
     }
     if (this.phase === Phase.Dispatched && now >= this.#headersDeadline - 1) {

@@ -13,6 +13,7 @@ export type { LocalReply, ErrorCode } from './errors.ts'
 export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
 export type { GraphQLRequest, OperationType } from './graphql-request.ts'
 export type { RedisProvider } from './redis.ts'
+export { oncePer } from './log.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
 export type Decision = LocalReply | undefined

@@ -54,3 +54,17 @@ export function createLogger(level: LevelWithSilent, destination: DestinationStr
     destination,
   )
 }
+
+/**
+ * A gate for repeated failure logs: true at most once per `ms`. Outages fail every request;
+ * each failure is counted in a metric, and one log line per window is enough for an operator.
+ */
+export function oncePer(ms: number): () => boolean {
+  let last = -Infinity
+  return () => {
+    const now = Date.now()
+    if (now - last < ms) return false
+    last = now
+    return true
+  }
+}

@@ -7,6 +7,7 @@
 // path until Redis answers again.
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
+import { oncePer } from './log.ts'
 import type { Counter, Gauge } from 'prom-client'
 
 // A PING goes out this often while the command connection is ready…
@@ -72,14 +73,9 @@ export class SharedRedis implements RedisProvider {
     r.on('end', () => role === 'client' && this.#metrics.up.set(0))
     r.on('close', () => role === 'client' && this.#metrics.up.set(0))
     if (role === 'client') this.#watch(r)
-    let lastLog = 0
+    const logNow = oncePer(5_000) // ioredis reports every failed reconnect
     r.on('error', (err: Error) => {
-      // ioredis reports every failed reconnect; one line per 5 s is enough for an operator.
-      const now = Date.now()
-      if (now - lastLog > 5_000) {
-        lastLog = now
-        this.#logger.warn({ role, err: { message: err.message } }, 'redis error')
-      }
+      if (logNow()) this.#logger.warn({ role, err: { message: err.message } }, 'redis error')
     })
     return r
   }

@@ -8,7 +8,7 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
-import type { Decision, Filter, FilterDeps, FilterModule, GraphQLRequest, LocalReply, RequestContext, ResponseInfo } from '../../proxy/filter.ts'
+import { oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { storeDecision } from './cache-control.ts'
 import { admittedScopes, cacheKey, normalizedDocumentHash, tokenScopes } from './cache-key.ts'
@@ -162,13 +162,9 @@ class CacheFilter implements Filter {
 
   #redisError(op: string, err: unknown): void {
     this.#redisErrors.labels(op).inc()
-    // Every failure is counted; one log line per 5 s is enough (an outage fails every request).
-    const now = Date.now()
-    if (now - this.#lastRedisLog < 5_000) return
-    this.#lastRedisLog = now
-    this.#log.warn({ err: { message: (err as Error).message }, op }, 'cache: redis unavailable')
+    if (this.#logRedisNow()) this.#log.warn({ err: { message: (err as Error).message }, op }, 'cache: redis unavailable')
   }
-  #lastRedisLog = 0
+  readonly #logRedisNow = oncePer(5_000)
 
   #count(result: Result, statSlot: number, persistedId: string | undefined): void {
     this.#results[result].inc()

@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache'
 import type { Counter, Histogram } from 'prom-client'
 import type { PersistedFilterConfig } from '../../config/filters/index.ts'
 import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
-import { errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
 import { ApqStore } from './apq-store.ts'
 import { analyzeDocument, loadCostSchema, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
@@ -75,14 +75,10 @@ class PersistedFilter implements Filter {
     const costGauge = gauge(r, { name: 'igw_persisted_operation_cost', help: 'Cost units of each manifest operation (its costUnits, else the static estimate)', labelNames: ['persisted_id'], aggregator: 'max' })
     for (const op of this.#manifest.byId.values()) costGauge.labels(op.id).set(op.costUnits ?? op.analysis.cost)
     const log = deps.logger
-    let lastLog = 0
+    const logNow = oncePer(5_000)
     this.#apq = new ApqStore(cfg.apq.maxEntries, deps.redis, cfg.apq.redisTtlSeconds, cfg.apq.redisTimeoutMs, (op, err) => {
       this.#m.redisErrors.labels(op).inc()
-      // Every failure is counted; one log line per 5 s is enough (an outage fails every request).
-      const now = Date.now()
-      if (now - lastLog < 5_000) return
-      lastLog = now
-      log.warn({ err: { message: (err as Error).message }, op }, 'APQ store: redis unavailable')
+      if (logNow()) log.warn({ err: { message: (err as Error).message }, op }, 'APQ store: redis unavailable')
     })
   }
 

@@ -6,6 +6,7 @@
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { RedisProvider } from '../redis.ts'
+import { oncePer } from '../log.ts'
 import type { HubMetrics } from './metrics.ts'
 
 export interface StoredEvent {
@@ -44,7 +45,7 @@ export class RedisReplayLog {
   readonly #logger: Logger
   #maxEvents: number
   #maxAgeMs: number
-  #lastWarn = 0
+  readonly #logNow = oncePer(5_000)
 
   constructor(redis: RedisProvider, maxEvents: number, maxAgeMs: number, metrics: HubMetrics, logger: Logger) {
     this.#redis = redis
@@ -150,10 +151,6 @@ export class RedisReplayLog {
 
   #failed(op: string, err: Error): void {
     this.#metrics.redisErrors.labels(op).inc()
-    const now = Date.now()
-    if (now - this.#lastWarn > 5_000) {
-      this.#lastWarn = now
-      this.#logger.warn({ op, err: { message: err.message } }, 'replay log: redis operation failed; delivery continues from memory')
-    }
+    if (this.#logNow()) this.#logger.warn({ op, err: { message: err.message } }, 'replay log: redis operation failed; delivery continues from memory')
   }
 }

@@ -189,10 +189,7 @@ export class QuotaRuntime {
     const m = this.metrics
     this.#store = new RedisQuotaStore(redis, q.redis, {
       failure: (kind: RedisFailure) => m.redisErrors.labels(kind).inc(),
-      breakerChanged: (open) => {
-        const store = this.#store
-        // Name what Redis said when it refused (OOM, NOPERM…); a timeout or a lost connection has no message.
-        const said = open && store?.lastFailure === 'error' ? store.lastErrorMessage : undefined
+      breakerChanged: (open, said) => {
         this.logger.warn({ open, ...(said ? { redisError: said } : {}) }, open ? 'redis unreachable: quota decisions follow the outage policy' : 'redis back: quota decisions shared again')
       },
       recovered: () => {

@@ -29,7 +29,8 @@ export interface RedisStoreSettings {
 
 export interface RedisStoreEvents {
   failure(kind: RedisFailure): void
-  breakerChanged(open: boolean): void
+  /** `said`: Redis's own refusal text when the failure that opened the breaker was one. */
+  breakerChanged(open: boolean, said?: string): void
   recovered(): void
 }
 
@@ -315,8 +316,8 @@ class Batch {
     }
     this.done = true
     clearTimeout(this.timer)
-    this.store.lastErrorMessage = err.message.slice(0, 200)
-    this.store.failed(/closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error')
+    const kind = /closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error'
+    this.store.failed(kind, kind === 'error' ? err.message.slice(0, 200) : undefined)
     this.fail(this.store.lastFailure)
   }
 
@@ -379,8 +380,6 @@ export class RedisQuotaStore {
   readonly provider: RedisProvider
   readonly breaker: CircuitBreaker
   lastFailure: RedisFailure = 'error'
-  /** What Redis said when it last refused a call (OOM, NOPERM, …), for the operator's log. */
-  lastErrorMessage: string | undefined = undefined
   /** Replies received on this store's calls (progress: is Redis answering at all?). */
   replies = 0
   /** Handed to each waiter in turn while a reply is read. */
@@ -537,10 +536,11 @@ export class RedisQuotaStore {
     }
   }
 
-  failed(kind: RedisFailure): void {
+  /** `said`: what Redis answered when it refused the call (OOM, NOPERM, …); none for timeouts and lost connections. */
+  failed(kind: RedisFailure, said?: string): void {
     this.lastFailure = kind
     this.#events.failure(kind)
-    if (this.breaker.failure(Date.now())) this.#events.breakerChanged(true)
+    if (this.breaker.failure(Date.now())) this.#events.breakerChanged(true, said)
   }
 
   /** Announce this proxy and count the live ones (undefined when Redis does not answer). */

@@ -90,7 +90,7 @@ export class SharedRedis implements RedisProvider {
     const onReply = () => {
       sentAt = 0
     }
-    const beat = setInterval(() => {
+    this.#heartbeat = setInterval(() => {
       if (r.status !== 'ready') {
         sentAt = 0
         return
@@ -105,11 +105,9 @@ export class SharedRedis implements RedisProvider {
         r.disconnect(true)
       }
     }, HEARTBEAT_MS)
-    beat.unref()
-    r.once('end', () => clearInterval(beat))
-    this.#beats.add(beat)
+    this.#heartbeat.unref()
   }
-  readonly #beats = new Set<NodeJS.Timeout>()
+  #heartbeat: NodeJS.Timeout | undefined
 
   get ready(): boolean {
     return this.#client?.status === 'ready'
@@ -124,8 +122,7 @@ export class SharedRedis implements RedisProvider {
   }
 
   async close(): Promise<void> {
-    for (const b of this.#beats) clearInterval(b)
-    this.#beats.clear()
+    clearInterval(this.#heartbeat)
     for (const r of [this.#client, this.#subscriber]) {
       if (r) await r.quit().catch(() => r.disconnect())
     }

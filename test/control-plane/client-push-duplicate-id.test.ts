@@ -2,45 +2,32 @@
 // id, so each connection ends the other's. Reconnecting at once made that an endless silent
 // storm (~4 streams a second, each a database write). The client now says what is probably
 // happening and backs off exponentially on streams that keep ending soon after they open.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ReconnectPolicy } from '../../proxy/control-plane-client.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { connectedProxyArgs, connectedProxyEnv, metricSample, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
-import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
+import { metricSample, ProxyFleet } from '../helpers/control-plane.ts'
+import type { SpawnedIgw } from '../helpers/proxy.ts'
 import { sleep } from '../helpers/wait.ts'
 
 let backend: DemoBackend
-let cp: TestControlPlane
-const work = mkdtempSync(join(tmpdir(), 'igw-twin-'))
-const proxies: SpawnedIgw[] = []
-
-async function startTwin(n: number): Promise<SpawnedIgw> {
-  const keyFile = join(work, 'cp.pub.pem')
-  writeFileSync(keyFile, cp.store.key.publicKeyPem)
-  const p = await spawnIgw(connectedProxyArgs({ cpUrl: cp.url, keyFile, stateDir: join(work, `state-${n}`), id: 'twin' }), await connectedProxyEnv(`proxy-twin-${n}`))
-  proxies.push(p)
-  return p
-}
+const fleet = new ProxyFleet('twin')
+const startTwin = (n: number): Promise<SpawnedIgw> => fleet.proxy('twin', join(fleet.work, `state-${n}`))
 
 /** Config streams the control plane has seen end (each kick ends one). */
 async function streamsEnded(): Promise<number> {
-  const text = await (await fetch(`${cp.metricsUrl}/metrics`)).text()
+  const text = await (await fetch(`${fleet.cp!.metricsUrl}/metrics`)).text()
   return metricSample(text, 'igw_control_plane_requests_total', { route: '/v1/stream', method: 'GET', status: '200' }) ?? 0
 }
 
 beforeAll(async () => {
   backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
-  cp = await startTestControlPlane({ seed: seedDocument(backend.url) })
+  await fleet.startCp(backend.url)
 })
 
 afterAll(async () => {
-  for (const p of proxies) await p.stop()
-  await cp?.close()
+  await fleet.close()
   await backend?.close()
-  rmSync(work, { recursive: true, force: true })
 })
 
 describe('two proxies with the same --proxy-id', () => {

@@ -4,47 +4,20 @@
 // reason (lastNack in GET /v1/proxies), warned once per version; and a proxy restarted at that
 // moment boots from its newer last-known-good instead of the older head, so the fleet stays on
 // one version. The way out (commit until the head passes the fleet's version) then reaches all.
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { connectedProxyArgs, connectedProxyEnv, runningVersion, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
-import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
+import { ProxyFleet, runningVersion } from '../helpers/control-plane.ts'
+import type { SpawnedIgw } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 let backend: DemoBackend
-let cp: TestControlPlane | undefined
-const cpDir = mkdtempSync(join(tmpdir(), 'igw-older-cp-'))
-let cpPort = 0
-const work = mkdtempSync(join(tmpdir(), 'igw-older-'))
-const keyFile = join(work, 'cp.pub.pem')
-const proxies: SpawnedIgw[] = []
-
-interface ProxyRow {
-  id: string
-  connected: boolean
-  appliedVersion: number | null
-  lastNack: { version: number; error: string; at: string } | null
-}
-
-async function startCp(): Promise<TestControlPlane> {
-  cp = await startTestControlPlane({ dir: cpDir, port: cpPort, seed: seedDocument(backend.url) })
-  cpPort = cp.port
-  return cp
-}
-
-async function startIgwProxy(id: string, stateDir: string): Promise<SpawnedIgw> {
-  const p = await spawnIgw(connectedProxyArgs({ cpUrl: `http://127.0.0.1:${cpPort}`, keyFile, stateDir, id }), await connectedProxyEnv(`proxy-${id}`))
-  proxies.push(p)
-  return p
-}
-
-const fleet = async () => (await (await cp!.api('/v1/proxies')).json()) as { headVersion: number; items: ProxyRow[] }
-const row = async (id: string) => (await fleet()).items.find((i) => i.id === id)
+const fleet = new ProxyFleet('older')
+const row = (id: string) => fleet.row(id)
+const commitTenant = (name: string) => fleet.commitTenant(name)
 const query = (p: SpawnedIgw, tenant: string) =>
   fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: JSON.stringify({ query: '{ hello(name: "older") }' }) })
-const commitTenant = async (name: string) => ((await (await cp!.api(`/v1/tenants/${name}`, { method: 'PUT', body: JSON.stringify({ tier: 'bronze' }) })).json()) as { version: number }).version
 const logLines = (p: SpawnedIgw) =>
   p.output.flatMap((l) => {
     try {
@@ -56,8 +29,8 @@ const logLines = (p: SpawnedIgw) =>
 /** Restart the control plane (same database); resolves when `id` has reconnected and NACKed `version` anew. */
 async function restartCpAndWaitForNack(id: string, version: number): Promise<void> {
   const before = (await row(id))?.lastNack?.at
-  await cp!.close()
-  await startCp()
+  await fleet.stopCp()
+  await fleet.startCp()
   await waitUntil(async () => {
     const r = await row(id)
     return r?.connected === true && r.lastNack?.version === version && r.lastNack.at !== before
@@ -67,33 +40,29 @@ const lkgVersion = (stateDir: string) => (JSON.parse((JSON.parse(readFileSync(jo
 
 beforeAll(async () => {
   backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
-  await startCp()
-  writeFileSync(keyFile, cp!.store.key.publicKeyPem)
+  await fleet.startCp(backend.url)
 })
 
 afterAll(async () => {
-  for (const p of proxies) await p.stop()
-  await cp?.close()
+  await fleet.close()
   await backend?.close()
-  rmSync(work, { recursive: true, force: true })
-  rmSync(cpDir, { recursive: true, force: true })
 })
 
 describe('a control plane whose head is older than what the proxies run', () => {
-  const state1 = join(work, 'state-1')
+  const state1 = join(fleet.work, 'state-1')
   let p1: SpawnedIgw
   let fleetVersion = 0
 
   it('a running proxy NACKs the older head (again on every connect), keeps serving its version, and warns once per version', async () => {
-    p1 = await startIgwProxy('older-1', state1)
+    p1 = await fleet.proxy('older-1', state1)
     for (const t of ['t1', 't2', 't3', 't4', 't5']) fleetVersion = await commitTenant(t)
     expect(fleetVersion).toBe(6)
     await waitUntil(async () => (await row('older-1'))?.appliedVersion === fleetVersion, 10_000, 'the proxy to ACK version 6')
     // The database is wiped (the signing key file stays): the control plane comes back at version 1.
-    await cp!.close()
-    for (const f of ['igw.db', 'igw.db-wal', 'igw.db-shm']) rmSync(join(cpDir, f), { force: true })
-    await startCp()
-    expect(cp!.store.head()!.version).toBe(1)
+    await fleet.stopCp()
+    for (const f of ['igw.db', 'igw.db-wal', 'igw.db-shm']) rmSync(join(fleet.cpDir, f), { force: true })
+    await fleet.startCp()
+    expect(fleet.cp!.store.head()!.version).toBe(1)
     await waitUntil(async () => (await row('older-1'))?.lastNack?.version === 1, 10_000, 'a NACK of the older head (version 1)')
     const view = (await row('older-1'))!
     expect(view.connected).toBe(true)
@@ -119,11 +88,11 @@ describe('a control plane whose head is older than what the proxies run', () => 
   })
 
   it('a proxy restarted meanwhile boots from its newer last-known-good, not the older head, and NACKs the head', async () => {
-    const state2 = join(work, 'state-2')
+    const state2 = join(fleet.work, 'state-2')
     mkdirSync(state2)
     copyFileSync(join(state1, 'last-good.json'), join(state2, 'last-good.json'))
     const before = readFileSync(join(state2, 'last-good.json'), 'utf8')
-    const p2 = await startIgwProxy('older-2', state2)
+    const p2 = await fleet.proxy('older-2', state2)
     expect(await runningVersion(p2)).toBe(fleetVersion)
     expect(p2.output.join('\n')).toMatch(/older than .*last-known-good/)
     expect(p2.output.join('\n')).toMatch(/booting from the last-known-good snapshot/)
@@ -139,7 +108,7 @@ describe('a control plane whose head is older than what the proxies run', () => 
     expect(v).toBeGreaterThan(fleetVersion)
     await waitUntil(async () => (await runningVersion(p1)) === v && (await runningVersion(p2)) === v, 10_000, 'both proxies on the new head')
     await waitUntil(async () => {
-      const f = await fleet()
+      const f = await fleet.rows()
       return f.items.filter((i) => i.id.startsWith('older-')).every((i) => i.appliedVersion === v)
     }, 10_000, 'both ACKs')
     expect(lkgVersion(state2)).toBe(v)

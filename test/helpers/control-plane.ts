@@ -1,6 +1,6 @@
 // A real control plane for a test: in-process HTTP server on 127.0.0.1:0 over a real SQLite file
 // or a real PostgreSQL database, with an HS256 secret to mint admin and proxy tokens.
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino, type Logger } from 'pino'
@@ -9,6 +9,7 @@ import type { TrustedKeys } from '../../control-plane/plugin-package.ts'
 import type { Doc } from '../../control-plane/resources.ts'
 import { startControlPlane, type ControlPlane } from '../../control-plane/server.ts'
 import { loadOrCreateSigningKey } from '../../control-plane/signing.ts'
+import { spawnIgw, type SpawnedIgw } from './proxy.ts'
 
 export const TEST_AUTH_SECRET = 'test-secret-0123456789abcdef0123456789'
 
@@ -101,4 +102,83 @@ export async function connectedProxyEnv(sub: string, usageIntervalMs = 60_000): 
 /** The config version a running proxy serves (its admin /config). */
 export async function runningVersion(p: { adminUrl: string }): Promise<number> {
   return ((await (await fetch(`${p.adminUrl}/config`)).json()) as { version: number }).version
+}
+
+/** A proxy as GET /v1/proxies lists it. */
+export interface ProxyRow {
+  id: string
+  connected: boolean
+  appliedVersion: number | null
+  lastNack: { version: number; error: string; at: string } | null
+}
+
+/**
+ * A control plane that can be stopped and started again on the same directory, database,
+ * signing key and port, and the `igw proxy` processes a test connects to it. `close()` stops
+ * them all and removes the temporary folders. The control plane's public key is written to
+ * `keyFile` on first start (what a proxy pins with --control-plane-key).
+ */
+export class ProxyFleet {
+  cp: TestControlPlane | undefined = undefined
+  readonly cpDir: string
+  /** Scratch folder for the test: state dirs, key files. */
+  readonly work: string
+  readonly keyFile: string
+  #backendUrl = ''
+  readonly #proxies: SpawnedIgw[] = []
+  #port = 0
+
+  constructor(name: string) {
+    this.cpDir = mkdtempSync(join(tmpdir(), `igw-${name}-cp-`))
+    this.work = mkdtempSync(join(tmpdir(), `igw-${name}-`))
+    this.keyFile = join(this.work, 'cp.pub.pem')
+  }
+
+  get cpUrl(): string {
+    return `http://127.0.0.1:${this.#port}`
+  }
+
+  /** The first start seeds the database with a config whose upstream is `backendUrl`; later starts reuse it. */
+  async startCp(backendUrl?: string): Promise<TestControlPlane> {
+    if (backendUrl !== undefined) this.#backendUrl = backendUrl
+    const first = this.#port === 0
+    this.cp = await startTestControlPlane({ dir: this.cpDir, port: this.#port, seed: seedDocument(this.#backendUrl) })
+    this.#port = this.cp.port
+    if (first) writeFileSync(this.keyFile, this.cp.store.key.publicKeyPem)
+    return this.cp
+  }
+
+  async stopCp(): Promise<void> {
+    const cp = this.cp
+    this.cp = undefined
+    await cp?.close()
+  }
+
+  /** Start `igw proxy --proxy-id <id>` against this control plane, its state in `stateDir`. */
+  async proxy(id: string, stateDir: string, o: { keyFile?: string; workers?: number; extraArgs?: string[]; usageIntervalMs?: number } = {}): Promise<SpawnedIgw> {
+    const args = [...connectedProxyArgs({ cpUrl: this.cpUrl, keyFile: o.keyFile ?? this.keyFile, stateDir, id, ...(o.workers ? { workers: o.workers } : {}) }), ...(o.extraArgs ?? [])]
+    const p = await spawnIgw(args, await connectedProxyEnv(`proxy-${id}`, o.usageIntervalMs))
+    this.#proxies.push(p)
+    return p
+  }
+
+  async rows(): Promise<{ headVersion: number; items: ProxyRow[] }> {
+    return (await (await this.cp!.api('/v1/proxies')).json()) as { headVersion: number; items: ProxyRow[] }
+  }
+
+  async row(id: string): Promise<ProxyRow | undefined> {
+    return (await this.rows()).items.find((i) => i.id === id)
+  }
+
+  /** A config change (a tenant put): resolves with the version it committed. */
+  async commitTenant(name: string): Promise<number> {
+    return ((await (await this.cp!.api(`/v1/tenants/${name}`, { method: 'PUT', body: JSON.stringify({ tier: 'bronze' }) })).json()) as { version: number }).version
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.#proxies) await p.stop()
+    await this.stopCp()
+    rmSync(this.work, { recursive: true, force: true })
+    rmSync(this.cpDir, { recursive: true, force: true })
+  }
 }

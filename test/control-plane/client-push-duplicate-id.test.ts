@@ -5,12 +5,10 @@
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ReconnectPolicy } from '../../proxy/control-plane-client.ts'
-import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { metricSample, ProxyFleet } from '../helpers/control-plane.ts'
 import type { SpawnedIgw } from '../helpers/proxy.ts'
 import { sleep } from '../helpers/wait.ts'
 
-let backend: DemoBackend
 const fleet = new ProxyFleet('twin')
 const startTwin = (n: number): Promise<SpawnedIgw> => fleet.proxy('twin', join(fleet.work, `state-${n}`))
 
@@ -20,15 +18,9 @@ async function streamsEnded(): Promise<number> {
   return metricSample(text, 'igw_control_plane_requests_total', { route: '/v1/stream', method: 'GET', status: '200' }) ?? 0
 }
 
-beforeAll(async () => {
-  backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
-  await fleet.startCp(backend.url)
-})
+beforeAll(() => fleet.start())
 
-afterAll(async () => {
-  await fleet.close()
-  await backend?.close()
-})
+afterAll(() => fleet.close())
 
 describe('two proxies with the same --proxy-id', () => {
   it('back off instead of kicking each other ~4 times a second, and warn naming the likely cause', async () => {

@@ -7,12 +7,10 @@
 import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { ProxyFleet, runningVersion } from '../helpers/control-plane.ts'
 import type { SpawnedIgw } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
-let backend: DemoBackend
 const fleet = new ProxyFleet('older')
 const row = (id: string) => fleet.row(id)
 const commitTenant = (name: string) => fleet.commitTenant(name)
@@ -38,15 +36,9 @@ async function restartCpAndWaitForNack(id: string, version: number): Promise<voi
 }
 const lkgVersion = (stateDir: string) => (JSON.parse((JSON.parse(readFileSync(join(stateDir, 'last-good.json'), 'utf8')) as { payload: string }).payload) as { version: number }).version
 
-beforeAll(async () => {
-  backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
-  await fleet.startCp(backend.url)
-})
+beforeAll(() => fleet.start())
 
-afterAll(async () => {
-  await fleet.close()
-  await backend?.close()
-})
+afterAll(() => fleet.close())
 
 describe('a control plane whose head is older than what the proxies run', () => {
   const state1 = join(fleet.work, 'state-1')

@@ -8,12 +8,10 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateSigningKey, keyIdOf } from '../../control-plane/signing.ts'
-import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { ProxyFleet, runningVersion } from '../helpers/control-plane.ts'
 import type { SpawnedIgw } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
-let backend: DemoBackend
 // The proxies pin the key the control plane first starts with (fleet.keyFile).
 const fleet = new ProxyFleet('sig')
 const newKeyFile = join(fleet.work, 'new.pub.pem')
@@ -21,14 +19,10 @@ let oldKeyId = ''
 const row = (id: string) => fleet.row(id)
 
 beforeAll(async () => {
-  backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
-  oldKeyId = (await fleet.startCp(backend.url)).store.key.keyId
+  oldKeyId = (await fleet.start()).store.key.keyId
 })
 
-afterAll(async () => {
-  await fleet.close()
-  await backend?.close()
-})
+afterAll(() => fleet.close())
 
 describe('snapshots whose signature does not verify with the pinned key', () => {
   const state1 = join(fleet.work, 'state-1')

@@ -5,11 +5,9 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { ProxyFleet, runningVersion } from '../helpers/control-plane.ts'
 import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
 
-let backend: DemoBackend
 const fleet = new ProxyFleet('push')
 const stateDir = join(fleet.work, 'state')
 
@@ -30,15 +28,9 @@ const query = (p: SpawnedIgw, tenant = 'acme') =>
 
 const proxyView = () => fleet.row('e2e-1')
 
-beforeAll(async () => {
-  backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
-  await fleet.startCp(backend.url)
-})
+beforeAll(() => fleet.start())
 
-afterAll(async () => {
-  await fleet.close()
-  await backend?.close()
-})
+afterAll(() => fleet.close())
 
 describe('config push to real igw proxy processes', () => {
   let proxy: SpawnedIgw
@@ -170,7 +162,7 @@ describe('config push to real igw proxy processes', () => {
     const path = join(stateDir, 'last-good.json')
     const envelope = JSON.parse(readFileSync(path, 'utf8')) as { payload: string; signature: string }
     // Point the route somewhere else, keep the signature.
-    const tampered = { ...envelope, payload: envelope.payload.replace(backend.url, 'http://127.0.0.1:1') }
+    const tampered = { ...envelope, payload: envelope.payload.replace(fleet.backendUrl, 'http://127.0.0.1:1') }
     expect(tampered.payload).not.toBe(envelope.payload)
     writeFileSync(path, JSON.stringify(tampered))
     const token = 'x'

@@ -9,6 +9,7 @@ import type { TrustedKeys } from '../../control-plane/plugin-package.ts'
 import type { Doc } from '../../control-plane/resources.ts'
 import { startControlPlane, type ControlPlane } from '../../control-plane/server.ts'
 import { loadOrCreateSigningKey } from '../../control-plane/signing.ts'
+import { startDemoBackend, type DemoBackend } from './backends.ts'
 import { spawnIgw, type SpawnedIgw } from './proxy.ts'
 
 export const TEST_AUTH_SECRET = 'test-secret-0123456789abcdef0123456789'
@@ -113,10 +114,10 @@ export interface ProxyRow {
 }
 
 /**
- * A control plane that can be stopped and started again on the same directory, database,
- * signing key and port, and the `igw proxy` processes a test connects to it. `close()` stops
- * them all and removes the temporary folders. The control plane's public key is written to
- * `keyFile` on first start (what a proxy pins with --control-plane-key).
+ * The demo backend, a control plane that can be stopped and started again on the same
+ * directory, database, signing key and port, and the `igw proxy` processes a test connects to
+ * it. `close()` stops them all and removes the temporary folders. The control plane's public key
+ * is written to `keyFile` on first start (what a proxy pins with --control-plane-key).
  */
 export class ProxyFleet {
   cp: TestControlPlane | undefined = undefined
@@ -124,7 +125,7 @@ export class ProxyFleet {
   /** Scratch folder for the test: state dirs, key files. */
   readonly work: string
   readonly keyFile: string
-  #backendUrl = ''
+  #backend: DemoBackend | undefined = undefined
   readonly #proxies: SpawnedIgw[] = []
   #port = 0
 
@@ -134,15 +135,24 @@ export class ProxyFleet {
     this.keyFile = join(this.work, 'cp.pub.pem')
   }
 
+  get backendUrl(): string {
+    return this.#backend!.url
+  }
+
   get cpUrl(): string {
     return `http://127.0.0.1:${this.#port}`
   }
 
-  /** The first start seeds the database with a config whose upstream is `backendUrl`; later starts reuse it. */
-  async startCp(backendUrl?: string): Promise<TestControlPlane> {
-    if (backendUrl !== undefined) this.#backendUrl = backendUrl
+  /** Starts the backend and the control plane; its database is seeded with the backend as upstream. */
+  async start(): Promise<TestControlPlane> {
+    this.#backend = await startDemoBackend({ host: '127.0.0.1', port: 0 })
+    return this.startCp()
+  }
+
+  /** (Re)start the control plane; a database it already has is kept. */
+  async startCp(): Promise<TestControlPlane> {
     const first = this.#port === 0
-    this.cp = await startTestControlPlane({ dir: this.cpDir, port: this.#port, seed: seedDocument(this.#backendUrl) })
+    this.cp = await startTestControlPlane({ dir: this.cpDir, port: this.#port, seed: seedDocument(this.#backend!.url) })
     this.#port = this.cp.port
     if (first) writeFileSync(this.keyFile, this.cp.store.key.publicKeyPem)
     return this.cp
@@ -178,6 +188,7 @@ export class ProxyFleet {
   async close(): Promise<void> {
     for (const p of this.#proxies) await p.stop()
     await this.stopCp()
+    await this.#backend?.close()
     rmSync(this.work, { recursive: true, force: true })
     rmSync(this.cpDir, { recursive: true, force: true })
   }

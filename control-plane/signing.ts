@@ -4,7 +4,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { sha256Hex } from './canonical-json.ts'
+import { keyIdOf } from '../config/key-id.ts'
 
 export interface SigningKey {
   readonly keyId: string
@@ -14,9 +14,7 @@ export interface SigningKey {
   sign(data: string | Buffer): string
 }
 
-export function keyIdOf(publicKey: KeyObject): string {
-  return sha256Hex(publicKey.export({ type: 'spki', format: 'der' })).slice(0, 16)
-}
+export { keyIdOf }
 
 function fromPrivate(privateKey: KeyObject): SigningKey {
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`signing key must be ed25519, got ${privateKey.asymmetricKeyType}`)

@@ -12,12 +12,13 @@
 // proxy holds (versions only move forward, so an old signed snapshot cannot be replayed), is NACKed
 // with the reason and so shows as lastNack in GET /v1/proxies. A booting proxy follows the same
 // rule: it never takes a head older than its verified last-known-good.
-import { createHash, createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
+import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { request } from 'undici'
+import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { ProxyHandle } from './supervisor.ts'
@@ -55,11 +56,6 @@ interface Payload {
 export class SnapshotRejected extends Error {}
 /** The envelope is well formed but not signed by the pinned key. */
 export class SignatureMismatch extends SnapshotRejected {}
-
-/** A public key's id as the control plane prints it (GET /v1/signing-key): sha256 of the SPKI DER, 16 hex digits. */
-export function keyIdOf(key: KeyObject): string {
-  return createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16)
-}
 
 /** Verify an envelope with the key; returns the payload. Throws SnapshotRejected saying why. */
 export function verifyEnvelope(envelope: unknown, key: KeyObject): Payload {

@@ -13,7 +13,7 @@ import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
-import { integerParam, integerQuery } from './request-values.ts'
+import { dateTimeQuery, integerParam, integerQuery } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, validateReport, type UsageLedger } from './usage.ts'
@@ -529,14 +529,14 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         tags: ['usage'],
         query: [
           { name: 'tenant', description: 'only this tenant', schema: { type: 'string' } },
-          { name: 'since', description: 'only alerts at or after this time (ISO)', schema: { type: 'string', format: 'date-time' } },
+          { name: 'since', description: 'only alerts at or after this time (RFC 3339, e.g. 2026-11-26T05:00:00Z); anything else: 400', schema: { type: 'string', format: 'date-time' } },
         ],
         responses: { 200: { description: 'alerts', schema: ref('AlertList') }, ...COMMON },
       },
       async handle(ctx) {
-        const since = ctx.query.get('since')
+        const since = dateTimeQuery(ctx.query, 'since') ?? 0
         const tenant = ctx.query.get('tenant') ?? ctx.subject?.tenant
-        sendJson(ctx.res, 200, { items: await usage.alerts({ since: since ? Date.parse(since) || 0 : 0, ...(tenant ? { tenant } : {}) }) })
+        sendJson(ctx.res, 200, { items: await usage.alerts({ since, ...(tenant ? { tenant } : {}) }) })
       },
     },
     {

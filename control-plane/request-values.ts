@@ -53,6 +53,27 @@ export function integerQuery(query: URLSearchParams, name: string, fallback: num
   return raw === null ? fallback : integerParam(name, raw, range)
 }
 
+/** RFC 3339 / ISO 8601 date-time, what the OpenAPI `format: date-time` promises: 2026-11-26T05:00:00Z, fraction and offset optional. */
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T([01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$/i
+
+/** Epoch ms of an RFC 3339 date-time; NaN for anything else, a day the month does not have included (Date.parse rolls 02-30 over to March). */
+export function parseDateTime(raw: string): number {
+  const m = DATE_TIME.exec(raw)
+  if (m === null) return Number.NaN
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])]
+  if (mo < 1 || mo > 12 || d < 1 || new Date(Date.UTC(y, mo - 1, d)).getUTCDate() !== d) return Number.NaN
+  return Date.parse(raw)
+}
+
+/** An optional date-time query parameter as epoch ms: undefined when absent; present but not a date-time: 400 naming it. */
+export function dateTimeQuery(query: URLSearchParams, name: string): number | undefined {
+  const raw = query.get(name)
+  if (raw === null) return undefined
+  const ms = parseDateTime(raw)
+  if (Number.isNaN(ms)) throw new HttpError(400, `invalid ${name}`, { problems: [`${name}: expected a date-time such as 2026-11-26T05:00:00Z, got ${shown(raw)}`] })
+  return ms
+}
+
 /**
  * NUL (U+0000) cannot be stored in a PostgreSQL text column ("invalid byte sequence"), so an id, a
  * filter or a key carrying one is refused where it enters, on both engines alike.

@@ -5,7 +5,7 @@ import { addCounters, emptyCounters, type TenantCounters } from '../config/usage
 import { canonicalJson } from './canonical-json.ts'
 import { num, type Db, type Tx } from './db.ts'
 import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
-import { hasNul, parseInteger } from './request-values.ts'
+import { hasNul, parseDateTime, parseInteger } from './request-values.ts'
 import type { SigningKey } from './signing.ts'
 
 /**
@@ -96,7 +96,7 @@ export function validateReport(body: unknown): UsageReport | string {
   if (parseInteger(r.seq, { min: 1 }) === undefined || typeof r.seq !== 'number') {
     return Number.isInteger(r.seq) && (r.seq as number) > 0 ? `seq: expected a positive integer, at most ${Number.MAX_SAFE_INTEGER}` : 'seq: expected a positive integer'
   }
-  if (typeof r.at !== 'string' || Number.isNaN(Date.parse(r.at))) return 'at: expected an ISO date-time'
+  if (typeof r.at !== 'string' || Number.isNaN(parseDateTime(r.at))) return 'at: expected an RFC 3339 date-time'
   if (r.tenants === null || typeof r.tenants !== 'object' || Array.isArray(r.tenants)) return 'tenants: expected an object of tenant → counters'
   for (const [t, u] of Object.entries(r.tenants)) {
     const tenantProblem = textProblem(`tenants[${JSON.stringify(t)}]`, t)

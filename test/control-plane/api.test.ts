@@ -224,6 +224,15 @@ describe.each(engines)('control plane API on $name', (engine) => {
 
     const alerts = (await oa.check(await cp.api('/v1/alerts?tenant=acme'), 'GET', '/v1/alerts')) as { items: { kind: string; detail: { threshold: number } }[] }
     expect(alerts.items.map((a) => a.kind).sort()).toEqual(['budget.100', 'budget.80'])
+    // since: a date-time filters; anything else is a 400 naming it (it was read as "since 1970").
+    const past = (await oa.check(await cp.api('/v1/alerts?tenant=acme&since=2020-01-01T00:00:00Z'), 'GET', '/v1/alerts')) as { items: unknown[] }
+    expect(past.items).toHaveLength(2)
+    const future = (await oa.check(await cp.api(`/v1/alerts?tenant=acme&since=${new Date(Date.now() + 3_600_000).toISOString()}`), 'GET', '/v1/alerts')) as { items: unknown[] }
+    expect(future.items).toHaveLength(0)
+    for (const since of ['garbage', '2026-01-01', '1700000000000', 'Tue, 01 Dec 2026 00:00:00 GMT', '2026-02-30T00:00:00Z']) {
+      const bad = await cp.api(`/v1/alerts?tenant=acme&since=${encodeURIComponent(since)}`)
+      expect(await oa.check(bad, 'GET', '/v1/alerts'), since).toMatchObject({ status: 400, problems: [expect.stringMatching(/^since: expected a date-time/)] })
+    }
   })
 
   it('audit, versions, proxies, policies, signing key and health conform; detokenize is authorized and justified', async () => {

@@ -208,6 +208,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
         return
       }
       if (method !== 'OPTIONS') {
+        // A GET says what it runs in its query string only. A body beside it (some backends read
+        // one) would run something no filter checked, priced or keyed the cache by.
+        if (req.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0')) {
+          this.res.shouldKeepAlive = false // the body stays unread
+          this.replyError('BAD_REQUEST', `a ${method} request to a GraphQL route cannot carry a body`, -1)
+          return
+        }
         const q = this.ctx.url.indexOf('?')
         if (q !== -1) {
           try {

@@ -8,6 +8,9 @@ import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
 
+/** The query-string parameters GraphQL over HTTP gives meaning to. */
+const GET_PARAMETERS = ['query', 'operationName', 'variables', 'extensions', 'documentId'] as const
+
 // Parsing dominates the cost of reading a GraphQL request; clients repeat the same few
 // documents, so parsed ASTs are kept (bounded by total document length).
 const documentCache = new LRUCache<string, DocumentNode>({
@@ -152,7 +155,7 @@ export class GraphQLRequest {
     const q = originalPath.indexOf('?')
     const base = q === -1 ? originalPath : originalPath.slice(0, q)
     const params = new URLSearchParams(q === -1 ? '' : originalPath.slice(q + 1))
-    for (const k of ['query', 'operationName', 'variables', 'extensions', 'documentId']) params.delete(k)
+    for (const k of GET_PARAMETERS) params.delete(k)
     if (this.documentId !== undefined) params.set('documentId', this.documentId)
     if (this.query !== undefined) params.set('query', this.query)
     if (this.operationName !== undefined) params.set('operationName', this.operationName)
@@ -206,6 +209,9 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | undefined {
 /** Parse GET parameters (GraphQL over HTTP): variables and extensions are JSON strings. */
 export function parseGetParams(search: string): GraphQLRequest | undefined {
   const params = new URLSearchParams(search)
+  // Given twice, a parameter means different things to different readers (frameworks take the
+  // first, the last or a list): what the filters check must be what the backend runs.
+  for (const name of GET_PARAMETERS) if (params.getAll(name).length > 1) throw new GraphQLRequestError(`GraphQL parameter "${name}" is repeated in the query string`)
   const query = params.get('query') ?? undefined
   const extText = params.get('extensions')
   const documentId = params.get('documentId') ?? undefined

@@ -48,3 +48,13 @@ export function storeDecision(status: number, headers: Record<string, string | s
   if (ttl <= 0) return { ttlSeconds: 0, reason: 'max_age_0' }
   return { ttlSeconds: ttl, reason: undefined }
 }
+
+/**
+ * The upstream forbids serving the response once it is stale (RFC 9111 5.2.2.2, 5.2.2.8): no
+ * stale-while-revalidate, no stale-if-error for it, whatever the route configures.
+ */
+export function mustRevalidate(cacheControl: string | string[] | undefined): boolean {
+  if (cacheControl === undefined) return false
+  const cc = parseCacheControl(cacheControl)
+  return cc.has('must-revalidate') || cc.has('proxy-revalidate')
+}

@@ -10,7 +10,7 @@ import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
-import { storeDecision } from './cache-control.ts'
+import { mustRevalidate, storeDecision } from './cache-control.ts'
 import { admittedScopes, cacheKey, normalizedDocumentHash, tokenScopes } from './cache-key.ts'
 import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
@@ -22,6 +22,15 @@ const kState = Symbol('igw.cache')
 const STORED_HEADERS = ['content-type', 'cache-control', 'content-language', 'etag', 'last-modified', 'vary']
 /** How long a finished fill keeps late misses in other workers waiting for its broadcast. */
 const DONE_GRACE_MS = 250
+/**
+ * Filters that may follow `cache` on a route without changing response bodies. A background
+ * refresh (stale-while-revalidate, refresh-ahead) fetches from the upstream directly and stores
+ * what it gets, so the response phase of any other filter after the cache (DLP masking an
+ * export, say) would be skipped and the raw body served from the cache.
+ */
+const BODY_NEUTRAL_FILTERS = new Set(['request-id', 'tenant', 'persisted', 'quota', 'cache', 'subscriptions'])
+/** Local replies that mean "the upstream failed" (stale-if-error); any other is a decision to keep. */
+const UPSTREAM_FAILURES = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
 const RESULTS = ['hit', 'miss', 'stale', 'bypass', 'coalesced'] as const
 type Result = (typeof RESULTS)[number]
 
@@ -49,6 +58,11 @@ interface MissState {
 interface MutationState {
   kind: 'mutation'
   tags: string[]
+}
+
+/** A batch (a JSON array) on a GraphQL route: its operations are not visible here. */
+interface BatchState {
+  kind: 'batch'
 }
 
 interface Policy {
@@ -80,6 +94,8 @@ class CacheFilter implements Filter {
   readonly #results: Record<Result, { inc(): void }>
   readonly #refreshes: Record<'ahead' | 'stale', { inc(): void }>
   readonly #refreshAheadMs: number
+  /** Background refreshes are safe: no filter after the cache transforms response bodies. */
+  readonly #backgroundRefresh: boolean
   readonly #byId: Counter<'persisted_id' | 'result'>
   readonly #notStoredTotal: Counter<'reason'>
   readonly #invalidations: Counter<'origin'>
@@ -92,6 +108,15 @@ class CacheFilter implements Filter {
     this.#routeTag = `route:${deps.routeName}`
     this.#log = deps.logger
     const route = deps.config.routes.find((r) => r.name === deps.routeName)
+    const after = route === undefined ? [] : route.filters.slice(route.filters.findIndex((f) => f.name === 'cache') + 1).map((f) => f.name)
+    const transforming = after.filter((n) => !BODY_NEUTRAL_FILTERS.has(n))
+    this.#backgroundRefresh = transforming.length === 0
+    if (!this.#backgroundRefresh && (cfg.staleWhileRevalidateSeconds > 0 || cfg.refreshAheadSeconds > 0)) {
+      deps.logger.warn(
+        { route: deps.routeName, after: transforming },
+        'cache: staleWhileRevalidateSeconds / refreshAheadSeconds are not applied on this route: a background refresh would skip the response phase of the filters after the cache; expired entries are refreshed by an ordinary miss',
+      )
+    }
     if (cfg.requireTenant && route !== undefined) {
       const names = route.filters.map((f) => f.name)
       const t = names.indexOf('tenant')
@@ -178,7 +203,14 @@ class CacheFilter implements Filter {
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const gql = ctx.graphql
     // Operations on a WebSocket (the subscription hub runs the chain too) have no HTTP response to cache.
-    if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) return this.#bypass(ctx)
+    if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) {
+      // A POST on a GraphQL route without a parsed request is a batch (a JSON array): it may
+      // hold mutations this filter cannot see, so its response invalidates conservatively.
+      if (gql === undefined && ctx.subscription === undefined && ctx.method === 'POST' && ctx.route.type === 'graphql' && this.cfg.invalidation.writeThrough) {
+        ctx.locals.set(kState, { kind: 'batch' } satisfies BatchState)
+      }
+      return this.#bypass(ctx)
+    }
     const type = gql.operationType
     if (type === 'mutation') return this.#mutation(ctx, gql)
     if (type !== 'query') return this.#bypass(ctx)
@@ -218,10 +250,10 @@ class CacheFilter implements Filter {
     if (e !== undefined) {
       if (now < e.freshUntil) {
         // Refresh ahead: renew a hot entry in its last seconds instead of letting it expire into a miss.
-        if (this.#refreshAheadMs > 0 && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - e.created) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
+        if (this.#refreshAheadMs > 0 && this.#backgroundRefresh && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - e.created) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
         return this.#reply(ctx, e, now, 'hit', policy)
       }
-      if (now < e.staleUntil) {
+      if (now < e.staleUntil && this.#backgroundRefresh) {
         this.#revalidate(ctx, gql, key, ttl, policy, e, 'stale')
         return this.#reply(ctx, e, now, 'stale', policy)
       }
@@ -400,9 +432,21 @@ class CacheFilter implements Filter {
   // --- response phase ---------------------------------------------------------------------
 
   onResponse(ctx: RequestContext, res: ResponseInfo): void | Promise<void> {
-    const st = ctx.locals.get(kState) as MissState | MutationState | undefined
+    const st = ctx.locals.get(kState) as MissState | MutationState | BatchState | undefined
     if (st === undefined) return
     if (st.kind === 'mutation') return this.#mutationResponse(res, st)
+    if (st.kind === 'batch') {
+      // Refused before the upstream (quota, safelist…): nothing ran. Otherwise it may have
+      // written anything: the route's entries go before the response does (read-your-writes).
+      if (res.local && !UPSTREAM_FAILURES.has(ctx.errorCode ?? '')) return
+      return this.invalidate([this.#routeTag])
+    }
+    if (res.local && !UPSTREAM_FAILURES.has(ctx.errorCode ?? '')) {
+      // A decision of a filter after the cache (quota 429, DLP 403…), not an upstream failure:
+      // it stands; stale-if-error is no way around it.
+      this.finishFill(st, undefined)
+      return
+    }
     if (res.local || res.status >= 500) {
       const stale = st.fallback
       if (stale !== undefined && Date.now() < stale.errorUntil && this.shared.valid(stale.slots, stale.seq)) {
@@ -486,7 +530,10 @@ class CacheFilter implements Filter {
     const now = Date.now()
     const fresh = now + ttlSeconds * 1000
     const cfg = this.cfg
-    const entry = this.#entry(st.key, headers, body, now, fresh, fresh + cfg.staleWhileRevalidateSeconds * 1000, fresh + cfg.staleIfErrorSeconds * 1000, st.seq, [...tags], st.statSlot)
+    const noStale = mustRevalidate(headers['cache-control'])
+    const stale = noStale ? fresh : fresh + cfg.staleWhileRevalidateSeconds * 1000
+    const onError = noStale ? fresh : fresh + cfg.staleIfErrorSeconds * 1000
+    const entry = this.#entry(st.key, headers, body, now, fresh, stale, onError, st.seq, [...tags], st.statSlot)
     if (!this.shared.valid(entry.slots, entry.seq)) {
       this.#notStored('invalidated')
       this.finishFill(st, undefined)
@@ -611,6 +658,7 @@ class MutationCapture extends Transform {
   readonly #max: number
   #chunks: Buffer[] | undefined = []
   #size = 0
+  #flushed = false
 
   constructor(owner: CacheFilter, st: MutationState) {
     super()
@@ -629,6 +677,7 @@ class MutationCapture extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
+    this.#flushed = true
     const tags = new Set(this.#st.tags)
     const chunks = this.#chunks
     if (chunks === undefined) {
@@ -645,6 +694,16 @@ class MutationCapture extends Transform {
     const p = this.#owner.invalidate(tags)
     if (p === undefined) cb()
     else p.then(() => cb(), () => cb())
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    // Cut before its end (upstream failed mid-body, client gone): the mutation ran upstream
+    // but what it touched is unknown, so the route's entries all go (as for one too large to read).
+    if (!this.#flushed) {
+      this.#flushed = true
+      void this.#owner.invalidate([...this.#st.tags, this.#owner.routeTag])
+    }
+    cb(err)
   }
 }
 

@@ -6,10 +6,16 @@ import type { RedisProvider } from '../../proxy/filter.ts'
 
 let shared: { max: number; lru: LRUCache<string, string> } | undefined
 
+/**
+ * Bytes of registered documents kept per worker, whatever maxEntries says: registration is
+ * open to any client, and 10 000 documents at the 64 KiB query limit would be 640 MiB.
+ */
+export const APQ_MAX_BYTES = 64 * 1024 * 1024
+
 /** The worker's registrations (one LRU for every route and config version of equal size). */
 export function apqLru(maxEntries: number): LRUCache<string, string> {
   if (shared === undefined || shared.max !== maxEntries) {
-    const lru = new LRUCache<string, string>({ max: maxEntries })
+    const lru = new LRUCache<string, string>({ max: maxEntries, maxSize: APQ_MAX_BYTES, sizeCalculation: (query, hash) => query.length + hash.length + 64 })
     // A resize keeps what it can: registrations are cheap for clients to redo, but not free.
     if (shared !== undefined) for (const [k, v] of shared.lru.entries()) if (lru.size < maxEntries) lru.set(k, v)
     shared = { max: maxEntries, lru }

@@ -121,10 +121,12 @@ class PersistedFilter implements Filter {
         this.#m.requests.labels('apq_not_supported').inc()
         return NOT_SUPPORTED
       }
-      const known = this.#apq.local(sha256Hash)
-      if (known !== undefined) return this.#fromApq(ctx, gql, sha256Hash, known)
+      // Registrations are kept under the lower-case hex digest (the hash check accepts either case).
+      const hash = HEX_SHA256.test(sha256Hash) ? sha256Hash.toLowerCase() : sha256Hash
+      const known = this.#apq.local(hash)
+      if (known !== undefined) return this.#fromApq(ctx, gql, hash, known)
       if (!this.#apq.hasRedis) return this.#notFound()
-      return this.#apq.remote(sha256Hash).then((r) => (r.query === undefined ? this.#notFound() : this.#fromApq(ctx, gql, sha256Hash, r.query)))
+      return this.#apq.remote(hash).then((r) => (r.query === undefined ? this.#notFound() : this.#fromApq(ctx, gql, hash, r.query)))
     }
 
     // Document and hash together: a registration (APQ) or a manifest id with its text.
@@ -250,6 +252,8 @@ class PersistedFilter implements Filter {
     if (this.#hintHeader !== false) ctx.setUpstreamHeader(this.#hintHeader, header!)
   }
 }
+
+const HEX_SHA256 = /^[0-9a-fA-F]{64}$/
 
 function loadSchemaFile(path: string): SchemaCostInfo {
   let sdl: string

@@ -204,6 +204,16 @@ class CsvEngine implements Engine {
     if (this.#records === 0 && this.#header) {
       const pack = this.#scanner.pack
       this.#hints = fields.map((h) => pack.fieldHint(h))
+      // The header row is read like data too: a headerless file under `header: true` would
+      // otherwise pass its first record unread.
+      let copy: string[] | undefined
+      for (let i = 0; i < fields.length; i++) {
+        const r = this.#scanner.visit(fields[i]!, 0)
+        if (r === undefined) continue
+        if (typeof r !== 'string') this.#scanner.flush()
+        ;(copy ??= fields.slice())[i] = typeof r === 'string' ? r : r.value
+      }
+      if (copy !== undefined) row = copy
     } else {
       let copy: string[] | undefined
       for (let i = 0; i < fields.length; i++) {

@@ -12,7 +12,6 @@
 // Everything else on the route pays one map lookup.
 import { Readable, Transform, type TransformCallback } from 'node:stream'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
-import { getOperationAST, Kind, type DocumentNode } from 'graphql'
 import type { Counter } from 'prom-client'
 import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
@@ -20,12 +19,14 @@ import { counter } from '../../proxy/metrics.ts'
 import { errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import type { PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
+import { graphqlExportMatch } from './graphql-scope.ts'
 import type { JsonScope } from './json-rewriter.ts'
 import type { RulePack } from './rule-pack.ts'
 import { dlpShared, type DlpShared } from './runtime.ts'
 import { ACTION_NAMES, BLOCK, compileActions, ExportScanner, FOUND, HASH, MASK, REDACT, TOKENIZE, unprotectedHighRisk } from './scanner.ts'
 
 const kExport = Symbol('igw.dlp.export')
+const WHOLE_JSON = { format: 'json', scope: undefined } as const
 
 /** What onRequest decided for an export, read back in onResponse. */
 interface ExportPlan {
@@ -45,7 +46,14 @@ interface PresetPlan {
   unprotected: number
 }
 
-type Outcome = 'allowed' | 'blocked' | 'denied' | 'malformed' | 'uninspectable'
+type Outcome = 'allowed' | 'blocked' | 'denied' | 'malformed' | 'uninspectable' | 'interrupted'
+
+/** What went wrong below the export's bytes: the upstream transfer, or decoding it (gzip…). */
+interface BodyHealth {
+  upstreamFailed: boolean
+  decodeFailed: boolean
+  encoding: string
+}
 
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
   const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
@@ -53,18 +61,6 @@ function formatOf(contentType: string | string[] | undefined): ExportFormat | un
   if (ct.startsWith('text/csv') || ct.startsWith('application/csv')) return 'csv'
   if (ct.startsWith('application/json') || ct.includes('+json')) return 'json'
   return undefined
-}
-
-/** Top-level response keys (alias or field name) of the operation; undefined when fragments hide them. */
-function topLevelKeys(doc: DocumentNode, operationName: string | undefined): string[] | undefined {
-  const op = getOperationAST(doc, operationName)
-  if (op === null || op === undefined) return []
-  const keys: string[] = []
-  for (const sel of op.selectionSet.selections) {
-    if (sel.kind !== Kind.FIELD) return undefined
-    keys.push(sel.alias?.value ?? sel.name.value)
-  }
-  return keys
 }
 
 class DlpFilter implements Filter {
@@ -77,8 +73,8 @@ class DlpFilter implements Filter {
   readonly #policy: PolicyEvaluator | undefined
   readonly #presets = new Map<string, PresetPlan>()
   readonly #operations: ReadonlySet<string>
-  readonly #rootKeys: ReadonlySet<string>
-  readonly #graphqlScope: JsonScope | undefined
+  /** exports.graphql.responsePaths as field names, e.g. [["entities"], ["user", "contacts"]]. */
+  readonly #responsePaths: readonly (readonly string[])[]
   readonly #actionsTotal: Counter<'type' | 'action'>
   readonly #exportsTotal: Counter<'format' | 'outcome'>
 
@@ -96,9 +92,7 @@ class DlpFilter implements Filter {
       this.#presets.set(name, { name, actions, map: preset, unprotected: unprotectedHighRisk(this.#pack, actions) })
     }
     this.#operations = new Set(cfg.exports.graphql.operations)
-    const paths = cfg.exports.graphql.responsePaths
-    this.#rootKeys = new Set(paths.map((p) => p.split('.')[0]!))
-    this.#graphqlScope = paths.length ? { paths: [...paths.map((p) => ['data', ...p.split('.')]), ['errors']] } : undefined
+    this.#responsePaths = cfg.exports.graphql.responsePaths.map((p) => p.split('.'))
     this.#actionsTotal = counter(deps.registry, { name: 'igw_dlp_actions_total', help: 'Sensitive values acted on in exports, by type and action (pass: found, no action in the preset)', labelNames: ['type', 'action'] })
     this.#exportsTotal = counter(deps.registry, { name: 'igw_dlp_exports_total', help: 'Exports inspected, by format and outcome', labelNames: ['format', 'outcome'] })
   }
@@ -122,6 +116,11 @@ class DlpFilter implements Filter {
     ctx.locals.set(kExport, { preset: preset.name, actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
     // Compressed bytes cannot be inspected; ask for identity (a gzip reply is still decoded).
     ctx.setUpstreamHeader('accept-encoding', 'identity')
+    // A byte range of the upstream's export is a record cut from its context (the CSV header
+    // row, the key naming a value), and its offsets mean nothing after the rewrite: exports are
+    // always fetched and vetted whole (a 200 is a valid answer to a Range request).
+    ctx.setUpstreamHeader('range', null)
+    ctx.setUpstreamHeader('if-range', null)
     return undefined
   }
 
@@ -133,20 +132,29 @@ class DlpFilter implements Filter {
       const path = q === -1 ? url : url.slice(0, q)
       for (const p of paths) if (path.startsWith(p.prefix)) return { format: p.format, scope: undefined }
     }
+    if (ctx.route.type !== 'graphql' || (this.#operations.size === 0 && this.#responsePaths.length === 0)) return undefined
     const gql = ctx.graphql
-    if (gql === undefined) return undefined
+    // A POST that is no single GraphQL request is a batch (an array of them): DLP cannot tell
+    // which operations it holds, so its whole response is an export.
+    if (gql === undefined) return ctx.method === 'POST' ? WHOLE_JSON : undefined
+    let scope: JsonScope | undefined
+    let matched = false
+    if (this.#responsePaths.length) {
+      // No query text (a persisted hash or documentId the upstream resolves itself) or one that
+      // does not parse here: what the upstream answers is unknown, so all of it is inspected.
+      if (gql.query === undefined) return WHOLE_JSON
+      try {
+        const m = graphqlExportMatch(gql.document, gql.operationName, this.#responsePaths)
+        matched = m.matched
+        scope = m.paths === undefined ? undefined : { paths: m.paths }
+      } catch {
+        return WHOLE_JSON
+      }
+    }
+    if (matched) return { format: 'json', scope }
     if (this.#operations.size) {
       const name = gql.opName
-      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope: this.#graphqlScope }
-    }
-    if (this.#rootKeys.size && gql.query !== undefined) {
-      let keys: string[] | undefined
-      try {
-        keys = topLevelKeys(gql.document, gql.operationName)
-      } catch {
-        return undefined // does not parse: the upstream answers with errors, no data
-      }
-      if (keys === undefined || keys.some((k) => this.#rootKeys.has(k))) return { format: 'json', scope: this.#graphqlScope }
+      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope: this.#responsePaths.length ? scope : undefined }
     }
     return undefined
   }
@@ -198,6 +206,15 @@ class DlpFilter implements Filter {
     // after DLP in the chain): it is an export like any other. Local errors carry no data.
     if (res.local && res.status !== 200) return
     if (res.status === 204 || res.status === 304 || ctx.method === 'HEAD') return
+    if (res.status === 206) {
+      // Partial content (the Range header is not sent upstream, yet a backend answered with a
+      // part): a piece cut from its context cannot be vetted.
+      this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
+      const message = 'export is partial content (206), which DLP cannot inspect'
+      this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, { kind: 'malformed', message })
+      this.#refuse(ctx, res, errorReply('DLP_BLOCKED', message, { preset: plan.preset }))
+      return
+    }
     const format = plan.format === 'auto' ? formatOf(res.headers['content-type']) : plan.format
     const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase()
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'deflate' ? createInflate() : encoding === 'br' ? createBrotliDecompress() : encoding === 'identity' ? null : undefined
@@ -214,15 +231,20 @@ class DlpFilter implements Filter {
     }
     const current = res.body
     let body = Buffer.isBuffer(current) ? Readable.from([current]) : current
+    const health: BodyHealth = { upstreamFailed: false, decodeFailed: false, encoding }
+    body.on('error', () => (health.upstreamFailed = true))
     if (decoder !== null) {
       delete res.headers['content-encoding']
+      decoder.on('error', () => {
+        if (!health.upstreamFailed) health.decodeFailed = true
+      })
       body.on('error', (err) => decoder.destroy(err))
       body = body.pipe(decoder)
     }
-    return this.#inspect(ctx, res, plan, format, body)
+    return this.#inspect(ctx, res, plan, format, body, health)
   }
 
-  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, upstream: Readable): Promise<void> {
+  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, upstream: Readable, health: BodyHealth): Promise<void> {
     const preset = this.#presets.get(plan.preset)!
     const scanner = new ExportScanner(this.#pack, preset.actions, this.#shared.keyring.tokenizer)
     const session = new ExportSession(scanner, {
@@ -234,7 +256,22 @@ class DlpFilter implements Filter {
       judge: this.#policy === undefined ? undefined : (s) => this.#judge(ctx, preset, format, 'stream', s.detected),
     })
     const limit = format === 'json' ? this.#cfg.maxJsonBytes : this.#cfg.lookaheadBytes
-    const { out, ended } = await lookahead(upstream, session, limit)
+    let out: Buffer[]
+    let ended: boolean
+    try {
+      ;({ out, ended } = await lookahead(upstream, session, limit))
+    } catch {
+      if (!health.decodeFailed) {
+        // The upstream failed before the head: the proxy answers 502/504 itself; this export
+        // still gets its audit line (and the failure is not DLP's, so not a filter error).
+        this.#finish(ctx, plan, session, 'before-head', 'the upstream failed before the export was inspected')
+        this.#refuse(ctx, res, errorReply('UPSTREAM_UNAVAILABLE', 'the upstream failed before the export was inspected'))
+        return
+      }
+      session.stop = { kind: 'malformed', message: `the export's ${health.encoding} content encoding does not decode, so DLP cannot inspect it` }
+      out = []
+      ended = false
+    }
     if (ended && session.stop === undefined) {
       const last = await session.end()
       if (last !== undefined) out.push(last)
@@ -257,7 +294,7 @@ class DlpFilter implements Filter {
     }
     // The counts go out as an `x-dlp` trailer (chunked), announced in the head.
     res.headers.trailer = 'x-dlp'
-    const stream = new DlpStream(this, ctx, plan, session, upstream)
+    const stream = new DlpStream(this, ctx, plan, session, upstream, health)
     for (const b of out) stream.push(b)
     upstream.on('error', (err) => stream.destroy(err))
     upstream.pipe(stream)
@@ -266,7 +303,7 @@ class DlpFilter implements Filter {
   }
 
   #refuse(ctx: RequestContext, res: ResponseInfo, reply: LocalReply): void {
-    ctx.errorCode = 'DLP_BLOCKED'
+    ctx.errorCode = reply.code ?? 'DLP_BLOCKED'
     const headers: Record<string, string | string[]> = { ...reply.headers }
     const added = ctx.responseHeaders
     if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
@@ -289,12 +326,12 @@ class DlpFilter implements Filter {
     return v
   }
 
-  /** Metrics and the audit line, once per export. */
-  finish(ctx: RequestContext, plan: ExportPlan, session: ExportSession, phase: 'before-head' | 'complete' | 'mid-stream'): void {
-    this.#finish(ctx, plan, session, phase)
+  /** Metrics and the audit line, once per export. `interrupted`: why it ended early (no verdict stopped it). */
+  finish(ctx: RequestContext, plan: ExportPlan, session: ExportSession, phase: 'before-head' | 'complete' | 'mid-stream', interrupted?: string): void {
+    this.#finish(ctx, plan, session, phase, interrupted)
   }
 
-  #finish(ctx: RequestContext, plan: ExportPlan, session: ExportSession, phase: 'before-head' | 'complete' | 'mid-stream'): void {
+  #finish(ctx: RequestContext, plan: ExportPlan, session: ExportSession, phase: 'before-head' | 'complete' | 'mid-stream', interrupted?: string): void {
     const s = session.scanner
     const types = this.#pack.types
     const counts: Record<string, Record<string, number>> = {}
@@ -312,10 +349,12 @@ class DlpFilter implements Filter {
       }
     }
     const stop = session.stop
-    const outcome: Outcome = stop === undefined ? 'allowed' : stop.kind === 'block' ? 'blocked' : stop.kind === 'policy' ? 'denied' : 'malformed'
+    const outcome: Outcome = stop === undefined ? (interrupted !== undefined ? 'interrupted' : 'allowed') : stop.kind === 'block' ? 'blocked' : stop.kind === 'policy' ? 'denied' : 'malformed'
     this.#exportsTotal.labels(session.format, outcome).inc()
     const verdict = session.lastVerdict ?? plan.request
-    this.#audit(ctx, plan.preset, session.format, outcome, { counts, rules: Object.fromEntries(s.ruleCounts), records: session.records, bytesIn: session.bytesIn, bytesOut: session.bytesOut, phase, ms: Math.round(performance.now() - plan.started) }, verdict, stop)
+    const detail: Record<string, unknown> = { counts, rules: Object.fromEntries(s.ruleCounts), records: session.records, bytesIn: session.bytesIn, bytesOut: session.bytesOut, phase, ms: Math.round(performance.now() - plan.started) }
+    if (stop === undefined && interrupted !== undefined) detail.interrupted = interrupted
+    this.#audit(ctx, plan.preset, session.format, outcome, detail, verdict, stop)
   }
 
   /** One line per export; counts, rule ids and decisions only, never a value. */
@@ -381,15 +420,34 @@ class DlpStream extends Transform {
   readonly #plan: ExportPlan
   readonly #session: ExportSession
   readonly #upstream: Readable
+  readonly #health: BodyHealth
   #done = false
 
-  constructor(filter: DlpFilter, ctx: RequestContext, plan: ExportPlan, session: ExportSession, upstream: Readable) {
+  constructor(filter: DlpFilter, ctx: RequestContext, plan: ExportPlan, session: ExportSession, upstream: Readable, health: BodyHealth) {
     super({ highWaterMark: 64 * 1024 })
     this.#filter = filter
     this.#ctx = ctx
     this.#plan = plan
     this.#session = session
     this.#upstream = upstream
+    this.#health = health
+  }
+
+  /**
+   * Destroyed before the export ended (the upstream failed, its encoding broke, or the client
+   * left): what went out was vetted, and it is counted and audited like any other export.
+   */
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    if (!this.#done) {
+      this.#done = true
+      const h = this.#health
+      if (h.decodeFailed && !h.upstreamFailed) {
+        this.#session.stop ??= { kind: 'malformed', message: `the export's ${h.encoding} content encoding does not decode, so DLP cannot inspect it` }
+      }
+      const why = h.upstreamFailed ? 'the upstream failed mid-stream' : 'the client went away mid-stream'
+      this.#filter.finish(this.#ctx, this.#plan, this.#session, 'mid-stream', why)
+    }
+    cb(err)
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {

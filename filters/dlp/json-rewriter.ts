@@ -35,6 +35,11 @@ export interface StringVisitor {
   visit(value: string, hint: number): string | DeferredString | undefined
   /** Complete every DeferredString handed out so far; called before output is taken. */
   flush?(): void
+  /**
+   * Findings so far (anything a rule matched, acted on or not). A key is remembered by position
+   * (and not visited again) only when visiting it found nothing, so counts stay exact.
+   */
+  readonly hits?: number
 }
 
 /** Response-path scoping: only strings under one of `paths` are visited (absent: all). */
@@ -258,7 +263,23 @@ export class JsonRewriter {
         } else value = text.slice(i + 1, q)
         if (expect === EXPECT_KEY || expect === EXPECT_KEY_OR_CLOSE) {
           const hint = this.#o.hintOf(value)
-          if (slot !== -1 && !escaped && value.length <= KEY_MAX_CHARS) {
+          // Keys carry data too (maps keyed by e-mail): a key in scope is visited like a value.
+          // Only a key that was visited and found clean is remembered, so a remembered key
+          // (skipped above) never hides a finding, whatever the scope where it is met again.
+          let clean = false
+          if (this.#scope[this.#depth - 1] === FULL) {
+            const before = this.#visitor.hits
+            const replacement = this.#visitor.visit(value, 0)
+            if (typeof replacement === 'string') {
+              this.#pieces.push(text.slice(out, i), jsonString(replacement))
+              out = q + 1
+            } else if (replacement !== undefined) {
+              this.#pieces.push(text.slice(out, i), '"', replacement, '"')
+              this.#deferred = true
+              out = q + 1
+            } else clean = this.#visitor.hits === before
+          }
+          if (clean && slot !== -1 && !escaped && value.length <= KEY_MAX_CHARS) {
             this.#keyText[slot] = value
             this.#keyHint[slot] = hint
           }
@@ -346,11 +367,27 @@ export class JsonRewriter {
         else break
       }
       if (j === n && !final) {
-        if (j - i > 64) this.#fail('a number or literal longer than 64 characters', i)
+        // The same limit as a string: whether a long number is accepted must not depend on
+        // where the chunks of the transfer happen to split it.
+        if (j - i > o.maxTokenChars) this.#fail(`a number or literal longer than ${o.maxTokenChars} characters`, i)
         break // may continue in the next chunk
       }
       const word = text.slice(i, j)
-      if (word !== 'true' && word !== 'false' && word !== 'null' && !NUMBER.test(word)) this.#fail('not a JSON value', i)
+      const literal = word === 'true' || word === 'false' || word === 'null'
+      if (!literal && !NUMBER.test(word)) this.#fail('not a JSON value', i)
+      // A number under a field that names a sensitive type ({"ssn": 123456789}) is that value
+      // all the same; elsewhere numbers are ids, counts and amounts, copied digit for digit.
+      if (!literal && this.#valHint !== 0 && this.#valScope === FULL) {
+        const replacement = this.#visitor.visit(word, this.#valHint)
+        if (typeof replacement === 'string') {
+          this.#pieces.push(text.slice(out, i), jsonString(replacement))
+          out = j
+        } else if (replacement !== undefined) {
+          this.#pieces.push(text.slice(out, i), '"', replacement, '"')
+          this.#deferred = true
+          out = j
+        }
+      }
       i = j
       if (this.#afterValue()) {
         this.#pieces.push(text.slice(out, i))

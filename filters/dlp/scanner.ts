@@ -49,6 +49,8 @@ export class ExportScanner {
   /** Findings per rule (RulePack.labels index), and the rules in the order they first hit. */
   readonly #ruleHits: Uint32Array
   readonly #ruleOrder: number[] = []
+  /** Values found so far, acted on or not (the JSON rewriter's key memo reads it). */
+  hits = 0
   /** Types seen so far (bit mask). */
   detected = 0
   /** First type whose action is block, and its rule (-1: none yet). */
@@ -198,6 +200,7 @@ export class ExportScanner {
 
   #act(type: number, rule: number, value: string, whole: boolean): string | PendingToken | undefined {
     const bit = 1 << type
+    this.hits++
     if ((this.detected & bit) === 0) {
       this.detected |= bit
       if ((this.#watch & bit) !== 0) this.policyDirty = true

@@ -24,6 +24,13 @@ import { MICRO } from './token-bucket.ts'
 const ANONYMOUS = '_anonymous'
 const OVERFLOW = '_overflow'
 const MAX_RESOLVED = 8192
+/**
+ * The largest cost one request is charged. Estimates can be absurd or infinite (a client asking
+ * for `first: 10^400` items): above the largest configurable burst (10^9) nothing changes for a
+ * bucket, and keeping costs this small keeps every sum exact in float64 micro-units and inside
+ * Redis's 64-bit integers (HINCRBY refuses "1e+17" and larger, failing the whole batch).
+ */
+export const MAX_COST = 1_000_000_000
 
 const CODE = { [RULE_RATE]: 'RATE_LIMITED', [RULE_DAILY]: 'QUOTA_EXCEEDED', [RULE_BUDGET]: 'BUDGET_EXHAUSTED', [RULE_CONCURRENT]: 'RATE_LIMITED' } as const
 type Path = 'local' | 'redis' | 'fallback'
@@ -159,6 +166,7 @@ class QuotaFilter implements Filter {
     }
     let cost = ctx.cost
     if (!(cost >= 0)) cost = 1
+    else if (cost > MAX_COST) cost = MAX_COST
     else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
     const now = Date.now()
     if (store !== undefined) {
@@ -177,10 +185,11 @@ class QuotaFilter implements Filter {
     if (hit !== undefined) return hit
     if (map.size >= MAX_RESOLVED) map.clear()
     const tenant = ctx.tenant
-    const listed = tenant === undefined ? undefined : this.#config.tenants[tenant]
+    // Own keys only: an unlisted id such as "constructor" must not find Object.prototype's members.
+    const listed = tenant !== undefined && Object.hasOwn(this.#config.tenants, tenant) ? this.#config.tenants[tenant] : undefined
     const rule = resolveRule(this.#q, tenant, this.#kind, tier, listed?.timezone, this.#shadow)
     const table = this.#rt.table
-    const slot = table.slotOf(tenant ?? ANONYMOUS)
+    const slot = table.slotOf(tenant ?? ANONYMOUS, tenant === undefined || listed !== undefined)
     // Redis has no table to fill: a tenant in the local overflow slot keeps its own Redis keys
     // (only ids that could not be stored locally — too long, not ASCII — share one).
     const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT && !table.storable(tenant) ? OVERFLOW : tenant
@@ -381,11 +390,18 @@ class QuotaFilter implements Filter {
     } else if (reason === RULE_DAILY) {
       limit = v.dayLimit
       remaining = Math.max(0, v.dayLimit - v.used)
-      message = `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
+      // A request larger than the whole day's quota never fits: say so rather than "used up".
+      message =
+        cost > rule.limitPerDay
+          ? `request cost ${cost} exceeds the daily ${this.#kind} quota of ${rule.limitPerDay} units`
+          : `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
     } else {
       limit = rule.budget!.units
       remaining = Math.max(0, limit - v.budgetTotal)
-      message = `budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)} used up`
+      message =
+        cost > limit
+          ? `request cost ${cost} exceeds the budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)}`
+          : `budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)} used up`
     }
     const retryStr = String(retry)
     ctx.addResponseHeader('retry-after', retryStr)
@@ -456,6 +472,8 @@ export const quotaFilter: FilterModule<QuotaFilterConfig> = {
     const now = Date.now()
     calendarFor('UTC').dayOf(now)
     for (const t of Object.values(deps.config.tenants)) calendarFor(t.timezone).dayOf(now)
+    // Every listed tenant gets its slot now, before any client can fill the table with made-up ids.
+    for (const t of Object.keys(deps.config.tenants)) rt.table.slotOf(t)
     const store = rt.store
     if (store !== undefined) {
       // Connected before the first request, and counted among the live proxies.

@@ -63,7 +63,8 @@ export function budgetRule(b: BudgetConfig): BudgetRule {
 export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: QuotaKind, tier: Tier | undefined, timeZone: string | undefined, routeShadow: boolean): KindRule {
   const t: Tier = tier ?? DEFAULT_TIER
   const scale = q.tiers[t]
-  const own = tenant === undefined ? undefined : q.tenants[tenant]?.[kind]
+  const entry = tenant !== undefined && Object.hasOwn(q.tenants, tenant) ? q.tenants[tenant] : undefined
+  const own = entry?.[kind]
   const def = q.defaults[kind]
 
   const ownRate = pick(own, 'rate')
@@ -83,7 +84,7 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
   const conc = ownConc.set ? ownConc.value : def?.maxConcurrent
   const shadow = routeShadow || (own?.shadow ?? def?.shadow ?? false)
 
-  const tenantBudget = tenant === undefined ? undefined : q.tenants[tenant]?.budget
+  const tenantBudget = entry?.budget
   const b = tenantBudget !== undefined ? tenantBudget : q.defaults.budget
   const budget = b == null ? undefined : budgetRule(b)
 

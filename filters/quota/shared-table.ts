@@ -17,6 +17,11 @@ export const KINDS = 4
 export const TENANT_CAPACITY = 4096
 /** Inserts stop at this fill so probe sequences stay short. */
 const MAX_FILL = Math.floor(TENANT_CAPACITY * 0.9)
+/**
+ * Tenants not listed in the config (`allowUnlisted`) stop at this fill: a client inventing
+ * tenant ids must not be able to push a listed tenant into the shared overflow slot.
+ */
+const UNLISTED_FILL = Math.floor(TENANT_CAPACITY * 0.75)
 export const RING_CAPACITY = 1024
 export const KEY_BYTES = 128
 export const OVERFLOW_SLOT = 0
@@ -140,11 +145,16 @@ export class QuotaTable {
 
   // --- the tenant hash table -----------------------------------------------------------------
 
-  /** The slot of a tenant, inserting it on first sight; OVERFLOW_SLOT when it cannot have one. */
-  slotOf(tenant: string): number {
+  /**
+   * The slot of a tenant, inserting it on first sight; OVERFLOW_SLOT when it cannot have one.
+   * `listed`: a tenant of the config (it may use the table up to MAX_FILL; others UNLISTED_FILL).
+   */
+  slotOf(tenant: string, listed = true): number {
     const cached = this.#slots.get(tenant)
     if (cached !== undefined) return cached
-    const slot = this.#findOrInsert(tenant)
+    const slot = this.#findOrInsert(tenant, listed ? MAX_FILL : UNLISTED_FILL)
+    // The overflow is not remembered: the same id, listed by a later config, may get a slot.
+    if (slot === OVERFLOW_SLOT) return slot
     if (this.#slots.size >= TENANT_CAPACITY * 2) this.#slots.clear() // bound the cache (ids of an unlisted flood)
     this.#slots.set(tenant, slot)
     return slot
@@ -175,7 +185,7 @@ export class QuotaTable {
     return true
   }
 
-  #findOrInsert(tenant: string): number {
+  #findOrInsert(tenant: string, maxFill: number): number {
     if (!this.storable(tenant)) return this.#overflow()
     const len = tenant.length
     const start = (fnv1a(tenant) % (TENANT_CAPACITY - 1)) + 1
@@ -184,7 +194,7 @@ export class QuotaTable {
     try {
       for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = s === TENANT_CAPACITY - 1 ? 1 : s + 1) {
         if (Atomics.load(i32, this.si(s, S_STATE)) === 0) {
-          if (Atomics.load(i32, H_SLOTS_USED) >= MAX_FILL) break
+          if (Atomics.load(i32, H_SLOTS_USED) >= maxFill) break
           const kb = KEYS_BASE + s * KEY_BYTES
           for (let i = 0; i < len; i++) this.#u8[kb + i] = tenant.charCodeAt(i)
           i32[this.si(s, S_KEYLEN)] = len

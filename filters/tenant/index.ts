@@ -3,6 +3,7 @@
 // The resolved tenant replaces whatever tenant header the client sent toward the backend.
 import type { TenantFilterConfig } from '../../config/filters/index.ts'
 import { DEFAULT_TIER } from '../../config/defaults.ts'
+import { tenantId } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 import { claimAt, JwtVerifier } from './jwt-verifier.ts'
 
@@ -13,8 +14,22 @@ function bearer(value: string | string[] | undefined): string | undefined {
   return token === '' ? undefined : token
 }
 
+// RFC 6750 §3: error_description is a quoted-string of %x20-21 / %x23-5B / %x5D-7E only, so
+// the reason's quotes (claim names: token has no "org.id" claim) must not end it early.
+const NOT_DESCRIPTION_CHAR = /[^\x20\x21\x23-\x5b\x5d-\x7e]/g
+
 function unauthenticated(reason: string): Decision {
-  return errorReply('UNAUTHENTICATED', reason, undefined, { 'www-authenticate': `Bearer error="invalid_token", error_description="${reason}"` })
+  const description = reason.replace(NOT_DESCRIPTION_CHAR, "'")
+  return errorReply('UNAUTHENTICATED', reason, undefined, { 'www-authenticate': `Bearer error="invalid_token", error_description="${description}"` })
+}
+
+/**
+ * A tenant id a client may name: the syntax config ids have. Anything else (empty, padded,
+ * "a, b" from a repeated header, non-ASCII, longer than 128, or the gateway's own "_anonymous"
+ * and "_overflow" pools) never becomes a tenant, even with allowUnlisted.
+ */
+function wellFormed(id: string): boolean {
+  return tenantId.safeParse(id).success
 }
 
 class TenantFilter implements Filter {
@@ -54,14 +69,16 @@ class TenantFilter implements Filter {
 
   #admit(ctx: RequestContext, named: string | undefined): Decision {
     let tenant = named
-    if (tenant === undefined || !(Object.hasOwn(this.#tenants, tenant) || this.#cfg.allowUnlisted)) {
+    if (tenant === undefined || !(Object.hasOwn(this.#tenants, tenant) || (this.#cfg.allowUnlisted && wellFormed(tenant)))) {
       if (this.#cfg.defaultTenant === undefined) {
-        return errorReply('UNKNOWN_TENANT', tenant === undefined ? `no tenant given (send ${this.#cfg.header} or a token)` : `unknown tenant "${tenant.slice(0, 128)}"`)
+        if (tenant === undefined) return errorReply('UNKNOWN_TENANT', `no tenant given (send ${this.#cfg.header} or a token)`)
+        const shown = tenant.slice(0, 128)
+        return errorReply('UNKNOWN_TENANT', this.#cfg.allowUnlisted ? `invalid tenant id "${shown}" (1-128 letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit)` : `unknown tenant "${shown}"`)
       }
       tenant = this.#cfg.defaultTenant
     }
     ctx.tenant = tenant
-    ctx.tier = this.#tenants[tenant]?.tier ?? DEFAULT_TIER
+    ctx.tier = (Object.hasOwn(this.#tenants, tenant) ? this.#tenants[tenant]!.tier : undefined) ?? DEFAULT_TIER
     ctx.setUpstreamHeader(this.#cfg.forwardHeader, tenant)
     return undefined
   }

@@ -3,7 +3,7 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
@@ -21,11 +21,23 @@ type Outcome = { ok: true; claims: JWTPayload } | { ok: false; reason: string }
 
 const MAX_POSITIVE_TTL_MS = 5 * 60_000
 const NEGATIVE_TTL_MS = 30_000
+/**
+ * The cache is bounded by the bytes of the tokens it keys on, not only by their count: a flood
+ * of distinct garbage tokens as large as the header limit (16 KiB, up to 1 MiB) would otherwise
+ * pin 20 000 of them — hundreds of MB per worker thread and route.
+ */
+const CACHE_MAX_BYTES = 8 * 1024 * 1024
+const ENTRY_OVERHEAD_BYTES = 128
 
 export class JwtVerifier {
   readonly #cfg: TenantJwtConfig
   readonly #keys: { secret?: Uint8Array; publicKey?: KeyObject; jwks?: JWTVerifyGetKey }
-  readonly #cache = new LRUCache<string, Outcome>({ max: 20_000, ttlAutopurge: false })
+  readonly #cache = new LRUCache<string, Outcome>({
+    max: 20_000,
+    maxSize: CACHE_MAX_BYTES,
+    sizeCalculation: (_o, token) => token.length + ENTRY_OVERHEAD_BYTES,
+    ttlAutopurge: false,
+  })
 
   constructor(cfg: TenantJwtConfig) {
     this.#cfg = cfg
@@ -52,9 +64,23 @@ export class JwtVerifier {
       const exp = typeof outcome.claims.exp === 'number' ? outcome.claims.exp * 1000 - Date.now() : MAX_POSITIVE_TTL_MS
       if (exp > 0) this.#cache.set(token, outcome, { ttl: Math.min(exp, MAX_POSITIVE_TTL_MS) })
     } else {
-      this.#cache.set(token, outcome, { ttl: NEGATIVE_TTL_MS })
+      const ttl = this.#negativeTtl(token, outcome.reason)
+      if (ttl > 0) this.#cache.set(token, outcome, { ttl })
     }
     return outcome
+  }
+
+  /** A token refused only for being early ("nbf") is not refused from the cache once it is due. */
+  #negativeTtl(token: string, reason: string): number {
+    if (!reason.startsWith('token claim "nbf"')) return NEGATIVE_TTL_MS
+    let nbf: unknown
+    try {
+      nbf = decodeJwt(token).nbf
+    } catch {
+      return NEGATIVE_TTL_MS
+    }
+    if (typeof nbf !== 'number') return NEGATIVE_TTL_MS
+    return Math.min(NEGATIVE_TTL_MS, (nbf - this.#cfg.clockToleranceSec) * 1000 - Date.now())
   }
 
   async #verify(token: string): Promise<Outcome> {

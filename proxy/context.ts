@@ -9,6 +9,14 @@ import type { RouteRuntime } from './runtime.ts'
 
 export type CostSource = 'default' | 'hint' | 'estimate'
 
+/**
+ * The most cost units one request is charged and reported. Estimates can be absurd or infinite (a
+ * client asking for `first: 10^400` items): above the largest configurable burst (10^9) nothing
+ * changes for a bucket, and this ceiling keeps every sum exact in float64 micro-units, inside
+ * Redis's 64-bit integers (HINCRBY refuses "1e+17" and larger) and in usage reports.
+ */
+export const MAX_REQUEST_COST = 1_000_000_000
+
 /** A subscribe on a terminated WebSocket, as the filter chain sees it (ctx.subscription). */
 export interface SubscriptionInfo {
   /** The operation id the client chose. */

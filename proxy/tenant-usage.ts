@@ -3,7 +3,7 @@
 // tenant: tenants are bounded by config (others count as "_unlisted"), so this stays small, and
 // recording is a few integer adds at the end of a request.
 import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
-import type { RequestContext } from './context.ts'
+import { MAX_REQUEST_COST, type RequestContext } from './context.ts'
 
 export type { TenantCounters } from '../config/usage-report.ts'
 
@@ -47,9 +47,11 @@ export class TenantUsage {
       c.rejections[code] = (c.rejections[code] ?? 0) + 1
       return
     }
-    c.costUnits += ctx.cost
+    // What the quota charges: an estimate may be absurd or infinite, a report must stay a sum.
+    const cost = ctx.cost >= 0 ? Math.min(ctx.cost, MAX_REQUEST_COST) : 1
+    c.costUnits += cost
     const kind = this.#kindOf(ctx.route)
-    if (kind !== undefined) c.byKind[kind] = (c.byKind[kind] ?? 0) + ctx.cost
+    if (kind !== undefined) c.byKind[kind] = (c.byKind[kind] ?? 0) + cost
   }
 
   readonly #kinds = new WeakMap<RequestContext['route'], string | null>()

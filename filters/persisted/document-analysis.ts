@@ -128,7 +128,8 @@ class Walk {
   }
 
   argNumber(v: ValueNode): number | undefined {
-    if (v.kind === Kind.INT) return Number(v.value)
+    // An Int literal has no size limit in the grammar: "1" and 400 zeros is Infinity here.
+    if (v.kind === Kind.INT) return Math.min(Number(v.value), Number.MAX_SAFE_INTEGER)
     if (v.kind === Kind.VARIABLE) {
       this.variableDependent = true
       const x = this.variables?.[v.name.value]
@@ -244,7 +245,9 @@ export function analyzeDocument(doc: DocumentNode, operationName: string | undef
   if (selected !== undefined) collectRootFields(selected.selectionSet, fragments, rootFields, new Set())
   return {
     depth: walk.maxDepth,
-    cost: Math.max(1, Math.ceil(cost)),
+    // Sizes multiply down the tree: past 2^53 the estimate means "too much", not a number to add
+    // to (0 × ∞ below a huge list would be NaN, which no limit comparison refuses).
+    cost: cost >= 1 ? Math.min(Math.ceil(cost), Number.MAX_SAFE_INTEGER) : Number.isNaN(cost) ? Number.MAX_SAFE_INTEGER : 1,
     operationType: selected?.operation as Analysis['operationType'],
     rootFields,
     variableDependent: walk.variableDependent,

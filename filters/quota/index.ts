@@ -8,7 +8,7 @@ import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
 import type { Tier } from '../../config/primitives.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import { DEFAULT_TIER } from '../../config/defaults.ts'
-import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { errorReply, MAX_REQUEST_COST, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
 import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from './local-limiter.ts'
@@ -24,13 +24,6 @@ import { MICRO } from './token-bucket.ts'
 const ANONYMOUS = '_anonymous'
 const OVERFLOW = '_overflow'
 const MAX_RESOLVED = 8192
-/**
- * The largest cost one request is charged. Estimates can be absurd or infinite (a client asking
- * for `first: 10^400` items): above the largest configurable burst (10^9) nothing changes for a
- * bucket, and keeping costs this small keeps every sum exact in float64 micro-units and inside
- * Redis's 64-bit integers (HINCRBY refuses "1e+17" and larger, failing the whole batch).
- */
-export const MAX_COST = 1_000_000_000
 
 const CODE = { [RULE_RATE]: 'RATE_LIMITED', [RULE_DAILY]: 'QUOTA_EXCEEDED', [RULE_BUDGET]: 'BUDGET_EXHAUSTED', [RULE_CONCURRENT]: 'RATE_LIMITED' } as const
 type Path = 'local' | 'redis' | 'fallback'
@@ -166,7 +159,7 @@ class QuotaFilter implements Filter {
     }
     let cost = ctx.cost
     if (!(cost >= 0)) cost = 1
-    else if (cost > MAX_COST) cost = MAX_COST
+    else if (cost > MAX_REQUEST_COST) cost = MAX_REQUEST_COST // an estimate may be absurd or infinite
     else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
     const now = Date.now()
     if (store !== undefined) {

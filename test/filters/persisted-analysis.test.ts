@@ -33,6 +33,14 @@ describe('cost estimate without a schema', () => {
     expect(cost(q, { n: 7 })).toMatchObject({ cost: 7, variableDependent: true })
     expect(cost(q, {}).cost).toBe(10)
   })
+  it('absurd sizes give a finite estimate of at most 2^53 - 1, never Infinity or NaN (a histogram throws on those)', () => {
+    const huge = `1${'0'.repeat(400)}` // Number(huge) is Infinity
+    expect(cost(`{ entities(first: ${huge}) { id } }`).cost).toBe(Number.MAX_SAFE_INTEGER)
+    // 0 × ∞ was NaN: a zero-sized list around a huge child costs what a zero-sized list costs
+    expect(cost(`{ entities(first: 0) { friends(first: ${huge}) { id } } }`).cost).toBe(1)
+    const deep = `{ ${'entities(first: 1000000000) { '.repeat(20)}id${' }'.repeat(20)} }`
+    expect(cost(deep).cost).toBe(Number.MAX_SAFE_INTEGER)
+  })
   it('mutations add their base cost; fragments and inline fragments count', () => {
     expect(cost('mutation { updateEntity(id: 1, name: "x") { id } }').cost).toBe(11)
     expect(cost('query { ...F } fragment F on Query { entities(first: 4) { ... on Entity { id } } }').cost).toBe(4)

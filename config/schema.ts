@@ -73,6 +73,17 @@ export const routeConfig = z.strictObject({
   /** Host header toward the upstream; absent keeps the client's Host. */
   hostRewrite: z.string().min(1).optional(),
   maxBodyBytes: byteSize.default(1024 * 1024),
+  /**
+   * Query batching (a JSON array of GraphQL requests in one POST), off by default as in Apollo
+   * Router and Hive Gateway: filters see a batch only as a whole (cost = its number of
+   * operations; the cache drops the route's entries; DLP inspects the whole response).
+   */
+  batching: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      maxOperations: z.int().min(1).max(1000).default(32),
+    })
+    .prefault({}),
   timeouts: z
     .strictObject({
       /** Waiting for the upstream's response headers (after connect). 0 disables. */

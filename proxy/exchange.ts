@@ -8,7 +8,7 @@ import type { Dispatcher } from 'undici'
 import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
-import { GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
+import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
 import { clientResponseHeaders, flattenHeaders, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
@@ -267,13 +267,28 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#chunks = undefined
     this.#clearTimer()
     const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size)
+    let parsed
     try {
-      this.ctx.graphql = parsePostBody(raw)
+      parsed = parsePostBody(raw)
     } catch (err) {
       const message = err instanceof GraphQLRequestError ? err.message : 'Malformed request body'
       this.replyError('BAD_REQUEST', message, -1)
       return
     }
+    if (parsed instanceof GraphQLBatch) {
+      const batching = this.route.batching
+      if (!batching.enabled) {
+        this.replyError('BAD_REQUEST', 'batched requests (a JSON array) are not enabled on this route (routes[].batching.enabled)', -1)
+        return
+      }
+      if (parsed.operations === 0 || parsed.operations > batching.maxOperations) {
+        this.replyError('BAD_REQUEST', `a batch holds 1 to ${batching.maxOperations} operations on this route, not ${parsed.operations}`, -1)
+        return
+      }
+      // Each operation costs at least what a lone request does (a filter that can do better
+      // would need each operation parsed; none of ours reads inside a batch).
+      this.ctx.cost = parsed.operations
+    } else this.ctx.graphql = parsed
     this.#rawBody = raw
     this.runRequestPhase(0)
   }

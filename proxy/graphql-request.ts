@@ -189,11 +189,19 @@ function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<s
   return req
 }
 
+/** A POST body that is a batch (a JSON array of requests): passed through opaque, counted. */
+export class GraphQLBatch {
+  readonly operations: number
+  constructor(operations: number) {
+    this.operations = operations
+  }
+}
+
 /**
- * Parse a POST body. Returns undefined for a batch (an array): batches pass through opaque.
- * Throws GraphQLRequestError for malformed JSON or a body that is not a GraphQL request.
+ * Parse a POST body: one request, or a GraphQLBatch for an array. Throws GraphQLRequestError
+ * for malformed JSON or a body that is not a GraphQL request.
  */
-export function parsePostBody(raw: Buffer): GraphQLRequest | undefined {
+export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
   let parsed: unknown
   try {
     parsed = JSON.parse(raw.toString('utf8'))
@@ -201,7 +209,7 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | undefined {
     throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
   }
   if (jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
-  if (Array.isArray(parsed)) return undefined
+  if (Array.isArray(parsed)) return new GraphQLBatch(parsed.length)
   if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
   return fromObject('POST', raw, parsed as Record<string, unknown>)
 }

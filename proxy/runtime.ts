@@ -25,6 +25,7 @@ export interface RouteRuntime extends Routable {
   readonly type: 'graphql' | 'http'
   readonly config: RouteConfig
   readonly maxBodyBytes: number
+  readonly batching: RouteConfig['batching']
   readonly hostRewrite: string | undefined
   readonly timeouts: RouteConfig['timeouts']
   readonly websocket: RouteConfig['websocket']
@@ -191,6 +192,7 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
         type: route.type,
         config: route,
         maxBodyBytes: route.maxBodyBytes,
+        batching: route.batching,
         hostRewrite: route.hostRewrite,
         timeouts: route.timeouts,
         websocket: route.websocket,

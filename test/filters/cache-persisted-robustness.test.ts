@@ -165,7 +165,7 @@ describe('mutations invalidate however they arrive and however their response en
   beforeAll(async () => {
     be = storeBackend()
     raw = await startRawBackend(be.handler)
-    proxy = await startTestProxy({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: raw.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 60 }] }] } as never)
+    proxy = await startTestProxy({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: raw.url, batching: { enabled: true }, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 60 }] }] } as never)
   })
   afterAll(async () => {
     await proxy?.close()

@@ -27,7 +27,7 @@ function config(upstream: string, extra: Partial<GatewayConfigInput> = {}, persi
         slow: { document: SLOW, timeoutMs: 150 },
       },
     },
-    routes: [{ name: 'graphql', upstream, filters: [{ name: 'request-id' }, { name: 'tenant' }, { name: 'persisted', ...persisted }] as never }],
+    routes: [{ name: 'graphql', upstream, batching: { enabled: true }, filters: [{ name: 'request-id' }, { name: 'tenant' }, { name: 'persisted', ...persisted }] as never }],
     ...extra,
   }
 }

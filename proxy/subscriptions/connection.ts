@@ -20,6 +20,7 @@ import { CLOSE, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type G
 import type { LogEvent } from './replay-ring.ts'
 import { upstreamErrors, type Stream, type StreamSubscriber } from './stream.ts'
 import { TokenBucket } from './token-bucket.ts'
+import { invalidHeader } from './upstream.ts'
 
 type ConnState = 'init' | 'ready' | 'closing' | 'closed'
 
@@ -146,6 +147,16 @@ export class Subscription implements StreamSubscriber, GapHolder {
   }
 }
 
+/** The close code ws sends when it refuses a peer's frame: it rides on the error under a symbol. */
+function wsCloseCode(err: Error): number | undefined {
+  for (const sym of Object.getOwnPropertySymbols(err)) {
+    if (sym.description !== 'status-code') continue
+    const v = (err as unknown as Record<symbol, unknown>)[sym]
+    return typeof v === 'number' ? v : undefined
+  }
+  return undefined
+}
+
 function entryBytes(sub: Subscription, entry: QueuedEntry): number {
   return entry.kind === 'event' ? sub.prefix.length + entry.tail.length : CONTROL_BYTES
 }
@@ -185,8 +196,8 @@ export class ClientConnection {
   tierMetrics: TierMetrics
   queue: DeliveryQueue<Subscription> | undefined = undefined
   #bucket: TokenBucket | undefined = undefined
-  #highWater = 64 * 1024
-  #lowWater = 32 * 1024
+  #highWater: number
+  #lowWater: number
   #timer: NodeJS.Timeout | undefined = undefined
   #awaitDrain = false
   #pumping = false
@@ -202,6 +213,8 @@ export class ClientConnection {
     this.protocol = protocol
     this.writer = new ProtocolWriter(protocol)
     this.tierMetrics = hub.metrics.tiers.none
+    this.#highWater = Math.max(1024, hub.config.qos.socketHighWaterBytes)
+    this.#lowWater = this.#highWater >> 1
     this.tierMetrics.connections.inc()
     if (protocol === TOPICS) this.#state = 'ready'
     else {
@@ -214,7 +227,16 @@ export class ClientConnection {
     ws.on('message', this.#onMessage)
     ws.on('pong', () => (this.#alive = true))
     ws.on('close', () => this.#onClose())
-    ws.on('error', (err) => hub.logger.debug({ err: { message: err.message }, conn: this.id }, 'client websocket error'))
+    ws.on('error', (err) => {
+      // ws refusing a frame (oversized, not UTF-8, bad framing) closes the connection itself
+      // with the code it put on the error: one of the gateway's closes, counted like the others.
+      const code = wsCloseCode(err)
+      if (code !== undefined && this.#state !== 'closing' && this.#state !== 'closed') {
+        this.#state = 'closing'
+        hub.metrics.closes.labels(String(code)).inc()
+      }
+      hub.logger.debug({ err: { message: err.message, code: (err as { code?: unknown }).code }, conn: this.id }, 'client websocket error')
+    })
   }
 
   // --- lifecycle ---------------------------------------------------------------------------------
@@ -530,11 +552,18 @@ export class ClientConnection {
       this.#refuse(cmd.id, 'UNKNOWN_TENANT', 'one connection serves one tenant')
       return
     }
+    const { headers, params } = this.#credentials(ctx)
+    // The upstream handshake would throw on these (inside graphql-ws, where nothing catches it).
+    const bad = invalidHeader(headers)
+    if (bad !== undefined) {
+      ctx.runCleanups()
+      this.#refuse(cmd.id, 'BAD_REQUEST', `"${bad.slice(0, 64)}" is not a valid HTTP header value for the upstream connection`)
+      return
+    }
     if (this.tier === undefined) this.#setTier(ctx.tier ?? this.hub.config.defaultTier)
     const sub = new Subscription(this, cmd.id, ctx, cmd.topic, matcher)
     this.subs.set(cmd.id, sub)
     this.tierMetrics.subscriptions.inc()
-    const { headers, params } = this.#credentials(ctx)
     if (opType !== 'subscription') {
       this.#single(sub, gql, route, headers, params)
       return
@@ -649,8 +678,38 @@ export class ClientConnection {
 
   // --- outgoing ----------------------------------------------------------------------------------
 
+  /**
+   * Write a reply (ack, pong, error, a single result): it cannot wait in the delivery queue nor be
+   * dropped. A client that keeps asking (pings, bad messages, queries) without reading would
+   * otherwise grow the socket's buffer without bound, past every cap the queue keeps: what is
+   * written while the socket stays over its high-water mark counts against a cap, and over it
+   * the connection is closed with 1013 like a gold one over its queue cap. Replies are never
+   * dropped, so every tier gets the hard cap of the one that never drops (gold's maxQueueBytes),
+   * or its own when that is larger.
+   */
   #sendNow(text: string): void {
-    if (this.ws.readyState === 1) this.#send(text)
+    if (this.ws.readyState !== 1) return
+    if (this.ws.bufferedAmount < this.#highWater) this.#unread = 0
+    else if ((this.#unread += text.length) > this.#replyCap()) {
+      this.#notReading()
+      return
+    }
+    this.#send(text)
+  }
+
+  /** Bytes of replies written since the socket last was under its high-water mark. */
+  #unread = 0
+
+  #replyCap(): number {
+    const qos = this.hub.config.qos
+    return Math.max(qos.gold.maxQueueBytes, qos[this.tier ?? this.hub.config.defaultTier].maxQueueBytes)
+  }
+
+  #notReading(): void {
+    this.hub.logger.warn({ conn: this.id, tenant: this.tenant, tier: this.tier, bufferedBytes: this.ws.bufferedAmount }, 'client does not read its replies: closing with 1013')
+    while (this.queue !== undefined && this.queue.shift() !== undefined) {}
+    this.#sync()
+    this.#close(CLOSE.tryAgainLater, 'replies over the connection\'s memory cap; read them, then reconnect')
   }
 
   /**

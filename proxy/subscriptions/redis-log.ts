@@ -102,7 +102,15 @@ export class RedisReplayLog {
     this.#waiting = true
     this.#redis.client().once('ready', () => {
       this.#waiting = false
-      for (const p of this.#pending.splice(0)) this.#xadd(p.key, p.offset, p.ts, p.payload)
+      const keys = new Set<string>()
+      for (const p of this.#pending.splice(0)) {
+        this.#xadd(p.key, p.offset, p.ts, p.payload)
+        keys.add(p.key)
+      }
+      // maintain() skipped these keys while Redis was away; a stream that is quiet from now on
+      // would never refresh them, and XADD alone leaves a key that never expires.
+      const client = this.#redis.client()
+      for (const key of keys) client.pexpire(key, this.#maxAgeMs + 5_000).catch((err: Error) => this.#failed('pexpire', err))
     })
   }
 

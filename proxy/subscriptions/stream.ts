@@ -136,7 +136,11 @@ export class Stream implements UpstreamListener {
 
   #next(result: ExecutionResult<Record<string, unknown>, Record<string, unknown>>): void {
     const receivedAt = performance.now()
-    const ext = result.extensions as Record<string, unknown> | undefined
+    // graphql-ws checks only that the payload is an object: `extensions` may be null, a string,
+    // an array. Anything but an object is no extensions at all (and must not throw: the event
+    // would be lost without a gap).
+    const raw: unknown = result.extensions
+    const ext = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined
     if (this.#state === 'resuming') {
       // The backend continued the old subscription only if it says so, for the id we sent.
       if (ext?.resumedFrom === undefined || ext.resumedFrom !== this.#lastEventId) this.#startEpoch()
@@ -156,7 +160,10 @@ export class Stream implements UpstreamListener {
     const offset = ++this.#offset
     const cursor = this.#cursor(this.epoch, offset, ts)
     let payload: string
-    if (ext === undefined) {
+    if (raw !== undefined && ext === undefined) {
+      const { extensions: _dropped, ...rest } = result
+      payload = JSON.stringify({ ...rest, extensions: { cursor } })
+    } else if (ext === undefined) {
       const json = JSON.stringify(result)
       payload = `${json.slice(0, -1)}${json.length > 2 ? ',' : ''}"extensions":{"cursor":"${cursor}"}}`
     } else {

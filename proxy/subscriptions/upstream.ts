@@ -3,6 +3,7 @@
 // with those credentials. The library reconnects with our backoff and resubscribes the active
 // operations; we only learn when the connection was lost and when it is back, so streams can
 // start a new epoch (or resume, when the backend supports it).
+import { validateHeaderName, validateHeaderValue } from 'node:http'
 import { createClient, type Client, type ExecutionResult, type Sink, type SubscribePayload } from 'graphql-ws'
 import type { Logger } from 'pino'
 import WebSocket from 'ws'
@@ -41,6 +42,81 @@ export function isConnectionFailure(errOrClose: unknown): boolean {
   return e.type === 'error' && e.target instanceof WebSocket
 }
 
+/**
+ * The first header (name) that cannot go on the upstream handshake: a value a client put in its
+ * connection_init payload may hold characters HTTP forbids (CR, LF, non-Latin-1), and ws's
+ * constructor throws on it synchronously.
+ */
+export function invalidHeader(headers: Record<string, string>): string | undefined {
+  for (const [name, value] of Object.entries(headers)) {
+    try {
+      validateHeaderName(name)
+      validateHeaderValue(name, value)
+    } catch {
+      return name
+    }
+  }
+  return undefined
+}
+
+type MessageHandler = (event: { data: unknown }) => void
+
+/**
+ * graphql-ws stops listening to an operation's id only a few promise callbacks after its
+ * `complete` or `error`; ws emits every message of one read synchronously, so a terminal message
+ * followed in the same read by another for that id (an `error` after `complete`, a second
+ * `complete`) reached the operation again and released graphql-ws's connection lock twice: with
+ * the count at zero it closed the shared socket as idle and completed every other stream on it.
+ * After an id's `complete` or `error`, nothing more for that id passes. The message is parsed
+ * here, once, and handed on parsed (graphql-ws validates an object as it is); what does not
+ * parse goes on as it came, for graphql-ws to refuse.
+ */
+export function screenEndedOperations(handler: MessageHandler): MessageHandler {
+  // Ids only need remembering until graphql-ws has let go of them: within this turn of the
+  // event loop, so the set is emptied on the next.
+  const ended = new Set<string>()
+  let clearing = false
+  const clear = () => {
+    ended.clear()
+    clearing = false
+  }
+  return (event) => {
+    const data = event.data
+    if (typeof data !== 'string') return handler(event)
+    let msg: unknown
+    try {
+      msg = JSON.parse(data)
+    } catch {
+      return handler(event)
+    }
+    if (msg !== null && typeof msg === 'object') {
+      const { type, id } = msg as { type?: unknown; id?: unknown }
+      if (typeof id === 'string' && (type === 'next' || type === 'error' || type === 'complete')) {
+        if (ended.has(id)) return
+        if (type !== 'next') {
+          ended.add(id)
+          if (!clearing) {
+            clearing = true
+            setImmediate(clear)
+          }
+        }
+      }
+    }
+    handler({ data: msg })
+  }
+}
+
+const BASE_ONMESSAGE = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage')!
+const SCREENED_ONMESSAGE: PropertyDescriptor = {
+  enumerable: true,
+  get(this: WebSocket) {
+    return BASE_ONMESSAGE.get!.call(this) as unknown
+  },
+  set(this: WebSocket, handler: unknown) {
+    BASE_ONMESSAGE.set!.call(this, typeof handler === 'function' ? screenEndedOperations(handler as MessageHandler) : handler)
+  },
+}
+
 export class UpstreamConnection {
   readonly key: string
   readonly url: string
@@ -57,12 +133,14 @@ export class UpstreamConnection {
     this.key = key
     this.url = url
     const timeout = s.connectTimeoutMs
-    // graphql-ws constructs the socket itself: bind our handshake headers into the class.
+    // graphql-ws constructs the socket itself: bind our handshake headers into the class, and
+    // screen what the upstream sends before graphql-ws sees it (see screenEndedOperations).
     class HeaderedWebSocket extends WebSocket {
       constructor(address: string, protocols?: string | string[]) {
         super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false })
       }
     }
+    Object.defineProperty(HeaderedWebSocket.prototype, 'onmessage', SCREENED_ONMESSAGE)
     this.client = createClient({
       url,
       webSocketImpl: HeaderedWebSocket,
@@ -114,7 +192,13 @@ export class UpstreamConnection {
     this.#disposed = true
     this.#pool.forget(this)
     this.#pool.metrics.upstreamConnections.dec()
-    void this.client.dispose()
+    // graphql-ws's dispose awaits a connection still being opened and rejects when that opening
+    // fails (refused, handshake timeout): unhandled, that rejection would end the worker thread
+    // and every connection on it. Nobody needs this connection any more; the failure is news to
+    // no one.
+    Promise.resolve(this.client.dispose()).catch((err: unknown) => {
+      this.#pool.logger.debug({ upstream: this.url, err: { message: (err as Error)?.message ?? String(err) } }, 'upstream connection failed to open after its last operation ended')
+    })
   }
 
   #connected(wasRetry: boolean): void {

@@ -4,14 +4,10 @@
 import { once } from 'node:events'
 import { createClient, type Client } from 'graphql-ws'
 import WebSocket from 'ws'
+import { waitUntil as waitFor } from '../../helpers/wait.ts'
 
-export async function waitUntil(cond: () => boolean, ms = 5_000, what = 'condition'): Promise<void> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+/** The shared poller (conditions may be async); 5 s unless told. */
+export const waitUntil = (cond: () => boolean | Promise<boolean>, ms = 5_000, what = 'condition'): Promise<void> => waitFor(cond, ms, what)
 
 export interface NextPayload {
   data?: { events?: { seq: number; tenant: string | null; note: string | null; blob?: string | null } } & Record<string, unknown>

@@ -47,8 +47,11 @@ describe('subscription hub: replay cursors, gaps, outages', () => {
     const base = a.received.seqs[0]! - 1
     const cursor = a.received.lastCursor!
     await first.dispose()
-    // away: the stream lingers upstream and keeps logging
+    // away: the stream lingers upstream and keeps logging (all 5 logged before the return, so
+    // they come back as a replay, not live)
+    const received = metricSum(await proxy.metricsText(), 'igw_subscription_events_total')
     for (let i = 0; i < 5; i++) be.publish('r1')
+    await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_subscription_events_total') >= received + 5, 5_000, 'the 5 events logged while away')
     const back = client().subscribe(EVENTS('r1'), { cursor })
     await back.received.wait((r) => r.events.length === 5)
     be.publish('r1')

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
-import type { Authorizer } from './auth.ts'
+import type { Authorizer, Subject } from './auth.ts'
 import { etagOf } from './canonical-json.ts'
 import type { Db } from './db.ts'
 import type { Detokenizer } from './detokenize.ts'
@@ -67,6 +67,16 @@ function checkPreconditions(ctx: RouteContext, current: unknown): void {
     }
   }
   if (ifNoneMatch !== undefined && ifNoneMatch.trim() === '*' && etag !== undefined) throw new PreconditionFailed('If-None-Match: * but the resource exists', etag)
+}
+
+/**
+ * Whose alerts GET /v1/alerts lists: `?tenant=`, else the caller's tenant claim, else all. An empty
+ * `?tenant=` is "not given" — read once here for the policy and the query alike, so a
+ * tenant-scoped caller can never be authorized for its tenant and then listed every tenant's.
+ */
+function alertsTenant(q: URLSearchParams, subject: Subject): string | undefined {
+  const asked = q.get('tenant')
+  return asked !== null && asked !== '' ? asked : subject.tenant
 }
 
 function tenantZone(doc: Doc, tenant: string): string {
@@ -523,7 +533,13 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
     {
       method: 'GET',
       path: '/v1/alerts',
-      auth: { action: 'admin.read', resource: (_p, q, subject) => ({ type: 'alerts', ...(q.get('tenant') ? { tenant: q.get('tenant')! } : subject.tenant ? { tenant: subject.tenant } : {}) }) },
+      auth: {
+        action: 'admin.read',
+        resource: (_p, q, subject) => {
+          const tenant = alertsTenant(q, subject)
+          return { type: 'alerts', ...(tenant === undefined ? {} : { tenant }) }
+        },
+      },
       doc: {
         summary: 'Budget (80%/100%) and anomaly alerts, newest first',
         tags: ['usage'],
@@ -535,8 +551,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       },
       async handle(ctx) {
         const since = dateTimeQuery(ctx.query, 'since') ?? 0
-        const tenant = ctx.query.get('tenant') ?? ctx.subject?.tenant
-        sendJson(ctx.res, 200, { items: await usage.alerts({ since, ...(tenant ? { tenant } : {}) }) })
+        // The tenant the policy decided on, never another reading of the query.
+        const tenant = alertsTenant(ctx.query, ctx.subject!)
+        sendJson(ctx.res, 200, { items: await usage.alerts({ since, ...(tenant === undefined ? {} : { tenant }) }) })
       },
     },
     {

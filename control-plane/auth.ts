@@ -3,7 +3,7 @@
 // in-process). 401 says why the token was not accepted; 403 carries the policy's reason.
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { loadPolicyBundle, type PolicyEvaluator } from '../policies/engine.ts'
 
 export interface AuthOptions {
@@ -78,7 +78,7 @@ export class Authenticator {
         if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey || err instanceof TypeError || err instanceof joseErrors.JOSENotSupported)) break
       }
     }
-    throw new AuthError(401, describe(last))
+    throw new AuthError(401, describe(last, token))
   }
 }
 
@@ -87,11 +87,32 @@ function subjectOf(p: JWTPayload): Subject {
   // sub is the audit actor and tenant a filter in SQL: text columns that cannot hold NUL.
   if (p.sub.includes('\u0000') || (typeof p.tenant === 'string' && p.tenant.includes('\u0000'))) throw new AuthError(401, 'token "sub" or "tenant" claim contains a NUL character')
   const s: Subject = { sub: p.sub, roles: strings(p.roles), attributes: strings(p.attrs ?? p.attributes) }
-  if (typeof p.tenant === 'string' && p.tenant !== '') s.tenant = p.tenant
+  // A tenant claim scopes the token; one that is present but not a usable id (a number, a list,
+  // null, "") must not leave the token unscoped, i.e. with authority over every tenant: refused.
+  if (p.tenant !== undefined) {
+    if (typeof p.tenant !== 'string' || p.tenant === '') throw new AuthError(401, `token "tenant" claim must be a non-empty string (got ${p.tenant === null ? 'null' : Array.isArray(p.tenant) ? 'an array' : typeof p.tenant === 'string' ? 'an empty string' : `a ${typeof p.tenant}`}); a token without the claim is not tenant-scoped`)
+    s.tenant = p.tenant
+  }
   return s
 }
 
-function describe(err: unknown): string {
+/** The token's `alg` header, for a message (undefined when the header does not decode). */
+function algOf(token: string): string | undefined {
+  try {
+    const alg = decodeProtectedHeader(token).alg
+    return typeof alg === 'string' ? alg.slice(0, 32) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function describe(err: unknown, token: string): string {
+  // An algorithm no configured key can verify ("none", RS256 against an HMAC secret, …): jose
+  // says so with a TypeError or JOSENotSupported, which would otherwise read "token rejected".
+  if (err instanceof TypeError || err instanceof joseErrors.JOSENotSupported || err instanceof joseErrors.JOSEAlgNotAllowed) {
+    const alg = algOf(token)
+    if (alg !== undefined) return `token algorithm "${alg.replace(/[^\w.+-]/g, '?')}" is not accepted by the configured verification keys`
+  }
   if (err instanceof joseErrors.JWTExpired) return 'token expired'
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.reason}`
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature does not verify'

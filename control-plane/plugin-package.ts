@@ -35,7 +35,9 @@ const packageSchema = z.strictObject({
   name: z.string().regex(NAME_PATTERN, 'expected a plugin name (lower case letters, digits, ".", "_", "-"; at most 64)'),
   version: z.string().max(64).regex(VERSION_PATTERN, 'expected a semantic version like 1.2.3'),
   publisher: z.string().regex(NAME_PATTERN, 'expected a publisher name (lower case letters, digits, ".", "_", "-"; at most 64)'),
-  description: z.string().max(500).optional(),
+  // Kept in a text column, which on PostgreSQL cannot hold NUL: refused here as malformed (named,
+  // audited, counted) rather than by the database after the signature verified.
+  description: z.string().max(500).refine((d) => !d.includes('\u0000'), 'must not contain a NUL character (U+0000)').optional(),
   artifact: z
     .string()
     .min(1, 'expected the artifact bytes, base64')
@@ -92,7 +94,7 @@ export function checkPackage(body: unknown, trusted: TrustedKeys): PackageDecisi
   const parsed = packageSchema.safeParse(body, { reportInput: true })
   if (!parsed.success) {
     const named = pickIdentity(body as Record<string, unknown>)
-    return { ok: false, reason: 'malformed', message: `malformed plugin package: ${formatIssues(parsed.error.issues).join('; ')}`, ...named }
+    return { ok: false, reason: 'malformed', message: `malformed plugin package: ${describeIssues(parsed.error.issues)}`, ...named }
   }
   const pkg = parsed.data
   const artifact = Buffer.from(pkg.artifact, 'base64')
@@ -128,6 +130,27 @@ export function checkPackage(body: unknown, trusted: TrustedKeys): PackageDecisi
     ok: true,
     plugin: { name: pkg.name, version: pkg.version, publisher: pkg.publisher, description: pkg.description, keyId: signer.keyId, digest, size: artifact.length, artifact: pkg.artifact, signature: pkg.signature },
   }
+}
+
+/** A refusal's detail is answered, logged and kept in the signed audit log for good: bounded. */
+export const MAX_DETAIL_CHARS = 1000
+const MAX_KEYS_NAMED = 5
+const MAX_KEY_CHARS = 64
+
+/**
+ * The problems of a malformed package in one bounded line. Unknown keys are the only part the
+ * client sizes freely (their number and length; every value is already shown truncated): 10 MB
+ * of them would otherwise be a 10 MB answer, log line and audit entry per request.
+ */
+function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
+  const lines = issues.map((iss) => {
+    if (iss.code !== 'unrecognized_keys') return formatIssues([iss])[0]!
+    const named = iss.keys.slice(0, MAX_KEYS_NAMED).map((k) => JSON.stringify(k.length > MAX_KEY_CHARS ? `${k.slice(0, MAX_KEY_CHARS - 1)}…` : k))
+    const more = iss.keys.length - named.length
+    return `${iss.path.length ? iss.path.join('.') : '(root)'}: unknown key${iss.keys.length > 1 ? 's' : ''} ${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}`
+  })
+  const text = lines.join('; ')
+  return text.length > MAX_DETAIL_CHARS ? `${text.slice(0, MAX_DETAIL_CHARS - 1)}…` : text
 }
 
 /** Name, version and publisher of a malformed package when they are usable strings (for the log and audit). */

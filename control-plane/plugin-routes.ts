@@ -3,12 +3,13 @@
 //   accepted  → stored, `plugins.upload` audit entry, igw_plugin_uploads_total{publisher}
 //   refused   → 4xx problem naming the reason, `plugins.reject` audit entry, a warn log line,
 //               igw_plugin_upload_rejections_total{reason} (unsigned|bad_signature|untrusted_publisher|malformed)
-// A name@version that already exists is a 409 (not a refusal of the package itself).
+// A name@version that already exists, or a name another publisher publishes, is a 409 (not a
+// refusal of the package itself).
 import type { Logger } from 'pino'
 import { HttpError, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
 import { checkPackage, MAX_PACKAGE_BODY_BYTES, type PackageDecision, type TrustedKeys } from './plugin-package.ts'
-import { insertPlugin, listPlugins, PluginExists, type PluginView } from './plugin-store.ts'
+import { insertPlugin, listPlugins, PluginExists, PluginNameTaken, type PluginView } from './plugin-store.ts'
 import { ref } from './schemas.ts'
 import type { ConfigStore } from './store.ts'
 
@@ -60,7 +61,7 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
           400: problem('malformed package (reason: malformed)'),
           401: problem('missing or invalid bearer token'),
           403: problem('denied by the admin policy (needs plugins.write)'),
-          409: problem('this name@version exists (versions are immutable)'),
+          409: problem('this name@version exists (versions are immutable; build metadata does not make a new version), or another publisher publishes this name'),
           413: problem('body too large (reason: malformed)'),
           415: problem('not a JSON body (reason: malformed)'),
           422: problem('refused: reason unsigned, bad_signature or untrusted_publisher'),
@@ -92,6 +93,11 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
           if (err instanceof PluginExists) {
             logger.info({ actor, plugin: `${p.name}@${p.version}`, digest: p.digest }, 'plugin upload conflicts with a stored version')
             throw new HttpError(409, err.message, { extra: { current: `sha256:${err.digest}` } })
+          }
+          if (err instanceof PluginNameTaken) {
+            // A trusted publisher reaching for another's plugin name: worth a warning, not an alert reason.
+            logger.warn({ actor, plugin: `${p.name}@${p.version}`, publisher: p.publisher, owner: err.owner, digest: p.digest }, 'plugin upload refused: the name belongs to another publisher')
+            throw new HttpError(409, err.message)
           }
           throw err
         }

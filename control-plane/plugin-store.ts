@@ -20,10 +20,29 @@ export interface PluginView {
 
 export class PluginExists extends Error {
   readonly digest: string
-  constructor(name: string, version: string, digest: string) {
-    super(`plugin ${name}@${version} already exists (sha256:${digest}); versions are immutable: publish a new version`)
+  constructor(name: string, version: string, digest: string, asked = version) {
+    super(
+      asked === version
+        ? `plugin ${name}@${version} already exists (sha256:${digest}); versions are immutable: publish a new version`
+        : `plugin ${name}@${asked} is version ${withoutBuild(asked)}, which exists as ${name}@${version} (sha256:${digest}); build metadata does not make a new version (SemVer §10) and versions are immutable: publish a new version`,
+    )
     this.digest = digest
   }
+}
+
+/** The name is published by another publisher: a name belongs to the publisher who first published it. */
+export class PluginNameTaken extends Error {
+  readonly owner: string
+  constructor(name: string, owner: string, publisher: string) {
+    super(`plugin ${name} is published by "${owner}"; "${publisher}" cannot publish versions of it (a plugin name belongs to the publisher who first published it: choose another name)`)
+    this.owner = owner
+  }
+}
+
+/** A version without its build metadata (`1.0.0+b2` → `1.0.0`): SemVer §10 gives both the same precedence. */
+function withoutBuild(version: string): string {
+  const plus = version.indexOf('+')
+  return plus === -1 ? version : version.slice(0, plus)
 }
 
 interface PluginRow {
@@ -56,10 +75,19 @@ function toView(r: PluginRow): PluginView {
   }
 }
 
-/** Insert inside the caller's transaction (writes serialize, so the existence check holds); throws PluginExists. */
+/**
+ * Insert inside the caller's transaction (writes serialize, so the checks hold). Throws
+ * PluginNameTaken when another publisher already publishes this name (its trusted key would
+ * otherwise let it add "newer" versions of someone else's plugin, or take the next version number
+ * first, which immutability would then keep from its owner), and PluginExists when the version is
+ * stored — also as `1.0.0+other-build`, which SemVer ranks the same as `1.0.0` (npm refuses it too).
+ */
 export async function insertPlugin(tx: Tx, p: VerifiedPlugin, uploadedBy: string, now: number): Promise<PluginView> {
-  const existing = await tx.query<{ digest: string }>('SELECT digest FROM plugins WHERE name = $1 AND version = $2', [p.name, p.version])
-  if (existing.length) throw new PluginExists(p.name, p.version, existing[0]!.digest)
+  const stored = await tx.query<{ version: string; publisher: string; digest: string }>('SELECT version, publisher, digest FROM plugins WHERE name = $1 ORDER BY uploaded_at, version', [p.name])
+  const owner = stored[0]?.publisher
+  if (owner !== undefined && owner !== p.publisher) throw new PluginNameTaken(p.name, owner, p.publisher)
+  const same = stored.find((r) => r.version === p.version) ?? stored.find((r) => withoutBuild(r.version) === withoutBuild(p.version))
+  if (same !== undefined) throw new PluginExists(p.name, same.version, same.digest, p.version)
   await tx.query(`INSERT INTO plugins (${COLUMNS}, artifact) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, [
     p.name,
     p.version,

@@ -109,7 +109,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         subject = await authn.authenticate(req.headers.authorization)
       } catch (err) {
         const e = err as AuthError
-        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': `Bearer error="invalid_token", error_description="${e.message}"` })
+        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': `Bearer error="invalid_token", error_description="${e.message.replace(/"/g, "'")}"` })
         return
       }
       requestSubjects.set(req, subject)

@@ -5,5 +5,11 @@ if (major < 24) {
   console.error(`igw needs Node.js 24 or newer (this is ${process.version}). See README: "Requirements".`)
   process.exit(1)
 }
+// SIGHUP's default action ends the process, and loading the sources takes a while: a reload
+// signal sent right after the start (a config reloader reacting to the change that started us)
+// is noted here and replayed by the CLI once the proxy runs (proxy/cli.ts catchEarlySignals).
+const early = { hup: false, onHup: () => { early.hup = true } }
+globalThis[Symbol.for('igw.earlySignals')] = early
+process.on('SIGHUP', early.onHup)
 const { main } = await import('../proxy/cli.ts')
 await main(process.argv.slice(2))

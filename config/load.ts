@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { extname } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
+import { isSecretPath, redactUrlCredentials } from './redact.ts'
 import { gatewayConfig, type GatewayConfig } from './schema.ts'
 
 export class ConfigError extends Error {
@@ -50,14 +51,17 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return s === '' ? '(root)' : s
 }
 
-function show(value: unknown): string {
+/** A bad value, quoted for the message; a secret is described, never shown. */
+function show(value: unknown, path: readonly PropertyKey[] = []): string {
   if (value === undefined) return 'nothing'
+  if (typeof value === 'string' && isSecretPath(path)) return `a value of ${value.length} characters (not shown)`
   let s: string
   try {
     s = JSON.stringify(value) ?? String(value)
   } catch {
     s = String(value)
   }
+  s = redactUrlCredentials(s)
   return s.length > 80 ? `${s.slice(0, 77)}...` : s
 }
 
@@ -72,21 +76,21 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
         lines.push(`${path}: unknown key${iss.keys.length > 1 ? 's' : ''} ${iss.keys.map((k) => `"${k}"`).join(', ')}`)
         break
       case 'invalid_type':
-        lines.push(input === undefined ? `${path}: required (expected ${iss.expected})` : `${path}: expected ${iss.expected}, got ${show(input)}`)
+        lines.push(input === undefined ? `${path}: required (expected ${iss.expected})` : `${path}: expected ${iss.expected}, got ${show(input, iss.path)}`)
         break
       case 'invalid_value':
-        lines.push(`${path}: expected one of ${iss.values.map((v) => show(v)).join(' | ')}, got ${show(input)}`)
+        lines.push(`${path}: expected one of ${iss.values.map((v) => show(v)).join(' | ')}, got ${show(input, iss.path)}`)
         break
       case 'invalid_key':
         lines.push(`${path}: not a valid name here (letters, digits, "_", "." or "-")`)
         break
       case 'invalid_union': {
-        lines.push(`${path}: ${iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message}${input !== undefined && typeof input !== 'object' ? `, got ${show(input)}` : ''}`)
+        lines.push(`${path}: ${iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message}${input !== undefined && typeof input !== 'object' ? `, got ${show(input, iss.path)}` : ''}`)
         break
       }
       default: {
         const msg = iss.message.replace(/^Invalid input: /, '')
-        lines.push(input !== undefined && typeof input !== 'object' ? `${path}: ${msg}, got ${show(input)}` : `${path}: ${msg}`)
+        lines.push(input !== undefined && typeof input !== 'object' ? `${path}: ${msg}, got ${show(input, iss.path)}` : `${path}: ${msg}`)
       }
     }
   }
@@ -110,11 +114,22 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
       source,
       doc.errors.map((e) => {
         const pos = e.linePos?.[0]
-        return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0]}`
+        // prettyErrors appends " at line L, column C:" and a source excerpt; the prefix says it once
+        const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')
+        return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${msg}`
       }),
     )
   }
-  return doc.toJS({ maxAliasCount: 100 }) ?? {}
+  try {
+    return doc.toJS({ maxAliasCount: 100 }) ?? {}
+  } catch (err) {
+    // toJS throws on an alias expansion bomb ("billion laughs") and on a bad merge key; both are
+    // the document's fault, so they are config errors (exit 78), never a stack trace.
+    const msg = (err as Error).message
+    throw new ConfigError(source, [
+      /alias count/i.test(msg) ? '(root): YAML aliases expand to too many nodes (an alias bomb such as "billion laughs"?)' : `(root): ${msg}`,
+    ])
+  }
 }
 
 export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): { config: GatewayConfig; raw: unknown } {

@@ -42,6 +42,8 @@ export const durationMs = z.int({ error: 'expected a whole number of millisecond
 export const listenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):\d{1,5}$/, { error: 'expected "host:port", ":port" or "[ipv6]:port"' })
+  // 5 digits also allow 65536–99999, which only fail later inside listen() with a stack trace
+  .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, { error: 'expected a port from 0 to 65535' })
 
 export const httpUrl = z.url({ protocol: /^https?$/, error: 'expected URL' })
 

@@ -7,6 +7,7 @@ import { originUrl } from '../config/primitives.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 
 export const EXIT_CONFIG = 78 // sysexits EX_CONFIG: the config, not the program, is wrong
+export const EXIT_LISTEN = 69 // sysexits EX_UNAVAILABLE: an address to listen on is taken or absent
 
 const FLAGS = {
   config: { type: 'string', short: 'c', env: 'IGW_CONFIG', help: 'config file (YAML or JSON)' },
@@ -111,7 +112,9 @@ export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.
 export function applyFlagOverrides(raw: Record<string, unknown>, flags: Flags): Record<string, unknown> {
   if (flags.listen !== undefined) raw.listen = normalizeListen(flags.listen)
   if (flags['admin-listen'] !== undefined) raw.admin = { ...(raw.admin as object | undefined), listen: normalizeListen(flags['admin-listen']) }
-  if (flags.workers !== undefined) raw.workers = flags.workers === 'auto' ? 'auto' : Number(flags.workers)
+  // Only numerals become numbers: Number("abc") is NaN and Number("") is 0, which the error
+  // would then quote as `got null` / `got 0` instead of what the operator typed.
+  if (flags.workers !== undefined) raw.workers = /^[+-]?\d+(\.\d+)?$/.test(flags.workers.trim()) ? Number(flags.workers) : flags.workers
   if (flags.redis !== undefined) raw.redis = { ...(raw.redis as object | undefined), url: flags.redis }
   if (flags['log-level'] !== undefined) raw.log = { ...(raw.log as object | undefined), level: flags['log-level'] }
   return raw
@@ -174,8 +177,43 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
   })
 }
 
-/** SIGTERM/SIGINT drain then exit 0; a second signal exits at once. SIGHUP reloads. */
+/**
+ * Signals that arrive before a long-running command is up. SIGHUP's default action kills the
+ * process, so a reload signal sent early (a config reloader reacting to the same change that
+ * started the pod) must be caught from the first moment; it is replayed once the proxy runs.
+ * SIGTERM/SIGINT during startup exit 0 at once: nothing is in flight yet.
+ */
+const early = { installed: false, hup: false, handlers: [] as [NodeJS.Signals, () => void][] }
+
+export function catchEarlySignals(): void {
+  if (early.installed) return
+  early.installed = true
+  const on = (signal: NodeJS.Signals, fn: () => void) => {
+    early.handlers.push([signal, fn])
+    process.on(signal, fn)
+  }
+  on('SIGHUP', () => {
+    early.hup = true
+  })
+  // bin/igw.js caught the ones that came while the sources loaded
+  const fromBin = (globalThis as Record<symbol, { hup: boolean; onHup: () => void } | undefined>)[Symbol.for('igw.earlySignals')]
+  if (fromBin !== undefined) {
+    early.hup ||= fromBin.hup
+    process.off('SIGHUP', fromBin.onHup)
+  }
+  const stop = (signal: string) => () => {
+    console.error(JSON.stringify({ level: 'info', time: new Date().toISOString(), pid: process.pid, signal, msg: 'shutting down during startup' }))
+    process.exit(0)
+  }
+  on('SIGTERM', stop('SIGTERM'))
+  on('SIGINT', stop('SIGINT'))
+}
+
+/** SIGTERM/SIGINT drain then exit 0; a second signal exits at once. SIGHUP reloads (or is logged). */
 export function installSignals(logger: { info(o: object, m: string): void }, close: () => Promise<void>, reload?: () => Promise<unknown>): void {
+  for (const [signal, fn] of early.handlers.splice(0)) process.off(signal, fn)
+  const pendingHup = early.hup
+  early.hup = false
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) process.exit(1)
@@ -188,7 +226,10 @@ export function installSignals(logger: { info(o: object, m: string): void }, clo
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  // Never SIGHUP's default action (exit): without a file to reload it is only noted.
   if (reload) process.on('SIGHUP', () => void reload())
+  else process.on('SIGHUP', () => logger.info({ signal: 'SIGHUP' }, 'nothing to reload here (config comes from the control plane or flags); ignored'))
+  if (pendingHup && reload) void reload()
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -205,6 +246,7 @@ export async function main(argv: string[]): Promise<void> {
     console.log(USAGE)
     return
   }
+  if (command === 'proxy' || command === 'demo' || command === 'control-plane') catchEarlySignals()
   try {
     switch (command) {
       case 'proxy':
@@ -271,7 +313,27 @@ export async function main(argv: string[]): Promise<void> {
       console.error(err.message)
       process.exit(EXIT_CONFIG)
     }
+    // The environment refused something (a port taken, an address not on this host): one line
+    // naming it, an exit code scripts can tell apart, no stack trace.
+    const exitCode = startupExitCode(err)
+    if (exitCode !== undefined) {
+      console.error(`igw: ${(err as Error).message}`)
+      process.exit(exitCode)
+    }
     throw err
   }
+}
+
+const LISTEN_CODES = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES'])
+
+function startupExitCode(err: unknown): number | undefined {
+  if (!(err instanceof Error)) return undefined
+  // proxy/supervisor.ts's StartupError, recognized by name: importing it would load the
+  // supervisor (workers, prom-client) for every command
+  if (err.name === 'StartupError') return (err as { kind?: string }).kind === 'listen' ? EXIT_LISTEN : 1
+  // control plane and demo listeners: a plain listen error from node:net
+  const e = err as NodeJS.ErrnoException
+  if (e.syscall === 'listen' && e.code !== undefined && LISTEN_CODES.has(e.code)) return EXIT_LISTEN
+  return undefined
 }
 

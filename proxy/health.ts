@@ -42,7 +42,12 @@ export class UpstreamHealth {
   readonly #timers: NodeJS.Timeout[] = []
   #onChange: ((s: UpstreamState) => void) | undefined
 
-  constructor(config: GatewayConfig, onChange?: (s: UpstreamState) => void) {
+  /**
+   * `previous`: the checker of the config this one replaces. An upstream it already knows (same
+   * name and URL) keeps its last verdict until the first probe here answers, so a reload does not
+   * turn /readyz to 503 (and take the pod out of its Service) while that probe is in flight.
+   */
+  constructor(config: GatewayConfig, onChange?: (s: UpstreamState) => void, previous?: UpstreamHealth) {
     this.#onChange = onChange
     const defs = new Map<string, UpstreamConfig>()
     for (const route of config.routes) {
@@ -50,7 +55,11 @@ export class UpstreamHealth {
       if (def.healthCheck.enabled) defs.set(name, def)
     }
     for (const [name, def] of defs) {
-      const state: UpstreamState = { name, url: def.url, healthy: false, checked: false, error: undefined }
+      const known = previous?.states.get(name)
+      const state: UpstreamState =
+        known !== undefined && known.url === def.url && known.checked
+          ? { name, url: def.url, healthy: known.healthy, checked: true, error: known.error }
+          : { name, url: def.url, healthy: false, checked: false, error: undefined }
       this.states.set(name, state)
       const probe = () => this.#probe(state, def)
       void probe()

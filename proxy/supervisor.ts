@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads'
 import { pino, type DestinationStream, type Logger } from 'pino'
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
 import { splitListenAddress } from '../config/primitives.ts'
+import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 import { filterModules } from '../filters/registry.ts'
 import { UpstreamHealth } from './health.ts'
@@ -67,6 +68,15 @@ interface WorkerSlot {
   lastStart: number
   /** When the watchdog's unanswered ping went out (Date.now()); 0: none outstanding. */
   pingSentAt: number
+  /** The config version this thread runs (or was last sent successfully). */
+  version: number
+}
+
+/** Replies awaited from the worker threads a request went to; a thread that exits no longer counts. */
+interface Waiter<T> {
+  pending: Set<number>
+  got: T[]
+  done: (got: T[]) => void
 }
 
 /** With port 0 every reusePort listener would get its own port: reserve one for all of them. */
@@ -82,19 +92,32 @@ async function reservePort(host: string | undefined, port: number): Promise<{ po
   return { port: bound, release: () => placeholder.close() }
 }
 
-/** The effective config for /config: secrets and URL credentials replaced. */
-export function redactConfig(value: unknown, key = ''): unknown {
-  if (typeof value === 'string') {
-    if (/secret|password|passwd|token|api_?key|private/i.test(key)) return '[redacted]'
-    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/@\s]+)@/i, '$1[redacted]@')
+/** The effective config for /config: secrets and URL credentials replaced (config/redact.ts). */
+export { redactConfig }
+
+/**
+ * The proxy could not start for a reason of its environment: `listen` (a port taken, an address
+ * this host does not have) or `start` (a worker that failed to build its chain). The CLI prints
+ * the message as one line and exits with a code per kind, no stack trace.
+ */
+export class StartupError extends Error {
+  readonly kind: 'listen' | 'start'
+  constructor(message: string, kind: 'listen' | 'start') {
+    super(message)
+    this.name = 'StartupError'
+    this.kind = kind
   }
-  if (Array.isArray(value)) return value.map((v) => redactConfig(v, key))
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) out[k] = redactConfig(v, k)
-    return out
-  }
-  return value
+}
+
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: 'address already in use (another process listens there)',
+  EADDRNOTAVAIL: 'address not available on this host',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+}
+
+function listenError(what: string, address: string, code: string | undefined, fallback: string): StartupError {
+  const reason = code !== undefined ? LISTEN_REASONS[code] : undefined
+  return reason ? new StartupError(`cannot listen on ${address} (${what}): ${reason} [${code}]`, 'listen') : new StartupError(`cannot start: ${what}: ${fallback}`, 'start')
 }
 
 export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
@@ -129,11 +152,22 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0 }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version }))
   let metricsSeq = 0
-  const metricsWaiters = new Map<number, { want: number; got: MetricsJson[]; done: (d: MetricsJson[]) => void }>()
-  const usageWaiters = new Map<number, { want: number; got: UsageSnapshot[]; done: (d: UsageSnapshot[]) => void }>()
-  const applyWaiters = new Map<number, { want: number; ok: number; errors: string[]; done: () => void }>()
+  const metricsWaiters = new Map<number, Waiter<MetricsJson>>()
+  const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
+  /** Keyed by version; `got` holds one entry per answer: undefined (applied) or the error. */
+  const applyWaiters = new Map<number, Waiter<string | undefined>>()
+  /** A config version is being applied: a thread that starts meanwhile is synced when it ends. */
+  let applying = 0
+  const answer = <T>(w: Waiter<T> | undefined, slotId: number, value: T): void => {
+    if (w === undefined || !w.pending.delete(slotId)) return
+    w.got.push(value)
+    if (w.pending.size === 0) w.done(w.got)
+  }
+  const forget = <T>(w: Waiter<T>, slotId: number): void => {
+    if (w.pending.delete(slotId) && w.pending.size === 0) w.done(w.got)
+  }
   let drainWaiters: (() => void)[] = []
 
   const health = { current: new UpstreamHealth(config, (s) => upstreamUp.labels(s.name).set(s.healthy ? 1 : 0)) }
@@ -152,6 +186,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     slot.worker = worker
     slot.lastStart = Date.now()
     slot.pingSentAt = 0
+    slot.version = data.version
     let started = false
     worker.on('message', (msg: FromWorker) => {
       switch (msg.t) {
@@ -161,6 +196,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         case 'listening':
           slot.listening = true
           workersLive.set(slots.filter((s) => s.listening).length)
+          // A thread restarted while a reload was in flight booted with the config of its spawn.
+          if (applying === 0) syncVersions()
           if (!started) {
             started = true
             firstStart()
@@ -172,32 +209,19 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
             firstStart(new Error(`worker ${slot.id}: ${msg.error}`))
           }
           return
-        case 'metrics': {
-          const w = metricsWaiters.get(msg.id)
-          if (w) {
-            w.got.push(msg.data)
-            if (w.got.length >= w.want) w.done(w.got)
-          }
+        case 'metrics':
+          answer(metricsWaiters.get(msg.id), slot.id, msg.data)
           return
-        }
-        case 'usage': {
-          const w = usageWaiters.get(msg.id)
-          if (w) {
-            w.got.push(msg.data)
-            if (w.got.length >= w.want) w.done(w.got)
-          }
+        case 'usage':
+          answer(usageWaiters.get(msg.id), slot.id, msg.data)
           return
-        }
         case 'applied':
-        case 'apply-failed': {
-          const w = applyWaiters.get(msg.version)
-          if (w) {
-            if (msg.t === 'applied') w.ok++
-            else w.errors.push(msg.error)
-            if (w.ok + w.errors.length >= w.want) w.done()
-          }
+          if (slot.worker === worker) slot.version = msg.version
+          answer(applyWaiters.get(msg.version), slot.id, undefined)
           return
-        }
+        case 'apply-failed':
+          answer(applyWaiters.get(msg.version), slot.id, msg.error)
+          return
         case 'pong':
           slot.pingSentAt = 0
           return
@@ -213,8 +237,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       slot.listening = false
       slot.worker = undefined
       workersLive.set(slots.filter((s) => s.listening).length)
-      for (const w of metricsWaiters.values()) w.want--
-      for (const w of usageWaiters.values()) w.want--
+      // Whatever it was asked is answered without it (a reload must not wait forever on a
+      // thread that died in the middle of applying; the restart boots with the current config).
+      for (const w of metricsWaiters.values()) forget(w, slot.id)
+      for (const w of usageWaiters.values()) forget(w, slot.id)
+      for (const w of applyWaiters.values()) forget(w, slot.id)
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
         return
@@ -232,6 +259,61 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     })
   }
 
+  // The admin port is bound before any worker listens: when it is taken (a second igw started
+  // by mistake) the proxy port never accepts a connection that a failed start would then reset.
+  // --- admin port ---------------------------------------------------------------------------
+  const admin: Server = createHttpServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    const json = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
+      res.end(JSON.stringify(body, null, 2))
+    }
+    switch (path) {
+      case '/healthz': {
+        const live = slots.filter((s) => s.listening).length
+        json(live > 0 ? 200 : 503, { status: live > 0 ? 'ok' : 'no worker listening', workers: live })
+        return
+      }
+      case '/readyz': {
+        const live = slots.filter((s) => s.listening).length
+        const upstreams = [...health.current.states.values()].map((s) => ({ name: s.name, url: s.url, healthy: s.healthy, error: s.error }))
+        const ready = !closing && live === slots.length && upstreams.every((u) => u.healthy)
+        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length }, draining: closing, upstreams })
+        return
+      }
+      case '/metrics':
+        collectMetrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': registry.contentType })
+            res.end(text)
+          },
+          (err: Error) => json(500, { error: err.message }),
+        )
+        return
+      case '/config':
+        json(200, { version, config: redactConfig(config) })
+        return
+      case '/':
+        json(200, { endpoints: ['/healthz', '/readyz', '/metrics', '/config'] })
+        return
+      default:
+        json(404, { error: `no admin endpoint ${path}` })
+    }
+  })
+  const adminAddr = splitListenAddress(config.admin.listen)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      admin.once('error', reject)
+      admin.listen({ host: adminAddr.host, port: adminAddr.port }, resolve)
+    })
+  } catch (err) {
+    reservation.release()
+    health.current.stop()
+    throw listenError('admin.listen', config.admin.listen, (err as NodeJS.ErrnoException).code, (err as Error).message)
+  }
+  const adminBound = admin.address()
+  const adminPort = typeof adminBound === 'object' && adminBound ? adminBound.port : adminAddr.port
+
   try {
     await Promise.all(slots.map((slot) => new Promise<void>((resolve, reject) => spawn(slot, (err) => (err ? reject(err) : resolve())))))
   } catch (err) {
@@ -239,7 +321,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     await Promise.all(slots.map((s) => s.worker?.terminate()))
     reservation.release()
     health.current.stop()
-    throw err
+    admin.closeAllConnections()
+    await new Promise<void>((resolve) => admin.close(() => resolve()))
+    // "worker 0: listen EADDRINUSE: address already in use 127.0.0.1:8080"
+    const msg = (err as Error).message
+    const code = /\blisten (E[A-Z]+)\b/.exec(msg)?.[1]
+    throw code !== undefined ? listenError('listen', config.listen, code, msg) : new StartupError(`cannot start: ${msg}`, 'start')
   } finally {
     reservation.release()
   }
@@ -268,15 +355,30 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }, WATCHDOG_TICK_MS)
   watchdog.unref()
 
-  function post(msg: ToWorker): number {
-    let n = 0
+  /** Sends to every listening thread; returns their slot ids. */
+  function post(msg: ToWorker): Set<number> {
+    const sent = new Set<number>()
     for (const s of slots) {
       if (s.worker && s.listening) {
         s.worker.postMessage(msg)
-        n++
+        sent.add(s.id)
       }
     }
-    return n
+    return sent
+  }
+
+  /**
+   * Every listening thread runs the supervisor's version: one restarted during a reload booted
+   * with the config of its spawn, and after a reload some threads refused, those that took it
+   * go back to the running one. Called only while no apply is in flight.
+   */
+  function syncVersions(): void {
+    for (const s of slots) {
+      if (s.worker && s.listening && s.version !== version) {
+        s.version = version
+        s.worker.postMessage({ t: 'config', version, config } satisfies ToWorker)
+      }
+    }
   }
 
   async function applyConfig(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
@@ -286,25 +388,31 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) logger.warn({ key }, `config change of "${key}" needs a restart; the running value stays`)
     }
     const merged: GatewayConfig = { ...next, listen: config.listen, admin: config.admin, workers: config.workers, listener: config.listener }
-    const outcome = await new Promise<{ ok: number; errors: string[] }>((resolve) => {
-      const waiter = { want: 0, ok: 0, errors: [] as string[], done: () => resolve(waiter) }
+    applying++
+    const answers = await new Promise<(string | undefined)[]>((resolve) => {
+      const waiter: Waiter<string | undefined> = { pending: new Set(), got: [], done: resolve }
       applyWaiters.set(nextVersion, waiter)
-      waiter.want = post({ t: 'config', version: nextVersion, config: merged })
-      if (waiter.want === 0) resolve(waiter)
+      waiter.pending = post({ t: 'config', version: nextVersion, config: merged })
+      if (waiter.pending.size === 0) resolve([])
     })
     applyWaiters.delete(nextVersion)
-    if (outcome.errors.length > 0) {
+    applying--
+    const errors = answers.filter((e): e is string => e !== undefined)
+    if (errors.length > 0) {
       reloadFailures.inc()
-      logger.error({ version: nextVersion, errors: outcome.errors }, 'config rejected by workers')
-      return { ok: false, version, error: outcome.errors[0] }
+      logger.error({ version: nextVersion, errors }, 'config rejected by workers')
+      if (applying === 0) syncVersions() // threads that took it return to the running version
+      return { ok: false, version, error: errors[0] }
     }
     config = merged
     version = nextVersion
     versionGauge.set(version)
     reloads.inc()
-    health.current.stop()
-    health.current = new UpstreamHealth(config, (s) => upstreamUp.labels(s.name).set(s.healthy ? 1 : 0))
+    const previousHealth = health.current
+    health.current = new UpstreamHealth(config, (s) => upstreamUp.labels(s.name).set(s.healthy ? 1 : 0), previousHealth)
+    previousHealth.stop()
     lifecycle.info({ version }, 'config applied')
+    if (applying === 0) syncVersions() // a thread that started meanwhile booted with the previous config
     return { ok: true, version }
   }
 
@@ -362,10 +470,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   async function collectMetrics(): Promise<string> {
     const id = ++metricsSeq
     const fromWorkers = await new Promise<MetricsJson[]>((resolve) => {
-      const waiter = { want: 0, got: [] as MetricsJson[], done: resolve }
+      const waiter: Waiter<MetricsJson> = { pending: new Set(), got: [], done: resolve }
       metricsWaiters.set(id, waiter)
-      waiter.want = post({ t: 'metrics', id })
-      if (waiter.want === 0) resolve([])
+      waiter.pending = post({ t: 'metrics', id })
+      if (waiter.pending.size === 0) resolve([])
       setTimeout(() => resolve(waiter.got), 2_000).unref()
     })
     metricsWaiters.delete(id)
@@ -376,62 +484,16 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   async function collectUsage(): Promise<UsageSnapshot> {
     const id = ++metricsSeq
     const parts = await new Promise<UsageSnapshot[]>((resolve) => {
-      const waiter = { want: 0, got: [] as UsageSnapshot[], done: resolve }
+      const waiter: Waiter<UsageSnapshot> = { pending: new Set(), got: [], done: resolve }
       usageWaiters.set(id, waiter)
-      waiter.want = post({ t: 'usage', id })
-      if (waiter.want === 0) resolve([])
+      waiter.pending = post({ t: 'usage', id })
+      if (waiter.pending.size === 0) resolve([])
       setTimeout(() => resolve(waiter.got), 2_000).unref()
     })
     usageWaiters.delete(id)
     return parts.reduce<UsageSnapshot>((acc, p) => mergeUsage(acc, p), {})
   }
 
-  // --- admin port ---------------------------------------------------------------------------
-  const admin: Server = createHttpServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
-    const json = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
-      res.end(JSON.stringify(body, null, 2))
-    }
-    switch (path) {
-      case '/healthz': {
-        const live = slots.filter((s) => s.listening).length
-        json(live > 0 ? 200 : 503, { status: live > 0 ? 'ok' : 'no worker listening', workers: live })
-        return
-      }
-      case '/readyz': {
-        const live = slots.filter((s) => s.listening).length
-        const upstreams = [...health.current.states.values()].map((s) => ({ name: s.name, url: s.url, healthy: s.healthy, error: s.error }))
-        const ready = !closing && live === slots.length && upstreams.every((u) => u.healthy)
-        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length }, draining: closing, upstreams })
-        return
-      }
-      case '/metrics':
-        collectMetrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': registry.contentType })
-            res.end(text)
-          },
-          (err: Error) => json(500, { error: err.message }),
-        )
-        return
-      case '/config':
-        json(200, { version, config: redactConfig(config) })
-        return
-      case '/':
-        json(200, { endpoints: ['/healthz', '/readyz', '/metrics', '/config'] })
-        return
-      default:
-        json(404, { error: `no admin endpoint ${path}` })
-    }
-  })
-  const adminAddr = splitListenAddress(config.admin.listen)
-  await new Promise<void>((resolve, reject) => {
-    admin.once('error', reject)
-    admin.listen({ host: adminAddr.host, port: adminAddr.port }, resolve)
-  })
-  const adminBound = admin.address()
-  const adminPort = typeof adminBound === 'object' && adminBound ? adminBound.port : adminAddr.port
   lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version }, 'igw proxy listening')
 
   async function close(): Promise<void> {

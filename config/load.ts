@@ -1,8 +1,8 @@
-// Reading a config document: text → ${ENV} interpolation → YAML/JSON → zod. Every failure
+// Reading a config document: text → YAML/JSON with ${ENV} values put into its scalars → zod. Every failure
 // becomes a ConfigError whose lines name the exact place ("routes[1].upstream: …").
 import { readFileSync } from 'node:fs'
 import { extname } from 'node:path'
-import { parseDocument } from 'yaml'
+import { isScalar, parseDocument, visit, type Document } from 'yaml'
 import type { z } from 'zod'
 import { isSecretPath, redactUrlCredentials } from './redact.ts'
 import { gatewayConfig, type GatewayConfig } from './schema.ts'
@@ -18,27 +18,96 @@ export class ConfigError extends Error {
 
 const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
+/** Marks a reference in the text while the YAML is parsed; padded with more of it to the reference's length. */
+const MARK = '\u00a7' // §
+
+interface Marked {
+  text: string
+  /** What each mark stands for, and how many padding marks follow its number. */
+  refs: { value: string; pad: number; literal: boolean }[]
+  problems: string[]
+}
+
 /**
- * Replace ${NAME} and ${NAME:-default}; "$$" is a literal "$"; whole-line `#` comments are
- * skipped (a comment after a value on the same line is not). Done on the text, before parsing,
- * so a number-valued field can come from the environment. A missing variable without a default
- * is an error naming the variable and its line, never a silent empty string.
+ * ${NAME} and ${NAME:-default} (an empty variable takes the default); "$$" is a literal "$";
+ * whole-line `#` comments are skipped. A missing variable without a default is an error naming
+ * it and its line, never a silent empty string. References are replaced by marks of the same
+ * length (error columns stay true), the YAML is parsed, and values go into the parsed scalars —
+ * never into the text, where `s3cr #t` would end at the comment and a value holding a newline
+ * or `key: x` would add to the document.
  */
-export function interpolateEnv(text: string, env: NodeJS.ProcessEnv = process.env): { text: string; problems: string[] } {
+function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
   const problems: string[] = []
+  const refs: Marked['refs'] = []
   const out = text.replace(ENV_REF, (match, name: string | undefined, def: string | undefined, offset: number) => {
     // Whole-line comments are left alone: documenting "${VAR}" in a comment must not need VAR.
     const lineStart = text.lastIndexOf('\n', offset - 1) + 1
     if (/^\s*#/.test(text.slice(lineStart, offset))) return match
-    if (match === '$$') return '$'
-    const value = env[name!]
-    if (value !== undefined && value !== '') return value
-    if (def !== undefined) return def
-    const line = text.slice(0, offset).split('\n').length
-    problems.push(`line ${line}: environment variable ${name} is not set and has no default (write \${${name}:-value})`)
-    return ''
+    let value: string
+    if (match === '$$') value = '$'
+    else {
+      const v = env[name!]
+      if (v !== undefined && v !== '') value = v
+      else if (def !== undefined) value = def
+      else {
+        const line = text.slice(0, offset).split('\n').length
+        problems.push(`line ${line}: environment variable ${name} is not set and has no default (write \${${name}:-value})`)
+        value = ''
+      }
+    }
+    const head = `${MARK}${refs.length}`
+    const pad = Math.max(1, match.length - head.length)
+    refs.push({ value, pad, literal: match === '$$' })
+    return head + MARK.repeat(pad)
   })
-  return { text: out, problems }
+  return { text: out, refs, problems }
+}
+
+/**
+ * A plain (unquoted) scalar that is one reference takes the type YAML would give the value
+ * (`workers: ${W}` is a number, `enabled: ${F}` a boolean, an empty value null) — only when the
+ * whole value is one such scalar; anything else (a comment, a map, an alias) stays the string.
+ */
+function typedValue(value: string): unknown {
+  if (value === '') return null
+  const d = parseDocument(value)
+  const c = d.contents
+  if (d.errors.length === 0 && isScalar(c) && c.type === 'PLAIN' && c.source === value && c.comment == null && d.comment == null && typeof c.value !== 'string') return c.value
+  return value
+}
+
+/** Put the values of the marks into the parsed document's scalars (keys included). */
+function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): void {
+  visit(doc, {
+    Scalar(_key, node) {
+      const src = node.value
+      if (typeof src !== 'string' || !src.includes(MARK)) return
+      let out = ''
+      let whole: Marked['refs'][number] | undefined
+      let count = 0
+      let i = 0
+      while (i < src.length) {
+        const at = src.indexOf(MARK, i)
+        if (at === -1) {
+          out += src.slice(i)
+          break
+        }
+        let j = at + 1
+        while (j < src.length && src.charCodeAt(j) >= 48 && src.charCodeAt(j) <= 57) j++
+        const ref = j > at + 1 ? refs[Number(src.slice(at + 1, j))] : undefined
+        if (ref === undefined || src.slice(j, j + ref.pad) !== MARK.repeat(ref.pad)) {
+          out += src.slice(i, at + 1) // a § of the document's own
+          i = at + 1
+          continue
+        }
+        out += src.slice(i, at) + ref.value
+        whole = at === 0 && j + ref.pad === src.length ? ref : undefined
+        count++
+        i = j + ref.pad
+      }
+      node.value = node.type === 'PLAIN' && count === 1 && whole !== undefined && !whole.literal ? typedValue(whole.value) : out
+    },
+  })
 }
 
 /** routes[1].filters[0].jwt — the path style of every message. */
@@ -106,9 +175,9 @@ export function validateConfig(doc: unknown, source = 'config'): GatewayConfig {
 
 /** Parse text (YAML is a superset of JSON, so one parser serves both). */
 export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
-  const { text: interpolated, problems } = interpolateEnv(text, env)
+  const { text: marked, refs, problems } = markEnvRefs(text, env)
   if (problems.length) throw new ConfigError(source, problems)
-  const doc = parseDocument(interpolated, { prettyErrors: true, uniqueKeys: true })
+  const doc = parseDocument(marked, { prettyErrors: true, uniqueKeys: true })
   if (doc.errors.length) {
     throw new ConfigError(
       source,
@@ -120,6 +189,7 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
       }),
     )
   }
+  if (refs.length) substituteRefs(doc, refs)
   try {
     return doc.toJS({ maxAliasCount: 100 }) ?? {}
   } catch (err) {

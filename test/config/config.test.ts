@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, interpolateEnv, loadConfigFile, parseConfigText, validateConfig } from '../../config/load.ts'
+import { ConfigError, loadConfigFile, parseConfigText, validateConfig } from '../../config/load.ts'
 import { renderConfigJsonSchema } from '../../config/generate-schema.ts'
 import { buildProxyConfig } from '../../proxy/cli.ts'
 import { readFileSync } from 'node:fs'
@@ -58,14 +58,26 @@ describe('config schema errors name the exact path and reason', () => {
 })
 
 describe('environment interpolation', () => {
+  const parse = (text: string, env: NodeJS.ProcessEnv) => parseConfigText(text, 'env.yaml', env) as Record<string, unknown>
   it('${VAR} and ${VAR:-default}, $$ escapes, missing variables are errors with the line', () => {
-    expect(interpolateEnv('a: ${A}\nb: ${B:-two}\nc: $${A}', { A: 'one' })).toEqual({ text: 'a: one\nb: two\nc: ${A}', problems: [] })
-    expect(interpolateEnv('x: 1\ny: ${NOPE}', {}).problems).toEqual(['line 2: environment variable NOPE is not set and has no default (write ${NOPE:-value})'])
+    expect(parse('a: ${A}\nb: ${B:-two}\nc: $${A}\nd: ${E:-}', { A: 'one', E: '' })).toEqual({ a: 'one', b: 'two', c: '${A}', d: null })
+    expect(problems(() => parse('x: 1\ny: ${NOPE}', {}))).toEqual(['line 2: environment variable NOPE is not set and has no default (write ${NOPE:-value})'])
     const cfg = parseConfigText('workers: ${W:-3}\nroutes: [{ name: a, upstream: "${U}" }]', 'env', { U: 'http://u:1' }) as { workers: number }
     expect(cfg.workers).toBe(3)
   })
-  it('whole-line comments are not interpolated', () => {
-    expect(interpolateEnv('# set ${NOPE} to tune\n  # ${ALSO_NOPE}\na: ${A}', { A: '1' })).toEqual({ text: '# set ${NOPE} to tune\n  # ${ALSO_NOPE}\na: 1', problems: [] })
+  it('a plain scalar that is one variable takes its YAML type; quoted or mixed, a string', () => {
+    expect(parse('n: ${N}\nb: ${B}\nq: "${N}"\nm: port-${N}\nf: ${F}\nk: { x: ${N} }', { N: '8080', B: 'true', F: '0.5' })).toEqual({ n: 8080, b: true, q: '8080', m: 'port-8080', f: 0.5, k: { x: 8080 } })
+  })
+  it('values are data, never YAML: a " #", a newline, "key: value", "*alias" or quotes in a value stay in it', () => {
+    const env = { S: 'abcdefghij #klmnop', NL: 'x\nworkers: 99', KV: 'a: b', STAR: '*anchor', Q: 'say "hi" \\ bye', BR: '[1, 2]' }
+    expect(parse('s: ${S}\nnl: ${NL}\nkv: ${KV}\nstar: ${STAR}\nq: "${Q}"\nbr: ${BR}\nflow: { s: ${S} }', env)).toEqual({ s: env.S, nl: env.NL, kv: env.KV, star: env.STAR, q: env.Q, br: env.BR, flow: { s: env.S } })
+    const cfg = validateConfig(parse('routes: [{ name: a, upstream: "http://u:1", filters: [{ name: tenant, jwt: { secret: ${JWT} } }] }]', { JWT: 's3cret-with #hash-and-more-than-32-chars!!' }))
+    expect((cfg.routes[0]!.filters[0] as unknown as { jwt: { secret: string } }).jwt.secret).toBe('s3cret-with #hash-and-more-than-32-chars!!')
+  })
+  it('whole-line comments are not interpolated; error columns count the original text', () => {
+    expect(parse('# set ${NOPE} to tune\n  # ${ALSO_NOPE}\na: ${A}', { A: '1' })).toEqual({ a: 1 })
+    // the stray "}" is at column 32 of the file, after a 24-character reference
+    expect(problems(() => parse('x: [${LONG_VARIABLE_NAME:-x}, 1}', {}))[0]).toMatch(/^line 1, column 32:/)
   })
   it('YAML syntax errors point at line and column', () => {
     expect(problems(() => parseConfigText('routes: [\n  - a', 'bad.yaml'))[0]).toMatch(/^line \d+, column \d+:/)

@@ -70,7 +70,12 @@ interface WorkerSlot {
   pingSentAt: number
   /** The config version this thread runs (or was last sent successfully). */
   version: number
+  /** What this thread answered to the last metrics scrape (see collectMetrics). */
+  lastMetrics: MetricsJson | undefined
 }
+
+/** Metric types whose values only grow: a retired thread's are kept (gauges are not: it is gone). */
+const CUMULATIVE = new Set(['counter', 'histogram'])
 
 /** Replies awaited from the worker threads a request went to; a thread that exits no longer counts. */
 interface Waiter<T> {
@@ -152,7 +157,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, Waiter<MetricsJson>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
@@ -210,6 +215,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           }
           return
         case 'metrics':
+          if (slot.worker === worker) slot.lastMetrics = msg.data
           answer(metricsWaiters.get(msg.id), slot.id, msg.data)
           return
         case 'usage':
@@ -242,6 +248,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       for (const w of metricsWaiters.values()) forget(w, slot.id)
       for (const w of usageWaiters.values()) forget(w, slot.id)
       for (const w of applyWaiters.values()) forget(w, slot.id)
+      retire(slot)
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
         return
@@ -467,18 +474,39 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     watcher.on('error', (err) => logger.warn({ err }, 'config watch failed; SIGHUP still reloads'))
   }
 
+  /**
+   * Counters must never go backwards in a scrape (Prometheus reads a drop as a reset: rate()
+   * spikes, alerts fire). A thread that exits takes its counts with it, so the counters and
+   * histograms of its last answer are kept here and added to every scrape from then on; a thread
+   * that does not answer a scrape in time is counted with its last answer.
+   */
+  let retired: Promise<MetricsJson> = Promise.resolve([])
+  function retire(slot: WorkerSlot): void {
+    const last = slot.lastMetrics
+    slot.lastMetrics = undefined
+    if (last === undefined) return
+    // (prom-client's typings declare a numeric enum; the JSON carries "counter", "gauge", …)
+    const counts = last.filter((m) => CUMULATIVE.has(m.type as unknown as string))
+    retired = retired.then(async (prev) => (await AggregatorRegistry.aggregate([prev, counts] as never).getMetricsAsJSON()) as unknown as MetricsJson)
+  }
+
   async function collectMetrics(): Promise<string> {
     const id = ++metricsSeq
+    const waiter: Waiter<MetricsJson> = { pending: new Set(), got: [], done: () => undefined }
     const fromWorkers = await new Promise<MetricsJson[]>((resolve) => {
-      const waiter: Waiter<MetricsJson> = { pending: new Set(), got: [], done: resolve }
+      waiter.done = resolve
       metricsWaiters.set(id, waiter)
       waiter.pending = post({ t: 'metrics', id })
       if (waiter.pending.size === 0) resolve([])
       setTimeout(() => resolve(waiter.got), 2_000).unref()
     })
     metricsWaiters.delete(id)
+    for (const slotId of waiter.pending) {
+      const last = slots[slotId]?.lastMetrics
+      if (last !== undefined) fromWorkers.push(last)
+    }
     const own = (await registry.getMetricsAsJSON()) as unknown as MetricsJson
-    return AggregatorRegistry.aggregate([own, ...fromWorkers] as never).metrics()
+    return AggregatorRegistry.aggregate([own, await retired, ...fromWorkers] as never).metrics()
   }
 
   async function collectUsage(): Promise<UsageSnapshot> {

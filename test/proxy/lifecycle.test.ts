@@ -132,6 +132,29 @@ describe('hot reload, drain and multi-worker metrics (real igw processes)', () =
     }
   })
 
+  it('counters never go backwards when a worker dies: its counts stay in every later scrape', async () => {
+    const proxy = await startTestProxy({ workers: 2, routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
+    try {
+      // A connection each (reset), so the kernel spreads them over both threads.
+      const N = 40
+      for (let i = 0; i < N; i++) expect((await text(`${proxy.url}/x`, { reset: true })).status).toBe(200)
+      const before = await proxy.metricsText()
+      expect(metricSum(before, 'igw_requests_total', 'route="a"')).toBe(N)
+      expect(metricSum(before, 'igw_request_duration_seconds_count', 'route="a"')).toBe(N)
+      // Both threads served some (the kernel spreads connections); the one that dies takes its counts with it.
+      await proxy.threads()[0]!.terminate()
+      await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 2)
+      expect((await text(`${proxy.url}/x`)).status).toBe(200)
+      const after = await proxy.metricsText()
+      expect(metricSum(after, 'igw_requests_total', 'route="a"')).toBe(N + 1)
+      expect(metricSum(after, 'igw_request_duration_seconds_count', 'route="a"')).toBe(N + 1)
+      // gauges are the live threads' only: the dead one's in-flight count is not kept
+      expect(metricSum(after, 'igw_workers')).toBe(2)
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('`igw proxy --upstream URL` runs with no config file; IGW_* env twins work', async () => {
     const igw = await spawnIgw(['proxy', '--upstream', yoga.url, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { IGW_WORKERS: '1', IGW_LOG_LEVEL: 'warn' })
     try {

@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs'
 import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
 import type { Authorizer, Subject } from './auth.ts'
-import { etagOf } from './canonical-json.ts'
+import { etagOf, type Change } from './canonical-json.ts'
+import { redactConfig } from '../config/redact.ts'
 import type { Db } from './db.ts'
 import type { Detokenizer } from './detokenize.ts'
 import { HttpError, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
@@ -79,6 +80,32 @@ function alertsTenant(q: URLSearchParams, subject: Subject): string | undefined 
   return asked !== null && asked !== '' ? asked : subject.tenant
 }
 
+/**
+ * Secrets in the document (a tenant filter's JWT secret, a Redis password, cursor keys, webhook
+ * credentials) are for those who may change what they read: a caller the policy allows to read
+ * but not to write `resource` (a viewer, a DLP reviewer, a tenant-scoped admin reading the whole
+ * document) gets them redacted, as the proxy's /config shows them. A JWT secret read by a viewer
+ * would let it mint any tenant's tokens for the data plane.
+ */
+function readable(deps: ApiDeps, ctx: RouteContext, resource: { type: string; id?: string; tenant?: string }, value: unknown, path: readonly PropertyKey[]): unknown {
+  const s = ctx.subject
+  if (s !== undefined && deps.authorizer.decide(s, 'admin.write', resource).allow) return value
+  return redactConfig(value, path)
+}
+
+/** An audit entry as a reader without write access sees it: before/after/diff values redacted (marked, since its hash then no longer matches). */
+function readableAudit<E extends { resource: string; before: unknown; after: unknown; diff: Change[] }>(e: E): E & { redacted?: true } {
+  const base = e.resource.split('/')
+  const before = redactConfig(e.before, base)
+  const after = redactConfig(e.after, base)
+  const diff = e.diff.map((c) => {
+    const path = [...base, ...c.path.split(/[.[\]]+/).filter(Boolean)]
+    return { ...c, ...('before' in c ? { before: redactConfig(c.before, path) } : {}), ...('after' in c ? { after: redactConfig(c.after, path) } : {}) }
+  })
+  const changed = JSON.stringify([before, after, diff]) !== JSON.stringify([e.before, e.after, e.diff])
+  return changed ? { ...e, before, after, diff, redacted: true } : e
+}
+
 function tenantZone(doc: Doc, tenant: string): string {
   const t = (doc.tenants as Record<string, { timezone?: string }> | undefined)?.[tenant]
   return t?.timezone ?? 'UTC'
@@ -126,7 +153,8 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         const h = requireHead(deps.store)
         let items = listItems(h.document, c)
         if (byTenant && ctx.subject?.tenant) items = items.filter((i) => i.id === ctx.subject!.tenant)
-        sendJson(ctx.res, 200, { version: h.version, items: await Promise.all(items.map((i) => view(i.id, i.value, h.version))) })
+        const shown = items.map((i) => ({ id: i.id, value: readable(deps, ctx, res({ id: i.id }), i.value, [...c.path, i.id]), etag: etagOf(i.value) }))
+        sendJson(ctx.res, 200, { version: h.version, items: await Promise.all(shown.map(async (i) => ({ ...(await view(i.id, i.value, h.version)), etag: i.etag }))) })
       },
     },
     {
@@ -138,7 +166,8 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         const h = requireHead(deps.store)
         const value = getItem(h.document, c, ctx.params.id!)
         if (value === undefined) throw new HttpError(404, `${c.name}/${ctx.params.id} does not exist`)
-        sendJson(ctx.res, 200, await view(ctx.params.id!, value, h.version), { etag: etagOf(value) })
+        const shown = readable(deps, ctx, res(ctx.params), value, [...c.path, ctx.params.id!])
+        sendJson(ctx.res, 200, { ...(await view(ctx.params.id!, shown, h.version)), etag: etagOf(value) }, { etag: etagOf(value) })
       },
     },
     {
@@ -210,7 +239,7 @@ function sectionRoutes(s: SectionSpec, deps: ApiDeps): RouteDef[] {
       handle(ctx) {
         const h = requireHead(deps.store)
         const value = getAt(h.document, s.path)
-        sendJson(ctx.res, 200, { etag: etagOf(value ?? null), version: h.version, ...(value === undefined ? {} : { config: value }) }, { etag: etagOf(value ?? null) })
+        sendJson(ctx.res, 200, { etag: etagOf(value ?? null), version: h.version, ...(value === undefined ? {} : { config: readable(deps, ctx, { type: s.name }, value, s.path) }) }, { etag: etagOf(value ?? null) })
       },
     },
     {
@@ -258,7 +287,7 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
         const { filters, index } = find(h.document, ctx.params.route!, ctx.params.filter!)
         if (index === -1) throw new HttpError(404, `routes/${ctx.params.route} has no ${ctx.params.filter} filter`)
         const value = filters[index]
-        sendJson(ctx.res, 200, { route: ctx.params.route, position: index, etag: etagOf(value), version: h.version, config: value }, { etag: etagOf(value) })
+        sendJson(ctx.res, 200, { route: ctx.params.route, position: index, etag: etagOf(value), version: h.version, config: readable(deps, ctx, res(ctx.params), value, ['routes', ctx.params.route!, 'filters', index]) }, { etag: etagOf(value) })
       },
     },
     {
@@ -382,7 +411,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       doc: { summary: 'The head config document', tags: ['config'], responses: { 200: { description: 'head version', schema: ref('ConfigHead'), etag: true }, ...COMMON } },
       handle(ctx) {
         const h = requireHead(store)
-        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: h.document }, { etag: etagOf(h.document) })
+        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: readable(deps, ctx, { type: 'config' }, h.document, []) }, { etag: etagOf(h.document) })
       },
     },
     {
@@ -436,7 +465,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       async handle(ctx) {
         const h = await store.version(integerParam('version', ctx.params.version))
         if (h === undefined) throw new HttpError(404, `version ${ctx.params.version} does not exist`)
-        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: h.document })
+        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: readable(deps, ctx, { type: 'config' }, h.document, []) })
       },
     },
     {
@@ -574,7 +603,8 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const afterSeq = integerQuery(ctx.query, 'after', 0)
         const limit = integerQuery(ctx.query, 'limit', 100, { min: 1, max: 1000 })
         const items = await listAudit(store.db, { afterSeq, limit, ...(ctx.query.get('resource') ? { resource: ctx.query.get('resource')! } : {}) })
-        sendJson(ctx.res, 200, { items: items.map((e) => ({ ...e, at: new Date(e.at).toISOString() })) })
+        const full = ctx.subject !== undefined && authorizer.decide(ctx.subject, 'admin.write', { type: 'config' }).allow
+        sendJson(ctx.res, 200, { items: items.map((e) => ({ ...(full ? e : readableAudit(e)), at: new Date(e.at).toISOString() })) })
       },
     },
     {

@@ -86,6 +86,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
         after: {},
         diff: { type: 'array', items: { type: 'object', required: ['path', 'op'], properties: { path: str, op: { enum: ['add', 'remove', 'replace'] }, before: {}, after: {} } } },
         configVersion: { type: ['integer', 'null'] },
+        redacted: { type: 'boolean', description: 'true: secrets in before/after/diff were replaced for a caller who may not write (the hash no longer matches; a writer sees the entry whole)' },
         prevHash: str,
         hash: str,
         keyId: str,

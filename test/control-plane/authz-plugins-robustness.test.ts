@@ -153,3 +153,35 @@ describe('plugin uploads', () => {
     expect(((await (await cp.api('/v1/plugins?name=nul-desc')).json()) as { items: unknown[] }).items).toEqual([])
   })
 })
+
+describe('secrets in the document are for those who may change them', () => {
+  const JWT_SECRET = 'tenant-jwt-secret-0123456789abcdefghijkl'
+  const HOOK_TOKEN = 'hook-bearer-token-s3cr3t'
+  const HOOK_PASSWORD = 'hook-url-password-xyz'
+
+  it('a viewer reads the document, sections, filters and audit with every secret redacted; a writer reads them whole', async () => {
+    const put1 = await cp.api('/v1/routes/graphql/filters/tenant', { method: 'PUT', body: json({ jwt: { secret: JWT_SECRET, claim: 'tenant' } }) })
+    expect(put1.status).toBe(200)
+    const put2 = await cp.api('/v1/alert-sinks', { method: 'PUT', body: json({ webhook: { url: `https://ops:${HOOK_PASSWORD}@hooks.example/igw`, headers: { authorization: `Bearer ${HOOK_TOKEN}` } } }) })
+    expect(put2.status).toBe(200)
+    const viewer = await cp.token({ sub: 'vic', roles: ['viewer'] })
+    const reads = ['/v1/config', '/v1/routes/graphql/filters/tenant', '/v1/alert-sinks', `/v1/config/versions/${cp.store.head()!.version}`, '/v1/audit?limit=1000', '/v1/routes', '/v1/routes/graphql']
+    for (const path of reads) {
+      const r = await cp.api(path, { token: viewer })
+      expect(r.status, path).toBe(200)
+      const text = await r.text()
+      for (const secret of [JWT_SECRET, HOOK_TOKEN, HOOK_PASSWORD]) expect(text, `${path} shows a secret to a viewer`).not.toContain(secret)
+      expect(text, path).toContain('[redacted]')
+    }
+    // the audit entries a viewer got say they were redacted (their hashes no longer match)
+    const audit = (await (await cp.api('/v1/audit?limit=1000', { token: viewer })).json()) as { items: { action: string; redacted?: boolean }[] }
+    expect(audit.items.filter((e) => e.redacted).length).toBeGreaterThanOrEqual(2)
+    expect(audit.items.filter((e) => !e.redacted).length).toBeGreaterThan(0) // entries without secrets are left as they are
+    // a writer (operator) reads what it may change, whole: a read-modify-write keeps the secret
+    const operator = await cp.token({ sub: 'olga', roles: ['operator'] })
+    const whole = (await (await cp.api('/v1/routes/graphql/filters/tenant', { token: operator })).json()) as { config: { jwt: { secret: string } } }
+    expect(whole.config.jwt.secret).toBe(JWT_SECRET)
+    expect(await (await cp.api('/v1/config', { token: operator })).text()).toContain(HOOK_TOKEN)
+    await stillServing()
+  })
+})

@@ -2,14 +2,14 @@
 // dispatch → response phase → client. The Exchange is also the undici dispatch handler, so a
 // request allocates one object of ours, and event listeners are prebuilt functions that find
 // it through a symbol (no closures per request).
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
-import { clientResponseHeaders, flattenHeaders, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
+import { clientResponseHeaders, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
@@ -161,8 +161,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.snapshot = snapshot
     this.route = route
     this.res = res
-    const incoming = req.headers['x-request-id']
-    this.ctx = new RequestContext(req, res, route, proxy.logger, start, typeof incoming === 'string' ? incoming : '')
+    this.ctx = new RequestContext(req, res, route, proxy.logger, start, incomingRequestId(req.headers['x-request-id']))
     ;(res as WithExchange)[kExchange] = this
     ;(req as IncomingMessage & WithExchange)[kExchange] = this
     res.on('close', onResClose)
@@ -393,13 +392,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.res
     if (res.destroyed || res.headersSent) return
     const body = info.body
+    // The reason phrase is set explicitly: a proxied head that writeHead refused (an upstream
+    // header Node cannot send) left its "OK" behind, which the 502 would otherwise carry.
+    const reason = STATUS_CODES[info.status] ?? ''
     if (Buffer.isBuffer(body)) {
       info.headers['content-length'] = String(body.length)
-      res.writeHead(info.status, flattenHeaders(info.headers))
+      res.writeHead(info.status, reason, flattenHeaders(info.headers))
       res.end(body)
     } else {
       delete info.headers['content-length']
-      res.writeHead(info.status, flattenHeaders(info.headers))
+      res.writeHead(info.status, reason, flattenHeaders(info.headers))
       pipeline(body, res, noop)
     }
   }
@@ -511,6 +513,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
       return
     }
+    if (this.phase === Phase.Dispatched && this.controller === undefined) {
+      this.#timedOutWaiting(now)
+      return
+    }
     if (this.phase === Phase.Dispatched && now >= this.#headersDeadline - 1) {
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
     } else if (now >= this.ctx.deadline - 1) {
@@ -522,6 +528,24 @@ export class Exchange implements Dispatcher.DispatchHandler {
     } else if (this.ctx.deadline !== Number.POSITIVE_INFINITY) {
       this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this)
     }
+  }
+
+  /**
+   * A timeout fired while undici still holds the request in its queue (every connection to the
+   * upstream busy, or the connection still being opened): there is no controller to abort yet,
+   * and the request may wait there long after its deadline. The client is answered now; when
+   * undici starts the request later, onRequestStart aborts it and its error is expected.
+   */
+  #timedOutWaiting(now: number): void {
+    const route = this.route
+    const ms = Math.round(now - this.#dispatchedAt)
+    const err = new ProxyAbort('UPSTREAM_TIMEOUT', `no connection to upstream ${route.upstream.name} became available within ${ms} ms`)
+    this.#discarded = true
+    // A streamed request body undici never started reading is still on the client socket.
+    if (!this.ctx.req.complete) this.res.shouldKeepAlive = false
+    this.ctx.log.warn({ err: { message: err.message, code: err.code }, upstream: route.upstream.name }, 'upstream request failed')
+    this.phase = Phase.Request
+    this.replyError(err.code, err.message, route.filters.length)
   }
 
   // undici DispatchHandler ------------------------------------------------------------------

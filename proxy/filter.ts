@@ -15,6 +15,7 @@ export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
 export type { GraphQLRequest, OperationType } from './graphql-request.ts'
 export type { RedisProvider } from './redis.ts'
 export { oncePer } from './log.ts'
+export { isSafeRequestId } from './headers.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
 export type Decision = LocalReply | undefined

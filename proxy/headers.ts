@@ -101,16 +101,29 @@ export function clientResponseHeaders(upstream: Record<string, string | string[]
   const out: string[] = []
   const connection = upstream.connection
   const listed = connectionListed(Array.isArray(connection) ? connection.join(',') : connection)
+  let length: string | string[] | undefined
   for (const name in upstream) {
     if (isHopByHop(name) || (listed !== undefined && listed.has(name))) continue
     if (added !== undefined && indexOfName(added, name) !== -1) continue
     const value = upstream[name]
     if (value === undefined) continue
-    if (typeof value === 'string') out.push(name, value)
+    if (name === 'content-length') length = value
+    else if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
   }
   if (added !== undefined) for (let i = 0; i < added.length; i++) out.push(added[i]!)
+  if (length !== undefined) pushLength(out, length)
   return out
+}
+
+/**
+ * Content-Length goes last. Node's writeHead re-encodes a Content-Disposition that comes after
+ * a Content-Length (nodejs/node#46528: it expects characters, we relay bytes as latin1): a raw
+ * UTF-8 filename then had its bytes changed, or made writeHead throw (a 502 for a good response).
+ */
+function pushLength(out: string[], length: string | string[]): void {
+  if (typeof length === 'string') out.push('content-length', length)
+  else for (const v of length) out.push('content-length', v)
 }
 
 /** Same as clientResponseHeaders but into a mutable object, for the response phase. */
@@ -140,10 +153,29 @@ function indexOfName(list: string[], name: string): number {
 export function flattenHeaders(headers: Record<string, string | string[]>): string[] {
   const out: string[] = []
   for (const name in headers) {
-    if (name !== 'trailer' && isHopByHop(name)) continue
+    if (name === 'content-length' || (name !== 'trailer' && isHopByHop(name))) continue
     const value = headers[name]!
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
   }
+  const length = headers['content-length']
+  if (length !== undefined) pushLength(out, length) // last: see pushLength
   return out
+}
+
+// Request ids end up in logs and headers: their size and alphabet are bounded so a client
+// cannot inject (the request-id filter keeps an incoming id by the same rule).
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/
+
+export function isSafeRequestId(id: string): boolean {
+  return SAFE_REQUEST_ID.test(id)
+}
+
+/**
+ * The client's x-request-id to name a request by before the chain ran (a body refused with
+ * 413/415/400 is logged with it), or '' when it is not one the request-id filter would keep: a
+ * 16 KB non-ASCII value went verbatim into the access log of exactly those refusals.
+ */
+export function incomingRequestId(value: string | string[] | undefined): string {
+  return typeof value === 'string' && SAFE_REQUEST_ID.test(value) ? value : ''
 }

@@ -9,7 +9,7 @@ import * as wsExports from 'ws'
 import { runRequestChain } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { rawHttpError, type LocalReply } from './errors.ts'
-import { upstreamRequestHeaders } from './headers.ts'
+import { incomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
@@ -202,8 +202,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgradeRaw(req)
     return
   }
-  const incoming = req.headers['x-request-id']
-  const ctx = new RequestContext(req, undefined, route, proxy.logger, start, typeof incoming === 'string' ? incoming : '')
+  const ctx = new RequestContext(req, undefined, route, proxy.logger, start, incomingRequestId(req.headers['x-request-id']))
   const reply = await runRequestChain(ctx, route, proxy.metrics)
   if (reply !== undefined) {
     writeReply(socket, reply)
@@ -230,7 +229,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
       autoPong: false,
       followRedirects: false,
       maxPayload: route.websocket.maxMessageBytes,
-      handshakeTimeout: route.timeouts.headersMs || undefined,
+      handshakeTimeout: handshakeMs(route),
     })
   } catch (err) {
     // ws validates what it is given (URL, subprotocols, headers) synchronously; all of it comes
@@ -242,6 +241,17 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
   }
   new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream)
 }
+
+/**
+ * How long the upstream has to answer the upgrade: the route's headersMs, or its totalMs when
+ * headersMs is 0 (a handshake is a request whose head is the 101), undefined when both are 0.
+ */
+function handshakeMs(route: RouteRuntime): number | undefined {
+  return route.timeouts.headersMs || route.timeouts.totalMs || undefined
+}
+
+/** What a client may send before its 101 (nothing, by RFC 6455 §4.1); more is dropped with the connection. */
+const MAX_EARLY_BYTES = 64 * 1024
 
 /**
  * One passthrough handshake between opening the upstream WebSocket and handing both sockets to a
@@ -259,6 +269,10 @@ class PendingUpgrade {
   readonly #head: Buffer
   readonly #upstream: WebSocket & HasPending
   #done = false
+  /** Bytes the client sent before its handshake completed (handed to ws with the head). */
+  #early: Buffer[] | undefined = undefined
+  #earlySize = 0
+  #refusalTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(proxy: WorkerProxy, route: RouteRuntime, ctx: RequestContext, req: UpgradeRequest, socket: Duplex, head: Buffer, upstream: WebSocket) {
     this.#proxy = proxy
@@ -271,6 +285,11 @@ class PendingUpgrade {
     this.#socket[kPending] = this
     this.#upstream[kPending] = this
     socket.once('close', onClientClose)
+    // Node hands over the upgrade socket unread, so a client that leaves (FIN or RST) while the
+    // upstream handshake runs went unnoticed: an upstream that never answers held the upgrade,
+    // its in-flight count and a drain until the deadline. Reading it sees the end.
+    socket.on('data', onClientEarlyData)
+    socket.once('end', onClientEnd)
     upstream.once('open', onUpstreamOpen)
     upstream.once('unexpected-response', onUpstreamRefused)
     // 'on', not 'once': a terminated upstream may still report an error after this one ended.
@@ -279,16 +298,32 @@ class PendingUpgrade {
 
   #finish(status: number): void {
     this.#done = true
+    this.#stopReading()
+    if (this.#refusalTimer !== undefined) clearTimeout(this.#refusalTimer)
     this.#socket.removeListener('close', onClientClose)
     this.#socket[kPending] = undefined
     this.#proxy.finishUpgrade(this.#ctx, status)
   }
 
-  /** The client's socket closed before its handshake completed. */
+  #stopReading(): void {
+    this.#socket.removeListener('data', onClientEarlyData)
+    this.#socket.removeListener('end', onClientEnd)
+  }
+
+  /** The client's socket closed (or half-closed) before its handshake completed. */
   clientGone(): void {
     if (this.#done) return
+    this.#socket.destroy()
     this.#upstream.terminate()
     this.#finish(499)
+  }
+
+  clientData(chunk: Buffer): void {
+    if ((this.#earlySize += chunk.length) > MAX_EARLY_BYTES) {
+      this.clientGone()
+      return
+    }
+    ;(this.#early ??= []).push(chunk)
   }
 
   upstreamOpen(): void {
@@ -307,10 +342,14 @@ class PendingUpgrade {
     const req = this.#req
     req[kProtocol] = upstream.protocol || undefined
     req[kPending] = this
+    // ws attaches its own reader in handleUpgrade, synchronously: no chunk can fall in between.
+    this.#stopReading()
+    const early = this.#early
+    const head = early === undefined ? this.#head : Buffer.concat([this.#head, ...early])
     try {
       // Synchronous: ws calls back before returning, or refuses (the client half-closed, or its
       // handshake is one checkClientHandshake let through) and destroys the socket without calling back.
-      serverFor(this.#route).handleUpgrade(req, socket, this.#head, onClientAccepted)
+      serverFor(this.#route).handleUpgrade(req, socket, head, onClientAccepted)
     } catch (err) {
       this.#ctx.log.error({ err }, 'websocket upgrade failed')
       socket.destroy()
@@ -346,9 +385,25 @@ class PendingUpgrade {
     this.#finish(timeout ? 504 : 502)
   }
 
+  refusalTimedOut(status: number, ms: number): void {
+    this.#refusalTimer = undefined
+    if (this.#done) return
+    const route = this.#route
+    const message = `WebSocket upstream ${route.upstream.name} answered the upgrade with ${status} and did not finish that response within ${ms} ms`
+    this.#proxy.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
+    this.#ctx.log.warn({ status }, message)
+    this.#socket.end(rawHttpError('UPSTREAM_TIMEOUT', message))
+    this.#upstream.terminate()
+    this.#finish(504)
+  }
+
   /** Relay the backend's refusal (401, 403, 404 …) as it is, body bounded. Rare: closures are fine. */
   upstreamRefused(upRes: IncomingMessage): void {
     if (this.#done) return
+    // ws's handshake timeout is an idle timer: an answer whose body trickles on (a 200 from a
+    // streaming endpoint) would hold the client forever. The whole answer gets the same time.
+    const ms = handshakeMs(this.#route)
+    if (ms !== undefined) this.#refusalTimer = setTimeout(onRefusalTimeout, ms, this, upRes.statusCode ?? 0, ms)
     const chunks: Buffer[] = []
     let size = 0
     upRes.on('data', (c: Buffer) => {
@@ -375,6 +430,18 @@ class PendingUpgrade {
 }
 
 function ignore(): void {}
+
+function onRefusalTimeout(pending: PendingUpgrade, status: number, ms: number): void {
+  pending.refusalTimedOut(status, ms)
+}
+
+function onClientEarlyData(this: Duplex, chunk: Buffer): void {
+  ;(this as Duplex & HasPending)[kPending]?.clientData(chunk)
+}
+
+function onClientEnd(this: Duplex): void {
+  ;(this as Duplex & HasPending)[kPending]?.clientGone()
+}
 
 function onClientClose(this: Duplex): void {
   ;(this as Duplex & HasPending)[kPending]?.clientGone()

@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
 import { Exchange, noRouteReply } from './exchange.ts'
-import { rawHttpError } from './errors.ts'
+import { errorReply, rawHttpError } from './errors.ts'
 import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
@@ -123,6 +123,11 @@ export class WorkerProxy {
     this.inflight++
     this.#workerCounter.inc()
     if (this.draining) res.shouldKeepAlive = false
+    if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* "/" */ && !toOriginForm(req)) {
+      res.once('close', () => this.#finishUnrouted(req, res, start))
+      badTargetReply(res, req.url)
+      return
+    }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined) {
@@ -137,6 +142,10 @@ export class WorkerProxy {
   readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // First, before any path can write to it: the upgrade socket comes without an error listener.
     socket.on('error', destroyOnSocketError)
+    if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* "/" */ && !toOriginForm(req)) {
+      socket.end(rawHttpError('BAD_REQUEST', badTargetMessage(req.url)))
+      return
+    }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined || this.draining) {
@@ -265,6 +274,34 @@ export class WorkerProxy {
     await this.pools.destroyAll()
     await this.#redis?.close()
   }
+}
+
+/**
+ * A request target in absolute-form (`GET http://host/path`, RFC 9112 §3.2.2), which a server
+ * must accept: routed and forwarded as origin-form, with the target's authority as the host
+ * (the Host header is then ignored, as the RFC says). Before, it matched no path prefix (404)
+ * or reached the upstream as it came. False for any other form (`OPTIONS *`, garbage).
+ */
+export function toOriginForm(req: IncomingMessage): boolean {
+  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(req.url!)
+  if (m === null) return false
+  const path = m[2]
+  req.url = path === undefined ? '/' : path.charCodeAt(0) === 63 /* "?" */ ? `/${path}` : path
+  req.headers.host = m[1]!
+  return true
+}
+
+function badTargetMessage(target: string): string {
+  const shown = target.length > 64 ? `${target.slice(0, 64)}…` : target
+  return target === '*' ? 'the asterisk-form request target ("*") names no resource this gateway can route' : `request target "${shown}" is neither a path nor an absolute http(s) URL`
+}
+
+/** Reply to a request whose target cannot be routed at all (400, never forwarded). */
+function badTargetReply(res: ServerResponse, target: string): void {
+  const r = errorReply('BAD_REQUEST', badTargetMessage(target))
+  const body = Buffer.from(r.body)
+  res.writeHead(r.status, { ...r.headers, 'content-length': String(body.length) })
+  res.end(body)
 }
 
 function round(ms: number): number {

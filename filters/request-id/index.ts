@@ -2,14 +2,8 @@
 // it upstream and back to the client so both logs can be joined.
 import { randomUUID } from 'node:crypto'
 import type { RequestIdFilterConfig } from '../../config/filters/index.ts'
-import type { Filter, FilterModule, RequestContext } from '../../proxy/filter.ts'
+import { isSafeRequestId, type Filter, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 
-// Ids end up in logs and headers: bound their size and alphabet so a client cannot inject.
-const SAFE_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/
-
-export function isSafeRequestId(id: string): boolean {
-  return SAFE_ID.test(id)
-}
 
 class RequestIdFilter implements Filter {
   readonly name = 'request-id'
@@ -27,7 +21,7 @@ class RequestIdFilter implements Filter {
     let id: string | undefined
     if (this.#trust) {
       const incoming = ctx.req.headers[this.#header]
-      if (typeof incoming === 'string' && SAFE_ID.test(incoming)) id = incoming
+      if (typeof incoming === 'string' && isSafeRequestId(incoming)) id = incoming
     }
     if (id === undefined) {
       // A kept id travels upstream as it came; a new one replaces whatever the client sent.

@@ -305,8 +305,10 @@ describe('WebSocket passthrough: upgrades that never complete are released', () 
     be.handshakeDelayMs = 300
     const replies = await Promise.all(Array.from({ length: 5 }, () => raw(proxy.port, upgradeRequest({ host: 'x', extra: 'Sec-WebSocket-Protocol: graphql-transport-ws\r\n' }), { halfCloseAfterMs: 50 })))
     for (const r of replies) expect(r.why).toBe('closed')
-    await waitUntil(() => be.accepted === 5, 3_000, 'backend handshakes')
+    // The half-close is seen at once (499): the upstream handshake is dropped, before or after the
+    // backend accepted it; either way no upstream socket stays open.
     await waitUntil(() => be.open === 0, 3_000, 'upstream sockets closed')
+    expect(be.accepted).toBeLessThanOrEqual(5)
     be.handshakeDelayMs = 0
   })
 

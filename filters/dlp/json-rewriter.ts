@@ -177,6 +177,16 @@ export class JsonRewriter {
     this.#releasedCount = this.#pieces.length
   }
 
+  /** Put a visitor's replacement of text[from, to) (a string or a deferred token) in the output; returns where the copied text resumes. */
+  #splice(text: string, out: number, from: number, to: number, replacement: string | DeferredString): number {
+    if (typeof replacement === 'string') this.#pieces.push(text.slice(out, from), jsonString(replacement))
+    else {
+      this.#pieces.push(text.slice(out, from), '"', replacement, '"')
+      this.#deferred = true
+    }
+    return to
+  }
+
   #fail(what: string, at: number): never {
     // Position only: never the bytes themselves (they may be sensitive, and this can be logged).
     throw new JsonSyntaxError(`invalid JSON at character ${this.#consumed + at}: ${what}`)
@@ -270,14 +280,8 @@ export class JsonRewriter {
           if (this.#scope[this.#depth - 1] === FULL) {
             const before = this.#visitor.hits
             const replacement = this.#visitor.visit(value, 0)
-            if (typeof replacement === 'string') {
-              this.#pieces.push(text.slice(out, i), jsonString(replacement))
-              out = q + 1
-            } else if (replacement !== undefined) {
-              this.#pieces.push(text.slice(out, i), '"', replacement, '"')
-              this.#deferred = true
-              out = q + 1
-            } else clean = this.#visitor.hits === before
+            if (replacement === undefined) clean = this.#visitor.hits === before
+            else out = this.#splice(text, out, i, q + 1, replacement)
           }
           if (clean && slot !== -1 && !escaped && value.length <= KEY_MAX_CHARS) {
             this.#keyText[slot] = value
@@ -288,14 +292,7 @@ export class JsonRewriter {
         } else if (expect === EXPECT_VALUE || expect === EXPECT_VALUE_OR_CLOSE) {
           if (this.#valScope === FULL) {
             const replacement = this.#visitor.visit(value, this.#valHint)
-            if (typeof replacement === 'string') {
-              this.#pieces.push(text.slice(out, i), jsonString(replacement))
-              out = q + 1
-            } else if (replacement !== undefined) {
-              this.#pieces.push(text.slice(out, i), '"', replacement, '"')
-              this.#deferred = true
-              out = q + 1
-            }
+            if (replacement !== undefined) out = this.#splice(text, out, i, q + 1, replacement)
           }
           i = q + 1
           if (this.#afterValue()) {
@@ -379,14 +376,7 @@ export class JsonRewriter {
       // all the same; elsewhere numbers are ids, counts and amounts, copied digit for digit.
       if (!literal && this.#valHint !== 0 && this.#valScope === FULL) {
         const replacement = this.#visitor.visit(word, this.#valHint)
-        if (typeof replacement === 'string') {
-          this.#pieces.push(text.slice(out, i), jsonString(replacement))
-          out = j
-        } else if (replacement !== undefined) {
-          this.#pieces.push(text.slice(out, i), '"', replacement, '"')
-          this.#deferred = true
-          out = j
-        }
+        if (replacement !== undefined) out = this.#splice(text, out, i, j, replacement)
       }
       i = j
       if (this.#afterValue()) {

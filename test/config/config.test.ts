@@ -1,21 +1,13 @@
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, loadConfigFile, parseConfigText, validateConfig } from '../../config/load.ts'
+import { loadConfigFile, parseConfigText, validateConfig } from '../../config/load.ts'
 import { renderConfigJsonSchema } from '../../config/generate-schema.ts'
 import { buildProxyConfig } from '../../proxy/cli.ts'
 import { readFileSync } from 'node:fs'
 import { ROOT } from '../helpers/proxy.ts'
+import { problems } from '../helpers/config.ts'
 
-function problems(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 describe('config schema errors name the exact path and reason', () => {
   it('bad upstream URL', () => {

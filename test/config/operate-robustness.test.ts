@@ -7,21 +7,13 @@ import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { ConfigError, parseConfigText, validateConfig } from '../../config/load.ts'
+import { parseConfigText, validateConfig } from '../../config/load.ts'
 import { buildProxyConfig } from '../../proxy/cli.ts'
 import { echoHandler, startRawBackend, type RawBackend } from '../helpers/backends.ts'
 import { IGW_BIN, metricSum, startTestProxy, writeTempConfig } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
+import { problems } from '../helpers/config.ts'
 
-function problems(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 function igwSync(args: string[]): { status: number | null; out: string } {
   const r = spawnSync(process.execPath, [IGW_BIN, ...args], { encoding: 'utf8', timeout: 20_000 })

@@ -254,7 +254,8 @@ export class SubscriptionHub {
   /** The upstream connection for these credentials (shared by every stream opened with them). */
   upstreamFor(route: RouteRuntime, upgradeUrl: string, tenant: string | undefined, headers: Record<string, string>, params: Record<string, unknown> | undefined): UpstreamConnection {
     const wsUrl = upstreamWsUrl(route, upgradeUrl)
-    return this.pool.get(sha256(canonicalJson([wsUrl, tenant ?? null, headers, params ?? null])), wsUrl, headers, params, this.config.upstream)
+    // The route's message limit holds toward the upstream too (ws's own default is 100 MiB).
+    return this.pool.get(sha256(canonicalJson([wsUrl, tenant ?? null, headers, params ?? null, route.websocket.maxMessageBytes])), wsUrl, headers, params, { ...this.config.upstream, maxMessageBytes: route.websocket.maxMessageBytes })
   }
 
   /**

@@ -14,6 +14,8 @@ export interface UpstreamSettings {
   retryMaxMs: number
   connectTimeoutMs: number
   keepAliveMs: number
+  /** Largest message accepted from the upstream (the route's websocket.maxMessageBytes). */
+  maxMessageBytes: number
 }
 
 export interface UpstreamListener {
@@ -133,11 +135,12 @@ export class UpstreamConnection {
     this.key = key
     this.url = url
     const timeout = s.connectTimeoutMs
+    const maxPayload = s.maxMessageBytes
     // graphql-ws constructs the socket itself: bind our handshake headers into the class, and
     // screen what the upstream sends before graphql-ws sees it (see screenEndedOperations).
     class HeaderedWebSocket extends WebSocket {
       constructor(address: string, protocols?: string | string[]) {
-        super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false })
+        super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false, maxPayload })
       }
     }
     Object.defineProperty(HeaderedWebSocket.prototype, 'onmessage', SCREENED_ONMESSAGE)

@@ -374,3 +374,34 @@ describe('subscription hub: robustness against hostile clients and a misbehaving
     }
   })
 })
+
+describe('an upstream event over the route\'s message limit', () => {
+  it('is refused at the upstream socket (the route\'s maxMessageBytes, not ws\'s 100 MiB): the stream ends with an error, and the hub serves on', async () => {
+    const be = await startSubscriptionBackend()
+    const p = await startTestProxy({
+      tenants: { acme: {} },
+      routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate', maxMessageBytes: '64kib' }, filters: [{ name: 'tenant' }] }],
+    })
+    try {
+      const c = new GqlClient(`ws://127.0.0.1:${p.port}/graphql`, { 'x-tenant-id': 'acme' })
+      const s = c.subscribe(EVENTS('huge', 'seq note blob'))
+      await subscribed(be, 'huge')
+      be.publish('huge', { note: 'small', bytes: 1_000 })
+      await s.received.wait((r) => r.events.length === 1)
+      be.publish('huge', { note: 'huge', bytes: 1_000_000 })
+      await s.received.wait((r) => r.error !== undefined || r.completed || r.gaps.length > 0, 5_000, 'the stream to end or report a gap')
+      expect(s.received.events.map((e) => e.data!.events!.note)).not.toContain('huge')
+      // the hub keeps serving: a new subscription on the same route gets its events
+      const again = new GqlClient(`ws://127.0.0.1:${p.port}/graphql`, { 'x-tenant-id': 'acme' })
+      const t = again.subscribe(EVENTS('after'))
+      await subscribed(be, 'after')
+      be.publish('after', { note: 'still here' })
+      await t.received.wait((r) => r.events.some((e) => e.data!.events!.note === 'still here'))
+      await c.dispose()
+      await again.dispose()
+    } finally {
+      await p.close()
+      await be.close()
+    }
+  })
+})

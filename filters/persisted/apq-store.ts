@@ -23,6 +23,9 @@ export function apqLru(maxEntries: number): LRUCache<string, string> {
   return shared.lru
 }
 
+/** Registrations held while Redis (re)connects; the queries are the LRU's own strings. */
+const MAX_PENDING = 1024
+
 export type ApqLookup = { query: string | undefined; redisError: boolean }
 
 export class ApqStore {
@@ -76,24 +79,39 @@ export class ApqStore {
     const redis = this.#redis
     if (redis === undefined) return
     const key = `${redis.keyPrefix}apq:${hash}`
-    const write = (): void => {
-      const p = this.#ttlSeconds > 0 ? redis.client().set(key, query, 'EX', this.#ttlSeconds) : redis.client().set(key, query)
-      p.catch((err: unknown) => this.#onRedisError('set', err))
-    }
     if (redis.ready) {
-      write()
+      this.#write(key, query)
       return
     }
-    // Connecting (or reconnecting): a registration is worth a short wait, unlike a read.
-    const client = redis.client()
-    const timer = setTimeout(() => {
-      client.removeListener('ready', onReady)
-      this.#onRedisError('set', new Error('redis not ready within 2 s'))
-    }, 2_000)
-    const onReady = (): void => {
-      clearTimeout(timer)
-      write()
+    // Connecting (or reconnecting): a registration is worth a short wait, unlike a read. The ones
+    // made meanwhile wait together, bounded (one listener, one timer), for up to 2 s; beyond
+    // MAX_PENDING they stay in this worker only (the client re-registers if another proxy asks).
+    let pending = this.#pending
+    if (pending === undefined) {
+      pending = this.#pending = new Map()
+      const client = redis.client()
+      const flush = (): void => {
+        clearTimeout(timer)
+        const batch = this.#pending
+        this.#pending = undefined
+        if (batch !== undefined) for (const [k, q] of batch) this.#write(k, q)
+      }
+      const timer = setTimeout(() => {
+        client.removeListener('ready', flush)
+        const n = this.#pending?.size ?? 0
+        this.#pending = undefined
+        this.#onRedisError('set', new Error(`redis not ready within 2 s: ${n} registration(s) kept in this worker only`))
+      }, 2_000)
+      client.once('ready', flush)
     }
-    client.once('ready', onReady)
+    if (pending.size < MAX_PENDING) pending.set(key, query)
+  }
+
+  #pending: Map<string, string> | undefined = undefined
+
+  #write(key: string, query: string): void {
+    const redis = this.#redis!
+    const p = this.#ttlSeconds > 0 ? redis.client().set(key, query, 'EX', this.#ttlSeconds) : redis.client().set(key, query)
+    p.catch((err: unknown) => this.#onRedisError('set', err))
   }
 }

@@ -8,6 +8,8 @@ import type { GatewayConfigInput } from '../../config/schema.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../helpers/redis.ts'
+import { waitUntil } from '../helpers/wait.ts'
+import { Redis } from 'ioredis'
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex')
 const ECHO = 'query Echo { echo { header(name: "x-igw-cost-hints") extensions } }'
@@ -254,6 +256,25 @@ describe('APQ registrations in Redis', () => {
       await redis.start()
     } finally {
       await b.close()
+    }
+  })
+
+  it('registrations made while Redis reconnects wait together and reach it when it is back', async () => {
+    const p = await startTestProxy(config(backend.url, { workers: 1, redis: { url: redis.url, keyPrefix: 'apqwait:' } }))
+    const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 })
+    try {
+      await redis.stop()
+      // Many registrations while it is away (each used to add its own 'ready' listener and timer).
+      const queries = Array.from({ length: 100 }, (_, i) => `query Wait${i} { hello(name: "w${i}") }`)
+      const replies = await Promise.all(queries.map((q) => post(p.url, { query: q, extensions: { persistedQuery: { version: 1, sha256Hash: sha(q) } } })))
+      for (const r of replies) expect(r.status).toBe(200)
+      await redis.start()
+      await admin.connect()
+      await waitUntil(async () => (await admin.keys('apqwait:apq:*')).length === queries.length, 5_000, 'the registrations to reach Redis')
+      expect(await admin.get(`apqwait:apq:${sha(queries[7]!)}`)).toBe(queries[7])
+    } finally {
+      admin.disconnect()
+      await p.close()
     }
   })
 })

@@ -115,7 +115,7 @@ export function formatPath(path: readonly PropertyKey[]): string {
   let s = ''
   for (const p of path) {
     if (typeof p === 'number') s += `[${p}]`
-    else s += s === '' ? String(p) : `.${String(p)}`
+    else s += s === '' ? clip(String(p)) : `.${clip(String(p))}`
   }
   return s === '' ? '(root)' : s
 }
@@ -135,15 +135,25 @@ function show(value: unknown, path: readonly PropertyKey[] = []): string {
 }
 
 /** One readable line per zod issue. */
+// A document is the client's to make up (PUT /v1/config): thousands of long unknown keys must not
+// become a megabyte answer and log line. Lists, keys and problems are bounded.
+const MAX_PROBLEMS = 100
+const MAX_KEYS_SHOWN = 5
+const MAX_KEY_CHARS = 64
+const clip = (k: string) => (k.length > MAX_KEY_CHARS ? `${k.slice(0, MAX_KEY_CHARS - 1)}…` : k)
+
 export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   const lines: string[] = []
   for (const iss of issues) {
     const path = formatPath(iss.path)
     const input = (iss as { input?: unknown }).input
     switch (iss.code) {
-      case 'unrecognized_keys':
-        lines.push(`${path}: unknown key${iss.keys.length > 1 ? 's' : ''} ${iss.keys.map((k) => `"${k}"`).join(', ')}`)
+      case 'unrecognized_keys': {
+        const shown = iss.keys.slice(0, MAX_KEYS_SHOWN).map((k) => JSON.stringify(clip(k)))
+        const more = iss.keys.length - shown.length
+        lines.push(`${path}: unknown key${iss.keys.length > 1 ? 's' : ''} ${shown.join(', ')}${more > 0 ? ` and ${more} more` : ''}`)
         break
+      }
       case 'invalid_type':
         lines.push(input === undefined ? `${path}: required (expected ${iss.expected})` : `${path}: expected ${iss.expected}, got ${show(input, iss.path)}`)
         break
@@ -161,6 +171,10 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
         const msg = iss.message.replace(/^Invalid input: /, '')
         lines.push(input !== undefined && typeof input !== 'object' ? `${path}: ${msg}, got ${show(input, iss.path)}` : `${path}: ${msg}`)
       }
+    }
+    if (lines.length === MAX_PROBLEMS && issues.length > MAX_PROBLEMS) {
+      lines.push(`… and ${issues.length - MAX_PROBLEMS} more problems`)
+      break
     }
   }
   return lines

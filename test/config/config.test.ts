@@ -49,6 +49,19 @@ describe('config schema errors name the exact path and reason', () => {
   })
 })
 
+describe('bounded messages', () => {
+  it('thousands of long unknown keys, or of bad values, make a short answer (PUT /v1/config takes any document)', () => {
+    const junk = Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [`k${i}${'x'.repeat(1000)}`, 1]))
+    const lines = problems(() => validateConfig({ routes: [{ name: 'a', upstream: 'http://a:1' }], ...junk }))
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/^\(root\): unknown keys "k0x+…", .* and 1995 more$/)
+    expect(lines[0]!.length).toBeLessThan(600)
+    const many = problems(() => validateConfig({ routes: Array.from({ length: 500 }, (_, i) => ({ name: `r${i}`, upstream: 'htp:/x' })) }))
+    expect(many).toHaveLength(101)
+    expect(many[100]).toBe('… and 400 more problems')
+  })
+})
+
 describe('environment interpolation', () => {
   const parse = (text: string, env: NodeJS.ProcessEnv) => parseConfigText(text, 'env.yaml', env) as Record<string, unknown>
   it('${VAR} and ${VAR:-default}, $$ escapes, missing variables are errors with the line', () => {

@@ -132,14 +132,26 @@ export function onRemoteInvalidation(redis: RedisProvider, handler: (m: Invalida
     sub.on('ready', subscribe)
     sub.on('message', (ch: string, text: string) => {
       if (ch !== channel) return
-      let m: InvalidationMessage
+      // Anyone who can PUBLISH on the channel reaches every proxy: only a well-formed message
+      // gets through, and nothing it holds may throw out of this listener (a worker would die).
+      let m: unknown
       try {
-        m = JSON.parse(text) as InvalidationMessage
+        m = JSON.parse(text)
       } catch {
         return
       }
-      if (!Array.isArray(m.t)) return
-      for (const h of set) h(m)
+      if (m === null || typeof m !== 'object' || !Array.isArray((m as { t?: unknown }).t)) return
+      const tags = ((m as { t: unknown[] }).t).filter((t): t is string => typeof t === 'string' && t.length <= 1024)
+      if (tags.length === 0) return
+      const o = (m as { o?: unknown }).o
+      const msg: InvalidationMessage = { o: typeof o === 'string' ? o : '', t: tags }
+      for (const h of set) {
+        try {
+          h(msg)
+        } catch (err) {
+          onError(err)
+        }
+      }
     })
   }
   handlers.add(handler)

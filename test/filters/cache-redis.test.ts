@@ -1,6 +1,7 @@
 // Two gateways (each with 2 worker threads) sharing one real redis-server: a mutation through
 // one invalidates the other's entries (pub/sub) and the shared L2; an entry filled through one
 // is a hit on the other (L2); Redis going down leaves each proxy serving from its own L1.
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import type { GatewayConfigInput } from '../../config/schema.ts'
@@ -69,6 +70,24 @@ describe('two proxies sharing Redis', () => {
     for (let i = 0; i < 6; i++) expect(nameOf(await gql(a.url, q))).toBe('Thirty-two')
     const text = await b.metricsText()
     expect(metricSum(text, 'igw_cache_invalidations_total', 'origin="remote"')).toBeGreaterThanOrEqual(1)
+  })
+
+  it('junk published on the invalidation channel is ignored: no worker dies, real invalidations still apply', async () => {
+    const pub = new Redis(redis.url)
+    try {
+      const channel = 'cachetest:cache:invalidate'
+      // each of these threw inside the subscriber's listener (null.t, tags that are no strings…)
+      for (const junk of ['null', '42', '"t"', '{"t":null}', '{"t":[null,{"x":1},7]}', '{"o":{},"t":["route:graphql",[1]]}', 'not json']) await pub.publish(channel, junk)
+      await sleep(100)
+      const q = '{ entity(id: "34") { id name } }'
+      await gql(b.url, q)
+      for (let i = 0; i < 4; i++) expect((await gql(b.url, q)).cache).toBe('HIT')
+      await pub.publish(channel, JSON.stringify({ o: 'someone-else', t: ['Entity:34'] }))
+      await waitUntil(async () => (await gql(b.url, q)).cache === 'MISS', 1_000)
+      expect(metricSum(await b.metricsText(), 'igw_worker_restarts_total')).toBe(0)
+    } finally {
+      pub.disconnect()
+    }
   })
 
   it('Redis down: each proxy keeps serving from its L1, failures are counted; back up: shared again', async () => {

@@ -134,7 +134,13 @@ export class Authorizer {
   }
 
   decide(subject: Subject | undefined, action: string, resource: { type: string; id?: string; tenant?: string }, context: Record<string, unknown> = {}): Decision {
-    const d = this.#policy.evaluate<Decision>({ subject, action, resource, context }, 'intelgraph/admin/decision')
+    let d: Decision | undefined
+    try {
+      d = this.#policy.evaluate<Decision>({ subject, action, resource, context }, 'intelgraph/admin/decision')
+    } catch (err) {
+      // A policy that fails to evaluate denies (a 403 saying so), never a 500 or an allow.
+      return { allow: false, reason: `policy evaluation failed: ${(err as Error).message}` }
+    }
     return d ?? { allow: false, reason: 'policy returned no decision' }
   }
 

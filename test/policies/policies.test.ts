@@ -43,3 +43,29 @@ describe('policy toolchain (real opa CLI, real opa-wasm)', () => {
     await expect(loadPolicyBundle('/nonexistent/x.tar.gz')).rejects.toThrow(/ENOENT/)
   })
 })
+
+describe('a policy that fails to evaluate denies', () => {
+  it('the admin authorizer turns an evaluation error into a deny with the reason (a 403), never an allow or a 500', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { Authorizer } = await import('../../control-plane/auth.ts')
+    const dir = mkdtempSync(join(tmpdir(), 'igw-bad-policy-'))
+    // Two complete definitions that disagree for action "conflict": opa compiles it, and its
+    // evaluation fails at run time (a conflict error), the way a broken policy update would.
+    writeFileSync(
+      join(dir, 'authz.rego'),
+      'package intelgraph.admin\n\ndecision := {"allow": true, "reason": "a"} if input.action == "conflict"\n\ndecision := {"allow": false, "reason": "b"} if input.action == "conflict"\n\ndecision := {"allow": true, "reason": "fine"} if input.action == "fine"\n',
+    )
+    const bundle = join(dir, 'bundle.tar.gz')
+    const built = spawnSync(opaBinary(), ['build', '-t', 'wasm', '-e', 'intelgraph/admin/decision', '-o', bundle, join(dir, 'authz.rego')], { encoding: 'utf8' })
+    expect(built.status, built.stderr).toBe(0)
+    const authz = await Authorizer.load(bundle)
+    const subject = { sub: 'a', roles: ['admin'], attributes: [] }
+    expect(authz.decide(subject, 'fine', { type: 'config' })).toEqual({ allow: true, reason: 'fine' })
+    const d = authz.decide(subject, 'conflict', { type: 'config' })
+    expect(d.allow).toBe(false)
+    expect(d.reason).toMatch(/^policy evaluation failed: /)
+    expect(() => authz.require(subject, 'admin.read', { type: 'config' })).toThrow(/denied/)
+  })
+})

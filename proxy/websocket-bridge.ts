@@ -101,6 +101,15 @@ function sendableCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
 }
 
+/** A close reason fits in 123 bytes of UTF-8 (RFC 6455 §5.5: control frames carry at most 125). */
+function closeReason(text: string): string {
+  const bytes = Buffer.from(text)
+  if (bytes.length <= 123) return text
+  let end = 120
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end-- // not inside a character
+  return `${bytes.subarray(0, end).toString()}...`
+}
+
 export class WsBridge {
   readonly client: WebSocket
   readonly upstream: WebSocket
@@ -161,8 +170,16 @@ export class WsBridge {
     this.#done()
   }
 
-  #failed(side: string, other: WebSocket, err: Error): void {
+  #failed(side: 'client' | 'upstream', other: WebSocket, err: Error): void {
     this.#proxy.logger.debug({ err: { message: err.message }, side, route: this.#route.name }, 'websocket error')
+    if (side === 'upstream' && other.readyState === WebSocket.OPEN) {
+      // The upstream broke the protocol (a frame over maxMessageBytes, bad UTF-8, a reserved
+      // close code) or its connection failed: the client is told so with a close frame, 1014
+      // "bad gateway" (RFC 6455 §7.4.1 registry) and the reason, not a bare reset (1006).
+      this.#proxy.metrics.proxyErrors.labels(this.#route.name, 'UPSTREAM_UNAVAILABLE').inc()
+      other.close(1014, closeReason(`upstream: ${err.message}`))
+      return
+    }
     if (other.readyState === WebSocket.OPEN || other.readyState === WebSocket.CONNECTING) other.terminate()
   }
 

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import WebSocket from 'ws'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { waitUntil } from '../helpers/wait.ts'
 
 interface RawUpstream {
   url: string
@@ -326,5 +327,30 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
     await expect.poll(() => got.includes(Buffer.from('early')), { timeout: 3_000 }).toBe(true)
     expect(got.toString('latin1').startsWith('HTTP/1.1 101')).toBe(true)
     s.destroy()
+  })
+})
+
+describe('WebSocket passthrough: an upstream that breaks the protocol after the handshake', () => {
+  it('the client gets a close frame, 1014 with the reason, not a bare reset (1006); counted', async () => {
+    const { WebSocketServer } = await import('ws')
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    await once(wss, 'listening')
+    // sends one message over the route's maxMessageBytes (64 KiB) when asked
+    wss.on('connection', (ws) => ws.on('message', () => ws.send(Buffer.alloc(256 * 1024, 0x61))))
+    const proxy = await startTestProxy({ routes: [{ name: 'ws', upstream: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, type: 'http', websocket: { maxMessageBytes: '64kib' } }] } as never)
+    try {
+      const client = new WebSocket(`ws://127.0.0.1:${proxy.port}/ws`)
+      await once(client, 'open')
+      const closed = once(client, 'close') as Promise<[number, Buffer]>
+      client.send('send me something big')
+      const [code, reason] = await closed
+      expect(code).toBe(1014)
+      expect(reason.toString()).toMatch(/^upstream: .*(payload|length|size)/i)
+      expect(metricSum(await metrics(proxy), 'igw_proxy_errors_total', 'route="ws",code="UPSTREAM_UNAVAILABLE"')).toBe(1)
+      await waitUntil(async () => metricSum(await metrics(proxy), 'igw_websocket_connections', 'route="ws"') === 0, 3_000, 'the bridge to end')
+    } finally {
+      await proxy.close()
+      await new Promise<void>((r) => wss.close(() => r()))
+    }
   })
 })

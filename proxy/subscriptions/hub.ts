@@ -286,6 +286,7 @@ export class SubscriptionHub {
         payload: { query: gql.query!, operationName: gql.operationName ?? null, variables: gql.variables ?? null, extensions: gql.extensions ?? null },
         maxEvents: cfg.replay.maxEvents,
         maxAgeMs: cfg.replay.maxAgeMs,
+        maxBytes: cfg.replay.maxBytes,
         lingerMs: cfg.upstream.lingerMs,
         resume: cfg.upstream.resume,
         redis: this.replayLog(),

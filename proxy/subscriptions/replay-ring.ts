@@ -1,4 +1,4 @@
-// The in-memory replay log of one stream: the last events (bounded by count and by age) and
+// The in-memory replay log of one stream: the last events (bounded by count, bytes and age) and
 // the epoch changes between them, in order. Pure: no sockets, no clocks (time is passed in).
 // It answers "what comes after (epoch, offset)?" — the events, or why some of them are gone.
 
@@ -60,21 +60,35 @@ interface EpochInfo {
 const MAX_EPOCHS = 16
 const MAX_SPANS = 16
 
+/** What an entry counts against maxBytes: its event text (an epoch mark: a few bytes). */
+function entryBytes(e: LogEntry): number {
+  return e.kind === 'event' ? e.tail.length : 64
+}
+
 export class ReplayRing {
   readonly maxEvents: number
   readonly maxAgeMs: number
+  /** Event text kept (the newest event always is, whatever its size: it is bounded by maxMessageBytes). */
+  readonly maxBytes: number
   #buf: (LogEntry | undefined)[] = new Array(8)
   #head = 0
   #size = 0
+  #bytes = 0
   readonly #epochs = new Map<string, EpochInfo>()
 
-  constructor(maxEvents: number, maxAgeMs: number) {
+  constructor(maxEvents: number, maxAgeMs: number, maxBytes = Number.POSITIVE_INFINITY) {
     this.maxEvents = Math.max(1, maxEvents)
     this.maxAgeMs = maxAgeMs
+    this.maxBytes = maxBytes
   }
 
   get size(): number {
     return this.#size
+  }
+
+  /** Event text held now (what maxBytes bounds). */
+  get bytes(): number {
+    return this.#bytes
   }
 
   /** Register an epoch that has no entry yet (a stream's first epoch). */
@@ -88,9 +102,12 @@ export class ReplayRing {
     if (this.#size === this.#buf.length) this.#grow()
     this.#buf[(this.#head + this.#size) % this.#buf.length] = entry
     this.#size++
+    this.#bytes += entryBytes(entry)
     const info = this.#info(entry.epoch)
     info.retained++
     if (entry.kind === 'event') info.last = entry.offset
+    // Many large events (each up to maxMessageBytes) must not hold maxEvents × their size.
+    while (this.#bytes > this.maxBytes && this.#size > 1) this.#evict('trimmed')
   }
 
   /** Entries after (epoch, offset), oldest first, including later epochs' marks and events. */
@@ -119,6 +136,7 @@ export class ReplayRing {
     this.#buf = new Array(8)
     this.#head = 0
     this.#size = 0
+    this.#bytes = 0
     this.#epochs.clear()
   }
 
@@ -169,6 +187,7 @@ export class ReplayRing {
     this.#buf[this.#head] = undefined
     this.#head = (this.#head + 1) % this.#buf.length
     this.#size--
+    this.#bytes -= entryBytes(e)
     const info = this.#epochs.get(e.epoch)
     if (info === undefined) return
     info.retained--

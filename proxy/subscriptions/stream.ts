@@ -41,6 +41,8 @@ export interface StreamOptions {
   payload: UpstreamPayload
   maxEvents: number
   maxAgeMs: number
+  /** Event text the memory ring keeps. */
+  maxBytes: number
   lingerMs: number
   resume: boolean
   redis: RedisReplayLog | undefined
@@ -87,7 +89,7 @@ export class Stream implements UpstreamListener {
     this.#o = o
     this.key = o.key
     this.streamId = o.streamId
-    this.ring = new ReplayRing(o.maxEvents, o.maxAgeMs)
+    this.ring = new ReplayRing(o.maxEvents, o.maxAgeMs, o.maxBytes)
     this.epoch = newEpoch()
     this.ring.startEpoch(this.epoch)
     this.#lastTs = Date.now()

@@ -38,6 +38,21 @@ describe('replay ring', () => {
     expect(r.since(E1, 7, 12).kind).toBe('ok')
   })
 
+  it('is bounded in bytes too: large events push old ones out ("trimmed"); the newest always stays', () => {
+    const big = (offset: number, bytes: number): LogEvent => ({ ...ev(E1, offset, offset), tail: 'x'.repeat(bytes) })
+    const r = new ReplayRing(1_000, 60_000, 10_000)
+    r.startEpoch(E1)
+    for (let i = 1; i <= 20; i++) r.push(big(i, 3_000), i)
+    expect(r.size).toBe(3) // 3 × 3000 ≤ 10 000 < 4 × 3000
+    expect(r.bytes).toBe(9_000)
+    const res = r.since(E1, 10, 20)
+    expect(res.kind).toBe('gap')
+    if (res.kind === 'gap') expect([res.reason, res.resumeOffset, ids(res.entries)]).toEqual(['trimmed', 17, ['a18', 'a19', 'a20']])
+    r.push(big(21, 50_000), 21) // one event over the bound: kept alone, so it can still be replayed
+    expect([r.size, r.bytes]).toEqual([1, 50_000])
+    expect(ids((r.since(E1, 20, 21) as { entries: LogEntry[] }).entries)).toEqual(['a21'])
+  })
+
   it('tells events that aged out ("expired") from events pushed out by count ("trimmed")', () => {
     const r = new ReplayRing(4, 1_000)
     r.startEpoch(E1)

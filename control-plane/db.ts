@@ -90,6 +90,9 @@ function postgresFailure(err: unknown): unknown {
   return isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
 }
 
+/** How long SQLite statements wait for a lock another process holds (then: DatabaseUnavailable, a 503). */
+const BUSY_WAIT_MS = 5_000
+
 class SqliteDb implements Db {
   readonly kind = 'sqlite'
   readonly #db: DatabaseSync
@@ -99,35 +102,66 @@ class SqliteDb implements Db {
     if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
     this.#db = new DatabaseSync(path)
     // WAL lets readers (igw audit verify, a second control plane reading) run beside the writer.
-    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
+    // busy_timeout 0: a lock held by another process is waited for in #waitingForLocks, off the event loop.
+    this.#db.exec('PRAGMA busy_timeout = 0')
+    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON')
+  }
+
+  /** One statement; the engine's error as it is (SQLITE_BUSY included: the caller decides). */
+  #exec<T>(sql: string, params: readonly SqlValue[]): T[] {
+    checkParams(params)
+    const stmt = this.#db.prepare(sql.replace(PLACEHOLDER, '?$1'))
+    if (/^\s*(select|with|pragma)\b/i.test(sql) || /\breturning\b/i.test(sql)) return stmt.all(...params) as T[]
+    stmt.run(...params)
+    return []
   }
 
   #run<T>(sql: string, params: readonly SqlValue[]): T[] {
-    checkParams(params)
     try {
-      const stmt = this.#db.prepare(sql.replace(PLACEHOLDER, '?$1'))
-      if (/^\s*(select|with|pragma)\b/i.test(sql) || /\breturning\b/i.test(sql)) return stmt.all(...params) as T[]
-      stmt.run(...params)
-      return []
+      return this.#exec<T>(sql, params)
     } catch (err) {
       throw sqliteFailure(err)
+    }
+  }
+
+  /**
+   * Run `step` until it does not meet another process's lock, for at most BUSY_WAIT_MS, waiting
+   * between tries on timers. SQLite's own busy_timeout would wait inside the synchronous call:
+   * the whole event loop (health checks, config streams, in-memory reads) would stop with it.
+   */
+  async #waitingForLocks<T>(step: () => T): Promise<T> {
+    const deadline = performance.now() + BUSY_WAIT_MS
+    let pause = 2
+    for (;;) {
+      try {
+        return step()
+      } catch (err) {
+        if (!isSqliteBusy(err) || performance.now() >= deadline) throw sqliteFailure(err)
+        await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(1, deadline - performance.now()))))
+        pause = Math.min(pause * 2, 50)
+      }
     }
   }
 
   async query<T = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
     // Outside a transaction a statement waits for any transaction in progress (one connection).
     await this.#chain
-    return this.#run<T>(sql, params)
+    try {
+      return this.#exec<T>(sql, params)
+    } catch (err) {
+      if (!isSqliteBusy(err)) throw sqliteFailure(err)
+    }
+    // Another process holds the lock: wait in line with this connection's transactions, so a
+    // retry never runs inside one of ours (and is never rolled back with it).
+    const p = this.#chain.then(() => this.#waitingForLocks(() => this.#exec<T>(sql, params)))
+    this.#chain = p.catch(() => undefined)
+    return p
   }
 
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const run = async (): Promise<T> => {
       // BEGIN IMMEDIATE takes the write lock up front: two writers never both read the head.
-      try {
-        this.#db.exec('BEGIN IMMEDIATE')
-      } catch (err) {
-        throw sqliteFailure(err)
-      }
+      await this.#waitingForLocks(() => this.#db.exec('BEGIN IMMEDIATE'))
       const tx: Tx = { query: async <R>(sql: string, params: readonly SqlValue[] = []) => this.#run<R>(sql, params) }
       try {
         const out = await fn(tx)

@@ -115,7 +115,10 @@ export const MIGRATIONS: Migration[] = [
 
 /** Apply pending migrations in order; each in its own transaction. Returns the versions applied. */
 export async function migrate(db: Db): Promise<number[]> {
-  await db.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)')
+  // Under the write lock like every step after it: PostgreSQL does not serialize two concurrent
+  // CREATE TABLE IF NOT EXISTS (two replicas starting on an empty database: one failed with a
+  // unique violation on pg_type).
+  await db.transaction((tx) => tx.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)'))
   const applied: number[] = []
   for (const m of MIGRATIONS) {
     const done = await db.transaction(async (tx) => {

@@ -48,9 +48,17 @@ export interface Alert {
   detail: Record<string, unknown>
 }
 
+/** One formatter per time zone: building one costs far more than formatting (a report names thousands of tenants). */
+const dayFormats = new Map<string, Intl.DateTimeFormat>()
+
 /** The calendar day (YYYY-MM-DD) of an instant in a time zone. */
 export function localDay(at: Date, timeZone: string): string {
-  const parts = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(at)
+  let format = dayFormats.get(timeZone)
+  if (format === undefined) {
+    format = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' })
+    if (dayFormats.size < 1000) dayFormats.set(timeZone, format)
+  }
+  const parts = format.formatToParts(at)
   const get = (t: string) => parts.find((p) => p.type === t)?.value ?? '00'
   return `${get('year')}-${get('month')}-${get('day')}`
 }
@@ -138,6 +146,32 @@ function addMetric(d: DayTotals, metric: string, value: number): void {
   else if (metric.startsWith('kind.')) d.byKind[metric.slice(5)] = (d.byKind[metric.slice(5)] ?? 0) + value
 }
 
+/** A tenant's counters in one report, and the local day they count on. */
+interface ReportedTenant {
+  tenant: string
+  u: TenantUsage
+  day: string
+}
+
+/** Rows per multi-row statement (4 parameters each: far under SQLite's 32766 and PostgreSQL's 65535). */
+const BATCH_ROWS = 500
+
+/** "($1, $2), ($3, $4)" for `rows` rows of `width` parameters, numbered from `first`. */
+function placeholders(rows: number, width: number, first = 1): string {
+  const out: string[] = []
+  for (let r = 0; r < rows; r++) {
+    const cols: string[] = []
+    for (let c = 0; c < width; c++) cols.push(`$${first + r * width + c}`)
+    out.push(width === 1 ? cols[0]! : `(${cols.join(', ')})`)
+  }
+  return out.join(', ')
+}
+
+/** Let timers and sockets run (SQLite statements are synchronous: a long report would hold the event loop). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}
+
 export class UsageLedger {
   readonly #db: Db
   readonly #key: SigningKey
@@ -150,35 +184,49 @@ export class UsageLedger {
   /**
    * Add a report. Returns false for a duplicate (same boot, seq already counted). `timeZoneOf`
    * gives each tenant's zone; `limits` the daily quota limits for the budget alerts.
+   *
+   * A report may name thousands of tenants (an ingress): its rows are written and its alerts
+   * checked in multi-row statements of BATCH_ROWS, not a few statements per tenant — on
+   * PostgreSQL every statement is a round trip made while holding the write lock that config
+   * commits wait for, and on SQLite every statement runs on the event loop. Between batches the
+   * event loop gets a turn.
    */
   async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: Map<string, number>): Promise<{ accepted: boolean; alerts: Alert[] }> {
+    const at = new Date(r.at)
+    const entries: ReportedTenant[] = Object.entries(r.tenants).map(([tenant, u]) => ({ tenant, u, day: localDay(at, timeZoneOf(tenant)) }))
+    const rows = new Map<string, [string, string, string, number]>()
+    for (const e of entries) {
+      for (const [metric, value] of flattenUsage(e.u)) {
+        const k = `${e.tenant}\u0000${e.day}\u0000${metric}`
+        const row = rows.get(k)
+        if (row === undefined) rows.set(k, [e.tenant, e.day, metric, value])
+        else row[3] += value
+      }
+    }
     return this.#db.transaction(async (tx) => {
       const now = Date.now()
-      const rows = await tx.query<{ boot_id: string | null; usage_seq: unknown }>('SELECT boot_id, usage_seq FROM proxies WHERE id = $1', [r.proxyId])
-      const p = rows[0]
+      const found = await tx.query<{ boot_id: string | null; usage_seq: unknown }>('SELECT boot_id, usage_seq FROM proxies WHERE id = $1', [r.proxyId])
+      const p = found[0]
       if (p !== undefined && p.boot_id === r.bootId && num(p.usage_seq) >= r.seq) return { accepted: false, alerts: [] }
       if (p === undefined) {
         await tx.query('INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4)', [r.proxyId, r.bootId, now, r.seq])
       } else {
         await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, r.bootId, r.seq, now])
       }
-      const at = new Date(r.at)
-      const alerts: Alert[] = []
-      for (const [tenant, u] of Object.entries(r.tenants)) {
-        const day = localDay(at, timeZoneOf(tenant))
-        for (const [metric, value] of flattenUsage(u)) {
-          await tx.query(
-            'INSERT INTO usage_daily (tenant, day, metric, value) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, day, metric) DO UPDATE SET value = usage_daily.value + excluded.value',
-            [tenant, day, metric, value],
-          )
-        }
-        alerts.push(...(await this.#checkAlerts(tx, tenant, day, u, limits, now)))
+      const all = [...rows.values()]
+      for (let i = 0; i < all.length; i += BATCH_ROWS) {
+        const batch = all.slice(i, i + BATCH_ROWS)
+        await tx.query(
+          `INSERT INTO usage_daily (tenant, day, metric, value) VALUES ${placeholders(batch.length, 4)} ON CONFLICT (tenant, day, metric) DO UPDATE SET value = usage_daily.value + excluded.value`,
+          batch.flat(),
+        )
+        if (i + BATCH_ROWS < all.length) await yieldToEventLoop()
       }
-      return { accepted: true, alerts }
+      return { accepted: true, alerts: await this.#checkAlerts(tx, entries, limits, now) }
     })
   }
 
-  async #checkAlerts(tx: Tx, tenant: string, day: string, u: TenantUsage, limits: Map<string, number>, now: number): Promise<Alert[]> {
+  async #checkAlerts(tx: Tx, entries: ReportedTenant[], limits: Map<string, number>, now: number): Promise<Alert[]> {
     const out: Alert[] = []
     const raise = async (a: Omit<Alert, 'at'>) => {
       const r = await tx.query('INSERT INTO alerts (id, at, tenant, kind, severity, message, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id', [
@@ -192,54 +240,95 @@ export class UsageLedger {
       ])
       if (r.length > 0) out.push({ ...a, at: new Date(now).toISOString() })
     }
-    // Budgets: the daily quota limits; 80% and 100% each raise one event per tenant, kind and day.
-    const used = await tx.query<{ metric: string; value: unknown }>("SELECT metric, value FROM usage_daily WHERE tenant = $1 AND day = $2 AND metric LIKE 'kind.%'", [tenant, day])
-    for (const row of used) {
-      const kind = row.metric.slice(5)
-      const limit = limits.get(`${tenant}\u0000${kind}`)
-      if (limit === undefined || limit <= 0) continue
-      const value = num(row.value)
-      for (const pct of [80, 100] as const) {
-        if (value * 100 >= limit * pct) {
-          await raise({
-            id: `budget:${tenant}:${kind}:${day}:${pct}`,
-            tenant,
-            kind: pct === 80 ? 'budget.80' : 'budget.100',
-            severity: pct === 80 ? 'warning' : 'critical',
-            message: `tenant ${tenant} used ${value} of ${limit} ${kind} units today (${day}): ${pct === 80 ? 'over 80%' : 'budget exhausted'}`,
-            detail: { kind, day, used: value, limit, threshold: pct },
-          })
+    // The tenants of a report, by the local day they counted on (one or two days in practice).
+    const byDay = new Map<string, string[]>()
+    for (const e of entries) {
+      const list = byDay.get(e.day)
+      if (list === undefined) byDay.set(e.day, [e.tenant])
+      else list.push(e.tenant)
+    }
+    const limited = new Set([...limits.keys()].map((k) => k.slice(0, k.indexOf('\u0000'))))
+    for (const [day, tenants] of byDay) {
+      // Budgets: the daily quota limits; 80% and 100% each raise one event per tenant, kind and day.
+      const withLimits = tenants.filter((t) => limited.has(t))
+      for (let i = 0; i < withLimits.length; i += BATCH_ROWS) {
+        const batch = withLimits.slice(i, i + BATCH_ROWS)
+        const used = await tx.query<{ tenant: string; metric: string; value: unknown }>(
+          `SELECT tenant, metric, value FROM usage_daily WHERE day = $1 AND metric LIKE 'kind.%' AND tenant IN (${placeholders(batch.length, 1, 2)})`,
+          [day, ...batch],
+        )
+        for (const row of used) {
+          const kind = row.metric.slice(5)
+          const limit = limits.get(`${row.tenant}\u0000${kind}`)
+          if (limit === undefined || limit <= 0) continue
+          const value = num(row.value)
+          for (const pct of [80, 100] as const) {
+            if (value * 100 >= limit * pct) {
+              await raise({
+                id: `budget:${row.tenant}:${kind}:${day}:${pct}`,
+                tenant: row.tenant,
+                kind: pct === 80 ? 'budget.80' : 'budget.100',
+                severity: pct === 80 ? 'warning' : 'critical',
+                message: `tenant ${row.tenant} used ${value} of ${limit} ${kind} units today (${day}): ${pct === 80 ? 'over 80%' : 'budget exhausted'}`,
+                detail: { kind, day, used: value, limit, threshold: pct },
+              })
+            }
+          }
         }
+      }
+      // Anomaly: today's volume over 3× the average of the previous 7 days (with at least 3 of them).
+      for (let i = 0; i < tenants.length; i += BATCH_ROWS) {
+        const batch = tenants.slice(i, i + BATCH_ROWS)
+        const inList = placeholders(batch.length, 1, 2)
+        const hist = await tx.query<{ tenant: string; value: unknown }>(
+          `SELECT tenant, value FROM (SELECT tenant, value, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY day DESC) AS rn FROM usage_daily WHERE metric = 'requests' AND day < $1 AND tenant IN (${inList})) recent WHERE rn <= 7`,
+          [day, ...batch],
+        )
+        const history = new Map<string, number[]>()
+        for (const h of hist) {
+          const list = history.get(h.tenant)
+          if (list === undefined) history.set(h.tenant, [num(h.value)])
+          else list.push(num(h.value))
+        }
+        const candidates = batch.filter((t) => (history.get(t)?.length ?? 0) >= 3)
+        if (candidates.length > 0) {
+          const today = await tx.query<{ tenant: string; value: unknown }>(
+            `SELECT tenant, value FROM usage_daily WHERE metric = 'requests' AND day = $1 AND tenant IN (${placeholders(candidates.length, 1, 2)})`,
+            [day, ...candidates],
+          )
+          const todays = new Map(today.map((t) => [t.tenant, num(t.value)]))
+          for (const tenant of candidates) {
+            const values = history.get(tenant)!
+            const avg = values.reduce((a, b) => a + b, 0) / values.length
+            const v = todays.get(tenant) ?? 0
+            if (avg > 0 && v > 3 * avg) {
+              await raise({
+                id: `anomaly.volume:${tenant}:${day}`,
+                tenant,
+                kind: 'anomaly.volume',
+                severity: 'warning',
+                message: `tenant ${tenant}: ${v} requests today, over 3× the recent daily average (${Math.round(avg)})`,
+                detail: { day, requests: v, average: avg, days: values.length },
+              })
+            }
+          }
+        }
+        if (i + BATCH_ROWS < tenants.length) await yieldToEventLoop()
       }
     }
     // Anomaly: most of an interval's requests refused by the gateway (abuse, a broken client,
     // or a limit set too low). One alert per tenant per hour.
-    const rejected = Object.values(u.rejections ?? {}).reduce((a, b) => a + b, 0)
-    if (u.requests >= 20 && rejected * 2 > u.requests) {
-      const hour = new Date(now).toISOString().slice(0, 13)
-      await raise({
-        id: `anomaly.rejections:${tenant}:${hour}`,
-        tenant,
-        kind: 'anomaly.rejections',
-        severity: 'warning',
-        message: `tenant ${tenant}: ${rejected} of ${u.requests} requests refused in one report interval`,
-        detail: { requests: u.requests, rejected, rejections: u.rejections ?? {} },
-      })
-    }
-    // Anomaly: today's volume over 3× the average of the previous 7 days (with at least 3 of them).
-    const hist = await tx.query<{ day: string; value: unknown }>("SELECT day, value FROM usage_daily WHERE tenant = $1 AND metric = 'requests' AND day < $2 ORDER BY day DESC LIMIT 7", [tenant, day])
-    if (hist.length >= 3) {
-      const avg = hist.reduce((a, r) => a + num(r.value), 0) / hist.length
-      const today = await tx.query<{ value: unknown }>("SELECT value FROM usage_daily WHERE tenant = $1 AND day = $2 AND metric = 'requests'", [tenant, day])
-      const v = today.length ? num(today[0]!.value) : 0
-      if (avg > 0 && v > 3 * avg) {
+    for (const { tenant, u } of entries) {
+      const rejected = Object.values(u.rejections ?? {}).reduce((a, b) => a + b, 0)
+      if (u.requests >= 20 && rejected * 2 > u.requests) {
+        const hour = new Date(now).toISOString().slice(0, 13)
         await raise({
-          id: `anomaly.volume:${tenant}:${day}`,
+          id: `anomaly.rejections:${tenant}:${hour}`,
           tenant,
-          kind: 'anomaly.volume',
+          kind: 'anomaly.rejections',
           severity: 'warning',
-          message: `tenant ${tenant}: ${v} requests today, over 3× the recent daily average (${Math.round(avg)})`,
-          detail: { day, requests: v, average: avg, days: hist.length },
+          message: `tenant ${tenant}: ${rejected} of ${u.requests} requests refused in one report interval`,
+          detail: { requests: u.requests, rejected, rejections: u.rejections ?? {} },
         })
       }
     }

@@ -14,7 +14,7 @@ import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
-import { dateTimeQuery, integerParam, integerQuery } from './request-values.ts'
+import { dateTimeQuery, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, validateReport, type UsageLedger } from './usage.ts'
@@ -444,7 +444,8 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
             return { document: body as Doc, before: head.version > 0 ? head.document : undefined, after: body, result: undefined }
           },
         })
-        sendJson(ctx.res, 200, { version: r.version, changed: r.changed }, { etag: etagOf(store.head()!.document) })
+        // The document this commit stored (the head may already be another writer's).
+        sendJson(ctx.res, 200, { version: r.version, changed: r.changed }, { etag: etagOf(body) })
       },
     },
     {
@@ -553,7 +554,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const today = localDay(new Date(), tz)
         const from = ctx.query.get('from') ?? localDay(new Date(Date.now() - 30 * 86_400_000), tz)
         const to = ctx.query.get('to') ?? today
-        const problems = [['from', from], ['to', to]].filter(([, v]) => !/^\d{4}-\d{2}-\d{2}$/.test(v!) || Number.isNaN(Date.parse(v!))).map(([k, v]) => `${k}: expected a date YYYY-MM-DD, got "${v}"`)
+        const problems = [['from', from], ['to', to]].filter(([, v]) => !isCalendarDate(v!)).map(([k, v]) => `${k}: expected a date YYYY-MM-DD, got "${v}"`)
         if (problems.length) throw new HttpError(400, 'invalid date range', { problems })
         if (from > to) throw new HttpError(400, 'invalid date range', { problems: [`from: ${from} is after to: ${to}`] })
         sendJson(ctx.res, 200, await usage.statement(tenant, ids.get(tenant), tz, from, to))

@@ -56,12 +56,19 @@ export function integerQuery(query: URLSearchParams, name: string, fallback: num
 /** RFC 3339 / ISO 8601 date-time, what the OpenAPI `format: date-time` promises: 2026-11-26T05:00:00Z, fraction and offset optional. */
 const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T([01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$/i
 
+/** A day that exists, as YYYY-MM-DD (Date.parse takes 2026-02-30 and rolls it over to March). */
+export function isCalendarDate(raw: string): boolean {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(raw)
+  if (m === null) return false
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])]
+  return mo >= 1 && mo <= 12 && d >= 1 && new Date(Date.UTC(y, mo - 1, d)).getUTCDate() === d
+}
+
 /** Epoch ms of an RFC 3339 date-time; NaN for anything else, a day the month does not have included (Date.parse rolls 02-30 over to March). */
 export function parseDateTime(raw: string): number {
   const m = DATE_TIME.exec(raw)
   if (m === null) return Number.NaN
-  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])]
-  if (mo < 1 || mo > 12 || d < 1 || new Date(Date.UTC(y, mo - 1, d)).getUTCDate() !== d) return Number.NaN
+  if (!isCalendarDate(`${m[1]}-${m[2]}-${m[3]}`)) return Number.NaN
   return Date.parse(raw)
 }
 

@@ -219,6 +219,9 @@ describe.each(engines)('control plane API on $name', (engine) => {
     expect(st.totals).toMatchObject({ requests: 106, errors: 4, costUnits: 212, rejections: { RATE_LIMITED: 12 }, bytesExported: 4000, dlpActions: { 'email:mask': 16 } })
     const badRange = await cp.api('/v1/tenants/acme/statement?from=2026-13-01')
     expect(await oa.check(badRange, 'GET', '/v1/tenants/{id}/statement')).toMatchObject({ status: 400 })
+    // a day the month does not have is no date (Date.parse rolled it over to March)
+    const noSuchDay = await cp.api('/v1/tenants/acme/statement?from=2026-02-30')
+    expect(await oa.check(noSuchDay, 'GET', '/v1/tenants/{id}/statement')).toMatchObject({ status: 400, problems: ['from: expected a date YYYY-MM-DD, got "2026-02-30"'] })
     const noTenant = await cp.api('/v1/tenants/nobody/statement')
     expect(await oa.check(noTenant, 'GET', '/v1/tenants/{id}/statement')).toMatchObject({ status: 404 })
 

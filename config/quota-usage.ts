@@ -69,8 +69,10 @@ export interface QuotaStateTenant {
 
 /** usedToday from a state document: the day's figure when it is today's in the tenant's zone, else 0. */
 export function usedTodayFromState(doc: QuotaStateDocument, tenant: string, kind: QuotaKindName, timeZone = 'UTC', nowMs = Date.now()): number {
-  const entry = doc.tenants.find((t) => t.tenant === tenant)?.kinds[kind]
-  if (entry === undefined) return 0
+  // The file is the proxy's, but read here as found: a damaged entry counts as no usage, never a throw.
+  const found = doc.tenants.find((t) => t !== null && typeof t === 'object' && t.tenant === tenant)
+  const entry = found?.kinds !== null && typeof found?.kinds === 'object' ? (found.kinds as Record<string, { day?: unknown; used?: unknown } | null>)[kind] : undefined
+  if (entry === undefined || entry === null || typeof entry.used !== 'number' || !Number.isFinite(entry.used) || entry.used < 0) return 0
   return entry.day === localDayNumber(timeZone, nowMs) ? entry.used : 0
 }
 

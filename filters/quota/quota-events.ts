@@ -4,7 +4,7 @@
 // body `id`), so a receiver that saw an attempt whose answer got lost can drop the repeat.
 import type { Logger } from 'pino'
 import type { Counter } from 'prom-client'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import type { QuotasConfig } from '../../config/quotas.ts'
 
 export interface BudgetEvent {
@@ -43,11 +43,57 @@ export interface EventMetrics {
 
 type Webhook = NonNullable<QuotasConfig['events']['webhook']>
 
+/** Deliveries under way at once (a connection each): a receiver that hangs ties up no more. */
+export const MAX_CONCURRENT_DELIVERIES = 8
+/**
+ * Events waiting for or under delivery. Beyond this, while the receiver cannot keep up, new
+ * events are not queued for the webhook (they are still logged and counted as events) but
+ * counted as `igw_quota_webhook_deliveries_total{result="dropped"}`: memory stays bounded
+ * however many tenants cross thresholds or turn anomalous at once.
+ */
+export const MAX_PENDING_EVENTS = 1000
+/** At most one line per this period per kind of delivery trouble (the rest are counted in it). */
+export const DELIVERY_LOG_MS = 10_000
+
+/** Lets one log line through per period and counts the ones it held back. */
+export class LogThrottle {
+  readonly #ms: number
+  #last = -Infinity
+  #held = 0
+
+  constructor(ms: number) {
+    this.#ms = ms
+  }
+
+  /** The number of lines held back since the last one when this one may be logged, else undefined. */
+  take(now: number): number | undefined {
+    if (now - this.#last < this.#ms) {
+      this.#held++
+      return undefined
+    }
+    this.#last = now
+    const held = this.#held
+    this.#held = 0
+    return held
+  }
+}
+
+interface Pending {
+  ev: QuotaEvent
+  hook: Webhook
+}
+
 export class EventSink {
   webhook: Webhook | undefined
   readonly #logger: Logger
   readonly #metrics: EventMetrics
-  readonly #inflight = new Set<Promise<void>>()
+  readonly #queue: Pending[] = []
+  #running = 0
+  #idle: (() => void)[] = []
+  readonly #failedLog = new LogThrottle(DELIVERY_LOG_MS)
+  readonly #droppedLog = new LogThrottle(DELIVERY_LOG_MS)
+  /** Webhook connections of their own, never more than the deliveries that may run at once. */
+  #agent: Agent | undefined
 
   constructor(logger: Logger, metrics: EventMetrics, webhook: Webhook | undefined) {
     this.#logger = logger
@@ -55,13 +101,38 @@ export class EventSink {
     this.webhook = webhook
   }
 
+  /** Events queued or under delivery. */
+  get pending(): number {
+    return this.#queue.length + this.#running
+  }
+
   emit(ev: QuotaEvent): void {
     this.#metrics.events.labels(ev.type).inc()
     this.#logger.warn({ event: ev }, ev.type === 'budget.threshold' ? `tenant ${ev.tenant} reached ${Math.round(ev.threshold * 100)}% of its budget` : `tenant ${ev.tenant} request rate is anomalous (z=${ev.z.toFixed(1)})`)
     const hook = this.webhook
     if (hook === undefined) return
-    const p = this.#deliver(ev, hook).finally(() => this.#inflight.delete(p))
-    this.#inflight.add(p)
+    if (this.pending >= MAX_PENDING_EVENTS) {
+      this.#metrics.deliveries.labels('dropped').inc()
+      const held = this.#droppedLog.take(Date.now())
+      if (held !== undefined) this.#logger.error({ eventId: ev.id, pending: this.pending, alsoDropped: held }, 'quota event webhook backlog full: event not sent (it is in this log)')
+      return
+    }
+    this.#queue.push({ ev, hook })
+    this.#pump()
+  }
+
+  #pump(): void {
+    while (this.#running < MAX_CONCURRENT_DELIVERIES && this.#queue.length > 0) {
+      const next = this.#queue.shift()!
+      this.#running++
+      void this.#deliver(next.ev, next.hook).finally(() => this.#done())
+    }
+  }
+
+  #done(): void {
+    this.#running--
+    this.#pump()
+    if (this.pending === 0) for (const wake of this.#idle.splice(0)) wake()
   }
 
   async #deliver(ev: QuotaEvent, hook: Webhook): Promise<void> {
@@ -73,28 +144,36 @@ export class EventSink {
         this.#metrics.deliveries.labels('retry').inc()
         await new Promise((r) => setTimeout(r, hook.backoffMs * 2 ** (attempt - 2)).unref())
       }
+      // One deadline for the whole attempt — connect, headers and body: undici's own timeouts
+      // are idle timeouts, and a receiver trickling a byte a second would hold the attempt open.
+      const signal = AbortSignal.timeout(hook.timeoutMs)
       try {
-        const res = await request(hook.url, { method: 'POST', headers, body, headersTimeout: hook.timeoutMs, bodyTimeout: hook.timeoutMs })
-        await res.body.dump()
+        this.#agent ??= new Agent({ connections: MAX_CONCURRENT_DELIVERIES })
+        const res = await request(hook.url, { method: 'POST', headers, body, signal, headersTimeout: hook.timeoutMs, bodyTimeout: hook.timeoutMs, dispatcher: this.#agent })
+        // The status decides; the body (up to undici's dump limit, within the deadline) only frees the connection.
+        await res.body.dump({ limit: 128 * 1024, signal }).catch(() => undefined)
         if (res.statusCode >= 200 && res.statusCode < 300) {
           this.#metrics.deliveries.labels('delivered').inc()
           return
         }
         lastProblem = `HTTP ${res.statusCode}`
-        if (res.statusCode < 500 && res.statusCode !== 408 && res.statusCode !== 429) break // the receiver refuses it: retrying will not help
+        if (res.statusCode < 500 && res.statusCode !== 408 && res.statusCode !== 429) break // the receiver refuses it (3xx included: never followed): retrying will not help
       } catch (err) {
-        lastProblem = (err as Error).message
+        lastProblem = signal.aborted ? `no answer within ${hook.timeoutMs} ms` : (err as Error).message
       }
     }
     this.#metrics.deliveries.labels('failed').inc()
-    this.#logger.error({ eventId: ev.id, type: ev.type, tenant: ev.tenant, problem: lastProblem }, 'quota event webhook delivery failed')
+    const held = this.#failedLog.take(Date.now())
+    if (held !== undefined) this.#logger.error({ eventId: ev.id, type: ev.type, tenant: ev.tenant, problem: lastProblem, alsoFailed: held }, 'quota event webhook delivery failed')
   }
 
-  /** Wait (bounded) for deliveries under way, at shutdown. */
+  /** Wait (bounded) for deliveries under way and queued, at shutdown. */
   async drain(ms: number): Promise<void> {
-    if (this.#inflight.size === 0) return
+    if (this.pending === 0) return
     let t: NodeJS.Timeout | undefined
-    await Promise.race([Promise.allSettled([...this.#inflight]), new Promise((r) => (t = setTimeout(r, ms)))])
+    let wake: (() => void) | undefined
+    await Promise.race([new Promise<void>((r) => this.#idle.push((wake = r))), new Promise((r) => (t = setTimeout(r, ms)))])
     clearTimeout(t)
+    if (wake !== undefined) this.#idle = this.#idle.filter((w) => w !== wake)
   }
 }

@@ -41,6 +41,7 @@ export interface QuotaMetrics {
   qosDrops: Counter<'tier'>
   events: Counter<'type'>
   deliveries: Counter<'result'>
+  stateFileErrors: Counter<'op'>
 }
 
 export interface GaugeSources {
@@ -114,6 +115,7 @@ export function createQuotaMetrics(registry: Registry, sources: GaugeSources): Q
     recoveries: counter(registry, { name: 'igw_quota_redis_recoveries_total', help: 'Times the Redis circuit breaker closed again after an outage' }),
     qosDrops: counter(registry, { name: 'igw_qos_drops_total', help: 'Requests shed under overload, by tier', labelNames: ['tier'] }),
     events: counter(registry, { name: 'igw_quota_events_total', help: 'Budget and anomaly events emitted', labelNames: ['type'] }),
-    deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed)', labelNames: ['result'] }),
+    deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed, dropped: backlog full)', labelNames: ['result'] }),
+    stateFileErrors: counter(registry, { name: 'igw_quota_state_file_errors_total', help: 'Quota state file reads (at start) and writes that failed', labelNames: ['op'] }),
   }
 }

@@ -5,22 +5,22 @@
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { localDayNumber, QUOTA_KINDS, quotaKeys, readQuotaStateFile, type QuotaKindName } from '../../config/quota-usage.ts'
+import { localDayNumber, QUOTA_KINDS, quotaKeys, type QuotaKindName } from '../../config/quota-usage.ts'
 import type { QuotasConfig } from '../../config/quotas.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { observe, type AnomalyState } from './anomaly-detector.ts'
 import { returnPending, takePending } from './local-limiter.ts'
 import { EventLoopLoad } from './qos.ts'
-import { EventSink, type QuotaEvent } from './quota-events.ts'
+import { EventSink, LogThrottle, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
 import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
 import { advance, total } from './rolling-budget.ts'
 import { budgetRule, KIND_INDEX } from './rules.ts'
 import {
-  H_ANOMALY_TICK,
-  H_FLUSH_TICK,
-  H_HEARTBEAT_TICK,
+  HB_ANOMALY_AT,
+  HB_FLUSH_AT,
+  HB_HEARTBEAT_AT,
   H_INFLIGHT,
   H_INIT,
   H_LIVE_PROXIES,
@@ -39,7 +39,7 @@ import {
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
 } from './shared-table.ts'
-import { restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
+import { readStateFile, restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
 
 /** Periodic work aligned to period boundaries since the process epoch, one thread per period. */
 class PeriodicJob {
@@ -72,10 +72,13 @@ class PeriodicJob {
   }
 
   #fire(): void {
-    const tick = Math.floor((Date.now() - this.#rt.epoch) / this.#period)
-    const i32 = this.#rt.table.i32
-    const prev = Atomics.load(i32, this.#word)
-    if (tick > prev && Atomics.compareExchange(i32, this.#word, prev, tick) === prev) {
+    // The lease is the period's start in absolute ms, not a period count: counts restart lower
+    // when a reload lengthens the period, starts stay comparable across any period.
+    const epoch = this.#rt.epoch
+    const start = BigInt(epoch + Math.floor((Date.now() - epoch) / this.#period) * this.#period)
+    const i64 = this.#rt.table.i64
+    const prev = Atomics.load(i64, this.#word)
+    if (start > prev && Atomics.compareExchange(i64, this.#word, prev, start) === prev) {
       try {
         this.#run()
       } catch (err) {
@@ -108,6 +111,9 @@ export class QuotaRuntime {
   readonly #anomaly: PeriodicJob
   readonly #heartbeat: PeriodicJob
   #flushing = false
+  readonly #writeLog = new LogThrottle(60_000)
+  /** Set when the state file could not be read at start (counted once metrics exist). */
+  #readFailed = false
 
   constructor(buffer: SharedArrayBuffer, config: GatewayConfig, logger: Logger) {
     this.table = new QuotaTable(buffer)
@@ -115,9 +121,9 @@ export class QuotaRuntime {
     this.logger = logger
     this.#initShared(config.quotas)
     this.proxyId = `${hostname()}:${process.pid}:${this.epoch}`
-    this.#flush = new PeriodicJob(this, H_FLUSH_TICK, () => void this.flush(false))
-    this.#anomaly = new PeriodicJob(this, H_ANOMALY_TICK, () => this.#anomalyPass())
-    this.#heartbeat = new PeriodicJob(this, H_HEARTBEAT_TICK, () => void this.#beat())
+    this.#flush = new PeriodicJob(this, HB_FLUSH_AT, () => void this.flush(false))
+    this.#anomaly = new PeriodicJob(this, HB_ANOMALY_AT, () => this.#anomalyPass())
+    this.#heartbeat = new PeriodicJob(this, HB_HEARTBEAT_AT, () => void this.#beat())
   }
 
   get epoch(): number {
@@ -129,19 +135,37 @@ export class QuotaRuntime {
     const i32 = this.table.i32
     if (Atomics.compareExchange(i32, H_INIT, 0, 1) === 0) {
       this.table.f64[HF_EPOCH] = Date.now()
-      if (q.stateFile !== undefined) {
-        const doc = readQuotaStateFile(q.stateFile)
-        if (doc !== undefined) {
-          const n = restoreState(this.table, doc)
-          this.logger.info({ stateFile: q.stateFile, tenants: n }, 'quota state restored')
-        }
+      try {
+        if (q.stateFile !== undefined) this.#restore(q.stateFile)
+      } catch (err) {
+        // Never keep the proxy from starting over a file; usage starts from zero, loudly.
+        this.#readFailed = true
+        this.logger.error({ err: { message: (err as Error).message }, stateFile: q.stateFile }, 'quota state file not restored')
+      } finally {
+        // Whatever happened, the other threads must not wait for a restore that is over.
+        Atomics.store(i32, H_INIT, 2)
+        Atomics.notify(i32, H_INIT)
       }
-      Atomics.store(i32, H_INIT, 2)
-      Atomics.notify(i32, H_INIT)
       return
     }
     const t0 = Date.now()
     while (Atomics.load(i32, H_INIT) !== 2 && Date.now() - t0 < 5_000) Atomics.wait(i32, H_INIT, 1, 50)
+  }
+
+  #restore(stateFile: string): void {
+    const read = readStateFile(stateFile)
+    if (read.doc === undefined) {
+      // No file is the normal first start; any other reason means usage was lost: say so.
+      if (!read.missing) {
+        this.#readFailed = true
+        this.logger.warn({ stateFile, problem: read.problem }, 'quota state file unreadable: daily usage and budgets start from zero')
+      }
+      return
+    }
+    const { restored, skipped } = restoreState(this.table, read.doc)
+    this.logger.info({ stateFile, tenants: restored }, 'quota state restored')
+    if (skipped > 0) this.#readFailed = true
+    if (skipped > 0) this.logger.warn({ stateFile, skipped }, 'quota state file entries skipped as damaged')
   }
 
   /** A filter instance joined (with the config it was built from: the newest wins). */
@@ -159,6 +183,10 @@ export class QuotaRuntime {
         overflows: () => Atomics.load(this.table.i32, H_OVERFLOWS),
         breakerOpen: () => (this.#store !== undefined && this.#store.breaker.state !== 0 ? 1 : 0),
       })
+    }
+    if (this.#readFailed) {
+      this.#readFailed = false
+      this.metrics.stateFileErrors.labels('read').inc()
     }
     if (this.events === undefined) this.events = new EventSink(this.logger, this.metrics, q.events.webhook)
     else this.events.webhook = q.events.webhook
@@ -307,7 +335,10 @@ export class QuotaRuntime {
         await writeStateFile(path, doc)
       }
     } catch (err) {
-      this.logger.error({ err: { message: (err as Error).message }, stateFile: path }, 'quota state file not written')
+      this.#metrics?.stateFileErrors.labels('write').inc()
+      // A missing directory or a read-only disk fails every period: one line a minute says it.
+      const held = this.#writeLog.take(Date.now())
+      if (held !== undefined) this.logger.error({ err: { message: (err as Error).message }, stateFile: path, alsoFailed: held }, 'quota state file not written')
     } finally {
       if (!sync) this.#flushing = false
     }

@@ -32,14 +32,19 @@ export const H_INIT = 0 // 0 fresh, 1 being initialized, 2 ready
 export const H_TABLE_LOCK = 1
 export const H_INFLIGHT = 2
 export const H_LIVE_PROXIES = 3
-export const H_FLUSH_TICK = 4
-export const H_ANOMALY_TICK = 5
-export const H_HEARTBEAT_TICK = 6
+// Int32 words 4-6: unused (they held the periodic jobs' period counts, see HB_*).
 export const H_RING_NEXT = 7
 export const H_SLOTS_USED = 8
 export const H_OVERFLOWS = 9
 const HEADER_I32 = 64
 const HEADER_F64 = 32
+// Header BigInt64 words (BigInt64Array indices; Int32 words 12-17): the start, in ms since the
+// Unix epoch, of the last period each periodic job ran for. A period count would not do: a config
+// reload that lengthens the period restarts the count lower, and the job would wait until the new
+// count passed the old one (hours) before running again.
+export const HB_FLUSH_AT = 6
+export const HB_ANOMALY_AT = 7
+export const HB_HEARTBEAT_AT = 8
 // Header Float64 words: Float64Array indices, after the Int32 words.
 export const HF_EPOCH = (HEADER_I32 * 4) / 8 + 0
 
@@ -81,6 +86,7 @@ export class QuotaTable {
   readonly buffer: SharedArrayBuffer
   readonly i32: Int32Array
   readonly f64: Float64Array
+  readonly i64: BigInt64Array
   readonly #u8: Uint8Array
   /** This thread's tenant → slot cache (the shared table is only locked on a miss). */
   readonly #slots = new Map<string, number>()
@@ -90,6 +96,7 @@ export class QuotaTable {
     this.buffer = buffer
     this.i32 = new Int32Array(buffer)
     this.f64 = new Float64Array(buffer)
+    this.i64 = new BigInt64Array(buffer, 0, HEADER_I32 / 2)
     this.#u8 = new Uint8Array(buffer)
   }
 

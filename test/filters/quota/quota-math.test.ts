@@ -375,6 +375,10 @@ describe('decisions on the shared table', () => {
     const doc = JSON.parse(JSON.stringify(snapshotState(table, now))) as QuotaStateDocument
     expect(usedTodayFromState(doc, 't', 'graphql', 'UTC', now)).toBe(7)
     expect(usedTodayFromState(doc, 't', 'graphql', 'UTC', now + 86_400_000)).toBe(0)
+    // a damaged file (the control plane reads it as found) counts as no usage, never a throw
+    const damaged = { version: 1, tenants: [null, { tenant: 't', kinds: null }, { tenant: 'u', kinds: { graphql: { day: 1, used: 'lots' } } }] } as unknown as QuotaStateDocument
+    expect(usedTodayFromState(damaged, 't', 'graphql', 'UTC', now)).toBe(0)
+    expect(usedTodayFromState(damaged, 'u', 'graphql', 'UTC', now)).toBe(0)
     const fresh = new QuotaTable(new SharedArrayBuffer(QUOTA_SHARED_BYTES))
     restoreState(fresh, doc)
     const r = decideLocal(fresh, fresh.slotOf('t'), rule, 1, now + 1, day, false, 1, v)

@@ -39,7 +39,9 @@ export async function loadDetokenizer(): Promise<Detokenizer | undefined> {
       const file = dlp.keyring?.file ?? './data/dlp-keyring.json'
       // Loaded per call: keys rotate on disk, and detokenization is rare and audited.
       const keyring = await new LocalKeyring(file, { create: false }).load()
-      const out: DetokenizeOutcome = { values: {}, errors: {} }
+      // Keyed by what the caller sent: null-prototype records, so a "token" named "__proto__"
+      // is an entry of its own (on {} the assignment would set the prototype and vanish).
+      const out: DetokenizeOutcome = { values: Object.create(null) as Record<string, string | null>, errors: Object.create(null) as Record<string, string> }
       for (const t of tokens) {
         try {
           out.values[t] = detokenize(t, keyring).value

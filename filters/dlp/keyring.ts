@@ -3,12 +3,16 @@
 // (mode 0600). Rotation = add a key, then promote it: new tokens use the active key, and every
 // key still in the ring reverses the tokens it made.
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { threadId } from 'node:worker_threads'
 
 /** Key ids appear inside tokens (`tok_<type>_<keyId>_…`), so they may not contain "_". */
 export const KEY_ID = /^[A-Za-z0-9]{1,32}$/
+
+/** 32 bytes: 43 characters of one base64 alphabet, optionally padded. */
+const SECRET = /^(?:[A-Za-z0-9_-]{43}|[A-Za-z0-9+/]{43})=?$/
 
 export interface KeyEntry {
   readonly id: string
@@ -55,7 +59,11 @@ export function parseKeyring(text: string, source: string): KeyringSnapshot {
   doc.keys.forEach((k, i) => {
     if (typeof k?.id !== 'string' || !KEY_ID.test(k.id)) throw new KeyringError(`${source}: keys[${i}].id: expected 1-32 letters or digits`)
     if (keys.has(k.id)) throw new KeyringError(`${source}: keys[${i}].id: duplicate key id "${k.id}"`)
-    const secret = typeof k.secret === 'string' ? Buffer.from(k.secret, 'base64url') : Buffer.alloc(0)
+    // Buffer.from(…, 'base64url') skips characters outside the alphabet: a pasted secret with a
+    // stray character or a line break would load as some other key, silently. Exactly 32 bytes in
+    // base64url (or standard base64, as KMS tools print it), optional padding, nothing else.
+    if (typeof k.secret !== 'string' || !SECRET.test(k.secret)) throw new KeyringError(`${source}: keys[${i}].secret: expected 32 bytes, base64url`)
+    const secret = Buffer.from(k.secret, k.secret.includes('+') || k.secret.includes('/') ? 'base64' : 'base64url')
     if (secret.length !== 32) throw new KeyringError(`${source}: keys[${i}].secret: expected 32 bytes, base64url`)
     keys.set(k.id, { id: k.id, secret: new Uint8Array(secret), created: String(k.created ?? '') })
   })
@@ -81,13 +89,28 @@ function newKey(id: string): KeyEntry {
 function writeKeyringFile(path: string, ring: KeyringSnapshot, exclusive: boolean, comment?: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
   const text = serializeKeyring(ring, comment)
-  if (exclusive) {
-    writeFileSync(path, text, { mode: 0o600, flag: 'wx' })
-    return
+  // Worker threads share the pid: the temp name also carries the thread id and a random part.
+  const tmp = `${path}.${process.pid}.${threadId}.${randomBytes(4).toString('hex')}.tmp`
+  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' })
+  try {
+    // Exclusive create = link the complete temp file into place (fails with EEXIST when the file
+    // exists): a thread that loses the race never sees a created-but-still-empty keyring.
+    if (exclusive) linkExclusive(tmp, path, text)
+    else renameSync(tmp, path)
+  } finally {
+    rmSync(tmp, { force: true }) // after a rename: already gone
   }
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, text, { mode: 0o600 })
-  renameSync(tmp, path)
+}
+
+function linkExclusive(tmp: string, path: string, text: string): void {
+  try {
+    linkSync(tmp, path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') throw err
+    // A volume without hard links (EPERM, ENOTSUP…): the plain exclusive create.
+    writeFileSync(path, text, { mode: 0o600, flag: 'wx' })
+  }
 }
 
 /**
@@ -152,6 +175,10 @@ export class LocalKeyring implements KeyProvider {
   }
   async version(): Promise<string> {
     const s = await stat(this.path)
-    return `${s.mtimeMs}:${s.size}`
+    // The inode too: promoteKey rewrites the file at the same size, and on a filesystem with
+    // coarse timestamps (1 s, or a restore that keeps mtimes) mtime and size alone did not move,
+    // so a promotion went unnoticed. addKey/promoteKey (and a Secret's symlink swap) replace the
+    // file, which gives it a new inode.
+    return `${s.ino}:${s.mtimeMs}:${s.size}`
   }
 }

@@ -17,14 +17,21 @@ function maskEmail(v: string): string {
 
 /** +1*******0123 */
 function maskPhone(v: string): string {
-  return phoneMask(v) ?? keepLastDigits(v, 4)
+  return phoneMask(v) ?? (digitCount(v) >= 8 ? keepLastDigits(v, 4) : maskGeneric(v))
 }
 
 /** ***-**-6789 */
 function maskSsn(v: string): string {
   let digits = ''
   for (let i = 0; i < v.length; i++) if (isDigit(v.charCodeAt(i))) digits += v[i]
+  if (digits.length !== 9) return maskGeneric(v)
   return `***-**-${digits.slice(-4)}`
+}
+
+function digitCount(v: string): number {
+  let n = 0
+  for (let i = 0; i < v.length; i++) if (isDigit(v.charCodeAt(i))) n++
+  return n
 }
 
 /** Every digit but the last `keep` becomes "*"; separators stay (**** **** **** 1111). */
@@ -47,6 +54,7 @@ function keepLastDigits(v: string, keep: number): string {
 function maskIban(v: string): string {
   let alnum = 0
   for (let i = 0; i < v.length; i++) if (v[i] !== ' ') alnum++
+  if (alnum < 12) return maskGeneric(v)
   let seen = 0
   let out = ''
   for (let i = 0; i < v.length; i++) {
@@ -63,31 +71,45 @@ function maskIban(v: string): string {
 /** 203.0.*.* */
 function maskIpv4(v: string): string {
   const p = v.split('.')
+  if (p.length !== 4) return maskGeneric(v)
   return `${p[0]}.${p[1]}.*.*`
 }
 
 /** 2001:db8:*: the first two groups (the allocation) stay. */
 function maskIpv6(v: string): string {
   const p = v.split(':')
+  if (p.length < 3) return maskGeneric(v)
   return `${p[0] || '0'}:${p[1] || '0'}:*`
 }
 
-/** Types a custom rule pack adds: everything but the last four characters. */
+/**
+ * Types a custom rule pack adds (and values of a built-in type that lack its shape, which a
+ * custom pack's looser rule may find): the last four characters stay, never more than a third
+ * of the value — "*2345" would leave one character to guess.
+ */
 function maskGeneric(v: string): string {
   if (v.length <= 4) return '****'
-  return `${'*'.repeat(Math.min(v.length - 4, 12))}${v.slice(-4)}`
+  const keep = Math.min(4, Math.floor(v.length / 3))
+  return `${'*'.repeat(Math.min(v.length - keep, 12))}${v.slice(v.length - keep)}`
+}
+
+/** Card numbers: 12-19 digits; anything shorter would keep too much of itself. */
+function maskCard(v: string): string {
+  return digitCount(v) >= 12 ? keepLastDigits(v, 4) : maskGeneric(v)
 }
 
 const MASKS: Record<string, (v: string) => string> = {
   email: maskEmail,
   phone_e164: maskPhone,
   ssn_us: maskSsn,
-  credit_card: (v) => keepLastDigits(v, 4),
+  credit_card: maskCard,
   iban: maskIban,
   ipv4: maskIpv4,
   ipv6: maskIpv6,
 }
 
 export function maskerFor(type: string): (v: string) => string {
-  return MASKS[type] ?? maskGeneric
+  // Own properties only: a custom type named "constructor" must not get Object() as its mask
+  // (which returned the value itself).
+  return Object.hasOwn(MASKS, type) ? MASKS[type]! : maskGeneric
 }

@@ -72,6 +72,12 @@ function stringList(v: unknown, where: string): string[] {
 }
 
 const MAX_FIELD_MEMO = 4096
+const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+
+/** A lookup by a name the pack chose: own properties only ("constructor" is not a validator). */
+function own<T>(table: Record<string, T>, name: unknown): T | undefined {
+  return typeof name === 'string' && Object.hasOwn(table, name) ? table[name] : undefined
+}
 
 /**
  * A punctuation character that every match of `pattern` must contain, read from the pattern's
@@ -139,6 +145,67 @@ export function requiredLiteral(pattern: string): string | undefined {
   return found
 }
 
+/**
+ * The first dangerous repetition in `pattern` (the atom and its quantifier), or undefined. A rule
+ * runs against every string of every export (up to maxValueBytes, 1 MiB by default), and V8
+ * backtracks: an unbounded run of one atom costs quadratic time on a near-miss (`\w+@` over a
+ * 50 KB word: 0.8 s), a repeated group holding an unbounded repetition exponential time
+ * (`(?:a+)+b` over 26 a's: 2 s). Either stalls the worker thread until the watchdog kills it,
+ * export after export, so a pack with one is refused at load. Allowed: bounded runs ({0,63}) and
+ * an unbounded repetition of a group whose body is bounded (the built-in e-mail rule's
+ * `(?:\.label)*`). A heuristic, not a proof: overlapping alternatives (`(?:a|ab){0,40}`) pass.
+ */
+export function dangerousRepetition(pattern: string): string | undefined {
+  const n = pattern.length
+  // Open groups: where each starts and whether its body repeats without bound.
+  const groups: { start: number; unbounded: boolean }[] = [{ start: 0, unbounded: false }]
+  let atom = 0
+  let closed: { start: number; unbounded: boolean } | undefined // the group just closed, if the atom is one
+  let i = 0
+  while (i < n) {
+    const c = pattern[i]!
+    let q: string | undefined // an unbounded quantifier at i
+    if (c === '*' || c === '+') q = c
+    else if (c === '{') q = /^\{\d+,\}/.exec(pattern.slice(i))?.[0]
+    if (q !== undefined) {
+      if (closed === undefined || closed.unbounded) return pattern.slice(atom, i + q.length)
+      groups.at(-1)!.unbounded = true
+      closed = undefined
+      i += q.length
+      continue
+    }
+    if (c === '{') {
+      const bounded = /^\{\d+(?:,\d+)?\}/.exec(pattern.slice(i))?.[0]
+      if (bounded !== undefined) {
+        i += bounded.length // a bounded quantifier: the atom stays the same
+        continue
+      }
+    }
+    if (c === '?') {
+      i++ // optional, or lazy: bounded either way
+      continue
+    }
+    closed = undefined
+    atom = i
+    if (c === '\\') i += 2
+    else if (c === '[') {
+      let j = i + 1
+      if (pattern[j] === '^') j++
+      while (j < n && pattern[j] !== ']') j += pattern[j] === '\\' ? 2 : 1
+      i = j + 1
+    } else if (c === '(') {
+      groups.push({ start: i, unbounded: false })
+      i += pattern[i + 1] === '?' ? 2 : 1
+    } else if (c === ')' && groups.length > 1) {
+      closed = groups.pop()!
+      atom = closed.start
+      if (closed.unbounded) groups.at(-1)!.unbounded = true
+      i++
+    } else i++
+  }
+  return undefined
+}
+
 export class RulePack {
   readonly name: string
   readonly version: string
@@ -159,7 +226,10 @@ export class RulePack {
     this.source = source
     if (doc === null || typeof doc !== 'object') throw new RulePackError(`${source}: expected a JSON object`)
     const d = doc as { pack?: unknown; version?: unknown; types?: unknown; rules?: unknown; fields?: unknown }
-    if (typeof d.pack !== 'string' || d.pack === '') throw new RulePackError(`${source}: pack: expected a name`)
+    // The name travels in the x-dlp header (`rules=<pack>@<version>`): a character a header cannot
+    // carry (non-Latin-1, CR/LF) crashed the worker thread on every export; ";" "=" "@" and
+    // spaces would break the header's grammar.
+    if (typeof d.pack !== 'string' || !PACK_NAME.test(d.pack)) throw new RulePackError(`${source}: pack: expected a name of 1-64 letters, digits, ".", "_" or "-"`)
     if (typeof d.version !== 'string' || !/^\d+\.\d+(\.\d+)?$/.test(d.version)) throw new RulePackError(`${source}: version: expected "major.minor[.patch]"`)
     this.name = d.pack
     this.version = d.version
@@ -177,8 +247,9 @@ export class RulePack {
     if (!Array.isArray(d.rules) || d.rules.length === 0) throw new RulePackError(`${source}: rules: expected a non-empty list`)
     const ids = new Set<string>()
     const literals: string[] = []
-    this.rules = (d.rules as RawRule[]).map((r, i) => {
+    this.rules = (d.rules as (RawRule | null)[]).map((r, i) => {
       const at = `${source}: rules[${i}]`
+      if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new RulePackError(`${at}: expected an object`)
       if (typeof r.id !== 'string' || r.id === '') throw new RulePackError(`${at}.id: expected a rule id`)
       if (ids.has(r.id)) throw new RulePackError(`${at}.id: duplicate rule id "${r.id}"`)
       ids.add(r.id)
@@ -186,19 +257,26 @@ export class RulePack {
       const type = typeof r.type === 'string' ? this.#typeIndex.get(r.type) : undefined
       if (type === undefined) throw new RulePackError(`${at}.type: expected one of ${[...this.#typeIndex.keys()].join(', ')}`)
       if (typeof r.pattern !== 'string') throw new RulePackError(`${at}.pattern: expected a regular expression`)
+      // Rules share one combined expression, so flags apply as inline modifiers: (?i:…). Other
+      // flags (u, v, g…) cannot be scoped to one rule; a flag left unread would silently change
+      // what a rule finds (a case-insensitive rule that is not: values leave undetected).
+      if (r.flags !== undefined && (typeof r.flags !== 'string' || !/^(?!.*(.).*\1)[ims]*$/.test(r.flags))) throw new RulePackError(`${at}.flags: expected any of "i", "m", "s" (each once)`)
+      const pattern = typeof r.flags === 'string' && r.flags !== '' ? `(?${r.flags}:${r.pattern})` : r.pattern
       let sticky: RegExp
       try {
-        sticky = new RegExp(r.pattern, 'y')
+        sticky = new RegExp(pattern, 'y')
       } catch (err) {
         throw new RulePackError(`${at}.pattern: ${(err as Error).message}`)
       }
+      const dangerous = dangerousRepetition(r.pattern)
+      if (dangerous !== undefined) throw new RulePackError(`${at}.pattern: "${dangerous}" repeats without bound what can itself vary (catastrophic backtracking on long values); give it a bound, e.g. {1,64}`)
       // Capture groups would shift the combined expression's group numbers.
-      if ((new RegExp(`${r.pattern}|`).exec('')?.length ?? 1) !== 1) throw new RulePackError(`${at}.pattern: use non-capturing groups (?:…) only`)
-      const validator = r.validator === undefined ? () => true : VALIDATORS[String(r.validator)]
+      if ((new RegExp(`${pattern}|`).exec('')?.length ?? 1) !== 1) throw new RulePackError(`${at}.pattern: use non-capturing groups (?:…) only`)
+      const validator = r.validator === undefined ? () => true : own(VALIDATORS, r.validator)
       if (validator === undefined) throw new RulePackError(`${at}.validator: expected one of ${Object.keys(VALIDATORS).join(', ')}`)
       const ctx = r.context
       const ex = r.exclude
-      const lit = requiredLiteral(r.pattern)
+      const lit = requiredLiteral(pattern)
       let literal = lit === undefined ? -1 : literals.indexOf(lit)
       if (lit !== undefined && literal === -1 && literals.length < 8) literal = literals.push(lit) - 1
       return {
@@ -208,7 +286,7 @@ export class RulePack {
         counter: i,
         type,
         validator,
-        pattern: r.pattern,
+        pattern,
         sticky,
         contextWords: ctx?.words === undefined ? undefined : stringList(ctx.words, `${at}.context.words`),
         contextWindow: typeof ctx?.window === 'number' ? ctx.window : 32,
@@ -221,15 +299,17 @@ export class RulePack {
     this.literals = literals
     const fieldRules: (FieldRule | undefined)[] = types.map(() => undefined)
     if (d.fields !== undefined) {
-      for (const [name, f] of Object.entries(d.fields as Record<string, { rule?: unknown; version?: unknown; exact?: unknown; contains?: unknown }>)) {
+      if (d.fields === null || typeof d.fields !== 'object' || Array.isArray(d.fields)) throw new RulePackError(`${source}: fields: expected an object`)
+      for (const [name, f] of Object.entries(d.fields as Record<string, { rule?: unknown; version?: unknown; exact?: unknown; contains?: unknown } | null>)) {
         if (name.startsWith('$')) continue
+        if (f === null || typeof f !== 'object' || Array.isArray(f)) throw new RulePackError(`${source}: fields.${name}: expected an object`)
         const type = this.#typeIndex.get(name)
         if (type === undefined) throw new RulePackError(`${source}: fields.${name}: not a type of this pack`)
         fieldRules[type] = {
           type,
           label: `${typeof f.rule === 'string' ? f.rule : `${name}.field`}@${typeof f.version === 'string' ? f.version : this.version}`,
           counter: this.rules.length + type,
-          validator: FIELD_VALIDATORS[name],
+          validator: own(FIELD_VALIDATORS, name),
           exact: new Set(stringList(f.exact ?? [], `${source}: fields.${name}.exact`)),
           contains: stringList(f.contains ?? [], `${source}: fields.${name}.contains`),
         }

@@ -1,6 +1,13 @@
 // The checks a rule pack names by string ("validator": "luhn"): what a regular expression
 // cannot say (checksums, number plans, reserved ranges). Pure functions of the candidate and
 // the text around it, so they are tested and evaluated without sockets.
+//
+// What is detected is ASCII-shaped text: digits 0-9, ASCII separators (space, "-", ".", "()"),
+// ASCII e-mail addresses. Look-alikes are not: full-width or other-script digits
+// ("１２３-４５-６７８９", "١٢٣-٤٥-٦٧٨٩"), a non-breaking space or hyphen (U+00A0, U+2011) as a
+// separator, and zero-width or soft-hyphen characters inside a value ("ada\u200d@example.com")
+// pass as text. Catching them takes normalizing the string (NFKC, format characters removed)
+// before the rules run, with offsets mapped back: the scanner's job, not a validator's.
 import { isIPv4, isIPv6 } from 'node:net'
 import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max'
 import { GenerationalMemo } from './generational-memo.ts'

@@ -397,12 +397,42 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const reason = STATUS_CODES[info.status] ?? ''
     if (Buffer.isBuffer(body)) {
       info.headers['content-length'] = String(body.length)
-      res.writeHead(info.status, reason, flattenHeaders(info.headers))
+      if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
       res.end(body)
     } else {
       delete info.headers['content-length']
-      res.writeHead(info.status, reason, flattenHeaders(info.headers))
+      if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
       pipeline(body, res, noop)
+    }
+  }
+
+  /**
+   * writeHead, for heads that carry values a filter set (ctx.addResponseHeader, a rewritten
+   * header): node:http throws on a value it cannot send (CR/LF, non-Latin-1), and thrown here it
+   * would end the worker thread and every connection on it. Refused, the client gets a plain 500
+   * (no filter headers), the upstream transfer stops, and it is logged and counted.
+   */
+  #writeHead(status: number, headers: string[], reason?: string): boolean {
+    const res = this.res
+    try {
+      if (reason === undefined) res.writeHead(status, headers)
+      else res.writeHead(status, reason, headers)
+      return true
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      this.ctx.log.error({ err: { message: e.message, code: e.code } }, 'response head refused by node:http (a header value it cannot send)')
+      this.proxy.metrics.proxyErrors.labels(this.route.name, 'INTERNAL_SERVER_ERROR').inc()
+      this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+      this.phase = Phase.Done
+      if (this.controller !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
+      const r = errorReply('INTERNAL_SERVER_ERROR', 'the gateway could not send this response head')
+      const body = Buffer.from(r.body)
+      if (!res.headersSent && !res.destroyed) {
+        res.removeHeader('content-length')
+        res.writeHead(r.status, STATUS_CODES[r.status]!, { ...r.headers, 'content-length': String(body.length) })
+        res.end(body)
+      } else res.destroy()
+      return false
     }
   }
 
@@ -566,7 +596,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     if (this.route.responsePhase.length === 0) {
-      this.res.writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))
+      if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))) return
       this.phase = Phase.Direct
       return
     }
@@ -620,7 +650,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (res.destroyed) return
     const body = info.touchedBody
     if (body === undefined) {
-      res.writeHead(info.status, flattenHeaders(info.headers))
+      if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Direct
       const held = this.#held
       this.#held = undefined
@@ -633,14 +663,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The filter answered with bytes of its own (a 500 from a failed filter, a rewrite).
       // An upstream body it read only in part is not needed any more.
       if (this.#body !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
-      this.phase = Phase.Done
       info.headers['content-length'] = String(body.length)
-      res.writeHead(info.status, flattenHeaders(info.headers))
+      if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
+      this.phase = Phase.Done
       res.end(body)
       return
     }
     if (info.lengthChanged) delete info.headers['content-length'] // a filter re-wrote the bytes
-    res.writeHead(info.status, flattenHeaders(info.headers))
+    if (!this.#writeHead(info.status, flattenHeaders(info.headers))) {
+      body.destroy()
+      return
+    }
     this.phase = Phase.Stream
     const upstreamBody = this.#body!
     const held = this.#held

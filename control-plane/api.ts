@@ -29,6 +29,10 @@ export interface ApiDeps extends PluginRouteDeps {
   usedToday: UsedToday
 }
 
+/** How far a usage report's `at` may be from this clock and still decide its day (see /v1/usage). */
+const MAX_USAGE_AHEAD_MS = 5 * 60_000
+const MAX_USAGE_BEHIND_MS = 35 * 86_400_000
+
 const actorOf = (ctx: RouteContext) => ctx.subject?.sub ?? 'anonymous'
 const problem = (desc = 'error'): { description: string; schema: Record<string, unknown>; contentType: string } => ({ description: desc, schema: ref('Problem'), contentType: 'application/problem+json' })
 const COMMON = { 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy'), 503: problem('the database is unavailable, or there is no config yet (retry; Retry-After)') }
@@ -674,8 +678,18 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       auth: { action: 'proxy.sync', resource: () => ({ type: 'usage' }) },
       doc: { summary: 'A proxy’s per-tenant counters for one interval (deltas; duplicates ignored)', tags: ['usage'], requestBody: ref('UsageReport'), responses: { 200: { description: 'counted', schema: ref('UsageAccepted') }, 400: problem('bad report'), ...COMMON } },
       async handle(ctx) {
-        const r = validateReport(await readJson(ctx.req))
+        let r = validateReport(await readJson(ctx.req))
         if (typeof r === 'string') throw new HttpError(400, 'invalid usage report', { problems: [r] })
+        // The proxy's clock decides the day its counts land on — within reason. Far ahead, or
+        // further behind than any outage a proxy's pending reports outlive, is a clock problem:
+        // those counts land on today by this clock (with a warning) instead of on days that no
+        // statement asks for ("10000-01-01") or that were closed long ago.
+        const now = Date.now()
+        const skewMs = Date.parse(r.at) - now
+        if (skewMs > MAX_USAGE_AHEAD_MS || skewMs < -MAX_USAGE_BEHIND_MS) {
+          deps.logger.warn({ proxyId: r.proxyId, at: r.at, skewMs }, 'usage report time is far from the control plane clock: counted at receipt')
+          r = { ...r, at: new Date(now).toISOString() }
+        }
         const doc = store.head()?.document ?? {}
         const limits = new Map(readQuotaLimits(doc).map((q) => [`${q.tenant}\u0000${q.kind}`, q.limitPerDay]))
         const out = await usage.ingest(r, (t) => tenantZone(doc, t), limits)

@@ -174,3 +174,24 @@ describe('two control plane replicas on one empty PostgreSQL', () => {
     }
   }, 30_000)
 })
+
+describe('a usage report whose time is far from the control plane clock', () => {
+  it('counts on today by this clock (not on "10000-01-01" or a day closed long ago); a plausible past time keeps its day', async () => {
+    const cp = await startTestControlPlane()
+    try {
+      const proxy = await cp.token({ sub: 'skewed', roles: ['proxy'] })
+      const report = (seq: number, at: string) => JSON.stringify({ proxyId: 'skewed-1', bootId: 'b', seq, at, tenants: { acme: { requests: 1 } } })
+      const today = new Date().toISOString().slice(0, 10)
+      for (const [seq, at] of [[1, '9999-12-31T23:59:00Z'], [2, '0001-01-01T00:00:00Z'], [3, new Date(Date.now() + 3_600_000).toISOString()]] as const) {
+        expect((await cp.api('/v1/usage', { method: 'POST', body: report(seq, at), token: proxy })).status).toBe(200)
+      }
+      // a proxy back after a two-day outage: its report keeps the day it was counted on
+      const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000)
+      expect((await cp.api('/v1/usage', { method: 'POST', body: report(4, twoDaysAgo.toISOString()), token: proxy })).status).toBe(200)
+      const rows = await cp.db.query<{ day: string; value: unknown }>("SELECT day, value FROM usage_daily WHERE tenant = 'acme' AND metric = 'requests' ORDER BY day")
+      expect(rows.map((r) => [r.day, Number(r.value)])).toEqual([[twoDaysAgo.toISOString().slice(0, 10), 1], [today, 3]])
+    } finally {
+      await cp.close()
+    }
+  })
+})

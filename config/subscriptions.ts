@@ -90,6 +90,13 @@ export const subscriptionsConfig = z.strictObject({
        */
       lingerMs: durationMs.default(30_000),
       /**
+       * Upstream subscriptions (shared streams) one worker thread keeps open, in use or lingering.
+       * A new stream over it first closes lingering ones (no client left), oldest first; when
+       * every stream has clients the subscribe is refused with OVERLOADED. The default is
+       * 100 connections' worth of maxSubscriptionsPerConnection with nothing shared.
+       */
+      maxStreams: z.int().min(1).max(1_000_000).default(10_000),
+      /**
        * The backend resumes a stream: events carry `extensions.eventId`; on resubscribe the
        * gateway sends `extensions.lastEventId` and keeps the epoch when the first event answers
        * with `extensions.resumedFrom` equal to it. Otherwise a reconnect starts a new epoch.

@@ -39,6 +39,8 @@ export class Subscription implements StreamSubscriber, GapHolder {
   readonly prefix: string
   readonly topic: string | undefined
   readonly matcher: EventMatcher | undefined
+  /** The subscribe it was admitted for (a topic replay runs it again, from another cursor). */
+  readonly cmd: SubscribeCommand
   stream: Stream | undefined = undefined
   streamIndex = -1
   lastCursor: string | null = null
@@ -50,13 +52,14 @@ export class Subscription implements StreamSubscriber, GapHolder {
   #sctx: SubscriptionContext | undefined = undefined
   #owner = true
 
-  constructor(conn: ClientConnection, id: string, ctx: RequestContext, topic: string | undefined, matcher: EventMatcher | undefined) {
+  constructor(conn: ClientConnection, cmd: SubscribeCommand, ctx: RequestContext, matcher: EventMatcher | undefined) {
     this.conn = conn
-    this.id = id
+    this.cmd = cmd
+    this.id = cmd.id
     this.ctx = ctx
-    this.topic = topic
+    this.topic = cmd.topic
     this.matcher = matcher
-    this.prefix = conn.writer.nextPrefix(id, topic)
+    this.prefix = conn.writer.nextPrefix(cmd.id, cmd.topic)
   }
 
   push(entry: QueuedEntry): void {
@@ -118,19 +121,12 @@ export class Subscription implements StreamSubscriber, GapHolder {
   }
 
   /**
-   * A new subscription object under the same id and request context (re-send on demand):
-   * this one stops receiving, its queued messages are discarded, cleanups stay with the successor.
+   * It is over (client stop, stream completed or errored, connection closed, a topic replay
+   * starting over): release everything once. `detach: false` leaves it on its stream, receiving
+   * nothing, so a stream it alone kept alive does not close before the replay's subscribe
+   * attaches (the caller detaches it then).
    */
-  successor(): Subscription {
-    const next = new Subscription(this.conn, this.id, this.ctx, this.topic, this.matcher)
-    this.#owner = false
-    this.closed = true
-    this.stream?.detach(this)
-    return next
-  }
-
-  /** It is over (client stop, stream completed or errored, connection closed): release everything once. */
-  end(): void {
+  end(detach = true): void {
     if (this.closed && !this.#owner) return
     const wasOwner = this.#owner
     this.closed = true
@@ -138,7 +134,7 @@ export class Subscription implements StreamSubscriber, GapHolder {
     this.pendingGap = undefined
     this.#held = undefined
     this.#cancel?.()
-    this.stream?.detach(this)
+    if (detach) this.stream?.detach(this)
     if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
     if (wasOwner) {
       this.conn.tierMetrics.subscriptions.dec()
@@ -413,7 +409,8 @@ export class ClientConnection {
     this.#sendNow(this.writer.error(id, [{ message, extensions: { code } }]))
   }
 
-  #subscribe(cmd: SubscribeCommand): void {
+  /** Returns the admission in flight (undefined when the subscribe was refused or answered at once). */
+  #subscribe(cmd: SubscribeCommand): Promise<void> | undefined {
     if (this.#state === 'init') {
       if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.unauthorized, 'Unauthorized')
       else this.#refuse(cmd.id, 'BAD_REQUEST', 'send connection_init first')
@@ -475,7 +472,7 @@ export class ClientConnection {
     const snap = this.hub.host.snapshot
     // Hold the snapshot while its filters run, so a reload cannot close them mid-call.
     snap.inflight++
-    runRequestChain(ctx, route, this.hub.host.metrics)
+    return runRequestChain(ctx, route, this.hub.host.metrics)
       .then(
         (reply) => {
           this.#admissionOver(cmd.id, pending)
@@ -561,15 +558,32 @@ export class ClientConnection {
       return
     }
     if (this.tier === undefined) this.#setTier(ctx.tier ?? this.hub.config.defaultTier)
-    const sub = new Subscription(this, cmd.id, ctx, cmd.topic, matcher)
+    let stream: Stream | undefined
+    if (opType === 'subscription') {
+      stream = this.hub.streamFor(ctx, gql, route, this.upgrade.url ?? '/', headers, params)
+      if (stream === undefined) {
+        ctx.runCleanups()
+        const max = this.hub.config.upstream.maxStreams
+        this.hub.metrics.rejections.labels('OVERLOADED').inc()
+        this.#sendNow(
+          this.writer.error(cmd.id, [
+            {
+              message: `this gateway worker holds its limit of ${max} upstream subscriptions and every one has subscribers; retry later`,
+              extensions: { code: 'OVERLOADED', limit: max, retryAfterSeconds: 1 },
+            },
+          ]),
+        )
+        return
+      }
+    }
+    const sub = new Subscription(this, cmd, ctx, matcher)
     this.subs.set(cmd.id, sub)
     this.tierMetrics.subscriptions.inc()
-    if (opType !== 'subscription') {
+    if (stream === undefined) {
       this.#single(sub, gql, route, headers, params)
       return
     }
     const cursor = cmd.cursor
-    const stream = this.hub.streamFor(ctx, gql, route, this.upgrade.url ?? '/', headers, params)
     sub.stream = stream
     const ack = this.writer.subscribed(cmd.id, cmd.topic ?? '', cursor ?? stream.headCursor)
     if (ack !== undefined) this.#sendNow(ack)
@@ -600,7 +614,15 @@ export class ClientConnection {
     sub.setCancel(cancel)
   }
 
-  /** Topic protocol re-send on demand: the subscription starts over from `cursor`. */
+  /**
+   * Topic protocol re-send on demand: the subscription starts over from `cursor`. It is a
+   * resubscribe, admitted like any subscribe (the route's chain with ctx.subscription set, so
+   * tenant and quota filters count it): each replay can re-send up to replay.maxEvents events,
+   * so it must cost what a subscribe with that cursor costs. The current subscription ends first
+   * (its quota slot is released: a replay never needs two); refused, the client gets the error
+   * and the subscription stays ended. It stays on its stream, delivering nothing, until the new
+   * admission is over, so the stream does not close (lingerMs 0) in between.
+   */
   #replay(id: string, cursor: string): void {
     const old = this.subs.get(id)
     const stream = old?.stream
@@ -608,12 +630,11 @@ export class ClientConnection {
       this.#sendNow(this.writer.badMessage(`no live subscription "${id.slice(0, 64)}" to replay`, id))
       return
     }
-    const sub = old.successor()
-    this.subs.set(id, sub)
-    sub.stream = stream
-    const ack = this.writer.subscribed(id, sub.topic ?? '', cursor)
-    if (ack !== undefined) this.#sendNow(ack)
-    stream.attach(sub, cursor)
+    old.end(false)
+    const unpin = (): void => stream.detach(old)
+    const admission = this.#subscribe({ ...old.cmd, cursor })
+    if (admission === undefined) unpin()
+    else void admission.then(unpin, unpin)
   }
 
   /**

@@ -41,6 +41,9 @@ export interface HubHost {
   finishUpgradeRaw(req: IncomingMessage): void
 }
 
+/** At most one maxStreams warning per this interval (the count of refusals rides on the next). */
+const CAPACITY_LOG_MS = 10_000
+
 /** Bytes of process-shared memory for the fallback cursor key (see `processCursorKey`). */
 export const CURSOR_KEY_SHARED_BYTES = 64
 
@@ -78,6 +81,11 @@ export class SubscriptionHub {
   readonly pool: UpstreamPool
   readonly logger: Logger
   readonly streams = new Map<string, Stream>()
+  /** Streams without clients, waiting out their linger time: oldest first (insertion order). */
+  readonly #idle = new Set<Stream>()
+  /** maxStreams refusals since the last warning (logged at most every CAPACITY_LOG_MS). */
+  #capRefused = 0
+  #capLoggedAt = Number.NEGATIVE_INFINITY
   readonly connections = new Set<ClientConnection>()
   /** Connections with something queued, by tier: shed bronze first, then silver, when over budget. */
   readonly backlogged: Record<Tier, Set<ClientConnection>> = { gold: new Set(), silver: new Set(), bronze: new Set() }
@@ -261,8 +269,10 @@ export class SubscriptionHub {
   /**
    * The shared stream for an admitted subscribe, opened upstream when it is the first of its
    * kind. `headers` and `params` are the credentials the upstream connection is opened with.
+   * Undefined when it would be a new stream and the worker is at `upstream.maxStreams` with
+   * every stream in use (lingering ones are closed first, oldest first, to make room).
    */
-  streamFor(ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, upgradeUrl: string, headers: Record<string, string>, params: Record<string, unknown> | undefined): Stream {
+  streamFor(ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, upgradeUrl: string, headers: Record<string, string>, params: Record<string, unknown> | undefined): Stream | undefined {
     const cfg = this.config
     const upstreamUrl = upstreamWsUrl(route, upgradeUrl)
     const scope = ctx.subscription?.dedupScope ?? credentialScope(headers, params)
@@ -278,6 +288,10 @@ export class SubscriptionHub {
     })
     let stream = this.streams.get(key)
     if (stream === undefined || stream.done) {
+      if (!this.#makeRoom(cfg.upstream.maxStreams)) {
+        this.#atCapacity(cfg.upstream.maxStreams, ctx.tenant)
+        return undefined
+      }
       stream = new Stream({
         key,
         streamId,
@@ -293,13 +307,42 @@ export class SubscriptionHub {
         metrics: this.metrics,
         logger: this.logger,
         onClosed: (s) => {
+          this.#idle.delete(s)
           if (this.streams.get(s.key) === s) this.streams.delete(s.key)
         },
+        onIdle: (s) => void this.#idle.add(s),
+        onBusy: (s) => void this.#idle.delete(s),
       })
       this.streams.set(key, stream)
       stream.start()
     }
     return stream
+  }
+
+  /**
+   * Room for one more stream under `max`: lingering streams (no client) are closed, the one idle
+   * longest first. False when every stream left has clients.
+   */
+  #makeRoom(max: number): boolean {
+    while (this.streams.size >= max) {
+      const next = this.#idle.values().next()
+      if (next.done === true) return false
+      const s = next.value
+      this.#idle.delete(s)
+      this.metrics.streamEvictions.inc()
+      this.logger.debug({ streamId: s.streamId, streams: this.streams.size, maxStreams: max }, 'closing a lingering stream to stay within upstream.maxStreams')
+      s.close()
+    }
+    return true
+  }
+
+  #atCapacity(max: number, tenant: string | undefined): void {
+    this.#capRefused++
+    const now = performance.now()
+    if (now - this.#capLoggedAt < CAPACITY_LOG_MS) return
+    this.#capLoggedAt = now
+    this.logger.warn({ maxStreams: max, streams: this.streams.size, refused: this.#capRefused, tenant }, 'subscriptions.upstream.maxStreams reached with every stream in use: refusing new streams with OVERLOADED')
+    this.#capRefused = 0
   }
 
   /** A connection's queued bytes changed by `delta`; over the worker's budget, shed bronze then silver. */

@@ -25,6 +25,7 @@ export class HubMetrics {
   readonly upstreams: Gauge
   readonly upstreamConnections: Gauge
   readonly upstreamReconnects: Counter
+  readonly streamEvictions: Counter
   readonly events: Counter
   readonly gaps: Counter<'reason'>
   readonly replayEvents: Counter<'source'>
@@ -52,6 +53,7 @@ export class HubMetrics {
     this.upstreams = gauge(registry, { name: 'igw_subscription_upstreams', help: 'Upstream subscriptions (shared streams); igw_subscriptions_active divided by this is the dedup ratio' })
     this.upstreamConnections = gauge(registry, { name: 'igw_subscription_upstream_connections', help: 'WebSocket connections to upstreams carrying shared streams' })
     this.upstreamReconnects = counter(registry, { name: 'igw_subscription_upstream_reconnects_total', help: 'Upstream connections re-established after a drop' })
+    this.streamEvictions = counter(registry, { name: 'igw_subscription_upstream_evictions_total', help: 'Lingering upstream subscriptions (no client left) closed early to stay within subscriptions.upstream.maxStreams' })
     this.events = counter(registry, { name: 'igw_subscription_events_total', help: 'Events received from upstream subscriptions' })
     this.gaps = counter(registry, { name: 'igw_replay_gaps_total', help: 'Gap notices sent to clients, by reason (trimmed, expired, epoch, invalid, dropped)', labelNames: ['reason'] })
     this.replayEvents = counter(registry, { name: 'igw_replay_events_total', help: 'Events re-sent from a replay log, by source (memory, redis)', labelNames: ['source'] })

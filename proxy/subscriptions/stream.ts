@@ -49,6 +49,10 @@ export interface StreamOptions {
   metrics: HubMetrics
   logger: Logger
   onClosed: (s: Stream) => void
+  /** Its last client left: it lingers (a candidate to close first when the worker is at maxStreams). */
+  onIdle?: (s: Stream) => void
+  /** A client attached to it while it lingered. */
+  onBusy?: (s: Stream) => void
 }
 
 type State = 'live' | 'interrupted' | 'resuming' | 'done'
@@ -262,6 +266,7 @@ export class Stream implements UpstreamListener {
     if (this.#linger !== undefined) {
       clearTimeout(this.#linger)
       this.#linger = undefined
+      this.#o.onBusy?.(this)
     }
     sub.streamIndex = this.#subs.length
     this.#subs.push(sub)
@@ -382,6 +387,12 @@ export class Stream implements UpstreamListener {
       if (this.#subs.length === 0) this.close()
     }, this.#o.lingerMs)
     this.#linger.unref()
+    this.#o.onIdle?.(this)
+  }
+
+  /** No client, only waiting for its linger time to end. */
+  get lingering(): boolean {
+    return this.#linger !== undefined
   }
 
   /** End the upstream subscription and forget the stream. */

@@ -110,7 +110,7 @@ export function createQuotaMetrics(registry: Registry, sources: GaugeSources): Q
     rejections: counter(registry, { name: 'igw_quota_rejections_total', help: 'Requests refused by the quota filter, by kind and reason', labelNames: ['kind', 'reason'] }),
     wouldReject: counter(registry, { name: 'igw_quota_would_reject_total', help: 'Requests a shadow rule would have refused (let through)', labelNames: ['kind', 'reason'] }),
     decisions: decisionHistogram(registry),
-    redisErrors: counter(registry, { name: 'igw_quota_redis_errors_total', help: 'Quota decisions Redis did not answer in time or at all', labelNames: ['error'] }),
+    redisErrors: counter(registry, { name: 'igw_quota_redis_errors_total', help: 'Quota calls Redis did not answer in time or at all (timeout, unavailable, error), and groups of one tenant whose keys it refused (key)', labelNames: ['error'] }),
     fallbacks: counter(registry, { name: 'igw_quota_redis_fallbacks_total', help: 'Decisions made by the Redis outage policy', labelNames: ['policy'] }),
     recoveries: counter(registry, { name: 'igw_quota_redis_recoveries_total', help: 'Times the Redis circuit breaker closed again after an outage' }),
     qosDrops: counter(registry, { name: 'igw_qos_drops_total', help: 'Requests shed under overload, by tier', labelNames: ['tier'] }),

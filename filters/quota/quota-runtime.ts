@@ -112,6 +112,8 @@ export class QuotaRuntime {
   readonly #heartbeat: PeriodicJob
   #flushing = false
   readonly #writeLog = new LogThrottle(60_000)
+  /** Keys Redis refused (one tenant's decisions): every call fails again until someone fixes the key. */
+  readonly #keyLog = new LogThrottle(10_000)
   /** Set when the state file could not be read at start (counted once metrics exist). */
   #readFailed = false
 
@@ -223,6 +225,10 @@ export class QuotaRuntime {
       recovered: () => {
         m.recoveries.inc()
         if (this.#store !== undefined) void this.reconcile(this.#store)
+      },
+      keyRefused: (keys, said) => {
+        const held = this.#keyLog.take(Date.now())
+        if (held !== undefined) this.logger.error({ keys, redisError: said, alsoFailed: held }, 'redis refused a tenant\'s quota keys: its decisions follow the outage policy')
       },
     })
   }

@@ -29,6 +29,8 @@
 //          flags are followed by used, retryMs and the tokens / budget total the rule has, after
 //          the decision. An all-admitted batch is then one value per decision, not eight: less to
 //          encode for Redis and much less for ioredis to parse (~170 ns per integer).
+//          A group that failed on its own keys is one value instead: the error text (a bulk
+//          string, where its first value is always an integer), and nothing for its decisions.
 export const GROUP_HEAD = 16
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
@@ -213,13 +215,8 @@ local function group(K1, K2, A)
     end
   end
 
-  if rate > 0 then
-    if newday then redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used, 'd', d)
-    else redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used) end
-  elseif newday then redis.call('HSET', K1, 'u', used, 'd', d)
-  else redis.call('HSET', K1, 'u', used) end
-  -- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
-  if newday then redis.call('PEXPIRE', K1, 172800000) end
+  -- the budget first: HINCRBY is the one write that can fail on a damaged field (not an
+  -- integer), and then the kind hash has not been charged for decisions that fail
   if bunits >= 0 then
     if add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add) end
     local w = setb or {}
@@ -227,12 +224,36 @@ local function group(K1, K2, A)
     if ra ~= ora or rn ~= orn then w[#w + 1] = 'ra'; w[#w + 1] = ra; w[#w + 1] = 'rn'; w[#w + 1] = rn end
     if #w > 0 then redis.call('HSET', K2, unpack(w)) end
   end
+  if rate > 0 then
+    if newday then redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used, 'd', d)
+    else redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used) end
+  elseif newday then redis.call('HSET', K1, 'u', used, 'd', d)
+  else redis.call('HSET', K1, 'u', used) end
+  -- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
+  if newday then redis.call('PEXPIRE', K1, 172800000) end
   return A + ${GROUP_HEAD} + count
 end
 
+-- A group that fails on its own keys (WRONGTYPE: another tool's key under our prefix; a budget
+-- bucket that is not an integer) must not fail the other tenants of the call: its slot in the reply is
+-- the error text instead. Its reads come before its writes, so a key of the wrong type fails it
+-- before it wrote anything. Errors about Redis itself (OOM, READONLY, NOPERM, MISCONF, …: an
+-- upper-case code other than ERR and WRONGTYPE) still fail the whole call: that is an outage.
 local A = 0
 for g = 1, #KEYS / 2 do
-  A = group(KEYS[2 * g - 1], KEYS[2 * g], A)
+  local o0 = o
+  local ok, res = pcall(group, KEYS[2 * g - 1], KEYS[2 * g], A)
+  if ok then
+    A = res
+  else
+    if type(res) == 'table' then res = res.err end
+    res = tostring(res)
+    local code = string.match(res, '^(%u+) ')
+    if code ~= nil and code ~= 'ERR' and code ~= 'WRONGTYPE' then return redis.error_reply(res) end
+    for i = o0 + 1, o do out[i] = nil end
+    o = o0 + 1; out[o] = res
+    A = A + ${GROUP_HEAD} + tonumber(ARGV[A + 1])
+  end
 end
 return out
 `

@@ -18,7 +18,16 @@ interface QuotaCommands {
 
 type QuotaRedis = Redis & QuotaCommands
 
-export type RedisFailure = 'timeout' | 'unavailable' | 'error'
+/**
+ * Why Redis did not decide: it did not answer in time, the connection is down, it refused the
+ * whole call (OOM, NOPERM, …) — an outage, counted by the breaker — or (`key`) it answered but
+ * refused one group's keys (a key of the wrong type under our prefix): that tenant only, and
+ * not an outage.
+ */
+export type RedisFailure = 'timeout' | 'unavailable' | 'error' | 'key'
+
+/** A script reply: integers, and a group's error text (a Buffer: no reply encoding) where it failed. */
+export type ScriptReply = readonly (number | Buffer)[]
 
 export interface RedisStoreSettings {
   budgetMs: number
@@ -32,6 +41,11 @@ export interface RedisStoreEvents {
   /** `said`: Redis's own refusal text when the failure that opened the breaker was one. */
   breakerChanged(open: boolean, said?: string): void
   recovered(): void
+  /**
+   * Redis refused one group's keys (`said`: its error text): that group's decisions follow the
+   * outage policy, the call's other groups were decided. Counted as failure('key') first.
+   */
+  keyRefused?(keys: readonly string[], said: string): void
 }
 
 const defined = new WeakSet<Redis>()
@@ -70,6 +84,8 @@ export const RULE_CONSTANTS = GROUP_HEAD - 3
  */
 export class DecisionRule {
   readonly keys: Buffer
+  /** The key names (the log of a refused group names them). */
+  readonly keyNames: readonly string[]
   readonly args: Buffer
   /** The script reports tokens (the rule has a bucket) and the budget total (it has a budget). */
   readonly hasRate: boolean
@@ -82,6 +98,7 @@ export class DecisionRule {
     this.args = Buffer.from(constants.map((c) => bulk(String(c))).join(''))
     this.hasRate = Number(constants[0]) > 0
     this.hasBudget = Number(constants[3]) >= 0
+    this.keyNames = this.hasBudget ? [kindKey, budgetKey] : [kindKey]
   }
 }
 
@@ -110,16 +127,16 @@ export class DecisionResult {
   readAt = 0
 
   /** Read a group's state before its first decision at `at` of a script reply; returns the offset after it. */
-  begin(reply: number[], at: number, rule: DecisionRule): number {
-    this.used = reply[at++]!
-    this.tokens = rule.hasRate ? reply[at++]! : 0
-    this.total = rule.hasBudget ? reply[at++]! : 0
+  begin(reply: ScriptReply, at: number, rule: DecisionRule): number {
+    this.used = reply[at++] as number
+    this.tokens = rule.hasRate ? (reply[at++] as number) : 0
+    this.total = rule.hasBudget ? (reply[at++] as number) : 0
     return at
   }
 
   /** Read the group's next decision (of `cost` units) at `at`; returns the offset of the next one. */
-  next(reply: number[], at: number, rule: DecisionRule, cost: number): number {
-    const flags = reply[at++]!
+  next(reply: ScriptReply, at: number, rule: DecisionRule, cost: number): number {
+    const flags = reply[at++] as number
     this.retryMs = 0
     if (flags === 1) {
       // admitted by every rule: the script took the cost from each (redis-script.ts)
@@ -136,11 +153,11 @@ export class DecisionResult {
     this.reason = (flags >> 1) & 7
     this.fired = (flags >> 4) & 15
     this.would = (flags >> 8) & 7
-    this.used = reply[at]!
-    this.retryMs = reply[at + 1]!
+    this.used = reply[at] as number
+    this.retryMs = reply[at + 1] as number
     at += 2
-    if (rule.hasRate) this.tokens = reply[at++]!
-    if (rule.hasBudget) this.total = reply[at++]!
+    if (rule.hasRate) this.tokens = reply[at++] as number
+    if (rule.hasBudget) this.total = reply[at++] as number
     return at
   }
 
@@ -268,7 +285,7 @@ class Batch {
     this.store = store
   }
 
-  onReply = (flat: number[]): void => {
+  onReply = (flat: ScriptReply): void => {
     const store = this.store
     store.replies++
     const groups = this.groups
@@ -280,6 +297,12 @@ class Batch {
       // Too late for the requests, but Redis counted them: the callers square their books.
       for (let g = 0; g < groups.length; g++) {
         const { rule, costs, waiters } = groups[g]!
+        if (typeof flat[at] !== 'number') {
+          // Redis refused this group's keys: it counted nothing for it.
+          store.keyRefused(rule, flat[at++]!)
+          for (let i = 0; i < waiters.length; i++) waiters[i]!.late(undefined)
+          continue
+        }
         at = d.begin(flat, at, rule)
         for (let i = 0; i < waiters.length; i++) {
           at = d.next(flat, at, rule, costs[i]!)
@@ -290,9 +313,15 @@ class Batch {
     }
     this.done = true
     clearTimeout(this.timer)
+    // Redis answered, even where it refused a group's keys: not an outage for the breaker.
     store.succeeded()
     for (let g = 0; g < groups.length; g++) {
       const { rule, costs, waiters } = groups[g]!
+      if (typeof flat[at] !== 'number') {
+        store.keyRefused(rule, flat[at++]!)
+        for (let i = 0; i < waiters.length; i++) waiters[i]!.failed('key')
+        continue
+      }
       const last = waiters.length - 1
       at = d.begin(flat, at, rule)
       for (let i = 0; i <= last; i++) {
@@ -534,6 +563,12 @@ export class RedisQuotaStore {
       this.#events.recovered()
       this.#events.breakerChanged(false)
     }
+  }
+
+  /** Redis refused one group's keys (the script's error text in its place of the reply). */
+  keyRefused(rule: DecisionRule, said: number | Buffer): void {
+    this.#events.failure('key')
+    this.#events.keyRefused?.(rule.keyNames, String(said).slice(0, 200))
   }
 
   /** `said`: what Redis answered when it refused the call (OOM, NOPERM, …); none for timeouts and lost connections. */

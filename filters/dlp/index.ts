@@ -85,7 +85,6 @@ class DlpFilter implements Filter {
     this.#shared = shared
     this.#pack = shared.pack
     this.#policy = shared.policy
-    shared.keyring.onError = (err) => deps.logger.error({ err: { message: (err as Error).message }, keyring: shared.keyring.provider.description }, 'DLP keyring reload failed; keeping the last good keyring')
     // Compile every preset now: a preset naming a type the rule pack lacks fails the config.
     for (const [name, preset] of Object.entries(this.#dlp.presets)) {
       const actions = compileActions(this.#pack, preset)
@@ -95,6 +94,12 @@ class DlpFilter implements Filter {
     this.#responsePaths = cfg.exports.graphql.responsePaths.map((p) => p.split('.'))
     this.#actionsTotal = counter(deps.registry, { name: 'igw_dlp_actions_total', help: 'Sensitive values acted on in exports, by type and action (pass: found, no action in the preset)', labelNames: ['type', 'action'] })
     this.#exportsTotal = counter(deps.registry, { name: 'igw_dlp_exports_total', help: 'Exports inspected, by format and outcome', labelNames: ['format', 'outcome'] })
+    // Failed reloads and a keyring file others can read: logged (rate-limited) and counted here,
+    // on this worker's registry, so a scrape sums every worker's.
+    shared.keyring.attach({
+      logger: deps.logger,
+      failures: counter(deps.registry, { name: 'igw_dlp_keyring_reload_failures_total', help: 'DLP keyring reloads that failed (unreadable, half-written or invalid file); the last good keyring stays in use. One per failing version of the file, per worker thread.' }),
+    })
   }
 
   // --- request phase ----------------------------------------------------------------------

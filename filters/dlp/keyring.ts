@@ -4,7 +4,7 @@
 // key still in the ring reverses the tokens it made.
 import { randomBytes } from 'node:crypto'
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { readFile, stat } from 'node:fs/promises'
+import { open, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { threadId } from 'node:worker_threads'
 
@@ -35,6 +35,31 @@ export interface KeyProvider {
   load(): Promise<KeyringSnapshot>
   /** A value that changes when the keyring changes (file mtime, KMS version). */
   version(): Promise<string>
+  /**
+   * After load(): how the keys just read are exposed beyond igw (a keyring file that group or
+   * others may read), or undefined. The caller warns; the keys are still used.
+   */
+  exposure?(): KeyExposure | undefined
+}
+
+/** A keyring file whose permission bits let someone besides its owner read or change it. */
+export interface KeyExposure {
+  readonly path: string
+  /** Permission bits as an octal string, e.g. "0644". */
+  readonly mode: string
+}
+
+/**
+ * Permission bits of a keyring file that reach beyond its owner and its group: any access for
+ * others, write for the group. Group read is not one: a Kubernetes pod's `fsGroup` gives the
+ * Secret's files group read (0440), and that group is the pod's own.
+ */
+export const KEYRING_EXPOSED_BITS = 0o027
+
+/** "0644" for a keyring file others may read, undefined for 0600/0440/0400. */
+export function exposedMode(mode: number): string | undefined {
+  if ((mode & KEYRING_EXPOSED_BITS) === 0) return undefined
+  return `0${(mode & 0o777).toString(8).padStart(3, '0')}`
 }
 
 interface KeyringFile {
@@ -151,10 +176,25 @@ export function promoteKey(path: string, id: string): void {
   writeKeyringFile(path, { active: id, keys: ring.keys }, false)
 }
 
+/**
+ * The text and the permission bits of one open file: the mode is that of the bytes read, even
+ * when the path is swapped in between (a Kubernetes Secret's symlink, a rotation's rename).
+ */
+async function readWithMode(path: string): Promise<{ text: string; mode: number }> {
+  const fh = await open(path, 'r')
+  try {
+    const st = await fh.stat()
+    return { text: await fh.readFile('utf8'), mode: st.mode }
+  } finally {
+    await fh.close()
+  }
+}
+
 /** The local keyring file provider. */
 export class LocalKeyring implements KeyProvider {
   readonly path: string
   readonly #create: boolean
+  #exposure: KeyExposure | undefined = undefined
   constructor(path: string, opts: { create: boolean }) {
     this.path = path
     this.#create = opts.create
@@ -163,15 +203,21 @@ export class LocalKeyring implements KeyProvider {
     return `local keyring ${this.path}`
   }
   async load(): Promise<KeyringSnapshot> {
-    let text: string
+    let read: { text: string; mode: number }
     try {
-      text = await readFile(this.path, 'utf8')
+      read = await readWithMode(this.path)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !this.#create) throw new KeyringError(`cannot read DLP keyring ${this.path}: ${(err as Error).message}`)
       ensureKeyringFile(this.path)
-      text = await readFile(this.path, 'utf8')
+      read = await readWithMode(this.path)
     }
-    return parseKeyring(text, this.path)
+    const ring = parseKeyring(read.text, this.path)
+    const mode = exposedMode(read.mode)
+    this.#exposure = mode === undefined ? undefined : { path: this.path, mode }
+    return ring
+  }
+  exposure(): KeyExposure | undefined {
+    return this.#exposure
   }
   async version(): Promise<string> {
     const s = await stat(this.path)

@@ -1,14 +1,25 @@
 // What every dlp filter instance of a worker thread shares: the compiled rule pack, the
 // tokenizer over the current keyring (re-read when the keyring file changes, so a promoted key
 // takes effect without a reload) and the loaded export policy. Built once per worker and config.
+import type { Logger } from 'pino'
 import { loadPolicyBundle, type PolicyEvaluator } from '../../policies/engine.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
+import { oncePer } from '../../proxy/filter.ts'
 import { LocalKeyring, type KeyProvider } from './keyring.ts'
 import { BUILTIN_RULE_PACK, RulePack } from './rule-pack.ts'
 import { Tokenizer } from './tokenizer.ts'
 import { setDefaultPhoneRegion } from './validators.ts'
 
 const KEYRING_CHECK_MS = 2_000
+/** At most one "reload failed" line per worker and keyring in this window; every failure is counted. */
+export const KEYRING_FAILURE_LOG_MS = 60_000
+
+/** Where a keyring's troubles go: the filter's logger and its metric (set once the filter exists). */
+export interface KeyringSink {
+  readonly logger: Logger
+  /** igw_dlp_keyring_reload_failures_total */
+  readonly failures: { inc(): void }
+}
 
 /** The tokenizer of one keyring, swapped when the keyring changes on disk. */
 export class KeyringState {
@@ -17,7 +28,14 @@ export class KeyringState {
   #version: string
   #checkedAt = performance.now()
   #checking = false
-  onError: ((err: unknown) => void) | undefined = undefined
+  #sink: KeyringSink | undefined = undefined
+  /** What the last failed reload was (version and message): a retry of it is no new failure. */
+  #failure: string | undefined = undefined
+  /** Failures counted since the last line about them (rate-limited). */
+  #unlogged = 0
+  readonly #logFailureNow = oncePer(KEYRING_FAILURE_LOG_MS)
+  /** "path\0mode" already warned about: once per file and mode, not per reload. */
+  readonly #warned = new Set<string>()
 
   constructor(provider: KeyProvider, tokenizer: Tokenizer, version: string) {
     this.provider = provider
@@ -28,6 +46,15 @@ export class KeyringState {
   static async open(provider: KeyProvider): Promise<KeyringState> {
     const ring = await provider.load()
     return new KeyringState(provider, new Tokenizer(ring), await provider.version())
+  }
+
+  /**
+   * Route failures and warnings to this logger and counter. Every dlp filter of the worker calls
+   * it (one per route, again on a config reload): the latest wins, the failure state stays.
+   */
+  attach(sink: KeyringSink): void {
+    this.#sink = sink
+    this.#checkExposure() // the first load ran before any filter existed
   }
 
   /** At most every 2 s, in the background: reload when the keyring's version changed. */
@@ -41,16 +68,56 @@ export class KeyringState {
   }
 
   async #refresh(): Promise<void> {
+    let v: string | undefined
     try {
-      const v = await this.provider.version()
-      if (v === this.#version) return
-      const ring = await this.provider.load()
-      this.tokenizer = new Tokenizer(ring)
-      this.#version = v
+      v = await this.provider.version()
+      if (v !== this.#version) {
+        const ring = await this.provider.load()
+        this.tokenizer = new Tokenizer(ring)
+        this.#version = v
+        this.#checkExposure()
+      }
     } catch (err) {
       // Keep the last good keyring; a half-written or removed file must not stop exports.
-      this.onError?.(err)
+      this.#failed(err as Error, v)
+      return
     }
+    // Back to a keyring that loads (or to the very file last loaded): the next failure counts.
+    if (this.#failure !== undefined) {
+      this.#failure = undefined
+      this.#unlogged = 0
+      this.#sink?.logger.info({ keyring: this.provider.description }, 'DLP keyring reloaded after failures')
+    }
+  }
+
+  /**
+   * The file stays broken until someone fixes it, and every check (2 s) retries it: the same
+   * version failing the same way is one failure, counted and logged once. A different one (the
+   * writer moved on, another error) counts again; its line waits out the log window.
+   */
+  #failed(err: Error, version: string | undefined): void {
+    const what = `${version ?? 'unversioned'}\u0000${err.message}`
+    if (what === this.#failure) return
+    this.#failure = what
+    const sink = this.#sink
+    if (sink === undefined) return
+    sink.failures.inc()
+    this.#unlogged++
+    if (!this.#logFailureNow()) return
+    const suppressed = this.#unlogged - 1
+    this.#unlogged = 0
+    sink.logger.error({ err: { message: err.message }, keyring: this.provider.description, ...(suppressed > 0 ? { suppressed } : {}) }, 'DLP keyring reload failed; keeping the last good keyring')
+  }
+
+  /** A keyring file others can read holds the secrets in the clear: say so, once per file and mode. */
+  #checkExposure(): void {
+    const sink = this.#sink
+    const e = this.provider.exposure?.()
+    if (sink === undefined || e === undefined) return
+    const key = `${e.path}\u0000${e.mode}`
+    if (this.#warned.has(key)) return
+    this.#warned.add(key)
+    sink.logger.warn({ keyring: e.path, mode: e.mode }, `DLP keyring ${e.path} has mode ${e.mode}: users other than its owner (and its group) may read or change the keys; make it 0600 (or 0400)`)
   }
 }
 

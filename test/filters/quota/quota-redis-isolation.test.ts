@@ -12,7 +12,8 @@ import { Counter, Gauge, Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { localDayNumber, quotaKeys } from '../../../config/quota-usage.ts'
-import { DecisionRule, RedisQuotaStore, type DecisionResult, type DecisionWaiter, type RedisFailure } from '../../../filters/quota/redis-store.ts'
+import { DecisionRule, RedisQuotaStore, type RedisFailure } from '../../../filters/quota/redis-store.ts'
+import { RecordingWaiter } from './recording-waiter.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
@@ -85,18 +86,8 @@ describe('the decision script: a group that fails on its own keys fails alone', 
     const bucket = [0.001, 2_000_000, 100, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     const budgeted = [0.001, 2_000_000, 100, 50, 3_600_000, 720, 0, 0, 0, 0, 0, 0, 0]
     const rule = (tenant: string, constants: number[]) => new DecisionRule(quotaKeys.kind(p, tenant, 'graphql'), quotaKeys.budget(p, tenant), constants)
-    class Waiter implements DecisionWaiter {
-      reply: number[] | RedisFailure | undefined
-      result(d: DecisionResult): void {
-        this.reply = d.toArray()
-      }
-      failed(kind: RedisFailure): void {
-        this.reply = kind
-      }
-      late(): void {}
-    }
     const decideAll = async (rules: DecisionRule[], perRule: number) => {
-      const ws = rules.map(() => Array.from({ length: perRule }, () => new Waiter()))
+      const ws = rules.map(() => Array.from({ length: perRule }, () => new RecordingWaiter()))
       // one synchronous turn: one batch, one script call
       for (let i = 0; i < perRule; i++) for (let r = 0; r < rules.length; r++) store.enqueue(rules[r]!, 1, day, 0, ws[r]![i]!)
       await waitUntil(() => ws.every((g) => g.every((w) => w.reply !== undefined)), 5_000, 'replies')

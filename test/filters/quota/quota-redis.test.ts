@@ -10,7 +10,8 @@ import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { localDayNumber, quotaKeys, usedTodayFromRedis } from '../../../config/quota-usage.ts'
 import { DECIDE_LUA } from '../../../filters/quota/redis-script.ts'
-import { DecisionRule, RedisQuotaStore, type DecisionResult, type DecisionWaiter, type RedisFailure } from '../../../filters/quota/redis-store.ts'
+import { DecisionRule, RedisQuotaStore, type RedisFailure } from '../../../filters/quota/redis-store.ts'
+import { RecordingWaiter } from './recording-waiter.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { echoHandler, startDemoBackend, startRawBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig, type SpawnedIgw, type TestProxy } from '../../helpers/proxy.ts'
@@ -286,19 +287,9 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
       graphql: new DecisionRule(quotaKeys.kind(prefix, 't', 'graphql'), quotaKeys.budget(prefix, 't'), graphql),
       ingest: new DecisionRule(quotaKeys.kind(prefix, 't', 'ingest'), quotaKeys.budget(prefix, 't'), ingest),
     })
-    class Waiter implements DecisionWaiter {
-      reply: number[] | RedisFailure | undefined
-      result(d: DecisionResult): void {
-        this.reply = d.toArray()
-      }
-      failed(kind: RedisFailure): void {
-        this.reply = kind
-      }
-      late(): void {}
-    }
-    const settled = (ws: Waiter[]) => waitUntil(() => ws.every((w) => w.reply !== undefined), 2_000, 'replies')
+    const settled = (ws: RecordingWaiter[]) => waitUntil(() => ws.every((w) => w.reply !== undefined), 2_000, 'replies')
     // allowed, reason, whole tokens, used, budget total, retry > 0, fired, would
-    const shape = (w: Waiter) => {
+    const shape = (w: RecordingWaiter) => {
       if (!Array.isArray(w.reply)) throw new Error(`redis: ${String(w.reply)}`)
       const [allowed, reason, tokens, used, total, retry, fired, would] = w.reply as [number, number, number, number, number, number, number, number]
       return [allowed, reason, Math.floor(tokens / 1e6), used, total, Math.sign(retry), fired, would]
@@ -309,10 +300,10 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
       // Reference: one call per decision (each awaited), graphql's then ingest's — the order
       // the batch's groups run in (decisions of one event-loop turn have no order of their own).
       const one = rules('one:')
-      const sequential: Waiter[] = []
+      const sequential: RecordingWaiter[] = []
       for (const kind of ['graphql', 'ingest'] as const) {
         for (let i = 0; i < costs[kind].length; i++) {
-          const w = new Waiter()
+          const w = new RecordingWaiter()
           store.enqueue(one[kind], costs[kind][i]!, day, i === 0 ? pending[kind] : 0, w)
           sequential.push(w)
           await settled([w])
@@ -320,11 +311,11 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
       }
       // The same decisions in one turn, interleaved: one call, two groups.
       const many = rules('many:')
-      const batched = { graphql: [] as Waiter[], ingest: [] as Waiter[] }
+      const batched = { graphql: [] as RecordingWaiter[], ingest: [] as RecordingWaiter[] }
       for (let i = 0; i < 11; i++) {
         for (const kind of ['graphql', 'ingest'] as const) {
           if (i >= costs[kind].length) continue
-          const w = new Waiter()
+          const w = new RecordingWaiter()
           store.enqueue(many[kind], costs[kind][i]!, day, i === 0 ? pending[kind] : 0, w)
           batched[kind].push(w)
         }
@@ -347,7 +338,7 @@ describe('batched decisions (Lua) against a real Redis: a group decides as one c
       expect(await state('many:')).toEqual(await state('one:'))
       // what each group's last decision reports is what Redis kept
       const kept = await state('many:')
-      const lastOf = (ws: Waiter[]) => shape(ws[ws.length - 1]!)
+      const lastOf = (ws: RecordingWaiter[]) => shape(ws[ws.length - 1]!)
       expect([String(lastOf(batched.graphql)[3]), lastOf(batched.graphql)[2]]).toEqual([kept.graphql[1], kept.graphql[2]])
       expect(String(lastOf(batched.ingest)[3])).toBe(kept.ingest[1])
       expect(String(lastOf(batched.ingest)[4])).toBe(kept.tot)

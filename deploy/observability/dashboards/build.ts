@@ -279,7 +279,7 @@ export const dashboards: DashboardSpec[] = [
   {
     uid: 'igw-dlp',
     title: 'igw — DLP',
-    description: 'DLP actions on export responses by data type and action; keyring reload failures.',
+    description: 'DLP actions on export responses by data type and action; exports by outcome; keyring reload failures.',
     variables: [{ name: 'type', label: 'Data type', query: 'label_values(igw_dlp_actions_total, type)' }],
     rows: [
       {
@@ -289,6 +289,13 @@ export const dashboards: DashboardSpec[] = [
           { title: 'Blocked exports, 24 h', type: 'stat', w: 8, targets: [{ expr: `sum(increase(igw_dlp_actions_total{type=~"$type",action="block"}[24h]))`, legend: 'blocked' }], thresholds: [{ color: 'green', value: null }, { color: 'orange', value: 1 }] },
           { title: 'Actions by type, 24 h', type: 'bargauge', w: 12, targets: [{ expr: `sum by (type) (increase(igw_dlp_actions_total{type=~"$type"}[24h]))`, legend: '{{type}}' }] },
           { title: 'Actions by action, 24 h', type: 'bargauge', w: 12, targets: [{ expr: `sum by (action) (increase(igw_dlp_actions_total{type=~"$type"}[24h]))`, legend: '{{action}}' }] },
+        ],
+      },
+      {
+        row: 'Exports',
+        panels: [
+          { title: 'Exports per second by outcome', type: 'timeseries', unit: 'ops', w: 16, targets: [{ expr: `sum by (outcome) (rate(igw_dlp_exports_total[${R}]))`, legend: '{{outcome}}' }] },
+          { title: 'Exports not allowed, 24 h (blocked, denied, malformed, uninspectable)', type: 'stat', w: 8, targets: [{ expr: 'sum(increase(igw_dlp_exports_total{outcome=~"blocked|denied|malformed|uninspectable"}[24h]))', legend: 'refused' }], thresholds: [{ color: 'green', value: null }, { color: 'orange', value: 1 }] },
         ],
       },
       {

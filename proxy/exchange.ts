@@ -425,12 +425,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
       this.phase = Phase.Done
       if (this.controller !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
-      const r = errorReply('INTERNAL_SERVER_ERROR', 'the gateway could not send this response head')
-      const body = Buffer.from(r.body)
       if (!res.headersSent && !res.destroyed) {
         res.removeHeader('content-length')
-        res.writeHead(r.status, STATUS_CODES[r.status]!, { ...r.headers, 'content-length': String(body.length) })
-        res.end(body)
+        writeErrorReply(res, 'INTERNAL_SERVER_ERROR', 'the gateway could not send this response head')
       } else res.destroy()
       return false
     }
@@ -809,10 +806,14 @@ function isJson(contentType: string | undefined): boolean {
 
 function noop(): void {}
 
-/** Reply to a request that matched no route. */
-export function noRouteReply(res: ServerResponse): void {
-  const r = errorReply('NOT_FOUND', 'no route matches this host and path')
+/**
+ * A proxy error as the whole response, outside any exchange (no route, a target that cannot be
+ * routed) or instead of a head node:http refused. The reason phrase is explicit: a refused
+ * writeHead leaves the one it was given behind.
+ */
+export function writeErrorReply(res: ServerResponse, code: ErrorCode, message: string): void {
+  const r = errorReply(code, message)
   const body = Buffer.from(r.body)
-  res.writeHead(r.status, { ...r.headers, 'content-length': String(body.length) })
+  res.writeHead(r.status, STATUS_CODES[r.status]!, { ...r.headers, 'content-length': String(body.length) })
   res.end(body)
 }

@@ -490,18 +490,27 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     retired = retired.then(async (prev) => (await AggregatorRegistry.aggregate([prev, counts] as never).getMetricsAsJSON()) as unknown as MetricsJson)
   }
 
-  async function collectMetrics(): Promise<string> {
+  /**
+   * Asks every listening thread (`ask` builds the message for the request id) and settles with
+   * the waiter when all answered, or after 2 s: `got` holds the answers, `pending` who did not.
+   */
+  async function gather<T>(waiters: Map<number, Waiter<T>>, ask: (id: number) => ToWorker): Promise<Waiter<T>> {
     const id = ++metricsSeq
-    const waiter: Waiter<MetricsJson> = { pending: new Set(), got: [], done: () => undefined }
-    const fromWorkers = await new Promise<MetricsJson[]>((resolve) => {
-      waiter.done = resolve
-      metricsWaiters.set(id, waiter)
-      waiter.pending = post({ t: 'metrics', id })
-      if (waiter.pending.size === 0) resolve([])
-      setTimeout(() => resolve(waiter.got), 2_000).unref()
+    const waiter: Waiter<T> = { pending: new Set(), got: [], done: () => undefined }
+    await new Promise<void>((resolve) => {
+      waiter.done = () => resolve()
+      waiters.set(id, waiter)
+      waiter.pending = post(ask(id))
+      if (waiter.pending.size === 0) resolve()
+      setTimeout(resolve, 2_000).unref()
     })
-    metricsWaiters.delete(id)
-    for (const slotId of waiter.pending) {
+    waiters.delete(id)
+    return waiter
+  }
+
+  async function collectMetrics(): Promise<string> {
+    const { got: fromWorkers, pending } = await gather(metricsWaiters, (id) => ({ t: 'metrics', id }))
+    for (const slotId of pending) {
       const last = slots[slotId]?.lastMetrics
       if (last !== undefined) fromWorkers.push(last)
     }
@@ -510,16 +519,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
 
   async function collectUsage(): Promise<UsageSnapshot> {
-    const id = ++metricsSeq
-    const parts = await new Promise<UsageSnapshot[]>((resolve) => {
-      const waiter: Waiter<UsageSnapshot> = { pending: new Set(), got: [], done: resolve }
-      usageWaiters.set(id, waiter)
-      waiter.pending = post({ t: 'usage', id })
-      if (waiter.pending.size === 0) resolve([])
-      setTimeout(() => resolve(waiter.got), 2_000).unref()
-    })
-    usageWaiters.delete(id)
-    return parts.reduce<UsageSnapshot>((acc, p) => mergeUsage(acc, p), {})
+    const { got } = await gather(usageWaiters, (id) => ({ t: 'usage', id }))
+    return got.reduce<UsageSnapshot>((acc, p) => mergeUsage(acc, p), {})
   }
 
   lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version }, 'igw proxy listening')

@@ -226,7 +226,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgrade(ctx, reply.status)
     return
   }
-  if (socket.destroyed || !socket.readable || !socket.writable) {
+  if (clientLeft(socket)) {
     socket.destroy()
     proxy.finishUpgrade(ctx, 499) // the client left (or half-closed) while the chain ran
     return
@@ -257,6 +257,11 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     return
   }
   new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream)
+}
+
+/** The client's socket is gone or half-closed: nothing can be bridged to it any more. */
+function clientLeft(socket: Duplex): boolean {
+  return socket.destroyed || !socket.readable || !socket.writable
 }
 
 /**
@@ -306,7 +311,7 @@ class PendingUpgrade {
     // upstream handshake runs went unnoticed: an upstream that never answers held the upgrade,
     // its in-flight count and a drain until the deadline. Reading it sees the end.
     socket.on('data', onClientEarlyData)
-    socket.once('end', onClientEnd)
+    socket.once('end', onClientClose)
     upstream.once('open', onUpstreamOpen)
     upstream.once('unexpected-response', onUpstreamRefused)
     // 'on', not 'once': a terminated upstream may still report an error after this one ended.
@@ -324,7 +329,7 @@ class PendingUpgrade {
 
   #stopReading(): void {
     this.#socket.removeListener('data', onClientEarlyData)
-    this.#socket.removeListener('end', onClientEnd)
+    this.#socket.removeListener('end', onClientClose)
   }
 
   /** The client's socket closed (or half-closed) before its handshake completed. */
@@ -350,7 +355,7 @@ class PendingUpgrade {
       return
     }
     const socket = this.#socket
-    if (socket.destroyed || !socket.readable || !socket.writable) {
+    if (clientLeft(socket)) {
       socket.destroy()
       upstream.terminate()
       this.#finish(499)
@@ -456,10 +461,7 @@ function onClientEarlyData(this: Duplex, chunk: Buffer): void {
   ;(this as Duplex & HasPending)[kPending]?.clientData(chunk)
 }
 
-function onClientEnd(this: Duplex): void {
-  ;(this as Duplex & HasPending)[kPending]?.clientGone()
-}
-
+/** 'end' and 'close' of the client socket alike. */
 function onClientClose(this: Duplex): void {
   ;(this as Duplex & HasPending)[kPending]?.clientGone()
 }

@@ -5,8 +5,8 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
-import { Exchange, noRouteReply } from './exchange.ts'
-import { errorReply, rawHttpError } from './errors.ts'
+import { Exchange, writeErrorReply } from './exchange.ts'
+import { rawHttpError } from './errors.ts'
 import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
@@ -123,16 +123,16 @@ export class WorkerProxy {
     this.inflight++
     this.#workerCounter.inc()
     if (this.draining) res.shouldKeepAlive = false
-    if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* "/" */ && !toOriginForm(req)) {
+    if (unroutableTarget(req)) {
       res.once('close', () => this.#finishUnrouted(req, res, start))
-      badTargetReply(res, req.url)
+      writeErrorReply(res, 'BAD_REQUEST', badTargetMessage(req.url!))
       return
     }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined) {
       res.once('close', () => this.#finishUnrouted(req, res, start))
-      noRouteReply(res)
+      writeErrorReply(res, 'NOT_FOUND', 'no route matches this host and path')
       return
     }
     snap.inflight++
@@ -142,8 +142,8 @@ export class WorkerProxy {
   readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // First, before any path can write to it: the upgrade socket comes without an error listener.
     socket.on('error', destroyOnSocketError)
-    if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* "/" */ && !toOriginForm(req)) {
-      socket.end(rawHttpError('BAD_REQUEST', badTargetMessage(req.url)))
+    if (unroutableTarget(req)) {
+      socket.end(rawHttpError('BAD_REQUEST', badTargetMessage(req.url!)))
       return
     }
     const snap = this.snapshot
@@ -277,31 +277,25 @@ export class WorkerProxy {
 }
 
 /**
- * A request target in absolute-form (`GET http://host/path`, RFC 9112 §3.2.2), which a server
- * must accept: routed and forwarded as origin-form, with the target's authority as the host
- * (the Host header is then ignored, as the RFC says). Before, it matched no path prefix (404)
- * or reached the upstream as it came. False for any other form (`OPTIONS *`, garbage).
+ * True when the request target is neither a path (origin-form) nor absolute-form (`GET
+ * http://host/path`, RFC 9112 §3.2.2), e.g. `OPTIONS *` or garbage. A server must accept
+ * absolute-form: it is rewritten here to origin-form, with the target's authority as the host
+ * (the Host header is then ignored, as the RFC says), and routed and forwarded like any other.
  */
-export function toOriginForm(req: IncomingMessage): boolean {
-  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(req.url!)
-  if (m === null) return false
+function unroutableTarget(req: IncomingMessage): boolean {
+  const url = req.url
+  if (url === undefined || url.charCodeAt(0) === 47 /* "/" */) return false
+  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(url)
+  if (m === null) return true
   const path = m[2]
   req.url = path === undefined ? '/' : path.charCodeAt(0) === 63 /* "?" */ ? `/${path}` : path
   req.headers.host = m[1]!
-  return true
+  return false
 }
 
 function badTargetMessage(target: string): string {
   const shown = target.length > 64 ? `${target.slice(0, 64)}…` : target
   return target === '*' ? 'the asterisk-form request target ("*") names no resource this gateway can route' : `request target "${shown}" is neither a path nor an absolute http(s) URL`
-}
-
-/** Reply to a request whose target cannot be routed at all (400, never forwarded). */
-function badTargetReply(res: ServerResponse, target: string): void {
-  const r = errorReply('BAD_REQUEST', badTargetMessage(target))
-  const body = Buffer.from(r.body)
-  res.writeHead(r.status, { ...r.headers, 'content-length': String(body.length) })
-  res.end(body)
 }
 
 function round(ms: number): number {

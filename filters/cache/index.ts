@@ -64,6 +64,7 @@ interface MutationState {
 interface BatchState {
   kind: 'batch'
 }
+const BATCH: BatchState = { kind: 'batch' }
 
 interface Policy {
   ttlSeconds: number | undefined
@@ -143,7 +144,7 @@ class CacheFilter implements Filter {
     this.#results = Object.fromEntries(RESULTS.map((x) => [x, requests.labels(x)])) as Record<Result, { inc(): void }>
     const refreshes = counter(r, { name: 'igw_cache_refreshes_total', help: 'Background refreshes started, by trigger (ahead: a hit near the end of the TTL; stale: stale-while-revalidate)', labelNames: ['trigger'] })
     this.#refreshes = { ahead: refreshes.labels('ahead'), stale: refreshes.labels('stale') }
-    this.#refreshAheadMs = cfg.refreshAheadSeconds * 1000
+    this.#refreshAheadMs = this.#backgroundRefresh ? cfg.refreshAheadSeconds * 1000 : 0
     this.#byId = counter(r, { name: 'igw_cache_persisted_requests_total', help: 'Cache lookups of manifest operations, by persisted id and result', labelNames: ['persisted_id', 'result'] })
     this.#notStoredTotal = counter(r, { name: 'igw_cache_not_stored_total', help: 'Cacheable misses whose response was not stored, by reason', labelNames: ['reason'] })
     this.#invalidations = counter(r, { name: 'igw_cache_invalidations_total', help: 'Tag invalidations applied, by origin (mutation through this proxy, remote proxy)', labelNames: ['origin'] })
@@ -207,7 +208,7 @@ class CacheFilter implements Filter {
       // A POST on a GraphQL route without a parsed request is a batch (a JSON array): it may
       // hold mutations this filter cannot see, so its response invalidates conservatively.
       if (gql === undefined && ctx.subscription === undefined && ctx.method === 'POST' && ctx.route.type === 'graphql' && this.cfg.invalidation.writeThrough) {
-        ctx.locals.set(kState, { kind: 'batch' } satisfies BatchState)
+        ctx.locals.set(kState, BATCH)
       }
       return this.#bypass(ctx)
     }
@@ -250,7 +251,7 @@ class CacheFilter implements Filter {
     if (e !== undefined) {
       if (now < e.freshUntil) {
         // Refresh ahead: renew a hot entry in its last seconds instead of letting it expire into a miss.
-        if (this.#refreshAheadMs > 0 && this.#backgroundRefresh && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - e.created) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
+        if (this.#refreshAheadMs > 0 && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - e.created) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
         return this.#reply(ctx, e, now, 'hit', policy)
       }
       if (now < e.staleUntil && this.#backgroundRefresh) {
@@ -435,13 +436,15 @@ class CacheFilter implements Filter {
     const st = ctx.locals.get(kState) as MissState | MutationState | BatchState | undefined
     if (st === undefined) return
     if (st.kind === 'mutation') return this.#mutationResponse(res, st)
+    // A local reply that is not an upstream failure: a filter's decision (quota 429, DLP 403…).
+    const decided = res.local && !UPSTREAM_FAILURES.has(ctx.errorCode ?? '')
     if (st.kind === 'batch') {
       // Refused before the upstream (quota, safelist…): nothing ran. Otherwise it may have
       // written anything: the route's entries go before the response does (read-your-writes).
-      if (res.local && !UPSTREAM_FAILURES.has(ctx.errorCode ?? '')) return
+      if (decided) return
       return this.invalidate([this.#routeTag])
     }
-    if (res.local && !UPSTREAM_FAILURES.has(ctx.errorCode ?? '')) {
+    if (decided) {
       // A decision of a filter after the cache (quota 429, DLP 403…), not an upstream failure:
       // it stands; stale-if-error is no way around it.
       this.finishFill(st, undefined)

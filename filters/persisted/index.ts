@@ -122,7 +122,7 @@ class PersistedFilter implements Filter {
         return NOT_SUPPORTED
       }
       // Registrations are kept under the lower-case hex digest (the hash check accepts either case).
-      const hash = HEX_SHA256.test(sha256Hash) ? sha256Hash.toLowerCase() : sha256Hash
+      const hash = sha256Hash.toLowerCase()
       const known = this.#apq.local(hash)
       if (known !== undefined) return this.#fromApq(ctx, gql, hash, known)
       if (!this.#apq.hasRedis) return this.#notFound()
@@ -252,8 +252,6 @@ class PersistedFilter implements Filter {
     if (this.#hintHeader !== false) ctx.setUpstreamHeader(this.#hintHeader, header!)
   }
 }
-
-const HEX_SHA256 = /^[0-9a-fA-F]{64}$/
 
 function loadSchemaFile(path: string): SchemaCostInfo {
   let sdl: string

@@ -50,7 +50,6 @@ export class Subscription implements StreamSubscriber, GapHolder {
   #cancel: (() => void) | undefined = undefined
   #filters: EventFilters | undefined = undefined
   #sctx: SubscriptionContext | undefined = undefined
-  #owner = true
 
   constructor(conn: ClientConnection, cmd: SubscribeCommand, ctx: RequestContext, matcher: EventMatcher | undefined) {
     this.conn = conn
@@ -127,19 +126,15 @@ export class Subscription implements StreamSubscriber, GapHolder {
    * attaches (the caller detaches it then).
    */
   end(detach = true): void {
-    if (this.closed && !this.#owner) return
-    const wasOwner = this.#owner
+    if (this.closed) return
     this.closed = true
-    this.#owner = false
     this.pendingGap = undefined
     this.#held = undefined
     this.#cancel?.()
     if (detach) this.stream?.detach(this)
     if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
-    if (wasOwner) {
-      this.conn.tierMetrics.subscriptions.dec()
-      this.ctx.runCleanups()
-    }
+    this.conn.tierMetrics.subscriptions.dec()
+    this.ctx.runCleanups()
   }
 }
 
@@ -404,9 +399,9 @@ export class ClientConnection {
     if (changed) this.#req = Object.create(this.upgrade, { headers: { value: headers, enumerable: true, writable: true } }) as IncomingMessage
   }
 
-  #refuse(id: string, code: string, message: string): void {
+  #refuse(id: string, code: string, message: string, extensions?: Record<string, unknown>): void {
     this.hub.metrics.rejections.labels(code).inc()
-    this.#sendNow(this.writer.error(id, [{ message, extensions: { code } }]))
+    this.#sendNow(this.writer.error(id, [{ message, extensions: { code, ...extensions } }]))
   }
 
   /** Returns the admission in flight (undefined when the subscribe was refused or answered at once). */
@@ -564,15 +559,7 @@ export class ClientConnection {
       if (stream === undefined) {
         ctx.runCleanups()
         const max = this.hub.config.upstream.maxStreams
-        this.hub.metrics.rejections.labels('OVERLOADED').inc()
-        this.#sendNow(
-          this.writer.error(cmd.id, [
-            {
-              message: `this gateway worker holds its limit of ${max} upstream subscriptions and every one has subscribers; retry later`,
-              extensions: { code: 'OVERLOADED', limit: max, retryAfterSeconds: 1 },
-            },
-          ]),
-        )
+        this.#refuse(cmd.id, 'OVERLOADED', `this gateway worker holds its limit of ${max} upstream subscriptions and every one has subscribers; retry later`, { limit: max, retryAfterSeconds: 1 })
         return
       }
     }
@@ -727,10 +714,7 @@ export class ClientConnection {
   }
 
   #notReading(): void {
-    this.hub.logger.warn({ conn: this.id, tenant: this.tenant, tier: this.tier, bufferedBytes: this.ws.bufferedAmount }, 'client does not read its replies: closing with 1013')
-    while (this.queue !== undefined && this.queue.shift() !== undefined) {}
-    this.#sync()
-    this.#close(CLOSE.tryAgainLater, 'replies over the connection\'s memory cap; read them, then reconnect')
+    this.#closeOverCap({ bufferedBytes: this.ws.bufferedAmount }, 'client does not read its replies: closing with 1013', 'replies over the connection\'s memory cap; read them, then reconnect')
   }
 
   /**
@@ -804,10 +788,15 @@ export class ClientConnection {
   }
 
   #overCap(): void {
-    this.hub.logger.warn({ conn: this.id, tenant: this.tenant, tier: this.tier, queuedBytes: this.queue?.bytes }, 'gold connection over its delivery queue cap: closing with 1013')
+    this.#closeOverCap({ queuedBytes: this.queue?.bytes }, 'gold connection over its delivery queue cap: closing with 1013', 'delivery queue over its memory cap; reconnect with your cursor')
+  }
+
+  /** Over a memory cap: log, drop what is queued (and its share of the worker's budget), close with 1013. */
+  #closeOverCap(fields: Record<string, unknown>, logMessage: string, reason: string): void {
+    this.hub.logger.warn({ conn: this.id, tenant: this.tenant, tier: this.tier, ...fields }, logMessage)
     while (this.queue !== undefined && this.queue.shift() !== undefined) {}
     this.#sync()
-    this.#close(CLOSE.tryAgainLater, 'delivery queue over its memory cap; reconnect with your cursor')
+    this.#close(CLOSE.tryAgainLater, reason)
   }
 
   #sync(): void {

@@ -15,6 +15,7 @@ import type { Tier } from '../../config/primitives.ts'
 import { RequestContext } from '../context.ts'
 import { rawHttpError } from '../errors.ts'
 import { incomingRequestId } from '../headers.ts'
+import { oncePer } from '../log.ts'
 import type { GraphQLRequest } from '../graphql-request.ts'
 import type { ProxyMetrics } from '../metrics.ts'
 import { SharedRedis } from '../redis.ts'
@@ -85,7 +86,7 @@ export class SubscriptionHub {
   readonly #idle = new Set<Stream>()
   /** maxStreams refusals since the last warning (logged at most every CAPACITY_LOG_MS). */
   #capRefused = 0
-  #capLoggedAt = Number.NEGATIVE_INFINITY
+  readonly #capLogNow = oncePer(CAPACITY_LOG_MS)
   readonly connections = new Set<ClientConnection>()
   /** Connections with something queued, by tier: shed bronze first, then silver, when over budget. */
   readonly backlogged: Record<Tier, Set<ClientConnection>> = { gold: new Set(), silver: new Set(), bronze: new Set() }
@@ -338,9 +339,7 @@ export class SubscriptionHub {
 
   #atCapacity(max: number, tenant: string | undefined): void {
     this.#capRefused++
-    const now = performance.now()
-    if (now - this.#capLoggedAt < CAPACITY_LOG_MS) return
-    this.#capLoggedAt = now
+    if (!this.#capLogNow()) return
     this.logger.warn({ maxStreams: max, streams: this.streams.size, refused: this.#capRefused, tenant }, 'subscriptions.upstream.maxStreams reached with every stream in use: refusing new streams with OVERLOADED')
     this.#capRefused = 0
   }
@@ -385,8 +384,4 @@ export class SubscriptionHub {
 /** The upstream's WebSocket URL for a client that connected on `url` (path and query kept). */
 export function upstreamWsUrl(route: RouteRuntime, url: string): string {
   return `${route.upstream.origin.replace(/^http/, 'ws')}${url.startsWith('/') ? url : `/${url}`}`
-}
-
-function upstreamKey(url: string, tenant: string | undefined, headers: Record<string, string>, params: Record<string, unknown> | undefined): string {
-  return sha256(canonicalJson([url, tenant ?? null, headers, params ?? null]))
 }

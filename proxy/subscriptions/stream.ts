@@ -166,11 +166,9 @@ export class Stream implements UpstreamListener {
     const offset = ++this.#offset
     const cursor = this.#cursor(this.epoch, offset, ts)
     let payload: string
-    if (raw !== undefined && ext === undefined) {
-      const { extensions: _dropped, ...rest } = result
-      payload = JSON.stringify({ ...rest, extensions: { cursor } })
-    } else if (ext === undefined) {
-      const json = JSON.stringify(result)
+    if (ext === undefined) {
+      // Extensions that are not an object are dropped (an undefined value is not serialized).
+      const json = JSON.stringify(raw === undefined ? result : { ...result, extensions: undefined })
       payload = `${json.slice(0, -1)}${json.length > 2 ? ',' : ''}"extensions":{"cursor":"${cursor}"}}`
     } else {
       payload = JSON.stringify({ ...result, extensions: { ...ext, cursor } })
@@ -388,11 +386,6 @@ export class Stream implements UpstreamListener {
     }, this.#o.lingerMs)
     this.#linger.unref()
     this.#o.onIdle?.(this)
-  }
-
-  /** No client, only waiting for its linger time to end. */
-  get lingering(): boolean {
-    return this.#linger !== undefined
   }
 
   /** End the upstream subscription and forget the stream. */

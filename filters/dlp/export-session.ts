@@ -200,29 +200,20 @@ class CsvEngine implements Engine {
     if (this.#stopped) return
     this.#eol ??= raw.endsWith('\r') || raw.endsWith('\r\n') ? '\r\n' : '\n'
     this.#lastRaw = raw
-    let row = fields
-    if (this.#records === 0 && this.#header) {
+    // The header row is read like data too (without field hints): a headerless file under
+    // `header: true` would otherwise pass its first record unread.
+    const isHeader = this.#records === 0 && this.#header
+    if (isHeader) {
       const pack = this.#scanner.pack
       this.#hints = fields.map((h) => pack.fieldHint(h))
-      // The header row is read like data too: a headerless file under `header: true` would
-      // otherwise pass its first record unread.
-      let copy: string[] | undefined
-      for (let i = 0; i < fields.length; i++) {
-        const r = this.#scanner.visit(fields[i]!, 0)
-        if (r === undefined) continue
-        if (typeof r !== 'string') this.#scanner.flush()
-        ;(copy ??= fields.slice())[i] = typeof r === 'string' ? r : r.value
-      }
-      if (copy !== undefined) row = copy
-    } else {
-      let copy: string[] | undefined
-      for (let i = 0; i < fields.length; i++) {
-        const r = this.#scanner.visit(fields[i]!, this.#hints?.[i] ?? 0)
-        if (r === undefined) continue
-        if (typeof r !== 'string') this.#scanner.flush() // not deferred for CSV; complete it if it ever is
-        ;(copy ??= fields.slice())[i] = typeof r === 'string' ? r : r.value
-      }
-      if (copy !== undefined) row = copy
+    }
+    let row = fields
+    for (let i = 0; i < fields.length; i++) {
+      const r = this.#scanner.visit(fields[i]!, isHeader ? 0 : (this.#hints?.[i] ?? 0))
+      if (r === undefined) continue
+      if (typeof r !== 'string') this.#scanner.flush() // not deferred for CSV; complete it if it ever is
+      if (row === fields) row = fields.slice()
+      row[i] = typeof r === 'string' ? r : r.value
     }
     this.#records++
     const line = csvStringify([row], { delimiter: this.#delimiter, record_delimiter: this.#eol, quoted_match: /[\r\n]/ })

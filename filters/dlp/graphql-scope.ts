@@ -5,9 +5,7 @@
 // name, and every response key it reaches joins the scope. A client choosing an alias, or many,
 // must not take a listed field out of DLP.
 import { Kind, getOperationAST, type DocumentNode, type FieldNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql'
-
-/** Most paths a scope holds (JsonRewriter tracks them in a 31-bit mask); beyond: the whole response. */
-export const MAX_SCOPE_PATHS = 31
+import { MAX_SCOPE_PATHS } from './json-rewriter.ts'
 
 export interface GraphqlExportMatch {
   /** The operation selects a listed path (by field name or response key), or a top-level fragment. */

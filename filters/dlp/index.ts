@@ -55,6 +55,11 @@ interface BodyHealth {
   encoding: string
 }
 
+/** The stop of an export whose content encoding broke (before the head or mid-stream). */
+function undecodable(h: BodyHealth): StopReason {
+  return { kind: 'malformed', message: `the export's ${h.encoding} content encoding does not decode, so DLP cannot inspect it` }
+}
+
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
   const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
   if (ct.includes('ndjson') || ct.includes('jsonl') || ct.includes('json-seq') || ct.includes('jsonlines')) return 'ndjson'
@@ -159,7 +164,7 @@ class DlpFilter implements Filter {
     if (matched) return { format: 'json', scope }
     if (this.#operations.size) {
       const name = gql.opName
-      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope: this.#responsePaths.length ? scope : undefined }
+      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope }
     }
     return undefined
   }
@@ -273,7 +278,7 @@ class DlpFilter implements Filter {
         this.#refuse(ctx, res, errorReply('UPSTREAM_UNAVAILABLE', 'the upstream failed before the export was inspected'))
         return
       }
-      session.stop = { kind: 'malformed', message: `the export's ${health.encoding} content encoding does not decode, so DLP cannot inspect it` }
+      session.stop = undecodable(health)
       out = []
       ended = false
     }
@@ -447,7 +452,7 @@ class DlpStream extends Transform {
       this.#done = true
       const h = this.#health
       if (h.decodeFailed && !h.upstreamFailed) {
-        this.#session.stop ??= { kind: 'malformed', message: `the export's ${h.encoding} content encoding does not decode, so DLP cannot inspect it` }
+        this.#session.stop ??= undecodable(h)
       }
       const why = h.upstreamFailed ? 'the upstream failed mid-stream' : 'the client went away mid-stream'
       this.#filter.finish(this.#ctx, this.#plan, this.#session, 'mid-stream', why)

@@ -42,6 +42,9 @@ export interface StringVisitor {
   readonly hits?: number
 }
 
+/** Most paths a scope tracks (a 31-bit mask per level); a scope with more is the whole document. */
+export const MAX_SCOPE_PATHS = 31
+
 /** Response-path scoping: only strings under one of `paths` are visited (absent: all). */
 export interface JsonScope {
   /** Key paths from the root, e.g. [["data", "entities"], ["errors"]]; arrays are transparent. */
@@ -168,7 +171,7 @@ export class JsonRewriter {
 
   #resetTop(): void {
     const n = this.#paths.length
-    this.#valScope = n === 0 ? FULL : n >= 31 ? 0x7fffffff : (1 << n) - 1
+    this.#valScope = n === 0 ? FULL : n >= MAX_SCOPE_PATHS ? 0x7fffffff : (1 << n) - 1
     this.#valLevel = 0
     this.#valHint = 0
   }
@@ -414,7 +417,7 @@ export class JsonRewriter {
     let next = 0
     let full = false
     const paths = this.#paths
-    for (let p = 0; p < paths.length && p < 31; p++) {
+    for (let p = 0; p < paths.length && p < MAX_SCOPE_PATHS; p++) {
       if ((scope & (1 << p)) === 0) continue
       const path = paths[p]!
       if (path[level] !== key) continue

@@ -166,8 +166,10 @@ export class QuotaRuntime {
     }
     const { restored, skipped } = restoreState(this.table, read.doc)
     this.logger.info({ stateFile, tenants: restored }, 'quota state restored')
-    if (skipped > 0) this.#readFailed = true
-    if (skipped > 0) this.logger.warn({ stateFile, skipped }, 'quota state file entries skipped as damaged')
+    if (skipped > 0) {
+      this.#readFailed = true
+      this.logger.warn({ stateFile, skipped }, 'quota state file entries skipped as damaged')
+    }
   }
 
   /** A filter instance joined (with the config it was built from: the newest wins). */

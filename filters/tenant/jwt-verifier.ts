@@ -3,7 +3,7 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
@@ -17,7 +17,8 @@ export class TokenError extends Error {
   }
 }
 
-type Outcome = { ok: true; claims: JWTPayload } | { ok: false; reason: string }
+/** `notBefore`: the token's "nbf" (seconds) when that claim alone refused it (it is early). */
+type Outcome = { ok: true; claims: JWTPayload } | { ok: false; reason: string; notBefore?: number }
 
 const MAX_POSITIVE_TTL_MS = 5 * 60_000
 const NEGATIVE_TTL_MS = 30_000
@@ -64,23 +65,10 @@ export class JwtVerifier {
       const exp = typeof outcome.claims.exp === 'number' ? outcome.claims.exp * 1000 - Date.now() : MAX_POSITIVE_TTL_MS
       if (exp > 0) this.#cache.set(token, outcome, { ttl: Math.min(exp, MAX_POSITIVE_TTL_MS) })
     } else {
-      const ttl = this.#negativeTtl(token, outcome.reason)
+      const ttl = outcome.notBefore === undefined ? NEGATIVE_TTL_MS : Math.min(NEGATIVE_TTL_MS, (outcome.notBefore - this.#cfg.clockToleranceSec) * 1000 - Date.now())
       if (ttl > 0) this.#cache.set(token, outcome, { ttl })
     }
     return outcome
-  }
-
-  /** A token refused only for being early ("nbf") is not refused from the cache once it is due. */
-  #negativeTtl(token: string, reason: string): number {
-    if (!reason.startsWith('token claim "nbf"')) return NEGATIVE_TTL_MS
-    let nbf: unknown
-    try {
-      nbf = decodeJwt(token).nbf
-    } catch {
-      return NEGATIVE_TTL_MS
-    }
-    if (typeof nbf !== 'number') return NEGATIVE_TTL_MS
-    return Math.min(NEGATIVE_TTL_MS, (nbf - this.#cfg.clockToleranceSec) * 1000 - Date.now())
   }
 
   async #verify(token: string): Promise<Outcome> {
@@ -105,6 +93,11 @@ export class JwtVerifier {
         // A wrong key type or unknown kid means "try the next key"; anything else is final.
         if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey || err instanceof TypeError || (err instanceof joseErrors.JOSENotSupported))) break
       }
+    }
+    // A token refused only for being early is not refused from the cache once it is due:
+    // jose's error carries the (verified) payload, so its nbf is read there, not decoded again.
+    if (last instanceof joseErrors.JWTClaimValidationFailed && last.claim === 'nbf' && typeof last.payload.nbf === 'number') {
+      return { ok: false, reason: describe(last), notBefore: last.payload.nbf }
     }
     return { ok: false, reason: describe(last) }
   }

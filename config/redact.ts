@@ -7,10 +7,10 @@
 const SECRET_KEY = /secret|passw(or)?d|passwd|token|api[_-]?key|private|credential|cursor_?keys?$|signing_?key|^authorization$|^cookie$/i
 const SECRET_PARAM = /secret|passw(or)?d|token|key|sig(nature)?$|auth|credential/i
 
-export const REDACTED = '[redacted]'
+const REDACTED = '[redacted]'
 
 /** True when a field of this name holds a secret. */
-export function isSecretKey(key: string): boolean {
+function isSecretKey(key: string): boolean {
   return SECRET_KEY.test(key)
 }
 

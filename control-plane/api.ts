@@ -51,7 +51,7 @@ const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e\x80-\xff]*"$/
  * If-Match (RFC 9110 §13.1.1): `*` alone, or a list of entity-tags compared strongly — a weak tag
  * (`W/"…"`) never matches, and `*` is not a tag (`W/*`, `"a", *` are malformed: 400, not "any").
  */
-export function ifMatchAccepts(header: string, etag: string | undefined): boolean {
+function ifMatchAccepts(header: string, etag: string | undefined): boolean {
   const value = header.trim()
   if (value === '*') return etag !== undefined
   const tags = value.split(',').map((t) => t.trim()).filter((t) => t !== '')
@@ -92,9 +92,12 @@ function alertsTenant(q: URLSearchParams, subject: Subject): string | undefined 
  * would let it mint any tenant's tokens for the data plane.
  */
 function readable(deps: ApiDeps, ctx: RouteContext, resource: { type: string; id?: string; tenant?: string }, value: unknown, path: readonly PropertyKey[]): unknown {
-  const s = ctx.subject
-  if (s !== undefined && deps.authorizer.decide(s, 'admin.write', resource).allow) return value
-  return redactConfig(value, path)
+  return mayWrite(deps, ctx, resource) ? value : redactConfig(value, path)
+}
+
+/** Whether the caller may write `resource`: decided once per request, then applied to every value shown. */
+function mayWrite(deps: ApiDeps, ctx: RouteContext, resource: { type: string; id?: string; tenant?: string }): boolean {
+  return ctx.subject !== undefined && deps.authorizer.decide(ctx.subject, 'admin.write', resource).allow
 }
 
 /** An audit entry as a reader without write access sees it: before/after/diff values redacted (marked, since its hash then no longer matches). */
@@ -142,23 +145,28 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
   // Items keyed by tenant belong to that tenant: a tenant-scoped admin may manage its own.
   const byTenant = tenantScoped || ((c.path[0] === 'quotas' || c.path[0] === 'dlp') && c.path[1] === 'tenants')
   const res = (p: Record<string, string>) => (byTenant ? { type: c.name, id: p.id, tenant: p.id } : { type: c.name, id: p.id })
-  const view = async (id: string, value: unknown, version: number) => {
-    const v: Record<string, unknown> = { id, etag: etagOf(value), version, config: value }
-    if (tenantScoped) v.uuid = (await deps.store.tenantIds()).get(id)
+  /** `etag` is the stored value's (`value` may be its redacted view); `uuids` is read once per request when given. */
+  const view = async (id: string, value: unknown, etag: string, version: number, uuids?: Map<string, string>) => {
+    const v: Record<string, unknown> = { id, etag, version, config: value }
+    if (tenantScoped) v.uuid = (uuids ?? (await deps.store.tenantIds())).get(id)
     return v
   }
+  const listResource = (subject: Subject) => ({ type: c.name, ...(byTenant && subject.tenant ? { tenant: subject.tenant } : {}) })
   return [
     {
       method: 'GET',
       path: `/v1/${c.name}`,
-      auth: { action: 'admin.read', resource: (_p, _q, subject) => ({ type: c.name, ...(byTenant && subject.tenant ? { tenant: subject.tenant } : {}) }) },
+      auth: { action: 'admin.read', resource: (_p, _q, subject) => listResource(subject) },
       doc: { summary: `List ${c.name}`, tags: [c.name], responses: { 200: { description: c.description, schema: ref(`${name}List`) }, ...COMMON } },
       async handle(ctx) {
         const h = requireHead(deps.store)
         let items = listItems(h.document, c)
         if (byTenant && ctx.subject?.tenant) items = items.filter((i) => i.id === ctx.subject!.tenant)
-        const shown = items.map((i) => ({ id: i.id, value: readable(deps, ctx, res({ id: i.id }), i.value, [...c.path, i.id]), etag: etagOf(i.value) }))
-        sendJson(ctx.res, 200, { version: h.version, items: await Promise.all(shown.map(async (i) => ({ ...(await view(i.id, i.value, h.version)), etag: i.etag }))) })
+        // The policy's write decision does not differ between the listed items (a tenant-scoped
+        // caller sees only its own tenant's): taken once, for the list's resource.
+        const full = mayWrite(deps, ctx, listResource(ctx.subject!))
+        const uuids = tenantScoped ? await deps.store.tenantIds() : undefined
+        sendJson(ctx.res, 200, { version: h.version, items: await Promise.all(items.map((i) => view(i.id, full ? i.value : redactConfig(i.value, [...c.path, i.id]), etagOf(i.value), h.version, uuids))) })
       },
     },
     {
@@ -171,7 +179,8 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         const value = getItem(h.document, c, ctx.params.id!)
         if (value === undefined) throw new HttpError(404, `${c.name}/${ctx.params.id} does not exist`)
         const shown = readable(deps, ctx, res(ctx.params), value, [...c.path, ctx.params.id!])
-        sendJson(ctx.res, 200, { ...(await view(ctx.params.id!, shown, h.version)), etag: etagOf(value) }, { etag: etagOf(value) })
+        const etag = etagOf(value)
+        sendJson(ctx.res, 200, await view(ctx.params.id!, shown, etag, h.version), { etag })
       },
     },
     {
@@ -205,7 +214,8 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
             return { document, before, after: getItem(document, c, id), result: getItem(document, c, id) }
           },
         })
-        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, r.version), { etag: etagOf(r.result) })
+        const etag = etagOf(r.result)
+        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, etag, r.version), { etag })
       },
     },
     {

@@ -61,7 +61,7 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOST
 const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable)/
 
 /** True for errors that say the PostgreSQL server is out of reach, not that the statement is wrong. */
-export function isPostgresUnavailable(err: unknown): boolean {
+function isPostgresUnavailable(err: unknown): boolean {
   if (err === null || typeof err !== 'object') return false
   const e = err as { code?: unknown; message?: unknown; errors?: unknown }
   if (typeof e.code === 'string') {

@@ -5,12 +5,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
 import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
-import { Counter, type Registry } from 'prom-client'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
 import { requestIdFor } from './http-kit.ts'
-import { ADMIN_GRAPHQL_LIMITS, bodyTooLarge, checkDocument, LIMIT_NAMES, scanDocument, type GraphQLLimits, type LimitRefusal } from './graphql-limits.ts'
+import { ADMIN_GRAPHQL_LIMITS, bodyTooLarge, checkDocument, scanDocument, type GraphQLLimits, type LimitRefusal } from './graphql-limits.ts'
+import type { ControlPlaneMetrics } from './metrics.ts'
 import { isQuotaKind } from './quota-section.ts'
 import { NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
 
@@ -120,7 +120,7 @@ export const requestSubjects = new WeakMap<IncomingMessage, Subject>()
  */
 const requestIds = new WeakMap<IncomingMessage, string>()
 
-export function requestIdOf(req: IncomingMessage, res?: ServerResponse): string {
+function requestIdOf(req: IncomingMessage, res?: ServerResponse): string {
   let id = requestIds.get(req)
   if (id === undefined) {
     const set = res?.getHeader('x-request-id')
@@ -128,13 +128,6 @@ export function requestIdOf(req: IncomingMessage, res?: ServerResponse): string 
     requestIds.set(req, id)
   }
   return id
-}
-
-/** Counters on the control plane's registry (one per instance, so looked up before created). */
-function counter(registry: Registry, name: string, help: string, labelNames: string[] = []): Counter {
-  const existing = registry.getSingleMetric(name)
-  if (existing instanceof Counter) return existing
-  return new Counter({ name, help, labelNames, registers: [registry] })
 }
 
 /** A refusal as yoga answers it: 400 (413 for the body) whatever the Accept header, never masked. */
@@ -182,11 +175,10 @@ type ServerContext = { req: IncomingMessage; res?: ServerResponse }
  * fields before validation (a refused document is not validated further). Each refusal
  * and each unexpected (masked) error is logged with the request id and counted.
  */
-function useAdminLimits(limits: GraphQLLimits, logger: Logger, registry: Registry, unexpected: WeakMap<object, unknown>): Plugin<Record<string, unknown>, ServerContext> {
+function useAdminLimits(limits: GraphQLLimits, logger: Logger, metrics: ControlPlaneMetrics, unexpected: WeakMap<object, unknown>): Plugin<Record<string, unknown>, ServerContext> {
   const refusals = new WeakSet<object>()
-  const refused = counter(registry, 'igw_control_plane_graphql_refusals_total', 'GraphQL admin requests refused by a limit before execution, by limit', ['limit'])
-  for (const l of LIMIT_NAMES) refused.labels(l).inc(0)
-  const failures = counter(registry, 'igw_control_plane_graphql_unexpected_errors_total', 'Unexpected errors in GraphQL admin requests (masked toward the client, logged with the request id)')
+  const refused = metrics.graphqlRefusals
+  const failures = metrics.graphqlUnexpected
   return {
     onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
       const declared = request.headers.get('content-length')
@@ -232,12 +224,7 @@ function useAdminLimits(limits: GraphQLLimits, logger: Logger, registry: Registr
   }
 }
 
-export interface AdminYogaOptions {
-  limits?: GraphQLLimits
-}
-
-export function createAdminYoga(deps: ApiDeps, opts: AdminYogaOptions = {}): YogaServerInstance<ServerContext, GraphQLContext> {
-  const limits = opts.limits ?? ADMIN_GRAPHQL_LIMITS
+export function createAdminYoga(deps: ApiDeps): YogaServerInstance<ServerContext, GraphQLContext> {
   // Masked errors keep their original here until the response is processed, where the request
   // (and so its id) is known: maskError itself is told nothing about the request.
   const unexpected = new WeakMap<object, unknown>()
@@ -260,7 +247,7 @@ export function createAdminYoga(deps: ApiDeps, opts: AdminYogaOptions = {}): Yog
         return masked
       },
     },
-    plugins: [useAdminLimits(limits, deps.logger, deps.metrics.registry, unexpected)],
+    plugins: [useAdminLimits(ADMIN_GRAPHQL_LIMITS, deps.logger, deps.metrics, unexpected)],
     // Replaced by useAdminLimits' bound, whose refusal names the limit (yoga's default is 25 MB).
     maxRequestBodySize: false,
     // Nothing in the schema takes an Upload: multipart would only be another way to send a body.

@@ -41,8 +41,8 @@ export const ADMIN_GRAPHQL_LIMITS: Readonly<GraphQLLimits> = Object.freeze({
   maxMutationFields: 1,
 })
 
-export type LimitName = 'bodyBytes' | 'documentChars' | 'tokens' | 'depth' | 'aliases' | 'mutationFields'
-export const LIMIT_NAMES: readonly LimitName[] = ['bodyBytes', 'documentChars', 'tokens', 'depth', 'aliases', 'mutationFields']
+export const LIMIT_NAMES = ['bodyBytes', 'documentChars', 'tokens', 'depth', 'aliases', 'mutationFields'] as const
+export type LimitName = (typeof LIMIT_NAMES)[number]
 
 export interface LimitRefusal {
   limit: LimitName

@@ -7,6 +7,7 @@
 // the API's own names, plugin publishers from the trust file.
 import { createServer, type Server } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { LIMIT_NAMES } from './graphql-limits.ts'
 import { REJECTION_REASONS, type RejectionReason } from './plugin-package.ts'
 
 /** Admin API latency: from a cached GET (well under a millisecond) to a PostgreSQL commit. */
@@ -27,6 +28,8 @@ export class ControlPlaneMetrics {
   readonly pluginRejections = new Counter({ name: 'igw_plugin_upload_rejections_total', help: 'Plugin uploads refused, by reason (unsigned|bad_signature|untrusted_publisher|malformed)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly streamDrops = new Counter({ name: 'igw_control_plane_stream_drops_total', help: 'Config streams closed by the control plane, by reason (stalled: the proxy stopped reading)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly streamBuffered: Gauge
+  readonly graphqlRefusals = new Counter({ name: 'igw_control_plane_graphql_refusals_total', help: 'GraphQL admin requests refused by a limit before execution, by limit', labelNames: ['limit'] as const, registers: [this.registry] })
+  readonly graphqlUnexpected = new Counter({ name: 'igw_control_plane_graphql_unexpected_errors_total', help: 'Unexpected errors in GraphQL admin requests (masked toward the client, logged with the request id)', registers: [this.registry] })
 
   constructor(collect: { proxiesConnected: () => number; headVersion: () => number; streamBufferedBytes?: () => number }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'igw_' })
@@ -60,6 +63,7 @@ export class ControlPlaneMetrics {
     for (const reason of REJECTION_REASONS) this.pluginRejections.labels(reason).inc(0)
     for (const result of ['ack', 'nack']) this.acks.labels(result).inc(0)
     this.streamDrops.labels('stalled').inc(0)
+    for (const limit of LIMIT_NAMES) this.graphqlRefusals.labels(limit).inc(0)
   }
 
   reject(reason: RejectionReason): void {

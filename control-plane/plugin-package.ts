@@ -133,23 +133,15 @@ export function checkPackage(body: unknown, trusted: TrustedKeys): PackageDecisi
 }
 
 /** A refusal's detail is answered, logged and kept in the signed audit log for good: bounded. */
-export const MAX_DETAIL_CHARS = 1000
-const MAX_KEYS_NAMED = 5
-const MAX_KEY_CHARS = 64
+const MAX_DETAIL_CHARS = 1000
 
 /**
  * The problems of a malformed package in one bounded line. Unknown keys are the only part the
- * client sizes freely (their number and length; every value is already shown truncated): 10 MB
- * of them would otherwise be a 10 MB answer, log line and audit entry per request.
+ * client sizes freely (their number and length; every value is already shown truncated):
+ * formatIssues names at most a few of them, clipped, and the line is cut at MAX_DETAIL_CHARS.
  */
 function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
-  const lines = issues.map((iss) => {
-    if (iss.code !== 'unrecognized_keys') return formatIssues([iss])[0]!
-    const named = iss.keys.slice(0, MAX_KEYS_NAMED).map((k) => JSON.stringify(k.length > MAX_KEY_CHARS ? `${k.slice(0, MAX_KEY_CHARS - 1)}…` : k))
-    const more = iss.keys.length - named.length
-    return `${iss.path.length ? iss.path.join('.') : '(root)'}: unknown key${iss.keys.length > 1 ? 's' : ''} ${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}`
-  })
-  const text = lines.join('; ')
+  const text = formatIssues(issues).join('; ')
   return text.length > MAX_DETAIL_CHARS ? `${text.slice(0, MAX_DETAIL_CHARS - 1)}…` : text
 }
 

@@ -38,7 +38,7 @@ interface Stream {
 
 const HEARTBEAT_MS = 15_000
 /** How long a stream may go without draining before it is closed (a 4 MB snapshot over a slow link still fits). */
-export const DEFAULT_STALL_MS = 60_000
+const DEFAULT_STALL_MS = 60_000
 
 export function snapshotEvent(head: Head): string {
   return `id: ${head.version}\nevent: snapshot\ndata: ${JSON.stringify(head.envelope)}\n\n`

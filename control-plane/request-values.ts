@@ -29,7 +29,7 @@ export function parseInteger(raw: unknown, range: IntegerRange = {}): number | u
 }
 
 /** What a range accepts, for problem texts: "an integer from 1 to 1000". */
-export function describeRange(range: IntegerRange = {}): string {
+function describeRange(range: IntegerRange = {}): string {
   const min = range.min ?? 0
   const max = range.max ?? Number.MAX_SAFE_INTEGER
   return max === Number.MAX_SAFE_INTEGER ? `an integer ≥ ${min} (at most ${max})` : `an integer from ${min} to ${max}`

@@ -109,7 +109,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         subject = await authn.authenticate(req.headers.authorization)
       } catch (err) {
         const e = err as AuthError
-        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': `Bearer error="invalid_token", error_description="${e.message.replace(/"/g, "'")}"` })
+        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': bearerChallenge(e.message) })
         return
       }
       requestSubjects.set(req, subject)
@@ -254,6 +254,11 @@ function refuseNulInQuery(query: URLSearchParams): void {
   }
 }
 
+/** The WWW-Authenticate challenge of a 401 (REST and /graphql alike); a quote would end error_description early. */
+function bearerChallenge(message: string): string {
+  return `Bearer error="invalid_token", error_description="${message.replace(/"/g, "'")}"`
+}
+
 /** A listen host as it goes in a URL (wildcards: loopback). */
 function hostForUrl(host: string | undefined): string {
   if (!host || host === '0.0.0.0' || host === '::') return '127.0.0.1'
@@ -267,7 +272,7 @@ function hostForUrl(host: string | undefined): string {
  */
 function toHttpError(err: unknown, requestId: string): HttpError {
   if (err instanceof HttpError) return err
-  if (err instanceof AuthError) return new HttpError(err.status, err.message, err.status === 401 ? { headers: { 'www-authenticate': `Bearer error="invalid_token", error_description="${err.message.replace(/"/g, "'")}"` } } : {})
+  if (err instanceof AuthError) return new HttpError(err.status, err.message, err.status === 401 ? { headers: { 'www-authenticate': bearerChallenge(err.message) } } : {})
   if (err instanceof ValidationFailed) return new HttpError(400, 'the change would make the config document invalid', { problems: err.problems })
   if (err instanceof PreconditionFailed) return new HttpError(412, err.message, err.current ? { headers: { etag: err.current }, extra: { current: err.current } } : {})
   if (err instanceof NotFound) return new HttpError(404, err.message)

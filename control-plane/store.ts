@@ -68,7 +68,7 @@ export interface CommitResult<R> {
  * (and so the zod schema, and every proxy that loads the document) treats it as the prototype and
  * drops it — what was stored would not be what runs. Iterative: documents come from clients.
  */
-export function prototypeKeyProblems(doc: unknown, max = 20): string[] {
+function prototypeKeyProblems(doc: unknown, max = 20): string[] {
   const out: string[] = []
   const stack: [unknown, string][] = [[doc, '']]
   while (stack.length > 0 && out.length < max) {

@@ -101,7 +101,7 @@ export function validateReport(body: unknown): UsageReport | string {
   if (typeof r.bootId !== 'string' || r.bootId === '') return 'bootId: required (string)'
   const idProblem = textProblem('proxyId', r.proxyId) ?? textProblem('bootId', r.bootId)
   if (idProblem) return idProblem
-  if (parseInteger(r.seq, { min: 1 }) === undefined || typeof r.seq !== 'number') {
+  if (parseInteger(r.seq, { min: 1, json: true }) === undefined) {
     return Number.isInteger(r.seq) && (r.seq as number) > 0 ? `seq: expected a positive integer, at most ${Number.MAX_SAFE_INTEGER}` : 'seq: expected a positive integer'
   }
   if (typeof r.at !== 'string' || Number.isNaN(parseDateTime(r.at))) return 'at: expected an RFC 3339 date-time'
@@ -194,15 +194,9 @@ export class UsageLedger {
   async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: Map<string, number>): Promise<{ accepted: boolean; alerts: Alert[] }> {
     const at = new Date(r.at)
     const entries: ReportedTenant[] = Object.entries(r.tenants).map(([tenant, u]) => ({ tenant, u, day: localDay(at, timeZoneOf(tenant)) }))
-    const rows = new Map<string, [string, string, string, number]>()
-    for (const e of entries) {
-      for (const [metric, value] of flattenUsage(e.u)) {
-        const k = `${e.tenant}\u0000${e.day}\u0000${metric}`
-        const row = rows.get(k)
-        if (row === undefined) rows.set(k, [e.tenant, e.day, metric, value])
-        else row[3] += value
-      }
-    }
+    // (tenant, day, metric) is unique within a report: a tenant is one key of `tenants` with one
+    // day, and flattenUsage's metric names are distinct. So no row meets ON CONFLICT twice.
+    const all = entries.flatMap((e) => flattenUsage(e.u).map(([metric, value]): [string, string, string, number] => [e.tenant, e.day, metric, value]))
     return this.#db.transaction(async (tx) => {
       const now = Date.now()
       const found = await tx.query<{ boot_id: string | null; usage_seq: unknown }>('SELECT boot_id, usage_seq FROM proxies WHERE id = $1', [r.proxyId])
@@ -213,7 +207,6 @@ export class UsageLedger {
       } else {
         await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, r.bootId, r.seq, now])
       }
-      const all = [...rows.values()]
       for (let i = 0; i < all.length; i += BATCH_ROWS) {
         const batch = all.slice(i, i + BATCH_ROWS)
         await tx.query(

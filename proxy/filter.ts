@@ -14,7 +14,7 @@ export type { LocalReply, ErrorCode } from './errors.ts'
 export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
 export type { GraphQLRequest, OperationType } from './graphql-request.ts'
 export type { RedisProvider } from './redis.ts'
-export { oncePer } from './log.ts'
+export { LogWindow, oncePer } from './log.ts'
 export { isSafeRequestId } from './headers.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */

@@ -60,11 +60,36 @@ export function createLogger(level: LevelWithSilent, destination: DestinationStr
  * each failure is counted in a metric, and one log line per window is enough for an operator.
  */
 export function oncePer(ms: number): () => boolean {
-  let last = -Infinity
-  return () => {
-    const now = Date.now()
-    if (now - last < ms) return false
-    last = now
-    return true
+  const window = new LogWindow(ms)
+  return () => window.take() !== undefined
+}
+
+/**
+ * oncePer that also counts what it held back: take() answers how many lines were held back since
+ * the last one when this one may be logged (0 or more; put it in the line), else undefined.
+ */
+export class LogWindow {
+  readonly #ms: number
+  #last = -Infinity
+  #held = 0
+
+  constructor(ms: number) {
+    this.#ms = ms
+  }
+
+  take(now = Date.now()): number | undefined {
+    if (now - this.#last < this.#ms) {
+      this.#held++
+      return undefined
+    }
+    this.#last = now
+    const held = this.#held
+    this.#held = 0
+    return held
+  }
+
+  /** Forget the lines held back (what they were about is over); the window itself stays. */
+  reset(): void {
+    this.#held = 0
   }
 }

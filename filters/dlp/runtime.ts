@@ -4,7 +4,7 @@
 import type { Logger } from 'pino'
 import { loadPolicyBundle, type PolicyEvaluator } from '../../policies/engine.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
-import { oncePer } from '../../proxy/filter.ts'
+import { LogWindow } from '../../proxy/filter.ts'
 import { LocalKeyring, type KeyProvider } from './keyring.ts'
 import { BUILTIN_RULE_PACK, RulePack } from './rule-pack.ts'
 import { Tokenizer } from './tokenizer.ts'
@@ -31,9 +31,7 @@ export class KeyringState {
   #sink: KeyringSink | undefined = undefined
   /** What the last failed reload was (version and message): a retry of it is no new failure. */
   #failure: string | undefined = undefined
-  /** Failures counted since the last line about them (rate-limited). */
-  #unlogged = 0
-  readonly #logFailureNow = oncePer(KEYRING_FAILURE_LOG_MS)
+  readonly #failureLog = new LogWindow(KEYRING_FAILURE_LOG_MS)
   /** "path\0mode" already warned about: once per file and mode, not per reload. */
   readonly #warned = new Set<string>()
 
@@ -85,7 +83,7 @@ export class KeyringState {
     // Back to a keyring that loads (or to the very file last loaded): the next failure counts.
     if (this.#failure !== undefined) {
       this.#failure = undefined
-      this.#unlogged = 0
+      this.#failureLog.reset()
       this.#sink?.logger.info({ keyring: this.provider.description }, 'DLP keyring reloaded after failures')
     }
   }
@@ -102,10 +100,8 @@ export class KeyringState {
     const sink = this.#sink
     if (sink === undefined) return
     sink.failures.inc()
-    this.#unlogged++
-    if (!this.#logFailureNow()) return
-    const suppressed = this.#unlogged - 1
-    this.#unlogged = 0
+    const suppressed = this.#failureLog.take()
+    if (suppressed === undefined) return
     sink.logger.error({ err: { message: err.message }, keyring: this.provider.description, ...(suppressed > 0 ? { suppressed } : {}) }, 'DLP keyring reload failed; keeping the last good keyring')
   }
 

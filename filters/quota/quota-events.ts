@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { Counter } from 'prom-client'
 import { Agent, request } from 'undici'
 import type { QuotasConfig } from '../../config/quotas.ts'
+import { LogWindow } from '../../proxy/filter.ts'
 
 export interface BudgetEvent {
   type: 'budget.threshold'
@@ -55,29 +56,6 @@ export const MAX_PENDING_EVENTS = 1000
 /** At most one line per this period per kind of delivery trouble (the rest are counted in it). */
 export const DELIVERY_LOG_MS = 10_000
 
-/** Lets one log line through per period and counts the ones it held back. */
-export class LogThrottle {
-  readonly #ms: number
-  #last = -Infinity
-  #held = 0
-
-  constructor(ms: number) {
-    this.#ms = ms
-  }
-
-  /** The number of lines held back since the last one when this one may be logged, else undefined. */
-  take(now: number): number | undefined {
-    if (now - this.#last < this.#ms) {
-      this.#held++
-      return undefined
-    }
-    this.#last = now
-    const held = this.#held
-    this.#held = 0
-    return held
-  }
-}
-
 interface Pending {
   ev: QuotaEvent
   hook: Webhook
@@ -90,8 +68,8 @@ export class EventSink {
   readonly #queue: Pending[] = []
   #running = 0
   #idle: (() => void)[] = []
-  readonly #failedLog = new LogThrottle(DELIVERY_LOG_MS)
-  readonly #droppedLog = new LogThrottle(DELIVERY_LOG_MS)
+  readonly #failedLog = new LogWindow(DELIVERY_LOG_MS)
+  readonly #droppedLog = new LogWindow(DELIVERY_LOG_MS)
   /** Webhook connections of their own, never more than the deliveries that may run at once. */
   #agent: Agent | undefined
 

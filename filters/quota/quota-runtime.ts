@@ -8,11 +8,11 @@ import type { Registry } from 'prom-client'
 import { localDayNumber, QUOTA_KINDS, quotaKeys, type QuotaKindName } from '../../config/quota-usage.ts'
 import type { QuotasConfig } from '../../config/quotas.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
-import type { RedisProvider } from '../../proxy/filter.ts'
+import { LogWindow, type RedisProvider } from '../../proxy/filter.ts'
 import { observe, type AnomalyState } from './anomaly-detector.ts'
 import { returnPending, takePending } from './local-limiter.ts'
 import { EventLoopLoad } from './qos.ts'
-import { EventSink, LogThrottle, type QuotaEvent } from './quota-events.ts'
+import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
 import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
 import { advance, total } from './rolling-budget.ts'
@@ -111,9 +111,9 @@ export class QuotaRuntime {
   readonly #anomaly: PeriodicJob
   readonly #heartbeat: PeriodicJob
   #flushing = false
-  readonly #writeLog = new LogThrottle(60_000)
+  readonly #writeLog = new LogWindow(60_000)
   /** Keys Redis refused (one tenant's decisions): every call fails again until someone fixes the key. */
-  readonly #keyLog = new LogThrottle(10_000)
+  readonly #keyLog = new LogWindow(10_000)
   /** Set when the state file could not be read at start (counted once metrics exist). */
   #readFailed = false
 

@@ -15,7 +15,7 @@ import type { Tier } from '../../config/primitives.ts'
 import { RequestContext } from '../context.ts'
 import { rawHttpError } from '../errors.ts'
 import { incomingRequestId } from '../headers.ts'
-import { oncePer } from '../log.ts'
+import { LogWindow } from '../log.ts'
 import type { GraphQLRequest } from '../graphql-request.ts'
 import type { ProxyMetrics } from '../metrics.ts'
 import { SharedRedis } from '../redis.ts'
@@ -85,8 +85,7 @@ export class SubscriptionHub {
   /** Streams without clients, waiting out their linger time: oldest first (insertion order). */
   readonly #idle = new Set<Stream>()
   /** maxStreams refusals since the last warning (logged at most every CAPACITY_LOG_MS). */
-  #capRefused = 0
-  readonly #capLogNow = oncePer(CAPACITY_LOG_MS)
+  readonly #capLog = new LogWindow(CAPACITY_LOG_MS)
   readonly connections = new Set<ClientConnection>()
   /** Connections with something queued, by tier: shed bronze first, then silver, when over budget. */
   readonly backlogged: Record<Tier, Set<ClientConnection>> = { gold: new Set(), silver: new Set(), bronze: new Set() }
@@ -338,10 +337,9 @@ export class SubscriptionHub {
   }
 
   #atCapacity(max: number, tenant: string | undefined): void {
-    this.#capRefused++
-    if (!this.#capLogNow()) return
-    this.logger.warn({ maxStreams: max, streams: this.streams.size, refused: this.#capRefused, tenant }, 'subscriptions.upstream.maxStreams reached with every stream in use: refusing new streams with OVERLOADED')
-    this.#capRefused = 0
+    const held = this.#capLog.take()
+    if (held === undefined) return
+    this.logger.warn({ maxStreams: max, streams: this.streams.size, refused: held + 1, tenant }, 'subscriptions.upstream.maxStreams reached with every stream in use: refusing new streams with OVERLOADED')
   }
 
   /** A connection's queued bytes changed by `delta`; over the worker's budget, shed bronze then silver. */

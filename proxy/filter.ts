@@ -14,6 +14,7 @@ export type { LocalReply, ErrorCode } from './errors.ts'
 export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
 export type { GraphQLRequest, OperationType } from './graphql-request.ts'
 export type { RedisProvider } from './redis.ts'
+export { readyWithin } from './redis.ts'
 export { LogWindow, oncePer } from './log.ts'
 export { isSafeRequestId } from './headers.ts'
 

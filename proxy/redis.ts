@@ -29,6 +29,22 @@ export interface RedisProvider {
   close(): Promise<void>
 }
 
+/** Resolves true when `client` becomes ready within `ms`, false otherwise (one listener, one timer, both released). */
+export function readyWithin(client: Redis, ms: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const onReady = () => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    const timer = setTimeout(() => {
+      client.removeListener('ready', onReady)
+      resolve(false)
+    }, ms)
+    client.once('ready', onReady)
+  })
+}
+
 export interface RedisMetrics {
   up: Gauge
   reconnects: Counter

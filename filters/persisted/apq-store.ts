@@ -2,7 +2,7 @@
 // and Redis when configured (shared by every proxy, surviving restarts). The LRU lives at
 // module level so registrations survive config reloads.
 import { LRUCache } from 'lru-cache'
-import type { RedisProvider } from '../../proxy/filter.ts'
+import { readyWithin, type RedisProvider } from '../../proxy/filter.ts'
 
 let shared: { max: number; lru: LRUCache<string, string> } | undefined
 
@@ -88,21 +88,12 @@ export class ApqStore {
     // MAX_PENDING they stay in this worker only (the client re-registers if another proxy asks).
     let pending = this.#pending
     if (pending === undefined) {
-      pending = this.#pending = new Map()
-      const client = redis.client()
-      const flush = (): void => {
-        clearTimeout(timer)
-        const batch = this.#pending
+      const batch = (pending = this.#pending = new Map())
+      void readyWithin(redis.client(), 2_000).then((ready) => {
         this.#pending = undefined
-        if (batch !== undefined) for (const [k, q] of batch) this.#write(k, q)
-      }
-      const timer = setTimeout(() => {
-        client.removeListener('ready', flush)
-        const n = this.#pending?.size ?? 0
-        this.#pending = undefined
-        this.#onRedisError('set', new Error(`redis not ready within 2 s: ${n} registration(s) kept in this worker only`))
-      }, 2_000)
-      client.once('ready', flush)
+        if (ready) for (const [k, q] of batch) this.#write(k, q)
+        else this.#onRedisError('set', new Error(`redis not ready within 2 s: ${batch.size} registration(s) kept in this worker only`))
+      })
     }
     if (pending.size < MAX_PENDING) pending.set(key, query)
   }

@@ -3,9 +3,8 @@
 // epoch); entry ids are "<offset>-0" so a cursor maps to an exclusive XRANGE start. Count is
 // bounded by XADD MAXLEN, age by XTRIM MINID (from the writer's ring) and a key TTL refreshed
 // while the stream lives. Writes are fire-and-forget: Redis trouble never delays delivery.
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import type { RedisProvider } from '../redis.ts'
+import { readyWithin, type RedisProvider } from '../redis.ts'
 import { oncePer } from '../log.ts'
 import type { HubMetrics } from './metrics.ts'
 
@@ -24,20 +23,6 @@ export interface StoredRange {
 
 const MAX_PENDING = 10_000
 const READY_WAIT_MS = 1_000
-
-function readyWithin(client: Redis, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const onReady = () => {
-      clearTimeout(timer)
-      resolve(true)
-    }
-    const timer = setTimeout(() => {
-      client.removeListener('ready', onReady)
-      resolve(false)
-    }, ms)
-    client.once('ready', onReady)
-  })
-}
 
 export class RedisReplayLog {
   readonly #redis: RedisProvider

@@ -66,9 +66,12 @@ export const identifier = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, { error: 'expected a name of letters, digits, "_", "." or "-"' })
 
+/** The syntax of a tenant id (the schema's, and what a data-plane request may name per request). */
+export const TENANT_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/
+
 export const tenantId = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/, { error: 'expected a tenant id of letters, digits, "_", ".", ":", "@" or "-"' })
+  .regex(TENANT_ID, { error: 'expected a tenant id of letters, digits, "_", ".", ":", "@" or "-"' })
 
 export const tierName = z.enum(['gold', 'silver', 'bronze'])
 export type Tier = z.infer<typeof tierName>

@@ -97,9 +97,6 @@ async function reservePort(host: string | undefined, port: number): Promise<{ po
   return { port: bound, release: () => placeholder.close() }
 }
 
-/** The effective config for /config: secrets and URL credentials replaced (config/redact.ts). */
-export { redactConfig }
-
 /**
  * The proxy could not start for a reason of its environment: `listen` (a port taken, an address
  * this host does not have) or `start` (a worker that failed to build its chain). The CLI prints

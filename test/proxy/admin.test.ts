@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { redactConfig } from '../../proxy/supervisor.ts'
+import { redactConfig } from '../../config/redact.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
 import { spawnIgw, startTestProxy, writeTempConfig, type TestProxy } from '../helpers/proxy.ts'
 

@@ -30,4 +30,4 @@ export type FromWorker =
   | { t: 'log'; chunk: string }
   | { t: 'drained' }
   | { t: 'pong' }
-  | { t: 'fatal'; error: string }
+  | { t: 'fatal'; error: string; /** The error's code (EADDRINUSE…), when it has one. */ code?: string }

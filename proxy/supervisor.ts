@@ -208,7 +208,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         case 'fatal':
           if (!started) {
             started = true
-            firstStart(new Error(`worker ${slot.id}: ${msg.error}`))
+            firstStart(Object.assign(new Error(`worker ${slot.id}: ${msg.error}`), { code: msg.code }))
           }
           return
         case 'metrics':
@@ -327,10 +327,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     health.current.stop()
     admin.closeAllConnections()
     await new Promise<void>((resolve) => admin.close(() => resolve()))
-    // "worker 0: listen EADDRINUSE: address already in use 127.0.0.1:8080"
     const msg = (err as Error).message
-    const code = /\blisten (E[A-Z]+)\b/.exec(msg)?.[1]
-    throw code !== undefined ? listenError('listen', config.listen, code, msg) : new StartupError(`cannot start: ${msg}`, 'start')
+    const code = (err as NodeJS.ErrnoException).code
+    throw code !== undefined && code in LISTEN_REASONS ? listenError('listen', config.listen, code, msg) : new StartupError(`cannot start: ${msg}`, 'start')
   } finally {
     reservation.release()
   }

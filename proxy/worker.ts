@@ -58,6 +58,7 @@ try {
   send({ t: 'listening', port: bound })
 } catch (err) {
   destination.flush()
-  send({ t: 'fatal', error: (err as Error).message })
+  const code = (err as NodeJS.ErrnoException).code
+  send({ t: 'fatal', error: (err as Error).message, ...(typeof code === 'string' ? { code } : {}) })
   process.exit(1)
 }

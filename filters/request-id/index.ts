@@ -21,7 +21,8 @@ class RequestIdFilter implements Filter {
     let id: string | undefined
     if (this.#trust) {
       const incoming = ctx.req.headers[this.#header]
-      if (typeof incoming === 'string' && isSafeRequestId(incoming)) id = incoming
+      // ctx.id already holds the incoming x-request-id when the core found it safe: not checked twice.
+      if (typeof incoming === 'string' && ((incoming !== '' && incoming === ctx.id) || isSafeRequestId(incoming))) id = incoming
     }
     if (id === undefined) {
       // A kept id travels upstream as it came; a new one replaces whatever the client sent.

@@ -76,20 +76,34 @@ export function usedTodayFromState(doc: QuotaStateDocument, tenant: string, kind
   return entry.day === localDayNumber(timeZone, nowMs) ? entry.used : 0
 }
 
-/** Reads a state file; undefined when missing or not a state document. */
-export function readQuotaStateFile(path: string): QuotaStateDocument | undefined {
+/** A state file as read: the document, or why there is none (`missing`: no file, a first start). */
+export type StateFileRead = { doc: QuotaStateDocument; problem?: undefined } | { doc?: undefined; problem: string; missing: boolean }
+
+/** Reads a state file, saying why it cannot be used (the quota filter logs and counts that). */
+export function readStateFile(path: string): StateFileRead {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
-  } catch {
-    return undefined
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return { problem: code === 'ENOENT' ? 'missing' : (err as Error).message, missing: code === 'ENOENT' }
   }
+  let doc: unknown
   try {
-    const doc = JSON.parse(text) as QuotaStateDocument
-    return doc && doc.version === 1 && Array.isArray(doc.tenants) ? doc : undefined
-  } catch {
-    return undefined
+    doc = JSON.parse(text)
+  } catch (err) {
+    return { problem: `not JSON (${(err as Error).message}; ${text.length} bytes)`, missing: false }
   }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return { problem: 'not a quota state document', missing: false }
+  const d = doc as { version?: unknown; tenants?: unknown }
+  if (d.version !== 1) return { problem: `unsupported version ${JSON.stringify(d.version)} (this proxy reads version 1)`, missing: false }
+  if (!Array.isArray(d.tenants)) return { problem: 'no tenants list', missing: false }
+  return { doc: doc as QuotaStateDocument }
+}
+
+/** Reads a state file; undefined when missing or not a state document. */
+export function readQuotaStateFile(path: string): QuotaStateDocument | undefined {
+  return readStateFile(path).doc
 }
 
 /** The minimal Redis surface the reader needs (an ioredis client satisfies it). */

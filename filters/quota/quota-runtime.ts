@@ -5,7 +5,7 @@
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { localDayNumber, QUOTA_KINDS, quotaKeys, type QuotaKindName } from '../../config/quota-usage.ts'
+import { localDayNumber, QUOTA_KINDS, quotaKeys, readStateFile, type QuotaKindName } from '../../config/quota-usage.ts'
 import type { QuotasConfig } from '../../config/quotas.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import { LogWindow, type RedisProvider } from '../../proxy/filter.ts'
@@ -39,7 +39,7 @@ import {
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
 } from './shared-table.ts'
-import { readStateFile, restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
+import { restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
 
 /** Periodic work aligned to period boundaries since the process epoch, one thread per period. */
 class PeriodicJob {

@@ -1,7 +1,7 @@
 // Daily usage and budget rings to a small JSON file and back, so a proxy without Redis keeps
 // `usedToday` (and budgets) across a restart. Written atomically (temp file + rename), by one
 // worker thread at a time, periodically and when the last quota filter of a thread closes.
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { renameSync, writeFileSync } from 'node:fs'
 import { rename, writeFile } from 'node:fs/promises'
 import { threadId } from 'node:worker_threads'
 import { QUOTA_KINDS, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
@@ -173,28 +173,6 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
 }
 
 /** Reading the file: the document, or why there is none ('missing' is the normal first start). */
-export type StateFileRead = { doc: QuotaStateDocument; problem?: undefined } | { doc?: undefined; problem: string; missing: boolean }
-
-export function readStateFile(path: string): StateFileRead {
-  let text: string
-  try {
-    text = readFileSync(path, 'utf8')
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    return { problem: code === 'ENOENT' ? 'missing' : (err as Error).message, missing: code === 'ENOENT' }
-  }
-  let doc: unknown
-  try {
-    doc = JSON.parse(text)
-  } catch (err) {
-    return { problem: `not JSON (${(err as Error).message}; ${text.length} bytes)`, missing: false }
-  }
-  if (!isRecord(doc)) return { problem: 'not a quota state document', missing: false }
-  if (doc.version !== 1) return { problem: `unsupported version ${JSON.stringify(doc.version)} (this proxy reads version 1)`, missing: false }
-  if (!Array.isArray(doc.tenants)) return { problem: 'no tenants list', missing: false }
-  return { doc: doc as unknown as QuotaStateDocument }
-}
-
 function tempName(path: string): string {
   return `${path}.${process.pid}.${threadId}.tmp`
 }

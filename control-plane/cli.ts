@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { ConfigError, parseConfigText } from '../config/load.ts'
 import { splitListenAddress } from '../config/primitives.ts'
+import { redactUrlCredentials } from '../config/redact.ts'
 import { verifyAudit } from './audit.ts'
 import type { AuthOptions } from './auth.ts'
 import { openDb } from './db.ts'
@@ -97,7 +98,7 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
       const which = metricsListen !== undefined && (e as NodeJS.ErrnoException & { port?: number }).port === metricsListen.port ? '--metrics-listen' : '--listen'
       throw new ConfigError(which, [`${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} is taken`])
     }
-    if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || /password|authentication|does not exist/i.test(e.message)) throw new ConfigError('--db', [`cannot open ${db.replace(/\/\/[^@/]*@/, '//[redacted]@')}: ${e.message}`])
+    if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || /password|authentication|does not exist/i.test(e.message)) throw new ConfigError('--db', [`cannot open ${redactUrlCredentials(db)}: ${e.message}`])
     throw new ConfigError('igw control-plane', [e.message])
   }
 }

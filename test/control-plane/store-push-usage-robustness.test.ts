@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadOrCreateSigningKey } from '../../control-plane/signing.ts'
-import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
+import { startTestControlPlane, TEST_AUTH_SECRET, type TestControlPlane } from '../helpers/control-plane.ts'
+import { spawnIgw } from '../helpers/proxy.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -193,5 +194,18 @@ describe('a usage report whose time is far from the control plane clock', () => 
     } finally {
       await cp.close()
     }
+  })
+})
+
+describe('a database URL in a start-up error', () => {
+  it('names the database without its password, even one holding "@"', async () => {
+    const db = pg.url.replace('postgres://postgres@', 'postgres://postgres:s3cr@t-pw@').replace(/\/postgres$/, '/no_such_db')
+    const err = await spawnIgw(['control-plane', '--db', db, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0'], { IGW_AUTH_SECRET: TEST_AUTH_SECRET }).then(
+      () => 'started',
+      (e: Error) => e.message,
+    )
+    expect(err).toMatch(/exited with 78/)
+    expect(err).toMatch(/cannot open postgres:\/\/\[redacted\]@127\.0\.0\.1:\d+\/no_such_db/)
+    expect(err).not.toMatch(/s3cr|t-pw/)
   })
 })

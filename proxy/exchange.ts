@@ -540,20 +540,28 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
       return
     }
+    const headersDue = this.phase === Phase.Dispatched ? this.#headersDeadline : Number.POSITIVE_INFINITY
+    const due = Math.min(headersDue, this.ctx.deadline)
+    if (due === Number.POSITIVE_INFINITY) return
+    if (now < due - 1) {
+      // Early: Node starts a timer from the event loop's cached clock, which lags
+      // performance.now() by however long the current tick has run (ms on a busy machine).
+      // Wait out the rest for the deadline that is due, not the next one (headers → total).
+      this.#timer = setTimeout(onTimer, due - now, this)
+      return
+    }
     if (this.phase === Phase.Dispatched && this.controller === undefined) {
       this.#timedOutWaiting(now)
       return
     }
-    if (this.phase === Phase.Dispatched && now >= this.#headersDeadline - 1) {
+    if (now >= headersDue - 1) {
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
-    } else if (now >= this.ctx.deadline - 1) {
+    } else {
       const budget = Math.round(this.ctx.deadline - this.ctx.startTime)
       const routeTotal = this.route.timeouts.totalMs
       // A filter may have lowered the deadline (a persisted query's timeoutMs): name the limit that applied.
       const which = routeTotal > 0 && Math.abs(budget - routeTotal) <= 1 ? `the route's total timeout of ${routeTotal} ms` : `this request's time budget of ${budget} ms`
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not finish within ${which}`))
-    } else if (this.ctx.deadline !== Number.POSITIVE_INFINITY) {
-      this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this)
     }
   }
 

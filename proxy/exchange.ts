@@ -11,6 +11,7 @@ import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
 import { clientResponseHeaders, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
+import { relayed } from './stream-gc.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
 const kExchange = Symbol('igw.exchange')
@@ -692,6 +693,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    relayed(chunk.length)
     switch (this.phase) {
       case Phase.Direct:
         if (!this.res.write(chunk)) {

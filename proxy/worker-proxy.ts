@@ -14,6 +14,7 @@ import { SharedRedis } from './redis.ts'
 import { SubscriptionHub } from './subscriptions/hub.ts'
 import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
+import { configureStreamGc } from './stream-gc.ts'
 
 export interface WorkerProxyOptions {
   workerId: number
@@ -88,6 +89,7 @@ export class WorkerProxy {
     this.#sampleRate = config.log.access.sampleRate
     this.logger.level = config.log.level
     this.usage.setTenants(Object.keys(config.tenants))
+    configureStreamGc(config.workerHeap.streamedMbPerGc)
     if (prev !== undefined) {
       prev.retire(() => {
         void prev.closeFilters(this.logger).then(() => {

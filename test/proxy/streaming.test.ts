@@ -14,6 +14,9 @@ function rssBytes(pid: number): number {
   return kb * 1024
 }
 
+// A relayed chunk is garbage once written, but V8 frees its bytes only at a scavenge; workers
+// collect every workerHeap.streamedMbPerGc MB relayed (decision 0004). Without that, CI's faster
+// machine saw 99 MB here (few JS allocations per chunk, so scavenges came late).
 describe('bodies stream through with bounded memory (separate igw process)', () => {
   let backend: RawBackend
   let igw: SpawnedIgw

@@ -223,8 +223,9 @@ describe('bearer tokens', () => {
       routes: [{ name: 'api', upstream: backend.url, filters: [{ name: 'tenant', jwt: { secret: SECRET, algorithms: ['HS256'], clockToleranceSec: 30 } }] as never }],
     })
     try {
-      // Due (nbf - tolerance) at the start of the next second: refused now, accepted within ~1 s.
-      const due = Math.floor(Date.now() / 1000) + 1
+      // Due (nbf - tolerance) on a whole second 1–2 s from now: refused now (with a second's
+      // margin for a busy machine; "the next second" could be 1 ms away), accepted within ~2 s.
+      const due = Math.ceil((Date.now() + 1000) / 1000)
       const jwt = await new SignJWT({ tenant_id: 'acme' }).setProtectedHeader({ alg: 'HS256' }).setNotBefore(due + 30).setExpirationTime('5m').sign(new TextEncoder().encode(SECRET))
       const early = await gql(p.url, { authorization: `Bearer ${jwt}` })
       expect([early.status, code(early)]).toEqual([401, 'UNAUTHENTICATED'])

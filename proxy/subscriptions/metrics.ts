@@ -25,6 +25,7 @@ export class HubMetrics {
   readonly upstreams: Gauge
   readonly upstreamConnections: Gauge
   readonly upstreamReconnects: Counter
+  readonly upstreamFinalCloses: Counter<'code'>
   readonly streamEvictions: Counter
   readonly events: Counter
   readonly gaps: Counter<'reason'>
@@ -53,6 +54,11 @@ export class HubMetrics {
     this.upstreams = gauge(registry, { name: 'igw_subscription_upstreams', help: 'Upstream subscriptions (shared streams); igw_subscriptions_active divided by this is the dedup ratio' })
     this.upstreamConnections = gauge(registry, { name: 'igw_subscription_upstream_connections', help: 'WebSocket connections to upstreams carrying shared streams' })
     this.upstreamReconnects = counter(registry, { name: 'igw_subscription_upstream_reconnects_total', help: 'Upstream connections re-established after a drop' })
+    this.upstreamFinalCloses = counter(registry, {
+      name: 'igw_subscription_upstream_final_closes_total',
+      help: 'Upstream connections closed for good (44xx but 4408/4499, 4500, 1002/1008/1011…: not reconnected; their operations end with UPSTREAM_UNAVAILABLE), by close code',
+      labelNames: ['code'],
+    })
     this.streamEvictions = counter(registry, { name: 'igw_subscription_upstream_evictions_total', help: 'Lingering upstream subscriptions (no client left) closed early to stay within subscriptions.upstream.maxStreams' })
     this.events = counter(registry, { name: 'igw_subscription_events_total', help: 'Events received from upstream subscriptions' })
     this.gaps = counter(registry, { name: 'igw_replay_gaps_total', help: 'Gap notices sent to clients, by reason (trimmed, expired, epoch, invalid, dropped)', labelNames: ['reason'] })

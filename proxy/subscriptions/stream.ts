@@ -61,12 +61,18 @@ function newEpoch(): string {
   return randomBytes(EPOCH_BYTES).toString('hex')
 }
 
-/** sink.error receives GraphQL errors, an Error, or a close event: make it a GraphQL errors list. */
+/**
+ * sink.error receives GraphQL errors, an Error, or a close event: make it a GraphQL errors list.
+ * A close names the upstream's code and reason (4403 and 4401 call for different fixes).
+ */
 export function upstreamErrors(err: unknown): unknown[] {
   if (Array.isArray(err)) return err
-  const code = (err as { code?: unknown } | null)?.code
-  const reason = (err as { reason?: unknown; message?: unknown } | null)?.reason ?? (err as { message?: unknown } | null)?.message
-  const detail = typeof reason === 'string' && reason !== '' ? reason : typeof code === 'number' ? `closed with ${code}` : 'connection failed'
+  const e = err as { code?: unknown; reason?: unknown; message?: unknown } | null
+  let detail: string
+  if (typeof e?.code === 'number') {
+    const reason = typeof e.reason === 'string' && e.reason !== '' ? ` ${JSON.stringify(e.reason)}` : ''
+    detail = `upstream connection closed with ${e.code}${reason}`
+  } else detail = typeof e?.message === 'string' && e.message !== '' ? e.message : 'connection failed'
   return [{ message: `upstream subscription failed: ${detail}`, extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
 }
 

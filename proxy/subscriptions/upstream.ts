@@ -4,7 +4,7 @@
 // operations; we only learn when the connection was lost and when it is back, so streams can
 // start a new epoch (or resume, when the backend supports it).
 import { validateHeaderName, validateHeaderValue } from 'node:http'
-import { createClient, type Client, type ExecutionResult, type Sink, type SubscribePayload } from 'graphql-ws'
+import { CloseCode, createClient, type Client, type ExecutionResult, type Sink, type SubscribePayload } from 'graphql-ws'
 import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { HubMetrics } from './metrics.ts'
@@ -42,6 +42,38 @@ export function isConnectionFailure(errOrClose: unknown): boolean {
   const e = errOrClose as { code?: unknown; reason?: unknown; type?: unknown; target?: unknown }
   if (typeof e.code === 'number' && 'reason' in e) return true
   return e.type === 'error' && e.target instanceof WebSocket
+}
+
+/** Close codes graphql-ws gives up on by itself, however shouldRetry answers (1xxx aside). */
+const LIBRARY_FINAL = new Set<number>([
+  CloseCode.InternalServerError,
+  CloseCode.InternalClientError,
+  CloseCode.BadRequest,
+  CloseCode.BadResponse,
+  CloseCode.Unauthorized,
+  CloseCode.SubprotocolNotAcceptable,
+  CloseCode.SubscriberAlreadyExists,
+  CloseCode.TooManyInitialisationRequests,
+])
+/** The 1xxx closes graphql-ws retries (going away, abnormal, restart, try again later…); it gives up on the others. */
+const LIBRARY_RETRIED_1XXX = new Set([1000, 1001, 1005, 1006, 1012, 1013, 1014])
+
+/**
+ * Whether a close ends the upstream connection for good: graphql-ws's own fatal codes, and every
+ * 44xx. graphql-ws retries 4403 Forbidden (and 44xx it does not know), but a 44xx is the backend
+ * refusing these credentials or this client: reconnecting with the same ones cannot change its
+ * mind, it only hammers the backend while the operations riding the connection hear nothing.
+ * Two stay retried: 4408 (our connection_init came too late — a slow moment passes) and 4499
+ * (graphql-ws's own Terminated, a socket that froze). Anything else (1001, 1006, 1012, 1013…)
+ * is an outage and reconnects as before.
+ */
+export function isFinalClose(errOrClose: unknown): boolean {
+  if (errOrClose === null || typeof errOrClose !== 'object' || !('reason' in errOrClose)) return false
+  const code = (errOrClose as { code?: unknown }).code
+  if (typeof code !== 'number') return false
+  if (code >= 1000 && code <= 1999) return !LIBRARY_RETRIED_1XXX.has(code)
+  if (code >= 4400 && code <= 4499) return code !== CloseCode.ConnectionInitialisationTimeout && code !== 4499
+  return LIBRARY_FINAL.has(code)
 }
 
 /**
@@ -158,11 +190,13 @@ export class UpstreamConnection {
       // Only the connection failing is retried: the library also asks about errors thrown while
       // sending on a live socket (a payload JSON.stringify cannot serialize), and retrying one of
       // those re-sends on the same socket at once, throws again, and spins the worker forever.
-      shouldRetry: (errOrClose) => this.#everConnected && !this.#disposed && isConnectionFailure(errOrClose),
+      // A final close (isFinalClose) is not retried either: graphql-ws then fails every operation
+      // with the close event, as it does for its own fatal codes.
+      shouldRetry: (errOrClose) => this.#everConnected && !this.#disposed && isConnectionFailure(errOrClose) && !isFinalClose(errOrClose),
       retryWait: (n) => new Promise((resolve) => setTimeout(resolve, backoffMs(n, s.retryInitialMs, s.retryMaxMs, Math.random()))),
       on: {
         connected: (_socket, _payload, wasRetry) => this.#connected(wasRetry),
-        closed: () => this.#closed(),
+        closed: (event) => this.#closed(event),
         error: (err) => pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, upstream: url }, 'upstream websocket error'),
       },
     })
@@ -214,10 +248,20 @@ export class UpstreamConnection {
     for (const l of this.listeners) l.upstreamRestored()
   }
 
-  #closed(): void {
+  #closed(event: unknown): void {
     const was = this.#up
     this.#up = false
-    if (!was || this.#disposed) return
+    if (this.#disposed) return
+    if (isFinalClose(event)) {
+      // graphql-ws fails every operation on it next (sink.error with this event); their streams
+      // close and this connection goes with its last one. Subscribes from now on open a new one.
+      const { code, reason } = event as { code: number; reason: unknown }
+      this.#pool.forget(this)
+      this.#pool.metrics.upstreamFinalCloses.labels(String(code)).inc()
+      this.#pool.logger.warn({ upstream: this.url, code, reason: String(reason), streams: this.listeners.size, wasUp: was }, 'upstream subscription connection closed with a final code; not reconnecting, its operations end with UPSTREAM_UNAVAILABLE')
+      return
+    }
+    if (!was) return
     this.#pool.logger.warn({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection lost; reconnecting')
     for (const l of this.listeners) l.upstreamLost()
   }

@@ -17,7 +17,7 @@ import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type 
 import { dateTimeQuery, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
-import { localDay, validateReport, type UsageLedger } from './usage.ts'
+import { localDay, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
 import type { UsedToday } from './used-today.ts'
 
 export interface ApiDeps extends PluginRouteDeps {
@@ -703,6 +703,15 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const doc = store.head()?.document ?? {}
         const limits = new Map(readQuotaLimits(doc).map((q) => [`${q.tenant}\u0000${q.kind}`, q.limitPerDay]))
         const out = await usage.ingest(r, (t) => tenantZone(doc, t), limits)
+        if (out.saturated.length > 0) {
+          // Accepted all the same: the counter stays at its maximum (no real traffic gets there;
+          // a proxy token sending huge counts does), so the proxy is named here.
+          deps.metrics.usageSaturations.inc(out.saturated.length)
+          deps.logger.warn(
+            { proxyId: r.proxyId, seq: r.seq, limit: USAGE_COUNTER_MAX, saturatedCounters: out.saturated.length, counters: out.saturated.slice(0, 10) },
+            'usage counters at their maximum: counts beyond it are not recorded',
+          )
+        }
         sendJson(ctx.res, 200, { accepted: out.accepted, alerts: out.alerts.length })
       },
     },

@@ -5,7 +5,7 @@
 // does not hold.
 import type { KeyObject } from 'node:crypto'
 import { canonicalJson, jsonDiff, sha256Hex, type Change } from './canonical-json.ts'
-import { num, type Db, type Tx } from './db.ts'
+import { num, type Db, type SqlValue, type Tx } from './db.ts'
 import { verifySignature, type SigningKey } from './signing.ts'
 
 export const GENESIS_HASH = '0'.repeat(64)
@@ -138,26 +138,50 @@ export interface VerifyResult {
   problems: VerifyProblem[]
 }
 
+/** Rows verifyAudit reads per query: memory stays bounded by this, not by the length of the log. */
+export const AUDIT_VERIFY_PAGE_ROWS = 1000
+
 /**
  * Walk the whole chain. Reports every broken row (not only the first), each named by its seq:
  * a changed row fails its own hash; a deleted or inserted row breaks the link of the next one.
+ *
+ * The log is read in pages of `pageRows` in seq order (keyset: `seq > last seq seen`, the primary
+ * key's index), so a log of millions of entries is never held in memory at once; the checks carry
+ * only the previous hash and seq from one page to the next, so the verdict is the one a single
+ * read would give. Pages are separate statements, not one snapshot: an entry appended while the
+ * walk runs is verified too (it links to the head the walk reached).
  */
-export async function verifyAudit(db: Db, publicKey: KeyObject): Promise<VerifyResult> {
-  const rows = await db.query<AuditRow>('SELECT * FROM audit_log ORDER BY seq')
+export async function verifyAudit(db: Db, publicKey: KeyObject, opts: { pageRows?: number } = {}): Promise<VerifyResult> {
+  const pageRows = Math.max(1, Math.floor(opts.pageRows ?? AUDIT_VERIFY_PAGE_ROWS))
   const problems: VerifyProblem[] = []
   let prev = GENESIS_HASH
   let expectSeq = 1
-  for (const r of rows) {
-    const seq = num(r.seq)
-    if (seq !== expectSeq) problems.push({ seq, problem: `sequence gap: expected seq ${expectSeq} (entries missing or renumbered)` })
-    if (r.prev_hash !== prev) problems.push({ seq, problem: 'prev_hash does not link to the entry before it (an entry was removed, inserted or re-hashed)' })
-    const h = entryHash(r.prev_hash, r)
-    if (h !== r.hash) problems.push({ seq, problem: `content does not match its hash (the row was edited: ${describeEdit(r)})` })
-    if (!verifySignature(publicKey, r.hash, r.signature)) problems.push({ seq, problem: 'signature does not verify with the control plane key' })
-    prev = r.hash
-    expectSeq = seq + 1
+  let entries = 0
+  // The last seq as the driver returned it (pg: a string), so the next page's bound is exact.
+  let after: SqlValue | undefined
+  for (;;) {
+    // The first page has no lower bound: a row with seq 0 or below (inserted by hand) is reported as before.
+    const rows =
+      after === undefined
+        ? await db.query<AuditRow>('SELECT * FROM audit_log ORDER BY seq LIMIT $1', [pageRows])
+        : await db.query<AuditRow>('SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2', [after, pageRows])
+    for (const r of rows) {
+      const seq = num(r.seq)
+      if (seq !== expectSeq) problems.push({ seq, problem: `sequence gap: expected seq ${expectSeq} (entries missing or renumbered)` })
+      if (r.prev_hash !== prev) problems.push({ seq, problem: 'prev_hash does not link to the entry before it (an entry was removed, inserted or re-hashed)' })
+      const h = entryHash(r.prev_hash, r)
+      if (h !== r.hash) problems.push({ seq, problem: `content does not match its hash (the row was edited: ${describeEdit(r)})` })
+      if (!verifySignature(publicKey, r.hash, r.signature)) problems.push({ seq, problem: 'signature does not verify with the control plane key' })
+      prev = r.hash
+      expectSeq = seq + 1
+    }
+    entries += rows.length
+    if (rows.length < pageRows) break
+    after = rows[rows.length - 1]!.seq as SqlValue
+    // A page's signatures take tens of milliseconds: let the API's other requests run between pages.
+    await new Promise((resolve) => setImmediate(resolve))
   }
-  return { ok: problems.length === 0, entries: rows.length, headHash: prev, problems }
+  return { ok: problems.length === 0, entries, headHash: prev, problems }
 }
 
 function describeEdit(r: AuditRow): string {

@@ -29,6 +29,7 @@ export class ControlPlaneMetrics {
   readonly streamDrops = new Counter({ name: 'igw_control_plane_stream_drops_total', help: 'Config streams closed by the control plane, by reason (stalled: the proxy stopped reading)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly streamBuffered: Gauge
   readonly graphqlRefusals = new Counter({ name: 'igw_control_plane_graphql_refusals_total', help: 'GraphQL admin requests refused by a limit before execution, by limit', labelNames: ['limit'] as const, registers: [this.registry] })
+  readonly usageSaturations = new Counter({ name: 'igw_control_plane_usage_counter_saturations_total', help: 'Usage counters (tenant, day, counter) found at their maximum, 9007199254740991, after a report added to them: counts beyond it are not recorded', registers: [this.registry] })
   readonly graphqlUnexpected = new Counter({ name: 'igw_control_plane_graphql_unexpected_errors_total', help: 'Unexpected errors in GraphQL admin requests (masked toward the client, logged with the request id)', registers: [this.registry] })
 
   constructor(collect: { proxiesConnected: () => number; headVersion: () => number; streamBufferedBytes?: () => number }) {

@@ -63,11 +63,37 @@ export function localDay(at: Date, timeZone: string): string {
   return `${get('year')}-${get('month')}-${get('day')}`
 }
 
+/**
+ * The largest value a usage_daily counter holds: Number.MAX_SAFE_INTEGER (2^53 - 1). Additions
+ * saturate there instead of overflowing. One report may carry up to this much per counter, so a
+ * caller with a proxy token could otherwise push a sum past 2^63 - 1 in ~1000 reports (PostgreSQL:
+ * `bigint out of range`, every later report for that tenant and day a 500) — and SQLite fails
+ * sooner: node:sqlite refuses to read an integer above 2^53 - 1 (statements a 500 after two such
+ * reports), and past 2^63 - 1 SQLite turns the sum into an inexact REAL. Below the BIGINT maximum,
+ * this is the largest limit both engines store and JavaScript reads back exactly.
+ */
+export const USAGE_COUNTER_MAX = Number.MAX_SAFE_INTEGER
+
+/**
+ * `value = min(stored + added, USAGE_COUNTER_MAX)`, written so that no intermediate overflows
+ * (PostgreSQL raises on `stored + added` past 2^63 - 1 before LEAST could see it): compare against
+ * `max - added` first. Both operands are in [0, max], so `max - added` is too. A stored value
+ * already above the limit (written by older code) comes down to it.
+ */
+const SATURATING_SUM = `CASE WHEN usage_daily.value >= ${USAGE_COUNTER_MAX} - excluded.value THEN ${USAGE_COUNTER_MAX} ELSE usage_daily.value + excluded.value END`
+
+/** A usage_daily counter that stands at USAGE_COUNTER_MAX after a report added to it. */
+export interface SaturatedCounter {
+  tenant: string
+  day: string
+  metric: string
+}
+
 /** Counter name → value, the rows a tenant's interval adds to usage_daily. */
 export function flattenUsage(u: TenantUsage): [string, number][] {
   const out: [string, number][] = []
   const add = (k: string, v: unknown) => {
-    if (typeof v === 'number' && Number.isFinite(v) && v > 0) out.push([k, Math.round(v)])
+    if (typeof v === 'number' && Number.isFinite(v) && v > 0) out.push([k, Math.min(Math.round(v), USAGE_COUNTER_MAX)])
   }
   add('requests', u.requests)
   add('errors', u.errors)
@@ -191,7 +217,7 @@ export class UsageLedger {
    * commits wait for, and on SQLite every statement runs on the event loop. Between batches the
    * event loop gets a turn.
    */
-  async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: Map<string, number>): Promise<{ accepted: boolean; alerts: Alert[] }> {
+  async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: Map<string, number>): Promise<{ accepted: boolean; alerts: Alert[]; saturated: SaturatedCounter[] }> {
     const at = new Date(r.at)
     const entries: ReportedTenant[] = Object.entries(r.tenants).map(([tenant, u]) => ({ tenant, u, day: localDay(at, timeZoneOf(tenant)) }))
     // (tenant, day, metric) is unique within a report: a tenant is one key of `tenants` with one
@@ -201,21 +227,25 @@ export class UsageLedger {
       const now = Date.now()
       const found = await tx.query<{ boot_id: string | null; usage_seq: unknown }>('SELECT boot_id, usage_seq FROM proxies WHERE id = $1', [r.proxyId])
       const p = found[0]
-      if (p !== undefined && p.boot_id === r.bootId && num(p.usage_seq) >= r.seq) return { accepted: false, alerts: [] }
+      if (p !== undefined && p.boot_id === r.bootId && num(p.usage_seq) >= r.seq) return { accepted: false, alerts: [], saturated: [] }
       if (p === undefined) {
         await tx.query('INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4)', [r.proxyId, r.bootId, now, r.seq])
       } else {
         await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, r.bootId, r.seq, now])
       }
+      const saturated: SaturatedCounter[] = []
       for (let i = 0; i < all.length; i += BATCH_ROWS) {
         const batch = all.slice(i, i + BATCH_ROWS)
-        await tx.query(
-          `INSERT INTO usage_daily (tenant, day, metric, value) VALUES ${placeholders(batch.length, 4)} ON CONFLICT (tenant, day, metric) DO UPDATE SET value = usage_daily.value + excluded.value`,
+        // RETURNING gives each written row as it now stands (both engines), flagged when it is at
+        // the limit: the caller logs and counts those (the report itself is accepted).
+        const written = await tx.query<{ tenant: string; day: string; metric: string; saturated: unknown }>(
+          `INSERT INTO usage_daily (tenant, day, metric, value) VALUES ${placeholders(batch.length, 4)} ON CONFLICT (tenant, day, metric) DO UPDATE SET value = ${SATURATING_SUM} RETURNING tenant, day, metric, CASE WHEN value >= ${USAGE_COUNTER_MAX} THEN 1 ELSE 0 END AS saturated`,
           batch.flat(),
         )
+        for (const w of written) if (num(w.saturated) === 1) saturated.push({ tenant: w.tenant, day: w.day, metric: w.metric })
         if (i + BATCH_ROWS < all.length) await yieldToEventLoop()
       }
-      return { accepted: true, alerts: await this.#checkAlerts(tx, entries, limits, now) }
+      return { accepted: true, alerts: await this.#checkAlerts(tx, entries, limits, now), saturated }
     })
   }
 

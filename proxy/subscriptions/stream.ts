@@ -13,7 +13,7 @@ import type { HubMetrics } from './metrics.ts'
 import type { GapNotice, GapReason } from './protocols.ts'
 import type { RedisReplayLog } from './redis-log.ts'
 import { ReplayRing, type EpochMark, type ExecutionResultLike, type LogEvent } from './replay-ring.ts'
-import type { UpstreamConnection, UpstreamListener } from './upstream.ts'
+import { handshakeStatus, type UpstreamConnection, type UpstreamListener } from './upstream.ts'
 
 /** A client subscription as the stream sees it. */
 export interface StreamSubscriber {
@@ -62,14 +62,17 @@ function newEpoch(): string {
 }
 
 /**
- * sink.error receives GraphQL errors, an Error, or a close event: make it a GraphQL errors list.
- * A close names the upstream's code and reason (4403 and 4401 call for different fixes).
+ * sink.error receives GraphQL errors, an Error, a close event, or a socket error event: make it a
+ * GraphQL errors list. A close names the upstream's code and reason (4403 and 4401 call for
+ * different fixes), a handshake the upstream answered without switching protocols its HTTP status.
  */
 export function upstreamErrors(err: unknown): unknown[] {
   if (Array.isArray(err)) return err
   const e = err as { code?: unknown; reason?: unknown; message?: unknown } | null
+  const status = handshakeStatus(err)
   let detail: string
-  if (typeof e?.code === 'number') {
+  if (status !== undefined) detail = `upstream refused the WebSocket handshake with HTTP ${status}`
+  else if (typeof e?.code === 'number') {
     const reason = typeof e.reason === 'string' && e.reason !== '' ? ` ${JSON.stringify(e.reason)}` : ''
     detail = `upstream connection closed with ${e.code}${reason}`
   } else detail = typeof e?.message === 'string' && e.message !== '' ? e.message : 'connection failed'

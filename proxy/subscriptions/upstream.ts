@@ -77,6 +77,18 @@ export function isFinalClose(errOrClose: unknown): boolean {
 }
 
 /**
+ * Whether the HTTP status an upstream answered our WebSocket handshake with (instead of 101) ends
+ * the connection for good: every 4xx — 401/403 refused credentials, 404 no such endpoint, 400/426
+ * a request it will never take — but 408 Request Timeout and 429 Too Many Requests, which a later
+ * attempt can pass (429 simply keeps our backoff; Retry-After is not read). 5xx (a backend
+ * restarting behind its load balancer), 3xx (redirects are not followed) and network errors are
+ * outages and are retried as before.
+ */
+export function isFinalHandshakeStatus(status: number | undefined): boolean {
+  return status !== undefined && status >= 400 && status <= 499 && status !== 408 && status !== 429
+}
+
+/**
  * The first header (name) that cannot go on the upstream handshake: a value a client put in its
  * connection_init payload may hold characters HTTP forbids (CR, LF, non-Latin-1), and ws's
  * constructor throws on it synchronously.
@@ -151,6 +163,37 @@ const SCREENED_ONMESSAGE: PropertyDescriptor = {
   },
 }
 
+/**
+ * The socket class graphql-ws constructs (through a per-connection subclass that binds the
+ * handshake options). It screens what the upstream sends (see screenEndedOperations) and keeps the
+ * HTTP status of a handshake the upstream answered with something else than 101: ws emits
+ * 'unexpected-response' with the response, and only when nobody listens does it turn it into an
+ * 'error' whose sole trace of the status is its message text. Listening means aborting the
+ * handshake ourselves (terminate(), ws's own abort: 'error' then 'close' 1006, as before); the
+ * status then travels on the socket, which is the `target` of the error and close events
+ * graphql-ws hands to shouldRetry, on.closed and every operation's sink.error.
+ */
+class UpstreamSocket extends WebSocket {
+  /** The status of the non-101 answer to the handshake, when there was one. */
+  handshakeStatus: number | undefined
+
+  constructor(address: string, protocols: string | string[] | undefined, options: WebSocket.ClientOptions) {
+    super(address, protocols, options)
+    this.on('unexpected-response', (_req, res) => {
+      this.handshakeStatus = res.statusCode
+      this.terminate()
+    })
+  }
+}
+Object.defineProperty(UpstreamSocket.prototype, 'onmessage', SCREENED_ONMESSAGE)
+
+/** The HTTP status the upstream refused a handshake with, from a socket event graphql-ws passes on. */
+export function handshakeStatus(errOrClose: unknown): number | undefined {
+  if (errOrClose === null || typeof errOrClose !== 'object') return undefined
+  const target = (errOrClose as { target?: unknown }).target
+  return target instanceof UpstreamSocket ? target.handshakeStatus : undefined
+}
+
 export class UpstreamConnection {
   readonly key: string
   readonly url: string
@@ -168,14 +211,13 @@ export class UpstreamConnection {
     this.url = url
     const timeout = s.connectTimeoutMs
     const maxPayload = s.maxMessageBytes
-    // graphql-ws constructs the socket itself: bind our handshake headers into the class, and
-    // screen what the upstream sends before graphql-ws sees it (see screenEndedOperations).
-    class HeaderedWebSocket extends WebSocket {
+    // graphql-ws constructs the socket itself: bind our handshake headers into the class (its
+    // base screens what the upstream sends and keeps a refused handshake's status: UpstreamSocket).
+    class HeaderedWebSocket extends UpstreamSocket {
       constructor(address: string, protocols?: string | string[]) {
         super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false, maxPayload })
       }
     }
-    Object.defineProperty(HeaderedWebSocket.prototype, 'onmessage', SCREENED_ONMESSAGE)
     this.client = createClient({
       url,
       webSocketImpl: HeaderedWebSocket,
@@ -190,14 +232,16 @@ export class UpstreamConnection {
       // Only the connection failing is retried: the library also asks about errors thrown while
       // sending on a live socket (a payload JSON.stringify cannot serialize), and retrying one of
       // those re-sends on the same socket at once, throws again, and spins the worker forever.
-      // A final close (isFinalClose) is not retried either: graphql-ws then fails every operation
-      // with the close event, as it does for its own fatal codes.
-      shouldRetry: (errOrClose) => this.#everConnected && !this.#disposed && isConnectionFailure(errOrClose) && !isFinalClose(errOrClose),
+      // A final close (isFinalClose) is not retried either, nor a handshake the upstream refused
+      // with a final HTTP status (isFinalHandshakeStatus: 401, 403, 404…): graphql-ws then fails
+      // every operation with the close or error event, as it does for its own fatal codes.
+      shouldRetry: (errOrClose) =>
+        this.#everConnected && !this.#disposed && isConnectionFailure(errOrClose) && !isFinalClose(errOrClose) && !isFinalHandshakeStatus(handshakeStatus(errOrClose)),
       retryWait: (n) => new Promise((resolve) => setTimeout(resolve, backoffMs(n, s.retryInitialMs, s.retryMaxMs, Math.random()))),
       on: {
         connected: (_socket, _payload, wasRetry) => this.#connected(wasRetry),
         closed: (event) => this.#closed(event),
-        error: (err) => pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, upstream: url }, 'upstream websocket error'),
+        error: (err) => pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, status: handshakeStatus(err), upstream: url }, 'upstream websocket error'),
       },
     })
     pool.metrics.upstreamConnections.inc()
@@ -252,6 +296,19 @@ export class UpstreamConnection {
     const was = this.#up
     this.#up = false
     if (this.#disposed) return
+    const status = handshakeStatus(event)
+    if (isFinalHandshakeStatus(status)) {
+      // The close (1006) after a handshake refused with a final status: as below, graphql-ws fails
+      // every operation next (with the error event, which names the status) and nothing reconnects.
+      // On a first connect too — nothing would have retried it, but it is just as final.
+      this.#pool.forget(this)
+      this.#pool.metrics.upstreamFinalCloses.labels(`http_${status}`).inc()
+      this.#pool.logger.warn(
+        { upstream: this.url, status, streams: this.listeners.size, afterDrop: this.#everConnected },
+        'upstream refused the subscription connection handshake with a final HTTP status; not reconnecting, its operations end with UPSTREAM_UNAVAILABLE',
+      )
+      return
+    }
     if (isFinalClose(event)) {
       // graphql-ws fails every operation on it next (sink.error with this event); their streams
       // close and this connection goes with its last one. Subscribes from now on open a new one.

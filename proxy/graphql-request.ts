@@ -42,6 +42,8 @@ export class GraphQLRequest {
   readonly raw: Buffer | undefined
   /** True once a filter changed query, variables or extensions. */
   dirty = false
+  /** A filter replaced the variables: serialize them as they are now. */
+  #variablesSet = false
 
   #document: DocumentNode | undefined = undefined
   #parseError: GraphQLError | undefined = undefined
@@ -138,7 +140,27 @@ export class GraphQLRequest {
 
   setVariables(variables: Record<string, unknown> | undefined): void {
     this.variables = variables
+    this.#variablesSet = true
     this.dirty = true
+  }
+
+  /**
+   * The variables to serialize when the request was edited. JSON.parse rounded integers beyond
+   * 2^53 (9007199254740993 reads as …992) and JSON.stringify would send the rounded value: a
+   * backend with 64-bit or big integers would act on another entity. When the variables hold
+   * such a number, they are read again from the client's text keeping its digits (rare: only
+   * then, and only for an edited request; the scan is one walk of usually tiny variables).
+   */
+  #variablesToSend(source: Buffer | string | null | undefined): unknown {
+    const v = this.variables
+    if (v === undefined || this.#variablesSet || source === undefined || source === null || !hasInexactNumber(v)) return v
+    try {
+      // A POST's whole body (its "variables" member), or a GET's "variables" parameter.
+      const exact = typeof source === 'string' ? JSON.parse(source, keepInexactDigits) : (JSON.parse(source.toString('utf8'), keepInexactDigits) as { variables?: unknown } | null)?.variables
+      return exact !== null && typeof exact === 'object' ? exact : v
+    } catch {
+      return v
+    }
   }
 
   /** The JSON body to send upstream for a POST. */
@@ -147,7 +169,7 @@ export class GraphQLRequest {
     const out: Record<string, unknown> = {}
     if (this.query !== undefined) out.query = this.query
     if (this.operationName !== undefined) out.operationName = this.operationName
-    if (this.variables !== undefined) out.variables = this.variables
+    if (this.variables !== undefined) out.variables = this.#variablesToSend(this.raw)
     if (this.extensions !== undefined) out.extensions = this.extensions
     if (this.documentId !== undefined) out.documentId = this.documentId
     return Buffer.from(JSON.stringify(out))
@@ -158,15 +180,44 @@ export class GraphQLRequest {
     const q = originalPath.indexOf('?')
     const base = q === -1 ? originalPath : originalPath.slice(0, q)
     const params = new URLSearchParams(q === -1 ? '' : originalPath.slice(q + 1))
+    const sentVariables = params.get('variables')
     for (const k of GET_PARAMETERS) params.delete(k)
     if (this.documentId !== undefined) params.set('documentId', this.documentId)
     if (this.query !== undefined) params.set('query', this.query)
     if (this.operationName !== undefined) params.set('operationName', this.operationName)
-    if (this.variables !== undefined) params.set('variables', JSON.stringify(this.variables))
+    if (this.variables !== undefined) params.set('variables', JSON.stringify(this.#variablesToSend(sentVariables)))
     if (this.extensions !== undefined) params.set('extensions', JSON.stringify(this.extensions))
     return `${base}?${params.toString()}`
   }
 }
+
+/** An integer outside ±(2^53 − 1) or a non-finite number: JSON.parse did not keep what the client wrote. */
+function inexact(n: number): boolean {
+  return !Number.isSafeInteger(n) && (Number.isInteger(n) || !Number.isFinite(n))
+}
+
+/** Iterative (client JSON is depth-limited on entry anyway). The cache filter keeps its own copy. */
+function hasInexactNumber(value: unknown): boolean {
+  if (typeof value === 'number') return inexact(value)
+  if (value === null || typeof value !== 'object') return false
+  const stack: object[] = [value]
+  for (let o = stack.pop(); o !== undefined; o = stack.pop()) {
+    const values: unknown[] = Array.isArray(o) ? o : Object.values(o)
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i]
+      if (typeof x === 'number') {
+        if (inexact(x)) return true
+      } else if (x !== null && typeof x === 'object') stack.push(x)
+    }
+  }
+  return false
+}
+
+// JSON.rawJSON and the reviver's source text (ES2026, Node 21+): JSON.stringify writes the
+// client's digits back unchanged.
+const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON
+const keepInexactDigits = ((_key: string, value: unknown, context?: { source?: string }) =>
+  typeof value === 'number' && inexact(value) && context?.source !== undefined ? rawJSON(context.source) : value) as (this: unknown, key: string, value: unknown) => unknown
 
 function objectOrUndefined(v: unknown, field: string): Record<string, unknown> | undefined {
   if (v === undefined || v === null) return undefined

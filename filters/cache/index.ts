@@ -11,7 +11,7 @@ import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
-import { admittedScopes, cacheKey, normalizedDocumentHash, tokenScopes } from './cache-key.ts'
+import { admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes } from './cache-key.ts'
 import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
@@ -222,6 +222,9 @@ class CacheFilter implements Filter {
     const policy = pid !== undefined ? this.#policies.get(pid) : undefined
     const ttl = policy?.ttlSeconds ?? this.cfg.ttlSeconds
     if (ttl === 0) return this.#bypass(ctx, policy)
+    // Variables hold an integer beyond 2^53 (or 1e400): after JSON.parse the key cannot tell it
+    // from its neighbours, while the backend reads the exact digits it is sent. Not cached.
+    if (hasInexactNumber(gql.variables)) return this.#inexactBypass(ctx, policy, 'variables')
     const vary = this.cfg.vary
     let headers: (string | undefined)[] = NONE
     if (vary.headers.length) {
@@ -234,7 +237,12 @@ class CacheFilter implements Filter {
     let claims: unknown[] = NONE
     if (vary.claims.length) {
       claims = []
-      for (const c of vary.claims) claims.push(claimAt(ctx.claims, c))
+      for (const c of vary.claims) {
+        const v = claimAt(ctx.claims, c)
+        // A numeric `sub` beyond 2^53 would let two users share per-user entries.
+        if (hasInexactNumber(v)) return this.#inexactBypass(ctx, policy, 'claims')
+        claims.push(v)
+      }
     }
     const key = cacheKey({
       route: this.#route,
@@ -281,6 +289,11 @@ class CacheFilter implements Filter {
     ctx.addResponseHeader('x-cache', 'BYPASS')
     this.#count('bypass', policy?.statSlot ?? -2, policy !== undefined ? ctx.graphql?.persistedId : undefined)
     return undefined
+  }
+
+  #inexactBypass(ctx: RequestContext, policy: Policy | undefined, where: 'variables' | 'claims'): undefined {
+    ctx.log.debug({ reason: 'inexact_number', where }, 'cache: bypassed, a number beyond 2^53 cannot be keyed exactly')
+    return this.#bypass(ctx, policy)
   }
 
   #reply(ctx: RequestContext, e: CacheEntry, now: number, result: Result, policy: Policy | undefined): LocalReply {

@@ -20,6 +20,12 @@ export const tenantJwtConfig = z
     audience: z.union([z.string(), z.array(z.string())]).optional(),
     /** Allowed clock skew in seconds. */
     clockToleranceSec: z.int().nonnegative().default(30),
+    /**
+     * Refuse tokens without an "exp" claim (Envoy's require_expiration). Off by default, as in
+     * Envoy and jose: a token without "exp" never expires, so turn this on unless your issuer
+     * mints deliberate long-lived tokens.
+     */
+    requireExpiration: z.boolean().default(false),
     /** A request without a token: reject (401) or fall back to the header/default tenant. */
     required: z.boolean().default(true),
   })

@@ -77,6 +77,7 @@ export class JwtVerifier {
       issuer: this.#cfg.issuer,
       audience: this.#cfg.audience,
       clockTolerance: this.#cfg.clockToleranceSec,
+      requiredClaims: this.#cfg.requireExpiration ? ['exp'] : undefined,
     }
     const keys: (Uint8Array | KeyObject | JWTVerifyGetKey)[] = []
     if (this.#keys.jwks) keys.push(this.#keys.jwks)

@@ -196,8 +196,11 @@ function inexact(n: number): boolean {
   return !Number.isSafeInteger(n) && (Number.isInteger(n) || !Number.isFinite(n))
 }
 
-/** Iterative (client JSON is depth-limited on entry anyway). The cache filter keeps its own copy. */
-function hasInexactNumber(value: unknown): boolean {
+/**
+ * Iterative (client JSON is depth-limited on entry anyway). The cache filter keeps its own copy
+ * (filters import only the filter interface); proxy/subscriptions uses this one.
+ */
+export function hasInexactNumber(value: unknown): boolean {
   if (typeof value === 'number') return inexact(value)
   if (value === null || typeof value !== 'object') return false
   const stack: object[] = [value]
@@ -216,7 +219,8 @@ function hasInexactNumber(value: unknown): boolean {
 // JSON.rawJSON and the reviver's source text (ES2026, Node 21+): JSON.stringify writes the
 // client's digits back unchanged.
 const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON
-const keepInexactDigits = ((_key: string, value: unknown, context?: { source?: string }) =>
+/** A JSON.parse reviver: the numbers `inexact` names become JSON.rawJSON of the client's text. */
+export const keepInexactDigits = ((_key: string, value: unknown, context?: { source?: string }) =>
   typeof value === 'number' && inexact(value) && context?.source !== undefined ? rawJSON(context.source) : value) as (this: unknown, key: string, value: unknown) => unknown
 
 function objectOrUndefined(v: unknown, field: string): Record<string, unknown> | undefined {

@@ -18,7 +18,7 @@ import type { SubscriptionHub } from './hub.ts'
 import type { TierMetrics } from './metrics.ts'
 import { CLOSE, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
 import type { LogEvent } from './replay-ring.ts'
-import { upstreamErrors, type Stream, type StreamSubscriber } from './stream.ts'
+import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayload } from './stream.ts'
 import { TokenBucket } from './token-bucket.ts'
 import { invalidHeader } from './upstream.ts'
 
@@ -136,6 +136,30 @@ export class Subscription implements StreamSubscriber, GapHolder {
     this.conn.tierMetrics.subscriptions.dec()
     this.ctx.runCleanups()
   }
+}
+
+/** A subscribe's variables and extensions as parsed (what the chain got) and with the client's digits. */
+interface ExactOperation {
+  parsed: { variables: Record<string, unknown> | undefined; extensions: Record<string, unknown> | undefined }
+  exact: { variables: Record<string, unknown> | undefined; extensions: Record<string, unknown> | undefined }
+}
+
+/**
+ * The variables and extensions to send upstream and key the stream by: the chain's, except that a
+ * value a filter left as the client sent it (the same object, or the same top-level member of an
+ * object a filter rebuilt: setExtension/deleteExtension copy the others) goes with the client's
+ * digits. A value a filter set is sent as the filter set it.
+ */
+function toSend(gql: GraphQLRequest, exact: ExactOperation | undefined): { variables: Record<string, unknown> | undefined; extensions: Record<string, unknown> | undefined } {
+  if (exact === undefined) return { variables: gql.variables, extensions: gql.extensions }
+  return { variables: keepDigits(gql.variables, exact.parsed.variables, exact.exact.variables), extensions: keepDigits(gql.extensions, exact.parsed.extensions, exact.exact.extensions) }
+}
+
+function keepDigits(now: Record<string, unknown> | undefined, parsed: Record<string, unknown> | undefined, exact: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (now === undefined || parsed === undefined || exact === undefined) return now
+  if (now === parsed) return exact
+  // Object.fromEntries, not assignment: a "__proto__" member stays a member.
+  return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, Object.hasOwn(parsed, k) && parsed[k] === v && Object.hasOwn(exact, k) ? exact[k] : v]))
 }
 
 /** The close code ws sends when it refuses a peer's frame: it rides on the error under a symbol. */
@@ -427,6 +451,7 @@ export class ClientConnection {
       return
     }
     let { query, operationName, variables } = cmd
+    let exactVariables = cmd.exact?.variables
     let rootField: string | undefined
     let filter: unknown
     if (cmd.topic !== undefined) {
@@ -445,10 +470,15 @@ export class ClientConnection {
       operationName = topic.operationName
       variables = { ...topic.variables, ...variables }
       if (Object.keys(variables).length === 0) variables = undefined
+      if (cmd.exact !== undefined) exactVariables = { ...topic.variables, ...cmd.exact.variables }
       filter = cmd.filter
       rootField = ''
     }
     const gql = new GraphQLRequest('POST', undefined, query, operationName, variables, cmd.extensions)
+    // Numbers beyond 2^53 (or 1e400) in variables or extensions: the filters see them parsed, the
+    // backend and the dedup key get the client's digits (toSend, after the chain).
+    const exact: ExactOperation | undefined =
+      cmd.exact === undefined ? undefined : { parsed: { variables, extensions: cmd.extensions }, exact: { variables: exactVariables, extensions: cmd.exact.extensions } }
     let matcher: EventMatcher | undefined
     if (rootField !== undefined) {
       try {
@@ -480,7 +510,7 @@ export class ClientConnection {
             ctx.runCleanups()
             return
           }
-          this.#admitted(cmd, ctx, gql, route, matcher)
+          this.#admitted(cmd, ctx, gql, route, matcher, exact)
         },
         (err: unknown) => {
           this.#admissionOver(cmd.id, pending)
@@ -519,7 +549,7 @@ export class ClientConnection {
     this.#sendNow(this.writer.error(id, p.errors))
   }
 
-  #admitted(cmd: SubscribeCommand, ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, matcher: EventMatcher | undefined): void {
+  #admitted(cmd: SubscribeCommand, ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, matcher: EventMatcher | undefined, exact: ExactOperation | undefined): void {
     let opType: string | undefined
     try {
       void gql.document
@@ -553,9 +583,10 @@ export class ClientConnection {
       return
     }
     if (this.tier === undefined) this.#setTier(ctx.tier ?? this.hub.config.defaultTier)
+    const { variables, extensions } = toSend(gql, exact)
     let stream: Stream | undefined
     if (opType === 'subscription') {
-      stream = this.hub.streamFor(ctx, gql, route, this.upgrade.url ?? '/', headers, params)
+      stream = this.hub.streamFor(ctx, gql, route, this.upgrade.url ?? '/', headers, params, variables, extensions)
       if (stream === undefined) {
         ctx.runCleanups()
         const max = this.hub.config.upstream.maxStreams
@@ -567,7 +598,7 @@ export class ClientConnection {
     this.subs.set(cmd.id, sub)
     this.tierMetrics.subscriptions.inc()
     if (stream === undefined) {
-      this.#single(sub, gql, route, headers, params)
+      this.#single(sub, { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null }, route, headers, params)
       return
     }
     const cursor = cmd.cursor
@@ -578,10 +609,10 @@ export class ClientConnection {
   }
 
   /** Queries and mutations over the socket: one upstream operation, answered directly (no sharing, no log). */
-  #single(sub: Subscription, gql: GraphQLRequest, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined): void {
+  #single(sub: Subscription, payload: UpstreamPayload, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined): void {
     const upstream = this.hub.upstreamFor(route, this.upgrade.url ?? '/', sub.ctx.tenant, headers, params)
     const cancel = upstream.subscribe(
-      { query: gql.query!, operationName: gql.operationName ?? null, variables: gql.variables ?? null, extensions: gql.extensions ?? null },
+      payload,
       {
         next: (r) => {
           if (!sub.closed) this.#sendNow(this.writer.result(sub.id, JSON.stringify(r), sub.topic))

@@ -5,12 +5,20 @@
 import { createHash } from 'node:crypto'
 import { STREAM_ID_BYTES } from './cursor.ts'
 
-/** JSON with object keys sorted at every level, so {a,b} and {b,a} give the same text. */
+const isRawJSON = (JSON as unknown as { isRawJSON(v: unknown): v is { readonly rawJSON: string } }).isRawJSON
+
+/**
+ * JSON with object keys sorted at every level, so {a,b} and {b,a} give the same text. A
+ * JSON.rawJSON value (a number beyond 2^53 or 1e400 as the client wrote it, see protocols.ts) is
+ * written as its text, like JSON.stringify does: 9007199254740993 and …992 are two keys, and
+ * neither is the key of an object a client sent as {"rawJSON": "…"}.
+ */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') {
     const s = JSON.stringify(value)
     return s === undefined ? 'null' : s
   }
+  if (isRawJSON(value)) return value.rawJSON
   if (Array.isArray(value)) {
     let out = '['
     for (let i = 0; i < value.length; i++) out += (i ? ',' : '') + canonicalJson(value[i])

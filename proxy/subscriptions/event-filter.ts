@@ -13,6 +13,13 @@ export class EventFilterError extends Error {}
 
 type Scalar = string | number | boolean | null
 
+const isRawJSON = (JSON as unknown as { isRawJSON(v: unknown): v is { readonly rawJSON: string } }).isRawJSON
+
+/** A number beyond 2^53 (or 1e400) read with its digits kept (protocols.ts) matches as its text. */
+function digits(v: unknown): unknown {
+  return v !== null && typeof v === 'object' && isRawJSON(v) ? v.rawJSON : v
+}
+
 function isScalar(v: unknown): v is Scalar {
   return v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
 }
@@ -36,7 +43,7 @@ export function compileEventFilter(filter: unknown, rootField: string): EventMat
   for (const [key, value] of entries) {
     const path = key.split('.')
     if (path.length > MAX_DEPTH || path.some((p) => p === '')) throw new EventFilterError(`filter key "${key.slice(0, 64)}" is not a field path`)
-    const values = Array.isArray(value) ? value : [value]
+    const values = Array.isArray(value) ? value.map(digits) : [digits(value)]
     if (values.length === 0 || values.length > MAX_VALUES || !values.every(isScalar)) {
       throw new EventFilterError(`filter "${key.slice(0, 64)}" must be a scalar or a list of 1-${MAX_VALUES} scalars`)
     }

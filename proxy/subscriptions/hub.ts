@@ -271,8 +271,20 @@ export class SubscriptionHub {
    * kind. `headers` and `params` are the credentials the upstream connection is opened with.
    * Undefined when it would be a new stream and the worker is at `upstream.maxStreams` with
    * every stream in use (lingering ones are closed first, oldest first, to make room).
+   * `variables` and `extensions` are what goes upstream (the chain's, with the client's digits for
+   * numbers beyond 2^53: see connection.ts); the stream is keyed by them too, so …993 and …992
+   * are two streams with two stream ids (cursors, replay ring, Redis keys), never one.
    */
-  streamFor(ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, upgradeUrl: string, headers: Record<string, string>, params: Record<string, unknown> | undefined): Stream | undefined {
+  streamFor(
+    ctx: RequestContext,
+    gql: GraphQLRequest,
+    route: RouteRuntime,
+    upgradeUrl: string,
+    headers: Record<string, string>,
+    params: Record<string, unknown> | undefined,
+    variables: Record<string, unknown> | undefined = gql.variables,
+    extensions: Record<string, unknown> | undefined = gql.extensions,
+  ): Stream | undefined {
     const cfg = this.config
     const upstreamUrl = upstreamWsUrl(route, upgradeUrl)
     const scope = ctx.subscription?.dedupScope ?? credentialScope(headers, params)
@@ -283,8 +295,8 @@ export class SubscriptionHub {
       scope,
       docHash: gql.docHash ?? '',
       operationName: gql.operationName,
-      variables: gql.variables,
-      extensions: gql.extensions,
+      variables,
+      extensions,
     })
     let stream = this.streams.get(key)
     if (stream === undefined || stream.done) {
@@ -297,7 +309,7 @@ export class SubscriptionHub {
         streamId,
         codec: this.codec,
         upstream: this.upstreamFor(route, upgradeUrl, ctx.tenant, headers, params),
-        payload: { query: gql.query!, operationName: gql.operationName ?? null, variables: gql.variables ?? null, extensions: gql.extensions ?? null },
+        payload: { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null },
         maxEvents: cfg.replay.maxEvents,
         maxAgeMs: cfg.replay.maxAgeMs,
         maxBytes: cfg.replay.maxBytes,

@@ -7,6 +7,7 @@
 // Pure: parse text → command, build text; the connection does the I/O.
 
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../config/json-depth.ts'
+import { hasInexactNumber, keepInexactDigits } from '../graphql-request.ts'
 
 export const TRANSPORT_WS = 'graphql-transport-ws'
 export const LEGACY_WS = 'graphql-ws'
@@ -45,6 +46,14 @@ export interface SubscribeCommand {
   cursor: string | undefined
   topic: string | undefined
   filter: unknown
+  /**
+   * Only when `variables` or `extensions` hold a number JSON.parse did not keep (an integer
+   * beyond ±(2^53 − 1): 9007199254740993 reads as …992; or a non-finite one: 1e400): the same
+   * two read again from the message text with those numbers as JSON.rawJSON of the client's
+   * digits. What goes upstream and the dedup key are built from these (JSON.stringify and
+   * canonicalJson write the digits back); filters see the parsed values.
+   */
+  exact?: { variables: Record<string, unknown> | undefined; extensions: Record<string, unknown> | undefined }
 }
 
 export type ClientCommand =
@@ -90,15 +99,53 @@ function graphqlSubscribe(id: string, payload: unknown): SubscribeCommand | { t:
   if (variables === false) return { t: 'bad', reason: '"variables" must be an object', id }
   if (extensions === false) return { t: 'bad', reason: '"extensions" must be an object', id }
   let cursor: string | undefined
-  let ext = extensions
-  if (ext !== undefined && 'cursor' in ext) {
-    const c = ext.cursor
+  if (extensions !== undefined && 'cursor' in extensions) {
+    const c = extensions.cursor
     if (c !== undefined && c !== null && typeof c !== 'string') return { t: 'bad', reason: '"extensions.cursor" must be a string', id }
     cursor = (c as string | null | undefined) ?? undefined
-    const { cursor: _c, ...rest } = ext
-    ext = Object.keys(rest).length ? rest : undefined
   }
-  return { t: 'subscribe', id, query, operationName, variables, extensions: ext, cursor, topic: undefined, filter: undefined }
+  return { t: 'subscribe', id, query, operationName, variables, extensions: withoutCursor(extensions), cursor, topic: undefined, filter: undefined }
+}
+
+/** Extensions without the cursor (undefined when nothing else is left). */
+function withoutCursor(ext: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (ext === undefined || !('cursor' in ext)) return ext
+  const { cursor: _c, ...rest } = ext
+  return Object.keys(rest).length ? rest : undefined
+}
+
+/**
+ * A subscribe whose variables, extensions or topic filter (or a connection_init payload that)
+ * hold a number JSON.parse rounded or made infinite: read the message again keeping the client's
+ * digits (JSON.rawJSON), so the backend gets what the client sent, and two ids beyond 2^53 never
+ * share a stream, an upstream connection or a filter match. Rare: the reviver runs only then,
+ * never on the hot path.
+ */
+function keepClientDigits(protocol: ProtocolName, text: string, cmd: ClientCommand): ClientCommand {
+  switch (cmd.t) {
+    case 'subscribe':
+      if (!hasInexactNumber(cmd.variables) && !hasInexactNumber(cmd.extensions) && !hasInexactNumber(cmd.filter)) return cmd
+      break
+    case 'init':
+      if (!hasInexactNumber(cmd.payload)) return cmd
+      break
+    default:
+      return cmd
+  }
+  let again: Record<string, unknown>
+  try {
+    again = JSON.parse(text, keepInexactDigits) as Record<string, unknown>
+  } catch {
+    return cmd // it parsed a moment ago
+  }
+  if (cmd.t === 'init') return { t: 'init', payload: again.payload as Record<string, unknown> }
+  // The same shape was validated on the first read: objects (or absent) in the same places.
+  const body = (protocol === TOPICS ? again : again.payload) as Record<string, unknown>
+  const variables = (body.variables ?? undefined) as Record<string, unknown> | undefined
+  const extensions = withoutCursor((body.extensions ?? undefined) as Record<string, unknown> | undefined)
+  // The topic filter is the gateway's own: it takes the digits directly (event-filter.ts).
+  if (protocol === TOPICS) return { ...cmd, filter: body.filter, exact: { variables, extensions: undefined } }
+  return { ...cmd, exact: { variables, extensions } }
 }
 
 export function parseClientMessage(protocol: ProtocolName, text: string): ClientCommand {
@@ -116,7 +163,10 @@ export function parseClientMessage(protocol: ProtocolName, text: string): Client
     return { t: 'bad', reason: `message nested deeper than ${MAX_JSON_DEPTH} levels`, id }
   }
   if (!isObject(msg)) return { t: 'bad', reason: 'message must be a JSON object' }
-  if (protocol === TOPICS) return parseTopic(msg)
+  return keepClientDigits(protocol, text, protocol === TOPICS ? parseTopic(msg) : parseGraphql(protocol, msg))
+}
+
+function parseGraphql(protocol: ProtocolName, msg: Record<string, unknown>): ClientCommand {
   const type = msg.type
   switch (type) {
     case 'connection_init': {

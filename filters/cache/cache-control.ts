@@ -5,6 +5,8 @@ export interface StoreDecision {
   /** Seconds the entry may be served fresh; 0 with a reason when it must not be stored. */
   ttlSeconds: number
   reason: string | undefined
+  /** How old the response already is (the upstream's Age): the entry's Age starts there. */
+  ageSeconds: number
 }
 
 export function parseCacheControl(value: string | string[] | undefined): Map<string, string | true> {
@@ -27,26 +29,62 @@ function seconds(v: string | true | undefined): number | undefined {
   return Number(v)
 }
 
+/** One value of a header that may have arrived more than once: the first. */
+function single(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
+}
+
+/**
+ * The response's age when it reached us: its Age field (RFC 9111 4.2.3; a cache or CDN in
+ * front of the upstream sets it). Not a non-negative integer → ignored (5.1).
+ */
+export function initialAge(headers: Record<string, string | string[] | undefined>): number {
+  // A list ("20, 40"): its first member (5.1). Dates below hold commas of their own.
+  return seconds(single(headers.age)?.split(',')[0]!.trim()) ?? 0
+}
+
+/**
+ * The upstream's freshness lifetime (RFC 9111 4.2.1): s-maxage, else max-age, else Expires minus
+ * Date (our clock when Date is missing or invalid). An Expires that is not a date ("0") means
+ * already expired (5.3). Undefined: the upstream said nothing; the configured TTL applies.
+ */
+function freshnessLifetime(cc: Map<string, string | true>, headers: Record<string, string | string[] | undefined>, now: number): number | undefined {
+  const max = seconds(cc.get('s-maxage')) ?? seconds(cc.get('max-age'))
+  if (max !== undefined) return max
+  const expires = single(headers.expires)
+  if (expires === undefined) return undefined
+  const at = Date.parse(expires)
+  if (Number.isNaN(at)) return 0
+  const date = Date.parse(single(headers.date) ?? '')
+  return Math.floor((at - (Number.isNaN(date) ? now : date)) / 1000)
+}
+
 /**
  * May this response be stored, and for how long? `ttlSeconds` is the configured TTL (per-id
- * policy or route), capped by the upstream's s-maxage / max-age.
+ * policy or route), capped by what is left of the upstream's freshness lifetime: s-maxage /
+ * max-age / Expires less the Age the response already has.
  */
-export function storeDecision(status: number, headers: Record<string, string | string[] | undefined>, ttlSeconds: number): StoreDecision {
-  if (status !== 200) return { ttlSeconds: 0, reason: 'status' }
-  if (headers['set-cookie'] !== undefined) return { ttlSeconds: 0, reason: 'set_cookie' }
+export function storeDecision(status: number, headers: Record<string, string | string[] | undefined>, ttlSeconds: number, now = Date.now()): StoreDecision {
+  if (status !== 200) return { ttlSeconds: 0, reason: 'status', ageSeconds: 0 }
+  if (headers['set-cookie'] !== undefined) return { ttlSeconds: 0, reason: 'set_cookie', ageSeconds: 0 }
   const enc = headers['content-encoding']
-  if (enc !== undefined && enc !== 'identity') return { ttlSeconds: 0, reason: 'encoded' }
+  if (enc !== undefined && enc !== 'identity') return { ttlSeconds: 0, reason: 'encoded', ageSeconds: 0 }
   const vary = headers.vary
-  if (vary !== undefined && (Array.isArray(vary) ? vary.join(',') : vary).includes('*')) return { ttlSeconds: 0, reason: 'vary' }
+  if (vary !== undefined && (Array.isArray(vary) ? vary.join(',') : vary).includes('*')) return { ttlSeconds: 0, reason: 'vary', ageSeconds: 0 }
   const cc = parseCacheControl(headers['cache-control'])
-  if (cc.has('no-store')) return { ttlSeconds: 0, reason: 'no_store' }
-  if (cc.has('private')) return { ttlSeconds: 0, reason: 'private' }
-  if (cc.has('no-cache')) return { ttlSeconds: 0, reason: 'no_cache' }
+  if (cc.has('no-store')) return { ttlSeconds: 0, reason: 'no_store', ageSeconds: 0 }
+  if (cc.has('private')) return { ttlSeconds: 0, reason: 'private', ageSeconds: 0 }
+  if (cc.has('no-cache')) return { ttlSeconds: 0, reason: 'no_cache', ageSeconds: 0 }
   let ttl = ttlSeconds
-  const cap = seconds(cc.get('s-maxage')) ?? seconds(cc.get('max-age'))
-  if (cap !== undefined && cap < ttl) ttl = cap
-  if (ttl <= 0) return { ttlSeconds: 0, reason: 'max_age_0' }
-  return { ttlSeconds: ttl, reason: undefined }
+  const age = initialAge(headers)
+  const lifetime = freshnessLifetime(cc, headers, now)
+  if (lifetime !== undefined) {
+    if (lifetime <= 0) return { ttlSeconds: 0, reason: 'max_age_0', ageSeconds: age }
+    if (lifetime - age <= 0) return { ttlSeconds: 0, reason: 'stale', ageSeconds: age }
+    if (lifetime - age < ttl) ttl = lifetime - age
+  }
+  if (ttl <= 0) return { ttlSeconds: 0, reason: 'max_age_0', ageSeconds: age }
+  return { ttlSeconds: ttl, reason: undefined, ageSeconds: age }
 }
 
 /**

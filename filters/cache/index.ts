@@ -433,7 +433,7 @@ class CacheFilter implements Filter {
           this.finishFill(st, undefined)
           return
         }
-        this.fill(st, r.body, d.ttlSeconds, pickHeaders(r.headers))
+        this.fill(st, r.body, d.ttlSeconds, pickHeaders(r.headers), d.ageSeconds)
       },
       (err: unknown) => {
         e.revalidating = false
@@ -492,10 +492,10 @@ class CacheFilter implements Filter {
       if (body.length > this.cfg.maxEntryBytes) {
         this.#notStored('too_large')
         this.finishFill(st, undefined)
-      } else this.fill(st, body, d.ttlSeconds, pickHeaders(res.headers))
+      } else this.fill(st, body, d.ttlSeconds, pickHeaders(res.headers), d.ageSeconds)
       return
     }
-    res.observeBody(pipeline(body, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers)), noop))
+    res.observeBody(pipeline(body, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers), d.ageSeconds), noop))
   }
 
   #mutationResponse(res: ResponseInfo, st: MutationState): void | Promise<void> {
@@ -527,7 +527,7 @@ class CacheFilter implements Filter {
   }
 
   /** A miss's complete body: store it if it is a clean GraphQL result. */
-  fill(st: MissState, body: Buffer, ttlSeconds: number, headers: Record<string, string>): void {
+  fill(st: MissState, body: Buffer, ttlSeconds: number, headers: Record<string, string>, ageSeconds = 0): void {
     let json: unknown
     try {
       json = JSON.parse(body.toString('utf8'))
@@ -549,7 +549,8 @@ class CacheFilter implements Filter {
     const noStale = mustRevalidate(headers['cache-control'])
     const stale = noStale ? fresh : fresh + cfg.staleWhileRevalidateSeconds * 1000
     const onError = noStale ? fresh : fresh + cfg.staleIfErrorSeconds * 1000
-    const entry = this.#entry(st.key, headers, body, now, fresh, stale, onError, st.seq, [...tags], st.statSlot)
+    // Created when the upstream (or a cache in front of it) made it: the Age we serve counts from there.
+    const entry = this.#entry(st.key, headers, body, now - ageSeconds * 1000, fresh, stale, onError, st.seq, [...tags], st.statSlot)
     if (!this.shared.valid(entry.slots, entry.seq)) {
       this.#notStored('invalidated')
       this.finishFill(st, undefined)
@@ -623,16 +624,18 @@ class FillCapture extends Transform {
   readonly #st: MissState
   readonly #ttl: number
   readonly #headers: Record<string, string>
+  readonly #age: number
   readonly #max: number
   #chunks: Buffer[] | undefined = []
   #size = 0
 
-  constructor(owner: CacheFilter, st: MissState, ttl: number, headers: Record<string, string>) {
+  constructor(owner: CacheFilter, st: MissState, ttl: number, headers: Record<string, string>, ageSeconds: number) {
     super()
     this.#owner = owner
     this.#st = st
     this.#ttl = ttl
     this.#headers = headers
+    this.#age = ageSeconds
     this.#max = owner.cfg.maxEntryBytes
   }
 
@@ -656,7 +659,7 @@ class FillCapture extends Transform {
     const chunks = this.#chunks
     if (chunks !== undefined) {
       this.#chunks = undefined
-      this.#owner.fill(this.#st, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size), this.#ttl, this.#headers)
+      this.#owner.fill(this.#st, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size), this.#ttl, this.#headers, this.#age)
     }
     cb()
   }

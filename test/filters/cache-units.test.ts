@@ -51,7 +51,7 @@ describe('cache keys', () => {
 
 describe('Cache-Control and storability', () => {
   it('caps the TTL by s-maxage, else max-age; refuses what a shared cache must not keep', () => {
-    expect(storeDecision(200, {}, 30)).toEqual({ ttlSeconds: 30, reason: undefined })
+    expect(storeDecision(200, {}, 30)).toEqual({ ttlSeconds: 30, reason: undefined, ageSeconds: 0 })
     expect(storeDecision(200, { 'cache-control': 'max-age=5' }, 30).ttlSeconds).toBe(5)
     expect(storeDecision(200, { 'cache-control': 'max-age=500' }, 30).ttlSeconds).toBe(30)
     expect(storeDecision(200, { 'cache-control': 'max-age=1, s-maxage=20' }, 30).ttlSeconds).toBe(20)
@@ -65,6 +65,24 @@ describe('Cache-Control and storability', () => {
     expect(storeDecision(200, { vary: '*' }, 30).reason).toBe('vary')
     expect(storeDecision(206, {}, 30).reason).toBe('status')
     expect(storeDecision(500, {}, 30).reason).toBe('status')
+  })
+
+  it('counts what the response already aged (Age) and honours Expires when there is no max-age (RFC 9111 4.2)', () => {
+    const now = Date.parse('2026-11-26T12:00:00Z')
+    // max-age 60, 50 s old already (a CDN in front): 10 s left, and the entry starts 50 s old.
+    expect(storeDecision(200, { 'cache-control': 'max-age=60', age: '50' }, 30, now)).toEqual({ ttlSeconds: 10, reason: undefined, ageSeconds: 50 })
+    expect(storeDecision(200, { 'cache-control': 's-maxage=60', age: '20, 40' }, 30, now)).toMatchObject({ ttlSeconds: 30, ageSeconds: 20 })
+    expect(storeDecision(200, { 'cache-control': 'max-age=60', age: '60' }, 30, now).reason).toBe('stale')
+    expect(storeDecision(200, { 'cache-control': 'max-age=60', age: '-5' }, 30, now)).toMatchObject({ ttlSeconds: 30, ageSeconds: 0 }) // invalid Age: ignored
+    // No Cache-Control lifetime: Expires − Date; without Date, our clock.
+    expect(storeDecision(200, { expires: 'Thu, 26 Nov 2026 12:00:12 GMT', date: 'Thu, 26 Nov 2026 12:00:00 GMT' }, 30, now).ttlSeconds).toBe(12)
+    expect(storeDecision(200, { expires: 'Thu, 26 Nov 2026 12:00:20 GMT' }, 30, now).ttlSeconds).toBe(20)
+    expect(storeDecision(200, { expires: 'Thu, 26 Nov 2026 12:00:20 GMT', age: '15' }, 30, now).ttlSeconds).toBe(5)
+    expect(storeDecision(200, { expires: 'Thu, 26 Nov 2026 13:00:00 GMT' }, 30, now).ttlSeconds).toBe(30)
+    expect(storeDecision(200, { expires: '0' }, 30, now).reason).toBe('max_age_0') // not a date: already expired
+    expect(storeDecision(200, { expires: 'Thu, 26 Nov 2026 11:00:00 GMT' }, 30, now).reason).toBe('max_age_0')
+    // max-age wins over Expires.
+    expect(storeDecision(200, { 'cache-control': 'max-age=25', expires: '0' }, 30, now).ttlSeconds).toBe(25)
   })
 })
 

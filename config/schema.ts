@@ -135,7 +135,7 @@ export const gatewayConfigObject = z.strictObject({
       /** V8 young generation per worker thread (MB); small keeps streaming RSS flat. */
       youngGenerationMb: z.int().min(1).max(1024).default(6),
       /**
-       * A worker runs a young-generation GC after relaying this many MB of response bodies, so
+       * A worker runs a young-generation GC after relaying this many MB of bodies (both ways), so
        * the dead read buffers of a long stream are freed at a bounded pace (0 = leave it to V8).
        */
       streamedMbPerGc: z.int().min(0).max(4096).default(8),

@@ -60,6 +60,9 @@ function onBodyEnd(this: IncomingMessage & WithExchange): void {
 function onBodyError(this: IncomingMessage & WithExchange): void {
   // The client went away mid-upload; res 'close' does the bookkeeping.
 }
+function onUploadData(chunk: Buffer): void {
+  relayed(chunk.length)
+}
 function onTimer(ex: Exchange): void {
   ex.timerFired()
 }
@@ -73,6 +76,7 @@ class BodyLimit extends Transform {
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.#left -= chunk.length
+    relayed(chunk.length)
     if (this.#left < 0) cb(new ProxyAbort('PAYLOAD_TOO_LARGE', 'request body exceeds the route limit'))
     else cb(null, chunk)
   }
@@ -499,6 +503,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       else {
         this.#inviteBody()
         body = req.headers['content-length'] === undefined ? pipeline(req, new BodyLimit(route.maxBodyBytes), noop) : req
+        this.#countUpload = body === req
       }
     }
     const headers = upstreamRequestHeaders(ctx, {
@@ -589,7 +594,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller
     if (this.phase === Phase.Done) controller.abort(new ClientGone())
+    // A streamed upload's bytes count toward the byte-paced GC (stream-gc.ts) like a response's.
+    // Attached here, in the same synchronous step in which undici attaches its own 'data'
+    // listener and starts reading the body: earlier, this listener would start the flow before
+    // undici listens (while the request waits for a connection) and undici would miss chunks.
+    else if (this.#countUpload) this.ctx.req.on('data', onUploadData)
   }
+  #countUpload = false
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return // 100-continue and early hints stay between us and the upstream

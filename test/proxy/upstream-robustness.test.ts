@@ -136,6 +136,49 @@ describe('HTTP: a misbehaving upstream', () => {
     expect(await closeQuickly(proxy)).toBeLessThan(2_000)
   })
 
+  it('a Content-Length upload that waits for a busy upstream connection arrives whole once it gets one', async () => {
+    // The proxy counts a streamed upload's bytes (byte-paced GC) with a 'data' listener of its
+    // own, attached only when undici starts the request: attached earlier, it would start the
+    // flow while the request still waits in undici's queue and those chunks would never reach
+    // the upstream. Here the upload's bytes are all on the socket before a connection frees up.
+    const { createServer: createHttpServer } = await import('node:http')
+    let release: () => void = () => {}
+    const received: number[] = []
+    const server = createHttpServer((req, res) => {
+      if (req.url === '/hold') {
+        res.writeHead(200, { 'content-type': 'text/plain' })
+        res.write('x')
+        release = () => res.end()
+        return
+      }
+      let n = 0
+      req.on('data', (c: Buffer) => (n += c.length))
+      req.on('end', () => {
+        received.push(n)
+        res.end(String(n))
+      })
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())))
+    const upUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const proxy = await startTestProxy({
+      upstreams: { u: { url: upUrl, connections: 1 } },
+      routes: [{ name: 'blob', upstream: 'u', type: 'http', maxBodyBytes: '16mib', timeouts: { totalMs: 0 } }],
+    })
+    cleanups.push(() => proxy.close())
+    const hold = await request(`${proxy.url}/hold`)
+    const size = 4 * 1024 * 1024
+    const upload = request(`${proxy.url}/upload`, { method: 'POST', headers: { 'content-length': String(size) }, body: Buffer.alloc(size, 'z') })
+    await new Promise((r) => setTimeout(r, 300)) // the whole body reaches the proxy while it waits
+    release()
+    await hold.body.text()
+    const res = await upload
+    expect(res.statusCode).toBe(200)
+    expect(await res.body.text()).toBe(String(size))
+    expect(received).toEqual([size])
+  })
+
   it('a raw UTF-8 Content-Disposition next to a Content-Length reaches the client byte for byte', async () => {
     const utf8 = (name: string) => Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: text/csv\r\ncontent-length: 2\r\ncontent-disposition: attachment; filename="'), Buffer.from(name, 'utf8'), Buffer.from('"\r\n\r\nok')])
     const up = await rawUpstream((sock, _head, path) => sock.write(utf8(path === '/emoji' ? 'report-😀.csv' : 'café.csv')))

@@ -56,7 +56,7 @@ export const originUrl = httpUrl.refine(
     } catch {
       return true // already reported as "expected URL"
     }
-    return (url.pathname === '/' || url.pathname === '') && !url.search && !url.hash && !url.username
+    return (url.pathname === '/' || url.pathname === '') && !url.search && !url.hash && !url.username && !url.password
   },
   { error: 'expected an origin URL (scheme://host:port) without path, query or credentials' },
 )

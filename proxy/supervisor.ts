@@ -14,7 +14,7 @@ import { splitListenAddress } from '../config/primitives.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 import { filterModules } from '../filters/registry.ts'
-import { UpstreamHealth } from './health.ts'
+import { UpstreamHealth, type UpstreamState } from './health.ts'
 import { createLogger } from './log.ts'
 import type { FromWorker, MetricsJson, ToWorker, WorkerData } from './messages.ts'
 import { counter, gauge } from './metrics.ts'
@@ -172,7 +172,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
   let drainWaiters: (() => void)[] = []
 
-  const health = { current: new UpstreamHealth(config, (s) => upstreamUp.labels(s.name).set(s.healthy ? 1 : 0)) }
+  const onHealth = (s: UpstreamState): void => {
+    upstreamUp.labels(s.name).set(s.healthy ? 1 : 0)
+  }
+  const health = { current: new UpstreamHealth(config, onHealth) }
 
   function spawn(slot: WorkerSlot, firstStart: (err?: Error) => void): void {
     const data: WorkerData = { workerId: slot.id, version, config, shared, host, port }
@@ -268,9 +271,15 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // --- admin port ---------------------------------------------------------------------------
   const admin: Server = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
-    const json = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers })
       res.end(JSON.stringify(body, null, 2))
+    }
+    // Every endpoint is read-only. Other methods were answered as a GET: a POST of a config
+    // document to /config got 200 and its version, as if it had been applied.
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      json(405, { error: `method ${req.method} not allowed on the admin port (GET or HEAD only)` }, { allow: 'GET, HEAD' })
+      return
     }
     switch (path) {
       case '/healthz': {
@@ -412,7 +421,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     versionGauge.set(version)
     reloads.inc()
     const previousHealth = health.current
-    health.current = new UpstreamHealth(config, (s) => upstreamUp.labels(s.name).set(s.healthy ? 1 : 0), previousHealth)
+    health.current = new UpstreamHealth(config, onHealth, previousHealth)
     previousHealth.stop()
     lifecycle.info({ version }, 'config applied')
     if (applying === 0) syncVersions() // a thread that started meanwhile booted with the previous config

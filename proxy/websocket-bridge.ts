@@ -135,10 +135,10 @@ export class WsBridge {
       down.inc()
       this.#relay(upstream, client, data, isBinary)
     })
-    client.on('ping', (d) => upstream.readyState === WebSocket.OPEN && upstream.ping(d))
-    client.on('pong', (d) => upstream.readyState === WebSocket.OPEN && upstream.pong(d))
-    upstream.on('ping', (d) => client.readyState === WebSocket.OPEN && client.ping(d))
-    upstream.on('pong', (d) => client.readyState === WebSocket.OPEN && client.pong(d))
+    client.on('ping', (d: Buffer) => this.#relayControl(client, upstream, d, false))
+    client.on('pong', (d: Buffer) => this.#relayControl(client, upstream, d, true))
+    upstream.on('ping', (d: Buffer) => this.#relayControl(upstream, client, d, false))
+    upstream.on('pong', (d: Buffer) => this.#relayControl(upstream, client, d, true))
     client.on('close', (code, reason) => this.#closed(upstream, code, reason))
     upstream.on('close', (code, reason) => this.#closed(client, code, reason))
     client.on('error', (err) => this.#failed('client', upstream, err))
@@ -157,6 +157,26 @@ export class WsBridge {
     to.send(data, { binary: isBinary }, () => {
       if (from.readyState === WebSocket.OPEN) from.resume()
     })
+  }
+
+  /**
+   * Pings and pongs under the same bound as messages: a ping flood toward a side that does not
+   * read (or a pong flood a non-reading client provokes from the backend) was relayed without
+   * looking at bufferedAmount, so the proxy read and buffered it all, without limit.
+   */
+  #relayControl(from: WebSocket, to: WebSocket, data: Buffer, pong: boolean): void {
+    if (to.readyState !== WebSocket.OPEN) return
+    if (to.bufferedAmount + data.length <= this.#bound) {
+      if (pong) to.pong(data)
+      else to.ping(data)
+      return
+    }
+    from.pause()
+    const resume = () => {
+      if (from.readyState === WebSocket.OPEN) from.resume()
+    }
+    if (pong) to.pong(data, undefined, resume)
+    else to.ping(data, undefined, resume)
   }
 
   #closed(other: WebSocket, code: number, reason: Buffer): void {

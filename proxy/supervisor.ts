@@ -393,7 +393,17 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
   }
 
-  async function applyConfig(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
+  // Applies run one at a time, in call order (a file reload, SIGHUP, a control plane push, the
+  // API): two at once took the same "version + 1", so one waiter replaced the other's and that
+  // caller (a reload, and every reload queued behind it) never returned.
+  let applyQueue: Promise<unknown> = Promise.resolve()
+  function applyConfig(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
+    const run = applyQueue.then(() => applyConfigNow(next, explicitVersion))
+    applyQueue = run.catch(() => undefined)
+    return run
+  }
+
+  async function applyConfigNow(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
     const nextVersion = explicitVersion ?? version + 1
     const fixed = ['listen', 'admin', 'workers', 'listener'] as const
     for (const key of fixed) {

@@ -90,18 +90,35 @@ export class WorkerProxy {
     this.logger.level = config.log.level
     this.usage.setTenants(Object.keys(config.tenants))
     configureStreamGc(config.workerHeap.streamedMbPerGc)
+    this.#live.set(next, redis)
     if (prev !== undefined) {
       prev.retire(() => {
+        this.#live.delete(prev)
+        // Keep what any snapshot still serving requests uses, not only the current one: after
+        // several quick reloads an older snapshot may still hold requests (reading a body,
+        // waiting in a filter) that will dispatch to its upstream pool and use its Redis.
+        const keys = new Set<string>()
+        const redisInUse = new Set<SharedRedis | undefined>()
+        for (const [snap, r] of this.#live) {
+          for (const k of snap.poolKeys) keys.add(k)
+          redisInUse.add(r)
+        }
         void prev.closeFilters(this.logger).then(() => {
-          for (const r of this.#retiredRedis.splice(0)) void r.close()
+          this.#retiredRedis = this.#retiredRedis.filter((r) => {
+            if (redisInUse.has(r) || r === this.#redis) return true
+            void r.close()
+            return false
+          })
         })
-        void this.pools.retainOnly(this.snapshot.poolKeys)
+        void this.pools.retainOnly(keys)
       })
     }
   }
 
   #redis: SharedRedis | undefined
   #retiredRedis: SharedRedis[] = []
+  /** Snapshots not yet idle (the current one and retired ones with requests), with their Redis. */
+  readonly #live = new Map<Snapshot, SharedRedis | undefined>()
 
   /** The worker's Redis connections follow config `redis.url`; a changed URL gets new ones. */
   #redisFor(config: GatewayConfig): SharedRedis | undefined {

@@ -22,16 +22,21 @@ process.on('uncaughtException', (err) => {
   throw err
 })
 
+let applying: Promise<void> = Promise.resolve()
 port.on('message', (msg: ToWorker) => {
   switch (msg.t) {
     case 'config':
-      proxy.apply(msg.version, msg.config).then(
-        () => send({ t: 'applied', version: msg.version }),
-        (err: Error) => {
-          metrics.configApplyFailures.inc()
-          logger.error({ err: { message: err.message }, version: msg.version }, 'config version rejected by worker; keeping the previous one')
-          send({ t: 'apply-failed', version: msg.version, error: err.message })
-        },
+      // One apply at a time, in the order sent: building a snapshot awaits (async filters), so two
+      // overlapping builds could finish out of order and leave the older version in force.
+      applying = applying.then(() =>
+        proxy.apply(msg.version, msg.config).then(
+          () => send({ t: 'applied', version: msg.version }),
+          (err: Error) => {
+            metrics.configApplyFailures.inc()
+            logger.error({ err: { message: err.message }, version: msg.version }, 'config version rejected by worker; keeping the previous one')
+            send({ t: 'apply-failed', version: msg.version, error: err.message })
+          },
+        ),
       )
       return
     case 'metrics':

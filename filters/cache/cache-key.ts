@@ -73,6 +73,17 @@ export interface KeyParts {
   claims: readonly unknown[]
   /** Sorted token scopes when scopes admit an authenticated request. */
   scopes: string | undefined
+  /**
+   * The configured vary header names and claim paths. The values alone cannot tell `x-a: alice`
+   * from `x-b: alice`: after a reload that renames a vary header, the shared L2 (which outlives
+   * the reload, and is shared with proxies on the old config) would serve one's entry to the other.
+   */
+  varyNames?: string
+}
+
+/** The key part naming a route's vary settings (computed once per filter; '' when it has none). */
+export function varyNamesPart(vary: { readonly headers: readonly string[]; readonly claims: readonly string[] }): string {
+  return vary.headers.length > 0 || vary.claims.length > 0 ? `\nv:${JSON.stringify([vary.headers, vary.claims])}` : ''
 }
 
 /**
@@ -82,6 +93,7 @@ export interface KeyParts {
 export function cacheKey(p: KeyParts): string {
   let k = `${p.route}\n${p.operation}\n${p.operationName ?? ''}\n${p.tenant === undefined ? '-' : `t:${p.tenant}`}\n`
   k += p.variables === undefined || Object.keys(p.variables).length === 0 ? '{}' : canonicalJson(p.variables)
+  if (p.varyNames !== undefined) k += p.varyNames
   for (const h of p.headers) k += h === undefined ? '\n-' : `\nh:${h}`
   for (const c of p.claims) k += c === undefined ? '\n-' : `\nc:${canonicalJson(c)}`
   if (p.scopes !== undefined) k += `\ns:${p.scopes}`

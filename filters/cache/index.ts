@@ -11,7 +11,7 @@ import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
-import { admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes } from './cache-key.ts'
+import { admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
@@ -102,6 +102,15 @@ class CacheFilter implements Filter {
   readonly #invalidations: Counter<'origin'>
   readonly #redisErrors: Counter<'op'>
   readonly #log: FilterDeps['logger']
+  /**
+   * Process-wide single-flight slots are claimed per route-cache generation (route + settings),
+   * not per key alone: fills are handed over on that generation's BroadcastChannel, so a
+   * follower under other settings (a reload changed maxBytes or vary while a fill ran under the
+   * old ones) would wait out the leader's whole lease for a message it never hears.
+   */
+  readonly #flightPrefix: string
+  /** The vary header names and claim paths as a key part (cache-key.ts varyNamesPart). */
+  readonly #varyNames: string
 
   constructor(cfg: CacheFilterConfig, deps: FilterDeps) {
     this.cfg = cfg
@@ -129,6 +138,8 @@ class CacheFilter implements Filter {
     this.#multiWorker = deps.config.workers !== 1
     const settingsId = JSON.stringify([cfg.maxBytes, cfg.vary, cfg.authorization, cfg.requireTenant])
     this.rc = acquireRouteCache(`${deps.routeName}:${settingsId}`, cfg.maxBytes, this.shared, this.#multiWorker)
+    this.#flightPrefix = `${this.rc.id}\n`
+    this.#varyNames = varyNamesPart(cfg.vary)
     this.#privateHeaders = cfg.authorization.privateHeaders.filter((h) => !cfg.vary.headers.includes(h))
     this.#allowedScopes = new Set(cfg.authorization.scopes)
 
@@ -253,6 +264,7 @@ class CacheFilter implements Filter {
       headers,
       claims,
       scopes: scopes === true ? undefined : scopes,
+      varyNames: this.#varyNames,
     })
     const now = Date.now()
     const e = this.rc.get(key, now)
@@ -323,7 +335,7 @@ class CacheFilter implements Filter {
     if (this.cfg.singleFlight) {
       if (rc.inFlight(key)) return this.#follow(ctx, gql, st, policy)
       if (this.#multiWorker) {
-        const { slot, fp } = this.shared.flightSlot(key)
+        const { slot, fp } = this.shared.flightSlot(this.#flightPrefix + key)
         const leaseMs = Math.min(Number.isFinite(ctx.deadline) ? Math.max(1, Math.ceil(ctx.deadline - performance.now())) : 60_000, 120_000) + 50
         const claim = this.shared.claim(slot, fp, leaseMs)
         if (claim === 'follower' || claim === 'done') {
@@ -412,7 +424,7 @@ class CacheFilter implements Filter {
     if (e.revalidating || this.rc.inFlight(key)) return
     const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, settled: false }
     if (this.#multiWorker) {
-      const { slot, fp } = this.shared.flightSlot(key)
+      const { slot, fp } = this.shared.flightSlot(this.#flightPrefix + key)
       if (this.shared.claim(slot, fp, 30_000) !== 'leader') return
       st.sabSlot = slot
       st.sabFp = fp

@@ -419,6 +419,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   #writeHead(status: number, headers: string[], reason?: string): boolean {
     const res = this.res
+    // A head written once the drain began says `Connection: close` (as Envoy and nginx do): the
+    // drain closes the connection after this response, so a client told keep-alive would send
+    // its next request onto a socket about to be closed, and lose it.
+    if (this.proxy.draining) res.shouldKeepAlive = false
     try {
       if (reason === undefined) res.writeHead(status, headers)
       else res.writeHead(status, reason, headers)
@@ -784,8 +788,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.controller?.abort(new ClientGone())
       this.#body?.destroy()
     }
-    if (aborted) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
-    this.proxy.finishRequest(this.ctx, res.statusCode, aborted)
+    // (the drain deadline cutting it is the gateway's doing, not the client's)
+    if (aborted && !this.proxy.cutting) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
+    let status = res.statusCode
+    if (aborted && !res.headersSent && this.proxy.cutting) {
+      // Cut by the drain deadline before any head went out: res.statusCode is only Node's
+      // default 200, which would log and count a request the client never got as a success.
+      status = 503
+      this.ctx.errorCode ??= 'OVERLOADED'
+      this.proxy.metrics.proxyErrors.labels(this.route.name, 'OVERLOADED').inc()
+    }
+    this.proxy.finishRequest(this.ctx, status, aborted)
     this.snapshot.release()
   }
 

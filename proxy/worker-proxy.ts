@@ -1,6 +1,7 @@
 // One worker thread's proxy: its listener, the current config snapshot, access logging and
 // the drain on shutdown. Everything global lives in the supervisor or in shared memory.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { Server as NetServer } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/schema.ts'
@@ -15,6 +16,9 @@ import { SubscriptionHub } from './subscriptions/hub.ts'
 import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
+
+/** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
+const IDLE_GRACE_MS = 1_000
 
 export interface WorkerProxyOptions {
   workerId: number
@@ -38,6 +42,8 @@ export class WorkerProxy {
   snapshot!: Snapshot
   trustForwarded = true
   draining = false
+  /** The drain deadline passed: what is still in flight is being cut, not left by its client. */
+  cutting = false
   inflight = 0
   #accessLog = true
   #sampleRate = 1
@@ -265,18 +271,33 @@ export class WorkerProxy {
    */
   async drain(deadlineMs: number): Promise<void> {
     this.draining = true
-    this.server.close()
-    this.server.closeIdleConnections()
+    // Stop accepting, but leave idle keep-alive connections open for a short grace (http's
+    // Server.close() would close them at once): a request already on its way on one, or sent right
+    // after the signal, is then served with `Connection: close` (as Envoy does while draining),
+    // where closing the socket under it reset it (ECONNRESET) or dropped it unanswered.
+    NetServer.prototype.close.call(this.server)
     for (const b of this.bridges) b.goAway()
-    const idle = new Promise<void>((resolve) => {
-      if (this.inflight === 0 && this.bridges.size === 0) resolve()
-      else this.#drained = resolve
+    const graceUntil = performance.now() + Math.min(IDLE_GRACE_MS, deadlineMs / 4)
+    let graceOver = false
+    let resolveIdle!: () => void
+    const idle = new Promise<void>((resolve) => (resolveIdle = resolve))
+    const settle = (): void => {
+      if (!graceOver && performance.now() >= graceUntil) {
+        graceOver = true
+        this.server.closeIdleConnections()
+      }
+      if (graceOver && this.inflight === 0 && this.bridges.size === 0) resolveIdle()
+    }
+    this.#drained = settle
+    // No client connection at all: nothing to wait for.
+    this.server.getConnections((err, n) => {
+      if (!err && n === 0 && this.inflight === 0 && this.bridges.size === 0) resolveIdle()
     })
     // Keep-alive sockets that finish a request while draining are closed by shouldKeepAlive=false;
-    // sweep idle ones periodically for connections that were between requests.
+    // after the grace, sweep idle ones periodically for connections that were between requests.
     const sweep = setInterval(() => {
-      this.server.closeIdleConnections()
-      if (this.inflight === 0 && this.bridges.size === 0) this.#drained?.()
+      settle()
+      if (graceOver) this.server.closeIdleConnections()
     }, 50)
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, deadlineMs, 'timeout')))
@@ -287,7 +308,19 @@ export class WorkerProxy {
       this.logger.warn({ inflight: this.inflight, websockets: this.bridges.size }, 'drain deadline reached; closing remaining connections')
       for (const b of this.bridges) b.terminate()
     }
+    this.cutting = true
     this.server.closeAllConnections()
+    // The exchanges just cut finish on their socket's 'close', a loop turn later: wait for them
+    // (bounded) so each writes its access line (`aborted`) before the logs are flushed and the
+    // thread ends, and sees its client gone before the pools go (else it logs "upstream failed").
+    if (this.inflight > 0) {
+      let cap: NodeJS.Timeout | undefined
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve
+        cap = setTimeout(resolve, 1_000)
+      })
+      clearTimeout(cap)
+    }
     await this.subscriptions.close()
     await this.snapshot.closeFilters(this.logger)
     await this.pools.destroyAll()

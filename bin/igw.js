@@ -8,8 +8,19 @@ if (major < 24) {
 // SIGHUP's default action ends the process, and loading the sources takes a while: a reload
 // signal sent right after the start (a config reloader reacting to the change that started us)
 // is noted here and replayed by the CLI once the proxy runs (proxy/cli.ts catchEarlySignals).
-const early = { hup: false, onHup: () => { early.hup = true } }
+const early = { hup: false, onHup: () => { early.hup = true }, onStop: undefined }
 globalThis[Symbol.for('igw.earlySignals')] = early
 process.on('SIGHUP', early.onHup)
+// SIGTERM/SIGINT while a server command loads: nothing is in flight yet, so exit 0 at once (the
+// default action would end it by the signal, which orchestrators read as a crash). Other
+// commands (config validate, …) keep the default: a killed check must not look like a pass.
+if (['proxy', 'demo', 'control-plane'].includes(process.argv[2])) {
+  early.onStop = (signal) => {
+    console.error(JSON.stringify({ level: 'info', time: new Date().toISOString(), pid: process.pid, signal, msg: 'shutting down during startup' }))
+    process.exit(0)
+  }
+  process.on('SIGTERM', early.onStop)
+  process.on('SIGINT', early.onStop)
+}
 const { main } = await import('../proxy/cli.ts')
 await main(process.argv.slice(2))

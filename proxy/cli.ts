@@ -196,17 +196,24 @@ export function catchEarlySignals(): void {
     early.hup = true
   })
   // bin/igw.js caught the ones that came while the sources loaded
-  const fromBin = (globalThis as Record<symbol, { hup: boolean; onHup: () => void } | undefined>)[Symbol.for('igw.earlySignals')]
-  if (fromBin !== undefined) {
-    early.hup ||= fromBin.hup
-    process.off('SIGHUP', fromBin.onHup)
-  }
+  const fromBin = (globalThis as Record<symbol, { hup: boolean; onHup: () => void; onStop?: (signal: NodeJS.Signals) => void } | undefined>)[Symbol.for('igw.earlySignals')]
   const stop = (signal: string) => () => {
     console.error(JSON.stringify({ level: 'info', time: new Date().toISOString(), pid: process.pid, signal, msg: 'shutting down during startup' }))
     process.exit(0)
   }
   on('SIGTERM', stop('SIGTERM'))
   on('SIGINT', stop('SIGINT'))
+  // Ours are on before bin's come off: a signal's last listener going closes Node's signal
+  // handle, and a signal that arrived while the sources loaded (not yet dispatched: loading
+  // does not turn the event loop) would be dropped with it.
+  if (fromBin !== undefined) {
+    early.hup ||= fromBin.hup
+    process.off('SIGHUP', fromBin.onHup)
+    if (fromBin.onStop !== undefined) {
+      process.off('SIGTERM', fromBin.onStop)
+      process.off('SIGINT', fromBin.onStop)
+    }
+  }
 }
 
 /** SIGTERM/SIGINT drain then exit 0; a second signal exits at once. SIGHUP reloads (or is logged). */

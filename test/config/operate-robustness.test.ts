@@ -114,6 +114,41 @@ describe('the process against its environment (real igw processes)', () => {
     expect(r.out).not.toMatch(STACK_LINE)
   })
 
+  it('a SIGTERM that arrives while the sources still load exits 0 with a log line, not by the signal (143)', async () => {
+    const path = writeTempConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
+    const child = spawn(process.execPath, [IGW_BIN, 'proxy', '--config', path], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    // Node itself catches SIGTERM (to restore the terminal, then re-raise), so its SigCgt bit says
+    // nothing; bin/igw.js installs its SIGTERM handler in the same synchronous step as its SIGHUP
+    // one (SigCgt bit 0), long before the CLI's own handlers exist.
+    const binHandlersIn = () => {
+      try {
+        const line = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))
+        return line !== null && (BigInt(`0x${line[1]}`) & 1n) === 1n
+      } catch {
+        return false
+      }
+    }
+    await waitUntil(() => binHandlersIn() || child.exitCode !== null, 15_000, 'bin/igw.js handlers installed')
+    child.kill('SIGTERM')
+    const [code, signal] = await exited
+    expect({ code, signal }).toEqual({ code: 0, signal: null })
+    expect(out).toContain('shutting down during startup')
+    expect(out).not.toContain('igw proxy listening')
+  })
+
+  it('a SIGTERM to `igw config validate` still ends it by the signal (a killed check is no pass)', async () => {
+    const path = writeTempConfig({ listen: '127.0.0.1:0', routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
+    const child = spawn(process.execPath, [IGW_BIN, 'config', 'validate', path], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+    child.kill('SIGTERM')
+    const [code, signal] = await exited
+    expect(code === 0 && signal === null).toBe(false)
+  })
+
   it('a SIGHUP that arrives while the proxy is still starting does not kill it; the reload happens once it runs', async () => {
     const path = writeTempConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
     const child = spawn(process.execPath, [IGW_BIN, 'proxy', '--config', path], { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -149,7 +149,11 @@ describe('graceful drain under mixed in-flight load (real igw process, real sign
       )
       // Before: every one failed (ECONNRESET or UND_ERR_SOCKET "other side closed"): the drain
       // closed idle connections at once, under requests already on their way.
-      expect(next).toEqual(Array.from({ length: 20 }, () => '200 close ok'))
+      // (A request the worker read before the drain message reached it is answered keep-alive:
+      // it came before the drain; the socket is then closed idle after the grace. Either way:
+      // an answer, never a reset.)
+      expect(next.filter((r) => !/^200 (close|keep-alive) ok$/.test(r))).toEqual([])
+      expect(next.filter((r) => r === '200 close ok').length).toBeGreaterThan(0)
       expect(connects).toBe(20) // the same connections: none was reopened
       expect(await igw.exited).toBe(0)
       expect(Date.now() - t0).toBeLessThan(3_000) // idle connections hold the drain only ~1 s

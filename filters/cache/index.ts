@@ -271,7 +271,7 @@ class CacheFilter implements Filter {
     if (e !== undefined) {
       if (now < e.freshUntil) {
         // Refresh ahead: renew a hot entry in its last seconds instead of letting it expire into a miss.
-        if (this.#refreshAheadMs > 0 && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - e.created) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
+        if (this.#refreshAheadMs > 0 && e.freshUntil - now < Math.min(this.#refreshAheadMs, (e.freshUntil - (e.stored ?? e.created)) / 2)) this.#revalidate(ctx, gql, key, ttl, policy, e, 'ahead')
         return this.#reply(ctx, e, now, 'hit', policy)
       }
       if (now < e.staleUntil && this.#backgroundRefresh) {
@@ -370,7 +370,7 @@ class CacheFilter implements Filter {
       const m = r.meta
       const now = Date.now()
       if (now < m.f) {
-        const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot)
+        const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot, m.a)
         if (this.shared.valid(entry.slots, entry.seq)) {
           this.rc.set(entry)
           this.finishFill(st, entry)
@@ -534,8 +534,8 @@ class CacheFilter implements Filter {
     this.#notStoredTotal.labels(reason).inc()
   }
 
-  #entry(key: string, headers: Record<string, string>, body: Buffer, created: number, fresh: number, stale: number, error: number, seq: number, tags: readonly string[], statSlot: number): CacheEntry {
-    return { key, status: 200, headers, body, created, freshUntil: fresh, staleUntil: stale, errorUntil: error, seq, slots: this.shared.slots(tags), statSlot, tags, revalidating: false }
+  #entry(key: string, headers: Record<string, string>, body: Buffer, created: number, fresh: number, stale: number, error: number, seq: number, tags: readonly string[], statSlot: number, stored?: number): CacheEntry {
+    return { key, status: 200, headers, body, created, freshUntil: fresh, staleUntil: stale, errorUntil: error, seq, slots: this.shared.slots(tags), statSlot, tags, revalidating: false, stored }
   }
 
   /** A miss's complete body: store it if it is a clean GraphQL result. */
@@ -562,7 +562,7 @@ class CacheFilter implements Filter {
     const stale = noStale ? fresh : fresh + cfg.staleWhileRevalidateSeconds * 1000
     const onError = noStale ? fresh : fresh + cfg.staleIfErrorSeconds * 1000
     // Created when the upstream (or a cache in front of it) made it: the Age we serve counts from there.
-    const entry = this.#entry(st.key, headers, body, now - ageSeconds * 1000, fresh, stale, onError, st.seq, [...tags], st.statSlot)
+    const entry = this.#entry(st.key, headers, body, now - ageSeconds * 1000, fresh, stale, onError, st.seq, [...tags], st.statSlot, now)
     if (!this.shared.valid(entry.slots, entry.seq)) {
       this.#notStored('invalidated')
       this.finishFill(st, undefined)
@@ -571,7 +571,8 @@ class CacheFilter implements Filter {
     this.rc.set(entry)
     this.finishFill(st, entry)
     if (this.#l2 !== undefined && st.l2Seq !== undefined) {
-      const meta: L2Meta = { s: 200, h: headers, c: now, f: fresh, w: entry.staleUntil, e: entry.errorUntil, t: entry.tags as string[] }
+      // c: the upstream's creation (as the entry's), so an L2 hit serves the same Age as this one.
+      const meta: L2Meta = { s: 200, h: headers, c: entry.created, a: now, f: fresh, w: entry.staleUntil, e: entry.errorUntil, t: entry.tags as string[] }
       this.#l2.store(st.key, meta, body, st.l2Seq, Math.max(entry.staleUntil, entry.errorUntil) - now)
     }
   }

@@ -44,6 +44,8 @@ export interface L2Meta {
   w: number
   e: number
   t: string[]
+  /** When stored (c is the upstream's creation, earlier by its Age); absent in older entries. */
+  a?: number
 }
 
 export interface InvalidationMessage {

@@ -17,6 +17,11 @@ export interface CacheEntry {
   readonly freshUntil: number
   readonly staleUntil: number
   readonly errorUntil: number
+  /**
+   * Date.now() ms when stored here (`created` is earlier by the upstream's Age): refresh-ahead's
+   * "at most half of the TTL" is half of the life in this cache, not of the response's whole life.
+   */
+  readonly stored?: number
   /** Invalidation sequence when its upstream request started, and its tags' slots. */
   readonly seq: number
   readonly slots: Int32Array

@@ -87,7 +87,17 @@ export class WorkerProxy {
   /** Build and switch to a config version. The old snapshot retires when its requests finish. */
   async apply(version: number, config: GatewayConfig): Promise<void> {
     const redis = this.#redisFor(config)
-    const next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared, modules: this.#modules, redis })
+    // While a snapshot is being built (filter builds may await for a second: a Redis warm-up),
+    // its upstream pools are in the registry but it is not in #live yet: an older snapshot
+    // going idle meanwhile must not prune them (its route would answer 502 UND_ERR_DESTROYED
+    // until the next reload). The pruning waits for the build, and runs after it either way.
+    this.#building++
+    let next: Snapshot
+    try {
+      next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared, modules: this.#modules, redis })
+    } finally {
+      if (--this.#building === 0 && this.#pruneDeferred && this.snapshot !== undefined) queueMicrotask(() => this.#prunePools())
+    }
     const prev = this.snapshot as Snapshot | undefined
     this.snapshot = next
     this.trustForwarded = config.forwarded.trustIncoming
@@ -103,12 +113,8 @@ export class WorkerProxy {
         // Keep what any snapshot still serving requests uses, not only the current one: after
         // several quick reloads an older snapshot may still hold requests (reading a body,
         // waiting in a filter) that will dispatch to its upstream pool and use its Redis.
-        const keys = new Set<string>()
         const redisInUse = new Set<SharedRedis | undefined>()
-        for (const [snap, r] of this.#live) {
-          for (const k of snap.poolKeys) keys.add(k)
-          redisInUse.add(r)
-        }
+        for (const r of this.#live.values()) redisInUse.add(r)
         void prev.closeFilters(this.logger).then(() => {
           this.#retiredRedis = this.#retiredRedis.filter((r) => {
             if (redisInUse.has(r) || r === this.#redis) return true
@@ -116,9 +122,23 @@ export class WorkerProxy {
             return false
           })
         })
-        void this.pools.retainOnly(keys)
+        this.#prunePools()
       })
     }
+  }
+
+  #building = 0
+  #pruneDeferred = false
+  /** Close the upstream pools no live snapshot uses (deferred while one is being built). */
+  #prunePools(): void {
+    if (this.#building > 0) {
+      this.#pruneDeferred = true
+      return
+    }
+    this.#pruneDeferred = false
+    const keys = new Set<string>()
+    for (const snap of this.#live.keys()) for (const k of snap.poolKeys) keys.add(k)
+    void this.pools.retainOnly(keys)
   }
 
   #redis: SharedRedis | undefined

@@ -218,9 +218,9 @@ export function catchEarlySignals(): void {
 
 /** SIGTERM/SIGINT drain then exit 0; a second signal exits at once. SIGHUP reloads (or is logged). */
 export function installSignals(logger: { info(o: object, m: string): void }, close: () => Promise<void>, reload?: () => Promise<unknown>): void {
-  for (const [signal, fn] of early.handlers.splice(0)) process.off(signal, fn)
-  const pendingHup = early.hup
-  early.hup = false
+  // The early handlers come off only after these are on (below): a signal's last listener going
+  // closes Node's signal handle and drops a signal already received but not yet dispatched.
+  const earlyHandlers = early.handlers.splice(0)
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) process.exit(1)
@@ -236,6 +236,10 @@ export function installSignals(logger: { info(o: object, m: string): void }, clo
   // Never SIGHUP's default action (exit): without a file to reload it is only noted.
   if (reload) process.on('SIGHUP', () => void reload())
   else process.on('SIGHUP', () => logger.info({ signal: 'SIGHUP' }, 'nothing to reload here (config comes from the control plane or flags); ignored'))
+  for (const [signal, fn] of earlyHandlers) process.off(signal, fn)
+  // A SIGHUP the early handler noted (read after it is off: none can land in between).
+  const pendingHup = early.hup
+  early.hup = false
   if (pendingHup && reload) void reload()
 }
 

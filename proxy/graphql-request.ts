@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { GraphQLError, getOperationAST, parse, type DocumentNode, type OperationTypeNode } from 'graphql'
 import { LRUCache } from 'lru-cache'
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
+import { hasInexactNumber, keepInexactDigits } from '../config/json-numbers.ts'
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
 
@@ -191,37 +192,6 @@ export class GraphQLRequest {
   }
 }
 
-/** An integer outside ±(2^53 − 1) or a non-finite number: JSON.parse did not keep what the client wrote. */
-function inexact(n: number): boolean {
-  return !Number.isSafeInteger(n) && (Number.isInteger(n) || !Number.isFinite(n))
-}
-
-/**
- * Iterative (client JSON is depth-limited on entry anyway). The cache filter keeps its own copy
- * (filters import only the filter interface); proxy/subscriptions uses this one.
- */
-export function hasInexactNumber(value: unknown): boolean {
-  if (typeof value === 'number') return inexact(value)
-  if (value === null || typeof value !== 'object') return false
-  const stack: object[] = [value]
-  for (let o = stack.pop(); o !== undefined; o = stack.pop()) {
-    const values: unknown[] = Array.isArray(o) ? o : Object.values(o)
-    for (let i = 0; i < values.length; i++) {
-      const x = values[i]
-      if (typeof x === 'number') {
-        if (inexact(x)) return true
-      } else if (x !== null && typeof x === 'object') stack.push(x)
-    }
-  }
-  return false
-}
-
-// JSON.rawJSON and the reviver's source text (ES2026, Node 21+): JSON.stringify writes the
-// client's digits back unchanged.
-const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON
-/** A JSON.parse reviver: the numbers `inexact` names become JSON.rawJSON of the client's text. */
-export const keepInexactDigits = ((_key: string, value: unknown, context?: { source?: string }) =>
-  typeof value === 'number' && inexact(value) && context?.source !== undefined ? rawJSON(context.source) : value) as (this: unknown, key: string, value: unknown) => unknown
 
 function objectOrUndefined(v: unknown, field: string): Record<string, unknown> | undefined {
   if (v === undefined || v === null) return undefined

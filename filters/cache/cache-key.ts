@@ -24,29 +24,8 @@ export function canonicalJson(v: unknown): string {
   return `${s}}`
 }
 
-/**
- * True when a parsed JSON value holds a number that canonicalJson cannot spell the way the client
- * did: an integer outside ±(2^53 − 1) (JSON.parse rounds 9007199254740993 to …992, while a
- * backend with 64-bit or arbitrary-precision integers reads the digits it was sent, so two
- * requests for two entities would share one key) or a non-finite one (1e400, which JSON.stringify
- * writes as null). Such a request is not keyed at all: the cache is bypassed. Iterative; the
- * values are small and already depth-limited where they enter (config/json-depth.ts).
- */
-export function hasInexactNumber(v: unknown): boolean {
-  if (typeof v === 'number') return !Number.isSafeInteger(v) && (Number.isInteger(v) || !Number.isFinite(v))
-  if (v === null || typeof v !== 'object') return false
-  const stack: object[] = [v]
-  for (let o = stack.pop(); o !== undefined; o = stack.pop()) {
-    const values: unknown[] = Array.isArray(o) ? o : Object.values(o)
-    for (let i = 0; i < values.length; i++) {
-      const x = values[i]
-      if (typeof x === 'number') {
-        if (!Number.isSafeInteger(x) && (Number.isInteger(x) || !Number.isFinite(x))) return true
-      } else if (x !== null && typeof x === 'object') stack.push(x)
-    }
-  }
-  return false
-}
+/** A request whose variables hold such a number is not keyed at all: the cache is bypassed. */
+export { hasInexactNumber } from '../../config/json-numbers.ts'
 
 const normalized = new WeakMap<DocumentNode, string>()
 

@@ -4,8 +4,8 @@
 // name, variables and extensions. Pure functions: the tenant-isolation rules are tested here.
 import { createHash } from 'node:crypto'
 import { STREAM_ID_BYTES } from './cursor.ts'
+import { isRawJSON } from '../../config/json-numbers.ts'
 
-const isRawJSON = (JSON as unknown as { isRawJSON(v: unknown): v is { readonly rawJSON: string } }).isRawJSON
 
 /**
  * JSON with object keys sorted at every level, so {a,b} and {b,a} give the same text. A

@@ -2,6 +2,7 @@
 // against each event's root field, all keys must match. It runs at fan-out, so every client of
 // a topic still shares one upstream subscription. Pure and precompiled once per subscribe.
 import type { ExecutionResultLike } from './replay-ring.ts'
+import { isRawJSON } from '../../config/json-numbers.ts'
 
 export type EventMatcher = (result: ExecutionResultLike) => boolean
 
@@ -13,7 +14,6 @@ export class EventFilterError extends Error {}
 
 type Scalar = string | number | boolean | null
 
-const isRawJSON = (JSON as unknown as { isRawJSON(v: unknown): v is { readonly rawJSON: string } }).isRawJSON
 
 /** A number beyond 2^53 (or 1e400) read with its digits kept (protocols.ts) matches as its text. */
 function digits(v: unknown): unknown {

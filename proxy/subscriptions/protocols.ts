@@ -7,7 +7,7 @@
 // Pure: parse text → command, build text; the connection does the I/O.
 
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../../config/json-depth.ts'
-import { hasInexactNumber, keepInexactDigits } from '../graphql-request.ts'
+import { hasInexactNumber, keepInexactDigits } from '../../config/json-numbers.ts'
 
 export const TRANSPORT_WS = 'graphql-transport-ws'
 export const LEGACY_WS = 'graphql-ws'

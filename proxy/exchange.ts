@@ -791,12 +791,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // (the drain deadline cutting it is the gateway's doing, not the client's)
     if (aborted && !this.proxy.cutting) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
     let status = res.statusCode
-    if (aborted && !res.headersSent && this.proxy.cutting) {
-      // Cut by the drain deadline before any head went out: res.statusCode is only Node's
-      // default 200, which would log and count a request the client never got as a success.
-      status = 503
-      this.ctx.errorCode ??= 'OVERLOADED'
-      this.proxy.metrics.proxyErrors.labels(this.route.name, 'OVERLOADED').inc()
+    // Ended before any head went out: res.statusCode is only Node's default 200, which would log
+    // and count a request the client never got as a success (SLO dashboards, usage reports).
+    if (aborted && !res.headersSent) {
+      if (this.proxy.cutting) {
+        // Cut by the drain deadline: the gateway's doing.
+        status = 503
+        this.ctx.errorCode ??= 'OVERLOADED'
+        this.proxy.metrics.proxyErrors.labels(this.route.name, 'OVERLOADED').inc()
+      } else status = 499 // the client left first (nginx's "client closed request", as our WebSocket handshakes)
     }
     this.proxy.finishRequest(this.ctx, status, aborted)
     this.snapshot.release()

@@ -4,7 +4,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
-import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 type GqlError = { errors: { message: string; extensions: { code: string } }[] }
 
@@ -16,9 +16,11 @@ describe('upstream failures become precise errors, never crashes', () => {
   let backend: RawBackend
   let proxy: TestProxy
   let upstreamClosed: string[] = []
+  let upstreamArrived: string[] = []
 
   beforeAll(async () => {
     backend = await startRawBackend((req, res) => {
+      upstreamArrived.push(req.url ?? '')
       req.on('close', () => upstreamClosed.push(req.url ?? ''))
       switch (req.url) {
         case '/no-headers':
@@ -71,6 +73,7 @@ describe('upstream failures become precise errors, never crashes', () => {
   })
   afterEach(() => {
     upstreamClosed = []
+    upstreamArrived = []
   })
 
   it('no response headers within headersMs → 504 UPSTREAM_TIMEOUT', async () => {
@@ -123,6 +126,17 @@ describe('upstream failures become precise errors, never crashes', () => {
     expect(upstreamClosed).toContain('/long')
     await new Promise((r) => setTimeout(r, 50))
     expect(await proxy.metricsText()).toMatch(/igw_client_aborts_total\{route="rest"\} [1-9]/)
+  })
+
+  it('a client that leaves before the response head is counted 499, not as a 200 it never got', async () => {
+    const ac = new AbortController()
+    const pending = request(`${proxy.url}/no-headers`, { signal: ac.signal })
+    await expect.poll(() => upstreamArrived.includes('/no-headers'), { timeout: 2_000 }).toBe(true) // dispatched, no head yet
+    ac.abort()
+    await expect(pending).rejects.toThrow()
+    await expect.poll(async () => metricSum(await proxy.metricsText(), 'igw_requests_total', 'route="short",status="499"'), { timeout: 2_000 }).toBe(1)
+    expect(metricSum(await proxy.metricsText(), 'igw_requests_total', 'route="short",status="200"')).toBe(0)
+    expect(metricSum(await proxy.metricsText(), 'igw_client_aborts_total', 'route="short"')).toBe(1)
   })
 
   it('dead upstream (connection refused) → 502, then recovers when it comes back', async () => {

@@ -10,9 +10,27 @@ export function inexact(n: number): boolean {
   return !Number.isSafeInteger(n) && (Number.isInteger(n) || !Number.isFinite(n))
 }
 
+/**
+ * Whether JSON.stringify may write this number other than the client did: anything but a safe
+ * integer. A fraction loses digits beyond a double's 17 (12345678901234567.891 → …568, which a
+ * backend's BigDecimal/Decimal scalar would have kept) or changes its spelling (1.50 → 1.5).
+ */
+export function respelled(n: number): boolean {
+  return !Number.isSafeInteger(n)
+}
+
 /** Whether a parsed value holds such a number anywhere. */
 export function hasInexactNumber(value: unknown): boolean {
-  if (typeof value === 'number') return inexact(value)
+  return hasNumber(value, inexact)
+}
+
+/** Whether a parsed value holds a number anywhere that is not a safe integer (see `respelled`). */
+export function hasRespelledNumber(value: unknown): boolean {
+  return hasNumber(value, respelled)
+}
+
+function hasNumber(value: unknown, test: (n: number) => boolean): boolean {
+  if (typeof value === 'number') return test(value)
   if (value === null || typeof value !== 'object') return false
   const stack: object[] = [value]
   for (let o = stack.pop(); o !== undefined; o = stack.pop()) {
@@ -20,7 +38,7 @@ export function hasInexactNumber(value: unknown): boolean {
     for (let i = 0; i < values.length; i++) {
       const x = values[i]
       if (typeof x === 'number') {
-        if (inexact(x)) return true
+        if (test(x)) return true
       } else if (x !== null && typeof x === 'object') stack.push(x)
     }
   }
@@ -34,6 +52,15 @@ const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON
 /** A JSON.parse reviver: the numbers `inexact` names become JSON.rawJSON of the client's text. */
 export const keepInexactDigits = ((_key: string, value: unknown, context?: { source?: string }) =>
   typeof value === 'number' && inexact(value) && context?.source !== undefined ? rawJSON(context.source) : value) as (this: unknown, key: string, value: unknown) => unknown
+
+/**
+ * A JSON.parse reviver for a request the gateway re-serializes: every number whose text
+ * JSON.stringify would write differently becomes JSON.rawJSON of the client's text, so what the
+ * backend reads is what the client wrote (a superset of keepInexactDigits). Callers run it when
+ * `hasRespelledNumber` says so; then integer-valued spellings (2.5E3, -0.0, 1e-400) are kept too.
+ */
+export const keepClientNumberText = ((_key: string, value: unknown, context?: { source?: string }) =>
+  typeof value === 'number' && context?.source !== undefined && context.source !== String(value) ? rawJSON(context.source) : value) as (this: unknown, key: string, value: unknown) => unknown
 
 /** Whether a value is a JSON.rawJSON object (only real ones: not a client's {"rawJSON": …}). */
 export const isRawJSON = (JSON as unknown as { isRawJSON(v: unknown): v is { readonly rawJSON: string } }).isRawJSON

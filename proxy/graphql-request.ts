@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import { GraphQLError, getOperationAST, parse, type DocumentNode, type OperationTypeNode } from 'graphql'
 import { LRUCache } from 'lru-cache'
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
-import { hasInexactNumber, keepInexactDigits } from '../config/json-numbers.ts'
+import { hasRespelledNumber, keepClientNumberText } from '../config/json-numbers.ts'
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
 
@@ -146,18 +146,20 @@ export class GraphQLRequest {
   }
 
   /**
-   * The variables to serialize when the request was edited. JSON.parse rounded integers beyond
-   * 2^53 (9007199254740993 reads as …992) and JSON.stringify would send the rounded value: a
-   * backend with 64-bit or big integers would act on another entity. When the variables hold
-   * such a number, they are read again from the client's text keeping its digits (rare: only
-   * then, and only for an edited request; the scan is one walk of usually tiny variables).
+   * The variables to serialize when the request was edited (every persisted-query request is:
+   * the filter fills in its document). JSON.parse rounded integers beyond 2^53 (9007199254740993
+   * reads as …992) and fractions beyond a double's digits, and JSON.stringify would send the
+   * rounded value: a backend with 64-bit integers or a Decimal scalar would act on another
+   * entity or amount. When the variables hold any number but a safe integer, they are read again
+   * from the client's text keeping its spelling (only then, and only for an edited request; the
+   * scan is one walk of usually tiny variables).
    */
   #variablesToSend(source: Buffer | string | null | undefined): unknown {
     const v = this.variables
-    if (v === undefined || this.#variablesSet || source === undefined || source === null || !hasInexactNumber(v)) return v
+    if (v === undefined || this.#variablesSet || source === undefined || source === null || !hasRespelledNumber(v)) return v
     try {
       // A POST's whole body (its "variables" member), or a GET's "variables" parameter.
-      const exact = typeof source === 'string' ? JSON.parse(source, keepInexactDigits) : (JSON.parse(source.toString('utf8'), keepInexactDigits) as { variables?: unknown } | null)?.variables
+      const exact = typeof source === 'string' ? JSON.parse(source, keepClientNumberText) : (JSON.parse(source.toString('utf8'), keepClientNumberText) as { variables?: unknown } | null)?.variables
       return exact !== null && typeof exact === 'object' ? exact : v
     } catch {
       return v

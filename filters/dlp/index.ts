@@ -53,11 +53,76 @@ interface BodyHealth {
   upstreamFailed: boolean
   decodeFailed: boolean
   encoding: string
+  /** The upstream's body before decoding (the decoder's source when encoded). */
+  source: Readable
+}
+
+/**
+ * Headers computed over the upstream's bytes: the entity tag (often a hash of the body —
+ * Express's, nginx's are not, many others are), Content-MD5, Digest, Content-/Repr-Digest.
+ * Sent with the rewritten export they are wrong, and they let a client test guesses at what a
+ * mask or token hides offline. Accept-Ranges: a Range request is never passed on.
+ */
+function dropUpstreamDigests(h: Record<string, string | string[]>): void {
+  delete h.etag
+  delete h['content-md5']
+  delete h.digest
+  delete h['content-digest']
+  delete h['repr-digest']
+  delete h['accept-ranges']
 }
 
 /** The stop of an export whose content encoding broke (before the head or mid-stream). */
 function undecodable(h: BodyHealth): StopReason {
   return { kind: 'malformed', message: `the export's ${h.encoding} content encoding does not decode, so DLP cannot inspect it` }
+}
+
+/**
+ * Whether a request path may read differently to the upstream than it does here: a percent
+ * escape (`%65xport`, `export%2Fusers`), a backslash, a `;` path parameter, an empty or dot
+ * segment (`//`, `/./`, `/../`) or an upper-case letter. Scanned without allocating.
+ */
+function unusualPath(path: string): boolean {
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i)
+    if (c === 37 || c === 92 || c === 59 || (c >= 65 && c <= 90)) return true
+    if (c === 47) {
+      const d = path.charCodeAt(i + 1)
+      if (d === 47 || d === 46) return true
+    }
+  }
+  return false
+}
+
+const PERCENT = /%([0-9A-Fa-f]{2})/g
+
+/**
+ * The path as the most lenient backend reads it (Go's net/http, ASP.NET, Tomcat, Fastify…):
+ * escapes decoded (twice-encoded ones too), `\` as `/`, `;` parameters dropped, empty and dot
+ * segments resolved, case folded. An export prefix is matched against this as well, so a client
+ * cannot spell an export path so that DLP misses it and the upstream still serves the export.
+ */
+export function canonicalPath(path: string): string {
+  let p = path
+  for (let i = 0; i < 3 && p.includes('%'); i++) {
+    const d = p.replace(PERCENT, (_m, h: string) => String.fromCharCode(parseInt(h, 16)))
+    if (d === p) break
+    p = d
+  }
+  p = p.replaceAll('\\', '/').toLowerCase()
+  const segs: string[] = []
+  const parts = p.split('/')
+  let trailing = false
+  for (let i = 0; i < parts.length; i++) {
+    let seg = parts[i]!
+    const semi = seg.indexOf(';')
+    if (semi !== -1) seg = seg.slice(0, semi)
+    trailing = i === parts.length - 1 && (seg === '' || seg === '.' || seg === '..') && i > 0
+    if (seg === '' || seg === '.') continue
+    if (seg === '..') segs.pop()
+    else segs.push(seg)
+  }
+  return segs.length === 0 ? '/' : `/${segs.join('/')}${trailing ? '/' : ''}`
 }
 
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
@@ -77,6 +142,8 @@ class DlpFilter implements Filter {
   readonly #pack: RulePack
   readonly #policy: PolicyEvaluator | undefined
   readonly #presets = new Map<string, PresetPlan>()
+  /** exports.paths prefixes in canonicalPath form, for request paths spelled unusually. */
+  readonly #canonicalPrefixes: readonly string[]
   readonly #operations: ReadonlySet<string>
   /** exports.graphql.responsePaths as field names, e.g. [["entities"], ["user", "contacts"]]. */
   readonly #responsePaths: readonly (readonly string[])[]
@@ -95,6 +162,7 @@ class DlpFilter implements Filter {
       const actions = compileActions(this.#pack, preset)
       this.#presets.set(name, { name, actions, map: preset, unprotected: unprotectedHighRisk(this.#pack, actions) })
     }
+    this.#canonicalPrefixes = cfg.exports.paths.map((p) => canonicalPath(p.prefix))
     this.#operations = new Set(cfg.exports.graphql.operations)
     this.#responsePaths = cfg.exports.graphql.responsePaths.map((p) => p.split('.'))
     this.#actionsTotal = counter(deps.registry, { name: 'igw_dlp_actions_total', help: 'Sensitive values acted on in exports, by type and action (pass: found, no action in the preset)', labelNames: ['type', 'action'] })
@@ -131,6 +199,10 @@ class DlpFilter implements Filter {
     // always fetched and vetted whole (a 200 is a valid answer to a Range request).
     ctx.setUpstreamHeader('range', null)
     ctx.setUpstreamHeader('if-range', null)
+    // Entity tags name the upstream's bytes, which the client never gets (they are dropped
+    // from the response below): a 304 or 412 to a guessed tag would tell what a mask hid.
+    ctx.setUpstreamHeader('if-none-match', null)
+    ctx.setUpstreamHeader('if-match', null)
     return undefined
   }
 
@@ -141,6 +213,13 @@ class DlpFilter implements Filter {
       const q = url.indexOf('?')
       const path = q === -1 ? url : url.slice(0, q)
       for (const p of paths) if (path.startsWith(p.prefix)) return { format: p.format, scope: undefined }
+      // `/api/%65xport/`, `/api//export/`, `/api/x/../export/`, `/API/Export/`: not the prefix
+      // here, the export to a backend that decodes, cleans or folds the path.
+      if (unusualPath(path)) {
+        const canonical = canonicalPath(path)
+        const prefixes = this.#canonicalPrefixes
+        for (let i = 0; i < prefixes.length; i++) if (canonical.startsWith(prefixes[i]!)) return { format: paths[i]!.format, scope: undefined }
+      }
     }
     if (ctx.route.type !== 'graphql' || (this.#operations.size === 0 && this.#responsePaths.length === 0)) return undefined
     const gql = ctx.graphql
@@ -215,7 +294,10 @@ class DlpFilter implements Filter {
     // A local 200 is content another filter answered with (a cache hit when the cache sits
     // after DLP in the chain): it is an export like any other. Local errors carry no data.
     if (res.local && res.status !== 200) return
-    if (res.status === 204 || res.status === 304 || ctx.method === 'HEAD') return
+    if (res.status === 204 || res.status === 304 || ctx.method === 'HEAD') {
+      dropUpstreamDigests(res.headers)
+      return
+    }
     if (res.status === 206) {
       // Partial content (the Range header is not sent upstream, yet a backend answered with a
       // part): a piece cut from its context cannot be vetted.
@@ -239,9 +321,12 @@ class DlpFilter implements Filter {
       this.#refuse(ctx, res, errorReply('DLP_BLOCKED', `export has ${what}, which DLP cannot inspect`, { preset: plan.preset }))
       return
     }
+    // What the client gets is not the upstream's body: its tag and digests describe bytes that
+    // still hold every value DLP rewrites (a hash of them confirms a guess at a masked value).
+    dropUpstreamDigests(res.headers)
     const current = res.body
     let body = Buffer.isBuffer(current) ? Readable.from([current]) : current
-    const health: BodyHealth = { upstreamFailed: false, decodeFailed: false, encoding }
+    const health: BodyHealth = { upstreamFailed: false, decodeFailed: false, encoding, source: body }
     body.on('error', () => (health.upstreamFailed = true))
     if (decoder !== null) {
       delete res.headers['content-encoding']
@@ -269,8 +354,13 @@ class DlpFilter implements Filter {
     let out: Buffer[]
     let ended: boolean
     try {
-      ;({ out, ended } = await lookahead(upstream, session, limit))
+      ;({ out, ended } = await lookahead(upstream, health.source, session, limit))
     } catch {
+      if (ctx.res?.destroyed === true) {
+        // The client left while the export was read: no answer to give, only the audit line.
+        this.#finish(ctx, plan, session, 'before-head', 'the client went away before the export was inspected')
+        return
+      }
       if (!health.decodeFailed) {
         // The upstream failed before the head: the proxy answers 502/504 itself; this export
         // still gets its audit line (and the failure is not DLP's, so not a filter error).
@@ -385,8 +475,12 @@ class DlpFilter implements Filter {
   }
 }
 
-/** Feed the session until `limit` bytes are in, the body ends, or the export stops. */
-function lookahead(body: Readable, session: ExportSession, limit: number): Promise<{ out: Buffer[]; ended: boolean }> {
+/**
+ * Feed the session until `limit` bytes are in, the body ends, or the export stops. Rejects when
+ * the body fails, or is closed before its end (`source`: the upstream's body under a decoder) —
+ * the client left, and the proxy dropped the upstream transfer without an error.
+ */
+function lookahead(body: Readable, source: Readable, session: ExportSession, limit: number): Promise<{ out: Buffer[]; ended: boolean }> {
   return new Promise((resolve, reject) => {
     const out: Buffer[] = []
     let seen = 0
@@ -396,6 +490,8 @@ function lookahead(body: Readable, session: ExportSession, limit: number): Promi
       body.off('data', onData)
       body.off('end', onEnd)
       body.off('error', onError)
+      body.off('close', onClose)
+      source.off('close', onSourceClose)
       body.pause()
       resolve({ out, ended })
     }
@@ -417,9 +513,17 @@ function lookahead(body: Readable, session: ExportSession, limit: number): Promi
       if (!busy) finish(true)
     }
     const onError = (err: Error) => reject(err)
+    const onClose = () => {
+      if (!endSeen) reject(new Error('the export body closed before its end'))
+    }
+    const onSourceClose = () => {
+      if (!source.readableEnded) reject(new Error('the upstream body closed before its end'))
+    }
     body.on('data', onData)
     body.on('end', onEnd)
     body.on('error', onError)
+    body.on('close', onClose)
+    if (source !== body) source.on('close', onSourceClose)
   })
 }
 
@@ -494,6 +598,10 @@ class DlpStream extends Transform {
     // Stop the upstream quietly (no error: a deliberate stop, not an upstream failure).
     this.#upstream.unpipe(this)
     this.#upstream.destroy()
+    // A content-encoded export: `upstream` is the decoder; destroying it leaves its source (the
+    // upstream transfer) paused with the connection open until the backend gives up.
+    const source = this.#health.source
+    if (source !== this.#upstream) source.destroy()
     if (session.format === 'ndjson') {
       // NDJSON carries the refusal in band: a GraphQL-shaped error record after the last
       // complete record, then the trailer; the response ends cleanly.

@@ -23,10 +23,19 @@ export function claimValue(claims: Record<string, unknown>, path: string): unkno
 /**
  * The sharing scope for these claims: equal for two clients exactly when every configured
  * claim is equal. "tenant" for an empty list (the hub always keys by tenant as well).
+ * Undefined when a configured claim is absent (or null): two tokens that both lack `sub` are not
+ * "the same user", so they get the hub's credential scope (identical credentials only), never
+ * one shared stream opened with the first one's credentials.
  */
-export function dedupScope(claims: Record<string, unknown>, paths: readonly string[]): string {
+export function dedupScope(claims: Record<string, unknown>, paths: readonly string[]): string | undefined {
   if (paths.length === 0) return 'tenant'
-  return `claims:${JSON.stringify(paths.map((p) => [p, claimValue(claims, p) ?? null]))}`
+  const values: unknown[] = []
+  for (const p of paths) {
+    const v = claimValue(claims, p)
+    if (v === undefined || v === null) return undefined
+    values.push([p, v])
+  }
+  return `claims:${JSON.stringify(values)}`
 }
 
 class SubscriptionsFilter implements Filter {
@@ -54,7 +63,10 @@ class SubscriptionsFilter implements Filter {
       const tier = claimValue(claims, this.#tierClaim)
       if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = tier as Tier
     }
-    if (this.#dedupClaims !== undefined) sub.dedupScope = dedupScope(claims, this.#dedupClaims)
+    if (this.#dedupClaims !== undefined) {
+      const scope = dedupScope(claims, this.#dedupClaims)
+      if (scope !== undefined) sub.dedupScope = scope
+    }
     return undefined
   }
 }

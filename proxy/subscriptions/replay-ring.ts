@@ -40,8 +40,11 @@ export type EvictReason = 'trimmed' | 'expired'
 export type SinceResult =
   /** Everything after the position is here (possibly nothing). */
   | { readonly kind: 'ok'; readonly entries: LogEntry[] }
-  /** Events right after the position are gone; delivery continues after (epoch, offset). */
-  | { readonly kind: 'gap'; readonly reason: EvictReason; readonly entries: LogEntry[]; readonly resumeEpoch: string; readonly resumeOffset: number; readonly resumeTs: number }
+  /**
+   * Events right after the position are gone; delivery continues after (epoch, offset). "epoch":
+   * what is gone includes the start of a later epoch (its mark), so the stream restarted in between.
+   */
+  | { readonly kind: 'gap'; readonly reason: EvictReason | 'epoch'; readonly entries: LogEntry[]; readonly resumeEpoch: string; readonly resumeOffset: number; readonly resumeTs: number }
   /** This log never had the epoch (or no longer remembers it). */
   | { readonly kind: 'unknown' }
 
@@ -75,6 +78,10 @@ export class ReplayRing {
   #size = 0
   #bytes = 0
   readonly #epochs = new Map<string, EpochInfo>()
+  /** The newest position logged (or the registered first epoch's start). */
+  #headEpoch: string | undefined
+  #headOffset = 0
+  #headTs = 0
 
   constructor(maxEvents: number, maxAgeMs: number, maxBytes = Number.POSITIVE_INFINITY) {
     this.maxEvents = Math.max(1, maxEvents)
@@ -92,8 +99,11 @@ export class ReplayRing {
   }
 
   /** Register an epoch that has no entry yet (a stream's first epoch). */
-  startEpoch(epoch: string): void {
+  startEpoch(epoch: string, ts = 0): void {
     this.#info(epoch)
+    this.#headEpoch = epoch
+    this.#headOffset = 0
+    this.#headTs = ts
   }
 
   push(entry: LogEntry, now: number): void {
@@ -106,6 +116,9 @@ export class ReplayRing {
     const info = this.#info(entry.epoch)
     info.retained++
     if (entry.kind === 'event') info.last = entry.offset
+    this.#headEpoch = entry.epoch
+    this.#headOffset = entry.offset
+    this.#headTs = entry.ts
     // Many large events (each up to maxMessageBytes) must not hold maxEvents × their size.
     while (this.#bytes > this.maxBytes && this.#size > 1) this.#evict('trimmed')
   }
@@ -118,6 +131,17 @@ export class ReplayRing {
     const start = this.#startIndex(epoch, offset, info)
     const entries: LogEntry[] = []
     for (let i = start; i < this.#size; i++) entries.push(this.#at(i))
+    // A later epoch whose mark is gone (trimmed or aged out): the client would pass from its
+    // epoch into the middle of another one — or, with nothing left, to live events of it —
+    // without a word. The restart is announced, and delivery continues before what is left.
+    const first = entries[0]
+    if (first !== undefined ? first.kind === 'event' && first.epoch !== epoch : this.#headEpoch !== undefined && this.#headEpoch !== epoch) {
+      if (first === undefined) return { kind: 'gap', reason: 'epoch', entries, resumeEpoch: this.#headEpoch!, resumeOffset: this.#headOffset, resumeTs: this.#headTs }
+      // FIFO: the entry right before `first` was evicted last of its epoch (its mark, at offset 0).
+      const prev = first.offset - 1
+      const resumeTs = prev > 0 ? (this.#epochs.get(first.epoch)?.evictedTs ?? first.ts) : first.ts
+      return { kind: 'gap', reason: 'epoch', entries, resumeEpoch: first.epoch, resumeOffset: prev, resumeTs }
+    }
     if (offset >= info.evictedThrough) return { kind: 'ok', entries }
     return { kind: 'gap', reason: reasonFor(info, offset + 1), entries, resumeEpoch: epoch, resumeOffset: info.evictedThrough, resumeTs: info.evictedTs }
   }
@@ -138,6 +162,9 @@ export class ReplayRing {
     this.#size = 0
     this.#bytes = 0
     this.#epochs.clear()
+    this.#headEpoch = undefined
+    this.#headOffset = 0
+    this.#headTs = 0
   }
 
   #at(i: number): LogEntry {

@@ -104,8 +104,8 @@ export class Stream implements UpstreamListener {
     this.streamId = o.streamId
     this.ring = new ReplayRing(o.maxEvents, o.maxAgeMs, o.maxBytes)
     this.epoch = newEpoch()
-    this.ring.startEpoch(this.epoch)
     this.#lastTs = Date.now()
+    this.ring.startEpoch(this.epoch, this.#lastTs)
     this.#head = this.#cursor(this.epoch, 0, this.#lastTs)
     this.#baseExtensions = o.payload.extensions ?? undefined
     o.metrics.upstreams.inc()
@@ -232,6 +232,9 @@ export class Stream implements UpstreamListener {
     this.#lastTs = ts
     this.epoch = newEpoch()
     this.#offset = 0
+    // The new epoch is a new Redis key: its first event maintains it (TTL), however recently the
+    // old one's was. XADD alone makes a key that never expires.
+    this.#maintAt = 0
     const mark: EpochMark = { kind: 'epoch', epoch: this.epoch, offset: 0, ts, cursor: this.#cursor(this.epoch, 0, ts) }
     this.ring.push(mark, ts)
     this.#head = mark.cursor

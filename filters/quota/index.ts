@@ -311,6 +311,7 @@ class QuotaFilter implements Filter {
     v.retryMs = res.retryMs
     v.fired = res.fired
     v.would = res.would
+    v.dailyToo = res.dailyToo
     // The group's last decision carries what Redis kept after all of them: mirror that once.
     if (last) mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
     return this.#finish(d.ctx, r, v, d.cost, now, -1, 'redis') // timed above
@@ -365,10 +366,18 @@ class QuotaFilter implements Filter {
       return undefined
     }
     const rule = r.rule
-    const reason = v.reason
-    this.#rejected[reason]!.inc()
+    let reason = v.reason
     let retryMs = v.retryMs
     if (reason === RULE_DAILY || retryMs < 0) retryMs = r.calendar.msToEndOfDay(now)
+    else if (v.dailyToo) {
+      // The daily quota refused it as well: whichever frees up later is the answer.
+      const dayEnd = r.calendar.msToEndOfDay(now)
+      if (dayEnd >= retryMs) {
+        reason = RULE_DAILY
+        retryMs = dayEnd
+      }
+    }
+    this.#rejected[reason]!.inc()
     const retry = Math.max(1, Math.ceil(retryMs / 1000))
     let limit = 0
     let remaining = 0

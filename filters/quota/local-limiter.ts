@@ -27,6 +27,11 @@ export class Verdict {
   retryMs = 0
   /** Budget thresholds crossed by this decision (bit i = thresholds[i]). */
   fired = 0
+  /**
+   * A refusal whose `reason` is the bucket or the budget when the daily quota refused it too: the
+   * filter reports whichever frees up later (it knows the tenant's midnight; this code does not).
+   */
+  dailyToo = false
 
   reset(): this {
     this.allowed = true
@@ -40,12 +45,9 @@ export class Verdict {
     this.budgetTotal = 0
     this.retryMs = 0
     this.fired = 0
+    this.dailyToo = false
     return this
   }
-}
-
-function lowestBit(x: number): number {
-  return x & -x
 }
 
 /**
@@ -75,7 +77,9 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
       f[iPending] = 0
     }
     const cap = fallback ? Math.floor(rule.capacity * scale) : rule.capacity
-    const perMs = fallback ? Math.floor(rule.perMs * scale) : rule.perMs
+    // A share of the refill is still a refill: rounded down to nothing (rate 0.002/s among 3
+    // proxies), the bucket never refilled for the whole outage and a refusal's wait was Infinity.
+    const perMs = fallback && rule.perMs > 0 ? Math.max(1, Math.floor(rule.perMs * scale)) : rule.perMs
     if (fallback) {
       const iMode = table.si(slot, S_MODE + k)
       if (table.i32[iMode] === 0) {
@@ -126,14 +130,30 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
     const enforced = failed & ~rule.shadowMask
     v.would = failed & rule.shadowMask
     if (enforced !== 0) {
+      // Every refusing rule must let the request through before a retry can pass: report the
+      // one that frees up last (an empty bucket's "1 s" is wrong when the day is used up too).
       v.allowed = false
-      v.reason = lowestBit(enforced)
-      if (v.reason === RULE_RATE) v.retryMs = msUntilAvailable(tokens, costM, perMs)
-      else if (v.reason === RULE_DAILY) v.retryMs = -1
-      else if (!fallback) {
-        v.retryMs = retryAt(f, rb, now, budget!, cost) - now
-        v.fired = crossedThresholds(f, rb, now, budget!, true)
-      } else v.retryMs = budget!.bucketMs
+      if ((enforced & RULE_RATE) !== 0) {
+        v.reason = RULE_RATE
+        v.retryMs = msUntilAvailable(tokens, costM, perMs)
+      }
+      if ((enforced & RULE_BUDGET) !== 0) {
+        let ms: number
+        if (!fallback) {
+          ms = retryAt(f, rb, now, budget!, cost) - now
+          v.fired = crossedThresholds(f, rb, now, budget!, true)
+        } else ms = budget!.bucketMs
+        if (v.reason === 0 || ms > v.retryMs) {
+          v.reason = RULE_BUDGET
+          v.retryMs = ms
+        }
+      }
+      if ((enforced & RULE_DAILY) !== 0) {
+        if (v.reason === 0) {
+          v.reason = RULE_DAILY
+          v.retryMs = -1
+        } else v.dailyToo = true
+      }
     } else {
       if (rule.perMs > 0 && (failed & RULE_RATE) === 0) tokens -= costM
       f[iUsed] = f[iUsed]! + cost

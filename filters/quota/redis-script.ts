@@ -23,7 +23,10 @@
 // returns  groups in order; per group the state before its first decision: used, then tokens
 //          when the rule has a bucket and the budget total when it has a budget (the reader
 //          knows the rule); then per decision a flags value: bit 0 allowed, bits 1-3 the refusing
-//          rule, bits 4-7 thresholds fired, bits 8-10 rules a shadow rule would have refused.
+//          rule, bits 4-7 thresholds fired, bits 8-10 rules a shadow rule would have refused,
+//          bit 11 the daily quota refused too (the refusing rule is then the bucket or the budget,
+//          whichever frees up later; the proxy, which knows the tenant's midnight, picks between
+//          that and the day).
 //          Flags 1 (admitted, nothing fired, no shadow rule tripped: the decision took its cost
 //          from every rule) stand alone — the reader applies the cost to the state; any other
 //          flags are followed by used, retryMs and the tokens / budget total the rule has, after
@@ -167,15 +170,14 @@ local function group(K1, K2, A)
     local reason = 0
     local retry = 0
     local fired = 0
+    local dailyToo = 0
     if enforced ~= 0 then
+      -- every refusing rule must pass before a retry can: report the one that frees up last
       if bit.band(enforced, 1) ~= 0 then
         reason = 1
         retry = math.ceil((costM - tokens) / rate)
-      elseif bit.band(enforced, 2) ~= 0 then
-        reason = 2
-        retry = -1
-      else
-        reason = 4
+      end
+      if bit.band(enforced, 4) ~= 0 then
         if ra <= now or rn ~= cost then
           -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat.
           -- The buckets hold the earlier decisions' units (as with one call per decision), not
@@ -190,8 +192,19 @@ local function group(K1, K2, A)
             if excess <= 0 then ra = (k + n) * bm; break end
           end
         end
-        retry = ra - now
+        if reason == 0 or ra - now > retry then
+          reason = 4
+          retry = ra - now
+        end
         fired = crossed(K2, A, math.max(1, total / bunits), bm * n)
+      end
+      if bit.band(enforced, 2) ~= 0 then
+        if reason == 0 then
+          reason = 2
+          retry = -1
+        else
+          dailyToo = 2048
+        end
       end
     else
       if rate > 0 and failed % 2 == 0 then tokens = tokens - costM end
@@ -204,7 +217,7 @@ local function group(K1, K2, A)
         fired = crossed(K2, A, total / bunits, bm * n)
       end
     end
-    local flags = (enforced == 0 and 1 or 0) + reason * 2 + fired * 16 + would * 256
+    local flags = (enforced == 0 and 1 or 0) + reason * 2 + fired * 16 + would * 256 + dailyToo
     o = o + 1; out[o] = flags
     if flags ~= 1 then
       out[o + 1] = used

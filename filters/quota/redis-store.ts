@@ -122,6 +122,8 @@ export class DecisionResult {
   fired = 0
   /** Rules in shadow mode that would have refused. */
   would = 0
+  /** A refusal by the bucket or the budget that the daily quota refused too (redis-script.ts). */
+  dailyToo = false
   /** When the reply was read: Date.now() and performance.now() (once per batch, not per request). */
   now = 0
   readAt = 0
@@ -144,6 +146,7 @@ export class DecisionResult {
       this.reason = 0
       this.fired = 0
       this.would = 0
+      this.dailyToo = false
       this.used += cost
       if (rule.hasRate) this.tokens -= cost * MICRO
       if (rule.hasBudget) this.total += cost
@@ -153,6 +156,7 @@ export class DecisionResult {
     this.reason = (flags >> 1) & 7
     this.fired = (flags >> 4) & 15
     this.would = (flags >> 8) & 7
+    this.dailyToo = (flags & 2048) !== 0
     this.used = reply[at] as number
     this.retryMs = reply[at + 1] as number
     at += 2

@@ -77,6 +77,14 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
   if (ownBurst.set && ownBurst.value != null) burst = ownBurst.value
   else if (!ownBurst.set && def?.burst != null) burst = def.burst * scale
   if (rate > 0 && burst <= 0) burst = Math.max(1, rate)
+  // The smallest cost is one unit: a bucket that cannot hold one (a tier multiplier under 1 on
+  // an inherited burst of 1, or a burst written as 0.5) would refuse every request forever.
+  if (rate > 0 && burst < 1) burst = 1
+  // The bucket refills in whole micro-units per ms: 1/1000 unit/s is the finest rate it has. A
+  // smaller one (a bronze multiplier on an inherited 0.001, or 0.0001 as written) must not round
+  // to no refill, which is no bucket at all: an unlimited tenant. It is enforced (and
+  // advertised) at that finest rate.
+  if (rate > 0 && ratePerMs(rate) < 1) rate = 0.001
 
   const ownDaily = pick(own, 'limitPerDay')
   const daily = ownDaily.set ? ownDaily.value : def?.limitPerDay

@@ -160,6 +160,16 @@ export const gatewayConfigObject = z.strictObject({
       /** Time a client has to send the request headers (slowloris guard). */
       headersTimeoutMs: durationMs.min(1).default(10_000),
       maxHeaderBytes: z.int().min(1024).max(1024 * 1024).default(16 * 1024),
+      /**
+       * Request paths are normalized before routing and forwarded normalized, as Envoy's
+       * normalize_path: escapes of unreserved characters decoded, `.`/`..` segments resolved
+       * (RFC 3986), so `/public/../admin` is routed as `/admin`, not by the `/public` prefix.
+       */
+      normalizePath: z.boolean().default(true),
+      /** `//` → `/` before routing (Envoy's merge_slashes). */
+      mergeSlashes: z.boolean().default(false),
+      /** `%2F` / `%5C` in a path: kept as they are, refused with 400, or decoded to `/` and `\`. */
+      escapedSlashes: z.enum(['keep', 'reject', 'unescape']).default('keep'),
     })
     .prefault({}),
   forwarded: z

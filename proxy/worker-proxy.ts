@@ -16,6 +16,7 @@ import { SubscriptionHub } from './subscriptions/hub.ts'
 import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
+import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
 
 /** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
 const IDLE_GRACE_MS = 1_000
@@ -41,6 +42,8 @@ export class WorkerProxy {
   readonly usage = new TenantUsage()
   snapshot!: Snapshot
   trustForwarded = true
+  /** listener.normalizePath / mergeSlashes / escapedSlashes of the current config. */
+  paths: PathOptions = { normalize: true, mergeSlashes: false, escapedSlashes: 'keep' }
   draining = false
   /** The drain deadline passed: what is still in flight is being cut, not left by its client. */
   cutting = false
@@ -101,6 +104,7 @@ export class WorkerProxy {
     const prev = this.snapshot as Snapshot | undefined
     this.snapshot = next
     this.trustForwarded = config.forwarded.trustIncoming
+    this.paths = { normalize: config.listener.normalizePath, mergeSlashes: config.listener.mergeSlashes, escapedSlashes: config.listener.escapedSlashes }
     this.#accessLog = config.log.access.enabled
     this.#sampleRate = config.log.access.sampleRate
     this.logger.level = config.log.level
@@ -173,6 +177,11 @@ export class WorkerProxy {
       writeErrorReply(res, 'BAD_REQUEST', badTargetMessage(req.url!))
       return
     }
+    if (!this.#normalizePath(req)) {
+      res.once('close', () => this.#finishUnrouted(req, res, start))
+      writeErrorReply(res, 'BAD_REQUEST', ESCAPED_SLASH_MESSAGE)
+      return
+    }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined) {
@@ -184,11 +193,24 @@ export class WorkerProxy {
     new Exchange(this, snap, route, req, res, start, awaitingContinue).start()
   }
 
+  /** Normalize req.url in place (routing, filters and the upstream see one path); false: refused. */
+  #normalizePath(req: IncomingMessage): boolean {
+    const url = req.url!
+    const n = normalizeTarget(url, this.paths)
+    if (n === REJECTED) return false
+    if (n !== url) req.url = n
+    return true
+  }
+
   readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // First, before any path can write to it: the upgrade socket comes without an error listener.
     socket.on('error', destroyOnSocketError)
     if (unroutableTarget(req)) {
       socket.end(rawHttpError('BAD_REQUEST', badTargetMessage(req.url!)))
+      return
+    }
+    if (!this.#normalizePath(req)) {
+      socket.end(rawHttpError('BAD_REQUEST', ESCAPED_SLASH_MESSAGE))
       return
     }
     const snap = this.snapshot
@@ -354,6 +376,8 @@ export class WorkerProxy {
  * absolute-form: it is rewritten here to origin-form, with the target's authority as the host
  * (the Host header is then ignored, as the RFC says), and routed and forwarded like any other.
  */
+const ESCAPED_SLASH_MESSAGE = 'an escaped slash (%2F or %5C) in the request path is refused here (listener.escapedSlashes: reject)'
+
 function unroutableTarget(req: IncomingMessage): boolean {
   const url = req.url
   if (url === undefined || url.charCodeAt(0) === 47 /* "/" */) return false

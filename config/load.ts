@@ -16,7 +16,9 @@ export class ConfigError extends Error {
   }
 }
 
-const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+// The last alternative is any other "${": a form igw does not read (${PORT-80}, ${X:?msg},
+// ${A:-${B}}, ${ X }, an unclosed one) is an error, never a literal "${PORT-80}" in the config.
+const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}$]|\$(?!\{))*))?\}|\$\{/g
 
 /** Marks a reference in the text while the YAML is parsed; padded with more of it to the reference's length. */
 const MARK = '\u00a7' // §
@@ -45,7 +47,13 @@ function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
     if (/^\s*#/.test(text.slice(lineStart, offset))) return match
     let value: string
     if (match === '$$') value = '$'
-    else {
+    else if (match === '${') {
+      const line = text.slice(0, offset).split('\n').length
+      const rest = /^[^\n]*?(\}|$)/m.exec(text.slice(offset))![0]
+      const shown = rest.length > 40 ? `${rest.slice(0, 39)}…` : rest
+      problems.push(`line ${line}: ${JSON.stringify(shown)} is not a reference igw reads: write \${NAME} or \${NAME:-default} (NAME of letters, digits and "_"; no nesting), or $\${ for a literal "\${"`)
+      value = ''
+    } else {
       const v = env[name!]
       if (v !== undefined && v !== '') value = v
       else if (def !== undefined) value = def
@@ -76,6 +84,8 @@ function typedValue(value: string): unknown {
   return value
 }
 
+const STR_TAG = 'tag:yaml.org,2002:str'
+
 /** Put the values of the marks into the parsed document's scalars (keys included). */
 function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): void {
   visit(doc, {
@@ -105,7 +115,8 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): void {
         count++
         i = j + ref.pad
       }
-      node.value = node.type === 'PLAIN' && count === 1 && whole !== undefined && !whole.literal ? typedValue(whole.value) : out
+      // An explicit `!!str ${ID}` asks for the string whatever the value looks like.
+      node.value = node.type === 'PLAIN' && node.tag !== STR_TAG && count === 1 && whole !== undefined && !whole.literal ? typedValue(whole.value) : out
     },
   })
 }

@@ -45,7 +45,7 @@ usage: igw <command> [flags]
 commands:
   proxy              run the data-plane proxy
   demo               run a sample GraphQL backend with the proxy in front of it (no Redis, no Docker)
-  config validate F  validate a config file and print every problem with its path
+  config validate F… validate config files and print every problem with its path
   config schema      print the config JSON Schema
   policy build       compile policies/*/ Rego to wasm bundles with the opa CLI (--check: fail if stale)
   policy test        run the Rego unit tests (opa test)
@@ -257,6 +257,12 @@ export async function main(argv: string[]): Promise<void> {
     console.log(USAGE)
     return
   }
+  // A server command takes no operands: `igw proxy igw.yaml` (a forgotten --config) or a stray
+  // word after a flag's value was ignored, and the proxy started without what was meant.
+  if ((command === 'proxy' || command === 'demo' || command === 'control-plane') && positionals.length > 1) {
+    console.error(`igw: ${command} takes no arguments, got ${positionals.slice(1).map((p) => JSON.stringify(p)).join(' ')}${command === 'proxy' && positionals.length === 2 ? ` (did you mean --config ${positionals[1]}?)` : ''}\n\n${USAGE}`)
+    process.exit(2)
+  }
   if (command === 'proxy' || command === 'demo' || command === 'control-plane') catchEarlySignals()
   try {
     switch (command) {
@@ -285,8 +291,20 @@ export async function main(argv: string[]): Promise<void> {
       }
       case 'config':
         if (sub === 'validate' && arg !== undefined) {
-          buildProxyConfig({ ...flags, config: arg })
-          console.log(`${arg}: valid`)
+          // Every file named is checked (a shell glob names several): only the first was, and
+          // "valid" for it read as a pass for the lot. Each gets its line; any invalid one fails.
+          let invalid = false
+          for (const file of positionals.slice(2)) {
+            try {
+              buildProxyConfig({ ...flags, config: file })
+              console.log(`${file}: valid`)
+            } catch (err) {
+              if (!(err instanceof ConfigError)) throw err
+              console.error(err.message)
+              invalid = true
+            }
+          }
+          if (invalid) process.exit(EXIT_CONFIG)
           return
         }
         if (sub === 'schema') {
@@ -294,7 +312,7 @@ export async function main(argv: string[]): Promise<void> {
           process.stdout.write(renderConfigJsonSchema())
           return
         }
-        console.error('usage: igw config validate <file> | igw config schema')
+        console.error('usage: igw config validate <file>… | igw config schema')
         process.exit(2)
         return
       case 'policy': {

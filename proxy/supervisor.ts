@@ -2,7 +2,7 @@
 // memory, the worker threads (restarted when they crash), upstream health, and the admin port
 // whose /metrics is one view merged from every thread.
 import { createHash } from 'node:crypto'
-import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { availableParallelism } from 'node:os'
@@ -59,6 +59,8 @@ const WORKER_URL = new URL('./worker.ts', import.meta.url)
 const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000]
 // How often the watchdog looks; a stall is noticed within killAfterMs + this.
 const WATCHDOG_TICK_MS = 250
+// How often the config file is stat-ed besides the directory watch (see the watch below).
+const CONFIG_POLL_MS = 2_000
 
 interface WorkerSlot {
   id: number
@@ -438,12 +440,27 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     return { ok: true, version }
   }
 
+  // Reloads never overlap, and those asked for while one runs share the one that follows it: it
+  // reads the file after each of them was asked, which is all any of them needs. A burst of
+  // SIGHUPs (a reloader looping, a file event per write) was a reload each, every one a new
+  // config version whose workers built a new chain, pools and Redis clients.
   let reloading: Promise<ReloadResult> | undefined
-  async function reload(): Promise<ReloadResult> {
-    if (!opts.loadConfig) return { ok: false, version, error: 'no config file to reload' }
-    // Reloads never overlap: a change during a reload is picked up by the next one.
-    while (reloading) await reloading
-    reloading = (async () => {
+  let reloadNext: Promise<ReloadResult> | undefined
+  function reload(): Promise<ReloadResult> {
+    if (!opts.loadConfig) return Promise.resolve({ ok: false, version, error: 'no config file to reload' })
+    if (reloadNext) return reloadNext
+    if (reloading) {
+      const after = (): Promise<ReloadResult> => {
+        reloadNext = undefined
+        return startReload()
+      }
+      reloadNext = reloading.then(after, after)
+      return reloadNext
+    }
+    return startReload()
+  }
+  function startReload(): Promise<ReloadResult> {
+    const run = (async (): Promise<ReloadResult> => {
       let next: GatewayConfig
       try {
         next = opts.loadConfig!()
@@ -454,15 +471,23 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       }
       return applyConfig(next)
     })()
-    try {
-      return await reloading
-    } finally {
-      reloading = undefined
+    reloading = run
+    const done = (): void => {
+      if (reloading === run) reloading = undefined
     }
+    run.then(done, done)
+    return run
   }
 
   // Watch the directory, not the file: editors and Kubernetes ConfigMaps replace files by rename.
+  // The directory watch alone goes deaf when the directory it holds is replaced: inotify follows
+  // the inode, so a config reached through a swapped directory symlink (a ConfigMap `items` path
+  // with a subdirectory: conf -> ..data/conf, or a `current -> release-N` layout) or a directory
+  // removed and created again is never heard from after the first swap. A stat poll of the path
+  // (symlinks followed) catches those, and a watch that cannot start (inotify limits) is no
+  // reason not to serve: the poll and SIGHUP still reload.
   let watcher: FSWatcher | undefined
+  let stopPolling: (() => void) | undefined
   let lastDigest = ''
   if (opts.watchPath) {
     const path = opts.watchPath
@@ -473,11 +498,20 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         return ''
       }
     }
+    // The stat baseline is taken before the digest: a change in between is seen by the first poll.
+    const statKey = () => {
+      try {
+        const st = statSync(path)
+        return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`
+      } catch {
+        return ''
+      }
+    }
+    let lastStat = statKey()
     lastDigest = digest()
     let debounce: NodeJS.Timeout | undefined
-    const name = basename(path)
-    watcher = watch(dirname(path), (_event, file) => {
-      if (file !== null && file !== name && !file.startsWith('..')) return
+    const changed = () => {
+      if (closing) return
       clearTimeout(debounce)
       debounce = setTimeout(() => {
         const d = digest()
@@ -485,8 +519,28 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         lastDigest = d
         void reload()
       }, 100)
-    })
-    watcher.on('error', (err) => logger.warn({ err }, 'config watch failed; SIGHUP still reloads'))
+    }
+    const name = basename(path)
+    try {
+      watcher = watch(dirname(path), (_event, file) => {
+        if (file !== null && file !== name && !file.startsWith('..')) return
+        changed()
+      })
+      watcher.on('error', (err) => logger.warn({ err }, 'config directory watch failed; the file is still polled and SIGHUP still reloads'))
+    } catch (err) {
+      logger.warn({ err }, 'config directory watch failed; the file is still polled and SIGHUP still reloads')
+    }
+    const poll = setInterval(() => {
+      const k = statKey()
+      if (k === lastStat) return
+      lastStat = k
+      changed()
+    }, CONFIG_POLL_MS)
+    poll.unref()
+    stopPolling = () => {
+      clearInterval(poll)
+      clearTimeout(debounce)
+    }
   }
 
   /**
@@ -545,6 +599,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     closing = true
     clearInterval(watchdog)
     watcher?.close()
+    stopPolling?.()
     health.current.stop()
     const deadlineMs = config.shutdown.drainTimeoutMs
     lifecycle.info({ deadlineMs }, 'draining')

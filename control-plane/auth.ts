@@ -13,6 +13,8 @@ export interface AuthOptions {
   secret?: string
   issuer?: string
   audience?: string
+  /** Refuse tokens without an `exp` claim (a token that never expires cannot be retired by time). */
+  requireExpiration?: boolean
 }
 
 export type Action = 'admin.read' | 'admin.write' | 'dlp.review' | 'dlp.detokenize' | 'proxy.sync' | 'plugins.write'
@@ -70,7 +72,7 @@ export class Authenticator {
     let last: unknown
     for (const key of this.#keys) {
       try {
-        const opts = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: 30 }
+        const opts = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: 30, ...(this.#opts.requireExpiration ? { requiredClaims: ['exp'] } : {}) }
         const { payload } = typeof key === 'function' ? await jwtVerify(token, key, opts) : await jwtVerify(token, key, opts)
         return subjectOf(payload)
       } catch (err) {
@@ -114,6 +116,7 @@ function describe(err: unknown, token: string): string {
     if (alg !== undefined) return `token algorithm "${alg.replace(/[^\w.+-]/g, '?')}" is not accepted by the configured verification keys`
   }
   if (err instanceof joseErrors.JWTExpired) return 'token expired'
+  if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'exp' && err.reason === 'missing') return 'token has no "exp" claim, which this control plane requires (--auth-require-exp)'
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.reason}`
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature does not verify'
   if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return 'token is malformed'

@@ -24,6 +24,7 @@ export interface ControlPlaneFlags {
   'auth-secret'?: string
   'auth-issuer'?: string
   'auth-audience'?: string
+  'auth-require-exp'?: boolean
   'log-level'?: string
   'plugin-trust'?: string
   'metrics-listen'?: string
@@ -56,6 +57,7 @@ export function authOptions(flags: ControlPlaneFlags): AuthOptions {
   if (flags['auth-secret']) a.secret = flags['auth-secret']
   if (flags['auth-issuer']) a.issuer = flags['auth-issuer']
   if (flags['auth-audience']) a.audience = flags['auth-audience']
+  if (flags['auth-require-exp']) a.requireExpiration = true
   return a
 }
 

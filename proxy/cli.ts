@@ -18,6 +18,7 @@ const FLAGS = {
   redis: { type: 'string', env: 'IGW_REDIS', help: 'redis://host:port for state shared across proxies' },
   'control-plane': { type: 'string', env: 'IGW_CONTROL_PLANE', help: 'control plane URL to take config from' },
   'control-plane-token': { type: 'string', env: 'IGW_CONTROL_PLANE_TOKEN', help: 'bearer token (JWT with the proxy role) for --control-plane' },
+  'control-plane-token-file': { type: 'string', env: 'IGW_CONTROL_PLANE_TOKEN_FILE', help: 'file holding that token, read again for every request (a rotated Secret or projected token is used without a restart)' },
   'control-plane-key': { type: 'string', env: 'IGW_CONTROL_PLANE_KEY', help: 'PEM public key that signs snapshots (default: pinned on first contact)' },
   'state-dir': { type: 'string', env: 'IGW_STATE_DIR', help: 'where a proxy keeps its last-known-good snapshot (default .igw-state)' },
   'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: host name + a stored random suffix)' },
@@ -28,6 +29,7 @@ const FLAGS = {
   'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },
   'auth-issuer': { type: 'string', env: 'IGW_AUTH_ISSUER', help: 'control plane: required token issuer' },
   'auth-audience': { type: 'string', env: 'IGW_AUTH_AUDIENCE', help: 'control plane: required token audience' },
+  'auth-require-exp': { type: 'boolean', env: 'IGW_AUTH_REQUIRE_EXP', help: 'control plane: refuse tokens without an "exp" claim (env: true/1)' },
   'plugin-trust': { type: 'string', env: 'IGW_PLUGIN_TRUST', help: 'control plane: JWKS-like file of publisher ed25519 keys that may sign plugins' },
   'metrics-listen': { type: 'string', env: 'IGW_METRICS_LISTEN', help: 'control plane: unauthenticated GET /metrics address (default :9902; off: none)' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
@@ -36,7 +38,8 @@ const FLAGS = {
 } as const
 
 type FlagName = keyof typeof FLAGS
-export type Flags = Partial<Record<Exclude<FlagName, 'help' | 'check'>, string>> & { help?: boolean; check?: boolean }
+type BooleanFlag = 'help' | 'check' | 'auth-require-exp'
+export type Flags = Partial<Record<Exclude<FlagName, BooleanFlag>, string>> & Partial<Record<BooleanFlag, boolean>>
 
 const USAGE = `igw — IntelGraph Gateway
 
@@ -65,9 +68,11 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const flags: Flags = {}
   for (const [name, f] of Object.entries(FLAGS)) {
     const v = values[name]
-    if (name === 'help' || name === 'check') flags[name] = v === true
-    else if (typeof v === 'string') flags[name as Exclude<FlagName, 'help' | 'check'>] = v
-    else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, 'help' | 'check'>] = env[f.env]
+    if (f.type === 'boolean') {
+      const e = 'env' in f ? env[f.env]?.toLowerCase() : undefined
+      flags[name as BooleanFlag] = v === true || e === 'true' || e === '1'
+    } else if (typeof v === 'string') flags[name as Exclude<FlagName, BooleanFlag>] = v
+    else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, BooleanFlag>] = env[f.env]
   }
   return { flags, positionals }
 }
@@ -141,12 +146,51 @@ export function configFromDocument(document: unknown, flags: Flags, source: stri
   return validateConfig(applyFlagOverrides({ ...(document as Record<string, unknown>) }, flags), source)
 }
 
+/**
+ * The control plane token: --control-plane-token as given, or a function reading
+ * --control-plane-token-file for every request (a Kubernetes Secret volume or projected token is
+ * replaced in place when rotated). A file that cannot be read later keeps the last token, with a
+ * warning per distinct problem. Throws ConfigError naming the flag.
+ */
+function controlPlaneToken(flags: Flags, log: { warn(o: object, msg: string): void }): string | (() => string) {
+  const file = flags['control-plane-token-file']
+  if (file !== undefined && flags['control-plane-token'] !== undefined) throw new ConfigError('--control-plane', ['give either --control-plane-token or --control-plane-token-file, not both'])
+  if (file === undefined) {
+    if (flags['control-plane-token'] === undefined) throw new ConfigError('--control-plane', ['needs --control-plane-token or --control-plane-token-file (or IGW_CONTROL_PLANE_TOKEN / IGW_CONTROL_PLANE_TOKEN_FILE): a JWT with the proxy role'])
+    return flags['control-plane-token']
+  }
+  const read = (): string => {
+    const t = readFileSync(file, 'utf8').trim()
+    if (t === '') throw new Error('the file is empty')
+    return t
+  }
+  let last: string
+  try {
+    last = read()
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new ConfigError('--control-plane-token-file', [e.code ? `cannot read ${file}: ${e.message}` : `${file}: ${e.message}`])
+  }
+  let problem: string | undefined
+  return () => {
+    try {
+      last = read()
+      problem = undefined
+    } catch (err) {
+      const msg = (err as Error).message
+      if (msg !== problem) log.warn({ file, error: msg }, 'cannot read the control plane token file; using the last token read')
+      problem = msg
+    }
+    return last
+  }
+}
+
 async function runProxyWithControlPlane(flags: Flags): Promise<void> {
   const { startProxy } = await import('./supervisor.ts')
   const { startProxyFromControlPlane } = await import('./control-plane-client.ts')
   const { pino } = await import('pino')
   const log = pino({ base: { component: 'control-plane-client' } })
-  if (flags['control-plane-token'] === undefined) throw new ConfigError('--control-plane', ['needs --control-plane-token (or IGW_CONTROL_PLANE_TOKEN): a JWT with the proxy role'])
+  const token = controlPlaneToken(flags, log)
   let publicKeyPem: string | undefined
   if (flags['control-plane-key'] !== undefined) {
     try {
@@ -160,7 +204,7 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
   const { client } = await startProxyFromControlPlane(
     {
       url: flags['control-plane']!,
-      token: flags['control-plane-token'],
+      token,
       stateDir: flags['state-dir'] ?? '.igw-state',
       ...(publicKeyPem ? { publicKeyPem } : {}),
       ...(flags['proxy-id'] ? { proxyId: flags['proxy-id'] } : {}),

@@ -26,7 +26,12 @@ import type { UsageSnapshot } from './tenant-usage.ts'
 
 export interface ControlPlaneClientOptions {
   url: string
-  token: string
+  /**
+   * The bearer token, or a function giving the current one: `--control-plane-token-file` is read
+   * again for every request, so a rotated token (a Kubernetes Secret or projected token mounted
+   * as a file) is used without a restart.
+   */
+  token: string | (() => string)
   /** Directory for last-good.json, the pinned key and the proxy id (default .igw-state). */
   stateDir: string
   /** PEM public key of the control plane; else pinned on first contact (trust on first use). */
@@ -261,7 +266,8 @@ export class ControlPlaneClient {
   }
 
   #headers(): Record<string, string> {
-    return { authorization: `Bearer ${this.#o.token}` }
+    const t = this.#o.token
+    return { authorization: `Bearer ${typeof t === 'function' ? t() : t}` }
   }
 
   async #ensureKey(): Promise<KeyObject> {

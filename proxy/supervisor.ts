@@ -10,6 +10,7 @@ import { basename, dirname } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { pino, type DestinationStream, type Logger } from 'pino'
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
+import { canonicalJson } from '../control-plane/canonical-json.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
@@ -142,7 +143,15 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const stalls = counter(registry, { name: 'igw_worker_stalls_total', help: 'Worker threads terminated by the watchdog because their event loop stopped turning' })
   const workersLive = gauge(registry, { name: 'igw_workers', help: 'Worker threads listening' })
   const upstreamUp = gauge(registry, { name: 'igw_upstream_healthy', help: '1 when the upstream answered its last health probe', labelNames: ['upstream'] })
+  // Version numbers are per process in file mode (each pod counts its own reloads from 1): the
+  // digest says whether two proxies run the same document, whatever number they gave it.
+  const digestInfo = gauge(registry, { name: 'igw_config_digest_info', help: 'Always 1, labelled with a digest of the config this proxy runs (equal configs, equal digest)', labelNames: ['digest'] })
+  const setDigest = (c: GatewayConfig): void => {
+    digestInfo.reset()
+    digestInfo.labels(createHash('sha256').update(canonicalJson(c)).digest('hex').slice(0, 16)).set(1)
+  }
   versionGauge.set(version)
+  setDigest(config)
 
   // Shared memory is allocated once for the life of the process, whatever config comes later.
   const shared: Record<string, SharedArrayBuffer> = {}
@@ -431,6 +440,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     config = merged
     version = nextVersion
     versionGauge.set(version)
+    setDigest(config)
     reloads.inc()
     const previousHealth = health.current
     health.current = new UpstreamHealth(config, onHealth, previousHealth)

@@ -132,7 +132,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const logger = createLogger(config.log.level, destination, { component: 'supervisor' })
   // Lifecycle lines (listening, config applied, draining, stopped) are written even when the
   // configured level is warn or error: operators and scripts rely on them. Only "silent" hides them.
-  const lifecycle = config.log.level === 'silent' ? logger : logger.child({}, { level: 'info' })
+  const lifecycleFor = (c: GatewayConfig): Logger => (c.log.level === 'silent' ? logger : logger.child({}, { level: 'info' }))
+  let lifecycle = lifecycleFor(config)
 
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'igw_' })
@@ -441,6 +442,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     version = nextVersion
     versionGauge.set(version)
     setDigest(config)
+    // The supervisor's own lines follow a reloaded log.level, as the workers' do.
+    if (logger.level !== config.log.level) {
+      logger.level = config.log.level
+      lifecycle = lifecycleFor(config)
+    }
     reloads.inc()
     const previousHealth = health.current
     health.current = new UpstreamHealth(config, onHealth, previousHealth)

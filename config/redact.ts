@@ -9,9 +9,12 @@ const SECRET_PARAM = /secret|passw(or)?d|token|key|sig(nature)?$|auth|credential
 
 const REDACTED = '[redacted]'
 
+/** Fields that name headers (`cache.privateHeaders: [authorization, cookie]`): names, not values. */
+const HEADER_NAMES_KEY = /Headers?$/
+
 /** True when a field of this name holds a secret. */
 function isSecretKey(key: string): boolean {
-  return SECRET_KEY.test(key)
+  return SECRET_KEY.test(key) && !HEADER_NAMES_KEY.test(key)
 }
 
 /** True when a config path (["routes", 0, "filters", 1, "jwt", "secret"]) ends in a secret. */

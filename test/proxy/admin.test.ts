@@ -51,6 +51,13 @@ describe('admin port', () => {
     })
   })
 
+  it('fields naming headers (cache privateHeaders) are shown: header names are not secrets; a secret header value still is not', () => {
+    expect(redactConfig({ cache: { privateHeaders: ['authorization', 'cookie'] }, webhook: { headers: { authorization: 'Bearer x' }, tokenHeader: 'x-token' } })).toEqual({
+      cache: { privateHeaders: ['authorization', 'cookie'] },
+      webhook: { headers: { authorization: '[redacted]' }, tokenHeader: 'x-token' },
+    })
+  })
+
   it('unknown admin paths are 404 JSON', async () => {
     const res = await request(`${proxy.adminUrl}/nope`)
     expect(res.statusCode).toBe(404)

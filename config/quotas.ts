@@ -98,6 +98,8 @@ export const quotasConfig = z.strictObject({
       /** A tier is shed once load (the larger of the two ratios) reaches this fraction. */
       shedAt: z
         .strictObject({ gold: z.number().positive().max(10).default(1), silver: z.number().positive().max(10).default(0.85), bronze: z.number().positive().max(10).default(0.7) })
+        // Priority shedding: a higher tier is never shed while a lower one is still admitted.
+        .refine((t) => t.gold >= t.silver && t.silver >= t.bronze, { message: 'expected gold ≥ silver ≥ bronze (a higher tier is shed last)' })
         .prefault({}),
       retryAfterSeconds: z.int().positive().default(1),
     })

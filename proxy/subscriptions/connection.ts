@@ -17,6 +17,7 @@ import { compileEventFilter, EventFilterError, type EventMatcher } from './event
 import type { SubscriptionHub } from './hub.ts'
 import type { TierMetrics } from './metrics.ts'
 import { CLOSE, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
+import type { ReplayFeed } from './replay-feed.ts'
 import type { LogEvent } from './replay-ring.ts'
 import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayload } from './stream.ts'
 import { TokenBucket } from './token-bucket.ts'
@@ -25,6 +26,9 @@ import { invalidHeader } from './upstream.ts'
 type ConnState = 'init' | 'ready' | 'closing' | 'closed'
 
 const CONTROL_BYTES = 96
+/** Replay entries one subscription is fed before the next one's turn, and at most per turn. */
+const FEED_SLICE = 64
+const FEED_TURN = 4096
 
 /** Route filters that look at each event (onSubscriptionEvent), for the snapshot they came from. */
 interface EventFilters {
@@ -46,7 +50,10 @@ export class Subscription implements StreamSubscriber, GapHolder {
   lastCursor: string | null = null
   pendingGap: GapNotice | undefined = undefined
   closed = false
-  #held: QueuedEntry[] | undefined = undefined
+  /** The replay being read from the log; live pushes wait in the log until it caught up. */
+  #feed: ReplayFeed | undefined = undefined
+  /** Completion or error of the stream that came while replaying: delivered after the replay. */
+  #terminal: QueuedEntry | undefined = undefined
   #cancel: (() => void) | undefined = undefined
   #filters: EventFilters | undefined = undefined
   #sctx: SubscriptionContext | undefined = undefined
@@ -63,26 +70,46 @@ export class Subscription implements StreamSubscriber, GapHolder {
 
   push(entry: QueuedEntry): void {
     if (this.closed) return
-    if (this.#held !== undefined) {
-      this.#held.push(entry)
+    if (this.#feed !== undefined) {
+      // Replaying: events and epoch marks are in the log already, the feed reads them in turn.
+      // Completion and errors are not logged: they wait for the feed to catch up.
+      if (entry.kind === 'complete' || entry.kind === 'error') this.#terminal ??= entry
+      this.conn.refill()
       return
     }
     this.#deliver(entry)
   }
 
-  replay(entry: QueuedEntry): void {
-    if (!this.closed) this.#deliver(entry)
+  replayFrom(feed: ReplayFeed): void {
+    if (this.closed) return
+    this.#feed = feed
+    feed.onReady = this.conn.refill
+    this.conn.startFeed(this)
   }
 
-  hold(): void {
-    this.#held ??= []
-  }
-
-  release(): void {
-    const held = this.#held
-    if (held === undefined) return
-    this.#held = undefined
-    for (const e of held) this.push(e)
+  /**
+   * Deliver the replay's next entry (the connection calls this while its queue has room).
+   * False when there is nothing to deliver now: the feed waits for Redis, or it caught up and the
+   * subscription is live again.
+   */
+  feedOne(): boolean {
+    const feed = this.#feed
+    if (feed === undefined || this.closed) {
+      this.conn.stopFeed(this)
+      return false
+    }
+    const e = feed.next()
+    if (e === null) return false
+    if (e === undefined) {
+      this.#feed = undefined
+      this.conn.stopFeed(this)
+      const t = this.#terminal
+      this.#terminal = undefined
+      if (t !== undefined) this.#deliver(t)
+      return false
+    }
+    this.#deliver(e)
+    return true
   }
 
   #deliver(entry: QueuedEntry): void {
@@ -129,7 +156,10 @@ export class Subscription implements StreamSubscriber, GapHolder {
     if (this.closed) return
     this.closed = true
     this.pendingGap = undefined
-    this.#held = undefined
+    this.#feed?.cancel()
+    this.#feed = undefined
+    this.#terminal = undefined
+    this.conn.stopFeed(this)
     this.#cancel?.()
     if (detach) this.stream?.detach(this)
     if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
@@ -218,6 +248,13 @@ export class ClientConnection {
   #pumping = false
   #accounted = 0
   #alive = true
+  /** Subscriptions replaying from the log, fed as the queue drains (see refill). */
+  readonly #feeding = new Set<Subscription>()
+  #refilling = false
+  #refillSoon: NodeJS.Immediate | undefined = undefined
+  /** Replayed entries wait in the queue up to half its bounds (the rest stays in the log). */
+  #feedEvents = 1
+  #feedBytes = 1
 
   constructor(hub: SubscriptionHub, ws: WebSocket, upgrade: IncomingMessage, routeName: string, protocol: ProtocolName) {
     this.hub = hub
@@ -297,10 +334,13 @@ export class ClientConnection {
     if (this.#initTimer !== undefined) clearTimeout(this.#initTimer)
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     if (this.#drainCheck !== undefined) clearTimeout(this.#drainCheck)
+    if (this.#refillSoon !== undefined) clearImmediate(this.#refillSoon)
+    this.#refillSoon = undefined
     this.#timer = undefined
     for (const p of this.#pending.values()) p.cancelled = true
     for (const sub of [...this.subs.values()]) sub.end()
     this.subs.clear()
+    this.#feeding.clear()
     if (this.tier !== undefined) this.hub.backlogged[this.tier].delete(this)
     this.hub.adjustQueued(-this.#accounted)
     this.#accounted = 0
@@ -710,6 +750,8 @@ export class ClientConnection {
     const qos = this.hub.config.qos
     const t = qos[tier]
     this.queue = new DeliveryQueue<Subscription>({ drops: tier !== 'gold', maxQueue: t.maxQueue, maxQueueBytes: t.maxQueueBytes })
+    this.#feedEvents = Math.max(1, Math.floor(t.maxQueue / 2))
+    this.#feedBytes = Math.max(1, Math.floor(t.maxQueueBytes / 2))
     this.#bucket = new TokenBucket(t.ratePerSec, t.burst, performance.now())
     this.#highWater = Math.max(1024, qos.socketHighWaterBytes)
     this.#lowWater = this.#highWater >> 1
@@ -807,6 +849,59 @@ export class ClientConnection {
     if (this.#timer === undefined && !this.#awaitDrain) this.#pump()
   }
 
+  // --- replay feeds ------------------------------------------------------------------------------
+
+  startFeed(sub: Subscription): void {
+    this.#feeding.add(sub)
+    this.refill()
+  }
+
+  stopFeed(sub: Subscription): void {
+    this.#feeding.delete(sub)
+  }
+
+  /**
+   * Room for replayed entries: they are read from the log only while the queue holds less than
+   * half its tier's bounds (and the worker is under its memory budget), so a replay of any length
+   * never makes a client that reads look slow. An empty queue always takes one (progress).
+   */
+  #feedRoom(): boolean {
+    if (this.#state !== 'ready') return false
+    const q = this.queue
+    if (q === undefined) return false
+    if (q.length === 0) return true
+    return q.events < this.#feedEvents && q.bytes < this.#feedBytes && this.hub.queuedBytes < this.hub.config.qos.memoryBudgetBytes
+  }
+
+  /** Feed replaying subscriptions from the log while the queue has room, a slice each in turn. */
+  readonly refill = (): void => {
+    if (this.#refilling || this.#feeding.size === 0) return
+    this.#refilling = true
+    // Entries a turn may look at (an event filter may turn most of them away): the rest in the next turn.
+    let budget = FEED_TURN
+    try {
+      let progress = true
+      while (progress && budget > 0 && this.#feedRoom()) {
+        progress = false
+        for (const sub of this.#feeding) {
+          for (let i = 0; i < FEED_SLICE && budget > 0 && this.#feedRoom(); i++) {
+            budget--
+            if (!sub.feedOne()) break
+            progress = true
+          }
+        }
+      }
+    } finally {
+      this.#refilling = false
+    }
+    if (budget <= 0 && this.#feeding.size > 0 && this.#refillSoon === undefined) this.#refillSoon = setImmediate(this.#onRefillSoon)
+  }
+
+  readonly #onRefillSoon = (): void => {
+    this.#refillSoon = undefined
+    this.refill()
+  }
+
   /** Drop this connection's oldest queued event for the worker's memory budget (bronze, then silver). */
   shedOne(): boolean {
     const q = this.queue
@@ -889,6 +984,7 @@ export class ClientConnection {
       this.#pumping = false
       this.#sync()
     }
+    if (this.#feeding.size > 0) this.refill()
   }
 
   /** Shutdown: everything queued goes to the socket now, whatever the rate and backpressure. */

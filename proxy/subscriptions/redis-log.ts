@@ -108,8 +108,11 @@ export class RedisReplayLog {
     if (minOffset !== undefined) client.xtrim(key, 'MINID', `${minOffset}-0`).catch((err: Error) => this.#failed('xtrim', err))
   }
 
-  /** Events after `offset` of (stream, epoch); undefined when Redis could not answer. */
-  async since(streamId: string, epoch: string, offset: number): Promise<StoredRange | undefined> {
+  /**
+   * Events after `offset` of (stream, epoch), at most `count` of them (a replay reads the log page
+   * by page, as its client takes them); undefined when Redis could not answer.
+   */
+  async since(streamId: string, epoch: string, offset: number, count = this.#maxEvents): Promise<StoredRange | undefined> {
     const key = this.key(streamId, epoch)
     try {
       const client = this.#redis.client()
@@ -119,7 +122,7 @@ export class RedisReplayLog {
       const res = await client
         .multi()
         .exists(key)
-        .xrange(key, `(${offset}-0`, '+', 'COUNT', this.#maxEvents)
+        .xrange(key, `(${offset}-0`, '+', 'COUNT', Math.max(1, Math.min(count, this.#maxEvents)))
         .exec()
       if (res === null) return undefined
       const [existsRes, rangeRes] = res as [[Error | null, number], [Error | null, [string, string[]][]]]

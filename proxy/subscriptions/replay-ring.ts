@@ -48,6 +48,15 @@ export type SinceResult =
   /** This log never had the epoch (or no longer remembers it). */
   | { readonly kind: 'unknown' }
 
+/**
+ * Like SinceResult, without copying the entries: `seq` is the sequence number (see
+ * `ReplayRing.startSeq`) of the first entry after the position, read them with `at(seq)`.
+ */
+export type LocateResult =
+  | { readonly kind: 'ok'; readonly seq: number }
+  | { readonly kind: 'gap'; readonly reason: EvictReason | 'epoch'; readonly seq: number; readonly resumeEpoch: string; readonly resumeOffset: number; readonly resumeTs: number }
+  | { readonly kind: 'unknown' }
+
 interface EpochInfo {
   /** Highest offset logged. */
   last: number
@@ -77,6 +86,8 @@ export class ReplayRing {
   #head = 0
   #size = 0
   #bytes = 0
+  /** Entries evicted since creation: the sequence number of the oldest entry held. */
+  #evicted = 0
   readonly #epochs = new Map<string, EpochInfo>()
   /** The newest position logged (or the registered first epoch's start). */
   #headEpoch: string | undefined
@@ -123,27 +134,57 @@ export class ReplayRing {
     while (this.#bytes > this.maxBytes && this.#size > 1) this.#evict('trimmed')
   }
 
+  /** Sequence number of the oldest entry held (every entry pushed gets the next one). */
+  get startSeq(): number {
+    return this.#evicted
+  }
+
+  /** Sequence number the next entry pushed will get. */
+  get endSeq(): number {
+    return this.#evicted + this.#size
+  }
+
+  /** The entry of that sequence number, while it is held. */
+  at(seq: number): LogEntry | undefined {
+    const i = seq - this.#evicted
+    return i >= 0 && i < this.#size ? this.#at(i) : undefined
+  }
+
+  /** Apply the age bound now (reads by sequence number do not). */
+  trimAged(now: number): void {
+    this.#evictExpired(now)
+  }
+
   /** Entries after (epoch, offset), oldest first, including later epochs' marks and events. */
   since(epoch: string, offset: number, now: number): SinceResult {
+    const r = this.locate(epoch, offset, now)
+    if (r.kind === 'unknown') return r
+    const entries: LogEntry[] = []
+    for (let i = r.seq - this.#evicted; i < this.#size; i++) entries.push(this.#at(i))
+    if (r.kind === 'ok') return { kind: 'ok', entries }
+    return { kind: 'gap', reason: r.reason, entries, resumeEpoch: r.resumeEpoch, resumeOffset: r.resumeOffset, resumeTs: r.resumeTs }
+  }
+
+  /** Where the entries after (epoch, offset) start (since(), without copying them). */
+  locate(epoch: string, offset: number, now: number): LocateResult {
     this.#evictExpired(now)
     const info = this.#epochs.get(epoch)
     if (info === undefined || offset > info.last || offset < 0) return { kind: 'unknown' }
     const start = this.#startIndex(epoch, offset, info)
-    const entries: LogEntry[] = []
-    for (let i = start; i < this.#size; i++) entries.push(this.#at(i))
+    const seq = this.#evicted + start
     // A later epoch whose mark is gone (trimmed or aged out): the client would pass from its
     // epoch into the middle of another one — or, with nothing left, to live events of it —
     // without a word. The restart is announced, and delivery continues before what is left.
-    const first = entries[0]
+    const first = start < this.#size ? this.#at(start) : undefined
     if (first !== undefined ? first.kind === 'event' && first.epoch !== epoch : this.#headEpoch !== undefined && this.#headEpoch !== epoch) {
-      if (first === undefined) return { kind: 'gap', reason: 'epoch', entries, resumeEpoch: this.#headEpoch!, resumeOffset: this.#headOffset, resumeTs: this.#headTs }
+      if (first === undefined) return { kind: 'gap', reason: 'epoch', seq, resumeEpoch: this.#headEpoch!, resumeOffset: this.#headOffset, resumeTs: this.#headTs }
       // FIFO: the entry right before `first` was evicted last of its epoch (its mark, at offset 0).
       const prev = first.offset - 1
       const resumeTs = prev > 0 ? (this.#epochs.get(first.epoch)?.evictedTs ?? first.ts) : first.ts
-      return { kind: 'gap', reason: 'epoch', entries, resumeEpoch: first.epoch, resumeOffset: prev, resumeTs }
+      return { kind: 'gap', reason: 'epoch', seq, resumeEpoch: first.epoch, resumeOffset: prev, resumeTs }
     }
-    if (offset >= info.evictedThrough) return { kind: 'ok', entries }
-    return { kind: 'gap', reason: reasonFor(info, offset + 1), entries, resumeEpoch: epoch, resumeOffset: info.evictedThrough, resumeTs: info.evictedTs }
+    if (offset >= info.evictedThrough) return { kind: 'ok', seq }
+    return { kind: 'gap', reason: reasonFor(info, offset + 1), seq, resumeEpoch: epoch, resumeOffset: info.evictedThrough, resumeTs: info.evictedTs }
   }
 
   /** Lowest offset of `epoch` logged at or after `cutoffTs` (for trimming a copy of this log by age). */
@@ -157,6 +198,7 @@ export class ReplayRing {
 
   /** Drop everything (the stream is gone). */
   clear(): void {
+    this.#evicted += this.#size
     this.#buf = new Array(8)
     this.#head = 0
     this.#size = 0
@@ -214,6 +256,7 @@ export class ReplayRing {
     this.#buf[this.#head] = undefined
     this.#head = (this.#head + 1) % this.#buf.length
     this.#size--
+    this.#evicted++
     this.#bytes -= entryBytes(e)
     const info = this.#epochs.get(e.epoch)
     if (info === undefined) return

@@ -7,11 +7,12 @@
 import { randomBytes } from 'node:crypto'
 import type { ExecutionResult, SubscribePayload } from 'graphql-ws'
 import type { Logger } from 'pino'
-import { EPOCH_BYTES, type CursorCodec, type CursorPosition } from './cursor.ts'
+import { EPOCH_BYTES, type CursorCodec } from './cursor.ts'
 import { COMPLETE, type QueuedEntry } from './delivery-queue.ts'
 import type { HubMetrics } from './metrics.ts'
 import type { GapNotice, GapReason } from './protocols.ts'
 import type { RedisReplayLog } from './redis-log.ts'
+import { ReplayFeed, type FeedSource } from './replay-feed.ts'
 import { ReplayRing, type EpochMark, type ExecutionResultLike, type LogEvent } from './replay-ring.ts'
 import { handshakeStatus, type UpstreamConnection, type UpstreamListener } from './upstream.ts'
 
@@ -21,13 +22,13 @@ export interface StreamSubscriber {
   streamIndex: number
   /** Cursor of the last thing the client got (its own cursor while it replays). */
   lastCursor: string | null
-  /** Deliver a live entry to this client (in order; held back while an async replay runs). */
+  /** Deliver a live entry to this client (in order; while it replays, the feed reads logged entries itself). */
   push(entry: QueuedEntry): void
-  /** Deliver a replayed entry (never held back: it comes before the held live ones). */
-  replay(entry: QueuedEntry): void
-  /** Buffer live pushes until release(). */
-  hold(): void
-  release(): void
+  /**
+   * It resumes from a cursor: what it missed (and the live entries logged meanwhile) comes from
+   * this feed, read as its connection takes it, before it receives live pushes again.
+   */
+  replayFrom(feed: ReplayFeed): void
 }
 
 /** graphql-ws re-sends this very object on resubscribe, so it is kept mutable (lastEventId). */
@@ -96,6 +97,7 @@ export class Stream implements UpstreamListener {
   #lastEventId: string | undefined
   #maintAt = 0
   readonly #o: StreamOptions
+  readonly #feedSource: FeedSource
   readonly #baseExtensions: Record<string, unknown> | undefined
 
   constructor(o: StreamOptions) {
@@ -108,6 +110,7 @@ export class Stream implements UpstreamListener {
     this.ring.startEpoch(this.epoch, this.#lastTs)
     this.#head = this.#cursor(this.epoch, 0, this.#lastTs)
     this.#baseExtensions = o.payload.extensions ?? undefined
+    this.#feedSource = { ring: this.ring, streamId: this.streamId, maxAgeMs: o.maxAgeMs, metrics: o.metrics, logger: o.logger, cursor: (epoch, offset, ts) => this.#cursor(epoch, offset, ts) }
     o.metrics.upstreams.inc()
   }
 
@@ -269,8 +272,10 @@ export class Stream implements UpstreamListener {
   // --- subscribers ------------------------------------------------------------------------------
 
   /**
-   * Attach a client. With a cursor, what it missed is pushed first (synchronously from the ring,
-   * or from Redis while live events are held back), then live events follow.
+   * Attach a client. With a cursor, what it missed comes first — read from the ring (or Redis,
+   * for an epoch this process does not hold) by a feed as the client's connection takes it, not
+   * pushed at once: a replay longer than the client's queue bounds loses nothing — then the live
+   * events, with no seam: those logged meanwhile are read from the ring by the same feed.
    */
   attach(sub: StreamSubscriber, cursor: string | undefined): void {
     if (this.#linger !== undefined) {
@@ -284,85 +289,38 @@ export class Stream implements UpstreamListener {
       sub.lastCursor = null
       return
     }
+    const src = this.#feedSource
+    const ring = this.ring
+    // Where live delivery would start now: the feed ends up there after any notice.
+    const live = (): ReplayFeed => new ReplayFeed(src, ring.endSeq, this.epoch, this.#offset, this.#head)
     const pos = this.#o.codec.decode(cursor)
     if (pos === undefined || pos.streamId !== this.streamId) {
       sub.lastCursor = null
-      this.#replayGap(sub, 'invalid', null, this.#head)
+      const feed = live()
+      this.#replayGap(feed, 'invalid', null, this.#head)
+      sub.replayFrom(feed)
       return
     }
     sub.lastCursor = cursor
-    const r = this.ring.since(pos.epoch, pos.offset, Date.now())
+    const r = ring.locate(pos.epoch, pos.offset, Date.now())
     if (r.kind !== 'unknown') {
-      if (r.kind === 'gap') this.#replayGap(sub, r.reason, cursor, this.#cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs))
+      const feed = new ReplayFeed(src, r.seq, pos.epoch, pos.offset, cursor)
+      if (r.kind === 'gap') this.#replayGap(feed, r.reason, cursor, this.#cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs))
       else this.#o.metrics.replayRequests.labels('resumed').inc()
-      for (const e of r.entries) sub.replay(e)
-      let events = 0
-      for (const e of r.entries) if (e.kind === 'event') events++
-      if (events) this.#o.metrics.replayEvents.labels('memory').inc(events)
+      sub.replayFrom(feed)
       return
     }
     const redis = this.#o.redis
-    if (redis === undefined) {
-      this.#replayGap(sub, pos.ts > 0 && pos.ts < Date.now() - this.#o.maxAgeMs ? 'expired' : 'epoch', cursor, this.#head)
-      return
-    }
-    sub.hold()
-    const head = this.#head
-    void this.#replayFromRedis(sub, redis, pos, cursor, head).finally(() => sub.release())
+    const feed = live()
+    if (redis === undefined) this.#replayGap(feed, pos.ts > 0 && pos.ts < Date.now() - this.#o.maxAgeMs ? 'expired' : 'epoch', cursor, this.#head)
+    else feed.fromRedis(redis, pos, cursor, this.#head)
+    sub.replayFrom(feed)
   }
 
-  /** An epoch this process does not hold: replay it from Redis, then join the current epoch. */
-  async #replayFromRedis(sub: StreamSubscriber, redis: RedisReplayLog, pos: CursorPosition, cursor: string, head: string): Promise<void> {
-    const range = await redis.since(pos.streamId, pos.epoch, pos.offset)
-    if (sub.streamIndex === -1) return
-    const now = Date.now()
-    const aged = pos.ts > 0 && pos.ts < now - this.#o.maxAgeMs
-    if (range === undefined || !range.exists) {
-      this.#replayGap(sub, range !== undefined && aged ? 'expired' : 'epoch', cursor, head)
-      return
-    }
-    const cutoff = now - this.#o.maxAgeMs
-    const fresh = range.entries.filter((e) => e.ts >= cutoff)
-    let from = cursor
-    if (fresh.length === 0 && range.entries.length > 0) {
-      const last = range.entries[range.entries.length - 1]!
-      const to = this.#cursor(pos.epoch, last.offset, last.ts)
-      this.#replayGap(sub, 'expired', cursor, to)
-      from = to
-    }
-    // Holes: the head of the log trimmed or aged out, or events the writer could not log
-    // (Redis was down). Each one is announced; nothing after a hole is passed off as continuous.
-    let expected = pos.offset + 1
-    let holes = 0
-    for (const e of fresh) {
-      if (e.offset > expected) {
-        const to = this.#cursor(pos.epoch, e.offset - 1, e.ts)
-        this.#replayGap(sub, holes === 0 && (aged || fresh.length < range.entries.length) ? 'expired' : 'trimmed', from, to)
-        holes++
-        from = to
-      }
-      if (e.offset < expected) continue
-      let result: ExecutionResultLike
-      try {
-        result = JSON.parse(e.payload) as ExecutionResultLike
-      } catch {
-        continue
-      }
-      const c = this.#cursor(pos.epoch, e.offset, e.ts)
-      sub.replay({ kind: 'event', epoch: pos.epoch, offset: e.offset, ts: e.ts, cursor: c, tail: `,"payload":${e.payload}}`, result, receivedAt: Number.NaN })
-      from = c
-      expected = e.offset + 1
-    }
-    if (holes === 0 && fresh.length === range.entries.length) this.#o.metrics.replayRequests.labels('resumed').inc()
-    if (fresh.length) this.#o.metrics.replayEvents.labels('redis').inc(fresh.length)
-    // What that epoch's writer logged is all we have; this process runs its own epoch.
-    sub.replay({ kind: 'gap', gap: { reason: 'epoch', from, to: head } })
-  }
-
-  #replayGap(sub: StreamSubscriber, reason: GapReason, from: string | null, to: string): void {
+  #replayGap(feed: ReplayFeed, reason: GapReason, from: string | null, to: string): void {
     this.#o.metrics.replayRequests.labels('gap').inc()
     const gap: GapNotice = { reason, from, to }
-    sub.replay({ kind: 'gap', gap })
+    feed.owe({ kind: 'gap', gap })
   }
 
   detach(sub: StreamSubscriber): void {

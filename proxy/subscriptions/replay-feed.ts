@@ -1,0 +1,262 @@
+// One client's replay, read from the log as its connection takes it (flow control), instead of
+// being pushed into its delivery queue all at once: a replay of any length fits the tier's queue
+// bounds, and only a client that does not read falls behind. The feed reads the stream's
+// in-memory ring by sequence number — first what the client missed, then, with no seam, the live
+// events logged meanwhile (they are in the ring before they are fanned out) — or, for an epoch
+// this process does not hold, Redis page by page first. Once it has read everything the ring
+// holds, the subscription switches to live delivery. When the ring evicts entries before the feed
+// read them (the client fell behind the log's bounds), the client gets the ring's gap notice
+// (trimmed, expired, epoch) and the feed continues after it.
+import type { Logger } from 'pino'
+import type { CursorPosition } from './cursor.ts'
+import { Fifo, type QueuedEntry } from './delivery-queue.ts'
+import type { HubMetrics } from './metrics.ts'
+import type { GapReason } from './protocols.ts'
+import type { RedisReplayLog, StoredRange } from './redis-log.ts'
+import type { ExecutionResultLike, ReplayRing } from './replay-ring.ts'
+
+/** What a feed reads and reports to: its stream's log. */
+export interface FeedSource {
+  readonly ring: ReplayRing
+  readonly streamId: string
+  readonly maxAgeMs: number
+  readonly metrics: HubMetrics
+  readonly logger: Logger
+  cursor(epoch: string, offset: number, ts: number): string
+}
+
+/** Redis pages: the first one small, then sized to about REDIS_PAGE_BYTES of event text. */
+const REDIS_FIRST_PAGE = 64
+const REDIS_MAX_PAGE = 512
+const REDIS_PAGE_BYTES = 1024 * 1024
+
+interface RedisPart {
+  readonly redis: RedisReplayLog
+  readonly pos: CursorPosition
+  /** The stream's head when the replay began: the epoch gap at the end leads there. */
+  readonly head: string
+  /** The client's cursor was older than the age bound when it came. */
+  readonly aged: boolean
+  /** Offset the next page reads after. */
+  after: number
+  /** The next offset a continuous log would hold. */
+  expected: number
+  /** Cursor of the last position handed out (where a gap notice starts). */
+  from: string
+  holes: number
+  /** Entries skipped for their age, and the last of them. */
+  stale: number
+  lastStale: { offset: number; ts: number } | undefined
+  fresh: number
+  page: number
+  first: boolean
+  fetching: boolean
+}
+
+export class ReplayFeed {
+  readonly #src: FeedSource
+  /** Entries owed before reading on: gap notices, a page read from Redis. */
+  readonly #owed = new Fifo<QueuedEntry>()
+  /** The next ring sequence number to read. */
+  #seq: number
+  /** Ring entries before this one were logged before the replay began (what counts as replayed). */
+  readonly #replayEnd: number
+  /** The last position handed out from the ring (where a notice starts when the ring evicts ahead of the feed). */
+  #epoch: string
+  #offset: number
+  #cursor: string
+  #redis: RedisPart | undefined = undefined
+  #cancelled = false
+  /** Called when the feed has entries again after `next()` answered null (a Redis page came). */
+  onReady: (() => void) | undefined = undefined
+
+  /** A feed reading the ring from `seq`, the client being at (epoch, offset) = `cursor`. */
+  constructor(src: FeedSource, seq: number, epoch: string, offset: number, cursor: string) {
+    this.#src = src
+    this.#seq = seq
+    this.#replayEnd = src.ring.endSeq
+    this.#epoch = epoch
+    this.#offset = offset
+    this.#cursor = cursor
+  }
+
+  /** Hand out this entry before anything read from the log. */
+  owe(entry: QueuedEntry): void {
+    this.#owed.push(entry)
+  }
+
+  /** Read (stream, pos.epoch) after pos.offset from Redis first; the ring part follows an epoch gap to `head`. */
+  fromRedis(redis: RedisReplayLog, pos: CursorPosition, cursor: string, head: string): void {
+    this.#redis = {
+      redis,
+      pos,
+      head,
+      aged: pos.ts > 0 && pos.ts < Date.now() - this.#src.maxAgeMs,
+      after: pos.offset,
+      expected: pos.offset + 1,
+      from: cursor,
+      holes: 0,
+      stale: 0,
+      lastStale: undefined,
+      fresh: 0,
+      page: REDIS_FIRST_PAGE,
+      first: true,
+      fetching: false,
+    }
+  }
+
+  /** The subscription ended: stop (a Redis read in flight is ignored when it comes back). */
+  cancel(): void {
+    if (this.#cancelled) return
+    this.#cancelled = true
+    const rp = this.#redis
+    // A replay the client left before its end resumed as far as it went.
+    if (rp !== undefined && !rp.first && rp.holes === 0 && rp.stale === 0) this.#src.metrics.replayRequests.labels('resumed').inc()
+    this.#redis = undefined
+  }
+
+  /**
+   * The next entry to deliver; null while a Redis page is being read (onReady follows), undefined
+   * once everything logged is read: the subscription continues with live events.
+   */
+  next(): QueuedEntry | null | undefined {
+    if (this.#cancelled) return undefined
+    const owed = this.#owed.shift()
+    if (owed !== undefined) return owed
+    const rp = this.#redis
+    if (rp !== undefined) {
+      if (!rp.fetching) this.#fetch(rp)
+      return null
+    }
+    const ring = this.#src.ring
+    ring.trimAged(Date.now())
+    if (this.#seq < ring.startSeq) {
+      this.#fellBehind()
+      const notice = this.#owed.shift()
+      if (notice !== undefined) return notice
+    }
+    const e = ring.at(this.#seq)
+    if (e === undefined) return undefined
+    this.#seq++
+    this.#epoch = e.epoch
+    this.#offset = e.offset
+    this.#cursor = e.cursor
+    if (e.kind === 'event' && this.#seq <= this.#replayEnd) this.#src.metrics.replayEvents.labels('memory').inc()
+    return e
+  }
+
+  /** The ring evicted entries the feed had not read yet: say why, continue after them. */
+  #fellBehind(): void {
+    const src = this.#src
+    const ring = src.ring
+    const r = ring.locate(this.#epoch, this.#offset, Date.now())
+    if (r.kind === 'gap') {
+      const to = src.cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
+      this.#owed.push({ kind: 'gap', gap: { reason: r.reason, from: this.#cursor, to } })
+      this.#seq = r.seq
+      this.#epoch = r.resumeEpoch
+      this.#offset = r.resumeOffset
+      this.#cursor = to
+      return
+    }
+    if (r.kind === 'ok') {
+      this.#seq = Math.max(r.seq, ring.startSeq)
+      return
+    }
+    // The ring forgot the epoch altogether (many restarts since): continue after what it holds.
+    const last = ring.at(ring.endSeq - 1)
+    this.#seq = ring.endSeq
+    if (last === undefined) return
+    this.#owed.push({ kind: 'gap', gap: { reason: 'trimmed', from: this.#cursor, to: last.cursor } })
+    this.#epoch = last.epoch
+    this.#offset = last.offset
+    this.#cursor = last.cursor
+  }
+
+  #fetch(rp: RedisPart): void {
+    rp.fetching = true
+    const asked = rp.page
+    void rp.redis
+      .since(this.#src.streamId, rp.pos.epoch, rp.after, asked)
+      .then(
+        (range) => this.#page(rp, range, asked),
+        () => this.#page(rp, undefined, asked),
+      )
+      .catch((err: unknown) => {
+        // A bug here must cost this replay, not the worker (an unhandled rejection).
+        this.#src.logger.error({ err, streamId: this.#src.streamId }, 'replay from redis failed')
+        if (this.#redis === rp) {
+          this.#redis = undefined
+          this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: rp.from, to: rp.head } })
+        }
+      })
+  }
+
+  #gap(rp: RedisPart, reason: GapReason, to: string): void {
+    this.#src.metrics.replayRequests.labels('gap').inc()
+    this.#owed.push({ kind: 'gap', gap: { reason, from: rp.from, to } })
+    rp.from = to
+  }
+
+  /** A page from Redis: its events (and the holes between them) become owed entries. */
+  #page(rp: RedisPart, range: StoredRange | undefined, asked: number): void {
+    if (this.#cancelled || this.#redis !== rp) return
+    rp.fetching = false
+    const src = this.#src
+    const first = rp.first
+    rp.first = false
+    if (first && (range === undefined || !range.exists)) {
+      // Nothing to replay from Redis: one notice, then this process's own epoch.
+      this.#gap(rp, range !== undefined && rp.aged ? 'expired' : 'epoch', rp.head)
+      this.#redis = undefined
+      this.onReady?.()
+      return
+    }
+    const entries = range?.entries ?? []
+    const cutoff = Date.now() - src.maxAgeMs
+    let bytes = 0
+    let fresh = 0
+    for (const e of entries) {
+      rp.after = Math.max(rp.after, e.offset)
+      bytes += e.payload.length
+      if (e.ts < cutoff) {
+        rp.stale++
+        rp.lastStale = { offset: e.offset, ts: e.ts }
+        continue
+      }
+      // Holes: the head of the log trimmed or aged out, or events the writer could not log
+      // (Redis was down). Each one is announced; nothing after a hole is passed off as continuous.
+      if (e.offset > rp.expected) {
+        const to = src.cursor(rp.pos.epoch, e.offset - 1, e.ts)
+        this.#gap(rp, rp.holes === 0 && (rp.aged || rp.stale > 0) ? 'expired' : 'trimmed', to)
+        rp.holes++
+      }
+      if (e.offset < rp.expected) continue
+      let result: ExecutionResultLike
+      try {
+        result = JSON.parse(e.payload) as ExecutionResultLike
+      } catch {
+        continue
+      }
+      const c = src.cursor(rp.pos.epoch, e.offset, e.ts)
+      this.#owed.push({ kind: 'event', epoch: rp.pos.epoch, offset: e.offset, ts: e.ts, cursor: c, tail: `,"payload":${e.payload}}`, result, receivedAt: Number.NaN })
+      rp.from = c
+      rp.expected = e.offset + 1
+      fresh++
+    }
+    rp.fresh += fresh
+    if (fresh) src.metrics.replayEvents.labels('redis').inc(fresh)
+    const avg = entries.length > 0 ? bytes / entries.length : 0
+    rp.page = avg > 0 ? Math.max(1, Math.min(REDIS_MAX_PAGE, Math.floor(REDIS_PAGE_BYTES / avg))) : REDIS_MAX_PAGE
+    // A short page is the end of what that epoch's writer logged (or Redis stopped answering, or
+    // the key is gone meanwhile: what follows is covered by the epoch gap).
+    if (range === undefined || !range.exists || entries.length < asked) {
+      if (rp.fresh === 0 && rp.lastStale !== undefined) this.#gap(rp, 'expired', src.cursor(rp.pos.epoch, rp.lastStale.offset, rp.lastStale.ts))
+      if (rp.holes === 0 && rp.stale === 0) src.metrics.replayRequests.labels('resumed').inc()
+      // What that epoch's writer logged is all there is; this process runs its own epoch.
+      this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: rp.from, to: rp.head } })
+      this.#redis = undefined
+    }
+    this.onReady?.()
+  }
+}

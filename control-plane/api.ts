@@ -487,15 +487,31 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'POST',
       path: '/v1/config/rollback',
       auth: { action: 'admin.write', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'Commit an earlier version’s document as a new version', tags: ['config'], requestBody: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } }, responses: { 200: { description: 'committed', schema: ref('WriteResult') }, 404: problem('no such version'), ...WRITE_ERRORS } },
+      doc: {
+        summary: 'Commit an earlier version’s document as a new version (If-Match: the head document’s ETag)',
+        tags: ['config'],
+        ifMatch: true,
+        requestBody: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } },
+        responses: { 200: { description: 'committed', schema: ref('WriteResult'), etag: true }, 404: problem('no such version'), ...WRITE_ERRORS },
+      },
       async handle(ctx) {
         const body = await readJson(ctx.req)
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected {"version": <integer>}', { problems: ['(root): expected an object'] })
         const version = integerParam('version', (body as { version?: unknown }).version, { min: 1, json: true })
         const old = await store.version(version)
         if (old === undefined) throw new HttpError(404, `version ${version} does not exist`)
-        const r = await store.commit({ actor: actorOf(ctx), action: 'config.rollback', resource: 'config', change: (head) => ({ document: old.document, before: head.document, after: old.document, result: undefined }) })
-        sendJson(ctx.res, 200, { version: r.version, changed: r.changed })
+        const r = await store.commit({
+          actor: actorOf(ctx),
+          action: 'config.rollback',
+          resource: 'config',
+          change: (head) => {
+            // Like PUT /v1/config: a rollback decided on a head that has moved since must not
+            // silently undo the change made meanwhile.
+            checkPreconditions(ctx, head.document)
+            return { document: old.document, before: head.document, after: old.document, result: undefined }
+          },
+        })
+        sendJson(ctx.res, 200, { version: r.version, changed: r.changed }, { etag: etagOf(old.document) })
       },
     },
     ...COLLECTIONS.flatMap((c) => collectionRoutes(c, deps)),
@@ -517,6 +533,21 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       doc: { summary: 'A tenant’s daily quotas with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, ...COMMON } },
       async handle(ctx) {
         sendJson(ctx.res, 200, { items: await quotaViews(deps, ctx.params.id) })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/{id}/quotas/{kind}',
+      auth: { action: 'admin.read', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
+      doc: { summary: 'One daily quota with today’s use; its ETag is what PUT/DELETE take as If-Match', tags: ['quotas'], responses: { 200: { description: 'the quota', schema: ref('Quota'), etag: true }, 404: problem('no such tenant, or no such quota set'), ...COMMON } },
+      async handle(ctx) {
+        const kind = ctx.params.kind!
+        if (!isQuotaKind(kind)) throw new HttpError(404, `unknown quota kind "${kind}" (graphql, ingest, embeddings, subscriptions)`)
+        const h = requireHead(deps.store)
+        if (!Object.hasOwn((h.document.tenants as object | undefined) ?? {}, ctx.params.id!)) throw new HttpError(404, `tenants/${ctx.params.id} does not exist`)
+        const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)
+        if (q === undefined) throw new HttpError(404, `tenants/${ctx.params.id}/quotas/${kind} is not set`)
+        sendJson(ctx.res, 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }) })
       },
     },
     {

@@ -21,7 +21,7 @@ export interface Db extends Tx {
    * PostgreSQL only: call fn for every NOTIFY on channel (from any control plane instance).
    * Returns a stop function. SQLite has no such thing (one instance owns the file).
    */
-  listen?(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>
+  listen?(channel: string, fn: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>
   close(): Promise<void>
 }
 
@@ -183,6 +183,10 @@ class SqliteDb implements Db {
   }
 }
 
+/** How soon a lost LISTEN connection is opened again: doubling from the first to the second. */
+const LISTEN_RETRY_MIN_MS = 250
+const LISTEN_RETRY_MAX_MS = 5_000
+
 class PostgresDb implements Db {
   readonly kind = 'postgres'
   readonly #pool: pg.Pool
@@ -242,17 +246,71 @@ class PostgresDb implements Db {
     return out
   }
 
-  async listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>> {
-    // A dedicated connection: LISTEN is per session, and a pooled client would be handed back.
-    const client = new pg.Client({ connectionString: this.#url })
-    client.on('error', () => undefined)
-    await client.connect()
-    client.on('notification', (n) => {
-      if (n.channel === channel) fn(n.payload ?? '')
-    })
-    await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+  /**
+   * LISTEN on a dedicated connection (LISTEN is per session; a pooled client would be handed
+   * back), kept open for as long as the caller listens: when the connection is lost (PostgreSQL
+   * restarted, a failover, a network cut) it is opened again, with a backoff from 250 ms to 5 s,
+   * and `onReconnect` is called once it listens again — notifications sent meanwhile are lost, so
+   * the caller re-reads what they would have told it. Without this a lost connection was never
+   * replaced and every later NOTIFY went unheard until the process restarted.
+   */
+  async listen(channel: string, fn: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>> {
+    let stopped = false
+    /** False until the first LISTEN succeeded: a failure at the start is the caller's error, not retried here. */
+    let started = false
+    let current: pg.Client | undefined
+    let retry: NodeJS.Timeout | undefined
+    let delay = LISTEN_RETRY_MIN_MS
+    const open = async (): Promise<void> => {
+      const client = new pg.Client({ connectionString: this.#url, connectionTimeoutMillis: 5_000 })
+      let lost = false
+      const onLost = (): void => {
+        if (lost) return
+        lost = true
+        client.removeAllListeners('notification')
+        void client.end().catch(() => undefined)
+        if (current === client) current = undefined
+        if (started && !stopped) schedule()
+      }
+      client.on('error', onLost)
+      client.on('end', onLost)
+      client.on('notification', (n) => {
+        if (n.channel === channel) fn(n.payload ?? '')
+      })
+      current = client
+      try {
+        await client.connect()
+        await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      } catch (err) {
+        onLost()
+        throw err
+      }
+      if (stopped) await client.end().catch(() => undefined)
+    }
+    const schedule = (): void => {
+      if (retry !== undefined || stopped) return
+      const wait = delay
+      delay = Math.min(delay * 2, LISTEN_RETRY_MAX_MS)
+      retry = setTimeout(() => {
+        retry = undefined
+        // A failed attempt has scheduled the next one already (its connection was lost).
+        open().then(
+          () => {
+            delay = LISTEN_RETRY_MIN_MS
+            if (!stopped) onReconnect?.()
+          },
+          () => undefined,
+        )
+      }, wait)
+      retry.unref()
+    }
+    await open()
+    started = true
     return async () => {
-      await client.end().catch(() => undefined)
+      stopped = true
+      clearTimeout(retry)
+      retry = undefined
+      await current?.end().catch(() => undefined)
     }
   }
 

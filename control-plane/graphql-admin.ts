@@ -97,7 +97,9 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       if (attr === undefined) continue
       const inner = field.resolve!
       field.resolve = (root, args: Record<string, unknown>, ctx: GraphQLContext, info) => {
-        const tenant = typeof args.tenant === 'string' ? args.tenant : ctx.subject.tenant
+        // The tenant the resolver acts on (tenantArg: an empty `tenant:` is the caller's claim),
+        // so the policy decides on what is written, never on another reading of the argument.
+        const tenant = typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant
         const d = deps.authorizer.decide(ctx.subject, attr as Action, { type: `graphql.${typeName}.${name}`, ...(tenant ? { tenant } : {}) })
         if (!d.allow) throw createGraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
         return inner(root, args, ctx, info)

@@ -37,6 +37,15 @@ interface Stream {
 }
 
 const HEARTBEAT_MS = 15_000
+/**
+ * A proxy whose stream another control plane instance holds is shown connected while that
+ * instance keeps its row fresh: every heartbeat writes `last_seen` (and `connected`) for the
+ * streams it holds. Three missed heartbeats (the instance died without closing its rows) and the
+ * row no longer counts as connected.
+ */
+const CONNECTED_FRESH_MS = 3 * HEARTBEAT_MS
+/** Ids per UPDATE of the heartbeat's touch (well under SQLite's and PostgreSQL's parameter limits). */
+const TOUCH_BATCH = 500
 /** How long a stream may go without draining before it is closed (a 4 MB snapshot over a slow link still fits). */
 const DEFAULT_STALL_MS = 60_000
 
@@ -72,6 +81,7 @@ export class PushHub {
     // Comments keep idle connections open through proxies and let both sides notice a dead peer.
     this.#heartbeat = setInterval(() => {
       for (const s of this.#streams.values()) if (!s.blocked) this.#write(s, ': ping\n\n')
+      void this.#touch().catch(() => undefined)
     }, HEARTBEAT_MS)
     this.#heartbeat.unref()
   }
@@ -158,6 +168,21 @@ export class PushHub {
     s.res.destroy()
   }
 
+  /**
+   * Mark the streams this instance holds as connected and seen now, so that GET /v1/proxies on
+   * any instance sharing the database shows them connected (the in-memory streams are only this
+   * instance's). Also puts back `connected` when another instance, seeing a proxy's old stream
+   * close after the proxy had reconnected here, cleared it.
+   */
+  async #touch(): Promise<void> {
+    const ids = [...this.#streams.keys()]
+    const now = Date.now()
+    for (let i = 0; i < ids.length; i += TOUCH_BATCH) {
+      const batch = ids.slice(i, i + TOUCH_BATCH)
+      await this.#db.query(`UPDATE proxies SET last_seen = $1, connected = 1 WHERE id IN (${batch.map((_id, j) => `$${j + 2}`).join(', ')})`, [now, ...batch])
+    }
+  }
+
   /** A new version was committed: send it to every connected proxy. */
   publish(head: Head): void {
     for (const s of this.#streams.values()) if (s.sentVersion < head.version) this.#send(s, head)
@@ -176,10 +201,12 @@ export class PushHub {
   async list(): Promise<ProxyView[]> {
     const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM proxies ORDER BY id')
     const iso = (v: unknown) => (v === null || v === undefined ? null : new Date(num(v)).toISOString())
+    const fresh = Date.now() - CONNECTED_FRESH_MS
     return rows.map((r) => ({
       id: r.id as string,
       hostname: (r.hostname as string | null) ?? null,
-      connected: this.#streams.has(r.id as string),
+      // Held here, or by another instance on the same database that keeps the row fresh.
+      connected: this.#streams.has(r.id as string) || (num(r.connected) === 1 && num(r.last_seen) >= fresh),
       firstSeen: iso(r.first_seen)!,
       lastSeen: iso(r.last_seen)!,
       appliedVersion: r.applied_version === null ? null : num(r.applied_version),
@@ -188,12 +215,19 @@ export class PushHub {
     }))
   }
 
-  close(): void {
+  /** Ends every stream; their rows are marked disconnected (other instances would show them connected until they went stale). */
+  async close(): Promise<void> {
     clearInterval(this.#heartbeat)
+    const ids = [...this.#streams.keys()]
     for (const s of this.#streams.values()) {
       clearTimeout(s.stallTimer)
       s.res.end()
     }
     this.#streams.clear()
+    const now = Date.now()
+    for (let i = 0; i < ids.length; i += TOUCH_BATCH) {
+      const batch = ids.slice(i, i + TOUCH_BATCH)
+      await this.#db.query(`UPDATE proxies SET connected = 0, last_seen = $1 WHERE id IN (${batch.map((_id, j) => `$${j + 2}`).join(', ')})`, [now, ...batch]).catch(() => undefined)
+    }
   }
 }

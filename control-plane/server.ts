@@ -35,6 +35,8 @@ export interface ControlPlaneOptions {
   metricsListen?: { host?: string; port: number }
   /** A config stream whose proxy has not read for this long is closed (default 60 s; tests shorten it). */
   streamStallMs?: number
+  /** How often the head is re-read as a safety net beside PostgreSQL's NOTIFY (default 5 s; tests lengthen it to watch NOTIFY alone). */
+  headPollMs?: number
 }
 
 export interface ControlPlane {
@@ -83,8 +85,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   })
   // Several instances on one PostgreSQL: a commit elsewhere arrives as a NOTIFY; a slow poll
   // covers a lost notification connection (and a second process on the same SQLite file).
-  const stopListening = db.listen ? await db.listen(CONFIG_CHANNEL, () => void store.refresh().catch(() => undefined)) : undefined
-  const poll = setInterval(() => void store.refresh().catch(() => undefined), 5_000)
+  // The LISTEN connection is opened again when it is lost, and the head re-read then (a commit
+  // made meanwhile sent its NOTIFY to nobody).
+  const refreshHead = () => void store.refresh().catch(() => undefined)
+  const stopListening = db.listen ? await db.listen(CONFIG_CHANNEL, refreshHead, refreshHead) : undefined
+  const poll = setInterval(refreshHead, opts.headPollMs ?? 5_000)
   poll.unref()
   const defs = buildRoutes(deps)
   const routes: CompiledRoute[] = defs.map(compile)
@@ -189,7 +194,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       clearInterval(poll)
       await stopListening?.()
       await new Promise<void>((resolve) => server.close(() => resolve()))
-      hub.close()
+      await hub.close()
       await usedToday.close()
       await db.close()
       throw err
@@ -209,7 +214,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     async close() {
       clearInterval(poll)
       await stopListening?.()
-      hub.close()
+      await hub.close()
       await usedToday.close()
       await new Promise<void>((resolve) => {
         server.close(() => resolve())

@@ -26,7 +26,7 @@ export const tenantJwtConfig = z
      * mints deliberate long-lived tokens.
      */
     requireExpiration: z.boolean().default(false),
-    /** A request without a token: reject (401) or fall back to the header/default tenant. */
+    /** A request without a token: reject (401), or (false) give it `defaultTenant` (else 403); the header is never read when `jwt` is set. */
     required: z.boolean().default(true),
   })
   .refine((j) => j.secret !== undefined || j.publicKeyFile !== undefined || j.jwksFile !== undefined, {
@@ -37,7 +37,7 @@ export const tenantJwtConfig = z
 export const tenantFilterConfig = z.strictObject({
   name: z.literal('tenant'),
   ...filterBase,
-  /** Header naming the tenant when no JWT is configured (or the JWT is optional and absent). */
+  /** Header naming the tenant when no JWT is configured. */
   header: z.string().toLowerCase().default('x-tenant-id'),
   /** When set, the tenant comes only from a verified token; the header is ignored. */
   jwt: tenantJwtConfig.optional(),

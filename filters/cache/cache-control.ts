@@ -60,17 +60,42 @@ function freshnessLifetime(cc: Map<string, string | true>, headers: Record<strin
 }
 
 /**
+ * Request headers a response may vary on and still be stored without them in the key: the
+ * cache keeps identity bodies only (every client takes those, whatever its Accept-Encoding),
+ * and a GraphQL server's Accept picks between JSON media types for one and the same result.
+ */
+const VARY_NEUTRAL = new Set(['accept-encoding', 'accept'])
+
+/**
+ * Does the cache key hold every request header the response varies on (RFC 9111 4.1)? The
+ * key holds the route's `vary.headers` (lower-case) only: a response that says
+ * `Vary: Accept-Language` while the key ignores that header would be served in one language to
+ * requests in another (or, `Vary: Origin`, with one site's CORS grant to another). `*` never is.
+ */
+export function varyIsKeyed(vary: string | string[], keyedHeaders: readonly string[]): boolean {
+  for (const line of Array.isArray(vary) ? vary : [vary]) {
+    for (const part of line.split(',')) {
+      const name = part.trim().toLowerCase()
+      if (name === '' || VARY_NEUTRAL.has(name)) continue
+      if (name === '*' || !keyedHeaders.includes(name)) return false
+    }
+  }
+  return true
+}
+
+/**
  * May this response be stored, and for how long? `ttlSeconds` is the configured TTL (per-id
  * policy or route), capped by what is left of the upstream's freshness lifetime: s-maxage /
- * max-age / Expires less the Age the response already has.
+ * max-age / Expires less the Age the response already has. `keyedHeaders`: the request headers
+ * the key holds (the route's vary.headers), which a response's Vary may name.
  */
-export function storeDecision(status: number, headers: Record<string, string | string[] | undefined>, ttlSeconds: number, now = Date.now()): StoreDecision {
+export function storeDecision(status: number, headers: Record<string, string | string[] | undefined>, ttlSeconds: number, now = Date.now(), keyedHeaders: readonly string[] = []): StoreDecision {
   if (status !== 200) return { ttlSeconds: 0, reason: 'status', ageSeconds: 0 }
   if (headers['set-cookie'] !== undefined) return { ttlSeconds: 0, reason: 'set_cookie', ageSeconds: 0 }
   const enc = headers['content-encoding']
   if (enc !== undefined && enc !== 'identity') return { ttlSeconds: 0, reason: 'encoded', ageSeconds: 0 }
   const vary = headers.vary
-  if (vary !== undefined && (Array.isArray(vary) ? vary.join(',') : vary).includes('*')) return { ttlSeconds: 0, reason: 'vary', ageSeconds: 0 }
+  if (vary !== undefined && !varyIsKeyed(vary, keyedHeaders)) return { ttlSeconds: 0, reason: 'vary', ageSeconds: 0 }
   const cc = parseCacheControl(headers['cache-control'])
   if (cc.has('no-store')) return { ttlSeconds: 0, reason: 'no_store', ageSeconds: 0 }
   if (cc.has('private')) return { ttlSeconds: 0, reason: 'private', ageSeconds: 0 }

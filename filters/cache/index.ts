@@ -8,7 +8,7 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
-import { oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
 import { admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes, varyNamesPart } from './cache-key.ts'
@@ -19,7 +19,13 @@ import { acquireRouteCache, type CacheEntry, type RouteCache } from './route-cac
 import { CACHE_SHARED_BYTES, CacheShared } from './shared-state.ts'
 
 const kState = Symbol('igw.cache')
-const STORED_HEADERS = ['content-type', 'cache-control', 'content-language', 'etag', 'last-modified', 'vary']
+/**
+ * The upstream's headers a hit is served with. CORS grants are among them: a browser refuses a
+ * cross-origin hit without its Access-Control-Allow-Origin. A grant the upstream made for one
+ * Origin is stored only when its `Vary: Origin` is honoured (origin in vary.headers), else the
+ * response is not stored at all (cache-control.ts varyIsKeyed).
+ */
+const STORED_HEADERS = ['content-type', 'cache-control', 'content-language', 'etag', 'last-modified', 'vary', 'access-control-allow-origin', 'access-control-allow-credentials', 'access-control-expose-headers']
 /** How long a finished fill keeps late misses in other workers waiting for its broadcast. */
 const DONE_GRACE_MS = 250
 /**
@@ -73,6 +79,10 @@ interface Policy {
 }
 
 function noop(): void {}
+
+function mutationOverGet(): LocalReply {
+  return errorReply('METHOD_NOT_ALLOWED', 'mutations cannot be sent with GET; use POST', undefined, { allow: 'POST' })
+}
 const NONE: never[] = []
 
 /** The process's hit ratios per persisted id, read from shared memory at scrape time. */
@@ -216,6 +226,8 @@ class CacheFilter implements Filter {
     const gql = ctx.graphql
     // Operations on a WebSocket (the subscription hub runs the chain too) have no HTTP response to cache.
     if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) {
+      // A HEAD carries its operation in the query string, as a GET does (refused below for GETs).
+      if (gql !== undefined && ctx.subscription === undefined && gql.method === 'GET' && gql.operationType === 'mutation') return mutationOverGet()
       // A POST on a GraphQL route without a parsed request is a batch (a JSON array): it may
       // hold mutations this filter cannot see, so its response invalidates conservatively.
       if (gql === undefined && ctx.subscription === undefined && ctx.method === 'POST' && ctx.route.type === 'graphql' && this.cfg.invalidation.writeThrough) {
@@ -224,7 +236,12 @@ class CacheFilter implements Filter {
       return this.#bypass(ctx)
     }
     const type = gql.operationType
-    if (type === 'mutation') return this.#mutation(ctx, gql)
+    if (type === 'mutation') {
+      // GraphQL over HTTP: never from a GET (a cross-site link would run it with the user's
+      // cookies). Refused here too, for routes that have the cache but no persisted filter.
+      if (gql.method === 'GET') return mutationOverGet()
+      return this.#mutation(ctx, gql)
+    }
     if (type !== 'query') return this.#bypass(ctx)
     if (this.cfg.requireTenant && ctx.tenant === undefined) return this.#bypass(ctx)
     const scopes = this.#admit(ctx)
@@ -439,7 +456,7 @@ class CacheFilter implements Filter {
     fetchForRevalidation(ctx, this.cfg.maxEntryBytes).then(
       (r) => {
         e.revalidating = false
-        const d = storeDecision(r.status, r.headers, ttl)
+        const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.cfg.vary.headers)
         if (d.reason !== undefined || r.body === undefined) {
           this.#notStored(d.reason ?? 'too_large')
           this.finishFill(st, undefined)
@@ -460,7 +477,7 @@ class CacheFilter implements Filter {
   onResponse(ctx: RequestContext, res: ResponseInfo): void | Promise<void> {
     const st = ctx.locals.get(kState) as MissState | MutationState | BatchState | undefined
     if (st === undefined) return
-    if (st.kind === 'mutation') return this.#mutationResponse(res, st)
+    if (st.kind === 'mutation') return this.#mutationResponse(ctx, res, st)
     // A local reply that is not an upstream failure: a filter's decision (quota 429, DLP 403…).
     const decided = res.local && !UPSTREAM_FAILURES.has(ctx.errorCode ?? '')
     if (st.kind === 'batch') {
@@ -492,7 +509,7 @@ class CacheFilter implements Filter {
       this.finishFill(st, undefined)
       return
     }
-    const d = storeDecision(res.status, res.headers, st.ttlSeconds)
+    const d = storeDecision(res.status, res.headers, st.ttlSeconds, Date.now(), this.cfg.vary.headers)
     if (d.reason !== undefined) {
       this.#notStored(d.reason)
       this.finishFill(st, undefined)
@@ -510,8 +527,15 @@ class CacheFilter implements Filter {
     res.observeBody(pipeline(body, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers), d.ageSeconds), noop))
   }
 
-  #mutationResponse(res: ResponseInfo, st: MutationState): void | Promise<void> {
+  #mutationResponse(ctx: RequestContext, res: ResponseInfo, st: MutationState): void | Promise<void> {
     if (res.local || res.status !== 200) {
+      // The gateway gave up waiting (504) or the upstream failed (5xx): the write may well have
+      // been made — a slow mutation usually commits after we stop waiting — and what it touched
+      // is unknown, so the route's entries go, as for a body cut short. A refusal by a filter
+      // ran nothing; an unreachable upstream most likely neither (and dropping the route then
+      // would take every stale-if-error fallback with it): its own tags only.
+      const mayHaveRun = res.local ? ctx.errorCode === 'UPSTREAM_TIMEOUT' : res.status >= 500
+      if (mayHaveRun) return this.invalidate([...st.tags, this.routeTag])
       if (st.tags.length) return this.invalidate(st.tags)
       return
     }
@@ -519,9 +543,9 @@ class CacheFilter implements Filter {
     if (Buffer.isBuffer(body)) {
       const tags = new Set(st.tags)
       try {
-        const json = body.length <= this.cfg.invalidation.maxMutationBodyBytes ? (JSON.parse(body.toString('utf8')) as { data?: unknown }) : undefined
+        const json = body.length <= this.cfg.invalidation.maxMutationBodyBytes ? (JSON.parse(body.toString('utf8')) as unknown) : undefined
         if (json === undefined) tags.add(this.routeTag)
-        else collectEntityTags(json?.data, tags, false)
+        else mutationResultTags(json, tags, this.routeTag)
       } catch {
         tags.add(this.routeTag)
       }
@@ -609,6 +633,23 @@ class CacheFilter implements Filter {
     this.#unsubscribe?.()
     this.rc.release()
   }
+}
+
+/**
+ * The tags a mutation's result invalidates: the entities it returned; and, when it ran and
+ * failed (errors beside `data`: execution began), the route's entries too. A resolver that
+ * wrote and then failed (`Cannot return null for non-nullable field`, a timeout inside the
+ * backend) returns `data: null`: the entities it touched are not in it. Errors without `data`
+ * are request errors (parse, validation): nothing ran.
+ */
+function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string): void {
+  if (json === null || typeof json !== 'object') {
+    tags.add(routeTag)
+    return
+  }
+  const r = json as { data?: unknown; errors?: unknown }
+  collectEntityTags(r.data, tags, false)
+  if ('data' in r && Array.isArray(r.errors) && r.errors.length > 0) tags.add(routeTag)
 }
 
 function pickHeaders(h: Record<string, string | string[] | undefined>): Record<string, string> {
@@ -717,8 +758,7 @@ class MutationCapture extends Transform {
       tags.add(this.#owner.routeTag)
     } else {
       try {
-        const json = JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as { data?: unknown }
-        collectEntityTags(json?.data, tags, false)
+        mutationResultTags(JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as unknown, tags, this.#owner.routeTag)
       } catch {
         tags.add(this.#owner.routeTag)
       }

@@ -92,13 +92,29 @@ class PersistedFilter implements Filter {
 
     // GraphQL-over-HTTP persisted documents: `documentId` ("sha256:<hex>" or a bare id) names a
     // manifest entry; the backend gets the document itself.
-    if (gql.documentId !== undefined && gql.query === undefined) {
+    if (gql.documentId !== undefined) {
       const id = gql.documentId.startsWith('sha256:') ? gql.documentId.slice(7) : gql.documentId
       const op = this.#manifest.lookup(id)
-      if (op === undefined) return this.#notFound()
-      gql.setQuery(op.document)
-      gql.clearDocumentId()
-      return this.#admit(ctx, gql, op, 'manifest')
+      // Two names for one operation must name the same document: otherwise the checks, the
+      // price and the cache key would follow one while the backend (which gets both) may run
+      // the other — or refuse the pair, as Apollo Server does a hash that does not match.
+      if (gql.query !== undefined) {
+        if (op === undefined || op.document !== gql.query) return this.#reject('hash_mismatch', 'documentId and query name different documents')
+        gql.clearDocumentId() // the query stays, and is matched to the manifest below
+      } else {
+        if (op === undefined) return this.#notFound()
+        const named = gql.extensions?.persistedQuery
+        if (named !== undefined) {
+          const hash = typeof named === 'object' && named !== null ? (named as { sha256Hash?: unknown }).sha256Hash : undefined
+          if (typeof hash !== 'string' || (this.#manifest.lookup(hash) !== op && hash.toLowerCase() !== op.docHash)) {
+            return this.#reject('hash_mismatch', 'documentId and extensions.persistedQuery name different documents')
+          }
+          gql.deleteExtension('persistedQuery')
+        }
+        gql.setQuery(op.document)
+        gql.clearDocumentId()
+        return this.#admit(ctx, gql, op, 'manifest')
+      }
     }
     const pq = gql.extensions?.persistedQuery
     if (pq === undefined) {
@@ -178,6 +194,12 @@ class PersistedFilter implements Filter {
   }
 
   #admit(ctx: RequestContext, gql: GraphQLRequest, op: PersistedOperation | undefined, outcome: string): Decision {
+    // GraphQL over HTTP: a mutation never runs from a GET (a link or an <img> in another site's
+    // page would make one with the user's cookies, with no CORS preflight). Checked on GETs only.
+    if (gql.method === 'GET' && gql.operationType === 'mutation') {
+      this.#m.rejections.labels('mutation_over_get').inc()
+      return errorReply('METHOD_NOT_ALLOWED', 'mutations cannot be sent with GET; use POST', undefined, { allow: 'POST' })
+    }
     if (op !== undefined) {
       gql.persistedId = op.id
       this.#m.requests.labels('manifest').inc()

@@ -82,6 +82,7 @@ export class Manifest {
 
   /** By id, else by the sha256 of the document (clients that hash the manifest body). */
   lookup(idOrHash: string): PersistedOperation | undefined {
-    return this.byId.get(idOrHash) ?? this.byHash.get(idOrHash)
+    // A hex digest in upper case names the same document (the APQ check accepts either case).
+    return this.byId.get(idOrHash) ?? this.byHash.get(idOrHash) ?? (idOrHash.length === 64 ? this.byHash.get(idOrHash.toLowerCase()) : undefined)
   }
 }

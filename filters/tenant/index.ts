@@ -1,5 +1,6 @@
-// Resolves who the request is for: a verified JWT claim, else the x-tenant-id header, else a
-// configured default. Unknown tenants are refused (UNKNOWN_TENANT) unless a default exists.
+// Resolves who the request is for: a verified JWT claim when tokens are configured (the header
+// is then ignored), else the x-tenant-id header; else a configured default. Unknown tenants are
+// refused (UNKNOWN_TENANT) unless a default exists.
 // The resolved tenant replaces whatever tenant header the client sent toward the backend.
 import type { TenantFilterConfig } from '../../config/filters/index.ts'
 import { DEFAULT_TIER } from '../../config/defaults.ts'
@@ -54,6 +55,10 @@ class TenantFilter implements Filter {
         return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, o))
       }
       if (jwt.required) return unauthenticated('missing bearer token')
+      // An optional token that was not sent: the request is anonymous (the default tenant, if
+      // any). The tenant header is no credential: anyone could name another tenant with it and
+      // read its cache entries, spend its quota, and reach the backend as that tenant.
+      return this.#admit(ctx, undefined)
     }
     const header = ctx.req.headers[this.#cfg.header]
     return this.#admit(ctx, typeof header === 'string' ? header : undefined)
@@ -61,8 +66,13 @@ class TenantFilter implements Filter {
 
   #fromOutcome(ctx: RequestContext, o: Awaited<ReturnType<JwtVerifier['verify']>>): Decision {
     if (!o.ok) return unauthenticated(o.reason)
-    const value = claimAt(o.claims, this.#cfg.jwt!.claim)
-    if (typeof value !== 'string' || value === '') return unauthenticated(`token has no "${this.#cfg.jwt!.claim}" claim`)
+    const claim = this.#cfg.jwt!.claim
+    const raw = claimAt(o.claims, claim)
+    // Issuers often number their organisations ({"org_id": 42}): an integer names tenant "42".
+    const value = typeof raw === 'number' && Number.isSafeInteger(raw) ? String(raw) : raw
+    if (typeof value !== 'string' || value === '') {
+      return unauthenticated(raw === undefined || raw === null || raw === '' ? `token has no "${claim}" claim` : `token claim "${claim}" is not a string or an integer`)
+    }
     ctx.claims = o.claims
     return this.#admit(ctx, value)
   }
@@ -71,7 +81,7 @@ class TenantFilter implements Filter {
     let tenant = named
     if (tenant === undefined || !(Object.hasOwn(this.#tenants, tenant) || (this.#cfg.allowUnlisted && wellFormed(tenant)))) {
       if (this.#cfg.defaultTenant === undefined) {
-        if (tenant === undefined) return errorReply('UNKNOWN_TENANT', `no tenant given (send ${this.#cfg.header} or a token)`)
+        if (tenant === undefined) return errorReply('UNKNOWN_TENANT', this.#cfg.jwt !== undefined ? 'no tenant given (send a bearer token)' : `no tenant given (send ${this.#cfg.header} or a token)`)
         const shown = tenant.slice(0, 128)
         return errorReply('UNKNOWN_TENANT', this.#cfg.allowUnlisted ? `invalid tenant id "${shown}" (1-128 letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit)` : `unknown tenant "${shown}"`)
       }

@@ -2,7 +2,7 @@
 // (RS256) to a millisecond; clients reuse tokens, so results are cached until the token's
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
@@ -29,10 +29,43 @@ const NEGATIVE_TTL_MS = 30_000
  */
 const CACHE_MAX_BYTES = 8 * 1024 * 1024
 const ENTRY_OVERHEAD_BYTES = 128
+/**
+ * How often the key files are looked at again (one stat each). Keys rotate: an issuer that
+ * starts signing with a new kid, or drops a compromised key, is followed within about this long
+ * without a restart or a config change (the files are not part of the config document).
+ */
+const KEY_FILE_CHECK_MS = 1_000
+
+type Keys = { secret?: Uint8Array; publicKey?: KeyObject; jwks?: JWTVerifyGetKey }
+
+function loadPublicKey(path: string): KeyObject {
+  return createPublicKey(readFileSync(path, 'utf8'))
+}
+
+function loadJwks(path: string): JWTVerifyGetKey {
+  const jwks = JSON.parse(readFileSync(path, 'utf8')) as JSONWebKeySet
+  if (!Array.isArray(jwks.keys)) throw new Error(`${path}: not a JWKS document (no "keys" array)`)
+  return createLocalJWKSet(jwks)
+}
+
+/** What changes when a file is replaced or rewritten ('' when it cannot be read). */
+function fileStamp(path: string): string {
+  try {
+    const s = statSync(path)
+    return `${s.ino}:${s.size}:${s.mtimeMs}`
+  } catch {
+    return ''
+  }
+}
 
 export class JwtVerifier {
   readonly #cfg: TenantJwtConfig
-  readonly #keys: { secret?: Uint8Array; publicKey?: KeyObject; jwks?: JWTVerifyGetKey }
+  #keys: Keys
+  /** Stamps of the key files as last loaded, and when they were last looked at. */
+  #stamps: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
+  #checkedAt = 0
+  /** Bumped by every key reload: an outcome decided with the keys before it is not cached. */
+  #generation = 0
   readonly #cache = new LRUCache<string, Outcome>({
     max: 20_000,
     maxSize: CACHE_MAX_BYTES,
@@ -44,23 +77,68 @@ export class JwtVerifier {
     this.#cfg = cfg
     this.#keys = {}
     if (cfg.secret !== undefined) this.#keys.secret = new TextEncoder().encode(cfg.secret)
-    if (cfg.publicKeyFile !== undefined) this.#keys.publicKey = createPublicKey(readFileSync(cfg.publicKeyFile, 'utf8'))
-    if (cfg.jwksFile !== undefined) {
-      const jwks = JSON.parse(readFileSync(cfg.jwksFile, 'utf8')) as JSONWebKeySet
-      if (!Array.isArray(jwks.keys)) throw new Error(`${cfg.jwksFile}: not a JWKS document (no "keys" array)`)
-      this.#keys.jwks = createLocalJWKSet(jwks)
+    if (cfg.publicKeyFile !== undefined) {
+      this.#stamps.publicKey = fileStamp(cfg.publicKeyFile)
+      this.#keys.publicKey = loadPublicKey(cfg.publicKeyFile)
     }
+    if (cfg.jwksFile !== undefined) {
+      this.#stamps.jwks = fileStamp(cfg.jwksFile)
+      this.#keys.jwks = loadJwks(cfg.jwksFile)
+    }
+    this.#checkedAt = Date.now()
+  }
+
+  /**
+   * Reload a key file that changed on disk (at most one stat per file per second). Outcomes
+   * decided with the old keys are dropped: a token of a newly added kid refused a moment ago
+   * verifies now, and one signed by a removed key is no longer served from the cache. A file
+   * caught half-written does not load: the old keys stay and it is tried again next time.
+   */
+  #reloadChangedKeys(): void {
+    const now = Date.now()
+    if (now - this.#checkedAt < KEY_FILE_CHECK_MS) return
+    this.#checkedAt = now
+    const cfg = this.#cfg
+    let keys: Keys | undefined
+    if (cfg.publicKeyFile !== undefined) {
+      const stamp = fileStamp(cfg.publicKeyFile)
+      if (stamp !== '' && stamp !== this.#stamps.publicKey) {
+        try {
+          const publicKey = loadPublicKey(cfg.publicKeyFile)
+          keys = { ...this.#keys, publicKey }
+          this.#stamps.publicKey = stamp
+        } catch {}
+      }
+    }
+    if (cfg.jwksFile !== undefined) {
+      const stamp = fileStamp(cfg.jwksFile)
+      if (stamp !== '' && stamp !== this.#stamps.jwks) {
+        try {
+          const jwks = loadJwks(cfg.jwksFile)
+          keys = { ...(keys ?? this.#keys), jwks }
+          this.#stamps.jwks = stamp
+        } catch {}
+      }
+    }
+    if (keys === undefined) return
+    this.#keys = keys
+    this.#generation++
+    this.#cache.clear()
   }
 
   /** The cached outcome for a token, or undefined when it must be verified. */
   cached(token: string): Outcome | undefined {
+    if (this.#stamps.jwks !== '' || this.#stamps.publicKey !== '') this.#reloadChangedKeys()
     return this.#cache.get(token)
   }
 
   async verify(token: string): Promise<Outcome> {
+    this.#reloadChangedKeys()
     const hit = this.#cache.get(token)
     if (hit) return hit
+    const generation = this.#generation
     const outcome = await this.#verify(token)
+    if (generation !== this.#generation) return outcome
     if (outcome.ok) {
       const exp = typeof outcome.claims.exp === 'number' ? outcome.claims.exp * 1000 - Date.now() : MAX_POSITIVE_TTL_MS
       if (exp > 0) this.#cache.set(token, outcome, { ttl: Math.min(exp, MAX_POSITIVE_TTL_MS) })

@@ -176,7 +176,8 @@ export const gatewayConfigObject = z.strictObject({
     .strictObject({
       /**
        * true: keep and append to incoming X-Forwarded-* (behind a trusted load balancer).
-       * false: the gateway is the edge; incoming X-Forwarded-* are replaced.
+       * false: the gateway is the edge; incoming X-Forwarded-For/Proto/Host are replaced and a
+       * client's Forwarded, X-Real-IP and other X-Forwarded-* are removed.
        */
       trustIncoming: z.boolean().default(true),
     })

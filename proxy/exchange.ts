@@ -3,6 +3,7 @@
 // request allocates one object of ours, and event listeners are prebuilt functions that find
 // it through a symbol (no closures per request).
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { RequestContext } from './context.ts'
@@ -65,6 +66,25 @@ function onUploadData(chunk: Buffer): void {
 }
 function onTimer(ex: Exchange): void {
   ex.timerFired()
+}
+
+/**
+ * How long a connection closed under an unread request body keeps reading (and dropping) what
+ * the client still sends, before it is cut (nginx's lingering close, Envoy's delayed close).
+ */
+const LINGER_MS = 3_000
+
+/**
+ * socket.destroySoon for such a connection (node:http calls it once the `Connection: close`
+ * reply is written): half-close, so the client sees the reply end, and keep reading; the socket
+ * closes itself when the client closes its side, or is cut after LINGER_MS.
+ */
+function lingeringClose(this: Socket): void {
+  if (this.writable) this.end()
+  if (!this.destroyed) setTimeout(destroySocket, LINGER_MS, this).unref()
+}
+function destroySocket(socket: Socket): void {
+  socket.destroy()
 }
 
 /** Counts streamed request bytes when the client did not declare a length (chunked). */
@@ -180,7 +200,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const route = this.route
     const declared = req.headers['content-length']
     if (declared !== undefined && Number(declared) > route.maxBodyBytes) {
-      this.res.shouldKeepAlive = false // the unread body stays on the socket: do not reuse it
+      this.#closeAfterReply() // the unread body stays on the socket: do not reuse it
       this.replyError('PAYLOAD_TOO_LARGE', `request body of ${declared} bytes exceeds the route limit of ${route.maxBodyBytes}`, -1)
       return
     }
@@ -193,7 +213,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // Router does); send them through an http route instead.
         const type = req.headers['content-type']
         if (!isJson(type)) {
-          this.res.shouldKeepAlive = false // the body stays unread
+          this.#closeAfterReply() // the body stays unread
           this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route takes application/json request bodies, not "${type}"`, -1)
           return
         }
@@ -207,7 +227,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
       if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
         // GraphQL over HTTP is GET and POST (OPTIONS: CORS preflights, which run nothing).
-        this.res.shouldKeepAlive = false
+        this.#closeAfterReply()
         this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST, not ${method}`, -1, { allow: 'GET, POST, OPTIONS' })
         return
       }
@@ -215,7 +235,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // A GET says what it runs in its query string only. A body beside it (some backends read
         // one) would run something no filter checked, priced or keyed the cache by.
         if (req.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0')) {
-          this.res.shouldKeepAlive = false // the body stays unread
+          this.#closeAfterReply() // the body stays unread
           this.replyError('BAD_REQUEST', `a ${method} request to a GraphQL route cannot carry a body`, -1)
           return
         }
@@ -261,7 +281,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const req = this.ctx.req
     req.removeListener('data', onBodyData)
     req.removeListener('end', onBodyEnd)
-    this.res.shouldKeepAlive = false
+    this.#closeAfterReply()
     this.replyError(code, message, -1)
   }
 
@@ -365,6 +385,29 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.ctx.errorCode = code
     this.proxy.metrics.proxyErrors.labels(this.route.name, code).inc()
     this.sendLocal(errorReply(code, message, undefined, headers), below)
+  }
+
+  /**
+   * The reply goes out while the client may still be sending a body nobody will read (a refusal
+   * before reading it, or an upload that failed on its way upstream): the connection carries no
+   * further request (`Connection: close`) and closes by lingering. A socket closed with the
+   * client's bytes still arriving is reset (RST), which took the reply with it: uploaders got
+   * EPIPE/ECONNRESET instead of the 413. And a 413 for an over-limit upload on an http route said
+   * keep-alive while the rest of the body sat unread on a paused socket: the client's next
+   * request on that connection was never read (a hang until its timeout).
+   */
+  #closeAfterReply(): void {
+    this.#noReuse()
+    const req = this.ctx.req
+    // Read and drop the rest while lingering (not possible once undici destroyed the request
+    // stream it was sending: then the socket only half-closes and waits for the client).
+    if (!req.destroyed) req.resume()
+  }
+
+  /** This response ends the connection (`Connection: close`), by lingering: see #closeAfterReply. */
+  #noReuse(): void {
+    this.res.shouldKeepAlive = false
+    this.ctx.socket.destroySoon = lingeringClose
   }
 
   /** Send the 100 Continue the client waits for, once, right before its body is read. */
@@ -587,7 +630,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const err = new ProxyAbort('UPSTREAM_TIMEOUT', `no connection to upstream ${route.upstream.name} became available within ${ms} ms`)
     this.#discarded = true
     // A streamed request body undici never started reading is still on the client socket.
-    if (!this.ctx.req.complete) this.res.shouldKeepAlive = false
+    if (!this.ctx.req.complete) this.#closeAfterReply()
     this.ctx.log.warn({ err: { message: err.message, code: err.code }, upstream: route.upstream.name }, 'upstream request failed')
     this.phase = Phase.Request
     this.replyError(err.code, err.message, route.filters.length)
@@ -616,6 +659,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       controller.abort(new ClientGone())
       return
     }
+    // The upstream answered before the upload was over (a backend's early 401/413): undici stops
+    // sending it and destroys the request stream, the rest of the body stays unread on the client
+    // connection, and a keep-alive client's next request on it was never read (a hang).
+    if (!ctx.req.complete) this.#noReuse()
     if (this.route.responsePhase.length === 0) {
       if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))) return
       this.phase = Phase.Direct
@@ -761,6 +808,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#body?.destroy(err)
       const [code, message] = classify(err, this.route)
       this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, 'upstream request failed')
+      // An upload cut short (over the limit, the upstream gone): the rest is still coming.
+      if (!this.ctx.req.complete) this.#closeAfterReply()
       this.phase = Phase.Request
       this.replyError(code, message, this.route.filters.length)
       return

@@ -76,6 +76,16 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
       case 'x-forwarded-host':
         if (opts.trustIncoming && xfh === undefined) xfh = raw[i + 1]!
         continue
+      // At the edge (trustIncoming false) every header that claims to describe an earlier hop
+      // is the client's own word: RFC 7239 Forwarded, X-Real-IP and the other X-Forwarded-*
+      // (Port, Prefix, Ssl, Scheme…) that frameworks read for the client address, scheme and
+      // base URL. Relayed, a client spoofed them past the gateway that "replaces X-Forwarded-*".
+      case 'forwarded':
+      case 'x-real-ip':
+        if (!opts.trustIncoming) continue
+        break
+      default:
+        if (!opts.trustIncoming && lower.startsWith('x-forwarded-')) continue
     }
     if (edits !== undefined && edits.has(lower)) continue
     out.push(name, raw[i + 1]!)

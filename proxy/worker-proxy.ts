@@ -177,6 +177,12 @@ export class WorkerProxy {
       writeErrorReply(res, 'BAD_REQUEST', badTargetMessage(req.url!))
       return
     }
+    const refused = refusedRequest(req)
+    if (refused !== undefined) {
+      res.once('close', () => this.#finishUnrouted(req, res, start))
+      writeErrorReply(res, 'BAD_REQUEST', refused)
+      return
+    }
     if (!this.#normalizePath(req)) {
       res.once('close', () => this.#finishUnrouted(req, res, start))
       writeErrorReply(res, 'BAD_REQUEST', ESCAPED_SLASH_MESSAGE)
@@ -207,6 +213,11 @@ export class WorkerProxy {
     socket.on('error', destroyOnSocketError)
     if (unroutableTarget(req)) {
       socket.end(rawHttpError('BAD_REQUEST', badTargetMessage(req.url!)))
+      return
+    }
+    const refused = refusedRequest(req)
+    if (refused !== undefined) {
+      socket.end(rawHttpError('BAD_REQUEST', refused))
       return
     }
     if (!this.#normalizePath(req)) {
@@ -267,7 +278,7 @@ export class WorkerProxy {
       {
         reqId: ctx.id || undefined,
         // W3C traceparent "00-<trace-id>-<parent-id>-<flags>": the trace id joins this line to traces.
-        traceId: typeof tp === 'string' && tp.length >= 55 && tp.charCodeAt(2) === 45 && tp.charCodeAt(35) === 45 ? tp.slice(3, 35) : undefined,
+        traceId: typeof tp === 'string' ? traceIdOf(tp) : undefined,
         method: ctx.method,
         path: q === -1 ? ctx.url : ctx.url.slice(0, q), // the query string may carry variables: not logged
         route: ctx.route.name,
@@ -389,9 +400,60 @@ function unroutableTarget(req: IncomingMessage): boolean {
   return false
 }
 
+/**
+ * Why a request is refused before routing, or undefined (the common case: one scan of the
+ * target, one of the header names, no allocation).
+ *
+ * A fragment ("#") is not part of a request target (RFC 9112 §3.2, as Envoy refuses it): node
+ * passed it on, filters read `?query=…#&variables=…` whole while the backend drops everything
+ * from "#" on, so the cost, cache key and persisted checks judged variables it never ran.
+ *
+ * More than one Host header is a 400 (RFC 9112 §3.2): node keeps the first for routing, a
+ * tier in front may have judged the request by the last one.
+ */
+function refusedRequest(req: IncomingMessage): string | undefined {
+  if (req.url!.includes('#')) return 'the request target must not contain a fragment ("#")'
+  const raw = req.rawHeaders
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    if (name.length === 4 && (name === 'host' || name === 'Host' || name.toLowerCase() === 'host') && ++hosts > 1) return 'more than one Host header'
+  }
+  return undefined
+}
+
 function badTargetMessage(target: string): string {
   const shown = target.length > 64 ? `${target.slice(0, 64)}…` : target
   return target === '*' ? 'the asterisk-form request target ("*") names no resource this gateway can route' : `request target "${shown}" is neither a path nor an absolute http(s) URL`
+}
+
+/**
+ * The trace id of a well-formed W3C traceparent (trace-context §3.2), else undefined. Tracers
+ * ignore a malformed one and start a new trace, so its "id" joins this line to no trace: a
+ * client's `00-<any 32 characters>-…` (or an all-zero id, or two headers joined) was logged as
+ * a trace id. Checked without allocating; only a valid id is sliced out.
+ */
+export function traceIdOf(tp: string): string | undefined {
+  // version "-" trace-id "-" parent-id "-" flags; version 00 has exactly this length, later
+  // versions may append fields after another "-".
+  if (tp.length < 55 || (tp.length > 55 && (tp.charCodeAt(55) !== 45 || tp.startsWith('00')))) return undefined
+  if (tp.charCodeAt(2) !== 45 || tp.charCodeAt(35) !== 45 || tp.charCodeAt(52) !== 45) return undefined
+  if (!lowerHex(tp, 0, 2) || tp.startsWith('ff') || !lowerHex(tp, 36, 52) || !lowerHex(tp, 53, 55)) return undefined
+  if (!lowerHex(tp, 3, 35) || allZero(tp, 3, 35) || allZero(tp, 36, 52)) return undefined
+  return tp.slice(3, 35)
+}
+
+function lowerHex(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i)
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false
+  }
+  return true
+}
+
+function allZero(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (s.charCodeAt(i) !== 48) return false
+  return true
 }
 
 function round(ms: number): number {

@@ -77,6 +77,15 @@ export class WorkerProxy {
     // (Node's default answers at once, so a request refused anyway made the client upload first).
     this.server.on('checkContinue', this.checkContinue)
     this.server.on('upgrade', this.upgrade)
+    // CONNECT (a tunnel request): without a listener Node drops the socket with no reply, no
+    // log and no count. This gateway tunnels nothing: 405, counted and logged like any refusal.
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+      socket.on('error', destroyOnSocketError)
+      const start = performance.now()
+      socket.end(rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway'))
+      this.metrics.requests.series('', '405', '').inc()
+      if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: round(performance.now() - start) }, 'access (no route)')
+    })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
         socket.destroy()
@@ -181,6 +190,14 @@ export class WorkerProxy {
     if (refused !== undefined) {
       res.once('close', () => this.#finishUnrouted(req, res, start))
       writeErrorReply(res, 'BAD_REQUEST', refused)
+      return
+    }
+    if (req.method === 'TRACE') {
+      // TRACE echoes the request, credentials and cookies included, to whoever can make a
+      // browser send it (cross-site tracing); nginx refuses it too. The body stays unread.
+      res.shouldKeepAlive = false
+      res.once('close', () => this.#finishUnrouted(req, res, start))
+      writeErrorReply(res, 'METHOD_NOT_ALLOWED', 'TRACE is not served by this gateway')
       return
     }
     if (!this.#normalizePath(req)) {

@@ -1,0 +1,56 @@
+// CONNECT and TRACE are refused with a GraphQL-shaped 405, counted and logged. CONNECT had no
+// listener, so Node dropped the socket without a reply, a log line or a count; TRACE was relayed
+// to http routes' backends (cross-site tracing echoes cookies and credentials back).
+import { connect } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { request } from 'undici'
+import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+
+function raw(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.write(text))
+    let out = ''
+    s.on('data', (d: Buffer) => (out += d.toString('latin1')))
+    s.on('close', () => resolve(out))
+    s.on('error', reject)
+    s.setTimeout(5_000, () => s.destroy(new Error(`no close; got ${JSON.stringify(out)}`)))
+  })
+}
+
+describe('CONNECT and TRACE', () => {
+  let backend: RawBackend
+  let proxy: TestProxy
+  beforeAll(async () => {
+    backend = await startRawBackend((req, res) => {
+      res.writeHead(200, { 'content-type': 'message/http' })
+      res.end(`${req.method} ${req.url}\r\ncookie: ${req.headers.cookie ?? ''}`)
+    })
+    proxy = await startTestProxy({ routes: [{ name: 'rest', upstream: backend.url, type: 'http' }] })
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await backend?.close()
+  })
+
+  it('CONNECT gets a 405 with the GraphQL error shape and is counted, and the proxy keeps serving', async () => {
+    const reply = await raw(proxy.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')
+    expect(reply).toMatch(/^HTTP\/1\.1 405 Method Not Allowed\r\n/)
+    const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { errors: { extensions: { code: string } }[] }
+    expect(body.errors[0]!.extensions.code).toBe('METHOD_NOT_ALLOWED')
+    await expect.poll(async () => metricSum(await proxy.metricsText(), 'igw_requests_total', 'status="405"')).toBeGreaterThanOrEqual(1)
+    const ok = await request(`${proxy.url}/after`)
+    expect(ok.statusCode).toBe(200)
+    await ok.body.text()
+  })
+
+  it('TRACE is refused before any route or backend sees it', async () => {
+    const before = backend.requests.length
+    const res = await request(`${proxy.url}/x`, { method: 'TRACE', headers: { cookie: 'session=secret' } })
+    expect(res.statusCode).toBe(405)
+    const text = await res.body.text()
+    expect(text).toContain('METHOD_NOT_ALLOWED')
+    expect(text).not.toContain('secret')
+    expect(backend.requests.length).toBe(before)
+  })
+})

@@ -659,6 +659,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       controller.abort(new ClientGone())
       return
     }
+    const te = headers['transfer-encoding']
+    if (te !== undefined && te !== 'chunked' && !chunkedOnly(te)) {
+      // A transfer coding is hop-by-hop: undici undoes only chunked, and Transfer-Encoding is
+      // not relayed, so `gzip, chunked` reached the client as gzip bytes nothing announced.
+      controller.abort(new ProxyAbort('UPSTREAM_UNAVAILABLE', `upstream ${this.route.upstream.name} sent a transfer coding this gateway does not decode (Transfer-Encoding: ${String(te).slice(0, 64)})`))
+      return
+    }
     // The upstream answered before the upload was over (a backend's early 401/413): undici stops
     // sending it and destroys the request stream, the rest of the body stays unread on the client
     // connection, and a keep-alive client's next request on it was never read (a hang).
@@ -883,6 +890,11 @@ function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
     default:
       return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} failed: ${code ?? err.message}`]
   }
+}
+
+/** Transfer-Encoding `chunked` alone (any case, surrounding spaces): what undici decodes. */
+function chunkedOnly(te: string | string[]): boolean {
+  return typeof te === 'string' && te.trim().toLowerCase() === 'chunked'
 }
 
 function isJson(contentType: string | undefined): boolean {

@@ -24,22 +24,36 @@ role_attributes := {
 
 known_actions := {"admin.read", "admin.write", "dlp.review", "dlp.detokenize", "proxy.sync", "plugins.write"}
 
+# Roles and attributes are lists of strings: `in` would also walk an object's values
+# ({"x": "admin"}) and grant what the token never listed.
 granted contains a if {
+	is_array(input.subject.roles)
 	some role in input.subject.roles
 	some a in role_attributes[role]
 }
 
 granted contains a if {
+	is_array(input.subject.attributes)
 	some a in input.subject.attributes
 	a in known_actions
 }
 
-tenant_scoped if is_string(input.subject.tenant)
+# Any tenant claim scopes the subject, whatever its value: one that is not a usable id (null, a
+# number, a list, "") must not read as "no tenant", which would mean every tenant.
+tenant_scoped if {
+	some key, _ in input.subject
+	key == "tenant"
+}
+
+valid_tenant if {
+	is_string(input.subject.tenant)
+	input.subject.tenant != ""
+}
 
 in_scope if not tenant_scoped
 
 in_scope if {
-	tenant_scoped
+	valid_tenant
 	input.resource.tenant == input.subject.tenant
 }
 
@@ -78,7 +92,15 @@ reason := concat("", ["subject lacks the \"", input.action, "\" attribute"]) if 
 reason := concat("", ["subject is scoped to tenant \"", input.subject.tenant, "\"; this resource is outside it"]) if {
 	input.action in known_actions
 	input.action in granted
+	valid_tenant
 	not in_scope
+}
+
+reason := "subject's tenant claim is not a non-empty string" if {
+	input.action in known_actions
+	input.action in granted
+	tenant_scoped
+	not valid_tenant
 }
 
 reason := "detokenize needs a justification of at least 8 characters (x-justification header)" if {

@@ -88,3 +88,19 @@ test_tenant_scoped_subject_cannot_upload_plugins if {
 	d.allow == false
 	d.reason == "subject is scoped to tenant \"acme\"; this resource is outside it"
 }
+
+test_a_malformed_tenant_claim_still_scopes if {
+	every tenant in [null, 5, false, ["acme"], {"id": "acme"}, ""] {
+		d := admin.decision with input as {"subject": {"sub": "t", "roles": ["admin"], "tenant": tenant}, "action": "admin.write", "resource": {"type": "config"}}
+		d == {"allow": false, "reason": "subject's tenant claim is not a non-empty string"}
+	}
+	not admin.allow with input as {"subject": {"sub": "t", "roles": ["admin"], "tenant": null}, "action": "admin.write", "resource": {"type": "quotas", "tenant": null}}
+	not admin.allow with input as {"subject": {"sub": "t", "roles": ["admin"], "tenant": ""}, "action": "admin.write", "resource": {"type": "quotas", "tenant": ""}}
+}
+
+test_roles_and_attributes_must_be_lists if {
+	not admin.allow with input as {"subject": {"sub": "x", "roles": {"r": "admin"}}, "action": "admin.write", "resource": {"type": "config"}}
+	not admin.allow with input as {"subject": {"sub": "x", "attributes": {"a": "admin.write"}}, "action": "admin.write", "resource": {"type": "config"}}
+	not admin.allow with input as {"subject": {"sub": "x", "roles": "admin"}, "action": "admin.read", "resource": {"type": "config"}}
+	not admin.allow with input as {"subject": {"sub": "x", "roles": ["Admin", "ADMIN"]}, "action": "admin.read", "resource": {"type": "config"}}
+}

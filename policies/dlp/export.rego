@@ -36,7 +36,10 @@ reason := concat("", ["preset \"", input.preset, "\" is not allowed for exports 
 
 allowed_text := concat("", ["only ", allowed_presets[0]]) if count(allowed_presets) == 1
 
-allowed_text := concat("", ["allowed: ", concat(", ", sort(allowed_presets))]) if count(allowed_presets) != 1
+allowed_text := concat("", ["allowed: ", concat(", ", sort(allowed_presets))]) if count(allowed_presets) > 1
+
+# dlp.policy.allowedPresets: [] turns exports off; "(allowed: )" would read like a bug.
+allowed_text := "no preset is allowed" if count(allowed_presets) == 0
 
 reason := concat("", ["high-risk values would leave without tokenization", untokenized_text]) if {
 	not allow

@@ -45,3 +45,8 @@ test_stream_phase_names_the_untokenized_types if {
 test_high_risk_under_an_allowed_mask_preset_is_denied if {
 	not dlp.allow with input as {"preset": "mask_basic", "contains_high_risk_without_tokenization": true} with data.igw.dlp.allowed_presets as ["mask_basic"]
 }
+
+test_no_allowed_preset_says_so if {
+	d := dlp.decision with input as {"preset": "tokenize_strict"} with data.igw.dlp.allowed_presets as []
+	d == {"allow": false, "reason": "preset \"tokenize_strict\" is not allowed for exports (no preset is allowed)"}
+}

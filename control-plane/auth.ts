@@ -133,7 +133,8 @@ export class Authorizer {
   }
 
   static async load(bundle = 'admin'): Promise<Authorizer> {
-    return new Authorizer(await loadPolicyBundle(bundle))
+    // A bundle without the decision entrypoint refuses the start, not every request.
+    return new Authorizer(await loadPolicyBundle(bundle, undefined, { entrypoints: ['intelgraph/admin/decision'] }))
   }
 
   decide(subject: Subject | undefined, action: string, resource: { type: string; id?: string; tenant?: string }, context: Record<string, unknown> = {}): Decision {

@@ -145,10 +145,12 @@ export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
   let policy: Promise<PolicyEvaluator> | undefined
   if (cfg.policy.enabled) {
     const data = { igw: { dlp: { allowed_presets: cfg.policy.allowedPresets } } }
-    const key = `${cfg.policy.bundle}\u0000${JSON.stringify(data)}`
+    const key = `${cfg.policy.bundle}\u0000${cfg.policy.entrypoint}\u0000${JSON.stringify(data)}`
     policy = policies.get(key)
     if (policy === undefined) {
-      policy = loadPolicyBundle(cfg.policy.bundle, data)
+      // A bundle without the configured entrypoint (a typo, the admin bundle named by mistake)
+      // is refused with the config, not found out by denying every export at run time.
+      policy = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint] })
       policies.set(key, policy)
       policy.catch(() => policies.delete(key))
     }

@@ -169,8 +169,13 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
     void yoga.handle(req, res)
   })
 
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve)
+  })
+  // Attached once the port is ours: attached before, a taken port would also reach graphql-ws's
+  // own error handler, which prints a stack trace about an "internal error" beside our one line.
   const wss = new WebSocketServer({ server, path: '/graphql' })
-  wss.on('error', () => undefined) // server errors (EADDRINUSE) are reported by listen below
   useServer(
     {
       execute: (args: { rootValue: { execute: (a: unknown) => unknown } }) => args.rootValue.execute(args),
@@ -194,10 +199,6 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
     wss,
   )
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve)
-  })
   const port = (server.address() as AddressInfo).port
   return {
     server,

@@ -27,7 +27,7 @@ export function demoDocument(backendUrl: string, dir: string): Record<string, un
     },
     quotas: {
       defaults: { graphql: { rate: 50, burst: 100, limitPerDay: 100000 } },
-      tenants: { acme: { graphql: { rate: 10, burst: 30, limitPerDay: 1000 } } },
+      tenants: { acme: { graphql: { rate: 5, burst: 30, limitPerDay: 1000 } } }, // slow refill: the printed loop shows 429s even on a busy machine
     },
     persistedDocuments: {
       operations: {
@@ -68,6 +68,13 @@ export function demoDocument(backendUrl: string, dir: string): Record<string, un
   }
 }
 
+/** Where a client reaches a listen address: a wildcard or no host means this machine's loopback. */
+export function printableHost(listen: string): string {
+  const host = splitListenAddress(listen).host
+  if (host === undefined || host === '0.0.0.0' || host === '::' || host === '*') return '127.0.0.1'
+  return host.includes(':') ? `[${host}]` : host
+}
+
 export async function runDemo(flags: Flags): Promise<void> {
   const backendAddr = splitListenAddress(process.env.IGW_DEMO_BACKEND ?? '127.0.0.1:4000')
   let backend
@@ -80,7 +87,7 @@ export async function runDemo(flags: Flags): Promise<void> {
         ? `igw demo: port ${backendAddr.port} is taken; run the sample backend elsewhere with IGW_DEMO_BACKEND=127.0.0.1:4001`
         : `igw demo: cannot start the sample backend: ${e.message}`,
     )
-    process.exit(1)
+    process.exit(e.code === 'EADDRINUSE' ? 69 : 1) // EX_UNAVAILABLE, as for the proxy's own addresses
   }
   const listen = flags.listen ?? ':8080'
   const adminListen = flags['admin-listen'] ?? ':9901'
@@ -124,8 +131,9 @@ export async function runDemo(flags: Flags): Promise<void> {
     undefined,
     async (config, version) => (proxy = await startProxy({ config, version })),
   )
-  const gw = `http://127.0.0.1:${proxy!.port}`
-  const adm = `http://127.0.0.1:${proxy!.adminPort}`
+  const gw = `http://${printableHost(listen)}:${proxy!.port}`
+  const adm = `http://${printableHost(adminListen)}:${proxy!.adminPort}`
+  const ws = `ws://${printableHost(listen)}:${proxy!.port}`
   const cpu = cp.url
   process.stderr.write(`
 IntelGraph Gateway demo
@@ -146,8 +154,8 @@ Try:
   curl -s '${gw}/export/entities.csv?count=3' -H 'x-tenant-id: acme'       # acme's preset tokenize_strict blocks SSNs: 403 DLP_BLOCKED
   curl -s ${adm}/metrics | grep -E '^igw_(requests_total|cache_requests_total|quota_rejections_total|dlp_actions_total)'
 
-Subscription over WebSocket (graphql-transport-ws), e.g. with websocat:
-  websocat -H 'Sec-WebSocket-Protocol: graphql-transport-ws' ws://127.0.0.1:${proxy!.port}/graphql
+Subscription over WebSocket (graphql-transport-ws), e.g. with websocat (send the first line, wait for connection_ack, then the second):
+  websocat --protocol graphql-transport-ws ${ws}/graphql
     {"type":"connection_init"}
     {"id":"1","type":"subscribe","payload":{"query":"subscription { countdown(from: 5) }"}}
 
@@ -155,14 +163,14 @@ Control plane (the gateway above takes its config from it; every change is valid
   export IGW_TOKEN=${adminToken}
   curl -s ${cpu}/v1/tenants -H "authorization: Bearer $IGW_TOKEN"
   curl -s -X PUT ${cpu}/v1/tenants/initech -H "authorization: Bearer $IGW_TOKEN" -H 'content-type: application/json' -d '{"tier":"bronze"}'
-  curl -s -X PUT ${cpu}/v1/tenants/acme/quotas/graphql -H "authorization: Bearer $IGW_TOKEN" -H 'content-type: application/json' -d '{"limitPerDay":1000}'
+  curl -s -X PUT ${cpu}/v1/tenants/acme/quotas/graphql -H "authorization: Bearer $IGW_TOKEN" -H 'content-type: application/json' -d '{"limitPerDay":5000}'   # pushed: acme's RateLimit-Policy says "daily";q=5000
   curl -s -X PUT ${cpu}/v1/tenants/acme -H "authorization: Bearer $IGW_TOKEN" -H 'content-type: application/json' -d '{"tier":"platinum"}'   # 400 names the path
   curl -s ${cpu}/v1/proxies -H "authorization: Bearer $IGW_TOKEN"          # applied version, last NACK
   curl -s ${cpu}/v1/audit -H "authorization: Bearer $IGW_TOKEN"            # signed, hash-chained
   curl -s "${cpu}/v1/tenants/demo/statement" -H "authorization: Bearer $IGW_TOKEN"
   curl -s ${cpu}/graphql -H "authorization: Bearer $IGW_TOKEN" -H 'content-type: application/json' -d '{"query":"{ quotas(tenant: \\"acme\\") { kind limitPerDay usedToday } }"}'
   curl -s ${cpu}/graphql -H "authorization: Bearer ${viewerToken}" -H 'content-type: application/json' -d '{"query":"mutation { setQuota(kind: \\"graphql\\", limitPerDay: 5) { kind } }"}'   # FORBIDDEN: viewer
-  igw audit verify --db sqlite:${join(dir, 'igw.db')} --signing-key ${join(dir, 'signing-key.pem')}
+  npx igw audit verify --db sqlite:${join(dir, 'igw.db')} --signing-key ${join(dir, 'signing-key.pem')}
 
 Ctrl-C stops everything.
 `)

@@ -101,8 +101,12 @@ function sendableCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
 }
 
-/** A close reason fits in 123 bytes of UTF-8 (RFC 6455 §5.5: control frames carry at most 125). */
-function closeReason(text: string): string {
+/**
+ * A close reason fits in 123 bytes of UTF-8 (RFC 6455 §5.5: control frames carry at most 125):
+ * ws throws on a longer one, so any reason built from client input goes through here.
+ */
+export function closeReason(text: string): string {
+  if (text.length <= 41) return text // 41 UTF-16 units are at most 123 bytes of UTF-8
   const bytes = Buffer.from(text)
   if (bytes.length <= 123) return text
   let end = 120

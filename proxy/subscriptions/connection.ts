@@ -21,7 +21,8 @@ import type { ReplayFeed } from './replay-feed.ts'
 import type { LogEvent } from './replay-ring.ts'
 import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayload } from './stream.ts'
 import { TokenBucket } from './token-bucket.ts'
-import { invalidHeader } from './upstream.ts'
+import { invalidHeader, type UpstreamListener } from './upstream.ts'
+import { closeReason } from '../websocket-bridge.ts'
 
 type ConnState = 'init' | 'ready' | 'closing' | 'closed'
 
@@ -325,7 +326,9 @@ export class ClientConnection {
     if (this.#state === 'closed' || this.#state === 'closing') return
     this.#state = 'closing'
     this.hub.metrics.closes.labels(String(code)).inc()
-    this.ws.close(code, reason.length > 120 ? `${reason.slice(0, 117)}...` : reason)
+    // Bytes, not characters: ws throws on a reason over 123 bytes of UTF-8 (an id or a message
+    // type of non-ASCII characters quoted in it), and the connection would stay open, deaf.
+    this.ws.close(code, closeReason(reason))
   }
 
   #onClose(): void {
@@ -380,22 +383,9 @@ export class ClientConnection {
       case 'subscribe':
         this.#subscribe(cmd)
         return
-      case 'stop': {
-        const pending = this.#pending.get(cmd.id)
-        if (pending !== undefined) {
-          // The id is free again at once (the protocol allows reusing it after complete); the
-          // admission still running keeps counting toward the connection's limit until it ends.
-          pending.cancelled = true
-          this.#pending.delete(cmd.id)
-          this.#cancelledPending++
-        }
-        const sub = this.subs.get(cmd.id)
-        if (sub !== undefined) {
-          sub.end()
-          if (this.protocol === TOPICS) this.#sendNow(this.writer.complete(cmd.id))
-        }
+      case 'stop':
+        this.#stop(cmd.id)
         return
-      }
       case 'replay':
         this.#replay(cmd.id, cmd.cursor)
         return
@@ -407,6 +397,23 @@ export class ClientConnection {
       case 'terminate':
         this.#close(1000, 'client terminated')
         return
+    }
+  }
+
+  /** The client ends operation `id` (complete, stop, unsubscribe); nothing is sent for it after. */
+  #stop(id: string): void {
+    const pending = this.#pending.get(id)
+    if (pending !== undefined) {
+      // The id is free again at once (the protocol allows reusing it after complete); the
+      // admission still running keeps counting toward the connection's limit until it ends.
+      pending.cancelled = true
+      this.#pending.delete(id)
+      this.#cancelledPending++
+    }
+    const sub = this.subs.get(id)
+    if (sub !== undefined) {
+      sub.end()
+      if (this.protocol === TOPICS) this.#sendNow(this.writer.complete(id))
     }
   }
 
@@ -476,9 +483,19 @@ export class ClientConnection {
       return
     }
     if (this.subs.has(cmd.id) || this.#pending.has(cmd.id)) {
-      if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.subscriberExists, `Subscriber for ${cmd.id} already exists`)
-      else this.#refuse(cmd.id, 'BAD_REQUEST', `subscription "${cmd.id}" already exists`)
-      return
+      if (this.protocol === TRANSPORT_WS) {
+        this.#close(CLOSE.subscriberExists, `Subscriber for ${cmd.id} already exists`)
+        return
+      }
+      if (this.protocol === TOPICS) {
+        this.#refuse(cmd.id, 'BAD_REQUEST', `subscription "${cmd.id}" already exists`)
+        return
+      }
+      // Legacy graphql-ws has no way to refuse a start without ending the operation of that id
+      // in the client (its `error` does): subscriptions-transport-ws's server ends the running
+      // operation and starts the new one. An `error` here left the old one running unseen —
+      // its upstream stream and quota slot held until the socket closed, its events discarded.
+      this.#stop(cmd.id)
     }
     const cfg = this.hub.config
     if (this.subs.size + this.#pending.size + this.#cancelledPending >= cfg.maxSubscriptionsPerConnection) {
@@ -638,7 +655,7 @@ export class ClientConnection {
     this.subs.set(cmd.id, sub)
     this.tierMetrics.subscriptions.inc()
     if (stream === undefined) {
-      this.#single(sub, { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null }, route, headers, params)
+      this.#single(sub, { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null }, route, headers, params, opType === 'mutation')
       return
     }
     const cursor = cmd.cursor
@@ -648,9 +665,28 @@ export class ClientConnection {
     stream.attach(sub, cursor)
   }
 
-  /** Queries and mutations over the socket: one upstream operation, answered directly (no sharing, no log). */
-  #single(sub: Subscription, payload: UpstreamPayload, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined): void {
+  /**
+   * Queries and mutations over the socket: one upstream operation, answered directly (no sharing,
+   * no log). graphql-ws re-sends every operation still open when its connection comes back after
+   * a drop: harmless for a query, but a mutation the backend may already have run would run
+   * twice. A mutation in flight when the upstream connection drops ends with
+   * UPSTREAM_UNAVAILABLE instead (like an HTTP mutation whose connection broke: never re-sent).
+   */
+  #single(sub: Subscription, payload: UpstreamPayload, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined, mutation: boolean): void {
     const upstream = this.hub.upstreamFor(route, this.upgrade.url ?? '/', sub.ctx.tenant, headers, params)
+    let lost: UpstreamListener | undefined
+    if (mutation) {
+      lost = {
+        upstreamLost: () => {
+          if (sub.closed) return
+          this.hub.logger.debug({ conn: this.id, id: sub.id, upstream: upstream.url }, 'upstream connection lost with a mutation in flight; not re-sent')
+          this.#sendNow(this.writer.error(sub.id, [{ message: 'upstream connection lost while the mutation was in flight; it was not re-sent (it may or may not have been executed)', extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]))
+          sub.end()
+        },
+        upstreamRestored: () => {},
+      }
+      upstream.listeners.add(lost)
+    }
     const cancel = upstream.subscribe(
       payload,
       {
@@ -669,7 +705,14 @@ export class ClientConnection {
         },
       },
     )
-    sub.setCancel(cancel)
+    sub.setCancel(
+      lost === undefined
+        ? cancel
+        : () => {
+            upstream.listeners.delete(lost)
+            cancel()
+          },
+    )
   }
 
   /**

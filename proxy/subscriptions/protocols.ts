@@ -187,9 +187,14 @@ function parseGraphql(protocol: ProtocolName, msg: Record<string, unknown>): Cli
       return { t: 'stop', id: msg.id }
     }
     case 'ping':
-      return protocol === TRANSPORT_WS ? { t: 'ping', payload: msg.payload } : { t: 'bad', reason: '"ping" is not a graphql-ws message' }
-    case 'pong':
-      return protocol === TRANSPORT_WS ? { t: 'pong' } : { t: 'bad', reason: '"pong" is not a graphql-ws message' }
+    case 'pong': {
+      if (protocol !== TRANSPORT_WS) return { t: 'bad', reason: `"${type}" is not a graphql-ws message` }
+      // PROTOCOL.md: the payload is an object, or null/absent (graphql-ws's server closes with
+      // 4400 on anything else, and its client would take an echoed string as a bad response).
+      const payload = optObject(msg.payload)
+      if (payload === false) return { t: 'bad', reason: `"${type}" payload must be an object` }
+      return type === 'ping' ? { t: 'ping', payload } : { t: 'pong' }
+    }
     case 'connection_terminate':
       return protocol === LEGACY_WS ? { t: 'terminate' } : { t: 'bad', reason: '"connection_terminate" is not a graphql-transport-ws message' }
     default:

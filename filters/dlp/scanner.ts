@@ -20,6 +20,8 @@ const COLS = 6
 
 // Shortest value any built-in rule matches ("1.1.1.1", "a@b.co" → 6).
 const MIN_LENGTH = 6
+// Shorter candidates tried when a match that spans spaces is rejected (see ExportScanner#shorter).
+const MAX_CUTS = 2
 
 /** What a preset does with each type of one rule pack: Int8Array by type index (-1: nothing). */
 export function compileActions(pack: RulePack, preset: Readonly<Record<string, string>>): Int8Array {
@@ -175,8 +177,15 @@ export class ExportScanner {
           }
         }
         if (!found) {
-          regex.lastIndex = start + 1
-          continue
+          // The pattern ran on into what follows the value across a space ("4111 1111 1111 1111
+          // 123": a card and its CVV; "4111111111111111 05/27"): the value may end earlier.
+          const cut = this.#shorter(rules[g - 1]!, value, start, end, hint)
+          if (cut === -1) {
+            regex.lastIndex = start + 1
+            continue
+          }
+          rule = rules[g - 1]!
+          end = cut
         }
       }
       const whole = start === 0 && end === value.length
@@ -191,10 +200,31 @@ export class ExportScanner {
     return out === undefined ? undefined : out + value.slice(last)
   }
 
+  /**
+   * A shorter match of `rule` at `start` that ends before one of the last spaces of the rejected
+   * candidate text[start, end) and is accepted; -1: none. Built-in rules end where a space may
+   * follow, so the shorter match is one the pattern allows there. At most MAX_CUTS tries.
+   */
+  #shorter(rule: CompiledRule, text: string, start: number, end: number, hint: number): number {
+    let cut = text.lastIndexOf(' ', end - 1)
+    for (let tries = 0; tries < MAX_CUTS && cut > start; tries++, cut = text.lastIndexOf(' ', cut - 1)) {
+      if (text.charCodeAt(cut - 1) === 32) continue
+      rule.sticky.lastIndex = start
+      const m = rule.sticky.exec(text.slice(0, cut))
+      if (m !== null && m[0].length === cut - start && this.#accept(rule, text, start, cut, hint)) return cut
+    }
+    return -1
+  }
+
   #accept(rule: CompiledRule, text: string, start: number, end: number, hint: number): boolean {
-    const byField = (hint & (1 << rule.type)) !== 0
-    if (!byField && rule.excludeWords !== undefined && wordBefore(text, start, rule.excludeWindow, rule.excludeWords)) return false
-    if (rule.contextRequired && !byField && (rule.contextWords === undefined || !wordBefore(text, start, rule.contextWindow, rule.contextWords))) return false
+    if ((hint & (1 << rule.type)) === 0) {
+      // The field name does not vouch for the type: context words must be there (when required),
+      // and an exclusion word counts only after the nearest context word ("order 123, phone
+      // 415-555-0143" is a phone; "phone: see order #4155550143" is not).
+      const context = rule.contextWords === undefined ? -1 : lastWordEnd(text, start, rule.contextWindow, rule.contextWords)
+      if (rule.contextRequired && context === -1) return false
+      if (rule.excludeWords !== undefined && excludedAfter(text, start, rule.excludeWindow, rule.excludeWords, context)) return false
+    }
     return rule.validator(text, start, end)
   }
 
@@ -237,9 +267,62 @@ export class ExportScanner {
   }
 }
 
-/** Whether one of `words` occurs in the `window` characters before `start` (case-insensitive). */
-function wordBefore(text: string, start: number, window: number, words: readonly string[]): boolean {
-  const before = text.slice(Math.max(0, start - window), start).toLowerCase()
-  for (const w of words) if (before.includes(w)) return true
+function isLower(c: number): boolean {
+  return c >= 97 && c <= 122
+}
+
+/**
+ * Whether `word` (lower-case) at text[at] starts a word: a word that begins with a letter must
+ * not continue one ("tin" in "routing", "ref" in "preferred", "tel" in "hotel", "order" in
+ * "border" are not the words), unless a capital starts it after a lower-case letter ("homePhone").
+ * Words that begin with punctuation ("#", "ss#") stand anywhere.
+ */
+function startsWord(text: string, at: number, word: string): boolean {
+  if (at === 0 || !isLower(word.charCodeAt(0))) return true
+  const prev = text.charCodeAt(at - 1) | 0x20
+  if (!isLower(prev)) return true
+  const c = text.charCodeAt(at)
+  return c >= 65 && c <= 90 && isLower(text.charCodeAt(at - 1))
+}
+
+/**
+ * The end (index into text) of the last of `words` that starts a word in the `window` characters
+ * before `start`, case-insensitive; -1: none.
+ */
+function lastWordEnd(text: string, start: number, window: number, words: readonly string[]): number {
+  const from = Math.max(0, start - window)
+  const before = text.slice(from, start).toLowerCase()
+  // Lower-casing changed the length ("İ"): positions no longer map back; any occurrence counts,
+  // as from the start of the window (exclusion words anywhere in theirs still count).
+  if (before.length !== start - from) return words.some((w) => before.includes(w)) ? from : -1
+  let best = -1
+  for (const w of words) {
+    for (let i = before.lastIndexOf(w); i !== -1; i = i === 0 ? -1 : before.lastIndexOf(w, i - 1)) {
+      if (!startsWord(text, from + i, w)) continue
+      best = Math.max(best, from + i + w.length)
+      break
+    }
+  }
+  return best
+}
+
+/**
+ * Whether one of the exclusion `words` starts a word in the `window` characters before `start`
+ * and after the context word that ends at `context` (-1: none). A punctuation word right after
+ * the context word belongs to it: "SSN# 123456789", "phone # 415 555 0143".
+ */
+function excludedAfter(text: string, start: number, window: number, words: readonly string[], context: number): boolean {
+  const from = Math.max(0, start - window, context)
+  if (from >= start) return false
+  const before = text.slice(from, start).toLowerCase()
+  if (before.length !== start - from) return words.some((w) => before.includes(w))
+  for (const w of words) {
+    for (let i = before.indexOf(w); i !== -1; i = before.indexOf(w, i + 1)) {
+      const at = from + i
+      if (!startsWord(text, at, w)) continue
+      if (context !== -1 && !isLower(w.charCodeAt(0)) && (at === context || (at === context + 1 && text.charCodeAt(context) === 32))) continue
+      return true
+    }
+  }
   return false
 }

@@ -216,8 +216,11 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
     async (config, version) => (handle = await startProxy({ config, version: version > 0 ? version : 1 })),
   )
   installSignals(handle!.logger, async () => {
-    await client.close()
+    await client.close() // no more pushes; reports what was counted so far
     await handle!.close()
+    // The requests that finished during the drain: one last report, bounded (the pod's grace
+    // period is spent on the drain already).
+    await Promise.race([client.reportUsage().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())])
   })
 }
 

@@ -80,6 +80,49 @@ interface WorkerSlot {
 /** Metric types whose values only grow: a retired thread's are kept (gauges are not: it is gone). */
 const CUMULATIVE = new Set(['counter', 'histogram'])
 
+/** A thread's answer to a metrics scrape, with the thread that gave it. */
+interface MetricsAnswer {
+  from: Worker
+  data: MetricsJson
+}
+
+/**
+ * Adds the counters and histograms of `from` into `into` (same name, same metricName and labels:
+ * values summed), synchronously: the retired total must change in the same turn as the thread
+ * it counts leaves the live set, or a scrape in between counts that thread twice or not at all.
+ */
+function addCumulative(into: MetricsJson, from: MetricsJson): MetricsJson {
+  const byName = new Map(into.map((m) => [m.name, m]))
+  for (const m of from) {
+    // (prom-client's typings declare a numeric enum; the JSON carries "counter", "gauge", …)
+    if (!CUMULATIVE.has(m.type as unknown as string)) continue
+    let target = byName.get(m.name)
+    if (target === undefined) {
+      target = { ...m, values: [] }
+      byName.set(m.name, target)
+      into.push(target)
+    }
+    const index = new Map<string, MetricsJson[number]['values'][number]>()
+    for (const v of target.values) index.set(seriesKey(v), v)
+    for (const v of m.values) {
+      const key = seriesKey(v)
+      const have = index.get(key)
+      if (have !== undefined) have.value += v.value
+      else {
+        const copy = { ...v, labels: { ...v.labels } }
+        target.values.push(copy)
+        index.set(key, copy)
+      }
+    }
+  }
+  return into
+}
+
+function seriesKey(v: { labels: object; metricName?: string }): string {
+  const labels = Object.entries(v.labels as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  return `${v.metricName ?? ''}\u0000${JSON.stringify(labels)}`
+}
+
 /** Replies awaited from the worker threads a request went to; a thread that exits no longer counts. */
 interface Waiter<T> {
   pending: Set<number>
@@ -168,8 +211,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let closing = false
   const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined }))
   let metricsSeq = 0
-  const metricsWaiters = new Map<number, Waiter<MetricsJson>>()
+  const metricsWaiters = new Map<number, Waiter<MetricsAnswer>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
+  /** Usage drained from threads outside a collection (late answers, last counts): see 'usage'. */
+  let unclaimedUsage: UsageSnapshot = {}
   /** Keyed by version; `got` holds one entry per answer: undefined (applied) or the error. */
   const applyWaiters = new Map<number, Waiter<string | undefined>>()
   /** A config version is being applied: a thread that starts meanwhile is synced when it ends. */
@@ -228,11 +273,17 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           return
         case 'metrics':
           if (slot.worker === worker) slot.lastMetrics = msg.data
-          answer(metricsWaiters.get(msg.id), slot.id, msg.data)
+          answer(metricsWaiters.get(msg.id), slot.id, { from: worker, data: msg.data })
           return
-        case 'usage':
-          answer(usageWaiters.get(msg.id), slot.id, msg.data)
+        case 'usage': {
+          // An answer nobody waits for any more (it came after the 2 s deadline) or that nobody
+          // asked for (a thread's last counts, sent as it drains or dies) was drained from the
+          // thread all the same: kept for the next collection instead of being lost.
+          const w = usageWaiters.get(msg.id)
+          if (w !== undefined && w.pending.has(slot.id)) answer(w, slot.id, msg.data)
+          else unclaimedUsage = mergeUsage(unclaimedUsage, msg.data)
           return
+        }
         case 'applied':
           if (slot.worker === worker) slot.version = msg.version
           answer(applyWaiters.get(msg.version), slot.id, undefined)
@@ -260,7 +311,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       for (const w of metricsWaiters.values()) forget(w, slot.id)
       for (const w of usageWaiters.values()) forget(w, slot.id)
       for (const w of applyWaiters.values()) forget(w, slot.id)
-      retire(slot)
+      retire(slot, worker)
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
         return
@@ -451,6 +502,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     const previousHealth = health.current
     health.current = new UpstreamHealth(config, onHealth, previousHealth)
     previousHealth.stop()
+    // The gauge shows the upstreams checked now: one the new config no longer has (or no longer
+    // checks) kept its last value for the life of the process, so a removed upstream that was
+    // down paged (IgwUpstreamUnhealthy) forever. Those carried over keep their verdict.
+    upstreamUp.reset()
+    for (const st of health.current.states.values()) if (st.checked) upstreamUp.labels(st.name).set(st.healthy ? 1 : 0)
     lifecycle.info({ version }, 'config applied')
     if (applying === 0) syncVersions() // a thread that started meanwhile booted with the previous config
     return { ok: true, version }
@@ -564,15 +620,20 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
    * spikes, alerts fire). A thread that exits takes its counts with it, so the counters and
    * histograms of its last answer are kept here and added to every scrape from then on; a thread
    * that does not answer a scrape in time is counted with its last answer.
+   *
+   * Kept in step with the live set: a thread's last answer moves into `retired` in the same turn
+   * as it is marked gone, and a scrape drops any answer a gone thread gave it (that answer, or a
+   * later one, is in `retired`). A thread that answered a scrape and died before the scrape
+   * ended was counted twice in it (its answer and its retired counts), and the next scrape then
+   * dropped by that much: a counter reset to Prometheus.
    */
-  let retired: Promise<MetricsJson> = Promise.resolve([])
-  function retire(slot: WorkerSlot): void {
+  const retired: MetricsJson = []
+  const retiredThreads = new WeakSet<Worker>()
+  function retire(slot: WorkerSlot, worker: Worker): void {
     const last = slot.lastMetrics
     slot.lastMetrics = undefined
-    if (last === undefined) return
-    // (prom-client's typings declare a numeric enum; the JSON carries "counter", "gauge", …)
-    const counts = last.filter((m) => CUMULATIVE.has(m.type as unknown as string))
-    retired = retired.then(async (prev) => (await AggregatorRegistry.aggregate([prev, counts] as never).getMetricsAsJSON()) as unknown as MetricsJson)
+    retiredThreads.add(worker)
+    if (last !== undefined) addCumulative(retired, last)
   }
 
   /**
@@ -594,18 +655,23 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
 
   async function collectMetrics(): Promise<string> {
-    const { got: fromWorkers, pending } = await gather(metricsWaiters, (id) => ({ t: 'metrics', id }))
+    const { got, pending } = await gather(metricsWaiters, (id) => ({ t: 'metrics', id }))
+    const own = (await registry.getMetricsAsJSON()) as unknown as MetricsJson
+    // From here on synchronous: no thread can exit between reading the answers and `retired`.
+    const fromWorkers: MetricsJson[] = []
+    for (const a of got) if (!retiredThreads.has(a.from)) fromWorkers.push(a.data)
     for (const slotId of pending) {
       const last = slots[slotId]?.lastMetrics
       if (last !== undefined) fromWorkers.push(last)
     }
-    const own = (await registry.getMetricsAsJSON()) as unknown as MetricsJson
-    return AggregatorRegistry.aggregate([own, await retired, ...fromWorkers] as never).metrics()
+    return AggregatorRegistry.aggregate([own, retired, ...fromWorkers] as never).metrics()
   }
 
   async function collectUsage(): Promise<UsageSnapshot> {
     const { got } = await gather(usageWaiters, (id) => ({ t: 'usage', id }))
-    return got.reduce<UsageSnapshot>((acc, p) => mergeUsage(acc, p), {})
+    const out = got.reduce<UsageSnapshot>((acc, p) => mergeUsage(acc, p), unclaimedUsage)
+    unclaimedUsage = {}
+    return out
   }
 
   lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version }, 'igw proxy listening')

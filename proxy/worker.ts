@@ -19,8 +19,17 @@ process.on('uncaughtException', (err) => {
   // Log through the batcher, flush, then let the thread die: the supervisor restarts it.
   logger.fatal({ err }, 'uncaught exception in worker')
   destination.flush()
+  sendLastUsage()
   throw err
 })
+
+/** The usage counted since the last collection, unasked (id 0): the supervisor keeps it for the next one. */
+function sendLastUsage(): void {
+  try {
+    const data = proxy.usage.drain()
+    if (Object.keys(data).length > 0) send({ t: 'usage', id: 0, data })
+  } catch {}
+}
 
 let applying: Promise<void> = Promise.resolve()
 port.on('message', (msg: ToWorker) => {
@@ -51,6 +60,7 @@ port.on('message', (msg: ToWorker) => {
     case 'drain':
       proxy.drain(msg.deadlineMs).finally(() => {
         destination.flush()
+        sendLastUsage() // what the drain's last requests counted, before the thread goes
         send({ t: 'drained' })
       })
       return

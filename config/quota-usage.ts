@@ -64,7 +64,8 @@ export interface QuotaStateDocument {
 export interface QuotaStateTenant {
   tenant: string
   kinds: Partial<Record<QuotaKindName, { day: number; used: number }>>
-  budget?: { bucketMs: number; buckets: number; head: number; total: number; fired: number[]; ring: [number, number][] }
+  /** `fired[i]`: when the threshold `firedFor[i]` last fired (ms; 0 never); `firedFor[i]` -1: not known. */
+  budget?: { bucketMs: number; buckets: number; head: number; total: number; fired: number[]; firedFor?: number[]; ring: [number, number][] }
 }
 
 /** usedToday from a state document: the day's figure when it is today's in the tenant's zone, else 0. */

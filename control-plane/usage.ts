@@ -179,6 +179,15 @@ interface ReportedTenant {
   day: string
 }
 
+/**
+ * The fewest requests in a day that can raise `anomaly.volume`. Without a floor, a tenant that
+ * barely uses the gateway (2 requests a day: a staging tenant, a nightly probe) alerted on its
+ * 7th request — "over 3×" of nothing is noise. 20 is the same floor as `anomaly.rejections` and the
+ * proxy detector's `minRequests`; above an average of ~7 a day, 3× is the larger bar anyway (and
+ * no Poisson-like noise reaches it: P(X ≥ 20 | mean 6.7) ≈ 1e-5).
+ */
+export const MIN_VOLUME_ALERT_REQUESTS = 20
+
 /** Rows per multi-row statement (4 parameters each: far under SQLite's 32766 and PostgreSQL's 65535). */
 const BATCH_ROWS = 500
 
@@ -299,7 +308,8 @@ export class UsageLedger {
           }
         }
       }
-      // Anomaly: today's volume over 3× the average of the previous 7 days (with at least 3 of them).
+      // Anomaly: today's volume over 3× the average of the previous 7 days (with at least 3 of
+      // them), and at least MIN_VOLUME_ALERT_REQUESTS today.
       for (let i = 0; i < tenants.length; i += BATCH_ROWS) {
         const batch = tenants.slice(i, i + BATCH_ROWS)
         const inList = placeholders(batch.length, 1, 2)
@@ -324,7 +334,7 @@ export class UsageLedger {
             const values = history.get(tenant)!
             const avg = values.reduce((a, b) => a + b, 0) / values.length
             const v = todays.get(tenant) ?? 0
-            if (avg > 0 && v > 3 * avg) {
+            if (avg > 0 && v > 3 * avg && v >= MIN_VOLUME_ALERT_REQUESTS) {
               await raise({
                 id: `anomaly.volume:${tenant}:${day}`,
                 tenant,

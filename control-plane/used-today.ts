@@ -7,21 +7,48 @@ import type { QuotaKind } from './quota-section.ts'
 import type { Doc } from './resources.ts'
 import type { UsageLedger } from './usage.ts'
 
+const CONNECT_TIMEOUT_MS = 1_000
+
+/** Resolves when the client is ready, its connection attempt failed, or the connect timeout passed. */
+function firstConnection(client: Redis): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      client.off('ready', done)
+      client.off('error', done)
+      client.off('end', done)
+      resolve()
+    }
+    const timer = setTimeout(done, CONNECT_TIMEOUT_MS + 100)
+    timer.unref()
+    client.once('ready', done)
+    client.once('error', done)
+    client.once('end', done)
+  })
+}
+
 export class UsedToday {
   readonly #usage: UsageLedger
-  #redis: { url: string; client: Redis } | undefined
+  #redis: { url: string; client: Redis; connected: Promise<void> } | undefined
 
   constructor(usage: UsageLedger) {
     this.#usage = usage
   }
 
-  #client(url: string): Redis {
-    if (this.#redis?.url === url) return this.#redis.client
-    void this.#redis?.client.quit().catch(() => undefined)
-    // Fail fast: an admin read must not hang on a Redis outage; the reports answer instead.
-    const client = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 1_000, commandTimeout: 500 })
-    client.on('error', () => undefined)
-    this.#redis = { url, client }
+  async #client(url: string): Promise<Redis> {
+    if (this.#redis?.url !== url) {
+      void this.#redis?.client.quit().catch(() => undefined)
+      // Fail fast: an admin read must not hang on a Redis outage; the reports answer instead.
+      const client = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: CONNECT_TIMEOUT_MS, commandTimeout: 500 })
+      client.on('error', () => undefined)
+      this.#redis = { url, client, connected: firstConnection(client) }
+    }
+    const { client, connected } = this.#redis
+    // Without an offline queue a command sent before the first connection is up fails at once,
+    // and the first read after a start (or after the document named another Redis) would answer
+    // from the reports. Wait for that first connection — bounded by the connect timeout; a Redis
+    // that was up and went away ('reconnecting') is an outage: no wait.
+    if (client.status === 'connecting' || client.status === 'connect' || client.status === 'wait') await connected
     return client
   }
 
@@ -30,7 +57,7 @@ export class UsedToday {
     const redis = doc.redis as { url?: string; keyPrefix?: string } | undefined
     if (redis?.url) {
       try {
-        const client = this.#client(redis.url)
+        const client = await this.#client(redis.url)
         const out = new Map<string, number>()
         for (const k of kinds) out.set(k, await usedTodayFromRedis(client, redis.keyPrefix ?? 'igw:', tenant, k, timeZone))
         return out

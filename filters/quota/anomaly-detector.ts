@@ -1,7 +1,8 @@
 // Per-tenant request-rate anomaly detection: each interval's count is compared with the
 // tenant's own exponentially weighted mean and variance (a z-score). One alert when z crosses
 // the threshold; it re-arms only after z stayed under a lower bound for a few intervals
-// (hysteresis), so a tenant hovering at the threshold does not page anyone twice.
+// (hysteresis), so a tenant hovering at the threshold does not page anyone twice. Intervals
+// without requests do not move the baseline (an idle night is not a rate of zero to return from).
 
 export interface AnomalySettings {
   alpha: number
@@ -61,6 +62,12 @@ export function observe(s: AnomalyState, count: number, cfg: AnomalySettings): O
   } else {
     s.quiet = 0
   }
+  // An interval without a single request says nothing about the tenant's rate when it uses the
+  // gateway — an idle night, a batch job between runs, a proxy not yet in the load balancer's
+  // pool — so it leaves the baseline (and the warm-up count) as it was. Folding zeros in decayed
+  // the baseline to nothing: the tenant's usual traffic coming back then scored z ≈ requests and
+  // alerted every morning, every batch run and on every tenant after each rolling restart.
+  if (count === 0) return { z, change, baseline, stddev }
   // EWMA of mean and variance (West's incremental form).
   if (s.n === 0) {
     s.mean = count

@@ -1,5 +1,6 @@
 // Budget-threshold and anomaly events: always a log line and a metric, and a webhook POST when
-// one is configured — retried with exponential backoff on network errors, 408, 429 and 5xx.
+// one is configured — retried with exponential backoff on network errors, 408, 429 and 5xx
+// (each wait at most a minute; a 429's or 503's Retry-After is honoured within that minute).
 // Every event carries an id that stays the same across retries (`igw-event-id` header and
 // body `id`), so a receiver that saw an attempt whose answer got lost can drop the repeat.
 import type { Logger } from 'pino'
@@ -53,8 +54,24 @@ export const MAX_CONCURRENT_DELIVERIES = 8
  * however many tenants cross thresholds or turn anomalous at once.
  */
 export const MAX_PENDING_EVENTS = 1000
+/**
+ * The longest wait before a retry. Without a ceiling, backoffMs × 2ⁿ reaches hours at the
+ * attempts the config allows (250 ms × 2¹⁸ ≈ 18 h before the 20th): events delivered a day late,
+ * and eight of them in backoff held every delivery slot. A receiver's `Retry-After` is honoured
+ * up to the same ceiling.
+ */
+export const MAX_RETRY_WAIT_MS = 60_000
 /** At most one line per this period per kind of delivery trouble (the rest are counted in it). */
 export const DELIVERY_LOG_MS = 10_000
+
+/** A Retry-After value (delay-seconds or an HTTP-date) in ms from `now`; 0 when absent or not understood. */
+export function retryAfterMs(value: string | string[] | undefined, now: number): number {
+  const v = (Array.isArray(value) ? value[0] : value)?.trim()
+  if (v === undefined || v === '') return 0
+  if (/^\d+$/.test(v)) return Number(v) * 1000
+  const at = Date.parse(v)
+  return Number.isNaN(at) ? 0 : Math.max(0, at - now)
+}
 
 interface Pending {
   ev: QuotaEvent
@@ -117,11 +134,14 @@ export class EventSink {
     const body = JSON.stringify(ev)
     const headers = { ...hook.headers, 'content-type': 'application/json', 'igw-event-id': ev.id, 'igw-event-type': ev.type }
     let lastProblem = ''
+    let askedMs = 0
     for (let attempt = 1; attempt <= hook.maxAttempts; attempt++) {
       if (attempt > 1) {
         this.#metrics.deliveries.labels('retry').inc()
-        await new Promise((r) => setTimeout(r, hook.backoffMs * 2 ** (attempt - 2)).unref())
+        const wait = Math.min(MAX_RETRY_WAIT_MS, Math.max(hook.backoffMs * 2 ** (attempt - 2), askedMs))
+        await new Promise((r) => setTimeout(r, wait).unref())
       }
+      askedMs = 0
       // One deadline for the whole attempt — connect, headers and body: undici's own timeouts
       // are idle timeouts, and a receiver trickling a byte a second would hold the attempt open.
       const signal = AbortSignal.timeout(hook.timeoutMs)
@@ -135,6 +155,8 @@ export class EventSink {
           return
         }
         lastProblem = `HTTP ${res.statusCode}`
+        // 429 and 503 may say when to come back (RFC 9110 §10.2.3): sooner would only be refused again.
+        if (res.statusCode === 429 || res.statusCode === 503) askedMs = retryAfterMs(res.headers['retry-after'], Date.now())
         if (res.statusCode < 500 && res.statusCode !== 408 && res.statusCode !== 429) break // the receiver refuses it (3xx included: never followed): retrying will not help
       } catch (err) {
         lastProblem = signal.aborted ? `no answer within ${hook.timeoutMs} ms` : (err as Error).message

@@ -12,7 +12,15 @@ export const R_RETRY_AT = 4 // cached "enough budget frees up at" (ms) while rej
 export const R_FIRED = 5 // 4 slots: when each threshold last fired (ms)
 export const MAX_THRESHOLDS = 4
 export const R_RETRY_NEED = 9 // the cost R_RETRY_AT was computed for
-export const RING_HEADER = 10
+/**
+ * 4 slots: the threshold (ratio) each R_FIRED marker belongs to. Markers follow their threshold's
+ * value, not its position: a reload that adds, removes or reorders thresholds must neither fire
+ * a threshold again that already fired (its marker moved to another position) nor silence one
+ * (another threshold's marker now at its position: dropping 0.8 from [0.8, 1] hid the 100 % event
+ * for a window). NaN: unknown (a state file from a writer without them): the marker stays where it is.
+ */
+export const R_FIRED_TH = 10
+export const RING_HEADER = 14
 /** The largest window in buckets (31 days of hours). */
 export const RING_SLOTS = 744
 export const RING_F64 = RING_HEADER + RING_SLOTS
@@ -97,16 +105,51 @@ export function retryAt(f: Float64Array, o: number, now: number, shape: BudgetSh
 }
 
 /**
+ * Make the markers line up with `thresholds` (a reload may have changed them): each configured
+ * threshold keeps the marker it had wherever it was, a new one starts unmarked, markers of
+ * thresholds no longer configured go. Four comparisons when nothing changed.
+ */
+function alignMarkers(f: Float64Array, o: number, th: readonly number[]): void {
+  const n = Math.min(th.length, MAX_THRESHOLDS)
+  let same = true
+  for (let i = 0; i < MAX_THRESHOLDS; i++) {
+    const want = i < n ? th[i]! : 0
+    const have = f[o + R_FIRED_TH + i]!
+    // NaN (unknown owner, from an older state file): the marker keeps its position.
+    if (have !== want && !Number.isNaN(have)) same = false
+  }
+  if (same) {
+    for (let i = 0; i < MAX_THRESHOLDS; i++) f[o + R_FIRED_TH + i] = i < n ? th[i]! : 0
+    return
+  }
+  const marks: number[] = []
+  for (let i = 0; i < n; i++) {
+    let mark = 0
+    for (let j = 0; j < MAX_THRESHOLDS; j++) if (f[o + R_FIRED_TH + j] === th[i]) mark = f[o + R_FIRED + j]!
+    marks.push(mark)
+  }
+  for (let i = 0; i < MAX_THRESHOLDS; i++) {
+    f[o + R_FIRED + i] = i < n ? marks[i]! : 0
+    f[o + R_FIRED_TH + i] = i < n ? th[i]! : 0
+  }
+}
+
+/**
  * Thresholds crossed by the current total that have not fired within the last window: marks
  * them fired at `now` and returns them as a bit mask (bit i = thresholds[i]). `exhausted` counts
  * as a ratio of 1 (a hard cap rejected a request the remaining budget could not hold).
  */
 export function crossedThresholds(f: Float64Array, o: number, now: number, shape: BudgetShape, exhausted: boolean): number {
   const ratio = exhausted ? Math.max(1, f[o + R_TOTAL]! / shape.units) : f[o + R_TOTAL]! / shape.units
-  let mask = 0
   const th = shape.thresholds
+  let mask = 0
+  let aligned = false
   for (let i = 0; i < th.length && i < MAX_THRESHOLDS; i++) {
     if (ratio < th[i]!) continue
+    if (!aligned) {
+      alignMarkers(f, o, th)
+      aligned = true
+    }
     const last = f[o + R_FIRED + i]!
     if (last !== 0 && now - last < shape.windowMs) continue
     f[o + R_FIRED + i] = now

@@ -1,11 +1,11 @@
 // Daily usage and budget rings to a small JSON file and back, so a proxy without Redis keeps
 // `usedToday` (and budgets) across a restart. Written atomically (temp file + rename), by one
 // worker thread at a time, periodically and when the last quota filter of a thread closes.
-import { renameSync, writeFileSync } from 'node:fs'
-import { rename, writeFile } from 'node:fs/promises'
+import { renameSync, rmSync, writeFileSync } from 'node:fs'
+import { rm, writeFile } from 'node:fs/promises'
 import { threadId } from 'node:worker_threads'
 import { QUOTA_KINDS, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
-import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
+import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
 import { K_DAY, K_USED, OVERFLOW_RING, S_RING, type QuotaTable } from './shared-table.ts'
 
 export function snapshotState(table: QuotaTable, now: number): QuotaStateDocument {
@@ -37,8 +37,13 @@ export function snapshotState(table: QuotaTable, now: number): QuotaStateDocumen
           if (v !== 0) ringValues.push([i, v])
         }
         const fired: number[] = []
-        for (let i = 0; i < MAX_THRESHOLDS; i++) fired.push(f[o + R_FIRED + i]!)
-        entry.budget = { bucketMs: f[o + R_BUCKET_MS]!, buckets: n, head: f[o + R_HEAD]!, total: f[o + R_TOTAL]!, fired, ring: ringValues }
+        const firedFor: number[] = []
+        for (let i = 0; i < MAX_THRESHOLDS; i++) {
+          fired.push(f[o + R_FIRED + i]!)
+          const owner = f[o + R_FIRED_TH + i]!
+          firedFor.push(Number.isNaN(owner) ? -1 : owner) // -1: unknown (JSON has no NaN)
+        }
+        entry.budget = { bucketMs: f[o + R_BUCKET_MS]!, buckets: n, head: f[o + R_HEAD]!, total: f[o + R_TOTAL]!, fired, firedFor, ring: ringValues }
         keep = true
       }
       table.unlockRing(ring)
@@ -78,6 +83,8 @@ interface SoundBudget {
   head: number
   total: number
   fired: number[]
+  /** The threshold each marker belongs to; NaN: not known (a file without `firedFor`). */
+  firedFor: number[]
   ring: [number, number][]
 }
 
@@ -89,7 +96,7 @@ interface SoundBudget {
  */
 function soundBudget(b: unknown, now: number): SoundBudget | undefined {
   if (!isRecord(b)) return undefined
-  const { bucketMs, buckets, head, fired, ring } = b
+  const { bucketMs, buckets, head, fired, firedFor, ring } = b
   if (!Number.isSafeInteger(bucketMs) || (bucketMs as number) <= 0) return undefined
   if (!Number.isSafeInteger(buckets) || (buckets as number) < 1 || (buckets as number) > RING_SLOTS) return undefined
   if (!Number.isSafeInteger(head) || (head as number) <= 0 || (head as number) > Math.floor(now / (bucketMs as number))) return undefined
@@ -109,7 +116,14 @@ function soundBudget(b: unknown, now: number): SoundBudget | undefined {
     if (!Array.isArray(fired)) return undefined
     for (const m of fired as unknown[]) marks.push(units(m) && m <= now ? m : 0)
   }
-  return { bucketMs: bucketMs as number, buckets: buckets as number, head: head as number, total: sum, fired: marks, ring: sound }
+  // Whose marker each is: a ratio in (0, 1], 0 for an unused position, anything else not known
+  // (an older writer had none: its markers stay where they are until the thresholds are next checked).
+  const owners: number[] = []
+  for (let i = 0; i < marks.length; i++) {
+    const v = Array.isArray(firedFor) ? (firedFor as unknown[])[i] : undefined
+    owners.push(typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 1 ? v : NaN)
+  }
+  return { bucketMs: bucketMs as number, buckets: buckets as number, head: head as number, total: sum, fired: marks, firedFor: owners, ring: sound }
 }
 
 /**
@@ -161,6 +175,7 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
           f[o + R_BUCKET_MS] = b.bucketMs
           f[o + R_BUCKETS] = b.buckets
           b.fired.forEach((v, i) => i < MAX_THRESHOLDS && (f[o + R_FIRED + i] = v))
+          b.firedFor.forEach((v, i) => i < MAX_THRESHOLDS && (f[o + R_FIRED_TH + i] = v))
           for (const [i, v] of b.ring) f[o + RING_HEADER + i] = v
           any = true
         }
@@ -172,20 +187,57 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
   return report
 }
 
-/** Reading the file: the document, or why there is none ('missing' is the normal first start). */
-function tempName(path: string): string {
-  return `${path}.${process.pid}.${threadId}.tmp`
+// Writers. Each write goes to a temporary file of its own and is renamed over the state file.
+// One temporary name per thread would be shared by a periodic (async) write still in progress and
+// the shutdown (sync) write SIGTERM starts meanwhile: the older snapshot's bytes then land in the
+// newer one's file (a torn, unreadable document: usage lost at the next start) or the older
+// snapshot is renamed over the newer one. So every write has its own name, and a write renames
+// only when no later write of this thread has landed already — the rename itself is synchronous,
+// so nothing of this thread comes between that check and it.
+let writes = 0
+/** Per state file: the number of the newest write of this thread that is on disk. */
+const landed = new Map<string, number>()
+
+function tempName(path: string, n: number): string {
+  return `${path}.${process.pid}.${threadId}.${n}.tmp`
+}
+
+function land(path: string, tmp: string, n: number): void {
+  if ((landed.get(path) ?? 0) > n) {
+    // A later snapshot is on disk: this one is stale.
+    rmSync(tmp, { force: true })
+    return
+  }
+  renameSync(tmp, path)
+  landed.set(path, n)
 }
 
 export async function writeStateFile(path: string, doc: QuotaStateDocument): Promise<void> {
-  const tmp = tempName(path)
-  await writeFile(tmp, JSON.stringify(doc))
-  await rename(tmp, path)
+  const n = ++writes
+  const tmp = tempName(path, n)
+  try {
+    // flush: fsync before the rename, so a power cut leaves the old file or the new one, not an empty one.
+    await writeFile(tmp, JSON.stringify(doc), { flush: true })
+    land(path, tmp, n)
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined)
+    throw err
+  }
 }
 
 /** At shutdown: synchronous, so it is on disk before the thread goes. */
 export function writeStateFileSync(path: string, doc: QuotaStateDocument): void {
-  const tmp = tempName(path)
-  writeFileSync(tmp, JSON.stringify(doc))
-  renameSync(tmp, path)
+  const n = ++writes
+  const tmp = tempName(path, n)
+  try {
+    writeFileSync(tmp, JSON.stringify(doc), { flush: true })
+    land(path, tmp, n)
+  } catch (err) {
+    try {
+      rmSync(tmp, { force: true })
+    } catch {
+      // the write's own error is the one to report
+    }
+    throw err
+  }
 }

@@ -220,7 +220,7 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
     await handle!.close()
     // The requests that finished during the drain: one last report, bounded (the pod's grace
     // period is spent on the drain already).
-    await Promise.race([client.reportUsage().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())])
+    await Promise.race([client.flushUsage().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())])
   })
 }
 

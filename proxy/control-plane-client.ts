@@ -564,7 +564,29 @@ export class ControlPlaneClient {
   #bootEnvelope: Envelope | undefined = undefined
 
   /** Collect and post usage; failed reports are kept (bounded) and retried in order. */
-  async reportUsage(): Promise<void> {
+  /**
+   * Collect and post usage, one run at a time: the interval's tick while a slow POST is still in
+   * flight (or close() meanwhile) joins the run in flight instead of starting a second loop over
+   * the same pending list — two loops posted one report twice and could shift() a report neither
+   * had sent. `flushUsage` waits for the run in flight and then collects again.
+   */
+  reportUsage(): Promise<void> {
+    if (this.#reporting !== undefined) return this.#reporting
+    const run = this.#reportOnce().finally(() => {
+      if (this.#reporting === run) this.#reporting = undefined
+    })
+    this.#reporting = run
+    return run
+  }
+  #reporting: Promise<void> | undefined = undefined
+
+  /** The run in flight, then a fresh collection and post (close, and after the drain). */
+  async flushUsage(): Promise<void> {
+    await this.#reporting?.catch(() => undefined)
+    return this.reportUsage()
+  }
+
+  async #reportOnce(): Promise<void> {
     if (this.#handle === undefined) return
     const tenants = await this.#handle.collectUsage()
     if (Object.keys(tenants).length > 0) this.#pending.push({ seq: ++this.#seq, at: new Date().toISOString(), tenants })
@@ -591,7 +613,7 @@ export class ControlPlaneClient {
   async close(): Promise<void> {
     if (this.#closed) return
     clearInterval(this.#usageTimer)
-    await this.reportUsage().catch(() => undefined)
+    await this.flushUsage().catch(() => undefined)
     this.#closed = true
     this.#abort.abort()
   }

@@ -179,6 +179,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let lifecycle = lifecycleFor(config)
 
   const registry = new Registry()
+  // Counts of worker threads that exited (see retire() below). Declared before any thread is
+  // spawned: a thread that fails at start exits, and retires, while startProxy is still running.
+  const retired: MetricsJson = []
+  const retiredThreads = new WeakSet<Worker>()
   collectDefaultMetrics({ register: registry, prefix: 'igw_' })
   const versionGauge = gauge(registry, { name: 'igw_config_version', help: 'Config version this proxy runs', aggregator: 'max' })
   const reloadFailures = counter(registry, { name: 'igw_config_reload_failures_total', help: 'Config documents rejected on reload (the previous one stays in force)' })
@@ -627,8 +631,6 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
    * ended was counted twice in it (its answer and its retired counts), and the next scrape then
    * dropped by that much: a counter reset to Prometheus.
    */
-  const retired: MetricsJson = []
-  const retiredThreads = new WeakSet<Worker>()
   function retire(slot: WorkerSlot, worker: Worker): void {
     const last = slot.lastMetrics
     slot.lastMetrics = undefined

@@ -206,9 +206,13 @@ export class ExportScanner {
    * follow, so the shorter match is one the pattern allows there. At most MAX_CUTS tries.
    */
   #shorter(rule: CompiledRule, text: string, start: number, end: number, hint: number): number {
-    let cut = text.lastIndexOf(' ', end - 1)
-    for (let tries = 0; tries < MAX_CUTS && cut > start; tries++, cut = text.lastIndexOf(' ', cut - 1)) {
-      if (text.charCodeAt(cut - 1) === 32) continue
+    // Only inside the candidate (tens of characters): a search for the previous space that ran on
+    // past `start` scanned back through the whole value for every rejected candidate, quadratic
+    // on a long value without spaces ("4155550100,…" × 95 000: 14 s for 1 MiB).
+    let tries = 0
+    for (let cut = end - 1; cut > start && tries < MAX_CUTS; cut--) {
+      if (text.charCodeAt(cut) !== 32 || text.charCodeAt(cut - 1) === 32) continue
+      tries++
       rule.sticky.lastIndex = start
       const m = rule.sticky.exec(text.slice(0, cut))
       if (m !== null && m[0].length === cut - start && this.#accept(rule, text, start, cut, hint)) return cut

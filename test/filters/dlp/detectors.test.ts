@@ -99,7 +99,7 @@ describe('detection and masks', () => {
     expect(s.visit('a jane@example.com b', 0)).toBe('a [redacted:email] b')
     expect(s.visit('ssn 123-45-6789', 0)).toBeUndefined()
     expect(s.blockedType).toBe(pack.typeIndex('ssn_us'))
-    expect(s.blockedRule).toBe('ssn_us.value@1.2.0')
+    expect(s.blockedRule).toBe('ssn_us.value@1.2.1')
     expect(s.count(pack.typeIndex('ssn_us'), BLOCK)).toBe(1)
     expect(s.ruleCounts.get('email.value@1.2.1')).toBe(1)
   })

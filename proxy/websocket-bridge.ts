@@ -31,6 +31,24 @@ export function destroyOnSocketError(this: Duplex): void {
   this.destroy()
 }
 
+/** How long a refused raw socket keeps reading (and dropping) before it is cut. */
+const RAW_LINGER_MS = 3_000
+
+/**
+ * The last words on a raw socket node:http handed over (an upgrade, CONNECT, a parse error): the
+ * reply, then read and drop what the client still sends, and cut it after RAW_LINGER_MS. No
+ * HTTP timeout applies to such a socket: ending only our side left one whose client never closes
+ * its own (a half-open connection) open forever, a file handle per request.
+ */
+export function endRaw(socket: Duplex, reply: string | Buffer, read = true): void {
+  socket.end(reply)
+  if (read) socket.resume()
+  if (!socket.destroyed) setTimeout(destroySocket, RAW_LINGER_MS, socket).unref()
+}
+function destroySocket(socket: Duplex): void {
+  socket.destroy()
+}
+
 // ws's own Sec-WebSocket-Protocol parser (the package exports it; its type declarations do
 // not): the header is judged by the very rules ws's handleUpgrade applies afterwards.
 const wsSubprotocol = (wsExports as unknown as { subprotocol: { parse(header: string): Set<string> } }).subprotocol
@@ -93,7 +111,7 @@ function writeReply(socket: Duplex, reply: LocalReply): void {
     if (k === 'content-length' || k === 'connection') continue
     for (const one of Array.isArray(v) ? v : [v]) head += `${k}: ${one}\r\n`
   }
-  socket.end(Buffer.concat([Buffer.from(`${head}\r\n`), body]))
+  endRaw(socket, Buffer.concat([Buffer.from(`${head}\r\n`), body]))
 }
 
 /** Sendable close codes (RFC 6455 §7.4): the rest (1005, 1006, 1015, …) are never put on the wire. */
@@ -232,14 +250,14 @@ export class WsBridge {
 export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> {
   const start = performance.now()
   if (!route.websocket.enabled || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-    socket.end(rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
+    endRaw(socket, rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
     proxy.finishUpgradeRaw(req)
     return
   }
   // Check the client's handshake before opening anything upstream, so a bad one costs nothing.
   const protocols = checkClientHandshake(req)
   if (typeof protocols === 'string') {
-    socket.end(rawHttpError('BAD_REQUEST', protocols))
+    endRaw(socket, rawHttpError('BAD_REQUEST', protocols))
     proxy.finishUpgradeRaw(req)
     return
   }
@@ -276,7 +294,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     // ws validates what it is given (URL, subprotocols, headers) synchronously; all of it comes
     // from the client's request. The message may name the upstream: it is logged, not sent.
     ctx.log.debug({ err: { message: (err as Error).message } }, 'websocket upgrade refused: ws rejected the request')
-    socket.end(rawHttpError('BAD_REQUEST', 'invalid WebSocket upgrade request'))
+    endRaw(socket, rawHttpError('BAD_REQUEST', 'invalid WebSocket upgrade request'))
     proxy.finishUpgrade(ctx, 400)
     return
   }
@@ -427,7 +445,7 @@ class PendingUpgrade {
     const code = timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
     this.#proxy.metrics.proxyErrors.labels(route.name, code).inc()
     this.#ctx.log.warn({ err: { message: err.message } }, 'websocket upstream handshake failed')
-    this.#socket.end(rawHttpError(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
+    endRaw(this.#socket, rawHttpError(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
     this.#finish(timeout ? 504 : 502)
   }
 
@@ -438,7 +456,7 @@ class PendingUpgrade {
     const message = `WebSocket upstream ${route.upstream.name} answered the upgrade with ${status} and did not finish that response within ${ms} ms`
     this.#proxy.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
     this.#ctx.log.warn({ status }, message)
-    this.#socket.end(rawHttpError('UPSTREAM_TIMEOUT', message))
+    endRaw(this.#socket, rawHttpError('UPSTREAM_TIMEOUT', message))
     this.#upstream.terminate()
     this.#finish(504)
   }

@@ -13,7 +13,7 @@ import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
 import { SharedRedis } from './redis.ts'
 import { SubscriptionHub } from './subscriptions/hub.ts'
-import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
+import { destroyOnSocketError, endRaw, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
@@ -82,7 +82,7 @@ export class WorkerProxy {
     this.server.on('connect', (req: IncomingMessage, socket: Duplex) => {
       socket.on('error', destroyOnSocketError)
       const start = performance.now()
-      socket.end(rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway'))
+      endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway'))
       this.metrics.requests.series('', '405', '').inc()
       if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: round(performance.now() - start) }, 'access (no route)')
     })
@@ -92,7 +92,8 @@ export class WorkerProxy {
         return
       }
       const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
-      socket.end(rawHttpError('BAD_REQUEST', tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`))
+      // (not read further: node:http's parser, failed, still listens on it)
+      endRaw(socket, rawHttpError('BAD_REQUEST', tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`), false)
     })
   }
 
@@ -229,22 +230,22 @@ export class WorkerProxy {
     // First, before any path can write to it: the upgrade socket comes without an error listener.
     socket.on('error', destroyOnSocketError)
     if (unroutableTarget(req)) {
-      socket.end(rawHttpError('BAD_REQUEST', badTargetMessage(req.url!)))
+      endRaw(socket, rawHttpError('BAD_REQUEST', badTargetMessage(req.url!)))
       return
     }
     const refused = refusedRequest(req)
     if (refused !== undefined) {
-      socket.end(rawHttpError('BAD_REQUEST', refused))
+      endRaw(socket, rawHttpError('BAD_REQUEST', refused))
       return
     }
     if (!this.#normalizePath(req)) {
-      socket.end(rawHttpError('BAD_REQUEST', ESCAPED_SLASH_MESSAGE))
+      endRaw(socket, rawHttpError('BAD_REQUEST', ESCAPED_SLASH_MESSAGE))
       return
     }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined || this.draining) {
-      socket.end(rawHttpError(this.draining ? 'OVERLOADED' : 'NOT_FOUND', this.draining ? 'gateway is shutting down' : 'no route matches this host and path'))
+      endRaw(socket, rawHttpError(this.draining ? 'OVERLOADED' : 'NOT_FOUND', this.draining ? 'gateway is shutting down' : 'no route matches this host and path'))
       return
     }
     this.inflight++

@@ -44,6 +44,29 @@ describe('CONNECT and TRACE', () => {
     await ok.body.text()
   })
 
+  it('a CONNECT client that never closes its side does not hold the socket: it is cut after the linger', async () => {
+    const s = connect({ port: proxy.port, host: '127.0.0.1', allowHalfOpen: true })
+    let got = ''
+    let failed: string | undefined
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')))
+    s.on('error', (e: NodeJS.ErrnoException) => (failed = e.code ?? e.message))
+    await new Promise<void>((r) => s.once('connect', () => r()))
+    s.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')
+    await expect.poll(() => got, { timeout: 5_000 }).toMatch(/^HTTP\/1\.1 405/)
+    await new Promise((r) => setTimeout(r, 3_600)) // past the gateway's 3 s linger
+    // A socket the gateway closed answers a write with a reset, and the next write fails.
+    await expect
+      .poll(
+        () => {
+          if (failed === undefined && !s.destroyed) s.write('still here?')
+          return failed ?? (s.destroyed ? 'closed' : undefined)
+        },
+        { timeout: 5_000, interval: 300 },
+      )
+      .toBeDefined()
+    s.destroy()
+  })
+
   it('TRACE is refused before any route or backend sees it', async () => {
     const before = backend.requests.length
     const res = await request(`${proxy.url}/x`, { method: 'TRACE', headers: { cookie: 'session=secret' } })

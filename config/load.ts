@@ -38,13 +38,35 @@ interface Marked {
  * never into the text, where `s3cr #t` would end at the comment and a value holding a newline
  * or `key: x` would add to the document.
  */
+/**
+ * Whether text[at] sits in a YAML comment: a `#` at the line's start or after a space or tab,
+ * outside single- and double-quoted scalars (`''` and `\"` escapes), before `at` on its line.
+ */
+function inComment(text: string, lineStart: number, at: number): boolean {
+  let single = false
+  let double = false
+  for (let i = lineStart; i < at; i++) {
+    const c = text.charCodeAt(i)
+    if (double) {
+      if (c === 92 /* \\ */) i++
+      else if (c === 34) double = false
+    } else if (single) {
+      if (c === 39) single = false // '' inside: closes and reopens, same state after
+    } else if (c === 34) double = true
+    else if (c === 39) single = true
+    else if (c === 35 /* # */ && (i === lineStart || text.charCodeAt(i - 1) === 32 || text.charCodeAt(i - 1) === 9)) return true
+  }
+  return false
+}
+
 function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
   const problems: string[] = []
   const refs: Marked['refs'] = []
   const out = text.replace(ENV_REF, (match, name: string | undefined, def: string | undefined, offset: number) => {
-    // Whole-line comments are left alone: documenting "${VAR}" in a comment must not need VAR.
+    // Comments are left alone, whole-line or after a value: documenting "${VAR}" (or another
+    // tool's "${PORT-80}") in a comment must not need VAR nor stop the document.
     const lineStart = text.lastIndexOf('\n', offset - 1) + 1
-    if (/^\s*#/.test(text.slice(lineStart, offset))) return match
+    if (inComment(text, lineStart, offset)) return match
     let value: string
     if (match === '$$') value = '$'
     else if (match === '${') {

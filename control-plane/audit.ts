@@ -4,7 +4,7 @@
 // breaks the chain at that row; re-hashing the rest needs the private key, which the database
 // does not hold.
 import type { KeyObject } from 'node:crypto'
-import { canonicalJson, jsonDiff, sha256Hex, type Change } from './canonical-json.ts'
+import { canonicalJson, jsonDiff, sha256Hex, type Change } from '../config/canonical-json.ts'
 import { num, type Db, type SqlValue, type Tx } from './db.ts'
 import { verifySignature, type SigningKey } from './signing.ts'
 

@@ -2,7 +2,7 @@
 // last-known-good. The signature covers the exact payload bytes (a JSON string inside the
 // envelope), so no canonicalization is needed to verify it, and any edit to the file breaks it.
 import type { KeyObject } from 'node:crypto'
-import { sha256Hex } from './canonical-json.ts'
+import { sha256Hex } from '../config/canonical-json.ts'
 import { verifySignature, type SigningKey } from './signing.ts'
 
 export interface SnapshotPayload {

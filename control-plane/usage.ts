@@ -2,7 +2,7 @@
 // a retried post is counted once). They are added to per-day totals in the tenant's own time
 // zone (the day its quotas reset), from which statements, `usedToday` and alerts are computed.
 import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
-import { canonicalJson } from './canonical-json.ts'
+import { canonicalJson } from '../config/canonical-json.ts'
 import { num, type Db, type Tx } from './db.ts'
 import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
 import { hasNul, parseDateTime, parseInteger } from './request-values.ts'

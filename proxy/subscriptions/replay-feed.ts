@@ -188,6 +188,8 @@ export class ReplayFeed {
         if (this.#redis === rp) {
           this.#redis = undefined
           this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: rp.from, to: rp.head } })
+          // next() said null (a page was coming): nothing else wakes the feed on a quiet stream.
+          this.onReady?.()
         }
       })
   }

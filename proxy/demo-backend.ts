@@ -176,6 +176,9 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
   // Attached once the port is ours: attached before, a taken port would also reach graphql-ws's
   // own error handler, which prints a stack trace about an "internal error" beside our one line.
   const wss = new WebSocketServer({ server, path: '/graphql' })
+  // graphql-ws listens with `once`: a second server error (an accept failure) would otherwise be
+  // an unhandled 'error' event ending the demo.
+  wss.on('error', () => undefined)
   useServer(
     {
       execute: (args: { rootValue: { execute: (a: unknown) => unknown } }) => args.rootValue.execute(args),

@@ -399,8 +399,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #closeAfterReply(): void {
     this.#noReuse()
     const req = this.ctx.req
-    // Read and drop the rest while lingering (not possible once undici destroyed the request
-    // stream it was sending: then the socket only half-closes and waits for the client).
+    // Read and drop the rest while lingering (once undici destroyed the request stream it was
+    // sending, Node destroyed the socket with it: there is nothing left to read).
     if (!req.destroyed) req.resume()
   }
 

@@ -83,8 +83,9 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
   // The bucket refills in whole micro-units per ms: 1/1000 unit/s is the finest rate it has. A
   // smaller one (a bronze multiplier on an inherited 0.001, or 0.0001 as written) must not round
   // to no refill, which is no bucket at all: an unlimited tenant. It is enforced (and
-  // advertised) at that finest rate.
-  if (rate > 0 && ratePerMs(rate) < 1) rate = 0.001
+  // advertised) at that finest rate. Any rate is advertised as the bucket enforces it
+  // (0.0005 and 0.0014 refill at 0.001/s; RateLimit-Policy and messages said 0.0005, 0.0014).
+  if (rate > 0) rate = Math.max(1, ratePerMs(rate)) / 1000
 
   const ownDaily = pick(own, 'limitPerDay')
   const daily = ownDaily.set ? ownDaily.value : def?.limitPerDay

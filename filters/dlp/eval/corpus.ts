@@ -25,7 +25,7 @@ export interface CorpusRecord {
 }
 
 /** mulberry32: small, fast, reproducible. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0
@@ -106,7 +106,8 @@ function ssnParts(g: Gen): [string, string, string] {
   }
 }
 
-function luhnComplete(partial: string): string {
+/** The Luhn check digit appended. */
+export function luhnComplete(partial: string): string {
   for (let d = 0; d <= 9; d++) if (luhnValid(partial + d)) return partial + d
   throw new Error('unreachable')
 }
@@ -136,7 +137,8 @@ const IBAN_SHAPES: [string, number][] = [
   ['IT', 23],
 ]
 
-function ibanCheckDigits(country: string, bban: string): string {
+/** ISO 13616 check digits for a country and BBAN (mod 97). */
+export function ibanCheckDigits(country: string, bban: string): string {
   const s = `${bban}${country}00`
   let rem = 0
   for (const ch of s) {

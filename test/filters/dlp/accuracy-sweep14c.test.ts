@@ -11,6 +11,7 @@ import { parsePhoneNumberFromString } from 'libphonenumber-js/max'
 import { describe, expect, it } from 'vitest'
 import { BUILTIN_RULE_PACK, RulePack } from '../../../filters/dlp/rule-pack.ts'
 import { compileActions, ExportScanner } from '../../../filters/dlp/scanner.ts'
+import { ibanCheckDigits, luhnComplete, rng } from '../../../filters/dlp/eval/corpus.ts'
 
 interface Label {
   type: string
@@ -24,16 +25,6 @@ interface Sample {
   labels: Label[]
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const r = rng(0x14c)
 const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1))
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!
@@ -43,19 +34,6 @@ const upper = (n: number) => Array.from({ length: n }, () => String.fromCharCode
 
 // --- generators from the specifications ------------------------------------------------------
 
-function luhnValid(d: string): boolean {
-  let sum = 0
-  for (let i = d.length - 1, dbl = false; i >= 0; i--, dbl = !dbl) {
-    let n = d.charCodeAt(i) - 48
-    if (dbl && (n *= 2) > 9) n -= 9
-    sum += n
-  }
-  return sum % 10 === 0
-}
-function luhnComplete(body: string): string {
-  for (let c = 0; c <= 9; c++) if (luhnValid(body + c)) return body + c
-  throw new Error('unreachable')
-}
 /** Issuer IIN ranges and lengths (ISO/IEC 7812 as the networks publish them). */
 const ISSUERS: { name: string; prefix: () => string; lengths: number[] }[] = [
   { name: 'visa', prefix: () => '4', lengths: [13, 16, 19] },
@@ -101,18 +79,9 @@ function bban(shape: string): string {
   }
   return out
 }
-function mod97(s: string): number {
-  let rem = 0
-  for (const ch of s) {
-    const c = ch.charCodeAt(0)
-    rem = c >= 65 ? (rem * 100 + (c - 55)) % 97 : (rem * 10 + (c - 48)) % 97
-  }
-  return rem
-}
 function iban(country = pick(Object.keys(IBAN_BBAN))): string {
   const b = bban(IBAN_BBAN[country]!)
-  const check = String(98 - mod97(`${b}${country}00`)).padStart(2, '0')
-  return `${country}${check}${b}`
+  return `${country}${ibanCheckDigits(country, b)}${b}`
 }
 const spaced = (compact: string) => compact.match(/.{1,4}/g)!.join(' ')
 

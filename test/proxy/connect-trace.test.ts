@@ -4,19 +4,8 @@
 import { connect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { rawExchange, startRawBackend, type RawBackend } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
-
-function raw(port: number, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1', () => s.write(text))
-    let out = ''
-    s.on('data', (d: Buffer) => (out += d.toString('latin1')))
-    s.on('close', () => resolve(out))
-    s.on('error', reject)
-    s.setTimeout(5_000, () => s.destroy(new Error(`no close; got ${JSON.stringify(out)}`)))
-  })
-}
 
 describe('CONNECT and TRACE', () => {
   let backend: RawBackend
@@ -34,7 +23,7 @@ describe('CONNECT and TRACE', () => {
   })
 
   it('CONNECT gets a 405 with the GraphQL error shape and is counted, and the proxy keeps serving', async () => {
-    const reply = await raw(proxy.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')
+    const reply = (await rawExchange(proxy.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 5_000)).toString('latin1')
     expect(reply).toMatch(/^HTTP\/1\.1 405 Method Not Allowed\r\n/)
     const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { errors: { extensions: { code: string } }[] }
     expect(body.errors[0]!.extensions.code).toBe('METHOD_NOT_ALLOWED')

@@ -1,69 +1,10 @@
 // Request-target and header edge cases at the HTTP/1.1 proxy boundary (RFC 9110/9112), through
 // a real igw proxy to a raw TCP backend that records exactly what it was sent.
-import { once } from 'node:events'
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { request } from 'undici'
+import { rawExchange, startRawTcpUpstream, type RawTcpUpstream } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 import { traceIdOf } from '../../proxy/worker-proxy.ts'
-
-interface RawUpstream {
-  url: string
-  /** Request heads received, in order. */
-  heads: string[]
-  close(): Promise<void>
-}
-
-/** A TCP backend on 127.0.0.1:0 that answers every request with `answer` (default: 200 "ok"). */
-async function rawUpstream(answer: (path: string) => string = () => 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'): Promise<RawUpstream> {
-  const open = new Set<Socket>()
-  const heads: string[] = []
-  const server = createServer((sock) => {
-    open.add(sock)
-    sock.on('close', () => open.delete(sock))
-    sock.on('error', () => {})
-    let buf = ''
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1')
-      let i
-      while ((i = buf.indexOf('\r\n\r\n')) !== -1) {
-        const head = buf.slice(0, i)
-        buf = buf.slice(i + 4)
-        heads.push(head)
-        sock.write(answer(head.split(' ')[1]!))
-      }
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    heads,
-    close: async () => {
-      for (const s of open) s.destroy()
-      await new Promise<void>((r) => server.close(() => r()))
-    },
-  }
-}
-
-/** Send raw bytes to the proxy and collect the raw answer until the connection closes. */
-function rawExchange(port: number, text: string, timeoutMs = 5000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1')
-    const chunks: Buffer[] = []
-    const t = setTimeout(() => {
-      s.destroy()
-      reject(new Error(`no end of response within ${timeoutMs} ms: ${Buffer.concat(chunks).toString('latin1')}`))
-    }, timeoutMs)
-    s.on('data', (d: Buffer) => chunks.push(d))
-    s.on('error', () => {})
-    s.on('close', () => {
-      clearTimeout(t)
-      resolve(Buffer.concat(chunks).toString('latin1'))
-    })
-    s.write(text)
-  })
-}
 
 type GqlError = { errors: { message: string; extensions: { code: string } }[] }
 
@@ -87,8 +28,8 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined)
 })
 
-async function setup(doc: Partial<Parameters<typeof startTestProxy>[0]> = {}): Promise<{ up: RawUpstream; proxy: TestProxy }> {
-  const up = await rawUpstream()
+async function setup(doc: Partial<Parameters<typeof startTestProxy>[0]> = {}): Promise<{ up: RawTcpUpstream; proxy: TestProxy }> {
+  const up = await startRawTcpUpstream((sock) => sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'))
   cleanups.push(up.close)
   const proxy = await startTestProxy({
     mode: 'ingress',
@@ -107,15 +48,15 @@ describe('HTTP/1.1 request edges', () => {
     const { up, proxy } = await setup()
     // The backend drops everything from "#" on: it would run n = 1000 (the default) while every
     // filter (cost, cache key, persisted checks) read the variables after the "#" (n = 1).
-    const gql = await rawExchange(proxy.port, 'GET /graphql?query=query($n:Int=1000){items(first:$n)}#&variables={"n":1} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')
+    const gql = (await rawExchange(proxy.port, 'GET /graphql?query=query($n:Int=1000){items(first:$n)}#&variables={"n":1} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 5000)).toString('latin1')
     expect(gql.startsWith('HTTP/1.1 400 ')).toBe(true)
     expect(errorOf(gql).extensions.code).toBe('BAD_REQUEST')
     expect(errorOf(gql).message).toMatch(/fragment/)
-    const http = await rawExchange(proxy.port, 'GET /files/a?x=1#frag HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')
+    const http = (await rawExchange(proxy.port, 'GET /files/a?x=1#frag HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 5000)).toString('latin1')
     expect(http.startsWith('HTTP/1.1 400 ')).toBe(true)
     expect(up.heads).toEqual([])
     // Without a fragment the same requests pass.
-    const ok = await rawExchange(proxy.port, 'GET /files/a?x=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')
+    const ok = (await rawExchange(proxy.port, 'GET /files/a?x=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 5000)).toString('latin1')
     expect(ok.startsWith('HTTP/1.1 200 ')).toBe(true)
     expect(up.heads.map((h) => h.split('\r\n')[0])).toEqual(['GET /files/a?x=1 HTTP/1.1'])
     await expect.poll(async () => metricSum(await (await request(`${proxy.adminUrl}/metrics`)).body.text(), 'igw_requests_total', 'status="400"'), { timeout: 10_000 }).toBe(2)
@@ -123,11 +64,11 @@ describe('HTTP/1.1 request edges', () => {
 
   it('more than one Host header is a 400 (RFC 9112 §3.2), not routed by the first', async () => {
     const { up, proxy } = await setup()
-    const two = await rawExchange(proxy.port, 'GET /a HTTP/1.1\r\nHost: internal.example\r\nhost: public.example\r\nconnection: close\r\n\r\n')
+    const two = (await rawExchange(proxy.port, 'GET /a HTTP/1.1\r\nHost: internal.example\r\nhost: public.example\r\nconnection: close\r\n\r\n', 5000)).toString('latin1')
     expect(two.startsWith('HTTP/1.1 400 ')).toBe(true)
     expect(errorOf(two).message).toMatch(/Host/)
     expect(up.heads).toEqual([])
-    const one = await rawExchange(proxy.port, 'GET /a HTTP/1.1\r\nHOST: public.example\r\nconnection: close\r\n\r\n')
+    const one = (await rawExchange(proxy.port, 'GET /a HTTP/1.1\r\nHOST: public.example\r\nconnection: close\r\n\r\n', 5000)).toString('latin1')
     expect(one.startsWith('HTTP/1.1 200 ')).toBe(true)
     expect(headerMap(up.heads[0]!).get('host')).toEqual(['public.example'])
   })
@@ -144,7 +85,7 @@ describe('HTTP/1.1 request edges', () => {
 
   it('at the edge (forwarded.trustIncoming: false) a client cannot pass Forwarded, X-Real-IP or any X-Forwarded-* of its own', async () => {
     const { up, proxy } = await setup({ forwarded: { trustIncoming: false } })
-    const res = await rawExchange(proxy.port, `GET /a HTTP/1.1\r\nhost: app.example\r\n${spoofed}x-kept: yes\r\nconnection: close\r\n\r\n`)
+    const res = (await rawExchange(proxy.port, `GET /a HTTP/1.1\r\nhost: app.example\r\n${spoofed}x-kept: yes\r\nconnection: close\r\n\r\n`, 5000)).toString('latin1')
     expect(res.startsWith('HTTP/1.1 200 ')).toBe(true)
     const h = headerMap(up.heads[0]!)
     for (const name of ['forwarded', 'x-real-ip', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-ssl']) expect(h.get(name), name).toBeUndefined()
@@ -156,7 +97,7 @@ describe('HTTP/1.1 request edges', () => {
 
   it('behind a trusted load balancer (trustIncoming: true) those headers are passed on, X-Forwarded-For appended', async () => {
     const { up, proxy } = await setup({ forwarded: { trustIncoming: true } })
-    const res = await rawExchange(proxy.port, `GET /a HTTP/1.1\r\nhost: app.example\r\n${spoofed}connection: close\r\n\r\n`)
+    const res = (await rawExchange(proxy.port, `GET /a HTTP/1.1\r\nhost: app.example\r\n${spoofed}connection: close\r\n\r\n`, 5000)).toString('latin1')
     expect(res.startsWith('HTTP/1.1 200 ')).toBe(true)
     const h = headerMap(up.heads[0]!)
     expect(h.get('forwarded')).toEqual(['for=203.0.113.66;proto=https;host=admin.example'])
@@ -181,7 +122,7 @@ describe('HTTP/1.1 request edges', () => {
       ['00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01zz', undefined], // version 00 is exactly 55 characters
     ]
     for (const [i, [tp]] of cases.entries()) {
-      const res = await rawExchange(proxy.port, `GET /trace/${i} HTTP/1.1\r\nhost: x\r\ntraceparent: ${tp}\r\nconnection: close\r\n\r\n`)
+      const res = (await rawExchange(proxy.port, `GET /trace/${i} HTTP/1.1\r\nhost: x\r\ntraceparent: ${tp}\r\nconnection: close\r\n\r\n`, 5000)).toString('latin1')
       expect(res.startsWith('HTTP/1.1 200 ')).toBe(true)
       expect(headerMap(up.heads[i]!).get('traceparent')).toEqual([tp])
     }

@@ -3,73 +3,13 @@
 // precise answer, that it is counted, and that nothing is left holding the drain.
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
+import { connect, type AddressInfo, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import WebSocket from 'ws'
+import { rawExchange, startRawTcpUpstream, type RawTcpUpstream } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 import { waitUntil } from '../helpers/wait.ts'
-
-interface RawUpstream {
-  url: string
-  /** Request heads received, in order. */
-  heads: string[]
-  /** Sockets the proxy opened that are still open. */
-  open: Set<Socket>
-  close(): Promise<void>
-}
-
-/** A TCP backend on 127.0.0.1:0: `answer` gets each request head and writes whatever it likes. */
-async function rawUpstream(answer: (sock: Socket, head: string, path: string) => void): Promise<RawUpstream> {
-  const open = new Set<Socket>()
-  const heads: string[] = []
-  const server = createServer((sock) => {
-    open.add(sock)
-    sock.on('close', () => open.delete(sock))
-    sock.on('error', () => {})
-    let buf = ''
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1')
-      let i
-      while ((i = buf.indexOf('\r\n\r\n')) !== -1) {
-        const head = buf.slice(0, i)
-        buf = buf.slice(i + 4)
-        heads.push(head)
-        answer(sock, head, head.split(' ')[1]!)
-      }
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    heads,
-    open,
-    close: async () => {
-      for (const s of open) s.destroy()
-      await new Promise<void>((r) => server.close(() => r()))
-    },
-  }
-}
-
-/** Send raw bytes to the proxy and collect the raw answer until the connection closes. */
-function rawExchange(port: number, text: string | Buffer, timeoutMs = 3000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1')
-    const chunks: Buffer[] = []
-    const t = setTimeout(() => {
-      s.destroy()
-      reject(new Error(`no end of response within ${timeoutMs} ms: ${Buffer.concat(chunks).toString('latin1')}`))
-    }, timeoutMs)
-    s.on('data', (d: Buffer) => chunks.push(d))
-    s.on('error', () => {})
-    s.on('close', () => {
-      clearTimeout(t)
-      resolve(Buffer.concat(chunks))
-    })
-    s.write(text)
-  })
-}
 
 type GqlError = { errors: { message: string; extensions: { code: string } }[] }
 
@@ -92,7 +32,7 @@ afterEach(async () => {
 describe('HTTP: a misbehaving upstream', () => {
   it('a request queued behind busy upstream connections gets 504 at its headersMs, not a hang', async () => {
     // /hold answers at once and then trickles its body forever: it owns the only connection.
-    const up = await rawUpstream((sock, _head, path) => {
+    const up = await startRawTcpUpstream((sock, _head, path) => {
       if (path === '/hold') {
         sock.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n')
         const t = setInterval(() => sock.write('1\r\nx\r\n'), 50)
@@ -181,7 +121,7 @@ describe('HTTP: a misbehaving upstream', () => {
 
   it('a raw UTF-8 Content-Disposition next to a Content-Length reaches the client byte for byte', async () => {
     const utf8 = (name: string) => Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: text/csv\r\ncontent-length: 2\r\ncontent-disposition: attachment; filename="'), Buffer.from(name, 'utf8'), Buffer.from('"\r\n\r\nok')])
-    const up = await rawUpstream((sock, _head, path) => sock.write(utf8(path === '/emoji' ? 'report-😀.csv' : 'café.csv')))
+    const up = await startRawTcpUpstream((sock, _head, path) => sock.write(utf8(path === '/emoji' ? 'report-😀.csv' : 'café.csv')))
     cleanups.push(up.close)
     const proxy = await startTestProxy({ routes: [{ name: 'files', upstream: up.url, type: 'http' }] })
     cleanups.push(() => proxy.close())
@@ -201,7 +141,7 @@ describe('HTTP: a misbehaving upstream', () => {
   })
 
   it('an absolute-form request target is routed by its authority and forwarded in origin-form; OPTIONS * is a 400 of our own', async () => {
-    const up = await rawUpstream((sock) => sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'))
+    const up = await startRawTcpUpstream((sock) => sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'))
     cleanups.push(up.close)
     const proxy = await startTestProxy({
       mode: 'ingress',
@@ -234,7 +174,7 @@ describe('HTTP: a misbehaving upstream', () => {
   })
 
   it('a client x-request-id the request-id filter would refuse is not logged verbatim by an early refusal', async () => {
-    const up = await rawUpstream((sock) => sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'))
+    const up = await startRawTcpUpstream((sock) => sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'))
     cleanups.push(up.close)
     const proxy = await startTestProxy({ routes: [{ name: 'g', upstream: up.url }] })
     cleanups.push(() => proxy.close())
@@ -271,7 +211,7 @@ function wsHandshake(url: string, waitMs: number): Promise<{ kind: 'open' | 'ref
 
 describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
   it('an upstream that answers the upgrade with a never-ending 200 → 504 UPSTREAM_TIMEOUT at headersMs', async () => {
-    const up = await rawUpstream((sock) => {
+    const up = await startRawTcpUpstream((sock) => {
       sock.write('HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n')
       const t = setInterval(() => sock.write('2\r\n:\n\r\n'), 50) // keeps ws's idle handshake timer from firing
       sock.on('close', () => clearInterval(t))
@@ -297,7 +237,7 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
   })
 
   it('with headersMs 0 the upgrade still ends by totalMs (504), never waits forever', async () => {
-    const up = await rawUpstream(() => {}) // accepts, never answers
+    const up = await startRawTcpUpstream(() => {}) // accepts, never answers
     cleanups.push(up.close)
     const proxy = await startTestProxy({
       shutdown: { drainTimeoutMs: 5_000 },
@@ -314,7 +254,7 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
   })
 
   it('a client that leaves while the upstream handshake hangs releases the upgrade at once (499), and drain does not wait', async () => {
-    const up = await rawUpstream(() => {}) // accepts, never answers
+    const up = await startRawTcpUpstream(() => {}) // accepts, never answers
     cleanups.push(up.close)
     const proxy = await startTestProxy({
       shutdown: { drainTimeoutMs: 5_000 },
@@ -340,7 +280,7 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
   })
 
   it('frames a client sends right behind its upgrade request are not lost while the upstream handshake runs', async () => {
-    const up = await rawUpstream((sock, head) => {
+    const up = await startRawTcpUpstream((sock, head) => {
       const key = /sec-websocket-key: (\S+)/i.exec(head)![1]!
       // Answer late, so the client's early frame is read by the proxy while the upgrade is pending.
       setTimeout(() => {

@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
 import { Exchange, writeErrorReply } from './exchange.ts'
-import { rawHttpError } from './errors.ts'
+import { rawHttpError, type ErrorCode } from './errors.ts'
 import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
@@ -182,28 +182,11 @@ export class WorkerProxy {
     this.inflight++
     this.#workerCounter.inc()
     if (this.draining) res.shouldKeepAlive = false
-    if (unroutableTarget(req)) {
+    const refusal = this.#refuseBeforeRouting(req)
+    if (refusal !== undefined) {
+      if (refusal[0] === 'METHOD_NOT_ALLOWED') res.shouldKeepAlive = false // TRACE: its body stays unread
       res.once('close', () => this.#finishUnrouted(req, res, start))
-      writeErrorReply(res, 'BAD_REQUEST', badTargetMessage(req.url!))
-      return
-    }
-    const refused = refusedRequest(req)
-    if (refused !== undefined) {
-      res.once('close', () => this.#finishUnrouted(req, res, start))
-      writeErrorReply(res, 'BAD_REQUEST', refused)
-      return
-    }
-    if (req.method === 'TRACE') {
-      // TRACE echoes the request, credentials and cookies included, to whoever can make a
-      // browser send it (cross-site tracing); nginx refuses it too. The body stays unread.
-      res.shouldKeepAlive = false
-      res.once('close', () => this.#finishUnrouted(req, res, start))
-      writeErrorReply(res, 'METHOD_NOT_ALLOWED', 'TRACE is not served by this gateway')
-      return
-    }
-    if (!this.#normalizePath(req)) {
-      res.once('close', () => this.#finishUnrouted(req, res, start))
-      writeErrorReply(res, 'BAD_REQUEST', ESCAPED_SLASH_MESSAGE)
+      writeErrorReply(res, refusal[0], refusal[1])
       return
     }
     const snap = this.snapshot
@@ -215,6 +198,21 @@ export class WorkerProxy {
     }
     snap.inflight++
     new Exchange(this, snap, route, req, res, start, awaitingContinue).start()
+  }
+
+  /**
+   * Why a request is refused before routing, or undefined (the common case allocates nothing):
+   * a target that is neither a path nor an absolute URL, a fragment or a repeated Host, TRACE
+   * (it echoes credentials to whoever makes a browser send it: cross-site tracing, as nginx
+   * refuses it), an escaped slash under `reject`. Normalizes req.url in place on the way.
+   */
+  #refuseBeforeRouting(req: IncomingMessage): [ErrorCode, string] | undefined {
+    if (unroutableTarget(req)) return ['BAD_REQUEST', badTargetMessage(req.url!)]
+    const refused = refusedRequest(req)
+    if (refused !== undefined) return ['BAD_REQUEST', refused]
+    if (req.method === 'TRACE') return ['METHOD_NOT_ALLOWED', 'TRACE is not served by this gateway']
+    if (!this.#normalizePath(req)) return ['BAD_REQUEST', ESCAPED_SLASH_MESSAGE]
+    return undefined
   }
 
   /** Normalize req.url in place (routing, filters and the upstream see one path); false: refused. */
@@ -229,17 +227,9 @@ export class WorkerProxy {
   readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // First, before any path can write to it: the upgrade socket comes without an error listener.
     socket.on('error', destroyOnSocketError)
-    if (unroutableTarget(req)) {
-      endRaw(socket, rawHttpError('BAD_REQUEST', badTargetMessage(req.url!)))
-      return
-    }
-    const refused = refusedRequest(req)
-    if (refused !== undefined) {
-      endRaw(socket, rawHttpError('BAD_REQUEST', refused))
-      return
-    }
-    if (!this.#normalizePath(req)) {
-      endRaw(socket, rawHttpError('BAD_REQUEST', ESCAPED_SLASH_MESSAGE))
+    const refusal = this.#refuseBeforeRouting(req)
+    if (refusal !== undefined) {
+      endRaw(socket, rawHttpError(refusal[0], refusal[1]))
       return
     }
     const snap = this.snapshot

@@ -3,7 +3,6 @@
 // request allocates one object of ours, and event listeners are prebuilt functions that find
 // it through a symbol (no closures per request).
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { RequestContext } from './context.ts'
@@ -12,6 +11,7 @@ import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
 import { clientResponseHeaders, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
+import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
@@ -66,25 +66,6 @@ function onUploadData(chunk: Buffer): void {
 }
 function onTimer(ex: Exchange): void {
   ex.timerFired()
-}
-
-/**
- * How long a connection closed under an unread request body keeps reading (and dropping) what
- * the client still sends, before it is cut (nginx's lingering close, Envoy's delayed close).
- */
-const LINGER_MS = 3_000
-
-/**
- * socket.destroySoon for such a connection (node:http calls it once the `Connection: close`
- * reply is written): half-close, so the client sees the reply end, and keep reading; the socket
- * closes itself when the client closes its side, or is cut after LINGER_MS.
- */
-function lingeringClose(this: Socket): void {
-  if (this.writable) this.end()
-  if (!this.destroyed) setTimeout(destroySocket, LINGER_MS, this).unref()
-}
-function destroySocket(socket: Socket): void {
-  socket.destroy()
 }
 
 /** Counts streamed request bytes when the client did not declare a length (chunked). */

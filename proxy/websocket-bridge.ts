@@ -10,6 +10,7 @@ import { runRequestChain } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { rawHttpError, type LocalReply } from './errors.ts'
 import { incomingRequestId, upstreamRequestHeaders } from './headers.ts'
+import { endRaw } from './linger.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
@@ -29,24 +30,6 @@ interface HasPending {
  */
 export function destroyOnSocketError(this: Duplex): void {
   this.destroy()
-}
-
-/** How long a refused raw socket keeps reading (and dropping) before it is cut. */
-const RAW_LINGER_MS = 3_000
-
-/**
- * The last words on a raw socket node:http handed over (an upgrade, CONNECT, a parse error): the
- * reply, then read and drop what the client still sends, and cut it after RAW_LINGER_MS. No
- * HTTP timeout applies to such a socket: ending only our side left one whose client never closes
- * its own (a half-open connection) open forever, a file handle per request.
- */
-export function endRaw(socket: Duplex, reply: string | Buffer, read = true): void {
-  socket.end(reply)
-  if (read) socket.resume()
-  if (!socket.destroyed) setTimeout(destroySocket, RAW_LINGER_MS, socket).unref()
-}
-function destroySocket(socket: Duplex): void {
-  socket.destroy()
 }
 
 // ws's own Sec-WebSocket-Protocol parser (the package exports it; its type declarations do

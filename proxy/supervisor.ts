@@ -1,7 +1,6 @@
 // The supervisor (main thread of `igw proxy`): owns the config and its reloads, the shared
 // memory, the worker threads (restarted when they crash), upstream health, and the admin port
 // whose /metrics is one view merged from every thread.
-import { createHash } from 'node:crypto'
 import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
@@ -10,7 +9,7 @@ import { basename, dirname } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { pino, type DestinationStream, type Logger } from 'pino'
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
-import { canonicalJson } from '../config/canonical-json.ts'
+import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
@@ -196,7 +195,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const digestInfo = gauge(registry, { name: 'igw_config_digest_info', help: 'Always 1, labelled with a digest of the config this proxy runs (equal configs, equal digest)', labelNames: ['digest'] })
   const setDigest = (c: GatewayConfig): void => {
     digestInfo.reset()
-    digestInfo.labels(createHash('sha256').update(canonicalJson(c)).digest('hex').slice(0, 16)).set(1)
+    digestInfo.labels(sha256Hex(canonicalJson(c)).slice(0, 16)).set(1)
   }
   versionGauge.set(version)
   setDigest(config)
@@ -569,7 +568,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     const path = opts.watchPath
     const digest = () => {
       try {
-        return createHash('sha256').update(readFileSync(path)).digest('hex')
+        return sha256Hex(readFileSync(path))
       } catch {
         return ''
       }

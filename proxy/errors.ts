@@ -6,6 +6,10 @@ export const ERROR_STATUS = {
   // The client did not send its (GraphQL) request body in time.
   REQUEST_TIMEOUT: 408,
   PAYLOAD_TOO_LARGE: 413,
+  // The request line and headers together are over listener.maxHeaderBytes (as Envoy answers).
+  REQUEST_HEADER_FIELDS_TOO_LARGE: 431,
+  // An Expect other than 100-continue (RFC 9110 §10.1.1): nothing here can meet it.
+  EXPECTATION_FAILED: 417,
   // A GraphQL route got a POST body that is not JSON (forms, multipart, application/graphql).
   UNSUPPORTED_MEDIA_TYPE: 415,
   UNAUTHENTICATED: 401,
@@ -76,6 +80,8 @@ const STATUS_TEXT: Record<number, string> = {
   408: 'Request Timeout',
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   502: 'Bad Gateway',

@@ -9,7 +9,7 @@ import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
-import { clientResponseHeaders, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
+import { clientResponseHeaders, dropContentLength, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
@@ -447,6 +447,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // drain closes the connection after this response, so a client told keep-alive would send
     // its next request onto a socket about to be closed, and lose it.
     if (this.proxy.draining) res.shouldKeepAlive = false
+    // RFC 9110 §8.6: no Content-Length on a 204 (a backend's `content-length: 0` was relayed;
+    // strict clients and HTTP/2 front proxies refuse such a response).
+    if (status === 204) dropContentLength(headers)
     try {
       if (reason === undefined) res.writeHead(status, headers)
       else res.writeHead(status, reason, headers)

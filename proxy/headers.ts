@@ -136,6 +136,11 @@ function pushLength(out: string[], length: string | string[]): void {
   else for (const v of length) out.push('content-length', v)
 }
 
+/** Remove every Content-Length from a flat header list (they are last: see pushLength). */
+export function dropContentLength(list: string[]): void {
+  while (list.length >= 2 && list[list.length - 2]!.toLowerCase() === 'content-length') list.length -= 2
+}
+
 /** Same as clientResponseHeaders but into a mutable object, for the response phase. */
 export function responseHeaderObject(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}

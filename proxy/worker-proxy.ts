@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
 import { Exchange, writeErrorReply } from './exchange.ts'
-import { rawHttpError, type ErrorCode } from './errors.ts'
+import { ERROR_STATUS, rawHttpError, type ErrorCode } from './errors.ts'
 import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
@@ -70,6 +70,9 @@ export class WorkerProxy {
         headersTimeout: config.listener.headersTimeoutMs,
         requestTimeout: 0, // the route's total timeout governs; 0 lets long uploads/exports through
         maxHeaderSize: config.listener.maxHeaderBytes,
+        // Node enforces headersTimeout only when this check runs (every 30 s by default), so a
+        // 10 s slowloris guard held a slow head for up to 40 s.
+        connectionsCheckingInterval: checkingIntervalFor(config.listener.headersTimeoutMs),
         noDelay: true,
       },
       this.handle,
@@ -77,6 +80,9 @@ export class WorkerProxy {
     // Expect: 100-continue: the exchange sends the 100 itself when it is about to read the body
     // (Node's default answers at once, so a request refused anyway made the client upload first).
     this.server.on('checkContinue', this.checkContinue)
+    // Any other Expect: Node's own answer is a bare 417 that keeps the connection, whose unread
+    // body is then parsed as the next request. Ours is the GraphQL-shaped error, counted, closed.
+    this.server.on('checkExpectation', this.checkExpectation)
     this.server.on('upgrade', this.upgrade)
     // CONNECT (a tunnel request): without a listener Node drops the socket with no reply, no
     // log and no count. This gateway tunnels nothing: 405, counted and logged like any refusal.
@@ -92,9 +98,13 @@ export class WorkerProxy {
         socket.destroy()
         return
       }
-      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+      const [code, message] = clientErrorReply(err.code)
       // (not read further: node:http's parser, failed, still listens on it)
-      endRaw(socket, rawHttpError('BAD_REQUEST', tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`), false)
+      endRaw(socket, rawHttpError(code, message), false)
+      // Refused before there is a request object: counted and logged like any other refusal.
+      const status = ERROR_STATUS[code]
+      this.metrics.requests.series('', String(status), '').inc()
+      if (this.#accessLog) this.logger.info({ status, code, parseError: err.code, remote: (socket as { remoteAddress?: string }).remoteAddress }, 'access (unparsed request)')
     })
   }
 
@@ -178,6 +188,16 @@ export class WorkerProxy {
   /** Node's 'checkContinue': the client sent Expect: 100-continue and waits for the invitation. */
   readonly checkContinue = (req: IncomingMessage, res: ServerResponse): void => this.#serve(req, res, true)
 
+  /** Node's 'checkExpectation': an Expect other than 100-continue. */
+  readonly checkExpectation = (req: IncomingMessage, res: ServerResponse): void => {
+    const start = performance.now()
+    this.inflight++
+    this.#workerCounter.inc()
+    res.shouldKeepAlive = false // the body (if any) stays unread
+    res.once('close', () => this.#finishUnrouted(req, res, start, 'EXPECTATION_FAILED'))
+    writeErrorReply(res, 'EXPECTATION_FAILED', 'the only expectation this gateway meets is Expect: 100-continue')
+  }
+
   #serve(req: IncomingMessage, res: ServerResponse, awaitingContinue: boolean): void {
     const start = performance.now()
     this.inflight++
@@ -186,14 +206,14 @@ export class WorkerProxy {
     const refusal = this.#refuseBeforeRouting(req)
     if (refusal !== undefined) {
       if (refusal[0] === 'METHOD_NOT_ALLOWED') res.shouldKeepAlive = false // TRACE: its body stays unread
-      res.once('close', () => this.#finishUnrouted(req, res, start))
+      res.once('close', () => this.#finishUnrouted(req, res, start, refusal[0]))
       writeErrorReply(res, refusal[0], refusal[1])
       return
     }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined) {
-      res.once('close', () => this.#finishUnrouted(req, res, start))
+      res.once('close', () => this.#finishUnrouted(req, res, start, 'NOT_FOUND'))
       writeErrorReply(res, 'NOT_FOUND', 'no route matches this host and path')
       return
     }
@@ -306,9 +326,9 @@ export class WorkerProxy {
     )
   }
 
-  #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number): void {
+  #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode): void {
     this.metrics.requests.series('', String(res.statusCode), '').inc()
-    if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, durMs: round(performance.now() - start) }, 'access (no route)')
+    if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: round(performance.now() - start) }, 'access (no route)')
     this.#done()
   }
 
@@ -467,4 +487,17 @@ function allZero(s: string, from: number, to: number): boolean {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100
+}
+
+/** What a request node:http's parser refused gets, by the parser's (or Node's) error code. */
+function clientErrorReply(code: string | undefined): [ErrorCode, string] {
+  if (code === 'HPE_HEADER_OVERFLOW') return ['REQUEST_HEADER_FIELDS_TOO_LARGE', 'request line and headers are over the size limit']
+  // headersTimeout: the head did not arrive in time (Node's own answer is a bare 408 too).
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return ['REQUEST_TIMEOUT', 'the request head did not arrive in time']
+  return ['BAD_REQUEST', `malformed HTTP request (${code ?? 'parse error'})`]
+}
+
+/** How often Node checks heads against headersTimeout: a quarter of it, within [250 ms, 30 s]. */
+function checkingIntervalFor(headersTimeoutMs: number): number {
+  return Math.min(30_000, Math.max(250, Math.floor(headersTimeoutMs / 4)))
 }

@@ -16,7 +16,7 @@ import { DeliveryQueue, type GapHolder, type QueuedEntry } from './delivery-queu
 import { compileEventFilter, EventFilterError, type EventMatcher } from './event-filter.ts'
 import type { SubscriptionHub } from './hub.ts'
 import type { TierMetrics } from './metrics.ts'
-import { CLOSE, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
+import { CLOSE, graphqlErrors, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
 import type { ReplayFeed } from './replay-feed.ts'
 import type { LogEvent } from './replay-ring.ts'
 import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayload } from './stream.ts'
@@ -27,6 +27,8 @@ import { closeReason } from '../websocket-bridge.ts'
 type ConnState = 'init' | 'ready' | 'closing' | 'closed'
 
 const CONTROL_BYTES = 96
+/** igw_filter_errors_total's label for a filter reply to a subscribe whose errors were not GraphQL errors. */
+const MALFORMED_REPLY = 'subscribe-reply'
 /** Replay entries one subscription is fed before the next one's turn, and at most per turn. */
 const FEED_SLICE = 64
 const FEED_TURN = 4096
@@ -207,15 +209,26 @@ function entryBytes(sub: Subscription, entry: QueuedEntry): number {
   return entry.kind === 'event' ? sub.prefix.length + entry.tail.length : CONTROL_BYTES
 }
 
-/** A filter's LocalReply as what the protocol can carry: a result (status < 400 with data) or errors. */
-export function replyPayload(reply: LocalReply): { data: true; json: string } | { data: false; errors: unknown[] } {
+/**
+ * A filter's LocalReply as what the protocol can carry: a result (status < 400 with data) or
+ * errors. Only GraphQL errors reach the client (graphqlErrors): `malformed` counts the entries a
+ * filter got wrong and that were replaced.
+ */
+export function replyPayload(reply: LocalReply): { data: true; json: string; malformed: number } | { data: false; errors: unknown[]; malformed: number } {
   const text = typeof reply.body === 'string' ? reply.body : reply.body.toString('utf8')
+  const fallback = { message: `refused (HTTP ${reply.status})`, code: reply.code ?? 'REFUSED' }
   try {
     const body = JSON.parse(text) as { data?: unknown; errors?: unknown }
-    if (reply.status < 400 && body !== null && typeof body === 'object' && 'data' in body) return { data: true, json: text }
-    if (body !== null && typeof body === 'object' && Array.isArray(body.errors) && body.errors.length > 0) return { data: false, errors: body.errors }
+    if (reply.status < 400 && body !== null && typeof body === 'object' && !Array.isArray(body) && 'data' in body) {
+      if (body.errors === undefined) return { data: true, json: text, malformed: 0 }
+      // A result with errors: the same rules, the text kept as it came when they are well formed.
+      const e = graphqlErrors(Array.isArray(body.errors) ? body.errors : [body.errors], fallback)
+      if (e.malformed === 0 && Array.isArray(body.errors)) return { data: true, json: text, malformed: 0 }
+      return { data: true, json: JSON.stringify({ ...body, errors: e.errors }), malformed: Math.max(1, e.malformed) }
+    }
+    if (body !== null && typeof body === 'object' && Array.isArray(body.errors) && body.errors.length > 0) return { data: false, ...graphqlErrors(body.errors, fallback) }
   } catch {}
-  return { data: false, errors: [{ message: `refused (HTTP ${reply.status})`, extensions: { code: reply.code ?? 'REFUSED' } }] }
+  return { data: false, errors: [{ message: fallback.message, extensions: { code: fallback.code } }], malformed: 0 }
 }
 
 export class ClientConnection {
@@ -411,10 +424,10 @@ export class ClientConnection {
       this.#cancelledPending++
     }
     const sub = this.subs.get(id)
-    if (sub !== undefined) {
-      sub.end()
-      if (this.protocol === TOPICS) this.#sendNow(this.writer.complete(id))
-    }
+    sub?.end()
+    // Topic clients wait for `complete` to know the id is over, also when its admission was
+    // still running (a slow tenant or quota filter): that one ends silently now.
+    if (this.protocol === TOPICS && (sub !== undefined || pending !== undefined)) this.#sendNow(this.writer.complete(id))
   }
 
   #init(payload: Record<string, unknown> | undefined): void {
@@ -596,6 +609,11 @@ export class ClientConnection {
   /** A filter answered the subscribe itself: a result (e.g. a cached query) or a refusal. */
   #answerLocally(id: string, reply: LocalReply, topic: string | undefined): void {
     const p = replyPayload(reply)
+    if (p.malformed > 0) {
+      // The chain does not say which filter answered: the route names the suspects.
+      this.hub.host.metrics.filterErrors.labels(MALFORMED_REPLY).inc()
+      this.hub.logger.warn({ conn: this.id, route: this.routeName, id: id.slice(0, 64), status: reply.status, code: reply.code, body: String(reply.body).slice(0, 256) }, 'a filter answered a subscribe with errors that are not GraphQL errors; replaced')
+    }
     if (p.data) {
       this.#sendNow(this.writer.result(id, p.json, topic))
       this.#sendNow(this.writer.complete(id))

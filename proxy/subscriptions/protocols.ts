@@ -234,6 +234,34 @@ function parseTopic(msg: Record<string, unknown>): ClientCommand {
   }
 }
 
+/** A GraphQL error as clients parse it: an object with a string `message`, `extensions` (if any) an object. */
+function isGraphQLError(e: unknown): boolean {
+  return isObject(e) && typeof e.message === 'string' && (e.extensions === undefined || isObject(e.extensions))
+}
+
+/**
+ * An `errors` list as the client protocols can carry it. graphql-ws clients check every entry of
+ * an `error` message and close the whole socket (4004) on one without a `message` — every other
+ * subscription on it dies with the one being refused. Entries a filter or an upstream got wrong
+ * are replaced: a string becomes the message, anything else gets `fallback.message`; the entry's
+ * `extensions` object is kept, or becomes `{code: fallback.code}`. `malformed` counts what was
+ * replaced (0: the list is returned as it came, no copy).
+ */
+export function graphqlErrors(list: readonly unknown[], fallback: { message: string; code: string }): { errors: unknown[]; malformed: number } {
+  let malformed = 0
+  for (const e of list) if (!isGraphQLError(e)) malformed++
+  if (malformed === 0 && list.length > 0) return { errors: list as unknown[], malformed }
+  if (list.length === 0) return { errors: [{ message: fallback.message, extensions: { code: fallback.code } }], malformed: 1 }
+  const errors = list.map((e) => {
+    if (isGraphQLError(e)) return e
+    const o = isObject(e) ? e : undefined
+    const message = typeof e === 'string' ? e : typeof o?.message === 'string' ? o.message : fallback.message
+    const extensions = isObject(o?.extensions) ? o.extensions : { code: fallback.code }
+    return { ...o, message, extensions }
+  })
+  return { errors, malformed }
+}
+
 const GAP_MESSAGES: Record<GapReason, string> = {
   trimmed: 'events after your cursor were trimmed from the replay log; refetch to catch up',
   expired: 'events after your cursor expired from the replay log; refetch to catch up',

@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import { EPOCH_BYTES, type CursorCodec } from './cursor.ts'
 import { COMPLETE, type QueuedEntry } from './delivery-queue.ts'
 import type { HubMetrics } from './metrics.ts'
-import type { GapNotice, GapReason } from './protocols.ts'
+import { graphqlErrors, type GapNotice, type GapReason } from './protocols.ts'
 import type { RedisReplayLog } from './redis-log.ts'
 import { ReplayFeed, type FeedSource } from './replay-feed.ts'
 import { ReplayRing, type EpochMark, type ExecutionResultLike, type LogEvent } from './replay-ring.ts'
@@ -68,7 +68,8 @@ function newEpoch(): string {
  * different fixes), a handshake the upstream answered without switching protocols its HTTP status.
  */
 export function upstreamErrors(err: unknown): unknown[] {
-  if (Array.isArray(err)) return err
+  // The upstream's own GraphQL errors; one graphql-ws let through without a string message is replaced.
+  if (Array.isArray(err)) return graphqlErrors(err, { message: 'upstream subscription failed', code: 'INTERNAL_SERVER_ERROR' }).errors
   const e = err as { code?: unknown; reason?: unknown; message?: unknown } | null
   const status = handshakeStatus(err)
   let detail: string

@@ -191,6 +191,15 @@ class DlpFilter implements Filter {
         return errorReply('DLP_BLOCKED', request.reason, { preset: preset.name, policy: this.#dlp.policy.entrypoint })
       }
     }
+    if (ctx.subscription !== undefined) {
+      // An operation on a socket the gateway terminates: its results come back through the
+      // subscription hub, where no response phase runs, so nothing would mask them. Refused
+      // (fail closed); the same export over HTTP is served masked.
+      const reason = 'an export is not served over a WebSocket; request it over HTTP'
+      this.#exportsTotal.labels(match.format, 'denied').inc()
+      this.#audit(ctx, preset.name, match.format, 'denied', { transport: 'websocket', reason }, request, undefined)
+      return errorReply('DLP_BLOCKED', reason, { preset: preset.name })
+    }
     ctx.locals.set(kExport, { preset: preset.name, actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
     // Compressed bytes cannot be inspected; ask for identity (a gzip reply is still decoded).
     ctx.setUpstreamHeader('accept-encoding', 'identity')

@@ -156,7 +156,13 @@ export function formatPath(path: readonly PropertyKey[]): string {
 /** A bad value, quoted for the message; a secret is described, never shown. */
 function show(value: unknown, path: readonly PropertyKey[] = []): string {
   if (value === undefined) return 'nothing'
-  if (typeof value === 'string' && isSecretPath(path)) return `a value of ${value.length} characters (not shown)`
+  if (isSecretPath(path)) {
+    // Whatever its type: an unquoted `secret: ${JWT_SECRET}` whose value is all digits arrives
+    // as a number, and "expected string, got 1234…" would print it.
+    if (typeof value === 'string') return `a value of ${value.length} characters (not shown)`
+    const kind = value === null ? 'null' : Array.isArray(value) ? 'list' : typeof value === 'object' ? 'map' : typeof value
+    return kind === 'number' || kind === 'boolean' ? `a ${kind} (not shown; quote it, or write !!str \${VAR}, to keep it a string)` : `a ${kind} (not shown)`
+  }
   let s: string
   try {
     s = JSON.stringify(value) ?? String(value)

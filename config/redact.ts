@@ -23,6 +23,10 @@ export function isSecretPath(path: readonly PropertyKey[]): boolean {
     const p = path[i]
     if (typeof p === 'number') continue // previousCursorKeys[0]: the array's name decides
     const key = String(p)
+    // An entry of a map named like a header-name field (`initPayloadHeaders: {authorization:
+    // authorization}`: payload key → header name) holds a name, not a credential.
+    const parent = path[i - 1]
+    if (typeof parent === 'string' && HEADER_NAMES_KEY.test(parent)) return false
     if (isSecretKey(key)) return true
     // the values of an outgoing header map: quotas.events.webhook.headers.<name>
     return i > 0 && path[i - 1] === 'headers' && i === path.length - 1

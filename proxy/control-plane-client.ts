@@ -169,8 +169,12 @@ type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { k
 async function* sseEvents(body: Readable): AsyncGenerator<SseEvent> {
   let buf = ''
   let ev: SseEvent = { event: 'message', data: '' }
+  // One decoder for the whole stream: a multi-byte character split across two reads (a
+  // non-ASCII display name in a large snapshot) is joined, not turned into two U+FFFD that
+  // break the payload's signature.
+  const utf8 = new TextDecoder('utf-8')
   for await (const chunk of body) {
-    buf += (chunk as Buffer).toString('utf8')
+    buf += utf8.decode(chunk as Buffer, { stream: true })
     let i
     while ((i = buf.indexOf('\n')) !== -1) {
       const line = buf.slice(0, i).replace(/\r$/, '')
@@ -259,9 +263,16 @@ export class ControlPlaneClient {
 
   #stableId(): string {
     const p = join(this.#o.stateDir, 'proxy-id')
-    if (existsSync(p)) return readFileSync(p, 'utf8').trim()
+    if (existsSync(p)) {
+      const kept = readFileSync(p, 'utf8').trim()
+      // An empty file (a crash or power loss right after it was created) is no id: the control
+      // plane refuses an empty one (400) and the proxy never connected again. A new one is made.
+      if (kept !== '') return kept
+    }
     const id = `${hostname()}-${randomUUID().slice(0, 8)}`
-    writeFileSync(p, `${id}\n`)
+    const tmp = `${p}.${process.pid}.tmp`
+    writeFileSync(tmp, `${id}\n`)
+    renameSync(tmp, p)
     return id
   }
 
@@ -513,7 +524,10 @@ export class ControlPlaneClient {
     if (r.ok) {
       this.#version = payload.version
       this.#digest = payload.digest
-      this.#persist(envelope)
+      // The proxy runs it: ACK it whatever the disk says. A state dir that cannot be written
+      // (full, read-only) used to throw out of the stream loop: no ACK, a "lost the control
+      // plane" warning and a reconnect on every push, while the control plane was fine.
+      this.#persistOrWarn(envelope, payload.version)
       await this.#ack(payload.version, true)
     } else {
       this.#o.log('error', { version: payload.version, error: r.error }, 'config version NACKed: workers refused it; keeping the running config')
@@ -536,15 +550,18 @@ export class ControlPlaneClient {
     }
   }
 
+  /** Keep a running snapshot as last-known-good; a failed write is logged (the previous file stays). */
+  #persistOrWarn(envelope: Envelope, version: number): void {
+    try {
+      this.#persist(envelope)
+    } catch (err) {
+      this.#o.log('error', { path: this.lastGoodPath, version, error: (err as Error).message }, 'could not write the last-known-good snapshot')
+    }
+  }
+
   /** The proxy is listening with the boot version: keep it as last-known-good and ACK it. */
   async ackBoot(): Promise<void> {
-    if (this.#bootEnvelope !== undefined) {
-      try {
-        this.#persist(this.#bootEnvelope)
-      } catch (err) {
-        this.#o.log('error', { path: this.lastGoodPath, error: (err as Error).message }, 'could not write the last-known-good snapshot')
-      }
-    }
+    if (this.#bootEnvelope !== undefined) this.#persistOrWarn(this.#bootEnvelope, this.#version)
     this.#bootEnvelope = undefined
     await this.#ack(this.#version, true)
   }

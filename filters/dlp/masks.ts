@@ -7,9 +7,10 @@ function isDigit(c: number): boolean {
   return c >= 48 && c <= 57
 }
 
-/** a***@example.com */
+/** a***@example.com (a***%40example.com for a percent-encoded address) */
 function maskEmail(v: string): string {
-  const at = v.lastIndexOf('@')
+  let at = v.lastIndexOf('@')
+  if (at === -1) at = v.lastIndexOf('%40')
   if (at <= 0) return '***'
   const start = v.startsWith('mailto:') ? 7 : 0
   return `${v.slice(0, start)}${v[start]}***${v.slice(at)}`

@@ -2,8 +2,8 @@
 // cannot say (checksums, number plans, reserved ranges). Pure functions of the candidate and
 // the text around it, so they are tested and evaluated without sockets.
 //
-// What is detected is ASCII-shaped text: digits 0-9, ASCII separators (space, "-", ".", "()"),
-// ASCII e-mail addresses. Look-alikes are not: full-width or other-script digits
+// What is detected is ASCII-shaped numbers (digits 0-9, ASCII separators: space, "-", ".", "()")
+// and e-mail addresses (Unicode letters of the common scripts allowed: jörg@bücher.de). Look-alikes are not: full-width or other-script digits
 // ("１２３-４５-６７８９", "١٢٣-٤٥-٦٧٨٩"), a non-breaking space or hyphen (U+00A0, U+2011) as a
 // separator, and zero-width or soft-hyphen characters inside a value ("ada\u200d@example.com")
 // pass as text. Catching them takes normalizing the string (NFKC, format characters removed)
@@ -28,19 +28,33 @@ function isSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 34 || c === 39 || c === 60 || c === 62
 }
 
-/** True when text[start] sits inside a URL: the whitespace-delimited token before it has "://". */
-function insideUrl(text: string, start: number): boolean {
+/**
+ * Whether a candidate at text[start] is refused for where it sits in a URL: the whitespace-delimited
+ * token before it has "://" (or starts with "www.") and the candidate is in the URL's authority or
+ * path ("https://jane@example.com/" is userinfo, "https://cdn.example/u/a@b.com/x.png" a path).
+ * A query or fragment value is data the URL carries, and an address there is one:
+ * "https://x.example/u?email=jane@corp.com&x=1", "…?to=mailto:jane@corp.com", "#/u?e=jane@corp.com"
+ * (one that follows "/" there is a URL inside the query: "?next=https://y.example/a@b.com").
+ */
+function refusedInUrl(text: string, start: number): boolean {
   let i = start - 1
   while (i >= 0 && !isSpace(text.charCodeAt(i))) i--
   const token = text.slice(i + 1, start)
-  return token.includes('://') || token.startsWith('www.')
+  const scheme = token.indexOf('://')
+  if (scheme === -1 && !token.startsWith('www.')) return false
+  // the query or fragment of the (outermost) URL
+  const q = token.search(/[?#]/)
+  if (q === -1 || q < scheme) return true
+  const prev = text.charCodeAt(start - 1)
+  // "=" "&" "?" "#" ";" "," start a value or list item; ":" ends "mailto:"
+  return !(prev === 61 || prev === 38 || prev === 63 || prev === 35 || prev === 59 || prev === 44 || (prev === 58 && /mailto:$/i.test(token)))
 }
 
 // Longest entry of NOT_TLDS: a longer TLD needs no lookup.
 const NOT_TLD_MAX = Math.max(...[...NOT_TLDS].map((t) => t.length))
 
-const email: Validator = (text, start, end) => {
-  const at = text.indexOf('@', start)
+/** The e-mail checks; the at-sign ("@", or "%40" percent-encoded) starts at text[at]. */
+function emailAt(text: string, start: number, end: number, at: number): boolean {
   if (at === -1 || at >= end) return false
   // the last "." of the match (a "." right after it ends the sentence: "see logo@2x.png.")
   const dot = text.lastIndexOf('.', end - 1)
@@ -50,12 +64,20 @@ const email: Validator = (text, start, end) => {
   const dots = text.indexOf('..', start)
   if (dots !== -1 && dots <= at - 2) return false
   // "https://jane@example.com/x" (userinfo) and "https://site/a@b.com" are URLs, not addresses.
-  if (insideUrl(text, start)) return false
+  if (refusedInUrl(text, start)) return false
   const next = text.charCodeAt(end)
   if (next === 47) return false // "a@b.com/path"
   // "git@github.com:org/repo.git", "deploy@host.example.com:/srv": an scp-style remote (user@host:path)
   return next !== 58 || !isPathStart(text.charCodeAt(end + 1))
 }
+
+const email: Validator = (text, start, end) => emailAt(text, start, end, text.indexOf('@', start))
+
+/**
+ * "jane.doe%40corp.com": an address percent-encoded in a URL's query or a form body
+ * ("?email=jane.doe%40corp.com", "email=jane%40corp.com&x=1"); the "%40" is the at-sign.
+ */
+const emailUrlencoded: Validator = (text, start, end) => emailAt(text, start, end, text.indexOf('%40', start))
 
 function isPathStart(c: number): boolean {
   return (c >= 48 && c <= 57) || ((c | 0x20) >= 97 && (c | 0x20) <= 122) || c === 47 || c === 126 || c === 46 || c === 95
@@ -183,7 +205,43 @@ function cardDigitsValid(text: string, start: number, end: number): boolean {
   const d = digitsOf(text, start, end)
   return d.length >= 12 && d.length <= 19 && knownIssuer(d) && luhnValid(d)
 }
-const luhn: Validator = cardDigitsValid
+function isDigitAt(text: string, i: number): boolean {
+  const c = text.charCodeAt(i)
+  return c >= 48 && c <= 57
+}
+
+/**
+ * A card number in text stands on its own, not inside a longer run of digit groups: a USPS
+ * tracking number "9400 1112 0200 0000 0000 00" holds Luhn-valid 16-digit windows, which were
+ * masked (or blocked the export) as cards. With `sep` the candidate's separator (" " or "-"; a
+ * space for a compact number): refused when a group of 4+ digits and `sep` come right before it
+ * (a card starts no such run; "05/2027 4111 …", an expiry year, still may), or when what follows
+ * is `sep`, a group of 4+ digits and `sep` with another digit (two more groups: the run goes on;
+ * one group after it is the CVV or expiry the scanner cuts off: "4111 1111 1111 1111 123").
+ */
+function cardStandsAlone(text: string, start: number, end: number): boolean {
+  let sep = 32
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 32 || c === 45) {
+      sep = c
+      break
+    }
+  }
+  if (start >= 2 && text.charCodeAt(start - 1) === sep && isDigitAt(text, start - 2)) {
+    let i = start - 2
+    while (i >= 0 && isDigitAt(text, i)) i--
+    if (start - 2 - i >= 4 && text.charCodeAt(i) !== 47) return false
+  }
+  if (text.charCodeAt(end) === sep && isDigitAt(text, end + 1)) {
+    let i = end + 1
+    while (isDigitAt(text, i)) i++
+    if (i - end - 1 >= 4 && text.charCodeAt(i) === sep && isDigitAt(text, i + 1)) return false
+  }
+  return true
+}
+
+const luhn: Validator = (text, start, end) => cardDigitsValid(text, start, end) && cardStandsAlone(text, start, end)
 const cardField: FieldValidator = (value) => {
   const v = value.trim()
   return /^\d(?:[ -]?\d){11,18}$/.test(v) && cardDigitsValid(v, 0, v.length)
@@ -261,6 +319,7 @@ function digitsOf(text: string, start: number, end: number): string {
 
 export const VALIDATORS: Record<string, Validator> = {
   email,
+  email_urlencoded: emailUrlencoded,
   phone,
   phone_national: phoneNational,
   ssn_us: ssn,

@@ -305,6 +305,54 @@ const NEGATIVES: Planter[] = [
   (g, r) => put(r, 'ref', `${g.int(100, 899)}${g.digits(6)}`),
 ]
 
+// --- sweep 15: addresses in URLs and IDN domains, cards inside tracking numbers ------------
+// Planted in extra records after the first `size`, from their own generator, so the records
+// above (and the numbers measured on them before) stay the same.
+
+export const URL_CORPUS_SIZE = 600
+
+const IDN_DOMAINS = ['bücher.de', 'müller.example', '例え.jp', 'пример.рф', 'exämple.com', 'mail.çorp.example.fr']
+const IDN_LOCALS = ['jörg', 'zoë', 'françois', 'ümit', 'δοκιμή', 'почта', 'ユーザー', 'jane']
+
+function urlEncodeAt(e: string): string {
+  return e.replace('@', '%40').replace('+', '%2B')
+}
+
+const URL_POSITIVES: Planter[] = [
+  (g, r) => {
+    const e = email(g)
+    sentence(g, r, g.pick(['url', 'link', 'referrer']), [`https://app.example.com/${g.pick(['u', 'invite', 'unsubscribe'])}?${g.pick(['email', 'e', 'to', 'user'])}=`, ['email', e], g.pick(['', '&x=1', '&lang=en', '#top'])])
+  },
+  (g, r) => {
+    const e = urlEncodeAt(email(g))
+    sentence(g, r, g.pick(['url', 'link', 'note']), [`${g.pick(['https://app.example.com/u?', 'https://x.example/reset?token=ab12&', 'GET /signup?'])}email=`, ['email', e], g.pick(['', '&next=%2Fhome', ' 302'])])
+  },
+  (g, r) => sentence(g, r, 'form', [`name=${g.pick(FIRST)}&email=`, ['email', urlEncodeAt(email(g))], `&plan=${g.pick(WORDS)}`]),
+  (g, r) => sentence(g, r, 'link', [`https://crm.example.com/contact?to=mailto:`, ['email', email(g)]]),
+  (g, r) => {
+    const e = `${g.pick(IDN_LOCALS)}@${g.pick(IDN_DOMAINS)}`
+    if (g.chance(0.4)) put(r, g.pick(['email', 'contact_email']), e, 'email')
+    else sentence(g, r, 'note', [`${g.pick(['Schreiben Sie an', 'Écrire à', 'Write to', '連絡先'])} `, ['email', e], g.pick(['.', ' bitte', ''])])
+  },
+]
+
+/** A USPS-style 22-digit tracking number in groups of 4 that holds a Luhn-valid card window. */
+function trackingWithCardWindow(g: Gen): string {
+  for (;;) {
+    const d = `9400${g.digits(18)}`
+    const grouped = d.match(/.{1,4}/g)!.join(' ')
+    for (let i = 4; i + 16 <= 20; i += 4) if (/^[3-6]/.test(d.slice(i)) && luhnValid(d.slice(i, i + 16))) return grouped
+  }
+}
+
+const URL_NEGATIVES: Planter[] = [
+  (g, r) => put(r, g.pick(['url', 'avatar']), `https://cdn.example.com/u/${urlEncodeAt(email(g))}/avatar.png`),
+  (g, r) => put(r, 'link', `https://app.example.com/login?next=https://sso.example.com/u/${email(g)}`),
+  (g, r) => put(r, g.pick(['note', 'status']), `tracking ${trackingWithCardWindow(g)}`),
+  (g, r) => put(r, g.pick(['note', 'status']), `tracking 1Z${luhnComplete(`4${g.digits(14)}`)}`),
+  (g, r) => put(r, 'note', `${g.pick(['ref', 'batch', 'lot'])} ${g.pick(['020 7946 0018', '030 12345678', '01 23 45 67 89', `0${g.int(1, 9)}${g.digits(2)} ${g.digits(4)} ${g.digits(4)}`])}`),
+]
+
 export function generateCorpus(seed = CORPUS_SEED, size = CORPUS_SIZE): CorpusRecord[] {
   const g = new Gen(seed)
   const records: CorpusRecord[] = []
@@ -319,6 +367,16 @@ export function generateCorpus(seed = CORPUS_SEED, size = CORPUS_SIZE): CorpusRe
       if (JSON.stringify(rec.fields) !== before) rec.hardNegatives++
     }
     // A later planter may overwrite a field: keep only labels whose text is still there.
+    rec.labels = rec.labels.filter((l) => rec.fields[l.field]?.includes(l.value))
+    records.push(rec)
+  }
+  const u = new Gen(seed ^ 0x15)
+  for (let id = size + 1; id <= size + URL_CORPUS_SIZE; id++) {
+    const rec: CorpusRecord = { id, fields: { id: String(id), name: `${u.pick(FIRST)} ${u.pick(LAST)}` }, labels: [], hardNegatives: 0 }
+    u.pick(URL_POSITIVES)(u, rec)
+    const before = JSON.stringify(rec.fields)
+    u.pick(URL_NEGATIVES)(u, rec)
+    if (JSON.stringify(rec.fields) !== before) rec.hardNegatives++
     rec.labels = rec.labels.filter((l) => rec.fields[l.field]?.includes(l.value))
     records.push(rec)
   }

@@ -2,7 +2,7 @@
 // exactly the subprotocol the backend chose (or refused with the backend's own answer). Then
 // frames are relayed both ways: messages, pings/pongs (nobody auto-answers here, the real
 // endpoints do), close codes and reasons, with backpressure in each direction.
-import type { ClientRequest, IncomingMessage } from 'node:http'
+import { STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import WebSocket, { WebSocketServer, type RawData } from 'ws'
 import * as wsExports from 'ws'
@@ -89,7 +89,7 @@ function serverFor(route: RouteRuntime): WebSocketServer {
 
 function writeReply(socket: Duplex, reply: LocalReply): void {
   const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
-  let head = `HTTP/1.1 ${reply.status} ${reply.status === 200 ? 'OK' : 'Error'}\r\nconnection: close\r\ncontent-length: ${body.length}\r\n`
+  let head = `HTTP/1.1 ${reply.status} ${STATUS_CODES[reply.status] ?? 'Error'}\r\nconnection: close\r\ncontent-length: ${body.length}\r\n`
   for (const [k, v] of Object.entries(reply.headers ?? {})) {
     if (k === 'content-length' || k === 'connection') continue
     for (const one of Array.isArray(v) ? v : [v]) head += `${k}: ${one}\r\n`

@@ -178,6 +178,15 @@ class DlpFilter implements Filter {
   // --- request phase ----------------------------------------------------------------------
 
   onRequest(ctx: RequestContext): Decision {
+    // A WebSocket upgrade relayed as it is (passthrough: no `res`, no hub subscription): its
+    // frames reach the client unread, so on a route whose GraphQL operations can be exports, or
+    // to an export path, it would carry them unmasked. Refused; `websocket.mode: terminate` keeps
+    // subscriptions (and refuses only the operations that are exports).
+    if (ctx.res === undefined && ctx.subscription === undefined) {
+      const graphqlExports = ctx.route.type === 'graphql' && (this.#operations.size > 0 || this.#responsePaths.length > 0)
+      if (!graphqlExports && this.#match(ctx) === undefined) return undefined
+      return this.#refuseSocket(ctx, 'json', 'a WebSocket relayed unread (websocket.mode: passthrough) cannot carry DLP exports; use websocket.mode: terminate, or HTTP')
+    }
     const match = this.#match(ctx)
     if (match === undefined) return undefined
     const preset = this.#presetFor(ctx)
@@ -191,15 +200,10 @@ class DlpFilter implements Filter {
         return errorReply('DLP_BLOCKED', request.reason, { preset: preset.name, policy: this.#dlp.policy.entrypoint })
       }
     }
-    if (ctx.subscription !== undefined) {
-      // An operation on a socket the gateway terminates: its results come back through the
-      // subscription hub, where no response phase runs, so nothing would mask them. Refused
-      // (fail closed); the same export over HTTP is served masked.
-      const reason = 'an export is not served over a WebSocket; request it over HTTP'
-      this.#exportsTotal.labels(match.format, 'denied').inc()
-      this.#audit(ctx, preset.name, match.format, 'denied', { transport: 'websocket', reason }, request, undefined)
-      return errorReply('DLP_BLOCKED', reason, { preset: preset.name })
-    }
+    // An operation on a socket the gateway terminates: its results come back through the
+    // subscription hub, where no response phase runs, so nothing would mask them. Refused (fail
+    // closed); the same export over HTTP is served masked.
+    if (ctx.subscription !== undefined) return this.#refuseSocket(ctx, match.format, 'an export is not served over a WebSocket; request it over HTTP', request)
     ctx.locals.set(kExport, { preset: preset.name, actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
     // Compressed bytes cannot be inspected; ask for identity (a gzip reply is still decoded).
     ctx.setUpstreamHeader('accept-encoding', 'identity')
@@ -213,6 +217,13 @@ class DlpFilter implements Filter {
     ctx.setUpstreamHeader('if-none-match', null)
     ctx.setUpstreamHeader('if-match', null)
     return undefined
+  }
+
+  #refuseSocket(ctx: RequestContext, format: string, reason: string, verdict?: PolicyVerdict): LocalReply {
+    const preset = this.#presetFor(ctx)
+    this.#exportsTotal.labels(format, 'denied').inc()
+    this.#audit(ctx, preset.name, format, 'denied', { transport: 'websocket', reason }, verdict, undefined)
+    return errorReply('DLP_BLOCKED', reason, { preset: preset.name })
   }
 
   #match(ctx: RequestContext): { format: 'auto' | ExportFormat; scope: JsonScope | undefined } | undefined {

@@ -6,13 +6,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
+import { rawExchange, startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
+import { WebSocket } from 'ws'
 import { GqlClient } from '../../proxy/subscriptions/clients.ts'
 
 describe('DLP exports over a terminated WebSocket', () => {
   let demo: DemoBackend
   let proxy: TestProxy
+  let passthrough: TestProxy
 
   beforeAll(async () => {
     demo = await startDemoBackend()
@@ -30,8 +32,18 @@ describe('DLP exports over a terminated WebSocket', () => {
         },
       ],
     } as never)
+    // The default WebSocket mode relays frames to the backend unread.
+    passthrough = await startTestProxy({
+      tenants: { acme: {} },
+      dlp: { keyring: { file: keyring.replace('keyring.json', 'keyring-pt.json') }, presets: { tok_all: { email: 'tokenize', phone_e164: 'hash', ssn_us: 'tokenize' } }, policy: { allowedPresets: ['tok_all'] } },
+      routes: [
+        { name: 'api', match: { pathPrefix: '/graphql' }, upstream: demo.url, type: 'graphql', filters: [{ name: 'tenant' }, { name: 'dlp', preset: 'tok_all', exports: { graphql: { responsePaths: ['entities'] } } }] },
+        { name: 'rest', match: { pathPrefix: '/' }, upstream: demo.url, type: 'http', filters: [{ name: 'dlp', preset: 'tok_all', exports: { paths: [{ prefix: '/export/' }] } }] },
+      ],
+    } as never)
   })
   afterAll(async () => {
+    await passthrough?.close()
     await proxy?.close()
     await demo?.close()
   })
@@ -68,5 +80,44 @@ describe('DLP exports over a terminated WebSocket', () => {
     } finally {
       await c.dispose()
     }
+  })
+
+  it('a passthrough WebSocket on a route with GraphQL exports (or to an export path) is refused at the upgrade: nothing could inspect its frames', async () => {
+    // A graphql-transport-ws session by hand (the tenant in a header, as a server-side client sends it).
+    const seen = await new Promise<{ status?: number; messages: string[] }>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${passthrough.port}/graphql`, 'graphql-transport-ws', { headers: { 'x-tenant-id': 'acme' } })
+      const messages: string[] = []
+      const t = setTimeout(() => {
+        ws.terminate()
+        resolve({ messages })
+      }, 5_000)
+      ws.on('unexpected-response', (_req, res) => {
+        clearTimeout(t)
+        resolve({ status: res.statusCode, messages })
+      })
+      ws.on('error', () => {})
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })))
+      ws.on('message', (d) => {
+        messages.push(String(d))
+        if (JSON.parse(String(d)).type === 'connection_ack') ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: '{ entities { email } }' } }))
+        if (JSON.parse(String(d)).type === 'complete') {
+          clearTimeout(t)
+          ws.close()
+          resolve({ messages })
+        }
+      })
+    })
+    expect(seen.messages.join('\n')).not.toMatch(/@example\.com/)
+    expect(seen.status).toBe(403)
+    // The upgrade itself is answered 403 DLP_BLOCKED, on the export path too.
+    for (const path of ['/graphql', '/export/users']) {
+      const raw = (await rawExchange(passthrough.port, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: graphql-transport-ws\r\nx-tenant-id: acme\r\n\r\n`, 5000)).toString('latin1')
+      expect(raw.split('\r\n')[0]).toBe('HTTP/1.1 403 Forbidden')
+      expect(raw).toMatch(/"code":"DLP_BLOCKED"/)
+    }
+    // The same DLP filter lets an upgrade to a path that is no export through (whatever the backend answers).
+    const other = (await rawExchange(passthrough.port, 'GET /not-an-export HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', 5000).catch((e: Error) => Buffer.from(e.message))).toString('latin1')
+    expect(other).not.toMatch(/DLP_BLOCKED/)
+    expect(other).toMatch(/HTTP\/1\.1 \d{3} /)
   })
 })

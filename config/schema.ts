@@ -1,7 +1,7 @@
 // The config document: the contract between the control plane and every proxy. This file is
 // the single source of truth; config/schema.json is generated from it (`npm run schema`).
 import { z } from 'zod'
-import { DEFAULT_TIER } from './defaults.ts'
+import { DEFAULT_TIER, defaultReadinessUpstreams } from './defaults.ts'
 import { checkDlpReferences, dlpConfig } from './dlp.ts'
 import { filterEntry } from './filters/index.ts'
 import { subscriptionsConfig } from './subscriptions.ts'
@@ -29,7 +29,7 @@ export const upstreamConfig = z.strictObject({
   keepAliveTimeoutMs: durationMs.default(4_000),
   healthCheck: z
     .strictObject({
-      /** Readiness (/readyz) requires this upstream reachable. */
+      /** Probed: `igw_upstream_healthy`, listed by /readyz and counted as `admin.readiness.upstreams` says. */
       enabled: z.boolean().default(true),
       /** HTTP GET path to probe; without it a TCP connect is the probe. */
       path: z.string().startsWith('/').optional(),
@@ -127,7 +127,24 @@ export const gatewayConfigObject = z.strictObject({
   /** sidecar: one upstream next to one service. ingress: many routes by host and path. */
   mode: z.enum(['sidecar', 'ingress']).default('sidecar'),
   listen: listenAddress.default(':8080'),
-  admin: z.strictObject({ listen: listenAddress.default(':9901') }).prefault({}),
+  admin: z
+    .strictObject({
+      listen: listenAddress.default(':9901'),
+      readiness: z
+        .strictObject({
+          /**
+           * What /readyz asks of the health-checked upstreams: all of them reachable, any one of
+           * them, or none (readiness is the proxy's own: workers listening, not draining; the
+           * body still lists each upstream). Absent: "all" in sidecar mode (the pod is its one
+           * app), "none" in ingress mode: one dead backend must not take every gateway pod out
+           * of its Service and every other route down with it (Envoy and Apollo Router do not
+           * tie readiness to upstream health either). Reloadable.
+           */
+          upstreams: z.enum(['all', 'any', 'none']).optional(),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   /** Worker threads, each with its own listener on the same port; "auto" = available cores. */
   workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
   workerHeap: z
@@ -269,7 +286,10 @@ export const gatewayConfig = checkedConfig.transform((cfg) => {
       upstreams = { ...upstreams, [route.upstream]: upstreamConfig.parse({ url: route.upstream }) }
     }
   }
-  return upstreams === cfg.upstreams ? cfg : { ...cfg, upstreams }
+  // The readiness policy's default follows the mode (see admin.readiness.upstreams).
+  const readiness = cfg.admin.readiness.upstreams ?? defaultReadinessUpstreams(cfg.mode)
+  const admin = readiness === cfg.admin.readiness.upstreams ? cfg.admin : { ...cfg.admin, readiness: { ...cfg.admin.readiness, upstreams: readiness } }
+  return upstreams === cfg.upstreams && admin === cfg.admin ? cfg : { ...cfg, upstreams, admin }
 })
 
 export type GatewayConfig = z.infer<typeof gatewayConfig>

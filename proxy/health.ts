@@ -61,8 +61,18 @@ export class UpstreamHealth {
           ? { name, url: def.url, healthy: known.healthy, checked: true, error: known.error }
           : { name, url: def.url, healthy: false, checked: false, error: undefined }
       this.states.set(name, state)
-      const probe = () => this.#probe(state, def)
-      void probe()
+      // One probe at a time per upstream (as Envoy's health checker): with intervalMs below
+      // timeoutMs a slow or blackholed upstream piled up overlapping probes, and a late failure
+      // of an older one overwrote the verdict of a newer success (readiness flapped).
+      let inFlight = false
+      const probe = () => {
+        if (inFlight) return
+        inFlight = true
+        void this.#probe(state, def).finally(() => {
+          inFlight = false
+        })
+      }
+      probe()
       const t = setInterval(probe, def.healthCheck.intervalMs)
       t.unref()
       this.#timers.push(t)
@@ -86,12 +96,6 @@ export class UpstreamHealth {
     state.error = error
     state.checked = true
     if (changed) this.#onChange?.(state)
-  }
-
-  /** Probe everything now (used by /readyz when a probe has not run yet). */
-  allHealthy(): boolean {
-    for (const s of this.states.values()) if (!s.healthy) return false
-    return true
   }
 
   stop(): void {

@@ -4,12 +4,13 @@
 import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
-import { availableParallelism } from 'node:os'
+import { availableParallelism, totalmem } from 'node:os'
 import { basename, dirname } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { pino, type DestinationStream, type Logger } from 'pino'
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
+import { defaultReadinessUpstreams } from '../config/defaults.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
@@ -74,6 +75,48 @@ interface WorkerSlot {
   version: number
   /** What this thread answered to the last metrics scrape (see collectMetrics). */
   lastMetrics: MetricsJson | undefined
+}
+
+/** Where the container's memory limit is read: cgroup v2, then v1 (IGW_CGROUP_MEMORY_MAX_FILE overrides). */
+const CGROUP_MEMORY_FILES = ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']
+
+/**
+ * The memory limit of this process's container in bytes, or undefined when it has none: cgroup
+ * v2 `memory.max` ("max": none), else v1 `memory.limit_in_bytes` (a huge number: none), else what
+ * libuv finds (process.constrainedMemory()). A limit at or above the machine's memory is none.
+ * IGW_CGROUP_MEMORY_MAX_FILE names the one file to read instead (tests; unusual mounts).
+ */
+export function containerMemoryLimit(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const machine = totalmem()
+  const usable = (n: number): number | undefined => (Number.isFinite(n) && n > 0 && n < machine && n < 2 ** 60 ? n : undefined)
+  const override = env.IGW_CGROUP_MEMORY_MAX_FILE
+  for (const file of override ? [override] : CGROUP_MEMORY_FILES) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8').trim()
+    } catch {
+      continue
+    }
+    if (text === 'max') return undefined
+    if (/^\d+$/.test(text)) return usable(Number(text))
+  }
+  if (override) return undefined
+  return usable(typeof process.constrainedMemory === 'function' ? process.constrainedMemory() : 0)
+}
+
+/**
+ * The old-generation cap of each worker thread when workerHeap.maxOldGenerationMb is absent. Each
+ * V8 isolate sized its heap from the memory it saw, so the supervisor's and N workers' limits
+ * together exceeded the container's: a worker could grow until the kernel OOM-killed the whole
+ * pod (no drain) instead of that one thread failing and being restarted. Three quarters of the
+ * limit go to heaps (the rest is native memory: socket and body Buffers, code, stacks), split in
+ * equal shares among the workers and the supervisor thread; a worker's share holds its young
+ * generation too. Undefined (V8's default) when the container has no memory limit.
+ */
+export function defaultWorkerOldGenerationMb(limitBytes: number | undefined, workers: number, youngGenerationMb: number): number | undefined {
+  if (limitBytes === undefined) return undefined
+  const share = Math.floor((limitBytes / 1024 / 1024) * 0.75 / (workers + 1))
+  return Math.max(16, share - youngGenerationMb)
 }
 
 /** Metric types whose values only grow: a retired thread's are kept (gauges are not: it is gone). */
@@ -189,6 +232,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const restarts = counter(registry, { name: 'igw_worker_restarts_total', help: 'Worker threads restarted after a crash' })
   const stalls = counter(registry, { name: 'igw_worker_stalls_total', help: 'Worker threads terminated by the watchdog because their event loop stopped turning' })
   const workersLive = gauge(registry, { name: 'igw_workers', help: 'Worker threads listening' })
+  // Each worker's V8 heap (igw_nodejs_heap_* are the supervisor thread's alone): what a worker
+  // uses against the limit it was given, read by the supervisor at every scrape.
+  const workerHeapUsed = gauge(registry, { name: 'igw_worker_heap_used_bytes', help: 'V8 heap in use per worker thread', labelNames: ['worker'] })
+  const workerHeapLimit = gauge(registry, { name: 'igw_worker_heap_size_limit_bytes', help: 'V8 heap size limit per worker thread (workerHeap, or a share of the container memory limit)', labelNames: ['worker'] })
   const upstreamUp = gauge(registry, { name: 'igw_upstream_healthy', help: '1 when the upstream answered its last health probe', labelNames: ['upstream'] })
   // Version numbers are per process in file mode (each pod counts its own reloads from 1): the
   // digest says whether two proxies run the same document, whatever number they gave it.
@@ -210,6 +257,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const reservation = await reservePort(host, wantedPort)
   const port = reservation.port
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers
+  // Read once: the container's limit does not change under a running process.
+  const memoryLimit = containerMemoryLimit()
+  const workerOldGenerationMb = (c: GatewayConfig): number | undefined => c.workerHeap.maxOldGenerationMb ?? defaultWorkerOldGenerationMb(memoryLimit, workerCount, c.workerHeap.youngGenerationMb)
 
   let closing = false
   const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined }))
@@ -239,6 +289,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
 
   function spawn(slot: WorkerSlot, firstStart: (err?: Error) => void): void {
     const data: WorkerData = { workerId: slot.id, version, config, shared, host, port }
+    const oldGenerationMb = workerOldGenerationMb(config)
     const worker = new Worker(WORKER_URL, {
       workerData: data,
       stdout: false,
@@ -246,7 +297,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       // A small young generation: a proxy's allocations die young, and each scavenge also
       // frees the dead socket Buffers that otherwise pile up (as RSS) until V8's external
       // memory trigger (~64 MB) fires. Measured: no throughput cost, far flatter RSS.
-      resourceLimits: { maxYoungGenerationSizeMb: config.workerHeap.youngGenerationMb, ...(config.workerHeap.maxOldGenerationMb ? { maxOldGenerationSizeMb: config.workerHeap.maxOldGenerationMb } : {}) },
+      // The old generation: workerHeap.maxOldGenerationMb, or a share of the container's memory
+      // limit (see defaultWorkerOldGenerationMb), or V8's default when there is no limit.
+      resourceLimits: { maxYoungGenerationSizeMb: config.workerHeap.youngGenerationMb, ...(oldGenerationMb !== undefined ? { maxOldGenerationSizeMb: oldGenerationMb } : {}) },
     })
     slot.worker = worker
     slot.lastStart = Date.now()
@@ -356,8 +409,13 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       case '/readyz': {
         const live = slots.filter((s) => s.listening).length
         const upstreams = [...health.current.states.values()].map((s) => ({ name: s.name, url: s.url, healthy: s.healthy, error: s.error }))
-        const ready = !closing && live === slots.length && upstreams.every((u) => u.healthy)
-        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length }, draining: closing, upstreams })
+        // Upstream health counts as admin.readiness.upstreams says: in ingress mode (default
+        // "none") one dead backend made every gateway pod unready, and Kubernetes then took all
+        // of them out of the Service: every other route went down with it.
+        const policy = config.admin.readiness?.upstreams ?? defaultReadinessUpstreams(config.mode)
+        const upstreamsOk = policy === 'none' || upstreams.length === 0 || (policy === 'all' ? upstreams.every((u) => u.healthy) : upstreams.some((u) => u.healthy))
+        const ready = !closing && live === slots.length && upstreamsOk
+        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length }, draining: closing, readiness: { upstreams: policy }, upstreams })
         return
       }
       case '/metrics':
@@ -471,11 +529,13 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
 
   async function applyConfigNow(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
     const nextVersion = explicitVersion ?? version + 1
-    const fixed = ['listen', 'admin', 'workers', 'listener'] as const
+    const fixed = ['listen', 'workers', 'listener'] as const
     for (const key of fixed) {
       if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) logger.warn({ key }, `config change of "${key}" needs a restart; the running value stays`)
     }
-    const merged: GatewayConfig = { ...next, listen: config.listen, admin: config.admin, workers: config.workers, listener: config.listener }
+    // admin.listen is bound once; admin.readiness is read per /readyz and follows reloads.
+    if (next.admin.listen !== config.admin.listen) logger.warn({ key: 'admin.listen' }, 'config change of "admin.listen" needs a restart; the running value stays')
+    const merged: GatewayConfig = { ...next, listen: config.listen, admin: { ...next.admin, listen: config.admin.listen }, workers: config.workers, listener: config.listener }
     applying++
     const answers = await new Promise<(string | undefined)[]>((resolve) => {
       const waiter: Waiter<string | undefined> = { pending: new Set(), got: [], done: resolve }
@@ -655,8 +715,37 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     return waiter
   }
 
+  /** Sets the per-worker heap gauges from each listening thread (bounded like a metrics answer). */
+  async function readWorkerHeaps(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), 2_000)
+      timer.unref()
+    })
+    const results = await Promise.all(
+      slots.map(async (s) => {
+        const worker = s.worker
+        if (worker === undefined || !s.listening) return undefined
+        try {
+          const stats = await Promise.race([worker.getHeapStatistics(), late])
+          return stats === undefined ? undefined : { id: s.id, stats }
+        } catch {
+          return undefined // exited meanwhile
+        }
+      }),
+    )
+    clearTimeout(timer)
+    workerHeapUsed.reset()
+    workerHeapLimit.reset()
+    for (const r of results) {
+      if (r === undefined) continue
+      workerHeapUsed.labels(String(r.id)).set(r.stats.used_heap_size)
+      workerHeapLimit.labels(String(r.id)).set(r.stats.heap_size_limit)
+    }
+  }
+
   async function collectMetrics(): Promise<string> {
-    const { got, pending } = await gather(metricsWaiters, (id) => ({ t: 'metrics', id }))
+    const [{ got, pending }] = await Promise.all([gather(metricsWaiters, (id) => ({ t: 'metrics', id })), readWorkerHeaps()])
     const own = (await registry.getMetricsAsJSON()) as unknown as MetricsJson
     // From here on synchronous: no thread can exit between reading the answers and `retired`.
     const fromWorkers: MetricsJson[] = []
@@ -675,7 +764,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     return out
   }
 
-  lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version }, 'igw proxy listening')
+  lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version, memoryLimitMb: memoryLimit === undefined ? null : Math.floor(memoryLimit / 1024 / 1024), workerOldGenerationMb: workerOldGenerationMb(config) ?? null }, 'igw proxy listening')
 
   async function close(): Promise<void> {
     if (closing) return

@@ -115,7 +115,7 @@ describe('metrics and usage when a worker thread stalls, dies or answers late (s
     await new Promise<void>((resolve) => closed.close(() => resolve()))
     const doc = (withDead: boolean) => ({
       listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
+      admin: { listen: '127.0.0.1:0', readiness: { upstreams: 'all' as const } },
       workers: 1,
       mode: 'ingress' as const,
       upstreams: {

@@ -2,8 +2,9 @@
 // rejected candidate must cost work near it, not a walk back through the whole value. The
 // retry for a card followed by its CVV searched for the previous space without bound: a 1 MiB
 // comma-joined list of phone-like numbers took 14 s (the worker's event loop blocked, the
-// watchdog killing it). The shape is checked, not a speed: 4× the input must cost about 4× the
-// time (quadratic would be 16×), best of three runs each.
+// watchdog killing it). The shape is checked, not a speed: 16× the input must cost about 16× the
+// time (quadratic would be 256×; the bound of 64 leaves room for a loaded machine), best of
+// three runs each.
 import { describe, expect, it } from 'vitest'
 import { BUILTIN_RULE_PACK, RulePack } from '../../../filters/dlp/rule-pack.ts'
 import { compileActions, ExportScanner } from '../../../filters/dlp/scanner.ts'
@@ -31,11 +32,11 @@ describe('the scanner is linear in a value without spaces', () => {
     ['Luhn-failing 16-digit numbers', '4111111111111112,'],
   ] as const) {
     it(name, () => {
-      const small = unit.repeat(Math.floor(256 * 1024 / unit.length))
+      const small = unit.repeat(Math.floor(64 * 1024 / unit.length))
       const large = unit.repeat(Math.floor(1024 * 1024 / unit.length))
       best(small) // warm up the JIT and the regexes
       const ratio = best(large) / Math.max(best(small), 1)
-      expect(ratio, `1 MiB ÷ 256 KiB time`).toBeLessThan(9)
+      expect(ratio, `1 MiB ÷ 64 KiB time`).toBeLessThan(64)
     })
   }
 })

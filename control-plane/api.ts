@@ -14,7 +14,7 @@ import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
-import { dateTimeQuery, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
+import { dateTimeQuery, hasNul, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
@@ -111,6 +111,41 @@ function readableAudit<E extends { resource: string; before: unknown; after: unk
   })
   const changed = JSON.stringify([before, after, diff]) !== JSON.stringify([e.before, e.after, e.diff])
   return changed ? { ...e, before, after, diff, redacted: true } : e
+}
+
+/** The largest page of a list (`limit`): what one response may hold, however long the history. */
+const MAX_PAGE = 1000
+
+/**
+ * A page that has a next one: the next page's URL (this path with the query that asks for it),
+ * answered as `Link: <…>; rel="next"` (RFC 8288, relative to the request) and as `next` in the body.
+ */
+function pageLinks(path: string, query: Record<string, string | undefined>): { next: string; headers: Record<string, string> } {
+  const q = new URLSearchParams()
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, v)
+  const next = `${path}?${q}`
+  return { next, headers: { link: `<${next}>; rel="next"` } }
+}
+
+/** GET /v1/alerts' cursor: the last alert of a page (epoch ms and id), opaque to clients (base64url JSON). */
+function alertCursor(a: { at: string; id: string }): string {
+  return Buffer.from(JSON.stringify([Date.parse(a.at), a.id])).toString('base64url')
+}
+
+function parseAlertCursor(raw: string): { at: number; id: string } {
+  let v: unknown
+  if (/^[\w-]{1,2800}$/.test(raw)) {
+    try {
+      v = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'))
+    } catch {
+      v = undefined
+    }
+  }
+  if (!Array.isArray(v) || v.length !== 2 || !Number.isSafeInteger(v[0]) || (v[0] as number) < 0 || typeof v[1] !== 'string' || hasNul(v[1])) {
+    const shown = raw.length > 60 ? `${raw.slice(0, 57)}…` : raw
+    throw new HttpError(400, 'invalid cursor', { problems: [`cursor: expected the cursor of a previous page (its next link), got ${JSON.stringify(shown)}`] })
+  }
+  return { at: v[0] as number, id: v[1] }
 }
 
 function tenantZone(doc: Doc, tenant: string): string {
@@ -466,10 +501,24 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/config/versions',
       auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'Recent versions, newest first', tags: ['config'], query: [{ name: 'limit', description: 'at most this many (default 50)', schema: { type: 'integer', minimum: 1, maximum: 1000 } }], responses: { 200: { description: 'versions', schema: ref('VersionList') }, 400: problem('limit is not an integer from 1 to 1000'), ...COMMON } },
+      doc: {
+        summary: 'Versions, newest first, a page at a time (the next page: `next` in the body, or the Link header)',
+        tags: ['config'],
+        query: [
+          { name: 'limit', description: 'at most this many (default 50)', schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE } },
+          { name: 'before', description: 'only versions older than this one (the next page: the last version of this one)', schema: { type: 'integer', minimum: 1 } },
+        ],
+        responses: { 200: { description: 'versions', schema: ref('VersionList'), link: true }, 400: problem('limit is not an integer from 1 to 1000, or before not a positive integer'), ...COMMON },
+      },
       async handle(ctx) {
-        const items = await store.versions(integerQuery(ctx.query, 'limit', 50, { min: 1, max: 1000 }))
-        sendJson(ctx.res, 200, { items: items.map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() })) })
+        const limit = integerQuery(ctx.query, 'limit', 50, { min: 1, max: MAX_PAGE })
+        const rawBefore = ctx.query.get('before')
+        const before = rawBefore === null ? undefined : integerParam('before', rawBefore, { min: 1 })
+        // One more than the page: whether there is a next page, without a link to an empty one.
+        const rows = await store.versions(limit + 1, before)
+        const items = rows.slice(0, limit).map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() }))
+        const page = rows.length > limit ? pageLinks('/v1/config/versions', { limit: String(limit), before: String(items.at(-1)!.version) }) : undefined
+        sendJson(ctx.res, 200, { items, ...(page ? { next: page.next } : {}) }, page?.headers)
       },
     },
     {
@@ -616,19 +665,27 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         },
       },
       doc: {
-        summary: 'Budget (80%/100%) and anomaly alerts, newest first',
+        summary: 'Budget (80%/100%) and anomaly alerts, newest first, a page at a time (the next page: `next` in the body, or the Link header)',
         tags: ['usage'],
         query: [
           { name: 'tenant', description: 'only this tenant', schema: { type: 'string' } },
           { name: 'since', description: 'only alerts at or after this time (RFC 3339, e.g. 2026-11-26T05:00:00Z); anything else: 400', schema: { type: 'string', format: 'date-time' } },
+          { name: 'limit', description: 'at most this many (default 100)', schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE } },
+          { name: 'cursor', description: 'where the next page starts: the cursor in the previous page’s `next` (opaque)', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'alerts', schema: ref('AlertList') }, ...COMMON },
+        responses: { 200: { description: 'alerts', schema: ref('AlertList'), link: true }, 400: problem('since is not a date-time, limit not an integer from 1 to 1000, or cursor not one this API gave'), ...COMMON },
       },
       async handle(ctx) {
         const since = dateTimeQuery(ctx.query, 'since') ?? 0
+        const limit = integerQuery(ctx.query, 'limit', 100, { min: 1, max: MAX_PAGE })
+        const rawCursor = ctx.query.get('cursor')
+        const after = rawCursor === null ? undefined : parseAlertCursor(rawCursor)
         // The tenant the policy decided on, never another reading of the query.
         const tenant = alertsTenant(ctx.query, ctx.subject!)
-        sendJson(ctx.res, 200, { items: await usage.alerts({ since, ...(tenant === undefined ? {} : { tenant }) }) })
+        const rows = await usage.alerts({ since, limit: limit + 1, ...(tenant === undefined ? {} : { tenant }), ...(after === undefined ? {} : { after }) })
+        const items = rows.slice(0, limit)
+        const page = rows.length > limit ? pageLinks('/v1/alerts', { tenant, since: ctx.query.get('since') ?? undefined, limit: String(limit), cursor: alertCursor(items.at(-1)!) }) : undefined
+        sendJson(ctx.res, 200, { items, ...(page ? { next: page.next } : {}) }, page?.headers)
       },
     },
     {
@@ -666,7 +723,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/proxies',
       auth: { action: 'admin.read', resource: () => ({ type: 'proxies' }) },
-      doc: { summary: 'Every proxy seen: connection, applied version, last NACK (a CSDS-like view)', tags: ['push'], responses: { 200: { description: 'proxies', schema: ref('ProxyList') }, ...COMMON } },
+      doc: { summary: 'Every proxy seen: connection, applied version, its NACK until it ACKs that version or a later one (a CSDS-like view)', tags: ['push'], responses: { 200: { description: 'proxies', schema: ref('ProxyList') }, ...COMMON } },
       async handle(ctx) {
         sendJson(ctx.res, 200, { headVersion: store.head()?.version ?? 0, items: await hub.list() })
       },

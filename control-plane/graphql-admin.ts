@@ -2,7 +2,7 @@
 // by wrapping its resolver: the admin policy decides with the caller's subject, and a denial is
 // a GraphQL error with code FORBIDDEN and the policy's reason.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
+import { GraphQLScalarType, Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
 import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
@@ -18,11 +18,14 @@ export const ADMIN_SDL = /* GraphQL */ `
   "Guards a field with the admin ABAC policy: the caller needs this attribute."
   directive @auth(abac: String!) on FIELD_DEFINITION
 
+  "An integer from -(2^53-1) to 2^53-1, as a JSON number: daily limits and counters outgrow Int's 32 bits."
+  scalar SafeInt
+
   type Quota {
     kind: String!
-    limitPerDay: Int!
+    limitPerDay: SafeInt!
     "Units used today (the tenant's day), from the proxies' usage reports."
-    usedToday: Int!
+    usedToday: SafeInt!
     tenant: String!
   }
 
@@ -37,6 +40,30 @@ export const ADMIN_SDL = /* GraphQL */ `
     setDlpPreset(preset: String!, tenant: String): Int! @auth(abac: "admin.write")
   }
 `
+
+/**
+ * Quota values are what the REST API and the document allow (up to 9007199254740991), and
+ * counters reach past 2^31 on a busy day: as `Int` (32 bits), one such quota made the whole
+ * `quotas` list fail with a masked "Unexpected error.". Output only: `setQuota` keeps taking an
+ * `Int!`, so clients declaring `$limit: Int!` keep validating.
+ */
+const SafeInt = new GraphQLScalarType<number, number>({
+  name: 'SafeInt',
+  description: 'An integer from -(2^53-1) to 2^53-1, as a JSON number',
+  serialize(v) {
+    if (typeof v === 'number' && Number.isSafeInteger(v)) return v
+    throw createGraphQLError(`SafeInt cannot represent ${String(v)}`)
+  },
+  parseValue(v) {
+    if (typeof v === 'number' && Number.isSafeInteger(v)) return v
+    throw createGraphQLError(`SafeInt cannot represent ${JSON.stringify(v)}`)
+  },
+  parseLiteral(ast) {
+    const n = ast.kind === Kind.INT ? Number(ast.value) : Number.NaN
+    if (Number.isSafeInteger(n)) return n
+    throw createGraphQLError('SafeInt: expected an integer literal from -(2^53-1) to 2^53-1')
+  },
+})
 
 export interface GraphQLContext {
   subject: Subject
@@ -60,6 +87,7 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
   const schema = createSchema<GraphQLContext>({
     typeDefs: ADMIN_SDL,
     resolvers: {
+      SafeInt,
       Query: {
         quotas: async (_root, args: { tenant?: string }, ctx) => quotaViews(deps, tenantArg(ctx, args.tenant)),
       },

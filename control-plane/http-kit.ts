@@ -94,8 +94,8 @@ export interface OperationDoc {
   tags: string[]
   query?: { name: string; description: string; schema: JsonSchema; required?: boolean }[]
   requestBody?: JsonSchema
-  /** Status → response body schema (application/json unless `contentType`). */
-  responses: Record<number, { description: string; schema?: JsonSchema; contentType?: string; etag?: boolean }>
+  /** Status → response body schema (application/json unless `contentType`); `link`: a `Link: <…>; rel="next"` header when there is a next page. */
+  responses: Record<number, { description: string; schema?: JsonSchema; contentType?: string; etag?: boolean; link?: boolean }>
   ifMatch?: boolean
 }
 

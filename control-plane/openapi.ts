@@ -18,6 +18,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
       const out: Record<string, unknown> = { description: resp.description }
       if (resp.schema) out.content = { [resp.contentType ?? 'application/json']: { schema: resp.schema } }
       if (resp.etag) out.headers = { ETag: { description: 'strong validator for If-Match', schema: { type: 'string' } } }
+      if (resp.link) out.headers = { ...(out.headers as object | undefined), Link: { description: 'RFC 8288 `<…>; rel="next"`: the next page (the body\'s `next`); absent on the last page', schema: { type: 'string' } } }
       responses[status] = out
     }
     // The server refuses, for every route, a path segment that is not UTF-8 percent-encoding and

@@ -56,7 +56,8 @@ export function snapshotEvent(head: Head): string {
 /** What the hub reports as it works (metrics); all optional. */
 export interface PushHubEvents {
   onPush?(): void
-  onAck?(ok: boolean): void
+  /** A proxy answered a version (a NACK with its error text: the control plane logs it, as GET /v1/proxies shows it only until it is resolved). */
+  onAck?(ok: boolean, info: { proxyId: string; version: number; error?: string }): void
   /** A stream was closed because its proxy stopped reading it. */
   onStalled?(proxyId: string, bufferedBytes: number, stalledMs: number): void
 }
@@ -64,6 +65,8 @@ export interface PushHubEvents {
 export interface PushHubOptions {
   /** Close a stream whose buffer has not drained for this long (default 60 s). */
   stallMs?: number
+  /** How often streams get a keep-alive comment and their rows a `last_seen` refresh (default 15 s; tests shorten it). */
+  heartbeatMs?: number
 }
 
 export class PushHub {
@@ -82,7 +85,7 @@ export class PushHub {
     this.#heartbeat = setInterval(() => {
       for (const s of this.#streams.values()) if (!s.blocked) this.#write(s, ': ping\n\n')
       void this.#touch().catch(() => undefined)
-    }, HEARTBEAT_MS)
+    }, opts.heartbeatMs ?? HEARTBEAT_MS)
     this.#heartbeat.unref()
   }
 
@@ -105,7 +108,13 @@ export class PushHub {
       'INSERT INTO proxies (id, hostname, boot_id, first_seen, last_seen, connected, applied_version) VALUES ($1, $2, $3, $4, $4, 1, $5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, last_seen = excluded.last_seen, connected = 1, applied_version = COALESCE(excluded.applied_version, proxies.applied_version)',
       [proxyId, hostname ?? null, bootId ?? null, Date.now(), runningVersion > 0 ? runningVersion : null],
     )
-    if (res.socket === null || res.socket.destroyed) return // the proxy left while we wrote the row
+    if (res.socket === null || res.socket.destroyed) {
+      // The proxy left while we wrote the row: no stream (and no close handler) will ever mark it
+      // disconnected, so do it now — unless another stream of it is held here — or every
+      // instance shows it connected until the row goes stale (45 s).
+      if (!this.#streams.has(proxyId)) await this.#db.query('UPDATE proxies SET connected = 0, last_seen = $2 WHERE id = $1', [proxyId, Date.now()]).catch(() => undefined)
+      return
+    }
     const old = this.#streams.get(proxyId)
     // A reconnect replaces the previous stream of the same proxy (destroyed when it is not
     // draining: end() would wait for a reader that has gone).
@@ -173,13 +182,20 @@ export class PushHub {
    * any instance sharing the database shows them connected (the in-memory streams are only this
    * instance's). Also puts back `connected` when another instance, seeing a proxy's old stream
    * close after the proxy had reconnected here, cleared it.
+   *
+   * A stream may close while a touch is on its way to the database; its `connected = 0` (stamped
+   * after `now`) may then land first. The touch must not undo it — the proxy would show connected
+   * on every instance for up to 45 s after it left — so each batch takes only the streams still
+   * held when it is sent, and its UPDATE skips a row marked disconnected at or after `now`.
    */
   async #touch(): Promise<void> {
-    const ids = [...this.#streams.keys()]
     const now = Date.now()
-    for (let i = 0; i < ids.length; i += TOUCH_BATCH) {
-      const batch = ids.slice(i, i + TOUCH_BATCH)
-      await this.#db.query(`UPDATE proxies SET last_seen = $1, connected = 1 WHERE id IN (${batch.map((_id, j) => `$${j + 2}`).join(', ')})`, [now, ...batch])
+    let ids = [...this.#streams.keys()]
+    while (ids.length > 0) {
+      const batch = ids.slice(0, TOUCH_BATCH).filter((id) => this.#streams.has(id))
+      ids = ids.slice(TOUCH_BATCH)
+      if (batch.length === 0) continue
+      await this.#db.query(`UPDATE proxies SET last_seen = $1, connected = 1 WHERE id IN (${batch.map((_id, j) => `$${j + 2}`).join(', ')}) AND NOT (connected = 0 AND last_seen >= $1)`, [now, ...batch])
     }
   }
 
@@ -188,14 +204,37 @@ export class PushHub {
     for (const s of this.#streams.values()) if (s.sentVersion < head.version) this.#send(s, head)
   }
 
+  /**
+   * Record an ACK or a NACK. An ACK of the NACKed version or a later one of this store resolves the
+   * NACK: the proxy runs a version at least as new as the one it refused, so `lastNack` goes back
+   * to null (as Envoy's client status drops its error state on the next accepted update) —
+   * otherwise "proxies with a NACK" would count it forever. Each NACK is reported to `onAck` with
+   * its error (the control plane logs it, so it outlives the row). Left in place: the NACK after
+   * an ACK of an older version (a proxy that came back with its last-known-good), and after an ACK
+   * of a version this store does not have — a proxy ahead of a store that went back (reset,
+   * restored) ACKs the version it boots with (625) and keeps refusing the head (2): still a NACK.
+   */
   async ack(proxyId: string, version: number, ok: boolean, error: string | undefined): Promise<boolean> {
     const now = Date.now()
-    const rows = ok
-      ? await this.#db.query('UPDATE proxies SET applied_version = $2, acked_at = $3, last_seen = $3 WHERE id = $1 RETURNING id', [proxyId, version, now])
-      : // A NACK's error text is the proxy's own message, kept (NUL made visible) rather than refused.
-        await this.#db.query('UPDATE proxies SET nack_version = $2, nack_error = $3, nack_at = $4, last_seen = $4 WHERE id = $1 RETURNING id', [proxyId, version, (error ?? 'rejected').slice(0, 4000).replaceAll('\u0000', '\ufffd'), now])
-    if (rows.length > 0) this.#events.onAck?.(ok)
-    return rows.length > 0
+    if (ok) {
+      const ours = (await this.#db.query('SELECT version FROM config_versions WHERE version = $1', [version])).length > 0
+      // One statement: a NACK recorded meanwhile is either cleared whole or kept whole.
+      const rows = await this.#db.query(
+        ours
+          ? 'UPDATE proxies SET applied_version = $2, acked_at = $3, last_seen = $3, nack_version = CASE WHEN nack_version <= $2 THEN NULL ELSE nack_version END, nack_error = CASE WHEN nack_version <= $2 THEN NULL ELSE nack_error END, nack_at = CASE WHEN nack_version <= $2 THEN NULL ELSE nack_at END WHERE id = $1 RETURNING id'
+          : 'UPDATE proxies SET applied_version = $2, acked_at = $3, last_seen = $3 WHERE id = $1 RETURNING id',
+        [proxyId, version, now],
+      )
+      if (rows.length === 0) return false
+      this.#events.onAck?.(true, { proxyId, version })
+      return true
+    }
+    // A NACK's error text is the proxy's own message, kept (NUL made visible) rather than refused.
+    const text = (error ?? 'rejected').slice(0, 4000).replaceAll('\u0000', '\ufffd')
+    const rows = await this.#db.query('UPDATE proxies SET nack_version = $2, nack_error = $3, nack_at = $4, last_seen = $4 WHERE id = $1 RETURNING id', [proxyId, version, text, now])
+    if (rows.length === 0) return false
+    this.#events.onAck?.(false, { proxyId, version, error: text })
+    return true
   }
 
   async list(): Promise<ProxyView[]> {

@@ -61,7 +61,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
     PluginList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Plugin') } } },
     ConfigHead: { type: 'object', required: ['version', 'digest', 'document'], additionalProperties: false, properties: { version: int, digest: str, createdAt: isoTime, author: str, document: ref('ConfigDocument') } },
     VersionInfo: { type: 'object', required: ['version', 'digest', 'author', 'summary', 'createdAt'], additionalProperties: false, properties: { version: int, digest: str, author: str, summary: str, createdAt: isoTime } },
-    VersionList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('VersionInfo') } } },
+    VersionList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('VersionInfo') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } } },
     WriteResult: { type: 'object', required: ['version', 'changed'], additionalProperties: false, properties: { version: int, changed: { type: 'boolean' } } },
     Deleted: { type: 'object', required: ['deleted', 'version'], additionalProperties: false, properties: { deleted: str, version: int } },
     Quota: {
@@ -146,7 +146,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
       additionalProperties: false,
       properties: { id: str, at: isoTime, tenant: { type: ['string', 'null'] }, kind: { enum: ['budget.80', 'budget.100', 'anomaly.rejections', 'anomaly.volume'] }, severity: { enum: ['info', 'warning', 'critical'] }, message: str, detail: { type: 'object' } },
     },
-    AlertList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Alert') } } },
+    AlertList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Alert') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } } },
     PolicyBundle: { type: 'object', required: ['name', 'entrypoints', 'sha256', 'bytes'], additionalProperties: false, properties: { name: str, entrypoints: { type: 'array', items: str }, sha256: str, bytes: int } },
     PolicyList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('PolicyBundle') } } },
     DecideInput: { type: 'object', required: ['subject', 'action', 'resource'], properties: { subject: { type: 'object' }, action: str, resource: { type: 'object' }, context: { type: 'object' } } },

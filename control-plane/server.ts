@@ -68,7 +68,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hub.connected, headVersion: () => store.head()?.version ?? 0, streamBufferedBytes: () => hub.bufferedBytes })
   const hub = new PushHub(db, {
     onPush: () => metrics.pushes.inc(),
-    onAck: (ok) => metrics.acks.labels(ok ? 'ack' : 'nack').inc(),
+    onAck: (ok, info) => {
+      metrics.acks.labels(ok ? 'ack' : 'nack').inc()
+      // GET /v1/proxies shows a NACK until the proxy ACKs that version or a later one: the log keeps it.
+      if (!ok) logger.warn({ proxy: info.proxyId, version: info.version, error: info.error }, 'config version NACKed by a proxy')
+    },
     onStalled: (proxyId, bufferedBytes, stalledMs) => {
       metrics.streamDrops.labels('stalled').inc()
       logger.warn({ proxy: proxyId, bufferedBytes, stalledMs }, 'config stream closed: the proxy stopped reading it (it reconnects and gets the head)')

@@ -166,10 +166,13 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
     return rows.length ? toHead(rows[0]!) : undefined
   }
 
-  async versions(limit = 50): Promise<{ version: number; digest: string; author: string; summary: string; createdAt: number }[]> {
+  /** Versions newest first; with `before`, only those older than it (the next page of a listing). */
+  async versions(limit = 50, before?: number): Promise<{ version: number; digest: string; author: string; summary: string; createdAt: number }[]> {
     const rows = await this.db.query<{ version: unknown; digest: string; author: string; summary: string; created_at: unknown }>(
-      'SELECT version, digest, author, summary, created_at FROM config_versions ORDER BY version DESC LIMIT $1',
-      [limit],
+      before === undefined
+        ? 'SELECT version, digest, author, summary, created_at FROM config_versions ORDER BY version DESC LIMIT $1'
+        : 'SELECT version, digest, author, summary, created_at FROM config_versions WHERE version < $2 ORDER BY version DESC LIMIT $1',
+      before === undefined ? [limit] : [limit, before],
     )
     return rows.map((r) => ({ version: num(r.version), digest: r.digest, author: r.author, summary: r.summary, createdAt: num(r.created_at) }))
   }

@@ -3,7 +3,7 @@
 // zone (the day its quotas reset), from which statements, `usedToday` and alerts are computed.
 import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
 import { canonicalJson } from '../config/canonical-json.ts'
-import { num, type Db, type Tx } from './db.ts'
+import { num, type Db, type SqlValue, type Tx } from './db.ts'
 import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
 import { hasNul, parseDateTime, parseInteger } from './request-values.ts'
 import type { SigningKey } from './signing.ts'
@@ -395,11 +395,24 @@ export class UsageLedger {
     return new Map(rows.map((r) => [r.metric.slice(5), num(r.value)]))
   }
 
-  async alerts(opts: { since?: number; tenant?: string; limit?: number } = {}): Promise<Alert[]> {
-    const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000)
-    const rows = opts.tenant
-      ? await this.#db.query<Record<string, unknown>>('SELECT * FROM alerts WHERE at >= $1 AND tenant = $2 ORDER BY at DESC, id LIMIT $3', [opts.since ?? 0, opts.tenant, limit])
-      : await this.#db.query<Record<string, unknown>>('SELECT * FROM alerts WHERE at >= $1 ORDER BY at DESC, id LIMIT $2', [opts.since ?? 0, limit])
+  /**
+   * Alerts newest first (`at` descending, then `id`); `after` is the last alert of the previous
+   * page (its epoch ms and id): only those that sort after it are listed.
+   */
+  async alerts(opts: { since?: number; tenant?: string; limit?: number; after?: { at: number; id: string } } = {}): Promise<Alert[]> {
+    // 1001: the API asks for one more than its largest page, to know whether a next page exists.
+    const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1001)
+    const params: SqlValue[] = [opts.since ?? 0, limit]
+    let where = 'at >= $1'
+    if (opts.tenant) {
+      params.push(opts.tenant)
+      where += ` AND tenant = $${params.length}`
+    }
+    if (opts.after !== undefined) {
+      params.push(opts.after.at, opts.after.id)
+      where += ` AND (at < $${params.length - 1} OR (at = $${params.length - 1} AND id > $${params.length}))`
+    }
+    const rows = await this.#db.query<Record<string, unknown>>(`SELECT * FROM alerts WHERE ${where} ORDER BY at DESC, id LIMIT $2`, params)
     return rows.map((r) => ({
       id: r.id as string,
       at: new Date(num(r.at)).toISOString(),

@@ -46,7 +46,7 @@ export function dayNumberToDate(day: number): string {
 export const quotaKeys = {
   /** Hash: tk (bucket tokens, micro-units), ts (refill time, ms), d (day number), u (used that day). */
   kind: (prefix: string, tenant: string, kind: string) => `${prefix}q:{${tenant}}:${kind}`,
-  /** Hash: rolling budget ring (h head bucket, tot total, b<i> buckets, f<i> threshold markers). */
+  /** Hash: rolling budget ring (h head bucket, tot total, b<i> buckets, m<ppm> when threshold ppm/10^6 last fired). */
   budget: (prefix: string, tenant: string) => `${prefix}q:{${tenant}}:budget`,
   /** String with a TTL: an anomaly alert for this tenant already went out (across proxies). */
   anomaly: (prefix: string, tenant: string) => `${prefix}q:{${tenant}}:anomaly`,

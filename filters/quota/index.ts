@@ -267,7 +267,7 @@ class QuotaFilter implements Filter {
   #decideRedis(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Promise<Decision> {
     const rule = r.rule
     const day = r.calendar.dayOf(now)
-    const pending = takePending(this.#rt.table, r.slot, rule.kindIndex)
+    const pending = takePending(this.#rt.table, r.slot, rule.kindIndex, day)
     const d = new RedisDecision(this, ctx, r, cost, t0, day, pending, store)
     const p = new Promise<Decision>((resolve) => (d.resolve = resolve))
     let redisRule = r.redisRule
@@ -320,7 +320,7 @@ class QuotaFilter implements Filter {
   /** Redis did not answer in time or failed: the outage policy decides. */
   redisFailed(d: RedisDecision, kind: RedisFailure): Decision {
     // A timed-out script may still run (then Redis has the reconciled units); anything else did not.
-    if (kind !== 'timeout') returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, d.pending)
+    if (kind !== 'timeout') returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, d.pending, d.day)
     return this.#fallback(d.ctx, d.r, d.cost, Date.now(), d.t0, d.store)
   }
 
@@ -331,8 +331,8 @@ class QuotaFilter implements Filter {
    */
   redisLate(d: RedisDecision, res: DecisionResult | undefined): void {
     const k = d.r.rule.kindIndex
-    if (res === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending)
-    else if (res.allowed) returnPending(this.#rt.table, d.r.slot, k, -d.cost)
+    if (res === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending, d.day)
+    else if (res.allowed) returnPending(this.#rt.table, d.r.slot, k, -d.cost, d.day)
   }
 
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {

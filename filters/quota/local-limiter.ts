@@ -5,7 +5,7 @@
 // by `scale` (1 for fail-open, 1 / live proxies for local-share).
 import { advance, add, crossedThresholds, retryAt, total } from './rolling-budget.ts'
 import { RULE_BUDGET, RULE_DAILY, RULE_RATE, type KindRule } from './rules.ts'
-import { K_BASE, K_DAY, K_LAST, K_PENDING, K_TOKENS, K_USED, S_MODE, T_BUDGET_LOCAL, T_BUDGET_MIRROR, type QuotaTable } from './shared-table.ts'
+import { K_BASE, K_DAY, K_LAST, K_PENDING, K_PREV_DAY, K_PREV_PENDING, K_TOKENS, K_USED, S_MODE, T_BUDGET_LOCAL, T_BUDGET_MIRROR, type QuotaTable } from './shared-table.ts'
 import { MICRO, msUntilAvailable, refill } from './token-bucket.ts'
 
 /** The outcome of one decision (reused on the synchronous path: no allocation per request). */
@@ -70,12 +70,7 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
   table.lockKind(slot, k)
   try {
     // A new day resets the daily figures; a day number going back (clock step) does not.
-    if (day > f[iDay]!) {
-      f[iDay] = day
-      f[iUsed] = 0
-      f[iBase] = 0
-      f[iPending] = 0
-    }
+    if (day > f[iDay]!) newDay(f, iTokens - K_TOKENS, day)
     const cap = fallback ? Math.floor(rule.capacity * scale) : rule.capacity
     // A share of the refill is still a refill: rounded down to nothing (rate 0.002/s among 3
     // proxies), the bucket never refilled for the whole outage and a refusal's wait was Infinity.
@@ -186,24 +181,77 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
   }
 }
 
-/** Take the units admitted locally during an outage, to add to Redis with the next decision. */
-export function takePending(table: QuotaTable, slot: number, kind: number): number {
+/**
+ * The kind's figures move to a new day (`b`: the kind's first Float64 index; under its lock).
+ * Units admitted locally during an outage and not yet in Redis belong to the day that ended — its
+ * usage and, above all, the budget — and stay owed as that day's: an outage spanning the tenant's
+ * midnight dropped them (the budget never saw them), or charged them to the new day.
+ */
+function newDay(f: Float64Array, b: number, day: number): void {
+  const pending = f[b + K_PENDING]!
+  if (pending !== 0) {
+    // Two midnights without Redis: the older units go with the later day (only the budget still wants them).
+    f[b + K_PREV_PENDING] = f[b + K_PREV_PENDING]! + pending
+    f[b + K_PREV_DAY] = f[b + K_DAY]!
+    f[b + K_PENDING] = 0
+  }
+  f[b + K_DAY] = day
+  f[b + K_USED] = 0
+  f[b + K_BASE] = 0
+}
+
+/**
+ * Take the units admitted locally during an outage on `day` (any: the current day's), to add to
+ * Redis with a decision of that day. Units of an earlier day are not taken (the script would charge them to this day):
+ * the reconciliation (heartbeat, recovery) pushes them with their own day.
+ */
+export function takePending(table: QuotaTable, slot: number, kind: number, day?: number): number {
   const i = table.kf(slot, kind, K_PENDING)
   // Almost always nothing is owed: skip the lock then. A unit added right after this read is
   // taken by the next decision or the heartbeat's reconciliation, as when it is added later.
   if (table.f64[i] === 0) return 0
   table.lockKind(slot, kind)
-  const p = table.f64[i]!
-  table.f64[i] = 0
+  let p = 0
+  if (day === undefined || table.f64[i - K_PENDING + K_DAY] === day) {
+    p = table.f64[i]!
+    table.f64[i] = 0
+  }
   table.unlockKind(slot, kind)
   return p
 }
 
-export function returnPending(table: QuotaTable, slot: number, kind: number, units: number): void {
+/** Give back outage units of `day` that did not reach Redis (a failed or refused call). */
+export function returnPending(table: QuotaTable, slot: number, kind: number, units: number, day: number): void {
   if (units === 0) return
+  const f = table.f64
+  const b = table.kf(slot, kind, 0)
   table.lockKind(slot, kind)
-  table.f64[table.kf(slot, kind, K_PENDING)] = table.f64[table.kf(slot, kind, K_PENDING)]! + units
+  if (day >= f[b + K_DAY]!) f[b + K_PENDING] = f[b + K_PENDING]! + units
+  else {
+    // The table moved to a new day meanwhile: they are the earlier day's.
+    f[b + K_PREV_DAY] = f[b + K_PREV_PENDING] === 0 ? day : Math.max(day, f[b + K_PREV_DAY]!)
+    f[b + K_PREV_PENDING] = f[b + K_PREV_PENDING]! + units
+  }
   table.unlockKind(slot, kind)
+}
+
+/**
+ * Take everything owed to Redis for one (tenant, kind), for the reconciliation: `into[0]`/`[1]`
+ * the units and day of an earlier day, `[2]`/`[3]` those of the current day (0 units: none).
+ */
+export function takeAllPending(table: QuotaTable, slot: number, kind: number, into: number[]): boolean {
+  const f = table.f64
+  const b = table.kf(slot, kind, 0)
+  if (f[b + K_PENDING] === 0 && f[b + K_PREV_PENDING] === 0) return false
+  table.lockKind(slot, kind)
+  into[0] = f[b + K_PREV_PENDING]!
+  into[1] = f[b + K_PREV_DAY]!
+  into[2] = f[b + K_PENDING]!
+  into[3] = f[b + K_DAY]!
+  f[b + K_PREV_PENDING] = 0
+  f[b + K_PENDING] = 0
+  table.unlockKind(slot, kind)
+  return into[0] !== 0 || into[2] !== 0
 }
 
 /** Record what Redis decided, so an outage continues from it and gauges show it. */
@@ -217,7 +265,7 @@ export function mirrorRedis(table: QuotaTable, slot: number, rule: KindRule, now
     f[iTokens - K_TOKENS + K_LAST] = now
   }
   if (day >= f[iTokens - K_TOKENS + K_DAY]!) {
-    f[iTokens - K_TOKENS + K_DAY] = day
+    if (day > f[iTokens - K_TOKENS + K_DAY]!) newDay(f, iTokens - K_TOKENS, day)
     f[iTokens - K_TOKENS + K_USED] = used
     f[iTokens - K_TOKENS + K_BASE] = used
   }

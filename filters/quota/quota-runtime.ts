@@ -10,7 +10,7 @@ import type { QuotasConfig } from '../../config/quotas.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import { LogWindow, type RedisProvider } from '../../proxy/filter.ts'
 import { observe, type AnomalyState } from './anomaly-detector.ts'
-import { returnPending, takePending } from './local-limiter.ts'
+import { returnPending, takeAllPending } from './local-limiter.ts'
 import { EventLoopLoad } from './qos.ts'
 import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
@@ -27,7 +27,6 @@ import {
   H_OVERFLOWS,
   HF_EPOCH,
   K_DAY,
-  K_PENDING,
   K_USED,
   OVERFLOW_RING,
   OVERFLOW_SLOT,
@@ -39,7 +38,7 @@ import {
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
 } from './shared-table.ts'
-import { restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
+import { nextStateWrite, restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
 
 /** Periodic work aligned to period boundaries since the process epoch, one thread per period. */
 class PeriodicJob {
@@ -257,17 +256,19 @@ export class QuotaRuntime {
   async reconcile(store: RedisQuotaStore): Promise<void> {
     const t = this.table
     const work: { slot: number; k: number; tenant: string; units: number; day: number }[] = []
+    const owed = [0, 0, 0, 0]
     const take = (slot: number, tenant: string) => {
       for (let k = 0; k < QUOTA_KINDS.length; k++) {
-        if (t.f64[t.kf(slot, k, K_PENDING)] === 0) continue
-        const units = takePending(t, slot, k)
-        if (units !== 0) work.push({ slot, k, tenant, units, day: t.f64[t.kf(slot, k, K_DAY)]! })
+        if (!takeAllPending(t, slot, k, owed)) continue
+        // An earlier day's units first (an outage across the tenant's midnight), with their own day.
+        if (owed[0] !== 0) work.push({ slot, k, tenant, units: owed[0]!, day: owed[1]! })
+        if (owed[2] !== 0) work.push({ slot, k, tenant, units: owed[2]!, day: owed[3]! })
       }
     }
     take(OVERFLOW_SLOT, '_overflow')
     t.forEachSlot(take)
     for (const w of work) {
-      if (!(await store.reconcile(w.tenant, QUOTA_KINDS[w.k]!, w.units, w.day))) returnPending(t, w.slot, w.k, w.units)
+      if (!(await store.reconcile(w.tenant, QUOTA_KINDS[w.k]!, w.units, w.day))) returnPending(t, w.slot, w.k, w.units, w.day)
     }
     if (work.length) this.logger.info({ entries: work.length }, 'usage admitted during the Redis outage reported to Redis')
   }
@@ -335,12 +336,15 @@ export class QuotaRuntime {
   async flush(sync: boolean): Promise<void> {
     const path = this.config.quotas.stateFile
     if (path === undefined) return
+    if (!sync && this.#flushing) return // the previous period's write is still going
+    // Numbered before the snapshot: a later snapshot (of any thread) never loses to an earlier one.
+    const n = nextStateWrite(this.table)
     const doc = snapshotState(this.table, Date.now())
     try {
-      if (sync) writeStateFileSync(path, doc)
-      else if (!this.#flushing) {
+      if (sync) writeStateFileSync(path, doc, this.table, n)
+      else {
         this.#flushing = true
-        await writeStateFile(path, doc)
+        await writeStateFile(path, doc, this.table, n)
       }
     } catch (err) {
       this.#metrics?.stateFileErrors.labels('write').inc()

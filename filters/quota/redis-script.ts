@@ -11,7 +11,8 @@
 //
 // Group g (KEYS[2g-1], KEYS[2g]; ARGV from p + 1, p = the arguments of the groups before it):
 // KEYS     kind hash   tk, ts, d, u          (quotaKeys.kind)
-//          budget hash h, tot, bm, n, ra, rn, f1..f4, b<i>   (quotaKeys.budget; unused without budget)
+//          budget hash h, tot, bm, n, ra, rn, m<ppm> (when threshold ppm last fired), b<i>
+//                      (quotaKeys.budget; unused without budget)
 // ARGV     p+1 decisions in the group (c)   p+2 day (local day no.)   p+3 pending units (outage
 //          use to reconcile, charged before the group's first decision; negative: a late reply
 //          counted a request the outage policy refused)
@@ -39,19 +40,34 @@ export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- thresholds crossed at this ratio that did not fire within the window: mark them, return the bits
+-- thresholds crossed at this ratio that did not fire within the window: mark them, return the bits.
+-- A marker belongs to its threshold's value (field m<ppm>), not to its position in the list: a
+-- reload that adds, removes or reorders thresholds neither fires one again that already fired in
+-- this window nor silences one that has not (as rolling-budget.ts). f1..f4: markers by position
+-- from an older script, taken over (once) by the thresholds now at those positions.
 local function crossed(K2, A, ratio, windowMs)
-  local nth = tonumber(ARGV[A + 12])
+  local nth = math.min(tonumber(ARGV[A + 12]), 4)
   if nth == 0 or ratio * 1000000 < tonumber(ARGV[A + 13]) then return 0 end
-  local f = redis.call('HMGET', K2, 'f1', 'f2', 'f3', 'f4')
+  local names = {}
+  for i = 1, nth do names[i] = 'm' .. tonumber(ARGV[A + 12 + i]) end
+  local f = redis.call('HMGET', K2, 'f1', 'f2', 'f3', 'f4', unpack(names))
+  local legacy = f[1] or f[2] or f[3] or f[4]
   local bits = 0
-  for i = 1, math.min(nth, 4) do
-    local at = tonumber(f[i]) or 0
+  local w = {}
+  for i = 1, nth do
+    local at = tonumber(f[4 + i])
+    if at == nil and legacy then
+      at = tonumber(f[i])
+      if at ~= nil and at ~= 0 then w[#w + 1] = names[i]; w[#w + 1] = at end
+    end
+    at = at or 0
     if ratio * 1000000 >= tonumber(ARGV[A + 12 + i]) and (at == 0 or now - at >= windowMs) then
-      redis.call('HSET', K2, 'f' .. i, now)
+      w[#w + 1] = names[i]; w[#w + 1] = now
       bits = bits + 2 ^ (i - 1)
     end
   end
+  if #w > 0 then redis.call('HSET', K2, unpack(w)) end
+  if legacy then redis.call('HDEL', K2, 'f1', 'f2', 'f3', 'f4') end
   return bits
 end
 
@@ -285,7 +301,7 @@ return redis.call('ZCARD', KEYS[1])
 /**
  * Units a proxy admitted on its own during an outage, pushed to Redis once it answers again
  * (without waiting for that tenant's next request): into the day's usage (of the day they were
- * used), out of the bucket, into the current budget bucket. Negative units take back a request
+ * used), out of the bucket, into the current budget bucket (the ring brought to now first). Negative units take back a request
  * Redis counted after its decision had already been made locally (a late reply).
  * KEYS[1] kind hash, KEYS[2] budget hash; ARGV 1 units, 2 day
  */
@@ -307,11 +323,42 @@ if p > 0 and h[1] then
   redis.call('HSET', KEYS[1], 'tk', tk)
 end
 redis.call('PEXPIRE', KEYS[1], 172800000)
-local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot')
+local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot', 'bm')
 if b[1] and b[2] then
-  local tot = (tonumber(b[3]) or 0) + p
+  local head = tonumber(b[1])
+  local n = tonumber(b[2])
+  local bm = tonumber(b[4])
+  local tot = tonumber(b[3]) or 0
+  -- The ring's newest bucket is the last decision's, from before the outage: bring it to now
+  -- first (as a decision does), so the units go into the bucket they were used in and stay in the
+  -- window for a whole window — in the stale bucket they left it early, or were dropped by the
+  -- next decision at once when the outage was longer than the window.
+  if bm then
+    local t = redis.call('TIME')
+    local cur = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / bm)
+    if cur > head then
+      if cur - head >= n then
+        for i = 0, n - 1 do redis.call('HDEL', KEYS[2], 'b' .. i) end
+        tot = 0
+      else
+        for k = head + 1, cur do
+          local f = 'b' .. (k % n)
+          local v = tonumber(redis.call('HGET', KEYS[2], f))
+          if v ~= nil then
+            tot = tot - v
+            redis.call('HDEL', KEYS[2], f)
+          end
+        end
+        if tot < 0 then tot = 0 end
+      end
+      head = cur
+      redis.call('HSET', KEYS[2], 'h', head)
+      redis.call('PEXPIRE', KEYS[2], bm * n + bm)
+    end
+  end
+  tot = tot + p
   if tot < 0 then tot = 0 end
-  redis.call('HINCRBY', KEYS[2], 'b' .. (tonumber(b[1]) % tonumber(b[2])), p)
+  redis.call('HINCRBY', KEYS[2], 'b' .. (head % n), p)
   redis.call('HSET', KEYS[2], 'tot', tot, 'ra', 0)
 end
 return 1

@@ -106,31 +106,51 @@ export function retryAt(f: Float64Array, o: number, now: number, shape: BudgetSh
 
 /**
  * Make the markers line up with `thresholds` (a reload may have changed them): each configured
- * threshold keeps the marker it had wherever it was, a new one starts unmarked, markers of
- * thresholds no longer configured go. Four comparisons when nothing changed.
+ * threshold keeps the marker it had wherever it was, a new one starts unmarked. Markers of
+ * thresholds no longer configured stay in the positions left free (newest first): a threshold
+ * dropped by one reload and listed again by the next must not fire a second time in the window
+ * (as in Redis, where markers are kept by value). Four comparisons when nothing changed.
  */
 function alignMarkers(f: Float64Array, o: number, th: readonly number[]): void {
   const n = Math.min(th.length, MAX_THRESHOLDS)
   let same = true
-  for (let i = 0; i < MAX_THRESHOLDS; i++) {
-    const want = i < n ? th[i]! : 0
+  for (let i = 0; i < n; i++) {
     const have = f[o + R_FIRED_TH + i]!
     // NaN (unknown owner, from an older state file): the marker keeps its position.
-    if (have !== want && !Number.isNaN(have)) same = false
+    if (have !== th[i] && !Number.isNaN(have)) same = false
   }
   if (same) {
-    for (let i = 0; i < MAX_THRESHOLDS; i++) f[o + R_FIRED_TH + i] = i < n ? th[i]! : 0
+    for (let i = 0; i < n; i++) f[o + R_FIRED_TH + i] = th[i]!
     return
   }
+  const owners: number[] = []
   const marks: number[] = []
-  for (let i = 0; i < n; i++) {
-    let mark = 0
-    for (let j = 0; j < MAX_THRESHOLDS; j++) if (f[o + R_FIRED_TH + j] === th[i]) mark = f[o + R_FIRED + j]!
-    marks.push(mark)
+  for (let j = 0; j < MAX_THRESHOLDS; j++) {
+    owners.push(f[o + R_FIRED_TH + j]!)
+    marks.push(f[o + R_FIRED + j]!)
   }
+  const taken = [false, false, false, false]
   for (let i = 0; i < MAX_THRESHOLDS; i++) {
-    f[o + R_FIRED + i] = i < n ? marks[i]! : 0
-    f[o + R_FIRED_TH + i] = i < n ? th[i]! : 0
+    f[o + R_FIRED + i] = 0
+    f[o + R_FIRED_TH + i] = 0
+  }
+  for (let i = 0; i < n; i++) {
+    f[o + R_FIRED_TH + i] = th[i]!
+    for (let j = 0; j < MAX_THRESHOLDS; j++) {
+      if (!taken[j] && owners[j] === th[i]) {
+        taken[j] = true
+        f[o + R_FIRED + i] = marks[j]!
+        break
+      }
+    }
+  }
+  // The others' markers (known owner, fired at some point), newest first, where room is left.
+  const rest: number[] = []
+  for (let j = 0; j < MAX_THRESHOLDS; j++) if (!taken[j] && owners[j]! > 0 && marks[j]! > 0) rest.push(j)
+  rest.sort((a, b) => marks[b]! - marks[a]!)
+  for (let i = n, k = 0; i < MAX_THRESHOLDS && k < rest.length; i++, k++) {
+    f[o + R_FIRED_TH + i] = owners[rest[k]!]!
+    f[o + R_FIRED + i] = marks[rest[k]!]!
   }
 }
 

@@ -54,7 +54,9 @@ export function budgetRule(b: BudgetConfig): BudgetRule {
     windowMs: b.window,
     bucketMs: b.bucket,
     buckets: b.window / b.bucket,
-    thresholds: [...b.thresholds].sort((x, y) => x - y),
+    // Ascending (the script stops at the first one not reached), each once: a threshold listed
+    // twice fired twice (two log lines, events and webhook POSTs with one id).
+    thresholds: [...new Set(b.thresholds)].sort((x, y) => x - y),
     hardCap: b.hardCap,
     shadow: b.shadow,
   }

@@ -32,7 +32,12 @@ export const H_INIT = 0 // 0 fresh, 1 being initialized, 2 ready
 export const H_TABLE_LOCK = 1
 export const H_INFLIGHT = 2
 export const H_LIVE_PROXIES = 3
-// Int32 words 4-6: unused (they held the periodic jobs' period counts, see HB_*).
+// Int32 words 4-6 (they held the periodic jobs' period counts, see HB_*): the state file's writes
+// across the worker threads: the number of the newest write started, the newest one on disk, and
+// the lock that makes "is a newer one on disk? else rename" one step (state-file.ts).
+export const H_STATE_SEQ = 4
+export const H_STATE_LANDED = 5
+export const H_STATE_LOCK = 6
 export const H_RING_NEXT = 7
 export const H_SLOTS_USED = 8
 export const H_OVERFLOWS = 9
@@ -66,6 +71,10 @@ export const K_DAY = 2 // local day number of `used`
 export const K_USED = 3 // cost units used that day
 export const K_BASE = 4 // `used` as Redis last reported it (outage arithmetic)
 export const K_PENDING = 5 // units admitted locally during an outage, not yet in Redis
+// Outage units of an earlier day (the outage spanned the tenant's midnight), not yet in Redis, and
+// that day: they belong to it (and to the budget), not to the day that began.
+export const K_PREV_PENDING = 6
+export const K_PREV_DAY = 7
 const K_STRIDE = 8
 // … and per tenant at T_*.
 export const T_BUDGET_MIRROR = 32 // the budget total Redis last reported

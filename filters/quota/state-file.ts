@@ -6,7 +6,8 @@ import { rm, writeFile } from 'node:fs/promises'
 import { threadId } from 'node:worker_threads'
 import { QUOTA_KINDS, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
 import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
-import { K_DAY, K_USED, OVERFLOW_RING, S_RING, type QuotaTable } from './shared-table.ts'
+import { lock, unlock } from './shared-mutex.ts'
+import { H_STATE_LANDED, H_STATE_LOCK, H_STATE_SEQ, K_DAY, K_USED, OVERFLOW_RING, S_RING, type QuotaTable } from './shared-table.ts'
 
 export function snapshotState(table: QuotaTable, now: number): QuotaStateDocument {
   const tenants: QuotaStateTenant[] = []
@@ -192,33 +193,60 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
 // the shutdown (sync) write SIGTERM starts meanwhile: the older snapshot's bytes then land in the
 // newer one's file (a torn, unreadable document: usage lost at the next start) or the older
 // snapshot is renamed over the newer one. So every write has its own name, and a write renames
-// only when no later write of this thread has landed already — the rename itself is synchronous,
-// so nothing of this thread comes between that check and it.
+// only when no later write has landed already. The worker threads of a process share one table
+// and one file: the order is kept in the table (a write's number, taken before its snapshot, and
+// the newest number on disk, checked and renamed under one lock), or an older periodic snapshot of
+// one thread, finishing late, was renamed over another thread's shutdown snapshot. Without a
+// table (tools, tests), per thread.
 let writes = 0
-/** Per state file: the number of the newest write of this thread that is on disk. */
+/** Per state file: the number of the newest write of this thread that is on disk (without a table). */
 const landed = new Map<string, number>()
 
 function tempName(path: string, n: number): string {
   return `${path}.${process.pid}.${threadId}.${n}.tmp`
 }
 
-function land(path: string, tmp: string, n: number): void {
-  if ((landed.get(path) ?? 0) > n) {
-    // A later snapshot is on disk: this one is stale.
-    rmSync(tmp, { force: true })
-    return
-  }
-  renameSync(tmp, path)
-  landed.set(path, n)
+/**
+ * The number of the next write, shared by the table's threads: take it before the snapshot, so
+ * a later snapshot always has a higher number.
+ */
+export function nextStateWrite(table: QuotaTable): number {
+  return Atomics.add(table.i32, H_STATE_SEQ, 1) + 1
 }
 
-export async function writeStateFile(path: string, doc: QuotaStateDocument): Promise<void> {
-  const n = ++writes
-  const tmp = tempName(path, n)
+function land(path: string, tmp: string, n: number, table: QuotaTable | undefined): void {
+  if (table === undefined) {
+    if ((landed.get(path) ?? 0) > n) {
+      // A later snapshot is on disk: this one is stale.
+      rmSync(tmp, { force: true })
+      return
+    }
+    renameSync(tmp, path)
+    landed.set(path, n)
+    return
+  }
+  const i32 = table.i32
+  lock(i32, H_STATE_LOCK)
+  try {
+    if (Atomics.load(i32, H_STATE_LANDED) > n) {
+      rmSync(tmp, { force: true })
+      return
+    }
+    renameSync(tmp, path)
+    Atomics.store(i32, H_STATE_LANDED, n)
+  } finally {
+    unlock(i32, H_STATE_LOCK)
+  }
+}
+
+/** `table`: the shared table the snapshot came from; `n`: its number (nextStateWrite, before the snapshot). */
+export async function writeStateFile(path: string, doc: QuotaStateDocument, table?: QuotaTable, n?: number): Promise<void> {
+  const seq = n ?? (table !== undefined ? nextStateWrite(table) : ++writes)
+  const tmp = tempName(path, seq)
   try {
     // flush: fsync before the rename, so a power cut leaves the old file or the new one, not an empty one.
     await writeFile(tmp, JSON.stringify(doc), { flush: true })
-    land(path, tmp, n)
+    land(path, tmp, seq, table)
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => undefined)
     throw err
@@ -226,12 +254,12 @@ export async function writeStateFile(path: string, doc: QuotaStateDocument): Pro
 }
 
 /** At shutdown: synchronous, so it is on disk before the thread goes. */
-export function writeStateFileSync(path: string, doc: QuotaStateDocument): void {
-  const n = ++writes
-  const tmp = tempName(path, n)
+export function writeStateFileSync(path: string, doc: QuotaStateDocument, table?: QuotaTable, n?: number): void {
+  const seq = n ?? (table !== undefined ? nextStateWrite(table) : ++writes)
+  const tmp = tempName(path, seq)
   try {
     writeFileSync(tmp, JSON.stringify(doc), { flush: true })
-    land(path, tmp, n)
+    land(path, tmp, seq, table)
   } catch (err) {
     try {
       rmSync(tmp, { force: true })

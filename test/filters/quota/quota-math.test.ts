@@ -259,8 +259,8 @@ describe('QoS shedding order', () => {
         await new Promise((r) => setTimeout(r, 5))
       }
       expect(m.sample()).toBeGreaterThan(30)
-      await new Promise((r) => setTimeout(r, 200))
-      expect(m.sample()).toBeLessThan(30)
+      // Idle again: the delay falls back (polled: on a loaded machine one window can still be slow).
+      await expect.poll(() => m.sample(), { timeout: 5_000, interval: 200 }).toBeLessThan(30)
     } finally {
       m.stop()
     }

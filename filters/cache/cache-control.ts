@@ -62,7 +62,8 @@ function freshnessLifetime(cc: Map<string, string | true>, headers: Record<strin
 /**
  * Request headers a response may vary on and still be stored without them in the key: the
  * cache keeps identity bodies only (every client takes those, whatever its Accept-Encoding),
- * and a GraphQL server's Accept picks between JSON media types for one and the same result.
+ * and the key holds which JSON media types the request's Accept admits (cache-key.ts
+ * acceptClass), which is all a GraphQL server's Accept picks between for a stored result.
  */
 const VARY_NEUTRAL = new Set(['accept-encoding', 'accept'])
 

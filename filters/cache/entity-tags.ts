@@ -5,15 +5,16 @@ import { Kind, print, visit, type DocumentNode, type FieldNode, type SelectionSe
 /**
  * Adds "Type:id" for every object of `data` that has __typename and id, and "Type" too when
  * `withTypes` (a query's entry carries its types so a mutationTags entry can name a whole type;
- * a mutation invalidates only the entities it returned).
+ * a mutation invalidates only the entities it returned). False when `data` holds more than
+ * `limit` objects: the walk stopped, and the tags are incomplete.
  */
-export function collectEntityTags(data: unknown, out: Set<string>, withTypes: boolean, limit = 100_000): void {
+export function collectEntityTags(data: unknown, out: Set<string>, withTypes: boolean, limit = 100_000): boolean {
   const stack: unknown[] = [data]
   let seen = 0
   while (stack.length) {
     const v = stack.pop()
     if (v === null || typeof v !== 'object') continue
-    if (++seen > limit) return
+    if (++seen > limit) return false
     if (Array.isArray(v)) {
       for (const x of v) if (x !== null && typeof x === 'object') stack.push(x)
       continue
@@ -30,6 +31,7 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
       if (x !== null && typeof x === 'object') stack.push(x)
     }
   }
+  return true
 }
 
 const TYPENAME: FieldNode = { kind: Kind.FIELD, name: { kind: Kind.NAME, value: '__typename' } }

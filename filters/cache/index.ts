@@ -5,13 +5,14 @@
 // body is read the same way for the entities it touched, whose tags are invalidated (in shared
 // memory, synchronously for every worker; through Redis for other proxies) before the
 // mutation's response ends: read-your-writes.
+import { createHash } from 'node:crypto'
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
-import { admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes, varyNamesPart } from './cache-key.ts'
+import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
@@ -73,6 +74,12 @@ interface BatchState {
 const BATCH: BatchState = { kind: 'batch' }
 
 interface Policy {
+  /**
+   * The key's operation part: the id and a digest of its document. A reload that changes the
+   * document under the same id keeps the route's entries (same cache settings) and Redis's L2:
+   * the old document's results must not answer the new one.
+   */
+  keyPart: string
   ttlSeconds: number | undefined
   tags: readonly string[]
   statSlot: number
@@ -98,6 +105,8 @@ class CacheFilter implements Filter {
   readonly #policies = new Map<string, Policy>()
   readonly #multiWorker: boolean
   readonly #privateHeaders: string[]
+  /** Where the route's tenant filter reads its bearer token (authorization unless it says otherwise). */
+  readonly #tokenHeader: string
   readonly #allowedScopes: Set<string>
   readonly #l2: RedisLayer | undefined
   readonly #invalidator: RedisLayer | undefined
@@ -150,12 +159,20 @@ class CacheFilter implements Filter {
     this.rc = acquireRouteCache(`${deps.routeName}:${settingsId}`, cfg.maxBytes, this.shared, this.#multiWorker)
     this.#flightPrefix = `${this.rc.id}\n`
     this.#varyNames = varyNamesPart(cfg.vary)
-    this.#privateHeaders = cfg.authorization.privateHeaders.filter((h) => !cfg.vary.headers.includes(h))
+    // A verified token is a private request whichever header carries it: with the tenant
+    // filter's jwt.header (x-auth-token, say), that header is private wherever Authorization
+    // is (the default), and it is the one authorization.scopes admits.
+    const tenantCfg = route?.filters.find((f) => f.name === 'tenant') as { jwt?: { header?: string } } | undefined
+    this.#tokenHeader = tenantCfg?.jwt?.header ?? 'authorization'
+    const listed = cfg.authorization.privateHeaders
+    const priv = listed.includes('authorization') && !listed.includes(this.#tokenHeader) ? [...listed, this.#tokenHeader] : listed
+    this.#privateHeaders = priv.filter((h) => !cfg.vary.headers.includes(h))
     this.#allowedScopes = new Set(cfg.authorization.scopes)
 
     let maxTtl = cfg.ttlSeconds
     for (const [id, op] of Object.entries(deps.config.persistedDocuments.operations)) {
-      this.#policies.set(id, { ttlSeconds: op.cacheTtlSeconds, tags: op.cacheTags, statSlot: this.shared.statSlot(id) })
+      const doc = createHash('sha256').update(op.document).digest('base64url').slice(0, 22)
+      this.#policies.set(id, { keyPart: `p:${id}:${doc}`, ttlSeconds: op.cacheTtlSeconds, tags: op.cacheTags, statSlot: this.shared.statSlot(id) })
       if (op.cacheTtlSeconds !== undefined && op.cacheTtlSeconds > maxTtl) maxTtl = op.cacheTtlSeconds
     }
     ratioSource = { shared: this.shared, ids: new Map([...this.#policies].map(([id, p]) => [id, p.statSlot])) }
@@ -250,6 +267,10 @@ class CacheFilter implements Filter {
     const policy = pid !== undefined ? this.#policies.get(pid) : undefined
     const ttl = policy?.ttlSeconds ?? this.cfg.ttlSeconds
     if (ttl === 0) return this.#bypass(ctx, policy)
+    // Content negotiation: a stored copy answers only requests that accept its media type; one
+    // that takes neither JSON type (an SSE or multipart client) is never answered from here.
+    const media = acceptClass(ctx.req.headers.accept)
+    if (media === undefined) return this.#bypass(ctx, policy)
     // Variables hold an integer beyond 2^53 (or 1e400): after JSON.parse the key cannot tell it
     // from its neighbours, while the backend reads the exact digits it is sent. Not cached.
     if (hasInexactNumber(gql.variables)) return this.#inexactBypass(ctx, policy, 'variables')
@@ -274,7 +295,7 @@ class CacheFilter implements Filter {
     }
     const key = cacheKey({
       route: this.#route,
-      operation: policy !== undefined ? `p:${pid!}` : `d:${normalizedDocumentHash(gql.document)}`,
+      operation: policy !== undefined ? policy.keyPart : `d:${normalizedDocumentHash(gql.document)}`,
       operationName: gql.opName,
       tenant: ctx.tenant,
       variables: gql.variables,
@@ -282,6 +303,7 @@ class CacheFilter implements Filter {
       claims,
       scopes: scopes === true ? undefined : scopes,
       varyNames: this.#varyNames,
+      media,
     })
     const now = Date.now()
     const e = this.rc.get(key, now)
@@ -305,7 +327,7 @@ class CacheFilter implements Filter {
     let scopes: string | boolean = true
     for (const name of this.#privateHeaders) {
       if (h[name] === undefined) continue
-      if (name !== 'authorization' || this.#allowedScopes.size === 0 || ctx.claims === undefined) return false
+      if (name !== this.#tokenHeader || this.#allowedScopes.size === 0 || ctx.claims === undefined) return false
       const granted = tokenScopes(claimAt(ctx.claims, this.cfg.authorization.scopeClaim))
       const admitted = granted === undefined ? undefined : admittedScopes(granted, this.#allowedScopes)
       if (admitted === undefined) return false
@@ -453,7 +475,7 @@ class CacheFilter implements Filter {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
     }
-    fetchForRevalidation(ctx, this.cfg.maxEntryBytes).then(
+    fetchForRevalidation(ctx, this.entryLimit(key)).then(
       (r) => {
         e.revalidating = false
         const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.cfg.vary.headers)
@@ -518,7 +540,7 @@ class CacheFilter implements Filter {
     const body = res.body
     if (Buffer.isBuffer(body)) {
       // An earlier response filter (DLP on a small JSON export) already produced the final bytes.
-      if (body.length > this.cfg.maxEntryBytes) {
+      if (body.length > this.entryLimit(st.key)) {
         this.#notStored('too_large')
         this.finishFill(st, undefined)
       } else this.fill(st, body, d.ttlSeconds, pickHeaders(res.headers), d.ageSeconds)
@@ -579,7 +601,13 @@ class CacheFilter implements Filter {
       return
     }
     const tags = new Set(st.tags)
-    collectEntityTags((json as { data: unknown }).data, tags, true)
+    if (!collectEntityTags((json as { data: unknown }).data, tags, true)) {
+      // More objects than the walk visits: the entities beyond it would carry no tag, and a
+      // mutation of one of them would leave this copy stale.
+      this.#notStored('too_large')
+      this.finishFill(st, undefined)
+      return
+    }
     const now = Date.now()
     const fresh = now + ttlSeconds * 1000
     const cfg = this.cfg
@@ -604,6 +632,12 @@ class CacheFilter implements Filter {
 
   notStored(reason: string): void {
     this.#notStored(reason)
+  }
+
+  /** Largest body stored under key: maxEntryBytes, or less when the route's maxBytes is smaller. */
+  entryLimit(key: string): number {
+    const budget = this.rc.bodyBudget(key)
+    return budget < this.cfg.maxEntryBytes ? budget : this.cfg.maxEntryBytes
   }
 
   /** End a fill: wake local waiters, hand the entry (or "none") to other workers, free the slot. */
@@ -649,7 +683,8 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string):
     return
   }
   const r = json as { data?: unknown; errors?: unknown }
-  collectEntityTags(r.data, tags, false)
+  // Too many objects to read them all: what it touched is not fully known.
+  if (!collectEntityTags(r.data, tags, false)) tags.add(routeTag)
   if ('data' in r && Array.isArray(r.errors) && r.errors.length > 0) tags.add(routeTag)
 }
 
@@ -691,7 +726,7 @@ class FillCapture extends Transform {
     this.#ttl = ttl
     this.#headers = headers
     this.#age = ageSeconds
-    this.#max = owner.cfg.maxEntryBytes
+    this.#max = owner.entryLimit(st.key)
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {

@@ -45,6 +45,12 @@ interface Flight {
 }
 
 const stores = new Map<string, RouteCache>()
+const EMPTY = Buffer.alloc(0)
+
+/** What an entry weighs in the LRU: its body, its key (UTF-16) and the rest, roughly. */
+function entrySize(e: { body: Buffer; key: string }): number {
+  return e.body.length + e.key.length * 2 + 256
+}
 
 export function acquireRouteCache(id: string, maxBytes: number, shared: CacheShared, broadcast: boolean): RouteCache {
   let s = stores.get(id)
@@ -71,12 +77,20 @@ export class RouteCache {
   constructor(id: string, maxBytes: number, shared: CacheShared, broadcast: boolean) {
     this.id = id
     this.shared = shared
-    this.lru = new LRUCache<string, CacheEntry>({ maxSize: Math.max(maxBytes, 1024), sizeCalculation: (e) => e.body.length + e.key.length * 2 + 256 })
+    this.lru = new LRUCache<string, CacheEntry>({ maxSize: Math.max(maxBytes, 1024), sizeCalculation: entrySize })
     if (broadcast) {
       this.channel = new BroadcastChannel(`igw-cache:${shared.nonce}:${id}`)
       this.channel.unref()
       this.channel.onmessage = (ev) => this.#received((ev as unknown as { data: FillMessage }).data)
     }
+  }
+
+  /**
+   * The largest body an entry under `key` can have and still be kept: the LRU silently drops
+   * (and deletes the key's old entry on) a set larger than its whole size.
+   */
+  bodyBudget(key: string): number {
+    return this.lru.maxSize - entrySize({ body: EMPTY, key })
   }
 
   /** A live entry (fresh or within a stale window), or undefined. Dead ones are dropped. */

@@ -16,11 +16,13 @@ import {
   type DocumentNode,
   type FieldNode,
   type FragmentDefinitionNode,
+  type GraphQLField,
   type GraphQLNamedType,
   type GraphQLSchema,
   type OperationDefinitionNode,
   type SelectionSetNode,
   type ValueNode,
+  type VariableDefinitionNode,
 } from 'graphql'
 
 export interface CostSettings {
@@ -115,6 +117,8 @@ class Walk {
   readonly info: SchemaCostInfo | undefined
   readonly fragments: Map<string, FragmentDefinitionNode>
   readonly variables: Record<string, unknown> | undefined
+  /** The variable definitions of the operation being walked (their defaults). */
+  definitions: readonly VariableDefinitionNode[] | undefined = undefined
   readonly visiting = new Set<string>()
   maxDepth = 0
   visits = 0
@@ -132,20 +136,39 @@ class Walk {
     if (v.kind === Kind.INT) return Math.min(Number(v.value), Number.MAX_SAFE_INTEGER)
     if (v.kind === Kind.VARIABLE) {
       this.variableDependent = true
-      const x = this.variables?.[v.name.value]
-      return typeof x === 'number' && Number.isFinite(x) ? x : undefined
+      const name = v.name.value
+      const vars = this.variables
+      if (vars !== undefined && Object.hasOwn(vars, name)) {
+        const x = vars[name]
+        return typeof x === 'number' && Number.isFinite(x) ? x : undefined
+      }
+      // Not sent: GraphQL runs the operation with the variable's default ($n: Int = 500), so
+      // that is the size to price, not defaultListSize.
+      const d = this.definitions?.find((def) => def.variable.name.value === name)?.defaultValue
+      return d?.kind === Kind.INT ? Math.min(Number(d.value), Number.MAX_SAFE_INTEGER) : undefined
     }
     return undefined
   }
 
-  /** The largest slicing argument given, or undefined when none is. */
-  slice(field: FieldNode, names: readonly string[]): number | undefined {
+  /**
+   * The largest slicing argument given, or undefined when none is. With the schema's field
+   * definition, an argument not given (or given as an omitted variable) takes its default from
+   * the schema (`entities(first: Int = 100)`), as the backend does.
+   */
+  slice(field: FieldNode, names: readonly string[], def?: GraphQLField<unknown, unknown>): number | undefined {
     let size: number | undefined
     for (const arg of field.arguments ?? []) {
       if (!names.includes(arg.name.value)) continue
-      const n = this.argNumber(arg.value)
+      const n = this.argNumber(arg.value) ?? schemaDefault(def, arg.name.value)
       const v = n === undefined ? this.settings.defaultListSize : Math.max(0, n)
       size = size === undefined ? v : Math.max(size, v)
+    }
+    if (size === undefined && def !== undefined) {
+      for (const a of def.args) {
+        if (!names.includes(a.name)) continue
+        const n = schemaDefault(def, a.name)
+        if (n !== undefined) size = size === undefined ? Math.max(0, n) : Math.max(size, n)
+      }
     }
     return size
   }
@@ -191,11 +214,11 @@ class Walk {
       const spec = this.info!.listSize.get(key)
       const isList = isListType(getNullableType(def.type))
       if (spec !== undefined) {
-        const n = this.slice(f, spec.slicingArguments) ?? spec.assumedSize ?? s.defaultListSize
+        const n = this.slice(f, spec.slicingArguments, def) ?? spec.assumedSize ?? s.defaultListSize
         if (spec.sizedFields.length) childSized = { fields: spec.sizedFields, size: n }
         else size = n
       } else if (isList) {
-        size = this.slice(f, s.slicingArguments) ?? s.defaultListSize
+        size = this.slice(f, s.slicingArguments, def) ?? s.defaultListSize
       }
     } else {
       composite = f.selectionSet !== undefined
@@ -206,6 +229,13 @@ class Walk {
     const child = f.selectionSet ? this.selection(f.selectionSet, named, depth, childSized) : 0
     return size * (weight + child)
   }
+}
+
+/** A numeric default of a field's argument in the schema file. */
+function schemaDefault(def: GraphQLField<unknown, unknown> | undefined, arg: string): number | undefined {
+  if (def === undefined) return undefined
+  const v = def.args.find((a) => a.name === arg)?.defaultValue
+  return typeof v === 'number' && Number.isFinite(v) ? Math.min(v, Number.MAX_SAFE_INTEGER) : undefined
 }
 
 function rootType(info: SchemaCostInfo | undefined, op: OperationDefinitionNode): GraphQLNamedType | undefined {
@@ -238,6 +268,7 @@ export function analyzeDocument(doc: DocumentNode, operationName: string | undef
   let cost = 0
   for (const d of doc.definitions) {
     if (d.kind !== Kind.OPERATION_DEFINITION) continue
+    walk.definitions = d.variableDefinitions
     const c = walk.selection(d.selectionSet, rootType(info, d), 0, undefined)
     if (d === selected) cost = c + (d.operation === OperationTypeNode.MUTATION ? settings.mutationCost : 0)
   }

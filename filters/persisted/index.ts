@@ -19,8 +19,11 @@ const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' }
 const COST_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000]
 
 // Exactly what Apollo Server / Router answer: clients match on the code (and the message).
-const NOT_FOUND: LocalReply = { status: 200, headers: JSON_TYPE, body: errorBody('PERSISTED_QUERY_NOT_FOUND', 'PersistedQueryNotFound'), code: 'PERSISTED_QUERY_NOT_FOUND' }
-const NOT_SUPPORTED: LocalReply = { status: 200, headers: JSON_TYPE, body: errorBody('PERSISTED_QUERY_NOT_SUPPORTED', 'PersistedQueryNotSupported'), code: 'PERSISTED_QUERY_NOT_SUPPORTED' }
+// A 200 that must not be cached (Apollo's header too): with useGETForHashedQueries, a CDN or
+// browser cache would otherwise answer "not found" for the hash after the client registered it.
+const APQ_ERROR_HEADERS = { ...JSON_TYPE, 'cache-control': 'private, no-cache, must-revalidate' }
+const NOT_FOUND: LocalReply = { status: 200, headers: APQ_ERROR_HEADERS, body: errorBody('PERSISTED_QUERY_NOT_FOUND', 'PersistedQueryNotFound'), code: 'PERSISTED_QUERY_NOT_FOUND' }
+const NOT_SUPPORTED: LocalReply = { status: 200, headers: APQ_ERROR_HEADERS, body: errorBody('PERSISTED_QUERY_NOT_SUPPORTED', 'PersistedQueryNotSupported'), code: 'PERSISTED_QUERY_NOT_SUPPORTED' }
 
 /** A GraphQL error with the parser's locations at the top level of the error, as the spec puts them. */
 function parseErrorReply(err: GraphQLError): LocalReply {
@@ -84,11 +87,13 @@ class PersistedFilter implements Filter {
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const gql = ctx.graphql
+    // Hints are ours to give: whatever a client put there does not reach the backend — the
+    // header on every request, batches and GETs without a query included (a batch's bodies go
+    // through as sent: their extensions cannot be edited here).
+    if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
     if (gql === undefined) return this.#opaque(ctx)
-    // Hints are ours to give: whatever a client put there does not reach the backend.
     const hintExt = this.#hintExt
     if (hintExt !== false && gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
-    if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
 
     // GraphQL-over-HTTP persisted documents: `documentId` ("sha256:<hex>" or a bare id) names a
     // manifest entry; the backend gets the document itself.

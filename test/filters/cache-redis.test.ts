@@ -46,8 +46,18 @@ describe('two proxies sharing Redis', () => {
 
   it('an entry filled through one proxy is an L2 hit on the other', async () => {
     const q = '{ entity(id: "31") { id name } }'
+    const entries = async () => {
+      const c = new Redis(redis.url)
+      try {
+        return (await c.keys('cachetest:cache:e:*')).length
+      } finally {
+        c.disconnect()
+      }
+    }
+    const stored = await entries()
     expect((await gql(a.url, q)).cache).toBe('MISS')
-    await sleep(50) // the L2 write is not on the client's path
+    // The L2 write is not on the client's path: wait for it rather than for a fixed time.
+    await waitUntil(async () => (await entries()) > stored, 5_000, 'the L2 entry written')
     const before = backend.stats.byField.get('entity') ?? 0
     const onB = await gql(b.url, q)
     expect(onB.cache).toBe('HIT')

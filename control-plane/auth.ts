@@ -3,7 +3,7 @@
 // in-process). 401 says why the token was not accepted; 403 carries the policy's reason.
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
 import { loadPolicyBundle, type PolicyEvaluator } from '../policies/engine.ts'
 
 export interface AuthOptions {
@@ -69,18 +69,53 @@ export class Authenticator {
     if (header === undefined || header === '') throw new AuthError(401, 'missing bearer token (Authorization: Bearer <jwt>)')
     if (!/^bearer\s+/i.test(header)) throw new AuthError(401, 'expected an Authorization: Bearer <jwt> header')
     const token = header.replace(/^bearer\s+/i, '').trim()
+    const opts: JWTVerifyOptions = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: 30, ...(this.#opts.requireExpiration ? { requiredClaims: ['exp'] } : {}) }
+    // The reason a token fails is the one of the key that got furthest with it: a JWKS whose key
+    // found the signature bad says more than an HMAC secret that cannot take RS256 at all.
     let last: unknown
     for (const key of this.#keys) {
       try {
-        const opts = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: 30, ...(this.#opts.requireExpiration ? { requiredClaims: ['exp'] } : {}) }
-        const { payload } = typeof key === 'function' ? await jwtVerify(token, key, opts) : await jwtVerify(token, key, opts)
+        const { payload } = typeof key === 'function' ? await verifyWithJwks(token, key, opts) : await jwtVerify(token, key, opts)
         return subjectOf(payload)
       } catch (err) {
-        last = err
-        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey || err instanceof TypeError || err instanceof joseErrors.JOSENotSupported)) break
+        if (last === undefined || rank(err) >= rank(last)) last = err
+        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey || err instanceof TypeError || err instanceof joseErrors.JOSENotSupported)) {
+          last = err
+          break
+        }
       }
     }
     throw new AuthError(401, describe(last, token))
+  }
+}
+
+/** How far a key got with a token before it failed: the failure worth reporting is the furthest. */
+function rank(err: unknown): number {
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 2
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return 1
+  return 0
+}
+
+/**
+ * jwtVerify with a JWKS, trying every key that fits the token. jose refuses to pick among several
+ * (a token without "kid" while the JWKS holds the old and the new key of a rotation, or one kid
+ * on two keys) and hands the candidates to the caller: each is tried in turn; a signature that
+ * does not verify means "the next one"; anything else (a claim refused after the signature
+ * verified) is final. None verifying is a bad signature.
+ */
+async function verifyWithJwks(token: string, jwks: JWTVerifyGetKey, opts: JWTVerifyOptions): Promise<JWTVerifyResult> {
+  try {
+    return await jwtVerify(token, jwks, opts)
+  } catch (err) {
+    if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err
+    for await (const key of err as joseErrors.JWKSMultipleMatchingKeys & AsyncIterable<CryptoKey>) {
+      try {
+        return await jwtVerify(token, key, opts)
+      } catch (inner) {
+        if (!(inner instanceof joseErrors.JWSSignatureVerificationFailed)) throw inner
+      }
+    }
+    throw new joseErrors.JWSSignatureVerificationFailed()
   }
 }
 
@@ -145,7 +180,11 @@ export class Authorizer {
       // A policy that fails to evaluate denies (a 403 saying so), never a 500 or an allow.
       return { allow: false, reason: `policy evaluation failed: ${(err as Error).message}` }
     }
-    return d ?? { allow: false, reason: 'policy returned no decision' }
+    if (d === undefined) return { allow: false, reason: 'policy returned no decision' }
+    // Only a literal true allows: a decision that is not {allow: boolean, …} ("allow": "no", a
+    // bare true, a set) is a policy bug, and a truthy string must not read as an allow.
+    if (typeof d !== 'object' || d === null || typeof d.allow !== 'boolean') return { allow: false, reason: 'policy returned a malformed decision (expected {"allow": boolean, "reason": string})' }
+    return { allow: d.allow, reason: typeof d.reason === 'string' ? d.reason : d.allow ? 'allowed' : 'denied by policy' }
   }
 
   /** Throws AuthError(403) with the policy's reason unless allowed. */

@@ -128,9 +128,35 @@ export async function loadPolicyBundle(nameOrPath: string, data?: object, opts: 
     throw new Error(`${path}: policy.wasm does not compile: ${(err as Error).message}`, { cause: err })
   }
   const bundled = files.get('data.json')
-  const base = bundled ? (JSON.parse(bundled.toString('utf8')) as object) : {}
-  const policy = new WasmPolicy(nameOrPath, module, { ...base, ...data })
+  let base: unknown = {}
+  if (bundled) {
+    try {
+      base = JSON.parse(bundled.toString('utf8'))
+    } catch (err) {
+      throw new Error(`${path}: data.json is not JSON: ${(err as Error).message}`, { cause: err })
+    }
+    if (!isPlainObject(base)) throw new Error(`${path}: data.json is not a JSON object (the bundle's data document)`)
+  }
+  const policy = new WasmPolicy(nameOrPath, module, mergeData(base, data ?? {}) as object)
   const missing = (opts.entrypoints ?? []).filter((e) => !policy.entrypoints.includes(e))
   if (missing.length) throw new Error(`${path}: the bundle has no entrypoint ${missing.map((e) => `"${e}"`).join(', ')} (it has: ${policy.entrypoints.join(', ') || 'none'})`)
   return policy
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/**
+ * The bundle's data document with the caller's on top, merged object by object, as OPA merges
+ * data documents: the caller's `igw.dlp.allowed_presets` must not wipe the bundle's own
+ * `igw.dlp.*` (a shallow spread replaced the whole `igw` tree). The caller wins at leaves and
+ * arrays. Keys are defined, not assigned: a "__proto__" key in data.json stays a key.
+ */
+function mergeData(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(base)) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true })
+  for (const [k, v] of Object.entries(over)) Object.defineProperty(out, k, { value: Object.hasOwn(base, k) ? mergeData(base[k], v) : v, enumerable: true, writable: true, configurable: true })
+  return out
 }

@@ -1,7 +1,7 @@
 // `igw policy build [--check]` and `igw policy test`: the real opa CLI compiles Rego to wasm
 // bundles (restricted to the builtins the opa-wasm SDK implements) and runs the Rego unit tests.
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { POLICY_BUNDLES, ROOT, bundlePath } from './catalog.ts'
@@ -35,27 +35,40 @@ export function checkOpaVersion(): string {
 /** Build every bundle; with check=true, compare with the committed ones instead of replacing. */
 export function buildPolicies(check: boolean): { name: string; changed: boolean }[] {
   checkOpaVersion()
-  // The SDK's capabilities list the builtins its wasm runtime implements (so a policy using
-  // anything else fails at build time, not at evaluation); it predates Rego v1, so the language
-  // features come from the opa binary itself.
-  const sdk = JSON.parse(readFileSync(join(ROOT, 'node_modules/@open-policy-agent/opa-wasm/capabilities.json'), 'utf8')) as Record<string, unknown>
-  const current = JSON.parse(run(['capabilities', '--current']).out) as { features?: string[] }
-  const capabilities = join(mkdtempSync(join(tmpdir(), 'igw-opa-caps-')), 'capabilities.json')
-  writeFileSync(capabilities, JSON.stringify({ ...sdk, features: current.features ?? [] }))
-  const results: { name: string; changed: boolean }[] = []
-  for (const spec of POLICY_BUNDLES) {
-    const out = join(mkdtempSync(join(tmpdir(), 'igw-opa-')), `${spec.name}.tar.gz`)
-    const args = ['build', '-t', 'wasm', '--capabilities', capabilities, '--ignore', '*_test.rego', '-o', out]
-    for (const e of spec.entrypoints) args.push('-e', e)
-    args.push(spec.dir)
-    const r = run(args)
-    if (r.status !== 0) throw new Error(`opa build ${spec.name} failed:\n${r.out}`)
-    const target = bundlePath(spec.name)
-    const changed = !existsSync(target) || !readFileSync(target).equals(readFileSync(out))
-    if (!check && changed) copyFileSync(out, target)
-    results.push({ name: spec.name, changed })
+  // One scratch folder per build, removed however the build ends: every run (CI runs --check on
+  // each push, the test suite too) used to leave three folders behind in the temp directory.
+  const scratch = mkdtempSync(join(tmpdir(), 'igw-opa-'))
+  try {
+    // The SDK's capabilities list the builtins its wasm runtime implements (so a policy using
+    // anything else fails at build time, not at evaluation); it predates Rego v1, so the language
+    // features come from the opa binary itself.
+    const sdk = JSON.parse(readFileSync(join(ROOT, 'node_modules/@open-policy-agent/opa-wasm/capabilities.json'), 'utf8')) as Record<string, unknown>
+    const current = JSON.parse(run(['capabilities', '--current']).out) as { features?: string[] }
+    const capabilities = join(scratch, 'capabilities.json')
+    writeFileSync(capabilities, JSON.stringify({ ...sdk, features: current.features ?? [] }))
+    const results: { name: string; changed: boolean }[] = []
+    for (const spec of POLICY_BUNDLES) {
+      const out = join(scratch, `${spec.name}.tar.gz`)
+      const args = ['build', '-t', 'wasm', '--capabilities', capabilities, '--ignore', '*_test.rego', '-o', out]
+      for (const e of spec.entrypoints) args.push('-e', e)
+      args.push(spec.dir)
+      const r = run(args)
+      if (r.status !== 0) throw new Error(`opa build ${spec.name} failed:\n${r.out}`)
+      const target = bundlePath(spec.name)
+      const changed = !existsSync(target) || !readFileSync(target).equals(readFileSync(out))
+      if (!check && changed) {
+        // Copied beside the target, then renamed over it: a process loading the bundle meanwhile
+        // reads the old file or the new one, never half of one.
+        const partial = `${target}.${process.pid}.partial`
+        copyFileSync(out, partial)
+        renameSync(partial, target)
+      }
+      results.push({ name: spec.name, changed })
+    }
+    return results
+  } finally {
+    rmSync(scratch, { recursive: true, force: true })
   }
-  return results
 }
 
 export function testPolicies(verbose: boolean): { ok: boolean; out: string } {

@@ -142,7 +142,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       if (r.auth) {
         ctx.subject = await authn.authenticate(req.headers.authorization)
         const justification = req.headers['x-justification']
-        authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams, ctx.subject), typeof justification === 'string' ? { justification } : {})
+        try {
+          authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams, ctx.subject), typeof justification === 'string' ? { justification } : {})
+        } catch (err) {
+          // A refused attempt to reveal tokenized values is itself a security event: audited
+          // like the granted ones (who, why refused, the justification given), never the tokens.
+          if (r.auth.action === 'dlp.detokenize' && err instanceof AuthError && err.status === 403) {
+            await store.audit({ actor: ctx.subject.sub, action: 'dlp.detokenize.denied', resource: 'dlp/tokens', after: { reason: err.message, justification: typeof justification === 'string' ? justification.slice(0, 1024) : null } })
+            logger.warn({ actor: ctx.subject.sub, reason: err.message }, 'detokenize refused')
+          }
+          throw err
+        }
       }
       await r.handle(ctx)
       return

@@ -3,6 +3,8 @@
 // takes effect without a reload) and the loaded export policy. Built once per worker and config.
 import type { Logger } from 'pino'
 import { loadPolicyBundle, type PolicyEvaluator } from '../../policies/engine.ts'
+import { bundlePath } from '../../policies/catalog.ts'
+import { statSync } from 'node:fs'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { LogWindow } from '../../proxy/filter.ts'
 import { LocalKeyring, type KeyProvider } from './keyring.ts'
@@ -117,9 +119,21 @@ export class KeyringState {
   }
 }
 
-const packs = new Map<string, RulePack>()
+// Rule packs and policy bundles are files an operator rebuilds in place: each is cached with the
+// file's identity (inode, size, mtime), so a config reload after a rebuild loads the new one
+// (it was kept for the life of the process: a rebuilt `./export.tar.gz` took a restart).
+const packs = new Map<string, { stamp: string; pack: RulePack }>()
 const keyrings = new Map<string, Promise<KeyringState>>()
-const policies = new Map<string, Promise<PolicyEvaluator>>()
+const policies = new Map<string, { stamp: string; policy: Promise<PolicyEvaluator> }>()
+
+function fileStamp(path: string): string {
+  try {
+    const st = statSync(path)
+    return `${st.ino}:${st.size}:${st.mtimeMs}`
+  } catch {
+    return '' // missing: the loader says so
+  }
+}
 
 export interface DlpShared {
   pack: RulePack
@@ -130,11 +144,13 @@ export interface DlpShared {
 export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
   setDefaultPhoneRegion(cfg.phoneRegion)
   const packPath = cfg.rulePack ?? BUILTIN_RULE_PACK
-  let pack = packs.get(packPath)
-  if (pack === undefined) {
-    pack = RulePack.load(packPath)
-    packs.set(packPath, pack)
+  const packStamp = fileStamp(packPath)
+  let packEntry = packs.get(packPath)
+  if (packEntry === undefined || packEntry.stamp !== packStamp) {
+    packEntry = { stamp: packStamp, pack: RulePack.load(packPath) }
+    packs.set(packPath, packEntry)
   }
+  const pack = packEntry.pack
   const ringKey = `${cfg.keyring.provider}:${cfg.keyring.file}:${cfg.keyring.create}`
   let ring = keyrings.get(ringKey)
   if (ring === undefined) {
@@ -146,13 +162,19 @@ export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
   if (cfg.policy.enabled) {
     const data = { igw: { dlp: { allowed_presets: cfg.policy.allowedPresets } } }
     const key = `${cfg.policy.bundle}\u0000${cfg.policy.entrypoint}\u0000${JSON.stringify(data)}`
-    policy = policies.get(key)
-    if (policy === undefined) {
+    const stamp = fileStamp(cfg.policy.bundle.endsWith('.tar.gz') ? cfg.policy.bundle : bundlePath(cfg.policy.bundle))
+    const cached = policies.get(key)
+    if (cached !== undefined && cached.stamp === stamp) policy = cached.policy
+    else {
       // A bundle without the configured entrypoint (a typo, the admin bundle named by mistake)
       // is refused with the config, not found out by denying every export at run time.
-      policy = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint] })
-      policies.set(key, policy)
-      policy.catch(() => policies.delete(key))
+      const loading = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint] })
+      const entry = { stamp, policy: loading }
+      policies.set(key, entry)
+      loading.catch(() => {
+        if (policies.get(key) === entry) policies.delete(key)
+      })
+      policy = loading
     }
   }
   return { pack, keyring: await ring, policy: policy === undefined ? undefined : await policy }

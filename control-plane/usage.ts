@@ -120,6 +120,15 @@ function textProblem(path: string, v: string): string | undefined {
   return hasNul(v) ? `${path}: must not contain a NUL character (U+0000)` : undefined
 }
 
+/**
+ * A tenant or counter name: no NUL, and not `__proto__` — stored, it could never be read back
+ * (the statement's maps took it for their prototype and dropped it: a signed statement short of
+ * what usage_daily held). As in the config document, it is no name anywhere.
+ */
+function keyProblem(path: string, k: string): string | undefined {
+  return textProblem(path, k) ?? (k === '__proto__' ? `${path}: "__proto__" is not a tenant or counter name` : undefined)
+}
+
 export function validateReport(body: unknown): UsageReport | string {
   const r = body as Partial<UsageReport> | null
   if (r === null || typeof r !== 'object' || Array.isArray(r)) return '(root): expected an object'
@@ -127,13 +136,14 @@ export function validateReport(body: unknown): UsageReport | string {
   if (typeof r.bootId !== 'string' || r.bootId === '') return 'bootId: required (string)'
   const idProblem = textProblem('proxyId', r.proxyId) ?? textProblem('bootId', r.bootId)
   if (idProblem) return idProblem
+  if (r.bootId.length > MAX_BOOT_ID_LENGTH) return `bootId: at most ${MAX_BOOT_ID_LENGTH} characters, got ${r.bootId.length}`
   if (parseInteger(r.seq, { min: 1, json: true }) === undefined) {
     return Number.isInteger(r.seq) && (r.seq as number) > 0 ? `seq: expected a positive integer, at most ${Number.MAX_SAFE_INTEGER}` : 'seq: expected a positive integer'
   }
   if (typeof r.at !== 'string' || Number.isNaN(parseDateTime(r.at))) return 'at: expected an RFC 3339 date-time'
   if (r.tenants === null || typeof r.tenants !== 'object' || Array.isArray(r.tenants)) return 'tenants: expected an object of tenant → counters'
   for (const [t, u] of Object.entries(r.tenants)) {
-    const tenantProblem = textProblem(`tenants[${JSON.stringify(t)}]`, t)
+    const tenantProblem = keyProblem(`tenants[${JSON.stringify(t)}]`, t)
     if (tenantProblem) return tenantProblem
     if (u === null || typeof u !== 'object' || typeof (u as TenantUsage).requests !== 'number' || (u as TenantUsage).requests < 0) return `tenants.${t}.requests: expected a non-negative number`
     const c = u as TenantUsage
@@ -146,7 +156,7 @@ export function validateReport(body: unknown): UsageReport | string {
       if (m === undefined) continue
       if (m === null || typeof m !== 'object' || Array.isArray(m)) return `tenants.${t}.${field}: expected an object of name → count`
       for (const [k, v] of Object.entries(m)) {
-        const p = textProblem(`tenants.${t}.${field}[${JSON.stringify(k)}]`, k) ?? counterProblem(`tenants.${t}.${field}.${k}`, v)
+        const p = keyProblem(`tenants.${t}.${field}[${JSON.stringify(k)}]`, k) ?? counterProblem(`tenants.${t}.${field}.${k}`, v)
         if (p) return p
       }
     }
@@ -202,9 +212,51 @@ function placeholders(rows: number, width: number, first = 1): string {
   return out.join(', ')
 }
 
+/** The calendar day `n` days before `day` (both YYYY-MM-DD; local days are dates, so UTC arithmetic is exact). */
+function daysBefore(day: string, n: number): string {
+  return new Date(Date.parse(`${day}T00:00:00Z`) - n * 86_400_000).toISOString().slice(0, 10)
+}
+
 /** Let timers and sockets run (SQLite statements are synchronous: a long report would hold the event loop). */
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve))
+}
+
+/**
+ * How many boots of one proxy id keep their usage high-water. A high-water for the latest boot
+ * only counted a retry twice once another boot had reported in between: a report of boot A
+ * committed after its proxy had given up waiting, boot B reported (a restart; or two proxies
+ * sharing one id), and A's retry of the same seq then looked new. A boot's late retries come
+ * within seconds to minutes of it, while the next few boots report; 16 covers far more than that.
+ */
+export const REMEMBERED_BOOTS = 16
+
+/** The longest bootId a report may carry (the proxy sends a UUID): REMEMBERED_BOOTS of them share one row. */
+export const MAX_BOOT_ID_LENGTH = 200
+
+/**
+ * `proxies.boot_id` holds the remembered boots, most recently reported first, as
+ * `{"usageBoots":[[bootId, seq], …]}`; `usage_seq` the seq of the first. A plain id there (written
+ * by the config stream when a proxy first connects, or by an older control plane) is that one boot
+ * at `usage_seq`.
+ */
+export function readUsageBoots(stored: string | null, seq: number): [string, number][] {
+  if (stored === null) return []
+  if (stored.startsWith('{"usageBoots":')) {
+    try {
+      const list = (JSON.parse(stored) as { usageBoots?: unknown }).usageBoots
+      if (Array.isArray(list)) return list.filter((b): b is [string, number] => Array.isArray(b) && typeof b[0] === 'string' && typeof b[1] === 'number')
+    } catch {
+      // not ours after all: a boot id that happens to look like it
+    }
+  }
+  return [[stored, seq]]
+}
+
+function writeUsageBoots(boots: [string, number][], bootId: string, seq: number): string {
+  const next: [string, number][] = [[bootId, seq]]
+  for (const b of boots) if (b[0] !== bootId && next.length < REMEMBERED_BOOTS) next.push(b)
+  return JSON.stringify({ usageBoots: next })
 }
 
 export class UsageLedger {
@@ -217,8 +269,9 @@ export class UsageLedger {
   }
 
   /**
-   * Add a report. Returns false for a duplicate (same boot, seq already counted). `timeZoneOf`
-   * gives each tenant's zone; `limits` the daily quota limits for the budget alerts.
+   * Add a report. Returns false for a duplicate (a seq already counted for its boot: each of the
+   * proxy id's last REMEMBERED_BOOTS boots keeps its own high-water). `timeZoneOf` gives each
+   * tenant's zone; `limits` the daily quota limits for the budget alerts.
    *
    * A report may name thousands of tenants (an ingress): its rows are written and its alerts
    * checked in multi-row statements of BATCH_ROWS, not a few statements per tenant — on
@@ -236,11 +289,14 @@ export class UsageLedger {
       const now = Date.now()
       const found = await tx.query<{ boot_id: string | null; usage_seq: unknown }>('SELECT boot_id, usage_seq FROM proxies WHERE id = $1', [r.proxyId])
       const p = found[0]
-      if (p !== undefined && p.boot_id === r.bootId && num(p.usage_seq) >= r.seq) return { accepted: false, alerts: [], saturated: [] }
+      const boots = p === undefined ? [] : readUsageBoots(p.boot_id, num(p.usage_seq))
+      const counted = boots.find(([boot]) => boot === r.bootId)
+      if (counted !== undefined && counted[1] >= r.seq) return { accepted: false, alerts: [], saturated: [] }
+      const marks = writeUsageBoots(boots, r.bootId, r.seq)
       if (p === undefined) {
-        await tx.query('INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4)', [r.proxyId, r.bootId, now, r.seq])
+        await tx.query('INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4)', [r.proxyId, marks, now, r.seq])
       } else {
-        await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, r.bootId, r.seq, now])
+        await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, marks, r.seq, now])
       }
       const saturated: SaturatedCounter[] = []
       for (let i = 0; i < all.length; i += BATCH_ROWS) {
@@ -309,13 +365,17 @@ export class UsageLedger {
         }
       }
       // Anomaly: today's volume over 3× the average of the previous 7 days (with at least 3 of
-      // them), and at least MIN_VOLUME_ALERT_REQUESTS today.
+      // them), and at least MIN_VOLUME_ALERT_REQUESTS today. The previous 7 calendar days, not
+      // the 7 latest days with traffic: a tenant back after weeks away was measured against
+      // traffic from months ago, and every report read each of its tenants' whole history (all
+      // of it, under the write lock) to find those.
+      const weekBefore = daysBefore(day, 7)
       for (let i = 0; i < tenants.length; i += BATCH_ROWS) {
         const batch = tenants.slice(i, i + BATCH_ROWS)
-        const inList = placeholders(batch.length, 1, 2)
+        const inList = placeholders(batch.length, 1, 3)
         const hist = await tx.query<{ tenant: string; value: unknown }>(
-          `SELECT tenant, value FROM (SELECT tenant, value, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY day DESC) AS rn FROM usage_daily WHERE metric = 'requests' AND day < $1 AND tenant IN (${inList})) recent WHERE rn <= 7`,
-          [day, ...batch],
+          `SELECT tenant, value FROM usage_daily WHERE metric = 'requests' AND day < $1 AND day >= $2 AND tenant IN (${inList})`,
+          [day, weekBefore, ...batch],
         )
         const history = new Map<string, number[]>()
         for (const h of hist) {

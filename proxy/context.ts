@@ -78,6 +78,11 @@ export class RequestContext {
   upstreamMs = -1
   /** The error code of a local reply, for logs. */
   errorCode: string | undefined = undefined
+  /**
+   * The name of the filter whose request phase answered this request itself (a LocalReply: a
+   * refusal, a cached result), or that failed closed; undefined when the upstream was called.
+   */
+  answeredBy: string | undefined = undefined
   /** Header edits toward the upstream: name (lower-case) → value, or null to remove. */
   upstreamHeaderEdits: Map<string, string | null> | undefined = undefined
   /** Headers added to the client response, whoever answers (flat name/value list). */

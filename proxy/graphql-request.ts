@@ -207,6 +207,18 @@ function stringOrUndefined(v: unknown, field: string): string | undefined {
   return v
 }
 
+/**
+ * An empty operationName names no operation. graphql-yoga (`operationName=` in a GET), and
+ * servers that read it with `||`, run the document's only operation; read as a name, it selected
+ * none here, and every filter that asks for the operation's type (a mutation in a GET, a
+ * mutation's cache invalidation) saw none. Absent, the filters see what such a backend runs; a
+ * backend that reads "" as a name refuses the request whatever the filters decided.
+ */
+function operationNameOf(v: unknown): string | undefined {
+  const name = stringOrUndefined(v, 'operationName')
+  return name === '' ? undefined : name
+}
+
 function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<string, unknown>): GraphQLRequest {
   const query = stringOrUndefined(o.query, 'query')
   const extensions = objectOrUndefined(o.extensions, 'extensions')
@@ -214,7 +226,7 @@ function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<s
   if (query === undefined && documentId === undefined && !(extensions && 'persistedQuery' in extensions)) {
     throw new GraphQLRequestError('Must provide query string.')
   }
-  const req = new GraphQLRequest(method, raw, query, stringOrUndefined(o.operationName, 'operationName'), objectOrUndefined(o.variables, 'variables'), extensions)
+  const req = new GraphQLRequest(method, raw, query, operationNameOf(o.operationName), objectOrUndefined(o.variables, 'variables'), extensions)
   req.documentId = documentId
   return req
 }

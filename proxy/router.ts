@@ -1,6 +1,8 @@
 // Route matching. Most specific host first (exact, then the longest "*.suffix", then routes
 // without a host), and within a host the longest path prefix wins, as Kubernetes ingress
-// controllers do. A sidecar with one catch-all route skips all of it.
+// controllers do. A sidecar with one catch-all route skips all of it. A configured host with a
+// port ("api.example.com:8080", "*.example.com:8080") matches that port only, before the same
+// host without one; a configured host without a port matches any port.
 
 export interface Routable {
   readonly name: string
@@ -10,7 +12,8 @@ export interface Routable {
 
 export class Router<R extends Routable> {
   readonly #exact = new Map<string, R[]>()
-  readonly #wildcard: { suffix: string; routes: R[] }[] = []
+  /** `withPort`: the suffix names a port (".example.com:8080"): compared with the Host as sent. */
+  readonly #wildcard: { suffix: string; withPort: boolean; routes: R[] }[] = []
   readonly #any: R[] = []
   readonly #only: R | undefined
 
@@ -21,7 +24,7 @@ export class Router<R extends Routable> {
       else if (r.host.startsWith('*.')) {
         const suffix = r.host.slice(1) // ".example.com"
         let group = this.#wildcard.find((w) => w.suffix === suffix)
-        if (!group) this.#wildcard.push((group = { suffix, routes: [] }))
+        if (!group) this.#wildcard.push((group = { suffix, withPort: suffix.includes(':'), routes: [] }))
         group.routes.push(r)
       } else {
         const list = this.#exact.get(r.host) ?? []
@@ -32,7 +35,9 @@ export class Router<R extends Routable> {
     this.#any.sort(byPrefix)
     for (const list of this.#exact.values()) list.sort(byPrefix)
     for (const w of this.#wildcard) w.routes.sort(byPrefix)
-    this.#wildcard.sort((a, b) => b.suffix.length - a.suffix.length)
+    // The longest name first (its port aside); for one name, the group with a port first.
+    const nameLength = (w: { suffix: string; withPort: boolean }) => (w.withPort ? w.suffix.lastIndexOf(':') : w.suffix.length)
+    this.#wildcard.sort((a, b) => nameLength(b) - nameLength(a) || Number(b.withPort) - Number(a.withPort))
     this.#only = routes.length === 1 && routes[0]!.host === undefined && routes[0]!.pathPrefix === '/' ? routes[0] : undefined
   }
 
@@ -41,11 +46,16 @@ export class Router<R extends Routable> {
     if (hostHeader && (this.#exact.size > 0 || this.#wildcard.length > 0)) {
       const host = hostHeader.toLowerCase()
       const bare = stripPort(host)
-      const exact = this.#exact.get(host) ?? (bare !== host ? this.#exact.get(bare) : undefined)
-      const hit = exact && byPath(exact, path)
+      // The host with its port first, then without: routes for "host:port" that take only some
+      // paths leave the others to the routes for the host on any port.
+      const exact = this.#exact.get(host)
+      const hit = (exact && byPath(exact, path)) || (bare !== host ? byPathIn(this.#exact.get(bare), path) : undefined)
       if (hit) return hit
       for (const w of this.#wildcard) {
-        if (bare.endsWith(w.suffix) && bare.length > w.suffix.length) {
+        // A wildcard with a port is compared with the Host as sent (a Host without a port never
+        // matches it); one without, with the Host's name (any port).
+        const h = w.withPort ? host : bare
+        if (h.endsWith(w.suffix) && h.length > w.suffix.length) {
           const r = byPath(w.routes, path)
           if (r) return r
         }
@@ -53,6 +63,10 @@ export class Router<R extends Routable> {
     }
     return byPath(this.#any, path)
   }
+}
+
+function byPathIn<R extends Routable>(routes: readonly R[] | undefined, path: string): R | undefined {
+  return routes === undefined ? undefined : byPath(routes, path)
 }
 
 function byPath<R extends Routable>(routes: readonly R[], path: string): R | undefined {

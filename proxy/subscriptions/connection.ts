@@ -27,7 +27,10 @@ import { closeReason } from '../websocket-bridge.ts'
 type ConnState = 'init' | 'ready' | 'closing' | 'closed'
 
 const CONTROL_BYTES = 96
-/** igw_filter_errors_total's label for a filter reply to a subscribe whose errors were not GraphQL errors. */
+/**
+ * igw_filter_errors_total's label for a filter reply to a subscribe whose errors were not GraphQL
+ * errors, when the chain did not record which filter answered (it always does: a fallback).
+ */
 const MALFORMED_REPLY = 'subscribe-reply'
 /** Replay entries one subscription is fed before the next one's turn, and at most per turn. */
 const FEED_SLICE = 64
@@ -576,7 +579,7 @@ export class ClientConnection {
             return
           }
           if (reply !== undefined) {
-            this.#answerLocally(cmd.id, reply, cmd.topic)
+            this.#answerLocally(cmd.id, reply, cmd.topic, ctx.answeredBy)
             ctx.runCleanups()
             return
           }
@@ -607,12 +610,11 @@ export class ClientConnection {
   }
 
   /** A filter answered the subscribe itself: a result (e.g. a cached query) or a refusal. */
-  #answerLocally(id: string, reply: LocalReply, topic: string | undefined): void {
+  #answerLocally(id: string, reply: LocalReply, topic: string | undefined, answeredBy: string | undefined): void {
     const p = replyPayload(reply)
     if (p.malformed > 0) {
-      // The chain does not say which filter answered: the route names the suspects.
-      this.hub.host.metrics.filterErrors.labels(MALFORMED_REPLY).inc()
-      this.hub.logger.warn({ conn: this.id, route: this.routeName, id: id.slice(0, 64), status: reply.status, code: reply.code, body: String(reply.body).slice(0, 256) }, 'a filter answered a subscribe with errors that are not GraphQL errors; replaced')
+      this.hub.host.metrics.filterErrors.labels(answeredBy ?? MALFORMED_REPLY).inc()
+      this.hub.logger.warn({ conn: this.id, route: this.routeName, filter: answeredBy, id: id.slice(0, 64), status: reply.status, code: reply.code, body: String(reply.body).slice(0, 256) }, 'a filter answered a subscribe with errors that are not GraphQL errors; replaced')
     }
     if (p.data) {
       this.#sendNow(this.writer.result(id, p.json, topic))

@@ -86,7 +86,7 @@ describe('subscription errors the client can parse (sweep 15)', () => {
       await live.received.wait((r) => r.seqs.length === 2)
       expect(c.closed).toBeUndefined()
       const text = await proxy.metrics.registry.getSingleMetricAsString('igw_filter_errors_total')
-      expect(text).toMatch(/igw_filter_errors_total\{filter="subscribe-reply"\} 5/)
+      expect(text).toMatch(/igw_filter_errors_total\{filter="refuser"\} 5/)
     } finally {
       await c.dispose()
     }

@@ -323,6 +323,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
       if (decision !== undefined) {
         this.ctx.filterMs += performance.now() - t0
+        this.ctx.answeredBy = filter.name
         this.sendLocal(decision as LocalReply, idx)
         return
       }
@@ -337,8 +338,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       (decision) => {
         this.ctx.filterMs += performance.now() - t0
         if (this.phase === Phase.Done) return
-        if (decision !== undefined) this.sendLocal(decision, idx)
-        else this.runRequestPhase(i + 1)
+        if (decision !== undefined) {
+          this.ctx.answeredBy = this.route.filters[idx]!.name
+          this.sendLocal(decision, idx)
+        } else this.runRequestPhase(i + 1)
       },
       (err) => {
         this.ctx.filterMs += performance.now() - t0
@@ -355,6 +358,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const open = this.route.failOpen[idx]!
     this.ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed' }, 'filter error')
     if (open) return true
+    this.ctx.answeredBy = filter.name
     this.replyError('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`, idx)
     return false
   }
@@ -881,9 +885,17 @@ function chunkedOnly(te: string | string[]): boolean {
   return typeof te === 'string' && te.trim().toLowerCase() === 'chunked'
 }
 
+/**
+ * application/json or a `+json` type (RFC 6839), by the media type alone (before any `;`), in any
+ * case. `includes('+json')` took `text/plain; x=+json` — a type browsers send cross-site without a
+ * CORS preflight — and `application/jsonp`; `Application/JSON` was a 415.
+ */
 function isJson(contentType: string | undefined): boolean {
   if (contentType === undefined) return true // GraphQL clients that omit it still send JSON
-  return contentType.startsWith('application/json') || contentType.startsWith('application/graphql-response+json') || contentType.includes('+json')
+  if (contentType.startsWith('application/json') && (contentType.length === 16 || contentType.charCodeAt(16) === 59 /* ; */)) return true // the common spelling, no allocation
+  const semi = contentType.indexOf(';')
+  const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase()
+  return type === 'application/json' || (type.endsWith('+json') && /^[a-z0-9!#$&^_.-]+\/[a-z0-9!#$&^_.+-]+$/.test(type))
 }
 
 function noop(): void {}

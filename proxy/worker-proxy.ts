@@ -313,10 +313,11 @@ export class WorkerProxy {
         route: ctx.route.name,
         status,
         tenant: ctx.tenant,
-        op: gql?.opName,
+        op: clip(gql?.opName), // names are client text up to the body limit
         persistedId: gql?.persistedId,
         cost: ctx.costSource === 'default' ? undefined : ctx.cost,
         code: ctx.errorCode,
+        filter: ctx.answeredBy, // the filter that answered (refused) the request itself
         aborted: aborted || undefined,
         upstreamMs: ctx.upstreamMs >= 0 ? round(ctx.upstreamMs) : undefined,
         filterMs: round(ctx.filterMs),
@@ -500,4 +501,9 @@ function clientErrorReply(code: string | undefined): [ErrorCode, string] {
 /** How often Node checks heads against headersTimeout: a quarter of it, within [250 ms, 30 s]. */
 function checkingIntervalFor(headersTimeoutMs: number): number {
   return Math.min(30_000, Math.max(250, Math.floor(headersTimeoutMs / 4)))
+}
+
+/** A client-chosen name as a log field: at most 128 characters. */
+function clip(name: string | undefined): string | undefined {
+  return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
 }

@@ -12,7 +12,7 @@ import type { Detokenizer } from './detokenize.ts'
 import { HttpError, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
 import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
-import { isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
+import { dailyLimits, isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
 import { dateTimeQuery, hasNul, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
@@ -789,8 +789,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           r = { ...r, at: new Date(now).toISOString() }
         }
         const doc = store.head()?.document ?? {}
-        const limits = new Map(readQuotaLimits(doc).map((q) => [`${q.tenant}\u0000${q.kind}`, q.limitPerDay]))
-        const out = await usage.ingest(r, (t) => tenantZone(doc, t), limits)
+        // The limits the quota filter enforces: a tenant's own, or quotas.defaults (tenants on
+        // the default daily limit raised no budget alerts).
+        const out = await usage.ingest(r, (t) => tenantZone(doc, t), dailyLimits(doc))
         if (out.saturated.length > 0) {
           // Accepted all the same: the counter stays at its maximum (no real traffic gets there;
           // a proxy token sending huge counts does), so the proxy is named here.

@@ -36,6 +36,31 @@ export function readQuotaLimits(doc: Doc): QuotaLimit[] {
   return out
 }
 
+/**
+ * The daily limit the quota filter enforces for a tenant and kind, as filters/quota/rules.ts
+ * resolves it: the tenant's own `limitPerDay` (null: none), else `quotas.defaults.<kind>`. The
+ * gateway's own pools (`_anonymous`, `_overflow`) have none. `limited` says whether any kind has
+ * one for the tenant (only those tenants' usage is read for the budget alerts).
+ */
+export interface DailyLimits {
+  of(tenant: string, kind: string): number | undefined
+  limited(tenant: string): boolean
+}
+
+export function dailyLimits(doc: Doc): DailyLimits {
+  const quotas = isObj(doc.quotas) ? doc.quotas : {}
+  const tenants = isObj(quotas.tenants) ? quotas.tenants : {}
+  const defaults = isObj(quotas.defaults) ? quotas.defaults : {}
+  const of = (tenant: string, kind: string): number | undefined => {
+    if (tenant.startsWith('_') || !isQuotaKind(kind)) return undefined
+    const own = Object.hasOwn(tenants, tenant) && isObj(tenants[tenant]) ? (tenants[tenant] as Obj)[kind] : undefined
+    if (isObj(own) && Object.hasOwn(own, 'limitPerDay')) return typeof own.limitPerDay === 'number' ? own.limitPerDay : undefined
+    const def = defaults[kind]
+    return isObj(def) && typeof def.limitPerDay === 'number' ? def.limitPerDay : undefined
+  }
+  return { of, limited: (tenant) => QUOTA_KINDS.some((k) => of(tenant, k) !== undefined) }
+}
+
 /** The document with one limit set (undefined removes it; emptied objects are dropped). */
 export function writeQuotaLimit(doc: Doc, tenant: string, kind: QuotaKind, limitPerDay: number | undefined): Doc {
   const quotas: Obj = isObj(doc.quotas) ? { ...doc.quotas } : {}

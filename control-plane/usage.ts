@@ -4,7 +4,7 @@
 import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
 import { canonicalJson } from '../config/canonical-json.ts'
 import { num, type Db, type SqlValue, type Tx } from './db.ts'
-import { QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
+import { QUOTA_KINDS, type DailyLimits, type QuotaKind } from './quota-section.ts'
 import { hasNul, parseDateTime, parseInteger } from './request-values.ts'
 import type { SigningKey } from './signing.ts'
 
@@ -279,7 +279,7 @@ export class UsageLedger {
    * commits wait for, and on SQLite every statement runs on the event loop. Between batches the
    * event loop gets a turn.
    */
-  async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: Map<string, number>): Promise<{ accepted: boolean; alerts: Alert[]; saturated: SaturatedCounter[] }> {
+  async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: DailyLimits): Promise<{ accepted: boolean; alerts: Alert[]; saturated: SaturatedCounter[] }> {
     const at = new Date(r.at)
     const entries: ReportedTenant[] = Object.entries(r.tenants).map(([tenant, u]) => ({ tenant, u, day: localDay(at, timeZoneOf(tenant)) }))
     // (tenant, day, metric) is unique within a report: a tenant is one key of `tenants` with one
@@ -314,7 +314,7 @@ export class UsageLedger {
     })
   }
 
-  async #checkAlerts(tx: Tx, entries: ReportedTenant[], limits: Map<string, number>, now: number): Promise<Alert[]> {
+  async #checkAlerts(tx: Tx, entries: ReportedTenant[], limits: DailyLimits, now: number): Promise<Alert[]> {
     const out: Alert[] = []
     const raise = async (a: Omit<Alert, 'at'>) => {
       const r = await tx.query('INSERT INTO alerts (id, at, tenant, kind, severity, message, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id', [
@@ -335,10 +335,9 @@ export class UsageLedger {
       if (list === undefined) byDay.set(e.day, [e.tenant])
       else list.push(e.tenant)
     }
-    const limited = new Set([...limits.keys()].map((k) => k.slice(0, k.indexOf('\u0000'))))
     for (const [day, tenants] of byDay) {
       // Budgets: the daily quota limits; 80% and 100% each raise one event per tenant, kind and day.
-      const withLimits = tenants.filter((t) => limited.has(t))
+      const withLimits = tenants.filter((t) => limits.limited(t))
       for (let i = 0; i < withLimits.length; i += BATCH_ROWS) {
         const batch = withLimits.slice(i, i + BATCH_ROWS)
         const used = await tx.query<{ tenant: string; metric: string; value: unknown }>(
@@ -347,7 +346,7 @@ export class UsageLedger {
         )
         for (const row of used) {
           const kind = row.metric.slice(5)
-          const limit = limits.get(`${row.tenant}\u0000${kind}`)
+          const limit = limits.of(row.tenant, kind)
           if (limit === undefined || limit <= 0) continue
           const value = num(row.value)
           for (const pct of [80, 100] as const) {

@@ -23,6 +23,10 @@ import { ConfigError, validateConfig } from '../config/load.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { ProxyHandle } from './supervisor.ts'
 import type { UsageSnapshot } from './tenant-usage.ts'
+import { LogWindow } from './log.ts'
+
+/** Usage reports kept while the control plane does not accept them: ~1 h at the 5 s default. */
+const MAX_PENDING_REPORTS = 720
 
 export interface ControlPlaneClientOptions {
   url: string
@@ -607,7 +611,16 @@ export class ControlPlaneClient {
     if (this.#handle === undefined) return
     const tenants = await this.#handle.collectUsage()
     if (Object.keys(tenants).length > 0) this.#pending.push({ seq: ++this.#seq, at: new Date().toISOString(), tenants })
-    if (this.#pending.length > 720) this.#pending.splice(0, this.#pending.length - 720) // ~1 h at 5 s
+    if (this.#pending.length > MAX_PENDING_REPORTS) {
+      // Bounded (~1 h at 5 s): the oldest go, and the operator is told (they were dropped unsaid).
+      const dropped = this.#pending.splice(0, this.#pending.length - MAX_PENDING_REPORTS)
+      this.#droppedReports += dropped.length
+      const held = this.#usageLog.take()
+      if (held !== undefined) {
+        this.#o.log('error', { dropped: this.#droppedReports, kept: MAX_PENDING_REPORTS, oldestKept: this.#pending[0]?.at }, 'usage reports dropped: the control plane has not accepted reports for too long; their counts are lost to statements and alerts')
+        this.#droppedReports = 0
+      }
+    }
     while (this.#pending.length > 0) {
       const rep = this.#pending[0]!
       try {
@@ -618,14 +631,30 @@ export class ControlPlaneClient {
           headersTimeout: 5_000,
           bodyTimeout: 5_000,
         })
-        await r.body.dump()
-        if (r.statusCode >= 500) return
-        this.#pending.shift() // 2xx counted (or a duplicate); 4xx would never succeed
+        const status = r.statusCode
+        if (status < 400) {
+          await r.body.dump()
+          this.#pending.shift() // counted (or a duplicate)
+          continue
+        }
+        const detail = (await r.body.text()).slice(0, 512)
+        // Kept for the next run: the control plane may answer again (5xx), the token may be
+        // rotated (401/403: a Secret being replaced, a role being fixed), or it asks to wait.
+        // Dropping them lost every report of a rotation window.
+        if (status >= 500 || status === 401 || status === 403 || status === 408 || status === 429) {
+          if (status < 500 && this.#usageLog.take() !== undefined) this.#o.log('warn', { status, detail, pending: this.#pending.length }, 'usage report refused by the control plane; kept and retried')
+          return
+        }
+        // Any other 4xx will never succeed: dropped, and said so.
+        this.#o.log('error', { status, detail, seq: rep.seq }, 'usage report refused by the control plane as malformed; dropped')
+        this.#pending.shift()
       } catch {
         return
       }
     }
   }
+  #droppedReports = 0
+  readonly #usageLog = new LogWindow(60_000)
 
   async close(): Promise<void> {
     if (this.#closed) return

@@ -132,6 +132,8 @@ export class SubscriptionHub {
     return codec
   }
 
+  readonly #currentCodec = (): CursorCodec => this.codec
+
   /** The Redis replay log when replay.store is redis (or auto with `redis:` configured). */
   replayLog(): RedisReplayLog | undefined {
     const snapCfg = this.host.snapshot.config
@@ -307,7 +309,7 @@ export class SubscriptionHub {
       stream = new Stream({
         key,
         streamId,
-        codec: this.codec,
+        codec: this.#currentCodec,
         upstream: this.upstreamFor(route, upgradeUrl, ctx.tenant, headers, params),
         payload: { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null },
         maxEvents: cfg.replay.maxEvents,

@@ -67,10 +67,18 @@ interface EpochInfo {
   retained: number
   /** Why offsets were evicted: consecutive ranges ending at `through`, oldest first. */
   spans: { through: number; reason: EvictReason }[]
+  /**
+   * Evicted events sampled about every maxAgeMs / AGE_MARK_STEPS, oldest first: every offset up
+   * to a mark's is at most its ts old (an epoch's ts never go back). They tell how far a copy of
+   * the log may trim by age, however long ago the ring pushed those events out (firstOffsetSince).
+   */
+  ageMarks: { offset: number; ts: number }[]
 }
 
 const MAX_EPOCHS = 16
 const MAX_SPANS = 16
+const AGE_MARK_STEPS = 16
+const MAX_AGE_MARKS = 2 * AGE_MARK_STEPS
 
 /** What an entry counts against maxBytes: its event text (an epoch mark: a few bytes). */
 function entryBytes(e: LogEntry): number {
@@ -187,13 +195,36 @@ export class ReplayRing {
     return { kind: 'gap', reason: reasonFor(info, offset + 1), seq, resumeEpoch: epoch, resumeOffset: info.evictedThrough, resumeTs: info.evictedTs }
   }
 
-  /** Lowest offset of `epoch` logged at or after `cutoffTs` (for trimming a copy of this log by age). */
+  /**
+   * Where a copy of this log (Redis) may start when trimming `epoch` by age: every offset before
+   * the one returned is known to be older than `cutoffTs`; undefined when none is. Only age counts:
+   * events this ring pushed out for its count or byte bound while they were fresh are not older
+   * than the cutoff — the copy keeps them (it has its own count bound) until they are.
+   */
   firstOffsetSince(epoch: string, cutoffTs: number): number | undefined {
-    for (let i = 0; i < this.#size; i++) {
-      const e = this.#at(i)
-      if (e.kind === 'event' && e.epoch === epoch && e.ts >= cutoffTs) return e.offset
+    const info = this.#epochs.get(epoch)
+    if (info === undefined) return undefined
+    let through = 0
+    if (info.evictedThrough > 0 && info.evictedTs < cutoffTs) through = info.evictedThrough
+    else {
+      const marks = info.ageMarks
+      let n = 0
+      while (n < marks.length && marks[n]!.ts < cutoffTs) n++
+      if (n > 0) {
+        through = marks[n - 1]!.offset
+        // the cutoff only moves on: marks before this one will never be needed again
+        marks.splice(0, n - 1)
+      }
     }
-    return undefined
+    if (info.retained > 0 && info.last > through) {
+      for (let i = 0; i < this.#size; i++) {
+        const e = this.#at(i)
+        if (e.kind !== 'event' || e.epoch !== epoch || e.offset <= through) continue
+        if (e.ts >= cutoffTs) break
+        through = e.offset
+      }
+    }
+    return through > 0 ? through + 1 : undefined
   }
 
   /** Drop everything (the stream is gone). */
@@ -232,7 +263,7 @@ export class ReplayRing {
   #info(epoch: string): EpochInfo {
     let info = this.#epochs.get(epoch)
     if (info === undefined) {
-      info = { last: 0, evictedThrough: 0, evictedTs: 0, retained: 0, spans: [] }
+      info = { last: 0, evictedThrough: 0, evictedTs: 0, retained: 0, spans: [], ageMarks: [] }
       this.#epochs.set(epoch, info)
       if (this.#epochs.size > MAX_EPOCHS) {
         for (const [k, v] of this.#epochs) {
@@ -264,6 +295,12 @@ export class ReplayRing {
     if (e.kind !== 'event') return
     info.evictedThrough = e.offset
     info.evictedTs = e.ts
+    const marks = info.ageMarks
+    const mark = marks[marks.length - 1]
+    if (mark === undefined || e.ts - mark.ts >= this.maxAgeMs / AGE_MARK_STEPS) {
+      marks.push({ offset: e.offset, ts: e.ts })
+      if (marks.length > MAX_AGE_MARKS) marks.shift()
+    }
     const last = info.spans[info.spans.length - 1]
     if (last !== undefined && last.reason === reason) last.through = e.offset
     else {

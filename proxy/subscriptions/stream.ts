@@ -37,7 +37,12 @@ export type UpstreamPayload = { -readonly [K in keyof SubscribePayload]: Subscri
 export interface StreamOptions {
   key: string
   streamId: string
-  codec: CursorCodec
+  /**
+   * The current cursor codec, asked for each cursor: a reload that rotates cursorKey reaches the
+   * streams already flowing (they sign with the new key and verify cursors signed with it), not
+   * only the streams opened after it.
+   */
+  codec: () => CursorCodec
   upstream: UpstreamConnection
   payload: UpstreamPayload
   maxEvents: number
@@ -138,7 +143,7 @@ export class Stream implements UpstreamListener {
   }
 
   #cursor(epoch: string, offset: number, ts: number): string {
-    return this.#o.codec.encode({ streamId: this.streamId, epoch, offset, ts })
+    return this.#o.codec().encode({ streamId: this.streamId, epoch, offset, ts })
   }
 
   // --- graphql-ws sink ------------------------------------------------------------------------
@@ -294,7 +299,7 @@ export class Stream implements UpstreamListener {
     const ring = this.ring
     // Where live delivery would start now: the feed ends up there after any notice.
     const live = (): ReplayFeed => new ReplayFeed(src, ring.endSeq, this.epoch, this.#offset, this.#head)
-    const pos = this.#o.codec.decode(cursor)
+    const pos = this.#o.codec().decode(cursor)
     if (pos === undefined || pos.streamId !== this.streamId) {
       sub.lastCursor = null
       const feed = live()

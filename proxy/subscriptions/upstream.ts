@@ -201,25 +201,66 @@ export class UpstreamConnection {
   readonly listeners = new Set<UpstreamListener>()
   #refs = 0
   #everConnected = false
+  /**
+   * Its streams were told the connection was lost (upstreamLost) and not yet that it is back.
+   * graphql-ws's `wasRetry` cannot say it: after a close with 1000 it reconnects without
+   * "retrying", and the streams would miss upstreamRestored (no reconnect counted, no resume).
+   */
+  #lost = false
   #up = false
   #disposed = false
+  /**
+   * Reconnect attempts since the connection was last healthy: the backoff step. graphql-ws's own
+   * count restarts at every connection_ack, so a backend that acknowledges and then drops at once
+   * (a crash on the resubscribe, a pod in a crash loop) would be retried every retryInitialMs
+   * forever, each time starting a new epoch for every stream. Ours restarts only after a
+   * connection stayed up for retryMaxMs (it outlived the longest wait: it was healthy).
+   */
+  #attempt = 0
+  #upSince = 0
+  readonly #stableMs: number
+  /**
+   * A connection closed and no backoff was waited since. graphql-ws reconnects after a close with
+   * 1000 (Normal Closure) at once, without asking shouldRetry or calling retryWait: a backend
+   * that closes normally right after the ack (draining, or ending every connection it does not
+   * like) drew one handshake per round trip, thousands a second, each a new epoch and a gap
+   * notice to every client. The next connection attempt then waits the backoff itself (url()).
+   */
+  #unwaited = false
+  /** The acknowledged socket, while up: what the keep-alive watchdog drops. */
+  #socket: WebSocket | undefined = undefined
+  /** Armed when a keep-alive ping goes out, cleared by anything received: see #pingSent. */
+  #silence: NodeJS.Timeout | undefined = undefined
+  readonly #silenceMs: number
   readonly #pool: UpstreamPool
 
   constructor(pool: UpstreamPool, key: string, url: string, headers: Record<string, string>, params: Record<string, unknown> | undefined, s: UpstreamSettings) {
     this.#pool = pool
     this.key = key
     this.url = url
+    this.#stableMs = s.retryMaxMs
+    this.#silenceMs = Math.max(s.keepAliveMs, s.connectTimeoutMs)
     const timeout = s.connectTimeoutMs
     const maxPayload = s.maxMessageBytes
     // graphql-ws constructs the socket itself: bind our handshake headers into the class (its
     // base screens what the upstream sends and keeps a refused handshake's status: UpstreamSocket).
+    const conn = this
     class HeaderedWebSocket extends UpstreamSocket {
       constructor(address: string, protocols?: string | string[]) {
         super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false, maxPayload })
+        // Disposed while a reconnect waited its backoff in url(): graphql-ws opens the socket
+        // anyway; abort the handshake (error + close 1006 on the next tick, as for a refusal).
+        if (conn.#disposed) this.terminate()
       }
     }
+    const wait = (resolve: () => void) => setTimeout(resolve, backoffMs(this.#attempt++, s.retryInitialMs, s.retryMaxMs, Math.random()))
     this.client = createClient({
-      url,
+      // Never rejects: graphql-ws awaits it where a rejection would go unhandled.
+      url: () => {
+        if (!this.#unwaited) return url
+        this.#unwaited = false
+        return new Promise<string>((resolve) => wait(() => resolve(url)))
+      },
       webSocketImpl: HeaderedWebSocket,
       connectionParams: params,
       lazy: true,
@@ -237,10 +278,22 @@ export class UpstreamConnection {
       // every operation with the close or error event, as it does for its own fatal codes.
       shouldRetry: (errOrClose) =>
         this.#everConnected && !this.#disposed && isConnectionFailure(errOrClose) && !isFinalClose(errOrClose) && !isFinalHandshakeStatus(handshakeStatus(errOrClose)),
-      retryWait: (n) => new Promise((resolve) => setTimeout(resolve, backoffMs(n, s.retryInitialMs, s.retryMaxMs, Math.random()))),
+      retryWait: () => {
+        this.#unwaited = false
+        return new Promise<void>(wait)
+      },
       on: {
-        connected: (_socket, _payload, wasRetry) => this.#connected(wasRetry),
+        connected: (socket) => {
+          this.#socket = socket as WebSocket
+          this.#connected()
+        },
         closed: (event) => this.#closed(event),
+        ping: (received) => {
+          if (!received) this.#pingSent()
+        },
+        message: () => {
+          if (this.#silence !== undefined) this.#heard()
+        },
         error: (err) => pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, status: handshakeStatus(err), upstream: url }, 'upstream websocket error'),
       },
     })
@@ -268,9 +321,36 @@ export class UpstreamConnection {
     this.dispose()
   }
 
+  /**
+   * A keep-alive ping went out. graphql-ws only sends them: an upstream that stops answering
+   * without closing (a frozen process whose kernel keeps the TCP connection, a middlebox holding
+   * a dead peer's connection) would hold every stream on it "live" forever while their clients
+   * hear nothing. When nothing at all (pong, event…) comes back within max(keepAliveMs,
+   * connectTimeoutMs), the socket is dropped: an outage like any other (reconnect with backoff —
+   * behind a load balancer, to a healthy replica —, resubscribe, a new epoch).
+   */
+  #pingSent(): void {
+    const socket = this.#socket
+    // Before the ack, connectionAckWaitTimeout watches the upstream.
+    if (this.#silence !== undefined || socket === undefined) return
+    this.#silence = setTimeout(() => {
+      this.#silence = undefined
+      if (this.#disposed || socket !== this.#socket || socket.readyState !== WebSocket.OPEN) return
+      this.#pool.logger.warn({ upstream: this.url, silentMs: this.#silenceMs, streams: this.listeners.size }, 'upstream did not answer a keep-alive ping: dropping the connection')
+      socket.terminate()
+    }, this.#silenceMs)
+    this.#silence.unref()
+  }
+
+  #heard(): void {
+    clearTimeout(this.#silence)
+    this.#silence = undefined
+  }
+
   dispose(): void {
     if (this.#disposed) return
     this.#disposed = true
+    this.#heard()
     this.#pool.forget(this)
     this.#pool.metrics.upstreamConnections.dec()
     // graphql-ws's dispose awaits a connection still being opened and rejects when that opening
@@ -282,9 +362,11 @@ export class UpstreamConnection {
     })
   }
 
-  #connected(wasRetry: boolean): void {
+  #connected(): void {
     this.#up = true
-    const restored = this.#everConnected && wasRetry
+    this.#upSince = Date.now()
+    const restored = this.#lost
+    this.#lost = false
     this.#everConnected = true
     if (!restored) return
     this.#pool.metrics.upstreamReconnects.inc()
@@ -295,6 +377,10 @@ export class UpstreamConnection {
   #closed(event: unknown): void {
     const was = this.#up
     this.#up = false
+    this.#unwaited = true
+    this.#socket = undefined
+    this.#heard()
+    if (was && Date.now() - this.#upSince >= this.#stableMs) this.#attempt = 0
     if (this.#disposed) return
     const status = handshakeStatus(event)
     if (isFinalHandshakeStatus(status)) {
@@ -320,6 +406,7 @@ export class UpstreamConnection {
     }
     if (!was) return
     this.#pool.logger.warn({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection lost; reconnecting')
+    this.#lost = true
     for (const l of this.listeners) l.upstreamLost()
   }
 }

@@ -82,7 +82,7 @@ export const subscriptionsConfig = z.strictObject({
       retryMaxMs: durationMs.min(1).default(5_000),
       /** Handshake and connection_ack wait toward the upstream. */
       connectTimeoutMs: durationMs.min(1).default(5_000),
-      /** graphql-transport-ws ping toward the upstream. 0 disables. */
+      /** graphql-transport-ws ping toward the upstream; no pong or event within max(keepAliveMs, connectTimeoutMs) drops the connection (an outage: reconnect, resubscribe). 0 disables both. */
       keepAliveMs: durationMs.default(10_000),
       /**
        * Keep an upstream subscription (and its log) this long after its last client left, so a

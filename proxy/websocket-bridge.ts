@@ -2,14 +2,16 @@
 // exactly the subprotocol the backend chose (or refused with the backend's own answer). Then
 // frames are relayed both ways: messages, pings/pongs (nobody auto-answers here, the real
 // endpoints do), close codes and reasons, with backpressure in each direction.
-import { STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http'
+import { STATUS_CODES, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { connect as netConnect, isIP, type NetConnectOpts, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import WebSocket, { WebSocketServer, type RawData } from 'ws'
 import * as wsExports from 'ws'
 import { runRequestChain } from './chain.ts'
 import { RequestContext } from './context.ts'
-import { rawHttpError, type LocalReply } from './errors.ts'
-import { incomingRequestId, upstreamRequestHeaders } from './headers.ts'
+import { errorReply, rawHttpError, type LocalReply } from './errors.ts'
+import { clientResponseHeaders, incomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import { endRaw } from './linger.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
@@ -82,19 +84,72 @@ function serverFor(route: RouteRuntime): WebSocketServer {
       clientTracking: false,
       handleProtocols: (_protocols, req: UpgradeRequest) => req[kProtocol] ?? false,
     })
+    wss.on('headers', onClientHandshakeHeaders)
     servers.set(route, wss)
   }
   return wss
 }
 
-function writeReply(socket: Duplex, reply: LocalReply): void {
-  const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
-  let head = `HTTP/1.1 ${reply.status} ${STATUS_CODES[reply.status] ?? 'Error'}\r\nconnection: close\r\ncontent-length: ${body.length}\r\n`
+/**
+ * A chain's refusal of the handshake, with the headers the chain added (ctx.responseHeaders:
+ * Retry-After and RateLimit from quota, the echoed x-request-id) as an HTTP answer gets them:
+ * they were dropped, so a 429 on an upgrade came without its Retry-After.
+ */
+function writeLocalReply(socket: Duplex, ctx: RequestContext, reply: LocalReply): void {
+  const added = ctx.responseHeaders
+  const headers: string[] = []
   for (const [k, v] of Object.entries(reply.headers ?? {})) {
-    if (k === 'content-length' || k === 'connection') continue
-    for (const one of Array.isArray(v) ? v : [v]) head += `${k}: ${one}\r\n`
+    const name = k.toLowerCase()
+    if (added !== undefined && hasName(added, name)) continue // replaced by the chain's value
+    for (const one of Array.isArray(v) ? v : [v]) headers.push(name, one)
   }
-  endRaw(socket, Buffer.concat([Buffer.from(`${head}\r\n`), body]))
+  if (added !== undefined) headers.push(...added)
+  writeReply(socket, reply.status, headers, typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body)
+}
+
+function hasName(flat: string[], lowerName: string): boolean {
+  for (let i = 0; i < flat.length; i += 2) if (flat[i] === lowerName) return true
+  return false
+}
+
+/**
+ * An HTTP answer on the raw upgrade socket, then linger. `headers` is a flat name/value list;
+ * the head goes out as latin1, as node:http writes one (relayed values are latin1 byte strings).
+ */
+function writeReply(socket: Duplex, status: number, headers: string[], body: Buffer): void {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nconnection: close\r\ncontent-length: ${body.length}\r\n`
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!.toLowerCase()
+    if (name === 'content-length' || name === 'connection') continue
+    head += `${name}: ${headers[i + 1]!}\r\n`
+  }
+  endRaw(socket, Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body]))
+}
+
+/**
+ * The 101 the client gets carries the backend's own 101 headers (Set-Cookie, its request id,
+ * anything else it answered with) and the chain's additions, as an HTTP answer does: ws wrote
+ * only its handshake headers, so a session cookie the backend set on the upgrade was lost.
+ * The handshake headers themselves are ws's (its accept key, the chosen subprotocol).
+ */
+function handshakeHeaders(out: string[], upstream: IncomingHttpHeaders | undefined, added: string[] | undefined): void {
+  if (upstream !== undefined) {
+    const list = clientResponseHeaders(upstream, undefined) // hop-by-hop headers stop here
+    for (let i = 0; i < list.length; i += 2) {
+      const name = list[i]!
+      if (name.startsWith('sec-websocket-') || name === 'content-length') continue
+      if (added !== undefined && hasName(added, name)) continue // replaced by the chain's value
+      let value = list[i + 1]!
+      // ws writes the head as UTF-8; node's parser gave the backend's bytes as latin1 characters.
+      if (!/^[\t\x20-\x7e]*$/.test(value)) {
+        const bytes = Buffer.from(value, 'latin1')
+        value = bytes.toString()
+        if (!Buffer.from(value).equals(bytes)) continue // not UTF-8: cannot be written byte for byte
+      }
+      out.push(`${name}: ${value}`)
+    }
+  }
+  if (added !== undefined) for (let i = 0; i < added.length; i += 2) out.push(`${added[i]!}: ${added[i + 1]!}`)
 }
 
 /** Sendable close codes (RFC 6455 §7.4): the rest (1005, 1006, 1015, …) are never put on the wire. */
@@ -121,10 +176,13 @@ export class WsBridge {
   readonly #proxy: WorkerProxy
   readonly #route: RouteRuntime
   readonly #bound: number
+  /** The upgrade's request id, for the log lines of a connection that ends badly. */
+  readonly #reqId: string
 
-  constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket) {
+  constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket, reqId = '') {
     this.#proxy = proxy
     this.#route = route
+    this.#reqId = reqId
     this.client = client
     this.upstream = upstream
     this.#bound = route.websocket.maxBufferedBytes
@@ -196,14 +254,31 @@ export class WsBridge {
   }
 
   #failed(side: 'client' | 'upstream', other: WebSocket, err: Error): void {
-    this.#proxy.logger.debug({ err: { message: err.message }, side, route: this.#route.name }, 'websocket error')
+    const log = { err: { message: err.message }, side, reqId: this.#reqId, route: this.#route.name }
+    this.#proxy.logger.debug(log, 'websocket error')
     if (side === 'upstream' && other.readyState === WebSocket.OPEN) {
       // The upstream broke the protocol (a frame over maxMessageBytes, bad UTF-8, a reserved
       // close code) or its connection failed: the client is told so with a close frame, 1014
       // "bad gateway" (RFC 6455 §7.4.1 registry) and the reason, not a bare reset (1006).
+      // Logged as an HTTP upstream failure is (it was a debug line only).
       this.#proxy.metrics.proxyErrors.labels(this.#route.name, 'UPSTREAM_UNAVAILABLE').inc()
+      this.#proxy.logger.warn(log, 'websocket upstream broke the protocol; closed')
       other.close(1014, closeReason(`upstream: ${err.message}`))
       return
+    }
+    if (side === 'client') {
+      // The client broke the protocol (a message over maxMessageBytes, bad UTF-8, an unmasked
+      // frame): ws has closed it with the matching code (1009, 1007, 1002). The backend was cut
+      // without a close frame (an abnormal 1006 in its logs) and nothing but a debug line told
+      // the operator why: it now gets 1001 (its peer is going away) with the reason, and the
+      // refusal is logged and counted as an HTTP body would be (413 / 400).
+      const tooBig = (err as Error & { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH'
+      this.#proxy.metrics.proxyErrors.labels(this.#route.name, tooBig ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST').inc()
+      this.#proxy.logger.info(log, 'websocket client broke the protocol; closed')
+      if (other.readyState === WebSocket.OPEN) {
+        other.close(1001, closeReason(`client: ${err.message}`))
+        return
+      }
     }
     if (other.readyState === WebSocket.OPEN || other.readyState === WebSocket.CONNECTING) other.terminate()
   }
@@ -247,7 +322,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
   const ctx = new RequestContext(req, undefined, route, proxy.logger, start, incomingRequestId(req.headers['x-request-id']))
   const reply = await runRequestChain(ctx, route, proxy.metrics)
   if (reply !== undefined) {
-    writeReply(socket, reply)
+    writeLocalReply(socket, ctx, reply)
     proxy.finishUpgrade(ctx, reply.status)
     return
   }
@@ -272,16 +347,49 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
       followRedirects: false,
       maxPayload: route.websocket.maxMessageBytes,
       handshakeTimeout: handshakeMs(route),
+      createConnection: connectWithin(snapshot.config.upstreams[route.config.upstream]?.connectTimeoutMs, target.startsWith('wss:')),
     })
   } catch (err) {
     // ws validates what it is given (URL, subprotocols, headers) synchronously; all of it comes
     // from the client's request. The message may name the upstream: it is logged, not sent.
     ctx.log.debug({ err: { message: (err as Error).message } }, 'websocket upgrade refused: ws rejected the request')
-    endRaw(socket, rawHttpError('BAD_REQUEST', 'invalid WebSocket upgrade request'))
+    writeLocalReply(socket, ctx, errorReply('BAD_REQUEST', 'invalid WebSocket upgrade request'))
     proxy.finishUpgrade(ctx, 400)
     return
   }
   new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream)
+}
+
+/**
+ * The upstream's connectTimeoutMs for the WebSocket's TCP (and TLS) connect, as the HTTP pools
+ * apply it: ws only has its handshake timeout (headersMs, 30 s by default), so an upstream whose
+ * address no longer answers (a pod gone, SYNs dropped) held each upgrade that long, not 2 s.
+ * The connectors are ws's own (net / tls, SNI from the host name) with a timer around them.
+ */
+function connectWithin(ms: number | undefined, secure: boolean): ((options: object) => Socket) | undefined {
+  if (ms === undefined || ms <= 0) return undefined
+  return (options: object) => {
+    let socket: Socket
+    if (secure) {
+      const o = options as ConnectionOptions & { path?: string }
+      o.path = undefined
+      if (!o.servername && o.servername !== '') o.servername = isIP(o.host ?? '') ? '' : o.host
+      socket = tlsConnect(o)
+    } else {
+      const o = options as NetConnectOpts & { socketPath?: string; path?: string }
+      o.path = o.socketPath
+      socket = netConnect(o)
+    }
+    const timer = setTimeout(connectTimedOut, ms, socket, ms)
+    const clear = (): void => clearTimeout(timer)
+    socket.once(secure ? 'secureConnect' : 'connect', clear)
+    socket.once('close', clear)
+    return socket
+  }
+}
+
+function connectTimedOut(socket: Socket, ms: number): void {
+  socket.destroy(Object.assign(new Error(`connecting to the upstream timed out after ${ms} ms`), { code: 'ETIMEDOUT' }))
 }
 
 /** The client's socket is gone or half-closed: nothing can be bridged to it any more. */
@@ -320,6 +428,8 @@ class PendingUpgrade {
   #early: Buffer[] | undefined = undefined
   #earlySize = 0
   #refusalTimer: NodeJS.Timeout | undefined = undefined
+  /** The backend's 101 headers, relayed to the client with its own 101. */
+  #upgradeHeaders: IncomingHttpHeaders | undefined = undefined
 
   constructor(proxy: WorkerProxy, route: RouteRuntime, ctx: RequestContext, req: UpgradeRequest, socket: Duplex, head: Buffer, upstream: WebSocket) {
     this.#proxy = proxy
@@ -337,6 +447,7 @@ class PendingUpgrade {
     // its in-flight count and a drain until the deadline. Reading it sees the end.
     socket.on('data', onClientEarlyData)
     socket.once('end', onClientClose)
+    upstream.once('upgrade', onUpstreamUpgrade)
     upstream.once('open', onUpstreamOpen)
     upstream.once('unexpected-response', onUpstreamRefused)
     // 'on', not 'once': a terminated upstream may still report an error after this one ended.
@@ -371,6 +482,15 @@ class PendingUpgrade {
       return
     }
     ;(this.#early ??= []).push(chunk)
+  }
+
+  upstreamUpgraded(res: IncomingMessage): void {
+    this.#upgradeHeaders = res.headers
+  }
+
+  /** ws is about to write the client's 101 (called back during handleUpgrade). */
+  clientHandshakeHeaders(out: string[]): void {
+    handshakeHeaders(out, this.#upgradeHeaders, this.#ctx.responseHeaders)
   }
 
   upstreamOpen(): void {
@@ -414,7 +534,7 @@ class PendingUpgrade {
       return
     }
     const proxy = this.#proxy
-    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream)
+    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream, this.#ctx.id)
     this.#upstream[kPending] = undefined
     proxy.bridges.add(bridge)
     if (proxy.draining) bridge.goAway()
@@ -428,7 +548,7 @@ class PendingUpgrade {
     const code = timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
     this.#proxy.metrics.proxyErrors.labels(route.name, code).inc()
     this.#ctx.log.warn({ err: { message: err.message } }, 'websocket upstream handshake failed')
-    endRaw(this.#socket, rawHttpError(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
+    writeLocalReply(this.#socket, this.#ctx, errorReply(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
     this.#finish(timeout ? 504 : 502)
   }
 
@@ -439,7 +559,7 @@ class PendingUpgrade {
     const message = `WebSocket upstream ${route.upstream.name} answered the upgrade with ${status} and did not finish that response within ${ms} ms`
     this.#proxy.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
     this.#ctx.log.warn({ status }, message)
-    endRaw(this.#socket, rawHttpError('UPSTREAM_TIMEOUT', message))
+    writeLocalReply(this.#socket, this.#ctx, errorReply('UPSTREAM_TIMEOUT', message))
     this.#upstream.terminate()
     this.#finish(504)
   }
@@ -458,10 +578,9 @@ class PendingUpgrade {
     })
     upRes.on('end', () => {
       if (this.#done) return
-      const hdrs: Record<string, string | string[]> = {}
-      for (const [k, v] of Object.entries(upRes.headers)) if (v !== undefined && k !== 'transfer-encoding' && k !== 'connection') hdrs[k] = v
       const status = upRes.statusCode ?? 502
-      writeReply(this.#socket, { status, headers: hdrs, body: Buffer.concat(chunks) })
+      // Hop-by-hop headers stop here; the chain's additions (x-request-id) join, as on HTTP.
+      writeReply(this.#socket, status, clientResponseHeaders(upRes.headers, this.#ctx.responseHeaders), Buffer.concat(chunks))
       this.#upstream.terminate()
       this.#finish(status)
     })
@@ -489,6 +608,14 @@ function onClientEarlyData(this: Duplex, chunk: Buffer): void {
 /** 'end' and 'close' of the client socket alike. */
 function onClientClose(this: Duplex): void {
   ;(this as Duplex & HasPending)[kPending]?.clientGone()
+}
+
+function onUpstreamUpgrade(this: WebSocket, res: IncomingMessage): void {
+  ;(this as WebSocket & HasPending)[kPending]?.upstreamUpgraded(res)
+}
+
+function onClientHandshakeHeaders(headers: string[], req: IncomingMessage): void {
+  ;(req as UpgradeRequest)[kPending]?.clientHandshakeHeaders(headers)
 }
 
 function onUpstreamOpen(this: WebSocket): void {

@@ -97,6 +97,11 @@ export class RequestContext {
    * each subscribe through the route's request phase); undefined for plain HTTP requests.
    */
   subscription: SubscriptionInfo | undefined = undefined
+  /**
+   * A WebSocket upgrade relayed as it is (websocket.mode: passthrough): long-lived like a
+   * subscription. Its cleanups (a concurrency slot) run when the socket ends, not at the 101.
+   */
+  upgrade = false
   #cleanups: (() => void)[] | undefined = undefined
   readonly #baseLogger: Logger
   #log: Logger | undefined = undefined

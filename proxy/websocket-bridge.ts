@@ -179,10 +179,14 @@ export class WsBridge {
   /** The upgrade's request id, for the log lines of a connection that ends badly. */
   readonly #reqId: string
 
-  constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket, reqId = '') {
+  /** What the upgrade's chain holds for the socket's life (a concurrency slot), run when it ends. */
+  readonly #release: (() => void) | undefined
+
+  constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket, reqId = '', release?: () => void) {
     this.#proxy = proxy
     this.#route = route
     this.#reqId = reqId
+    this.#release = release
     this.client = client
     this.upstream = upstream
     this.#bound = route.websocket.maxBufferedBytes
@@ -289,6 +293,7 @@ export class WsBridge {
     this.#counted = false
     this.#proxy.metrics.wsConnections.labels(this.#route.name).dec()
     this.#proxy.bridges.delete(this)
+    this.#release?.()
   }
 
   /** Shutdown: both sides get 1001 Going Away. */
@@ -320,6 +325,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     return
   }
   const ctx = new RequestContext(req, undefined, route, proxy.logger, start, incomingRequestId(req.headers['x-request-id']))
+  ctx.upgrade = true
   const reply = await runRequestChain(ctx, route, proxy.metrics)
   if (reply !== undefined) {
     writeLocalReply(socket, ctx, reply)
@@ -534,7 +540,8 @@ class PendingUpgrade {
       return
     }
     const proxy = this.#proxy
-    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream, this.#ctx.id)
+    const ctx = this.#ctx
+    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream, ctx.id, () => ctx.runCleanups())
     this.#upstream[kPending] = undefined
     proxy.bridges.add(bridge)
     if (proxy.draining) bridge.goAway()

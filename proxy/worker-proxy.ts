@@ -284,7 +284,9 @@ export class WorkerProxy {
 
   /** A WebSocket handshake ended (101 when bridged): count it and let its snapshot go. */
   finishUpgrade(ctx: RequestContext, status: number): void {
-    ctx.runCleanups()
+    // A relayed socket holds what the chain took (a concurrency slot) until it ends: its bridge
+    // runs the cleanups then. Every other ending is the request's end.
+    if (!(status === 101 && ctx.upgrade)) ctx.runCleanups()
     ctx.route.metrics.request(status, ctx.tier)
     this.usage.subscription(ctx, status)
     if (this.#accessLog) this.#access(ctx, status, performance.now() - ctx.startTime, false)

@@ -212,8 +212,9 @@ class QuotaFilter implements Filter {
     const maxDelay = qos.maxEventLoopDelayMs ?? 0
     const delay = maxDelay > 0 ? this.#rt.eventLoop.delayMs : 0
     const shedAt = qos.shedAt[tier]
-    if (ctx.subscription !== undefined) {
-      // A subscription is long-lived: admitted or not by the load now, not held in flight.
+    if (ctx.subscription !== undefined || ctx.upgrade) {
+      // A subscription (or a relayed WebSocket) is long-lived: admitted or not by the load now,
+      // not held in flight.
       if (!shouldShed(Atomics.load(this.#i32, H_INFLIGHT), max, delay, maxDelay, shedAt)) return undefined
       return this.#shed(tier)
     }
@@ -254,7 +255,7 @@ class QuotaFilter implements Filter {
         }
         if (this.#legacy) this.#legacyHeaders(ctx, max, 0, 1)
         ctx.addResponseHeader('retry-after', '1')
-        const what = ctx.subscription !== undefined ? 'subscriptions' : `${this.#kind} requests`
+        const what = ctx.subscription !== undefined ? 'subscriptions' : ctx.upgrade ? 'WebSocket connections' : `${this.#kind} requests`
         return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: 1 })
       }
     }

@@ -6,7 +6,7 @@
 import type { KeyObject } from 'node:crypto'
 import { canonicalJson, jsonDiff, sha256Hex, type Change } from '../config/canonical-json.ts'
 import { num, type Db, type SqlValue, type Tx } from './db.ts'
-import { verifySignature, type SigningKey } from './signing.ts'
+import { keyIdOf, verifySignature, type SigningKey } from './signing.ts'
 
 export const GENESIS_HASH = '0'.repeat(64)
 
@@ -79,9 +79,12 @@ export async function appendAudit(tx: Tx, key: SigningKey, input: AuditInput, no
   const row: AuditRow = {
     seq,
     at: now,
-    actor: input.actor,
-    action: input.action,
-    resource: input.resource,
+    // Hash what the database will give back: a lone UTF-16 surrogate (a JWT `sub` or a GraphQL id
+    // may carry one as a JSON escape) is stored as U+FFFD by both engines, so hashing the string
+    // as it came made an untouched entry fail verification as "edited". The JSON columns escape it.
+    actor: input.actor.toWellFormed(),
+    action: input.action.toWellFormed(),
+    resource: input.resource.toWellFormed(),
     before_json: input.before === undefined ? null : canonicalJson(input.before),
     after_json: input.after === undefined ? null : canonicalJson(input.after),
     diff: canonicalJson(diff),
@@ -142,17 +145,54 @@ export interface VerifyResult {
 export const AUDIT_VERIFY_PAGE_ROWS = 1000
 
 /**
+ * Bytes of entry text (before, after, diff) verifyAudit reads per query: a page ends early when
+ * its rows hold more. One entry can hold a whole config document twice (a `PUT /v1/config`): 1000
+ * such rows of a 10 MB document were 20 GB in one statement, and the walk died out of memory.
+ * A single row larger than this is still read, alone.
+ */
+export const AUDIT_VERIFY_PAGE_BYTES = 32 * 1024 * 1024
+
+/**
+ * One page: at most `limit` rows after `seq > $1` (none for the first page), cut where their
+ * running byte size passes the budget (the first row always comes). The sizes come from
+ * octet_length, which both engines answer from the row header / TOAST pointer without reading
+ * the text, so only the rows of the page are read whole. `fetched` is how many rows the limit
+ * admitted, so the walk can tell a page cut by bytes from the end of the log.
+ */
+function pageSql(lowerBound: boolean): string {
+  const [limit, budget] = lowerBound ? ['$2', '$3'] : ['$1', '$2']
+  return `SELECT a.*, w.fetched FROM audit_log a JOIN (
+    SELECT seq, size, SUM(size) OVER (ORDER BY seq) AS running, COUNT(*) OVER () AS fetched FROM (
+      SELECT seq, COALESCE(octet_length(before_json), 0) + COALESCE(octet_length(after_json), 0) + octet_length(diff) AS size
+      FROM audit_log${lowerBound ? ' WHERE seq > $1' : ''} ORDER BY seq LIMIT ${limit}
+    ) s
+  ) w ON a.seq = w.seq
+  WHERE w.running <= ${budget} OR w.running = w.size
+  ORDER BY a.seq`
+}
+const FIRST_PAGE_SQL = pageSql(false)
+const NEXT_PAGE_SQL = pageSql(true)
+
+/**
  * Walk the whole chain. Reports every broken row (not only the first), each named by its seq:
  * a changed row fails its own hash; a deleted or inserted row breaks the link of the next one.
  *
  * The log is read in pages of `pageRows` in seq order (keyset: `seq > last seq seen`, the primary
- * key's index), so a log of millions of entries is never held in memory at once; the checks carry
- * only the previous hash and seq from one page to the next, so the verdict is the one a single
- * read would give. Pages are separate statements, not one snapshot: an entry appended while the
- * walk runs is verified too (it links to the head the walk reached).
+ * key's index), and of at most `pageBytes` of entry text, so a log of millions of entries — or of
+ * entries holding whole documents — is never held in memory at once; the checks carry only the
+ * previous hash and seq from one page to the next, so the verdict is the one a single read would
+ * give. Pages are separate statements, not one snapshot: an entry appended while the walk runs is
+ * verified too (it links to the head the walk reached).
  */
-export async function verifyAudit(db: Db, publicKey: KeyObject, opts: { pageRows?: number } = {}): Promise<VerifyResult> {
+export async function verifyAudit(db: Db, publicKey: KeyObject | readonly KeyObject[], opts: { pageRows?: number; pageBytes?: number } = {}): Promise<VerifyResult> {
+  // Several keys: the current one and those it replaced. Each entry is checked with the key its
+  // key_id names; an entry naming a key not given is checked with all of them (key_id is not
+  // hashed: only the signature counts), and when none verifies the problem names both ids — after
+  // a key replacement every older entry said "signature does not verify", as if it were forged.
+  const keys = new Map((Array.isArray(publicKey) ? publicKey : [publicKey as KeyObject]).map((k) => [keyIdOf(k), k]))
+  const givenIds = [...keys.keys()].join(', ')
   const pageRows = Math.max(1, Math.floor(opts.pageRows ?? AUDIT_VERIFY_PAGE_ROWS))
+  const pageBytes = Math.max(1, Math.floor(opts.pageBytes ?? AUDIT_VERIFY_PAGE_BYTES))
   const problems: VerifyProblem[] = []
   let prev = GENESIS_HASH
   let expectSeq = 1
@@ -163,20 +203,29 @@ export async function verifyAudit(db: Db, publicKey: KeyObject, opts: { pageRows
     // The first page has no lower bound: a row with seq 0 or below (inserted by hand) is reported as before.
     const rows =
       after === undefined
-        ? await db.query<AuditRow>('SELECT * FROM audit_log ORDER BY seq LIMIT $1', [pageRows])
-        : await db.query<AuditRow>('SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2', [after, pageRows])
+        ? await db.query<AuditRow & { fetched: unknown }>(FIRST_PAGE_SQL, [pageRows, pageBytes])
+        : await db.query<AuditRow & { fetched: unknown }>(NEXT_PAGE_SQL, [after, pageRows, pageBytes])
     for (const r of rows) {
       const seq = num(r.seq)
       if (seq !== expectSeq) problems.push({ seq, problem: `sequence gap: expected seq ${expectSeq} (entries missing or renumbered)` })
       if (r.prev_hash !== prev) problems.push({ seq, problem: 'prev_hash does not link to the entry before it (an entry was removed, inserted or re-hashed)' })
       const h = entryHash(r.prev_hash, r)
       if (h !== r.hash) problems.push({ seq, problem: `content does not match its hash (the row was edited: ${describeEdit(r)})` })
-      if (!verifySignature(publicKey, r.hash, r.signature)) problems.push({ seq, problem: 'signature does not verify with the control plane key' })
+      const named = keys.get(r.key_id)
+      if (named !== undefined) {
+        if (!verifySignature(named, r.hash, r.signature)) problems.push({ seq, problem: 'signature does not verify with the control plane key' })
+      } else if (![...keys.values()].some((k) => verifySignature(k, r.hash, r.signature))) {
+        problems.push({
+          seq,
+          problem: `signature does not verify: the entry names key ${bare(r.key_id)}, not ${keys.size === 1 ? 'the key' : 'one of the keys'} given (${givenIds}); if the signing key was replaced, verify with the old public key as well`,
+        })
+      }
       prev = r.hash
       expectSeq = seq + 1
     }
     entries += rows.length
-    if (rows.length < pageRows) break
+    // The end: the limit admitted fewer rows than a page and none was left out for size.
+    if (rows.length === 0 || (rows.length === num(rows[0]!.fetched) && rows.length < pageRows)) break
     after = rows[rows.length - 1]!.seq as SqlValue
     // A page's signatures take tens of milliseconds: let the API's other requests run between pages.
     await new Promise((resolve) => setImmediate(resolve))
@@ -184,6 +233,22 @@ export async function verifyAudit(db: Db, publicKey: KeyObject, opts: { pageRows
   return { ok: problems.length === 0, entries, headHash: prev, problems }
 }
 
+/**
+ * A stored text as a quoted, escaped literal for a problem text. Whoever edited the row chose it,
+ * and `igw audit verify` prints it to a terminal: raw, a newline could add a forged line to the
+ * report and an escape sequence could erase the TAMPERED verdict on screen. JSON.stringify escapes
+ * C0 controls; C1 controls, line/paragraph separators and bidirectional overrides are escaped too.
+ */
+function shown(text: string, max = 200): string {
+  const cut = text.length > max ? `${text.slice(0, max)}…` : text
+  return JSON.stringify(cut).replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** Printable ASCII without spaces or quotes as it is (`tenants.put`); anything else quoted by shown(). */
+function bare(text: string): string {
+  return /^[!#-~]{1,200}$/.test(text) ? text : shown(text)
+}
+
 function describeEdit(r: AuditRow): string {
-  return `actor=${JSON.stringify(r.actor)} action=${r.action} resource=${r.resource}`
+  return `actor=${shown(r.actor)} action=${bare(r.action)} resource=${bare(r.resource)}`
 }

@@ -1,9 +1,9 @@
 // ed25519 keys of the control plane: one key signs config snapshots (proxies verify them before
 // applying or booting from disk) and the audit log's hash chain. The private key stays in a file
 // outside the database, so someone who can edit the database cannot re-sign what they changed.
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
+import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { keyIdOf } from '../config/key-id.ts'
 
 export interface SigningKey {
@@ -28,14 +28,80 @@ function fromPrivate(privateKey: KeyObject): SigningKey {
   }
 }
 
-/** Load the PEM private key at path, creating it (mode 0600) on first start. */
+/** How to make a key this control plane takes, for error texts. */
+const KEY_HINT = 'an ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it'
+
+/** The signing key in `text` (read from `path`), or an error that names the file and what is wrong with it. */
+function parseSigningKey(text: string, path: string): SigningKey {
+  if (text.trim() === '') throw new Error(`signing key ${path} is empty: expected ${KEY_HINT} (delete the file to have one created)`)
+  if (!text.includes('PRIVATE KEY') && text.includes('PUBLIC KEY')) {
+    throw new Error(`signing key ${path} holds a public key: the control plane signs, so it needs the private key (${KEY_HINT}); the public half is what proxies pin`)
+  }
+  let key: KeyObject
+  try {
+    key = createPrivateKey(text)
+  } catch (err) {
+    throw new Error(`signing key ${path} is not a usable private key (${(err as Error).message}): expected ${KEY_HINT}`)
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`signing key ${path} holds a key of type ${key.asymmetricKeyType ?? 'unknown'}: expected ${KEY_HINT}`)
+  return fromPrivate(key)
+}
+
+/**
+ * Load the PEM private key at path, creating it (mode 0600) on first start.
+ *
+ * Creation is atomic and never replaces a key: the PEM is written to a temporary file and linked
+ * into place, which fails if the path exists. Two control planes starting at once on one volume
+ * (or a restart racing the old process) used to both see no file and both write one: the first
+ * kept signing with a key the file no longer held, so after its restart every proxy that had
+ * pinned it refused its snapshots and the audit entries it had signed no longer verified. A
+ * reader never sees a half-written file either (which failed the start as a key it could not parse).
+ */
 export function loadOrCreateSigningKey(path: string): SigningKey {
-  if (existsSync(path)) return fromPrivate(createPrivateKey(readFileSync(path, 'utf8')))
-  mkdirSync(dirname(path), { recursive: true })
+  const existing = readKeyFile(path)
+  if (existing !== undefined) return parseSigningKey(existing, path)
   const { privateKey } = generateKeyPairSync('ed25519')
-  writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
-  chmodSync(path, 0o600)
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
+  try {
+    mkdirSync(dirname(path), { recursive: true })
+    writeFileSync(tmp, pem, { mode: 0o600, flag: 'wx' })
+    createOnce(tmp, path, pem)
+  } catch (err) {
+    // Another process created it first: that key is the one, for both of us.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return parseSigningKey(readKeyFile(path) ?? '', path)
+    throw new Error(`signing key ${path}: cannot create it: ${(err as Error).message}`)
+  } finally {
+    try {
+      unlinkSync(tmp)
+    } catch {
+      // never written, or gone already
+    }
+  }
   return fromPrivate(privateKey)
+}
+
+/** Errors of link(2) on file systems without hard links (some network shares). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS'])
+
+/** Put the complete file at path unless something is there already (then EEXIST). */
+function createOnce(tmp: string, path: string, pem: string): void {
+  try {
+    linkSync(tmp, path)
+  } catch (err) {
+    if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err
+    // An exclusive create instead: it never replaces a key either (a reader may meet it half-written).
+    writeFileSync(path, pem, { mode: 0o600, flag: 'wx' })
+  }
+}
+
+function readKeyFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new Error(`signing key ${path}: cannot read it: ${(err as Error).message}`)
+  }
 }
 
 export function generateSigningKey(): SigningKey {
@@ -44,8 +110,10 @@ export function generateSigningKey(): SigningKey {
 
 /** A public key from PEM (SPKI) or from a private key PEM (the public half is derived). */
 export function loadPublicKey(pemText: string): KeyObject {
-  if (pemText.includes('PRIVATE KEY')) return createPublicKey(createPrivateKey(pemText))
-  return createPublicKey(pemText)
+  const key = pemText.includes('PRIVATE KEY') ? createPublicKey(createPrivateKey(pemText)) : createPublicKey(pemText)
+  // Any other key type would verify nothing: every signature would be reported as forged.
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`the control plane key must be ed25519, got a key of type ${key.asymmetricKeyType ?? 'unknown'}`)
+  return key
 }
 
 export function verifySignature(publicKey: KeyObject, data: string | Buffer, signatureB64: string): boolean {

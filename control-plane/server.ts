@@ -214,6 +214,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       throw err
     }
   }
+  // Replicas on one database must share one signing key: proxies pin the key of the snapshots
+  // they get, and refuse (NACK) a version another replica signs with a key of its own. A head
+  // signed by another key is what that looks like from here (or a deliberate key replacement).
+  const headKey = store.head()?.envelope.keyId
+  if (headKey && headKey !== opts.signingKey.keyId) {
+    logger.warn(
+      { headVersion: store.head()!.version, headKeyId: headKey, keyId: opts.signingKey.keyId },
+      'the head config version was signed with another key than this instance holds: proxies pinned to that key will refuse the versions this instance commits; give every replica the same --signing-key (or, after replacing the key on purpose, re-pin the proxies)',
+    )
+  }
   logger.info({ listen: `${opts.host ?? '*'}:${port}`, ...(metricsUrl ? { metrics: `${opts.metricsListen!.host ?? '*'}:${new URL(metricsUrl).port}` } : {}), db: db.kind, version: store.head()?.version ?? 0, keyId: opts.signingKey.keyId, pluginPublishers: deps.trustedPublishers.size }, 'igw control plane listening')
 
   return {

@@ -615,7 +615,7 @@ export class ControlPlaneClient {
       // Bounded (~1 h at 5 s): the oldest go, and the operator is told (they were dropped unsaid).
       const dropped = this.#pending.splice(0, this.#pending.length - MAX_PENDING_REPORTS)
       this.#droppedReports += dropped.length
-      const held = this.#usageLog.take()
+      const held = this.#dropLog.take()
       if (held !== undefined) {
         this.#o.log('error', { dropped: this.#droppedReports, kept: MAX_PENDING_REPORTS, oldestKept: this.#pending[0]?.at }, 'usage reports dropped: the control plane has not accepted reports for too long; their counts are lost to statements and alerts')
         this.#droppedReports = 0
@@ -655,6 +655,7 @@ export class ControlPlaneClient {
   }
   #droppedReports = 0
   readonly #usageLog = new LogWindow(60_000)
+  readonly #dropLog = new LogWindow(60_000)
 
   async close(): Promise<void> {
     if (this.#closed) return

@@ -116,8 +116,12 @@ export function containerMemoryLimit(env: NodeJS.ProcessEnv = process.env): numb
 export function defaultWorkerOldGenerationMb(limitBytes: number | undefined, workers: number, youngGenerationMb: number): number | undefined {
   if (limitBytes === undefined) return undefined
   const share = Math.floor((limitBytes / 1024 / 1024) * 0.75 / (workers + 1))
-  return Math.max(16, share - youngGenerationMb)
+  // Below ~64 MB a worker with a rule pack, a policy bundle and a manifest loaded dies of its
+  // heap under load and restarts in a loop; the start warns instead (too many workers for the
+  // memory: `workers: auto` counts the node's cores when the pod has no CPU limit).
+  return Math.max(MIN_WORKER_OLD_GENERATION_MB, share - youngGenerationMb)
 }
+export const MIN_WORKER_OLD_GENERATION_MB = 64
 
 /** Metric types whose values only grow: a retired thread's are kept (gauges are not: it is gone). */
 const CUMULATIVE = new Set(['counter', 'histogram'])
@@ -764,6 +768,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     return out
   }
 
+  if (config.workerHeap.maxOldGenerationMb === undefined && memoryLimit !== undefined && workerOldGenerationMb(config) === MIN_WORKER_OLD_GENERATION_MB) {
+    logger.warn(
+      { memoryLimitMb: Math.floor(memoryLimit / 1024 / 1024), workers: workerCount, workerOldGenerationMb: MIN_WORKER_OLD_GENERATION_MB },
+      'the memory limit is small for this many workers: each gets the minimum heap, and together they may exceed the limit; set workers to the CPU limit (workers: auto counts the node cores without one) or raise the memory limit',
+    )
+  }
   lifecycle.info({ listen: `${host ?? '*'}:${port}`, admin: `${adminAddr.host ?? '*'}:${adminPort}`, workers: workerCount, mode: config.mode, version, memoryLimitMb: memoryLimit === undefined ? null : Math.floor(memoryLimit / 1024 / 1024), workerOldGenerationMb: workerOldGenerationMb(config) ?? null }, 'igw proxy listening')
 
   async function close(): Promise<void> {

@@ -104,7 +104,7 @@ export class WorkerProxy {
       // Refused before there is a request object: counted and logged like any other refusal.
       const status = ERROR_STATUS[code]
       this.metrics.requests.series('', String(status), '').inc()
-      if (this.#accessLog) this.logger.info({ status, code, parseError: err.code, remote: (socket as { remoteAddress?: string }).remoteAddress }, 'access (unparsed request)')
+      if (this.#accessLog && (this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.logger.info({ status, code, parseError: err.code, remote: (socket as { remoteAddress?: string }).remoteAddress }, 'access (unparsed request)')
     })
   }
 

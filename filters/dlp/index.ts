@@ -182,7 +182,7 @@ class DlpFilter implements Filter {
     // frames reach the client unread, so on a route whose GraphQL operations can be exports, or
     // to an export path, it would carry them unmasked. Refused; `websocket.mode: terminate` keeps
     // subscriptions (and refuses only the operations that are exports).
-    if (ctx.res === undefined && ctx.subscription === undefined) {
+    if (ctx.upgrade) {
       const graphqlExports = ctx.route.type === 'graphql' && (this.#operations.size > 0 || this.#responsePaths.length > 0)
       if (!graphqlExports && this.#match(ctx) === undefined) return undefined
       return this.#refuseSocket(ctx, 'json', 'a WebSocket relayed unread (websocket.mode: passthrough) cannot carry DLP exports; use websocket.mode: terminate, or HTTP')

@@ -259,7 +259,11 @@ class QuotaFilter implements Filter {
         return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: 1 })
       }
     }
-    ctx.addCleanup(r.releaseConcurrent)
+    // A relayed WebSocket holds a slot for its life only under kind "subscriptions" (what that
+    // kind counts). Under another kind (graphql, the default) it was admitted by a free slot and
+    // gives it back at once: 20 open browser tabs must not hold a tenant's 20 HTTP request slots.
+    if (ctx.upgrade && this.#kind !== 'subscriptions') r.releaseConcurrent()
+    else ctx.addCleanup(r.releaseConcurrent)
     return undefined
   }
 

@@ -253,7 +253,8 @@ export class UpstreamConnection {
         if (conn.#disposed) this.terminate()
       }
     }
-    const wait = (resolve: () => void) => setTimeout(resolve, backoffMs(this.#attempt++, s.retryInitialMs, s.retryMaxMs, Math.random()))
+    // Unref'd: a backoff in progress must not hold a worker thread that is shutting down.
+    const wait = (resolve: () => void) => void setTimeout(resolve, backoffMs(this.#attempt++, s.retryInitialMs, s.retryMaxMs, Math.random())).unref()
     this.client = createClient({
       // Never rejects: graphql-ws awaits it where a rejection would go unhandled.
       url: () => {

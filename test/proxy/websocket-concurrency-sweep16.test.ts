@@ -69,4 +69,24 @@ describe('maxConcurrent on passthrough WebSockets', () => {
     await closed((b as { ws: WebSocket }).ws)
     await closed((other as { ws: WebSocket }).ws)
   })
+
+  it('under another kind (graphql, the default) an open socket does not hold an HTTP request slot', async () => {
+    const p = await startTestProxy({
+      tenants: { acme: {} },
+      quotas: { tenants: { acme: { graphql: { maxConcurrent: 1 } } } },
+      routes: [{ name: 'gql', upstream: demo.url, filters: [{ name: 'tenant' }, { name: 'quota' }] }],
+    } as never)
+    try {
+      const a = await connect(p.port, 'acme')
+      const b = await connect(p.port, 'acme')
+      expect(a.open && b.open).toBe(true)
+      const r = await fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: '{"query":"{ hello }"}' })
+      expect(r.status).toBe(200)
+      await r.text()
+      await closed((a as { ws: WebSocket }).ws)
+      await closed((b as { ws: WebSocket }).ws)
+    } finally {
+      await p.close()
+    }
+  })
 })

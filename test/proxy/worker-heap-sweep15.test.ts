@@ -99,6 +99,6 @@ describe('worker heap limits follow the container memory limit', () => {
     expect(defaultWorkerOldGenerationMb(undefined, 2, 6)).toBeUndefined()
     expect(defaultWorkerOldGenerationMb(1024 * MiB, 2, 6)).toBe(250) // the ingress manifest: 1Gi, 2 workers
     expect(defaultWorkerOldGenerationMb(256 * MiB, 1, 6)).toBe(90) // the sidecar manifest: 256Mi, 1 worker
-    expect(defaultWorkerOldGenerationMb(64 * MiB, 8, 6)).toBe(16) // never below the schema's minimum
+    expect(defaultWorkerOldGenerationMb(64 * MiB, 8, 6)).toBe(64) // never below a heap a worker can run in (the start warns)
   })
 })

@@ -1,7 +1,8 @@
 // `igw control-plane` and `igw audit verify`. Flags are parsed by proxy/cli.ts (one flag table
 // for the whole CLI, each with an IGW_* twin); this module turns them into a running service.
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import type { KeyObject } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
 import { ConfigError, parseConfigText } from '../config/load.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactUrlCredentials } from '../config/redact.ts'
@@ -40,7 +41,8 @@ export function metricsListenAddress(flag: string | undefined): { host?: string;
   if (text === 'off') return undefined
   const { host, port } = splitListenAddress(/^\d+$/.test(text) ? `:${text}` : text)
   if (!text.includes(':') && !/^\d+$/.test(text)) throw new ConfigError('--metrics-listen', [`expected host:port, :port or off, got "${text}"`])
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--metrics-listen', [`expected host:port, :port or off, got "${text}"`])
+  // "127.0.0.1:" is port Number("") = 0: a random port nobody scrapes, taken without a word.
+  if (!/^\d+$/.test(text.slice(text.lastIndexOf(':') + 1)) || !Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--metrics-listen', [`expected host:port, :port or off, got "${text}"`])
   return host === undefined ? { port } : { host, port }
 }
 
@@ -61,8 +63,32 @@ export function authOptions(flags: ControlPlaneFlags): AuthOptions {
   return a
 }
 
+/** `--listen`: `:7070`, `127.0.0.1:7070`, `[::1]:7070` or `7070`. Throws ConfigError naming the flag and what was typed. */
+export function controlPlaneListenAddress(flag: string | undefined): { host?: string; port: number } {
+  const text = flag ?? ':7070'
+  const { host, port } = splitListenAddress(/^\d+$/.test(text) ? `:${text}` : text)
+  // Node's own message ("options.port should be >= 0 and < 65536. Received type number (NaN)")
+  // named neither the flag nor the value typed.
+  if (!/^\d+$/.test(text.slice(text.lastIndexOf(':') + 1)) || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError('--listen', [`expected host:port or :port with a port from 0 to 65535, got "${text}"`])
+  }
+  return host === undefined ? { port } : { host, port }
+}
+
+/** What a driver said, from under the DatabaseUnavailable wrapper that only says "unavailable". */
+function driverMessage(err: unknown): string {
+  const cause = (err as { cause?: unknown }).cause
+  return cause instanceof Error ? cause.message : (err as Error).message
+}
+
 function readSeed(path: string): Doc {
-  const raw = parseConfigText(readFileSync(path, 'utf8'), path)
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(path, [`cannot read file: ${(err as Error).message}`])
+  }
+  const raw = parseConfigText(text, path)
   try {
     validateDocument(raw)
   } catch (err) {
@@ -74,7 +100,7 @@ function readSeed(path: string): Doc {
 
 export async function runControlPlane(flags: ControlPlaneFlags): Promise<ControlPlane> {
   const db = flags.db ?? DEFAULT_DB
-  const listen = splitListenAddress(/^\d+$/.test(flags.listen ?? '') ? `:${flags.listen}` : (flags.listen ?? ':7070'))
+  const listen = controlPlaneListenAddress(flags.listen)
   const auth = authOptions(flags)
   if (!auth.jwksFile && !auth.publicKeyFile && !auth.secret) {
     throw new ConfigError('igw control-plane', ['needs a way to verify admin tokens: --auth-jwks F, --auth-public-key F or --auth-secret S (IGW_AUTH_JWKS, IGW_AUTH_PUBLIC_KEY, IGW_AUTH_SECRET)'])
@@ -82,14 +108,25 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${db}"`])
   const metricsListen = metricsListenAddress(flags['metrics-listen'])
   const pluginTrust = flags['plugin-trust'] ? loadPluginTrust(flags['plugin-trust']) : undefined
+  const seed = flags.config ? readSeed(flags.config) : undefined
+  const keyPath = flags['signing-key'] ?? defaultSigningKeyPath(db)
+  let signingKey: ReturnType<typeof loadOrCreateSigningKey>
+  try {
+    signingKey = loadOrCreateSigningKey(keyPath)
+  } catch (err) {
+    // Named as the flag: the key's own error (a bare ENOTDIR from a --db path, say) said nothing of it.
+    const e = err as NodeJS.ErrnoException
+    const where = flags['signing-key'] === undefined ? ` (the default place, beside the --db file; --signing-key names another)` : ''
+    throw new ConfigError('--signing-key', [`${e.message.includes(keyPath) ? e.message : `${keyPath}: ${e.message}`}${where}`])
+  }
   try {
     return await startControlPlane({
       db,
       host: listen.host,
       port: listen.port,
       auth,
-      signingKey: loadOrCreateSigningKey(flags['signing-key'] ?? defaultSigningKeyPath(db)),
-      ...(flags.config ? { seed: readSeed(flags.config) } : {}),
+      signingKey,
+      ...(seed ? { seed } : {}),
       ...(metricsListen ? { metricsListen } : {}),
       ...(pluginTrust ? { pluginTrust } : {}),
     })
@@ -98,26 +135,74 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
     const e = err as NodeJS.ErrnoException
     if (e.code === 'EADDRINUSE') {
       const which = metricsListen !== undefined && (e as NodeJS.ErrnoException & { port?: number }).port === metricsListen.port ? '--metrics-listen' : '--listen'
-      throw new ConfigError(which, [`${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} is taken`])
+      // Exit 69 (EX_UNAVAILABLE) with one line, as for the proxy's addresses: the environment
+      // refused it, the config is fine (78 told scripts to fix the config).
+      const taken = Object.assign(new Error(`${which} ${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} is taken`), { name: 'StartupError', kind: 'listen' })
+      throw taken
     }
-    if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || /password|authentication|does not exist/i.test(e.message)) throw new ConfigError('--db', [`cannot open ${redactUrlCredentials(db)}: ${e.message}`])
+    // The store failed to open: named as the database, with the driver's own words (not "the
+    // database is unavailable", a bare EEXIST from mkdir, or SQLite's "unable to open").
+    const cause = ((err as { cause?: unknown }).cause ?? err) as NodeJS.ErrnoException
+    const dbFile = db.startsWith('sqlite:') ? resolve(db.slice('sqlite:'.length)) : undefined
+    const onDbPath = dbFile !== undefined && typeof e.path === 'string' && (dbFile === resolve(e.path) || dbFile.startsWith(`${resolve(e.path)}/`))
+    if ((err as Error).name === 'DatabaseUnavailable' || cause.code === 'ECONNREFUSED' || cause.code === 'ENOTFOUND' || cause.code?.startsWith('ERR_SQLITE') || onDbPath || /password|authentication|does not exist/i.test(e.message)) {
+      throw new ConfigError('--db', [`cannot open ${redactUrlCredentials(db)}: ${driverMessage(err)}`])
+    }
     throw new ConfigError('igw control-plane', [e.message])
   }
 }
 
 /** `igw audit verify`: exit 0 when intact; 1 with every broken entry named otherwise. */
-export async function runAuditVerify(flags: ControlPlaneFlags & { 'public-key'?: string }): Promise<boolean> {
+export async function runAuditVerify(flags: ControlPlaneFlags & { 'previous-keys'?: string }): Promise<boolean> {
   const spec = flags.db ?? DEFAULT_DB
   const keyPath = flags['signing-key'] ?? defaultSigningKeyPath(spec)
+  // Exit 1 means "tampered" to a script: a check that could not run is a ConfigError (exit 78,
+  // one line naming the flag), never an uncaught stack trace with the same exit 1.
   let pem: string
   try {
     pem = readFileSync(keyPath, 'utf8')
   } catch (err) {
-    throw new Error(`cannot read the control plane key ${keyPath} (--signing-key, a public or private PEM): ${(err as Error).message}`)
+    throw new ConfigError('--signing-key', [`cannot read the control plane key ${keyPath} (a public or private PEM): ${(err as Error).message}`])
   }
-  const db = openDb(spec)
+  let publicKey: KeyObject
   try {
-    const r = await verifyAudit(db, loadPublicKey(pem))
+    publicKey = loadPublicKey(pem)
+  } catch (err) {
+    throw new ConfigError('--signing-key', [`${keyPath} is not an ed25519 PEM key (public or private): ${(err as Error).message}`])
+  }
+  // Keys replaced before (a documented key replacement): entries they signed name their key id
+  // and verify with them; without them each older entry reads as signed by an unknown key.
+  const keys: KeyObject[] = [publicKey]
+  for (const file of (flags['previous-keys'] ?? '').split(',').map((f) => f.trim()).filter(Boolean)) {
+    try {
+      keys.push(loadPublicKey(readFileSync(file, 'utf8')))
+    } catch (err) {
+      throw new ConfigError('--previous-keys', [`${file}: not a readable ed25519 PEM key (public or private): ${(err as Error).message}`])
+    }
+  }
+  if (spec.startsWith('sqlite:')) {
+    // Opening a SQLite path creates the file (and its directories): a mistyped --db made an
+    // empty database and reported a crash instead of "no such database".
+    const path = spec.slice('sqlite:'.length)
+    if (path === '' || path === ':memory:') throw new ConfigError('--db', ['an in-memory database has no audit log to verify; name the control plane\'s SQLite file'])
+    if (!existsSync(path)) throw new ConfigError('--db', [`no database at ${path}`])
+  } else if (!spec.startsWith('postgres://') && !spec.startsWith('postgresql://')) {
+    throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${spec}"`])
+  }
+  let db: ReturnType<typeof openDb>
+  try {
+    db = openDb(spec)
+  } catch (err) {
+    throw new ConfigError('--db', [`cannot open ${redactUrlCredentials(spec)}: ${driverMessage(err)}`])
+  }
+  try {
+    let r: Awaited<ReturnType<typeof verifyAudit>>
+    try {
+      r = await verifyAudit(db, keys)
+    } catch (err) {
+      const msg = driverMessage(err)
+      throw new ConfigError('--db', [/no such table|relation .* does not exist/i.test(msg) ? `${redactUrlCredentials(spec)} is not an igw control plane database (${msg})` : `cannot read the audit log in ${redactUrlCredentials(spec)}: ${msg}`])
+    }
     if (r.ok) {
       console.log(`audit log OK: ${r.entries} entries, chain intact, signatures valid; head ${r.headHash}`)
       return true

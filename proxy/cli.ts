@@ -1,5 +1,6 @@
 // `igw` command line. Every flag has an IGW_* environment twin; flags win over the
 // environment, which wins over the config file.
+import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ConfigError, formatIssues, parseConfigText, validateConfig } from '../config/load.ts'
@@ -8,6 +9,7 @@ import type { GatewayConfig } from '../config/schema.ts'
 
 export const EXIT_CONFIG = 78 // sysexits EX_CONFIG: the config, not the program, is wrong
 export const EXIT_LISTEN = 69 // sysexits EX_UNAVAILABLE: an address to listen on is taken or absent
+const EXIT_UNAVAILABLE = 69 // sysexits EX_UNAVAILABLE: a program igw runs (the opa CLI) is missing
 
 const FLAGS = {
   config: { type: 'string', short: 'c', env: 'IGW_CONFIG', help: 'config file (YAML or JSON)' },
@@ -24,6 +26,7 @@ const FLAGS = {
   'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: host name + a stored random suffix)' },
   db: { type: 'string', env: 'IGW_DB', help: 'control plane store: sqlite:./data/igw.db (default) or postgres://…' },
   'signing-key': { type: 'string', env: 'IGW_SIGNING_KEY', help: 'control plane ed25519 key (PEM; created if missing; default beside the SQLite file)' },
+  'previous-keys': { type: 'string', env: 'IGW_PREVIOUS_KEYS', help: 'with `audit verify`: comma-separated PEM files of signing keys replaced before (their entries verify too)' },
   'auth-jwks': { type: 'string', env: 'IGW_AUTH_JWKS', help: 'control plane: JWKS file verifying admin tokens' },
   'auth-public-key': { type: 'string', env: 'IGW_AUTH_PUBLIC_KEY', help: 'control plane: PEM public key verifying admin tokens' },
   'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },
@@ -185,11 +188,32 @@ function controlPlaneToken(flags: Flags, log: { warn(o: object, msg: string): vo
   }
 }
 
+/**
+ * --control-plane must be an http(s) URL. `cp:7070` or `127.0.0.1:7070` (no scheme) parse as URLs
+ * of another scheme and were only ever "unreachable": with a last-known-good snapshot on disk the
+ * proxy started from it and retried the typo forever, taking no change. Throws ConfigError.
+ */
+export function controlPlaneUrl(text: string): URL {
+  let url: URL | undefined
+  try {
+    url = new URL(text)
+  } catch {}
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+    const shown = /@/.test(text) ? `a value of ${text.length} characters (not shown: it may hold credentials)` : `"${text}"`
+    throw new ConfigError('--control-plane', [`expected an http:// or https:// URL, e.g. http://127.0.0.1:7070, got ${shown}`])
+  }
+  return url
+}
+
 async function runProxyWithControlPlane(flags: Flags): Promise<void> {
   const { startProxy } = await import('./supervisor.ts')
   const { startProxyFromControlPlane } = await import('./control-plane-client.ts')
   const { pino } = await import('pino')
-  const log = pino({ base: { component: 'control-plane-client' } })
+  // Synchronous writes: pino's default (async) stdout stream flushes at exit with a loop that
+  // retries EPIPE forever, so with its reader gone (`| head`, a dead log shipper) the process
+  // hung at exit in Atomics.wait, deaf to SIGTERM. Sync writes see EPIPE at once and go quiet.
+  const log = pino({ base: { component: 'control-plane-client' } }, pino.destination({ dest: 1, sync: true }))
+  controlPlaneUrl(flags['control-plane']!)
   const token = controlPlaneToken(flags, log)
   let publicKeyPem: string | undefined
   if (flags['control-plane-key'] !== undefined) {
@@ -329,7 +353,7 @@ export async function main(argv: string[]): Promise<void> {
       }
       case 'audit': {
         if (sub !== 'verify') {
-          console.error('usage: igw audit verify [--db sqlite:./data/igw.db|postgres://…] [--signing-key F]')
+          console.error('usage: igw audit verify [--db sqlite:./data/igw.db|postgres://…] [--signing-key F] [--previous-keys F1,F2]')
           process.exit(2)
         }
         const { runAuditVerify } = await import('../control-plane/cli.ts')
@@ -363,7 +387,25 @@ export async function main(argv: string[]): Promise<void> {
         process.exit(2)
         return
       case 'policy': {
-        const { buildPolicies, testPolicies } = await import('../policies/toolchain.ts')
+        const { buildPolicies, testPolicies, opaBinary, OPA_VERSION } = await import('../policies/toolchain.ts')
+        if (sub === 'build' || sub === 'test') {
+          // No opa CLI (or IGW_OPA naming none): `policy test` exited 1 saying nothing, and
+          // `policy build` with a stack trace. One line naming the binary and how to install it.
+          const install = `install it with \`go install github.com/open-policy-agent/opa@v${OPA_VERSION}\` (or set IGW_OPA to its path)`
+          let bin: string
+          try {
+            bin = opaBinary()
+          } catch {
+            console.error(`igw policy ${sub}: the opa CLI is not installed (not on PATH, not in ~/go/bin); ${install}`)
+            process.exit(EXIT_UNAVAILABLE)
+          }
+          const probe = spawnSync(bin, ['version'], { encoding: 'utf8' })
+          if (probe.error !== undefined || probe.status !== 0) {
+            const why = probe.error?.message ?? `\`${bin} version\` exited ${probe.status ?? probe.signal}`
+            console.error(`igw policy ${sub}: cannot run the opa CLI ${bin}${process.env.IGW_OPA ? ' (IGW_OPA)' : ''}: ${why}; ${install}`)
+            process.exit(EXIT_UNAVAILABLE)
+          }
+        }
         if (sub === 'build') {
           const results = buildPolicies(flags.check === true)
           for (const r of results) console.log(`${r.name}: ${r.changed ? (flags.check ? 'STALE (run `igw policy build` and commit)' : 'rebuilt') : 'up to date'}`)

@@ -2,10 +2,11 @@
 // gateway in sidecar mode taking its config from that control plane, all in one process tree,
 // no Redis or Docker. Prints copy-paste examples, including admin tokens for the control plane.
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
+import { ConfigError } from '../config/load.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import type { Flags } from './cli.ts'
 import { configFromDocument, installSignals } from './cli.ts'
@@ -75,11 +76,32 @@ export function printableHost(listen: string): string {
   return host.includes(':') ? `[${host}]` : host
 }
 
+/**
+ * IGW_DEMO_BACKEND / IGW_DEMO_CONTROL_PLANE: `host:port` or `:port`. A bad one was a RangeError
+ * stack trace (the control plane) or Node's "options.port should be" naming no variable (the
+ * backend), exit 1. Throws ConfigError naming the variable and the value (exit 78).
+ */
+export function demoAddress(variable: 'IGW_DEMO_BACKEND' | 'IGW_DEMO_CONTROL_PLANE', fallback: string, env: NodeJS.ProcessEnv = process.env): { host: string; port: number } {
+  const text = env[variable] || fallback
+  const { host, port } = splitListenAddress(text)
+  if (!text.includes(':') || !/^\d+$/.test(text.slice(text.lastIndexOf(':') + 1)) || port > 65535) {
+    throw new ConfigError(variable, [`expected host:port or :port with a port from 0 to 65535, got "${text}"`])
+  }
+  return { host: host ?? '127.0.0.1', port }
+}
+
 export async function runDemo(flags: Flags): Promise<void> {
-  const backendAddr = splitListenAddress(process.env.IGW_DEMO_BACKEND ?? '127.0.0.1:4000')
+  const listen = flags.listen ?? ':8080'
+  const adminListen = flags['admin-listen'] ?? ':9901'
+  const proxyFlags: Flags = { ...flags, listen, 'admin-listen': adminListen }
+  // The proxy's flags (--listen :99999, --workers abc) are checked before anything starts: found
+  // later, they came back as a NACKed control plane head with no last-known-good snapshot.
+  configFromDocument(demoDocument('http://127.0.0.1:4000', tmpdir()), proxyFlags, 'flags')
+  const backendAddr = demoAddress('IGW_DEMO_BACKEND', '127.0.0.1:4000')
+  const cpAddr = demoAddress('IGW_DEMO_CONTROL_PLANE', '127.0.0.1:7070')
   let backend
   try {
-    backend = await startDemoBackend({ host: backendAddr.host ?? '127.0.0.1', port: backendAddr.port })
+    backend = await startDemoBackend({ host: backendAddr.host, port: backendAddr.port })
   } catch (err) {
     const e = err as NodeJS.ErrnoException
     console.error(
@@ -89,8 +111,6 @@ export async function runDemo(flags: Flags): Promise<void> {
     )
     process.exit(e.code === 'EADDRINUSE' ? 69 : 1) // EX_UNAVAILABLE, as for the proxy's own addresses
   }
-  const listen = flags.listen ?? ':8080'
-  const adminListen = flags['admin-listen'] ?? ':9901'
 
   // The control plane: SQLite and its signing key in a fresh temp directory, an HS256 secret
   // made up for this run, and two tokens minted with it (an admin, and the proxy's).
@@ -99,10 +119,16 @@ export async function runDemo(flags: Flags): Promise<void> {
   const { mintToken } = await import('../control-plane/auth.ts')
   const { startProxyFromControlPlane } = await import('./control-plane-client.ts')
   const dir = mkdtempSync(join(tmpdir(), 'igw-demo-'))
+  // The run's SQLite, signing key and DLP keyring go with it, however it ends (Ctrl-C after the
+  // drain, a second Ctrl-C, a port taken at start): every run used to leave its igw-demo-* behind.
+  process.once('exit', () => {
+    try {
+      rmSync(dir, { recursive: true, force: true })
+    } catch {}
+  })
   const secret = randomBytes(32).toString('base64url')
-  const cpAddr = splitListenAddress(process.env.IGW_DEMO_CONTROL_PLANE ?? '127.0.0.1:7070')
   const cpLogger = pino({ level: 'warn', base: { component: 'control-plane' } })
-  const cpOptions = { db: `sqlite:${join(dir, 'igw.db')}`, host: cpAddr.host ?? '127.0.0.1', auth: { secret }, signingKey: loadOrCreateSigningKey(join(dir, 'signing-key.pem')), seed: demoDocument(backend.url, dir), logger: cpLogger }
+  const cpOptions = { db: `sqlite:${join(dir, 'igw.db')}`, host: cpAddr.host, auth: { secret }, signingKey: loadOrCreateSigningKey(join(dir, 'signing-key.pem')), seed: demoDocument(backend.url, dir), logger: cpLogger }
   let cp
   try {
     cp = await startControlPlane({ ...cpOptions, port: cpAddr.port })
@@ -115,7 +141,6 @@ export async function runDemo(flags: Flags): Promise<void> {
   const proxyToken = await mintToken(secret, { sub: 'demo-proxy', roles: ['proxy'] })
 
   const clientLog = pino({ level: 'warn', base: { component: 'control-plane-client' } })
-  const proxyFlags: Flags = { ...flags, listen, 'admin-listen': adminListen }
   let proxy: Awaited<ReturnType<typeof startProxy>> | undefined
   const { client } = await startProxyFromControlPlane(
     {
@@ -172,7 +197,7 @@ Control plane (the gateway above takes its config from it; every change is valid
   curl -s ${cpu}/graphql -H "authorization: Bearer ${viewerToken}" -H 'content-type: application/json' -d '{"query":"mutation { setQuota(kind: \\"graphql\\", limitPerDay: 5) { kind } }"}'   # FORBIDDEN: viewer
   npx igw audit verify --db sqlite:${join(dir, 'igw.db')} --signing-key ${join(dir, 'signing-key.pem')}
 
-Ctrl-C stops everything.
+Ctrl-C stops everything (and removes ${dir}).
 `)
   installSignals(proxy!.logger, async () => {
     await client.close()

@@ -3,8 +3,9 @@
 // in-process). 401 says why the token was not accepted; 403 carries the policy's reason.
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
+import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose'
 import { loadPolicyBundle, type PolicyEvaluator } from '../policies/engine.ts'
+import { verifyWithJwks } from '../config/jwks-verify.ts'
 
 export interface AuthOptions {
   jwksFile?: string
@@ -94,29 +95,6 @@ function rank(err: unknown): number {
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 2
   if (err instanceof joseErrors.JWKSNoMatchingKey) return 1
   return 0
-}
-
-/**
- * jwtVerify with a JWKS, trying every key that fits the token. jose refuses to pick among several
- * (a token without "kid" while the JWKS holds the old and the new key of a rotation, or one kid
- * on two keys) and hands the candidates to the caller: each is tried in turn; a signature that
- * does not verify means "the next one"; anything else (a claim refused after the signature
- * verified) is final. None verifying is a bad signature.
- */
-async function verifyWithJwks(token: string, jwks: JWTVerifyGetKey, opts: JWTVerifyOptions): Promise<JWTVerifyResult> {
-  try {
-    return await jwtVerify(token, jwks, opts)
-  } catch (err) {
-    if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err
-    for await (const key of err as joseErrors.JWKSMultipleMatchingKeys & AsyncIterable<CryptoKey>) {
-      try {
-        return await jwtVerify(token, key, opts)
-      } catch (inner) {
-        if (!(inner instanceof joseErrors.JWSSignatureVerificationFailed)) throw inner
-      }
-    }
-    throw new joseErrors.JWSSignatureVerificationFailed()
-  }
 }
 
 function subjectOf(p: JWTPayload): Subject {

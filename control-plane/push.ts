@@ -108,6 +108,12 @@ export class PushHub {
       'INSERT INTO proxies (id, hostname, boot_id, first_seen, last_seen, connected, applied_version) VALUES ($1, $2, $3, $4, $4, 1, $5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, last_seen = excluded.last_seen, connected = 1, applied_version = COALESCE(excluded.applied_version, proxies.applied_version)',
       [proxyId, hostname ?? null, bootId ?? null, Date.now(), runningVersion > 0 ? runningVersion : null],
     )
+    // A proxy reconnecting with a version of this store at or past its NACKed one runs it: the
+    // NACK is resolved as an ACK would (the ACK itself may have been lost: it is not retried, and
+    // a proxy already on the head gets no new version to ACK).
+    if (runningVersion > 0 && (await this.#db.query('SELECT version FROM config_versions WHERE version = $1', [runningVersion])).length > 0) {
+      await this.#db.query('UPDATE proxies SET nack_version = NULL, nack_error = NULL, nack_at = NULL WHERE id = $1 AND nack_version <= $2', [proxyId, runningVersion])
+    }
     if (res.socket === null || res.socket.destroyed) {
       // The proxy left while we wrote the row: no stream (and no close handler) will ever mark it
       // disconnected, so do it now — unless another stream of it is held here — or every

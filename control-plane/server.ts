@@ -2,6 +2,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
 import { buildRoutes, type ApiDeps } from './api.ts'
+import { LRUCache } from 'lru-cache'
 import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
 import { DatabaseUnavailable, NulInText, openDb, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
@@ -147,9 +148,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         } catch (err) {
           // A refused attempt to reveal tokenized values is itself a security event: audited
           // like the granted ones (who, why refused, the justification given), never the tokens.
+          // Once per actor a minute (a caller repeating a refused call must not fill the signed
+          // log or hold its write lock), and never at the cost of the 403 (a database down).
           if (r.auth.action === 'dlp.detokenize' && err instanceof AuthError && err.status === 403) {
-            await store.audit({ actor: ctx.subject.sub, action: 'dlp.detokenize.denied', resource: 'dlp/tokens', after: { reason: err.message, justification: typeof justification === 'string' ? justification.slice(0, 1024) : null } })
-            logger.warn({ actor: ctx.subject.sub, reason: err.message }, 'detokenize refused')
+            const actor = ctx.subject.sub
+            logger.warn({ actor, reason: err.message }, 'detokenize refused')
+            if (!deniedAudited.has(actor)) {
+              deniedAudited.set(actor, true)
+              await store.audit({ actor, action: 'dlp.detokenize.denied', resource: 'dlp/tokens', after: { reason: err.message, justification: typeof justification === 'string' ? justification.slice(0, 1024) : null } }).catch((e: unknown) => logger.error({ err: e, actor }, 'could not audit a refused detokenize call'))
+            }
           }
           throw err
         }
@@ -161,6 +168,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     if (allowed.length) throw new HttpError(405, `${req.method} is not allowed here (allowed: ${allowed.join(', ')})`, { headers: { allow: allowed.join(', ') } })
     throw new HttpError(404, `no endpoint ${req.method} ${url.pathname} (see /openapi.json)`)
   }
+
+  /** Actors whose refused detokenize call was audited within the last minute. */
+  const deniedAudited = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 })
 
   const server: Server = createServer((req, res) => {
     const t0 = performance.now()

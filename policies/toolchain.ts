@@ -60,8 +60,13 @@ export function buildPolicies(check: boolean): { name: string; changed: boolean 
         // Copied beside the target, then renamed over it: a process loading the bundle meanwhile
         // reads the old file or the new one, never half of one.
         const partial = `${target}.${process.pid}.partial`
-        copyFileSync(out, partial)
-        renameSync(partial, target)
+        try {
+          copyFileSync(out, partial)
+          renameSync(partial, target)
+        } catch (err) {
+          rmSync(partial, { force: true }) // no half-copied file left beside the bundles
+          throw err
+        }
       }
       results.push({ name: spec.name, changed })
     }

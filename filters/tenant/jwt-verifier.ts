@@ -3,10 +3,11 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync, statSync } from 'node:fs'
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
+import { verifyWithJwks } from '../../config/jwks-verify.ts'
 
 export type TenantJwtConfig = z.infer<typeof tenantJwtConfig>
 
@@ -178,29 +179,6 @@ export class JwtVerifier {
       return { ok: false, reason: describe(last), notBefore: last.payload.nbf }
     }
     return { ok: false, reason: describe(last) }
-  }
-}
-
-/**
- * jwtVerify with a JWKS, trying every key that fits the token. jose refuses to pick among
- * several (a token without "kid" while an issuer publishes its old and new key, or one kid on
- * two keys mid-rotation) and hands the candidates to the caller: each is tried in turn; one
- * whose signature does not verify means "the next one"; anything else (a claim refused after
- * the signature verified) is final. None verifying is a bad signature.
- */
-async function verifyWithJwks(token: string, jwks: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
-  try {
-    return await jwtVerify(token, jwks, options)
-  } catch (err) {
-    if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err
-    for await (const key of err as joseErrors.JWKSMultipleMatchingKeys & AsyncIterable<CryptoKey>) {
-      try {
-        return await jwtVerify(token, key, options)
-      } catch (inner) {
-        if (!(inner instanceof joseErrors.JWSSignatureVerificationFailed)) throw inner
-      }
-    }
-    throw new joseErrors.JWSSignatureVerificationFailed()
   }
 }
 

@@ -35,6 +35,9 @@ describe('refused detokenize calls are audited', () => {
     expect(dora).toMatchObject({ action: 'dlp.detokenize.denied', after: { justification: null } })
     expect(dora!.after!.reason).toMatch(/justification/)
     expect(JSON.stringify(got)).not.toContain('secretish')
+    // Repeated within the minute: refused every time, audited once per actor.
+    for (let i = 0; i < 5; i++) expect((await cp.api('/v1/dlp/detokenize', { method: 'POST', body: JSON.stringify({ tokens: ['x'] }), token: operator })).status).toBe(403)
+    expect((await entries()).filter((e) => e.actor === 'olga')).toHaveLength(1)
     // The chain still verifies with the new entries in it.
     expect(((await (await cp.api('/v1/audit/verify')).json()) as { ok: boolean }).ok).toBe(true)
   })

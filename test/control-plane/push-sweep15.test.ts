@@ -76,6 +76,17 @@ describe.each(engines)('lastNack on %s', (engine, dbFor) => {
     } finally {
       ac.abort()
     }
+    // NACK of 7, then the proxy applied it but its ACK was lost: it reconnects running 7.
+    await answer(id, 7, 'NACK', 'transient')
+    expect((await row(id)).lastNack).toMatchObject({ version: 7 })
+    const again = new AbortController()
+    const back = await fetch(`${cp.url}/v1/stream?proxy=${id}&version=7`, { headers: { authorization: `Bearer ${await cp.token({ sub: id, roles: ['proxy'] })}` }, signal: again.signal })
+    expect(back.status).toBe(200)
+    try {
+      await expect.poll(async () => (await row(id)).lastNack, { timeout: 10_000 }).toBeNull()
+    } finally {
+      again.abort()
+    }
     // A proxy ahead of this store (it went back): it boots with its last-known-good 625, NACKs
     // the head and ACKs 625 — which this store never had: the NACK of the head stands.
     const ahead = `ahead-${engine}`
@@ -94,6 +105,7 @@ describe.each(engines)('lastNack on %s', (engine, dbFor) => {
     expect(nacks.map((l) => [l.version, l.error])).toEqual([
       [5, 'cannot read /nonexistent/key.pem'],
       [7, 'boom'],
+      [7, 'transient'],
     ])
   })
 })

@@ -1,7 +1,7 @@
 // Two control planes on one database with different signing keys: proxies pin the key of the
 // snapshots they get and NACK versions signed with the other one. The instance that starts with
 // another key than the head's says so at start. Real SQLite database shared by two instances.
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -27,6 +27,8 @@ describe('a replica whose signing key is not the head snapshot\'s', () => {
       expect(replica.store.key.keyId).not.toBe(keyId)
     } finally {
       await replica.close()
+      rmSync(first.dir, { recursive: true, force: true })
+      rmSync(replica.dir, { recursive: true, force: true })
     }
   })
 })

@@ -122,6 +122,17 @@ describe('subscription hub: integers beyond 2^53 in variables keep their digits'
   }
   const subscribesFor = (rawId: string) => up.subscribes.filter((s) => s.rawId === rawId)
   const activeSubscriptions = async () => metricSum(await proxy.metricsText(), 'igw_subscriptions_active')
+  /** The count once the previous test's stopped subscriptions are gone (their completes are async). */
+  const settledActive = async () => {
+    let last = await activeSubscriptions()
+    for (let i = 0; i < 25; i++) {
+      await new Promise((r) => setTimeout(r, 200))
+      const now = await activeSubscriptions()
+      if (now === last) return now
+      last = now
+    }
+    return last
+  }
 
   beforeAll(async () => {
     up = await startRawUpstream()
@@ -145,7 +156,7 @@ describe('subscription hub: integers beyond 2^53 in variables keep their digits'
   })
 
   it('…993 and …992: two upstream subscriptions with the exact ids, each client gets only its own entity', async () => {
-    const before = await activeSubscriptions()
+    const before = await settledActive()
     const c = client()
     const a = c.subscribe(ENTITY, { variables: { id: rawJSON(BIG_A) as never } })
     const b = c.subscribe(ENTITY, { variables: { id: rawJSON(BIG_B) as never } })
@@ -183,7 +194,7 @@ describe('subscription hub: integers beyond 2^53 in variables keep their digits'
   })
 
   it('two clients with the same big id share one upstream subscription (exact digits upstream)', async () => {
-    const before = await activeSubscriptions()
+    const before = await settledActive()
     const seen = up.subscribes.length
     const x = client().subscribe(ENTITY, { variables: { id: rawJSON(BIG_SHARED) as never } })
     const y = client().subscribe(ENTITY, { variables: { id: rawJSON(BIG_SHARED) as never } })
@@ -203,7 +214,7 @@ describe('subscription hub: integers beyond 2^53 in variables keep their digits'
   })
 
   it('safe ids still dedup: two clients with id 7 → one upstream subscription', async () => {
-    const before = await activeSubscriptions()
+    const before = await settledActive()
     const p = client().subscribe(ENTITY, { variables: { id: 7 } })
     const q = client().subscribe(ENTITY, { variables: { id: 7 } })
     await waitUntil(async () => (await activeSubscriptions()) === before + 2, 5_000, 'both clients admitted')

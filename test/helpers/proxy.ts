@@ -9,8 +9,14 @@ import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { validateConfig } from '../../config/load.ts'
-import type { GatewayConfigInput } from '../../config/schema.ts'
+import type { GatewayConfig, GatewayConfigInput } from '../../config/schema.ts'
 import { startProxy, type ProxyHandle } from '../../proxy/supervisor.ts'
+import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import { ProxyMetrics } from '../../proxy/metrics.ts'
+import type { FilterModules } from '../../filters/registry.ts'
+import type { AddressInfo } from 'node:net'
+import { pino } from 'pino'
+import { Registry } from 'prom-client'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const IGW_BIN = join(ROOT, 'bin/igw.js')
@@ -117,4 +123,15 @@ export function metricSum(text: string, name: string, labelFilter?: string): num
     sum += Number(line.slice(line.lastIndexOf(' ') + 1))
   }
   return sum
+}
+
+/**
+ * One WorkerProxy in this thread (no supervisor) on 127.0.0.1:0 with `modules` — a test's own
+ * filters in place of registered ones; `url` is its ws:// address for /graphql.
+ */
+export async function startWorkerProxy(config: GatewayConfig, modules: FilterModules): Promise<{ proxy: WorkerProxy; url: string }> {
+  const proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(new Registry()), shared: {}, modules }, config)
+  await proxy.apply(1, config)
+  await proxy.listen('127.0.0.1', 0)
+  return { proxy, url: `ws://127.0.0.1:${(proxy.server.address() as AddressInfo).port}/graphql` }
 }

@@ -14,7 +14,7 @@ import { ProxyMetrics } from '../../proxy/metrics.ts'
 import { Router, type Routable } from '../../proxy/router.ts'
 import { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../helpers/backends.ts'
-import { LogCapture, metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { LogCapture, metricSum, startTestProxy, startWorkerProxy, type TestProxy } from '../helpers/proxy.ts'
 import { startSubscriptionBackend, type SubscriptionBackend } from '../helpers/subscription-backend.ts'
 import { GqlClient, waitUntil } from './subscriptions/clients.ts'
 
@@ -38,10 +38,7 @@ describe('a filter answering a subscribe is named in igw_filter_errors_total (sw
       log: { level: 'silent' },
       routes: [{ name: 'subs', upstream: be.url, websocket: { mode: 'terminate' }, filters: [{ name: 'request-id' }] }],
     })
-    proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(new Registry()), shared: {}, modules }, config)
-    await proxy.apply(1, config)
-    await proxy.listen('127.0.0.1', 0)
-    url = `ws://127.0.0.1:${(proxy.server.address() as AddressInfo).port}/graphql`
+    ;({ proxy, url } = await startWorkerProxy(config, modules))
   })
   afterAll(async () => {
     await proxy?.drain(500)

@@ -3,18 +3,15 @@
 // upstream stream are unaffected). Driven through a real WorkerProxy, the real hub, a real
 // graphql-yoga backend and real graphql-ws clients; the filter implementations are substituted
 // for registry names, as in filter-chain.test.ts.
-import type { AddressInfo } from 'node:net'
 import { createClient } from 'graphql-ws'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter, SubscriptionContext, StreamEvent } from '../../proxy/filter.ts'
-import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
+import { startWorkerProxy } from '../helpers/proxy.ts'
 
 describe('subscription-event phase', () => {
   let backend: DemoBackend
@@ -41,10 +38,7 @@ describe('subscription-event phase', () => {
       tenants: { acme: {}, globex: {} },
       routes: [{ name: 'subs', upstream: backend.url, websocket: { mode: 'terminate' }, filters: [{ name: 'tenant' }, { name: 'request-id' }] }],
     })
-    proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(new Registry()), shared: {}, modules }, config)
-    await proxy.apply(1, config)
-    await proxy.listen('127.0.0.1', 0)
-    url = `ws://127.0.0.1:${(proxy.server.address() as AddressInfo).port}/graphql`
+    ;({ proxy, url } = await startWorkerProxy(config, modules))
   })
   afterAll(async () => {
     await proxy?.drain(500)

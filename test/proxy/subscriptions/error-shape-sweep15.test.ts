@@ -5,17 +5,14 @@
 // refused operation gets an error, the others keep flowing. Real WorkerProxy, real hub, real
 // graphql-yoga backend and real graphql-ws / ws clients; the filter is substituted for a registry
 // name, as in subscription-event-phase.test.ts.
-import type { AddressInfo } from 'node:net'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../../config/load.ts'
 import { filterModules, type FilterModules } from '../../../filters/registry.ts'
 import type { Filter, RequestContext } from '../../../proxy/filter.ts'
-import { ProxyMetrics } from '../../../proxy/metrics.ts'
-import { WorkerProxy } from '../../../proxy/worker-proxy.ts'
+import type { WorkerProxy } from '../../../proxy/worker-proxy.ts'
 import { startSubscriptionBackend, type SubscriptionBackend } from '../../helpers/subscription-backend.ts'
 import { EVENTS, GqlClient, RawClient, waitUntil } from './clients.ts'
+import { startWorkerProxy } from '../../helpers/proxy.ts'
 
 /** Bodies the substituted filter answers with, by the subscribe's operation name. */
 const BODIES: Record<string, string> = {
@@ -47,10 +44,7 @@ describe('subscription errors the client can parse (sweep 15)', () => {
       log: { level: 'silent' },
       routes: [{ name: 'subs', upstream: be.url, websocket: { mode: 'terminate' }, filters: [{ name: 'request-id' }] }],
     })
-    proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(new Registry()), shared: {}, modules }, config)
-    await proxy.apply(1, config)
-    await proxy.listen('127.0.0.1', 0)
-    url = `ws://127.0.0.1:${(proxy.server.address() as AddressInfo).port}/graphql`
+    ;({ proxy, url } = await startWorkerProxy(config, modules))
   })
   afterAll(async () => {
     await proxy?.drain(500)
@@ -129,10 +123,7 @@ describe('topic unsubscribe while the subscribe is still being admitted (sweep 1
       subscriptions: { topics: { ev: { query: 'subscription { events(channel: "ev") { seq } }' } } },
       routes: [{ name: 'subs', upstream: be.url, websocket: { mode: 'terminate' }, filters: [{ name: 'request-id' }] }],
     })
-    proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(new Registry()), shared: {}, modules }, config)
-    await proxy.apply(1, config)
-    await proxy.listen('127.0.0.1', 0)
-    url = `ws://127.0.0.1:${(proxy.server.address() as AddressInfo).port}/graphql`
+    ;({ proxy, url } = await startWorkerProxy(config, modules))
   })
   afterAll(async () => {
     release?.()

@@ -4,13 +4,13 @@
 import type { Logger } from 'pino'
 import { loadPolicyBundle, type PolicyEvaluator } from '../../policies/engine.ts'
 import { bundlePath } from '../../policies/catalog.ts'
-import { statSync } from 'node:fs'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { LogWindow } from '../../proxy/filter.ts'
 import { LocalKeyring, type KeyProvider } from './keyring.ts'
 import { BUILTIN_RULE_PACK, RulePack } from './rule-pack.ts'
 import { Tokenizer } from './tokenizer.ts'
 import { setDefaultPhoneRegion } from './validators.ts'
+import { fileStamp } from '../../config/file-stamp.ts'
 
 const KEYRING_CHECK_MS = 2_000
 /** At most one "reload failed" line per worker and keyring in this window; every failure is counted. */
@@ -125,15 +125,6 @@ export class KeyringState {
 const packs = new Map<string, { stamp: string; pack: RulePack }>()
 const keyrings = new Map<string, Promise<KeyringState>>()
 const policies = new Map<string, { stamp: string; policy: Promise<PolicyEvaluator> }>()
-
-function fileStamp(path: string): string {
-  try {
-    const st = statSync(path)
-    return `${st.ino}:${st.size}:${st.mtimeMs}`
-  } catch {
-    return '' // missing: the loader says so
-  }
-}
 
 export interface DlpShared {
   pack: RulePack

@@ -2,12 +2,13 @@
 // (RS256) to a millisecond; clients reuse tokens, so results are cached until the token's
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
 import { verifyWithJwks } from '../../config/jwks-verify.ts'
+import { fileStamp } from '../../config/file-stamp.ts'
 
 export type TenantJwtConfig = z.infer<typeof tenantJwtConfig>
 
@@ -47,16 +48,6 @@ function loadJwks(path: string): JWTVerifyGetKey {
   const jwks = JSON.parse(readFileSync(path, 'utf8')) as JSONWebKeySet
   if (!Array.isArray(jwks.keys)) throw new Error(`${path}: not a JWKS document (no "keys" array)`)
   return createLocalJWKSet(jwks)
-}
-
-/** What changes when a file is replaced or rewritten ('' when it cannot be read). */
-function fileStamp(path: string): string {
-  try {
-    const s = statSync(path)
-    return `${s.ino}:${s.size}:${s.mtimeMs}`
-  } catch {
-    return ''
-  }
 }
 
 export class JwtVerifier {

@@ -96,20 +96,8 @@ function serverFor(route: RouteRuntime): WebSocketServer {
  * they were dropped, so a 429 on an upgrade came without its Retry-After.
  */
 function writeLocalReply(socket: Duplex, ctx: RequestContext, reply: LocalReply): void {
-  const added = ctx.responseHeaders
-  const headers: string[] = []
-  for (const [k, v] of Object.entries(reply.headers ?? {})) {
-    const name = k.toLowerCase()
-    if (added !== undefined && hasName(added, name)) continue // replaced by the chain's value
-    for (const one of Array.isArray(v) ? v : [v]) headers.push(name, one)
-  }
-  if (added !== undefined) headers.push(...added)
-  writeReply(socket, reply.status, headers, typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body)
-}
-
-function hasName(flat: string[], lowerName: string): boolean {
-  for (let i = 0; i < flat.length; i += 2) if (flat[i] === lowerName) return true
-  return false
+  // The chain's additions replace same-named reply headers, as on an HTTP local reply.
+  writeReply(socket, reply.status, clientResponseHeaders(reply.headers ?? {}, ctx.responseHeaders), typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body)
 }
 
 /**
@@ -133,23 +121,20 @@ function writeReply(socket: Duplex, status: number, headers: string[], body: Buf
  * The handshake headers themselves are ws's (its accept key, the chosen subprotocol).
  */
 function handshakeHeaders(out: string[], upstream: IncomingHttpHeaders | undefined, added: string[] | undefined): void {
-  if (upstream !== undefined) {
-    const list = clientResponseHeaders(upstream, undefined) // hop-by-hop headers stop here
-    for (let i = 0; i < list.length; i += 2) {
-      const name = list[i]!
-      if (name.startsWith('sec-websocket-') || name === 'content-length') continue
-      if (added !== undefined && hasName(added, name)) continue // replaced by the chain's value
-      let value = list[i + 1]!
-      // ws writes the head as UTF-8; node's parser gave the backend's bytes as latin1 characters.
-      if (!/^[\t\x20-\x7e]*$/.test(value)) {
-        const bytes = Buffer.from(value, 'latin1')
-        value = bytes.toString()
-        if (!Buffer.from(value).equals(bytes)) continue // not UTF-8: cannot be written byte for byte
-      }
-      out.push(`${name}: ${value}`)
+  // Hop-by-hop headers stop here; the chain's additions replace same-named backend headers.
+  const list = clientResponseHeaders(upstream ?? {}, added)
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i]!
+    if (name.startsWith('sec-websocket-') || name === 'content-length') continue
+    let value = list[i + 1]!
+    // ws writes the head as UTF-8; node's parser gave the backend's bytes as latin1 characters.
+    if (!/^[\t\x20-\x7e]*$/.test(value)) {
+      const bytes = Buffer.from(value, 'latin1')
+      value = bytes.toString()
+      if (!Buffer.from(value).equals(bytes)) continue // not UTF-8: cannot be written byte for byte
     }
+    out.push(`${name}: ${value}`)
   }
-  if (added !== undefined) for (let i = 0; i < added.length; i += 2) out.push(`${added[i]!}: ${added[i + 1]!}`)
 }
 
 /** Sendable close codes (RFC 6455 §7.4): the rest (1005, 1006, 1015, …) are never put on the wire. */

@@ -1,6 +1,6 @@
 // The REST API: one table of routes. Each entry says who may call it (an ABAC action on a
 // resource), how it is documented (OpenAPI, generated from this table) and what it does.
-import { createHash } from 'node:crypto'
+import { createHash, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
@@ -27,6 +27,8 @@ export interface ApiDeps extends PluginRouteDeps {
   authorizer: Authorizer
   detokenizer: Detokenizer | undefined
   usedToday: UsedToday
+  /** The keys GET /v1/audit/verify checks entries with: this instance's, then those it replaced (--previous-keys). Default: this instance's. */
+  auditKeys?: readonly KeyObject[]
 }
 
 /** How far a usage report's `at` may be from this clock and still decide its day (see /v1/usage). */
@@ -146,6 +148,17 @@ function parseAlertCursor(raw: string): { at: number; id: string } {
     throw new HttpError(400, 'invalid cursor', { problems: [`cursor: expected the cursor of a previous page (its next link), got ${JSON.stringify(shown)}`] })
   }
   return { at: v[0] as number, id: v[1] }
+}
+
+/** GET /v1/proxies' cursor: the last proxy id of a page, base64url (opaque to clients). */
+function parseProxyCursor(raw: string): string {
+  const id = /^[\w-]{1,400}$/.test(raw) ? Buffer.from(raw, 'base64url').toString('utf8') : ''
+  // Proxy ids are what GET /v1/stream admits: letters, digits, _.:@- and at most 200 characters.
+  if (!/^[\w.:@-]{1,200}$/.test(id)) {
+    const shown = raw.length > 60 ? `${raw.slice(0, 57)}…` : raw
+    throw new HttpError(400, 'invalid cursor', { problems: [`cursor: expected the cursor of a previous page (its next link), got ${JSON.stringify(shown)}`] })
+  }
+  return id
 }
 
 function tenantZone(doc: Doc, tenant: string): string {
@@ -716,16 +729,35 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       auth: { action: 'admin.read', resource: () => ({ type: 'audit' }) },
       doc: { summary: 'Verify the hash chain and signatures (like `igw audit verify`)', tags: ['audit'], responses: { 200: { description: 'result', schema: ref('AuditVerify') }, ...COMMON } },
       async handle(ctx) {
-        sendJson(ctx.res, 200, await verifyAudit(store.db, store.key.publicKey))
+        sendJson(ctx.res, 200, await verifyAudit(store.db, deps.auditKeys ?? store.key.publicKey))
       },
     },
     {
       method: 'GET',
       path: '/v1/proxies',
       auth: { action: 'admin.read', resource: () => ({ type: 'proxies' }) },
-      doc: { summary: 'Every proxy seen: connection, applied version, its NACK until it ACKs that version or a later one (a CSDS-like view)', tags: ['push'], responses: { 200: { description: 'proxies', schema: ref('ProxyList') }, ...COMMON } },
+      doc: {
+        summary: 'Every proxy seen, by id, a page at a time (the next page: `next` in the body, or the Link header): connection, applied version, its NACK until it ACKs that version or a later one (a CSDS-like view)',
+        tags: ['push'],
+        query: [
+          { name: 'limit', description: `at most this many (default ${MAX_PAGE})`, schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE } },
+          { name: 'cursor', description: 'where the next page starts: the cursor in the previous page’s `next` (opaque)', schema: { type: 'string' } },
+        ],
+        responses: { 200: { description: 'proxies', schema: ref('ProxyList'), link: true }, 400: problem('limit is not an integer from 1 to 1000, or cursor not one this API gave'), ...COMMON },
+      },
       async handle(ctx) {
-        sendJson(ctx.res, 200, { headVersion: store.head()?.version ?? 0, items: await hub.list() })
+        // The default page is the largest: a fleet that fitted in one answer still does.
+        const limit = integerQuery(ctx.query, 'limit', MAX_PAGE, { min: 1, max: MAX_PAGE })
+        const rawCursor = ctx.query.get('cursor')
+        const after = rawCursor === null ? undefined : parseProxyCursor(rawCursor)
+        // Ordered here by code unit, not by the database's collation (a PostgreSQL locale orders
+        // "a-b" and "a_b" its own way): the cursor compares with the same order it pages by.
+        const all = (await hub.list()).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        const start = after === undefined ? 0 : all.findIndex((p) => p.id > after)
+        const rest = start === -1 ? [] : all.slice(start)
+        const items = rest.slice(0, limit)
+        const page = rest.length > limit ? pageLinks('/v1/proxies', { limit: String(limit), cursor: Buffer.from(items.at(-1)!.id).toString('base64url') }) : undefined
+        sendJson(ctx.res, 200, { headVersion: store.head()?.version ?? 0, items, ...(page ? { next: page.next } : {}) }, page?.headers)
       },
     },
     {

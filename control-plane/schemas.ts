@@ -115,7 +115,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
         lastNack: { oneOf: [{ type: 'null' }, { type: 'object', required: ['version', 'error', 'at'], properties: { version: int, error: str, at: isoTime } }] },
       },
     },
-    ProxyList: { type: 'object', required: ['items', 'headVersion'], additionalProperties: false, properties: { headVersion: int, items: { type: 'array', items: ref('Proxy') } } },
+    ProxyList: { type: 'object', required: ['items', 'headVersion'], additionalProperties: false, properties: { headVersion: int, items: { type: 'array', items: ref('Proxy') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } } },
     Ack: { type: 'object', required: ['version', 'status'], additionalProperties: false, properties: { version: int, status: { enum: ['ACK', 'NACK'] }, error: str } },
     TenantUsage: {
       type: 'object',

@@ -9,6 +9,7 @@ import { redactUrlCredentials } from '../config/redact.ts'
 import { verifyAudit } from './audit.ts'
 import type { AuthOptions } from './auth.ts'
 import { openDb } from './db.ts'
+import { pino } from 'pino'
 import { loadPluginTrust } from './plugin-trust.ts'
 import type { Doc } from './resources.ts'
 import { startControlPlane, type ControlPlane } from './server.ts'
@@ -26,6 +27,7 @@ export interface ControlPlaneFlags {
   'auth-issuer'?: string
   'auth-audience'?: string
   'auth-require-exp'?: boolean
+  'previous-keys'?: string
   'log-level'?: string
   'plugin-trust'?: string
   'metrics-listen'?: string
@@ -98,8 +100,18 @@ function readSeed(path: string): Doc {
   return raw as Doc
 }
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+/** `--log-level` (IGW_LOG_LEVEL): one of pino's levels, `info` by default. Throws ConfigError. */
+export function controlPlaneLogLevel(flag: string | undefined): (typeof LOG_LEVELS)[number] {
+  const level = flag ?? 'info'
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError('--log-level', [`expected one of ${LOG_LEVELS.join(' | ')}, got "${level}"`])
+  return level as (typeof LOG_LEVELS)[number]
+}
+
 export async function runControlPlane(flags: ControlPlaneFlags): Promise<ControlPlane> {
   const db = flags.db ?? DEFAULT_DB
+  const logger = pino({ level: controlPlaneLogLevel(flags['log-level']), base: { component: 'control-plane' } })
   const listen = controlPlaneListenAddress(flags.listen)
   const auth = authOptions(flags)
   if (!auth.jwksFile && !auth.publicKeyFile && !auth.secret) {
@@ -108,6 +120,8 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${db}"`])
   const metricsListen = metricsListenAddress(flags['metrics-listen'])
   const pluginTrust = flags['plugin-trust'] ? loadPluginTrust(flags['plugin-trust']) : undefined
+  // GET /v1/audit/verify checks entries signed before a key replacement with the key that signed them.
+  const previous = previousKeys(flags['previous-keys'])
   const seed = flags.config ? readSeed(flags.config) : undefined
   const keyPath = flags['signing-key'] ?? defaultSigningKeyPath(db)
   let signingKey: ReturnType<typeof loadOrCreateSigningKey>
@@ -129,6 +143,8 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
       ...(seed ? { seed } : {}),
       ...(metricsListen ? { metricsListen } : {}),
       ...(pluginTrust ? { pluginTrust } : {}),
+      ...(previous.length > 0 ? { previousKeys: previous } : {}),
+      logger,
     })
   } catch (err) {
     if (err instanceof ConfigError) throw err
@@ -152,8 +168,24 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   }
 }
 
+/**
+ * `--previous-keys F1,F2` (IGW_PREVIOUS_KEYS): public or private PEM files of signing keys replaced
+ * before, so audit entries they signed still verify. Throws ConfigError naming the flag and file.
+ */
+export function previousKeys(list: string | undefined): KeyObject[] {
+  const keys: KeyObject[] = []
+  for (const file of (list ?? '').split(',').map((f) => f.trim()).filter(Boolean)) {
+    try {
+      keys.push(loadPublicKey(readFileSync(file, 'utf8')))
+    } catch (err) {
+      throw new ConfigError('--previous-keys', [`${file}: not a readable ed25519 PEM key (public or private): ${(err as Error).message}`])
+    }
+  }
+  return keys
+}
+
 /** `igw audit verify`: exit 0 when intact; 1 with every broken entry named otherwise. */
-export async function runAuditVerify(flags: ControlPlaneFlags & { 'previous-keys'?: string }): Promise<boolean> {
+export async function runAuditVerify(flags: ControlPlaneFlags): Promise<boolean> {
   const spec = flags.db ?? DEFAULT_DB
   const keyPath = flags['signing-key'] ?? defaultSigningKeyPath(spec)
   // Exit 1 means "tampered" to a script: a check that could not run is a ConfigError (exit 78,
@@ -172,14 +204,7 @@ export async function runAuditVerify(flags: ControlPlaneFlags & { 'previous-keys
   }
   // Keys replaced before (a documented key replacement): entries they signed name their key id
   // and verify with them; without them each older entry reads as signed by an unknown key.
-  const keys: KeyObject[] = [publicKey]
-  for (const file of (flags['previous-keys'] ?? '').split(',').map((f) => f.trim()).filter(Boolean)) {
-    try {
-      keys.push(loadPublicKey(readFileSync(file, 'utf8')))
-    } catch (err) {
-      throw new ConfigError('--previous-keys', [`${file}: not a readable ed25519 PEM key (public or private): ${(err as Error).message}`])
-    }
-  }
+  const keys: KeyObject[] = [publicKey, ...previousKeys(flags['previous-keys'])]
   if (spec.startsWith('sqlite:')) {
     // Opening a SQLite path creates the file (and its directories): a mistyped --db made an
     // empty database and reported a crash instead of "no such database".

@@ -39,6 +39,30 @@ export class DatabaseUnavailable extends Error {
   }
 }
 
+/**
+ * The store is out of space (the disk or a quota is full: SQLITE_FULL, ENOSPC, EDQUOT, EFBIG;
+ * PostgreSQL's SQLSTATE 53100 disk_full, "could not extend file"). The statement's transaction was
+ * rolled back: nothing of the change is kept. The API answers 503 (the request was fine; it may
+ * succeed once space is freed). The driver's error is the `cause`, for the log.
+ */
+export class StorageFull extends Error {
+  constructor(cause: unknown) {
+    super('the database is out of disk space', { cause })
+    this.name = 'StorageFull'
+  }
+}
+
+/** File-system errors that mean "no room to write". */
+const FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG'])
+
+/** SQLITE_FULL (13), PostgreSQL's disk_full (53100), or an ENOSPC/EDQUOT/EFBIG from below either. */
+function isStorageFull(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false
+  const e = err as { code?: unknown; errcode?: unknown }
+  if (typeof e.errcode === 'number' && (e.errcode & 0xff) === 13) return true
+  return typeof e.code === 'string' && (e.code === '53100' || FULL_CODES.has(e.code))
+}
+
 /** A text parameter holds NUL (U+0000), which PostgreSQL's text type cannot store. */
 export class NulInText extends Error {
   constructor() {
@@ -84,10 +108,12 @@ function isSqliteBusy(err: unknown): boolean {
 
 /** What to throw for a failed statement: DatabaseUnavailable when the engine says it is out of reach, else the error itself. */
 function sqliteFailure(err: unknown): unknown {
-  return isSqliteBusy(err) ? new DatabaseUnavailable(err) : err
+  if (err instanceof DatabaseUnavailable || err instanceof StorageFull) return err
+  return isSqliteBusy(err) ? new DatabaseUnavailable(err) : isStorageFull(err) ? new StorageFull(err) : err
 }
 function postgresFailure(err: unknown): unknown {
-  return isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : err
+  if (err instanceof DatabaseUnavailable || err instanceof StorageFull) return err
+  return isPostgresUnavailable(err) ? new DatabaseUnavailable(err) : isStorageFull(err) ? new StorageFull(err) : err
 }
 
 /** How long SQLite statements wait for a lock another process holds (then: DatabaseUnavailable, a 503). */
@@ -168,7 +194,15 @@ class SqliteDb implements Db {
         this.#db.exec('COMMIT')
         return out
       } catch (err) {
-        if (this.#db.isTransaction) this.#db.exec('ROLLBACK')
+        // SQLite may have rolled back by itself (SQLITE_FULL does); a failed ROLLBACK must not
+        // hide why the transaction failed.
+        if (this.#db.isTransaction) {
+          try {
+            this.#db.exec('ROLLBACK')
+          } catch {
+            // the original error is what the caller needs
+          }
+        }
         throw sqliteFailure(err)
       }
     }
@@ -240,7 +274,7 @@ class PostgresDb implements Db {
       }
       await client.query('ROLLBACK').catch(() => undefined)
       client.release()
-      throw err
+      throw isStorageFull(err) ? new StorageFull(err) : err
     }
     client.release()
     return out

@@ -1,10 +1,12 @@
 // `igw control-plane`: the HTTP server wiring the store, the push hub, usage, auth and the APIs.
+import type { KeyObject } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
+import { Counter } from 'prom-client'
 import { buildRoutes, type ApiDeps } from './api.ts'
 import { LRUCache } from 'lru-cache'
 import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
-import { DatabaseUnavailable, NulInText, openDb, type Db } from './db.ts'
+import { DatabaseUnavailable, NulInText, openDb, StorageFull, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
 import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
 import { compile, HttpError, requestIdFor, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
@@ -32,6 +34,8 @@ export interface ControlPlaneOptions {
   logger?: Logger
   /** Publisher keys that may sign plugins (--plugin-trust); none: every signed upload is untrusted. */
   pluginTrust?: TrustedKeys
+  /** Public keys of signing keys replaced before (--previous-keys): GET /v1/audit/verify checks the entries they signed with them. */
+  previousKeys?: readonly KeyObject[]
   /** Serve GET /metrics (unauthenticated) on this address; undefined: metrics are kept but not served. */
   metricsListen?: { host?: string; port: number }
   /** A config stream whose proxy has not read for this long is closed (default 60 s; tests shorten it). */
@@ -81,7 +85,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }, opts.streamStallMs === undefined ? {} : { stallMs: opts.streamStallMs })
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
-  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger }
+  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
+  // Writes refused because the store is out of space (each a 503): an alert can fire on the first.
+  const storageFull = new Counter({ name: 'igw_control_plane_storage_full_total', help: 'Writes refused because the database is out of disk space (SQLITE_FULL, ENOSPC, EDQUOT, PostgreSQL disk_full); nothing of them was kept', registers: [metrics.registry] })
+  storageFull.inc(0)
   store.on('committed', () => metrics.commits.inc())
   store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
   store.on('version', (head) => {
@@ -191,7 +198,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     res.once('close', count)
     handle(req, res, seen).catch((err: unknown) => {
       const e = toHttpError(err, requestId)
-      if (e.status >= 500) logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, e.status === 503 && err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : 'request failed')
+      if (err instanceof StorageFull) storageFull.inc()
+      if (e.status >= 500) logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : err instanceof StorageFull ? 'request failed: the database is out of disk space (nothing of the change was kept)' : 'request failed')
       if (res.headersSent) {
         res.destroy()
         return
@@ -316,6 +324,10 @@ function toHttpError(err: unknown, requestId: string): HttpError {
   if (err instanceof PreconditionFailed) return new HttpError(412, err.message, err.current ? { headers: { etag: err.current }, extra: { current: err.current } } : {})
   if (err instanceof NotFound) return new HttpError(404, err.message)
   if (err instanceof NulInText) return new HttpError(400, err.message)
+  if (err instanceof StorageFull) {
+    // Not the request's fault and not a bug: the same request succeeds once space is freed.
+    return new HttpError(503, `the database is out of disk space; nothing was changed, try again once space is freed (request id ${requestId})`, { headers: { 'retry-after': '30' }, extra: { code: 'STORAGE_FULL', requestId } })
+  }
   if (err instanceof DatabaseUnavailable) {
     return new HttpError(503, `the database is unavailable; try again shortly (request id ${requestId})`, { headers: { 'retry-after': '5' }, extra: { requestId } })
   }

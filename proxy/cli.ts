@@ -26,13 +26,13 @@ const FLAGS = {
   'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: host name + a stored random suffix)' },
   db: { type: 'string', env: 'IGW_DB', help: 'control plane store: sqlite:./data/igw.db (default) or postgres://…' },
   'signing-key': { type: 'string', env: 'IGW_SIGNING_KEY', help: 'control plane ed25519 key (PEM; created if missing; default beside the SQLite file)' },
-  'previous-keys': { type: 'string', env: 'IGW_PREVIOUS_KEYS', help: 'with `audit verify`: comma-separated PEM files of signing keys replaced before (their entries verify too)' },
+  'previous-keys': { type: 'string', env: 'IGW_PREVIOUS_KEYS', help: 'with `audit verify` and `control-plane`: comma-separated PEM files of signing keys replaced before (their audit entries verify too)' },
   'auth-jwks': { type: 'string', env: 'IGW_AUTH_JWKS', help: 'control plane: JWKS file verifying admin tokens' },
   'auth-public-key': { type: 'string', env: 'IGW_AUTH_PUBLIC_KEY', help: 'control plane: PEM public key verifying admin tokens' },
   'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },
   'auth-issuer': { type: 'string', env: 'IGW_AUTH_ISSUER', help: 'control plane: required token issuer' },
   'auth-audience': { type: 'string', env: 'IGW_AUTH_AUDIENCE', help: 'control plane: required token audience' },
-  'auth-require-exp': { type: 'boolean', env: 'IGW_AUTH_REQUIRE_EXP', help: 'control plane: refuse tokens without an "exp" claim (env: true/1)' },
+  'auth-require-exp': { type: 'boolean', env: 'IGW_AUTH_REQUIRE_EXP', help: 'control plane: refuse tokens without an "exp" claim (env: true/1; --no-auth-require-exp or =false turns it off)' },
   'plugin-trust': { type: 'string', env: 'IGW_PLUGIN_TRUST', help: 'control plane: JWKS-like file of publisher ed25519 keys that may sign plugins' },
   'metrics-listen': { type: 'string', env: 'IGW_METRICS_LISTEN', help: 'control plane: unauthenticated GET /metrics address (default :9902; off: none)' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
@@ -67,17 +67,40 @@ ${Object.entries(FLAGS)
 export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env): { flags: Flags; positionals: string[] } {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {}
   for (const [name, f] of Object.entries(FLAGS)) options[name] = 'short' in f ? { type: f.type, short: f.short } : { type: f.type }
-  const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+  // A boolean flag's "off" form (`--no-auth-require-exp`, `--auth-require-exp=false`) must win over
+  // its environment twin (IGW_AUTH_REQUIRE_EXP=1 baked into an image): parseArgs takes `--no-X`
+  // (allowNegative); `--X=<word>` is spelled that way first, since parseArgs refuses a value there.
+  const args = argv.map((a) => {
+    const m = /^--([a-z-]+)=(.*)$/i.exec(a)
+    if (m === null || (FLAGS as Record<string, { type: string }>)[m[1]!]?.type !== 'boolean') return a
+    const on = booleanWord(m[2]!)
+    if (on === undefined) throw new Error(`--${m[1]}: expected true or false, got ${JSON.stringify(m[2])}`)
+    return on ? `--${m[1]}` : `--no-${m[1]}`
+  })
+  const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true, allowNegative: true })
   const flags: Flags = {}
   for (const [name, f] of Object.entries(FLAGS)) {
     const v = values[name]
     if (f.type === 'boolean') {
-      const e = 'env' in f ? env[f.env]?.toLowerCase() : undefined
-      flags[name as BooleanFlag] = v === true || e === 'true' || e === '1'
+      if (typeof v === 'boolean') flags[name as BooleanFlag] = v
+      else {
+        const e = 'env' in f ? env[f.env] : undefined
+        const on = e === undefined ? false : booleanWord(e)
+        if (on === undefined) throw new Error(`${'env' in f ? f.env : name}: expected true or false, got ${JSON.stringify(e)}`)
+        flags[name as BooleanFlag] = on
+      }
     } else if (typeof v === 'string') flags[name as Exclude<FlagName, BooleanFlag>] = v
     else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, BooleanFlag>] = env[f.env]
   }
   return { flags, positionals }
+}
+
+/** true/1/yes/on → true, false/0/no/off/"" → false, anything else undefined (a typo is an error, not "off"). */
+function booleanWord(v: string): boolean | undefined {
+  const w = v.trim().toLowerCase()
+  if (w === 'true' || w === '1' || w === 'yes' || w === 'on') return true
+  if (w === 'false' || w === '0' || w === 'no' || w === 'off' || w === '') return false
+  return undefined
 }
 
 function normalizeListen(v: string): string {

@@ -65,6 +65,42 @@ export function hmacSha256(key: DerivedKey, value: Buffer): Buffer {
   return oneShotHash('sha256', Buffer.concat([key.hmacOuter, inner]), 'buffer')
 }
 
+function isBlank(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13
+}
+
+/** "%XX" escapes decoded as UTF-8; a malformed sequence leaves only its ASCII escapes decoded. */
+function percentDecode(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s.replace(/%([0-7][0-9A-Fa-f])/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)))
+  }
+}
+
+/**
+ * What a token or hash of an e-mail address is computed over: the address as written with "@",
+ * however the export spelled it, so the same address joins across exports. A percent-encoded
+ * address (an "%40" and no "@": "jane%2Bnews%40corp.com" in a URL query or form body) is
+ * decoded ("jane+news@corp.com"); a field value's "mailto:" and surrounding blanks are not part of
+ * the address. An address written with "@" is used as it is (its tokens never change: a "%" in
+ * it is a character of the local part, and the domain's case is kept). Other types: the value.
+ */
+export function tokenInput(type: string, value: string): string {
+  if (type !== 'email') return value
+  const n = value.length
+  const c0 = value.charCodeAt(0)
+  // the common case: a bare address with "@"
+  if (value.indexOf('%') === -1 && !isBlank(c0) && (c0 | 0x20) !== 109 && !isBlank(value.charCodeAt(n - 1))) return value
+  let s = 0
+  let e = n
+  while (s < e && isBlank(value.charCodeAt(s))) s++
+  while (e > s && isBlank(value.charCodeAt(e - 1))) e--
+  let address = s === 0 && e === n ? value : value.slice(s, e)
+  if (address.indexOf('@') === -1 && address.indexOf('%40') !== -1) address = percentDecode(address)
+  return address.length > 7 && address.slice(0, 7).toLowerCase() === 'mailto:' ? address.slice(7) : address
+}
+
 /** Tokens and hashes under the active key of one keyring snapshot (one per worker thread). */
 export class Tokenizer {
   readonly activeKeyId: string
@@ -94,7 +130,7 @@ export class Tokenizer {
   /** One token now (CSV rows, values inside free text); TokenBatch is the cheaper way for many. */
   tokenize(type: string, value: string): string {
     const enc = this.encryptor(type)
-    return enc.prefix + Buffer.from(enc.siv.encrypt(Buffer.from(value, 'utf8'))).toString('base64url')
+    return enc.prefix + Buffer.from(enc.siv.encrypt(Buffer.from(tokenInput(type, value), 'utf8'))).toString('base64url')
   }
 
   /** Tokens collected now and computed together on flush() (same tokens as tokenize()). */
@@ -103,6 +139,7 @@ export class Tokenizer {
   }
 
   hash(type: string, value: string): string {
+    value = tokenInput(type, value)
     const memoKey = `h${type}\u0000${value}`
     const hit = this.#memo.get(memoKey)
     if (hit !== undefined) return hit
@@ -135,7 +172,7 @@ export class TokenBatch {
   add(type: string, value: string): PendingToken {
     const enc = this.#tokenizer.encryptor(type)
     const p = new PendingToken(enc.prefix)
-    this.#siv.add(enc.siv, value)
+    this.#siv.add(enc.siv, tokenInput(type, value))
     this.#pending.push(p)
     return p
   }
@@ -228,6 +265,7 @@ export function verifyHash(candidate: string, type: string, value: string, keyri
   if (entry === undefined) return false
   let k = derivedCache.get(entry)
   if (k === undefined) derivedCache.set(entry, (k = derive(entry)))
+  value = tokenInput(type, value)
   const want = hmacSha256(k, Buffer.from(`${type}\u0000${value}`, 'utf8')).subarray(0, 16)
   const got = Buffer.from(m[2]!, 'base64url')
   return got.length === want.length && timingSafeEqual(got, want)

@@ -22,32 +22,49 @@ export type FieldValidator = (value: string) => boolean
 
 // Asset suffixes that follow "@" in file names such as logo@2x.png; never a top-level domain
 // anyone mails to (png, js … are not delegated TLDs).
-const NOT_TLDS = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'ico', 'bmp', 'tif', 'tiff', 'css', 'js', 'mjs', 'ts', 'map', 'json', 'html', 'htm', 'php', 'txt', 'pdf', 'zip', 'mp4', 'mp3', 'woff', 'woff2'])
+// File extensions that are no delegated TLD either: an asset name in a URL path ("hero@2x.avif",
+// "report@q3.xlsx") is now read as a path segment, where an address may stand.
+const NOT_TLDS = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'ico', 'bmp', 'tif', 'tiff', 'css', 'js', 'mjs', 'ts', 'map', 'json', 'html', 'htm', 'php', 'txt', 'pdf', 'zip', 'mp4', 'mp3', 'woff', 'woff2',
+  'avif', 'heic', 'heif', 'apng', 'svgz', 'webm', 'mkv', 'avi', 'wav', 'ogg', 'flac', 'ttf', 'otf', 'eot', 'wasm', 'cjs', 'mts', 'cts', 'jsx', 'tsx', 'scss', 'less', 'vue', 'xml', 'yaml', 'yml', 'toml', 'csv', 'tsv', 'doc', 'docx', 'xls', 'xlsx', 'ppt', 'pptx', 'odt', 'ods', 'rtf', 'epub', 'tgz', 'gz', 'tar', 'rar', 'jar', 'war', 'log'])
 
 function isSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 34 || c === 39 || c === 60 || c === 62
 }
 
+// Where a candidate sits (see urlPlace).
+const FREE = 0
+const REFUSED = 1
+const SEGMENT = 2
+
 /**
- * Whether a candidate at text[start] is refused for where it sits in a URL: the whitespace-delimited
- * token before it has "://" (or starts with "www.") and the candidate is in the URL's authority or
- * path ("https://jane@example.com/" is userinfo, "https://cdn.example/u/a@b.com/x.png" a path).
- * A query or fragment value is data the URL carries, and an address there is one:
- * "https://x.example/u?email=jane@corp.com&x=1", "…?to=mailto:jane@corp.com", "#/u?e=jane@corp.com"
- * (one that follows "/" there is a URL inside the query: "?next=https://y.example/a@b.com").
+ * Where a candidate at text[start] sits in the whitespace-delimited token before it:
+ * - REFUSED: in a URL's authority ("https://jane@example.com/" is userinfo, "//jane@x.com/" too),
+ *   or in a URL elsewhere than after a separator that starts a value;
+ * - SEGMENT: a whole path segment, in a URL or a bare path ("https://x.example/users/jane@corp.com/
+ *   profile", "GET /u/jane%40corp.com HTTP/1.1", "?next=/u/jane@corp.com"): an address, which may be
+ *   followed by "/";
+ * - FREE: anywhere else, including a query or fragment value ("https://x.example/u?email=jane@corp.com&x=1",
+ *   "…?to=mailto:jane@corp.com", "#/u?e=jane@corp.com").
  */
-function refusedInUrl(text: string, start: number): boolean {
+function urlPlace(text: string, start: number): number {
+  const prev = text.charCodeAt(start - 1)
+  // "/" starts a path segment, unless "//" starts an authority
+  if (prev === 47) return text.charCodeAt(start - 2) === 47 ? REFUSED : SEGMENT
   let i = start - 1
   while (i >= 0 && !isSpace(text.charCodeAt(i))) i--
   const token = text.slice(i + 1, start)
   const scheme = token.indexOf('://')
-  if (scheme === -1 && !token.startsWith('www.')) return false
+  if (scheme === -1 && !token.startsWith('www.')) return FREE
   // the query or fragment of the (outermost) URL
   const q = token.search(/[?#]/)
-  if (q === -1 || q < scheme) return true
-  const prev = text.charCodeAt(start - 1)
-  // "=" "&" "?" "#" ";" "," start a value or list item; ":" ends "mailto:"
-  return !(prev === 61 || prev === 38 || prev === 63 || prev === 35 || prev === 59 || prev === 44 || (prev === 58 && /mailto:$/i.test(token)))
+  if (q !== -1 && q > scheme) {
+    // "=" "&" "?" "#" ";" "," start a value or list item; ":" ends "mailto:"
+    return prev === 61 || prev === 38 || prev === 63 || prev === 35 || prev === 59 || prev === 44 || (prev === 58 && /mailto:$/i.test(token)) ? FREE : REFUSED
+  }
+  // the authority runs to the first "/" after "://"; in the path, "=" ";" "," start a value
+  // ("/search/email=jane@corp.com", "/compare/a@x.com,b@y.com")
+  if (token.indexOf('/', scheme === -1 ? 0 : scheme + 3) === -1) return REFUSED
+  return prev === 61 || prev === 59 || prev === 44 ? SEGMENT : REFUSED
 }
 
 // Longest entry of NOT_TLDS: a longer TLD needs no lookup.
@@ -63,10 +80,14 @@ function emailAt(text: string, start: number, end: number, at: number): boolean 
   if (at > start && (text.charCodeAt(start) === 46 || text.charCodeAt(at - 1) === 46)) return false
   const dots = text.indexOf('..', start)
   if (dots !== -1 && dots <= at - 2) return false
-  // "https://jane@example.com/x" (userinfo) and "https://site/a@b.com" are URLs, not addresses.
-  if (refusedInUrl(text, start)) return false
+  // "https://jane@example.com/x" is userinfo, not an address; "https://x.example/u/jane@corp.com/x" one.
+  const place = urlPlace(text, start)
+  if (place === REFUSED) return false
   const next = text.charCodeAt(end)
-  if (next === 47) return false // "a@b.com/path"
+  if (place === SEGMENT) {
+    // the whole segment: "/u/jane@corp.com_old/" or "/jane@corp.com%2F…" is some other name
+    if (!(next !== next || isSpace(next) || next === 47 || next === 63 || next === 35 || next === 59 || next === 38 || next === 44 || next === 46 || next === 41 || next === 93 || next === 124)) return false
+  } else if (next === 47) return false // "a@b.com/path", "git@github.com/org/repo"
   // "git@github.com:org/repo.git", "deploy@host.example.com:/srv": an scp-style remote (user@host:path)
   return next !== 58 || !isPathStart(text.charCodeAt(end + 1))
 }

@@ -199,9 +199,17 @@ function luhnFailingCard(g: Gen): string {
   return formatCard(g, d.slice(0, -1) + last)
 }
 
-function emailInUrl(g: Gen): string {
+type Parts = (string | [string, string])[]
+
+/**
+ * URLs holding an "@": userinfo, an asset name, a handle (negatives), and since rules 1.2.3 an
+ * address that is a whole path segment (labeled; before, these were planted as negatives). The
+ * generator is drawn as before, so the rest of the corpus stays the same.
+ */
+function emailInUrl(g: Gen): Parts {
   const e = email(g)
-  return g.pick([`https://cdn.example.com/u/${e}/avatar.png`, `https://${e}/`, `http://files.example.org/share/${e}`, `https://example.com/static/logo@2x.png`, `https://example.com/@${g.pick(FIRST)}`])
+  const handle = g.pick(FIRST)
+  return g.pick<Parts>([[`https://cdn.example.com/u/`, ['email', e], `/avatar.png`], [`https://${e}/`], [`http://files.example.org/share/`, ['email', e]], [`https://example.com/static/logo@2x.png`], [`https://example.com/@${handle}`]])
 }
 
 function orderNumber(g: Gen): string {
@@ -295,8 +303,11 @@ const NEGATIVES: Planter[] = [
   (g, r) => put(r, g.pick(['comment', 'memo']), `id ${invalidSsn(g)} rejected`),
   (g, r) => put(r, g.pick(['note', 'memo']), `card ${luhnFailingCard(g)} declined`),
   (g, r) => put(r, g.pick(['reference', 'orderRef']), luhnFailingCard(g).replaceAll(' ', '')),
-  (g, r) => put(r, g.pick(['url', 'avatar', 'link']), emailInUrl(g)),
-  (g, r) => put(r, 'note', `see ${emailInUrl(g)} for details`),
+  (g, r) => {
+    const field = g.pick(['url', 'avatar', 'link'])
+    sentence(g, r, field, emailInUrl(g))
+  },
+  (g, r) => sentence(g, r, 'note', ['see ', ...emailInUrl(g), ' for details']),
   (g, r) => put(r, g.pick(['note', 'status']), orderNumber(g)),
   (g, r) => put(r, g.pick(['order_id', 'ticket']), `${g.int(2, 9)}${g.digits(9)}`),
   (g, r) => put(r, 'note', `dial ${invalidPhone(g)} failed`),
@@ -346,11 +357,39 @@ function trackingWithCardWindow(g: Gen): string {
 }
 
 const URL_NEGATIVES: Planter[] = [
-  (g, r) => put(r, g.pick(['url', 'avatar']), `https://cdn.example.com/u/${urlEncodeAt(email(g))}/avatar.png`),
-  (g, r) => put(r, 'link', `https://app.example.com/login?next=https://sso.example.com/u/${email(g)}`),
+  // addresses in a URL path: negatives until rules 1.2.3, labeled since (same draws)
+  (g, r) => {
+    const field = g.pick(['url', 'avatar'])
+    sentence(g, r, field, [`https://cdn.example.com/u/`, ['email', urlEncodeAt(email(g))], `/avatar.png`])
+  },
+  (g, r) => sentence(g, r, 'link', [`https://app.example.com/login?next=https://sso.example.com/u/`, ['email', email(g)]]),
   (g, r) => put(r, g.pick(['note', 'status']), `tracking ${trackingWithCardWindow(g)}`),
   (g, r) => put(r, g.pick(['note', 'status']), `tracking 1Z${luhnComplete(`4${g.digits(14)}`)}`),
   (g, r) => put(r, 'note', `${g.pick(['ref', 'batch', 'lot'])} ${g.pick(['020 7946 0018', '030 12345678', '01 23 45 67 89', `0${g.int(1, 9)}${g.digits(2)} ${g.digits(4)} ${g.digits(4)}`])}`),
+]
+
+// --- sweep 17: addresses in URL paths (rules 1.2.3) -----------------------------------------
+// Extra records after the URL records, from their own generator: an address that is a whole path
+// segment, raw or %40-encoded, in a URL, a bare request path or a path inside a query; next to
+// look-alikes that stay negatives (userinfo, asset names, package versions, handles).
+
+export const PATH_CORPUS_SIZE = 400
+
+const PATH_POSITIVES: Planter[] = [
+  (g, r) => sentence(g, r, g.pick(['url', 'link', 'referrer']), [`https://${g.pick(['x.example', 'app.example.com', 'crm.example.org'])}/${g.pick(['users', 'u', 'accounts', 'members'])}/`, ['email', email(g)], g.pick(['', '/', '/profile', '/orders?page=2', '#settings'])]),
+  (g, r) => sentence(g, r, g.pick(['url', 'path']), [`${g.pick(['https://x.example/u/', '/u/', '/api/v1/users/'])}`, ['email', urlEncodeAt(email(g))], g.pick(['', '/edit', '?tab=1'])]),
+  (g, r) => sentence(g, r, g.pick(['log', 'request']), [`${g.pick(['GET', 'DELETE', 'PUT'])} /api/users/`, ['email', email(g)], `${g.pick(['', '/orders'])} HTTP/1.1 ${g.pick(['200', '404'])}`]),
+  (g, r) => sentence(g, r, 'link', [`https://app.example.com/login?next=/u/`, ['email', email(g)], g.pick(['', '/home'])]),
+  (g, r) => sentence(g, r, 'note', [`profile moved to https://x.example/people/`, ['email', email(g)], `. Thanks`]),
+]
+
+const PATH_NEGATIVES: Planter[] = [
+  (g, r) => put(r, g.pick(['url', 'link']), `${g.pick(['https://', 'ftp://', '//'])}${email(g)}${g.pick(['/', '/inbox', ''])}`),
+  (g, r) => put(r, g.pick(['url', 'asset']), `https://cdn.example.com/img/${g.pick(WORDS)}@${g.int(2, 3)}x.${g.pick(['png', 'webp', 'avif', 'svg'])}`),
+  (g, r) => put(r, 'url', `https://cdn.example.net/npm/${g.pick(['bootstrap', 'react', 'lodash'])}@${g.int(1, 18)}.${g.int(0, 9)}.${g.int(0, 9)}/dist/index.min.js`),
+  (g, r) => put(r, 'url', `https://medium.com/@${g.pick(FIRST)}.${g.pick(LAST)}/${g.pick(WORDS)}-${g.digits(6)}`),
+  (g, r) => put(r, 'url', `https://files.example.org/reports/${g.pick(WORDS)}@q${g.int(1, 4)}.${g.pick(['xlsx', 'docx', 'csv', 'pdf'])}`),
+  (g, r) => put(r, 'note', `push to ${g.pick(['git', 'deploy'])}@${g.pick(['github.com', 'git.example.com'])}/${g.pick(WORDS)}/${g.pick(WORDS)}`),
 ]
 
 export function generateCorpus(seed = CORPUS_SEED, size = CORPUS_SIZE): CorpusRecord[] {
@@ -376,6 +415,16 @@ export function generateCorpus(seed = CORPUS_SEED, size = CORPUS_SIZE): CorpusRe
     u.pick(URL_POSITIVES)(u, rec)
     const before = JSON.stringify(rec.fields)
     u.pick(URL_NEGATIVES)(u, rec)
+    if (JSON.stringify(rec.fields) !== before) rec.hardNegatives++
+    rec.labels = rec.labels.filter((l) => rec.fields[l.field]?.includes(l.value))
+    records.push(rec)
+  }
+  const p = new Gen(seed ^ 0x17)
+  for (let id = size + URL_CORPUS_SIZE + 1; id <= size + URL_CORPUS_SIZE + PATH_CORPUS_SIZE; id++) {
+    const rec: CorpusRecord = { id, fields: { id: String(id), name: `${p.pick(FIRST)} ${p.pick(LAST)}` }, labels: [], hardNegatives: 0 }
+    p.pick(PATH_POSITIVES)(p, rec)
+    const before = JSON.stringify(rec.fields)
+    p.pick(PATH_NEGATIVES)(p, rec)
     if (JSON.stringify(rec.fields) !== before) rec.hardNegatives++
     rec.labels = rec.labels.filter((l) => rec.fields[l.field]?.includes(l.value))
     records.push(rec)

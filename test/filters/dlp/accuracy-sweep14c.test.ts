@@ -246,7 +246,7 @@ function buildCorpus(): Sample[] {
     ['zip code', () => pick([`${digits(5)}`, `San Francisco, CA ${digits(5)}-${digits(4)}`, `SW1A 1AA`, `${digits(5)} Berlin`])],
     ['hex hash', () => pick([hex(40), hex(64), `sha256:${hex(64)}`, hex(32), `commit ${hex(7)}`])],
     ['misc id', () => pick([`IMEI 35${digits(13)}`, `ICCID 89${digits(18)}`, `snowflake 1${digits(18)}`, `routing number 3222${digits(5)}`, `acct 12${digits(8)}`])],
-    ['asset', () => pick([`logo@2x.png`, `see icon@3x.png.`, `https://cdn.example.com/u/${pick(FIRST)}@example.com/avatar.png`, `git@github.com:org/repo.git`])],
+    ['asset', () => pick([`logo@2x.png`, `see icon@3x.png.`, `https://cdn.example.com/img/${pick(FIRST)}@2x.avif`, `git@github.com:org/repo.git`])],
   ]
   for (const [kind, gen] of negatives) for (let i = 0; i < 100; i++) add(kind, pick(['note', 'ref', 'id', 'updated', 'version', 'value']), gen())
   return out

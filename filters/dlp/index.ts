@@ -125,6 +125,12 @@ export function canonicalPath(path: string): string {
   return segs.length === 0 ? '/' : `/${segs.join('/')}${trailing ? '/' : ''}`
 }
 
+/** RFC 7464 JSON text sequences: each record starts with RS (0x1E). */
+function isJsonSeq(contentType: string | string[] | undefined): boolean {
+  const ct = Array.isArray(contentType) ? contentType[0] : contentType
+  return ct !== undefined && ct.toLowerCase().includes('json-seq')
+}
+
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
   const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
   if (ct.includes('ndjson') || ct.includes('jsonl') || ct.includes('json-seq') || ct.includes('jsonlines')) return 'ndjson'
@@ -414,7 +420,7 @@ class DlpFilter implements Filter {
     }
     // The counts go out as an `x-dlp` trailer (chunked), announced in the head.
     res.headers.trailer = 'x-dlp'
-    const stream = new DlpStream(this, ctx, plan, session, upstream, health)
+    const stream = new DlpStream(this, ctx, plan, session, upstream, health, format === 'ndjson' && isJsonSeq(res.headers['content-type']))
     for (const b of out) stream.push(b)
     upstream.on('error', (err) => stream.destroy(err))
     upstream.pipe(stream)
@@ -555,10 +561,13 @@ class DlpStream extends Transform {
   readonly #session: ExportSession
   readonly #upstream: Readable
   readonly #health: BodyHealth
+  /** application/json-seq: the error record starts with RS, like every record. */
+  readonly #jsonSeq: boolean
   #done = false
 
-  constructor(filter: DlpFilter, ctx: RequestContext, plan: ExportPlan, session: ExportSession, upstream: Readable, health: BodyHealth) {
+  constructor(filter: DlpFilter, ctx: RequestContext, plan: ExportPlan, session: ExportSession, upstream: Readable, health: BodyHealth, jsonSeq: boolean) {
     super({ highWaterMark: 64 * 1024 })
+    this.#jsonSeq = jsonSeq
     this.#filter = filter
     this.#ctx = ctx
     this.#plan = plan
@@ -628,7 +637,7 @@ class DlpStream extends Transform {
       // The record that tripped the stop was counted but not sent.
       const ext: Record<string, unknown> = { preset: this.#plan.preset, records: stop.kind === 'malformed' ? session.records : session.records - 1 }
       if (stop.type !== undefined) Object.assign(ext, { type: stop.type, count: stop.count, rule: stop.rule })
-      const lead = session.bytesOut > 0 ? '\n' : ''
+      const lead = (session.bytesOut > 0 ? '\n' : '') + (this.#jsonSeq ? '\x1e' : '')
       this.push(`${lead}${errorBody('DLP_BLOCKED', stop.message, ext)}\n`)
       this.#ctx.res?.addTrailers({ 'x-dlp': this.#filter.summary(this.#plan.preset, session) })
       this.push(null)

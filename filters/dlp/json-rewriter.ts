@@ -358,6 +358,12 @@ export class JsonRewriter {
           continue
         }
       }
+      // A record separator (RFC 7464 application/json-seq: RS before each record) between
+      // records, copied like whitespace.
+      if (c === 0x1e && o.multi && this.#depth === 0 && expect === EXPECT_VALUE) {
+        i++
+        continue
+      }
       if (expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE) this.#fail('unexpected character', i)
       // a number or a literal: scan to its end
       let j = i

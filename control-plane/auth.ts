@@ -102,6 +102,11 @@ function subjectOf(p: JWTPayload): Subject {
   // sub is the audit actor and tenant a filter in SQL: text columns that cannot hold NUL.
   if (p.sub.includes('\u0000') || (typeof p.tenant === 'string' && p.tenant.includes('\u0000'))) throw new AuthError(401, 'token "sub" or "tenant" claim contains a NUL character')
   const s: Subject = { sub: p.sub, roles: strings(p.roles), attributes: strings(p.attrs ?? p.attributes) }
+  // Every string of the subject reaches the policy engine, whose JSON parser refuses a lone
+  // UTF-16 surrogate ("\ud800" in the token's JSON): such a token would otherwise be a 403
+  // carrying the engine's parse error. It is not a credential this service can read: 401.
+  const bad = !p.sub.isWellFormed() ? 'sub' : typeof p.tenant === 'string' && !p.tenant.isWellFormed() ? 'tenant' : !s.roles.every((r) => r.isWellFormed()) ? 'roles' : !s.attributes.every((a) => a.isWellFormed()) ? (p.attrs !== undefined ? 'attrs' : 'attributes') : undefined
+  if (bad !== undefined) throw new AuthError(401, `token "${bad}" claim is not valid Unicode (it holds a lone UTF-16 surrogate)`)
   // A tenant claim scopes the token; one that is present but not a usable id (a number, a list,
   // null, "") must not leave the token unscoped, i.e. with authority over every tenant: refused.
   if (p.tenant !== undefined) {
@@ -155,6 +160,10 @@ export class Authorizer {
     try {
       d = this.#policy.evaluate<Decision>({ subject, action, resource, context }, 'intelgraph/admin/decision')
     } catch (err) {
+      // The engine's JSON parser refuses a lone UTF-16 surrogate anywhere in the input: that is
+      // the request's text, not a policy failure, and the engine's parse error says nothing useful
+      // to the caller. Checked only here, on the failure path.
+      if (!wellFormed({ subject, action, resource, context }, 0)) return { allow: false, reason: 'the request holds text that is not valid Unicode (a lone UTF-16 surrogate)' }
       // A policy that fails to evaluate denies (a 403 saying so), never a 500 or an allow.
       return { allow: false, reason: `policy evaluation failed: ${(err as Error).message}` }
     }
@@ -170,6 +179,16 @@ export class Authorizer {
     const d = this.decide(subject, action, resource, context)
     if (!d.allow) throw new AuthError(403, `${action} on ${resource.type}${resource.id ? `/${resource.id}` : ''} denied: ${d.reason}`)
   }
+}
+
+/** Whether every string (and key) in a JSON-like value is well-formed UTF-16 (what lies past 64 levels is not looked at). */
+function wellFormed(v: unknown, depth: number): boolean {
+  if (typeof v === 'string') return v.isWellFormed()
+  if (typeof v !== 'object' || v === null) return true
+  if (depth > 64) return true
+  if (Array.isArray(v)) return v.every((x) => wellFormed(x, depth + 1))
+  for (const [k, x] of Object.entries(v)) if (!k.isWellFormed() || !wellFormed(x, depth + 1)) return false
+  return true
 }
 
 /** Mint an HS256 token (the demo and tests; production tokens come from your identity provider). */

@@ -12,6 +12,7 @@ import { requestIdFor } from './http-kit.ts'
 import { ADMIN_GRAPHQL_LIMITS, bodyTooLarge, checkDocument, scanDocument, type GraphQLLimits, type LimitRefusal } from './graphql-limits.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
 import { isQuotaKind } from './quota-section.ts'
+import { DatabaseUnavailable, NulInText, StorageFull } from './db.ts'
 import { NotFound, PreconditionFailed, ValidationFailed } from './store.ts'
 
 export const ADMIN_SDL = /* GraphQL */ `
@@ -75,12 +76,35 @@ function tenantArg(ctx: GraphQLContext, arg: unknown): string {
   return t
 }
 
+/** The driver's error behind each SERVICE_UNAVAILABLE error (as `originalError` it would get the error masked), for the log. */
+const unavailableCauses = new WeakMap<object, unknown>()
+
 function asGraphQLError(err: unknown): never {
   if (err instanceof Error && err.name === 'GraphQLError') throw err
   if (err instanceof ValidationFailed) throw createGraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT', problems: err.problems } })
   if (err instanceof NotFound) throw createGraphQLError(err.message, { extensions: { code: 'NOT_FOUND' } })
   if (err instanceof PreconditionFailed) throw createGraphQLError(err.message, { extensions: { code: 'CONFLICT' } })
+  if (err instanceof NulInText) throw createGraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT' } })
+  // What REST answers 503 + Retry-After: the request was fine and may be retried. Masked as an
+  // "Unexpected error." it read as a bug (and was logged and counted as one).
+  if (err instanceof DatabaseUnavailable || err instanceof StorageFull) {
+    const full = err instanceof StorageFull
+    const e = createGraphQLError(full ? 'the database is out of disk space; nothing was changed, try again once space is freed' : 'the database is unavailable; try again shortly', {
+      extensions: { code: full ? 'STORAGE_FULL' : 'SERVICE_UNAVAILABLE', http: { status: 503, headers: { 'retry-after': full ? '30' : '5' }, spec: false } },
+    })
+    unavailableCauses.set(e, err.cause ?? err)
+    throw e
+  }
   throw err
+}
+
+/** Runs a resolver's work with the store's errors as GraphQL errors (REST maps the same ones to statuses). */
+async function mapped<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (err) {
+    return asGraphQLError(err)
+  }
 }
 
 export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
@@ -89,27 +113,21 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
     resolvers: {
       SafeInt,
       Query: {
-        quotas: async (_root, args: { tenant?: string }, ctx) => quotaViews(deps, tenantArg(ctx, args.tenant)),
+        quotas: async (_root, args: { tenant?: string }, ctx) => mapped(() => quotaViews(deps, tenantArg(ctx, args.tenant))),
       },
       Mutation: {
         setQuota: async (_root, args: { kind: string; limitPerDay: number; tenant?: string }, ctx) => {
           const tenant = tenantArg(ctx, args.tenant)
           if (!isQuotaKind(args.kind)) throw createGraphQLError(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, { extensions: { code: 'BAD_USER_INPUT' } })
           if (args.limitPerDay < 0) throw createGraphQLError('limitPerDay must be >= 0', { extensions: { code: 'BAD_USER_INPUT' } })
-          try {
-            await setQuota(deps, ctx.subject.sub, tenant, args.kind, args.limitPerDay)
-          } catch (err) {
-            asGraphQLError(err)
-          }
-          return (await quotaViews(deps, tenant)).find((q) => q.kind === args.kind)
+          const kind = args.kind
+          return mapped(async () => {
+            await setQuota(deps, ctx.subject.sub, tenant, kind, args.limitPerDay)
+            return (await quotaViews(deps, tenant)).find((q) => q.kind === kind)
+          })
         },
-        setDlpPreset: async (_root, args: { preset: string; tenant?: string }, ctx) => {
-          try {
-            return await setDlpPreset(deps.store, ctx.subject.sub, typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant, args.preset)
-          } catch (err) {
-            asGraphQLError(err)
-          }
-        },
+        setDlpPreset: async (_root, args: { preset: string; tenant?: string }, ctx) =>
+          mapped(() => setDlpPreset(deps.store, ctx.subject.sub, typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant, args.preset)),
       },
     },
   })
@@ -125,6 +143,13 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       if (attr === undefined) continue
       const inner = field.resolve!
       field.resolve = (root, args: Record<string, unknown>, ctx: GraphQLContext, info) => {
+        // A String variable is JSON, which may carry a lone UTF-16 surrogate ("\ud800"): not text
+        // any id can hold, and the policy engine cannot read it (the REST API refuses the same in
+        // a path as a 400). Refused as the caller's input, before the policy is asked.
+        for (const k in args) {
+          const v = args[k]
+          if (typeof v === 'string' && !v.isWellFormed()) throw createGraphQLError(`argument "${k}" is not valid Unicode (it holds a lone UTF-16 surrogate)`, { extensions: { code: 'BAD_USER_INPUT' } })
+        }
         // The tenant the resolver acts on (tenantArg: an empty `tenant:` is the caller's claim),
         // so the policy decides on what is written, never on another reading of the argument.
         const tenant = typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant
@@ -196,6 +221,27 @@ function limitBody(request: Request, limits: GraphQLLimits, refusals: WeakSet<ob
   return new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, signal: request.signal, body: limited, duplex: 'half' } as RequestInit)
 }
 
+/** Content types a POST may carry: JSON (as the REST API) and `application/graphql`, neither of which a browser sends cross-origin without a preflight. */
+const POST_BODY_TYPE = /^application\/(?:[a-z.+-]*\+)?json\b|^application\/graphql\b/i
+
+/**
+ * A POST must be JSON (or `application/graphql`), as for the REST API: yoga also takes
+ * `application/x-www-form-urlencoded`, which a browser page on any origin may send without a
+ * preflight; behind a proxy that adds the bearer token from a session cookie (oauth2-proxy and
+ * the like) such a form ran `mutation { setQuota … }` for the signed-in admin. The refusal is a
+ * 415 with a GraphQL error body (yoga's own 415, for text/plain, had no body at all).
+ */
+function useJsonPosts(): Plugin<Record<string, unknown>, ServerContext> {
+  return {
+    onRequestParse({ request }) {
+      if (request.method !== 'POST') return
+      const type = request.headers.get('content-type') ?? ''
+      if (POST_BODY_TYPE.test(type)) return
+      throw createGraphQLError(`expected a JSON body (content-type: application/json), got "${type.slice(0, 100) || 'none'}"`, { extensions: { code: 'UNSUPPORTED_MEDIA_TYPE', http: { status: 415, spec: false } } })
+    },
+  }
+}
+
 /** What server.ts passes to yoga.handle; the Node adapter adds the response as `res`. */
 type ServerContext = { req: IncomingMessage; res?: ServerResponse }
 
@@ -237,6 +283,12 @@ function useAdminLimits(limits: GraphQLLimits, logger: Logger, metrics: ControlP
             const ext = err.extensions as { limit: string; max: number }
             refused.labels(ext.limit).inc()
             logger.warn({ requestId, sub: requestSubjects.get(req)?.sub, limit: ext.limit, max: ext.max, detail: err.message }, 'graphql request refused by a limit')
+          } else if (err.originalError && unavailableCauses.has(err.originalError)) {
+            // As REST's 503: the request id in the answer, the driver's error in the log.
+            ;(err.extensions as Record<string, unknown>).requestId = requestId
+            const full = (err.extensions as { code?: unknown }).code === 'STORAGE_FULL'
+            if (full) metrics.storageFull.inc()
+            logger.error({ err: unavailableCauses.get(err.originalError), requestId, sub: requestSubjects.get(req)?.sub, path: err.path }, full ? 'graphql request failed: the database is out of disk space (nothing of the change was kept)' : 'graphql request failed: the database is unavailable')
           } else if (unexpected.has(err)) {
             failures.inc()
             ;(err.extensions as Record<string, unknown>).requestId = requestId
@@ -271,13 +323,19 @@ export function createAdminYoga(deps: ApiDeps): YogaServerInstance<ServerContext
     // Yoga's own logger would print errors without the request id: useAdminLimits logs them.
     logging: false,
     maskedErrors: {
-      maskError(error, message, isDev) {
-        const masked = maskError(error, message, isDev)
+      maskError(error, message) {
+        // Never isDev: yoga's default reads NODE_ENV=development as "put the original error, its
+        // stack and cause (SQL text, file paths) in the response". The log has them.
+        const masked = maskError(error, message, false)
         if (masked !== error) unexpected.set(masked, error)
         return masked
       },
     },
-    plugins: [useAdminLimits(ADMIN_GRAPHQL_LIMITS, deps.logger, deps.metrics, unexpected)],
+    plugins: [useJsonPosts(), useAdminLimits(ADMIN_GRAPHQL_LIMITS, deps.logger, deps.metrics, unexpected)],
+    // The REST API sends no CORS headers; yoga's default echoed any Origin with
+    // `access-control-allow-credentials: true`, letting any site read the answers of requests a
+    // browser sends with ambient credentials (a cookie a fronting proxy turns into the bearer token).
+    cors: false,
     // Replaced by useAdminLimits' bound, whose refusal names the limit (yoga's default is 25 MB).
     maxRequestBodySize: false,
     // Nothing in the schema takes an Upload: multipart would only be another way to send a body.

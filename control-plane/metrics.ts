@@ -30,6 +30,7 @@ export class ControlPlaneMetrics {
   readonly streamBuffered: Gauge
   readonly graphqlRefusals = new Counter({ name: 'igw_control_plane_graphql_refusals_total', help: 'GraphQL admin requests refused by a limit before execution, by limit', labelNames: ['limit'] as const, registers: [this.registry] })
   readonly usageSaturations = new Counter({ name: 'igw_control_plane_usage_counter_saturations_total', help: 'Usage counters (tenant, day, counter) found at their maximum, 9007199254740991, after a report added to them: counts beyond it are not recorded', registers: [this.registry] })
+  readonly storageFull = new Counter({ name: 'igw_control_plane_storage_full_total', help: 'Writes refused because the database is out of disk space (SQLITE_FULL, ENOSPC, EDQUOT, PostgreSQL disk_full), REST and GraphQL; nothing of them was kept', registers: [this.registry] })
   readonly graphqlUnexpected = new Counter({ name: 'igw_control_plane_graphql_unexpected_errors_total', help: 'Unexpected errors in GraphQL admin requests (masked toward the client, logged with the request id)', registers: [this.registry] })
 
   constructor(collect: { proxiesConnected: () => number; headVersion: () => number; streamBufferedBytes?: () => number }) {

@@ -2,7 +2,6 @@
 import type { KeyObject } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
-import { Counter } from 'prom-client'
 import { buildRoutes, type ApiDeps } from './api.ts'
 import { LRUCache } from 'lru-cache'
 import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
@@ -86,9 +85,6 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
   const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
-  // Writes refused because the store is out of space (each a 503): an alert can fire on the first.
-  const storageFull = new Counter({ name: 'igw_control_plane_storage_full_total', help: 'Writes refused because the database is out of disk space (SQLITE_FULL, ENOSPC, EDQUOT, PostgreSQL disk_full); nothing of them was kept', registers: [metrics.registry] })
-  storageFull.inc(0)
   store.on('committed', () => metrics.commits.inc())
   store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
   store.on('version', (head) => {
@@ -198,7 +194,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     res.once('close', count)
     handle(req, res, seen).catch((err: unknown) => {
       const e = toHttpError(err, requestId)
-      if (err instanceof StorageFull) storageFull.inc()
+      if (err instanceof StorageFull) metrics.storageFull.inc()
       if (e.status >= 500) logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : err instanceof StorageFull ? 'request failed: the database is out of disk space (nothing of the change was kept)' : 'request failed')
       if (res.headersSent) {
         res.destroy()

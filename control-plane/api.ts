@@ -20,6 +20,9 @@ import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './sto
 import { localDay, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
 import type { UsedToday } from './used-today.ts'
 
+/** Longer than any token the DLP tokenizer makes (it refuses them too: filters/dlp/tokenizer.ts). */
+const MAX_TOKEN_CHARS = 16_384
+
 export interface ApiDeps extends PluginRouteDeps {
   store: ConfigStore
   hub: PushHub
@@ -872,6 +875,10 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       async handle(ctx) {
         const b = (await readJson(ctx.req)) as { tokens?: unknown; tenant?: unknown }
         if (!Array.isArray(b?.tokens) || b.tokens.some((t) => typeof t !== 'string') || b.tokens.length > 1000) throw new HttpError(400, 'expected {tokens: string[] (at most 1000)}')
+        // Every token is written to the audit log (twice when it fails): a 4 MiB body of one
+        // junk "token" would put ~8 MiB in an entry. No token the tokenizer makes is this long.
+        const long = (b.tokens as string[]).findIndex((t) => t.length > MAX_TOKEN_CHARS)
+        if (long !== -1) throw new HttpError(400, `tokens[${long}]: longer than ${MAX_TOKEN_CHARS} characters, not a DLP token`)
         if (deps.detokenizer === undefined) throw new HttpError(501, 'no DLP tokenizer is available in this build')
         let out
         try {

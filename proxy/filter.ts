@@ -98,4 +98,11 @@ export interface FilterModule<C = never> {
   create: FilterFactory<C>
   /** Bytes of SharedArrayBuffer this filter needs across worker threads (allocated once). */
   sharedBytes?: number
+  /**
+   * Called by the supervisor once worker thread `workerId` has exited (crashed, hit its heap
+   * limit, was stopped by the watchdog, drained): releases what that thread held in `shared` and
+   * can no longer give back itself (quota: concurrency slots, the in-flight count). Returns how
+   * much was released (logged).
+   */
+  workerExited?(shared: SharedArrayBuffer, workerId: number): number
 }

@@ -291,7 +291,26 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
   const health = { current: new UpstreamHealth(config, onHealth) }
 
-  function spawn(slot: WorkerSlot, firstStart: (err?: Error) => void): void {
+  /**
+   * What thread `id` held in shared memory and can no longer give back itself: released once the
+   * thread is gone (its 'exit': it runs no more code), whether it crashed or drained.
+   */
+  function releaseShares(id: number): number {
+    let released = 0
+    for (const [name, mod] of Object.entries(filterModules)) {
+      const buffer = shared[name]
+      if (mod.workerExited === undefined || buffer === undefined) continue
+      try {
+        released += mod.workerExited(buffer, id)
+      } catch (err) {
+        logger.error({ err, worker: id, filter: name }, 'releasing a dead worker thread\'s shared state failed')
+      }
+    }
+    return released
+  }
+
+  /** `restart`: it replaces a thread that died (one that dies before listening is retried too). */
+  function spawn(slot: WorkerSlot, firstStart: (err?: Error) => void, restart = false): void {
     const data: WorkerData = { workerId: slot.id, version, config, shared, host, port }
     const oldGenerationMb = workerOldGenerationMb(config)
     const worker = new Worker(WORKER_URL, {
@@ -310,6 +329,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     slot.pingSentAt = 0
     slot.version = data.version
     let started = false
+    /** Why the thread died, when Node says (the heap limit: ERR_WORKER_OUT_OF_MEMORY; an uncaught exception). */
+    let died: Error | undefined
     worker.on('message', (msg: FromWorker) => {
       switch (msg.t) {
         case 'log':
@@ -361,7 +382,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           return
       }
     })
-    worker.on('error', (err) => logger.error({ err, worker: slot.id }, 'worker thread error'))
+    worker.on('error', (err) => {
+      died = err
+      logger.error({ err, worker: slot.id }, 'worker thread error')
+    })
     worker.on('exit', (code) => {
       slot.listening = false
       slot.worker = undefined
@@ -372,19 +396,30 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       for (const w of usageWaiters.values()) forget(w, slot.id)
       for (const w of applyWaiters.values()) forget(w, slot.id)
       retire(slot, worker)
+      const released = releaseShares(slot.id)
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
         return
       }
-      if (!started) return // a start failure is reported by firstStart, not retried here
+      if (!started) {
+        // It died before it listened without saying why (the heap limit while loading, an
+        // uncaught exception, terminated): a start failure all the same. Unreported, the first
+        // start waited forever (the CLI hung after one log line) and a restarted thread's slot
+        // stayed empty for the life of the process (one worker less, /readyz 503 for good).
+        started = true
+        const errCode = (died as NodeJS.ErrnoException | undefined)?.code
+        const why = died !== undefined ? `: ${died.message}${errCode !== undefined ? ` [${errCode}]` : ''}` : ''
+        firstStart(Object.assign(new Error(`worker ${slot.id} exited with code ${code} before listening${why}`), errCode !== undefined ? { code: errCode } : {}))
+        if (!restart) return // the proxy's start fails with it; a restart is retried below
+      }
       // A worker died: the others keep serving; bring it back with a growing backoff.
       restarts.inc()
       const stable = Date.now() - slot.lastStart > 30_000
       slot.restarts = stable ? 0 : slot.restarts + 1
       const delay = RESTART_BACKOFF_MS[Math.min(slot.restarts, RESTART_BACKOFF_MS.length - 1)]!
-      logger.error({ worker: slot.id, code, restartInMs: delay }, 'worker thread exited; restarting')
+      logger.error({ worker: slot.id, code, restartInMs: delay, ...(released > 0 ? { quotaSlotsReleased: released } : {}) }, 'worker thread exited; restarting')
       setTimeout(() => {
-        if (!closing) spawn(slot, (err) => err && logger.error({ err }, 'worker restart failed'))
+        if (!closing) spawn(slot, (err) => err && logger.error({ err }, 'worker restart failed'), true)
       }, delay).unref()
     })
   }

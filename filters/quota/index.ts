@@ -14,11 +14,11 @@ import { calendarFor, type TenantCalendar } from './calendar.ts'
 import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from './local-limiter.ts'
 import { shouldShed } from './qos.ts'
 import type { LatencySeries, QuotaMetrics } from './quota-metrics.ts'
-import { quotaRuntime, type QuotaRuntime } from './quota-runtime.ts'
+import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-runtime.ts'
 import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
-import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
+import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
 import { MICRO } from './token-bucket.ts'
 
 const ANONYMOUS = '_anonymous'
@@ -39,6 +39,8 @@ interface Resolved {
   redisRule: DecisionRule | undefined
   redisStore: RedisQuotaStore | undefined
   concurrentIndex: number
+  /** This worker thread's share of that count (shared-table.ts ledgers: given back if it dies). */
+  concurrentLedger: number
   releaseConcurrent: () => void
 }
 
@@ -90,6 +92,7 @@ class RedisDecision implements DecisionWaiter {
 class QuotaFilter implements Filter {
   readonly name = 'quota'
   readonly #rt: QuotaRuntime
+  readonly #attachment: QuotaAttachment
   readonly #kind: QuotaKind
   readonly #shadow: boolean
   readonly #ietf: boolean
@@ -108,10 +111,14 @@ class QuotaFilter implements Filter {
   readonly #would: Record<number, Child>
   readonly #timers: Record<Path, LatencySeries>
   readonly #releaseInflight: () => void
+  readonly #workerId: number
+  /** This worker thread's share of the in-flight count (given back by the supervisor if it dies). */
+  readonly #inflightLedger: number
   #sample = 0
 
-  constructor(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime) {
+  constructor(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime, attachment: QuotaAttachment) {
     this.#rt = rt
+    this.#attachment = attachment
     this.#kind = cfg.kind
     this.#shadow = cfg.shadow
     this.#ietf = cfg.headers.ratelimit
@@ -133,7 +140,16 @@ class QuotaFilter implements Filter {
     }
     this.#timers = { local: this.#m.decisions.series(k, 'local'), redis: this.#m.decisions.series(k, 'redis'), fallback: this.#m.decisions.series(k, 'fallback') }
     const i32 = this.#i32
-    this.#releaseInflight = () => void Atomics.sub(i32, H_INFLIGHT, 1)
+    this.#workerId = deps.workerId
+    const ledger = (this.#inflightLedger = rt.table.inflightLedger(deps.workerId))
+    // Counted in the thread's ledger as well as in the shared count, so that a thread that dies
+    // holding it does not hold it for the life of the process (the supervisor releases its share).
+    // The count goes first here, the ledger first on the way in: a thread cut off between the
+    // two leaves its ledger at most one ahead, and a release never takes a count below zero.
+    this.#releaseInflight = () => {
+      Atomics.sub(i32, H_INFLIGHT, 1)
+      Atomics.sub(i32, ledger, 1)
+    }
   }
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
@@ -187,6 +203,7 @@ class QuotaFilter implements Filter {
     // (only ids that could not be stored locally — too long, not ASCII — share one).
     const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT && !table.storable(tenant) ? OVERFLOW : tenant
     const concurrentIndex = table.si(slot, S_CONCURRENT + rule.kindIndex)
+    const concurrentLedger = table.concurrentLedger(this.#workerId, slot, rule.kindIndex)
     const i32 = this.#i32
     const r: Resolved = {
       tenant: keyTenant,
@@ -197,7 +214,11 @@ class QuotaFilter implements Filter {
       redisRule: undefined,
       redisStore: undefined,
       concurrentIndex,
-      releaseConcurrent: () => void Atomics.sub(i32, concurrentIndex, 1),
+      concurrentLedger,
+      releaseConcurrent: () => {
+        Atomics.sub(i32, concurrentIndex, 1)
+        Atomics.sub(i32, concurrentLedger, 1)
+      },
     }
     map.set(key, r)
     return r
@@ -218,11 +239,12 @@ class QuotaFilter implements Filter {
       if (!shouldShed(Atomics.load(this.#i32, H_INFLIGHT), max, delay, maxDelay, shedAt)) return undefined
       return this.#shed(tier)
     }
+    Atomics.add(this.#i32, this.#inflightLedger, 1)
     const before = Atomics.add(this.#i32, H_INFLIGHT, 1)
     if (shouldShed(before, max, delay, maxDelay, shedAt)) {
       const reply = this.#shed(tier)
       if (reply !== undefined) {
-        Atomics.sub(this.#i32, H_INFLIGHT, 1)
+        this.#releaseInflight()
         return reply
       }
     }
@@ -242,12 +264,13 @@ class QuotaFilter implements Filter {
 
   #acquire(ctx: RequestContext, r: Resolved): LocalReply | undefined {
     const max = r.rule.maxConcurrent
+    Atomics.add(this.#i32, r.concurrentLedger, 1)
     const before = Atomics.add(this.#i32, r.concurrentIndex, 1)
     if (before >= max) {
       if ((r.rule.shadowMask & RULE_CONCURRENT) !== 0) {
         this.#would[RULE_CONCURRENT]!.inc()
       } else {
-        Atomics.sub(this.#i32, r.concurrentIndex, 1)
+        r.releaseConcurrent()
         this.#rejected[RULE_CONCURRENT]!.inc()
         if (this.#ietf) {
           if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
@@ -465,30 +488,46 @@ class QuotaFilter implements Filter {
   }
 
   close(): Promise<void> {
-    return this.#rt.detach()
+    return this.#rt.detach(this.#attachment)
   }
 }
 
-export const quotaFilter: FilterModule<QuotaFilterConfig> = {
+export const quotaFilter: FilterModule<QuotaFilterConfig> & Required<Pick<FilterModule, 'workerExited'>> = {
   sharedBytes: QUOTA_SHARED_BYTES,
+  /**
+   * The supervisor saw worker thread `workerId` exit: give back the concurrency slots and
+   * in-flight count it still held (its cleanups never ran). Returns how many were released.
+   */
+  workerExited(shared, workerId) {
+    return new QuotaTable(shared).releaseWorker(workerId)
+  },
   async create(cfg, deps) {
     const rt = quotaRuntime(deps.shared, deps.config, deps.logger)
-    rt.attach(deps.config, deps.registry, deps.redis)
-    // Find today's boundaries in every configured zone now: the first Intl use in a thread
-    // costs ~100 ms of ICU loading, which must not land on a request.
-    const now = Date.now()
-    calendarFor('UTC').dayOf(now)
-    for (const t of Object.values(deps.config.tenants)) calendarFor(t.timezone).dayOf(now)
-    // Every listed tenant gets its slot now, before any client can fill the table with made-up ids.
-    for (const t of Object.keys(deps.config.tenants)) rt.table.slotOf(t)
-    const store = rt.store
-    if (store !== undefined) {
-      // Connected before the first request, and counted among the live proxies.
-      await store.warmUp(1_000)
-      await rt.beatNow()
+    const attachment = rt.attach(deps.config, deps.registry, deps.redis)
+    try {
+      return await build(cfg, deps, rt, attachment)
+    } catch (err) {
+      await rt.detach(attachment) // no filter to close it later
+      throw err
     }
-    return new QuotaFilter(cfg, deps, rt)
   },
+}
+
+async function build(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime, attachment: QuotaAttachment): Promise<QuotaFilter> {
+  // Find today's boundaries in every configured zone now: the first Intl use in a thread
+  // costs ~100 ms of ICU loading, which must not land on a request.
+  const now = Date.now()
+  calendarFor('UTC').dayOf(now)
+  for (const t of Object.values(deps.config.tenants)) calendarFor(t.timezone).dayOf(now)
+  // Every listed tenant gets its slot now, before any client can fill the table with made-up ids.
+  for (const t of Object.keys(deps.config.tenants)) rt.table.slotOf(t)
+  const store = rt.store
+  if (store !== undefined) {
+    // Connected before the first request, and counted among the live proxies.
+    await store.warmUp(1_000)
+    await rt.beatNow()
+  }
+  return new QuotaFilter(cfg, deps, rt, attachment)
 }
 
 export { usedTodayFromRedis, usedTodayFromState } from '../../config/quota-usage.ts'

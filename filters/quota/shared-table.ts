@@ -7,6 +7,8 @@
 //   slots    TENANT_CAPACITY × (Int32 × 24 | Float64 × 40 | key bytes × 128)
 //            per kind (4): lock, concurrent count, mode | tokens, last refill, day, used, …
 //   rings    RING_CAPACITY × (Int32 lock | Float64 × RING_F64)
+//   ledgers  WORKER_LEDGERS × Int32 × (1 + TENANT_CAPACITY × KINDS): what each worker thread holds
+//            of the in-flight count and of every concurrency count (see releaseWorker)
 //
 // Slot 0 and ring 0 are the overflow: tenants that find the table full (or whose id cannot be
 // stored) share them, so they are limited together rather than not at all.
@@ -89,7 +91,22 @@ const KEYS_BASE = SLOT_F64_BASE + TENANT_CAPACITY * SLOT_F64 * 8
 const RING_LOCK_BASE = KEYS_BASE + TENANT_CAPACITY * KEY_BYTES
 const RING_BASE = RING_LOCK_BASE + RING_CAPACITY * 4
 
-export const QUOTA_SHARED_BYTES = RING_BASE + RING_CAPACITY * RING_F64 * 8
+const LEDGER_BASE = RING_BASE + RING_CAPACITY * RING_F64 * 8
+
+/**
+ * Worker threads with a ledger of their own: one per worker id (config `workers` is at most 256).
+ * A thread counts what it takes of the shared in-flight and concurrency counts in its ledger too,
+ * so that when it dies without running its cleanups (uncaught exception, heap limit, watchdog)
+ * the supervisor can give its share back: those counts are otherwise held until the process
+ * restarts (a tenant refused for maxConcurrent forever, QoS shedding on load that is gone).
+ * Pages of a ledger no thread touches are never backed by memory (the buffer is zero-allocated).
+ */
+export const WORKER_LEDGERS = 256
+const LEDGER_I32 = 1 + TENANT_CAPACITY * KINDS
+/** Ledger word 0: the thread's share of H_INFLIGHT; word 1 + slot × KINDS + kind: of S_CONCURRENT. */
+const L_INFLIGHT = 0
+
+export const QUOTA_SHARED_BYTES = LEDGER_BASE + WORKER_LEDGERS * LEDGER_I32 * 4
 
 export class QuotaTable {
   readonly buffer: SharedArrayBuffer
@@ -157,6 +174,41 @@ export class QuotaTable {
 
   unlockRing(ring: number): void {
     unlock(this.i32, this.ringLockIndex(ring))
+  }
+
+  // --- per-worker ledgers (in-flight and concurrency held by each thread) ----------------------
+
+  /** Int32 index of a worker's ledger word for the in-flight count. */
+  inflightLedger(worker: number): number {
+    return (LEDGER_BASE >> 2) + ledgerOf(worker) * LEDGER_I32 + L_INFLIGHT
+  }
+
+  /** Int32 index of a worker's ledger word for (slot, kind)'s concurrency count. */
+  concurrentLedger(worker: number, slot: number, kind: number): number {
+    return (LEDGER_BASE >> 2) + ledgerOf(worker) * LEDGER_I32 + 1 + slot * KINDS + kind
+  }
+
+  /**
+   * Give back everything a worker thread that is gone still held (called once its thread has
+   * exited, before a new thread takes its id): its share of the in-flight count and of every
+   * tenant's concurrency counts. Returns the number of slots and in-flight requests released.
+   */
+  releaseWorker(worker: number): number {
+    if (!(worker >= 0 && worker < WORKER_LEDGERS)) return 0
+    const i32 = this.i32
+    const base = (LEDGER_BASE >> 2) + worker * LEDGER_I32
+    let released = 0
+    const held = Atomics.exchange(i32, base + L_INFLIGHT, 0)
+    if (held > 0) released += subAtMost(i32, H_INFLIGHT, held)
+    for (let slot = 0; slot < TENANT_CAPACITY; slot++) {
+      for (let k = 0; k < KINDS; k++) {
+        const at = base + 1 + slot * KINDS + k
+        if (i32[at] === 0) continue
+        const n = Atomics.exchange(i32, at, 0)
+        if (n > 0) released += subAtMost(i32, this.si(slot, S_CONCURRENT + k), n)
+      }
+    }
+    return released
   }
 
   // --- the tenant hash table -----------------------------------------------------------------
@@ -275,6 +327,24 @@ export class QuotaTable {
     } finally {
       unlock(this.i32, H_TABLE_LOCK)
     }
+  }
+}
+
+/** A worker id's ledger; an id beyond the ledgers (none in a proxy: workers ≤ 256) shares the last one. */
+function ledgerOf(worker: number): number {
+  return worker >= 0 && worker < WORKER_LEDGERS ? worker : WORKER_LEDGERS - 1
+}
+
+/**
+ * Subtract up to `n` from a count without taking it below zero (a thread cut off between its two
+ * atomics may have counted one more in its ledger than in the count). Returns what was taken.
+ */
+function subAtMost(i32: Int32Array, i: number, n: number): number {
+  for (;;) {
+    const have = Atomics.load(i32, i)
+    const take = Math.min(have, n)
+    if (take <= 0) return 0
+    if (Atomics.compareExchange(i32, i, have, have - take) === have) return take
   }
 }
 

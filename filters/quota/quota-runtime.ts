@@ -94,6 +94,12 @@ class PeriodicJob {
   }
 }
 
+/** One quota filter instance's hold on the runtime: the config (and Redis) it was built with. */
+export interface QuotaAttachment {
+  readonly config: GatewayConfig
+  readonly redis: RedisProvider | undefined
+}
+
 export class QuotaRuntime {
   readonly table: QuotaTable
   readonly logger: Logger
@@ -105,7 +111,14 @@ export class QuotaRuntime {
   #registry: Registry | undefined
   #store: RedisQuotaStore | undefined
   #storeKey = ''
-  #filters = 0
+  /**
+   * The filter instances of this thread, oldest first. The newest one's config runs the shared
+   * jobs (state file, anomaly pass, heartbeat, webhook, Redis store). A config version a worker
+   * refuses (another filter of the chain fails to build) builds a quota filter and closes it at
+   * once: then the newest remaining one — the version still in force — takes over again, or the
+   * refused document's stateFile, webhook and Redis settings stayed in use after the NACK.
+   */
+  readonly #attached: QuotaAttachment[] = []
   readonly #flush: PeriodicJob
   readonly #anomaly: PeriodicJob
   readonly #heartbeat: PeriodicJob
@@ -172,10 +185,9 @@ export class QuotaRuntime {
   }
 
   /** A filter instance joined (with the config it was built from: the newest wins). */
-  attach(config: GatewayConfig, registry: Registry, redis: RedisProvider | undefined): void {
-    this.#filters++
-    this.config = config
-    const q = config.quotas
+  attach(config: GatewayConfig, registry: Registry, redis: RedisProvider | undefined): QuotaAttachment {
+    const a: QuotaAttachment = { config, redis }
+    this.#attached.push(a)
     if (this.#registry !== registry) {
       this.#registry = registry
       this.#metrics = createQuotaMetrics(registry, {
@@ -191,6 +203,15 @@ export class QuotaRuntime {
       this.#readFailed = false
       this.metrics.stateFileErrors.labels('read').inc()
     }
+    this.#follow(a)
+    return a
+  }
+
+  /** Run the thread's shared jobs by this attachment's config. */
+  #follow(a: QuotaAttachment): void {
+    const { config, redis } = a
+    this.config = config
+    const q = config.quotas
     if (this.events === undefined) this.events = new EventSink(this.logger, this.metrics, q.events.webhook)
     else this.events.webhook = q.events.webhook
     if (q.qos.maxEventLoopDelayMs !== undefined) this.eventLoop.start()
@@ -429,9 +450,19 @@ export class QuotaRuntime {
 
   // --- lifecycle ------------------------------------------------------------------------------
 
-  /** A filter instance closed; the last one of the thread stops the jobs and saves the state. */
-  async detach(): Promise<void> {
-    if (--this.#filters > 0) return
+  /**
+   * A filter instance closed; the last one of the thread stops the jobs and saves the state.
+   * When the newest closes first (its config version was refused), the one before it takes over.
+   */
+  async detach(a: QuotaAttachment): Promise<void> {
+    const i = this.#attached.indexOf(a)
+    if (i === -1) return
+    this.#attached.splice(i, 1)
+    const n = this.#attached.length
+    if (n > 0) {
+      if (i === n) this.#follow(this.#attached[n - 1]!)
+      return
+    }
     this.#flush.stop()
     this.#anomaly.stop()
     this.#heartbeat.stop()

@@ -56,7 +56,7 @@ export class HubMetrics {
     this.upstreamReconnects = counter(registry, { name: 'igw_subscription_upstream_reconnects_total', help: 'Upstream connections re-established after a drop' })
     this.upstreamFinalCloses = counter(registry, {
       name: 'igw_subscription_upstream_final_closes_total',
-      help: 'Upstream connections closed for good (44xx but 4408/4499, 4500, 1002/1008/1011…, or a handshake refused with an HTTP 4xx but 408/429: not reconnected; their operations end with UPSTREAM_UNAVAILABLE), by close code or http_<status>',
+      help: 'Upstream connections closed for good (44xx but 4408/4499, 4500, 1002/1008/1011…, a handshake refused with an HTTP 4xx but 408/429, or closed before connection_ack on the first connection or 5 reconnects in a row: not reconnected; their operations end with UPSTREAM_UNAVAILABLE), by close code or http_<status>',
       labelNames: ['code'],
     })
     this.streamEvictions = counter(registry, { name: 'igw_subscription_upstream_evictions_total', help: 'Lingering upstream subscriptions (no client left) closed early to stay within subscriptions.upstream.maxStreams' })

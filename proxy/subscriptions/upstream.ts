@@ -89,6 +89,55 @@ export function isFinalHandshakeStatus(status: number | undefined): boolean {
 }
 
 /**
+ * Reconnect attempts in a row, after a drop, that reached the upstream (the WebSocket opened) and
+ * were closed before connection_ack — with a code graphql-ws retries (1000, 1001, 1012, 4408, its
+ * own 4504 ack timeout…) — before the connection gives up and ends its operations. Such an
+ * upstream is up and answering, yet refuses (or cannot finish) the graphql-transport-ws
+ * handshake: unlike an outage (refused, reset, HTTP 5xx: retried for as long as streams need it),
+ * waiting longer does not bring it back, and its clients would wait forever without a word.
+ */
+export const MAX_HANDSHAKE_FAILURES = 5
+
+type OperationSink = Sink<ExecutionResult<Record<string, unknown>, Record<string, unknown>>>
+
+/**
+ * One operation on a connection, as the connection sees it: its sink, guarded so that once the
+ * connection failed it (fail) nothing graphql-ws delivers later (its own error or complete after
+ * the dispose) reaches the sink a second time.
+ */
+class Operation implements OperationSink {
+  readonly #sink: OperationSink
+  #ended = false
+  release: () => void = () => {}
+
+  constructor(sink: OperationSink) {
+    this.#sink = sink
+  }
+
+  next(value: ExecutionResult<Record<string, unknown>, Record<string, unknown>>): void {
+    if (!this.#ended) this.#sink.next(value)
+  }
+
+  error(err: unknown): void {
+    if (this.#ended) return
+    this.#ended = true
+    this.#sink.error(err)
+  }
+
+  complete(): void {
+    if (this.#ended) return
+    this.#ended = true
+    this.#sink.complete()
+  }
+
+  /** The connection gave up: the operation ends with this close, and lets go of the connection. */
+  fail(event: unknown): void {
+    this.error(event)
+    this.release()
+  }
+}
+
+/**
  * The first header (name) that cannot go on the upstream handshake: a value a client put in its
  * connection_init payload may hold characters HTTP forbids (CR, LF, non-Latin-1), and ws's
  * constructor throws on it synchronously.
@@ -209,6 +258,12 @@ export class UpstreamConnection {
   #lost = false
   #up = false
   #disposed = false
+  /** The current socket opened (reached the upstream); cleared when it closes. */
+  #opened = false
+  /** Consecutive sockets that opened but closed before connection_ack (see MAX_HANDSHAKE_FAILURES). */
+  #failedHandshakes = 0
+  /** Operations riding this connection (streams, queries, mutations): what a give-up ends. */
+  readonly #ops = new Set<Operation>()
   /**
    * Reconnect attempts since the connection was last healthy: the backoff step. graphql-ws's own
    * count restarts at every connection_ack, so a backend that acknowledges and then drops at once
@@ -284,6 +339,9 @@ export class UpstreamConnection {
         return new Promise<void>(wait)
       },
       on: {
+        opened: () => {
+          this.#opened = true
+        },
         connected: (socket) => {
           this.#socket = socket as WebSocket
           this.#connected()
@@ -305,16 +363,20 @@ export class UpstreamConnection {
     return this.#up
   }
 
-  subscribe(payload: SubscribePayload, sink: Sink<ExecutionResult<Record<string, unknown>, Record<string, unknown>>>): () => void {
+  subscribe(payload: SubscribePayload, sink: OperationSink): () => void {
     this.#refs++
-    const unsubscribe = this.client.subscribe(payload, sink)
+    const op = new Operation(sink)
+    this.#ops.add(op)
+    const unsubscribe = this.client.subscribe(payload, op)
     let released = false
-    return () => {
+    op.release = () => {
       if (released) return
       released = true
+      this.#ops.delete(op)
       unsubscribe()
       this.#release()
     }
+    return op.release
   }
 
   #release(): void {
@@ -364,6 +426,7 @@ export class UpstreamConnection {
   }
 
   #connected(): void {
+    this.#failedHandshakes = 0
     this.#up = true
     this.#upSince = Date.now()
     const restored = this.#lost
@@ -377,6 +440,8 @@ export class UpstreamConnection {
 
   #closed(event: unknown): void {
     const was = this.#up
+    const opened = this.#opened
+    this.#opened = false
     this.#up = false
     this.#unwaited = true
     this.#socket = undefined
@@ -405,10 +470,37 @@ export class UpstreamConnection {
       this.#pool.logger.warn({ upstream: this.url, code, reason: String(reason), streams: this.listeners.size, wasUp: was }, 'upstream subscription connection closed with a final code; not reconnecting, its operations end with UPSTREAM_UNAVAILABLE')
       return
     }
-    if (!was) return
+    if (!was) {
+      if (opened) this.#handshakeFailed(event)
+      return
+    }
     this.#pool.logger.warn({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection lost; reconnecting')
     this.#lost = true
     for (const l of this.listeners) l.upstreamLost()
+  }
+
+  /**
+   * A socket reached the upstream and closed before connection_ack, with a code graphql-ws
+   * retries (final ones returned above). On a first connection that ends it at once: graphql-ws
+   * would fail the operations itself (shouldRetry: never reachable) — but not after a close with
+   * 1000, which it reconnects at once without asking, forever, while the subscribe never hears
+   * back. After a drop it retries them all; MAX_HANDSHAKE_FAILURES in a row end it. The
+   * operations end here with UPSTREAM_UNAVAILABLE naming the close (sink.error, as graphql-ws
+   * would), it is logged and counted like a final close, the connection is forgotten (the next
+   * subscribe opens a new one) and it goes with its last operation.
+   */
+  #handshakeFailed(event: unknown): void {
+    const n = ++this.#failedHandshakes
+    if (this.#everConnected && n < MAX_HANDSHAKE_FAILURES) return
+    const code = (event as { code?: unknown } | null)?.code
+    const reason = (event as { reason?: unknown }).reason
+    this.#pool.forget(this)
+    this.#pool.metrics.upstreamFinalCloses.labels(String(code)).inc()
+    this.#pool.logger.warn(
+      { upstream: this.url, code, reason: String(reason ?? ''), attempts: n, streams: this.listeners.size, operations: this.#ops.size, afterDrop: this.#everConnected },
+      'upstream closed the subscription connection before acknowledging it; not reconnecting, its operations end with UPSTREAM_UNAVAILABLE',
+    )
+    for (const op of [...this.#ops]) op.fail(event)
   }
 }
 

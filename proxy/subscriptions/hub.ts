@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { getOperationAST, Kind, type DocumentNode } from 'graphql'
 import type { Logger } from 'pino'
+import type { Counter, Gauge } from 'prom-client'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { SubscriptionsConfig } from '../../config/subscriptions.ts'
 import type { Tier } from '../../config/primitives.ts'
@@ -72,6 +73,17 @@ export function processCursorKey(shared: SharedArrayBuffer | undefined): Buffer 
   return Buffer.from(bytes)
 }
 
+/** The replay log's Redis connection for one (url, keyPrefix), and the streams writing to it. */
+interface ReplayRedis {
+  url: string
+  keyPrefix: string
+  shared: SharedRedis
+  log: RedisReplayLog
+  /** Open streams that write their epochs here (a retired one closes with its last). */
+  streams: number
+  retired: boolean
+}
+
 const kProtocol = Symbol('igw.subscriptions.protocol')
 const kContext = Symbol('igw.subscriptions.upgradeContext')
 type UpgradeRequest = IncomingMessage & { [kProtocol]?: ProtocolName; [kContext]?: RequestContext | undefined }
@@ -93,13 +105,14 @@ export class SubscriptionHub {
   readonly #shared: SharedArrayBuffer | undefined
   #codec: { cfg: SubscriptionsConfig; codec: CursorCodec } | undefined
   #processKey: Buffer | undefined
-  #redis: { url: string; keyPrefix: string; shared: SharedRedis; log: RedisReplayLog } | undefined
+  #redis: ReplayRedis | undefined
   readonly #servers = new Map<number, WebSocketServer>()
   #heartbeat: NodeJS.Timeout | undefined
   #heartbeatMs = 0
   #warnedKey = false
   #warnedStore = false
-  readonly #retiredRedis: SharedRedis[] = []
+  /** Replay-log Redis connections a reload replaced that streams still write to. */
+  readonly #retiredRedis = new Set<ReplayRedis>()
 
   constructor(host: HubHost, shared: SharedArrayBuffer | undefined) {
     this.host = host
@@ -136,26 +149,56 @@ export class SubscriptionHub {
 
   /** The Redis replay log when replay.store is redis (or auto with `redis:` configured). */
   replayLog(): RedisReplayLog | undefined {
+    return this.#replayRedis()?.log
+  }
+
+  #replayRedis(): ReplayRedis | undefined {
     const snapCfg = this.host.snapshot.config
     const cfg = snapCfg.subscriptions.replay
     const want = cfg.store === 'memory' ? undefined : snapCfg.redis
     const cur = this.#redis
     if (cur !== undefined && (want === undefined || want.url !== cur.url || want.keyPrefix !== cur.keyPrefix)) {
       this.#redis = undefined
-      // Streams opened before the change keep writing their epoch where it started; the old
-      // connection closes with the hub.
-      this.#retiredRedis.push(cur.shared)
+      this.#retire(cur)
     }
     if (cfg.store === 'redis' && want === undefined && !this.#warnedStore) {
       this.#warnedStore = true
       this.logger.warn('subscriptions.replay.store is "redis" but no redis: is configured; replay logs stay in memory')
     }
     if (want !== undefined && this.#redis === undefined) {
-      const shared = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'subscriptions-redis' }), { up: this.metrics.redisUp, reconnects: this.metrics.redisReconnects })
-      this.#redis = { url: want.url, keyPrefix: want.keyPrefix, shared, log: new RedisReplayLog(shared, cfg.maxEvents, cfg.maxAgeMs, this.metrics, this.logger) }
+      const rr = { url: want.url, keyPrefix: want.keyPrefix, streams: 0, retired: false } as ReplayRedis
+      // The gauge and counter speak for the current connection only: a retired one (its Redis
+      // maybe gone for good, reconnecting until its last stream ends) must not report it down.
+      const up = { set: (v: number) => void (this.#redis === rr && this.metrics.redisUp.set(v)) } as unknown as Gauge
+      const reconnects = { inc: () => void (this.#redis === rr && this.metrics.redisReconnects.inc()) } as unknown as Counter
+      rr.shared = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'subscriptions-redis' }), { up, reconnects })
+      rr.log = new RedisReplayLog(rr.shared, cfg.maxEvents, cfg.maxAgeMs, this.metrics, this.logger)
+      this.#redis = rr
     }
     this.#redis?.log.setBounds(cfg.maxEvents, cfg.maxAgeMs)
-    return this.#redis?.log
+    return this.#redis
+  }
+
+  /**
+   * A reload replaced the replay log's Redis. Streams opened before the change keep writing
+   * their epoch where it started, for as long as they live; the old connection closes with the
+   * last of them (at once when none is left), and nothing is parked for it meanwhile.
+   */
+  #retire(rr: ReplayRedis): void {
+    rr.retired = true
+    this.metrics.redisUp.set(0)
+    if (rr.streams === 0) {
+      this.#closeRedis(rr)
+      return
+    }
+    rr.log.retire()
+    this.#retiredRedis.add(rr)
+    this.logger.info({ streams: rr.streams }, 'replay log moved to another redis: the old connection closes when the streams still writing to it end')
+  }
+
+  #closeRedis(rr: ReplayRedis): void {
+    this.#retiredRedis.delete(rr)
+    rr.log.close().catch((err: unknown) => this.logger.debug({ err: { message: (err as Error)?.message ?? String(err) } }, 'closing a retired replay-log redis connection failed'))
   }
 
   /** The route of that name in the current snapshot, if it still terminates subscriptions. */
@@ -306,6 +349,8 @@ export class SubscriptionHub {
         this.#atCapacity(cfg.upstream.maxStreams, ctx.tenant)
         return undefined
       }
+      const rr = this.#replayRedis()
+      if (rr !== undefined) rr.streams++
       stream = new Stream({
         key,
         streamId,
@@ -317,12 +362,13 @@ export class SubscriptionHub {
         maxBytes: cfg.replay.maxBytes,
         lingerMs: cfg.upstream.lingerMs,
         resume: cfg.upstream.resume,
-        redis: this.replayLog(),
+        redis: rr?.log,
         metrics: this.metrics,
         logger: this.logger,
         onClosed: (s) => {
           this.#idle.delete(s)
           if (this.streams.get(s.key) === s) this.streams.delete(s.key)
+          if (rr !== undefined && --rr.streams === 0 && rr.retired) this.#closeRedis(rr)
         },
         onIdle: (s) => void this.#idle.add(s),
         onBusy: (s) => void this.#idle.delete(s),
@@ -388,8 +434,11 @@ export class SubscriptionHub {
     for (const s of [...this.streams.values()]) s.close()
     this.pool.closeAll()
     for (const wss of this.#servers.values()) wss.close()
-    await this.#redis?.shared.close()
-    for (const r of this.#retiredRedis.splice(0)) await r.close()
+    await this.#redis?.log.close()
+    for (const r of [...this.#retiredRedis]) {
+      this.#retiredRedis.delete(r)
+      await r.log.close()
+    }
   }
 }
 

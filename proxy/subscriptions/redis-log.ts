@@ -31,6 +31,14 @@ export class RedisReplayLog {
   #maxEvents: number
   #maxAgeMs: number
   readonly #logNow = oncePer(5_000)
+  /**
+   * A reload pointed the replay log elsewhere (another URL or key prefix, or no Redis): the
+   * streams opened before it still write their epochs here while they last, but only while this
+   * Redis is ready — nothing is parked for a Redis the config no longer names (it may be gone for
+   * good), and what was parked is dropped.
+   */
+  #retired = false
+  #closed = false
 
   constructor(redis: RedisProvider, maxEvents: number, maxAgeMs: number, metrics: HubMetrics, logger: Logger) {
     this.#redis = redis
@@ -44,6 +52,26 @@ export class RedisReplayLog {
     return this.#redis
   }
 
+  /** See #retired. */
+  retire(): void {
+    this.#retired = true
+    this.#dropPending()
+  }
+
+  /** No stream writes here any more: drop what waits and close the connection (it is not reopened). */
+  close(): Promise<void> {
+    this.#closed = true
+    this.#dropPending()
+    return this.#redis.close()
+  }
+
+  #dropPending(): void {
+    const n = this.#pending.length
+    if (n === 0) return
+    this.#pending.length = 0
+    this.#metrics.redisErrors.labels('pending_dropped').inc(n)
+  }
+
   setBounds(maxEvents: number, maxAgeMs: number): void {
     this.#maxEvents = maxEvents
     this.#maxAgeMs = maxAgeMs
@@ -55,10 +83,12 @@ export class RedisReplayLog {
   }
 
   append(streamId: string, epoch: string, offset: number, ts: number, payload: string): void {
+    if (this.#closed) return
     const client = this.#redis.client()
     const key = this.key(streamId, epoch)
     if (client.status !== 'ready') {
-      this.#park(key, offset, ts, payload)
+      if (this.#retired) this.#metrics.redisErrors.labels('pending_dropped').inc()
+      else this.#park(key, offset, ts, payload)
       return
     }
     this.#xadd(key, offset, ts, payload)
@@ -87,6 +117,7 @@ export class RedisReplayLog {
     this.#waiting = true
     this.#redis.client().once('ready', () => {
       this.#waiting = false
+      if (this.#closed) return
       const keys = new Set<string>()
       for (const p of this.#pending.splice(0)) {
         this.#xadd(p.key, p.offset, p.ts, p.payload)
@@ -101,6 +132,7 @@ export class RedisReplayLog {
 
   /** Refresh the key's TTL and drop events older than the age bound (minOffset: first one to keep). */
   maintain(streamId: string, epoch: string, minOffset: number | undefined): void {
+    if (this.#closed) return
     const key = this.key(streamId, epoch)
     const client = this.#redis.client()
     if (client.status !== 'ready') return
@@ -113,6 +145,7 @@ export class RedisReplayLog {
    * by page, as its client takes them); undefined when Redis could not answer.
    */
   async since(streamId: string, epoch: string, offset: number, count = this.#maxEvents): Promise<StoredRange | undefined> {
+    if (this.#closed) return undefined
     const key = this.key(streamId, epoch)
     try {
       const client = this.#redis.client()

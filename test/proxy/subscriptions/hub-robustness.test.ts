@@ -151,10 +151,11 @@ describe('subscription hub: robustness against hostile clients and a misbehaving
     }
     await sleep(300)
     expect(t.close).toBeUndefined()
-    // completed subscribes still being admitted hold their quota slot until admission ends, so a
-    // burst may see RATE_LIMITED; nothing else
+    // completed subscribes still being admitted hold their quota slot and count toward the
+    // connection's operation limit until admission ends, so a burst (on a loaded machine, where
+    // admissions lag) may see RATE_LIMITED or the per-connection QUOTA_EXCEEDED; nothing else
     const codes = [...l.of((m) => m.type === 'error').map((m) => m.payload), ...k.of((m) => m.op === 'error').map((m) => m.errors)].map((e) => JSON.stringify(e))
-    expect(codes.filter((c) => !c.includes('"RATE_LIMITED"'))).toEqual([])
+    expect(codes.filter((c) => !c.includes('"RATE_LIMITED"') && !(c.includes('"QUOTA_EXCEEDED"') && c.includes('operations per connection')))).toEqual([])
     const settled = async () => {
       const m = await proxy.metricsText()
       // only these three connections are open (earlier tests' are gone)

@@ -231,15 +231,22 @@ export class WsBridge {
     else to.ping(data, undefined, resume)
   }
 
+  /**
+   * One side closed. The bridge ends when both have: a side still CLOSING is in the middle of its
+   * close handshake (its peer has not answered our close frame yet), and the drain waits for it.
+   * It ended with the first side, so a drain whose backend answered the 1001 at once cut the
+   * client's connection before the client had answered (ws bounds a close handshake by its
+   * closeTimeout, the drain by its deadline).
+   */
   #closed(other: WebSocket, code: number, reason: Buffer): void {
-    if (other.readyState === WebSocket.CLOSED || other.readyState === WebSocket.CLOSING) {
+    if (other.readyState === WebSocket.CLOSED) {
       this.#done()
       return
     }
+    if (other.readyState === WebSocket.CLOSING) return // its own 'close' ends the bridge
     if (sendableCloseCode(code)) other.close(code, reason)
     else if (code === 1005) other.close()
     else other.terminate() // 1006: the peer vanished without a close frame; do the same
-    this.#done()
   }
 
   #failed(side: 'client' | 'upstream', other: WebSocket, err: Error): void {
@@ -348,7 +355,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgrade(ctx, 400)
     return
   }
-  new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream)
+  new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream, protocols)
 }
 
 /**
@@ -418,11 +425,18 @@ class PendingUpgrade {
   /** Bytes the client sent before its handshake completed (handed to ws with the head). */
   #early: Buffer[] | undefined = undefined
   #earlySize = 0
-  #refusalTimer: NodeJS.Timeout | undefined = undefined
+  /** The whole upstream handshake's deadline (see onHandshakeDeadline). */
+  #deadline: NodeJS.Timeout | undefined = undefined
+  /** The status of a refusal whose body is being read, for the deadline's message. */
+  #refusalStatus: number | undefined = undefined
   /** The backend's 101 headers, relayed to the client with its own 101. */
   #upgradeHeaders: IncomingHttpHeaders | undefined = undefined
+  /** The subprotocols the client offered (and the upstream was offered). */
+  readonly #offered: string[]
+  /** The subprotocol the backend's 101 selected, undefined when it selected none. */
+  #selected: string | undefined = undefined
 
-  constructor(proxy: WorkerProxy, route: RouteRuntime, ctx: RequestContext, req: UpgradeRequest, socket: Duplex, head: Buffer, upstream: WebSocket) {
+  constructor(proxy: WorkerProxy, route: RouteRuntime, ctx: RequestContext, req: UpgradeRequest, socket: Duplex, head: Buffer, upstream: WebSocket, offered: string[]) {
     this.#proxy = proxy
     this.#route = route
     this.#ctx = ctx
@@ -430,6 +444,12 @@ class PendingUpgrade {
     this.#socket = socket
     this.#head = head
     this.#upstream = upstream
+    this.#offered = offered
+    // ws's handshake timeout is an idle timer on the socket: a backend that trickles its 101 (or
+    // its refusal) a byte at a time restarts it with each byte and held the upgrade for as long
+    // as it liked. The whole handshake has the route's time, once.
+    const ms = handshakeMs(route)
+    if (ms !== undefined) this.#deadline = setTimeout(onHandshakeDeadline, ms, this, ms)
     this.#socket[kPending] = this
     this.#upstream[kPending] = this
     socket.once('close', onClientClose)
@@ -448,7 +468,7 @@ class PendingUpgrade {
   #finish(status: number): void {
     this.#done = true
     this.#stopReading()
-    if (this.#refusalTimer !== undefined) clearTimeout(this.#refusalTimer)
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline)
     this.#socket.removeListener('close', onClientClose)
     this.#socket[kPending] = undefined
     this.#proxy.finishUpgrade(this.#ctx, status)
@@ -477,6 +497,15 @@ class PendingUpgrade {
 
   upstreamUpgraded(res: IncomingMessage): void {
     this.#upgradeHeaders = res.headers
+    const selected = res.headers['sec-websocket-protocol']
+    this.#selected = selected
+    // A 101 that selects none of the offered subprotocols is valid (RFC 6455 §4.2.2: the
+    // server "MAY" pick one; §4.1 fails the connection only for one that was not offered), and
+    // the client is the one to judge it. ws as a client refuses it ("Server sent no
+    // subprotocol"), which made the gateway answer 502: ws checks this header right after
+    // emitting 'upgrade', so it is shown one it accepts, and the client is answered with what
+    // the backend really chose (#selected: none).
+    if (selected === undefined && this.#offered.length > 0) res.headers['sec-websocket-protocol'] = this.#offered[0]
   }
 
   /** ws is about to write the client's 101 (called back during handleUpgrade). */
@@ -498,7 +527,7 @@ class PendingUpgrade {
       return
     }
     const req = this.#req
-    req[kProtocol] = upstream.protocol || undefined
+    req[kProtocol] = this.#selected || undefined
     req[kPending] = this
     // ws attaches its own reader in handleUpgrade, synchronously: no chunk can fall in between.
     this.#stopReading()
@@ -544,11 +573,15 @@ class PendingUpgrade {
     this.#finish(timeout ? 504 : 502)
   }
 
-  refusalTimedOut(status: number, ms: number): void {
-    this.#refusalTimer = undefined
+  deadlinePassed(ms: number): void {
+    this.#deadline = undefined
     if (this.#done) return
     const route = this.#route
-    const message = `WebSocket upstream ${route.upstream.name} answered the upgrade with ${status} and did not finish that response within ${ms} ms`
+    const status = this.#refusalStatus
+    const message =
+      status === undefined
+        ? `WebSocket upstream ${route.upstream.name} did not complete the upgrade handshake within ${ms} ms`
+        : `WebSocket upstream ${route.upstream.name} answered the upgrade with ${status} and did not finish that response within ${ms} ms`
     this.#proxy.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
     this.#ctx.log.warn({ status }, message)
     writeLocalReply(this.#socket, this.#ctx, errorReply('UPSTREAM_TIMEOUT', message))
@@ -559,10 +592,13 @@ class PendingUpgrade {
   /** Relay the backend's refusal (401, 403, 404 …) as it is, body bounded. Rare: closures are fine. */
   upstreamRefused(upRes: IncomingMessage): void {
     if (this.#done) return
-    // ws's handshake timeout is an idle timer: an answer whose body trickles on (a 200 from a
-    // streaming endpoint) would hold the client forever. The whole answer gets the same time.
+    // An answer whose body trickles on (a 200 from a streaming endpoint) would hold the client
+    // forever: the whole answer gets the handshake's time again, once (ws's own timeout is an
+    // idle timer, and stops at the head anyway).
+    this.#refusalStatus = upRes.statusCode ?? 0
     const ms = handshakeMs(this.#route)
-    if (ms !== undefined) this.#refusalTimer = setTimeout(onRefusalTimeout, ms, this, upRes.statusCode ?? 0, ms)
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline)
+    if (ms !== undefined) this.#deadline = setTimeout(onHandshakeDeadline, ms, this, ms)
     const chunks: Buffer[] = []
     let size = 0
     upRes.on('data', (c: Buffer) => {
@@ -589,8 +625,8 @@ class PendingUpgrade {
 
 function ignore(): void {}
 
-function onRefusalTimeout(pending: PendingUpgrade, status: number, ms: number): void {
-  pending.refusalTimedOut(status, ms)
+function onHandshakeDeadline(pending: PendingUpgrade, ms: number): void {
+  pending.deadlinePassed(ms)
 }
 
 function onClientEarlyData(this: Duplex, chunk: Buffer): void {

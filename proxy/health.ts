@@ -21,7 +21,10 @@ function tcpProbe(url: URL, timeoutMs: number): Promise<void> {
     const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${timeoutMs} ms`)), timeoutMs)
     socket.once('connect', () => {
       clearTimeout(timer)
-      socket.end()
+      // destroy, not end: end() only half-closes, and the socket then waits for the backend to
+      // close its side. A backend that keeps half-open connections (allowHalfOpen servers, some
+      // TCP services) never does, and each probe (every intervalMs) left one socket open here.
+      socket.destroy()
       resolve()
     })
     socket.once('error', (err) => {

@@ -37,7 +37,9 @@ function tcpProbe(url: URL, timeoutMs: number): Promise<void> {
 async function httpProbe(url: URL, path: string, timeoutMs: number): Promise<void> {
   const res = await request(new URL(path, url), { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) })
   await res.body.dump()
-  if (res.statusCode >= 500) throw new Error(`health check answered ${res.statusCode}`)
+  // 200–399 is healthy, as a Kubernetes httpGet probe (Envoy expects 200 only): a 4xx is a
+  // mistyped path or a backend refusing the probe, never a sign that it serves.
+  if (res.statusCode >= 400) throw new Error(`health check answered ${res.statusCode}`)
 }
 
 export class UpstreamHealth {

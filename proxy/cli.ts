@@ -347,6 +347,15 @@ export async function main(argv: string[]): Promise<void> {
   }
   const { flags, positionals } = parsed
   const [command, sub, arg] = positionals
+  // One-shot commands piped into a reader that stops early (`igw config schema | head`): a closed
+  // stdout ends the command quietly, as for any Unix filter, not with an unhandled EPIPE stack.
+  // Servers keep serving (their logs have their own streams).
+  if (command !== 'proxy' && command !== 'demo' && command !== 'control-plane') {
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0)
+      throw err
+    })
+  }
   if (flags.help || command === undefined || command === 'help') {
     console.log(USAGE)
     return

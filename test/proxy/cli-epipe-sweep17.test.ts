@@ -1,6 +1,5 @@
 // `igw config schema | head -c 10`: a reader that stops early closed the pipe and igw died with an
 // unhandled EPIPE stack trace on stderr and exit 1. A one-shot command ends quietly (exit 0).
-// Checked a few times: whether the reader is gone before the write is a race by nature.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'

@@ -58,7 +58,8 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
         400: { description: 'a document over a limit (size, tokens, depth, aliases, more than one mutation field), refused before execution', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
         401: { description: 'missing or invalid bearer token', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
         413: { description: 'request body over 4 MiB', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
-        415: { description: 'not a JSON body (multipart uploads are not accepted)' },
+        415: { description: 'not a JSON body (application/json, application/*+json or application/graphql; form posts and multipart uploads are not accepted)', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
+        503: { description: 'the database is unavailable (SERVICE_UNAVAILABLE, Retry-After: 5) or out of disk space (STORAGE_FULL, Retry-After: 30)', content: { 'application/json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } }, 'application/graphql-response+json': { schema: { type: 'object', required: ['errors'], properties: { errors: { type: 'array' } } } } } },
       },
     },
   }

@@ -8,8 +8,9 @@
 import type { Logger } from 'pino'
 import { HttpError, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
-import { checkPackage, MAX_PACKAGE_BODY_BYTES, type PackageDecision, type TrustedKeys } from './plugin-package.ts'
-import { insertPlugin, listPlugins, PluginExists, PluginNameTaken, type PluginView } from './plugin-store.ts'
+import { checkPackage, MAX_PACKAGE_BODY_BYTES, NAME_PATTERN, type PackageDecision, type TrustedKeys } from './plugin-package.ts'
+import { insertPlugin, listPlugins, PluginExists, PluginNameTaken, type PluginCursor, type PluginView } from './plugin-store.ts'
+import { hasNul, integerQuery } from './request-values.ts'
 import { ref } from './schemas.ts'
 import type { ConfigStore } from './store.ts'
 
@@ -21,6 +22,51 @@ export interface PluginRouteDeps {
 }
 
 type Refusal = Extract<PackageDecision, { ok: false }>
+
+/** GET /v1/plugins pages like the other lists (GET /v1/alerts): `limit` default 100, at most 1000. */
+const DEFAULT_PAGE = 100
+const MAX_PAGE = 1000
+
+/** The cursor of a page's last plugin: opaque to clients (base64url JSON of its sort key). */
+function pluginCursor(p: PluginView): string {
+  return Buffer.from(JSON.stringify([p.name, Date.parse(p.uploadedAt), p.version])).toString('base64url')
+}
+
+function parsePluginCursor(raw: string): PluginCursor {
+  let v: unknown
+  // A name (64) and a version (64) with a timestamp fit in far less; anything longer is not ours.
+  if (/^[\w-]{1,400}$/.test(raw)) {
+    try {
+      v = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'))
+    } catch {
+      v = undefined
+    }
+  }
+  if (
+    !Array.isArray(v) ||
+    v.length !== 3 ||
+    typeof v[0] !== 'string' ||
+    !NAME_PATTERN.test(v[0]) ||
+    !Number.isSafeInteger(v[1]) ||
+    (v[1] as number) < 0 ||
+    typeof v[2] !== 'string' ||
+    v[2].length === 0 ||
+    v[2].length > 64 ||
+    hasNul(v[2])
+  ) {
+    const shown = raw.length > 60 ? `${raw.slice(0, 57)}…` : raw
+    throw new HttpError(400, 'invalid cursor', { problems: [`cursor: expected the cursor of a previous page (its next link), got ${JSON.stringify(shown)}`] })
+  }
+  return { name: v[0], uploadedAt: v[1] as number, version: v[2] }
+}
+
+/** The response of GET /v1/plugins: a page of plugins and, when there is more, the next page's URL. */
+const PLUGIN_PAGE = {
+  type: 'object',
+  required: ['items'],
+  additionalProperties: false,
+  properties: { items: { type: 'array', items: ref('Plugin') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } },
+}
 
 const problem = (description: string) => ({ description, schema: ref('Problem'), contentType: 'application/problem+json' })
 
@@ -44,7 +90,11 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
       resource: plugin ? `plugins/${plugin}` : 'plugins',
       after: { reason: r.reason, detail: r.message, publisher: r.publisher ?? null, digest: r.digest === undefined ? null : `sha256:${r.digest}` },
     })
-    throw new HttpError(statusOf(r, bodyStatus), r.message, { extra: { reason: r.reason } })
+    // A body refused before it was read to its end (413 mid-stream, 415) leaves the rest of it on
+    // the connection, which then answers nothing more: a pooled client's next request on it hung
+    // until its own timeout (undici: 300 s) or failed with ECONNRESET. Closing it says so.
+    const headers: Record<string, string> = ctx.req.complete ? {} : { connection: 'close' }
+    throw new HttpError(statusOf(r, bodyStatus), r.message, { headers, extra: { reason: r.reason } })
   }
 
   return [
@@ -116,13 +166,36 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
         query: [
           { name: 'name', description: 'only this plugin', schema: { type: 'string' } },
           { name: 'publisher', description: 'only this publisher', schema: { type: 'string' } },
+          { name: 'limit', description: `at most this many (default ${DEFAULT_PAGE})`, schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE } },
+          { name: 'cursor', description: 'where the next page starts: the cursor in the previous page’s `next` (opaque)', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'plugins', schema: ref('PluginList') }, 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy'), 503: problem('the database is unavailable (retry; Retry-After)') },
+        responses: {
+          200: { description: 'plugins by name, then upload order; a page at a time (the next page: `next` in the body, or the Link header)', schema: PLUGIN_PAGE, link: true },
+          400: problem(`limit is not an integer from 1 to ${MAX_PAGE}, or cursor not one this API gave`),
+          401: problem('missing or invalid bearer token'),
+          403: problem('denied by the admin policy'),
+          503: problem('the database is unavailable (retry; Retry-After)'),
+        },
       },
       async handle(ctx) {
-        const name = ctx.query.get('name') ?? undefined
-        const publisher = ctx.query.get('publisher') ?? undefined
-        sendJson(ctx.res, 200, { items: await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}) }) })
+        const name = ctx.query.get('name') || undefined
+        const publisher = ctx.query.get('publisher') || undefined
+        const limit = integerQuery(ctx.query, 'limit', DEFAULT_PAGE, { min: 1, max: MAX_PAGE })
+        const rawCursor = ctx.query.get('cursor')
+        const after = rawCursor === null ? undefined : parsePluginCursor(rawCursor)
+        // One more than the page: whether there is a next page, without a link to an empty one.
+        const rows = await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}), limit: limit + 1, ...(after ? { after } : {}) })
+        const items = rows.slice(0, limit)
+        let next: string | undefined
+        if (rows.length > limit) {
+          const q = new URLSearchParams()
+          if (name) q.set('name', name)
+          if (publisher) q.set('publisher', publisher)
+          q.set('limit', String(limit))
+          q.set('cursor', pluginCursor(items.at(-1)!))
+          next = `/v1/plugins?${q}`
+        }
+        sendJson(ctx.res, 200, { items, ...(next ? { next } : {}) }, next ? { link: `<${next}>; rel="next"` } : {})
       },
     },
   ]

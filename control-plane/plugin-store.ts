@@ -104,12 +104,31 @@ export async function insertPlugin(tx: Tx, p: VerifiedPlugin, uploadedBy: string
   return toView({ name: p.name, version: p.version, publisher: p.publisher, description: p.description ?? null, key_id: p.keyId, digest: p.digest, size: p.size, signature: p.signature, uploaded_by: uploadedBy, uploaded_at: now })
 }
 
-export async function listPlugins(db: Db, opts: { name?: string; publisher?: string } = {}): Promise<PluginView[]> {
+/** Where a page of GET /v1/plugins ends: the sort key of its last plugin (name, upload time, version). */
+export interface PluginCursor {
+  name: string
+  uploadedAt: number
+  version: string
+}
+
+/**
+ * Plugins in a stable order — by name, then upload order, then version ((name, version) is the
+ * primary key, so no two rows share a sort key) — at most `limit` of them, after `after` when given
+ * (keyset paging: a plugin uploaded between two pages is neither skipped nor repeated in the rest).
+ */
+export async function listPlugins(db: Db, opts: { name?: string; publisher?: string; limit?: number; after?: PluginCursor } = {}): Promise<PluginView[]> {
   const where: string[] = []
-  const params: string[] = []
+  const params: (string | number)[] = []
   if (opts.name !== undefined) where.push(`name = $${params.push(opts.name)}`)
   if (opts.publisher !== undefined) where.push(`publisher = $${params.push(opts.publisher)}`)
-  const rows = await db.query<PluginRow>(`SELECT ${COLUMNS} FROM plugins${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY name, uploaded_at, version`, params)
+  if (opts.after !== undefined) {
+    const n = `$${params.push(opts.after.name)}`
+    const at = `$${params.push(opts.after.uploadedAt)}`
+    const v = `$${params.push(opts.after.version)}`
+    where.push(`(name > ${n} OR (name = ${n} AND (uploaded_at > ${at} OR (uploaded_at = ${at} AND version > ${v}))))`)
+  }
+  const limit = opts.limit === undefined ? '' : ` LIMIT $${params.push(opts.limit)}`
+  const rows = await db.query<PluginRow>(`SELECT ${COLUMNS} FROM plugins${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY name, uploaded_at, version${limit}`, params)
   return rows.map(toView)
 }
 

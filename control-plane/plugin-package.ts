@@ -22,8 +22,14 @@ export const MAX_PACKAGE_BODY_BYTES = Math.ceil((MAX_ARTIFACT_BYTES * 4) / 3) + 
 
 /** npm-like names: lower case, digits, `.`, `_`, `-`; publisher names follow the same rule. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/
-/** Semantic versions (2.0.0), with pre-release and build parts. */
-const VERSION_PATTERN = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$/
+/**
+ * Semantic versions (2.0.0), with pre-release and build parts: SemVer 2.0.0's own grammar. Dot-
+ * separated identifiers, none empty (`1.0.0-rc..1`, `1.0.0-rc.`, `1.0.0+.` are not versions) and
+ * numeric pre-release identifiers without leading zeros (`1.0.0-rc.01`), as npm's semver and
+ * every other SemVer parser read them: a version stored here must be one a consumer can order.
+ */
+const VERSION_PATTERN = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$/
+const MAX_VERSION_CHARS = 64
 /** Standard base64 with padding (what `base64` and Buffer#toString('base64') print). */
 function isBase64(s: string): boolean {
   // A single character class and a length check: linear, and no backtracking over megabytes.
@@ -33,7 +39,8 @@ const base64 = (what: string) => z.string().refine(isBase64, `expected ${what}, 
 
 const packageSchema = z.strictObject({
   name: z.string().regex(NAME_PATTERN, 'expected a plugin name (lower case letters, digits, ".", "_", "-"; at most 64)'),
-  version: z.string().max(64).regex(VERSION_PATTERN, 'expected a semantic version like 1.2.3'),
+  // The length first: the pattern never runs over a megabyte of text.
+  version: z.string().max(MAX_VERSION_CHARS).refine((v) => v.length <= MAX_VERSION_CHARS && VERSION_PATTERN.test(v), 'expected a semantic version like 1.2.3 (SemVer 2.0.0)'),
   publisher: z.string().regex(NAME_PATTERN, 'expected a publisher name (lower case letters, digits, ".", "_", "-"; at most 64)'),
   // Kept in a text column, which on PostgreSQL cannot hold NUL: refused here as malformed (named,
   // audited, counted) rather than by the database after the signature verified.
@@ -141,8 +148,31 @@ const MAX_DETAIL_CHARS = 1000
  * formatIssues names at most a few of them, clipped, and the line is cut at MAX_DETAIL_CHARS.
  */
 function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
-  const text = formatIssues(issues).join('; ')
+  // Each issue's input is shown clipped to a few dozen characters, but formatIssues redacts URL
+  // credentials in the whole JSON text before it clips, with a pattern that is quadratic on text
+  // like "a.a.a.…": a 400 KB bad `version` held the event loop (config streams, ACKs, every
+  // request) for about a minute, the largest package body for hours. Only the start is shown.
+  const text = formatIssues(issues.map((iss) => ('input' in iss ? { ...iss, input: clipInput(iss.input, 3) } : iss)) as z.core.$ZodIssue[]).join('; ')
   return text.length > MAX_DETAIL_CHARS ? `${text.slice(0, MAX_DETAIL_CHARS - 1)}…` : text
+}
+
+/** Enough of a refused value to show its start (strings cut, lists and maps shortened, depth bounded). */
+const CLIP_CHARS = 200
+const CLIP_ITEMS = 50
+function clipInput(v: unknown, depth: number): unknown {
+  if (typeof v === 'string') return v.length > CLIP_CHARS ? v.slice(0, CLIP_CHARS) : v
+  if (v === null || typeof v !== 'object') return v
+  if (Array.isArray(v)) return depth <= 0 ? [] : v.slice(0, CLIP_ITEMS).map((x) => clipInput(x, depth - 1))
+  if (depth <= 0) return {}
+  const out: Record<string, unknown> = {}
+  let n = 0
+  for (const k in v) {
+    if (!Object.hasOwn(v, k)) continue
+    if (n++ === CLIP_ITEMS) break
+    // defineProperty: a "__proto__" key stays a key, as JSON.parse made it.
+    Object.defineProperty(out, k.length > CLIP_CHARS ? k.slice(0, CLIP_CHARS) : k, { value: clipInput((v as Record<string, unknown>)[k], depth - 1), enumerable: true, writable: true, configurable: true })
+  }
+  return out
 }
 
 /** Name, version and publisher of a malformed package when they are usable strings (for the log and audit). */

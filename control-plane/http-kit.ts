@@ -48,7 +48,11 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 export function sendProblem(res: ServerResponse, err: HttpError): void {
   const body = { type: 'about:blank', title: TITLES[err.status] ?? 'Error', status: err.status, detail: err.message, ...(err.problems ? { problems: err.problems } : {}), ...err.extra }
   const text = JSON.stringify(body)
-  res.writeHead(err.status, { 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...err.headers })
+  // A refusal before the body was read to its end (too large, wrong type, unauthenticated): the
+  // rest of it is still on the socket, so the connection cannot carry another request. Said, a
+  // pooled client opens a new one; unsaid, its next request on this socket got no answer.
+  const unread = res.req !== undefined && !res.req.complete
+  res.writeHead(err.status, { 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...(unread ? { connection: 'close' } : {}), ...err.headers })
   res.end(text)
 }
 

@@ -110,6 +110,11 @@ export class WorkerProxy {
 
   /** Build and switch to a config version. The old snapshot retires when its requests finish. */
   async apply(version: number, config: GatewayConfig): Promise<void> {
+    // The connection this version would use; it becomes the worker's only once the version is in
+    // force. A version refused (a later filter fails to build) closes a connection it opened, and
+    // the running version's Redis stays the worker's (it was swapped in before the build: the
+    // refused URL's connection stayed open, retrying and flipping igw_redis_up, and the next
+    // reload of the running URL opened yet another connection to it).
     const redis = this.#redisFor(config)
     // While a snapshot is being built (filter builds may await for a second: a Redis warm-up),
     // its upstream pools are in the registry but it is not in #live yet: an older snapshot
@@ -119,11 +124,20 @@ export class WorkerProxy {
     let next: Snapshot
     try {
       next = await buildSnapshot(version, config, { workerId: this.workerId, logger: this.logger, metrics: this.metrics, pools: this.pools, shared: this.#shared, modules: this.#modules, redis })
+    } catch (err) {
+      if (redis !== undefined && redis !== this.#redis) void redis.close()
+      throw err
     } finally {
       if (--this.#building === 0 && this.#pruneDeferred && this.snapshot !== undefined) queueMicrotask(() => this.#prunePools())
     }
     const prev = this.snapshot as Snapshot | undefined
     this.snapshot = next
+    if (redis !== this.#redis) {
+      if (this.#redis !== undefined) this.#retiredRedis.push(this.#redis)
+      this.#redis = redis
+      // The gauge is the current connection's (a retiring one's close no longer writes it).
+      this.metrics.redisUp.set(redis?.ready ? 1 : 0)
+    }
     this.trustForwarded = config.forwarded.trustIncoming
     this.paths = { normalize: config.listener.normalizePath, mergeSlashes: config.listener.mergeSlashes, escapedSlashes: config.listener.escapedSlashes }
     this.#accessLog = config.log.access.enabled
@@ -171,17 +185,22 @@ export class WorkerProxy {
   /** Snapshots not yet idle (the current one and retired ones with requests), with their Redis. */
   readonly #live = new Map<Snapshot, SharedRedis | undefined>()
 
-  /** The worker's Redis connections follow config `redis.url`; a changed URL gets new ones. */
+  /**
+   * The Redis connections for a config version: the worker's current ones when `redis.url` and
+   * `keyPrefix` are unchanged, else new ones (taken over by apply() once the version is in force).
+   */
   #redisFor(config: GatewayConfig): SharedRedis | undefined {
     const want = config.redis
-    if (this.#redis && (!want || want.url !== this.#redis.url || want.keyPrefix !== this.#redis.keyPrefix)) {
-      this.#retiredRedis.push(this.#redis)
-      this.#redis = undefined
-    }
-    if (want && !this.#redis) {
-      this.#redis = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'redis' }), { up: this.metrics.redisUp, reconnects: this.metrics.redisReconnects })
-    }
-    return this.#redis
+    if (want === undefined) return undefined
+    const cur = this.#redis
+    if (cur !== undefined && want.url === cur.url && want.keyPrefix === cur.keyPrefix) return cur
+    const redis: SharedRedis = new SharedRedis(want.url, want.keyPrefix, this.logger.child({ component: 'redis' }), {
+      // Only the worker's current connection speaks for igw_redis_up: a retiring one closing (or
+      // a refused version's one failing) set it to 0 while the connection in use was ready.
+      up: { set: (v: number) => this.#redis === redis && this.metrics.redisUp.set(v) } as unknown as ProxyMetrics['redisUp'],
+      reconnects: this.metrics.redisReconnects,
+    })
+    return redis
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => this.#serve(req, res, false)
@@ -410,6 +429,7 @@ export class WorkerProxy {
     await this.snapshot.closeFilters(this.logger)
     await this.pools.destroyAll()
     await this.#redis?.close()
+    for (const r of this.#retiredRedis.splice(0)) await r.close()
   }
 }
 

@@ -42,7 +42,8 @@ class TenantFilter implements Filter {
   constructor(cfg: TenantFilterConfig, deps: FilterDeps) {
     this.#cfg = cfg
     this.#tenants = deps.config.tenants
-    this.#jwt = cfg.jwt ? new JwtVerifier(cfg.jwt) : undefined
+    const log = deps.logger
+    this.#jwt = cfg.jwt ? new JwtVerifier(cfg.jwt, (file, message) => log.warn({ file, err: { message } }, 'tenant: a changed JWT key file cannot be loaded; the previous keys stay in use')) : undefined
   }
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {

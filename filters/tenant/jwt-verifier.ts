@@ -40,15 +40,48 @@ const KEY_FILE_CHECK_MS = 1_000
 
 type Keys = { secret?: Uint8Array; publicKey?: KeyObject; jwks?: JWTVerifyGetKey }
 
+/**
+ * The text of a key file; a failure names the field and the file. A parse error never quotes
+ * the file (V8's JSON errors carry a snippet of the text: a symmetric JWKS key's "k" would reach
+ * the logs and the reload answer), only where it is.
+ */
+function readKeyFile(field: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new Error(`jwt.${field} "${path}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+  }
+}
+
 function loadPublicKey(path: string): KeyObject {
-  return createPublicKey(readFileSync(path, 'utf8'))
+  const text = readKeyFile('publicKeyFile', path)
+  try {
+    return createPublicKey(text)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new Error(`jwt.publicKeyFile "${path}": not a PEM public key${code ? ` (${code})` : ''}`)
+  }
 }
 
 function loadJwks(path: string): JWTVerifyGetKey {
-  const jwks = JSON.parse(readFileSync(path, 'utf8')) as JSONWebKeySet
-  if (!Array.isArray(jwks.keys)) throw new Error(`${path}: not a JWKS document (no "keys" array)`)
-  return createLocalJWKSet(jwks)
+  const text = readKeyFile('jwksFile', path)
+  let jwks: JSONWebKeySet
+  try {
+    jwks = JSON.parse(text) as JSONWebKeySet
+  } catch (err) {
+    const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((err as Error).message)
+    throw new Error(`jwt.jwksFile "${path}": not valid JSON${at ? ` (${at[0]})` : ''}`)
+  }
+  if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new Error(`jwt.jwksFile "${path}": not a JWKS document (no "keys" array)`)
+  try {
+    return createLocalJWKSet(jwks)
+  } catch (err) {
+    throw new Error(`jwt.jwksFile "${path}": ${(err as Error).message}`)
+  }
 }
+
+/** Told when a changed key file cannot be loaded (and the keys before it stay in use). */
+export type KeyFileErrorHandler = (file: string, message: string) => void
 
 export class JwtVerifier {
   readonly #cfg: TenantJwtConfig
@@ -65,8 +98,14 @@ export class JwtVerifier {
     ttlAutopurge: false,
   })
 
-  constructor(cfg: TenantJwtConfig) {
+  readonly #onKeyFileError: KeyFileErrorHandler | undefined
+  /** The stamp of a changed key file that failed to load once, and one reported already. */
+  #failed: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
+  #reported: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
+
+  constructor(cfg: TenantJwtConfig, onKeyFileError?: KeyFileErrorHandler) {
     this.#cfg = cfg
+    this.#onKeyFileError = onKeyFileError
     this.#keys = {}
     if (cfg.secret !== undefined) this.#keys.secret = new TextEncoder().encode(cfg.secret)
     if (cfg.publicKeyFile !== undefined) {
@@ -99,7 +138,9 @@ export class JwtVerifier {
           const publicKey = loadPublicKey(cfg.publicKeyFile)
           keys = { ...this.#keys, publicKey }
           this.#stamps.publicKey = stamp
-        } catch {}
+        } catch (err) {
+          this.#keyFileFailed('publicKey', cfg.publicKeyFile, stamp, err)
+        }
       }
     }
     if (cfg.jwksFile !== undefined) {
@@ -109,13 +150,31 @@ export class JwtVerifier {
           const jwks = loadJwks(cfg.jwksFile)
           keys = { ...(keys ?? this.#keys), jwks }
           this.#stamps.jwks = stamp
-        } catch {}
+        } catch (err) {
+          this.#keyFileFailed('jwks', cfg.jwksFile, stamp, err)
+        }
       }
     }
     if (keys === undefined) return
     this.#keys = keys
     this.#generation++
     this.#cache.clear()
+  }
+
+  /**
+   * A changed key file did not load. The first failure of a version of the file may be a write
+   * caught halfway; the same version failing at the next look (a second later) is the file as it
+   * is: reported once (the old keys stay in use, silently until now, while tokens of the new key
+   * were refused as "no key matches the token" with nothing saying why).
+   */
+  #keyFileFailed(which: 'publicKey' | 'jwks', path: string, stamp: string, err: unknown): void {
+    if (this.#failed[which] !== stamp) {
+      this.#failed[which] = stamp
+      return
+    }
+    if (this.#reported[which] === stamp) return
+    this.#reported[which] = stamp
+    this.#onKeyFileError?.(path, (err as Error).message)
   }
 
   /** The cached outcome for a token, or undefined when it must be verified. */
@@ -183,12 +242,27 @@ function describe(err: unknown): string {
   return 'token rejected'
 }
 
-/** Read a claim by dotted path ("org.id"). */
+/**
+ * Read a claim by name or dotted path ("org.id"). A claim whose own name holds dots is found
+ * whole first: namespaced custom claims are URLs ("https://example.com/tenant_id", as Auth0
+ * requires; "https://hasura.io/jwt/claims" holding an object), which the split alone never
+ * reached, so every token was refused for lacking the claim. At each level the longest own name
+ * that fits comes first; only own properties count (a "constructor" claim is not Object's).
+ */
 export function claimAt(claims: JWTPayload, path: string): unknown {
-  let cur: unknown = claims
-  for (const part of path.split('.')) {
-    if (cur === null || typeof cur !== 'object') return undefined
-    cur = (cur as Record<string, unknown>)[part]
+  if (Object.hasOwn(claims, path)) return claims[path]
+  return path.includes('.') ? claimAtPath(claims, path) : undefined
+}
+
+function claimAtPath(cur: unknown, path: string): unknown {
+  if (cur === null || typeof cur !== 'object' || Array.isArray(cur)) return undefined
+  const obj = cur as Record<string, unknown>
+  if (Object.hasOwn(obj, path)) return obj[path]
+  for (let dot = path.lastIndexOf('.'); dot > 0; dot = path.lastIndexOf('.', dot - 1)) {
+    const head = path.slice(0, dot)
+    if (!Object.hasOwn(obj, head)) continue
+    const found = claimAtPath(obj[head], path.slice(dot + 1))
+    if (found !== undefined) return found
   }
-  return cur
+  return undefined
 }

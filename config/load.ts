@@ -25,55 +25,34 @@ const MARK = '\u00a7' // §
 
 interface Marked {
   text: string
-  /** What each mark stands for, and how many padding marks follow its number. */
-  refs: { value: string; pad: number; literal: boolean }[]
-  problems: string[]
+  /** What each mark stands for, how many padding marks follow its number, and what is wrong with it. */
+  refs: { value: string; pad: number; literal: boolean; problem?: string }[]
 }
 
 /**
  * ${NAME} and ${NAME:-default} (an empty variable takes the default); "$$" is a literal "$";
- * whole-line `#` comments are skipped. A missing variable without a default is an error naming
+ * references in YAML comments need nothing (the parser drops them). A missing variable without a default is an error naming
  * it and its line, never a silent empty string. References are replaced by marks of the same
  * length (error columns stay true), the YAML is parsed, and values go into the parsed scalars —
  * never into the text, where `s3cr #t` would end at the comment and a value holding a newline
  * or `key: x` would add to the document.
  */
-/**
- * Whether text[at] sits in a YAML comment: a `#` at the line's start or after a space or tab,
- * outside single- and double-quoted scalars (`''` and `\"` escapes), before `at` on its line.
- */
-function inComment(text: string, lineStart: number, at: number): boolean {
-  let single = false
-  let double = false
-  for (let i = lineStart; i < at; i++) {
-    const c = text.charCodeAt(i)
-    if (double) {
-      if (c === 92 /* \\ */) i++
-      else if (c === 34) double = false
-    } else if (single) {
-      if (c === 39) single = false // '' inside: closes and reopens, same state after
-    } else if (c === 34) double = true
-    else if (c === 39) single = true
-    else if (c === 35 /* # */ && (i === lineStart || text.charCodeAt(i - 1) === 32 || text.charCodeAt(i - 1) === 9)) return true
-  }
-  return false
-}
-
 function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
-  const problems: string[] = []
   const refs: Marked['refs'] = []
   const out = text.replace(ENV_REF, (match, name: string | undefined, def: string | undefined, offset: number) => {
-    // Comments are left alone, whole-line or after a value: documenting "${VAR}" (or another
-    // tool's "${PORT-80}") in a comment must not need VAR nor stop the document.
-    const lineStart = text.lastIndexOf('\n', offset - 1) + 1
-    if (inComment(text, lineStart, offset)) return match
+    // Every reference is marked, comments included; what is wrong with one (an unset variable,
+    // another tool's "${PORT-80}") is an error only if its mark lands in a value. The parser
+    // drops comments, so documenting "${VAR}" in one needs no VAR; and a " #" inside a block
+    // scalar or a multi-line quoted value is text, not a comment: a line scan took it for one
+    // and left that line's "${VAR}" in the config as literal text, unsubstituted and unreported.
     let value: string
+    let problem: string | undefined
     if (match === '$$') value = '$'
     else if (match === '${') {
       const line = text.slice(0, offset).split('\n').length
       const rest = /^[^\n]*?(\}|$)/m.exec(text.slice(offset))![0]
       const shown = rest.length > 40 ? `${rest.slice(0, 39)}…` : rest
-      problems.push(`line ${line}: ${JSON.stringify(shown)} is not a reference igw reads: write \${NAME} or \${NAME:-default} (NAME of letters, digits and "_"; no nesting), or $\${ for a literal "\${"`)
+      problem = `line ${line}: ${JSON.stringify(shown)} is not a reference igw reads: write \${NAME} or \${NAME:-default} (NAME of letters, digits and "_"; no nesting), or $\${ for a literal "\${"`
       value = ''
     } else {
       const v = env[name!]
@@ -81,16 +60,16 @@ function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
       else if (def !== undefined) value = def
       else {
         const line = text.slice(0, offset).split('\n').length
-        problems.push(`line ${line}: environment variable ${name} is not set and has no default (write \${${name}:-value})`)
+        problem = `line ${line}: environment variable ${name} is not set and has no default (write \${${name}:-value})`
         value = ''
       }
     }
     const head = `${MARK}${refs.length}`
     const pad = Math.max(1, match.length - head.length)
-    refs.push({ value, pad, literal: match === '$$' })
+    refs.push(problem === undefined ? { value, pad, literal: match === '$$' } : { value, pad, literal: false, problem })
     return head + MARK.repeat(pad)
   })
-  return { text: out, refs, problems }
+  return { text: out, refs }
 }
 
 /**
@@ -108,8 +87,12 @@ function typedValue(value: string): unknown {
 
 const STR_TAG = 'tag:yaml.org,2002:str'
 
-/** Put the values of the marks into the parsed document's scalars (keys included). */
-function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): void {
+/**
+ * Put the values of the marks into the parsed document's scalars (keys included). Returns the
+ * problems of the references that landed in one, in document order.
+ */
+function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): string[] {
+  const used = new Set<number>()
   visit(doc, {
     Scalar(_key, node) {
       const src = node.value
@@ -126,13 +109,15 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): void {
         }
         let j = at + 1
         while (j < src.length && src.charCodeAt(j) >= 48 && src.charCodeAt(j) <= 57) j++
-        const ref = j > at + 1 ? refs[Number(src.slice(at + 1, j))] : undefined
+        const n = Number(src.slice(at + 1, j))
+        const ref = j > at + 1 ? refs[n] : undefined
         if (ref === undefined || src.slice(j, j + ref.pad) !== MARK.repeat(ref.pad)) {
           out += src.slice(i, at + 1) // a § of the document's own
           i = at + 1
           continue
         }
         out += src.slice(i, at) + ref.value
+        if (ref.problem !== undefined) used.add(n)
         whole = at === 0 && j + ref.pad === src.length ? ref : undefined
         count++
         i = j + ref.pad
@@ -141,6 +126,7 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): void {
       node.value = node.type === 'PLAIN' && node.tag !== STR_TAG && count === 1 && whole !== undefined && !whole.literal ? typedValue(whole.value) : out
     },
   })
+  return [...used].sort((x, y) => x - y).map((n) => refs[n]!.problem!)
 }
 
 /** routes[1].filters[0].jwt — the path style of every message. */
@@ -228,8 +214,7 @@ export function validateConfig(doc: unknown, source = 'config'): GatewayConfig {
 
 /** Parse text (YAML is a superset of JSON, so one parser serves both). */
 export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
-  const { text: marked, refs, problems } = markEnvRefs(text, env)
-  if (problems.length) throw new ConfigError(source, problems)
+  const { text: marked, refs } = markEnvRefs(text, env)
   const doc = parseDocument(marked, { prettyErrors: true, uniqueKeys: true })
   if (doc.errors.length) {
     throw new ConfigError(
@@ -242,7 +227,10 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
       }),
     )
   }
-  if (refs.length) substituteRefs(doc, refs)
+  if (refs.length) {
+    const problems = substituteRefs(doc, refs)
+    if (problems.length) throw new ConfigError(source, problems)
+  }
   try {
     return doc.toJS({ maxAliasCount: 100 }) ?? {}
   } catch (err) {

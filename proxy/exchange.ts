@@ -155,6 +155,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #headersDeadline = Number.POSITIVE_INFINITY
   #finished = false
   /**
+   * The gateway itself cut a response whose head was already out (the upstream failed or timed
+   * out mid-body, a filter's body stream failed, a head node:http refused after a partial write):
+   * the client did not leave, so it is no client abort (igw_client_aborts_total).
+   */
+  #cut = false
+  /**
    * The client sent `Expect: 100-continue` and waits for an invitation before its body. igw
    * handles 'checkContinue' itself (Node would answer 100 at once), so the body is invited only
    * when it is about to be read: a request refused first (413, 415, a filter's 401/429) never
@@ -212,7 +218,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST, not ${method}`, -1, { allow: 'GET, POST, OPTIONS' })
         return
       }
-      if (method !== 'OPTIONS') {
+      if (method === 'OPTIONS') {
+        if (isCorsPreflight(req, declared)) {
+          // A CORS preflight (Fetch §4.8) carries no credentials — no Authorization, no cookies,
+          // no custom header such as the tenant's — and runs nothing: the backend answers it
+          // with its CORS grant. Run through the filters it got the tenant filter's 401/403, so a
+          // browser app on another origin never sent the request it asked about. As Envoy's
+          // CORS filter and Apollo Router answer preflights before authentication, no filter
+          // sees it (an OPTIONS that is no preflight, or has a body, takes the chain as before).
+          this.#preflight = true
+          this.forward()
+          return
+        }
+      } else {
         // A GET says what it runs in its query string only. A body beside it (some backends read
         // one) would run something no filter checked, priced or keyed the cache by.
         if (req.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0')) {
@@ -233,6 +251,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     this.runRequestPhase(0)
   }
+  /** A CORS preflight on a GraphQL route: no filter's request or response phase runs. */
+  #preflight = false
 
   bodyChunk(chunk: Buffer): void {
     if (this.#chunks === undefined) return
@@ -416,7 +436,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const added = this.ctx.responseHeaders
     if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
     const info = new ResponseInfoImpl(reply.status, headers, true, body, undefined)
-    const pending = this.runResponsePhase(info, below)
+    // (a preflight's 502/504: no filter ran for it, none sees its answer)
+    const pending = this.#preflight ? undefined : this.runResponsePhase(info, below)
     if (pending === undefined) this.#writeLocal(info)
     else pending.then(() => this.#writeLocal(info))
   }
@@ -468,7 +489,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (!res.headersSent && !res.destroyed) {
         res.removeHeader('content-length')
         writeErrorReply(res, 'INTERNAL_SERVER_ERROR', 'the gateway could not send this response head')
-      } else res.destroy()
+      } else {
+        this.#cut = true
+        res.destroy()
+      }
       return false
     }
   }
@@ -527,12 +551,25 @@ export class Exchange implements Dispatcher.DispatchHandler {
     let body: Buffer | Readable | null = null
     let contentLength: number | undefined
     let path = ctx.url
+    let method = ctx.method
     const gql = ctx.graphql
     if (this.#rawBody !== undefined) {
       body = gql !== undefined && gql.dirty ? gql.toBody() : this.#rawBody
       contentLength = body.length
     } else if (gql !== undefined && gql.dirty && gql.method === 'GET') {
       path = gql.toGetPath(path)
+      if (path.length > MAX_REWRITTEN_GET_TARGET && method === 'GET' && gql.operationType === 'query') {
+        // A filter put a long document into the URL (a persisted query's or an APQ hash's text):
+        // the request line outgrew what backends read (nginx 8 KiB, node:http 16 KiB with the
+        // headers) and the client, whose own URL was short, got the backend's bare 431/414. A
+        // query may be POSTed (GraphQL over HTTP: servers take POST), as routers send it anyway.
+        const post = gql.toPost(ctx.url)
+        path = post.path
+        body = post.body
+        contentLength = body.length
+        method = 'POST'
+        ctx.setUpstreamHeader('content-type', 'application/json')
+      }
     } else if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) {
       if (req.readableEnded) body = null
       else {
@@ -563,7 +600,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     route.upstream.pool.dispatch(
       {
         path,
-        method: ctx.method,
+        method,
         headers,
         body,
         headersTimeout: 0,
@@ -658,7 +695,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // sending it and destroys the request stream, the rest of the body stays unread on the client
     // connection, and a keep-alive client's next request on it was never read (a hang).
     if (!ctx.req.complete) this.#noReuse()
-    if (this.route.responsePhase.length === 0) {
+    if (this.route.responsePhase.length === 0 || this.#preflight) {
       if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))) return
       this.phase = Phase.Direct
       return
@@ -745,7 +782,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#heldEnd) upstreamBody.push(null)
     else if (!this.#upstreamEnded) this.controller?.resume()
     pipeline(body, res, (err) => {
-      if (err && !res.destroyed) res.destroy(err)
+      if (err && !res.destroyed) {
+        this.#cut = true // a filter's body stream failed (a client that left destroyed res first)
+        res.destroy(err)
+      }
     })
   }
 
@@ -815,6 +855,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.proxy.metrics.proxyErrors.labels(this.route.name, this.ctx.errorCode).inc()
     this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'upstream failed mid-response')
     this.phase = Phase.Done
+    this.#cut = true
     if (this.#body !== undefined) this.#body.destroy(err)
     this.res.destroy(err)
   }
@@ -832,8 +873,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.controller?.abort(new ClientGone())
       this.#body?.destroy()
     }
-    // (the drain deadline cutting it is the gateway's doing, not the client's)
-    if (aborted && !this.proxy.cutting) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
+    // (the drain deadline cutting it, or an upstream failing mid-body, is the gateway's doing or
+    // the upstream's, not the client's: an upstream that resets streams must not page as clients
+    // walking away)
+    if (aborted && !this.proxy.cutting && !this.#cut) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
     let status = res.statusCode
     // Ended before any head went out: res.statusCode is only Node's default 200, which would log
     // and count a request the client never got as a success (SLO dashboards, usage reports).
@@ -899,6 +942,22 @@ function isJson(contentType: string | undefined): boolean {
 }
 
 function noop(): void {}
+
+/**
+ * An OPTIONS request a browser sends before a cross-origin request (Fetch §4.8 "CORS-preflight
+ * request"): Origin and Access-Control-Request-Method, and no body.
+ */
+function isCorsPreflight(req: IncomingMessage, declared: string | undefined): boolean {
+  const h = req.headers
+  return h.origin !== undefined && h['access-control-request-method'] !== undefined && h['transfer-encoding'] === undefined && (declared === undefined || declared === '0')
+}
+
+/**
+ * The longest request target an edited GraphQL GET is sent upstream with; longer, it is sent as a
+ * POST. Half of the smallest common request-line limit (nginx's and Apache's 8 KiB), so the rest
+ * of the head fits in node:http's 16 KiB as well.
+ */
+const MAX_REWRITTEN_GET_TARGET = 4096
 
 /**
  * A proxy error as the whole response, outside any exchange (no route, a target that cannot be

@@ -169,13 +169,40 @@ export class GraphQLRequest {
   /** The JSON body to send upstream for a POST. */
   toBody(): Buffer {
     if (!this.dirty && this.raw) return this.raw
+    return this.#serialize(this.raw)
+  }
+
+  /** The request as a JSON body; `source` is where the client's variables text is (see #variablesToSend). */
+  #serialize(source: Buffer | string | null | undefined): Buffer {
     const out: Record<string, unknown> = {}
     if (this.query !== undefined) out.query = this.query
     if (this.operationName !== undefined) out.operationName = this.operationName
-    if (this.variables !== undefined) out.variables = this.#variablesToSend(this.raw)
+    if (this.variables !== undefined) out.variables = this.#variablesToSend(source)
     if (this.extensions !== undefined) out.extensions = this.extensions
     if (this.documentId !== undefined) out.documentId = this.documentId
     return Buffer.from(JSON.stringify(out))
+  }
+
+  /**
+   * An edited GET as a POST (for a document too long to go in a URL): the target with the
+   * GraphQL parameters taken out (any other parameter kept as it was spelled) and the JSON body.
+   */
+  toPost(originalPath: string): { path: string; body: Buffer } {
+    const q = originalPath.indexOf('?')
+    if (q === -1) return { path: originalPath, body: this.#serialize(undefined) }
+    const search = originalPath.slice(q + 1)
+    let kept = ''
+    for (const pair of search.split('&')) {
+      if (pair === '') continue
+      const eq = pair.indexOf('=')
+      let name = eq === -1 ? pair : pair.slice(0, eq)
+      try {
+        name = decodeURIComponent(name.replaceAll('+', ' '))
+      } catch {}
+      if (!(GET_PARAMETERS as readonly string[]).includes(name)) kept += kept === '' ? pair : `&${pair}`
+    }
+    const base = originalPath.slice(0, q)
+    return { path: kept === '' ? base : `${base}?${kept}`, body: this.#serialize(new URLSearchParams(search).get('variables')) }
   }
 
   /** The path with the GraphQL parameters rewritten, for a GET whose request was edited. */

@@ -44,8 +44,16 @@ export class Router<R extends Routable> {
   match(hostHeader: string | undefined, path: string): R | undefined {
     if (this.#only !== undefined) return this.#only
     if (hostHeader && (this.#exact.size > 0 || this.#wildcard.length > 0)) {
-      const host = hostHeader.toLowerCase()
-      const bare = stripPort(host)
+      let host = hostHeader.toLowerCase()
+      let bare = stripPort(host)
+      if (bare.length > 1 && bare.charCodeAt(bare.length - 1) === 46 /* . */) {
+        // "admin.example.com." (an absolute domain name) is the same host as "admin.example.com":
+        // DNS takes clients to us by either, backends serve either (nginx matches both), and
+        // unmatched it fell through to the host-less routes — past the host's filters.
+        const name = bare.slice(0, -1)
+        host = name + host.slice(bare.length)
+        bare = name
+      }
       // The host with its port first, then without: routes for "host:port" that take only some
       // paths leave the others to the routes for the host on any port.
       const exact = this.#exact.get(host)

@@ -405,8 +405,9 @@ class CacheFilter implements Filter {
   async #lookupL2(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): Promise<Decision> {
     const seq = this.shared.seq()
     const r = await this.#l2!.get(st.key)
-    if (r !== undefined && 'meta' in r) {
-      const m = r.meta
+    if (r === undefined) return this.#goUpstream(ctx, gql, st, policy)
+    const m = r.meta
+    if (m !== undefined) {
       const now = Date.now()
       if (now < m.f) {
         const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot, m.a)
@@ -416,13 +417,16 @@ class CacheFilter implements Filter {
           return this.#reply(ctx, entry, now, 'hit', policy)
         }
       }
-    } else if (r !== undefined) {
-      st.l2Seq = r.seq
     }
+    // Absent, or past its freshness (it lingers for stale-if-error / -while-revalidate): this
+    // miss's response replaces it. Without the sequence it would not be stored, and every proxy
+    // with a cold L1 would go upstream until the stale copy's last window ran out.
+    st.l2Seq = r.seq
     return this.#goUpstream(ctx, gql, st, policy)
   }
 
   #goUpstream(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): undefined {
+    identityBody(ctx)
     if (this.cfg.invalidation.injectTypename) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
@@ -450,6 +454,7 @@ class CacheFilter implements Filter {
       if (mapped !== undefined) tags.push(...mapped)
     }
     ctx.locals.set(kState, { kind: 'mutation', tags } satisfies MutationState)
+    identityBody(ctx) // its body is read for the entities it returned
     if (inv.injectTypename) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
@@ -471,6 +476,7 @@ class CacheFilter implements Filter {
     e.revalidating = true
     this.#refreshes[trigger].inc()
     this.rc.begin(key)
+    identityBody(ctx)
     if (this.cfg.invalidation.injectTypename) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
@@ -686,6 +692,18 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string):
   // Too many objects to read them all: what it touched is not fully known.
   if (!collectEntityTags(r.data, tags, false)) tags.add(routeTag)
   if ('data' in r && Array.isArray(r.errors) && r.errors.length > 0) tags.add(routeTag)
+}
+
+/**
+ * Ask the upstream for an identity body. A compressed response is never stored (the cache reads
+ * and serves plain JSON) and a mutation's compressed body cannot be read for its entities, so it
+ * dropped the route's whole cache: behind a backend that compresses when asked (Apollo Router,
+ * an Express `compression()` app), every browser (which always sends Accept-Encoding) made the
+ * cache useless. The gateway-to-backend hop is the cheap one; clients of hits get the stored copy.
+ */
+function identityBody(ctx: RequestContext): void {
+  const ae = ctx.req.headers['accept-encoding']
+  if (ae !== undefined && ae !== 'identity') ctx.setUpstreamHeader('accept-encoding', 'identity')
 }
 
 function pickHeaders(h: Record<string, string | string[] | undefined>): Record<string, string> {

@@ -60,6 +60,7 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 const NL = 0x0a
+const EMPTY = Buffer.alloc(0)
 
 export class RedisLayer {
   readonly #redis: RedisProvider
@@ -81,15 +82,20 @@ export class RedisLayer {
     return `${this.#prefix}cache:e:${createHash('sha256').update(key).digest('base64url')}`
   }
 
-  /** The L2 entry (if any) and Redis's invalidation sequence now; undefined when Redis failed. */
-  async get(key: string): Promise<{ meta: L2Meta; body: Buffer } | { seq: number } | undefined> {
+  /**
+   * The L2 entry (if any) and Redis's invalidation sequence now; undefined when Redis failed.
+   * The sequence comes with an entry too: one past its freshness (kept for stale-if-error or
+   * stale-while-revalidate) is replaced by the miss it causes, which stores against it.
+   */
+  async get(key: string): Promise<{ meta: L2Meta | undefined; body: Buffer; seq: number } | undefined> {
     try {
       const [raw, seq] = await withTimeout(this.#redis.client().mgetBuffer(this.entryKey(key), `${this.#prefix}cache:seq`), this.#timeoutMs)
+      const s = seq ? Number(seq.toString()) : 0
       if (raw) {
         const nl = raw.indexOf(NL)
-        return { meta: JSON.parse(raw.subarray(0, nl).toString()) as L2Meta, body: raw.subarray(nl + 1) }
+        return { meta: JSON.parse(raw.subarray(0, nl).toString()) as L2Meta, body: raw.subarray(nl + 1), seq: s }
       }
-      return { seq: seq ? Number(seq.toString()) : 0 }
+      return { meta: undefined, body: EMPTY, seq: s }
     } catch (err) {
       this.#onError('get', err)
       return undefined
@@ -102,7 +108,13 @@ export class RedisLayer {
     this.#redis.client().eval(STORE, 1, this.entryKey(key), this.#prefix, payload, String(startSeq), String(Math.max(1, Math.ceil(ttlMs))), ...meta.t).catch((err: unknown) => this.#onError('store', err))
   }
 
-  /** Purge L2 entries carrying the tags and tell other proxies; resolves when Redis has done it. */
+  /**
+   * Purge L2 entries carrying the tags and tell other proxies; resolves when Redis has done it.
+   * One that fails is kept and replayed once Redis answers again: Redis that comes back with its
+   * data (a partition, a restart with persistence) would otherwise hold the entities as they
+   * were before the write, and serve them from L2 — to this proxy too, whose L1 entries the
+   * mutation removed — and the other proxies would never hear of it, until the TTL.
+   */
   async invalidate(tags: readonly string[], origin: string): Promise<boolean> {
     const msg: InvalidationMessage = { o: origin, t: [...tags] }
     try {
@@ -110,9 +122,50 @@ export class RedisLayer {
       return true
     } catch (err) {
       this.#onError('invalidate', err)
+      this.#keepForReplay(tags, origin)
       return false
     }
   }
+
+  /** Tags whose purge failed, replayed when Redis is ready again (bounded). */
+  readonly #unpurged = new Set<string>()
+  #origin = ''
+  #replayArmed = false
+
+  #keepForReplay(tags: readonly string[], origin: string): void {
+    this.#origin = origin
+    for (const t of tags) {
+      if (this.#unpurged.size >= MAX_UNPURGED) {
+        this.#onError('invalidate', new Error(`more than ${MAX_UNPURGED} tags await a purge; the rest will not be replayed (the TTL bounds their staleness)`))
+        break
+      }
+      this.#unpurged.add(t)
+    }
+    if (this.#replayArmed) return
+    this.#replayArmed = true
+    const client = this.#redis.client()
+    // Disconnected: the first command after the reconnect (commands on one connection run in
+    // order, so this worker's own L2 reads come after the purge). Connected but slow (a
+    // timeout): retry shortly; purging twice only costs misses.
+    if (client.status === 'ready') setTimeout(replayUnpurged, REPLAY_DELAY_MS, this).unref()
+    else client.once('ready', () => replayUnpurged(this))
+  }
+
+  /** Called by replayUnpurged: the pending tags, handed over once. */
+  takeUnpurged(): { tags: string[]; origin: string } {
+    this.#replayArmed = false
+    const tags = [...this.#unpurged]
+    this.#unpurged.clear()
+    return { tags, origin: this.#origin }
+  }
+}
+
+const MAX_UNPURGED = 10_000
+const REPLAY_DELAY_MS = 1_000
+
+function replayUnpurged(layer: RedisLayer): void {
+  const { tags, origin } = layer.takeUnpurged()
+  if (tags.length > 0) void layer.invalidate(tags, origin)
 }
 
 // One subscription per worker and Redis provider, whatever the number of routes and reloads.

@@ -753,11 +753,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const limit = integerQuery(ctx.query, 'limit', MAX_PAGE, { min: 1, max: MAX_PAGE })
         const rawCursor = ctx.query.get('cursor')
         const after = rawCursor === null ? undefined : parseProxyCursor(rawCursor)
-        // Ordered here by code unit, not by the database's collation (a PostgreSQL locale orders
-        // "a-b" and "a_b" its own way): the cursor compares with the same order it pages by.
-        const all = (await hub.list()).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-        const start = after === undefined ? 0 : all.findIndex((p) => p.id > after)
-        const rest = start === -1 ? [] : all.slice(start)
+        // Ordered by code unit in SQL (PushHub.list: COLLATE "C" on PostgreSQL, whose locale
+        // orders "a-b" and "a_b" its own way): the cursor compares with the order it pages by.
+        const rest = await hub.list({ ...(after === undefined ? {} : { after }), limit: limit + 1 })
         const items = rest.slice(0, limit)
         const page = rest.length > limit ? pageLinks('/v1/proxies', { limit: String(limit), cursor: Buffer.from(items.at(-1)!.id).toString('base64url') }) : undefined
         sendJson(ctx.res, 200, { headVersion: store.head()?.version ?? 0, items, ...(page ? { next: page.next } : {}) }, page?.headers)

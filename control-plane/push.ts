@@ -111,7 +111,8 @@ export class PushHub {
     // A proxy reconnecting with a version of this store at or past its NACKed one runs it: the
     // NACK is resolved as an ACK would (the ACK itself may have been lost: it is not retried, and
     // a proxy already on the head gets no new version to ACK).
-    if (runningVersion > 0 && (await this.#db.query('SELECT version FROM config_versions WHERE version = $1', [runningVersion])).length > 0) {
+    const known = runningVersion > 0 && (await this.#db.query('SELECT version FROM config_versions WHERE version = $1', [runningVersion])).length > 0
+    if (known) {
       await this.#db.query('UPDATE proxies SET nack_version = NULL, nack_error = NULL, nack_at = NULL WHERE id = $1 AND nack_version <= $2', [proxyId, runningVersion])
     }
     if (res.socket === null || res.socket.destroyed) {
@@ -132,10 +133,16 @@ export class PushHub {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
     res.flushHeaders()
     const head = currentHead()
+    // This instance may not have heard of the newest commits yet (another instance on the same
+    // database made them; its NOTIFY or the head poll has not arrived): a proxy running a version
+    // the store has is not ahead of it. Answered with the stale head, it NACKed that head as "older
+    // than the running version (was the store reset or restored?)", a false alarm in its log and
+    // in GET /v1/proxies. It is told it is current; the next commit reaches it as usual.
+    const lagging = known && (head?.version ?? 0) < runningVersion
     // A proxy ahead of this store (its history was reset, or restored from an older backup)
     // still hears every new commit: it NACKs each one at once (versions only move forward on a
     // proxy) and GET /v1/proxies shows why, instead of the commit passing it by in silence.
-    const s: Stream = { res, proxyId, sentVersion: Math.min(runningVersion, head?.version ?? 0), blocked: false, blockedSince: 0, pending: undefined, stallTimer: undefined }
+    const s: Stream = { res, proxyId, sentVersion: lagging ? runningVersion : Math.min(runningVersion, head?.version ?? 0), blocked: false, blockedSince: 0, pending: undefined, stallTimer: undefined }
     this.#streams.set(proxyId, s)
     res.on('close', () => {
       clearTimeout(s.stallTimer)
@@ -145,7 +152,7 @@ export class PushHub {
       }
     })
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
-    else this.#write(s, `event: current\ndata: {"version":${head?.version ?? 0}}\n\n`)
+    else this.#write(s, `event: current\ndata: {"version":${lagging ? runningVersion : (head?.version ?? 0)}}\n\n`)
   }
 
   #send(s: Stream, head: Head): void {
@@ -243,8 +250,27 @@ export class PushHub {
     return true
   }
 
-  async list(): Promise<ProxyView[]> {
-    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM proxies ORDER BY id')
+  /**
+   * Proxies by id, a page at a time when asked: `after` (exclusive) and `limit` are applied in SQL,
+   * so a page reads only its own rows. The order is by code unit (bytes, ids being ASCII), not
+   * the database's collation: a PostgreSQL created with a locale orders "a-b" and "a_b" its own
+   * way, and a cursor compared in another order than the one paged by skips or repeats rows.
+   * SQLite's default BINARY collation already compares bytes.
+   */
+  async list(opts: { after?: string; limit?: number } = {}): Promise<ProxyView[]> {
+    const byBytes = this.#db.kind === 'postgres' ? ' COLLATE "C"' : ''
+    const params: (string | number)[] = []
+    let sql = 'SELECT * FROM proxies'
+    if (opts.after !== undefined) {
+      params.push(opts.after)
+      sql += ` WHERE id${byBytes} > $${params.length}`
+    }
+    sql += ` ORDER BY id${byBytes}`
+    if (opts.limit !== undefined) {
+      params.push(Math.max(0, Math.floor(opts.limit)))
+      sql += ` LIMIT $${params.length}`
+    }
+    const rows = await this.#db.query<Record<string, unknown>>(sql, params)
     const iso = (v: unknown) => (v === null || v === undefined ? null : new Date(num(v)).toISOString())
     const fresh = Date.now() - CONNECTED_FRESH_MS
     return rows.map((r) => ({

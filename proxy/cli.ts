@@ -245,6 +245,9 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
     } catch (err) {
       throw new ConfigError('--control-plane-key', [`cannot read file: ${(err as Error).message}`])
     }
+    // An empty file (a Secret not mounted yet, a bad template) is no key: taken as "no flag", the
+    // proxy pinned whatever key answered first — the trust the flag was given to avoid.
+    if (publicKeyPem.trim() === '') throw new ConfigError('--control-plane-key', [`${flags['control-plane-key']}: the file is empty, not a PEM public key`])
   }
   const fallback = flags.config !== undefined || flags.upstream !== undefined ? () => buildProxyConfig(flags) : undefined
   let handle: Awaited<ReturnType<typeof startProxy>> | undefined

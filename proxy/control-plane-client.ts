@@ -16,7 +16,6 @@ import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
-import type { Readable } from 'node:stream'
 import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
@@ -86,6 +85,19 @@ export function verifyEnvelope(envelope: unknown, key: KeyObject): Payload {
   }
   if (!Number.isInteger(p.version) || p.version < 1) throw new SnapshotRejected('payload has no valid version')
   return p
+}
+
+/** An ed25519 public key from PEM (SPKI, or the public half of a private key); else an error saying what it is. */
+function parseControlPlaneKey(pem: string): KeyObject {
+  let key: KeyObject
+  try {
+    key = createPublicKey(pem)
+  } catch {
+    // OpenSSL's own text ("DECODER routines::unsupported") says nothing more.
+    throw new Error("not a PEM public key: expected the PEM that the control plane's GET /v1/signing-key prints")
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`a key of type ${key.asymmetricKeyType ?? 'unknown'}, not ed25519: the control plane signs snapshots with ed25519 (GET /v1/signing-key prints its key)`)
+  return key
 }
 
 /** The version a refused envelope claims (unverified: only to name it in the NACK); else the event id; else 0. */
@@ -164,25 +176,38 @@ export class ReconnectPolicy {
   }
 }
 
-type SseEvent = { event: string; data: string; id?: string }
+export type SseEvent = { event: string; data: string; id?: string }
 
 /** What the stream gave bootstrap(): the head, or the reason its snapshot was refused. */
-type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { kind: 'refused'; version: number; reason: string; signature: boolean }
+type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { kind: 'refused'; version: number; reason: string; signature: boolean } | { kind: 'empty' }
 
-/** Parse a text/event-stream body into events (the subset the control plane sends). */
-async function* sseEvents(body: Readable): AsyncGenerator<SseEvent> {
-  let buf = ''
+/**
+ * Parse a text/event-stream body into events (the subset the control plane sends).
+ *
+ * A snapshot is one `data:` line as long as the document (megabytes) that arrives as hundreds of
+ * reads. Each read is searched for line ends on its own and kept in a list until its line ends:
+ * appending every read to one string and searching that from its start re-scanned (and V8
+ * re-flattened) everything received so far on every read — quadratic, ~6 s of CPU on the
+ * supervisor's thread for a 16 MB document in 16 KiB reads.
+ */
+export async function* sseEvents(body: AsyncIterable<unknown>): AsyncGenerator<SseEvent> {
+  /** The current line's text so far (it holds no line end). */
+  const parts: string[] = []
   let ev: SseEvent = { event: 'message', data: '' }
   // One decoder for the whole stream: a multi-byte character split across two reads (a
   // non-ASCII display name in a large snapshot) is joined, not turned into two U+FFFD that
   // break the payload's signature.
   const utf8 = new TextDecoder('utf-8')
   for await (const chunk of body) {
-    buf += utf8.decode(chunk as Buffer, { stream: true })
+    const text = utf8.decode(chunk as Buffer, { stream: true })
+    let from = 0
     let i
-    while ((i = buf.indexOf('\n')) !== -1) {
-      const line = buf.slice(0, i).replace(/\r$/, '')
-      buf = buf.slice(i + 1)
+    while ((i = text.indexOf('\n', from)) !== -1) {
+      parts.push(text.slice(from, i))
+      from = i + 1
+      const joined = parts.length === 1 ? parts[0]! : parts.join('')
+      parts.length = 0
+      const line = joined.endsWith('\r') ? joined.slice(0, -1) : joined
       if (line === '') {
         if (ev.data !== '') yield ev
         ev = { event: 'message', data: '' }
@@ -191,12 +216,13 @@ async function* sseEvents(body: Readable): AsyncGenerator<SseEvent> {
       } else {
         const c = line.indexOf(':')
         const field = c === -1 ? line : line.slice(0, c)
-        const value = c === -1 ? '' : line.slice(c + 1).replace(/^ /, '')
+        const value = c === -1 ? '' : line.charCodeAt(c + 1) === 32 ? line.slice(c + 2) : line.slice(c + 1)
         if (field === 'event') ev.event = value
         else if (field === 'data') ev.data = ev.data === '' ? value : `${ev.data}\n${value}`
         else if (field === 'id') ev.id = value
       }
     }
+    if (from < text.length) parts.push(from === 0 ? text : text.slice(from))
   }
 }
 
@@ -233,10 +259,29 @@ export class ControlPlaneClient {
     this.#o = { ...o, url: o.url.replace(/\/+$/, '') }
     mkdirSync(o.stateDir, { recursive: true })
     this.proxyId = o.proxyId ?? this.#stableId()
-    if (o.publicKeyPem) this.#key = createPublicKey(o.publicKeyPem)
-    else if (existsSync(this.#keyPath)) {
-      this.#key = createPublicKey(readFileSync(this.#keyPath, 'utf8'))
-      this.#keySource = `pinned on first contact in ${this.#keyPath}`
+    // A key that is not an ed25519 public key stops the start naming where it came from (exit 78):
+    // it used to crash with OpenSSL's "DECODER routines::unsupported" and a stack (exit 1), and
+    // an RSA key was taken, so every snapshot was then NACKed as "does not verify".
+    if (o.publicKeyPem) {
+      try {
+        this.#key = parseControlPlaneKey(o.publicKeyPem)
+      } catch (err) {
+        throw new ConfigError('--control-plane-key', [(err as Error).message])
+      }
+    } else if (existsSync(this.#keyPath)) {
+      const text = readFileSync(this.#keyPath, 'utf8')
+      if (text.trim() === '') {
+        // Pinning was cut short (a crash or power loss as the file was created, before the
+        // write was atomic): nothing was pinned, and nothing was received under it.
+        this.#o.log('warn', { keyPath: this.#keyPath }, 'the pinned control plane key file is empty (pinning was interrupted): pinning the key again on first contact')
+      } else {
+        try {
+          this.#key = parseControlPlaneKey(text)
+        } catch (err) {
+          throw new ConfigError(this.#keyPath, [`the pinned control plane key is ${(err as Error).message}; delete the file to pin the control plane's key again on first contact, or pass --control-plane-key`])
+        }
+        this.#keySource = `pinned on first contact in ${this.#keyPath}`
+      }
     }
   }
 
@@ -288,10 +333,22 @@ export class ControlPlaneClient {
   async #ensureKey(): Promise<KeyObject> {
     if (this.#key) return this.#key
     const r = await request(`${this.#o.url}/v1/signing-key`, { headersTimeout: 3_000, bodyTimeout: 3_000 })
-    if (r.statusCode !== 200) throw new Error(`GET /v1/signing-key answered ${r.statusCode}`)
+    if (r.statusCode !== 200) {
+      await r.body.dump()
+      throw new Error(`GET /v1/signing-key answered ${r.statusCode}`)
+    }
     const { publicKeyPem } = (await r.body.json()) as { publicKeyPem: string }
-    this.#key = createPublicKey(publicKeyPem)
-    writeFileSync(this.#keyPath, publicKeyPem)
+    let key: KeyObject
+    try {
+      key = parseControlPlaneKey(String(publicKeyPem))
+    } catch (err) {
+      throw new Error(`GET /v1/signing-key answered ${(err as Error).message}`)
+    }
+    // Atomically: a crash while writing left an empty or half file, which stopped every later start.
+    const tmp = `${this.#keyPath}.${process.pid}.tmp`
+    writeFileSync(tmp, publicKeyPem)
+    renameSync(tmp, this.#keyPath)
+    this.#key = key
     this.#keySource = `pinned on first contact in ${this.#keyPath}`
     this.#o.log('warn', { keyPath: this.#keyPath }, 'pinned the control plane signing key on first contact (pass --control-plane-key to pin it explicitly)')
     return this.#key
@@ -310,6 +367,12 @@ export class ControlPlaneClient {
     this.#first = undefined // later snapshots (the control plane coming back) go the normal way
     this.#firstFailure = undefined
     if (got === undefined) return this.#bootFromLastGood('control plane unreachable')
+    if (got.kind === 'empty') {
+      // It answered at once: waiting out the boot timeout and then saying it "did not answer"
+      // sent operators after the network instead of the control plane's empty store.
+      this.#bootProblem = 'it has no config version yet (its store is empty: start it with --config <seed>, or PUT /v1/config); the proxy takes the first version committed'
+      return this.#bootFromLastGood('control plane has no config version yet')
+    }
     if (got.kind === 'refused') {
       // Already NACKed (#onSnapshot). Nothing unverified is ever used; the file may still be.
       const hint = got.signature ? `; if the control plane's signing key was replaced on purpose, pin the new one (GET /v1/signing-key) with --control-plane-key` : ''
@@ -469,6 +532,14 @@ export class ControlPlaneClient {
     try {
       head = (JSON.parse(data) as { version: number }).version
     } catch {
+      return
+    }
+    if (this.#first !== undefined && this.#version === 0) {
+      // Booting (this proxy runs nothing yet) and the head is not newer than nothing: the
+      // control plane has no version at all. Boot goes on at once with what else there is.
+      const f = this.#first
+      this.#first = undefined
+      f({ kind: 'empty' })
       return
     }
     // Equal is the normal case. Older means the control plane's store went back (reset or restored):

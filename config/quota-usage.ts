@@ -34,6 +34,31 @@ export function localDayNumber(timeZone: string, nowMs: number): number {
   return Date.UTC(y, m - 1, d) / DAY_MS
 }
 
+const zoneNames = new Map<number, string>()
+
+/**
+ * A time zone's number (32-bit FNV-1a of its name, never 0): what the quota state stores next to a
+ * day number, so that a day counted in one zone is recognised after a reload moves the tenant to
+ * another (the day numbers of two zones differ by up to two). Remembered per thread, so the zone
+ * can be found again from its number.
+ */
+export function zoneCode(timeZone: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < timeZone.length; i++) {
+    h ^= timeZone.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  h |= 0
+  if (h === 0) h = 1
+  if (!zoneNames.has(h)) zoneNames.set(h, timeZone)
+  return h
+}
+
+/** The zone of a number from zoneCode (undefined: not seen by this thread). */
+export function zoneOfCode(code: number): string | undefined {
+  return zoneNames.get(code)
+}
+
 /** The ISO date (YYYY-MM-DD) of a day number, for logs and the control plane. */
 export function dayNumberToDate(day: number): string {
   return new Date(day * DAY_MS).toISOString().slice(0, 10)
@@ -44,7 +69,10 @@ export function dayNumberToDate(day: number): string {
  * so one Lua script can touch them all atomically.
  */
 export const quotaKeys = {
-  /** Hash: tk (bucket tokens, micro-units), ts (refill time, ms), d (day number), u (used that day). */
+  /**
+   * Hash: tk (bucket tokens, micro-units), ts (refill time, ms), d (day number), u (used that day),
+   * z (zoneCode of the zone `d` is counted in) and e (when that day ends, ms).
+   */
   kind: (prefix: string, tenant: string, kind: string) => `${prefix}q:{${tenant}}:${kind}`,
   /** Hash: rolling budget ring (h head bucket, tot total, b<i> buckets, m<ppm> when threshold ppm/10^6 last fired). */
   budget: (prefix: string, tenant: string) => `${prefix}q:{${tenant}}:budget`,
@@ -63,7 +91,8 @@ export interface QuotaStateDocument {
 
 export interface QuotaStateTenant {
   tenant: string
-  kinds: Partial<Record<QuotaKindName, { day: number; used: number }>>
+  /** `zone`: the time zone `day` is counted in (absent in files of older proxies). */
+  kinds: Partial<Record<QuotaKindName, { day: number; used: number; zone?: string }>>
   /** `fired[i]`: when the threshold `firedFor[i]` last fired (ms; 0 never); `firedFor[i]` -1: not known. */
   budget?: { bucketMs: number; buckets: number; head: number; total: number; fired: number[]; firedFor?: number[]; ring: [number, number][] }
 }
@@ -72,9 +101,22 @@ export interface QuotaStateTenant {
 export function usedTodayFromState(doc: QuotaStateDocument, tenant: string, kind: QuotaKindName, timeZone = 'UTC', nowMs = Date.now()): number {
   // The file is the proxy's, but read here as found: a damaged entry counts as no usage, never a throw.
   const found = doc.tenants.find((t) => t !== null && typeof t === 'object' && t.tenant === tenant)
-  const entry = found?.kinds !== null && typeof found?.kinds === 'object' ? (found.kinds as Record<string, { day?: unknown; used?: unknown } | null>)[kind] : undefined
+  const entry = found?.kinds !== null && typeof found?.kinds === 'object' ? (found.kinds as Record<string, { day?: unknown; used?: unknown; zone?: unknown } | null>)[kind] : undefined
   if (entry === undefined || entry === null || typeof entry.used !== 'number' || !Number.isFinite(entry.used) || entry.used < 0) return 0
-  return entry.day === localDayNumber(timeZone, nowMs) ? entry.used : 0
+  if (entry.day === localDayNumber(timeZone, nowMs)) return entry.used
+  // Counted in the tenant's previous zone (its timezone was changed): the units of that zone's
+  // day still running are carried into today in the new zone (the proxy does the same).
+  if (typeof entry.zone === 'string' && entry.zone !== timeZone && validZone(entry.zone) && entry.day === localDayNumber(entry.zone, nowMs)) return entry.used
+  return 0
+}
+
+function validZone(z: string): boolean {
+  try {
+    dayFormatter(z)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** A state file as read: the document, or why there is none (`missing`: no file, a first start). */
@@ -114,7 +156,11 @@ export interface HashReader {
 
 /** usedToday from Redis (the authority when proxies share one): what the control plane shows. */
 export async function usedTodayFromRedis(redis: HashReader, keyPrefix: string, tenant: string, kind: QuotaKindName, timeZone = 'UTC', nowMs = Date.now()): Promise<number> {
-  const [d, u] = await redis.hmget(quotaKeys.kind(keyPrefix, tenant, kind), 'd', 'u')
-  if (d === null || d === undefined || Number(d) !== localDayNumber(timeZone, nowMs)) return 0
-  return Number(u ?? 0)
+  const [d, u, z, e] = await redis.hmget(quotaKeys.kind(keyPrefix, tenant, kind), 'd', 'u', 'z', 'e')
+  if (d === null || d === undefined) return 0
+  if (Number(d) === localDayNumber(timeZone, nowMs)) return Number(u ?? 0)
+  // Counted in another zone (the tenant's timezone was changed) on a day that has not ended: the
+  // next decision carries these units into today (redis-script.ts).
+  if (z !== null && z !== undefined && e !== null && e !== undefined && Number(z) !== zoneCode(timeZone) && Number(e) > nowMs) return Number(u ?? 0)
+  return 0
 }

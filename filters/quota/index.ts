@@ -303,11 +303,11 @@ class QuotaFilter implements Filter {
       redisRule = r.redisRule = this.#redisRule(r, store)
       r.redisStore = store
     }
-    store.enqueue(redisRule, cost, day, pending, d)
+    store.enqueue(redisRule, cost, day, pending, d, r.calendar.end)
     return p
   }
 
-  /** The tenant's keys and ARGV 4-16 of its decisions (redis-script.ts): thresholds padded to 4. */
+  /** The tenant's keys and ARGV 4-17 of its decisions (redis-script.ts): thresholds padded to 4, then the zone. */
   #redisRule(r: Resolved, store: RedisQuotaStore): DecisionRule {
     const rule = r.rule
     const b = rule.budget
@@ -318,6 +318,7 @@ class QuotaFilter implements Filter {
       ...(b === undefined
         ? [-1, 0, 0, 0, rule.shadowMask & 7, 0, 0, 0, 0, 0]
         : [b.units, b.bucketMs, b.buckets, b.hardCap ? 1 : 0, rule.shadowMask & 7, b.thresholds.length, ...[0, 1, 2, 3].map((i) => Math.round((b.thresholds[i] ?? 0) * 1_000_000))]),
+      rule.zoneCode ?? 0,
     ])
   }
 

@@ -7,6 +7,13 @@ import { advance, add, crossedThresholds, retryAt, total } from './rolling-budge
 import { RULE_BUDGET, RULE_DAILY, RULE_RATE, type KindRule } from './rules.ts'
 import { K_BASE, K_DAY, K_LAST, K_PENDING, K_PREV_DAY, K_PREV_PENDING, K_TOKENS, K_USED, S_MODE, T_BUDGET_LOCAL, T_BUDGET_MIRROR, type QuotaTable } from './shared-table.ts'
 import { MICRO, msUntilAvailable, refill } from './token-bucket.ts'
+import { localDayNumber, zoneOfCode } from '../../config/quota-usage.ts'
+
+/**
+ * Slot Int32 words 20-23 (+ kind; unused by shared-table.ts's layout): the zoneCode of the time zone
+ * the kind's K_DAY is counted in (0: not known — a fresh slot, or restored from an older file).
+ */
+export const S_ZONE = 20
 
 /** The outcome of one decision (reused on the synchronous path: no allocation per request). */
 export class Verdict {
@@ -69,6 +76,9 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
   let tenantLocked = false
   table.lockKind(slot, k)
   try {
+    // The tenant's time zone changed (a reload): the day number is the other zone's.
+    const zc = rule.zoneCode ?? 0
+    if (zc !== 0 && table.i32[table.si(slot, S_ZONE + k)] !== zc) rezone(table, slot, k, zc, day, now)
     // A new day resets the daily figures; a day number going back (clock step) does not.
     if (day > f[iDay]!) newDay(f, iTokens - K_TOKENS, day)
     const cap = fallback ? Math.floor(rule.capacity * scale) : rule.capacity
@@ -201,6 +211,34 @@ function newDay(f: Float64Array, b: number, day: number): void {
 }
 
 /**
+ * The kind's day was counted in another time zone (the tenant's `timezone` changed by a reload, or
+ * a restart with a new config restored it so); under the kind's lock. Day numbers of two zones
+ * differ by up to two at one instant, and a new day starts only when the number grows: kept as
+ * they were, a move west left the old zone's usage in force for up to two days (requests refused
+ * while the gauge, which looks for today's number, said 0), a move east reset it at once.
+ * The units used in the old zone's current day are carried into the new zone's current day, which
+ * ends at the new zone's midnight: a time zone edit neither gives a tenant fresh quota nor locks it
+ * out past the new midnight. A day that is over in the old zone is over: the usage starts at zero.
+ */
+function rezone(table: QuotaTable, slot: number, k: number, zc: number, day: number, now: number): void {
+  const f = table.f64
+  const b = table.kf(slot, k, 0)
+  const iZone = table.si(slot, S_ZONE + k)
+  const old = table.i32[iZone]!
+  table.i32[iZone] = zc
+  const stored = f[b + K_DAY]!
+  if (old === 0 || stored === 0 || stored === day) return
+  const oldZone = zoneOfCode(old)
+  let current: boolean
+  if (oldZone !== undefined) current = stored >= localDayNumber(oldZone, now)
+  // A thread that never saw the old zone (started after the reload): a day next to today's is taken as current.
+  else current = Math.abs(stored - day) <= 1
+  if (current) f[b + K_DAY] = day
+  else if (day <= stored) newDay(f, b, day)
+  // else: day > stored, the ordinary new day that follows
+}
+
+/**
  * Take the units admitted locally during an outage on `day` (any: the current day's), to add to
  * Redis with a decision of that day. Units of an earlier day are not taken (the script would charge them to this day):
  * the reconciliation (heartbeat, recovery) pushes them with their own day.
@@ -260,6 +298,8 @@ export function mirrorRedis(table: QuotaTable, slot: number, rule: KindRule, now
   const k = rule.kindIndex
   const iTokens = table.kf(slot, k, K_TOKENS)
   table.lockKind(slot, k)
+  const zc = rule.zoneCode ?? 0
+  if (zc !== 0 && table.i32[table.si(slot, S_ZONE + k)] !== zc) rezone(table, slot, k, zc, day, now)
   if (rule.perMs > 0) {
     f[iTokens] = tokens
     f[iTokens - K_TOKENS + K_LAST] = now

@@ -10,7 +10,7 @@
 // kinds) see each other's writes.
 //
 // Group g (KEYS[2g-1], KEYS[2g]; ARGV from p + 1, p = the arguments of the groups before it):
-// KEYS     kind hash   tk, ts, d, u          (quotaKeys.kind)
+// KEYS     kind hash   tk, ts, d, u, z, e    (quotaKeys.kind; z/e: the zone d is counted in, its end)
 //          budget hash h, tot, bm, n, ra, rn, m<ppm> (when threshold ppm last fired), b<i>
 //                      (quotaKeys.budget; unused without budget)
 // ARGV     p+1 decisions in the group (c)   p+2 day (local day no.)   p+3 pending units (outage
@@ -19,8 +19,10 @@
 //          constant per rule: p+4 rate (micro-units/ms, 0 = no bucket)   p+5 capacity (micro-units)
 //          p+6 limitPerDay (-1 = none)   p+7 budget units (-1 = none)   p+8 bucket ms   p+9 buckets
 //          p+10 hard cap (0|1)   p+11 shadow mask (1 rate, 2 daily, 4 budget)   p+12 threshold
-//          count   p+13..p+16 thresholds (ppm)
-//          p+17..p+16+c the cost (units) of each decision
+//          count   p+13..p+16 thresholds (ppm)   p+17 zoneCode of the tenant's time zone (0: not
+//          known: the day is compared by number only)
+//          per group again: p+18 when the day `day` ends in that zone (ms; 0 with zone 0)
+//          p+19..p+18+c the cost (units) of each decision
 // returns  groups in order; per group the state before its first decision: used, then tokens
 //          when the rule has a bucket and the budget total when it has a budget (the reader
 //          knows the rule); then per decision a flags value: bit 0 allowed, bits 1-3 the refusing
@@ -35,7 +37,7 @@
 //          encode for Redis and much less for ioredis to parse (~170 ns per integer).
 //          A group that failed on its own keys is one value instead: the error text (a bulk
 //          string, where its first value is always an integer), and nothing for its decisions.
-export const GROUP_HEAD = 16
+export const GROUP_HEAD = 18
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -85,11 +87,16 @@ local function group(K1, K2, A)
   local bunits = tonumber(ARGV[A + 7])
   local shadow = tonumber(ARGV[A + 11])
 
-  local h = redis.call('HMGET', K1, 'tk', 'ts', 'd', 'u')
+  local zone = tonumber(ARGV[A + 17])
+  local dend = tonumber(ARGV[A + 18])
+
+  local h = redis.call('HMGET', K1, 'tk', 'ts', 'd', 'u', 'z', 'e')
   local tokens = tonumber(h[1])
   local ts = tonumber(h[2])
   local d = tonumber(h[3])
   local used = tonumber(h[4]) or 0
+  local z = tonumber(h[5])
+  local e = tonumber(h[6])
   if rate > 0 then
     if tokens == nil or ts == nil then tokens = cap; ts = now end
     if tokens > cap then tokens = cap end
@@ -100,8 +107,22 @@ local function group(K1, K2, A)
   else
     tokens = 0
   end
-  local newday = d == nil or day > d
+  -- A new day resets the usage; a day number going back (a proxy's clock behind) does not. The
+  -- day numbers of two zones differ by up to two: after the tenant's time zone changed, the units
+  -- of the old zone's day (while it lasts) are carried into the new zone's day, whose midnight
+  -- resets them (no free reset at the edit, no lock-out until the old day number comes round).
+  local newday = d == nil
+  local rezone = false
+  if not newday then
+    if zone ~= 0 and z ~= nil and z ~= zone then
+      if e == nil or now >= e then newday = true else rezone = d ~= day end
+    else
+      newday = day > d
+    end
+  end
   if newday then d = day; used = 0 end
+  if rezone then d = day end
+  local markzone = zone ~= 0 and d == day and (z ~= zone or e ~= dend)
   -- units proxies admitted on their own during an outage: charged to the day and the bucket now
   if pending ~= 0 then
     used = used + pending
@@ -254,12 +275,13 @@ local function group(K1, K2, A)
     if #w > 0 then redis.call('HSET', K2, unpack(w)) end
   end
   if rate > 0 then
-    if newday then redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used, 'd', d)
+    if newday or rezone then redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used, 'd', d)
     else redis.call('HSET', K1, 'tk', tokens, 'ts', now, 'u', used) end
-  elseif newday then redis.call('HSET', K1, 'u', used, 'd', d)
+  elseif newday or rezone then redis.call('HSET', K1, 'u', used, 'd', d)
   else redis.call('HSET', K1, 'u', used) end
+  if markzone then redis.call('HSET', K1, 'z', zone, 'e', dend) end
   -- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
-  if newday then redis.call('PEXPIRE', K1, 172800000) end
+  if newday or rezone then redis.call('PEXPIRE', K1, 172800000) end
   return A + ${GROUP_HEAD} + count
 end
 
@@ -312,6 +334,8 @@ local h = redis.call('HMGET', KEYS[1], 'tk', 'd', 'u')
 local d = tonumber(h[2])
 if d == nil or d < day then
   redis.call('HSET', KEYS[1], 'd', day, 'u', math.max(0, p))
+  -- z/e described the replaced day; the next decision writes them for this one
+  redis.call('HDEL', KEYS[1], 'z', 'e')
 elseif d == day then
   local u = (tonumber(h[3]) or 0) + p
   if u < 0 then u = 0 end

@@ -73,8 +73,8 @@ function bulk(s: string): string {
 const EVALSHA_HEAD = Buffer.from(bulk('evalsha') + bulk(DECIDE_SHA))
 const EVAL_HEAD = Buffer.from(bulk('eval') + bulk(DECIDE_LUA))
 
-/** Constant arguments of a rule: group ARGV p+4..p+16 (redis-script.ts). */
-export const RULE_CONSTANTS = GROUP_HEAD - 3
+/** Constant arguments of a rule: group ARGV p+4..p+17 (redis-script.ts). */
+export const RULE_CONSTANTS = GROUP_HEAD - 4
 
 /**
  * What is constant in every decision of one rule for one tenant: its two keys and its
@@ -93,6 +93,8 @@ export class DecisionRule {
   /** This rule's group in the batch being filled (cleared when the batch is sent). */
   open: Group | undefined = undefined
   constructor(kindKey: string, budgetKey: string, constants: readonly (string | number)[]) {
+    // No zone (a caller from before zones were kept with days): 0, days compared by number only.
+    if (constants.length === RULE_CONSTANTS - 1) constants = [...constants, 0]
     if (constants.length !== RULE_CONSTANTS) throw new Error(`a quota rule has ${RULE_CONSTANTS} constant arguments, got ${constants.length}`)
     this.keys = Buffer.from(bulk(kindKey) + bulk(budgetKey))
     this.args = Buffer.from(constants.map((c) => bulk(String(c))).join(''))
@@ -175,13 +177,16 @@ export class DecisionResult {
 class Group {
   readonly rule: DecisionRule
   readonly day: number
+  /** When `day` ends in the rule's zone (ms; 0: not known). */
+  readonly dayEnd: number
   /** Outage units of its decisions, charged before the first. */
   pending = 0
   readonly costs: number[] = []
   readonly waiters: DecisionWaiter[] = []
-  constructor(rule: DecisionRule, day: number) {
+  constructor(rule: DecisionRule, day: number, dayEnd: number) {
     this.rule = rule
     this.day = day
+    this.dayEnd = dayEnd
   }
 }
 
@@ -478,7 +483,7 @@ export class RedisQuotaStore {
    * budget: a result or a failure (at once when the connection is down). Call only after
    * usable() said yes. `rule` holds the decision's keys and constant arguments.
    */
-  enqueue(rule: DecisionRule, cost: number, day: number, pending: number, waiter: DecisionWaiter): void {
+  enqueue(rule: DecisionRule, cost: number, day: number, pending: number, waiter: DecisionWaiter, dayEnd = 0): void {
     const r = this.provider.client()
     if (r.status !== 'ready') {
       this.failed('unavailable')
@@ -492,7 +497,7 @@ export class RedisQuotaStore {
     }
     let g = rule.open
     if (g === undefined || g.day !== day) {
-      g = rule.open = new Group(rule, day)
+      g = rule.open = new Group(rule, day, dayEnd)
       b.groups.push(g)
     }
     g.pending += pending
@@ -504,11 +509,13 @@ export class RedisQuotaStore {
    * One decision as a promise (tests and tools): cost, day, pending, then the rule's
    * RULE_CONSTANTS constant arguments in the script's order.
    */
-  decide(kindKey: string, budgetKey: string, args: number[], late?: LateReply): Promise<number[] | RedisFailure> {
+  decide(kindKey: string, budgetKey: string, args: number[], late?: LateReply, dayEnd = 0): Promise<number[] | RedisFailure> {
+    // Without the zone (the arguments before zones were kept with days): 0, the day compared by number.
+    if (args.length === 2 + RULE_CONSTANTS) args = [...args, 0]
     if (args.length !== 3 + RULE_CONSTANTS) throw new Error(`quota decision takes ${3 + RULE_CONSTANTS} arguments, got ${args.length}`)
     const w = new PromiseWaiter(late)
     const p = new Promise<number[] | RedisFailure>((resolve) => (w.resolve = resolve))
-    this.enqueue(new DecisionRule(kindKey, budgetKey, args.slice(3)), args[0]!, args[1]!, args[2]!, w)
+    this.enqueue(new DecisionRule(kindKey, budgetKey, args.slice(3)), args[0]!, args[1]!, args[2]!, w, dayEnd)
     return p
   }
 
@@ -538,7 +545,7 @@ export class RedisQuotaStore {
       const g = groups[i]!
       const costs = g.costs
       count += GROUP_HEAD + costs.length
-      size += g.rule.keys.length + g.rule.args.length + intBulkLength(costs.length) + intBulkLength(g.day) + intBulkLength(g.pending)
+      size += g.rule.keys.length + g.rule.args.length + intBulkLength(costs.length) + intBulkLength(g.day) + intBulkLength(g.pending) + intBulkLength(g.dayEnd)
       for (let j = 0; j < costs.length; j++) size += intBulkLength(costs[j]!)
     }
     size += 3 + digits(count)
@@ -554,6 +561,7 @@ export class RedisQuotaStore {
       off = putIntBulk(buf, off, g.day)
       off = putIntBulk(buf, off, g.pending)
       off += g.rule.args.copy(buf, off)
+      off = putIntBulk(buf, off, g.dayEnd)
       for (let j = 0; j < costs.length; j++) off = putIntBulk(buf, off, costs[j]!)
     }
     const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', buf)

@@ -2,6 +2,7 @@
 // the tenant's own entry overrides the defaults field by field, and inherited (default) rates
 // and bursts are scaled by the tenant's tier. Everything is pre-converted to the integer units
 // the decision code uses.
+import { zoneCode } from '../../config/quota-usage.ts'
 import { DEFAULT_TIER } from '../../config/defaults.ts'
 import type { Tier } from '../../config/primitives.ts'
 import type { BudgetConfig, KindLimits, QuotaKind, QuotasConfig } from '../../config/quotas.ts'
@@ -26,6 +27,8 @@ export interface KindRule {
   kindIndex: number
   tier: Tier
   timeZone: string
+  /** zoneCode(timeZone): what the shared table and Redis keep with a day number (0: not known). */
+  zoneCode?: number
   /** Units per second (0 = no bucket). */
   rate: number
   burst: number
@@ -107,6 +110,7 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
     kindIndex: KIND_INDEX[kind],
     tier: t,
     timeZone: timeZone ?? 'UTC',
+    zoneCode: zoneCode(timeZone ?? 'UTC'),
     rate,
     burst,
     perMs: rate > 0 ? ratePerMs(rate) : 0,

@@ -2,9 +2,11 @@
 // `usedToday` (and budgets) across a restart. Written atomically (temp file + rename), by one
 // worker thread at a time, periodically and when the last quota filter of a thread closes.
 import { renameSync, rmSync, writeFileSync } from 'node:fs'
-import { rm, writeFile } from 'node:fs/promises'
+import { readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
 import { threadId } from 'node:worker_threads'
-import { QUOTA_KINDS, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
+import { QUOTA_KINDS, zoneCode, zoneOfCode, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
+import { S_ZONE } from './local-limiter.ts'
 import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
 import { lock, unlock } from './shared-mutex.ts'
 import { H_STATE_LANDED, H_STATE_LOCK, H_STATE_SEQ, K_DAY, K_USED, OVERFLOW_RING, S_RING, type QuotaTable } from './shared-table.ts'
@@ -19,9 +21,11 @@ export function snapshotState(table: QuotaTable, now: number): QuotaStateDocumen
       table.lockKind(slot, k)
       const day = f[table.kf(slot, k, K_DAY)]!
       const used = f[table.kf(slot, k, K_USED)]!
+      const zone = zoneOfCode(table.i32[table.si(slot, S_ZONE + k)]!)
       table.unlockKind(slot, k)
       if (day > 0 && used > 0) {
-        entry.kinds[QUOTA_KINDS[k] as QuotaKindName] = { day, used }
+        // The zone the day is counted in: a restart with another `timezone` carries it over as a reload does.
+        entry.kinds[QUOTA_KINDS[k] as QuotaKindName] = zone === undefined ? { day, used } : { day, used, zone }
         keep = true
       }
     }
@@ -69,6 +73,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 /** A non-negative finite number (usage, totals, markers). */
 function units(v: unknown): v is number {
   return typeof v === 'number' && Number.isFinite(v) && v >= 0
+}
+
+function knownZone(z: string): boolean {
+  if (z.length > 64) return false
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: z })
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** A day entry that can be believed: a day no later than tomorrow in UTC (the easternmost zone's today) and sane usage. */
@@ -161,6 +175,8 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
       }
       f[table.kf(slot, k, K_DAY)] = e.day
       f[table.kf(slot, k, K_USED)] = e.used
+      const zone = (e as { zone?: unknown }).zone
+      if (typeof zone === 'string' && knownZone(zone)) table.i32[table.si(slot, S_ZONE + k)] = zoneCode(zone)
       any = true
     }
     if (t.budget !== undefined) {
@@ -239,6 +255,78 @@ function land(path: string, tmp: string, n: number, table: QuotaTable | undefine
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+const SWEEP_EVERY_MS = 60_000
+const swept = new Map<string, number>()
+
+/**
+ * Remove temporary files of writes that will never land: a proxy or worker thread killed in the
+ * middle of a write (SIGKILL, OOM, the watchdog) leaves its `<file>.<pid>.<thread>.<n>.tmp`
+ * behind, and every crash added one (a full state file's worth of bytes each). Gone: files from
+ * before this process started (no write of ours; a container's pid 1 is every restart's pid), files of
+ * a process that no longer exists (or ten minutes old), and this process's writes older than the one on disk (they are
+ * never renamed). Another live proxy's write to a shared file is left alone. Runs after the first
+ * periodic write of a thread and then at most once a minute; never fails a write.
+ */
+export async function sweepStaleTemps(path: string, table?: QuotaTable, now = Date.now()): Promise<number> {
+  const dir = dirname(path)
+  const prefix = `${basename(path)}.`
+  const started = now - process.uptime() * 1000
+  const landedSeq = table !== undefined ? Atomics.load(table.i32, H_STATE_LANDED) : (landed.get(path) ?? 0)
+  let removed = 0
+  let names: string[]
+  try {
+    names = await readdir(dir)
+  } catch {
+    return 0
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue
+    const m = /^(\d+)\.(\d+)\.(\d+)\.tmp$/.exec(name.slice(prefix.length))
+    if (m === null) continue
+    const pid = Number(m[1])
+    const seq = Number(m[3])
+    const file = join(dir, name)
+    let stale: boolean
+    if (pid === process.pid) {
+      stale = seq < landedSeq
+      if (!stale) {
+        try {
+          stale = (await stat(file)).mtimeMs < started - 1000
+        } catch {
+          continue
+        }
+      }
+    } else {
+      stale = !alive(pid)
+      // a pid reused by another program: no write takes ten minutes
+      if (!stale) {
+        try {
+          stale = (await stat(file)).mtimeMs < now - 600_000
+        } catch {
+          continue
+        }
+      }
+    }
+    if (!stale) continue
+    try {
+      await rm(file, { force: true })
+      removed++
+    } catch {
+      // another sweeper, or a directory we may not write: the write itself reports that
+    }
+  }
+  return removed
+}
+
 /** `table`: the shared table the snapshot came from; `n`: its number (nextStateWrite, before the snapshot). */
 export async function writeStateFile(path: string, doc: QuotaStateDocument, table?: QuotaTable, n?: number): Promise<void> {
   const seq = n ?? (table !== undefined ? nextStateWrite(table) : ++writes)
@@ -250,6 +338,13 @@ export async function writeStateFile(path: string, doc: QuotaStateDocument, tabl
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => undefined)
     throw err
+  }
+  // After the write (its number is taken first: order between writes stays as it was).
+  const last = swept.get(path)
+  const t = Date.now()
+  if (last === undefined || t - last >= SWEEP_EVERY_MS) {
+    swept.set(path, t)
+    await sweepStaleTemps(path, table, t).catch(() => 0)
   }
 }
 

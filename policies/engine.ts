@@ -43,16 +43,20 @@ export class PolicyEvaluationError extends Error {
 export async function readBundle(bytes: Buffer): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>()
   const extract = tarStream.extract()
-  extract.on('entry', (header, stream, next) => {
-    const chunks: Buffer[] = []
-    stream.on('data', (c: unknown) => chunks.push(c as Buffer))
-    stream.on('end', () => {
-      files.set(header.name.replace(/^\/+/, ''), Buffer.concat(chunks))
-      next()
-    })
-    stream.resume()
-  })
   await new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = []
+      // A tarball cut inside an entry (a bundle still being copied, a full disk) fails that
+      // entry's stream: without a listener its 'error' was an uncaught exception that took the
+      // worker thread down (or the control plane) instead of refusing the bundle.
+      stream.on('error', reject)
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer))
+      stream.on('end', () => {
+        files.set(header.name.replace(/^\/+/, ''), Buffer.concat(chunks))
+        next()
+      })
+      stream.resume()
+    })
     extract.on('finish', resolve)
     extract.on('error', reject)
     Readable.from(bytes).pipe(createGunzip()).on('error', reject).pipe(extract)

@@ -12,8 +12,18 @@ function maskEmail(v: string): string {
   let at = v.lastIndexOf('@')
   if (at === -1) at = v.lastIndexOf('%40')
   if (at <= 0) return '***'
-  const start = v.startsWith('mailto:') ? 7 : 0
+  // A field's value is matched with its surrounding blanks and "mailto:" left out: the character
+  // kept is the address's first, not a leading space (" alice@x.com" gave " ***@x.com").
+  let start = 0
+  while (start < at && isBlank(v.charCodeAt(start))) start++
+  if (at - start >= 7 && v.slice(start, start + 7).toLowerCase() === 'mailto:') start += 7
+  if (at <= start) return `${v.slice(0, start)}***${v.slice(at)}`
   return `${v.slice(0, start)}${v[start]}***${v.slice(at)}`
+}
+
+/** The characters String.prototype.trim removes (ECMAScript WhiteSpace and LineTerminator). */
+function isBlank(c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13) || c === 0xa0 || c === 0xfeff || c === 0x2028 || c === 0x2029 || c === 0x3000 || (c >= 0x2000 && c <= 0x200a) || c === 0x1680 || c === 0x202f || c === 0x205f
 }
 
 /** +1*******0123 */

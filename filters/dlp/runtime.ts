@@ -11,6 +11,7 @@ import { BUILTIN_RULE_PACK, RulePack } from './rule-pack.ts'
 import { Tokenizer } from './tokenizer.ts'
 import { setDefaultPhoneRegion } from './validators.ts'
 import { fileStamp } from '../../config/file-stamp.ts'
+import { LRUCache } from 'lru-cache'
 
 const KEYRING_CHECK_MS = 2_000
 /** At most one "reload failed" line per worker and keyring in this window; every failure is counted. */
@@ -44,8 +45,19 @@ export class KeyringState {
   }
 
   static async open(provider: KeyProvider): Promise<KeyringState> {
+    // The version is read before the keys, as #refresh does: read after them, a rotation landing
+    // in between (promoteKey renaming the new file into place) was recorded as already loaded,
+    // and the old active key stayed in use until the keyring changed again. Read first, such a
+    // change only costs one more reload at the next check. A file load() creates has no version
+    // before it.
+    let before: string | undefined
+    try {
+      before = await provider.version()
+    } catch {
+      before = undefined
+    }
     const ring = await provider.load()
-    return new KeyringState(provider, new Tokenizer(ring), await provider.version())
+    return new KeyringState(provider, new Tokenizer(ring), before ?? (await provider.version()))
   }
 
   /**
@@ -122,9 +134,21 @@ export class KeyringState {
 // Rule packs and policy bundles are files an operator rebuilds in place: each is cached with the
 // file's identity (inode, size, mtime), so a config reload after a rebuild loads the new one
 // (it was kept for the life of the process: a rebuilt `./export.tar.gz` took a restart).
-const packs = new Map<string, { stamp: string; pack: RulePack }>()
+// Keyed by what the config names (a path, the gateway's data for the policy), never by anything
+// a request carries; still, every config version that names another bundle or pack (versioned
+// file names, `allowedPresets` edited) added an entry that was never dropped, each loaded policy
+// holding its own wasm instance (~180 KB): a long-lived proxy fed config pushes grew without end.
+// The few most recent stay (a config flipping between two bundles reloads neither); a filter
+// built from an evicted entry keeps its own reference.
+export const DLP_SHARED_CACHE_MAX = 8
+const packs = new LRUCache<string, { stamp: string; pack: RulePack }>({ max: DLP_SHARED_CACHE_MAX })
 const keyrings = new Map<string, Promise<KeyringState>>()
-const policies = new Map<string, { stamp: string; policy: Promise<PolicyEvaluator> }>()
+const policies = new LRUCache<string, { stamp: string; policy: Promise<PolicyEvaluator> }>({ max: DLP_SHARED_CACHE_MAX })
+
+/** How many rule packs and policies this worker keeps loaded for reuse (diagnostics, tests). */
+export function dlpSharedCacheSizes(): { packs: number; policies: number } {
+  return { packs: packs.size, policies: policies.size }
+}
 
 export interface DlpShared {
   pack: RulePack
@@ -163,7 +187,7 @@ export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
       const entry = { stamp, policy: loading }
       policies.set(key, entry)
       loading.catch(() => {
-        if (policies.get(key) === entry) policies.delete(key)
+        if (policies.peek(key) === entry) policies.delete(key)
       })
       policy = loading
     }

@@ -272,6 +272,23 @@ export const dashboards: DashboardSpec[] = [
         panels: [
           { title: 'Replay gaps by reason (alert above 10 in 10 min)', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (reason) (increase(igw_replay_gaps_total[10m]))', legend: '{{reason}}' }] },
           { title: 'QoS drops by tier', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum by (tier) (rate(igw_qos_drops_total{tier=~"$tier"}[${R}]))`, legend: '{{tier}}' }] },
+          {
+            title: 'Upstream connections closed for good, per hour, by code',
+            type: 'timeseries',
+            w: 12,
+            description: 'Not reconnected: the operations on them ended with UPSTREAM_UNAVAILABLE. A close code meant for good (44xx but 4408/4499, 4500, 1002/1008/1011…), http_<status> for a handshake refused with a 4xx, or a close before connection_ack (on a first connection, or 5 reconnects in a row).',
+            targets: [{ expr: 'sum by (code) (increase(igw_subscription_upstream_final_closes_total[1h]))', legend: '{{code}}' }],
+          },
+          {
+            title: 'Replay-log Redis: failed operations by op, connections up',
+            type: 'timeseries',
+            w: 12,
+            description: 'Delivery goes on from memory; op="pending_dropped": events that never reached the replay log (a client resuming on another pod gets a gap for them).',
+            targets: [
+              { expr: `sum by (op) (rate(igw_subscription_redis_errors_total[${R}]))`, legend: '{{op}}' },
+              { expr: 'sum by (instance) (igw_subscription_redis_up)', legend: 'up {{instance}}' },
+            ],
+          },
         ],
       },
     ],
@@ -344,6 +361,7 @@ export const dashboards: DashboardSpec[] = [
           { title: 'p95 latency by route', type: 'timeseries', unit: 's', w: 12, targets: [{ expr: `histogram_quantile(0.95, sum by (route, le) (rate(igw_control_plane_request_duration_seconds_bucket[${R}])))`, legend: '{{route}}' }] },
           { title: 'Server errors (5xx share)', type: 'stat', unit: 'percentunit', w: 12, targets: [{ expr: `sum(rate(igw_control_plane_requests_total{status=~"5.."}[${R}])) / sum(rate(igw_control_plane_requests_total[${R}]))`, legend: '5xx' }], thresholds: [{ color: 'green', value: null }, { color: 'red', value: 0.01 }] },
           { title: 'Requests within 250 ms', type: 'stat', unit: 'percentunit', w: 12, targets: [{ expr: `sum(rate(igw_control_plane_request_duration_seconds_bucket{le="0.25"}[${R}])) / sum(rate(igw_control_plane_request_duration_seconds_count[${R}]))`, legend: 'within 250 ms' }], thresholds: PCT_THRESHOLDS(0.9, 0.99), min: 0, max: 1 },
+          { title: 'Writes refused, database out of disk space (503 STORAGE_FULL), per hour (alert at any)', type: 'timeseries', w: 24, targets: [{ expr: 'sum by (instance) (increase(igw_control_plane_storage_full_total[1h]))', legend: '{{instance}}' }] },
         ],
       },
       {

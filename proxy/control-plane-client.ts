@@ -291,11 +291,13 @@ export class ControlPlaneClient {
   }
 
   /** Log once per key: a version refused again on every reconnect is one warning, not many. */
-  #logOnce(key: string, level: 'warn' | 'error', obj: Record<string, unknown>, msg: string): void {
-    if (this.#warned.has(key)) return
+  /** Logs once per key (until 1,000 keys were seen); true when it logged. */
+  #logOnce(key: string, level: 'warn' | 'error', obj: Record<string, unknown>, msg: string): boolean {
+    if (this.#warned.has(key)) return false
     if (this.#warned.size >= 1_000) this.#warned.clear()
     this.#warned.add(key)
     this.#o.log(level, obj, msg)
+    return true
   }
 
   get version(): number {
@@ -566,7 +568,9 @@ export class ControlPlaneClient {
       const version = claimedVersion(data, eventId)
       const reason = (err as Error).message
       const keeping = this.#handle === undefined ? '' : ': keeping the running config'
-      this.#logOnce(`refused:${version}:${reason}`, 'error', { version, error: reason, key: this.#keySource }, `snapshot refused and NACKed${keeping}`)
+      // Counted like a refused file (IgwConfigReloadRejected), once per version as it is logged:
+      // a pushed snapshot signed by another key is what that alert is for.
+      if (this.#logOnce(`refused:${version}:${reason}`, 'error', { version, error: reason, key: this.#keySource }, `snapshot refused and NACKed${keeping}`)) this.#handle?.noteRejected()
       await this.#ack(version, false, `snapshot refused: ${reason}`)
       const f = this.#first
       this.#first = undefined
@@ -592,6 +596,7 @@ export class ControlPlaneClient {
     } catch (err) {
       const msg = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
       this.#o.log('error', { version: payload.version, error: msg }, 'config version NACKed: invalid here; keeping the running config')
+      this.#handle.noteRejected()
       await this.#ack(payload.version, false, msg)
       return
     }

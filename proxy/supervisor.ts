@@ -47,6 +47,11 @@ export interface ProxyHandle {
   reload(): Promise<ReloadResult>
   /** Apply a config document (already validated) as a new version. */
   applyConfig(config: GatewayConfig, version?: number): Promise<ReloadResult>
+  /**
+   * Counts a config document refused before it reached the workers (a pushed snapshot that does
+   * not verify or does not validate here) in igw_config_reload_failures_total, as a refused file is.
+   */
+  noteRejected(): void
   metricsText(): Promise<string>
   /** Per-tenant usage counted by every worker since the last call (the counters restart at zero). */
   collectUsage(): Promise<UsageSnapshot>
@@ -850,6 +855,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     config: () => config,
     reload,
     applyConfig,
+    noteRejected: () => reloadFailures.inc(),
     metricsText: collectMetrics,
     collectUsage,
     threads: () => slots.map((s) => s.worker),

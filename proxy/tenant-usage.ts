@@ -25,8 +25,7 @@ export class TenantUsage {
   }
 
   #slot(tenant: string): TenantCounters {
-    const key = this.#known.has(tenant) ? tenant : UNLISTED_TENANT
-    return (this.#counters[key] ??= empty())
+    return slotOf(this.#counters, this.#known.has(tenant) ? tenant : UNLISTED_TENANT)
   }
 
   /**
@@ -82,8 +81,18 @@ export class TenantUsage {
   }
 }
 
+/**
+ * The counters of `tenant` in a snapshot, created when absent. Own properties only: tenant ids
+ * such as "constructor", "toString" or "valueOf" are valid config ids, and `counters[id] ??=`
+ * found Object.prototype's function instead of creating a slot, so every request of such a
+ * tenant threw in the worker (a TypeError on its byKind) and its usage was never reported.
+ */
+function slotOf(counters: UsageSnapshot, tenant: string): TenantCounters {
+  return Object.hasOwn(counters, tenant) ? counters[tenant]! : (counters[tenant] = empty())
+}
+
 /** Sum worker snapshots (supervisor side). */
 export function mergeUsage(into: UsageSnapshot, from: UsageSnapshot): UsageSnapshot {
-  for (const [tenant, c] of Object.entries(from)) addCounters((into[tenant] ??= empty()), c)
+  for (const [tenant, c] of Object.entries(from)) addCounters(slotOf(into, tenant), c)
   return into
 }

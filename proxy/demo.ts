@@ -3,6 +3,7 @@
 // no Redis or Docker. Prints copy-paste examples, including admin tokens for the control plane.
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -11,7 +12,7 @@ import { splitListenAddress } from '../config/primitives.ts'
 import type { Flags } from './cli.ts'
 import { configFromDocument, installSignals } from './cli.ts'
 import { startDemoBackend } from './demo-backend.ts'
-import { startProxy } from './supervisor.ts'
+import { StartupError, startProxy } from './supervisor.ts'
 
 /**
  * The demo's config document as the control plane stores it (addresses come from flags). It runs
@@ -90,15 +91,52 @@ export function demoAddress(variable: 'IGW_DEMO_BACKEND' | 'IGW_DEMO_CONTROL_PLA
   return { host: host ?? '127.0.0.1', port }
 }
 
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: 'address already in use (another process listens there)',
+  EADDRNOTAVAIL: 'address not available on this host',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+}
+
+/**
+ * Refuses a gateway or admin address another process listens on, before anything starts. The
+ * gateway's worker threads listen with `reusePort`, and so does any other igw: a demo started
+ * while another igw (a forgotten demo, `igw proxy` with its default `:8080`) held the port bound
+ * it beside that one, printed its examples, and the kernel then split the connections between
+ * the two processes (half the printed curls reached the other gateway, its config, its
+ * quotas). A probe bound without `reusePort` is refused by any listener there, as a plain
+ * `listen` is. (A taken admin port was found only after the backend and the control plane had
+ * started, as a NACKed head and three log lines before the one naming it.)
+ */
+export async function assertListenFree(what: string, address: string): Promise<void> {
+  const { host, port } = splitListenAddress(address)
+  if (port === 0) return
+  const probe = createNetServer()
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject)
+      probe.listen({ host, port }, resolve)
+    })
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    const reason = code !== undefined ? LISTEN_REASONS[code] : undefined
+    if (reason === undefined) return // anything else: the proxy's own listen reports it
+    throw new StartupError(`cannot listen on ${address} (${what}): ${reason} [${code}]`, 'listen')
+  } finally {
+    await new Promise<void>((resolve) => (probe.listening ? probe.close(() => resolve()) : resolve()))
+  }
+}
+
 export async function runDemo(flags: Flags): Promise<void> {
   const listen = flags.listen ?? ':8080'
   const adminListen = flags['admin-listen'] ?? ':9901'
   const proxyFlags: Flags = { ...flags, listen, 'admin-listen': adminListen }
   // The proxy's flags (--listen :99999, --workers abc) are checked before anything starts: found
   // later, they came back as a NACKed control plane head with no last-known-good snapshot.
-  configFromDocument(demoDocument('http://127.0.0.1:4000', tmpdir()), proxyFlags, 'flags')
+  const checked = configFromDocument(demoDocument('http://127.0.0.1:4000', tmpdir()), proxyFlags, 'flags')
   const backendAddr = demoAddress('IGW_DEMO_BACKEND', '127.0.0.1:4000')
   const cpAddr = demoAddress('IGW_DEMO_CONTROL_PLANE', '127.0.0.1:7070')
+  await assertListenFree('listen', checked.listen)
+  await assertListenFree('admin.listen', checked.admin.listen)
   let backend
   try {
     backend = await startDemoBackend({ host: backendAddr.host, port: backendAddr.port })

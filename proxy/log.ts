@@ -61,12 +61,16 @@ export function createLogger(level: LevelWithSilent, destination: DestinationStr
  */
 export function oncePer(ms: number): () => boolean {
   const window = new LogWindow(ms)
-  return () => window.take() !== undefined
+  return () => window.take(performance.now()) !== undefined
 }
 
 /**
  * oncePer that also counts what it held back: take() answers how many lines were held back since
  * the last one when this one may be logged (0 or more; put it in the line), else undefined.
+ * `now` is any clock the caller uses consistently (the default is monotonic). A clock that went
+ * back (a wall clock stepped by NTP or a resumed VM) opens the window: held to "now - last < ms",
+ * a step back of an hour silenced the failure lines gated here (Redis down, a keyring that does
+ * not load, usage reports refused) for that hour.
  */
 export class LogWindow {
   readonly #ms: number
@@ -77,8 +81,8 @@ export class LogWindow {
     this.#ms = ms
   }
 
-  take(now = Date.now()): number | undefined {
-    if (now - this.#last < this.#ms) {
+  take(now = performance.now()): number | undefined {
+    if (now >= this.#last && now - this.#last < this.#ms) {
       this.#held++
       return undefined
     }

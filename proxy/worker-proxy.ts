@@ -91,7 +91,7 @@ export class WorkerProxy {
       const start = performance.now()
       endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway'))
       this.metrics.requests.series('', '405', '').inc()
-      if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: round(performance.now() - start) }, 'access (no route)')
+      if (this.#accessLog && this.#sampled(405)) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: round(performance.now() - start) }, 'access (no route)')
     })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
@@ -350,8 +350,17 @@ export class WorkerProxy {
 
   #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode): void {
     this.metrics.requests.series('', String(res.statusCode), '').inc()
-    if (this.#accessLog) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: round(performance.now() - start) }, 'access (no route)')
+    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: round(performance.now() - start) }, 'access (no route)')
     this.#done()
+  }
+
+  /**
+   * Whether a refusal's access line is written under `log.access.sampleRate` (5xx always): the
+   * lines without a route (a scanner trying hosts and paths, CONNECT) were written in full
+   * whatever the rate, the noisiest traffic unsampled.
+   */
+  #sampled(status: number): boolean {
+    return status >= 500 || this.#sampleRate >= 1 || Math.random() < this.#sampleRate
   }
 
   #done(): void {

@@ -56,6 +56,8 @@ export class Subscription implements StreamSubscriber, GapHolder {
   lastCursor: string | null = null
   pendingGap: GapNotice | undefined = undefined
   closed = false
+  /** Its entries waiting in the connection's delivery queue (the queue keeps the count). */
+  queued = 0
   /** The replay being read from the log; live pushes wait in the log until it caught up. */
   #feed: ReplayFeed | undefined = undefined
   /** Completion or error of the stream that came while replaying: delivered after the replay. */
@@ -167,6 +169,7 @@ export class Subscription implements StreamSubscriber, GapHolder {
     this.#terminal = undefined
     this.conn.stopFeed(this)
     this.#cancel?.()
+    this.conn.purge(this)
     if (detach) this.stream?.detach(this)
     if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
     this.conn.tierMetrics.subscriptions.dec()
@@ -963,6 +966,14 @@ export class ClientConnection {
   readonly #onRefillSoon = (): void => {
     this.#refillSoon = undefined
     this.refill()
+  }
+
+  /** A subscription ended: free what it had queued (a closing connection frees its whole queue instead). */
+  purge(sub: Subscription): void {
+    const q = this.queue
+    if (q === undefined || this.#state === 'closed' || q.empty) return
+    q.purge(sub)
+    this.#sync()
   }
 
   /** Drop this connection's oldest queued event for the worker's memory budget (bronze, then silver). */

@@ -14,6 +14,8 @@ export interface GapHolder {
   pendingGap: GapNotice | undefined
   /** The client ended it: its queued items are discarded. */
   closed: boolean
+  /** Its items in the queue now (kept by the queue): ending it scans the queue only when some are. */
+  queued?: number
 }
 
 /** A gap known when it is queued (replay: cursor invalid, log trimmed or expired). */
@@ -110,6 +112,16 @@ export class Fifo<T> {
     this.#size--
     return v
   }
+
+  /** Take out every element `drop` says to, keeping the others in order; calls `dropped` for each taken. */
+  removeIf(drop: (v: T) => boolean, dropped: (v: T) => void): void {
+    // Rotate once through the ring: every element is shifted and pushed back unless dropped (no growth).
+    for (let n = this.#size; n > 0; n--) {
+      const v = this.shift() as T
+      if (drop(v)) dropped(v)
+      else this.push(v)
+    }
+  }
 }
 
 export type PushOutcome = 'queued' | 'overflow'
@@ -145,6 +157,7 @@ export class DeliveryQueue<S extends GapHolder> {
   /** Queue an item; bronze/silver drop the oldest over the bounds, gold reports overflow. */
   push(item: QueueItem<S>): PushOutcome {
     this.#items.push(item)
+    item.sub.queued = (item.sub.queued ?? 0) + 1
     this.bytes += item.bytes
     if (item.entry.kind === 'event') this.events++
     if (!this.policy.drops) return this.bytes > this.policy.maxQueueBytes ? 'overflow' : 'queued'
@@ -155,10 +168,35 @@ export class DeliveryQueue<S extends GapHolder> {
   shift(): QueueItem<S> | undefined {
     const item = this.#items.shift()
     if (item !== undefined) {
+      item.sub.queued = (item.sub.queued ?? 1) - 1
       this.bytes -= item.bytes
       if (item.entry.kind === 'event') this.events--
     }
     return item
+  }
+
+  /**
+   * The client ended `sub`: what it still had waiting goes now. Left in place until the pump
+   * reached it, it counted against the bounds (a gold connection closed with 1013, live
+   * subscriptions' events dropped for bronze/silver) and the worker's memory budget, while the
+   * socket was congested, for messages nobody would ever be sent.
+   */
+  purge(sub: S): void {
+    this.gapOwed.delete(sub)
+    if (this.urgent.length > 0) {
+      const keep = this.urgent.filter((item) => item.sub !== sub)
+      this.urgent.length = 0
+      this.urgent.push(...keep)
+    }
+    if (this.#items.length === 0 || !sub.queued) return
+    this.#items.removeIf(
+      (item) => item.sub === sub,
+      (item) => {
+        this.bytes -= item.bytes
+        if (item.entry.kind === 'event') this.events--
+      },
+    )
+    sub.queued = 0
   }
 
   /**

@@ -141,7 +141,13 @@ export class ReplayFeed {
     this.#epoch = e.epoch
     this.#offset = e.offset
     this.#cursor = e.cursor
-    if (e.kind === 'event' && this.#seq <= this.#replayEnd) this.#src.metrics.replayEvents.labels('memory').inc()
+    if (e.kind === 'event' && this.#seq <= this.#replayEnd) {
+      this.#src.metrics.replayEvents.labels('memory').inc()
+      // A re-send, not a live delivery: igw_subscription_delivery_seconds would take its age (the
+      // time since it came from the upstream, minutes for a resume) as delivery latency. receivedAt
+      // NaN marks it as replayed, like the events read back from Redis. Replays only: one copy each.
+      return { ...e, receivedAt: Number.NaN }
+    }
     return e
   }
 

@@ -221,12 +221,15 @@ function parseTopic(msg: Record<string, unknown>): ClientCommand {
       return { t: 'subscribe', id, query: undefined, operationName: undefined, variables, extensions: undefined, cursor, topic: msg.topic, filter: msg.filter }
     }
     case 'unsubscribe':
-      if (!validId(msg.id)) return { t: 'bad', reason: '"id" must be a non-empty string' }
-      return { t: 'stop', id: msg.id }
-    case 'replay':
-      if (!validId(msg.id)) return { t: 'bad', reason: '"id" must be a non-empty string' }
-      if (typeof msg.cursor !== 'string') return { t: 'bad', reason: '"cursor" must be a string', id: msg.id }
-      return { t: 'replay', id: msg.id, cursor: msg.cursor }
+    case 'replay': {
+      // The id defaults to the topic name here too: a client that subscribed with just a topic
+      // (its id is the topic) names it the same way to end or replay it.
+      const id = msg.id === undefined && typeof msg.topic === 'string' ? msg.topic : msg.id
+      if (!validId(id)) return { t: 'bad', reason: '"id" (or "topic") must be a non-empty string' }
+      if (op === 'unsubscribe') return { t: 'stop', id }
+      if (typeof msg.cursor !== 'string') return { t: 'bad', reason: '"cursor" must be a string', id }
+      return { t: 'replay', id, cursor: msg.cursor }
+    }
     case 'ping':
       return { t: 'ping', payload: undefined }
     default:

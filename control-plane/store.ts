@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events'
 import { ConfigError, validateConfig } from '../config/load.ts'
 import { appendAudit, type AuditEntry, type AuditInput } from './audit.ts'
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
+import { inexact } from '../config/json-numbers.ts'
 import { num, type Db, type Tx } from './db.ts'
 import { migrate } from './migrations.ts'
 import { readQuotaLimits, QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
@@ -66,30 +67,45 @@ export interface CommitResult<R> {
 /**
  * "__proto__" as a key anywhere in the document: JSON.parse keeps it as a key, but assignment
  * (and so the zod schema, and every proxy that loads the document) treats it as the prototype and
- * drops it — what was stored would not be what runs. Iterative: documents come from clients.
+ * drops it — what was stored would not be what runs. Likewise a number JSON.parse did not keep as
+ * written (config/json-numbers.ts): 1e400 is Infinity, stored as null; 9007199254740993 is stored
+ * as …992. The schema's own number fields refuse both, but free-form values (a subscription
+ * topic's `variables`) took them, and proxies then subscribed with another value than the one
+ * sent. Such a number already in `previous` at the same path (a version stored before this check)
+ * is left alone, so a write elsewhere is not refused for it. Iterative: documents come from clients.
  */
-function prototypeKeyProblems(doc: unknown, max = 20): string[] {
+function unstorableValueProblems(doc: unknown, previous: unknown, max = 20): string[] {
   const out: string[] = []
-  const stack: [unknown, string][] = [[doc, '']]
+  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+  const stack: [unknown, unknown, string][] = [[doc, previous, '']]
   while (stack.length > 0 && out.length < max) {
-    const [v, path] = stack.pop()!
+    const [v, was, path] = stack.pop()!
+    if (typeof v === 'number') {
+      if (inexact(v) && !Object.is(v, was)) {
+        out.push(`${path || '(root)'}: ${Number.isFinite(v) ? 'an integer beyond ±9007199254740991' : 'a number beyond the range of a double'} is not kept exactly (write it as a string)`)
+      }
+      continue
+    }
     if (v === null || typeof v !== 'object') continue
     if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], `${path}[${i}]`])
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], Array.isArray(was) ? was[i] : undefined, `${path}[${i}]`])
       continue
     }
     for (const k of Object.keys(v).reverse()) {
       const p = path ? `${path}.${k}` : k
       if (k === '__proto__') out.push(`${p}: "__proto__" is not allowed as a key`)
-      else stack.push([(v as Record<string, unknown>)[k], p])
+      else stack.push([(v as Record<string, unknown>)[k], isObj(was) && Object.hasOwn(was, k) ? was[k] : undefined, p])
     }
   }
   return out
 }
 
-/** Validate a whole document with the proxy's schema; throws ValidationFailed with path-named problems. */
-export function validateDocument(doc: unknown): void {
-  const reserved = prototypeKeyProblems(doc)
+/**
+ * Validate a whole document with the proxy's schema; throws ValidationFailed with path-named
+ * problems. `previous`: the document it replaces, whose values are not refused again.
+ */
+export function validateDocument(doc: unknown, previous?: unknown): void {
+  const reserved = unstorableValueProblems(doc, previous)
   if (reserved.length > 0) throw new ValidationFailed(reserved)
   try {
     validateConfig(doc, 'document')
@@ -184,7 +200,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
       const { document, before, after, result } = req.change(head)
       const json = canonicalJson(document)
       if (head.version > 0 && json === canonicalJson(head.document)) return { head, result, changed: false }
-      validateDocument(document)
+      validateDocument(document, head.version > 0 ? head.document : undefined)
       const version = head.version + 1
       const now = Date.now()
       const envelope = signSnapshot(this.key, version, json, new Date(now))

@@ -66,8 +66,12 @@ function ifMatchAccepts(header: string, etag: string | undefined): boolean {
   return etag !== undefined && tags.includes(etag)
 }
 
-/** If-Match / If-None-Match against the current ETag of the thing being written. */
-function checkPreconditions(ctx: RouteContext, current: unknown): void {
+/**
+ * If-Match / If-None-Match against the current ETag of the thing being written. `exists`: a
+ * section not set yet still has an ETag (that of `null`, which GET shows, so If-Match works on
+ * it) but does not exist for `If-None-Match: *` (create only if absent).
+ */
+function checkPreconditions(ctx: RouteContext, current: unknown, exists = current !== undefined): void {
   const ifMatch = ctx.req.headers['if-match']
   const ifNoneMatch = ctx.req.headers['if-none-match']
   const etag = current === undefined ? undefined : etagOf(current)
@@ -76,7 +80,19 @@ function checkPreconditions(ctx: RouteContext, current: unknown): void {
       throw new PreconditionFailed(etag === undefined ? 'If-Match given but the resource does not exist' : `If-Match ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
     }
   }
-  if (ifNoneMatch !== undefined && ifNoneMatch.trim() === '*' && etag !== undefined) throw new PreconditionFailed('If-None-Match: * but the resource exists', etag)
+  if (ifNoneMatch === undefined) return
+  if (ifNoneMatch.trim() === '*') {
+    if (exists && etag !== undefined) throw new PreconditionFailed('If-None-Match: * but the resource exists', etag)
+    return
+  }
+  // A list of entity tags (RFC 9110 §13.1.2, weak comparison): the write is refused when the
+  // current representation is one of them. It was ignored, so the condition never held.
+  const tags = ifNoneMatch.split(',').map((t) => t.trim()).filter((t) => t !== '')
+  if (tags.length === 0 || !tags.every((t) => ENTITY_TAG.test(t))) {
+    throw new HttpError(400, 'malformed If-None-Match', { problems: [`If-None-Match: expected * or a list of entity tags ("…" or W/"…"), got ${JSON.stringify(ifNoneMatch.length > 80 ? `${ifNoneMatch.slice(0, 77)}…` : ifNoneMatch)}`] })
+  }
+  const weak = (t: string) => (t.startsWith('W/') ? t.slice(2) : t)
+  if (exists && etag !== undefined && tags.some((t) => weak(t) === weak(etag))) throw new PreconditionFailed(`If-None-Match ${ifNoneMatch} matches the current ETag ${etag}`, etag)
 }
 
 /**
@@ -320,7 +336,7 @@ function sectionRoutes(s: SectionSpec, deps: ApiDeps): RouteDef[] {
           resource: s.name,
           change: (head) => {
             const before = getAt(head.document, s.path)
-            checkPreconditions(ctx, before ?? null)
+            checkPreconditions(ctx, before ?? null, before !== undefined)
             const document = setAt(head.document, s.path, body)
             return { document, before, after: body, result: getAt(document, s.path) }
           },

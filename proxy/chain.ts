@@ -13,9 +13,20 @@ export async function runRequestChain(ctx: RequestContext, route: RouteRuntime, 
     const filter = route.filters[idx]!
     let decision: Decision
     try {
-      decision = await filter.onRequest!(ctx)
+      const r = filter.onRequest!(ctx)
+      decision = r !== undefined && typeof (r as Promise<Decision>).then === 'function' && ctx.deadline !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, ctx.deadline) : await r
     } catch (err) {
       metrics.filterErrors.labels(filter.name).inc()
+      if (err === DEADLINE_PASSED) {
+        ctx.answeredBy = filter.name
+        // A filter that never decides (a hung dependency) held the handshake — and the client's
+        // socket — past the route's total timeout, for ever. Failing open cannot help: the time
+        // budget is spent either way, so the client gets the 504 the deadline promises.
+        ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', timeoutMs: Math.round(ctx.deadline - ctx.startTime) }, 'filter did not decide before the request deadline')
+        ctx.errorCode = 'UPSTREAM_TIMEOUT'
+        metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
+        return errorReply('UPSTREAM_TIMEOUT', `filter "${filter.name}" did not decide within the route's time budget`)
+      }
       const open = route.failOpen[idx]!
       ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed' }, 'filter error')
       if (open) continue
@@ -31,4 +42,23 @@ export async function runRequestChain(ctx: RequestContext, route: RouteRuntime, 
     }
   }
   return undefined
+}
+
+const DEADLINE_PASSED: unknown = Symbol('deadline passed')
+
+/** The filter's decision, or a rejection with DEADLINE_PASSED once `deadline` (performance.now()) is reached first. */
+function withinDeadline(p: Promise<Decision>, deadline: number): Promise<Decision> {
+  return new Promise<Decision>((resolve, reject) => {
+    const timer = setTimeout(() => reject(DEADLINE_PASSED), Math.max(0, deadline - performance.now()))
+    p.then(
+      (d) => {
+        clearTimeout(timer)
+        resolve(d)
+      },
+      (err: unknown) => {
+        clearTimeout(timer)
+        reject(err)
+      },
+    )
+  })
 }

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Tier } from '../config/primitives.ts'
 import type { GraphQLRequest } from './graphql-request.ts'
+import { isHopByHop } from './headers.ts'
 import type { RouteRuntime } from './runtime.ts'
 
 export type CostSource = 'default' | 'hint' | 'estimate'
@@ -127,15 +128,34 @@ export class RequestContext {
     return (this.#log ??= this.#baseLogger.child({ reqId: this.id, route: this.route.name, tenant: this.tenant }))
   }
 
-  /** Set (or with null, remove) a header on the request sent upstream. */
+  /**
+   * Set (or with null, remove) a header on the request sent upstream. Names are case-insensitive.
+   * Throws a TypeError (a failure of the calling filter, counted under its name and handled by its
+   * failMode) for a name or value HTTP cannot carry, and for a header the proxy itself owns:
+   * hop-by-hop ones (Connection, Transfer-Encoding, Upgrade…), Host (routes[].hostRewrite) and
+   * Content-Length. Accepted, these reached undici, which refused the request: the client got a 502
+   * UPSTREAM_UNAVAILABLE blaming the backend (a duplicate Host, an "invalid transfer-encoding header").
+   */
   setUpstreamHeader(name: string, value: string | null): void {
-    ;(this.upstreamHeaderEdits ??= new Map()).set(name.toLowerCase(), value)
+    const lower = name.toLowerCase()
+    if (value !== null) checkHeader(lower, value, UPSTREAM_OWNED, 'upstream request')
+    else if (!TOKEN.test(lower)) throw new TypeError(`"${clip(name)}" is not a valid HTTP header name`)
+    ;(this.upstreamHeaderEdits ??= new Map()).set(lower, value)
   }
 
-  /** Add a header to the response the client gets (proxied or local). Replaces an upstream header of that name. */
+  /**
+   * Add a header to the response the client gets (proxied or local), in the request phase (the
+   * response phase edits `res.headers`). Replaces an upstream header of that name; names are
+   * case-insensitive. Throws a TypeError (a failure of the calling filter) for a name or value
+   * HTTP cannot carry, and for the framing headers the proxy owns — hop-by-hop ones and
+   * Content-Length: relayed, a filter's `Transfer-Encoding` or `Content-Length` broke the framing
+   * of the response (a client protocol error, or a body cut short with the rest left on a
+   * keep-alive connection, read as the next response).
+   */
   addResponseHeader(name: string, value: string): void {
-    const list = (this.responseHeaders ??= [])
     const lower = name.toLowerCase()
+    checkHeader(lower, value, undefined, 'response')
+    const list = (this.responseHeaders ??= [])
     for (let i = 0; i < list.length; i += 2) {
       if (list[i] === lower) {
         list[i + 1] = value
@@ -150,20 +170,31 @@ export class RequestContext {
    * finished, client gone, subscription completed. For releasing slots a filter holds.
    */
   addCleanup(fn: () => void): void {
+    if (this.#cleaned) {
+      // The request is already over (the client left while an async filter was still deciding,
+      // e.g. waiting on Redis for a concurrency slot): kept for a run that already happened, the
+      // cleanup was lost and what it releases leaked for good. It runs now instead.
+      this.#runOne(fn)
+      return
+    }
     ;(this.#cleanups ??= []).push(fn)
   }
 
-  /** Called by the proxy (or the hub) exactly once at the end. */
+  /** Called by the proxy (or the hub) at the end; later calls, and cleanups added after it, run at once. */
   runCleanups(): void {
+    this.#cleaned = true
     const list = this.#cleanups
     if (list === undefined) return
     this.#cleanups = undefined
-    for (const fn of list) {
-      try {
-        fn()
-      } catch (err) {
-        this.log.error({ err }, 'cleanup failed')
-      }
+    for (const fn of list) this.#runOne(fn)
+  }
+  #cleaned = false
+
+  #runOne(fn: () => void): void {
+    try {
+      fn()
+    } catch (err) {
+      this.log.error({ err }, 'cleanup failed')
     }
   }
 
@@ -171,4 +202,23 @@ export class RequestContext {
   remainingMs(now: number): number {
     return this.deadline - now
   }
+}
+
+/** RFC 9110 §5.6.2 token: what a field name may be. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+/** RFC 9110 §5.5 field value as node:http and undici accept it: no CR, LF, NUL or other controls but HTAB, no code point above 0xFF. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+/** Set by the proxy on every upstream request from the route and the body it sends. */
+const UPSTREAM_OWNED = new Set(['host', 'content-length'])
+
+function checkHeader(lower: string, value: string, owned: Set<string> | undefined, where: string): void {
+  if (!TOKEN.test(lower)) throw new TypeError(`"${clip(lower)}" is not a valid HTTP header name`)
+  if (typeof value !== 'string' || BAD_VALUE.test(value)) throw new TypeError(`the value of header "${lower}" is not one HTTP can carry (control characters or characters above U+00FF)`)
+  if (lower === 'content-length' || isHopByHop(lower) || (owned !== undefined && owned.has(lower))) {
+    throw new TypeError(`header "${lower}" of the ${where} is the proxy's own (hop-by-hop or framing): a filter cannot set it`)
+  }
+}
+
+function clip(s: string): string {
+  return s.length > 64 ? `${s.slice(0, 64)}…` : s
 }

@@ -354,10 +354,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   #awaitDecision(p: Promise<LocalReply | undefined>, i: number, idx: number): void {
     const t0 = performance.now()
+    // A filter that never decides (a hung Redis call, a webhook) must not hold the request past
+    // its deadline: it held the client until the client gave up (logged 499), while the route
+    // promises totalMs → 504. Only with a finite deadline, and only while a filter is awaited.
+    const deadline = this.ctx.deadline
+    if (deadline !== Number.POSITIVE_INFINITY && this.#timer === undefined) {
+      this.#awaitedFilter = idx
+      this.#timer = setTimeout(onTimer, Math.max(0, deadline - t0), this)
+    }
     p.then(
       (decision) => {
         this.ctx.filterMs += performance.now() - t0
         if (this.phase === Phase.Done) return
+        this.#settleAwaited()
         if (decision !== undefined) {
           this.ctx.answeredBy = this.route.filters[idx]!.name
           this.sendLocal(decision, idx)
@@ -366,9 +375,31 @@ export class Exchange implements Dispatcher.DispatchHandler {
       (err) => {
         this.ctx.filterMs += performance.now() - t0
         if (this.phase === Phase.Done) return
+        this.#settleAwaited()
         if (this.filterFailed(idx, err)) this.runRequestPhase(i + 1)
       },
     )
+  }
+  /** The request-phase filter awaited under the deadline timer (-1: none). */
+  #awaitedFilter = -1
+
+  #settleAwaited(): void {
+    if (this.#awaitedFilter === -1) return
+    this.#awaitedFilter = -1
+    this.#clearTimer()
+  }
+
+  /** The deadline passed while a request-phase filter was still deciding: 504, the filter named and counted. */
+  #filterTimedOut(now: number): void {
+    const idx = this.#awaitedFilter
+    this.#awaitedFilter = -1
+    const filter = this.route.filters[idx]!
+    const ms = Math.round(now - this.ctx.startTime)
+    this.proxy.metrics.filterErrors.labels(filter.name).inc()
+    this.ctx.log.error({ filter: filter.name, failMode: this.route.failOpen[idx] ? 'open' : 'closed', afterMs: ms }, 'filter did not decide before the request deadline')
+    this.ctx.answeredBy = filter.name
+    // Whatever its failMode: the time budget is spent either way.
+    this.replyError('UPSTREAM_TIMEOUT', `filter "${filter.name}" did not decide within this request's time budget of ${Math.round(this.ctx.deadline - this.ctx.startTime)} ms`, idx)
   }
 
   /** A filter threw: count it, then continue (fail-open, returns true) or answer 500. */
@@ -616,6 +647,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const now = performance.now()
     if (this.phase === Phase.Request) {
       if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
+      else if (this.#awaitedFilter !== -1) {
+        if (now < this.ctx.deadline - 1) this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this) // early (see below)
+        else this.#filterTimedOut(now)
+      }
       return
     }
     const headersDue = this.phase === Phase.Dispatched ? this.#headersDeadline : Number.POSITIVE_INFINITY

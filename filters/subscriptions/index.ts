@@ -25,11 +25,19 @@ export function claimValue(claims: Record<string, unknown>, path: string): unkno
  * claim is equal. "tenant" for an empty list (the hub always keys by tenant as well).
  * Undefined when a configured claim is absent (or null): two tokens that both lack `sub` are not
  * "the same user", so they get the hub's credential scope (identical credentials only), never
- * one shared stream opened with the first one's credentials.
+ * one shared stream opened with the first one's credentials. The token's issuer (`iss`) is part
+ * of every claim scope: the same claims from two issuers are two principals.
  */
 export function dedupScope(claims: Record<string, unknown>, paths: readonly string[]): string | undefined {
   if (paths.length === 0) return 'tenant'
   const values: unknown[] = []
+  // A subject is unique only within its issuer (RFC 7519 §4.1.2; OIDC identifies a user by
+  // iss + sub): when the verifier accepts several issuers (a secret, a key file and a JWKS, or a
+  // JWKS merging two IdPs, without `issuer`), sub "42" of one is not sub "42" of the other.
+  // The issuer always belongs to the scope, so they never share a stream opened with the other's
+  // credentials; one user's refreshed tokens (same iss) still share.
+  const iss = claims.iss
+  if (iss !== undefined && iss !== null && !paths.includes('iss')) values.push(['iss', iss])
   for (const p of paths) {
     const v = claimValue(claims, p)
     if (v === undefined || v === null) return undefined

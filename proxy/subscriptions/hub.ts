@@ -304,8 +304,47 @@ export class SubscriptionHub {
     return first?.kind === Kind.FIELD ? (first.alias?.value ?? first.name.value) : ''
   }
 
+  /**
+   * Header names the route's own filters set anew on every operation: the request-id filter's
+   * header (a fresh id per subscribe unless the client sent one) and the persisted filter's cost
+   * hints header (the hints of that one operation). They belong to an operation, not to the
+   * connection several operations share, so they are never credentials: kept, every subscribe got
+   * its own upstream WebSocket and stream (no sharing at all when the request-id header is not one
+   * of `upstream.volatileHeaders`, which are only defaults), and a shared connection carried the
+   * id or hints of whichever operation opened it. Per route config, computed once.
+   */
+  #operationHeaders(route: RouteRuntime): ReadonlySet<string> {
+    let names = this.#opHeaders.get(route.config)
+    if (names === undefined) {
+      const set = new Set<string>()
+      for (const f of route.config.filters) {
+        if (f.name === 'request-id') set.add(f.header)
+        else if (f.name === 'persisted' && f.hints.header !== false) set.add(f.hints.header)
+      }
+      names = set
+      this.#opHeaders.set(route.config, names)
+    }
+    return names
+  }
+
+  readonly #opHeaders = new WeakMap<RouteRuntime['config'], ReadonlySet<string>>()
+
+  /** `headers` without the route's per-operation headers (the same object when it has none of them). */
+  #connectionHeaders(route: RouteRuntime, headers: Record<string, string>): Record<string, string> {
+    const names = this.#operationHeaders(route)
+    if (names.size === 0) return headers
+    let out: Record<string, string> | undefined
+    for (const name of names) {
+      if (!Object.hasOwn(headers, name)) continue
+      out ??= { ...headers }
+      delete out[name]
+    }
+    return out ?? headers
+  }
+
   /** The upstream connection for these credentials (shared by every stream opened with them). */
   upstreamFor(route: RouteRuntime, upgradeUrl: string, tenant: string | undefined, headers: Record<string, string>, params: Record<string, unknown> | undefined): UpstreamConnection {
+    headers = this.#connectionHeaders(route, headers)
     const wsUrl = upstreamWsUrl(route, upgradeUrl)
     // The route's message limit holds toward the upstream too (ws's own default is 100 MiB).
     return this.pool.get(sha256(canonicalJson([wsUrl, tenant ?? null, headers, params ?? null, route.websocket.maxMessageBytes])), wsUrl, headers, params, { ...this.config.upstream, maxMessageBytes: route.websocket.maxMessageBytes })
@@ -332,6 +371,7 @@ export class SubscriptionHub {
   ): Stream | undefined {
     const cfg = this.config
     const upstreamUrl = upstreamWsUrl(route, upgradeUrl)
+    headers = this.#connectionHeaders(route, headers)
     const scope = ctx.subscription?.dedupScope ?? credentialScope(headers, params)
     const { key, streamId } = streamKey({
       route: route.name,

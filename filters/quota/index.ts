@@ -285,7 +285,9 @@ class QuotaFilter implements Filter {
     // A relayed WebSocket holds a slot for its life only under kind "subscriptions" (what that
     // kind counts). Under another kind (graphql, the default) it was admitted by a free slot and
     // gives it back at once: 20 open browser tabs must not hold a tenant's 20 HTTP request slots.
-    if (ctx.upgrade && this.#kind !== 'subscriptions') r.releaseConcurrent()
+    // So does a terminated subscription (a query or mutation over the socket ends, and holds it
+    // until then like an HTTP request).
+    if ((ctx.upgrade || (ctx.subscription !== undefined && ctx.graphql?.operationType === 'subscription')) && this.#kind !== 'subscriptions') r.releaseConcurrent()
     else ctx.addCleanup(r.releaseConcurrent)
     return undefined
   }

@@ -460,7 +460,11 @@ export class ClientConnection {
     if (ka !== undefined) this.#sendNow(ka)
   }
 
-  /** connection_init payload values become request headers for the chain (browsers cannot set any). */
+  /**
+   * connection_init payload values become request headers for the chain (browsers cannot set
+   * any) — only those the upgrade request lacks: a header it carries (an edge that authenticated
+   * the client and pinned its x-tenant-id) is not the client's to replace from its payload.
+   */
   #merge(payload: Record<string, unknown> | undefined): void {
     this.#initPayload = payload
     if (payload === undefined) return
@@ -469,7 +473,7 @@ export class ClientConnection {
     let changed = false
     for (const key in map) {
       const v = payload[key]
-      if (typeof v === 'string') {
+      if (typeof v === 'string' && this.upgrade.headers[map[key]!] === undefined) {
         headers[map[key]!] = v
         changed = true
       }
@@ -479,7 +483,7 @@ export class ClientConnection {
       const allowed = new Set(Object.values(map))
       for (const [k, v] of Object.entries(nested as Record<string, unknown>)) {
         const lower = k.toLowerCase()
-        if (allowed.has(lower) && typeof v === 'string') {
+        if (allowed.has(lower) && typeof v === 'string' && this.upgrade.headers[lower] === undefined) {
           headers[lower] = v
           changed = true
         }

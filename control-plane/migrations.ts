@@ -4,10 +4,16 @@
 // or hashed, which a JSON column type might re-serialize).
 import type { Db } from './db.ts'
 
+/**
+ * A statement for both engines, or one engine's own (an engine-specific statement is skipped on
+ * the other; the migration is still recorded there, so both engines count versions alike).
+ */
+export type Statement = string | { readonly postgres: string } | { readonly sqlite: string }
+
 export interface Migration {
   version: number
   name: string
-  statements: string[]
+  statements: Statement[]
 }
 
 export const MIGRATIONS: Migration[] = [
@@ -111,20 +117,65 @@ export const MIGRATIONS: Migration[] = [
       'CREATE INDEX plugins_publisher ON plugins (publisher)',
     ],
   },
+  {
+    version: 3,
+    name: 'proxies id index in byte order (PostgreSQL)',
+    statements: [
+      // PushHub.list pages with `ORDER BY id COLLATE "C"` on PostgreSQL (byte order whatever the
+      // database's collation). Under a locale collation (ICU, en_US.UTF-8) the primary key's index
+      // is in the locale's order and cannot serve it: every page sorted the whole table. SQLite's
+      // primary key is already in byte (BINARY) order. IF NOT EXISTS: an operator may have created
+      // it by hand.
+      { postgres: 'CREATE INDEX IF NOT EXISTS proxies_id_c ON proxies (id COLLATE "C")' },
+    ],
+  },
 ]
+
+/** The SQL of `s` for this engine, or undefined when it is the other engine's. */
+function statementFor(s: Statement, kind: Db['kind']): string | undefined {
+  if (typeof s === 'string') return s
+  return kind === 'postgres' ? (s as { postgres?: string }).postgres : (s as { sqlite?: string }).sqlite
+}
+
+/** The database holds migrations this igw does not know: a newer igw migrated it. */
+export class SchemaTooNew extends Error {
+  readonly unknown: { version: number; name: string }[]
+  constructor(unknown: { version: number; name: string }[]) {
+    const latest = MIGRATIONS.reduce((n, m) => Math.max(n, m.version), 0)
+    const list = unknown.map((u) => `${u.version} (${JSON.stringify(u.name)})`).join(', ')
+    super(
+      `the database was migrated by a newer igw: it has schema migration${unknown.length === 1 ? '' : 's'} ${list}, and this igw knows migrations up to ${latest}. ` +
+        'Run the newer igw (or restore a backup taken before it migrated); this one does not start on a schema it does not know.',
+    )
+    this.name = 'SchemaTooNew'
+    this.unknown = unknown
+  }
+}
 
 /** Apply pending migrations in order; each in its own transaction. Returns the versions applied. */
 export async function migrate(db: Db): Promise<number[]> {
   // Under the write lock like every step after it: PostgreSQL does not serialize two concurrent
   // CREATE TABLE IF NOT EXISTS (two replicas starting on an empty database: one failed with a
   // unique violation on pg_type).
-  await db.transaction((tx) => tx.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)'))
+  const recorded = await db.transaction(async (tx) => {
+    await tx.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)')
+    return tx.query<{ version: unknown; name: unknown }>('SELECT version, name FROM schema_migrations ORDER BY version')
+  })
+  // A database a newer igw migrated has tables or columns this one does not know: writing to it
+  // (a version row without a new NOT NULL column, a column whose meaning changed) would fail at
+  // every write or, worse, store rows the newer igw misreads. Refuse to start instead.
+  const known = new Set(MIGRATIONS.map((m) => m.version))
+  const unknown = recorded.filter((r) => !known.has(Number(r.version)))
+  if (unknown.length > 0) throw new SchemaTooNew(unknown.map((r) => ({ version: Number(r.version), name: String(r.name) })))
   const applied: number[] = []
   for (const m of MIGRATIONS) {
     const done = await db.transaction(async (tx) => {
       const rows = await tx.query('SELECT version FROM schema_migrations WHERE version = $1', [m.version])
       if (rows.length > 0) return false
-      for (const s of m.statements) await tx.query(s)
+      for (const s of m.statements) {
+        const sql = statementFor(s, db.kind)
+        if (sql !== undefined) await tx.query(sql)
+      }
       await tx.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()])
       return true
     })

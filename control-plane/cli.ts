@@ -117,7 +117,7 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   if (!auth.jwksFile && !auth.publicKeyFile && !auth.secret) {
     throw new ConfigError('igw control-plane', ['needs a way to verify admin tokens: --auth-jwks F, --auth-public-key F or --auth-secret S (IGW_AUTH_JWKS, IGW_AUTH_PUBLIC_KEY, IGW_AUTH_SECRET)'])
   }
-  if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${db}"`])
+  if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${redactUrlCredentials(db)}"`])
   const metricsListen = metricsListenAddress(flags['metrics-listen'])
   const pluginTrust = flags['plugin-trust'] ? loadPluginTrust(flags['plugin-trust']) : undefined
   // GET /v1/audit/verify checks entries signed before a key replacement with the key that signed them.
@@ -212,7 +212,7 @@ export async function runAuditVerify(flags: ControlPlaneFlags): Promise<boolean>
     if (path === '' || path === ':memory:') throw new ConfigError('--db', ['an in-memory database has no audit log to verify; name the control plane\'s SQLite file'])
     if (!existsSync(path)) throw new ConfigError('--db', [`no database at ${path}`])
   } else if (!spec.startsWith('postgres://') && !spec.startsWith('postgresql://')) {
-    throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${spec}"`])
+    throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${redactUrlCredentials(spec)}"`])
   }
   let db: ReturnType<typeof openDb>
   try {

@@ -5,6 +5,7 @@ import { DatabaseSync } from 'node:sqlite'
 import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import pg from 'pg'
+import { redactUrlCredentials } from '../config/redact.ts'
 
 export type SqlValue = string | number | bigint | null
 export type Row = Record<string, unknown>
@@ -82,7 +83,7 @@ function checkParams(params: readonly SqlValue[]): void {
 /** Node's socket errors that mean "no connection to the server". */
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED'])
 /** pg's own messages for a connection it lost or never got. */
-const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable)/
+const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable|Query read timeout)/
 
 /** True for errors that say the PostgreSQL server is out of reach, not that the statement is wrong. */
 function isPostgresUnavailable(err: unknown): boolean {
@@ -128,9 +129,27 @@ class SqliteDb implements Db {
     if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
     this.#db = new DatabaseSync(path)
     // WAL lets readers (igw audit verify, a second control plane reading) run beside the writer.
-    // busy_timeout 0: a lock held by another process is waited for in #waitingForLocks, off the event loop.
+    // Switching a new file to WAL takes an exclusive lock: a second process opening the same new
+    // file at that moment (two instances, or a restart overlapping the old one) failed its start
+    // with "database is locked". Opening waits for it like any statement, up to BUSY_WAIT_MS
+    // (synchronously: nothing else runs yet; SQLite answers SQLITE_BUSY at once, without its busy
+    // handler, when waiting could deadlock, so it is retried here too); afterwards busy_timeout 0:
+    // a lock held by another process is waited for in #waitingForLocks, off the event loop.
+    this.#db.exec(`PRAGMA busy_timeout = ${BUSY_WAIT_MS}`)
+    const deadline = performance.now() + BUSY_WAIT_MS
+    for (;;) {
+      try {
+        this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON')
+        break
+      } catch (err) {
+        if (!isSqliteBusy(err) || performance.now() >= deadline) {
+          this.#db.close()
+          throw err
+        }
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
+      }
+    }
     this.#db.exec('PRAGMA busy_timeout = 0')
-    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON')
   }
 
   /** One statement; the engine's error as it is (SQLITE_BUSY included: the caller decides). */
@@ -217,6 +236,16 @@ class SqliteDb implements Db {
   }
 }
 
+/**
+ * How long a statement may go without its answer (pg's client-side `query_timeout`) before it
+ * fails as DatabaseUnavailable and its connection is dropped. connectionTimeoutMillis only bounds
+ * opening a connection: on a pooled connection whose server stopped answering (a network
+ * partition, a frozen host) a statement waited forever, and so did the request, its pool slot and
+ * every transaction queued behind it. Generous: no statement of the control plane takes this long
+ * on a healthy server. `?query_timeout=ms` in the URL overrides it.
+ */
+const QUERY_TIMEOUT_MS = 15_000
+
 /** How soon a lost LISTEN connection is opened again: doubling from the first to the second. */
 const LISTEN_RETRY_MIN_MS = 250
 const LISTEN_RETRY_MAX_MS = 5_000
@@ -230,7 +259,8 @@ class PostgresDb implements Db {
     this.#url = url
     // A server that accepts TCP but never answers (a network partition) fails a request after
     // 5 s with a 503 instead of holding it forever; so does waiting that long for a pooled client.
-    this.#pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 5_000 })
+    // A pooled connection that stops answering fails its statement after QUERY_TIMEOUT_MS.
+    this.#pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 5_000, query_timeout: QUERY_TIMEOUT_MS })
     // An idle client that loses its server must not crash the process; the next query reconnects.
     this.#pool.on('error', () => undefined)
   }
@@ -252,6 +282,16 @@ class PostgresDb implements Db {
     } catch (err) {
       throw postgresFailure(err)
     }
+    // A checked-out client has no 'error' listener (the pool's is for idle clients): a connection
+    // lost while this transaction holds it (PostgreSQL restarted or the backend terminated between
+    // two statements, a reset socket mid-statement) emitted an unhandled 'error' and crashed the
+    // process. The statement in flight, or the next one, fails as DatabaseUnavailable instead.
+    const onLost = (): void => undefined
+    client.on('error', onLost)
+    const release = (err?: Error): void => {
+      client.release(err)
+      client.removeListener('error', onLost)
+    }
     let out: T
     try {
       await client.query('BEGIN')
@@ -269,14 +309,14 @@ class PostgresDb implements Db {
     } catch (err) {
       if (isPostgresUnavailable(err)) {
         // A client whose connection broke is discarded, not handed to the next request.
-        client.release(err as Error)
+        release(err as Error)
         throw new DatabaseUnavailable(err)
       }
       await client.query('ROLLBACK').catch(() => undefined)
-      client.release()
+      release()
       throw isStorageFull(err) ? new StorageFull(err) : err
     }
-    client.release()
+    release()
     return out
   }
 
@@ -357,7 +397,8 @@ class PostgresDb implements Db {
 export function openDb(spec: string): Db {
   if (spec.startsWith('postgres://') || spec.startsWith('postgresql://')) return new PostgresDb(spec)
   if (spec.startsWith('sqlite:')) return new SqliteDb(spec.slice('sqlite:'.length) || ':memory:')
-  throw new Error(`--db: expected sqlite:<path> or postgres://…, got "${spec}"`)
+  // Redacted: a mistyped scheme (`postgress://igw:secret@…`) must not print the password.
+  throw new Error(`--db: expected sqlite:<path> or postgres://…, got "${redactUrlCredentials(spec)}"`)
 }
 
 /** BIGINT columns come back as strings from pg and numbers from SQLite. */

@@ -217,7 +217,11 @@ class PersistedFilter implements Filter {
       this.#m.requests.labels('not_allowed').inc()
       return errorReply('PERSISTED_QUERY_NOT_ALLOWED', 'operation is not in the persisted-documents manifest')
     }
-    const query = gql.query!
+    const query = gql.query
+    // Nothing to run: no document, no hash we know (a subscribe payload with only `documentId`,
+    // which this gateway does not resolve, or with nothing). It threw here: a 500 counted as the
+    // filter's error and logged for every such message.
+    if (query === undefined) return this.#reject('no_query', 'the request carries no query (and no persisted query id this gateway knows)')
     if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) {
       return this.#reject('too_large', `query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${this.#cfg.limits.maxQueryBytes}`)
     }

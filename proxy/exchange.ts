@@ -568,6 +568,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
       info.status = reply.status
       info.headers = { ...reply.headers }
+      // The chain's own headers (x-request-id, a quota's RateLimit) as on any local answer: the
+      // request id is what the client quotes when it reports this 500.
+      const added = this.ctx.responseHeaders
+      if (added !== undefined) for (let i = 0; i < added.length; i += 2) info.headers[added[i]!] = added[i + 1]!
       info.body = Buffer.from(reply.body)
     }
   }

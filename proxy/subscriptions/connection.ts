@@ -788,6 +788,15 @@ export class ClientConnection {
     let params: Record<string, unknown> | undefined
     if (cfg.upstream.forwardInitPayload && this.#initPayload !== undefined) {
       params = { ...this.#initPayload }
+      // A payload value the chain read as a header but did not send on (a tenant filter that
+      // forwards the tenant it resolved under another name, x-org-id): the client's own claim
+      // ("tenantId": "evil") must not reach the backend beside the tenant the chain chose. Kept
+      // when the chain resolved no tenant (nothing to contradict) or the header is forwarded anyway.
+      if (ctx.tenant !== undefined) {
+        for (const [key, header] of Object.entries(cfg.initPayloadHeaders)) {
+          if (Object.hasOwn(params, key) && !edits?.has(header) && !cfg.upstream.forwardHeaders.includes(header)) delete params[key]
+        }
+      }
       if (edits !== undefined) {
         for (const [key, header] of Object.entries(cfg.initPayloadHeaders)) {
           if (!Object.hasOwn(params, key) || !edits.has(header)) continue

@@ -46,3 +46,38 @@ describe('connection_init payload vs the upgrade request headers', () => {
     }
   })
 })
+
+describe('connection_init payload claims the chain did not forward', () => {
+  let be: SubscriptionBackend
+  let proxy: TestProxy
+  beforeAll(async () => {
+    be = await startSubscriptionBackend()
+    proxy = await startTestProxy({
+      tenants: { acme: {}, evil: {} },
+      // the resolved tenant goes upstream as x-org-id, not under the name the payload used
+      routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate' }, filters: [{ name: 'tenant', forwardHeader: 'x-org-id' }] }],
+    } as never)
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await be?.close()
+  })
+
+  it('the client-claimed tenantId does not reach the backend beside the tenant the chain resolved', async () => {
+    // the edge pinned acme on the upgrade; the payload claims evil
+    const c = await RawClient.open(`ws://127.0.0.1:${proxy.port}/graphql`, ['graphql-transport-ws'], { 'x-tenant-id': 'acme' })
+    try {
+      c.send({ type: 'connection_init', payload: { tenantId: 'evil', note: 'kept' } })
+      await c.wait((x) => x.messages.some((m) => m.type === 'connection_ack'), 5_000, 'ack')
+      c.send({ type: 'subscribe', id: 's', payload: { query: EVENTS('org') } })
+      await expect.poll(() => be.active(), { timeout: 10_000 }).toBe(1)
+      const conn = be.connections.at(-1)!
+      expect(conn.headers['x-org-id']).toBe('acme')
+      const params = (conn.params ?? {}) as Record<string, unknown>
+      expect(params.tenantId).toBeUndefined()
+      expect(params.note).toBe('kept') // the rest of the payload is the client's to pass on
+    } finally {
+      c.end()
+    }
+  })
+})

@@ -125,11 +125,16 @@ class ResponseInfoImpl implements ResponseInfo {
     if (this.#body === undefined && this.#ex !== undefined) this.#ex.discardUpstreamBody()
     this.#body = v
     this.lengthChanged = true
+    this.bodyFilter = this.runningFilter
   }
   /** True once a filter assigned a body whose length may differ from the upstream's. */
   lengthChanged = false
+  /** The filter whose onResponse runs now, and the one that last replaced the body (-1: none). */
+  runningFilter = -1
+  bodyFilter = -1
   observeBody(stream: Readable): void {
     this.#body = stream
+    this.bodyFilter = this.runningFilter
   }
   /** The body if a filter touched it; undefined means "stream upstream bytes directly". */
   get touchedBody(): Readable | Buffer | undefined {
@@ -538,6 +543,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const idx = phase[i]!
       if (idx >= below) continue
       let r
+      info.runningFilter = idx
       try {
         r = route.filters[idx]!.onResponse!(this.ctx, info)
       } catch (err) {
@@ -820,11 +826,25 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (held !== undefined) for (const c of held) upstreamBody.push(c)
     if (this.#heldEnd) upstreamBody.push(null)
     else if (!this.#upstreamEnded) this.controller?.resume()
-    pipeline(body, res, (err) => {
-      if (err && !res.destroyed) {
-        this.#cut = true // a filter's body stream failed (a client that left destroyed res first)
-        res.destroy(err)
+    // A filter's body stream that fails (a transform throwing on a chunk): the head is out, so
+    // the response is cut. It was invisible — no log, no count, the access line a clean 200, and
+    // counted as a client abort. Heard on the stream itself, before pipeline destroys res (whose
+    // 'close' would read as the client leaving); an upstream failing mid-body set #cut already,
+    // and a client that left shows as a premature close.
+    body.once('error', (err: NodeJS.ErrnoException) => {
+      if (this.#cut || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || res.destroyed) return
+      this.#cut = true
+      const owner = info.bodyFilter
+      const name = owner === -1 ? undefined : this.route.filters[owner]?.name
+      if (name !== undefined) {
+        this.proxy.metrics.filterErrors.labels(name).inc()
+        this.ctx.answeredBy = name
       }
+      this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+      this.ctx.log.error({ err, filter: name, phase: 'response-body' }, 'filter body stream failed; response cut')
+    })
+    pipeline(body, res, (err) => {
+      if (err && !res.destroyed) res.destroy(err)
     })
   }
 

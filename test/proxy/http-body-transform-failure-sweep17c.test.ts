@@ -1,0 +1,76 @@
+// A response-phase filter's body stream that fails mid-response (a transform throwing on a chunk)
+// cuts the response — its head is out — but was invisible: no log line, no
+// igw_filter_errors_total, and the access line a clean 200 with no code. Now it is counted under
+// the filter that set the body, logged, and the access line carries INTERNAL_SERVER_ERROR.
+// Real WorkerProxy, real node:http backend, undici.
+import type { AddressInfo } from 'node:net'
+import { Transform } from 'node:stream'
+import { pino } from 'pino'
+import { Registry } from 'prom-client'
+import { request } from 'undici'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { validateConfig } from '../../config/load.ts'
+import { filterModules, type FilterModules } from '../../filters/registry.ts'
+import type { Filter } from '../../proxy/filter.ts'
+import { ProxyMetrics } from '../../proxy/metrics.ts'
+import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { LogCapture } from '../helpers/proxy.ts'
+
+describe('a filter body stream failing mid-response', () => {
+  let backend: RawBackend
+  let proxy: WorkerProxy
+  let registry: Registry
+  const logs = new LogCapture()
+  let port = 0
+  beforeAll(async () => {
+    backend = await startRawBackend((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      // several chunks, so the transform has passed some on before it fails
+      let n = 0
+      const tick = () => {
+        if (n++ === 8) return res.end()
+        res.write('x'.repeat(16 * 1024))
+        setTimeout(tick, 5)
+      }
+      tick()
+    })
+    const rewriting: Filter = {
+      name: 'tenant',
+      onResponse: (_ctx, info) => {
+        let seen = 0
+        const t = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            seen += chunk.length
+            if (seen > 40 * 1024) return cb(new Error('rewrite failed on this chunk'))
+            cb(null, chunk)
+          },
+        })
+        const upstream = info.body as import('node:stream').Readable
+        upstream.pipe(t)
+        info.body = t
+      },
+    }
+    const mods: FilterModules = { ...filterModules, tenant: { create: () => rewriting } }
+    const config = validateConfig({ log: { level: 'info' }, routes: [{ name: 'api', upstream: backend.url, type: 'http', filters: [{ name: 'tenant' }] }] })
+    registry = new Registry()
+    proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'info' }, logs), metrics: new ProxyMetrics(registry), shared: {}, modules: mods }, config)
+    await proxy.apply(1, config)
+    await proxy.listen('127.0.0.1', 0)
+    port = (proxy.server.address() as AddressInfo).port
+  })
+  afterAll(async () => {
+    await proxy?.drain(100)
+    await backend?.close()
+  })
+
+  it('the client sees a cut response; the filter is counted and named, the access line says so', async () => {
+    const r = await request(`http://127.0.0.1:${port}/big`)
+    expect(r.statusCode).toBe(200) // the head was out before the failure
+    await expect(r.body.text()).rejects.toThrow()
+    await expect.poll(async () => (await registry.getSingleMetric('igw_filter_errors_total')!.get()).values.find((v) => v.labels.filter === 'tenant')?.value ?? 0).toBe(1)
+    await expect.poll(() => logs.find('filter body stream failed; response cut').length).toBe(1)
+    await expect.poll(() => logs.find('access').length).toBe(1)
+    expect(logs.find('access')[0]).toMatchObject({ code: 'INTERNAL_SERVER_ERROR', filter: 'tenant' })
+  })
+})

@@ -586,6 +586,10 @@ export class ClientConnection {
             return
           }
           if (reply !== undefined) {
+            // Counted as an HTTP request answered by a filter would be: a refusal by its code
+            // (statements, budget alerts), a result (a cached query) as a request.
+            if (reply.code !== undefined && ctx.errorCode === undefined) ctx.errorCode = reply.code
+            this.hub.host.usage.request(ctx, reply.status)
             this.#answerLocally(cmd.id, reply, cmd.topic, ctx.answeredBy)
             ctx.runCleanups()
             return
@@ -681,6 +685,10 @@ export class ClientConnection {
     const sub = new Subscription(this, cmd, ctx, matcher)
     this.subs.set(cmd.id, sub)
     this.tierMetrics.subscriptions.inc()
+    // The tenant's usage (reports, statements, usedToday without Redis): the socket's upgrade has
+    // no tenant yet, so a terminated route's operations were never counted at all.
+    if (opType === 'subscription') this.hub.host.usage.subscription(ctx, 101)
+    else this.hub.host.usage.request(ctx, 200)
     if (stream === undefined) {
       this.#single(sub, { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null }, route, headers, params, opType === 'mutation')
       return

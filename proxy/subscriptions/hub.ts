@@ -19,6 +19,7 @@ import { incomingRequestId } from '../headers.ts'
 import { LogWindow } from '../log.ts'
 import type { GraphQLRequest } from '../graphql-request.ts'
 import type { ProxyMetrics } from '../metrics.ts'
+import type { TenantUsage } from '../tenant-usage.ts'
 import { SharedRedis } from '../redis.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
 import { checkClientHandshake } from '../websocket-bridge.ts'
@@ -38,6 +39,8 @@ export interface HubHost {
   readonly snapshot: Snapshot
   readonly bridges: Set<{ goAway(): void; terminate(): void }>
   readonly draining: boolean
+  /** Per-tenant usage: each operation over a terminated socket is counted as it is admitted or refused. */
+  readonly usage: TenantUsage
   finishUpgrade(ctx: RequestContext, status: number): void
   /** A handshake refused before a context existed: release what upgrade() took. */
   finishUpgradeRaw(req: IncomingMessage): void

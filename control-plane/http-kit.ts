@@ -134,3 +134,14 @@ export function requestIdFor(req: IncomingMessage): string {
   const given = req.headers['x-request-id']
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }
+
+/**
+ * A page that has a next one: the next page's URL (this path with the query that asks for it),
+ * answered as `Link: <…>; rel="next"` (RFC 8288, relative to the request) and as `next` in the body.
+ */
+export function pageLinks(path: string, query: Record<string, string | undefined>): { next: string; headers: Record<string, string> } {
+  const q = new URLSearchParams()
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, v)
+  const next = `${path}?${q}`
+  return { next, headers: { link: `<${next}>; rel="next"` } }
+}

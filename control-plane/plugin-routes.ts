@@ -6,7 +6,7 @@
 // A name@version that already exists, or a name another publisher publishes, is a 409 (not a
 // refusal of the package itself).
 import type { Logger } from 'pino'
-import { HttpError, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
+import { HttpError, pageLinks, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
 import { checkPackage, MAX_PACKAGE_BODY_BYTES, NAME_PATTERN, type PackageDecision, type TrustedKeys } from './plugin-package.ts'
 import { insertPlugin, listPlugins, PluginExists, PluginNameTaken, type PluginCursor, type PluginView } from './plugin-store.ts'
@@ -58,14 +58,6 @@ function parsePluginCursor(raw: string): PluginCursor {
     throw new HttpError(400, 'invalid cursor', { problems: [`cursor: expected the cursor of a previous page (its next link), got ${JSON.stringify(shown)}`] })
   }
   return { name: v[0], uploadedAt: v[1] as number, version: v[2] }
-}
-
-/** The response of GET /v1/plugins: a page of plugins and, when there is more, the next page's URL. */
-const PLUGIN_PAGE = {
-  type: 'object',
-  required: ['items'],
-  additionalProperties: false,
-  properties: { items: { type: 'array', items: ref('Plugin') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } },
 }
 
 const problem = (description: string) => ({ description, schema: ref('Problem'), contentType: 'application/problem+json' })
@@ -170,7 +162,7 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
           { name: 'cursor', description: 'where the next page starts: the cursor in the previous page’s `next` (opaque)', schema: { type: 'string' } },
         ],
         responses: {
-          200: { description: 'plugins by name, then upload order; a page at a time (the next page: `next` in the body, or the Link header)', schema: PLUGIN_PAGE, link: true },
+          200: { description: 'plugins by name, then upload order; a page at a time (the next page: `next` in the body, or the Link header)', schema: ref('PluginList'), link: true },
           400: problem(`limit is not an integer from 1 to ${MAX_PAGE}, or cursor not one this API gave`),
           401: problem('missing or invalid bearer token'),
           403: problem('denied by the admin policy'),
@@ -186,16 +178,8 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
         // One more than the page: whether there is a next page, without a link to an empty one.
         const rows = await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}), limit: limit + 1, ...(after ? { after } : {}) })
         const items = rows.slice(0, limit)
-        let next: string | undefined
-        if (rows.length > limit) {
-          const q = new URLSearchParams()
-          if (name) q.set('name', name)
-          if (publisher) q.set('publisher', publisher)
-          q.set('limit', String(limit))
-          q.set('cursor', pluginCursor(items.at(-1)!))
-          next = `/v1/plugins?${q}`
-        }
-        sendJson(ctx.res, 200, { items, ...(next ? { next } : {}) }, next ? { link: `<${next}>; rel="next"` } : {})
+        const page = rows.length > limit ? pageLinks('/v1/plugins', { name, publisher, limit: String(limit), cursor: pluginCursor(items.at(-1)!) }) : undefined
+        sendJson(ctx.res, 200, { items, ...(page ? { next: page.next } : {}) }, page?.headers)
       },
     },
   ]

@@ -58,7 +58,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
       additionalProperties: false,
       properties: { name: str, version: str, publisher: str, description: { type: ['string', 'null'] }, keyId: str, digest: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' }, size: { type: 'integer', minimum: 1 }, signature: str, uploadedBy: str, uploadedAt: isoTime },
     },
-    PluginList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Plugin') } } },
+    PluginList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('Plugin') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } } },
     ConfigHead: { type: 'object', required: ['version', 'digest', 'document'], additionalProperties: false, properties: { version: int, digest: str, createdAt: isoTime, author: str, document: ref('ConfigDocument') } },
     VersionInfo: { type: 'object', required: ['version', 'digest', 'author', 'summary', 'createdAt'], additionalProperties: false, properties: { version: int, digest: str, author: str, summary: str, createdAt: isoTime } },
     VersionList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('VersionInfo') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } } },

@@ -9,7 +9,7 @@ import { etagOf, type Change } from '../config/canonical-json.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { Db } from './db.ts'
 import type { Detokenizer } from './detokenize.ts'
-import { HttpError, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
+import { HttpError, pageLinks, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
 import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { dailyLimits, isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
@@ -57,13 +57,18 @@ const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e\x80-\xff]*"$/
  * (`W/"…"`) never matches, and `*` is not a tag (`W/*`, `"a", *` are malformed: 400, not "any").
  */
 function ifMatchAccepts(header: string, etag: string | undefined): boolean {
-  const value = header.trim()
-  if (value === '*') return etag !== undefined
-  const tags = value.split(',').map((t) => t.trim()).filter((t) => t !== '')
-  if (tags.length === 0 || !tags.every((t) => ENTITY_TAG.test(t))) {
-    throw new HttpError(400, 'malformed If-Match', { problems: [`If-Match: expected * or a list of entity tags ("…" or W/"…"), got ${JSON.stringify(header.length > 80 ? `${header.slice(0, 77)}…` : header)}`] })
-  }
+  if (header.trim() === '*') return etag !== undefined
+  const tags = entityTags('If-Match', header) // a malformed list is a 400 even when nothing exists
   return etag !== undefined && tags.includes(etag)
+}
+
+/** The entity tags of an If-Match / If-None-Match list (not `*`); anything else is a 400 naming the header. */
+function entityTags(name: string, header: string): string[] {
+  const tags = header.split(',').map((t) => t.trim()).filter((t) => t !== '')
+  if (tags.length === 0 || !tags.every((t) => ENTITY_TAG.test(t))) {
+    throw new HttpError(400, `malformed ${name}`, { problems: [`${name}: expected * or a list of entity tags ("…" or W/"…"), got ${JSON.stringify(header.length > 80 ? `${header.slice(0, 77)}…` : header)}`] })
+  }
+  return tags
 }
 
 /**
@@ -87,10 +92,7 @@ function checkPreconditions(ctx: RouteContext, current: unknown, exists = curren
   }
   // A list of entity tags (RFC 9110 §13.1.2, weak comparison): the write is refused when the
   // current representation is one of them. It was ignored, so the condition never held.
-  const tags = ifNoneMatch.split(',').map((t) => t.trim()).filter((t) => t !== '')
-  if (tags.length === 0 || !tags.every((t) => ENTITY_TAG.test(t))) {
-    throw new HttpError(400, 'malformed If-None-Match', { problems: [`If-None-Match: expected * or a list of entity tags ("…" or W/"…"), got ${JSON.stringify(ifNoneMatch.length > 80 ? `${ifNoneMatch.slice(0, 77)}…` : ifNoneMatch)}`] })
-  }
+  const tags = entityTags('If-None-Match', ifNoneMatch)
   const weak = (t: string) => (t.startsWith('W/') ? t.slice(2) : t)
   if (exists && etag !== undefined && tags.some((t) => weak(t) === weak(etag))) throw new PreconditionFailed(`If-None-Match ${ifNoneMatch} matches the current ETag ${etag}`, etag)
 }
@@ -137,16 +139,6 @@ function readableAudit<E extends { resource: string; before: unknown; after: unk
 /** The largest page of a list (`limit`): what one response may hold, however long the history. */
 const MAX_PAGE = 1000
 
-/**
- * A page that has a next one: the next page's URL (this path with the query that asks for it),
- * answered as `Link: <…>; rel="next"` (RFC 8288, relative to the request) and as `next` in the body.
- */
-function pageLinks(path: string, query: Record<string, string | undefined>): { next: string; headers: Record<string, string> } {
-  const q = new URLSearchParams()
-  for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, v)
-  const next = `${path}?${q}`
-  return { next, headers: { link: `<${next}>; rel="next"` } }
-}
 
 /** GET /v1/alerts' cursor: the last alert of a page (epoch ms and id), opaque to clients (base64url JSON). */
 function alertCursor(a: { at: string; id: string }): string {

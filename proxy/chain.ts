@@ -16,17 +16,15 @@ export async function runRequestChain(ctx: RequestContext, route: RouteRuntime, 
       const r = filter.onRequest!(ctx)
       decision = r !== undefined && typeof (r as Promise<Decision>).then === 'function' && ctx.deadline !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, ctx.deadline) : await r
     } catch (err) {
-      metrics.filterErrors.labels(filter.name).inc()
       if (err === DEADLINE_PASSED) {
-        ctx.answeredBy = filter.name
         // A filter that never decides (a hung dependency) held the handshake — and the client's
-        // socket — past the route's total timeout, for ever. Failing open cannot help: the time
-        // budget is spent either way, so the client gets the 504 the deadline promises.
-        ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', timeoutMs: Math.round(ctx.deadline - ctx.startTime) }, 'filter did not decide before the request deadline')
+        // socket — past the route's total timeout, for ever.
+        const message = filterMissedDeadline(ctx, route, idx, metrics)
         ctx.errorCode = 'UPSTREAM_TIMEOUT'
         metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
-        return errorReply('UPSTREAM_TIMEOUT', `filter "${filter.name}" did not decide within the route's time budget`)
+        return errorReply('UPSTREAM_TIMEOUT', message)
       }
+      metrics.filterErrors.labels(filter.name).inc()
       const open = route.failOpen[idx]!
       ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed' }, 'filter error')
       if (open) continue
@@ -42,6 +40,21 @@ export async function runRequestChain(ctx: RequestContext, route: RouteRuntime, 
     }
   }
   return undefined
+}
+
+/**
+ * A request-phase filter was still deciding when the request's deadline passed (HTTP: the
+ * exchange's timer; upgrades: withinDeadline): counted and logged as that filter's failure, named
+ * as the one that answered; returns the 504's message. Failing open cannot help: the time budget
+ * is spent either way, so the client gets the 504 the deadline promises whatever the failMode.
+ */
+export function filterMissedDeadline(ctx: RequestContext, route: RouteRuntime, idx: number, metrics: ProxyMetrics): string {
+  const filter = route.filters[idx]!
+  const budgetMs = Math.round(ctx.deadline - ctx.startTime)
+  metrics.filterErrors.labels(filter.name).inc()
+  ctx.answeredBy = filter.name
+  ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', timeoutMs: budgetMs }, 'filter did not decide before the request deadline')
+  return `filter "${filter.name}" did not decide within this request's time budget of ${budgetMs} ms`
 }
 
 const DEADLINE_PASSED: unknown = Symbol('deadline passed')

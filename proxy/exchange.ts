@@ -5,6 +5,7 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
+import { filterMissedDeadline } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
@@ -395,16 +396,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** The deadline passed while a request-phase filter was still deciding: 504, the filter named and counted. */
-  #filterTimedOut(now: number): void {
+  #filterTimedOut(): void {
     const idx = this.#awaitedFilter
     this.#awaitedFilter = -1
-    const filter = this.route.filters[idx]!
-    const ms = Math.round(now - this.ctx.startTime)
-    this.proxy.metrics.filterErrors.labels(filter.name).inc()
-    this.ctx.log.error({ filter: filter.name, failMode: this.route.failOpen[idx] ? 'open' : 'closed', afterMs: ms }, 'filter did not decide before the request deadline')
-    this.ctx.answeredBy = filter.name
-    // Whatever its failMode: the time budget is spent either way.
-    this.replyError('UPSTREAM_TIMEOUT', `filter "${filter.name}" did not decide within this request's time budget of ${Math.round(this.ctx.deadline - this.ctx.startTime)} ms`, idx)
+    this.replyError('UPSTREAM_TIMEOUT', filterMissedDeadline(this.ctx, this.route, idx, this.proxy.metrics), idx)
   }
 
   /** A filter threw: count it, then continue (fail-open, returns true) or answer 500. */
@@ -659,7 +654,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
       else if (this.#awaitedFilter !== -1) {
         if (now < this.ctx.deadline - 1) this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this) // early (see below)
-        else this.#filterTimedOut(now)
+        else this.#filterTimedOut()
       }
       return
     }

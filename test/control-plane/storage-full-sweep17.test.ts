@@ -6,66 +6,22 @@
 // Mounting a tmpfs needs root (CAP_SYS_ADMIN): where that is refused the test is skipped.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chownSync, closeSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs'
+import { chownSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { capturingLogger, metricSample, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
+import { canMountTmpfs, fillUntilFull, releaseMounts, tinyMount } from '../helpers/tmpfs.ts'
 import { Conformance } from './openapi-conformance.ts'
 
-const mounts: string[] = []
 const dirs: string[] = []
 
-/** A fresh tmpfs of `size` on a temporary directory; undefined when this process may not mount. */
-function tinyMount(size: string): string | undefined {
-  const dir = mkdtempSync(join(tmpdir(), 'igw-full17-'))
-  dirs.push(dir)
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0777`, 'tmpfs', dir], { encoding: 'utf8' })
-  if (r.status !== 0) return undefined
-  mounts.push(dir)
-  return dir
-}
-
-const canMount = (() => {
-  const d = tinyMount('64k')
-  if (d === undefined) return false
-  spawnSync('umount', [d])
-  mounts.pop()
-  return true
-})()
-
 afterAll(() => {
-  for (const m of mounts) spawnSync('umount', ['-l', m])
+  releaseMounts()
   for (const d of dirs) rmSync(d, { recursive: true, force: true })
 })
-
-/** Writes random bytes to `file` until the file system refuses (ENOSPC). */
-function fill(file: string): void {
-  const fd = openSync(file, 'w')
-  const chunk = randomBytes(16 * 1024)
-  try {
-    for (let i = 0; i < 100_000; i++) {
-      try {
-        writeSync(fd, chunk)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break
-        throw err
-      }
-    }
-    // The last partial block, a byte at a time.
-    for (let i = 0; i < 16 * 1024; i++) {
-      try {
-        writeSync(fd, chunk, 0, 1)
-      } catch {
-        break
-      }
-    }
-  } finally {
-    closeSync(fd)
-  }
-}
 
 /** A persisted document big enough (and incompressible) to need new pages in any store. */
 const bigDocument = () => ({ document: `# ${randomBytes(300 * 1024).toString('base64')}\n{ hello }` })
@@ -76,7 +32,7 @@ async function exercise(cp: TestControlPlane, filler: string, lines: Record<stri
   const before = cp.store.head()!.version
   const auditBefore = (await cp.db.query<{ n: unknown }>('SELECT COUNT(*) AS n FROM audit_log'))[0]!.n
 
-  fill(filler)
+  fillUntilFull(filler)
   const r = await cp.api('/v1/persisted-documents/big', { method: 'PUT', body: JSON.stringify(bigDocument()) })
   const body = (await oa.check(r, 'PUT', '/v1/persisted-documents/{id}')) as Record<string, unknown>
   expect(r.status, JSON.stringify(body)).toBe(503)
@@ -105,7 +61,7 @@ async function exercise(cp: TestControlPlane, filler: string, lines: Record<stri
   expect(verify.ok).toBe(true)
 }
 
-describe.skipIf(!canMount)('a config commit on a full disk', () => {
+describe.skipIf(!canMountTmpfs)('a config commit on a full disk', () => {
   it('SQLite (SQLITE_FULL): 503 STORAGE_FULL with Retry-After, logged, counted, nothing kept; fine once space is freed', async () => {
     const mount = tinyMount('6m')!
     const keys = mkdtempSync(join(tmpdir(), 'igw-full17-keys-'))

@@ -8,19 +8,19 @@
 //    (a real tmpfs filled up; skipped where this process may not mount one).
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, copyFileSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { afterAll, describe, expect, it } from 'vitest'
 import { metricSample, startTestControlPlane } from '../helpers/control-plane.ts'
 import { ROOT } from '../helpers/proxy.ts'
+import { canMountTmpfs, fillUntilFull, releaseMounts, tinyMount } from '../helpers/tmpfs.ts'
 
 const DIR = join(ROOT, 'deploy/observability')
 const scratch = mkdtempSync(join(tmpdir(), 'igw-alerts17-'))
-const mounts: string[] = []
 afterAll(() => {
-  for (const m of mounts) spawnSync('umount', ['-l', m])
+  releaseMounts()
   rmSync(scratch, { recursive: true, force: true })
 })
 
@@ -87,48 +87,7 @@ describe('IgwRedisDown', () => {
   })
 })
 
-/** A fresh tmpfs of `size`; undefined when this process may not mount. */
-function tinyMount(size: string): string | undefined {
-  const dir = mkdtempSync(join(scratch, 'mnt-'))
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0777`, 'tmpfs', dir], { encoding: 'utf8' })
-  if (r.status !== 0) return undefined
-  mounts.push(dir)
-  return dir
-}
-const canMount = (() => {
-  const d = tinyMount('64k')
-  if (d === undefined) return false
-  spawnSync('umount', [d])
-  mounts.pop()
-  return true
-})()
-
-/** Writes random bytes to `file` until the file system refuses (ENOSPC). */
-function fill(file: string): void {
-  const fd = openSync(file, 'w')
-  const chunk = randomBytes(16 * 1024)
-  try {
-    for (let i = 0; i < 100_000; i++) {
-      try {
-        writeSync(fd, chunk)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break
-        throw err
-      }
-    }
-    for (let i = 0; i < 16 * 1024; i++) {
-      try {
-        writeSync(fd, chunk, 0, 1)
-      } catch {
-        break
-      }
-    }
-  } finally {
-    closeSync(fd)
-  }
-}
-
-describe.skipIf(!canMount)('IgwControlPlaneStorageFull', () => {
+describe.skipIf(!canMountTmpfs)('IgwControlPlaneStorageFull', () => {
   it('fires on what a real control plane whose disk is full exports, and not on one with room', async () => {
     const mount = tinyMount('6m')!
     const cp = await startTestControlPlane({ dir: mkdtempSync(join(scratch, 'cp-')), db: `sqlite:${join(mount, 'igw.db')}` })
@@ -137,7 +96,7 @@ describe.skipIf(!canMount)('IgwControlPlaneStorageFull', () => {
     try {
       const scrape = async () => metricSample(await (await fetch(`${cp.metricsUrl}/metrics`)).text(), 'igw_control_plane_storage_full_total')
       before = await scrape()
-      fill(join(mount, 'filler'))
+      fillUntilFull(join(mount, 'filler'))
       for (let i = 0; i < 2; i++) {
         const r = await cp.api(`/v1/persisted-documents/big${i}`, { method: 'PUT', body: JSON.stringify({ document: `# ${randomBytes(300 * 1024).toString('base64')}\n{ hello }` }) })
         expect(r.status).toBe(503)

@@ -3,44 +3,24 @@
 // made pg emit 'error' on the checked-out client, which had no listener: an uncaught exception
 // that crashed the control plane. Now the transaction fails as DatabaseUnavailable (the API's 503)
 // and the pool serves the next request.
-import { createServer, connect, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DatabaseUnavailable, openDb, type Db } from '../../control-plane/db.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
+import { startTcpRelay, type TcpRelay } from '../helpers/tcp-relay.ts'
 
 let pg: TestPostgres
 let admin: Db
-let relay: Server
-let relayPort: number
-const sockets = new Set<Socket>()
+let relay: TcpRelay
 
 beforeAll(async () => {
   pg = await startPostgres()
   admin = openDb(pg.url)
-  // A plain TCP relay to the server, whose connections the test can cut.
-  relay = createServer((client) => {
-    const server = connect(pg.port, '127.0.0.1')
-    sockets.add(client).add(server)
-    client.pipe(server).pipe(client)
-    client.on('error', () => undefined)
-    server.on('error', () => undefined)
-    client.on('close', () => {
-      sockets.delete(client)
-      server.destroy()
-    })
-    server.on('close', () => {
-      sockets.delete(server)
-      client.destroy()
-    })
-  })
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve))
-  relayPort = (relay.address() as { port: number }).port
+  relay = await startTcpRelay(pg.port)
 }, 60_000)
 
 afterAll(async () => {
   await admin?.close()
-  for (const s of sockets) s.destroy()
-  await new Promise((resolve) => relay?.close(resolve))
+  await relay?.close()
   await pg?.close()
 })
 
@@ -78,7 +58,7 @@ describe('PostgreSQL connection lost inside a transaction', () => {
   }, 60_000)
 
   it('socket closed while a statement runs: DatabaseUnavailable, no crash, pool healthy', async () => {
-    const db = openDb(`postgres://postgres@127.0.0.1:${relayPort}/postgres`)
+    const db = openDb(`postgres://postgres@127.0.0.1:${relay.port}/postgres`)
     try {
       const err = await failure(
         db.transaction(async (tx) => {
@@ -86,7 +66,7 @@ describe('PostgreSQL connection lost inside a transaction', () => {
           // transaction holds the write lock until then.
           const pending = tx.query('SELECT pg_sleep(2)')
           await new Promise((resolve) => setTimeout(resolve, 300))
-          for (const s of sockets) s.destroy()
+          relay.cutAll()
           return pending
         }),
       )

@@ -6,43 +6,21 @@
 // the pool serves again once the server answers.
 //
 // The partition is a real TCP relay between the pool and a real PostgreSQL that stops relaying.
-import { createServer, connect, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { DatabaseUnavailable, openDb } from '../../control-plane/db.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
+import { startTcpRelay, type TcpRelay } from '../helpers/tcp-relay.ts'
 
 let pg: TestPostgres
-let relay: Server
-let relayPort: number
-let frozen = false
-const sockets = new Set<Socket>()
+let relay: TcpRelay
 
 beforeAll(async () => {
   pg = await startPostgres()
-  relay = createServer((client) => {
-    const server = connect(pg.port, '127.0.0.1')
-    sockets.add(client).add(server)
-    // Frozen: bytes are swallowed in both directions, the connections stay open.
-    client.on('data', (d: Buffer) => void (frozen || server.write(d)))
-    server.on('data', (d: Buffer) => void (frozen || client.write(d)))
-    client.on('error', () => undefined)
-    server.on('error', () => undefined)
-    client.on('close', () => {
-      sockets.delete(client)
-      server.destroy()
-    })
-    server.on('close', () => {
-      sockets.delete(server)
-      client.destroy()
-    })
-  })
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve))
-  relayPort = (relay.address() as { port: number }).port
+  relay = await startTcpRelay(pg.port)
 }, 60_000)
 
 afterAll(async () => {
-  for (const s of sockets) s.destroy()
-  await new Promise((resolve) => relay?.close(resolve))
+  await relay?.close()
   await pg?.close()
 })
 
@@ -61,11 +39,11 @@ function within<T>(p: Promise<T>, ms: number): Promise<{ ok: T } | { err: unknow
 }
 
 it('a statement on a pooled connection whose server stopped answering fails as DatabaseUnavailable, and the pool recovers', async () => {
-  const db = openDb(`postgres://postgres@127.0.0.1:${relayPort}/postgres`)
+  const db = openDb(`postgres://postgres@127.0.0.1:${relay.port}/postgres`)
   try {
     // Two pooled connections, idle and open.
     await Promise.all([db.query('SELECT pg_sleep(0.2)'), db.query('SELECT pg_sleep(0.2)')])
-    frozen = true
+    relay.frozen = true
     const q = within(db.query('SELECT 1 AS x'), 45_000)
     const tx = within(db.transaction((t) => t.query('SELECT 2 AS x')), 45_000)
     const [qr, txr] = await Promise.all([q, tx])
@@ -75,13 +53,13 @@ it('a statement on a pooled connection whose server stopped answering fails as D
     expect((txr as { err: unknown }).err).toBeInstanceOf(DatabaseUnavailable)
 
     // The server answers again: the frozen connections were dropped, new ones work.
-    frozen = false
-    for (const s of sockets) s.destroy()
+    relay.frozen = false
+    relay.cutAll()
     await expect.poll(async () => (await db.query<{ x: number }>('SELECT 3 AS x').catch(() => []))[0]?.x, { timeout: 20_000, interval: 200 }).toBe(3)
     expect(await db.transaction((t) => t.query<{ x: number }>('SELECT 4 AS x'))).toEqual([{ x: 4 }])
   } finally {
-    frozen = false
-    for (const s of sockets) s.destroy()
+    relay.frozen = false
+    relay.cutAll()
     await db.close()
   }
 }, 120_000)

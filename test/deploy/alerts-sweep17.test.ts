@@ -61,6 +61,8 @@ describe('IgwRedisDown', () => {
         { series: 'igw_redis_up{instance="igw-0"}', values: '2x30 0x180 2x10' },
         // A proxy without Redis never reports it up: never paged.
         { series: 'igw_redis_up{instance="sidecar-0"}', values: '0x220' },
+        { series: 'igw_workers{instance="igw-0"}', values: '2x220' },
+        { series: 'igw_workers{instance="sidecar-0"}', values: '2x220' },
       ],
       [
         { eval_time: '30m', alertname: 'IgwRedisDown', exp_alerts: [] },
@@ -76,7 +78,10 @@ describe('IgwRedisDown', () => {
 
   it('a proxy that goes away during the outage is not paged for (its series ends)', () => {
     const r = promtoolTest(
-      [{ series: 'igw_redis_up{instance="igw-1"}', values: '1x10 0x5 _x60' }],
+      [
+        { series: 'igw_redis_up{instance="igw-1"}', values: '1x10 0x5 _x60' },
+        { series: 'igw_workers{instance="igw-1"}', values: '1x15 _x60' },
+      ],
       [
         { eval_time: '14m', alertname: 'IgwRedisDown', exp_alerts: redisDown('igw-1') },
         { eval_time: '30m', alertname: 'IgwRedisDown', exp_alerts: [] },

@@ -5,6 +5,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { POLICY_BUNDLES, ROOT, bundlePath } from './catalog.ts'
+import { IGW_BUILTINS } from './engine.ts'
 
 export const OPA_VERSION = '1.22.3'
 
@@ -43,9 +44,11 @@ export function buildPolicies(check: boolean): { name: string; changed: boolean 
     // anything else fails at build time, not at evaluation); it predates Rego v1, so the language
     // features come from the opa binary itself.
     const sdk = JSON.parse(readFileSync(join(ROOT, 'node_modules/@open-policy-agent/opa-wasm/capabilities.json'), 'utf8')) as Record<string, unknown>
-    const current = JSON.parse(run(['capabilities', '--current']).out) as { features?: string[] }
+    const current = JSON.parse(run(['capabilities', '--current']).out) as { features?: string[]; builtins?: { name: string }[] }
+    // Plus the builtins igw provides itself (time.now_ns): the runtime accepts them, so may a build.
+    const own = (current.builtins ?? []).filter((b) => IGW_BUILTINS.includes(b.name))
     const capabilities = join(scratch, 'capabilities.json')
-    writeFileSync(capabilities, JSON.stringify({ ...sdk, features: current.features ?? [] }))
+    writeFileSync(capabilities, JSON.stringify({ ...sdk, builtins: [...((sdk.builtins as unknown[] | undefined) ?? []), ...own], features: current.features ?? [] }))
     const results: { name: string; changed: boolean }[] = []
     for (const spec of POLICY_BUNDLES) {
       const out = join(scratch, `${spec.name}.tar.gz`)

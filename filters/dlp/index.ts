@@ -17,7 +17,7 @@ import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
 import { errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
-import type { PolicyEvaluator } from '../../policies/engine.ts'
+import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
 import { graphqlExportMatch } from './graphql-scope.ts'
 import type { JsonScope } from './json-rewriter.ts'
@@ -155,6 +155,7 @@ class DlpFilter implements Filter {
   readonly #responsePaths: readonly (readonly string[])[]
   readonly #actionsTotal: Counter<'type' | 'action'>
   readonly #exportsTotal: Counter<'format' | 'outcome'>
+  readonly #policyFailures: Counter<'cause'>
 
   constructor(cfg: DlpFilterConfig, deps: FilterDeps, shared: DlpShared) {
     this.#cfg = cfg
@@ -173,6 +174,11 @@ class DlpFilter implements Filter {
     this.#responsePaths = cfg.exports.graphql.responsePaths.map((p) => p.split('.'))
     this.#actionsTotal = counter(deps.registry, { name: 'igw_dlp_actions_total', help: 'Sensitive values acted on in exports, by type and action (pass: found, no action in the preset)', labelNames: ['type', 'action'] })
     this.#exportsTotal = counter(deps.registry, { name: 'igw_dlp_exports_total', help: 'Exports inspected, by format and outcome', labelNames: ['format', 'outcome'] })
+    this.#policyFailures = counter(deps.registry, {
+      name: 'igw_dlp_policy_failures_total',
+      help: 'Export policy evaluations that failed, so the export was denied: cause "runaway" (over the time budget or the memory cap), "error" (a conflict, a bad entrypoint…)',
+      labelNames: ['cause'],
+    })
     // Failed reloads and a keyring file others can read: logged (rate-limited) and counted here,
     // on this worker's registry, so a scrape sums every worker's.
     shared.keyring.attach({
@@ -305,7 +311,9 @@ class DlpFilter implements Filter {
     try {
       v = this.#policy!.evaluate<PolicyVerdict>(input, this.#dlp.policy.entrypoint)
     } catch (err) {
-      ctx.log.error({ err: { message: (err as Error).message } }, 'DLP policy evaluation failed')
+      const runawayMs = err instanceof PolicyEvaluationError ? err.runawayMs : undefined
+      this.#policyFailures.labels(runawayMs === undefined ? 'error' : 'runaway').inc()
+      ctx.log.error({ err: { message: (err as Error).message }, ...(runawayMs === undefined ? {} : { durationMs: Math.round(runawayMs) }) }, 'DLP policy evaluation failed')
     }
     // An undefined or malformed decision denies: the policy is the gate, not a hint.
     if (v === undefined || typeof v !== 'object' || typeof v.allow !== 'boolean') return { allow: false, reason: `export policy ${this.#dlp.policy.entrypoint} gave no decision` }

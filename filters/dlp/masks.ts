@@ -122,5 +122,23 @@ const MASKS: Record<string, (v: string) => string> = {
 export function maskerFor(type: string): (v: string) => string {
   // Own properties only: a custom type named "constructor" must not get Object() as its mask
   // (which returned the value itself).
-  return Object.hasOwn(MASKS, type) ? MASKS[type]! : maskGeneric
+  const mask = Object.hasOwn(MASKS, type) ? MASKS[type]! : maskGeneric
+  return (v) => keepBlanks(v, mask)
+}
+
+/**
+ * A field's value is matched with its surrounding blanks (validators trim it): they are not part
+ * of the value, so the mask keeps them where they were and masks what is between. A CSV cell
+ * `" 123-45-6789 "` became `"***-**-6789"`, `"203.0.113.9 "` became `"203.0.*.*"` (the last
+ * octet's blank went with it), `" +1 415 555 0123 "` became `"+1*******0123"`, and a generic
+ * mask counted the blanks as characters of the value.
+ */
+function keepBlanks(v: string, mask: (v: string) => string): string {
+  let start = 0
+  let end = v.length
+  while (start < end && isBlank(v.charCodeAt(start))) start++
+  while (end > start && isBlank(v.charCodeAt(end - 1))) end--
+  if (start === 0 && end === v.length) return mask(v)
+  if (start === end) return v
+  return `${v.slice(0, start)}${mask(v.slice(start, end))}${v.slice(end)}`
 }

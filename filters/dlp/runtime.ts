@@ -141,6 +141,13 @@ export class KeyringState {
 // The few most recent stay (a config flipping between two bundles reloads neither); a filter
 // built from an evicted entry keeps its own reference.
 export const DLP_SHARED_CACHE_MAX = 8
+/**
+ * An export policy evaluation that takes longer than this fails (the export is denied, logged and
+ * counted in igw_dlp_policy_failures_total{cause="runaway"}). The wasm cannot be stopped midway,
+ * so this does not give the worker its time back; the memory cap (policies/engine.ts) is what
+ * ends a runaway comprehension early. The shipped policy takes microseconds.
+ */
+export const DLP_POLICY_BUDGET_MS = 250
 const packs = new LRUCache<string, { stamp: string; pack: RulePack }>({ max: DLP_SHARED_CACHE_MAX })
 const keyrings = new Map<string, Promise<KeyringState>>()
 const policies = new LRUCache<string, { stamp: string; policy: Promise<PolicyEvaluator> }>({ max: DLP_SHARED_CACHE_MAX })
@@ -183,7 +190,9 @@ export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
     else {
       // A bundle without the configured entrypoint (a typo, the admin bundle named by mistake)
       // is refused with the config, not found out by denying every export at run time.
-      const loading = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint] })
+      // So is one calling a builtin the wasm runtime lacks (http.send…): it loaded and then failed
+      // every export that reached the call.
+      const loading = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint], checkBuiltins: true, budgetMs: DLP_POLICY_BUDGET_MS })
       const entry = { stamp, policy: loading }
       policies.set(key, entry)
       loading.catch(() => {

@@ -313,6 +313,8 @@ export const dashboards: DashboardSpec[] = [
         panels: [
           { title: 'Exports per second by outcome', type: 'timeseries', unit: 'ops', w: 16, targets: [{ expr: `sum by (outcome) (rate(igw_dlp_exports_total[${R}]))`, legend: '{{outcome}}' }] },
           { title: 'Exports not allowed, 24 h (blocked, denied, malformed, uninspectable)', type: 'stat', w: 8, targets: [{ expr: 'sum(increase(igw_dlp_exports_total{outcome=~"blocked|denied|malformed|uninspectable"}[24h]))', legend: 'refused' }], thresholds: [{ color: 'green', value: null }, { color: 'orange', value: 1 }] },
+          { title: 'Export policy failures per second by cause (runaway: over 250 ms or the memory cap)', type: 'timeseries', unit: 'ops', w: 16, targets: [{ expr: `sum by (cause) (rate(igw_dlp_policy_failures_total[${R}]))`, legend: '{{cause}}' }] },
+          { title: 'Export policy failures, 24 h', type: 'stat', w: 8, targets: [{ expr: 'sum(increase(igw_dlp_policy_failures_total[24h]))', legend: 'failures' }], thresholds: [{ color: 'green', value: null }, { color: 'orange', value: 1 }] },
         ],
       },
       {

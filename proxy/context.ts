@@ -5,7 +5,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Tier } from '../config/primitives.ts'
 import type { GraphQLRequest } from './graphql-request.ts'
-import { isHopByHop } from './headers.ts'
+import { addResponseHeaderTo, isHopByHop } from './headers.ts'
 import type { RouteRuntime } from './runtime.ts'
 
 export type CostSource = 'default' | 'hint' | 'estimate'
@@ -88,6 +88,11 @@ export class RequestContext {
   upstreamHeaderEdits: Map<string, string | null> | undefined = undefined
   /** Headers added to the client response, whoever answers (flat name/value list). */
   responseHeaders: string[] | undefined = undefined
+  /**
+   * Set by the proxy when the response phase starts: the response (proxied or local) the
+   * filters' onResponse run on, which addResponseHeader then edits. Not for filters to set.
+   */
+  response: { headers: Record<string, string | string[]> } | undefined = undefined
   /** Scratch space for filters, keyed by a symbol each filter owns (made on first use). */
   get locals(): Map<symbol, unknown> {
     return (this.#locals ??= new Map())
@@ -130,11 +135,14 @@ export class RequestContext {
 
   /**
    * Set (or with null, remove) a header on the request sent upstream. Names are case-insensitive.
+   * For X-Forwarded-For/Proto/Host the value set is the one sent, in place of the proxy's own
+   * (null: none is sent): for a filter that knows the client better (a trusted edge's header).
    * Throws a TypeError (a failure of the calling filter, counted under its name and handled by its
    * failMode) for a name or value HTTP cannot carry, and for a header the proxy itself owns:
-   * hop-by-hop ones (Connection, Transfer-Encoding, Upgrade…), Host (routes[].hostRewrite) and
-   * Content-Length. Accepted, these reached undici, which refused the request: the client got a 502
-   * UPSTREAM_UNAVAILABLE blaming the backend (a duplicate Host, an "invalid transfer-encoding header").
+   * hop-by-hop ones (Connection, Transfer-Encoding, Upgrade…), Host (routes[].hostRewrite),
+   * Content-Length and Expect. Accepted, these reached undici, which refused the request: the
+   * client got a 502 UPSTREAM_UNAVAILABLE blaming the backend (a duplicate Host, an "invalid
+   * transfer-encoding header", "expect header not supported").
    */
   setUpstreamHeader(name: string, value: string | null): void {
     const lower = name.toLowerCase()
@@ -144,22 +152,31 @@ export class RequestContext {
   }
 
   /**
-   * Add a header to the response the client gets (proxied or local), in the request phase (the
-   * response phase edits `res.headers`). Replaces an upstream header of that name; names are
-   * case-insensitive. Throws a TypeError (a failure of the calling filter) for a name or value
-   * HTTP cannot carry, and for the framing headers the proxy owns — hop-by-hop ones and
-   * Content-Length: relayed, a filter's `Transfer-Encoding` or `Content-Length` broke the framing
-   * of the response (a client protocol error, or a body cut short with the rest left on a
-   * keep-alive connection, read as the next response).
+   * Add a header to the response the client gets (proxied or local, whoever answers). In the
+   * request phase it is kept for the response to come; in the response phase (onResponse) it goes
+   * into `res.headers` at once (the same as editing them), and also onto any reply a later filter
+   * makes instead. It replaces an upstream (or earlier added) header of that name — except
+   * Set-Cookie, which is never replaced nor combined (RFC 6265 §3): each call adds one more
+   * Set-Cookie line beside the upstream's. Names are case-insensitive. Once the response head is
+   * sent (a body transform, a callback after the exchange) it has no effect. Throws a TypeError
+   * (a failure of the calling filter) for a name or value HTTP cannot carry, and for the framing
+   * headers the proxy owns — hop-by-hop ones and Content-Length: relayed, a filter's
+   * `Transfer-Encoding` or `Content-Length` broke the framing of the response (a client protocol
+   * error, or a body cut short with the rest left on a keep-alive connection, read as the next
+   * response).
    */
   addResponseHeader(name: string, value: string): void {
     const lower = name.toLowerCase()
     checkHeader(lower, value, undefined, 'response')
     const list = (this.responseHeaders ??= [])
-    for (let i = 0; i < list.length; i += 2) {
-      if (list[i] === lower) {
-        list[i + 1] = value
-        return
+    // The response phase built its head from this list already: edit that head as well.
+    if (this.response !== undefined) addResponseHeaderTo(this.response.headers, lower, value)
+    if (lower !== 'set-cookie') {
+      for (let i = 0; i < list.length; i += 2) {
+        if (list[i] === lower) {
+          list[i + 1] = value
+          return
+        }
       }
     }
     list.push(lower, value)
@@ -208,8 +225,12 @@ export class RequestContext {
 const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 /** RFC 9110 §5.5 field value as node:http and undici accept it: no CR, LF, NUL or other controls but HTAB, no code point above 0xFF. */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
-/** Set by the proxy on every upstream request from the route and the body it sends. */
-const UPSTREAM_OWNED = new Set(['host', 'content-length'])
+/**
+ * Set by the proxy on every upstream request from the route and the body it sends; Expect is
+ * the proxy's own (it answers 100-continue itself) and undici refuses a request that carries it
+ * (a 502 blaming the backend).
+ */
+const UPSTREAM_OWNED = new Set(['host', 'content-length', 'expect'])
 
 function checkHeader(lower: string, value: string, owned: Set<string> | undefined, where: string): void {
   if (!TOKEN.test(lower)) throw new TypeError(`"${clip(lower)}" is not a valid HTTP header name`)

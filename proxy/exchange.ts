@@ -10,7 +10,7 @@ import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
-import { clientResponseHeaders, dropContentLength, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
+import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
@@ -465,8 +465,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
     const headers: Record<string, string | string[]> = { ...reply.headers }
     const added = this.ctx.responseHeaders
-    if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
+    if (added !== undefined) applyAddedHeaders(headers, added)
     const info = new ResponseInfoImpl(reply.status, headers, true, body, undefined)
+    this.ctx.response = info // ctx.addResponseHeader in onResponse edits this head
     // (a preflight's 502/504: no filter ran for it, none sees its answer)
     const pending = this.#preflight ? undefined : this.runResponsePhase(info, below)
     if (pending === undefined) this.#writeLocal(info)
@@ -572,7 +573,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The chain's own headers (x-request-id, a quota's RateLimit) as on any local answer: the
       // request id is what the client quotes when it reports this 500.
       const added = this.ctx.responseHeaders
-      if (added !== undefined) for (let i = 0; i < added.length; i += 2) info.headers[added[i]!] = added[i + 1]!
+      if (added !== undefined) applyAddedHeaders(info.headers, added)
       info.body = Buffer.from(reply.body)
     }
   }
@@ -741,6 +742,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     const info = new ResponseInfoImpl(statusCode, responseHeaderObject(headers, ctx.responseHeaders), false, undefined, this)
+    ctx.response = info // ctx.addResponseHeader in onResponse edits this head
     this.phase = Phase.ResponsePhase
     const t0 = performance.now()
     const pending = this.runResponsePhase(info, this.route.filters.length)

@@ -16,16 +16,19 @@ export type { GraphQLRequest, OperationType } from './graphql-request.ts'
 export type { RedisProvider } from './redis.ts'
 export { readyWithin } from './redis.ts'
 export { LogWindow, oncePer } from './log.ts'
-export { isSafeRequestId } from './headers.ts'
+export { isSafeRequestId, applyAddedHeaders } from './headers.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
 export type Decision = LocalReply | undefined
 export const CONTINUE: Decision = undefined
 
 /**
- * The response as the response phase sees it. Headers are lower-case and mutable. `body` is
- * materialized as a stream only when a filter reads it, so filters that only touch headers
- * keep the zero-copy path; assign `body` to replace it (e.g. with a Transform).
+ * The response as the response phase sees it. Headers are lower-case and mutable;
+ * `ctx.addResponseHeader` edits them too (and appends a Set-Cookie rather than replacing the
+ * upstream's). A filter that replaces `headers` wholesale (a reply of its own) re-applies the
+ * chain's additions with `applyAddedHeaders(headers, ctx.responseHeaders)`, which keeps every
+ * Set-Cookie. `body` is materialized as a stream only when a filter reads it, so filters that
+ * only touch headers keep the zero-copy path; assign `body` to replace it (e.g. with a Transform).
  */
 export interface ResponseInfo {
   status: number

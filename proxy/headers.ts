@@ -93,10 +93,15 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
   const clientHost = ctx.host
   out.push('host', opts.hostRewrite ?? (clientHost || opts.upstreamHost))
   if (opts.contentLength !== undefined) out.push('content-length', String(opts.contentLength))
-  const ip = ctx.clientIp.startsWith('::ffff:') ? ctx.clientIp.slice(7) : ctx.clientIp
-  out.push('x-forwarded-for', xff === undefined ? ip : `${xff}, ${ip}`)
-  out.push('x-forwarded-proto', xfp ?? 'http')
-  if (xfh !== undefined || clientHost) out.push('x-forwarded-host', xfh ?? clientHost)
+  // A filter's X-Forwarded-* (a trusted-edge filter naming the real client) is the value sent, in
+  // place of the proxy's own (null: none is sent). Pushed beside it, the backend got two headers
+  // and read "filter's, proxy's" joined (X-Forwarded-For) or whichever its framework took first.
+  if (edits === undefined || !edits.has('x-forwarded-for')) {
+    const ip = ctx.clientIp.startsWith('::ffff:') ? ctx.clientIp.slice(7) : ctx.clientIp
+    out.push('x-forwarded-for', xff === undefined ? ip : `${xff}, ${ip}`)
+  }
+  if (edits === undefined || !edits.has('x-forwarded-proto')) out.push('x-forwarded-proto', xfp ?? 'http')
+  if ((xfh !== undefined || clientHost) && (edits === undefined || !edits.has('x-forwarded-host'))) out.push('x-forwarded-host', xfh ?? clientHost)
   if (edits !== undefined) {
     for (const [name, value] of edits) if (value !== null) out.push(name, value)
   }
@@ -105,7 +110,9 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
 
 /**
  * Response headers for the client as a flat list: the upstream's minus hop-by-hop, with the
- * chain's additions (ctx.responseHeaders) replacing same-named upstream headers.
+ * chain's additions (ctx.responseHeaders) replacing same-named upstream headers — but for
+ * Set-Cookie, which is never replaced nor combined (RFC 6265 §3): the chain's are added to the
+ * upstream's, each its own header line.
  */
 export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined): string[] {
   const out: string[] = []
@@ -114,7 +121,7 @@ export function clientResponseHeaders(upstream: Record<string, string | string[]
   let length: string | string[] | undefined
   for (const name in upstream) {
     if (isHopByHop(name) || (listed !== undefined && listed.has(name))) continue
-    if (added !== undefined && indexOfName(added, name) !== -1) continue
+    if (added !== undefined && name !== 'set-cookie' && indexOfName(added, name) !== -1) continue
     const value = upstream[name]
     if (value === undefined) continue
     if (name === 'content-length') length = value
@@ -151,8 +158,24 @@ export function responseHeaderObject(upstream: Record<string, string | string[] 
     const value = upstream[name]
     if (value !== undefined) out[name] = value
   }
-  if (added !== undefined) for (let i = 0; i < added.length; i += 2) out[added[i]!] = added[i + 1]!
+  if (added !== undefined) applyAddedHeaders(out, added)
   return out
+}
+
+/**
+ * Put a filter's response header into a header object: it replaces one of that name, except
+ * Set-Cookie, which is appended (RFC 6265 §3: never combined nor replaced; several filters' and
+ * the upstream's cookies all reach the client, each its own header line).
+ */
+export function addResponseHeaderTo(headers: Record<string, string | string[]>, lower: string, value: string): void {
+  const old = lower === 'set-cookie' ? headers[lower] : undefined
+  if (old === undefined) headers[lower] = value
+  else headers[lower] = typeof old === 'string' ? [old, value] : [...old, value]
+}
+
+/** The chain's additions (ctx.responseHeaders, a flat list) into a header object, by addResponseHeaderTo. */
+export function applyAddedHeaders(headers: Record<string, string | string[]>, added: string[]): void {
+  for (let i = 0; i < added.length; i += 2) addResponseHeaderTo(headers, added[i]!, added[i + 1]!)
 }
 
 function indexOfName(list: string[], name: string): number {
@@ -164,11 +187,16 @@ function indexOfName(list: string[], name: string): number {
  * Flatten a header object for res.writeHead, dropping hop-by-hop names a filter may have added.
  * `trailer` is the exception: at this point the headers are ours (the upstream's Trailer was
  * already dropped), and a filter that will send trailers (DLP counts on a stream) announces them.
+ * Names are compared in any case: a filter's LocalReply or `res.headers` written the Node way
+ * (`'Content-Length'`, `'Transfer-Encoding'`) went out beside the proxy's own `content-length` —
+ * two differing lengths, or chunked beside a length: a broken or smuggled response framing. The
+ * only Content-Length sent is the lower-case one the proxy sets (or keeps from the upstream).
  */
 export function flattenHeaders(headers: Record<string, string | string[]>): string[] {
   const out: string[] = []
   for (const name in headers) {
-    if (name === 'content-length' || (name !== 'trailer' && isHopByHop(name))) continue
+    const lower = name.toLowerCase() // (V8 returns an already lower-case name as it is)
+    if (lower === 'content-length' || (lower !== 'trailer' && isHopByHop(lower))) continue
     const value = headers[name]!
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)

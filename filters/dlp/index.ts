@@ -16,7 +16,7 @@ import type { Counter } from 'prom-client'
 import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
-import { errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { applyAddedHeaders, errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
 import { graphqlExportMatch } from './graphql-scope.ts'
@@ -440,7 +440,7 @@ class DlpFilter implements Filter {
     ctx.errorCode = reply.code ?? 'DLP_BLOCKED'
     const headers: Record<string, string | string[]> = { ...reply.headers }
     const added = ctx.responseHeaders
-    if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
+    if (added !== undefined) applyAddedHeaders(headers, added) // every Set-Cookie a filter added, not the last
     res.status = reply.status
     res.headers = headers
     res.body = Buffer.isBuffer(reply.body) ? reply.body : Buffer.from(reply.body)

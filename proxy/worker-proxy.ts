@@ -18,6 +18,7 @@ import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-
 import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
+import { traceIdOf } from './log.ts'
 
 /** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
 const IDLE_GRACE_MS = 1_000
@@ -486,35 +487,6 @@ function refusedRequest(req: IncomingMessage): string | undefined {
 function badTargetMessage(target: string): string {
   const shown = target.length > 64 ? `${target.slice(0, 64)}…` : target
   return target === '*' ? 'the asterisk-form request target ("*") names no resource this gateway can route' : `request target "${shown}" is neither a path nor an absolute http(s) URL`
-}
-
-/**
- * The trace id of a well-formed W3C traceparent (trace-context §3.2), else undefined. Tracers
- * ignore a malformed one and start a new trace, so its "id" joins this line to no trace: a
- * client's `00-<any 32 characters>-…` (or an all-zero id, or two headers joined) was logged as
- * a trace id. Checked without allocating; only a valid id is sliced out.
- */
-export function traceIdOf(tp: string): string | undefined {
-  // version "-" trace-id "-" parent-id "-" flags; version 00 has exactly this length, later
-  // versions may append fields after another "-".
-  if (tp.length < 55 || (tp.length > 55 && (tp.charCodeAt(55) !== 45 || tp.startsWith('00')))) return undefined
-  if (tp.charCodeAt(2) !== 45 || tp.charCodeAt(35) !== 45 || tp.charCodeAt(52) !== 45) return undefined
-  if (!lowerHex(tp, 0, 2) || tp.startsWith('ff') || !lowerHex(tp, 36, 52) || !lowerHex(tp, 53, 55)) return undefined
-  if (!lowerHex(tp, 3, 35) || allZero(tp, 3, 35) || allZero(tp, 36, 52)) return undefined
-  return tp.slice(3, 35)
-}
-
-function lowerHex(s: string, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i)
-    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false
-  }
-  return true
-}
-
-function allZero(s: string, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) if (s.charCodeAt(i) !== 48) return false
-  return true
 }
 
 function round(ms: number): number {

@@ -8,7 +8,7 @@ import type { RawData, WebSocket } from 'ws'
 import type { Tier } from '../../config/primitives.ts'
 import { runRequestChain } from '../chain.ts'
 import { RequestContext } from '../context.ts'
-import type { LocalReply } from '../errors.ts'
+import { ERROR_STATUS, type LocalReply } from '../errors.ts'
 import type { Filter, SubscriptionContext } from '../filter.ts'
 import { GraphQLRequest } from '../graphql-request.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
@@ -23,6 +23,7 @@ import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayloa
 import { TokenBucket } from './token-bucket.ts'
 import { invalidHeader, type UpstreamListener } from './upstream.ts'
 import { closeReason } from '../websocket-bridge.ts'
+import { LogWindow, traceIdOf } from '../log.ts'
 
 type ConnState = 'init' | 'ready' | 'closing' | 'closed'
 
@@ -36,10 +37,62 @@ const MALFORMED_REPLY = 'subscribe-reply'
 const FEED_SLICE = 64
 const FEED_TURN = 4096
 
-/** Route filters that look at each event (onSubscriptionEvent), for the snapshot they came from. */
+/** A route's filters that look at each event (onSubscriptionEvent), in chain order, with their failMode. */
 interface EventFilters {
-  snapshot: Snapshot
-  list: Filter[]
+  readonly list: readonly Filter[]
+  readonly open: readonly boolean[]
+}
+
+const NO_EVENT_FILTERS: EventFilters = { list: [], open: [] }
+
+/**
+ * At most one error line per event filter instance per this interval (the count of lines held
+ * back rides on the next): a filter that fails on every event logged a line per event per client,
+ * tens of thousands a second on a busy fan-out. igw_filter_errors_total still counts each one.
+ */
+const EVENT_FILTER_LOG_MS = 10_000
+const eventFilterLogs = new WeakMap<Filter, LogWindow>()
+const eventFiltersByRoute = new WeakMap<RouteRuntime, EventFilters>()
+
+/** The route's event filters, computed once per route runtime (a snapshot's routes never change). */
+function eventFiltersOf(route: RouteRuntime): EventFilters {
+  let f = eventFiltersByRoute.get(route)
+  if (f === undefined) {
+    const list: Filter[] = []
+    const open: boolean[] = []
+    route.filters.forEach((x, i) => {
+      if (x.onSubscriptionEvent === undefined) return
+      list.push(x)
+      open.push(route.failOpen[i] === true)
+    })
+    f = list.length === 0 ? NO_EVENT_FILTERS : { list, open }
+    eventFiltersByRoute.set(route, f)
+  }
+  return f
+}
+
+/**
+ * How an operation over the socket ended, for its access line: `complete` (the upstream, or a
+ * filter's local result), `error` (an error message ended it), `stopped` (the client's complete /
+ * stop / unsubscribe), `closed` (the socket closed under it), `replayed` (a topic replay started it
+ * over), `refused` (not admitted: a filter's or the hub's refusal).
+ */
+type OpOutcome = 'complete' | 'error' | 'stopped' | 'closed' | 'replayed' | 'refused'
+
+/** A client-chosen name as a log field: at most 128 characters (as HTTP access lines clip it). */
+function clip(name: string | undefined): string | undefined {
+  return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
+}
+
+/** The code of the first of `errors` (GraphQL errors), if it names one. */
+function firstCode(errors: readonly unknown[] | undefined): string | undefined {
+  const code = (errors?.[0] as { extensions?: { code?: unknown } } | undefined)?.extensions?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+/** The HTTP status an error code stands for (the gateway's codes), else `otherwise`. */
+function statusOf(code: string | undefined, otherwise: number): number {
+  return code !== undefined && Object.hasOwn(ERROR_STATUS, code) ? ERROR_STATUS[code as keyof typeof ERROR_STATUS] : otherwise
 }
 
 export class Subscription implements StreamSubscriber, GapHolder {
@@ -63,10 +116,17 @@ export class Subscription implements StreamSubscriber, GapHolder {
   /** Completion or error of the stream that came while replaying: delivered after the replay. */
   #terminal: QueuedEntry | undefined = undefined
   #cancel: (() => void) | undefined = undefined
-  #filters: EventFilters | undefined = undefined
+  /**
+   * The onSubscriptionEvent filters of the chain it was admitted by, kept for its whole life (as
+   * Envoy keeps a stream's route config): a reload that removed its route, or changed the chain,
+   * let its events through unfiltered (a masking filter no longer applied). Their snapshot is held
+   * (`#held`) so a reload does not close them under it; released when it ends.
+   */
+  readonly #filters: EventFilters
+  #held: Snapshot | undefined
   #sctx: SubscriptionContext | undefined = undefined
 
-  constructor(conn: ClientConnection, cmd: SubscribeCommand, ctx: RequestContext, matcher: EventMatcher | undefined) {
+  constructor(conn: ClientConnection, cmd: SubscribeCommand, ctx: RequestContext, matcher: EventMatcher | undefined, filters: EventFilters = NO_EVENT_FILTERS, snapshot?: Snapshot) {
     this.conn = conn
     this.cmd = cmd
     this.id = cmd.id
@@ -74,6 +134,11 @@ export class Subscription implements StreamSubscriber, GapHolder {
     this.topic = cmd.topic
     this.matcher = matcher
     this.prefix = conn.writer.nextPrefix(cmd.id, cmd.topic)
+    this.#filters = filters
+    if (filters.list.length > 0 && snapshot !== undefined) {
+      snapshot.inflight++
+      this.#held = snapshot
+    }
   }
 
   push(entry: QueuedEntry): void {
@@ -127,23 +192,27 @@ export class Subscription implements StreamSubscriber, GapHolder {
 
   #accepts(e: LogEvent): boolean {
     if (this.matcher !== undefined && !this.matcher(e.result)) return false
-    const snap = this.conn.hub.host.snapshot
-    let f = this.#filters
-    if (f === undefined || f.snapshot !== snap) {
-      // Follow reloads: the current snapshot's chain decides, not the one the subscribe ran on.
-      const route = this.conn.hub.route(this.conn.routeName)
-      f = this.#filters = { snapshot: snap, list: route === undefined ? [] : route.filters.filter((x) => x.onSubscriptionEvent !== undefined) }
-    }
+    const f = this.#filters
     if (f.list.length === 0) return true
     const sctx = (this.#sctx ??= { tenant: this.ctx.tenant, tier: this.conn.tier, route: this.conn.routeName, id: this.id, connectionId: this.conn.id, topic: this.topic })
     const ev = { streamId: this.stream?.streamId ?? '', payload: e.result, epoch: e.epoch, offset: e.offset, cursor: e.cursor }
-    for (const filter of f.list) {
+    for (let i = 0; i < f.list.length; i++) {
+      const filter = f.list[i]!
       try {
         if (filter.onSubscriptionEvent!(sctx, ev) !== undefined) return false
       } catch (err) {
+        // As in the request phase: counted and logged either way; failMode open goes on down the
+        // chain (the event is delivered unchanged unless another filter withholds it), closed
+        // withholds the event from this client.
+        const open = f.open[i]!
         this.conn.hub.host.metrics.filterErrors.labels(filter.name).inc()
-        this.ctx.log.error({ err, filter: filter.name }, 'onSubscriptionEvent failed; event withheld')
-        return false
+        let window = eventFilterLogs.get(filter)
+        if (window === undefined) eventFilterLogs.set(filter, (window = new LogWindow(EVENT_FILTER_LOG_MS)))
+        const suppressed = window.take()
+        if (suppressed !== undefined) {
+          this.ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed', suppressed }, open ? 'onSubscriptionEvent failed; event delivered (failMode open)' : 'onSubscriptionEvent failed; event withheld')
+        }
+        if (!open) return false
       }
     }
     return true
@@ -160,7 +229,7 @@ export class Subscription implements StreamSubscriber, GapHolder {
    * nothing, so a stream it alone kept alive does not close before the replay's subscribe
    * attaches (the caller detaches it then).
    */
-  end(detach = true): void {
+  end(detach = true, outcome: OpOutcome = 'closed', errors?: readonly unknown[]): void {
     if (this.closed) return
     this.closed = true
     this.pendingGap = undefined
@@ -174,6 +243,14 @@ export class Subscription implements StreamSubscriber, GapHolder {
     if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
     this.conn.tierMetrics.subscriptions.dec()
     this.ctx.runCleanups()
+    const held = this.#held
+    this.#held = undefined
+    held?.release()
+    // A subscription's client ending it (or its socket closing) is its normal end; a query or
+    // mutation still waiting for its result was abandoned, as an HTTP request the client aborts.
+    const abandoned = this.stream === undefined && (outcome === 'stopped' || outcome === 'closed')
+    const code = outcome === 'error' ? firstCode(errors) : undefined
+    this.conn.accessLine(this.ctx, this.cmd, abandoned ? 499 : statusOf(code, 200), outcome, code)
   }
 }
 
@@ -360,7 +437,7 @@ export class ClientConnection {
     this.#refillSoon = undefined
     this.#timer = undefined
     for (const p of this.#pending.values()) p.cancelled = true
-    for (const sub of [...this.subs.values()]) sub.end()
+    for (const sub of [...this.subs.values()]) sub.end(true, 'closed')
     this.subs.clear()
     this.#feeding.clear()
     if (this.tier !== undefined) this.hub.backlogged[this.tier].delete(this)
@@ -430,7 +507,7 @@ export class ClientConnection {
       this.#cancelledPending++
     }
     const sub = this.subs.get(id)
-    sub?.end()
+    sub?.end(true, 'stopped')
     // Topic clients wait for `complete` to know the id is over, also when its admission was
     // still running (a slow tenant or quota filter): that one ends silently now.
     if (this.protocol === TOPICS && (sub !== undefined || pending !== undefined)) this.#sendNow(this.writer.complete(id))
@@ -493,16 +570,63 @@ export class ClientConnection {
     if (changed) this.#req = Object.create(this.upgrade, { headers: { value: headers, enumerable: true, writable: true } }) as IncomingMessage
   }
 
-  #refuse(id: string, code: string, message: string, extensions?: Record<string, unknown>): void {
+  /** Refuse operation `cmd` (not admitted): the error to the client, counted, and its access line. */
+  #refuse(cmd: SubscribeCommand, ctx: RequestContext | undefined, code: string, message: string, extensions?: Record<string, unknown>): void {
     this.hub.metrics.rejections.labels(code).inc()
-    this.#sendNow(this.writer.error(id, [{ message, extensions: { code, ...extensions } }]))
+    this.#sendNow(this.writer.error(cmd.id, [{ message, extensions: { code, ...extensions } }]))
+    if (ctx !== undefined) ctx.errorCode ??= code
+    this.accessLine(ctx, cmd, statusOf(code, 400), 'refused', code)
+  }
+
+  /**
+   * One access line per operation over the socket, when it ends: HTTP requests get one each, and
+   * a terminated route's operations (a subscription, a query or mutation sent over the socket)
+   * were in no access log at all — only the upgrade's 101. The HTTP line's fields where they
+   * apply (method "WS"; `path` without its query string, which may carry secrets), plus the
+   * operation's id, protocol, connection and outcome. Under `log.access` like HTTP lines
+   * (`sampleRate` for the others, status >= 500 always).
+   */
+  accessLine(ctx: RequestContext | undefined, cmd: SubscribeCommand, status: number, outcome: OpOutcome, code: string | undefined): void {
+    const access = this.hub.host.snapshot.config.log.access
+    if (!access.enabled || !(status >= 500 || access.sampleRate >= 1 || Math.random() < access.sampleRate)) return
+    const url = this.upgrade.url ?? '/'
+    const q = url.indexOf('?')
+    const gql = ctx?.graphql
+    const tp = this.upgrade.headers.traceparent
+    const now = performance.now()
+    this.hub.host.logger.info(
+      {
+        reqId: ctx?.id || undefined,
+        traceId: typeof tp === 'string' ? traceIdOf(tp) : undefined,
+        method: 'WS',
+        path: q === -1 ? url : url.slice(0, q),
+        route: this.routeName,
+        status,
+        tenant: ctx?.tenant ?? this.tenant,
+        op: clip(gql !== undefined ? gql.opName : cmd.operationName),
+        opType: gql?.operationType,
+        opId: clip(cmd.id),
+        topic: clip(cmd.topic),
+        protocol: this.protocol,
+        conn: this.id,
+        outcome,
+        persistedId: gql?.persistedId,
+        cost: ctx === undefined || ctx.costSource === 'default' ? undefined : ctx.cost,
+        code: code ?? ctx?.errorCode,
+        filter: ctx?.answeredBy,
+        aborted: status === 499 || undefined,
+        filterMs: ctx === undefined ? undefined : Math.round(ctx.filterMs * 100) / 100,
+        durMs: ctx === undefined ? 0 : Math.round((now - ctx.startTime) * 100) / 100,
+      },
+      'access',
+    )
   }
 
   /** Returns the admission in flight (undefined when the subscribe was refused or answered at once). */
   #subscribe(cmd: SubscribeCommand): Promise<void> | undefined {
     if (this.#state === 'init') {
       if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.unauthorized, 'Unauthorized')
-      else this.#refuse(cmd.id, 'BAD_REQUEST', 'send connection_init first')
+      else this.#refuse(cmd, undefined, 'BAD_REQUEST', 'send connection_init first')
       return
     }
     if (this.subs.has(cmd.id) || this.#pending.has(cmd.id)) {
@@ -511,7 +635,7 @@ export class ClientConnection {
         return
       }
       if (this.protocol === TOPICS) {
-        this.#refuse(cmd.id, 'BAD_REQUEST', `subscription "${cmd.id}" already exists`)
+        this.#refuse(cmd, undefined, 'BAD_REQUEST', `subscription "${cmd.id}" already exists`)
         return
       }
       // Legacy graphql-ws has no way to refuse a start without ending the operation of that id
@@ -522,12 +646,12 @@ export class ClientConnection {
     }
     const cfg = this.hub.config
     if (this.subs.size + this.#pending.size + this.#cancelledPending >= cfg.maxSubscriptionsPerConnection) {
-      this.#refuse(cmd.id, 'QUOTA_EXCEEDED', `at most ${cfg.maxSubscriptionsPerConnection} operations per connection`)
+      this.#refuse(cmd, undefined, 'QUOTA_EXCEEDED', `at most ${cfg.maxSubscriptionsPerConnection} operations per connection`)
       return
     }
     const route = this.hub.route(this.routeName)
     if (route === undefined) {
-      this.#refuse(cmd.id, 'NOT_FOUND', 'this route no longer terminates subscriptions')
+      this.#refuse(cmd, undefined, 'NOT_FOUND', 'this route no longer terminates subscriptions')
       return
     }
     let { query, operationName, variables } = cmd
@@ -537,12 +661,12 @@ export class ClientConnection {
     if (cmd.topic !== undefined) {
       const topic = Object.hasOwn(cfg.topics, cmd.topic) ? cfg.topics[cmd.topic] : undefined
       if (topic === undefined) {
-        this.#refuse(cmd.id, 'BAD_REQUEST', `unknown topic "${cmd.topic.slice(0, 64)}"`)
+        this.#refuse(cmd, undefined, 'BAD_REQUEST', `unknown topic "${cmd.topic.slice(0, 64)}"`)
         return
       }
       for (const k of Object.keys(variables ?? {})) {
         if (!topic.clientVariables.includes(k)) {
-          this.#refuse(cmd.id, 'BAD_REQUEST', `topic "${cmd.topic}" does not take variable "${k.slice(0, 64)}"`)
+          this.#refuse(cmd, undefined, 'BAD_REQUEST', `topic "${cmd.topic}" does not take variable "${k.slice(0, 64)}"`)
           return
         }
       }
@@ -564,7 +688,7 @@ export class ClientConnection {
       try {
         matcher = compileEventFilter(filter, this.hub.rootField(gql.document, operationName))
       } catch (err) {
-        this.#refuse(cmd.id, 'BAD_REQUEST', err instanceof EventFilterError ? err.message : `topic query: ${(err as Error).message}`)
+        this.#refuse(cmd, undefined, 'BAD_REQUEST', err instanceof EventFilterError ? err.message : `topic query: ${(err as Error).message}`)
         return
       }
     }
@@ -580,9 +704,12 @@ export class ClientConnection {
     return runRequestChain(ctx, route, this.hub.host.metrics)
       .then(
         (reply) => {
+          ctx.filterMs = performance.now() - ctx.startTime
           this.#admissionOver(cmd.id, pending)
           if (pending.cancelled || this.#state !== 'ready') {
             ctx.runCleanups()
+            // Given up before its answer, as an HTTP request the client aborts.
+            this.accessLine(ctx, cmd, 499, pending.cancelled ? 'stopped' : 'closed', undefined)
             return
           }
           if (reply !== undefined) {
@@ -590,26 +717,38 @@ export class ClientConnection {
             // (statements, budget alerts), a result (a cached query) as a request.
             if (reply.code !== undefined && ctx.errorCode === undefined) ctx.errorCode = reply.code
             this.hub.host.usage.request(ctx, reply.status)
-            this.#answerLocally(cmd.id, reply, cmd.topic, ctx.answeredBy)
+            const result = this.#answerLocally(cmd.id, reply, cmd.topic, ctx.answeredBy)
             ctx.runCleanups()
+            this.accessLine(ctx, cmd, reply.status, result ? 'complete' : 'refused', undefined)
             return
           }
-          this.#admitted(cmd, ctx, gql, route, matcher, exact)
+          this.#admitted(cmd, ctx, gql, route, matcher, exact, snap)
         },
         (err: unknown) => {
+          ctx.filterMs = performance.now() - ctx.startTime
           this.#admissionOver(cmd.id, pending)
           ctx.runCleanups()
           this.hub.logger.error({ err, conn: this.id }, 'subscribe failed')
-          if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
+          if (this.#state === 'ready') this.#refuse(cmd, ctx, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
+          else this.accessLine(ctx, cmd, 499, 'closed', undefined)
         },
       )
       .catch((err: unknown) => {
         // A bug past the chain must cost this operation, not the worker and its connections.
         this.hub.logger.error({ err, conn: this.id }, 'subscribe failed after admission')
         const sub = this.subs.get(cmd.id)
-        if (sub !== undefined && sub.ctx === ctx) sub.end()
-        else ctx.runCleanups()
-        if (this.#state === 'ready') this.#refuse(cmd.id, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
+        const errors = [{ message: 'subscribe failed', extensions: { code: 'INTERNAL_SERVER_ERROR' } }]
+        if (sub !== undefined && sub.ctx === ctx) {
+          // Its access line is written as it ends.
+          if (this.#state === 'ready') {
+            this.hub.metrics.rejections.labels('INTERNAL_SERVER_ERROR').inc()
+            this.#sendNow(this.writer.error(cmd.id, errors))
+          }
+          sub.end(true, 'error', errors)
+          return
+        }
+        ctx.runCleanups()
+        if (this.#state === 'ready') this.#refuse(cmd, ctx, 'INTERNAL_SERVER_ERROR', 'subscribe failed')
       })
       .finally(() => snap.release())
   }
@@ -620,8 +759,8 @@ export class ClientConnection {
     else this.#cancelledPending-- // only a stop takes an entry out of #pending early
   }
 
-  /** A filter answered the subscribe itself: a result (e.g. a cached query) or a refusal. */
-  #answerLocally(id: string, reply: LocalReply, topic: string | undefined, answeredBy: string | undefined): void {
+  /** A filter answered the subscribe itself: a result (e.g. a cached query: true) or a refusal (false). */
+  #answerLocally(id: string, reply: LocalReply, topic: string | undefined, answeredBy: string | undefined): boolean {
     const p = replyPayload(reply)
     if (p.malformed > 0) {
       this.hub.host.metrics.filterErrors.labels(answeredBy ?? MALFORMED_REPLY).inc()
@@ -630,27 +769,27 @@ export class ClientConnection {
     if (p.data) {
       this.#sendNow(this.writer.result(id, p.json, topic))
       this.#sendNow(this.writer.complete(id))
-      return
+      return true
     }
     const code = (p.errors[0] as { extensions?: { code?: unknown } } | undefined)?.extensions?.code
     this.hub.metrics.rejections.labels(typeof code === 'string' ? code : (reply.code ?? 'REFUSED')).inc()
     this.#sendNow(this.writer.error(id, p.errors))
+    return false
   }
 
-  #admitted(cmd: SubscribeCommand, ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, matcher: EventMatcher | undefined, exact: ExactOperation | undefined): void {
+  #admitted(cmd: SubscribeCommand, ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime, matcher: EventMatcher | undefined, exact: ExactOperation | undefined, snap: Snapshot): void {
     let opType: string | undefined
     try {
       void gql.document
       opType = gql.operationType
     } catch (err) {
       ctx.runCleanups()
-      this.hub.metrics.rejections.labels('GRAPHQL_PARSE_FAILED').inc()
-      this.#sendNow(this.writer.error(cmd.id, [{ message: (err as Error).message, extensions: { code: 'GRAPHQL_PARSE_FAILED' } }]))
+      this.#refuse(cmd, ctx, 'GRAPHQL_PARSE_FAILED', (err as Error).message)
       return
     }
     if (gql.query === undefined || opType === undefined) {
       ctx.runCleanups()
-      this.#refuse(cmd.id, 'BAD_REQUEST', 'the document has no operation to run (or operationName names none)')
+      this.#refuse(cmd, ctx, 'BAD_REQUEST', 'the document has no operation to run (or operationName names none)')
       return
     }
     if (!this.#tenantKnown) {
@@ -659,7 +798,7 @@ export class ClientConnection {
     } else if (ctx.tenant !== this.tenant) {
       // Never: headers and payload are fixed per connection. Refuse rather than mix tenants.
       ctx.runCleanups()
-      this.#refuse(cmd.id, 'UNKNOWN_TENANT', 'one connection serves one tenant')
+      this.#refuse(cmd, ctx, 'UNKNOWN_TENANT', 'one connection serves one tenant')
       return
     }
     const { headers, params } = this.#credentials(ctx)
@@ -667,7 +806,7 @@ export class ClientConnection {
     const bad = invalidHeader(headers)
     if (bad !== undefined) {
       ctx.runCleanups()
-      this.#refuse(cmd.id, 'BAD_REQUEST', `"${bad.slice(0, 64)}" is not a valid HTTP header value for the upstream connection`)
+      this.#refuse(cmd, ctx, 'BAD_REQUEST', `"${bad.slice(0, 64)}" is not a valid HTTP header value for the upstream connection`)
       return
     }
     if (this.tier === undefined) this.#setTier(ctx.tier ?? this.hub.config.defaultTier)
@@ -678,11 +817,12 @@ export class ClientConnection {
       if (stream === undefined) {
         ctx.runCleanups()
         const max = this.hub.config.upstream.maxStreams
-        this.#refuse(cmd.id, 'OVERLOADED', `this gateway worker holds its limit of ${max} upstream subscriptions and every one has subscribers; retry later`, { limit: max, retryAfterSeconds: 1 })
+        this.#refuse(cmd, ctx, 'OVERLOADED', `this gateway worker holds its limit of ${max} upstream subscriptions and every one has subscribers; retry later`, { limit: max, retryAfterSeconds: 1 })
         return
       }
     }
-    const sub = new Subscription(this, cmd, ctx, matcher)
+    // A subscription keeps the event filters of the chain that admitted it (see Subscription).
+    const sub = stream === undefined ? new Subscription(this, cmd, ctx, matcher) : new Subscription(this, cmd, ctx, matcher, eventFiltersOf(route), snap)
     this.subs.set(cmd.id, sub)
     this.tierMetrics.subscriptions.inc()
     // The tenant's usage (reports, statements, usedToday without Redis): the socket's upgrade has
@@ -715,8 +855,9 @@ export class ClientConnection {
         upstreamLost: () => {
           if (sub.closed) return
           this.hub.logger.debug({ conn: this.id, id: sub.id, upstream: upstream.url }, 'upstream connection lost with a mutation in flight; not re-sent')
-          this.#sendNow(this.writer.error(sub.id, [{ message: 'upstream connection lost while the mutation was in flight; it was not re-sent (it may or may not have been executed)', extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]))
-          sub.end()
+          const errors = [{ message: 'upstream connection lost while the mutation was in flight; it was not re-sent (it may or may not have been executed)', extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
+          this.#sendNow(this.writer.error(sub.id, errors))
+          sub.end(true, 'error', errors)
         },
         upstreamRestored: () => {},
       }
@@ -730,13 +871,14 @@ export class ClientConnection {
         },
         error: (e) => {
           if (sub.closed) return
-          this.#sendNow(this.writer.error(sub.id, upstreamErrors(e)))
-          sub.end()
+          const errors = upstreamErrors(e)
+          this.#sendNow(this.writer.error(sub.id, errors))
+          sub.end(true, 'error', errors)
         },
         complete: () => {
           if (sub.closed) return
           this.#sendNow(this.writer.complete(sub.id))
-          sub.end()
+          sub.end(true, 'complete')
         },
       },
     )
@@ -766,7 +908,7 @@ export class ClientConnection {
       this.#sendNow(this.writer.badMessage(`no live subscription "${id.slice(0, 64)}" to replay`, id))
       return
     }
-    old.end(false)
+    old.end(false, 'replayed')
     const unpin = (): void => stream.detach(old)
     const admission = this.#subscribe({ ...old.cmd, cursor })
     if (admission === undefined) unpin()
@@ -1113,11 +1255,11 @@ export class ClientConnection {
         return
       case 'complete':
         this.#send(this.writer.complete(sub.id))
-        sub.end()
+        sub.end(true, 'complete')
         return
       case 'error':
         this.#send(this.writer.error(sub.id, entry.errors))
-        sub.end()
+        sub.end(true, 'error', entry.errors)
         return
     }
   }

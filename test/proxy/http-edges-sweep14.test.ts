@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { rawExchange, startRawTcpUpstream, type RawTcpUpstream } from '../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../helpers/proxy.ts'
-import { traceIdOf } from '../../proxy/worker-proxy.ts'
+import { traceIdOf } from '../../proxy/log.ts'
 
 type GqlError = { errors: { message: string; extensions: { code: string } }[] }
 

@@ -257,7 +257,7 @@ class QuotaFilter implements Filter {
       this.#m.wouldReject.labels(this.#kind, 'qos').inc()
       return undefined
     }
-    this.#m.qosDrops.labels(tier).inc()
+    this.#m.qosDrops.labels(tier, 'request').inc()
     const retry = String(this.#q.qos.retryAfterSeconds)
     return errorReply('OVERLOADED', `the gateway is overloaded; ${tier} traffic is being shed, retry in ${retry} s`, { tier, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
   }

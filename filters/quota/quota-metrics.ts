@@ -38,7 +38,7 @@ export interface QuotaMetrics {
   redisErrors: Counter<'error'>
   fallbacks: Counter<'policy'>
   recoveries: Counter
-  qosDrops: Counter<'tier'>
+  qosDrops: Counter<'tier' | 'kind'>
   events: Counter<'type'>
   deliveries: Counter<'result'>
   stateFileErrors: Counter<'op'>
@@ -113,7 +113,9 @@ export function createQuotaMetrics(registry: Registry, sources: GaugeSources): Q
     redisErrors: counter(registry, { name: 'igw_quota_redis_errors_total', help: 'Quota calls Redis did not answer in time or at all (timeout, unavailable, error), and groups of one tenant whose keys it refused (key)', labelNames: ['error'] }),
     fallbacks: counter(registry, { name: 'igw_quota_redis_fallbacks_total', help: 'Decisions made by the Redis outage policy', labelNames: ['policy'] }),
     recoveries: counter(registry, { name: 'igw_quota_redis_recoveries_total', help: 'Times the Redis circuit breaker closed again after an outage' }),
-    qosDrops: counter(registry, { name: 'igw_qos_drops_total', help: 'Requests shed under overload, by tier', labelNames: ['tier'] }),
+    // kind="request": shed HTTP requests; the subscription hub counts dropped events under the
+    // same name with kind="event" (one was read as the other: a slow subscriber looked like shedding).
+    qosDrops: counter(registry, { name: 'igw_qos_drops_total', help: 'QoS drops by tier and kind: request (an HTTP request shed under overload), event (a subscription event dropped for a slow consumer)', labelNames: ['tier', 'kind'] }),
     events: counter(registry, { name: 'igw_quota_events_total', help: 'Budget and anomaly events emitted', labelNames: ['type'] }),
     deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed, dropped: backlog full)', labelNames: ['result'] }),
     stateFileErrors: counter(registry, { name: 'igw_quota_state_file_errors_total', help: 'Quota state file reads (at start) and writes that failed', labelNames: ['op'] }),

@@ -41,7 +41,8 @@ export class HubMetrics {
   constructor(registry: Registry) {
     const connections = gauge(registry, { name: 'igw_subscription_connections', help: 'Open terminated subscription WebSockets, by delivery tier (none: no subscription yet)', labelNames: ['tier'] })
     const subscriptions = gauge(registry, { name: 'igw_subscriptions_active', help: 'Client subscriptions being delivered, by tier', labelNames: ['tier'] })
-    const drops = counter(registry, { name: 'igw_qos_drops_total', help: 'Events dropped for slow consumers (each announced to the client as a gap), by tier', labelNames: ['tier'] })
+    // kind="event" beside the quota filter's kind="request" (shed HTTP requests), same metric.
+    const drops = counter(registry, { name: 'igw_qos_drops_total', help: 'QoS drops by tier and kind: request (an HTTP request shed under overload), event (a subscription event dropped for a slow consumer)', labelNames: ['tier', 'kind'] })
     const delivery = histogram(registry, {
       name: 'igw_subscription_delivery_seconds',
       help: 'Event received from the upstream to written to the client socket, by tier',
@@ -49,7 +50,7 @@ export class HubMetrics {
       buckets: DELIVERY_BUCKETS,
     })
     const tiers = {} as Record<TierLabel, TierMetrics>
-    for (const t of TIER_LABELS) tiers[t] = { connections: connections.labels(t), subscriptions: subscriptions.labels(t), drops: drops.labels(t), delivery: delivery.labels(t) }
+    for (const t of TIER_LABELS) tiers[t] = { connections: connections.labels(t), subscriptions: subscriptions.labels(t), drops: drops.labels(t, 'event'), delivery: delivery.labels(t) }
     this.tiers = tiers
     this.upstreams = gauge(registry, { name: 'igw_subscription_upstreams', help: 'Upstream subscriptions (shared streams); igw_subscriptions_active divided by this is the dedup ratio' })
     this.upstreamConnections = gauge(registry, { name: 'igw_subscription_upstream_connections', help: 'WebSocket connections to upstreams carrying shared streams' })

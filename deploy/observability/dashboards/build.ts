@@ -182,7 +182,7 @@ export const dashboards: DashboardSpec[] = [
         panels: [
           { title: 'Subscription delivery p95 by tier (SLO ≤ 250 ms)', type: 'timeseries', unit: 's', w: 8, targets: [{ expr: `igw:subscription_delivery_p95:rate5m{tier=~"$tier"}`, legend: '{{tier}}' }] },
           { title: 'Delivery burn rate by tier', type: 'timeseries', w: 8, targets: [{ expr: `igw:subscription_delivery_slow_ratio:rate1h{tier=~"$tier"} / 0.05`, legend: '1h {{tier}}' }, { expr: `igw:subscription_delivery_slow_ratio:rate6h{tier=~"$tier"} / 0.05`, legend: '6h {{tier}}' }] },
-          { title: 'QoS drops by tier', type: 'timeseries', unit: 'ops', w: 8, targets: [{ expr: `sum by (tier) (rate(igw_qos_drops_total{tier=~"$tier"}[${R}]))`, legend: '{{tier}}' }] },
+          { title: 'QoS drops by tier (request: shed, event: slow subscriber)', type: 'timeseries', unit: 'ops', w: 8, targets: [{ expr: `sum by (tier, kind) (rate(igw_qos_drops_total{tier=~"$tier"}[${R}]))`, legend: '{{tier}} {{kind}}' }] },
           { title: 'Budget used by tenant', type: 'bargauge', unit: 'percentunit', w: 24, targets: [{ expr: `max by (tenant) (igw_budget_used_ratio{tenant=~"$tenant"})`, legend: '{{tenant}}' }], thresholds: [{ color: 'green', value: null }, { color: 'orange', value: 0.8 }, { color: 'red', value: 1 }], min: 0, max: 1 },
         ],
       },
@@ -210,7 +210,7 @@ export const dashboards: DashboardSpec[] = [
         row: 'Budgets and QoS',
         panels: [
           { title: 'Budget used by tenant (events at 80 % and 100 %)', type: 'bargauge', unit: 'percentunit', w: 12, targets: [{ expr: `max by (tenant) (igw_budget_used_ratio{tenant=~"$tenant"})`, legend: '{{tenant}}' }], thresholds: [{ color: 'green', value: null }, { color: 'orange', value: 0.8 }, { color: 'red', value: 1 }], min: 0, max: 1 },
-          { title: 'QoS drops by tier (bronze first, then silver)', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum by (tier) (rate(igw_qos_drops_total[${R}]))`, legend: '{{tier}}' }] },
+          { title: 'Requests shed by tier (bronze first, then silver)', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum by (tier) (rate(igw_qos_drops_total{kind="request"}[${R}]))`, legend: '{{tier}}' }] },
         ],
       },
     ],
@@ -271,7 +271,7 @@ export const dashboards: DashboardSpec[] = [
         row: 'Loss',
         panels: [
           { title: 'Replay gaps by reason (alert above 10 in 10 min)', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (reason) (increase(igw_replay_gaps_total[10m]))', legend: '{{reason}}' }] },
-          { title: 'QoS drops by tier', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum by (tier) (rate(igw_qos_drops_total{tier=~"$tier"}[${R}]))`, legend: '{{tier}}' }] },
+          { title: 'Events dropped for slow consumers by tier', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum by (tier) (rate(igw_qos_drops_total{kind="event",tier=~"$tier"}[${R}]))`, legend: '{{tier}}' }] },
           {
             title: 'Upstream connections closed for good, per hour, by code',
             type: 'timeseries',

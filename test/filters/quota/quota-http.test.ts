@@ -308,6 +308,9 @@ describe('QoS tiers under overload', () => {
       expect(metricSum(text, 'igw_qos_drops_total', 'tier="bronze"')).toBe(1)
       expect(metricSum(text, 'igw_qos_drops_total', 'tier="silver"')).toBe(1)
       expect(metricSum(text, 'igw_qos_drops_total', 'tier="gold"')).toBe(1)
+      // shed requests, not dropped subscription events (the hub counts those as kind="event")
+      expect(metricSum(text, 'igw_qos_drops_total', 'kind="request"')).toBe(3)
+      expect(metricSum(text, 'igw_qos_drops_total', 'kind="event"')).toBe(0)
       await waitUntil(() => true, 0)
       expect(metricSum(await p.metricsText(), 'igw_quota_inflight')).toBe(0) // every slot released
     } finally {

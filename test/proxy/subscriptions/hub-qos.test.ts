@@ -88,6 +88,8 @@ describe('subscription hub: QoS tiers', () => {
     expect(seqs[seqs.length - 1]).toBe(gs.received.seqs[39])
     const after = await proxy.metricsText()
     expect(metricSum(after, 'igw_qos_drops_total', 'tier="bronze"') - metricSum(before, 'igw_qos_drops_total', 'tier="bronze"')).toBe(missed)
+    // dropped events, told apart from shed HTTP requests (kind="request", the quota filter's)
+    expect(metricSum(after, 'igw_qos_drops_total', 'tier="bronze",kind="event"') - metricSum(before, 'igw_qos_drops_total', 'tier="bronze",kind="event"')).toBe(missed)
     expect(metricSum(after, 'igw_qos_drops_total', 'tier="gold"')).toBe(0)
     expect(metricSum(after, 'igw_replay_gaps_total', 'reason="dropped"')).toBeGreaterThanOrEqual(bs.received.gaps.length)
     // re-send on demand: the gap's `from` is still in the log

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
-import { errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { applyAddedHeaders, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
 import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes, varyNamesPart } from './cache-key.ts'
@@ -209,11 +209,19 @@ class CacheFilter implements Filter {
       const maxLifeMs = (maxTtl + Math.max(cfg.staleWhileRevalidateSeconds, cfg.staleIfErrorSeconds)) * 1000
       const layer = new RedisLayer(redis, cfg.redis.timeoutMs, maxLifeMs, (op, err) => this.#redisError(op, err))
       this.#l2 = cfg.redis.l2 ? layer : undefined
-      this.#invalidator = new RedisLayer(redis, cfg.invalidation.redisTimeoutMs, maxLifeMs, (op, err) => this.#redisError(op, err))
+      // Local entries are invalidated once Redis has purged (and again if the purge lands after
+      // the wait for it ran out): see invalidate().
+      this.#invalidator = new RedisLayer(redis, cfg.invalidation.redisTimeoutMs, maxLifeMs, (op, err) => this.#redisError(op, err), (tags) => void this.shared.invalidate(tags))
       if (cfg.redis.pubsub) {
         this.#unsubscribe = onRemoteInvalidation(
           redis,
           (m) => {
+            if (m === undefined) {
+              // Re-subscribed after a drop: what other proxies published meanwhile never
+              // arrives, so the route's L1 entries go (their purges of L2 did not depend on us).
+              this.shared.invalidate([this.#routeTag])
+              return
+            }
             if (m.o === this.shared.nonce) return
             this.shared.invalidate(m.t)
             this.#invalidations.labels('remote').inc()
@@ -481,7 +489,13 @@ class CacheFilter implements Filter {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
     }
-    fetchForRevalidation(ctx, this.entryLimit(key)).then(
+    // With L2, Redis's sequence is taken before the upstream request starts, so the refreshed
+    // entry is written to L2 too (refused there if a purge of one of its tags ran meanwhile):
+    // without it the refresh renewed only this process's L1, and every other proxy kept serving
+    // the old L2 copy and missed when it expired.
+    const l2 = this.#l2
+    const l2Seq = l2 === undefined ? undefined : l2.seq().then((s) => void (st.l2Seq = s))
+    fetchForRevalidation(ctx, this.entryLimit(key), l2Seq).then(
       (r) => {
         e.revalidating = false
         const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.cfg.vary.headers)
@@ -527,7 +541,7 @@ class CacheFilter implements Filter {
         res.status = stale.status
         const headers: Record<string, string> = { ...stale.headers }
         const added = ctx.responseHeaders // x-request-id and the like still belong on it
-        if (added !== undefined) for (let i = 0; i < added.length; i += 2) headers[added[i]!] = added[i + 1]!
+        if (added !== undefined) applyAddedHeaders(headers, added) // (every Set-Cookie a filter added)
         headers['x-cache'] = 'STALE'
         headers.age = String(Math.max(0, Math.floor((Date.now() - stale.created) / 1000)))
         res.headers = headers
@@ -622,6 +636,12 @@ class CacheFilter implements Filter {
     const onError = noStale ? fresh : fresh + cfg.staleIfErrorSeconds * 1000
     // Created when the upstream (or a cache in front of it) made it: the Age we serve counts from there.
     const entry = this.#entry(st.key, headers, body, now - ageSeconds * 1000, fresh, stale, onError, st.seq, [...tags], st.statSlot, now)
+    if (!this.rc.fits(entry)) {
+      // The body fitted, but with its tags the entry is larger than the whole L1.
+      this.#notStored('too_large')
+      this.finishFill(st, undefined)
+      return
+    }
     if (!this.shared.valid(entry.slots, entry.seq)) {
       this.#notStored('invalidated')
       this.finishFill(st, undefined)
@@ -660,10 +680,23 @@ class CacheFilter implements Filter {
   invalidate(tags: Iterable<string>): Promise<void> | undefined {
     const list = [...new Set(tags)]
     if (list.length === 0) return undefined
-    this.shared.invalidate(list)
     this.#invalidations.labels('mutation').inc()
-    if (this.#invalidator === undefined) return undefined
-    return this.#invalidator.invalidate(list, this.shared.nonce).then(noop)
+    const inv = this.#invalidator
+    if (inv === undefined) {
+      this.shared.invalidate(list)
+      return undefined
+    }
+    // Redis purges first, then this process's entries go (onPurged, before the promise
+    // resolves). The other order let another worker of this process, whose L1 the local
+    // invalidation had just emptied, read the not-yet-purged L2 copy in between and store it in
+    // L1 as valid (it read the sequence after the invalidation), where it stayed for its whole
+    // TTL after the mutation's response: read-your-writes broken. Every read that starts now
+    // records a sequence below the local invalidation that follows the purge, so what it fills
+    // from the old L2 copy dies with it. When Redis does not answer in time (or failed) the
+    // local invalidation happens now, and again whenever the purge does land (also on replay).
+    return inv.invalidate(list, this.shared.nonce).then((purged) => {
+      if (!purged) this.shared.invalidate(list)
+    })
   }
 
   get routeTag(): string {

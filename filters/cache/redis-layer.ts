@@ -69,7 +69,11 @@ export class RedisLayer {
   readonly #markerMs: number
   readonly #onError: (op: string, err: unknown) => void
 
-  constructor(redis: RedisProvider, timeoutMs: number, maxLifeMs: number, onError: (op: string, err: unknown) => void) {
+  /** Called with the tags of every purge Redis has made (late ones too: after a timeout, on a replay). */
+  readonly #onPurged: ((tags: readonly string[]) => void) | undefined
+
+  constructor(redis: RedisProvider, timeoutMs: number, maxLifeMs: number, onError: (op: string, err: unknown) => void, onPurged?: (tags: readonly string[]) => void) {
+    this.#onPurged = onPurged
     this.#redis = redis
     this.#prefix = redis.keyPrefix
     this.#timeoutMs = timeoutMs
@@ -102,6 +106,21 @@ export class RedisLayer {
     }
   }
 
+  /**
+   * Redis's invalidation sequence now (undefined when Redis failed): what a background refresh
+   * records before its upstream request starts, so the entry it brings back may be written to L2
+   * (refused there if a purge of one of its tags ran in between).
+   */
+  async seq(): Promise<number | undefined> {
+    try {
+      const v = await withTimeout(this.#redis.client().get(`${this.#prefix}cache:seq`), this.#timeoutMs)
+      return v ? Number(v) : 0
+    } catch (err) {
+      this.#onError('get', err)
+      return undefined
+    }
+  }
+
   /** Store unless one of its tags was invalidated in Redis after `startSeq`. Fire and forget. */
   store(key: string, meta: L2Meta, body: Buffer, startSeq: number, ttlMs: number): void {
     const payload = Buffer.concat([Buffer.from(JSON.stringify(meta)), Buffer.from([NL]), body])
@@ -118,7 +137,9 @@ export class RedisLayer {
   async invalidate(tags: readonly string[], origin: string): Promise<boolean> {
     const msg: InvalidationMessage = { o: origin, t: [...tags] }
     try {
-      await withTimeout(this.#redis.client().eval(INVALIDATE, 0, this.#prefix, String(this.#markerMs), JSON.stringify(msg), ...tags), this.#timeoutMs)
+      const run = this.#redis.client().eval(INVALIDATE, 0, this.#prefix, String(this.#markerMs), JSON.stringify(msg), ...tags)
+      const onPurged = this.#onPurged
+      await withTimeout(onPurged === undefined ? run : run.then(() => onPurged(tags)), this.#timeoutMs)
       return true
     } catch (err) {
       this.#onError('invalidate', err)
@@ -169,10 +190,18 @@ function replayUnpurged(layer: RedisLayer): void {
 }
 
 // One subscription per worker and Redis provider, whatever the number of routes and reloads.
-const subscriptions = new WeakMap<RedisProvider, Set<(m: InvalidationMessage) => void>>()
+// A handler gets each message, or `undefined` when the subscription was re-established:
+// whatever was published while it was down is lost, so it must drop what those could have
+// invalidated.
+type Handler = (m: InvalidationMessage | undefined) => void
+const subscriptions = new WeakMap<RedisProvider, Set<Handler>>()
 
-/** Call `handler` for every invalidation published by other proxies. Returns the unsubscribe. */
-export function onRemoteInvalidation(redis: RedisProvider, handler: (m: InvalidationMessage) => void, onError: (err: unknown) => void): () => void {
+/**
+ * Call `handler` for every invalidation published by other proxies, and with `undefined` each
+ * time the subscription is re-established (messages published while it was down never arrive).
+ * Returns the unsubscribe.
+ */
+export function onRemoteInvalidation(redis: RedisProvider, handler: Handler, onError: (err: unknown) => void): () => void {
   let handlers = subscriptions.get(redis)
   if (handlers === undefined) {
     handlers = new Set()
@@ -182,7 +211,27 @@ export function onRemoteInvalidation(redis: RedisProvider, handler: (m: Invalida
     const sub = redis.subscriber()
     // Commands fail fast while disconnected (no offline queue): subscribe on every 'ready'
     // (SUBSCRIBE is idempotent), which also covers reconnects.
-    const subscribe = (): void => void sub.subscribe(channel).catch(onError)
+    // Once subscribed, every handler hears that the invalidations published meanwhile (Redis
+    // restarted, the connection dropped) are lost: before this, a proxy whose subscriber was
+    // reconnecting kept serving what another proxy's mutation had invalidated, for the TTL.
+    const resync = (): void => {
+      for (const h of set) {
+        try {
+          h(undefined)
+        } catch (err) {
+          onError(err)
+        }
+      }
+    }
+    // Not on the first subscription: nothing was stored before it that another proxy's message
+    // could have been meant for, except while Redis was down at the start (left alone: a
+    // flush on every start would empty every worker's L1 whenever a worker thread restarts).
+    let subscribed = false
+    const subscribe = (): void =>
+      void sub.subscribe(channel).then(() => {
+        if (subscribed) resync()
+        subscribed = true
+      }, onError)
     if (sub.status === 'ready') subscribe()
     sub.on('ready', subscribe)
     sub.on('message', (ch: string, text: string) => {

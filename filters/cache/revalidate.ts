@@ -30,16 +30,24 @@ export interface FetchedResponse {
   body: Buffer | undefined
 }
 
-export async function fetchForRevalidation(ctx: RequestContext, maxBytes: number): Promise<FetchedResponse> {
+/**
+ * Send the refresh. What it sends is read from ctx now (the client's request is over by the time
+ * `after` resolves); the upstream request starts only once `after` has (the L2 sequence must be
+ * taken before the upstream reads its data).
+ */
+export async function fetchForRevalidation(ctx: RequestContext, maxBytes: number, after?: Promise<unknown>): Promise<FetchedResponse> {
   const gql = ctx.graphql!
   const post = ctx.method === 'POST'
   const body = post ? gql.toBody() : undefined
   const path = post ? ctx.url : gql.dirty ? gql.toGetPath(ctx.url) : ctx.url
   const timeoutMs = ctx.route.timeouts.totalMs > 0 ? ctx.route.timeouts.totalMs : 60_000
-  const res = await ctx.route.upstream.pool.request({
+  const pool = ctx.route.upstream.pool
+  const headers = revalidationHeaders(ctx, body?.length)
+  if (after !== undefined) await after
+  const res = await pool.request({
     path,
     method: post ? 'POST' : 'GET',
-    headers: revalidationHeaders(ctx, body?.length),
+    headers,
     body,
     signal: AbortSignal.timeout(timeoutMs),
   })

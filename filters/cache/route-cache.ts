@@ -47,10 +47,20 @@ interface Flight {
 const stores = new Map<string, RouteCache>()
 const EMPTY = Buffer.alloc(0)
 
-/** What an entry weighs in the LRU: its body, its key (UTF-16) and the rest, roughly. */
-function entrySize(e: { body: Buffer; key: string }): number {
-  return e.body.length + e.key.length * 2 + 256
+/**
+ * What an entry weighs in the LRU: its body, its key (UTF-16), its tags and the rest, roughly.
+ * The tags count: an entry of many small entities carries a `Type:id` string per entity (and a
+ * slot), about 40 bytes each beyond their text (measured), which for small bodies weighs more
+ * than the body; left out, the L1 held 1.5–3× `maxBytes`.
+ */
+function entrySize(e: { body: Buffer; key: string; tags?: readonly string[] }): number {
+  let n = e.body.length + e.key.length * 2 + 256
+  const tags = e.tags
+  if (tags !== undefined) for (let i = 0; i < tags.length; i++) n += tags[i]!.length * 2 + TAG_OVERHEAD
+  return n
 }
+/** Per tag beyond its characters: the string's header, its array slot, its Int32Array slot. */
+const TAG_OVERHEAD = 44
 
 export function acquireRouteCache(id: string, maxBytes: number, shared: CacheShared, broadcast: boolean): RouteCache {
   let s = stores.get(id)
@@ -110,6 +120,11 @@ export class RouteCache {
 
   set(e: CacheEntry): void {
     if (this.shared.valid(e.slots, e.seq)) this.lru.set(e.key, e)
+  }
+
+  /** The entry (body, key and tags) fits in the LRU at all (a larger one would be dropped by set). */
+  fits(e: CacheEntry): boolean {
+    return entrySize(e) <= this.lru.maxSize
   }
 
   // --- single flight ----------------------------------------------------------------------

@@ -581,7 +581,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
             // Like PUT /v1/config: a rollback decided on a head that has moved since must not
             // silently undo the change made meanwhile.
             checkPreconditions(ctx, head.document)
-            return { document: old.document, before: head.document, after: old.document, result: undefined }
+            // The entry says which version came back, and over which: before/after alone are two
+            // documents, and the version restored was named nowhere.
+            return { document: old.document, before: head.document, after: old.document, result: undefined, detail: { restoredVersion: version, replacedVersion: head.version } }
           },
         })
         sendJson(ctx.res, 200, { version: r.version, changed: r.changed }, { etag: etagOf(old.document) })

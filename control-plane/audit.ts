@@ -3,12 +3,25 @@
 // each hash is signed with the control plane's ed25519 key. Editing, deleting or reordering a row
 // breaks the chain at that row; re-hashing the rest needs the private key, which the database
 // does not hold.
+import { AsyncLocalStorage } from 'node:async_hooks'
 import type { KeyObject } from 'node:crypto'
 import { canonicalJson, jsonDiff, sha256Hex, type Change } from '../config/canonical-json.ts'
 import { num, type Db, type SqlValue, type Tx } from './db.ts'
 import { keyIdOf, verifySignature, type SigningKey } from './signing.ts'
 
 export const GENESIS_HASH = '0'.repeat(64)
+
+/**
+ * The id of the admin request being handled (the `x-request-id` it is answered with), for the
+ * audit entries it appends: server.ts runs each request inside it, so every write path (REST,
+ * GraphQL, plugin uploads, detokenize) records it without passing it through each call.
+ */
+export const auditRequestScope = new AsyncLocalStorage<string>()
+
+/** The request id of the admin request running now, if any (read at the entry of a write, in the caller's context). */
+export function currentRequestId(): string | undefined {
+  return auditRequestScope.getStore()
+}
 
 export interface AuditInput {
   actor: string
@@ -17,6 +30,10 @@ export interface AuditInput {
   before?: unknown
   after?: unknown
   configVersion?: number | undefined
+  /** The admin request that made the change (its x-request-id); default: the request running now. */
+  requestId?: string | undefined
+  /** What the action needs said beyond before/after (a rollback: the version restored and the one it replaced). */
+  detail?: Record<string, unknown> | undefined
 }
 
 export interface AuditEntry {
@@ -29,6 +46,9 @@ export interface AuditEntry {
   after: unknown
   diff: Change[]
   configVersion: number | null
+  /** The x-request-id of the admin request that made the change (null: none, e.g. the seed, or an entry written before it was recorded). */
+  requestId: string | null
+  detail?: Record<string, unknown>
   prevHash: string
   hash: string
   keyId: string
@@ -45,15 +65,25 @@ interface AuditRow {
   after_json: string | null
   diff: string
   config_version: unknown
+  /** Absent (undefined) in rows read before migration 4 by a test's own SELECT; NULL in older entries. */
+  request_id?: string | null
+  detail?: string | null
   prev_hash: string
   hash: string
   key_id: string
   signature: string
 }
 
-/** What the hash covers: every stored field except the hash and signature themselves. */
+/**
+ * What the hash covers: every stored field except the hash and signature themselves. The request
+ * id and detail (migration 4) are covered when set and left out when NULL, so every entry written
+ * before them hashes exactly as it did (and still verifies), while setting, changing or clearing
+ * either on a newer entry breaks its hash.
+ */
 function hashedFields(r: AuditRow): string {
   return canonicalJson({
+    ...(r.request_id === null || r.request_id === undefined ? {} : { requestId: r.request_id }),
+    ...(r.detail === null || r.detail === undefined ? {} : { detail: r.detail }),
     seq: num(r.seq),
     at: num(r.at),
     actor: r.actor,
@@ -89,6 +119,8 @@ export async function appendAudit(tx: Tx, key: SigningKey, input: AuditInput, no
     after_json: input.after === undefined ? null : canonicalJson(input.after),
     diff: canonicalJson(diff),
     config_version: input.configVersion ?? null,
+    request_id: (input.requestId ?? currentRequestId())?.toWellFormed() ?? null,
+    detail: input.detail === undefined ? null : canonicalJson(input.detail),
     prev_hash: prevHash,
     hash: '',
     key_id: key.keyId,
@@ -97,8 +129,8 @@ export async function appendAudit(tx: Tx, key: SigningKey, input: AuditInput, no
   row.hash = entryHash(prevHash, row)
   row.signature = key.sign(row.hash)
   await tx.query(
-    'INSERT INTO audit_log (seq, at, actor, action, resource, before_json, after_json, diff, config_version, prev_hash, hash, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)',
-    [seq, now, row.actor, row.action, row.resource, row.before_json, row.after_json, row.diff, row.config_version as number | null, prevHash, row.hash, row.key_id, row.signature],
+    'INSERT INTO audit_log (seq, at, actor, action, resource, before_json, after_json, diff, config_version, request_id, detail, prev_hash, hash, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)',
+    [seq, now, row.actor, row.action, row.resource, row.before_json, row.after_json, row.diff, row.config_version as number | null, row.request_id ?? null, row.detail ?? null, prevHash, row.hash, row.key_id, row.signature],
   )
   return toEntry(row)
 }
@@ -114,6 +146,8 @@ function toEntry(r: AuditRow): AuditEntry {
     after: r.after_json === null ? null : (JSON.parse(r.after_json) as unknown),
     diff: JSON.parse(r.diff) as Change[],
     configVersion: r.config_version === null ? null : num(r.config_version),
+    requestId: r.request_id ?? null,
+    ...(r.detail === null || r.detail === undefined ? {} : { detail: JSON.parse(r.detail) as Record<string, unknown> }),
     prevHash: r.prev_hash,
     hash: r.hash,
     keyId: r.key_id,

@@ -302,6 +302,8 @@ function useAdminLimits(limits: GraphQLLimits, logger: Logger, metrics: ControlP
     },
     onResponse({ response, serverContext }) {
       if ('req' in serverContext) response.headers.set('x-request-id', requestIdOf(serverContext.req, serverContext.res))
+      // server.ts answers HEAD as GET (RFC 9110 §9.3.2): a 405 for another method says so, as the REST routes' do.
+      if (response.status === 405 && response.headers.get('allow') === 'GET, POST') response.headers.set('allow', 'GET, HEAD, POST')
     },
   }
 }

@@ -129,6 +129,18 @@ export const MIGRATIONS: Migration[] = [
       { postgres: 'CREATE INDEX IF NOT EXISTS proxies_id_c ON proxies (id COLLATE "C")' },
     ],
   },
+  {
+    version: 4,
+    name: 'audit entries name their request id and detail',
+    statements: [
+      // The x-request-id of the admin request that made the change (joins an entry to the access
+      // log and to the client's own logs), and what an action needs said beyond before/after (a
+      // rollback: the version restored and the one it replaced; canonical JSON). Both NULL in
+      // older entries, whose hash leaves them out: those entries verify as before.
+      'ALTER TABLE audit_log ADD COLUMN request_id TEXT',
+      'ALTER TABLE audit_log ADD COLUMN detail TEXT',
+    ],
+  },
 ]
 
 /** The SQL of `s` for this engine, or undefined when it is the other engine's. */

@@ -86,6 +86,8 @@ export function componentSchemas(): Record<string, JsonSchema> {
         after: {},
         diff: { type: 'array', items: { type: 'object', required: ['path', 'op'], properties: { path: str, op: { enum: ['add', 'remove', 'replace'] }, before: {}, after: {} } } },
         configVersion: { type: ['integer', 'null'] },
+        requestId: { type: ['string', 'null'], description: 'the x-request-id of the admin request that made the change (null: none, e.g. the seed, or an entry older than this field)' },
+        detail: { type: 'object', description: 'what the action adds beyond before/after (config.rollback: restoredVersion, replacedVersion)' },
         redacted: { type: 'boolean', description: 'true: secrets in before/after/diff were replaced for a caller who may not write (the hash no longer matches; a writer sees the entry whole)' },
         prevHash: str,
         hash: str,

@@ -3,6 +3,7 @@ import type { KeyObject } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
 import { buildRoutes, type ApiDeps } from './api.ts'
+import { auditRequestScope } from './audit.ts'
 import { LRUCache } from 'lru-cache'
 import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } from './auth.ts'
 import { DatabaseUnavailable, NulInText, openDb, StorageFull, type Db } from './db.ts'
@@ -41,6 +42,8 @@ export interface ControlPlaneOptions {
   streamStallMs?: number
   /** How often the head is re-read as a safety net beside PostgreSQL's NOTIFY (default 5 s; tests lengthen it to watch NOTIFY alone). */
   headPollMs?: number
+  /** close(): how long admin requests in flight may take to finish before their connections are cut (default 10 s). */
+  shutdownGraceMs?: number
 }
 
 export interface ControlPlane {
@@ -126,6 +129,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         return
       }
       requestSubjects.set(req, subject)
+      // HEAD is GET without the body (RFC 9110 §9.3.2) here too: yoga answers a HEAD with 405
+      // (a monitor's HEAD probe of /graphql failed). It runs as the GET it stands for; the
+      // response object was made for a HEAD request, so Node still sends no body.
+      if (req.method === 'HEAD') req.method = 'GET'
       await yoga.handle(req, res, { req })
       return
     }
@@ -175,24 +182,45 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   /** Actors whose refused detokenize call was audited within the last minute. */
   const deniedAudited = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 })
 
+  /** Responses not finished yet, with their route (config streams are ended by the hub, not waited for), for a graceful close(). */
+  const inFlight = new Map<ServerResponse, { route: string }>()
+  /** Admin requests in flight: not config streams, which close() ends (a stalled one would never finish). */
+  const pendingRequests = () => {
+    let n = 0
+    for (const seen of inFlight.values()) if (seen.route !== STREAM_ROUTE) n++
+    return n
+  }
+  let drained: (() => void) | undefined
+  let closing = false
+
   const server: Server = createServer((req, res) => {
     const t0 = performance.now()
     const seen = { route: UNMATCHED, counted: false }
+    // As it came: a HEAD of /graphql runs as GET (handle), and is still counted as a HEAD.
+    const method = req.method
     // Kept when the caller sent a sane one (a proxy or a gateway in front), made up otherwise; it
-    // names the log line of a failed request, whose details the client is never shown.
+    // names the log line of a failed request, whose details the client is never shown, and the
+    // audit entry of the change it makes.
     const requestId = requestIdFor(req)
     res.setHeader('x-request-id', requestId)
+    // Shutting down: answered, but the connection is not kept for another request.
+    if (closing) res.setHeader('connection', 'close')
+    inFlight.set(res, seen)
+    res.once('close', () => {
+      inFlight.delete(res)
+      if (drained !== undefined && pendingRequests() === 0) drained()
+    })
     // Counted when the response is handed to the socket ('finish'), or when the connection ends
     // first ('close': a client that went away, or the end of a config stream).
     const count = () => {
       if (seen.counted) return
       seen.counted = true
       // The config stream's duration is a connection's lifetime, not a latency: counted only.
-      metrics.request(seen.route, req.method, res.headersSent ? String(res.statusCode) : 'aborted', seen.route === STREAM_ROUTE ? undefined : (performance.now() - t0) / 1000)
+      metrics.request(seen.route, method, res.headersSent ? String(res.statusCode) : 'aborted', seen.route === STREAM_ROUTE ? undefined : (performance.now() - t0) / 1000)
     }
     res.once('finish', count)
     res.once('close', count)
-    handle(req, res, seen).catch((err: unknown) => {
+    auditRequestScope.run(requestId, () => handle(req, res, seen)).catch((err: unknown) => {
       const e = toHttpError(err, requestId)
       if (err instanceof StorageFull) metrics.storageFull.inc()
       if (e.status >= 500) logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : err instanceof StorageFull ? 'request failed: the database is out of disk space (nothing of the change was kept)' : 'request failed')
@@ -250,14 +278,29 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     metrics,
     metricsUrl,
     async close() {
+      // Graceful (SIGTERM): stop accepting, end the config streams (their proxies reconnect to
+      // another instance), let admin requests in flight finish — a write being committed gets its
+      // answer instead of a reset connection — up to the grace period, then cut what is left. The
+      // database stays open until then: the requests in flight need it.
+      closing = true
       clearInterval(poll)
       await stopListening?.()
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
+      // Connections idle between requests: nothing in flight on them.
+      server.closeIdleConnections()
       await hub.close()
+      if (pendingRequests() > 0) {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([
+          new Promise<void>((resolve) => (drained = resolve)),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, opts.shutdownGraceMs ?? 10_000))),
+        ])
+        clearTimeout(timer)
+        if (pendingRequests() > 0) logger.warn({ requests: pendingRequests(), graceMs: opts.shutdownGraceMs ?? 10_000 }, 'shutting down: admin requests still in flight after the grace period were cut')
+      }
+      server.closeAllConnections()
+      await stopped
       await usedToday.close()
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      })
       if (metricsServer) {
         const ms = metricsServer
         await new Promise<void>((resolve) => {

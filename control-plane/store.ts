@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { ConfigError, validateConfig } from '../config/load.ts'
-import { appendAudit, type AuditEntry, type AuditInput } from './audit.ts'
+import { appendAudit, currentRequestId, type AuditEntry, type AuditInput } from './audit.ts'
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
 import { inexact } from '../config/json-numbers.ts'
 import { num, type Db, type Tx } from './db.ts'
@@ -54,7 +54,9 @@ export interface CommitRequest<R> {
    * Computes the next document from the head. Throws PreconditionFailed/NotFound to abort.
    * Returns the new document and the resource's before/after (for the audit diff) and a result.
    */
-  change: (head: Head) => { document: Doc; before: unknown; after: unknown; result: R }
+  change: (head: Head) => { document: Doc; before: unknown; after: unknown; result: R; detail?: Record<string, unknown> }
+  /** The admin request making the change, for its audit entry; default: the request running now. */
+  requestId?: string
 }
 
 export interface CommitResult<R> {
@@ -194,10 +196,12 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
   }
 
   async commit<R>(req: CommitRequest<R>): Promise<CommitResult<R>> {
+    // Read here, in the caller's context: the transaction may run from a queue.
+    const requestId = req.requestId ?? currentRequestId()
     const out = await this.db.transaction(async (tx) => {
       // Read the head inside the write lock: the cache could be stale if another writer committed.
       const head = (await this.#readHead(tx)) ?? { version: 0, document: {}, digest: '', envelope: { payload: '', keyId: '', signature: '' }, createdAt: 0, author: '' }
-      const { document, before, after, result } = req.change(head)
+      const { document, before, after, result, detail } = req.change(head)
       const json = canonicalJson(document)
       if (head.version > 0 && json === canonicalJson(head.document)) return { head, result, changed: false }
       validateDocument(document, head.version > 0 ? head.document : undefined)
@@ -215,7 +219,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
         now,
       ])
       await this.#project(tx, document)
-      await appendAudit(tx, this.key, { actor: req.actor, action: req.action, resource: req.resource, before, after, configVersion: version }, now)
+      await appendAudit(tx, this.key, { actor: req.actor, action: req.action, resource: req.resource, before, after, configVersion: version, requestId, detail }, now)
       // Other control plane instances on the same PostgreSQL push it to their proxies too
       // (delivered at commit; never if this transaction rolls back).
       if (this.db.kind === 'postgres') await tx.query('SELECT pg_notify($1, $2)', [CONFIG_CHANNEL, String(version)])
@@ -238,9 +242,10 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
    * refusal), after `within` in the same transaction when given: both commit or neither does.
    */
   async audit(input: AuditInput, within?: (tx: Tx) => Promise<void>): Promise<AuditEntry> {
+    const requestId = input.requestId ?? currentRequestId()
     const entry = await this.db.transaction(async (tx) => {
       await within?.(tx)
-      return appendAudit(tx, this.key, input)
+      return appendAudit(tx, this.key, { ...input, requestId })
     })
     this.emit('audited', input.action)
     return entry

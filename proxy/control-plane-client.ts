@@ -487,8 +487,10 @@ export class ControlPlaneClient {
           const text = await r.body.text()
           throw new Error(`stream answered ${r.statusCode}: ${text.slice(0, 300)}`)
         }
-        if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version }, 'connected to the control plane')
+        if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version, ...(this.#retryFailures > 0 ? { failedAttempts: this.#retryFailures } : {}) }, 'connected to the control plane')
         this.#connected = true
+        this.#retryFailures = 0
+        this.#retryLog.reset()
         openedAt = Date.now()
         this.#reconnect.opened()
         for await (const ev of sseEvents(r.body)) {
@@ -498,8 +500,16 @@ export class ControlPlaneClient {
         endedByServer = true
       } catch (err) {
         if (this.#closed) return
+        this.#retryFailures++
         if (this.#connected) this.#o.log('warn', { error: (err as Error).message }, 'lost the control plane; serving the running config and retrying')
         else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error: (err as Error).message }, 'control plane unreachable')
+        else {
+          // Every later failed attempt was silent: a proxy cut off for hours (its token expired
+          // or rotated to a wrong one, a NetworkPolicy, the control plane down) said so once, at
+          // the first failure, and never again. Logged once a minute, with the count and the reason.
+          const held = this.#retryLog.take()
+          if (held !== undefined) this.#o.log('warn', { url: this.#o.url, error: (err as Error).message, failedAttempts: this.#retryFailures }, 'control plane still unreachable; serving the running config and retrying')
+        }
         this.#connected = false
         this.#firstFailure?.()
       }
@@ -624,11 +634,30 @@ export class ControlPlaneClient {
         headersTimeout: 5_000,
         bodyTimeout: 5_000,
       })
-      await r.body.dump()
+      if (r.statusCode >= 200 && r.statusCode < 300) {
+        await r.body.dump()
+        return
+      }
+      // Refused (a token without the proxy role, rotated to a wrong one; the control plane
+      // failing): the answer was thrown away unread, so GET /v1/proxies went on showing the old
+      // version or no NACK, and nothing on the proxy said why.
+      const detail = (await r.body.text()).slice(0, 300)
+      this.#ackFailed(version, ok, { status: r.statusCode, detail })
     } catch (err) {
-      this.#o.log('warn', { version, error: (err as Error).message }, 'could not send ACK/NACK')
+      this.#ackFailed(version, ok, { error: (err as Error).message })
     }
   }
+
+  /** Once a minute (a control plane refusing every ACK would otherwise log one per version and reconnect); the count of those held back rides along. */
+  #ackFailed(version: number, ok: boolean, why: Record<string, unknown>): void {
+    const held = this.#ackLog.take()
+    if (held === undefined) return
+    this.#o.log('warn', { version, answer: ok ? 'ACK' : 'NACK', ...why, ...(held > 0 ? { alsoFailedSinceLastLogged: held } : {}) }, 'could not send ACK/NACK to the control plane (GET /v1/proxies does not show this answer)')
+  }
+  readonly #ackLog = new LogWindow(60_000)
+  /** Failed connection attempts since the stream was last open (after boot), and their log window. */
+  #retryFailures = 0
+  readonly #retryLog = new LogWindow(60_000)
 
   /** Keep a running snapshot as last-known-good; a failed write is logged (the previous file stays). */
   #persistOrWarn(envelope: Envelope, version: number): void {
@@ -717,14 +746,18 @@ export class ControlPlaneClient {
         // Kept for the next run: the control plane may answer again (5xx), the token may be
         // rotated (401/403: a Secret being replaced, a role being fixed), or it asks to wait.
         // Dropping them lost every report of a rotation window.
+        // Logged once a minute whatever the status: a control plane answering 503 for an hour
+        // (its database down) went unsaid until reports started being dropped.
         if (status >= 500 || status === 401 || status === 403 || status === 408 || status === 429) {
-          if (status < 500 && this.#usageLog.take() !== undefined) this.#o.log('warn', { status, detail, pending: this.#pending.length }, 'usage report refused by the control plane; kept and retried')
+          if (this.#usageLog.take() !== undefined) this.#o.log('warn', { status, detail, pending: this.#pending.length }, 'usage report refused by the control plane; kept and retried')
           return
         }
         // Any other 4xx will never succeed: dropped, and said so.
         this.#o.log('error', { status, detail, seq: rep.seq }, 'usage report refused by the control plane as malformed; dropped')
         this.#pending.shift()
-      } catch {
+      } catch (err) {
+        // No answer (the control plane down or unreachable): kept for the next run, as before, and now said.
+        if (this.#usageLog.take() !== undefined) this.#o.log('warn', { error: (err as Error).message, pending: this.#pending.length }, 'usage report not delivered: the control plane did not answer; kept and retried')
         return
       }
     }

@@ -146,6 +146,9 @@ export class WorkerProxy {
     this.logger.level = config.log.level
     this.usage.setTenants(Object.keys(config.tenants))
     configureStreamGc(config.workerHeap.streamedMbPerGc)
+    // Upstream subscription connections already open take the new keep-alive, ack and retry
+    // timings now (a pending ping or backoff is re-timed), not at the next operation.
+    this.subscriptions.pool.configure(config.subscriptions.upstream)
     this.#live.set(next, redis)
     if (prev !== undefined) {
       prev.retire(() => {

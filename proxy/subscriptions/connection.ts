@@ -837,7 +837,9 @@ export class ClientConnection {
     sub.stream = stream
     const ack = this.writer.subscribed(cmd.id, cmd.topic ?? '', cursor ?? stream.headCursor)
     if (ack !== undefined) this.#sendNow(ack)
-    stream.attach(sub, cursor)
+    // Its own connection, should the stream have to move to this subscriber's credentials (after
+    // an upstream drop, the stream reconnects with those of the sharer that joined last).
+    stream.attach(sub, cursor, () => this.hub.upstreamFor(route, this.upgrade.url ?? '/', ctx.tenant, headers, params))
   }
 
   /**

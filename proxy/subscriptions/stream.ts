@@ -31,6 +31,12 @@ export interface StreamSubscriber {
   replayFrom(feed: ReplayFeed): void
 }
 
+/**
+ * The upstream connection opened with one subscriber's own credentials (the pool's, opened if it
+ * is not yet): what a shared stream moves to when the connection it rides drops.
+ */
+export type UpstreamOpener = () => UpstreamConnection
+
 /** graphql-ws re-sends this very object on resubscribe, so it is kept mutable (lastEventId). */
 export type UpstreamPayload = { -readonly [K in keyof SubscribePayload]: SubscribePayload[K] }
 
@@ -100,6 +106,14 @@ export class Stream implements UpstreamListener {
   #removed: StreamSubscriber[] | undefined
   #linger: NodeJS.Timeout | undefined
   #unsubscribe: (() => void) | undefined
+  /** The connection it rides: the one it was opened on, or a sharer's after a drop (#rehome). */
+  #upstream: UpstreamConnection
+  /**
+   * Each attached subscriber's credentials (as a way to open the connection they give), in the
+   * order they joined: the newest is the last. Only those that came with one.
+   */
+  readonly #openers = new Map<StreamSubscriber, UpstreamOpener>()
+  #rehoming = false
   #lastEventId: string | undefined
   #maintAt = 0
   readonly #o: StreamOptions
@@ -110,6 +124,7 @@ export class Stream implements UpstreamListener {
     this.#o = o
     this.key = o.key
     this.streamId = o.streamId
+    this.#upstream = o.upstream
     this.ring = new ReplayRing(o.maxEvents, o.maxAgeMs, o.maxBytes)
     this.epoch = newEpoch()
     this.#lastTs = Date.now()
@@ -138,8 +153,13 @@ export class Stream implements UpstreamListener {
   }
 
   start(): void {
-    this.#o.upstream.listeners.add(this)
-    this.#unsubscribe = this.#o.upstream.subscribe(this.#o.payload, this)
+    this.#upstream.listeners.add(this)
+    this.#unsubscribe = this.#upstream.subscribe(this.#o.payload, this)
+  }
+
+  /** The upstream connection it rides now. */
+  get upstream(): UpstreamConnection {
+    return this.#upstream
   }
 
   #cursor(epoch: string, offset: number, ts: number): string {
@@ -223,6 +243,53 @@ export class Stream implements UpstreamListener {
 
   upstreamLost(): void {
     if (this.#state === 'live' || this.#state === 'resuming') this.#state = 'interrupted'
+    this.#scheduleRehome()
+  }
+
+  /**
+   * A shared stream rides the connection opened with the credentials of whoever opened it. Under a
+   * wider sharing scope (dedupClaims) other sharers hold other tokens, and that first token may
+   * have expired or its holder left: reconnecting with it after a drop (a backend restart) would
+   * be refused, for every sharer. So once the connection dropped, the stream moves to the
+   * connection of the subscriber that joined last among those still attached (any sharer's
+   * credentials are good for it: sharing already requires an equal scope), unless that is the
+   * connection it rides. After the move the stream resubscribes there, as after any drop: an
+   * epoch gap (or a resume). Done after the current turn: the old connection is in the middle of
+   * its close handling, and a release may dispose it.
+   */
+  #scheduleRehome(): void {
+    if (this.#rehoming || this.#state !== 'interrupted' || this.#openers.size === 0) return
+    this.#rehoming = true
+    queueMicrotask(() => {
+      this.#rehoming = false
+      this.#rehome()
+    })
+  }
+
+  #rehome(): void {
+    if (this.#state !== 'interrupted') return
+    let open: UpstreamOpener | undefined
+    for (const o of this.#openers.values()) open = o
+    if (open === undefined) return
+    const old = this.#upstream
+    let next: UpstreamConnection
+    try {
+      next = open()
+    } catch (err) {
+      this.#o.logger.error({ err, streamId: this.streamId }, 'opening a sharer\'s upstream connection failed; the stream stays where it is')
+      return
+    }
+    if (next === old) return
+    const release = this.#unsubscribe
+    old.listeners.delete(this)
+    this.#upstream = next
+    next.adoptAfterDrop()
+    next.listeners.add(this)
+    this.#unsubscribe = next.subscribe(this.#o.payload, this)
+    // After the new subscribe: the old connection may go with this release (its last operation).
+    release?.()
+    this.#o.logger.info({ streamId: this.streamId, subscribers: this.#subs.length, up: next.up }, 'shared stream moved to the upstream connection of a subscriber still attached')
+    if (next.up) this.upstreamRestored()
   }
 
   upstreamRestored(): void {
@@ -283,7 +350,13 @@ export class Stream implements UpstreamListener {
    * pushed at once: a replay longer than the client's queue bounds loses nothing — then the live
    * events, with no seam: those logged meanwhile are read from the ring by the same feed.
    */
-  attach(sub: StreamSubscriber, cursor: string | undefined): void {
+  attach(sub: StreamSubscriber, cursor: string | undefined, upstream?: UpstreamOpener): void {
+    if (upstream !== undefined) {
+      this.#openers.delete(sub)
+      this.#openers.set(sub, upstream)
+      // Joining while the connection is down: its credentials may be the ones that work.
+      this.#scheduleRehome()
+    }
     if (this.#linger !== undefined) {
       clearTimeout(this.#linger)
       this.#linger = undefined
@@ -342,6 +415,7 @@ export class Stream implements UpstreamListener {
   #remove(sub: StreamSubscriber): void {
     const i = sub.streamIndex
     if (i === -1 || this.#subs[i] !== sub) return
+    if (this.#openers.delete(sub)) this.#scheduleRehome()
     const last = this.#subs.pop()!
     if (last !== sub) {
       this.#subs[i] = last
@@ -369,7 +443,8 @@ export class Stream implements UpstreamListener {
     if (this.#state === 'done') return
     this.#state = 'done'
     if (this.#linger !== undefined) clearTimeout(this.#linger)
-    this.#o.upstream.listeners.delete(this)
+    this.#openers.clear()
+    this.#upstream.listeners.delete(this)
     this.#unsubscribe?.()
     this.#o.metrics.upstreams.dec()
     this.#o.onClosed(this)

@@ -18,6 +18,12 @@ export interface UpstreamSettings {
   maxMessageBytes: number
 }
 
+/**
+ * The timing settings of `subscriptions.upstream`, read by every pooled connection at each use
+ * (see UpstreamPool.configure): a reload that changes them reaches connections already open.
+ */
+export type UpstreamTimings = Pick<UpstreamSettings, 'retryInitialMs' | 'retryMaxMs' | 'connectTimeoutMs' | 'keepAliveMs'>
+
 export interface UpstreamListener {
   /** The connection dropped; the library is reconnecting. */
   upstreamLost(): void
@@ -128,6 +134,15 @@ class Operation implements OperationSink {
     if (this.#ended) return
     this.#ended = true
     this.#sink.complete()
+  }
+
+  /**
+   * Its owner let go of it: nothing more reaches the sink. graphql-ws still calls complete() once
+   * the unsubscribe went through, and a stream that moved to another connection (Stream.#rehome)
+   * would take that for its own end.
+   */
+  mute(): void {
+    this.#ended = true
   }
 
   /** The connection gave up: the operation ends with this close, and lets go of the connection. */
@@ -273,7 +288,6 @@ export class UpstreamConnection {
    */
   #attempt = 0
   #upSince = 0
-  readonly #stableMs: number
   /**
    * A connection closed and no backoff was waited since. graphql-ws reconnects after a close with
    * 1000 (Normal Closure) at once, without asking shouldRetry or calling retryWait: a backend
@@ -286,30 +300,39 @@ export class UpstreamConnection {
   #socket: WebSocket | undefined = undefined
   /** Armed when a keep-alive ping goes out, cleared by anything received: see #pingSent. */
   #silence: NodeJS.Timeout | undefined = undefined
-  readonly #silenceMs: number
+  #silenceAt = 0
+  /**
+   * The keep-alive and connection_ack timers are ours, not graphql-ws's (it reads keepAlive and
+   * connectionAckWaitTimeout once, when the client is made): each cycle takes the current
+   * settings, and a reload re-arms a pending timer from when it was armed (see #retime).
+   */
+  #ping: NodeJS.Timeout | undefined = undefined
+  #pingAt = 0
+  #ack: NodeJS.Timeout | undefined = undefined
+  #ackAt = 0
+  /** The socket that opened and is not closed yet (acknowledged or not): what the ping and ack timers watch. */
+  #openSocket: WebSocket | undefined = undefined
+  /** The reconnect backoff being waited, so a reload can re-time it. */
+  #waiting: { n: number; random: number; start: number; resolve: () => void; timer: NodeJS.Timeout } | undefined = undefined
   readonly #pool: UpstreamPool
 
   constructor(pool: UpstreamPool, key: string, url: string, headers: Record<string, string>, params: Record<string, unknown> | undefined, s: UpstreamSettings) {
     this.#pool = pool
     this.key = key
     this.url = url
-    this.#stableMs = s.retryMaxMs
-    this.#silenceMs = Math.max(s.keepAliveMs, s.connectTimeoutMs)
-    const timeout = s.connectTimeoutMs
     const maxPayload = s.maxMessageBytes
     // graphql-ws constructs the socket itself: bind our handshake headers into the class (its
     // base screens what the upstream sends and keeps a refused handshake's status: UpstreamSocket).
     const conn = this
     class HeaderedWebSocket extends UpstreamSocket {
       constructor(address: string, protocols?: string | string[]) {
-        super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: timeout, followRedirects: false, maxPayload })
+        super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: pool.timings.connectTimeoutMs, followRedirects: false, maxPayload })
         // Disposed while a reconnect waited its backoff in url(): graphql-ws opens the socket
         // anyway; abort the handshake (error + close 1006 on the next tick, as for a refusal).
         if (conn.#disposed) this.terminate()
       }
     }
-    // Unref'd: a backoff in progress must not hold a worker thread that is shutting down.
-    const wait = (resolve: () => void) => void setTimeout(resolve, backoffMs(this.#attempt++, s.retryInitialMs, s.retryMaxMs, Math.random())).unref()
+    const wait = (resolve: () => void) => this.#wait(resolve)
     this.client = createClient({
       // Never rejects: graphql-ws awaits it where a rejection would go unhandled.
       url: () => {
@@ -321,8 +344,9 @@ export class UpstreamConnection {
       connectionParams: params,
       lazy: true,
       lazyCloseTimeout: 0,
-      keepAlive: s.keepAliveMs,
-      connectionAckWaitTimeout: s.connectTimeoutMs,
+      // Both ours (#armPing, #armAck): graphql-ws would keep the values of the config it was made with.
+      keepAlive: 0,
+      connectionAckWaitTimeout: 0,
       retryAttempts: Number.POSITIVE_INFINITY,
       // A backend that was never reachable fails the subscribe at once (the client gets an
       // error); one that dropped after working is retried for as long as streams need it.
@@ -339,16 +363,21 @@ export class UpstreamConnection {
         return new Promise<void>(wait)
       },
       on: {
-        opened: () => {
+        opened: (socket) => {
           this.#opened = true
+          this.#openSocket = socket as WebSocket
+          this.#armAck()
+          this.#armPing()
         },
         connected: (socket) => {
           this.#socket = socket as WebSocket
+          this.#clearAck()
           this.#connected()
         },
         closed: (event) => this.#closed(event),
-        ping: (received) => {
-          if (!received) this.#pingSent()
+        pong: (received) => {
+          // graphql-ws's own cycle: the next ping keepAliveMs after a pong.
+          if (received) this.#armPing()
         },
         message: () => {
           if (this.#silence !== undefined) this.#heard()
@@ -363,6 +392,18 @@ export class UpstreamConnection {
     return this.#up
   }
 
+  /**
+   * A stream moves here because the connection it rode dropped (see Stream: it follows the
+   * credentials of a subscriber still attached). The upstream worked a moment ago: a connection
+   * not yet up is retried like one that was (a backend still restarting is an outage, not a
+   * refusal), and its streams hear when it is up (upstreamRestored).
+   */
+  adoptAfterDrop(): void {
+    if (this.#disposed || this.#up || this.#everConnected) return
+    this.#everConnected = true
+    this.#lost = true
+  }
+
   subscribe(payload: SubscribePayload, sink: OperationSink): () => void {
     this.#refs++
     const op = new Operation(sink)
@@ -372,6 +413,7 @@ export class UpstreamConnection {
     op.release = () => {
       if (released) return
       released = true
+      op.mute()
       this.#ops.delete(op)
       unsubscribe()
       this.#release()
@@ -396,13 +438,119 @@ export class UpstreamConnection {
     const socket = this.#socket
     // Before the ack, connectionAckWaitTimeout watches the upstream.
     if (this.#silence !== undefined || socket === undefined) return
+    this.#silenceAt = Date.now()
+    this.#armSilence(socket, this.#silenceMs())
+  }
+
+  #silenceMs(): number {
+    const t = this.#pool.timings
+    return Math.max(t.keepAliveMs, t.connectTimeoutMs)
+  }
+
+  #armSilence(socket: WebSocket, ms: number): void {
+    clearTimeout(this.#silence)
     this.#silence = setTimeout(() => {
       this.#silence = undefined
       if (this.#disposed || socket !== this.#socket || socket.readyState !== WebSocket.OPEN) return
-      this.#pool.logger.warn({ upstream: this.url, silentMs: this.#silenceMs, streams: this.listeners.size }, 'upstream did not answer a keep-alive ping: dropping the connection')
+      this.#pool.logger.warn({ upstream: this.url, silentMs: Date.now() - this.#silenceAt, streams: this.listeners.size }, 'upstream did not answer a keep-alive ping: dropping the connection')
       socket.terminate()
-    }, this.#silenceMs)
+    }, ms)
     this.#silence.unref()
+  }
+
+  /** The next keep-alive ping, keepAliveMs from now (as graphql-ws: after the open, then after each pong). */
+  #armPing(): void {
+    clearTimeout(this.#ping)
+    this.#ping = undefined
+    const socket = this.#openSocket
+    const ms = this.#pool.timings.keepAliveMs
+    if (socket === undefined || this.#disposed || !(ms > 0) || !Number.isFinite(ms)) return
+    this.#pingAt = Date.now()
+    this.#schedulePing(socket, ms)
+  }
+
+  #schedulePing(socket: WebSocket, ms: number): void {
+    this.#ping = setTimeout(() => {
+      this.#ping = undefined
+      if (this.#disposed || socket !== this.#openSocket || socket.readyState !== WebSocket.OPEN) return
+      socket.send('{"type":"ping"}')
+      this.#pingSent()
+    }, ms)
+    this.#ping.unref()
+  }
+
+  /** connection_ack must come within connectTimeoutMs of the open (graphql-ws's 4504 close, retried). */
+  #armAck(): void {
+    this.#clearAck()
+    const socket = this.#openSocket
+    const ms = this.#pool.timings.connectTimeoutMs
+    if (socket === undefined || !(ms > 0) || !Number.isFinite(ms)) return
+    this.#ackAt = Date.now()
+    this.#scheduleAck(socket, ms)
+  }
+
+  #scheduleAck(socket: WebSocket, ms: number): void {
+    this.#ack = setTimeout(() => {
+      this.#ack = undefined
+      if (socket !== this.#openSocket || this.#socket === socket || socket.readyState !== WebSocket.OPEN) return
+      socket.close(CloseCode.ConnectionAcknowledgementTimeout, 'Connection acknowledgement timeout')
+    }, ms)
+    this.#ack.unref()
+  }
+
+  #clearAck(): void {
+    clearTimeout(this.#ack)
+    this.#ack = undefined
+  }
+
+  /** Reconnect attempt backoff, with the current retry settings. Unref'd: it must not hold a worker thread that is shutting down. */
+  #wait(resolve: () => void): void {
+    const t = this.#pool.timings
+    const n = this.#attempt++
+    const random = Math.random()
+    const w = { n, random, start: Date.now(), resolve, timer: undefined as unknown as NodeJS.Timeout }
+    const done = (): void => {
+      if (this.#waiting === w) this.#waiting = undefined
+      resolve()
+    }
+    w.resolve = done
+    w.timer = setTimeout(done, backoffMs(n, t.retryInitialMs, t.retryMaxMs, random))
+    w.timer.unref()
+    this.#waiting = w
+  }
+
+  /**
+   * The pool's timings changed (a reload): timers already running are re-armed as if they had
+   * been armed with the new values — a ping or ack wait, the silence after a ping, a backoff wait
+   * (same jitter) — so a shorter value applies now and a longer one extends the current wait;
+   * every later cycle reads the new values anyway.
+   */
+  retime(): void {
+    if (this.#disposed) return
+    const t = this.#pool.timings
+    const now = Date.now()
+    const socket = this.#openSocket
+    if (socket !== undefined) {
+      if (this.#ping !== undefined) {
+        clearTimeout(this.#ping)
+        this.#ping = undefined
+        if (t.keepAliveMs > 0 && Number.isFinite(t.keepAliveMs)) this.#schedulePing(socket, Math.max(0, this.#pingAt + t.keepAliveMs - now))
+      } else if (this.#silence === undefined) this.#armPing() // keep-alive was off (or just answered): start a cycle
+      if (this.#ack !== undefined) {
+        this.#clearAck()
+        if (t.connectTimeoutMs > 0 && Number.isFinite(t.connectTimeoutMs)) this.#scheduleAck(socket, Math.max(0, this.#ackAt + t.connectTimeoutMs - now))
+      }
+    }
+    if (this.#silence !== undefined && this.#socket !== undefined) {
+      if (t.keepAliveMs > 0) this.#armSilence(this.#socket, Math.max(0, this.#silenceAt + this.#silenceMs() - now))
+      else this.#heard()
+    }
+    const w = this.#waiting
+    if (w !== undefined) {
+      clearTimeout(w.timer)
+      w.timer = setTimeout(w.resolve, Math.max(0, w.start + backoffMs(w.n, t.retryInitialMs, t.retryMaxMs, w.random) - now))
+      w.timer.unref()
+    }
   }
 
   #heard(): void {
@@ -414,6 +562,9 @@ export class UpstreamConnection {
     if (this.#disposed) return
     this.#disposed = true
     this.#heard()
+    clearTimeout(this.#ping)
+    this.#ping = undefined
+    this.#clearAck()
     this.#pool.forget(this)
     this.#pool.metrics.upstreamConnections.dec()
     // graphql-ws's dispose awaits a connection still being opened and rejects when that opening
@@ -445,8 +596,12 @@ export class UpstreamConnection {
     this.#up = false
     this.#unwaited = true
     this.#socket = undefined
+    this.#openSocket = undefined
     this.#heard()
-    if (was && Date.now() - this.#upSince >= this.#stableMs) this.#attempt = 0
+    clearTimeout(this.#ping)
+    this.#ping = undefined
+    this.#clearAck()
+    if (was && Date.now() - this.#upSince >= this.#pool.timings.retryMaxMs) this.#attempt = 0
     if (this.#disposed) return
     const status = handshakeStatus(event)
     if (isFinalHandshakeStatus(status)) {
@@ -508,6 +663,8 @@ export class UpstreamPool {
   readonly #conns = new Map<string, UpstreamConnection>()
   readonly metrics: HubMetrics
   readonly logger: Logger
+  /** The current `subscriptions.upstream` timings: every connection of the pool reads them at each use. */
+  #timings: UpstreamTimings = { retryInitialMs: 1_000, retryMaxMs: 30_000, connectTimeoutMs: 10_000, keepAliveMs: 0 }
 
   constructor(metrics: HubMetrics, logger: Logger) {
     this.metrics = metrics
@@ -518,7 +675,24 @@ export class UpstreamPool {
     return this.#conns.size
   }
 
+  get timings(): UpstreamTimings {
+    return this.#timings
+  }
+
+  /**
+   * The `subscriptions.upstream` timings of the current config. Connections already pooled take
+   * them too (a reload that shortens the ack timeout or the ping interval is not only for new
+   * connections): see UpstreamConnection.retime. get() passes them on every call.
+   */
+  configure(s: UpstreamTimings): void {
+    const t = this.#timings
+    if (t.retryInitialMs === s.retryInitialMs && t.retryMaxMs === s.retryMaxMs && t.connectTimeoutMs === s.connectTimeoutMs && t.keepAliveMs === s.keepAliveMs) return
+    this.#timings = { retryInitialMs: s.retryInitialMs, retryMaxMs: s.retryMaxMs, connectTimeoutMs: s.connectTimeoutMs, keepAliveMs: s.keepAliveMs }
+    for (const c of this.#conns.values()) c.retime()
+  }
+
   get(key: string, url: string, headers: Record<string, string>, params: Record<string, unknown> | undefined, s: UpstreamSettings): UpstreamConnection {
+    this.configure(s)
     let c = this.#conns.get(key)
     if (c === undefined) {
       c = new UpstreamConnection(this, key, url, headers, params, s)

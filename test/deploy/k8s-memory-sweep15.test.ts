@@ -70,6 +70,14 @@ describe('rendered igw containers size their worker heaps from their memory limi
         // n workers plus one share for the supervisor thread within three quarters of the limit.
         expect((total * (n + 1)) / n).toBeLessThanOrEqual(limit * 0.75)
         expect(total / n).toBeGreaterThanOrEqual(64 * 2 ** 20) // and still a usable heap each
+        // Each worker's cache entries live outside its heap (Buffers): with the heaps' share, a
+        // full cache in every worker and the process's native memory (code, sockets, TLS, ~48 MiB
+        // measured) must fit too. The sidecar's 64 MiB default cache in a 256Mi container did
+        // not: a warm cache got the pod OOM-killed without a drain.
+        const cfg = JSON.parse(await (await request(`http://127.0.0.1:${admin}/config`)).body.text()) as { config: { routes: { filters: { name: string; maxBytes?: number }[] }[] } }
+        const cacheBytes = cfg.config.routes.flatMap((r) => r.filters).filter((f) => f.name === 'cache').reduce((sum, f) => sum + (f.maxBytes ?? 0), 0)
+        expect(cacheBytes).toBeGreaterThan(0)
+        expect((total * (n + 1)) / n + n * cacheBytes + 48 * 2 ** 20).toBeLessThanOrEqual(limit)
       } finally {
         await run.stop()
       }

@@ -109,6 +109,9 @@ class QuotaFilter implements Filter {
   readonly #anomalyOn: boolean
   readonly #rejected: Record<number, Child>
   readonly #would: Record<number, Child>
+  /** Refused for good: the cost is over a limit no wait frees (reason "too_expensive"). */
+  readonly #tooExpensive: Child
+  readonly #wouldTooExpensive: Child
   readonly #timers: Record<Path, LatencySeries>
   readonly #releaseInflight: () => void
   readonly #workerId: number
@@ -138,6 +141,8 @@ class QuotaFilter implements Filter {
       this.#rejected[Number(bit)] = this.#m.rejections.labels(k, reason)
       this.#would[Number(bit)] = this.#m.wouldReject.labels(k, reason)
     }
+    this.#tooExpensive = this.#m.rejections.labels(k, 'too_expensive')
+    this.#wouldTooExpensive = this.#m.wouldReject.labels(k, 'too_expensive')
     this.#timers = { local: this.#m.decisions.series(k, 'local'), redis: this.#m.decisions.series(k, 'redis'), fallback: this.#m.decisions.series(k, 'fallback') }
     const i32 = this.#i32
     this.#workerId = deps.workerId
@@ -160,11 +165,23 @@ class QuotaFilter implements Filter {
     const r = this.#resolve(ctx)
     // Every request counts toward the tenant's rate (refused ones too: a flood is the anomaly).
     if (this.#anomalyOn) Atomics.add(this.#i32, this.#rt.table.si(r.slot, S_REQUESTS), 1)
+    const rule = r.rule
+    let cost = 1
+    if (rule.metered) {
+      cost = ctx.cost
+      if (!(cost >= 0)) cost = 1
+      else if (cost > MAX_REQUEST_COST) cost = MAX_REQUEST_COST // an estimate may be absurd or infinite
+      else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
+      // Over the burst, the whole day's quota or a hard-capped budget: no wait ever admits it. A
+      // 429 with Retry-After had clients (Apollo's RetryLink, job runners) retry it forever; it is
+      // refused for good (as a cost limit refuses a too expensive operation), before QoS, a
+      // concurrency slot or a Redis round trip, and without touching the tenant's figures.
+      if (cost > rule.maxCost) return this.#refuseTooExpensive(ctx, r, cost)
+    }
     if (this.#qosOn) {
       const shed = this.#admit(ctx, r)
       if (shed !== undefined) return shed
     }
-    const rule = r.rule
     if (rule.maxConcurrent > 0) {
       const refused = this.#acquire(ctx, r)
       if (refused !== undefined) return refused
@@ -173,10 +190,6 @@ class QuotaFilter implements Filter {
       if (this.#ietf && r.policy !== undefined) this.#headers(ctx, r, this.#verdict.reset(), Date.now())
       return undefined
     }
-    let cost = ctx.cost
-    if (!(cost >= 0)) cost = 1
-    else if (cost > MAX_REQUEST_COST) cost = MAX_REQUEST_COST // an estimate may be absurd or infinite
-    else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
     const now = Date.now()
     if (store !== undefined) {
       if (store.usable(now)) return this.#decideRedis(ctx, r, cost, now, t0, store)
@@ -390,7 +403,11 @@ class QuotaFilter implements Filter {
 
   #finish(ctx: RequestContext, r: Resolved, v: Verdict, cost: number, now: number, t0: number, path: Path): Decision {
     if (t0 >= 0) this.#timers[path].observe((performance.now() - t0) / 1000)
-    if (v.would !== 0) for (let bit = 1; bit <= RULE_BUDGET; bit <<= 1) if ((v.would & bit) !== 0) this.#would[bit]!.inc()
+    if (v.would !== 0) {
+      // A shadow rule this request could never fit would refuse it for good, not for a while.
+      if (cost > r.rule.maxCostShadow) this.#wouldTooExpensive.inc()
+      else for (let bit = 1; bit <= RULE_BUDGET; bit <<= 1) if ((v.would & bit) !== 0) this.#would[bit]!.inc()
+    }
     if (v.fired !== 0) this.#budgetEvents(r, v, now)
     if (v.allowed) {
       if (this.#ietf && r.policy !== undefined) this.#headers(ctx, r, v, now)
@@ -416,25 +433,21 @@ class QuotaFilter implements Filter {
     if (reason === RULE_RATE) {
       limit = Math.max(1, Math.floor(rule.burst))
       remaining = Math.max(0, Math.floor(v.tokens / MICRO))
+      // Over the burst itself was refused up front (rule.maxCost); over the bucket as it applies
+      // here it is only while Redis is out under local-share (this proxy's share of the burst).
       message =
         cost * MICRO > v.capacity
-          ? `request cost ${cost} exceeds the ${this.#kind} burst of ${limit} units`
+          ? `request cost ${cost} exceeds this proxy's share (${Math.floor(v.capacity / MICRO)} units) of the ${this.#kind} burst of ${limit} units while the quota store is unreachable; retry in ${retry} s`
           : `${this.#kind} rate limit exceeded (${rule.rate} units/s, burst ${limit}); retry in ${retry} s`
     } else if (reason === RULE_DAILY) {
       limit = v.dayLimit
       remaining = Math.max(0, v.dayLimit - v.used)
-      // A request larger than the whole day's quota never fits: say so rather than "used up".
-      message =
-        cost > rule.limitPerDay
-          ? `request cost ${cost} exceeds the daily ${this.#kind} quota of ${rule.limitPerDay} units`
-          : `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
+      // (A request larger than the whole day's quota was refused up front: rule.maxCost.)
+      message = `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
     } else {
       limit = rule.budget!.units
       remaining = Math.max(0, limit - v.budgetTotal)
-      message =
-        cost > limit
-          ? `request cost ${cost} exceeds the budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)}`
-          : `budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)} used up`
+      message = `budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)} used up`
     }
     const retryStr = String(retry)
     ctx.addResponseHeader('retry-after', retryStr)
@@ -450,6 +463,37 @@ class QuotaFilter implements Filter {
       remaining,
       cost,
       retryAfterSeconds: retry,
+    })
+  }
+
+  /**
+   * A request whose cost is over a limit no wait frees (rule.maxCost): 400 BAD_REQUEST, neither
+   * Retry-After nor a RateLimit reset (there is nothing to wait for), and the limit it exceeds.
+   * Counted as reason "too_expensive", apart from the refusals that a retry later gets through.
+   */
+  #refuseTooExpensive(ctx: RequestContext, r: Resolved, cost: number): LocalReply {
+    const rule = r.rule
+    const which = rule.maxCostRule
+    this.#tooExpensive.inc()
+    let limit: number
+    let what: string
+    if (which === RULE_RATE) {
+      limit = Math.max(1, Math.floor(rule.burst))
+      what = `the ${this.#kind} burst of ${limit} units`
+    } else if (which === RULE_DAILY) {
+      limit = rule.limitPerDay
+      what = `the daily ${this.#kind} quota of ${limit} units`
+    } else {
+      limit = rule.budget!.units
+      what = `the budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)}`
+    }
+    if (this.#ietf && r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+    return errorReply('BAD_REQUEST', `request cost ${cost} exceeds ${what}: it can never be admitted, so retrying will not help (lower its cost)`, {
+      kind: this.#kind,
+      reason: 'too_expensive',
+      policy: POLICY_NAME[which],
+      limit,
+      cost,
     })
   }
 

@@ -7,7 +7,7 @@ import { DEFAULT_TIER } from '../../config/defaults.ts'
 import type { Tier } from '../../config/primitives.ts'
 import type { BudgetConfig, KindLimits, QuotaKind, QuotasConfig } from '../../config/quotas.ts'
 import type { BudgetShape } from './rolling-budget.ts'
-import { ratePerMs, toMicro } from './token-bucket.ts'
+import { MICRO, ratePerMs, toMicro } from './token-bucket.ts'
 
 export const KIND_INDEX: Record<QuotaKind, number> = { graphql: 0, ingest: 1, embeddings: 2, subscriptions: 3 }
 
@@ -44,6 +44,37 @@ export interface KindRule {
   shadowMask: number
   /** Anything besides concurrency to decide? */
   metered: boolean
+  /**
+   * The largest cost (units) the enforced rules can ever admit — the smallest of the burst, the
+   * day's limit and a hard-capped budget; Infinity when none bounds it — and the RULE_* whose
+   * limit it is (0: none). A larger request is refused at once and for good: no wait frees it.
+   */
+  maxCost: number
+  maxCostRule: number
+  /** The same over shadow rules as well (what a shadow rule would refuse for good). */
+  maxCostShadow: number
+}
+
+/** The smallest static limit a single request must fit in, over the rules in `mask`. */
+function costCeiling(perMs: number, capacity: number, limitPerDay: number, budget: BudgetRule | undefined, mask: number): { max: number; rule: number } {
+  let max = Number.POSITIVE_INFINITY
+  let rule = 0
+  if ((mask & RULE_BUDGET) !== 0 && budget !== undefined && budget.hardCap && budget.units < max) {
+    max = budget.units
+    rule = RULE_BUDGET
+  }
+  // A day's limit of 0 is a kind switched off for the tenant (the control plane's suspension),
+  // not a request too large for it: that stays QUOTA_EXCEEDED, as a used-up day.
+  if ((mask & RULE_DAILY) !== 0 && limitPerDay > 0 && limitPerDay <= max) {
+    max = limitPerDay
+    rule = RULE_DAILY
+  }
+  // Whole micro-units: a cost over capacity / 10^6 is more than the bucket ever holds.
+  if ((mask & RULE_RATE) !== 0 && perMs > 0 && capacity / MICRO <= max) {
+    max = capacity / MICRO
+    rule = RULE_RATE
+  }
+  return { max, rule }
 }
 
 function pick<K extends keyof KindLimits>(own: KindLimits | undefined, key: K): { set: boolean; value: KindLimits[K] } {
@@ -105,6 +136,10 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
   let shadowMask = shadow ? RULE_RATE | RULE_DAILY | RULE_CONCURRENT : 0
   if (budget !== undefined && (budget.shadow || routeShadow)) shadowMask |= RULE_BUDGET
   const limitPerDay = daily == null ? -1 : daily
+  const perMs = rate > 0 ? ratePerMs(rate) : 0
+  const capacity = rate > 0 ? toMicro(burst) : 0
+  const all = RULE_RATE | RULE_DAILY | RULE_BUDGET
+  const enforced = costCeiling(perMs, capacity, limitPerDay, budget, all & ~shadowMask)
   return {
     kind,
     kindIndex: KIND_INDEX[kind],
@@ -113,12 +148,15 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
     zoneCode: zoneCode(timeZone ?? 'UTC'),
     rate,
     burst,
-    perMs: rate > 0 ? ratePerMs(rate) : 0,
-    capacity: rate > 0 ? toMicro(burst) : 0,
+    perMs,
+    capacity,
     limitPerDay,
     maxConcurrent: conc == null ? 0 : conc,
     budget,
     shadowMask,
     metered: rate > 0 || limitPerDay >= 0 || budget !== undefined,
+    maxCost: enforced.max,
+    maxCostRule: enforced.rule,
+    maxCostShadow: costCeiling(perMs, capacity, limitPerDay, budget, all).max,
   }
 }

@@ -10,36 +10,50 @@ import type { RouteRuntime } from './runtime.ts'
 
 export async function runRequestChain(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMetrics): Promise<LocalReply | undefined> {
   for (const idx of route.requestPhase) {
-    const filter = route.filters[idx]!
-    let decision: Decision
-    try {
-      const r = filter.onRequest!(ctx)
-      decision = r !== undefined && typeof (r as Promise<Decision>).then === 'function' && ctx.deadline !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, ctx.deadline) : await r
-    } catch (err) {
-      if (err === DEADLINE_PASSED) {
-        // A filter that never decides (a hung dependency) held the handshake — and the client's
-        // socket — past the route's total timeout, for ever.
-        const message = filterMissedDeadline(ctx, route, idx, metrics)
-        ctx.errorCode = 'UPSTREAM_TIMEOUT'
-        metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
-        return errorReply('UPSTREAM_TIMEOUT', message)
-      }
-      metrics.filterErrors.labels(filter.name).inc()
-      const open = route.failOpen[idx]!
-      ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed' }, 'filter error')
-      if (open) continue
-      ctx.answeredBy = filter.name
-      ctx.errorCode = 'INTERNAL_SERVER_ERROR'
-      metrics.proxyErrors.labels(route.name, 'INTERNAL_SERVER_ERROR').inc()
-      return errorReply('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
-    }
-    if (decision !== undefined) {
-      ctx.answeredBy = filter.name
-      if (decision.code !== undefined) ctx.errorCode ??= decision.code
-      return decision
-    }
+    const reply = await decide(ctx, route, metrics, idx)
+    if (reply === CONTINUE) continue
+    // Answered before the route's request-id filter ran (a tenant refusal ahead of it): the answer
+    // still carries, and the access line logs, the id that filter would have assigned (as HTTP).
+    const rid = route.requestId
+    if (rid !== undefined && idx < rid.index) ctx.assignRequestId()
+    return reply
   }
   return undefined
+}
+
+const CONTINUE = undefined
+
+/** Filter `idx`'s decision, with a throw or a missed deadline turned into the reply it gets. */
+async function decide(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMetrics, idx: number): Promise<LocalReply | undefined> {
+  const filter = route.filters[idx]!
+  let decision: Decision
+  try {
+    const r = filter.onRequest!(ctx)
+    decision = r !== undefined && typeof (r as Promise<Decision>).then === 'function' && ctx.deadline !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, ctx.deadline) : await r
+  } catch (err) {
+    if (err === DEADLINE_PASSED) {
+      // A filter that never decides (a hung dependency) held the handshake — and the client's
+      // socket — past the route's total timeout, for ever.
+      const message = filterMissedDeadline(ctx, route, idx, metrics)
+      ctx.errorCode = 'UPSTREAM_TIMEOUT'
+      metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
+      return errorReply('UPSTREAM_TIMEOUT', message)
+    }
+    metrics.filterErrors.labels(filter.name).inc()
+    const open = route.failOpen[idx]!
+    ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed' }, 'filter error')
+    if (open) return CONTINUE
+    ctx.answeredBy = filter.name
+    ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+    metrics.proxyErrors.labels(route.name, 'INTERNAL_SERVER_ERROR').inc()
+    return errorReply('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
+  }
+  if (decision !== undefined) {
+    ctx.answeredBy = filter.name
+    if (decision.code !== undefined) ctx.errorCode ??= decision.code
+    return decision
+  }
+  return CONTINUE
 }
 
 /**

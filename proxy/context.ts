@@ -1,5 +1,6 @@
 // One request's state, shared by every filter of the chain. Fields are fixed at construction
 // (one hidden class); costly things (the GraphQL document, a child logger) are computed lazily.
+import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
@@ -180,6 +181,25 @@ export class RequestContext {
       }
     }
     list.push(lower, value)
+  }
+
+  /**
+   * Name this request as the route's request-id filter would, for a request answered (or, a CORS
+   * preflight, forwarded) without that filter having run: a body refused before the chain (413,
+   * 415, 400, 408), a filter ahead of it refusing. The kept incoming id (already in `id`, see
+   * routeIncomingRequestId) or a new one, sent upstream when new and echoed when the filter echoes:
+   * such answers carried no id at all, and the access line named them by whatever x-request-id
+   * the client sent. Called by the proxy at most once, only when the filter did not run.
+   */
+  assignRequestId(): void {
+    const p = this.route.requestId
+    if (p === undefined) return
+    if (this.id === '') {
+      this.id = randomUUID()
+      this.setUpstreamHeader(p.header, this.id)
+    }
+    if (p.echo) this.addResponseHeader(p.header, this.id)
+    this.#log = undefined // a logger made earlier is bound to the old id
   }
 
   /**

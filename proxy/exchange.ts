@@ -10,7 +10,7 @@ import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
-import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, incomingRequestId, responseHeaderObject, upstreamRequestHeaders } from './headers.ts'
+import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
@@ -64,6 +64,9 @@ function onBodyError(this: IncomingMessage & WithExchange): void {
 }
 function onUploadData(chunk: Buffer): void {
   relayed(chunk.length)
+}
+function onUploadEnd(this: IncomingMessage & WithExchange): void {
+  this[kExchange]?.uploadSent()
 }
 function onTimer(ex: Exchange): void {
   ex.timerFired()
@@ -179,7 +182,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.snapshot = snapshot
     this.route = route
     this.res = res
-    this.ctx = new RequestContext(req, res, route, proxy.logger, start, incomingRequestId(req.headers['x-request-id']))
+    this.ctx = new RequestContext(req, res, route, proxy.logger, start, routeIncomingRequestId(route, req.headers))
     ;(res as WithExchange)[kExchange] = this
     ;(req as IncomingMessage & WithExchange)[kExchange] = this
     res.on('close', onResClose)
@@ -233,6 +236,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
           // CORS filter and Apollo Router answer preflights before authentication, no filter
           // sees it (an OPTIONS that is no preflight, or has a body, takes the chain as before).
           this.#preflight = true
+          this.ctx.assignRequestId() // no filter runs, the request-id filter's naming included
           this.forward()
           return
         }
@@ -462,6 +466,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // a wait), so the connection cannot carry another request.
     if (this.#awaitingContinue) this.res.shouldKeepAlive = false
     if (reply.code !== undefined) this.ctx.errorCode ??= reply.code
+    // The request-id filter did not run (a refusal before the chain, or by a filter ahead of it):
+    // the answer still carries, and the access line logs, the id it would have assigned.
+    const rid = this.route.requestId
+    if (rid !== undefined && below <= rid.index && !this.#preflight) this.ctx.assignRequestId()
     const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
     const headers: Record<string, string | string[]> = { ...reply.headers }
     const added = this.ctx.responseHeaders
@@ -613,6 +621,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this.#inviteBody()
         body = req.headers['content-length'] === undefined ? pipeline(req, new BodyLimit(route.maxBodyBytes), noop) : req
         this.#countUpload = body === req
+        this.#uploading = true // (the end listener is added only if headersMs runs out mid-upload)
       }
     }
     const headers = upstreamRequestHeaders(ctx, {
@@ -648,6 +657,24 @@ export class Exchange implements Dispatcher.DispatchHandler {
     )
   }
 
+  /** A streamed upload is complete (undici read the last of it): the upstream's headers are due headersMs from now. */
+  uploadSent(): void {
+    this.#uploading = false
+    const headersMs = this.route.timeouts.headersMs
+    if (this.phase !== Phase.Dispatched || headersMs <= 0) return
+    const now = performance.now()
+    const paused = this.#headersDeadline === Number.POSITIVE_INFINITY // the headers timer already fired mid-upload
+    this.#headersDeadline = now + headersMs
+    // Otherwise the armed timer is due no later than this new deadline: it fires early and re-arms
+    // for it (timerFired), so a quick upload costs no timer operation here.
+    if (paused) {
+      this.#clearTimer()
+      this.#timer = setTimeout(onTimer, Math.min(this.#headersDeadline, this.ctx.deadline) - now, this)
+    }
+  }
+  /** A streamed request body is still on its way upstream (see uploadSent). */
+  #uploading = false
+
   timerFired(): void {
     this.#timer = undefined
     const now = performance.now()
@@ -674,6 +701,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     if (now >= headersDue - 1) {
+      const req = this.ctx.req
+      if (this.#uploading && !req.complete) {
+        // The client is still sending its body, which the upstream is reading: no server answers
+        // before the request is in, so its headers are due headersMs after the upload ends (as
+        // Envoy's route timeout starts when the downstream request is complete). Counted from
+        // dispatch, a slow but healthy upload (a large file on a slow link) was cut with a 504
+        // blaming the upstream. Re-armed by uploadSent; the total timeout still holds meanwhile.
+        this.#headersDeadline = Number.POSITIVE_INFINITY
+        req.once('end', onUploadEnd) // here, not per request: a quick upload never needs it
+        if (this.ctx.deadline !== Number.POSITIVE_INFINITY) this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this)
+        return
+      }
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
     } else {
       const budget = Math.round(this.ctx.deadline - this.ctx.startTime)

@@ -1,5 +1,6 @@
 // Header rewriting at the proxy boundary (RFC 9110 §7.6.1): hop-by-hop headers stop here,
 // X-Forwarded-* record the hop, everything else passes unchanged and in order.
+import type { IncomingHttpHeaders } from 'node:http'
 import type { RequestContext } from './context.ts'
 
 const HOP_BY_HOP = new Set([
@@ -221,4 +222,16 @@ export function isSafeRequestId(id: string): boolean {
  */
 export function incomingRequestId(value: string | string[] | undefined): string {
   return typeof value === 'string' && SAFE_REQUEST_ID.test(value) ? value : ''
+}
+
+/**
+ * The incoming id a request is named by before its route's request-id filter ran, by that
+ * filter's rule: its header (not always x-request-id), and none when it trusts no incoming id
+ * (trustIncoming: false) — a client-chosen x-request-id was logged as the gateway's own on
+ * exactly the requests refused before the chain. Without the filter: x-request-id, as before.
+ */
+export function routeIncomingRequestId(route: { readonly requestId?: { readonly header: string; readonly trustIncoming: boolean } }, headers: IncomingHttpHeaders): string {
+  const p = route.requestId
+  if (p === undefined) return incomingRequestId(headers['x-request-id'])
+  return p.trustIncoming ? incomingRequestId(headers[p.header]) : ''
 }

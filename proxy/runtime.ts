@@ -39,6 +39,20 @@ export interface RouteRuntime extends Routable {
   /** Indices of filters with onResponse, in reverse chain order. */
   readonly responsePhase: readonly number[]
   readonly metrics: RouteMetrics
+  /**
+   * The route's request-id filter as config says it (the first one in the chain), or undefined:
+   * the proxy names a request it answers before that filter ran (a 413, 415, 400 or 408 refused
+   * before the chain, a filter earlier in the chain refusing) by the same rule.
+   */
+  readonly requestId?: RequestIdPolicy
+}
+
+/** What the request-id filter at `index` does: which header, whether an incoming id is kept, whether it is echoed. */
+export interface RequestIdPolicy {
+  readonly index: number
+  readonly header: string
+  readonly trustIncoming: boolean
+  readonly echo: boolean
 }
 
 /** Pools outlive snapshots: a reload that keeps an upstream keeps its warm connections. */
@@ -179,6 +193,13 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
         filters.push(filter)
         failOpen.push(entry.failMode === 'open')
       }
+      let requestId: RequestIdPolicy | undefined
+      for (const [j, entry] of route.filters.entries()) {
+        if (entry.name === 'request-id') {
+          requestId = { index: j, header: entry.header, trustIncoming: entry.trustIncoming, echo: entry.echo }
+          break
+        }
+      }
       const requestPhase: number[] = []
       const responsePhase: number[] = []
       filters.forEach((f, k) => {
@@ -202,6 +223,7 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
         requestPhase,
         responsePhase,
         metrics: deps.metrics.route(route.name),
+        requestId,
       })
     }
   } catch (err) {

@@ -11,7 +11,7 @@ import * as wsExports from 'ws'
 import { runRequestChain } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { errorReply, rawHttpError, type LocalReply } from './errors.ts'
-import { clientResponseHeaders, incomingRequestId, upstreamRequestHeaders } from './headers.ts'
+import { clientResponseHeaders, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import { endRaw } from './linger.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
@@ -316,7 +316,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgradeRaw(req)
     return
   }
-  const ctx = new RequestContext(req, undefined, route, proxy.logger, start, incomingRequestId(req.headers['x-request-id']))
+  const ctx = new RequestContext(req, undefined, route, proxy.logger, start, routeIncomingRequestId(route, req.headers))
   ctx.upgrade = true
   const reply = await runRequestChain(ctx, route, proxy.metrics)
   if (reply !== undefined) {

@@ -14,7 +14,7 @@ import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { dailyLimits, isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
 import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type CollectionSpec, type Doc, type SectionSpec } from './resources.ts'
-import { dateTimeQuery, hasNul, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
+import { dateTimeQuery, digestParam, hasNul, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
 import { localDay, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
@@ -781,6 +781,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         query: [
           { name: 'proxy', description: 'the proxy’s id', schema: { type: 'string' }, required: true },
           { name: 'version', description: 'version the proxy runs (0: none)', schema: { type: 'integer', minimum: 0 } },
+          { name: 'digest', description: 'sha256 of the document the proxy runs (the snapshot’s `digest`): a store whose version `version` holds another document sends its snapshot (older proxies omit it)', schema: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
           { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string' } },
           { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string' } },
         ],
@@ -792,11 +793,12 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const id = ctx.query.get('proxy')
         if (!id || !/^[\w.:@-]{1,200}$/.test(id)) throw new HttpError(400, 'expected ?proxy=<id> (letters, digits, _.:@-)')
         const version = integerQuery(ctx.query, 'version', 0)
+        const digest = digestParam('digest', ctx.query.get('digest'))
         if (ctx.req.method === 'HEAD') {
           ctx.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' }).end()
           return
         }
-        await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, version, () => store.head())
+        await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, version, () => store.head(), digest)
       },
     },
     {
@@ -805,10 +807,11 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       auth: { action: 'proxy.sync', resource: (p) => ({ type: 'proxies', id: p.id }) },
       doc: { summary: 'ACK or NACK a pushed version', tags: ['push'], requestBody: ref('Ack'), responses: { 204: { description: 'recorded' }, 400: problem('bad body'), 404: problem('unknown proxy'), ...COMMON } },
       async handle(ctx) {
-        const b = (await readJson(ctx.req)) as { version?: unknown; status?: unknown; error?: unknown }
-        if (b === null || typeof b !== 'object' || (b.status !== 'ACK' && b.status !== 'NACK')) throw new HttpError(400, 'expected {version, status: ACK|NACK, error?}')
+        const b = (await readJson(ctx.req)) as { version?: unknown; status?: unknown; error?: unknown; digest?: unknown }
+        if (b === null || typeof b !== 'object' || (b.status !== 'ACK' && b.status !== 'NACK')) throw new HttpError(400, 'expected {version, status: ACK|NACK, error?, digest?}')
         const version = integerParam('version', b.version, { json: true })
-        const known = await hub.ack(ctx.params.id!, version, b.status === 'ACK', typeof b.error === 'string' ? b.error : undefined)
+        const digest = b.digest === undefined || b.digest === null ? undefined : digestParam('digest', b.digest)
+        const known = await hub.ack(ctx.params.id!, version, b.status === 'ACK', typeof b.error === 'string' ? b.error : undefined, digest)
         if (!known) throw new HttpError(404, `proxy ${ctx.params.id} has not connected`)
         ctx.res.writeHead(204).end()
       },

@@ -152,7 +152,9 @@ export class Authorizer {
 
   static async load(bundle = 'admin'): Promise<Authorizer> {
     // A bundle without the decision entrypoint refuses the start, not every request.
-    return new Authorizer(await loadPolicyBundle(bundle, undefined, { entrypoints: ['intelgraph/admin/decision'] }))
+    // So does one calling a builtin the wasm runtime lacks (http.send, crypto.*): it would load and
+    // then deny every admin request that reaches the call ("policy evaluation failed").
+    return new Authorizer(await loadPolicyBundle(bundle, undefined, { entrypoints: ['intelgraph/admin/decision'], checkBuiltins: true }))
   }
 
   decide(subject: Subject | undefined, action: string, resource: { type: string; id?: string; tenant?: string }, context: Record<string, unknown> = {}): Decision {

@@ -31,6 +31,7 @@ export interface ControlPlaneFlags {
   'log-level'?: string
   'plugin-trust'?: string
   'metrics-listen'?: string
+  'shutdown-grace-ms'?: string
 }
 
 export const DEFAULT_DB = 'sqlite:./data/igw.db'
@@ -102,6 +103,21 @@ function readSeed(path: string): Doc {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
+/** The longest `--shutdown-grace-ms` taken: an hour (a longer drain is a stuck process, not a grace). */
+export const MAX_SHUTDOWN_GRACE_MS = 3_600_000
+
+/**
+ * `--shutdown-grace-ms` (IGW_SHUTDOWN_GRACE_MS): how long SIGTERM lets admin requests in flight
+ * finish; undefined (the server's 10 s default) when not given. Decimal digits from 0 to an hour;
+ * anything else throws ConfigError naming the flag (not silently the default, nor NaN: "no grace").
+ */
+export function shutdownGraceMs(flag: string | undefined): number | undefined {
+  if (flag === undefined) return undefined
+  const n = /^\d{1,10}$/.test(flag.trim()) ? Number(flag.trim()) : Number.NaN
+  if (!Number.isSafeInteger(n) || n > MAX_SHUTDOWN_GRACE_MS) throw new ConfigError('--shutdown-grace-ms', [`expected milliseconds from 0 to ${MAX_SHUTDOWN_GRACE_MS}, got "${flag}"`])
+  return n
+}
+
 /** `--log-level` (IGW_LOG_LEVEL): one of pino's levels, `info` by default. Throws ConfigError. */
 export function controlPlaneLogLevel(flag: string | undefined): (typeof LOG_LEVELS)[number] {
   const level = flag ?? 'info'
@@ -119,6 +135,7 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   }
   if (!db.startsWith('sqlite:') && !db.startsWith('postgres://') && !db.startsWith('postgresql://')) throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${redactUrlCredentials(db)}"`])
   const metricsListen = metricsListenAddress(flags['metrics-listen'])
+  const graceMs = shutdownGraceMs(flags['shutdown-grace-ms'])
   const pluginTrust = flags['plugin-trust'] ? loadPluginTrust(flags['plugin-trust']) : undefined
   // GET /v1/audit/verify checks entries signed before a key replacement with the key that signed them.
   const previous = previousKeys(flags['previous-keys'])
@@ -144,6 +161,7 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
       ...(metricsListen ? { metricsListen } : {}),
       ...(pluginTrust ? { pluginTrust } : {}),
       ...(previous.length > 0 ? { previousKeys: previous } : {}),
+      ...(graceMs !== undefined ? { shutdownGraceMs: graceMs } : {}),
       logger,
     })
   } catch (err) {

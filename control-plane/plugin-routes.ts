@@ -8,7 +8,7 @@
 import type { Logger } from 'pino'
 import { HttpError, pageLinks, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
-import { checkPackage, MAX_PACKAGE_BODY_BYTES, NAME_PATTERN, type PackageDecision, type TrustedKeys } from './plugin-package.ts'
+import { checkPackage, MAX_PACKAGE_BODY_BYTES, NAME_PATTERN, trustOf, type PackageDecision, type PluginTrust, type TrustedKeys } from './plugin-package.ts'
 import { insertPlugin, listPlugins, PluginExists, PluginNameTaken, type PluginCursor, type PluginView } from './plugin-store.ts'
 import { hasNul, integerQuery } from './request-values.ts'
 import { ref } from './schemas.ts'
@@ -145,7 +145,7 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
         }
         metrics.pluginUploads.labels(p.publisher).inc()
         logger.info({ actor, plugin: `${p.name}@${p.version}`, publisher: p.publisher, keyId: p.keyId, digest: p.digest, size: p.size }, 'plugin uploaded')
-        sendJson(ctx.res, 201, view)
+        sendJson(ctx.res, 201, { ...view!, trust: 'trusted' satisfies PluginTrust })
       },
     },
     {
@@ -158,6 +158,7 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
         query: [
           { name: 'name', description: 'only this plugin', schema: { type: 'string' } },
           { name: 'publisher', description: 'only this publisher', schema: { type: 'string' } },
+          { name: 'trust', description: 'only plugins whose signing key is (`trusted`) or is no longer (`revoked`) in the trust file', schema: { type: 'string', enum: ['trusted', 'revoked'] } },
           { name: 'limit', description: `at most this many (default ${DEFAULT_PAGE})`, schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE } },
           { name: 'cursor', description: 'where the next page starts: the cursor in the previous page’s `next` (opaque)', schema: { type: 'string' } },
         ],
@@ -175,10 +176,39 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
         const limit = integerQuery(ctx.query, 'limit', DEFAULT_PAGE, { min: 1, max: MAX_PAGE })
         const rawCursor = ctx.query.get('cursor')
         const after = rawCursor === null ? undefined : parsePluginCursor(rawCursor)
-        // One more than the page: whether there is a next page, without a link to an empty one.
-        const rows = await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}), limit: limit + 1, ...(after ? { after } : {}) })
-        const items = rows.slice(0, limit)
-        const page = rows.length > limit ? pageLinks('/v1/plugins', { name, publisher, limit: String(limit), cursor: pluginCursor(items.at(-1)!) }) : undefined
+        const wanted = ctx.query.get('trust') || undefined
+        if (wanted !== undefined && wanted !== 'trusted' && wanted !== 'revoked') throw new HttpError(400, 'invalid trust', { problems: [`trust: expected "trusted" or "revoked", got ${JSON.stringify(wanted.length > 60 ? `${wanted.slice(0, 57)}…` : wanted)}`] })
+        // Each plugin's standing under the trust file this instance runs with: a publisher key
+        // removed from it (revoked) marks what it signed `revoked`, not listed like the rest.
+        const judged = (rows: PluginView[]) => rows.map((p) => ({ ...p, trust: trustOf(p, deps.trustedPublishers) }))
+        let items: (PluginView & { trust: PluginTrust })[]
+        let more: boolean
+        if (wanted === undefined) {
+          // One more than the page: whether there is a next page, without a link to an empty one.
+          const rows = await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}), limit: limit + 1, ...(after ? { after } : {}) })
+          items = judged(rows.slice(0, limit))
+          more = rows.length > limit
+        } else {
+          // The trust is not a column (it depends on the trust file): read in batches until the page is full.
+          items = []
+          more = false
+          let from = after
+          for (;;) {
+            const rows = await listPlugins(store.db, { ...(name ? { name } : {}), ...(publisher ? { publisher } : {}), limit: MAX_PAGE, ...(from ? { after: from } : {}) })
+            for (const p of judged(rows)) {
+              if (p.trust !== wanted) continue
+              if (items.length === limit) {
+                more = true
+                break
+              }
+              items.push(p)
+            }
+            if (more || rows.length < MAX_PAGE) break
+            const last = rows.at(-1)!
+            from = { name: last.name, uploadedAt: Date.parse(last.uploadedAt), version: last.version }
+          }
+        }
+        const page = more ? pageLinks('/v1/plugins', { name, publisher, trust: wanted, limit: String(limit), cursor: pluginCursor(items.at(-1)!) }) : undefined
         sendJson(ctx.res, 200, { items, ...(page ? { next: page.next } : {}) }, page?.headers)
       },
     },

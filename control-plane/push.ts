@@ -60,6 +60,12 @@ export interface PushHubEvents {
   onAck?(ok: boolean, info: { proxyId: string; version: number; error?: string }): void
   /** A stream was closed because its proxy stopped reading it. */
   onStalled?(proxyId: string, bufferedBytes: number, stalledMs: number): void
+  /**
+   * A proxy connected saying it runs version `version` of a document whose digest is not this
+   * store's version `version` (the store was reset or restored, then committed up to that number
+   * again with other content): it is sent the head rather than told it is current.
+   */
+  onDigestMismatch?(info: { proxyId: string; version: number; proxyDigest: string; storeDigest: string | undefined }): void
 }
 
 export interface PushHubOptions {
@@ -75,7 +81,7 @@ export class PushHub {
   readonly #streams = new Map<string, Stream>()
   readonly #heartbeat: NodeJS.Timeout
   readonly #stallMs: number
-  #lastEvent: { version: number; text: string } | undefined
+  #lastEvent: { version: number; digest: string; text: string } | undefined
 
   constructor(db: Db, events: PushHubEvents = {}, opts: PushHubOptions = {}) {
     this.#db = db
@@ -101,7 +107,7 @@ export class PushHub {
   }
 
   /** `currentHead` is read once the stream is registered, so a commit during the open is not missed. */
-  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined): Promise<void> {
+  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined, runningDigest?: string): Promise<void> {
     // The row first, before any byte of the answer: a database that fails here is an error
     // status the proxy retries, not a 200 whose stream then breaks.
     await this.#db.query(
@@ -111,7 +117,12 @@ export class PushHub {
     // A proxy reconnecting with a version of this store at or past its NACKed one runs it: the
     // NACK is resolved as an ACK would (the ACK itself may have been lost: it is not retried, and
     // a proxy already on the head gets no new version to ACK).
-    const known = runningVersion > 0 && (await this.#db.query('SELECT version FROM config_versions WHERE version = $1', [runningVersion])).length > 0
+    // With the digest it sends (older proxies send none), a proxy runs a version of THIS store only
+    // if the document is the same: a store reset or restored and committed again up to the fleet's
+    // version number holds another document under that number.
+    const stored = runningVersion > 0 ? (await this.#db.query<{ digest: string }>('SELECT digest FROM config_versions WHERE version = $1', [runningVersion]))[0] : undefined
+    const otherDocument = runningDigest !== undefined && stored !== undefined && stored.digest !== runningDigest
+    const known = stored !== undefined && !otherDocument
     if (known) {
       await this.#db.query('UPDATE proxies SET nack_version = NULL, nack_error = NULL, nack_at = NULL WHERE id = $1 AND nack_version <= $2', [proxyId, runningVersion])
     }
@@ -152,7 +163,13 @@ export class PushHub {
       }
     })
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
-    else this.#write(s, `event: current\ndata: {"version":${lagging ? runningVersion : (head?.version ?? 0)}}\n\n`)
+    else if (otherDocument && head !== undefined && head.version === runningVersion && head.digest !== runningDigest) {
+      // Same number, another document: "current" would leave the proxy on its own version N while
+      // this store's N differs, unnoticed. It is sent the head, which it refuses visibly (NACK:
+      // versions only move forward, "another document than version N") until a commit passes N.
+      this.#events.onDigestMismatch?.({ proxyId, version: runningVersion, proxyDigest: runningDigest!, storeDigest: head.digest })
+      this.#send(s, head)
+    } else this.#write(s, `event: current\ndata: {"version":${lagging ? runningVersion : (head?.version ?? 0)}}\n\n`)
   }
 
   #send(s: Stream, head: Head): void {
@@ -161,7 +178,8 @@ export class PushHub {
       if (head.version > (s.pending?.version ?? 0)) s.pending = head
       return
     }
-    if (this.#lastEvent?.version !== head.version) this.#lastEvent = { version: head.version, text: snapshotEvent(head) }
+    // Keyed by digest too: a store that went back holds another document under a number already sent.
+    if (this.#lastEvent?.version !== head.version || this.#lastEvent.digest !== head.digest) this.#lastEvent = { version: head.version, digest: head.digest, text: snapshotEvent(head) }
     s.sentVersion = head.version
     s.pending = undefined
     this.#events.onPush?.()
@@ -218,6 +236,23 @@ export class PushHub {
   }
 
   /**
+   * The store went back under this instance (restored, failed over): every stream that was sent a
+   * version at or past the new head gets the head, as a proxy reconnecting would — its proxy
+   * refuses it visibly (NACK: older, or another document) instead of hearing nothing until the
+   * store's versions pass the number it was last sent — and later commits reach it as usual.
+   */
+  rewound(head: Head): void {
+    for (const s of this.#streams.values()) {
+      if (s.sentVersion < head.version) continue
+      if (s.blocked) {
+        // Written when the buffer drains (the drain handler compares with sentVersion).
+        s.pending = head
+        s.sentVersion = head.version - 1
+      } else this.#send(s, head)
+    }
+  }
+
+  /**
    * Record an ACK or a NACK. An ACK of the NACKed version or a later one of this store resolves the
    * NACK: the proxy runs a version at least as new as the one it refused, so `lastNack` goes back
    * to null (as Envoy's client status drops its error state on the next accepted update) —
@@ -227,10 +262,14 @@ export class PushHub {
    * of a version this store does not have — a proxy ahead of a store that went back (reset,
    * restored) ACKs the version it boots with (625) and keeps refusing the head (2): still a NACK.
    */
-  async ack(proxyId: string, version: number, ok: boolean, error: string | undefined): Promise<boolean> {
+  async ack(proxyId: string, version: number, ok: boolean, error: string | undefined, digest?: string): Promise<boolean> {
     const now = Date.now()
     if (ok) {
-      const ours = (await this.#db.query('SELECT version FROM config_versions WHERE version = $1', [version])).length > 0
+      // With a digest (newer proxies), an ACK of version N is one of this store's only if the
+      // document matches: a proxy that booted from its own last-known-good N, refusing this store's
+      // other N, ACKs its N — that must not clear the NACK of ours.
+      const row = (await this.#db.query<{ digest: string }>('SELECT digest FROM config_versions WHERE version = $1', [version]))[0]
+      const ours = row !== undefined && (digest === undefined || row.digest === digest)
       // One statement: a NACK recorded meanwhile is either cleared whole or kept whole.
       const rows = await this.#db.query(
         ours

@@ -89,3 +89,15 @@ export function hasNul(text: string): boolean {
   return text.includes('\u0000')
 }
 
+
+const SHA256_HEX = /^[0-9a-f]{64}$/
+
+/**
+ * A config digest a proxy sends (`?digest=` on the stream, `digest` in an ACK): the sha256 (lower-case
+ * hex) of the document it runs. Absent (`null`/`undefined`) is undefined: older proxies send none.
+ */
+export function digestParam(name: string, raw: unknown): string | undefined {
+  if (raw === null || raw === undefined) return undefined
+  if (typeof raw === 'string' && SHA256_HEX.test(raw)) return raw
+  throw new HttpError(400, `${name}: expected a sha256 digest (64 lower-case hex digits), got ${shown(raw)}`)
+}

@@ -12,7 +12,8 @@ import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
 import { compile, HttpError, requestIdFor, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
 import { ControlPlaneMetrics, startMetricsServer } from './metrics.ts'
 import { buildOpenApi } from './openapi.ts'
-import type { TrustedKeys } from './plugin-package.ts'
+import { trustOf, type TrustedKeys } from './plugin-package.ts'
+import { listPlugins } from './plugin-store.ts'
 import { NO_TRUSTED_KEYS } from './plugin-trust.ts'
 import { PushHub } from './push.ts'
 import { hasNul } from './request-values.ts'
@@ -80,6 +81,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       // GET /v1/proxies shows a NACK until the proxy ACKs that version or a later one: the log keeps it.
       if (!ok) logger.warn({ proxy: info.proxyId, version: info.version, error: info.error }, 'config version NACKed by a proxy')
     },
+    onDigestMismatch: (info) => {
+      metrics.digestMismatches.inc()
+      logger.warn({ proxy: info.proxyId, version: info.version, proxyDigest: info.proxyDigest, storeDigest: info.storeDigest }, "a proxy runs another document under this store's version number (the store was reset or restored and committed again up to it): sent it the head")
+    },
     onStalled: (proxyId, bufferedBytes, stalledMs) => {
       metrics.streamDrops.labels('stalled').inc()
       logger.warn({ proxy: proxyId, bufferedBytes, stalledMs }, 'config stream closed: the proxy stopped reading it (it reconnects and gets the head)')
@@ -90,6 +95,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
   store.on('committed', () => metrics.commits.inc())
   store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
+  store.on('rewound', (head, previous) => {
+    // The database holds an older head (or another document under the same number) than this
+    // instance held: restored from a backup or failed over while it ran.
+    logger.warn({ version: head.version, digest: head.digest, previousVersion: previous.version, previousDigest: previous.digest }, "the database's config head went back (restored from a backup, or failed over to a replica without the last commits): serving and pushing its head")
+    hub.rewound(head)
+  })
   store.on('version', (head) => {
     hub.publish(head)
     logger.info({ version: head.version, author: head.author }, 'config version committed')
@@ -265,6 +276,19 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       { headVersion: store.head()!.version, headKeyId: headKey, keyId: opts.signingKey.keyId },
       'the head config version was signed with another key than this instance holds: proxies pinned to that key will refuse the versions this instance commits; give every replica the same --signing-key (or, after replacing the key on purpose, re-pin the proxies)',
     )
+  }
+  // Stored plugins signed by keys the trust file no longer holds (revoked): said once at start, as
+  // GET /v1/plugins marks them `trust: "revoked"`. Best effort: a failure here stops nothing.
+  try {
+    const revoked = (await listPlugins(db)).filter((p) => trustOf(p, deps.trustedPublishers) === 'revoked')
+    if (revoked.length > 0) {
+      logger.warn(
+        { plugins: revoked.slice(0, 20).map((p) => `${p.publisher}/${p.name}@${p.version}`), count: revoked.length, keyIds: [...new Set(revoked.map((p) => `${p.publisher}:${p.keyId}`))].slice(0, 20) },
+        'stored plugins are signed by keys the plugin trust file no longer holds (revoked): GET /v1/plugins lists them as trust "revoked" (?trust=revoked)',
+      )
+    }
+  } catch (err) {
+    logger.warn({ err }, 'could not check the stored plugins against the plugin trust file')
   }
   logger.info({ listen: `${opts.host ?? '*'}:${port}`, ...(metricsUrl ? { metrics: `${opts.metricsListen!.host ?? '*'}:${new URL(metricsUrl).port}` } : {}), db: db.kind, version: store.head()?.version ?? 0, keyId: opts.signingKey.keyId, pluginPublishers: deps.trustedPublishers.size }, 'igw control plane listening')
 

@@ -139,12 +139,17 @@ function toHead(r: VersionRow): Head {
 
 /**
  * Events: `version` when the head moves forward (a commit here or, after refresh(), elsewhere);
- * `committed` for a version this instance committed; `audited` for every audit entry it appended.
+ * `rewound` when refresh() finds the database's head behind the one held, or another document
+ * under the same number (the database was restored from an older backup, or failed over to a
+ * replica that had not received the last commits, while this instance ran); `committed` for a
+ * version this instance committed; `audited` for every audit entry it appended.
  */
-export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Head]; audited: [action: string] }> {
+export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head: Head, previous: Head]; committed: [Head]; audited: [action: string] }> {
   readonly db: Db
   readonly key: SigningKey
   #head: Head | undefined
+  /** Bumped whenever #head changes: a refresh whose read began before a change must not undo it. */
+  #headSeq = 0
 
   constructor(db: Db, key: SigningKey) {
     super()
@@ -156,6 +161,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
   async init(seed?: Doc): Promise<void> {
     await migrate(this.db)
     this.#head = await this.#readHead(this.db)
+    this.#headSeq++
     if (this.#head === undefined && seed !== undefined) {
       await this.commit({ actor: 'system', action: 'config.seed', resource: 'config', change: () => ({ document: seed, before: undefined, after: seed, result: undefined }) })
     }
@@ -170,13 +176,33 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
     return this.#head
   }
 
-  /** Re-read the head (another instance committed); emits 'version' when it moved forward. */
+  /**
+   * Re-read the head (another instance committed); emits 'version' when it moved forward. A head
+   * that went BACK (or holds another document under the same number: the database restored or
+   * failed over underneath this instance) replaces the one held too, with 'rewound': the cached
+   * head used to win forever — GET /v1/config served a version the database no longer had, and
+   * the commits made after it (numbered from the database's head, so not above the cached one)
+   * were never pushed, until a restart.
+   */
   async refresh(): Promise<void> {
+    const seq = this.#headSeq
     const h = await this.#readHead(this.db)
-    if (h !== undefined && h.version > (this.#head?.version ?? 0)) {
-      this.#head = h
+    if (h === undefined) return
+    const held = this.#head
+    if (held === undefined || h.version > held.version) {
+      this.#setHead(h)
       this.emit('version', h)
+    } else if (seq === this.#headSeq && (h.version < held.version || h.digest !== held.digest)) {
+      // Only when nothing changed the head while this read was on its way (a commit here read
+      // before it landed would look like a step back).
+      this.#setHead(h)
+      this.emit('rewound', h, held)
     }
+  }
+
+  #setHead(h: Head): void {
+    this.#head = h
+    this.#headSeq++
   }
 
   async version(v: number): Promise<Head | undefined> {
@@ -231,7 +257,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; committed: [Hea
       this.emit('audited', req.action)
     }
     if (out.changed && out.head.version > (this.#head?.version ?? 0)) {
-      this.#head = out.head
+      this.#setHead(out.head)
       this.emit('version', out.head)
     }
     return { version: out.head.version, result: out.result, changed: out.changed }

@@ -35,6 +35,7 @@ const FLAGS = {
   'auth-require-exp': { type: 'boolean', env: 'IGW_AUTH_REQUIRE_EXP', help: 'control plane: refuse tokens without an "exp" claim (env: true/1; --no-auth-require-exp or =false turns it off)' },
   'plugin-trust': { type: 'string', env: 'IGW_PLUGIN_TRUST', help: 'control plane: JWKS-like file of publisher ed25519 keys that may sign plugins' },
   'metrics-listen': { type: 'string', env: 'IGW_METRICS_LISTEN', help: 'control plane: unauthenticated GET /metrics address (default :9902; off: none)' },
+  'shutdown-grace-ms': { type: 'string', env: 'IGW_SHUTDOWN_GRACE_MS', help: 'control plane: on SIGTERM, how long admin requests in flight may finish before they are cut (ms, default 10000)' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
   check: { type: 'boolean', help: 'with `policy build`: verify committed bundles are current' },
   help: { type: 'boolean', short: 'h', help: 'show help' },

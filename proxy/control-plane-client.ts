@@ -477,6 +477,11 @@ export class ControlPlaneClient {
       try {
         const key = await this.#ensureKey()
         const q = new URLSearchParams({ proxy: this.proxyId, version: String(this.#version), boot: this.bootId, hostname: hostname() })
+        // The digest of the document it runs: a control plane whose store holds ANOTHER document
+        // under the same version number (reset or restored, then committed up to it again) sends
+        // that head instead of `current`, and this proxy refuses it visibly (NACK) instead of
+        // staying on its own version N unnoticed. Older control planes ignore the parameter.
+        if (this.#version > 0 && this.#digest !== undefined) q.set('digest', this.#digest)
         const r = await request(`${this.#o.url}/v1/stream?${q}`, {
           headers: { ...this.#headers(), accept: 'text/event-stream' },
           signal: this.#abort.signal,
@@ -626,11 +631,14 @@ export class ControlPlaneClient {
   }
 
   async #ack(version: number, ok: boolean, error?: string): Promise<void> {
+    // An ACK names the document too (the version it runs may be another document than the
+    // store's under that number: its own last-known-good); a NACK refuses the store's, so no digest.
+    const digest = ok && version === this.#version ? this.#digest : undefined
     try {
       const r = await request(`${this.#o.url}/v1/proxies/${encodeURIComponent(this.proxyId)}/ack`, {
         method: 'POST',
         headers: { ...this.#headers(), 'content-type': 'application/json' },
-        body: JSON.stringify({ version, status: ok ? 'ACK' : 'NACK', ...(error ? { error } : {}) }),
+        body: JSON.stringify({ version, status: ok ? 'ACK' : 'NACK', ...(error ? { error } : {}), ...(digest !== undefined ? { digest } : {}) }),
         headersTimeout: 5_000,
         bodyTimeout: 5_000,
       })

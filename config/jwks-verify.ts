@@ -1,6 +1,7 @@
 // jwtVerify over a JWKS that may hold several keys fitting one token, shared by the data plane's
 // tenant filter and the control plane's admin auth (which may not import each other).
-import { errors as joseErrors, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
+import { createSecretKey, type KeyObject } from 'node:crypto'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWK, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
 
 /**
  * jose refuses to pick among several keys that fit a token (no "kid" while an issuer publishes
@@ -22,5 +23,56 @@ export async function verifyWithJwks(token: string, jwks: JWTVerifyGetKey, optio
       }
     }
     throw new joseErrors.JWSSignatureVerificationFailed()
+  }
+}
+
+const HMAC_ALGORITHMS = new Set(['HS256', 'HS384', 'HS512'])
+/** RFC 7518 §3.2: an HMAC key at least as long as the hash; the shortest (HS256) is 32 bytes. */
+const MIN_HMAC_KEY_BYTES = 32
+
+type SecretKey = { kid: string | undefined; alg: string | undefined; key: KeyObject }
+
+/**
+ * A local JWKS as a key getter, its symmetric ("kty": "oct") keys included. jose's local JWKS
+ * takes public keys only and refuses every HS* token ('Unsupported "alg" value for a JSON Web
+ * Key Set'); Envoy's jwt_authn (local_jwks) verifies HS256/384/512 with a JWKS's oct keys, so a
+ * JWKS written for it had every token refused here, as "token rejected". Oct keys serve HS*
+ * tokens only (by kid, and by alg when the key names one); every other token goes to jose's set,
+ * which never sees the secrets. A malformed oct key fails the load, naming it but never its "k".
+ */
+export function localJwks(jwks: JSONWebKeySet): JWTVerifyGetKey {
+  const secrets: SecretKey[] = []
+  const others: JWK[] = []
+  jwks.keys.forEach((jwk, i) => {
+    if (jwk === null || typeof jwk !== 'object' || jwk.kty !== 'oct') {
+      others.push(jwk)
+      return
+    }
+    const name = typeof jwk.kid === 'string' ? `key "${jwk.kid}"` : `key #${i}`
+    if (jwk.use !== undefined && jwk.use !== 'sig') return // an encryption key: not for tokens
+    if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify'))) return
+    if (jwk.alg !== undefined && !HMAC_ALGORITHMS.has(jwk.alg)) throw new Error(`${name}: an "oct" key with "alg" ${JSON.stringify(jwk.alg).slice(0, 40)} (expected HS256, HS384 or HS512)`)
+    if (typeof jwk.k !== 'string' || !/^[A-Za-z0-9_-]+$/.test(jwk.k)) throw new Error(`${name}: an "oct" key needs "k", the secret in base64url`)
+    const bytes = Buffer.from(jwk.k, 'base64url')
+    if (bytes.length < MIN_HMAC_KEY_BYTES) throw new Error(`${name}: an "oct" key of ${bytes.length} bytes is too short (at least ${MIN_HMAC_KEY_BYTES})`)
+    secrets.push({ kid: typeof jwk.kid === 'string' ? jwk.kid : undefined, alg: jwk.alg, key: createSecretKey(bytes) })
+  })
+  const asymmetric = createLocalJWKSet({ ...jwks, keys: others })
+  if (secrets.length === 0) return asymmetric
+  return async (header, token) => {
+    const alg = header.alg
+    if (typeof alg !== 'string' || !HMAC_ALGORITHMS.has(alg)) return asymmetric(header, token)
+    const kid = header.kid
+    const fit = secrets.filter((s) => (kid === undefined || s.kid === kid) && (s.alg === undefined || s.alg === alg))
+    if (fit.length === 0) throw new joseErrors.JWKSNoMatchingKey()
+    if (fit.length === 1) return fit[0]!.key
+    // Several fit (no kid during a rotation): the caller tries each (verifyWithJwks).
+    const several = new joseErrors.JWKSMultipleMatchingKeys()
+    Object.assign(several, {
+      [Symbol.asyncIterator]: async function* () {
+        for (const s of fit) yield s.key
+      },
+    })
+    throw several
   }
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { byteSize, durationMs, filterBase, tenantId } from '../primitives.ts'
+import { headerName } from './tenant.ts'
 
 const safelistMode = z.enum(['off', 'enforce', 'log-unknown'])
 
@@ -63,7 +64,7 @@ export const persistedFilterConfig = z.strictObject({
       /** Body extension carrying the matched id's hints to the backend; false to not send it. */
       extension: z.union([z.string().min(1), z.literal(false)]).default('costHints'),
       /** Header carrying the same hints as base64url JSON; false to not send it. */
-      header: z.union([z.string().toLowerCase(), z.literal(false)]).default('x-igw-cost-hints'),
+      header: z.union([headerName(true), z.literal(false)]).default('x-igw-cost-hints'),
     })
     .prefault({}),
 })

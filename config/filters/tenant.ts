@@ -1,12 +1,30 @@
 import { z } from 'zod'
 import { filterBase, tenantId } from '../primitives.ts'
 
+/** RFC 9110 §5.6.2 token, as the proxy checks header names (lower case). */
+const HEADER_TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+/** Set by the proxy itself, or hop-by-hop: a filter's edit of one fails the filter (a 500) on every request. */
+const PROXY_OWNED = new Set(['host', 'content-length', 'expect', 'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings'])
+
+/**
+ * A request header the filter reads, or (`sent`) one it sets on the upstream request. Checked
+ * here, when the config is validated: accepted ('' or "x tenant"), it failed the filter on every
+ * request (500 INTERNAL_SERVER_ERROR) of a config that had loaded, or been pushed, cleanly.
+ */
+export function headerName(sent: boolean) {
+  return z
+    .string()
+    .toLowerCase()
+    .refine((h) => HEADER_TOKEN.test(h), { error: 'expected an HTTP header name (letters, digits and !#$%&\'*+.^_`|~-)' })
+    .refine((h) => !sent || !(PROXY_OWNED.has(h) || h.startsWith('proxy-')), { error: 'expected a header the proxy does not set itself (not Host, Content-Length, Expect or a hop-by-hop header)' })
+}
+
 const jwtAlgorithm = z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA', 'Ed25519'])
 
 export const tenantJwtConfig = z
   .strictObject({
     /** Request header holding "Bearer <jwt>". */
-    header: z.string().toLowerCase().default('authorization'),
+    header: headerName(false).default('authorization'),
     /** Claim that names the tenant; dotted paths reach into nested objects ("org.id"). */
     claim: z.string().min(1).default('tenant_id'),
     algorithms: z.array(jwtAlgorithm).min(1).default(['RS256', 'EdDSA', 'HS256']),
@@ -38,7 +56,7 @@ export const tenantFilterConfig = z.strictObject({
   name: z.literal('tenant'),
   ...filterBase,
   /** Header naming the tenant when no JWT is configured. */
-  header: z.string().toLowerCase().default('x-tenant-id'),
+  header: headerName(false).default('x-tenant-id'),
   /** When set, the tenant comes only from a verified token; the header is ignored. */
   jwt: tenantJwtConfig.optional(),
   /** Tenant for requests that name none or an unknown one; without it they get UNKNOWN_TENANT. */
@@ -46,6 +64,6 @@ export const tenantFilterConfig = z.strictObject({
   /** Accept tenants not listed under `tenants:` (they get the default tier). */
   allowUnlisted: z.boolean().default(false),
   /** Header carrying the resolved tenant to the backend (overwrites what the client sent). */
-  forwardHeader: z.string().toLowerCase().default('x-tenant-id'),
+  forwardHeader: headerName(true).default('x-tenant-id'),
 })
 export type TenantFilterConfig = z.infer<typeof tenantFilterConfig>

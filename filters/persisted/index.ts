@@ -10,7 +10,7 @@ import type { PersistedDocumentsConfig } from '../../config/persisted-documents.
 import { errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
 import { ApqStore } from './apq-store.ts'
-import { analyzeDocument, loadCostSchema, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
+import { analyzeDocument, loadCostSchema, selectOperation, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
 import { encodeHints, hintsFor, Manifest, type PersistedOperation } from './manifest.ts'
 
 type Mode = PersistedFilterConfig['safelist']['mode']
@@ -35,8 +35,6 @@ function parseErrorReply(err: GraphQLError): LocalReply {
 
 // Compiled once per config document, shared by every route's filter instance.
 const manifests = new WeakMap<PersistedDocumentsConfig, WeakMap<CostSettings, Manifest>>()
-// Analyses per parsed document (the proxy caches ASTs by query text, so this hits by identity).
-const analyses = new WeakMap<DocumentNode, Map<string, Analysis>>()
 
 interface Metrics {
   requests: Counter<'outcome'>
@@ -58,6 +56,13 @@ class PersistedFilter implements Filter {
   readonly #hintHeader: string | false
   readonly #tenantModes: Map<string, Mode>
   readonly #unknownLogged = new LRUCache<string, true>({ max: 1000 })
+  /**
+   * Analyses per parsed document (the proxy caches ASTs by query text, so this hits by identity),
+   * per filter instance: the estimate depends on this route's cost settings and schema file. A
+   * module-level map let the first route, or config version, to price a document fix its cost
+   * for every other route and every later version (a reload changing `cost.*` changed nothing).
+   */
+  readonly #analyses = new WeakMap<DocumentNode, Map<object, Analysis>>()
 
   constructor(cfg: PersistedFilterConfig, deps: FilterDeps) {
     this.#cfg = cfg
@@ -253,9 +258,11 @@ class PersistedFilter implements Filter {
   }
 
   #analysis(doc: DocumentNode, gql: GraphQLRequest): Analysis {
-    let byOp = analyses.get(doc)
-    if (byOp === undefined) analyses.set(doc, (byOp = new Map()))
-    const key = gql.operationName ?? ''
+    let byOp = this.#analyses.get(doc)
+    if (byOp === undefined) this.#analyses.set(doc, (byOp = new Map()))
+    // Keyed by the operation the name selects (the document itself when it selects none), not by
+    // the name: made-up operation names, each a new key, grew the map without bound.
+    const key = selectOperation(doc, gql.operationName) ?? doc
     let a = byOp.get(key)
     if (a === undefined) {
       a = analyzeDocument(doc, gql.operationName, gql.variables, this.#settings, this.#info)

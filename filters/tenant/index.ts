@@ -15,6 +15,23 @@ function bearer(value: string | string[] | undefined): string | undefined {
   return token === '' ? undefined : token
 }
 
+/**
+ * True when the request carries header `name` (lower case) more than once. Node keeps only the
+ * first Authorization (and Proxy-Authorization) of a request and joins other repeated headers,
+ * but the proxy forwards every copy: the tenant would come from the first token while a backend
+ * that reads the last (or each) authenticates another user, of another tenant.
+ */
+function repeated(raw: string[], name: string): boolean {
+  let seen = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!
+    if (k.length !== name.length || k.toLowerCase() !== name) continue
+    if (seen) return true
+    seen = true
+  }
+  return false
+}
+
 // RFC 6750 §3: error_description is a quoted-string of %x20-21 / %x23-5B / %x5D-7E only, so
 // the reason's quotes (claim names: token has no "org.id" claim) must not end it early.
 const NOT_DESCRIPTION_CHAR = /[^\x20\x21\x23-\x5b\x5d-\x7e]/g
@@ -49,7 +66,12 @@ class TenantFilter implements Filter {
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const jwt = this.#cfg.jwt
     if (jwt !== undefined && this.#jwt !== undefined) {
-      const token = bearer(ctx.req.headers[jwt.header])
+      const value = ctx.req.headers[jwt.header]
+      // RFC 6750 §3.1: a request with more than one credential is invalid_request (400).
+      if (value !== undefined && repeated(ctx.req.rawHeaders, jwt.header)) {
+        return errorReply('BAD_REQUEST', `several ${jwt.header} headers (send one bearer token)`, undefined, { 'www-authenticate': 'Bearer error="invalid_request"' })
+      }
+      const token = bearer(value)
       if (token !== undefined) {
         const cached = this.#jwt.cached(token)
         if (cached !== undefined) return this.#fromOutcome(ctx, cached)

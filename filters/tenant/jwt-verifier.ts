@@ -3,11 +3,11 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
-import { verifyWithJwks } from '../../config/jwks-verify.ts'
+import { localJwks, verifyWithJwks } from '../../config/jwks-verify.ts'
 import { fileStamp } from '../../config/file-stamp.ts'
 
 export type TenantJwtConfig = z.infer<typeof tenantJwtConfig>
@@ -74,7 +74,7 @@ function loadJwks(path: string): JWTVerifyGetKey {
   }
   if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new Error(`jwt.jwksFile "${path}": not a JWKS document (no "keys" array)`)
   try {
-    return createLocalJWKSet(jwks)
+    return localJwks(jwks)
   } catch (err) {
     throw new Error(`jwt.jwksFile "${path}": ${(err as Error).message}`)
   }

@@ -3,9 +3,9 @@
 // in-process). 401 says why the token was not accepted; 403 carries the policy's reason.
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose'
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose'
 import { loadPolicyBundle, type PolicyEvaluator } from '../policies/engine.ts'
-import { verifyWithJwks } from '../config/jwks-verify.ts'
+import { localJwks, verifyWithJwks } from '../config/jwks-verify.ts'
 
 export interface AuthOptions {
   jwksFile?: string
@@ -55,7 +55,13 @@ export class Authenticator {
     if (opts.jwksFile) {
       const jwks = JSON.parse(readFileSync(opts.jwksFile, 'utf8')) as JSONWebKeySet
       if (!Array.isArray(jwks.keys)) throw new Error(`${opts.jwksFile}: not a JWKS document (no "keys" array)`)
-      this.#keys.push(createLocalJWKSet(jwks))
+      // Symmetric ("oct") keys too, for HS* admin tokens: jose's local key set takes public keys
+      // only, so every HS* token was refused against such a JWKS (as the tenant filter's was).
+      try {
+        this.#keys.push(localJwks(jwks))
+      } catch (err) {
+        throw new Error(`${opts.jwksFile}: ${(err as Error).message}`, { cause: err })
+      }
     }
     if (opts.publicKeyFile) this.#keys.push(createPublicKey(readFileSync(opts.publicKeyFile, 'utf8')))
     if (opts.secret) {

@@ -73,6 +73,14 @@ export interface Filter {
   onResponse?(ctx: RequestContext, res: ResponseInfo): void | Promise<void>
   /** Per event on a terminated subscription stream; a LocalReply drops the event for this client. */
   onSubscriptionEvent?(ctx: SubscriptionContext, ev: StreamEvent): Decision
+  /**
+   * A query or mutation sent over a terminated WebSocket (which has no response phase) got a
+   * result: `result` is the upstream's result as JSON text. Called with `result` undefined when
+   * it ended without one; `mayHaveRun` then tells whether the upstream may have executed it (its
+   * connection was lost, or the client stopped it, after it was sent) or not (the upstream
+   * refused it with errors). The client gets the result once a returned promise settles.
+   */
+  onSocketResult?(ctx: RequestContext, result: string | undefined, mayHaveRun: boolean): void | Promise<void>
   /** Called when a config reload retired this instance and its last request finished. */
   close?(): void | Promise<void>
 }

@@ -249,6 +249,9 @@ class CacheFilter implements Filter {
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const gql = ctx.graphql
+    // A mutation sent over a terminated WebSocket runs upstream like one over HTTP: its result
+    // (onSocketResult, the socket's response phase) invalidates what it touched the same way.
+    if (ctx.subscription !== undefined && gql !== undefined && gql.operationType === 'mutation') return this.#mutation(ctx, gql, true)
     // Operations on a WebSocket (the subscription hub runs the chain too) have no HTTP response to cache.
     if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) {
       // A HEAD carries its operation in the query string, as a GET does (refused below for GETs).
@@ -451,7 +454,7 @@ class CacheFilter implements Filter {
     return tags
   }
 
-  #mutation(ctx: RequestContext, gql: GraphQLRequest): undefined {
+  #mutation(ctx: RequestContext, gql: GraphQLRequest, socket = false): undefined {
     const inv = this.cfg.invalidation
     if (!inv.writeThrough) return this.#bypass(ctx)
     const tags: string[] = []
@@ -462,7 +465,9 @@ class CacheFilter implements Filter {
       if (mapped !== undefined) tags.push(...mapped)
     }
     ctx.locals.set(kState, { kind: 'mutation', tags } satisfies MutationState)
-    identityBody(ctx) // its body is read for the entities it returned
+    // Its body is read for the entities it returned. Not over a socket: its result is a message
+    // (never compressed), and a header edit there would become the upstream connection's.
+    if (!socket) identityBody(ctx)
     if (inv.injectTypename) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
@@ -567,6 +572,28 @@ class CacheFilter implements Filter {
       return
     }
     res.observeBody(pipeline(body, new FillCapture(this, st, d.ttlSeconds, pickHeaders(res.headers), d.ageSeconds), noop))
+  }
+
+  /**
+   * A mutation sent over a terminated WebSocket got its result (the hub calls this before the
+   * client gets it), or ended without one: the same invalidation as its HTTP response's — the
+   * entities in its result and its tags; when it may have run but its result is unknown (the
+   * upstream connection was lost, the client stopped it) the route's entries too; refused by
+   * the upstream (errors, nothing ran) its own tags only.
+   */
+  onSocketResult(ctx: RequestContext, result: string | undefined, mayHaveRun: boolean): void | Promise<void> {
+    const st = ctx.locals.get(kState) as MissState | MutationState | BatchState | undefined
+    if (st === undefined || st.kind !== 'mutation') return
+    if (result === undefined) return this.invalidate(mayHaveRun ? [...st.tags, this.#routeTag] : st.tags)
+    const tags = new Set(st.tags)
+    try {
+      // result.length bounds its UTF-8 size from below: a cheap first check before measuring.
+      if (result.length > this.cfg.invalidation.maxMutationBodyBytes || Buffer.byteLength(result) > this.cfg.invalidation.maxMutationBodyBytes) tags.add(this.#routeTag)
+      else mutationResultTags(JSON.parse(result) as unknown, tags, this.#routeTag)
+    } catch {
+      tags.add(this.#routeTag)
+    }
+    return this.invalidate(tags)
   }
 
   #mutationResponse(ctx: RequestContext, res: ResponseInfo, st: MutationState): void | Promise<void> {

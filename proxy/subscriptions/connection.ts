@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { RawData, WebSocket } from 'ws'
+import { DEFAULT_TIER } from '../../config/defaults.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { runRequestChain } from '../chain.ts'
 import { RequestContext } from '../context.ts'
@@ -71,6 +72,20 @@ function eventFiltersOf(route: RouteRuntime): EventFilters {
   return f
 }
 
+const resultFiltersByRoute = new WeakMap<RouteRuntime, readonly Filter[]>()
+const NO_FILTERS: readonly Filter[] = []
+
+/** The route's filters that see a socket operation's result (onSocketResult), in chain order, computed once per route runtime. */
+function resultFiltersOf(route: RouteRuntime): readonly Filter[] {
+  let f = resultFiltersByRoute.get(route)
+  if (f === undefined) {
+    const list = route.filters.filter((x) => x.onSocketResult !== undefined)
+    f = list.length === 0 ? NO_FILTERS : list
+    resultFiltersByRoute.set(route, f)
+  }
+  return f
+}
+
 /**
  * How an operation over the socket ended, for its access line: `complete` (the upstream, or a
  * filter's local result), `error` (an error message ended it), `stopped` (the client's complete /
@@ -82,6 +97,16 @@ type OpOutcome = 'complete' | 'error' | 'stopped' | 'closed' | 'replayed' | 'ref
 /** A client-chosen name as a log field: at most 128 characters (as HTTP access lines clip it). */
 function clip(name: string | undefined): string | undefined {
   return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
+}
+
+/** Value at a dotted path ("org.tier") of verified claims (as the subscriptions filter reads it). */
+function claimAt(claims: Record<string, unknown>, path: string): unknown {
+  let cur: unknown = claims
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return undefined
+    cur = (cur as Record<string, unknown>)[part]
+  }
+  return cur
 }
 
 /** The code of the first of `errors` (GraphQL errors), if it names one. */
@@ -587,6 +612,11 @@ export class ClientConnection {
    * (`sampleRate` for the others, status >= 500 always).
    */
   accessLine(ctx: RequestContext | undefined, cmd: SubscribeCommand, status: number, outcome: OpOutcome, code: string | undefined): void {
+    // Per-operation metrics (the upgrade's 101 is the only thing igw_requests_total sees of a socket).
+    const opType = ctx?.graphql?.operationType ?? 'none'
+    const m = this.hub.metrics
+    m.operations.labels(this.routeName, opType, String(status), ctx?.tier ?? '').inc()
+    if (ctx !== undefined && (opType === 'query' || opType === 'mutation')) m.operationDuration.labels(this.routeName, opType).observe((performance.now() - ctx.startTime) / 1000)
     const access = this.hub.host.snapshot.config.log.access
     if (!access.enabled || !(status >= 500 || access.sampleRate >= 1 || Math.random() < access.sampleRate)) return
     const url = this.upgrade.url ?? '/'
@@ -809,7 +839,7 @@ export class ClientConnection {
       this.#refuse(cmd, ctx, 'BAD_REQUEST', `"${bad.slice(0, 64)}" is not a valid HTTP header value for the upstream connection`)
       return
     }
-    if (this.tier === undefined) this.#setTier(ctx.tier ?? this.hub.config.defaultTier)
+    if (this.tier === undefined) this.#setTier(this.#connectionTier(ctx, gql, route))
     const { variables, extensions } = toSend(gql, exact)
     let stream: Stream | undefined
     if (opType === 'subscription') {
@@ -830,6 +860,11 @@ export class ClientConnection {
     if (opType === 'subscription') this.hub.host.usage.subscription(ctx, 101)
     else this.hub.host.usage.request(ctx, 200)
     if (stream === undefined) {
+      if (resultFiltersOf(route).length > 0) {
+        // Its filters see its result (onSocketResult): a reload must not close them before it ends.
+        snap.inflight++
+        ctx.addCleanup(() => snap.release())
+      }
       this.#single(sub, { query: gql.query!, operationName: gql.operationName ?? null, variables: variables ?? null, extensions: extensions ?? null }, route, headers, params, opType === 'mutation')
       return
     }
@@ -851,6 +886,22 @@ export class ClientConnection {
    */
   #single(sub: Subscription, payload: UpstreamPayload, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined, mutation: boolean): void {
     const upstream = this.hub.upstreamFor(route, this.upgrade.url ?? '/', sub.ctx.tenant, headers, params)
+    // The route's filters that see socket results (the cache invalidating what a mutation
+    // touched, as its HTTP response phase does). A result waits for them before it is sent
+    // (read-your-writes), and what follows it waits behind it.
+    const hooks = resultFiltersOf(route)
+    let settled = false
+    let gate: Promise<void> | undefined
+    const hook = (result: string | undefined, mayHaveRun: boolean): void => {
+      settled = true
+      const p = this.#socketResult(hooks, sub.ctx, result, mayHaveRun)
+      if (p !== undefined) gate = gate === undefined ? p : gate.then(() => p)
+    }
+    const later = (fn: () => void): void => {
+      if (gate === undefined) fn()
+      // A throw must not stall what follows on the gate (as it would a message handler: logged, this operation's only).
+      else gate = gate.then(fn).then(undefined, (err: unknown) => this.hub.logger.error({ err, conn: this.id, id: sub.id }, 'delivering a socket operation\'s result failed'))
+    }
     let lost: UpstreamListener | undefined
     if (mutation) {
       lost = {
@@ -858,8 +909,12 @@ export class ClientConnection {
           if (sub.closed) return
           this.hub.logger.debug({ conn: this.id, id: sub.id, upstream: upstream.url }, 'upstream connection lost with a mutation in flight; not re-sent')
           const errors = [{ message: 'upstream connection lost while the mutation was in flight; it was not re-sent (it may or may not have been executed)', extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
-          this.#sendNow(this.writer.error(sub.id, errors))
-          sub.end(true, 'error', errors)
+          if (hooks.length > 0 && !settled) hook(undefined, true)
+          later(() => {
+            if (sub.closed) return
+            this.#sendNow(this.writer.error(sub.id, errors))
+            sub.end(true, 'error', errors)
+          })
         },
         upstreamRestored: () => {},
       }
@@ -869,29 +924,86 @@ export class ClientConnection {
       payload,
       {
         next: (r) => {
-          if (!sub.closed) this.#sendNow(this.writer.result(sub.id, JSON.stringify(r), sub.topic))
+          if (sub.closed) return
+          const text = JSON.stringify(r)
+          if (hooks.length > 0) hook(text, true)
+          later(() => {
+            if (!sub.closed) this.#sendNow(this.writer.result(sub.id, text, sub.topic))
+          })
         },
         error: (e) => {
           if (sub.closed) return
           const errors = upstreamErrors(e)
-          this.#sendNow(this.writer.error(sub.id, errors))
-          sub.end(true, 'error', errors)
+          // GraphQL errors: the upstream refused the operation (nothing ran); anything else is
+          // its connection failing, maybe after the operation reached it.
+          if (hooks.length > 0 && !settled) hook(undefined, !Array.isArray(e))
+          later(() => {
+            if (sub.closed) return
+            this.#sendNow(this.writer.error(sub.id, errors))
+            sub.end(true, 'error', errors)
+          })
         },
         complete: () => {
           if (sub.closed) return
-          this.#sendNow(this.writer.complete(sub.id))
-          sub.end(true, 'complete')
+          later(() => {
+            if (sub.closed) return
+            this.#sendNow(this.writer.complete(sub.id))
+            sub.end(true, 'complete')
+          })
         },
       },
     )
-    sub.setCancel(
-      lost === undefined
-        ? cancel
-        : () => {
-            upstream.listeners.delete(lost)
-            cancel()
-          },
-    )
+    // Its time budget, as over HTTP: the route's timeouts.totalMs from the subscribe, or less
+    // when a filter set an earlier deadline (a persisted operation's timeoutMs). The hub runs the
+    // chain without one (a subscription lives as long as it likes), and a query or mutation to a
+    // backend that never answered held the client, and its operation slot, for ever.
+    const totalMs = route.timeouts.totalMs
+    const deadline = Math.min(sub.ctx.deadline, totalMs > 0 ? sub.ctx.startTime + totalMs : Number.POSITIVE_INFINITY)
+    let timer: NodeJS.Timeout | undefined
+    if (deadline !== Number.POSITIVE_INFINITY) {
+      const budgetMs = Math.round(deadline - sub.ctx.startTime)
+      timer = setTimeout(() => {
+        timer = undefined
+        if (sub.closed) return
+        cancel() // nothing more from the upstream reaches this operation
+        if (lost !== undefined) upstream.listeners.delete(lost)
+        this.hub.host.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
+        const errors = [{ message: `the upstream did not complete the ${mutation ? 'mutation' : 'operation'} within its time budget of ${budgetMs} ms`, extensions: { code: 'UPSTREAM_TIMEOUT' } }]
+        if (hooks.length > 0 && !settled) hook(undefined, true)
+        later(() => {
+          if (sub.closed) return
+          this.#sendNow(this.writer.error(sub.id, errors))
+          sub.end(true, 'error', errors)
+        })
+      }, Math.max(0, deadline - performance.now()))
+    }
+    sub.setCancel(() => {
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+      // Ended before any result (the client stopped it, its socket closed): it was sent, so it may have run.
+      if (hooks.length > 0 && !settled) hook(undefined, true)
+      if (lost !== undefined) upstream.listeners.delete(lost)
+      cancel()
+    })
+  }
+
+  /** Run the route's onSocketResult hooks; a promise when one of them has to be waited for. */
+  #socketResult(hooks: readonly Filter[], ctx: RequestContext, result: string | undefined, mayHaveRun: boolean): Promise<void> | undefined {
+    let waits: Promise<void>[] | undefined
+    for (const f of hooks) {
+      const fail = (err: unknown): void => {
+        this.hub.host.metrics.filterErrors.labels(f.name).inc()
+        ctx.log.error({ err, filter: f.name }, 'onSocketResult failed')
+      }
+      try {
+        const r = f.onSocketResult!(ctx, result, mayHaveRun)
+        if (r !== undefined && typeof (r as Promise<void>).then === 'function') (waits ??= []).push((r as Promise<void>).then(undefined, fail))
+      } catch (err) {
+        fail(err)
+      }
+    }
+    if (waits === undefined) return undefined
+    return waits.length === 1 ? waits[0] : Promise.all(waits).then(() => undefined)
   }
 
   /**
@@ -971,6 +1083,38 @@ export class ClientConnection {
       }
     }
     return { headers, params }
+  }
+
+  /**
+   * The delivery tier of the whole connection: what is fixed for it — its tenant's tier, or a
+   * verified tier claim (the subscriptions filter's `tierClaim`) — else `defaultTier`. A
+   * persisted operation's manifest `tier` belongs to that operation: the connection has one
+   * delivery queue, and the first operation's tier used to become every operation's, so a gold
+   * manifest operation sent first on a bronze tenant's socket made all its other subscriptions
+   * gold (never dropped, an 8 MiB queue), and a bronze one demoted a gold tenant's socket. When
+   * ctx.tier may be the manifest's, the connection's tier is resolved without it.
+   */
+  #connectionTier(ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime): Tier {
+    const fallback = this.hub.config.defaultTier
+    const id = gql.persistedId
+    if (id === undefined || ctx.tier === undefined) return ctx.tier ?? fallback
+    const config = this.hub.host.snapshot.config
+    const ops = config.persistedDocuments.operations
+    const opTier = Object.hasOwn(ops, id) ? ops[id]!.tier : undefined
+    // Not a manifest operation with a tier, or a filter after the persisted one set another.
+    if (opTier === undefined || opTier !== ctx.tier) return ctx.tier
+    let tenantFilter = false
+    let claimed: Tier | undefined
+    for (const f of route.config.filters) {
+      if (f.name === 'tenant') tenantFilter = true
+      else if (f.name === 'subscriptions' && f.tierClaim !== undefined && ctx.claims !== undefined) {
+        const v = claimAt(ctx.claims, f.tierClaim)
+        if (v === 'gold' || v === 'silver' || v === 'bronze') claimed = v
+      }
+    }
+    if (claimed !== undefined) return claimed
+    if (tenantFilter && ctx.tenant !== undefined) return (Object.hasOwn(config.tenants, ctx.tenant) ? config.tenants[ctx.tenant]!.tier : undefined) ?? DEFAULT_TIER
+    return fallback
   }
 
   #setTier(tier: Tier): void {

@@ -1,7 +1,7 @@
 // The subscription hub's metrics (one set per worker registry; the admin port sums workers).
 // Labels are bounded: tier (gold/silver/bronze/none), reason, code, source.
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { counter, gauge, histogram } from '../metrics.ts'
+import { counter, gauge, histogram, LATENCY_BUCKETS } from '../metrics.ts'
 
 /** Delivery latency buckets (seconds): sub-millisecond fan-out up to multi-second backlogs. */
 const DELIVERY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -37,6 +37,14 @@ export class HubMetrics {
   readonly queuedBytes: Gauge
   readonly redisUp: Gauge
   readonly redisReconnects: Counter
+  /**
+   * Operations over terminated sockets, counted as each ends (admitted or refused): kept apart
+   * from igw_requests_total / igw_request_duration_seconds, which count HTTP requests (and the
+   * upgrade's 101) and feed the availability and read-latency SLOs.
+   */
+  readonly operations: Counter<'route' | 'op' | 'status' | 'tier'>
+  /** Queries and mutations over terminated sockets: subscribe received → result sent (never a subscription's lifetime). */
+  readonly operationDuration: Histogram<'route' | 'op'>
 
   constructor(registry: Registry) {
     const connections = gauge(registry, { name: 'igw_subscription_connections', help: 'Open terminated subscription WebSockets, by delivery tier (none: no subscription yet)', labelNames: ['tier'] })
@@ -71,5 +79,16 @@ export class HubMetrics {
     this.queuedBytes = gauge(registry, { name: 'igw_subscription_queued_bytes', help: 'Bytes waiting in delivery queues' })
     this.redisUp = gauge(registry, { name: 'igw_subscription_redis_up', help: 'Worker threads whose replay-log Redis connection is ready', aggregator: 'sum' })
     this.redisReconnects = counter(registry, { name: 'igw_subscription_redis_reconnects_total', help: 'Times the replay-log Redis connection came back after a loss' })
+    this.operations = counter(registry, {
+      name: 'igw_subscription_operations_total',
+      help: 'Operations sent over terminated WebSockets, counted when each ends (admitted or refused), by route, GraphQL operation type (none: not parsed), status (as its access line: 200, 499 abandoned, the error code\'s HTTP status) and tenant tier ("" without)',
+      labelNames: ['route', 'op', 'status', 'tier'],
+    })
+    this.operationDuration = histogram(registry, {
+      name: 'igw_subscription_operation_duration_seconds',
+      help: 'Queries and mutations sent over terminated WebSockets: subscribe received to result, error or abandon, by route and operation type (subscriptions are not observed: their duration is their lifetime)',
+      labelNames: ['route', 'op'],
+      buckets: LATENCY_BUCKETS,
+    })
   }
 }

@@ -268,6 +268,13 @@ export const dashboards: DashboardSpec[] = [
         ],
       },
       {
+        row: 'Operations over terminated sockets',
+        panels: [
+          { title: 'Socket operations by kind and status', type: 'timeseries', unit: 'ops', w: 12, targets: [{ expr: `sum by (op, status) (rate(igw_subscription_operations_total{tier=~"$tier|"}[${R}]))`, legend: '{{op}} {{status}}' }] },
+          { title: 'Socket query and mutation p95 (not in the HTTP read-latency SLO)', type: 'timeseries', unit: 's', w: 12, targets: [{ expr: `histogram_quantile(0.95, sum by (op, le) (rate(igw_subscription_operation_duration_seconds_bucket[${R}])))`, legend: '{{op}}' }] },
+        ],
+      },
+      {
         row: 'Loss',
         panels: [
           { title: 'Replay gaps by reason (alert above 10 in 10 min)', type: 'timeseries', w: 12, targets: [{ expr: 'sum by (reason) (increase(igw_replay_gaps_total[10m]))', legend: '{{reason}}' }] },

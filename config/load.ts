@@ -60,7 +60,8 @@ function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
       else if (def !== undefined) value = def
       else {
         const line = text.slice(0, offset).split('\n').length
-        problem = `line ${line}: environment variable ${name} is not set and has no default (write \${${name}:-value})`
+        // Set but empty reads as unset (as ${X:-d} does in a shell); the message says which it was.
+        problem = `line ${line}: environment variable ${name} is ${v === '' ? 'empty' : 'not set'} and has no default (write \${${name}:-value})`
         value = ''
       }
     }
@@ -91,12 +92,14 @@ const STR_TAG = 'tag:yaml.org,2002:str'
  * Put the values of the marks into the parsed document's scalars (keys included). Returns the
  * problems of the references that landed in one, in document order.
  */
-function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): string[] {
+function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], lineOf: (offset: number) => number): string[] {
   const used = new Set<number>()
+  let keysSubstituted = false
   visit(doc, {
-    Scalar(_key, node) {
+    Scalar(key, node) {
       const src = node.value
       if (typeof src !== 'string' || !src.includes(MARK)) return
+      if (key === 'key') keysSubstituted = true
       let out = ''
       let whole: Marked['refs'][number] | undefined
       let count = 0
@@ -126,7 +129,26 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs']): string[] {
       node.value = node.type === 'PLAIN' && node.tag !== STR_TAG && count === 1 && whole !== undefined && !whole.literal ? typedValue(whole.value) : out
     },
   })
-  return [...used].sort((x, y) => x - y).map((n) => refs[n]!.problem!)
+  const problems = [...used].sort((x, y) => x - y).map((n) => refs[n]!.problem!)
+  // The parser refused duplicate keys before the values were in (uniqueKeys), when `${T}: …`
+  // and `acme: …` were still different: with T=acme the later entry silently replaced the
+  // earlier one (a tenant's tier, a route's upstream). Checked again, only when a key held a reference.
+  if (keysSubstituted && problems.length === 0) {
+    visit(doc, {
+      Map(_key, map) {
+        const seen = new Set<string>()
+        for (const pair of map.items) {
+          if (!isScalar(pair.key)) continue
+          const k = String(pair.key.value)
+          if (seen.has(k)) {
+            const at = pair.key.range?.[0]
+            problems.push(`${at === undefined ? '' : `line ${lineOf(at)}: `}key ${JSON.stringify(clip(k))} appears twice in one map (after \${…} substitution); each key may appear once`)
+          } else seen.add(k)
+        }
+      },
+    })
+  }
+  return problems
 }
 
 /** routes[1].filters[0].jwt — the path style of every message. */
@@ -212,6 +234,13 @@ export function validateConfig(doc: unknown, source = 'config'): GatewayConfig {
   return result.data
 }
 
+/** The 1-based line of an offset into text. */
+function lineAt(text: string, offset: number): number {
+  let line = 1
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) line++
+  return line
+}
+
 /** Parse text (YAML is a superset of JSON, so one parser serves both). */
 export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
   const { text: marked, refs } = markEnvRefs(text, env)
@@ -222,13 +251,18 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
       doc.errors.map((e) => {
         const pos = e.linePos?.[0]
         // prettyErrors appends " at line L, column C:" and a source excerpt; the prefix says it once
-        const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')
+        // The library's own advice ("please use YAML.parseAllDocuments()") is for its callers, not
+        // for whoever wrote the file.
+        const msg =
+          e.code === 'MULTIPLE_DOCS'
+            ? 'a second YAML document starts here (after "---"); a config file holds one document'
+            : e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')
         return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${msg}`
       }),
     )
   }
   if (refs.length) {
-    const problems = substituteRefs(doc, refs)
+    const problems = substituteRefs(doc, refs, (offset) => lineAt(marked, offset))
     if (problems.length) throw new ConfigError(source, problems)
   }
   try {

@@ -29,7 +29,9 @@ export const byteSize = z
   })
   .transform((v, ctx) => {
     const n = parseByteSize(v)
-    if (!Number.isFinite(n) || n < 0) {
+    // A string's size is not bounded by the int branch: "99999999999999999999999gb" (1e32) and
+    // "9007199254740993" (rounded to …992) were accepted as sizes no integer arithmetic holds.
+    if (!Number.isSafeInteger(n) || n < 0) {
       ctx.addIssue({ code: 'custom', message: 'expected a byte size such as 1048576, "512kib" or "10mb"', input: v })
       return z.NEVER
     }

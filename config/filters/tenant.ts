@@ -19,7 +19,13 @@ export function headerName(sent: boolean) {
     .refine((h) => !sent || !(PROXY_OWNED.has(h) || h.startsWith('proxy-')), { error: 'expected a header the proxy does not set itself (not Host, Content-Length, Expect or a hop-by-hop header)' })
 }
 
-const jwtAlgorithm = z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA', 'Ed25519'])
+/**
+ * Every JWS algorithm jose verifies with a key this filter can hold (an HMAC secret, an RSA, EC
+ * P-256/384/521 or Ed25519 public key): PS384, PS512 and ES512 were missing, so a config naming
+ * them (an issuer signing with P-521, RSA-PSS/SHA-384) was refused although the README lists
+ * "RS*, PS*, ES*". (jose's ML-DSA-* are an experimental Web Crypto feature in Node: not offered.)
+ */
+const jwtAlgorithm = z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'])
 
 export const tenantJwtConfig = z
   .strictObject({

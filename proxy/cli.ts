@@ -414,7 +414,9 @@ export async function main(argv: string[]): Promise<void> {
           if (invalid) process.exit(EXIT_CONFIG)
           return
         }
-        if (sub === 'schema') {
+        // `schema` takes no file: a stray argument (`igw config schema igw.yaml`, meaning validate)
+        // printed the schema and exited 0, as if the file had been checked.
+        if (sub === 'schema' && arg === undefined) {
           const { renderConfigJsonSchema } = await import('../config/generate-schema.ts')
           process.stdout.write(renderConfigJsonSchema())
           return

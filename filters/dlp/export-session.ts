@@ -170,6 +170,9 @@ class CsvEngine implements Engine {
   #error: Error | undefined
   #stopped = false
   #lastRaw = ''
+  /** The first bytes of the input (up to 3), to tell whether it starts with a UTF-8 BOM. */
+  #head: Buffer | undefined = Buffer.alloc(0)
+  #bom = false
 
   constructor(scanner: ExportScanner, opts: SessionOptions, checkpoint: () => boolean) {
     this.#scanner = scanner
@@ -218,12 +221,24 @@ class CsvEngine implements Engine {
       row[i] = typeof r === 'string' ? r : r.value
     }
     this.#records++
-    const line = csvStringify([row], { delimiter: this.#delimiter, record_delimiter: this.#eol, quoted_match: /[\r\n]/ })
+    let line = csvStringify([row], { delimiter: this.#delimiter, record_delimiter: this.#eol, quoted_match: /[\r\n]/ })
+    // csv-parse drops the byte-order mark; it goes back in front of the first row (Excel reads a
+    // UTF-8 CSV without one in the ANSI code page: "Jörg" became "JÃ¶rg").
+    if (this.#records === 1 && this.#bom) line = '\ufeff' + line
     if (this.#checkpoint()) this.#out.push(line)
     else this.#stopped = true
   }
 
   write(chunk: Buffer): Promise<void> {
+    const head = this.#head
+    if (head !== undefined) {
+      // The first record cannot end before the third byte when the input starts with a BOM.
+      const h = head.length + chunk.length >= 3 ? Buffer.concat([head, chunk.subarray(0, 3 - head.length)]) : Buffer.concat([head, chunk])
+      if (h.length >= 3) {
+        this.#bom = h[0] === 0xef && h[1] === 0xbb && h[2] === 0xbf
+        this.#head = undefined
+      } else this.#head = h
+    }
     return new Promise((resolve, reject) => {
       this.#parser.write(chunk, () => (this.#error ? reject(this.#error) : resolve()))
     })

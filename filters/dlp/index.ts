@@ -72,6 +72,17 @@ function dropUpstreamDigests(h: Record<string, string | string[]>): void {
   delete h['accept-ranges']
 }
 
+/**
+ * A HEAD answer describes what a GET would get: the upstream's Content-Length counts the bytes
+ * before masking (the GET is rewritten, and streamed without one), and a gzip/deflate/br body is
+ * served decoded.
+ */
+function headLikeGet(h: Record<string, string | string[]>): void {
+  delete h['content-length']
+  const enc = String(h['content-encoding'] ?? '').toLowerCase()
+  if (enc === 'gzip' || enc === 'x-gzip' || enc === 'deflate' || enc === 'br') delete h['content-encoding']
+}
+
 /** The stop of an export whose content encoding broke (before the head or mid-stream). */
 function undecodable(h: BodyHealth): StopReason {
   return { kind: 'malformed', message: `the export's ${h.encoding} content encoding does not decode, so DLP cannot inspect it` }
@@ -328,8 +339,12 @@ class DlpFilter implements Filter {
     // A local 200 is content another filter answered with (a cache hit when the cache sits
     // after DLP in the chain): it is an export like any other. Local errors carry no data.
     if (res.local && res.status !== 200) return
+    // The upstream's own `x-dlp` says nothing about what DLP did (a stream's counts come as a
+    // trailer, after a head that carried the upstream's value).
+    delete res.headers['x-dlp']
     if (res.status === 204 || res.status === 304 || ctx.method === 'HEAD') {
       dropUpstreamDigests(res.headers)
+      if (ctx.method === 'HEAD') headLikeGet(res.headers)
       return
     }
     if (res.status === 206) {

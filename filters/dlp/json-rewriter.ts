@@ -260,6 +260,9 @@ export class JsonRewriter {
           if (n - i > o.maxTokenChars) this.#fail(`a string longer than ${o.maxTokenChars} characters`, i)
           break
         }
+        // Checked whole too: held or not, a string over the limit fails the same, wherever the
+        // chunks of the transfer split it (it passed when it happened to arrive in one piece).
+        if (q - i > o.maxTokenChars) this.#fail(`a string longer than ${o.maxTokenChars} characters`, i)
         // Next backslash in the text, searched again only once passed (one scan per chunk, not per string).
         if (nextBackslash <= i) {
           nextBackslash = text.indexOf('\\', i + 1)
@@ -378,6 +381,7 @@ export class JsonRewriter {
         if (j - i > o.maxTokenChars) this.#fail(`a number or literal longer than ${o.maxTokenChars} characters`, i)
         break // may continue in the next chunk
       }
+      if (j - i > o.maxTokenChars) this.#fail(`a number or literal longer than ${o.maxTokenChars} characters`, i)
       const word = text.slice(i, j)
       const literal = word === 'true' || word === 'false' || word === 'null'
       if (!literal && !NUMBER.test(word)) this.#fail('not a JSON value', i)

@@ -17,7 +17,7 @@ import { DeliveryQueue, type GapHolder, type QueuedEntry } from './delivery-queu
 import { compileEventFilter, EventFilterError, type EventMatcher } from './event-filter.ts'
 import type { SubscriptionHub } from './hub.ts'
 import type { TierMetrics } from './metrics.ts'
-import { CLOSE, graphqlErrors, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
+import { CLOSE, graphqlErrors, LEGACY_WS, parseClientMessage, ProtocolWriter, TOPICS, TRANSPORT_WS, type GapNotice, type ProtocolName, type SubscribeCommand } from './protocols.ts'
 import type { ReplayFeed } from './replay-feed.ts'
 import type { LogEvent } from './replay-ring.ts'
 import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayload } from './stream.ts'
@@ -26,7 +26,12 @@ import { invalidHeader, type UpstreamListener } from './upstream.ts'
 import { closeReason } from '../websocket-bridge.ts'
 import { LogWindow, traceIdOf } from '../log.ts'
 
-type ConnState = 'init' | 'ready' | 'closing' | 'closed'
+/**
+ * `draining`: shutdown with queries or mutations still in flight: their results are still sent
+ * (subscriptions were ended, new operations are not admitted), and the socket closes with 1001
+ * when the last of them ends (or the worker's drain deadline cuts it).
+ */
+type ConnState = 'init' | 'ready' | 'draining' | 'closing' | 'closed'
 
 const CONTROL_BYTES = 96
 /**
@@ -276,6 +281,7 @@ export class Subscription implements StreamSubscriber, GapHolder {
     const abandoned = this.stream === undefined && (outcome === 'stopped' || outcome === 'closed')
     const code = outcome === 'error' ? firstCode(errors) : undefined
     this.conn.accessLine(this.ctx, this.cmd, abandoned ? 499 : statusOf(code, 200), outcome, code)
+    if (this.conn.draining) this.conn.drainStep()
   }
 }
 
@@ -424,17 +430,56 @@ export class ClientConnection {
     this.#alive = false
     this.ws.ping()
     const ka = this.writer.keepAlive()
-    if (ka !== undefined && this.#state === 'ready') this.ws.send(ka)
+    if (ka !== undefined && (this.#state === 'ready' || this.#state === 'draining')) this.ws.send(ka)
   }
 
-  /** Shutdown: flush what is queued, then 1001 Going Away (clients reconnect elsewhere with their cursors). */
+  /** Set while shutdown waits for the queries and mutations in flight (see goAway). */
+  draining = false
+
+  /**
+   * Shutdown: flush what is queued, then 1001 Going Away (clients reconnect elsewhere with their
+   * cursors). Subscriptions end at once; a query or mutation in flight is waited for first, as
+   * HTTP requests in flight are (the worker's drain deadline bounds the wait): cut by the 1001,
+   * its result was lost and graphql-ws clients re-sent it on reconnect — a mutation ran twice.
+   */
   goAway(): void {
-    if (this.#state === 'closing' || this.#state === 'closed') return
+    if (this.#state === 'closing' || this.#state === 'closed' || this.#state === 'draining') return
     const wasReady = this.#state === 'ready'
-    this.#state = 'closing'
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
-    if (wasReady) this.#flushAll()
+    if (wasReady) {
+      this.#flushAll()
+      let singles = false
+      for (const sub of this.subs.values()) {
+        if (sub.stream === undefined) {
+          singles = true
+          break
+        }
+      }
+      if (singles) {
+        // Nothing more is queued or delivered for subscriptions (deliver and pump want 'ready'),
+        // and admissions still running end unanswered when their chain returns (never sent
+        // upstream, so the client's re-send on reconnect is safe).
+        this.#state = 'draining'
+        for (const sub of [...this.subs.values()]) if (sub.stream !== undefined) sub.end(true, 'closed')
+        this.draining = true
+        this.drainStep()
+        return
+      }
+    }
+    this.#goAwayNow()
+  }
+
+  /** Draining: close with 1001 once no query or mutation is left in flight. */
+  drainStep(): void {
+    if (this.#state !== 'draining' || this.subs.size > 0) return
+    this.draining = false
+    this.#goAwayNow()
+  }
+
+  #goAwayNow(): void {
+    this.draining = false
+    this.#state = 'closing'
     this.hub.metrics.closes.labels(String(CLOSE.goingAway)).inc()
     this.ws.close(CLOSE.goingAway, 'gateway shutting down')
   }
@@ -455,6 +500,7 @@ export class ClientConnection {
   #onClose(): void {
     if (this.#state === 'closed') return
     this.#state = 'closed'
+    this.draining = false
     if (this.#initTimer !== undefined) clearTimeout(this.#initTimer)
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     if (this.#drainCheck !== undefined) clearTimeout(this.#drainCheck)
@@ -495,8 +541,16 @@ export class ClientConnection {
     const cmd = parseClientMessage(this.protocol, text)
     switch (cmd.t) {
       case 'bad':
-        if (this.protocol === TRANSPORT_WS) this.#close(CLOSE.badRequest, cmd.reason)
-        else this.#sendNow(this.writer.badMessage(cmd.reason, cmd.id))
+        if (this.protocol === TRANSPORT_WS) {
+          this.#close(CLOSE.badRequest, cmd.reason)
+          return
+        }
+        // Legacy graphql-ws: the `error` for that id ends the operation in the client
+        // (subscriptions-transport-ws deletes it), so one running under that id — a malformed
+        // `start` reusing it — ends here too, as that library's server does, instead of running on
+        // unseen (its upstream stream and quota slot held until the socket closes).
+        if (this.protocol === LEGACY_WS && cmd.id !== undefined) this.#stop(cmd.id)
+        this.#sendNow(this.writer.badMessage(cmd.reason, cmd.id))
         return
       case 'init':
         this.#init(cmd.payload)
@@ -659,6 +713,13 @@ export class ClientConnection {
       else this.#refuse(cmd, undefined, 'BAD_REQUEST', 'send connection_init first')
       return
     }
+    if (this.#state === 'draining') {
+      // Shutting down: not admitted, and not answered either (an error would end the operation
+      // for good in the client); the 1001 that follows has clients re-send it elsewhere.
+      this.hub.metrics.rejections.labels('OVERLOADED').inc()
+      this.accessLine(undefined, cmd, 503, 'refused', 'OVERLOADED')
+      return
+    }
     if (this.subs.has(cmd.id) || this.#pending.has(cmd.id)) {
       if (this.protocol === TRANSPORT_WS) {
         this.#close(CLOSE.subscriberExists, `Subscriber for ${cmd.id} already exists`)
@@ -725,7 +786,9 @@ export class ClientConnection {
     const ctx = new RequestContext(this.#req, undefined, route, this.hub.host.logger, performance.now(), '')
     ctx.deadline = Number.POSITIVE_INFINITY
     ctx.graphql = gql
-    ctx.subscription = { id: cmd.id, connectionId: this.id, topic: cmd.topic, active: this.subs.size + this.#pending.size }
+    // Every operation the hub's own limit counts: those admitted, those being admitted, and those
+    // the client completed while their admission still runs (they hold their place until it ends).
+    ctx.subscription = { id: cmd.id, connectionId: this.id, topic: cmd.topic, active: this.subs.size + this.#pending.size + this.#cancelledPending }
     const pending = { cancelled: false }
     this.#pending.set(cmd.id, pending)
     const snap = this.hub.host.snapshot

@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Tier } from '../config/primitives.ts'
-import type { GraphQLRequest } from './graphql-request.ts'
+import type { GraphQLBatch, GraphQLRequest } from './graphql-request.ts'
 import { addResponseHeaderTo, isHopByHop } from './headers.ts'
 import type { RouteRuntime } from './runtime.ts'
 
@@ -64,6 +64,8 @@ export class RequestContext {
   tier: Tier | undefined = undefined
   /** The parsed GraphQL request on graphql routes (undefined for batches and non-GraphQL bodies). */
   graphql: GraphQLRequest | undefined = undefined
+  /** A batch (a JSON array on a route with `batching`): its operations, for filters to resolve per item (persisted ids, APQ). */
+  batch: GraphQLBatch | undefined = undefined
   /** Units of cost this request consumes; the quota filter reads it, hint/estimate filters set it. */
   cost = 1
   costSource: CostSource = 'default'

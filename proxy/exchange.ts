@@ -136,6 +136,8 @@ class ResponseInfoImpl implements ResponseInfo {
   /** The filter whose onResponse runs now, and the one that last replaced the body (-1: none). */
   runningFilter = -1
   bodyFilter = -1
+  /** The response phase's deadline passed while a filter ran: the rest of it is skipped. */
+  abandoned = false
   observeBody(stream: Readable): void {
     this.#body = stream
     this.bodyFilter = this.runningFilter
@@ -323,6 +325,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // Each operation costs at least what a lone request does (a filter that can do better
       // would need each operation parsed; none of ours reads inside a batch).
       this.ctx.cost = parsed.operations
+      this.ctx.batch = parsed
     } else this.ctx.graphql = parsed
     this.#rawBody = raw
     this.runRequestPhase(0)
@@ -477,9 +480,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const info = new ResponseInfoImpl(reply.status, headers, true, body, undefined)
     this.ctx.response = info // ctx.addResponseHeader in onResponse edits this head
     // (a preflight's 502/504: no filter ran for it, none sees its answer)
+    this.#pendingInfo = undefined
     const pending = this.#preflight ? undefined : this.runResponsePhase(info, below)
     if (pending === undefined) this.#writeLocal(info)
-    else pending.then(() => this.#writeLocal(info))
+    else {
+      this.#awaitResponsePhase(info, performance.now())
+      pending.then(() => {
+        if (this.#pendingInfo !== info) return // timed out (answered 504) or superseded
+        this.#pendingInfo = undefined
+        this.#writeLocal(info)
+      })
+    }
   }
 
   #writeLocal(info: ResponseInfoImpl): void {
@@ -556,8 +567,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
       if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
         return (r as Promise<void>).then(
-          () => this.runResponsePhase(info, below, i + 1),
+          () => (info.abandoned ? undefined : this.runResponsePhase(info, below, i + 1)),
           (err) => {
+            if (info.abandoned) return // the deadline answered already: no second count or log
             this.#responseFilterFailed(idx, err, info)
             return this.runResponsePhase(info, below, i + 1)
           },
@@ -599,7 +611,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     let method = ctx.method
     const gql = ctx.graphql
     if (this.#rawBody !== undefined) {
-      body = gql !== undefined && gql.dirty ? gql.toBody() : this.#rawBody
+      body = gql !== undefined && gql.dirty ? gql.toBody() : ctx.batch !== undefined ? ctx.batch.toBody() : this.#rawBody
       contentLength = body.length
     } else if (gql !== undefined && gql.dirty && gql.method === 'GET') {
       path = gql.toGetPath(path)
@@ -678,6 +690,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   timerFired(): void {
     this.#timer = undefined
     const now = performance.now()
+    if (this.#pendingInfo !== undefined && this.#responseDue !== Number.POSITIVE_INFINITY) {
+      // A response phase is awaited: its deadline is the only one due (it is no later than the
+      // request's, and the upstream's headers are in).
+      if (now < this.#responseDue - 1) this.#timer = setTimeout(onTimer, this.#responseDue - now, this) // early (see below)
+      else this.#responseFilterTimedOut(now)
+      return
+    }
     if (this.phase === Phase.Request) {
       if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
       else if (this.#awaitedFilter !== -1) {
@@ -793,10 +812,75 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // A filter that already reads the body (to decide before the head) gets backpressure
     // from the body stream itself; otherwise hold the upstream until the phase is over.
     if (this.#body === undefined) controller.pause()
+    this.#awaitResponsePhase(info, t0)
     pending.then(() => {
       ctx.filterMs += performance.now() - t0
-      if (this.phase !== Phase.Done) this.#commit(info)
+      if (this.phase !== Phase.Done) {
+        this.#pendingInfo = undefined
+        this.#commit(info)
+      }
     })
+  }
+
+  /**
+   * An async response phase is under way (for the upstream's answer or a local one): a filter
+   * that never settles (a hung Redis call, a webhook) held the client — and the exchange, its
+   * upstream connection and held chunks — for ever once the upstream had answered. It gets what
+   * is left of the request's deadline (the route's totalMs); one that starts with none left (the
+   * 504 for a missed deadline, answered itself) or on a route without totalMs gets headersMs (or
+   * totalMs), the bound on a client waiting for its response head. Only async phases pay for it.
+   */
+  #awaitResponsePhase(info: ResponseInfoImpl, now: number): void {
+    const t = this.route.timeouts
+    let due = this.ctx.deadline
+    if (due === Number.POSITIVE_INFINITY || !(due > now)) due = t.headersMs > 0 ? now + t.headersMs : t.totalMs > 0 ? now + t.totalMs : Number.POSITIVE_INFINITY
+    this.#pendingInfo = info
+    this.#responseFrom = now
+    this.#responseDue = due
+    // An armed timer is due no later than this (the upstream's headers or total deadline): it fires
+    // early and re-arms for this one (timerFired).
+    if (due !== Number.POSITIVE_INFINITY && this.#timer === undefined) this.#timer = setTimeout(onTimer, Math.max(0, due - now), this)
+  }
+  /** The response whose (async) response phase is awaited under #responseDue (undefined: none). */
+  #pendingInfo: ResponseInfoImpl | undefined = undefined
+  #responseFrom = 0
+  #responseDue = Number.POSITIVE_INFINITY
+
+  /** The response phase's deadline passed with a filter's onResponse still pending: 504, the filter named, counted and logged. */
+  #responseFilterTimedOut(now: number): void {
+    const info = this.#pendingInfo!
+    this.#pendingInfo = undefined
+    info.abandoned = true
+    const idx = info.runningFilter
+    const filter = this.route.filters[idx]!
+    const ctx = this.ctx
+    const due = this.#responseDue
+    const budget = due === ctx.deadline ? `this request's time budget of ${Math.round(ctx.deadline - ctx.startTime)} ms` : `${Math.round(due - this.#responseFrom)} ms`
+    this.proxy.metrics.filterErrors.labels(filter.name).inc()
+    ctx.log.error({ filter: filter.name, failMode: this.route.failOpen[idx]! ? 'open' : 'closed', phase: 'response', timeoutMs: Math.round(now - this.#responseFrom) }, 'filter did not finish its response phase before the deadline')
+    const message = `filter "${filter.name}" did not finish its response phase within ${budget}`
+    if (this.phase === Phase.ResponsePhase) {
+      // The upstream's answer waits on the filter: drop it, and answer 504 through the filters
+      // that have not run yet (a cache forgetting a mutation that may have run).
+      this.#held = undefined
+      if (this.#body !== undefined) this.#body.destroy()
+      else if (!this.#heldEnd) this.discardUpstreamBody()
+      this.phase = Phase.Request
+      ctx.answeredBy = filter.name
+      this.replyError('UPSTREAM_TIMEOUT', message, idx)
+      return
+    }
+    // A local answer's response phase: the 504 replaces it, the filters left are skipped.
+    const reply = errorReply('UPSTREAM_TIMEOUT', message)
+    ctx.answeredBy = filter.name
+    ctx.errorCode = 'UPSTREAM_TIMEOUT'
+    this.proxy.metrics.proxyErrors.labels(this.route.name, 'UPSTREAM_TIMEOUT').inc()
+    info.status = reply.status
+    info.headers = { ...reply.headers }
+    const added = ctx.responseHeaders
+    if (added !== undefined) applyAddedHeaders(info.headers, added)
+    info.body = Buffer.from(reply.body)
+    this.#writeLocal(info)
   }
 
   materializeBody(): UpstreamBody {
@@ -907,7 +991,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.#clearTimer()
+    if (this.#pendingInfo === undefined) this.#clearTimer() // (else it bounds the response phase)
     switch (this.phase) {
       case Phase.Direct:
         this.#endClient()
@@ -929,7 +1013,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    this.#clearTimer()
+    if (this.#pendingInfo === undefined) this.#clearTimer() // (else it bounds the response phase)
     if (this.#discarded) return
     const phase = this.phase
     if (phase === Phase.Done && this.res.destroyed) return // the client left first

@@ -22,6 +22,9 @@ const documentCache = new LRUCache<string, DocumentNode>({
   sizeCalculation: (_doc, key) => key.length * (AST_BYTES_PER_CHAR + 2) + 256,
 })
 
+/** Reads a batch item's variables again from the client's text, numbers as spelled. */
+type ExactVariables = () => unknown
+
 export class GraphQLRequestError extends Error {
   constructor(message: string) {
     super(message)
@@ -154,12 +157,14 @@ export class GraphQLRequest {
    * from the client's text keeping its spelling (only then, and only for an edited request; the
    * scan is one walk of usually tiny variables).
    */
-  #variablesToSend(source: Buffer | string | null | undefined): unknown {
+  #variablesToSend(source: Buffer | string | ExactVariables | null | undefined): unknown {
     const v = this.variables
     if (v === undefined || this.#variablesSet || source === undefined || source === null || !hasRespelledNumber(v)) return v
     try {
-      // A POST's whole body (its "variables" member), or a GET's "variables" parameter.
-      const exact = typeof source === 'string' ? JSON.parse(source, keepClientNumberText) : (JSON.parse(source.toString('utf8'), keepClientNumberText) as { variables?: unknown } | null)?.variables
+      // A POST's whole body (its "variables" member), a GET's "variables" parameter, or (a batch
+      // item) a function that reads them from the batch's text.
+      const exact =
+        typeof source === 'function' ? source() : typeof source === 'string' ? JSON.parse(source, keepClientNumberText) : (JSON.parse(source.toString('utf8'), keepClientNumberText) as { variables?: unknown } | null)?.variables
       return exact !== null && typeof exact === 'object' ? exact : v
     } catch {
       return v
@@ -174,13 +179,18 @@ export class GraphQLRequest {
 
   /** The request as a JSON body; `source` is where the client's variables text is (see #variablesToSend). */
   #serialize(source: Buffer | string | null | undefined): Buffer {
+    return Buffer.from(JSON.stringify(this.toObject(source)))
+  }
+
+  /** The request as the JSON object to send (see #variablesToSend for `source`). */
+  toObject(source: Buffer | string | ExactVariables | null | undefined): Record<string, unknown> {
     const out: Record<string, unknown> = {}
     if (this.query !== undefined) out.query = this.query
     if (this.operationName !== undefined) out.operationName = this.operationName
     if (this.variables !== undefined) out.variables = this.#variablesToSend(source)
     if (this.extensions !== undefined) out.extensions = this.extensions
     if (this.documentId !== undefined) out.documentId = this.documentId
-    return Buffer.from(JSON.stringify(out))
+    return out
   }
 
   /**
@@ -258,11 +268,70 @@ function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<s
   return req
 }
 
-/** A POST body that is a batch (a JSON array of requests): passed through opaque, counted. */
+/**
+ * A POST body that is a batch (a JSON array of requests), counted. Forwarded as received unless a
+ * filter edits one of its requests (`requests`, read on first use: the persisted filter fills in
+ * APQ and persisted ids and drops a client's cost hints); then serialized once, the items nobody
+ * edited as the client sent them.
+ */
 export class GraphQLBatch {
   readonly operations: number
-  constructor(operations: number) {
-    this.operations = operations
+  /** The bytes as received. */
+  readonly raw: Buffer
+  readonly #items: unknown[]
+  #requests: (GraphQLRequest | undefined)[] | undefined = undefined
+  #exact: unknown[] | undefined = undefined
+
+  constructor(raw: Buffer, items: unknown[]) {
+    this.raw = raw
+    this.#items = items
+    this.operations = items.length
+  }
+
+  /**
+   * Each item as a GraphQLRequest, or undefined for an item that is not one (not an object, no
+   * query nor persisted id, a mistyped member): that item goes upstream as sent and the backend
+   * answers it, as it would a lone request.
+   */
+  get requests(): readonly (GraphQLRequest | undefined)[] {
+    if (this.#requests !== undefined) return this.#requests
+    const out: (GraphQLRequest | undefined)[] = new Array(this.#items.length)
+    for (let i = 0; i < this.#items.length; i++) {
+      const item = this.#items[i]
+      try {
+        out[i] = item !== null && typeof item === 'object' && !Array.isArray(item) ? fromObject('POST', undefined, item as Record<string, unknown>) : undefined
+      } catch {
+        out[i] = undefined
+      }
+    }
+    return (this.#requests = out)
+  }
+
+  /** True once a filter changed one of the requests. */
+  get dirty(): boolean {
+    const reqs = this.#requests
+    if (reqs === undefined) return false
+    for (const r of reqs) if (r !== undefined && r.dirty) return true
+    return false
+  }
+
+  /** The JSON body to send upstream. */
+  toBody(): Buffer {
+    if (!this.dirty) return this.raw
+    const reqs = this.#requests!
+    const out: unknown[] = new Array(this.#items.length)
+    for (let i = 0; i < out.length; i++) {
+      const r = reqs[i]
+      if (r !== undefined && r.dirty) out[i] = r.toObject(() => (this.#exactItem(i) as { variables?: unknown } | null)?.variables)
+      else out[i] = hasRespelledNumber(this.#items[i]) ? this.#exactItem(i) : this.#items[i]
+    }
+    return Buffer.from(JSON.stringify(out))
+  }
+
+  /** Item i read again from the client's text with its numbers as spelled (the body is read once). */
+  #exactItem(i: number): unknown {
+    this.#exact ??= JSON.parse(this.raw.toString('utf8'), keepClientNumberText) as unknown[]
+    return this.#exact[i]
   }
 }
 
@@ -278,7 +347,7 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
     throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
   }
   if (jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
-  if (Array.isArray(parsed)) return new GraphQLBatch(parsed.length)
+  if (Array.isArray(parsed)) return new GraphQLBatch(raw, parsed)
   if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
   return fromObject('POST', raw, parsed as Record<string, unknown>)
 }

@@ -8,6 +8,7 @@ import type { Counter, Histogram } from 'prom-client'
 import type { PersistedFilterConfig } from '../../config/filters/index.ts'
 import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
 import { errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import type { GraphQLBatch } from '../../proxy/graphql-request.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
 import { ApqStore } from './apq-store.ts'
 import { analyzeDocument, loadCostSchema, selectOperation, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
@@ -31,6 +32,31 @@ function parseErrorReply(err: GraphQLError): LocalReply {
   if (err.locations?.length) e.locations = err.locations
   e.extensions = { code: 'BAD_REQUEST' }
   return { status: 400, headers: JSON_TYPE, body: JSON.stringify({ errors: [e] }), code: 'BAD_REQUEST' }
+}
+
+/** Why a request of a batch was not resolved (undefined: it was, or it named nothing). */
+type BatchItem = 'apq_not_found' | 'apq_not_supported' | undefined
+
+/**
+ * The local answer to a batch with an unresolved hash: one result per operation, in order, as
+ * Apollo Server answers a batch (a BatchHttpLink hands each operation its own result): an unknown
+ * hash or id PersistedQueryNotFound (PersistedQueryNotSupported with APQ off); every other
+ * operation was not run, said with the same code, on which Apollo's persisted-queries link
+ * resends it (with its query: a hash it names is registered then).
+ */
+function batchReply(failed: BatchItem[]): LocalReply {
+  const notSupported = failed.includes('apq_not_supported')
+  const out: string[] = new Array(failed.length)
+  for (let i = 0; i < failed.length; i++) {
+    const f = failed[i]
+    if (f === 'apq_not_supported') out[i] = NOT_SUPPORTED.body as string
+    else if (f === 'apq_not_found') out[i] = NOT_FOUND.body as string
+    else {
+      const code = notSupported ? 'PERSISTED_QUERY_NOT_SUPPORTED' : 'PERSISTED_QUERY_NOT_FOUND'
+      out[i] = errorBody(code, `not run: another operation of this batch named a persisted query the gateway ${notSupported ? 'does not support' : 'does not know'}; send it again`)
+    }
+  }
+  return { status: 200, headers: APQ_ERROR_HEADERS, body: `[${out.join(',')}]`, code: notSupported ? 'PERSISTED_QUERY_NOT_SUPPORTED' : 'PERSISTED_QUERY_NOT_FOUND' }
 }
 
 // Compiled once per config document, shared by every route's filter instance.
@@ -93,10 +119,13 @@ class PersistedFilter implements Filter {
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const gql = ctx.graphql
     // Hints are ours to give: whatever a client put there does not reach the backend — the
-    // header on every request, batches and GETs without a query included (a batch's bodies go
-    // through as sent: their extensions cannot be edited here).
+    // header on every request, batches and GETs without a query included (a batch's extensions
+    // are edited per request in #batch, once the proxy hands the batch over as ctx.batch).
     if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
-    if (gql === undefined) return this.#opaque(ctx)
+    if (gql === undefined) {
+      const batch = ctx.batch
+      return batch === undefined || this.#mode(ctx) === 'enforce' ? this.#opaque(ctx) : this.#batch(batch)
+    }
     const hintExt = this.#hintExt
     if (hintExt !== false && gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
 
@@ -161,16 +190,145 @@ class PersistedFilter implements Filter {
       gql.deleteExtension('persistedQuery')
       return this.#admit(ctx, gql, op, 'manifest')
     }
+    const byText = this.#manifest.byHash.get(gql.docHash!)
+    // APQ off: a hash beside a query is refused as Apollo Server and Router refuse it
+    // (PersistedQueryNotSupported, 200), unless the text is a manifest document. Run as sent, the
+    // client never learnt that hashing is off and kept sending hashes; Apollo Client's persisted-queries link, on this answer, resends the query
+    // without the hash and stops hashing.
+    if (!this.#cfg.apq.enabled && byText === undefined) {
+      this.#m.requests.labels('apq_not_supported').inc()
+      return NOT_SUPPORTED
+    }
     if (gql.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
     gql.deleteExtension('persistedQuery')
-    const byText = this.#manifest.byHash.get(gql.docHash)
     if (byText !== undefined) return this.#admit(ctx, gql, byText, 'manifest')
-    if (!this.#cfg.apq.enabled) return this.#admit(ctx, gql, undefined, 'freeform')
     const decision = this.#admit(ctx, gql, undefined, 'apq_registered')
     // Only documents that passed the checks are remembered (and not in enforce mode, where
     // registering an operation outside the manifest would be a way around the safelist).
     if (decision === undefined && this.#mode(ctx) !== 'enforce') this.#apq.register(gql.docHash, gql.query)
     return decision
+  }
+
+  /**
+   * A batch (routes[].batching): each request's APQ hash or persisted id is resolved as for a
+   * lone request and a client's own cost hints dropped, so a backend without APQ support runs an
+   * Apollo BatchHttpLink + PersistedQueryLink batch; APQ registrations in it are kept. The batch
+   * still costs its number of operations and its documents are not checked (as before). A hash
+   * the gateway does not know answers the batch with one result per operation, 200 (batchReply).
+   */
+  #batch(batch: GraphQLBatch): Decision | Promise<Decision> {
+    const reqs = batch.requests
+    let failed: BatchItem[] | undefined
+    let remote: Promise<void>[] | undefined
+    for (let i = 0; i < reqs.length; i++) {
+      const r = reqs[i]
+      if (r === undefined) continue
+      const outcome = this.#batchItem(r)
+      if (typeof outcome === 'object') return outcome
+      if (outcome === 'remote') {
+        const hash = (r.extensions!.persistedQuery as { sha256Hash: string }).sha256Hash.toLowerCase()
+        ;(remote ??= []).push(
+          this.#apq.remote(hash).then((found) => {
+            if (found.query !== undefined) this.#batchApqHit(r, found.query)
+            else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss('apq_not_found')
+          }),
+        )
+        continue
+      }
+      if (outcome !== 'ok') (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss(outcome)
+    }
+    const finish = (): Decision => (failed === undefined ? undefined : batchReply(failed))
+    return remote === undefined ? finish() : Promise.all(remote).then(finish)
+  }
+
+  #batchMiss(outcome: 'apq_not_found' | 'apq_not_supported'): BatchItem {
+    this.#m.requests.labels(outcome).inc()
+    return outcome
+  }
+
+  /** One request of a batch, resolved in place: 'ok', a miss, 'remote' (ask Redis), or a reply refusing the batch (a malformed or mismatched id, as for a lone request). */
+  #batchItem(r: GraphQLRequest): 'ok' | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
+    const hintExt = this.#hintExt
+    if (hintExt !== false && r.extensions !== undefined && hintExt in r.extensions) r.deleteExtension(hintExt)
+    if (r.documentId !== undefined) {
+      const op = this.#manifest.lookup(r.documentId.startsWith('sha256:') ? r.documentId.slice(7) : r.documentId)
+      if (r.query !== undefined) {
+        if (op === undefined || op.document !== r.query) return this.#reject('hash_mismatch', 'documentId and query name different documents')
+        r.clearDocumentId()
+      } else {
+        if (op === undefined) return 'apq_not_found'
+        const named = r.extensions?.persistedQuery
+        if (named !== undefined) {
+          const hash = typeof named === 'object' && named !== null ? (named as { sha256Hash?: unknown }).sha256Hash : undefined
+          if (typeof hash !== 'string' || (this.#manifest.lookup(hash) !== op && hash.toLowerCase() !== op.docHash)) {
+            return this.#reject('hash_mismatch', 'documentId and extensions.persistedQuery name different documents')
+          }
+        }
+        return this.#batchManifest(r, op)
+      }
+    }
+    const pq = r.extensions?.persistedQuery
+    if (pq === undefined) {
+      const op = this.#manifest.byHash.size > 0 && r.query !== undefined ? this.#manifest.byHash.get(r.docHash!) : undefined
+      if (op !== undefined) return this.#batchManifest(r, op)
+      this.#m.requests.labels('freeform').inc()
+      return 'ok'
+    }
+    if (typeof pq !== 'object' || pq === null || Array.isArray(pq)) return this.#reject('bad_extension', 'extensions.persistedQuery must be an object')
+    const { version, sha256Hash } = pq as { version?: unknown; sha256Hash?: unknown }
+    if (version !== 1) return this.#reject('bad_extension', 'Unsupported persisted query version')
+    if (typeof sha256Hash !== 'string' || sha256Hash === '') return this.#reject('bad_extension', 'extensions.persistedQuery.sha256Hash must be a non-empty string')
+    if (r.query === undefined) {
+      const op = this.#manifest.lookup(sha256Hash)
+      if (op !== undefined) return this.#batchManifest(r, op)
+      if (!this.#cfg.apq.enabled) return 'apq_not_supported'
+      const known = this.#apq.local(sha256Hash.toLowerCase())
+      if (known !== undefined) return this.#batchApqHit(r, known)
+      return this.#apq.hasRedis ? 'remote' : 'apq_not_found'
+    }
+    const op = this.#manifest.byId.get(sha256Hash)
+    if (op !== undefined && op.document === r.query) return this.#batchManifest(r, op)
+    const byText = this.#manifest.byHash.get(r.docHash!)
+    if (!this.#cfg.apq.enabled && byText === undefined) return 'apq_not_supported'
+    if (r.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
+    if (byText !== undefined) return this.#batchManifest(r, byText)
+    r.deleteExtension('persistedQuery')
+    this.#m.requests.labels('apq_registered').inc()
+    // As for a lone request: only a document within the limits is remembered (enforce mode never gets here).
+    if (this.#registrable(r)) this.#apq.register(r.docHash!, r.query)
+    return 'ok'
+  }
+
+  #batchApqHit(r: GraphQLRequest, query: string): 'ok' {
+    r.setQuery(query)
+    r.deleteExtension('persistedQuery')
+    this.#m.requests.labels('apq_hit').inc()
+    return 'ok'
+  }
+
+  #batchManifest(r: GraphQLRequest, op: PersistedOperation): 'ok' {
+    if (r.query !== op.document) r.setQuery(op.document)
+    r.deleteExtension('persistedQuery')
+    r.clearDocumentId()
+    this.#m.requests.labels('manifest').inc()
+    this.#m.byId.labels(op.id).inc()
+    if (this.#hintExt !== false) r.setExtension(this.#hintExt, op.hints ?? hintsFor(op, analyzeDocument(op.ast, r.operationName, r.variables, this.#settings, this.#info).cost))
+    return 'ok'
+  }
+
+  /** The limits a lone request is held to (size, parse, fragment expansion, depth), for an APQ registration from a batch. */
+  #registrable(r: GraphQLRequest): boolean {
+    const query = r.query!
+    if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) return false
+    let doc: DocumentNode
+    try {
+      doc = r.document
+    } catch {
+      return false
+    }
+    const a = this.#analysis(doc, r)
+    const maxDepth = this.#cfg.limits.maxDepth
+    return !a.tooComplex && !(maxDepth > 0 && a.depth > maxDepth)
   }
 
   #fromApq(ctx: RequestContext, gql: GraphQLRequest, hash: string, query: string): Decision {

@@ -42,6 +42,14 @@ function unauthenticated(reason: string): Decision {
 }
 
 /**
+ * RFC 6750 §3.1: a request that carries no credentials gets a bare challenge — no error code
+ * (`invalid_token` told clients and their auth libraries that a token was sent and refused, so
+ * they dropped a token they never sent, or reported a revoked one). As Envoy's jwt_authn sends
+ * `Bearer realm="…"`. The JSON body keeps UNAUTHENTICATED.
+ */
+const MISSING_TOKEN = errorReply('UNAUTHENTICATED', 'missing bearer token', undefined, { 'www-authenticate': 'Bearer realm="igw"' })
+
+/**
  * A tenant id a client may name: the syntax config ids have. Anything else (empty, padded,
  * "a, b" from a repeated header, non-ASCII, longer than 128, or the gateway's own "_anonymous"
  * and "_overflow" pools) never becomes a tenant, even with allowUnlisted.
@@ -77,7 +85,7 @@ class TenantFilter implements Filter {
         if (cached !== undefined) return this.#fromOutcome(ctx, cached)
         return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, o))
       }
-      if (jwt.required) return unauthenticated('missing bearer token')
+      if (jwt.required) return MISSING_TOKEN
       // An optional token that was not sent: the request is anonymous (the default tenant, if
       // any). The tenant header is no credential: anyone could name another tenant with it and
       // read its cache entries, spend its quota, and reach the backend as that tenant.

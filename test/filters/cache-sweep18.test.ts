@@ -106,7 +106,7 @@ describe('cache sweep 18: refresh-ahead writes L2', () => {
   it('a refresh-ahead refresh rewrites the L2 copy, so another proxy hits after the first copy expired', async () => {
     await bothConnected(raw, 5)
     expect((await post(a.url, ENTITY, { id: '7' })).cache).toBe('MISS')
-    await waitUntil(async () => (await l2Entries(raw, PREFIX)).length === 1, 5_000, 'the L2 entry written')
+    await waitUntil(async () => (await l2Entries(raw, PREFIX)).length === 1, 15_000, 'the L2 entry written')
     const first = (await l2Entries(raw, PREFIX))[0]!.f
     // Into the refresh-ahead window (the last 2 s of the 4 s TTL): a hit starts a refresh.
     while (Date.now() < first - 1_500) await sleep(50)
@@ -202,7 +202,7 @@ describe('cache sweep 18: an L2 read cannot outlive a purge another worker of th
       const id = `r${round}`
       const before = (await l2Entries(raw, PREFIX)).length
       expect((await post(proxy.url, ENTITY, { id })).name).toBe('v1')
-      await waitUntil(async () => (await l2Entries(raw, PREFIX)).length > before, 5_000, 'the L2 entry written')
+      await waitUntil(async () => (await l2Entries(raw, PREFIX)).length > before, 15_000, 'the L2 entry written')
       // Writes (and scripts) wait; reads go on: the purge is held back while L2 reads answer.
       await raw.call('CLIENT', 'PAUSE', '3000', 'WRITE')
       const m = await post(proxy.url, RENAME, { id }) // answered once invalidation.redisTimeoutMs ran out

@@ -51,15 +51,6 @@ export function credentialScope(headers: Record<string, string>, initPayload: Re
   return `cred:${sha256(canonicalJson({ h: headers, p: initPayload ?? null }))}`
 }
 
-/** The scope from configured claims; undefined when the caller has no verified claims. */
-export function claimsScope(claims: Record<string, unknown> | undefined, paths: readonly string[]): string | undefined {
-  if (claims === undefined) return undefined
-  if (paths.length === 0) return 'tenant'
-  const values: unknown[] = []
-  for (const p of paths) values.push(claimPath(claims, p) ?? null)
-  return `claims:${sha256(canonicalJson([paths, values]))}`
-}
-
 export interface StreamIdentity {
   route: string
   upstreamUrl: string

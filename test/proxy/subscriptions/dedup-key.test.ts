@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { canonicalJson, claimsScope, credentialScope, streamKey, type StreamIdentity } from '../../../proxy/subscriptions/dedup-key.ts'
+import { canonicalJson, credentialScope, streamKey, type StreamIdentity } from '../../../proxy/subscriptions/dedup-key.ts'
 
 const base: StreamIdentity = {
   route: 'gql',
@@ -55,13 +55,5 @@ describe('dedup key', () => {
     expect(credentialScope({ authorization: 'Bearer B', 'x-tenant-id': 'acme' }, { token: 'A' })).not.toBe(a)
     expect(credentialScope({ authorization: 'Bearer A', 'x-tenant-id': 'acme' }, { token: 'B' })).not.toBe(a)
     expect(credentialScope({ authorization: 'Bearer A', 'x-tenant-id': 'acme' }, undefined)).not.toBe(a)
-  })
-
-  it('claims scope: configured claims only, and nothing without verified claims', () => {
-    expect(claimsScope(undefined, ['sub'])).toBeUndefined()
-    expect(claimsScope({ sub: 'u1', iat: 1 }, ['sub'])).toBe(claimsScope({ sub: 'u1', iat: 2 }, ['sub']))
-    expect(claimsScope({ sub: 'u1' }, ['sub'])).not.toBe(claimsScope({ sub: 'u2' }, ['sub']))
-    expect(claimsScope({ org: { role: 'r' } }, ['org.role'])).not.toBe(claimsScope({ org: { role: 's' } }, ['org.role']))
-    expect(claimsScope({ sub: 'u1' }, [])).toBe('tenant')
   })
 })

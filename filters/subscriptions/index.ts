@@ -7,18 +7,11 @@
 import type { SubscriptionsFilterConfig } from '../../config/filters/index.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
+// One reading of a claim path for the filter and the hub (which works a connection's tier out again).
+import { claimPath } from '../../proxy/subscriptions/dedup-key.ts'
 
 const TIERS: ReadonlySet<string> = new Set<Tier>(['gold', 'silver', 'bronze'])
 
-/** Value at a dotted path ("org.role") of verified claims. */
-export function claimValue(claims: Record<string, unknown>, path: string): unknown {
-  let cur: unknown = claims
-  for (const part of path.split('.')) {
-    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return undefined
-    cur = (cur as Record<string, unknown>)[part]
-  }
-  return cur
-}
 
 /**
  * The sharing scope for these claims: equal for two clients exactly when every configured
@@ -39,7 +32,7 @@ export function dedupScope(claims: Record<string, unknown>, paths: readonly stri
   const iss = claims.iss
   if (iss !== undefined && iss !== null && !paths.includes('iss')) values.push(['iss', iss])
   for (const p of paths) {
-    const v = claimValue(claims, p)
+    const v = claimPath(claims, p)
     if (v === undefined || v === null) return undefined
     values.push([p, v])
   }
@@ -68,7 +61,7 @@ class SubscriptionsFilter implements Filter {
     const claims = ctx.claims
     if (claims === undefined) return undefined
     if (this.#tierClaim !== undefined) {
-      const tier = claimValue(claims, this.#tierClaim)
+      const tier = claimPath(claims, this.#tierClaim)
       if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = tier as Tier
     }
     if (this.#dedupClaims !== undefined) {

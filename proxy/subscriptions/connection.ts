@@ -14,6 +14,7 @@ import type { Filter, SubscriptionContext } from '../filter.ts'
 import { GraphQLRequest } from '../graphql-request.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
 import { DeliveryQueue, type GapHolder, type QueuedEntry } from './delivery-queue.ts'
+import { claimPath } from './dedup-key.ts'
 import { compileEventFilter, EventFilterError, type EventMatcher } from './event-filter.ts'
 import type { SubscriptionHub } from './hub.ts'
 import type { TierMetrics } from './metrics.ts'
@@ -102,16 +103,6 @@ type OpOutcome = 'complete' | 'error' | 'stopped' | 'closed' | 'replayed' | 'ref
 /** A client-chosen name as a log field: at most 128 characters (as HTTP access lines clip it). */
 function clip(name: string | undefined): string | undefined {
   return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
-}
-
-/** Value at a dotted path ("org.tier") of verified claims (as the subscriptions filter reads it). */
-function claimAt(claims: Record<string, unknown>, path: string): unknown {
-  let cur: unknown = claims
-  for (const part of path.split('.')) {
-    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return undefined
-    cur = (cur as Record<string, unknown>)[part]
-  }
-  return cur
 }
 
 /** The code of the first of `errors` (GraphQL errors), if it names one. */
@@ -1171,7 +1162,7 @@ export class ClientConnection {
     for (const f of route.config.filters) {
       if (f.name === 'tenant') tenantFilter = true
       else if (f.name === 'subscriptions' && f.tierClaim !== undefined && ctx.claims !== undefined) {
-        const v = claimAt(ctx.claims, f.tierClaim)
+        const v = claimPath(ctx.claims, f.tierClaim)
         if (v === 'gold' || v === 'silver' || v === 'bronze') claimed = v
       }
     }

@@ -65,8 +65,15 @@ export class SharedRedis implements RedisProvider {
     this.#metrics = metrics
   }
 
-  static options(): RedisOptions {
+  /**
+   * `url`: the connection's URL. A `rediss:` scheme in any case (`REDISS://`, which validation
+   * accepts: URL schemes are case-insensitive) asks for TLS here, explicitly: ioredis looks for
+   * the lowercase prefix only, so an upper-case one connected in plaintext and sent the AUTH
+   * password in the clear to a TLS port.
+   */
+  static options(url?: string): RedisOptions {
     return {
+      ...(url !== undefined && /^rediss:/i.test(url) ? { tls: {} } : {}),
       lazyConnect: false,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -78,7 +85,7 @@ export class SharedRedis implements RedisProvider {
   }
 
   #connect(role: string): Redis {
-    const r = new Redis(this.url, SharedRedis.options())
+    const r = new Redis(this.url, SharedRedis.options(this.url))
     let wasReady = false
     r.on('ready', () => {
       if (role === 'client') this.#metrics.up.set(1)

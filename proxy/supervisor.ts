@@ -561,6 +561,17 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
   }
 
+  /**
+   * A reload (SIGHUP, the file, a push) once the drain began is not applied: the draining threads
+   * built a new version (chain, pools, Redis) for nothing, and the supervisor started a new upstream
+   * health checker after close() had stopped the last one, which then probed every upstream for
+   * the rest of the process (for good in an embedding that closes the proxy and goes on).
+   */
+  function refusedWhileDraining(): ReloadResult {
+    lifecycle.info({ version }, 'config reload ignored: the proxy is draining')
+    return { ok: false, version, error: 'the proxy is draining (shutting down); the config is not reloaded' }
+  }
+
   // Applies run one at a time, in call order (a file reload, SIGHUP, a control plane push, the
   // API): two at once took the same "version + 1", so one waiter replaced the other's and that
   // caller (a reload, and every reload queued behind it) never returned.
@@ -572,6 +583,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
 
   async function applyConfigNow(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
+    if (closing) return refusedWhileDraining()
     const nextVersion = explicitVersion ?? version + 1
     const fixed = ['listen', 'workers', 'listener'] as const
     for (const key of fixed) {
@@ -589,6 +601,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     })
     applyWaiters.delete(nextVersion)
     applying--
+    // The drain began while the threads built it: the proxy is going away with the version it
+    // ran (a checker started now would probe the upstreams for as long as the process lives).
+    if (closing) return refusedWhileDraining()
     const errors = answers.filter((e): e is string => e !== undefined)
     if (errors.length > 0) {
       reloadFailures.inc()
@@ -627,6 +642,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let reloadNext: Promise<ReloadResult> | undefined
   function reload(): Promise<ReloadResult> {
     if (!opts.loadConfig) return Promise.resolve({ ok: false, version, error: 'no config file to reload' })
+    if (closing) return Promise.resolve(refusedWhileDraining())
     if (reloadNext) return reloadNext
     if (reloading) {
       const after = (): Promise<ReloadResult> => {

@@ -95,7 +95,7 @@ export class ExportSession {
   #malformed(err: unknown): void {
     if (this.stop !== undefined) return
     // The parser's own message may quote input bytes; only ours (positions) are kept.
-    const detail = err instanceof JsonSyntaxError ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
+    const detail = err instanceof JsonSyntaxError || err instanceof CsvBytesError ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
     this.stop = { kind: 'malformed', message: `the export is not valid ${this.format.toUpperCase()} and cannot be inspected (${detail})` }
   }
 
@@ -155,6 +155,9 @@ class JsonEngine implements Engine {
     return this.#rw.take()
   }
 }
+
+/** A CSV export holding NUL bytes: UTF-16/UTF-32 text (Excel's "Unicode text") or binary. */
+class CsvBytesError extends Error {}
 
 /** CSV through csv-parse (quoting, embedded newlines, BOM); changed or not, rows are re-written by csv-stringify. */
 class CsvEngine implements Engine {
@@ -230,6 +233,10 @@ class CsvEngine implements Engine {
   }
 
   write(chunk: Buffer): Promise<void> {
+    // The rules read UTF-8 (and ASCII-compatible) text. UTF-16 or UTF-32 puts a NUL beside every
+    // ASCII character, so "123-45-6789" matches nothing, yet the client reads it back (a
+    // BOM-less one too); JSON fails on those bytes by itself, CSV takes any byte in a cell.
+    if (chunk.indexOf(0) !== -1) return Promise.reject(new CsvBytesError('NUL bytes: UTF-16, UTF-32 or binary content'))
     const head = this.#head
     if (head !== undefined) {
       // The first record cannot end before the third byte when the input starts with a BOM.

@@ -11,7 +11,7 @@
 //
 // Everything else on the route pays one map lookup.
 import { Readable, Transform, type TransformCallback } from 'node:stream'
-import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
+import { createBrotliDecompress, createGunzip, createInflate, createInflateRaw, createZstdDecompress } from 'node:zlib'
 import type { Counter } from 'prom-client'
 import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
@@ -74,13 +74,85 @@ function dropUpstreamDigests(h: Record<string, string | string[]>): void {
 
 /**
  * A HEAD answer describes what a GET would get: the upstream's Content-Length counts the bytes
- * before masking (the GET is rewritten, and streamed without one), and a gzip/deflate/br body is
+ * before masking (the GET is rewritten, and streamed without one), and a gzip/deflate/br/zstd body is
  * served decoded.
  */
 function headLikeGet(h: Record<string, string | string[]>): void {
   delete h['content-length']
-  const enc = String(h['content-encoding'] ?? '').toLowerCase()
-  if (enc === 'gzip' || enc === 'x-gzip' || enc === 'deflate' || enc === 'br') delete h['content-encoding']
+  if (DECODED.has(String(h['content-encoding'] ?? '').trim().toLowerCase())) delete h['content-encoding']
+}
+
+/**
+ * A decoder for the export's content coding: null for identity, undefined for one DLP cannot
+ * read. `deflate` is the zlib format (RFC 9110 §8.4.1.2), but servers (old IIS, some Java and PHP
+ * stacks) send raw deflate under that name and browsers and curl accept both: the zlib header
+ * check on the first two bytes picks the format.
+ */
+function decoderFor(encoding: string): Transform | null | undefined {
+  switch (encoding) {
+    case 'gzip':
+    case 'x-gzip':
+      return createGunzip()
+    case 'deflate':
+      return new DeflateDecoder()
+    case 'br':
+      return createBrotliDecompress()
+    case 'zstd':
+      return createZstdDecompress()
+    case 'identity':
+      return null
+  }
+  return undefined
+}
+
+/** The content codings an export is decoded from (served without a Content-Encoding). */
+const DECODED: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'br', 'zstd'])
+
+/** `Content-Encoding: deflate` as browsers read it: zlib-wrapped, or raw deflate without the header. */
+class DeflateDecoder extends Transform {
+  #inner: Transform | undefined
+  #head: Buffer | undefined
+
+  #start(first: Buffer): Transform {
+    // A zlib header: CM = 8 (deflate), CINFO ≤ 7, and the two bytes a multiple of 31 (RFC 1950).
+    const zlib = first.length >= 2 && (first[0]! & 0x0f) === 8 && first[0]! >> 4 <= 7 && ((first[0]! << 8) | first[1]!) % 31 === 0
+    const inner = zlib || first.length < 2 ? createInflate() : createInflateRaw()
+    inner.on('data', (d: Buffer) => this.push(d))
+    inner.on('error', (err) => this.destroy(err))
+    this.#inner = inner
+    return inner
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    let inner = this.#inner
+    if (inner === undefined) {
+      const b = this.#head === undefined ? chunk : Buffer.concat([this.#head, chunk])
+      if (b.length < 2) {
+        this.#head = b
+        return cb()
+      }
+      this.#head = undefined
+      inner = this.#start(b)
+      chunk = b
+    }
+    inner.write(chunk, () => cb())
+  }
+
+  override _flush(cb: TransformCallback): void {
+    let inner = this.#inner
+    if (inner === undefined) {
+      // Fewer than two bytes: not a deflate stream either way; zlib says how it fails.
+      inner = this.#start(this.#head ?? Buffer.alloc(0))
+      if (this.#head !== undefined) inner.write(this.#head)
+    }
+    inner.once('end', () => cb())
+    inner.end()
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.#inner?.destroy()
+    cb(err)
+  }
 }
 
 /** The stop of an export whose content encoding broke (before the head or mid-stream). */
@@ -140,6 +212,26 @@ export function canonicalPath(path: string): string {
 function isJsonSeq(contentType: string | string[] | undefined): boolean {
   const ct = Array.isArray(contentType) ? contentType[0] : contentType
   return ct !== undefined && ct.toLowerCase().includes('json-seq')
+}
+
+/**
+ * Charsets whose ASCII characters are single ASCII bytes, as the rules read them. Others
+ * (UTF-16 and UTF-32: a NUL beside each character; UTF-7: `+AEA-` for `@`; EBCDIC: digits at
+ * 0xF0…) hide every value from the rules while the client decodes them: uninspectable.
+ */
+const ASCII_CHARSET = /^(?:utf-?8|us-ascii|ascii|iso[-_]?8859-\d{1,2}|latin-?1|l1|(?:windows|cp)-?125\d|ansi_x3\.4-1968)$/
+
+function charsetReadable(contentType: string | string[] | undefined): boolean {
+  const ct = Array.isArray(contentType) ? contentType[0] : contentType
+  if (ct === undefined) return true
+  const i = ct.toLowerCase().indexOf('charset=')
+  if (i === -1) return true
+  let v = ct.slice(i + 8)
+  const semi = v.indexOf(';')
+  if (semi !== -1) v = v.slice(0, semi)
+  v = v.trim()
+  if (v.startsWith('"') && v.endsWith('"') && v.length >= 2) v = v.slice(1, -1)
+  return ASCII_CHARSET.test(v.toLowerCase())
 }
 
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
@@ -356,11 +448,13 @@ class DlpFilter implements Filter {
       this.#refuse(ctx, res, errorReply('DLP_BLOCKED', message, { preset: plan.preset }))
       return
     }
-    const format = plan.format === 'auto' ? formatOf(res.headers['content-type']) : plan.format
-    const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase()
-    const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'deflate' ? createInflate() : encoding === 'br' ? createBrotliDecompress() : encoding === 'identity' ? null : undefined
-    if (format === undefined || decoder === undefined) {
-      const what = format === undefined ? `content type "${String(res.headers['content-type'] ?? 'none')}"` : `content encoding "${encoding}"`
+    const ctype = res.headers['content-type']
+    const format = plan.format === 'auto' ? formatOf(ctype) : plan.format
+    const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
+    const readable = format !== undefined && charsetReadable(ctype)
+    const decoder = readable ? decoderFor(encoding) : undefined
+    if (!readable || decoder === undefined) {
+      const what = readable ? `content encoding "${encoding}"` : `content type "${String(ctype ?? 'none')}"`
       this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
       if (this.#cfg.uninspectable === 'pass') {
         this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, undefined)

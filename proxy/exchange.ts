@@ -1024,8 +1024,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, 'upstream request failed')
       // An upload cut short (over the limit, the upstream gone): the rest is still coming.
       if (!this.ctx.req.complete) this.#closeAfterReply()
+      // During an async response phase, the filters that ran (and the one still pending) saw this
+      // request's response already: the error goes through only those that have not run (as the
+      // phase deadline's 504 does). Running them all again called each onResponse twice.
+      let below = this.route.filters.length
+      const info = this.#pendingInfo
+      if (phase === Phase.ResponsePhase && info !== undefined) {
+        this.#pendingInfo = undefined
+        this.#clearTimer() // (the phase's deadline; the error reply's own phase re-arms one if it awaits)
+        info.abandoned = true
+        below = info.runningFilter
+      }
       this.phase = Phase.Request
-      this.replyError(code, message, this.route.filters.length)
+      this.replyError(code, message, below)
       return
     }
     // Headers already went out: the only honest signal left is to cut the connection, so the

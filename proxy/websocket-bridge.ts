@@ -155,6 +155,19 @@ export function closeReason(text: string): string {
   return `${bytes.subarray(0, end).toString()}...`
 }
 
+/**
+ * Close one side of a bridge. A side the bridge paused (its peer was not reading fast enough) is
+ * read again first: its close reply sits behind whatever it sent meanwhile, and unread, the close
+ * handshake waited out ws's closeTimeout (30 s) — a drain (or its peer going away) left that
+ * client without its close, and holding the connection gauge and the upgrade's concurrency slot,
+ * that long instead of reconnecting at once. What it still sends is dropped (its peer is closed
+ * or closing).
+ */
+function closeSide(ws: WebSocket, code?: number, reason?: Buffer | string): void {
+  if (ws.isPaused) ws.resume()
+  ws.close(code, reason)
+}
+
 export class WsBridge {
   readonly client: WebSocket
   readonly upstream: WebSocket
@@ -244,8 +257,8 @@ export class WsBridge {
       return
     }
     if (other.readyState === WebSocket.CLOSING) return // its own 'close' ends the bridge
-    if (sendableCloseCode(code)) other.close(code, reason)
-    else if (code === 1005) other.close()
+    if (sendableCloseCode(code)) closeSide(other, code, reason)
+    else if (code === 1005) closeSide(other)
     else other.terminate() // 1006: the peer vanished without a close frame; do the same
   }
 
@@ -259,7 +272,7 @@ export class WsBridge {
       // Logged as an HTTP upstream failure is (it was a debug line only).
       this.#proxy.metrics.proxyErrors.labels(this.#route.name, 'UPSTREAM_UNAVAILABLE').inc()
       this.#proxy.logger.warn(log, 'websocket upstream broke the protocol; closed')
-      other.close(1014, closeReason(`upstream: ${err.message}`))
+      closeSide(other, 1014, closeReason(`upstream: ${err.message}`))
       return
     }
     if (side === 'client') {
@@ -272,7 +285,7 @@ export class WsBridge {
       this.#proxy.metrics.proxyErrors.labels(this.#route.name, tooBig ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST').inc()
       this.#proxy.logger.info(log, 'websocket client broke the protocol; closed')
       if (other.readyState === WebSocket.OPEN) {
-        other.close(1001, closeReason(`client: ${err.message}`))
+        closeSide(other, 1001, closeReason(`client: ${err.message}`))
         return
       }
     }
@@ -291,7 +304,7 @@ export class WsBridge {
   /** Shutdown: both sides get 1001 Going Away. */
   goAway(): void {
     for (const ws of [this.client, this.upstream]) {
-      if (ws.readyState === WebSocket.OPEN) ws.close(1001, 'gateway shutting down')
+      if (ws.readyState === WebSocket.OPEN) closeSide(ws, 1001, 'gateway shutting down')
     }
   }
 

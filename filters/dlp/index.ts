@@ -234,11 +234,22 @@ function charsetReadable(contentType: string | string[] | undefined): boolean {
   return ASCII_CHARSET.test(v.toLowerCase())
 }
 
+// Record-per-line media types beyond the *ndjson* / *jsonl* / *jsonlines* names: RFC 7464's
+// json-seq, and Spring's older `application/stream+json` (read record by record, so a block
+// deep in a long stream ends it after the clean records, as NDJSON does).
+const LINE_TYPES: ReadonlySet<string> = new Set(['application/json-seq', 'application/stream+json', 'application/x-json-stream'])
+
+/**
+ * The export format from the media type alone: parameters are not looked into (a
+ * `profile=".../jsonld"` parameter made a JSON document read as NDJSON, refused as malformed).
+ */
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
   const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
-  if (ct.includes('ndjson') || ct.includes('jsonl') || ct.includes('json-seq') || ct.includes('jsonlines')) return 'ndjson'
-  if (ct.startsWith('text/csv') || ct.startsWith('application/csv')) return 'csv'
-  if (ct.startsWith('application/json') || ct.includes('+json')) return 'json'
+  const semi = ct.indexOf(';')
+  const mt = (semi === -1 ? ct : ct.slice(0, semi)).trim()
+  if (LINE_TYPES.has(mt) || mt.includes('ndjson') || mt.includes('jsonl')) return 'ndjson'
+  if (mt === 'text/csv' || mt === 'application/csv') return 'csv'
+  if (mt === 'application/json' || mt.endsWith('+json')) return 'json'
   return undefined
 }
 

@@ -126,3 +126,13 @@ function allZero(s: string, from: number, to: number): boolean {
   for (let i = from; i < to; i++) if (s.charCodeAt(i) !== 48) return false
   return true
 }
+
+/** A client-chosen name as a log field (operation name, operation id, topic): at most 128 characters. */
+export function clipLogField(name: string | undefined): string | undefined {
+  return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
+}
+
+/** Milliseconds as access lines carry them: two decimals. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 100) / 100
+}

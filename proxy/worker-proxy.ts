@@ -18,7 +18,7 @@ import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-
 import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
-import { traceIdOf } from './log.ts'
+import { clipLogField, roundMs, traceIdOf } from './log.ts'
 
 /** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
 const IDLE_GRACE_MS = 1_000
@@ -92,7 +92,7 @@ export class WorkerProxy {
       const start = performance.now()
       endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway'))
       this.metrics.requests.series('', '405', '').inc()
-      if (this.#accessLog && this.#sampled(405)) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: round(performance.now() - start) }, 'access (no route)')
+      if (this.#accessLog && this.#sampled(405)) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
     })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
@@ -338,15 +338,15 @@ export class WorkerProxy {
         route: ctx.route.name,
         status,
         tenant: ctx.tenant,
-        op: clip(gql?.opName), // names are client text up to the body limit
+        op: clipLogField(gql?.opName), // names are client text up to the body limit
         persistedId: gql?.persistedId,
         cost: ctx.costSource === 'default' ? undefined : ctx.cost,
         code: ctx.errorCode,
         filter: ctx.answeredBy, // the filter that answered (refused) the request itself
         aborted: aborted || undefined,
-        upstreamMs: ctx.upstreamMs >= 0 ? round(ctx.upstreamMs) : undefined,
-        filterMs: round(ctx.filterMs),
-        durMs: round(durMs),
+        upstreamMs: ctx.upstreamMs >= 0 ? roundMs(ctx.upstreamMs) : undefined,
+        filterMs: roundMs(ctx.filterMs),
+        durMs: roundMs(durMs),
       },
       'access',
     )
@@ -354,7 +354,7 @@ export class WorkerProxy {
 
   #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode): void {
     this.metrics.requests.series('', String(res.statusCode), '').inc()
-    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: round(performance.now() - start) }, 'access (no route)')
+    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
     this.#done()
   }
 
@@ -492,10 +492,6 @@ function badTargetMessage(target: string): string {
   return target === '*' ? 'the asterisk-form request target ("*") names no resource this gateway can route' : `request target "${shown}" is neither a path nor an absolute http(s) URL`
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100
-}
-
 /** What a request node:http's parser refused gets, by the parser's (or Node's) error code. */
 function clientErrorReply(code: string | undefined): [ErrorCode, string] {
   if (code === 'HPE_HEADER_OVERFLOW') return ['REQUEST_HEADER_FIELDS_TOO_LARGE', 'request line and headers are over the size limit']
@@ -509,7 +505,3 @@ function checkingIntervalFor(headersTimeoutMs: number): number {
   return Math.min(30_000, Math.max(250, Math.floor(headersTimeoutMs / 4)))
 }
 
-/** A client-chosen name as a log field: at most 128 characters. */
-function clip(name: string | undefined): string | undefined {
-  return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
-}

@@ -25,7 +25,7 @@ import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayloa
 import { TokenBucket } from './token-bucket.ts'
 import { invalidHeader, type UpstreamListener } from './upstream.ts'
 import { closeReason } from '../websocket-bridge.ts'
-import { LogWindow, traceIdOf } from '../log.ts'
+import { clipLogField, LogWindow, roundMs, traceIdOf } from '../log.ts'
 
 /**
  * `draining`: shutdown with queries or mutations still in flight: their results are still sent
@@ -99,11 +99,6 @@ function resultFiltersOf(route: RouteRuntime): readonly Filter[] {
  * over), `refused` (not admitted: a filter's or the hub's refusal).
  */
 type OpOutcome = 'complete' | 'error' | 'stopped' | 'closed' | 'replayed' | 'refused'
-
-/** A client-chosen name as a log field: at most 128 characters (as HTTP access lines clip it). */
-function clip(name: string | undefined): string | undefined {
-  return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
-}
 
 /** The code of the first of `errors` (GraphQL errors), if it names one. */
 function firstCode(errors: readonly unknown[] | undefined): string | undefined {
@@ -678,10 +673,10 @@ export class ClientConnection {
         route: this.routeName,
         status,
         tenant: ctx?.tenant ?? this.tenant,
-        op: clip(gql !== undefined ? gql.opName : cmd.operationName),
+        op: clipLogField(gql !== undefined ? gql.opName : cmd.operationName),
         opType: gql?.operationType,
-        opId: clip(cmd.id),
-        topic: clip(cmd.topic),
+        opId: clipLogField(cmd.id),
+        topic: clipLogField(cmd.topic),
         protocol: this.protocol,
         conn: this.id,
         outcome,
@@ -690,8 +685,8 @@ export class ClientConnection {
         code: code ?? ctx?.errorCode,
         filter: ctx?.answeredBy,
         aborted: status === 499 || undefined,
-        filterMs: ctx === undefined ? undefined : Math.round(ctx.filterMs * 100) / 100,
-        durMs: ctx === undefined ? 0 : Math.round((now - ctx.startTime) * 100) / 100,
+        filterMs: ctx === undefined ? undefined : roundMs(ctx.filterMs),
+        durMs: ctx === undefined ? 0 : roundMs(now - ctx.startTime),
       },
       'access',
     )

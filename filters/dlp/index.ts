@@ -210,8 +210,14 @@ export function canonicalPath(path: string): string {
 
 /** RFC 7464 JSON text sequences: each record starts with RS (0x1E). */
 function isJsonSeq(contentType: string | string[] | undefined): boolean {
-  const ct = Array.isArray(contentType) ? contentType[0] : contentType
-  return ct !== undefined && ct.toLowerCase().includes('json-seq')
+  return mediaType(contentType).endsWith('json-seq') // also RFC 8142's application/geo+json-seq
+}
+
+/** The media type of a Content-Type, lower-case, without its parameters. */
+function mediaType(contentType: string | string[] | undefined): string {
+  const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
+  const semi = ct.indexOf(';')
+  return (semi === -1 ? ct : ct.slice(0, semi)).trim()
 }
 
 /**
@@ -234,20 +240,18 @@ function charsetReadable(contentType: string | string[] | undefined): boolean {
   return ASCII_CHARSET.test(v.toLowerCase())
 }
 
-// Record-per-line media types beyond the *ndjson* / *jsonl* / *jsonlines* names: RFC 7464's
-// json-seq, and Spring's older `application/stream+json` (read record by record, so a block
+// Record-per-line media types beyond the *ndjson* / *jsonl* / *jsonlines* / *json-seq* (RFC 7464,
+// RFC 8142's geo+json-seq) names: Spring's older `application/stream+json` (read record by record, so a block
 // deep in a long stream ends it after the clean records, as NDJSON does).
-const LINE_TYPES: ReadonlySet<string> = new Set(['application/json-seq', 'application/stream+json', 'application/x-json-stream'])
+const LINE_TYPES: ReadonlySet<string> = new Set(['application/stream+json', 'application/x-json-stream'])
 
 /**
  * The export format from the media type alone: parameters are not looked into (a
  * `profile=".../jsonld"` parameter made a JSON document read as NDJSON, refused as malformed).
  */
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
-  const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
-  const semi = ct.indexOf(';')
-  const mt = (semi === -1 ? ct : ct.slice(0, semi)).trim()
-  if (LINE_TYPES.has(mt) || mt.includes('ndjson') || mt.includes('jsonl')) return 'ndjson'
+  const mt = mediaType(contentType)
+  if (LINE_TYPES.has(mt) || mt.includes('ndjson') || mt.includes('jsonl') || mt.endsWith('json-seq')) return 'ndjson'
   if (mt === 'text/csv' || mt === 'application/csv') return 'csv'
   if (mt === 'application/json' || mt.endsWith('+json')) return 'json'
   return undefined

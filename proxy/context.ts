@@ -62,6 +62,12 @@ export class RequestContext {
   deadline: number
   tenant: string | undefined = undefined
   tier: Tier | undefined = undefined
+  /**
+   * The tier of who asks (the tenant's, or a verified tier claim), as `tier` before a filter set
+   * one for this operation alone (a persisted operation's manifest `tier`): what a terminated
+   * socket's delivery tier is, for every operation on it.
+   */
+  principalTier: Tier | undefined = undefined
   /** The parsed GraphQL request on graphql routes (undefined for batches and non-GraphQL bodies). */
   graphql: GraphQLRequest | undefined = undefined
   /** A batch (a JSON array on a route with `batching`): its operations, for filters to resolve per item (persisted ids, APQ). */

@@ -62,7 +62,7 @@ class SubscriptionsFilter implements Filter {
     if (claims === undefined) return undefined
     if (this.#tierClaim !== undefined) {
       const tier = claimPath(claims, this.#tierClaim)
-      if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = tier as Tier
+      if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = ctx.principalTier = tier as Tier
     }
     if (this.#dedupClaims !== undefined) {
       const scope = dedupScope(claims, this.#dedupClaims)

@@ -119,7 +119,7 @@ class TenantFilter implements Filter {
       tenant = this.#cfg.defaultTenant
     }
     ctx.tenant = tenant
-    ctx.tier = (Object.hasOwn(this.#tenants, tenant) ? this.#tenants[tenant]!.tier : undefined) ?? DEFAULT_TIER
+    ctx.tier = ctx.principalTier = (Object.hasOwn(this.#tenants, tenant) ? this.#tenants[tenant]!.tier : undefined) ?? DEFAULT_TIER
     ctx.setUpstreamHeader(this.#cfg.forwardHeader, tenant)
     return undefined
   }

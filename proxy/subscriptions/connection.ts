@@ -5,7 +5,6 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { RawData, WebSocket } from 'ws'
-import { DEFAULT_TIER } from '../../config/defaults.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { runRequestChain } from '../chain.ts'
 import { RequestContext } from '../context.ts'
@@ -14,7 +13,6 @@ import type { Filter, SubscriptionContext } from '../filter.ts'
 import { GraphQLRequest } from '../graphql-request.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
 import { DeliveryQueue, type GapHolder, type QueuedEntry } from './delivery-queue.ts'
-import { claimPath } from './dedup-key.ts'
 import { compileEventFilter, EventFilterError, type EventMatcher } from './event-filter.ts'
 import type { SubscriptionHub } from './hub.ts'
 import type { TierMetrics } from './metrics.ts'
@@ -888,7 +886,7 @@ export class ClientConnection {
       this.#refuse(cmd, ctx, 'BAD_REQUEST', `"${bad.slice(0, 64)}" is not a valid HTTP header value for the upstream connection`)
       return
     }
-    if (this.tier === undefined) this.#setTier(this.#connectionTier(ctx, gql, route))
+    if (this.tier === undefined) this.#setTier(this.#connectionTier(ctx))
     const { variables, extensions } = toSend(gql, exact)
     let stream: Stream | undefined
     if (opType === 'subscription') {
@@ -1140,30 +1138,11 @@ export class ClientConnection {
    * persisted operation's manifest `tier` belongs to that operation: the connection has one
    * delivery queue, and the first operation's tier used to become every operation's, so a gold
    * manifest operation sent first on a bronze tenant's socket made all its other subscriptions
-   * gold (never dropped, an 8 MiB queue), and a bronze one demoted a gold tenant's socket. When
-   * ctx.tier may be the manifest's, the connection's tier is resolved without it.
+   * gold (never dropped, an 8 MiB queue), and a bronze one demoted a gold tenant's socket. So
+   * the connection's tier is the principal's (ctx.principalTier), which only those two set.
    */
-  #connectionTier(ctx: RequestContext, gql: GraphQLRequest, route: RouteRuntime): Tier {
-    const fallback = this.hub.config.defaultTier
-    const id = gql.persistedId
-    if (id === undefined || ctx.tier === undefined) return ctx.tier ?? fallback
-    const config = this.hub.host.snapshot.config
-    const ops = config.persistedDocuments.operations
-    const opTier = Object.hasOwn(ops, id) ? ops[id]!.tier : undefined
-    // Not a manifest operation with a tier, or a filter after the persisted one set another.
-    if (opTier === undefined || opTier !== ctx.tier) return ctx.tier
-    let tenantFilter = false
-    let claimed: Tier | undefined
-    for (const f of route.config.filters) {
-      if (f.name === 'tenant') tenantFilter = true
-      else if (f.name === 'subscriptions' && f.tierClaim !== undefined && ctx.claims !== undefined) {
-        const v = claimPath(ctx.claims, f.tierClaim)
-        if (v === 'gold' || v === 'silver' || v === 'bronze') claimed = v
-      }
-    }
-    if (claimed !== undefined) return claimed
-    if (tenantFilter && ctx.tenant !== undefined) return (Object.hasOwn(config.tenants, ctx.tenant) ? config.tenants[ctx.tenant]!.tier : undefined) ?? DEFAULT_TIER
-    return fallback
+  #connectionTier(ctx: RequestContext): Tier {
+    return ctx.principalTier ?? this.hub.config.defaultTier
   }
 
   #setTier(tier: Tier): void {

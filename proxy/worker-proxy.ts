@@ -1,5 +1,6 @@
 // One worker thread's proxy: its listener, the current config snapshot, access logging and
 // the drain on shutdown. Everything global lives in the supervisor or in shared memory.
+import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { Server as NetServer } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -19,6 +20,18 @@ import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
 import { clipLogField, roundMs, traceIdOf } from './log.ts'
+
+/**
+ * A request answered before any route (no route matched, or refused before routing) has no
+ * request-id rule to follow: it gets a new id, never the client's (Envoy names every request the
+ * same way), sent as x-request-id and logged, so a client's report of a 404 or 400 can be found
+ * in the access log. Such answers carried no id and their lines none.
+ */
+function unroutedRequestId(res: ServerResponse): string {
+  const id = randomUUID()
+  res.setHeader('x-request-id', id)
+  return id
+}
 
 /** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
 const IDLE_GRACE_MS = 1_000
@@ -229,14 +242,16 @@ export class WorkerProxy {
     const refusal = this.#refuseBeforeRouting(req)
     if (refusal !== undefined) {
       if (refusal[0] === 'METHOD_NOT_ALLOWED') res.shouldKeepAlive = false // TRACE: its body stays unread
-      res.once('close', () => this.#finishUnrouted(req, res, start, refusal[0]))
+      const id = unroutedRequestId(res)
+      res.once('close', () => this.#finishUnrouted(req, res, start, refusal[0], id))
       writeErrorReply(res, refusal[0], refusal[1])
       return
     }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined) {
-      res.once('close', () => this.#finishUnrouted(req, res, start, 'NOT_FOUND'))
+      const id = unroutedRequestId(res)
+      res.once('close', () => this.#finishUnrouted(req, res, start, 'NOT_FOUND', id))
       writeErrorReply(res, 'NOT_FOUND', 'no route matches this host and path')
       return
     }
@@ -352,9 +367,9 @@ export class WorkerProxy {
     )
   }
 
-  #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode): void {
+  #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode, reqId: string): void {
     this.metrics.requests.series('', String(res.statusCode), '').inc()
-    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
+    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ reqId, method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
     this.#done()
   }
 

@@ -230,7 +230,8 @@ export class WorkerProxy {
     this.inflight++
     this.#workerCounter.inc()
     res.shouldKeepAlive = false // the body (if any) stays unread
-    res.once('close', () => this.#finishUnrouted(req, res, start, 'EXPECTATION_FAILED'))
+    const id = unroutedRequestId(res)
+    res.once('close', () => this.#finishUnrouted(req, res, start, 'EXPECTATION_FAILED', id))
     writeErrorReply(res, 'EXPECTATION_FAILED', 'the only expectation this gateway meets is Expect: 100-continue')
   }
 

@@ -124,7 +124,7 @@ class PersistedFilter implements Filter {
     if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
     if (gql === undefined) {
       const batch = ctx.batch
-      return batch === undefined || this.#mode(ctx) === 'enforce' ? this.#opaque(ctx) : this.#batch(batch)
+      return batch === undefined ? this.#opaque(ctx) : this.#batch(ctx, batch)
     }
     const hintExt = this.#hintExt
     if (hintExt !== false && gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
@@ -213,32 +213,86 @@ class PersistedFilter implements Filter {
    * A batch (routes[].batching): each request's APQ hash or persisted id is resolved as for a
    * lone request and a client's own cost hints dropped, so a backend without APQ support runs an
    * Apollo BatchHttpLink + PersistedQueryLink batch; APQ registrations in it are kept. The batch
-   * still costs its number of operations and its documents are not checked (as before). A hash
-   * the gateway does not know answers the batch with one result per operation, 200 (batchReply).
+   * still costs its number of operations. A hash the gateway does not know answers the batch
+   * with one result per operation, 200 (batchReply). Once every operation is resolved, those not
+   * from the manifest are held to a lone request's rules (#batchCheck): the first one that breaks
+   * them refuses the batch. Batching was a way around maxDepth, maxQueryBytes and the safelist:
+   * a batch's documents went upstream unchecked, and `enforce` refused even a batch made only of
+   * manifest operations.
    */
-  #batch(batch: GraphQLBatch): Decision | Promise<Decision> {
+  #batch(ctx: RequestContext, batch: GraphQLBatch): Decision | Promise<Decision> {
     const reqs = batch.requests
+    const mode = this.#mode(ctx)
+    const enforce = mode === 'enforce'
     let failed: BatchItem[] | undefined
     let remote: Promise<void>[] | undefined
+    let outside: number[] | undefined // operations not resolved from the manifest, to check
     for (let i = 0; i < reqs.length; i++) {
       const r = reqs[i]
       if (r === undefined) continue
-      const outcome = this.#batchItem(r)
+      const outcome = this.#batchItem(r, enforce)
       if (typeof outcome === 'object') return outcome
+      if (outcome === 'manifest') continue
       if (outcome === 'remote') {
         const hash = (r.extensions!.persistedQuery as { sha256Hash: string }).sha256Hash.toLowerCase()
         ;(remote ??= []).push(
           this.#apq.remote(hash).then((found) => {
-            if (found.query !== undefined) this.#batchApqHit(r, found.query)
-            else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss('apq_not_found')
+            if (found.query !== undefined) {
+              this.#batchApqHit(r, found.query)
+              ;(outside ??= []).push(i)
+            } else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss('apq_not_found')
           }),
         )
         continue
       }
-      if (outcome !== 'ok') (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss(outcome)
+      if (outcome === 'ok') (outside ??= []).push(i)
+      else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss(outcome)
     }
-    const finish = (): Decision => (failed === undefined ? undefined : batchReply(failed))
+    const finish = (): Decision => {
+      if (failed !== undefined) return batchReply(failed)
+      if (outside === undefined) return undefined
+      if (remote !== undefined) outside.sort((a, b) => a - b) // the first refused is the first in the batch
+      for (const i of outside) {
+        const refusal = this.#batchCheck(ctx, reqs[i]!, i, mode)
+        if (refusal !== undefined) return refusal
+      }
+      return undefined
+    }
     return remote === undefined ? finish() : Promise.all(remote).then(finish)
+  }
+
+  /** A batch operation from outside the manifest, held to a lone request's rules: the safelist mode, size, parse, fragment expansion, depth. */
+  #batchCheck(ctx: RequestContext, r: GraphQLRequest, i: number, mode: Mode): LocalReply | undefined {
+    const which = `batch operation ${i}`
+    if (mode === 'enforce') {
+      this.#m.requests.labels('not_allowed').inc()
+      return errorReply('PERSISTED_QUERY_NOT_ALLOWED', `${which} is not in the persisted-documents manifest`)
+    }
+    const query = r.query
+    if (query === undefined) return this.#reject('no_query', `${which} carries no query (and no persisted query id this gateway knows)`)
+    if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) {
+      return this.#reject('too_large', `${which}: query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${this.#cfg.limits.maxQueryBytes}`)
+    }
+    let doc: DocumentNode
+    try {
+      doc = r.document
+    } catch (err) {
+      this.#m.rejections.labels('parse_error').inc()
+      const e = err instanceof GraphQLError ? err : new GraphQLError(String(err))
+      return parseErrorReply(new GraphQLError(`${which}: ${e.message}`, { source: e.source, positions: e.positions })) // locations within that operation's query
+    }
+    const a = this.#analysis(doc, r)
+    if (a.tooComplex) return this.#reject('too_complex', `${which}: document is too complex to analyse (fragments expand beyond the limit)`)
+    const maxDepth = this.#cfg.limits.maxDepth
+    if (maxDepth > 0 && a.depth > maxDepth) return this.#reject('too_deep', `${which}: query depth ${a.depth} exceeds the limit of ${maxDepth}`)
+    if (mode === 'log-unknown') {
+      const h = r.docHash!
+      if (!this.#unknownLogged.has(h)) {
+        this.#unknownLogged.set(h, true)
+        ctx.log.warn({ docHash: h, op: r.opName }, 'operation not in the persisted-documents manifest (safelist log-unknown)')
+      }
+    }
+    return undefined
   }
 
   #batchMiss(outcome: 'apq_not_found' | 'apq_not_supported'): BatchItem {
@@ -247,7 +301,7 @@ class PersistedFilter implements Filter {
   }
 
   /** One request of a batch, resolved in place: 'ok', a miss, 'remote' (ask Redis), or a reply refusing the batch (a malformed or mismatched id, as for a lone request). */
-  #batchItem(r: GraphQLRequest): 'ok' | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
+  #batchItem(r: GraphQLRequest, enforce: boolean): 'manifest' | 'ok' | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
     const hintExt = this.#hintExt
     if (hintExt !== false && r.extensions !== undefined && hintExt in r.extensions) r.deleteExtension(hintExt)
     if (r.documentId !== undefined) {
@@ -294,8 +348,9 @@ class PersistedFilter implements Filter {
     if (byText !== undefined) return this.#batchManifest(r, byText)
     r.deleteExtension('persistedQuery')
     this.#m.requests.labels('apq_registered').inc()
-    // As for a lone request: only a document within the limits is remembered (enforce mode never gets here).
-    if (this.#registrable(r)) this.#apq.register(r.docHash!, r.query)
+    // As for a lone request: only a document within the limits is remembered, and none under
+    // enforce (registering an operation outside the manifest would be a way around the safelist).
+    if (!enforce && this.#registrable(r)) this.#apq.register(r.docHash!, r.query)
     return 'ok'
   }
 
@@ -306,14 +361,14 @@ class PersistedFilter implements Filter {
     return 'ok'
   }
 
-  #batchManifest(r: GraphQLRequest, op: PersistedOperation): 'ok' {
+  #batchManifest(r: GraphQLRequest, op: PersistedOperation): 'manifest' {
     if (r.query !== op.document) r.setQuery(op.document)
     r.deleteExtension('persistedQuery')
     r.clearDocumentId()
     this.#m.requests.labels('manifest').inc()
     this.#m.byId.labels(op.id).inc()
     if (this.#hintExt !== false) r.setExtension(this.#hintExt, op.hints ?? hintsFor(op, analyzeDocument(op.ast, r.operationName, r.variables, this.#settings, this.#info).cost))
-    return 'ok'
+    return 'manifest'
   }
 
   /** The limits a lone request is held to (size, parse, fragment expansion, depth), for an APQ registration from a batch. */

@@ -244,7 +244,7 @@ function lineAt(text: string, offset: number): number {
 /** Parse text (YAML is a superset of JSON, so one parser serves both). */
 export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
   const { text: marked, refs } = markEnvRefs(text, env)
-  const doc = parseDocument(marked, { prettyErrors: true, uniqueKeys: true })
+  const doc = parseDocument(marked, { prettyErrors: true, uniqueKeys: true, merge: true })
   if (doc.errors.length) {
     throw new ConfigError(
       source,

@@ -533,7 +533,10 @@ export class ClientConnection {
         // (subscriptions-transport-ws deletes it), so one running under that id — a malformed
         // `start` reusing it — ends here too, as that library's server does, instead of running on
         // unseen (its upstream stream and quota slot held until the socket closes).
-        if (this.protocol === LEGACY_WS && cmd.id !== undefined) this.#stop(cmd.id)
+        // The topic protocol likewise: its `error` for an id tells the client that id is over
+        // (see the duplicate subscribe in #subscribe), so a malformed message naming a running
+        // operation ends it rather than leave it delivering to a client that dropped it.
+        if (cmd.id !== undefined) this.#stop(cmd.id, [{ message: cmd.reason, extensions: { code: 'BAD_REQUEST' } }])
         this.#sendNow(this.writer.badMessage(cmd.reason, cmd.id))
         return
       case 'init':
@@ -559,8 +562,12 @@ export class ClientConnection {
     }
   }
 
-  /** The client ends operation `id` (complete, stop, unsubscribe); nothing is sent for it after. */
-  #stop(id: string): void {
+  /**
+   * The client ends operation `id` (complete, stop, unsubscribe); nothing is sent for it after.
+   * With `errors`: the gateway ends it with that `error`, which the caller sends (no topic `complete`).
+   */
+  #stop(id: string, errors?: readonly unknown[]): void {
+    const notify = errors === undefined
     const pending = this.#pending.get(id)
     if (pending !== undefined) {
       // The id is free again at once (the protocol allows reusing it after complete); the
@@ -570,10 +577,10 @@ export class ClientConnection {
       this.#cancelledPending++
     }
     const sub = this.subs.get(id)
-    sub?.end(true, 'stopped')
+    sub?.end(true, notify ? 'stopped' : 'error', errors)
     // Topic clients wait for `complete` to know the id is over, also when its admission was
     // still running (a slow tenant or quota filter): that one ends silently now.
-    if (this.protocol === TOPICS && (sub !== undefined || pending !== undefined)) this.#sendNow(this.writer.complete(id))
+    if (notify && this.protocol === TOPICS && (sub !== undefined || pending !== undefined)) this.#sendNow(this.writer.complete(id))
   }
 
   #init(payload: Record<string, unknown> | undefined): void {
@@ -710,7 +717,17 @@ export class ClientConnection {
         return
       }
       if (this.protocol === TOPICS) {
-        this.#refuse(cmd, undefined, 'BAD_REQUEST', `subscription "${cmd.id}" already exists`)
+        // graphql-transport-ws closes the socket (4409 above): a client bug, and every other
+        // operation on it goes too. The topic protocol refuses per operation and keeps the socket,
+        // but its `error` for an id means that id is over (a refusal, a stream's error), so the
+        // running one ends with it: answering the duplicate with an error while the first ran on
+        // left the client believing it ended (its events kept coming, its stream and quota slot
+        // held, a resubscribe under the id refused again). One `error` (BAD_REQUEST, "already
+        // exists"), nothing more for the id, which is free at once: subscribe again, or use
+        // another id for a second subscription to the same topic (the id defaults to the topic).
+        const message = `subscription "${cmd.id.slice(0, 64)}" already exists; it has been ended: use another id for a second subscription, or unsubscribe first`
+        this.#stop(cmd.id, [{ message, extensions: { code: 'BAD_REQUEST' } }])
+        this.#refuse(cmd, undefined, 'BAD_REQUEST', message)
         return
       }
       // Legacy graphql-ws has no way to refuse a start without ending the operation of that id
@@ -1066,7 +1083,11 @@ export class ClientConnection {
     const old = this.subs.get(id)
     const stream = old?.stream
     if (old === undefined || stream === undefined || stream.done) {
-      this.#sendNow(this.writer.badMessage(`no live subscription "${id.slice(0, 64)}" to replay`, id))
+      // An `error` for the id ends it (see #subscribe's duplicate): one still being admitted, or
+      // whose stream just ended, does not go on after it (no `subscribed`, no second terminal).
+      const message = `no live subscription "${id.slice(0, 64)}" to replay`
+      this.#stop(id, [{ message, extensions: { code: 'BAD_REQUEST' } }])
+      this.#sendNow(this.writer.badMessage(message, id))
       return
     }
     old.end(false, 'replayed')

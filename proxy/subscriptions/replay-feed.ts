@@ -44,6 +44,8 @@ interface RedisPart {
   /** Cursor of the last position handed out (where a gap notice starts). */
   from: string
   holes: number
+  /** The replay was counted in igw_replay_requests_total{result="gap"} (once per replay, not per notice). */
+  counted: boolean
   /** Entries skipped for their age, and the last of them. */
   stale: number
   lastStale: { offset: number; ts: number } | undefined
@@ -96,6 +98,7 @@ export class ReplayFeed {
       expected: pos.offset + 1,
       from: cursor,
       holes: 0,
+      counted: false,
       stale: 0,
       lastStale: undefined,
       fresh: 0,
@@ -201,7 +204,12 @@ export class ReplayFeed {
   }
 
   #gap(rp: RedisPart, reason: GapReason, to: string): void {
-    this.#src.metrics.replayRequests.labels('gap').inc()
+    // The metric counts subscribes with a cursor by outcome: one replay meeting several holes in
+    // the log is one request with a gap (each notice still counts in igw_replay_gaps_total).
+    if (!rp.counted) {
+      rp.counted = true
+      this.#src.metrics.replayRequests.labels('gap').inc()
+    }
     this.#owed.push({ kind: 'gap', gap: { reason, from: rp.from, to } })
     rp.from = to
   }

@@ -51,6 +51,11 @@ export const dlpConfig = z.strictObject({
       entrypoint: z.string().min(1).default('intelgraph/dlp/decision'),
       /** Presets the default policy allows (its `data.igw.dlp.allowed_presets`). */
       allowedPresets: z.array(identifier).default(['tokenize_strict']),
+      /**
+       * An evaluation that takes longer fails: the export is denied, logged and counted as
+       * igw_dlp_policy_failures_total{cause="runaway"} (as ext_authz's timeout denies).
+       */
+      budgetMs: z.int().min(1).max(60_000).default(250),
     })
     .prefault({}),
   /** Region used to read national phone formats under a phone field name or context word. */

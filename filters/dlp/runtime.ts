@@ -141,13 +141,11 @@ export class KeyringState {
 // The few most recent stay (a config flipping between two bundles reloads neither); a filter
 // built from an evicted entry keeps its own reference.
 export const DLP_SHARED_CACHE_MAX = 8
-/**
- * An export policy evaluation that takes longer than this fails (the export is denied, logged and
- * counted in igw_dlp_policy_failures_total{cause="runaway"}). The wasm cannot be stopped midway,
- * so this does not give the worker its time back; the memory cap (policies/engine.ts) is what
- * ends a runaway comprehension early. The shipped policy takes microseconds.
- */
-export const DLP_POLICY_BUDGET_MS = 250
+// An export policy evaluation over `dlp.policy.budgetMs` (default 250) fails: the export is
+// denied, logged and counted in igw_dlp_policy_failures_total{cause="runaway"}. The wasm cannot be
+// stopped midway, so the budget does not give the worker its time back; the memory cap
+// (policies/engine.ts) is what ends a runaway comprehension early. The shipped policy takes
+// microseconds.
 const packs = new LRUCache<string, { stamp: string; pack: RulePack }>({ max: DLP_SHARED_CACHE_MAX })
 const keyrings = new Map<string, Promise<KeyringState>>()
 const policies = new LRUCache<string, { stamp: string; policy: Promise<PolicyEvaluator> }>({ max: DLP_SHARED_CACHE_MAX })
@@ -183,7 +181,7 @@ export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
   let policy: Promise<PolicyEvaluator> | undefined
   if (cfg.policy.enabled) {
     const data = { igw: { dlp: { allowed_presets: cfg.policy.allowedPresets } } }
-    const key = `${cfg.policy.bundle}\u0000${cfg.policy.entrypoint}\u0000${JSON.stringify(data)}`
+    const key = `${cfg.policy.bundle}\u0000${cfg.policy.entrypoint}\u0000${cfg.policy.budgetMs}\u0000${JSON.stringify(data)}`
     const stamp = fileStamp(cfg.policy.bundle.endsWith('.tar.gz') ? cfg.policy.bundle : bundlePath(cfg.policy.bundle))
     const cached = policies.get(key)
     if (cached !== undefined && cached.stamp === stamp) policy = cached.policy
@@ -192,7 +190,7 @@ export async function dlpShared(cfg: DlpConfig): Promise<DlpShared> {
       // is refused with the config, not found out by denying every export at run time.
       // So is one calling a builtin the wasm runtime lacks (http.send…): it loaded and then failed
       // every export that reached the call.
-      const loading = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint], checkBuiltins: true, budgetMs: DLP_POLICY_BUDGET_MS })
+      const loading = loadPolicyBundle(cfg.policy.bundle, data, { entrypoints: [cfg.policy.entrypoint], checkBuiltins: true, budgetMs: cfg.policy.budgetMs })
       const entry = { stamp, policy: loading }
       policies.set(key, entry)
       loading.catch(() => {

@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import { quotaViews, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
-import { requestIdFor } from './http-kit.ts'
+import { HttpError, requestIdFor } from './http-kit.ts'
 import { ADMIN_GRAPHQL_LIMITS, bodyTooLarge, checkDocument, scanDocument, type GraphQLLimits, type LimitRefusal } from './graphql-limits.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
 import { isQuotaKind } from './quota-section.ts'
@@ -76,6 +76,9 @@ function tenantArg(ctx: GraphQLContext, arg: unknown): string {
   return t
 }
 
+/** GraphQL codes of the statuses the REST helpers throw (HttpError). */
+const HTTP_ERROR_CODES: Record<number, string> = { 400: 'BAD_USER_INPUT', 404: 'NOT_FOUND', 409: 'CONFLICT', 412: 'CONFLICT', 503: 'SERVICE_UNAVAILABLE' }
+
 /** The driver's error behind each SERVICE_UNAVAILABLE error (as `originalError` it would get the error masked), for the log. */
 const unavailableCauses = new WeakMap<object, unknown>()
 
@@ -85,6 +88,18 @@ function asGraphQLError(err: unknown): never {
   if (err instanceof NotFound) throw createGraphQLError(err.message, { extensions: { code: 'NOT_FOUND' } })
   if (err instanceof PreconditionFailed) throw createGraphQLError(err.message, { extensions: { code: 'CONFLICT' } })
   if (err instanceof NulInText) throw createGraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT' } })
+  // What the shared REST code answers itself (a 503 "no config yet: PUT /v1/config first" before
+  // the first document): the same message and status here. Masked as "Unexpected error." it was
+  // logged and counted as a bug, and the caller never learned what to do.
+  if (err instanceof HttpError) {
+    throw createGraphQLError(err.message, {
+      extensions: {
+        code: HTTP_ERROR_CODES[err.status] ?? (err.status >= 500 ? 'SERVICE_UNAVAILABLE' : 'BAD_USER_INPUT'),
+        ...(err.problems === undefined ? {} : { problems: err.problems }),
+        ...(err.status >= 500 ? { http: { status: err.status, headers: err.headers, spec: false } } : {}),
+      },
+    })
+  }
   // What REST answers 503 + Retry-After: the request was fine and may be retried. Masked as an
   // "Unexpected error." it read as a bug (and was logged and counted as one).
   if (err instanceof DatabaseUnavailable || err instanceof StorageFull) {
@@ -301,7 +316,14 @@ function useAdminLimits(limits: GraphQLLimits, logger: Logger, metrics: ControlP
       }
     },
     onResponse({ response, serverContext }) {
-      if ('req' in serverContext) response.headers.set('x-request-id', requestIdOf(serverContext.req, serverContext.res))
+      if ('req' in serverContext) {
+        response.headers.set('x-request-id', requestIdOf(serverContext.req, serverContext.res))
+        // A body refused before it was read to its end (the body limit hit mid-stream, a 415)
+        // leaves the rest of it on the connection: the answer said keep-alive, and a pooled
+        // client's next request on that socket failed with ECONNRESET. Closing it says so (as
+        // the plugin upload's refusals do), and nothing reads an unbounded rest to discard it.
+        if (!serverContext.req.complete) response.headers.set('connection', 'close')
+      }
       // server.ts answers HEAD as GET (RFC 9110 §9.3.2): a 405 for another method says so, as the REST routes' do.
       if (response.status === 405 && response.headers.get('allow') === 'GET, POST') response.headers.set('allow', 'GET, HEAD, POST')
     },

@@ -30,12 +30,23 @@ export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/
  */
 const VERSION_PATTERN = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$/
 const MAX_VERSION_CHARS = 64
-/** Standard base64 with padding (what `base64` and Buffer#toString('base64') print). */
+const BASE64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+/**
+ * Standard base64 with padding, in its one canonical form (what `base64` and
+ * Buffer#toString('base64') print): the bits the padding leaves unused are zero (RFC 4648 §3.5).
+ * Node's decoder ignores them, so `QR==` and `QQ==` are the same signed byte, but the stored text
+ * is what a consumer decodes later, and strict decoders (Rust's `base64` crate, Go's
+ * `StdEncoding.Strict()`) refuse the first: a package that verified here could not be read there.
+ */
 function isBase64(s: string): boolean {
   // A single character class and a length check: linear, and no backtracking over megabytes.
-  return s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s)
+  if (s.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) return false
+  const pad = s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0
+  if (pad === 0) return true
+  // The last character before the padding carries 4 (`==`) or 2 (`=`) bits that are not data.
+  return (BASE64_ALPHABET.indexOf(s[s.length - pad - 1]!) & (pad === 2 ? 0x0f : 0x03)) === 0
 }
-const base64 = (what: string) => z.string().refine(isBase64, `expected ${what}, base64 (RFC 4648, with padding)`)
+const base64 = (what: string) => z.string().refine(isBase64, `expected ${what}, base64 (RFC 4648, with padding, unused bits zero)`)
 
 const packageSchema = z.strictObject({
   name: z.string().regex(NAME_PATTERN, 'expected a plugin name (lower case letters, digits, ".", "_", "-"; at most 64)'),
@@ -44,7 +55,14 @@ const packageSchema = z.strictObject({
   publisher: z.string().regex(NAME_PATTERN, 'expected a publisher name (lower case letters, digits, ".", "_", "-"; at most 64)'),
   // Kept in a text column, which on PostgreSQL cannot hold NUL: refused here as malformed (named,
   // audited, counted) rather than by the database after the signature verified.
-  description: z.string().max(500).refine((d) => !d.includes('\u0000'), 'must not contain a NUL character (U+0000)').optional(),
+  // A lone UTF-16 surrogate (a JSON escape like "\ud800") is stored by both engines as U+FFFD:
+  // the 201 showed one description and every later listing another. Refused the same way.
+  description: z
+    .string()
+    .max(500)
+    .refine((d) => !d.includes('\u0000'), 'must not contain a NUL character (U+0000)')
+    .refine((d) => d.isWellFormed(), 'must be valid Unicode (it holds a lone UTF-16 surrogate)')
+    .optional(),
   artifact: z
     .string()
     .min(1, 'expected the artifact bytes, base64')
@@ -112,7 +130,7 @@ export function checkPackage(body: unknown, trusted: TrustedKeys): PackageDecisi
   if (pkg.signature === undefined || pkg.signature === null || pkg.signature === '') {
     return { ok: false, reason: 'unsigned', message: `unsigned plugin package ${where}: uploads must carry the publisher's ed25519 signature (base64) over "${signingStatement(pkg, digest)}"`, ...id, digest }
   }
-  if (!isBase64(pkg.signature)) return { ok: false, reason: 'malformed', message: `malformed plugin package: signature: expected the signature, base64 (RFC 4648, with padding)`, ...id, digest }
+  if (!isBase64(pkg.signature)) return { ok: false, reason: 'malformed', message: `malformed plugin package: signature: expected the signature, base64 (RFC 4648, with padding, unused bits zero)`, ...id, digest }
   const signature = Buffer.from(pkg.signature, 'base64')
   const keys = trusted.get(pkg.publisher) ?? []
   if (keys.length === 0) {

@@ -393,7 +393,7 @@ class QuotaFilter implements Filter {
       return errorReply('OVERLOADED', 'quota store unavailable; retry shortly', { kind: this.#kind, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
     }
     const scale = policy === 'local-share' ? 1 / this.#rt.liveProxies() : 1
-    const v = decideLocal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), true, scale, this.#verdict)
+    const v = decideLocal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), true, scale, this.#verdict, store.breaker.retryInMs(now))
     // Budget events belong to Redis (exactly once across proxies); the outage's usage reaches it later.
     v.fired = 0
     return this.#finish(ctx, r, v, cost, now, t0, 'fallback')

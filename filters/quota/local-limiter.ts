@@ -60,8 +60,12 @@ export class Verdict {
 /**
  * Decide `cost` units for (slot, rule) at `now` (ms) on local day `day`, writing into `v`.
  * `fallback`: Redis is configured but unreachable (the shared table holds its mirror).
+ * `redisMs` (fallback only): ms until Redis may decide again (the breaker's next probe). A refusal
+ * that this proxy's share can never lift — a cost over its share of the burst, a hard-capped
+ * budget's share spent (the local figures only grow until Redis answers) — is told to retry
+ * then, not after a refill or a bucket that admits nothing under the share.
  */
-export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cost: number, now: number, day: number, fallback: boolean, scale: number, v: Verdict): Verdict {
+export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cost: number, now: number, day: number, fallback: boolean, scale: number, v: Verdict, redisMs = 0): Verdict {
   v.reset()
   const f = table.f64
   const k = rule.kindIndex
@@ -140,14 +144,22 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
       v.allowed = false
       if ((enforced & RULE_RATE) !== 0) {
         v.reason = RULE_RATE
-        v.retryMs = msUntilAvailable(tokens, costM, perMs)
+        // Over this proxy's share of the burst (local-share): no refill admits it, only Redis.
+        v.retryMs = costM > cap ? redisMs : msUntilAvailable(tokens, costM, perMs)
       }
       if ((enforced & RULE_BUDGET) !== 0) {
         let ms: number
         if (!fallback) {
           ms = retryAt(f, rb, now, budget!, cost) - now
           v.fired = crossedThresholds(f, rb, now, budget!, true)
-        } else ms = budget!.bucketMs
+        } else {
+          // The outage's figures never shrink: only Redis can admit it. If even Redis's last word
+          // plus this proxy's own use leaves room, that is as soon as Redis answers; if not, the
+          // window must move on too (at least a bucket, as before).
+          const mirror = f[table.tf(slot, T_BUDGET_MIRROR)]!
+          const local = f[table.tf(slot, T_BUDGET_LOCAL)]!
+          ms = mirror + local + cost <= budget!.units ? redisMs : Math.max(redisMs, budget!.bucketMs)
+        }
         if (v.reason === 0 || ms > v.retryMs) {
           v.reason = RULE_BUDGET
           v.retryMs = ms

@@ -33,8 +33,15 @@ export class EventLoopLoad {
     this.#h = monitorEventLoopDelay({ resolution: 10 })
   }
 
+  /** Sampling now? (Only while some filter instance of the thread sheds by event-loop delay.) */
+  get running(): boolean {
+    return this.#timer !== undefined
+  }
+
   start(): void {
     if (this.#timer !== undefined) return
+    // A restart measures from now: not the delays recorded before the last stop.
+    this.#h.reset()
     this.#h.enable()
     this.#timer = setInterval(() => this.sample(), SAMPLE_MS)
     this.#timer.unref()
@@ -48,8 +55,11 @@ export class EventLoopLoad {
   }
 
   stop(): void {
+    if (this.#timer === undefined) return
     clearInterval(this.#timer)
     this.#timer = undefined
     this.#h.disable()
+    // Not a figure any more: a later start must not shed on the load of an earlier period.
+    this.delayMs = 0
   }
 }

@@ -16,7 +16,7 @@ import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
 import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
 import { advance, total } from './rolling-budget.ts'
-import { budgetRule, KIND_INDEX } from './rules.ts'
+import { budgetRule, KIND_INDEX, resolveRule } from './rules.ts'
 import {
   HB_ANOMALY_AT,
   HB_FLUSH_AT,
@@ -188,6 +188,7 @@ export class QuotaRuntime {
   attach(config: GatewayConfig, registry: Registry, redis: RedisProvider | undefined): QuotaAttachment {
     const a: QuotaAttachment = { config, redis }
     this.#attached.push(a)
+    this.#eventLoopNeeded()
     if (this.#registry !== registry) {
       this.#registry = registry
       this.#metrics = createQuotaMetrics(registry, {
@@ -214,11 +215,23 @@ export class QuotaRuntime {
     const q = config.quotas
     if (this.events === undefined) this.events = new EventSink(this.logger, this.metrics, q.events.webhook)
     else this.events.webhook = q.events.webhook
-    if (q.qos.maxEventLoopDelayMs !== undefined) this.eventLoop.start()
     this.#configureStore(redis, q)
     this.#flush.every(q.stateFile !== undefined ? q.flushIntervalMs : 0)
     this.#anomaly.every(q.anomaly.enabled ? q.anomaly.intervalMs : 0)
     this.#heartbeat.every(this.#store !== undefined ? q.redis.heartbeatMs : 0)
+  }
+
+  /**
+   * The event-loop monitor runs while any live filter instance of the thread sheds by event-loop
+   * delay (an instance of the previous config still draining included), and only then: a reload
+   * that turns `qos.maxEventLoopDelayMs` off stops it (it kept sampling every 0.5 s until the
+   * last filter closed), one that turns it back on starts it again.
+   */
+  #eventLoopNeeded(): void {
+    let needed = false
+    for (const a of this.#attached) if (a.config.quotas.qos.maxEventLoopDelayMs !== undefined) needed = true
+    if (needed) this.eventLoop.start()
+    else this.eventLoop.stop()
   }
 
   get metrics(): QuotaMetrics {
@@ -288,8 +301,14 @@ export class QuotaRuntime {
     }
     take(OVERFLOW_SLOT, '_overflow')
     t.forEachSlot(take)
+    const q = this.config.quotas
     for (const w of work) {
-      if (!(await store.reconcile(w.tenant, QUOTA_KINDS[w.k]!, w.units, w.day))) returnPending(t, w.slot, w.k, w.units, w.day)
+      // The tenant's bucket and budget as configured now, should Redis hold none for it yet.
+      const kind = QUOTA_KINDS[w.k]!
+      const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
+      const rule = resolveRule(q, w.tenant, kind, listed?.tier, listed?.timezone, false)
+      const shape = { capacity: rule.capacity, bucketMs: rule.budget?.bucketMs ?? 0, buckets: rule.budget?.buckets ?? 0 }
+      if (!(await store.reconcile(w.tenant, kind, w.units, w.day, shape))) returnPending(t, w.slot, w.k, w.units, w.day)
     }
     if (work.length) this.logger.info({ entries: work.length }, 'usage admitted during the Redis outage reported to Redis')
   }
@@ -459,6 +478,7 @@ export class QuotaRuntime {
     if (i === -1) return
     this.#attached.splice(i, 1)
     const n = this.#attached.length
+    this.#eventLoopNeeded()
     if (n > 0) {
       if (i === n) this.#follow(this.#attached[n - 1]!)
       return
@@ -466,7 +486,6 @@ export class QuotaRuntime {
     this.#flush.stop()
     this.#anomaly.stop()
     this.#heartbeat.stop()
-    this.eventLoop.stop()
     await this.flush(true)
     await this.#store?.leave(this.proxyId)
     await this.events?.drain(1_000)

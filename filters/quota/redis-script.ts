@@ -325,7 +325,11 @@ return redis.call('ZCARD', KEYS[1])
  * (without waiting for that tenant's next request): into the day's usage (of the day they were
  * used), out of the bucket, into the current budget bucket (the ring brought to now first). Negative units take back a request
  * Redis counted after its decision had already been made locally (a late reply).
- * KEYS[1] kind hash, KEYS[2] budget hash; ARGV 1 units, 2 day
+ * KEYS[1] kind hash, KEYS[2] budget hash; ARGV 1 units, 2 day, 3 the bucket's capacity (micro-units;
+ * 0: no bucket), 4 budget bucket ms and 5 buckets (0: no budget). A bucket or budget Redis does not
+ * hold yet (a tenant first seen during the outage, or its keys expired) starts with the units taken
+ * — full less them, the ring's current bucket holding them — as the next decision carrying them
+ * would have: the units are not dropped, handing the tenant a fresh burst and budget on recovery.
  */
 export const RECONCILE_LUA = `
 local p = tonumber(ARGV[1])
@@ -341,14 +345,33 @@ elseif d == day then
   if u < 0 then u = 0 end
   redis.call('HSET', KEYS[1], 'u', u)
 end
+local cap = tonumber(ARGV[3]) or 0
+local nowMs = nil
+local function clock()
+  if nowMs == nil then
+    local t = redis.call('TIME')
+    nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return nowMs
+end
 if p > 0 and h[1] then
   local tk = tonumber(h[1]) - p * 1000000
   if tk < 0 then tk = 0 end
   redis.call('HSET', KEYS[1], 'tk', tk)
+elseif p > 0 and cap > 0 then
+  local tk = cap - p * 1000000
+  if tk < 0 then tk = 0 end
+  redis.call('HSET', KEYS[1], 'tk', tk, 'ts', clock())
 end
 redis.call('PEXPIRE', KEYS[1], 172800000)
 local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot', 'bm')
-if b[1] and b[2] then
+local sbm = tonumber(ARGV[4]) or 0
+local sn = tonumber(ARGV[5]) or 0
+if not (b[1] and b[2]) and p > 0 and sbm > 0 and sn > 0 then
+  local head = math.floor(clock() / sbm)
+  redis.call('HSET', KEYS[2], 'h', head, 'bm', sbm, 'n', sn, 'tot', p, 'b' .. (head % sn), p, 'ra', 0)
+  redis.call('PEXPIRE', KEYS[2], sbm * sn + sbm)
+elseif b[1] and b[2] then
   local head = tonumber(b[1])
   local n = tonumber(b[2])
   local bm = tonumber(b[4])
@@ -358,8 +381,7 @@ if b[1] and b[2] then
   -- window for a whole window — in the stale bucket they left it early, or were dropped by the
   -- next decision at once when the outage was longer than the window.
   if bm then
-    local t = redis.call('TIME')
-    local cur = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / bm)
+    local cur = math.floor(clock() / bm)
     if cur > head then
       if cur - head >= n then
         for i = 0, n - 1 do redis.call('HDEL', KEYS[2], 'b' .. i) end

@@ -13,7 +13,7 @@ import { DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-sc
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
-  igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number): Promise<number>
+  igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number, capacity: number, bucketMs: number, buckets: number): Promise<number>
 }
 
 type QuotaRedis = Redis & QuotaCommands
@@ -601,12 +601,20 @@ export class RedisQuotaStore {
     }
   }
 
-  /** Push outage usage of one (tenant, kind) to Redis; false when Redis did not take it. */
-  async reconcile(tenant: string, kind: string, units: number, day: number): Promise<boolean> {
+  /**
+   * Push outage usage of one (tenant, kind) to Redis; false when Redis did not take it. `shape`:
+   * the tenant's bucket capacity (micro-units, 0: none) and budget ring (bucketMs 0: none), for a
+   * tenant Redis holds no bucket or budget for yet (first seen during the outage, or its keys
+   * expired): they start with the units, as a decision carrying them would have started them.
+   */
+  async reconcile(tenant: string, kind: string, units: number, day: number, shape?: { capacity: number; bucketMs: number; buckets: number }): Promise<boolean> {
     const r = this.provider.client()
     if (r.status !== 'ready') return false
     try {
-      await withTimeout(withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), units, day), 500)
+      await withTimeout(
+        withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0),
+        500,
+      )
       return true
     } catch {
       return false

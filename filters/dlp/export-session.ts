@@ -187,6 +187,14 @@ class CsvEngine implements Engine {
       raw: true,
       bom: true,
       relax_column_count: true,
+      // A quote inside an unquoted cell is a literal character (`5" screen`), as Excel, Python's
+      // csv module and PapaParse read it; a quote that opens a cell still quotes it. The rows are
+      // written out again from what was parsed (and scanned), so the client reads those cells.
+      relax_quotes: true,
+      // Any of CRLF, LF and CR ends a row, as in Excel and Python (rows are written with the first
+      // row's ending). Left to itself csv-parse takes the first one it sees as the only one: after a
+      // CRLF header, LF rows ran together into one cell; after an LF header, CRLF rows kept a CR.
+      record_delimiter: ['\r\n', '\n', '\r'],
       max_record_size: opts.maxTokenChars,
       // With `raw: true` each record arrives as { record, raw } (the typings describe the default shape).
       on_record: (rec) => {
@@ -206,11 +214,14 @@ class CsvEngine implements Engine {
 
   #record(fields: string[], raw: string): void {
     if (this.#stopped) return
-    this.#eol ??= raw.endsWith('\r') || raw.endsWith('\r\n') ? '\r\n' : '\n'
+    // `raw` holds the first character of the row's delimiter only: CR is CRLF or a lone CR (written as CRLF).
+    this.#eol ??= raw.endsWith('\r') ? '\r\n' : '\n'
     this.#lastRaw = raw
     // The header row is read like data too (without field hints): a headerless file under
     // `header: true` would otherwise pass its first record unread.
-    const isHeader = this.#records === 0 && this.#header
+    // Blank lines before it are not the header (pandas and R skip them too): the names on the
+    // first row with content are the field hints; a leading blank line used to leave every column unnamed.
+    const isHeader = this.#header && this.#hints === undefined && (fields.length > 1 || fields[0] !== '')
     if (isHeader) {
       const pack = this.#scanner.pack
       this.#hints = fields.map((h) => pack.fieldHint(h))

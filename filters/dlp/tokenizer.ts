@@ -84,12 +84,22 @@ function percentDecode(s: string): string {
  * address (an "%40" and no "@": "jane%2Bnews%40corp.com" in a URL query or form body) is
  * decoded ("jane+news@corp.com"); a field value's "mailto:" and surrounding blanks are not part of
  * the address. An address written with "@" is used as it is (its tokens never change: a "%" in
- * it is a character of the local part, and the domain's case is kept). Other types: the value.
+ * it is a character of the local part, and the domain's case is kept). Other types: the value
+ * without the blanks around it (a field's value is matched whole with them: the CSV cell
+ * " 123-45-6789" of `a, b` style files got another token than "123-45-6789", so joins broke,
+ * and detokenize gave the blank back as part of the value).
  */
 export function tokenInput(type: string, value: string): string {
-  if (type !== 'email') return value
   const n = value.length
   const c0 = value.charCodeAt(0)
+  if (type !== 'email') {
+    if (!isBlank(c0) && !isBlank(value.charCodeAt(n - 1))) return value
+    let s = 0
+    let e = n
+    while (s < e && isBlank(value.charCodeAt(s))) s++
+    while (e > s && isBlank(value.charCodeAt(e - 1))) e--
+    return s === e ? value : value.slice(s, e)
+  }
   // the common case: a bare address with "@"
   if (value.indexOf('%') === -1 && !isBlank(c0) && (c0 | 0x20) !== 109 && !isBlank(value.charCodeAt(n - 1))) return value
   let s = 0

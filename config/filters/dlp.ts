@@ -39,7 +39,7 @@ export const dlpFilterConfig = z
       .prefault({}),
     /** Bytes of a streamed export inspected before the head is sent (a block there is a clean 403). */
     lookaheadBytes: byteSize.default(64 * 1024),
-    /** JSON responses up to this size are read whole and decided before the head. */
+    /** JSON responses up to this size are read whole and decided before the head; also the longest NDJSON record held. */
     maxJsonBytes: byteSize.default(8 * 1024 * 1024),
     /** Longest single value (JSON string, CSV record) accepted; longer fails closed. */
     maxValueBytes: byteSize.default(1024 * 1024),

@@ -29,6 +29,8 @@ export interface SessionOptions {
   format: ExportFormat
   scope?: JsonScope | undefined
   maxTokenChars: number
+  /** NDJSON: longest record held until it is complete (characters; see JsonRewriterOptions). */
+  maxRecordChars?: number
   /** CSV: the first record names the columns (their names are field hints). */
   csvHeader: boolean
   csvDelimiter: string
@@ -138,7 +140,7 @@ class JsonEngine implements Engine {
     const pack: RulePack = scanner.pack
     // Whole-value tokens are computed per chunk in one batch (see ExportScanner.deferTokens).
     scanner.deferTokens()
-    this.#rw = new JsonRewriter(scanner, { multi: opts.format === 'ndjson', hintOf: (k) => pack.fieldHint(k), scope: opts.scope, maxTokenChars: opts.maxTokenChars, checkpoint })
+    this.#rw = new JsonRewriter(scanner, { multi: opts.format === 'ndjson', hintOf: (k) => pack.fieldHint(k), scope: opts.scope, maxTokenChars: opts.maxTokenChars, maxRecordChars: opts.maxRecordChars, checkpoint })
   }
   get records(): number {
     return this.#rw.values

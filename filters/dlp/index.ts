@@ -504,6 +504,8 @@ class DlpFilter implements Filter {
       format,
       scope: plan.scope,
       maxTokenChars: this.#cfg.maxValueBytes,
+      // An NDJSON record is a JSON document held whole until it ends: the bound of one read whole.
+      maxRecordChars: this.#cfg.maxJsonBytes,
       csvHeader: this.#cfg.csv.header,
       csvDelimiter: this.#cfg.csv.delimiter,
       judge: this.#policy === undefined ? undefined : (s) => this.#judge(ctx, preset, format, 'stream', s.detected),

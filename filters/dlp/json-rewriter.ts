@@ -62,6 +62,12 @@ export interface JsonRewriterOptions {
   /** Most nesting levels accepted. */
   maxDepth?: number
   /**
+   * multi: longest record (characters) held while waiting for its end. A record's output leaves
+   * only when the record is complete (a block must never leave half a record), so without a
+   * bound one endless line was held whole: one upstream reply could take the worker's memory.
+   */
+  maxRecordChars?: number
+  /**
    * Called where output may be released: after each top-level value (multi) or at the end of each
    * write (single). Returning false discards the unreleased output and stops the rewriter.
    */
@@ -121,6 +127,8 @@ export class JsonRewriter {
   #stopped = false
   #values = 0
   #consumed = 0
+  /** Where the record in progress started (characters from the start of the input; multi). */
+  #recordFrom = 0
 
   constructor(visitor: StringVisitor, opts: JsonRewriterOptions) {
     this.#visitor = visitor
@@ -304,7 +312,7 @@ export class JsonRewriter {
           if (this.#afterValue()) {
             this.#pieces.push(text.slice(out, i))
             out = i
-            if (!this.#recordEnd()) return
+            if (!this.#recordEnd(i)) return
           }
           continue
         } else this.#fail('unexpected string', i)
@@ -337,7 +345,7 @@ export class JsonRewriter {
           if (this.#afterValue()) {
             this.#pieces.push(text.slice(out, i))
             out = i
-            if (!this.#recordEnd()) return
+            if (!this.#recordEnd(i)) return
           }
           continue
         }
@@ -395,13 +403,18 @@ export class JsonRewriter {
       if (this.#afterValue()) {
         this.#pieces.push(text.slice(out, i))
         out = i
-        if (!this.#recordEnd()) return
+        if (!this.#recordEnd(i)) return
       }
     }
     // Keep the unfinished token for the next chunk; everything before it is output.
     if (i < n) this.#carry = text.slice(i)
     if (out < i) this.#pieces.push(text.slice(out, i))
     this.#consumed += i
+    // Whitespace between records counts too: a record is complete at its end, not before.
+    const maxRecord = o.maxRecordChars
+    if (o.multi && maxRecord !== undefined && this.#consumed + (n - i) - this.#recordFrom > maxRecord && (this.#depth > 0 || this.#carry !== '')) {
+      this.#fail(`a record longer than ${maxRecord} characters`, 0)
+    }
     if (!o.multi) {
       if (o.checkpoint()) this.#release()
       else this.#stop()
@@ -454,7 +467,12 @@ export class JsonRewriter {
     return false
   }
 
-  #recordEnd(): boolean {
+  #recordEnd(at: number): boolean {
+    const end = this.#consumed + at
+    // Also a record that began and ended within one write: the same verdict however the transfer splits it.
+    const maxRecord = this.#o.maxRecordChars
+    if (maxRecord !== undefined && end - this.#recordFrom > maxRecord) this.#fail(`a record longer than ${maxRecord} characters`, at)
+    this.#recordFrom = end
     if (this.#o.checkpoint()) {
       this.#release()
       return true

@@ -80,6 +80,8 @@ interface WorkerSlot {
   version: number
   /** What this thread answered to the last metrics scrape (see collectMetrics). */
   lastMetrics: MetricsJson | undefined
+  /** When that answer came (Date.now()); 0: none. */
+  lastMetricsAt: number
 }
 
 /** Where the container's memory limit is read: cgroup v2, then v1 (IGW_CGROUP_MEMORY_MAX_FILE overrides). */
@@ -233,7 +235,6 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // Counts of worker threads that exited (see retire() below). Declared before any thread is
   // spawned: a thread that fails at start exits, and retires, while startProxy is still running.
   const retired: MetricsJson = []
-  const retiredThreads = new WeakSet<Worker>()
   collectDefaultMetrics({ register: registry, prefix: 'igw_' })
   const versionGauge = gauge(registry, { name: 'igw_config_version', help: 'Config version this proxy runs', aggregator: 'max' })
   const reloadFailures = counter(registry, { name: 'igw_config_reload_failures_total', help: 'Config documents rejected on reload (the previous one stays in force)' })
@@ -271,7 +272,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerOldGenerationMb = (c: GatewayConfig): number | undefined => c.workerHeap.maxOldGenerationMb ?? defaultWorkerOldGenerationMb(memoryLimit, workerCount, c.workerHeap.youngGenerationMb)
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined, lastMetricsAt: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, Waiter<MetricsAnswer>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
@@ -358,7 +359,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           }
           return
         case 'metrics':
-          if (slot.worker === worker) slot.lastMetrics = msg.data
+          if (slot.worker === worker) {
+            slot.lastMetrics = msg.data
+            slot.lastMetricsAt = Date.now()
+          }
           answer(metricsWaiters.get(msg.id), slot.id, { from: worker, data: msg.data })
           return
         case 'usage': {
@@ -400,7 +404,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       for (const w of metricsWaiters.values()) forget(w, slot.id)
       for (const w of usageWaiters.values()) forget(w, slot.id)
       for (const w of applyWaiters.values()) forget(w, slot.id)
-      retire(slot, worker)
+      retire(slot)
       const released = releaseShares(slot.id)
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
@@ -745,15 +749,15 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
    * that does not answer a scrape in time is counted with its last answer.
    *
    * Kept in step with the live set: a thread's last answer moves into `retired` in the same turn
-   * as it is marked gone, and a scrape drops any answer a gone thread gave it (that answer, or a
-   * later one, is in `retired`). A thread that answered a scrape and died before the scrape
+   * as its slot lets it go (slot.worker undefined), and a scrape counts the live slots' latest
+   * answers only, never the answers themselves (a gone thread's is in `retired`). A thread that answered a scrape and died before the scrape
    * ended was counted twice in it (its answer and its retired counts), and the next scrape then
    * dropped by that much: a counter reset to Prometheus.
    */
-  function retire(slot: WorkerSlot, worker: Worker): void {
+  function retire(slot: WorkerSlot): void {
     const last = slot.lastMetrics
     slot.lastMetrics = undefined
-    retiredThreads.add(worker)
+    slot.lastMetricsAt = 0
     if (last !== undefined) addCumulative(retired, last)
   }
 
@@ -804,17 +808,54 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
   }
 
+  // A scrape that serves a thread's last answer says so in a log line, at most once a minute.
+  const STALE_LOG_EVERY_MS = 60_000
+  let staleLoggedAt = 0
+  let staleUnlogged = 0
+
+  /**
+   * One view over every thread. A live thread is counted with its latest answer: the one it gave
+   * this scrape, or, when it did not answer in time (its event loop busy: a CPU-heavy request, a
+   * runaway pattern) or was not asked (the watchdog or a drain already stopped it and it has not
+   * exited yet), the one before. Such a scrape is partial: its numbers for that thread are as old
+   * as that answer (missing when it never answered), and nothing else in the text showed it.
+   * igw_metrics_stale_workers counts those threads in this scrape (0 when every thread answered)
+   * and igw_worker_metrics_age_seconds{worker} is how old each thread's numbers are, as
+   * node_exporter's node_scrape_collector_success / _duration_seconds tell a partial scrape.
+   */
   async function collectMetrics(): Promise<string> {
+    const asked = Date.now()
     const [{ got, pending }] = await Promise.all([gather(metricsWaiters, (id) => ({ t: 'metrics', id })), readWorkerHeaps()])
     const own = (await registry.getMetricsAsJSON()) as unknown as MetricsJson
     // From here on synchronous: no thread can exit between reading the answers and `retired`.
+    const answered = new Set<Worker>()
+    for (const a of got) answered.add(a.from)
     const fromWorkers: MetricsJson[] = []
-    for (const a of got) if (!retiredThreads.has(a.from)) fromWorkers.push(a.data)
-    for (const slotId of pending) {
-      const last = slots[slotId]?.lastMetrics
-      if (last !== undefined) fromWorkers.push(last)
+    const ages: { labels: { worker: string }; value: number }[] = []
+    const stale: { worker: number; ageMs: number | null }[] = []
+    for (const s of slots) {
+      const worker = s.worker
+      if (worker === undefined) continue // gone: its counts are in `retired`
+      const last = s.lastMetrics
+      if (last !== undefined) {
+        fromWorkers.push(last)
+        ages.push({ labels: { worker: String(s.id) }, value: Math.max(0, asked - s.lastMetricsAt) / 1000 })
+      }
+      if (!answered.has(worker) && (pending.has(s.id) || last !== undefined)) stale.push({ worker: s.id, ageMs: last === undefined ? null : Math.max(0, asked - s.lastMetricsAt) })
     }
-    return AggregatorRegistry.aggregate([own, retired, ...fromWorkers] as never).metrics()
+    const scrape = [
+      { name: 'igw_metrics_stale_workers', help: 'Worker threads that did not answer this scrape in time: their numbers in it are from their last answer (igw_worker_metrics_age_seconds), or missing when they never answered', type: 'gauge', aggregator: 'sum', values: [{ labels: {}, value: stale.length }] },
+      { name: 'igw_worker_metrics_age_seconds', help: 'How much older than this scrape the numbers it shows for each worker thread are (0: the thread answered this scrape)', type: 'gauge', aggregator: 'sum', values: ages },
+    ] as unknown as MetricsJson
+    if (stale.length > 0) {
+      const now = Date.now()
+      if (now - staleLoggedAt >= STALE_LOG_EVERY_MS) {
+        logger.warn({ stale, ...(staleUnlogged > 0 ? { partialScrapesNotLogged: staleUnlogged } : {}) }, 'metrics scrape is partial: worker threads did not answer in time; their last answers are served (igw_metrics_stale_workers)')
+        staleLoggedAt = now
+        staleUnlogged = 0
+      } else staleUnlogged++
+    }
+    return AggregatorRegistry.aggregate([own, retired, scrape, ...fromWorkers] as never).metrics()
   }
 
   async function collectUsage(): Promise<UsageSnapshot> {
@@ -852,8 +893,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }, deadlineMs + 2_000)
     await allExited
     clearTimeout(hard)
-    await new Promise<void>((resolve) => admin.close(() => resolve()))
+    // Connections cut first: close() waits for every connection to end, and it also stops the
+    // server's header and request timeouts, so one admin connection with a request half sent (a
+    // client that stalled, a port-forward, a scanner) held the stop for ever: `igw proxy` never
+    // exited on SIGTERM (killed at the grace period, "stopped" never logged) and close() never
+    // resolved. Every worker is gone by now; nothing is left to answer.
+    const adminClosed = new Promise<void>((resolve) => admin.close(() => resolve()))
     admin.closeAllConnections()
+    await adminClosed
     lifecycle.info('stopped')
     if ('flushSync' in destination && typeof destination.flushSync === 'function') {
       try {

@@ -9,7 +9,7 @@ import { etagOf, type Change } from '../config/canonical-json.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { Db } from './db.ts'
 import type { Detokenizer } from './detokenize.ts'
-import { HttpError, pageLinks, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
+import { bodyUnread, HttpError, pageLinks, readJson, sendJson, type RouteDef, type RouteContext } from './http-kit.ts'
 import { pluginRoutes, type PluginRouteDeps } from './plugin-routes.ts'
 import type { PushHub } from './push.ts'
 import { dailyLimits, isQuotaKind, readQuotaLimits, writeQuotaLimit, type QuotaKind } from './quota-section.ts'
@@ -45,7 +45,7 @@ const WRITE_ERRORS = { ...COMMON, 400: problem('the resulting document is invali
 
 function requireHead(store: ConfigStore): Head {
   const h = store.head()
-  if (h === undefined) throw new HttpError(503, 'the control plane has no config yet: PUT /v1/config first')
+  if (h === undefined) throw new HttpError(503, 'the control plane has no config yet: PUT /v1/config first', { logLevel: 'warn' })
   return h
 }
 
@@ -795,7 +795,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const version = integerQuery(ctx.query, 'version', 0)
         const digest = digestParam('digest', ctx.query.get('digest'))
         if (ctx.req.method === 'HEAD') {
-          ctx.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' }).end()
+          ctx.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', ...(bodyUnread(ctx.req) ? { connection: 'close' } : {}) }).end()
           return
         }
         await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, version, () => store.head(), digest)
@@ -890,7 +890,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         // junk "token" would put ~8 MiB in an entry. No token the tokenizer makes is this long.
         const long = (b.tokens as string[]).findIndex((t) => t.length > MAX_TOKEN_CHARS)
         if (long !== -1) throw new HttpError(400, `tokens[${long}]: longer than ${MAX_TOKEN_CHARS} characters, not a DLP token`)
-        if (deps.detokenizer === undefined) throw new HttpError(501, 'no DLP tokenizer is available in this build')
+        if (deps.detokenizer === undefined) throw new HttpError(501, 'no DLP tokenizer is available in this build', { logLevel: 'warn' })
         let out
         try {
           out = await deps.detokenizer.detokenize(b.tokens as string[], store.head()?.document ?? {})

@@ -6,7 +6,15 @@ import { ValidationFailed, type ConfigStore } from './store.ts'
 type Obj = Record<string, unknown>
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v)
 
-/** Set a tenant's DLP preset (or the default one); returns the new config version. */
+/**
+ * Set a tenant's DLP preset (or the default one); returns the new config version.
+ *
+ * A tenant's preset is audited as the REST API audits the same change (`PUT /v1/dlp-tenants/<t>`):
+ * resource `dlp-tenants/<t>`, before/after the tenant's entry (`{preset}`), so
+ * `GET /v1/audit?resource=dlp-tenants/<t>` lists the changes made through either API. Entries
+ * written before used `dlp/tenants/<t>/preset` with the bare preset names; they are left as they
+ * were signed (the chain hashes them). The default preset keeps `dlp/defaultPreset`.
+ */
 export async function setDlpPreset(store: ConfigStore, actor: string, tenant: string | undefined, preset: string): Promise<number> {
   if (preset === '') throw new ValidationFailed(['preset: expected a preset name'])
   // tenants["__proto__"] = … would set a prototype, not a tenant's preset: a silent no-op.
@@ -14,20 +22,23 @@ export async function setDlpPreset(store: ConfigStore, actor: string, tenant: st
   const r = await store.commit({
     actor,
     action: 'dlp.preset.set',
-    resource: tenant ? `dlp/tenants/${tenant}/preset` : 'dlp/defaultPreset',
+    resource: tenant !== undefined ? `dlp-tenants/${tenant}` : 'dlp/defaultPreset',
     change: (head) => {
       const dlp: Obj = isObj(head.document.dlp) ? { ...head.document.dlp } : {}
       let before: unknown
+      let after: unknown
       if (tenant !== undefined) {
         const tenants: Obj = isObj(dlp.tenants) ? { ...dlp.tenants } : {}
-        before = isObj(tenants[tenant]) ? (tenants[tenant] as Obj).preset : undefined
+        before = Object.hasOwn(tenants, tenant) ? tenants[tenant] : undefined
+        after = { preset }
         tenants[tenant] = { preset }
         dlp.tenants = tenants
       } else {
         before = dlp.defaultPreset
+        after = preset
         dlp.defaultPreset = preset
       }
-      return { document: { ...head.document, dlp }, before, after: preset, result: undefined }
+      return { document: { ...head.document, dlp }, before, after, result: undefined }
     },
   })
   return r.version

@@ -13,12 +13,19 @@ export class HttpError extends Error {
   readonly problems: string[] | undefined
   readonly headers: Record<string, string>
   readonly extra: Record<string, unknown>
-  constructor(status: number, message: string, opts: { problems?: string[]; headers?: Record<string, string>; extra?: Record<string, unknown> } = {}) {
+  /**
+   * The level a 5xx answer is logged at (4xx are not logged). `error` (the default) is a failure
+   * an operator is paged for; a 5xx that is an expected state the client is told about (no config
+   * committed yet, a feature not in this build) is `warn`, not "request failed" at error level.
+   */
+  readonly logLevel: 'error' | 'warn'
+  constructor(status: number, message: string, opts: { problems?: string[]; headers?: Record<string, string>; extra?: Record<string, unknown>; logLevel?: 'error' | 'warn' } = {}) {
     super(message)
     this.status = status
     this.problems = opts.problems
     this.headers = opts.headers ?? {}
     this.extra = opts.extra ?? {}
+    this.logLevel = opts.logLevel ?? 'error'
   }
 }
 
@@ -39,9 +46,23 @@ export const TITLES: Record<number, string> = {
   503: 'Service Unavailable',
 }
 
+/**
+ * Whether the request declared a body that has not been read to its end. An answer given then
+ * (a refusal, or a GET/healthz answered without reading a body someone sent) must close the
+ * connection: kept alive, Node reads the whole unread rest to discard it — however large the
+ * declared Content-Length, with no bound — and a pooled client's next request waits behind it.
+ * A request without a body is never "unread" (a synchronous answer may come before Node marks it
+ * complete).
+ */
+export function bodyUnread(req: IncomingMessage | undefined): boolean {
+  if (req === undefined || req.complete) return false
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...headers })
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...(bodyUnread(res.req) ? { connection: 'close' } : {}), ...headers })
   res.end(text)
 }
 
@@ -51,8 +72,7 @@ export function sendProblem(res: ServerResponse, err: HttpError): void {
   // A refusal before the body was read to its end (too large, wrong type, unauthenticated): the
   // rest of it is still on the socket, so the connection cannot carry another request. Said, a
   // pooled client opens a new one; unsaid, its next request on this socket got no answer.
-  const unread = res.req !== undefined && !res.req.complete
-  res.writeHead(err.status, { 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...(unread ? { connection: 'close' } : {}), ...err.headers })
+  res.writeHead(err.status, { 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...(bodyUnread(res.req) ? { connection: 'close' } : {}), ...err.headers })
   res.end(text)
 }
 

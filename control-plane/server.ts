@@ -9,7 +9,7 @@ import { AuthError, Authenticator, Authorizer, type AuthOptions, type Subject } 
 import { DatabaseUnavailable, NulInText, openDb, StorageFull, type Db } from './db.ts'
 import { loadDetokenizer } from './detokenize.ts'
 import { createAdminYoga, requestSubjects } from './graphql-admin.ts'
-import { compile, HttpError, requestIdFor, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
+import { bodyUnread, compile, HttpError, requestIdFor, sendJson, sendProblem, type CompiledRoute, type RouteContext } from './http-kit.ts'
 import { ControlPlaneMetrics, startMetricsServer } from './metrics.ts'
 import { buildOpenApi } from './openapi.ts'
 import { trustOf, type TrustedKeys } from './plugin-package.ts'
@@ -121,15 +121,20 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
   /** `seen.route` is the route template once known, so 401/403/404 are counted under their route. */
   async function handle(req: IncomingMessage, res: ServerResponse, seen: { route: string; counted: boolean }): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://control-plane')
+    // An absolute-form target Node's parser lets through but WHATWG URL refuses
+    // (`GET http://x:99999/…`, `http://[/…`) is the client's error: a 400, not a 500 logged as a bug.
+    const url = URL.parse(req.url ?? '/', 'http://control-plane')
+    if (url === null) throw new HttpError(400, 'invalid request target', { problems: [`request target: ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a valid URL`] })
     // HEAD is GET without the body (RFC 9110 §9.3.2): the same handler runs and Node's response
     // drops the body of a HEAD request, keeping status, ETag and Content-Length.
     const method = req.method === 'HEAD' ? 'GET' : req.method
     if (url.pathname === '/openapi.json' || url.pathname === '/graphql') seen.route = url.pathname
     if (url.pathname === '/openapi.json' && method === 'GET') {
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(openapiText)) }).end(openapiText)
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(openapiText)), ...(bodyUnread(req) ? { connection: 'close' } : {}) }).end(openapiText)
       return
     }
+    // The document exists, only not for this method: 405 with Allow, as on the REST routes (a 404 said there was none).
+    if (url.pathname === '/openapi.json') throw new HttpError(405, `${req.method} is not allowed here (allowed: GET, HEAD)`, { headers: { allow: 'GET, HEAD' } })
     if (url.pathname === '/graphql') {
       let subject: Subject
       try {
@@ -232,9 +237,21 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     res.once('finish', count)
     res.once('close', count)
     auditRequestScope.run(requestId, () => handle(req, res, seen)).catch((err: unknown) => {
+      // The client closed the connection before its body had all arrived: nobody is left to answer
+      // (the request counter shows it as aborted). Not a failure of this server to log as one.
+      if (clientWentAway(err, req)) {
+        logger.info({ requestId, method: req.method, url: req.url }, 'request abandoned: the client closed the connection before sending its whole body')
+        res.destroy()
+        return
+      }
       const e = toHttpError(err, requestId)
       if (err instanceof StorageFull) metrics.storageFull.inc()
-      if (e.status >= 500) logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : err instanceof StorageFull ? 'request failed: the database is out of disk space (nothing of the change was kept)' : 'request failed')
+      if (e.status >= 500) {
+        // An expected state the answer explains (no config yet: PUT /v1/config first) is not a
+        // failure to page on: warned, with its reason, not "request failed" at error level.
+        if (e.logLevel === 'warn') logger.warn({ requestId, method: req.method, url: req.url, status: e.status, reason: e.message }, 'request refused')
+        else logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : err instanceof StorageFull ? 'request failed: the database is out of disk space (nothing of the change was kept)' : 'request failed')
+      }
       if (res.headersSent) {
         res.destroy()
         return
@@ -362,6 +379,11 @@ function refuseNulInQuery(query: URLSearchParams): void {
   for (const [k, v] of query) {
     if (hasNul(k) || hasNul(v)) throw new HttpError(400, 'invalid query parameter', { problems: [`${hasNul(k) ? 'query parameter name' : k}: must not contain a NUL character (U+0000)`] })
   }
+}
+
+/** Reading the body failed because the client went away mid-body (Node's "aborted" ECONNRESET on the request). */
+function clientWentAway(err: unknown, req: IncomingMessage): boolean {
+  return !req.complete && err instanceof Error && (err as NodeJS.ErrnoException).code === 'ECONNRESET' && err.message === 'aborted'
 }
 
 /** The WWW-Authenticate challenge of a 401 (REST and /graphql alike); a quote would end error_description early. */

@@ -41,6 +41,13 @@ export function normalizedDocumentHash(doc: DocumentNode): string {
 
 export interface KeyParts {
   route: string
+  /**
+   * What the upstream is asked besides the GraphQL request (requestTarget): the path and the
+   * other query parameters, and the Host on a wildcard-host route that forwards it. A route
+   * (pathPrefix `/`, say) reaches every path of its upstream: `/v1/graphql` and `/v2/graphql`,
+   * or Shopify's `/admin/api/2024-01/graphql.json` and `…/2024-10/…`, answer one query differently.
+   */
+  target?: string
   /** "p:<manifest id>" or "d:<normalized document hash>". */
   operation: string
   operationName: string | undefined
@@ -72,7 +79,7 @@ export function varyNamesPart(vary: { readonly headers: readonly string[]; reado
  * contain unescaped (JSON escapes it; header values and names cannot hold it).
  */
 export function cacheKey(p: KeyParts): string {
-  let k = `${p.route}\n${p.operation}\n${p.operationName ?? ''}\n${p.tenant === undefined ? '-' : `t:${p.tenant}`}\n`
+  let k = `${p.route}\n${p.target ?? ''}\n${p.operation}\n${p.operationName ?? ''}\n${p.tenant === undefined ? '-' : `t:${p.tenant}`}\n`
   k += p.variables === undefined || Object.keys(p.variables).length === 0 ? '{}' : canonicalJson(p.variables)
   if (p.varyNames !== undefined) k += p.varyNames
   for (const h of p.headers) k += h === undefined ? '\n-' : `\nh:${h}`
@@ -80,6 +87,24 @@ export function cacheKey(p: KeyParts): string {
   if (p.scopes !== undefined) k += `\ns:${p.scopes}`
   if (p.media) k += `\na:${p.media}`
   return k
+}
+
+/** GraphQL over HTTP's GET parameters: keyed by what they mean (document, variables…), not as written. */
+const GRAPHQL_GET_PARAMETERS = new Set(['query', 'operationName', 'variables', 'extensions', 'documentId'])
+
+/**
+ * The request target as a key part: a POST's as sent (its query string reaches the upstream
+ * untouched); a GET's path and the query parameters that are not GraphQL's, in their order.
+ */
+export function requestTarget(url: string, get: boolean): string {
+  const q = url.indexOf('?')
+  if (q === -1 || !get) return url
+  let rest = ''
+  for (const [name, value] of new URLSearchParams(url.slice(q + 1))) {
+    if (GRAPHQL_GET_PARAMETERS.has(name)) continue
+    rest += `${rest === '' ? '?' : '&'}${encodeURIComponent(name)}=${encodeURIComponent(value)}`
+  }
+  return url.slice(0, q) + rest
 }
 
 /**

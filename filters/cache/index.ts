@@ -12,11 +12,11 @@ import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { applyAddedHeaders, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
-import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, tokenScopes, varyNamesPart } from './cache-key.ts'
+import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
-import { acquireRouteCache, type CacheEntry, type RouteCache } from './route-cache.ts'
+import { ABANDONED, acquireRouteCache, type CacheEntry, type RouteCache } from './route-cache.ts'
 import { CACHE_SHARED_BYTES, CacheShared } from './shared-state.ts'
 
 const kState = Symbol('igw.cache')
@@ -60,6 +60,8 @@ interface MissState {
   /** An expired entry still inside its stale-if-error window. */
   fallback: CacheEntry | undefined
   settled: boolean
+  /** Its response phase began (the upstream answered, or failed). */
+  responded: boolean
 }
 
 interface MutationState {
@@ -130,6 +132,11 @@ class CacheFilter implements Filter {
   readonly #flightPrefix: string
   /** The vary header names and claim paths as a key part (cache-key.ts varyNamesPart). */
   readonly #varyNames: string
+  /**
+   * The route matches a wildcard host and forwards the client's Host: a multi-site backend
+   * answers per Host, so the Host joins the key (one site's entries never answer another).
+   */
+  readonly #keyHost: boolean
 
   constructor(cfg: CacheFilterConfig, deps: FilterDeps) {
     this.cfg = cfg
@@ -159,6 +166,7 @@ class CacheFilter implements Filter {
     this.rc = acquireRouteCache(`${deps.routeName}:${settingsId}`, cfg.maxBytes, this.shared, this.#multiWorker)
     this.#flightPrefix = `${this.rc.id}\n`
     this.#varyNames = varyNamesPart(cfg.vary)
+    this.#keyHost = route !== undefined && route.hostRewrite === undefined && route.match.host !== undefined && route.match.host.startsWith('*.')
     // A verified token is a private request whichever header carries it: with the tenant
     // filter's jwt.header (x-auth-token, say), that header is private wherever Authorization
     // is (the default), and it is the one authorization.scopes admits.
@@ -304,8 +312,13 @@ class CacheFilter implements Filter {
         claims.push(v)
       }
     }
+    // What the upstream is asked beside the operation: the path (one route reaches every path
+    // of its upstream: /v1/graphql and /v2/graphql answer one query differently) and, on a
+    // wildcard-host route that forwards it, the Host.
+    const path = requestTarget(ctx.url, gql.method === 'GET')
     const key = cacheKey({
       route: this.#route,
+      target: this.#keyHost ? `${ctx.host.toLowerCase()} ${path}` : path,
       operation: policy !== undefined ? policy.keyPart : `d:${normalizedDocumentHash(gql.document)}`,
       operationName: gql.opName,
       tenant: ctx.tenant,
@@ -362,6 +375,7 @@ class CacheFilter implements Filter {
     ctx.addResponseHeader('x-cache', result === 'stale' ? 'STALE' : 'HIT')
     ctx.addResponseHeader('age', String(Math.max(0, Math.floor((now - e.created) / 1000))))
     this.#count(result, policy?.statSlot ?? -2, policy !== undefined ? ctx.graphql?.persistedId : undefined)
+    if (ctx.method === 'GET' && notModified(ctx.req.headers, e.headers)) return { status: 304, headers: notModifiedHeaders(e.headers), body: EMPTY_BODY }
     return { status: e.status, headers: e.headers, body: e.body }
   }
 
@@ -379,6 +393,7 @@ class CacheFilter implements Filter {
       sabFp: 0,
       fallback: old !== undefined && Date.now() < old.errorUntil ? old : undefined,
       settled: false,
+      responded: false,
     }
     ctx.locals.set(kState, st)
     const rc = this.rc
@@ -399,7 +414,10 @@ class CacheFilter implements Filter {
       }
       st.leader = true
       rc.begin(key)
-      ctx.addCleanup(() => this.finishFill(st, undefined))
+      // Over before any response (the client went away, its upstream request with it): the
+      // waiters elect a new leader. They all went upstream at once: one impatient client turned
+      // a coalesced miss on a hot key into a stampede.
+      ctx.addCleanup(() => this.finishFill(st, undefined, !st.responded))
     }
     if (this.#l2 !== undefined) return this.#lookupL2(ctx, gql, st, policy)
     return this.#goUpstream(ctx, gql, st, policy)
@@ -407,6 +425,8 @@ class CacheFilter implements Filter {
 
   #follow(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): Promise<Decision> {
     return this.rc.wait(st.key).then((e) => {
+      // The leader gave up before it had an answer: coalesce again (one of us leads now).
+      if (e === ABANDONED) return this.#miss(ctx, gql, st.key, st.ttlSeconds, policy, st.fallback)
       if (e !== undefined && this.shared.valid(e.slots, e.seq)) return this.#reply(ctx, e, Date.now(), 'coalesced', policy)
       // The fill produced nothing to share (not cacheable, failed, timed out): go ourselves.
       return this.#goUpstream(ctx, gql, st, policy)
@@ -427,6 +447,12 @@ class CacheFilter implements Filter {
           this.finishFill(st, entry)
           return this.#reply(ctx, entry, now, 'hit', policy)
         }
+      } else if (now < m.e && st.fallback === undefined) {
+        // Past its freshness but inside its stale-if-error window (what L2 keeps it for): the
+        // answer if the upstream fails. Without it a proxy with a cold L1 (a new pod, a
+        // restarted one) answered the upstream's failure while the shared copy sat in Redis.
+        const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot, m.a)
+        if (this.shared.valid(entry.slots, entry.seq)) st.fallback = entry
       }
     }
     // Absent, or past its freshness (it lingers for stale-if-error / -while-revalidate): this
@@ -438,6 +464,7 @@ class CacheFilter implements Filter {
 
   #goUpstream(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): undefined {
     identityBody(ctx)
+    unconditional(ctx)
     if (this.cfg.invalidation.injectTypename) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
@@ -479,7 +506,7 @@ class CacheFilter implements Filter {
 
   #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry, trigger: 'ahead' | 'stale'): void {
     if (e.revalidating || this.rc.inFlight(key)) return
-    const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, settled: false }
+    const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, settled: false, responded: true }
     if (this.#multiWorker) {
       const { slot, fp } = this.shared.flightSlot(this.#flightPrefix + key)
       if (this.shared.claim(slot, fp, 30_000) !== 'leader') return
@@ -490,6 +517,7 @@ class CacheFilter implements Filter {
     this.#refreshes[trigger].inc()
     this.rc.begin(key)
     identityBody(ctx)
+    unconditional(ctx)
     if (this.cfg.invalidation.injectTypename) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
@@ -533,10 +561,12 @@ class CacheFilter implements Filter {
       if (decided) return
       return this.invalidate([this.#routeTag])
     }
+    st.responded = true
     if (decided) {
       // A decision of a filter after the cache (quota 429, DLP 403…), not an upstream failure:
-      // it stands; stale-if-error is no way around it.
-      this.finishFill(st, undefined)
+      // it stands; stale-if-error is no way around it. It says nothing of the key: the waiters
+      // elect a new leader rather than all going upstream at once.
+      this.finishFill(st, undefined, true)
       return
     }
     if (res.local || res.status >= 500) {
@@ -693,13 +723,17 @@ class CacheFilter implements Filter {
     return budget < this.cfg.maxEntryBytes ? budget : this.cfg.maxEntryBytes
   }
 
-  /** End a fill: wake local waiters, hand the entry (or "none") to other workers, free the slot. */
-  finishFill(st: MissState, entry: CacheEntry | undefined): void {
+  /**
+   * End a fill: wake local waiters, hand the entry (or "none") to other workers, free the slot.
+   * `abandoned`: the leader stopped before any response; its waiters coalesce anew.
+   */
+  finishFill(st: MissState, entry: CacheEntry | undefined, abandoned = false): void {
     if (st.settled) return
     st.settled = true
     if (!st.leader) return
-    this.rc.settle(st.key, entry)
-    if (entry !== undefined || st.sabSlot !== -1) this.rc.publish(st.key, entry)
+    const outcome = abandoned && entry === undefined ? ABANDONED : entry
+    this.rc.settle(st.key, outcome)
+    if (entry !== undefined || st.sabSlot !== -1) this.rc.publish(st.key, outcome)
     if (st.sabSlot !== -1) this.shared.finish(st.sabSlot, st.sabFp, entry !== undefined, DONE_GRACE_MS)
   }
 
@@ -764,6 +798,55 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string):
 function identityBody(ctx: RequestContext): void {
   const ae = ctx.req.headers['accept-encoding']
   if (ae !== undefined && ae !== 'identity') ctx.setUpstreamHeader('accept-encoding', 'identity')
+}
+
+/**
+ * A cacheable miss or a background refresh asks for the whole response: the client's validators
+ * stay here (a hit answers them). Forwarded, the upstream's 304 was not storable: a client that
+ * revalidates (a browser's GET with If-None-Match) never filled the cache, and the concurrent
+ * misses waiting for its fill each went upstream (a stampede). Clients get 200, as from Varnish.
+ */
+function unconditional(ctx: RequestContext): void {
+  const h = ctx.req.headers
+  if (h['if-none-match'] !== undefined) ctx.setUpstreamHeader('if-none-match', null)
+  if (h['if-modified-since'] !== undefined) ctx.setUpstreamHeader('if-modified-since', null)
+}
+
+const EMPTY_BODY = Buffer.alloc(0)
+const ENTITY_TAG = /(?:W\/)?"[^"]*"/g
+
+/**
+ * A GET's validators match the stored response (RFC 9110 13.1.2, 13.1.3; weak comparison):
+ * If-None-Match when present (`*` or one of its tags equals the ETag), else If-Modified-Since
+ * at or after its Last-Modified.
+ */
+function notModified(req: Record<string, string | string[] | undefined>, stored: Record<string, string>): boolean {
+  const inm = req['if-none-match']
+  if (inm !== undefined) {
+    const etag = stored.etag
+    if (etag === undefined) return false
+    const text = Array.isArray(inm) ? inm.join(',') : inm
+    if (text.trim() === '*') return true
+    const mine = etag.startsWith('W/') ? etag.slice(2) : etag
+    for (const m of text.matchAll(ENTITY_TAG)) {
+      const t = m[0].startsWith('W/') ? m[0].slice(2) : m[0]
+      if (t === mine) return true
+    }
+    return false
+  }
+  const ims = req['if-modified-since']
+  const lm = stored['last-modified']
+  if (typeof ims !== 'string' || lm === undefined) return false
+  const since = Date.parse(ims)
+  const modified = Date.parse(lm)
+  return !Number.isNaN(since) && !Number.isNaN(modified) && modified <= since
+}
+
+/** A 304's head (RFC 9110 15.4.5): the stored headers but the content's own (type, language). */
+function notModifiedHeaders(stored: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const k in stored) if (k !== 'content-type' && k !== 'content-language') out[k] = stored[k]!
+  return out
 }
 
 function pickHeaders(h: Record<string, string | string[] | undefined>): Record<string, string> {

@@ -35,9 +35,19 @@ export interface CacheEntry {
 interface FillMessage {
   k: string
   e: Omit<CacheEntry, 'revalidating' | 'body'> & { body: Uint8Array } | undefined
+  /** The leader gave up before any response (its client left, a filter after the cache refused it). */
+  a?: 1
 }
 
-type Waiter = (e: CacheEntry | undefined) => void
+/**
+ * What a waiter hears when the leader gave up before it had a response (its client went away,
+ * a filter after the cache refused it): nothing is known about the key, so the waiters elect a
+ * new leader among themselves instead of all going upstream at once.
+ */
+export const ABANDONED = 'abandoned'
+export type FillOutcome = CacheEntry | undefined | typeof ABANDONED
+
+type Waiter = (e: FillOutcome) => void
 
 interface Flight {
   waiters: Waiter[]
@@ -144,13 +154,13 @@ export class RouteCache {
     this.flights.set(key, f)
   }
 
-  wait(key: string): Promise<CacheEntry | undefined> {
+  wait(key: string): Promise<FillOutcome> {
     const f = this.flights.get(key)!
-    return new Promise<CacheEntry | undefined>((resolve) => f.waiters.push(resolve))
+    return new Promise<FillOutcome>((resolve) => f.waiters.push(resolve))
   }
 
-  /** The fill for key ended (with an entry or without): wake its waiters. */
-  settle(key: string, e: CacheEntry | undefined): void {
+  /** The fill for key ended (with an entry, without, or abandoned): wake its waiters. */
+  settle(key: string, e: FillOutcome): void {
     const f = this.flights.get(key)
     if (f === undefined) return
     this.flights.delete(key)
@@ -159,10 +169,11 @@ export class RouteCache {
   }
 
   /** Tell the other workers: here is the entry for key (or: it was not cacheable). */
-  publish(key: string, e: CacheEntry | undefined): void {
+  publish(key: string, e: FillOutcome): void {
     if (this.channel === undefined) return
     const msg: FillMessage = { k: key, e: undefined }
-    if (e !== undefined) {
+    if (e === ABANDONED) msg.a = 1
+    else if (e !== undefined) {
       // An exact copy: a pooled Buffer would clone its whole 8 KiB slab.
       const { revalidating: _r, body, ...rest } = e
       msg.e = { ...rest, body: Uint8Array.prototype.slice.call(body) }
@@ -171,8 +182,9 @@ export class RouteCache {
   }
 
   #received(msg: FillMessage): void {
-    let entry: CacheEntry | undefined
-    if (msg.e !== undefined) {
+    let entry: FillOutcome
+    if (msg.a === 1) entry = ABANDONED
+    else if (msg.e !== undefined) {
       const b = msg.e.body
       entry = { ...msg.e, body: Buffer.from(b.buffer, b.byteOffset, b.byteLength), revalidating: false }
       this.set(entry)

@@ -13,9 +13,9 @@
 // with the reason and so shows as lastNack in GET /v1/proxies. A booting proxy follows the same
 // rule: it never takes a head older than its verified last-known-good.
 import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
@@ -26,6 +26,8 @@ import { LogWindow } from './log.ts'
 
 /** Usage reports kept while the control plane does not accept them: ~1 h at the 5 s default. */
 const MAX_PENDING_REPORTS = 720
+/** How long close() waits for the usage report it sends before the shutdown goes on. */
+const CLOSE_FLUSH_MS = 2_000
 
 export interface ControlPlaneClientOptions {
   url: string
@@ -59,6 +61,78 @@ interface Payload {
   digest: string
   issuedAt: string
   document: unknown
+}
+
+/**
+ * Write a file whole or not at all: a temp file beside it (created with `mode`: the snapshot holds
+ * the config's secrets), flushed to disk, then renamed over the path, and the directory flushed so
+ * the rename survives a power loss too. Without the flush a power cut soon after a push could
+ * leave last-good.json empty (the rename reached the disk before the data), refused at the next
+ * start. A write that fails (disk full) removes its temp file: the partial copy of the document
+ * stayed behind, holding part of its secrets and the space that ran out.
+ */
+function writeFileAtomic(path: string, text: string, mode: number): void {
+  const tmp = `${path}.${process.pid}.tmp`
+  let fd: number | undefined
+  try {
+    // 'w' on a leftover temp file (a crash, the same pid) keeps that file's mode: start afresh.
+    rmSync(tmp, { force: true })
+    fd = openSync(tmp, 'wx', mode)
+    writeFileSync(fd, text)
+    fsyncSync(fd)
+    closeSync(fd)
+    fd = undefined
+    renameSync(tmp, path)
+  } catch (err) {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd)
+      } catch {}
+    }
+    rmSync(tmp, { force: true })
+    throw err
+  }
+  try {
+    const dir = openSync(dirname(path), 'r')
+    try {
+      fsyncSync(dir)
+    } finally {
+      closeSync(dir)
+    }
+  } catch {
+    // Some file systems refuse fsync on a directory: the file itself is whole either way.
+  }
+}
+
+/** TLS certificate verdicts from OpenSSL / Node that an operator fixes by trusting the control plane's CA (or fixing its certificate). */
+const CERT_CODES = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID'])
+
+/**
+ * Why a connection attempt to the control plane failed, in words an operator can act on. The
+ * scheme mismatches said nothing useful: https:// to a plain-HTTP control plane logged OpenSSL's
+ * "…:error:0A00010B:SSL routines:tls_validate_record_header:wrong version number:../deps/openssl/…",
+ * and http:// to a TLS one "other side closed".
+ */
+export function connectProblem(err: unknown, url: string): string {
+  const e = err as Error & { code?: string }
+  const message = String(e?.message ?? err).trim()
+  let origin = url
+  let https = false
+  try {
+    const u = new URL(url)
+    origin = u.origin
+    https = u.protocol === 'https:'
+  } catch {}
+  if (e?.code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/.test(message)) {
+    return `${origin} does not answer with TLS (${https ? 'it looks like plain HTTP: use an http:// URL for --control-plane, or serve the control plane with TLS' : 'TLS handshake failed'})`
+  }
+  if (e?.code !== undefined && CERT_CODES.has(e.code)) {
+    return `the TLS certificate of ${origin} is not accepted: ${message} (${e.code}); a control plane with a private CA: give its CA certificate with NODE_EXTRA_CA_CERTS=<PEM file>`
+  }
+  if (!https && e?.code === 'UND_ERR_SOCKET' && /other side closed/.test(message)) {
+    return `${message}: ${origin} closed the connection without answering (if the control plane serves TLS, use an https:// URL for --control-plane)`
+  }
+  return message
 }
 
 export class SnapshotRejected extends Error {}
@@ -257,8 +331,19 @@ export class ControlPlaneClient {
 
   constructor(o: ControlPlaneClientOptions) {
     this.#o = { ...o, url: o.url.replace(/\/+$/, '') }
-    mkdirSync(o.stateDir, { recursive: true })
-    this.proxyId = o.proxyId ?? this.#stableId()
+    // A state dir that cannot be made (a read-only root file system, a path through a file)
+    // crashed the start with a stack (exit 1) instead of naming the flag (exit 78).
+    const unusable = (err: unknown) => new ConfigError('--state-dir', [`${o.stateDir}: ${(err as Error).message}; the proxy keeps its last-known-good snapshot, its id and the pinned control plane key there: give it a writable directory (a volume, e.g. an emptyDir or a persistent one)`])
+    try {
+      mkdirSync(o.stateDir, { recursive: true })
+    } catch (err) {
+      throw unusable(err)
+    }
+    try {
+      this.proxyId = o.proxyId ?? this.#stableId()
+    } catch (err) {
+      throw unusable(err)
+    }
     // A key that is not an ed25519 public key stops the start naming where it came from (exit 78):
     // it used to crash with OpenSSL's "DECODER routines::unsupported" and a stack (exit 1), and
     // an RSA key was taken, so every snapshot was then NACKed as "does not verify".
@@ -406,6 +491,7 @@ export class ControlPlaneClient {
       const msg = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
       this.#o.log('error', { version: payload.version, error: msg }, 'control plane head rejected at boot')
       this.#bootProblem = `its head (version ${payload.version}) does not validate here: ${msg}`
+      this.#noteRejected()
       await this.#ack(payload.version, false, msg) // awaited: the proxy may exit right after
       return this.#bootFromLastGood('control plane head rejected')
     }
@@ -454,14 +540,13 @@ export class ControlPlaneClient {
   }
 
   #persist(envelope: Envelope): void {
-    const tmp = `${this.lastGoodPath}.${process.pid}.tmp`
-    writeFileSync(tmp, JSON.stringify(envelope), { mode: 0o600 })
-    renameSync(tmp, this.lastGoodPath) // atomic: a crash never leaves half a file
+    writeFileAtomic(this.lastGoodPath, JSON.stringify(envelope), 0o600)
   }
 
   /** Start applying pushed versions to the running proxy, and reporting usage. */
   attach(handle: ProxyHandle): void {
     this.#handle = handle
+    for (; this.#rejectedBeforeAttach > 0; this.#rejectedBeforeAttach--) handle.noteRejected()
     const every = this.#o.usageIntervalMs ?? 5_000
     this.#usageTimer = setInterval(() => void this.reportUsage(), every)
     this.#usageTimer.unref()
@@ -492,6 +577,15 @@ export class ControlPlaneClient {
           const text = await r.body.text()
           throw new Error(`stream answered ${r.statusCode}: ${text.slice(0, 300)}`)
         }
+        // A 200 that is no event stream is not the control plane (--control-plane names another
+        // server: a proxy, a web page, a login page in front): a failed attempt saying so. Read
+        // as a stream it gave no events and ended — booting waited out its whole timeout to say
+        // "unreachable", and running reconnected blaming "another proxy with the same proxy id".
+        const type = String(r.headers['content-type'] ?? '')
+        if (!/^text\/event-stream\s*(;|$)/i.test(type)) {
+          await r.body.dump().catch(() => undefined)
+          throw new Error(`${this.#o.url}/v1/stream answered 200 with ${type === '' ? 'no content-type' : `content-type ${type.slice(0, 100)}`}, not an event stream: is --control-plane the control plane's URL?`)
+        }
         if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version, ...(this.#retryFailures > 0 ? { failedAttempts: this.#retryFailures } : {}) }, 'connected to the control plane')
         this.#connected = true
         this.#retryFailures = 0
@@ -506,14 +600,15 @@ export class ControlPlaneClient {
       } catch (err) {
         if (this.#closed) return
         this.#retryFailures++
-        if (this.#connected) this.#o.log('warn', { error: (err as Error).message }, 'lost the control plane; serving the running config and retrying')
-        else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error: (err as Error).message }, 'control plane unreachable')
+        const error = openedAt === undefined ? connectProblem(err, this.#o.url) : (err as Error).message
+        if (this.#connected) this.#o.log('warn', { error }, 'lost the control plane; serving the running config and retrying')
+        else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error }, 'control plane unreachable')
         else {
           // Every later failed attempt was silent: a proxy cut off for hours (its token expired
           // or rotated to a wrong one, a NetworkPolicy, the control plane down) said so once, at
           // the first failure, and never again. Logged once a minute, with the count and the reason.
           const held = this.#retryLog.take()
-          if (held !== undefined) this.#o.log('warn', { url: this.#o.url, error: (err as Error).message, failedAttempts: this.#retryFailures }, 'control plane still unreachable; serving the running config and retrying')
+          if (held !== undefined) this.#o.log('warn', { url: this.#o.url, error, failedAttempts: this.#retryFailures }, 'control plane still unreachable; serving the running config and retrying')
         }
         this.#connected = false
         this.#firstFailure?.()
@@ -585,7 +680,7 @@ export class ControlPlaneClient {
       const keeping = this.#handle === undefined ? '' : ': keeping the running config'
       // Counted like a refused file (IgwConfigReloadRejected), once per version as it is logged:
       // a pushed snapshot signed by another key is what that alert is for.
-      if (this.#logOnce(`refused:${version}:${reason}`, 'error', { version, error: reason, key: this.#keySource }, `snapshot refused and NACKed${keeping}`)) this.#handle?.noteRejected()
+      if (this.#logOnce(`refused:${version}:${reason}`, 'error', { version, error: reason, key: this.#keySource }, `snapshot refused and NACKed${keeping}`)) this.#noteRejected()
       await this.#ack(version, false, `snapshot refused: ${reason}`)
       const f = this.#first
       this.#first = undefined
@@ -629,6 +724,19 @@ export class ControlPlaneClient {
       await this.#ack(payload.version, false, r.error ?? 'rejected by the workers')
     }
   }
+
+  /**
+   * Count a refused document in igw_config_reload_failures_total. Before the proxy runs (a head
+   * refused at boot: signed by another key, invalid here, failing to start) there is no registry
+   * yet: counted on attach(). Those used to go uncounted — a proxy that booted from its
+   * last-known-good because it refused the head showed 0, so IgwConfigReloadRejected never fired,
+   * and a refusal by signature was never counted later either (logged once, counted with the log).
+   */
+  #noteRejected(): void {
+    if (this.#handle !== undefined) this.#handle.noteRejected()
+    else this.#rejectedBeforeAttach++
+  }
+  #rejectedBeforeAttach = 0
 
   async #ack(version: number, ok: boolean, error?: string): Promise<void> {
     // An ACK names the document too (the version it runs may be another document than the
@@ -690,6 +798,7 @@ export class ControlPlaneClient {
   async rejectBoot(error: string): Promise<{ config: GatewayConfig; version: number } | undefined> {
     this.#bootEnvelope = undefined
     this.#bootProblem = `its head (version ${this.#version}) failed to start here: ${error}`
+    this.#noteRejected()
     await this.#ack(this.#version, false, error)
     this.#version = 0
     this.#digest = undefined
@@ -777,7 +886,13 @@ export class ControlPlaneClient {
   async close(): Promise<void> {
     if (this.#closed) return
     clearInterval(this.#usageTimer)
-    await this.flushUsage().catch(() => undefined)
+    // Bounded: the shutdown (the drain that follows) used to wait for this report as long as the
+    // control plane took to not answer — 5 s for a hung one, 10 s (the connect timeout) for one
+    // behind a dead network path — while the proxy went on taking requests after SIGTERM. A
+    // report still in flight is awaited again, bounded, after the drain (flushUsage).
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.flushUsage().catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, CLOSE_FLUSH_MS)))])
+    clearTimeout(timer)
     this.#closed = true
     this.#abort.abort()
   }

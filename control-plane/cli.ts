@@ -101,6 +101,13 @@ function readSeed(path: string): Doc {
   return raw as Doc
 }
 
+/** Why the system refused an address to listen on (the proxy's and the demo's words). */
+const LISTEN_REFUSED: Record<string, string> = {
+  EADDRINUSE: 'is taken',
+  EADDRNOTAVAIL: 'is not available on this host [EADDRNOTAVAIL]',
+  EACCES: 'is refused: permission denied (ports below 1024 need privileges) [EACCES]',
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 /** The longest `--shutdown-grace-ms` taken: an hour (a longer drain is a stuck process, not a grace). */
@@ -167,11 +174,14 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   } catch (err) {
     if (err instanceof ConfigError) throw err
     const e = err as NodeJS.ErrnoException
-    if (e.code === 'EADDRINUSE') {
+    const reason = e.syscall === 'listen' && e.code !== undefined ? LISTEN_REFUSED[e.code] : undefined
+    if (reason !== undefined) {
       const which = metricsListen !== undefined && (e as NodeJS.ErrnoException & { port?: number }).port === metricsListen.port ? '--metrics-listen' : '--listen'
       // Exit 69 (EX_UNAVAILABLE) with one line, as for the proxy's addresses: the environment
-      // refused it, the config is fine (78 told scripts to fix the config).
-      const taken = Object.assign(new Error(`${which} ${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} is taken`), { name: 'StartupError', kind: 'listen' })
+      // refused it, the config is fine (78 told scripts to fix the config). An address not on
+      // this host or a privileged port was "igw control-plane: invalid config", exit 78, with
+      // Node's words naming neither flag.
+      const taken = Object.assign(new Error(`${which} ${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} ${reason}`), { name: 'StartupError', kind: 'listen' })
       throw taken
     }
     // The store failed to open: named as the database, with the driver's own words (not "the

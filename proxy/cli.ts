@@ -38,34 +38,94 @@ const FLAGS = {
   'shutdown-grace-ms': { type: 'string', env: 'IGW_SHUTDOWN_GRACE_MS', help: 'control plane: on SIGTERM, how long admin requests in flight may finish before they are cut (ms, default 10000)' },
   'log-level': { type: 'string', env: 'IGW_LOG_LEVEL', help: 'fatal|error|warn|info|debug|trace|silent' },
   check: { type: 'boolean', help: 'with `policy build`: verify committed bundles are current' },
-  help: { type: 'boolean', short: 'h', help: 'show help' },
+  help: { type: 'boolean', short: 'h', help: 'show help (`igw help <command>`: that command\'s flags)' },
+  version: { type: 'boolean', help: 'print igw\'s version' },
 } as const
 
 type FlagName = keyof typeof FLAGS
-type BooleanFlag = 'help' | 'check' | 'auth-require-exp'
+type BooleanFlag = 'help' | 'version' | 'check' | 'auth-require-exp'
+
+/**
+ * The flags each command reads (besides --help and --version). One flag table serves the whole
+ * CLI, and a flag typed for a command that does not read it was silently ignored: `igw demo
+ * --config igw.yaml` ran the demo's own config, `igw control-plane --redis …` or `igw proxy --db …`
+ * started without what was asked. Such a flag is a usage error (exit 2) naming the ones that apply.
+ * Only flags typed on the command line are checked: environment twins may be shared by commands.
+ */
+export const COMMAND_FLAGS: Record<string, readonly FlagName[]> = {
+  proxy: ['config', 'listen', 'admin-listen', 'upstream', 'workers', 'redis', 'log-level', 'control-plane', 'control-plane-token', 'control-plane-token-file', 'control-plane-key', 'state-dir', 'proxy-id'],
+  demo: ['listen', 'admin-listen', 'workers', 'redis', 'log-level'],
+  'config validate': ['upstream', 'listen', 'admin-listen', 'workers', 'redis', 'log-level'],
+  'config schema': [],
+  'policy build': ['check'],
+  'policy test': [],
+  'control-plane': ['config', 'listen', 'db', 'signing-key', 'previous-keys', 'auth-jwks', 'auth-public-key', 'auth-secret', 'auth-issuer', 'auth-audience', 'auth-require-exp', 'plugin-trust', 'metrics-listen', 'shutdown-grace-ms', 'log-level'],
+  'audit verify': ['db', 'signing-key', 'previous-keys'],
+}
+
+/** igw's version, from package.json (read when asked: most commands never need it). */
+export function igwVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+}
 export type Flags = Partial<Record<Exclude<FlagName, BooleanFlag>, string>> & Partial<Record<BooleanFlag, boolean>>
+
+const COMMANDS: [string, string][] = [
+  ['proxy', 'run the data-plane proxy'],
+  ['demo', 'run a sample GraphQL backend with the proxy in front of it (no Redis, no Docker)'],
+  ['config validate F…', 'validate config files and print every problem with its path'],
+  ['config schema', 'print the config JSON Schema'],
+  ['policy build', 'compile policies/*/ Rego to wasm bundles with the opa CLI (--check: fail if stale)'],
+  ['policy test', 'run the Rego unit tests (opa test)'],
+  ['control-plane', 'run the control plane (REST /v1, GraphQL /graphql, config push) on :7070'],
+  ['audit verify', 'check the control plane\'s audit hash chain and signatures (exit 1 names bad entries)'],
+]
+
+const flagLine = (name: string): string => {
+  const f = (FLAGS as Record<string, { short?: string; env?: string; help: string }>)[name]!
+  return `  ${`--${name}${f.short !== undefined ? `, -${f.short}` : ''}`.padEnd(22)} ${f.env !== undefined ? `[${f.env}] ` : ''}${f.help}`
+}
 
 const USAGE = `igw — IntelGraph Gateway
 
 usage: igw <command> [flags]
 
 commands:
-  proxy              run the data-plane proxy
-  demo               run a sample GraphQL backend with the proxy in front of it (no Redis, no Docker)
-  config validate F… validate config files and print every problem with its path
-  config schema      print the config JSON Schema
-  policy build       compile policies/*/ Rego to wasm bundles with the opa CLI (--check: fail if stale)
-  policy test        run the Rego unit tests (opa test)
-  control-plane      run the control plane (REST /v1, GraphQL /graphql, config push) on :7070
-  audit verify       check the control plane's audit hash chain and signatures (exit 1 names bad entries)
+${COMMANDS.map(([c, h]) => `  ${c.padEnd(18)} ${h}`).join('\n')}
 
 flags (each has an environment twin):
-${Object.entries(FLAGS)
-  .map(([name, f]) => `  ${`--${name}${'short' in f ? `, -${f.short}` : ''}`.padEnd(22)} ${'env' in f ? `[${f.env}] ` : ''}${f.help}`)
-  .join('\n')}
+${Object.keys(FLAGS).map(flagLine).join('\n')}
 `
 
-export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env): { flags: Flags; positionals: string[] } {
+/** `igw help <command>` / `igw <command> --help`: that command and the flags it reads; undefined for no such command. */
+export function commandUsage(command: string): string | undefined {
+  const flags = COMMAND_FLAGS[command]
+  const entry = COMMANDS.find(([c]) => c === command || c.startsWith(`${command} `))
+  if (flags === undefined || entry === undefined) return undefined
+  return `igw ${entry[0]}: ${entry[1]}
+
+usage: igw ${command}${command === 'config validate' ? ' <file>…' : ''} [flags]
+
+flags${flags.length > 0 ? ':' : ': none besides --help'}
+${[...flags, 'help'].map(flagLine).join('\n')}
+`
+}
+
+/** The command a flag check and `--help` are about: `proxy`, `config validate`, …; undefined for none known. */
+function commandKey(positionals: string[], forHelp = false): string | undefined {
+  const [command, sub] = positionals
+  if (command === undefined) return undefined
+  if (COMMAND_FLAGS[command] !== undefined) return command
+  if (sub === undefined) {
+    if (!forHelp) return undefined
+    // `igw help audit`: the one command under that word
+    const under = Object.keys(COMMAND_FLAGS).filter((k) => k.startsWith(`${command} `))
+    return under.length === 1 ? under[0] : undefined
+  }
+  const key = `${command} ${sub}`
+  return COMMAND_FLAGS[key] !== undefined ? key : undefined
+}
+
+export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env): { flags: Flags; positionals: string[]; given: FlagName[] } {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {}
   for (const [name, f] of Object.entries(FLAGS)) options[name] = 'short' in f ? { type: f.type, short: f.short } : { type: f.type }
   // A boolean flag's "off" form (`--no-auth-require-exp`, `--auth-require-exp=false`) must win over
@@ -78,7 +138,17 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (on === undefined) throw new Error(`--${m[1]}: expected true or false, got ${JSON.stringify(m[2])}`)
     return on ? `--${m[1]}` : `--no-${m[1]}`
   })
-  const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true, allowNegative: true })
+  let parsed
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true, allowNegative: true })
+  } catch (err) {
+    // Node's text for an unknown flag advises `-- "--verbose"` (a positional, which no command
+    // takes here) with an unbalanced quote; say what is wrong instead.
+    const unknown = (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /^Unknown option '([^']+)'/.exec((err as Error).message) : null
+    if (unknown !== null) throw new Error(`unknown flag ${unknown[1]}${unknown[1] === '-v' ? ' (did you mean --version?)' : ''}`)
+    throw err
+  }
+  const { values, positionals } = parsed
   const flags: Flags = {}
   for (const [name, f] of Object.entries(FLAGS)) {
     const v = values[name]
@@ -93,7 +163,7 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
     } else if (typeof v === 'string') flags[name as Exclude<FlagName, BooleanFlag>] = v
     else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, BooleanFlag>] = env[f.env]
   }
-  return { flags, positionals }
+  return { flags, positionals, given: (Object.keys(FLAGS) as FlagName[]).filter((name) => values[name] !== undefined) }
 }
 
 /** true/1/yes/on → true, false/0/no/off/"" → false, anything else undefined (a typo is an error, not "off"). */
@@ -349,7 +419,7 @@ export async function main(argv: string[]): Promise<void> {
     console.error(`igw: ${(err as Error).message}\n\n${USAGE}`)
     process.exit(2)
   }
-  const { flags, positionals } = parsed
+  const { flags, positionals, given } = parsed
   const [command, sub, arg] = positionals
   // One-shot commands piped into a reader that stops early (`igw config schema | head`): a closed
   // stdout ends the command quietly, as for any Unix filter, not with an unhandled EPIPE stack.
@@ -360,9 +430,22 @@ export async function main(argv: string[]): Promise<void> {
       throw err
     })
   }
-  if (flags.help || command === undefined || command === 'help') {
-    console.log(USAGE)
+  if (flags.version || (command === 'version' && positionals.length === 1)) {
+    console.log(`igw ${igwVersion()}`)
     return
+  }
+  if (command === 'help' || flags.help || command === undefined) {
+    // `igw help proxy`, `igw proxy --help`: that command's flags; anything else the whole list
+    const key = commandKey(command === 'help' ? positionals.slice(1) : positionals, true)
+    console.log((key !== undefined ? commandUsage(key) : undefined) ?? USAGE)
+    return
+  }
+  const key = commandKey(positionals)
+  const inapplicable = key === undefined ? [] : given.filter((name) => name !== 'help' && name !== 'version' && !COMMAND_FLAGS[key]!.includes(name))
+  if (inapplicable.length > 0) {
+    const allowed = COMMAND_FLAGS[key!]!.map((n) => `--${n}`).join(', ')
+    console.error(`igw ${key}: ${inapplicable.map((n) => `--${n}`).join(', ')} ${inapplicable.length === 1 ? 'does' : 'do'} not apply to this command (${allowed || 'it takes no flags'}); see igw help ${key}`)
+    process.exit(2)
   }
   // A server command takes no operands: `igw proxy igw.yaml` (a forgotten --config) or a stray
   // word after a flag's value was ignored, and the proxy started without what was meant.

@@ -206,7 +206,7 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
   return {
     server,
     port,
-    url: `http://${opts.host ?? '127.0.0.1'}:${port}`,
+    url: `http://${urlHost(opts.host ?? '127.0.0.1')}:${port}`,
     stats,
     close: async () => {
       for (const c of wss.clients) c.terminate()
@@ -215,6 +215,18 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
       await new Promise<void>((r) => server.close(() => r()))
     },
   }
+}
+
+/**
+ * The host of the backend's URL, which `igw demo` gives the control plane as the upstream and
+ * prints. An IPv6 address goes in brackets (`http://::1:4000` is no URL: the demo died with the
+ * control plane's validation stack trace), and a wildcard address is reached on loopback.
+ */
+export function urlHost(host: string): string {
+  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
+  if (h === '' || h === '0.0.0.0' || h === '*') return '127.0.0.1'
+  if (h === '::') return '[::1]'
+  return h.includes(':') ? `[${h}]` : h
 }
 
 /**

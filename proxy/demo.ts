@@ -91,6 +91,9 @@ export function demoAddress(variable: 'IGW_DEMO_BACKEND' | 'IGW_DEMO_CONTROL_PLA
   return { host: host ?? '127.0.0.1', port }
 }
 
+/** An IGW_DEMO_* variable as set, or its default. */
+const env = (variable: string, fallback: string): string => process.env[variable] || fallback
+
 const LISTEN_REASONS: Record<string, string> = {
   EADDRINUSE: 'address already in use (another process listens there)',
   EADDRNOTAVAIL: 'address not available on this host',
@@ -142,12 +145,15 @@ export async function runDemo(flags: Flags): Promise<void> {
     backend = await startDemoBackend({ host: backendAddr.host, port: backendAddr.port })
   } catch (err) {
     const e = err as NodeJS.ErrnoException
+    const reason = e.syscall === 'listen' && e.code !== undefined ? LISTEN_REASONS[e.code] : undefined
     console.error(
       e.code === 'EADDRINUSE'
         ? `igw demo: port ${backendAddr.port} is taken; run the sample backend elsewhere with IGW_DEMO_BACKEND=127.0.0.1:4001`
-        : `igw demo: cannot start the sample backend: ${e.message}`,
+        : reason !== undefined
+          ? `igw demo: cannot listen on ${env('IGW_DEMO_BACKEND', '127.0.0.1:4000')} (IGW_DEMO_BACKEND, the sample backend): ${reason} [${e.code}]`
+          : `igw demo: cannot start the sample backend: ${e.message}`,
     )
-    process.exit(e.code === 'EADDRINUSE' ? 69 : 1) // EX_UNAVAILABLE, as for the proxy's own addresses
+    process.exit(reason !== undefined ? 69 : 1) // EX_UNAVAILABLE, as for the proxy's own addresses
   }
 
   // The control plane: SQLite and its signing key in a fresh temp directory, an HS256 secret
@@ -171,7 +177,12 @@ export async function runDemo(flags: Flags): Promise<void> {
   try {
     cp = await startControlPlane({ ...cpOptions, port: cpAddr.port })
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+    const e = err as NodeJS.ErrnoException
+    // Not on this host, or a privileged port: Node's own words ("listen EADDRNOTAVAIL: address not
+    // available 10.1.2.3:7070") named no variable to change.
+    const reason = e.syscall === 'listen' && e.code !== 'EADDRINUSE' && e.code !== undefined ? LISTEN_REASONS[e.code] : undefined
+    if (reason !== undefined) throw new StartupError(`cannot listen on ${env('IGW_DEMO_CONTROL_PLANE', '127.0.0.1:7070')} (IGW_DEMO_CONTROL_PLANE, the control plane): ${reason} [${e.code}]`, 'listen')
+    if (e.code !== 'EADDRINUSE') throw err
     cp = await startControlPlane({ ...cpOptions, port: 0 }) // :7070 is taken: any free port will do for a demo
   }
   const adminToken = await mintToken(secret, { sub: 'demo-admin', roles: ['admin'] })

@@ -9,7 +9,7 @@ import { filterMissedDeadline } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
-import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody } from './graphql-request.ts'
+import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
@@ -312,6 +312,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.replyError('BAD_REQUEST', message, -1)
       return
     }
+    const q = this.ctx.url.indexOf('?')
+    if (q !== -1) {
+      const conflict = postSearchConflict(this.ctx.url.slice(q + 1), parsed)
+      if (conflict !== undefined) {
+        this.replyError('BAD_REQUEST', conflict, -1)
+        return
+      }
+    }
     if (parsed instanceof GraphQLBatch) {
       const batching = this.route.batching
       if (!batching.enabled) {
@@ -501,7 +509,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // header Node cannot send) left its "OK" behind, which the 502 would otherwise carry.
     const reason = STATUS_CODES[info.status] ?? ''
     if (Buffer.isBuffer(body)) {
-      info.headers['content-length'] = String(body.length)
+      if (info.status !== 304) info.headers['content-length'] = String(body.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
       res.end(body)
     } else {
@@ -524,7 +532,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // its next request onto a socket about to be closed, and lose it.
     if (this.proxy.draining) res.shouldKeepAlive = false
     // RFC 9110 §8.6: no Content-Length on a 204 (a backend's `content-length: 0` was relayed;
-    // strict clients and HTTP/2 front proxies refuse such a response).
+    // strict clients and HTTP/2 front proxies refuse such a response). A 304 keeps one only as
+    // its sender gave it (the length a 200 would have): #writeLocal and #commit do not set one
+    // from a 304's empty body (a cache's 304 said `content-length: 0` for a stored 2 KB answer).
     if (status === 204) dropContentLength(headers)
     try {
       if (reason === undefined) res.writeHead(status, headers)
@@ -928,7 +938,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The filter answered with bytes of its own (a 500 from a failed filter, a rewrite).
       // An upstream body it read only in part is not needed any more.
       if (this.#body !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
-      info.headers['content-length'] = String(body.length)
+      if (info.status !== 304) info.headers['content-length'] = String(body.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Done
       res.end(body)

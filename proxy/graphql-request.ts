@@ -352,6 +352,31 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
   return fromObject('POST', raw, parsed as Record<string, unknown>)
 }
 
+/**
+ * Why a POST's query string may not go with its body, or undefined. GraphQL over HTTP reads a
+ * POST from its body, and so do the filters; but servers built on express-graphql's reading
+ * (express-graphql, koa-graphql, several hapi/fastify ports) take `query`, `variables` and
+ * `operationName` from the URL first and the body only for what the URL lacks. A POST to
+ * `/graphql?query=mutation{…}` with a harmless body ran the URL's mutation behind filters that
+ * priced, safelisted and cached the body's query. So a GraphQL parameter in a POST's URL is
+ * refused, but for an `operationName` that names the operation the body runs (clients that
+ * put it there for logs), or an empty one (it selects no other operation).
+ */
+export function postSearchConflict(search: string, body: GraphQLRequest | GraphQLBatch): string | undefined {
+  const params = new URLSearchParams(search)
+  for (const name of GET_PARAMETERS) {
+    const values = params.getAll(name)
+    if (values.length === 0) continue
+    if (name === 'operationName' && values.length === 1) {
+      const v = values[0]!
+      if (v === '' || body instanceof GraphQLBatch || v === body.opName) continue
+      return `the operationName "${v.length > 64 ? `${v.slice(0, 64)}…` : v}" in the URL of a POST does not name the operation its body runs`
+    }
+    return `a POST to a GraphQL route carries the request in its body: the GraphQL parameter "${name}" in its URL is refused (servers that read it ahead of the body would run what no filter checked)`
+  }
+  return undefined
+}
+
 /** Parse GET parameters (GraphQL over HTTP): variables and extensions are JSON strings. */
 export function parseGetParams(search: string): GraphQLRequest | undefined {
   const params = new URLSearchParams(search)

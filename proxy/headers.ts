@@ -34,6 +34,11 @@ function connectionListed(value: string | undefined): Set<string> | undefined {
   return set
 }
 
+/** Empty or only spaces/tabs (Node trims a header value's ends, so this is usually `''`). */
+function isBlank(v: string): boolean {
+  return v.length === 0 || v.trim().length === 0
+}
+
 export interface ForwardOptions {
   trustIncoming: boolean
   /** Host header toward the upstream; undefined keeps the client's. */
@@ -68,14 +73,17 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
       case 'content-length':
         if (opts.contentLength !== undefined) continue
         break
+      // An empty incoming value names no hop (as Envoy appends to it): kept, it sent the backend
+      // `X-Forwarded-For: , 10.0.0.7` (a blank client address for readers of the first entry),
+      // and `X-Forwarded-Proto:`/`-Host:` empty in place of the proxy's own `http` and Host.
       case 'x-forwarded-for':
-        if (opts.trustIncoming) xff = xff === undefined ? raw[i + 1]! : `${xff}, ${raw[i + 1]!}`
+        if (opts.trustIncoming && !isBlank(raw[i + 1]!)) xff = xff === undefined ? raw[i + 1]! : `${xff}, ${raw[i + 1]!}`
         continue
       case 'x-forwarded-proto':
-        if (opts.trustIncoming && xfp === undefined) xfp = raw[i + 1]!
+        if (opts.trustIncoming && xfp === undefined && !isBlank(raw[i + 1]!)) xfp = raw[i + 1]!
         continue
       case 'x-forwarded-host':
-        if (opts.trustIncoming && xfh === undefined) xfh = raw[i + 1]!
+        if (opts.trustIncoming && xfh === undefined && !isBlank(raw[i + 1]!)) xfh = raw[i + 1]!
         continue
       // At the edge (trustIncoming false) every header that claims to describe an earlier hop
       // is the client's own word: RFC 7239 Forwarded, X-Real-IP and the other X-Forwarded-*

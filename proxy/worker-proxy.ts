@@ -27,6 +27,13 @@ import { clipLogField, roundMs, traceIdOf } from './log.ts'
  * same way), sent as x-request-id and logged, so a client's report of a 404 or 400 can be found
  * in the access log. Such answers carried no id and their lines none.
  */
+/** `Upgrade: websocket` (any case; a list naming it first, as RFC 9110 allows a list). */
+function isWebSocketUpgrade(upgrade: string | undefined): boolean {
+  if (upgrade === undefined) return false
+  const comma = upgrade.indexOf(',')
+  return (comma === -1 ? upgrade : upgrade.slice(0, comma)).trim().toLowerCase() === 'websocket'
+}
+
 function unroutedRequestId(res: ServerResponse): string {
   const id = randomUUID()
   res.setHeader('x-request-id', id)
@@ -88,6 +95,11 @@ export class WorkerProxy {
         // 10 s slowloris guard held a slow head for up to 40 s.
         connectionsCheckingInterval: checkingIntervalFor(config.listener.headersTimeoutMs),
         noDelay: true,
+        // Only a WebSocket upgrade goes to 'upgrade': `Upgrade: h2c` (curl --http2 on http://,
+        // Java's HttpClient) is an ordinary HTTP/1.1 request whose offer is declined by serving
+        // it, as Envoy and nginx do (Upgrade and HTTP2-Settings are hop-by-hop, not forwarded).
+        // Node sent every Upgrade to the WebSocket handler, which refused it with a 400.
+        shouldUpgradeCallback: (req: IncomingMessage) => isWebSocketUpgrade(req.headers.upgrade),
       },
       this.handle,
     )

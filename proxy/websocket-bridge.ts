@@ -68,6 +68,9 @@ export function checkClientHandshake(req: IncomingMessage): string[] | string {
   return protocols ?? 'invalid Sec-WebSocket-Protocol header (expected a comma-separated list of distinct tokens)'
 }
 
+/** The WebSocket version this side speaks, for a refusal of any other (RFC 6455 §4.4). */
+const VERSION_HEADER = { 'sec-websocket-version': '13' }
+
 // Handshake headers the ws client writes itself; the client's values must not be relayed.
 const WS_HANDSHAKE = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept'])
 
@@ -105,14 +108,23 @@ function writeLocalReply(socket: Duplex, ctx: RequestContext, reply: LocalReply)
  * the head goes out as latin1, as node:http writes one (relayed values are latin1 byte strings).
  */
 function writeReply(socket: Duplex, status: number, headers: string[], body: Buffer): void {
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nconnection: close\r\ncontent-length: ${body.length}\r\n`
+  endRaw(socket, Buffer.concat([replyHead(status, headers, String(body.length)), body]))
+}
+
+/** The head of such an answer: `length` undefined for a body delimited by the connection's close. */
+function replyHead(status: number, headers: string[], length: string | undefined): Buffer {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nconnection: close\r\n`
+  if (length !== undefined) head += `content-length: ${length}\r\n`
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!.toLowerCase()
     if (name === 'content-length' || name === 'connection') continue
     head += `${name}: ${headers[i + 1]!}\r\n`
   }
-  endRaw(socket, Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body]))
+  return Buffer.from(`${head}\r\n`, 'latin1')
 }
+
+/** How much of a refusal's body is held to answer it with a Content-Length; a longer one is streamed. */
+const MAX_REFUSAL_BUFFER = 64 * 1024
 
 /**
  * The 101 the client gets carries the backend's own 101 headers (Set-Cookie, its request id,
@@ -168,6 +180,20 @@ function closeSide(ws: WebSocket, code?: number, reason?: Buffer | string): void
   ws.close(code, reason)
 }
 
+/**
+ * A side's peer half-closed its TCP connection (FIN). ws then only ends its own half and waits
+ * for what it had queued toward that peer to flush, with no timer: a peer that had stopped
+ * reading (the queue over maxBufferedBytes, its sender paused) and then sent FIN without a close
+ * frame left that side CLOSING forever, never emitting 'close'. The other side was never told
+ * (its messages silently dropped) and both connections, the gauge and the upgrade's concurrency
+ * slot were held until the peer finally reset. A peer that sends FIN will send nothing more; what
+ * it did not read by then is dropped, and the side closed now ('close' relays the code: the one
+ * the peer's close frame carried, 1006 without one).
+ */
+function peerEnded(ws: WebSocket, socket: Duplex): void {
+  if (ws.readyState !== WebSocket.CLOSED && socket.writableLength > 0) ws.terminate()
+}
+
 export class WsBridge {
   readonly client: WebSocket
   readonly upstream: WebSocket
@@ -180,7 +206,7 @@ export class WsBridge {
   /** What the upgrade's chain holds for the socket's life (a concurrency slot), run when it ends. */
   readonly #release: (() => void) | undefined
 
-  constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket, reqId = '', release?: () => void) {
+  constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket, reqId = '', release?: () => void, sockets?: { client: Duplex; upstream: Duplex | undefined }) {
     this.#proxy = proxy
     this.#route = route
     this.#reqId = reqId
@@ -208,6 +234,10 @@ export class WsBridge {
     upstream.on('close', (code, reason) => this.#closed(client, code, reason))
     client.on('error', (err) => this.#failed('client', upstream, err))
     upstream.on('error', (err) => this.#failed('upstream', client, err))
+    if (sockets !== undefined) {
+      sockets.client.on('end', () => peerEnded(client, sockets.client))
+      sockets.upstream?.on('end', () => peerEnded(upstream, sockets.upstream!))
+    }
   }
 
   #relay(from: WebSocket, to: WebSocket, data: RawData, isBinary: boolean): void {
@@ -325,7 +355,9 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
   // Check the client's handshake before opening anything upstream, so a bad one costs nothing.
   const protocols = checkClientHandshake(req)
   if (typeof protocols === 'string') {
-    endRaw(socket, rawHttpError('BAD_REQUEST', protocols))
+    // A version this side does not speak is answered with the one it does (RFC 6455 §4.4 MUST),
+    // as ws itself answers: without it a client cannot tell which version to retry with.
+    endRaw(socket, rawHttpError('BAD_REQUEST', protocols, req.headers['sec-websocket-version'] === '13' ? undefined : VERSION_HEADER))
     proxy.finishUpgradeRaw(req)
     return
   }
@@ -442,8 +474,12 @@ class PendingUpgrade {
   #deadline: NodeJS.Timeout | undefined = undefined
   /** The status of a refusal whose body is being read, for the deadline's message. */
   #refusalStatus: number | undefined = undefined
+  /** A long refusal's head has been written to the client (its body is being streamed). */
+  #refusalStreaming = false
   /** The backend's 101 headers, relayed to the client with its own 101. */
   #upgradeHeaders: IncomingHttpHeaders | undefined = undefined
+  /** The upstream's socket, as its 101 came on it. */
+  #upstreamSocket: Duplex | undefined = undefined
   /** The subprotocols the client offered (and the upstream was offered). */
   readonly #offered: string[]
   /** The subprotocol the backend's 101 selected, undefined when it selected none. */
@@ -510,6 +546,7 @@ class PendingUpgrade {
 
   upstreamUpgraded(res: IncomingMessage): void {
     this.#upgradeHeaders = res.headers
+    this.#upstreamSocket = res.socket ?? undefined
     const selected = res.headers['sec-websocket-protocol']
     this.#selected = selected
     // A 101 that selects none of the offered subprotocols is valid (RFC 6455 §4.2.2: the
@@ -568,7 +605,7 @@ class PendingUpgrade {
     }
     const proxy = this.#proxy
     const ctx = this.#ctx
-    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream, ctx.id, () => ctx.runCleanups())
+    const bridge = new WsBridge(proxy, this.#route, client, this.#upstream, ctx.id, () => ctx.runCleanups(), { client: this.#socket, upstream: this.#upstreamSocket })
     this.#upstream[kPending] = undefined
     proxy.bridges.add(bridge)
     if (proxy.draining) bridge.goAway()
@@ -597,7 +634,9 @@ class PendingUpgrade {
         : `WebSocket upstream ${route.upstream.name} answered the upgrade with ${status} and did not finish that response within ${ms} ms`
     this.#proxy.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
     this.#ctx.log.warn({ status }, message)
-    writeLocalReply(this.#socket, this.#ctx, errorReply('UPSTREAM_TIMEOUT', message))
+    // A streamed refusal's head is out: the client can only be cut.
+    if (this.#refusalStreaming) this.#socket.destroy()
+    else writeLocalReply(this.#socket, this.#ctx, errorReply('UPSTREAM_TIMEOUT', message))
     this.#upstream.terminate()
     this.#finish(504)
   }
@@ -612,16 +651,36 @@ class PendingUpgrade {
     const ms = handshakeMs(this.#route)
     if (this.#deadline !== undefined) clearTimeout(this.#deadline)
     if (ms !== undefined) this.#deadline = setTimeout(onHandshakeDeadline, ms, this, ms)
-    const chunks: Buffer[] = []
+    const socket = this.#socket
+    const status = upRes.statusCode ?? 502
+    // Hop-by-hop headers stop here; the chain's additions (x-request-id) join, as on HTTP.
+    const headers = (): string[] => clientResponseHeaders(upRes.headers, this.#ctx.responseHeaders)
+    let chunks: Buffer[] | undefined = []
     let size = 0
+    // A body up to MAX_REFUSAL_BUFFER is answered whole, with its length. A longer one was cut
+    // there and relayed with a Content-Length saying that was all of it (a truncated error page,
+    // a JSON error that no longer parses); it is streamed on instead, with backpressure.
     upRes.on('data', (c: Buffer) => {
-      if ((size += c.length) <= 64 * 1024) chunks.push(c)
+      if (this.#done) return
+      let out = c
+      if (chunks !== undefined) {
+        chunks.push(c)
+        if ((size += c.length) <= MAX_REFUSAL_BUFFER) return
+        const length = upRes.headers['content-length']
+        socket.write(replyHead(status, headers(), typeof length === 'string' && /^\d+$/.test(length) ? length : undefined))
+        out = Buffer.concat(chunks)
+        chunks = undefined
+        this.#refusalStreaming = true
+      }
+      if (!socket.write(out)) {
+        upRes.pause()
+        socket.once('drain', () => upRes.resume())
+      }
     })
     upRes.on('end', () => {
       if (this.#done) return
-      const status = upRes.statusCode ?? 502
-      // Hop-by-hop headers stop here; the chain's additions (x-request-id) join, as on HTTP.
-      writeReply(this.#socket, status, clientResponseHeaders(upRes.headers, this.#ctx.responseHeaders), Buffer.concat(chunks))
+      if (chunks === undefined) endRaw(socket, Buffer.alloc(0))
+      else writeReply(socket, status, headers(), Buffer.concat(chunks))
       this.#upstream.terminate()
       this.#finish(status)
     })

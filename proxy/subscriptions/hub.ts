@@ -240,7 +240,8 @@ export class SubscriptionHub {
     }
     const offered = checkClientHandshake(req)
     if (typeof offered === 'string') {
-      socket.end(rawHttpError('BAD_REQUEST', offered))
+      // RFC 6455 §4.4: a refused version names the one this server speaks (as the passthrough's and ws's refusals do).
+      socket.end(rawHttpError('BAD_REQUEST', offered, req.headers['sec-websocket-version'] === '13' ? undefined : { 'sec-websocket-version': '13' }))
       host.finishUpgradeRaw(req)
       return
     }

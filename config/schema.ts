@@ -223,7 +223,9 @@ export const gatewayConfigObject = z.strictObject({
       // (`?enableOfflineQueue=1` undid "fail fast while Redis is down"), and takes a path that is
       // no number (`/abc`) as db 0: refused here, naming them.
       url: z
-        .url({ protocol: /^rediss?$/, error: 'expected a redis:// or rediss:// URL' })
+        // abort: the refinements parse the URL; after a failed .url() they threw ("Invalid URL", a
+        // stack trace and exit 1 for `--redis notredis`) instead of reporting the path.
+        .url({ protocol: /^rediss?$/, hostname: /./, error: 'expected a redis:// or rediss:// URL with a host', abort: true })
         .refine((u) => !u.includes('?'), { error: 'query parameters are not taken (ioredis would read them as client options over igw\'s own); write the URL as redis[s]://[user:password@]host:port[/db]' })
         .refine((u) => /^\/?(\d{1,5})?$/.test(new URL(u).pathname), { error: 'the path must be a database number (redis://host:6379/2), or nothing' }),
       keyPrefix: z.string().default('igw:'),

@@ -215,6 +215,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
           this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route takes application/json request bodies, not "${type}"`, -1)
           return
         }
+        // A compressed body (Content-Encoding: gzip…) is not read here: it was parsed as JSON as
+        // it came and refused as "Malformed JSON", a 400 that blamed the client's JSON. A 415
+        // that names the coding, as RFC 9110 §15.5.16 has it for an unsupported content coding.
+        const coding = req.headers['content-encoding']
+        if (coding !== undefined && coding.trim().toLowerCase() !== 'identity' && coding.trim() !== '') {
+          this.#closeAfterReply()
+          this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route reads request bodies uncompressed: Content-Encoding "${coding.slice(0, 40)}" is not supported; send the JSON as it is`, -1, { 'accept-encoding': 'identity' })
+          return
+        }
         this.#chunks = []
         this.#inviteBody()
         req.on('data', onBodyData)

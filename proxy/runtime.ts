@@ -11,6 +11,7 @@ import type { Filter, FilterDeps, FilterModule } from './filter.ts'
 import type { RedisProvider } from './redis.ts'
 import type { ProxyMetrics, RouteMetrics } from './metrics.ts'
 import { Router, type Routable } from './router.ts'
+import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
 
 export interface UpstreamRuntime {
   readonly name: string
@@ -161,6 +162,18 @@ export interface BuildDeps {
 
 export class FilterBuildError extends Error {}
 
+/**
+ * A route's path prefix spelled as request paths are once normalized (listener.normalizePath…):
+ * `/%7euser` or `/caf%c3%a9` in the config never matched, because requests arrive as `/~user`
+ * and `/caf%C3%A9`. A prefix the normalizer refuses (an escaped slash under `reject`) stays as
+ * written: no request reaches routing with one.
+ */
+function routePrefix(prefix: string, config: GatewayConfig): string {
+  const o: PathOptions = { normalize: config.listener.normalizePath, mergeSlashes: config.listener.mergeSlashes, escapedSlashes: config.listener.escapedSlashes }
+  const n = normalizeTarget(prefix, o)
+  return n === REJECTED ? prefix : n
+}
+
 export async function buildSnapshot(version: number, config: GatewayConfig, deps: BuildDeps): Promise<Snapshot> {
   const routes: RouteRuntime[] = []
   const poolKeys = new Set<string>()
@@ -209,7 +222,7 @@ export async function buildSnapshot(version: number, config: GatewayConfig, deps
       routes.push({
         name: route.name,
         host: route.match.host,
-        pathPrefix: route.match.pathPrefix,
+        pathPrefix: routePrefix(route.match.pathPrefix, config),
         type: route.type,
         config: route,
         maxBodyBytes: route.maxBodyBytes,

@@ -76,6 +76,7 @@ describe('dlp.policy.budgetMs', () => {
     expect(slow.status).toBe(403)
     expect(slow.text).toContain('DLP_BLOCKED')
     await expect.poll(async () => metricSum(await proxy.metricsText(), 'igw_dlp_policy_failures_total', 'cause="runaway"'), { timeout: 10_000 }).toBe(1)
+    await expect.poll(() => proxy.logs.find('DLP policy evaluation failed').length, { timeout: 10_000 }).toBeGreaterThan(0)
     const line = proxy.logs.find('DLP policy evaluation failed')[0] as { err: { message: string } }
     expect(line.err.message).toMatch(/over its budget of 1 ms/)
     expect((await exportAs('acme')).status).toBe(200)

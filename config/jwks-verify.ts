@@ -39,6 +39,12 @@ type SecretKey = { kid: string | undefined; alg: string | undefined; key: KeyObj
  * JWKS written for it had every token refused here, as "token rejected". Oct keys serve HS*
  * tokens only (by kid, and by alg when the key names one); every other token goes to jose's set,
  * which never sees the secrets. A malformed oct key fails the load, naming it but never its "k".
+ *
+ * A public key without "kid" serves tokens that name one when no key has that kid, as Envoy's
+ * jwt_authn tries every key whose kid is unset: jose matches a token's kid only to a key that has
+ * the same one, so a JWKS written without kids (made from a PEM, or for Envoy) had every token of
+ * an issuer that stamps a kid refused as "no key matches the token" — while the same key as
+ * publicKeyFile verified them. (Oct keys keep matching a named kid exactly.)
  */
 export function localJwks(jwks: JSONWebKeySet): JWTVerifyGetKey {
   const secrets: SecretKey[] = []
@@ -57,7 +63,7 @@ export function localJwks(jwks: JSONWebKeySet): JWTVerifyGetKey {
     if (bytes.length < MIN_HMAC_KEY_BYTES) throw new Error(`${name}: an "oct" key of ${bytes.length} bytes is too short (at least ${MIN_HMAC_KEY_BYTES})`)
     secrets.push({ kid: typeof jwk.kid === 'string' ? jwk.kid : undefined, alg: jwk.alg, key: createSecretKey(bytes) })
   })
-  const asymmetric = createLocalJWKSet({ ...jwks, keys: others })
+  const asymmetric = withKidless(createLocalJWKSet({ ...jwks, keys: others }), others)
   if (secrets.length === 0) return asymmetric
   return async (header, token) => {
     const alg = header.alg
@@ -74,5 +80,24 @@ export function localJwks(jwks: JSONWebKeySet): JWTVerifyGetKey {
       },
     })
     throw several
+  }
+}
+
+/**
+ * jose's key set, falling back for a token that names a kid no key has to the keys that name none
+ * (see localJwks). A key whose kid is set never serves another kid.
+ */
+function withKidless(set: JWTVerifyGetKey, keys: JWK[]): JWTVerifyGetKey {
+  const kidless = keys.filter((k) => k !== null && typeof k === 'object' && k.kid === undefined)
+  if (kidless.length === 0) return set
+  const fallback = createLocalJWKSet({ keys: kidless })
+  return async (header, token) => {
+    try {
+      return await set(header, token)
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWKSNoMatchingKey) || header.kid === undefined) throw err
+      const { kid: _kid, ...rest } = header
+      return fallback(rest, token)
+    }
   }
 }

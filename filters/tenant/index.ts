@@ -6,6 +6,7 @@ import type { TenantFilterConfig } from '../../config/filters/index.ts'
 import { DEFAULT_TIER } from '../../config/defaults.ts'
 import { TENANT_ID } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
+import { gauge } from '../../proxy/metrics.ts'
 import { claimAt, JwtVerifier } from './jwt-verifier.ts'
 
 function bearer(value: string | string[] | undefined): string | undefined {
@@ -63,12 +64,39 @@ class TenantFilter implements Filter {
   readonly #cfg: TenantFilterConfig
   readonly #tenants: FilterDeps['config']['tenants']
   readonly #jwt: JwtVerifier | undefined
+  /**
+   * The header a client names its tenant with, when the resolved tenant goes upstream under
+   * another name (forwardHeader: x-org-id): not passed on. Sent as it came, the client's claim
+   * reached the backend beside the tenant chosen — with JWT auth an unverified "x-tenant-id:
+   * victim" next to the token's tenant, after a fallback to the default the tenant refused —
+   * for any backend, middleware or log that reads the conventional name. (Never the token's own
+   * header.)
+   */
+  readonly #dropClaimed: string | undefined
 
   constructor(cfg: TenantFilterConfig, deps: FilterDeps) {
     this.#cfg = cfg
     this.#tenants = deps.config.tenants
+    this.#dropClaimed = cfg.header !== cfg.forwardHeader && cfg.header !== cfg.jwt?.header ? cfg.header : undefined
     const log = deps.logger
-    this.#jwt = cfg.jwt ? new JwtVerifier(cfg.jwt, (file, message) => log.warn({ file, err: { message } }, 'tenant: a changed JWT key file cannot be loaded; the previous keys stay in use')) : undefined
+    if (cfg.jwt === undefined) {
+      this.#jwt = undefined
+      return
+    }
+    let onStale: ((stale: boolean) => void) | undefined
+    if (cfg.jwt.publicKeyFile !== undefined || cfg.jwt.jwksFile !== undefined) {
+      // 1 while a changed key file of this route's tenant filter does not load (the previous keys
+      // stay in use: tokens of a new key are refused), else 0.
+      const stale = gauge(deps.registry, {
+        name: 'igw_jwt_key_files_stale',
+        help: 'Routes whose tenant filter keeps older JWT keys because a changed key file (publicKeyFile, jwksFile) does not load (1), else 0',
+        labelNames: ['route'],
+        aggregator: 'max',
+      }).labels(deps.routeName)
+      onStale = (s) => stale.set(s ? 1 : 0)
+    }
+    this.#jwt = new JwtVerifier(cfg.jwt, (file, message) => log.warn({ file, err: { message } }, 'tenant: a changed JWT key file cannot be loaded; the previous keys stay in use'), onStale)
+    onStale?.(false) // only once these keys loaded: a refused config leaves the running one's state
   }
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
@@ -121,6 +149,7 @@ class TenantFilter implements Filter {
     ctx.tenant = tenant
     ctx.tier = ctx.principalTier = (Object.hasOwn(this.#tenants, tenant) ? this.#tenants[tenant]!.tier : undefined) ?? DEFAULT_TIER
     ctx.setUpstreamHeader(this.#cfg.forwardHeader, tenant)
+    if (this.#dropClaimed !== undefined) ctx.setUpstreamHeader(this.#dropClaimed, null)
     return undefined
   }
 }

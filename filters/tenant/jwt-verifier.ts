@@ -82,6 +82,8 @@ function loadJwks(path: string): JWTVerifyGetKey {
 
 /** Told when a changed key file cannot be loaded (and the keys before it stay in use). */
 export type KeyFileErrorHandler = (file: string, message: string) => void
+/** Told when the keys in use start (true) or stop (false) lagging a key file that does not load. */
+export type KeyFileStaleHandler = (stale: boolean) => void
 
 export class JwtVerifier {
   readonly #cfg: TenantJwtConfig
@@ -102,10 +104,14 @@ export class JwtVerifier {
   /** The stamp of a changed key file that failed to load once, and one reported already. */
   #failed: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
   #reported: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
+  /** Key files whose version on disk was reported as not loading and has not loaded since. */
+  #stale: { publicKey: boolean; jwks: boolean } = { publicKey: false, jwks: false }
+  readonly #onStale: KeyFileStaleHandler | undefined
 
-  constructor(cfg: TenantJwtConfig, onKeyFileError?: KeyFileErrorHandler) {
+  constructor(cfg: TenantJwtConfig, onKeyFileError?: KeyFileErrorHandler, onStale?: KeyFileStaleHandler) {
     this.#cfg = cfg
     this.#onKeyFileError = onKeyFileError
+    this.#onStale = onStale
     this.#keys = {}
     if (cfg.secret !== undefined) this.#keys.secret = new TextEncoder().encode(cfg.secret)
     if (cfg.publicKeyFile !== undefined) {
@@ -138,6 +144,7 @@ export class JwtVerifier {
           const publicKey = loadPublicKey(cfg.publicKeyFile)
           keys = { ...this.#keys, publicKey }
           this.#stamps.publicKey = stamp
+          this.#setStale('publicKey', false)
         } catch (err) {
           this.#keyFileFailed('publicKey', cfg.publicKeyFile, stamp, err)
         }
@@ -150,6 +157,7 @@ export class JwtVerifier {
           const jwks = loadJwks(cfg.jwksFile)
           keys = { ...(keys ?? this.#keys), jwks }
           this.#stamps.jwks = stamp
+          this.#setStale('jwks', false)
         } catch (err) {
           this.#keyFileFailed('jwks', cfg.jwksFile, stamp, err)
         }
@@ -175,6 +183,19 @@ export class JwtVerifier {
     if (this.#reported[which] === stamp) return
     this.#reported[which] = stamp
     this.#onKeyFileError?.(path, (err as Error).message)
+    this.#setStale(which, true)
+  }
+
+  /**
+   * A log line is read by nobody until someone looks: the state is also told to a gauge
+   * (igw_jwt_key_files_stale), so an alert can say that the keys in use lag a key file on disk
+   * for as long as they do — the new key's tokens refused meanwhile.
+   */
+  #setStale(which: 'publicKey' | 'jwks', stale: boolean): void {
+    const before = this.#stale.publicKey || this.#stale.jwks
+    this.#stale[which] = stale
+    const after = this.#stale.publicKey || this.#stale.jwks
+    if (before !== after) this.#onStale?.(after)
   }
 
   /** The cached outcome for a token, or undefined when it must be verified. */
@@ -218,9 +239,18 @@ export class JwtVerifier {
         const { payload } = typeof key === 'function' ? await verifyWithJwks(token, key, options) : await jwtVerify(token, key, options)
         return { ok: true, claims: payload }
       } catch (err) {
+        // A key that cannot serve this token at all (a secret for an RS256 token, a public key for
+        // an HS256 one: jose's TypeError / not-supported) says nothing about the token: the next key
+        // is tried, and the reason stays what an earlier key found (a stranger's signature, a kid
+        // the JWKS lacks) — the last of the keys being a secret answered every RS256 refusal with
+        // "token rejected". No key able to serve it at all is "no key matches the token".
+        if (err instanceof TypeError || err instanceof joseErrors.JOSENotSupported) {
+          last ??= NO_USABLE_KEY
+          continue
+        }
         last = err
-        // A wrong key type or unknown kid means "try the next key"; anything else is final.
-        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey || err instanceof TypeError || (err instanceof joseErrors.JOSENotSupported))) break
+        // A bad signature or unknown kid means "try the next key"; anything else is final.
+        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey)) break
       }
     }
     // A token refused only for being early is not refused from the cache once it is due:
@@ -231,6 +261,9 @@ export class JwtVerifier {
     return { ok: false, reason: describe(last) }
   }
 }
+
+/** The reason when every configured key was of a kind that cannot verify the token's algorithm. */
+const NO_USABLE_KEY = new joseErrors.JWKSNoMatchingKey()
 
 function describe(err: unknown): string {
   if (err instanceof joseErrors.JWTExpired) return 'token expired'

@@ -107,12 +107,52 @@ export async function readBundle(bytes: Buffer): Promise<Map<string, Buffer>> {
   return files
 }
 
+const UTF8 = new TextEncoder()
+/** The most a wasm32 memory may grow to (64 Ki pages of 64 KiB). */
+const WASM_MAX_PAGES = 65536
+
+/** A string that is not valid Unicode: OPA's wasm cannot take it (see `policyJson`). */
+export class NotUnicodeError extends Error {}
+
+/**
+ * `value` as the UTF-8 JSON text the wasm parses (opa-wasm would stringify it the same way).
+ * JSON.stringify writes a lone UTF-16 surrogate (half an emoji cut by a client, "\ud83d" in a
+ * GraphQL variable or a JWT claim) as a `\udXXX` escape, which OPA's wasm JSON parser refuses
+ * with an abort ("illegal string escape character"); an abort leaves the instance unusable, so
+ * each such request rebuilt it, data document and all (seconds with a large one: any client
+ * could hold a worker that long per request). Refused here instead, before the wasm runs.
+ * JSON.stringify escapes only lone surrogates (paired ones are written as they are), so every
+ * such escape is one; an escaped backslash (`\\`) is matched first, so the six characters
+ * `\ud800` in a string are not taken for one. Undefined when there is no JSON value.
+ */
+export function policyJson(value: unknown): ArrayBuffer | undefined {
+  const text = JSON.stringify(value) as string | undefined
+  if (text === undefined) return undefined
+  if (text.includes('\\ud')) {
+    for (const m of text.matchAll(/\\\\|\\ud[89a-f][0-9a-f]{2}/g)) {
+      if (m[0].length !== 2) throw new NotUnicodeError('it holds a string that is not valid Unicode (a lone UTF-16 surrogate)')
+    }
+  }
+  const bytes = UTF8.encode(text)
+  return bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : bytes.slice().buffer
+}
+
+/** Where the data document ends in the instance's memory: the input and each evaluation's heap start there. */
+function dataEnd(policy: LoadedPolicy): number {
+  return (policy as unknown as { dataHeapPtr: number }).dataHeapPtr
+}
+
+function isOutOfMemory(err: unknown): boolean {
+  return (typeof err === 'string' && err.includes('opa_malloc: failed')) || err instanceof RangeError
+}
+
 class WasmPolicy implements PolicyEvaluator {
   readonly name: string
   readonly entrypoints: string[]
   readonly #module: WebAssembly.Module
-  readonly #data: object
-  readonly #maxPages: number
+  /** The data document as the JSON text the wasm parses (serialized once, not at every rebuild). */
+  readonly #data: ArrayBuffer
+  #maxPages: number
   readonly #budgetMs: number
   /** time.now_ns of the evaluation running (undefined until it asks). */
   #nowNs: number | undefined = undefined
@@ -120,20 +160,44 @@ class WasmPolicy implements PolicyEvaluator {
     'time.now_ns': () => (this.#nowNs ??= Math.round((performance.timeOrigin + performance.now()) * 1e3) * 1e3),
   }
   #policy: LoadedPolicy
-  constructor(name: string, module: WebAssembly.Module, data: object, dataBytes: number, opts: LoadPolicyOptions) {
+  constructor(name: string, module: WebAssembly.Module, data: object, opts: LoadPolicyOptions) {
     this.name = name
     this.#module = module
-    this.#data = data
-    // Room for the data document (parsed, it takes a few times its JSON text) plus the headroom.
-    this.#maxPages = Math.ceil((POLICY_MEMORY_HEADROOM + 4 * dataBytes) / WASM_PAGE) + 5
+    try {
+      this.#data = policyJson(data)!
+    } catch (err) {
+      throw `the data document is not JSON the policy can take: ${(err as Error).message}`
+    }
     this.#budgetMs = opts.budgetMs ?? Number.POSITIVE_INFINITY
-    this.#policy = this.#instantiate()
+    // Room for the data document (parsed, it takes a few times its JSON text) plus the headroom.
+    this.#maxPages = this.#pagesFor(POLICY_MEMORY_HEADROOM + 4 * this.#data.byteLength)
+    let policy: LoadedPolicy | undefined
+    try {
+      policy = this.#instantiate()
+    } catch (err) {
+      if (!isOutOfMemory(err)) throw err
+    }
+    if (policy === undefined || this.#maxPages * WASM_PAGE - dataEnd(policy) < POLICY_MEMORY_HEADROOM) {
+      // Parsed, the data took more than the estimate (a million small numbers: 2 MB of JSON,
+      // over 40 MB in the wasm): the bundle failed to load with a bare "opa_malloc: failed", or
+      // loaded with less than the headroom left and every evaluation failed as a runaway.
+      // Measure what the data takes, uncapped, and cap the memory at that plus the headroom.
+      const probe = loadPolicySync(this.#module, { initial: 5 }, this.#custom as never)
+      probe.setData(this.#data as never)
+      this.#maxPages = this.#pagesFor(dataEnd(probe) + POLICY_MEMORY_HEADROOM)
+      policy = this.#instantiate()
+    }
+    this.#policy = policy
     this.entrypoints = Object.keys(this.#policy.entrypoints as Record<string, number>)
+  }
+
+  #pagesFor(bytes: number): number {
+    return Math.min(WASM_MAX_PAGES, Math.ceil(bytes / WASM_PAGE) + 5)
   }
 
   #instantiate(): LoadedPolicy {
     const policy = loadPolicySync(this.#module, { initial: 5, maximum: this.#maxPages }, this.#custom as never)
-    policy.setData(this.#data)
+    policy.setData(this.#data as never)
     return policy
   }
 
@@ -151,11 +215,19 @@ class WasmPolicy implements PolicyEvaluator {
 
   evaluate<T>(input: unknown, entrypoint?: string): T | undefined {
     const e = entrypoint ?? this.entrypoints[0]!
+    let json: ArrayBuffer | undefined
+    try {
+      json = policyJson(input)
+    } catch (err) {
+      // Not JSON the policy can take (a BigInt, a cycle, a lone surrogate): the wasm never ran,
+      // the instance is as it was.
+      throw new PolicyEvaluationError(this.name, e, `the input is not JSON the policy can take: ${(err as Error).message}`)
+    }
     let rs: { result?: T }[]
     this.#nowNs = undefined
     const started = performance.now()
     try {
-      rs = this.#policy.evaluate(input, e) as { result?: T }[]
+      rs = this.#policy.evaluate(json as never, e) as { result?: T }[]
     } catch (err) {
       // An error thrown out of the wasm (opa_abort, a missing builtin) unwinds its frames
       // without restoring the module's stack pointer: every failure leaks stack, and after a
@@ -222,19 +294,10 @@ export async function loadPolicyBundle(nameOrPath: string, data?: object, opts: 
   } catch (err) {
     throw new Error(`${path}: policy.wasm does not compile: ${(err as Error).message}`, { cause: err })
   }
-  const bundled = files.get('data.json')
-  let base: unknown = {}
-  if (bundled) {
-    try {
-      base = JSON.parse(bundled.toString('utf8'))
-    } catch (err) {
-      throw new Error(`${path}: data.json is not JSON: ${(err as Error).message}`, { cause: err })
-    }
-    if (!isPlainObject(base)) throw new Error(`${path}: data.json is not a JSON object (the bundle's data document)`)
-  }
+  const base = await bundleData(path, files)
   let policy: WasmPolicy
   try {
-    policy = new WasmPolicy(nameOrPath, module, mergeData(base, data ?? {}) as object, bundled?.length ?? 0, opts)
+    policy = new WasmPolicy(nameOrPath, module, mergeData(base, data ?? {}) as object, opts)
   } catch (err) {
     // opa-wasm throws strings ("unsupported ABI version 2") and plain objects.
     throw new Error(`${path}: the policy does not load: ${typeof err === 'string' ? err : ((err as { message?: string } | null)?.message ?? String(err))}`, { cause: err })
@@ -252,6 +315,62 @@ export async function loadPolicyBundle(nameOrPath: string, data?: object, opts: 
   const missing = (opts.entrypoints ?? []).filter((e) => !policy.entrypoints.includes(e))
   if (missing.length) throw new Error(`${path}: the bundle has no entrypoint ${missing.map((e) => `"${e}"`).join(', ')} (it has: ${policy.entrypoints.join(', ') || 'none'})`)
   return policy
+}
+
+const DATA_FILES = new Set(['data.json', 'data.yaml', 'data.yml'])
+
+/**
+ * The bundle's data document: every data.json (data.yaml, data.yml) in it, each at the path of its
+ * folder, as OPA reads a bundle (`/acme/tenants/data.json` is `data.acme.tenants`). Only the root
+ * one was read: a bundle packed with its data in folders (OPA's bundle format allows it, `opa
+ * inspect` lists them) loaded with none of it, and the policy quietly saw `data.acme` undefined.
+ * Two files giving a value to the same path are refused, as OPA refuses them.
+ */
+async function bundleData(path: string, files: Map<string, Buffer>): Promise<Record<string, unknown>> {
+  const root: Record<string, unknown> = {}
+  const names = [...files.keys()].filter((n) => DATA_FILES.has(n.slice(n.lastIndexOf('/') + 1))).sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1))
+  for (const name of names) {
+    const text = files.get(name)!.toString('utf8')
+    let value: unknown
+    try {
+      value = name.endsWith('.json') ? JSON.parse(text) : (await import('yaml')).parse(text)
+    } catch (err) {
+      throw new Error(`${path}: ${name} is not ${name.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`, { cause: err })
+    }
+    const at = name.split('/').slice(0, -1).filter((s) => s !== '' && s !== '.')
+    if (at.length === 0 && !isPlainObject(value)) throw new Error(`${path}: ${name} is not a JSON object (the bundle's data document)`)
+    let node = root
+    for (const key of at) {
+      if (!Object.hasOwn(node, key)) defineKey(node, key, {})
+      const next = node[key]
+      if (!isPlainObject(next)) throw new Error(`${path}: ${name} conflicts with data another file of the bundle sets at ${at.join('.')}`)
+      node = next
+    }
+    if (at.length === 0 || isPlainObject(value)) {
+      if (!isPlainObject(value) || !insertAll(node, value)) throw new Error(`${path}: ${name} conflicts with data another file of the bundle sets at ${at.join('.') || 'the root'}`)
+    } else {
+      const parent = at.slice(0, -1).reduce<Record<string, unknown>>((n, k) => n[k] as Record<string, unknown>, root)
+      const key = at[at.length - 1]!
+      if (isPlainObject(parent[key]) && Object.keys(parent[key]).length === 0) defineKey(parent, key, value)
+      else throw new Error(`${path}: ${name} conflicts with data another file of the bundle sets at ${at.join('.')}`)
+    }
+  }
+  return root
+}
+
+/** Copy `from` into `into` object by object; false when both give a leaf (or an array) a value. */
+function insertAll(into: Record<string, unknown>, from: Record<string, unknown>): boolean {
+  for (const [k, v] of Object.entries(from)) {
+    if (!Object.hasOwn(into, k)) defineKey(into, k, v)
+    else if (isPlainObject(into[k]) && isPlainObject(v)) {
+      if (!insertAll(into[k], v)) return false
+    } else return false
+  }
+  return true
+}
+
+function defineKey(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true })
 }
 
 /**

@@ -508,7 +508,7 @@ export async function main(argv: string[]): Promise<void> {
         process.exit(2)
         return
       case 'policy': {
-        const { buildPolicies, testPolicies, opaBinary, OPA_VERSION } = await import('../policies/toolchain.ts')
+        const { buildPolicies, testPolicies, opaBinary, checkOpaVersion, OPA_VERSION, PolicyBuildError } = await import('../policies/toolchain.ts')
         if (sub === 'build' || sub === 'test') {
           // No opa CLI (or IGW_OPA naming none): `policy test` exited 1 saying nothing, and
           // `policy build` with a stack trace. One line naming the binary and how to install it.
@@ -528,8 +528,19 @@ export async function main(argv: string[]): Promise<void> {
           }
         }
         if (sub === 'build') {
-          const results = buildPolicies(flags.check === true)
-          for (const r of results) console.log(`${r.name}: ${r.changed ? (flags.check ? 'STALE (run `igw policy build` and commit)' : 'rebuilt') : 'up to date'}`)
+          let results: { name: string; changed: boolean }[]
+          try {
+            results = buildPolicies(flags.check === true)
+          } catch (err) {
+            // A Rego error (opa's file:line lines) or an opa that cannot build: its message, not a stack.
+            if (!(err instanceof PolicyBuildError)) throw err
+            console.error(`igw policy build: ${err.message}`)
+            process.exit(1)
+          }
+          // Bundles built by another opa differ byte for byte without being stale: say which.
+          const version = results.some((r) => r.changed) && flags.check ? checkOpaVersion() : OPA_VERSION
+          const stale = version === OPA_VERSION ? 'STALE (run `igw policy build` and commit)' : `STALE (or built by another opa: this is ${version}, the bundles are built with ${OPA_VERSION})`
+          for (const r of results) console.log(`${r.name}: ${r.changed ? (flags.check ? stale : 'rebuilt') : 'up to date'}`)
           if (flags.check && results.some((r) => r.changed)) process.exit(1)
           return
         }

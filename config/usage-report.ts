@@ -16,8 +16,18 @@ export function emptyCounters(): TenantCounters {
   return { requests: 0, errors: 0, costUnits: 0, rejections: {}, bytesExported: 0, dlpActions: {}, byKind: {} }
 }
 
+/**
+ * map[k] += by. Own properties only: a counter named like an Object.prototype member
+ * ("constructor", "toString", "valueOf" — keys a report may carry) read the inherited function as
+ * its previous value, and the sum became a string ("function toString() { [native code] }3") in
+ * the signed statement and its totals.
+ */
+export function addTo(map: Record<string, number>, k: string, by: number): void {
+  map[k] = (Object.hasOwn(map, k) ? map[k]! : 0) + by
+}
+
 function addMap(into: Record<string, number>, from: Record<string, number>): void {
-  for (const k in from) into[k] = (into[k] ?? 0) + from[k]!
+  for (const k of Object.keys(from)) addTo(into, k, from[k]!)
 }
 
 /** into += from, field by field. */

@@ -1,7 +1,7 @@
 // Usage: proxies post per-tenant counters every few seconds (deltas, numbered per proxy boot so
 // a retried post is counted once). They are added to per-day totals in the tenant's own time
 // zone (the day its quotas reset), from which statements, `usedToday` and alerts are computed.
-import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
+import { addCounters, addTo, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
 import { canonicalJson } from '../config/canonical-json.ts'
 import { num, type Db, type SqlValue, type Tx } from './db.ts'
 import { QUOTA_KINDS, type DailyLimits, type QuotaKind } from './quota-section.ts'
@@ -177,9 +177,9 @@ function addMetric(d: DayTotals, metric: string, value: number): void {
   else if (metric === 'errors') d.errors += value
   else if (metric === 'cost_units') d.costUnits += value
   else if (metric === 'bytes_exported') d.bytesExported += value
-  else if (metric.startsWith('rejections.')) d.rejections[metric.slice(11)] = (d.rejections[metric.slice(11)] ?? 0) + value
-  else if (metric.startsWith('dlp.')) d.dlpActions[metric.slice(4)] = (d.dlpActions[metric.slice(4)] ?? 0) + value
-  else if (metric.startsWith('kind.')) d.byKind[metric.slice(5)] = (d.byKind[metric.slice(5)] ?? 0) + value
+  else if (metric.startsWith('rejections.')) addTo(d.rejections, metric.slice(11), value)
+  else if (metric.startsWith('dlp.')) addTo(d.dlpActions, metric.slice(4), value)
+  else if (metric.startsWith('kind.')) addTo(d.byKind, metric.slice(5), value)
 }
 
 /** A tenant's counters in one report, and the local day they count on. */

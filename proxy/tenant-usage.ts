@@ -2,7 +2,7 @@
 // and posted to the control plane (statements, usedToday, budget alerts). Plain objects keyed by
 // tenant: tenants are bounded by config (others count as "_unlisted"), so this stays small, and
 // recording is a few integer adds at the end of a request.
-import { addCounters, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
+import { addCounters, addTo, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
 import { MAX_REQUEST_COST, type RequestContext } from './context.ts'
 
 export type { TenantCounters } from '../config/usage-report.ts'
@@ -13,6 +13,15 @@ export type UsageSnapshot = Record<string, TenantCounters>
 const NOT_REJECTIONS = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'INTERNAL_SERVER_ERROR', 'NOT_FOUND'])
 
 export const UNLISTED_TENANT = '_unlisted'
+
+/**
+ * The rejections key of a quota refusal of a request that can never fit (400 BAD_REQUEST, reason
+ * "too_expensive": the quota filter's only BAD_REQUEST). Counted under BAD_REQUEST, these were
+ * mixed with malformed requests, and a usage or billing consumer could not tell a tenant sending
+ * broken requests from one whose operations outgrew its limits. Lower case, as the reason in the
+ * error's extensions and in igw_quota_rejections_total: never one of the gateway's error codes.
+ */
+export const TOO_EXPENSIVE = 'too_expensive'
 
 const empty = emptyCounters
 
@@ -40,14 +49,20 @@ export class TenantUsage {
     if (status >= 500) c.errors++
     if (bytesOut > 0) c.bytesExported += bytesOut
     const dlp = ctx.dlpActions
-    if (dlp !== undefined) for (const k in dlp) c.dlpActions[k] = (c.dlpActions[k] ?? 0) + dlp[k]!
+    if (dlp !== undefined) for (const k in dlp) addTo(c.dlpActions, k, dlp[k]!)
     const code = ctx.errorCode
     if (code !== undefined && !NOT_REJECTIONS.has(code)) {
-      c.rejections[code] = (c.rejections[code] ?? 0) + 1
+      const key = code === 'BAD_REQUEST' && ctx.answeredBy === 'quota' ? TOO_EXPENSIVE : code
+      addTo(c.rejections, key, 1)
       return
     }
-    // What the quota charges: an estimate may be absurd or infinite, a report must stay a sum.
-    const cost = ctx.cost >= 0 ? Math.min(ctx.cost, MAX_REQUEST_COST) : 1
+    // What the quota charges: an estimate may be absurd or infinite, a report must stay a sum, and
+    // a fractional cost (a plugin's hint) is charged rounded up. Summed as set, 0.4-unit requests
+    // were billed 0.4 where the quota's daily counter took 1 (usedToday from reports disagreed
+    // with Redis's), each report rounded its fraction (one such request per interval: 0, never
+    // billed at all) and the sums drifted (0.1 + 0.2).
+    const raw = ctx.cost
+    const cost = raw >= 0 ? (raw >= MAX_REQUEST_COST ? MAX_REQUEST_COST : Math.ceil(raw)) : 1
     c.costUnits += cost
     const kind = this.#kindOf(ctx.route)
     if (kind !== undefined) c.byKind[kind] = (c.byKind[kind] ?? 0) + cost

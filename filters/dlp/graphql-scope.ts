@@ -96,3 +96,32 @@ export function graphqlExportMatch(doc: DocumentNode, operationName: string | un
   add(['errors'])
   return { matched, paths }
 }
+
+/**
+ * Field-name hints the response's keys lose to aliases: for each alias the document gives a
+ * field, the hints of that field's name the alias itself lacks (`{ entities { a: ssn } }`:
+ * "a" → the SSN hint). A response is keyed by alias, and the rules read a bare `123456789` or a
+ * national `(202) 555-0143` as a value only beside a field name that says what it is: without
+ * this, a client renaming the field took the value out of DLP. Every definition is walked once
+ * (fragments are not expanded), so the cost is linear in the document.
+ */
+export function aliasFieldHints(doc: DocumentNode, hintOf: (name: string) => number): Map<string, number> {
+  const out = new Map<string, number>()
+  const stack: SelectionSetNode[] = []
+  for (const d of doc.definitions) {
+    if (d.kind === Kind.OPERATION_DEFINITION || d.kind === Kind.FRAGMENT_DEFINITION) stack.push(d.selectionSet)
+  }
+  while (stack.length > 0) {
+    const set = stack.pop()!
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FRAGMENT_SPREAD) continue
+      if (sel.kind === Kind.FIELD && sel.alias !== undefined && sel.alias.value !== sel.name.value) {
+        const alias = sel.alias.value
+        const lost = hintOf(sel.name.value) & ~hintOf(alias)
+        if (lost !== 0) out.set(alias, (out.get(alias) ?? 0) | lost)
+      }
+      if (sel.selectionSet !== undefined) stack.push(sel.selectionSet)
+    }
+  }
+  return out
+}

@@ -19,7 +19,7 @@ import { counter } from '../../proxy/metrics.ts'
 import { applyAddedHeaders, errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
-import { graphqlExportMatch } from './graphql-scope.ts'
+import { aliasFieldHints, graphqlExportMatch } from './graphql-scope.ts'
 import type { JsonScope } from './json-rewriter.ts'
 import type { RulePack } from './rule-pack.ts'
 import { dlpShared, type DlpShared } from './runtime.ts'
@@ -31,6 +31,8 @@ const WHOLE_JSON = { format: 'json', scope: undefined } as const
 /** What onRequest decided for an export, read back in onResponse. */
 interface ExportPlan {
   preset: string
+  /** The rule pack, with the field hints of the request's GraphQL aliases when it has any. */
+  pack: RulePack
   actions: Int8Array
   format: 'auto' | ExportFormat
   scope: JsonScope | undefined
@@ -334,7 +336,7 @@ class DlpFilter implements Filter {
     // subscription hub, where no response phase runs, so nothing would mask them. Refused (fail
     // closed); the same export over HTTP is served masked.
     if (ctx.subscription !== undefined) return this.#refuseSocket(ctx, match.format, 'an export is not served over a WebSocket; request it over HTTP', request)
-    ctx.locals.set(kExport, { preset: preset.name, actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
+    ctx.locals.set(kExport, { preset: preset.name, pack: this.#packFor(ctx), actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
     // Compressed bytes cannot be inspected; ask for identity (a gzip reply is still decoded).
     ctx.setUpstreamHeader('accept-encoding', 'identity')
     // A byte range of the upstream's export is a record cut from its context (the CSV header
@@ -346,6 +348,15 @@ class DlpFilter implements Filter {
     // from the response below): a 304 or 412 to a guessed tag would tell what a mask hid.
     ctx.setUpstreamHeader('if-none-match', null)
     ctx.setUpstreamHeader('if-match', null)
+    // Nor may a filter after this one answer them (a cache after DLP in the chain holds the
+    // upstream's head: its 304 to `If-None-Match: *` handed out that ETag, and a 304 or 200 to
+    // a guessed one told whether the guess at the unmasked bytes was right). No client holds a
+    // tag of an export (none is ever sent with one), so nothing is lost.
+    const h = ctx.req.headers
+    if (h['if-none-match'] !== undefined || h['if-match'] !== undefined) {
+      delete h['if-none-match']
+      delete h['if-match']
+    }
     return undefined
   }
 
@@ -398,6 +409,34 @@ class DlpFilter implements Filter {
     return undefined
   }
 
+  /**
+   * The rule pack for an export's response: a GraphQL response is keyed by the aliases the
+   * client chose, so each alias also carries the field-name hints of the fields it renames
+   * (`{ entities { a: ssn } }` must not make a bare SSN under "a" pass as an id). A batch: every
+   * operation's aliases. A document that does not parse here has none to read.
+   */
+  #packFor(ctx: RequestContext): RulePack {
+    const pack = this.#pack
+    const gql = ctx.graphql
+    const requests = gql !== undefined ? [gql] : ctx.batch?.requests
+    if (requests === undefined) return pack
+    let extra: Map<string, number> | undefined
+    for (const r of requests) {
+      if (r?.query === undefined) continue
+      let doc
+      try {
+        doc = r.document
+      } catch {
+        continue
+      }
+      const hints = aliasFieldHints(doc, (k) => pack.fieldHint(k))
+      if (hints.size === 0) continue
+      if (extra === undefined) extra = hints
+      else for (const [k, v] of hints) extra.set(k, (extra.get(k) ?? 0) | v)
+    }
+    return extra === undefined ? pack : pack.withFieldHints(extra)
+  }
+
   #presetFor(ctx: RequestContext): PresetPlan {
     const tenant = ctx.tenant
     const name = (tenant !== undefined ? this.#dlp.tenants[tenant]?.preset : undefined) ?? this.#cfg.preset ?? this.#dlp.defaultPreset!
@@ -444,8 +483,13 @@ class DlpFilter implements Filter {
     const plan = ctx.locals.get(kExport) as ExportPlan | undefined
     if (plan === undefined) return
     // A local 200 is content another filter answered with (a cache hit when the cache sits
-    // after DLP in the chain): it is an export like any other. Local errors carry no data.
-    if (res.local && res.status !== 200) return
+    // after DLP in the chain): it is an export like any other. Local errors carry no data; a
+    // local 304 (that cache revalidating) carries the stored head, whose ETag and digests are
+    // the upstream's, computed over the unmasked bytes.
+    if (res.local && res.status !== 200) {
+      if (res.status === 304) dropUpstreamDigests(res.headers)
+      return
+    }
     // The upstream's own `x-dlp` says nothing about what DLP did (a stream's counts come as a
     // trailer, after a head that carried the upstream's value).
     delete res.headers['x-dlp']
@@ -499,7 +543,7 @@ class DlpFilter implements Filter {
 
   async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, upstream: Readable, health: BodyHealth): Promise<void> {
     const preset = this.#presets.get(plan.preset)!
-    const scanner = new ExportScanner(this.#pack, preset.actions, this.#shared.keyring.tokenizer)
+    const scanner = new ExportScanner(plan.pack, preset.actions, this.#shared.keyring.tokenizer)
     const session = new ExportSession(scanner, {
       format,
       scope: plan.scope,

@@ -216,9 +216,10 @@ export class RulePack {
   readonly labels: readonly string[]
   /** Per type index: its field-name rule, if any. */
   readonly fieldRules: readonly (FieldRule | undefined)[]
-  readonly #typeIndex = new Map<string, number>()
-  readonly #fieldMemo = new Map<string, number>()
-  readonly #combined = new Map<number, CombinedScan>()
+  // TS-private rather than #private: views made by withFieldHints (Object.create) share them.
+  private readonly typeIndexMap = new Map<string, number>()
+  private readonly fieldMemo = new Map<string, number>()
+  private readonly combinedMemo = new Map<number, CombinedScan>()
   /** Distinct required literals of the rules (CompiledRule.literal indexes this). */
   readonly literals: readonly string[]
 
@@ -239,7 +240,7 @@ export class RulePack {
       if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw new RulePackError(`${source}: types.${name}: expected a lower-case name of letters, digits and "_"`)
       const risk = def?.risk
       if (risk !== 'low' && risk !== 'medium' && risk !== 'high') throw new RulePackError(`${source}: types.${name}.risk: expected "low", "medium" or "high"`)
-      this.#typeIndex.set(name, types.length)
+      this.typeIndexMap.set(name, types.length)
       types.push({ name, index: types.length, risk })
     }
     if (types.length > 31) throw new RulePackError(`${source}: types: at most 31 types`)
@@ -254,8 +255,8 @@ export class RulePack {
       if (ids.has(r.id)) throw new RulePackError(`${at}.id: duplicate rule id "${r.id}"`)
       ids.add(r.id)
       if (typeof r.version !== 'string' || r.version === '') throw new RulePackError(`${at}.version: expected a version`)
-      const type = typeof r.type === 'string' ? this.#typeIndex.get(r.type) : undefined
-      if (type === undefined) throw new RulePackError(`${at}.type: expected one of ${[...this.#typeIndex.keys()].join(', ')}`)
+      const type = typeof r.type === 'string' ? this.typeIndexMap.get(r.type) : undefined
+      if (type === undefined) throw new RulePackError(`${at}.type: expected one of ${[...this.typeIndexMap.keys()].join(', ')}`)
       if (typeof r.pattern !== 'string') throw new RulePackError(`${at}.pattern: expected a regular expression`)
       // Rules share one combined expression, so flags apply as inline modifiers: (?i:…). Other
       // flags (u, v, g…) cannot be scoped to one rule; a flag left unread would silently change
@@ -303,7 +304,7 @@ export class RulePack {
       for (const [name, f] of Object.entries(d.fields as Record<string, { rule?: unknown; version?: unknown; exact?: unknown; contains?: unknown } | null>)) {
         if (name.startsWith('$')) continue
         if (f === null || typeof f !== 'object' || Array.isArray(f)) throw new RulePackError(`${source}: fields.${name}: expected an object`)
-        const type = this.#typeIndex.get(name)
+        const type = this.typeIndexMap.get(name)
         if (type === undefined) throw new RulePackError(`${source}: fields.${name}: not a type of this pack`)
         fieldRules[type] = {
           type,
@@ -337,12 +338,12 @@ export class RulePack {
   }
 
   typeIndex(name: string): number {
-    return this.#typeIndex.get(name) ?? -1
+    return this.typeIndexMap.get(name) ?? -1
   }
 
   /** Bit mask of the types a JSON key or CSV header names (0: none). */
   fieldHint(key: string): number {
-    let mask = this.#fieldMemo.get(key)
+    let mask = this.fieldMemo.get(key)
     if (mask !== undefined) return mask
     mask = 0
     const norm = key.toLowerCase().replace(/[^a-z0-9]/g, '')
@@ -352,8 +353,21 @@ export class RulePack {
         if (f.exact.has(norm) || f.contains.some((c) => norm.includes(c))) mask |= 1 << f.type
       }
     }
-    if (this.#fieldMemo.size < MAX_FIELD_MEMO) this.#fieldMemo.set(key, mask)
+    if (this.fieldMemo.size < MAX_FIELD_MEMO) this.fieldMemo.set(key, mask)
     return mask
+  }
+
+  /**
+   * This pack, with `extra` hints added to some keys: a GraphQL response keyed by aliases the
+   * client chose (`{ entities { a: ssn } }` answers under "a") gets, for each alias, the hints
+   * of the field names it stands for. Everything else is shared with this pack (one export's
+   * view, not a copy).
+   */
+  withFieldHints(extra: ReadonlyMap<string, number>): RulePack {
+    if (extra.size === 0) return this
+    const view = Object.create(this) as RulePack
+    Object.defineProperty(view, 'fieldHint', { value: (key: string): number => this.fieldHint(key) | (extra.get(key) ?? 0) })
+    return view
   }
 
   /**
@@ -363,12 +377,12 @@ export class RulePack {
    */
   combined(enabled: number, absent = 0): CombinedScan {
     const key = enabled + absent * 2 ** 31
-    let c = this.#combined.get(key)
+    let c = this.combinedMemo.get(key)
     if (c === undefined) {
       const rules = this.rules.filter((r) => (enabled & (1 << r.type)) !== 0 && (r.literal === -1 || (absent & (1 << r.literal)) === 0))
       const source = rules.length ? rules.map((r) => `(${r.pattern})`).join('|') : '(?!)'
       c = { regex: new RegExp(source, 'g'), rules }
-      this.#combined.set(key, c)
+      this.combinedMemo.set(key, c)
     }
     return c
   }

@@ -158,13 +158,36 @@ const phoneNational: Validator = (text, start, end) => phoneVerdict(text.slice(s
 const phoneField: FieldValidator = (value) => {
   const v = value.trim()
   if (v.length < 7 || v.length > 32 || !/^[+\d().\s-]+$/.test(v)) return false
-  return phoneVerdict(v, v.charCodeAt(0) !== 43) !== ''
+  return fieldPhoneVerdict(v) !== ''
+}
+
+/**
+ * A phone field's value: with `+`, international; else national in `dlp.phoneRegion`, else
+ * international written without its `+` — an MSISDN (`447911123456`: E.164 digits, the form
+ * telecom systems and many databases store) or after the `00` international prefix
+ * (`0044 7911 123456`). Read nationally only, every number of another country under a
+ * `msisdn` or `phone` field went out readable.
+ */
+function fieldPhoneVerdict(v: string): string {
+  if (v.charCodeAt(0) === 43) return phoneVerdict(v, false)
+  const national = phoneVerdict(v, true)
+  if (national !== '') return national
+  let digits = ''
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (c >= 48 && c <= 57) digits += v[i]
+    else if (c !== 32 && c !== 45 && c !== 46) return '' // parentheses: a national format
+  }
+  if (digits.startsWith('00')) digits = digits.slice(2)
+  else if (digits.charCodeAt(0) === 48) return '' // a trunk prefix: national, and not valid there
+  if (digits.length < 8 || digits.length > 15) return ''
+  return phoneVerdict(`+${digits}`, false)
 }
 
 /** "+1*******0123" (country calling code and the last four digits), or undefined: not a valid number. */
 export function phoneMask(value: string): string | undefined {
   const v = value.trim()
-  const verdict = phoneVerdict(v, v.charCodeAt(0) !== 43)
+  const verdict = fieldPhoneVerdict(v)
   return verdict === '' ? undefined : verdict
 }
 

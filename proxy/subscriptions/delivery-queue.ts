@@ -200,24 +200,25 @@ export class DeliveryQueue<S extends GapHolder> {
   }
 
   /**
-   * Discard the oldest item: an event becomes (part of) a gap notice for its subscription,
-   * a terminal message moves to `urgent`, an item of an ended subscription is just freed.
-   * Returns false when nothing is left to drop.
+   * Discard the oldest item: an event becomes (part of) a gap notice for its subscription, so
+   * does an epoch mark or a replay gap (its reason and position live on in that notice), a
+   * terminal message moves to `urgent`, an item of an ended subscription is just freed. One item
+   * at a time: the caller re-checks its bound after each (taking out a large epoch mark or gap
+   * may be enough, and the event behind it must not go as well). Returns false when nothing is
+   * left to drop.
    */
   dropOldest(): boolean {
-    for (;;) {
-      const item = this.shift()
-      if (item === undefined) return false
-      const { sub, entry } = item
-      // Freeing a dead subscription's item may be enough: let the caller re-check its bound.
-      if (sub.closed) return true
-      if (entry.kind === 'complete' || entry.kind === 'error') {
-        this.urgent.push(item)
-        continue
-      }
-      if (foldIntoGap(sub, entry)) this.dropped++
-      this.gapOwed.add(sub)
-      if (entry.kind === 'event') return true
+    const item = this.shift()
+    if (item === undefined) return false
+    const { sub, entry } = item
+    if (sub.closed) return true
+    if (entry.kind === 'complete' || entry.kind === 'error') {
+      // It leaves the bounded queue without being dropped: written first at the next pump.
+      this.urgent.push(item)
+      return true
     }
+    if (foldIntoGap(sub, entry)) this.dropped++
+    this.gapOwed.add(sub)
+    return true
   }
 }

@@ -24,7 +24,9 @@ function isScalar(v: unknown): v is Scalar {
   return v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
 }
 
-function same(a: unknown, b: Scalar): boolean {
+function same(v: unknown, b: Scalar): boolean {
+  // An event's number beyond 2^53 arrives with the upstream's digits kept (upstream.ts).
+  const a = digits(v)
   if (b === null) return a === null || a === undefined
   if (a === null || a === undefined || typeof a === 'object') return false
   // IDs travel as strings in GraphQL results; a client filtering on 7 means "7".

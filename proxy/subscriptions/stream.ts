@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ExecutionResult, SubscribePayload } from 'graphql-ws'
 import type { Logger } from 'pino'
+import { isRawJSON } from '../../config/json-numbers.ts'
 import { EPOCH_BYTES, type CursorCodec } from './cursor.ts'
 import { COMPLETE, type QueuedEntry } from './delivery-queue.ts'
 import type { HubMetrics } from './metrics.ts'
@@ -90,6 +91,17 @@ export function upstreamErrors(err: unknown): unknown[] {
     detail = `upstream connection closed with ${e.code}${reason}`
   } else detail = typeof e?.message === 'string' && e.message !== '' ? e.message : 'connection failed'
   return [{ message: `upstream subscription failed: ${detail}`, extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
+}
+
+/**
+ * An upstream event id as the text we resubscribe with (and compare resumedFrom to): a string, a
+ * number, or a number beyond 2^53 read with its digits kept (JSON.rawJSON, see upstream.ts) —
+ * rounded, 64-bit ids resumed from another event than the last one received.
+ */
+function eventIdText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v
+  if (typeof v === 'number') return String(v)
+  return v !== null && typeof v === 'object' && isRawJSON(v) ? v.rawJSON : undefined
 }
 
 export class Stream implements UpstreamListener {
@@ -187,14 +199,15 @@ export class Stream implements UpstreamListener {
     const ext = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined
     if (this.#state === 'resuming') {
       // The backend continued the old subscription only if it says so, for the id we sent.
-      if (ext?.resumedFrom === undefined || ext.resumedFrom !== this.#lastEventId) this.#startEpoch()
+      if (ext?.resumedFrom === undefined || eventIdText(ext.resumedFrom) !== this.#lastEventId) this.#startEpoch()
       this.#state = 'live'
     } else if (this.#state === 'interrupted') {
       this.#startEpoch()
       this.#state = 'live'
     }
-    if (this.#o.resume && ext !== undefined && (typeof ext.eventId === 'string' || typeof ext.eventId === 'number')) {
-      this.#lastEventId = String(ext.eventId)
+    const eventId = this.#o.resume && ext !== undefined ? eventIdText(ext.eventId) : undefined
+    if (eventId !== undefined) {
+      this.#lastEventId = eventId
       // graphql-ws re-sends this same payload object when it resubscribes after a drop.
       this.#o.payload.extensions = { ...this.#baseExtensions, lastEventId: this.#lastEventId }
     }

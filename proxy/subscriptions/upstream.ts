@@ -8,6 +8,7 @@ import { CloseCode, createClient, type Client, type ExecutionResult, type Sink, 
 import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { HubMetrics } from './metrics.ts'
+import { hasInexactNumber, keepInexactDigits } from '../../config/json-numbers.ts'
 
 export interface UpstreamSettings {
   retryInitialMs: number
@@ -172,6 +173,13 @@ export function invalidHeader(headers: Record<string, string>): string | undefin
 type MessageHandler = (event: { data: unknown }) => void
 
 /**
+ * Text that may hold a number JSON.parse does not keep (see json-numbers.ts): 16 digits in a row,
+ * or an exponent of two digits or more (9.007199254740993e15, 1e400). Strings match too (then
+ * hasInexactNumber decides).
+ */
+const MAY_BE_INEXACT = /\d{16}|\d[eE]\+?\d\d/
+
+/**
  * graphql-ws stops listening to an operation's id only a few promise callbacks after its
  * `complete` or `error`; ws emits every message of one read synchronously, so a terminal message
  * followed in the same read by another for that id (an `error` after `complete`, a second
@@ -199,6 +207,13 @@ export function screenEndedOperations(handler: MessageHandler): MessageHandler {
     } catch {
       return handler(event)
     }
+    // An integer beyond 2^53 (a 64-bit id) or a non-finite number (1e400) in what the upstream
+    // sent: JSON.parse changed it (…993 reads as …992, 1e400 as Infinity, which JSON.stringify
+    // writes as null), and the event went to clients — and the log, and Redis — re-serialized
+    // with the wrong value. Read again with the upstream's digits kept (JSON.rawJSON), as the
+    // hub does for what clients send. Rare: the text check is cheap, the walk and second parse
+    // only run when it hits.
+    if (MAY_BE_INEXACT.test(data) && hasInexactNumber(msg)) msg = JSON.parse(data, keepInexactDigits)
     if (msg !== null && typeof msg === 'object') {
       const { type, id } = msg as { type?: unknown; id?: unknown }
       if (typeof id === 'string' && (type === 'next' || type === 'error' || type === 'complete')) {
@@ -298,6 +313,13 @@ export class UpstreamConnection {
   #unwaited = false
   /** The acknowledged socket, while up: what the keep-alive watchdog drops. */
   #socket: WebSocket | undefined = undefined
+  /*
+   * Every instant below (#upSince, #silenceAt, #pingAt, #ackAt, a backoff's start) is read from
+   * the monotonic clock: they only measure intervals. With the wall clock a step of the system
+   * time (NTP, a VM resumed) re-armed a pending backoff, ping or ack wait at a reload for as long
+   * as the step (an hour back: no reconnect for an hour), or fired it at once (forward: a healthy
+   * connection dropped as silent).
+   */
   /** Armed when a keep-alive ping goes out, cleared by anything received: see #pingSent. */
   #silence: NodeJS.Timeout | undefined = undefined
   #silenceAt = 0
@@ -438,7 +460,7 @@ export class UpstreamConnection {
     const socket = this.#socket
     // Before the ack, connectionAckWaitTimeout watches the upstream.
     if (this.#silence !== undefined || socket === undefined) return
-    this.#silenceAt = Date.now()
+    this.#silenceAt = performance.now()
     this.#armSilence(socket, this.#silenceMs())
   }
 
@@ -452,7 +474,7 @@ export class UpstreamConnection {
     this.#silence = setTimeout(() => {
       this.#silence = undefined
       if (this.#disposed || socket !== this.#socket || socket.readyState !== WebSocket.OPEN) return
-      this.#pool.logger.warn({ upstream: this.url, silentMs: Date.now() - this.#silenceAt, streams: this.listeners.size }, 'upstream did not answer a keep-alive ping: dropping the connection')
+      this.#pool.logger.warn({ upstream: this.url, silentMs: Math.round(performance.now() - this.#silenceAt), streams: this.listeners.size }, 'upstream did not answer a keep-alive ping: dropping the connection')
       socket.terminate()
     }, ms)
     this.#silence.unref()
@@ -465,7 +487,7 @@ export class UpstreamConnection {
     const socket = this.#openSocket
     const ms = this.#pool.timings.keepAliveMs
     if (socket === undefined || this.#disposed || !(ms > 0) || !Number.isFinite(ms)) return
-    this.#pingAt = Date.now()
+    this.#pingAt = performance.now()
     this.#schedulePing(socket, ms)
   }
 
@@ -485,7 +507,7 @@ export class UpstreamConnection {
     const socket = this.#openSocket
     const ms = this.#pool.timings.connectTimeoutMs
     if (socket === undefined || !(ms > 0) || !Number.isFinite(ms)) return
-    this.#ackAt = Date.now()
+    this.#ackAt = performance.now()
     this.#scheduleAck(socket, ms)
   }
 
@@ -508,7 +530,7 @@ export class UpstreamConnection {
     const t = this.#pool.timings
     const n = this.#attempt++
     const random = Math.random()
-    const w = { n, random, start: Date.now(), resolve, timer: undefined as unknown as NodeJS.Timeout }
+    const w = { n, random, start: performance.now(), resolve, timer: undefined as unknown as NodeJS.Timeout }
     const done = (): void => {
       if (this.#waiting === w) this.#waiting = undefined
       resolve()
@@ -528,7 +550,7 @@ export class UpstreamConnection {
   retime(): void {
     if (this.#disposed) return
     const t = this.#pool.timings
-    const now = Date.now()
+    const now = performance.now()
     const socket = this.#openSocket
     if (socket !== undefined) {
       if (this.#ping !== undefined) {
@@ -579,7 +601,7 @@ export class UpstreamConnection {
   #connected(): void {
     this.#failedHandshakes = 0
     this.#up = true
-    this.#upSince = Date.now()
+    this.#upSince = performance.now()
     const restored = this.#lost
     this.#lost = false
     this.#everConnected = true
@@ -601,7 +623,7 @@ export class UpstreamConnection {
     clearTimeout(this.#ping)
     this.#ping = undefined
     this.#clearAck()
-    if (was && Date.now() - this.#upSince >= this.#pool.timings.retryMaxMs) this.#attempt = 0
+    if (was && performance.now() - this.#upSince >= this.#pool.timings.retryMaxMs) this.#attempt = 0
     if (this.#disposed) return
     const status = handshakeStatus(event)
     if (isFinalHandshakeStatus(status)) {

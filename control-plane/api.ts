@@ -867,10 +867,22 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'POST',
       path: '/v1/policies/admin/decide',
       auth: { action: 'admin.read', resource: () => ({ type: 'policies', id: 'admin' }) },
-      doc: { summary: 'Dry-run the admin policy for a subject, action and resource', tags: ['policies'], requestBody: ref('DecideInput'), responses: { 200: { description: 'decision', schema: ref('Decision') }, ...COMMON } },
+      doc: { summary: 'Dry-run the admin policy for a subject, action and resource', tags: ['policies'], requestBody: ref('DecideInput'), responses: { 200: { description: 'decision', schema: ref('Decision') }, 400: problem('not a decision request (subject, action, resource)'), ...COMMON } },
       async handle(ctx) {
         const b = (await readJson(ctx.req)) as { subject?: unknown; action?: unknown; resource?: unknown; context?: unknown }
-        sendJson(ctx.res, 200, authorizer.decide(b?.subject as never, String(b?.action), (b?.resource ?? { type: '' }) as never, (b?.context ?? {}) as Record<string, unknown>))
+        // What DecideInput requires: `{}` or `null` was answered 200 "unknown action "undefined"",
+        // a dry run of nothing that read as the policy's verdict.
+        const isObj = (v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v)
+        const problems: string[] = []
+        if (!isObj(b)) problems.push('(body): expected an object {subject, action, resource, context?}')
+        else {
+          if (!isObj(b.subject)) problems.push('subject: expected an object (the caller as the policy sees it)')
+          if (typeof b.action !== 'string' || b.action === '') problems.push('action: expected a non-empty string (e.g. "config.write")')
+          if (!isObj(b.resource)) problems.push('resource: expected an object (e.g. {"type": "config"})')
+          if (b.context !== undefined && !isObj(b.context)) problems.push('context: expected an object')
+        }
+        if (problems.length > 0) throw new HttpError(400, 'invalid decision request', { problems })
+        sendJson(ctx.res, 200, authorizer.decide(b.subject as never, b.action as string, b.resource as never, (b.context ?? {}) as Record<string, unknown>))
       },
     },
     {

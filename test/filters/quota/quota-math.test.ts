@@ -258,7 +258,10 @@ describe('QoS shedding order', () => {
         while (performance.now() < until) {}
         await new Promise((r) => setTimeout(r, 5))
       }
-      expect(m.sample()).toBeGreaterThan(30)
+      // The monitor's own 0.5 s sampling may have taken (and reset) part of the window on a slow
+      // machine: what it saw then is in delayMs.
+      const seenByTimer = m.delayMs
+      expect(Math.max(seenByTimer, m.sample())).toBeGreaterThan(30)
       // Idle again: the delay falls back (polled: on a loaded machine one window can still be slow).
       await expect.poll(() => m.sample(), { timeout: 5_000, interval: 200 }).toBeLessThan(30)
     } finally {

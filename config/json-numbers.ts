@@ -64,3 +64,15 @@ export const keepClientNumberText = ((_key: string, value: unknown, context?: { 
 
 /** Whether a value is a JSON.rawJSON object (only real ones: not a client's {"rawJSON": …}). */
 export const isRawJSON = (JSON as unknown as { isRawJSON(v: unknown): v is { readonly rawJSON: string } }).isRawJSON
+
+/**
+ * Text that may hold a number JSON.parse does not keep: 16 digits in a row, or an exponent of two
+ * digits or more (9.007199254740993e15, 1e400). Strings match too (then hasInexactNumber decides).
+ */
+const MAY_BE_INEXACT = /\d{16}|\d[eE]\+?\d\d/
+
+/** JSON.parse, with numbers it would change (beyond 2^53, 1e400) kept as their digits (JSON.rawJSON); the cheap text check spares the walk. */
+export function parseKeepingDigits(text: string): unknown {
+  const v = JSON.parse(text) as unknown
+  return MAY_BE_INEXACT.test(text) && hasInexactNumber(v) ? JSON.parse(text, keepInexactDigits) : v
+}

@@ -63,7 +63,9 @@ export function compileEventFilter(filter: unknown, rootField: string): EventMat
           cur = undefined
           break
         }
-        cur = (cur as Record<string, unknown>)[part]
+        // Own fields only: `constructor` or `toString` of an event that lacks them read the
+        // prototype's function (not a scalar), so a filter {"constructor": null} missed it.
+        cur = Object.hasOwn(cur, part) ? (cur as Record<string, unknown>)[part] : undefined
       }
       const options = wanted[k]!
       let hit = false

@@ -14,6 +14,7 @@ import type { HubMetrics } from './metrics.ts'
 import type { GapReason } from './protocols.ts'
 import type { RedisReplayLog, StoredRange } from './redis-log.ts'
 import type { ExecutionResultLike, ReplayRing } from './replay-ring.ts'
+import { parseKeepingDigits } from '../../config/json-numbers.ts'
 
 /** What a feed reads and reports to: its stream's log. */
 export interface FeedSource {
@@ -250,7 +251,8 @@ export class ReplayFeed {
       if (e.offset < rp.expected) continue
       let result: ExecutionResultLike
       try {
-        result = JSON.parse(e.payload) as ExecutionResultLike
+        // With the upstream's digits kept, as live events are (topic filters compare them).
+        result = parseKeepingDigits(e.payload) as ExecutionResultLike
       } catch {
         continue
       }

@@ -8,7 +8,7 @@ import { CloseCode, createClient, type Client, type ExecutionResult, type Sink, 
 import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { HubMetrics } from './metrics.ts'
-import { hasInexactNumber, keepInexactDigits } from '../../config/json-numbers.ts'
+import { parseKeepingDigits } from '../../config/json-numbers.ts'
 
 export interface UpstreamSettings {
   retryInitialMs: number
@@ -173,13 +173,6 @@ export function invalidHeader(headers: Record<string, string>): string | undefin
 type MessageHandler = (event: { data: unknown }) => void
 
 /**
- * Text that may hold a number JSON.parse does not keep (see json-numbers.ts): 16 digits in a row,
- * or an exponent of two digits or more (9.007199254740993e15, 1e400). Strings match too (then
- * hasInexactNumber decides).
- */
-const MAY_BE_INEXACT = /\d{16}|\d[eE]\+?\d\d/
-
-/**
  * graphql-ws stops listening to an operation's id only a few promise callbacks after its
  * `complete` or `error`; ws emits every message of one read synchronously, so a terminal message
  * followed in the same read by another for that id (an `error` after `complete`, a second
@@ -203,17 +196,15 @@ export function screenEndedOperations(handler: MessageHandler): MessageHandler {
     if (typeof data !== 'string') return handler(event)
     let msg: unknown
     try {
-      msg = JSON.parse(data)
+      // An integer beyond 2^53 (a 64-bit id) or a non-finite number (1e400) in what the upstream
+      // sent: JSON.parse changed it (…993 reads as …992, 1e400 as Infinity, which JSON.stringify
+      // writes as null), and the event went to clients — and the log, and Redis — re-serialized
+      // with the wrong value. Read with the upstream's digits kept (JSON.rawJSON), as the hub
+      // does for what clients send (a cheap text check first: the walk is rare).
+      msg = parseKeepingDigits(data)
     } catch {
       return handler(event)
     }
-    // An integer beyond 2^53 (a 64-bit id) or a non-finite number (1e400) in what the upstream
-    // sent: JSON.parse changed it (…993 reads as …992, 1e400 as Infinity, which JSON.stringify
-    // writes as null), and the event went to clients — and the log, and Redis — re-serialized
-    // with the wrong value. Read again with the upstream's digits kept (JSON.rawJSON), as the
-    // hub does for what clients send. Rare: the text check is cheap, the walk and second parse
-    // only run when it hits.
-    if (MAY_BE_INEXACT.test(data) && hasInexactNumber(msg)) msg = JSON.parse(data, keepInexactDigits)
     if (msg !== null && typeof msg === 'object') {
       const { type, id } = msg as { type?: unknown; id?: unknown }
       if (typeof id === 'string' && (type === 'next' || type === 'error' || type === 'complete')) {

@@ -1,7 +1,19 @@
 // The persisted-documents manifest: operation id → document + per-id policy. A top-level
 // section of the config document (not a side file) so the control plane pushes it with the
 // rest of the config, versioned and audited together.
-import { parse, GraphQLError, OperationTypeNode, Kind } from 'graphql'
+import {
+  buildSchema,
+  GraphQLError,
+  KnownFragmentNamesRule,
+  Kind,
+  NoFragmentCyclesRule,
+  NoUndefinedVariablesRule,
+  OperationTypeNode,
+  parse,
+  UniqueFragmentNamesRule,
+  validate,
+  type GraphQLSchema,
+} from 'graphql'
 import { z } from 'zod'
 import { durationMs, tierName } from './primitives.ts'
 
@@ -27,6 +39,14 @@ export const persistedOperationPolicy = {
   tier: tierName.optional(),
 }
 
+/**
+ * Rules a document breaks whatever the schema: every GraphQL server refuses it, so a manifest
+ * entry that breaks one could never run (a fragment cycle, a spread of a fragment not in the
+ * document, two fragments of one name, a variable the operation does not define).
+ */
+const SCHEMA_FREE_RULES = [NoFragmentCyclesRule, KnownFragmentNamesRule, UniqueFragmentNamesRule, NoUndefinedVariablesRule]
+let anySchema: GraphQLSchema | undefined
+
 export const persistedOperation = z
   .strictObject({
     /** The GraphQL document, exactly as clients send it (its sha256 is also accepted as id). */
@@ -36,7 +56,7 @@ export const persistedOperation = z
   .superRefine((op, ctx) => {
     let doc
     try {
-      doc = parse(op.document, { noLocation: true })
+      doc = parse(op.document)
     } catch (err) {
       const e = err as GraphQLError
       const loc = e.locations?.[0]
@@ -46,6 +66,13 @@ export const persistedOperation = z
     const ops = doc.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION)
     if (ops.length !== 1) {
       ctx.addIssue({ code: 'custom', path: ['document'], message: `expected exactly one operation in a persisted document, found ${ops.length}` })
+      return
+    }
+    const errors = validate((anySchema ??= buildSchema('type Query { _: Int }')), doc, SCHEMA_FREE_RULES)
+    if (errors.length > 0) {
+      const e = errors[0]!
+      const loc = e.locations?.[0]
+      ctx.addIssue({ code: 'custom', path: ['document'], message: `${e.message}${loc ? ` (line ${loc.line}, column ${loc.column})` : ''}` })
       return
     }
     if (ops[0]!.operation === OperationTypeNode.SUBSCRIPTION && op.cacheTtlSeconds) {

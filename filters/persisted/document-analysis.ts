@@ -196,7 +196,11 @@ class Walk {
 
   field(f: FieldNode, parent: GraphQLNamedType | undefined, parentDepth: number, sized: { fields: readonly string[]; size: number } | undefined): number {
     const name = f.name.value
-    if (name.startsWith('__')) return 0 // __typename and introspection meta fields cost nothing
+    // __typename is a leaf that costs nothing and nests nothing. The other meta fields
+    // (__schema, __type) are walked as any field: their selections nest without bound
+    // (__type { fields { type { fields … } } }) and aliases repeat them, so they count toward the
+    // depth and the cost like fields the schema file does not know (an object, one item).
+    if (name === '__typename') return 0
     const depth = parentDepth + 1
     if (depth > this.maxDepth) this.maxDepth = depth
     const s = this.settings

@@ -3,7 +3,7 @@
 // it records on the context (the error code of a local reply, the filter that answered) and
 // counts (a fail-closed filter's 500) is recorded and counted here the same way.
 import type { RequestContext } from './context.ts'
-import { errorReply, type LocalReply } from './errors.ts'
+import { errorReply, replyProblem, type LocalReply } from './errors.ts'
 import type { Decision } from './filter.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import type { RouteRuntime } from './runtime.ts'
@@ -50,10 +50,29 @@ async function decide(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMe
   }
   if (decision !== undefined) {
     ctx.answeredBy = filter.name
+    const problem = replyProblem(decision)
+    if (problem !== undefined) return malformedReply(ctx, route, metrics, idx, problem)
     if (decision.code !== undefined) ctx.errorCode ??= decision.code
     return decision
   }
   return CONTINUE
+}
+
+/**
+ * A filter answered with a reply HTTP cannot carry (see replyProblem): a failure of that filter,
+ * counted and logged as one, answered 500 whatever its failMode — the filter meant to answer (a
+ * refusal, often), and failing open would have turned that answer into a pass to the upstream.
+ * Relayed, a CR/LF in its header split the raw head of an upgrade's refusal (an injected
+ * Set-Cookie), a status 101 answered as if upgraded, and a header value that was no string threw
+ * past the chain (the client's socket cut without an answer).
+ */
+function malformedReply(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMetrics, idx: number, problem: string): LocalReply {
+  const filter = route.filters[idx]!
+  metrics.filterErrors.labels(filter.name).inc()
+  ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', problem }, 'filter answered with a reply HTTP cannot carry')
+  ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+  metrics.proxyErrors.labels(route.name, 'INTERNAL_SERVER_ERROR').inc()
+  return errorReply('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
 }
 
 /**

@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Tier } from '../config/primitives.ts'
+import { BAD_HEADER_VALUE, HEADER_NAME } from './errors.ts'
 import type { GraphQLBatch, GraphQLRequest } from './graphql-request.ts'
 import { addResponseHeaderTo, isHopByHop } from './headers.ts'
 import type { RouteRuntime } from './runtime.ts'
@@ -137,10 +138,22 @@ export class RequestContext {
     this.#baseLogger = logger
   }
 
-  /** A logger bound to this request (created on first use). */
+  /**
+   * A logger bound to this request (created on first use). Made again once the request id or the
+   * tenant changed since: bound for good at first use, a line logged before the request-id or
+   * tenant filter ran (a fail-open filter's error, a warning) left every later line of the request
+   * — filter errors, the response phase's — with the empty or client-sent id and no tenant, lines
+   * that no longer joined the request's access line.
+   */
   get log(): Logger {
-    return (this.#log ??= this.#baseLogger.child({ reqId: this.id, route: this.route.name, tenant: this.tenant }))
+    const log = this.#log
+    if (log !== undefined && this.#logId === this.id && this.#logTenant === this.tenant) return log
+    this.#logId = this.id
+    this.#logTenant = this.tenant
+    return (this.#log = this.#baseLogger.child({ reqId: this.id, route: this.route.name, tenant: this.tenant }))
   }
+  #logId = ''
+  #logTenant: string | undefined = undefined
 
   /**
    * Set (or with null, remove) a header on the request sent upstream. Names are case-insensitive.
@@ -207,7 +220,6 @@ export class RequestContext {
       this.setUpstreamHeader(p.header, this.id)
     }
     if (p.echo) this.addResponseHeader(p.header, this.id)
-    this.#log = undefined // a logger made earlier is bound to the old id
   }
 
   /**
@@ -249,10 +261,8 @@ export class RequestContext {
   }
 }
 
-/** RFC 9110 §5.6.2 token: what a field name may be. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
-/** RFC 9110 §5.5 field value as node:http and undici accept it: no CR, LF, NUL or other controls but HTAB, no code point above 0xFF. */
-const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+const TOKEN = HEADER_NAME
+const BAD_VALUE = BAD_HEADER_VALUE
 /**
  * Set by the proxy on every upstream request from the route and the body it sends; Expect is
  * the proxy's own (it answers 100-continue itself) and undici refuses a request that carries it

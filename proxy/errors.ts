@@ -42,6 +42,38 @@ export interface LocalReply {
 
 const JSON_TYPE = 'application/json; charset=utf-8'
 
+/** RFC 9110 §5.6.2 token: what a field name may be (lower-case, as the proxy keeps names). */
+export const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+/** RFC 9110 §5.5 field value as node:http and undici accept it: no CR, LF, NUL or other controls but HTAB, no code point above 0xFF. */
+export const BAD_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+
+/**
+ * What makes a filter's reply one HTTP cannot carry, or undefined when it can: a status outside
+ * 200–599, a header name that is not a token, a value that is not a string (or list of them) or
+ * carries CR, LF or other controls, a body that is neither text nor bytes. Written as they came
+ * onto a raw socket (a WebSocket upgrade's refusal), a CR/LF in a value split the head: the
+ * client got a header (a Set-Cookie) the filter never set.
+ */
+export function replyProblem(reply: unknown): string | undefined {
+  if (typeof reply !== 'object' || reply === null) return `the decision is ${reply === null ? 'null' : typeof reply}, not a reply (undefined continues)`
+  const { status, headers, body } = reply as LocalReply
+  if (!Number.isInteger(status) || status < 200 || status > 599) return `status ${String(status)} is not a final HTTP status (200-599)`
+  if (typeof body !== 'string' && !(body instanceof Uint8Array)) return 'the body is neither a string nor a Buffer'
+  if (headers === undefined) return undefined
+  if (typeof headers !== 'object' || headers === null) return 'headers is not an object'
+  for (const name in headers) {
+    if (!HEADER_NAME.test(name.toLowerCase())) return `"${name.length > 64 ? `${name.slice(0, 64)}…` : name}" is not a valid HTTP header name`
+    const value = headers[name] as string | string[] | undefined
+    if (value === undefined) continue // left out, as the head is written
+    if (typeof value === 'string') {
+      if (BAD_HEADER_VALUE.test(value)) return `the value of header "${name}" carries control characters or characters above U+00FF`
+    } else if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || BAD_HEADER_VALUE.test(v))) {
+      return `the value of header "${name}" is not a string (or a list of strings) HTTP can carry`
+    }
+  }
+  return undefined
+}
+
 export function errorBody(code: string, message: string, extensions?: Record<string, unknown>): string {
   return JSON.stringify({ errors: [{ message, extensions: extensions ? { code, ...extensions } : { code } }] })
 }

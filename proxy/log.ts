@@ -41,6 +41,16 @@ export class BatchingDestination implements DestinationStream {
   }
 }
 
+const CREDENTIAL_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie']
+const REDACTED = [
+  ...CREDENTIAL_HEADERS.flatMap((h) => [`req.headers["${h}"]`, `res.headers["${h}"]`, `headers["${h}"]`]),
+  'authorization',
+  'cookie',
+  'token',
+  'secret',
+  'password',
+]
+
 export function createLogger(level: LevelWithSilent, destination: DestinationStream, bindings: Record<string, unknown> = {}): Logger {
   return pino(
     {
@@ -48,11 +58,40 @@ export function createLogger(level: LevelWithSilent, destination: DestinationStr
       base: { pid: process.pid, ...bindings },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      // Credentials never reach a log line, whatever a caller passes.
-      redact: { paths: ['req.headers.authorization', 'headers.authorization', 'authorization', 'token', 'secret', 'password'], censor: '[redacted]' },
+      // Credentials never reach a log line, whatever a caller passes: a session cookie (request or
+      // response side) and Proxy-Authorization are credentials as much as Authorization is — a
+      // filter logging the request's headers wrote them in clear.
+      redact: { paths: REDACTED, censor: '[redacted]' },
+      serializers: { err: serializeErr },
     },
     destination,
   )
+}
+
+const stdErr = pino.stdSerializers.err
+
+/**
+ * pino's `err` serializer, made total. It throws for a frozen Error (it tags the object it walks:
+ * "Cannot add property … not extensible"), an Error with an enumerable getter that throws, or a
+ * thrown Proxy — and a throw from a log call escaped the very catch that logged a filter's
+ * failure: its request hung and the worker thread died of the uncaught exception, taking every
+ * connection on it. Such a value is logged by what can still be read of it.
+ */
+export function serializeErr(err: unknown): unknown {
+  try {
+    return stdErr(err as Error)
+  } catch {
+    return { type: 'Unserializable', message: readString(err, 'message') ?? '[an error that could not be serialized]', stack: readString(err, 'stack') }
+  }
+}
+
+function readString(o: unknown, key: string): string | undefined {
+  try {
+    const v = (o as Record<string, unknown> | null | undefined)?.[key]
+    return typeof v === 'string' ? v : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /**

@@ -7,7 +7,7 @@ import { Readable, Transform, pipeline, type TransformCallback } from 'node:stre
 import type { Dispatcher } from 'undici'
 import { filterMissedDeadline } from './chain.ts'
 import { RequestContext } from './context.ts'
-import { errorReply, type ErrorCode, type LocalReply } from './errors.ts'
+import { errorReply, replyProblem, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
@@ -366,17 +366,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
         if (this.filterFailed(idx, err)) continue
         return
       }
-      if (decision !== undefined && typeof (decision as Promise<unknown>).then === 'function') {
-        this.ctx.filterMs += performance.now() - t0
+      if (decision === undefined) continue
+      this.ctx.filterMs += performance.now() - t0
+      // null is no decision the contract knows: `null.then` threw here, out of every catch — the
+      // request hung and the worker died. It is that filter's malformed answer (#answer).
+      if (decision !== null && typeof (decision as Promise<unknown>).then === 'function') {
         this.#awaitDecision(decision as Promise<LocalReply | undefined>, i, idx)
         return
       }
-      if (decision !== undefined) {
-        this.ctx.filterMs += performance.now() - t0
-        this.ctx.answeredBy = filter.name
-        this.sendLocal(decision as LocalReply, idx)
-        return
-      }
+      this.#answer(decision, idx)
+      return
     }
     if (phase.length) this.ctx.filterMs += performance.now() - t0
     this.forward()
@@ -397,10 +396,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this.ctx.filterMs += performance.now() - t0
         if (this.phase === Phase.Done) return
         this.#settleAwaited()
-        if (decision !== undefined) {
-          this.ctx.answeredBy = this.route.filters[idx]!.name
-          this.sendLocal(decision, idx)
-        } else this.runRequestPhase(i + 1)
+        if (decision !== undefined) this.#answer(decision, idx)
+        else this.runRequestPhase(i + 1)
       },
       (err) => {
         this.ctx.filterMs += performance.now() - t0
@@ -424,6 +421,26 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const idx = this.#awaitedFilter
     this.#awaitedFilter = -1
     this.replyError('UPSTREAM_TIMEOUT', filterMissedDeadline(this.ctx, this.route, idx, this.proxy.metrics), idx)
+  }
+
+  /**
+   * A request-phase filter answered. A reply HTTP cannot carry (replyProblem: a CR/LF or a number
+   * in a header value, a status outside 200–599, null) is that filter's failure, counted and
+   * logged, and answered 500 whatever its failMode (failing open would turn its answer — often a
+   * refusal — into a pass), as the WebSocket chain does (chain.ts). It was a plain 500 from the
+   * head writer, counted under no filter, or (null) an uncaught TypeError.
+   */
+  #answer(decision: unknown, idx: number): void {
+    const filter = this.route.filters[idx]!
+    this.ctx.answeredBy = filter.name
+    const problem = replyProblem(decision)
+    if (problem === undefined) {
+      this.sendLocal(decision as LocalReply, idx)
+      return
+    }
+    this.proxy.metrics.filterErrors.labels(filter.name).inc()
+    this.ctx.log.error({ filter: filter.name, failMode: this.route.failOpen[idx]! ? 'open' : 'closed', problem }, 'filter answered with a reply HTTP cannot carry')
+    this.replyError('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`, idx)
   }
 
   /** A filter threw: count it, then continue (fail-open, returns true) or answer 500. */

@@ -61,7 +61,7 @@ describe('no secret in any output', () => {
   })
   it('config errors and the CLI mask URL credentials', () => {
     const p = problems(() => validateConfig({ redis: { url: 'http://igw:hunter2Zq9@cache:6379' }, routes: [{ name: 'a', upstream: 'http://a:1' }] }))
-    expect(p).toEqual(['redis.url: expected a redis:// or rediss:// URL, got "http://[redacted]@cache:6379"'])
+    expect(p).toEqual(['redis.url: expected a redis:// or rediss:// URL with a host, got "http://[redacted]@cache:6379"'])
     const r = igwSync(['proxy', '--upstream', 'http://igw:hunter2Zq9@127.0.0.1:1'])
     expect(r.status).toBe(78)
     expect(r.out).toContain('without path, query or credentials')

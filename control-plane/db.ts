@@ -92,8 +92,10 @@ function isPostgresUnavailable(err: unknown): boolean {
   if (typeof e.code === 'string') {
     if (NETWORK_CODES.has(e.code)) return true
     // SQLSTATE class 08 (connection exception), 57P01-57P03 (server shutting down, starting up),
-    // 53300 (too many connections).
-    if (/^08...$/.test(e.code) || /^57P0[123]$/.test(e.code) || e.code === '53300') return true
+    // 57P05 (idle session timeout), 25P03 (idle-in-transaction timeout: the server ended the
+    // session), 53300 (too many connections), 55P03 (lock_timeout: another instance held the write
+    // lock too long — see LOCK_TIMEOUT_MS).
+    if (/^08...$/.test(e.code) || /^57P0[1235]$/.test(e.code) || e.code === '25P03' || e.code === '53300' || e.code === '55P03') return true
   }
   if (typeof e.message === 'string' && PG_CONNECTION_MESSAGES.test(e.message)) return true
   // `localhost` resolves to ::1 and 127.0.0.1: Node reports both refusals as one AggregateError.
@@ -246,6 +248,22 @@ class SqliteDb implements Db {
  */
 const QUERY_TIMEOUT_MS = 15_000
 
+/**
+ * Server-side bounds (sent at connect; `?idle_in_transaction_session_timeout=ms` and
+ * `?lock_timeout=ms` in the URL override them). Writes of every instance serialize on one
+ * advisory lock, which a session holds until its transaction ends. An instance that died or was
+ * cut off mid-transaction (a host crash, a network partition: no FIN reaches the server) left its
+ * session idle in the transaction, holding the lock until the server's TCP keepalive gave up —
+ * two hours by default — and every write of every other instance failed with 503 meanwhile. Each
+ * of those waits also left a backend queued on the lock after its client timed out, until
+ * max_connections was used up. Now the server ends a session idle inside a transaction after
+ * IDLE_IN_TRANSACTION_MS (no transaction of the control plane pauses between statements anywhere
+ * near that long), and a wait for a lock ends on the server after LOCK_TIMEOUT_MS, before the
+ * client's QUERY_TIMEOUT_MS, as a 503 that may be retried, with the connection kept.
+ */
+const IDLE_IN_TRANSACTION_MS = 15_000
+const LOCK_TIMEOUT_MS = 10_000
+
 /** How soon a lost LISTEN connection is opened again: doubling from the first to the second. */
 const LISTEN_RETRY_MIN_MS = 250
 const LISTEN_RETRY_MAX_MS = 5_000
@@ -260,7 +278,14 @@ class PostgresDb implements Db {
     // A server that accepts TCP but never answers (a network partition) fails a request after
     // 5 s with a 503 instead of holding it forever; so does waiting that long for a pooled client.
     // A pooled connection that stops answering fails its statement after QUERY_TIMEOUT_MS.
-    this.#pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 5_000, query_timeout: QUERY_TIMEOUT_MS })
+    this.#pool = new pg.Pool({
+      connectionString: url,
+      max: 10,
+      connectionTimeoutMillis: 5_000,
+      query_timeout: QUERY_TIMEOUT_MS,
+      idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
+      lock_timeout: LOCK_TIMEOUT_MS,
+    })
     // An idle client that loses its server must not crash the process; the next query reconnects.
     this.#pool.on('error', () => undefined)
   }
@@ -312,8 +337,15 @@ class PostgresDb implements Db {
         release(err as Error)
         throw new DatabaseUnavailable(err)
       }
-      await client.query('ROLLBACK').catch(() => undefined)
-      release()
+      // A ROLLBACK that fails (the connection went while fn was failing for its own reason: a 412,
+      // a validation error) leaves a client with a statement that never got its answer: handed
+      // back to the pool, the next request queued behind it and failed as unavailable after the
+      // query timeout, though the server was back. It is discarded like a broken one.
+      const rollback = await client.query('ROLLBACK').then(
+        () => undefined,
+        (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+      )
+      release(rollback)
       throw isStorageFull(err) ? new StorageFull(err) : err
     }
     release()

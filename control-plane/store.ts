@@ -186,6 +186,15 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
    */
   async refresh(): Promise<void> {
     const seq = this.#headSeq
+    // Every 5 s (and at every NOTIFY): the head's number and digest first, the document only when
+    // they moved. The whole row is the document twice (as stored and inside the signed envelope):
+    // for a document of a few MB that was megabytes read and parsed on every poll with nothing
+    // new, blocking the event loop (SQLite reads synchronously) and every request with it.
+    const held0 = this.#head
+    if (held0 !== undefined) {
+      const top = await this.db.query<{ version: unknown; digest: string }>('SELECT version, digest FROM config_versions ORDER BY version DESC LIMIT 1')
+      if (top.length === 0 || (num(top[0]!.version) === held0.version && top[0]!.digest === held0.digest)) return
+    }
     const h = await this.#readHead(this.db)
     if (h === undefined) return
     const held = this.#head

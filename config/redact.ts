@@ -41,12 +41,33 @@ const isSchemeChar = (c: number) => isLetter(c) || isDigit(c) || c === 43 || c =
 /** Where a URL ends in running text: whitespace, a quote, "<" or ">". */
 const isUrlEnd = (c: number) => c <= 32 || c === 34 || c === 39 || c === 60 || c === 62
 
+/**
+ * An authority cut short by a raw "/", "?" or "#" inside a password: "user:pass" or ":pass" that
+ * is no host:port ("redis://:AbC/dEf+gh==@redis:6379", a base64 password pasted unencoded).
+ */
+function passwordCutShort(authority: string): boolean {
+  if (authority.startsWith('[')) return false // an IPv6 host
+  const colon = authority.indexOf(':')
+  return colon === 0 || (colon > 0 && !/^\d*$/.test(authority.slice(colon + 1)))
+}
+
 /** One URL: credentials in its authority and secret-looking query parameters replaced. */
 function redactUrl(scheme: string, rest: string): string {
   // The authority ends at the first "/", "?" or "#"; credentials end at its LAST "@"
   // (a password may hold a raw "@": "redis://u:p@ss@host" is user "u", password "p@ss").
-  const end = rest.search(/[/?#]/)
-  const authority = end === -1 ? rest : rest.slice(0, end)
+  let end = rest.search(/[/?#]/)
+  let authority = end === -1 ? rest : rest.slice(0, end)
+  // A password holding a raw "/", "?" or "#" (base64 has "/") is no valid URL, and the error
+  // quoting the value printed it whole: the authority seemed to end inside the password, with no
+  // "@" in it. Then the credentials run to the last "@" of the URL.
+  if (end !== -1 && !authority.includes('@') && passwordCutShort(authority)) {
+    const lastAt = rest.lastIndexOf('@')
+    if (lastAt > end) {
+      const hostEnd = rest.slice(lastAt + 1).search(/[/?#]/)
+      end = hostEnd === -1 ? -1 : lastAt + 1 + hostEnd
+      authority = end === -1 ? rest : rest.slice(0, end)
+    }
+  }
   let tail = end === -1 ? '' : rest.slice(end)
   const at = authority.lastIndexOf('@')
   const host = at === -1 ? authority : `${REDACTED}@${authority.slice(at + 1)}`

@@ -67,6 +67,9 @@ const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000]
 const WATCHDOG_TICK_MS = 250
 // How often the config file is stat-ed besides the directory watch (see the watch below).
 const CONFIG_POLL_MS = 2_000
+// A reloaded document the workers could not build is read again after these (doubling).
+const REFUSED_RETRY_MIN_MS = 2_000
+const REFUSED_RETRY_MAX_MS = 60_000
 
 interface WorkerSlot {
   id: number
@@ -221,7 +224,32 @@ function listenError(what: string, address: string, code: string | undefined, fa
   return reason ? new StartupError(`cannot listen on ${address} (${what}): ${reason} [${code}]`, 'listen') : new StartupError(`cannot start: ${what}: ${fallback}`, 'start')
 }
 
+/** The config file's identity as the poll compares it ('' when it cannot be read). */
+function configStatKey(path: string): string {
+  try {
+    const st = statSync(path)
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`
+  } catch {
+    return ''
+  }
+}
+
+/** What the config file holds, as a digest ('' when it cannot be read). */
+function configDigest(path: string): string {
+  try {
+    return sha256Hex(readFileSync(path))
+  } catch {
+    return ''
+  }
+}
+
 export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
+  // The watch's baseline is the file as the running config was read from it, taken before the
+  // first await: the worker threads take a second or more to load, and a file changed meanwhile
+  // (a ConfigMap update racing a rollout) became the baseline when it was taken once they
+  // listened, so the change was never applied; the proxy ran the old document until the next edit.
+  // The stat first: a change between the two is seen by the first poll.
+  const watchBaseline = opts.watchPath !== undefined ? { stat: configStatKey(opts.watchPath), digest: configDigest(opts.watchPath) } : undefined
   let config = opts.config
   let version = opts.version ?? 1
   const destination = opts.logDestination ?? pino.destination({ dest: 1, sync: false })
@@ -580,6 +608,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // API): two at once took the same "version + 1", so one waiter replaced the other's and that
   // caller (a reload, and every reload queued behind it) never returned.
   let applyQueue: Promise<unknown> = Promise.resolve()
+  /** Results of documents that validated but a worker could not build (a file they name, say). */
+  const refusedByWorkers = new WeakSet<ReloadResult>()
   function applyConfig(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
     const run = applyQueue.then(() => applyConfigNow(next, explicitVersion))
     applyQueue = run.catch(() => undefined)
@@ -595,7 +625,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
     // admin.listen is bound once; admin.readiness is read per /readyz and follows reloads.
     if (next.admin.listen !== config.admin.listen) logger.warn({ key: 'admin.listen' }, 'config change of "admin.listen" needs a restart; the running value stays')
-    const merged: GatewayConfig = { ...next, listen: config.listen, admin: { ...next.admin, listen: config.admin.listen }, workers: config.workers, listener: config.listener }
+    // A thread's heap limits are fixed when it is spawned. Taken from a reload, they reached only
+    // threads restarted after a crash (a mix of limits; a cap too small to load with turned every
+    // later crash into a thread that never came back), while /config showed them as in force.
+    for (const key of ['maxOldGenerationMb', 'youngGenerationMb'] as const) {
+      if (next.workerHeap[key] !== config.workerHeap[key]) logger.warn({ key: `workerHeap.${key}` }, `config change of "workerHeap.${key}" needs a restart; the running value stays`)
+    }
+    const workerHeap = { ...next.workerHeap, maxOldGenerationMb: config.workerHeap.maxOldGenerationMb, youngGenerationMb: config.workerHeap.youngGenerationMb }
+    const merged: GatewayConfig = { ...next, listen: config.listen, admin: { ...next.admin, listen: config.admin.listen }, workers: config.workers, listener: config.listener, workerHeap }
     applying++
     const answers = await new Promise<(string | undefined)[]>((resolve) => {
       const waiter: Waiter<string | undefined> = { pending: new Set(), got: [], done: resolve }
@@ -613,7 +650,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       reloadFailures.inc()
       logger.error({ version: nextVersion, errors }, 'config rejected by workers')
       if (applying === 0) syncVersions() // threads that took it return to the running version
-      return { ok: false, version, error: errors[0] }
+      const refused: ReloadResult = { ok: false, version, error: errors[0] }
+      refusedByWorkers.add(refused)
+      return refused
     }
     config = merged
     version = nextVersion
@@ -658,7 +697,32 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
     return startReload()
   }
+  // A document that validates but that the workers cannot build names something outside it that
+  // is not there yet: a key file, a rule pack, a bundle. In Kubernetes the Secret or the second
+  // ConfigMap holding it is updated on its own sync, often after the config's: the reload was
+  // refused once and never tried again, since the config file did not change any more; the proxy
+  // ran the old document until someone edited it or sent SIGHUP. Such a refusal is retried with a
+  // growing delay (2 s … 60 s) for as long as it lasts; any reload meanwhile replaces the retry. A
+  // document that does not validate is not retried: it cannot change without the file changing.
+  let retryTimer: NodeJS.Timeout | undefined
+  let retryDelay = REFUSED_RETRY_MIN_MS
+  function retryIfRefused(result: ReloadResult): void {
+    if (result.ok || !refusedByWorkers.has(result) || closing) {
+      if (result.ok) retryDelay = REFUSED_RETRY_MIN_MS
+      return
+    }
+    const delay = retryDelay
+    retryDelay = Math.min(retryDelay * 2, REFUSED_RETRY_MAX_MS)
+    logger.warn({ retryInMs: delay }, 'config reload will be retried: a worker could not build it (a file it names may not be there yet)')
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined
+      if (!closing) void reload()
+    }, delay)
+    retryTimer.unref()
+  }
   function startReload(): Promise<ReloadResult> {
+    clearTimeout(retryTimer)
+    retryTimer = undefined
     const run = (async (): Promise<ReloadResult> => {
       let next: GatewayConfig
       try {
@@ -675,6 +739,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       if (reloading === run) reloading = undefined
     }
     run.then(done, done)
+    // (A reload queued behind this one starts right after and clears a retry scheduled here.)
+    run.then(retryIfRefused, () => undefined)
     return run
   }
 
@@ -690,24 +756,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let lastDigest = ''
   if (opts.watchPath) {
     const path = opts.watchPath
-    const digest = () => {
-      try {
-        return sha256Hex(readFileSync(path))
-      } catch {
-        return ''
-      }
-    }
-    // The stat baseline is taken before the digest: a change in between is seen by the first poll.
-    const statKey = () => {
-      try {
-        const st = statSync(path)
-        return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`
-      } catch {
-        return ''
-      }
-    }
-    let lastStat = statKey()
-    lastDigest = digest()
+    const digest = () => configDigest(path)
+    const statKey = () => configStatKey(path)
+    // Taken when the proxy began to start (see watchBaseline): a change during the start is
+    // seen by the first poll, and the directory watch hears every later one.
+    let lastStat = watchBaseline!.stat
+    lastDigest = watchBaseline!.digest
     let debounce: NodeJS.Timeout | undefined
     const changed = () => {
       if (closing) return
@@ -879,6 +933,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     clearInterval(watchdog)
     watcher?.close()
     stopPolling?.()
+    clearTimeout(retryTimer)
     health.current.stop()
     const deadlineMs = config.shutdown.drainTimeoutMs
     lifecycle.info({ deadlineMs }, 'draining')

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { extname } from 'node:path'
 import { isScalar, parseDocument, visit, type Document } from 'yaml'
 import type { z } from 'zod'
-import { isSecretPath, redactUrlCredentials } from './redact.ts'
+import { isSecretPath, isWebhookUrlPath, redactUrlCredentials } from './redact.ts'
 import { gatewayConfig, type GatewayConfig } from './schema.ts'
 
 export class ConfigError extends Error {
@@ -177,6 +177,8 @@ function show(value: unknown, path: readonly PropertyKey[] = []): string {
   } catch {
     s = String(value)
   }
+  // A webhook's URL may carry its credential in the path (Slack): described, not quoted.
+  if (isWebhookUrlPath(path) && typeof value === 'string') return `a URL of ${value.length} characters (not shown: a webhook's path may be its credential)`
   s = redactUrlCredentials(s)
   return s.length > 80 ? `${s.slice(0, 77)}...` : s
 }

@@ -111,9 +111,26 @@ export function redactUrlCredentials(s: string): string {
   return out + s.slice(copied)
 }
 
+/**
+ * A webhook's URL (`quotas.events.webhook.url`): Slack, Discord and Teams incoming webhooks carry
+ * their credential in the path (`https://hooks.slack.com/services/T…/B…/<secret>`), which no
+ * credential or query rule sees. Shown as its origin, the rest redacted: /config and a viewer's
+ * GET /v1/alert-sinks handed anyone who may read the config a URL that posts to the channel.
+ */
+export function isWebhookUrlPath(path: readonly PropertyKey[]): boolean {
+  const n = path.length
+  return n >= 2 && path[n - 1] === 'url' && path[n - 2] === 'webhook'
+}
+
+function redactWebhookUrl(value: string): string {
+  const u = URL.parse(value)
+  if (u === null) return REDACTED
+  return u.pathname === '/' && u.search === '' && u.hash === '' && u.username === '' && u.password === '' ? value : `${u.origin}/${REDACTED}`
+}
+
 /** The document with every secret replaced, for showing (admin /config). */
 export function redactConfig(value: unknown, path: readonly PropertyKey[] = []): unknown {
-  if (typeof value === 'string') return isSecretPath(path) ? REDACTED : redactUrlCredentials(value)
+  if (typeof value === 'string') return isSecretPath(path) ? REDACTED : isWebhookUrlPath(path) ? redactWebhookUrl(value) : redactUrlCredentials(value)
   if (Array.isArray(value)) return value.map((v, i) => redactConfig(v, [...path, i]))
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {}

@@ -80,7 +80,7 @@ describe('no secret in any output', () => {
       const text = await (await request(`${proxy.adminUrl}/config`)).body.text()
       for (const s of secrets) expect(text).not.toContain(s)
       const cfg = (JSON.parse(text) as { config: { quotas: { events: { webhook: { url: string } } }; redis: { url: string } } }).config
-      expect(cfg.quotas.events.webhook.url).toBe('https://hooks.example.com/igw?token=[redacted]&team=ops')
+      expect(cfg.quotas.events.webhook.url).toBe('https://hooks.example.com/[redacted]') // a webhook's path may be its credential: origin only (sweep 19c)
       expect(cfg.redis.url).toBe('redis://[redacted]@127.0.0.1:1')
     } finally {
       await proxy.close()

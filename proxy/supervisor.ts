@@ -1,7 +1,7 @@
 // The supervisor (main thread of `igw proxy`): owns the config and its reloads, the shared
 // memory, the worker threads (restarted when they crash), upstream health, and the admin port
 // whose /metrics is one view merged from every thread.
-import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs'
+import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, totalmem } from 'node:os'
@@ -11,6 +11,7 @@ import { pino, type DestinationStream, type Logger } from 'pino'
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
 import { defaultReadinessUpstreams } from '../config/defaults.ts'
+import { fileStamp } from '../config/file-stamp.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
@@ -224,16 +225,6 @@ function listenError(what: string, address: string, code: string | undefined, fa
   return reason ? new StartupError(`cannot listen on ${address} (${what}): ${reason} [${code}]`, 'listen') : new StartupError(`cannot start: ${what}: ${fallback}`, 'start')
 }
 
-/** The config file's identity as the poll compares it ('' when it cannot be read). */
-function configStatKey(path: string): string {
-  try {
-    const st = statSync(path)
-    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`
-  } catch {
-    return ''
-  }
-}
-
 /** What the config file holds, as a digest ('' when it cannot be read). */
 function configDigest(path: string): string {
   try {
@@ -249,7 +240,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // (a ConfigMap update racing a rollout) became the baseline when it was taken once they
   // listened, so the change was never applied; the proxy ran the old document until the next edit.
   // The stat first: a change between the two is seen by the first poll.
-  const watchBaseline = opts.watchPath !== undefined ? { stat: configStatKey(opts.watchPath), digest: configDigest(opts.watchPath) } : undefined
+  const watchBaseline = opts.watchPath !== undefined ? { stat: fileStamp(opts.watchPath), digest: configDigest(opts.watchPath) } : undefined
   let config = opts.config
   let version = opts.version ?? 1
   const destination = opts.logDestination ?? pino.destination({ dest: 1, sync: false })
@@ -757,7 +748,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   if (opts.watchPath) {
     const path = opts.watchPath
     const digest = () => configDigest(path)
-    const statKey = () => configStatKey(path)
+    const statKey = () => fileStamp(path)
     // Taken when the proxy began to start (see watchBaseline): a change during the start is
     // seen by the first poll, and the directory watch hears every later one.
     let lastStat = watchBaseline!.stat

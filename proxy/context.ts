@@ -20,6 +20,13 @@ export type CostSource = 'default' | 'hint' | 'estimate'
  */
 export const MAX_REQUEST_COST = 1_000_000_000
 
+/** What a request of cost `cost` is charged and reported: 1 when unset or invalid, whole units (rounded up), at most MAX_REQUEST_COST. */
+export function chargedCost(cost: number): number {
+  if (!(cost >= 0)) return 1
+  if (cost >= MAX_REQUEST_COST) return MAX_REQUEST_COST // an estimate may be absurd or infinite
+  return Number.isInteger(cost) ? cost : Math.ceil(cost)
+}
+
 /** A subscribe on a terminated WebSocket, as the filter chain sees it (ctx.subscription). */
 export interface SubscriptionInfo {
   /** The operation id the client chose. */

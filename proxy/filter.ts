@@ -9,7 +9,7 @@ import type { LocalReply } from './errors.ts'
 import type { RedisProvider } from './redis.ts'
 
 export type { RequestContext } from './context.ts'
-export { MAX_REQUEST_COST } from './context.ts'
+export { chargedCost, MAX_REQUEST_COST } from './context.ts'
 export type { LocalReply, ErrorCode } from './errors.ts'
 export { errorReply, errorBody, ERROR_STATUS } from './errors.ts'
 export type { GraphQLRequest, OperationType } from './graphql-request.ts'

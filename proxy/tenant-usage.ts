@@ -3,7 +3,7 @@
 // tenant: tenants are bounded by config (others count as "_unlisted"), so this stays small, and
 // recording is a few integer adds at the end of a request.
 import { addCounters, addTo, emptyCounters, type TenantCounters } from '../config/usage-report.ts'
-import { MAX_REQUEST_COST, type RequestContext } from './context.ts'
+import { chargedCost, type RequestContext } from './context.ts'
 
 export type { TenantCounters } from '../config/usage-report.ts'
 
@@ -61,8 +61,7 @@ export class TenantUsage {
     // were billed 0.4 where the quota's daily counter took 1 (usedToday from reports disagreed
     // with Redis's), each report rounded its fraction (one such request per interval: 0, never
     // billed at all) and the sums drifted (0.1 + 0.2).
-    const raw = ctx.cost
-    const cost = raw >= 0 ? (raw >= MAX_REQUEST_COST ? MAX_REQUEST_COST : Math.ceil(raw)) : 1
+    const cost = chargedCost(ctx.cost)
     c.costUnits += cost
     const kind = this.#kindOf(ctx.route)
     if (kind !== undefined) c.byKind[kind] = (c.byKind[kind] ?? 0) + cost

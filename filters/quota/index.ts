@@ -8,7 +8,7 @@ import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
 import type { Tier } from '../../config/primitives.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import { DEFAULT_TIER } from '../../config/defaults.ts'
-import { errorReply, MAX_REQUEST_COST, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { chargedCost, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
 import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from './local-limiter.ts'
@@ -168,10 +168,7 @@ class QuotaFilter implements Filter {
     const rule = r.rule
     let cost = 1
     if (rule.metered) {
-      cost = ctx.cost
-      if (!(cost >= 0)) cost = 1
-      else if (cost > MAX_REQUEST_COST) cost = MAX_REQUEST_COST // an estimate may be absurd or infinite
-      else if (!Number.isInteger(cost)) cost = Math.ceil(cost)
+      cost = chargedCost(ctx.cost)
       // Over the burst, the whole day's quota or a hard-capped budget: no wait ever admits it. A
       // 429 with Retry-After had clients (Apollo's RetryLink, job runners) retry it forever; it is
       // refused for good (as a cost limit refuses a too expensive operation), before QoS, a

@@ -67,12 +67,18 @@ async function decide(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMe
  * past the chain (the client's socket cut without an answer).
  */
 function malformedReply(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMetrics, idx: number, problem: string): LocalReply {
+  const message = noteMalformedReply(ctx, route, metrics, idx, problem)
+  ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+  metrics.proxyErrors.labels(route.name, 'INTERNAL_SERVER_ERROR').inc()
+  return errorReply('INTERNAL_SERVER_ERROR', message)
+}
+
+/** Count and log a malformed reply as its filter's failure (this chain's and the HTTP exchange's); returns the 500's message. */
+export function noteMalformedReply(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMetrics, idx: number, problem: string): string {
   const filter = route.filters[idx]!
   metrics.filterErrors.labels(filter.name).inc()
   ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', problem }, 'filter answered with a reply HTTP cannot carry')
-  ctx.errorCode = 'INTERNAL_SERVER_ERROR'
-  metrics.proxyErrors.labels(route.name, 'INTERNAL_SERVER_ERROR').inc()
-  return errorReply('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
+  return `filter "${filter.name}" failed`
 }
 
 /**

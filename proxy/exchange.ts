@@ -5,7 +5,7 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { filterMissedDeadline } from './chain.ts'
+import { filterMissedDeadline, noteMalformedReply } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { errorReply, replyProblem, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
@@ -438,9 +438,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.sendLocal(decision as LocalReply, idx)
       return
     }
-    this.proxy.metrics.filterErrors.labels(filter.name).inc()
-    this.ctx.log.error({ filter: filter.name, failMode: this.route.failOpen[idx]! ? 'open' : 'closed', problem }, 'filter answered with a reply HTTP cannot carry')
-    this.replyError('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`, idx)
+    this.replyError('INTERNAL_SERVER_ERROR', noteMalformedReply(this.ctx, this.route, this.proxy.metrics, idx, problem), idx)
   }
 
   /** A filter threw: count it, then continue (fail-open, returns true) or answer 500. */

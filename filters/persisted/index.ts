@@ -34,6 +34,13 @@ function parseErrorReply(err: GraphQLError): LocalReply {
   return { status: 400, headers: JSON_TYPE, body: JSON.stringify({ errors: [e] }), code: 'BAD_REQUEST' }
 }
 
+/** A limit a document breaks, and how to say so. */
+interface LimitBroken {
+  reason: 'too_large' | 'parse_error' | 'too_complex' | 'too_deep'
+  message: string
+  parseError?: GraphQLError
+}
+
 /** Why a request of a batch was not resolved (undefined: it was, or it named nothing). */
 type BatchItem = 'apq_not_found' | 'apq_not_supported' | undefined
 
@@ -270,28 +277,9 @@ class PersistedFilter implements Filter {
     }
     const query = r.query
     if (query === undefined) return this.#reject('no_query', `${which} carries no query (and no persisted query id this gateway knows)`)
-    if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) {
-      return this.#reject('too_large', `${which}: query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${this.#cfg.limits.maxQueryBytes}`)
-    }
-    let doc: DocumentNode
-    try {
-      doc = r.document
-    } catch (err) {
-      this.#m.rejections.labels('parse_error').inc()
-      const e = err instanceof GraphQLError ? err : new GraphQLError(String(err))
-      return parseErrorReply(new GraphQLError(`${which}: ${e.message}`, { source: e.source, positions: e.positions })) // locations within that operation's query
-    }
-    const a = this.#analysis(doc, r)
-    if (a.tooComplex) return this.#reject('too_complex', `${which}: document is too complex to analyse (fragments expand beyond the limit)`)
-    const maxDepth = this.#cfg.limits.maxDepth
-    if (maxDepth > 0 && a.depth > maxDepth) return this.#reject('too_deep', `${which}: query depth ${a.depth} exceeds the limit of ${maxDepth}`)
-    if (mode === 'log-unknown') {
-      const h = r.docHash!
-      if (!this.#unknownLogged.has(h)) {
-        this.#unknownLogged.set(h, true)
-        ctx.log.warn({ docHash: h, op: r.opName }, 'operation not in the persisted-documents manifest (safelist log-unknown)')
-      }
-    }
+    const c = this.#checkLimits(r, query)
+    if ('reason' in c) return this.#limitRefusal(c, `${which}: `)
+    if (mode === 'log-unknown') this.#noteUnknown(ctx, r)
     return undefined
   }
 
@@ -373,17 +361,41 @@ class PersistedFilter implements Filter {
 
   /** The limits a lone request is held to (size, parse, fragment expansion, depth), for an APQ registration from a batch. */
   #registrable(r: GraphQLRequest): boolean {
-    const query = r.query!
-    if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) return false
+    return !('reason' in this.#checkLimits(r, r.query!))
+  }
+
+  /** What a document from outside the manifest is held to: size, parse, fragment expansion, depth (one place for lone requests, batch operations and batch registrations). */
+  #checkLimits(r: GraphQLRequest, query: string): { doc: DocumentNode; a: Analysis } | LimitBroken {
+    const max = this.#cfg.limits.maxQueryBytes
+    if (query.length > max && Buffer.byteLength(query) > max) return { reason: 'too_large', message: `query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${max}` }
     let doc: DocumentNode
     try {
       doc = r.document
-    } catch {
-      return false
+    } catch (err) {
+      const e = err instanceof GraphQLError ? err : new GraphQLError(String(err))
+      return { reason: 'parse_error', message: e.message, parseError: e }
     }
     const a = this.#analysis(doc, r)
+    if (a.tooComplex) return { reason: 'too_complex', message: 'document is too complex to analyse (fragments expand beyond the limit)' }
     const maxDepth = this.#cfg.limits.maxDepth
-    return !a.tooComplex && !(maxDepth > 0 && a.depth > maxDepth)
+    if (maxDepth > 0 && a.depth > maxDepth) return { reason: 'too_deep', message: `query depth ${a.depth} exceeds the limit of ${maxDepth}` }
+    return { doc, a }
+  }
+
+  /** The 400 for a broken limit, its message after `prefix` ("batch operation 1: "); a parse error keeps its locations. */
+  #limitRefusal(c: LimitBroken, prefix: string): LocalReply {
+    if (c.parseError === undefined) return this.#reject(c.reason, prefix + c.message)
+    this.#m.rejections.labels('parse_error').inc()
+    const e = c.parseError
+    return parseErrorReply(prefix === '' ? e : new GraphQLError(prefix + e.message, { source: e.source, positions: e.positions }))
+  }
+
+  /** log-unknown: each document outside the manifest logged once per worker. */
+  #noteUnknown(ctx: RequestContext, r: GraphQLRequest): void {
+    const h = r.docHash!
+    if (this.#unknownLogged.has(h)) return
+    this.#unknownLogged.set(h, true)
+    ctx.log.warn({ docHash: h, op: r.opName }, 'operation not in the persisted-documents manifest (safelist log-unknown)')
   }
 
   #fromApq(ctx: RequestContext, gql: GraphQLRequest, hash: string, query: string): Decision {
@@ -440,26 +452,11 @@ class PersistedFilter implements Filter {
     // which this gateway does not resolve, or with nothing). It threw here: a 500 counted as the
     // filter's error and logged for every such message.
     if (query === undefined) return this.#reject('no_query', 'the request carries no query (and no persisted query id this gateway knows)')
-    if (query.length > this.#cfg.limits.maxQueryBytes && Buffer.byteLength(query) > this.#cfg.limits.maxQueryBytes) {
-      return this.#reject('too_large', `query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${this.#cfg.limits.maxQueryBytes}`)
-    }
-    let doc: DocumentNode
-    try {
-      doc = gql.document
-    } catch (err) {
-      this.#m.rejections.labels('parse_error').inc()
-      return parseErrorReply(err instanceof GraphQLError ? err : new GraphQLError(String(err)))
-    }
-    const a = this.#analysis(doc, gql)
-    if (a.tooComplex) return this.#reject('too_complex', 'document is too complex to analyse (fragments expand beyond the limit)')
-    const maxDepth = this.#cfg.limits.maxDepth
-    if (maxDepth > 0 && a.depth > maxDepth) return this.#reject('too_deep', `query depth ${a.depth} exceeds the limit of ${maxDepth}`)
+    const c = this.#checkLimits(gql, query)
+    if ('reason' in c) return this.#limitRefusal(c, '')
+    const { doc, a } = c
     if (mode === 'log-unknown') {
-      const h = gql.docHash!
-      if (!this.#unknownLogged.has(h)) {
-        this.#unknownLogged.set(h, true)
-        ctx.log.warn({ docHash: h, op: gql.opName }, 'operation not in the persisted-documents manifest (safelist log-unknown)')
-      }
+      this.#noteUnknown(ctx, gql)
       outcome = 'unknown_logged'
     }
     this.#m.requests.labels(outcome).inc()

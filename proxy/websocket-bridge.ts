@@ -70,6 +70,10 @@ export function checkClientHandshake(req: IncomingMessage): string[] | string {
 
 /** The WebSocket version this side speaks, for a refusal of any other (RFC 6455 §4.4). */
 const VERSION_HEADER = { 'sec-websocket-version': '13' }
+/** The headers of a handshake refusal: RFC 6455 §4.4 names the version spoken when the client's was another (passthrough and terminate mode). */
+export function handshakeRefusalHeaders(req: IncomingMessage): Record<string, string> | undefined {
+  return req.headers['sec-websocket-version'] === '13' ? undefined : VERSION_HEADER
+}
 
 // Handshake headers the ws client writes itself; the client's values must not be relayed.
 const WS_HANDSHAKE = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept'])
@@ -357,7 +361,7 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
   if (typeof protocols === 'string') {
     // A version this side does not speak is answered with the one it does (RFC 6455 §4.4 MUST),
     // as ws itself answers: without it a client cannot tell which version to retry with.
-    endRaw(socket, rawHttpError('BAD_REQUEST', protocols, req.headers['sec-websocket-version'] === '13' ? undefined : VERSION_HEADER))
+    endRaw(socket, rawHttpError('BAD_REQUEST', protocols, handshakeRefusalHeaders(req)))
     proxy.finishUpgradeRaw(req)
     return
   }

@@ -22,7 +22,7 @@ import type { ProxyMetrics } from '../metrics.ts'
 import type { TenantUsage } from '../tenant-usage.ts'
 import { SharedRedis } from '../redis.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
-import { checkClientHandshake } from '../websocket-bridge.ts'
+import { checkClientHandshake, handshakeRefusalHeaders } from '../websocket-bridge.ts'
 import { ClientConnection } from './connection.ts'
 import { CursorCodec } from './cursor.ts'
 import { canonicalJson, credentialScope, sha256, streamKey } from './dedup-key.ts'
@@ -240,8 +240,7 @@ export class SubscriptionHub {
     }
     const offered = checkClientHandshake(req)
     if (typeof offered === 'string') {
-      // RFC 6455 §4.4: a refused version names the one this server speaks (as the passthrough's and ws's refusals do).
-      socket.end(rawHttpError('BAD_REQUEST', offered, req.headers['sec-websocket-version'] === '13' ? undefined : { 'sec-websocket-version': '13' }))
+      socket.end(rawHttpError('BAD_REQUEST', offered, handshakeRefusalHeaders(req)))
       host.finishUpgradeRaw(req)
       return
     }

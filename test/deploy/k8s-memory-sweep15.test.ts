@@ -9,7 +9,6 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, type DemoBackend } from '../helpers/backends.ts'
-import { freePort } from '../helpers/ports.ts'
 import { metricSum, ROOT } from '../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../helpers/redis.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -88,7 +87,7 @@ describe('rendered igw containers size their worker heaps from their memory limi
     const objs = overlay('ingress')
     const d = workload(objs, 'igw')
     const c = d.spec.template.spec.containers[0]!
-    const dead = `http://127.0.0.1:${await freePort()}`
+    const dead = 'http://127.0.0.1:1' // below the ephemeral range: nothing else can listen there
     const run = await runContainer(objs, d.spec.template.spec, c, { ...LOOPBACK, GRAPH_UPSTREAM_URL: dead, IGW_REDIS: redis.url })
     try {
       const [, , admin] = await run.waitFor(LISTENING)

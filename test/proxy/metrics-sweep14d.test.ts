@@ -2,7 +2,6 @@
 // (worker threads, admin port, real upstreams): the cases where a thread stalls, dies or answers
 // late while the supervisor is collecting from it.
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, request } from 'undici'
@@ -108,11 +107,8 @@ describe('metrics and usage when a worker thread stalls, dies or answers late (s
   }, 120_000)
 
   it('a reload that drops an unhealthy upstream drops its igw_upstream_healthy series (no page for an upstream no longer routed to)', async () => {
-    // A port nothing listens on: bound, then closed.
-    const closed: Server = createServer()
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
-    const deadPort = (closed.address() as { port: number }).port
-    await new Promise<void>((resolve) => closed.close(() => resolve()))
+    // A port nothing listens on, below the ephemeral range so no other test's listener takes it.
+    const deadPort = 1
     const doc = (withDead: boolean) => ({
       listen: '127.0.0.1:0',
       admin: { listen: '127.0.0.1:0', readiness: { upstreams: 'all' as const } },

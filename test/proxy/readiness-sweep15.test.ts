@@ -6,7 +6,6 @@ import { request } from 'undici'
 import { validateConfig } from '../../config/load.ts'
 import type { GatewayConfigInput } from '../../config/schema.ts'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
-import { freePort } from '../helpers/ports.ts'
 import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 interface ReadyBody {
@@ -43,8 +42,10 @@ describe('/readyz upstream policy (admin.readiness.upstreams)', () => {
   const proxies: TestProxy[] = []
   beforeAll(async () => {
     live = await startRawBackend((_req, res) => res.end('{}'))
-    deadUrl = `http://127.0.0.1:${await freePort()}` // nothing listens there
-    other = `http://127.0.0.1:${await freePort()}`
+    // Ports 1 and 2 lie below the ephemeral range: no other test's listener can take them
+    // between here and the probe (a port freed by freePort() could be, and was once in CI).
+    deadUrl = 'http://127.0.0.1:1'
+    other = 'http://127.0.0.1:2'
   })
   afterAll(async () => {
     for (const p of proxies) await p.close()

@@ -97,6 +97,8 @@ class QuotaFilter implements Filter {
   readonly #shadow: boolean
   readonly #ietf: boolean
   readonly #legacy: boolean
+  /** Either header family on admitted requests (legacy ones also without the IETF ones). */
+  readonly #advertise: boolean
   readonly #config: GatewayConfig
   readonly #q: QuotasConfig
   readonly #m: QuotaMetrics
@@ -126,6 +128,7 @@ class QuotaFilter implements Filter {
     this.#shadow = cfg.shadow
     this.#ietf = cfg.headers.ratelimit
     this.#legacy = cfg.headers.legacy
+    this.#advertise = this.#ietf || this.#legacy
     this.#config = deps.config
     this.#q = deps.config.quotas
     this.#m = rt.metrics
@@ -184,7 +187,7 @@ class QuotaFilter implements Filter {
       if (refused !== undefined) return refused
     }
     if (!rule.metered) {
-      if (this.#ietf && r.policy !== undefined) this.#headers(ctx, r, this.#verdict.reset(), Date.now())
+      if (this.#advertise && r.policy !== undefined) this.#headers(ctx, r, this.#verdict.reset(), Date.now())
       return undefined
     }
     const now = Date.now()
@@ -208,7 +211,10 @@ class QuotaFilter implements Filter {
     const listed = tenant !== undefined && Object.hasOwn(this.#config.tenants, tenant) ? this.#config.tenants[tenant] : undefined
     const rule = resolveRule(this.#q, tenant, this.#kind, tier, listed?.timezone, this.#shadow)
     const table = this.#rt.table
-    const slot = table.slotOf(tenant ?? ANONYMOUS, tenant === undefined || listed !== undefined)
+    const known = tenant === undefined || listed !== undefined
+    const slot = table.slotOf(tenant ?? ANONYMOUS, known)
+    // The budget ring now, while it is known whether the tenant is listed (see ringOf).
+    if (rule.budget !== undefined) table.ringOf(slot, known)
     // Redis has no table to fill: a tenant in the local overflow slot keeps its own Redis keys
     // (only ids that could not be stored locally — too long, not ASCII — share one).
     const keyTenant = tenant === undefined ? ANONYMOUS : slot === OVERFLOW_SLOT && !table.storable(tenant) ? OVERFLOW : tenant
@@ -379,7 +385,10 @@ class QuotaFilter implements Filter {
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {
     const policy = this.#q.redis.onOutage
     this.#m.fallbacks.labels(policy).inc()
-    if (policy === 'fail-closed') {
+    // Fail-closed guards limits Redis would enforce. A tenant's rules that only count (shadow, a
+    // budget without hardCap) never refuse: the local limiter counts for them, as under fail-open.
+    // (A shadow route still counts what fail-closed would have refused.)
+    if (policy === 'fail-closed' && (this.#shadow || r.rule.refuses)) {
       if (this.#shadow) {
         this.#m.wouldReject.labels(this.#kind, 'redis_unavailable').inc()
         return undefined
@@ -407,7 +416,7 @@ class QuotaFilter implements Filter {
     }
     if (v.fired !== 0) this.#budgetEvents(r, v, now)
     if (v.allowed) {
-      if (this.#ietf && r.policy !== undefined) this.#headers(ctx, r, v, now)
+      if (this.#advertise && r.policy !== undefined) this.#headers(ctx, r, v, now)
       return undefined
     }
     const rule = r.rule
@@ -498,8 +507,10 @@ class QuotaFilter implements Filter {
     const rule = r.rule
     const free = rule.maxConcurrent > 0 ? rule.maxConcurrent - Atomics.load(this.#i32, r.concurrentIndex) : 0
     const rl = rateLimitHeader(rule, v, now, rule.limitPerDay >= 0 ? r.calendar.msToEndOfDay(now) : 0, free, this.#rl)
-    ctx.addResponseHeader('ratelimit-policy', r.policy!)
-    if (rl.value !== '') ctx.addResponseHeader('ratelimit', rl.value)
+    if (this.#ietf) {
+      ctx.addResponseHeader('ratelimit-policy', r.policy!)
+      if (rl.value !== '') ctx.addResponseHeader('ratelimit', rl.value)
+    }
     if (this.#legacy) this.#legacyHeaders(ctx, rl.legacyLimit, rl.legacyRemaining, rl.legacyReset)
   }
 
@@ -563,8 +574,14 @@ async function build(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime,
   const now = Date.now()
   calendarFor('UTC').dayOf(now)
   for (const t of Object.values(deps.config.tenants)) calendarFor(t.timezone).dayOf(now)
-  // Every listed tenant gets its slot now, before any client can fill the table with made-up ids.
-  for (const t of Object.keys(deps.config.tenants)) rt.table.slotOf(t)
+  // Every listed tenant gets its slot (and budget ring) now, before any client can fill the
+  // table with made-up ids.
+  const q = deps.config.quotas
+  for (const t of Object.keys(deps.config.tenants)) {
+    const slot = rt.table.slotOf(t)
+    const own = Object.hasOwn(q.tenants, t) ? q.tenants[t]!.budget : undefined
+    if ((own !== undefined ? own : q.defaults.budget) != null) rt.table.ringOf(slot)
+  }
   const store = rt.store
   if (store !== undefined) {
     // Connected before the first request, and counted among the live proxies.

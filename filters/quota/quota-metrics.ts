@@ -92,7 +92,7 @@ export function createQuotaMetrics(registry: Registry, sources: GaugeSources): Q
   })
   gauge(registry, {
     name: 'igw_quota_table_overflows',
-    help: 'Tenants that found the shared quota table full and share the overflow slot',
+    help: 'Tenants that found the shared quota table (slots or budget rings) full and share the overflow slot or ring',
     aggregator: 'max',
     collect() {
       this.set(sources.overflows())

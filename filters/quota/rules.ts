@@ -45,6 +45,11 @@ export interface KindRule {
   /** Anything besides concurrency to decide? */
   metered: boolean
   /**
+   * Can a metered rule refuse (an enforced bucket, daily quota or hard-capped budget)? Shadow
+   * rules and a budget without hardCap only count: a Redis outage never refuses for them.
+   */
+  refuses: boolean
+  /**
    * The largest cost (units) the enforced rules can ever admit — the smallest of the burst, the
    * day's limit and a hard-capped budget; Infinity when none bounds it — and the RULE_* whose
    * limit it is (0: none). A larger request is refused at once and for good: no wait frees it.
@@ -155,6 +160,7 @@ export function resolveRule(q: QuotasConfig, tenant: string | undefined, kind: Q
     budget,
     shadowMask,
     metered: rate > 0 || limitPerDay >= 0 || budget !== undefined,
+    refuses: (((perMs > 0 ? RULE_RATE : 0) | (limitPerDay >= 0 ? RULE_DAILY : 0) | (budget?.hardCap ? RULE_BUDGET : 0)) & ~shadowMask) !== 0,
     maxCost: enforced.max,
     maxCostRule: enforced.rule,
     maxCostShadow: costCeiling(perMs, capacity, limitPerDay, budget, all).max,

@@ -25,6 +25,8 @@ const MAX_FILL = Math.floor(TENANT_CAPACITY * 0.9)
  */
 const UNLISTED_FILL = Math.floor(TENANT_CAPACITY * 0.75)
 export const RING_CAPACITY = 1024
+/** Rings tenants not listed in the config may take (as UNLISTED_FILL for slots). */
+const UNLISTED_RINGS = Math.floor(RING_CAPACITY * 0.75)
 export const KEY_BYTES = 128
 export const OVERFLOW_SLOT = 0
 export const OVERFLOW_RING = 0
@@ -305,8 +307,13 @@ export class QuotaTable {
     }
   }
 
-  /** The budget ring of a slot, allocated on first use; OVERFLOW_RING when the pool is spent. */
-  ringOf(slot: number): number {
+  /**
+   * The budget ring of a slot, allocated on first use; OVERFLOW_RING when the pool is spent.
+   * Rings are never given back: unlisted tenants (`listed` false) may take only UNLISTED_RINGS of
+   * them, or a client inventing ids put every listed tenant seen later into the overflow ring,
+   * whose budget all of them then shared (a hard cap refused them for strangers' usage).
+   */
+  ringOf(slot: number, listed = true): number {
     const idx = this.si(slot, S_RING)
     const have = Atomics.load(this.i32, idx)
     if (have !== 0) return have - 1
@@ -317,10 +324,10 @@ export class QuotaTable {
       let ring = OVERFLOW_RING
       if (slot !== OVERFLOW_SLOT) {
         const next = Atomics.load(this.i32, H_RING_NEXT) + 1 // ring 0 is the overflow ring
-        if (next < RING_CAPACITY) {
+        if (next < (listed ? RING_CAPACITY : UNLISTED_RINGS)) {
           Atomics.store(this.i32, H_RING_NEXT, next)
           ring = next
-        }
+        } else Atomics.add(this.i32, H_OVERFLOWS, 1)
       }
       Atomics.store(this.i32, idx, ring + 1)
       return ring

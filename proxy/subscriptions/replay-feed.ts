@@ -205,14 +205,19 @@ export class ReplayFeed {
   }
 
   #gap(rp: RedisPart, reason: GapReason, to: string): void {
-    // The metric counts subscribes with a cursor by outcome: one replay meeting several holes in
-    // the log is one request with a gap (each notice still counts in igw_replay_gaps_total).
-    if (!rp.counted) {
-      rp.counted = true
-      this.#src.metrics.replayRequests.labels('gap').inc()
-    }
+    this.#countGap(rp)
     this.#owed.push({ kind: 'gap', gap: { reason, from: rp.from, to } })
     rp.from = to
+  }
+
+  /**
+   * The metric counts subscribes with a cursor by outcome: one replay meeting several holes in
+   * the log is one request with a gap (each notice still counts in igw_replay_gaps_total).
+   */
+  #countGap(rp: RedisPart): void {
+    if (rp.counted) return
+    rp.counted = true
+    this.#src.metrics.replayRequests.labels('gap').inc()
   }
 
   /** A page from Redis: its events (and the holes between them) become owed entries. */
@@ -270,7 +275,10 @@ export class ReplayFeed {
     // the key is gone meanwhile: what follows is covered by the epoch gap).
     if (range === undefined || !range.exists || entries.length < asked) {
       if (rp.fresh === 0 && rp.lastStale !== undefined) this.#gap(rp, 'expired', src.cursor(rp.pos.epoch, rp.lastStale.offset, rp.lastStale.ts))
-      if (rp.holes === 0 && rp.stale === 0) src.metrics.replayRequests.labels('resumed').inc()
+      // Redis stopped answering in the middle of the replay: the rest of what that epoch's writer
+      // logged was not delivered, so it is a replay with a gap, not a resume.
+      if (range === undefined) this.#countGap(rp)
+      else if (rp.holes === 0 && rp.stale === 0) src.metrics.replayRequests.labels('resumed').inc()
       // What that epoch's writer logged is all there is; this process runs its own epoch.
       this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: rp.from, to: rp.head } })
       this.#redis = undefined

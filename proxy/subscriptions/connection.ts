@@ -934,7 +934,12 @@ export class ClientConnection {
     }
     const cursor = cmd.cursor
     sub.stream = stream
-    const ack = this.writer.subscribed(cmd.id, cmd.topic ?? '', cursor ?? stream.headCursor)
+    // Topic protocol: where it stands is the client's cursor only when it is one of this stream's
+    // (what it missed follows); anything else (forged, another key, another subscription's) starts
+    // at the head, as the `invalid` gap after it says. Echoed, a client that keeps the cursor it
+    // was acknowledged with resumed from it again on every reconnect, invalid each time.
+    const own = this.protocol === TOPICS && cursor !== undefined && this.hub.codec.decode(cursor)?.streamId === stream.streamId
+    const ack = this.writer.subscribed(cmd.id, cmd.topic ?? '', own ? cursor! : stream.headCursor)
     if (ack !== undefined) this.#sendNow(ack)
     // Its own connection, should the stream have to move to this subscriber's credentials (after
     // an upstream drop, the stream reconnects with those of the sharer that joined last).

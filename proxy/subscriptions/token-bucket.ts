@@ -1,6 +1,9 @@
 // A token bucket for one connection's delivery rate. Pure: time comes in as an argument, so
 // the math is tested without clocks. Rate 0 means unlimited.
 
+/** setTimeout's longest delay: a longer one fires after 1 ms (TimeoutOverflowWarning), a busy loop. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 export class TokenBucket {
   readonly ratePerMs: number
   readonly capacity: number
@@ -36,11 +39,11 @@ export class TokenBucket {
     return false
   }
 
-  /** Milliseconds until one token is available (0 when one is). */
+  /** Milliseconds until one token is available (0 when one is), at most a timer's longest delay. */
   waitMs(now: number): number {
     if (this.ratePerMs === 0) return 0
     this.#refill(now)
-    return this.#tokens >= 1 ? 0 : Math.ceil((1 - this.#tokens) / this.ratePerMs)
+    return this.#tokens >= 1 ? 0 : Math.min(MAX_TIMER_MS, Math.ceil((1 - this.#tokens) / this.ratePerMs))
   }
 
   tokens(now: number): number {

@@ -41,6 +41,8 @@ const MAX_USAGE_BEHIND_MS = 35 * 86_400_000
 const actorOf = (ctx: RouteContext) => ctx.subject?.sub ?? 'anonymous'
 const problem = (desc = 'error'): { description: string; schema: Record<string, unknown>; contentType: string } => ({ description: desc, schema: ref('Problem'), contentType: 'application/problem+json' })
 const COMMON = { 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy'), 503: problem('the database is unavailable, or there is no config yet (retry; Retry-After)') }
+/** A GET that sends an ETag answers If-None-Match holding it with 304 (http-kit.ts sendJson). */
+const NOT_MODIFIED = { 304: { description: 'If-None-Match holds the current ETag (or *): not modified, no body', etag: true } }
 const WRITE_ERRORS = { ...COMMON, 400: problem('the resulting document is invalid (problems name the paths)'), 412: problem('If-Match does not match the current ETag') }
 
 function requireHead(store: ConfigStore): Head {
@@ -232,7 +234,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: `/v1/${c.name}/{id}`,
       auth: { action: 'admin.read', resource: res },
-      doc: { summary: `Get one of ${c.name}`, tags: [c.name], responses: { 200: { description: 'the item; ETag for If-Match', schema: ref(name), etag: true }, 404: problem('no such item'), ...COMMON } },
+      doc: { summary: `Get one of ${c.name}`, tags: [c.name], responses: { 200: { description: 'the item; ETag for If-Match', schema: ref(name), etag: true }, ...NOT_MODIFIED, 404: problem('no such item'), ...COMMON } },
       async handle(ctx) {
         const h = requireHead(deps.store)
         const value = getItem(h.document, c, ctx.params.id!)
@@ -308,7 +310,7 @@ function sectionRoutes(s: SectionSpec, deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: `/v1/${s.name}`,
       auth: { action: 'admin.read', resource: () => ({ type: s.name }) },
-      doc: { summary: s.description, tags: [s.name], responses: { 200: { description: 'the section (absent config: not set)', schema: ref(`${name}View`), etag: true }, ...COMMON } },
+      doc: { summary: s.description, tags: [s.name], responses: { 200: { description: 'the section (absent config: not set)', schema: ref(`${name}View`), etag: true }, ...NOT_MODIFIED, ...COMMON } },
       handle(ctx) {
         const h = requireHead(deps.store)
         const value = getAt(h.document, s.path)
@@ -354,7 +356,7 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/routes/{route}/filters/{filter}',
       auth: { action: 'admin.read', resource: res },
-      doc: { summary: 'One filter’s settings on a route (cache settings, DLP preset, persisted policy, quota kind…)', tags: ['routes'], responses: { 200: { description: 'the filter entry', schema: ref('RouteFilter'), etag: true }, 404: problem('no such route or filter'), ...COMMON } },
+      doc: { summary: 'One filter’s settings on a route (cache settings, DLP preset, persisted policy, quota kind…)', tags: ['routes'], responses: { 200: { description: 'the filter entry', schema: ref('RouteFilter'), etag: true }, ...NOT_MODIFIED, 404: problem('no such route or filter'), ...COMMON } },
       handle(ctx) {
         const h = requireHead(deps.store)
         const { filters, index } = find(h.document, ctx.params.route!, ctx.params.filter!)
@@ -481,7 +483,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/config',
       auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'The head config document', tags: ['config'], responses: { 200: { description: 'head version', schema: ref('ConfigHead'), etag: true }, ...COMMON } },
+      doc: { summary: 'The head config document', tags: ['config'], responses: { 200: { description: 'head version', schema: ref('ConfigHead'), etag: true }, ...NOT_MODIFIED, ...COMMON } },
       handle(ctx) {
         const h = requireHead(store)
         sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: readable(deps, ctx, { type: 'config' }, h.document, []) }, { etag: etagOf(h.document) })
@@ -513,7 +515,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           action: 'config.put',
           resource: 'config',
           change: (head) => {
-            if (head.version > 0) checkPreconditions(ctx, head.document)
+            // No config yet: nothing to match, so If-Match is a 412 (RFC 9110 §13.1.1) — it was
+            // skipped, and a write conditioned on a document this store never had went through.
+            checkPreconditions(ctx, head.version > 0 ? head.document : undefined)
             return { document: body as Doc, before: head.version > 0 ? head.document : undefined, after: body, result: undefined }
           },
         })
@@ -614,7 +618,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/tenants/{id}/quotas/{kind}',
       auth: { action: 'admin.read', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
-      doc: { summary: 'One daily quota with today’s use; its ETag is what PUT/DELETE take as If-Match', tags: ['quotas'], responses: { 200: { description: 'the quota', schema: ref('Quota'), etag: true }, 404: problem('no such tenant, or no such quota set'), ...COMMON } },
+      doc: { summary: 'One daily quota with today’s use; its ETag is what PUT/DELETE take as If-Match', tags: ['quotas'], responses: { 200: { description: 'the quota', schema: ref('Quota'), etag: true }, ...NOT_MODIFIED, 404: problem('no such tenant, or no such quota set'), ...COMMON } },
       async handle(ctx) {
         const kind = ctx.params.kind!
         if (!isQuotaKind(kind)) throw new HttpError(404, `unknown quota kind "${kind}" (graphql, ingest, embeddings, subscriptions)`)
@@ -719,21 +723,26 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       path: '/v1/audit',
       auth: { action: 'admin.read', resource: () => ({ type: 'audit' }) },
       doc: {
-        summary: 'Audit entries in order (page with ?after=<seq>)',
+        summary: 'Audit entries in order, a page at a time (the next page: `next` in the body, or the Link header; or ?after=<the last seq>)',
         tags: ['audit'],
         query: [
           { name: 'after', description: 'entries after this seq', schema: { type: 'integer', minimum: 0 } },
           { name: 'limit', description: 'at most this many (default 100)', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
           { name: 'resource', description: 'only this resource, e.g. tenants/acme', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'entries', schema: ref('AuditList') }, 400: problem('after or limit is not an integer in range'), ...COMMON },
+        responses: { 200: { description: 'entries', schema: ref('AuditList'), link: true }, 400: problem('after or limit is not an integer in range'), ...COMMON },
       },
       async handle(ctx) {
         const afterSeq = integerQuery(ctx.query, 'after', 0)
-        const limit = integerQuery(ctx.query, 'limit', 100, { min: 1, max: 1000 })
-        const items = await listAudit(store.db, { afterSeq, limit, ...(ctx.query.get('resource') ? { resource: ctx.query.get('resource')! } : {}) })
+        const limit = integerQuery(ctx.query, 'limit', 100, { min: 1, max: MAX_PAGE })
+        const resource = ctx.query.get('resource') || undefined
+        // One more than the page, as the other lists: a full page said nothing of whether the log
+        // went on, and a reader stopping at the first short-looking page missed the rest.
+        const rows = await listAudit(store.db, { afterSeq, limit: limit + 1, ...(resource === undefined ? {} : { resource }) })
+        const items = rows.slice(0, limit)
+        const page = rows.length > limit ? pageLinks('/v1/audit', { after: String(items.at(-1)!.seq), limit: String(limit), resource }) : undefined
         const full = ctx.subject !== undefined && authorizer.decide(ctx.subject, 'admin.write', { type: 'config' }).allow
-        sendJson(ctx.res, 200, { items: items.map((e) => ({ ...(full ? e : readableAudit(e)), at: new Date(e.at).toISOString() })) })
+        sendJson(ctx.res, 200, { items: items.map((e) => ({ ...(full ? e : readableAudit(e)), at: new Date(e.at).toISOString() })), ...(page ? { next: page.next } : {}) }, page?.headers)
       },
     },
     {

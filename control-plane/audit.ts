@@ -156,7 +156,8 @@ function toEntry(r: AuditRow): AuditEntry {
 }
 
 export async function listAudit(db: Db, opts: { afterSeq?: number; limit?: number; resource?: string } = {}): Promise<AuditEntry[]> {
-  const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000)
+  // 1001: a page of 1000 and whether another follows (GET /v1/audit).
+  const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1001)
   const rows = opts.resource
     ? await db.query<AuditRow>('SELECT * FROM audit_log WHERE seq > $1 AND resource = $2 ORDER BY seq LIMIT $3', [opts.afterSeq ?? 0, opts.resource, limit])
     : await db.query<AuditRow>('SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2', [opts.afterSeq ?? 0, limit])

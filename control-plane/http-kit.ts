@@ -60,7 +60,23 @@ export function bodyUnread(req: IncomingMessage | undefined): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
+/**
+ * A conditional GET/HEAD whose If-None-Match holds the ETag about to be sent (or `*`): RFC 9110
+ * §13.1.2 answers it 304 without the body. A poller that sent back the ETag it had got the whole
+ * document again every time, and could not tell "unchanged" without comparing bodies.
+ */
+function notModified(req: IncomingMessage | undefined, etag: string): boolean {
+  const header = req?.headers['if-none-match']
+  if (header === undefined || (req!.method !== 'GET' && req!.method !== 'HEAD')) return false
+  const weak = (t: string) => (t.startsWith('W/') ? t.slice(2) : t)
+  return header.split(',').some((t) => t.trim() === '*' || weak(t.trim()) === weak(etag))
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (status === 200 && headers.etag !== undefined && notModified(res.req, headers.etag)) {
+    res.writeHead(304, { 'cache-control': 'no-store', ...(bodyUnread(res.req) ? { connection: 'close' } : {}), ...headers }).end()
+    return
+  }
   const text = JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(text)), ...(bodyUnread(res.req) ? { connection: 'close' } : {}), ...headers })
   res.end(text)
@@ -79,9 +95,16 @@ export function sendProblem(res: ServerResponse, err: HttpError): void {
 /** Request body bound for the whole admin API (REST and GraphQL). */
 export const MAX_BODY = 4 * 1024 * 1024
 
+/** Refuses malformed UTF-8 (a BOM is kept, and JSON.parse refuses it as before). */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
 export async function readJson(req: IncomingMessage, maxBytes = MAX_BODY): Promise<unknown> {
   const type = req.headers['content-type'] ?? ''
   if (!/^application\/([a-z.+-]*\+)?json\b/i.test(type)) throw new HttpError(415, `expected a JSON body (content-type: application/json), got "${type || 'none'}"`)
+  // JSON is UTF-8 (RFC 8259 §8.1): a body declared in another charset was decoded as UTF-8 all
+  // the same, and "café" in Latin-1 was stored and audited as "caf\uFFFD" with a 2xx.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(type)?.[1]
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) throw new HttpError(415, `expected a JSON body in UTF-8, got charset "${charset.slice(0, 40)}"`)
   const declared = Number(req.headers['content-length'])
   if (declared > maxBytes) throw new HttpError(413, `body larger than ${maxBytes} bytes`)
   const chunks: Buffer[] = []
@@ -91,7 +114,13 @@ export async function readJson(req: IncomingMessage, maxBytes = MAX_BODY): Promi
     if (size > maxBytes) throw new HttpError(413, `body larger than ${maxBytes} bytes`)
     chunks.push(c as Buffer)
   }
-  const text = Buffer.concat(chunks).toString('utf8')
+  let text: string
+  try {
+    text = UTF8.decode(Buffer.concat(chunks))
+  } catch {
+    // Decoded leniently, the bad bytes became U+FFFD: a value the client never sent, stored.
+    throw new HttpError(400, 'body is not valid UTF-8', { problems: ['(body): expected UTF-8 text (RFC 8259 §8.1); re-encode it from the encoding it was written in'] })
+  }
   let value: unknown
   try {
     value = JSON.parse(text) as unknown

@@ -46,6 +46,8 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
     if (r.doc.ifMatch) {
       params.push({ name: 'If-Match', in: 'header', required: false, description: 'the ETag you read; 412 if it changed since', schema: { type: 'string' } })
       params.push({ name: 'If-None-Match', in: 'header', required: false, description: '"*": create only, 412 if it exists; entity tags: 412 if the current ETag is one of them (weak comparison)', schema: { type: 'string' } })
+    } else if (r.doc.responses[304] !== undefined) {
+      params.push({ name: 'If-None-Match', in: 'header', required: false, description: 'the ETag you have: 304 without a body while it is current (weak comparison; "*" always)', schema: { type: 'string' } })
     }
     const responses: Record<string, unknown> = {}
     for (const [status, resp] of Object.entries(r.doc.responses)) {
@@ -67,7 +69,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
     if (r.doc.requestBody) {
       responses['400'] ??= problemOf('the body is not JSON, nests deeper than 128 levels, or is not what this operation takes')
       responses['413'] ??= problemOf('the body is too large')
-      responses['415'] ??= problemOf('the body is not application/json')
+      responses['415'] ??= problemOf('the body is not application/json, or declares a charset other than UTF-8')
     }
     // Whatever the handler: an unexpected error is a generic 500 naming the request id (server.ts).
     responses['500'] ??= problemOf('an unexpected error; the control plane log has it under requestId')

@@ -175,7 +175,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
         signature: str,
       },
     },
-    AuditList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('AuditEntry') } } },
+    AuditList: { type: 'object', required: ['items'], additionalProperties: false, properties: { items: { type: 'array', items: ref('AuditEntry') }, next: { type: 'string', description: 'the next page (a path with its query, as in the Link header); absent on the last page' } } },
     AuditVerify: {
       type: 'object',
       required: ['ok', 'entries', 'headHash', 'problems'],

@@ -27,6 +27,8 @@ export const ERROR_STATUS = {
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   INTERNAL_SERVER_ERROR: 500,
+  // A request transfer coding other than chunked (RFC 9112 §6.1), as Envoy and nginx answer it.
+  NOT_IMPLEMENTED: 501,
 } as const
 
 export type ErrorCode = keyof typeof ERROR_STATUS
@@ -116,6 +118,7 @@ const STATUS_TEXT: Record<number, string> = {
   431: 'Request Header Fields Too Large',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
+  501: 'Not Implemented',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',

@@ -20,6 +20,7 @@ import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
 import { clipLogField, roundMs, traceIdOf } from './log.ts'
+import { isValidHost } from './headers.ts'
 
 /**
  * A request answered before any route (no route matched, or refused before routing) has no
@@ -254,7 +255,8 @@ export class WorkerProxy {
     if (this.draining) res.shouldKeepAlive = false
     const refusal = this.#refuseBeforeRouting(req)
     if (refusal !== undefined) {
-      if (refusal[0] === 'METHOD_NOT_ALLOWED') res.shouldKeepAlive = false // TRACE: its body stays unread
+      // TRACE's body, and a body in a coding we do not read, stay unread.
+      if (refusal[0] === 'METHOD_NOT_ALLOWED' || refusal[0] === 'NOT_IMPLEMENTED') res.shouldKeepAlive = false
       const id = unroutedRequestId(res)
       res.once('close', () => this.#finishUnrouted(req, res, start, refusal[0], id))
       writeErrorReply(res, refusal[0], refusal[1])
@@ -282,6 +284,11 @@ export class WorkerProxy {
     if (unroutableTarget(req)) return ['BAD_REQUEST', badTargetMessage(req.url!)]
     const refused = refusedRequest(req)
     if (refused !== undefined) return ['BAD_REQUEST', refused]
+    // Node reads `Transfer-Encoding: gzip, chunked` as chunked and hands over the still-coded
+    // bytes; Transfer-Encoding is hop-by-hop, so the backend got them as a plain body nothing
+    // announced. A coding other than chunked is refused as Envoy and nginx do (RFC 9112 §6.1).
+    const te = req.headers['transfer-encoding']
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return ['NOT_IMPLEMENTED', `the request transfer coding "${te.slice(0, 64)}" is not supported; send the body chunked or with a Content-Length`]
     if (req.method === 'TRACE') return ['METHOD_NOT_ALLOWED', 'TRACE is not served by this gateway']
     if (!this.#normalizePath(req)) return ['BAD_REQUEST', ESCAPED_SLASH_MESSAGE]
     return undefined
@@ -512,6 +519,11 @@ function refusedRequest(req: IncomingMessage): string | undefined {
     const name = raw[i]!
     if (name.length === 4 && (name === 'host' || name === 'Host' || name.toLowerCase() === 'host') && ++hosts > 1) return 'more than one Host header'
   }
+  // A Host that is no host[:port] (Node passes `a b`, `evil.com/.example.com`) is a 400, as nginx
+  // answers it: it took the `*.example.com` route by its suffix and went on to the backend as
+  // Host and X-Forwarded-Host (links built from it, suffix-trusting checks).
+  const host = req.headers.host
+  if (host !== undefined && host !== '' && !isValidHost(host)) return 'the Host header is not a valid host[:port]'
   return undefined
 }
 

@@ -34,6 +34,16 @@ function connectionListed(value: string | undefined): Set<string> | undefined {
   return set
 }
 
+/**
+ * Headers that record earlier hops (what a trusted load balancer put there). A client's
+ * `Connection: close, X-Forwarded-For` nominates them as hop-by-hop, and honoured it stripped the
+ * balancer's entry: the backend saw the balancer's own address as the client (an internal IP that
+ * passes allowlists). They are not the client's to drop.
+ */
+function describesHop(lowerName: string): boolean {
+  return lowerName === 'forwarded' || lowerName === 'x-real-ip' || lowerName.startsWith('x-forwarded-')
+}
+
 /** Empty or only spaces/tabs (Node trims a header value's ends, so this is usually `''`). */
 function isBlank(v: string): boolean {
   return v.length === 0 || v.trim().length === 0
@@ -65,7 +75,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     const lower = name.toLowerCase()
-    if (isHopByHop(lower) || (listed !== undefined && listed.has(lower))) continue
+    if (isHopByHop(lower) || (listed !== undefined && listed.has(lower) && !describesHop(lower))) continue
     switch (lower) {
       case 'host':
       case 'expect': // 100-continue is answered by the proxy's own server, not relayed
@@ -213,6 +223,20 @@ export function flattenHeaders(headers: Record<string, string | string[]>): stri
   const length = headers['content-length']
   if (length !== undefined) pushLength(out, length) // last: see pushLength
   return out
+}
+
+// RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name (unreserved, sub-delims, %HH; raw bytes above 0x7F
+// too, as nginx lets an unencoded IDN through) or an IP literal in brackets (RFC 6874 zone
+// included), and an optional port of digits.
+const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~]+)?\])(?::[0-9]*)?$/
+
+/**
+ * True when a Host header value is a host[:port] as RFC 3986 spells it. Node's parser passes any
+ * value (`a b`, `evil.com/x`, `x?y`), which reached backends that build absolute URLs from it;
+ * nginx answers such a Host 400.
+ */
+export function isValidHost(host: string): boolean {
+  return VALID_HOST.test(host)
 }
 
 // Request ids end up in logs and headers: their size and alphabet are bounded so a client

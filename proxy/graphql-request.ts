@@ -201,36 +201,47 @@ export class GraphQLRequest {
     const q = originalPath.indexOf('?')
     if (q === -1) return { path: originalPath, body: this.#serialize(undefined) }
     const search = originalPath.slice(q + 1)
-    let kept = ''
-    for (const pair of search.split('&')) {
-      if (pair === '') continue
-      const eq = pair.indexOf('=')
-      let name = eq === -1 ? pair : pair.slice(0, eq)
-      try {
-        name = decodeURIComponent(name.replaceAll('+', ' '))
-      } catch {}
-      if (!(GET_PARAMETERS as readonly string[]).includes(name)) kept += kept === '' ? pair : `&${pair}`
-    }
+    const kept = otherParameters(search)
     const base = originalPath.slice(0, q)
     return { path: kept === '' ? base : `${base}?${kept}`, body: this.#serialize(new URLSearchParams(search).get('variables')) }
   }
 
-  /** The path with the GraphQL parameters rewritten, for a GET whose request was edited. */
+  /**
+   * The path with the GraphQL parameters rewritten, for a GET whose request was edited. The other
+   * parameters stay as the client spelled them: re-serialized, `a%20b` became `a+b` (a plus to
+   * backends that decode with decodeURIComponent), a bare `flag` became `flag=`, and bytes that
+   * are not UTF-8 (`%E9`) became U+FFFD.
+   */
   toGetPath(originalPath: string): string {
     const q = originalPath.indexOf('?')
     const base = q === -1 ? originalPath : originalPath.slice(0, q)
-    const params = new URLSearchParams(q === -1 ? '' : originalPath.slice(q + 1))
-    const sentVariables = params.get('variables')
-    for (const k of GET_PARAMETERS) params.delete(k)
+    const search = q === -1 ? '' : originalPath.slice(q + 1)
+    const params = new URLSearchParams()
     if (this.documentId !== undefined) params.set('documentId', this.documentId)
     if (this.query !== undefined) params.set('query', this.query)
     if (this.operationName !== undefined) params.set('operationName', this.operationName)
-    if (this.variables !== undefined) params.set('variables', JSON.stringify(this.#variablesToSend(sentVariables)))
+    if (this.variables !== undefined) params.set('variables', JSON.stringify(this.#variablesToSend(new URLSearchParams(search).get('variables'))))
     if (this.extensions !== undefined) params.set('extensions', JSON.stringify(this.extensions))
-    return `${base}?${params.toString()}`
+    const kept = otherParameters(search)
+    const ours = params.toString()
+    return `${base}?${kept === '' ? ours : ours === '' ? kept : `${kept}&${ours}`}`
   }
 }
 
+/** The query-string pairs that are not GraphQL parameters, as the client spelled them. */
+function otherParameters(search: string): string {
+  let kept = ''
+  for (const pair of search.split('&')) {
+    if (pair === '') continue
+    const eq = pair.indexOf('=')
+    let name = eq === -1 ? pair : pair.slice(0, eq)
+    try {
+      name = decodeURIComponent(name.replaceAll('+', ' '))
+    } catch {}
+    if (!(GET_PARAMETERS as readonly string[]).includes(name)) kept += kept === '' ? pair : `&${pair}`
+  }
+  return kept
+}
 
 function objectOrUndefined(v: unknown, field: string): Record<string, unknown> | undefined {
   if (v === undefined || v === null) return undefined

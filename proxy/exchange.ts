@@ -648,18 +648,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
       body = gql !== undefined && gql.dirty ? gql.toBody() : ctx.batch !== undefined ? ctx.batch.toBody() : this.#rawBody
       contentLength = body.length
     } else if (gql !== undefined && gql.dirty && gql.method === 'GET') {
-      path = gql.toGetPath(path)
-      if (path.length > MAX_REWRITTEN_GET_TARGET && method === 'GET' && gql.operationType === 'query') {
-        // A filter put a long document into the URL (a persisted query's or an APQ hash's text):
-        // the request line outgrew what backends read (nginx 8 KiB, node:http 16 KiB with the
-        // headers) and the client, whose own URL was short, got the backend's bare 431/414. A
-        // query may be POSTed (GraphQL over HTTP: servers take POST), as routers send it anyway.
-        const post = gql.toPost(ctx.url)
-        path = post.path
-        body = post.body
-        contentLength = body.length
-        method = 'POST'
-        ctx.setUpstreamHeader('content-type', 'application/json')
+      if (method !== 'GET') path = gql.toGetPath(path)
+      else {
+        const sent = gql.rewrittenGet(path)
+        path = sent.path
+        if (sent.body !== undefined) {
+          body = sent.body
+          contentLength = body.length
+          method = 'POST'
+          ctx.setUpstreamHeader('content-type', 'application/json')
+        }
       }
     } else if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) {
       if (req.readableEnded) body = null
@@ -1175,13 +1173,6 @@ function isCorsPreflight(req: IncomingMessage, declared: string | undefined): bo
   const h = req.headers
   return h.origin !== undefined && h['access-control-request-method'] !== undefined && h['transfer-encoding'] === undefined && (declared === undefined || declared === '0')
 }
-
-/**
- * The longest request target an edited GraphQL GET is sent upstream with; longer, it is sent as a
- * POST. Half of the smallest common request-line limit (nginx's and Apache's 8 KiB), so the rest
- * of the head fits in node:http's 16 KiB as well.
- */
-const MAX_REWRITTEN_GET_TARGET = 4096
 
 /**
  * A proxy error as the whole response, outside any exchange (no route, a target that cannot be

@@ -16,7 +16,7 @@ export type { GraphQLRequest, OperationType } from './graphql-request.ts'
 export type { RedisProvider } from './redis.ts'
 export { readyWithin } from './redis.ts'
 export { LogWindow, oncePer } from './log.ts'
-export { isSafeRequestId, applyAddedHeaders } from './headers.ts'
+export { isSafeRequestId, applyAddedHeaders, upstreamRequestHeaders } from './headers.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
 export type Decision = LocalReply | undefined

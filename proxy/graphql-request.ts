@@ -25,6 +25,13 @@ const documentCache = new LRUCache<string, DocumentNode>({
 /** Reads a batch item's variables again from the client's text, numbers as spelled. */
 type ExactVariables = () => unknown
 
+/**
+ * The longest request target an edited GraphQL GET is sent upstream with; longer, it is sent as a
+ * POST (rewrittenGet). Half of the smallest common request-line limit (nginx's and Apache's 8 KiB),
+ * so the rest of the head fits in node:http's 16 KiB as well.
+ */
+const MAX_REWRITTEN_GET_TARGET = 4096
+
 export class GraphQLRequestError extends Error {
   constructor(message: string) {
     super(message)
@@ -191,6 +198,18 @@ export class GraphQLRequest {
     if (this.extensions !== undefined) out.extensions = this.extensions
     if (this.documentId !== undefined) out.documentId = this.documentId
     return out
+  }
+
+  /**
+   * Where an edited GET query goes upstream: its rewritten target, or, when a filter put a long
+   * document into it (a persisted query's or an APQ hash's text) and the request line outgrew what
+   * backends read (nginx 8 KiB, node:http 16 KiB with the headers), a POST with a JSON body
+   * (GraphQL over HTTP: servers take POST). The proxy's forward and the cache's background refresh
+   * both send it so; sent as a GET, the refresh got the backend's 414 and never renewed its entry.
+   */
+  rewrittenGet(originalPath: string): { path: string; body?: Buffer } {
+    const path = this.toGetPath(originalPath)
+    return path.length > MAX_REWRITTEN_GET_TARGET && this.operationType === 'query' ? this.toPost(originalPath) : { path }
   }
 
   /**

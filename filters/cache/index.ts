@@ -24,9 +24,11 @@ const kState = Symbol('igw.cache')
  * The upstream's headers a hit is served with. CORS grants are among them: a browser refuses a
  * cross-origin hit without its Access-Control-Allow-Origin. A grant the upstream made for one
  * Origin is stored only when its `Vary: Origin` is honoured (origin in vary.headers), else the
- * response is not stored at all (cache-control.ts varyIsKeyed).
+ * response is not stored at all (cache-control.ts varyIsKeyed). Expires is the freshness of an
+ * upstream that sends no Cache-Control: without it on hits, a CDN or browser in front applied its
+ * own default TTL (or a heuristic from Last-Modified) to them.
  */
-const STORED_HEADERS = ['content-type', 'cache-control', 'content-language', 'etag', 'last-modified', 'vary', 'access-control-allow-origin', 'access-control-allow-credentials', 'access-control-expose-headers']
+const STORED_HEADERS = ['content-type', 'cache-control', 'expires', 'content-language', 'etag', 'last-modified', 'vary', 'access-control-allow-origin', 'access-control-allow-credentials', 'access-control-expose-headers']
 /** How long a finished fill keeps late misses in other workers waiting for its broadcast. */
 const DONE_GRACE_MS = 250
 /**
@@ -137,6 +139,8 @@ class CacheFilter implements Filter {
    * answers per Host, so the Host joins the key (one site's entries never answer another).
    */
   readonly #keyHost: boolean
+  /** forwarded.trustIncoming: how a background refresh sends X-Forwarded-* (as the proxy does). */
+  readonly #trustForwarded: boolean
 
   constructor(cfg: CacheFilterConfig, deps: FilterDeps) {
     this.cfg = cfg
@@ -166,6 +170,7 @@ class CacheFilter implements Filter {
     this.rc = acquireRouteCache(`${deps.routeName}:${settingsId}`, cfg.maxBytes, this.shared, this.#multiWorker)
     this.#flightPrefix = `${this.rc.id}\n`
     this.#varyNames = varyNamesPart(cfg.vary)
+    this.#trustForwarded = deps.config.forwarded.trustIncoming
     this.#keyHost = route !== undefined && route.hostRewrite === undefined && route.match.host !== undefined && route.match.host.startsWith('*.')
     // A verified token is a private request whichever header carries it: with the tenant
     // filter's jwt.header (x-auth-token, say), that header is private wherever Authorization
@@ -528,7 +533,7 @@ class CacheFilter implements Filter {
     // the old L2 copy and missed when it expired.
     const l2 = this.#l2
     const l2Seq = l2 === undefined ? undefined : l2.seq().then((s) => void (st.l2Seq = s))
-    fetchForRevalidation(ctx, this.entryLimit(key), l2Seq).then(
+    fetchForRevalidation(ctx, this.entryLimit(key), this.#trustForwarded, l2Seq).then(
       (r) => {
         e.revalidating = false
         const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.cfg.vary.headers)

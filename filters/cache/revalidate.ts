@@ -1,27 +1,7 @@
-// The upstream request of a stale-while-revalidate refresh: the client's request as the proxy
-// would forward it (end-to-end headers plus the filters' edits), sent from the filter on the
-// route's own pool, read up to the entry size limit.
-import type { RequestContext } from '../../proxy/filter.ts'
-
-const HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect', 'http2-settings'])
-
-export function revalidationHeaders(ctx: RequestContext, bodyLength: number | undefined): Record<string, string> {
-  const out: Record<string, string> = {}
-  const raw = ctx.req.rawHeaders
-  const edits = ctx.upstreamHeaderEdits
-  for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i]!.toLowerCase()
-    if (HOP.has(lower) || lower.startsWith('proxy-') || edits?.has(lower)) continue
-    out[lower] = out[lower] === undefined ? raw[i + 1]! : `${out[lower]}, ${raw[i + 1]!}`
-  }
-  if (edits !== undefined) for (const [k, v] of edits) if (v !== null) out[k] = v
-  if (ctx.route.hostRewrite !== undefined) out.host = ctx.route.hostRewrite
-  if (bodyLength !== undefined) {
-    out['content-length'] = String(bodyLength)
-    out['content-type'] ??= 'application/json'
-  }
-  return out
-}
+// The upstream request of a background refresh (stale-while-revalidate, refresh-ahead): the
+// client's request as the proxy would forward it (end-to-end headers, Host, X-Forwarded-*, the
+// filters' edits), sent from the filter on the route's own pool, read up to the entry size limit.
+import { upstreamRequestHeaders, type RequestContext } from '../../proxy/filter.ts'
 
 export interface FetchedResponse {
   status: number
@@ -35,20 +15,30 @@ export interface FetchedResponse {
  * `after` resolves); the upstream request starts only once `after` has (the L2 sequence must be
  * taken before the upstream reads its data).
  */
-export async function fetchForRevalidation(ctx: RequestContext, maxBytes: number, after?: Promise<unknown>): Promise<FetchedResponse> {
+export async function fetchForRevalidation(ctx: RequestContext, maxBytes: number, trustIncoming: boolean, after?: Promise<unknown>): Promise<FetchedResponse> {
   const gql = ctx.graphql!
-  const post = ctx.method === 'POST'
-  const body = post ? gql.toBody() : undefined
-  const path = post ? ctx.url : gql.dirty ? gql.toGetPath(ctx.url) : ctx.url
+  // As the proxy's forward sends it (exchange.ts): a POST's body re-serialized; an edited GET's
+  // rewritten target, or a POST when a filter's document made it too long for a URL.
+  const sent = ctx.method === 'POST' ? { path: ctx.url, body: gql.toBody() } : gql.dirty ? gql.rewrittenGet(ctx.url) : { path: ctx.url }
+  const post = sent.body !== undefined
   const timeoutMs = ctx.route.timeouts.totalMs > 0 ? ctx.route.timeouts.totalMs : 60_000
   const pool = ctx.route.upstream.pool
-  const headers = revalidationHeaders(ctx, body?.length)
+  // The proxy's own header rules: with undici's default Host, a wildcard-host route's refresh
+  // asked the backend's default site and stored its answer under the client's site; and at the
+  // edge (`trustIncoming` false) a client's X-Forwarded-Host reached the backend, whose answer
+  // every client was then served.
+  let headers = upstreamRequestHeaders(ctx, { trustIncoming, hostRewrite: ctx.route.hostRewrite, upstreamHost: ctx.route.upstream.authority, contentLength: sent.body?.length })
+  if (post && ctx.method !== 'POST') {
+    const kept: string[] = []
+    for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() !== 'content-type') kept.push(headers[i]!, headers[i + 1]!)
+    headers = [...kept, 'content-type', 'application/json']
+  }
   if (after !== undefined) await after
   const res = await pool.request({
-    path,
+    path: sent.path,
     method: post ? 'POST' : 'GET',
     headers,
-    body,
+    body: sent.body,
     signal: AbortSignal.timeout(timeoutMs),
   })
   const chunks: Buffer[] = []

@@ -674,6 +674,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // config version whose workers built a new chain, pools and Redis clients.
   let reloading: Promise<ReloadResult> | undefined
   let reloadNext: Promise<ReloadResult> | undefined
+  /** Digest of the config file as a reload last read it (or as the proxy started with it): the watch reloads only on a change from it. */
+  let lastDigest = ''
   function reload(): Promise<ReloadResult> {
     if (!opts.loadConfig) return Promise.resolve({ ok: false, version, error: 'no config file to reload' })
     if (closing) return Promise.resolve(refusedWhileDraining())
@@ -715,6 +717,13 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     clearTimeout(retryTimer)
     retryTimer = undefined
     const run = (async (): Promise<ReloadResult> => {
+      // The file as this reload reads it is no change for the watch: a SIGHUP sent for an edit
+      // (a config reloader sidecar, `kill -HUP` after saving) was followed by the watch's own
+      // reload of the same edit, so every change was applied twice — two versions, two rebuilt chains.
+      if (opts.watchPath !== undefined) {
+        const d = configDigest(opts.watchPath)
+        if (d !== '') lastDigest = d
+      }
       let next: GatewayConfig
       try {
         next = opts.loadConfig!()
@@ -744,7 +753,6 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // reason not to serve: the poll and SIGHUP still reload.
   let watcher: FSWatcher | undefined
   let stopPolling: (() => void) | undefined
-  let lastDigest = ''
   if (opts.watchPath) {
     const path = opts.watchPath
     const digest = () => configDigest(path)

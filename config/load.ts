@@ -57,7 +57,8 @@ function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
     } else {
       const v = env[name!]
       if (v !== undefined && v !== '') value = v
-      else if (def !== undefined) value = def
+      // "$$" is a literal "$" in a default too: `${DB_PASS:-pa$$word}` meant pa$word, not pa$$word.
+      else if (def !== undefined) value = def.replaceAll('$$', '$')
       else {
         const line = text.slice(0, offset).split('\n').length
         // Set but empty reads as unset (as ${X:-d} does in a shell); the message says which it was.

@@ -207,7 +207,42 @@ export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.
   } else {
     throw new ConfigError('igw proxy', ['needs --config <file> or --upstream <url> (or IGW_CONFIG / IGW_UPSTREAM)'])
   }
-  return validateConfig(applyFlagOverrides(raw, flags), source)
+  return validateWithOverrides(raw, flags, source)
+}
+
+/** The config path each overriding flag sets (see applyFlagOverrides), with its environment twin. */
+const OVERRIDE_PATHS: [flag: 'listen' | 'admin-listen' | 'workers' | 'redis' | 'log-level', path: string][] = [
+  ['listen', 'listen'],
+  ['admin-listen', 'admin.listen'],
+  ['workers', 'workers'],
+  ['redis', 'redis.url'],
+  ['log-level', 'log.level'],
+]
+
+/**
+ * Validate a document with the flag overrides applied. A bad flag value (`--workers 0`,
+ * IGW_LISTEN=:99999) was reported as the document's — "igw.yaml: invalid config / workers: …" sent
+ * the operator to a file that says `workers: 4`, and a control plane's NACK blamed a version that
+ * was fine — so a problem at a path a flag set names the flag.
+ */
+function validateWithOverrides(raw: Record<string, unknown>, flags: Flags, source: string): GatewayConfig {
+  try {
+    return validateConfig(applyFlagOverrides(raw, flags), source)
+  } catch (err) {
+    // Flags alone (no document): every value is a flag's already.
+    if (!(err instanceof ConfigError) || source === 'flags') throw err
+    let named = false
+    const problems = err.problems.map((line) => {
+      for (const [flag, path] of OVERRIDE_PATHS) {
+        if (flags[flag] === undefined || !line.startsWith(path) || !/^[:.[]/.test(line.slice(path.length))) continue
+        named = true
+        return `${line} (set by --${flag} / ${FLAGS[flag].env})`
+      }
+      return line
+    })
+    if (!named) throw err
+    throw new ConfigError(source, problems)
+  }
 }
 
 /** Flags that win over the document: addresses, workers, Redis, log level. */
@@ -240,7 +275,7 @@ async function runProxy(flags: Flags): Promise<void> {
 /** A config document from the control plane, with this proxy's flag overrides, validated. */
 export function configFromDocument(document: unknown, flags: Flags, source: string): GatewayConfig {
   if (document === null || typeof document !== 'object' || Array.isArray(document)) throw new ConfigError(source, ['(root): expected a mapping of settings'])
-  return validateConfig(applyFlagOverrides({ ...(document as Record<string, unknown>) }, flags), source)
+  return validateWithOverrides({ ...(document as Record<string, unknown>) }, flags, source)
 }
 
 /**

@@ -5,6 +5,7 @@
 import { StringDecoder } from 'node:string_decoder'
 import { Parser as CsvParser } from 'csv-parse'
 import { stringify as csvStringify } from 'csv-stringify/sync'
+import type { SingleByteCodec } from './charset.ts'
 import { JsonRewriter, JsonSyntaxError, type JsonScope } from './json-rewriter.ts'
 import type { RulePack } from './rule-pack.ts'
 import { ExportScanner } from './scanner.ts'
@@ -27,6 +28,8 @@ export interface StopReason {
 
 export interface SessionOptions {
   format: ExportFormat
+  /** A single-byte charset the export is in (read as UTF-8 and written back in it); absent: UTF-8. */
+  codec?: SingleByteCodec | undefined
   scope?: JsonScope | undefined
   maxTokenChars: number
   /** NDJSON: longest record held until it is complete (characters; see JsonRewriterOptions). */
@@ -48,11 +51,13 @@ export class ExportSession {
   bytesOut = 0
   readonly #engine: JsonEngine | CsvEngine
   readonly #judge: SessionOptions['judge']
+  readonly #codec: SingleByteCodec | undefined
 
   constructor(scanner: ExportScanner, opts: SessionOptions) {
     this.scanner = scanner
     this.format = opts.format
     this.#judge = opts.judge
+    this.#codec = opts.codec
     const checkpoint = () => this.#checkpoint()
     this.#engine = opts.format === 'csv' ? new CsvEngine(scanner, opts, checkpoint) : new JsonEngine(scanner, opts, checkpoint)
   }
@@ -66,7 +71,7 @@ export class ExportSession {
     if (this.stop !== undefined) return undefined
     this.bytesIn += chunk.length
     try {
-      await this.#engine.write(chunk)
+      await this.#engine.write(this.#codec === undefined ? chunk : this.#codec.toUtf8(chunk))
     } catch (err) {
       this.#malformed(err)
     }
@@ -89,7 +94,7 @@ export class ExportSession {
     // were dropped with the stop, while the NDJSON error record said they had been delivered.
     const s = this.#engine.take()
     if (s === '') return undefined
-    const b = Buffer.from(s, 'utf8')
+    const b = this.#codec === undefined ? Buffer.from(s, 'utf8') : this.#codec.encode(s)
     this.bytesOut += b.length
     return b
   }

@@ -20,6 +20,7 @@ import { applyAddedHeaders, errorBody, errorReply, type Decision, type Filter, t
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
 import { aliasFieldHints, graphqlExportMatch } from './graphql-scope.ts'
+import { exportCodec, type SingleByteCodec } from './charset.ts'
 import type { JsonScope } from './json-rewriter.ts'
 import type { RulePack } from './rule-pack.ts'
 import { dlpShared, type DlpShared } from './runtime.ts'
@@ -222,24 +223,18 @@ function mediaType(contentType: string | string[] | undefined): string {
   return (semi === -1 ? ct : ct.slice(0, semi)).trim()
 }
 
-/**
- * Charsets whose ASCII characters are single ASCII bytes, as the rules read them. Others
- * (UTF-16 and UTF-32: a NUL beside each character; UTF-7: `+AEA-` for `@`; EBCDIC: digits at
- * 0xF0…) hide every value from the rules while the client decodes them: uninspectable.
- */
-const ASCII_CHARSET = /^(?:utf-?8|us-ascii|ascii|iso[-_]?8859-\d{1,2}|latin-?1|l1|(?:windows|cp)-?125\d|ansi_x3\.4-1968)$/
-
-function charsetReadable(contentType: string | string[] | undefined): boolean {
+/** The charset parameter of a Content-Type, lower-case and unquoted; undefined when none. */
+function charsetOf(contentType: string | string[] | undefined): string | undefined {
   const ct = Array.isArray(contentType) ? contentType[0] : contentType
-  if (ct === undefined) return true
+  if (ct === undefined) return undefined
   const i = ct.toLowerCase().indexOf('charset=')
-  if (i === -1) return true
+  if (i === -1) return undefined
   let v = ct.slice(i + 8)
   const semi = v.indexOf(';')
   if (semi !== -1) v = v.slice(0, semi)
   v = v.trim()
   if (v.startsWith('"') && v.endsWith('"') && v.length >= 2) v = v.slice(1, -1)
-  return ASCII_CHARSET.test(v.toLowerCase())
+  return v.toLowerCase()
 }
 
 // Record-per-line media types beyond the *ndjson* / *jsonl* / *jsonlines* / *json-seq* (RFC 7464,
@@ -387,19 +382,24 @@ class DlpFilter implements Filter {
     // A POST that is no single GraphQL request is a batch (an array of them): DLP cannot tell
     // which operations it holds, so its whole response is an export.
     if (gql === undefined) return ctx.method === 'POST' ? WHOLE_JSON : undefined
+    // No query text (a persisted hash or documentId the upstream resolves itself) or one that
+    // does not parse here (over the parser's token limit): which operation runs and what it
+    // answers is unknown, so all of it is inspected. For exports.graphql.operations too: the
+    // operationName beside a hash is only the client's word, and without one a hash of the
+    // export operation came back unmasked.
+    if (gql.query === undefined) return WHOLE_JSON
+    let doc
+    try {
+      doc = gql.document
+    } catch {
+      return WHOLE_JSON
+    }
     let scope: JsonScope | undefined
     let matched = false
     if (this.#responsePaths.length) {
-      // No query text (a persisted hash or documentId the upstream resolves itself) or one that
-      // does not parse here: what the upstream answers is unknown, so all of it is inspected.
-      if (gql.query === undefined) return WHOLE_JSON
-      try {
-        const m = graphqlExportMatch(gql.document, gql.operationName, this.#responsePaths)
-        matched = m.matched
-        scope = m.paths === undefined ? undefined : { paths: m.paths }
-      } catch {
-        return WHOLE_JSON
-      }
+      const m = graphqlExportMatch(doc, gql.operationName, this.#responsePaths)
+      matched = m.matched
+      scope = m.paths === undefined ? undefined : { paths: m.paths }
     }
     if (matched) return { format: 'json', scope }
     if (this.#operations.size) {
@@ -510,10 +510,10 @@ class DlpFilter implements Filter {
     const ctype = res.headers['content-type']
     const format = plan.format === 'auto' ? formatOf(ctype) : plan.format
     const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
-    const readable = format !== undefined && charsetReadable(ctype)
-    const decoder = readable ? decoderFor(encoding) : undefined
-    if (!readable || decoder === undefined) {
-      const what = readable ? `content encoding "${encoding}"` : `content type "${String(ctype ?? 'none')}"`
+    const codec = format !== undefined ? exportCodec(charsetOf(ctype)) : undefined
+    const decoder = codec !== undefined ? decoderFor(encoding) : undefined
+    if (format === undefined || codec === undefined || decoder === undefined) {
+      const what = codec !== undefined ? `content encoding "${encoding}"` : `content type "${String(ctype ?? 'none')}"`
       this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
       if (this.#cfg.uninspectable === 'pass') {
         this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, undefined)
@@ -538,14 +538,15 @@ class DlpFilter implements Filter {
       body.on('error', (err) => decoder.destroy(err))
       body = body.pipe(decoder)
     }
-    return this.#inspect(ctx, res, plan, format, body, health)
+    return this.#inspect(ctx, res, plan, format, codec, body, health)
   }
 
-  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, upstream: Readable, health: BodyHealth): Promise<void> {
+  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, codec: SingleByteCodec | null, upstream: Readable, health: BodyHealth): Promise<void> {
     const preset = this.#presets.get(plan.preset)!
     const scanner = new ExportScanner(plan.pack, preset.actions, this.#shared.keyring.tokenizer)
     const session = new ExportSession(scanner, {
       format,
+      codec: codec ?? undefined,
       scope: plan.scope,
       maxTokenChars: this.#cfg.maxValueBytes,
       // An NDJSON record is a JSON document held whole until it ends: the bound of one read whole.

@@ -413,7 +413,7 @@ export class JsonRewriter {
     // Whitespace between records counts too: a record is complete at its end, not before.
     const maxRecord = o.maxRecordChars
     if (o.multi && maxRecord !== undefined && this.#consumed + (n - i) - this.#recordFrom > maxRecord && (this.#depth > 0 || this.#carry !== '')) {
-      this.#fail(`a record longer than ${maxRecord} characters`, 0)
+      this.#fail(`a record longer than ${maxRecord} characters`, this.#recordFrom - this.#consumed)
     }
     if (!o.multi) {
       if (o.checkpoint()) this.#release()
@@ -451,11 +451,11 @@ export class JsonRewriter {
     this.#valLevel = level + 1
   }
 
-  /** A value ended; returns true when it was a top-level value (a record). */
+  /** A value ended; returns true when it was a top-level value (a record, counted by #recordEnd). */
   #afterValue(): boolean {
     if (this.#depth === 0) {
-      this.#values++
       if (!this.#o.multi) {
+        this.#values++
         this.#expect = EXPECT_END
         return false
       }
@@ -470,8 +470,12 @@ export class JsonRewriter {
   #recordEnd(at: number): boolean {
     const end = this.#consumed + at
     // Also a record that began and ended within one write: the same verdict however the transfer splits it.
+    // Refused before it is counted, at the record's start, as when it is held over several writes:
+    // one that came whole in one write was counted (the NDJSON error record said one more record
+    // was delivered than was) and placed elsewhere.
     const maxRecord = this.#o.maxRecordChars
-    if (maxRecord !== undefined && end - this.#recordFrom > maxRecord) this.#fail(`a record longer than ${maxRecord} characters`, at)
+    if (maxRecord !== undefined && end - this.#recordFrom > maxRecord) this.#fail(`a record longer than ${maxRecord} characters`, this.#recordFrom - this.#consumed)
+    this.#values++
     this.#recordFrom = end
     if (this.#o.checkpoint()) {
       this.#release()

@@ -234,9 +234,23 @@ class PersistedFilter implements Filter {
     let failed: BatchItem[] | undefined
     let remote: Promise<void>[] | undefined
     let outside: number[] | undefined // operations not resolved from the manifest, to check
+    let items: unknown[] | undefined
     for (let i = 0; i < reqs.length; i++) {
       const r = reqs[i]
-      if (r === undefined) continue
+      if (r === undefined) {
+        // Not a request the filter can read. An object may still carry a query a backend runs
+        // (Apollo Server ignores a numeric "documentId"): forwarded unchecked, it went past the
+        // safelist and the limits, while the same request alone is refused. A non-object carries
+        // none, and goes as sent for the backend to answer.
+        items ??= JSON.parse(batch.raw.toString('utf8')) as unknown[]
+        const item = items[i]
+        if (item === null || typeof item !== 'object' || Array.isArray(item)) continue
+        if (enforce) {
+          this.#m.requests.labels('not_allowed').inc()
+          return errorReply('PERSISTED_QUERY_NOT_ALLOWED', `batch operation ${i} is not a GraphQL request that can be checked against the persisted-documents safelist`)
+        }
+        return this.#reject('malformed', `batch operation ${i} is not a GraphQL request (a string "query", "operationName" and "documentId"; "variables" and "extensions" objects)`)
+      }
       const outcome = this.#batchItem(r, enforce)
       if (typeof outcome === 'object') return outcome
       if (outcome === 'manifest') continue

@@ -17,9 +17,13 @@ import {
 import { z } from 'zod'
 import { durationMs, tierName } from './primitives.ts'
 
+/**
+ * "~" included: Hive's app deployments name a document `<app>~<version>~<hash>`, which its clients
+ * send as `documentId`; a manifest exported from one could not be loaded.
+ */
 export const persistedId = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,255}$/, { error: 'expected an operation id of letters, digits and "_.:@/+=-"' })
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@/+=~-]{0,255}$/, { error: 'expected an operation id of letters, digits and "_.:@/+=~-"' })
 
 /** A cache/invalidation tag: "Entity:42", "Query.entities", "catalog". */
 export const cacheTag = z.string().min(1).max(256)

@@ -33,6 +33,12 @@ function repeated(raw: string[], name: string): boolean {
   return false
 }
 
+/** True when the URL's query carries an RFC 6750 §2.3 `access_token` parameter. */
+function tokenInQuery(url: string): boolean {
+  const q = url.indexOf('?')
+  return q !== -1 && url.includes('access_token', q) && new URLSearchParams(url.slice(q + 1)).has('access_token')
+}
+
 // RFC 6750 §3: error_description is a quoted-string of %x20-21 / %x23-5B / %x5D-7E only, so
 // the reason's quotes (claim names: token has no "org.id" claim) must not end it early.
 const NOT_DESCRIPTION_CHAR = /[^\x20\x21\x23-\x5b\x5d-\x7e]/g
@@ -108,6 +114,14 @@ class TenantFilter implements Filter {
         return errorReply('BAD_REQUEST', `several ${jwt.header} headers (send one bearer token)`, undefined, { 'www-authenticate': 'Bearer error="invalid_request"' })
       }
       const token = bearer(value)
+      // A token in the URL (RFC 6750 §2.3 access_token), which the gateway does not read but many
+      // backends do: beside the header's it authenticated another user than the tenant's token
+      // (§2: one method per request), and alone an optional token let the request through as
+      // anonymous (the default tenant) while the backend served the token's user.
+      if (tokenInQuery(ctx.url)) {
+        const why = token !== undefined ? `a bearer token in both the ${jwt.header} header and the access_token query parameter (send one)` : `a bearer token in the access_token query parameter is not accepted (send it in the ${jwt.header} header)`
+        return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': 'Bearer error="invalid_request"' })
+      }
       if (token !== undefined) {
         const cached = this.#jwt.cached(token)
         if (cached !== undefined) return this.#fromOutcome(ctx, cached)

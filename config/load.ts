@@ -210,9 +210,13 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
       case 'invalid_value':
         lines.push(`${path}: expected one of ${iss.values.map((v) => show(v)).join(' | ')}, got ${show(input, iss.path)}`)
         break
-      case 'invalid_key':
-        lines.push(`${path}: not a valid name here (letters, digits, "_", "." or "-")`)
+      case 'invalid_key': {
+        // The key's own schema says what it takes when it has a message of its own (a persisted
+        // operation id also takes ":@/+=~"); zod's generic one does not.
+        const own = iss.issues[0]?.message
+        lines.push(`${path}: ${own !== undefined && !own.startsWith('Invalid') ? `not a valid name here: ${own}` : 'not a valid name here (letters, digits, "_", "." or "-")'}`)
         break
+      }
       case 'invalid_union': {
         lines.push(`${path}: ${iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message}${input !== undefined && typeof input !== 'object' ? `, got ${show(input, iss.path)}` : ''}`)
         break

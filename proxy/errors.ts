@@ -34,6 +34,20 @@ export const ERROR_STATUS = {
 export type ErrorCode = keyof typeof ERROR_STATUS
 
 /** A complete reply a filter (or the proxy itself) sends instead of forwarding. */
+/**
+ * What a filter's response body stream is destroyed with to end a response on purpose once its
+ * head is out (a DLP block mid-export): the response is cut and logged under `code`, not counted
+ * as the filter failing (igw_filter_errors_total, an error log with a stack, INTERNAL_SERVER_ERROR).
+ */
+export class ResponseCut extends Error {
+  readonly code: ErrorCode
+  constructor(code: ErrorCode, message: string) {
+    super(message)
+    this.name = 'ResponseCut'
+    this.code = code
+  }
+}
+
 export interface LocalReply {
   status: number
   headers?: Record<string, string | string[]>

@@ -7,7 +7,7 @@ import { Readable, Transform, pipeline, type TransformCallback } from 'node:stre
 import type { Dispatcher } from 'undici'
 import { filterMissedDeadline, noteMalformedReply } from './chain.ts'
 import { RequestContext } from './context.ts'
-import { errorReply, replyProblem, type ErrorCode, type LocalReply } from './errors.ts'
+import { errorReply, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
@@ -988,6 +988,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#cut = true
       const owner = info.bodyFilter
       const name = owner === -1 ? undefined : this.route.filters[owner]?.name
+      if (err instanceof ResponseCut) {
+        // Ended on purpose (the filter counts and audits its own reason): no filter failure.
+        if (name !== undefined) this.ctx.answeredBy = name
+        this.ctx.errorCode = err.code
+        this.ctx.log.info({ filter: name, code: err.code, reason: err.message }, 'response cut by filter')
+        return
+      }
       if (name !== undefined) {
         this.proxy.metrics.filterErrors.labels(name).inc()
         this.ctx.answeredBy = name

@@ -16,7 +16,7 @@ import type { Counter } from 'prom-client'
 import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
-import { applyAddedHeaders, errorBody, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { applyAddedHeaders, errorBody, errorReply, ResponseCut, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
 import { aliasFieldHints, graphqlExportMatch } from './graphql-scope.ts'
@@ -824,7 +824,7 @@ class DlpStream extends Transform {
     }
     // CSV and JSON have no place for an error record: cut the response so that no client can
     // take the partial file for a complete one (the audit line and metrics say why).
-    this.destroy(new Error(`DLP_BLOCKED: ${stop.kind}`))
+    this.destroy(new ResponseCut('DLP_BLOCKED', `DLP_BLOCKED: ${stop.kind}`))
   }
 }
 

@@ -146,7 +146,7 @@ export const gatewayConfigObject = z.strictObject({
     })
     .prefault({}),
   /** Worker threads, each with its own listener on the same port; "auto" = available cores. */
-  workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
+  workers: z.union([z.literal('auto'), z.int().min(1).max(256)], { error: 'expected "auto" or a whole number of worker threads from 1 to 256' }).default('auto'),
   workerHeap: z
     .strictObject({
       /** V8 young generation per worker thread (MB); small keeps streaming RSS flat. */

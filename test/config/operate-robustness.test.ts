@@ -44,7 +44,8 @@ describe('hostile config documents', () => {
   })
 
   it('--workers quotes what the operator typed', () => {
-    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: 'abc' }, {}))).toEqual(['workers: matches none of the allowed shapes, got "abc"'])
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: 'abc' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got "abc"'])
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '1.5' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got 1.5'])
     expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '0' }, {}))[0]).toMatch(/^workers: .*>=1, got 0$/)
     expect(buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '3' }, {}).workers).toBe(3)
   })

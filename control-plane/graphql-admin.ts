@@ -70,9 +70,18 @@ export interface GraphQLContext {
   subject: Subject
 }
 
+/**
+ * A refused argument, shaped as every other BAD_USER_INPUT here (the store's validation errors) and
+ * as REST refuses the same value: `problems` naming the argument. Without them a client reading
+ * `extensions.problems` showed nothing for setQuota's refusals.
+ */
+function badArgument(message: string, problem: string): GraphQLError {
+  return createGraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', problems: [problem] } })
+}
+
 function tenantArg(ctx: GraphQLContext, arg: unknown): string {
   const t = typeof arg === 'string' && arg !== '' ? arg : ctx.subject.tenant
-  if (t === undefined) throw createGraphQLError('no tenant: pass `tenant:` or use a token with a tenant claim', { extensions: { code: 'BAD_USER_INPUT' } })
+  if (t === undefined) throw badArgument('no tenant: pass `tenant:` or use a token with a tenant claim', 'tenant: required (the token has no tenant claim)')
   return t
 }
 
@@ -122,6 +131,22 @@ async function mapped<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+type PolicyResource = { type: string; id?: string; tenant?: string }
+
+/**
+ * What the policy decides on for each guarded field, given the tenant it acts on: the resource the
+ * REST route doing the same read or write names (`PUT /v1/tenants/{t}/quotas/{kind}`,
+ * `PUT /v1/dlp-tenants/{t}`, `PUT /v1/dlp`), so a policy keyed by resource type or id rules both
+ * APIs alike. With a GraphQL-only type (`graphql.Mutation.setDlpPreset`), a policy that kept DLP
+ * presets from operators was bypassed through GraphQL, and one granting quota writes refused them.
+ */
+const FIELD_RESOURCES: Record<string, (args: Record<string, unknown>, tenant: string | undefined) => PolicyResource> = {
+  'Query.quotas': (_args, tenant) => ({ type: 'quotas', ...(tenant ? { tenant } : {}) }),
+  'Mutation.setQuota': (args, tenant) => ({ type: 'quotas', ...(typeof args.kind === 'string' ? { id: args.kind } : {}), ...(tenant ? { tenant } : {}) }),
+  // Without a tenant it writes the DLP section's defaultPreset: REST's PUT /v1/dlp.
+  'Mutation.setDlpPreset': (_args, tenant) => (tenant ? { type: 'dlp-tenants', id: tenant, tenant } : { type: 'dlp' }),
+}
+
 export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
   const schema = createSchema<GraphQLContext>({
     typeDefs: ADMIN_SDL,
@@ -133,8 +158,8 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       Mutation: {
         setQuota: async (_root, args: { kind: string; limitPerDay: number; tenant?: string }, ctx) => {
           const tenant = tenantArg(ctx, args.tenant)
-          if (!isQuotaKind(args.kind)) throw createGraphQLError(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, { extensions: { code: 'BAD_USER_INPUT' } })
-          if (args.limitPerDay < 0) throw createGraphQLError('limitPerDay must be >= 0', { extensions: { code: 'BAD_USER_INPUT' } })
+          if (!isQuotaKind(args.kind)) throw badArgument(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, `kind: expected one of graphql | ingest | embeddings | subscriptions, got ${JSON.stringify(args.kind)}`)
+          if (args.limitPerDay < 0) throw badArgument('limitPerDay must be >= 0', `limitPerDay: expected a non-negative integer, got ${args.limitPerDay}`)
           const kind = args.kind
           return mapped(async () => {
             await setQuota(deps, ctx.subject.sub, tenant, kind, args.limitPerDay)
@@ -156,6 +181,8 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       const arg = dir?.arguments?.find((a) => a.name.value === 'abac')?.value
       const attr = arg?.kind === Kind.STRING ? arg.value : undefined
       if (attr === undefined) continue
+      const resourceOf = FIELD_RESOURCES[`${typeName}.${name}`]
+      if (resourceOf === undefined) throw new Error(`${typeName}.${name} carries @auth but names no policy resource (FIELD_RESOURCES)`)
       const inner = field.resolve!
       field.resolve = (root, args: Record<string, unknown>, ctx: GraphQLContext, info) => {
         // A String variable is JSON, which may carry a lone UTF-16 surrogate ("\ud800"): not text
@@ -163,12 +190,12 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
         // a path as a 400). Refused as the caller's input, before the policy is asked.
         for (const k in args) {
           const v = args[k]
-          if (typeof v === 'string' && !v.isWellFormed()) throw createGraphQLError(`argument "${k}" is not valid Unicode (it holds a lone UTF-16 surrogate)`, { extensions: { code: 'BAD_USER_INPUT' } })
+          if (typeof v === 'string' && !v.isWellFormed()) throw badArgument(`argument "${k}" is not valid Unicode (it holds a lone UTF-16 surrogate)`, `${k}: must be valid Unicode (it holds a lone UTF-16 surrogate)`)
         }
         // The tenant the resolver acts on (tenantArg: an empty `tenant:` is the caller's claim),
         // so the policy decides on what is written, never on another reading of the argument.
         const tenant = typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant
-        const d = deps.authorizer.decide(ctx.subject, attr as Action, { type: `graphql.${typeName}.${name}`, ...(tenant ? { tenant } : {}) })
+        const d = deps.authorizer.decide(ctx.subject, attr as Action, resourceOf(args, tenant))
         if (!d.allow) throw createGraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
         return inner(root, args, ctx, info)
       }

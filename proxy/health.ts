@@ -35,11 +35,28 @@ function tcpProbe(url: URL, timeoutMs: number): Promise<void> {
 }
 
 async function httpProbe(url: URL, path: string, timeoutMs: number): Promise<void> {
-  const res = await request(new URL(path, url), { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) })
+  // The path is appended to the upstream's origin, never resolved against it: resolved, a path
+  // starting with "//" ("//healthz", "//status/live") is a network-path reference naming another
+  // host, so the probe asked host "healthz" (DNS failure: the upstream unready for good) or
+  // whatever host the path named, and its answer decided this upstream's health.
+  const res = await request(`${url.origin}${path}`, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) })
   await res.body.dump()
   // 200–399 is healthy, as a Kubernetes httpGet probe (Envoy expects 200 only): a 4xx is a
   // mistyped path or a backend refusing the probe, never a sign that it serves.
   if (res.statusCode >= 400) throw new Error(`health check answered ${res.statusCode}`)
+}
+
+/**
+ * Why a probe failed, as /readyz shows it. A connect to a name with several addresses (localhost
+ * on a dual-stack pod: ::1 and 127.0.0.1) fails with an AggregateError whose message is empty:
+ * an upstream that was down read `"error": ""`. Its attempts' messages are shown instead.
+ */
+export function probeError(err: unknown): string {
+  const e = err as { message?: unknown; errors?: unknown; code?: unknown } | null | undefined
+  if (typeof e?.message === 'string' && e.message !== '') return e.message
+  const inner = Array.isArray(e?.errors) ? e.errors.map((x) => probeError(x)).filter((m) => m !== '') : []
+  if (inner.length > 0) return inner.join('; ')
+  return typeof e?.code === 'string' ? e.code : String(err)
 }
 
 export class UpstreamHealth {
@@ -91,7 +108,7 @@ export class UpstreamHealth {
       else await tcpProbe(url, def.healthCheck.timeoutMs)
       this.#set(state, true, undefined)
     } catch (err) {
-      this.#set(state, false, (err as Error).message)
+      this.#set(state, false, probeError(err))
     }
   }
 

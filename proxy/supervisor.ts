@@ -456,7 +456,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   // by mistake) the proxy port never accepts a connection that a failed start would then reset.
   // --- admin port ---------------------------------------------------------------------------
   const admin: Server = createHttpServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
+    // A request target in absolute-form ("GET http://pod:9901/metrics", as a client configured
+    // with an HTTP proxy sends it) is to be accepted like origin-form (RFC 9112 §3.2.2): its path
+    // was looked up whole, and every endpoint answered 404.
+    const target = req.url ?? '/'
+    const path = (target.startsWith('/') ? target : (URL.parse(target)?.pathname ?? target)).split('?')[0]
     const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers })
       res.end(JSON.stringify(body, null, 2))

@@ -51,6 +51,10 @@ export class TenantUsage {
     const dlp = ctx.dlpActions
     if (dlp !== undefined) for (const k in dlp) addTo(c.dlpActions, k, dlp[k]!)
     const code = ctx.errorCode
+    // APQ's first step (a hash the gateway does not know yet; the client sends it again with its
+    // query, which is charged): the protocol working, not a refusal. Counted as one, every Apollo
+    // client's cold start inflated the statement's rejections and fed the rejections anomaly.
+    if (code === 'PERSISTED_QUERY_NOT_FOUND') return
     if (code !== undefined && !NOT_REJECTIONS.has(code)) {
       const key = code === 'BAD_REQUEST' && ctx.answeredBy === 'quota' ? TOO_EXPENSIVE : code
       addTo(c.rejections, key, 1)

@@ -378,13 +378,21 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     proxy.finishUpgrade(ctx, 499) // the client left (or half-closed) while the chain ran
     return
   }
-  const headers: Record<string, string> = {}
+  // A header the client sent twice goes up twice, as on HTTP: joined with ", " two Cookie lines
+  // became one cookie whose value swallowed the next ("a=1, b=2"); node joins Cookie with "; ".
+  const headers: Record<string, string | string[]> = {}
   const flat = upstreamRequestHeaders(ctx, { trustIncoming: proxy.trustForwarded, hostRewrite: route.hostRewrite, upstreamHost: route.upstream.authority, contentLength: undefined })
   for (let i = 0; i < flat.length; i += 2) {
     const name = flat[i]!.toLowerCase()
-    if (!WS_HANDSHAKE.has(name)) headers[name] = headers[name] === undefined ? flat[i + 1]! : `${headers[name]}, ${flat[i + 1]!}`
+    if (WS_HANDSHAKE.has(name)) continue
+    const had = headers[name]
+    headers[name] = had === undefined ? flat[i + 1]! : typeof had === 'string' ? [had, flat[i + 1]!] : [...had, flat[i + 1]!]
   }
   const target = `${route.upstream.origin.replace(/^http/, 'ws')}${ctx.url}`
+  // The request target goes up as routed, byte for byte (as on HTTP): ws sends its URL's WHATWG
+  // serialization, which turns "\" into "/", resolves the dot segments that creates and escapes
+  // other characters. `/public/..\admin` matched the /public route (its filters) and reached /admin.
+  const path = ctx.url
   let upstream: WebSocket
   try {
     upstream = new WebSocket(target, protocols, {
@@ -395,6 +403,10 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
       maxPayload: route.websocket.maxMessageBytes,
       handshakeTimeout: handshakeMs(route),
       createConnection: connectWithin(snapshot.config.upstreams[route.config.upstream]?.connectTimeoutMs, target.startsWith('wss:')),
+      finishRequest: (request: ClientRequest) => {
+        request.path = path // node writes the request line with the head, at end()
+        request.end()
+      },
     })
   } catch (err) {
     // ws validates what it is given (URL, subprotocols, headers) synchronously; all of it comes
@@ -622,8 +634,11 @@ class PendingUpgrade {
     const timeout = /timed? ?out/i.test(err.message)
     const code = timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
     this.#proxy.metrics.proxyErrors.labels(route.name, code).inc()
-    this.#ctx.log.warn({ err: { message: err.message } }, 'websocket upstream handshake failed')
-    writeLocalReply(this.#socket, this.#ctx, errorReply(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
+    this.#ctx.log.warn({ err: { message: err.message }, status: this.#refusalStatus }, 'websocket upstream handshake failed')
+    // A streamed refusal's head is out (its upstream reset mid-body, or ws's handshake timer
+    // fired): a reply written now lands inside that body. The client can only be cut.
+    if (this.#refusalStreaming) this.#socket.destroy()
+    else writeLocalReply(this.#socket, this.#ctx, errorReply(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
     this.#finish(timeout ? 504 : 502)
   }
 

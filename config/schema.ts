@@ -106,6 +106,13 @@ export const routeConfig = z.strictObject({
       /** Bytes queued toward one side before the other side stops being read. */
       maxBufferedBytes: byteSize.default(1024 * 1024),
       maxMessageBytes: byteSize.default(16 * 1024 * 1024),
+      /**
+       * Passthrough: a connection with no frame either way (messages, pings, pongs) for this long
+       * is closed with 1001 on both sides, as Envoy's stream idle timeout and nginx's
+       * proxy_read_timeout do. 0 (the default) disables: a quiet subscription is normal, and TCP
+       * keepalive (on for both sockets) already finds peers that vanished.
+       */
+      idleTimeoutMs: durationMs.default(0),
     })
     .prefault({}),
   /** Ordered filter chain: request phase in this order, response phase in reverse. */

@@ -224,16 +224,24 @@ export class WsBridge {
     const down = metrics.wsMessages.labels('upstream_to_client')
     client.on('message', (data: RawData, isBinary: boolean) => {
       up.inc()
+      this.#active = performance.now()
       this.#relay(client, upstream, data, isBinary)
     })
     upstream.on('message', (data: RawData, isBinary: boolean) => {
       down.inc()
+      this.#active = performance.now()
       this.#relay(upstream, client, data, isBinary)
     })
     client.on('ping', (d: Buffer) => this.#relayControl(client, upstream, d, false))
     client.on('pong', (d: Buffer) => this.#relayControl(client, upstream, d, true))
     upstream.on('ping', (d: Buffer) => this.#relayControl(upstream, client, d, false))
     upstream.on('pong', (d: Buffer) => this.#relayControl(upstream, client, d, true))
+    // A peer that vanished without FIN or RST (a NAT entry dropped, a laptop asleep) held both
+    // connections, the gauge and the upgrade's concurrency slot forever: the kernel's keepalive
+    // probes find it (~70 s after the last packet with libuv's probe interval and count).
+    for (const s of [sockets?.client, sockets?.upstream]) (s as Socket | undefined)?.setKeepAlive?.(true, KEEPALIVE_IDLE_MS)
+    this.#idleMs = route.websocket.idleTimeoutMs
+    if (this.#idleMs > 0) this.#idleTimer = setTimeout(onIdleCheck, this.#idleMs, this)
     client.on('close', (code, reason) => this.#closed(upstream, code, reason))
     upstream.on('close', (code, reason) => this.#closed(client, code, reason))
     client.on('error', (err) => this.#failed('client', upstream, err))
@@ -241,6 +249,25 @@ export class WsBridge {
     if (sockets !== undefined) {
       sockets.client.on('end', () => peerEnded(client, sockets.client))
       sockets.upstream?.on('end', () => peerEnded(upstream, sockets.upstream!))
+    }
+  }
+
+  /** When a frame last went either way (performance.now()), for websocket.idleTimeoutMs. */
+  #active = performance.now()
+  readonly #idleMs: number
+  #idleTimer: NodeJS.Timeout | undefined = undefined
+
+  /** The idle timer fired: close both sides if nothing moved since, else wait for the rest. */
+  idleCheck(): void {
+    this.#idleTimer = undefined
+    const quiet = performance.now() - this.#active
+    if (quiet < this.#idleMs) {
+      this.#idleTimer = setTimeout(onIdleCheck, this.#idleMs - quiet, this)
+      return
+    }
+    this.#proxy.logger.info({ reqId: this.#reqId, route: this.#route.name, idleTimeoutMs: this.#idleMs }, 'websocket idle; closed')
+    for (const ws of [this.client, this.upstream]) {
+      if (ws.readyState === WebSocket.OPEN) closeSide(ws, 1001, 'idle timeout')
     }
   }
 
@@ -264,6 +291,7 @@ export class WsBridge {
    * looking at bufferedAmount, so the proxy read and buffered it all, without limit.
    */
   #relayControl(from: WebSocket, to: WebSocket, data: Buffer, pong: boolean): void {
+    this.#active = performance.now() // a ping is how a client keeps a quiet connection open
     if (to.readyState !== WebSocket.OPEN) return
     if (to.bufferedAmount + data.length <= this.#bound) {
       if (pong) to.pong(data)
@@ -330,6 +358,7 @@ export class WsBridge {
   #done(): void {
     if (!this.#counted) return
     this.#counted = false
+    clearTimeout(this.#idleTimer)
     this.#proxy.metrics.wsConnections.labels(this.#route.name).dec()
     this.#proxy.bridges.delete(this)
     this.#release?.()
@@ -347,6 +376,13 @@ export class WsBridge {
     this.client.terminate()
     this.upstream.terminate()
   }
+}
+
+/** TCP keepalive's first probe after this much silence on a bridged socket. */
+const KEEPALIVE_IDLE_MS = 60_000
+
+function onIdleCheck(bridge: WsBridge): void {
+  bridge.idleCheck()
 }
 
 export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> {

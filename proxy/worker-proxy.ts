@@ -116,9 +116,13 @@ export class WorkerProxy {
     this.server.on('connect', (req: IncomingMessage, socket: Duplex) => {
       socket.on('error', destroyOnSocketError)
       const start = performance.now()
-      endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway'))
+      // A new id, as every refusal before routing gets (TRACE's 405 among them), so a client's
+      // report of this one can be found in the log.
+      const reqId = randomUUID()
+      endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway', { 'x-request-id': reqId }))
       this.metrics.requests.series('', '405', '').inc()
-      if (this.#accessLog && this.#sampled(405)) this.logger.info({ method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
+      this.metrics.proxyErrors.labels('', 'METHOD_NOT_ALLOWED').inc()
+      if (this.#accessLog && this.#sampled(405)) this.logger.info({ reqId, method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
     })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
@@ -131,6 +135,7 @@ export class WorkerProxy {
       // Refused before there is a request object: counted and logged like any other refusal.
       const status = ERROR_STATUS[code]
       this.metrics.requests.series('', String(status), '').inc()
+      this.metrics.proxyErrors.labels('', code).inc()
       if (this.#accessLog && (this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.logger.info({ status, code, parseError: err.code, remote: (socket as { remoteAddress?: string }).remoteAddress }, 'access (unparsed request)')
     })
   }
@@ -389,6 +394,9 @@ export class WorkerProxy {
 
   #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode, reqId: string): void {
     this.metrics.requests.series('', String(res.statusCode), '').inc()
+    // The proxy's own error, as any other (route ""): counted only in igw_requests_total, a
+    // dashboard of errors by code never showed a bad Host, a 501 coding or no route at all.
+    this.metrics.proxyErrors.labels('', code).inc()
     if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ reqId, method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
     this.#done()
   }

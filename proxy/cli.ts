@@ -13,7 +13,7 @@ const EXIT_UNAVAILABLE = 69 // sysexits EX_UNAVAILABLE: a program igw runs (the 
 
 const FLAGS = {
   config: { type: 'string', short: 'c', env: 'IGW_CONFIG', help: 'config file (YAML or JSON)' },
-  listen: { type: 'string', env: 'IGW_LISTEN', help: 'proxy listen address, e.g. :8080 or 127.0.0.1:8080' },
+  listen: { type: 'string', env: 'IGW_LISTEN', help: 'listen address, e.g. :8080 or 127.0.0.1:8080 (proxy and demo default :8080, control plane :7070)' },
   'admin-listen': { type: 'string', env: 'IGW_ADMIN_LISTEN', help: 'admin listen address (default :9901)' },
   upstream: { type: 'string', env: 'IGW_UPSTREAM', help: 'sidecar shortcut: the one upstream origin, e.g. http://127.0.0.1:4000' },
   workers: { type: 'string', env: 'IGW_WORKERS', help: 'worker threads, a number or "auto" (default: available cores)' },
@@ -32,7 +32,7 @@ const FLAGS = {
   'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },
   'auth-issuer': { type: 'string', env: 'IGW_AUTH_ISSUER', help: 'control plane: required token issuer' },
   'auth-audience': { type: 'string', env: 'IGW_AUTH_AUDIENCE', help: 'control plane: required token audience' },
-  'auth-require-exp': { type: 'boolean', env: 'IGW_AUTH_REQUIRE_EXP', help: 'control plane: refuse tokens without an "exp" claim (env: true/1; --no-auth-require-exp or =false turns it off)' },
+  'auth-require-exp': { type: 'boolean', env: 'IGW_AUTH_REQUIRE_EXP', help: 'control plane: refuse tokens without an "exp" claim (env: true/1/yes/on or false/0/no/off; --no-auth-require-exp or =false turns it off)' },
   'plugin-trust': { type: 'string', env: 'IGW_PLUGIN_TRUST', help: 'control plane: JWKS-like file of publisher ed25519 keys that may sign plugins' },
   'metrics-listen': { type: 'string', env: 'IGW_METRICS_LISTEN', help: 'control plane: unauthenticated GET /metrics address (default :9902; off: none)' },
   'shutdown-grace-ms': { type: 'string', env: 'IGW_SHUTDOWN_GRACE_MS', help: 'control plane: on SIGTERM, how long admin requests in flight may finish before they are cut (ms, default 10000)' },
@@ -92,7 +92,7 @@ usage: igw <command> [flags]
 commands:
 ${COMMANDS.map(([c, h]) => `  ${c.padEnd(18)} ${h}`).join('\n')}
 
-flags (each has an environment twin):
+flags (each but --check, --help and --version has an environment twin):
 ${Object.keys(FLAGS).map(flagLine).join('\n')}
 `
 

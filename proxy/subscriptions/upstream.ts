@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { HubMetrics } from './metrics.ts'
 import { parseKeepingDigits } from '../../config/json-numbers.ts'
+import { graphqlErrors } from './protocols.ts'
 
 export interface UpstreamSettings {
   retryInitialMs: number
@@ -170,6 +171,22 @@ export function invalidHeader(headers: Record<string, string>): string | undefin
   return undefined
 }
 
+/**
+ * An upstream `error` whose payload is not the GraphQLError[] of PROTOCOL.md, made one: graphql-ws
+ * refuses such a message by closing the whole shared connection with 4004 (final), and every
+ * stream on it ended with UPSTREAM_UNAVAILABLE for one operation's refusal. Backends send these
+ * (Hasura and Ballerina: {"errors": […]}; Spring GraphQL, Ariadne, vert.x: a single error
+ * object; an empty list, or entries without a message): the errors they meant reach that
+ * operation's clients, the other streams go on.
+ */
+function conformErrorPayload(msg: { payload?: unknown }): void {
+  const p = msg.payload
+  if (Array.isArray(p) && p.length > 0 && p.every((e) => e !== null && typeof e === 'object' && typeof (e as { message?: unknown }).message === 'string')) return
+  const inner = p !== null && typeof p === 'object' && !Array.isArray(p) && Array.isArray((p as { errors?: unknown }).errors) ? (p as { errors: unknown[] }).errors : undefined
+  const list = Array.isArray(p) ? p : inner ?? (p === undefined || p === null ? [] : [p])
+  msg.payload = graphqlErrors(list, { message: 'upstream subscription failed', code: 'INTERNAL_SERVER_ERROR' }).errors
+}
+
 type MessageHandler = (event: { data: unknown }) => void
 
 /**
@@ -209,6 +226,7 @@ export function screenEndedOperations(handler: MessageHandler): MessageHandler {
       const { type, id } = msg as { type?: unknown; id?: unknown }
       if (typeof id === 'string' && (type === 'next' || type === 'error' || type === 'complete')) {
         if (ended.has(id)) return
+        if (type === 'error') conformErrorPayload(msg as { payload?: unknown })
         if (type !== 'next') {
           ended.add(id)
           if (!clearing) {

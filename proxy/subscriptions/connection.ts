@@ -603,8 +603,11 @@ export class ClientConnection {
     this.#merge(payload)
     this.#state = 'ready'
     this.#sendNow(this.writer.ack())
+    // Only when more follow (as subscriptions-transport-ws's server, keepAlive unset): a first
+    // `ka` arms SubscriptionClient's liveness check, which then drops the socket every
+    // `timeout` (30 s) without the next one, and reconnects, resubscribing everything.
     const ka = this.writer.keepAlive()
-    if (ka !== undefined) this.#sendNow(ka)
+    if (ka !== undefined && this.hub.config.keepAliveMs > 0) this.#sendNow(ka)
   }
 
   /**

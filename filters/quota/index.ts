@@ -255,14 +255,25 @@ class QuotaFilter implements Filter {
       if (!shouldShed(Atomics.load(this.#i32, H_INFLIGHT), max, delay, maxDelay, shedAt)) return undefined
       return this.#shed(tier)
     }
-    Atomics.add(this.#i32, this.#inflightLedger, 1)
-    const before = Atomics.add(this.#i32, H_INFLIGHT, 1)
-    if (shouldShed(before, max, delay, maxDelay, shedAt)) {
-      const reply = this.#shed(tier)
-      if (reply !== undefined) {
-        this.#releaseInflight()
-        return reply
+    // Taken only when admitted (compare-and-swap): added first and given back when shed, the
+    // lower tiers about to be shed in other threads raised the count for a moment, and a gold
+    // request saw a full proxy while real in-flight was under maxInFlight.
+    const i32 = this.#i32
+    let cur = Atomics.load(i32, H_INFLIGHT)
+    for (;;) {
+      if (shouldShed(cur, max, delay, maxDelay, shedAt)) {
+        const reply = this.#shed(tier)
+        if (reply !== undefined) return reply
+        // A shadow route admits it all the same: counted like any other.
+        Atomics.add(i32, this.#inflightLedger, 1)
+        Atomics.add(i32, H_INFLIGHT, 1)
+        break
       }
+      Atomics.add(i32, this.#inflightLedger, 1) // the ledger first on the way in (see #releaseInflight)
+      const seen = Atomics.compareExchange(i32, H_INFLIGHT, cur, cur + 1)
+      if (seen === cur) break
+      Atomics.sub(i32, this.#inflightLedger, 1)
+      cur = seen
     }
     ctx.addCleanup(this.#releaseInflight)
     return undefined
@@ -380,6 +391,10 @@ class QuotaFilter implements Filter {
     const k = d.r.rule.kindIndex
     if (res === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending, d.day)
     else if (res.allowed) returnPending(this.#rt.table, d.r.slot, k, -d.cost, d.day)
+    // The script crossed a threshold and set its marker in Redis: this proxy is the one to tell.
+    // Dropped, no proxy sent the event, and the marker kept every other from sending it for the
+    // rest of the window ("exactly once" became never).
+    if (res !== undefined && res.fired !== 0) this.#budgetEvents(d.r, res.fired, res.total, res.now)
   }
 
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {
@@ -414,7 +429,7 @@ class QuotaFilter implements Filter {
       if (cost > r.rule.maxCostShadow) this.#wouldTooExpensive.inc()
       else for (let bit = 1; bit <= RULE_BUDGET; bit <<= 1) if ((v.would & bit) !== 0) this.#would[bit]!.inc()
     }
-    if (v.fired !== 0) this.#budgetEvents(r, v, now)
+    if (v.fired !== 0) this.#budgetEvents(r, v.fired, v.budgetTotal, now)
     if (v.allowed) {
       if (this.#advertise && r.policy !== undefined) this.#headers(ctx, r, v, now)
       return undefined
@@ -520,20 +535,20 @@ class QuotaFilter implements Filter {
     ctx.addResponseHeader('x-ratelimit-reset', String(reset))
   }
 
-  #budgetEvents(r: Resolved, v: Verdict, now: number): void {
+  #budgetEvents(r: Resolved, fired: number, usedUnits: number, now: number): void {
     const b = r.rule.budget
     if (b === undefined) return
     for (let i = 0; i < b.thresholds.length; i++) {
-      if ((v.fired & (1 << i)) === 0) continue
+      if ((fired & (1 << i)) === 0) continue
       const threshold = b.thresholds[i]!
       this.#rt.emit({
         type: 'budget.threshold',
         id: `budget:${r.tenant}:${threshold}:${now}`,
         tenant: r.tenant,
         threshold,
-        usedUnits: v.budgetTotal,
+        usedUnits,
         limitUnits: b.units,
-        ratio: Math.round((v.budgetTotal / b.units) * 1000) / 1000,
+        ratio: Math.round((usedUnits / b.units) * 1000) / 1000,
         windowMs: b.windowMs,
         hardCap: b.hardCap,
         at: new Date(now).toISOString(),

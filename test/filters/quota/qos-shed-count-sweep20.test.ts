@@ -40,7 +40,7 @@ describe('QoS in-flight accounting', () => {
     be.server.on('request', (req: IncomingMessage) => reqs.push(req))
     await Promise.all(Array.from({ length: 10 }, () => request(be.url).then((r) => r.body.dump())))
     const route = { name: 'api', timeouts: { totalMs: 0 } } as unknown as RouteRuntime
-    const ctxOf = (req: IncomingMessage, tenant: string, tier: string, i: number) => {
+    const ctxOf = (req: IncomingMessage, tenant: string, tier: 'gold' | 'silver' | 'bronze', i: number) => {
       const c = new RequestContext(req, undefined, route, pino({ level: 'silent' }), performance.now(), `r${i}`)
       c.tenant = tenant
       c.tier = tier

@@ -73,6 +73,9 @@ export class ExportScanner {
   readonly #watch: number
   readonly #maskers: ((v: string) => string)[]
   #batch: TokenBatch | undefined = undefined
+  /** The last value found in the string being visited: its type and end (-1: none yet). */
+  #prevType = -1
+  #prevEnd = -1
 
   constructor(pack: RulePack, actions: Int8Array, tokenizer: Tokenizer | undefined) {
     this.pack = pack
@@ -153,6 +156,7 @@ export class ExportScanner {
     for (let l = 0; l < literals.length; l++) if (value.indexOf(literals[l]!) === -1) absent |= this.#literalBits[l]!
     const { regex, rules } = absent === 0 ? this.#scan : (this.#scans[absent] ??= this.pack.combined(this.#enabled, absent))
     regex.lastIndex = 0
+    this.#prevEnd = -1
     let out: string | undefined
     let last = 0
     let m: RegExpExecArray | null
@@ -161,17 +165,20 @@ export class ExportScanner {
       let g = 1
       while (m[g] === undefined) g++
       let rule = rules[g - 1]!
-      let end = start + m[0].length
-      if (!this.#accept(rule, value, start, end, hint)) {
+      let end = balanced(rule, value, start, start + m[0].length)
+      // An empty match (a custom rule such as "(?<=acct )\d{0,8}") is no value; acting on it left
+      // lastIndex where it was, and the scan matched the same place forever (the worker hung).
+      if (end === start || !this.#accept(rule, value, start, end, hint)) {
         // Another rule may still match here (a Luhn-failing card can be a valid phone number).
         let found = false
         for (let i = g; i < rules.length; i++) {
           const r = rules[i]!
           r.sticky.lastIndex = start
           const m2 = r.sticky.exec(value)
-          if (m2 !== null && this.#accept(r, value, start, start + m2[0].length, hint)) {
+          const end2 = m2 === null ? start : balanced(r, value, start, start + m2[0].length)
+          if (end2 !== start && this.#accept(r, value, start, end2, hint)) {
             rule = r
-            end = start + m2[0].length
+            end = end2
             found = true
             break
           }
@@ -188,6 +195,8 @@ export class ExportScanner {
           end = cut
         }
       }
+      this.#prevType = rule.type
+      this.#prevEnd = end
       const whole = start === 0 && end === value.length
       const replacement = this.#act(rule.type, rule.counter, whole ? value : value.slice(start, end), whole)
       if (typeof replacement === 'object') return replacement // the whole value: nothing follows
@@ -225,7 +234,11 @@ export class ExportScanner {
       // The field name does not vouch for the type: context words must be there (when required),
       // and an exclusion word counts only after the nearest context word ("order 123, phone
       // 415-555-0143" is a phone; "phone: see order #4155550143" is not).
-      const context = rule.contextWords === undefined ? -1 : lastWordEnd(text, start, rule.contextWindow, rule.contextWords)
+      let context = rule.contextWords === undefined ? -1 : lastWordEnd(text, start, rule.contextWindow, rule.contextWords)
+      // A list after one context word ("Phones: (415) 555-0143, (212) 555-0199, (646) 555-0123"):
+      // the value right after one of the same type, only a separator between, is one too. The
+      // window alone let every number past its 32 characters out readable.
+      if (context === -1 && rule.contextWords !== undefined && rule.type === this.#prevType && this.#prevEnd !== -1 && listSeparator(text, this.#prevEnd, start)) context = this.#prevEnd
       if (rule.contextRequired && context === -1) return false
       if (rule.excludeWords !== undefined && excludedAfter(text, start, rule.excludeWindow, rule.excludeWords, context)) return false
     }
@@ -269,6 +282,33 @@ export class ExportScanner {
         return undefined
     }
   }
+}
+
+/**
+ * The end of the candidate text[start, end) of `rule` without a last ")" it does not open: in
+ * "(+1 415 555 0143)" the phone pattern's optional ")" after a digit took the bracket around the
+ * number, so a mask or token swallowed it ("([redacted:phone_e164]", "(+1*******0143") and the
+ * token was of "+14155550143)", not the number. Kept when the pattern cannot end without it.
+ */
+function balanced(rule: CompiledRule, text: string, start: number, end: number): number {
+  if (end - start < 2 || text.charCodeAt(end - 1) !== 41) return end
+  let depth = 0
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 40) depth++
+    else if (c === 41) depth--
+  }
+  if (depth >= 0) return end
+  rule.sticky.lastIndex = start
+  const m = rule.sticky.exec(text.slice(0, end - 1))
+  return m !== null && m[0].length === end - 1 - start ? end - 1 : end
+}
+
+// What may stand between two items of a list: blanks, line breaks, , ; / | & - and "and", "or".
+const LIST_SEPARATOR = /^[\s,;/|&-]*(?:(?:and|or)[\s,;/|&-]*)?$/i
+
+function listSeparator(text: string, from: number, to: number): boolean {
+  return to - from <= 8 && LIST_SEPARATOR.test(text.slice(from, to))
 }
 
 function isLower(c: number): boolean {

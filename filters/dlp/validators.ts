@@ -338,7 +338,14 @@ function afterUaProduct(text: string, start: number): boolean {
   return start - 2 - i <= 14 && UA_PRODUCTS.has(text.slice(i + 1, start - 1).toLowerCase())
 }
 
-const ipv4: Validator = (text, start, end) => isIPv4(text.slice(start, end)) && !afterUaProduct(text, start)
+/** "v1.2.3.4", "app-v1.0.0.0": a version tag (a "v" that starts a word), not an address. */
+function afterVersionTag(text: string, start: number): boolean {
+  if (start < 1 || (text.charCodeAt(start - 1) | 0x20) !== 118) return false
+  const c = text.charCodeAt(start - 2) | 0x20
+  return !((c >= 97 && c <= 122) || (c >= 48 && c <= 57))
+}
+
+const ipv4: Validator = (text, start, end) => isIPv4(text.slice(start, end)) && !afterUaProduct(text, start) && !afterVersionTag(text, start)
 const ipv6: Validator = (text, start, end) => {
   const s = text.slice(start, end)
   // A hex digit on each side of "::" or three groups: "a::" alone is too thin to call an address.

@@ -27,7 +27,7 @@ describe('validators', () => {
 describe('rule pack v1.2', () => {
   it('is versioned data with an id and version on every rule', () => {
     expect(pack.name).toBe('igw-dlp-core')
-    expect(pack.version).toBe('1.2.4') // 1.2.4: phone_e164.field reads numbers written without their + (sweep 19b)
+    expect(pack.version).toBe('1.2.5') // 1.2.5: ipv4.value refuses version tags (sweep 20p); 1.2.4: phone_e164.field reads numbers written without their + (sweep 19b)
     expect(pack.types.map((t) => t.name)).toEqual(['email', 'phone_e164', 'ssn_us', 'credit_card', 'iban', 'ipv4', 'ipv6'])
     for (const r of pack.rules) expect(r.label).toMatch(/^[a-z0-9_]+\.[a-z]+@1\.2\.[0123]$/) // 1.2.1 / 1.2.2: the rules sweeps 14 and 15 changed
   })
@@ -37,7 +37,7 @@ describe('rule pack v1.2', () => {
     expect(() => new RulePack({ ...doc, rules: [{ ...doc.rules[0], pattern: 'x', validator: 'nope' }] }, 'p.json')).toThrow(/rules\[0\]\.validator: expected one of/)
     expect(() => new RulePack({ ...doc, rules: [{ ...doc.rules[0], pattern: 'x', type: 'ssn' }] }, 'p.json')).toThrow(/rules\[0\]\.type: expected one of email/)
     expect(() => new RulePack({ ...doc, types: { email: { risk: 'extreme' } } }, 'p.json')).toThrow(RulePackError)
-    expect(() => compileActions(pack, { passport: 'mask' })).toThrow(/preset type "passport" is not in rule pack igw-dlp-core@1.2.4/)
+    expect(() => compileActions(pack, { passport: 'mask' })).toThrow(/preset type "passport" is not in rule pack igw-dlp-core@1.2.5/)
     expect(() => compileActions(pack, { email: 'shred' })).toThrow(/expected one of mask, tokenize, hash, redact, block/)
   })
   it('field names (JSON keys, CSV headers) hint the type', () => {

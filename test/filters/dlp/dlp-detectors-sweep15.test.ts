@@ -129,7 +129,7 @@ describe('card numbers stand alone: not windows of a tracking number', () => {
 
 describe('the rule pack and its evaluation', () => {
   it('changed rules are at 1.2.2 (the e-mail rules 1.2.3 since sweep 17, the pack 1.2.4 since sweep 19b), unchanged ones keep their version', () => {
-    expect(pack.version).toBe('1.2.4') // 1.2.4: phone_e164.field reads numbers written without their + (sweep 19b)
+    expect(pack.version).toBe('1.2.5') // 1.2.5: ipv4.value refuses version tags (sweep 20p); 1.2.4: phone_e164.field reads numbers written without their + (sweep 19b)
     const v = Object.fromEntries(pack.rules.map((r) => [r.id, r.version]))
     expect(v).toMatchObject({ 'email.value': '1.2.3', 'email.urlencoded': '1.2.3', 'phone_e164.national': '1.2.2', 'credit_card.value': '1.2.2', 'phone_e164.value': '1.2.1', 'ssn_us.value': '1.2.1', 'iban.value': '1.2.1' })
     // the encoded-address rule is skipped on values without "%"
@@ -195,6 +195,6 @@ describe('an export through a real proxy (phoneRegion GB)', () => {
     expect(out[1]!.note).toBe(`tracking ${tracking}`)
     expect(out[1]!.cardNumber).toMatch(/^tok_credit_card_k1_/)
     // a trailer on a stream (the whole export fits the lookahead here: then a header)
-    expect(r.trailers['x-dlp'] ?? r.headers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=5; hashed=0; redacted=0; rules=igw-dlp-core@1.2.4')
+    expect(r.trailers['x-dlp'] ?? r.headers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=5; hashed=0; redacted=0; rules=igw-dlp-core@1.2.5')
   })
 })

@@ -5,8 +5,11 @@
 // whose client never closes its own stays open forever.
 import type { Duplex } from 'node:stream'
 
-/** How long such a connection keeps reading before it is cut. */
+/** How long such a connection keeps reading before it is cut, counted as Envoy's delayed close is (see cutWhenIdle). */
 export const LINGER_MS = 3_000
+
+/** A raw reply goes out in pieces this big, each once the last is written: each one written is progress (see cutWhenIdle). */
+const PIECE = 16 * 1024
 
 /**
  * As socket.destroySoon for a node:http connection whose reply says `Connection: close` (node
@@ -14,7 +17,7 @@ export const LINGER_MS = 3_000
  */
 export function lingeringClose(this: Duplex): void {
   if (this.writable) this.end()
-  if (!this.destroyed) setTimeout(destroySocket, LINGER_MS, this).unref()
+  if (!this.destroyed) cutWhenIdle(this)
 }
 
 /**
@@ -23,9 +26,34 @@ export function lingeringClose(this: Duplex): void {
  * listens on the socket.
  */
 export function endRaw(socket: Duplex, reply: string | Buffer, read = true): void {
-  socket.end(reply)
   if (read) socket.resume()
-  lingeringClose.call(socket)
+  if (socket.destroyed) return
+  writePieces(socket, typeof reply === 'string' ? Buffer.from(reply) : reply, 0, cutWhenIdle(socket))
+}
+
+function writePieces(socket: Duplex, data: Buffer, at: number, timer: NodeJS.Timeout): void {
+  if (at >= data.length) {
+    socket.end()
+    return
+  }
+  socket.write(data.subarray(at, at + PIECE), (err) => {
+    if (err != null) return
+    timer.refresh()
+    writePieces(socket, data, at + PIECE, timer)
+  })
+}
+
+/**
+ * Destroy `socket` LINGER_MS after its reply is all written, or once LINGER_MS pass in which none
+ * of it could be (Envoy's delayed close: restarted by write progress, which the caller reports by
+ * refreshing the timer returned). Timed from end() alone, a reply still queued for a slow reader
+ * (the last of a streamed upgrade refusal, a reply larger than the kernel's buffers) was cut short:
+ * the client got part of it, with no sign of the rest.
+ */
+function cutWhenIdle(socket: Duplex): NodeJS.Timeout {
+  const timer = setTimeout(destroySocket, LINGER_MS, socket).unref()
+  if (!socket.writableFinished) socket.once('finish', () => timer.refresh())
+  return timer
 }
 
 function destroySocket(socket: Duplex): void {

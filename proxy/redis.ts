@@ -4,7 +4,8 @@
 // A Redis that hangs (stopped, partitioned without a reset) keeps the connection "ready" while
 // nothing answers, so commands pile up in ioredis's reply queue without bound; a heartbeat
 // notices and drops the connection, which fails them all and sends callers down their outage
-// path until Redis answers again.
+// path until Redis answers again. The subscriber has one too: a silent one loses every message
+// published meanwhile, and only a new connection's 'ready' tells its users (the cache's resync).
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { oncePer } from './log.ts'
@@ -95,7 +96,7 @@ export class SharedRedis implements RedisProvider {
     })
     r.on('end', () => role === 'client' && this.#metrics.up.set(0))
     r.on('close', () => role === 'client' && this.#metrics.up.set(0))
-    if (role === 'client') this.#watch(r)
+    this.#watch(r, role)
     const logNow = oncePer(5_000) // ioredis reports every failed reconnect
     r.on('error', (err: Error) => {
       if (logNow()) this.#logger.warn({ role, err: { message: err.message } }, 'redis error')
@@ -104,16 +105,16 @@ export class SharedRedis implements RedisProvider {
   }
 
   /**
-   * Heartbeat for the command connection: a PING every HEARTBEAT_MS while ready; one still
-   * unanswered after UNRESPONSIVE_MS drops the connection (ioredis then rejects every queued
-   * command and reconnects on its own schedule).
+   * Heartbeat for a connection: a PING every HEARTBEAT_MS while ready (allowed in subscriber
+   * mode too); one still unanswered after UNRESPONSIVE_MS drops the connection (ioredis then
+   * rejects every queued command and reconnects on its own schedule).
    */
-  #watch(r: Redis): void {
+  #watch(r: Redis, role: string): void {
     let sentAt = 0
     const onReply = () => {
       sentAt = 0
     }
-    this.#heartbeat = setInterval(() => {
+    const heartbeat = setInterval(() => {
       if (r.status !== 'ready') {
         sentAt = 0
         return
@@ -123,14 +124,15 @@ export class SharedRedis implements RedisProvider {
         sentAt = now
         r.ping().then(onReply, onReply)
       } else if (now - sentAt >= UNRESPONSIVE_MS) {
-        this.#logger.warn({ role: 'client', silentMs: now - sentAt }, 'redis connected but not answering; dropping the connection')
+        this.#logger.warn({ role, silentMs: now - sentAt }, 'redis connected but not answering; dropping the connection')
         sentAt = 0
         r.disconnect(true)
       }
     }, HEARTBEAT_MS)
-    this.#heartbeat.unref()
+    heartbeat.unref()
+    this.#heartbeats.push(heartbeat)
   }
-  #heartbeat: NodeJS.Timeout | undefined
+  readonly #heartbeats: NodeJS.Timeout[] = []
 
   get ready(): boolean {
     return this.#client?.status === 'ready'
@@ -145,11 +147,31 @@ export class SharedRedis implements RedisProvider {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#heartbeat)
-    for (const r of [this.#client, this.#subscriber]) {
-      if (r) await r.quit().catch(() => r.disconnect())
-    }
+    for (const h of this.#heartbeats.splice(0)) clearInterval(h)
+    const open = [this.#client, this.#subscriber].filter((r) => r !== undefined)
     this.#client = undefined
     this.#subscriber = undefined
+    await Promise.all(open.map(quit))
   }
+}
+
+/**
+ * QUIT (Redis answers once it has done what was sent before), or drop the connection when it
+ * fails or goes unanswered for UNRESPONSIVE_MS: a Redis that hangs never answers, and awaited
+ * without bound, a worker's shutdown hung with it (its last usage report lost when the supervisor
+ * killed the thread at the drain deadline) and a reload's retired connection stayed open.
+ */
+function quit(r: Redis): Promise<void> {
+  return new Promise((resolve) => {
+    const drop = (): void => {
+      clearTimeout(timer)
+      r.disconnect()
+      resolve()
+    }
+    const timer = setTimeout(drop, UNRESPONSIVE_MS)
+    r.quit().then(() => {
+      clearTimeout(timer)
+      resolve()
+    }, drop)
+  })
 }

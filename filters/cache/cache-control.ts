@@ -17,16 +17,22 @@ export function parseCacheControl(value: string | string[] | undefined): Map<str
       const t = part.trim()
       if (t === '') continue
       const eq = t.indexOf('=')
-      if (eq === -1) out.set(t.toLowerCase(), true)
-      else out.set(t.slice(0, eq).trim().toLowerCase(), t.slice(eq + 1).trim().replace(/^"|"$/g, ''))
+      const name = (eq === -1 ? t : t.slice(0, eq).trim()).toLowerCase()
+      const v: string | true = eq === -1 ? true : t.slice(eq + 1).trim().replace(/^"|"$/g, '')
+      const prev = out.get(name)
+      // A directive given twice with different values (`max-age=0, max-age=60`, often two
+      // header lines from two layers) is invalid: '' is no number, so it counts as stale (RFC
+      // 9111 4.2.1). The last one won: a layer's `max-age=0` was overridden by the other's 60.
+      out.set(name, prev === undefined || prev === v ? v : '')
     }
   }
   return out
 }
 
+/** undefined: absent; NaN: present but not delta-seconds (`-1`, `1.5`, `abc`, a conflict). */
 function seconds(v: string | true | undefined): number | undefined {
-  if (typeof v !== 'string' || !/^\d+$/.test(v)) return undefined
-  return Number(v)
+  if (v === undefined) return undefined
+  return typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : Number.NaN
 }
 
 /** One value of a header that may have arrived more than once: the first. */
@@ -40,7 +46,8 @@ function single(v: string | string[] | undefined): string | undefined {
  */
 export function initialAge(headers: Record<string, string | string[] | undefined>): number {
   // A list ("20, 40"): its first member (5.1). Dates below hold commas of their own.
-  return seconds(single(headers.age)?.split(',')[0]!.trim()) ?? 0
+  const age = seconds(single(headers.age)?.split(',')[0]!.trim())
+  return age === undefined || Number.isNaN(age) ? 0 : age
 }
 
 /**
@@ -50,7 +57,9 @@ export function initialAge(headers: Record<string, string | string[] | undefined
  */
 function freshnessLifetime(cc: Map<string, string | true>, headers: Record<string, string | string[] | undefined>, now: number): number | undefined {
   const max = seconds(cc.get('s-maxage')) ?? seconds(cc.get('max-age'))
-  if (max !== undefined) return max
+  // Invalid freshness information counts as stale (RFC 9111 4.2.1): `max-age=-1`, a common
+  // "never cache", was ignored and the response kept for the configured TTL.
+  if (max !== undefined) return Number.isNaN(max) ? 0 : max
   const expires = single(headers.expires)
   if (expires === undefined) return undefined
   const at = Date.parse(expires)

@@ -24,7 +24,7 @@ export interface CacheEntry {
   readonly stored?: number
   /** Invalidation sequence when its upstream request started, and its tags' slots. */
   readonly seq: number
-  readonly slots: Int32Array
+  readonly slots: readonly number[]
   /** Counter slot of its persisted id (-1: none). */
   readonly statSlot: number
   /** Tags by name (L2 needs names; the process-local table needs only slots). */
@@ -58,19 +58,30 @@ const stores = new Map<string, RouteCache>()
 const EMPTY = Buffer.alloc(0)
 
 /**
- * What an entry weighs in the LRU: its body, its key (UTF-16), its tags and the rest, roughly.
- * The tags count: an entry of many small entities carries a `Type:id` string per entity (and a
- * slot), about 40 bytes each beyond their text (measured), which for small bodies weighs more
- * than the body; left out, the L1 held 1.5–3× `maxBytes`.
+ * What an entry weighs in the LRU: its body, its key (UTF-16), its tags, its headers and the
+ * objects that hold them. The tags count: an entry of many small entities carries a `Type:id`
+ * string per entity (and a slot), about 40 bytes each beyond their text (measured), which for
+ * small bodies weighs more than the body; left out, the L1 held 1.5–3× `maxBytes`.
  */
-function entrySize(e: { body: Buffer; key: string; tags?: readonly string[] }): number {
-  let n = e.body.length + e.key.length * 2 + 256
+function entrySize(e: { body: Buffer; key: string; tags?: readonly string[]; headers?: Record<string, string> }): number {
+  let n = e.body.length + e.key.length * 2 + ENTRY_OVERHEAD
   const tags = e.tags
   if (tags !== undefined) for (let i = 0; i < tags.length; i++) n += tags[i]!.length * 2 + TAG_OVERHEAD
+  const h = e.headers
+  if (h !== undefined) for (const k in h) n += h[k]!.length * 2 + HEADER_OVERHEAD
   return n
 }
-/** Per tag beyond its characters: the string's header, its array slot, its Int32Array slot. */
+/**
+ * Per entry beyond its body, key, tags and headers (measured, Node 24): the entry object with
+ * its boxed timestamps, the Buffer object of its body, its headers, tags and slots arrays, and
+ * the LRU's bookkeeping. Counted as 256 (with the key kept as a string tree and an Int32Array
+ * per entry), a cache of small entries held about twice its `maxBytes`.
+ */
+const ENTRY_OVERHEAD = 512
+/** Per tag beyond its characters: the string's header, its array slot, its slot number. */
 const TAG_OVERHEAD = 44
+/** Per stored header beyond its value's characters: the property and the string's header. */
+const HEADER_OVERHEAD = 32
 
 export function acquireRouteCache(id: string, maxBytes: number, shared: CacheShared, broadcast: boolean): RouteCache {
   let s = stores.get(id)
@@ -129,7 +140,12 @@ export class RouteCache {
   }
 
   set(e: CacheEntry): void {
-    if (this.shared.valid(e.slots, e.seq)) this.lru.set(e.key, e)
+    if (!this.shared.valid(e.slots, e.seq)) return
+    // A body that is a view into a larger buffer (the upstream's socket read, with the response
+    // head; a pooled slab) would keep all of it alive: kept as an exact copy, what is counted is
+    // what is held.
+    const b = e.body
+    this.lru.set(e.key, b.byteLength === b.buffer.byteLength ? e : { ...e, body: Buffer.from(Uint8Array.prototype.slice.call(b).buffer) })
   }
 
   /** The entry (body, key and tags) fits in the LRU at all (a larger one would be dropped by set). */

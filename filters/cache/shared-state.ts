@@ -90,11 +90,14 @@ export class CacheShared {
     return HEADER + (fnv1a(tag) & (TAG_SLOTS - 1))
   }
 
-  /** Slot indices of tags, deduplicated (what an entry keeps). */
-  slots(tags: Iterable<string>): Int32Array {
+  /**
+   * Slot indices of tags, deduplicated (what an entry keeps). A plain array of small integers:
+   * an Int32Array per entry weighs about 230 bytes (its ArrayBuffer and backing store).
+   */
+  slots(tags: Iterable<string>): readonly number[] {
     const set = new Set<number>()
     for (const t of tags) set.add(this.tagSlot(t))
-    return Int32Array.from(set)
+    return [...set]
   }
 
   /** Mark tags invalidated now; every entry that started before this and carries one is dead. */
@@ -113,7 +116,7 @@ export class CacheShared {
   }
 
   /** No tag of the entry was invalidated after `seq`. */
-  valid(slots: Int32Array, seq: number): boolean {
+  valid(slots: ArrayLike<number>, seq: number): boolean {
     const a = this.i32
     for (let i = 0; i < slots.length; i++) {
       const v = Atomics.load(a, slots[i]!)

@@ -40,11 +40,18 @@ function selectsUnaliased(set: SelectionSetNode, name: string): boolean {
   return set.selections.some((s) => s.kind === Kind.FIELD && s.name.value === name && s.alias === undefined)
 }
 
+/** Selects `__typename` unaliased and unconditionally (an `@include`/`@skip` may leave it out). */
+function selectsTypename(set: SelectionSetNode): boolean {
+  return set.selections.some((s) => s.kind === Kind.FIELD && s.name.value === '__typename' && s.alias === undefined && !s.directives?.length)
+}
+
 const injected = new WeakMap<DocumentNode, string | null>()
 
 /**
  * The query text with `__typename` added to every selection set that selects `id` without
- * it (what Apollo Client does on its own), or undefined when nothing needed adding.
+ * it (what Apollo Client does on its own), or undefined when nothing needed adding. A
+ * `__typename @include(if: $x)` does not count: with $x false the entity came back untagged,
+ * and a mutation of it left the cached copy stale.
  */
 export function withTypenames(doc: DocumentNode): string | undefined {
   const cached = injected.get(doc)
@@ -52,7 +59,7 @@ export function withTypenames(doc: DocumentNode): string | undefined {
   let changed = false
   const out = visit(doc, {
     SelectionSet(node) {
-      if (!selectsUnaliased(node, 'id') || selectsUnaliased(node, '__typename')) return undefined
+      if (!selectsUnaliased(node, 'id') || selectsTypename(node)) return undefined
       changed = true
       return { ...node, selections: [...node.selections, TYPENAME] }
     },

@@ -194,6 +194,8 @@ function replayUnpurged(layer: RedisLayer): void {
 // whatever was published while it was down is lost, so it must drop what those could have
 // invalidated.
 type Handler = (m: InvalidationMessage | undefined) => void
+/** Longest tag taken from another proxy's message (a `Type:id` with an id of up to ~64 KiB). */
+const MAX_REMOTE_TAG = 64 * 1024
 const subscriptions = new WeakMap<RedisProvider, Set<Handler>>()
 
 /**
@@ -245,7 +247,10 @@ export function onRemoteInvalidation(redis: RedisProvider, handler: Handler, onE
         return
       }
       if (m === null || typeof m !== 'object' || !Array.isArray((m as { t?: unknown }).t)) return
-      const tags = ((m as { t: unknown[] }).t).filter((t): t is string => typeof t === 'string' && t.length <= 1024)
+      // Tags as long as a proxy makes them: an entity's id is the backend's (a URL, a composite
+      // key). Capped at 1024 characters, a mutation of such an entity invalidated its own proxy
+      // and no other. The bound only keeps a junk publisher's giant strings out.
+      const tags = ((m as { t: unknown[] }).t).filter((t): t is string => typeof t === 'string' && t.length <= MAX_REMOTE_TAG)
       if (tags.length === 0) return
       const o = (m as { o?: unknown }).o
       const msg: InvalidationMessage = { o: typeof o === 'string' ? o : '', t: tags }

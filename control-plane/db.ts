@@ -30,7 +30,7 @@ const PLACEHOLDER = /\$(\d+)/g
 
 /**
  * The database cannot be reached or cannot take the statement now (PostgreSQL down, restarting,
- * out of connections; SQLite locked by another process past its busy timeout). The API answers
+ * out of connections, read-only during a failover; SQLite locked by another process past its busy timeout). The API answers
  * 503: the request was fine and may be retried. The driver's error is the `cause`, for the log.
  */
 export class DatabaseUnavailable extends Error {
@@ -94,8 +94,14 @@ function isPostgresUnavailable(err: unknown): boolean {
     // SQLSTATE class 08 (connection exception), 57P01-57P03 (server shutting down, starting up),
     // 57P05 (idle session timeout), 25P03 (idle-in-transaction timeout: the server ended the
     // session), 53300 (too many connections), 55P03 (lock_timeout: another instance held the write
-    // lock too long — see LOCK_TIMEOUT_MS).
+    // lock too long — see LOCK_TIMEOUT_MS). Also transient, so 503s to retry rather than 500s:
+    // 25006 (a read-only transaction: the server is a standby, or a primary being demoted during a
+    // failover; the connection is discarded, so the next one may reach the new primary), 40001 and
+    // 40P01 (serialization failure, deadlock: PostgreSQL's own advice is to retry), 57014 (the
+    // statement was cancelled: a statement_timeout in the URL, pg_cancel_backend), 53200 (out of
+    // memory).
     if (/^08...$/.test(e.code) || /^57P0[1235]$/.test(e.code) || e.code === '25P03' || e.code === '53300' || e.code === '55P03') return true
+    if (e.code === '25006' || e.code === '40001' || e.code === '40P01' || e.code === '57014' || e.code === '53200') return true
   }
   if (typeof e.message === 'string' && PG_CONNECTION_MESSAGES.test(e.message)) return true
   // `localhost` resolves to ::1 and 127.0.0.1: Node reports both refusals as one AggregateError.

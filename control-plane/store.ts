@@ -150,6 +150,9 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
   #head: Head | undefined
   /** Bumped whenever #head changes: a refresh whose read began before a change must not undo it. */
   #headSeq = 0
+  /** The refresh reading now, and the one queued to run after it. */
+  #refreshing: Promise<void> | undefined
+  #refreshQueued: Promise<void> | undefined
 
   constructor(db: Db, key: SigningKey) {
     super()
@@ -163,7 +166,15 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
     this.#head = await this.#readHead(this.db)
     this.#headSeq++
     if (this.#head === undefined && seed !== undefined) {
-      await this.commit({ actor: 'system', action: 'config.seed', resource: 'config', change: () => ({ document: seed, before: undefined, after: seed, result: undefined }) })
+      // Decided again under the write lock: another instance starting on the same empty database
+      // may have seeded it meanwhile, and an admin committed over that — our seed on top would
+      // undo their change (a version that is nobody's edit). Then the head stays as it is.
+      await this.commit({
+        actor: 'system',
+        action: 'config.seed',
+        resource: 'config',
+        change: (head) => (head.version > 0 ? { document: head.document, before: head.document, after: head.document, result: undefined } : { document: seed, before: undefined, after: seed, result: undefined }),
+      })
     }
   }
 
@@ -184,7 +195,24 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
    * the commits made after it (numbered from the database's head, so not above the cached one)
    * were never pushed, until a restart.
    */
-  async refresh(): Promise<void> {
+  refresh(): Promise<void> {
+    // One read at a time, and at most one more queued behind it for every call made meanwhile: a
+    // burst of commits on another instance arrives here as a burst of NOTIFYs, and each used to
+    // read (and parse) the whole head row at once — fifty commits of a 4 MB document, fifty
+    // copies of it in memory. The queued read starts after the calls it stands for were made.
+    if (this.#refreshing === undefined) {
+      this.#refreshing = this.#refreshOnce().finally(() => (this.#refreshing = undefined))
+      return this.#refreshing
+    }
+    const next = () => {
+      this.#refreshQueued = undefined
+      return this.refresh()
+    }
+    this.#refreshQueued ??= this.#refreshing.then(next, next)
+    return this.#refreshQueued
+  }
+
+  async #refreshOnce(): Promise<void> {
     const seq = this.#headSeq
     // Every 5 s (and at every NOTIFY): the head's number and digest first, the document only when
     // they moved. The whole row is the document twice (as stored and inside the signed envelope):
@@ -265,7 +293,10 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       this.emit('committed', out.head)
       this.emit('audited', req.action)
     }
-    if (out.changed && out.head.version > (this.#head?.version ?? 0)) {
+    // Unchanged, the head read under the lock may still be newer than the one held (another
+    // instance committed it; or seeded the store this one found empty at its start, which left
+    // this one with no head — 503s, and proxies told there is no config — until the next poll).
+    if (out.head.version > (this.#head?.version ?? 0)) {
       this.#setHead(out.head)
       this.emit('version', out.head)
     }

@@ -170,7 +170,16 @@ export async function migrate(db: Db): Promise<number[]> {
   // CREATE TABLE IF NOT EXISTS (two replicas starting on an empty database: one failed with a
   // unique violation on pg_type).
   const recorded = await db.transaction(async (tx) => {
-    await tx.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)')
+    // Created only when missing, as every later step runs only when pending: PostgreSQL checks the
+    // right to create in the schema even for CREATE … IF NOT EXISTS of a table that exists, and a
+    // role that may use the tables but not create any (least privilege: the migrations run by the
+    // owner; by default on PostgreSQL 15, whose `public` schema grants CREATE to its owner only)
+    // failed every start, on a database fully migrated, with "permission denied for schema public".
+    const exists =
+      db.kind === 'postgres'
+        ? (await tx.query<{ t: unknown }>("SELECT to_regclass('schema_migrations') AS t"))[0]?.t != null
+        : (await tx.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")).length > 0
+    if (!exists) await tx.query('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)')
     return tx.query<{ version: unknown; name: unknown }>('SELECT version, name FROM schema_migrations ORDER BY version')
   })
   // A database a newer igw migrated has tables or columns this one does not know: writing to it

@@ -157,14 +157,14 @@ export const scenario: Scenario = {
     writeFileSync(join(dir, 'body.json'), cached)
     const opts = { method: 'POST' as const, body: hot, headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, connections: 50 }
     const throughput: [string, LoadResult | undefined][] = []
-    await load({ ...opts, url: `http://127.0.0.1:${on.port}/graphql`, durationSec: 2 })
+    await load({ ...opts, url: `http://127.0.0.1:${on.port}/graphql`, durationSec: Math.min(2, DURATION) })
     throughput.push([`igw cache hits (${cores} workers)`, await load({ ...opts, url: `http://127.0.0.1:${on.port}/graphql`, durationSec: DURATION })])
     await on.stop()
     await backend.stop()
     const fixed = await startPeer('fixed-response.ts', [join(dir, 'body.json'), contentType])
     const nginx = await startNginx(fixed.port, cores)
     if (nginx !== undefined) {
-      await load({ ...opts, url: `http://127.0.0.1:${nginx.port}/graphql`, durationSec: 2 })
+      await load({ ...opts, url: `http://127.0.0.1:${nginx.port}/graphql`, durationSec: Math.min(2, DURATION) })
       throughput.push([`nginx relaying the same ${cached.length} B (${cores} workers, upstream keepalive)`, await load({ ...opts, url: `http://127.0.0.1:${nginx.port}/graphql`, durationSec: DURATION })])
       await nginx.stop()
     } else {

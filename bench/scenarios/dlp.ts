@@ -105,7 +105,7 @@ export const scenario: Scenario = {
       notes: [
         'MB are MiB of input; "MB per igw CPU-s" divides them by the user+system CPU seconds the whole igw process (main thread, worker, GC threads) spent during the download (/proc/<pid>/stat), i.e. throughput per core; the target is checked on the median round',
         'client, backend and igw share the two cores (and other engineers\' jobs when the machine is shared): the wall-clock column moves with that load, and so does CPU time per byte, less so (a busy neighbour on the other vCPU slows this one measurably); the backend patches digits into a pre-rendered block and the client reads with undici.request, so that they take little CPU from igw',
-        '"RSS growth" is peak minus start of each measured round (after a warm-up download); "RSS after" is the whole process at the end (the 1 GB test bounds growth over a longer export)',
+        '"RSS growth" is peak minus start of each measured round (after a warm-up download); "RSS after" is the whole process at the end (`test/filters/dlp/streaming-large.test.ts` bounds growth over a 256 MB export)',
         'tokens are AES-SIV (RFC 5297), a chunk\'s tokens encrypted together with OpenSSL AES-ECB per CMAC round and for CTR (docs/decisions/0008); every e-mail is unique (tokens are not memoized anyway); phones repeat (9000 numbers), so their libphonenumber verdicts are memoized as in a real export',
       ],
     }

@@ -11,7 +11,7 @@ const CONNECTIONS = 50
 /** req/s and latency at 50 connections, and the proxy's own CPU (all its threads) per request. */
 async function measure(port: number, pid: number | undefined) {
   const opts = { url: `http://127.0.0.1:${port}/graphql`, method: 'POST' as const, body: BODY, headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, connections: CONNECTIONS }
-  await load({ ...opts, durationSec: 2 }) // warm-up: JIT, pools
+  await load({ ...opts, durationSec: Math.min(2, DURATION) }) // warm-up: JIT, pools
   const c0 = pid === undefined ? 0 : cpuTreeSeconds(pid)
   const r = await load({ ...opts, durationSec: DURATION })
   const cpuUs = pid === undefined || r.total === 0 ? undefined : Math.round(((cpuTreeSeconds(pid) - c0) * 1e6) / r.total * 10) / 10

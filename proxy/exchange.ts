@@ -10,7 +10,7 @@ import { RequestContext } from './context.ts'
 import { errorReply, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
-import { applyAddedHeaders, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
+import { applyAddedHeaders, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
@@ -1150,11 +1150,6 @@ function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
     default:
       return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} failed: ${code ?? err.message}`]
   }
-}
-
-/** Transfer-Encoding `chunked` alone (any case, surrounding spaces): what undici decodes. */
-function chunkedOnly(te: string | string[]): boolean {
-  return typeof te === 'string' && te.trim().toLowerCase() === 'chunked'
 }
 
 /**

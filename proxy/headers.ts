@@ -225,6 +225,11 @@ export function flattenHeaders(headers: Record<string, string | string[]>): stri
   return out
 }
 
+/** Transfer-Encoding `chunked` alone (any case, surrounding spaces): what undici and node:http decode. */
+export function chunkedOnly(te: string | string[]): boolean {
+  return typeof te === 'string' && te.trim().toLowerCase() === 'chunked'
+}
+
 // RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name (unreserved, sub-delims, %HH; raw bytes above 0x7F
 // too, as nginx lets an unencoded IDN through) or an IP literal in brackets (RFC 6874 zone
 // included), and an optional port of digits.

@@ -20,7 +20,7 @@ import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
 import { clipLogField, roundMs, traceIdOf } from './log.ts'
-import { isValidHost } from './headers.ts'
+import { chunkedOnly, isValidHost } from './headers.ts'
 
 /**
  * A request answered before any route (no route matched, or refused before routing) has no
@@ -293,7 +293,7 @@ export class WorkerProxy {
     // bytes; Transfer-Encoding is hop-by-hop, so the backend got them as a plain body nothing
     // announced. A coding other than chunked is refused as Envoy and nginx do (RFC 9112 §6.1).
     const te = req.headers['transfer-encoding']
-    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return ['NOT_IMPLEMENTED', `the request transfer coding "${te.slice(0, 64)}" is not supported; send the body chunked or with a Content-Length`]
+    if (te !== undefined && !chunkedOnly(te)) return ['NOT_IMPLEMENTED', `the request transfer coding "${te.slice(0, 64)}" is not supported; send the body chunked or with a Content-Length`]
     if (req.method === 'TRACE') return ['METHOD_NOT_ALLOWED', 'TRACE is not served by this gateway']
     if (!this.#normalizePath(req)) return ['BAD_REQUEST', ESCAPED_SLASH_MESSAGE]
     return undefined

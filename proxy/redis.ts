@@ -111,14 +111,26 @@ export class SharedRedis implements RedisProvider {
    */
   #watch(r: Redis, role: string): void {
     let sentAt = 0
+    let handshakeSince = 0
     const onReply = () => {
       sentAt = 0
     }
     const heartbeat = setInterval(() => {
       if (r.status !== 'ready') {
         sentAt = 0
+        // Connected but not ready: ioredis's ready check (INFO) is unanswered. connectTimeout
+        // covers only the TCP connect, so a peer that accepts and stays silent (a proxy or load
+        // balancer in front of a dead Redis) held the connection here for good, never retried.
+        if (r.status !== 'connect') handshakeSince = 0
+        else if (handshakeSince === 0) handshakeSince = Date.now()
+        else if (Date.now() - handshakeSince >= UNRESPONSIVE_MS) {
+          this.#logger.warn({ role, silentMs: Date.now() - handshakeSince }, 'redis accepted the connection but did not answer its ready check; reconnecting')
+          handshakeSince = 0
+          r.disconnect(true)
+        }
         return
       }
+      handshakeSince = 0
       const now = Date.now()
       if (sentAt === 0) {
         sentAt = now

@@ -17,7 +17,7 @@ import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 import { filterModules } from '../filters/registry.ts'
 import { UpstreamHealth, type UpstreamState } from './health.ts'
-import { createLogger } from './log.ts'
+import { createLogger, LogWindow } from './log.ts'
 import type { FromWorker, MetricsJson, ToWorker, WorkerData } from './messages.ts'
 import { counter, gauge } from './metrics.ts'
 import { mergeUsage, type UsageSnapshot } from './tenant-usage.ts'
@@ -130,7 +130,17 @@ export function defaultWorkerOldGenerationMb(limitBytes: number | undefined, wor
   // Below ~64 MB a worker with a rule pack, a policy bundle and a manifest loaded dies of its
   // heap under load and restarts in a loop; the start warns instead (too many workers for the
   // memory: `workers: auto` counts the node's cores when the pod has no CPU limit).
-  return Math.max(MIN_WORKER_OLD_GENERATION_MB, share - youngGenerationMb)
+  return Math.max(MIN_WORKER_OLD_GENERATION_MB, share - effectiveYoungGenerationMb(youngGenerationMb))
+}
+
+/**
+ * The young generation V8 actually reserves for `maxYoungGenerationSizeMb`: three semi-spaces,
+ * each a third of it rounded up to a power of two (16 reserves 24, 32 reserves 48; measured as
+ * heap_size_limit − maxOldGenerationSizeMb). Subtracting the nominal value left the workers' heaps
+ * over their share of the container by the difference.
+ */
+export function effectiveYoungGenerationMb(youngGenerationMb: number): number {
+  return 3 * 2 ** Math.ceil(Math.log2(youngGenerationMb / 3))
 }
 export const MIN_WORKER_OLD_GENERATION_MB = 64
 
@@ -243,7 +253,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const watchBaseline = opts.watchPath !== undefined ? { stat: fileStamp(opts.watchPath), digest: configDigest(opts.watchPath) } : undefined
   let config = opts.config
   let version = opts.version ?? 1
-  const destination = opts.logDestination ?? pino.destination({ dest: 1, sync: false })
+  // Asynchronous stdout; with a reader that stops (an unread pipe, a stuck log shipper) its
+  // buffer grew without bound (every thread's lines land here) until the process was OOM-killed.
+  const stdout = opts.logDestination === undefined ? pino.destination({ dest: 1, sync: false, maxLength: config.log.maxBufferedBytes || undefined }) : undefined
+  const destination = opts.logDestination ?? stdout!
   const logger = createLogger(config.log.level, destination, { component: 'supervisor' })
   // Lifecycle lines (listening, config applied, draining, stopped) are written even when the
   // configured level is warn or error: operators and scripts rely on them. Only "silent" hides them.
@@ -259,6 +272,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const reloadFailures = counter(registry, { name: 'igw_config_reload_failures_total', help: 'Config documents rejected on reload (the previous one stays in force)' })
   const reloads = counter(registry, { name: 'igw_config_reloads_total', help: 'Config versions applied after start' })
   const restarts = counter(registry, { name: 'igw_worker_restarts_total', help: 'Worker threads restarted after a crash' })
+  const logDropped = counter(registry, { name: 'igw_log_dropped_bytes_total', help: 'Log output dropped because stdout did not keep up and log.maxBufferedBytes was held' })
+  const logDropWindow = new LogWindow(10_000)
+  stdout?.on('drop', (data: string | Buffer) => {
+    logDropped.inc(Buffer.byteLength(data))
+    // Said once in a while on stderr (stdout is the stuck one), not through the full buffer.
+    const held = logDropWindow.take()
+    if (held !== undefined) process.stderr.write(`igw: stdout is not keeping up; log output over log.maxBufferedBytes (${config.log.maxBufferedBytes} bytes) is being dropped (igw_log_dropped_bytes_total)\n`)
+  })
   const stalls = counter(registry, { name: 'igw_worker_stalls_total', help: 'Worker threads terminated by the watchdog because their event loop stopped turning' })
   const workersLive = gauge(registry, { name: 'igw_workers', help: 'Worker threads listening' })
   // Each worker's V8 heap (igw_nodejs_heap_* are the supervisor thread's alone): what a worker
@@ -626,8 +647,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     for (const key of ['maxOldGenerationMb', 'youngGenerationMb'] as const) {
       if (next.workerHeap[key] !== config.workerHeap[key]) logger.warn({ key: `workerHeap.${key}` }, `config change of "workerHeap.${key}" needs a restart; the running value stays`)
     }
+    // The stdout buffer's bound is set when the destination opens.
+    if (next.log.maxBufferedBytes !== config.log.maxBufferedBytes) logger.warn({ key: 'log.maxBufferedBytes' }, 'config change of "log.maxBufferedBytes" needs a restart; the running value stays')
     const workerHeap = { ...next.workerHeap, maxOldGenerationMb: config.workerHeap.maxOldGenerationMb, youngGenerationMb: config.workerHeap.youngGenerationMb }
-    const merged: GatewayConfig = { ...next, listen: config.listen, admin: { ...next.admin, listen: config.admin.listen }, workers: config.workers, listener: config.listener, workerHeap }
+    const log = { ...next.log, maxBufferedBytes: config.log.maxBufferedBytes }
+    const merged: GatewayConfig = { ...next, listen: config.listen, admin: { ...next.admin, listen: config.admin.listen }, workers: config.workers, listener: config.listener, workerHeap, log }
     applying++
     const answers = await new Promise<(string | undefined)[]>((resolve) => {
       const waiter: Waiter<string | undefined> = { pending: new Set(), got: [], done: resolve }

@@ -3,6 +3,7 @@
 // limit and a growing worker got the pod OOM-killed (no drain) instead of failing alone. The
 // default old generation now comes from the cgroup limit (IGW_CGROUP_MEMORY_MAX_FILE stands in
 // for /sys/fs/cgroup/memory.max here), and each worker's heap is on /metrics.
+import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -47,7 +48,7 @@ describe('worker heap limits follow the container memory limit', () => {
 
   it('a 512 MiB limit with 2 workers gives each worker a share (3/4 of it over main + 2), not the machine-sized default', async () => {
     const p = await start('536870912\n')
-    // floor(512 × 0.75 / 3) = 128 MiB per thread, young generation (16 MiB) included.
+    // floor(512 × 0.75 / 3) = 128 MiB per thread, young generation (24 MiB) included.
     for (const limit of await heapLimits(p)) {
       expect(limit).toBeGreaterThanOrEqual(120 * MiB)
       expect(limit).toBeLessThanOrEqual(140 * MiB)
@@ -61,13 +62,13 @@ describe('worker heap limits follow the container memory limit', () => {
     expect(metricSum(text, 'igw_worker_heap_size_limit_bytes', 'worker="1"')).toBeGreaterThan(0)
     expect(metricSum(text, 'igw_worker_heap_used_bytes', 'worker="0"')).toBeGreaterThan(0)
     const line = p.logs.find('igw proxy listening')[0]
-    expect(line).toMatchObject({ memoryLimitMb: 512, workerOldGenerationMb: 112 })
+    expect(line).toMatchObject({ memoryLimitMb: 512, workerOldGenerationMb: 104 })
   })
 
   it('workerHeap.maxOldGenerationMb still wins over the derived share', async () => {
     const p = await start('536870912', { maxOldGenerationMb: 200 })
     for (const limit of await heapLimits(p)) {
-      // V8's heap limit is the old generation plus the young one (16 MiB by default).
+      // V8's heap limit is the old generation plus the young one (24 MiB by default).
       expect(limit).toBeGreaterThanOrEqual(200 * MiB)
       expect(limit).toBeLessThanOrEqual(232 * MiB)
     }
@@ -78,7 +79,7 @@ describe('worker heap limits follow the container memory limit', () => {
     const line = p.logs.find('igw proxy listening')[0]
     expect(line).toMatchObject({ memoryLimitMb: null, workerOldGenerationMb: null })
     // No cap was passed: each worker got V8's own default (whatever this machine makes of it).
-    for (const w of p.threads()) expect(w?.resourceLimits?.maxOldGenerationSizeMb).not.toBe(112)
+    for (const w of p.threads()) expect(w?.resourceLimits?.maxOldGenerationSizeMb).not.toBe(104)
   })
 
   it('/metrics shows each worker heap, and a restarted worker is counted once', async () => {
@@ -101,5 +102,19 @@ describe('worker heap limits follow the container memory limit', () => {
     expect(defaultWorkerOldGenerationMb(1024 * MiB, 2, 6)).toBe(250) // the ingress manifest: 1Gi, 2 workers
     expect(defaultWorkerOldGenerationMb(256 * MiB, 1, 6)).toBe(90) // the sidecar manifest: 256Mi, 1 worker
     expect(defaultWorkerOldGenerationMb(64 * MiB, 8, 6)).toBe(64) // never below a heap a worker can run in (the start warns)
+    expect(defaultWorkerOldGenerationMb(1024 * MiB, 2, 24)).toBe(232) // the default young generation
+    expect(defaultWorkerOldGenerationMb(1024 * MiB, 2, 16)).toBe(232) // 16 reserves 24 (see below)
+    expect(defaultWorkerOldGenerationMb(256 * MiB, 1, 24)).toBe(72)
+  })
+
+  it('subtracts the young generation V8 really reserves, not the nominal one', async () => {
+    const { effectiveYoungGenerationMb } = await import('../../proxy/supervisor.ts')
+    const { Worker } = await import('node:worker_threads')
+    for (const young of [6, 8, 16, 24, 32]) {
+      const w = new Worker('require("node:worker_threads").parentPort.postMessage(require("node:v8").getHeapStatistics().heap_size_limit)', { eval: true, resourceLimits: { maxOldGenerationSizeMb: 100, maxYoungGenerationSizeMb: young } })
+      const [limit] = (await once(w, 'message')) as [number]
+      await w.terminate()
+      expect({ young, reserved: limit / MiB - 100 }).toEqual({ young, reserved: effectiveYoungGenerationMb(young) })
+    }
   })
 })

@@ -3,12 +3,50 @@
 import { Kind, print, visit, type DocumentNode, type FieldNode, type SelectionSetNode } from 'graphql'
 
 /**
- * Adds "Type:id" for every object of `data` that has __typename and id, and "Type" too when
- * `withTypes` (a query's entry carries its types so a mutationTags entry can name a whole type;
- * a mutation invalidates only the entities it returned). False when `data` holds more than
- * `limit` objects: the walk stopped, and the tags are incomplete.
+ * Response keys under which a document selects `id` or `__typename` besides their own names
+ * (`uid: id`): an entity whose id came back only under an alias was stored untagged, and a
+ * mutation returning it left the cached copy stale. Document-wide, not per selection set: an
+ * alias also used for another field elsewhere may add a tag the object does not deserve, which
+ * only invalidates it more often.
  */
-export function collectEntityTags(data: unknown, out: Set<string>, withTypes: boolean, limit = 100_000): boolean {
+export interface EntityKeys {
+  ids: readonly string[]
+  types: readonly string[]
+}
+
+const aliasesOf = new WeakMap<DocumentNode, EntityKeys | null>()
+
+/** The document's aliases of `id` and `__typename`; undefined when it has none. */
+export function entityKeys(doc: DocumentNode): EntityKeys | undefined {
+  const known = aliasesOf.get(doc)
+  if (known !== undefined) return known ?? undefined
+  const ids = new Set<string>()
+  const types = new Set<string>()
+  visit(doc, {
+    Field(node) {
+      const alias = node.alias?.value
+      if (alias === undefined || alias === node.name.value) return
+      if (node.name.value === 'id') ids.add(alias)
+      else if (node.name.value === '__typename') types.add(alias)
+    },
+  })
+  const keys = ids.size === 0 && types.size === 0 ? null : { ids: [...ids], types: [...types] }
+  aliasesOf.set(doc, keys)
+  return keys ?? undefined
+}
+
+function isId(v: unknown): v is string | number {
+  return typeof v === 'string' || typeof v === 'number'
+}
+
+/**
+ * Adds "Type:id" for every object of `data` that has __typename and id (under their names or,
+ * with `keys`, under an alias the document gave them), and "Type" too when `withTypes` (a
+ * query's entry carries its types so a mutationTags entry can name a whole type; a mutation
+ * invalidates only the entities it returned). False when `data` holds more than `limit`
+ * objects: the walk stopped, and the tags are incomplete.
+ */
+export function collectEntityTags(data: unknown, out: Set<string>, withTypes: boolean, limit = 100_000, keys?: EntityKeys): boolean {
   const stack: unknown[] = [data]
   let seen = 0
   while (stack.length) {
@@ -20,9 +58,13 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
       continue
     }
     const o = v as Record<string, unknown>
-    const t = o.__typename
-    const id = o.id
-    if (typeof t === 'string' && (typeof id === 'string' || typeof id === 'number')) {
+    let t = o.__typename
+    let id = o.id
+    if (keys !== undefined) {
+      for (let i = 0; typeof t !== 'string' && i < keys.types.length; i++) t = o[keys.types[i]!]
+      for (let i = 0; !isId(id) && i < keys.ids.length; i++) id = o[keys.ids[i]!]
+    }
+    if (typeof t === 'string' && isId(id)) {
       out.add(`${t}:${id}`)
       if (withTypes) out.add(t)
     }
@@ -36,8 +78,9 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
 
 const TYPENAME: FieldNode = { kind: Kind.FIELD, name: { kind: Kind.NAME, value: '__typename' } }
 
-function selectsUnaliased(set: SelectionSetNode, name: string): boolean {
-  return set.selections.some((s) => s.kind === Kind.FIELD && s.name.value === name && s.alias === undefined)
+/** Selects `id`, under its name or an alias (`uid: id`, tagged through entityKeys). */
+function selectsId(set: SelectionSetNode): boolean {
+  return set.selections.some((s) => s.kind === Kind.FIELD && s.name.value === 'id')
 }
 
 /** Selects `__typename` unaliased and unconditionally (an `@include`/`@skip` may leave it out). */
@@ -48,8 +91,8 @@ function selectsTypename(set: SelectionSetNode): boolean {
 const injected = new WeakMap<DocumentNode, string | null>()
 
 /**
- * The query text with `__typename` added to every selection set that selects `id` without
- * it (what Apollo Client does on its own), or undefined when nothing needed adding. A
+ * The query text with `__typename` added to every selection set that selects `id` (aliased
+ * or not) without it (what Apollo Client does on its own), or undefined when nothing needed adding. A
  * `__typename @include(if: $x)` does not count: with $x false the entity came back untagged,
  * and a mutation of it left the cached copy stale.
  */
@@ -59,7 +102,7 @@ export function withTypenames(doc: DocumentNode): string | undefined {
   let changed = false
   const out = visit(doc, {
     SelectionSet(node) {
-      if (!selectsUnaliased(node, 'id') || selectsTypename(node)) return undefined
+      if (!selectsId(node) || selectsTypename(node)) return undefined
       changed = true
       return { ...node, selections: [...node.selections, TYPENAME] }
     },

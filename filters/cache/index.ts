@@ -13,7 +13,7 @@ import { applyAddedHeaders, errorReply, oncePer, type Decision, type Filter, typ
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { mustRevalidate, storeDecision } from './cache-control.ts'
 import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
-import { collectEntityTags, rootFieldsOf, withTypenames } from './entity-tags.ts'
+import { collectEntityTags, entityKeys, rootFieldsOf, withTypenames, type EntityKeys } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
 import { ABANDONED, acquireRouteCache, type CacheEntry, type RouteCache } from './route-cache.ts'
@@ -53,6 +53,8 @@ interface MissState {
   ttlSeconds: number
   /** Tags known before the response: per-id cacheTags, Query.<root field>, the route tag. */
   tags: string[]
+  /** The document's aliases of id / __typename, for the response's entity tags. */
+  keys: EntityKeys | undefined
   statSlot: number
   /** This request leads the fill (local waiters wait for it). */
   leader: boolean
@@ -61,6 +63,11 @@ interface MissState {
   sabFp: number
   /** An expired entry still inside its stale-if-error window. */
   fallback: CacheEntry | undefined
+  /**
+   * The lookup is yet to be counted: with a fallback, whether it was a miss or a stale answer
+   * is known only once the upstream answered (or failed). The persisted id it counts under.
+   */
+  uncounted: { pid: string | undefined } | undefined
   settled: boolean
   /** Its response phase began (the upstream answered, or failed). */
   responded: boolean
@@ -69,6 +76,7 @@ interface MissState {
 interface MutationState {
   kind: 'mutation'
   tags: string[]
+  keys: EntityKeys | undefined
 }
 
 /** A batch (a JSON array) on a GraphQL route: its operations are not visible here. */
@@ -141,6 +149,8 @@ class CacheFilter implements Filter {
   readonly #keyHost: boolean
   /** forwarded.trustIncoming: how a background refresh sends X-Forwarded-* (as the proxy does). */
   readonly #trustForwarded: boolean
+  /** vary.headers plus, when the tenant filter runs first, its forwardHeader (see #keyedHeaders). */
+  readonly #tenantKeyed: readonly string[]
 
   constructor(cfg: CacheFilterConfig, deps: FilterDeps) {
     this.cfg = cfg
@@ -175,7 +185,11 @@ class CacheFilter implements Filter {
     // A verified token is a private request whichever header carries it: with the tenant
     // filter's jwt.header (x-auth-token, say), that header is private wherever Authorization
     // is (the default), and it is the one authorization.scopes admits.
-    const tenantCfg = route?.filters.find((f) => f.name === 'tenant') as { jwt?: { header?: string } } | undefined
+    const tenantCfg = route?.filters.find((f) => f.name === 'tenant') as { jwt?: { header?: string }; forwardHeader?: string } | undefined
+    const fwd = tenantCfg?.forwardHeader ?? 'x-tenant-id'
+    const names = route?.filters.map((f) => f.name) ?? []
+    const tenantFirst = names.includes('tenant') && names.indexOf('tenant') < names.indexOf('cache')
+    this.#tenantKeyed = !tenantFirst || cfg.vary.headers.includes(fwd) ? cfg.vary.headers : [...cfg.vary.headers, fwd]
     this.#tokenHeader = tenantCfg?.jwt?.header ?? 'authorization'
     const listed = cfg.authorization.privateHeaders
     const priv = listed.includes('authorization') && !listed.includes(this.#tokenHeader) ? [...listed, this.#tokenHeader] : listed
@@ -245,6 +259,16 @@ class CacheFilter implements Filter {
     }
   }
 
+  /**
+   * The request headers the key holds, which a response's Vary may name. With a tenant set by a
+   * tenant filter that runs before the cache (only it sets one), its forwardHeader too:
+   * it overwrote the header with the tenant the key holds, so a backend's `Vary: X-Tenant-Id`
+   * is already honoured by the key. Such responses were never stored (reason `vary`).
+   */
+  #keyedHeaders(ctx: RequestContext): readonly string[] {
+    return ctx.tenant === undefined ? this.cfg.vary.headers : this.#tenantKeyed
+  }
+
   #redisError(op: string, err: unknown): void {
     this.#redisErrors.labels(op).inc()
     if (this.#logRedisNow()) this.#log.warn({ err: { message: (err as Error).message }, op }, 'cache: redis unavailable')
@@ -266,7 +290,8 @@ class CacheFilter implements Filter {
     // (onSocketResult, the socket's response phase) invalidates what it touched the same way.
     if (ctx.subscription !== undefined && gql !== undefined && gql.operationType === 'mutation') return this.#mutation(ctx, gql, true)
     // Operations on a WebSocket (the subscription hub runs the chain too) have no HTTP response to cache.
-    if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET')) {
+    const head = ctx.method === 'HEAD'
+    if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET' && !head)) {
       // A HEAD carries its operation in the query string, as a GET does (refused below for GETs).
       if (gql !== undefined && ctx.subscription === undefined && gql.method === 'GET' && gql.operationType === 'mutation') return mutationOverGet()
       // A POST on a GraphQL route without a parsed request is a batch (a JSON array): it may
@@ -347,6 +372,9 @@ class CacheFilter implements Filter {
         return this.#reply(ctx, e, now, 'stale', policy)
       }
     }
+    // A HEAD is answered from a stored GET (its head, as nginx and Varnish do: a refresh it
+    // starts is a GET), but its own answer has no body to store: a miss goes upstream uncached.
+    if (head) return this.#bypass(ctx, policy)
     return this.#miss(ctx, gql, key, ttl, policy, e)
   }
 
@@ -380,7 +408,7 @@ class CacheFilter implements Filter {
     ctx.addResponseHeader('x-cache', result === 'stale' ? 'STALE' : 'HIT')
     ctx.addResponseHeader('age', String(Math.max(0, Math.floor((now - e.created) / 1000))))
     this.#count(result, policy?.statSlot ?? -2, policy !== undefined ? ctx.graphql?.persistedId : undefined)
-    if (ctx.method === 'GET' && notModified(ctx.req.headers, e.headers)) return { status: 304, headers: notModifiedHeaders(e.headers), body: EMPTY_BODY }
+    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && notModified(ctx.req.headers, e.headers)) return { status: 304, headers: notModifiedHeaders(e.headers), body: EMPTY_BODY }
     return { status: e.status, headers: e.headers, body: e.body }
   }
 
@@ -392,11 +420,13 @@ class CacheFilter implements Filter {
       l2Seq: undefined,
       ttlSeconds: ttl,
       tags: this.#queryTags(gql, policy),
+      keys: entityKeys(gql.document),
       statSlot: policy?.statSlot ?? -2,
       leader: false,
       sabSlot: -1,
       sabFp: 0,
       fallback: old !== undefined && Date.now() < old.errorUntil ? old : undefined,
+      uncounted: undefined,
       settled: false,
       responded: false,
     }
@@ -475,8 +505,21 @@ class CacheFilter implements Filter {
       if (text !== undefined) gql.setQuery(text)
     }
     ctx.addResponseHeader('x-cache', 'MISS')
-    this.#count('miss', st.statSlot, policy !== undefined ? gql.persistedId : undefined)
+    const pid = policy !== undefined ? gql.persistedId : undefined
+    if (st.fallback === undefined) this.#count('miss', st.statSlot, pid)
+    else {
+      // Served stale if the upstream fails: one lookup, counted once, as what it was answered with.
+      st.uncounted = { pid }
+      ctx.addCleanup(() => this.#countOnce(st, 'miss'))
+    }
     return undefined
+  }
+
+  #countOnce(st: MissState, result: 'miss' | 'stale'): void {
+    const u = st.uncounted
+    if (u === undefined) return
+    st.uncounted = undefined
+    this.#count(result, st.statSlot, u.pid)
   }
 
   #queryTags(gql: GraphQLRequest, policy: Policy | undefined): string[] {
@@ -496,7 +539,7 @@ class CacheFilter implements Filter {
       const mapped = inv.mutationTags[f]
       if (mapped !== undefined) tags.push(...mapped)
     }
-    ctx.locals.set(kState, { kind: 'mutation', tags } satisfies MutationState)
+    ctx.locals.set(kState, { kind: 'mutation', tags, keys: entityKeys(gql.document) } satisfies MutationState)
     // Its body is read for the entities it returned. Not over a socket: its result is a message
     // (never compressed), and a header edit there would become the upstream connection's.
     if (!socket) identityBody(ctx)
@@ -511,7 +554,7 @@ class CacheFilter implements Filter {
 
   #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry, trigger: 'ahead' | 'stale'): void {
     if (e.revalidating || this.rc.inFlight(key)) return
-    const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, settled: false, responded: true }
+    const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), keys: entityKeys(gql.document), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, uncounted: undefined, settled: false, responded: true }
     if (this.#multiWorker) {
       const { slot, fp } = this.shared.flightSlot(this.#flightPrefix + key)
       if (this.shared.claim(slot, fp, 30_000) !== 'leader') return
@@ -536,7 +579,7 @@ class CacheFilter implements Filter {
     fetchForRevalidation(ctx, this.entryLimit(key), this.#trustForwarded, l2Seq).then(
       (r) => {
         e.revalidating = false
-        const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.cfg.vary.headers)
+        const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.#keyedHeaders(ctx))
         if (d.reason !== undefined || r.body === undefined) {
           this.#notStored(d.reason ?? 'too_large')
           this.finishFill(st, undefined)
@@ -571,6 +614,7 @@ class CacheFilter implements Filter {
       // A decision of a filter after the cache (quota 429, DLP 403…), not an upstream failure:
       // it stands; stale-if-error is no way around it. It says nothing of the key: the waiters
       // elect a new leader rather than all going upstream at once.
+      this.#countOnce(st, 'miss')
       this.finishFill(st, undefined, true)
       return
     }
@@ -586,12 +630,13 @@ class CacheFilter implements Filter {
         headers.age = String(Math.max(0, Math.floor((Date.now() - stale.created) / 1000)))
         res.headers = headers
         res.body = stale.body
-        this.#results.stale.inc()
-      }
+        this.#countOnce(st, 'stale')
+      } else this.#countOnce(st, 'miss')
       this.finishFill(st, undefined)
       return
     }
-    const d = storeDecision(res.status, res.headers, st.ttlSeconds, Date.now(), this.cfg.vary.headers)
+    this.#countOnce(st, 'miss')
+    const d = storeDecision(res.status, res.headers, st.ttlSeconds, Date.now(), this.#keyedHeaders(ctx))
     if (d.reason !== undefined) {
       this.#notStored(d.reason)
       this.finishFill(st, undefined)
@@ -624,7 +669,7 @@ class CacheFilter implements Filter {
     try {
       // result.length bounds its UTF-8 size from below: a cheap first check before measuring.
       if (result.length > this.cfg.invalidation.maxMutationBodyBytes || Buffer.byteLength(result) > this.cfg.invalidation.maxMutationBodyBytes) tags.add(this.#routeTag)
-      else mutationResultTags(JSON.parse(result) as unknown, tags, this.#routeTag)
+      else mutationResultTags(JSON.parse(result) as unknown, tags, this.#routeTag, st.keys)
     } catch {
       tags.add(this.#routeTag)
     }
@@ -650,7 +695,7 @@ class CacheFilter implements Filter {
       try {
         const json = body.length <= this.cfg.invalidation.maxMutationBodyBytes ? (JSON.parse(body.toString('utf8')) as unknown) : undefined
         if (json === undefined) tags.add(this.routeTag)
-        else mutationResultTags(json, tags, this.routeTag)
+        else mutationResultTags(json, tags, this.routeTag, st.keys)
       } catch {
         tags.add(this.routeTag)
       }
@@ -683,7 +728,7 @@ class CacheFilter implements Filter {
       return
     }
     const tags = new Set(st.tags)
-    if (!collectEntityTags((json as { data: unknown }).data, tags, true)) {
+    if (!collectEntityTags((json as { data: unknown }).data, tags, true, undefined, st.keys)) {
       // More objects than the walk visits: the entities beyond it would carry no tag, and a
       // mutation of one of them would leave this copy stale.
       this.#notStored('too_large')
@@ -782,14 +827,14 @@ class CacheFilter implements Filter {
  * backend) returns `data: null`: the entities it touched are not in it. Errors without `data`
  * are request errors (parse, validation): nothing ran.
  */
-function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string): void {
+function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string, keys: EntityKeys | undefined): void {
   if (json === null || typeof json !== 'object') {
     tags.add(routeTag)
     return
   }
   const r = json as { data?: unknown; errors?: unknown }
   // Too many objects to read them all: what it touched is not fully known.
-  if (!collectEntityTags(r.data, tags, false)) tags.add(routeTag)
+  if (!collectEntityTags(r.data, tags, false, undefined, keys)) tags.add(routeTag)
   if ('data' in r && Array.isArray(r.errors) && r.errors.length > 0) tags.add(routeTag)
 }
 
@@ -960,7 +1005,7 @@ class MutationCapture extends Transform {
       tags.add(this.#owner.routeTag)
     } else {
       try {
-        mutationResultTags(JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as unknown, tags, this.#owner.routeTag)
+        mutationResultTags(JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as unknown, tags, this.#owner.routeTag, this.#st.keys)
       } catch {
         tags.add(this.#owner.routeTag)
       }

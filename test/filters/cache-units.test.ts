@@ -96,9 +96,9 @@ describe('entity tags and the typename rewrite', () => {
     collectEntityTags(data, m, false)
     expect([...m].sort()).toEqual(['Post:p', 'User:1', 'User:2'])
   })
-  it('adds __typename next to every unaliased id, once, and leaves other documents alone', () => {
+  it('adds __typename next to every id (aliased too), once, and leaves other documents alone', () => {
     const d = parse('query { a { id x { id __typename } y { name } } b: c { other: id } }')
-    expect(print(parse(withTypenames(d)!))).toBe(print(parse('query { a { id x { id __typename } y { name } __typename } b: c { other: id } }')))
+    expect(print(parse(withTypenames(d)!))).toBe(print(parse('query { a { id x { id __typename } y { name } __typename } b: c { other: id __typename } }')))
     expect(withTypenames(parse('{ hello }'))).toBeUndefined()
   })
   it('finds root fields of the selected operation, through fragments', () => {

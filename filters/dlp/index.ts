@@ -242,6 +242,9 @@ function charsetOf(contentType: string | string[] | undefined): string | undefin
 // deep in a long stream ends it after the clean records, as NDJSON does).
 const LINE_TYPES: ReadonlySet<string> = new Set(['application/stream+json', 'application/x-json-stream'])
 
+// Tab-separated values (IANA text/tab-separated-values): CSV read with a tab, whatever csv.delimiter says.
+const TSV = 'text/tab-separated-values'
+
 /**
  * The export format from the media type alone: parameters are not looked into (a
  * `profile=".../jsonld"` parameter made a JSON document read as NDJSON, refused as malformed).
@@ -249,8 +252,9 @@ const LINE_TYPES: ReadonlySet<string> = new Set(['application/stream+json', 'app
 function formatOf(contentType: string | string[] | undefined): ExportFormat | undefined {
   const mt = mediaType(contentType)
   if (LINE_TYPES.has(mt) || mt.includes('ndjson') || mt.includes('jsonl') || mt.endsWith('json-seq')) return 'ndjson'
-  if (mt === 'text/csv' || mt === 'application/csv') return 'csv'
-  if (mt === 'application/json' || mt.endsWith('+json')) return 'json'
+  if (mt === 'text/csv' || mt === 'application/csv' || mt === TSV) return 'csv'
+  // text/json: the pre-RFC 4627 name some frameworks still send; the same documents.
+  if (mt === 'application/json' || mt === 'text/json' || mt.endsWith('+json')) return 'json'
   return undefined
 }
 
@@ -538,10 +542,11 @@ class DlpFilter implements Filter {
       body.on('error', (err) => decoder.destroy(err))
       body = body.pipe(decoder)
     }
-    return this.#inspect(ctx, res, plan, format, codec, body, health)
+    const delimiter = mediaType(ctype) === TSV ? '\t' : this.#cfg.csv.delimiter
+    return this.#inspect(ctx, res, plan, format, codec, delimiter, body, health)
   }
 
-  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, codec: SingleByteCodec | null, upstream: Readable, health: BodyHealth): Promise<void> {
+  async #inspect(ctx: RequestContext, res: ResponseInfo, plan: ExportPlan, format: ExportFormat, codec: SingleByteCodec | null, delimiter: string, upstream: Readable, health: BodyHealth): Promise<void> {
     const preset = this.#presets.get(plan.preset)!
     const scanner = new ExportScanner(plan.pack, preset.actions, this.#shared.keyring.tokenizer)
     const session = new ExportSession(scanner, {
@@ -552,7 +557,7 @@ class DlpFilter implements Filter {
       // An NDJSON record is a JSON document held whole until it ends: the bound of one read whole.
       maxRecordChars: this.#cfg.maxJsonBytes,
       csvHeader: this.#cfg.csv.header,
-      csvDelimiter: this.#cfg.csv.delimiter,
+      csvDelimiter: delimiter,
       judge: this.#policy === undefined ? undefined : (s) => this.#judge(ctx, preset, format, 'stream', s.detected),
     })
     const limit = format === 'json' ? this.#cfg.maxJsonBytes : this.#cfg.lookaheadBytes

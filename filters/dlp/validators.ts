@@ -109,8 +109,8 @@ const emailField: FieldValidator = (value) => {
   return EMAIL_WHOLE.test(v) && email(v, 0, v.length)
 }
 // The rule's shape, whole: a dot-atom local part (RFC 5322 atext as addresses use it: letters, digits,
-// . _ % + - and the apostrophe of o'brien@) or a quoted one ("john doe"@), a letter or punycode TLD.
-const EMAIL_WHOLE = /^(?:mailto:)?(?:[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}|"[^"\\\r\n@]{1,62}")@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{1,59})$/
+// . _ % + - and the apostrophe of o'brien@; "_" may start it: _ops@, _dmarc-reports@) or a quoted one ("john doe"@), a letter or punycode TLD.
+const EMAIL_WHOLE = /^(?:mailto:)?(?:[A-Za-z0-9_][A-Za-z0-9._%+'-]{0,63}|"[^"\\\r\n@]{1,62}")@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{1,59})$/
 
 // --- phone ----------------------------------------------------------------------------------
 
@@ -154,7 +154,21 @@ function memoizedPhoneVerdict(candidate: string, national: boolean): string {
 }
 
 const phone: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), false) !== ''
-const phoneNational: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), true) !== ''
+const phoneNational: Validator = (text, start, end) => nationalVerdict(text.slice(start, end)) !== ''
+/** "tel=%2B14155550123": an E.164 number percent-encoded in a URL's query or a form body ("%2B" is its "+"). */
+const phoneUrlencoded: Validator = (text, start, end) => phoneVerdict(`+${text.slice(start + 3, end)}`, false) !== ''
+
+/**
+ * A number in text after a context word: national in `dlp.phoneRegion`, else after the `00`
+ * international prefix ("call 0044 20 7946 0018"). 00 is the prefix of most of the world, but
+ * not of the US or Canada (011), Japan or Australia, so read in those regions such a number was
+ * taken as a national one, invalid, and left readable.
+ */
+function nationalVerdict(v: string): string {
+  const national = phoneVerdict(v, true)
+  if (national !== '' || !v.startsWith('00')) return national
+  return phoneVerdict(`+${v.slice(2)}`, false)
+}
 const phoneField: FieldValidator = (value) => {
   const v = value.trim()
   if (v.length < 7 || v.length > 32 || !/^[+\d().\s-]+$/.test(v)) return false
@@ -170,6 +184,7 @@ const phoneField: FieldValidator = (value) => {
  */
 function fieldPhoneVerdict(v: string): string {
   if (v.charCodeAt(0) === 43) return phoneVerdict(v, false)
+  if (/^%2b/i.test(v)) return phoneVerdict(`+${v.slice(3)}`, false)
   const national = phoneVerdict(v, true)
   if (national !== '') return national
   let digits = ''
@@ -188,7 +203,9 @@ function fieldPhoneVerdict(v: string): string {
 export function phoneMask(value: string): string | undefined {
   const v = value.trim()
   const verdict = fieldPhoneVerdict(v)
-  return verdict === '' ? undefined : verdict
+  if (verdict === '') return undefined
+  // A percent-encoded number keeps its encoding: a bare "+" in a query string reads as a space.
+  return /^%2b/i.test(v) ? `${v.slice(0, 3)}${verdict.slice(1)}` : verdict
 }
 
 // --- SSN ------------------------------------------------------------------------------------
@@ -346,10 +363,14 @@ function afterVersionTag(text: string, start: number): boolean {
 }
 
 const ipv4: Validator = (text, start, end) => isIPv4(text.slice(start, end)) && !afterUaProduct(text, start) && !afterVersionTag(text, start)
+const MIXED_CASE_GROUP = /[A-F][0-9A-Fa-f]*[a-f]|[a-f][0-9A-Fa-f]*[A-F]/
 const ipv6: Validator = (text, start, end) => {
   const s = text.slice(start, end)
   // A hex digit on each side of "::" or three groups: "a::" alone is too thin to call an address.
-  return s.length >= 3 && /[0-9A-Fa-f]/.test(s) && isIPv6(s) && s !== '::'
+  // Words of hex letters around a scope operator ("Add::Bad", "Cafe::Bead") pass node:net: without
+  // a digit, a group that mixes cases is a capitalized word (addresses keep one case per group,
+  // RFC 5952 lower; "Fe80::1" and "2001:db8::Dead:Beef" still hold digits).
+  return s.length >= 3 && /[0-9A-Fa-f]/.test(s) && isIPv6(s) && s !== '::' && (/\d/.test(s) || !MIXED_CASE_GROUP.test(s))
 }
 const ipv4Field: FieldValidator = (value) => isIPv4(value.trim())
 const ipv6Field: FieldValidator = (value) => {
@@ -373,6 +394,7 @@ export const VALIDATORS: Record<string, Validator> = {
   email_urlencoded: emailUrlencoded,
   phone,
   phone_national: phoneNational,
+  phone_urlencoded: phoneUrlencoded,
   ssn_us: ssn,
   luhn,
   iban,

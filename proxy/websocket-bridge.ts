@@ -68,6 +68,19 @@ export function checkClientHandshake(req: IncomingMessage): string[] | string {
   return protocols ?? 'invalid Sec-WebSocket-Protocol header (expected a comma-separated list of distinct tokens)'
 }
 
+/**
+ * Why an upgrade routed here is not one this route takes, or undefined. The listener routes any
+ * `Upgrade` list that names websocket first; one that names more (`websocket, foo`) is refused
+ * as Envoy refuses it (it matches the whole value against its upgrade types), and as ws-based
+ * backends do: RFC 6455 §4.1 clients send `websocket` alone. It was told "WebSocket upgrades are
+ * not enabled on this route", on a route that has them.
+ */
+export function upgradeRefusal(route: RouteRuntime, req: IncomingMessage): string | undefined {
+  if (!route.websocket.enabled) return 'WebSocket upgrades are not enabled on this route'
+  if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return 'invalid WebSocket handshake (the Upgrade header must be "websocket" alone, not a list of protocols)'
+  return undefined
+}
+
 /** The WebSocket version this side speaks, for a refusal of any other (RFC 6455 §4.4). */
 const VERSION_HEADER = { 'sec-websocket-version': '13' }
 /** The headers of a handshake refusal: RFC 6455 §4.4 names the version spoken when the client's was another (passthrough and terminate mode). */
@@ -387,8 +400,9 @@ function onIdleCheck(bridge: WsBridge): void {
 
 export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> {
   const start = performance.now()
-  if (!route.websocket.enabled || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-    endRaw(socket, rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
+  const refusal = upgradeRefusal(route, req)
+  if (refusal !== undefined) {
+    endRaw(socket, rawHttpError('BAD_REQUEST', refusal))
     proxy.finishUpgradeRaw(req)
     return
   }

@@ -360,6 +360,8 @@ export class ClientConnection {
   #pumping = false
   #accounted = 0
   #alive = true
+  /** subscriptions.keepAliveMs when it was accepted (0: no keep-alive); a reload does not change it. */
+  readonly keepAliveMs: number
   /** Subscriptions replaying from the log, fed as the queue drains (see refill). */
   readonly #feeding = new Set<Subscription>()
   #refilling = false
@@ -377,6 +379,7 @@ export class ClientConnection {
     this.protocol = protocol
     this.writer = new ProtocolWriter(protocol)
     this.tierMetrics = hub.metrics.tiers.none
+    this.keepAliveMs = hub.config.keepAliveMs
     this.#highWater = Math.max(1024, hub.config.qos.socketHighWaterBytes)
     this.#lowWater = this.#highWater >> 1
     this.tierMetrics.connections.inc()
@@ -607,7 +610,7 @@ export class ClientConnection {
     // `ka` arms SubscriptionClient's liveness check, which then drops the socket every
     // `timeout` (30 s) without the next one, and reconnects, resubscribing everything.
     const ka = this.writer.keepAlive()
-    if (ka !== undefined && this.hub.config.keepAliveMs > 0) this.#sendNow(ka)
+    if (ka !== undefined && this.keepAliveMs > 0) this.#sendNow(ka)
   }
 
   /**

@@ -8,7 +8,7 @@ import type { EpochMark, LogEvent } from './replay-ring.ts'
 
 /** What the queue needs of a subscription. */
 export interface GapHolder {
-  /** Cursor of the last event (or gap) written to the client; null before the first. */
+  /** Cursor of the last event (or gap) written to the client; before the first, where it started (null: nowhere known). */
   lastCursor: string | null
   /** A gap notice owed to the client, written before its next message. */
   pendingGap: GapNotice | undefined

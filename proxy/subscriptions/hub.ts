@@ -22,7 +22,7 @@ import type { ProxyMetrics } from '../metrics.ts'
 import type { TenantUsage } from '../tenant-usage.ts'
 import { SharedRedis } from '../redis.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
-import { checkClientHandshake, handshakeRefusalHeaders } from '../websocket-bridge.ts'
+import { checkClientHandshake, handshakeRefusalHeaders, upgradeRefusal } from '../websocket-bridge.ts'
 import { ClientConnection } from './connection.ts'
 import { CursorCodec } from './cursor.ts'
 import { canonicalJson, credentialScope, sha256, streamKey } from './dedup-key.ts'
@@ -110,8 +110,8 @@ export class SubscriptionHub {
   #processKey: Buffer | undefined
   #redis: ReplayRedis | undefined
   readonly #servers = new Map<number, WebSocketServer>()
-  #heartbeat: NodeJS.Timeout | undefined
-  #heartbeatMs = 0
+  /** One keep-alive timer per interval the open connections were accepted with (see #ensureHeartbeat). */
+  readonly #heartbeats = new Map<number, NodeJS.Timeout>()
   #warnedKey = false
   #warnedStore = false
   /** Replay-log Redis connections a reload replaced that streams still write to. */
@@ -233,8 +233,9 @@ export class SubscriptionHub {
   readonly handleUpgrade = async (_host: HubHost, _snap: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> => {
     const host = this.host
     const start = performance.now()
-    if (!route.websocket.enabled || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-      socket.end(rawHttpError('BAD_REQUEST', 'WebSocket upgrades are not enabled on this route'))
+    const refusal = upgradeRefusal(route, req)
+    if (refusal !== undefined) {
+      socket.end(rawHttpError('BAD_REQUEST', refusal))
       host.finishUpgradeRaw(req)
       return
     }
@@ -277,28 +278,33 @@ export class SubscriptionHub {
     const conn = new ClientConnection(this, ws, req, ctx.route.name, protocol)
     this.connections.add(conn)
     host.bridges.add(conn)
-    this.#ensureHeartbeat()
+    this.#ensureHeartbeat(conn.keepAliveMs)
     // The handshake is done: the snapshot it ran on is released; the connection lives on.
     host.finishUpgrade(ctx, 101)
     if (host.draining) conn.goAway()
   }
 
-  #ensureHeartbeat(): void {
-    const ms = this.config.keepAliveMs
-    if (this.#heartbeat !== undefined && this.#heartbeatMs === ms) return
-    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat)
-    this.#heartbeat = undefined
-    this.#heartbeatMs = ms
-    if (ms === 0) return
-    this.#heartbeat = setInterval(() => {
-      if (this.connections.size === 0) {
-        clearInterval(this.#heartbeat)
-        this.#heartbeat = undefined
-        return
+  /**
+   * A connection keeps the keepAliveMs it was accepted with, as it keeps its other connection
+   * settings: a reload does not touch live connections (docs/subscriptions.md). One timer served
+   * them all and took the current value at the next upgrade, so a reload reached every open
+   * connection at some other client's upgrade (and never without one): a timer per interval in use.
+   */
+  #ensureHeartbeat(ms: number): void {
+    if (ms === 0 || this.#heartbeats.has(ms)) return
+    const timer = setInterval(() => {
+      let any = false
+      for (const c of this.connections) {
+        if (c.keepAliveMs !== ms) continue
+        any = true
+        c.heartbeat()
       }
-      for (const c of this.connections) c.heartbeat()
+      if (any) return
+      clearInterval(timer)
+      this.#heartbeats.delete(ms)
     }, ms)
-    this.#heartbeat.unref()
+    timer.unref()
+    this.#heartbeats.set(ms, timer)
   }
 
   /** The name of the root field a topic's events carry (what topic filters match against). */
@@ -472,7 +478,8 @@ export class SubscriptionHub {
 
   /** Shutdown, after the connections went away: upstream subscriptions and Redis. */
   async close(): Promise<void> {
-    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat)
+    for (const t of this.#heartbeats.values()) clearInterval(t)
+    this.#heartbeats.clear()
     for (const c of [...this.connections]) c.terminate()
     for (const s of [...this.streams.values()]) s.close()
     this.pool.closeAll()

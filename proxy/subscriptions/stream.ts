@@ -378,7 +378,9 @@ export class Stream implements UpstreamListener {
     sub.streamIndex = this.#subs.length
     this.#subs.push(sub)
     if (cursor === undefined) {
-      sub.lastCursor = null
+      // It starts at the head (what a topic client is acknowledged with): a gap before its first
+      // event (dropped, epoch) runs from there, not from null — a client could not re-send from it.
+      sub.lastCursor = this.#head
       return
     }
     const src = this.#feedSource

@@ -8,7 +8,7 @@ import { CloseCode, createClient, type Client, type ExecutionResult, type Sink, 
 import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { HubMetrics } from './metrics.ts'
-import { parseKeepingDigits } from '../../config/json-numbers.ts'
+import { isRawJSON, parseKeepingDigits } from '../../config/json-numbers.ts'
 import { graphqlErrors } from './protocols.ts'
 
 export interface UpstreamSettings {
@@ -189,6 +189,26 @@ function conformErrorPayload(msg: { payload?: unknown }): void {
 
 type MessageHandler = (event: { data: unknown }) => void
 
+/** An upstream `next` for `id` whose payload is no ExecutionResult object (`got`: what it was). */
+export type BadEventHandler = (id: string, got: string) => void
+
+/**
+ * An upstream `next` whose payload is not an object (5, null, a string, a list): graphql-ws
+ * refuses it by closing the whole shared connection with 4004 (final), so every stream on it
+ * ended for one operation's bad event (and a list, which graphql-ws lets through, went to
+ * clients as broken JSON). It becomes an `error` for that operation alone, as a bad `error`
+ * payload does (conformErrorPayload).
+ */
+function badEventError(msg: { payload?: unknown }): string | undefined {
+  const p = msg.payload
+  if (p !== null && typeof p === 'object' && !Array.isArray(p) && !isRawJSON(p)) return undefined
+  // A number beyond 2^53 is read as a raw JSON value (parseKeepingDigits): a number still.
+  const got = p === undefined ? 'none' : p === null ? 'null' : Array.isArray(p) ? 'a list' : typeof p === 'object' ? 'a number' : `a ${typeof p}`
+  ;(msg as { type: string }).type = 'error'
+  msg.payload = [{ message: `upstream subscription failed: the upstream sent an event without an object payload (got ${got})`, extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
+  return got
+}
+
 /**
  * graphql-ws stops listening to an operation's id only a few promise callbacks after its
  * `complete` or `error`; ws emits every message of one read synchronously, so a terminal message
@@ -199,7 +219,7 @@ type MessageHandler = (event: { data: unknown }) => void
  * here, once, and handed on parsed (graphql-ws validates an object as it is); what does not
  * parse goes on as it came, for graphql-ws to refuse.
  */
-export function screenEndedOperations(handler: MessageHandler): MessageHandler {
+export function screenEndedOperations(handler: MessageHandler, onBadEvent?: BadEventHandler): MessageHandler {
   // Ids only need remembering until graphql-ws has let go of them: within this turn of the
   // event loop, so the set is emptied on the next.
   const ended = new Set<string>()
@@ -227,7 +247,11 @@ export function screenEndedOperations(handler: MessageHandler): MessageHandler {
       if (typeof id === 'string' && (type === 'next' || type === 'error' || type === 'complete')) {
         if (ended.has(id)) return
         if (type === 'error') conformErrorPayload(msg as { payload?: unknown })
-        if (type !== 'next') {
+        else if (type === 'next') {
+          const got = badEventError(msg as { payload?: unknown })
+          if (got !== undefined) onBadEvent?.(id, got)
+        }
+        if ((msg as { type: unknown }).type !== 'next') {
           ended.add(id)
           if (!clearing) {
             clearing = true
@@ -247,7 +271,8 @@ const SCREENED_ONMESSAGE: PropertyDescriptor = {
     return BASE_ONMESSAGE.get!.call(this) as unknown
   },
   set(this: WebSocket, handler: unknown) {
-    BASE_ONMESSAGE.set!.call(this, typeof handler === 'function' ? screenEndedOperations(handler as MessageHandler) : handler)
+    const socket = this as UpstreamSocket
+    BASE_ONMESSAGE.set!.call(this, typeof handler === 'function' ? screenEndedOperations(handler as MessageHandler, (id, got) => socket.badEvent(id, got)) : handler)
   },
 }
 
@@ -264,6 +289,17 @@ const SCREENED_ONMESSAGE: PropertyDescriptor = {
 class UpstreamSocket extends WebSocket {
   /** The status of the non-101 answer to the handshake, when there was one. */
   handshakeStatus: number | undefined
+  /** Logs an operation ended for a bad event (set by the connection that opens the socket). */
+  onBadEvent: BadEventHandler | undefined
+
+  /**
+   * An operation ended for a bad event (see badEventError): graphql-ws takes the `error` as the
+   * upstream's own end of it and sends no `complete`, so the backend is told to stop it here.
+   */
+  badEvent(id: string, got: string): void {
+    if (this.readyState === WebSocket.OPEN) this.send(JSON.stringify({ id, type: 'complete' }))
+    this.onBadEvent?.(id, got)
+  }
 
   constructor(address: string, protocols: string | string[] | undefined, options: WebSocket.ClientOptions) {
     super(address, protocols, options)
@@ -358,6 +394,8 @@ export class UpstreamConnection {
     class HeaderedWebSocket extends UpstreamSocket {
       constructor(address: string, protocols?: string | string[]) {
         super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: pool.timings.connectTimeoutMs, followRedirects: false, maxPayload })
+        this.onBadEvent = (id, got) =>
+          pool.logger.warn({ upstream: url, operation: id, payload: got }, 'upstream sent an event without an object payload; ending that operation with UPSTREAM_UNAVAILABLE')
         // Disposed while a reconnect waited its backoff in url(): graphql-ws opens the socket
         // anyway; abort the handshake (error + close 1006 on the next tick, as for a refusal).
         if (conn.#disposed) this.terminate()

@@ -58,10 +58,22 @@ const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e\x80-\xff]*"$/
  * If-Match (RFC 9110 §13.1.1): `*` alone, or a list of entity-tags compared strongly — a weak tag
  * (`W/"…"`) never matches, and `*` is not a tag (`W/*`, `"a", *` are malformed: 400, not "any").
  */
-function ifMatchAccepts(header: string, etag: string | undefined): boolean {
+function ifMatchAccepts(name: string, header: string, etag: string | undefined): boolean {
   if (header.trim() === '*') return etag !== undefined
-  const tags = entityTags('If-Match', header) // a malformed list is a 400 even when nothing exists
+  const tags = entityTags(name, header) // a malformed list is a 400 even when nothing exists
   return etag !== undefined && tags.includes(etag)
+}
+
+/**
+ * If-Match against the current value (undefined: it does not exist): PreconditionFailed (a 412)
+ * when it does not hold. `name` is what a refusal names: the header, or GraphQL's `ifMatch`
+ * argument, which takes the same ETags with the same semantics.
+ */
+export function checkIfMatch(ifMatch: string, current: unknown, name = 'If-Match'): void {
+  const etag = current === undefined ? undefined : etagOf(current)
+  if (!ifMatchAccepts(name, ifMatch, etag)) {
+    throw new PreconditionFailed(etag === undefined ? `${name} given but the resource does not exist` : `${name} ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
+  }
 }
 
 /** The entity tags of an If-Match / If-None-Match list (not `*`); anything else is a 400 naming the header. */
@@ -82,11 +94,7 @@ function checkPreconditions(ctx: RouteContext, current: unknown, exists = curren
   const ifMatch = ctx.req.headers['if-match']
   const ifNoneMatch = ctx.req.headers['if-none-match']
   const etag = current === undefined ? undefined : etagOf(current)
-  if (ifMatch !== undefined) {
-    if (!ifMatchAccepts(ifMatch, etag)) {
-      throw new PreconditionFailed(etag === undefined ? 'If-Match given but the resource does not exist' : `If-Match ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
-    }
-  }
+  if (ifMatch !== undefined) checkIfMatch(ifMatch, current)
   if (ifNoneMatch === undefined) return
   if (ifNoneMatch.trim() === '*') {
     if (exists && etag !== undefined) throw new PreconditionFailed('If-None-Match: * but the resource exists', etag)

@@ -15,7 +15,7 @@ const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !
  * written before used `dlp/tenants/<t>/preset` with the bare preset names; they are left as they
  * were signed (the chain hashes them). The default preset keeps `dlp/defaultPreset`.
  */
-export async function setDlpPreset(store: ConfigStore, actor: string, tenant: string | undefined, preset: string): Promise<number> {
+export async function setDlpPreset(store: ConfigStore, actor: string, tenant: string | undefined, preset: string, precondition?: (current: unknown) => void): Promise<number> {
   if (preset === '') throw new ValidationFailed(['preset: expected a preset name'])
   // tenants["__proto__"] = … would set a prototype, not a tenant's preset: a silent no-op.
   if (tenant === '__proto__') throw new ValidationFailed(['dlp.tenants.__proto__: "__proto__" is not allowed as a key'])
@@ -30,10 +30,14 @@ export async function setDlpPreset(store: ConfigStore, actor: string, tenant: st
       if (tenant !== undefined) {
         const tenants: Obj = isObj(dlp.tenants) ? { ...dlp.tenants } : {}
         before = Object.hasOwn(tenants, tenant) ? tenants[tenant] : undefined
+        // What PUT /v1/dlp-tenants/<t> takes If-Match on: the tenant's entry (absent: undefined).
+        precondition?.(before)
         after = { preset }
         tenants[tenant] = { preset }
         dlp.tenants = tenants
       } else {
+        // What PUT /v1/dlp takes If-Match on: the whole section (not set: null).
+        precondition?.(head.document.dlp ?? null)
         before = dlp.defaultPreset
         after = preset
         dlp.defaultPreset = preset

@@ -5,7 +5,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { GraphQLScalarType, Kind, Source, type GraphQLError, type GraphQLObjectType, type GraphQLSchema } from 'graphql'
 import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
-import { quotaViews, setQuota, type ApiDeps } from './api.ts'
+import { etagOf } from '../config/canonical-json.ts'
+import { checkIfMatch, quotaViews, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
 import { HttpError, requestIdFor } from './http-kit.ts'
@@ -28,6 +29,8 @@ export const ADMIN_SDL = /* GraphQL */ `
     "Units used today (the tenant's day), from the proxies' usage reports."
     usedToday: SafeInt!
     tenant: String!
+    "The quota's ETag, as REST's GET /v1/tenants/{id}/quotas/{kind} sends it: what setQuota's ifMatch takes."
+    etag: String!
   }
 
   type Query {
@@ -36,9 +39,10 @@ export const ADMIN_SDL = /* GraphQL */ `
   }
 
   type Mutation {
-    setQuota(kind: String!, limitPerDay: Int!, tenant: String): Quota! @auth(abac: "admin.write")
-    "Sets a tenant's DLP preset (mask_basic, tokenize_strict, …): the caller's tenant or the tenant argument; without either, the default preset. Returns the new config version."
-    setDlpPreset(preset: String!, tenant: String): Int! @auth(abac: "admin.write")
+    "ifMatch: as REST's If-Match header (the quota's etag, or *): when the quota changed since, nothing is written and the error's extensions.code is PRECONDITION_FAILED."
+    setQuota(kind: String!, limitPerDay: Int!, tenant: String, ifMatch: String): Quota! @auth(abac: "admin.write")
+    "Sets a tenant's DLP preset (mask_basic, tokenize_strict, …): the caller's tenant or the tenant argument; without either, the default preset. Returns the new config version. ifMatch: the ETag of GET /v1/dlp-tenants/{tenant} (without a tenant, of GET /v1/dlp), or *, as REST's If-Match."
+    setDlpPreset(preset: String!, tenant: String, ifMatch: String): Int! @auth(abac: "admin.write")
   }
 `
 
@@ -86,7 +90,7 @@ function tenantArg(ctx: GraphQLContext, arg: unknown): string {
 }
 
 /** GraphQL codes of the statuses the REST helpers throw (HttpError). */
-const HTTP_ERROR_CODES: Record<number, string> = { 400: 'BAD_USER_INPUT', 404: 'NOT_FOUND', 409: 'CONFLICT', 412: 'CONFLICT', 503: 'SERVICE_UNAVAILABLE' }
+const HTTP_ERROR_CODES: Record<number, string> = { 400: 'BAD_USER_INPUT', 404: 'NOT_FOUND', 409: 'CONFLICT', 412: 'PRECONDITION_FAILED', 503: 'SERVICE_UNAVAILABLE' }
 
 /** The driver's error behind each SERVICE_UNAVAILABLE error (as `originalError` it would get the error masked), for the log. */
 const unavailableCauses = new WeakMap<object, unknown>()
@@ -95,7 +99,8 @@ function asGraphQLError(err: unknown): never {
   if (err instanceof Error && err.name === 'GraphQLError') throw err
   if (err instanceof ValidationFailed) throw createGraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT', problems: err.problems } })
   if (err instanceof NotFound) throw createGraphQLError(err.message, { extensions: { code: 'NOT_FOUND' } })
-  if (err instanceof PreconditionFailed) throw createGraphQLError(err.message, { extensions: { code: 'CONFLICT' } })
+  // REST's 412, with the current ETag (`current`, as in its problem body) to read and retry with.
+  if (err instanceof PreconditionFailed) throw createGraphQLError(err.message, { extensions: { code: 'PRECONDITION_FAILED', ...(err.current === undefined ? {} : { current: err.current }) } })
   if (err instanceof NulInText) throw createGraphQLError(err.message, { extensions: { code: 'BAD_USER_INPUT' } })
   // What the shared REST code answers itself (a 503 "no config yet: PUT /v1/config first" before
   // the first document): the same message and status here. Masked as "Unexpected error." it was
@@ -131,6 +136,15 @@ async function mapped<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The mutations' `ifMatch`: REST's If-Match, checked inside the commit against the same value
+ * (so two admins editing through GraphQL no longer overwrite each other in silence). Absent or
+ * null: last writer wins, as a REST write without the header.
+ */
+function ifMatchOf(ifMatch: string | null | undefined): ((current: unknown) => void) | undefined {
+  return ifMatch === undefined || ifMatch === null ? undefined : (current) => checkIfMatch(ifMatch, current, 'ifMatch')
+}
+
 type PolicyResource = { type: string; id?: string; tenant?: string }
 
 /**
@@ -152,22 +166,25 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
     typeDefs: ADMIN_SDL,
     resolvers: {
       SafeInt,
+      Quota: {
+        etag: (q: { limitPerDay: number }) => etagOf({ limitPerDay: q.limitPerDay }),
+      },
       Query: {
         quotas: async (_root, args: { tenant?: string }, ctx) => mapped(() => quotaViews(deps, tenantArg(ctx, args.tenant))),
       },
       Mutation: {
-        setQuota: async (_root, args: { kind: string; limitPerDay: number; tenant?: string }, ctx) => {
+        setQuota: async (_root, args: { kind: string; limitPerDay: number; tenant?: string; ifMatch?: string | null }, ctx) => {
           const tenant = tenantArg(ctx, args.tenant)
           if (!isQuotaKind(args.kind)) throw badArgument(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, `kind: expected one of graphql | ingest | embeddings | subscriptions, got ${JSON.stringify(args.kind)}`)
           if (args.limitPerDay < 0) throw badArgument('limitPerDay must be >= 0', `limitPerDay: expected a non-negative integer, got ${args.limitPerDay}`)
           const kind = args.kind
           return mapped(async () => {
-            await setQuota(deps, ctx.subject.sub, tenant, kind, args.limitPerDay)
+            await setQuota(deps, ctx.subject.sub, tenant, kind, args.limitPerDay, ifMatchOf(args.ifMatch))
             return (await quotaViews(deps, tenant)).find((q) => q.kind === kind)
           })
         },
-        setDlpPreset: async (_root, args: { preset: string; tenant?: string }, ctx) =>
-          mapped(() => setDlpPreset(deps.store, ctx.subject.sub, typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant, args.preset)),
+        setDlpPreset: async (_root, args: { preset: string; tenant?: string; ifMatch?: string | null }, ctx) =>
+          mapped(() => setDlpPreset(deps.store, ctx.subject.sub, typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant, args.preset, ifMatchOf(args.ifMatch))),
       },
     },
   })

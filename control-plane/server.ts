@@ -105,6 +105,18 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     hub.publish(head)
     logger.info({ version: head.version, author: head.author }, 'config version committed')
   })
+  // A key replaced on purpose (--previous-keys names the old one): the head it signed is signed
+  // again with this key before any stream opens, so proxies pinned to the new key take it at once.
+  // Best effort: on a failure the warning below says what proxies will see.
+  if (opts.previousKeys !== undefined && opts.previousKeys.length > 0) {
+    try {
+      const r = await store.resignHead(opts.previousKeys)
+      if (r?.resigned) logger.info({ headVersion: r.version, previousKeyId: r.keyId, keyId: opts.signingKey.keyId }, 'the head config version, signed by a previous key, is signed again with this key (new proxies pinned to it take it)')
+      else if (r !== undefined) logger.warn({ headVersion: r.version, headKeyId: r.keyId }, 'the head config version does not verify with this key or any of --previous-keys (another key signed it, or its row was edited): it is not signed again')
+    } catch (err) {
+      logger.warn({ err }, 'could not sign the head config version again with this key')
+    }
+  }
   // Several instances on one PostgreSQL: a commit elsewhere arrives as a NOTIFY; a slow poll
   // covers a lost notification connection (and a second process on the same SQLite file).
   // The LISTEN connection is opened again when it is lost, and the head re-read then (a commit
@@ -291,7 +303,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   if (headKey && headKey !== opts.signingKey.keyId) {
     logger.warn(
       { headVersion: store.head()!.version, headKeyId: headKey, keyId: opts.signingKey.keyId },
-      'the head config version was signed with another key than this instance holds: proxies pinned to that key will refuse the versions this instance commits; give every replica the same --signing-key (or, after replacing the key on purpose, re-pin the proxies)',
+      'the head config version was signed with another key than this instance holds: proxies pinned to that key will refuse the versions this instance commits; give every replica the same --signing-key (or, after replacing the key on purpose, re-pin the proxies and pass the old key with --previous-keys, which has the head signed again with this one)',
     )
   }
   // Stored plugins signed by keys the trust file no longer holds (revoked): said once at start, as

@@ -3,7 +3,7 @@
 // transaction. Design: we store the whole document per version and patch it per resource write,
 // rather than assembling it from per-resource tables — the schema grows with every filter, and a
 // resource is then only a path into the document, validated as a whole by the proxy's own schema.
-import { randomUUID } from 'node:crypto'
+import { randomUUID, type KeyObject } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { ConfigError, validateConfig } from '../config/load.ts'
 import { appendAudit, currentRequestId, type AuditEntry, type AuditInput } from './audit.ts'
@@ -13,8 +13,8 @@ import { num, type Db, type Tx } from './db.ts'
 import { migrate } from './migrations.ts'
 import { readQuotaLimits, QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
 import type { Doc } from './resources.ts'
-import { signSnapshot, type SignedSnapshot } from './snapshot.ts'
-import type { SigningKey } from './signing.ts'
+import { openSnapshot, signSnapshot, type SignedSnapshot } from './snapshot.ts'
+import { verifySignature, type SigningKey } from './signing.ts'
 
 export interface Head {
   version: number
@@ -176,6 +176,43 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
         change: (head) => (head.version > 0 ? { document: head.document, before: head.document, after: head.document, result: undefined } : { document: seed, before: undefined, after: seed, result: undefined }),
       })
     }
+  }
+
+  /**
+   * After the signing key was replaced (restarted with another --signing-key): the head is still
+   * signed with the old key, and proxies pinned to the new one refused it — a proxy starting then
+   * had no config until the next commit. The head's exact payload is signed again with this key,
+   * but only once it verifies with one of `previousKeys` (the keys this one replaced) and is this
+   * row's version and document: a row edited in the database is never blessed with the new key.
+   * Audited (`config.resign`). Returns what was found: nothing to do (undefined), re-signed, or
+   * signed by a key not among `previousKeys` (left as it is).
+   */
+  async resignHead(previousKeys: readonly KeyObject[]): Promise<{ version: number; keyId: string; resigned: boolean } | undefined> {
+    const out = await this.db.transaction(async (tx) => {
+      const head = await this.#readHead(tx)
+      if (head === undefined || verifySignature(this.key.publicKey, head.envelope.payload, head.envelope.signature)) return undefined
+      const keyId = typeof head.envelope.keyId === 'string' ? head.envelope.keyId : ''
+      const signer = previousKeys.find((k) => {
+        try {
+          const p = openSnapshot(head.envelope, k)
+          return p.version === head.version && p.digest === head.digest
+        } catch {
+          return false
+        }
+      })
+      if (signer === undefined) return { head, keyId, resigned: false }
+      const envelope: SignedSnapshot = { payload: head.envelope.payload, keyId: this.key.keyId, signature: this.key.sign(head.envelope.payload) }
+      await tx.query('UPDATE config_versions SET envelope = $2 WHERE version = $1', [head.version, JSON.stringify(envelope)])
+      await appendAudit(tx, this.key, { actor: 'system', action: 'config.resign', resource: 'config', before: { keyId }, after: { keyId: this.key.keyId }, configVersion: head.version })
+      return { head: { ...head, envelope }, keyId, resigned: true }
+    })
+    if (out === undefined) return undefined
+    if (out.resigned) {
+      // Same version and document: nothing to push (proxies running it keep it); new streams get this envelope.
+      if (this.#head?.version === out.head.version) this.#setHead(out.head)
+      this.emit('audited', 'config.resign')
+    }
+    return { version: out.head.version, keyId: out.keyId, resigned: out.resigned }
   }
 
   async #readHead(tx: Tx): Promise<Head | undefined> {

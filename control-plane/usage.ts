@@ -294,7 +294,14 @@ export class UsageLedger {
       if (counted !== undefined && counted[1] >= r.seq) return { accepted: false, alerts: [], saturated: [] }
       const marks = writeUsageBoots(boots, r.bootId, r.seq)
       if (p === undefined) {
-        await tx.query('INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4)', [r.proxyId, marks, now, r.seq])
+        // An upsert: the config stream writes the row outside this transaction (and without the
+        // write lock), so a new proxy's first stream may insert it after the SELECT above — a
+        // plain INSERT then failed on the primary key and the report with a 500. That row holds
+        // no usage high-water (usage_seq 0), so nothing counted is lost by taking ours.
+        await tx.query(
+          'INSERT INTO proxies (id, boot_id, first_seen, last_seen, usage_seq) VALUES ($1, $2, $3, $3, $4) ON CONFLICT (id) DO UPDATE SET boot_id = excluded.boot_id, usage_seq = excluded.usage_seq, last_seen = excluded.last_seen',
+          [r.proxyId, marks, now, r.seq],
+        )
       } else {
         await tx.query('UPDATE proxies SET boot_id = $2, usage_seq = $3, last_seen = $4 WHERE id = $1', [r.proxyId, marks, r.seq, now])
       }

@@ -18,10 +18,9 @@ import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-r
 import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
-import { H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
+import { ANONYMOUS, H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
 import { MICRO } from './token-bucket.ts'
 
-const ANONYMOUS = '_anonymous'
 const OVERFLOW = '_overflow'
 const MAX_RESOLVED = 8192
 

@@ -121,8 +121,7 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
     let rb = 0
     if (budget !== undefined) {
       if (!fallback) {
-        ring = table.ringOf(slot)
-        table.lockRing(ring)
+        ring = table.lockRingOf(slot)
         rb = table.ringBase(ring)
         advance(f, rb, now, budget)
         budgetTotal = total(f, rb)

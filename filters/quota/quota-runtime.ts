@@ -18,6 +18,7 @@ import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
 import { advance, total } from './rolling-budget.ts'
 import { budgetRule, KIND_INDEX, resolveRule } from './rules.ts'
 import {
+  ANONYMOUS,
   HB_ANOMALY_AT,
   HB_FLUSH_AT,
   HB_HEARTBEAT_AT,
@@ -28,12 +29,10 @@ import {
   HF_EPOCH,
   K_DAY,
   K_USED,
-  OVERFLOW_RING,
   OVERFLOW_SLOT,
   QUOTA_SHARED_BYTES,
   QuotaTable,
   S_REQUESTS,
-  S_RING,
   T_ANOMALY,
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
@@ -212,6 +211,7 @@ export class QuotaRuntime {
   #follow(a: QuotaAttachment): void {
     const { config, redis } = a
     this.config = config
+    this.table.listedBy((tenant) => tenant === ANONYMOUS || Object.hasOwn(config.tenants, tenant))
     const q = config.quotas
     if (this.events === undefined) this.events = new EventSink(this.logger, this.metrics, q.events.webhook)
     else this.events.webhook = q.events.webhook
@@ -452,10 +452,8 @@ export class QuotaRuntime {
         if (this.#store !== undefined) {
           used = t.f64[t.tf(slot, T_BUDGET_MIRROR)]! + t.f64[t.tf(slot, T_BUDGET_LOCAL)]!
         } else {
-          const ringPlus1 = Atomics.load(t.i32, t.si(slot, S_RING))
-          if (ringPlus1 > 0 && ringPlus1 - 1 !== OVERFLOW_RING) {
-            const ring = ringPlus1 - 1
-            t.lockRing(ring)
+          const ring = t.heldRing(slot)
+          if (ring !== -1) {
             advance(t.f64, t.ringBase(ring), now, rule)
             used = total(t.f64, t.ringBase(ring))
             t.unlockRing(ring)

@@ -2,9 +2,17 @@
 // Lists of String items with Integer parameters. Policy names are fixed: "rate" (the token
 // bucket: q = burst, w = seconds to refill it), "daily" (q = limitPerDay, w = 86400), "budget"
 // (the rolling budget: q = units, w = window), "concurrent" (qu = "concurrent-requests").
-// Units are cost units (1 per request unless a cost filter says more).
-import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, type KindRule } from './rules.ts'
+// Units are cost units (1 per request unless a cost filter says more). Only policies that can
+// refuse are advertised: clients read a policy as a limit they will be refused at, and a budget
+// without hardCap only counts (events, gauges), as a shadow rule does.
+import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, type BudgetRule, type KindRule } from './rules.ts'
 import { MICRO, msUntilFull } from './token-bucket.ts'
+
+/** A budget that refuses (hardCap, not shadow): the only kind a client must plan around. */
+function enforcedBudget(rule: KindRule): BudgetRule | undefined {
+  const b = rule.budget
+  return b !== undefined && b.hardCap && (rule.shadowMask & RULE_BUDGET) === 0 ? b : undefined
+}
 
 function seconds(ms: number): number {
   return ms <= 0 ? 0 : Math.ceil(ms / 1000)
@@ -16,7 +24,8 @@ export function policyHeader(rule: KindRule): string | undefined {
   const hidden = rule.shadowMask
   if (rule.perMs > 0 && (hidden & RULE_RATE) === 0) items.push(`"rate";q=${Math.max(1, Math.floor(rule.burst))};w=${Math.max(1, Math.ceil(rule.burst / rule.rate))}`)
   if (rule.limitPerDay >= 0 && (hidden & RULE_DAILY) === 0) items.push(`"daily";q=${rule.limitPerDay};w=86400`)
-  if (rule.budget !== undefined && (hidden & RULE_BUDGET) === 0) items.push(`"budget";q=${rule.budget.units};w=${Math.ceil(rule.budget.windowMs / 1000)}`)
+  const b = enforcedBudget(rule)
+  if (b !== undefined) items.push(`"budget";q=${b.units};w=${Math.ceil(b.windowMs / 1000)}`)
   if (rule.maxConcurrent > 0 && (hidden & RULE_CONCURRENT) === 0) items.push(`"concurrent";q=${rule.maxConcurrent};qu="concurrent-requests"`)
   return items.length ? items.join(', ') : undefined
 }
@@ -71,8 +80,8 @@ export function rateLimitHeader(rule: KindRule, f: LimitFigures, now: number, ms
     value += `${value ? ', ' : ''}"daily";r=${r};t=${t}`
     consider(out, f.dayLimit, r, t)
   }
-  const b = rule.budget
-  if (b !== undefined && (hidden & RULE_BUDGET) === 0) {
+  const b = enforcedBudget(rule)
+  if (b !== undefined) {
     const r = Math.max(0, b.units - f.budgetTotal)
     const t = seconds(b.bucketMs - (now % b.bucketMs))
     value += `${value ? ', ' : ''}"budget";r=${r};t=${t}`

@@ -11,7 +11,7 @@
 //
 // Group g (KEYS[2g-1], KEYS[2g]; ARGV from p + 1, p = the arguments of the groups before it):
 // KEYS     kind hash   tk, ts, d, u, z, e    (quotaKeys.kind; z/e: the zone d is counted in, its end)
-//          budget hash h, tot, bm, n, ra, rn, m<ppm> (when threshold ppm last fired), b<i>
+//          budget hash h, tot, bm, n, ra, rn, ru, m<ppm> (when threshold ppm last fired), b<i>
 //                      (quotaKeys.budget; unused without budget)
 // ARGV     p+1 decisions in the group (c)   p+2 day (local day no.)   p+3 pending units (outage
 //          use to reconcile, charged before the group's first decision; negative: a late reply
@@ -133,20 +133,22 @@ local function group(K1, K2, A)
     end
   end
 
-  -- the rolling budget: h (newest bucket), tot, bm/n (shape), ra/rn (cached retry-at for a cost);
+  -- the rolling budget: h (newest bucket), tot, bm/n (shape), ra/rn/ru (cached retry-at for a cost
+  -- under a budget of ru units: a reload that changes the units must not reuse the old wait);
   -- add: units for the newest bucket not written yet
-  local total, bm, n, head, ra, rn, add = 0, 0, 0, 0, 0, 0, 0
+  local total, bm, n, head, ra, rn, ru, add = 0, 0, 0, 0, 0, 0, 0, 0
   local setb = nil
   local dirty = false
   if bunits >= 0 then
     bm = tonumber(ARGV[A + 8])
     n = tonumber(ARGV[A + 9])
     local cur = math.floor(now / bm)
-    local b = redis.call('HMGET', K2, 'h', 'tot', 'bm', 'n', 'ra', 'rn')
+    local b = redis.call('HMGET', K2, 'h', 'tot', 'bm', 'n', 'ra', 'rn', 'ru')
     head = tonumber(b[1])
     total = tonumber(b[2]) or 0
     ra = tonumber(b[5]) or 0
     rn = tonumber(b[6]) or 0
+    ru = tonumber(b[7]) or -1
     local on = tonumber(b[4])
     if head == nil or tonumber(b[3]) ~= bm or on ~= n then
       -- first use, or the window's shape changed: carry the total as one lump (never forgive usage)
@@ -186,7 +188,7 @@ local function group(K1, K2, A)
     end
     dirty = add ~= 0
   end
-  local ora, orn = ra, rn
+  local ora, orn, oru = ra, rn, ru
   local hardcap = bunits >= 0 and tonumber(ARGV[A + 10]) == 1
   local hasRate = rate > 0
   local hasBudget = bunits >= 0
@@ -215,12 +217,13 @@ local function group(K1, K2, A)
         retry = math.ceil((costM - tokens) / rate)
       end
       if bit.band(enforced, 4) ~= 0 then
-        if ra <= now or rn ~= cost then
+        if ra <= now or rn ~= cost or ru ~= bunits then
           -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat.
           -- The buckets hold the earlier decisions' units (as with one call per decision), not
           -- this decision's own carried lump or pending units.
           if j > 1 and add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add); add = 0 end
           rn = cost
+          ru = bunits
           local excess = total + cost - bunits
           ra = now + bm * n
           for k = head - n + 1, head do
@@ -271,7 +274,7 @@ local function group(K1, K2, A)
     if add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add) end
     local w = setb or {}
     if dirty or setb then w[#w + 1] = 'tot'; w[#w + 1] = total end
-    if ra ~= ora or rn ~= orn then w[#w + 1] = 'ra'; w[#w + 1] = ra; w[#w + 1] = 'rn'; w[#w + 1] = rn end
+    if ra ~= ora or rn ~= orn or ru ~= oru then w[#w + 1] = 'ra'; w[#w + 1] = ra; w[#w + 1] = 'rn'; w[#w + 1] = rn; w[#w + 1] = 'ru'; w[#w + 1] = ru end
     if #w > 0 then redis.call('HSET', K2, unpack(w)) end
   end
   if rate > 0 then

@@ -20,7 +20,12 @@ export const R_RETRY_NEED = 9 // the cost R_RETRY_AT was computed for
  * for a window). NaN: unknown (a state file from a writer without them): the marker stays where it is.
  */
 export const R_FIRED_TH = 10
-export const RING_HEADER = 14
+/**
+ * The budget units R_RETRY_AT was computed under: a reload that changes them (a lower budget
+ * frees up later) must not be answered with the old wait until it passes.
+ */
+export const R_RETRY_UNITS = 14
+export const RING_HEADER = 15
 /** The largest window in buckets (31 days of hours). */
 export const RING_SLOTS = 744
 export const RING_F64 = RING_HEADER + RING_SLOTS
@@ -88,7 +93,7 @@ export function total(f: Float64Array, o: number): number {
  */
 export function retryAt(f: Float64Array, o: number, now: number, shape: BudgetShape, need: number): number {
   const cached = f[o + R_RETRY_AT]!
-  if (cached > now && f[o + R_RETRY_NEED] === need) return cached
+  if (cached > now && f[o + R_RETRY_NEED] === need && f[o + R_RETRY_UNITS] === shape.units) return cached
   const n = shape.buckets
   const head = f[o + R_HEAD]!
   let excess = f[o + R_TOTAL]! + need - shape.units
@@ -101,6 +106,7 @@ export function retryAt(f: Float64Array, o: number, now: number, shape: BudgetSh
   const result = excess > 0 ? now + shape.windowMs : at
   f[o + R_RETRY_AT] = result
   f[o + R_RETRY_NEED] = need
+  f[o + R_RETRY_UNITS] = shape.units
   return result
 }
 

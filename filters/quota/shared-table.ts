@@ -6,14 +6,14 @@
 //            Float64 × 32: epoch
 //   slots    TENANT_CAPACITY × (Int32 × 24 | Float64 × 40 | key bytes × 128)
 //            per kind (4): lock, concurrent count, mode | tokens, last refill, day, used, …
-//   rings    RING_CAPACITY × (Int32 lock | Float64 × RING_F64)
+//   rings    RING_CAPACITY × (Int32 lock | Int32 holder | Float64 × RING_F64)
 //   ledgers  WORKER_LEDGERS × Int32 × (1 + TENANT_CAPACITY × KINDS): what each worker thread holds
 //            of the in-flight count and of every concurrency count (see releaseWorker)
 //
 // Slot 0 and ring 0 are the overflow: tenants that find the table full (or whose id cannot be
 // stored) share them, so they are limited together rather than not at all.
 import { lock, unlock } from './shared-mutex.ts'
-import { RING_F64 } from './rolling-budget.ts'
+import { R_BUCKETS, R_BUCKET_MS, R_HEAD, RING_F64, RING_HEADER } from './rolling-budget.ts'
 
 export const KINDS = 4
 export const TENANT_CAPACITY = 4096
@@ -30,6 +30,8 @@ const UNLISTED_RINGS = Math.floor(RING_CAPACITY * 0.75)
 export const KEY_BYTES = 128
 export const OVERFLOW_SLOT = 0
 export const OVERFLOW_RING = 0
+/** The table key of requests without a tenant (a tenant of its own, never unlisted). */
+export const ANONYMOUS = '_anonymous'
 
 // Header Int32 words.
 export const H_INIT = 0 // 0 fresh, 1 being initialized, 2 ready
@@ -45,6 +47,8 @@ export const H_STATE_LOCK = 6
 export const H_RING_NEXT = 7
 export const H_SLOTS_USED = 8
 export const H_OVERFLOWS = 9
+/** Rings held by tenants that were unlisted when they took them (at most UNLISTED_RINGS). */
+export const H_RINGS_UNLISTED = 10
 const HEADER_I32 = 64
 const HEADER_F64 = 32
 // Header BigInt64 words (BigInt64Array indices; Int32 words 12-17): the start, in ms since the
@@ -56,6 +60,13 @@ export const HB_ANOMALY_AT = 7
 export const HB_HEARTBEAT_AT = 8
 // Header Float64 words: Float64Array indices, after the Int32 words.
 export const HF_EPOCH = (HEADER_I32 * 4) / 8 + 0
+/**
+ * Until when (ms) the ring pool is not searched again for a ring to reclaim, for unlisted tenants
+ * and (+ 1) for listed ones: the last search found none.
+ */
+export const HF_RING_SCAN_AT = HF_EPOCH + 1
+/** How long a fruitless search of the ring pool holds off the next (a flood of new ids scans once). */
+const RING_SCAN_PAUSE_MS = 1_000
 
 // Slot Int32 words.
 export const S_STATE = 0
@@ -91,7 +102,9 @@ const SLOT_I32_BASE = HEADER_BYTES
 const SLOT_F64_BASE = SLOT_I32_BASE + TENANT_CAPACITY * SLOT_I32 * 4
 const KEYS_BASE = SLOT_F64_BASE + TENANT_CAPACITY * SLOT_F64 * 8
 const RING_LOCK_BASE = KEYS_BASE + TENANT_CAPACITY * KEY_BYTES
-const RING_BASE = RING_LOCK_BASE + RING_CAPACITY * 4
+/** Per ring: its holder, slot + 1 (negative: taken by an unlisted tenant); 0 = free. */
+const RING_HOLDER_BASE = RING_LOCK_BASE + RING_CAPACITY * 4
+const RING_BASE = RING_HOLDER_BASE + RING_CAPACITY * 4
 
 const LEDGER_BASE = RING_BASE + RING_CAPACITY * RING_F64 * 8
 
@@ -118,6 +131,11 @@ export class QuotaTable {
   readonly #u8: Uint8Array
   /** This thread's tenant → slot cache (the shared table is only locked on a miss). */
   readonly #slots = new Map<string, number>()
+  /**
+   * Is this tenant id listed in the config in force (see listedBy)? A ring held by a tenant that
+   * is not — removed by a reload, or never listed — may go to a listed one.
+   */
+  #isListed: (tenant: string) => boolean = () => true
 
   constructor(buffer: SharedArrayBuffer) {
     if (buffer.byteLength < QUOTA_SHARED_BYTES) throw new Error(`quota shared memory is ${buffer.byteLength} bytes, needs ${QUOTA_SHARED_BYTES}`)
@@ -308,32 +326,143 @@ export class QuotaTable {
   }
 
   /**
-   * The budget ring of a slot, allocated on first use; OVERFLOW_RING when the pool is spent.
-   * Rings are never given back: unlisted tenants (`listed` false) may take only UNLISTED_RINGS of
-   * them, or a client inventing ids put every listed tenant seen later into the overflow ring,
+   * The budget ring of a slot, allocated on first use; OVERFLOW_RING when none can be had.
+   * Unlisted tenants (`listed` false; undefined: asked of isListed) may hold only UNLISTED_RINGS
+   * of them, or a client inventing ids put every listed tenant seen later into the overflow ring,
    * whose budget all of them then shared (a hard cap refused them for strangers' usage).
+   * Once the pool has been handed out, rings are reclaimed (see #reclaim): a tenant churn no
+   * longer fills it for good. A tenant in the overflow ring tries again at most once a search pause.
+   * The ring may be reclaimed as soon as this returns: use it through lockRingOf/heldRing.
    */
-  ringOf(slot: number, listed = true): number {
+  ringOf(slot: number, listed?: boolean): number {
     const idx = this.si(slot, S_RING)
     const have = Atomics.load(this.i32, idx)
-    if (have !== 0) return have - 1
+    if (have !== 0 && (have !== OVERFLOW_RING + 1 || slot === OVERFLOW_SLOT)) return have - 1
+    const unlisted = !(listed ?? this.#isListed(this.keyOf(slot)))
+    if (have !== 0 && Date.now() < this.f64[HF_RING_SCAN_AT + (unlisted ? 0 : 1)]!) return OVERFLOW_RING
     lock(this.i32, H_TABLE_LOCK)
     try {
       const again = Atomics.load(this.i32, idx)
-      if (again !== 0) return again - 1
+      if (again !== 0 && again !== OVERFLOW_RING + 1) return again - 1
       let ring = OVERFLOW_RING
       if (slot !== OVERFLOW_SLOT) {
+        const room = !unlisted || Atomics.load(this.i32, H_RINGS_UNLISTED) < UNLISTED_RINGS
         const next = Atomics.load(this.i32, H_RING_NEXT) + 1 // ring 0 is the overflow ring
-        if (next < (listed ? RING_CAPACITY : UNLISTED_RINGS)) {
+        if (room && next < RING_CAPACITY) {
           Atomics.store(this.i32, H_RING_NEXT, next)
           ring = next
-        } else Atomics.add(this.i32, H_OVERFLOWS, 1)
+        } else ring = this.#reclaim(unlisted, room)
+        if (ring !== OVERFLOW_RING) {
+          Atomics.store(this.i32, this.#holderIndex(ring), unlisted ? -(slot + 1) : slot + 1)
+          if (unlisted) Atomics.add(this.i32, H_RINGS_UNLISTED, 1)
+        } else if (again === 0) Atomics.add(this.i32, H_OVERFLOWS, 1) // counted once per tenant
       }
       Atomics.store(this.i32, idx, ring + 1)
       return ring
     } finally {
       unlock(this.i32, H_TABLE_LOCK)
     }
+  }
+
+  /**
+   * The config in force lists these tenants (the runtime, at start and on each reload). What can
+   * be reclaimed changed: a search that found nothing under the previous config is not waited out.
+   */
+  listedBy(isListed: (tenant: string) => boolean): void {
+    this.#isListed = isListed
+    this.f64[HF_RING_SCAN_AT] = 0
+    this.f64[HF_RING_SCAN_AT + 1] = 0
+  }
+
+  #holderIndex(ring: number): number {
+    return (RING_HOLDER_BASE >> 2) + ring
+  }
+
+  /**
+   * A ring to reuse (under the table lock; OVERFLOW_RING: none). First one whose window has
+   * passed in full since its last use: nothing in it counts any more, so it is taken from any
+   * tenant. Failing that, for a listed tenant, the least recently used ring (a never used one
+   * first) of a tenant not listed now (removed by a reload, or unlisted). A never used ring is
+   * otherwise kept: it was just taken for a decision, or given to a listed tenant at start. An
+   * unlisted tenant without `room` takes only another unlisted tenant's (the unlisted count stays
+   * within UNLISTED_RINGS).
+   * Its holder's slot is told (S_RING 0: it takes a ring again at its next request).
+   */
+  #reclaim(unlisted: boolean, room: boolean): number {
+    const now = Date.now()
+    const i32 = this.i32
+    const f = this.f64
+    const gate = HF_RING_SCAN_AT + (unlisted ? 0 : 1)
+    if (now < f[gate]!) return OVERFLOW_RING
+    let victim = OVERFLOW_RING
+    let victimHead = Number.POSITIVE_INFINITY
+    // Only rings handed out so far: the others are still the bump allocator's.
+    const last = Atomics.load(i32, H_RING_NEXT)
+    for (let ring = 1; ring <= last; ring++) {
+      const holder = Atomics.load(i32, this.#holderIndex(ring))
+      if (unlisted && !room && holder >= 0) continue
+      const o = this.ringBase(ring)
+      const head = f[o + R_HEAD]!
+      // Read without the ring's lock: a hint, checked again under it.
+      if (head !== 0 && Math.floor(now / f[o + R_BUCKET_MS]!) > head + f[o + R_BUCKETS]!) {
+        if (this.#free(ring, now, false)) return ring
+      } else if (!unlisted && head < victimHead && holder !== 0 && !this.#isListed(this.keyOf(Math.abs(holder) - 1))) {
+        victim = ring
+        victimHead = head
+      }
+    }
+    if (victim !== OVERFLOW_RING && this.#free(victim, now, true)) return victim
+    f[gate] = now + RING_SCAN_PAUSE_MS
+    return OVERFLOW_RING
+  }
+
+  /** Take a ring from its holder (under the table lock): when it is expired (or `any`), cleared. */
+  #free(ring: number, now: number, any: boolean): boolean {
+    const i32 = this.i32
+    const f = this.f64
+    const o = this.ringBase(ring)
+    this.lockRing(ring)
+    try {
+      const head = f[o + R_HEAD]!
+      if (!any && (head === 0 || Math.floor(now / f[o + R_BUCKET_MS]!) <= head + f[o + R_BUCKETS]!)) return false
+      const holder = Atomics.exchange(i32, this.#holderIndex(ring), 0)
+      if (holder !== 0) {
+        const slot = Math.abs(holder) - 1
+        Atomics.compareExchange(i32, this.si(slot, S_RING), ring + 1, 0)
+        if (holder < 0) Atomics.sub(i32, H_RINGS_UNLISTED, 1)
+      }
+      // Header too: the threshold markers and cached retry belonged to the old holder.
+      f.fill(0, o, o + RING_HEADER)
+      return true
+    } finally {
+      this.unlockRing(ring)
+    }
+  }
+
+  /** Does `slot` hold `ring` (the overflow ring: whoever uses it)? Stable while the ring is locked. */
+  holds(slot: number, ring: number): boolean {
+    return ring === OVERFLOW_RING || Math.abs(Atomics.load(this.i32, this.#holderIndex(ring))) === slot + 1
+  }
+
+  /** The slot's budget ring, allocated if need be, locked: the caller unlocks it. */
+  lockRingOf(slot: number, listed?: boolean): number {
+    for (;;) {
+      const ring = this.ringOf(slot, listed)
+      this.lockRing(ring)
+      if (this.holds(slot, ring)) return ring
+      this.unlockRing(ring) // reclaimed between the two: take a ring again
+    }
+  }
+
+  /** The slot's own budget ring, locked (the caller unlocks it); -1 when it holds none (or the overflow ring). */
+  heldRing(slot: number): number {
+    const plus1 = Atomics.load(this.i32, this.si(slot, S_RING))
+    if (plus1 <= OVERFLOW_RING + 1) return -1
+    const ring = plus1 - 1
+    this.lockRing(ring)
+    if (this.holds(slot, ring)) return ring
+    this.unlockRing(ring)
+    return -1
   }
 }
 

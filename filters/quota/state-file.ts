@@ -9,7 +9,7 @@ import { QUOTA_KINDS, zoneCode, zoneOfCode, type QuotaKindName, type QuotaStateD
 import { S_ZONE } from './local-limiter.ts'
 import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
 import { lock, unlock } from './shared-mutex.ts'
-import { H_STATE_LANDED, H_STATE_LOCK, H_STATE_SEQ, K_DAY, K_USED, OVERFLOW_RING, S_RING, type QuotaTable } from './shared-table.ts'
+import { H_STATE_LANDED, H_STATE_LOCK, H_STATE_SEQ, K_DAY, K_USED, OVERFLOW_RING, type QuotaTable } from './shared-table.ts'
 
 export function snapshotState(table: QuotaTable, now: number): QuotaStateDocument {
   const tenants: QuotaStateTenant[] = []
@@ -29,11 +29,9 @@ export function snapshotState(table: QuotaTable, now: number): QuotaStateDocumen
         keep = true
       }
     }
-    const ringPlus1 = Atomics.load(table.i32, table.si(slot, S_RING))
-    if (ringPlus1 > 0 && ringPlus1 - 1 !== OVERFLOW_RING) {
-      const ring = ringPlus1 - 1
+    const ring = table.heldRing(slot)
+    if (ring !== -1) {
       const o = table.ringBase(ring)
-      table.lockRing(ring)
       const n = f[o + R_BUCKETS]!
       if (f[o + R_HEAD]! > 0 && n > 0) {
         const ringValues: [number, number][] = []

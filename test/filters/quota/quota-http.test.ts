@@ -49,7 +49,7 @@ describe('RateLimit headers (draft-ietf-httpapi-ratelimit-headers-11)', () => {
   it('admitted and refused responses carry fields that parse as Structured Field Lists with the draft parameters', async () => {
     const p = await proxyWith({
       tenants: { acme: { timezone: 'Europe/Berlin' } },
-      quotas: { tenants: { acme: { graphql: { rate: 1, burst: 3, limitPerDay: 1000, maxConcurrent: 50 }, budget: { units: 100_000 } } } },
+      quotas: { tenants: { acme: { graphql: { rate: 1, burst: 3, limitPerDay: 1000, maxConcurrent: 50 }, budget: { units: 100_000, hardCap: true } } } },
     })
     try {
       const seen: number[] = []

@@ -75,9 +75,9 @@ describe('a request that can never fit', () => {
       // Nothing was spent: the whole burst and the whole day are still there.
       const ok = await gql(p.url, 'burst')
       expect(ok.status).toBe(200)
-      expect(String(ok.headers.ratelimit)).toMatch(/^"rate";r=1;t=1000, "budget";r=999999999999;/)
+      expect(String(ok.headers.ratelimit)).toMatch(/^"rate";r=1;t=1000(?:$|, )/)
       const d = await gql(p.url, 'day')
-      expect(String(d.headers.ratelimit)).toMatch(/^"daily";r=999;t=\d+, "budget";r=999999999999;/)
+      expect(String(d.headers.ratelimit)).toMatch(/^"daily";r=999;t=\d+(?:$|, )/)
       // An ordinary refusal (the bucket is empty for a request that fits it) is still a 429 to retry.
       await gql(p.url, 'burst')
       const limited = await gql(p.url, 'burst')
@@ -105,7 +105,7 @@ describe('a request that can never fit', () => {
       expect(metricSum(text, 'igw_quota_decision_seconds_count', 'path="redis"')).toBe(0)
       const ok = await gql(p.url, 'burst')
       expect(ok.status).toBe(200)
-      expect(String(ok.headers.ratelimit)).toMatch(/^"rate";r=1;t=1000, "budget";r=999999999999;/)
+      expect(String(ok.headers.ratelimit)).toMatch(/^"rate";r=1;t=1000(?:$|, )/)
     } finally {
       await p.close()
     }

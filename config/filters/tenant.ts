@@ -41,7 +41,8 @@ export const tenantJwtConfig = z
     /** A JWKS document on disk; keys are picked by "kid". */
     jwksFile: z.string().min(1).optional(),
     issuer: z.string().optional(),
-    audience: z.union([z.string(), z.array(z.string())]).optional(),
+    // An empty list accepted no token at all (every request 401): refused at load instead.
+    audience: z.union([z.string(), z.array(z.string()).min(1, { error: 'expected at least one audience (omit audience to accept any)' })]).optional(),
     /** Allowed clock skew in seconds. */
     clockToleranceSec: z.int().nonnegative().default(30),
     /**

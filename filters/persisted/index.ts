@@ -45,6 +45,16 @@ interface LimitBroken {
 type BatchItem = 'apq_not_found' | 'apq_not_supported' | undefined
 
 /**
+ * What a batch's operations add up to: their cost, whether any was estimated, and the longest of
+ * their manifest timeoutMs (Infinity once one has none: its operation gets the route's deadline).
+ */
+interface BatchTally {
+  cost: number
+  estimated: boolean
+  timeoutMs: number
+}
+
+/**
  * The local answer to a batch with an unresolved hash: one result per operation, in order, as
  * Apollo Server answers a batch (a BatchHttpLink hands each operation its own result): an unknown
  * hash or id PersistedQueryNotFound (PersistedQueryNotSupported with APQ off); every other
@@ -220,8 +230,10 @@ class PersistedFilter implements Filter {
    * A batch (routes[].batching): each request's APQ hash or persisted id is resolved as for a
    * lone request and a client's own cost hints dropped, so a backend without APQ support runs an
    * Apollo BatchHttpLink + PersistedQueryLink batch; APQ registrations in it are kept. The batch
-   * still costs its number of operations. A hash the gateway does not know answers the batch
-   * with one result per operation, 200 (batchReply). Once every operation is resolved, those not
+   * costs what its operations cost alone, and is due when the last of them would be (#batchPolicy):
+   * it cost one unit per operation, so a query the quota refuses alone as too expensive ran in a
+   * batch of one, and no manifest timeoutMs applied. A hash the gateway does not know answers the
+   * batch with one result per operation, 200 (batchReply). Once every operation is resolved, those not
    * from the manifest are held to a lone request's rules (#batchCheck): the first one that breaks
    * them refuses the batch. Batching was a way around maxDepth, maxQueryBytes and the safelist:
    * a batch's documents went upstream unchecked, and `enforce` refused even a batch made only of
@@ -235,6 +247,7 @@ class PersistedFilter implements Filter {
     let remote: Promise<void>[] | undefined
     let outside: number[] | undefined // operations not resolved from the manifest, to check
     let items: unknown[] | undefined
+    const tally: BatchTally = { cost: 0, estimated: false, timeoutMs: 0 }
     for (let i = 0; i < reqs.length; i++) {
       const r = reqs[i]
       if (r === undefined) {
@@ -244,14 +257,19 @@ class PersistedFilter implements Filter {
         // none, and goes as sent for the backend to answer.
         items ??= JSON.parse(batch.raw.toString('utf8')) as unknown[]
         const item = items[i]
-        if (item === null || typeof item !== 'object' || Array.isArray(item)) continue
+        if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+          // Not a request at all (the backend answers it with an error): the proxy's one unit.
+          tally.cost += 1
+          tally.timeoutMs = Infinity
+          continue
+        }
         if (enforce) {
           this.#m.requests.labels('not_allowed').inc()
           return errorReply('PERSISTED_QUERY_NOT_ALLOWED', `batch operation ${i} is not a GraphQL request that can be checked against the persisted-documents safelist`)
         }
         return this.#reject('malformed', `batch operation ${i} is not a GraphQL request (a string "query", "operationName" and "documentId"; "variables" and "extensions" objects)`)
       }
-      const outcome = this.#batchItem(r, enforce)
+      const outcome = this.#batchItem(r, enforce, tally)
       if (typeof outcome === 'object') return outcome
       if (outcome === 'manifest') continue
       if (outcome === 'remote') {
@@ -271,19 +289,19 @@ class PersistedFilter implements Filter {
     }
     const finish = (): Decision => {
       if (failed !== undefined) return batchReply(failed)
-      if (outside === undefined) return undefined
-      if (remote !== undefined) outside.sort((a, b) => a - b) // the first refused is the first in the batch
-      for (const i of outside) {
-        const refusal = this.#batchCheck(ctx, reqs[i]!, i, mode)
+      if (remote !== undefined) outside?.sort((a, b) => a - b) // the first refused is the first in the batch
+      for (const i of outside ?? []) {
+        const refusal = this.#batchCheck(ctx, reqs[i]!, i, mode, tally)
         if (refusal !== undefined) return refusal
       }
+      this.#batchPolicy(ctx, tally)
       return undefined
     }
     return remote === undefined ? finish() : Promise.all(remote).then(finish)
   }
 
   /** A batch operation from outside the manifest, held to a lone request's rules: the safelist mode, size, parse, fragment expansion, depth. */
-  #batchCheck(ctx: RequestContext, r: GraphQLRequest, i: number, mode: Mode): LocalReply | undefined {
+  #batchCheck(ctx: RequestContext, r: GraphQLRequest, i: number, mode: Mode, tally: BatchTally): LocalReply | undefined {
     const which = `batch operation ${i}`
     if (mode === 'enforce') {
       this.#m.requests.labels('not_allowed').inc()
@@ -294,7 +312,22 @@ class PersistedFilter implements Filter {
     const c = this.#checkLimits(r, query)
     if ('reason' in c) return this.#limitRefusal(c, `${which}: `)
     if (mode === 'log-unknown') this.#noteUnknown(ctx, r)
+    const cost = c.a.variableDependent ? analyzeDocument(c.doc, r.operationName, r.variables, this.#settings, this.#info).cost : c.a.cost
+    this.#m.cost.labels('estimate').observe(cost)
+    tally.cost += cost
+    tally.estimated = true
+    tally.timeoutMs = Infinity
     return undefined
+  }
+
+  /** A resolved batch's price and deadline, as its operations have them alone (the quota filter charges ctx.cost). */
+  #batchPolicy(ctx: RequestContext, tally: BatchTally): void {
+    ctx.cost = tally.cost
+    ctx.costSource = tally.estimated ? 'estimate' : 'hint'
+    if (tally.timeoutMs !== Infinity) {
+      const d = ctx.startTime + tally.timeoutMs
+      if (d < ctx.deadline) ctx.deadline = d
+    }
   }
 
   #batchMiss(outcome: 'apq_not_found' | 'apq_not_supported'): BatchItem {
@@ -303,7 +336,7 @@ class PersistedFilter implements Filter {
   }
 
   /** One request of a batch, resolved in place: 'ok', a miss, 'remote' (ask Redis), or a reply refusing the batch (a malformed or mismatched id, as for a lone request). */
-  #batchItem(r: GraphQLRequest, enforce: boolean): 'manifest' | 'ok' | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
+  #batchItem(r: GraphQLRequest, enforce: boolean, tally: BatchTally): 'manifest' | 'ok' | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
     const hintExt = this.#hintExt
     if (hintExt !== false && r.extensions !== undefined && hintExt in r.extensions) r.deleteExtension(hintExt)
     if (r.documentId !== undefined) {
@@ -320,13 +353,13 @@ class PersistedFilter implements Filter {
             return this.#reject('hash_mismatch', 'documentId and extensions.persistedQuery name different documents')
           }
         }
-        return this.#batchManifest(r, op)
+        return this.#batchManifest(r, op, tally)
       }
     }
     const pq = r.extensions?.persistedQuery
     if (pq === undefined) {
       const op = this.#manifest.byHash.size > 0 && r.query !== undefined ? this.#manifest.byHash.get(r.docHash!) : undefined
-      if (op !== undefined) return this.#batchManifest(r, op)
+      if (op !== undefined) return this.#batchManifest(r, op, tally)
       this.#m.requests.labels('freeform').inc()
       return 'ok'
     }
@@ -336,18 +369,18 @@ class PersistedFilter implements Filter {
     if (typeof sha256Hash !== 'string' || sha256Hash === '') return this.#reject('bad_extension', 'extensions.persistedQuery.sha256Hash must be a non-empty string')
     if (r.query === undefined) {
       const op = this.#manifest.lookup(sha256Hash)
-      if (op !== undefined) return this.#batchManifest(r, op)
+      if (op !== undefined) return this.#batchManifest(r, op, tally)
       if (!this.#cfg.apq.enabled) return 'apq_not_supported'
       const known = this.#apq.local(sha256Hash.toLowerCase())
       if (known !== undefined) return this.#batchApqHit(r, known)
       return this.#apq.hasRedis ? 'remote' : 'apq_not_found'
     }
     const op = this.#manifest.byId.get(sha256Hash)
-    if (op !== undefined && op.document === r.query) return this.#batchManifest(r, op)
+    if (op !== undefined && op.document === r.query) return this.#batchManifest(r, op, tally)
     const byText = this.#manifest.byHash.get(r.docHash!)
     if (!this.#cfg.apq.enabled && byText === undefined) return 'apq_not_supported'
     if (r.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
-    if (byText !== undefined) return this.#batchManifest(r, byText)
+    if (byText !== undefined) return this.#batchManifest(r, byText, tally)
     r.deleteExtension('persistedQuery')
     this.#m.requests.labels('apq_registered').inc()
     // As for a lone request: only a document within the limits is remembered, and none under
@@ -363,13 +396,18 @@ class PersistedFilter implements Filter {
     return 'ok'
   }
 
-  #batchManifest(r: GraphQLRequest, op: PersistedOperation): 'manifest' {
+  #batchManifest(r: GraphQLRequest, op: PersistedOperation, tally: BatchTally): 'manifest' {
     if (r.query !== op.document) r.setQuery(op.document)
     r.deleteExtension('persistedQuery')
     r.clearDocumentId()
     this.#m.requests.labels('manifest').inc()
     this.#m.byId.labels(op.id).inc()
-    if (this.#hintExt !== false) r.setExtension(this.#hintExt, op.hints ?? hintsFor(op, analyzeDocument(op.ast, r.operationName, r.variables, this.#settings, this.#info).cost))
+    const hints = op.hints ?? hintsFor(op, analyzeDocument(op.ast, r.operationName, r.variables, this.#settings, this.#info).cost)
+    this.#m.cost.labels(hints.costSource).observe(hints.cost)
+    tally.cost += hints.cost
+    if (hints.costSource === 'estimate') tally.estimated = true
+    tally.timeoutMs = Math.max(tally.timeoutMs, op.timeoutMs ?? Infinity)
+    if (this.#hintExt !== false) r.setExtension(this.#hintExt, hints)
     return 'manifest'
   }
 

@@ -3,7 +3,7 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
@@ -37,6 +37,8 @@ const ENTRY_OVERHEAD_BYTES = 128
  * without a restart or a config change (the files are not part of the config document).
  */
 const KEY_FILE_CHECK_MS = 1_000
+/** The stamp of a key file that cannot be read (fileStamp's ''). */
+const UNREADABLE = 'unreadable'
 
 type Keys = { secret?: Uint8Array; publicKey?: KeyObject; jwks?: JWTVerifyGetKey }
 
@@ -130,6 +132,10 @@ export class JwtVerifier {
    * decided with the old keys are dropped: a token of a newly added kid refused a moment ago
    * verifies now, and one signed by a removed key is no longer served from the cache. A file
    * caught half-written does not load: the old keys stay and it is tried again next time.
+   * A file that can no longer be read (deleted, moved, its mount or permissions gone) is a
+   * change that does not load too: it was skipped without a word, so the keys in use — removed
+   * ones included — went on verifying with nothing saying they lag the file (and a restart
+   * would refuse the config).
    */
   #reloadChangedKeys(): void {
     const now = Date.now()
@@ -138,8 +144,8 @@ export class JwtVerifier {
     const cfg = this.#cfg
     let keys: Keys | undefined
     if (cfg.publicKeyFile !== undefined) {
-      const stamp = fileStamp(cfg.publicKeyFile)
-      if (stamp !== '' && stamp !== this.#stamps.publicKey) {
+      const stamp = this.#stampOf('publicKey', cfg.publicKeyFile)
+      if (stamp !== this.#stamps.publicKey) {
         try {
           const publicKey = loadPublicKey(cfg.publicKeyFile)
           keys = { ...this.#keys, publicKey }
@@ -151,8 +157,8 @@ export class JwtVerifier {
       }
     }
     if (cfg.jwksFile !== undefined) {
-      const stamp = fileStamp(cfg.jwksFile)
-      if (stamp !== '' && stamp !== this.#stamps.jwks) {
+      const stamp = this.#stampOf('jwks', cfg.jwksFile)
+      if (stamp !== this.#stamps.jwks) {
         try {
           const jwks = loadJwks(cfg.jwksFile)
           keys = { ...(keys ?? this.#keys), jwks }
@@ -167,6 +173,16 @@ export class JwtVerifier {
     this.#keys = keys
     this.#generation++
     this.#cache.clear()
+  }
+
+  /**
+   * The file's stamp, UNREADABLE when it cannot be read (a change that fails to load). Back as
+   * it was loaded (moved away and back), the keys in use are the file's again: no longer stale.
+   */
+  #stampOf(which: 'publicKey' | 'jwks', path: string): string {
+    const stamp = fileStamp(path) || UNREADABLE
+    if (stamp === this.#stamps[which] && this.#stale[which]) this.#setStale(which, false)
+    return stamp
   }
 
   /**
@@ -194,6 +210,8 @@ export class JwtVerifier {
   #setStale(which: 'publicKey' | 'jwks', stale: boolean): void {
     const before = this.#stale.publicKey || this.#stale.jwks
     this.#stale[which] = stale
+    // Caught up: a later failure of any version (the file missing again) is reported anew.
+    if (!stale) this.#failed[which] = this.#reported[which] = ''
     const after = this.#stale.publicKey || this.#stale.jwks
     if (before !== after) this.#onStale?.(after)
   }
@@ -244,6 +262,12 @@ export class JwtVerifier {
         // is tried, and the reason stays what an earlier key found (a stranger's signature, a kid
         // the JWKS lacks) — the last of the keys being a secret answered every RS256 refusal with
         // "token rejected". No key able to serve it at all is "no key matches the token".
+        // RFC 7515 §4.1.11: a "crit" extension jose does not understand refuses the token whatever
+        // the key (jose's not-supported too): said as such, not as "no key matches the token",
+        // which sent operators looking for a key that was there all along.
+        if (err instanceof joseErrors.JOSENotSupported && hasCrit(token)) {
+          return { ok: false, reason: 'token header "crit" names an extension this gateway does not support' }
+        }
         if (err instanceof TypeError || err instanceof joseErrors.JOSENotSupported) {
           last ??= NO_USABLE_KEY
           continue
@@ -259,6 +283,14 @@ export class JwtVerifier {
       return { ok: false, reason: describe(last), notBefore: last.payload.nbf }
     }
     return { ok: false, reason: describe(last) }
+  }
+}
+
+function hasCrit(token: string): boolean {
+  try {
+    return decodeProtectedHeader(token).crit !== undefined
+  } catch {
+    return false
   }
 }
 

@@ -268,6 +268,19 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
       }),
     )
   }
+  // A local tag (`!name`) is only a warning to the parser, and the value stays plain text:
+  // `secret: !ENV JWT_SECRET` (mkdocs, pyyaml-env-tag) made the secret the words "JWT_SECRET".
+  // One on a value holding a ${…} reference (`!ENV ${JWT_SECRET}`) still reads the variable.
+  const unknownTags: string[] = []
+  visit(doc, {
+    Node(_key, node) {
+      if (typeof node.tag !== 'string' || !node.tag.startsWith('!')) return
+      if (isScalar(node) && typeof node.value === 'string' && node.value.includes(MARK)) return
+      const at = node.range?.[0]
+      unknownTags.push(`${at === undefined ? '' : `line ${lineAt(marked, at)}: `}igw does not read the tag ${node.tag} (the value after it would be taken as it is written); for an environment variable write \${NAME}`)
+    },
+  })
+  if (unknownTags.length) throw new ConfigError(source, unknownTags)
   if (refs.length) {
     const problems = substituteRefs(doc, refs, (offset) => lineAt(marked, offset))
     if (problems.length) throw new ConfigError(source, problems)

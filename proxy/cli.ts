@@ -288,12 +288,21 @@ function controlPlaneToken(flags: Flags, log: { warn(o: object, msg: string): vo
   const file = flags['control-plane-token-file']
   if (file !== undefined && flags['control-plane-token'] !== undefined) throw new ConfigError('--control-plane', ['give either --control-plane-token or --control-plane-token-file, not both'])
   if (file === undefined) {
-    if (flags['control-plane-token'] === undefined) throw new ConfigError('--control-plane', ['needs --control-plane-token or --control-plane-token-file (or IGW_CONTROL_PLANE_TOKEN / IGW_CONTROL_PLANE_TOKEN_FILE): a JWT with the proxy role'])
-    return flags['control-plane-token']
+    const given = flags['control-plane-token']
+    if (given === undefined) throw new ConfigError('--control-plane', ['needs --control-plane-token or --control-plane-token-file (or IGW_CONTROL_PLANE_TOKEN / IGW_CONTROL_PLANE_TOKEN_FILE): a JWT with the proxy role'])
+    // Trimmed as the file is: a Secret made with `kubectl create secret --from-file` ends in a
+    // newline, which undici refuses in a header ("invalid authorization header") on every attempt,
+    // logged as "control plane unreachable" while the control plane was fine.
+    const t = given.trim()
+    const problem = tokenProblem(t)
+    if (problem !== undefined) throw new ConfigError('--control-plane-token', [`${problem} (from --control-plane-token / IGW_CONTROL_PLANE_TOKEN)`])
+    return t
   }
   const read = (): string => {
     const t = readFileSync(file, 'utf8').trim()
     if (t === '') throw new Error('the file is empty')
+    const problem = tokenProblem(t)
+    if (problem !== undefined) throw new Error(problem)
     return t
   }
   let last: string
@@ -315,6 +324,28 @@ function controlPlaneToken(flags: Flags, log: { warn(o: object, msg: string): vo
     }
     return last
   }
+}
+
+/**
+ * IGW_USAGE_INTERVAL_MS: whole milliseconds, 100 ms to 24 h. Number() took anything: "5s" became
+ * the default unsaid, and 0.5, -1 or a huge value meant to turn reports down (3600000000) became
+ * Node's 1 ms timer — a usage collection from every worker each millisecond. Throws ConfigError.
+ */
+export function usageInterval(text: string | undefined): number {
+  if (text === undefined || text.trim() === '') return 5_000
+  const ms = /^\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN
+  if (!(ms >= 100 && ms <= 86_400_000)) throw new ConfigError('IGW_USAGE_INTERVAL_MS', [`expected whole milliseconds from 100 to 86400000 (24 h), got ${JSON.stringify(text.slice(0, 40))}`])
+  return ms
+}
+
+/** What makes a (trimmed) token unusable in an Authorization header; undefined when it is fine. */
+function tokenProblem(t: string): string | undefined {
+  if (t === '') return 'the token is empty'
+  // A JWT is printable ASCII without spaces; a line break or a space inside (two tokens pasted,
+  // a PEM) never authenticates, and undici refuses control characters before sending anything.
+  const bad = /[^\x21-\x7e]/.exec(t)
+  if (bad !== null) return `the token holds ${bad[0] === ' ' ? 'a space' : `the character U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`} at position ${bad.index}: expected one JWT on one line`
+  return undefined
 }
 
 /**
@@ -363,9 +394,9 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
       token,
       stateDir: flags['state-dir'] ?? '.igw-state',
       ...(publicKeyPem ? { publicKeyPem } : {}),
-      ...(flags['proxy-id'] ? { proxyId: flags['proxy-id'] } : {}),
+      ...(flags['proxy-id'] !== undefined ? { proxyId: flags['proxy-id'] } : {}),
       toConfig: (doc, source) => configFromDocument(doc, flags, source),
-      usageIntervalMs: Number(process.env.IGW_USAGE_INTERVAL_MS ?? 5_000) || 5_000,
+      usageIntervalMs: usageInterval(process.env.IGW_USAGE_INTERVAL_MS),
       log: (level, obj, msg) => log[level](obj, msg),
     },
     fallback,

@@ -135,6 +135,9 @@ export function connectProblem(err: unknown, url: string): string {
   return message
 }
 
+/** The proxy ids the control plane's GET /v1/stream admits (control-plane/api.ts). */
+const PROXY_ID = /^[\w.:@-]{1,200}$/
+
 export class SnapshotRejected extends Error {}
 /** The envelope is well formed but not signed by the pinned key. */
 export class SignatureMismatch extends SnapshotRejected {}
@@ -253,7 +256,20 @@ export class ReconnectPolicy {
 export type SseEvent = { event: string; data: string; id?: string }
 
 /** What the stream gave bootstrap(): the head, or the reason its snapshot was refused. */
-type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { kind: 'refused'; version: number; reason: string; signature: boolean } | { kind: 'empty' }
+type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { kind: 'refused'; version: number; reason: string; signature: boolean } | { kind: 'empty' } | { kind: 'stream-refused'; reason: string }
+
+/**
+ * The control plane (or whatever serves --control-plane) answered the stream request, but not
+ * with a stream: an error status (a token without the proxy role, a proxy id it does not admit)
+ * or a 200 that is no event stream. It is reachable: what is wrong is the request or the URL.
+ */
+class StreamRefused extends Error {
+  readonly status: number
+  constructor(message: string, status: number) {
+    super(message)
+    this.status = status
+  }
+}
 
 /**
  * Parse a text/event-stream body into events (the subset the control plane sends).
@@ -326,8 +342,8 @@ export class ControlPlaneClient {
   /** Warnings already logged (one per refused version and reason, not one per reconnect). */
   readonly #warned = new Set<string>()
   readonly #reconnect = new ReconnectPolicy()
-  /** Resolves when the first connection attempt during boot failed (no need to wait longer). */
-  #firstFailure: (() => void) | undefined
+  /** Resolves when the first connection attempt during boot failed (no need to wait longer); with the answer, when there was one. */
+  #firstFailure: ((refused?: StreamRefused) => void) | undefined
 
   constructor(o: ControlPlaneClientOptions) {
     this.#o = { ...o, url: o.url.replace(/\/+$/, '') }
@@ -338,6 +354,13 @@ export class ControlPlaneClient {
       mkdirSync(o.stateDir, { recursive: true })
     } catch (err) {
       throw unusable(err)
+    }
+    // The control plane admits only these on its stream (400 otherwise): a proxy id with a space
+    // or a "/" (`--proxy-id "$(hostname) eu"`) was retried forever as "control plane unreachable".
+    // An empty `--proxy-id ""` (an unset variable in a template) silently took the stored id.
+    if (o.proxyId !== undefined && !PROXY_ID.test(o.proxyId)) {
+      const shown = o.proxyId.length > 60 ? `${o.proxyId.slice(0, 57)}…` : o.proxyId
+      throw new ConfigError('--proxy-id', [`expected 1 to 200 letters, digits or "_.:@-" (what the control plane admits), got ${JSON.stringify(shown)}`])
     }
     try {
       this.proxyId = o.proxyId ?? this.#stableId()
@@ -354,7 +377,12 @@ export class ControlPlaneClient {
         throw new ConfigError('--control-plane-key', [(err as Error).message])
       }
     } else if (existsSync(this.#keyPath)) {
-      const text = readFileSync(this.#keyPath, 'utf8')
+      let text: string
+      try {
+        text = readFileSync(this.#keyPath, 'utf8')
+      } catch (err) {
+        throw unusable(err)
+      }
       if (text.trim() === '') {
         // Pinning was cut short (a crash or power loss as the file was created, before the
         // write was atomic): nothing was pinned, and nothing was received under it.
@@ -431,14 +459,20 @@ export class ControlPlaneClient {
     } catch (err) {
       throw new Error(`GET /v1/signing-key answered ${(err as Error).message}`)
     }
-    // Atomically: a crash while writing left an empty or half file, which stopped every later start.
-    const tmp = `${this.#keyPath}.${process.pid}.tmp`
-    writeFileSync(tmp, publicKeyPem)
-    renameSync(tmp, this.#keyPath)
     this.#key = key
-    this.#keySource = `pinned on first contact in ${this.#keyPath}`
-    this.#o.log('warn', { keyPath: this.#keyPath }, 'pinned the control plane signing key on first contact (pass --control-plane-key to pin it explicitly)')
-    return this.#key
+    // Atomically: a crash while writing left an empty or half file, which stopped every later start.
+    // A state dir that cannot take it (read-only, full) used to fail the whole attempt: the key was
+    // fetched again and refused again forever, logged as "control plane unreachable" (EROFS), and
+    // the proxy never took a config. It is pinned for this run and the operator told.
+    try {
+      writeFileAtomic(this.#keyPath, String(publicKeyPem), 0o644)
+      this.#keySource = `pinned on first contact in ${this.#keyPath}`
+      this.#o.log('warn', { keyPath: this.#keyPath }, 'pinned the control plane signing key on first contact (pass --control-plane-key to pin it explicitly)')
+    } catch (err) {
+      this.#keySource = 'pinned on first contact, for this run only (it could not be saved)'
+      this.#o.log('error', { keyPath: this.#keyPath, error: (err as Error).message }, 'pinned the control plane signing key on first contact for this run only: it could not be saved, so a restart pins whatever key answers then; give a writable --state-dir or pass --control-plane-key')
+    }
+    return key
   }
 
   /**
@@ -448,7 +482,7 @@ export class ControlPlaneClient {
   async bootstrap(): Promise<{ config: GatewayConfig; version: number; source: 'control-plane' | 'last-known-good' } | undefined> {
     const timeout = this.#o.bootTimeoutMs ?? 5_000
     const first = new Promise<BootHead>((resolve) => (this.#first = resolve))
-    const failed = new Promise<undefined>((resolve) => (this.#firstFailure = () => resolve(undefined)))
+    const failed = new Promise<BootHead | undefined>((resolve) => (this.#firstFailure = (refused) => resolve(refused === undefined ? undefined : { kind: 'stream-refused', reason: this.#refusalText(refused) })))
     void this.#streamLoop()
     const got = await Promise.race([first, failed, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
     this.#first = undefined // later snapshots (the control plane coming back) go the normal way
@@ -459,6 +493,12 @@ export class ControlPlaneClient {
       // sent operators after the network instead of the control plane's empty store.
       this.#bootProblem = 'it has no config version yet (its store is empty: start it with --config <seed>, or PUT /v1/config); the proxy takes the first version committed'
       return this.#bootFromLastGood('control plane has no config version yet')
+    }
+    if (got.kind === 'stream-refused') {
+      // It answered, with an error: "did not answer" and "unreachable" sent operators after the
+      // network while the token or the proxy id was what it refused.
+      this.#bootProblem = `it refused the config stream: ${got.reason}`
+      return this.#bootFromLastGood('control plane refused the config stream')
     }
     if (got.kind === 'refused') {
       // Already NACKed (#onSnapshot). Nothing unverified is ever used; the file may still be.
@@ -575,7 +615,7 @@ export class ControlPlaneClient {
         })
         if (r.statusCode !== 200) {
           const text = await r.body.text()
-          throw new Error(`stream answered ${r.statusCode}: ${text.slice(0, 300)}`)
+          throw new StreamRefused(`stream answered ${r.statusCode}: ${text.slice(0, 300)}`, r.statusCode)
         }
         // A 200 that is no event stream is not the control plane (--control-plane names another
         // server: a proxy, a web page, a login page in front): a failed attempt saying so. Read
@@ -584,7 +624,7 @@ export class ControlPlaneClient {
         const type = String(r.headers['content-type'] ?? '')
         if (!/^text\/event-stream\s*(;|$)/i.test(type)) {
           await r.body.dump().catch(() => undefined)
-          throw new Error(`${this.#o.url}/v1/stream answered 200 with ${type === '' ? 'no content-type' : `content-type ${type.slice(0, 100)}`}, not an event stream: is --control-plane the control plane's URL?`)
+          throw new StreamRefused(`${this.#o.url}/v1/stream answered 200 with ${type === '' ? 'no content-type' : `content-type ${type.slice(0, 100)}`}, not an event stream: is --control-plane the control plane's URL?`, 200)
         }
         if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version, ...(this.#retryFailures > 0 ? { failedAttempts: this.#retryFailures } : {}) }, 'connected to the control plane')
         this.#connected = true
@@ -600,18 +640,19 @@ export class ControlPlaneClient {
       } catch (err) {
         if (this.#closed) return
         this.#retryFailures++
-        const error = openedAt === undefined ? connectProblem(err, this.#o.url) : (err as Error).message
+        const refused = err instanceof StreamRefused ? err : undefined
+        const error = refused !== undefined ? this.#refusalText(refused) : openedAt === undefined ? connectProblem(err, this.#o.url) : (err as Error).message
         if (this.#connected) this.#o.log('warn', { error }, 'lost the control plane; serving the running config and retrying')
-        else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error }, 'control plane unreachable')
+        else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error }, refused !== undefined ? 'the control plane refused the config stream' : 'control plane unreachable')
         else {
           // Every later failed attempt was silent: a proxy cut off for hours (its token expired
           // or rotated to a wrong one, a NetworkPolicy, the control plane down) said so once, at
           // the first failure, and never again. Logged once a minute, with the count and the reason.
           const held = this.#retryLog.take()
-          if (held !== undefined) this.#o.log('warn', { url: this.#o.url, error, failedAttempts: this.#retryFailures }, 'control plane still unreachable; serving the running config and retrying')
+          if (held !== undefined) this.#o.log('warn', { url: this.#o.url, error, failedAttempts: this.#retryFailures }, refused !== undefined ? 'the control plane still refuses the config stream; serving the running config and retrying' : 'control plane still unreachable; serving the running config and retrying')
         }
         this.#connected = false
-        this.#firstFailure?.()
+        this.#firstFailure?.(refused)
       }
       if (this.#closed) return
       let delayMs: number
@@ -624,6 +665,13 @@ export class ControlPlaneClient {
       }
       await new Promise((r) => setTimeout(r, delayMs).unref())
     }
+  }
+
+  /** A refused stream request in words an operator acts on: a 401/403 is about the token. */
+  #refusalText(r: StreamRefused): string {
+    if (r.status !== 401 && r.status !== 403) return r.message
+    const flag = typeof this.#o.token === 'function' ? '--control-plane-token-file' : '--control-plane-token'
+    return `${r.message} (check ${flag}: ${r.status === 401 ? 'the control plane does not accept the token' : 'the token needs the proxy role'})`
   }
 
   /**

@@ -57,6 +57,53 @@ export interface LocalReply {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8'
+const GRAPHQL_RESPONSE_TYPE = 'application/graphql-response+json; charset=utf-8'
+
+/**
+ * The media type for an error reply (one of ours: `application/json; charset=utf-8`), by the
+ * client's Accept as GraphQL over HTTP §7.1 has it (the type it ranks highest, the first listed on
+ * a tie): `application/graphql-response+json` for a client that prefers it (Apollo Client 3.8+
+ * sends it first, a strict client alone), as graphql-yoga and Apollo Router answer such a client;
+ * application/json otherwise (no Accept, a wildcard: the spec's legacy default). The common case
+ * (no Accept, or one that does not name it) is one substring scan.
+ */
+export function errorMediaType(accept: string | string[] | undefined): string {
+  if (typeof accept !== 'string' || !accept.includes('graphql-response+json')) return JSON_TYPE
+  let best = JSON_TYPE
+  let bestQ = 0
+  for (const range of accept.split(',')) {
+    const semi = range.indexOf(';')
+    const type = (semi === -1 ? range : range.slice(0, semi)).trim().toLowerCase()
+    const mine = type === 'application/graphql-response+json' ? GRAPHQL_RESPONSE_TYPE : type === 'application/json' || type === 'application/*' || type === '*/*' ? JSON_TYPE : undefined
+    if (mine === undefined) continue
+    const q = semi === -1 ? 1 : qValue(range.slice(semi + 1))
+    if (q > bestQ) {
+      best = mine
+      bestQ = q
+    }
+  }
+  return best
+}
+
+/** The q parameter of a media range's parameters (RFC 9110 §12.4.2), 1 without one. */
+function qValue(params: string): number {
+  for (const p of params.split(';')) {
+    const eq = p.indexOf('=')
+    if (eq !== -1 && p.slice(0, eq).trim().toLowerCase() === 'q') {
+      const q = Number(p.slice(eq + 1).trim())
+      return Number.isFinite(q) && q >= 0 && q <= 1 ? q : 0
+    }
+  }
+  return 1
+}
+
+/**
+ * Give an error reply's headers the media type the client asked for (errorMediaType): only a
+ * reply in our own JSON type is re-typed (a filter's reply of another type is its own).
+ */
+export function negotiateErrorType(headers: Record<string, string | string[]>, accept: string | string[] | undefined): void {
+  if (headers['content-type'] === JSON_TYPE) headers['content-type'] = errorMediaType(accept)
+}
 
 /** RFC 9110 §5.6.2 token: what a field name may be (lower-case, as the proxy keeps names). */
 export const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/

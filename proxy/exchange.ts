@@ -2,12 +2,12 @@
 // dispatch → response phase → client. The Exchange is also the undici dispatch handler, so a
 // request allocates one object of ours, and event listeners are prebuilt functions that find
 // it through a symbol (no closures per request).
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { filterMissedDeadline, noteMalformedReply } from './chain.ts'
 import { RequestContext } from './context.ts'
-import { errorReply, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
+import { errorReply, negotiateErrorType, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { applyAddedHeaders, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
@@ -312,7 +312,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (chunks === undefined) return
     this.#chunks = undefined
     this.#clearTimer()
-    const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size)
+    let raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size)
+    // A UTF-8 byte order mark (Windows tooling writes one) is no JSON, but RFC 8259 §8.1 lets a
+    // parser ignore it and graphql-yoga and body-parser do: it was a 400 "Malformed JSON" for a
+    // body the backend takes. Dropped here, every reader of the body (filters, the backend) gets
+    // the JSON text alone. (One byte compared on the common path.)
+    if (raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf) raw = raw.subarray(3)
     let parsed
     try {
       parsed = parsePostBody(raw)
@@ -339,8 +344,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this.replyError('BAD_REQUEST', `a batch holds 1 to ${batching.maxOperations} operations on this route, not ${parsed.operations}`, -1)
         return
       }
-      // Each operation costs at least what a lone request does (a filter that can do better
-      // would need each operation parsed; none of ours reads inside a batch).
+      // Each operation costs at least what a lone request does: a starting value, which the
+      // persisted filter replaces with the sum of its operations' costs (hints or estimates).
       this.ctx.cost = parsed.operations
       this.ctx.batch = parsed
     } else this.ctx.graphql = parsed
@@ -500,13 +505,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // Answered without inviting the body: the client may still send it (RFC 9110 lets it after
     // a wait), so the connection cannot carry another request.
     if (this.#awaitingContinue) this.res.shouldKeepAlive = false
-    if (reply.code !== undefined) this.ctx.errorCode ??= reply.code
     // The request-id filter did not run (a refusal before the chain, or by a filter ahead of it):
     // the answer still carries, and the access line logs, the id it would have assigned.
     const rid = this.route.requestId
     if (rid !== undefined && below <= rid.index && !this.#preflight) this.ctx.assignRequestId()
     const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
     const headers: Record<string, string | string[]> = { ...reply.headers }
+    if (reply.code !== undefined) {
+      this.ctx.errorCode ??= reply.code
+      negotiateErrorType(headers, this.ctx.req.headers.accept)
+    }
     const added = this.ctx.responseHeaders
     if (added !== undefined) applyAddedHeaders(headers, added)
     const info = new ResponseInfoImpl(reply.status, headers, true, body, undefined)
@@ -624,6 +632,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
       info.status = reply.status
       info.headers = { ...reply.headers }
+      negotiateErrorType(info.headers, this.ctx.req.headers.accept)
       // The chain's own headers (x-request-id, a quota's RateLimit) as on any local answer: the
       // request id is what the client quotes when it reports this 500.
       const added = this.ctx.responseHeaders
@@ -909,6 +918,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.proxy.metrics.proxyErrors.labels(this.route.name, 'UPSTREAM_TIMEOUT').inc()
     info.status = reply.status
     info.headers = { ...reply.headers }
+    negotiateErrorType(info.headers, ctx.req.headers.accept)
     const added = ctx.responseHeaders
     if (added !== undefined) applyAddedHeaders(info.headers, added)
     info.body = Buffer.from(reply.body)
@@ -1147,7 +1157,18 @@ function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
       return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} is unreachable (${code})`]
+    // An upstream's broken answer is named as such (it was "failed: UND_ERR_HEADERS_OVERFLOW",
+    // undici's code, which reads as the gateway's fault and names no limit), as Envoy and nginx
+    // log "upstream sent too big header", "upstream prematurely closed connection".
+    case 'UND_ERR_HEADERS_OVERFLOW':
+      return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} sent response headers larger than the ${maxHeaderSize} bytes this gateway reads`]
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+      return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} sent a response whose body does not match its Content-Length`]
+    case 'UND_ERR_SOCKET':
+      return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} closed the connection before its response was complete`]
     default:
+      // llhttp refused the answer (undici's HTTPParserError; its code is mostly undefined).
+      if (err.name === 'HTTPParserError') return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} sent a malformed HTTP response: ${err.message || code}`]
       return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} failed: ${code ?? err.message}`]
   }
 }
@@ -1184,6 +1205,8 @@ function isCorsPreflight(req: IncomingMessage, declared: string | undefined): bo
 export function writeErrorReply(res: ServerResponse, code: ErrorCode, message: string): void {
   const r = errorReply(code, message)
   const body = Buffer.from(r.body)
-  res.writeHead(r.status, STATUS_CODES[r.status]!, { ...r.headers, 'content-length': String(body.length) })
+  const headers = { ...r.headers, 'content-length': String(body.length) }
+  negotiateErrorType(headers, res.req?.headers.accept)
+  res.writeHead(r.status, STATUS_CODES[r.status]!, headers)
   res.end(body)
 }

@@ -14,6 +14,10 @@ const HOP_BY_HOP = new Set([
   'proxy-authenticate',
   'proxy-authorization',
   'http2-settings',
+  // Not hop-by-hop, but never relayed (httpoxy, CVE-2016-5385 and kin): CGI-style backends turn
+  // a request's `Proxy` header into HTTP_PROXY, and their HTTP clients then send outbound calls
+  // (with credentials) through the client's proxy. nginx, HAProxy and Apache advise dropping it.
+  'proxy',
 ])
 
 export function isHopByHop(lowerName: string): boolean {

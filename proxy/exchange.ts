@@ -235,7 +235,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
         // GraphQL over HTTP is GET and POST (OPTIONS: CORS preflights, which run nothing).
         this.#closeAfterReply()
-        this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST, not ${method}`, -1, { allow: 'GET, POST, OPTIONS' })
+        // Allow names every method the route serves (RFC 9110 §10.2.1): HEAD too, which it relays.
+        this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST, not ${method}`, -1, { allow: 'GET, HEAD, POST, OPTIONS' })
         return
       }
       if (method === 'OPTIONS') {

@@ -21,7 +21,9 @@ const HOP_BY_HOP = new Set([
 ])
 
 export function isHopByHop(lowerName: string): boolean {
-  return HOP_BY_HOP.has(lowerName) || lowerName.startsWith('proxy-')
+  // Proxy-* names a hop's own business (Proxy-Connection, Proxy-Authorization…), but Proxy-Status
+  // (RFC 9209) is end-to-end: each intermediary appends its entry and the client reads them all.
+  return HOP_BY_HOP.has(lowerName) || (lowerName.startsWith('proxy-') && lowerName !== 'proxy-status')
 }
 
 /** Extra names a Connection header lists (they are hop-by-hop for this message only). */

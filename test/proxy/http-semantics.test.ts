@@ -196,7 +196,7 @@ describe('proxy semantics against a real backend', () => {
     for (const method of ['PUT', 'PATCH', 'DELETE'] as const) {
       const res = await request(`${proxy.url}/gql-echo`, { method, headers: { 'content-type': 'application/json' }, body: '{"query":"{ a }"}' })
       expect(res.statusCode).toBe(405)
-      expect(res.headers.allow).toBe('GET, POST, OPTIONS')
+      expect(res.headers.allow).toBe('GET, HEAD, POST, OPTIONS') // HEAD is served (below)
       expect(((await res.body.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('METHOD_NOT_ALLOWED')
     }
     // CORS preflights and HEAD still reach the backend

@@ -229,8 +229,9 @@ function validateWithOverrides(raw: Record<string, unknown>, flags: Flags, sourc
   try {
     return validateConfig(applyFlagOverrides(raw, flags), source)
   } catch (err) {
-    // Flags alone (no document): every value is a flag's already.
-    if (!(err instanceof ConfigError) || source === 'flags') throw err
+    // Flags alone (`--upstream … --workers 0`, or IGW_WORKERS=0 baked into an image) name the flag
+    // too: "flags: … workers: …" named neither the flag nor its environment variable.
+    if (!(err instanceof ConfigError)) throw err
     let named = false
     const problems = err.problems.map((line) => {
       for (const [flag, path] of OVERRIDE_PATHS) {

@@ -68,7 +68,7 @@ describe('igw demo leaves nothing behind', () => {
     const r = await runToExit(['demo', '--listen', '127.0.0.1:99999', '--admin-listen', '127.0.0.1:0', '--workers', '1'], { ...ports, TMPDIR: tmp })
     expect(r.code, r.out).toBe(78)
     // It was a NACKed control plane head "with no usable last-known-good snapshot" and three log lines.
-    expect(r.out.trim()).toBe('flags: invalid config\n  listen: expected a port from 0 to 65535, got "127.0.0.1:99999"')
+    expect(r.out.trim()).toBe('flags: invalid config\n  listen: expected a port from 0 to 65535, got "127.0.0.1:99999" (set by --listen / IGW_LISTEN)')
     expect(readdirSync(tmp)).toEqual([])
   })
 })

@@ -29,6 +29,11 @@ describe('flag overrides in config errors', () => {
     expect(problems(() => configFromDocument({ workers: 0, routes: [{ name: 'a', upstream: 'http://x:1' }] }, { listen: ':1' }, 'control plane version 7'))).toEqual(['workers: Too small: expected number to be >=1, got 0'])
   })
 
+  it('flags alone (--upstream, no document) name the flag too', () => {
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '0' }, {}))).toEqual(['workers: Too small: expected number to be >=1, got 0 (set by --workers / IGW_WORKERS)'])
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', listen: '99999' }, {}))[0]).toMatch(/^listen: .* \(set by --listen \/ IGW_LISTEN\)$/)
+  })
+
   it('a control plane version that is fine but meets a bad --workers on this proxy: the NACK text names the flag', () => {
     const p = problems(() => configFromDocument({ routes: [{ name: 'a', upstream: 'http://x:1' }] }, { workers: '0' }, 'control plane version 7'))
     expect(p).toEqual(['workers: Too small: expected number to be >=1, got 0 (set by --workers / IGW_WORKERS)'])

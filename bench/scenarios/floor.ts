@@ -57,7 +57,7 @@ export const scenario: Scenario = {
         for (const name of round % 2 === 0 ? names : [...names].reverse()) {
           const p = procs.get(name)!
           const opts = { url: `http://127.0.0.1:${p.port}/graphql`, method: 'POST' as const, body: BODY, headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, connections: CONNECTIONS }
-          await load({ ...opts, durationSec: round === 0 ? 2 : 1 }) // warm-up: JIT, pools
+          await load({ ...opts, durationSec: round === 0 ? Math.min(2, DURATION) : 1 }) // warm-up: JIT, pools
           const t0 = cpuTreeSplit(p.child.pid!)
           const l0 = (procStat(process.pid)?.cpuSeconds ?? 0) + (procStat(backend.child.pid!)?.cpuSeconds ?? 0)
           const w0 = performance.now()

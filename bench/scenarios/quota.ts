@@ -21,7 +21,7 @@ import { cpuSeconds, load, procStat, ratio, startIgw, startPeer, startRedis, typ
 const BODY = JSON.stringify({ query: 'query Entity($id: ID!) { entity(id: $id) { id name email updatedAt } }', variables: { id: '42' }, operationName: 'Entity' })
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
-const WARMUP = 4
+const WARMUP = Math.min(4, 2 * DURATION) // (2 s in the CI smoke run)
 const CONNECTIONS = 50
 
 /**

@@ -41,6 +41,12 @@ function unroutedRequestId(res: ServerResponse): string {
   return id
 }
 
+/**
+ * What a 405 refused before routing (TRACE, CONNECT) names in Allow, as RFC 9110 §15.5.6 requires:
+ * the methods routes relay (a GraphQL route's own 405 names its narrower set).
+ */
+const RELAYED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
+
 /** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
 const IDLE_GRACE_MS = 1_000
 
@@ -119,7 +125,7 @@ export class WorkerProxy {
       // A new id, as every refusal before routing gets (TRACE's 405 among them), so a client's
       // report of this one can be found in the log.
       const reqId = randomUUID()
-      endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway', { 'x-request-id': reqId }))
+      endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway', { allow: RELAYED_METHODS, 'x-request-id': reqId }))
       this.metrics.requests.series('', '405', '').inc()
       this.metrics.proxyErrors.labels('', 'METHOD_NOT_ALLOWED').inc()
       if (this.#accessLog && this.#sampled(405)) this.logger.info({ reqId, method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
@@ -264,6 +270,7 @@ export class WorkerProxy {
       if (refusal[0] === 'METHOD_NOT_ALLOWED' || refusal[0] === 'NOT_IMPLEMENTED') res.shouldKeepAlive = false
       const id = unroutedRequestId(res)
       res.once('close', () => this.#finishUnrouted(req, res, start, refusal[0], id))
+      if (refusal[0] === 'METHOD_NOT_ALLOWED') res.setHeader('allow', RELAYED_METHODS)
       writeErrorReply(res, refusal[0], refusal[1])
       return
     }

@@ -25,6 +25,7 @@ describe('CONNECT and TRACE', () => {
   it('CONNECT gets a 405 with the GraphQL error shape and is counted, and the proxy keeps serving', async () => {
     const reply = (await rawExchange(proxy.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 5_000)).toString('latin1')
     expect(reply).toMatch(/^HTTP\/1\.1 405 Method Not Allowed\r\n/)
+    expect(reply.toLowerCase()).toContain('\r\nallow: get, head, post, put, patch, delete, options\r\n') // RFC 9110 §15.5.6
     const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { errors: { extensions: { code: string } }[] }
     expect(body.errors[0]!.extensions.code).toBe('METHOD_NOT_ALLOWED')
     await expect.poll(async () => metricSum(await proxy.metricsText(), 'igw_requests_total', 'status="405"')).toBeGreaterThanOrEqual(1)
@@ -60,6 +61,7 @@ describe('CONNECT and TRACE', () => {
     const before = backend.requests.length
     const res = await request(`${proxy.url}/x`, { method: 'TRACE', headers: { cookie: 'session=secret' } })
     expect(res.statusCode).toBe(405)
+    expect(res.headers.allow).toBe('GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS')
     const text = await res.body.text()
     expect(text).toContain('METHOD_NOT_ALLOWED')
     expect(text).not.toContain('secret')

@@ -232,6 +232,12 @@ export const gatewayConfigObject = z.strictObject({
     .strictObject({
       /** In-flight requests get this long to finish after SIGTERM; then connections are cut. */
       drainTimeoutMs: durationMs.default(10_000),
+      /**
+       * After SIGTERM, keep serving normally this long with /readyz failing, then drain: a load
+       * balancer that follows /readyz stops sending first (Envoy's drain time, a preStop sleep
+       * in Kubernetes). 0: drain at once.
+       */
+      delayMs: durationMs.default(0),
     })
     .prefault({}),
   redis: z

@@ -962,6 +962,13 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     stopPolling?.()
     clearTimeout(retryTimer)
     health.current.stop()
+    // /readyz answers 503 from here on; the listeners stay open and serve as usual meanwhile, so
+    // a balancer polling it stops sending before connections are refused (they were at once).
+    const delayMs = config.shutdown.delayMs
+    if (delayMs > 0) {
+      lifecycle.info({ delayMs }, 'shutting down: readiness fails now, draining after the delay')
+      await new Promise((resolve) => setTimeout(resolve, delayMs))
+    }
     const deadlineMs = config.shutdown.drainTimeoutMs
     lifecycle.info({ deadlineMs }, 'draining')
     const allExited = new Promise<void>((resolve) => {

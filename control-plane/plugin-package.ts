@@ -205,18 +205,22 @@ function pickIdentity(body: Record<string, unknown>): { name?: string; version?:
 
 /**
  * Whether a stored plugin is still vouched for by the trust file the control plane runs with:
- * `trusted` when a key of its publisher with the id that signed it is trusted and the stored
- * signature verifies with that key; `revoked` otherwise (the key was removed from the trust file —
- * a compromised or retired publisher key — or its id now names another key). Uploads are checked
+ * `trusted` when a key of its publisher is trusted and the stored signature verifies with it;
+ * `revoked` otherwise (the key was removed from the trust file — a compromised or retired
+ * publisher key — or moved to another publisher). Uploads are checked
  * once; without this a revoked publisher's plugins stayed listed exactly like trusted ones.
  */
 export type PluginTrust = 'trusted' | 'revoked'
 
 export function trustOf(p: { name: string; version: string; publisher: string; keyId: string; digest: string; signature: string }, trusted: TrustedKeys): PluginTrust {
-  const key = (trusted.get(p.publisher) ?? []).find((k) => k.keyId === p.keyId)
-  if (key === undefined) return 'revoked'
+  const keys = trusted.get(p.publisher) ?? []
   const hex = p.digest.startsWith('sha256:') ? p.digest.slice(7) : p.digest
   const signature = Buffer.from(p.signature, 'base64')
-  if (signature.length !== 64) return 'revoked'
-  return verify(null, Buffer.from(signingStatement(p, hex)), key.key, signature) ? 'trusted' : 'revoked'
+  if (keys.length === 0 || signature.length !== 64) return 'revoked'
+  const statement = Buffer.from(signingStatement(p, hex))
+  // The key is what is trusted, its kid only a label: a kid added to a key the trust file still
+  // holds (it defaults to the key's hash) or renamed must not mark everything it signed revoked.
+  // The stored kid is tried first; a kid now naming another key still fails to verify.
+  const ordered = [...keys.filter((k) => k.keyId === p.keyId), ...keys.filter((k) => k.keyId !== p.keyId)]
+  return ordered.some((k) => verify(null, statement, k.key, signature)) ? 'trusted' : 'revoked'
 }

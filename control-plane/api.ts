@@ -561,11 +561,11 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/config/versions/{version}',
       auth: { action: 'admin.read', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'One version of the document', tags: ['config'], responses: { 200: { description: 'that version', schema: ref('ConfigHead') }, 400: problem('version is not a non-negative integer'), 404: problem('no such version'), ...COMMON } },
+      doc: { summary: 'One version of the document', tags: ['config'], responses: { 200: { description: 'that version; its ETag is the document’s, as GET /v1/config gives it', schema: ref('ConfigHead'), etag: true }, ...NOT_MODIFIED, 400: problem('version is not a non-negative integer'), 404: problem('no such version'), ...COMMON } },
       async handle(ctx) {
         const h = await store.version(integerParam('version', ctx.params.version))
         if (h === undefined) throw new HttpError(404, `version ${ctx.params.version} does not exist`)
-        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: readable(deps, ctx, { type: 'config' }, h.document, []) })
+        sendJson(ctx.res, 200, { version: h.version, digest: h.digest, createdAt: new Date(h.createdAt).toISOString(), author: h.author, document: readable(deps, ctx, { type: 'config' }, h.document, []) }, { etag: etagOf(h.document) })
       },
     },
     {
@@ -617,8 +617,10 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/tenants/{id}/quotas',
       auth: { action: 'admin.read', resource: (p) => ({ type: 'quotas', tenant: p.id }) },
-      doc: { summary: 'A tenant’s daily quotas with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, ...COMMON } },
+      doc: { summary: 'A tenant’s daily quotas with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, 404: problem('no such tenant'), ...COMMON } },
       async handle(ctx) {
+        // Like /quotas/{kind}: an empty list for a tenant that does not exist read as "exists, no quotas".
+        if (!Object.hasOwn((requireHead(deps.store).document.tenants as object | undefined) ?? {}, ctx.params.id!)) throw new HttpError(404, `tenants/${ctx.params.id} does not exist`)
         sendJson(ctx.res, 200, { items: await quotaViews(deps, ctx.params.id) })
       },
     },

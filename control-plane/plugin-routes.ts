@@ -3,8 +3,9 @@
 //   accepted  → stored, `plugins.upload` audit entry, igw_plugin_uploads_total{publisher}
 //   refused   → 4xx problem naming the reason, `plugins.reject` audit entry, a warn log line,
 //               igw_plugin_upload_rejections_total{reason} (unsigned|bad_signature|untrusted_publisher|malformed)
-// A name@version that already exists, or a name another publisher publishes, is a 409 (not a
-// refusal of the package itself).
+// A name@version that already exists, or a name another publisher publishes, is a 409: audited
+// as `plugins.reject` too (reason version_exists | name_taken), but not counted, as the package
+// itself is sound.
 import type { Logger } from 'pino'
 import { HttpError, pageLinks, readJson, sendJson, type RouteContext, type RouteDef } from './http-kit.ts'
 import type { ControlPlaneMetrics } from './metrics.ts'
@@ -132,16 +133,18 @@ export function pluginRoutes(deps: PluginRouteDeps): RouteDef[] {
             },
           )
         } catch (err) {
+          if (!(err instanceof PluginExists) && !(err instanceof PluginNameTaken)) throw err
+          // The upload's own entry rolled back with its insert: the refusal is audited on its own.
+          const refusal = { detail: err.message, publisher: p.publisher, digest: `sha256:${p.digest}` }
           if (err instanceof PluginExists) {
             logger.info({ actor, plugin: `${p.name}@${p.version}`, digest: p.digest }, 'plugin upload conflicts with a stored version')
+            await store.audit({ actor, action: 'plugins.reject', resource: `plugins/${p.name}@${p.version}`, after: { reason: 'version_exists', ...refusal, current: `sha256:${err.digest}` } })
             throw new HttpError(409, err.message, { extra: { current: `sha256:${err.digest}` } })
           }
-          if (err instanceof PluginNameTaken) {
-            // A trusted publisher reaching for another's plugin name: worth a warning, not an alert reason.
-            logger.warn({ actor, plugin: `${p.name}@${p.version}`, publisher: p.publisher, owner: err.owner, digest: p.digest }, 'plugin upload refused: the name belongs to another publisher')
-            throw new HttpError(409, err.message)
-          }
-          throw err
+          // A trusted publisher reaching for another's plugin name: worth a warning, not an alert reason.
+          logger.warn({ actor, plugin: `${p.name}@${p.version}`, publisher: p.publisher, owner: err.owner, digest: p.digest }, 'plugin upload refused: the name belongs to another publisher')
+          await store.audit({ actor, action: 'plugins.reject', resource: `plugins/${p.name}@${p.version}`, after: { reason: 'name_taken', ...refusal, owner: err.owner } })
+          throw new HttpError(409, err.message)
         }
         metrics.pluginUploads.labels(p.publisher).inc()
         logger.info({ actor, plugin: `${p.name}@${p.version}`, publisher: p.publisher, keyId: p.keyId, digest: p.digest, size: p.size }, 'plugin uploaded')

@@ -88,6 +88,37 @@ function selectsTypename(set: SelectionSetNode): boolean {
   return set.selections.some((s) => s.kind === Kind.FIELD && s.name.value === '__typename' && s.alias === undefined && !s.directives?.length)
 }
 
+/**
+ * The response key `__typename` is taken by another field somewhere in this set's merged
+ * fields (`__typename: name`, directly or through its inline fragments and fragment spreads).
+ */
+function aliasTakesTypename(set: SelectionSetNode, frags: ReadonlyMap<string, SelectionSetNode>, seen: Set<string>): boolean {
+  for (const s of set.selections) {
+    if (s.kind === Kind.FIELD) {
+      if (s.alias?.value === '__typename' && s.name.value !== '__typename') return true
+    } else if (s.kind === Kind.INLINE_FRAGMENT) {
+      if (aliasTakesTypename(s.selectionSet, frags, seen)) return true
+    } else if (!seen.has(s.name.value)) {
+      seen.add(s.name.value)
+      const f = frags.get(s.name.value)
+      if (f !== undefined && aliasTakesTypename(f, frags, seen)) return true
+    }
+  }
+  return false
+}
+
+/** Names of the fragments spread (directly or nested) into set, outside nested fields. */
+function spreadsIn(set: SelectionSetNode, frags: ReadonlyMap<string, SelectionSetNode>, out: Set<string>): void {
+  for (const s of set.selections) {
+    if (s.kind === Kind.INLINE_FRAGMENT) spreadsIn(s.selectionSet, frags, out)
+    else if (s.kind === Kind.FRAGMENT_SPREAD && !out.has(s.name.value)) {
+      out.add(s.name.value)
+      const f = frags.get(s.name.value)
+      if (f !== undefined) spreadsIn(f, frags, out)
+    }
+  }
+}
+
 const injected = new WeakMap<DocumentNode, string | null>()
 
 /**
@@ -99,10 +130,31 @@ const injected = new WeakMap<DocumentNode, string | null>()
 export function withTypenames(doc: DocumentNode): string | undefined {
   const cached = injected.get(doc)
   if (cached !== undefined) return cached ?? undefined
+  const frags = new Map<string, SelectionSetNode>()
+  for (const d of doc.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) frags.set(d.name.value, d.selectionSet)
+  // Where an alias already answers under `__typename` (`{ user { id __typename: name } }`), an
+  // added `__typename` is a field conflict the backend refuses: a query that worked without the
+  // cache failed with it. Nothing is added there (nor in the inline fragments and fragments
+  // merged into it); its entities stay untagged there (collectEntityTags reads the alias's value
+  // as a type: a tag no mutation names), so a mutation of one may leave the cached copy stale
+  // until its TTL — a rare document, and better than breaking it.
+  const taken = new Set<SelectionSetNode>()
+  const takenFrags = new Set<string>()
+  visit(doc, {
+    SelectionSet(node, _k, parent) {
+      // A scope: the fields one object's response merges (inline fragments belong to their parent's).
+      if (parent === undefined || Array.isArray(parent) || (parent as { kind: Kind }).kind === Kind.INLINE_FRAGMENT) return
+      if (aliasTakesTypename(node, frags, new Set())) {
+        taken.add(node)
+        spreadsIn(node, frags, takenFrags)
+      }
+    },
+  })
   let changed = false
   const out = visit(doc, {
-    SelectionSet(node) {
+    SelectionSet(node, _k, parent, _path, ancestors) {
       if (!selectsId(node) || selectsTypename(node)) return undefined
+      if (inTakenScope(node, [...ancestors, parent], taken, takenFrags)) return undefined
       changed = true
       return { ...node, selections: [...node.selections, TYPENAME] }
     },
@@ -110,6 +162,20 @@ export function withTypenames(doc: DocumentNode): string | undefined {
   const text = changed ? print(out) : null
   injected.set(doc, text)
   return text ?? undefined
+}
+
+/**
+ * node's scope is taken: the set of the nearest field, operation or fragment definition (node
+ * itself, or the one its inline fragments sit in); a fragment's too when it is spread into a taken one.
+ */
+function inTakenScope(node: SelectionSetNode, chain: readonly unknown[], taken: ReadonlySet<SelectionSetNode>, takenFrags: ReadonlySet<string>): boolean {
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const a = chain[i] as { kind?: Kind; selectionSet?: SelectionSetNode; name?: { value: string } }
+    if (a.kind !== Kind.FIELD && a.kind !== Kind.OPERATION_DEFINITION && a.kind !== Kind.FRAGMENT_DEFINITION) continue
+    if (a.kind === Kind.FRAGMENT_DEFINITION && takenFrags.has(a.name!.value)) return true
+    return taken.has(a.selectionSet!)
+  }
+  return taken.has(node)
 }
 
 /** Root field names of the operation a request runs (fragments followed). */

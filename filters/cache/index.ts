@@ -374,7 +374,7 @@ class CacheFilter implements Filter {
     }
     // A HEAD is answered from a stored GET (its head, as nginx and Varnish do: a refresh it
     // starts is a GET), but its own answer has no body to store: a miss goes upstream uncached.
-    if (head) return this.#bypass(ctx, policy)
+    if (head) return this.#l2 === undefined ? this.#bypass(ctx, policy) : this.#headL2(ctx, key, policy)
     return this.#miss(ctx, gql, key, ttl, policy, e)
   }
 
@@ -495,6 +495,26 @@ class CacheFilter implements Filter {
     // with a cold L1 would go upstream until the stale copy's last window ran out.
     st.l2Seq = r.seq
     return this.#goUpstream(ctx, gql, st, policy)
+  }
+
+  /**
+   * A HEAD that L1 cannot answer: a fresh L2 copy answers it (and fills L1, as a GET's L2 hit
+   * does), so a proxy with a cold L1 does not send it upstream while Redis holds the entry.
+   * Otherwise it goes upstream uncached: no single-flight, nothing of its own stored in L1 or L2.
+   */
+  async #headL2(ctx: RequestContext, key: string, policy: Policy | undefined): Promise<Decision> {
+    const seq = this.shared.seq()
+    const r = await this.#l2!.get(key)
+    const m = r?.meta
+    const now = Date.now()
+    if (r !== undefined && m !== undefined && now < m.f) {
+      const entry = this.#entry(key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, policy?.statSlot ?? -2, m.a)
+      if (this.shared.valid(entry.slots, entry.seq)) {
+        this.rc.set(entry)
+        return this.#reply(ctx, entry, now, 'hit', policy)
+      }
+    }
+    return this.#bypass(ctx, policy)
   }
 
   #goUpstream(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): undefined {

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util'
 import { ConfigError, formatIssues, parseConfigText, validateConfig } from '../config/load.ts'
 import { originUrl } from '../config/primitives.ts'
 import type { GatewayConfig } from '../config/schema.ts'
+import { LogWindow } from './log.ts'
 
 export const EXIT_CONFIG = 78 // sysexits EX_CONFIG: the config, not the program, is wrong
 export const EXIT_LISTEN = 69 // sysexits EX_UNAVAILABLE: an address to listen on is taken or absent
@@ -470,7 +471,15 @@ export function installSignals(logger: { info(o: object, m: string): void }, clo
   process.on('SIGINT', () => stop('SIGINT'))
   // Never SIGHUP's default action (exit): without a file to reload it is only noted.
   if (reload) process.on('SIGHUP', () => void reload())
-  else process.on('SIGHUP', () => logger.info({ signal: 'SIGHUP' }, 'nothing to reload here (config comes from the control plane or flags); ignored'))
+  else {
+    // A reloader looping on SIGHUP (a file watcher on a ConfigMap that changes every second)
+    // wrote a line per signal: one a minute, with the count of those ignored since.
+    const hupLog = new LogWindow(60_000)
+    process.on('SIGHUP', () => {
+      const held = hupLog.take()
+      if (held !== undefined) logger.info({ signal: 'SIGHUP', ...(held > 0 ? { ignoredSinceLastLine: held } : {}) }, 'nothing to reload here (config comes from the control plane or flags); ignored')
+    })
+  }
   for (const [signal, fn] of earlyHandlers) process.off(signal, fn)
   // A SIGHUP the early handler noted (read after it is off: none can land in between).
   const pendingHup = early.hup
@@ -502,8 +511,17 @@ export async function main(argv: string[]): Promise<void> {
     return
   }
   if (command === 'help' || flags.help || command === undefined) {
-    // `igw help proxy`, `igw proxy --help`: that command's flags; anything else the whole list
-    const key = commandKey(command === 'help' ? positionals.slice(1) : positionals, true)
+    // `igw help proxy`, `igw proxy --help`: that command's flags; `igw help`, `igw help config`
+    // (a word with several commands under it) the whole list
+    const topic = command === 'help' ? positionals.slice(1) : positionals
+    const key = commandKey(topic, true)
+    // A topic naming no command (`igw help nosuch`, `igw confg validate --help`) printed the whole
+    // list and exit 0, as if that help existed: a usage error, as the command itself would be.
+    const listed = topic.length === 0 || (topic.length === 1 && (topic[0] === 'help' || topic[0] === 'version' || COMMANDS.some(([c]) => c.split(' ')[0] === topic[0])))
+    if (key === undefined && !listed) {
+      console.error(`igw: no help for "${topic.join(' ')}": no such command\n\n${USAGE}`)
+      process.exit(2)
+    }
     console.log((key !== undefined ? commandUsage(key) : undefined) ?? USAGE)
     return
   }

@@ -207,9 +207,10 @@ export function judgeVersion(incoming: { version: number; digest?: string | unde
 
 /**
  * When to reconnect the config stream (a small state machine, no I/O). Failed connection attempts
- * back off 250 ms → 5 s. A stream that ends before it lived `stableMs` counts as a quick end, and
- * consecutive quick ends back off 250 ms → 30 s: the usual cause is another proxy with the same
- * id — the control plane keeps one stream per id and ends the older one — and reconnecting at
+ * back off 250 ms → 5 s, or as long as the control plane's Retry-After asks. A stream that ends
+ * before it lived `stableMs` counts as a quick end, and consecutive quick ends back off
+ * 250 ms → 30 s: the usual cause is another proxy with the same id — the control plane keeps one
+ * stream per id and ends the older one — and reconnecting at
  * once only kicks that proxy, which kicks back, forever. A stream that lived long resets the
  * count. Delays carry "equal jitter" (half fixed, half random) so proxies that lost the same
  * control plane, or two twins, do not come back in step.
@@ -230,10 +231,15 @@ export class ReconnectPolicy {
     this.#failures = 0
   }
 
-  /** A connection attempt failed (refused, timed out, an error status): the delay before the next. */
-  failed(): number {
+  /**
+   * A connection attempt failed (refused, timed out, an error status): the delay before the next.
+   * `atLeastMs`: the control plane's Retry-After. Proxies told the same wait spread over a tenth
+   * more of it, or they would all come back in step to the control plane that shed them.
+   */
+  failed(atLeastMs = 0): number {
     this.#failures++
-    return this.#delay(this.#failures, this.#o.failureCapMs)
+    const d = this.#delay(this.#failures, this.#o.failureCapMs)
+    return d >= atLeastMs ? d : Math.round(atLeastMs + (this.#random() * atLeastMs) / 10)
   }
 
   /** An opened stream ended after `livedMs`: the delay before reconnecting, and whether it was quick. */
@@ -265,10 +271,26 @@ type BootHead = { kind: 'snapshot'; payload: Payload; envelope: Envelope } | { k
  */
 class StreamRefused extends Error {
   readonly status: number
-  constructor(message: string, status: number) {
+  readonly retryAfterMs: number
+  constructor(message: string, status: number, retryAfterMs = 0) {
     super(message)
     this.status = status
+    this.retryAfterMs = retryAfterMs
   }
+}
+
+/** The longest Retry-After honoured: a wrong or hostile value must not park a proxy for hours. */
+export const RETRY_AFTER_CAP_MS = 60_000
+
+/**
+ * A Retry-After header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) in milliseconds from
+ * `now`, capped at RETRY_AFTER_CAP_MS; 0 when absent, past or unreadable.
+ */
+export function retryAfterMs(header: string | string[] | undefined, now = Date.now()): number {
+  const v = (Array.isArray(header) ? header[0] : header)?.trim()
+  if (v === undefined || v === '') return 0
+  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now
+  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, RETRY_AFTER_CAP_MS) : 0
 }
 
 /**
@@ -599,6 +621,7 @@ export class ControlPlaneClient {
     while (!this.#closed) {
       let openedAt: number | undefined
       let endedByServer = false
+      let retryAfter = 0
       try {
         const key = await this.#ensureKey()
         const q = new URLSearchParams({ proxy: this.proxyId, version: String(this.#version), boot: this.bootId, hostname: hostname() })
@@ -615,7 +638,9 @@ export class ControlPlaneClient {
         })
         if (r.statusCode !== 200) {
           const text = await r.body.text()
-          throw new StreamRefused(`stream answered ${r.statusCode}: ${text.slice(0, 300)}`, r.statusCode)
+          // A control plane shedding load (503, 429) says when to come back: retrying sooner (the
+          // 5 s backoff cap) only adds to the load it is shedding.
+          throw new StreamRefused(`stream answered ${r.statusCode}: ${text.slice(0, 300)}`, r.statusCode, retryAfterMs(r.headers['retry-after']))
         }
         // A 200 that is no event stream is not the control plane (--control-plane names another
         // server: a proxy, a web page, a login page in front): a failed attempt saying so. Read
@@ -641,6 +666,7 @@ export class ControlPlaneClient {
         if (this.#closed) return
         this.#retryFailures++
         const refused = err instanceof StreamRefused ? err : undefined
+        retryAfter = refused?.retryAfterMs ?? 0
         const error = refused !== undefined ? this.#refusalText(refused) : openedAt === undefined ? connectProblem(err, this.#o.url) : (err as Error).message
         if (this.#connected) this.#o.log('warn', { error }, 'lost the control plane; serving the running config and retrying')
         else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error }, refused !== undefined ? 'the control plane refused the config stream' : 'control plane unreachable')
@@ -656,7 +682,7 @@ export class ControlPlaneClient {
       }
       if (this.#closed) return
       let delayMs: number
-      if (openedAt === undefined) delayMs = this.#reconnect.failed()
+      if (openedAt === undefined) delayMs = this.#reconnect.failed(retryAfter)
       else {
         const livedMs = Date.now() - openedAt
         const end = this.#reconnect.ended(livedMs)

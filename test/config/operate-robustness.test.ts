@@ -39,14 +39,14 @@ describe('hostile config documents', () => {
   })
 
   it('a listen port above 65535 is a config error with its path, not a crash inside listen()', () => {
-    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', listen: '127.0.0.1:99999' }, {}))).toEqual(['listen: expected a port from 0 to 65535, got "127.0.0.1:99999"'])
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', listen: '127.0.0.1:99999' }, {}))).toEqual(['listen: expected a port from 0 to 65535, got "127.0.0.1:99999" (set by --listen / IGW_LISTEN)'])
     expect(problems(() => validateConfig({ admin: { listen: ':70000' }, routes: [{ name: 'a', upstream: 'http://a:1' }] }))).toEqual(['admin.listen: expected a port from 0 to 65535, got ":70000"'])
   })
 
   it('--workers quotes what the operator typed', () => {
-    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: 'abc' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got "abc"'])
-    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '1.5' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got 1.5'])
-    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '0' }, {}))[0]).toMatch(/^workers: .*>=1, got 0$/)
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: 'abc' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got "abc" (set by --workers / IGW_WORKERS)'])
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '1.5' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got 1.5 (set by --workers / IGW_WORKERS)'])
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '0' }, {}))[0]).toMatch(/^workers: .*>=1, got 0 \(set by --workers \/ IGW_WORKERS\)$/)
     expect(buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '3' }, {}).workers).toBe(3)
   })
 })

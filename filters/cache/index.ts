@@ -476,8 +476,8 @@ class CacheFilter implements Filter {
     if (m !== undefined) {
       const now = Date.now()
       if (now < m.f) {
-        const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot, m.a)
-        if (this.shared.valid(entry.slots, entry.seq)) {
+        const entry = this.#fromL2(st.key, m, r.body, seq, st.statSlot)
+        if (entry !== undefined) {
           this.rc.set(entry)
           this.finishFill(st, entry)
           return this.#reply(ctx, entry, now, 'hit', policy)
@@ -486,8 +486,7 @@ class CacheFilter implements Filter {
         // Past its freshness but inside its stale-if-error window (what L2 keeps it for): the
         // answer if the upstream fails. Without it a proxy with a cold L1 (a new pod, a
         // restarted one) answered the upstream's failure while the shared copy sat in Redis.
-        const entry = this.#entry(st.key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, st.statSlot, m.a)
-        if (this.shared.valid(entry.slots, entry.seq)) st.fallback = entry
+        st.fallback = this.#fromL2(st.key, m, r.body, seq, st.statSlot)
       }
     }
     // Absent, or past its freshness (it lingers for stale-if-error / -while-revalidate): this
@@ -507,14 +506,16 @@ class CacheFilter implements Filter {
     const r = await this.#l2!.get(key)
     const m = r?.meta
     const now = Date.now()
-    if (r !== undefined && m !== undefined && now < m.f) {
-      const entry = this.#entry(key, m.h, r.body, m.c, m.f, m.w, m.e, seq, m.t, policy?.statSlot ?? -2, m.a)
-      if (this.shared.valid(entry.slots, entry.seq)) {
-        this.rc.set(entry)
-        return this.#reply(ctx, entry, now, 'hit', policy)
-      }
-    }
-    return this.#bypass(ctx, policy)
+    const entry = r !== undefined && m !== undefined && now < m.f ? this.#fromL2(key, m, r.body, seq, policy?.statSlot ?? -2) : undefined
+    if (entry === undefined) return this.#bypass(ctx, policy)
+    this.rc.set(entry)
+    return this.#reply(ctx, entry, now, 'hit', policy)
+  }
+
+  /** An L2 copy as an entry of this proxy's, or undefined when an invalidation since `seq` voids it. */
+  #fromL2(key: string, m: L2Meta, body: Buffer, seq: number, statSlot: number): CacheEntry | undefined {
+    const entry = this.#entry(key, m.h, body, m.c, m.f, m.w, m.e, seq, m.t, statSlot, m.a)
+    return this.shared.valid(entry.slots, entry.seq) ? entry : undefined
   }
 
   #goUpstream(ctx: RequestContext, gql: GraphQLRequest, st: MissState, policy: Policy | undefined): undefined {

@@ -23,6 +23,7 @@ import type { GatewayConfig } from '../config/schema.ts'
 import type { ProxyHandle } from './supervisor.ts'
 import type { UsageSnapshot } from './tenant-usage.ts'
 import { LogWindow } from './log.ts'
+import { retryAfterMs as parseRetryAfter } from './headers.ts'
 
 /** Usage reports kept while the control plane does not accept them: ~1 h at the 5 s default. */
 const MAX_PENDING_REPORTS = 720
@@ -282,15 +283,9 @@ class StreamRefused extends Error {
 /** The longest Retry-After honoured: a wrong or hostile value must not park a proxy for hours. */
 export const RETRY_AFTER_CAP_MS = 60_000
 
-/**
- * A Retry-After header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) in milliseconds from
- * `now`, capped at RETRY_AFTER_CAP_MS; 0 when absent, past or unreadable.
- */
+/** A Retry-After header in milliseconds from `now` (headers.ts), capped at RETRY_AFTER_CAP_MS. */
 export function retryAfterMs(header: string | string[] | undefined, now = Date.now()): number {
-  const v = (Array.isArray(header) ? header[0] : header)?.trim()
-  if (v === undefined || v === '') return 0
-  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now
-  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, RETRY_AFTER_CAP_MS) : 0
+  return Math.min(parseRetryAfter(header, now), RETRY_AFTER_CAP_MS)
 }
 
 /**

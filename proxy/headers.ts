@@ -278,3 +278,14 @@ export function routeIncomingRequestId(route: { readonly requestId?: { readonly 
   if (p === undefined) return incomingRequestId(headers['x-request-id'])
   return p.trustIncoming ? incomingRequestId(headers[p.header]) : ''
 }
+
+/**
+ * A Retry-After value (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) in ms from `now`; 0 when
+ * absent, past or not understood. Callers cap it: a wrong or hostile value must not park them.
+ */
+export function retryAfterMs(value: string | string[] | undefined, now: number): number {
+  const v = (Array.isArray(value) ? value[0] : value)?.trim()
+  if (v === undefined || v === '') return 0
+  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now
+  return ms > 0 ? ms : 0 // NaN (unreadable) and the past are 0
+}

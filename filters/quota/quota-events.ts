@@ -8,6 +8,7 @@ import type { Counter } from 'prom-client'
 import { Agent, request } from 'undici'
 import type { QuotasConfig } from '../../config/quotas.ts'
 import { LogWindow } from '../../proxy/filter.ts'
+import { retryAfterMs } from '../../proxy/headers.ts'
 
 export interface BudgetEvent {
   type: 'budget.threshold'
@@ -64,14 +65,7 @@ export const MAX_RETRY_WAIT_MS = 60_000
 /** At most one line per this period per kind of delivery trouble (the rest are counted in it). */
 export const DELIVERY_LOG_MS = 10_000
 
-/** A Retry-After value (delay-seconds or an HTTP-date) in ms from `now`; 0 when absent or not understood. */
-export function retryAfterMs(value: string | string[] | undefined, now: number): number {
-  const v = (Array.isArray(value) ? value[0] : value)?.trim()
-  if (v === undefined || v === '') return 0
-  if (/^\d+$/.test(v)) return Number(v) * 1000
-  const at = Date.parse(v)
-  return Number.isNaN(at) ? 0 : Math.max(0, at - now)
-}
+export { retryAfterMs } from '../../proxy/headers.ts'
 
 interface Pending {
   ev: QuotaEvent

@@ -294,8 +294,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #armBodyTimer(): void {
     const t = this.route.timeouts
     const ms = t.totalMs > 0 ? t.totalMs : t.bodyIdleMs
-    if (ms > 0) this.#timer = setTimeout(onTimer, ms, this)
+    if (ms <= 0) return
+    const start = this.ctx.startTime
+    this.#bodyDue = start + ms
+    // Due by the upstream's headers timeout too when that is sooner: a body that arrives in time
+    // leaves this timer armed for forward(), whose deadlines are no earlier, so a request costs
+    // one timer, not two. Fired early, it re-arms for what is due then (timerFired).
+    this.#armBy(t.headersMs > 0 ? Math.min(this.#bodyDue, start + t.headersMs) : this.#bodyDue, performance.now())
   }
+  /** When the GraphQL body being read is due (see #armBodyTimer). */
+  #bodyDue = Number.POSITIVE_INFINITY
 
   /** Stop reading a GraphQL body and answer with an error; the rest of the body may still come, so the socket is not reused. */
   #abandonBody(code: ErrorCode, message: string): void {
@@ -312,7 +320,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const chunks = this.#chunks
     if (chunks === undefined) return
     this.#chunks = undefined
-    this.#clearTimer()
     let raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size)
     // A UTF-8 byte order mark (Windows tooling writes one) is no JSON, but RFC 8259 §8.1 lets a
     // parser ignore it and graphql-yoga and body-parser do: it was a 400 "Malformed JSON" for a
@@ -323,26 +330,25 @@ export class Exchange implements Dispatcher.DispatchHandler {
     try {
       parsed = parsePostBody(raw)
     } catch (err) {
-      const message = err instanceof GraphQLRequestError ? err.message : 'Malformed request body'
-      this.replyError('BAD_REQUEST', message, -1)
+      this.#refuseBody(err instanceof GraphQLRequestError ? err.message : 'Malformed request body')
       return
     }
     const q = this.ctx.url.indexOf('?')
     if (q !== -1) {
       const conflict = postSearchConflict(this.ctx.url.slice(q + 1), parsed)
       if (conflict !== undefined) {
-        this.replyError('BAD_REQUEST', conflict, -1)
+        this.#refuseBody(conflict)
         return
       }
     }
     if (parsed instanceof GraphQLBatch) {
       const batching = this.route.batching
       if (!batching.enabled) {
-        this.replyError('BAD_REQUEST', 'batched requests (a JSON array) are not enabled on this route (routes[].batching.enabled)', -1)
+        this.#refuseBody('batched requests (a JSON array) are not enabled on this route (routes[].batching.enabled)')
         return
       }
       if (parsed.operations === 0 || parsed.operations > batching.maxOperations) {
-        this.replyError('BAD_REQUEST', `a batch holds 1 to ${batching.maxOperations} operations on this route, not ${parsed.operations}`, -1)
+        this.#refuseBody(`a batch holds 1 to ${batching.maxOperations} operations on this route, not ${parsed.operations}`)
         return
       }
       // Each operation costs at least what a lone request does: a starting value, which the
@@ -354,6 +360,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.runRequestPhase(0)
   }
   #rawBody: Buffer | undefined = undefined
+
+  /** A body read whole but refused (400): the timer armed for it (kept on success, see #armBodyTimer) goes. */
+  #refuseBody(message: string): void {
+    this.#clearTimer()
+    this.replyError('BAD_REQUEST', message, -1)
+  }
 
   // --- request phase ----------------------------------------------------------------------
 
@@ -393,9 +405,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // its deadline: it held the client until the client gave up (logged 499), while the route
     // promises totalMs → 504. Only with a finite deadline, and only while a filter is awaited.
     const deadline = this.ctx.deadline
-    if (deadline !== Number.POSITIVE_INFINITY && this.#timer === undefined) {
+    if (deadline !== Number.POSITIVE_INFINITY) {
       this.#awaitedFilter = idx
-      this.#timer = setTimeout(onTimer, Math.max(0, deadline - t0), this)
+      this.#armBy(deadline, t0)
     }
     p.then(
       (decision) => {
@@ -694,7 +706,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const headersMs = route.timeouts.headersMs
     this.#headersDeadline = headersMs > 0 ? now + headersMs : Number.POSITIVE_INFINITY
     const first = Math.min(this.#headersDeadline, ctx.deadline)
-    if (first !== Number.POSITIVE_INFINITY) this.#timer = setTimeout(onTimer, first - now, this)
+    if (first !== Number.POSITIVE_INFINITY) this.#armBy(first, now) // (the body's timer, if due by then, is kept)
     this.phase = Phase.Dispatched
     this.#dispatchedAt = now
     route.upstream.pool.dispatch(
@@ -723,7 +735,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // for it (timerFired), so a quick upload costs no timer operation here.
     if (paused) {
       this.#clearTimer()
-      this.#timer = setTimeout(onTimer, Math.min(this.#headersDeadline, this.ctx.deadline) - now, this)
+      this.#armBy(Math.min(this.#headersDeadline, this.ctx.deadline), now)
     }
   }
   /** A streamed request body is still on its way upstream (see uploadSent). */
@@ -735,14 +747,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#pendingInfo !== undefined && this.#responseDue !== Number.POSITIVE_INFINITY) {
       // A response phase is awaited: its deadline is the only one due (it is no later than the
       // request's, and the upstream's headers are in).
-      if (now < this.#responseDue - 1) this.#timer = setTimeout(onTimer, this.#responseDue - now, this) // early (see below)
+      if (now < this.#responseDue - 1) this.#armBy(this.#responseDue, now) // early (see below)
       else this.#responseFilterTimedOut(now)
       return
     }
     if (this.phase === Phase.Request) {
-      if (this.#chunks !== undefined) this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
-      else if (this.#awaitedFilter !== -1) {
-        if (now < this.ctx.deadline - 1) this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this) // early (see below)
+      if (this.#chunks !== undefined) {
+        if (now < this.#bodyDue - 1) this.#armBy(this.#bodyDue, now) // early (armed for the headers timeout as well)
+        else this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
+      } else if (this.#awaitedFilter !== -1) {
+        if (now < this.ctx.deadline - 1) this.#armBy(this.ctx.deadline, now) // early (see below)
         else this.#filterTimedOut()
       }
       return
@@ -754,7 +768,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // Early: Node starts a timer from the event loop's cached clock, which lags
       // performance.now() by however long the current tick has run (ms on a busy machine).
       // Wait out the rest for the deadline that is due, not the next one (headers → total).
-      this.#timer = setTimeout(onTimer, due - now, this)
+      this.#armBy(due, now)
       return
     }
     if (this.phase === Phase.Dispatched && this.controller === undefined) {
@@ -771,7 +785,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // blaming the upstream. Re-armed by uploadSent; the total timeout still holds meanwhile.
         this.#headersDeadline = Number.POSITIVE_INFINITY
         req.once('end', onUploadEnd) // here, not per request: a quick upload never needs it
-        if (this.ctx.deadline !== Number.POSITIVE_INFINITY) this.#timer = setTimeout(onTimer, this.ctx.deadline - now, this)
+        if (this.ctx.deadline !== Number.POSITIVE_INFINITY) this.#armBy(this.ctx.deadline, now)
         return
       }
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
@@ -839,6 +853,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.route.responsePhase.length === 0 || this.#preflight) {
       if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))) return
       this.phase = Phase.Direct
+      const length = headers['content-length']
+      if (typeof length === 'string' && ctx.method !== 'HEAD') this.#directLeft = Number(length)
       return
     }
     const info = new ResponseInfoImpl(statusCode, responseHeaderObject(headers, ctx.responseHeaders), false, undefined, this)
@@ -881,7 +897,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#responseDue = due
     // An armed timer is due no later than this (the upstream's headers or total deadline): it fires
     // early and re-arms for this one (timerFired).
-    if (due !== Number.POSITIVE_INFINITY && this.#timer === undefined) this.#timer = setTimeout(onTimer, Math.max(0, due - now), this)
+    if (due !== Number.POSITIVE_INFINITY) this.#armBy(due, now)
   }
   /** The response whose (async) response phase is awaited under #responseDue (undefined: none). */
   #pendingInfo: ResponseInfoImpl | undefined = undefined
@@ -1022,6 +1038,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
     relayed(chunk.length)
     switch (this.phase) {
       case Phase.Direct:
+        // The last bytes of a declared length (llhttp holds the upstream to it, and its end follows
+        // in the same parse) end the response in one call: no second pass through the writable.
+        if ((this.#directLeft -= chunk.length) === 0) {
+          this.phase = Phase.Done
+          this.res.end(chunk)
+          return
+        }
         if (!this.res.write(chunk)) {
           controller.pause()
           this.res.once('drain', onResDrain)
@@ -1039,6 +1062,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
         if (this.#body !== undefined && !this.#body.push(chunk)) controller.pause()
     }
   }
+
+  /** Body bytes still due on a relayed response with a Content-Length (NaN: none declared). */
+  #directLeft = Number.NaN
 
   onResponseEnd(): void {
     if (this.#pendingInfo === undefined) this.#clearTimer() // (else it bounds the response phase)
@@ -1138,6 +1164,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#timer = undefined
     }
   }
+
+  /**
+   * Have the timer fire no later than `due` (a performance.now() time). An armed timer already due
+   * by then is kept: it fires early and timerFired re-arms for whatever is due at that point.
+   */
+  #armBy(due: number, now: number): void {
+    if (this.#timer !== undefined) {
+      if (this.#timerDue <= due) return
+      clearTimeout(this.#timer)
+    }
+    this.#timerDue = due
+    this.#timer = setTimeout(onTimer, Math.max(0, due - now), this)
+  }
+  #timerDue = Number.POSITIVE_INFINITY
 }
 
 function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {

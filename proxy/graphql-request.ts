@@ -376,7 +376,9 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
   } catch (err) {
     throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
   }
-  if (jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
+  // Nesting past the limit takes an opening and a closing bracket per level: a body shorter than
+  // that (most requests) cannot, and is not walked.
+  if (raw.length > 2 * MAX_JSON_DEPTH && jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
   if (Array.isArray(parsed)) return new GraphQLBatch(raw, parsed)
   if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
   return fromObject('POST', raw, parsed as Record<string, unknown>)

@@ -25,6 +25,43 @@ export function histogram<T extends string>(registry: Registry, cfg: HistogramCo
   return new Histogram({ ...cfg, registers: [registry] })
 }
 
+type MetricJson = MetricObjectWithValues<MetricValue<string>>
+
+/**
+ * A registry's metrics as JSON (prom-client's getMetricsAsJSON), each metric collected on its own.
+ * There one collect() callback that throws rejects the whole answer: a worker thread died of it
+ * (an unhandled rejection) at every scrape, and one failing in the supervisor made /metrics 500.
+ * A metric that fails is left out of this answer, counted in `errors` by metric name (the count
+ * already in this answer) and handed to onError; every other metric is served.
+ */
+export async function metricsJson(registry: Registry, errors: Counter<'metric'>, onError: (metric: string, err: unknown) => void): Promise<MetricJson[]> {
+  const metrics = registry.getMetricsAsArray() as unknown as { name: string; get(): Promise<MetricJson> }[]
+  const got = await Promise.allSettled(metrics.map(async (m) => m.get()))
+  const out: MetricJson[] = []
+  let failed = false
+  for (let i = 0; i < got.length; i++) {
+    const r = got[i]!
+    if (r.status === 'fulfilled') {
+      out.push(r.value)
+      continue
+    }
+    failed = true
+    errors.labels(metrics[i]!.name).inc()
+    onError(metrics[i]!.name, r.reason)
+  }
+  if (failed) {
+    const name = (errors as unknown as { name: string }).name
+    const at = out.findIndex((m) => m.name === name)
+    if (at !== -1) out[at] = (await errors.get()) as MetricJson
+  }
+  return out
+}
+
+/** The counter metricsJson counts failed collections in (in each registry it reads). */
+export function collectErrorsCounter(registry: Registry): Counter<'metric'> {
+  return counter(registry, { name: 'igw_metrics_collect_errors_total', help: 'Metrics left out of a scrape because collecting them failed, by metric', labelNames: ['metric'] })
+}
+
 /** One series of a PlainCounter: a number; inc() hashes and allocates nothing. */
 export class PlainCounterSeries {
   readonly labels: Record<string, string>
@@ -262,6 +299,7 @@ export class ProxyMetrics {
   readonly configApplyFailures: Counter
   readonly redisUp: Gauge
   readonly redisReconnects: Counter
+  readonly collectErrors: Counter<'metric'>
   readonly #routes = new Map<string, RouteMetrics>()
 
   constructor(registry: Registry) {
@@ -288,6 +326,7 @@ export class ProxyMetrics {
     this.configApplyFailures = counter(registry, { name: 'igw_config_apply_failures_total', help: 'Validated config versions a worker failed to build' })
     this.redisUp = gauge(registry, { name: 'igw_redis_up', help: 'Worker threads whose Redis command connection is ready', aggregator: 'sum' })
     this.redisReconnects = counter(registry, { name: 'igw_redis_reconnects_total', help: 'Times a Redis connection came back after a loss' })
+    this.collectErrors = collectErrorsCounter(registry)
   }
 
   route(name: string): RouteMetrics {

@@ -1,9 +1,9 @@
 // Worker thread entry: one listener (reusePort) and one WorkerProxy; talks to the supervisor.
 import { parentPort, workerData } from 'node:worker_threads'
 import { Registry } from 'prom-client'
-import { BatchingDestination, createLogger } from './log.ts'
+import { BatchingDestination, createLogger, LogWindow } from './log.ts'
 import type { FromWorker, ToWorker, WorkerData } from './messages.ts'
-import { ProxyMetrics } from './metrics.ts'
+import { metricsJson, ProxyMetrics } from './metrics.ts'
 import { WorkerProxy } from './worker-proxy.ts'
 
 const data = workerData as WorkerData
@@ -15,12 +15,35 @@ const logger = createLogger(data.config.log.level, destination, { worker: data.w
 const metrics = new ProxyMetrics(new Registry())
 const proxy = new WorkerProxy({ workerId: data.workerId, logger, metrics, shared: data.shared }, data.config)
 
+const collectErrorWindow = new LogWindow(60_000)
+/** This thread's metrics; one that fails to collect is left out, counted and logged (not a crash). */
+function collectMetrics(): ReturnType<typeof metricsJson> {
+  return metricsJson(metrics.registry, metrics.collectErrors, (metric, err) => {
+    const held = collectErrorWindow.take()
+    if (held !== undefined) logger.error({ err, metric, ...(held > 0 ? { notLogged: held } : {}) }, 'a metric failed to collect and is left out of the scrape (igw_metrics_collect_errors_total)')
+  })
+}
+
+let dying = false
 process.on('uncaughtException', (err) => {
+  if (dying) throw err // the rethrow below, or a second fault while sending the last counts
+  dying = true
   // Log through the batcher, flush, then let the thread die: the supervisor restarts it.
   logger.fatal({ err }, 'uncaught exception in worker')
   destination.flush()
   sendLastUsage()
-  throw err
+  // What it counted since the last scrape, unasked (id 0): the supervisor keeps a dead thread's
+  // last metrics answer in its totals, and without this one every request the thread served
+  // since the previous scrape vanished from igw_requests_total and the other counters. Bounded:
+  // a collect() that never settles must not keep a broken thread alive.
+  const last = Promise.race([collectMetrics().then((json) => send({ t: 'metrics', id: 0, data: json as never })), new Promise((resolve) => setTimeout(resolve, 1_000))])
+  void last
+    .catch(() => undefined)
+    .finally(() =>
+      setImmediate(() => {
+        throw err
+      }),
+    )
 })
 
 /** The usage counted since the last collection, unasked (id 0): the supervisor keeps it for the next one. */
@@ -49,7 +72,7 @@ port.on('message', (msg: ToWorker) => {
       )
       return
     case 'metrics':
-      metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: msg.id, data: json as never }))
+      void collectMetrics().then((json) => send({ t: 'metrics', id: msg.id, data: json as never }))
       return
     case 'usage':
       send({ t: 'usage', id: msg.id, data: proxy.usage.drain() })

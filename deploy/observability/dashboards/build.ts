@@ -353,7 +353,7 @@ export const dashboards: DashboardSpec[] = [
           { title: 'Supervisor event-loop lag p99', type: 'timeseries', unit: 's', w: 8, targets: [{ expr: 'igw_nodejs_eventloop_lag_p99_seconds', legend: '{{instance}}' }] },
           { title: 'Worker heap used / limit', type: 'timeseries', unit: 'bytes', w: 8, targets: [{ expr: 'max by (instance, worker) (igw_worker_heap_used_bytes)', legend: 'used {{instance}} w{{worker}}' }, { expr: 'max by (instance, worker) (igw_worker_heap_size_limit_bytes)', legend: 'limit {{instance}} w{{worker}}' }] },
           { title: 'Client aborts', type: 'timeseries', unit: 'reqps', w: 8, targets: [{ expr: `sum by (route) (rate(igw_client_aborts_total[${R}]))`, legend: '{{route}}' }] },
-          { title: 'Metrics scrapes: stale worker threads / age of their numbers', type: 'timeseries', w: 8, targets: [{ expr: 'max by (instance) (igw_metrics_stale_workers)', legend: 'stale {{instance}}' }, { expr: 'max by (instance, worker) (igw_worker_metrics_age_seconds)', legend: 'age s {{instance}} w{{worker}}' }] },
+          { title: 'Metrics scrapes: stale worker threads / age of their numbers / metrics left out', type: 'timeseries', w: 8, targets: [{ expr: 'max by (instance) (igw_metrics_stale_workers)', legend: 'stale {{instance}}' }, { expr: 'max by (instance, worker) (igw_worker_metrics_age_seconds)', legend: 'age s {{instance}} w{{worker}}' }, { expr: 'sum by (instance, metric) (increase(igw_metrics_collect_errors_total[1h]))', legend: 'left out/h {{instance}} {{metric}}' }] },
         ],
       },
     ],

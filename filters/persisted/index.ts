@@ -7,6 +7,9 @@ import { LRUCache } from 'lru-cache'
 import type { Counter, Histogram } from 'prom-client'
 import type { PersistedFilterConfig } from '../../config/filters/index.ts'
 import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
+import { DEFAULT_TIER } from '../../config/defaults.ts'
+import type { GatewayConfig } from '../../config/schema.ts'
+import type { Tier } from '../../config/primitives.ts'
 import { errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import type { GraphQLBatch } from '../../proxy/graphql-request.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
@@ -17,6 +20,9 @@ import { encodeHints, hintsFor, Manifest, type PersistedOperation } from './mani
 type Mode = PersistedFilterConfig['safelist']['mode']
 
 const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' }
+// The schema's defaults for hints.extension / hints.header (config/filters/persisted.ts).
+const DEFAULT_HINT_EXTENSION = 'costHints'
+const DEFAULT_HINT_HEADER = 'x-igw-cost-hints'
 const COST_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000]
 
 // Exactly what Apollo Server / Router answer: clients match on the code (and the message).
@@ -41,6 +47,9 @@ interface LimitBroken {
   parseError?: GraphQLError
 }
 
+/** How a batch operation from outside the manifest was resolved: its outcome once it passes #batchCheck. */
+type OutsideOutcome = 'freeform' | 'apq_registered' | 'apq_hit'
+
 /** Why a request of a batch was not resolved (undefined: it was, or it named nothing). */
 type BatchItem = 'apq_not_found' | 'apq_not_supported' | undefined
 
@@ -52,7 +61,15 @@ interface BatchTally {
   cost: number
   estimated: boolean
   timeoutMs: number
+  /** The lowest manifest `tier` of its operations (undefined: none names one). */
+  tier: Tier | undefined
+  /** Some operation has no manifest tier: it runs at the caller's. */
+  callerTier: boolean
 }
+
+/** QoS tiers from the most to the least favoured (config/primitives.ts tierName; zod stays out of the workers). */
+const TIER_RANK: Record<Tier, number> = { gold: 0, silver: 1, bronze: 2 }
+const lowerTier = (a: Tier | undefined, b: Tier): Tier => (a === undefined || TIER_RANK[b] > TIER_RANK[a] ? b : a)
 
 /**
  * The local answer to a batch with an unresolved hash: one result per operation, in order, as
@@ -97,7 +114,11 @@ class PersistedFilter implements Filter {
   readonly #m: Metrics
   readonly #hintExt: string | false
   readonly #hintHeader: string | false
+  /** The names a client's own hints are removed under: the configured ones, the defaults when sending is off. */
+  readonly #stripExt: string
+  readonly #stripHeader: string
   readonly #tenantModes: Map<string, Mode>
+  readonly #tenants: GatewayConfig['tenants']
   readonly #unknownLogged = new LRUCache<string, true>({ max: 1000 })
   /**
    * Analyses per parsed document (the proxy caches ASTs by query text, so this hits by identity),
@@ -114,7 +135,12 @@ class PersistedFilter implements Filter {
     this.#manifest = manifestFor(deps.config.persistedDocuments, cfg.cost, this.#info)
     this.#hintExt = cfg.hints.extension
     this.#hintHeader = cfg.hints.header
+    // With hints off, a backend built to trust the gateway's hints under their default names
+    // would read a client's own claim of its cost: the gateway never relays one.
+    this.#stripExt = cfg.hints.extension === false ? DEFAULT_HINT_EXTENSION : cfg.hints.extension
+    this.#stripHeader = cfg.hints.header === false ? DEFAULT_HINT_HEADER : cfg.hints.header
     this.#tenantModes = new Map(Object.entries(cfg.safelist.tenants))
+    this.#tenants = deps.config.tenants
     const r = deps.registry
     this.#m = {
       requests: counter(r, { name: 'igw_persisted_requests_total', help: 'GraphQL requests by how the persisted filter identified them', labelNames: ['outcome'] }),
@@ -138,13 +164,13 @@ class PersistedFilter implements Filter {
     // Hints are ours to give: whatever a client put there does not reach the backend — the
     // header on every request, batches and GETs without a query included (a batch's extensions
     // are edited per request in #batch, once the proxy hands the batch over as ctx.batch).
-    if (this.#hintHeader !== false && ctx.req.headers[this.#hintHeader] !== undefined) ctx.setUpstreamHeader(this.#hintHeader, null)
+    if (ctx.req.headers[this.#stripHeader] !== undefined) ctx.setUpstreamHeader(this.#stripHeader, null)
     if (gql === undefined) {
       const batch = ctx.batch
       return batch === undefined ? this.#opaque(ctx) : this.#batch(ctx, batch)
     }
-    const hintExt = this.#hintExt
-    if (hintExt !== false && gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
+    const hintExt = this.#stripExt
+    if (gql.extensions !== undefined && hintExt in gql.extensions) gql.deleteExtension(hintExt)
 
     // GraphQL-over-HTTP persisted documents: `documentId` ("sha256:<hex>" or a bare id) names a
     // manifest entry; the backend gets the document itself.
@@ -223,6 +249,8 @@ class PersistedFilter implements Filter {
     // Only documents that passed the checks are remembered (and not in enforce mode, where
     // registering an operation outside the manifest would be a way around the safelist).
     if (decision === undefined && this.#mode(ctx) !== 'enforce') this.#apq.register(gql.docHash, gql.query)
+    // Named by its hash, as its later hits are: the registration's access line joins them.
+    if (decision === undefined) gql.persistedId = gql.docHash
     return decision
   }
 
@@ -245,9 +273,9 @@ class PersistedFilter implements Filter {
     const enforce = mode === 'enforce'
     let failed: BatchItem[] | undefined
     let remote: Promise<void>[] | undefined
-    let outside: number[] | undefined // operations not resolved from the manifest, to check
+    let outside: [number, OutsideOutcome][] | undefined // operations not resolved from the manifest, to check
     let items: unknown[] | undefined
-    const tally: BatchTally = { cost: 0, estimated: false, timeoutMs: 0 }
+    const tally: BatchTally = { cost: 0, estimated: false, timeoutMs: 0, tier: undefined, callerTier: false }
     for (let i = 0; i < reqs.length; i++) {
       const r = reqs[i]
       if (r === undefined) {
@@ -261,6 +289,7 @@ class PersistedFilter implements Filter {
           // Not a request at all (the backend answers it with an error): the proxy's one unit.
           tally.cost += 1
           tally.timeoutMs = Infinity
+          tally.callerTier = true
           continue
         }
         if (enforce) {
@@ -277,21 +306,20 @@ class PersistedFilter implements Filter {
         ;(remote ??= []).push(
           this.#apq.remote(hash).then((found) => {
             if (found.query !== undefined) {
-              this.#batchApqHit(r, found.query)
-              ;(outside ??= []).push(i)
+              ;(outside ??= []).push([i, this.#batchApqHit(r, found.query)])
             } else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss('apq_not_found')
           }),
         )
         continue
       }
-      if (outcome === 'ok') (outside ??= []).push(i)
+      if (outcome === 'freeform' || outcome === 'apq_registered' || outcome === 'apq_hit') (outside ??= []).push([i, outcome])
       else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss(outcome)
     }
     const finish = (): Decision => {
       if (failed !== undefined) return batchReply(failed)
-      if (remote !== undefined) outside?.sort((a, b) => a - b) // the first refused is the first in the batch
-      for (const i of outside ?? []) {
-        const refusal = this.#batchCheck(ctx, reqs[i]!, i, mode, tally)
+      if (remote !== undefined) outside?.sort((a, b) => a[0] - b[0]) // the first refused is the first in the batch
+      for (const [i, outcome] of outside ?? []) {
+        const refusal = this.#batchCheck(ctx, reqs[i]!, i, mode, tally, outcome)
         if (refusal !== undefined) return refusal
       }
       this.#batchPolicy(ctx, tally)
@@ -300,8 +328,13 @@ class PersistedFilter implements Filter {
     return remote === undefined ? finish() : Promise.all(remote).then(finish)
   }
 
-  /** A batch operation from outside the manifest, held to a lone request's rules: the safelist mode, size, parse, fragment expansion, depth. */
-  #batchCheck(ctx: RequestContext, r: GraphQLRequest, i: number, mode: Mode, tally: BatchTally): LocalReply | undefined {
+  /**
+   * A batch operation from outside the manifest, held to a lone request's rules: the safelist
+   * mode, size, parse, fragment expansion, depth; and counted as one (`outcome` once it passes,
+   * unknown_logged under log-unknown). Counted as freeform before its checks, an unknown
+   * operation in a batch never showed in unknown_logged, the count that says when `enforce` is safe.
+   */
+  #batchCheck(ctx: RequestContext, r: GraphQLRequest, i: number, mode: Mode, tally: BatchTally, outcome: OutsideOutcome): LocalReply | undefined {
     const which = `batch operation ${i}`
     if (mode === 'enforce') {
       this.#m.requests.labels('not_allowed').inc()
@@ -312,15 +345,22 @@ class PersistedFilter implements Filter {
     const c = this.#checkLimits(r, query)
     if ('reason' in c) return this.#limitRefusal(c, `${which}: `)
     if (mode === 'log-unknown') this.#noteUnknown(ctx, r)
+    this.#m.requests.labels(mode === 'log-unknown' ? 'unknown_logged' : outcome).inc()
     const cost = c.a.variableDependent ? analyzeDocument(c.doc, r.operationName, r.variables, this.#settings, this.#info).cost : c.a.cost
     this.#m.cost.labels('estimate').observe(cost)
     tally.cost += cost
     tally.estimated = true
     tally.timeoutMs = Infinity
+    tally.callerTier = true
     return undefined
   }
 
-  /** A resolved batch's price and deadline, as its operations have them alone (the quota filter charges ctx.cost). */
+  /**
+   * A resolved batch's price, deadline and tier, as its operations have them alone (the quota
+   * filter charges ctx.cost and sheds by ctx.tier). The batch runs as one request, at the least
+   * favoured tier of its operations (a manifest `tier`, else the caller's): the manifest tier was
+   * ignored in a batch, so an operation demoted to bronze ran at the caller's gold beside others.
+   */
   #batchPolicy(ctx: RequestContext, tally: BatchTally): void {
     ctx.cost = tally.cost
     ctx.costSource = tally.estimated ? 'estimate' : 'hint'
@@ -328,6 +368,14 @@ class PersistedFilter implements Filter {
       const d = ctx.startTime + tally.timeoutMs
       if (d < ctx.deadline) ctx.deadline = d
     }
+    if (tally.tier !== undefined) ctx.tier = tally.callerTier ? lowerTier(tally.tier, this.#callerTier(ctx)) : tally.tier
+  }
+
+  /** The tier of who asks, as the quota filter resolves it. */
+  #callerTier(ctx: RequestContext): Tier {
+    if (ctx.tier !== undefined) return ctx.tier
+    const tenants = this.#tenants
+    return (ctx.tenant !== undefined && Object.hasOwn(tenants, ctx.tenant) ? tenants[ctx.tenant]!.tier : undefined) ?? DEFAULT_TIER
   }
 
   #batchMiss(outcome: 'apq_not_found' | 'apq_not_supported'): BatchItem {
@@ -335,10 +383,10 @@ class PersistedFilter implements Filter {
     return outcome
   }
 
-  /** One request of a batch, resolved in place: 'ok', a miss, 'remote' (ask Redis), or a reply refusing the batch (a malformed or mismatched id, as for a lone request). */
-  #batchItem(r: GraphQLRequest, enforce: boolean, tally: BatchTally): 'manifest' | 'ok' | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
-    const hintExt = this.#hintExt
-    if (hintExt !== false && r.extensions !== undefined && hintExt in r.extensions) r.deleteExtension(hintExt)
+  /** One request of a batch, resolved in place: from the manifest, from outside it (to check), a miss, 'remote' (ask Redis), or a reply refusing the batch (a malformed or mismatched id, as for a lone request). */
+  #batchItem(r: GraphQLRequest, enforce: boolean, tally: BatchTally): 'manifest' | OutsideOutcome | 'remote' | 'apq_not_found' | 'apq_not_supported' | LocalReply {
+    const hintExt = this.#stripExt
+    if (r.extensions !== undefined && hintExt in r.extensions) r.deleteExtension(hintExt)
     if (r.documentId !== undefined) {
       const op = this.#manifest.lookup(r.documentId.startsWith('sha256:') ? r.documentId.slice(7) : r.documentId)
       if (r.query !== undefined) {
@@ -360,8 +408,7 @@ class PersistedFilter implements Filter {
     if (pq === undefined) {
       const op = this.#manifest.byHash.size > 0 && r.query !== undefined ? this.#manifest.byHash.get(r.docHash!) : undefined
       if (op !== undefined) return this.#batchManifest(r, op, tally)
-      this.#m.requests.labels('freeform').inc()
-      return 'ok'
+      return 'freeform'
     }
     if (typeof pq !== 'object' || pq === null || Array.isArray(pq)) return this.#reject('bad_extension', 'extensions.persistedQuery must be an object')
     const { version, sha256Hash } = pq as { version?: unknown; sha256Hash?: unknown }
@@ -382,18 +429,16 @@ class PersistedFilter implements Filter {
     if (r.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
     if (byText !== undefined) return this.#batchManifest(r, byText, tally)
     r.deleteExtension('persistedQuery')
-    this.#m.requests.labels('apq_registered').inc()
     // As for a lone request: only a document within the limits is remembered, and none under
     // enforce (registering an operation outside the manifest would be a way around the safelist).
     if (!enforce && this.#registrable(r)) this.#apq.register(r.docHash!, r.query)
-    return 'ok'
+    return 'apq_registered'
   }
 
-  #batchApqHit(r: GraphQLRequest, query: string): 'ok' {
+  #batchApqHit(r: GraphQLRequest, query: string): 'apq_hit' {
     r.setQuery(query)
     r.deleteExtension('persistedQuery')
-    this.#m.requests.labels('apq_hit').inc()
-    return 'ok'
+    return 'apq_hit'
   }
 
   #batchManifest(r: GraphQLRequest, op: PersistedOperation, tally: BatchTally): 'manifest' {
@@ -407,6 +452,8 @@ class PersistedFilter implements Filter {
     tally.cost += hints.cost
     if (hints.costSource === 'estimate') tally.estimated = true
     tally.timeoutMs = Math.max(tally.timeoutMs, op.timeoutMs ?? Infinity)
+    if (op.tier !== undefined) tally.tier = lowerTier(tally.tier, op.tier)
+    else tally.callerTier = true
     if (this.#hintExt !== false) r.setExtension(this.#hintExt, hints)
     return 'manifest'
   }

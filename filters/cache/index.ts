@@ -462,8 +462,15 @@ class CacheFilter implements Filter {
     return this.rc.wait(st.key).then((e) => {
       // The leader gave up before it had an answer: coalesce again (one of us leads now).
       if (e === ABANDONED) return this.#miss(ctx, gql, st.key, st.ttlSeconds, policy, st.fallback)
-      if (e !== undefined && this.shared.valid(e.slots, e.seq)) return this.#reply(ctx, e, Date.now(), 'coalesced', policy)
-      // The fill produced nothing to share (not cacheable, failed, timed out): go ourselves.
+      const now = Date.now()
+      // A stale copy handed over (an L2 copy inside its stale-while-revalidate window) is served as STALE.
+      if (e !== undefined && this.shared.valid(e.slots, e.seq)) return this.#reply(ctx, e, now, now < e.freshUntil ? 'coalesced' : 'stale', policy)
+      // The fill produced nothing to share (not cacheable, failed, timed out): go ourselves,
+      // falling back on failure to a stale copy the leader found in L2 while we waited.
+      if (st.fallback === undefined) {
+        const old = this.rc.get(st.key, now)
+        if (old !== undefined && now < old.errorUntil) st.fallback = old
+      }
       return this.#goUpstream(ctx, gql, st, policy)
     })
   }
@@ -482,11 +489,29 @@ class CacheFilter implements Filter {
           this.finishFill(st, entry)
           return this.#reply(ctx, entry, now, 'hit', policy)
         }
+      } else if (now < m.w && this.#backgroundRefresh) {
+        // Inside its stale-while-revalidate window (what L2 keeps it for): served stale while
+        // one background request refreshes it, as an L1 copy is. A proxy with a cold L1 (a new
+        // pod, a restarted one) made every client wait for the upstream instead.
+        const entry = this.#fromL2(st.key, m, r.body, seq, st.statSlot)
+        if (entry !== undefined) {
+          this.rc.set(entry)
+          // The waiters take the stale copy; the flight (with its process-wide slot) passes to the refresh.
+          st.settled = true
+          if (st.leader) {
+            this.rc.settle(st.key, entry)
+            this.rc.publish(st.key, entry)
+          }
+          this.#revalidate(ctx, gql, st.key, st.ttlSeconds, policy, entry, 'stale', st.sabSlot === -1 ? undefined : { slot: st.sabSlot, fp: st.sabFp })
+          return this.#reply(ctx, entry, now, 'stale', policy)
+        }
       } else if (now < m.e && st.fallback === undefined) {
         // Past its freshness but inside its stale-if-error window (what L2 keeps it for): the
         // answer if the upstream fails. Without it a proxy with a cold L1 (a new pod, a
         // restarted one) answered the upstream's failure while the shared copy sat in Redis.
+        // Kept in L1 too: the misses waiting for this one (#follow) fall back to it as well.
         st.fallback = this.#fromL2(st.key, m, r.body, seq, st.statSlot)
+        if (st.fallback !== undefined) this.rc.set(st.fallback)
       }
     }
     // Absent, or past its freshness (it lingers for stale-if-error / -while-revalidate): this
@@ -573,10 +598,17 @@ class CacheFilter implements Filter {
 
   // --- background refresh (stale-while-revalidate, refresh-ahead) ---------------------------
 
-  #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry, trigger: 'ahead' | 'stale'): void {
-    if (e.revalidating || this.rc.inFlight(key)) return
+  /** `claimed`: the process-wide flight slot a miss already holds for key, handed to this refresh. */
+  #revalidate(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined, e: CacheEntry, trigger: 'ahead' | 'stale', claimed?: { slot: number; fp: number }): void {
+    if (e.revalidating || this.rc.inFlight(key)) {
+      if (claimed !== undefined) this.shared.finish(claimed.slot, claimed.fp, false, 0)
+      return
+    }
     const st: MissState = { kind: 'miss', key, seq: this.shared.seq(), l2Seq: undefined, ttlSeconds: ttl, tags: this.#queryTags(gql, policy), keys: entityKeys(gql.document), statSlot: policy?.statSlot ?? -2, leader: true, sabSlot: -1, sabFp: 0, fallback: undefined, uncounted: undefined, settled: false, responded: true }
-    if (this.#multiWorker) {
+    if (claimed !== undefined) {
+      st.sabSlot = claimed.slot
+      st.sabFp = claimed.fp
+    } else if (this.#multiWorker) {
       const { slot, fp } = this.shared.flightSlot(this.#flightPrefix + key)
       if (this.shared.claim(slot, fp, 30_000) !== 'leader') return
       st.sabSlot = slot

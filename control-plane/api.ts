@@ -2,9 +2,10 @@
 // resource), how it is documented (OpenAPI, generated from this table) and what it does.
 import { createHash, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { LRUCache } from 'lru-cache'
 import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
-import type { Authorizer, Subject } from './auth.ts'
+import { AuthError, type Authorizer, type Subject } from './auth.ts'
 import { etagOf, type Change } from '../config/canonical-json.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { Db } from './db.ts'
@@ -43,6 +44,8 @@ const problem = (desc = 'error'): { description: string; schema: Record<string, 
 const COMMON = { 401: problem('missing or invalid bearer token'), 403: problem('denied by the admin policy'), 503: problem('the database is unavailable, or there is no config yet (retry; Retry-After)') }
 /** A GET that sends an ETag answers If-None-Match holding it with 304 (http-kit.ts sendJson). */
 const NOT_MODIFIED = { 304: { description: 'If-None-Match holds the current ETag (or *): not modified, no body', etag: true } }
+/** The routes a proxy calls as itself: a token with a `proxy` claim may name no other proxy id. */
+const PROXY_FORBIDDEN = { 403: problem('denied by the admin policy, or the token is bound to another proxy id (its "proxy" claim)') }
 const WRITE_ERRORS = { ...COMMON, 400: problem('the resulting document is invalid (problems name the paths)'), 412: problem('If-Match does not match the current ETag') }
 
 function requireHead(store: ConfigStore): Head {
@@ -432,6 +435,11 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
   ]
 }
 
+/** 404 for a tenant the document does not hold: an empty list of its quotas read as "exists, no quotas". */
+export function requireTenant(h: Head, tenant: string): void {
+  if (!Object.hasOwn((h.document.tenants as object | undefined) ?? {}, tenant)) throw new HttpError(404, `tenants/${tenant} does not exist`)
+}
+
 export async function quotaViews(deps: ApiDeps, tenant?: string) {
   const h = requireHead(deps.store)
   const ids = await deps.store.tenantIds()
@@ -470,6 +478,29 @@ export async function setQuota(deps: ApiDeps, actor: string, tenant: string, kin
 
 export function buildRoutes(deps: ApiDeps): RouteDef[] {
   const { store, hub, usage, authorizer } = deps
+  /** Actors whose acting as another proxy was audited within the last minute. */
+  const proxyDeniedAudited = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 })
+  /**
+   * A token with a `proxy` claim acts as that proxy only: without the check any proxy token could
+   * report usage under another proxy's id (counts on its tenants' statements, and a forged high
+   * seq that made the real proxy's reports "duplicates"), ACK for it, or take over its stream.
+   * A token without the claim is not bound (one token shared by a fleet). The refusal is a
+   * security event: audited (once per actor a minute, never at the cost of the 403).
+   */
+  async function requireOwnProxy(ctx: RouteContext, id: string): Promise<void> {
+    const bound = ctx.subject?.proxy
+    if (bound === undefined || bound === id) return
+    const actor = actorOf(ctx)
+    const reason = `proxy.sync as proxy "${id}" denied: the token is bound to proxy "${bound}" (its "proxy" claim)`
+    deps.logger.warn({ actor, proxyId: id, boundTo: bound, path: ctx.req.url?.split('?')[0] }, 'a proxy token acted as another proxy: refused')
+    if (!proxyDeniedAudited.has(actor)) {
+      proxyDeniedAudited.set(actor, true)
+      await store
+        .audit({ actor, action: 'proxy.sync.denied', resource: `proxies/${id}`, after: { reason, boundTo: bound, request: `${ctx.req.method} ${ctx.req.url?.split('?')[0] ?? ''}` } })
+        .catch((err: unknown) => deps.logger.error({ err, actor }, 'could not audit a proxy token acting as another proxy'))
+    }
+    throw new AuthError(403, reason)
+  }
   const routes: RouteDef[] = [
     {
       method: 'GET',
@@ -619,8 +650,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       auth: { action: 'admin.read', resource: (p) => ({ type: 'quotas', tenant: p.id }) },
       doc: { summary: 'A tenant’s daily quotas with today’s use', tags: ['quotas'], responses: { 200: { description: 'quotas', schema: ref('QuotaList') }, 404: problem('no such tenant'), ...COMMON } },
       async handle(ctx) {
-        // Like /quotas/{kind}: an empty list for a tenant that does not exist read as "exists, no quotas".
-        if (!Object.hasOwn((requireHead(deps.store).document.tenants as object | undefined) ?? {}, ctx.params.id!)) throw new HttpError(404, `tenants/${ctx.params.id} does not exist`)
+        requireTenant(requireHead(deps.store), ctx.params.id!)
         sendJson(ctx.res, 200, { items: await quotaViews(deps, ctx.params.id) })
       },
     },
@@ -633,7 +663,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const kind = ctx.params.kind!
         if (!isQuotaKind(kind)) throw new HttpError(404, `unknown quota kind "${kind}" (graphql, ingest, embeddings, subscriptions)`)
         const h = requireHead(deps.store)
-        if (!Object.hasOwn((h.document.tenants as object | undefined) ?? {}, ctx.params.id!)) throw new HttpError(404, `tenants/${ctx.params.id} does not exist`)
+        requireTenant(h, ctx.params.id!)
         const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)
         if (q === undefined) throw new HttpError(404, `tenants/${ctx.params.id}/quotas/${kind} is not set`)
         sendJson(ctx.res, 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }) })
@@ -804,7 +834,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string' } },
           { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string' } },
         ],
-        responses: { 200: { description: 'event stream', contentType: 'text/event-stream', schema: { type: 'string' } }, 400: problem('no proxy id, or version is not a non-negative integer'), ...COMMON },
+        responses: { 200: { description: 'event stream', contentType: 'text/event-stream', schema: { type: 'string' } }, 400: problem('no proxy id, or version is not a non-negative integer'), ...COMMON, ...PROXY_FORBIDDEN },
       },
       async handle(ctx) {
         // Everything is checked before the first byte: after the 200 the only way to report an
@@ -813,6 +843,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         if (!id || !/^[\w.:@-]{1,200}$/.test(id)) throw new HttpError(400, 'expected ?proxy=<id> (letters, digits, _.:@-)')
         const version = integerQuery(ctx.query, 'version', 0)
         const digest = digestParam('digest', ctx.query.get('digest'))
+        await requireOwnProxy(ctx, id)
         if (ctx.req.method === 'HEAD') {
           ctx.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', ...(bodyUnread(ctx.req) ? { connection: 'close' } : {}) }).end()
           return
@@ -824,8 +855,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'POST',
       path: '/v1/proxies/{id}/ack',
       auth: { action: 'proxy.sync', resource: (p) => ({ type: 'proxies', id: p.id }) },
-      doc: { summary: 'ACK or NACK a pushed version', tags: ['push'], requestBody: ref('Ack'), responses: { 204: { description: 'recorded' }, 400: problem('bad body'), 404: problem('unknown proxy'), ...COMMON } },
+      doc: { summary: 'ACK or NACK a pushed version', tags: ['push'], requestBody: ref('Ack'), responses: { 204: { description: 'recorded' }, 400: problem('bad body'), 404: problem('unknown proxy'), ...COMMON, ...PROXY_FORBIDDEN } },
       async handle(ctx) {
+        await requireOwnProxy(ctx, ctx.params.id!)
         const b = (await readJson(ctx.req)) as { version?: unknown; status?: unknown; error?: unknown; digest?: unknown }
         if (b === null || typeof b !== 'object' || (b.status !== 'ACK' && b.status !== 'NACK')) throw new HttpError(400, 'expected {version, status: ACK|NACK, error?, digest?}')
         const version = integerParam('version', b.version, { json: true })
@@ -839,10 +871,11 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'POST',
       path: '/v1/usage',
       auth: { action: 'proxy.sync', resource: () => ({ type: 'usage' }) },
-      doc: { summary: 'A proxy’s per-tenant counters for one interval (deltas; duplicates ignored)', tags: ['usage'], requestBody: ref('UsageReport'), responses: { 200: { description: 'counted', schema: ref('UsageAccepted') }, 400: problem('bad report'), ...COMMON } },
+      doc: { summary: 'A proxy’s per-tenant counters for one interval (deltas; duplicates ignored)', tags: ['usage'], requestBody: ref('UsageReport'), responses: { 200: { description: 'counted', schema: ref('UsageAccepted') }, 400: problem('bad report'), ...COMMON, ...PROXY_FORBIDDEN } },
       async handle(ctx) {
         let r = validateReport(await readJson(ctx.req))
         if (typeof r === 'string') throw new HttpError(400, 'invalid usage report', { problems: [r] })
+        await requireOwnProxy(ctx, r.proxyId)
         // The proxy's clock decides the day its counts land on — within reason. Far ahead, or
         // further behind than any outage a proxy's pending reports outlive, is a clock problem:
         // those counts land on today by this clock (with a warning) instead of on days that no

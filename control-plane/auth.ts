@@ -25,6 +25,8 @@ export interface Subject {
   roles: string[]
   attributes: string[]
   tenant?: string
+  /** The `proxy` claim: the one proxy id this token may open the config stream, ACK and report usage as. */
+  proxy?: string
 }
 
 export interface Decision {
@@ -119,6 +121,13 @@ function subjectOf(p: JWTPayload): Subject {
     if (typeof p.tenant !== 'string' || p.tenant === '') throw new AuthError(401, `token "tenant" claim must be a non-empty string (got ${p.tenant === null ? 'null' : Array.isArray(p.tenant) ? 'an array' : typeof p.tenant === 'string' ? 'an empty string' : `a ${typeof p.tenant}`}); a token without the claim is not tenant-scoped`)
     s.tenant = p.tenant
   }
+  // A proxy claim binds a proxy token to one proxy id; one that is present but not a usable id
+  // must not leave the token unbound (free to report usage as any proxy), as for tenant.
+  if (p.proxy !== undefined) {
+    if (typeof p.proxy !== 'string' || p.proxy === '') throw new AuthError(401, 'token "proxy" claim must be a non-empty string (the proxy id the token is bound to); a token without the claim is not bound to one proxy')
+    if (p.proxy.includes('\u0000') || !p.proxy.isWellFormed()) throw new AuthError(401, 'token "proxy" claim is not a valid proxy id (it holds a NUL or a lone UTF-16 surrogate)')
+    s.proxy = p.proxy
+  }
   return s
 }
 
@@ -200,7 +209,7 @@ function wellFormed(v: unknown, depth: number): boolean {
 }
 
 /** Mint an HS256 token (the demo and tests; production tokens come from your identity provider). */
-export async function mintToken(secret: string, claims: { sub: string; roles?: string[]; attrs?: string[]; tenant?: string }, opts: { issuer?: string; audience?: string; expiresIn?: string } = {}): Promise<string> {
+export async function mintToken(secret: string, claims: { sub: string; roles?: string[]; attrs?: string[]; tenant?: string; proxy?: string }, opts: { issuer?: string; audience?: string; expiresIn?: string } = {}): Promise<string> {
   let jwt = new SignJWT({ ...claims }).setProtectedHeader({ alg: 'HS256' }).setSubject(claims.sub).setIssuedAt().setExpirationTime(opts.expiresIn ?? '12h')
   if (opts.issuer) jwt = jwt.setIssuer(opts.issuer)
   if (opts.audience) jwt = jwt.setAudience(opts.audience)

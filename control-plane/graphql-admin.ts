@@ -6,7 +6,7 @@ import { GraphQLScalarType, Kind, Source, type GraphQLError, type GraphQLObjectT
 import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
 import { etagOf } from '../config/canonical-json.ts'
-import { checkIfMatch, quotaViews, setQuota, type ApiDeps } from './api.ts'
+import { checkIfMatch, quotaViews, requireTenant, setQuota, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
 import { HttpError, requestIdFor } from './http-kit.ts'
@@ -170,7 +170,15 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
         etag: (q: { limitPerDay: number }) => etagOf({ limitPerDay: q.limitPerDay }),
       },
       Query: {
-        quotas: async (_root, args: { tenant?: string }, ctx) => mapped(() => quotaViews(deps, tenantArg(ctx, args.tenant))),
+        // As REST's GET /v1/tenants/{id}/quotas: NOT_FOUND for a tenant that does not exist, not
+        // an empty list that reads as "exists, no quotas" (a typo in the tenant looked fine).
+        quotas: async (_root, args: { tenant?: string }, ctx) =>
+          mapped(async () => {
+            const tenant = tenantArg(ctx, args.tenant)
+            const h = deps.store.head()
+            if (h !== undefined) requireTenant(h, tenant)
+            return quotaViews(deps, tenant)
+          }),
       },
       Mutation: {
         setQuota: async (_root, args: { kind: string; limitPerDay: number; tenant?: string; ifMatch?: string | null }, ctx) => {

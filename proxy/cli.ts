@@ -24,7 +24,7 @@ const FLAGS = {
   'control-plane-token-file': { type: 'string', env: 'IGW_CONTROL_PLANE_TOKEN_FILE', help: 'file holding that token, read again for every request (a rotated Secret or projected token is used without a restart)' },
   'control-plane-key': { type: 'string', env: 'IGW_CONTROL_PLANE_KEY', help: 'PEM public key that signs snapshots (default: pinned on first contact)' },
   'state-dir': { type: 'string', env: 'IGW_STATE_DIR', help: 'where a proxy keeps its last-known-good snapshot (default .igw-state)' },
-  'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: host name + a stored random suffix)' },
+  'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: the token\'s "proxy" claim, else host name + a stored random suffix)' },
   db: { type: 'string', env: 'IGW_DB', help: 'control plane store: sqlite:./data/igw.db (default) or postgres://…' },
   'signing-key': { type: 'string', env: 'IGW_SIGNING_KEY', help: 'control plane ed25519 key (PEM; created if missing; default beside the SQLite file)' },
   'previous-keys': { type: 'string', env: 'IGW_PREVIOUS_KEYS', help: 'with `audit verify` and `control-plane`: comma-separated PEM files of signing keys replaced before (their audit entries verify too)' },

@@ -16,6 +16,7 @@ import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join } from 'node:path'
+import { decodeJwt } from 'jose'
 import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
@@ -380,7 +381,7 @@ export class ControlPlaneClient {
       throw new ConfigError('--proxy-id', [`expected 1 to 200 letters, digits or "_.:@-" (what the control plane admits), got ${JSON.stringify(shown)}`])
     }
     try {
-      this.proxyId = o.proxyId ?? this.#stableId()
+      this.proxyId = o.proxyId ?? boundProxyId(o.token) ?? this.#stableId()
     } catch (err) {
       throw unusable(err)
     }
@@ -692,7 +693,7 @@ export class ControlPlaneClient {
   #refusalText(r: StreamRefused): string {
     if (r.status !== 401 && r.status !== 403) return r.message
     const flag = typeof this.#o.token === 'function' ? '--control-plane-token-file' : '--control-plane-token'
-    return `${r.message} (check ${flag}: ${r.status === 401 ? 'the control plane does not accept the token' : 'the token needs the proxy role'})`
+    return `${r.message} (check ${flag}: ${r.status === 401 ? 'the control plane does not accept the token' : 'the token needs the proxy role, and one with a "proxy" claim acts only as that --proxy-id'})`
   }
 
   /**
@@ -1005,3 +1006,17 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
 }
 
 export { validateConfig }
+
+/**
+ * The proxy id a token is bound to (its `proxy` claim: the control plane refuses any other id
+ * with 403), when it is a JWT naming one the control plane admits; undefined otherwise. Read, not
+ * verified: it only picks the default id, and the control plane checks the token itself.
+ */
+function boundProxyId(token: string | (() => string)): string | undefined {
+  try {
+    const claim = decodeJwt((typeof token === 'function' ? token() : token).trim()).proxy
+    return typeof claim === 'string' && PROXY_ID.test(claim) ? claim : undefined
+  } catch {
+    return undefined // not a JWT (an opaque token), or a token file not readable yet: no binding to read
+  }
+}

@@ -36,7 +36,7 @@ export const tenantJwtConfig = z
     algorithms: z.array(jwtAlgorithm).min(1).default(['RS256', 'EdDSA', 'HS256']),
     /** Shared secret for HS* (use ${ENV} interpolation, never a literal in a committed file). */
     secret: z.string().min(32, { error: 'expected an HMAC secret of at least 32 characters' }).optional(),
-    /** PEM file with one SPKI public key (RS*, PS*, ES*, EdDSA). */
+    /** PEM file of public keys (RS*, PS*, ES*, EdDSA; several side by side during a rotation; RSA at least 2048 bits). */
     publicKeyFile: z.string().min(1).optional(),
     /** A JWKS document on disk; keys are picked by "kid". */
     jwksFile: z.string().min(1).optional(),

@@ -33,10 +33,14 @@ function repeated(raw: string[], name: string): boolean {
   return false
 }
 
-/** True when the URL's query carries an RFC 6750 §2.3 `access_token` parameter. */
+/**
+ * True when the URL's query carries an RFC 6750 §2.3 `access_token` parameter — also with its
+ * name percent-encoded (`access%5Ftoken`), which backends decode as the same parameter: the
+ * plain-text look alone let such a token past. Parsed only when the query could hold one.
+ */
 function tokenInQuery(url: string): boolean {
   const q = url.indexOf('?')
-  return q !== -1 && url.includes('access_token', q) && new URLSearchParams(url.slice(q + 1)).has('access_token')
+  return q !== -1 && (url.includes('access_token', q) || url.includes('%', q)) && new URLSearchParams(url.slice(q + 1)).has('access_token')
 }
 
 // RFC 6750 §3: error_description is a quoted-string of %x20-21 / %x23-5B / %x5D-7E only, so

@@ -1,7 +1,7 @@
 // Bearer-token verification with jose. Verifying a signature costs tens of microseconds
 // (RS256) to a millisecond; clients reuse tokens, so results are cached until the token's
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
-import { createPublicKey, type KeyObject } from 'node:crypto'
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
@@ -40,7 +40,7 @@ const KEY_FILE_CHECK_MS = 1_000
 /** The stamp of a key file that cannot be read (fileStamp's ''). */
 const UNREADABLE = 'unreadable'
 
-type Keys = { secret?: Uint8Array; publicKey?: KeyObject; jwks?: JWTVerifyGetKey }
+type Keys = { secret?: Uint8Array; publicKeys?: KeyObject[]; jwks?: JWTVerifyGetKey }
 
 /**
  * The text of a key file; a failure names the field and the file. A parse error never quotes
@@ -55,14 +55,72 @@ function readKeyFile(field: string, path: string): string {
   }
 }
 
-function loadPublicKey(path: string): KeyObject {
+/** A PEM block that holds a key (SPKI, PKCS#1, a certificate, or a private key to derive one). */
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g
+const KEY_LABEL = /(?:PUBLIC KEY|PRIVATE KEY|^CERTIFICATE)$/
+
+/**
+ * Every key of the PEM file: an issuer's old and new key side by side while tokens of both are
+ * in flight. createPublicKey reads the first block only: the key appended for a rotation was
+ * dropped without a word, and its tokens refused as "token signature does not verify".
+ */
+function loadPublicKeys(path: string): KeyObject[] {
   const text = readKeyFile('publicKeyFile', path)
-  try {
-    return createPublicKey(text)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    throw new Error(`jwt.publicKeyFile "${path}": not a PEM public key${code ? ` (${code})` : ''}`)
+  const keys: KeyObject[] = []
+  for (const [block, label] of text.matchAll(PEM_BLOCK)) {
+    if (!KEY_LABEL.test(label!)) continue // "EC PARAMETERS" beside an EC key, and the like
+    let key: KeyObject
+    try {
+      key = createPublicKey(block)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      throw new Error(`jwt.publicKeyFile "${path}": key #${keys.length + 1} is not a PEM public key${code ? ` (${code})` : ''}`)
+    }
+    const unusable = unusableKey(key)
+    if (unusable !== undefined) throw new Error(`jwt.publicKeyFile "${path}": key #${keys.length + 1} is ${unusable}`)
+    keys.push(key)
   }
+  if (keys.length === 0) throw new Error(`jwt.publicKeyFile "${path}": not a PEM public key`)
+  return keys
+}
+
+/** jose refuses RSA keys under 2048 bits for RS* and PS*: such a key could never verify a token. */
+const MIN_RSA_BITS = 2048
+
+function unusableKey(key: KeyObject): string | undefined {
+  const bits = key.asymmetricKeyDetails?.modulusLength
+  if ((key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss') && bits !== undefined && bits < MIN_RSA_BITS) {
+    return `an RSA key of ${bits} bits (at least ${MIN_RSA_BITS})`
+  }
+  return undefined
+}
+
+/** JWK members only a private key has (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2). */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'priv']
+
+/**
+ * Refuse at load a signing key of the JWKS that could never verify a token. jose imports a key
+ * only when a token names it, and then refused a private key ("JSON Web Key Set members must be
+ * public keys"), a broken one or a short RSA one on every token as "token rejected" or "no key
+ * matches the token" — while the key was right there. As a malformed "oct" key, it fails the
+ * load, named but never quoted. (Keys for encryption are not looked at: they sign nothing.)
+ */
+function checkJwksKeys(jwks: JSONWebKeySet): void {
+  jwks.keys.forEach((jwk, i) => {
+    if (jwk === null || typeof jwk !== 'object' || !['RSA', 'EC', 'OKP'].includes(jwk.kty!)) return
+    if (jwk.use !== undefined && jwk.use !== 'sig') return
+    const name = typeof jwk.kid === 'string' ? `key "${jwk.kid.slice(0, 64)}"` : `key #${i}`
+    if (PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new Error(`${name} is a private key (a JWKS to verify tokens with holds public keys only)`)
+    let key: KeyObject
+    try {
+      key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' })
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      throw new Error(`${name} is not a valid ${jwk.kty} public key${code ? ` (${code})` : ''}`)
+    }
+    const unusable = unusableKey(key)
+    if (unusable !== undefined) throw new Error(`${name} is ${unusable}`)
+  })
 }
 
 function loadJwks(path: string): JWTVerifyGetKey {
@@ -76,6 +134,7 @@ function loadJwks(path: string): JWTVerifyGetKey {
   }
   if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new Error(`jwt.jwksFile "${path}": not a JWKS document (no "keys" array)`)
   try {
+    checkJwksKeys(jwks)
     return localJwks(jwks)
   } catch (err) {
     throw new Error(`jwt.jwksFile "${path}": ${(err as Error).message}`)
@@ -118,7 +177,7 @@ export class JwtVerifier {
     if (cfg.secret !== undefined) this.#keys.secret = new TextEncoder().encode(cfg.secret)
     if (cfg.publicKeyFile !== undefined) {
       this.#stamps.publicKey = fileStamp(cfg.publicKeyFile)
-      this.#keys.publicKey = loadPublicKey(cfg.publicKeyFile)
+      this.#keys.publicKeys = loadPublicKeys(cfg.publicKeyFile)
     }
     if (cfg.jwksFile !== undefined) {
       this.#stamps.jwks = fileStamp(cfg.jwksFile)
@@ -147,8 +206,7 @@ export class JwtVerifier {
       const stamp = this.#stampOf('publicKey', cfg.publicKeyFile)
       if (stamp !== this.#stamps.publicKey) {
         try {
-          const publicKey = loadPublicKey(cfg.publicKeyFile)
-          keys = { ...this.#keys, publicKey }
+          keys = { ...this.#keys, publicKeys: loadPublicKeys(cfg.publicKeyFile) }
           this.#stamps.publicKey = stamp
           this.#setStale('publicKey', false)
         } catch (err) {
@@ -249,7 +307,7 @@ export class JwtVerifier {
     }
     const keys: (Uint8Array | KeyObject | JWTVerifyGetKey)[] = []
     if (this.#keys.jwks) keys.push(this.#keys.jwks)
-    if (this.#keys.publicKey) keys.push(this.#keys.publicKey)
+    if (this.#keys.publicKeys) keys.push(...this.#keys.publicKeys)
     if (this.#keys.secret) keys.push(this.#keys.secret)
     let last: unknown
     for (const key of keys) {
@@ -268,7 +326,7 @@ export class JwtVerifier {
         if (err instanceof joseErrors.JOSENotSupported && hasCrit(token)) {
           return { ok: false, reason: 'token header "crit" names an extension this gateway does not support' }
         }
-        if (err instanceof TypeError || err instanceof joseErrors.JOSENotSupported) {
+        if (err instanceof TypeError || err instanceof joseErrors.JOSENotSupported || wrongKeyType(err)) {
           last ??= NO_USABLE_KEY
           continue
         }
@@ -292,6 +350,15 @@ function hasCrit(token: string): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * A public key of another type than the token's algorithm (an Ed25519 key for an RS256 token, a
+ * P-256 key for ES384): Web Crypto's DataError, raised before any signature is looked at. With
+ * several PEM keys (or a PEM key beside a JWKS) that is "the next key", not a final "token rejected".
+ */
+function wrongKeyType(err: unknown): boolean {
+  return err instanceof DOMException && err.name === 'DataError'
 }
 
 /** The reason when every configured key was of a kind that cannot verify the token's algorithm. */

@@ -16,7 +16,7 @@ import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
 import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
 import { advance, total } from './rolling-budget.ts'
-import { budgetRule, KIND_INDEX, resolveRule } from './rules.ts'
+import { budgetRule, KIND_INDEX, resolveRule, type BudgetRule } from './rules.ts'
 import {
   ANONYMOUS,
   HB_ANOMALY_AT,
@@ -441,11 +441,27 @@ export class QuotaRuntime {
     const out: { tenant: string; value: number }[] = []
     const now = Date.now()
     const t = this.table
+    const budgeted: { tenant: string; rule: BudgetRule }[] = []
     for (const tenant of Object.keys(this.config.tenants)) {
       const own = q.tenants[tenant]?.budget
       const b = own !== undefined ? own : q.defaults.budget
-      if (b == null) continue
-      const rule = budgetRule(b)
+      if (b != null) budgeted.push({ tenant, rule: budgetRule(b) })
+    }
+    // With Redis, the budget is Redis's (as usedToday): this proxy's mirror holds what its own last
+    // decision for the tenant saw — 0 for a tenant served by the other proxies, and a figure that
+    // never fell as usage left the window (a 95 % spend a month ago, still 0.95 under max by tenant).
+    const store = this.#store
+    let fromRedis: number[] | undefined
+    if (store !== undefined && store.breaker.state === 0 && budgeted.length > 0) {
+      fromRedis = await store.budgetTotals(budgeted.map((x) => quotaKeys.budget(store.prefix, x.tenant)), 250)
+    }
+    for (let i = 0; i < budgeted.length; i++) {
+      const { tenant, rule } = budgeted[i]!
+      const redisTotal = fromRedis?.[i]
+      if (redisTotal !== undefined && redisTotal >= 0) {
+        out.push({ tenant, value: redisTotal / rule.units })
+        continue
+      }
       const slot = t.peekSlot(tenant)
       let used = 0
       if (slot > 0) {

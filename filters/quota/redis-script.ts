@@ -412,3 +412,32 @@ elseif b[1] and b[2] then
 end
 return 1
 `
+
+/**
+ * The budget totals Redis holds now (for the `igw_budget_used_ratio` gauge), one per KEYS[i]
+ * (budget hashes): `tot` less the buckets that left the window since the ring's last decision,
+ * on Redis's clock. Read-only; -1 for a key Redis refuses (the caller keeps its own figure).
+ */
+export const BUDGET_TOTALS_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, #KEYS do
+  local b = redis.pcall('HMGET', KEYS[i], 'h', 'tot', 'bm', 'n')
+  local tot = -1
+  if b.err == nil then
+    local head, bm, n = tonumber(b[1]), tonumber(b[3]), tonumber(b[4])
+    tot = 0
+    if head ~= nil and bm ~= nil and n ~= nil and bm > 0 then
+      local cur = math.floor(now / bm)
+      if cur - head < n then
+        tot = tonumber(b[2]) or 0
+        for k = head + 1, cur do tot = tot - (tonumber(redis.call('HGET', KEYS[i], 'b' .. (k % n))) or 0) end
+        if tot < 0 then tot = 0 end
+      end
+    end
+  end
+  out[i] = tot
+end
+return out
+`

@@ -4,16 +4,17 @@
 // microseconds instead of costing every request the budget. It never throws: a call resolves
 // to a reply or a failure.
 import { createHash } from 'node:crypto'
-import { Command, type Redis } from 'ioredis'
+import { Command, ReplyError, type Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
 import { MICRO } from './token-bucket.ts'
-import { DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
+import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
   igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number, capacity: number, bucketMs: number, buckets: number): Promise<number>
+  igwQuotaBudgetTotals(numKeys: number, ...keys: string[]): Promise<number[]>
 }
 
 type QuotaRedis = Redis & QuotaCommands
@@ -57,6 +58,7 @@ function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
     r.defineCommand('igwQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA })
     r.defineCommand('igwQuotaReconcile', { numberOfKeys: 2, lua: RECONCILE_LUA })
+    r.defineCommand('igwQuotaBudgetTotals', { lua: BUDGET_TOTALS_LUA })
     defined.add(r)
   }
   return r as QuotaRedis
@@ -354,7 +356,10 @@ class Batch {
     }
     this.done = true
     clearTimeout(this.timer)
-    const kind = /closed|writeable|connect|ECONN|EPIPE/i.test(err.message) ? 'unavailable' : 'error'
+    // Redis refusing the call answers with an error reply (OOM, NOPERM, …). Anything else is the
+    // connection: closed, not writeable, or — a Redis that dies with the call on the wire — ioredis's
+    // own "Reached the max retries per request limit" (maxRetriesPerRequest 0), which is no text of Redis's.
+    const kind = err instanceof ReplyError ? 'error' : 'unavailable'
     this.store.failed(kind, kind === 'error' ? err.message.slice(0, 200) : undefined)
     this.fail(this.store.lastFailure)
   }
@@ -634,6 +639,20 @@ export class RedisQuotaStore {
     if (r.status !== 'ready') return undefined
     try {
       return (await withTimeout(r.set(key, '1', 'PX', ttlMs, 'NX'), 200)) === 'OK'
+    } catch {
+      return undefined
+    }
+  }
+
+  /**
+   * The budget units each budget hash holds in its window now (gauges on scrape); -1 where Redis
+   * refused the key; undefined when Redis does not answer.
+   */
+  async budgetTotals(keys: string[], ms: number): Promise<number[] | undefined> {
+    const r = this.provider.client()
+    if (r.status !== 'ready' || keys.length === 0) return undefined
+    try {
+      return await withTimeout(withCommands(r).igwQuotaBudgetTotals(keys.length, ...keys), ms)
     } catch {
       return undefined
     }

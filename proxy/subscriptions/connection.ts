@@ -129,6 +129,12 @@ export class Subscription implements StreamSubscriber, GapHolder {
   #feed: ReplayFeed | undefined = undefined
   /** Completion or error of the stream that came while replaying: delivered after the replay. */
   #terminal: QueuedEntry | undefined = undefined
+  /**
+   * The log's newest entry when the replay caught up. A replay can catch up inside the fan-out of
+   * that very entry (another subscription's push on this connection feeds every replay of it):
+   * the feed read it from the log, and the fan-out, reaching this one next, must not send it again.
+   */
+  #caughtUp: QueuedEntry | undefined = undefined
   #cancel: (() => void) | undefined = undefined
   /**
    * The onSubscriptionEvent filters of the chain it was admitted by, kept for its whole life (as
@@ -164,6 +170,11 @@ export class Subscription implements StreamSubscriber, GapHolder {
       this.conn.refill()
       return
     }
+    const seen = this.#caughtUp
+    if (seen !== undefined) {
+      this.#caughtUp = undefined
+      if (entry === seen) return
+    }
     this.#deliver(entry)
   }
 
@@ -189,6 +200,8 @@ export class Subscription implements StreamSubscriber, GapHolder {
     if (e === null) return false
     if (e === undefined) {
       this.#feed = undefined
+      const ring = this.stream?.ring
+      this.#caughtUp = ring?.at(ring.endSeq - 1)
       this.conn.stopFeed(this)
       const t = this.#terminal
       this.#terminal = undefined

@@ -7,10 +7,11 @@ function isDigit(c: number): boolean {
   return c >= 48 && c <= 57
 }
 
-/** a***@example.com (a***%40example.com for a percent-encoded address) */
+/** a***@example.com (a***%40example.com, a***%2540example.com for a percent-encoded address) */
 function maskEmail(v: string): string {
   let at = v.lastIndexOf('@')
   if (at === -1) at = v.lastIndexOf('%40')
+  if (at === -1) at = v.lastIndexOf('%2540')
   if (at <= 0) return '***'
   // A field's value is matched with its surrounding blanks and "mailto:" left out: the character
   // kept is the address's first, not a leading space (" alice@x.com" gave " ***@x.com").

@@ -81,9 +81,9 @@ function percentDecode(s: string): string {
 /**
  * What a token or hash of an e-mail address is computed over: the address as written with "@",
  * however the export spelled it, so the same address joins across exports. A percent-encoded
- * address (an "%40" and no "@": "jane%2Bnews%40corp.com" in a URL query or form body) is
- * decoded ("jane+news@corp.com"); a field value's "mailto:" and surrounding blanks are not part of
- * the address. An address written with "@" is used as it is (its tokens never change: a "%" in
+ * address (an "%40" and no "@": "jane%2Bnews%40corp.com" in a URL query or form body; "%2540"
+ * encoded twice) is decoded ("jane+news@corp.com"); a field value's "mailto:" and surrounding
+ * blanks are not part of the address. An address written with "@" is used as it is (its tokens never change: a "%" in
  * it is a character of the local part, and the domain's case is kept). Other types: the value
  * without the blanks around it (a field's value is matched whole with them: the CSV cell
  * " 123-45-6789" of `a, b` style files got another token than "123-45-6789", so joins broke,
@@ -108,6 +108,8 @@ export function tokenInput(type: string, value: string): string {
   while (e > s && isBlank(value.charCodeAt(e - 1))) e--
   let address = s === 0 && e === n ? value : value.slice(s, e)
   if (address.indexOf('@') === -1 && address.indexOf('%40') !== -1) address = percentDecode(address)
+  // encoded twice (a URL inside a query value): "%2540" decodes to "%40"
+  else if (address.indexOf('@') === -1 && address.indexOf('%2540') !== -1) address = percentDecode(percentDecode(address))
   return address.length > 7 && address.slice(0, 7).toLowerCase() === 'mailto:' ? address.slice(7) : address
 }
 

@@ -47,11 +47,25 @@ const SEGMENT = 2
  *   "…?to=mailto:jane@corp.com", "#/u?e=jane@corp.com").
  */
 function urlPlace(text: string, start: number): number {
-  const prev = text.charCodeAt(start - 1)
+  // An escape before the candidate is the character it encodes: a URL inside a query value
+  // ("?next=%2Fu%3Femail%3Djane%40corp.com", a login redirect) spells its "=" "%3D".
+  const prev = charBefore(text, start)
   // "/" starts a path segment, unless "//" starts an authority
-  if (prev === 47) return text.charCodeAt(start - 2) === 47 ? REFUSED : SEGMENT
+  if (prev === 47) return charBefore(text, charStart(text, start)) === 47 ? REFUSED : SEGMENT
+  // The token is read back at most URL_WINDOW characters: a list of addresses joined without
+  // spaces ("a@x.com,b@y.com,…", a recipients field) was read back to its start for each one,
+  // quadratic (1 MiB: a minute, the worker killed). A URL whose scheme lies further back counts
+  // as none: the address is found (masked rather than left readable).
+  const from = Math.max(0, start - URL_WINDOW)
+  // Candidates of one value come left to right: read back only to the previous one's start.
+  const known = text === walkText && walkEnd <= start && walkEnd > from
+  const stop = known ? walkEnd : from
   let i = start - 1
-  while (i >= 0 && !isSpace(text.charCodeAt(i))) i--
+  while (i >= stop && !isSpace(text.charCodeAt(i))) i--
+  if (known && i < stop) i = Math.max(walkStart, from) - 1
+  walkText = text
+  walkEnd = start
+  walkStart = i + 1
   const token = text.slice(i + 1, start)
   const scheme = token.indexOf('://')
   if (scheme === -1 && !token.startsWith('www.')) return FREE
@@ -67,6 +81,42 @@ function urlPlace(text: string, start: number): number {
   return prev === 61 || prev === 59 || prev === 44 ? SEGMENT : REFUSED
 }
 
+/** Where the character that ends at text[end] starts: a percent-escape ("%3D", or "%253D" encoded twice) is one. */
+function charStart(text: string, end: number): number {
+  if (end < 3 || !isHex(text.charCodeAt(end - 1)) || !isHex(text.charCodeAt(end - 2))) return end - 1
+  if (text.charCodeAt(end - 3) === 37) return end - 3
+  return end >= 5 && text.charCodeAt(end - 5) === 37 && text.charCodeAt(end - 4) === 50 && text.charCodeAt(end - 3) === 53 ? end - 5 : end - 1
+}
+
+/** The character that ends at text[end], an escape decoded (NaN: none). */
+function charBefore(text: string, end: number): number {
+  return charStart(text, end) === end - 1 ? text.charCodeAt(end - 1) : parseInt(text.slice(end - 2, end), 16)
+}
+
+/** The character that starts at text[start], an escape ("%2F", "%252F") decoded (NaN: none). */
+function charAt(text: string, start: number): number {
+  const c = text.charCodeAt(start)
+  if (c !== 37) return c
+  const h = text.charCodeAt(start + 1) === 50 && text.charCodeAt(start + 2) === 53 && isHex(text.charCodeAt(start + 3)) && isHex(text.charCodeAt(start + 4)) ? start + 3 : start + 1
+  return isHex(text.charCodeAt(h)) && isHex(text.charCodeAt(h + 1)) ? parseInt(text.slice(h, h + 2), 16) : c
+}
+
+function isHex(c: number): boolean {
+  return (c >= 48 && c <= 57) || ((c | 0x20) >= 97 && (c | 0x20) <= 102)
+}
+
+// A percent-escaped URL delimiter (= & ? # / : ; , space), once or twice encoded: an address's
+// local part holds none, so a candidate across one ("u%3Femail%3Djane%40corp.com") is the URL
+// around the address, which is found where it starts.
+const ESCAPED_DELIMITER = /%(?:25)?(?:3[ABDFabdf]|2[0367CFcf])/
+
+// How far back urlPlace looks for the URL a candidate sits in (browsers keep URLs to ~2 KB).
+const URL_WINDOW = 2048
+// The last candidate urlPlace read back from: its text, its start and where its token starts.
+let walkText = ''
+let walkEnd = 0
+let walkStart = 0
+
 // Longest entry of NOT_TLDS: a longer TLD needs no lookup.
 const NOT_TLD_MAX = Math.max(...[...NOT_TLDS].map((t) => t.length))
 
@@ -78,18 +128,22 @@ function emailAt(text: string, start: number, end: number, at: number): boolean 
   if (end - dot - 1 <= NOT_TLD_MAX && NOT_TLDS.has(text.slice(dot + 1, end).toLowerCase())) return false
   // the local part text[start, at) neither starts nor ends with "." nor holds ".."
   if (at > start && (text.charCodeAt(start) === 46 || text.charCodeAt(at - 1) === 46)) return false
-  const dots = text.indexOf('..', start)
-  if (dots !== -1 && dots <= at - 2) return false
+  // Searched in the local part only: a search on into the rest of the value, for every address
+  // of a long list, was quadratic (1 MiB of addresses: 14 s).
+  const local = text.slice(start, at)
+  if (local.includes('..') || ESCAPED_DELIMITER.test(local)) return false
   // "https://jane@example.com/x" is userinfo, not an address; "https://x.example/u/jane@corp.com/x" one.
   const place = urlPlace(text, start)
   if (place === REFUSED) return false
-  const next = text.charCodeAt(end)
+  // In an encoded URL (an escape before the address, or its "%40") an escape after it is the
+  // character it encodes ("%2Fu%2Fjane%40corp.com%2Fedit"); in a plain one it is part of the name.
+  const next = text.charCodeAt(at) === 37 || charStart(text, start) !== start - 1 ? charAt(text, end) : text.charCodeAt(end)
   if (place === SEGMENT) {
     // the whole segment: "/u/jane@corp.com_old/" or "/jane@corp.com%2F…" is some other name
     if (!(next !== next || isSpace(next) || next === 47 || next === 63 || next === 35 || next === 59 || next === 38 || next === 44 || next === 46 || next === 41 || next === 93 || next === 124)) return false
   } else if (next === 47) return false // "a@b.com/path", "git@github.com/org/repo"
   // "git@github.com:org/repo.git", "deploy@host.example.com:/srv": an scp-style remote (user@host:path)
-  return next !== 58 || !isPathStart(text.charCodeAt(end + 1))
+  return next !== 58 || text.charCodeAt(end) !== 58 || !isPathStart(text.charCodeAt(end + 1))
 }
 
 const email: Validator = (text, start, end) => emailAt(text, start, end, text.indexOf('@', start))
@@ -98,7 +152,13 @@ const email: Validator = (text, start, end) => emailAt(text, start, end, text.in
  * "jane.doe%40corp.com": an address percent-encoded in a URL's query or a form body
  * ("?email=jane.doe%40corp.com", "email=jane%40corp.com&x=1"); the "%40" is the at-sign.
  */
-const emailUrlencoded: Validator = (text, start, end) => emailAt(text, start, end, text.indexOf('%40', start))
+const emailUrlencoded: Validator = (text, start, end) => {
+  // "%2540": encoded twice (a URL inside a query value). Searched in the match only: the first
+  // escape is the at-sign, the local part holds no "%40".
+  const at = ENCODED_AT.exec(text.slice(start, end))
+  return at !== null && emailAt(text, start, end, start + at.index)
+}
+const ENCODED_AT = /%(?:25)?40/
 
 function isPathStart(c: number): boolean {
   return (c >= 48 && c <= 57) || ((c | 0x20) >= 97 && (c | 0x20) <= 122) || c === 47 || c === 126 || c === 46 || c === 95
@@ -156,7 +216,20 @@ function memoizedPhoneVerdict(candidate: string, national: boolean): string {
 const phone: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), false) !== ''
 const phoneNational: Validator = (text, start, end) => nationalVerdict(text.slice(start, end)) !== ''
 /** "tel=%2B14155550123": an E.164 number percent-encoded in a URL's query or a form body ("%2B" is its "+"). */
-const phoneUrlencoded: Validator = (text, start, end) => phoneVerdict(`+${text.slice(start + 3, end)}`, false) !== ''
+const phoneUrlencoded: Validator = (text, start, end) => phoneVerdict(urlDecodedPhone(text.slice(start, end)), false) !== ''
+
+// "%2B" or "%252B" (encoded twice: a URL inside a query value) before a percent-encoded number.
+const ENCODED_PLUS = /^%(?:25)?2b/i
+
+/**
+ * A percent-encoded number as written in text: "%2B1%20415%20555%200100" (encodeURIComponent),
+ * "%2B1+%28415%29+555-0100" (a form body: "+" is a space), "%252B…" (encoded twice). Read only
+ * as far as the rule's pattern allows (spaces, brackets, "." "-").
+ */
+function urlDecodedPhone(v: string): string {
+  const prefix = ENCODED_PLUS.exec(v)![0].length
+  return `+${v.slice(prefix).replace(/%(?:25)?(2[089])|\+/g, (_, h: string | undefined) => (h === undefined ? ' ' : String.fromCharCode(parseInt(h, 16))))}`
+}
 
 /**
  * A number in text after a context word: national in `dlp.phoneRegion`, else after the `00`
@@ -184,7 +257,7 @@ const phoneField: FieldValidator = (value) => {
  */
 function fieldPhoneVerdict(v: string): string {
   if (v.charCodeAt(0) === 43) return phoneVerdict(v, false)
-  if (/^%2b/i.test(v)) return phoneVerdict(`+${v.slice(3)}`, false)
+  if (ENCODED_PLUS.test(v)) return phoneVerdict(urlDecodedPhone(v), false)
   const national = phoneVerdict(v, true)
   if (national !== '') return national
   let digits = ''
@@ -205,7 +278,8 @@ export function phoneMask(value: string): string | undefined {
   const verdict = fieldPhoneVerdict(v)
   if (verdict === '') return undefined
   // A percent-encoded number keeps its encoding: a bare "+" in a query string reads as a space.
-  return /^%2b/i.test(v) ? `${v.slice(0, 3)}${verdict.slice(1)}` : verdict
+  const encoded = ENCODED_PLUS.exec(v)
+  return encoded !== null ? `${encoded[0]}${verdict.slice(1)}` : verdict
 }
 
 // --- SSN ------------------------------------------------------------------------------------

@@ -1206,6 +1206,13 @@ function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
     case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
       return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} sent a response whose body does not match its Content-Length`]
     case 'UND_ERR_SOCKET':
+      // undici's own refusal of a head it will not take, on a connection the upstream kept open: a
+      // 100 Continue (RFC 9110 §15.2 lets a server send one unasked; undici drops the connection)
+      // or a 101 to a request that asked no upgrade. Named as a closed connection, it sent the
+      // operator after the network.
+      if (err.message === 'bad response' || err.message === 'bad upgrade') {
+        return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} answered with an interim response this gateway does not relay (${err.message === 'bad upgrade' ? 'a protocol switch this request did not ask for' : '100 Continue'})`]
+      }
       return ['UPSTREAM_UNAVAILABLE', `upstream ${route.upstream.name} closed the connection before its response was complete`]
     default:
       // llhttp refused the answer (undici's HTTPParserError; its code is mostly undefined).

@@ -2,7 +2,7 @@
 // becomes a ConfigError whose lines name the exact place ("routes[1].upstream: …").
 import { readFileSync } from 'node:fs'
 import { extname } from 'node:path'
-import { isScalar, parseDocument, visit, type Document } from 'yaml'
+import { isScalar, parseDocument, visit, type Document, type Scalar } from 'yaml'
 import type { z } from 'zod'
 import { isSecretPath, isWebhookUrlPath, redactUrlCredentials } from './redact.ts'
 import { gatewayConfig, type GatewayConfig } from './schema.ts'
@@ -18,7 +18,9 @@ export class ConfigError extends Error {
 
 // The last alternative is any other "${": a form igw does not read (${PORT-80}, ${X:?msg},
 // ${A:-${B}}, ${ X }, an unclosed one) is an error, never a literal "${PORT-80}" in the config.
-const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}$]|\$(?!\{))*))?\}|\$\{/g
+// A default ends on its line: one left unclosed (`# set ${LEVEL:-info to change`) ran to the next
+// "}" lines below and silently took every line in between out of the document.
+const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}$\r\n]|\$(?!\{))*))?\}|\$\{/g
 
 /** Marks a reference in the text while the YAML is parsed; padded with more of it to the reference's length. */
 const MARK = '\u00a7' // §
@@ -50,7 +52,8 @@ function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
     if (match === '$$') value = '$'
     else if (match === '${') {
       const line = text.slice(0, offset).split('\n').length
-      const rest = /^[^\n]*?(\}|$)/m.exec(text.slice(offset))![0]
+      // Up to its "}" or the end of its line (a CRLF file's "\r" is no part of it).
+      const rest = /^[^\r\n]*?(?:\}|(?=[\r\n])|$)/.exec(text.slice(offset))![0]
       const shown = rest.length > 40 ? `${rest.slice(0, 39)}…` : rest
       problem = `line ${line}: ${JSON.stringify(shown)} is not a reference igw reads: write \${NAME} or \${NAME:-default} (NAME of letters, digits and "_"; no nesting), or $\${ for a literal "\${"`
       value = ''
@@ -90,17 +93,16 @@ function typedValue(value: string): unknown {
 const STR_TAG = 'tag:yaml.org,2002:str'
 
 /**
- * Put the values of the marks into the parsed document's scalars (keys included). Returns the
- * problems of the references that landed in one, in document order.
+ * Put the values of the marks into the parsed document's scalars (keys included, added to
+ * `substitutedKeys`). Returns the problems of the references that landed in one, in document order.
  */
-function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], lineOf: (offset: number) => number): string[] {
+function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], substitutedKeys: Set<Scalar>): string[] {
   const used = new Set<number>()
-  let keysSubstituted = false
   visit(doc, {
     Scalar(key, node) {
       const src = node.value
       if (typeof src !== 'string' || !src.includes(MARK)) return
-      if (key === 'key') keysSubstituted = true
+      if (key === 'key') substitutedKeys.add(node)
       let out = ''
       let whole: Marked['refs'][number] | undefined
       let count = 0
@@ -130,25 +132,35 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], lineOf: (off
       node.value = node.type === 'PLAIN' && node.tag !== STR_TAG && count === 1 && whole !== undefined && !whole.literal ? typedValue(whole.value) : out
     },
   })
-  const problems = [...used].sort((x, y) => x - y).map((n) => refs[n]!.problem!)
-  // The parser refused duplicate keys before the values were in (uniqueKeys), when `${T}: …`
-  // and `acme: …` were still different: with T=acme the later entry silently replaced the
-  // earlier one (a tenant's tier, a route's upstream). Checked again, only when a key held a reference.
-  if (keysSubstituted && problems.length === 0) {
-    visit(doc, {
-      Map(_key, map) {
-        const seen = new Set<string>()
-        for (const pair of map.items) {
-          if (!isScalar(pair.key)) continue
-          const k = String(pair.key.value)
-          if (seen.has(k)) {
-            const at = pair.key.range?.[0]
-            problems.push(`${at === undefined ? '' : `line ${lineOf(at)}: `}key ${JSON.stringify(clip(k))} appears twice in one map (after \${…} substitution); each key may appear once`)
-          } else seen.add(k)
+  return [...used].sort((x, y) => x - y).map((n) => refs[n]!.problem!)
+}
+
+/**
+ * Keys that are one key of the loaded object but two to the parser, whose uniqueKeys compares
+ * values: `10042:` and `"10042":` (a number and a string), or `${T}:` and `acme:` before T=acme
+ * was in. The later entry silently replaced the earlier one (a tenant's tier, a route's upstream).
+ */
+function repeatedKeys(doc: Document.Parsed, substitutedKeys: ReadonlySet<Scalar>, lineOf: (offset: number) => number): string[] {
+  const problems: string[] = []
+  visit(doc, {
+    Map(_key, map) {
+      const seen = new Map<string, Scalar>()
+      for (const pair of map.items) {
+        // A merge key (`<<`, whose value is a symbol) may repeat, as the parser allows.
+        if (!isScalar(pair.key) || typeof pair.key.value === 'symbol') continue
+        // The object key toJS makes of a scalar (null → '').
+        const k = pair.key.value === null ? '' : String(pair.key.value)
+        const first = seen.get(k)
+        if (first === undefined) {
+          seen.set(k, pair.key)
+          continue
         }
-      },
-    })
-  }
+        const at = pair.key.range?.[0]
+        const why = substitutedKeys.has(pair.key) || substitutedKeys.has(first) ? 'after ${…} substitution' : 'one quoted, one not: the same key once loaded'
+        problems.push(`${at === undefined ? '' : `line ${lineOf(at)}: `}key ${JSON.stringify(showKey(k))} appears twice in one map (${why}); each key may appear once`)
+      }
+    },
+  })
   return problems
 }
 
@@ -157,7 +169,7 @@ export function formatPath(path: readonly PropertyKey[]): string {
   let s = ''
   for (const p of path) {
     if (typeof p === 'number') s += `[${p}]`
-    else s += s === '' ? clip(String(p)) : `.${clip(String(p))}`
+    else s += s === '' ? showKey(String(p)) : `.${showKey(String(p))}`
   }
   return s === '' ? '(root)' : s
 }
@@ -191,6 +203,9 @@ const MAX_PROBLEMS = 100
 const MAX_KEYS_SHOWN = 5
 const MAX_KEY_CHARS = 64
 const clip = (k: string) => (k.length > MAX_KEY_CHARS ? `${k.slice(0, MAX_KEY_CHARS - 1)}…` : k)
+// A key is quoted as the document wrote it, and a map keyed by URLs (`upstreams:`) may hold one
+// with credentials: `upstreams.http://u:pw@api:1: not a valid name here` printed the password.
+const showKey = (k: string) => clip(redactUrlCredentials(k))
 
 export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   const lines: string[] = []
@@ -199,7 +214,7 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
     const input = (iss as { input?: unknown }).input
     switch (iss.code) {
       case 'unrecognized_keys': {
-        const shown = iss.keys.slice(0, MAX_KEYS_SHOWN).map((k) => JSON.stringify(clip(k)))
+        const shown = iss.keys.slice(0, MAX_KEYS_SHOWN).map((k) => JSON.stringify(showKey(k)))
         const more = iss.keys.length - shown.length
         lines.push(`${path}: unknown key${iss.keys.length > 1 ? 's' : ''} ${shown.join(', ')}${more > 0 ? ` and ${more} more` : ''}`)
         break
@@ -281,10 +296,13 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
     },
   })
   if (unknownTags.length) throw new ConfigError(source, unknownTags)
+  const substitutedKeys = new Set<Scalar>()
   if (refs.length) {
-    const problems = substituteRefs(doc, refs, (offset) => lineAt(marked, offset))
+    const problems = substituteRefs(doc, refs, substitutedKeys)
     if (problems.length) throw new ConfigError(source, problems)
   }
+  const repeated = repeatedKeys(doc, substitutedKeys, (offset) => lineAt(marked, offset))
+  if (repeated.length) throw new ConfigError(source, repeated)
   try {
     return doc.toJS({ maxAliasCount: 100 }) ?? {}
   } catch (err) {

@@ -107,7 +107,8 @@ export const routeConfig = z.strictObject({
       maxBufferedBytes: byteSize.default(1024 * 1024),
       maxMessageBytes: byteSize.default(16 * 1024 * 1024),
       /**
-       * Passthrough: a connection with no frame either way (messages, pings, pongs) for this long
+       * Passthrough: a connection with no bytes moving either way (a message arriving in pieces
+       * counts; checked at this interval, so the close comes one to two timeouts after the last byte)
        * is closed with 1001 on both sides, as Envoy's stream idle timeout and nginx's
        * proxy_read_timeout do. 0 (the default) disables: a quiet subscription is normal, and TCP
        * keepalive (on for both sockets) already finds peers that vanished.

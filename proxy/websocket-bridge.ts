@@ -254,7 +254,11 @@ export class WsBridge {
     // probes find it (~70 s after the last packet with libuv's probe interval and count).
     for (const s of [sockets?.client, sockets?.upstream]) (s as Socket | undefined)?.setKeepAlive?.(true, KEEPALIVE_IDLE_MS)
     this.#idleMs = route.websocket.idleTimeoutMs
-    if (this.#idleMs > 0) this.#idleTimer = setTimeout(onIdleCheck, this.#idleMs, this)
+    if (this.#idleMs > 0) {
+      this.#sockets = [sockets?.client, sockets?.upstream].filter((s) => s !== undefined) as Socket[]
+      this.#moved = this.#bytesMoved()
+      this.#idleTimer = setTimeout(onIdleCheck, this.#idleMs, this)
+    }
     client.on('close', (code, reason) => this.#closed(upstream, code, reason))
     upstream.on('close', (code, reason) => this.#closed(client, code, reason))
     client.on('error', (err) => this.#failed('client', upstream, err))
@@ -269,10 +273,30 @@ export class WsBridge {
   #active = performance.now()
   readonly #idleMs: number
   #idleTimer: NodeJS.Timeout | undefined = undefined
+  /** The bridged sockets, and the bytes that had moved on them at the last idle check. */
+  #sockets: Socket[] = []
+  #moved = 0
 
-  /** The idle timer fired: close both sides if nothing moved since, else wait for the rest. */
+  /** Bytes read, and written out of the proxy's buffers, on both sockets so far. */
+  #bytesMoved(): number {
+    let n = 0
+    for (const s of this.#sockets) n += s.bytesRead + s.bytesWritten - s.writableLength
+    return n
+  }
+
+  /**
+   * The idle timer fired: close both sides if nothing moved since, else wait for the rest.
+   * Bytes moving without a whole frame count, as Envoy counts any byte: a long message still
+   * arriving (or a backlog still being written to a slow reader) was closed as idle mid-transfer.
+   * Bytes are only seen here, so the close comes one to two timeouts after the last of them.
+   */
   idleCheck(): void {
     this.#idleTimer = undefined
+    const moved = this.#bytesMoved()
+    if (moved !== this.#moved) {
+      this.#moved = moved
+      this.#active = performance.now()
+    }
     const quiet = performance.now() - this.#active
     if (quiet < this.#idleMs) {
       this.#idleTimer = setTimeout(onIdleCheck, this.#idleMs - quiet, this)

@@ -2,6 +2,7 @@
 // resource), how it is documented (OpenAPI, generated from this table) and what it does.
 import { createHash, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { decodeJwt } from 'jose'
 import { LRUCache } from 'lru-cache'
 import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
@@ -18,7 +19,7 @@ import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type 
 import { dateTimeQuery, digestParam, hasNul, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
-import { localDay, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
+import { localDay, MAX_BOOT_ID_LENGTH, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
 import type { UsedToday } from './used-today.ts'
 
 /** Longer than any token the DLP tokenizer makes (it refuses them too: filters/dlp/tokenizer.ts). */
@@ -831,10 +832,15 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           { name: 'proxy', description: 'the proxy’s id', schema: { type: 'string' }, required: true },
           { name: 'version', description: 'version the proxy runs (0: none)', schema: { type: 'integer', minimum: 0 } },
           { name: 'digest', description: 'sha256 of the document the proxy runs (the snapshot’s `digest`): a store whose version `version` holds another document sends its snapshot (older proxies omit it)', schema: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
-          { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string' } },
-          { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string' } },
+          { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string', maxLength: MAX_BOOT_ID_LENGTH } },
+          { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string', maxLength: 255 } },
         ],
-        responses: { 200: { description: 'event stream', contentType: 'text/event-stream', schema: { type: 'string' } }, 400: problem('no proxy id, or version is not a non-negative integer'), ...COMMON, ...PROXY_FORBIDDEN },
+        responses: {
+          200: { description: 'event stream; it ends when the token expires (reconnect with a current one)', contentType: 'text/event-stream', schema: { type: 'string' } },
+          400: problem('no proxy id, version is not a non-negative integer, or boot or hostname too long'),
+          ...COMMON,
+          ...PROXY_FORBIDDEN,
+        },
       },
       async handle(ctx) {
         // Everything is checked before the first byte: after the 200 the only way to report an
@@ -843,12 +849,26 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         if (!id || !/^[\w.:@-]{1,200}$/.test(id)) throw new HttpError(400, 'expected ?proxy=<id> (letters, digits, _.:@-)')
         const version = integerQuery(ctx.query, 'version', 0)
         const digest = digestParam('digest', ctx.query.get('digest'))
+        // Both are stored in the proxy's row, bounded as every other stored text is (boot_id also
+        // holds usage reports' boot ids, capped at the same length there).
+        const text = (name: string, max: number): string | undefined => {
+          const raw = ctx.query.get(name)
+          if (raw !== null && raw.length > max) throw new HttpError(400, `invalid ${name}`, { problems: [`${name}: expected at most ${max} characters, got ${raw.length}`] })
+          return raw ?? undefined
+        }
+        const boot = text('boot', MAX_BOOT_ID_LENGTH)
+        const hostname = text('hostname', 255)
         await requireOwnProxy(ctx, id)
         if (ctx.req.method === 'HEAD') {
           ctx.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', ...(bodyUnread(ctx.req) ? { connection: 'close' } : {}) }).end()
           return
         }
-        await hub.open(ctx.res, id, ctx.query.get('hostname') ?? undefined, ctx.query.get('boot') ?? undefined, version, () => store.head(), digest)
+        // Authorized once, here: the stream ends when its token would no longer be accepted (its
+        // `exp` plus the 30 s clock tolerance the Authenticator allows), so a token that expired,
+        // or was retired by not renewing it, stops getting config; the proxy reconnects with the
+        // token it holds then. The token was verified before this handler ran.
+        const exp = decodeJwt(ctx.req.headers.authorization!.replace(/^bearer\s+/i, '').trim()).exp
+        await hub.open(ctx.res, id, hostname, boot, version, () => store.head(), digest, exp === undefined ? undefined : exp * 1000 + 30_000)
       },
     },
     {

@@ -7,8 +7,14 @@
 // A proxy that stops reading (stopped process, dead network path) must not make the control plane
 // buffer every later snapshot for it: while a stream's buffer has not drained, newer versions are
 // not queued behind it — only the newest waits, and is written when the buffer drains (a proxy
-// only needs the head; older versions are skipped anyway). A stream that has not drained for
-// `stallMs` is closed, logged and counted; the proxy reconnects with its version and gets the head.
+// only needs the head; older versions are skipped anyway). A stream of which nothing has been
+// taken for `stallMs` is closed, logged and counted; the proxy reconnects with its version and gets
+// the head. A slow link still taking a multi-MB snapshot is not stalled, however long it has not
+// drained: closed, it would be sent the whole snapshot again and cut at the same point, forever.
+//
+// A stream is authorized once, when it opens; it ends when its token stops being accepted, as an
+// xDS server ends a stream whose credentials expired: the proxy reconnects with its current token
+// (a rotated token file), and a token that was retired or not renewed no longer gets config.
 import type { ServerResponse } from 'node:http'
 import { num, type Db } from './db.ts'
 import type { Head } from './store.ts'
@@ -33,7 +39,8 @@ interface Stream {
   blockedSince: number
   /** The newest version that arrived while blocked (older ones are dropped: the proxy wants the head). */
   pending: Head | undefined
-  stallTimer: NodeJS.Timeout | undefined
+  /** Ends the stream when its token expires. */
+  expiry: NodeJS.Timeout | undefined
 }
 
 const HEARTBEAT_MS = 15_000
@@ -46,8 +53,10 @@ const HEARTBEAT_MS = 15_000
 const CONNECTED_FRESH_MS = 3 * HEARTBEAT_MS
 /** Ids per UPDATE of the heartbeat's touch (well under SQLite's and PostgreSQL's parameter limits). */
 const TOUCH_BATCH = 500
-/** How long a stream may go without draining before it is closed (a 4 MB snapshot over a slow link still fits). */
+/** How long a stream may go without the proxy taking any of it before it is closed. */
 const DEFAULT_STALL_MS = 60_000
+/** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export function snapshotEvent(head: Head): string {
   return `id: ${head.version}\nevent: snapshot\ndata: ${JSON.stringify(head.envelope)}\n\n`
@@ -69,7 +78,7 @@ export interface PushHubEvents {
 }
 
 export interface PushHubOptions {
-  /** Close a stream whose buffer has not drained for this long (default 60 s). */
+  /** Close a blocked stream of which nothing has been taken for this long (default 60 s). */
   stallMs?: number
   /** How often streams get a keep-alive comment and their rows a `last_seen` refresh (default 15 s; tests shorten it). */
   heartbeatMs?: number
@@ -106,8 +115,11 @@ export class PushHub {
     return n
   }
 
-  /** `currentHead` is read once the stream is registered, so a commit during the open is not missed. */
-  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined, runningDigest?: string): Promise<void> {
+  /**
+   * `currentHead` is read once the stream is registered, so a commit during the open is not missed.
+   * `endsAt` (epoch ms): when the token that opened it is no longer accepted; the stream ends then.
+   */
+  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined, runningDigest?: string, endsAt?: number): Promise<void> {
     // The row first, before any byte of the answer: a database that fails here is an error
     // status the proxy retries, not a 200 whose stream then breaks.
     await this.#db.query(
@@ -137,7 +149,6 @@ export class PushHub {
     // A reconnect replaces the previous stream of the same proxy (destroyed when it is not
     // draining: end() would wait for a reader that has gone).
     if (old) {
-      clearTimeout(old.stallTimer)
       if (old.blocked) old.res.destroy()
       else old.res.end()
     }
@@ -153,14 +164,17 @@ export class PushHub {
     // A proxy ahead of this store (its history was reset, or restored from an older backup)
     // still hears every new commit: it NACKs each one at once (versions only move forward on a
     // proxy) and GET /v1/proxies shows why, instead of the commit passing it by in silence.
-    const s: Stream = { res, proxyId, sentVersion: lagging ? runningVersion : Math.min(runningVersion, head?.version ?? 0), blocked: false, blockedSince: 0, pending: undefined, stallTimer: undefined }
+    const s: Stream = { res, proxyId, sentVersion: lagging ? runningVersion : Math.min(runningVersion, head?.version ?? 0), blocked: false, blockedSince: 0, pending: undefined, expiry: undefined }
     this.#streams.set(proxyId, s)
+    // The socket's idle timer, not one of ours: Node counts every write, and every part of a
+    // pending write the kernel takes, as activity — progress that a 'drain' only reports once the
+    // whole snapshot is out. It fires on idle streams too (heartbeats longer than stallMs): ignored
+    // unless the stream is blocked.
+    res.setTimeout(this.#stallMs, () => this.#stalled(s))
+    if (endsAt !== undefined) this.#expireAt(s, endsAt)
     res.on('close', () => {
-      clearTimeout(s.stallTimer)
-      if (this.#streams.get(proxyId) === s) {
-        this.#streams.delete(proxyId)
-        void this.#db.query('UPDATE proxies SET connected = 0, last_seen = $2 WHERE id = $1', [proxyId, Date.now()]).catch(() => undefined)
-      }
+      clearTimeout(s.expiry)
+      this.#forget(s)
     })
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
     else if (otherDocument && head !== undefined && head.version === runningVersion && head.digest !== runningDigest) {
@@ -190,15 +204,35 @@ export class PushHub {
     if (s.res.write(text)) return
     s.blocked = true
     s.blockedSince = Date.now()
-    s.stallTimer = setTimeout(() => this.#stalled(s), this.#stallMs)
-    s.stallTimer.unref()
     s.res.once('drain', () => {
-      clearTimeout(s.stallTimer)
       s.blocked = false
       const next = s.pending
       s.pending = undefined
       if (next !== undefined && next.version > s.sentVersion && this.#streams.get(s.proxyId) === s) this.#send(s, next)
     })
+  }
+
+  /** The stream is over: no longer held here, and its row shows the proxy disconnected (unless a newer stream of it took its place). */
+  #forget(s: Stream): void {
+    if (this.#streams.get(s.proxyId) !== s) return
+    this.#streams.delete(s.proxyId)
+    void this.#db.query('UPDATE proxies SET connected = 0, last_seen = $2 WHERE id = $1', [s.proxyId, Date.now()]).catch(() => undefined)
+  }
+
+  #expireAt(s: Stream, at: number): void {
+    const ms = at - Date.now()
+    s.expiry = setTimeout(() => (ms > MAX_TIMER_MS ? this.#expireAt(s, at) : this.#expired(s)), Math.max(0, Math.min(ms, MAX_TIMER_MS)))
+    s.expiry.unref()
+  }
+
+  /** The token expired: a clean end, which the proxy answers by reconnecting with its current token. */
+  #expired(s: Stream): void {
+    if (this.#streams.get(s.proxyId) !== s) return
+    // Forgotten now, not at 'close': nothing more may be written to an ended response.
+    this.#forget(s)
+    // A blocked stream's end() would wait for a reader that is not reading.
+    if (s.blocked) s.res.destroy()
+    else s.res.end(': token expired: reconnect with a current token\n\n')
   }
 
   #stalled(s: Stream): void {
@@ -330,7 +364,7 @@ export class PushHub {
     clearInterval(this.#heartbeat)
     const ids = [...this.#streams.keys()]
     for (const s of this.#streams.values()) {
-      clearTimeout(s.stallTimer)
+      clearTimeout(s.expiry)
       s.res.end()
     }
     this.#streams.clear()

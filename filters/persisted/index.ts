@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache'
 import type { Counter, Histogram } from 'prom-client'
 import type { PersistedFilterConfig } from '../../config/filters/index.ts'
 import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
-import { DEFAULT_TIER } from '../../config/defaults.ts'
+import { configuredTier } from '../../config/defaults.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
@@ -373,9 +373,7 @@ class PersistedFilter implements Filter {
 
   /** The tier of who asks, as the quota filter resolves it. */
   #callerTier(ctx: RequestContext): Tier {
-    if (ctx.tier !== undefined) return ctx.tier
-    const tenants = this.#tenants
-    return (ctx.tenant !== undefined && Object.hasOwn(tenants, ctx.tenant) ? tenants[ctx.tenant]!.tier : undefined) ?? DEFAULT_TIER
+    return ctx.tier ?? configuredTier(this.#tenants, ctx.tenant)
   }
 
   #batchMiss(outcome: 'apq_not_found' | 'apq_not_supported'): BatchItem {

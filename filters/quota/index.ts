@@ -7,7 +7,7 @@ import type { QuotaFilterConfig } from '../../config/filters/index.ts'
 import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
 import type { Tier } from '../../config/primitives.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
-import { DEFAULT_TIER } from '../../config/defaults.ts'
+import { configuredTier } from '../../config/defaults.ts'
 import { chargedCost, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
@@ -200,7 +200,7 @@ class QuotaFilter implements Filter {
 
   #resolve(ctx: RequestContext): Resolved {
     const key = ctx.tenant ?? ''
-    const tier = ctx.tier ?? (ctx.tenant === undefined ? undefined : this.#config.tenants[ctx.tenant]?.tier) ?? DEFAULT_TIER
+    const tier = ctx.tier ?? configuredTier(this.#config.tenants, ctx.tenant)
     const map = this.#resolved[tier]
     const hit = map.get(key)
     if (hit !== undefined) return hit

@@ -3,7 +3,7 @@
 // refused (UNKNOWN_TENANT) unless a default exists.
 // The resolved tenant replaces whatever tenant header the client sent toward the backend.
 import type { TenantFilterConfig } from '../../config/filters/index.ts'
-import { DEFAULT_TIER } from '../../config/defaults.ts'
+import { configuredTier } from '../../config/defaults.ts'
 import { TENANT_ID } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 import { gauge } from '../../proxy/metrics.ts'
@@ -165,7 +165,7 @@ class TenantFilter implements Filter {
       tenant = this.#cfg.defaultTenant
     }
     ctx.tenant = tenant
-    ctx.tier = ctx.principalTier = (Object.hasOwn(this.#tenants, tenant) ? this.#tenants[tenant]!.tier : undefined) ?? DEFAULT_TIER
+    ctx.tier = ctx.principalTier = configuredTier(this.#tenants, tenant)
     ctx.setUpstreamHeader(this.#cfg.forwardHeader, tenant)
     if (this.#dropClaimed !== undefined) ctx.setUpstreamHeader(this.#dropClaimed, null)
     return undefined

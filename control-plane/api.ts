@@ -6,7 +6,7 @@ import { decodeJwt } from 'jose'
 import { LRUCache } from 'lru-cache'
 import { POLICY_BUNDLES, bundlePath } from '../policies/catalog.ts'
 import { listAudit, verifyAudit } from './audit.ts'
-import { AuthError, type Authorizer, type Subject } from './auth.ts'
+import { AuthError, CLOCK_TOLERANCE_S, type Authorizer, type Subject } from './auth.ts'
 import { etagOf, type Change } from '../config/canonical-json.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { Db } from './db.ts'
@@ -868,7 +868,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         // or was retired by not renewing it, stops getting config; the proxy reconnects with the
         // token it holds then. The token was verified before this handler ran.
         const exp = decodeJwt(ctx.req.headers.authorization!.replace(/^bearer\s+/i, '').trim()).exp
-        await hub.open(ctx.res, id, hostname, boot, version, () => store.head(), digest, exp === undefined ? undefined : exp * 1000 + 30_000)
+        await hub.open(ctx.res, id, hostname, boot, version, () => store.head(), digest, exp === undefined ? undefined : (exp + CLOCK_TOLERANCE_S) * 1000)
       },
     },
     {

@@ -20,6 +20,9 @@ export interface AuthOptions {
 
 export type Action = 'admin.read' | 'admin.write' | 'dlp.review' | 'dlp.detokenize' | 'proxy.sync' | 'plugins.write'
 
+/** Seconds of clock skew allowed on exp/nbf/iat; a token stops being accepted at exp plus this. */
+export const CLOCK_TOLERANCE_S = 30
+
 export interface Subject {
   sub: string
   roles: string[]
@@ -78,7 +81,7 @@ export class Authenticator {
     if (header === undefined || header === '') throw new AuthError(401, 'missing bearer token (Authorization: Bearer <jwt>)')
     if (!/^bearer\s+/i.test(header)) throw new AuthError(401, 'expected an Authorization: Bearer <jwt> header')
     const token = header.replace(/^bearer\s+/i, '').trim()
-    const opts: JWTVerifyOptions = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: 30, ...(this.#opts.requireExpiration ? { requiredClaims: ['exp'] } : {}) }
+    const opts: JWTVerifyOptions = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: CLOCK_TOLERANCE_S, ...(this.#opts.requireExpiration ? { requiredClaims: ['exp'] } : {}) }
     // The reason a token fails is the one of the key that got furthest with it: a JWKS whose key
     // found the signature bad says more than an HMAC secret that cannot take RS256 at all.
     let last: unknown

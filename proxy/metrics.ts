@@ -2,6 +2,8 @@
 // port merges them into a single view (AggregatorRegistry.aggregate), so a scrape sees the
 // process, not a thread. Series touched on every request are plain numbers (PlainCounter,
 // PlainHistogram): a request does no label hashing and allocates nothing for its metrics.
+import type { Logger } from 'pino'
+import { LogWindow } from './log.ts'
 import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 
 /** Latency buckets from 0.25 ms: the proxy's own overhead lives in the first few. */
@@ -55,6 +57,15 @@ export async function metricsJson(registry: Registry, errors: Counter<'metric'>,
     if (at !== -1) out[at] = (await errors.get()) as MetricJson
   }
   return out
+}
+
+/** metricsJson's onError for a thread's scrapes: the failure logged, at most one line a minute (with how many were not). */
+export function logCollectErrors(logger: Logger): (metric: string, err: unknown) => void {
+  const window = new LogWindow(60_000)
+  return (metric, err) => {
+    const held = window.take()
+    if (held !== undefined) logger.error({ err, metric, ...(held > 0 ? { notLogged: held } : {}) }, 'a metric failed to collect and is left out of the scrape (igw_metrics_collect_errors_total)')
+  }
 }
 
 /** The counter metricsJson counts failed collections in (in each registry it reads). */

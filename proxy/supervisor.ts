@@ -19,7 +19,7 @@ import { filterModules } from '../filters/registry.ts'
 import { UpstreamHealth, type UpstreamState } from './health.ts'
 import { createLogger, LogWindow } from './log.ts'
 import type { FromWorker, MetricsJson, ToWorker, WorkerData } from './messages.ts'
-import { collectErrorsCounter, counter, gauge, metricsJson } from './metrics.ts'
+import { collectErrorsCounter, counter, gauge, logCollectErrors, metricsJson } from './metrics.ts'
 import { mergeUsage, type UsageSnapshot } from './tenant-usage.ts'
 
 export interface ProxyOptions {
@@ -283,7 +283,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const stalls = counter(registry, { name: 'igw_worker_stalls_total', help: 'Worker threads terminated by the watchdog because their event loop stopped turning' })
   const workersLive = gauge(registry, { name: 'igw_workers', help: 'Worker threads listening' })
   const collectErrors = collectErrorsCounter(registry)
-  const collectErrorWindow = new LogWindow(60_000)
+  const onCollectError = logCollectErrors(logger)
   // Each worker's V8 heap (igw_nodejs_heap_* are the supervisor thread's alone): what a worker
   // uses against the limit it was given, read by the supervisor at every scrape.
   const workerHeapUsed = gauge(registry, { name: 'igw_worker_heap_used_bytes', help: 'V8 heap in use per worker thread', labelNames: ['worker'] })
@@ -909,10 +909,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   async function collectMetrics(): Promise<string> {
     const asked = Date.now()
     const [{ got, pending }] = await Promise.all([gather(metricsWaiters, (id) => ({ t: 'metrics', id })), readWorkerHeaps()])
-    const own = (await metricsJson(registry, collectErrors, (metric, err) => {
-      const held = collectErrorWindow.take()
-      if (held !== undefined) logger.error({ err, metric, ...(held > 0 ? { notLogged: held } : {}) }, 'a metric failed to collect and is left out of the scrape (igw_metrics_collect_errors_total)')
-    })) as unknown as MetricsJson
+    const own = (await metricsJson(registry, collectErrors, onCollectError)) as unknown as MetricsJson
     // From here on synchronous: no thread can exit between reading the answers and `retired`.
     const answered = new Set<Worker>()
     for (const a of got) answered.add(a.from)

@@ -1,9 +1,9 @@
 // Worker thread entry: one listener (reusePort) and one WorkerProxy; talks to the supervisor.
 import { parentPort, workerData } from 'node:worker_threads'
 import { Registry } from 'prom-client'
-import { BatchingDestination, createLogger, LogWindow } from './log.ts'
+import { BatchingDestination, createLogger } from './log.ts'
 import type { FromWorker, ToWorker, WorkerData } from './messages.ts'
-import { metricsJson, ProxyMetrics } from './metrics.ts'
+import { logCollectErrors, metricsJson, ProxyMetrics } from './metrics.ts'
 import { WorkerProxy } from './worker-proxy.ts'
 
 const data = workerData as WorkerData
@@ -15,13 +15,10 @@ const logger = createLogger(data.config.log.level, destination, { worker: data.w
 const metrics = new ProxyMetrics(new Registry())
 const proxy = new WorkerProxy({ workerId: data.workerId, logger, metrics, shared: data.shared }, data.config)
 
-const collectErrorWindow = new LogWindow(60_000)
+const onCollectError = logCollectErrors(logger)
 /** This thread's metrics; one that fails to collect is left out, counted and logged (not a crash). */
 function collectMetrics(): ReturnType<typeof metricsJson> {
-  return metricsJson(metrics.registry, metrics.collectErrors, (metric, err) => {
-    const held = collectErrorWindow.take()
-    if (held !== undefined) logger.error({ err, metric, ...(held > 0 ? { notLogged: held } : {}) }, 'a metric failed to collect and is left out of the scrape (igw_metrics_collect_errors_total)')
-  })
+  return metricsJson(metrics.registry, metrics.collectErrors, onCollectError)
 }
 
 let dying = false

@@ -198,8 +198,9 @@ describe('cache sweep 18: an L2 read cannot outlive a purge another worker of th
     await bothConnected(raw, 5)
     // Each round: which worker a connection lands on is the kernel's choice; the race needs the
     // first read after the mutation on the worker that did not mutate, about one round in two.
+    const attempt = Date.now().toString(36) // fresh entities per attempt: a retry must not find them renamed
     for (let round = 0; round < 6; round++) {
-      const id = `r${round}`
+      const id = `r${attempt}-${round}`
       const before = (await l2Entries(raw, PREFIX)).length
       expect((await post(proxy.url, ENTITY, { id })).name).toBe('v1')
       await waitUntil(async () => (await l2Entries(raw, PREFIX)).length > before, 15_000, 'the L2 entry written')

@@ -290,23 +290,16 @@ class QuotaFilter implements Filter {
 
   #acquire(ctx: RequestContext, r: Resolved): LocalReply | undefined {
     const max = r.rule.maxConcurrent
-    Atomics.add(this.#i32, r.concurrentLedger, 1)
-    const before = Atomics.add(this.#i32, r.concurrentIndex, 1)
-    if (before >= max) {
-      if ((r.rule.shadowMask & RULE_CONCURRENT) !== 0) {
-        this.#would[RULE_CONCURRENT]!.inc()
-      } else {
-        r.releaseConcurrent()
-        this.#rejected[RULE_CONCURRENT]!.inc()
-        if (this.#ietf) {
-          if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
-          ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, 1))
-        }
-        if (this.#legacy) this.#legacyHeaders(ctx, max, 0, 1)
-        ctx.addResponseHeader('retry-after', '1')
-        const what = ctx.subscription !== undefined ? 'subscriptions' : ctx.upgrade ? 'WebSocket connections' : `${this.#kind} requests`
-        return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: 1 })
+    if (!this.#takeSlot(r, max)) {
+      this.#rejected[RULE_CONCURRENT]!.inc()
+      if (this.#ietf) {
+        if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+        ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, 1))
       }
+      if (this.#legacy) this.#legacyHeaders(ctx, max, 0, 1)
+      ctx.addResponseHeader('retry-after', '1')
+      const what = ctx.subscription !== undefined ? 'subscriptions' : ctx.upgrade ? 'WebSocket connections' : `${this.#kind} requests`
+      return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: 1 })
     }
     // A relayed WebSocket holds a slot for its life only under kind "subscriptions" (what that
     // kind counts). Under another kind (graphql, the default) it was admitted by a free slot and
@@ -316,6 +309,31 @@ class QuotaFilter implements Filter {
     if ((ctx.upgrade || (ctx.subscription !== undefined && ctx.graphql?.operationType === 'subscription')) && this.#kind !== 'subscriptions') r.releaseConcurrent()
     else ctx.addCleanup(r.releaseConcurrent)
     return undefined
+  }
+
+  /**
+   * Take one of the tenant's concurrency slots; false when all are taken (a shadow limit takes one
+   * all the same). Taken only when free (compare-and-swap, as the in-flight count in #admit):
+   * added first and given back when refused, two threads racing for the last slot each counted
+   * the other's refused attempt, and both refused while the slot was free.
+   */
+  #takeSlot(r: Resolved, max: number): boolean {
+    const i32 = this.#i32
+    let cur = Atomics.load(i32, r.concurrentIndex)
+    for (;;) {
+      if (cur >= max) {
+        if ((r.rule.shadowMask & RULE_CONCURRENT) === 0) return false
+        this.#would[RULE_CONCURRENT]!.inc()
+        Atomics.add(i32, r.concurrentLedger, 1)
+        Atomics.add(i32, r.concurrentIndex, 1)
+        return true
+      }
+      Atomics.add(i32, r.concurrentLedger, 1) // the ledger first on the way in (see #releaseInflight)
+      const seen = Atomics.compareExchange(i32, r.concurrentIndex, cur, cur + 1)
+      if (seen === cur) return true
+      Atomics.sub(i32, r.concurrentLedger, 1)
+      cur = seen
+    }
   }
 
   // --- Redis and the outage policy -------------------------------------------------------------

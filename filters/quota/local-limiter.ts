@@ -114,7 +114,8 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
         const base = f[iBase]!
         dayLimit = base + Math.floor(Math.max(0, rule.limitPerDay - base) * scale)
       }
-      if (f[iUsed]! + cost > dayLimit) failed |= RULE_DAILY
+      // A limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too.
+      if (f[iUsed]! + cost > dayLimit || rule.limitPerDay === 0) failed |= RULE_DAILY
     }
     const budget = rule.budget
     let budgetTotal = 0

@@ -201,7 +201,8 @@ local function group(K1, K2, A)
     local costM = cost * 1000000
     local failed = 0
     if rate > 0 and tokens < costM then failed = 1 end
-    if limit >= 0 and used + cost > limit then failed = failed + 2 end
+    -- a limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too
+    if limit >= 0 and (used + cost > limit or limit == 0) then failed = failed + 2 end
     if hardcap and total + cost > bunits then failed = failed + 4 end
 
     local would = bit.band(failed, shadow)

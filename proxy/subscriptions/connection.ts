@@ -125,6 +125,8 @@ export class Subscription implements StreamSubscriber, GapHolder {
   closed = false
   /** Its entries waiting in the connection's delivery queue (the queue keeps the count). */
   queued = 0
+  /** Of those, the ones its replay read from the log (dropped only when no live item can be). */
+  replayQueued = 0
   /** The replay being read from the log; live pushes wait in the log until it caught up. */
   #feed: ReplayFeed | undefined = undefined
   /** Completion or error of the stream that came while replaying: delivered after the replay. */
@@ -208,13 +210,13 @@ export class Subscription implements StreamSubscriber, GapHolder {
       if (t !== undefined) this.#deliver(t)
       return false
     }
-    this.#deliver(e)
+    this.#deliver(e, true)
     return true
   }
 
-  #deliver(entry: QueuedEntry): void {
+  #deliver(entry: QueuedEntry, replay = false): void {
     if (entry.kind === 'event' && !this.#accepts(entry)) return
-    this.conn.deliver(this, entry)
+    this.conn.deliver(this, entry, replay)
   }
 
   #accepts(e: LogEvent): boolean {
@@ -1278,8 +1280,8 @@ export class ClientConnection {
     this.#pump()
   }
 
-  /** An entry for one subscription: written now when nothing waits, else queued under the tier's rules. */
-  deliver(sub: Subscription, entry: QueuedEntry): void {
+  /** An entry for one subscription (`replay`: read from the log for it): written now when nothing waits, else queued under the tier's rules. */
+  deliver(sub: Subscription, entry: QueuedEntry, replay = false): void {
     if (this.#state !== 'ready') return
     const q = this.queue!
     if (q.empty && this.#timer === undefined && !this.#awaitDrain && this.ws.bufferedAmount < this.#highWater && (entry.kind !== 'event' || this.#bucket!.take(performance.now()))) {
@@ -1287,7 +1289,7 @@ export class ClientConnection {
       return
     }
     const dropped = q.dropped
-    const outcome = q.push({ sub, entry, bytes: entryBytes(sub, entry) })
+    const outcome = q.push({ sub, entry, bytes: entryBytes(sub, entry), replay })
     if (outcome === 'overflow') {
       this.#overCap()
       return

@@ -2,7 +2,9 @@
 // dropped when a slow consumer falls behind, and how drops become gap notices. Bronze and
 // silver drop the oldest events over their bound (each drop folds into one pending gap notice
 // per subscription, written before that subscription's next message); gold never drops and
-// reports overflow so the connection can be closed with 1013.
+// reports overflow so the connection can be closed with 1013. Entries a replay read from the log
+// go last: the client asked for them by cursor, and the feed only reads them while the queue has
+// room, so dropping them for live events made a replay lose what the log still held.
 import type { GapNotice, GapReason } from './protocols.ts'
 import type { EpochMark, LogEvent } from './replay-ring.ts'
 
@@ -16,6 +18,8 @@ export interface GapHolder {
   closed: boolean
   /** Its items in the queue now (kept by the queue): ending it scans the queue only when some are. */
   queued?: number
+  /** Of those, the ones a replay read from the log (kept by the queue). */
+  replayQueued?: number
 }
 
 /** A gap known when it is queued (replay: cursor invalid, log trimmed or expired). */
@@ -38,6 +42,8 @@ export interface QueueItem<S extends GapHolder> {
   readonly sub: S
   readonly entry: QueuedEntry
   readonly bytes: number
+  /** Read from the log by a replay (not a live fan-out). */
+  readonly replay?: boolean
 }
 
 export interface QueuePolicy {
@@ -79,6 +85,11 @@ export function foldIntoGap(sub: GapHolder, entry: LogEvent | EpochMark | GapEnt
   return false
 }
 
+/** An item the queue may drop before replayed ones: freed, or the oldest of a live subscription. */
+function shedsFirst(item: QueueItem<GapHolder>): boolean {
+  return item.sub.closed || (item.replay !== true && !item.sub.replayQueued)
+}
+
 /** A growable circular FIFO. */
 export class Fifo<T> {
   #buf: (T | undefined)[] = new Array(16)
@@ -111,6 +122,22 @@ export class Fifo<T> {
     this.#head = (this.#head + 1) % this.#buf.length
     this.#size--
     return v
+  }
+
+  /** Take out the first element `match` says to, keeping the others in order. */
+  takeFirst(match: (v: T) => boolean): T | undefined {
+    const len = this.#buf.length
+    for (let i = 0; i < this.#size; i++) {
+      const v = this.#buf[(this.#head + i) % len] as T
+      if (!match(v)) continue
+      // Move the ones before it up one slot: the head advances.
+      for (let j = i; j > 0; j--) this.#buf[(this.#head + j) % len] = this.#buf[(this.#head + j - 1) % len]
+      this.#buf[this.#head] = undefined
+      this.#head = (this.#head + 1) % len
+      this.#size--
+      return v
+    }
+    return undefined
   }
 
   /** Take out every element `drop` says to, keeping the others in order; calls `dropped` for each taken. */
@@ -158,6 +185,7 @@ export class DeliveryQueue<S extends GapHolder> {
   push(item: QueueItem<S>): PushOutcome {
     this.#items.push(item)
     item.sub.queued = (item.sub.queued ?? 0) + 1
+    if (item.replay === true) item.sub.replayQueued = (item.sub.replayQueued ?? 0) + 1
     this.bytes += item.bytes
     if (item.entry.kind === 'event') this.events++
     if (!this.policy.drops) return this.bytes > this.policy.maxQueueBytes ? 'overflow' : 'queued'
@@ -167,12 +195,15 @@ export class DeliveryQueue<S extends GapHolder> {
 
   shift(): QueueItem<S> | undefined {
     const item = this.#items.shift()
-    if (item !== undefined) {
-      item.sub.queued = (item.sub.queued ?? 1) - 1
-      this.bytes -= item.bytes
-      if (item.entry.kind === 'event') this.events--
-    }
+    if (item !== undefined) this.#left(item)
     return item
+  }
+
+  #left(item: QueueItem<S>): void {
+    item.sub.queued = (item.sub.queued ?? 1) - 1
+    if (item.replay === true) item.sub.replayQueued = (item.sub.replayQueued ?? 1) - 1
+    this.bytes -= item.bytes
+    if (item.entry.kind === 'event') this.events--
   }
 
   /**
@@ -197,6 +228,7 @@ export class DeliveryQueue<S extends GapHolder> {
       },
     )
     sub.queued = 0
+    sub.replayQueued = 0
   }
 
   /**
@@ -206,10 +238,17 @@ export class DeliveryQueue<S extends GapHolder> {
    * at a time: the caller re-checks its bound after each (taking out a large epoch mark or gap
    * may be enough, and the event behind it must not go as well). Returns false when nothing is
    * left to drop.
+   *
+   * A replay's entries go last: the oldest live item goes first, of a subscription with no replay
+   * entries queued (a gap notice is written before the subscription's queued items, so it must be
+   * its oldest). Only when there is none do replayed entries go, oldest first.
    */
   dropOldest(): boolean {
-    const item = this.shift()
-    if (item === undefined) return false
+    const head = this.#items.peek()
+    if (head === undefined) return false
+    let item = head.replay === true && !head.sub.closed ? this.#items.takeFirst(shedsFirst) : undefined
+    if (item !== undefined) this.#left(item)
+    else item = this.shift()!
     const { sub, entry } = item
     if (sub.closed) return true
     if (entry.kind === 'complete' || entry.kind === 'error') {

@@ -397,10 +397,17 @@ export class Stream implements UpstreamListener {
     }
     sub.lastCursor = cursor
     const r = ring.locate(pos.epoch, pos.offset, Date.now())
-    if (r.kind !== 'unknown') {
-      const feed = new ReplayFeed(src, r.seq, pos.epoch, pos.offset, cursor)
-      if (r.kind === 'gap') this.#replayGap(feed, r.reason, cursor, this.#cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs))
-      else this.#o.metrics.replayRequests.labels('resumed').inc()
+    if (r.kind === 'ok') {
+      this.#o.metrics.replayRequests.labels('resumed').inc()
+      sub.replayFrom(new ReplayFeed(src, r.seq, pos.epoch, pos.offset, cursor))
+      return
+    }
+    if (r.kind === 'gap') {
+      // The feed stands where the notice ends: should the ring evict again before it reads on,
+      // the next notice starts there, not at the client's cursor (the same range reported twice).
+      const to = this.#cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
+      const feed = new ReplayFeed(src, r.seq, r.resumeEpoch, r.resumeOffset, to)
+      this.#replayGap(feed, r.reason, cursor, to)
       sub.replayFrom(feed)
       return
     }

@@ -27,7 +27,7 @@ export class ControlPlaneMetrics {
   readonly pluginUploads = new Counter({ name: 'igw_plugin_uploads_total', help: 'Plugin packages accepted (signature verified with a trusted publisher key) and stored', labelNames: ['publisher'] as const, registers: [this.registry] })
   readonly pluginRejections = new Counter({ name: 'igw_plugin_upload_rejections_total', help: 'Plugin uploads refused, by reason (unsigned|bad_signature|untrusted_publisher|malformed)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly digestMismatches = new Counter({ name: 'igw_control_plane_stream_digest_mismatches_total', help: "Proxies that connected running another document than this store's under the same version number (a store reset or restored, then committed up to it again): sent the head instead of `current`", registers: [this.registry] })
-  readonly streamDrops = new Counter({ name: 'igw_control_plane_stream_drops_total', help: 'Config streams closed by the control plane, by reason (stalled: the proxy stopped reading)', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly streamDrops = new Counter({ name: 'igw_control_plane_stream_drops_total', help: 'Config streams closed by the control plane, by reason (stalled: the proxy stopped reading; token_expired: the token that opened it is no longer accepted, and the proxy reconnects with its current one)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly streamBuffered: Gauge
   readonly graphqlRefusals = new Counter({ name: 'igw_control_plane_graphql_refusals_total', help: 'GraphQL admin requests refused by a limit before execution, by limit', labelNames: ['limit'] as const, registers: [this.registry] })
   readonly usageSaturations = new Counter({ name: 'igw_control_plane_usage_counter_saturations_total', help: 'Usage counters (tenant, day, counter) found at their maximum, 9007199254740991, after a report added to them: counts beyond it are not recorded', registers: [this.registry] })
@@ -65,7 +65,7 @@ export class ControlPlaneMetrics {
     // 0 → 1 instead of a new series that starts at 1 (which it would read as no increase).
     for (const reason of REJECTION_REASONS) this.pluginRejections.labels(reason).inc(0)
     for (const result of ['ack', 'nack']) this.acks.labels(result).inc(0)
-    this.streamDrops.labels('stalled').inc(0)
+    for (const reason of ['stalled', 'token_expired']) this.streamDrops.labels(reason).inc(0)
     for (const limit of LIMIT_NAMES) this.graphqlRefusals.labels(limit).inc(0)
   }
 

@@ -70,6 +70,12 @@ export interface PushHubEvents {
   /** A stream was closed because its proxy stopped reading it. */
   onStalled?(proxyId: string, bufferedBytes: number, stalledMs: number): void
   /**
+   * A stream was ended because the token that opened it is no longer accepted (`endsAt`). A fleet
+   * sharing one token reconnects all at once then: without this, nothing on the control plane
+   * said why.
+   */
+  onExpired?(proxyId: string, endsAt: number): void
+  /**
    * A proxy connected saying it runs version `version` of a document whose digest is not this
    * store's version `version` (the store was reset or restored, then committed up to that number
    * again with other content): it is sent the head rather than told it is current.
@@ -221,15 +227,16 @@ export class PushHub {
 
   #expireAt(s: Stream, at: number): void {
     const ms = at - Date.now()
-    s.expiry = setTimeout(() => (ms > MAX_TIMER_MS ? this.#expireAt(s, at) : this.#expired(s)), Math.max(0, Math.min(ms, MAX_TIMER_MS)))
+    s.expiry = setTimeout(() => (ms > MAX_TIMER_MS ? this.#expireAt(s, at) : this.#expired(s, at)), Math.max(0, Math.min(ms, MAX_TIMER_MS)))
     s.expiry.unref()
   }
 
   /** The token expired: a clean end, which the proxy answers by reconnecting with its current token. */
-  #expired(s: Stream): void {
+  #expired(s: Stream, endsAt: number): void {
     if (this.#streams.get(s.proxyId) !== s) return
     // Forgotten now, not at 'close': nothing more may be written to an ended response.
     this.#forget(s)
+    this.#events.onExpired?.(s.proxyId, endsAt)
     // A blocked stream's end() would wait for a reader that is not reading.
     if (s.blocked) s.res.destroy()
     else s.res.end(': token expired: reconnect with a current token\n\n')
@@ -359,13 +366,20 @@ export class PushHub {
     }))
   }
 
-  /** Ends every stream; their rows are marked disconnected (other instances would show them connected until they went stale). */
+  /**
+   * Ends every stream; their rows are marked disconnected (other instances would show them
+   * connected until they went stale). Each is told first (`event: shutdown`): the whole fleet
+   * loses its stream at this instant, and a proxy that knows it spreads its reconnect (a quick
+   * one would bring every proxy down on the remaining instances at once). Older proxies ignore it.
+   */
   async close(): Promise<void> {
     clearInterval(this.#heartbeat)
     const ids = [...this.#streams.keys()]
     for (const s of this.#streams.values()) {
       clearTimeout(s.expiry)
-      s.res.end()
+      // A blocked stream's end() would wait for a reader that is not reading.
+      if (s.blocked) s.res.destroy()
+      else s.res.end('event: shutdown\ndata: {}\n\n')
     }
     this.#streams.clear()
     const now = Date.now()

@@ -89,6 +89,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       metrics.streamDrops.labels('stalled').inc()
       logger.warn({ proxy: proxyId, bufferedBytes, stalledMs }, 'config stream closed: the proxy stopped reading it (it reconnects and gets the head)')
     },
+    onExpired: (proxyId, endsAt) => {
+      metrics.streamDrops.labels('token_expired').inc()
+      logger.info({ proxy: proxyId, tokenEndsAt: new Date(endsAt).toISOString() }, 'config stream ended: its token is no longer accepted (the proxy reconnects with its current token)')
+    },
   }, opts.streamStallMs === undefined ? {} : { stallMs: opts.streamStallMs })
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)

@@ -215,7 +215,8 @@ export function judgeVersion(incoming: { version: number; digest?: string | unde
  * stream per id and ends the older one — and reconnecting at
  * once only kicks that proxy, which kicks back, forever. A stream that lived long resets the
  * count. Delays carry "equal jitter" (half fixed, half random) so proxies that lost the same
- * control plane, or two twins, do not come back in step.
+ * control plane, or two twins, do not come back in step; an end the whole fleet shares (the
+ * control plane shutting down, a token expiring) gets full jitter (fleetEnded).
  */
 export class ReconnectPolicy {
   readonly #o: { baseMs: number; failureCapMs: number; quickEndCapMs: number; stableMs: number }
@@ -253,6 +254,17 @@ export class ReconnectPolicy {
     }
     this.#quickEnds++
     return { delayMs: this.#delay(this.#quickEnds, this.#o.quickEndCapMs), quick: true, quickEnds: this.#quickEnds }
+  }
+
+  /**
+   * An opened stream ended at a moment the whole fleet shares: the control plane shut down, or the
+   * token it was opened with expired (one token shared, or tokens minted together). Not a quick end
+   * (nothing says another proxy has this id). Every proxy reconnecting 125–250 ms later came back
+   * in one burst, so the delay is "full jitter" (0 up to the failure cap) to spread them.
+   */
+  fleetEnded(): number {
+    this.#failures = 0
+    return Math.round(this.#random() * this.#o.failureCapMs)
   }
 
   #delay(n: number, capMs: number): number {
@@ -458,9 +470,13 @@ export class ControlPlaneClient {
     return id
   }
 
-  #headers(): Record<string, string> {
+  #token(): string {
     const t = this.#o.token
-    return { authorization: `Bearer ${typeof t === 'function' ? t() : t}` }
+    return typeof t === 'function' ? t() : t
+  }
+
+  #headers(): Record<string, string> {
+    return { authorization: `Bearer ${this.#token()}` }
   }
 
   async #ensureKey(): Promise<KeyObject> {
@@ -617,7 +633,11 @@ export class ControlPlaneClient {
     while (!this.#closed) {
       let openedAt: number | undefined
       let endedByServer = false
+      /** The control plane said it is shutting down before it ended the stream. */
+      let shutdown = false
       let retryAfter = 0
+      /** When the token this stream is opened with expires (epoch ms; undefined: no exp, or not a JWT). */
+      let tokenExpMs: number | undefined
       try {
         const key = await this.#ensureKey()
         const q = new URLSearchParams({ proxy: this.proxyId, version: String(this.#version), boot: this.bootId, hostname: hostname() })
@@ -626,8 +646,10 @@ export class ControlPlaneClient {
         // that head instead of `current`, and this proxy refuses it visibly (NACK) instead of
         // staying on its own version N unnoticed. Older control planes ignore the parameter.
         if (this.#version > 0 && this.#digest !== undefined) q.set('digest', this.#digest)
+        const token = this.#token()
+        tokenExpMs = tokenExpiry(token)
         const r = await request(`${this.#o.url}/v1/stream?${q}`, {
-          headers: { ...this.#headers(), accept: 'text/event-stream' },
+          headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
           signal: this.#abort.signal,
           headersTimeout: 5_000,
           bodyTimeout: 45_000, // three missed heartbeats: the control plane is gone
@@ -656,6 +678,7 @@ export class ControlPlaneClient {
         for await (const ev of sseEvents(r.body)) {
           if (ev.event === 'snapshot') await this.#onSnapshot(ev.data, key, ev.id)
           else if (ev.event === 'current') await this.#onCurrent(ev.data)
+          else if (ev.event === 'shutdown') shutdown = true
         }
         endedByServer = true
       } catch (err) {
@@ -679,7 +702,15 @@ export class ControlPlaneClient {
       if (this.#closed) return
       let delayMs: number
       if (openedAt === undefined) delayMs = this.#reconnect.failed(retryAfter)
-      else {
+      else if (endedByServer && shutdown) {
+        delayMs = this.#reconnect.fleetEnded()
+        this.#o.log('info', { proxyId: this.proxyId, livedMs: Date.now() - openedAt, retryInMs: delayMs }, 'the control plane ended the config stream: it is shutting down; serving the running config and reconnecting')
+      } else if (endedByServer && tokenExpMs !== undefined && Date.now() >= tokenExpMs) {
+        // The control plane ends a stream when its token is no longer accepted: counted as a quick
+        // end, a token with under a minute left was blamed on "another proxy with the same id".
+        delayMs = this.#reconnect.fleetEnded()
+        this.#o.log('info', { proxyId: this.proxyId, livedMs: Date.now() - openedAt, retryInMs: delayMs, tokenExpiredAt: new Date(tokenExpMs).toISOString() }, 'the control plane ended the config stream: the token it was opened with expired; reconnecting with the current token')
+      } else {
         const livedMs = Date.now() - openedAt
         const end = this.#reconnect.ended(livedMs)
         delayMs = end.delayMs
@@ -1006,6 +1037,16 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
 }
 
 export { validateConfig }
+
+/** A JWT's `exp` in epoch ms (read, not verified: it only explains a stream's end); undefined otherwise. */
+function tokenExpiry(token: string): number | undefined {
+  try {
+    const exp = decodeJwt(token.trim()).exp
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined
+  } catch {
+    return undefined // an opaque token
+  }
+}
 
 /**
  * The proxy id a token is bound to (its `proxy` claim: the control plane refuses any other id

@@ -62,22 +62,26 @@ function keepLastDigits(v: string, keep: number): string {
   return out
 }
 
-/** DE** **** **** **** **30 00: country code and last four characters stay. */
+/** DE** **** **** **** **30 00: country code and last four characters stay (and the line break of a wrapped one). */
 function maskIban(v: string): string {
   let alnum = 0
-  for (let i = 0; i < v.length; i++) if (v[i] !== ' ') alnum++
+  for (let i = 0; i < v.length; i++) if (!isGroupGap(v[i]!)) alnum++
   if (alnum < 12) return maskGeneric(v)
   let seen = 0
   let out = ''
   for (let i = 0; i < v.length; i++) {
-    if (v[i] === ' ') {
-      out += ' '
+    if (isGroupGap(v[i]!)) {
+      out += v[i]
       continue
     }
     seen++
     out += seen <= 2 || seen > alnum - 4 ? v[i] : '*'
   }
   return out
+}
+
+function isGroupGap(c: string): boolean {
+  return c === ' ' || c === '\n' || c === '\r'
 }
 
 /** 203.0.*.* */

@@ -210,9 +210,11 @@ export class ExportScanner {
   }
 
   /**
-   * A shorter match of `rule` at `start` that ends before one of the last spaces of the rejected
-   * candidate text[start, end) and is accepted; -1: none. Built-in rules end where a space may
-   * follow, so the shorter match is one the pattern allows there. At most MAX_CUTS tries.
+   * A shorter match of `rule` at `start` that ends before one of the last spaces or line breaks
+   * of the rejected candidate text[start, end) and is accepted; -1: none. Built-in rules end where
+   * a space may follow, so the shorter match is one the pattern allows there. At most MAX_CUTS
+   * tries. Line breaks too: grouped numbers may be wrapped across lines, so a card's candidate
+   * runs on into the next line ("4111 1111 1111 1111\n123", a CVV below it).
    */
   #shorter(rule: CompiledRule, text: string, start: number, end: number, hint: number): number {
     // Only inside the candidate (tens of characters): a search for the previous space that ran on
@@ -220,7 +222,7 @@ export class ExportScanner {
     // on a long value without spaces ("4155550100,…" × 95 000: 14 s for 1 MiB).
     let tries = 0
     for (let cut = end - 1; cut > start && tries < MAX_CUTS; cut--) {
-      if (text.charCodeAt(cut) !== 32 || text.charCodeAt(cut - 1) === 32) continue
+      if (!isGap(text.charCodeAt(cut)) || isGap(text.charCodeAt(cut - 1))) continue
       tries++
       rule.sticky.lastIndex = start
       const m = rule.sticky.exec(text.slice(0, cut))
@@ -302,6 +304,11 @@ function balanced(rule: CompiledRule, text: string, start: number, end: number):
   rule.sticky.lastIndex = start
   const m = rule.sticky.exec(text.slice(0, end - 1))
   return m !== null && m[0].length === end - 1 - start ? end - 1 : end
+}
+
+/** A space or line break (where #shorter may cut a candidate). */
+function isGap(c: number): boolean {
+  return c === 32 || c === 10 || c === 13
 }
 
 // What may stand between two items of a list: blanks, line breaks, , ; / | & - and "and", "or".

@@ -10,6 +10,7 @@ import { hash as oneShotHash, hkdfSync, timingSafeEqual } from 'node:crypto'
 import { SivBatch, SivEncryptor, sivDecrypt } from './aes-siv.ts'
 import { GenerationalMemo } from './generational-memo.ts'
 import { KEY_ID, type KeyEntry, type KeyringSnapshot } from './keyring.ts'
+import { phoneE164 } from './validators.ts'
 
 const AD_LABEL = new TextEncoder().encode('igw-dlp-token/1')
 const SALT = new TextEncoder().encode('igw-dlp')
@@ -84,7 +85,10 @@ function percentDecode(s: string): string {
  * address (an "%40" and no "@": "jane%2Bnews%40corp.com" in a URL query or form body; "%2540"
  * encoded twice) is decoded ("jane+news@corp.com"); a field value's "mailto:" and surrounding
  * blanks are not part of the address. An address written with "@" is used as it is (its tokens never change: a "%" in
- * it is a character of the local part, and the domain's case is kept). Other types: the value
+ * it is a character of the local part, and the domain's case is kept). A phone number: in E.164
+ * ("+1 (415) 555-0143", "%2B1%20415%20555%200143" and "+14155550143" were three tokens of one
+ * number, so joins on the token broke; the E.164 spelling keeps its token). A card number, SSN or
+ * IBAN wrapped across lines: with a space for the line break. Other types: the value
  * without the blanks around it (a field's value is matched whole with them: the CSV cell
  * " 123-45-6789" of `a, b` style files got another token than "123-45-6789", so joins broke,
  * and detokenize gave the blank back as part of the value).
@@ -92,6 +96,12 @@ function percentDecode(s: string): string {
 export function tokenInput(type: string, value: string): string {
   const n = value.length
   const c0 = value.charCodeAt(0)
+  if (type === 'phone_e164') {
+    const e164 = phoneE164(value)
+    if (e164 !== undefined) return e164
+  }
+  // A grouped number wrapped across lines is the number with a space there (the same token).
+  if ((type === 'credit_card' || type === 'ssn_us' || type === 'iban') && value.indexOf('\n') !== -1) return tokenInput(type, value.replace(/ ?\r?\n/g, ' '))
   if (type !== 'email') {
     if (!isBlank(c0) && !isBlank(value.charCodeAt(n - 1))) return value
     let s = 0

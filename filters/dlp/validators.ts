@@ -175,10 +175,15 @@ const EMAIL_WHOLE = /^(?:mailto:)?(?:[A-Za-z0-9_][A-Za-z0-9._%+'-]{0,63}|"[^"\\\
 // --- phone ----------------------------------------------------------------------------------
 
 // libphonenumber-js costs a few microseconds per number; exports repeat numbers (one customer,
-// many rows), so verdicts are memoized: "" = not a valid number, else its mask ("+<cc>*******<last
-// four>", what the mask action writes; kept here so masking a number allocates nothing).
+// many rows), so verdicts are memoized: null = not a valid number, else the number in E.164 (what
+// tokens and hashes are computed over) and its mask ("+<cc>*******<last four>", what the mask
+// action writes; kept here so masking a number allocates nothing).
 // Bounded: 64k short strings per worker thread.
-const phoneVerdicts = new GenerationalMemo<string>(65_536)
+interface PhoneVerdict {
+  readonly e164: string
+  readonly mask: string
+}
+const phoneVerdicts = new GenerationalMemo<PhoneVerdict | null>(65_536)
 let defaultRegion: CountryCode = 'US'
 
 /** Region used to read national formats ("(202) 555-0143") under a phone field or context word. */
@@ -191,9 +196,9 @@ export function setDefaultPhoneRegion(region: string): void {
 // The last verdict: masking a phone asks again for the value it just validated.
 let lastCandidate = ''
 let lastNational = false
-let lastVerdict = ''
+let lastVerdict: PhoneVerdict | null = null
 
-function phoneVerdict(candidate: string, national: boolean): string {
+function phoneVerdict(candidate: string, national: boolean): PhoneVerdict | null {
   if (candidate === lastCandidate && national === lastNational && candidate !== '') return lastVerdict
   const v = memoizedPhoneVerdict(candidate, national)
   lastCandidate = candidate
@@ -202,21 +207,21 @@ function phoneVerdict(candidate: string, national: boolean): string {
   return v
 }
 
-function memoizedPhoneVerdict(candidate: string, national: boolean): string {
+function memoizedPhoneVerdict(candidate: string, national: boolean): PhoneVerdict | null {
   const key = national ? `n${defaultRegion}:${candidate}` : candidate
   let v = phoneVerdicts.get(key)
   if (v === undefined) {
     const p = national ? parsePhoneNumberFromString(candidate, { defaultCountry: defaultRegion, extract: false }) : parsePhoneNumberFromString(candidate, { extract: false })
-    v = p !== undefined && p.isValid() ? `+${p.countryCallingCode}*******${p.nationalNumber.slice(-4)}` : ''
+    v = p !== undefined && p.isValid() ? { e164: p.number, mask: `+${p.countryCallingCode}*******${p.nationalNumber.slice(-4)}` } : null
     phoneVerdicts.set(key, v)
   }
   return v
 }
 
-const phone: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), false) !== ''
-const phoneNational: Validator = (text, start, end) => nationalVerdict(text.slice(start, end)) !== ''
+const phone: Validator = (text, start, end) => phoneVerdict(text.slice(start, end), false) !== null
+const phoneNational: Validator = (text, start, end) => nationalVerdict(text.slice(start, end)) !== null
 /** "tel=%2B14155550123": an E.164 number percent-encoded in a URL's query or a form body ("%2B" is its "+"). */
-const phoneUrlencoded: Validator = (text, start, end) => phoneVerdict(urlDecodedPhone(text.slice(start, end)), false) !== ''
+const phoneUrlencoded: Validator = (text, start, end) => phoneVerdict(urlDecodedPhone(text.slice(start, end)), false) !== null
 
 // "%2B" or "%252B" (encoded twice: a URL inside a query value) before a percent-encoded number.
 const ENCODED_PLUS = /^%(?:25)?2b/i
@@ -237,15 +242,15 @@ function urlDecodedPhone(v: string): string {
  * not of the US or Canada (011), Japan or Australia, so read in those regions such a number was
  * taken as a national one, invalid, and left readable.
  */
-function nationalVerdict(v: string): string {
+function nationalVerdict(v: string): PhoneVerdict | null {
   const national = phoneVerdict(v, true)
-  if (national !== '' || !v.startsWith('00')) return national
+  if (national !== null || !v.startsWith('00')) return national
   return phoneVerdict(`+${v.slice(2)}`, false)
 }
 const phoneField: FieldValidator = (value) => {
   const v = value.trim()
   if (v.length < 7 || v.length > 32 || !/^[+\d().\s-]+$/.test(v)) return false
-  return fieldPhoneVerdict(v) !== ''
+  return fieldPhoneVerdict(v) !== null
 }
 
 /**
@@ -255,20 +260,20 @@ const phoneField: FieldValidator = (value) => {
  * (`0044 7911 123456`). Read nationally only, every number of another country under a
  * `msisdn` or `phone` field went out readable.
  */
-function fieldPhoneVerdict(v: string): string {
+function fieldPhoneVerdict(v: string): PhoneVerdict | null {
   if (v.charCodeAt(0) === 43) return phoneVerdict(v, false)
   if (ENCODED_PLUS.test(v)) return phoneVerdict(urlDecodedPhone(v), false)
   const national = phoneVerdict(v, true)
-  if (national !== '') return national
+  if (national !== null) return national
   let digits = ''
   for (let i = 0; i < v.length; i++) {
     const c = v.charCodeAt(i)
     if (c >= 48 && c <= 57) digits += v[i]
-    else if (c !== 32 && c !== 45 && c !== 46) return '' // parentheses: a national format
+    else if (c !== 32 && c !== 45 && c !== 46) return null // parentheses: a national format
   }
   if (digits.startsWith('00')) digits = digits.slice(2)
-  else if (digits.charCodeAt(0) === 48) return '' // a trunk prefix: national, and not valid there
-  if (digits.length < 8 || digits.length > 15) return ''
+  else if (digits.charCodeAt(0) === 48) return null // a trunk prefix: national, and not valid there
+  if (digits.length < 8 || digits.length > 15) return null
   return phoneVerdict(`+${digits}`, false)
 }
 
@@ -276,10 +281,19 @@ function fieldPhoneVerdict(v: string): string {
 export function phoneMask(value: string): string | undefined {
   const v = value.trim()
   const verdict = fieldPhoneVerdict(v)
-  if (verdict === '') return undefined
+  if (verdict === null) return undefined
   // A percent-encoded number keeps its encoding: a bare "+" in a query string reads as a space.
   const encoded = ENCODED_PLUS.exec(v)
-  return encoded !== null ? `${encoded[0]}${verdict.slice(1)}` : verdict
+  return encoded !== null ? `${encoded[0]}${verdict.mask.slice(1)}` : verdict.mask
+}
+
+/**
+ * A phone number found by any phone rule, in E.164 ("+14155550143"), or undefined: not a valid
+ * number. However it was written (separators, brackets, %2B/%20-encoded, national in
+ * `dlp.phoneRegion`, 00-prefixed), one number is one E.164 string.
+ */
+export function phoneE164(value: string): string | undefined {
+  return fieldPhoneVerdict(value.trim())?.e164
 }
 
 // --- SSN ------------------------------------------------------------------------------------
@@ -293,7 +307,7 @@ export function ssnDigitsValid(d: string): boolean {
   return area !== 0 && area !== 666 && area < 900 && group !== 0 && serial !== 0
 }
 
-const ssn: Validator = (text, start, end) => ssnDigitsValid(digitsOf(text, start, end))
+const ssn: Validator = (text, start, end) => ssnDigitsValid(digitsOf(text, start, end)) && wrappedAtSpace(text, start, end)
 const ssnField: FieldValidator = (value) => {
   const v = value.trim()
   return /^\d{3}([- ]?)\d{2}\1\d{4}$/.test(v) && ssnDigitsValid(digitsOf(v, 0, v.length))
@@ -376,7 +390,7 @@ function cardStandsAlone(text: string, start: number, end: number): boolean {
   return true
 }
 
-const luhn: Validator = (text, start, end) => cardDigitsValid(text, start, end) && cardStandsAlone(text, start, end)
+const luhn: Validator = (text, start, end) => cardDigitsValid(text, start, end) && cardStandsAlone(text, start, end) && wrappedAtSpace(text, start, end)
 const cardField: FieldValidator = (value) => {
   const v = value.trim()
   return /^\d(?:[ -]?\d){11,18}$/.test(v) && cardDigitsValid(v, 0, v.length)
@@ -412,7 +426,7 @@ export function ibanValid(compact: string): boolean {
   return rem === 1
 }
 
-const iban: Validator = (text, start, end) => ibanValid(text.slice(start, end).replaceAll(' ', ''))
+const iban: Validator = (text, start, end) => ibanValid(text.slice(start, end).replace(/[ \r\n]/g, '')) && wrappedAtSpace(text, start, end)
 const ibanField: FieldValidator = (value) => ibanValid(value.trim().replaceAll(' ', '').toUpperCase())
 
 // --- IP addresses ---------------------------------------------------------------------------
@@ -453,6 +467,25 @@ const ipv6Field: FieldValidator = (value) => {
 }
 
 // --- registry -------------------------------------------------------------------------------
+
+/**
+ * A grouped number hard-wrapped in text ("4111 1111 1111\n1111", "SSN 123 45\n6789"): text
+ * wrapped to a width breaks lines at spaces, so a line break may stand for one space of a number
+ * written with spaces — once, and never in a number written with "-" or without separators
+ * (digits on two lines are two values there). Before, a wrapped value left readable.
+ */
+function wrappedAtSpace(text: string, start: number, end: number): boolean {
+  let breaks = 0
+  let spaces = 0
+  let hyphen = false
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 10) breaks++
+    else if (c === 45) hyphen = true
+    else if (c === 32 && text.charCodeAt(i + 1) !== 10 && text.charCodeAt(i + 1) !== 13) spaces++
+  }
+  return breaks === 0 || (breaks === 1 && spaces > 0 && !hyphen)
+}
 
 function digitsOf(text: string, start: number, end: number): string {
   let d = ''

@@ -29,8 +29,18 @@ const jwtAlgorithm = z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512
 
 export const tenantJwtConfig = z
   .strictObject({
-    /** Request header holding "Bearer <jwt>". */
+    /** Request header holding the token, after `prefix`. */
     header: headerName(false).default('authorization'),
+    /**
+     * What comes before the token in `header`, compared without regard to case (Envoy's
+     * jwt_authn from_headers value_prefix). '' reads a header that holds the bare JWT: Cloudflare
+     * Access's cf-access-jwt-assertion, Google IAP's x-goog-iap-jwt-assertion, AWS ALB's
+     * x-amzn-oidc-data — which "Bearer " alone refused on every request, as a missing token.
+     */
+    prefix: z
+      .string()
+      .regex(/^(?:[\x21-\x7e][\x20-\x7e]*)?$/, { error: "expected printable ASCII that does not start with a space ('' for a header holding the bare token)" })
+      .default('Bearer '),
     /** Claim that names the tenant; dotted paths reach into nested objects ("org.id"). */
     claim: z.string().min(1).default('tenant_id'),
     algorithms: z.array(jwtAlgorithm).min(1).default(['RS256', 'EdDSA', 'HS256']),

@@ -6,13 +6,23 @@ import type { TenantFilterConfig } from '../../config/filters/index.ts'
 import { configuredTier } from '../../config/defaults.ts'
 import { TENANT_ID } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
+import type { Registry } from 'prom-client'
 import { gauge } from '../../proxy/metrics.ts'
 import { claimAt, JwtVerifier } from './jwt-verifier.ts'
 
-function bearer(value: string | string[] | undefined): string | undefined {
+/**
+ * Per worker registry and route: the live tenant filters that read key files, and whether each
+ * keeps keys older than a file on disk. igw_jwt_key_files_stale{route} says whether any does, and
+ * is gone once none is left: set by each instance alone, a 1 outlived the filter that set it —
+ * the route removed, or its keys moved to `secret`, by a reload — and alerted until a restart.
+ */
+const keyFileFilters = new WeakMap<Registry, Map<string, Map<object, boolean>>>()
+
+/** The token after `prefix` (lower case) in the header's value; a value without it holds none. */
+function tokenIn(value: string | string[] | undefined, prefix: string): string | undefined {
   if (typeof value !== 'string') return undefined
-  if (value.length < 8 || value.slice(0, 7).toLowerCase() !== 'bearer ') return undefined
-  const token = value.slice(7).trim()
+  if (value.length <= prefix.length || value.slice(0, prefix.length).toLowerCase() !== prefix) return undefined
+  const token = value.slice(prefix.length).trim()
   return token === '' ? undefined : token
 }
 
@@ -74,6 +84,7 @@ class TenantFilter implements Filter {
   readonly #cfg: TenantFilterConfig
   readonly #tenants: FilterDeps['config']['tenants']
   readonly #jwt: JwtVerifier | undefined
+  readonly #prefix: string
   /**
    * The header a client names its tenant with, when the resolved tenant goes upstream under
    * another name (forwardHeader: x-org-id): not passed on. Sent as it came, the client's claim
@@ -83,17 +94,21 @@ class TenantFilter implements Filter {
    * header.)
    */
   readonly #dropClaimed: string | undefined
+  #closeKeyFiles = (): void => {}
 
   constructor(cfg: TenantFilterConfig, deps: FilterDeps) {
     this.#cfg = cfg
     this.#tenants = deps.config.tenants
     this.#dropClaimed = cfg.header !== cfg.forwardHeader && cfg.header !== cfg.jwt?.header ? cfg.header : undefined
+    this.#prefix = cfg.jwt?.prefix.toLowerCase() ?? ''
     const log = deps.logger
     if (cfg.jwt === undefined) {
       this.#jwt = undefined
       return
     }
     let onStale: ((stale: boolean) => void) | undefined
+    let states: Map<object, boolean> | undefined
+    let publish = (): void => {}
     if (cfg.jwt.publicKeyFile !== undefined || cfg.jwt.jwksFile !== undefined) {
       // 1 while a changed key file of this route's tenant filter does not load (the previous keys
       // stay in use: tokens of a new key are refused), else 0.
@@ -102,11 +117,39 @@ class TenantFilter implements Filter {
         help: 'Routes whose tenant filter keeps older JWT keys because a changed key file (publicKeyFile, jwksFile) does not load (1), else 0',
         labelNames: ['route'],
         aggregator: 'max',
-      }).labels(deps.routeName)
-      onStale = (s) => stale.set(s ? 1 : 0)
+      })
+      const route = deps.routeName
+      let routes = keyFileFilters.get(deps.registry)
+      if (routes === undefined) keyFileFilters.set(deps.registry, (routes = new Map()))
+      const live = routes.get(route) ?? new Map<object, boolean>()
+      routes.set(route, live)
+      states = live
+      publish = () => {
+        if (live.size > 0) stale.labels(route).set([...live.values()].includes(true) ? 1 : 0)
+        else {
+          stale.remove(route)
+          routes.delete(route)
+        }
+      }
+      onStale = (s) => {
+        if (!live.has(this)) return // closed
+        live.set(this, s)
+        publish()
+      }
     }
     this.#jwt = new JwtVerifier(cfg.jwt, (file, message) => log.warn({ file, err: { message } }, 'tenant: a changed JWT key file cannot be loaded; the previous keys stay in use'), onStale)
-    onStale?.(false) // only once these keys loaded: a refused config leaves the running one's state
+    // Counted only once these keys loaded; a config refused after this filter was built closes it.
+    states?.set(this, false)
+    publish()
+    this.#closeKeyFiles = () => {
+      states?.delete(this)
+      publish()
+    }
+  }
+
+  /** A reload retired this instance (or the config it was built for was refused). */
+  close(): void {
+    this.#closeKeyFiles()
   }
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
@@ -117,7 +160,7 @@ class TenantFilter implements Filter {
       if (value !== undefined && repeated(ctx.req.rawHeaders, jwt.header)) {
         return errorReply('BAD_REQUEST', `several ${jwt.header} headers (send one bearer token)`, undefined, { 'www-authenticate': 'Bearer error="invalid_request"' })
       }
-      const token = bearer(value)
+      const token = tokenIn(value, this.#prefix)
       // A token in the URL (RFC 6750 §2.3 access_token), which the gateway does not read but many
       // backends do: beside the header's it authenticated another user than the tenant's token
       // (§2: one method per request), and alone an optional token let the request through as

@@ -10,7 +10,8 @@ import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
 import { localJwks, verifyWithJwks } from '../../config/jwks-verify.ts'
 import { fileStamp } from '../../config/file-stamp.ts'
 
-export type TenantJwtConfig = z.infer<typeof tenantJwtConfig>
+/** Where the token is read from (its header's `prefix`) is the filter's business, not the verifier's. */
+export type TenantJwtConfig = Omit<z.infer<typeof tenantJwtConfig>, 'prefix'>
 
 export class TokenError extends Error {
   constructor(message: string) {

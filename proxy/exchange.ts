@@ -71,6 +71,10 @@ function onUploadEnd(this: IncomingMessage & WithExchange): void {
 function onTimer(ex: Exchange): void {
   ex.timerFired()
 }
+function retryDispatch(ex: Exchange, sent: Dispatcher.DispatchOptions): void {
+  // (answered meanwhile: the client left, or a timeout fired)
+  if (ex.phase === Phase.Dispatched) ex.route.upstream.pool.dispatch(sent, ex)
+}
 
 /** Counts streamed request bytes when the client did not declare a length (chunked). */
 class BodyLimit extends Transform {
@@ -522,7 +526,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // the answer still carries, and the access line logs, the id it would have assigned.
     const rid = this.route.requestId
     if (rid !== undefined && below <= rid.index && !this.#preflight) this.ctx.assignRequestId()
-    const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body
+    const raw = reply.body
+    // A Uint8Array that is no Buffer (TextEncoder's output; replyProblem takes it as bytes) was
+    // handed to pipeline() as if it were a stream, which failed and destroyed the response: the
+    // client's connection dropped with no answer, nothing logged. A view on its memory, no copy.
+    const body = typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from((raw as Uint8Array).buffer, (raw as Uint8Array).byteOffset, (raw as Uint8Array).byteLength)
     const headers: Record<string, string | string[]> = { ...reply.headers }
     if (reply.code !== undefined) {
       this.ctx.errorCode ??= reply.code
@@ -710,7 +718,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.phase = Phase.Dispatched
     this.#dispatchedAt = now
     route.upstream.pool.dispatch(
-      {
+      (this.#sent = {
         path,
         method,
         headers,
@@ -718,9 +726,50 @@ export class Exchange implements Dispatcher.DispatchHandler {
         headersTimeout: 0,
         bodyTimeout: route.timeouts.bodyIdleMs,
         upgrade: null,
-      },
+      }),
       this,
     )
+  }
+  /** What was dispatched, kept for the one retry #mayRetry allows (undefined once retried). */
+  #sent: Dispatcher.DispatchOptions | undefined = undefined
+
+  /**
+   * The upstream closed the connection before answering: is sending the request again safe? This
+   * is the keep-alive race — the upstream closes an idle connection (its keep-alive timeout, a
+   * restart) just as a request goes out on it — which nginx (proxy_next_upstream error) and Envoy
+   * (reset) retry; the client got a 502 for a request the upstream never saw. Retried once, and
+   * only when repeating it cannot do harm whether or not the upstream ran it: no response head
+   * arrived (phase Dispatched), the connection was closed or reset (not a timeout, not a broken
+   * answer), the body is held in memory (none, or a GraphQL body; a streamed upload was consumed),
+   * and the request is safe — a GraphQL query (every operation of a batch), never a mutation nor
+   * an operation whose type is unknown (a persisted id the backend resolves); otherwise GET, HEAD
+   * or OPTIONS. Its deadlines stay those of the first attempt. An upstream that crashes on the
+   * request sees it twice, as behind nginx.
+   */
+  #mayRetry(err: Error): boolean {
+    const sent = this.#sent
+    if (sent === undefined) return false // retried already
+    const code = (err as { code?: string }).code
+    if (code !== 'ECONNRESET' && code !== 'EPIPE' && !(code === 'UND_ERR_SOCKET' && err.message === 'other side closed')) return false
+    if (sent.body != null && !Buffer.isBuffer(sent.body)) return false
+    if (this.res.destroyed || this.ctx.deadline <= performance.now()) return false
+    const gql = this.ctx.graphql
+    if (gql !== undefined) return gql.operationType === 'query'
+    const batch = this.ctx.batch
+    if (batch !== undefined) return batch.requests.every((r) => r !== undefined && r.operationType === 'query')
+    return sent.method === 'GET' || sent.method === 'HEAD' || sent.method === 'OPTIONS'
+  }
+
+  #retry(err: Error): void {
+    const sent = this.#sent!
+    this.#sent = undefined
+    // The old attempt's controller is spent: a timeout while the retry waits for a connection is
+    // #timedOutWaiting's to answer.
+    this.controller = undefined
+    this.proxy.metrics.upstreamRetries.labels(this.route.name).inc()
+    this.ctx.log.info({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, 'upstream closed the connection before answering; retrying once')
+    // Next tick: not from inside undici's handling of the closed socket.
+    process.nextTick(retryDispatch, this, sent)
   }
 
   /** A streamed upload is complete (undici read the last of it): the upstream's headers are due headersMs from now. */
@@ -830,7 +879,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #countUpload = false
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
-    if (statusCode < 200) return // 100-continue and early hints stay between us and the upstream
+    if (statusCode < 200 || statusCode > 599) {
+      if (statusCode >= 100 && statusCode < 200) return // 100-continue and early hints stay between us and the upstream
+      // llhttp takes any three digits and node:http writes any status up to 999: `HTTP/1.1 600`
+      // reached the client as a 600 no HTTP client reads, and `099` failed an undici assertion
+      // (a 502 "failed: ERR_ASSERTION"). No such status exists (RFC 9110 §15): the upstream's
+      // answer is broken, a 502 as Envoy answers it.
+      controller.abort(new ProxyAbort('UPSTREAM_UNAVAILABLE', `upstream ${this.route.upstream.name} sent an invalid HTTP status ${statusCode}`))
+      return
+    }
     const ctx = this.ctx
     const now = performance.now()
     ctx.upstreamMs = now - this.#dispatchedAt
@@ -1093,6 +1150,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#discarded) return
     const phase = this.phase
     if (phase === Phase.Done && this.res.destroyed) return // the client left first
+    if (phase === Phase.Dispatched && this.#mayRetry(err)) {
+      this.#retry(err)
+      return
+    }
     if (phase === Phase.Dispatched || (phase === Phase.ResponsePhase && !this.res.headersSent)) {
       // A filter reading the body before the head sees the failure; the client gets a 502/504.
       this.#body?.destroy(err)

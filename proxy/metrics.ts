@@ -304,6 +304,7 @@ export class ProxyMetrics {
   readonly proxyErrors: Counter<'route' | 'code'>
   readonly filterErrors: Counter<'filter'>
   readonly clientAborts: Counter<'route'>
+  readonly upstreamRetries: Counter<'route'>
   readonly wsConnections: Gauge<'route'>
   readonly wsMessages: Counter<'direction'>
   readonly workerRequests: PlainCounter<'worker'>
@@ -331,6 +332,7 @@ export class ProxyMetrics {
     this.proxyErrors = counter(registry, { name: 'igw_proxy_errors_total', help: 'Requests the proxy answered with an error of its own, by code', labelNames: ['route', 'code'] })
     this.filterErrors = counter(registry, { name: 'igw_filter_errors_total', help: 'Filters that threw, by filter', labelNames: ['filter'] })
     this.clientAborts = counter(registry, { name: 'igw_client_aborts_total', help: 'Requests the client abandoned before the response finished', labelNames: ['route'] })
+    this.upstreamRetries = counter(registry, { name: 'igw_upstream_retries_total', help: 'Requests sent upstream a second time because the upstream closed the connection before answering (the keep-alive race), by route', labelNames: ['route'] })
     this.wsConnections = gauge(registry, { name: 'igw_websocket_connections', help: 'Open proxied WebSocket connections', labelNames: ['route'] })
     this.wsMessages = counter(registry, { name: 'igw_websocket_messages_total', help: 'WebSocket messages relayed', labelNames: ['direction'] })
     this.workerRequests = new PlainCounter(registry, { name: 'igw_worker_requests_total', help: 'Requests accepted per worker thread (shows the kernel spread)', labelNames: ['worker'] })

@@ -158,7 +158,7 @@ export const dashboards: DashboardSpec[] = [
             ],
           },
           { title: 'Requests per second by status', type: 'timeseries', unit: 'reqps', w: 12, targets: [{ expr: `sum by (route, status) (rate(igw_requests_total{${route}}[${R}]))`, legend: '{{route}} {{status}}' }] },
-          { title: 'Proxy errors by code', type: 'timeseries', unit: 'reqps', w: 12, targets: [{ expr: `sum by (route, code) (rate(igw_proxy_errors_total{${route}}[${R}]))`, legend: '{{route}} {{code}}' }] },
+          { title: 'Proxy errors by code', type: 'timeseries', unit: 'reqps', w: 12, targets: [{ expr: `sum by (route, code) (rate(igw_proxy_errors_total{${route}}[${R}]))`, legend: '{{route}} {{code}}' }, { expr: `sum by (route) (rate(igw_upstream_retries_total{${route}}[${R}]))`, legend: '{{route}} retried (upstream closed before answering)' }] },
         ],
       },
       {

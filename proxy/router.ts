@@ -1,7 +1,11 @@
 // Route matching. Most specific host first (exact, then the longest "*.suffix", then routes
 // without a host), and within a host the longest path prefix wins, as Kubernetes ingress
-// controllers do. A sidecar with one catch-all route skips all of it. A configured host with a
-// port ("api.example.com:8080", "*.example.com:8080") matches that port only, before the same
+// controllers do. A prefix is a plain string prefix, as Envoy's `prefix` and nginx's `location`
+// ("/api" takes "/apix"), except that one ending in "/" also takes the path without that slash:
+// "/admin/" takes "/admin" and "/admin?x" (nginx answers those with a redirect to "/admin/"). They
+// went to the catch-all route instead, past the admin route's filters, to a backend that serves
+// "/admin" as "/admin/". A sidecar with one catch-all route skips all of it. A configured host
+// with a port ("api.example.com:8080", "*.example.com:8080") matches that port only, before the same
 // host without one; a configured host without a port matches any port.
 
 export interface Routable {
@@ -11,25 +15,26 @@ export interface Routable {
 }
 
 export class Router<R extends Routable> {
-  readonly #exact = new Map<string, R[]>()
+  readonly #exact = new Map<string, Entry<R>[]>()
   /** `withPort`: the suffix names a port (".example.com:8080"): compared with the Host as sent. */
-  readonly #wildcard: { suffix: string; withPort: boolean; routes: R[] }[] = []
-  readonly #any: R[] = []
+  readonly #wildcard: { suffix: string; withPort: boolean; routes: Entry<R>[] }[] = []
+  readonly #any: Entry<R>[] = []
   readonly #only: R | undefined
 
   constructor(routes: readonly R[]) {
-    const byPrefix = (a: R, b: R) => b.pathPrefix.length - a.pathPrefix.length
-    for (const r of routes) {
-      if (r.host === undefined) this.#any.push(r)
-      else if (r.host.startsWith('*.')) {
-        const suffix = r.host.slice(1) // ".example.com"
+    const byPrefix = (a: Entry<R>, b: Entry<R>) => b.route.pathPrefix.length - a.route.pathPrefix.length
+    for (const route of routes) {
+      const r = entry(route)
+      if (route.host === undefined) this.#any.push(r)
+      else if (route.host.startsWith('*.')) {
+        const suffix = route.host.slice(1) // ".example.com"
         let group = this.#wildcard.find((w) => w.suffix === suffix)
         if (!group) this.#wildcard.push((group = { suffix, withPort: suffix.includes(':'), routes: [] }))
         group.routes.push(r)
       } else {
-        const list = this.#exact.get(r.host) ?? []
+        const list = this.#exact.get(route.host) ?? []
         list.push(r)
-        this.#exact.set(r.host, list)
+        this.#exact.set(route.host, list)
       }
     }
     this.#any.sort(byPrefix)
@@ -73,12 +78,28 @@ export class Router<R extends Routable> {
   }
 }
 
-function byPathIn<R extends Routable>(routes: readonly R[] | undefined, path: string): R | undefined {
+/** A route, and for a prefix ending in "/" (not "/" itself) that prefix without it. */
+interface Entry<R> {
+  readonly route: R
+  readonly bare: string | undefined
+}
+
+function entry<R extends Routable>(route: R): Entry<R> {
+  const p = route.pathPrefix
+  return { route, bare: p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : undefined }
+}
+
+function byPathIn<R extends Routable>(routes: readonly Entry<R>[] | undefined, path: string): R | undefined {
   return routes === undefined ? undefined : byPath(routes, path)
 }
 
-function byPath<R extends Routable>(routes: readonly R[], path: string): R | undefined {
-  for (const r of routes) if (path.startsWith(r.pathPrefix)) return r
+/** The first route whose prefix starts the path (the request target), or whose "/"-less prefix is the whole path. */
+function byPath<R extends Routable>(routes: readonly Entry<R>[], path: string): R | undefined {
+  for (const e of routes) {
+    if (path.startsWith(e.route.pathPrefix)) return e.route
+    const bare = e.bare
+    if (bare !== undefined && path.startsWith(bare) && (path.length === bare.length || path.charCodeAt(bare.length) === 63 /* ? */)) return e.route
+  }
   return undefined
 }
 

@@ -28,6 +28,17 @@ describe('Router', () => {
     expect(router.match(host, path)?.name).toBe(want)
   })
 
+  it('a prefix ending in "/" also takes the path without it, so a route written "/admin/" keeps "/admin" from the catch-all route (sweep 23)', () => {
+    const ingress = new Router([r('root', undefined, '/'), r('admin', undefined, '/admin/'), r('admin-host', 'a.com', '/admin/')])
+    expect(ingress.match(undefined, '/admin')?.name).toBe('admin')
+    expect(ingress.match(undefined, '/admin?tab=users')?.name).toBe('admin')
+    expect(ingress.match(undefined, '/admin/users')?.name).toBe('admin')
+    expect(ingress.match('a.com', '/admin')?.name).toBe('admin-host')
+    // still a prefix of whole text, not of a segment: these are other paths
+    expect(ingress.match(undefined, '/adminx')?.name).toBe('root')
+    expect(ingress.match(undefined, '/admi')?.name).toBe('root')
+  })
+
   it('returns undefined when nothing matches', () => {
     const only = new Router([r('v1', 'a.com', '/v1')])
     expect(only.match('a.com', '/v2')).toBeUndefined()

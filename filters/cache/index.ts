@@ -174,7 +174,7 @@ class CacheFilter implements Filter {
         throw new Error('requireTenant: no tenant filter runs before cache on this route (entries are keyed by tenant); add one, or set requireTenant: false for a single-tenant route')
       }
     }
-    this.shared = new CacheShared(deps.shared)
+    this.shared = new CacheShared(deps.shared, deps.workerId)
     this.#multiWorker = deps.config.workers !== 1
     const settingsId = JSON.stringify([cfg.maxBytes, cfg.vary, cfg.authorization, cfg.requireTenant])
     this.rc = acquireRouteCache(`${deps.routeName}:${settingsId}`, cfg.maxBytes, this.shared, this.#multiWorker)
@@ -374,7 +374,7 @@ class CacheFilter implements Filter {
     }
     // A HEAD is answered from a stored GET (its head, as nginx and Varnish do: a refresh it
     // starts is a GET), but its own answer has no body to store: a miss goes upstream uncached.
-    if (head) return this.#l2 === undefined ? this.#bypass(ctx, policy) : this.#headL2(ctx, key, policy)
+    if (head) return this.#l2 === undefined ? this.#bypass(ctx, policy) : this.#headL2(ctx, gql, key, ttl, policy)
     return this.#miss(ctx, gql, key, ttl, policy, e)
   }
 
@@ -439,7 +439,8 @@ class CacheFilter implements Filter {
         const leaseMs = Math.min(Number.isFinite(ctx.deadline) ? Math.max(1, Math.ceil(ctx.deadline - performance.now())) : 60_000, 120_000) + 50
         const claim = this.shared.claim(slot, fp, leaseMs)
         if (claim === 'follower' || claim === 'done') {
-          rc.begin(key, claim === 'done' ? DONE_GRACE_MS : this.shared.leaseLeft(slot) + 50)
+          if (claim === 'done') rc.begin(key, DONE_GRACE_MS)
+          else rc.begin(key, this.shared.leaseLeft(slot) + 50, { slot, fp })
           return this.#follow(ctx, gql, st, policy)
         }
         if (claim === 'leader') {
@@ -522,19 +523,25 @@ class CacheFilter implements Filter {
   }
 
   /**
-   * A HEAD that L1 cannot answer: a fresh L2 copy answers it (and fills L1, as a GET's L2 hit
-   * does), so a proxy with a cold L1 does not send it upstream while Redis holds the entry.
-   * Otherwise it goes upstream uncached: no single-flight, nothing of its own stored in L1 or L2.
+   * A HEAD that L1 cannot answer: an L2 copy answers it (and fills L1, as a GET's L2 hit does),
+   * so a proxy with a cold L1 does not send it upstream while Redis holds the entry; one inside
+   * its stale-while-revalidate window is served STALE while a background GET refreshes it, as
+   * an L1 copy is (and as a GET's L2 lookup does). Otherwise it goes upstream uncached: no
+   * single-flight, nothing of its own stored in L1 or L2.
    */
-  async #headL2(ctx: RequestContext, key: string, policy: Policy | undefined): Promise<Decision> {
+  async #headL2(ctx: RequestContext, gql: GraphQLRequest, key: string, ttl: number, policy: Policy | undefined): Promise<Decision> {
     const seq = this.shared.seq()
     const r = await this.#l2!.get(key)
     const m = r?.meta
     const now = Date.now()
-    const entry = r !== undefined && m !== undefined && now < m.f ? this.#fromL2(key, m, r.body, seq, policy?.statSlot ?? -2) : undefined
+    const fresh = m !== undefined && now < m.f
+    const usable = fresh || (m !== undefined && now < m.w && this.#backgroundRefresh)
+    const entry = usable ? this.#fromL2(key, m, r!.body, seq, policy?.statSlot ?? -2) : undefined
     if (entry === undefined) return this.#bypass(ctx, policy)
     this.rc.set(entry)
-    return this.#reply(ctx, entry, now, 'hit', policy)
+    if (fresh) return this.#reply(ctx, entry, now, 'hit', policy)
+    this.#revalidate(ctx, gql, key, ttl, policy, entry, 'stale')
+    return this.#reply(ctx, entry, now, 'stale', policy)
   }
 
   /** An L2 copy as an entry of this proxy's, or undefined when an invalidation since `seq` voids it. */
@@ -1082,4 +1089,6 @@ class MutationCapture extends Transform {
 export const cacheFilter: FilterModule<CacheFilterConfig> = {
   create: (cfg, deps) => new CacheFilter(cfg, deps),
   sharedBytes: CACHE_SHARED_BYTES,
+  /** The supervisor saw worker thread `workerId` exit: free the fills it led (they never finish). */
+  workerExited: (shared, workerId) => new CacheShared(shared).releaseWorker(workerId),
 }

@@ -97,6 +97,16 @@ function onFlightTimeout(f: { store: RouteCache; key: string }): void {
   f.store.settle(f.key, undefined)
 }
 
+/** How often a follower of another thread's fill checks that its leader still holds the slot. */
+const WATCH_MS = 100
+
+function onFlightWatch(w: { store: RouteCache; key: string; until: number; slot: number; fp: number }): void {
+  // Freed before the broadcast came: its thread died (releaseWorker). The waiters elect a new
+  // leader rather than wait out a lease nobody will end.
+  if (!w.store.shared.held(w.slot, w.fp)) w.store.settle(w.key, ABANDONED)
+  else if (performance.now() >= w.until) w.store.settle(w.key, undefined)
+}
+
 export class RouteCache {
   readonly id: string
   readonly lru: LRUCache<string, CacheEntry>
@@ -160,11 +170,14 @@ export class RouteCache {
     return this.flights.has(key)
   }
 
-  /** Register a fill this worker leads, or waits for (another worker leads it: `waitMs` bounds it). */
-  begin(key: string, waitMs?: number): void {
+  /**
+   * Register a fill this worker leads, or waits for (another worker leads it: `waitMs` bounds it;
+   * `watch`: the process-wide slot it holds, whose release ends the wait early).
+   */
+  begin(key: string, waitMs?: number, watch?: { slot: number; fp: number }): void {
     const f: Flight = { waiters: [], timer: undefined }
     if (waitMs !== undefined) {
-      f.timer = setTimeout(onFlightTimeout, waitMs, { store: this, key })
+      f.timer = watch === undefined ? setTimeout(onFlightTimeout, waitMs, { store: this, key }) : setInterval(onFlightWatch, WATCH_MS, { store: this, key, until: performance.now() + waitMs, ...watch })
       f.timer.unref()
     }
     this.flights.set(key, f)

@@ -17,7 +17,7 @@ const HEADER = 16
 export const TAG_SLOTS = 1 << 16
 const FLIGHT_BASE = HEADER + TAG_SLOTS
 export const FLIGHT_SLOTS = 1 << 12
-const FLIGHT_WORDS = 4 // fingerprint, leaseEnd, doneUntil, waiters
+const FLIGHT_WORDS = 4 // fingerprint, leaseEnd, doneUntil, owner (leader's workerId + 1)
 const STATS_BASE = FLIGHT_BASE + FLIGHT_SLOTS * FLIGHT_WORDS
 export const STAT_SLOTS = 1 << 11
 const STAT_WORDS = 3 // fingerprint, hits, lookups
@@ -58,8 +58,11 @@ export type Claim = 'leader' | 'follower' | 'done' | 'collision'
 export class CacheShared {
   readonly i32: Int32Array
   readonly nonce: string
+  /** This thread's workerId + 1, recorded in the flight slots it leads (0: unknown). */
+  readonly #owner: number
 
-  constructor(sab: SharedArrayBuffer | undefined) {
+  constructor(sab: SharedArrayBuffer | undefined, workerId = -1) {
+    this.#owner = workerId + 1
     // Without a process buffer (a proxy built outside the supervisor), state is per thread.
     const buf = sab !== undefined && sab.byteLength >= CACHE_SHARED_BYTES ? sab : new SharedArrayBuffer(CACHE_SHARED_BYTES)
     this.i32 = new Int32Array(buf, 0, TOTAL_WORDS)
@@ -150,7 +153,10 @@ export class CacheShared {
     }
     Atomics.store(a, slot + 1, nonZero((now + leaseMs) | 0))
     Atomics.store(a, slot + 2, 0)
-    if (Atomics.compareExchange(a, slot, cur, fp) === cur) return 'leader'
+    if (Atomics.compareExchange(a, slot, cur, fp) === cur) {
+      Atomics.store(a, slot + 3, this.#owner)
+      return 'leader'
+    }
     return retry ? this.claim(slot, fp, leaseMs, false) : 'collision'
   }
 
@@ -166,6 +172,34 @@ export class CacheShared {
       Atomics.store(a, slot + 2, 0)
       Atomics.compareExchange(a, slot, fp, 0)
     }
+  }
+
+  /** The slot is still leased or done for fp: its followers keep waiting for the broadcast. */
+  held(slot: number, fp: number): boolean {
+    const a = this.i32
+    const now = now32()
+    return Atomics.load(a, slot) === fp && (live(Atomics.load(a, slot + 1), now) || live(Atomics.load(a, slot + 2), now))
+  }
+
+  /**
+   * Worker thread `workerId` is gone (crashed, stopped by the watchdog): free the flight slots it
+   * led. Its fills will never finish, and until their leases ran out (up to two minutes) every
+   * miss on those keys, in every other thread and in its replacement, waited for them.
+   */
+  releaseWorker(workerId: number): number {
+    const a = this.i32
+    const now = now32()
+    let n = 0
+    for (let slot = FLIGHT_BASE; slot < STATS_BASE; slot += FLIGHT_WORDS) {
+      if (Atomics.load(a, slot + 3) !== workerId + 1 || !live(Atomics.load(a, slot + 1), now)) continue
+      const fp = Atomics.load(a, slot)
+      if (fp === 0 || Atomics.compareExchange(a, slot, fp, 0) !== fp) continue
+      Atomics.store(a, slot + 1, 0)
+      Atomics.store(a, slot + 2, 0)
+      Atomics.store(a, slot + 3, 0)
+      n++
+    }
+    return n
   }
 
   /** Ms until the slot's lease ends (0 when it has). */

@@ -2,7 +2,7 @@
 // becomes a ConfigError whose lines name the exact place ("routes[1].upstream: …").
 import { readFileSync } from 'node:fs'
 import { extname } from 'node:path'
-import { isScalar, parseDocument, visit, type Document, type Scalar } from 'yaml'
+import { isAlias, isCollection, isPair, isScalar, isSeq, parseDocument, visit, type Document, type Node, type Scalar } from 'yaml'
 import type { z } from 'zod'
 import { isSecretPath, isWebhookUrlPath, redactUrlCredentials } from './redact.ts'
 import { gatewayConfig, type GatewayConfig } from './schema.ts'
@@ -22,11 +22,30 @@ export class ConfigError extends Error {
 // "}" lines below and silently took every line in between out of the document.
 const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^}$\r\n]|\$(?!\{))*))?\}|\$\{/g
 
-/** Marks a reference in the text while the YAML is parsed; padded with more of it to the reference's length. */
-const MARK = '\u00a7' // §
+/**
+ * The character that marks a reference in the text while the YAML is parsed (padded with more of
+ * it to the reference's length): one of the Private Use Area the text does not hold, so no text
+ * of the document's own reads as a mark. A fixed "§" did: a literal `§0§§` became the value of
+ * the first reference. One UTF-16 unit, so error columns stay true; undefined when the text
+ * holds every one of them. Written as an escape ("\ue000" in a double-quoted scalar) counts too.
+ */
+function markChar(text: string): string | undefined {
+  const used = new Uint8Array(0xf900 - 0xe000)
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i) - 0xe000
+    if (c >= 0 && c < used.length) used[c] = 1
+  }
+  for (const m of text.matchAll(/\\(?:u|U0000)([eEfF][0-9a-fA-F]{3})/g)) {
+    const c = Number.parseInt(m[1]!, 16) - 0xe000
+    if (c < used.length) used[c] = 1
+  }
+  const free = used.indexOf(0)
+  return free === -1 ? undefined : String.fromCharCode(0xe000 + free)
+}
 
 interface Marked {
   text: string
+  mark: string
   /** What each mark stands for, how many padding marks follow its number, and what is wrong with it. */
   refs: { value: string; pad: number; literal: boolean; problem?: string }[]
 }
@@ -39,7 +58,7 @@ interface Marked {
  * never into the text, where `s3cr #t` would end at the comment and a value holding a newline
  * or `key: x` would add to the document.
  */
-function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
+function markEnvRefs(text: string, env: NodeJS.ProcessEnv, mark: string): Marked {
   const refs: Marked['refs'] = []
   const out = text.replace(ENV_REF, (match, name: string | undefined, def: string | undefined, offset: number) => {
     // Every reference is marked, comments included; what is wrong with one (an unset variable,
@@ -69,12 +88,12 @@ function markEnvRefs(text: string, env: NodeJS.ProcessEnv): Marked {
         value = ''
       }
     }
-    const head = `${MARK}${refs.length}`
+    const head = `${mark}${refs.length}`
     const pad = Math.max(1, match.length - head.length)
     refs.push(problem === undefined ? { value, pad, literal: match === '$$' } : { value, pad, literal: false, problem })
-    return head + MARK.repeat(pad)
+    return head + mark.repeat(pad)
   })
-  return { text: out, refs }
+  return { text: out, mark, refs }
 }
 
 /**
@@ -96,7 +115,7 @@ const STR_TAG = 'tag:yaml.org,2002:str'
  * Put the values of the marks into the parsed document's scalars (keys included, added to
  * `substitutedKeys`). Returns the problems of the references that landed in one, in document order.
  */
-function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], substitutedKeys: Set<Scalar>): string[] {
+function substituteRefs(doc: Document.Parsed, { mark: MARK, refs }: Marked, substitutedKeys: Set<Scalar>): string[] {
   const used = new Set<number>()
   visit(doc, {
     Scalar(key, node) {
@@ -118,7 +137,7 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], substitutedK
         const n = Number(src.slice(at + 1, j))
         const ref = j > at + 1 ? refs[n] : undefined
         if (ref === undefined || src.slice(j, j + ref.pad) !== MARK.repeat(ref.pad)) {
-          out += src.slice(i, at + 1) // a § of the document's own
+          out += src.slice(i, at + 1) // not one of ours (markChar makes this unreachable)
           i = at + 1
           continue
         }
@@ -135,29 +154,55 @@ function substituteRefs(doc: Document.Parsed, refs: Marked['refs'], substitutedK
   return [...used].sort((x, y) => x - y).map((n) => refs[n]!.problem!)
 }
 
+/** The config path (as formatPath shows it) of a node, from the ancestors `visit` passes. */
+function nodePath(ancestors: readonly unknown[], node: unknown): PropertyKey[] {
+  const chain = [...ancestors, node]
+  const path: PropertyKey[] = []
+  for (let i = 0; i < chain.length - 1; i++) {
+    const n = chain[i]
+    if (isPair(n)) path.push(isScalar(n.key) ? (n.key.value === null ? '' : String(n.key.value)) : '?')
+    else if (isSeq(n)) path.push(n.items.indexOf(chain[i + 1] as never))
+  }
+  return path
+}
+
 /**
- * Keys that are one key of the loaded object but two to the parser, whose uniqueKeys compares
- * values: `10042:` and `"10042":` (a number and a string), or `${T}:` and `acme:` before T=acme
- * was in. The later entry silently replaced the earlier one (a tenant's tier, a route's upstream).
+ * Keys the loaded object cannot hold as written. A map or list as a key (`? {a: 1} : x`, or an
+ * alias of one) is only a warning to the parser, and toJS made it the text "[object Object]" or
+ * "{ a: 1 }": a config entry under a name nobody wrote. And keys that are one key of the loaded
+ * object but two to the parser, whose uniqueKeys compares values: `10042:` and `"10042":` (a
+ * number and a string), `${T}:` and `acme:` before T=acme was in, or `*k :` and the key its
+ * anchor names. The later entry silently replaced the earlier one (a tenant's tier, a route's upstream).
  */
-function repeatedKeys(doc: Document.Parsed, substitutedKeys: ReadonlySet<Scalar>, lineOf: (offset: number) => number): string[] {
+function keyProblems(doc: Document.Parsed, substitutedKeys: ReadonlySet<Scalar>, lineOf: (offset: number) => number): string[] {
   const problems: string[] = []
+  const at = (node: { range?: readonly number[] | null }) => (node.range?.[0] === undefined ? '' : `line ${lineOf(node.range[0])}: `)
   visit(doc, {
-    Map(_key, map) {
-      const seen = new Map<string, Scalar>()
+    Map(_key, map, ancestors) {
+      const seen = new Map<string, unknown>()
       for (const pair of map.items) {
-        // A merge key (`<<`, whose value is a symbol) may repeat, as the parser allows.
-        if (!isScalar(pair.key) || typeof pair.key.value === 'symbol') continue
-        // The object key toJS makes of a scalar (null → '').
-        const k = pair.key.value === null ? '' : String(pair.key.value)
-        const first = seen.get(k)
-        if (first === undefined) {
-          seen.set(k, pair.key)
+        const written = pair.key
+        const key = isAlias(written) ? written.resolve(doc) : written
+        if (isCollection(key)) {
+          problems.push(`${at(written as Node)}${formatPath(nodePath(ancestors, map))}: a ${isSeq(key) ? 'list' : 'map'} used as a key; a key is a name`)
           continue
         }
-        const at = pair.key.range?.[0]
-        const why = substitutedKeys.has(pair.key) || substitutedKeys.has(first) ? 'after ${…} substitution' : 'one quoted, one not: the same key once loaded'
-        problems.push(`${at === undefined ? '' : `line ${lineOf(at)}: `}key ${JSON.stringify(showKey(k))} appears twice in one map (${why}); each key may appear once`)
+        // A merge key (`<<`, whose value is a symbol) may repeat, as the parser allows.
+        if (!isScalar(key) || typeof key.value === 'symbol') continue
+        // The object key toJS makes of a scalar (null → '').
+        const k = key.value === null ? '' : String(key.value)
+        const first = seen.get(k)
+        if (first === undefined) {
+          seen.set(k, written)
+          continue
+        }
+        const why =
+          substitutedKeys.has(key) || substitutedKeys.has(first as Scalar)
+            ? 'after ${…} substitution'
+            : isAlias(written) || isAlias(first)
+              ? 'one an alias of the other'
+              : 'one quoted, one not: the same key once loaded'
+        problems.push(`${at(written as Node)}key ${JSON.stringify(showKey(k))} appears twice in one map (${why}); each key may appear once`)
       }
     },
   })
@@ -249,8 +294,41 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   return lines
 }
 
+/**
+ * Where a document holds a "__proto__" key of its own (YAML and JSON.parse both make one). Zod
+ * builds a map (`tenants:`, `upstreams:`, a topic's `variables`) by assignment, and assigning
+ * "__proto__" sets the prototype: the entry vanished without a word, its key never checked. The
+ * control plane's words for the same (store.ts checks its documents before this).
+ */
+function protoKeys(doc: unknown): string[] {
+  interface Entry {
+    value: unknown
+    key?: PropertyKey
+    parent?: Entry
+  }
+  const pathOf = (e: Entry): PropertyKey[] => {
+    const path: PropertyKey[] = []
+    for (let p: Entry | undefined = e; p?.key !== undefined; p = p.parent) path.unshift(p.key)
+    return path
+  }
+  const problems: string[] = []
+  const stack: Entry[] = [{ value: doc }]
+  for (let e = stack.pop(); e !== undefined && problems.length < MAX_PROBLEMS; e = stack.pop()) {
+    const value = e.value
+    if (value === null || typeof value !== 'object') continue
+    if (Array.isArray(value)) for (let i = 0; i < value.length; i++) stack.push({ value: value[i], key: i, parent: e })
+    else {
+      if (Object.hasOwn(value, '__proto__')) problems.push(`${formatPath([...pathOf(e), '__proto__'])}: "__proto__" is not allowed as a key`)
+      for (const k in value) stack.push({ value: (value as Record<string, unknown>)[k], key: k, parent: e })
+    }
+  }
+  return problems
+}
+
 /** Validate an already-parsed document. */
 export function validateConfig(doc: unknown, source = 'config'): GatewayConfig {
+  const proto = protoKeys(doc)
+  if (proto.length) throw new ConfigError(source, proto)
   const result = gatewayConfig.safeParse(doc, { reportInput: true })
   if (!result.success) throw new ConfigError(source, formatIssues(result.error.issues))
   return result.data
@@ -265,8 +343,10 @@ function lineAt(text: string, offset: number): number {
 
 /** Parse text (YAML is a superset of JSON, so one parser serves both). */
 export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
-  const { text: marked, refs } = markEnvRefs(text, env)
-  const doc = parseDocument(marked, { prettyErrors: true, uniqueKeys: true, merge: true })
+  const mark = markChar(text)
+  if (mark === undefined) throw new ConfigError(source, ['(root): the document holds every character from U+E000 to U+F8FF; igw cannot read ${…} references in it'])
+  const marked = markEnvRefs(text, env, mark)
+  const doc = parseDocument(marked.text, { prettyErrors: true, uniqueKeys: true, merge: true })
   if (doc.errors.length) {
     throw new ConfigError(
       source,
@@ -290,18 +370,18 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
   visit(doc, {
     Node(_key, node) {
       if (typeof node.tag !== 'string' || !node.tag.startsWith('!')) return
-      if (isScalar(node) && typeof node.value === 'string' && node.value.includes(MARK)) return
+      if (isScalar(node) && typeof node.value === 'string' && node.value.includes(marked.mark)) return
       const at = node.range?.[0]
-      unknownTags.push(`${at === undefined ? '' : `line ${lineAt(marked, at)}: `}igw does not read the tag ${node.tag} (the value after it would be taken as it is written); for an environment variable write \${NAME}`)
+      unknownTags.push(`${at === undefined ? '' : `line ${lineAt(marked.text, at)}: `}igw does not read the tag ${node.tag} (the value after it would be taken as it is written); for an environment variable write \${NAME}`)
     },
   })
   if (unknownTags.length) throw new ConfigError(source, unknownTags)
   const substitutedKeys = new Set<Scalar>()
-  if (refs.length) {
-    const problems = substituteRefs(doc, refs, substitutedKeys)
+  if (marked.refs.length) {
+    const problems = substituteRefs(doc, marked, substitutedKeys)
     if (problems.length) throw new ConfigError(source, problems)
   }
-  const repeated = repeatedKeys(doc, substitutedKeys, (offset) => lineAt(marked, offset))
+  const repeated = keyProblems(doc, substitutedKeys, (offset) => lineAt(marked.text, offset))
   if (repeated.length) throw new ConfigError(source, repeated)
   try {
     return doc.toJS({ maxAliasCount: 100 }) ?? {}

@@ -19,6 +19,11 @@ function isSecretKey(key: string): boolean {
 
 /** True when a config path (["routes", 0, "filters", 1, "jwt", "secret"]) ends in a secret. */
 export function isSecretPath(path: readonly PropertyKey[]): boolean {
+  // A topic's `variables` are free-form JSON sent upstream: there a secret-named key's whole value
+  // is secret, nested maps and lists included (`auth: {token: …}`, `apiKey: {value: …}`), where
+  // elsewhere only the nearest name decides (a tenant named "private-bank" holds no secret).
+  const v = path.lastIndexOf('variables')
+  if (v !== -1) for (let i = v + 1; i < path.length - 1; i++) if (typeof path[i] === 'string' && isSecretKey(path[i] as string)) return true
   for (let i = path.length - 1; i >= 0; i--) {
     const p = path[i]
     if (typeof p === 'number') continue // previousCursorKeys[0]: the array's name decides
@@ -131,6 +136,8 @@ function redactWebhookUrl(value: string): string {
 /** The document with every secret replaced, for showing (admin /config). */
 export function redactConfig(value: unknown, path: readonly PropertyKey[] = []): unknown {
   if (typeof value === 'string') return isSecretPath(path) ? REDACTED : isWebhookUrlPath(path) ? redactWebhookUrl(value) : redactUrlCredentials(value)
+  // Whatever its type: an unquoted `apiKey: 12345678` (or `${PIN}` of digits) is a number.
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return isSecretPath(path) ? REDACTED : value
   if (Array.isArray(value)) return value.map((v, i) => redactConfig(v, [...path, i]))
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {}

@@ -197,14 +197,22 @@ interface Waiter<T> {
   done: (got: T[]) => void
 }
 
-/** With port 0 every reusePort listener would get its own port: reserve one for all of them. */
+/**
+ * With port 0 every reusePort listener would get its own port: reserve one for all of them. A
+ * fixed port is first bound without reusePort, which any listener there refuses: the workers'
+ * reusePort listeners bound beside another igw's (a forgotten one, a copy with another admin
+ * port) without a word, and the kernel split the connections between the two processes.
+ */
 async function reservePort(host: string | undefined, port: number): Promise<{ port: number; release: () => void }> {
-  if (port !== 0) return { port, release: () => undefined }
   const placeholder = createNetServer()
   await new Promise<void>((resolve, reject) => {
     placeholder.once('error', reject)
-    placeholder.listen({ host, port: 0, reusePort: true }, resolve)
+    placeholder.listen({ host, port, reusePort: port === 0 }, resolve)
   })
+  if (port !== 0) {
+    await new Promise<void>((resolve) => placeholder.close(() => resolve()))
+    return { port, release: () => undefined }
+  }
   const addr = placeholder.address()
   const bound = typeof addr === 'object' && addr ? addr.port : 0
   return { port: bound, release: () => placeholder.close() }
@@ -306,7 +314,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
 
   const { host, port: wantedPort } = splitListenAddress(config.listen)
-  const reservation = await reservePort(host, wantedPort)
+  let reservation: Awaited<ReturnType<typeof reservePort>>
+  try {
+    reservation = await reservePort(host, wantedPort)
+  } catch (err) {
+    throw listenError('listen', config.listen, (err as NodeJS.ErrnoException).code, (err as Error).message)
+  }
   const port = reservation.port
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers
   // Read once: the container's limit does not change under a running process.

@@ -359,7 +359,9 @@ export class WorkerProxy {
     if (!(status === 101 && ctx.upgrade)) ctx.runCleanups()
     ctx.route.metrics.request(status, ctx.tier)
     this.usage.subscription(ctx, status)
-    if (this.#accessLog) this.#access(ctx, status, performance.now() - ctx.startTime, false)
+    // Sampled as any request (a 101 or a 4xx refusal was logged whatever the rate: every
+    // reconnecting subscriber); 499, the client gone mid-handshake, is kept as an abort is.
+    if (this.#accessLog && (status === 499 || this.#sampled(status))) this.#access(ctx, status, performance.now() - ctx.startTime, false)
     this.finishUpgradeRaw(ctx.req)
   }
 

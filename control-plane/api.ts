@@ -19,7 +19,7 @@ import { COLLECTIONS, SECTIONS, getAt, getItem, listItems, putItem, setAt, type 
 import { dateTimeQuery, digestParam, hasNul, integerParam, integerQuery, isCalendarDate } from './request-values.ts'
 import { itemSchemaName, ref } from './schemas.ts'
 import { NotFound, PreconditionFailed, type ConfigStore, type Head } from './store.ts'
-import { localDay, MAX_BOOT_ID_LENGTH, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
+import { daysBefore, localDay, MAX_BOOT_ID_LENGTH, USAGE_COUNTER_MAX, validateReport, type UsageLedger } from './usage.ts'
 import type { UsedToday } from './used-today.ts'
 
 /** Longer than any token the DLP tokenizer makes (it refuses them too: filters/dlp/tokenizer.ts). */
@@ -659,7 +659,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'GET',
       path: '/v1/tenants/{id}/quotas/{kind}',
       auth: { action: 'admin.read', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
-      doc: { summary: 'One daily quota with today’s use; its ETag is what PUT/DELETE take as If-Match', tags: ['quotas'], responses: { 200: { description: 'the quota', schema: ref('Quota'), etag: true }, ...NOT_MODIFIED, 404: problem('no such tenant, or no such quota set'), ...COMMON } },
+      doc: { summary: 'One daily quota with today’s use; its ETag is what PUT/DELETE take as If-Match', tags: ['quotas'], responses: { 200: { description: 'the quota (never 304: its ETag is the limit’s, while usedToday moves)', schema: ref('Quota'), etag: true }, 404: problem('no such tenant, or no such quota set'), ...COMMON } },
       async handle(ctx) {
         const kind = ctx.params.kind!
         if (!isQuotaKind(kind)) throw new HttpError(404, `unknown quota kind "${kind}" (graphql, ingest, embeddings, subscriptions)`)
@@ -667,7 +667,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         requireTenant(h, ctx.params.id!)
         const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)
         if (q === undefined) throw new HttpError(404, `tenants/${ctx.params.id}/quotas/${kind} is not set`)
-        sendJson(ctx.res, 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }) })
+        // The ETag is the limit's (what If-Match takes): a poller's If-None-Match was answered 304
+        // while usedToday had moved, and a usage dashboard froze at its first reading.
+        sendJson(ctx.res, 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }) }, { conditional: false })
       },
     },
     {
@@ -705,7 +707,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         summary: 'Per-day usage totals (days in the tenant’s time zone), signed',
         tags: ['usage'],
         query: [
-          { name: 'from', description: 'first day, YYYY-MM-DD (default: 30 days ago)', schema: { type: 'string', format: 'date' } },
+          { name: 'from', description: 'first day, YYYY-MM-DD (default: 30 days before `to`)', schema: { type: 'string', format: 'date' } },
           { name: 'to', description: 'last day, YYYY-MM-DD (default: today)', schema: { type: 'string', format: 'date' } },
         ],
         responses: { 200: { description: 'statement', schema: ref('Statement') }, 400: problem('bad dates'), 404: problem('no such tenant'), ...COMMON },
@@ -717,8 +719,10 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         if (!Object.hasOwn((h.document.tenants as object | undefined) ?? {}, tenant) && !ids.has(tenant)) throw new HttpError(404, `tenants/${tenant} does not exist`)
         const tz = tenantZone(h.document, tenant)
         const today = localDay(new Date(), tz)
-        const from = ctx.query.get('from') ?? localDay(new Date(Date.now() - 30 * 86_400_000), tz)
         const to = ctx.query.get('to') ?? today
+        // 30 days before `to`: counted back from today, `?to=` a past month-end alone was a 400
+        // blaming a `from` the caller never sent ("from: … is after to: …").
+        const from = ctx.query.get('from') ?? (isCalendarDate(to) ? daysBefore(to, 30) : today)
         const problems = [['from', from], ['to', to]].filter(([, v]) => !isCalendarDate(v!)).map(([k, v]) => `${k}: expected a date YYYY-MM-DD, got "${v}"`)
         if (problems.length) throw new HttpError(400, 'invalid date range', { problems })
         if (from > to) throw new HttpError(400, 'invalid date range', { problems: [`from: ${from} is after to: ${to}`] })

@@ -302,6 +302,12 @@ function useJsonPosts(): Plugin<Record<string, unknown>, ServerContext> {
   return {
     onRequestParse({ request }) {
       if (request.method !== 'POST') return
+      // As the REST API: a compressed body was parsed as the JSON itself ("POST body sent invalid
+      // JSON", echoing the gzip bytes back); no coding is decoded here.
+      const coding = (request.headers.get('content-encoding') ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+      if (coding.length > 0) {
+        throw createGraphQLError(`expected an uncompressed body, got Content-Encoding "${coding.join(', ').slice(0, 40)}"`, { extensions: { code: 'UNSUPPORTED_MEDIA_TYPE', http: { status: 415, spec: false } } })
+      }
       const type = request.headers.get('content-type') ?? ''
       if (POST_BODY_TYPE.test(type)) return
       throw createGraphQLError(`expected a JSON body (content-type: application/json), got "${type.slice(0, 100) || 'none'}"`, { extensions: { code: 'UNSUPPORTED_MEDIA_TYPE', http: { status: 415, spec: false } } })

@@ -72,8 +72,13 @@ function notModified(req: IncomingMessage | undefined, etag: string): boolean {
   return header.split(',').some((t) => t.trim() === '*' || weak(t.trim()) === weak(etag))
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  if (status === 200 && headers.etag !== undefined && notModified(res.req, headers.etag)) {
+/**
+ * `conditional: false`: the ETag sent does not cover the whole body (a quota's is its limit, what
+ * If-Match takes, while `usedToday` moves with traffic), so If-None-Match holding it says nothing
+ * of whether the client's copy is current: always the 200.
+ */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}, opts: { conditional?: boolean } = {}): void {
+  if (status === 200 && headers.etag !== undefined && opts.conditional !== false && notModified(res.req, headers.etag)) {
     res.writeHead(304, { 'cache-control': 'no-store', ...(bodyUnread(res.req) ? { connection: 'close' } : {}), ...headers }).end()
     return
   }
@@ -98,9 +103,22 @@ export const MAX_BODY = 4 * 1024 * 1024
 /** Refuses malformed UTF-8 (a BOM is kept, and JSON.parse refuses it as before). */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
+/** The request body's content coding other than `identity` (RFC 9110 §8.4), if any. */
+export function contentCoding(req: IncomingMessage): string | undefined {
+  const header = req.headers['content-encoding']
+  if (header === undefined) return undefined
+  const codings = header.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+  return codings.length === 0 ? undefined : header.trim()
+}
+
 export async function readJson(req: IncomingMessage, maxBytes = MAX_BODY): Promise<unknown> {
   const type = req.headers['content-type'] ?? ''
   if (!/^application\/([a-z.+-]*\+)?json\b/i.test(type)) throw new HttpError(415, `expected a JSON body (content-type: application/json), got "${type || 'none'}"`)
+  // A compressed body was read as the JSON text itself: a gzip'd document was refused as "not
+  // valid UTF-8 … re-encode it", which sent the client after a charset problem it did not have.
+  // No coding is decoded here (RFC 9110 §8.4.1: 415 for a content coding not accepted).
+  const coding = contentCoding(req)
+  if (coding !== undefined) throw new HttpError(415, `expected an uncompressed body, got Content-Encoding "${coding.slice(0, 40)}"`, { problems: ['Content-Encoding: not supported (send the JSON uncompressed, or "identity")'] })
   // JSON is UTF-8 (RFC 8259 §8.1): a body declared in another charset was decoded as UTF-8 all
   // the same, and "café" in Latin-1 was stored and audited as "caf\uFFFD" with a 2xx.
   const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(type)?.[1]

@@ -69,7 +69,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
     if (r.doc.requestBody) {
       responses['400'] ??= problemOf('the body is not JSON, nests deeper than 128 levels, or is not what this operation takes')
       responses['413'] ??= problemOf('the body is too large')
-      responses['415'] ??= problemOf('the body is not application/json, or declares a charset other than UTF-8')
+      responses['415'] ??= problemOf('the body is not application/json, declares a charset other than UTF-8, or is compressed (a Content-Encoding other than identity)')
     }
     // Whatever the handler: an unexpected error is a generic 500 naming the request id (server.ts).
     responses['500'] ??= problemOf('an unexpected error; the control plane log has it under requestId')
@@ -112,7 +112,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
     }
     if (method === 'post') {
       responses[413] = graphqlErrors('request body over 4 MiB')
-      responses[415] = graphqlErrors('not a JSON body (application/json, application/*+json or application/graphql; form posts and multipart uploads are not accepted)', false)
+      responses[415] = graphqlErrors('not a JSON body (application/json, application/*+json or application/graphql; form posts and multipart uploads are not accepted), or a compressed one (Content-Encoding)', false)
     }
     for (const [status, resp] of Object.entries(responses)) {
       const out = resp as { headers?: Record<string, unknown> }

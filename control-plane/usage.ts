@@ -213,7 +213,7 @@ function placeholders(rows: number, width: number, first = 1): string {
 }
 
 /** The calendar day `n` days before `day` (both YYYY-MM-DD; local days are dates, so UTC arithmetic is exact). */
-function daysBefore(day: string, n: number): string {
+export function daysBefore(day: string, n: number): string {
   return new Date(Date.parse(`${day}T00:00:00Z`) - n * 86_400_000).toISOString().slice(0, 10)
 }
 

@@ -972,7 +972,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         responses: { 200: { description: 'values (null: see errors)', schema: ref('DetokenizeResult') }, 400: problem('bad body'), 501: problem('no tokenizer in this build'), ...COMMON, 503: problem('the DLP keyring cannot be read, or the database is unavailable') },
       },
       async handle(ctx) {
-        const b = (await readJson(ctx.req)) as { tokens?: unknown; tenant?: unknown }
+        const b = (await readJson(ctx.req)) as { tokens?: unknown }
         if (!Array.isArray(b?.tokens) || b.tokens.some((t) => typeof t !== 'string') || b.tokens.length > 1000) throw new HttpError(400, 'expected {tokens: string[] (at most 1000)}')
         // Every token is written to the audit log (twice when it fails): a 4 MiB body of one
         // junk "token" would put ~8 MiB in an entry. No token the tokenizer makes is this long.

@@ -236,7 +236,9 @@ export function componentSchemas(): Record<string, JsonSchema> {
     SigningKey: { type: 'object', required: ['keyId', 'algorithm', 'publicKeyPem'], additionalProperties: false, properties: { keyId: str, algorithm: { const: 'ed25519' }, publicKeyPem: str } },
     Ready: { type: 'object', required: ['status', 'database', 'version'], additionalProperties: false, properties: { status: { const: 'ready' }, database: { enum: ['sqlite', 'postgres'] }, version: int } },
     Health: { type: 'object', required: ['status', 'version', 'proxiesConnected'], additionalProperties: false, properties: { status: str, version: int, proxiesConnected: int } },
-    DetokenizeInput: { type: 'object', required: ['tokens'], properties: { tokens: { type: 'array', items: str, maxItems: 1000 }, tenant: str } },
+    // No tenant: tokens are made with the one keyring every tenant's exports use, so only a subject
+    // scoped to no tenant may reveal them (a `tenant` field here was taken and never used).
+    DetokenizeInput: { type: 'object', required: ['tokens'], properties: { tokens: { type: 'array', items: str, maxItems: 1000 } } },
     DetokenizeResult: {
       type: 'object',
       required: ['values', 'errors'],

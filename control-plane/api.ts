@@ -34,6 +34,8 @@ export interface ApiDeps extends PluginRouteDeps {
   usedToday: UsedToday
   /** The keys GET /v1/audit/verify checks entries with: this instance's, then those it replaced (--previous-keys). Default: this instance's. */
   auditKeys?: readonly KeyObject[]
+  /** A refused write or reveal (a 403 from the policy): logged, and audited as `<action>.denied`. Never throws. */
+  refused?: (actor: string, action: string, resource: string, after: Record<string, unknown>) => Promise<void>
 }
 
 /** How far a usage report's `at` may be from this clock and still decide its day (see /v1/usage). */

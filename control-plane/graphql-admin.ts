@@ -209,7 +209,7 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
       const resourceOf = FIELD_RESOURCES[`${typeName}.${name}`]
       if (resourceOf === undefined) throw new Error(`${typeName}.${name} carries @auth but names no policy resource (FIELD_RESOURCES)`)
       const inner = field.resolve!
-      field.resolve = (root, args: Record<string, unknown>, ctx: GraphQLContext, info) => {
+      field.resolve = async (root, args: Record<string, unknown>, ctx: GraphQLContext, info) => {
         // A String variable is JSON, which may carry a lone UTF-16 surrogate ("\ud800"): not text
         // any id can hold, and the policy engine cannot read it (the REST API refuses the same in
         // a path as a 400). Refused as the caller's input, before the policy is asked.
@@ -221,7 +221,11 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
         // so the policy decides on what is written, never on another reading of the argument.
         const tenant = typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant
         const d = deps.authorizer.decide(ctx.subject, attr as Action, resourceOf(args, tenant))
-        if (!d.allow) throw createGraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
+        if (!d.allow) {
+          // A refused mutation is audited as a refused REST write is (deps.refused).
+          if (attr !== 'admin.read') await deps.refused?.(ctx.subject.sub, attr, `graphql/${typeName}.${name}`, { reason: d.reason, tenant: tenant ?? null })
+          throw createGraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
+        }
         return inner(root, args, ctx, info)
       }
     }

@@ -23,6 +23,9 @@ import { CONFIG_CHANNEL, ConfigStore, NotFound, PreconditionFailed, ValidationFa
 import { UsageLedger } from './usage.ts'
 import { UsedToday } from './used-today.ts'
 
+
+/** Actions whose refusal (403) is audited: writes and reveals, not reads. */
+const AUDITED_REFUSALS: ReadonlySet<string> = new Set(['admin.write', 'plugins.write', 'dlp.detokenize'])
 export interface ControlPlaneOptions {
   /** sqlite:<path> | postgres://… */
   db: string
@@ -96,7 +99,21 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }, opts.streamStallMs === undefined ? {} : { stallMs: opts.streamStallMs })
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
-  const deps: ApiDeps = { store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
+  /**
+   * A refused write (admin.write, plugins.write) or attempt to reveal tokenized values is itself a
+   * security event: a warn line, and an audit entry `<action>.denied` (who, what, why; never the
+   * tokens) — once per actor and action a minute (a caller repeating a refused call must not fill
+   * the signed log or hold its write lock), and never at the cost of the 403 (a database down).
+   * Refused writes were not audited at all: a token probing what it may change left no trace.
+   */
+  const refused = async (actor: string, action: string, resource: string, after: Record<string, unknown>): Promise<void> => {
+    logger.warn({ actor, action, resource, reason: after.reason }, action === 'dlp.detokenize' ? 'detokenize refused' : `${action} refused`)
+    const key = `${action}\0${actor}`
+    if (deniedAudited.has(key)) return
+    deniedAudited.set(key, true)
+    await store.audit({ actor, action: `${action}.denied`, resource, after }).catch((e: unknown) => logger.error({ err: e, actor }, `could not audit a refused ${action} call`))
+  }
+  const deps: ApiDeps = { refused, store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
   store.on('committed', () => metrics.commits.inc())
   store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
   store.on('rewound', (head, previous) => {
@@ -188,17 +205,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         try {
           authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams, ctx.subject), typeof justification === 'string' ? { justification } : {})
         } catch (err) {
-          // A refused attempt to reveal tokenized values is itself a security event: audited
-          // like the granted ones (who, why refused, the justification given), never the tokens.
-          // Once per actor a minute (a caller repeating a refused call must not fill the signed
-          // log or hold its write lock), and never at the cost of the 403 (a database down).
-          if (r.auth.action === 'dlp.detokenize' && err instanceof AuthError && err.status === 403) {
-            const actor = ctx.subject.sub
-            logger.warn({ actor, reason: err.message }, 'detokenize refused')
-            if (!deniedAudited.has(actor)) {
-              deniedAudited.set(actor, true)
-              await store.audit({ actor, action: 'dlp.detokenize.denied', resource: 'dlp/tokens', after: { reason: err.message, justification: typeof justification === 'string' ? justification.slice(0, 1024) : null } }).catch((e: unknown) => logger.error({ err: e, actor }, 'could not audit a refused detokenize call'))
-            }
+          if (AUDITED_REFUSALS.has(r.auth.action) && err instanceof AuthError && err.status === 403) {
+            const after: Record<string, unknown> = { reason: err.message, request: `${method} ${url.pathname}` }
+            if (r.auth.action === 'dlp.detokenize') after.justification = typeof justification === 'string' ? justification.slice(0, 1024) : null
+            await refused(ctx.subject.sub, r.auth.action, r.auth.action === 'dlp.detokenize' ? 'dlp/tokens' : url.pathname.replace(/^\/v1\//, ''), after)
           }
           throw err
         }
@@ -211,7 +221,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     throw new HttpError(404, `no endpoint ${req.method} ${url.pathname} (see /openapi.json)`)
   }
 
-  /** Actors whose refused detokenize call was audited within the last minute. */
+  /** Actors and actions whose refusal was audited within the last minute. */
   const deniedAudited = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 })
 
   /** Responses not finished yet, with their route (config streams are ended by the hub, not waited for), for a graceful close(). */

@@ -15,7 +15,7 @@ import type { GraphQLBatch } from '../../proxy/graphql-request.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
 import { ApqStore } from './apq-store.ts'
 import { analyzeDocument, loadCostSchema, selectOperation, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
-import { encodeHints, hintsFor, Manifest, type PersistedOperation } from './manifest.ts'
+import { encodeHints, hintsFor, Manifest, type CostHints, type PersistedOperation } from './manifest.ts'
 
 type Mode = PersistedFilterConfig['safelist']['mode']
 
@@ -23,6 +23,8 @@ const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' }
 // The schema's defaults for hints.extension / hints.header (config/filters/persisted.ts).
 const DEFAULT_HINT_EXTENSION = 'costHints'
 const DEFAULT_HINT_HEADER = 'x-igw-cost-hints'
+/** What an APQ registration is kept under: a sha256 in hex (any case; kept in lower case). */
+const APQ_HASH = /^[0-9a-f]{64}$/i
 const COST_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000]
 
 // Exactly what Apollo Server / Router answer: clients match on the code (and the message).
@@ -65,6 +67,12 @@ interface BatchTally {
   tier: Tier | undefined
   /** Some operation has no manifest tier: it runs at the caller's. */
   callerTier: boolean
+  /**
+   * Its manifest operations' ids and hints, counted once no hash of the batch is unknown: counted
+   * as resolved, a batch answered "not found" counted them again when the client resent it (as
+   * Apollo's link does), per id and in igw_operation_cost too.
+   */
+  manifest: { id: string; hints: CostHints }[]
 }
 
 /** QoS tiers from the most to the least favoured (config/primitives.ts tierName; zod stays out of the workers). */
@@ -220,6 +228,9 @@ class PersistedFilter implements Filter {
         return NOT_SUPPORTED
       }
       // Registrations are kept under the lower-case hex digest (the hash check accepts either case).
+      // Anything else was never registered: looked up, any string a client sent (up to the body
+      // limit) became a Redis key read, and a wait of up to redisTimeoutMs, per request.
+      if (!APQ_HASH.test(sha256Hash)) return this.#notFound()
       const hash = sha256Hash.toLowerCase()
       const known = this.#apq.local(hash)
       if (known !== undefined) return this.#fromApq(ctx, gql, hash, known)
@@ -275,7 +286,7 @@ class PersistedFilter implements Filter {
     let remote: Promise<void>[] | undefined
     let outside: [number, OutsideOutcome][] | undefined // operations not resolved from the manifest, to check
     let items: unknown[] | undefined
-    const tally: BatchTally = { cost: 0, estimated: false, timeoutMs: 0, tier: undefined, callerTier: false }
+    const tally: BatchTally = { cost: 0, estimated: false, timeoutMs: 0, tier: undefined, callerTier: false, manifest: [] }
     for (let i = 0; i < reqs.length; i++) {
       const r = reqs[i]
       if (r === undefined) {
@@ -317,6 +328,11 @@ class PersistedFilter implements Filter {
     }
     const finish = (): Decision => {
       if (failed !== undefined) return batchReply(failed)
+      for (const { id, hints } of tally.manifest) {
+        this.#m.requests.labels('manifest').inc()
+        this.#m.byId.labels(id).inc()
+        this.#m.cost.labels(hints.costSource).observe(hints.cost)
+      }
       if (remote !== undefined) outside?.sort((a, b) => a[0] - b[0]) // the first refused is the first in the batch
       for (const [i, outcome] of outside ?? []) {
         const refusal = this.#batchCheck(ctx, reqs[i]!, i, mode, tally, outcome)
@@ -416,6 +432,7 @@ class PersistedFilter implements Filter {
       const op = this.#manifest.lookup(sha256Hash)
       if (op !== undefined) return this.#batchManifest(r, op, tally)
       if (!this.#cfg.apq.enabled) return 'apq_not_supported'
+      if (!APQ_HASH.test(sha256Hash)) return 'apq_not_found'
       const known = this.#apq.local(sha256Hash.toLowerCase())
       if (known !== undefined) return this.#batchApqHit(r, known)
       return this.#apq.hasRedis ? 'remote' : 'apq_not_found'
@@ -443,10 +460,8 @@ class PersistedFilter implements Filter {
     if (r.query !== op.document) r.setQuery(op.document)
     r.deleteExtension('persistedQuery')
     r.clearDocumentId()
-    this.#m.requests.labels('manifest').inc()
-    this.#m.byId.labels(op.id).inc()
     const hints = op.hints ?? hintsFor(op, analyzeDocument(op.ast, r.operationName, r.variables, this.#settings, this.#info).cost)
-    this.#m.cost.labels(hints.costSource).observe(hints.cost)
+    tally.manifest.push({ id: op.id, hints })
     tally.cost += hints.cost
     if (hints.costSource === 'estimate') tally.estimated = true
     tally.timeoutMs = Math.max(tally.timeoutMs, op.timeoutMs ?? Infinity)
@@ -464,7 +479,9 @@ class PersistedFilter implements Filter {
   /** What a document from outside the manifest is held to: size, parse, fragment expansion, depth (one place for lone requests, batch operations and batch registrations). */
   #checkLimits(r: GraphQLRequest, query: string): { doc: DocumentNode; a: Analysis } | LimitBroken {
     const max = this.#cfg.limits.maxQueryBytes
-    if (query.length > max && Buffer.byteLength(query) > max) return { reason: 'too_large', message: `query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${max}` }
+    // UTF-8 takes one to three bytes per UTF-16 unit: only a text of max/3 to max units needs
+    // counting (testing `length > max` first let a text of multi-byte characters past the limit).
+    if (query.length > max || (query.length * 3 > max && Buffer.byteLength(query) > max)) return { reason: 'too_large', message: `query of ${Buffer.byteLength(query)} bytes exceeds the limit of ${max}` }
     let doc: DocumentNode
     try {
       doc = r.document

@@ -168,6 +168,9 @@ export class ApqStore {
       })
     }
     if (pending.size < MAX_PENDING) pending.set(key, query)
+    // Not queued: not written either. Marked written, its re-registrations were skipped for
+    // REWRITE_MS while Redis never got it (other proxies answered "not found" meanwhile).
+    else this.#written!.delete(hash)
   }
 
   #pending: Map<string, string> | undefined = undefined

@@ -491,7 +491,9 @@ export class WorkerProxy {
       clearTimeout(cap)
     }
     await this.subscriptions.close()
-    await this.snapshot.closeFilters(this.logger)
+    // No snapshot yet: a thread the supervisor restarted is told to drain (SIGTERM) before its
+    // first config is built; a TypeError here ended it with a spurious fatal line at shutdown.
+    await this.snapshot?.closeFilters(this.logger)
     await this.pools.destroyAll()
     await this.#redis?.close()
     for (const r of this.#retiredRedis.splice(0)) await r.close()

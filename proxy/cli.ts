@@ -390,6 +390,14 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
   }
   const fallback = flags.config !== undefined || flags.upstream !== undefined ? () => buildProxyConfig(flags) : undefined
   let handle: Awaited<ReturnType<typeof startProxy>> | undefined
+  let cpClient: { close(): Promise<void>; flushUsage(): Promise<void> } | undefined
+  const shutdown = async () => {
+    await cpClient?.close() // no more pushes; reports what was counted so far
+    await handle!.close()
+    // The requests that finished during the drain: one last report, bounded (the pod's grace
+    // period is spent on the drain already).
+    if (cpClient !== undefined) await Promise.race([cpClient.flushUsage().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())])
+  }
   const { client } = await startProxyFromControlPlane(
     {
       url: flags['control-plane']!,
@@ -402,15 +410,15 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
       log: (level, obj, msg) => log[level](obj, msg),
     },
     fallback,
-    async (config, version) => (handle = await startProxy({ config, version: version > 0 ? version : 1 })),
+    async (config, version) => {
+      handle = await startProxy({ config, version: version > 0 ? version : 1 })
+      // Serving from here: a SIGTERM drains. Installed once the boot was ACKed, the early handler
+      // still exited at once while the ACK was in flight (a slow control plane), cutting requests.
+      installSignals(handle.logger, shutdown)
+      return handle
+    },
   )
-  installSignals(handle!.logger, async () => {
-    await client.close() // no more pushes; reports what was counted so far
-    await handle!.close()
-    // The requests that finished during the drain: one last report, bounded (the pod's grace
-    // period is spent on the drain already).
-    await Promise.race([client.flushUsage().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())])
-  })
+  cpClient = client
 }
 
 /**

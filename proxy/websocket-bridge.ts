@@ -222,12 +222,17 @@ export class WsBridge {
 
   /** What the upgrade's chain holds for the socket's life (a concurrency slot), run when it ends. */
   readonly #release: (() => void) | undefined
+  /** The raw sockets under client and upstream, when known. */
+  readonly #clientSocket: Duplex | undefined
+  readonly #upstreamSocket: Duplex | undefined
 
   constructor(proxy: WorkerProxy, route: RouteRuntime, client: WebSocket, upstream: WebSocket, reqId = '', release?: () => void, sockets?: { client: Duplex; upstream: Duplex | undefined }) {
     this.#proxy = proxy
     this.#route = route
     this.#reqId = reqId
     this.#release = release
+    this.#clientSocket = sockets?.client
+    this.#upstreamSocket = sockets?.upstream
     this.client = client
     this.upstream = upstream
     this.#bound = route.websocket.maxBufferedBytes
@@ -277,10 +282,19 @@ export class WsBridge {
   #sockets: Socket[] = []
   #moved = 0
 
-  /** Bytes read, and written out of the proxy's buffers, on both sockets so far. */
+  /**
+   * Bytes read, and written out of the proxy's buffers, on both sockets so far. A write counts
+   * as it is taken by the kernel, not only once all of it has been: one large frame to a slow
+   * reader is a single write, and it looked idle until its last byte. libuv's write queue (of
+   * the TCP handle, under TLS too) shrinks as the kernel takes bytes; node's own
+   * socket.setTimeout watches it the same way.
+   */
   #bytesMoved(): number {
     let n = 0
-    for (const s of this.#sockets) n += s.bytesRead + s.bytesWritten - s.writableLength
+    for (const s of this.#sockets) {
+      const handle = (s as Socket & { _handle?: TcpHandle | null })._handle
+      n += s.bytesRead + s.bytesWritten - s.writableLength - ((handle?._parent ?? handle)?.writeQueueSize ?? 0)
+    }
     return n
   }
 
@@ -304,7 +318,7 @@ export class WsBridge {
     }
     this.#proxy.logger.info({ reqId: this.#reqId, route: this.#route.name, idleTimeoutMs: this.#idleMs }, 'websocket idle; closed')
     for (const ws of [this.client, this.upstream]) {
-      if (ws.readyState === WebSocket.OPEN) closeSide(ws, 1001, 'idle timeout')
+      if (this.#open(ws)) closeSide(ws, 1001, 'idle timeout')
     }
   }
 
@@ -358,7 +372,34 @@ export class WsBridge {
     if (other.readyState === WebSocket.CLOSING) return // its own 'close' ends the bridge
     if (sendableCloseCode(code)) closeSide(other, code, reason)
     else if (code === 1005) closeSide(other)
-    else other.terminate() // 1006: the peer vanished without a close frame; do the same
+    else this.#cut(other) // 1006: the peer vanished without a close frame; do the same
+  }
+
+  /** A side being ended after its backlog (see #cut): nothing, not even a close frame, follows. */
+  #ending: WebSocket | undefined = undefined
+
+  #open(ws: WebSocket): boolean {
+    return ws.readyState === WebSocket.OPEN && ws !== this.#ending
+  }
+
+  /**
+   * Close a side without a close frame, as its peer went. What it is still owed (messages relayed
+   * to a slow reader, up to maxBufferedBytes) is written first, then FIN: terminate() threw it
+   * away, where Envoy flushes before it closes. The socket closes when the reader closes its own
+   * half; one that does not, or takes nothing more, is cut after ws's closeTimeout (30 s), as a
+   * close handshake would be.
+   */
+  #cut(ws: WebSocket): void {
+    const socket = ws === this.client ? this.#clientSocket : this.#upstreamSocket
+    if (socket === undefined || socket.writableLength === 0 || !socket.writable) {
+      ws.terminate()
+      return
+    }
+    this.#ending = ws
+    if (ws.isPaused) ws.resume() // its FIN must be read for the socket to close
+    socket.end()
+    const timer = setTimeout(destroySocket, CLOSE_TIMEOUT_MS, socket)
+    socket.once('close', () => clearTimeout(timer))
   }
 
   #failed(side: 'client' | 'upstream', other: WebSocket, err: Error): void {
@@ -404,7 +445,7 @@ export class WsBridge {
   /** Shutdown: both sides get 1001 Going Away. */
   goAway(): void {
     for (const ws of [this.client, this.upstream]) {
-      if (ws.readyState === WebSocket.OPEN) closeSide(ws, 1001, 'gateway shutting down')
+      if (this.#open(ws)) closeSide(ws, 1001, 'gateway shutting down')
     }
   }
 
@@ -413,6 +454,19 @@ export class WsBridge {
     this.client.terminate()
     this.upstream.terminate()
   }
+}
+
+/** What #bytesMoved reads of a socket's handle (a TLS socket's handle has the TCP one as _parent). */
+interface TcpHandle {
+  writeQueueSize?: number
+  _parent?: TcpHandle
+}
+
+/** ws's closeTimeout: how long a close handshake may take before ws cuts the socket. */
+const CLOSE_TIMEOUT_MS = 30_000
+
+function destroySocket(socket: Duplex): void {
+  socket.destroy()
 }
 
 /** TCP keepalive's first probe after this much silence on a bridged socket. */

@@ -114,6 +114,14 @@ export const routeConfig = z.strictObject({
        * keepalive (on for both sockets) already finds peers that vanished.
        */
       idleTimeoutMs: durationMs.default(0),
+      /**
+       * Passthrough: offer permessage-deflate (RFC 7692) to clients. The bridge reads frames on both
+       * sides, so a client's offer is not relayed as Envoy and nginx relay it; with this on, the
+       * client side is compressed (messages of 1 KiB and more) and the backend side stays plain.
+       * maxMessageBytes holds for the inflated size (1009 over it). Costs zlib memory per
+       * connection and CPU: off by default.
+       */
+      perMessageDeflate: z.boolean().default(false),
     })
     .prefault({}),
   /** Ordered filter chain: request phase in this order, response phase in reverse. */

@@ -93,12 +93,19 @@ const WS_HANDSHAKE = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec
 
 const servers = new WeakMap<RouteRuntime, WebSocketServer>()
 
+/**
+ * permessage-deflate toward clients (websocket.perMessageDeflate): small windows and memLevel keep
+ * zlib's memory per connection near 100 KiB; messages under 1 KiB go as they are (compressing
+ * them costs more than it saves); at most 10 zlib jobs at once per process (ws's queue).
+ */
+const DEFLATE = { threshold: 1024, serverMaxWindowBits: 13, clientMaxWindowBits: 13, zlibDeflateOptions: { memLevel: 7 }, concurrencyLimit: 10 } as const
+
 function serverFor(route: RouteRuntime): WebSocketServer {
   let wss = servers.get(route)
   if (wss === undefined) {
     wss = new WebSocketServer({
       noServer: true,
-      perMessageDeflate: false,
+      perMessageDeflate: route.websocket.perMessageDeflate ? DEFLATE : false,
       autoPong: false,
       maxPayload: route.websocket.maxMessageBytes,
       clientTracking: false,

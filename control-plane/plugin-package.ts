@@ -9,6 +9,11 @@
 // another name or version (npm's registry signatures bind `name@version:integrity` for the
 // same reason). The statement is short and printable, so a publisher can sign it with
 // `openssl pkeyutl -sign -rawin` as well as with node:crypto.
+// A package with a `description` signs the v2 statement, which adds the description's digest:
+//   igw-plugin/v2:<publisher>/<name>@<version>:sha256:<hex>:description-sha256:<hex of its UTF-8>
+// The catalog shows the description beside a `trusted` plugin, so it must be the publisher's
+// words too: under v1 alone, anyone holding plugins.write and a signed package could publish it
+// first with a description of their own (and immutability kept it there).
 import { createHash, verify, type KeyObject } from 'node:crypto'
 import { z } from 'zod'
 import { formatIssues } from '../config/load.ts'
@@ -105,8 +110,10 @@ export type PackageDecision =
   | { ok: true; plugin: VerifiedPlugin }
   | { ok: false; reason: RejectionReason; message: string; name?: string; version?: string; publisher?: string; digest?: string }
 
-export function signingStatement(p: { publisher: string; name: string; version: string }, digestHex: string): string {
-  return `igw-plugin/v1:${p.publisher}/${p.name}@${p.version}:sha256:${digestHex}`
+/** What the publisher signs: v1 without a description, v2 (which covers it) with one. */
+export function signingStatement(p: { publisher: string; name: string; version: string; description?: string | null | undefined }, digestHex: string): string {
+  if (p.description === undefined || p.description === null) return `igw-plugin/v1:${p.publisher}/${p.name}@${p.version}:sha256:${digestHex}`
+  return `igw-plugin/v2:${p.publisher}/${p.name}@${p.version}:sha256:${digestHex}:description-sha256:${createHash('sha256').update(p.description).digest('hex')}`
 }
 
 export function artifactDigest(artifact: Buffer): string {
@@ -143,6 +150,16 @@ export function checkPackage(body: unknown, trusted: TrustedKeys): PackageDecisi
   const statement = Buffer.from(signingStatement(pkg, digest))
   const signer = candidates.find((k) => verify(null, statement, k.key, signature))
   if (signer === undefined) {
+    const v1 = Buffer.from(signingStatement({ ...pkg, description: undefined }, digest))
+    if (pkg.description !== undefined && candidates.some((k) => verify(null, v1, k.key, signature))) {
+      return {
+        ok: false,
+        reason: 'bad_signature',
+        message: `bad signature on ${where}: it covers "${v1}", which leaves the description out; a package with a description signs "${statement}" (or leave the description out)`,
+        ...id,
+        digest,
+      }
+    }
     return {
       ok: false,
       reason: 'bad_signature',
@@ -212,15 +229,17 @@ function pickIdentity(body: Record<string, unknown>): { name?: string; version?:
  */
 export type PluginTrust = 'trusted' | 'revoked'
 
-export function trustOf(p: { name: string; version: string; publisher: string; keyId: string; digest: string; signature: string }, trusted: TrustedKeys): PluginTrust {
+export function trustOf(p: { name: string; version: string; publisher: string; description?: string | null | undefined; keyId: string; digest: string; signature: string }, trusted: TrustedKeys): PluginTrust {
   const keys = trusted.get(p.publisher) ?? []
   const hex = p.digest.startsWith('sha256:') ? p.digest.slice(7) : p.digest
   const signature = Buffer.from(p.signature, 'base64')
   if (keys.length === 0 || signature.length !== 64) return 'revoked'
-  const statement = Buffer.from(signingStatement(p, hex))
+  // A row stored before v2 may carry a description under a v1 signature: the key still vouches
+  // for its artifact, name and version.
+  const statements = [signingStatement(p, hex), ...(p.description === null || p.description === undefined ? [] : [signingStatement({ ...p, description: undefined }, hex)])].map((s) => Buffer.from(s))
   // The key is what is trusted, its kid only a label: a kid added to a key the trust file still
   // holds (it defaults to the key's hash) or renamed must not mark everything it signed revoked.
   // The stored kid is tried first; a kid now naming another key still fails to verify.
   const ordered = [...keys.filter((k) => k.keyId === p.keyId), ...keys.filter((k) => k.keyId !== p.keyId)]
-  return ordered.some((k) => verify(null, statement, k.key, signature)) ? 'trusted' : 'revoked'
+  return ordered.some((k) => statements.some((s) => verify(null, s, k.key, signature))) ? 'trusted' : 'revoked'
 }

@@ -109,7 +109,7 @@ export function componentSchemas(): Record<string, JsonSchema> {
       type: 'object',
       required: ['name', 'version', 'publisher', 'artifact'],
       additionalProperties: false,
-      description: 'signature: ed25519 by the publisher, base64, over the UTF-8 text "igw-plugin/v1:<publisher>/<name>@<version>:sha256:<hex sha256 of the artifact bytes>"',
+      description: 'signature: ed25519 by the publisher, base64, over the UTF-8 text "igw-plugin/v1:<publisher>/<name>@<version>:sha256:<hex sha256 of the artifact bytes>", or with a description "igw-plugin/v2:<publisher>/<name>@<version>:sha256:<hex sha256 of the artifact bytes>:description-sha256:<hex sha256 of the description\'s UTF-8>"',
       properties: {
         name: { type: 'string', pattern: NAME_PATTERN.source },
         version: { type: 'string', description: 'semantic version, e.g. 1.2.3', maxLength: 64 },

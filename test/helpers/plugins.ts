@@ -24,12 +24,14 @@ export function writeTrustFile(path: string, publishers: TestPublisher[]): strin
 }
 
 /** The statement a publisher signs, built here independently of the control plane's code. */
-export function statementFor(publisher: string, name: string, version: string, artifact: Buffer): string {
-  return `igw-plugin/v1:${publisher}/${name}@${version}:sha256:${createHash('sha256').update(artifact).digest('hex')}`
+export function statementFor(publisher: string, name: string, version: string, artifact: Buffer, description?: string): string {
+  const v1 = `igw-plugin/v1:${publisher}/${name}@${version}:sha256:${createHash('sha256').update(artifact).digest('hex')}`
+  // A package with a description is signed over it too (v2).
+  return description === undefined ? v1 : `${v1.replace('igw-plugin/v1:', 'igw-plugin/v2:')}:description-sha256:${createHash('sha256').update(description).digest('hex')}`
 }
 
 export function signedPackage(signer: TestPublisher, p: { name: string; version: string; artifact: Buffer; publisher?: string; description?: string }): Record<string, unknown> {
   const publisher = p.publisher ?? signer.publisher
-  const signature = sign(null, Buffer.from(statementFor(publisher, p.name, p.version, p.artifact)), signer.privateKey).toString('base64')
+  const signature = sign(null, Buffer.from(statementFor(publisher, p.name, p.version, p.artifact, p.description || undefined)), signer.privateKey).toString('base64')
   return { name: p.name, version: p.version, publisher, ...(p.description ? { description: p.description } : {}), artifact: p.artifact.toString('base64'), signature }
 }

@@ -200,12 +200,13 @@ export const gatewayConfigObject = z.strictObject({
       /**
        * Request paths are normalized before routing and forwarded normalized, as Envoy's
        * normalize_path: escapes of unreserved characters decoded, `.`/`..` segments resolved
-       * (RFC 3986), so `/public/../admin` is routed as `/admin`, not by the `/public` prefix.
+       * (RFC 3986), so `/public/../admin` is routed as `/admin`, not by the `/public` prefix. A raw
+       * `\` is read as `/` first, as WHATWG URL parsers (graphql-yoga, Hono, Node's URL) read it.
        */
       normalizePath: z.boolean().default(true),
       /** `//` → `/` before routing (Envoy's merge_slashes). */
       mergeSlashes: z.boolean().default(false),
-      /** `%2F` / `%5C` in a path: kept as they are, refused with 400, or decoded to `/` and `\`. */
+      /** `%2F` / `%5C` in a path: kept as they are, refused with 400, or decoded (both to `/` when normalizing). */
       escapedSlashes: z.enum(['keep', 'reject', 'unescape']).default('keep'),
     })
     .prefault({}),

@@ -50,6 +50,23 @@ function describesHop(lowerName: string): boolean {
   return lowerName === 'forwarded' || lowerName === 'x-real-ip' || lowerName.startsWith('x-forwarded-')
 }
 
+/**
+ * A header name spelled with `_` that a CGI-style backend reads as the `-` spelled header the
+ * proxy removes or sets. CGI, WSGI, Rack and PHP-FPM name both `X-Forwarded-For` and
+ * `X_Forwarded_For` HTTP_X_FORWARDED_FOR: a client's underscore spelling went past the proxy beside
+ * its X-Forwarded-For (or the tenant filter's verified x-tenant-id) and the backend read it
+ * instead (gunicorn < 22 joined it first, Puma < 6.4.3 let it overwrite: CVE-2024-45614). Dropped
+ * when the `-` spelling is hop-by-hop, records a hop, is listed in Connection, edited by a filter,
+ * or also sent by the client (Puma's fix); other `_` names (api_key) pass, as in
+ * Envoy's default.
+ */
+function shadowsHeader(lower: string, ctx: RequestContext, listed: Set<string> | undefined): boolean {
+  const dashed = lower.replaceAll('_', '-')
+  if (dashed === lower) return false
+  const edits = ctx.upstreamHeaderEdits
+  return isHopByHop(dashed) || describesHop(dashed) || ctx.req.headers[dashed] !== undefined || (listed !== undefined && listed.has(dashed)) || (edits !== undefined && edits.has(dashed))
+}
+
 /** Empty or only spaces/tabs (Node trims a header value's ends, so this is usually `''`). */
 function isBlank(v: string): boolean {
   return v.length === 0 || v.trim().length === 0
@@ -82,6 +99,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
     const name = raw[i]!
     const lower = name.toLowerCase()
     if (isHopByHop(lower) || (listed !== undefined && listed.has(lower) && !describesHop(lower))) continue
+    if (lower.includes('_') && shadowsHeader(lower, ctx, listed)) continue
     switch (lower) {
       case 'host':
       case 'expect': // 100-continue is answered by the proxy's own server, not relayed

@@ -21,7 +21,8 @@ export const REJECTED = null
  * escaped slash under `escapedSlashes: reject`. The query is never touched.
  *
  * normalize: percent-escapes of unreserved characters (ALPHA DIGIT - . _ ~) decoded, other
- * escapes' hex upper-cased, then RFC 3986 §5.2.4 dot-segment removal. mergeSlashes: `//` → `/`.
+ * escapes' hex upper-cased, `\` (raw, or `%5C` under `unescape`) made `/`, then RFC 3986 §5.2.4
+ * dot-segment removal. mergeSlashes: `//` → `/`.
  * escapedSlashes: `%2F`/`%5C` kept as they are, refused, or decoded to `/` and `\`.
  */
 export function normalizeTarget(url: string, o: PathOptions): string | typeof REJECTED {
@@ -30,7 +31,7 @@ export function normalizeTarget(url: string, o: PathOptions): string | typeof RE
   let needs = false
   for (let i = 0; i < end; i++) {
     const c = url.charCodeAt(i)
-    if (c === 37 /* % */) {
+    if (c === 37 /* % */ || (c === 92 /* \ */ && o.normalize)) {
       needs = true
       break
     }
@@ -49,6 +50,11 @@ export function normalizeTarget(url: string, o: PathOptions): string | typeof RE
     if (decoded === REJECTED) return REJECTED
     path = decoded
   }
+  // WHATWG URL parsing (browsers, and backends that read req.url with `new URL`: graphql-yoga,
+  // Hono, Next.js) takes `\` for `/` in an http path: `/public/..\admin` was routed by the
+  // `/public` prefix and ran as `/admin` there, past every filter of the `/admin` route. So a
+  // backslash is a slash here too (the URL standard's reading; RFC 3986 has no raw `\` at all).
+  if (o.normalize && path.includes('\\')) path = path.replaceAll('\\', '/')
   if (o.mergeSlashes) path = path.replace(/\/{2,}/g, '/')
   if (o.normalize) path = removeDotSegments(path)
   const out = q === -1 ? path : path + url.slice(q)

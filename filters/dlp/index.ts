@@ -527,6 +527,20 @@ class DlpFilter implements Filter {
       this.#refuse(ctx, res, errorReply('DLP_BLOCKED', `export has ${what}, which DLP cannot inspect`, { preset: plan.preset }))
       return
     }
+    // `format: auto`: the request phase was asked with format "auto", before the media type was
+    // known. A policy deciding by format (no CSV for this tenant) allowed every such export, and
+    // the stream phase asks only when a high-risk type shows up: asked again, now with the format.
+    if (plan.format === 'auto' && this.#policy !== undefined) {
+      const preset = this.#presets.get(plan.preset)!
+      const v = this.#judge(ctx, preset, format, 'request', 0)
+      if (!v.allow) {
+        this.#exportsTotal.labels(format, 'denied').inc()
+        this.#audit(ctx, plan.preset, format, 'denied', undefined, v, undefined)
+        this.#refuse(ctx, res, errorReply('DLP_BLOCKED', v.reason, { preset: plan.preset, policy: this.#dlp.policy.entrypoint }))
+        return
+      }
+      plan.request = v
+    }
     // What the client gets is not the upstream's body: its tag and digests describe bytes that
     // still hold every value DLP rewrites (a hash of them confirms a guess at a masked value).
     dropUpstreamDigests(res.headers)
@@ -602,8 +616,11 @@ class DlpFilter implements Filter {
       this.#finish(ctx, plan, session, 'complete')
       return
     }
-    // The counts go out as an `x-dlp` trailer (chunked), announced in the head.
-    res.headers.trailer = 'x-dlp'
+    // The counts go out as an `x-dlp` trailer (chunked), announced in the head. An HTTP/1.0
+    // client gets no chunked framing (the connection's close ends its response), and node:http
+    // refuses a Trailer header there: announced, it made every streamed export to such a client
+    // (nginx's default `proxy_http_version 1.0`) a 500.
+    if (ctx.res?.useChunkedEncodingByDefault !== false) res.headers.trailer = 'x-dlp'
     const stream = new DlpStream(this, ctx, plan, session, upstream, health, format === 'ndjson' && isJsonSeq(res.headers['content-type']))
     for (const b of out) stream.push(b)
     upstream.on('error', (err) => stream.destroy(err))
@@ -765,6 +782,11 @@ class DlpStream extends Transform {
    * left): what went out was vetted, and it is counted and audited like any other export.
    */
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    // Without chunked framing (HTTP/1.0) the client reads the connection's close as the end of a
+    // complete export: a cut (a block, an encoding that breaks) resets it instead, a read error
+    // to the client, so a partial file cannot pass for the whole one.
+    const res = this.#ctx.res
+    if (err !== null && res !== undefined && res.headersSent && !res.chunkedEncoding && res.socket?.destroyed === false) res.socket.resetAndDestroy()
     if (!this.#done) {
       this.#done = true
       const h = this.#health

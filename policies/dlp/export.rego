@@ -5,8 +5,10 @@
 #
 # The gateway asks twice: before calling the upstream (phase "request": nothing seen yet) and
 # during the stream each time a high-risk type the preset would leave readable shows up for the
-# first time (phase "stream", before that record leaves). Input:
-#   preset, tenant, route, format ("json" | "ndjson" | "csv"), phase,
+# first time (phase "stream", before that record leaves). On a path whose format is "auto" the
+# request phase sees format "auto", and is asked again with the real format once the response's
+# media type gives it (a deny then is a 403 before the head). Input:
+#   preset, tenant, route, format ("json" | "ndjson" | "csv"; "auto" before the response), phase,
 #   actions: {type: action}, detected: [type], high_risk_types: [type],
 #   contains_high_risk_without_tokenization: bool, high_risk_without_tokenization: [type]
 # Data: igw.dlp.allowed_presets (config dlp.policy.allowedPresets), default ["tokenize_strict"].

@@ -219,6 +219,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
           this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route takes application/json request bodies, not "${type}"`, -1)
           return
         }
+        // The body is read as UTF-8 (RFC 8259 §8.1): a UTF-16 one was refused as "Malformed
+        // JSON", and a Latin-1 "é" became U+FFFD in what filters saw and sent on.
+        const charset = charsetOf(type!)
+        if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+          this.#closeAfterReply()
+          this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route reads request bodies as UTF-8, not charset "${charset.slice(0, 40)}"`, -1)
+          return
+        }
         // A compressed body (Content-Encoding: gzip…) is not read here: it was parsed as JSON as
         // it came and refused as "Malformed JSON", a 400 that blamed the client's JSON. A 415
         // that names the coding, as RFC 9110 §15.5.16 has it for an unsupported content coding.
@@ -266,10 +274,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
         }
         const q = this.ctx.url.indexOf('?')
         if (q !== -1) {
+          let gql: ReturnType<typeof parseGetParams>
           try {
-            this.ctx.graphql = parseGetParams(this.ctx.url.slice(q + 1))
+            gql = this.ctx.graphql = parseGetParams(this.ctx.url.slice(q + 1))
           } catch (err) {
             this.replyError('BAD_REQUEST', (err as Error).message, -1)
+            return
+          }
+          // GraphQL over HTTP: a mutation never runs from a GET (a link or an <img> on another
+          // site runs it with the user's cookies). Refused only where a persisted or cache filter
+          // sat on the route, it reached every other backend that executes GET mutations.
+          if (gql?.operationType === 'mutation') {
+            this.replyError('METHOD_NOT_ALLOWED', 'mutations cannot be sent with GET; use POST', -1, { allow: 'POST' })
             return
           }
         }
@@ -1184,6 +1200,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.phase = Phase.Done
     this.#cut = true
     if (this.#body !== undefined) this.#body.destroy(err)
+    // Without chunked framing (an HTTP/1.0 client: the body ends with the connection) a FIN is how
+    // a complete body ends: the cut export read as a whole file. A reset reads as the error it is.
+    if (!this.res.chunkedEncoding && this.res.socket?.destroyed === false) this.res.socket.resetAndDestroy()
     this.res.destroy(err)
   }
 
@@ -1287,6 +1306,14 @@ function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
  * case. `includes('+json')` took `text/plain; x=+json` — a type browsers send cross-site without a
  * CORS preflight — and `application/jsonp`; `Application/JSON` was a 415.
  */
+/** The charset parameter of a media type, lower case and unquoted; undefined when it has none. */
+function charsetOf(contentType: string): string | undefined {
+  const semi = contentType.indexOf(';')
+  if (semi === -1) return undefined
+  const m = /;\s*charset\s*=\s*("([^"]*)"|[^;\s]*)/i.exec(contentType.slice(semi))
+  return m === null ? undefined : (m[2] ?? m[1]!).toLowerCase()
+}
+
 function isJson(contentType: string | undefined): boolean {
   if (contentType === undefined) return true // GraphQL clients that omit it still send JSON
   if (contentType.startsWith('application/json') && (contentType.length === 16 || contentType.charCodeAt(16) === 59 /* ; */)) return true // the common spelling, no allocation

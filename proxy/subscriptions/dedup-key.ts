@@ -54,6 +54,8 @@ export function credentialScope(headers: Record<string, string>, initPayload: Re
 export interface StreamIdentity {
   route: string
   upstreamUrl: string
+  /** The Host the upstream handshake names, when not the URL's own (hostRewrite, a forwarded Host). */
+  host?: string | undefined
   tenant: string | undefined
   scope: string
   docHash: string
@@ -65,7 +67,11 @@ export interface StreamIdentity {
 /** The dedup key (hex sha256) and the stream id cursors carry (its first STREAM_ID_BYTES). */
 export function streamKey(s: StreamIdentity): { key: string; streamId: string } {
   // An array, not a concatenation: no field can bleed into the next ("a|b" + "c" vs "a" + "b|c").
-  const key = sha256(canonicalJson([s.route, s.upstreamUrl, s.tenant ?? null, s.scope, s.docHash, s.operationName ?? null, s.variables ?? {}, s.extensions ?? {}]))
+  const fields: unknown[] = [s.route, s.upstreamUrl, s.tenant ?? null, s.scope, s.docHash, s.operationName ?? null, s.variables ?? {}, s.extensions ?? {}]
+  // A backend may serve each Host its own data, whatever the sharing scope (claims leave headers
+  // out). Appended only when set: the streams (and cursors) of every other route keep their ids.
+  if (s.host !== undefined) fields.push(s.host)
+  const key = sha256(canonicalJson(fields))
   return { key, streamId: key.slice(0, STREAM_ID_BYTES * 2) }
 }
 

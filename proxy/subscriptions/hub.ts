@@ -338,16 +338,22 @@ export class SubscriptionHub {
 
   readonly #opHeaders = new WeakMap<RouteRuntime['config'], ReadonlySet<string>>()
 
-  /** `headers` without the route's per-operation headers (the same object when it has none of them). */
+  /**
+   * `headers` without the route's per-operation headers (the same object when it has none of
+   * them), with the route's `hostRewrite` as Host. HTTP requests and passthrough sockets send it;
+   * the upstream handshake went with the upstream URL's own host, so a backend behind an ingress
+   * or virtual host that routes on it refused every subscription (a 404: final, UPSTREAM_UNAVAILABLE).
+   */
   #connectionHeaders(route: RouteRuntime, headers: Record<string, string>): Record<string, string> {
     const names = this.#operationHeaders(route)
-    if (names.size === 0) return headers
     let out: Record<string, string> | undefined
     for (const name of names) {
       if (!Object.hasOwn(headers, name)) continue
       out ??= { ...headers }
       delete out[name]
     }
+    // As over HTTP, it wins over a client Host forwarded by `forwardHeaders`.
+    if (route.hostRewrite !== undefined && headers.host !== route.hostRewrite) (out ??= { ...headers }).host = route.hostRewrite
     return out ?? headers
   }
 
@@ -385,6 +391,7 @@ export class SubscriptionHub {
     const { key, streamId } = streamKey({
       route: route.name,
       upstreamUrl,
+      host: headers.host,
       tenant: ctx.tenant,
       scope,
       docHash: gql.docHash ?? '',

@@ -22,6 +22,12 @@ export interface StoredRange {
 }
 
 const MAX_PENDING = 10_000
+/**
+ * Event text parked per worker while Redis is away. The count alone let an outage hold 10,000
+ * events of any size (100 KiB each: 1 GiB of heap, long after the memory rings let them go: each
+ * is bounded by replay.maxBytes) until the worker ran out of memory, taking its connections along.
+ */
+const MAX_PENDING_BYTES = 64 * 1024 * 1024
 const READY_WAIT_MS = 1_000
 
 export class RedisReplayLog {
@@ -69,6 +75,7 @@ export class RedisReplayLog {
     const n = this.#pending.length
     if (n === 0) return
     this.#pending.length = 0
+    this.#pendingBytes = 0
     this.#metrics.redisErrors.labels('pending_dropped').inc(n)
   }
 
@@ -105,20 +112,24 @@ export class RedisReplayLog {
   // and go out in order once it is ready. What overflows is missing from the log, and a reader
   // reports the hole as a gap.
   readonly #pending: { key: string; offset: number; ts: number; payload: string }[] = []
+  #pendingBytes = 0
   #waiting = false
 
   #park(key: string, offset: number, ts: number, payload: string): void {
-    if (this.#pending.length >= MAX_PENDING) {
-      this.#pending.shift()
+    // Oldest first: the newest events are the likeliest to be replayed.
+    while (this.#pending.length > 0 && (this.#pending.length >= MAX_PENDING || this.#pendingBytes + payload.length > MAX_PENDING_BYTES)) {
+      this.#pendingBytes -= this.#pending.shift()!.payload.length
       this.#metrics.redisErrors.labels('pending_overflow').inc()
     }
     this.#pending.push({ key, offset, ts, payload })
+    this.#pendingBytes += payload.length
     if (this.#waiting) return
     this.#waiting = true
     this.#redis.client().once('ready', () => {
       this.#waiting = false
       if (this.#closed) return
       const keys = new Set<string>()
+      this.#pendingBytes = 0
       for (const p of this.#pending.splice(0)) {
         this.#xadd(p.key, p.offset, p.ts, p.payload)
         keys.add(p.key)

@@ -67,6 +67,29 @@ export const DELIVERY_LOG_MS = 10_000
 
 export { retryAfterMs } from '../../proxy/headers.ts'
 
+/**
+ * The URL to POST to, without credentials, and the Basic authorization they stand for. A URL
+ * `https://user:pass@host/…` passes validation (and is redacted as a secret), but undici drops
+ * a URL's userinfo: a receiver behind basic auth answered every event 401 (not retried: every
+ * event lost). Sent as Basic credentials (RFC 7617, UTF-8); an explicit `authorization` header wins.
+ */
+function webhookTarget(hook: Webhook): { url: string; authorization: string | undefined } {
+  const u = URL.parse(hook.url)
+  if (u === null || (u.username === '' && u.password === '')) return { url: hook.url, authorization: undefined }
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s)
+    } catch {
+      return s // a stray '%': taken as written
+    }
+  }
+  const authorization = `Basic ${Buffer.from(`${decode(u.username)}:${decode(u.password)}`).toString('base64')}`
+  u.username = ''
+  u.password = ''
+  const explicit = Object.keys(hook.headers).some((k) => k.toLowerCase() === 'authorization')
+  return { url: u.href, authorization: explicit ? undefined : authorization }
+}
+
 interface Pending {
   ev: QuotaEvent
   hook: Webhook
@@ -126,7 +149,8 @@ export class EventSink {
 
   async #deliver(ev: QuotaEvent, hook: Webhook): Promise<void> {
     const body = JSON.stringify(ev)
-    const headers = { ...hook.headers, 'content-type': 'application/json', 'igw-event-id': ev.id, 'igw-event-type': ev.type }
+    const { url, authorization } = webhookTarget(hook)
+    const headers = { ...hook.headers, ...(authorization !== undefined ? { authorization } : {}), 'content-type': 'application/json', 'igw-event-id': ev.id, 'igw-event-type': ev.type }
     let lastProblem = ''
     let askedMs = 0
     for (let attempt = 1; attempt <= hook.maxAttempts; attempt++) {
@@ -141,7 +165,7 @@ export class EventSink {
       const signal = AbortSignal.timeout(hook.timeoutMs)
       try {
         this.#agent ??= new Agent({ connections: MAX_CONCURRENT_DELIVERIES })
-        const res = await request(hook.url, { method: 'POST', headers, body, signal, headersTimeout: hook.timeoutMs, bodyTimeout: hook.timeoutMs, dispatcher: this.#agent })
+        const res = await request(url, { method: 'POST', headers, body, signal, headersTimeout: hook.timeoutMs, bodyTimeout: hook.timeoutMs, dispatcher: this.#agent })
         // The status decides; the body (up to undici's dump limit, within the deadline) only frees the connection.
         await res.body.dump({ limit: 128 * 1024, signal }).catch(() => undefined)
         if (res.statusCode >= 200 && res.statusCode < 300) {

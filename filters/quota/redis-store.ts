@@ -611,15 +611,16 @@ export class RedisQuotaStore {
    * the tenant's bucket capacity (micro-units, 0: none) and budget ring (bucketMs 0: none), for a
    * tenant Redis holds no bucket or budget for yet (first seen during the outage, or its keys
    * expired): they start with the units, as a decision carrying them would have started them.
+   * No time limit of its own: a script that is merely slow still runs, and a `false` for it had
+   * the units pushed again at the next heartbeat — counted twice (the script adds, it cannot tell
+   * a repeat). The call settles when Redis answers or the connection drops (the provider's
+   * watchdog drops an unresponsive one); nothing waits on it but the reconciliation.
    */
   async reconcile(tenant: string, kind: string, units: number, day: number, shape?: { capacity: number; bucketMs: number; buckets: number }): Promise<boolean> {
     const r = this.provider.client()
     if (r.status !== 'ready') return false
     try {
-      await withTimeout(
-        withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0),
-        500,
-      )
+      await withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0)
       return true
     } catch {
       return false

@@ -191,7 +191,9 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
           f[o + R_BUCKETS] = b.buckets
           b.fired.forEach((v, i) => i < MAX_THRESHOLDS && (f[o + R_FIRED + i] = v))
           b.firedFor.forEach((v, i) => i < MAX_THRESHOLDS && (f[o + R_FIRED_TH + i] = v))
-          for (const [i, v] of b.ring) f[o + RING_HEADER + i] = v
+          // Summed: an index listed twice (a hand edit, a merge) must leave the buckets adding up
+          // to the total, or the difference never left the window.
+          for (const [i, v] of b.ring) f[o + RING_HEADER + i] = f[o + RING_HEADER + i]! + v
           any = true
         }
       }

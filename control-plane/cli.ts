@@ -1,16 +1,18 @@
 // `igw control-plane` and `igw audit verify`. Flags are parsed by proxy/cli.ts (one flag table
 // for the whole CLI, each with an IGW_* twin); this module turns them into a running service.
 import type { KeyObject } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { ConfigError, parseConfigText } from '../config/load.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactUrlCredentials } from '../config/redact.ts'
+import { exposedMode } from '../filters/dlp/keyring.ts'
 import { verifyAudit } from './audit.ts'
 import type { AuthOptions } from './auth.ts'
 import { openDb } from './db.ts'
 import { pino } from 'pino'
 import { loadPluginTrust } from './plugin-trust.ts'
+import { MigrationFailed } from './migrations.ts'
 import type { Doc } from './resources.ts'
 import { startControlPlane, type ControlPlane } from './server.ts'
 import { loadOrCreateSigningKey, loadPublicKey } from './signing.ts'
@@ -76,6 +78,17 @@ export function controlPlaneListenAddress(flag: string | undefined): { host?: st
     throw new ConfigError('--listen', [`expected host:port or :port with a port from 0 to 65535, got "${text}"`])
   }
   return host === undefined ? { port } : { host, port }
+}
+
+/**
+ * pg parses the URL only when it first connects, and its error then is WHATWG URL's bare "Invalid
+ * URL" (a port above 65535, a raw "/" or "#" in the password, an unclosed "[" of an IPv6 host):
+ * the start said "igw control-plane: Invalid URL", naming neither the flag nor the value.
+ */
+function invalidDbUrl(err: unknown, spec: string): ConfigError | undefined {
+  const cause = (err as { cause?: unknown }).cause ?? err
+  if ((cause as { code?: unknown } | null)?.code !== 'ERR_INVALID_URL') return undefined
+  return new ConfigError('--db', [`"${redactUrlCredentials(spec)}" is not a valid URL: expected postgres://user:password@host:port/database (percent-encode "/", "?" and "#" in the password)`])
 }
 
 /** What a driver said, from under the DatabaseUnavailable wrapper that only says "unavailable". */
@@ -157,8 +170,9 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
     const where = flags['signing-key'] === undefined ? ` (the default place, beside the --db file; --signing-key names another)` : ''
     throw new ConfigError('--signing-key', [`${e.message.includes(keyPath) ? e.message : `${keyPath}: ${e.message}`}${where}`])
   }
+  let cp: ControlPlane
   try {
-    return await startControlPlane({
+    cp = await startControlPlane({
       db,
       host: listen.host,
       port: listen.port,
@@ -184,6 +198,10 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
       const taken = Object.assign(new Error(`${which} ${which === '--listen' ? (flags.listen ?? ':7070') : (flags['metrics-listen'] ?? DEFAULT_METRICS_LISTEN)} ${reason}`), { name: 'StartupError', kind: 'listen' })
       throw taken
     }
+    const badUrl = invalidDbUrl(err, db)
+    if (badUrl !== undefined) throw badUrl
+    // Its own words name the step; the driver's alone would not say the start was migrating.
+    if (err instanceof MigrationFailed) throw new ConfigError('--db', [`${redactUrlCredentials(db)}: ${err.message}`])
     // The store failed to open: named as the database, with the driver's own words (not "the
     // database is unavailable", a bare EEXIST from mkdir, or SQLite's "unable to open").
     const cause = ((err as { cause?: unknown }).cause ?? err) as NodeJS.ErrnoException
@@ -194,6 +212,15 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
     }
     throw new ConfigError('igw control-plane', [e.message])
   }
+  // The private key signs every snapshot proxies apply and every audit entry: whoever may read it
+  // can forge both. Warned, not refused, with the DLP keyring's rule (others' access or group
+  // write; a pod's fsGroup read is fine): a Kubernetes Secret is mounted 0644 unless told otherwise.
+  // Once started: a start that fails says only why it failed.
+  const exposed = exposedMode(statSync(keyPath, { throwIfNoEntry: false })?.mode ?? 0)
+  if (exposed !== undefined) {
+    logger.warn({ file: keyPath, mode: exposed }, `signing key ${keyPath} has mode ${exposed}: users other than the one igw runs as may read or change it (and sign snapshots and audit entries as this control plane); make it 0600 (or 0400)`)
+  }
+  return cp
 }
 
 /**
@@ -253,6 +280,8 @@ export async function runAuditVerify(flags: ControlPlaneFlags): Promise<boolean>
     try {
       r = await verifyAudit(db, keys)
     } catch (err) {
+      const badUrl = invalidDbUrl(err, spec)
+      if (badUrl !== undefined) throw badUrl
       const msg = driverMessage(err)
       throw new ConfigError('--db', [/no such table|relation .* does not exist/i.test(msg) ? `${redactUrlCredentials(spec)} is not an igw control plane database (${msg})` : `cannot read the audit log in ${redactUrlCredentials(spec)}: ${msg}`])
     }

@@ -88,9 +88,13 @@ const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when tr
 /** True for errors that say the PostgreSQL server is out of reach, not that the statement is wrong. */
 function isPostgresUnavailable(err: unknown): boolean {
   if (err === null || typeof err !== 'object') return false
-  const e = err as { code?: unknown; message?: unknown; errors?: unknown }
+  const e = err as { code?: unknown; syscall?: unknown; message?: unknown; errors?: unknown }
   if (typeof e.code === 'string') {
     if (NETWORK_CODES.has(e.code)) return true
+    // A unix socket (`?host=/var/run/postgresql`, a cloud SQL proxy's socket) whose server is
+    // stopped or restarting: PostgreSQL removes the socket file, so connecting is ENOENT, not
+    // ECONNREFUSED (only from connect: a missing sslcert file is the URL's error).
+    if (e.code === 'ENOENT' && e.syscall === 'connect') return true
     // SQLSTATE class 08 (connection exception), 57P01-57P03 (server shutting down, starting up),
     // 57P05 (idle session timeout), 25P03 (idle-in-transaction timeout: the server ended the
     // session), 53300 (too many connections), 55P03 (lock_timeout: another instance held the write

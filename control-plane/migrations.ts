@@ -2,7 +2,7 @@
 // PostgreSQL (TEXT, BIGINT, UUID, CHECK, ON CONFLICT), so the same statements run on each.
 // Times are epoch milliseconds (BIGINT); JSON is stored as TEXT (the exact bytes that were signed
 // or hashed, which a JSON column type might re-serialize).
-import type { Db } from './db.ts'
+import { DatabaseUnavailable, StorageFull, type Db } from './db.ts'
 
 /**
  * A statement for both engines, or one engine's own (an engine-specific statement is skipped on
@@ -164,12 +164,38 @@ export class SchemaTooNew extends Error {
   }
 }
 
+/**
+ * A step of the schema could not be applied (the transaction rolled back: nothing of it is kept).
+ * The engine's error alone ("must be owner of table audit_log", "permission denied for schema
+ * public") did not say that the start was migrating, nor which step.
+ */
+export class MigrationFailed extends Error {
+  constructor(step: string, cause: unknown) {
+    const e = cause as { message?: unknown; code?: unknown }
+    // 42501 insufficient_privilege; "must be owner" is 42501 too.
+    const hint = e.code === '42501' ? " (the role in --db may use the tables but not create or alter them: run this igw once as the tables' owner, or with a role that may create in the schema, then as this role)" : ''
+    super(`${step} failed: ${String(e.message ?? cause)}${hint}`, { cause })
+    this.name = 'MigrationFailed'
+  }
+}
+
+/** Run one migration step; an error the database gave for the statements becomes MigrationFailed. */
+async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run()
+  } catch (err) {
+    // Transient (a 503 to retry) or out of space: not a fault of the migration.
+    if (err instanceof DatabaseUnavailable || err instanceof StorageFull) throw err
+    throw new MigrationFailed(name, err)
+  }
+}
+
 /** Apply pending migrations in order; each in its own transaction. Returns the versions applied. */
 export async function migrate(db: Db): Promise<number[]> {
   // Under the write lock like every step after it: PostgreSQL does not serialize two concurrent
   // CREATE TABLE IF NOT EXISTS (two replicas starting on an empty database: one failed with a
   // unique violation on pg_type).
-  const recorded = await db.transaction(async (tx) => {
+  const recorded = await step('creating the schema_migrations table', () => db.transaction(async (tx) => {
     // Created only when missing, as every later step runs only when pending: PostgreSQL checks the
     // right to create in the schema even for CREATE … IF NOT EXISTS of a table that exists, and a
     // role that may use the tables but not create any (least privilege: the migrations run by the
@@ -181,7 +207,7 @@ export async function migrate(db: Db): Promise<number[]> {
         : (await tx.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")).length > 0
     if (!exists) await tx.query('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)')
     return tx.query<{ version: unknown; name: unknown }>('SELECT version, name FROM schema_migrations ORDER BY version')
-  })
+  }))
   // A database a newer igw migrated has tables or columns this one does not know: writing to it
   // (a version row without a new NOT NULL column, a column whose meaning changed) would fail at
   // every write or, worse, store rows the newer igw misreads. Refuse to start instead.
@@ -190,7 +216,7 @@ export async function migrate(db: Db): Promise<number[]> {
   if (unknown.length > 0) throw new SchemaTooNew(unknown.map((r) => ({ version: Number(r.version), name: String(r.name) })))
   const applied: number[] = []
   for (const m of MIGRATIONS) {
-    const done = await db.transaction(async (tx) => {
+    const done = await step(`schema migration ${m.version} (${JSON.stringify(m.name)})`, () => db.transaction(async (tx) => {
       const rows = await tx.query('SELECT version FROM schema_migrations WHERE version = $1', [m.version])
       if (rows.length > 0) return false
       for (const s of m.statements) {
@@ -199,7 +225,7 @@ export async function migrate(db: Db): Promise<number[]> {
       }
       await tx.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()])
       return true
-    })
+    }))
     if (done) applied.push(m.version)
   }
   return applied

@@ -15,7 +15,7 @@ import type { SubscriptionsConfig } from '../../config/subscriptions.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { RequestContext } from '../context.ts'
 import { rawHttpError } from '../errors.ts'
-import { incomingRequestId } from '../headers.ts'
+import { routeIncomingRequestId } from '../headers.ts'
 import { LogWindow } from '../log.ts'
 import type { GraphQLRequest } from '../graphql-request.ts'
 import type { ProxyMetrics } from '../metrics.ts'
@@ -254,7 +254,7 @@ export class SubscriptionHub {
     req[kProtocol] = protocol
     // Connect the replay log's Redis before the first event needs it.
     this.replayLog()?.provider.client()
-    const ctx = new RequestContext(req, undefined, route, host.logger, start, incomingRequestId(req.headers['x-request-id']))
+    const ctx = new RequestContext(req, undefined, route, host.logger, start, routeIncomingRequestId(route, req.headers))
     req[kContext] = ctx
     // Synchronous (no verifyClient): ws calls #accepted before returning, or refuses the client
     // itself (it half-closed, or the hub is shutting down) and never calls back.

@@ -1,12 +1,13 @@
 // What every dlp filter instance of a worker thread shares: the compiled rule pack, the
 // tokenizer over the current keyring (re-read when the keyring file changes, so a promoted key
 // takes effect without a reload) and the loaded export policy. Built once per worker and config.
+import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { loadPolicyBundle, type PolicyEvaluator } from '../../policies/engine.ts'
 import { bundlePath } from '../../policies/catalog.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { LogWindow } from '../../proxy/filter.ts'
-import { LocalKeyring, type KeyProvider } from './keyring.ts'
+import { KeyringError, LocalKeyring, type KeyProvider, type KeyringSnapshot } from './keyring.ts'
 import { BUILTIN_RULE_PACK, RulePack } from './rule-pack.ts'
 import { Tokenizer } from './tokenizer.ts'
 import { setDefaultPhoneRegion } from './validators.ts'
@@ -38,9 +39,13 @@ export class KeyringState {
   /** "path\0mode" already warned about: once per file and mode, not per reload. */
   readonly #warned = new Set<string>()
 
-  constructor(provider: KeyProvider, tokenizer: Tokenizer, version: string) {
+  /** The keys in use: a reload may add and retire keys, never give a known id another secret. */
+  #ring: KeyringSnapshot
+
+  constructor(provider: KeyProvider, ring: KeyringSnapshot, version: string) {
     this.provider = provider
-    this.tokenizer = tokenizer
+    this.#ring = ring
+    this.tokenizer = new Tokenizer(ring)
     this.#version = version
   }
 
@@ -57,7 +62,7 @@ export class KeyringState {
       before = undefined
     }
     const ring = await provider.load()
-    return new KeyringState(provider, new Tokenizer(ring), before ?? (await provider.version()))
+    return new KeyringState(provider, ring, before ?? (await provider.version()))
   }
 
   /**
@@ -85,6 +90,16 @@ export class KeyringState {
       v = await this.provider.version()
       if (v !== this.#version) {
         const ring = await this.provider.load()
+        // Tokens name their key id: a known id with another secret (a keyring recreated by
+        // `create: true` after the file was lost, a hand edit) made every token issued under it
+        // irreversible, and new tokens of the same value differ from the old ones.
+        for (const [id, key] of ring.keys) {
+          const was = this.#ring.keys.get(id)
+          if (was !== undefined && (was.secret.length !== key.secret.length || !timingSafeEqual(was.secret, key.secret))) {
+            throw new KeyringError(`key "${id}" has another secret than the one in use: tokens issued under it could no longer be reversed (give a new key a new id)`)
+          }
+        }
+        this.#ring = ring
         this.tokenizer = new Tokenizer(ring)
         this.#version = v
         this.#checkExposure()

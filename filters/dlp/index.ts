@@ -82,7 +82,33 @@ function dropUpstreamDigests(h: Record<string, string | string[]>): void {
  */
 function headLikeGet(h: Record<string, string | string[]>): void {
   delete h['content-length']
-  if (DECODED.has(String(h['content-encoding'] ?? '').trim().toLowerCase())) delete h['content-encoding']
+  const codings = codingsOf(String(h['content-encoding'] ?? ''))
+  if (codings.length > 0 && codings.every((c) => DECODED.has(c))) delete h['content-encoding']
+}
+
+/** The content codings of a Content-Encoding value, in the order they were applied (identity left out). */
+function codingsOf(value: string): string[] {
+  const out: string[] = []
+  for (const c of value.toLowerCase().split(',')) {
+    const t = c.trim()
+    if (t !== '' && t !== 'identity') out.push(t)
+  }
+  return out
+}
+
+/**
+ * Decoders for a Content-Encoding list, the last coding applied undone first (RFC 9110 §8.4:
+ * `deflate, gzip` is gzip over deflate); undefined when one of them is not readable. A list was
+ * read as one unknown coding: with `uninspectable: pass` such an export left unmasked.
+ */
+function decodersFor(value: string): Transform[] | undefined {
+  const out: Transform[] = []
+  for (const c of codingsOf(value).reverse()) {
+    const d = decoderFor(c)
+    if (d === undefined) return undefined
+    if (d !== null) out.push(d)
+  }
+  return out
 }
 
 /**
@@ -515,8 +541,8 @@ class DlpFilter implements Filter {
     const format = plan.format === 'auto' ? formatOf(ctype) : plan.format
     const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
     const codec = format !== undefined ? exportCodec(charsetOf(ctype)) : undefined
-    const decoder = codec !== undefined ? decoderFor(encoding) : undefined
-    if (format === undefined || codec === undefined || decoder === undefined) {
+    const decoders = codec !== undefined ? decodersFor(encoding) : undefined
+    if (format === undefined || codec === undefined || decoders === undefined) {
       const what = codec !== undefined ? `content encoding "${encoding}"` : `content type "${String(ctype ?? 'none')}"`
       this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
       if (this.#cfg.uninspectable === 'pass') {
@@ -548,8 +574,8 @@ class DlpFilter implements Filter {
     let body = Buffer.isBuffer(current) ? Readable.from([current]) : current
     const health: BodyHealth = { upstreamFailed: false, decodeFailed: false, encoding, source: body }
     body.on('error', () => (health.upstreamFailed = true))
-    if (decoder !== null) {
-      delete res.headers['content-encoding']
+    if (decoders.length > 0) delete res.headers['content-encoding']
+    for (const decoder of decoders) {
       decoder.on('error', () => {
         if (!health.upstreamFailed) health.decodeFailed = true
       })

@@ -186,6 +186,11 @@ async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
   } catch (err) {
     // Transient (a 503 to retry) or out of space: not a fault of the migration.
     if (err instanceof DatabaseUnavailable || err instanceof StorageFull) throw err
+    // Nor is a database that cannot be opened at all, which the first statement finds: a
+    // connection or login failure, a database that does not exist (SQLSTATE classes 08, 28, 3D),
+    // too many connections, an admin shutdown (53, 57). Those are "cannot open --db".
+    const code = (err as { code?: unknown }).code
+    if (typeof code === 'string' && /^(08|28|3D|53|57)/.test(code)) throw err
     throw new MigrationFailed(name, err)
   }
 }

@@ -277,6 +277,17 @@ export function gapMessage(reason: GapReason): string {
   return GAP_MESSAGES[reason]
 }
 
+/**
+ * The legacy protocol's `error` payload: an object, as subscriptions-transport-ws's server sends
+ * (`{message}`) and Apollo Kotlin / Apollo Android read it (a Map: a list threw there) — the first
+ * error's fields, with the whole list under `errors`, which Apollo's JS SubscriptionClient reads
+ * ahead of `message`.
+ */
+function legacyErrorPayload(errors: readonly unknown[]): Record<string, unknown> {
+  const first = errors[0]
+  return { ...(isObject(first) ? first : {}), errors }
+}
+
 /** Builds the server's messages for one protocol. Strings, ready for ws.send. */
 export class ProtocolWriter {
   readonly name: ProtocolName
@@ -301,6 +312,7 @@ export class ProtocolWriter {
   }
 
   error(id: string, errors: readonly unknown[]): string {
+    if (this.name === LEGACY_WS) return JSON.stringify({ id, type: 'error', payload: legacyErrorPayload(errors) })
     if (this.#graphql) return JSON.stringify({ id, type: 'error', payload: errors })
     return JSON.stringify({ op: 'error', id, errors })
   }
@@ -338,7 +350,7 @@ export class ProtocolWriter {
 
   /** A protocol error that does not close the connection (legacy and topics). */
   badMessage(reason: string, id: string | undefined): string {
-    if (this.name === LEGACY_WS) return JSON.stringify(id === undefined ? { type: 'connection_error', payload: { message: reason } } : { id, type: 'error', payload: [{ message: reason, extensions: { code: 'BAD_REQUEST' } }] })
+    if (this.name === LEGACY_WS) return JSON.stringify(id === undefined ? { type: 'connection_error', payload: { message: reason } } : { id, type: 'error', payload: legacyErrorPayload([{ message: reason, extensions: { code: 'BAD_REQUEST' } }]) })
     return JSON.stringify({ op: 'error', id, errors: [{ message: reason, extensions: { code: 'BAD_REQUEST' } }] })
   }
 }

@@ -50,6 +50,8 @@ const NOT_MODIFIED = { 304: { description: 'If-None-Match holds the current ETag
 /** The routes a proxy calls as itself: a token with a `proxy` claim may name no other proxy id. */
 const PROXY_FORBIDDEN = { 403: problem('denied by the admin policy, or the token is bound to another proxy id (its "proxy" claim)') }
 const WRITE_ERRORS = { ...COMMON, 400: problem('the resulting document is invalid (problems name the paths)'), 412: problem('If-Match does not match the current ETag') }
+/** A write that can grow the document: bounded (store.ts MAX_DOCUMENT_BYTES); a delete never grows it. */
+const PUT_ERRORS = { ...WRITE_ERRORS, 413: problem('the body is over 4 MiB, or the config document would be over 16 MiB (canonical JSON)') }
 
 function requireHead(store: ConfigStore): Head {
   const h = store.head()
@@ -227,6 +229,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
     return v
   }
   const listResource = (subject: Subject) => ({ type: c.name, ...(byTenant && subject.tenant ? { tenant: subject.tenant } : {}) })
+  const inUse: Record<number, ReturnType<typeof problem>> = c.referencedBy === undefined ? {} : { 409: problem('still referenced elsewhere in the document (problems name the paths): change or delete those first') }
   return [
     {
       method: 'GET',
@@ -267,7 +270,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         tags: [c.name],
         ifMatch: true,
         requestBody: ref(`${name}Config`),
-        responses: { 200: { description: 'replaced', schema: ref(name), etag: true }, 201: { description: 'created', schema: ref(name), etag: true }, ...WRITE_ERRORS },
+        responses: { 200: { description: 'replaced', schema: ref(name), etag: true }, 201: { description: 'created', schema: ref(name), etag: true }, ...PUT_ERRORS },
       },
       async handle(ctx) {
         const id = ctx.params.id!
@@ -297,7 +300,17 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
       method: 'DELETE',
       path: `/v1/${c.name}/{id}`,
       auth: { action: 'admin.write', resource: res },
-      doc: { summary: `Delete one of ${c.name}`, tags: [c.name], ifMatch: true, responses: { 200: { description: 'deleted', schema: ref('Deleted') }, 404: problem('no such item'), ...WRITE_ERRORS } },
+      doc: {
+        summary: `Delete one of ${c.name}`,
+        tags: [c.name],
+        ifMatch: true,
+        responses: {
+          200: { description: 'deleted', schema: ref('Deleted') },
+          404: problem('no such item'),
+          ...WRITE_ERRORS,
+          ...inUse,
+        },
+      },
       async handle(ctx) {
         const id = ctx.params.id!
         const r = await deps.store.commit({
@@ -308,6 +321,14 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
             const before = getItem(head.document, c, id)
             if (before === undefined) throw new NotFound(`${c.name}/${id} does not exist`)
             checkPreconditions(ctx, before)
+            // What names it would dangle: a 400 quoting the referrer's path ("routes[0].upstream:
+            // expected URL or an upstream name") read as if the route were wrong, and a tenant
+            // filter's defaultTenant was not refused at all.
+            const refs = c.referencedBy?.(head.document, id) ?? []
+            if (refs.length > 0) {
+              const what = `${c.noun ?? c.name} ${JSON.stringify(id)}`
+              throw new HttpError(409, `${what} is used by ${[...new Set(refs.map((x) => x.resource))].join(', ')}; change or delete those first`, { problems: refs.map((x) => `${x.path}: refers to ${what}`) })
+            }
             return { document: putItem(head.document, c, id, undefined), before, after: undefined, result: undefined }
           },
         })
@@ -335,7 +356,7 @@ function sectionRoutes(s: SectionSpec, deps: ApiDeps): RouteDef[] {
       method: 'PUT',
       path: `/v1/${s.name}`,
       auth: { action: 'admin.write', resource: () => ({ type: s.name }) },
-      doc: { summary: `Replace: ${s.description}`, tags: [s.name], ifMatch: true, requestBody: ref(`${name}Section`), responses: { 200: { description: 'replaced', schema: ref(`${name}View`), etag: true }, ...WRITE_ERRORS } },
+      doc: { summary: `Replace: ${s.description}`, tags: [s.name], ifMatch: true, requestBody: ref(`${name}Section`), responses: { 200: { description: 'replaced', schema: ref(`${name}View`), etag: true }, ...PUT_ERRORS } },
       async handle(ctx) {
         const body = await readJson(ctx.req)
         const r = await deps.store.commit({
@@ -388,7 +409,7 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
         tags: ['routes'],
         ifMatch: true,
         requestBody: ref('FilterEntry'),
-        responses: { 200: { description: 'set', schema: ref('RouteFilter'), etag: true }, 404: problem('no such route'), ...WRITE_ERRORS },
+        responses: { 200: { description: 'replaced', schema: ref('RouteFilter'), etag: true }, 201: { description: 'added', schema: ref('RouteFilter'), etag: true }, 404: problem('no such route'), ...PUT_ERRORS },
       },
       async handle(ctx) {
         const body = (await readJson(ctx.req)) as Record<string, unknown>
@@ -407,10 +428,11 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
             if (index === -1) next.push(entry)
             else next[index] = entry
             const document = putItem(head.document, routesSpec, routeName, { ...route, filters: next })
-            return { document, before, after: entry, result: { entry, position: index === -1 ? next.length - 1 : index } }
+            return { document, before, after: entry, result: { entry, position: index === -1 ? next.length - 1 : index, created: index === -1 } }
           },
         })
-        sendJson(ctx.res, 200, { route: routeName, position: r.result.position, etag: etagOf(r.result.entry), version: r.version, config: r.result.entry }, { etag: etagOf(r.result.entry) })
+        // As a collection's PUT: 201 when it added the filter to the chain.
+        sendJson(ctx.res, r.result.created ? 201 : 200, { route: routeName, position: r.result.position, etag: etagOf(r.result.entry), version: r.version, config: r.result.entry }, { etag: etagOf(r.result.entry) })
       },
     },
     {
@@ -548,7 +570,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'PUT',
       path: '/v1/config',
       auth: { action: 'admin.write', resource: () => ({ type: 'config' }) },
-      doc: { summary: 'Replace the whole document (a new version)', tags: ['config'], ifMatch: true, requestBody: ref('ConfigDocument'), responses: { 200: { description: 'committed (or unchanged)', schema: ref('WriteResult'), etag: true }, ...WRITE_ERRORS } },
+      doc: { summary: 'Replace the whole document (a new version)', tags: ['config'], ifMatch: true, requestBody: ref('ConfigDocument'), responses: { 200: { description: 'committed (or unchanged)', schema: ref('WriteResult'), etag: true }, ...PUT_ERRORS } },
       async handle(ctx) {
         const body = await readJson(ctx.req)
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a config document (a JSON object)', { problems: ['(root): expected an object'] })
@@ -611,7 +633,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         tags: ['config'],
         ifMatch: true,
         requestBody: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } },
-        responses: { 200: { description: 'committed', schema: ref('WriteResult'), etag: true }, 404: problem('no such version'), ...WRITE_ERRORS },
+        responses: { 200: { description: 'committed', schema: ref('WriteResult'), etag: true }, 404: problem('no such version'), ...PUT_ERRORS },
       },
       async handle(ctx) {
         const body = await readJson(ctx.req)
@@ -678,7 +700,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'PUT',
       path: '/v1/tenants/{id}/quotas/{kind}',
       auth: { action: 'admin.write', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
-      doc: { summary: 'Set a daily quota (kind: graphql, ingest, embeddings, subscriptions)', tags: ['quotas'], ifMatch: true, requestBody: ref('QuotaInput'), responses: { 200: { description: 'set', schema: ref('Quota'), etag: true }, 404: problem('no such tenant'), ...WRITE_ERRORS } },
+      doc: { summary: 'Set a daily quota (kind: graphql, ingest, embeddings, subscriptions)', tags: ['quotas'], ifMatch: true, requestBody: ref('QuotaInput'), responses: { 200: { description: 'set', schema: ref('Quota'), etag: true }, 404: problem('no such tenant'), ...PUT_ERRORS } },
       async handle(ctx) {
         const kind = ctx.params.kind!
         if (!isQuotaKind(kind)) throw new HttpError(400, `unknown quota kind "${kind}"`, { problems: [`kind: expected one of graphql | ingest | embeddings | subscriptions, got "${kind}"`] })

@@ -4,9 +4,9 @@
 import type { z } from 'zod'
 import { persistedOperation } from '../config/persisted-documents.ts'
 import { budgetConfig, quotasConfig } from '../config/quotas.ts'
-import { dlpConfig, dlpPreset } from '../config/dlp.ts'
+import { dlpConfig, dlpPreset, SEED_PRESETS } from '../config/dlp.ts'
 import { subscriptionsConfig } from '../config/subscriptions.ts'
-import { routeConfig, tenantConfig, upstreamConfig } from '../config/schema.ts'
+import { looksLikeUrl, routeConfig, tenantConfig, upstreamConfig } from '../config/schema.ts'
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json }
 export type Doc = Record<string, unknown>
@@ -23,6 +23,16 @@ export interface CollectionSpec {
   /** Item schema (input side) for the OpenAPI document. */
   schema: z.ZodType
   description: string
+  /** What an item is called in a refusal ("upstream"). */
+  noun?: string
+  /** What else in the document names item `id` (a DELETE that would leave them dangling is a 409). */
+  referencedBy?: (doc: Doc, id: string) => Reference[]
+}
+
+/** A place in the document that names an item: its path, and the REST resource to change to drop it. */
+export interface Reference {
+  path: string
+  resource: string
 }
 
 /** A singleton part of the document (a top-level section such as `cache:`). */
@@ -33,9 +43,77 @@ export interface SectionSpec {
   description: string
 }
 
+type FilterShape = { name?: unknown; defaultTenant?: unknown; preset?: unknown }
+type RouteShape = { name?: unknown; upstream?: unknown; filters?: FilterShape[] }
+
+function routesOf(doc: Doc): RouteShape[] {
+  return Array.isArray(doc.routes) ? (doc.routes as unknown[]).filter((r): r is RouteShape => r !== null && typeof r === 'object') : []
+}
+
+function filtersOf(r: RouteShape): FilterShape[] {
+  return Array.isArray(r.filters) ? r.filters.filter((f): f is FilterShape => f !== null && typeof f === 'object') : []
+}
+
+const mapAt = (doc: Doc, path: readonly string[]): Record<string, unknown> => {
+  const m = at(doc, path)
+  return m !== null && typeof m === 'object' && !Array.isArray(m) ? (m as Record<string, unknown>) : {}
+}
+
+/** Routes whose `upstream` is this name (an inline URL is not a reference: it works without the entry). */
+function upstreamReferences(doc: Doc, id: string): Reference[] {
+  if (looksLikeUrl(id)) return []
+  return routesOf(doc).flatMap((r, i) => (r.upstream === id ? [{ path: `routes[${i}].upstream`, resource: `routes/${String(r.name)}` }] : []))
+}
+
+/**
+ * A tenant's own entries (quotas, budget, DLP preset) and tenant filters defaulting to it. Its own
+ * entries are not removed with it: each is a resource of its own, authorized and audited as one
+ * (a policy may let an admin delete a tenant but not change its quotas).
+ */
+function tenantReferences(doc: Doc, id: string): Reference[] {
+  const out: Reference[] = []
+  if (Object.hasOwn(mapAt(doc, ['quotas', 'tenants']), id)) out.push({ path: `quotas.tenants.${id}`, resource: `quota-limits/${id}` })
+  if (Object.hasOwn(mapAt(doc, ['dlp', 'tenants']), id)) out.push({ path: `dlp.tenants.${id}`, resource: `dlp-tenants/${id}` })
+  routesOf(doc).forEach((r, i) =>
+    filtersOf(r).forEach((f, j) => {
+      // Not refused by the schema (an unlisted default tenant gets the default tier), but the
+      // route's anonymous traffic would go on as the deleted tenant.
+      if (f.name === 'tenant' && f.defaultTenant === id) out.push({ path: `routes[${i}].filters[${j}].defaultTenant`, resource: `routes/${String(r.name)}/filters/tenant` })
+    }),
+  )
+  return out
+}
+
+/** Where a DLP preset is named. The seed's presets outlive a delete (it drops the document's redefinition). */
+function dlpPresetReferences(doc: Doc, id: string): Reference[] {
+  if (Object.hasOwn(SEED_PRESETS, id)) return []
+  const out: Reference[] = []
+  const dlp = mapAt(doc, ['dlp'])
+  if (dlp.defaultPreset === id) out.push({ path: 'dlp.defaultPreset', resource: 'dlp' })
+  for (const [tenant, t] of Object.entries(mapAt(doc, ['dlp', 'tenants']))) {
+    if ((t as { preset?: unknown } | null)?.preset === id) out.push({ path: `dlp.tenants.${tenant}.preset`, resource: `dlp-tenants/${tenant}` })
+  }
+  const allowed = at(doc, ['dlp', 'policy', 'allowedPresets'])
+  if (Array.isArray(allowed)) allowed.forEach((p, i) => p === id && out.push({ path: `dlp.policy.allowedPresets[${i}]`, resource: 'dlp' }))
+  routesOf(doc).forEach((r, i) =>
+    filtersOf(r).forEach((f, j) => {
+      if (f.name === 'dlp' && f.preset === id) out.push({ path: `routes[${i}].filters[${j}].preset`, resource: `routes/${String(r.name)}/filters/dlp` })
+    }),
+  )
+  return out
+}
+
 export const COLLECTIONS: CollectionSpec[] = [
-  { name: 'tenants', shape: 'map', path: ['tenants'], schema: tenantConfig, description: 'Tenants: tier, time zone, display name (document `tenants.<id>`); each also has a stable UUID' },
-  { name: 'upstreams', shape: 'map', path: ['upstreams'], schema: upstreamConfig, description: 'Upstream origins and their pools (document `upstreams.<name>`)' },
+  {
+    name: 'tenants',
+    shape: 'map',
+    path: ['tenants'],
+    schema: tenantConfig,
+    description: 'Tenants: tier, time zone, display name (document `tenants.<id>`); each also has a stable UUID',
+    noun: 'tenant',
+    referencedBy: tenantReferences,
+  },
+  { name: 'upstreams', shape: 'map', path: ['upstreams'], schema: upstreamConfig, description: 'Upstream origins and their pools (document `upstreams.<name>`)', noun: 'upstream', referencedBy: upstreamReferences },
   { name: 'routes', shape: 'list', path: ['routes'], schema: routeConfig, description: 'Routes with their filter chains (document `routes[]`, keyed by name)' },
   {
     name: 'quota-limits',
@@ -45,7 +123,15 @@ export const COLLECTIONS: CollectionSpec[] = [
     description: 'A tenant’s cost controls per kind — token bucket (rate, burst), daily quota (limitPerDay), concurrency — and budget (document `quotas.tenants.<tenant>`)',
   },
   { name: 'budgets', shape: 'map', path: ['quotas', 'tenants'], leaf: 'budget', schema: budgetConfig, description: 'A tenant’s rolling budget with its alert thresholds (document `quotas.tenants.<tenant>.budget`)' },
-  { name: 'dlp-presets', shape: 'map', path: ['dlp', 'presets'], schema: dlpPreset, description: 'DLP presets: sensitive type → mask | tokenize | hash | redact | block (document `dlp.presets.<name>`; the seed’s mask_basic and tokenize_strict always exist)' },
+  {
+    name: 'dlp-presets',
+    shape: 'map',
+    path: ['dlp', 'presets'],
+    schema: dlpPreset,
+    description: 'DLP presets: sensitive type → mask | tokenize | hash | redact | block (document `dlp.presets.<name>`; the seed’s mask_basic and tokenize_strict always exist)',
+    noun: 'DLP preset',
+    referencedBy: dlpPresetReferences,
+  },
   { name: 'dlp-tenants', shape: 'map', path: ['dlp', 'tenants'], schema: dlpConfig.shape.tenants.unwrap().valueType, description: 'A tenant’s DLP preset, which wins over the route’s (document `dlp.tenants.<tenant>`)' },
   { name: 'subscription-topics', shape: 'map', path: ['subscriptions', 'topics'], schema: subscriptionsConfig.shape.topics.unwrap().valueType, description: 'Named subscription topics (document `subscriptions.topics.<name>`)' },
   { name: 'persisted-documents', shape: 'map', path: ['persistedDocuments', 'operations'], schema: persistedOperation, description: 'Persisted documents with per-id policy: cost, timeout, cache TTL/tags, planner hints, tier (document `persistedDocuments.operations.<id>`)' },

@@ -10,6 +10,7 @@ import { appendAudit, currentRequestId, type AuditEntry, type AuditInput } from 
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
 import { inexact } from '../config/json-numbers.ts'
 import { num, type Db, type Tx } from './db.ts'
+import { HttpError } from './http-kit.ts'
 import { migrate } from './migrations.ts'
 import { readQuotaLimits, QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
 import type { Doc } from './resources.ts'
@@ -115,6 +116,26 @@ export function validateDocument(doc: unknown, previous?: unknown): void {
     if (err instanceof ConfigError) throw new ValidationFailed(err.problems)
     throw err
   }
+}
+
+/**
+ * The largest document (canonical JSON, UTF-8) a commit may leave. Each request body is capped at
+ * 4 MiB, but item after item the document grew without bound — and every version stores it twice
+ * (as written and inside its signed envelope), every proxy parses it whole on every push.
+ */
+export const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+/**
+ * 413 for a document over the bound — unless it is no larger than the head (one stored before the
+ * bound, or by a larger one): writes that shrink it, or keep its size, must still go through.
+ */
+function checkDocumentSize(json: string, headJson: string): void {
+  if (json.length <= MAX_DOCUMENT_BYTES / 3) return // at most 3 UTF-8 bytes per UTF-16 unit
+  const bytes = Buffer.byteLength(json)
+  if (bytes <= MAX_DOCUMENT_BYTES || bytes <= Buffer.byteLength(headJson)) return
+  throw new HttpError(413, `the config document would be ${bytes} bytes, over the limit of ${MAX_DOCUMENT_BYTES} bytes (16 MiB, canonical JSON); nothing was changed`, {
+    problems: [`(root): the document would be ${bytes} bytes; at most ${MAX_DOCUMENT_BYTES} (remove something first)`],
+  })
 }
 
 interface VersionRow {
@@ -303,7 +324,9 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       const head = (await this.#readHead(tx)) ?? { version: 0, document: {}, digest: '', envelope: { payload: '', keyId: '', signature: '' }, createdAt: 0, author: '' }
       const { document, before, after, result, detail } = req.change(head)
       const json = canonicalJson(document)
-      if (head.version > 0 && json === canonicalJson(head.document)) return { head, result, changed: false }
+      const headJson = head.version > 0 ? canonicalJson(head.document) : ''
+      if (head.version > 0 && json === headJson) return { head, result, changed: false }
+      checkDocumentSize(json, headJson)
       validateDocument(document, head.version > 0 ? head.document : undefined)
       const version = head.version + 1
       const now = Date.now()

@@ -92,9 +92,9 @@ describe.each(engines)('control plane API on $name', (engine) => {
     expect(await oa.check(del, 'DELETE', '/v1/upstreams/{id}')).toMatchObject({ deleted: 'search' })
     const gone = await cp.api('/v1/upstreams/search')
     expect(await oa.check(gone, 'GET', '/v1/upstreams/{id}')).toMatchObject({ status: 404 })
-    // Deleting an upstream a route still uses is refused with the route's path.
+    // Deleting an upstream a route still uses is a 409 naming the route and its path.
     const inUse = await cp.api('/v1/upstreams/backend', { method: 'DELETE' })
-    expect(await oa.check(inUse, 'DELETE', '/v1/upstreams/{id}')).toMatchObject({ status: 400, problems: [expect.stringMatching(/^routes\[0\]\.upstream: /)] })
+    expect(await oa.check(inUse, 'DELETE', '/v1/upstreams/{id}')).toMatchObject({ status: 409, detail: expect.stringContaining('routes/graphql'), problems: [expect.stringMatching(/^routes\[0\]\.upstream: /)] })
   })
 
   it('optimistic concurrency: a stale If-Match gets 412 and changes nothing; If-None-Match: * creates only', async () => {

@@ -220,7 +220,7 @@ export class Subscription implements StreamSubscriber, GapHolder {
   }
 
   #accepts(e: LogEvent): boolean {
-    if (this.matcher !== undefined && !this.matcher(e.result)) return false
+    if (this.matcher !== undefined && !this.matcher(e.result) && !errorsOnly(e.result)) return false
     const f = this.#filters
     if (f.list.length === 0) return true
     const sctx = (this.#sctx ??= { tenant: this.ctx.tenant, tier: this.conn.tier, route: this.conn.routeName, id: this.id, connectionId: this.conn.id, topic: this.topic })
@@ -282,6 +282,17 @@ export class Subscription implements StreamSubscriber, GapHolder {
     this.conn.accessLine(this.ctx, this.cmd, abandoned ? 499 : statusOf(code, 200), outcome, code)
     if (this.conn.draining) this.conn.drainStep()
   }
+}
+
+/**
+ * An event that is only errors: `errors` and no value in `data` (null, absent, or its root field
+ * null — its resolver failed). A topic `filter` has nothing in it to match, and withholding it
+ * kept every filtered client from hearing of upstream errors at all: it is delivered to them.
+ */
+function errorsOnly(r: LogEvent['result']): boolean {
+  if (!Array.isArray(r.errors) || r.errors.length === 0) return false
+  const data = r.data
+  return data === null || typeof data !== 'object' || Object.values(data).every((v) => v === null || v === undefined)
 }
 
 /** A subscribe's variables and extensions as parsed (what the chain got) and with the client's digits. */
@@ -970,9 +981,13 @@ export class ClientConnection {
   /**
    * Queries and mutations over the socket: one upstream operation, answered directly (no sharing,
    * no log). graphql-ws re-sends every operation still open when its connection comes back after
-   * a drop: harmless for a query, but a mutation the backend may already have run would run
-   * twice. A mutation in flight when the upstream connection drops ends with
+   * a drop: harmless for a query not answered yet, but a mutation the backend may already have
+   * run would run twice. A mutation in flight when the upstream connection drops ends with
    * UPSTREAM_UNAVAILABLE instead (like an HTTP mutation whose connection broke: never re-sent).
+   * One whose whole result arrived (only its `complete` was still to come) is over for the
+   * client: it completes, and a query is not re-sent for a second result. One cut in the middle
+   * of an incremental result (`hasNext: true`) ends with UPSTREAM_UNAVAILABLE: run again, its
+   * parts would come twice.
    */
   #single(sub: Subscription, payload: UpstreamPayload, route: RouteRuntime, headers: Record<string, string>, params: Record<string, unknown> | undefined, mutation: boolean): void {
     const upstream = this.hub.upstreamFor(route, this.upgrade.url ?? '/', sub.ctx.tenant, headers, params)
@@ -992,29 +1007,46 @@ export class ClientConnection {
       // A throw must not stall what follows on the gate (as it would a message handler: logged, this operation's only).
       else gate = gate.then(fn).then(undefined, (err: unknown) => this.hub.logger.error({ err, conn: this.id, id: sub.id }, 'delivering a socket operation\'s result failed'))
     }
-    let lost: UpstreamListener | undefined
-    if (mutation) {
-      lost = {
-        upstreamLost: () => {
-          if (sub.closed) return
-          this.hub.logger.debug({ conn: this.id, id: sub.id, upstream: upstream.url }, 'upstream connection lost with a mutation in flight; not re-sent')
-          const errors = [{ message: 'upstream connection lost while the mutation was in flight; it was not re-sent (it may or may not have been executed)', extensions: { code: 'UPSTREAM_UNAVAILABLE' } }]
-          if (hooks.length > 0 && !settled) hook(undefined, true)
-          later(() => {
-            if (sub.closed) return
-            this.#sendNow(this.writer.error(sub.id, errors))
-            sub.end(true, 'error', errors)
-          })
-        },
-        upstreamRestored: () => {},
-      }
-      upstream.listeners.add(lost)
+    const fail = (errors: unknown[]): void =>
+      later(() => {
+        if (sub.closed) return
+        this.#sendNow(this.writer.error(sub.id, errors))
+        sub.end(true, 'error', errors)
+      })
+    const done = (): void =>
+      later(() => {
+        if (sub.closed) return
+        this.#sendNow(this.writer.complete(sub.id))
+        sub.end(true, 'complete')
+      })
+    /** What the client has of the result: none yet, all of it, or the first parts of an incremental one. */
+    let answered: 'none' | 'all' | 'part' = 'none'
+    const lost: UpstreamListener = {
+      upstreamLost: () => {
+        if (sub.closed) return
+        if (answered === 'all') {
+          done()
+          return
+        }
+        // A query with no result yet is re-sent when the connection is back.
+        if (answered === 'none' && !mutation) return
+        this.hub.logger.debug({ conn: this.id, id: sub.id, upstream: upstream.url, answered }, 'upstream connection lost with an operation in flight; not re-sent')
+        const message =
+          answered === 'part'
+            ? 'upstream connection lost before the rest of the result; the operation was not re-sent'
+            : 'upstream connection lost while the mutation was in flight; it was not re-sent (it may or may not have been executed)'
+        if (hooks.length > 0 && !settled) hook(undefined, true)
+        fail([{ message, extensions: { code: 'UPSTREAM_UNAVAILABLE' } }])
+      },
+      upstreamRestored: () => {},
     }
+    upstream.listeners.add(lost)
     const cancel = upstream.subscribe(
       payload,
       {
         next: (r) => {
           if (sub.closed) return
+          answered = (r as { hasNext?: unknown }).hasNext === true ? 'part' : 'all'
           const text = JSON.stringify(r)
           if (hooks.length > 0) hook(text, true)
           later(() => {
@@ -1023,23 +1055,18 @@ export class ClientConnection {
         },
         error: (e) => {
           if (sub.closed) return
-          const errors = upstreamErrors(e)
           // GraphQL errors: the upstream refused the operation (nothing ran); anything else is
-          // its connection failing, maybe after the operation reached it.
+          // its connection failing, maybe after the operation reached it — or after its whole
+          // result did (a final close, which upstreamLost does not hear of): it is over.
+          if (answered === 'all' && !Array.isArray(e)) {
+            done()
+            return
+          }
           if (hooks.length > 0 && !settled) hook(undefined, !Array.isArray(e))
-          later(() => {
-            if (sub.closed) return
-            this.#sendNow(this.writer.error(sub.id, errors))
-            sub.end(true, 'error', errors)
-          })
+          fail(upstreamErrors(e))
         },
         complete: () => {
-          if (sub.closed) return
-          later(() => {
-            if (sub.closed) return
-            this.#sendNow(this.writer.complete(sub.id))
-            sub.end(true, 'complete')
-          })
+          if (!sub.closed) done()
         },
       },
     )
@@ -1056,15 +1083,10 @@ export class ClientConnection {
         timer = undefined
         if (sub.closed) return
         cancel() // nothing more from the upstream reaches this operation
-        if (lost !== undefined) upstream.listeners.delete(lost)
+        upstream.listeners.delete(lost)
         this.hub.host.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
-        const errors = [{ message: `the upstream did not complete the ${mutation ? 'mutation' : 'operation'} within its time budget of ${budgetMs} ms`, extensions: { code: 'UPSTREAM_TIMEOUT' } }]
         if (hooks.length > 0 && !settled) hook(undefined, true)
-        later(() => {
-          if (sub.closed) return
-          this.#sendNow(this.writer.error(sub.id, errors))
-          sub.end(true, 'error', errors)
-        })
+        fail([{ message: `the upstream did not complete the ${mutation ? 'mutation' : 'operation'} within its time budget of ${budgetMs} ms`, extensions: { code: 'UPSTREAM_TIMEOUT' } }])
       }, Math.max(0, deadline - performance.now()))
     }
     sub.setCancel(() => {
@@ -1072,7 +1094,7 @@ export class ClientConnection {
       timer = undefined
       // Ended before any result (the client stopped it, its socket closed): it was sent, so it may have run.
       if (hooks.length > 0 && !settled) hook(undefined, true)
-      if (lost !== undefined) upstream.listeners.delete(lost)
+      upstream.listeners.delete(lost)
       cancel()
     })
   }

@@ -451,7 +451,16 @@ export class UpstreamConnection {
         message: () => {
           if (this.#silence !== undefined) this.#heard()
         },
-        error: (err) => pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, status: handshakeStatus(err), upstream: url }, 'upstream websocket error'),
+        error: (err) => {
+          // A message over the route's maxMessageBytes: ws drops the connection mid-frame (which
+          // operation it was for cannot be read). Its streams reconnect with an epoch gap, as
+          // after any drop; without this line the operator saw only "connection lost", no cause.
+          if ((err as { error?: { code?: unknown } } | null)?.error?.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+            pool.logger.warn({ upstream: url, maxMessageBytes: maxPayload, streams: this.listeners.size }, 'upstream sent a message over the route\'s websocket.maxMessageBytes; dropping the connection')
+            return
+          }
+          pool.logger.debug({ err: { message: (err as Error)?.message ?? String(err) }, status: handshakeStatus(err), upstream: url }, 'upstream websocket error')
+        },
       },
     })
     pool.metrics.upstreamConnections.inc()

@@ -27,6 +27,8 @@ export function headerName(sent: boolean) {
  */
 const jwtAlgorithm = z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'])
 
+const nonEmpty = (what: string) => z.string().min(1, { error: `expected a non-empty ${what}` })
+
 export const tenantJwtConfig = z
   .strictObject({
     /** Request header holding the token, after `prefix`. */
@@ -50,9 +52,14 @@ export const tenantJwtConfig = z
     publicKeyFile: z.string().min(1).optional(),
     /** A JWKS document on disk; keys are picked by "kid". */
     jwksFile: z.string().min(1).optional(),
-    issuer: z.string().optional(),
+    /**
+     * The "iss" a token must carry; a list accepts any of them (tokens of two IdPs during a
+     * migration, a staging IdP beside production), as Apollo Router and Envoy's jwt_authn do.
+     * '' (an unset ${ENV}) loaded and then refused every token: refused at load instead.
+     */
+    issuer: z.union([nonEmpty('issuer'), z.array(nonEmpty('issuer')).min(1, { error: 'expected at least one issuer (omit issuer to accept any)' })]).optional(),
     // An empty list accepted no token at all (every request 401): refused at load instead.
-    audience: z.union([z.string(), z.array(z.string()).min(1, { error: 'expected at least one audience (omit audience to accept any)' })]).optional(),
+    audience: z.union([nonEmpty('audience'), z.array(nonEmpty('audience')).min(1, { error: 'expected at least one audience (omit audience to accept any)' })]).optional(),
     /** Allowed clock skew in seconds. */
     clockToleranceSec: z.int().nonnegative().default(30),
     /**

@@ -79,6 +79,17 @@ function wellFormed(id: string): boolean {
   return TENANT_ID.test(id) // the schema's own pattern, without a zod error per made-up id
 }
 
+/**
+ * Why claim `claim` (holding `raw`) names no tenant. An integer beyond 2^53 was "not a string or an
+ * integer": it is one, but JSON parsing already rounded it (9007199254740993 reads as …992), so
+ * it could name another organisation's id — the issuer must send it as a string.
+ */
+function claimProblem(claim: string, raw: unknown): string {
+  if (raw === undefined || raw === null || raw === '') return `token has no "${claim}" claim`
+  if (Number.isInteger(raw)) return `token claim "${claim}" is an integer beyond 2^53, which cannot be read exactly (send it as a string)`
+  return `token claim "${claim}" is not a string or an integer`
+}
+
 class TenantFilter implements Filter {
   readonly name = 'tenant'
   readonly #cfg: TenantFilterConfig
@@ -190,9 +201,7 @@ class TenantFilter implements Filter {
     const raw = claimAt(o.claims, claim)
     // Issuers often number their organisations ({"org_id": 42}): an integer names tenant "42".
     const value = typeof raw === 'number' && Number.isSafeInteger(raw) ? String(raw) : raw
-    if (typeof value !== 'string' || value === '') {
-      return unauthenticated(raw === undefined || raw === null || raw === '' ? `token has no "${claim}" claim` : `token claim "${claim}" is not a string or an integer`)
-    }
+    if (typeof value !== 'string' || value === '') return unauthenticated(claimProblem(claim, raw))
     ctx.claims = o.claims
     return this.#admit(ctx, value)
   }

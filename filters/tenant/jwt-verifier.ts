@@ -96,6 +96,28 @@ function unusableKey(key: KeyObject): string | undefined {
   return undefined
 }
 
+const HMAC = ['HS256', 'HS384', 'HS512']
+const EC_ALGORITHM: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' }
+
+/** The JWS algorithms a public key can verify, by its type alone (jose may be stricter, never laxer). */
+function algorithmsOf(key: KeyObject): string[] {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
+    case 'rsa-pss':
+      return ['PS256', 'PS384', 'PS512']
+    case 'ec': {
+      const alg = EC_ALGORITHM[key.asymmetricKeyDetails?.namedCurve ?? '']
+      return alg === undefined ? [] : [alg]
+    }
+    case 'ed25519':
+    case 'ed448':
+      return ['EdDSA', 'Ed25519']
+    default:
+      return []
+  }
+}
+
 /** JWK members only a private key has (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2). */
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'priv']
 
@@ -106,10 +128,12 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'priv']
  * matches the token" — while the key was right there. As a malformed "oct" key, it fails the
  * load, named but never quoted. (Keys for encryption are not looked at: they sign nothing.)
  */
-function checkJwksKeys(jwks: JSONWebKeySet): void {
+function checkJwksKeys(jwks: JSONWebKeySet): string[] {
+  const algorithms: string[] = []
   jwks.keys.forEach((jwk, i) => {
-    if (jwk === null || typeof jwk !== 'object' || !['RSA', 'EC', 'OKP'].includes(jwk.kty!)) return
-    if (jwk.use !== undefined && jwk.use !== 'sig') return
+    if (jwk === null || typeof jwk !== 'object' || (jwk.use !== undefined && jwk.use !== 'sig')) return
+    if (jwk.kty === 'oct') algorithms.push(...HMAC)
+    if (!['RSA', 'EC', 'OKP'].includes(jwk.kty!)) return
     const name = typeof jwk.kid === 'string' ? `key "${jwk.kid.slice(0, 64)}"` : `key #${i}`
     if (PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new Error(`${name} is a private key (a JWKS to verify tokens with holds public keys only)`)
     let key: KeyObject
@@ -121,10 +145,13 @@ function checkJwksKeys(jwks: JSONWebKeySet): void {
     }
     const unusable = unusableKey(key)
     if (unusable !== undefined) throw new Error(`${name} is ${unusable}`)
+    algorithms.push(...algorithmsOf(key))
   })
+  return algorithms
 }
 
-function loadJwks(path: string): JWTVerifyGetKey {
+/** The JWKS of the file, and the algorithms its signing keys can verify. */
+function loadJwks(path: string): { jwks: JWTVerifyGetKey; algorithms: string[] } {
   const text = readKeyFile('jwksFile', path)
   let jwks: JSONWebKeySet
   try {
@@ -135,8 +162,8 @@ function loadJwks(path: string): JWTVerifyGetKey {
   }
   if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new Error(`jwt.jwksFile "${path}": not a JWKS document (no "keys" array)`)
   try {
-    checkJwksKeys(jwks)
-    return localJwks(jwks)
+    const algorithms = checkJwksKeys(jwks)
+    return { jwks: localJwks(jwks), algorithms }
   } catch (err) {
     throw new Error(`jwt.jwksFile "${path}": ${(err as Error).message}`)
   }
@@ -175,14 +202,27 @@ export class JwtVerifier {
     this.#onKeyFileError = onKeyFileError
     this.#onStale = onStale
     this.#keys = {}
-    if (cfg.secret !== undefined) this.#keys.secret = new TextEncoder().encode(cfg.secret)
+    const fits: string[] = []
+    if (cfg.secret !== undefined) {
+      this.#keys.secret = new TextEncoder().encode(cfg.secret)
+      fits.push(...HMAC)
+    }
     if (cfg.publicKeyFile !== undefined) {
       this.#stamps.publicKey = fileStamp(cfg.publicKeyFile)
       this.#keys.publicKeys = loadPublicKeys(cfg.publicKeyFile)
+      fits.push(...this.#keys.publicKeys.flatMap(algorithmsOf))
     }
     if (cfg.jwksFile !== undefined) {
       this.#stamps.jwks = fileStamp(cfg.jwksFile)
-      this.#keys.jwks = loadJwks(cfg.jwksFile)
+      const loaded = loadJwks(cfg.jwksFile)
+      this.#keys.jwks = loaded.jwks
+      fits.push(...loaded.algorithms)
+    }
+    // Keys none of `algorithms` can use (an EC P-256 key under the default RS256, EdDSA, HS256:
+    // Google IAP's, AWS ALB's) loaded, and then every token was refused as "token algorithm not
+    // allowed". (A JWKS without signing keys yet still loads: its keys may come later.)
+    if (fits.length > 0 && !cfg.algorithms.some((a) => fits.includes(a))) {
+      throw new Error(`jwt.algorithms (${cfg.algorithms.join(', ')}) verify none of the configured keys, which verify ${[...new Set(fits)].join(', ')}: every token would be refused`)
     }
     this.#checkedAt = Date.now()
   }
@@ -219,7 +259,7 @@ export class JwtVerifier {
       const stamp = this.#stampOf('jwks', cfg.jwksFile)
       if (stamp !== this.#stamps.jwks) {
         try {
-          const jwks = loadJwks(cfg.jwksFile)
+          const { jwks } = loadJwks(cfg.jwksFile)
           keys = { ...(keys ?? this.#keys), jwks }
           this.#stamps.jwks = stamp
           this.#setStale('jwks', false)
@@ -365,9 +405,13 @@ function wrongKeyType(err: unknown): boolean {
 /** The reason when every configured key was of a kind that cannot verify the token's algorithm. */
 const NO_USABLE_KEY = new joseErrors.JWKSNoMatchingKey()
 
+/**
+ * The 401's reason. jose's `reason` is a code ("check_failed", "missing", "invalid"): a token of
+ * another issuer was "token claim "iss" rejected: check_failed". Its message says what failed.
+ */
 function describe(err: unknown): string {
   if (err instanceof joseErrors.JWTExpired) return 'token expired'
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.reason}`
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.message}`
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature does not verify'
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'token algorithm not allowed'
   if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return 'token is malformed'

@@ -153,7 +153,8 @@ function describe(err: unknown, token: string): string {
   }
   if (err instanceof joseErrors.JWTExpired) return 'token expired'
   if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'exp' && err.reason === 'missing') return 'token has no "exp" claim, which this control plane requires (--auth-require-exp)'
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.reason}`
+  // jose's reason is its internal code ("check_failed", "missing"); its message says what was wrong.
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" rejected: ${err.message}`
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature does not verify'
   if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return 'token is malformed'
   if (err instanceof joseErrors.JWKSNoMatchingKey) return 'no key matches the token'

@@ -132,21 +132,49 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
   // A boolean flag's "off" form (`--no-auth-require-exp`, `--auth-require-exp=false`) must win over
   // its environment twin (IGW_AUTH_REQUIRE_EXP=1 baked into an image): parseArgs takes `--no-X`
   // (allowNegative); `--X=<word>` is spelled that way first, since parseArgs refuses a value there.
-  const args = argv.map((a) => {
+  const args: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    const name = stringFlagName(a)
+    // A negative number after a flag that takes a value is that value (`--workers -2`): parseArgs
+    // reads it as a flag ("argument is ambiguous") and the bad value never reached validation.
+    if (name !== undefined && /^-\d/.test(argv[i + 1] ?? '')) {
+      args.push(`--${name}=${argv[++i]}`)
+      continue
+    }
+    if (a === '--') {
+      args.push(...argv.slice(i))
+      break
+    }
     const m = /^--([a-z-]+)=(.*)$/i.exec(a)
-    if (m === null || (FLAGS as Record<string, { type: string }>)[m[1]!]?.type !== 'boolean') return a
+    if (m === null || (FLAGS as Record<string, { type: string }>)[m[1]!]?.type !== 'boolean') {
+      args.push(a)
+      continue
+    }
     const on = booleanWord(m[2]!)
     if (on === undefined) throw new Error(`--${m[1]}: expected true or false, got ${JSON.stringify(m[2])}`)
-    return on ? `--${m[1]}` : `--no-${m[1]}`
-  })
+    args.push(on ? `--${m[1]}` : `--no-${m[1]}`)
+  }
   let parsed
   try {
     parsed = parseArgs({ args, options, allowPositionals: true, strict: true, allowNegative: true })
   } catch (err) {
     // Node's text for an unknown flag advises `-- "--verbose"` (a positional, which no command
     // takes here) with an unbalanced quote; say what is wrong instead.
-    const unknown = (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /^Unknown option '([^']+)'/.exec((err as Error).message) : null
+    const code = (err as NodeJS.ErrnoException).code
+    const unknown = code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /^Unknown option '([^']+)'/.exec((err as Error).message) : null
     if (unknown !== null) throw new Error(`unknown flag ${unknown[1]}${unknown[1] === '-v' ? ' (did you mean --version?)' : ''}`)
+    // A flag without its value (last, or followed by another flag): Node's text ("argument is
+    // ambiguous … use '--workers=-XYZ'") said nothing of what the flag takes.
+    const option = code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' ? /^Option '(-[^' ]+)/.exec((err as Error).message) : null
+    const name = option !== null ? stringFlagName(option[1]!) : undefined
+    if (name !== undefined) {
+      // (parseArgs fails at the first occurrence with nothing, or a flag-like word, after it)
+      const at = args.findIndex((a, i) => stringFlagName(a) === name && (args[i + 1] === undefined || (args[i + 1]!.startsWith('-') && args[i + 1] !== '-')))
+      const next = args[at + 1]
+      const got = next === undefined ? '' : `, got the flag ${next}${next.startsWith('--') ? '' : ` (if that is the value, write --${name}=${next})`}`
+      throw new Error(`--${name} needs a value: ${FLAGS[name].help}${got}`)
+    }
     throw err
   }
   const { values, positionals } = parsed
@@ -165,6 +193,14 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
     else if ('env' in f && env[f.env] !== undefined && env[f.env] !== '') flags[name as Exclude<FlagName, BooleanFlag>] = env[f.env]
   }
   return { flags, positionals, given: (Object.keys(FLAGS) as FlagName[]).filter((name) => values[name] !== undefined) }
+}
+
+/** The flag taking a value that `arg` names (`--workers`, `-c`), or undefined. */
+function stringFlagName(arg: string): Exclude<FlagName, BooleanFlag> | undefined {
+  for (const [name, f] of Object.entries(FLAGS)) {
+    if (f.type === 'string' && (arg === `--${name}` || ('short' in f && arg === `-${f.short}`))) return name as Exclude<FlagName, BooleanFlag>
+  }
+  return undefined
 }
 
 /** true/1/yes/on → true, false/0/no/off/"" → false, anything else undefined (a typo is an error, not "off"). */

@@ -64,6 +64,13 @@ export interface ProxyHandle {
 
 const WORKER_URL = new URL('./worker.ts', import.meta.url)
 const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000]
+// A thread that lived this long was stable: its death starts the slot's backoff (and count) anew.
+const STABLE_MS = 30_000
+// A slot whose threads died this many times in a row, each before it was stable (the backoff has
+// reached its cap), is crash looping: /healthz fails, so the kubelet restarts the pod. Restarting
+// the thread for ever kept liveness green while one worker in N never served (a bad file in the
+// image, corrupted shared memory), and /readyz only took the pod out of its Service.
+const CRASH_LOOP_RESTARTS = 5
 // How often the watchdog looks; a stall is noticed within killAfterMs + this.
 const WATCHDOG_TICK_MS = 250
 // How often the config file is stat-ed besides the directory watch (see the watch below).
@@ -77,6 +84,8 @@ interface WorkerSlot {
   worker: Worker | undefined
   listening: boolean
   restarts: number
+  /** Its threads keep dying before they are stable (CRASH_LOOP_RESTARTS in a row). */
+  crashLoop: boolean
   lastStart: number
   /** When the watchdog's unanswered ping went out (Date.now()); 0: none outstanding. */
   pingSentAt: number
@@ -290,6 +299,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   })
   const stalls = counter(registry, { name: 'igw_worker_stalls_total', help: 'Worker threads terminated by the watchdog because their event loop stopped turning' })
   const workersLive = gauge(registry, { name: 'igw_workers', help: 'Worker threads listening' })
+  const crashLooping = gauge(registry, { name: 'igw_workers_crash_looping', help: `Worker slots whose threads died ${CRASH_LOOP_RESTARTS} times in a row, each within ${STABLE_MS / 1000} s of its start; /healthz fails while above 0` })
   const collectErrors = collectErrorsCounter(registry)
   const onCollectError = logCollectErrors(logger)
   // Each worker's V8 heap (igw_nodejs_heap_* are the supervisor thread's alone): what a worker
@@ -327,7 +337,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerOldGenerationMb = (c: GatewayConfig): number | undefined => c.workerHeap.maxOldGenerationMb ?? defaultWorkerOldGenerationMb(memoryLimit, workerCount, c.workerHeap.youngGenerationMb)
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined, lastMetricsAt: 0 }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined, lastMetricsAt: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, Waiter<MetricsAnswer>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
@@ -478,14 +488,22 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       }
       // A worker died: the others keep serving; bring it back with a growing backoff.
       restarts.inc()
-      const stable = Date.now() - slot.lastStart > 30_000
+      const stable = Date.now() - slot.lastStart > STABLE_MS
       slot.restarts = stable ? 0 : slot.restarts + 1
       const delay = RESTART_BACKOFF_MS[Math.min(slot.restarts, RESTART_BACKOFF_MS.length - 1)]!
       logger.error({ worker: slot.id, code, restartInMs: delay, ...(released > 0 ? { quotaSlotsReleased: released } : {}) }, 'worker thread exited; restarting')
+      const looping = slot.restarts >= CRASH_LOOP_RESTARTS
+      if (looping && !slot.crashLoop) logger.error({ worker: slot.id, restarts: slot.restarts }, `worker thread is crash looping (${slot.restarts} deaths in a row, each within ${STABLE_MS / 1000} s of its start); /healthz fails until a thread of it stays up ${STABLE_MS / 1000} s`)
+      setCrashLoop(slot, looping)
       setTimeout(() => {
         if (!closing) spawn(slot, (err) => err && logger.error({ err }, 'worker restart failed'), true)
       }, delay).unref()
     })
+  }
+
+  function setCrashLoop(slot: WorkerSlot, looping: boolean): void {
+    slot.crashLoop = looping
+    crashLooping.set(slots.filter((s) => s.crashLoop).length)
   }
 
   // The admin port is bound before any worker listens: when it is taken (a second igw started
@@ -509,8 +527,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
     switch (path) {
       case '/healthz': {
+        // Liveness: a worker listens, and no slot is crash looping (a pod restart is the remedy
+        // left, as for a container in CrashLoopBackOff). A single crash is no reason to fail.
         const live = slots.filter((s) => s.listening).length
-        json(live > 0 ? 200 : 503, { status: live > 0 ? 'ok' : 'no worker listening', workers: live })
+        const looping = slots.filter((s) => s.crashLoop).map((s) => ({ worker: s.id, restarts: s.restarts }))
+        const status = live === 0 ? 'no worker listening' : looping.length > 0 ? 'worker crash loop' : 'ok'
+        json(status === 'ok' ? 200 : 503, { status, workers: live, ...(looping.length > 0 ? { crashLooping: looping } : {}) })
         return
       }
       case '/readyz': {
@@ -576,11 +598,19 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
 
   // The watchdog: each listening worker gets a ping whenever its last one was answered; one left
   // unanswered for killAfterMs means its event loop is stuck, so the thread is terminated and the
-  // exit handler restarts it like a crashed one. The others keep serving meanwhile.
+  // exit handler restarts it like a crashed one. The others keep serving meanwhile. It also
+  // ends the crash loop of a slot whose thread has stayed up STABLE_MS.
   const watchdog = setInterval(() => {
-    const killAfter = config.workerWatchdog.killAfterMs
-    if (closing || killAfter === 0) return
+    if (closing) return
     const now = Date.now()
+    for (const slot of slots) {
+      if (slot.crashLoop && slot.listening && now - slot.lastStart > STABLE_MS) {
+        setCrashLoop(slot, false)
+        logger.warn({ worker: slot.id }, 'worker thread stable again; no longer crash looping')
+      }
+    }
+    const killAfter = config.workerWatchdog.killAfterMs
+    if (killAfter === 0) return
     for (const slot of slots) {
       const worker = slot.worker
       if (worker === undefined || !slot.listening) continue

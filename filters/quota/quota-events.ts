@@ -3,6 +3,7 @@
 // (each wait at most a minute; a 429's or 503's Retry-After is honoured within that minute).
 // Every event carries an id that stays the same across retries (`igw-event-id` header and
 // body `id`), so a receiver that saw an attempt whose answer got lost can drop the repeat.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { Counter } from 'prom-client'
 import { Agent, request } from 'undici'
@@ -106,6 +107,8 @@ export class EventSink {
   readonly #droppedLog = new LogWindow(DELIVERY_LOG_MS)
   /** Webhook connections of their own, never more than the deliveries that may run at once. */
   #agent: Agent | undefined
+  /** Aborted by close(): deliveries under way (in an attempt or waiting to retry) stop at once. */
+  #stop = new AbortController()
 
   constructor(logger: Logger, metrics: EventMetrics, webhook: Webhook | undefined) {
     this.#logger = logger
@@ -137,7 +140,7 @@ export class EventSink {
     while (this.#running < MAX_CONCURRENT_DELIVERIES && this.#queue.length > 0) {
       const next = this.#queue.shift()!
       this.#running++
-      void this.#deliver(next.ev, next.hook).finally(() => this.#done())
+      void this.#deliver(next.ev, next.hook, this.#stop.signal).finally(() => this.#done())
     }
   }
 
@@ -147,7 +150,7 @@ export class EventSink {
     if (this.pending === 0) for (const wake of this.#idle.splice(0)) wake()
   }
 
-  async #deliver(ev: QuotaEvent, hook: Webhook): Promise<void> {
+  async #deliver(ev: QuotaEvent, hook: Webhook, stop: AbortSignal): Promise<void> {
     const body = JSON.stringify(ev)
     const { url, authorization } = webhookTarget(hook)
     const headers = { ...hook.headers, ...(authorization !== undefined ? { authorization } : {}), 'content-type': 'application/json', 'igw-event-id': ev.id, 'igw-event-type': ev.type }
@@ -157,12 +160,14 @@ export class EventSink {
       if (attempt > 1) {
         this.#metrics.deliveries.labels('retry').inc()
         const wait = Math.min(MAX_RETRY_WAIT_MS, Math.max(hook.backoffMs * 2 ** (attempt - 2), askedMs))
-        await new Promise((r) => setTimeout(r, wait).unref())
+        const resumed = await sleep(wait, true, { signal: stop, ref: false }).catch(() => false)
+        if (!resumed) return // closed: counted as dropped by close()
       }
       askedMs = 0
       // One deadline for the whole attempt — connect, headers and body: undici's own timeouts
       // are idle timeouts, and a receiver trickling a byte a second would hold the attempt open.
-      const signal = AbortSignal.timeout(hook.timeoutMs)
+      const deadline = AbortSignal.timeout(hook.timeoutMs)
+      const signal = AbortSignal.any([deadline, stop])
       try {
         this.#agent ??= new Agent({ connections: MAX_CONCURRENT_DELIVERIES })
         const res = await request(url, { method: 'POST', headers, body, signal, headersTimeout: hook.timeoutMs, bodyTimeout: hook.timeoutMs, dispatcher: this.#agent })
@@ -177,8 +182,10 @@ export class EventSink {
         if (res.statusCode === 429 || res.statusCode === 503) askedMs = retryAfterMs(res.headers['retry-after'], Date.now())
         if (res.statusCode < 500 && res.statusCode !== 408 && res.statusCode !== 429) break // the receiver refuses it (3xx included: never followed): retrying will not help
       } catch (err) {
-        lastProblem = signal.aborted ? `no answer within ${hook.timeoutMs} ms` : (err as Error).message
+        if (stop.aborted) return
+        lastProblem = deadline.aborted ? `no answer within ${hook.timeoutMs} ms` : (err as Error).message
       }
+      if (stop.aborted) return
     }
     this.#metrics.deliveries.labels('failed').inc()
     const held = this.#failedLog.take(Date.now())
@@ -193,5 +200,24 @@ export class EventSink {
     await Promise.race([new Promise<void>((r) => this.#idle.push((wake = r))), new Promise((r) => (t = setTimeout(r, ms)))])
     clearTimeout(t)
     if (wake !== undefined) this.#idle = this.#idle.filter((w) => w !== wake)
+  }
+
+  /**
+   * The thread's last quota filter closed (after drain()): events still queued, under delivery or
+   * waiting to retry are given up — counted as `dropped` and said in one line, not lost in silence
+   * — and the webhook's keep-alive connections are closed. Emitting again starts afresh.
+   */
+  async close(): Promise<void> {
+    const left = this.pending
+    this.#queue.length = 0
+    this.#stop.abort()
+    this.#stop = new AbortController()
+    if (left > 0) {
+      this.#metrics.deliveries.labels('dropped').inc(left)
+      this.#logger.error({ events: left }, 'quota event webhook: events not delivered at shutdown (they are in this log)')
+    }
+    const agent = this.#agent
+    this.#agent = undefined
+    await agent?.destroy().catch(() => undefined)
   }
 }

@@ -117,7 +117,7 @@ export function createQuotaMetrics(registry: Registry, sources: GaugeSources): Q
     // same name with kind="event" (one was read as the other: a slow subscriber looked like shedding).
     qosDrops: counter(registry, { name: 'igw_qos_drops_total', help: 'QoS drops by tier and kind: request (an HTTP request shed under overload), event (a subscription event dropped for a slow consumer)', labelNames: ['tier', 'kind'] }),
     events: counter(registry, { name: 'igw_quota_events_total', help: 'Budget and anomaly events emitted', labelNames: ['type'] }),
-    deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed, dropped: backlog full)', labelNames: ['result'] }),
+    deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed, dropped: backlog full or given up at shutdown)', labelNames: ['result'] }),
     stateFileErrors: counter(registry, { name: 'igw_quota_state_file_errors_total', help: 'Quota state file reads (at start) and writes that failed', labelNames: ['op'] }),
   }
 }

@@ -2,6 +2,7 @@
 // its breaker, the event sink, metrics, the event-loop monitor, and the periodic jobs (state
 // file flush, anomaly pass, proxy heartbeat). Each periodic job runs in exactly one thread per
 // period: the threads race for the period with a compare-and-swap in shared memory.
+import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -93,6 +94,16 @@ class PeriodicJob {
   }
 }
 
+/** Outage units of one (tenant, kind, day) on their way to Redis; `token` names the push in Redis. */
+interface OwedPush {
+  slot: number
+  k: number
+  tenant: string
+  units: number
+  day: number
+  token: string
+}
+
 /** One quota filter instance's hold on the runtime: the config (and Redis) it was built with. */
 export interface QuotaAttachment {
   readonly config: GatewayConfig
@@ -127,6 +138,15 @@ export class QuotaRuntime {
   readonly #keyLog = new LogWindow(10_000)
   /** Set when the state file could not be read at start (counted once metrics exist). */
   #readFailed = false
+  /**
+   * Pushes of outage units Redis did not answer. Redis may have applied one whose reply was lost
+   * (the connection dropped after the script ran): each is sent again with its own token, which
+   * Redis applies once — given back to the table, the units went out under a new token and were
+   * counted twice. Retried every heartbeat period by this thread (another thread's heartbeat
+   * winning the period does not see them).
+   */
+  readonly #unanswered: OwedPush[] = []
+  #retry: NodeJS.Timeout | undefined
 
   constructor(buffer: SharedArrayBuffer, config: GatewayConfig, logger: Logger) {
     this.table = new QuotaTable(buffer)
@@ -289,28 +309,46 @@ export class QuotaRuntime {
    */
   async reconcile(store: RedisQuotaStore): Promise<void> {
     const t = this.table
-    const work: { slot: number; k: number; tenant: string; units: number; day: number }[] = []
+    const work = this.#unanswered.splice(0)
     const owed = [0, 0, 0, 0]
     const take = (slot: number, tenant: string) => {
       for (let k = 0; k < QUOTA_KINDS.length; k++) {
         if (!takeAllPending(t, slot, k, owed)) continue
         // An earlier day's units first (an outage across the tenant's midnight), with their own day.
-        if (owed[0] !== 0) work.push({ slot, k, tenant, units: owed[0]!, day: owed[1]! })
-        if (owed[2] !== 0) work.push({ slot, k, tenant, units: owed[2]!, day: owed[3]! })
+        if (owed[0] !== 0) work.push({ slot, k, tenant, units: owed[0]!, day: owed[1]!, token: randomUUID() })
+        if (owed[2] !== 0) work.push({ slot, k, tenant, units: owed[2]!, day: owed[3]!, token: randomUUID() })
       }
     }
     take(OVERFLOW_SLOT, '_overflow')
     t.forEachSlot(take)
     const q = this.config.quotas
+    let pushed = 0
     for (const w of work) {
       // The tenant's bucket and budget as configured now, should Redis hold none for it yet.
       const kind = QUOTA_KINDS[w.k]!
       const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
       const rule = resolveRule(q, w.tenant, kind, listed?.tier, listed?.timezone, false)
       const shape = { capacity: rule.capacity, bucketMs: rule.budget?.bucketMs ?? 0, buckets: rule.budget?.buckets ?? 0 }
-      if (!(await store.reconcile(w.tenant, kind, w.units, w.day, shape))) returnPending(t, w.slot, w.k, w.units, w.day)
+      if (await store.reconcile(w.tenant, kind, w.units, w.day, shape, w.token)) pushed++
+      else this.#unanswered.push(w)
     }
-    if (work.length) this.logger.info({ entries: work.length }, 'usage admitted during the Redis outage reported to Redis')
+    if (pushed) this.logger.info({ entries: pushed }, 'usage admitted during the Redis outage reported to Redis')
+    if (this.#unanswered.length > 0 && this.#retry === undefined && this.#attached.length > 0) {
+      this.#retry = setTimeout(() => {
+        this.#retry = undefined
+        if (this.#store !== undefined) void this.reconcile(this.#store)
+      }, this.config.quotas.redis.heartbeatMs).unref()
+    }
+  }
+
+  /**
+   * Give unanswered pushes back to the table (the thread stops): another thread's heartbeat sends
+   * them under a new token — one Redis did apply then counts twice, which beats losing the rest.
+   */
+  #returnUnanswered(): void {
+    clearTimeout(this.#retry)
+    this.#retry = undefined
+    for (const w of this.#unanswered.splice(0)) returnPending(this.table, w.slot, w.k, w.units, w.day)
   }
 
   /** Beat once now (a fresh proxy should count itself and its peers before the first period). */
@@ -500,9 +538,11 @@ export class QuotaRuntime {
     this.#flush.stop()
     this.#anomaly.stop()
     this.#heartbeat.stop()
+    this.#returnUnanswered()
     await this.flush(true)
     await this.#store?.leave(this.proxyId)
     await this.events?.drain(1_000)
+    await this.events?.close()
   }
 }
 

@@ -329,16 +329,22 @@ return redis.call('ZCARD', KEYS[1])
  * (without waiting for that tenant's next request): into the day's usage (of the day they were
  * used), out of the bucket, into the current budget bucket (the ring brought to now first). Negative units take back a request
  * Redis counted after its decision had already been made locally (a late reply).
- * KEYS[1] kind hash, KEYS[2] budget hash; ARGV 1 units, 2 day, 3 the bucket's capacity (micro-units;
- * 0: no bucket), 4 budget bucket ms and 5 buckets (0: no budget). A bucket or budget Redis does not
- * hold yet (a tenant first seen during the outage, or its keys expired) starts with the units taken
- * — full less them, the ring's current bucket holding them — as the next decision carrying them
- * would have: the units are not dropped, handing the tenant a fresh burst and budget on recovery.
+ * KEYS[1] kind hash, KEYS[2] budget hash, KEYS[3] the push's one-time token; ARGV 1 units, 2 day,
+ * 3 the bucket's capacity (micro-units; 0: no bucket), 4 budget bucket ms and 5 buckets (0: no
+ * budget), 6 the token's lifetime (ms). A bucket or budget Redis does not hold yet (a tenant first
+ * seen during the outage, or its keys expired) starts with the units taken — full less them, the
+ * ring's current bucket holding them — as the next decision carrying them would have: the units
+ * are not dropped, handing the tenant a fresh burst and budget on recovery.
+ * The script adds, so a push whose reply was lost (the connection dropped after Redis ran it) and
+ * that the proxy sends again would count twice: the token (SET NX, after the reads that can fail on
+ * a key of the wrong type, before any write) makes a repeat return 0 and change nothing; 1: applied.
  */
 export const RECONCILE_LUA = `
 local p = tonumber(ARGV[1])
 local day = tonumber(ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'tk', 'd', 'u')
+local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot', 'bm')
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then return 0 end
 local d = tonumber(h[2])
 if d == nil or d < day then
   redis.call('HSET', KEYS[1], 'd', day, 'u', math.max(0, p))
@@ -368,7 +374,6 @@ elseif p > 0 and cap > 0 then
   redis.call('HSET', KEYS[1], 'tk', tk, 'ts', clock())
 end
 redis.call('PEXPIRE', KEYS[1], 172800000)
-local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot', 'bm')
 local sbm = tonumber(ARGV[4]) or 0
 local sn = tonumber(ARGV[5]) or 0
 if not (b[1] and b[2]) and p > 0 and sbm > 0 and sn > 0 then

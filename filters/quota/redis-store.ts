@@ -3,7 +3,7 @@
 // once), a hard time budget per call, and a circuit breaker so an outage is decided locally in
 // microseconds instead of costing every request the budget. It never throws: a call resolves
 // to a reply or a failure.
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { Command, ReplyError, type Redis } from 'ioredis'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
@@ -13,7 +13,7 @@ import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
-  igwQuotaReconcile(kindKey: string, budgetKey: string, units: number, day: number, capacity: number, bucketMs: number, buckets: number): Promise<number>
+  igwQuotaReconcile(kindKey: string, budgetKey: string, tokenKey: string, units: number, day: number, capacity: number, bucketMs: number, buckets: number, tokenTtlMs: number): Promise<number>
   igwQuotaBudgetTotals(numKeys: number, ...keys: string[]): Promise<number[]>
 }
 
@@ -51,13 +51,20 @@ export interface RedisStoreEvents {
 
 const defined = new WeakSet<Redis>()
 
+/**
+ * How long Redis remembers a reconciliation's token (redis-script.ts): as long as it keeps the
+ * usage the units went into. A push that got no answer is sent again with the same token while the
+ * proxy runs, however long Redis stays away.
+ */
+export const RECONCILE_TOKEN_TTL_MS = 172_800_000
+
 /** A call whose budget ran out while Redis answered others may wait up to this many budgets. */
 export const PROGRESS_WAIT_FACTOR = 5
 
 function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
     r.defineCommand('igwQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA })
-    r.defineCommand('igwQuotaReconcile', { numberOfKeys: 2, lua: RECONCILE_LUA })
+    r.defineCommand('igwQuotaReconcile', { numberOfKeys: 3, lua: RECONCILE_LUA })
     r.defineCommand('igwQuotaBudgetTotals', { lua: BUDGET_TOTALS_LUA })
     defined.add(r)
   }
@@ -611,16 +618,18 @@ export class RedisQuotaStore {
    * the tenant's bucket capacity (micro-units, 0: none) and budget ring (bucketMs 0: none), for a
    * tenant Redis holds no bucket or budget for yet (first seen during the outage, or its keys
    * expired): they start with the units, as a decision carrying them would have started them.
-   * No time limit of its own: a script that is merely slow still runs, and a `false` for it had
-   * the units pushed again at the next heartbeat — counted twice (the script adds, it cannot tell
-   * a repeat). The call settles when Redis answers or the connection drops (the provider's
-   * watchdog drops an unresponsive one); nothing waits on it but the reconciliation.
+   * `token`: unique to this push, and the same when it is sent again after a `false` — Redis may
+   * have applied a push whose reply was lost (the connection dropped after the script ran), and
+   * applies a token once. No time limit of its own: a script that is merely slow still runs. The
+   * call settles when Redis answers or the connection drops (the provider's watchdog drops an
+   * unresponsive one); nothing waits on it but the reconciliation.
    */
-  async reconcile(tenant: string, kind: string, units: number, day: number, shape?: { capacity: number; bucketMs: number; buckets: number }): Promise<boolean> {
+  async reconcile(tenant: string, kind: string, units: number, day: number, shape?: { capacity: number; bucketMs: number; buckets: number }, token: string = randomUUID()): Promise<boolean> {
     const r = this.provider.client()
     if (r.status !== 'ready') return false
     try {
-      await withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0)
+      const tokenKey = `${this.prefix}q:{${tenant}}:rc:${token}`
+      await withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), tokenKey, units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0, RECONCILE_TOKEN_TTL_MS)
       return true
     } catch {
       return false

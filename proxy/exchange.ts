@@ -10,7 +10,7 @@ import { RequestContext } from './context.ts'
 import { errorReply, negotiateErrorType, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
-import { applyAddedHeaders, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
+import { applyAddedHeaders, charsetOf, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
@@ -221,7 +221,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         }
         // The body is read as UTF-8 (RFC 8259 §8.1): a UTF-16 one was refused as "Malformed
         // JSON", and a Latin-1 "é" became U+FFFD in what filters saw and sent on.
-        const charset = charsetOf(type!)
+        const charset = charsetOf(type)
         if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
           this.#closeAfterReply()
           this.replyError('UNSUPPORTED_MEDIA_TYPE', `a GraphQL route reads request bodies as UTF-8, not charset "${charset.slice(0, 40)}"`, -1)
@@ -1306,14 +1306,6 @@ function classify(err: Error, route: RouteRuntime): [ErrorCode, string] {
  * case. `includes('+json')` took `text/plain; x=+json` — a type browsers send cross-site without a
  * CORS preflight — and `application/jsonp`; `Application/JSON` was a 415.
  */
-/** The charset parameter of a media type, lower case and unquoted; undefined when it has none. */
-function charsetOf(contentType: string): string | undefined {
-  const semi = contentType.indexOf(';')
-  if (semi === -1) return undefined
-  const m = /;\s*charset\s*=\s*("([^"]*)"|[^;\s]*)/i.exec(contentType.slice(semi))
-  return m === null ? undefined : (m[2] ?? m[1]!).toLowerCase()
-}
-
 function isJson(contentType: string | undefined): boolean {
   if (contentType === undefined) return true // GraphQL clients that omit it still send JSON
   if (contentType.startsWith('application/json') && (contentType.length === 16 || contentType.charCodeAt(16) === 59 /* ; */)) return true // the common spelling, no allocation

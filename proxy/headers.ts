@@ -307,3 +307,15 @@ export function retryAfterMs(value: string | string[] | undefined, now: number):
   const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now
   return ms > 0 ? ms : 0 // NaN (unreadable) and the past are 0
 }
+
+/**
+ * The charset parameter of a Content-Type, lower case and unquoted; undefined when it has none.
+ * A parameter, not any text: `x-charset=utf-16` and a `charset=` before the first `;` name none.
+ */
+export function charsetOf(contentType: string | string[] | undefined): string | undefined {
+  const ct = Array.isArray(contentType) ? contentType[0] : contentType
+  const semi = ct === undefined ? -1 : ct.indexOf(';')
+  if (semi === -1) return undefined
+  const m = /;\s*charset\s*=\s*("([^"]*)"|[^;\s]*)/i.exec(ct!.slice(semi))
+  return m === null ? undefined : (m[2] ?? m[1]!).toLowerCase()
+}

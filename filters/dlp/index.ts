@@ -16,6 +16,7 @@ import type { Counter } from 'prom-client'
 import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
+import { charsetOf } from '../../proxy/headers.ts'
 import { applyAddedHeaders, errorBody, errorReply, ResponseCut, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
@@ -247,20 +248,6 @@ function mediaType(contentType: string | string[] | undefined): string {
   const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? ''
   const semi = ct.indexOf(';')
   return (semi === -1 ? ct : ct.slice(0, semi)).trim()
-}
-
-/** The charset parameter of a Content-Type, lower-case and unquoted; undefined when none. */
-function charsetOf(contentType: string | string[] | undefined): string | undefined {
-  const ct = Array.isArray(contentType) ? contentType[0] : contentType
-  if (ct === undefined) return undefined
-  const i = ct.toLowerCase().indexOf('charset=')
-  if (i === -1) return undefined
-  let v = ct.slice(i + 8)
-  const semi = v.indexOf(';')
-  if (semi !== -1) v = v.slice(0, semi)
-  v = v.trim()
-  if (v.startsWith('"') && v.endsWith('"') && v.length >= 2) v = v.slice(1, -1)
-  return v.toLowerCase()
 }
 
 // Record-per-line media types beyond the *ndjson* / *jsonl* / *jsonlines* / *json-seq* (RFC 7464,

@@ -70,6 +70,10 @@ describe('GraphQL-over-HTTP edges', () => {
       await r.body.text()
       expect(r.statusCode, type).toBe(200)
     }
+    // no Content-Type at all: GraphQL clients that omit it still send JSON
+    const bare = await request(`${proxy.url}/graphql`, { method: 'POST', body: '{"query":"{ ok }"}' })
+    await bare.body.text()
+    expect(bare.statusCode).toBe(200)
   })
 
   it('resets an HTTP/1.0 client whose close-delimited answer the upstream cut, instead of ending it cleanly', async () => {

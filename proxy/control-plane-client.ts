@@ -16,7 +16,7 @@ import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join } from 'node:path'
-import { decodeJwt } from 'jose'
+import { decodeJwt, type JWTPayload } from 'jose'
 import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
@@ -1038,14 +1038,19 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
 
 export { validateConfig }
 
-/** A JWT's `exp` in epoch ms (read, not verified: it only explains a stream's end); undefined otherwise. */
-function tokenExpiry(token: string): number | undefined {
+/** A token's claims, read, not verified (the control plane checks the token); undefined for an opaque token. */
+function unverifiedClaims(token: string): JWTPayload | undefined {
   try {
-    const exp = decodeJwt(token.trim()).exp
-    return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined
+    return decodeJwt(token.trim())
   } catch {
-    return undefined // an opaque token
+    return undefined
   }
+}
+
+/** A JWT's `exp` in epoch ms (it only explains a stream's end); undefined otherwise. */
+function tokenExpiry(token: string): number | undefined {
+  const exp = unverifiedClaims(token)?.exp
+  return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined
 }
 
 /**
@@ -1054,10 +1059,11 @@ function tokenExpiry(token: string): number | undefined {
  * verified: it only picks the default id, and the control plane checks the token itself.
  */
 function boundProxyId(token: string | (() => string)): string | undefined {
+  let claim: unknown
   try {
-    const claim = decodeJwt((typeof token === 'function' ? token() : token).trim()).proxy
-    return typeof claim === 'string' && PROXY_ID.test(claim) ? claim : undefined
+    claim = unverifiedClaims(typeof token === 'function' ? token() : token)?.proxy
   } catch {
-    return undefined // not a JWT (an opaque token), or a token file not readable yet: no binding to read
+    return undefined // a token file not readable yet: no binding to read
   }
+  return typeof claim === 'string' && PROXY_ID.test(claim) ? claim : undefined
 }

@@ -4,6 +4,7 @@
 //   {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "<base64url>", "kid": "acme-2026", "publisher": "acme"}]}
 // Read once at start; rotating keys is a restart (on Kubernetes the ConfigMap's hash suffix
 // rolls the Deployment).
+import { ed25519 } from '@noble/curves/ed25519.js'
 import { createPublicKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
@@ -25,18 +26,6 @@ const okpKey = z
 
 const trustFile = z.looseObject({ keys: z.array(okpKey) })
 
-// Ed25519 over GF(2^255 - 19), RFC 8032 §5.1.3: a key is the compressed point (y, and x's sign).
-const P = 2n ** 255n - 19n
-const mod = (a: bigint) => ((a % P) + P) % P
-function pow(b: bigint, e: bigint): bigint {
-  let r = 1n
-  for (b = mod(b); e > 0n; e >>= 1n, b = (b * b) % P) if (e & 1n) r = (r * b) % P
-  return r
-}
-const inv = (a: bigint) => pow(a, P - 2n)
-const D = mod(-121665n * inv(121666n))
-const SQRT_M1 = pow(2n, (P - 1n) / 4n)
-
 /**
  * Why 32 bytes are not a usable Ed25519 public key, or undefined. node:crypto imports any 32
  * bytes as an ed25519 key without looking at them. A mistyped key that is no point of the curve
@@ -45,23 +34,16 @@ const SQRT_M1 = pow(2n, (P - 1n) / 4n)
  * publisher's key, and a verifier that skips the cofactor checks accepts forgeries under it.
  */
 function ed25519PointProblem(bytes: Buffer): string | undefined {
-  const sign = bytes[31]! >> 7
+  // RFC 8032 §5.1.3 decoding, strict (no ZIP-215 leniency): y reduced, on the curve, x's sign.
   const y = BigInt(`0x${Buffer.from(bytes).reverse().toString('hex')}`) & ((1n << 255n) - 1n)
-  if (y >= P) return 'its y coordinate is not reduced modulo 2^255-19 (a non-canonical encoding)'
-  // x² = (y² - 1) / (d·y² + 1); a point exactly when that is a square (RFC 8032 §5.1.3 step 2-3).
-  const u = mod(y * y - 1n)
-  const v = mod(D * y * y + 1n)
-  let x = mod(u * pow(v, 3n) * pow(u * pow(v, 7n), (P - 5n) / 8n))
-  const vx2 = mod(v * x * x)
-  if (vx2 === mod(-u)) x = mod(x * SQRT_M1)
-  else if (vx2 !== u) return 'not a point of the curve'
-  if (x === 0n && sign === 1) return 'not a point of the curve (x = 0 with its sign bit set)'
-  // Small order: [8]·Q is the neutral point (x = 0, y = 1). Doubling on -x² + y² = 1 + d·x²·y²
-  // (complete: -1 is a square and d is not, so no denominator is ever 0).
-  let [px, py] = [x, y]
-  for (let k = 0; k < 3; k++) [px, py] = [mod(2n * px * py * inv(py * py - px * px)), mod((py * py + px * px) * inv(2n + px * px - py * py))]
-  if (px === 0n && py === 1n) return 'a point of small order (it verifies no signature)'
-  return undefined
+  if (y >= ed25519.Point.Fp.ORDER) return 'its y coordinate is not reduced modulo 2^255-19 (a non-canonical encoding)'
+  let point
+  try {
+    point = ed25519.Point.fromBytes(bytes)
+  } catch (err) {
+    return /x=0/.test((err as Error).message) ? 'not a point of the curve (x = 0 with its sign bit set)' : 'not a point of the curve'
+  }
+  return point.isSmallOrder() ? 'a point of small order (it verifies no signature)' : undefined
 }
 
 /** Parse a trust document; throws ConfigError naming the bad paths. */

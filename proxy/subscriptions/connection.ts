@@ -1084,6 +1084,12 @@ export class ClientConnection {
         if (sub.closed) return
         cancel() // nothing more from the upstream reaches this operation
         upstream.listeners.delete(lost)
+        // Its whole result arrived and only the upstream's `complete` is missing: it is over for
+        // the client, as after a drop (an error here told it the result it already has failed).
+        if (answered === 'all') {
+          done()
+          return
+        }
         this.hub.host.metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
         if (hooks.length > 0 && !settled) hook(undefined, true)
         fail([{ message: `the upstream did not complete the ${mutation ? 'mutation' : 'operation'} within its time budget of ${budgetMs} ms`, extensions: { code: 'UPSTREAM_TIMEOUT' } }])
@@ -1157,6 +1163,11 @@ export class ClientConnection {
       const v = this.#req.headers[name]
       if (typeof v === 'string') headers[name] = v
     }
+    // The client's Host, as HTTP requests and passthrough sockets send it (a route's hostRewrite
+    // replaces it: see the hub): the handshake named the upstream URL's own host unless `host`
+    // was in forwardHeaders, and a backend routing on Host (an ingress, a virtual host) refused it.
+    const host = this.upgrade.headers.host
+    if (headers.host === undefined && typeof host === 'string' && host !== '') headers.host = host
     const edits = ctx.upstreamHeaderEdits
     if (edits !== undefined) {
       for (const [name, value] of edits) {

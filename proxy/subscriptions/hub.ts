@@ -340,9 +340,10 @@ export class SubscriptionHub {
 
   /**
    * `headers` without the route's per-operation headers (the same object when it has none of
-   * them), with the route's `hostRewrite` as Host. HTTP requests and passthrough sockets send it;
-   * the upstream handshake went with the upstream URL's own host, so a backend behind an ingress
-   * or virtual host that routes on it refused every subscription (a 404: final, UPSTREAM_UNAVAILABLE).
+   * them), with the route's `hostRewrite` as Host (over the client's, see ClientConnection's
+   * credentials). HTTP requests and passthrough sockets send it; the upstream handshake went with
+   * the upstream URL's own host, so a backend behind an ingress or virtual host that routes on it
+   * refused every subscription (a 404: final, UPSTREAM_UNAVAILABLE).
    */
   #connectionHeaders(route: RouteRuntime, headers: Record<string, string>): Record<string, string> {
     const names = this.#operationHeaders(route)

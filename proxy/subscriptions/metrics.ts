@@ -27,6 +27,7 @@ export class HubMetrics {
   readonly upstreamReconnects: Counter
   readonly upstreamFinalCloses: Counter<'code'>
   readonly streamEvictions: Counter
+  readonly upstreamOversized: Counter
   readonly events: Counter
   readonly gaps: Counter<'reason'>
   readonly replayEvents: Counter<'source'>
@@ -69,6 +70,10 @@ export class HubMetrics {
       labelNames: ['code'],
     })
     this.streamEvictions = counter(registry, { name: 'igw_subscription_upstream_evictions_total', help: 'Lingering upstream subscriptions (no client left) closed early to stay within subscriptions.upstream.maxStreams' })
+    this.upstreamOversized = counter(registry, {
+      name: 'igw_subscription_upstream_oversized_total',
+      help: 'Upstream operations ended because their connection was dropped for a message over the route\'s websocket.maxMessageBytes on 3 reconnects in a row (instead of reconnecting forever)',
+    })
     this.events = counter(registry, { name: 'igw_subscription_events_total', help: 'Events received from upstream subscriptions' })
     this.gaps = counter(registry, { name: 'igw_replay_gaps_total', help: 'Gap notices sent to clients, by reason (trimmed, expired, epoch, invalid, dropped)', labelNames: ['reason'] })
     this.replayEvents = counter(registry, { name: 'igw_replay_events_total', help: 'Events re-sent from a replay log, by source (memory, redis)', labelNames: ['source'] })

@@ -106,6 +106,14 @@ export function isFinalHandshakeStatus(status: number | undefined): boolean {
  */
 export const MAX_HANDSHAKE_FAILURES = 5
 
+/**
+ * Drops in a row for a message over the route's maxMessageBytes after which the operations that
+ * may have sent it end (see UpstreamConnection.#oversized): a backend that sends its current
+ * state on subscribe sends the same oversized message after every resubscribe, and the
+ * connection reconnected on backoff forever while those clients heard only epoch gaps.
+ */
+export const MAX_OVERSIZED_DROPS = 3
+
 type OperationSink = Sink<ExecutionResult<Record<string, unknown>, Record<string, unknown>>>
 
 /**
@@ -117,12 +125,17 @@ class Operation implements OperationSink {
   readonly #sink: OperationSink
   #ended = false
   release: () => void = () => {}
+  /** Something for it came since the connection was last acknowledged. */
+  heard = false
+  /** Oversized drops in a row it may have caused (it heard nothing before them). */
+  oversized = 0
 
   constructor(sink: OperationSink) {
     this.#sink = sink
   }
 
   next(value: ExecutionResult<Record<string, unknown>, Record<string, unknown>>): void {
+    this.heard = true
     if (!this.#ended) this.#sink.next(value)
   }
 
@@ -337,6 +350,9 @@ export class UpstreamConnection {
   #opened = false
   /** Consecutive sockets that opened but closed before connection_ack (see MAX_HANDSHAKE_FAILURES). */
   #failedHandshakes = 0
+  /** The current socket was dropped for a message over maxMessageBytes (see #oversized). */
+  #tooLarge = false
+  readonly #maxPayload: number
   /** Operations riding this connection (streams, queries, mutations): what a give-up ends. */
   readonly #ops = new Set<Operation>()
   /**
@@ -388,6 +404,7 @@ export class UpstreamConnection {
     this.key = key
     this.url = url
     const maxPayload = s.maxMessageBytes
+    this.#maxPayload = maxPayload
     // graphql-ws constructs the socket itself: bind our handshake headers into the class (its
     // base screens what the upstream sends and keeps a refused handshake's status: UpstreamSocket).
     const conn = this
@@ -456,6 +473,7 @@ export class UpstreamConnection {
           // operation it was for cannot be read). Its streams reconnect with an epoch gap, as
           // after any drop; without this line the operator saw only "connection lost", no cause.
           if ((err as { error?: { code?: unknown } } | null)?.error?.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+            this.#tooLarge = true
             pool.logger.warn({ upstream: url, maxMessageBytes: maxPayload, streams: this.listeners.size }, 'upstream sent a message over the route\'s websocket.maxMessageBytes; dropping the connection')
             return
           }
@@ -661,6 +679,7 @@ export class UpstreamConnection {
     const restored = this.#lost
     this.#lost = false
     this.#everConnected = true
+    for (const op of this.#ops) op.heard = false
     if (!restored) return
     this.#pool.metrics.upstreamReconnects.inc()
     this.#pool.logger.info({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection restored')
@@ -670,6 +689,8 @@ export class UpstreamConnection {
   #closed(event: unknown): void {
     const was = this.#up
     const opened = this.#opened
+    const tooLarge = this.#tooLarge
+    this.#tooLarge = false
     this.#opened = false
     this.#up = false
     this.#unwaited = true
@@ -707,9 +728,45 @@ export class UpstreamConnection {
       if (opened) this.#handshakeFailed(event)
       return
     }
+    this.#oversized(tooLarge)
+    if (this.#disposed) return
     this.#pool.logger.warn({ upstream: this.url, streams: this.listeners.size }, 'upstream subscription connection lost; reconnecting')
     this.#lost = true
     for (const l of this.listeners) l.upstreamLost()
+  }
+
+  /**
+   * An acknowledged connection dropped; `tooLarge`: for a message over maxMessageBytes, whose
+   * operation cannot be read (ws drops the connection on the frame's header). The suspects are the
+   * operations that heard nothing since the connection was acknowledged (all of them when every
+   * one did); an operation suspected MAX_OVERSIZED_DROPS drops in a row ends with an error naming
+   * the limit, counted, instead of reconnecting with it forever. Any other drop clears the count.
+   */
+  #oversized(tooLarge: boolean): void {
+    if (!tooLarge) {
+      for (const op of this.#ops) op.oversized = 0
+      return
+    }
+    let anySilent = false
+    for (const op of this.#ops) anySilent ||= !op.heard
+    const ended: Operation[] = []
+    for (const op of this.#ops) {
+      if (anySilent && op.heard) op.oversized = 0
+      else if (++op.oversized >= MAX_OVERSIZED_DROPS) ended.push(op)
+    }
+    if (ended.length === 0) return
+    this.#pool.metrics.upstreamOversized.inc(ended.length)
+    this.#pool.logger.warn(
+      { upstream: this.url, maxMessageBytes: this.#maxPayload, drops: MAX_OVERSIZED_DROPS, operations: ended.length },
+      'upstream sent a message over the route\'s websocket.maxMessageBytes on every reconnect; ending the operations that may have sent it',
+    )
+    const errors = [
+      {
+        message: `upstream subscription failed: the upstream sent a message over the route's websocket.maxMessageBytes (${this.#maxPayload} bytes) ${MAX_OVERSIZED_DROPS} times in a row`,
+        extensions: { code: 'UPSTREAM_UNAVAILABLE' },
+      },
+    ]
+    for (const op of ended) op.fail(errors)
   }
 
   /**

@@ -306,6 +306,13 @@ const checkedConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
         ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'name'], message: `filter "${f.name}" appears twice in this chain` })
       }
       names.add(f.name)
+      // Anonymous and unknown-tenant traffic went on as a tenant no config lists: its quotas,
+      // tier and DLP preset the defaults, under a typo of the one meant. (allowUnlisted admits
+      // unlisted ids anyway.)
+      if (f.name === 'tenant' && f.defaultTenant !== undefined && !f.allowUnlisted && !Object.hasOwn(cfg.tenants, f.defaultTenant)) {
+        const known = Object.keys(cfg.tenants)
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'defaultTenant'], message: `expected a tenant listed under tenants${known.length ? ` (${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''})` : ' (none is)'}, or allowUnlisted: true`, input: f.defaultTenant })
+      }
     })
   })
   checkQuotaReferences(cfg, ctx)

@@ -29,6 +29,27 @@ const jwtAlgorithm = z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512
 
 const nonEmpty = (what: string) => z.string().min(1, { error: `expected a non-empty ${what}` })
 
+/** The key sources a token may be verified with (at least one). */
+const keySources = {
+  /** Shared secret for HS* (use ${ENV} interpolation, never a literal in a committed file). */
+  secret: z.string().min(32, { error: 'expected an HMAC secret of at least 32 characters' }).optional(),
+  /** PEM file of public keys (RS*, PS*, ES*, EdDSA; several side by side during a rotation; RSA at least 2048 bits). */
+  publicKeyFile: z.string().min(1).optional(),
+  /** A JWKS document on disk; keys are picked by "kid". */
+  jwksFile: z.string().min(1).optional(),
+}
+const hasKeySource = (k: { secret?: string; publicKeyFile?: string; jwksFile?: string }) => k.secret !== undefined || k.publicKeyFile !== undefined || k.jwksFile !== undefined
+
+/**
+ * Keys of one issuer (Envoy's jwt_authn provider, Apollo Router's jwks[].issuer): a token whose
+ * "iss" is this issuer is verified with its keys only, and these keys verify no other issuer's
+ * token. With several IdPs under one list of keys, a token claiming IdP A verified with IdP B's
+ * key: whoever holds one IdP's signing key (a staging IdP, a partner) minted tokens "of" another.
+ */
+const issuerKeys = z
+  .strictObject({ issuer: nonEmpty('issuer'), ...keySources })
+  .refine(hasKeySource, { error: 'expected one of secret, publicKeyFile or jwksFile to verify this issuer\'s tokens with' })
+
 export const tenantJwtConfig = z
   .strictObject({
     /** Request header holding the token, after `prefix`. */
@@ -46,12 +67,10 @@ export const tenantJwtConfig = z
     /** Claim that names the tenant; dotted paths reach into nested objects ("org.id"). */
     claim: z.string().min(1).default('tenant_id'),
     algorithms: z.array(jwtAlgorithm).min(1).default(['RS256', 'EdDSA', 'HS256']),
-    /** Shared secret for HS* (use ${ENV} interpolation, never a literal in a committed file). */
-    secret: z.string().min(32, { error: 'expected an HMAC secret of at least 32 characters' }).optional(),
-    /** PEM file of public keys (RS*, PS*, ES*, EdDSA; several side by side during a rotation; RSA at least 2048 bits). */
-    publicKeyFile: z.string().min(1).optional(),
-    /** A JWKS document on disk; keys are picked by "kid". */
-    jwksFile: z.string().min(1).optional(),
+    /** Keys for tokens of any issuer not bound by `keys` (secret: HS*, publicKeyFile: PEM, jwksFile: JWKS). */
+    ...keySources,
+    /** Keys bound to an issuer; tokens of an issuer named here are verified with its keys only. */
+    keys: z.array(issuerKeys).min(1, { error: 'expected at least one issuer\'s keys (omit keys to use the unbound ones)' }).optional(),
     /**
      * The "iss" a token must carry; a list accepts any of them (tokens of two IdPs during a
      * migration, a staging IdP beside production), as Apollo Router and Envoy's jwt_authn do.
@@ -71,23 +90,38 @@ export const tenantJwtConfig = z
     /** A request without a token: reject (401), or (false) give it `defaultTenant` (else 403); the header is never read when `jwt` is set. */
     required: z.boolean().default(true),
   })
-  .refine((j) => j.secret !== undefined || j.publicKeyFile !== undefined || j.jwksFile !== undefined, {
+  .refine((j) => hasKeySource(j) || j.keys !== undefined, {
     error: 'expected one of secret, publicKeyFile or jwksFile to verify tokens with',
+  })
+  .superRefine((j, ctx) => {
+    // A bound issuer that `issuer` does not accept: its keys would never verify a token.
+    if (j.issuer === undefined) return
+    const accepted = typeof j.issuer === 'string' ? [j.issuer] : j.issuer
+    j.keys?.forEach((k, i) => {
+      if (!accepted.includes(k.issuer)) ctx.addIssue({ code: 'custom', path: ['keys', i, 'issuer'], message: `issuer "${k.issuer}" is not among jwt.issuer (${accepted.join(', ')}): its keys would verify no token`, input: k.issuer })
+    })
   })
 
 /** Resolves the tenant of a request: a verified JWT claim, else a header, else a default. */
-export const tenantFilterConfig = z.strictObject({
-  name: z.literal('tenant'),
-  ...filterBase,
-  /** Header naming the tenant when no JWT is configured. */
-  header: headerName(false).default('x-tenant-id'),
-  /** When set, the tenant comes only from a verified token; the header is ignored. */
-  jwt: tenantJwtConfig.optional(),
-  /** Tenant for requests that name none or an unknown one; without it they get UNKNOWN_TENANT. */
-  defaultTenant: tenantId.optional(),
-  /** Accept tenants not listed under `tenants:` (they get the default tier). */
-  allowUnlisted: z.boolean().default(false),
-  /** Header carrying the resolved tenant to the backend (overwrites what the client sent). */
-  forwardHeader: headerName(true).default('x-tenant-id'),
-})
+export const tenantFilterConfig = z
+  .strictObject({
+    name: z.literal('tenant'),
+    ...filterBase,
+    /** Header naming the tenant when no JWT is configured. */
+    header: headerName(false).default('x-tenant-id'),
+    /** When set, the tenant comes only from a verified token; the header is ignored. */
+    jwt: tenantJwtConfig.optional(),
+    /** Tenant for requests that name none or an unknown one; without it they get UNKNOWN_TENANT. */
+    defaultTenant: tenantId.optional(),
+    /** Accept tenants not listed under `tenants:` (they get the default tier). */
+    allowUnlisted: z.boolean().default(false),
+    /** Header carrying the resolved tenant to the backend (overwrites what the client sent). */
+    forwardHeader: headerName(true).default('x-tenant-id'),
+  })
+  // The tenant set under the token's own header replaced the token toward the backend (which then
+  // saw "authorization: acme"), and the request's token went nowhere the backend could check it.
+  .refine((f) => f.jwt === undefined || f.forwardHeader !== f.jwt.header, {
+    path: ['forwardHeader'],
+    error: 'expected another header than jwt.header: the tenant would replace the token toward the backend',
+  })
 export type TenantFilterConfig = z.infer<typeof tenantFilterConfig>

@@ -113,6 +113,15 @@ class TenantFilter implements Filter {
     this.#dropClaimed = cfg.header !== cfg.forwardHeader && cfg.header !== cfg.jwt?.header ? cfg.header : undefined
     this.#prefix = cfg.jwt?.prefix.toLowerCase() ?? ''
     const log = deps.logger
+    // 1 while a changed key file of this route's tenant filter does not load (the previous keys
+    // stay in use: tokens of a new key are refused), else 0. The family is registered by every
+    // tenant filter, so /metrics always names it (alerted on); series exist only for key files.
+    const stale = gauge(deps.registry, {
+      name: 'igw_jwt_key_files_stale',
+      help: 'Routes whose tenant filter keeps older JWT keys because a changed key file (publicKeyFile, jwksFile) does not load (1), else 0',
+      labelNames: ['route'],
+      aggregator: 'max',
+    })
     if (cfg.jwt === undefined) {
       this.#jwt = undefined
       return
@@ -120,15 +129,7 @@ class TenantFilter implements Filter {
     let onStale: ((stale: boolean) => void) | undefined
     let states: Map<object, boolean> | undefined
     let publish = (): void => {}
-    if (cfg.jwt.publicKeyFile !== undefined || cfg.jwt.jwksFile !== undefined) {
-      // 1 while a changed key file of this route's tenant filter does not load (the previous keys
-      // stay in use: tokens of a new key are refused), else 0.
-      const stale = gauge(deps.registry, {
-        name: 'igw_jwt_key_files_stale',
-        help: 'Routes whose tenant filter keeps older JWT keys because a changed key file (publicKeyFile, jwksFile) does not load (1), else 0',
-        labelNames: ['route'],
-        aggregator: 'max',
-      })
+    if ([cfg.jwt, ...(cfg.jwt.keys ?? [])].some((k) => k.publicKeyFile !== undefined || k.jwksFile !== undefined)) {
       const route = deps.routeName
       let routes = keyFileFilters.get(deps.registry)
       if (routes === undefined) keyFileFilters.set(deps.registry, (routes = new Map()))

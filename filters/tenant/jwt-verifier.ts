@@ -3,7 +3,7 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
 import type { tenantJwtConfig } from '../../config/filters/tenant.ts'
@@ -52,7 +52,7 @@ function readKeyFile(field: string, path: string): string {
   try {
     return readFileSync(path, 'utf8')
   } catch (err) {
-    throw new Error(`jwt.${field} "${path}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    throw new Error(`${field} "${path}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
 }
 
@@ -65,8 +65,8 @@ const KEY_LABEL = /(?:PUBLIC KEY|PRIVATE KEY|^CERTIFICATE)$/
  * in flight. createPublicKey reads the first block only: the key appended for a rotation was
  * dropped without a word, and its tokens refused as "token signature does not verify".
  */
-function loadPublicKeys(path: string): KeyObject[] {
-  const text = readKeyFile('publicKeyFile', path)
+function loadPublicKeys(path: string, where: string): KeyObject[] {
+  const text = readKeyFile(`${where}publicKeyFile`, path)
   const keys: KeyObject[] = []
   for (const [block, label] of text.matchAll(PEM_BLOCK)) {
     if (!KEY_LABEL.test(label!)) continue // "EC PARAMETERS" beside an EC key, and the like
@@ -75,13 +75,13 @@ function loadPublicKeys(path: string): KeyObject[] {
       key = createPublicKey(block)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
-      throw new Error(`jwt.publicKeyFile "${path}": key #${keys.length + 1} is not a PEM public key${code ? ` (${code})` : ''}`)
+      throw new Error(`${where}publicKeyFile "${path}": key #${keys.length + 1} is not a PEM public key${code ? ` (${code})` : ''}`)
     }
     const unusable = unusableKey(key)
-    if (unusable !== undefined) throw new Error(`jwt.publicKeyFile "${path}": key #${keys.length + 1} is ${unusable}`)
+    if (unusable !== undefined) throw new Error(`${where}publicKeyFile "${path}": key #${keys.length + 1} is ${unusable}`)
     keys.push(key)
   }
-  if (keys.length === 0) throw new Error(`jwt.publicKeyFile "${path}": not a PEM public key`)
+  if (keys.length === 0) throw new Error(`${where}publicKeyFile "${path}": not a PEM public key`)
   return keys
 }
 
@@ -151,21 +151,21 @@ function checkJwksKeys(jwks: JSONWebKeySet): string[] {
 }
 
 /** The JWKS of the file, and the algorithms its signing keys can verify. */
-function loadJwks(path: string): { jwks: JWTVerifyGetKey; algorithms: string[] } {
-  const text = readKeyFile('jwksFile', path)
+function loadJwks(path: string, where: string): { jwks: JWTVerifyGetKey; algorithms: string[] } {
+  const text = readKeyFile(`${where}jwksFile`, path)
   let jwks: JSONWebKeySet
   try {
     jwks = JSON.parse(text) as JSONWebKeySet
   } catch (err) {
     const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((err as Error).message)
-    throw new Error(`jwt.jwksFile "${path}": not valid JSON${at ? ` (${at[0]})` : ''}`)
+    throw new Error(`${where}jwksFile "${path}": not valid JSON${at ? ` (${at[0]})` : ''}`)
   }
-  if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new Error(`jwt.jwksFile "${path}": not a JWKS document (no "keys" array)`)
+  if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new Error(`${where}jwksFile "${path}": not a JWKS document (no "keys" array)`)
   try {
     const algorithms = checkJwksKeys(jwks)
     return { jwks: localJwks(jwks), algorithms }
   } catch (err) {
-    throw new Error(`jwt.jwksFile "${path}": ${(err as Error).message}`)
+    throw new Error(`${where}jwksFile "${path}": ${(err as Error).message}`)
   }
 }
 
@@ -174,104 +174,104 @@ export type KeyFileErrorHandler = (file: string, message: string) => void
 /** Told when the keys in use start (true) or stop (false) lagging a key file that does not load. */
 export type KeyFileStaleHandler = (stale: boolean) => void
 
-export class JwtVerifier {
-  readonly #cfg: TenantJwtConfig
-  #keys: Keys
-  /** Stamps of the key files as last loaded, and when they were last looked at. */
-  #stamps: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
-  #checkedAt = 0
-  /** Bumped by every key reload: an outcome decided with the keys before it is not cached. */
-  #generation = 0
-  readonly #cache = new LRUCache<string, Outcome>({
-    max: 20_000,
-    maxSize: CACHE_MAX_BYTES,
-    sizeCalculation: (_o, token) => token.length + ENTRY_OVERHEAD_BYTES,
-    ttlAutopurge: false,
-  })
+/** One set of key sources: the unbound ones of `jwt`, or one entry of `jwt.keys`. */
+type KeySources = { secret?: string; publicKeyFile?: string; jwksFile?: string }
 
+/** The keys of one set of key sources, and their files as last loaded (reloaded when changed). */
+class KeyRing {
+  readonly #src: KeySources
+  /** Where the sources are in the config ("jwt.", "jwt.keys[1]."), for load errors. */
+  readonly #at: string
+  #keys: Keys = {}
+  /** The algorithms the keys loaded first can verify. */
+  readonly algorithms: string[] = []
+  /** Stamps of the key files as last loaded. */
+  #stamps: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
   readonly #onKeyFileError: KeyFileErrorHandler | undefined
   /** The stamp of a changed key file that failed to load once, and one reported already. */
   #failed: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
   #reported: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
   /** Key files whose version on disk was reported as not loading and has not loaded since. */
   #stale: { publicKey: boolean; jwks: boolean } = { publicKey: false, jwks: false }
-  readonly #onStale: KeyFileStaleHandler | undefined
+  readonly #onStaleChange: () => void
 
-  constructor(cfg: TenantJwtConfig, onKeyFileError?: KeyFileErrorHandler, onStale?: KeyFileStaleHandler) {
-    this.#cfg = cfg
+  constructor(src: KeySources, at: string, onKeyFileError: KeyFileErrorHandler | undefined, onStaleChange: () => void) {
+    this.#src = src
+    this.#at = at
     this.#onKeyFileError = onKeyFileError
-    this.#onStale = onStale
-    this.#keys = {}
-    const fits: string[] = []
-    if (cfg.secret !== undefined) {
-      this.#keys.secret = new TextEncoder().encode(cfg.secret)
-      fits.push(...HMAC)
+    this.#onStaleChange = onStaleChange
+    if (src.secret !== undefined) {
+      this.#keys.secret = new TextEncoder().encode(src.secret)
+      this.algorithms.push(...HMAC)
     }
-    if (cfg.publicKeyFile !== undefined) {
-      this.#stamps.publicKey = fileStamp(cfg.publicKeyFile)
-      this.#keys.publicKeys = loadPublicKeys(cfg.publicKeyFile)
-      fits.push(...this.#keys.publicKeys.flatMap(algorithmsOf))
+    if (src.publicKeyFile !== undefined) {
+      this.#stamps.publicKey = fileStamp(src.publicKeyFile)
+      this.#keys.publicKeys = loadPublicKeys(src.publicKeyFile, at)
+      this.algorithms.push(...this.#keys.publicKeys.flatMap(algorithmsOf))
     }
-    if (cfg.jwksFile !== undefined) {
-      this.#stamps.jwks = fileStamp(cfg.jwksFile)
-      const loaded = loadJwks(cfg.jwksFile)
+    if (src.jwksFile !== undefined) {
+      this.#stamps.jwks = fileStamp(src.jwksFile)
+      const loaded = loadJwks(src.jwksFile, at)
       this.#keys.jwks = loaded.jwks
-      fits.push(...loaded.algorithms)
+      this.algorithms.push(...loaded.algorithms)
     }
-    // Keys none of `algorithms` can use (an EC P-256 key under the default RS256, EdDSA, HS256:
-    // Google IAP's, AWS ALB's) loaded, and then every token was refused as "token algorithm not
-    // allowed". (A JWKS without signing keys yet still loads: its keys may come later.)
-    if (fits.length > 0 && !cfg.algorithms.some((a) => fits.includes(a))) {
-      throw new Error(`jwt.algorithms (${cfg.algorithms.join(', ')}) verify none of the configured keys, which verify ${[...new Set(fits)].join(', ')}: every token would be refused`)
-    }
-    this.#checkedAt = Date.now()
+  }
+
+  get hasFiles(): boolean {
+    return this.#src.publicKeyFile !== undefined || this.#src.jwksFile !== undefined
+  }
+
+  get stale(): boolean {
+    return this.#stale.publicKey || this.#stale.jwks
+  }
+
+  /** The keys, in the order they are tried: JWKS (picked by kid), PEM keys, the secret. */
+  list(): (Uint8Array | KeyObject | JWTVerifyGetKey)[] {
+    const keys: (Uint8Array | KeyObject | JWTVerifyGetKey)[] = []
+    if (this.#keys.jwks) keys.push(this.#keys.jwks)
+    if (this.#keys.publicKeys) keys.push(...this.#keys.publicKeys)
+    if (this.#keys.secret) keys.push(this.#keys.secret)
+    return keys
   }
 
   /**
-   * Reload a key file that changed on disk (at most one stat per file per second). Outcomes
-   * decided with the old keys are dropped: a token of a newly added kid refused a moment ago
-   * verifies now, and one signed by a removed key is no longer served from the cache. A file
-   * caught half-written does not load: the old keys stay and it is tried again next time.
-   * A file that can no longer be read (deleted, moved, its mount or permissions gone) is a
-   * change that does not load too: it was skipped without a word, so the keys in use — removed
-   * ones included — went on verifying with nothing saying they lag the file (and a restart
-   * would refuse the config).
+   * Reload a key file that changed on disk; true when the keys changed. A file caught
+   * half-written does not load: the old keys stay and it is tried again next time. A file that
+   * can no longer be read (deleted, moved, its mount or permissions gone) is a change that does
+   * not load too: it was skipped without a word, so the keys in use — removed ones included —
+   * went on verifying with nothing saying they lag the file (and a restart would refuse the config).
    */
-  #reloadChangedKeys(): void {
-    const now = Date.now()
-    if (now - this.#checkedAt < KEY_FILE_CHECK_MS) return
-    this.#checkedAt = now
-    const cfg = this.#cfg
+  reload(): boolean {
+    const src = this.#src
     let keys: Keys | undefined
-    if (cfg.publicKeyFile !== undefined) {
-      const stamp = this.#stampOf('publicKey', cfg.publicKeyFile)
+    if (src.publicKeyFile !== undefined) {
+      const stamp = this.#stampOf('publicKey', src.publicKeyFile)
       if (stamp !== this.#stamps.publicKey) {
         try {
-          keys = { ...this.#keys, publicKeys: loadPublicKeys(cfg.publicKeyFile) }
+          keys = { ...this.#keys, publicKeys: loadPublicKeys(src.publicKeyFile, this.#at) }
           this.#stamps.publicKey = stamp
           this.#setStale('publicKey', false)
         } catch (err) {
-          this.#keyFileFailed('publicKey', cfg.publicKeyFile, stamp, err)
+          this.#keyFileFailed('publicKey', src.publicKeyFile, stamp, err)
         }
       }
     }
-    if (cfg.jwksFile !== undefined) {
-      const stamp = this.#stampOf('jwks', cfg.jwksFile)
+    if (src.jwksFile !== undefined) {
+      const stamp = this.#stampOf('jwks', src.jwksFile)
       if (stamp !== this.#stamps.jwks) {
         try {
-          const { jwks } = loadJwks(cfg.jwksFile)
+          const { jwks } = loadJwks(src.jwksFile, this.#at)
           keys = { ...(keys ?? this.#keys), jwks }
           this.#stamps.jwks = stamp
           this.#setStale('jwks', false)
         } catch (err) {
-          this.#keyFileFailed('jwks', cfg.jwksFile, stamp, err)
+          this.#keyFileFailed('jwks', src.jwksFile, stamp, err)
         }
       }
     }
-    if (keys === undefined) return
+    if (keys === undefined) return false
     this.#keys = keys
-    this.#generation++
-    this.#cache.clear()
+    return true
   }
 
   /**
@@ -301,23 +301,94 @@ export class JwtVerifier {
     this.#setStale(which, true)
   }
 
-  /**
-   * A log line is read by nobody until someone looks: the state is also told to a gauge
-   * (igw_jwt_key_files_stale), so an alert can say that the keys in use lag a key file on disk
-   * for as long as they do — the new key's tokens refused meanwhile.
-   */
+  /** Told on (to igw_jwt_key_files_stale): a log line is read by nobody until someone looks. */
   #setStale(which: 'publicKey' | 'jwks', stale: boolean): void {
-    const before = this.#stale.publicKey || this.#stale.jwks
+    const before = this.stale
     this.#stale[which] = stale
     // Caught up: a later failure of any version (the file missing again) is reported anew.
     if (!stale) this.#failed[which] = this.#reported[which] = ''
-    const after = this.#stale.publicKey || this.#stale.jwks
-    if (before !== after) this.#onStale?.(after)
+    if (before !== this.stale) this.#onStaleChange()
+  }
+}
+
+/** The token's "iss" as it claims it (unverified), to pick the keys bound to that issuer. */
+function claimedIssuer(token: string): string | undefined {
+  const iss = decodeJwt(token).iss
+  return typeof iss === 'string' ? iss : undefined
+}
+
+export class JwtVerifier {
+  readonly #cfg: TenantJwtConfig
+  /** The keys of `jwt` itself: tokens of any issuer that `jwt.keys` does not bind. */
+  readonly #unbound: KeyRing | undefined
+  /** `jwt.keys` by issuer: a token claiming one of these is verified with its keys alone. */
+  readonly #bound = new Map<string, KeyRing[]>()
+  readonly #rings: KeyRing[] = []
+  readonly #hasFiles: boolean
+  #checkedAt = 0
+  /** Bumped by every key reload: an outcome decided with the keys before it is not cached. */
+  #generation = 0
+  readonly #cache = new LRUCache<string, Outcome>({
+    max: 20_000,
+    maxSize: CACHE_MAX_BYTES,
+    sizeCalculation: (_o, token) => token.length + ENTRY_OVERHEAD_BYTES,
+    ttlAutopurge: false,
+  })
+
+  /** Whether any ring's keys lag a key file that does not load, as last told to onStale. */
+  #stale = false
+  readonly #onStale: KeyFileStaleHandler | undefined
+
+  constructor(cfg: TenantJwtConfig, onKeyFileError?: KeyFileErrorHandler, onStale?: KeyFileStaleHandler) {
+    this.#cfg = cfg
+    this.#onStale = onStale
+    const staleChanged = (): void => {
+      const stale = this.#rings.some((r) => r.stale)
+      if (stale === this.#stale) return
+      this.#stale = stale
+      this.#onStale?.(stale)
+    }
+    if (cfg.secret !== undefined || cfg.publicKeyFile !== undefined || cfg.jwksFile !== undefined) {
+      this.#unbound = new KeyRing(cfg, 'jwt.', onKeyFileError, staleChanged)
+      this.#rings.push(this.#unbound)
+    }
+    cfg.keys?.forEach((k, i) => {
+      const ring = new KeyRing(k, `jwt.keys[${i}].`, onKeyFileError, staleChanged)
+      this.#rings.push(ring)
+      this.#bound.set(k.issuer, [...(this.#bound.get(k.issuer) ?? []), ring])
+    })
+    this.#hasFiles = this.#rings.some((r) => r.hasFiles)
+    const fits = this.#rings.flatMap((r) => r.algorithms)
+    // Keys none of `algorithms` can use (an EC P-256 key under the default RS256, EdDSA, HS256:
+    // Google IAP's, AWS ALB's) loaded, and then every token was refused as "token algorithm not
+    // allowed". (A JWKS without signing keys yet still loads: its keys may come later.)
+    if (fits.length > 0 && !cfg.algorithms.some((a) => fits.includes(a))) {
+      throw new Error(`jwt.algorithms (${cfg.algorithms.join(', ')}) verify none of the configured keys, which verify ${[...new Set(fits)].join(', ')}: every token would be refused`)
+    }
+    this.#checkedAt = Date.now()
+  }
+
+  /**
+   * Reload key files that changed on disk (at most one stat per file per second). Keys rotate:
+   * an issuer that starts signing with a new kid, or drops a compromised key, is followed without
+   * a restart. Outcomes decided with the old keys are dropped: a token of a newly added kid
+   * refused a moment ago verifies now, and one signed by a removed key is no longer served from
+   * the cache. A key file that does not load keeps its ring's previous keys (see KeyRing.reload).
+   */
+  #reloadChangedKeys(): void {
+    const now = Date.now()
+    if (now - this.#checkedAt < KEY_FILE_CHECK_MS) return
+    this.#checkedAt = now
+    let changed = false
+    for (const ring of this.#rings) if (ring.reload()) changed = true
+    if (!changed) return
+    this.#generation++
+    this.#cache.clear()
   }
 
   /** The cached outcome for a token, or undefined when it must be verified. */
   cached(token: string): Outcome | undefined {
-    if (this.#stamps.jwks !== '' || this.#stamps.publicKey !== '') this.#reloadChangedKeys()
+    if (this.#hasFiles) this.#reloadChangedKeys()
     return this.#cache.get(token)
   }
 
@@ -339,17 +410,32 @@ export class JwtVerifier {
   }
 
   async #verify(token: string): Promise<Outcome> {
+    let issuer = this.#cfg.issuer
+    let rings = this.#unbound === undefined ? [] : [this.#unbound]
+    if (this.#bound.size > 0) {
+      let claimed: string | undefined
+      try {
+        claimed = claimedIssuer(token)
+      } catch (err) {
+        return { ok: false, reason: describe(err) }
+      }
+      const bound = claimed === undefined ? undefined : this.#bound.get(claimed)
+      if (bound !== undefined) {
+        // The issuer's own keys alone, and jose checks the "iss" they were picked for.
+        rings = bound
+        issuer = claimed
+      } else if (rings.length === 0) {
+        return { ok: false, reason: claimed === undefined ? 'token claim "iss" rejected: missing (the keys are bound to issuers)' : 'token claim "iss" rejected: no keys are configured for this issuer' }
+      }
+    }
     const options = {
       algorithms: this.#cfg.algorithms,
-      issuer: this.#cfg.issuer,
+      issuer,
       audience: this.#cfg.audience,
       clockTolerance: this.#cfg.clockToleranceSec,
       requiredClaims: this.#cfg.requireExpiration ? ['exp'] : undefined,
     }
-    const keys: (Uint8Array | KeyObject | JWTVerifyGetKey)[] = []
-    if (this.#keys.jwks) keys.push(this.#keys.jwks)
-    if (this.#keys.publicKeys) keys.push(...this.#keys.publicKeys)
-    if (this.#keys.secret) keys.push(this.#keys.secret)
+    const keys = rings.flatMap((r) => r.list())
     let last: unknown
     for (const key of keys) {
       try {

@@ -284,7 +284,10 @@ export const dashboards: DashboardSpec[] = [
             type: 'timeseries',
             w: 12,
             description: 'Not reconnected: the operations on them ended with UPSTREAM_UNAVAILABLE. A close code meant for good (44xx but 4408/4499, 4500, 1002/1008/1011…), http_<status> for a handshake refused with a 4xx, or a close before connection_ack (on a first connection, or 5 reconnects in a row).',
-            targets: [{ expr: 'sum by (code) (increase(igw_subscription_upstream_final_closes_total[1h]))', legend: '{{code}}' }],
+            targets: [
+              { expr: 'sum by (code) (increase(igw_subscription_upstream_final_closes_total[1h]))', legend: '{{code}}' },
+              { expr: 'sum(increase(igw_subscription_upstream_oversized_total[1h]))', legend: 'ended: message over maxMessageBytes on every resubscribe' },
+            ],
           },
           {
             title: 'Replay-log Redis: failed operations by op, connections up',

@@ -15,7 +15,7 @@ import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from '.
 import { shouldShed } from './qos.ts'
 import type { LatencySeries, QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-runtime.ts'
-import { POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
+import { advertisesDay, POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
 import { ANONYMOUS, H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
@@ -33,7 +33,10 @@ interface Resolved {
   slot: number
   rule: KindRule
   calendar: TenantCalendar
+  /** RateLimit-Policy (see #policy); undefined when nothing is advertised. */
   policy: string | undefined
+  /** The tenant's day `policy` was built for (its "daily" window is that day's length); -1: no "daily" item. */
+  policyDay: number
   /** Keys and constant script arguments, encoded once for the store they were built for. */
   redisRule: DecisionRule | undefined
   redisStore: RedisQuotaStore | undefined
@@ -62,6 +65,8 @@ class RedisDecision implements DecisionWaiter {
   readonly t0: number
   readonly day: number
   readonly pending: number
+  /** The push token `pending` travels under (RedisQuotaStore.enqueue; '' when none). */
+  token = ''
   readonly store: RedisQuotaStore
 
   constructor(filter: QuotaFilter, ctx: RequestContext, r: Resolved, cost: number, t0: number, day: number, pending: number, store: RedisQuotaStore) {
@@ -226,6 +231,7 @@ class QuotaFilter implements Filter {
       rule,
       calendar: calendarFor(rule.timeZone),
       policy: policyHeader(rule),
+      policyDay: advertisesDay(rule) ? 0 : -1,
       redisRule: undefined,
       redisStore: undefined,
       concurrentIndex,
@@ -293,7 +299,7 @@ class QuotaFilter implements Filter {
     if (!this.#takeSlot(r, max)) {
       this.#rejected[RULE_CONCURRENT]!.inc()
       if (this.#ietf) {
-        if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+        if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', this.#policy(r, Date.now()))
         ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, 1))
       }
       if (this.#legacy) this.#legacyHeaders(ctx, max, 0, 1)
@@ -349,7 +355,7 @@ class QuotaFilter implements Filter {
       redisRule = r.redisRule = this.#redisRule(r, store)
       r.redisStore = store
     }
-    store.enqueue(redisRule, cost, day, pending, d, r.calendar.end)
+    d.token = store.enqueue(redisRule, cost, day, pending, d, r.calendar.end)
     return p
   }
 
@@ -394,8 +400,8 @@ class QuotaFilter implements Filter {
 
   /** Redis did not answer in time or failed: the outage policy decides. */
   redisFailed(d: RedisDecision, kind: RedisFailure): Decision {
-    // A timed-out script may still run (then Redis has the reconciled units); anything else did not.
-    if (kind !== 'timeout') returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, d.pending, d.day)
+    // A timed-out script may still run (then Redis has the reconciled units): its late reply tells.
+    if (kind !== 'timeout') this.#pendingFailed(d)
     return this.#fallback(d.ctx, d.r, d.cost, Date.now(), d.t0, d.store)
   }
 
@@ -405,13 +411,24 @@ class QuotaFilter implements Filter {
    * local decision counted it too: take it back); if it failed in the end, keep the units.
    */
   redisLate(d: RedisDecision, res: DecisionResult | undefined): void {
-    const k = d.r.rule.kindIndex
-    if (res === undefined) returnPending(this.#rt.table, d.r.slot, k, d.pending, d.day)
-    else if (res.allowed) returnPending(this.#rt.table, d.r.slot, k, -d.cost, d.day)
+    if (res === undefined) this.#pendingFailed(d)
+    else if (res.allowed) returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, -d.cost, d.day)
     // The script crossed a threshold and set its marker in Redis: this proxy is the one to tell.
     // Dropped, no proxy sent the event, and the marker kept every other from sending it for the
     // rest of the window ("exactly once" became never).
     if (res !== undefined && res.fired !== 0) this.#budgetEvents(d.r, res.fired, res.total, res.now)
+  }
+
+  /**
+   * The call carrying this request's outage units failed. Sent, it may have failed after Redis ran
+   * the script (the connection dropped before the reply, or Redis refused a later group): given
+   * back to the table they went out again under a new token, counted twice. The reconciliation
+   * pushes them under the call's token, which Redis applies only if the call did not.
+   */
+  #pendingFailed(d: RedisDecision): void {
+    if (d.pending === 0) return
+    if (d.token === '') returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, d.pending, d.day)
+    else this.#rt.owe(d.r.slot, d.r.rule.kindIndex, d.r.tenant, d.pending, d.day, d.token)
   }
 
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {
@@ -490,7 +507,7 @@ class QuotaFilter implements Filter {
     const retryStr = String(retry)
     ctx.addResponseHeader('retry-after', retryStr)
     if (this.#ietf) {
-      if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+      if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', this.#policy(r, now))
       ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(reason, remaining, retry))
     }
     if (this.#legacy) this.#legacyHeaders(ctx, limit, remaining, retry)
@@ -525,7 +542,7 @@ class QuotaFilter implements Filter {
       limit = rule.budget!.units
       what = `the budget of ${limit} units per ${formatDuration(rule.budget!.windowMs)}`
     }
-    if (this.#ietf && r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', r.policy)
+    if (this.#ietf && r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', this.#policy(r, Date.now()))
     return errorReply('BAD_REQUEST', `request cost ${cost} exceeds ${what}: it can never be admitted, so retrying will not help (lower its cost)`, {
       kind: this.#kind,
       reason: 'too_expensive',
@@ -535,12 +552,29 @@ class QuotaFilter implements Filter {
     })
   }
 
+  /**
+   * The RateLimit-Policy of a tenant that advertises one. The "daily" window is the length of the
+   * tenant's current day: 23 h or 25 h on a day its zone changes clocks, when the quota resets
+   * at the local midnight an hour early or late. Rebuilt when the day changes.
+   */
+  #policy(r: Resolved, now: number): string {
+    if (r.policyDay >= 0) {
+      const c = r.calendar
+      const day = c.dayOf(now)
+      if (day !== r.policyDay) {
+        r.policy = policyHeader(r.rule, c.end - c.start)
+        r.policyDay = day
+      }
+    }
+    return r.policy!
+  }
+
   #headers(ctx: RequestContext, r: Resolved, v: Verdict, now: number): void {
     const rule = r.rule
     const free = rule.maxConcurrent > 0 ? rule.maxConcurrent - Atomics.load(this.#i32, r.concurrentIndex) : 0
     const rl = rateLimitHeader(rule, v, now, rule.limitPerDay >= 0 ? r.calendar.msToEndOfDay(now) : 0, free, this.#rl)
     if (this.#ietf) {
-      ctx.addResponseHeader('ratelimit-policy', r.policy!)
+      ctx.addResponseHeader('ratelimit-policy', this.#policy(r, now))
       if (rl.value !== '') ctx.addResponseHeader('ratelimit', rl.value)
     }
     if (this.#legacy) this.#legacyHeaders(ctx, rl.legacyLimit, rl.legacyRemaining, rl.legacyReset)

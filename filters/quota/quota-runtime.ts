@@ -324,6 +324,7 @@ export class QuotaRuntime {
     const q = this.config.quotas
     let pushed = 0
     for (const w of work) {
+      if (w.units === 0) continue // a decision call's units and its late correction, merged (owe)
       // The tenant's bucket and budget as configured now, should Redis hold none for it yet.
       const kind = QUOTA_KINDS[w.k]!
       const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
@@ -333,12 +334,28 @@ export class QuotaRuntime {
       else this.#unanswered.push(w)
     }
     if (pushed) this.logger.info({ entries: pushed }, 'usage admitted during the Redis outage reported to Redis')
+    this.#retryUnanswered()
+  }
+
+  #retryUnanswered(): void {
     if (this.#unanswered.length > 0 && this.#retry === undefined && this.#attached.length > 0) {
       this.#retry = setTimeout(() => {
         this.#retry = undefined
         if (this.#store !== undefined) void this.reconcile(this.#store)
       }, this.config.quotas.redis.heartbeatMs).unref()
     }
+  }
+
+  /**
+   * Outage units a decision call carried under `token` and that may or may not have reached Redis
+   * (the call failed after it was sent): pushed under the same token, applied only if the call was
+   * not. The decisions of one call's group share its token: their units are one push.
+   */
+  owe(slot: number, k: number, tenant: string, units: number, day: number, token: string): void {
+    const same = this.#unanswered.find((w) => w.token === token)
+    if (same !== undefined) same.units += units
+    else this.#unanswered.push({ slot, k, tenant, units, day, token })
+    this.#retryUnanswered()
   }
 
   /**

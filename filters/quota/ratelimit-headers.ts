@@ -1,6 +1,7 @@
 // RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers-11): Structured Field
 // Lists of String items with Integer parameters. Policy names are fixed: "rate" (the token
-// bucket: q = burst, w = seconds to refill it), "daily" (q = limitPerDay, w = 86400), "budget"
+// bucket: q = burst, w = seconds to refill it), "daily" (q = limitPerDay, w = the length of the
+// tenant's current day: 86400, or 82800 / 90000 on the days its zone changes clocks), "budget"
 // (the rolling budget: q = units, w = window), "concurrent" (qu = "concurrent-requests").
 // Units are cost units (1 per request unless a cost filter says more). Only policies that can
 // refuse are advertised: clients read a policy as a limit they will be refused at, and a budget
@@ -18,16 +19,25 @@ function seconds(ms: number): number {
   return ms <= 0 ? 0 : Math.ceil(ms / 1000)
 }
 
-/** The RateLimit-Policy value for a rule (undefined when nothing enforced is advertised). Constant per rule: build once. */
-export function policyHeader(rule: KindRule): string | undefined {
+/**
+ * The RateLimit-Policy value for a rule (undefined when nothing enforced is advertised), on a
+ * day of `dayMs` (the daily quota's window: the day it resets at the end of). Constant per rule
+ * and day length: build once (see advertisesDay).
+ */
+export function policyHeader(rule: KindRule, dayMs = 86_400_000): string | undefined {
   const items: string[] = []
   const hidden = rule.shadowMask
   if (rule.perMs > 0 && (hidden & RULE_RATE) === 0) items.push(`"rate";q=${Math.max(1, Math.floor(rule.burst))};w=${Math.max(1, Math.ceil(rule.burst / rule.rate))}`)
-  if (rule.limitPerDay >= 0 && (hidden & RULE_DAILY) === 0) items.push(`"daily";q=${rule.limitPerDay};w=86400`)
+  if (advertisesDay(rule)) items.push(`"daily";q=${rule.limitPerDay};w=${Math.round(dayMs / 1000)}`)
   const b = enforcedBudget(rule)
   if (b !== undefined) items.push(`"budget";q=${b.units};w=${Math.ceil(b.windowMs / 1000)}`)
   if (rule.maxConcurrent > 0 && (hidden & RULE_CONCURRENT) === 0) items.push(`"concurrent";q=${rule.maxConcurrent};qu="concurrent-requests"`)
   return items.length ? items.join(', ') : undefined
+}
+
+/** Does the rule's RateLimit-Policy have a "daily" item (whose window is the day's length)? */
+export function advertisesDay(rule: KindRule): boolean {
+  return rule.limitPerDay >= 0 && (rule.shadowMask & RULE_DAILY) === 0
 }
 
 /** The live figures a RateLimit value is built from (a Verdict satisfies it). */

@@ -9,10 +9,16 @@
 // once. Groups run one after the other, so two groups on one hash (a tenant's budget under two
 // kinds) see each other's writes.
 //
-// Group g (KEYS[2g-1], KEYS[2g]; ARGV from p + 1, p = the arguments of the groups before it):
+// Group g (its 2 keys, 3 when it carries pending units, after the keys of the groups before it;
+// ARGV from p + 1, p = the arguments of the groups before it):
 // KEYS     kind hash   tk, ts, d, u, z, e    (quotaKeys.kind; z/e: the zone d is counted in, its end)
 //          budget hash h, tot, bm, n, ra, rn, ru, m<ppm> (when threshold ppm last fired), b<i>
 //                      (quotaKeys.budget; unused without budget)
+//          push token  (only with pending units ≠ 0) the reconciliation's token key of these
+//                      units (RECONCILE_LUA): set once they are charged, and they are charged only
+//                      when it is not set. A call whose reply is lost (the connection dropped
+//                      after the script ran) hands its units to the reconciliation under this
+//                      token, which then applies them only if this call did not.
 // ARGV     p+1 decisions in the group (c)   p+2 day (local day no.)   p+3 pending units (outage
 //          use to reconcile, charged before the group's first decision; negative: a late reply
 //          counted a request the outage policy refused)
@@ -38,6 +44,11 @@
 //          A group that failed on its own keys is one value instead: the error text (a bulk
 //          string, where its first value is always an integer), and nothing for its decisions.
 export const GROUP_HEAD = 18
+/**
+ * How long Redis remembers a push token (a reconciliation's, or a decision group's pending
+ * units'): as long as it keeps the usage the units went into.
+ */
+export const PUSH_TOKEN_TTL_MS = 172_800_000
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -77,10 +88,12 @@ local out = {}
 local o = 0
 
 -- one group: the decisions of one rule, in order
-local function group(K1, K2, A)
+local function group(K1, K2, K3, A)
   local count = tonumber(ARGV[A + 1])
   local day = tonumber(ARGV[A + 2])
   local pending = tonumber(ARGV[A + 3])
+  -- these units were charged already (by a reconciliation under the same token)
+  if pending ~= 0 and redis.call('EXISTS', K3) == 1 then pending = 0 end
   local rate = tonumber(ARGV[A + 4])
   local cap = tonumber(ARGV[A + 5])
   local limit = tonumber(ARGV[A + 6])
@@ -286,6 +299,8 @@ local function group(K1, K2, A)
   if markzone then redis.call('HSET', K1, 'z', zone, 'e', dend) end
   -- the key outlives its day by a day (the control plane reads yesterday's figure); refreshed daily
   if newday or rezone then redis.call('PEXPIRE', K1, 172800000) end
+  -- last: a group that failed before this did not charge them, and its token stays free
+  if pending ~= 0 then redis.call('SET', K3, '1', 'PX', ${PUSH_TOKEN_TTL_MS}) end
   return A + ${GROUP_HEAD} + count
 end
 
@@ -295,9 +310,13 @@ end
 -- before it wrote anything. Errors about Redis itself (OOM, READONLY, NOPERM, MISCONF, …: an
 -- upper-case code other than ERR and WRONGTYPE) still fail the whole call: that is an outage.
 local A = 0
-for g = 1, #KEYS / 2 do
+local kx = 1
+while kx < #KEYS do
   local o0 = o
-  local ok, res = pcall(group, KEYS[2 * g - 1], KEYS[2 * g], A)
+  local K3 = nil
+  if tonumber(ARGV[A + 3]) ~= 0 then K3 = KEYS[kx + 2] end
+  local ok, res = pcall(group, KEYS[kx], KEYS[kx + 1], K3, A)
+  kx = kx + (K3 and 3 or 2)
   if ok then
     A = res
   else

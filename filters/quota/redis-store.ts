@@ -9,7 +9,7 @@ import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
 import { MICRO } from './token-bucket.ts'
-import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, RECONCILE_LUA } from './redis-script.ts'
+import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, PUSH_TOKEN_TTL_MS, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
@@ -56,7 +56,7 @@ const defined = new WeakSet<Redis>()
  * usage the units went into. A push that got no answer is sent again with the same token while the
  * proxy runs, however long Redis stays away.
  */
-export const RECONCILE_TOKEN_TTL_MS = 172_800_000
+export const RECONCILE_TOKEN_TTL_MS = PUSH_TOKEN_TTL_MS
 
 /** A call whose budget ran out while Redis answered others may wait up to this many budgets. */
 export const PROGRESS_WAIT_FACTOR = 5
@@ -101,6 +101,8 @@ export class DecisionRule {
   readonly hasBudget: boolean
   /** This rule's group in the batch being filled (cleared when the batch is sent). */
   open: Group | undefined = undefined
+  /** A push token's key less the token (the tenant's hash slot, as the reconciliation's). */
+  readonly tokenStem: string
   constructor(kindKey: string, budgetKey: string, constants: readonly (string | number)[]) {
     // No zone (a caller from before zones were kept with days): 0, days compared by number only.
     if (constants.length === RULE_CONSTANTS - 1) constants = [...constants, 0]
@@ -110,6 +112,7 @@ export class DecisionRule {
     this.hasRate = Number(constants[0]) > 0
     this.hasBudget = Number(constants[3]) >= 0
     this.keyNames = this.hasBudget ? [kindKey, budgetKey] : [kindKey]
+    this.tokenStem = `${kindKey.slice(0, kindKey.lastIndexOf(':'))}:rc:`
   }
 }
 
@@ -190,6 +193,9 @@ class Group {
   readonly dayEnd: number
   /** Outage units of its decisions, charged before the first. */
   pending = 0
+  /** The push token of those units ('' until a decision brings some), and its key as sent. */
+  token = ''
+  tokenKey: Buffer | undefined = undefined
   readonly costs: number[] = []
   readonly waiters: DecisionWaiter[] = []
   constructor(rule: DecisionRule, day: number, dayEnd: number) {
@@ -494,13 +500,16 @@ export class RedisQuotaStore {
    * (sent right after the turn's socket poll), grouped by rule. The waiter hears within the
    * budget: a result or a failure (at once when the connection is down). Call only after
    * usable() said yes. `rule` holds the decision's keys and constant arguments.
+   * Returns the push token `pending` travels under ('' when none, or the call was not made): when
+   * the call fails, Redis may have charged them all the same (a reply lost after the script ran),
+   * so they go to the reconciliation under this token (RedisStore.reconcile), not back to the table.
    */
-  enqueue(rule: DecisionRule, cost: number, day: number, pending: number, waiter: DecisionWaiter, dayEnd = 0): void {
+  enqueue(rule: DecisionRule, cost: number, day: number, pending: number, waiter: DecisionWaiter, dayEnd = 0): string {
     const r = this.provider.client()
     if (r.status !== 'ready') {
       this.failed('unavailable')
       waiter.failed('unavailable')
-      return
+      return ''
     }
     let b = this.#open
     if (b === undefined) {
@@ -515,6 +524,9 @@ export class RedisQuotaStore {
     g.pending += pending
     g.costs.push(cost)
     g.waiters.push(waiter)
+    if (pending === 0) return ''
+    if (g.token === '') g.token = randomUUID()
+    return g.token
   }
 
   /**
@@ -551,8 +563,18 @@ export class RedisQuotaStore {
     const groups = b.groups
     const n = groups.length
     const head = withScript ? EVAL_HEAD : EVALSHA_HEAD
-    let count = 3 + 2 * n
-    let size = head.length + intBulkLength(2 * n)
+    let keys = 2 * n
+    let size = head.length
+    for (let i = 0; i < n; i++) {
+      // A group's third key: its pending units' push token (redis-script.ts).
+      const g = groups[i]!
+      if (g.pending === 0) continue
+      g.tokenKey ??= Buffer.from(bulk(g.rule.tokenStem + g.token))
+      keys++
+      size += g.tokenKey.length
+    }
+    let count = 3 + keys
+    size += intBulkLength(keys)
     for (let i = 0; i < n; i++) {
       const g = groups[i]!
       const costs = g.costs
@@ -564,8 +586,12 @@ export class RedisQuotaStore {
     const buf = Buffer.allocUnsafe(size)
     let off = putArrayHead(buf, 0, count)
     off += head.copy(buf, off)
-    off = putIntBulk(buf, off, 2 * n)
-    for (let i = 0; i < n; i++) off += groups[i]!.rule.keys.copy(buf, off)
+    off = putIntBulk(buf, off, keys)
+    for (let i = 0; i < n; i++) {
+      const g = groups[i]!
+      off += g.rule.keys.copy(buf, off)
+      if (g.pending !== 0) off += g.tokenKey!.copy(buf, off)
+    }
     for (let i = 0; i < n; i++) {
       const g = groups[i]!
       const costs = g.costs

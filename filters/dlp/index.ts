@@ -489,8 +489,9 @@ class DlpFilter implements Filter {
       this.#policyFailures.labels(runawayMs === undefined ? 'error' : 'runaway').inc()
       ctx.log.error({ err: { message: (err as Error).message }, ...(runawayMs === undefined ? {} : { durationMs: Math.round(runawayMs) }) }, 'DLP policy evaluation failed')
     }
-    // An undefined or malformed decision denies: the policy is the gate, not a hint.
-    if (v === undefined || typeof v !== 'object' || typeof v.allow !== 'boolean') return { allow: false, reason: `export policy ${this.#dlp.policy.entrypoint} gave no decision` }
+    // An undefined or malformed decision denies: the policy is the gate, not a hint. A null one
+    // (`decision := null`) too: reading its `allow` threw, a 500 instead of the policy's 403.
+    if (v === undefined || v === null || typeof v !== 'object' || typeof v.allow !== 'boolean') return { allow: false, reason: `export policy ${this.#dlp.policy.entrypoint} gave no decision` }
     return { allow: v.allow, reason: typeof v.reason === 'string' ? v.reason : v.allow ? 'allowed' : 'denied by policy' }
   }
 

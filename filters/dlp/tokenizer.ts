@@ -91,13 +91,14 @@ function percentDecode(s: string): string {
  * IBAN wrapped across lines: with a space for the line break. Other types: the value
  * without the blanks around it (a field's value is matched whole with them: the CSV cell
  * " 123-45-6789" of `a, b` style files got another token than "123-45-6789", so joins broke,
- * and detokenize gave the blank back as part of the value).
+ * and detokenize gave the blank back as part of the value). `phoneRegion`: the one national phone
+ * numbers were read in (default: this thread's `dlp.phoneRegion`).
  */
-export function tokenInput(type: string, value: string): string {
+export function tokenInput(type: string, value: string, phoneRegion?: string): string {
   const n = value.length
   const c0 = value.charCodeAt(0)
   if (type === 'phone_e164') {
-    const e164 = phoneE164(value)
+    const e164 = phoneE164(value, phoneRegion)
     if (e164 !== undefined) return e164
   }
   // A grouped number wrapped across lines is the number with a space there (the same token).
@@ -277,8 +278,13 @@ export function detokenize(token: string, keyring: KeyringSnapshot): Detokenized
   throw new DetokenizeError('INVALID_TOKEN', 'the token does not authenticate (altered, relabelled, or from another keyring)')
 }
 
-/** Whether `candidate` is the keyed hash of (type, value) under some key of the ring (for audits). */
-export function verifyHash(candidate: string, type: string, value: string, keyring: KeyringSnapshot): boolean {
+/**
+ * Whether `candidate` is the keyed hash of (type, value) under some key of the ring (for audits).
+ * A phone number written nationally ("020 7946 0018") is read in `phoneRegion`, which must be the
+ * `dlp.phoneRegion` of the proxy that hashed it: the hash is of its E.164 form, and a process that
+ * never loaded that config (the control plane) reads national numbers as US ones.
+ */
+export function verifyHash(candidate: string, type: string, value: string, keyring: KeyringSnapshot, phoneRegion?: string): boolean {
   const prefix = `hsh_${type}_`
   if (!candidate.startsWith(prefix)) return false
   const m = /^([A-Za-z0-9]{1,32})_([A-Za-z0-9_-]+)$/.exec(candidate.slice(prefix.length))
@@ -287,7 +293,7 @@ export function verifyHash(candidate: string, type: string, value: string, keyri
   if (entry === undefined) return false
   let k = derivedCache.get(entry)
   if (k === undefined) derivedCache.set(entry, (k = derive(entry)))
-  value = tokenInput(type, value)
+  value = tokenInput(type, value, phoneRegion)
   const want = hmacSha256(k, Buffer.from(`${type}\u0000${value}`, 'utf8')).subarray(0, 16)
   const got = Buffer.from(m[2]!, 'base64url')
   return got.length === want.length && timingSafeEqual(got, want)

@@ -196,22 +196,24 @@ export function setDefaultPhoneRegion(region: string): void {
 // The last verdict: masking a phone asks again for the value it just validated.
 let lastCandidate = ''
 let lastNational = false
+let lastRegion = ''
 let lastVerdict: PhoneVerdict | null = null
 
-function phoneVerdict(candidate: string, national: boolean): PhoneVerdict | null {
-  if (candidate === lastCandidate && national === lastNational && candidate !== '') return lastVerdict
-  const v = memoizedPhoneVerdict(candidate, national)
+function phoneVerdict(candidate: string, national: boolean, region: CountryCode = defaultRegion): PhoneVerdict | null {
+  if (candidate === lastCandidate && national === lastNational && region === lastRegion && candidate !== '') return lastVerdict
+  const v = memoizedPhoneVerdict(candidate, national, region)
   lastCandidate = candidate
   lastNational = national
+  lastRegion = region
   lastVerdict = v
   return v
 }
 
-function memoizedPhoneVerdict(candidate: string, national: boolean): PhoneVerdict | null {
-  const key = national ? `n${defaultRegion}:${candidate}` : candidate
+function memoizedPhoneVerdict(candidate: string, national: boolean, region: CountryCode): PhoneVerdict | null {
+  const key = national ? `n${region}:${candidate}` : candidate
   let v = phoneVerdicts.get(key)
   if (v === undefined) {
-    const p = national ? parsePhoneNumberFromString(candidate, { defaultCountry: defaultRegion, extract: false }) : parsePhoneNumberFromString(candidate, { extract: false })
+    const p = national ? parsePhoneNumberFromString(candidate, { defaultCountry: region, extract: false }) : parsePhoneNumberFromString(candidate, { extract: false })
     v = p !== undefined && p.isValid() ? { e164: p.number, mask: `+${p.countryCallingCode}*******${p.nationalNumber.slice(-4)}` } : null
     phoneVerdicts.set(key, v)
   }
@@ -260,10 +262,10 @@ const phoneField: FieldValidator = (value) => {
  * (`0044 7911 123456`). Read nationally only, every number of another country under a
  * `msisdn` or `phone` field went out readable.
  */
-function fieldPhoneVerdict(v: string): PhoneVerdict | null {
+function fieldPhoneVerdict(v: string, region: CountryCode = defaultRegion): PhoneVerdict | null {
   if (v.charCodeAt(0) === 43) return phoneVerdict(v, false)
   if (ENCODED_PLUS.test(v)) return phoneVerdict(urlDecodedPhone(v), false)
-  const national = phoneVerdict(v, true)
+  const national = phoneVerdict(v, true, region)
   if (national !== null) return national
   let digits = ''
   for (let i = 0; i < v.length; i++) {
@@ -290,10 +292,11 @@ export function phoneMask(value: string): string | undefined {
 /**
  * A phone number found by any phone rule, in E.164 ("+14155550143"), or undefined: not a valid
  * number. However it was written (separators, brackets, %2B/%20-encoded, national in
- * `dlp.phoneRegion`, 00-prefixed), one number is one E.164 string.
+ * `dlp.phoneRegion` (or `region`, the one the value was read in), 00-prefixed), one number is
+ * one E.164 string.
  */
-export function phoneE164(value: string): string | undefined {
-  return fieldPhoneVerdict(value.trim())?.e164
+export function phoneE164(value: string, region?: string): string | undefined {
+  return fieldPhoneVerdict(value.trim(), (region ?? defaultRegion) as CountryCode)?.e164
 }
 
 // --- SSN ------------------------------------------------------------------------------------
@@ -476,16 +479,32 @@ const ipv6Field: FieldValidator = (value) => {
  */
 function wrappedAtSpace(text: string, start: number, end: number): boolean {
   let breaks = 0
+  let at = -1
   let spaces = 0
   let hyphen = false
   for (let i = start; i < end; i++) {
     const c = text.charCodeAt(i)
-    if (c === 10) breaks++
-    else if (c === 45) hyphen = true
+    if (c === 10) {
+      breaks++
+      at = i
+    } else if (c === 45) hyphen = true
     else if (c === 32 && text.charCodeAt(i + 1) !== 10 && text.charCodeAt(i + 1) !== 13) spaces++
   }
-  return breaks === 0 || (breaks === 1 && spaces > 0 && !hyphen)
+  if (breaks === 0) return true
+  if (breaks !== 1 || spaces === 0 || hyphen) return false
+  // The break stands for a space between two groups (a card's are at most 6 digits, Amex's
+  // 4-6-5): a compact run beside it is a token of its own ("ref 4000123412341008\n1 05 2027", a
+  // 16-digit reference above a date, was joined into a 19-digit "card" by the spaces below it).
+  let before = at - 1
+  while (before >= start && (text.charCodeAt(before) === 13 || text.charCodeAt(before) === 32)) before--
+  let b = before
+  while (b >= start && text.charCodeAt(b) !== 32) b--
+  let a = at + 1
+  while (a < end && text.charCodeAt(a) !== 32) a++
+  return before - b <= MAX_GROUP && a - at - 1 <= MAX_GROUP
 }
+// Longest group of a number written with spaces (Amex, Diners: 6 digits).
+const MAX_GROUP = 6
 
 function digitsOf(text: string, start: number, end: number): string {
   let d = ''

@@ -73,6 +73,9 @@ const STABLE_MS = 30_000
 const CRASH_LOOP_RESTARTS = 5
 // How often the watchdog looks; a stall is noticed within killAfterMs + this.
 const WATCHDOG_TICK_MS = 250
+// A starting thread is pinged once its modules are loaded (its first pong); one that never gets
+// that far within this (or killAfterMs, when longer) is stopped as stalled all the same.
+const WORKER_LOAD_DEADLINE_MS = 30_000
 // How often the config file is stat-ed besides the directory watch (see the watch below).
 const CONFIG_POLL_MS = 2_000
 // A reloaded document the workers could not build is read again after these (doubling).
@@ -89,6 +92,12 @@ interface WorkerSlot {
   lastStart: number
   /** When the watchdog's unanswered ping went out (Date.now()); 0: none outstanding. */
   pingSentAt: number
+  /** The thread's event loop has answered (its first pong comes once its modules are loaded). */
+  answered: boolean
+  /** When the watchdog terminated this thread (it has not exited yet); 0: it did not. */
+  stalledAt: number
+  /** When a thread is respawned in this slot (the restart backoff); 0: none scheduled. */
+  restartAt: number
   /** The config version this thread runs (or was last sent successfully). */
   version: number
   /** What this thread answered to the last metrics scrape (see collectMetrics). */
@@ -337,7 +346,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerOldGenerationMb = (c: GatewayConfig): number | undefined => c.workerHeap.maxOldGenerationMb ?? defaultWorkerOldGenerationMb(memoryLimit, workerCount, c.workerHeap.youngGenerationMb)
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, version, lastMetrics: undefined, lastMetricsAt: 0 }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, answered: false, stalledAt: 0, restartAt: 0, version, lastMetrics: undefined, lastMetricsAt: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, Waiter<MetricsAnswer>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
@@ -398,6 +407,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     slot.worker = worker
     slot.lastStart = Date.now()
     slot.pingSentAt = 0
+    slot.answered = false
+    slot.stalledAt = 0
+    slot.restartAt = 0
     slot.version = data.version
     let started = false
     /** Why the thread died, when Node says (the heap limit: ERR_WORKER_OUT_OF_MEMORY; an uncaught exception). */
@@ -408,8 +420,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           destination.write(msg.chunk)
           return
         case 'listening':
-          slot.listening = true
-          workersLive.set(slots.filter((s) => s.listening).length)
+          setListening(slot, true)
           // A thread restarted while a reload was in flight booted with the config of its spawn.
           if (applying === 0) syncVersions()
           if (!started) {
@@ -447,11 +458,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           answer(applyWaiters.get(msg.version), slot.id, msg.error)
           return
         case 'pong':
-          slot.pingSentAt = 0
+          if (slot.worker === worker) {
+            slot.pingSentAt = 0
+            slot.answered = true
+          }
           return
         case 'drained':
           // Its logs were posted before this message, so they are in; now the thread can go.
-          slot.listening = false
+          setListening(slot, false)
           void worker.terminate()
           return
       }
@@ -461,9 +475,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       logger.error({ err, worker: slot.id }, 'worker thread error')
     })
     worker.on('exit', (code) => {
-      slot.listening = false
+      const stalledMs = slot.stalledAt === 0 ? undefined : slot.stalledAt - slot.lastStart
+      slot.stalledAt = 0
       slot.worker = undefined
-      workersLive.set(slots.filter((s) => s.listening).length)
+      setListening(slot, false)
       // Whatever it was asked is answered without it (a reload must not wait forever on a
       // thread that died in the middle of applying; the restart boots with the current config).
       for (const w of metricsWaiters.values()) forget(w, slot.id)
@@ -482,7 +497,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         // stayed empty for the life of the process (one worker less, /readyz 503 for good).
         started = true
         const errCode = (died as NodeJS.ErrnoException | undefined)?.code
-        const why = died !== undefined ? `: ${died.message}${errCode !== undefined ? ` [${errCode}]` : ''}` : ''
+        const why = died !== undefined ? `: ${died.message}${errCode !== undefined ? ` [${errCode}]` : ''}` : stalledMs !== undefined ? `: terminated by the watchdog ${stalledMs} ms after its start, its event loop stuck (workerWatchdog.killAfterMs)` : ''
         firstStart(Object.assign(new Error(`worker ${slot.id} exited with code ${code} before listening${why}`), errCode !== undefined ? { code: errCode } : {}))
         if (!restart) return // the proxy's start fails with it; a restart is retried below
       }
@@ -495,10 +510,17 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       const looping = slot.restarts >= CRASH_LOOP_RESTARTS
       if (looping && !slot.crashLoop) logger.error({ worker: slot.id, restarts: slot.restarts }, `worker thread is crash looping (${slot.restarts} deaths in a row, each within ${STABLE_MS / 1000} s of its start); /healthz fails until a thread of it stays up ${STABLE_MS / 1000} s`)
       setCrashLoop(slot, looping)
+      slot.restartAt = Date.now() + delay
       setTimeout(() => {
         if (!closing) spawn(slot, (err) => err && logger.error({ err }, 'worker restart failed'), true)
       }, delay).unref()
     })
+  }
+
+  /** igw_workers follows every change at once (a thread the watchdog stopped no longer serves, exited or not). */
+  function setListening(slot: WorkerSlot, listening: boolean): void {
+    slot.listening = listening
+    workersLive.set(slots.filter((s) => s.listening).length)
   }
 
   function setCrashLoop(slot: WorkerSlot, looping: boolean): void {
@@ -544,7 +566,13 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         const policy = config.admin.readiness?.upstreams ?? defaultReadinessUpstreams(config.mode)
         const upstreamsOk = policy === 'none' || upstreams.length === 0 || (policy === 'all' ? upstreams.every((u) => u.healthy) : upstreams.some((u) => u.healthy))
         const ready = !closing && live === slots.length && upstreamsOk
-        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length }, draining: closing, readiness: { upstreams: policy }, upstreams })
+        // Why a slot does not serve: its thread starting (for how long), stopped by the watchdog
+        // and not gone yet, or its replacement waiting out the restart backoff.
+        const now = Date.now()
+        const notListening = slots
+          .filter((s) => !s.listening)
+          .map((s) => (s.worker === undefined ? { worker: s.id, state: 'restarting', inMs: Math.max(0, s.restartAt - now) } : s.stalledAt !== 0 ? { worker: s.id, state: 'stalled', forMs: now - s.stalledAt } : { worker: s.id, state: 'starting', forMs: now - s.lastStart }))
+        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length, ...(notListening.length > 0 && !closing ? { notListening } : {}) }, draining: closing, readiness: { upstreams: policy }, upstreams })
         return
       }
       case '/metrics':
@@ -580,26 +608,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const adminBound = admin.address()
   const adminPort = typeof adminBound === 'object' && adminBound ? adminBound.port : adminAddr.port
 
-  try {
-    await Promise.all(slots.map((slot) => new Promise<void>((resolve, reject) => spawn(slot, (err) => (err ? reject(err) : resolve())))))
-  } catch (err) {
-    closing = true
-    await Promise.all(slots.map((s) => s.worker?.terminate()))
-    reservation.release()
-    health.current.stop()
-    admin.closeAllConnections()
-    await new Promise<void>((resolve) => admin.close(() => resolve()))
-    const msg = (err as Error).message
-    const code = (err as NodeJS.ErrnoException).code
-    throw code !== undefined && code in LISTEN_REASONS ? listenError('listen', config.listen, code, msg) : new StartupError(`cannot start: ${msg}`, 'start')
-  } finally {
-    reservation.release()
-  }
-
-  // The watchdog: each listening worker gets a ping whenever its last one was answered; one left
+  // The watchdog: each running worker gets a ping whenever its last one was answered; one left
   // unanswered for killAfterMs means its event loop is stuck, so the thread is terminated and the
-  // exit handler restarts it like a crashed one. The others keep serving meanwhile. It also
-  // ends the crash loop of a slot whose thread has stayed up STABLE_MS.
+  // exit handler restarts it like a crashed one. The others keep serving meanwhile. A thread still
+  // starting is watched too, from its first pong (modules loaded) on, and one that never answers
+  // is stopped after WORKER_LOAD_DEADLINE_MS: stuck while it built its config (a runaway loop, a
+  // file read that never returns), it was never pinged, the start waited for ever and the slot
+  // stayed empty (/readyz 503) without a word. Runs from the first start: a stalled first start
+  // fails it. It also ends the crash loop of a slot whose thread has stayed up STABLE_MS.
   const watchdog = setInterval(() => {
     if (closing) return
     const now = Date.now()
@@ -613,20 +629,46 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     if (killAfter === 0) return
     for (const slot of slots) {
       const worker = slot.worker
-      if (worker === undefined || !slot.listening) continue
-      if (slot.pingSentAt === 0) {
+      if (worker === undefined || slot.stalledAt !== 0) continue
+      let stalledMs: number
+      if (!slot.answered) {
+        stalledMs = now - slot.lastStart
+        if (stalledMs < Math.max(killAfter, WORKER_LOAD_DEADLINE_MS)) continue
+      } else if (slot.pingSentAt === 0) {
         slot.pingSentAt = now
         worker.postMessage({ t: 'ping' } satisfies ToWorker)
-      } else if (now - slot.pingSentAt >= killAfter) {
-        stalls.inc()
-        logger.error({ worker: slot.id, stalledMs: now - slot.pingSentAt }, 'worker event loop stalled; terminating the thread')
-        slot.listening = false
-        slot.pingSentAt = 0
-        void worker.terminate()
+        continue
+      } else {
+        stalledMs = now - slot.pingSentAt
+        if (stalledMs < killAfter) continue
       }
+      stalls.inc()
+      const starting = !slot.listening
+      logger.error({ worker: slot.id, stalledMs, ...(starting ? { startedMsAgo: now - slot.lastStart } : {}) }, starting ? 'worker thread stalled while starting; terminating the thread' : 'worker event loop stalled; terminating the thread')
+      slot.stalledAt = now
+      slot.pingSentAt = 0
+      setListening(slot, false)
+      void worker.terminate()
     }
   }, WATCHDOG_TICK_MS)
   watchdog.unref()
+
+  try {
+    await Promise.all(slots.map((slot) => new Promise<void>((resolve, reject) => spawn(slot, (err) => (err ? reject(err) : resolve())))))
+  } catch (err) {
+    closing = true
+    clearInterval(watchdog)
+    await Promise.all(slots.map((s) => s.worker?.terminate()))
+    reservation.release()
+    health.current.stop()
+    admin.closeAllConnections()
+    await new Promise<void>((resolve) => admin.close(() => resolve()))
+    const msg = (err as Error).message
+    const code = (err as NodeJS.ErrnoException).code
+    throw code !== undefined && code in LISTEN_REASONS ? listenError('listen', config.listen, code, msg) : new StartupError(`cannot start: ${msg}`, 'start')
+  } finally {
+    reservation.release()
+  }
 
   /** Sends to every listening thread; returns their slot ids. */
   function post(msg: ToWorker): Set<number> {

@@ -87,6 +87,10 @@ port.on('message', (msg: ToWorker) => {
   }
 })
 
+// Unasked: this thread's modules are loaded and its event loop answers, so the supervisor's
+// watchdog watches it from here on, through the config build (a thread stuck in it is restarted).
+send({ t: 'pong' })
+
 try {
   await proxy.apply(data.version, data.config)
   const bound = await proxy.listen(data.host, data.port)

@@ -10,7 +10,7 @@ import { RequestContext } from './context.ts'
 import { errorReply, negotiateErrorType, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
-import { applyAddedHeaders, charsetOf, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
+import { acceptsTrailers, applyAddedHeaders, charsetOf, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, relayableTrailers, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
 import { lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
@@ -923,8 +923,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // sending it and destroys the request stream, the rest of the body stays unread on the client
     // connection, and a keep-alive client's next request on it was never read (a hang).
     if (!ctx.req.complete) this.#noReuse()
+    // Trailers reach a client that asked for them (TE: trailers) on a chunked response, the
+    // upstream's Trailer announcing them; node:http refuses a Trailer header on a response that
+    // will not be chunked (a length, no body, HTTP/1.0), so none is announced there.
+    const clientTe = ctx.req.headers.te
+    if (typeof clientTe === 'string' && acceptsTrailers(clientTe) && ctx.method !== 'HEAD' && ctx.req.httpVersion !== '1.0') {
+      this.#relayTrailers = true
+      if (headers['content-length'] === undefined && statusCode !== 204 && statusCode !== 304) this.#upstreamTrailer = headers.trailer
+    }
     if (this.route.responsePhase.length === 0 || this.#preflight) {
-      if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders))) return
+      if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders, this.#upstreamTrailer !== undefined))) return
       this.phase = Phase.Direct
       const length = headers['content-length']
       if (typeof length === 'string' && ctx.method !== 'HEAD') this.#directLeft = Number(length)
@@ -1047,6 +1055,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (res.destroyed) return
     const body = info.touchedBody
     if (body === undefined) {
+      // The upstream's bytes go as they came, and its trailers after them (see onResponseStart).
+      const trailer = this.#upstreamTrailer
+      if (trailer !== undefined && info.headers['content-length'] === undefined && info.status !== 204 && info.status !== 304) info.headers.trailer ??= trailer
       if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Direct
       const held = this.#held
@@ -1139,8 +1150,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Body bytes still due on a relayed response with a Content-Length (NaN: none declared). */
   #directLeft = Number.NaN
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
     if (this.#pendingInfo === undefined) this.#clearTimer() // (else it bounds the response phase)
+    if (this.#relayTrailers) this.#trailers = trailers
     switch (this.phase) {
       case Phase.Direct:
         this.#endClient()
@@ -1158,8 +1170,23 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   #endClient(): void {
     this.phase = Phase.Done
+    const trailers = this.#trailers === undefined ? undefined : relayableTrailers(this.#trailers)
+    if (trailers !== undefined && this.res.chunkedEncoding) {
+      try {
+        this.res.addTrailers(trailers)
+      } catch (err) {
+        // A field node:http cannot send: the body still ends cleanly, without the trailers.
+        this.ctx.log.warn({ err: { message: (err as Error).message } }, 'upstream trailers not relayed (a field node:http cannot send)')
+      }
+    }
     this.res.end()
   }
+  /** The client reads trailers (TE: trailers) of a response they can go with (see onResponseStart). */
+  #relayTrailers = false
+  /** The upstream's Trailer header, relayed with a head that can announce trailers. */
+  #upstreamTrailer: string | string[] | undefined = undefined
+  /** The upstream's trailer fields, kept until the client's response ends (#endClient). */
+  #trailers: Record<string, string | string[] | undefined> | undefined = undefined
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#pendingInfo === undefined) this.#clearTimer() // (else it bounds the response phase)

@@ -396,6 +396,8 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
  */
 export function postSearchConflict(search: string, body: GraphQLRequest | GraphQLBatch): string | undefined {
   const params = new URLSearchParams(search)
+  const hidden = hiddenParameter(search, params)
+  if (hidden !== undefined) return hidden
   for (const name of GET_PARAMETERS) {
     const values = params.getAll(name)
     if (values.length === 0) continue
@@ -409,9 +411,55 @@ export function postSearchConflict(search: string, body: GraphQLRequest | GraphQ
   return undefined
 }
 
+/** The GraphQL parameter a query-string name may be read as: in any case, whole or as the base of a bracketed one (`variables[id]`). */
+function graphqlBase(name: string): string | undefined {
+  const b = name.indexOf('[')
+  const base = (b === -1 ? name : name.slice(0, b)).toLowerCase()
+  for (const p of GET_PARAMETERS) if (p.length === base.length && p.toLowerCase() === base) return p
+  return undefined
+}
+
+/**
+ * Why a query string holds a GraphQL parameter the filters cannot see, or undefined. GraphQL over
+ * HTTP sends `variables` and `extensions` JSON-encoded, and that is all the filters read; but qs
+ * (Express 4's default parser), Rack and PHP build objects from brackets, so
+ * `extensions[persistedQuery][sha256Hash]=…` or `variables[id]=…` reached such a backend as an APQ
+ * id or variables no filter saw (a GET with no other GraphQL parameter went by as no GraphQL
+ * request at all: past the safelist, the cost and the cache). ASP.NET reads names in any case
+ * (`Query=…` is its `query`). And Rack 2 and Python's parse_qs before CVE-2021-23336 also split
+ * pairs at `;`: `x=1;query=mutation{…}` was a value here and a second `query` there. Refused, as
+ * other ambiguous requests are (a repeated parameter, a POST's URL).
+ */
+function hiddenParameter(search: string, params: URLSearchParams): string | undefined {
+  for (const name of params.keys()) {
+    const base = graphqlBase(name)
+    if (base === undefined || base === name) continue
+    const shown = name.slice(0, 64)
+    return name.includes('[')
+      ? `the query-string parameter "${shown}" is not read as GraphQL here: send "${base}" as one JSON-encoded parameter (GraphQL over HTTP)`
+      : `the query-string parameter "${shown}" is the GraphQL parameter "${base}" to servers that ignore case: spell it "${base}"`
+  }
+  if (!search.includes(';')) return undefined
+  for (const pair of search.split('&')) {
+    const parts = pair.split(';')
+    for (let i = 1; i < parts.length; i++) {
+      const part = parts[i]!
+      const eq = part.indexOf('=')
+      let name = eq === -1 ? part : part.slice(0, eq)
+      try {
+        name = decodeURIComponent(name.replaceAll('+', ' '))
+      } catch {}
+      if (graphqlBase(name) !== undefined) return `the GraphQL parameter "${name.slice(0, 64)}" follows a ";" in the query string, which some servers read as a separator: percent-encode ";" as %3B`
+    }
+  }
+  return undefined
+}
+
 /** Parse GET parameters (GraphQL over HTTP): variables and extensions are JSON strings. */
 export function parseGetParams(search: string): GraphQLRequest | undefined {
   const params = new URLSearchParams(search)
+  const hidden = hiddenParameter(search, params)
+  if (hidden !== undefined) throw new GraphQLRequestError(hidden)
   // Given twice, a parameter means different things to different readers (frameworks take the
   // first, the last or a list): what the filters check must be what the backend runs.
   for (const name of GET_PARAMETERS) if (params.getAll(name).length > 1) throw new GraphQLRequestError(`GraphQL parameter "${name}" is repeated in the query string`)

@@ -51,6 +51,17 @@ function describesHop(lowerName: string): boolean {
 }
 
 /**
+ * Headers a client's Connection list cannot strip: those recording hops (describesHop), and those
+ * that name this request in igw's own logs — the request id the route keeps (its request-id
+ * filter's header, else x-request-id) and the W3C traceparent whose trace id the access line
+ * carries. `Connection: x-request-id` sent the backend no id while igw logged the client's: the two
+ * logs no longer joined (Envoy likewise ignores such names in Connection).
+ */
+function keptAgainstConnection(lower: string, ctx: RequestContext): boolean {
+  return describesHop(lower) || lower === 'traceparent' || lower === (ctx.route.requestId?.header ?? 'x-request-id')
+}
+
+/**
  * A header name spelled with `_` that a CGI-style backend reads as the `-` spelled header the
  * proxy removes or sets. CGI, WSGI, Rack and PHP-FPM name both `X-Forwarded-For` and
  * `X_Forwarded_For` HTTP_X_FORWARDED_FOR: a client's underscore spelling went past the proxy beside
@@ -66,6 +77,15 @@ function shadowsHeader(lower: string, ctx: RequestContext, listed: Set<string> |
   const edits = ctx.upstreamHeaderEdits
   return isHopByHop(dashed) || describesHop(dashed) || ctx.req.headers[dashed] !== undefined || (listed !== undefined && listed.has(dashed)) || (edits !== undefined && edits.has(dashed))
 }
+
+/**
+ * Request headers node:http reads once: of several lines it keeps the first and drops the rest.
+ * The rest went upstream all the same, so filters and backend read different values: a tenant
+ * filter verified the first Authorization while a backend that takes the last (or joins them)
+ * acted on another, and a GraphQL route parsed the body by the first Content-Type (JSON) while the
+ * backend read a second one (a form, multipart). Only the value the filters saw is relayed.
+ */
+const READ_ONCE = new Set(['authorization', 'content-type', 'user-agent', 'referer', 'from', 'if-modified-since', 'if-unmodified-since', 'max-forwards'])
 
 /** Empty or only spaces/tabs (Node trims a header value's ends, so this is usually `''`). */
 function isBlank(v: string): boolean {
@@ -98,7 +118,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     const lower = name.toLowerCase()
-    if (isHopByHop(lower) || (listed !== undefined && listed.has(lower) && !describesHop(lower))) continue
+    if (isHopByHop(lower) || (listed !== undefined && listed.has(lower) && !keptAgainstConnection(lower, ctx))) continue
     if (lower.includes('_') && shadowsHeader(lower, ctx, listed)) continue
     switch (lower) {
       case 'host':
@@ -131,6 +151,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
         if (!opts.trustIncoming && lower.startsWith('x-forwarded-')) continue
     }
     if (edits !== undefined && edits.has(lower)) continue
+    if (READ_ONCE.has(lower) && raw[i + 1] !== ctx.req.headers[lower]) continue
     out.push(name, raw[i + 1]!)
   }
   const clientHost = ctx.host
@@ -157,13 +178,13 @@ export function upstreamRequestHeaders(ctx: RequestContext, opts: ForwardOptions
  * Set-Cookie, which is never replaced nor combined (RFC 6265 §3): the chain's are added to the
  * upstream's, each its own header line.
  */
-export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined): string[] {
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined, keepTrailer = false): string[] {
   const out: string[] = []
   const connection = upstream.connection
   const listed = connectionListed(Array.isArray(connection) ? connection.join(',') : connection)
   let length: string | string[] | undefined
   for (const name in upstream) {
-    if (isHopByHop(name) || (listed !== undefined && listed.has(name))) continue
+    if ((isHopByHop(name) && !(keepTrailer && name === 'trailer')) || (listed !== undefined && listed.has(name))) continue
     if (added !== undefined && name !== 'set-cookie' && indexOfName(added, name) !== -1) continue
     const value = upstream[name]
     if (value === undefined) continue
@@ -190,6 +211,31 @@ function pushLength(out: string[], length: string | string[]): void {
 export function dropContentLength(list: string[]): void {
   while (list.length >= 2 && list[list.length - 2]!.toLowerCase() === 'content-length') list.length -= 2
 }
+
+/**
+ * True when a TE header lists `trailers` (RFC 9110 §10.1.4): the client reads trailer fields, so
+ * the upstream's may be relayed to it.
+ */
+export function acceptsTrailers(te: string): boolean {
+  for (const t of te.split(',')) if (t.split(';')[0]!.trim().toLowerCase() === 'trailers') return true
+  return false
+}
+
+/**
+ * An upstream's trailer fields the client may get: none that is hop-by-hop or that RFC 9110
+ * §6.5.1 keeps out of trailers (framing, routing, the content's own metadata).
+ */
+export function relayableTrailers(trailers: Record<string, string | string[] | undefined>): Record<string, string | string[]> | undefined {
+  let out: Record<string, string | string[]> | undefined
+  for (const name in trailers) {
+    const lower = name.toLowerCase()
+    const value = trailers[name]
+    if (value === undefined || isHopByHop(lower) || NOT_IN_TRAILERS.has(lower)) continue
+    ;(out ??= {})[lower] = value
+  }
+  return out
+}
+const NOT_IN_TRAILERS = new Set(['content-length', 'host', 'content-encoding', 'content-type', 'content-range', 'set-cookie', 'cache-control', 'expires', 'date', 'location', 'retry-after', 'vary', 'authorization', 'www-authenticate'])
 
 /** Same as clientResponseHeaders but into a mutable object, for the response phase. */
 export function responseHeaderObject(upstream: Record<string, string | string[] | undefined>, added: string[] | undefined): Record<string, string | string[]> {
@@ -229,7 +275,8 @@ function indexOfName(list: string[], name: string): number {
 /**
  * Flatten a header object for res.writeHead, dropping hop-by-hop names a filter may have added.
  * `trailer` is the exception: at this point the headers are ours (the upstream's Trailer was
- * already dropped), and a filter that will send trailers (DLP counts on a stream) announces them.
+ * dropped, or kept for the trailers the proxy relays), and a filter that will send trailers (DLP
+ * counts on a stream) announces them.
  * Names are compared in any case: a filter's LocalReply or `res.headers` written the Node way
  * (`'Content-Length'`, `'Transfer-Encoding'`) went out beside the proxy's own `content-length` —
  * two differing lengths, or chunked beside a length: a broken or smuggled response framing. The

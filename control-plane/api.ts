@@ -270,7 +270,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         tags: [c.name],
         ifMatch: true,
         requestBody: ref(`${name}Config`),
-        responses: { 200: { description: 'replaced', schema: ref(name), etag: true }, 201: { description: 'created', schema: ref(name), etag: true }, ...PUT_ERRORS },
+        responses: { 200: { description: 'replaced', schema: ref(name), etag: true }, 201: { description: 'created', schema: ref(name), etag: true, location: true }, ...PUT_ERRORS },
       },
       async handle(ctx) {
         const id = ctx.params.id!
@@ -293,7 +293,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
           },
         })
         const etag = etagOf(r.result)
-        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, etag, r.version), { etag })
+        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, etag, r.version), { etag, ...createdAt(ctx, created) })
       },
     },
     {
@@ -409,7 +409,7 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
         tags: ['routes'],
         ifMatch: true,
         requestBody: ref('FilterEntry'),
-        responses: { 200: { description: 'replaced', schema: ref('RouteFilter'), etag: true }, 201: { description: 'added', schema: ref('RouteFilter'), etag: true }, 404: problem('no such route'), ...PUT_ERRORS },
+        responses: { 200: { description: 'replaced', schema: ref('RouteFilter'), etag: true }, 201: { description: 'added', schema: ref('RouteFilter'), etag: true, location: true }, 404: problem('no such route'), ...PUT_ERRORS },
       },
       async handle(ctx) {
         const body = (await readJson(ctx.req)) as Record<string, unknown>
@@ -432,7 +432,7 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
           },
         })
         // As a collection's PUT: 201 when it added the filter to the chain.
-        sendJson(ctx.res, r.result.created ? 201 : 200, { route: routeName, position: r.result.position, etag: etagOf(r.result.entry), version: r.version, config: r.result.entry }, { etag: etagOf(r.result.entry) })
+        sendJson(ctx.res, r.result.created ? 201 : 200, { route: routeName, position: r.result.position, etag: etagOf(r.result.entry), version: r.version, config: r.result.entry }, { etag: etagOf(r.result.entry), ...createdAt(ctx, r.result.created) })
       },
     },
     {
@@ -458,6 +458,14 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
       },
     },
   ]
+}
+
+/**
+ * `Location` of a resource a PUT created (RFC 9110 §15.3.2): the request's own path, as the
+ * client sent it (the resource is what it named), without the query.
+ */
+function createdAt(ctx: RouteContext, created: boolean): { location?: string } {
+  return created ? { location: (ctx.req.url ?? '/').split('?')[0]! } : {}
 }
 
 /** 404 for a tenant the document does not hold: an empty list of its quotas read as "exists, no quotas". */
@@ -496,7 +504,7 @@ export async function setQuota(deps: ApiDeps, actor: string, tenant: string, kin
       if (limitPerDay === undefined && before === undefined) throw new NotFound(`tenants/${tenant}/quotas/${kind} is not set`)
       const document = writeQuotaLimit(head.document, tenant, kind, limitPerDay)
       const after = limitPerDay === undefined ? undefined : { limitPerDay }
-      return { document, before, after, result: after }
+      return { document, before, after, result: { created: before === undefined } }
     },
   })
 }
@@ -700,15 +708,16 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       method: 'PUT',
       path: '/v1/tenants/{id}/quotas/{kind}',
       auth: { action: 'admin.write', resource: (p) => ({ type: 'quotas', id: p.kind, tenant: p.id }) },
-      doc: { summary: 'Set a daily quota (kind: graphql, ingest, embeddings, subscriptions)', tags: ['quotas'], ifMatch: true, requestBody: ref('QuotaInput'), responses: { 200: { description: 'set', schema: ref('Quota'), etag: true }, 404: problem('no such tenant'), ...PUT_ERRORS } },
+      doc: { summary: 'Set a daily quota (kind: graphql, ingest, embeddings, subscriptions)', tags: ['quotas'], ifMatch: true, requestBody: ref('QuotaInput'), responses: { 200: { description: 'replaced', schema: ref('Quota'), etag: true }, 201: { description: 'created', schema: ref('Quota'), etag: true, location: true }, 404: problem('no such tenant'), ...PUT_ERRORS } },
       async handle(ctx) {
         const kind = ctx.params.kind!
         if (!isQuotaKind(kind)) throw new HttpError(400, `unknown quota kind "${kind}"`, { problems: [`kind: expected one of graphql | ingest | embeddings | subscriptions, got "${kind}"`] })
         const body = (await readJson(ctx.req)) as { limitPerDay?: unknown }
         if (!Number.isInteger(body?.limitPerDay) || (body.limitPerDay as number) < 0) throw new HttpError(400, 'invalid quota', { problems: [`limitPerDay: expected a non-negative integer, got ${JSON.stringify(body?.limitPerDay)}`] })
-        await setQuota(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
+        const r = await setQuota(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
         const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)!
-        sendJson(ctx.res, 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }) })
+        // As a collection's PUT: 201 when the quota was not set before.
+        sendJson(ctx.res, r.result.created ? 201 : 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }), ...createdAt(ctx, r.result.created) })
       },
     },
     {

@@ -80,8 +80,12 @@ function checkParams(params: readonly SqlValue[]): void {
   for (const p of params) if (typeof p === 'string' && p.includes('\u0000')) throw new NulInText()
 }
 
-/** Node's socket errors that mean "no connection to the server". */
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED'])
+/**
+ * Node's socket errors that mean "no connection to the server". ENETDOWN, EHOSTDOWN, ENETRESET and
+ * EADDRNOTAVAIL (an interface going down or losing its address, a VPN or pod network being
+ * re-plumbed, ephemeral ports used up) are as transient as a refusal: they were 500s.
+ */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN', 'ENETRESET', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED'])
 /** pg's own messages for a connection it lost or never got. */
 const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable|Query read timeout)/
 
@@ -274,6 +278,16 @@ const QUERY_TIMEOUT_MS = 15_000
 const IDLE_IN_TRANSACTION_MS = 15_000
 const LOCK_TIMEOUT_MS = 10_000
 
+/**
+ * TCP keepalive on every connection, probing after this long idle (Node then probes every second,
+ * ten times). The LISTEN connection only ever reads: when its server or the path to it vanished
+ * without a FIN or RST (a host crash, a NAT or firewall dropping the idle flow, a failover moving
+ * the address), nothing ever failed on it, it was never opened again, and other instances'
+ * commits went unheard until the head poll. Pooled connections idle as long are found dead before
+ * a request waits QUERY_TIMEOUT_MS on one.
+ */
+const KEEPALIVE_IDLE_MS = 10_000
+
 /** How soon a lost LISTEN connection is opened again: doubling from the first to the second. */
 const LISTEN_RETRY_MIN_MS = 250
 const LISTEN_RETRY_MAX_MS = 5_000
@@ -292,6 +306,8 @@ class PostgresDb implements Db {
       connectionString: url,
       max: 10,
       connectionTimeoutMillis: 5_000,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
       query_timeout: QUERY_TIMEOUT_MS,
       idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
       lock_timeout: LOCK_TIMEOUT_MS,
@@ -378,7 +394,7 @@ class PostgresDb implements Db {
     let retry: NodeJS.Timeout | undefined
     let delay = LISTEN_RETRY_MIN_MS
     const open = async (): Promise<void> => {
-      const client = new pg.Client({ connectionString: this.#url, connectionTimeoutMillis: 5_000 })
+      const client = new pg.Client({ connectionString: this.#url, connectionTimeoutMillis: 5_000, keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS })
       let lost = false
       const onLost = (): void => {
         if (lost) return

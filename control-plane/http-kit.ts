@@ -165,8 +165,8 @@ export interface OperationDoc {
   tags: string[]
   query?: { name: string; description: string; schema: JsonSchema; required?: boolean }[]
   requestBody?: JsonSchema
-  /** Status → response body schema (application/json unless `contentType`); `link`: a `Link: <…>; rel="next"` header when there is a next page. */
-  responses: Record<number, { description: string; schema?: JsonSchema; contentType?: string; etag?: boolean; link?: boolean }>
+  /** Status → response body schema (application/json unless `contentType`); `link`: a `Link: <…>; rel="next"` header when there is a next page; `location`: the created resource's path. */
+  responses: Record<number, { description: string; schema?: JsonSchema; contentType?: string; etag?: boolean; link?: boolean; location?: boolean }>
   ifMatch?: boolean
 }
 

@@ -55,6 +55,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
       if (resp.schema) out.content = { [resp.contentType ?? 'application/json']: { schema: resp.schema } }
       if (resp.etag) out.headers = { ETag: { description: 'strong validator for If-Match', schema: { type: 'string' } } }
       if (resp.link) out.headers = { ...(out.headers as object | undefined), Link: { description: 'RFC 8288 `<…>; rel="next"`: the next page (the body\'s `next`); absent on the last page', schema: { type: 'string' } } }
+      if (resp.location) out.headers = { ...(out.headers as object | undefined), Location: { description: 'the path of the resource created (this request\'s)', schema: { type: 'string' } } }
       responses[status] = out
     }
     // The server refuses, for every route and before its handler (and its authentication) runs, a

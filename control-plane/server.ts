@@ -73,8 +73,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     await db.close()
     throw err
   }
+  // A start that fails after this point closes what it opened, newest first, the database last:
+  // a failed LISTEN or a taken --listen port left the pool and the LISTEN connection open (the
+  // embedding process did not exit; a retried start piled up connections).
+  const opened: (() => unknown)[] = [() => db.close()]
+  const startFailed = async (err: unknown): Promise<never> => {
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => undefined)
+    throw err
+  }
   const authn = new Authenticator(opts.auth)
-  const authorizer = await Authorizer.load()
+  const authorizer = await Authorizer.load().catch(startFailed)
   // The gauges read the hub at scrape time, which is after it exists.
   const metrics = new ControlPlaneMetrics({ proxiesConnected: () => hub.connected, headVersion: () => store.head()?.version ?? 0, streamBufferedBytes: () => hub.bufferedBytes })
   const hub = new PushHub(db, {
@@ -99,6 +107,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }, opts.streamStallMs === undefined ? {} : { stallMs: opts.streamStallMs })
   const usage = new UsageLedger(db, opts.signingKey)
   const usedToday = new UsedToday(usage)
+  opened.push(() => hub.close(), () => usedToday.close())
   /**
    * A refused write (admin.write, plugins.write) or attempt to reveal tokenized values is itself a
    * security event: a warn line, and an audit entry `<action>.denied` (who, what, why; never the
@@ -113,7 +122,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     deniedAudited.set(key, true)
     await store.audit({ actor, action: `${action}.denied`, resource, after }).catch((e: unknown) => logger.error({ err: e, actor }, `could not audit a refused ${action} call`))
   }
-  const deps: ApiDeps = { refused, store, hub, usage, authorizer, detokenizer: await loadDetokenizer(), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
+  const deps: ApiDeps = { refused, store, hub, usage, authorizer, detokenizer: await loadDetokenizer().catch(startFailed), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
   store.on('committed', () => metrics.commits.inc())
   store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
   store.on('rewound', (head, previous) => {
@@ -143,9 +152,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   // The LISTEN connection is opened again when it is lost, and the head re-read then (a commit
   // made meanwhile sent its NOTIFY to nobody).
   const refreshHead = () => void store.refresh().catch(() => undefined)
-  const stopListening = db.listen ? await db.listen(CONFIG_CHANNEL, refreshHead, refreshHead) : undefined
+  const stopListening = db.listen ? await db.listen(CONFIG_CHANNEL, refreshHead, refreshHead).catch(startFailed) : undefined
   const poll = setInterval(refreshHead, opts.headPollMs ?? 5_000)
   poll.unref()
+  opened.push(() => stopListening?.(), () => clearInterval(poll))
   const defs = buildRoutes(deps)
   const routes: CompiledRoute[] = defs.map(compile)
   const openapi = buildOpenApi(defs)
@@ -288,7 +298,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen({ host: opts.host, port: opts.port }, resolve)
-  })
+  }).catch(startFailed)
   const addr = server.address()
   const port = typeof addr === 'object' && addr ? addr.port : opts.port
   const url = `http://${hostForUrl(opts.host)}:${port}`
@@ -301,13 +311,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       metricsUrl = `http://${hostForUrl(opts.metricsListen.host)}:${m.port}`
     } catch (err) {
       // Nothing is left running when the start fails (--metrics-listen taken).
-      clearInterval(poll)
-      await stopListening?.()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-      await hub.close()
-      await usedToday.close()
-      await db.close()
-      throw err
+      opened.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      return startFailed(err)
     }
   }
   // Replicas on one database must share one signing key: proxies pin the key of the snapshots

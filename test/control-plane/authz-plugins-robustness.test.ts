@@ -73,7 +73,7 @@ describe('tenant scope', () => {
   it('GET /v1/alerts?tenant= (empty) lists only the caller\'s tenant for a tenant-scoped token', async () => {
     const proxy = await cp.token({ sub: 'proxy-a', roles: ['proxy'] })
     for (const tenant of ['acme', 'globex']) {
-      expect((await cp.api(`/v1/tenants/${tenant}/quotas/graphql`, { method: 'PUT', body: json({ limitPerDay: 100 }) })).status).toBe(200)
+      expect((await cp.api(`/v1/tenants/${tenant}/quotas/graphql`, { method: 'PUT', body: json({ limitPerDay: 100 }) })).status).toBe(201)
     }
     const report = { proxyId: 'p-alerts', bootId: 'b1', seq: 1, at: new Date().toISOString(), tenants: { acme: { requests: 85, byKind: { graphql: 85 } }, globex: { requests: 90, byKind: { graphql: 90 } } } }
     expect(await (await cp.api('/v1/usage', { method: 'POST', token: proxy, body: json(report) })).json()).toMatchObject({ accepted: true, alerts: 2 })

@@ -21,8 +21,8 @@ const gql = async (query: string, variables?: Record<string, unknown>) => {
 
 describe('GraphQL quotas past 32 bits (sweep 15)', () => {
   it('a daily limit above 2^31 and a counter above 2^31 are listed, next to the tenant’s other quotas', async () => {
-    expect((await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: JSON.stringify({ limitPerDay: 5_000_000_000 }) })).status).toBe(200)
-    expect((await cp.api('/v1/tenants/acme/quotas/ingest', { method: 'PUT', body: JSON.stringify({ limitPerDay: 1000 }) })).status).toBe(200)
+    expect((await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: JSON.stringify({ limitPerDay: 5_000_000_000 }) })).status).toBe(201)
+    expect((await cp.api('/v1/tenants/acme/quotas/ingest', { method: 'PUT', body: JSON.stringify({ limitPerDay: 1000 }) })).status).toBe(201)
     // Today's reported use of the ingest kind: past 2^31 as well.
     const report = { proxyId: 'safeint-p', bootId: 'b', seq: 1, at: new Date().toISOString(), tenants: { acme: { requests: 1, byKind: { ingest: 3_000_000_000 } } } }
     const posted = await cp.api('/v1/usage', { method: 'POST', token: await cp.token({ roles: ['proxy'] }), body: JSON.stringify(report) })

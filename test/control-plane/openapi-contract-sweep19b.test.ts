@@ -241,7 +241,7 @@ describe('the OpenAPI document describes what the control plane does', () => {
     for (const k of ['graphql', 'ingest', 'embeddings', 'subscriptions']) {
       expect(kind(k)).toBe(true)
       const set = await cp.api(`/v1/tenants/acme/quotas/${k}`, { method: 'PUT', body: JSON.stringify({ limitPerDay: 5 }) })
-      expect(set.status).toBe(200)
+      expect(set.status).toBe(201)
       await check(set, 'PUT', '/v1/tenants/{id}/quotas/{kind}')
     }
   })

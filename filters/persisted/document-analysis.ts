@@ -3,7 +3,7 @@
 // Weights and list sizes come from settings, refined by @cost / @listSize of an optional
 // schema (the directives Apollo's demand control and the IBM cost spec use).
 import {
-  buildSchema,
+  buildASTSchema,
   getNamedType,
   getNullableType,
   isCompositeType,
@@ -12,6 +12,7 @@ import {
   isObjectType,
   Kind,
   OperationTypeNode,
+  parse,
   type ConstDirectiveNode,
   type DocumentNode,
   type FieldNode,
@@ -24,6 +25,9 @@ import {
   type ValueNode,
   type VariableDefinitionNode,
 } from 'graphql'
+import { KnownDirectivesRule } from 'graphql/validation/rules/KnownDirectivesRule.js'
+import { specifiedSDLRules } from 'graphql/validation/specifiedRules.js'
+import { validateSDL } from 'graphql/validation/validate.js'
 
 export interface CostSettings {
   defaultListSize: number
@@ -52,6 +56,7 @@ const COST_DIRECTIVES = `
 directive @cost(weight: Int!) on ARGUMENT_DEFINITION | ENUM | FIELD_DEFINITION | INPUT_FIELD_DEFINITION | OBJECT | SCALAR | INTERFACE | UNION
 directive @listSize(assumedSize: Int, slicingArguments: [String!], sizedFields: [String!], requireOneSlicingArgument: Boolean = true) on FIELD_DEFINITION
 `
+let costDirectives: DocumentNode | undefined
 
 function directiveArgs(dirs: readonly ConstDirectiveNode[] | undefined, name: string): Map<string, ValueNode> | undefined {
   const d = dirs?.find((x) => x.name.value === name)
@@ -63,6 +68,23 @@ function intValue(v: ValueNode | undefined): number | undefined {
   return v?.kind === Kind.INT ? Number(v.value) : undefined
 }
 
+/**
+ * A @cost weight: an Int (Apollo's demand control), or a numeric String (the IBM cost spec's
+ * `weight: String!`, e.g. "2.5"), read as an Int only, it was silently ignored.
+ */
+function weightValue(v: ValueNode | undefined): number | undefined {
+  if (v?.kind !== Kind.INT && v?.kind !== Kind.FLOAT && v?.kind !== Kind.STRING) return undefined
+  const n = v.value.trim() === '' ? NaN : Number(v.value)
+  return Number.isFinite(n) && n >= 0 ? n : undefined
+}
+
+/**
+ * The SDL rules but known directives: a federation subgraph's schema uses directives it imports
+ * through @link (@key, @shareable, …) without declaring them, and every such file was refused.
+ * They mean nothing to the estimate; their arguments are still checked where they are declared.
+ */
+const SDL_RULES = specifiedSDLRules.filter((r) => r !== KnownDirectivesRule)
+
 function stringList(v: ValueNode | undefined): string[] {
   if (v === undefined) return []
   if (v.kind === Kind.STRING) return [v.value]
@@ -72,19 +94,26 @@ function stringList(v: ValueNode | undefined): string[] {
 
 /** Build the schema (adding the directive definitions when the SDL does not declare them). */
 export function loadCostSchema(sdl: string): SchemaCostInfo {
-  const needs = !/directive\s+@cost\b/.test(sdl) || !/directive\s+@listSize\b/.test(sdl)
-  const schema = buildSchema(needs ? `${COST_DIRECTIVES}\n${sdl}` : sdl)
+  const own = parse(sdl)
+  // Each definition the file lacks, on its own: with both added whenever one was missing, a file
+  // declaring only @cost (IBM's `weight: String!`) was refused for declaring it twice.
+  const declared = new Set(own.definitions.flatMap((d) => (d.kind === Kind.DIRECTIVE_DEFINITION ? [d.name.value] : [])))
+  const missing = (costDirectives ??= parse(COST_DIRECTIVES)).definitions.filter((d) => d.kind === Kind.DIRECTIVE_DEFINITION && !declared.has(d.name.value))
+  const doc: DocumentNode = missing.length > 0 ? { ...own, definitions: [...missing, ...own.definitions] } : own
+  const errors = validateSDL(doc, undefined, SDL_RULES)
+  if (errors.length > 0) throw new Error(errors.map((e) => e.message).join('\n\n'))
+  const schema = buildASTSchema(doc, { assumeValidSDL: true })
   const fieldWeight = new Map<string, number>()
   const typeWeight = new Map<string, number>()
   const listSize = new Map<string, ListSizeSpec>()
   for (const type of Object.values(schema.getTypeMap())) {
     if (type.name.startsWith('__')) continue
-    const tw = intValue(directiveArgs(type.astNode?.directives, 'cost')?.get('weight'))
+    const tw = weightValue(directiveArgs(type.astNode?.directives, 'cost')?.get('weight'))
     if (tw !== undefined) typeWeight.set(type.name, tw)
     if (!isObjectType(type) && !isInterfaceType(type)) continue
     for (const field of Object.values(type.getFields())) {
       const key = `${type.name}.${field.name}`
-      const fw = intValue(directiveArgs(field.astNode?.directives, 'cost')?.get('weight'))
+      const fw = weightValue(directiveArgs(field.astNode?.directives, 'cost')?.get('weight'))
       if (fw !== undefined) fieldWeight.set(key, fw)
       const ls = directiveArgs(field.astNode?.directives, 'listSize')
       if (ls !== undefined) {

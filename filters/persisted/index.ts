@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { GraphQLError, type DocumentNode } from 'graphql'
 import { LRUCache } from 'lru-cache'
-import type { Counter, Histogram } from 'prom-client'
+import type { Counter, Histogram, Registry } from 'prom-client'
 import type { PersistedFilterConfig } from '../../config/filters/index.ts'
 import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
 import { configuredTier } from '../../config/defaults.ts'
@@ -101,6 +101,13 @@ function batchReply(failed: BatchItem[]): LocalReply {
   return { status: 200, headers: APQ_ERROR_HEADERS, body: `[${out.join(',')}]`, code: notSupported ? 'PERSISTED_QUERY_NOT_SUPPORTED' : 'PERSISTED_QUERY_NOT_FOUND' }
 }
 
+/**
+ * The manifest costs each open filter reports as igw_persisted_operation_cost, per registry (a
+ * worker's): the gauge shows those of the filters in use. Set once by each new filter, it kept an
+ * id a reload removed (or renamed), with its old cost, until the proxy restarted.
+ */
+const liveCosts = new WeakMap<Registry, Set<ReadonlyMap<string, number>>>()
+
 // Compiled once per config document, shared by every route's filter instance.
 const manifests = new WeakMap<PersistedDocumentsConfig, WeakMap<CostSettings, Manifest>>()
 
@@ -128,6 +135,8 @@ class PersistedFilter implements Filter {
   readonly #tenantModes: Map<string, Mode>
   readonly #tenants: GatewayConfig['tenants']
   readonly #unknownLogged = new LRUCache<string, true>({ max: 1000 })
+  readonly #live: Set<ReadonlyMap<string, number>>
+  readonly #costs: ReadonlyMap<string, number>
   /**
    * Analyses per parsed document (the proxy caches ASTs by query text, so this hits by identity),
    * per filter instance: the estimate depends on this route's cost settings and schema file. A
@@ -157,14 +166,36 @@ class PersistedFilter implements Filter {
       cost: histogram(r, { name: 'igw_operation_cost', help: 'Cost units per GraphQL request, by source (hint from the manifest, or static estimate)', labelNames: ['source'], buckets: COST_BUCKETS }),
       redisErrors: counter(r, { name: 'igw_apq_redis_errors_total', help: 'APQ reads/writes that failed against Redis (the LRU keeps serving)', labelNames: ['op'] }),
     }
-    const costGauge = gauge(r, { name: 'igw_persisted_operation_cost', help: 'Cost units of each manifest operation (its costUnits, else the static estimate)', labelNames: ['persisted_id'], aggregator: 'max' })
-    for (const op of this.#manifest.byId.values()) costGauge.labels(op.id).set(op.costUnits ?? op.analysis.cost)
+    let live = liveCosts.get(r)
+    if (live === undefined) {
+      const costs = (live = new Set())
+      liveCosts.set(r, costs)
+      gauge(r, {
+        name: 'igw_persisted_operation_cost',
+        help: 'Cost units of each manifest operation (its costUnits, else the static estimate)',
+        labelNames: ['persisted_id'],
+        aggregator: 'max',
+        collect() {
+          this.reset()
+          const max = new Map<string, number>()
+          for (const c of costs) for (const [id, cost] of c) max.set(id, Math.max(cost, max.get(id) ?? 0))
+          for (const [id, cost] of max) this.labels(id).set(cost)
+        },
+      })
+    }
+    this.#costs = new Map(Array.from(this.#manifest.byId.values(), (op) => [op.id, op.costUnits ?? op.analysis.cost]))
+    this.#live = live
+    live.add(this.#costs)
     const log = deps.logger
     const logNow = oncePer(5_000)
     this.#apq = new ApqStore(cfg.apq.maxEntries, deps.redis, cfg.apq.redisTtlSeconds, cfg.apq.redisTimeoutMs, (op, err) => {
       this.#m.redisErrors.labels(op).inc()
       if (logNow()) log.warn({ err: { message: (err as Error).message }, op }, 'APQ store: redis unavailable')
     })
+  }
+
+  close(): void {
+    this.#live.delete(this.#costs)
   }
 
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {

@@ -122,12 +122,29 @@ export function storeDecision(status: number, headers: Record<string, string | s
   return { ttlSeconds: ttl, reason: undefined, ageSeconds: age }
 }
 
+/** Seconds past its freshness the upstream lets a shared cache serve a response from it. */
+export interface StaleLimits {
+  whileRevalidate: number
+  ifError: number
+}
+
+const NO_STALE: StaleLimits = { whileRevalidate: 0, ifError: 0 }
+
 /**
- * The upstream forbids serving the response once it is stale (RFC 9111 5.2.2.2, 5.2.2.8): no
- * stale-while-revalidate, no stale-if-error for it, whatever the route configures.
+ * How far past its freshness the upstream lets us serve the response (undefined: it says
+ * nothing, the route's windows apply). must-revalidate / proxy-revalidate: not at all (RFC 9111
+ * 5.2.2.2, 5.2.2.8). s-maxage carries proxy-revalidate's meaning for a shared cache (5.2.2.10):
+ * only as long as its own stale-while-revalidate / stale-if-error (RFC 5861) allow, as Vercel's
+ * `s-maxage=1, stale-while-revalidate=59` asks; without them, not at all.
  */
-export function mustRevalidate(cacheControl: string | string[] | undefined): boolean {
-  if (cacheControl === undefined) return false
+export function staleLimits(cacheControl: string | string[] | undefined): StaleLimits | undefined {
+  if (cacheControl === undefined) return undefined
   const cc = parseCacheControl(cacheControl)
-  return cc.has('must-revalidate') || cc.has('proxy-revalidate')
+  if (cc.has('must-revalidate') || cc.has('proxy-revalidate')) return NO_STALE
+  if (!cc.has('s-maxage')) return undefined
+  const window = (name: string): number => {
+    const v = seconds(cc.get(name))
+    return v === undefined || Number.isNaN(v) ? 0 : v
+  }
+  return { whileRevalidate: window('stale-while-revalidate'), ifError: window('stale-if-error') }
 }

@@ -11,7 +11,7 @@ import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { applyAddedHeaders, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
-import { mustRevalidate, storeDecision } from './cache-control.ts'
+import { staleLimits, storeDecision } from './cache-control.ts'
 import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, entityKeys, rootFieldsOf, withTypenames, type EntityKeys } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
@@ -798,9 +798,9 @@ class CacheFilter implements Filter {
     const now = Date.now()
     const fresh = now + ttlSeconds * 1000
     const cfg = this.cfg
-    const noStale = mustRevalidate(headers['cache-control'])
-    const stale = noStale ? fresh : fresh + cfg.staleWhileRevalidateSeconds * 1000
-    const onError = noStale ? fresh : fresh + cfg.staleIfErrorSeconds * 1000
+    const limits = staleLimits(headers['cache-control'])
+    const stale = fresh + (limits === undefined ? cfg.staleWhileRevalidateSeconds : Math.min(cfg.staleWhileRevalidateSeconds, limits.whileRevalidate)) * 1000
+    const onError = fresh + (limits === undefined ? cfg.staleIfErrorSeconds : Math.min(cfg.staleIfErrorSeconds, limits.ifError)) * 1000
     // Created when the upstream (or a cache in front of it) made it: the Age we serve counts from there.
     const entry = this.#entry(st.key, headers, body, now - ageSeconds * 1000, fresh, stale, onError, st.seq, [...tags], st.statSlot, now)
     if (!this.rc.fits(entry)) {

@@ -54,6 +54,26 @@ export interface InvalidationMessage {
   t: string[]
 }
 
+function isNum(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v)
+}
+
+/** An entry's meta line, undefined unless it has every field an entry is built from. */
+function decodeMeta(line: Buffer): L2Meta | undefined {
+  let m: unknown
+  try {
+    m = JSON.parse(line.toString())
+  } catch {
+    return undefined
+  }
+  if (m === null || typeof m !== 'object') return undefined
+  const o = m as Partial<L2Meta>
+  if (!isNum(o.s) || !isNum(o.c) || !isNum(o.f) || !isNum(o.w) || !isNum(o.e) || (o.a !== undefined && !isNum(o.a))) return undefined
+  if (o.h === null || typeof o.h !== 'object' || Array.isArray(o.h) || !Object.values(o.h).every((v) => typeof v === 'string')) return undefined
+  if (!Array.isArray(o.t) || !o.t.every((t) => typeof t === 'string')) return undefined
+  return o as L2Meta
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(reject, ms, new Error(`redis did not answer within ${ms} ms`))))]).finally(() => clearTimeout(timer))
@@ -97,7 +117,13 @@ export class RedisLayer {
       const s = seq ? Number(seq.toString()) : 0
       if (raw) {
         const nl = raw.indexOf(NL)
-        return { meta: JSON.parse(raw.subarray(0, nl).toString()) as L2Meta, body: raw.subarray(nl + 1), seq: s }
+        const meta = nl === -1 ? undefined : decodeMeta(raw.subarray(0, nl))
+        if (meta !== undefined) return { meta, body: raw.subarray(nl + 1), seq: s }
+        // Unreadable (written by another version, truncated, hand-edited): read as a Redis
+        // failure, it was never replaced (a miss without the sequence stores nothing in L2) and
+        // every cold proxy went upstream for it until its TTL. Gone now, the miss refills it.
+        this.#onError('decode', new Error('unreadable L2 entry; deleted'))
+        this.#redis.client().del(this.entryKey(key)).catch((err: unknown) => this.#onError('delete', err))
       }
       return { meta: undefined, body: EMPTY, seq: s }
     } catch (err) {

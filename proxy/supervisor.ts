@@ -297,6 +297,15 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const versionGauge = gauge(registry, { name: 'igw_config_version', help: 'Config version this proxy runs', aggregator: 'max' })
   const reloadFailures = counter(registry, { name: 'igw_config_reload_failures_total', help: 'Config documents rejected on reload (the previous one stays in force)' })
   const reloads = counter(registry, { name: 'igw_config_reloads_total', help: 'Config versions applied after start' })
+  // As Prometheus's own prometheus_config_last_reload_successful: 0 from a refused document (file,
+  // SIGHUP, control-plane push) until one applies, so an alert lasts as long as the proxy runs an
+  // older document than it was given (a counter's increase() forgot it after its window).
+  const lastReloadOk = gauge(registry, { name: 'igw_config_last_reload_successful', help: 'Whether the last config document offered to this proxy applied (1) or was refused, the previous one kept in force (0)' })
+  lastReloadOk.set(1)
+  const refusedReload = (): void => {
+    reloadFailures.inc()
+    lastReloadOk.set(0)
+  }
   const restarts = counter(registry, { name: 'igw_worker_restarts_total', help: 'Worker threads restarted after a crash' })
   const logDropped = counter(registry, { name: 'igw_log_dropped_bytes_total', help: 'Log output dropped because stdout did not keep up and log.maxBufferedBytes was held' })
   const logDropWindow = new LogWindow(10_000)
@@ -753,7 +762,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     if (closing) return refusedWhileDraining()
     const errors = answers.filter((e): e is string => e !== undefined)
     if (errors.length > 0) {
-      reloadFailures.inc()
+      refusedReload()
       logger.error({ version: nextVersion, errors }, 'config rejected by workers')
       if (applying === 0) syncVersions() // threads that took it return to the running version
       const refused: ReloadResult = { ok: false, version, error: errors[0] }
@@ -770,6 +779,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       lifecycle = lifecycleFor(config)
     }
     reloads.inc()
+    lastReloadOk.set(1)
     const previousHealth = health.current
     health.current = new UpstreamHealth(config, onHealth, previousHealth)
     previousHealth.stop()
@@ -843,7 +853,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       try {
         next = opts.loadConfig!()
       } catch (err) {
-        reloadFailures.inc()
+        refusedReload()
         logger.error({ err: { message: (err as Error).message } }, 'config reload rejected; keeping the running config')
         return { ok: false, version, error: (err as Error).message }
       }
@@ -1094,7 +1104,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     config: () => config,
     reload,
     applyConfig,
-    noteRejected: () => reloadFailures.inc(),
+    noteRejected: refusedReload,
     metricsText: collectMetrics,
     collectUsage,
     threads: () => slots.map((s) => s.worker),

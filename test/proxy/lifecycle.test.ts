@@ -59,6 +59,9 @@ describe('hot reload, drain and multi-worker metrics (real igw processes)', () =
       // 2. a bad change: rejected, counted, old config keeps serving on the same connection
       writeFileSync(path, 'routes:\n  - name: broken\n    upstream: "htp:/x"\n')
       await waitUntil(async () => metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_reload_failures_total') === 1)
+      // IgwConfigReloadRejected reads this: 0 for as long as the refused document is the last offered.
+      expect(metricSum(m1.body, 'igw_config_last_reload_successful')).toBe(1)
+      expect(metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_last_reload_successful')).toBe(0)
       expect((await text(`${igw.url}/b/2`, { dispatcher: agent })).status).toBe(200)
       expect(metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_version')).toBe(2)
       expect(igw.output.join('\n')).toContain('routes[0].upstream: expected URL, got \\"htp:/x\\"')
@@ -67,6 +70,7 @@ describe('hot reload, drain and multi-worker metrics (real igw processes)', () =
       writeFileSync(path, JSON.stringify(base()))
       igw.child.kill('SIGHUP')
       await waitUntil(async () => (await text(`${igw.url}/b/3`, { dispatcher: agent })).status === 404)
+      expect(metricSum((await text(`${igw.adminUrl}/metrics`)).body, 'igw_config_last_reload_successful')).toBe(1)
       // the keep-alive connection survived every reload: one connection was used throughout
       expect(disconnects).toBe(0)
       await agent.close()

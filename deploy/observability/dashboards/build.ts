@@ -346,7 +346,15 @@ export const dashboards: DashboardSpec[] = [
         row: 'Process',
         panels: [
           { title: 'Config version per instance', type: 'timeseries', w: 8, targets: [{ expr: 'igw_config_version', legend: '{{instance}}' }] },
-          { title: 'Config reloads rejected', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (increase(igw_config_reload_failures_total[1h]))', legend: '{{instance}}' }] },
+          {
+            title: 'Config reloads rejected (and applied), per hour',
+            type: 'timeseries',
+            w: 8,
+            targets: [
+              { expr: 'sum by (instance) (increase(igw_config_reload_failures_total[1h]))', legend: '{{instance}} rejected' },
+              { expr: 'sum by (instance) (increase(igw_config_reloads_total[1h]))', legend: '{{instance}} applied' },
+            ],
+          },
           { title: 'Workers listening / restarts / stalls', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (igw_workers)', legend: 'workers {{instance}}' }, { expr: 'sum by (instance) (increase(igw_worker_restarts_total[1h]))', legend: 'restarts/h {{instance}}' }, { expr: 'sum by (instance) (increase(igw_worker_stalls_total[1h]))', legend: 'stalls/h {{instance}}' }, { expr: 'sum by (instance) (increase(igw_log_dropped_bytes_total[1h]))', legend: 'log bytes dropped/h {{instance}}' }] },
           { title: 'Upstream health', type: 'timeseries', w: 8, min: 0, max: 1, targets: [{ expr: 'min by (upstream) (igw_upstream_healthy)', legend: '{{upstream}}' }] },
           { title: 'Redis connections up', type: 'timeseries', w: 8, targets: [{ expr: 'sum by (instance) (igw_redis_up)', legend: '{{instance}}' }] },

@@ -2,6 +2,7 @@
 // exactly the subprotocol the backend chose (or refused with the backend's own answer). Then
 // frames are relayed both ways: messages, pings/pongs (nobody auto-answers here, the real
 // endpoints do), close codes and reasons, with backpressure in each direction.
+import type { EventEmitter } from 'node:events'
 import { STATUS_CODES, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import { connect as netConnect, isIP, type NetConnectOpts, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -99,6 +100,38 @@ const servers = new WeakMap<RouteRuntime, WebSocketServer>()
  * them costs more than it saves); at most 10 zlib jobs at once per process (ws's queue).
  */
 const DEFLATE = { threshold: 1024, serverMaxWindowBits: 13, clientMaxWindowBits: 13, zlibDeflateOptions: { memLevel: 7 }, concurrencyLimit: 10 } as const
+
+// ws's extension-header parser and permessage-deflate negotiator (exported, untyped, as above).
+const wsDeflate = wsExports as unknown as {
+  extension: { parse(header: string): Record<string, object[] | undefined> }
+  PerMessageDeflate: new (options: object) => { accept(offers: object[]): unknown }
+}
+
+/**
+ * The client's permessage-deflate offer as ws's server will judge it (websocket.perMessageDeflate
+ * on). ws fails the whole handshake, with its own text/html 400, on an offer it cannot accept with
+ * DEFLATE's settings: one without client_max_window_bits (Go's gorilla/websocket, many non-browser
+ * clients) or asking for a server window under 13 bits, and after the upstream had been opened for
+ * it. RFC 7692 §7.1.2 has the server decline such an offer: the header is dropped and the
+ * connection goes on uncompressed. A header ws cannot parse is refused here, before anything opens.
+ */
+export function declineUnacceptableDeflate(route: RouteRuntime, req: IncomingMessage): string | undefined {
+  const header = req.headers['sec-websocket-extensions']
+  if (!route.websocket.perMessageDeflate || header === undefined) return undefined
+  let offers: object[] | undefined
+  try {
+    offers = wsDeflate.extension.parse(header)['permessage-deflate']
+  } catch {
+    return 'invalid Sec-WebSocket-Extensions header'
+  }
+  if (offers === undefined) return undefined
+  try {
+    new wsDeflate.PerMessageDeflate({ ...DEFLATE, isServer: true }).accept(offers)
+  } catch {
+    delete req.headers['sec-websocket-extensions']
+  }
+  return undefined
+}
 
 function serverFor(route: RouteRuntime): WebSocketServer {
   let wss = servers.get(route)
@@ -218,6 +251,15 @@ function peerEnded(ws: WebSocket, socket: Duplex): void {
   if (ws.readyState !== WebSocket.CLOSED && socket.writableLength > 0) ws.terminate()
 }
 
+/**
+ * Call `listener` as `ws` reads a close frame. ws has no public event for it: its frame parser
+ * (the Receiver, `_receiver` in ws 8) emits 'conclude' with the code and reason, right after
+ * ws's own listener has answered the frame. Without that parser, 'close' alone relays the code.
+ */
+function onCloseFrame(ws: WebSocket, listener: (code: number, reason: Buffer) => void): void {
+  ;(ws as WebSocket & { _receiver?: EventEmitter })._receiver?.on('conclude', listener)
+}
+
 export class WsBridge {
   readonly client: WebSocket
   readonly upstream: WebSocket
@@ -271,6 +313,8 @@ export class WsBridge {
       this.#moved = this.#bytesMoved()
       this.#idleTimer = setTimeout(onIdleCheck, this.#idleMs, this)
     }
+    onCloseFrame(client, (code, reason) => this.#closeFrame(upstream, code, reason))
+    onCloseFrame(upstream, (code, reason) => this.#closeFrame(client, code, reason))
     client.on('close', (code, reason) => this.#closed(upstream, code, reason))
     upstream.on('close', (code, reason) => this.#closed(client, code, reason))
     client.on('error', (err) => this.#failed('client', upstream, err))
@@ -380,6 +424,19 @@ export class WsBridge {
     if (sendableCloseCode(code)) closeSide(other, code, reason)
     else if (code === 1005) closeSide(other)
     else this.#cut(other) // 1006: the peer vanished without a close frame; do the same
+  }
+
+  /**
+   * A side's close frame arrived (ws has answered it): the other side gets it now. ws emits
+   * 'close' only once the TCP connection is gone, and a peer that sent its close frame and then
+   * kept the connection (waiting for the server to close first, RFC 6455 §7.1.1, or behind a
+   * network gone dead) kept the other side open until ws's closeTimeout, 30 s later.
+   */
+  #closeFrame(other: WebSocket, code: number, reason: Buffer): void {
+    if (!this.#open(other)) return
+    // The receiver accepts only sendable codes, or none (1005).
+    if (code === 1005) closeSide(other)
+    else closeSide(other, code, reason)
   }
 
   /** A side being ended after its backlog (see #cut): nothing, not even a close frame, follows. */
@@ -497,6 +554,12 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     // A version this side does not speak is answered with the one it does (RFC 6455 §4.4 MUST),
     // as ws itself answers: without it a client cannot tell which version to retry with.
     endRaw(socket, rawHttpError('BAD_REQUEST', protocols, handshakeRefusalHeaders(req)))
+    proxy.finishUpgradeRaw(req)
+    return
+  }
+  const badExtensions = declineUnacceptableDeflate(route, req)
+  if (badExtensions !== undefined) {
+    endRaw(socket, rawHttpError('BAD_REQUEST', badExtensions))
     proxy.finishUpgradeRaw(req)
     return
   }

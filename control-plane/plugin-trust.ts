@@ -17,7 +17,15 @@ const okpKey = z
     kty: z.literal('OKP'),
     crv: z.literal('Ed25519'),
     x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'expected the 32-byte public key, base64url without padding (43 characters)'),
-    kid: z.string().min(1).max(128).optional(),
+    // The kid is stored with each upload (a text column) and shown in listings: a NUL made every
+    // upload signed by that key a bare 400 from the database, a lone surrogate came back as U+FFFD.
+    kid: z
+      .string()
+      .min(1)
+      .max(128)
+      .refine((k) => !k.includes('\u0000'), 'must not contain a NUL character (U+0000)')
+      .refine((k) => k.isWellFormed(), 'must be valid Unicode (it holds a lone UTF-16 surrogate)')
+      .optional(),
     publisher: z.string().regex(NAME_PATTERN, 'expected a publisher name (lower case letters, digits, ".", "_", "-"; at most 64)'),
     use: z.literal('sig').optional(),
     alg: z.enum(['EdDSA', 'Ed25519']).optional(),
@@ -52,6 +60,8 @@ export function parsePluginTrust(raw: unknown, source: string): TrustedKeys {
   if (!r.success) throw new ConfigError(source, formatIssues(r.error.issues))
   const byPublisher = new Map<string, PublisherKey[]>()
   const problems: string[] = []
+  /** Which publisher (and entry) each key, by its canonical x, was first listed for. */
+  const owners = new Map<string, { publisher: string; at: number }>()
   r.data.keys.forEach((jwk, i) => {
     const named = `keys[${i}] (${jwk.kid === undefined ? '' : `kid "${jwk.kid}", `}publisher "${jwk.publisher}")`
     const raw = Buffer.from(jwk.x, 'base64url')
@@ -73,6 +83,14 @@ export function parsePluginTrust(raw: unknown, source: string): TrustedKeys {
       problems.push(`keys[${i}].x: not an Ed25519 public key (${(err as Error).message})`)
       return
     }
+    // A key vouches for one publisher: listed for two, its holder could publish under either name
+    // (and take the other's plugin names first, which name ownership then keeps from their owner).
+    const owner = owners.get(jwk.x)
+    if (owner !== undefined && owner.publisher !== jwk.publisher) {
+      problems.push(`${named}.x: the same key is listed for publisher "${owner.publisher}" (keys[${owner.at}]); a key signs for one publisher only`)
+      return
+    }
+    owners.set(jwk.x, { publisher: jwk.publisher, at: i })
     const keyId = jwk.kid ?? keyIdOf(key)
     const list = byPublisher.get(jwk.publisher) ?? []
     if (list.some((k) => k.keyId === keyId)) problems.push(`keys[${i}].kid: "${keyId}" appears twice for publisher "${jwk.publisher}"`)

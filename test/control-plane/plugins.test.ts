@@ -164,20 +164,25 @@ describe.each(engines)('plugin uploads on $name', (engine) => {
     expect(await oa.check(res, 'POST', '/v1/plugins')).toMatchObject({ status: 415, reason: 'malformed' })
   })
 
-  it('without plugins.write: 403 with the policy reason, before the package is read (not a refusal, not audited)', async () => {
+  it('without plugins.write: 403 with the policy reason, before the package is read (not an upload refusal; audited as plugins.write.denied)', async () => {
     const before = await scrape()
-    const auditBefore = ((await (await cp.api('/v1/audit?limit=1000')).json()) as { items: unknown[] }).items.length
+    // Fresh subjects per attempt: a refused write is audited once per actor and action a minute.
+    const run = Math.random().toString(36).slice(2, 8)
     const pkg = { ...signedPackage(acme, { name: 'geo-enrich', version: '2.0.0', artifact }), signature: null }
-    const operator = await upload(pkg, await cp.token({ sub: 'ops', roles: ['operator'] }))
+    const operator = await upload(pkg, await cp.token({ sub: `ops-${run}`, roles: ['operator'] }))
     expect(await oa.check(operator, 'POST', '/v1/plugins')).toMatchObject({ status: 403, detail: 'plugins.write on plugins denied: subject lacks the "plugins.write" attribute' })
-    const scoped = await upload(pkg, await cp.token({ sub: 'acme-admin', roles: ['admin'], tenant: 'acme' }))
+    const scoped = await upload(pkg, await cp.token({ sub: `acme-admin-${run}`, roles: ['admin'], tenant: 'acme' }))
     expect(await oa.check(scoped, 'POST', '/v1/plugins')).toMatchObject({ status: 403, detail: expect.stringContaining('scoped to tenant "acme"') })
     const anonymous = await upload(pkg, '')
     expect(await oa.check(anonymous, 'POST', '/v1/plugins')).toMatchObject({ status: 401 })
     const after = await scrape()
     expect(sample(after, 'igw_plugin_upload_rejections_total', { reason: 'unsigned' })).toBe(sample(before, 'igw_plugin_upload_rejections_total', { reason: 'unsigned' }))
     expect(sample(after, 'igw_control_plane_requests_total', { route: '/v1/plugins', method: 'POST', status: '403' })).toBe((sample(before, 'igw_control_plane_requests_total', { route: '/v1/plugins', method: 'POST', status: '403' }) ?? 0) + 2)
-    expect(((await (await cp.api('/v1/audit?limit=1000')).json()) as { items: unknown[] }).items.length).toBe(auditBefore)
+    const items = ((await (await cp.api('/v1/audit?limit=1000')).json()) as { items: { actor: string; action: string }[] }).items.filter((e) => e.actor.endsWith(run))
+    expect(items.map((e) => [e.actor, e.action]).sort()).toEqual([
+      [`acme-admin-${run}`, 'plugins.write.denied'],
+      [`ops-${run}`, 'plugins.write.denied'],
+    ])
   })
 
   it('the audit chain with upload and refusal entries still verifies', async () => {

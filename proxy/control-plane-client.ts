@@ -30,6 +30,19 @@ import { retryAfterMs as parseRetryAfter } from './headers.ts'
 const MAX_PENDING_REPORTS = 720
 /** How long close() waits for the usage report it sends before the shutdown goes on. */
 const CLOSE_FLUSH_MS = 2_000
+/** An ACK/NACK the control plane did not take is retried after 1 s, doubling to 30 s. */
+const ANSWER_RETRY_MIN_MS = 1_000
+const ANSWER_RETRY_MAX_MS = 30_000
+/** Refusals that may pass (as for usage reports): a token being rotated or a role being granted, a timeout, load shedding; and any 5xx. */
+const RETRIED_STATUSES = new Set([401, 403, 408, 429])
+
+/** A proxy's answer to a version: POST /v1/proxies/{id}/ack. */
+interface Answer {
+  version: number
+  ok: boolean
+  error?: string
+  digest?: string
+}
 
 export interface ControlPlaneClientOptions {
   url: string
@@ -839,31 +852,81 @@ export class ControlPlaneClient {
   }
   #rejectedBeforeAttach = 0
 
-  async #ack(version: number, ok: boolean, error?: string): Promise<void> {
+  /**
+   * Answer a version. An answer the control plane did not take (no answer, 5xx, 401/403 while a
+   * token is rotated, 408, 429) used to be logged and dropped: the stream stayed up, so
+   * GET /v1/proxies showed the proxy on its previous version (or without its NACK) until the
+   * stream happened to reconnect. The latest unsent ACK and NACK are kept and retried in that
+   * order (an ACK first: it clears only NACKs of its version or older, which it replaces here),
+   * one post at a time, so a retried answer never lands after a newer one.
+   */
+  #ack(version: number, ok: boolean, error?: string): Promise<void> {
     // An ACK names the document too (the version it runs may be another document than the
     // store's under that number: its own last-known-good); a NACK refuses the store's, so no digest.
     const digest = ok && version === this.#version ? this.#digest : undefined
+    const a: Answer = { version, ok, ...(error ? { error } : {}), ...(digest !== undefined ? { digest } : {}) }
+    if (ok) {
+      this.#unsent.ack = a
+      if (this.#unsent.nack !== undefined && this.#unsent.nack.version <= version) this.#unsent.nack = undefined
+    } else this.#unsent.nack = a
+    return this.#sendAnswers()
+  }
+
+  #sendAnswers(): Promise<void> {
+    const run = this.#answering.then(() => this.#sendUnsent())
+    this.#answering = run.catch(() => undefined)
+    return run
+  }
+
+  async #sendUnsent(): Promise<void> {
+    for (const kind of ['ack', 'nack'] as const) {
+      const a = this.#unsent[kind]
+      if (a === undefined) continue
+      const retry = await this.#postAnswer(a)
+      if (retry && !this.#closed) {
+        this.#answerRetryMs = Math.min(ANSWER_RETRY_MAX_MS, this.#answerRetryMs * 2 || ANSWER_RETRY_MIN_MS)
+        this.#answerTimer ??= setTimeout(() => {
+          this.#answerTimer = undefined
+          if (!this.#closed) void this.#sendAnswers()
+        }, this.#answerRetryMs).unref()
+        return
+      }
+      // Sent, or refused for good (400): done — unless a newer answer replaced it meanwhile.
+      if (this.#unsent[kind] === a) this.#unsent[kind] = undefined
+    }
+    this.#answerRetryMs = 0
+  }
+
+  /** One post of an answer; true when it is worth retrying. */
+  async #postAnswer(a: Answer): Promise<boolean> {
     try {
       const r = await request(`${this.#o.url}/v1/proxies/${encodeURIComponent(this.proxyId)}/ack`, {
         method: 'POST',
         headers: { ...this.#headers(), 'content-type': 'application/json' },
-        body: JSON.stringify({ version, status: ok ? 'ACK' : 'NACK', ...(error ? { error } : {}), ...(digest !== undefined ? { digest } : {}) }),
+        body: JSON.stringify({ version: a.version, status: a.ok ? 'ACK' : 'NACK', ...(a.error !== undefined ? { error: a.error } : {}), ...(a.digest !== undefined ? { digest: a.digest } : {}) }),
         headersTimeout: 5_000,
         bodyTimeout: 5_000,
       })
       if (r.statusCode >= 200 && r.statusCode < 300) {
         await r.body.dump()
-        return
+        return false
       }
       // Refused (a token without the proxy role, rotated to a wrong one; the control plane
       // failing): the answer was thrown away unread, so GET /v1/proxies went on showing the old
       // version or no NACK, and nothing on the proxy said why.
       const detail = (await r.body.text()).slice(0, 300)
-      this.#ackFailed(version, ok, { status: r.statusCode, detail })
+      this.#ackFailed(a.version, a.ok, { status: r.statusCode, detail })
+      return RETRIED_STATUSES.has(r.statusCode) || r.statusCode >= 500
     } catch (err) {
-      this.#ackFailed(version, ok, { error: (err as Error).message })
+      this.#ackFailed(a.version, a.ok, { error: (err as Error).message })
+      return true
     }
   }
+  /** The latest ACK and NACK not taken by the control plane yet. */
+  readonly #unsent: { ack?: Answer | undefined; nack?: Answer | undefined } = {}
+  #answering: Promise<void> = Promise.resolve()
+  #answerTimer: NodeJS.Timeout | undefined
+  #answerRetryMs = 0
 
   /** Once a minute (a control plane refusing every ACK would otherwise log one per version and reconnect); the count of those held back rides along. */
   #ackFailed(version: number, ok: boolean, why: Record<string, unknown>): void {
@@ -955,18 +1018,24 @@ export class ControlPlaneClient {
           bodyTimeout: 5_000,
         })
         const status = r.statusCode
-        if (status < 400) {
+        if (status >= 200 && status < 300) {
           await r.body.dump()
           this.#pending.shift() // counted (or a duplicate)
           continue
         }
         const detail = (await r.body.text()).slice(0, 512)
+        // A redirect (an ingress sending http:// on to https://, a moved URL) is not followed: the
+        // report was not counted. Taken as delivered, every report was lost without a word.
+        if (status < 400) {
+          if (this.#usageLog.take() !== undefined) this.#o.log('warn', { status, location: r.headers.location, pending: this.#pending.length }, 'usage report answered with a redirect, not counted: check --control-plane (its scheme, host and path); kept and retried')
+          return
+        }
         // Kept for the next run: the control plane may answer again (5xx), the token may be
         // rotated (401/403: a Secret being replaced, a role being fixed), or it asks to wait.
         // Dropping them lost every report of a rotation window.
         // Logged once a minute whatever the status: a control plane answering 503 for an hour
         // (its database down) went unsaid until reports started being dropped.
-        if (status >= 500 || status === 401 || status === 403 || status === 408 || status === 429) {
+        if (status >= 500 || RETRIED_STATUSES.has(status)) {
           if (this.#usageLog.take() !== undefined) this.#o.log('warn', { status, detail, pending: this.#pending.length }, 'usage report refused by the control plane; kept and retried')
           return
         }
@@ -987,6 +1056,7 @@ export class ControlPlaneClient {
   async close(): Promise<void> {
     if (this.#closed) return
     clearInterval(this.#usageTimer)
+    clearTimeout(this.#answerTimer)
     // Bounded: the shutdown (the drain that follows) used to wait for this report as long as the
     // control plane took to not answer — 5 s for a hung one, 10 s (the connect timeout) for one
     // behind a dead network path — while the proxy went on taking requests after SIGTERM. A

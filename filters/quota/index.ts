@@ -471,7 +471,10 @@ class QuotaFilter implements Filter {
     const rule = r.rule
     let reason = v.reason
     let retryMs = v.retryMs
-    if (reason === RULE_DAILY || retryMs < 0) retryMs = r.calendar.msToEndOfDay(now)
+    // A daily refusal waits for the tenant's midnight (-1), unless only this proxy's outage share
+    // of the day is spent (local-share): then until Redis may answer again.
+    const dailyShare = reason === RULE_DAILY && retryMs >= 0
+    if (retryMs < 0) retryMs = r.calendar.msToEndOfDay(now)
     else if (v.dailyToo) {
       // The daily quota refused it as well: whichever frees up later is the answer.
       const dayEnd = r.calendar.msToEndOfDay(now)
@@ -498,7 +501,9 @@ class QuotaFilter implements Filter {
       limit = v.dayLimit
       remaining = Math.max(0, v.dayLimit - v.used)
       // (A request larger than the whole day's quota was refused up front: rule.maxCost.)
-      message = `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
+      message = dailyShare
+        ? `this proxy's share of the daily ${this.#kind} quota of ${rule.limitPerDay} units is used up while the quota store is unreachable; retry in ${retry} s`
+        : `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
     } else {
       limit = rule.budget!.units
       remaining = Math.max(0, limit - v.budgetTotal)

@@ -166,7 +166,15 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
         }
       }
       if ((enforced & RULE_DAILY) !== 0) {
-        if (v.reason === 0) {
+        if (fallback && rule.limitPerDay > 0 && f[iUsed]! + cost <= rule.limitPerDay) {
+          // Only this proxy's share of the day is spent (local-share): Redis's last word plus this
+          // proxy's own use still leaves room, which Redis grants as soon as it answers. Told to
+          // come back at the tenant's midnight, clients sat out up to a day with quota left.
+          if (v.reason === 0 || redisMs > v.retryMs) {
+            v.reason = RULE_DAILY
+            v.retryMs = redisMs
+          }
+        } else if (v.reason === 0) {
           v.reason = RULE_DAILY
           v.retryMs = -1
         } else v.dailyToo = true

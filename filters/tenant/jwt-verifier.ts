@@ -77,7 +77,7 @@ function loadPublicKeys(path: string, where: string): KeyObject[] {
       const code = (err as NodeJS.ErrnoException).code
       throw new Error(`${where}publicKeyFile "${path}": key #${keys.length + 1} is not a PEM public key${code ? ` (${code})` : ''}`)
     }
-    const unusable = unusableKey(key)
+    const unusable = unusableKey(key) ?? verifiesNothing(key)
     if (unusable !== undefined) throw new Error(`${where}publicKeyFile "${path}": key #${keys.length + 1} is ${unusable}`)
     keys.push(key)
   }
@@ -96,6 +96,17 @@ function unusableKey(key: KeyObject): string | undefined {
   return undefined
 }
 
+/**
+ * A PEM key no JWS algorithm verifies (jose's EdDSA is Ed25519 only; secp256k1, X25519 or DSA
+ * keys sign nothing it offers): it loaded, and every token was refused as "no key matches the
+ * token" — an Ed448 key even passed the algorithms check, counted as EdDSA.
+ */
+function verifiesNothing(key: KeyObject): string | undefined {
+  if (algorithmsOf(key).length > 0) return undefined
+  const curve = key.asymmetricKeyDetails?.namedCurve
+  return `of type ${key.asymmetricKeyType ?? 'unknown'}${curve === undefined ? '' : ` on ${curve}`}, which no JWS algorithm of this gateway verifies (RS*, PS*, ES256/384/512 on P-256/384/521, EdDSA on Ed25519)`
+}
+
 const HMAC = ['HS256', 'HS384', 'HS512']
 const EC_ALGORITHM: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' }
 
@@ -111,7 +122,6 @@ function algorithmsOf(key: KeyObject): string[] {
       return alg === undefined ? [] : [alg]
     }
     case 'ed25519':
-    case 'ed448':
       return ['EdDSA', 'Ed25519']
     default:
       return []
@@ -132,7 +142,12 @@ function checkJwksKeys(jwks: JSONWebKeySet): string[] {
   const algorithms: string[] = []
   jwks.keys.forEach((jwk, i) => {
     if (jwk === null || typeof jwk !== 'object' || (jwk.use !== undefined && jwk.use !== 'sig')) return
-    if (jwk.kty === 'oct') algorithms.push(...HMAC)
+    // As jose picks keys: one whose key_ops leave out "verify" serves no token, and one naming its
+    // "alg" serves that algorithm only. An RSA key of "alg": "PS256" counted as RS256 too, so it
+    // passed the check against the default algorithms and every token was "algorithm not allowed".
+    if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify'))) return
+    const named = (algs: string[]) => (typeof jwk.alg === 'string' ? algs.filter((a) => a === jwk.alg) : algs)
+    if (jwk.kty === 'oct') algorithms.push(...named(HMAC))
     if (!['RSA', 'EC', 'OKP'].includes(jwk.kty!)) return
     const name = typeof jwk.kid === 'string' ? `key "${jwk.kid.slice(0, 64)}"` : `key #${i}`
     if (PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new Error(`${name} is a private key (a JWKS to verify tokens with holds public keys only)`)
@@ -145,7 +160,7 @@ function checkJwksKeys(jwks: JSONWebKeySet): string[] {
     }
     const unusable = unusableKey(key)
     if (unusable !== undefined) throw new Error(`${name} is ${unusable}`)
-    algorithms.push(...algorithmsOf(key))
+    algorithms.push(...named(algorithmsOf(key)))
   })
   return algorithms
 }
@@ -183,8 +198,10 @@ class KeyRing {
   /** Where the sources are in the config ("jwt.", "jwt.keys[1]."), for load errors. */
   readonly #at: string
   #keys: Keys = {}
-  /** The algorithms the keys loaded first can verify. */
-  readonly algorithms: string[] = []
+  /** jwt.algorithms, which a reloaded file's keys must serve (with the ring's other keys). */
+  readonly #allowed: string[]
+  /** The algorithms each source's keys in use can verify. */
+  #fits: { secret: string[]; publicKey: string[]; jwks: string[] } = { secret: [], publicKey: [], jwks: [] }
   /** Stamps of the key files as last loaded. */
   #stamps: { publicKey: string; jwks: string } = { publicKey: '', jwks: '' }
   readonly #onKeyFileError: KeyFileErrorHandler | undefined
@@ -195,26 +212,44 @@ class KeyRing {
   #stale: { publicKey: boolean; jwks: boolean } = { publicKey: false, jwks: false }
   readonly #onStaleChange: () => void
 
-  constructor(src: KeySources, at: string, onKeyFileError: KeyFileErrorHandler | undefined, onStaleChange: () => void) {
+  constructor(src: KeySources, at: string, allowed: string[], onKeyFileError: KeyFileErrorHandler | undefined, onStaleChange: () => void) {
     this.#src = src
     this.#at = at
+    this.#allowed = allowed
     this.#onKeyFileError = onKeyFileError
     this.#onStaleChange = onStaleChange
     if (src.secret !== undefined) {
       this.#keys.secret = new TextEncoder().encode(src.secret)
-      this.algorithms.push(...HMAC)
+      this.#fits.secret = HMAC
     }
     if (src.publicKeyFile !== undefined) {
       this.#stamps.publicKey = fileStamp(src.publicKeyFile)
       this.#keys.publicKeys = loadPublicKeys(src.publicKeyFile, at)
-      this.algorithms.push(...this.#keys.publicKeys.flatMap(algorithmsOf))
+      this.#fits.publicKey = this.#keys.publicKeys.flatMap(algorithmsOf)
     }
     if (src.jwksFile !== undefined) {
       this.#stamps.jwks = fileStamp(src.jwksFile)
       const loaded = loadJwks(src.jwksFile, at)
       this.#keys.jwks = loaded.jwks
-      this.algorithms.push(...loaded.algorithms)
+      this.#fits.jwks = loaded.algorithms
     }
+  }
+
+  /** The algorithms the keys in use can verify. */
+  get algorithms(): string[] {
+    return [...this.#fits.secret, ...this.#fits.publicKey, ...this.#fits.jwks]
+  }
+
+  /**
+   * A changed key file whose keys leave the ring verifying none of jwt.algorithms (the issuer
+   * moved from RS256 to ES256, a JWKS of PS256 keys only) does not load, as the same file is
+   * refused at start: swapped in, it refused every token — those of the keys it replaced too —
+   * with nothing logged and the stale gauge at 0.
+   */
+  #checkFits(which: 'publicKey' | 'jwks', path: string, fits: string[]): void {
+    const all = [...(which === 'publicKey' ? fits : this.#fits.publicKey), ...(which === 'jwks' ? fits : this.#fits.jwks), ...this.#fits.secret]
+    if (all.length === 0 || this.#allowed.some((a) => all.includes(a))) return
+    throw new Error(`${this.#at}${which}File "${path}": its keys verify ${[...new Set(fits)].join(', ')}, none of jwt.algorithms (${this.#allowed.join(', ')}): every token would be refused`)
   }
 
   get hasFiles(): boolean {
@@ -248,7 +283,11 @@ class KeyRing {
       const stamp = this.#stampOf('publicKey', src.publicKeyFile)
       if (stamp !== this.#stamps.publicKey) {
         try {
-          keys = { ...this.#keys, publicKeys: loadPublicKeys(src.publicKeyFile, this.#at) }
+          const publicKeys = loadPublicKeys(src.publicKeyFile, this.#at)
+          const fits = publicKeys.flatMap(algorithmsOf)
+          this.#checkFits('publicKey', src.publicKeyFile, fits)
+          keys = { ...this.#keys, publicKeys }
+          this.#fits.publicKey = fits
           this.#stamps.publicKey = stamp
           this.#setStale('publicKey', false)
         } catch (err) {
@@ -260,8 +299,10 @@ class KeyRing {
       const stamp = this.#stampOf('jwks', src.jwksFile)
       if (stamp !== this.#stamps.jwks) {
         try {
-          const { jwks } = loadJwks(src.jwksFile, this.#at)
+          const { jwks, algorithms } = loadJwks(src.jwksFile, this.#at)
+          this.#checkFits('jwks', src.jwksFile, algorithms)
           keys = { ...(keys ?? this.#keys), jwks }
+          this.#fits.jwks = algorithms
           this.#stamps.jwks = stamp
           this.#setStale('jwks', false)
         } catch (err) {
@@ -348,23 +389,27 @@ export class JwtVerifier {
       this.#stale = stale
       this.#onStale?.(stale)
     }
+    // Keys none of `algorithms` can use (an EC P-256 key under the default RS256, EdDSA, HS256:
+    // Google IAP's, AWS ALB's) loaded, and then every token was refused as "token algorithm not
+    // allowed". (A JWKS without signing keys yet still loads: its keys may come later.) Each
+    // issuer's keys on their own: usable keys of one issuer let another's unusable ones load, and
+    // every token of that issuer was refused.
+    const check = (ring: KeyRing, which: string, refused: string): KeyRing => {
+      const fits = ring.algorithms
+      if (fits.length > 0 && !cfg.algorithms.some((a) => fits.includes(a))) {
+        throw new Error(`jwt.algorithms (${cfg.algorithms.join(', ')}) verify none of ${which}, which verify ${[...new Set(fits)].join(', ')}: ${refused} would be refused`)
+      }
+      this.#rings.push(ring)
+      return ring
+    }
     if (cfg.secret !== undefined || cfg.publicKeyFile !== undefined || cfg.jwksFile !== undefined) {
-      this.#unbound = new KeyRing(cfg, 'jwt.', onKeyFileError, staleChanged)
-      this.#rings.push(this.#unbound)
+      this.#unbound = check(new KeyRing(cfg, 'jwt.', cfg.algorithms, onKeyFileError, staleChanged), 'the configured keys', 'every token')
     }
     cfg.keys?.forEach((k, i) => {
-      const ring = new KeyRing(k, `jwt.keys[${i}].`, onKeyFileError, staleChanged)
-      this.#rings.push(ring)
+      const ring = check(new KeyRing(k, `jwt.keys[${i}].`, cfg.algorithms, onKeyFileError, staleChanged), `the keys of jwt.keys[${i}]`, `every token of issuer "${k.issuer}"`)
       this.#bound.set(k.issuer, [...(this.#bound.get(k.issuer) ?? []), ring])
     })
     this.#hasFiles = this.#rings.some((r) => r.hasFiles)
-    const fits = this.#rings.flatMap((r) => r.algorithms)
-    // Keys none of `algorithms` can use (an EC P-256 key under the default RS256, EdDSA, HS256:
-    // Google IAP's, AWS ALB's) loaded, and then every token was refused as "token algorithm not
-    // allowed". (A JWKS without signing keys yet still loads: its keys may come later.)
-    if (fits.length > 0 && !cfg.algorithms.some((a) => fits.includes(a))) {
-      throw new Error(`jwt.algorithms (${cfg.algorithms.join(', ')}) verify none of the configured keys, which verify ${[...new Set(fits)].join(', ')}: every token would be refused`)
-    }
     this.#checkedAt = Date.now()
   }
 

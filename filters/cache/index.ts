@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto'
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
-import { applyAddedHeaders, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { applyAddedHeaders, errorReply, LogWindow, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { claimAt as sharedClaimAt } from '../../proxy/claims.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { staleLimits, storeDecision } from './cache-control.ts'
 import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
@@ -167,11 +168,17 @@ class CacheFilter implements Filter {
         'cache: staleWhileRevalidateSeconds / refreshAheadSeconds are not applied on this route: a background refresh would skip the response phase of the filters after the cache; expired entries are refreshed by an ordinary miss',
       )
     }
-    if (cfg.requireTenant && route !== undefined) {
+    if (route !== undefined) {
       const names = route.filters.map((f) => f.name)
       const t = names.indexOf('tenant')
-      if (t === -1 || t > names.indexOf('cache')) {
+      if (cfg.requireTenant && (t === -1 || t > names.indexOf('cache'))) {
         throw new Error('requireTenant: no tenant filter runs before cache on this route (entries are keyed by tenant); add one, or set requireTenant: false for a single-tenant route')
+      }
+      // Whatever requireTenant says: a hit is answered before a later filter runs, so a tenant
+      // filter after the cache never checked its token (one user's stored answer went to a
+      // request with no token at all), and the entries were keyed without the tenant.
+      if (t > names.indexOf('cache')) {
+        throw new Error('a tenant filter runs after cache on this route: hits would be served without its token check, and entries shared across tenants; put tenant before cache')
       }
     }
     this.shared = new CacheShared(deps.shared, deps.workerId)
@@ -274,6 +281,7 @@ class CacheFilter implements Filter {
     if (this.#logRedisNow()) this.#log.warn({ err: { message: (err as Error).message }, op }, 'cache: redis unavailable')
   }
   readonly #logRedisNow = oncePer(5_000)
+  readonly #refreshFailures = new LogWindow(5_000)
 
   #count(result: Result, statSlot: number, persistedId: string | undefined): void {
     this.#results[result].inc()
@@ -649,7 +657,9 @@ class CacheFilter implements Filter {
       },
       (err: unknown) => {
         e.revalidating = false
-        ctx.log.warn({ err: { message: (err as Error).message } }, 'cache: background revalidation failed; the stale entry stays')
+        // While the upstream is down every hit on a stale entry tries again: one line per 5 s.
+        const held = this.#refreshFailures.take()
+        if (held !== undefined) ctx.log.warn({ err: { message: (err as Error).message }, held }, 'cache: background revalidation failed; the stale entry stays')
         this.finishFill(st, undefined)
       },
     )
@@ -691,7 +701,12 @@ class CacheFilter implements Filter {
         res.headers = headers
         res.body = stale.body
         this.#countOnce(st, 'stale')
-      } else this.#countOnce(st, 'miss')
+        // The waiters coalesced on this upstream request: its failure is theirs. Handed the
+        // stale copy, they do not each go upstream in turn (a stampede on a failing backend).
+        this.finishFill(st, stale)
+        return
+      }
+      this.#countOnce(st, 'miss')
       this.finishFill(st, undefined)
       return
     }
@@ -842,9 +857,12 @@ class CacheFilter implements Filter {
     st.settled = true
     if (!st.leader) return
     const outcome = abandoned && entry === undefined ? ABANDONED : entry
+    // A stale copy handed over (stale-if-error) goes to this fill's waiters only (other workers'
+    // too when it holds the process-wide slot): it is no fill later misses should wait for.
+    const fresh = entry !== undefined && Date.now() < entry.freshUntil
     this.rc.settle(st.key, outcome)
-    if (entry !== undefined || st.sabSlot !== -1) this.rc.publish(st.key, outcome)
-    if (st.sabSlot !== -1) this.shared.finish(st.sabSlot, st.sabFp, entry !== undefined, DONE_GRACE_MS)
+    if (fresh || st.sabSlot !== -1) this.rc.publish(st.key, outcome)
+    if (st.sabSlot !== -1) this.shared.finish(st.sabSlot, st.sabFp, fresh, DONE_GRACE_MS)
   }
 
   /** Invalidate tags everywhere; resolves once Redis (when configured) has purged and published. */
@@ -968,15 +986,9 @@ function pickHeaders(h: Record<string, string | string[] | undefined>): Record<s
   return out
 }
 
+/** A verified claim (proxy/claims.ts: the tenant filter's reading, URL-named claims included). */
 function claimAt(claims: Record<string, unknown> | undefined, path: string): unknown {
-  if (claims === undefined) return undefined
-  if (!path.includes('.')) return claims[path]
-  let v: unknown = claims
-  for (const part of path.split('.')) {
-    if (v === null || typeof v !== 'object') return undefined
-    v = (v as Record<string, unknown>)[part]
-  }
-  return v
+  return claims === undefined ? undefined : sharedClaimAt(claims, path)
 }
 
 /** Passes every chunk on at once and keeps a copy for the cache, up to maxEntryBytes. */

@@ -3,6 +3,7 @@
 // own expiry (positives) or briefly (negatives, so a flood of bad tokens stays cheap).
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+export { claimAt } from '../../proxy/claims.ts'
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { z } from 'zod'
@@ -550,27 +551,3 @@ function describe(err: unknown): string {
   return 'token rejected'
 }
 
-/**
- * Read a claim by name or dotted path ("org.id"). A claim whose own name holds dots is found
- * whole first: namespaced custom claims are URLs ("https://example.com/tenant_id", as Auth0
- * requires; "https://hasura.io/jwt/claims" holding an object), which the split alone never
- * reached, so every token was refused for lacking the claim. At each level the longest own name
- * that fits comes first; only own properties count (a "constructor" claim is not Object's).
- */
-export function claimAt(claims: JWTPayload, path: string): unknown {
-  if (Object.hasOwn(claims, path)) return claims[path]
-  return path.includes('.') ? claimAtPath(claims, path) : undefined
-}
-
-function claimAtPath(cur: unknown, path: string): unknown {
-  if (cur === null || typeof cur !== 'object' || Array.isArray(cur)) return undefined
-  const obj = cur as Record<string, unknown>
-  if (Object.hasOwn(obj, path)) return obj[path]
-  for (let dot = path.lastIndexOf('.'); dot > 0; dot = path.lastIndexOf('.', dot - 1)) {
-    const head = path.slice(0, dot)
-    if (!Object.hasOwn(obj, head)) continue
-    const found = claimAtPath(obj[head], path.slice(dot + 1))
-    if (found !== undefined) return found
-  }
-  return undefined
-}

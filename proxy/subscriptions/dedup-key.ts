@@ -51,6 +51,26 @@ export function credentialScope(headers: Record<string, string>, initPayload: Re
   return `cred:${sha256(canonicalJson({ h: headers, p: initPayload ?? null }))}`
 }
 
+/**
+ * A Host as a stream's identity reads it: lower case, without its port. Every gateway replica
+ * forwards the client's Host, and one reached as `api.example.com:8443` must find the streams
+ * (cursors, Redis replay keys) of one reached as `api.example.com`: the site is the name, while a
+ * different name may be a different site behind one backend.
+ */
+export function hostIdentity(host: string): string {
+  const lower = host.toLowerCase()
+  const m = /^(\[[^\]]*\]|[^:]*)(?::\d*)?$/.exec(lower)
+  return m === null ? lower : m[1]!
+}
+
+/** `headers` with Host as hostIdentity reads it (the same object when that changes nothing). */
+export function identityHeaders(headers: Record<string, string>): Record<string, string> {
+  const host = headers.host
+  if (host === undefined) return headers
+  const id = hostIdentity(host)
+  return id === host ? headers : { ...headers, host: id }
+}
+
 export interface StreamIdentity {
   route: string
   upstreamUrl: string

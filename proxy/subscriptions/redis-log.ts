@@ -163,10 +163,13 @@ export class RedisReplayLog {
       // A subscribe can arrive while the connection is still being made (a gateway just
       // started): wait for it briefly rather than answer with a gap it could have avoided.
       if (client.status !== 'ready' && !(await readyWithin(client, READY_WAIT_MS))) throw new Error(`redis not ready (${client.status})`)
+      // COUNT is what was asked, not cut to this process's maxEvents: a key written under a larger
+      // bound (a restart or replica after lowering it) holds more, and the reader takes a page
+      // shorter than it asked for as the end of the log (the rest was skipped with an epoch gap).
       const res = await client
         .multi()
         .exists(key)
-        .xrange(key, `(${offset}-0`, '+', 'COUNT', Math.max(1, Math.min(count, this.#maxEvents)))
+        .xrange(key, `(${offset}-0`, '+', 'COUNT', Math.max(1, count))
         .exec()
       if (res === null) return undefined
       const [existsRes, rangeRes] = res as [[Error | null, number], [Error | null, [string, string[]][]]]

@@ -69,6 +69,8 @@ export class ReplayFeed {
   #offset: number
   #cursor: string
   #redis: RedisPart | undefined = undefined
+  /** A replay from the ring whose igw_replay_requests_total outcome is still to be counted (see countOutcome). */
+  #outcome = false
   #cancelled = false
   /** Called when the feed has entries again after `next()` answered null (a Redis page came). */
   onReady: (() => void) | undefined = undefined
@@ -86,6 +88,22 @@ export class ReplayFeed {
   /** Hand out this entry before anything read from the log. */
   owe(entry: QueuedEntry): void {
     this.#owed.push(entry)
+  }
+
+  /**
+   * Count this replay in igw_replay_requests_total once its outcome is known: "gap" when the ring
+   * evicts what it had yet to read (a client reading more slowly than the log turns over), else
+   * "resumed" once it caught up (or the client left). Counted at the subscribe, as before, every
+   * replay the ring could start was "resumed", however it went on.
+   */
+  countOutcome(): void {
+    this.#outcome = true
+  }
+
+  #count(result: 'resumed' | 'gap'): void {
+    if (!this.#outcome) return
+    this.#outcome = false
+    this.#src.metrics.replayRequests.labels(result).inc()
   }
 
   /** Read (stream, pos.epoch) after pos.offset from Redis first; the ring part follows an epoch gap to `head`. */
@@ -113,6 +131,7 @@ export class ReplayFeed {
   cancel(): void {
     if (this.#cancelled) return
     this.#cancelled = true
+    this.#count('resumed')
     const rp = this.#redis
     // A replay the client left before its end resumed as far as it went.
     if (rp !== undefined && !rp.first && rp.holes === 0 && rp.stale === 0) this.#src.metrics.replayRequests.labels('resumed').inc()
@@ -140,7 +159,10 @@ export class ReplayFeed {
       if (notice !== undefined) return notice
     }
     const e = ring.at(this.#seq)
-    if (e === undefined) return undefined
+    if (e === undefined) {
+      this.#count('resumed')
+      return undefined
+    }
     this.#seq++
     this.#epoch = e.epoch
     this.#offset = e.offset
@@ -162,6 +184,7 @@ export class ReplayFeed {
     const r = ring.locate(this.#epoch, this.#offset, Date.now())
     if (r.kind === 'gap') {
       const to = src.cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
+      this.#count('gap')
       this.#owed.push({ kind: 'gap', gap: { reason: r.reason, from: this.#cursor, to } })
       this.#seq = r.seq
       this.#epoch = r.resumeEpoch
@@ -173,14 +196,19 @@ export class ReplayFeed {
       this.#seq = Math.max(r.seq, ring.startSeq)
       return
     }
-    // The ring forgot the epoch altogether (many restarts since): continue after what it holds.
-    const last = ring.at(ring.endSeq - 1)
+    // The ring forgot the epoch altogether: it does only once MAX_EPOCHS newer ones started, so
+    // the stream restarted since (an epoch gap, not a trim), and continue at its head — also when
+    // everything it held aged out meanwhile: going live without a notice, the client passed into
+    // another epoch without a word.
+    const head = ring.head
     this.#seq = ring.endSeq
-    if (last === undefined) return
-    this.#owed.push({ kind: 'gap', gap: { reason: 'trimmed', from: this.#cursor, to: last.cursor } })
-    this.#epoch = last.epoch
-    this.#offset = last.offset
-    this.#cursor = last.cursor
+    if (head === undefined) return
+    const to = src.cursor(head.epoch, head.offset, head.ts)
+    this.#count('gap')
+    this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: this.#cursor, to } })
+    this.#epoch = head.epoch
+    this.#offset = head.offset
+    this.#cursor = to
   }
 
   #fetch(rp: RedisPart): void {

@@ -117,6 +117,11 @@ export class ReplayRing {
     return this.#bytes
   }
 
+  /** The newest position logged (or the first epoch's start): where a reader that lost its place continues. */
+  get head(): { readonly epoch: string; readonly offset: number; readonly ts: number } | undefined {
+    return this.#headEpoch === undefined ? undefined : { epoch: this.#headEpoch, offset: this.#headOffset, ts: this.#headTs }
+  }
+
   /** Register an epoch that has no entry yet (a stream's first epoch). */
   startEpoch(epoch: string, ts = 0): void {
     this.#info(epoch)

@@ -398,8 +398,9 @@ export class Stream implements UpstreamListener {
     sub.lastCursor = cursor
     const r = ring.locate(pos.epoch, pos.offset, Date.now())
     if (r.kind === 'ok') {
-      this.#o.metrics.replayRequests.labels('resumed').inc()
-      sub.replayFrom(new ReplayFeed(src, r.seq, pos.epoch, pos.offset, cursor))
+      const feed = new ReplayFeed(src, r.seq, pos.epoch, pos.offset, cursor)
+      feed.countOutcome()
+      sub.replayFrom(feed)
       return
     }
     if (r.kind === 'gap') {

@@ -2,6 +2,7 @@
 // at record boundaries after the verdict for that record is known (a `block` action, or the
 // export policy judging a newly seen high-risk type). Pure of sockets: the filter feeds it
 // chunks and decides what to do with its verdict; the tests and the corpus eval drive it directly.
+import { isUtf8 } from 'node:buffer'
 import { StringDecoder } from 'node:string_decoder'
 import { Parser as CsvParser } from 'csv-parse'
 import { stringify as csvStringify } from 'csv-stringify/sync'
@@ -52,12 +53,15 @@ export class ExportSession {
   readonly #engine: JsonEngine | CsvEngine
   readonly #judge: SessionOptions['judge']
   readonly #codec: SingleByteCodec | undefined
+  /** UTF-8 exports: their bytes are checked before they are read (see Utf8Check). */
+  readonly #utf8: Utf8Check | undefined
 
   constructor(scanner: ExportScanner, opts: SessionOptions) {
     this.scanner = scanner
     this.format = opts.format
     this.#judge = opts.judge
     this.#codec = opts.codec
+    this.#utf8 = opts.codec === undefined ? new Utf8Check() : undefined
     const checkpoint = () => this.#checkpoint()
     this.#engine = opts.format === 'csv' ? new CsvEngine(scanner, opts, checkpoint) : new JsonEngine(scanner, opts, checkpoint)
   }
@@ -71,7 +75,16 @@ export class ExportSession {
     if (this.stop !== undefined) return undefined
     this.bytesIn += chunk.length
     try {
-      await this.#engine.write(this.#codec === undefined ? chunk : this.#codec.toUtf8(chunk))
+      // The rules read UTF-8 (and ASCII-compatible) text. UTF-16 or UTF-32 puts a NUL beside every
+      // ASCII character, so "123-45-6789" matches nothing, yet the client reads it back (a
+      // BOM-less one too); JSON fails on those bytes by itself, CSV takes any byte in a cell.
+      // Checked before UTF-8 is: it names the likelier cause of a UTF-16 BOM (FF FE) too.
+      if (this.format === 'csv' && chunk.indexOf(0) !== -1) throw new CsvBytesError('NUL bytes: UTF-16, UTF-32 or binary content')
+      // Up to an invalid byte the export is read as usual: the records before it go out
+      // whatever the chunks of the transfer split, then it stops.
+      const bad = this.#utf8 === undefined ? -1 : this.#utf8.write(chunk)
+      await this.#engine.write(this.#codec !== undefined ? this.#codec.toUtf8(chunk) : bad === -1 ? chunk : chunk.subarray(0, bad))
+      if (bad !== -1) throw this.#utf8!.error
     } catch (err) {
       this.#malformed(err)
     }
@@ -81,6 +94,7 @@ export class ExportSession {
   async end(): Promise<Buffer | undefined> {
     if (this.stop !== undefined) return undefined
     try {
+      this.#utf8?.end()
       await this.#engine.end()
     } catch (err) {
       this.#malformed(err)
@@ -102,7 +116,7 @@ export class ExportSession {
   #malformed(err: unknown): void {
     if (this.stop !== undefined) return
     // The parser's own message may quote input bytes; only ours (positions) are kept.
-    const detail = err instanceof JsonSyntaxError || err instanceof CsvBytesError ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
+    const detail = err instanceof JsonSyntaxError || err instanceof CsvBytesError || err instanceof Utf8Error ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
     this.stop = { kind: 'malformed', message: `the export is not valid ${this.format.toUpperCase()} and cannot be inspected (${detail})` }
   }
 
@@ -129,6 +143,70 @@ export class ExportSession {
     }
     return true
   }
+}
+
+/** An export declared (or taken to be) UTF-8 that is not: a byte sequence UTF-8 does not have. */
+class Utf8Error extends Error {}
+
+/**
+ * Checks that the bytes of a UTF-8 export are UTF-8, whatever the chunks of the transfer split.
+ * Decoded leniently, each invalid byte became U+FFFD: an unlabeled Latin-1 export ("J\xf6rg")
+ * left as "J\ufffdrg", its letters lost for good, with no sign of it (RFC 8259 §8.1: JSON is
+ * UTF-8). The rules read what the decoder made of the bytes, not what a client of another
+ * charset reads, so such an export is malformed: refused like invalid JSON.
+ */
+class Utf8Check {
+  /** The start of a character the last chunk cut (at most 3 bytes). */
+  #tail: Buffer | undefined
+  #offset = 0
+  /** Set when write() found an invalid byte. */
+  error: Utf8Error | undefined
+
+  /** Where in `chunk` the first invalid byte is (0 when it began in an earlier chunk), or -1. */
+  write(chunk: Buffer): number {
+    const tail = this.#tail?.length ?? 0
+    const b = tail === 0 ? chunk : Buffer.concat([this.#tail!, chunk])
+    const cut = b.length - incompleteTail(b)
+    if (!isUtf8(b.subarray(0, cut))) {
+      const at = firstInvalid(b.subarray(0, cut))
+      this.error = new Utf8Error(`invalid UTF-8 at byte ${this.#offset - tail + at}; an export in another charset must name it in its Content-Type`)
+      return Math.max(0, at - tail)
+    }
+    this.#tail = cut === b.length ? undefined : Buffer.from(b.subarray(cut))
+    this.#offset += chunk.length
+    return -1
+  }
+
+  end(): void {
+    if (this.#tail !== undefined) throw new Utf8Error(`invalid UTF-8 at byte ${this.#offset - this.#tail.length}: the export ends inside a character`)
+  }
+}
+
+/** Sequence length announced by a lead byte (0: a continuation byte; 1: ASCII or a byte UTF-8 never uses). */
+function utf8Length(byte: number): number {
+  if (byte < 0x80) return 1
+  if (byte < 0xc0) return 0
+  return byte < 0xe0 ? 2 : byte < 0xf0 ? 3 : byte < 0xf8 ? 4 : 1
+}
+
+/** How many bytes at the end of `b` start a character that is not complete yet (0-3). */
+function incompleteTail(b: Buffer): number {
+  for (let k = 1; k <= 3 && k <= b.length; k++) {
+    const len = utf8Length(b[b.length - k]!)
+    if (len !== 0) return len > k ? k : 0
+  }
+  return 0
+}
+
+/** Where the first byte of an invalid sequence is (`b` is known to hold one). */
+function firstInvalid(b: Buffer): number {
+  let i = 0
+  while (i < b.length) {
+    const len = Math.max(utf8Length(b[i]!), 1)
+    if (!isUtf8(b.subarray(i, i + len))) return i
+    i += len
+  }
+  return i
 }
 
 interface Engine {
@@ -251,10 +329,6 @@ class CsvEngine implements Engine {
   }
 
   write(chunk: Buffer): Promise<void> {
-    // The rules read UTF-8 (and ASCII-compatible) text. UTF-16 or UTF-32 puts a NUL beside every
-    // ASCII character, so "123-45-6789" matches nothing, yet the client reads it back (a
-    // BOM-less one too); JSON fails on those bytes by itself, CSV takes any byte in a cell.
-    if (chunk.indexOf(0) !== -1) return Promise.reject(new CsvBytesError('NUL bytes: UTF-16, UTF-32 or binary content'))
     const head = this.#head
     if (head !== undefined) {
       // The first record cannot end before the third byte when the input starts with a BOM.

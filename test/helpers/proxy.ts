@@ -54,6 +54,19 @@ export async function startTestProxy(doc: Partial<GatewayConfigInput> & Pick<Gat
   return Object.assign(handle, { url: `http://127.0.0.1:${handle.port}`, adminUrl: `http://127.0.0.1:${handle.adminPort}`, logs })
 }
 
+/**
+ * A proxy whose DLP filter masks (`mask_basic`) every export under `/export/` of `upstream`: the
+ * export policy off, a fresh keyring. For tests of how exports are read (charsets, framing).
+ */
+export function startExportMaskingProxy(upstream: string): Promise<TestProxy> {
+  const keyring = join(mkdtempSync(join(tmpdir(), 'igw-dlp-export-')), 'keyring.json')
+  return startTestProxy({
+    mode: 'ingress',
+    dlp: { keyring: { file: keyring }, policy: { enabled: false } },
+    routes: [{ name: 'r', match: { pathPrefix: '/' }, upstream, type: 'http', filters: [{ name: 'dlp', preset: 'mask_basic', exports: { paths: [{ prefix: '/export/' }] } }] }],
+  })
+}
+
 export function writeTempConfig(doc: unknown, name = 'igw.yaml'): string {
   const dir = mkdtempSync(join(tmpdir(), 'igw-test-'))
   const path = join(dir, name)

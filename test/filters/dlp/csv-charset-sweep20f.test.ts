@@ -3,13 +3,10 @@
 // became U+FFFD and left as EF BF BD under the upstream's unchanged charset ("Jörg" reached the
 // client as "J�rg", for good). Now the export comes back in its own charset, byte for byte
 // except the values DLP rewrote. Real proxy (worker thread), a node:http backend, undici.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { startRawBackend, type RawBackend } from '../../helpers/backends.ts'
-import { startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
+import { startExportMaskingProxy, type TestProxy } from '../../helpers/proxy.ts'
 
 // "Jörg Müller" in Latin-1, a euro sign (0x80 in windows-1252), "Łódź" in ISO-8859-2 (0xA3 0xF3 0x64 0xBC).
 const LATIN1_CSV = Buffer.concat([Buffer.from('name,email,note\r\nJ'), Buffer.from([0xf6]), Buffer.from('rg M'), Buffer.from([0xfc]), Buffer.from('ller,jorg@example.com,'), Buffer.from([0x80]), Buffer.from('5\r\n')])
@@ -37,12 +34,7 @@ describe('dlp: exports in a single-byte charset (sweep 20f)', () => {
       res.write(body.subarray(0, 12))
       res.end(body.subarray(12))
     })
-    const keyring = join(mkdtempSync(join(tmpdir(), 'igw-dlp-sweep20f-charset-')), 'keyring.json')
-    proxy = await startTestProxy({
-      mode: 'ingress',
-      dlp: { keyring: { file: keyring }, policy: { enabled: false } },
-      routes: [{ name: 'r', match: { pathPrefix: '/' }, upstream: raw.url, type: 'http', filters: [{ name: 'dlp', preset: 'mask_basic', exports: { paths: [{ prefix: '/export/' }] } }] }],
-    })
+    proxy = await startExportMaskingProxy(raw.url)
   })
 
   afterAll(async () => {

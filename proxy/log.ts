@@ -28,16 +28,22 @@ export class BatchingDestination implements DestinationStream {
     }
   }
 
-  flush(): void {
+  /**
+   * Hands the batch to the sink now. pino's `logger.flush(cb)` calls this with `cb`: left
+   * uncalled, a filter awaiting its lines out (in close(), before a worker exits) waited forever.
+   */
+  flush(cb?: (err?: Error) => void): void {
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer)
       this.#timer = undefined
     }
-    if (this.#buf.length === 0) return
-    const chunk = this.#buf.join('')
-    this.#buf = []
-    this.#size = 0
-    this.#sink(chunk)
+    if (this.#buf.length > 0) {
+      const chunk = this.#buf.join('')
+      this.#buf = []
+      this.#size = 0
+      this.#sink(chunk)
+    }
+    cb?.()
   }
 }
 
@@ -166,9 +172,17 @@ function allZero(s: string, from: number, to: number): boolean {
   return true
 }
 
-/** A client-chosen name as a log field (operation name, operation id, topic): at most 128 characters. */
+/**
+ * A client-chosen name as a log field (operation name, operation id, topic): at most 128
+ * characters, and well-formed UTF-16. A lone surrogate (a JSON body's "\ud83d", or a cut through
+ * an emoji) reached the line as the escape \ud83d, which strict JSON readers (serde_json: Vector)
+ * refuse, so the client's access line was lost to the log pipeline; it is now U+FFFD.
+ */
 export function clipLogField(name: string | undefined): string | undefined {
-  return name === undefined || name.length <= 128 ? name : `${name.slice(0, 128)}…`
+  if (name === undefined) return undefined
+  if (name.length <= 128) return name.toWellFormed()
+  const c = name.charCodeAt(127)
+  return `${name.slice(0, c >= 0xd800 && c <= 0xdbff ? 127 : 128).toWellFormed()}…` // no pair cut in two
 }
 
 /** Milliseconds as access lines carry them: two decimals. */

@@ -128,7 +128,7 @@ export class WorkerProxy {
       endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway', { allow: RELAYED_METHODS, 'x-request-id': reqId }))
       this.metrics.requests.series('', '405', '').inc()
       this.metrics.proxyErrors.labels('', 'METHOD_NOT_ALLOWED').inc()
-      if (this.#accessLog && this.#sampled(405)) this.logger.info({ reqId, method: req.method, host: req.headers.host, status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
+      if (this.#accessLog && this.#sampled(405)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
     })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
@@ -406,7 +406,7 @@ export class WorkerProxy {
     // The proxy's own error, as any other (route ""): counted only in igw_requests_total, a
     // dashboard of errors by code never showed a bad Host, a 501 coding or no route at all.
     this.metrics.proxyErrors.labels('', code).inc()
-    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ reqId, method: req.method, host: req.headers.host, status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
+    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
     this.#done()
   }
 

@@ -686,7 +686,8 @@ export class ClientConnection {
    * were in no access log at all — only the upgrade's 101. The HTTP line's fields where they
    * apply (method "WS"; `path` without its query string, which may carry secrets), plus the
    * operation's id, protocol, connection and outcome. Under `log.access` like HTTP lines
-   * (`sampleRate` for the others, status >= 500 always).
+   * (`sampleRate` for the others; status >= 500 and 499, an operation the client abandoned,
+   * always, as on the HTTP path).
    */
   accessLine(ctx: RequestContext | undefined, cmd: SubscribeCommand, status: number, outcome: OpOutcome, code: string | undefined): void {
     // Per-operation metrics (the upgrade's 101 is the only thing igw_requests_total sees of a socket).
@@ -695,7 +696,7 @@ export class ClientConnection {
     m.operations.labels(this.routeName, opType, String(status), ctx?.tier ?? '').inc()
     if (ctx !== undefined && (opType === 'query' || opType === 'mutation')) m.operationDuration.labels(this.routeName, opType).observe((performance.now() - ctx.startTime) / 1000)
     const access = this.hub.host.snapshot.config.log.access
-    if (!access.enabled || !(status >= 500 || access.sampleRate >= 1 || Math.random() < access.sampleRate)) return
+    if (!access.enabled || !(status >= 500 || status === 499 || access.sampleRate >= 1 || Math.random() < access.sampleRate)) return
     const url = this.upgrade.url ?? '/'
     const q = url.indexOf('?')
     const gql = ctx?.graphql

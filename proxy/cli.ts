@@ -81,9 +81,26 @@ const COMMANDS: [string, string][] = [
   ['audit verify', 'check the control plane\'s audit hash chain and signatures (exit 1 names bad entries)'],
 ]
 
-const flagLine = (name: string): string => {
+const flagLine = (name: string, help?: string): string => {
   const f = (FLAGS as Record<string, { short?: string; env?: string; help: string }>)[name]!
-  return `  ${`--${name}${f.short !== undefined ? `, -${f.short}` : ''}`.padEnd(22)} ${f.env !== undefined ? `[${f.env}] ` : ''}${f.help}`
+  return `  ${`--${name}${f.short !== undefined ? `, -${f.short}` : ''}`.padEnd(22)} ${f.env !== undefined ? `[${f.env}] ` : ''}${help ?? f.help}`
+}
+
+/**
+ * A flag that means something else for one command. `igw audit verify --help` said the key is
+ * "created if missing": verify only reads it (a missing one exits 78), and a check that made up
+ * its own key could never pass.
+ */
+const COMMAND_FLAG_HELP: Record<string, Partial<Record<FlagName, string>>> = {
+  'audit verify': { 'signing-key': 'the control plane\'s ed25519 key, a private or public PEM (read, never created; default beside the SQLite file)' },
+}
+
+/** What a command reads besides its flags (`igw demo --help` named neither of its own addresses). */
+const COMMAND_ENV: Record<string, string> = {
+  demo: `environment:
+  IGW_DEMO_BACKEND       the sample backend's address, host:port or :port (default 127.0.0.1:4000)
+  IGW_DEMO_CONTROL_PLANE the control plane's address (default 127.0.0.1:7070; taken: any free port)
+`,
 }
 
 const USAGE = `igw — IntelGraph Gateway
@@ -94,7 +111,7 @@ commands:
 ${COMMANDS.map(([c, h]) => `  ${c.padEnd(18)} ${h}`).join('\n')}
 
 flags (each but --check, --help and --version has an environment twin):
-${Object.keys(FLAGS).map(flagLine).join('\n')}
+${Object.keys(FLAGS).map((name) => flagLine(name)).join('\n')}
 `
 
 /** `igw help <command>` / `igw <command> --help`: that command and the flags it reads; undefined for no such command. */
@@ -107,8 +124,8 @@ export function commandUsage(command: string): string | undefined {
 usage: igw ${command}${command === 'config validate' ? ' <file>…' : ''} [flags]
 
 flags${flags.length > 0 ? ':' : ': none besides --help'}
-${[...flags, 'help'].map(flagLine).join('\n')}
-`
+${[...flags, 'help'].map((name) => flagLine(name, COMMAND_FLAG_HELP[command]?.[name as FlagName])).join('\n')}
+${COMMAND_ENV[command] !== undefined ? `\n${COMMAND_ENV[command]}` : ''}`
 }
 
 /** The command a flag check and `--help` are about: `proxy`, `config validate`, …; undefined for none known. */
@@ -576,10 +593,15 @@ export async function main(argv: string[]): Promise<void> {
     console.error(`igw ${key}: ${inapplicable.map((n) => `--${n}`).join(', ')} ${inapplicable.length === 1 ? 'does' : 'do'} not apply to this command (${allowed || 'it takes no flags'}); see igw help ${key}`)
     process.exit(2)
   }
-  // A server command takes no operands: `igw proxy igw.yaml` (a forgotten --config) or a stray
-  // word after a flag's value was ignored, and the proxy started without what was meant.
-  if ((command === 'proxy' || command === 'demo' || command === 'control-plane') && positionals.length > 1) {
-    console.error(`igw: ${command} takes no arguments, got ${positionals.slice(1).map((p) => JSON.stringify(p)).join(' ')}${command === 'proxy' && positionals.length === 2 ? ` (did you mean --config ${positionals[1]}?)` : ''}\n\n${USAGE}`)
+  // Only `config validate` takes operands. `igw proxy igw.yaml` (a forgotten --config) or a stray
+  // word after a flag's value was ignored, and the proxy started without what was meant; `igw audit
+  // verify other.db` (a forgotten --db) verified the default database and `igw policy test
+  // policies/dlp` ran every policy's tests, each reported as a pass for what was named.
+  // (`config schema <file>` has its own usage line below.)
+  const words = key !== undefined ? key.split(' ').length : command === 'version' ? 1 : undefined
+  if (words !== undefined && key !== 'config validate' && key !== 'config schema' && positionals.length > words) {
+    const extra = positionals.slice(words)
+    console.error(`igw: ${key ?? command} takes no arguments, got ${extra.map((p) => JSON.stringify(p)).join(' ')}${command === 'proxy' && extra.length === 1 ? ` (did you mean --config ${extra[0]}?)` : ''}\n\n${USAGE}`)
     process.exit(2)
   }
   if (command === 'proxy' || command === 'demo' || command === 'control-plane') catchEarlySignals()

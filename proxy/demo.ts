@@ -94,6 +94,32 @@ export function demoAddress(variable: 'IGW_DEMO_BACKEND' | 'IGW_DEMO_CONTROL_PLA
 /** An IGW_DEMO_* variable as set, or its default. */
 const env = (variable: string, fallback: string): string => process.env[variable] || fallback
 
+/** Whether two listen addresses take the same port on a shared interface (a wildcard takes all). */
+function overlaps(a: { host?: string | undefined; port: number }, b: { host?: string | undefined; port: number }): boolean {
+  const wild = (h: string | undefined) => h === undefined || h === '' || h === '0.0.0.0' || h === '::' || h === '*'
+  return a.port !== 0 && a.port === b.port && (wild(a.host) || wild(b.host) || a.host === b.host)
+}
+
+/**
+ * The gateway and admin addresses against the demo's own backend and control plane. `igw demo
+ * --listen :4000` started the backend there, then the gateway failed on it: a NACKed head, three
+ * log lines and "another process listens there", the process being the demo itself (exit 69).
+ * Throws ConfigError naming both settings (exit 78), before anything starts.
+ */
+export function assertNoDemoCollision(listen: string, adminListen: string, backend: { host: string; port: number }, controlPlane: { host: string; port: number }): void {
+  const ours: [string, string, { host: string; port: number }][] = [
+    ['IGW_DEMO_BACKEND', 'the sample backend', backend],
+    ['IGW_DEMO_CONTROL_PLANE', 'the control plane', controlPlane],
+  ]
+  for (const [flag, address] of [['--listen', listen], ['--admin-listen', adminListen]] as const) {
+    for (const [variable, what, at] of ours) {
+      if (!overlaps(splitListenAddress(address), at)) continue
+      const set = process.env[variable] ? `${variable}=${process.env[variable]}` : `${at.host}:${at.port} by default; ${variable} moves it`
+      throw new ConfigError(flag, [`${address} takes port ${at.port}, where ${what} listens (${set}): give one of them another port`])
+    }
+  }
+}
+
 const LISTEN_REASONS: Record<string, string> = {
   EADDRINUSE: 'address already in use (another process listens there)',
   EADDRNOTAVAIL: 'address not available on this host',
@@ -138,6 +164,7 @@ export async function runDemo(flags: Flags): Promise<void> {
   const checked = configFromDocument(demoDocument('http://127.0.0.1:4000', tmpdir()), proxyFlags, 'flags')
   const backendAddr = demoAddress('IGW_DEMO_BACKEND', '127.0.0.1:4000')
   const cpAddr = demoAddress('IGW_DEMO_CONTROL_PLANE', '127.0.0.1:7070')
+  assertNoDemoCollision(checked.listen, checked.admin.listen, backendAddr, cpAddr)
   await assertListenFree('listen', checked.listen)
   await assertListenFree('admin.listen', checked.admin.listen)
   let backend
@@ -205,9 +232,11 @@ export async function runDemo(flags: Flags): Promise<void> {
     undefined,
     async (config, version) => (proxy = await startProxy({ config, version })),
   )
-  const gw = `http://${printableHost(listen)}:${proxy!.port}`
-  const adm = `http://${printableHost(adminListen)}:${proxy!.adminPort}`
-  const ws = `ws://${printableHost(listen)}:${proxy!.port}`
+  // The addresses as validated: a bare port (`--listen 8081`, IGW_LISTEN=8081) is `:8081` there,
+  // and read as typed its digits before the last became the host (`http://808:8081`).
+  const gw = `http://${printableHost(checked.listen)}:${proxy!.port}`
+  const adm = `http://${printableHost(checked.admin.listen)}:${proxy!.adminPort}`
+  const ws = `ws://${printableHost(checked.listen)}:${proxy!.port}`
   const cpu = cp.url
   process.stderr.write(`
 IntelGraph Gateway demo

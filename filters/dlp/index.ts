@@ -703,7 +703,9 @@ class DlpFilter implements Filter {
     ctx.log.info(
       {
         audit: 'dlp.export',
-        tenant: ctx.tenant ?? null,
+        // The request's logger names a resolved tenant already (a second `tenant` key made the
+        // line JSON with a duplicate key); an anonymous export says null outright.
+        ...(ctx.tenant === undefined ? { tenant: null } : {}),
         preset,
         format,
         outcome,

@@ -23,6 +23,7 @@ import { upstreamErrors, type Stream, type StreamSubscriber, type UpstreamPayloa
 import { TokenBucket } from './token-bucket.ts'
 import { invalidHeader, type UpstreamListener } from './upstream.ts'
 import { closeReason } from '../websocket-bridge.ts'
+import { routeIncomingRequestId } from '../headers.ts'
 import { clipLogField, LogWindow, roundMs, traceIdOf } from '../log.ts'
 
 /**
@@ -361,6 +362,12 @@ export class ClientConnection {
   readonly ws: WebSocket
   readonly routeName: string
   readonly upgrade: IncomingMessage
+  /**
+   * The upgrade's request id (its 101 access line's reqId), by the route's request-id rule: every
+   * operation starts with it, so one refused before (or without) the chain's request-id filter
+   * is still logged under the id that joins it to its connection.
+   */
+  readonly reqId: string
   readonly writer: ProtocolWriter
   readonly protocol: ProtocolName
   readonly subs = new Map<string, Subscription>()
@@ -402,6 +409,7 @@ export class ClientConnection {
     this.upgrade = upgrade
     this.#req = upgrade
     this.routeName = routeName
+    this.reqId = routeIncomingRequestId(hub.route(routeName) ?? {}, upgrade.headers)
     this.protocol = protocol
     this.writer = new ProtocolWriter(protocol)
     this.tierMetrics = hub.metrics.tiers.none
@@ -520,7 +528,8 @@ export class ClientConnection {
     if (this.#refillSoon !== undefined) clearImmediate(this.#refillSoon)
     this.#refillSoon = undefined
     this.#timer = undefined
-    for (const p of this.#pending.values()) p.cancelled = true
+    // Admissions still running end when their chain returns (the state says why: `closed`, not
+    // the client's `stopped`).
     for (const sub of [...this.subs.values()]) sub.end(true, 'closed')
     this.subs.clear()
     this.#feeding.clear()
@@ -704,7 +713,7 @@ export class ClientConnection {
     const now = performance.now()
     this.hub.host.logger.info(
       {
-        reqId: ctx?.id || undefined,
+        reqId: (ctx === undefined ? this.reqId : ctx.id) || undefined,
         traceId: typeof tp === 'string' ? traceIdOf(tp) : undefined,
         method: 'WS',
         path: q === -1 ? url : url.slice(0, q),
@@ -817,8 +826,10 @@ export class ClientConnection {
         return
       }
     }
-    const ctx = new RequestContext(this.#req, undefined, route, this.hub.host.logger, performance.now(), '')
-    ctx.deadline = Number.POSITIVE_INFINITY
+    // Its deadline is the route's timeouts.totalMs from now, as an HTTP request's or a relayed
+    // handshake's: a filter that never decides (a hung dependency) no longer leaves the operation
+    // unanswered, holding its place, for ever. Nothing reads it once a subscription is admitted.
+    const ctx = new RequestContext(this.#req, undefined, route, this.hub.host.logger, performance.now(), this.reqId)
     ctx.graphql = gql
     // Every operation the hub's own limit counts: those admitted, those being admitted, and those
     // the client completed while their admission still runs (they hold their place until it ends).
@@ -1072,11 +1083,9 @@ export class ClientConnection {
       },
     )
     // Its time budget, as over HTTP: the route's timeouts.totalMs from the subscribe, or less
-    // when a filter set an earlier deadline (a persisted operation's timeoutMs). The hub runs the
-    // chain without one (a subscription lives as long as it likes), and a query or mutation to a
-    // backend that never answered held the client, and its operation slot, for ever.
-    const totalMs = route.timeouts.totalMs
-    const deadline = Math.min(sub.ctx.deadline, totalMs > 0 ? sub.ctx.startTime + totalMs : Number.POSITIVE_INFINITY)
+    // when a filter set an earlier deadline (a persisted operation's timeoutMs): ctx.deadline. A
+    // query or mutation to a backend that never answered held the client, and its slot, for ever.
+    const deadline = sub.ctx.deadline
     let timer: NodeJS.Timeout | undefined
     if (deadline !== Number.POSITIVE_INFINITY) {
       const budgetMs = Math.round(deadline - sub.ctx.startTime)

@@ -5,7 +5,8 @@
 //  2. run: every later snapshot is verified (ed25519), validated with the proxy's own schema and
 //     applied through the supervisor; ACKed when every worker took it, NACKed with the error
 //     otherwise (the running config stays). Good snapshots are persisted as last-known-good.
-//  3. report per-tenant usage every few seconds (numbered, retried in order, never double-counted).
+//  3. report per-tenant usage every few seconds (numbered, retried in order, never double-counted;
+//     those undelivered at shutdown are kept in the state dir and sent at the next start).
 // Unlike Envoy, which keeps last-known-good only in memory, a restarted proxy keeps serving here.
 //
 // Nothing is refused silently: a snapshot that does not verify, or that is older than the one this
@@ -28,6 +29,13 @@ import { retryAfterMs as parseRetryAfter } from './headers.ts'
 
 /** Usage reports kept while the control plane does not accept them: ~1 h at the 5 s default. */
 const MAX_PENDING_REPORTS = 720
+/** A usage report as posted; `bootId` is an earlier run's for reports it left undelivered. */
+interface UsageReportOut {
+  bootId: string
+  seq: number
+  at: string
+  tenants: UsageSnapshot
+}
 /** How long close() waits for the usage report it sends before the shutdown goes on. */
 const CLOSE_FLUSH_MS = 2_000
 /** An ACK/NACK the control plane did not take is retried after 1 s, doubling to 30 s. */
@@ -52,7 +60,7 @@ export interface ControlPlaneClientOptions {
    * as a file) is used without a restart.
    */
   token: string | (() => string)
-  /** Directory for last-good.json, the pinned key and the proxy id (default .igw-state). */
+  /** Directory for last-good.json, the pinned key, the proxy id and undelivered usage reports (default .igw-state). */
   stateDir: string
   /** PEM public key of the control plane; else pinned on first contact (trust on first use). */
   publicKeyPem?: string
@@ -222,12 +230,12 @@ export function judgeVersion(incoming: { version: number; digest?: string | unde
 
 /**
  * When to reconnect the config stream (a small state machine, no I/O). Failed connection attempts
- * back off 250 ms → 5 s, or as long as the control plane's Retry-After asks. A stream that ends
- * before it lived `stableMs` counts as a quick end, and consecutive quick ends back off
- * 250 ms → 30 s: the usual cause is another proxy with the same id — the control plane keeps one
- * stream per id and ends the older one — and reconnecting at
- * once only kicks that proxy, which kicks back, forever. A stream that lived long resets the
- * count. Delays carry "equal jitter" (half fixed, half random) so proxies that lost the same
+ * back off 250 ms → 5 s, or as long as the control plane's Retry-After asks. A stream the control
+ * plane ends (cleanly) before it lived `stableMs` counts as a quick end, and consecutive quick
+ * ends back off 250 ms → 30 s: the usual cause is another proxy with the same id — the control
+ * plane keeps one stream per id and ends the older one — and reconnecting at once only kicks that
+ * proxy, which kicks back, forever. A stream that lived long resets the count; one that broke
+ * (a network error) is no quick end (broke). Delays carry "equal jitter" (half fixed, half random) so proxies that lost the same
  * control plane, or two twins, do not come back in step; an end the whole fleet shares (the
  * control plane shutting down, a token expiring) gets full jitter (fleetEnded).
  */
@@ -267,6 +275,21 @@ export class ReconnectPolicy {
     }
     this.#quickEnds++
     return { delayMs: this.#delay(this.#quickEnds, this.#o.quickEndCapMs), quick: true, quickEnds: this.#quickEnds }
+  }
+
+  /**
+   * An opened stream broke (a network error, a reset, no heartbeat): not a quick end — the control
+   * plane ends a twin's stream cleanly, so a break says nothing about another proxy with this id.
+   * Counted as one, a flapping network path pushed reconnects out to 30 s. As Envoy's xDS client
+   * resets its backoff once a stream got a response, a stream that gave its first event (`healthy`)
+   * was a success: reconnect after the base delay. One that broke before any event is a failed
+   * attempt (250 ms → 5 s).
+   */
+  broke(livedMs: number, healthy: boolean): number {
+    if (livedMs >= this.#o.stableMs) this.#quickEnds = 0
+    if (!healthy) return this.failed()
+    this.#failures = 0
+    return this.#delay(1, this.#o.failureCapMs)
   }
 
   /**
@@ -373,8 +396,12 @@ export class ControlPlaneClient {
   #closed = false
   #abort = new AbortController()
   #usageTimer: NodeJS.Timeout | undefined
-  #pending: { seq: number; at: string; tenants: UsageSnapshot }[] = []
+  #pending: UsageReportOut[] = []
   #seq = 0
+  /** close() began: undelivered usage reports are kept on disk from here on. */
+  #closing = false
+  /** usage-pending.json holds reports (an earlier run's, or this one's at close). */
+  #unsentOnDisk = false
   #connected = false
   /** A snapshot that arrived while the proxy was still starting; applied on attach(). */
   #early: string | undefined
@@ -439,6 +466,7 @@ export class ControlPlaneClient {
         this.#keySource = `pinned on first contact in ${this.#keyPath}`
       }
     }
+    this.#pending = this.#loadUnsentUsage()
   }
 
   /** Why the control plane's head was not used at boot (undefined: it was, or it did not answer). */
@@ -466,6 +494,59 @@ export class ControlPlaneClient {
 
   get lastGoodPath(): string {
     return join(this.#o.stateDir, 'last-good.json')
+  }
+
+  get unsentUsagePath(): string {
+    return join(this.#o.stateDir, 'usage-pending.json')
+  }
+
+  /**
+   * The usage reports an earlier run could not deliver before it stopped (they were kept only in
+   * memory, and their counts lost to statements and alerts). Sent first, under their own boot id
+   * and seq: the control plane keeps a high-water per boot, so one that was counted after all (its
+   * answer lost at shutdown) is not counted again. The file stays until they are delivered.
+   */
+  #loadUnsentUsage(): UsageReportOut[] {
+    const path = this.unsentUsagePath
+    if (!existsSync(path)) return []
+    let reports: UsageReportOut[]
+    try {
+      const saved = JSON.parse(readFileSync(path, 'utf8')) as { proxyId?: unknown; reports?: unknown }
+      if (!Array.isArray(saved.reports)) throw new Error('no reports list')
+      reports = (saved.reports as Partial<UsageReportOut>[]).filter((r): r is UsageReportOut => typeof r?.bootId === 'string' && Number.isInteger(r.seq) && typeof r.at === 'string' && typeof r.tenants === 'object' && r.tenants !== null)
+      if (saved.proxyId !== this.proxyId) {
+        // Counted under another id (--proxy-id changed): a token bound to this id may not send them.
+        this.#o.log('warn', { path, reports: reports.length, savedProxyId: saved.proxyId, proxyId: this.proxyId }, 'usage reports an earlier run left undelivered were made under another proxy id: dropped')
+        rmSync(path, { force: true })
+        return []
+      }
+    } catch (err) {
+      this.#o.log('warn', { path, error: (err as Error).message }, 'usage reports an earlier run left undelivered cannot be read: dropped')
+      rmSync(path, { force: true })
+      return []
+    }
+    reports = reports.slice(-MAX_PENDING_REPORTS)
+    this.#unsentOnDisk = reports.length > 0
+    if (reports.length > 0) this.#o.log('info', { path, reports: reports.length, oldest: reports[0]!.at }, 'delivering the usage reports an earlier run left undelivered')
+    return reports
+  }
+
+  /**
+   * Closing: the reports not delivered yet go to disk, written whole (the process may end while
+   * one is in flight; one counted after all is not counted twice, see #loadUnsentUsage). Running:
+   * the file goes once the earlier run's reports are delivered.
+   */
+  #keepUnsentUsage(): void {
+    if (!this.#closing && (!this.#unsentOnDisk || this.#pending.some((r) => r.bootId !== this.bootId))) return
+    const path = this.unsentUsagePath
+    try {
+      const reports = this.#closing ? this.#pending : []
+      if (reports.length > 0) writeFileAtomic(path, JSON.stringify({ proxyId: this.proxyId, reports }), 0o600)
+      else if (this.#unsentOnDisk) rmSync(path, { force: true })
+      this.#unsentOnDisk = reports.length > 0
+    } catch (err) {
+      this.#logOnce(`usage-file:${(err as Error).message}`, 'error', { path, reports: this.#pending.length, error: (err as Error).message }, 'could not keep the undelivered usage reports on disk: their counts are lost when the proxy stops')
+    }
   }
 
   #stableId(): string {
@@ -645,6 +726,8 @@ export class ControlPlaneClient {
   async #streamLoop(): Promise<void> {
     while (!this.#closed) {
       let openedAt: number | undefined
+      /** The stream gave its first event (the control plane's head or `current`). */
+      let healthy = false
       let endedByServer = false
       /** The control plane said it is shutting down before it ended the stream. */
       let shutdown = false
@@ -689,6 +772,7 @@ export class ControlPlaneClient {
         openedAt = Date.now()
         this.#reconnect.opened()
         for await (const ev of sseEvents(r.body)) {
+          healthy = true
           if (ev.event === 'snapshot') await this.#onSnapshot(ev.data, key, ev.id)
           else if (ev.event === 'current') await this.#onCurrent(ev.data)
           else if (ev.event === 'shutdown') shutdown = true
@@ -723,11 +807,12 @@ export class ControlPlaneClient {
         // end, a token with under a minute left was blamed on "another proxy with the same id".
         delayMs = this.#reconnect.fleetEnded()
         this.#o.log('info', { proxyId: this.proxyId, livedMs: Date.now() - openedAt, retryInMs: delayMs, tokenExpiredAt: new Date(tokenExpMs).toISOString() }, 'the control plane ended the config stream: the token it was opened with expired; reconnecting with the current token')
-      } else {
+      } else if (!endedByServer) delayMs = this.#reconnect.broke(Date.now() - openedAt, healthy)
+      else {
         const livedMs = Date.now() - openedAt
         const end = this.#reconnect.ended(livedMs)
         delayMs = end.delayMs
-        if (endedByServer) this.#logStreamEnd(livedMs, end.quickEnds, delayMs)
+        this.#logStreamEnd(livedMs, end.quickEnds, delayMs)
       }
       await new Promise((r) => setTimeout(r, delayMs).unref())
     }
@@ -996,7 +1081,10 @@ export class ControlPlaneClient {
   async #reportOnce(): Promise<void> {
     if (this.#handle === undefined) return
     const tenants = await this.#handle.collectUsage()
-    if (Object.keys(tenants).length > 0) this.#pending.push({ seq: ++this.#seq, at: new Date().toISOString(), tenants })
+    if (Object.keys(tenants).length > 0) {
+      this.#pending.push({ bootId: this.bootId, seq: ++this.#seq, at: new Date().toISOString(), tenants })
+      if (this.#closing) this.#keepUnsentUsage()
+    }
     if (this.#pending.length > MAX_PENDING_REPORTS) {
       // Bounded (~1 h at 5 s): the oldest go, and the operator is told (they were dropped unsaid).
       const dropped = this.#pending.splice(0, this.#pending.length - MAX_PENDING_REPORTS)
@@ -1007,13 +1095,22 @@ export class ControlPlaneClient {
         this.#droppedReports = 0
       }
     }
+    try {
+      await this.#postPending()
+    } finally {
+      this.#keepUnsentUsage()
+    }
+  }
+
+  /** Post the pending reports in order; stops at the first not taken (kept for the next run). */
+  async #postPending(): Promise<void> {
     while (this.#pending.length > 0) {
       const rep = this.#pending[0]!
       try {
         const r = await request(`${this.#o.url}/v1/usage`, {
           method: 'POST',
           headers: { ...this.#headers(), 'content-type': 'application/json' },
-          body: JSON.stringify({ proxyId: this.proxyId, bootId: this.bootId, seq: rep.seq, at: rep.at, tenants: rep.tenants }),
+          body: JSON.stringify({ proxyId: this.proxyId, bootId: rep.bootId, seq: rep.seq, at: rep.at, tenants: rep.tenants }),
           headersTimeout: 5_000,
           bodyTimeout: 5_000,
         })
@@ -1057,6 +1154,9 @@ export class ControlPlaneClient {
     if (this.#closed) return
     clearInterval(this.#usageTimer)
     clearTimeout(this.#answerTimer)
+    // On disk before the flush: the shutdown may not wait for it (bounded here and in the CLI).
+    this.#closing = true
+    this.#keepUnsentUsage()
     // Bounded: the shutdown (the drain that follows) used to wait for this report as long as the
     // control plane took to not answer — 5 s for a hung one, 10 s (the connect timeout) for one
     // behind a dead network path — while the proxy went on taking requests after SIGTERM. A

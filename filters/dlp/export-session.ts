@@ -50,6 +50,8 @@ export class ExportSession {
   lastVerdict: PolicyVerdict | undefined = undefined
   bytesIn = 0
   bytesOut = 0
+  /** Records that passed their checkpoint (see `records`). */
+  #passed = 0
   readonly #engine: JsonEngine | CsvEngine
   readonly #judge: SessionOptions['judge']
   readonly #codec: SingleByteCodec | undefined
@@ -66,8 +68,13 @@ export class ExportSession {
     this.#engine = opts.format === 'csv' ? new CsvEngine(scanner, opts, checkpoint) : new JsonEngine(scanner, opts, checkpoint)
   }
 
+  /**
+   * Records delivered: those that passed inspection. The record that tripped a block or a denial
+   * is read (and counted by the engine) but never leaves, so it is not one of them: the audit
+   * line said one more record than the NDJSON error record did.
+   */
   get records(): number {
-    return this.#engine.records
+    return this.#passed
   }
 
   /** Feed bytes; returns output that may be released now. Never throws: errors become `stop`. */
@@ -141,6 +148,7 @@ export class ExportSession {
         }
       }
     }
+    this.#passed = this.#engine.records
     return true
   }
 }

@@ -481,17 +481,22 @@ class DlpFilter implements Filter {
       contains_high_risk_without_tokenization: untokenized.length > 0,
       high_risk_without_tokenization: untokenized,
     }
+    const entrypoint = this.#dlp.policy.entrypoint
     let v: PolicyVerdict | undefined
     try {
-      v = this.#policy!.evaluate<PolicyVerdict>(input, this.#dlp.policy.entrypoint)
+      v = this.#policy!.evaluate<PolicyVerdict>(input, entrypoint)
     } catch (err) {
       const runawayMs = err instanceof PolicyEvaluationError ? err.runawayMs : undefined
       this.#policyFailures.labels(runawayMs === undefined ? 'error' : 'runaway').inc()
       ctx.log.error({ err: { message: (err as Error).message }, ...(runawayMs === undefined ? {} : { durationMs: Math.round(runawayMs) }) }, 'DLP policy evaluation failed')
+      // Its own reason (the client's and the audit line's): "gave no decision" sent an operator
+      // looking for a rule that does not match when the policy failed or ran away. The cause
+      // itself (file and line of a conflict) stays in the log.
+      return { allow: false, reason: `export policy ${entrypoint} failed: ${runawayMs === undefined ? 'evaluation error' : 'over its time or memory budget'}` }
     }
     // An undefined or malformed decision denies: the policy is the gate, not a hint. A null one
     // (`decision := null`) too: reading its `allow` threw, a 500 instead of the policy's 403.
-    if (v === undefined || v === null || typeof v !== 'object' || typeof v.allow !== 'boolean') return { allow: false, reason: `export policy ${this.#dlp.policy.entrypoint} gave no decision` }
+    if (v === undefined || v === null || typeof v !== 'object' || typeof v.allow !== 'boolean') return { allow: false, reason: `export policy ${entrypoint} gave no decision` }
     return { allow: v.allow, reason: typeof v.reason === 'string' ? v.reason : v.allow ? 'allowed' : 'denied by policy' }
   }
 
@@ -856,8 +861,7 @@ class DlpStream extends Transform {
     if (session.format === 'ndjson') {
       // NDJSON carries the refusal in band: a GraphQL-shaped error record after the last
       // complete record, then the trailer; the response ends cleanly.
-      // The record that tripped the stop was counted but not sent.
-      const ext: Record<string, unknown> = { preset: this.#plan.preset, records: stop.kind === 'malformed' ? session.records : session.records - 1 }
+      const ext: Record<string, unknown> = { preset: this.#plan.preset, records: session.records }
       if (stop.type !== undefined) Object.assign(ext, { type: stop.type, count: stop.count, rule: stop.rule })
       const lead = (session.bytesOut > 0 ? '\n' : '') + (this.#jsonSeq ? '\x1e' : '')
       this.push(`${lead}${errorBody('DLP_BLOCKED', stop.message, ext)}\n`)

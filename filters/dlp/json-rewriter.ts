@@ -116,6 +116,8 @@ export class JsonRewriter {
   #valLevel = 0
   /** Keys seen so far in the object open at each depth. */
   readonly #keyOrdinal: number[] = []
+  /** Rewritten keys written so far in the object open at each depth (none yet: undefined). */
+  readonly #keysOut: (Set<string> | undefined)[] = []
   readonly #keyText: (string | undefined)[] = new Array<string | undefined>(KEY_DEPTHS * KEY_SLOTS).fill(undefined)
   readonly #keyHint = new Int32Array(KEY_DEPTHS * KEY_SLOTS)
   #carry = ''
@@ -295,7 +297,7 @@ export class JsonRewriter {
             const before = this.#visitor.hits
             const replacement = this.#visitor.visit(value, 0)
             if (replacement === undefined) clean = this.#visitor.hits === before
-            else out = this.#splice(text, out, i, q + 1, replacement)
+            else out = this.#splice(text, out, i, q + 1, typeof replacement === 'string' ? this.#uniqueKey(replacement) : replacement)
           }
           if (clean && slot !== -1 && !escaped && value.length <= KEY_MAX_CHARS) {
             this.#keyText[slot] = value
@@ -326,6 +328,7 @@ export class JsonRewriter {
           if (this.#depth >= this.#maxDepth) this.#fail(`nesting deeper than ${this.#maxDepth}`, i)
           this.#type[this.#depth] = c === 123 ? OBJ : ARR
           this.#keyOrdinal[this.#depth] = 0
+          this.#keysOut[this.#depth] = undefined
           this.#hint[this.#depth] = this.#valHint
           this.#scope[this.#depth] = this.#valScope
           this.#level[this.#depth] = this.#valLevel
@@ -425,6 +428,21 @@ export class JsonRewriter {
     this.#stopped = true
     this.#pieces.length = this.#releasedCount
     this.#carry = ''
+  }
+
+  /**
+   * A rewritten key, made unique among the rewritten keys of its object: masks (and redaction)
+   * map many keys to one (`jane@x.com` and `jdoe@x.com` are both `j***@x.com`), and a client's
+   * JSON.parse keeps only the last of duplicate keys, the other entries silently lost. The
+   * second becomes `j***@x.com#2`, the third `#3`; tokens and hashes differ by value already.
+   */
+  #uniqueKey(key: string): string {
+    const d = this.#depth - 1
+    const written = (this.#keysOut[d] ??= new Set())
+    let unique = key
+    for (let n = 2; written.has(unique); n++) unique = `${key}#${n}`
+    written.add(unique)
+    return unique
   }
 
   /** A key was read: hint and scope of the value that follows. */

@@ -7,7 +7,7 @@ function isDigit(c: number): boolean {
   return c >= 48 && c <= 57
 }
 
-/** a***@example.com (a***%40example.com, a***%2540example.com for a percent-encoded address) */
+/** a***@example.com (a***%40example.com, a***%2540example.com for a percent-encoded address; "j***"@example.com) */
 function maskEmail(v: string): string {
   let at = v.lastIndexOf('@')
   if (at === -1) at = v.lastIndexOf('%40')
@@ -19,6 +19,9 @@ function maskEmail(v: string): string {
   while (start < at && isBlank(v.charCodeAt(start))) start++
   if (at - start >= 7 && v.slice(start, start + 7).toLowerCase() === 'mailto:') start += 7
   if (at <= start) return `${v.slice(0, start)}***${v.slice(at)}`
+  // A quoted local part ("john doe"@) keeps both quotes and the first character inside them:
+  // keeping its first character, the opening quote, gave `"***@corp.com`, a quote never closed.
+  if (v[start] === '"' && v[at - 1] === '"' && at - start >= 3) return `${v.slice(0, start)}"${v[start + 1]}***"${v.slice(at)}`
   return `${v.slice(0, start)}${v[start]}***${v.slice(at)}`
 }
 

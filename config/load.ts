@@ -406,11 +406,21 @@ function protoKeys(doc: unknown): string[] {
   return problems
 }
 
-/** Validate an already-parsed document. */
+/**
+ * The document without its top-level `x-` keys: as in docker-compose, a block such as
+ * `x-defaults: &defaults {…}` exists only to hold anchors for the entries that merge it, and the
+ * strict root refused it as an unknown key.
+ */
+function withoutExtensions(doc: unknown): unknown {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc) || !Object.keys(doc).some((k) => k.startsWith('x-'))) return doc
+  return Object.fromEntries(Object.entries(doc).filter(([k]) => !k.startsWith('x-')))
+}
+
+/** Validate an already-parsed document (top-level `x-` keys are ignored). */
 export function validateConfig(doc: unknown, source = 'config'): GatewayConfig {
   const proto = protoKeys(doc)
   if (proto.length) throw new ConfigError(source, proto)
-  const result = gatewayConfig.safeParse(doc, { reportInput: true })
+  const result = gatewayConfig.safeParse(withoutExtensions(doc), { reportInput: true })
   if (!result.success) throw new ConfigError(source, formatIssues(result.error.issues))
   return result.data
 }
@@ -468,6 +478,10 @@ export function parseConfigText(text: string, source = 'config', env: NodeJS.Pro
     },
   })
   if (unknownTags.length) throw new ConfigError(source, unknownTags)
+  // Nothing but blanks, comments and a "---" (a file truncated, or its ConfigMap key empty): said
+  // as such, not as "routes: required" of a document nobody wrote.
+  const top = doc.contents
+  if (top === null || (isScalar(top) && top.type === 'PLAIN' && top.source === '' && top.tag === undefined)) throw new ConfigError(source, ['(root): the file is empty (no settings, only blank lines or comments)'])
   const substitutedKeys = new Set<Scalar>()
   if (marked.refs.length) {
     const problems = substituteRefs(doc, marked, substitutedKeys)

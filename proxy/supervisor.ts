@@ -78,6 +78,10 @@ const WATCHDOG_TICK_MS = 250
 const WORKER_LOAD_DEADLINE_MS = 30_000
 // How often the config file is stat-ed besides the directory watch (see the watch below).
 const CONFIG_POLL_MS = 2_000
+// A changed config file is read once it has stayed the same this long (see the watch), or after
+// this many looks at one that keeps changing.
+const CONFIG_SETTLE_MS = 200
+const CONFIG_SETTLE_LOOKS = 25
 // A reloaded document the workers could not build is read again after these (doubling).
 const REFUSED_RETRY_MIN_MS = 2_000
 const REFUSED_RETRY_MAX_MS = 60_000
@@ -886,16 +890,42 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     // seen by the first poll, and the directory watch hears every later one.
     let lastStat = watchBaseline!.stat
     lastDigest = watchBaseline!.digest
+    // A file rewritten in place (`cat > igw.yaml`, an editor that does not rename) is read only
+    // once it stays the same, digest and stat, for CONFIG_SETTLE_MS: read 100 ms after the last
+    // write event, a writer pausing mid-write had its truncated file applied (a cut-off tenants
+    // list) or refused (igw_config_last_reload_successful 0, a reload failure) for a moment. One
+    // that never settles is read after CONFIG_SETTLE_LOOKS looks. SIGHUP reloads at once.
     let debounce: NodeJS.Timeout | undefined
+    let seen: { digest: string; stat: string; at: number } | undefined
+    let looks = 0
+    const look = () => {
+      debounce = undefined
+      if (closing) return
+      const now = { stat: statKey(), digest: digest(), at: performance.now() }
+      if (now.digest === '' || now.digest === lastDigest) {
+        seen = undefined
+        looks = 0
+        return
+      }
+      const same = seen !== undefined && seen.digest === now.digest && seen.stat === now.stat
+      if (same && now.at - seen!.at < CONFIG_SETTLE_MS) {
+        debounce = setTimeout(look, CONFIG_SETTLE_MS - (now.at - seen!.at))
+        return
+      }
+      if (!same && ++looks <= CONFIG_SETTLE_LOOKS) {
+        seen = now
+        debounce = setTimeout(look, CONFIG_SETTLE_MS)
+        return
+      }
+      seen = undefined
+      looks = 0
+      lastDigest = now.digest
+      void reload()
+    }
     const changed = () => {
       if (closing) return
       clearTimeout(debounce)
-      debounce = setTimeout(() => {
-        const d = digest()
-        if (d === '' || d === lastDigest) return
-        lastDigest = d
-        void reload()
-      }, 100)
+      debounce = setTimeout(look, 100)
     }
     const name = basename(path)
     try {

@@ -7,8 +7,8 @@ import { configuredTier } from '../../config/defaults.ts'
 import { TENANT_ID } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 import type { Registry } from 'prom-client'
-import { gauge } from '../../proxy/metrics.ts'
-import { claimAt, JwtVerifier } from './jwt-verifier.ts'
+import { gauge, PlainCounter, type PlainCounterSeries } from '../../proxy/metrics.ts'
+import { claimAt, JwtVerifier, type Refusal } from './jwt-verifier.ts'
 
 /**
  * Per worker registry and route: the live tenant filters that read key files, and whether each
@@ -57,9 +57,17 @@ function tokenInQuery(url: string): boolean {
 // the reason's quotes (claim names: token has no "org.id" claim) must not end it early.
 const NOT_DESCRIPTION_CHAR = /[^\x20\x21\x23-\x5b\x5d-\x7e]/g
 
+/**
+ * RFC 6750 §3: every challenge names the same protection space. The refused-token ones lacked the
+ * realm the missing-token one sent, so a client that keys its credentials by realm (RFC 9110
+ * §11.5) took them for another space's.
+ */
+const CHALLENGE = 'Bearer realm="igw"'
+const INVALID_REQUEST = `${CHALLENGE}, error="invalid_request"`
+
 function unauthenticated(reason: string): Decision {
   const description = reason.replace(NOT_DESCRIPTION_CHAR, "'")
-  return errorReply('UNAUTHENTICATED', reason, undefined, { 'www-authenticate': `Bearer error="invalid_token", error_description="${description}"` })
+  return errorReply('UNAUTHENTICATED', reason, undefined, { 'www-authenticate': `${CHALLENGE}, error="invalid_token", error_description="${description}"` })
 }
 
 /**
@@ -68,7 +76,28 @@ function unauthenticated(reason: string): Decision {
  * they dropped a token they never sent, or reported a revoked one). As Envoy's jwt_authn sends
  * `Bearer realm="…"`. The JSON body keeps UNAUTHENTICATED.
  */
-const MISSING_TOKEN = errorReply('UNAUTHENTICATED', 'missing bearer token', undefined, { 'www-authenticate': 'Bearer realm="igw"' })
+const MISSING_TOKEN = errorReply('UNAUTHENTICATED', 'missing bearer token', undefined, { 'www-authenticate': CHALLENGE })
+
+/**
+ * igw_jwt_verifications_total's results (Envoy's jwt_authn allowed/denied): `ok`, `missing` (no
+ * token: refused, or anonymous when optional), `invalid_request` (several tokens, one in the URL),
+ * `invalid` (forged, malformed, of no configured key or algorithm), `expired`, `refused_claim`
+ * (it verified, but a claim — iss, aud, nbf, exp, the tenant's — refused it).
+ */
+type Result = 'ok' | 'missing' | 'invalid_request' | Refusal
+const RESULTS: readonly Result[] = ['ok', 'missing', 'invalid_request', 'invalid', 'expired', 'refused_claim']
+const VERIFICATIONS = 'igw_jwt_verifications_total'
+
+/** The family, registered by every tenant filter (so /metrics always names it); series only for routes with `jwt`. */
+function verificationCounter(registry: Registry): PlainCounter<'route' | 'result'> {
+  const existing = registry.getSingleMetric(VERIFICATIONS)
+  return existing instanceof PlainCounter ? (existing as PlainCounter<'route' | 'result'>) : new PlainCounter(registry, { name: VERIFICATIONS, help: 'Requests checked by the tenant filter\'s JWT auth, by route and result (ok, missing, invalid_request, invalid, expired, refused_claim); cached outcomes included', labelNames: ['route', 'result'] })
+}
+
+/** Each result's series of this route, resolved once: a request only adds to a number. */
+function verificationSeries(c: PlainCounter<'route' | 'result'>, route: string): Record<Result, PlainCounterSeries> {
+  return Object.fromEntries(RESULTS.map((r) => [r, c.series(route, r)])) as Record<Result, PlainCounterSeries>
+}
 
 /**
  * A tenant id a client may name: the syntax config ids have. Anything else (empty, padded,
@@ -95,6 +124,7 @@ class TenantFilter implements Filter {
   readonly #cfg: TenantFilterConfig
   readonly #tenants: FilterDeps['config']['tenants']
   readonly #jwt: JwtVerifier | undefined
+  readonly #verifications: Record<Result, PlainCounterSeries> | undefined
   readonly #prefix: string
   /**
    * The header a client names its tenant with, when the resolved tenant goes upstream under
@@ -122,10 +152,12 @@ class TenantFilter implements Filter {
       labelNames: ['route'],
       aggregator: 'max',
     })
+    const verifications = verificationCounter(deps.registry)
     if (cfg.jwt === undefined) {
       this.#jwt = undefined
       return
     }
+    this.#verifications = verificationSeries(verifications, deps.routeName)
     let onStale: ((stale: boolean) => void) | undefined
     let states: Map<object, boolean> | undefined
     let publish = (): void => {}
@@ -167,10 +199,12 @@ class TenantFilter implements Filter {
   onRequest(ctx: RequestContext): Decision | Promise<Decision> {
     const jwt = this.#cfg.jwt
     if (jwt !== undefined && this.#jwt !== undefined) {
+      const counts = this.#verifications!
       const value = ctx.req.headers[jwt.header]
       // RFC 6750 §3.1: a request with more than one credential is invalid_request (400).
       if (value !== undefined && repeated(ctx.req.rawHeaders, jwt.header)) {
-        return errorReply('BAD_REQUEST', `several ${jwt.header} headers (send one bearer token)`, undefined, { 'www-authenticate': 'Bearer error="invalid_request"' })
+        counts.invalid_request.inc()
+        return errorReply('BAD_REQUEST', `several ${jwt.header} headers (send one bearer token)`, undefined, { 'www-authenticate': INVALID_REQUEST })
       }
       const token = tokenIn(value, this.#prefix)
       // A token in the URL (RFC 6750 §2.3 access_token), which the gateway does not read but many
@@ -179,13 +213,15 @@ class TenantFilter implements Filter {
       // anonymous (the default tenant) while the backend served the token's user.
       if (tokenInQuery(ctx.url)) {
         const why = token !== undefined ? `a bearer token in both the ${jwt.header} header and the access_token query parameter (send one)` : `a bearer token in the access_token query parameter is not accepted (send it in the ${jwt.header} header)`
-        return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': 'Bearer error="invalid_request"' })
+        counts.invalid_request.inc()
+        return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': INVALID_REQUEST })
       }
       if (token !== undefined) {
         const cached = this.#jwt.cached(token)
         if (cached !== undefined) return this.#fromOutcome(ctx, cached)
         return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, o))
       }
+      counts.missing.inc()
       if (jwt.required) return MISSING_TOKEN
       // An optional token that was not sent: the request is anonymous (the default tenant, if
       // any). The tenant header is no credential: anyone could name another tenant with it and
@@ -197,12 +233,20 @@ class TenantFilter implements Filter {
   }
 
   #fromOutcome(ctx: RequestContext, o: Awaited<ReturnType<JwtVerifier['verify']>>): Decision {
-    if (!o.ok) return unauthenticated(o.reason)
+    const counts = this.#verifications!
+    if (!o.ok) {
+      counts[o.kind].inc()
+      return unauthenticated(o.reason)
+    }
     const claim = this.#cfg.jwt!.claim
     const raw = claimAt(o.claims, claim)
     // Issuers often number their organisations ({"org_id": 42}): an integer names tenant "42".
     const value = typeof raw === 'number' && Number.isSafeInteger(raw) ? String(raw) : raw
-    if (typeof value !== 'string' || value === '') return unauthenticated(claimProblem(claim, raw))
+    if (typeof value !== 'string' || value === '') {
+      counts.refused_claim.inc()
+      return unauthenticated(claimProblem(claim, raw))
+    }
+    counts.ok.inc()
     ctx.claims = o.claims
     return this.#admit(ctx, value)
   }

@@ -21,8 +21,14 @@ export class TokenError extends Error {
   }
 }
 
+/**
+ * Why a token was refused, for igw_jwt_verifications_total: `expired`, `refused_claim` (its
+ * signature verified, a claim did not: iss, aud, nbf, a required exp) or `invalid` (anything else).
+ */
+export type Refusal = 'invalid' | 'expired' | 'refused_claim'
+
 /** `notBefore`: the token's "nbf" (seconds) when that claim alone refused it (it is early). */
-type Outcome = { ok: true; claims: JWTPayload } | { ok: false; reason: string; notBefore?: number }
+type Outcome = { ok: true; claims: JWTPayload } | { ok: false; kind: Refusal; reason: string; notBefore?: number }
 
 const MAX_POSITIVE_TTL_MS = 5 * 60_000
 const NEGATIVE_TTL_MS = 30_000
@@ -132,6 +138,9 @@ function algorithmsOf(key: KeyObject): string[] {
 /** JWK members only a private key has (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2). */
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'priv']
 
+/** The JWS algorithms this gateway verifies: the key types each needs are known (algorithmsOf). */
+const JWS_ALGORITHMS = new Set([...HMAC, 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'])
+
 /**
  * Refuse at load a signing key of the JWKS that could never verify a token. jose imports a key
  * only when a token names it, and then refused a private key ("JSON Web Key Set members must be
@@ -142,7 +151,12 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'priv']
 function checkJwksKeys(jwks: JSONWebKeySet): string[] {
   const algorithms: string[] = []
   jwks.keys.forEach((jwk, i) => {
-    if (jwk === null || typeof jwk !== 'object' || (jwk.use !== undefined && jwk.use !== 'sig')) return
+    if (jwk === null || typeof jwk !== 'object') return
+    const name = typeof jwk.kid === 'string' ? `key "${jwk.kid.slice(0, 64)}"` : `key #${i}`
+    // Whatever its use: a private key marked "enc", or whose key_ops leave out "verify", loaded
+    // without a word, while the file that holds it is one to hand out (or a leak of the secret).
+    if (jwk.kty !== 'oct' && PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new Error(`${name} is a private key (a JWKS to verify tokens with holds public keys only)`)
+    if (jwk.use !== undefined && jwk.use !== 'sig') return
     // As jose picks keys: one whose key_ops leave out "verify" serves no token, and one naming its
     // "alg" serves that algorithm only. An RSA key of "alg": "PS256" counted as RS256 too, so it
     // passed the check against the default algorithms and every token was "algorithm not allowed".
@@ -150,8 +164,6 @@ function checkJwksKeys(jwks: JSONWebKeySet): string[] {
     const named = (algs: string[]) => (typeof jwk.alg === 'string' ? algs.filter((a) => a === jwk.alg) : algs)
     if (jwk.kty === 'oct') algorithms.push(...named(HMAC))
     if (!['RSA', 'EC', 'OKP'].includes(jwk.kty!)) return
-    const name = typeof jwk.kid === 'string' ? `key "${jwk.kid.slice(0, 64)}"` : `key #${i}`
-    if (PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new Error(`${name} is a private key (a JWKS to verify tokens with holds public keys only)`)
     let key: KeyObject
     try {
       key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' })
@@ -161,7 +173,16 @@ function checkJwksKeys(jwks: JSONWebKeySet): string[] {
     }
     const unusable = unusableKey(key)
     if (unusable !== undefined) throw new Error(`${name} is ${unusable}`)
-    algorithms.push(...named(algorithmsOf(key)))
+    // An "alg" its type cannot serve (an RSA key of "ES256", a P-256 key of "ES384"): jose never
+    // picks it, so it verified no token, silently — its issuer's tokens were "no key matches the
+    // token". (Other "alg" values, RSA-OAEP on an encryption key without "use" or ES256K for
+    // another consumer of a shared JWKS, are left alone, as such keys are.)
+    const fits = algorithmsOf(key)
+    if (typeof jwk.alg === 'string' && JWS_ALGORITHMS.has(jwk.alg) && !fits.includes(jwk.alg)) {
+      const curve = key.asymmetricKeyDetails?.namedCurve
+      throw new Error(`${name} has "alg" "${jwk.alg}", which a key of type ${key.asymmetricKeyType}${curve === undefined ? '' : ` on ${curve}`} cannot verify${fits.length > 0 ? ` (it serves ${fits.join(', ')})` : ''}`)
+    }
+    algorithms.push(...named(fits))
   })
   return algorithms
 }
@@ -376,6 +397,14 @@ export class JwtVerifier {
     sizeCalculation: (_o, token) => token.length + ENTRY_OVERHEAD_BYTES,
     ttlAutopurge: false,
   })
+  /**
+   * The verification of each token in progress. A client's burst of requests (or a hot token's
+   * first moment, or its first after a key rotation cleared the cache) verified the same token
+   * once per request, each a signature check: they wait for the one in progress instead.
+   * Forgotten at a key reload, as the cache is: what started with the old keys is no one else's.
+   */
+  readonly #inFlight = new Map<string, Promise<Outcome>>()
+
 
   /** Whether any ring's keys lag a key file that does not load, as last told to onStale. */
   #stale = false
@@ -430,6 +459,7 @@ export class JwtVerifier {
     if (!changed) return
     this.#generation++
     this.#cache.clear()
+    this.#inFlight.clear()
   }
 
   /** The cached outcome for a token, or undefined when it must be verified. */
@@ -438,10 +468,21 @@ export class JwtVerifier {
     return this.#cache.get(token)
   }
 
-  async verify(token: string): Promise<Outcome> {
+  verify(token: string): Promise<Outcome> {
     this.#reloadChangedKeys()
     const hit = this.#cache.get(token)
-    if (hit) return hit
+    if (hit) return Promise.resolve(hit)
+    let pending = this.#inFlight.get(token)
+    if (pending === undefined) {
+      const p: Promise<Outcome> = this.#verifyAndCache(token).finally(() => {
+        if (this.#inFlight.get(token) === p) this.#inFlight.delete(token)
+      })
+      this.#inFlight.set(token, (pending = p))
+    }
+    return pending
+  }
+
+  async #verifyAndCache(token: string): Promise<Outcome> {
     const generation = this.#generation
     const outcome = await this.#verify(token)
     if (generation !== this.#generation) return outcome
@@ -463,7 +504,7 @@ export class JwtVerifier {
       try {
         claimed = claimedIssuer(token)
       } catch (err) {
-        return { ok: false, reason: describe(err) }
+        return { ok: false, kind: 'invalid', reason: describe(err) }
       }
       const bound = claimed === undefined ? undefined : this.#bound.get(claimed)
       if (bound !== undefined) {
@@ -471,7 +512,7 @@ export class JwtVerifier {
         rings = bound
         issuer = claimed
       } else if (rings.length === 0) {
-        return { ok: false, reason: claimed === undefined ? 'token claim "iss" rejected: missing (the keys are bound to issuers)' : 'token claim "iss" rejected: no keys are configured for this issuer' }
+        return { ok: false, kind: 'invalid', reason: claimed === undefined ? 'token claim "iss" rejected: missing (the keys are bound to issuers)' : 'token claim "iss" rejected: no keys are configured for this issuer' }
       }
     }
     const options = {
@@ -497,7 +538,7 @@ export class JwtVerifier {
         // the key (jose's not-supported too): said as such, not as "no key matches the token",
         // which sent operators looking for a key that was there all along.
         if (err instanceof joseErrors.JOSENotSupported && hasCrit(token)) {
-          return { ok: false, reason: 'token header "crit" names an extension this gateway does not support' }
+          return { ok: false, kind: 'invalid', reason: 'token header "crit" names an extension this gateway does not support' }
         }
         if (err instanceof TypeError || err instanceof joseErrors.JOSENotSupported || wrongKeyType(err)) {
           last ??= NO_USABLE_KEY
@@ -511,9 +552,9 @@ export class JwtVerifier {
     // A token refused only for being early is not refused from the cache once it is due:
     // jose's error carries the (verified) payload, so its nbf is read there, not decoded again.
     if (last instanceof joseErrors.JWTClaimValidationFailed && last.claim === 'nbf' && typeof last.payload.nbf === 'number') {
-      return { ok: false, reason: describe(last), notBefore: last.payload.nbf }
+      return { ok: false, kind: 'refused_claim', reason: describe(last), notBefore: last.payload.nbf }
     }
-    return { ok: false, reason: describe(last) }
+    return { ok: false, kind: refusal(last), reason: describe(last) }
   }
 }
 
@@ -536,6 +577,12 @@ function wrongKeyType(err: unknown): boolean {
 
 /** The reason when every configured key was of a kind that cannot verify the token's algorithm. */
 const NO_USABLE_KEY = new joseErrors.JWKSNoMatchingKey()
+
+/** jose checks the claims only once the signature verified: a claim refused is not a forgery. */
+function refusal(err: unknown): Refusal {
+  if (err instanceof joseErrors.JWTExpired) return 'expired'
+  return err instanceof joseErrors.JWTClaimValidationFailed ? 'refused_claim' : 'invalid'
+}
 
 /**
  * The 401's reason. jose's `reason` is a code ("check_failed", "missing", "invalid"): a token of

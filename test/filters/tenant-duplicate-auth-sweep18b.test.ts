@@ -50,7 +50,7 @@ describe('tenant filter sweep 18b: repeated credentials', () => {
         expect(r.status).toBe(400)
         expect(r.json.errors?.[0]?.extensions.code).toBe('BAD_REQUEST')
         expect(r.json.errors?.[0]?.message).toBe('several authorization headers (send one bearer token)')
-        expect(r.headers['www-authenticate']).toBe('Bearer error="invalid_request"')
+        expect(r.headers['www-authenticate']).toBe('Bearer realm="igw", error="invalid_request"')
         expect(backend.requests.length).toBe(before)
       }
       const ok = await post(path, [`Bearer ${globex}`])

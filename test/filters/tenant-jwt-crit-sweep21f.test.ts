@@ -60,7 +60,7 @@ describe('tenant JWT with an unknown critical header (sweep 21f)', () => {
       const r = await gql(p.url, token)
       expect(r.status).toBe(401)
       expect(r.message).toBe('token header "crit" names an extension this gateway does not support')
-      expect(r.challenge).toBe(`Bearer error="invalid_token", error_description="token header 'crit' names an extension this gateway does not support"`)
+      expect(r.challenge).toBe(`Bearer realm="igw", error="invalid_token", error_description="token header 'crit' names an extension this gateway does not support"`)
     }
   })
 })

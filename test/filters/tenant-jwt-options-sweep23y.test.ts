@@ -87,7 +87,7 @@ describe('tenant JWT options (sweep 23y)', () => {
     for (const big of [2 ** 60, -(2 ** 60)]) {
       const r = await call('org', await sign({ org_id: big }))
       expect(r).toMatchObject({ status: 401, message: 'token claim "org_id" is an integer beyond 2^53, which cannot be read exactly (send it as a string)' })
-      expect(r.challenge).toBe('Bearer error="invalid_token", error_description="token claim \'org_id\' is an integer beyond 2^53, which cannot be read exactly (send it as a string)"')
+      expect(r.challenge).toBe('Bearer realm="igw", error="invalid_token", error_description="token claim \'org_id\' is an integer beyond 2^53, which cannot be read exactly (send it as a string)"')
     }
     expect(await call('org', await sign({ org_id: 4.5 }))).toMatchObject({ status: 401, message: 'token claim "org_id" is not a string or an integer' })
   })

@@ -86,7 +86,7 @@ describe('tenant filter sweep 19: JWT keys', () => {
     const a = await gql(withPem.url, await rs256(stranger.privateKey))
     expect(a.status).toBe(401)
     expect(a.body.errors?.[0]?.message).toBe('token signature does not verify')
-    expect(a.challenge).toBe('Bearer error="invalid_token", error_description="token signature does not verify"')
+    expect(a.challenge).toBe('Bearer realm="igw", error="invalid_token", error_description="token signature does not verify"')
     expect((await gql(withPem.url, await rs256(rsa.privateKey))).status).toBe(200)
 
     const withJwks = await start({ jwksFile: jwks, secret, algorithms: ['RS256', 'HS256'] })

@@ -53,7 +53,7 @@ describe('tenant filter sweep 18c: missing token challenge', () => {
 
     const bad = await post({ authorization: 'Bearer not.a.jwt' })
     expect(bad.status).toBe(401)
-    expect(String(bad.headers['www-authenticate'])).toMatch(/^Bearer error="invalid_token", error_description="/)
+    expect(String(bad.headers['www-authenticate'])).toMatch(/^Bearer realm="igw", error="invalid_token", error_description="/)
 
     const good = await new SignJWT({ tenant_id: 'acme' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('5m').sign(new TextEncoder().encode(SECRET))
     const ok = await post({ authorization: `Bearer ${good}` })

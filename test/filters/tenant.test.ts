@@ -110,7 +110,7 @@ describe('tenant filter', () => {
     expect(r.status).toBe(401)
     expect(r.body.errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED')
     expect(r.body.errors?.[0]?.message).toMatch(reason)
-    expect(String(r.headers['www-authenticate'])).toMatch(/^Bearer error="invalid_token"/)
+    expect(String(r.headers['www-authenticate'])).toMatch(/^Bearer realm="igw", error="invalid_token"/)
   })
 
   it('a required token that is missing → 401', async () => {

@@ -209,7 +209,7 @@ describe('bearer tokens', () => {
       expect([r.status, code(r)]).toEqual([401, 'UNAUTHENTICATED'])
       expect(r.json.errors![0]!.message).toBe('token has no "org.tenant" claim')
       // error_description = quoted-string of %x20-21 / %x23-5B / %x5D-7E, then nothing.
-      expect(String(r.headers['www-authenticate'])).toMatch(/^Bearer error="invalid_token", error_description="[\x20\x21\x23-\x5b\x5d-\x7e]*"$/)
+      expect(String(r.headers['www-authenticate'])).toMatch(/^Bearer realm="igw", error="invalid_token", error_description="[\x20\x21\x23-\x5b\x5d-\x7e]*"$/)
       expect(String(r.headers['www-authenticate'])).toContain('org.tenant')
     } finally {
       await p.close()
@@ -249,7 +249,7 @@ describe('bearer tokens', () => {
     gc()
     const retainedMb = (process.memoryUsage().heapUsed - before) / 1e6
     // The newest verdicts are still cached (a flood of one bad token stays cheap)…
-    expect(v.cached(tokenOf(2999))).toEqual({ ok: false, reason: 'token signature does not verify' })
+    expect(v.cached(tokenOf(2999))).toEqual({ ok: false, kind: 'invalid', reason: 'token signature does not verify' })
     // …but not 3000 × 15 KiB = 46 MB of them.
     expect(retainedMb).toBeLessThan(20)
   })

@@ -51,7 +51,7 @@ describe('tenant filter sweep 20g: a token in the query string', () => {
       expect(r.status).toBe(400)
       expect(r.json.errors?.[0]?.extensions.code).toBe('BAD_REQUEST')
       expect(r.json.errors?.[0]?.message).toBe('a bearer token in both the authorization header and the access_token query parameter (send one)')
-      expect(r.headers['www-authenticate']).toBe('Bearer error="invalid_request"')
+      expect(r.headers['www-authenticate']).toBe('Bearer realm="igw", error="invalid_request"')
       expect(backend.requests.length).toBe(before)
       // The header alone still works.
       const ok = await post(`${path}/graphql`, { authorization: `Bearer ${acme}` })

@@ -1,6 +1,6 @@
-// Cache keys, pure: route + operation identity + canonical variables + operation name +
-// tenant + vary headers/claims/scopes. The tenant is always a component: an entry can only be
-// found again by a request of the same tenant.
+// Cache keys, pure: route + what the upstream is asked (path, Host) + operation identity +
+// canonical variables + operation name + tenant + vary headers/claims/scopes. The tenant is
+// always a component: an entry can only be found again by a request of the same tenant.
 import { createHash } from 'node:crypto'
 import { print, type DocumentNode } from 'graphql'
 
@@ -43,11 +43,18 @@ export interface KeyParts {
   route: string
   /**
    * What the upstream is asked besides the GraphQL request (requestTarget): the path and the
-   * other query parameters, and the Host on a wildcard-host route that forwards it. A route
-   * (pathPrefix `/`, say) reaches every path of its upstream: `/v1/graphql` and `/v2/graphql`,
-   * or Shopify's `/admin/api/2024-01/graphql.json` and `…/2024-10/…`, answer one query differently.
+   * other query parameters. A route (pathPrefix `/`, say) reaches every path of its upstream:
+   * `/v1/graphql` and `/v2/graphql`, or Shopify's `/admin/api/2024-01/graphql.json` and
+   * `…/2024-10/…`, answer one query differently.
    */
   target?: string
+  /**
+   * The client's Host (hostKey) when the upstream is sent it (no hostRewrite): a multi-site
+   * backend (virtual hosts) answers one query per site.
+   */
+  host?: string
+  /** A client's X-Forwarded-Host (hostKey) that the proxy relays (forwarded.trustIncoming). */
+  forwardedHost?: string
   /** "p:<manifest id>" or "d:<normalized document hash>". */
   operation: string
   operationName: string | undefined
@@ -79,7 +86,11 @@ export function varyNamesPart(vary: { readonly headers: readonly string[]; reado
  * contain unescaped (JSON escapes it; header values and names cannot hold it).
  */
 export function cacheKey(p: KeyParts): string {
-  const k = [p.route, p.target ?? '', p.operation, p.operationName ?? '', p.tenant === undefined ? '-' : `t:${p.tenant}`]
+  const k = [p.route, p.target ?? '']
+  // Marked: neither can be read as the operation part that follows (`p:` / `d:`).
+  if (p.host !== undefined) k.push(`H:${p.host}`)
+  if (p.forwardedHost !== undefined) k.push(`F:${p.forwardedHost}`)
+  k.push(p.operation, p.operationName ?? '', p.tenant === undefined ? '-' : `t:${p.tenant}`)
   k.push(p.variables === undefined || Object.keys(p.variables).length === 0 ? '{}' : canonicalJson(p.variables))
   if (p.varyNames) k.push(p.varyNames.slice(1)) // varyNamesPart starts with its separator
   for (const h of p.headers) k.push(h === undefined ? '-' : `h:${h}`)
@@ -89,6 +100,18 @@ export function cacheKey(p: KeyParts): string {
   // Joined, not concatenated: a key built with += is a tree of string pieces, which V8 keeps
   // (as the LRU's key) at about three times the flat string's size.
   return k.join('\n')
+}
+
+/**
+ * A Host as a key part: its name, lower-cased, without the port. Virtual hosts are chosen by
+ * name (case-insensitive, any port, as the router matches them too); with the port, `:80` and
+ * no port split one site, and so did the proxies that share an L2 when reached on their own ports.
+ */
+export function hostKey(host: string): string {
+  const h = host.toLowerCase()
+  const colon = h.lastIndexOf(':')
+  // `[::1]:8080` has a port; `[::1]` none (its colons are the address's).
+  return colon === -1 || colon < h.lastIndexOf(']') ? h : h.slice(0, colon)
 }
 
 /** GraphQL over HTTP's GET parameters: keyed by what they mean (document, variables…), not as written. */

@@ -13,7 +13,7 @@ import { applyAddedHeaders, errorReply, LogWindow, oncePer, type Decision, type 
 import { claimAt as sharedClaimAt } from '../../proxy/claims.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { staleLimits, storeDecision } from './cache-control.ts'
-import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
+import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, hostKey, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, entityKeys, rootFieldsOf, withTypenames, type EntityKeys } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
@@ -105,6 +105,9 @@ function mutationOverGet(): LocalReply {
 }
 const NONE: never[] = []
 
+/** Remote invalidation messages this thread has counted (or left to the counting thread). */
+const countedRemote = new WeakSet<object>()
+
 /** The process's hit ratios per persisted id, read from shared memory at scrape time. */
 let ratioSource: { shared: CacheShared; ids: Map<string, number> } | undefined
 
@@ -144,11 +147,15 @@ class CacheFilter implements Filter {
   /** The vary header names and claim paths as a key part (cache-key.ts varyNamesPart). */
   readonly #varyNames: string
   /**
-   * The route matches a wildcard host and forwards the client's Host: a multi-site backend
-   * answers per Host, so the Host joins the key (one site's entries never answer another).
+   * The route forwards the client's Host (no hostRewrite): a multi-site backend (virtual hosts)
+   * answers per Host, so the Host joins the key (one site's entries never answer another),
+   * whatever the route matches on: a route without match.host takes every Host.
    */
   readonly #keyHost: boolean
-  /** forwarded.trustIncoming: how a background refresh sends X-Forwarded-* (as the proxy does). */
+  /**
+   * forwarded.trustIncoming: how a background refresh sends X-Forwarded-* (as the proxy does);
+   * a client's X-Forwarded-Host is then relayed, and keyed (backends build their links from it).
+   */
   readonly #trustForwarded: boolean
   /** vary.headers plus, when the tenant filter runs first, its forwardHeader (see #keyedHeaders). */
   readonly #tenantKeyed: readonly string[]
@@ -188,7 +195,7 @@ class CacheFilter implements Filter {
     this.#flightPrefix = `${this.rc.id}\n`
     this.#varyNames = varyNamesPart(cfg.vary)
     this.#trustForwarded = deps.config.forwarded.trustIncoming
-    this.#keyHost = route !== undefined && route.hostRewrite === undefined && route.match.host !== undefined && route.match.host.startsWith('*.')
+    this.#keyHost = route === undefined || route.hostRewrite === undefined
     // A verified token is a private request whichever header carries it: with the tenant
     // filter's jwt.header (x-auth-token, say), that header is private wherever Authorization
     // is (the default), and it is the one authorization.scopes admits.
@@ -258,7 +265,11 @@ class CacheFilter implements Filter {
             }
             if (m.o === this.shared.nonce) return
             this.shared.invalidate(m.t)
-            this.#invalidations.labels('remote').inc()
+            // Every cache route of this thread gets the message (one object), and so does every
+            // thread: counted once per process, as a mutation through it is.
+            if (countedRemote.has(m)) return
+            countedRemote.add(m)
+            if (this.shared.countsRemote()) this.#invalidations.labels('remote').inc()
           },
           (err) => this.#redisError('subscribe', err),
         )
@@ -351,12 +362,14 @@ class CacheFilter implements Filter {
       }
     }
     // What the upstream is asked beside the operation: the path (one route reaches every path
-    // of its upstream: /v1/graphql and /v2/graphql answer one query differently) and, on a
-    // wildcard-host route that forwards it, the Host.
-    const path = requestTarget(ctx.url, gql.method === 'GET')
+    // of its upstream: /v1/graphql and /v2/graphql answer one query differently), the Host
+    // when it is the client's, and the client's X-Forwarded-Host when it is relayed.
+    const forwardedHost = this.#trustForwarded ? relayedForwardedHost(ctx.req.rawHeaders) : undefined
     const key = cacheKey({
       route: this.#route,
-      target: this.#keyHost ? `${ctx.host.toLowerCase()} ${path}` : path,
+      target: requestTarget(ctx.url, gql.method === 'GET'),
+      host: this.#keyHost ? hostKey(ctx.host) : undefined,
+      forwardedHost: forwardedHost === undefined ? undefined : hostKey(forwardedHost),
       operation: policy !== undefined ? policy.keyPart : `d:${normalizedDocumentHash(gql.document)}`,
       operationName: gql.opName,
       tenant: ctx.tenant,
@@ -984,6 +997,14 @@ function pickHeaders(h: Record<string, string | string[] | undefined>): Record<s
     if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v
   }
   return out
+}
+
+/** The client's X-Forwarded-Host as the proxy relays it when it trusts it: its first non-blank line. */
+function relayedForwardedHost(raw: readonly string[]): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 16 && raw[i]!.toLowerCase() === 'x-forwarded-host' && raw[i + 1]!.trim() !== '') return raw[i + 1]!
+  }
+  return undefined
 }
 
 /** A verified claim (proxy/claims.ts: the tenant filter's reading, URL-named claims included). */

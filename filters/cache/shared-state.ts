@@ -7,12 +7,14 @@
 //    different workers make one upstream request.
 //  - hit/lookup counters per persisted id (the hit-ratio gauge reads them: exact across workers).
 //  - a random nonce naming this process's BroadcastChannels (tests run several proxies in one process).
+//  - the thread that counts remote invalidations (each worker thread hears every message).
 // Tag and key hashing is lossy: a collision invalidates too much or skips coalescing, never
 // serves a wrong entry (entries are found by their full key).
 
 const INIT = 0
 const NONCE = 1 // two words
 const SEQ = 3
+const REMOTE_COUNTER = 4 // workerId + 1 of the thread that counts remote invalidations (0: none)
 const HEADER = 16
 export const TAG_SLOTS = 1 << 16
 const FLIGHT_BASE = HEADER + TAG_SLOTS
@@ -128,6 +130,18 @@ export class CacheShared {
     return true
   }
 
+  /**
+   * This thread counts the invalidations other proxies publish: every worker thread subscribes
+   * and applies each message, but the process applied it once. The first thread to hear one
+   * after the counting thread exited takes over (releaseWorker frees the claim).
+   */
+  countsRemote(): boolean {
+    const me = this.#owner
+    if (me === 0) return true
+    const cur = Atomics.load(this.i32, REMOTE_COUNTER)
+    return cur === me || (cur === 0 && Atomics.compareExchange(this.i32, REMOTE_COUNTER, 0, me) === 0)
+  }
+
   // --- single flight -----------------------------------------------------------------------
 
   flightSlot(key: string): { slot: number; fp: number } {
@@ -189,6 +203,7 @@ export class CacheShared {
   releaseWorker(workerId: number): number {
     const a = this.i32
     const now = now32()
+    Atomics.compareExchange(a, REMOTE_COUNTER, workerId + 1, 0)
     let n = 0
     for (let slot = FLIGHT_BASE; slot < STATS_BASE; slot += FLIGHT_WORDS) {
       if (Atomics.load(a, slot + 3) !== workerId + 1 || !live(Atomics.load(a, slot + 1), now)) continue

@@ -3,7 +3,7 @@
 // endpoints whose records carry e-mails, phone numbers and SSN-like values for DLP.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createPubSub, createSchema, createYoga } from 'graphql-yoga'
+import { createPubSub, createSchema, createYoga, filter, pipe } from 'graphql-yoga'
 import type { Context, SubscribePayload } from 'graphql-ws'
 import { useServer, type Extra } from 'graphql-ws/use/ws'
 import { WebSocketServer } from 'ws'
@@ -128,9 +128,9 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
           subscribe: (_: unknown, a: { id?: string }) => {
             const it = pubsub.subscribe('entityChanged')
             if (a.id === undefined || a.id === null) return it
-            return (async function* () {
-              for await (const e of it) if (e.id === a.id) yield e
-            })()
+            // A Repeater, not an async generator: a generator's return() waits for its pending
+            // next(), i.e. for a change of this id, keeping the pubsub listener past the unsubscribe.
+            return pipe(it, filter((e: Entity) => e.id === a.id))
           },
           resolve: (e: Entity) => e,
         },
@@ -230,19 +230,29 @@ export function urlHost(host: string): string {
 }
 
 /**
- * GET /export/entities.ndjson?count=N and /export/entities.csv?count=N: N generated records,
- * written with backpressure so any size streams in constant memory.
+ * GET /export/entities.ndjson?count=N and /export/entities.csv?count=N: N generated records
+ * (0 to 50,000,000, default 100), written with backpressure so any size streams in constant
+ * memory. HEAD answers the headers only; other methods are a 405, a bad count a 400.
  */
 function serveExport(req: IncomingMessage, res: ServerResponse): void {
   const url = new URL(req.url ?? '/', 'http://backend')
-  const total = Math.max(0, Math.min(Number(url.searchParams.get('count') ?? '100') || 0, 50_000_000))
   const csv = url.pathname.endsWith('.csv')
-  if (!csv && !url.pathname.endsWith('.ndjson')) {
-    res.writeHead(404, { 'content-type': 'application/json' })
-    res.end('{"error":"try /export/entities.ndjson or /export/entities.csv"}')
+  if (!csv && !url.pathname.endsWith('.ndjson')) return fail(res, 404, 'try /export/entities.ndjson or /export/entities.csv')
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.setHeader('allow', 'GET, HEAD')
+    return fail(res, 405, `${req.method ?? ''} not allowed: use GET`)
+  }
+  const raw = url.searchParams.get('count') ?? '100'
+  // Number() would take "abc" as NaN (then 0: a 200 with no records), "1e3" and "0x10" as numbers.
+  const total = /^\d{1,8}$/.test(raw) ? Number(raw) : NaN
+  if (!(total <= 50_000_000)) return fail(res, 400, 'count must be an integer from 0 to 50000000')
+  res.writeHead(200, { 'content-type': csv ? 'text/csv; charset=utf-8' : 'application/x-ndjson' })
+  // Node drops a HEAD response's body but not the work: the loop below would generate every
+  // record, synchronously, with no backpressure to pause it (50M took the backend minutes).
+  if (req.method === 'HEAD') {
+    res.end()
     return
   }
-  res.writeHead(200, { 'content-type': csv ? 'text/csv; charset=utf-8' : 'application/x-ndjson' })
   if (csv) res.write('id,name,email,phone,ssn,note\n')
   let i = 1
   const pump = () => {
@@ -262,4 +272,9 @@ function serveExport(req: IncomingMessage, res: ServerResponse): void {
     i = total + 1 // client went away: stop generating
   })
   pump()
+}
+
+function fail(res: ServerResponse, status: number, error: string): void {
+  res.writeHead(status, { 'content-type': 'application/json' })
+  res.end(JSON.stringify({ error }))
 }

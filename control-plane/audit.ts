@@ -209,8 +209,32 @@ const FIRST_PAGE_SQL = pageSql(false)
 const NEXT_PAGE_SQL = pageSql(true)
 
 /**
+ * How long a replaced signing key may still sign after the first entry signed by a newer one: a
+ * rolling restart has replicas on the old and the new key writing side by side for a while. Both
+ * bounds hold at once. The entry bound is the one a forger cannot bend (`at` is chosen by whoever
+ * signs; seq is not): re-signing an entry with a retired key means re-signing every entry after
+ * it, so only a log whose whole tail lies within these entries of the replacement can be forged.
+ */
+export const AUDIT_KEY_OVERLAP_ENTRIES = 100
+export const AUDIT_KEY_OVERLAP_MS = 5 * 60_000
+
+/** The entry that ended a key's period: the first one signed by a newer key. */
+interface Replacement {
+  seq: number
+  at: number
+  keyId: string
+}
+
+/**
  * Walk the whole chain. Reports every broken row (not only the first), each named by its seq:
  * a changed row fails its own hash; a deleted or inserted row breaks the link of the next one.
+ *
+ * With several keys (the first is the current one, the rest those it replaced, in any order),
+ * each key signs only during its period: the first entry signed by a key not seen before in the
+ * chain ends the period of every key seen so far (the current key ends all others, whenever they
+ * appear), and an entry a replaced key signed more than `keyOverlapEntries` entries or
+ * `keyOverlapMs` after that is reported. Otherwise whoever holds an old (leaked) private key and
+ * the database could re-sign every entry written since the key was replaced.
  *
  * The log is read in pages of `pageRows` in seq order (keyset: `seq > last seq seen`, the primary
  * key's index), and of at most `pageBytes` of entry text, so a log of millions of entries — or of
@@ -219,13 +243,40 @@ const NEXT_PAGE_SQL = pageSql(true)
  * give. Pages are separate statements, not one snapshot: an entry appended while the walk runs is
  * verified too (it links to the head the walk reached).
  */
-export async function verifyAudit(db: Db, publicKey: KeyObject | readonly KeyObject[], opts: { pageRows?: number; pageBytes?: number } = {}): Promise<VerifyResult> {
+export async function verifyAudit(
+  db: Db,
+  publicKey: KeyObject | readonly KeyObject[],
+  opts: { pageRows?: number; pageBytes?: number; keyOverlapEntries?: number; keyOverlapMs?: number } = {},
+): Promise<VerifyResult> {
   // Several keys: the current one and those it replaced. Each entry is checked with the key its
   // key_id names; an entry naming a key not given is checked with all of them (key_id is not
   // hashed: only the signature counts), and when none verifies the problem names both ids — after
   // a key replacement every older entry said "signature does not verify", as if it were forged.
   const keys = new Map((Array.isArray(publicKey) ? publicKey : [publicKey as KeyObject]).map((k) => [keyIdOf(k), k]))
   const givenIds = [...keys.keys()].join(', ')
+  const currentId = keys.keys().next().value
+  const overlapEntries = opts.keyOverlapEntries ?? AUDIT_KEY_OVERLAP_ENTRIES
+  const overlapMs = opts.keyOverlapMs ?? AUDIT_KEY_OVERLAP_MS
+  // Each key that signed so far: undefined while in service, else the entry that replaced it.
+  const periods = new Map<string, Replacement | undefined>()
+  let currentFirst: Replacement | undefined
+  /** Why a key may not sign entry seq (written at `at`), if it may not. */
+  const outOfPeriod = (keyId: string, seq: number, at: number): string | undefined => {
+    if (!periods.has(keyId)) {
+      // First seen after the current key signed: an older key, replaced by the current one.
+      if (keyId !== currentId && currentFirst !== undefined) periods.set(keyId, currentFirst)
+      else {
+        const start = { seq, at, keyId }
+        for (const [id, end] of periods) if (end === undefined) periods.set(id, start)
+        periods.set(keyId, undefined)
+        if (keyId === currentId) currentFirst = start
+        return undefined
+      }
+    }
+    const end = periods.get(keyId)
+    if (end === undefined || (seq - end.seq <= overlapEntries && at - end.at <= overlapMs)) return undefined
+    return `signed by key ${keyId}, which key ${end.keyId} replaced at seq ${end.seq}: a replaced key verifies only within ${overlapEntries} entries and ${overlapMs / 1000} s of its successor's first entry (the entry was signed again with a retired key, or that key was put back in service)`
+  }
   const pageRows = Math.max(1, Math.floor(opts.pageRows ?? AUDIT_VERIFY_PAGE_ROWS))
   const pageBytes = Math.max(1, Math.floor(opts.pageBytes ?? AUDIT_VERIFY_PAGE_BYTES))
   const problems: VerifyProblem[] = []
@@ -247,14 +298,22 @@ export async function verifyAudit(db: Db, publicKey: KeyObject | readonly KeyObj
       const h = entryHash(r.prev_hash, r)
       if (h !== r.hash) problems.push({ seq, problem: `content does not match its hash (the row was edited: ${describeEdit(r)})` })
       const named = keys.get(r.key_id)
+      // The key whose signature verifies (key_id is not hashed: a forger may set it to anything).
+      let signer: string | undefined
       if (named !== undefined) {
-        if (!verifySignature(named, r.hash, r.signature)) problems.push({ seq, problem: 'signature does not verify with the control plane key' })
-      } else if (![...keys.values()].some((k) => verifySignature(k, r.hash, r.signature))) {
-        problems.push({
-          seq,
-          problem: `signature does not verify: the entry names key ${bare(r.key_id)}, not ${keys.size === 1 ? 'the key' : 'one of the keys'} given (${givenIds}); if the signing key was replaced, verify with the old public key as well`,
-        })
+        if (verifySignature(named, r.hash, r.signature)) signer = r.key_id
+        else problems.push({ seq, problem: 'signature does not verify with the control plane key' })
+      } else {
+        signer = [...keys].find(([, k]) => verifySignature(k, r.hash, r.signature))?.[0]
+        if (signer === undefined) {
+          problems.push({
+            seq,
+            problem: `signature does not verify: the entry names key ${bare(r.key_id)}, not ${keys.size === 1 ? 'the key' : 'one of the keys'} given (${givenIds}); if the signing key was replaced, verify with the old public key as well`,
+          })
+        }
       }
+      const retired = signer === undefined ? undefined : outOfPeriod(signer, seq, num(r.at))
+      if (retired !== undefined) problems.push({ seq, problem: retired })
       prev = r.hash
       expectSeq = seq + 1
     }

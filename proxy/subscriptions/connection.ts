@@ -451,7 +451,9 @@ export class ClientConnection {
     this.#alive = false
     this.ws.ping()
     const ka = this.writer.keepAlive()
-    if (ka !== undefined && (this.#state === 'ready' || this.#state === 'draining')) this.ws.send(ka)
+    // A reply like any other (#sendNow): written past the high-water mark it counts toward the
+    // unread cap; sent around it, a client that kept sending but never read grew by a `ka` per interval, never closed.
+    if (ka !== undefined && (this.#state === 'ready' || this.#state === 'draining')) this.#sendNow(ka)
   }
 
   /** Set while shutdown waits for the queries and mutations in flight (see goAway). */
@@ -702,7 +704,9 @@ export class ClientConnection {
     // Per-operation metrics (the upgrade's 101 is the only thing igw_requests_total sees of a socket).
     const opType = ctx?.graphql?.operationType ?? 'none'
     const m = this.hub.metrics
-    m.operations.labels(this.routeName, opType, String(status), ctx?.tier ?? '').inc()
+    // A refusal before the chain (no ctx, or a ctx without a tier yet) is still the connection's
+    // tier once its first operation fixed it: "" only while nothing has.
+    m.operations.labels(this.routeName, opType, String(status), ctx?.tier ?? this.tier ?? '').inc()
     if (ctx !== undefined && (opType === 'query' || opType === 'mutation')) m.operationDuration.labels(this.routeName, opType).observe((performance.now() - ctx.startTime) / 1000)
     const access = this.hub.host.snapshot.config.log.access
     if (!access.enabled || !(status >= 500 || status === 499 || access.sampleRate >= 1 || Math.random() < access.sampleRate)) return

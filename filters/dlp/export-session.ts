@@ -268,6 +268,7 @@ class CsvEngine implements Engine {
   #lastRaw = ''
   /** The first bytes of the input (up to 3), to tell whether it starts with a UTF-8 BOM. */
   #head: Buffer | undefined = Buffer.alloc(0)
+  /** The input started with a UTF-8 BOM not yet written back. */
   #bom = false
 
   constructor(scanner: ExportScanner, opts: SessionOptions, checkpoint: () => boolean) {
@@ -301,6 +302,11 @@ class CsvEngine implements Engine {
     })
   }
 
+  /**
+   * Data rows read: not the header row, nor a blank line (no record, as in NDJSON; pandas skips
+   * them too). The header counted as a record, so an export of N rows said N + 1 where an NDJSON
+   * export of the same rows said N.
+   */
   get records(): number {
     return this.#records
   }
@@ -327,11 +333,14 @@ class CsvEngine implements Engine {
       if (row === fields) row = fields.slice()
       row[i] = typeof r === 'string' ? r : r.value
     }
-    this.#records++
+    if (!isHeader && (fields.length > 1 || fields[0] !== '')) this.#records++
     let line = csvStringify([row], { delimiter: this.#delimiter, record_delimiter: this.#eol, quoted_match: /[\r\n]/ })
     // csv-parse drops the byte-order mark; it goes back in front of the first row (Excel reads a
     // UTF-8 CSV without one in the ANSI code page: "Jörg" became "JÃ¶rg").
-    if (this.#records === 1 && this.#bom) line = '\ufeff' + line
+    if (this.#bom) {
+      line = '\ufeff' + line
+      this.#bom = false
+    }
     if (this.#checkpoint()) this.#out.push(line)
     else this.#stopped = true
   }

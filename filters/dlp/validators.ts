@@ -429,7 +429,16 @@ export function ibanValid(compact: string): boolean {
   return rem === 1
 }
 
-const iban: Validator = (text, start, end) => ibanValid(text.slice(start, end).replace(/[ \r\n]/g, '')) && wrappedAtSpace(text, start, end)
+/**
+ * Written in capitals or all in lower case (`de89 3704 …`, as typed into a form or lower-cased
+ * by an export): the letters of one case. Mixed case is the look of a random base62/base64 id
+ * (`Ab12xY…`), which would pass the checksum one time in 97.
+ */
+const iban: Validator = (text, start, end) => {
+  const compact = text.slice(start, end).replace(/[ \r\n]/g, '')
+  const upper = compact.toUpperCase()
+  return (compact === upper || compact === compact.toLowerCase()) && ibanValid(upper) && wrappedAtSpace(text, start, end)
+}
 const ibanField: FieldValidator = (value) => ibanValid(value.trim().replaceAll(' ', '').toUpperCase())
 
 // --- IP addresses ---------------------------------------------------------------------------

@@ -5,9 +5,23 @@ import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
 import { gatewayConfigObject } from './schema.ts'
 
+const zodCheckFormats = new Set(['starts_with', 'ends_with', 'includes'])
+
 export function renderConfigJsonSchema(): string {
-  const schema = z.toJSONSchema(gatewayConfigObject, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' })
-  return `${JSON.stringify({ ...schema, $id: 'https://intelgraph.dev/igw/config.schema.json', title: 'IntelGraph Gateway config' }, null, 2)}\n`
+  const schema = z.toJSONSchema(gatewayConfigObject, {
+    io: 'input',
+    unrepresentable: 'any',
+    target: 'draft-2020-12',
+    // zod names its string checks as formats ("starts_with", …) beside the pattern that carries them; no
+    // JSON Schema format has those names, and a strict validator (ajv, ajv-cli) refuses the whole schema.
+    override: ({ jsonSchema }) => {
+      if (jsonSchema.format !== undefined && zodCheckFormats.has(jsonSchema.format)) delete jsonSchema.format
+    },
+  })
+  // Top-level `x-` keys are ignored by validateConfig (as in docker-compose: `x-defaults: &d {…}` only
+  // holds anchors); without this the strict root made editors flag them.
+  const patternProperties = { '^x-': { description: 'ignored by igw: a place for YAML anchors that entries merge (`<<: *name`)' } }
+  return `${JSON.stringify({ ...schema, patternProperties, $id: 'https://intelgraph.dev/igw/config.schema.json', title: 'IntelGraph Gateway config' }, null, 2)}\n`
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

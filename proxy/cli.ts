@@ -27,7 +27,7 @@ const FLAGS = {
   'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: the token\'s "proxy" claim, else host name + a stored random suffix)' },
   db: { type: 'string', env: 'IGW_DB', help: 'control plane store: sqlite:./data/igw.db (default) or postgres://…' },
   'signing-key': { type: 'string', env: 'IGW_SIGNING_KEY', help: 'control plane ed25519 key (PEM; created if missing; default beside the SQLite file)' },
-  'previous-keys': { type: 'string', env: 'IGW_PREVIOUS_KEYS', help: 'with `audit verify` and `control-plane`: comma-separated PEM files of signing keys replaced before (their audit entries verify too)' },
+  'previous-keys': { type: 'string', env: 'IGW_PREVIOUS_KEYS', help: 'with `audit verify` and `control-plane`: comma-separated PEM files of signing keys replaced before; an audit entry one signed verifies up to its successor key\'s first entry, then for at most 100 entries and 5 minutes more (a rolling restart); later ones are reported' },
   'auth-jwks': { type: 'string', env: 'IGW_AUTH_JWKS', help: 'control plane: JWKS file verifying admin tokens' },
   'auth-public-key': { type: 'string', env: 'IGW_AUTH_PUBLIC_KEY', help: 'control plane: PEM public key verifying admin tokens' },
   'auth-secret': { type: 'string', env: 'IGW_AUTH_SECRET', help: 'control plane: HS256 secret verifying admin tokens (32+ chars)' },

@@ -1,9 +1,11 @@
 // The sample GraphQL backend `igw demo` puts behind the gateway (and the tests use as a real
 // backend): graphql-yoga over HTTP, graphql-ws for subscriptions, and NDJSON/CSV export
 // endpoints whose records carry e-mails, phone numbers and SSN-like values for DLP.
+import { getEventListeners, setMaxListeners } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createPubSub, createSchema, createYoga, filter, pipe } from 'graphql-yoga'
+import { GraphQLError } from 'graphql'
+import { createPubSub, createSchema, createYoga, filter, pipe, Repeater } from 'graphql-yoga'
 import type { Context, SubscribePayload } from 'graphql-ws'
 import { useServer, type Extra } from 'graphql-ws/use/ws'
 import { WebSocketServer } from 'ws'
@@ -46,7 +48,7 @@ const typeDefs = /* GraphQL */ `
   }
   type Subscription {
     entityChanged(id: ID): Entity!
-    "Emits n, n-1 … 1 then completes; one value per intervalMs."
+    "Emits n, n-1 … 1 then completes; one value per intervalMs (0 to 60000)."
     countdown(from: Int!, intervalMs: Int = 100): Int!
   }
 `
@@ -78,13 +80,20 @@ export interface DemoBackend {
   readonly url: string
   /** Resolver executions (not cache hits upstream of it): the tests count these. */
   readonly stats: { operations: number; byField: Map<string, number> }
+  /** Subscriptions still holding a pubsub listener or a countdown timer: 0 once all are closed. */
+  liveSubscriptions(): number
   close(): Promise<void>
 }
 
 export async function startDemoBackend(opts: { host?: string; port?: number; entities?: number } = {}): Promise<DemoBackend> {
   const store = new Map<string, Entity>()
   for (let i = 1; i <= (opts.entities ?? 50); i++) store.set(String(i), sampleEntity(i))
-  const pubsub = createPubSub<{ entityChanged: [Entity] }>()
+  const events = new EventTarget()
+  // Every open entityChanged subscription holds one listener: Node's default limit of ten warned of
+  // a leak at the eleventh client. Leaks are what liveSubscriptions() shows; no count means one here.
+  setMaxListeners(0, events)
+  const pubsub = createPubSub<{ entityChanged: [Entity] }>({ eventTarget: events })
+  let countdowns = 0
   const stats = { operations: 0, byField: new Map<string, number>() }
   const count = (field: string) => {
     stats.operations++
@@ -135,11 +144,29 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
           resolve: (e: Entity) => e,
         },
         countdown: {
-          subscribe: async function* (_: unknown, a: { from: number; intervalMs: number }) {
-            for (let i = a.from; i >= 1; i--) {
-              yield { countdown: i }
-              await new Promise((r) => setTimeout(r, a.intervalMs))
-            }
+          subscribe: (_: unknown, a: { from: number; intervalMs: number | null }) => {
+            const ms = a.intervalMs ?? 100
+            // Unbounded, one subscription held a timer for up to Int's 2^31-1 ms (24.8 days), and Node
+            // ran a negative interval at 1 ms.
+            if (ms < 0 || ms > 60_000) throw new GraphQLError(`countdown: intervalMs must be from 0 to 60000, got ${ms}`)
+            // A Repeater, not an async generator: a generator's return() waits for the pending
+            // timer, so an unsubscribe kept it running for up to intervalMs.
+            return new Repeater<{ countdown: number }>(async (push, stop) => {
+              countdowns++
+              let stopped = false
+              void stop.then(() => (stopped = true))
+              let timer: NodeJS.Timeout | undefined
+              try {
+                for (let i = a.from; i >= 1 && !stopped; i--) {
+                  await push({ countdown: i })
+                  await Promise.race([stop, new Promise((r) => (timer = setTimeout(r, ms)))])
+                  clearTimeout(timer)
+                }
+              } finally {
+                countdowns--
+                stop()
+              }
+            })
           },
         },
       },
@@ -208,6 +235,7 @@ export async function startDemoBackend(opts: { host?: string; port?: number; ent
     port,
     url: `http://${urlHost(opts.host ?? '127.0.0.1')}:${port}`,
     stats,
+    liveSubscriptions: () => getEventListeners(events, 'entityChanged').length + countdowns,
     close: async () => {
       for (const c of wss.clients) c.terminate()
       wss.close()

@@ -324,6 +324,15 @@ export async function verifyAudit(
     // A page's signatures take tens of milliseconds: let the API's other requests run between pages.
     await new Promise((resolve) => setImmediate(resolve))
   }
+  // Every start on a new key writes `audit.key_rotated` with it (store.markSigningKey): a chain the
+  // current key signed nothing of had its tail re-signed with a replaced key, from before the
+  // current one took over, which the periods alone cannot see.
+  if (keys.size > 1 && entries > 0 && currentFirst === undefined) {
+    problems.push({
+      seq: expectSeq - 1,
+      problem: `the current key ${currentId} signed no entry: every start on a new signing key writes an audit.key_rotated entry with it, so the chain's tail was signed again with a replaced key, or no control plane has started on this key yet (then verify with the key it runs on)`,
+    })
+  }
   return { ok: problems.length === 0, entries, headHash: prev, problems }
 }
 

@@ -135,6 +135,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     hub.publish(head)
     logger.info({ version: head.version, author: head.author }, 'config version committed')
   })
+  // A new signing key starts its period in the audit chain before anything else is written (not
+  // only when a head signed by a --previous-keys key is signed again): until its first entry, the
+  // old key could re-sign the whole tail and the new key would vanish from the chain.
+  try {
+    const marked = await store.markSigningKey()
+    if (marked !== undefined) logger.info({ seq: marked.seq, previousKeyId: marked.previousKeyId, keyId: opts.signingKey.keyId }, 'the newest audit entry was signed by another key: audit entry audit.key_rotated, signed by this key, starts its period in the chain')
+  } catch (err) {
+    logger.error({ err }, 'could not append the audit entry that starts this signing key\'s period (audit.key_rotated): until this key signs an entry, whoever holds the previous key can re-sign the audit log\'s tail undetected')
+  }
   // A key replaced on purpose (--previous-keys names the old one): the head it signed is signed
   // again with this key before any stream opens, so proxies pinned to the new key take it at once.
   // Best effort: on a failure the warning below says what proxies will see.

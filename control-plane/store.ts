@@ -6,7 +6,7 @@
 import { randomUUID, type KeyObject } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { ConfigError, validateConfig } from '../config/load.ts'
-import { appendAudit, currentRequestId, type AuditEntry, type AuditInput } from './audit.ts'
+import { appendAudit, AUDIT_KEY_OVERLAP_ENTRIES, currentRequestId, type AuditEntry, type AuditInput } from './audit.ts'
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
 import { inexact } from '../config/json-numbers.ts'
 import { num, type Db, type Tx } from './db.ts'
@@ -234,6 +234,32 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       this.emit('audited', 'config.resign')
     }
     return { version: out.head.version, keyId: out.keyId, resigned: out.resigned }
+  }
+
+  /**
+   * After a signing-key change the new key's period in the audit chain began only with its first
+   * entry, and until one was written (`config.resign` needs --previous-keys and a head the old key
+   * signed) whoever held the old key could re-sign the whole tail from inside the old key's period:
+   * the new key never appeared in the chain, and verifyAudit could not tell. At start, when the
+   * newest entry is not this key's, `audit.key_rotated` (the two key ids, nothing secret) signed by
+   * this key starts its period at once. Decided under the write lock, so a replica on this key that
+   * already wrote it — or, in a rolling restart, signed any entry within the overlap the old key
+   * still has — adds nothing. Returns the key id of the entry it followed, when it wrote one.
+   */
+  async markSigningKey(): Promise<{ previousKeyId: string; seq: number } | undefined> {
+    const out = await this.db.transaction(async (tx) => {
+      // Newest first; key_id is not hashed (anyone may write it), so only a signature that verifies counts.
+      const recent = await tx.query<{ seq: unknown; key_id: string; hash: string; signature: string }>(
+        'SELECT seq, key_id, hash, signature FROM audit_log WHERE seq > (SELECT MAX(seq) FROM audit_log) - $1 ORDER BY seq DESC',
+        [AUDIT_KEY_OVERLAP_ENTRIES],
+      )
+      if (recent.length === 0 || recent.some((r) => r.key_id === this.key.keyId && verifySignature(this.key.publicKey, r.hash, r.signature))) return undefined
+      const previousKeyId = recent[0]!.key_id
+      const entry = await appendAudit(tx, this.key, { actor: 'system', action: 'audit.key_rotated', resource: 'audit', before: { keyId: previousKeyId }, after: { keyId: this.key.keyId } })
+      return { previousKeyId, seq: entry.seq }
+    })
+    if (out !== undefined) this.emit('audited', 'audit.key_rotated')
+    return out
   }
 
   async #readHead(tx: Tx): Promise<Head | undefined> {

@@ -103,6 +103,15 @@ function byPath<R extends Routable>(routes: readonly Entry<R>[], path: string): 
   return undefined
 }
 
+/**
+ * A Host as the site it names: lower case, without its port (`[::1]:8080` → `[::1]`). Routing
+ * matches on it; the cache keys by it and a subscription stream's identity holds it, so replicas
+ * reached on other ports share entries and cursors while another name never does.
+ */
+export function siteOf(host: string): string {
+  return stripPort(host.toLowerCase())
+}
+
 function stripPort(host: string): string {
   if (host.startsWith('[')) {
     const end = host.indexOf(']')

@@ -49,11 +49,11 @@ export interface KeyParts {
    */
   target?: string
   /**
-   * The client's Host (hostKey) when the upstream is sent it (no hostRewrite): a multi-site
+   * The client's Host (proxy/router.ts siteOf) when the upstream is sent it (no hostRewrite): a multi-site
    * backend (virtual hosts) answers one query per site.
    */
   host?: string
-  /** A client's X-Forwarded-Host (hostKey) that the proxy relays (forwarded.trustIncoming). */
+  /** A client's X-Forwarded-Host (proxy/router.ts siteOf) that the proxy relays (forwarded.trustIncoming). */
   forwardedHost?: string
   /** "p:<manifest id>" or "d:<normalized document hash>". */
   operation: string
@@ -100,18 +100,6 @@ export function cacheKey(p: KeyParts): string {
   // Joined, not concatenated: a key built with += is a tree of string pieces, which V8 keeps
   // (as the LRU's key) at about three times the flat string's size.
   return k.join('\n')
-}
-
-/**
- * A Host as a key part: its name, lower-cased, without the port. Virtual hosts are chosen by
- * name (case-insensitive, any port, as the router matches them too); with the port, `:80` and
- * no port split one site, and so did the proxies that share an L2 when reached on their own ports.
- */
-export function hostKey(host: string): string {
-  const h = host.toLowerCase()
-  const colon = h.lastIndexOf(':')
-  // `[::1]:8080` has a port; `[::1]` none (its colons are the address's).
-  return colon === -1 || colon < h.lastIndexOf(']') ? h : h.slice(0, colon)
 }
 
 /** GraphQL over HTTP's GET parameters: keyed by what they mean (document, variables…), not as written. */

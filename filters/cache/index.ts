@@ -12,8 +12,9 @@ import type { CacheFilterConfig } from '../../config/filters/index.ts'
 import { applyAddedHeaders, errorReply, LogWindow, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { claimAt as sharedClaimAt } from '../../proxy/claims.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
+import { siteOf } from '../../proxy/router.ts'
 import { staleLimits, storeDecision } from './cache-control.ts'
-import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, hostKey, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
+import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, entityKeys, rootFieldsOf, withTypenames, type EntityKeys } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
@@ -368,8 +369,8 @@ class CacheFilter implements Filter {
     const key = cacheKey({
       route: this.#route,
       target: requestTarget(ctx.url, gql.method === 'GET'),
-      host: this.#keyHost ? hostKey(ctx.host) : undefined,
-      forwardedHost: forwardedHost === undefined ? undefined : hostKey(forwardedHost),
+      host: this.#keyHost ? siteOf(ctx.host) : undefined,
+      forwardedHost: forwardedHost === undefined ? undefined : siteOf(forwardedHost),
       operation: policy !== undefined ? policy.keyPart : `d:${normalizedDocumentHash(gql.document)}`,
       operationName: gql.opName,
       tenant: ctx.tenant,

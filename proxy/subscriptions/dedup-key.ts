@@ -3,6 +3,7 @@
 // (identical credentials by default, or configured verified claims), the document, operation
 // name, variables and extensions. Pure functions: the tenant-isolation rules are tested here.
 import { createHash } from 'node:crypto'
+import { siteOf } from '../router.ts'
 import { STREAM_ID_BYTES } from './cursor.ts'
 import { isRawJSON } from '../../config/json-numbers.ts'
 
@@ -51,23 +52,11 @@ export function credentialScope(headers: Record<string, string>, initPayload: Re
   return `cred:${sha256(canonicalJson({ h: headers, p: initPayload ?? null }))}`
 }
 
-/**
- * A Host as a stream's identity reads it: lower case, without its port. Every gateway replica
- * forwards the client's Host, and one reached as `api.example.com:8443` must find the streams
- * (cursors, Redis replay keys) of one reached as `api.example.com`: the site is the name, while a
- * different name may be a different site behind one backend.
- */
-export function hostIdentity(host: string): string {
-  const lower = host.toLowerCase()
-  const m = /^(\[[^\]]*\]|[^:]*)(?::\d*)?$/.exec(lower)
-  return m === null ? lower : m[1]!
-}
-
-/** `headers` with Host as hostIdentity reads it (the same object when that changes nothing). */
+/** `headers` with Host as the site it names (router.ts siteOf; the same object when that changes nothing). */
 export function identityHeaders(headers: Record<string, string>): Record<string, string> {
   const host = headers.host
   if (host === undefined) return headers
-  const id = hostIdentity(host)
+  const id = siteOf(host)
   return id === host ? headers : { ...headers, host: id }
 }
 

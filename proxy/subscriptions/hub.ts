@@ -25,7 +25,8 @@ import type { RouteRuntime, Snapshot } from '../runtime.ts'
 import { checkClientHandshake, handshakeRefusalHeaders, upgradeRefusal } from '../websocket-bridge.ts'
 import { ClientConnection } from './connection.ts'
 import { CursorCodec } from './cursor.ts'
-import { canonicalJson, credentialScope, hostIdentity, identityHeaders, sha256, streamKey } from './dedup-key.ts'
+import { canonicalJson, credentialScope, identityHeaders, sha256, streamKey } from './dedup-key.ts'
+import { siteOf } from '../router.ts'
 import { HubMetrics } from './metrics.ts'
 import { chooseProtocol, type ProtocolName } from './protocols.ts'
 import { RedisReplayLog } from './redis-log.ts'
@@ -388,13 +389,13 @@ export class SubscriptionHub {
     const cfg = this.config
     const upstreamUrl = upstreamWsUrl(route, upgradeUrl)
     headers = this.#connectionHeaders(route, headers)
-    // Identity reads the Host without its port (dedup-key.ts hostIdentity): replicas reached on
+    // Identity reads the Host without its port (router.ts siteOf): replicas reached on
     // other ports share cursors; the handshake still sends it as the client wrote it.
     const scope = ctx.subscription?.dedupScope ?? credentialScope(identityHeaders(headers), params)
     const { key, streamId } = streamKey({
       route: route.name,
       upstreamUrl,
-      host: headers.host === undefined ? undefined : hostIdentity(headers.host),
+      host: headers.host === undefined ? undefined : siteOf(headers.host),
       tenant: ctx.tenant,
       scope,
       docHash: gql.docHash ?? '',

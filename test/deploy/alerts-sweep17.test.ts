@@ -6,39 +6,20 @@
 //    counts it in igw_control_plane_storage_full_total, which no alert read: the alert
 //    IgwControlPlaneStorageFull fires on what a real control plane with a full disk exports
 //    (a real tmpfs filled up; skipped where this process may not mount one).
-import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { stringify } from 'yaml'
 import { afterAll, describe, expect, it } from 'vitest'
 import { metricSample, startTestControlPlane } from '../helpers/control-plane.ts'
-import { ROOT } from '../helpers/proxy.ts'
+import { promtoolTest } from '../helpers/promtool.ts'
 import { canMountTmpfs, fillUntilFull, releaseMounts, tinyMount } from '../helpers/tmpfs.ts'
 
-const DIR = join(ROOT, 'deploy/observability')
 const scratch = mkdtempSync(join(tmpdir(), 'igw-alerts17-'))
 afterAll(() => {
   releaseMounts()
   rmSync(scratch, { recursive: true, force: true })
 })
-
-interface AlertCase {
-  eval_time: string
-  alertname: string
-  exp_alerts: { exp_labels: Record<string, string>; exp_annotations: Record<string, string> }[]
-}
-
-/** Runs promtool's rule unit tests on the shipped alerts.yaml with these series and expectations. */
-function promtoolTest(series: { series: string; values: string }[], cases: AlertCase[]): { ok: boolean; out: string } {
-  const dir = mkdtempSync(join(scratch, 'promtool-'))
-  copyFileSync(join(DIR, 'alerts.yaml'), join(dir, 'alerts.yaml'))
-  writeFileSync(join(dir, 't.yaml'), stringify({ rule_files: ['alerts.yaml'], evaluation_interval: '1m', tests: [{ interval: '1m', input_series: series, alert_rule_test: cases }] }))
-  const r = spawnSync('promtool', ['test', 'rules', 't.yaml'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
-  if (r.error) throw new Error(`promtool not runnable (${r.error.message}): run deploy/ci/install-tools.sh`)
-  return { ok: r.status === 0, out: r.stdout + r.stderr }
-}
 
 /** The annotations IgwRedisDown carries for `instance`. */
 const redisDown = (instance: string) => [

@@ -6,33 +6,9 @@
 //  - igw_upstream_retries_total{route} (requests sent upstream twice: the upstream closed the
 //    connection before answering) had no alert: a backend closing keep-alive connections early or
 //    crashing on requests went unseen while it did the work twice. IgwUpstreamRetriesHigh.
-import { spawnSync } from 'node:child_process'
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { stringify } from 'yaml'
-import { afterAll, describe, expect, it } from 'vitest'
-import { ROOT } from '../helpers/proxy.ts'
+import { describe, expect, it } from 'vitest'
+import { promtoolTest } from '../helpers/promtool.ts'
 
-const DIR = join(ROOT, 'deploy/observability')
-const scratch = mkdtempSync(join(tmpdir(), 'igw-alerts23z-'))
-afterAll(() => rmSync(scratch, { recursive: true, force: true }))
-
-interface AlertCase {
-  eval_time: string
-  alertname: string
-  exp_alerts: { exp_labels: Record<string, string>; exp_annotations: Record<string, string> }[]
-}
-
-/** Runs promtool's rule unit tests on the shipped alerts.yaml with these series and expectations. */
-function promtoolTest(series: { series: string; values: string }[], cases: AlertCase[]): { ok: boolean; out: string } {
-  const dir = mkdtempSync(join(scratch, 'promtool-'))
-  copyFileSync(join(DIR, 'alerts.yaml'), join(dir, 'alerts.yaml'))
-  writeFileSync(join(dir, 't.yaml'), stringify({ rule_files: ['alerts.yaml'], evaluation_interval: '1m', tests: [{ interval: '1m', input_series: series, alert_rule_test: cases }] }))
-  const r = spawnSync('promtool', ['test', 'rules', 't.yaml'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
-  if (r.error) throw new Error(`promtool not runnable (${r.error.message}): run deploy/ci/install-tools.sh`)
-  return { ok: r.status === 0, out: r.stdout + r.stderr }
-}
 
 describe('IgwConfigVersionSkew', () => {
   const digest = (pod: string, d: string, values = '1x40') => ({ series: `igw_config_digest_info{namespace="shop",job="shop/igw-sidecar",pod="${pod}",digest="${d.repeat(16)}"}`, values })

@@ -5,33 +5,9 @@
 //    a document applies; the proxy side is in test/proxy/lifecycle.test.ts).
 //  - igw_jwt_key_files_stale{route} (a changed JWT key file that does not load: the new key's
 //    tokens are refused 401) had no alert. IgwJwtKeyFilesStale.
-import { spawnSync } from 'node:child_process'
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { stringify } from 'yaml'
-import { afterAll, describe, expect, it } from 'vitest'
-import { ROOT } from '../helpers/proxy.ts'
+import { describe, expect, it } from 'vitest'
+import { promtoolTest, type AlertCase } from '../helpers/promtool.ts'
 
-const DIR = join(ROOT, 'deploy/observability')
-const scratch = mkdtempSync(join(tmpdir(), 'igw-alerts24g-'))
-afterAll(() => rmSync(scratch, { recursive: true, force: true }))
-
-interface AlertCase {
-  eval_time: string
-  alertname: string
-  exp_alerts: { exp_labels: Record<string, string>; exp_annotations: Record<string, string> }[]
-}
-
-/** Runs promtool's rule unit tests on the shipped alerts.yaml with these series and expectations. */
-function promtoolTest(series: { series: string; values: string }[], cases: AlertCase[]): { ok: boolean; out: string } {
-  const dir = mkdtempSync(join(scratch, 'promtool-'))
-  copyFileSync(join(DIR, 'alerts.yaml'), join(dir, 'alerts.yaml'))
-  writeFileSync(join(dir, 't.yaml'), stringify({ rule_files: ['alerts.yaml'], evaluation_interval: '1m', tests: [{ interval: '1m', input_series: series, alert_rule_test: cases }] }))
-  const r = spawnSync('promtool', ['test', 'rules', 't.yaml'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
-  if (r.error) throw new Error(`promtool not runnable (${r.error.message}): run deploy/ci/install-tools.sh`)
-  return { ok: r.status === 0, out: r.stdout + r.stderr }
-}
 
 /** IgwConfigReloadRejected for a proxy. */
 const rejected = (instance: string) => ({

@@ -6,6 +6,7 @@ import { mkdtempSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Redis } from 'ioredis'
 import { freePort } from './ports.ts'
 
 export interface TestRedis {
@@ -65,4 +66,17 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
   const pause = () => void child?.kill('SIGSTOP')
   const resume = () => void child?.kill('SIGCONT')
   return { port, url: `redis://127.0.0.1:${port}`, stop, start, pause, resume, close: stop }
+}
+
+/**
+ * Registers other proxies as live in the quota store under `prefix` (heartbeats an hour ahead, so
+ * they never expire in a test): this proxy's local-share during an outage is 1 / (peers + 1).
+ */
+export async function registerLivePeers(url: string, prefix: string, ...peers: string[]): Promise<void> {
+  const admin = new Redis(url)
+  try {
+    await admin.zadd(`${prefix}q:proxies`, ...peers.flatMap((id) => [Date.now() + 3_600_000, id]))
+  } finally {
+    admin.disconnect()
+  }
 }

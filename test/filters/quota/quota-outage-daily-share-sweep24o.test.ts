@@ -2,12 +2,11 @@
 // daily quota (Redis's last word plus this proxy's own use still leaves room) is told to retry when
 // Redis may answer again — not at the tenant's midnight (Retry-After of up to a day, with quota
 // left) — and that retry is admitted once Redis is back. Real proxy, real redis-server, real client.
-import { Redis } from 'ioredis'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, startTestProxy } from '../../helpers/proxy.ts'
-import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { registerLivePeers, startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 import { parseList } from './structured-fields.ts'
 
@@ -35,13 +34,8 @@ describe('local-share: a spent share of the daily quota (sweep 24o)', () => {
 
   it('is told to retry when Redis may answer (not at midnight), and that retry is admitted once it does; a day really used up still waits for midnight', async () => {
     const prefix = 'sweep24odaily:'
-    // One more proxy is live (its heartbeat far in the future): this proxy's share is a half.
-    const admin = new Redis(redis.url)
-    try {
-      await admin.zadd(`${prefix}q:proxies`, Date.now() + 3_600_000, 'peer-a')
-    } finally {
-      admin.disconnect()
-    }
+    // One more proxy is live: this proxy's share is a half.
+    await registerLivePeers(redis.url, prefix, 'peer-a')
     const p = await startTestProxy({
       workers: 1,
       log: { level: 'error', access: { enabled: false } } as never,

@@ -8,14 +8,13 @@
 //   RATE_LIMITED, Retry-After: 1, and a client honouring it came back to QUOTA_EXCEEDED;
 // - local-share during a Redis outage: a refill divided among the live proxies that rounded to
 //   nothing meant no refill for the whole outage and "Retry-After: Infinity".
-import { Redis } from 'ioredis'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { GatewayConfigInput } from '../../../config/schema.ts'
 import { TenantCalendar } from '../../../filters/quota/calendar.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
-import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { registerLivePeers, startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { waitUntil } from '../../helpers/wait.ts'
 import { parseList } from './structured-fields.ts'
 
@@ -160,13 +159,8 @@ describe('local-share during a Redis outage', () => {
 
   it("a proxy's share of a slow refill is still a refill: Retry-After is a number of seconds, not Infinity", async () => {
     const prefix = 'sweep14share:'
-    // Two more proxies are live (their heartbeats far in the future: they never expire here).
-    const admin = new Redis(redis.url)
-    try {
-      await admin.zadd(`${prefix}q:proxies`, Date.now() + 3_600_000, 'peer-a', Date.now() + 3_600_000, 'peer-b')
-    } finally {
-      admin.disconnect()
-    }
+    // Two more proxies are live.
+    await registerLivePeers(redis.url, prefix, 'peer-a', 'peer-b')
     const p = await proxyWith({
       redis: { url: redis.url, keyPrefix: prefix },
       tenants: { acme: {} },

@@ -18,7 +18,7 @@ import { QUOTA_SHARED_BYTES } from '../../../filters/quota/shared-table.ts'
 import type { Filter } from '../../../proxy/filter.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, startTestProxy } from '../../helpers/proxy.ts'
-import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { registerLivePeers, startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 import { parseList } from './structured-fields.ts'
 
@@ -133,13 +133,8 @@ describe('local-share: Retry-After on a refusal only Redis can lift (sweep 19)',
 
   it("a cost over this proxy's share of the burst, and a spent share of a hard-capped budget: retry when Redis may answer, and that retry is admitted once it does", async () => {
     const prefix = 'sweep19share:'
-    // One more proxy is live (its heartbeat far in the future): this proxy's share is a half.
-    const admin = new Redis(redis.url)
-    try {
-      await admin.zadd(`${prefix}q:proxies`, Date.now() + 3_600_000, 'peer-a')
-    } finally {
-      admin.disconnect()
-    }
+    // One more proxy is live: this proxy's share is a half.
+    await registerLivePeers(redis.url, prefix, 'peer-a')
     const p = await startTestProxy({
       workers: 1,
       log: { level: 'warn', access: { enabled: false } } as never,

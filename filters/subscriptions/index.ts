@@ -8,7 +8,7 @@ import type { SubscriptionsFilterConfig } from '../../config/filters/index.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 // One reading of a claim path for the filter and the hub (which works a connection's tier out again).
-import { claimPath } from '../../proxy/subscriptions/dedup-key.ts'
+import { claimAt } from '../../proxy/claims.ts'
 
 const TIERS: ReadonlySet<string> = new Set<Tier>(['gold', 'silver', 'bronze'])
 
@@ -32,7 +32,7 @@ export function dedupScope(claims: Record<string, unknown>, paths: readonly stri
   const iss = claims.iss
   if (iss !== undefined && iss !== null && !paths.includes('iss')) values.push(['iss', iss])
   for (const p of paths) {
-    const v = claimPath(claims, p)
+    const v = claimAt(claims, p)
     if (v === undefined || v === null) return undefined
     values.push([p, v])
   }
@@ -61,7 +61,7 @@ class SubscriptionsFilter implements Filter {
     const claims = ctx.claims
     if (claims === undefined) return undefined
     if (this.#tierClaim !== undefined) {
-      const tier = claimPath(claims, this.#tierClaim)
+      const tier = claimAt(claims, this.#tierClaim)
       if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = ctx.principalTier = tier as Tier
     }
     if (this.#dedupClaims !== undefined) {

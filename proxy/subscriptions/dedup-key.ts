@@ -34,16 +34,6 @@ export function canonicalJson(value: unknown): string {
   return `${out}}`
 }
 
-/** Value at a dotted path ("org.role") of a claims object. */
-export function claimPath(claims: Record<string, unknown>, path: string): unknown {
-  let cur: unknown = claims
-  for (const part of path.split('.')) {
-    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return undefined
-    cur = (cur as Record<string, unknown>)[part]
-  }
-  return cur
-}
-
 /**
  * The credentials a shared upstream connection is opened with: the forwarded headers and the
  * init payload. Hashed, this is the default sharing scope (identical credentials share).

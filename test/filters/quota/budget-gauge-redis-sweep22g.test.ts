@@ -25,7 +25,9 @@ beforeAll(async () => {
   p = await startTestProxy({
     redis: { url: redis.url },
     tenants: { acme: {} },
-    quotas: { tenants: { acme: { budget: { units: 100, window: '30d', bucket: '1h' } } } },
+    // A generous Redis budget: at the default 5 ms a loaded CI host times the decide out, the
+    // request is admitted on the local limiter, and "this proxy's last decision" becomes 0.01.
+    quotas: { redis: { budgetMs: 1000 }, tenants: { acme: { budget: { units: 100, window: '30d', bucket: '1h' } } } },
     routes: [{ name: 'api', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'quota' }] }],
   })
 })
@@ -48,6 +50,8 @@ async function currentBucket(): Promise<number> {
 
 describe('igw_budget_used_ratio with Redis (sweep 22g)', () => {
   it('shows the units other proxies spent, and falls as they leave the window', async () => {
+    // A retry starts from a clean key (the last step leaves a string behind).
+    await client.del(KEY)
     // Another proxy's decisions: 60 units in this hour.
     let cur = await currentBucket()
     await client.hset(KEY, { h: cur, tot: 60, bm: HOUR, n: BUCKETS, [`b${cur % BUCKETS}`]: 60 })

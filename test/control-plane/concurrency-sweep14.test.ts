@@ -51,7 +51,7 @@ describe('rollback and If-Match', () => {
 
 describe('a daily quota has an ETag one can read', () => {
   it('GET /v1/tenants/{id}/quotas/{kind} answers the quota with its ETag; a stale If-Match on PUT and DELETE is 412', async () => {
-    expect((await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: json({ limitPerDay: 100 }) })).status).toBe(200)
+    expect((await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: json({ limitPerDay: 100 }) })).status).toBe(201) // created
     const r = await cp.api('/v1/tenants/acme/quotas/graphql')
     const etag = r.headers.get('etag')
     expect(await oa.check(r, 'GET', '/v1/tenants/{id}/quotas/{kind}')).toMatchObject({ tenant: 'acme', kind: 'graphql', limitPerDay: 100, usedToday: 0 })

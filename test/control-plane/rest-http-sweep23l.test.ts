@@ -30,7 +30,7 @@ describe('admin API HTTP semantics (sweep 23l)', () => {
   })
 
   it('a quota read with If-None-Match of its ETag still shows usedToday as it is now', async () => {
-    expect((await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: json({ limitPerDay: 1000 }) })).status).toBe(200)
+    expect((await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: json({ limitPerDay: 1000 }) })).status).toBe(201) // created
     const first = await cp.api('/v1/tenants/acme/quotas/graphql')
     const etag = first.headers.get('etag')!
     const before = (await oa.check(first, 'GET', '/v1/tenants/{id}/quotas/{kind}')) as { usedToday: number }

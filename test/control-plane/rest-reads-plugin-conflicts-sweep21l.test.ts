@@ -34,7 +34,7 @@ type Problem = { status: number; detail: string }
 describe('reads', () => {
   it('a tenant’s quota list is a 404 for a tenant that does not exist, like one quota of it', async () => {
     const put = await cp.api('/v1/tenants/acme/quotas/graphql', { method: 'PUT', body: JSON.stringify({ limitPerDay: 500 }) })
-    expect(put.status).toBe(200)
+    expect(put.status).toBe(201) // created
     const known = (await oa.check(await cp.api('/v1/tenants/acme/quotas'), 'GET', '/v1/tenants/{id}/quotas')) as { items: { kind: string; limitPerDay: number }[] }
     expect(known.items).toEqual([expect.objectContaining({ kind: 'graphql', limitPerDay: 500 })])
 

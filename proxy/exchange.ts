@@ -12,7 +12,7 @@ import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { acceptsTrailers, applyAddedHeaders, charsetOf, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, relayableTrailers, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
-import { lingeringClose } from './linger.ts'
+import { bodyStillComing, lingeringClose } from './linger.ts'
 import { relayed } from './stream-gc.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
@@ -538,6 +538,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // Answered without inviting the body: the client may still send it (RFC 9110 lets it after
     // a wait), so the connection cannot carry another request.
     if (this.#awaitingContinue) this.res.shouldKeepAlive = false
+    // A body still arriving (a filter refusing an upload on an http route): a connection this reply
+    // ends (the above, the client's Connection: close, HTTP/1.0, a drain) lingers. Closed at once
+    // with the upload still coming, it was reset and the client got EPIPE instead of the 401/403.
+    if (bodyStillComing(this.ctx.req)) this.ctx.socket.destroySoon = lingeringClose
     // The request-id filter did not run (a refusal before the chain, or by a filter ahead of it):
     // the answer still carries, and the access line logs, the id it would have assigned.
     const rid = this.route.requestId

@@ -3,6 +3,7 @@
 // what it sends, and cut the socket after LINGER_MS. Closed at once, the arriving bytes make the
 // kernel reset the connection and the reply is lost with it; ended only on our side, a socket
 // whose client never closes its own stays open forever.
+import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 
 /** How long such a connection keeps reading before it is cut, counted as Envoy's delayed close is (see cutWhenIdle). */
@@ -18,6 +19,17 @@ const PIECE = 16 * 1024
 export function lingeringClose(this: Duplex): void {
   if (this.writable) this.end()
   if (!this.destroyed) cutWhenIdle(this)
+}
+
+/**
+ * The request's body is still on its way (announced, chunked or by a Content-Length other than 0,
+ * and not all read): a reply sent now that ends the connection must linger, or the client's
+ * arriving bytes reset it and the client gets EPIPE/ECONNRESET instead of the reply.
+ */
+export function bodyStillComing(req: IncomingMessage): boolean {
+  if (req.complete) return false
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
 /**

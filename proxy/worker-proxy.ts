@@ -14,7 +14,7 @@ import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
 import { SharedRedis } from './redis.ts'
 import { SubscriptionHub } from './subscriptions/hub.ts'
-import { endRaw } from './linger.ts'
+import { bodyStillComing, endRaw, lingeringClose } from './linger.ts'
 import { destroyOnSocketError, handleUpgrade, type WsBridge } from './websocket-bridge.ts'
 import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
@@ -33,6 +33,15 @@ function isWebSocketUpgrade(upgrade: string | undefined): boolean {
   if (upgrade === undefined) return false
   const comma = upgrade.indexOf(',')
   return (comma === -1 ? upgrade : upgrade.slice(0, comma)).trim().toLowerCase() === 'websocket'
+}
+
+/**
+ * A refusal before routing of a request whose body is still arriving: if the connection ends
+ * after it (the refusal's own Connection: close, the client's, HTTP/1.0), it lingers. Closed at
+ * once, the upload still coming reset it: the client got EPIPE, not the 404/417/501.
+ */
+function lingerIfUploading(req: IncomingMessage): void {
+  if (bodyStillComing(req)) req.socket.destroySoon = lingeringClose
 }
 
 function unroutedRequestId(res: ServerResponse): string {
@@ -254,6 +263,7 @@ export class WorkerProxy {
     this.inflight++
     this.#workerCounter.inc()
     res.shouldKeepAlive = false // the body (if any) stays unread
+    lingerIfUploading(req)
     const id = unroutedRequestId(res)
     res.once('close', () => this.#finishUnrouted(req, res, start, 'EXPECTATION_FAILED', id))
     writeErrorReply(res, 'EXPECTATION_FAILED', 'the only expectation this gateway meets is Expect: 100-continue')
@@ -268,6 +278,7 @@ export class WorkerProxy {
     if (refusal !== undefined) {
       // TRACE's body, and a body in a coding we do not read, stay unread.
       if (refusal[0] === 'METHOD_NOT_ALLOWED' || refusal[0] === 'NOT_IMPLEMENTED') res.shouldKeepAlive = false
+      lingerIfUploading(req)
       const id = unroutedRequestId(res)
       res.once('close', () => this.#finishUnrouted(req, res, start, refusal[0], id))
       if (refusal[0] === 'METHOD_NOT_ALLOWED') res.setHeader('allow', RELAYED_METHODS)
@@ -277,6 +288,7 @@ export class WorkerProxy {
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined) {
+      lingerIfUploading(req)
       const id = unroutedRequestId(res)
       res.once('close', () => this.#finishUnrouted(req, res, start, 'NOT_FOUND', id))
       writeErrorReply(res, 'NOT_FOUND', 'no route matches this host and path')

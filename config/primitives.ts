@@ -38,8 +38,18 @@ export const byteSize = z
     return n
   })
 
-/** Milliseconds; 0 means "disabled" where a field documents it. */
-export const durationMs = z.int({ error: 'expected a whole number of milliseconds' }).nonnegative()
+/** setTimeout's longest delay (~24.8 days): Node fires a longer one after 1 ms. */
+export const MAX_DURATION_MS = 2 ** 31 - 1
+
+/**
+ * Milliseconds; 0 means "disabled" where a field documents it. Bounded by what a timer holds:
+ * `shutdown.drainTimeoutMs: 3000000000` (meant as "wait as long as it takes") cut every request
+ * in flight 1 ms into a drain, and a larger `timeouts.totalMs` re-armed a 1 ms timer per request.
+ */
+export const durationMs = z
+  .int({ error: 'expected a whole number of milliseconds' })
+  .nonnegative()
+  .max(MAX_DURATION_MS, { error: `expected at most ${MAX_DURATION_MS} milliseconds (about 24.8 days, the longest timer Node.js holds)` })
 
 export const listenAddress = z
   .string()
@@ -109,4 +119,24 @@ export function splitListenAddress(addr: string): { host: string | undefined; po
   let host = addr.slice(0, i)
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
   return { host: host === '' ? undefined : host, port: Number(addr.slice(i + 1)) }
+}
+
+/** Whether two listen addresses take the same port on a shared interface (a wildcard takes all; port 0 is any free one). */
+export function listenAddressesOverlap(a: { host?: string | undefined; port: number }, b: { host?: string | undefined; port: number }): boolean {
+  const wild = (h: string | undefined) => h === undefined || h === '' || h === '0.0.0.0' || h === '::' || h === '*'
+  return a.port !== 0 && a.port === b.port && (wild(a.host) || wild(b.host) || a.host === b.host)
+}
+
+// RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name (unreserved, sub-delims, %HH; raw bytes above 0x7F
+// too, as nginx lets an unencoded IDN through) or an IP literal in brackets (RFC 6874 zone
+// included), and an optional port of digits.
+const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~]+)?\])(?::[0-9]*)?$/
+
+/**
+ * True when a Host header value is a host[:port] as RFC 3986 spells it. Node's parser passes any
+ * value (`a b`, `evil.com/x`, `x?y`), which reached backends that build absolute URLs from it;
+ * nginx answers such a Host 400.
+ */
+export function isValidHost(host: string): boolean {
+  return VALID_HOST.test(host)
 }

@@ -11,8 +11,11 @@ import {
   byteSize,
   durationMs,
   identifier,
+  isValidHost,
   listenAddress,
+  listenAddressesOverlap,
   originUrl,
+  splitListenAddress,
   tenantId,
   tierName,
   timeZone,
@@ -70,8 +73,15 @@ export const routeConfig = z.strictObject({
    * malformed JSON is refused with 400. http: bodies stream through untouched.
    */
   type: z.enum(['graphql', 'http']).default('graphql'),
-  /** Host header toward the upstream; absent keeps the client's Host. */
-  hostRewrite: z.string().min(1).optional(),
+  /**
+   * Host header toward the upstream; absent keeps the client's Host. A host[:port], as the proxy
+   * demands of clients' Host headers: any text was sent as it was (`https://api.example.com`, a
+   * URL where the host was meant, reached the backend as its Host).
+   */
+  hostRewrite: z
+    .string()
+    .refine(isHostHeader, { error: 'expected a host[:port] for the Host header, such as "api.example.com" or "api.example.com:8443" (no scheme, path or spaces)' })
+    .optional(),
   maxBodyBytes: byteSize.default(1024 * 1024),
   /**
    * Query batching (a JSON array of GraphQL requests in one POST), off by default as in Apollo
@@ -240,8 +250,12 @@ export const gatewayConfigObject = z.strictObject({
     .prefault({}),
   shutdown: z
     .strictObject({
-      /** In-flight requests get this long to finish after SIGTERM; then connections are cut. */
-      drainTimeoutMs: durationMs.default(10_000),
+      /**
+       * In-flight requests get this long to finish after SIGTERM; then connections are cut. At
+       * most a day: the supervisor's own deadline runs 2 s past it, and one past a timer's
+       * bound fired at once, stopping the workers with their requests.
+       */
+      drainTimeoutMs: z.int({ error: 'expected a whole number of milliseconds' }).min(0).max(86_400_000, { error: 'expected at most 86400000 milliseconds (24 hours)' }).default(10_000),
       /**
        * After SIGTERM, keep serving normally this long with /readyz failing, then drain: a load
        * balancer that follows /readyz stops sending first (Envoy's drain time, a preStop sleep
@@ -315,6 +329,11 @@ const checkedConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
       }
     })
   })
+  // Both on one port: the worker threads listen with reusePort, and the admin listener's
+  // EADDRINUSE then read "another process listens there" (exit 69) of the proxy's own listener.
+  if (listenAddressesOverlap(splitListenAddress(cfg.listen), splitListenAddress(cfg.admin.listen))) {
+    ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: `takes the port of listen (${cfg.listen}): give the admin port another one`, input: cfg.admin.listen })
+  }
   checkQuotaReferences(cfg, ctx)
   checkDlpReferences(cfg, ctx)
   if (cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
@@ -342,6 +361,12 @@ export const gatewayConfig = checkedConfig.transform((cfg) => {
 
 export type GatewayConfig = z.infer<typeof gatewayConfig>
 export type GatewayConfigInput = z.input<typeof gatewayConfig>
+
+/** A Host header value: a non-empty host[:port] as RFC 3986 spells it, the port at most 65535. */
+function isHostHeader(v: string): boolean {
+  const port = /^(?:\[[^\]]*\]|[^:]+)(?::(\d{1,5}))?$/.exec(v)
+  return port !== null && isValidHost(v) && (port[1] === undefined || Number(port[1]) <= 65535)
+}
 
 export function looksLikeUrl(s: string): boolean {
   return s.includes('://') || s.includes(':/')

@@ -110,8 +110,8 @@ export const subscriptionsConfig = z.strictObject({
       store: z.enum(['auto', 'memory', 'redis']).default('auto'),
       /** Events kept per stream. */
       maxEvents: z.int().min(1).max(1_000_000).default(1_000),
-      /** Events older than this are gone from the log. */
-      maxAgeMs: durationMs.min(1_000).default(300_000),
+      /** Events older than this are gone from the log (an age, not a timer: not held to durationMs's bound). */
+      maxAgeMs: z.int({ error: 'expected a whole number of milliseconds' }).min(1_000).default(300_000),
       /** Event text kept per stream in memory, whatever maxEvents says (the newest event always is). */
       maxBytes: byteSize.default(8 * 1024 * 1024),
     })

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { ConfigError } from '../config/load.ts'
-import { splitListenAddress } from '../config/primitives.ts'
+import { listenAddressesOverlap, splitListenAddress } from '../config/primitives.ts'
 import type { Flags } from './cli.ts'
 import { configFromDocument, installSignals } from './cli.ts'
 import { startDemoBackend } from './demo-backend.ts'
@@ -94,12 +94,6 @@ export function demoAddress(variable: 'IGW_DEMO_BACKEND' | 'IGW_DEMO_CONTROL_PLA
 /** An IGW_DEMO_* variable as set, or its default. */
 const env = (variable: string, fallback: string): string => process.env[variable] || fallback
 
-/** Whether two listen addresses take the same port on a shared interface (a wildcard takes all). */
-function overlaps(a: { host?: string | undefined; port: number }, b: { host?: string | undefined; port: number }): boolean {
-  const wild = (h: string | undefined) => h === undefined || h === '' || h === '0.0.0.0' || h === '::' || h === '*'
-  return a.port !== 0 && a.port === b.port && (wild(a.host) || wild(b.host) || a.host === b.host)
-}
-
 /**
  * The gateway and admin addresses against the demo's own backend and control plane. `igw demo
  * --listen :4000` started the backend there, then the gateway failed on it: a NACKed head, three
@@ -113,7 +107,7 @@ export function assertNoDemoCollision(listen: string, adminListen: string, backe
   ]
   for (const [flag, address] of [['--listen', listen], ['--admin-listen', adminListen]] as const) {
     for (const [variable, what, at] of ours) {
-      if (!overlaps(splitListenAddress(address), at)) continue
+      if (!listenAddressesOverlap(splitListenAddress(address), at)) continue
       const set = process.env[variable] ? `${variable}=${process.env[variable]}` : `${at.host}:${at.port} by default; ${variable} moves it`
       throw new ConfigError(flag, [`${address} takes port ${at.port}, where ${what} listens (${set}): give one of them another port`])
     }

@@ -301,20 +301,6 @@ export function chunkedOnly(te: string | string[]): boolean {
   return typeof te === 'string' && te.trim().toLowerCase() === 'chunked'
 }
 
-// RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name (unreserved, sub-delims, %HH; raw bytes above 0x7F
-// too, as nginx lets an unencoded IDN through) or an IP literal in brackets (RFC 6874 zone
-// included), and an optional port of digits.
-const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~]+)?\])(?::[0-9]*)?$/
-
-/**
- * True when a Host header value is a host[:port] as RFC 3986 spells it. Node's parser passes any
- * value (`a b`, `evil.com/x`, `x?y`), which reached backends that build absolute URLs from it;
- * nginx answers such a Host 400.
- */
-export function isValidHost(host: string): boolean {
-  return VALID_HOST.test(host)
-}
-
 // Request ids end up in logs and headers: their size and alphabet are bounded so a client
 // cannot inject (the request-id filter keeps an incoming id by the same rule).
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/

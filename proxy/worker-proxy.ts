@@ -20,7 +20,8 @@ import { TenantUsage } from './tenant-usage.ts'
 import { configureStreamGc } from './stream-gc.ts'
 import { normalizeTarget, REJECTED, type PathOptions } from './path-normalize.ts'
 import { clipLogField, roundMs, traceIdOf } from './log.ts'
-import { chunkedOnly, isValidHost } from './headers.ts'
+import { isValidHost } from '../config/primitives.ts'
+import { chunkedOnly } from './headers.ts'
 
 /**
  * A request answered before any route (no route matched, or refused before routing) has no

@@ -93,6 +93,13 @@ export function varyIsKeyed(vary: string | string[], keyedHeaders: readonly stri
   return true
 }
 
+/** `application/json`, `application/graphql-response+json` or another `+json` type. */
+function isJsonType(contentType: string): boolean {
+  const semi = contentType.indexOf(';')
+  const t = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase()
+  return t === 'application/json' || (t.startsWith('application/') && t.endsWith('+json'))
+}
+
 /**
  * May this response be stored, and for how long? `ttlSeconds` is the configured TTL (per-id
  * policy or route), capped by what is left of the upstream's freshness lifetime: s-maxage /
@@ -104,6 +111,10 @@ export function storeDecision(status: number, headers: Record<string, string | s
   if (headers['set-cookie'] !== undefined) return { ttlSeconds: 0, reason: 'set_cookie', ageSeconds: 0 }
   const enc = headers['content-encoding']
   if (enc !== undefined && enc !== 'identity') return { ttlSeconds: 0, reason: 'encoded', ageSeconds: 0 }
+  // Decided at the head: a stream (multipart incremental delivery, SSE, NDJSON) is no entry, and
+  // the misses waiting on its key went upstream only when it ended (a live stream: never).
+  const type = single(headers['content-type'])
+  if (type !== undefined && !isJsonType(type)) return { ttlSeconds: 0, reason: 'not_json', ageSeconds: 0 }
   const vary = headers.vary
   if (vary !== undefined && !varyIsKeyed(vary, keyedHeaders)) return { ttlSeconds: 0, reason: 'vary', ageSeconds: 0 }
   const cc = parseCacheControl(headers['cache-control'])

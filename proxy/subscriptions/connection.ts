@@ -271,7 +271,7 @@ export class Subscription implements StreamSubscriber, GapHolder {
     this.conn.purge(this)
     if (detach) this.stream?.detach(this)
     if (this.conn.subs.get(this.id) === this) this.conn.subs.delete(this.id)
-    this.conn.tierMetrics.subscriptions.dec()
+    if (this.stream !== undefined) this.conn.tierMetrics.subscriptions.dec()
     this.ctx.runCleanups()
     const held = this.#held
     this.#held = undefined
@@ -966,7 +966,12 @@ export class ClientConnection {
     // A subscription keeps the event filters of the chain that admitted it (see Subscription).
     const sub = stream === undefined ? new Subscription(this, cmd, ctx, matcher) : new Subscription(this, cmd, ctx, matcher, eventFiltersOf(route), snap)
     this.subs.set(cmd.id, sub)
-    this.tierMetrics.subscriptions.inc()
+    // igw_subscriptions_active counts subscriptions only (its share of igw_subscription_upstreams
+    // is the dedup ratio): a query or mutation in flight over the socket is no subscription.
+    if (stream !== undefined) {
+      sub.stream = stream
+      this.tierMetrics.subscriptions.inc()
+    }
     // The tenant's usage (reports, statements, usedToday without Redis): the socket's upgrade has
     // no tenant yet, so a terminated route's operations were never counted at all.
     if (opType === 'subscription') this.hub.host.usage.subscription(ctx, 101)
@@ -981,7 +986,6 @@ export class ClientConnection {
       return
     }
     const cursor = cmd.cursor
-    sub.stream = stream
     // Topic protocol: where it stands is the client's cursor only when it is one of this stream's
     // (what it missed follows); anything else (forged, another key, another subscription's) starts
     // at the head, as the `invalid` gap after it says. Echoed, a client that keeps the cursor it

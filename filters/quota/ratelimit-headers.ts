@@ -20,6 +20,19 @@ function seconds(ms: number): number {
 }
 
 /**
+ * RFC 9651 §3.3.1: a structured field Integer has at most 15 digits, and a field with a longer
+ * one fails to parse as a whole. limitPerDay, budget units and maxConcurrent go up to 2^53 (16
+ * digits), a budget window of huge buckets further: one such figure made clients drop the whole
+ * RateLimit-Policy / RateLimit, every other policy in it too. Capped: a limit that large is
+ * never reached anyway.
+ */
+const SF_INT_MAX = 999_999_999_999_999
+
+function sfInt(n: number): number {
+  return n > SF_INT_MAX ? SF_INT_MAX : n
+}
+
+/**
  * The RateLimit-Policy value for a rule (undefined when nothing enforced is advertised), on a
  * day of `dayMs` (the daily quota's window: the day it resets at the end of). Constant per rule
  * and day length: build once (see advertisesDay).
@@ -27,11 +40,11 @@ function seconds(ms: number): number {
 export function policyHeader(rule: KindRule, dayMs = 86_400_000): string | undefined {
   const items: string[] = []
   const hidden = rule.shadowMask
-  if (rule.perMs > 0 && (hidden & RULE_RATE) === 0) items.push(`"rate";q=${Math.max(1, Math.floor(rule.burst))};w=${Math.max(1, Math.ceil(rule.burst / rule.rate))}`)
-  if (advertisesDay(rule)) items.push(`"daily";q=${rule.limitPerDay};w=${Math.round(dayMs / 1000)}`)
+  if (rule.perMs > 0 && (hidden & RULE_RATE) === 0) items.push(`"rate";q=${Math.max(1, Math.floor(rule.burst))};w=${sfInt(Math.max(1, Math.ceil(rule.burst / rule.rate)))}`)
+  if (advertisesDay(rule)) items.push(`"daily";q=${sfInt(rule.limitPerDay)};w=${Math.round(dayMs / 1000)}`)
   const b = enforcedBudget(rule)
-  if (b !== undefined) items.push(`"budget";q=${b.units};w=${Math.ceil(b.windowMs / 1000)}`)
-  if (rule.maxConcurrent > 0 && (hidden & RULE_CONCURRENT) === 0) items.push(`"concurrent";q=${rule.maxConcurrent};qu="concurrent-requests"`)
+  if (b !== undefined) items.push(`"budget";q=${sfInt(b.units)};w=${sfInt(Math.ceil(b.windowMs / 1000))}`)
+  if (rule.maxConcurrent > 0 && (hidden & RULE_CONCURRENT) === 0) items.push(`"concurrent";q=${sfInt(rule.maxConcurrent)};qu="concurrent-requests"`)
   return items.length ? items.join(', ') : undefined
 }
 
@@ -87,18 +100,18 @@ export function rateLimitHeader(rule: KindRule, f: LimitFigures, now: number, ms
   if (rule.limitPerDay >= 0 && (hidden & RULE_DAILY) === 0) {
     const r = Math.max(0, f.dayLimit - f.used)
     const t = seconds(msToEndOfDay)
-    value += `${value ? ', ' : ''}"daily";r=${r};t=${t}`
+    value += `${value ? ', ' : ''}"daily";r=${sfInt(r)};t=${t}`
     consider(out, f.dayLimit, r, t)
   }
   const b = enforcedBudget(rule)
   if (b !== undefined) {
     const r = Math.max(0, b.units - f.budgetTotal)
     const t = seconds(b.bucketMs - (now % b.bucketMs))
-    value += `${value ? ', ' : ''}"budget";r=${r};t=${t}`
+    value += `${value ? ', ' : ''}"budget";r=${sfInt(r)};t=${sfInt(t)}`
     consider(out, b.units, r, t)
   }
   if (rule.maxConcurrent > 0 && (hidden & RULE_CONCURRENT) === 0) {
-    value += `${value ? ', ' : ''}"concurrent";r=${Math.max(0, concurrentFree)}`
+    value += `${value ? ', ' : ''}"concurrent";r=${sfInt(Math.max(0, concurrentFree))}`
     consider(out, rule.maxConcurrent, Math.max(0, concurrentFree), 0)
   }
   out.value = value
@@ -113,5 +126,5 @@ export const POLICY_NAME: Record<number, string> = { [RULE_RATE]: 'rate', [RULE_
  * the same response, so windows longer than the wait are left out).
  */
 export function rejectedRateLimitHeader(reason: number, remaining: number, retryAfterSeconds: number): string {
-  return `"${POLICY_NAME[reason]}";r=${Math.max(0, remaining)};t=${retryAfterSeconds}`
+  return `"${POLICY_NAME[reason]}";r=${sfInt(Math.max(0, remaining))};t=${sfInt(retryAfterSeconds)}`
 }

@@ -45,6 +45,8 @@ export interface FieldRule {
   readonly validator: FieldValidator | undefined
   readonly exact: ReadonlySet<string>
   readonly contains: readonly string[]
+  /** Names that also match as one word of a key (`customer_ssn`, `ssnNumber`, `tel_no`). */
+  readonly words: ReadonlySet<string>
 }
 
 export interface CombinedScan {
@@ -72,6 +74,9 @@ function stringList(v: unknown, where: string): string[] {
 }
 
 const MAX_FIELD_MEMO = 4096
+// A key's words: an upper-case run ("SSN" of "customerSSN", "SSNNumber"), a capitalized or
+// lower-case word, a digit run.
+const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+/g
 const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
 /** A lookup by a name the pack chose: own properties only ("constructor" is not a validator). */
@@ -301,7 +306,7 @@ export class RulePack {
     const fieldRules: (FieldRule | undefined)[] = types.map(() => undefined)
     if (d.fields !== undefined) {
       if (d.fields === null || typeof d.fields !== 'object' || Array.isArray(d.fields)) throw new RulePackError(`${source}: fields: expected an object`)
-      for (const [name, f] of Object.entries(d.fields as Record<string, { rule?: unknown; version?: unknown; exact?: unknown; contains?: unknown } | null>)) {
+      for (const [name, f] of Object.entries(d.fields as Record<string, { rule?: unknown; version?: unknown; exact?: unknown; contains?: unknown; words?: unknown } | null>)) {
         if (name.startsWith('$')) continue
         if (f === null || typeof f !== 'object' || Array.isArray(f)) throw new RulePackError(`${source}: fields.${name}: expected an object`)
         const type = this.typeIndexMap.get(name)
@@ -313,6 +318,7 @@ export class RulePack {
           validator: own(FIELD_VALIDATORS, name),
           exact: new Set(stringList(f.exact ?? [], `${source}: fields.${name}.exact`)),
           contains: stringList(f.contains ?? [], `${source}: fields.${name}.contains`),
+          words: new Set(stringList(f.words ?? [], `${source}: fields.${name}.words`)),
         }
       }
     }
@@ -348,9 +354,12 @@ export class RulePack {
     mask = 0
     const norm = key.toLowerCase().replace(/[^a-z0-9]/g, '')
     if (norm !== '') {
+      // Words of camelCase, snake_case and kebab-case keys: only the whole key was compared, so a
+      // bare SSN under `customerSsn` or a national number under `tel_no` was never read as one.
+      const words = key.match(KEY_WORD)?.map((w) => w.toLowerCase()) ?? []
       for (const f of this.fieldRules) {
         if (f === undefined) continue
-        if (f.exact.has(norm) || f.contains.some((c) => norm.includes(c))) mask |= 1 << f.type
+        if (f.exact.has(norm) || f.contains.some((c) => norm.includes(c)) || words.some((w) => f.words.has(w))) mask |= 1 << f.type
       }
     }
     if (this.fieldMemo.size < MAX_FIELD_MEMO) this.fieldMemo.set(key, mask)

@@ -333,7 +333,10 @@ export function luhnValid(d: string): boolean {
   return sum % 10 === 0
 }
 
-/** Issuer prefixes (IIN ranges) and lengths of the networks in circulation. */
+/**
+ * Issuer prefixes (IIN ranges) and lengths of the networks in circulation, national schemes
+ * included: without them a Mir, RuPay or Troy card left readable, even under a `cardNumber` field.
+ */
 function knownIssuer(d: string): boolean {
   const len = d.length
   const p2 = Number(d.slice(0, 2))
@@ -347,6 +350,9 @@ function knownIssuer(d: string): boolean {
   if ((p3 >= 300 && p3 <= 305) || p2 === 36 || p2 === 38 || p2 === 39) return len >= 14 && len <= 19 // Diners
   if (p2 === 62) return len >= 16 && len <= 19 // UnionPay
   if (p2 === 50 || (p2 >= 56 && p2 <= 69)) return len >= 12 && len <= 19 // Maestro
+  if (p4 >= 2200 && p4 <= 2204) return len >= 16 && len <= 19 // Mir
+  if (p2 === 81 || p2 === 82) return len === 16 // RuPay (its 60, 65, 508 and 353/356 ranges are above)
+  if (p4 === 9792) return len === 16 // Troy
   return false
 }
 

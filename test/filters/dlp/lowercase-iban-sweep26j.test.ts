@@ -1,6 +1,6 @@
 // DLP sweep 26j: an IBAN written in lower case ("de89370400440532013000", as a form lower-cased it)
 // left every export readable: iban.value only matched capitals, so no mask, token or block. Now
-// (iban.value@1.2.10, pack 1.2.10) one written in capitals or all in lower case is found; mixed
+// (iban.value@1.2.10, pack 1.2.10; 1.2.11 since) one written in capitals or all in lower case is found; mixed
 // case (a random base62 id passes mod-97 one time in 97) still is not. Scanner driven directly,
 // then a real proxy (worker thread), a real backend and an undici client on 127.0.0.1.
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -30,10 +30,10 @@ describe('lower-case IBANs in free text (sweep 26j)', () => {
     expect(masker().visit(text, 0)).toBe(want)
   })
 
-  it('the rule that found it is iban.value@1.2.10, in pack 1.2.10', () => {
+  it('the rule that found it is iban.value@1.2.10, in pack 1.2.11', () => {
     const s = masker()
     s.visit('de89370400440532013000', 0)
-    expect(pack.version).toBe('1.2.10')
+    expect(pack.version).toBe('1.2.11')
     expect(Object.fromEntries(s.ruleCounts)).toEqual({ 'iban.value@1.2.10': 1 })
   })
 
@@ -80,7 +80,7 @@ describe('a lower-case IBAN through a real proxy (sweep 26j)', () => {
     expect(r.statusCode).toBe(200)
     expect(text).not.toContain('3704')
     expect(JSON.parse(text.split('\n')[0]!)).toEqual({ id: 1, note: 'pay to de** **** **** **** **30 00 please' })
-    expect(r.trailers['x-dlp'] ?? r.headers['x-dlp']).toBe('preset=m; masked=1; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.10')
+    expect(r.trailers['x-dlp'] ?? r.headers['x-dlp']).toBe('preset=m; masked=1; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.11')
   })
 
   it('a block preset refuses the export', async () => {

@@ -65,10 +65,12 @@ const GRAPHQL_RESPONSE_TYPE = 'application/graphql-response+json; charset=utf-8'
  * a tie): `application/graphql-response+json` for a client that prefers it (Apollo Client 3.8+
  * sends it first, a strict client alone), as graphql-yoga and Apollo Router answer such a client;
  * application/json otherwise (no Accept, a wildcard: the spec's legacy default). The common case
- * (no Accept, or one that does not name it) is one substring scan.
+ * (no Accept, or one that does not name it) is one scan. Media types are case-insensitive (RFC 9110
+ * §8.3.1): `application/GraphQL-Response+JSON` was answered application/json.
  */
+const NAMES_GRAPHQL_RESPONSE = /graphql-response\+json/i
 export function errorMediaType(accept: string | string[] | undefined): string {
-  if (typeof accept !== 'string' || !accept.includes('graphql-response+json')) return JSON_TYPE
+  if (typeof accept !== 'string' || !NAMES_GRAPHQL_RESPONSE.test(accept)) return JSON_TYPE
   let best = JSON_TYPE
   let bestQ = 0
   for (const range of accept.split(',')) {

@@ -21,8 +21,19 @@ function maskEmail(v: string): string {
   if (at <= start) return `${v.slice(0, start)}***${v.slice(at)}`
   // A quoted local part ("john doe"@) keeps both quotes and the first character inside them:
   // keeping its first character, the opening quote, gave `"***@corp.com`, a quote never closed.
-  if (v[start] === '"' && v[at - 1] === '"' && at - start >= 3) return `${v.slice(0, start)}"${v[start + 1]}***"${v.slice(at)}`
-  return `${v.slice(0, start)}${v[start]}***${v.slice(at)}`
+  const domain = maskDomainLiteral(v.slice(at))
+  if (v[start] === '"' && v[at - 1] === '"' && at - start >= 3) return `${v.slice(0, start)}"${v[start + 1]}***"${domain}`
+  return `${v.slice(0, start)}${v[start]}***${domain}`
+}
+
+/**
+ * "@[192.168.1.1]" (an address literal) keeps what the address's own mask keeps, "@[192.168.*.*]":
+ * the domain of a name is kept, but this one is an IP address a preset may hide on its own.
+ */
+function maskDomainLiteral(d: string): string {
+  if (!d.startsWith('@[') || !d.endsWith(']')) return d
+  const inner = d.slice(2, -1)
+  return /^ipv6:/i.test(inner) ? `@[${inner.slice(0, 5)}${maskIpv6(inner.slice(5))}]` : `@[${maskIpv4(inner)}]`
 }
 
 /** The characters String.prototype.trim removes (ECMAScript WhiteSpace and LineTerminator). */
@@ -84,7 +95,7 @@ function maskIban(v: string): string {
 }
 
 function isGroupGap(c: string): boolean {
-  return c === ' ' || c === '\n' || c === '\r'
+  return c === ' ' || c === '\n' || c === '\r' || c === '-'
 }
 
 /** 203.0.*.* */

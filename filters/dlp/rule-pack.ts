@@ -352,11 +352,14 @@ export class RulePack {
     let mask = this.fieldMemo.get(key)
     if (mask !== undefined) return mask
     mask = 0
-    const norm = key.toLowerCase().replace(/[^a-z0-9]/g, '')
+    // Accents removed, not the letters that carry them: `teléfono` became `telfono` (no `telefon`)
+    // and `tél` `tl`, while `hôtel` split into the words "h" and "tel" (a phone field).
+    const folded = key.normalize('NFD').replace(/\p{M}/gu, '')
+    const norm = folded.toLowerCase().replace(/[^a-z0-9]/g, '')
     if (norm !== '') {
       // Words of camelCase, snake_case and kebab-case keys: only the whole key was compared, so a
       // bare SSN under `customerSsn` or a national number under `tel_no` was never read as one.
-      const words = key.match(KEY_WORD)?.map((w) => w.toLowerCase()) ?? []
+      const words = folded.match(KEY_WORD)?.map((w) => w.toLowerCase()) ?? []
       for (const f of this.fieldRules) {
         if (f === undefined) continue
         if (f.exact.has(norm) || f.contains.some((c) => norm.includes(c)) || words.some((w) => f.words.has(w))) mask |= 1 << f.type

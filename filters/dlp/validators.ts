@@ -160,6 +160,17 @@ const emailUrlencoded: Validator = (text, start, end) => {
 }
 const ENCODED_AT = /%(?:25)?40/
 
+/**
+ * "user@[192.168.1.1]", "ops@[IPv6:2001:db8::1]": an address literal for a domain (RFC 5321).
+ * Read as an IPv4 address alone, the mailbox before it ("user@") was left readable.
+ */
+const emailLiteral: Validator = (text, start, end) => {
+  const at = text.indexOf('@', start)
+  if (at === -1 || at >= end) return false
+  const inner = text.slice(at + 2, end - 1)
+  return (/^ipv6:/i.test(inner) ? isIPv6(inner.slice(5)) : isIPv4(inner)) && emailAt(text, start, end, at)
+}
+
 function isPathStart(c: number): boolean {
   return (c >= 48 && c <= 57) || ((c | 0x20) >= 97 && (c | 0x20) <= 122) || c === 47 || c === 126 || c === 46 || c === 95
 }
@@ -169,8 +180,9 @@ const emailField: FieldValidator = (value) => {
   return EMAIL_WHOLE.test(v) && email(v, 0, v.length)
 }
 // The rule's shape, whole: a dot-atom local part (RFC 5322 atext as addresses use it: letters, digits,
-// . _ % + - and the apostrophe of o'brien@; "_" may start it: _ops@, _dmarc-reports@) or a quoted one ("john doe"@), a letter or punycode TLD.
-const EMAIL_WHOLE = /^(?:mailto:)?(?:[A-Za-z0-9_][A-Za-z0-9._%+'-]{0,63}|"[^"\\\r\n@]{1,62}")@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{1,59})$/
+// . _ % + - and the apostrophe of o'brien@, ! $ & ^ ~ inside it: sales&marketing@; "_" may start it: _ops@,
+// _dmarc-reports@) or a quoted one ("john doe"@), a letter or punycode TLD.
+const EMAIL_WHOLE = /^(?:mailto:)?(?:[A-Za-z0-9_][A-Za-z0-9._%+'!$&^~-]{0,63}|"[^"\\\r\n@]{1,62}")@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{1,59})$/
 
 // --- phone ----------------------------------------------------------------------------------
 
@@ -313,7 +325,7 @@ export function ssnDigitsValid(d: string): boolean {
 const ssn: Validator = (text, start, end) => ssnDigitsValid(digitsOf(text, start, end)) && wrappedAtSpace(text, start, end)
 const ssnField: FieldValidator = (value) => {
   const v = value.trim()
-  return /^\d{3}([- ]?)\d{2}\1\d{4}$/.test(v) && ssnDigitsValid(digitsOf(v, 0, v.length))
+  return /^\d{3}([-. ]?)\d{2}\1\d{4}$/.test(v) && ssnDigitsValid(digitsOf(v, 0, v.length))
 }
 
 // --- payment cards --------------------------------------------------------------------------
@@ -441,11 +453,12 @@ export function ibanValid(compact: string): boolean {
  * (`Ab12xY…`), which would pass the checksum one time in 97.
  */
 const iban: Validator = (text, start, end) => {
-  const compact = text.slice(start, end).replace(/[ \r\n]/g, '')
+  const compact = text.slice(start, end).replace(/[ \r\n-]/g, '')
   const upper = compact.toUpperCase()
   return (compact === upper || compact === compact.toLowerCase()) && ibanValid(upper) && wrappedAtSpace(text, start, end)
 }
-const ibanField: FieldValidator = (value) => ibanValid(value.trim().replaceAll(' ', '').toUpperCase())
+// Groups of 4 with spaces or "-" (NL91-ABNA-0417-1643-00, as some banks print them).
+const ibanField: FieldValidator = (value) => ibanValid(value.trim().replace(/[ -]/g, '').toUpperCase())
 
 // --- IP addresses ---------------------------------------------------------------------------
 
@@ -533,6 +546,7 @@ function digitsOf(text: string, start: number, end: number): string {
 export const VALIDATORS: Record<string, Validator> = {
   email,
   email_urlencoded: emailUrlencoded,
+  email_literal: emailLiteral,
   phone,
   phone_national: phoneNational,
   phone_urlencoded: phoneUrlencoded,

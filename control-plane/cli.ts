@@ -245,6 +245,17 @@ export async function runAuditVerify(flags: ControlPlaneFlags): Promise<boolean>
   const keyPath = flags['signing-key'] ?? defaultSigningKeyPath(spec)
   // Exit 1 means "tampered" to a script: a check that could not run is a ConfigError (exit 78,
   // one line naming the flag), never an uncaught stack trace with the same exit 1.
+  // The database first: the default key sits beside it, so a mistyped --db path also misses the
+  // key, and "cannot read …/signing-key.pem" sent the operator after the wrong flag.
+  if (spec.startsWith('sqlite:')) {
+    // Opening a SQLite path creates the file (and its directories): a mistyped --db made an
+    // empty database and reported a crash instead of "no such database".
+    const path = spec.slice('sqlite:'.length)
+    if (path === '' || path === ':memory:') throw new ConfigError('--db', ['an in-memory database has no audit log to verify; name the control plane\'s SQLite file'])
+    if (!existsSync(path)) throw new ConfigError('--db', [`no database at ${path}`])
+  } else if (!spec.startsWith('postgres://') && !spec.startsWith('postgresql://')) {
+    throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${redactUrlCredentials(spec)}"`])
+  }
   let pem: string
   try {
     pem = readFileSync(keyPath, 'utf8')
@@ -260,15 +271,6 @@ export async function runAuditVerify(flags: ControlPlaneFlags): Promise<boolean>
   // Keys replaced before (a documented key replacement): entries they signed name their key id
   // and verify with them; without them each older entry reads as signed by an unknown key.
   const keys: KeyObject[] = [publicKey, ...previousKeys(flags['previous-keys'])]
-  if (spec.startsWith('sqlite:')) {
-    // Opening a SQLite path creates the file (and its directories): a mistyped --db made an
-    // empty database and reported a crash instead of "no such database".
-    const path = spec.slice('sqlite:'.length)
-    if (path === '' || path === ':memory:') throw new ConfigError('--db', ['an in-memory database has no audit log to verify; name the control plane\'s SQLite file'])
-    if (!existsSync(path)) throw new ConfigError('--db', [`no database at ${path}`])
-  } else if (!spec.startsWith('postgres://') && !spec.startsWith('postgresql://')) {
-    throw new ConfigError('--db', [`expected sqlite:<path> or postgres://…, got "${redactUrlCredentials(spec)}"`])
-  }
   let db: ReturnType<typeof openDb>
   try {
     db = openDb(spec)

@@ -89,10 +89,12 @@ const flagLine = (name: string, help?: string): string => {
 /**
  * A flag that means something else for one command. `igw audit verify --help` said the key is
  * "created if missing": verify only reads it (a missing one exits 78), and a check that made up
- * its own key could never pass.
+ * its own key could never pass. `igw control-plane --help` called --config a "config file", as the
+ * proxy's: it only seeds an empty store, and an edited file took no effect at the next start.
  */
 const COMMAND_FLAG_HELP: Record<string, Partial<Record<FlagName, string>>> = {
   'audit verify': { 'signing-key': 'the control plane\'s ed25519 key, a private or public PEM (read, never created; default beside the SQLite file)' },
+  'control-plane': { config: 'seed document (YAML or JSON), committed as version 1 only when the store is empty; once it holds a version, change the config through the API, not this file' },
 }
 
 /** What a command reads besides its flags (`igw demo --help` named neither of its own addresses). */

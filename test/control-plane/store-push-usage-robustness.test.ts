@@ -111,13 +111,17 @@ describe('a usage report naming thousands of tenants', () => {
       expect(put.status).toBe(200)
       const body = bigReport(40_000, 'boot-a')
       let res: Response | undefined
+      const t0 = performance.now()
       const stall = await maxEventLoopStall(async () => {
         res = await cp.api('/v1/usage', { method: 'POST', body, token: proxy })
       })
+      const whole = performance.now() - t0
       expect(res!.status).toBe(200)
       expect(await res!.json()).toEqual({ accepted: true, alerts: 2 })
-      // Before: one statement per tenant and counter, about 3.5 s of synchronous SQLite in one go.
-      expect(stall).toBeLessThan(1_500)
+      // Before: one statement per tenant and counter, about 3.5 s of synchronous SQLite in one go
+      // (the longest stall was the whole report). Now it yields between batches: no stall comes
+      // near the whole. Relative, so a loaded host (slower in both) does not fail it.
+      expect(stall).toBeLessThan(whole / 3)
       // The same report again (a retry whose answer was lost) is not counted twice.
       const dup = await cp.api('/v1/usage', { method: 'POST', body, token: proxy })
       expect(await dup.json()).toEqual({ accepted: false, alerts: 0 })

@@ -658,25 +658,35 @@ class CacheFilter implements Filter {
     // the old L2 copy and missed when it expired.
     const l2 = this.#l2
     const l2Seq = l2 === undefined ? undefined : l2.seq().then((s) => void (st.l2Seq = s))
-    fetchForRevalidation(ctx, this.entryLimit(key), this.#trustForwarded, l2Seq).then(
-      (r) => {
+    const refresh = async (): Promise<void> => {
+      const r = await fetchForRevalidation(ctx, this.entryLimit(key), this.#trustForwarded, l2Seq)
+      // Decided at the head, as a miss is: a stream (multipart @defer, SSE, NDJSON) or an
+      // uncacheable answer is dropped unread. Read to its end first, it held the key (its misses
+      // waiting on this refresh) for up to the route's whole timeout, or a live stream's life.
+      const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.#keyedHeaders(ctx))
+      if (d.reason !== undefined) {
+        r.discard()
         e.revalidating = false
-        const d = storeDecision(r.status, r.headers, ttl, Date.now(), this.#keyedHeaders(ctx))
-        if (d.reason !== undefined || r.body === undefined) {
-          this.#notStored(d.reason ?? 'too_large')
-          this.finishFill(st, undefined)
-          return
-        }
-        this.fill(st, r.body, d.ttlSeconds, pickHeaders(r.headers), d.ageSeconds)
-      },
-      (err: unknown) => {
-        e.revalidating = false
-        // While the upstream is down every hit on a stale entry tries again: one line per 5 s.
-        const held = this.#refreshFailures.take()
-        if (held !== undefined) ctx.log.warn({ err: { message: (err as Error).message }, held }, 'cache: background revalidation failed; the stale entry stays')
+        this.#notStored(d.reason)
         this.finishFill(st, undefined)
-      },
-    )
+        return
+      }
+      const body = await r.read()
+      e.revalidating = false
+      if (body === undefined) {
+        this.#notStored('too_large')
+        this.finishFill(st, undefined)
+        return
+      }
+      this.fill(st, body, d.ttlSeconds, pickHeaders(r.headers), d.ageSeconds)
+    }
+    refresh().catch((err: unknown) => {
+      e.revalidating = false
+      // While the upstream is down every hit on a stale entry tries again: one line per 5 s.
+      const held = this.#refreshFailures.take()
+      if (held !== undefined) ctx.log.warn({ err: { message: (err as Error).message }, held }, 'cache: background revalidation failed; the stale entry stays')
+      this.finishFill(st, undefined)
+    })
   }
 
   // --- response phase ---------------------------------------------------------------------
@@ -779,18 +789,15 @@ class CacheFilter implements Filter {
       return
     }
     const body = res.body
+    const type = res.headers['content-type']
+    const contentType = Array.isArray(type) ? type[0] : type
     if (Buffer.isBuffer(body)) {
       const tags = new Set(st.tags)
-      try {
-        const json = body.length <= this.cfg.invalidation.maxMutationBodyBytes ? (JSON.parse(body.toString('utf8')) as unknown) : undefined
-        if (json === undefined) tags.add(this.routeTag)
-        else mutationResultTags(json, tags, this.routeTag, st.keys)
-      } catch {
-        tags.add(this.routeTag)
-      }
+      if (body.length <= this.cfg.invalidation.maxMutationBodyBytes) readMutationResult(body, contentType, tags, this.routeTag, st.keys)
+      else tags.add(this.routeTag)
       return this.invalidate(tags)
     }
-    res.observeBody(pipeline(body, new MutationCapture(this, st), noop))
+    res.observeBody(pipeline(body, new MutationCapture(this, st, contentType), noop))
   }
 
   #notStored(reason: string): void {
@@ -928,6 +935,55 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string, 
   // Too many objects to read them all: what it touched is not fully known.
   if (!collectEntityTags(r.data, tags, false, undefined, keys)) tags.add(routeTag)
   if ('data' in r && Array.isArray(r.errors) && r.errors.length > 0) tags.add(routeTag)
+}
+
+/**
+ * A mutation's whole body, read for the tags it invalidates (added to `tags`): a JSON result, or
+ * the parts of a `multipart/mixed` incremental delivery (`@defer` in a mutation; its root fields,
+ * the writes, all ran before the first part: graphql-js refuses @defer on them). The entities of
+ * every part count; errors in a later part (a deferred resolver failed after execution began),
+ * or a stream that never said `hasNext: false`, drop the route's entries, as anything unreadable.
+ * Read as JSON, a multipart result dropped the route's whole cache on every such mutation.
+ */
+function readMutationResult(body: Buffer, contentType: string | undefined, tags: Set<string>, routeTag: string, keys: EntityKeys | undefined): void {
+  try {
+    const boundary = contentType !== undefined && /^\s*multipart\/mixed\s*(?:;|$)/i.test(contentType) ? /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType) : null
+    if (boundary === null) return mutationResultTags(JSON.parse(body.toString('utf8')) as unknown, tags, routeTag, keys)
+    const delimiter = `\r\n--${boundary[1] ?? boundary[2]}`
+    const sections = `\r\n${body.toString('utf8')}`.split(delimiter)
+    let first = true
+    let done = false
+    let closed = false
+    for (let i = 1; i < sections.length; i++) {
+      const s = sections[i]!
+      if (s.startsWith('--')) {
+        closed = true
+        break
+      }
+      // After the boundary line: the part's headers, a blank line, its JSON.
+      const part = s.slice(s.indexOf('\r\n') + 2)
+      const text = part.startsWith('\r\n') ? part.slice(2) : part.slice(part.indexOf('\r\n\r\n') + 4)
+      const p = JSON.parse(text) as { data?: unknown; errors?: unknown; incremental?: unknown; completed?: unknown; hasNext?: unknown } | null
+      if (p === null || typeof p !== 'object' || Array.isArray(p)) return void tags.add(routeTag)
+      if (first && 'data' in p) {
+        mutationResultTags(p, tags, routeTag, keys)
+        first = false
+      } else {
+        // A later part (or an empty heartbeat `{}`): what it holds, and whether anything failed.
+        const items = [p, ...(Array.isArray(p.incremental) ? (p.incremental as unknown[]) : []), ...(Array.isArray(p.completed) ? (p.completed as unknown[]) : [])]
+        for (const it of items) {
+          if (it === null || typeof it !== 'object') return void tags.add(routeTag)
+          const o = it as { data?: unknown; items?: unknown; errors?: unknown }
+          if (!collectEntityTags(o.data, tags, false, undefined, keys) || !collectEntityTags(o.items, tags, false, undefined, keys)) return void tags.add(routeTag)
+          if (Array.isArray(o.errors) && o.errors.length > 0) return void tags.add(routeTag)
+        }
+      }
+      if (p.hasNext === false) done = true
+    }
+    if (first || !done || !closed) tags.add(routeTag)
+  } catch {
+    tags.add(routeTag)
+  }
 }
 
 /**
@@ -1072,12 +1128,14 @@ class MutationCapture extends Transform {
   readonly #max: number
   #chunks: Buffer[] | undefined = []
   #size = 0
+  readonly #contentType: string | undefined
   #flushed = false
 
-  constructor(owner: CacheFilter, st: MutationState) {
+  constructor(owner: CacheFilter, st: MutationState, contentType: string | undefined) {
     super()
     this.#owner = owner
     this.#st = st
+    this.#contentType = contentType
     this.#max = owner.cfg.invalidation.maxMutationBodyBytes
   }
 
@@ -1098,11 +1156,7 @@ class MutationCapture extends Transform {
       // Too large to read: we cannot know what it touched, so the route's entries all go.
       tags.add(this.#owner.routeTag)
     } else {
-      try {
-        mutationResultTags(JSON.parse(Buffer.concat(chunks, this.#size).toString('utf8')) as unknown, tags, this.#owner.routeTag, this.#st.keys)
-      } catch {
-        tags.add(this.#owner.routeTag)
-      }
+      readMutationResult(Buffer.concat(chunks, this.#size), this.#contentType, tags, this.#owner.routeTag, this.#st.keys)
     }
     const p = this.#owner.invalidate(tags)
     if (p === undefined) cb()

@@ -1,13 +1,16 @@
 // The upstream request of a background refresh (stale-while-revalidate, refresh-ahead): the
 // client's request as the proxy would forward it (end-to-end headers, Host, X-Forwarded-*, the
-// filters' edits), sent from the filter on the route's own pool, read up to the entry size limit.
+// filters' edits), sent from the filter on the route's own pool. Its head comes first: the body
+// is read (up to the entry size limit) only for a response the cache will store.
 import { upstreamRequestHeaders, type RequestContext } from '../../proxy/filter.ts'
 
 export interface FetchedResponse {
   status: number
   headers: Record<string, string | string[] | undefined>
-  /** undefined when the body exceeded maxBytes. */
-  body: Buffer | undefined
+  /** The whole body; undefined when it exceeded maxBytes. Rejects when it failed or timed out. */
+  read(): Promise<Buffer | undefined>
+  /** Drop the body unread: the upstream connection goes at once (a stream may never end). */
+  discard(): void
 }
 
 /**
@@ -41,15 +44,30 @@ export async function fetchForRevalidation(ctx: RequestContext, maxBytes: number
     body: sent.body,
     signal: AbortSignal.timeout(timeoutMs),
   })
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const c of res.body) {
-    size += (c as Buffer).length
-    if (size > maxBytes) {
-      res.body.destroy()
-      return { status: res.statusCode, headers: res.headers, body: undefined }
-    }
-    chunks.push(c as Buffer)
+  const body = res.body
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    async read() {
+      const chunks: Buffer[] = []
+      let size = 0
+      for await (const c of body) {
+        size += (c as Buffer).length
+        if (size > maxBytes) {
+          body.destroy()
+          return undefined
+        }
+        chunks.push(c as Buffer)
+      }
+      return Buffer.concat(chunks, size)
+    },
+    discard: () => {
+      // undici's body errors with RequestAbortedError when destroyed unread: unheard, that error
+      // took the worker down.
+      body.on('error', noop)
+      body.destroy()
+    },
   }
-  return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks, size) }
 }
+
+function noop(): void {}

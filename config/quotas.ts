@@ -22,10 +22,20 @@ export function parseDuration(value: string | number): number {
 }
 
 const DURATION_MESSAGE = 'expected a duration such as "30d", "1h", "15m" or a number of milliseconds'
+/**
+ * The longest budget window or bucket: a leap year. Unbounded ("20000000000000d" passed as
+ * 1.7e21 ms), a bucket longer than the time since 1970 put every instant in bucket 0, which the
+ * shared table reads as a ring never used: reset on each request, a hard cap admitted everything.
+ */
+export const MAX_BUDGET_DURATION_MS = 366 * 86_400_000
 const duration = z.union([z.int().positive(), z.string()], { error: DURATION_MESSAGE }).transform((v, ctx) => {
   const ms = parseDuration(v)
   if (!Number.isFinite(ms) || ms <= 0) {
     ctx.addIssue({ code: 'custom', message: DURATION_MESSAGE, input: v })
+    return z.NEVER
+  }
+  if (ms > MAX_BUDGET_DURATION_MS) {
+    ctx.addIssue({ code: 'custom', message: `expected at most 366 days (${MAX_BUDGET_DURATION_MS} ms)`, input: v })
     return z.NEVER
   }
   return ms

@@ -11,7 +11,7 @@ import { configuredTier } from '../../config/defaults.ts'
 import { chargedCost, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { quotaKeys } from '../../config/quota-usage.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
-import { decideLocal, mirrorRedis, returnPending, takePending, Verdict } from './local-limiter.ts'
+import { decideLocal, mirrorRedis, peekRefusal, returnPending, takePending, Verdict } from './local-limiter.ts'
 import { shouldShed } from './qos.ts'
 import type { LatencySeries, QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-runtime.ts'
@@ -23,6 +23,9 @@ import { MICRO } from './token-bucket.ts'
 
 const OVERFLOW = '_overflow'
 const MAX_RESOLVED = 8192
+
+/** What a concurrency refusal tells clients to wait: slots free up when requests end, which is not known. */
+const CONCURRENT_RETRY_MS = 1000
 
 const CODE = { [RULE_RATE]: 'RATE_LIMITED', [RULE_DAILY]: 'QUOTA_EXCEEDED', [RULE_BUDGET]: 'BUDGET_EXHAUSTED', [RULE_CONCURRENT]: 'RATE_LIMITED' } as const
 type Path = 'local' | 'redis' | 'fallback'
@@ -187,7 +190,7 @@ class QuotaFilter implements Filter {
       if (shed !== undefined) return shed
     }
     if (rule.maxConcurrent > 0) {
-      const refused = this.#acquire(ctx, r)
+      const refused = this.#acquire(ctx, r, cost)
       if (refused !== undefined) return refused
     }
     if (!rule.metered) {
@@ -291,21 +294,34 @@ class QuotaFilter implements Filter {
     }
     this.#m.qosDrops.labels(tier, 'request').inc()
     const retry = String(this.#q.qos.retryAfterSeconds)
-    return errorReply('OVERLOADED', `the gateway is overloaded; ${tier} traffic is being shed, retry in ${retry} s`, { tier, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
+    return errorReply('OVERLOADED', `the gateway is overloaded; ${tier} traffic is being shed, retry in ${retry} s`, { kind: this.#kind, tier, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
   }
 
-  #acquire(ctx: RequestContext, r: Resolved): LocalReply | undefined {
+  #acquire(ctx: RequestContext, r: Resolved, cost: number): Decision {
     const max = r.rule.maxConcurrent
     if (!this.#takeSlot(r, max)) {
+      if (r.rule.metered) {
+        // A slot frees up within the second, as a guess; a used-up day, budget or slow bucket
+        // frees up later, and that is the answer (nothing taken: the request is refused anyway).
+        const now = Date.now()
+        const v = this.#verdict
+        const reason = peekRefusal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), this.#rt.store !== undefined, CONCURRENT_RETRY_MS, v)
+        if (reason !== 0) {
+          v.allowed = false
+          v.reason = reason
+          return this.#finish(ctx, r, v, cost, now, -1, 'local')
+        }
+      }
       this.#rejected[RULE_CONCURRENT]!.inc()
+      const retry = CONCURRENT_RETRY_MS / 1000
       if (this.#ietf) {
         if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', this.#policy(r, Date.now()))
-        ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, 1))
+        ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, retry))
       }
-      if (this.#legacy) this.#legacyHeaders(ctx, max, 0, 1)
-      ctx.addResponseHeader('retry-after', '1')
+      if (this.#legacy) this.#legacyHeaders(ctx, max, 0, retry)
+      ctx.addResponseHeader('retry-after', String(retry))
       const what = ctx.subscription !== undefined ? 'subscriptions' : ctx.upgrade ? 'WebSocket connections' : `${this.#kind} requests`
-      return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: 1 })
+      return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: retry })
     }
     // A relayed WebSocket holds a slot for its life only under kind "subscriptions" (what that
     // kind counts). Under another kind (graphql, the default) it was admitted by a free slot and

@@ -212,6 +212,80 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
 }
 
 /**
+ * Would the bucket, the daily quota or a hard-capped budget refuse `cost` now, and which of them
+ * frees up last? Reads the figures without taking anything, for a request another rule (the
+ * concurrency slot) refuses first: its answer must name the limit that frees up last, as when
+ * several metered rules refuse. `redis`: Redis decides (the table holds what it last reported,
+ * plus an outage's own use); a share under local-share is not held against the tenant here.
+ * Returns the RULE_* (0: none refuses) with `v.retryMs` (-1: the tenant's midnight), `v.tokens`,
+ * `v.used`, `v.dayLimit` and `v.budgetTotal` set; a bucket or budget counts only when its wait
+ * passes `overMs` (the other rule's own wait).
+ */
+export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cost: number, now: number, day: number, redis: boolean, overMs: number, v: Verdict): number {
+  v.reset()
+  const f = table.f64
+  const k = rule.kindIndex
+  const iTokens = table.kf(slot, k, K_TOKENS)
+  const enforced = ~rule.shadowMask
+  v.capacity = rule.capacity
+  v.perMs = rule.perMs
+  v.dayLimit = rule.limitPerDay
+  let reason = 0
+  let daily = false
+  table.lockKind(slot, k)
+  try {
+    if (rule.perMs > 0 && (enforced & RULE_RATE) !== 0) {
+      const last = f[iTokens - K_TOKENS + K_LAST]!
+      v.tokens = last === 0 ? rule.capacity : refill(f[iTokens]!, last, now, rule.perMs, rule.capacity)
+      const ms = msUntilAvailable(v.tokens, cost * MICRO, rule.perMs)
+      if (ms > overMs) {
+        reason = RULE_RATE
+        v.retryMs = ms
+      }
+    }
+    // A day counted in another zone (a reload changed it) is not read here: the decision rezones it.
+    const sameZone = (rule.zoneCode ?? 0) === 0 || table.i32[table.si(slot, S_ZONE + k)] === rule.zoneCode
+    v.used = sameZone && f[iTokens - K_TOKENS + K_DAY] === day ? f[iTokens - K_TOKENS + K_USED]! : 0
+    daily = rule.limitPerDay >= 0 && (enforced & RULE_DAILY) !== 0 && (rule.limitPerDay === 0 || v.used + cost > rule.limitPerDay)
+  } finally {
+    table.unlockKind(slot, k)
+  }
+  const budget = rule.budget
+  if (budget !== undefined && budget.hardCap && (enforced & RULE_BUDGET) !== 0) {
+    let ms = 0
+    if (!redis) {
+      const ring = table.lockRingOf(slot)
+      try {
+        const rb = table.ringBase(ring)
+        advance(f, rb, now, budget)
+        v.budgetTotal = total(f, rb)
+        if (v.budgetTotal + cost > budget.units) ms = retryAt(f, rb, now, budget, cost) - now
+      } finally {
+        table.unlockRing(ring)
+      }
+    } else {
+      table.lockTenant(slot)
+      v.budgetTotal = f[table.tf(slot, T_BUDGET_MIRROR)]! + f[table.tf(slot, T_BUDGET_LOCAL)]!
+      table.unlockTenant(slot)
+      // Redis holds the buckets: the next one to begin is the earliest the window frees units.
+      if (v.budgetTotal + cost > budget.units) ms = budget.bucketMs - (now % budget.bucketMs)
+    }
+    if (ms > overMs && (reason === 0 || ms > v.retryMs)) {
+      reason = RULE_BUDGET
+      v.retryMs = ms
+    }
+  }
+  // As in decideLocal: the filter weighs the tenant's midnight against the other rule's wait.
+  if (daily) {
+    if (reason === 0) {
+      reason = RULE_DAILY
+      v.retryMs = -1
+    } else v.dailyToo = true
+  }
+  return reason
+}
+
+/**
  * The kind's figures move to a new day (`b`: the kind's first Float64 index; under its lock).
  * Units admitted locally during an outage and not yet in Redis belong to the day that ended — its
  * usage and, above all, the budget — and stay owed as that day's: an outage spanning the tenant's

@@ -18,7 +18,7 @@ export const subscriptionsFilterConfig = z.strictObject({
   dedupClaims: z.array(z.string().min(1)).optional(),
   /** A verified claim naming the connection's delivery tier (gold/silver/bronze); overrides the tenant's. */
   tierClaim: z.string().min(1).optional(),
-  /** Subscriptions one connection may hold on this route (the hub's own limit applies too). */
+  /** Operations (subscriptions, and queries and mutations in flight) one connection may run at once on this route (the hub's own limit applies too). */
   maxPerConnection: z.int().min(1).optional(),
 })
 export type SubscriptionsFilterConfig = z.infer<typeof subscriptionsFilterConfig>

@@ -54,8 +54,10 @@ class SubscriptionsFilter implements Filter {
   onRequest(ctx: RequestContext): Decision {
     const sub = ctx.subscription
     if (sub === undefined) return undefined
+    // `active` counts every operation the connection runs (queries and mutations in flight too),
+    // as the hub's maxSubscriptionsPerConnection does: the refusal says so.
     if (this.#max !== undefined && (sub.active ?? 0) >= this.#max) {
-      return errorReply('QUOTA_EXCEEDED', `at most ${this.#max} subscriptions per connection on this route`)
+      return errorReply('QUOTA_EXCEEDED', `at most ${this.#max} operations per connection on this route (subscriptions, and queries and mutations in flight)`)
     }
     // Only verified claims decide: without them the hub falls back to identical credentials.
     const claims = ctx.claims

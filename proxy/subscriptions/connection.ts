@@ -445,7 +445,10 @@ export class ClientConnection {
   heartbeat(): void {
     if (this.#state === 'closed') return
     if (!this.#alive) {
-      this.ws.terminate()
+      // Judged after the poll phase: after an event-loop stall (a GC pause, a large event) longer
+      // than the interval this timer runs before the sockets are read, and a live client's pong
+      // or message waiting in the kernel did not count.
+      setImmediate(this.#checkAlive)
       return
     }
     this.#alive = false
@@ -454,6 +457,19 @@ export class ClientConnection {
     // A reply like any other (#sendNow): written past the high-water mark it counts toward the
     // unread cap; sent around it, a client that kept sending but never read grew by a `ka` per interval, never closed.
     if (ka !== undefined && (this.#state === 'ready' || this.#state === 'draining')) this.#sendNow(ka)
+  }
+
+  readonly #checkAlive = (): void => {
+    if (this.#alive || this.#state === 'closed') return
+    // Counted and logged: these drops were invisible, a client's network or a proxy eating
+    // pongs indistinguishable from the client leaving. No close frame: nothing reads it.
+    // One already closing was counted with its close code.
+    if (this.#state !== 'closing') {
+      this.#state = 'closing'
+      this.hub.metrics.closes.labels('keepalive').inc()
+      this.hub.keepAliveLost({ conn: this.id, route: this.routeName, tenant: this.tenant, protocol: this.protocol, keepAliveMs: this.keepAliveMs })
+    }
+    this.ws.terminate()
   }
 
   /** Set while shutdown waits for the queries and mutations in flight (see goAway). */
@@ -604,9 +620,10 @@ export class ClientConnection {
 
   /**
    * The client ends operation `id` (complete, stop, unsubscribe); nothing is sent for it after.
-   * With `errors`: the gateway ends it with that `error`, which the caller sends (no topic `complete`).
+   * With `errors`: the gateway ends it with that `error`, which the caller sends (no `complete`).
+   * `replaced`: a legacy `start` reusing the id ends it, and no `complete` may end the new one.
    */
-  #stop(id: string, errors?: readonly unknown[]): void {
+  #stop(id: string, errors?: readonly unknown[], replaced = false): void {
     const notify = errors === undefined
     const pending = this.#pending.get(id)
     if (pending !== undefined) {
@@ -619,8 +636,10 @@ export class ClientConnection {
     const sub = this.subs.get(id)
     sub?.end(true, notify ? 'stopped' : 'error', errors)
     // Topic clients wait for `complete` to know the id is over, also when its admission was
-    // still running (a slow tenant or quota filter): that one ends silently now.
-    if (notify && this.protocol === TOPICS && (sub !== undefined || pending !== undefined)) this.#sendNow(this.writer.complete(id))
+    // still running (a slow tenant or quota filter): that one ends silently now. Legacy graphql-ws
+    // gets it too, as subscriptions-transport-ws's server answers a `stop` (its iterator's return
+    // ends the forAwaitEach that sends `complete`): the protocol's word that nothing more comes for it.
+    if (notify && !replaced && (this.protocol === TOPICS || this.protocol === LEGACY_WS) && (sub !== undefined || pending !== undefined)) this.#sendNow(this.writer.complete(id))
   }
 
   #init(payload: Record<string, unknown> | undefined): void {
@@ -780,7 +799,7 @@ export class ClientConnection {
       // in the client (its `error` does): subscriptions-transport-ws's server ends the running
       // operation and starts the new one. An `error` here left the old one running unseen —
       // its upstream stream and quota slot held until the socket closed, its events discarded.
-      this.#stop(cmd.id)
+      this.#stop(cmd.id, undefined, true)
     }
     const cfg = this.hub.config
     if (this.subs.size + this.#pending.size + this.#cancelledPending >= cfg.maxSubscriptionsPerConnection) {

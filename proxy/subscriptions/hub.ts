@@ -102,6 +102,8 @@ export class SubscriptionHub {
   readonly #idle = new Set<Stream>()
   /** maxStreams refusals since the last warning (logged at most every CAPACITY_LOG_MS). */
   readonly #capLog = new LogWindow(CAPACITY_LOG_MS)
+  /** Keep-alive drops since the last warning: a network outage drops many clients at once. */
+  readonly #keepAliveLog = new LogWindow(CAPACITY_LOG_MS)
   readonly connections = new Set<ClientConnection>()
   /** Connections with something queued, by tier: shed bronze first, then silver, when over budget. */
   readonly backlogged: Record<Tier, Set<ClientConnection>> = { gold: new Set(), silver: new Set(), bronze: new Set() }
@@ -460,6 +462,13 @@ export class SubscriptionHub {
     const held = this.#capLog.take()
     if (held === undefined) return
     this.logger.warn({ maxStreams: max, streams: this.streams.size, refused: held + 1, tenant }, 'subscriptions.upstream.maxStreams reached with every stream in use: refusing new streams with OVERLOADED')
+  }
+
+  /** A client answered no ping for a whole keep-alive interval and was dropped (the connection counts it). */
+  keepAliveLost(fields: Record<string, unknown>): void {
+    const held = this.#keepAliveLog.take()
+    if (held === undefined) return
+    this.logger.warn({ ...fields, dropped: held + 1 }, 'client answered no keep-alive ping within keepAliveMs: connection dropped')
   }
 
   /** A connection's queued bytes changed by `delta`; over the worker's budget, shed bronze then silver. */

@@ -79,7 +79,7 @@ export class HubMetrics {
     this.replayEvents = counter(registry, { name: 'igw_replay_events_total', help: 'Events re-sent from a replay log, by source (memory, redis)', labelNames: ['source'] })
     this.replayRequests = counter(registry, { name: 'igw_replay_requests_total', help: 'Subscribes with a cursor, by outcome (resumed, gap)', labelNames: ['result'] })
     this.rejections = counter(registry, { name: 'igw_subscription_rejections_total', help: 'Subscribes refused (by the filter chain or the hub), by error code', labelNames: ['code'] })
-    this.closes = counter(registry, { name: 'igw_subscription_closes_total', help: 'Client connections the gateway closed, by close code', labelNames: ['code'] })
+    this.closes = counter(registry, { name: 'igw_subscription_closes_total', help: 'Client connections the gateway closed, by close code (keepalive: dropped without a close frame after an unanswered keep-alive ping)', labelNames: ['code'] })
     this.redisErrors = counter(registry, { name: 'igw_subscription_redis_errors_total', help: 'Replay log operations on Redis that failed (delivery continues from memory)', labelNames: ['op'] })
     this.queuedBytes = gauge(registry, { name: 'igw_subscription_queued_bytes', help: 'Bytes waiting in delivery queues' })
     this.redisUp = gauge(registry, { name: 'igw_subscription_redis_up', help: 'Worker threads whose replay-log Redis connection is ready', aggregator: 'sum' })

@@ -729,11 +729,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.replyError('UPSTREAM_TIMEOUT', 'request deadline passed before the upstream was called', route.filters.length)
       return
     }
-    // One native timer covers both the headers and the total timeout (undici's own timers
-    // have ~1 s resolution, too coarse for sub-second route timeouts).
+    // One native timer covers the headers, the total and the upload's idle timeout (undici's own
+    // timers have ~1 s resolution, too coarse for sub-second route timeouts).
     const headersMs = route.timeouts.headersMs
     this.#headersDeadline = headersMs > 0 ? now + headersMs : Number.POSITIVE_INFINITY
-    const first = Math.min(this.#headersDeadline, ctx.deadline)
+    if (this.#uploading && route.timeouts.bodyIdleMs > 0) {
+      this.#uploadIdleDue = now + route.timeouts.bodyIdleMs
+      this.#uploadSeen = ctx.socket.bytesRead
+    }
+    const first = Math.min(this.#headersDeadline, ctx.deadline, this.#uploadIdleDue)
     if (first !== Number.POSITIVE_INFINITY) this.#armBy(first, now) // (the body's timer, if due by then, is kept)
     this.phase = Phase.Dispatched
     this.#dispatchedAt = now
@@ -809,14 +813,49 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
   /** A streamed request body is still on its way upstream (see uploadSent). */
   #uploading = false
+  /**
+   * A streamed upload must move every bodyIdleMs (Envoy's stream idle timeout covers both
+   * directions): with totalMs 0 only the upstream's side was bounded, and a client stalled
+   * mid-body held the exchange and its upstream connection for ever. Progress is the client
+   * socket's bytesRead, compared when the timer fires (no listener per request), so a stall is
+   * found one to two bodyIdleMs after the last byte. Infinity: no upload being watched.
+   */
+  #uploadIdleDue = Number.POSITIVE_INFINITY
+  #uploadSeen = 0
+
+  /** The upload watch at `now`: true once it ended the exchange (a stall); else #uploadIdleDue is current. */
+  #uploadStalled(now: number): boolean {
+    const req = this.ctx.req
+    if (req.complete || req.destroyed || this.phase === Phase.Done) {
+      this.#uploadIdleDue = Number.POSITIVE_INFINITY
+      return false
+    }
+    if (now < this.#uploadIdleDue - 1) return false
+    const seen = this.ctx.socket.bytesRead
+    // Still queued for a connection (controller unset): nobody reads the body yet.
+    if (seen !== this.#uploadSeen || this.controller === undefined) {
+      this.#uploadSeen = seen
+      this.#uploadIdleDue = now + this.route.timeouts.bodyIdleMs
+      return false
+    }
+    this.#uploadIdleDue = Number.POSITIVE_INFINITY
+    const ms = this.route.timeouts.bodyIdleMs
+    // Paused by undici: the upstream stopped taking the body, the client is not the one stalled.
+    const err = req.isPaused()
+      ? new ProxyAbort('UPSTREAM_TIMEOUT', `upstream ${this.route.upstream.name} read none of the request body for ${ms} ms`)
+      : new ProxyAbort('REQUEST_TIMEOUT', `the client sent none of its request body for ${ms} ms`)
+    this.controller.abort(err)
+    return true
+  }
 
   timerFired(): void {
     this.#timer = undefined
     const now = performance.now()
+    if (this.#uploadIdleDue !== Number.POSITIVE_INFINITY && this.#uploadStalled(now)) return
     if (this.#pendingInfo !== undefined && this.#responseDue !== Number.POSITIVE_INFINITY) {
-      // A response phase is awaited: its deadline is the only one due (it is no later than the
-      // request's, and the upstream's headers are in).
-      if (now < this.#responseDue - 1) this.#armBy(this.#responseDue, now) // early (see below)
+      // A response phase is awaited: its deadline is the only other one due (it is no later than
+      // the request's, and the upstream's headers are in).
+      if (now < this.#responseDue - 1) this.#armBy(Math.min(this.#responseDue, this.#uploadIdleDue), now) // early (see below)
       else this.#responseFilterTimedOut(now)
       return
     }
@@ -831,7 +870,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     const headersDue = this.phase === Phase.Dispatched ? this.#headersDeadline : Number.POSITIVE_INFINITY
-    const due = Math.min(headersDue, this.ctx.deadline)
+    const due = Math.min(headersDue, this.ctx.deadline, this.#uploadIdleDue)
     if (due === Number.POSITIVE_INFINITY) return
     if (now < due - 1) {
       // Early: Node starts a timer from the event loop's cached clock, which lags
@@ -854,7 +893,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // blaming the upstream. Re-armed by uploadSent; the total timeout still holds meanwhile.
         this.#headersDeadline = Number.POSITIVE_INFINITY
         req.once('end', onUploadEnd) // here, not per request: a quick upload never needs it
-        if (this.ctx.deadline !== Number.POSITIVE_INFINITY) this.#armBy(this.ctx.deadline, now)
+        const next = Math.min(this.ctx.deadline, this.#uploadIdleDue)
+        if (next !== Number.POSITIVE_INFINITY) this.#armBy(next, now)
         return
       }
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
@@ -1205,7 +1245,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // A filter reading the body before the head sees the failure; the client gets a 502/504.
       this.#body?.destroy(err)
       const [code, message] = classify(err, this.route)
-      this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, 'upstream request failed')
+      this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, code === 'REQUEST_TIMEOUT' ? 'request body stalled' : 'upstream request failed')
       // An upload cut short (over the limit, the upstream gone): the rest is still coming.
       if (!this.ctx.req.complete) this.#closeAfterReply()
       // During an async response phase, the filters that ran (and the one still pending) saw this
@@ -1227,7 +1267,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // client sees a truncated response instead of a short body that looks complete.
     this.ctx.errorCode = classify(err, this.route)[0]
     this.proxy.metrics.proxyErrors.labels(this.route.name, this.ctx.errorCode).inc()
-    this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'upstream failed mid-response')
+    this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, this.ctx.errorCode === 'REQUEST_TIMEOUT' ? 'request body stalled' : 'upstream failed mid-response')
     this.phase = Phase.Done
     this.#cut = true
     if (this.#body !== undefined) this.#body.destroy(err)

@@ -836,7 +836,7 @@ class PendingUpgrade {
     // A streamed refusal's head is out (its upstream reset mid-body, or ws's handshake timer
     // fired): a reply written now lands inside that body. The client can only be cut.
     if (this.#refusalStreaming) this.#socket.destroy()
-    else writeLocalReply(this.#socket, this.#ctx, errorReply(code, `WebSocket upstream ${route.upstream.name} failed: ${err.message}`))
+    else writeLocalReply(this.#socket, this.#ctx, errorReply(code, `WebSocket upstream ${route.upstream.name} failed: ${clientDetail(err)}`))
     this.#finish(timeout ? 504 : 502)
   }
 
@@ -913,6 +913,17 @@ class PendingUpgrade {
 }
 
 function ignore(): void {}
+
+/**
+ * What the client is told of an upstream handshake failure. A system error's message names the
+ * upstream's address ("connect ECONNREFUSED 10.0.4.7:8080", "getaddrinfo ENOTFOUND
+ * users.internal"), which the client got in the 502: its code says as much without it, as an
+ * HTTP request's 502 says it. ws's own messages (a bad 101) and the connect timer's name none.
+ */
+function clientDetail(err: Error): string {
+  const e = err as NodeJS.ErrnoException
+  return e.syscall !== undefined && e.code !== undefined ? e.code : err.message
+}
 
 function onHandshakeDeadline(pending: PendingUpgrade, ms: number): void {
   pending.deadlinePassed(ms)

@@ -115,7 +115,8 @@ export const routeConfig = z.strictObject({
       mode: z.enum(['passthrough', 'terminate']).default('passthrough'),
       /** Bytes queued toward one side before the other side stops being read. */
       maxBufferedBytes: byteSize.default(1024 * 1024),
-      maxMessageBytes: byteSize.default(16 * 1024 * 1024),
+      /** At least 1: ws reads a maxPayload of 0 as no limit at all, so 0 took any message whole into memory. */
+      maxMessageBytes: byteSize.refine((n) => n > 0, { error: 'expected at least 1 byte (0 would be no limit: messages of any size buffered whole)' }).default(16 * 1024 * 1024),
       /**
        * Passthrough: a connection with no bytes moving either way (a message arriving in pieces
        * counts; checked at this interval, so the close comes one to two timeouts after the last byte)

@@ -87,6 +87,53 @@ export function errorMediaType(accept: string | string[] | undefined): string {
   return best
 }
 
+/**
+ * Which of the two JSON media types of GraphQL over
+ * HTTP a request's Accept admits. A GraphQL server answers `application/json` to a client that
+ * takes only that, `application/graphql-response+json` to one that takes only that, and an
+ * SSE or multipart stream to one that takes neither; the cache keys on it (a stored copy answers only requests of
+ * its class) and the persisted filter answers a 'g' client's APQ errors with a 4xx. '' = both (or Accept absent, `*\/*`,
+ * `application/*`); 'g' = graphql-response+json only; 'j' = application/json only;
+ * undefined = neither (such a request is never answered from the cache).
+ * Order and q-values other than 0 do not split the key: either type is one they accept.
+ */
+export function acceptClass(accept: string | undefined): '' | 'g' | 'j' | undefined {
+  if (accept === undefined || accept === '') return ''
+  if (accept === lastAccept) return lastClass
+  let g: number | undefined
+  let j: number | undefined
+  let app: number | undefined
+  let any: number | undefined
+  for (const range of accept.split(',')) {
+    const parts = range.split(';')
+    const type = parts[0]!.trim().toLowerCase()
+    if (type === '') continue
+    let q = 1
+    for (let i = 1; i < parts.length; i++) {
+      const p = parts[i]!.trim()
+      if (p.length > 1 && (p[0] === 'q' || p[0] === 'Q') && p[1] === '=') {
+        const v = Number(p.slice(2))
+        q = Number.isNaN(v) ? 1 : v
+      }
+    }
+    // RFC 9110 12.5.1: the most specific range that matches a type gives its q; for one range
+    // given twice, the highest.
+    if (type === 'application/graphql-response+json') g = Math.max(g ?? 0, q)
+    else if (type === 'application/json') j = Math.max(j ?? 0, q)
+    else if (type === 'application/*') app = Math.max(app ?? 0, q)
+    else if (type === '*/*') any = Math.max(any ?? 0, q)
+  }
+  const takesG = (g ?? app ?? any ?? 0) > 0
+  const takesJ = (j ?? app ?? any ?? 0) > 0
+  const c = takesG ? (takesJ ? '' : 'g') : takesJ ? 'j' : undefined
+  lastAccept = accept
+  lastClass = c
+  return c
+}
+// Clients of one application send one Accept: the last one read is remembered.
+let lastAccept: string | undefined
+let lastClass: '' | 'g' | 'j' | undefined = ''
+
 /** The q parameter of a media range's parameters (RFC 9110 §12.4.2), 1 without one. */
 function qValue(params: string): number {
   for (const p of params.split(';')) {

@@ -120,52 +120,8 @@ export function requestTarget(url: string, get: boolean): string {
   return url.slice(0, q) + rest
 }
 
-/**
- * The content-negotiation part of the key: which of the two JSON media types of GraphQL over
- * HTTP a request's Accept admits. A GraphQL server answers `application/json` to a client that
- * takes only that, `application/graphql-response+json` to one that takes only that, and an
- * SSE or multipart stream to one that takes neither; a stored copy (always JSON) may answer
- * only requests of the class it was stored for. '' = both (or Accept absent, `*\/*`,
- * `application/*`); 'g' = graphql-response+json only; 'j' = application/json only;
- * undefined = neither (such a request is never answered from the cache).
- * Order and q-values other than 0 do not split the key: either type is one they accept.
- */
-export function acceptClass(accept: string | undefined): '' | 'g' | 'j' | undefined {
-  if (accept === undefined || accept === '') return ''
-  if (accept === lastAccept) return lastClass
-  let g: number | undefined
-  let j: number | undefined
-  let app: number | undefined
-  let any: number | undefined
-  for (const range of accept.split(',')) {
-    const parts = range.split(';')
-    const type = parts[0]!.trim().toLowerCase()
-    if (type === '') continue
-    let q = 1
-    for (let i = 1; i < parts.length; i++) {
-      const p = parts[i]!.trim()
-      if (p.length > 1 && (p[0] === 'q' || p[0] === 'Q') && p[1] === '=') {
-        const v = Number(p.slice(2))
-        q = Number.isNaN(v) ? 1 : v
-      }
-    }
-    // RFC 9110 12.5.1: the most specific range that matches a type gives its q; for one range
-    // given twice, the highest.
-    if (type === 'application/graphql-response+json') g = Math.max(g ?? 0, q)
-    else if (type === 'application/json') j = Math.max(j ?? 0, q)
-    else if (type === 'application/*') app = Math.max(app ?? 0, q)
-    else if (type === '*/*') any = Math.max(any ?? 0, q)
-  }
-  const takesG = (g ?? app ?? any ?? 0) > 0
-  const takesJ = (j ?? app ?? any ?? 0) > 0
-  const c = takesG ? (takesJ ? '' : 'g') : takesJ ? 'j' : undefined
-  lastAccept = accept
-  lastClass = c
-  return c
-}
-// Clients of one application send one Accept: the last one read is remembered.
-let lastAccept: string | undefined
-let lastClass: '' | 'g' | 'j' | undefined = ''
+// The Accept classes (shared with the persisted filter's strict APQ answers) live in proxy/errors.ts.
+export { acceptClass } from '../../proxy/errors.ts'
 
 /** The scopes a token grants, from a space-separated string or an array claim. */
 export function tokenScopes(claim: unknown): string[] | undefined {

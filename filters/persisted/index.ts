@@ -10,7 +10,7 @@ import type { PersistedDocumentsConfig } from '../../config/persisted-documents.
 import { configuredTier } from '../../config/defaults.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import type { Tier } from '../../config/primitives.ts'
-import { errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { acceptClass, errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import type { GraphQLBatch } from '../../proxy/graphql-request.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
 import { ApqStore } from './apq-store.ts'
@@ -30,9 +30,22 @@ const COST_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000]
 // Exactly what Apollo Server / Router answer: clients match on the code (and the message).
 // A 200 that must not be cached (Apollo's header too): with useGETForHashedQueries, a CDN or
 // browser cache would otherwise answer "not found" for the hash after the client registered it.
-const APQ_ERROR_HEADERS = { ...JSON_TYPE, 'cache-control': 'private, no-cache, must-revalidate' }
+// Typed `application/json` without the charset parameter (RFC 8259 defines none), which the proxy
+// does not re-type by the client's Accept: a 200 without `data` is only legal in that type (GraphQL
+// over HTTP §7.1.2). Re-typed for a client that prefers application/graphql-response+json (Apollo
+// Client 3.8+ and 4 send it first, application/json after), it was a spec violation.
+const APQ_ERROR_HEADERS = { 'content-type': 'application/json', 'cache-control': 'private, no-cache, must-revalidate' }
 const NOT_FOUND: LocalReply = { status: 200, headers: APQ_ERROR_HEADERS, body: errorBody('PERSISTED_QUERY_NOT_FOUND', 'PersistedQueryNotFound'), code: 'PERSISTED_QUERY_NOT_FOUND' }
 const NOT_SUPPORTED: LocalReply = { status: 200, headers: APQ_ERROR_HEADERS, body: errorBody('PERSISTED_QUERY_NOT_SUPPORTED', 'PersistedQueryNotSupported'), code: 'PERSISTED_QUERY_NOT_SUPPORTED' }
+/**
+ * The same to a client that does not take application/json at all: in graphql-response+json a
+ * response without `data` MUST be 4xx (404 for an unknown hash or id, as graphql-yoga's APQ plugin
+ * and Apollo Router's persisted queries; 400 for hashes refused). Apollo's link retries on the
+ * code whatever the status.
+ */
+const STRICT_APQ_HEADERS = { 'content-type': 'application/graphql-response+json; charset=utf-8', 'cache-control': 'private, no-cache, must-revalidate' }
+const STRICT_NOT_FOUND: LocalReply = { ...NOT_FOUND, status: 404, headers: STRICT_APQ_HEADERS }
+const STRICT_NOT_SUPPORTED: LocalReply = { ...NOT_SUPPORTED, status: 400, headers: STRICT_APQ_HEADERS }
 
 /** A GraphQL error with the parser's locations at the top level of the error, as the spec puts them. */
 function parseErrorReply(err: GraphQLError): LocalReply {
@@ -223,7 +236,7 @@ class PersistedFilter implements Filter {
         if (op === undefined || op.document !== gql.query) return this.#reject('hash_mismatch', 'documentId and query name different documents')
         gql.clearDocumentId() // the query stays, and is matched to the manifest below
       } else {
-        if (op === undefined) return this.#notFound()
+        if (op === undefined) return this.#notFound(ctx)
         const named = gql.extensions?.persistedQuery
         if (named !== undefined) {
           const hash = typeof named === 'object' && named !== null ? (named as { sha256Hash?: unknown }).sha256Hash : undefined
@@ -254,19 +267,16 @@ class PersistedFilter implements Filter {
         gql.deleteExtension('persistedQuery')
         return this.#admit(ctx, gql, op, 'manifest')
       }
-      if (!this.#cfg.apq.enabled) {
-        this.#m.requests.labels('apq_not_supported').inc()
-        return NOT_SUPPORTED
-      }
+      if (!this.#cfg.apq.enabled) return this.#notSupported(ctx)
       // Registrations are kept under the lower-case hex digest (the hash check accepts either case).
       // Anything else was never registered: looked up, any string a client sent (up to the body
       // limit) became a Redis key read, and a wait of up to redisTimeoutMs, per request.
-      if (!APQ_HASH.test(sha256Hash)) return this.#notFound()
+      if (!APQ_HASH.test(sha256Hash)) return this.#notFound(ctx)
       const hash = sha256Hash.toLowerCase()
       const known = this.#apq.local(hash)
       if (known !== undefined) return this.#fromApq(ctx, gql, hash, known)
-      if (!this.#apq.hasRedis) return this.#notFound()
-      return this.#apq.remote(hash).then((r) => (r.query === undefined ? this.#notFound() : this.#fromApq(ctx, gql, hash, r.query)))
+      if (!this.#apq.hasRedis) return this.#notFound(ctx)
+      return this.#apq.remote(hash).then((r) => (r.query === undefined ? this.#notFound(ctx) : this.#fromApq(ctx, gql, hash, r.query)))
     }
 
     // Document and hash together: a registration (APQ) or a manifest id with its text.
@@ -280,10 +290,7 @@ class PersistedFilter implements Filter {
     // (PersistedQueryNotSupported, 200), unless the text is a manifest document. Run as sent, the
     // client never learnt that hashing is off and kept sending hashes; Apollo Client's persisted-queries link, on this answer, resends the query
     // without the hash and stops hashing.
-    if (!this.#cfg.apq.enabled && byText === undefined) {
-      this.#m.requests.labels('apq_not_supported').inc()
-      return NOT_SUPPORTED
-    }
+    if (!this.#cfg.apq.enabled && byText === undefined) return this.#notSupported(ctx)
     if (gql.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
     gql.deleteExtension('persistedQuery')
     if (byText !== undefined) return this.#admit(ctx, gql, byText, 'manifest')
@@ -551,9 +558,14 @@ class PersistedFilter implements Filter {
     return decision
   }
 
-  #notFound(): LocalReply {
+  #notFound(ctx: RequestContext): LocalReply {
     this.#m.requests.labels('apq_not_found').inc()
-    return NOT_FOUND
+    return acceptClass(ctx.req.headers.accept) === 'g' ? STRICT_NOT_FOUND : NOT_FOUND
+  }
+
+  #notSupported(ctx: RequestContext): LocalReply {
+    this.#m.requests.labels('apq_not_supported').inc()
+    return acceptClass(ctx.req.headers.accept) === 'g' ? STRICT_NOT_SUPPORTED : NOT_SUPPORTED
   }
 
   #reject(reason: string, message: string): LocalReply {

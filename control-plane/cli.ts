@@ -178,7 +178,7 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
       port: listen.port,
       auth,
       signingKey,
-      ...(seed ? { seed } : {}),
+      ...(seed ? { seed, seedFile: flags.config! } : {}),
       ...(metricsListen ? { metricsListen } : {}),
       ...(pluginTrust ? { pluginTrust } : {}),
       ...(previous.length > 0 ? { previousKeys: previous } : {}),

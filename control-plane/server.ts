@@ -2,6 +2,7 @@
 import type { KeyObject } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { pino, type Logger } from 'pino'
+import { canonicalJson } from '../config/canonical-json.ts'
 import { buildRoutes, type ApiDeps } from './api.ts'
 import { auditRequestScope } from './audit.ts'
 import { LRUCache } from 'lru-cache'
@@ -35,6 +36,8 @@ export interface ControlPlaneOptions {
   signingKey: SigningKey
   /** Version 1 when the store is empty. */
   seed?: Doc
+  /** Where `seed` was read from (--config), to name it when the store already holds a version and the seed is not used. */
+  seedFile?: string
   logger?: Logger
   /** Publisher keys that may sign plugins (--plugin-trust); none: every signed upload is untrusted. */
   pluginTrust?: TrustedKeys
@@ -332,6 +335,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     logger.warn(
       { headVersion: store.head()!.version, headKeyId: headKey, keyId: opts.signingKey.keyId },
       'the head config version was signed with another key than this instance holds: proxies pinned to that key will refuse the versions this instance commits; give every replica the same --signing-key (or, after replacing the key on purpose, re-pin the proxies and pass the old key with --previous-keys, which has the head signed again with this one)',
+    )
+  }
+  // The seed only ever fills an empty store: a --config edited and rolled out later was ignored
+  // without a word, and the operator believed the proxies ran it.
+  const head = store.head()
+  if (opts.seed !== undefined && !store.seeded && head !== undefined) {
+    const seed = opts.seedFile ?? 'the seed document'
+    const differs = canonicalJson(opts.seed) !== canonicalJson(head.document)
+    logger.warn(
+      { seedFile: opts.seedFile, headVersion: head.version, differsFromHead: differs },
+      `${seed} (--config) was not used: the store already holds config version ${head.version}, and a seed is only committed into an empty store${differs ? '; it differs from that version: change the config through the API (PUT /v1/config), not the file' : ''}`,
     )
   }
   // Stored plugins signed by keys the trust file no longer holds (revoked): said once at start, as

@@ -181,6 +181,12 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
     this.key = key
   }
 
+  /** init() committed its seed (false: none given, or the store already held a version). */
+  get seeded(): boolean {
+    return this.#seeded
+  }
+  #seeded = false
+
   /** Migrate, then seed version 1 from `seed` when the store is empty. */
   async init(seed?: Doc): Promise<void> {
     await migrate(this.db)
@@ -190,12 +196,13 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       // Decided again under the write lock: another instance starting on the same empty database
       // may have seeded it meanwhile, and an admin committed over that — our seed on top would
       // undo their change (a version that is nobody's edit). Then the head stays as it is.
-      await this.commit({
+      const { changed } = await this.commit({
         actor: 'system',
         action: 'config.seed',
         resource: 'config',
         change: (head) => (head.version > 0 ? { document: head.document, before: head.document, after: head.document, result: undefined } : { document: seed, before: undefined, after: seed, result: undefined }),
       })
+      this.#seeded = changed
     }
   }
 

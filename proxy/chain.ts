@@ -86,14 +86,17 @@ export function noteMalformedReply(ctx: RequestContext, route: RouteRuntime, met
  * exchange's timer; upgrades: withinDeadline): counted and logged as that filter's failure, named
  * as the one that answered; returns the 504's message. Failing open cannot help: the time budget
  * is spent either way, so the client gets the 504 the deadline promises whatever the failMode.
+ * Without a deadline (totalMs 0) the exchange gives the filter headersMs from `from` until `due`:
+ * the message names that wait (it read "a time budget of Infinity ms").
  */
-export function filterMissedDeadline(ctx: RequestContext, route: RouteRuntime, idx: number, metrics: ProxyMetrics): string {
+export function filterMissedDeadline(ctx: RequestContext, route: RouteRuntime, idx: number, metrics: ProxyMetrics, from = 0, due = ctx.deadline): string {
   const filter = route.filters[idx]!
-  const budgetMs = Math.round(ctx.deadline - ctx.startTime)
+  const deadline = due === ctx.deadline
+  const budgetMs = Math.round(deadline ? due - ctx.startTime : due - from)
   metrics.filterErrors.labels(filter.name).inc()
   ctx.answeredBy = filter.name
   ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', timeoutMs: budgetMs }, 'filter did not decide before the request deadline')
-  return `filter "${filter.name}" did not decide within this request's time budget of ${budgetMs} ms`
+  return `filter "${filter.name}" did not decide within ${deadline ? "this request's time budget of " : ''}${budgetMs} ms`
 }
 
 const DEADLINE_PASSED: unknown = Symbol('deadline passed')

@@ -423,11 +423,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const t0 = performance.now()
     // A filter that never decides (a hung Redis call, a webhook) must not hold the request past
     // its deadline: it held the client until the client gave up (logged 499), while the route
-    // promises totalMs → 504. Only with a finite deadline, and only while a filter is awaited.
-    const deadline = this.ctx.deadline
-    if (deadline !== Number.POSITIVE_INFINITY) {
+    // promises totalMs → 504. Without totalMs it gets headersMs (the bound on a client waiting for
+    // its response head, as the response phase has): a hung filter held the client for ever.
+    // Only while a filter is awaited.
+    const t = this.route.timeouts
+    const due = this.ctx.deadline !== Number.POSITIVE_INFINITY ? this.ctx.deadline : t.headersMs > 0 ? t0 + t.headersMs : Number.POSITIVE_INFINITY
+    if (due !== Number.POSITIVE_INFINITY) {
       this.#awaitedFilter = idx
-      this.#armBy(deadline, t0)
+      this.#filterFrom = t0
+      this.#filterDue = due
+      this.#armBy(due, t0)
     }
     p.then(
       (decision) => {
@@ -445,8 +450,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       },
     )
   }
-  /** The request-phase filter awaited under the deadline timer (-1: none). */
+  /** The request-phase filter awaited under the timer (-1: none), since #filterFrom, due by #filterDue. */
   #awaitedFilter = -1
+  #filterFrom = 0
+  #filterDue = Number.POSITIVE_INFINITY
 
   #settleAwaited(): void {
     if (this.#awaitedFilter === -1) return
@@ -458,7 +465,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #filterTimedOut(): void {
     const idx = this.#awaitedFilter
     this.#awaitedFilter = -1
-    this.replyError('UPSTREAM_TIMEOUT', filterMissedDeadline(this.ctx, this.route, idx, this.proxy.metrics), idx)
+    this.replyError('UPSTREAM_TIMEOUT', filterMissedDeadline(this.ctx, this.route, idx, this.proxy.metrics, this.#filterFrom, this.#filterDue), idx)
   }
 
   /**
@@ -848,10 +855,65 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return true
   }
 
+  /**
+   * The upstream is paused for the client (its socket's buffer is full): undici's bodyTimeout does
+   * not run while paused, so with totalMs 0 a client that stopped reading (a zero window) held the
+   * exchange and its upstream connection for ever. As Envoy's stream idle timeout, the response
+   * must move every bodyIdleMs: progress is the bytes the client socket got off its hands
+   * (bytesWritten counts those still buffered), compared when the timer fires. Infinity: no watch.
+   */
+  #watchClientReads(): void {
+    const ms = this.route.timeouts.bodyIdleMs
+    if (this.#readIdleDue !== Number.POSITIVE_INFINITY || ms <= 0) return
+    const now = performance.now()
+    this.#readSeen = this.#clientTook()
+    this.#readIdleDue = now + ms
+    this.#armBy(this.#readIdleDue, now)
+  }
+  #readIdleDue = Number.POSITIVE_INFINITY
+  #readSeen = 0
+
+  #clientTook(): number {
+    const socket = this.ctx.socket
+    return socket.bytesWritten - socket.writableLength
+  }
+
+  /** The read watch at `now`: true once it cut the response (a stalled client); else #readIdleDue is current. */
+  #clientStalled(now: number): boolean {
+    // Caught up (the upstream resumed on 'drain'; a later pause watches again), or over.
+    if (this.phase === Phase.Done || !this.res.writableNeedDrain) {
+      this.#readIdleDue = Number.POSITIVE_INFINITY
+      return false
+    }
+    if (now < this.#readIdleDue - 1) return false
+    const took = this.#clientTook()
+    if (took !== this.#readSeen) {
+      this.#readSeen = took
+      this.#readIdleDue = now + this.route.timeouts.bodyIdleMs
+      return false
+    }
+    this.#readIdleDue = Number.POSITIVE_INFINITY
+    const ms = this.route.timeouts.bodyIdleMs
+    const ctx = this.ctx
+    // The client's timeout (REQUEST_TIMEOUT, as a stalled upload's), not a client abort: the gateway cut it.
+    ctx.errorCode = 'REQUEST_TIMEOUT'
+    this.proxy.metrics.proxyErrors.labels(this.route.name, 'REQUEST_TIMEOUT').inc()
+    ctx.log.warn({ timeoutMs: ms }, 'client read none of the response; response cut')
+    this.phase = Phase.Done
+    this.#cut = true
+    if (this.#body !== undefined) this.#body.destroy() // (stops the upstream transfer, see UpstreamBody)
+    else this.discardUpstreamBody()
+    // A reset: a FIN would wait behind the bytes the client never takes (and may read as a whole body).
+    ctx.socket.resetAndDestroy()
+    this.res.destroy()
+    return true
+  }
+
   timerFired(): void {
     this.#timer = undefined
     const now = performance.now()
     if (this.#uploadIdleDue !== Number.POSITIVE_INFINITY && this.#uploadStalled(now)) return
+    if (this.#readIdleDue !== Number.POSITIVE_INFINITY && this.#clientStalled(now)) return
     if (this.#pendingInfo !== undefined && this.#responseDue !== Number.POSITIVE_INFINITY) {
       // A response phase is awaited: its deadline is the only other one due (it is no later than
       // the request's, and the upstream's headers are in).
@@ -864,13 +926,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
         if (now < this.#bodyDue - 1) this.#armBy(this.#bodyDue, now) // early (armed for the headers timeout as well)
         else this.#abandonBody('REQUEST_TIMEOUT', `the request body did not arrive within ${Math.round(now - this.ctx.startTime)} ms`)
       } else if (this.#awaitedFilter !== -1) {
-        if (now < this.ctx.deadline - 1) this.#armBy(this.ctx.deadline, now) // early (see below)
+        if (now < this.#filterDue - 1) this.#armBy(this.#filterDue, now) // early (see below)
         else this.#filterTimedOut()
       }
       return
     }
     const headersDue = this.phase === Phase.Dispatched ? this.#headersDeadline : Number.POSITIVE_INFINITY
-    const due = Math.min(headersDue, this.ctx.deadline, this.#uploadIdleDue)
+    const due = Math.min(headersDue, this.ctx.deadline, this.#uploadIdleDue, this.#readIdleDue)
     if (due === Number.POSITIVE_INFINITY) return
     if (now < due - 1) {
       // Early: Node starts a timer from the event loop's cached clock, which lags
@@ -1176,10 +1238,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
         if (!this.res.write(chunk)) {
           controller.pause()
           this.res.once('drain', onResDrain)
+          this.#watchClientReads()
         }
         return
       case Phase.Stream:
-        if (!this.#body!.push(chunk)) controller.pause()
+        if (!this.#body!.push(chunk)) {
+          controller.pause()
+          this.#watchClientReads()
+        }
         return
       case Phase.ResponsePhase:
         if (this.#body !== undefined) {

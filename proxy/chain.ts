@@ -27,14 +27,25 @@ const CONTINUE = undefined
 async function decide(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMetrics, idx: number): Promise<LocalReply | undefined> {
   const filter = route.filters[idx]!
   let decision: Decision
+  let from = 0
+  let due = ctx.deadline
   try {
     const r = filter.onRequest!(ctx)
-    decision = r !== undefined && typeof (r as Promise<Decision>).then === 'function' && ctx.deadline !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, ctx.deadline) : await r
+    if (r !== undefined && typeof (r as Promise<Decision>).then === 'function') {
+      // Without totalMs the wait gets headersMs, as an HTTP exchange's: with none at all a hung
+      // filter held an upgrade handshake or a subscription's admission for ever.
+      const headersMs = route.timeouts.headersMs
+      if (due === Number.POSITIVE_INFINITY && headersMs > 0) {
+        from = performance.now()
+        due = from + headersMs
+      }
+      decision = due !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, due) : await r
+    } else decision = r as Decision
   } catch (err) {
     if (err === DEADLINE_PASSED) {
       // A filter that never decides (a hung dependency) held the handshake — and the client's
       // socket — past the route's total timeout, for ever.
-      const message = filterMissedDeadline(ctx, route, idx, metrics)
+      const message = filterMissedDeadline(ctx, route, idx, metrics, from, due)
       ctx.errorCode = 'UPSTREAM_TIMEOUT'
       metrics.proxyErrors.labels(route.name, 'UPSTREAM_TIMEOUT').inc()
       return errorReply('UPSTREAM_TIMEOUT', message)

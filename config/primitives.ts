@@ -53,7 +53,9 @@ export const durationMs = z
 
 export const listenAddress = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):\d{1,5}$/, { error: 'expected "host:port", ":port" or "[ipv6]:port"' })
+  // abort: an address without a port is one mistake; the port check below then read "abc" as
+  // port "abc" too, and `--listen abc` printed two problems for it
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):\d{1,5}$/, { error: 'expected "host:port", ":port" or "[ipv6]:port"', abort: true })
   // 5 digits also allow 65536–99999, which only fail later inside listen() with a stack trace
   .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, { error: 'expected a port from 0 to 65535' })
 

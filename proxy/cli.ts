@@ -105,6 +105,11 @@ const COMMAND_ENV: Record<string, string> = {
 `,
 }
 
+/** What a command's flags do, when it is more than their own lines say. */
+const FLAGS_HEADING: Record<string, string> = {
+  'config validate': ` (each, or its environment twin, overrides the file's value before it is checked, as \`igw proxy\` applies it):`,
+}
+
 const USAGE = `igw — IntelGraph Gateway
 
 usage: igw <command> [flags]
@@ -125,7 +130,7 @@ export function commandUsage(command: string): string | undefined {
 
 usage: igw ${command}${command === 'config validate' ? ' <file>…' : ''} [flags]
 
-flags${flags.length > 0 ? ':' : ': none besides --help'}
+flags${flags.length > 0 ? (FLAGS_HEADING[command] ?? ':') : ': none besides --help'}
 ${[...flags, 'help'].map((name) => flagLine(name, COMMAND_FLAG_HELP[command]?.[name as FlagName])).join('\n')}
 ${COMMAND_ENV[command] !== undefined ? `\n${COMMAND_ENV[command]}` : ''}`
 }
@@ -238,10 +243,7 @@ function normalizeListen(v: string): string {
 export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   let raw: Record<string, unknown>
   let source = 'flags'
-  if (flags.upstream !== undefined) {
-    const u = originUrl.safeParse(flags.upstream, { reportInput: true })
-    if (!u.success) throw new ConfigError('--upstream', formatIssues(u.error.issues).map((l) => l.replace(/^\(root\): /, '')))
-  }
+  checkUpstreamFlag(flags)
   if (flags.config !== undefined) {
     source = flags.config
     let text: string
@@ -254,7 +256,9 @@ export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(flags.config, ['(root): expected a mapping of settings'])
     raw = parsed as Record<string, unknown>
     if (flags.upstream !== undefined) {
-      if (raw.mode === 'ingress') throw new ConfigError('--upstream', ['only applies to sidecar mode; this config is mode: ingress'])
+      // The file's problem with the flag: named by the file, as `config validate a.yaml b.yaml`
+      // otherwise printed "--upstream: … mode: ingress" without saying which file is ingress.
+      if (raw.mode === 'ingress') throw new ConfigError(flags.config, [`mode: "ingress", and --upstream only applies to sidecar mode (set by --upstream / ${FLAGS.upstream.env})`])
       const routes = Array.isArray(raw.routes) ? (raw.routes as Record<string, unknown>[]) : []
       raw.routes = routes.length ? routes.map((r) => ({ ...r, upstream: flags.upstream })) : [{ name: 'default', upstream: flags.upstream }]
     }
@@ -264,6 +268,16 @@ export function buildProxyConfig(flags: Flags, env: NodeJS.ProcessEnv = process.
     throw new ConfigError('igw proxy', ['needs --config <file> or --upstream <url> (or IGW_CONFIG / IGW_UPSTREAM)'])
   }
   return validateWithOverrides(raw, flags, source)
+}
+
+/**
+ * --upstream (or IGW_UPSTREAM) must be an origin URL; throws ConfigError naming both, as the
+ * overriding flags' problems do: a value from the environment was blamed on a flag never typed.
+ */
+function checkUpstreamFlag(flags: Flags): void {
+  if (flags.upstream === undefined) return
+  const u = originUrl.safeParse(flags.upstream, { reportInput: true })
+  if (!u.success) throw new ConfigError('--upstream', formatIssues(u.error.issues).map((l) => `${l.replace(/^\(root\): /, '')} (set by --upstream / ${FLAGS.upstream.env})`))
 }
 
 /** The config path each overriding flag sets (see applyFlagOverrides), with its environment twin. */
@@ -636,6 +650,8 @@ export async function main(argv: string[]): Promise<void> {
         if (sub === 'validate' && arg !== undefined) {
           // Every file named is checked (a shell glob names several): only the first was, and
           // "valid" for it read as a pass for the lot. Each gets its line; any invalid one fails.
+          // A bad --upstream is the flag's problem, not each file's: said once, not once per file.
+          checkUpstreamFlag(flags)
           let invalid = false
           for (const file of positionals.slice(2)) {
             try {

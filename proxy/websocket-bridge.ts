@@ -285,6 +285,7 @@ export class WsBridge {
     this.client = client
     this.upstream = upstream
     this.#bound = route.websocket.maxBufferedBytes
+    if (client.extensions.includes('permessage-deflate')) this.#clientWritten = () => this.#written()
     const metrics = proxy.metrics
     metrics.wsConnections.labels(route.name).inc()
     const up = metrics.wsMessages.labels('client_to_upstream')
@@ -373,16 +374,39 @@ export class WsBridge {
     }
   }
 
+  /**
+   * With permessage-deflate, what the client's sender holds off its socket (messages being
+   * compressed, and all queued behind them) is seen only through their write callbacks: the
+   * count of those not called yet, and the callback, set only then.
+   */
+  #unwritten = 0
+  readonly #clientWritten: (() => void) | undefined = undefined
+
+  /** The write callback a frame toward `to` needs, counted (see #unwritten). */
+  #track(to: WebSocket): (() => void) | undefined {
+    if (to !== this.client || this.#clientWritten === undefined) return undefined
+    this.#unwritten++
+    return this.#clientWritten
+  }
+
+  #written(): void {
+    if (--this.#unwritten > 0 || this.#ending !== this.client) return
+    const socket = this.#clientSocket!
+    if (socket.writable) socket.end() // the last of its backlog is out: #cut's FIN now
+  }
+
   #relay(from: WebSocket, to: WebSocket, data: RawData, isBinary: boolean): void {
     if (to.readyState !== WebSocket.OPEN) return
     const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength
+    const written = this.#track(to)
     if (to.bufferedAmount + size <= this.#bound) {
-      to.send(data, { binary: isBinary })
+      to.send(data, { binary: isBinary }, written)
       return
     }
     // Over the bound: stop reading the sender until this message (and all before it) is flushed.
     from.pause()
     to.send(data, { binary: isBinary }, () => {
+      written?.()
       if (from.readyState === WebSocket.OPEN) from.resume()
     })
   }
@@ -395,13 +419,16 @@ export class WsBridge {
   #relayControl(from: WebSocket, to: WebSocket, data: Buffer, pong: boolean): void {
     this.#active = performance.now() // a ping is how a client keeps a quiet connection open
     if (to.readyState !== WebSocket.OPEN) return
+    // ws queues a control frame behind a message being compressed, too.
+    const written = this.#track(to)
     if (to.bufferedAmount + data.length <= this.#bound) {
-      if (pong) to.pong(data)
-      else to.ping(data)
+      if (pong) to.pong(data, undefined, written)
+      else to.ping(data, undefined, written)
       return
     }
     from.pause()
     const resume = () => {
+      written?.()
       if (from.readyState === WebSocket.OPEN) from.resume()
     }
     if (pong) to.pong(data, undefined, resume)
@@ -451,17 +478,19 @@ export class WsBridge {
    * to a slow reader, up to maxBufferedBytes) is written first, then FIN: terminate() threw it
    * away, where Envoy flushes before it closes. The socket closes when the reader closes its own
    * half; one that does not, or takes nothing more, is cut after ws's closeTimeout (30 s), as a
-   * close handshake would be.
+   * close handshake would be. Messages still being compressed for it are owed too: the FIN
+   * follows the last of them (#written).
    */
   #cut(ws: WebSocket): void {
     const socket = ws === this.client ? this.#clientSocket : this.#upstreamSocket
-    if (socket === undefined || socket.writableLength === 0 || !socket.writable) {
+    const compressing = ws === this.client && this.#unwritten > 0
+    if (socket === undefined || (socket.writableLength === 0 && !compressing) || !socket.writable) {
       ws.terminate()
       return
     }
     this.#ending = ws
     if (ws.isPaused) ws.resume() // its FIN must be read for the socket to close
-    socket.end()
+    if (!compressing) socket.end()
     const timer = setTimeout(destroySocket, CLOSE_TIMEOUT_MS, socket)
     socket.once('close', () => clearTimeout(timer))
   }
@@ -670,7 +699,8 @@ const MAX_EARLY_BYTES = 64 * 1024
  * WsBridge. Whatever ends it (the upstream accepts, refuses or fails; the client goes away; ws
  * refuses the client after all) ends it once: the upstream is closed unless bridged, and
  * finishUpgrade runs exactly once, so the in-flight count and the config snapshot are released.
- * Listeners are the prebuilt functions below; they find this object on the emitter.
+ * Listeners are the prebuilt functions below; they find this object on the emitter. It sits in
+ * proxy.bridges meanwhile, so a drain's deadline ends it (see terminate).
  */
 class PendingUpgrade {
   readonly #proxy: WorkerProxy
@@ -715,6 +745,7 @@ class PendingUpgrade {
     if (ms !== undefined) this.#deadline = setTimeout(onHandshakeDeadline, ms, this, ms)
     this.#socket[kPending] = this
     this.#upstream[kPending] = this
+    proxy.bridges.add(this)
     socket.once('close', onClientClose)
     // Node hands over the upgrade socket unread, so a client that leaves (FIN or RST) while the
     // upstream handshake runs went unnoticed: an upstream that never answers held the upgrade,
@@ -734,7 +765,26 @@ class PendingUpgrade {
     if (this.#deadline !== undefined) clearTimeout(this.#deadline)
     this.#socket.removeListener('close', onClientClose)
     this.#socket[kPending] = undefined
+    this.#proxy.bridges.delete(this)
     this.#proxy.finishUpgrade(this.#ctx, status)
+  }
+
+  /** A drain began: the handshake goes on; its bridge, if it gets one, is sent 1001 at once (clientAccepted). */
+  goAway(): void {}
+
+  /**
+   * The drain's deadline passed with the upstream still to answer. Nothing else ends the
+   * handshake in time: node's closeAllConnections does not see an upgrade's socket, and its own
+   * deadline (headersMs) may be far off. The drain finished with it open, the client cut
+   * without a reply as the thread went, or the exit held until that deadline.
+   */
+  terminate(): void {
+    if (this.#done) return
+    // A streamed refusal's head is out: the client can only be cut.
+    if (this.#refusalStreaming) this.#socket.destroy()
+    else writeLocalReply(this.#socket, this.#ctx, errorReply('OVERLOADED', 'gateway is shutting down'))
+    this.#upstream.terminate()
+    this.#finish(503)
   }
 
   #stopReading(): void {

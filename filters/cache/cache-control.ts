@@ -94,7 +94,7 @@ export function varyIsKeyed(vary: string | string[], keyedHeaders: readonly stri
 }
 
 /** `application/json`, `application/graphql-response+json` or another `+json` type. */
-function isJsonType(contentType: string): boolean {
+export function isJsonType(contentType: string): boolean {
   const semi = contentType.indexOf(';')
   const t = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase()
   return t === 'application/json' || (t.startsWith('application/') && t.endsWith('+json'))

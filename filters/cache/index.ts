@@ -13,7 +13,7 @@ import { applyAddedHeaders, errorReply, LogWindow, oncePer, type Decision, type 
 import { claimAt as sharedClaimAt } from '../../proxy/claims.ts'
 import { counter, gauge } from '../../proxy/metrics.ts'
 import { siteOf } from '../../proxy/router.ts'
-import { staleLimits, storeDecision } from './cache-control.ts'
+import { isJsonType, staleLimits, storeDecision } from './cache-control.ts'
 import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
 import { collectEntityTags, entityKeys, rootFieldsOf, withTypenames, type EntityKeys } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
@@ -913,6 +913,11 @@ class CacheFilter implements Filter {
     return this.#routeTag
   }
 
+  /** Invalidations wait for Redis (see invalidate()). */
+  get purgesRedis(): boolean {
+    return this.#invalidator !== undefined
+  }
+
   close(): void {
     this.#unsubscribe?.()
     this.rc.release()
@@ -1130,6 +1135,15 @@ class MutationCapture extends Transform {
   #size = 0
   readonly #contentType: string | undefined
   #flushed = false
+  /**
+   * With Redis, a JSON answer's latest chunk is held back until the next one (or the purge)
+   * comes: a sized answer is complete for the client with its last byte, which otherwise left
+   * before the purge and this process's invalidation had landed, and the client's next query
+   * got the entity as it was (from L1, or from the unpurged L2 copy). A stream's parts (an
+   * incremental delivery) are not held: each would wait for the next.
+   */
+  readonly #hold: boolean
+  #held: Buffer | undefined
 
   constructor(owner: CacheFilter, st: MutationState, contentType: string | undefined) {
     super()
@@ -1137,6 +1151,7 @@ class MutationCapture extends Transform {
     this.#st = st
     this.#contentType = contentType
     this.#max = owner.cfg.invalidation.maxMutationBodyBytes
+    this.#hold = owner.purgesRedis && (contentType === undefined || isJsonType(contentType))
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -1145,7 +1160,10 @@ class MutationCapture extends Transform {
       if (this.#size > this.#max) this.#chunks = undefined
       else this.#chunks.push(chunk)
     }
-    cb(null, chunk)
+    if (!this.#hold) return cb(null, chunk)
+    const previous = this.#held
+    this.#held = chunk
+    cb(null, previous)
   }
 
   override _flush(cb: TransformCallback): void {
@@ -1158,9 +1176,10 @@ class MutationCapture extends Transform {
     } else {
       readMutationResult(Buffer.concat(chunks, this.#size), this.#contentType, tags, this.#owner.routeTag, this.#st.keys)
     }
+    // The held last chunk leaves once Redis has purged, or its wait (redisTimeoutMs) ran out.
     const p = this.#owner.invalidate(tags)
-    if (p === undefined) cb()
-    else p.then(() => cb(), () => cb())
+    if (p === undefined) cb(null, this.#held)
+    else p.then(() => cb(null, this.#held), () => cb(null, this.#held))
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

@@ -128,8 +128,10 @@ export class PushHub {
   async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined, runningDigest?: string, endsAt?: number): Promise<void> {
     // The row first, before any byte of the answer: a database that fails here is an error
     // status the proxy retries, not a 200 whose stream then breaks.
+    // The version it says it runs replaces the row's, 0 (none: booting, or on its --config/--upstream
+    // fallback) too: kept, a proxy restarted on its fallback showed the version of its earlier life.
     await this.#db.query(
-      'INSERT INTO proxies (id, hostname, boot_id, first_seen, last_seen, connected, applied_version) VALUES ($1, $2, $3, $4, $4, 1, $5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, last_seen = excluded.last_seen, connected = 1, applied_version = COALESCE(excluded.applied_version, proxies.applied_version)',
+      'INSERT INTO proxies (id, hostname, boot_id, first_seen, last_seen, connected, applied_version) VALUES ($1, $2, $3, $4, $4, 1, $5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, last_seen = excluded.last_seen, connected = 1, applied_version = excluded.applied_version, acked_at = CASE WHEN excluded.applied_version IS NULL THEN NULL ELSE proxies.acked_at END',
       [proxyId, hostname ?? null, bootId ?? null, Date.now(), runningVersion > 0 ? runningVersion : null],
     )
     // A proxy reconnecting with a version of this store at or past its NACKed one runs it: the

@@ -615,6 +615,8 @@ export class ControlPlaneClient {
     const got = await Promise.race([first, failed, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
     this.#first = undefined // later snapshots (the control plane coming back) go the normal way
     this.#firstFailure = undefined
+    // It opened this proxy's stream (and so holds its row): the version booted is ACKed there.
+    this.#bootAnswered = got !== undefined && got.kind !== 'stream-refused'
     if (got === undefined) return this.#bootFromLastGood('control plane unreachable')
     if (got.kind === 'empty') {
       // It answered at once: waiting out the boot timeout and then saying it "did not answer"
@@ -1033,12 +1035,19 @@ export class ControlPlaneClient {
     }
   }
 
-  /** The proxy is listening with the boot version: keep it as last-known-good and ACK it. */
+  /**
+   * The proxy is listening with the boot version: keep the control plane's head as last-known-good,
+   * and ACK the version it runs. A fallback to the last-known-good (the head NACKed) is ACKed too,
+   * as xDS reports the version it runs beside a NACK: GET /v1/proxies showed the version of the
+   * proxy's earlier life (or none for a new one) until the next commit. Not when the control plane
+   * did not answer: the stream it opens later says the version, and the ACK would only be retried.
+   */
   async ackBoot(): Promise<void> {
     if (this.#bootEnvelope !== undefined) this.#persistOrWarn(this.#bootEnvelope, this.#version)
     this.#bootEnvelope = undefined
-    await this.#ack(this.#version, true)
+    if (this.#bootAnswered && this.#version > 0) await this.#ack(this.#version, true)
   }
+  #bootAnswered = false
 
   /**
    * The control plane's head validated but the proxy could not start with it: NACK it and fall
@@ -1178,7 +1187,7 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
     try {
       handle = await start(boot.config, boot.version)
       opts.log('info', { version: boot.version, source: boot.source }, boot.source === 'control-plane' ? 'config from the control plane' : 'config from the last-known-good snapshot')
-      if (boot.source === 'control-plane') await client.ackBoot()
+      await client.ackBoot()
     } catch (err) {
       if (handle !== undefined || boot.source !== 'control-plane') throw err
       // Valid by schema, but it does not start here (a JWKS or keyring file it names is missing,
@@ -1186,8 +1195,10 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
       const message = (err as Error).message
       opts.log('error', { version: boot.version, error: message }, 'control plane head failed to start here; NACKed, falling back')
       const lkg = await client.rejectBoot(message)
-      if (lkg !== undefined) handle = await start(lkg.config, lkg.version)
-      else if (fallback === undefined) {
+      if (lkg !== undefined) {
+        handle = await start(lkg.config, lkg.version)
+        await client.ackBoot()
+      } else if (fallback === undefined) {
         await client.close()
         throw err
       }

@@ -5,25 +5,18 @@
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { ConfigError, validateConfig } from '../../config/load.ts'
+import { validateConfig } from '../../config/load.ts'
+import { problems } from '../helpers/config.ts'
 import { startRawBackend } from '../helpers/backends.ts'
 import { IGW_BIN, startTestProxy, writeTempConfig } from '../helpers/proxy.ts'
 
 const upstream = 'http://127.0.0.1:1'
 
-function problems(doc: Record<string, unknown>): string[] {
-  try {
-    validateConfig(doc)
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  return []
-}
+const problemsOf = (doc: Record<string, unknown>): string[] => problems(() => validateConfig(doc))
 
 describe('durations longer than a timer holds', () => {
   it('shutdown.drainTimeoutMs is refused over a day, naming the path and the bound', () => {
-    expect(problems({ shutdown: { drainTimeoutMs: 3_000_000_000 }, routes: [{ name: 'r', upstream }] })).toEqual(['shutdown.drainTimeoutMs: expected at most 86400000 milliseconds (24 hours), got 3000000000'])
+    expect(problemsOf({ shutdown: { drainTimeoutMs: 3_000_000_000 }, routes: [{ name: 'r', upstream }] })).toEqual(['shutdown.drainTimeoutMs: expected at most 86400000 milliseconds (24 hours), got 3000000000'])
   })
 
   it.each([
@@ -31,7 +24,7 @@ describe('durations longer than a timer holds', () => {
     ['routes[0].timeouts.totalMs', { routes: [{ name: 'r', upstream, timeouts: { totalMs: 1e12 } }] }],
     ['upstreams.u.healthCheck.intervalMs', { upstreams: { u: { url: upstream, healthCheck: { intervalMs: 5e9 } } }, routes: [{ name: 'r', upstream: 'u' }] }],
   ])('%s is refused, naming the path and the bound', (path, doc) => {
-    expect(problems(doc)).toEqual([expect.stringMatching(new RegExp(`^${path.replace(/[.[\]]/g, '\\$&')}: expected at most 2147483647 milliseconds`))])
+    expect(problemsOf(doc)).toEqual([expect.stringMatching(new RegExp(`^${path.replace(/[.[\]]/g, '\\$&')}: expected at most 2147483647 milliseconds`))])
   })
 
   it('the longest timer, a day of drain and a long replay age (not a timer) are accepted', () => {
@@ -63,7 +56,7 @@ describe('durations longer than a timer holds', () => {
 
 describe('routes[].hostRewrite', () => {
   it.each(['https://api.example.com', 'api.example.com/v1', 'a b', ':8443', 'api.example.com:', 'api.example.com:99999', 'fe80::1'])('%j is refused, naming the path', (hostRewrite) => {
-    expect(problems({ routes: [{ name: 'r', upstream, hostRewrite }] })).toEqual([expect.stringMatching(/^routes\[0\]\.hostRewrite: expected a host\[:port\] for the Host header/)])
+    expect(problemsOf({ routes: [{ name: 'r', upstream, hostRewrite }] })).toEqual([expect.stringMatching(/^routes\[0\]\.hostRewrite: expected a host\[:port\] for the Host header/)])
   })
 
   it.each(['api.example.com', 'API.Example.com:8443', 'my_service', '10.0.0.7:80', '[::1]:8080'])('%j is accepted', (hostRewrite) => {
@@ -80,7 +73,7 @@ describe('listen and admin.listen on one port', () => {
     ['0.0.0.0:9000', '[::1]:9000'],
     ['127.0.0.1:8080', '127.0.0.1:8080'],
   ])('%s and %s are refused, naming admin.listen', (listen, adminListen) => {
-    expect(problems({ listen, admin: { listen: adminListen }, routes: [{ name: 'r', upstream }] })).toEqual([`admin.listen: takes the port of listen (${listen}): give the admin port another one, got ${JSON.stringify(adminListen)}`])
+    expect(problemsOf({ listen, admin: { listen: adminListen }, routes: [{ name: 'r', upstream }] })).toEqual([`admin.listen: takes the port of listen (${listen}): give the admin port another one, got ${JSON.stringify(adminListen)}`])
   })
 
   it.each([

@@ -140,11 +140,15 @@ export function metricSum(text: string, name: string, labelFilter?: string): num
 
 /**
  * One WorkerProxy in this thread (no supervisor) on 127.0.0.1:0 with `modules` — a test's own
- * filters in place of registered ones; `url` is its ws:// address for /graphql.
+ * filters in place of registered ones; `url` is its ws:// address for /graphql, `port` its port.
+ * `logs` captures its info-level log (silent without it); `registry` holds its metrics.
  */
-export async function startWorkerProxy(config: GatewayConfig, modules: FilterModules): Promise<{ proxy: WorkerProxy; url: string }> {
-  const proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(new Registry()), shared: {}, modules }, config)
+export async function startWorkerProxy(config: GatewayConfig, modules: FilterModules, opts: { logs?: Writable } = {}): Promise<{ proxy: WorkerProxy; url: string; port: number; registry: Registry }> {
+  const registry = new Registry()
+  const logger = opts.logs === undefined ? pino({ level: 'silent' }) : pino({ level: 'info' }, opts.logs)
+  const proxy = new WorkerProxy({ workerId: 0, logger, metrics: new ProxyMetrics(registry), shared: {}, modules }, config)
   await proxy.apply(1, config)
   await proxy.listen('127.0.0.1', 0)
-  return { proxy, url: `ws://127.0.0.1:${(proxy.server.address() as AddressInfo).port}/graphql` }
+  const port = (proxy.server.address() as AddressInfo).port
+  return { proxy, url: `ws://127.0.0.1:${port}/graphql`, port, registry }
 }

@@ -3,18 +3,15 @@
 // deadline, so the client was held for ever (the response phase already fell back to headersMs).
 // Now the wait is bounded by headersMs: 504 UPSTREAM_TIMEOUT naming the filter and a finite budget.
 // Real WorkerProxy, real node:http backend, undici client.
-import type { AddressInfo } from 'node:net'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
-import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { echoHandler, startRawBackend, type RawBackend } from '../helpers/backends.ts'
-import { LogCapture } from '../helpers/proxy.ts'
+import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
 
 let backend: RawBackend
 let proxy: WorkerProxy
@@ -37,11 +34,7 @@ beforeAll(async () => {
       { name: 'http', match: { pathPrefix: '/' }, upstream: backend.url, type: 'http', timeouts, filters: [{ name: 'tenant', failMode: 'open' }] },
     ],
   })
-  registry = new Registry()
-  proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'info' }, logs), metrics: new ProxyMetrics(registry), shared: {}, modules: mods }, config)
-  await proxy.apply(1, config)
-  await proxy.listen('127.0.0.1', 0)
-  port = (proxy.server.address() as AddressInfo).port
+  ;({ proxy, port, registry } = await startWorkerProxy(config, mods, { logs }))
 })
 afterAll(async () => {
   await proxy?.drain(100)

@@ -3,19 +3,16 @@
 // igw_filter_errors_total, and the access line a clean 200 with no code. Now it is counted under
 // the filter that set the body, logged, and the access line carries INTERNAL_SERVER_ERROR.
 // Real WorkerProxy, real node:http backend, undici.
-import type { AddressInfo } from 'node:net'
 import { Transform } from 'node:stream'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
-import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
-import { LogCapture } from '../helpers/proxy.ts'
+import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
 
 describe('a filter body stream failing mid-response', () => {
   let backend: RawBackend
@@ -53,11 +50,7 @@ describe('a filter body stream failing mid-response', () => {
     }
     const mods: FilterModules = { ...filterModules, tenant: { create: () => rewriting } }
     const config = validateConfig({ log: { level: 'info' }, routes: [{ name: 'api', upstream: backend.url, type: 'http', filters: [{ name: 'tenant' }] }] })
-    registry = new Registry()
-    proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'info' }, logs), metrics: new ProxyMetrics(registry), shared: {}, modules: mods }, config)
-    await proxy.apply(1, config)
-    await proxy.listen('127.0.0.1', 0)
-    port = (proxy.server.address() as AddressInfo).port
+    ;({ proxy, port, registry } = await startWorkerProxy(config, mods, { logs }))
   })
   afterAll(async () => {
     await proxy?.drain(100)

@@ -5,18 +5,16 @@
 // timeout): cut (reset), counted as REQUEST_TIMEOUT and logged, the upstream request aborted. A
 // slow but moving reader is not cut. Relayed as it is and through a filter's body stream.
 // Real WorkerProxy, real node:http backend, raw TCP clients.
-import { connect, type AddressInfo, type Socket } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { PassThrough, type Readable } from 'node:stream'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
-import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
-import { LogCapture } from '../helpers/proxy.ts'
+import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
 
 const cleanups: (() => unknown)[] = []
 afterEach(async () => {
@@ -62,11 +60,7 @@ beforeAll(async () => {
     log: { level: 'info' },
     routes: [{ name: 'dl', upstream: backend.url, type: 'http', timeouts: { totalMs: 0, headersMs: 2_000, bodyIdleMs: 300 }, filters: [{ name: 'tenant', failMode: 'open' }] }],
   })
-  registry = new Registry()
-  proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'info' }, logs), metrics: new ProxyMetrics(registry), shared: {}, modules: mods }, config)
-  await proxy.apply(1, config)
-  await proxy.listen('127.0.0.1', 0)
-  port = (proxy.server.address() as AddressInfo).port
+  ;({ proxy, port, registry } = await startWorkerProxy(config, mods, { logs }))
 })
 afterAll(async () => {
   await proxy?.drain(100)

@@ -2,15 +2,13 @@
 // `timeouts.totalMs: 0`: the upgrade path (runRequestChain) bounded the wait only by a finite
 // deadline, so the handshake and the client's socket were held for ever. It gets headersMs now,
 // as an HTTP exchange's request phase: 504 naming the filter and the wait.
-import type { AddressInfo } from 'node:net'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
-import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
+import { startWorkerProxy } from '../helpers/proxy.ts'
 import { echoHandler, rawExchange, startRawBackend, type RawBackend } from '../helpers/backends.ts'
 
 let backend: RawBackend
@@ -24,11 +22,7 @@ beforeAll(async () => {
   const config = validateConfig({
     routes: [{ name: 'ws', upstream: backend.url, type: 'http', timeouts: { totalMs: 0, headersMs: 300, bodyIdleMs: 300 }, filters: [{ name: 'tenant', failMode: 'open' }] }],
   })
-  registry = new Registry()
-  proxy = new WorkerProxy({ workerId: 0, logger: pino({ level: 'silent' }), metrics: new ProxyMetrics(registry), shared: {}, modules: mods }, config)
-  await proxy.apply(1, config)
-  await proxy.listen('127.0.0.1', 0)
-  port = (proxy.server.address() as AddressInfo).port
+  ;({ proxy, port, registry } = await startWorkerProxy(config, mods))
 })
 afterAll(async () => {
   await proxy?.drain(100)

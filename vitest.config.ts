@@ -1,4 +1,11 @@
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { defineConfig } from 'vitest/config'
+
+// Node's on-disk compile cache (V8 code and stripped TypeScript) for every process the suite
+// starts — test forks, `igw` children and the proxies' worker threads, which inherit it: a worker
+// thread booted in ~0.45 s of CPU instead of ~0.85 s, and the suite starts hundreds of them.
+process.env.NODE_COMPILE_CACHE ??= join(tmpdir(), 'igw-test-compile-cache')
 
 export default defineConfig({
   test: {

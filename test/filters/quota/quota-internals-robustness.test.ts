@@ -55,6 +55,9 @@ const today = () => Math.floor(Date.now() / 86_400_000)
 function quotaDoc(quotas: Record<string, unknown>, tenantFilter: Record<string, unknown> = {}): Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'> {
   return {
     log: { level: 'info', access: { enabled: false } } as never,
+    // A short drain (its idle keep-alive grace is a quarter of it, 100 ms): every request has been
+    // answered before close(), and the default waits 1 s for the client's idle connections.
+    shutdown: { drainTimeoutMs: 400 },
     tenants: { acme: {}, other: {} },
     quotas: quotas as never,
     routes: [{ name: 'api', upstream: backend.url, filters: [{ name: 'tenant', ...tenantFilter }, { name: 'quota' }] as never }],
@@ -123,7 +126,9 @@ describe('the state file', () => {
     try {
       expect((await gql(p.url, 'acme')).status).toBe(200)
       await waitUntil(() => existsSync(stateFile), 3_000, 'first flush')
-      await sleep(1_200) // a dozen 100 ms periods
+      // Half a dozen 100 ms periods: the old lease, a period count since start, then stood at 10×
+      // the new 1 s count, so no flush came before 10× the time since start (> 6 s), past the wait below.
+      await sleep(600)
       const next = validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, ...quotaDoc(quotas(1_000)) })
       expect((await p.applyConfig(next)).ok).toBe(true)
       await sleep(150) // a 100 ms flush already scheduled may still land

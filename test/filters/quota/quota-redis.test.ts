@@ -388,11 +388,12 @@ describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
     const p = await outageProxy(redis, policy, echo.url)
     const pool = new Pool(p.url, { connections: 8 })
     const warm = load(pool, 'acme', 8)
-    await sleep(700) // JIT and pools warm; not measured
+    // JIT and pools warm (a few hundred decisions through Redis); not measured
+    await waitUntil(() => warm.results.length >= 300, 10_000, 'warm-up requests')
     await warm.stop()
     const l = load(pool, 'acme', 8)
     try {
-      await sleep(300)
+      await waitUntil(() => l.results.length >= 16, 5_000, 'load running') // the load is running before the outage
       const down = Date.now()
       if (hang) redis.pause()
       else await redis.stop()
@@ -478,7 +479,14 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
     try {
       await waitUntil(async () => metricSum(await metrics(a.adminUrl), 'igw_quota_live_proxies') === 2 && metricSum(await metrics(b.adminUrl), 'igw_quota_live_proxies') === 2, 5_000, 'both proxies count 2')
       for (let i = 0; i < 40; i++) expect((await fire(i % 2 ? pb : pa, 'acme')).status).toBe(200) // 60 tokens left in Redis
-      await sleep(1_200) // appendfsync everysec: let Redis persist before it dies
+      // Let Redis write its AOF buffer out before it dies: SIGKILL loses what the process still
+      // holds, not what it wrote (appendfsync everysec may postpone the write while an fsync runs).
+      const admin = new Redis(redis.url)
+      try {
+        await waitUntil(async () => /^aof_buffer_length:0\r?$/m.test(await admin.info('persistence')), 5_000, 'AOF written')
+      } finally {
+        admin.disconnect()
+      }
       await redis.stop()
       let admitted = 0
       for (let i = 0; i < 200; i++) if ((await fire(i % 2 ? pb : pa, 'acme')).status === 200) admitted++

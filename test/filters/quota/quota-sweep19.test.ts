@@ -141,7 +141,7 @@ describe('local-share: Retry-After on a refusal only Redis can lift (sweep 19)',
       redis: { url: redis.url, keyPrefix: prefix },
       tenants: { slow: {}, slow2: {}, capped: {} },
       quotas: {
-        redis: { onOutage: 'local-share', budgetMs: 200, breakerOpenMs: 2_000, heartbeatMs: 60_000 },
+        redis: { onOutage: 'local-share', budgetMs: 200, breakerOpenMs: 1_000, heartbeatMs: 60_000 },
         tenants: {
           // 10 units of burst refilled at 0.01/s: half of it (5) is this proxy's during an outage
           slow: { graphql: { rate: 0.01, burst: 10 } },
@@ -163,7 +163,7 @@ describe('local-share: Retry-After on a refusal only Redis can lift (sweep 19)',
       expect(big.code).toBe('RATE_LIMITED')
       expect(big.message).toMatch(/exceeds this proxy's share \(5 units\)/)
       expect(big.retry).toBeGreaterThanOrEqual(1)
-      expect(big.retry).toBeLessThanOrEqual(2) // the breaker's next probe (breakerOpenMs 2 s)
+      expect(big.retry).toBeLessThanOrEqual(1) // the breaker's next probe (breakerOpenMs 1 s)
       expect(big.extensions!.retryAfterSeconds).toBe(big.retry)
       expect(parseList(big.ratelimit!).map((x) => [x.value, x.params.get('t')])).toEqual([['rate', big.retry]])
       // A cost the share does fit is still told the refill's honest wait (another tenant: what
@@ -180,7 +180,7 @@ describe('local-share: Retry-After on a refusal only Redis can lift (sweep 19)',
       expect(over.status).toBe(429)
       expect(over.code).toBe('BUDGET_EXHAUSTED')
       expect(over.retry).toBeGreaterThanOrEqual(1)
-      expect(over.retry).toBeLessThanOrEqual(2)
+      expect(over.retry).toBeLessThanOrEqual(1)
       expect(parseList(over.ratelimit!).map((x) => [x.value, x.params.get('t')])).toEqual([['budget', over.retry]])
 
       // Redis is back: the same requests, retried as told, get through.
@@ -192,7 +192,7 @@ describe('local-share: Retry-After on a refusal only Redis can lift (sweep 19)',
           const r = await gql(p.url, 'slow', costing(8))
           slowOk = r.status === 200
           if (!slowOk) {
-            expect(r.retry).toBeLessThanOrEqual(2)
+            expect(r.retry).toBeLessThanOrEqual(1)
           }
         }
         if (!cappedOk) cappedOk = (await gql(p.url, 'capped', costing(100))).status === 200

@@ -81,13 +81,30 @@ function storeBackend() {
 
 const nameOf = (r: { json: Json }) => (r.json?.data?.entity as { name?: string } | undefined)?.name
 
+// Each describe has its own backend and proxy, and a proxy takes a second or two to start and one
+// to close (the idle keep-alive grace): all of them start at once before the first test and stop at
+// once after the last. The tests still run one at a time, never next to a proxy starting. No
+// request is in flight at the end, so a short drain skips that grace.
+const starts: (() => Promise<void>)[] = []
+const stops: (() => Promise<void>)[] = []
+const startTogether = (fn: () => Promise<void>) => void starts.push(fn)
+const stopTogether = (fn: () => Promise<void>) => void stops.push(fn)
+const startQuickStop = (doc: Doc) => startTestProxy({ shutdown: { drainTimeoutMs: 400 }, ...doc })
+beforeAll(async () => {
+  // Every start settled before a failure is reported: afterAll then stops all that did start.
+  for (const r of await Promise.allSettled(starts.map((f) => f()))) if (r.status === 'rejected') throw r.reason
+})
+afterAll(async () => {
+  await Promise.all(stops.map((f) => f()))
+})
+
 describe('background refreshes never bypass the filters after the cache (DLP)', () => {
   let backend: DemoBackend
   let proxy: TestProxy
-  beforeAll(async () => {
+  startTogether(async () => {
     backend = await startDemoBackend()
     const dlp = { name: 'dlp' as const, preset: 'tok', exports: { graphql: { responsePaths: ['entities'] } } }
-    proxy = await startTestProxy({
+    proxy = await startQuickStop({
       mode: 'ingress',
       tenants: { acme: {} },
       dlp: { keyring: { file: join(mkdtempSync(join(tmpdir(), 'igw-rob-')), 'keyring.json') }, presets: { tok: { email: 'tokenize' } }, policy: { allowedPresets: ['tok', 'tokenize_strict'] } },
@@ -97,7 +114,7 @@ describe('background refreshes never bypass the filters after the cache (DLP)', 
       ],
     } as never)
   })
-  afterAll(async () => {
+  stopTogether(async () => {
     await proxy?.close()
     await backend?.close()
   })
@@ -132,16 +149,16 @@ describe('background refreshes never bypass the filters after the cache (DLP)', 
 describe('stale-if-error answers upstream failures only', () => {
   let raw: RawBackend
   let proxy: TestProxy
-  beforeAll(async () => {
+  startTogether(async () => {
     raw = await startRawBackend(storeBackend().handler)
     // cache before quota: hits are free, but a request the quota refuses must stay refused
-    proxy = await startTestProxy({
+    proxy = await startQuickStop({
       tenants: { acme: {} },
       quotas: { tenants: { acme: { graphql: { limitPerDay: 1 } } } },
       routes: [{ name: 'g', upstream: raw.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 1, staleIfErrorSeconds: 60 }, { name: 'quota' }] }],
     } as never)
   })
-  afterAll(async () => {
+  stopTogether(async () => {
     await proxy?.close()
     await raw?.close()
   })
@@ -162,12 +179,12 @@ describe('mutations invalidate however they arrive and however their response en
   let raw: RawBackend
   let be: ReturnType<typeof storeBackend>
   let proxy: TestProxy
-  beforeAll(async () => {
+  startTogether(async () => {
     be = storeBackend()
     raw = await startRawBackend(be.handler)
-    proxy = await startTestProxy({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: raw.url, batching: { enabled: true }, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 60 }] }] } as never)
+    proxy = await startQuickStop({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: raw.url, batching: { enabled: true }, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 60 }] }] } as never)
   })
-  afterAll(async () => {
+  stopTogether(async () => {
     await proxy?.close()
     await raw?.close()
   })
@@ -203,11 +220,11 @@ describe('mutations invalidate however they arrive and however their response en
 describe('Cache-Control: must-revalidate', () => {
   let raw: RawBackend
   let proxy: TestProxy
-  beforeAll(async () => {
+  startTogether(async () => {
     raw = await startRawBackend(storeBackend().handler)
-    proxy = await startTestProxy({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: raw.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 60, staleWhileRevalidateSeconds: 60, staleIfErrorSeconds: 60 }] }] } as never)
+    proxy = await startQuickStop({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: raw.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 60, staleWhileRevalidateSeconds: 60, staleIfErrorSeconds: 60 }] }] } as never)
   })
-  afterAll(async () => {
+  stopTogether(async () => {
     await proxy?.close()
     await raw?.close()
   })
@@ -238,7 +255,7 @@ describe('GET requests that say two things at once', () => {
   let proxy: TestProxy
   const A = 'query A { entity(id: "a") { id name } }'
   const EVIL = '{ entity(id: "evil") { id name } }'
-  beforeAll(async () => {
+  startTogether(async () => {
     be = storeBackend()
     raw = await startRawBackend(be.handler)
     const doc: Doc = {
@@ -251,9 +268,9 @@ describe('GET requests that say two things at once', () => {
         { name: 'cached', match: { pathPrefix: '/cached' }, upstream: raw.url, filters: [{ name: 'tenant' }, { name: 'cache', invalidation: { injectTypename: false } }] as never },
       ],
     }
-    proxy = await startTestProxy(doc)
+    proxy = await startQuickStop(doc)
   })
-  afterAll(async () => {
+  stopTogether(async () => {
     await proxy?.close()
     await raw?.close()
   })
@@ -298,11 +315,11 @@ describe('GET requests that say two things at once', () => {
 describe('APQ hashes in upper case', () => {
   let backend: DemoBackend
   let proxy: TestProxy
-  beforeAll(async () => {
+  startTogether(async () => {
     backend = await startDemoBackend()
-    proxy = await startTestProxy({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'persisted' }] as never }] })
+    proxy = await startQuickStop({ tenants: { acme: {} }, routes: [{ name: 'g', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'persisted' }] as never }] })
   })
-  afterAll(async () => {
+  stopTogether(async () => {
     await proxy?.close()
     await backend?.close()
   })

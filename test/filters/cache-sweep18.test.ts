@@ -89,10 +89,11 @@ describe('cache sweep 18: refresh-ahead writes L2', () => {
     const doc = (): Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'> => ({
       redis: { url: redis.url, keyPrefix: PREFIX },
       tenants: { acme: {} },
-      routes: [{ name: 'graphql', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 4, refreshAheadSeconds: 2, redis: { l2: true, timeoutMs: 1_000 } }] as never }],
+      // A 3 s TTL: its refresh-ahead window is the last 1.5 s (at most half the TTL).
+      routes: [{ name: 'graphql', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 3, refreshAheadSeconds: 2, redis: { l2: true, timeoutMs: 1_000 } }] as never }],
     })
-    a = await startTestProxy(doc())
-    b = await startTestProxy(doc())
+    // Two proxies of one config (as two pods): started side by side.
+    ;[a, b] = await Promise.all([startTestProxy(doc()), startTestProxy(doc())])
     raw = new Redis(redis.url)
   })
   afterAll(async () => {
@@ -108,8 +109,8 @@ describe('cache sweep 18: refresh-ahead writes L2', () => {
     expect((await post(a.url, ENTITY, { id: '7' })).cache).toBe('MISS')
     await waitUntil(async () => (await l2Entries(raw, PREFIX)).length === 1, 15_000, 'the L2 entry written')
     const first = (await l2Entries(raw, PREFIX))[0]!.f
-    // Into the refresh-ahead window (the last 2 s of the 4 s TTL): a hit starts a refresh.
-    while (Date.now() < first - 1_500) await sleep(50)
+    // Into the refresh-ahead window (the last 1.5 s of the 3 s TTL), 1 s before expiry: a hit starts a refresh.
+    while (Date.now() < first - 1_000) await sleep(50)
     const hit = await post(a.url, ENTITY, { id: '7' })
     expect(hit.cache).toBe('HIT')
     // Before the fix the refresh renewed a's L1 only: L2 kept `first` and expired with it.
@@ -132,6 +133,9 @@ describe('cache sweep 18: maxBytes counts the tags', () => {
     proxy = await startTestProxy({
       tenants: { acme: {} },
       routes: [{ name: 'graphql', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 300, maxBytes: MAX }] as never }],
+      // A short drain (its idle keep-alive grace is a quarter of it, 100 ms): every request has
+      // been answered before close(), and the default waits 1 s for the client's idle connections.
+      shutdown: { drainTimeoutMs: 400 },
     })
   })
   afterAll(async () => {
@@ -236,8 +240,8 @@ describe('cache sweep 18: invalidations published while a subscriber was reconne
       tenants: { acme: {} },
       routes: [{ name: 'graphql', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 300 }] as never }],
     })
-    a = await startTestProxy(doc())
-    b = await startTestProxy(doc())
+    // Two proxies of one config (as two pods): started side by side.
+    ;[a, b] = await Promise.all([startTestProxy(doc()), startTestProxy(doc())])
     raw = new Redis(redis.url)
     maxclients = ((await raw.config('GET', 'maxclients')) as string[])[1]!
   })

@@ -19,6 +19,9 @@ function doc(upstream: string, cache: Record<string, unknown> = {}, extra: Parti
   return {
     tenants: { acme: {}, globex: {} },
     routes: [{ name: 'graphql', upstream, filters: [{ name: 'request-id' }, { name: 'tenant', ...tenant }, { name: 'persisted' }, { name: 'cache', ...cache }] as never }],
+    // A short drain (its idle keep-alive grace is a quarter of it, 100 ms): every request has been
+    // answered before close(), and the default waits 1 s for the client's idle connections.
+    shutdown: { drainTimeoutMs: 400 },
     ...extra,
   }
 }
@@ -232,7 +235,6 @@ describe('stale-while-revalidate and stale-if-error', () => {
   let sie: TestProxy
   beforeAll(async () => {
     backend = await startDemoBackend()
-    proxy = await startTestProxy(doc(backend.url, { ttlSeconds: 1, staleWhileRevalidateSeconds: 30 }))
     raw = await startRawBackend((req, res) => {
       req.resume()
       req.on('end', () => {
@@ -246,7 +248,11 @@ describe('stale-while-revalidate and stale-if-error', () => {
         res.end(JSON.stringify({ data: { v: rawCalls } }))
       })
     })
-    sie = await startTestProxy(doc(raw.url, { ttlSeconds: 1, staleIfErrorSeconds: 30 }))
+    // Two independent proxies (own backends, ports and caches): started side by side.
+    ;[proxy, sie] = await Promise.all([
+      startTestProxy(doc(backend.url, { ttlSeconds: 1, staleWhileRevalidateSeconds: 30 })),
+      startTestProxy(doc(raw.url, { ttlSeconds: 1, staleIfErrorSeconds: 30 })),
+    ])
   })
   afterAll(async () => {
     await proxy?.close()
@@ -444,8 +450,10 @@ describe('tenants from verified tokens', () => {
 describe('configuration errors', () => {
   it('a cache without a tenant filter before it fails to start unless requireTenant is false', async () => {
     const bad = { routes: [{ name: 'g', upstream: 'http://127.0.0.1:9', filters: [{ name: 'cache' }] as never }] }
-    await expect(startTestProxy(bad)).rejects.toThrow(/requireTenant: no tenant filter runs before cache/)
+    // Two independent proxies, started side by side.
+    const refused = expect(startTestProxy(bad)).rejects.toThrow(/requireTenant: no tenant filter runs before cache/)
     const ok = await startTestProxy({ routes: [{ name: 'g', upstream: 'http://127.0.0.1:9', filters: [{ name: 'cache', requireTenant: false }] as never }] })
     await ok.close()
+    await refused
   })
 })

@@ -244,8 +244,13 @@ describe('control-plane client sweep 19', () => {
       })
       await new Promise<void>((r) => frozen.listen(port, '127.0.0.1', r))
       try {
-        await p.stop()
-        expect(seen).toContain('POST /v1/usage') // the report was in flight
+        p.child.kill('SIGTERM')
+        // Up to the drain's start is what is checked; the exit after it still waits out the hung
+        // report (5 s), so the process is killed once the drain began. A drain that waits for the
+        // report still logs it late, and the bound below fails.
+        await waitUntil(() => p.output.some((l) => l.includes('"msg":"draining"')), 20_000, 'the drain')
+        await waitUntil(() => seen.includes('POST /v1/usage'), 10_000, 'the closing usage report') // it was in flight
+        await p.stop('SIGKILL')
         const lines = p.output.flatMap((l) => l.split('\n')).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; time?: string | number })
         const at = (msg: string) => lines.findIndex((l) => l.msg === msg)
         const stopping = at('shutting down')

@@ -60,8 +60,9 @@ describe('a partial /metrics scrape is visible (sweep 19)', () => {
       admin: { listen: '127.0.0.1:0' },
       workers: 2,
       log: { level: 'info' },
-      // The busy thread is terminated and restarted after this long (Envoy's kill_timeout).
-      workerWatchdog: { killAfterMs: 9_000 },
+      // The busy thread is terminated and restarted after this long (Envoy's kill_timeout): the two
+      // partial scrapes below take 2 × 2 s, which leaves 2 s of slack before the restart.
+      workerWatchdog: { killAfterMs: 6_000 },
       shutdown: { drainTimeoutMs: 500 },
       dlp: { rulePack: stallingPack(60), policy: { allowedPresets: ['mask_basic'] } },
       routes: [{ name: 'a', upstream: backend.url, type: 'http', filters: [{ name: 'dlp', preset: 'mask_basic', exports: { paths: [{ prefix: '/raw/' }] } }] }],

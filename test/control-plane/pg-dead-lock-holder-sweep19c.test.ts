@@ -67,10 +67,29 @@ afterAll(async () => {
 
 it('an instance cut off while holding the write lock does not block the other instances’ writes for long', async () => {
   const url = await pg.createDatabase('igw_dead_holder')
+  // Every connection gets both server-side bounds by default, the lock wait ending before the
+  // client's 15 s query timeout...
+  const plain = openDb(url)
+  try {
+    const settings = await plain.query<{ name: string; ms: number }>("SELECT name, setting::int AS ms FROM pg_settings WHERE name IN ('idle_in_transaction_session_timeout', 'lock_timeout') ORDER BY name")
+    expect(settings).toEqual([
+      { name: 'idle_in_transaction_session_timeout', ms: expect.any(Number) },
+      { name: 'lock_timeout', ms: expect.any(Number) },
+    ])
+    expect(settings[0]!.ms).toBeGreaterThan(0)
+    expect(settings[0]!.ms).toBeLessThanOrEqual(60_000)
+    expect(settings[1]!.ms).toBeGreaterThan(0)
+    expect(settings[1]!.ms).toBeLessThan(15_000)
+  } finally {
+    await plain.close()
+  }
+  // ...which the scenario shortens through the URL overrides (the defaults would make it wait
+  // 15 s), in the same order: B's lock wait ends server-side before its query timeout, and A's
+  // session ends on the server, not by A's client giving up (the cut relay passes no close on).
   const key = generateSigningKey()
-  const b = new ConfigStore(openDb(url), key)
+  const b = new ConfigStore(openDb(`${url}?lock_timeout=2000`), key)
   await b.init(seedDocument())
-  const aDb = openDb(`postgres://postgres@127.0.0.1:${relay.port}/igw_dead_holder`)
+  const aDb = openDb(`postgres://postgres@127.0.0.1:${relay.port}/igw_dead_holder?idle_in_transaction_session_timeout=3000&query_timeout=5000`)
   const a = new ConfigStore(aDb, key)
   await a.init()
   try {

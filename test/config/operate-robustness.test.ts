@@ -1,7 +1,7 @@
 // A careless operator and a hostile environment against the real CLI, the config loader and the
 // admin port: every mistake is a precise error (or a logged, counted refusal), no secret shows in
 // any output, and the process keeps serving.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
@@ -14,21 +14,25 @@ import { IGW_BIN, metricSum, startTestProxy, writeTempConfig } from '../helpers/
 import { waitUntil } from '../helpers/wait.ts'
 import { problems } from '../helpers/config.ts'
 
-
-function igwSync(args: string[]): { status: number | null; out: string } {
-  const r = spawnSync(process.execPath, [IGW_BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
-  return { status: r.status, out: `${r.stdout}${r.stderr}` }
+/** `igw <args>` run to its end; asynchronous, so that concurrent tests' processes overlap. */
+async function igw(args: string[]): Promise<{ status: number | null; out: string }> {
+  const child = spawn(process.execPath, [IGW_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  const [status] = (await once(child, 'close')) as [number | null]
+  return { status, out }
 }
 
 const STACK_LINE = /^\s+at .+\(?.*:\d+:\d+\)?$/m
 
 describe('hostile config documents', () => {
-  it('a YAML alias bomb (billion laughs) is a config error naming the cause, exit 78, no stack trace', () => {
+  it('a YAML alias bomb (billion laughs) is a config error naming the cause, exit 78, no stack trace', async () => {
     const lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for (const [n, p] of [['b', 'a'], ['c', 'b'], ['d', 'c'], ['e', 'd'], ['f', 'e'], ['g', 'f']]) lines.push(`${n}: &${n} [${Array(9).fill(`*${p}`).join(',')}]`)
     lines.push('routes: [{ name: a, upstream: "http://127.0.0.1:1" }]')
     const path = writeTempConfig(lines.join('\n') + '\n')
-    const r = igwSync(['config', 'validate', path])
+    const r = await igw(['config', 'validate', path])
     expect(r.status).toBe(78)
     expect(r.out).toContain('(root): YAML aliases expand to too many nodes')
     expect(r.out).not.toMatch(STACK_LINE)
@@ -51,25 +55,28 @@ describe('hostile config documents', () => {
   })
 })
 
-describe('no secret in any output', () => {
+// Concurrent, here and in the next block: every test runs its own process or proxy (the echo
+// backend answers anyone; the taken port is only listened on), and most of their time is process
+// starts, which overlap well.
+describe.concurrent('no secret in any output', () => {
   const jwtSecret = 'short-but-secret-Zq9'
-  it('config errors describe a bad secret without quoting it', () => {
+  it('config errors describe a bad secret without quoting it', ({ expect }) => {
     const p = problems(() => validateConfig({ routes: [{ name: 'a', upstream: 'http://a:1', filters: [{ name: 'tenant', jwt: { secret: jwtSecret } }] }] }))
     expect(p).toEqual(['routes[0].filters[0].jwt.secret: expected an HMAC secret of at least 32 characters, got a value of 20 characters (not shown)'])
     const q = problems(() => validateConfig({ subscriptions: { cursorKey: 'cursor-secret-Zq9', previousCursorKeys: ['old-cursor-secret-Zq9'] }, routes: [{ name: 'a', upstream: 'http://a:1' }] }))
     expect(q.join('\n')).not.toContain('cursor-secret-Zq9')
     expect(q.find((l) => l.startsWith('subscriptions.previousCursorKeys[0]: '))).toBeDefined()
   })
-  it('config errors and the CLI mask URL credentials', () => {
+  it('config errors and the CLI mask URL credentials', async ({ expect }) => {
     const p = problems(() => validateConfig({ redis: { url: 'http://igw:hunter2Zq9@cache:6379' }, routes: [{ name: 'a', upstream: 'http://a:1' }] }))
     expect(p).toEqual(['redis.url: expected a redis:// or rediss:// URL with a host, got "http://[redacted]@cache:6379"'])
-    const r = igwSync(['proxy', '--upstream', 'http://igw:hunter2Zq9@127.0.0.1:1'])
+    const r = await igw(['proxy', '--upstream', 'http://igw:hunter2Zq9@127.0.0.1:1'])
     expect(r.status).toBe(78)
     expect(r.out).toContain('without path, query or credentials')
     expect(r.out).not.toContain('hunter2Zq9')
   })
 
-  it('/config redacts cursor keys, webhook credentials, URL query tokens and passwords holding "@"', async () => {
+  it('/config redacts cursor keys, webhook credentials, URL query tokens and passwords holding "@"', async ({ expect }) => {
     const secrets = ['cursorKeyZq9-'.padEnd(40, 'c'), 'oldCursorKeyZq9-'.padEnd(40, 'o'), 'Bearer webhookZq9', 'apikeyZq9', 'querytokenZq9', 'p@ssZq9']
     const proxy = await startTestProxy({
       redis: { url: 'redis://igw:p@ssZq9@127.0.0.1:1' },
@@ -89,7 +96,7 @@ describe('no secret in any output', () => {
   })
 })
 
-describe('the process against its environment (real igw processes)', () => {
+describe.concurrent('the process against its environment (real igw processes)', () => {
   let echo: RawBackend
   let taken: Server
   let takenPort: number
@@ -104,18 +111,18 @@ describe('the process against its environment (real igw processes)', () => {
     await new Promise((r) => taken?.close(r))
   })
 
-  it.each([
+  it.for([
     ['the proxy port', ['--listen', 'TAKEN', '--admin-listen', '127.0.0.1:0'], 'listen'],
     ['the admin port', ['--listen', '127.0.0.1:0', '--admin-listen', 'TAKEN'], 'admin.listen'],
-  ])('%s already in use: one line naming the address, exit 69, no stack trace', (_what, args, key) => {
+  ] as const)('%s already in use: one line naming the address, exit 69, no stack trace', async ([, args, key], { expect }) => {
     const addr = `127.0.0.1:${takenPort}`
-    const r = igwSync(['proxy', '--upstream', echo.url, '--workers', '1', ...args.map((a) => (a === 'TAKEN' ? addr : a))])
+    const r = await igw(['proxy', '--upstream', echo.url, '--workers', '1', ...args.map((a) => (a === 'TAKEN' ? addr : a))])
     expect(r.status).toBe(69)
     expect(r.out).toContain(`igw: cannot listen on ${addr} (${key}): address already in use`)
     expect(r.out).not.toMatch(STACK_LINE)
   })
 
-  it('a SIGTERM that arrives while the sources still load exits 0 with a log line, not by the signal (143)', async () => {
+  it('a SIGTERM that arrives while the sources still load exits 0 with a log line, not by the signal (143)', async ({ expect }) => {
     const path = writeTempConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
     const child = spawn(process.execPath, [IGW_BIN, 'proxy', '--config', path], { stdio: ['ignore', 'pipe', 'pipe'] })
     const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
@@ -141,7 +148,7 @@ describe('the process against its environment (real igw processes)', () => {
     expect(out).not.toContain('igw proxy listening')
   })
 
-  it('a SIGTERM to `igw config validate` still ends it by the signal (a killed check is no pass)', async () => {
+  it('a SIGTERM to `igw config validate` still ends it by the signal (a killed check is no pass)', async ({ expect }) => {
     const path = writeTempConfig({ listen: '127.0.0.1:0', routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
     const child = spawn(process.execPath, [IGW_BIN, 'config', 'validate', path], { stdio: ['ignore', 'pipe', 'pipe'] })
     const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
@@ -150,7 +157,7 @@ describe('the process against its environment (real igw processes)', () => {
     expect(code === 0 && signal === null).toBe(false)
   })
 
-  it('a SIGHUP that arrives while the proxy is still starting does not kill it; the reload happens once it runs', async () => {
+  it('a SIGHUP that arrives while the proxy is still starting does not kill it; the reload happens once it runs', async ({ expect }) => {
     const path = writeTempConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, routes: [{ name: 'a', upstream: echo.url, type: 'http' }] })
     const child = spawn(process.execPath, [IGW_BIN, 'proxy', '--config', path], { stdio: ['ignore', 'pipe', 'pipe'] })
     const exited = once(child, 'exit')

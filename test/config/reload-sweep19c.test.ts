@@ -1,7 +1,8 @@
 // Config hot reload, sweep 19c: a file changed while the proxy starts, restart-only settings
 // that a reload silently half-applied, and a key file rewritten in place with its mtime kept.
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
+import { once } from 'node:events'
 import { mkdirSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -22,7 +23,19 @@ async function status(proxy: TestProxy, path: string): Promise<number> {
   return res.statusCode
 }
 
-describe('config hot reload (sweep 19c)', () => {
+/** `igw <args>` run to its end, without blocking the event loop (the other tests' proxies run in it). */
+async function igw(args: string[]): Promise<{ status: number | null; out: string }> {
+  const child = spawn(process.execPath, [IGW_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  const [status] = (await once(child, 'close')) as [number | null]
+  return { status, out }
+}
+
+// Concurrent: each test has its own proxy, files and log capture (the echo backend is stateless),
+// and most of their time is spent waiting out the watch's 2 s poll and refused-reload retry.
+describe.concurrent('config hot reload (sweep 19c)', () => {
   let backend: RawBackend
   const dirs: string[] = []
   beforeAll(async () => {
@@ -38,7 +51,7 @@ describe('config hot reload (sweep 19c)', () => {
     return d
   }
 
-  it('a file changed while the proxy was starting (after it was read, before the watch began) is picked up', async () => {
+  it('a file changed while the proxy was starting (after it was read, before the watch began) is picked up', async ({ expect }) => {
     const dir = tempDir()
     const path = join(dir, 'igw.yaml')
     writeFileSync(path, doc(backend.url, 'v1'))
@@ -54,7 +67,7 @@ describe('config hot reload (sweep 19c)', () => {
       await proxy.close()
     }
   })
-  it('a reload that changes the worker heap sizes warns that they need a restart and keeps the running ones (in /config and for restarted threads); streamedMbPerGc follows', async () => {
+  it('a reload that changes the worker heap sizes warns that they need a restart and keeps the running ones (in /config and for restarted threads); streamedMbPerGc follows', async ({ expect }) => {
     const dir = tempDir()
     const path = join(dir, 'igw.yaml')
     const heap = (old: number, young: number, gc: number) => `workerHeap: { maxOldGenerationMb: ${old}, youngGenerationMb: ${young}, streamedMbPerGc: ${gc} }\n`
@@ -75,7 +88,7 @@ describe('config hot reload (sweep 19c)', () => {
       await proxy.close()
     }
   })
-  it('a JWT public key file rewritten in place at the same size with its mtime kept (cp -p, rsync --inplace -t) is reloaded', async () => {
+  it('a JWT public key file rewritten in place at the same size with its mtime kept (cp -p, rsync --inplace -t) is reloaded', async ({ expect }) => {
     const demo = await startDemoBackend()
     const dir = tempDir()
     const keyPath = join(dir, 'jwt.pem')
@@ -110,7 +123,7 @@ describe('config hot reload (sweep 19c)', () => {
       await demo.close()
     }
   })
-  it('a file reload the workers refused because a file it names is not there yet (a Secret volume updated after the ConfigMap) is retried, and applies once the file appears', async () => {
+  it('a file reload the workers refused because a file it names is not there yet (a Secret volume updated after the ConfigMap) is retried, and applies once the file appears', async ({ expect }) => {
     const demo = await startDemoBackend()
     const dir = tempDir()
     const path = join(dir, 'igw.yaml')
@@ -138,7 +151,7 @@ describe('config hot reload (sweep 19c)', () => {
     }
   })
 
-  it('a document that does not validate is not retried: one rejection per version of the file', async () => {
+  it('a document that does not validate is not retried: one rejection per version of the file', async ({ expect }) => {
     const dir = tempDir()
     const path = join(dir, 'igw.yaml')
     writeFileSync(path, doc(backend.url, 'v1'))
@@ -146,19 +159,23 @@ describe('config hot reload (sweep 19c)', () => {
     try {
       writeFileSync(path, doc('htp:/nope', 'v2'))
       await expect.poll(() => proxy.logs.find('config reload rejected; keeping the running config').length, { timeout: 20_000, interval: 100 }).toBe(1)
-      await new Promise((r) => setTimeout(r, 6_000))
+      expect(proxy.logs.find('config reload will be retried: a worker could not build it (a file it names may not be there yet)')).toEqual([])
+      // A retry would come 2 s (the first refused-reload retry delay) after the rejection: wait twice that.
+      await new Promise((r) => setTimeout(r, 4_000))
       expect(proxy.logs.find('config reload rejected; keeping the running config').length).toBe(1)
       expect(proxy.version()).toBe(1)
     } finally {
       await proxy.close()
     }
   })
-  it('a Redis password holding a raw "/", "#" or "?" (base64, pasted unencoded) is not printed by the refusal: reload log line, reload answer, exit 78 at start', async () => {
+  it('a Redis password holding a raw "/", "#" or "?" (base64, pasted unencoded) is not printed by the refusal: reload log line, reload answer, exit 78 at start', async ({ expect }) => {
     const password = 'Zq9AbC/dEf+gh=='
     const dir = tempDir()
     const path = join(dir, 'igw.yaml')
     writeFileSync(path, doc(backend.url, 'v1'))
     const env = { REDIS_PASSWORD: password }
+    // The CLI's refusal at start runs meanwhile (a process start is most of this test's time).
+    const cli = igw(['proxy', '--upstream', 'http://127.0.0.1:1', '--redis', `rediss://default:${password}@cache:6380/0`, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'])
     const proxy = await startTestProxy(loadConfigFile(path, env).config as never, { loadConfig: () => loadConfigFile(path, env).config })
     try {
       for (const secret of [password, 'Zq9Ab#Cd', 'Zq9Ab?Cd']) {
@@ -176,13 +193,13 @@ describe('config hot reload (sweep 19c)', () => {
     } finally {
       await proxy.close()
     }
-    const cli = spawnSync(process.execPath, [IGW_BIN, 'proxy', '--upstream', 'http://127.0.0.1:1', '--redis', `rediss://default:${password}@cache:6380/0`, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 60_000 })
-    expect(cli.status).toBe(78)
-    expect(cli.stdout + cli.stderr).toContain('redis.url')
-    expect(cli.stdout + cli.stderr).not.toContain('Zq9Ab')
+    const r = await cli
+    expect(r.status).toBe(78)
+    expect(r.out).toContain('redis.url')
+    expect(r.out).not.toContain('Zq9Ab')
   })
 
-  it('URLs that hold no credentials are shown as they are in /config (an "@" in a webhook query, a port)', async () => {
+  it('URLs that hold no credentials are shown as they are in /config (an "@" in a webhook query, a port)', async ({ expect }) => {
     const { redactUrlCredentials } = await import('../../config/redact.ts')
     for (const u of ['https://hooks.example.com/notify?to=ops@example.com', 'https://hooks.example.com:8443/notify?to=ops@example.com', 'http://[::1]:8080/a@b']) {
       expect(redactUrlCredentials(u)).toBe(u)

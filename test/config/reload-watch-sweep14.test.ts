@@ -36,7 +36,9 @@ async function status(proxy: TestProxy, path: string): Promise<number> {
   return res.statusCode
 }
 
-describe('the config file watch survives the ways files get replaced', () => {
+// Concurrent, here and in the next block: each test has its own proxy, directory and log capture
+// (the echo backend is stateless); their time goes into waiting out the watch's 2 s stat poll.
+describe.concurrent('the config file watch survives the ways files get replaced', () => {
   let backend: RawBackend
   beforeAll(async () => {
     backend = await startRawBackend(echoHandler)
@@ -45,7 +47,7 @@ describe('the config file watch survives the ways files get replaced', () => {
     await backend?.close()
   })
 
-  it('a ConfigMap item under a subdirectory (conf -> ..data/conf) is reloaded on every update, not only the first', async () => {
+  it('a ConfigMap item under a subdirectory (conf -> ..data/conf) is reloaded on every update, not only the first', async ({ expect }) => {
     const root = mkdtempSync(join(tmpdir(), 'igw-cm-'))
     const vol = kubeletVolume(root, 'conf/igw.yaml')
     vol.publish(doc(backend.url, 'v1'))
@@ -66,7 +68,7 @@ describe('the config file watch survives the ways files get replaced', () => {
     }
   })
 
-  it('a config directory removed and created again is still watched', async () => {
+  it('a config directory removed and created again is still watched', async ({ expect }) => {
     const dir = mkdtempSync(join(tmpdir(), 'igw-redo-'))
     const path = join(dir, 'igw.yaml')
     writeFileSync(path, doc(backend.url, 'v1'))
@@ -88,7 +90,7 @@ describe('the config file watch survives the ways files get replaced', () => {
     }
   })
 
-  it('a directory that cannot be watched does not stop the start (as when inotify watches run out); the file is still picked up', async () => {
+  it('a directory that cannot be watched does not stop the start (as when inotify watches run out); the file is still picked up', async ({ expect }) => {
     const base = mkdtempSync(join(tmpdir(), 'igw-nowatch-'))
     const dir = join(base, 'later')
     const path = join(dir, 'igw.yaml')
@@ -113,7 +115,7 @@ function writeOnce(path: string, text: string): string {
   return path
 }
 
-describe('a burst of reloads (SIGHUP storm)', () => {
+describe.concurrent('a burst of reloads (SIGHUP storm)', () => {
   let backend: RawBackend
   beforeAll(async () => {
     backend = await startRawBackend(echoHandler)
@@ -122,7 +124,7 @@ describe('a burst of reloads (SIGHUP storm)', () => {
     await backend?.close()
   })
 
-  it('reloads asked for while one runs share the next one: every caller gets the file as it is, not a version each', async () => {
+  it('reloads asked for while one runs share the next one: every caller gets the file as it is, not a version each', async ({ expect }) => {
     const dir = mkdtempSync(join(tmpdir(), 'igw-storm-'))
     const path = join(dir, 'igw.yaml')
     writeFileSync(path, doc(backend.url, 'v1'))

@@ -3,6 +3,7 @@
 // request allocates one object of ours, and event listeners are prebuilt functions that find
 // it through a symbol (no closures per request).
 import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { filterMissedDeadline, noteMalformedReply } from './chain.ts'
@@ -98,7 +99,10 @@ class UpstreamBody extends Readable {
     super({ highWaterMark: 64 * 1024 })
     this.#ex = ex
   }
+  /** How often the filter reading this asked for more: its progress, for the stall watch (#responseStalled). */
+  reads = 0
   override _read(): void {
+    this.reads++
     this.#ex.controller?.resume()
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
@@ -592,6 +596,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (info.status !== 304) info.headers['content-length'] = String(body.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
       res.end(body)
+      this.#watchFlush()
     } else {
       delete info.headers['content-length']
       if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
@@ -861,32 +866,67 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * exchange and its upstream connection for ever. As Envoy's stream idle timeout, the response
    * must move every bodyIdleMs: progress is the bytes the client socket got off its hands
    * (bytesWritten counts those still buffered), compared when the timer fires. Infinity: no watch.
+   * Also armed once the response is all handed over but not flushed (#watchFlush), and for a
+   * filter's body stream (#responseStalled).
    */
   #watchClientReads(): void {
     const ms = this.route.timeouts.bodyIdleMs
     if (this.#readIdleDue !== Number.POSITIVE_INFINITY || ms <= 0) return
     const now = performance.now()
-    this.#readSeen = this.#clientTook()
+    this.#readSeen = this.#progress()
     this.#readIdleDue = now + ms
     this.#armBy(this.#readIdleDue, now)
   }
   #readIdleDue = Number.POSITIVE_INFINITY
   #readSeen = 0
 
-  #clientTook(): number {
-    const socket = this.ctx.socket
-    return socket.bytesWritten - socket.writableLength
+  /**
+   * The response is ended, or its upstream is: a client that stops reading now held the bytes
+   * still queued on its socket (a filter's or a cache's whole body, the last of a relay) and the
+   * socket for ever — no HTTP timeout runs while a response is being written, and the keep-alive
+   * one starts only once it is flushed. Through a filter's body stream the rest still has the
+   * filter to pass. Watched on (#responseStalled) unless already flushed: a small response
+   * written in one go costs a comparison.
+   */
+  #watchFlush(): void {
+    const res = this.res
+    // (the ordinary response, flushed as it was written, leaves here on the first check)
+    if ((this.phase !== Phase.Stream && res.writableLength === 0) || res.destroyed) return
+    this.#readIdleDue = Number.POSITIVE_INFINITY // (a watch from before: its timer was cleared at the upstream's end)
+    this.#watchClientReads()
   }
 
-  /** The read watch at `now`: true once it cut the response (a stalled client); else #readIdleDue is current. */
-  #clientStalled(now: number): boolean {
-    // Caught up (the upstream resumed on 'drain'; a later pause watches again), or over.
-    if (this.phase === Phase.Done || !this.res.writableNeedDrain) {
+  /**
+   * A number that changes whenever the response moves: what the client socket got off its hands
+   * (bytesWritten counts what is still queued), less what libuv still holds of the write under way
+   * (node reports a write done only once all of it is, so a slow reader of a body written in one
+   * go showed no progress until the end), plus how often a filter's body stream read the upstream's.
+   */
+  #progress(): number {
+    const socket = this.ctx.socket as Socket & { _handle?: { writeQueueSize?: number } | null }
+    return socket.bytesWritten - socket.writableLength - (socket._handle?.writeQueueSize ?? 0) + (this.phase === Phase.Stream ? this.#body!.reads : 0)
+  }
+
+  /**
+   * The response watch at `now`: true once it cut the response; else #readIdleDue is current. The
+   * response waits on the client (its socket's buffer full, or the end not flushed), or in the
+   * Stream phase on the filter whose body stream holds unread upstream bytes or has the upstream's
+   * end and has not ended the response: one that took nothing for bodyIdleMs while the client kept
+   * up held the upstream paused (or the client waiting for the rest) for ever. That is the filter
+   * failing: cut, counted under its name.
+   */
+  #responseStalled(now: number): boolean {
+    const res = this.res
+    const onClient = res.writableNeedDrain || (res.writableEnded && !res.writableFinished)
+    const body = this.phase === Phase.Stream ? this.#body! : undefined
+    const onFilter = !onClient && body !== undefined && !res.writableEnded && (body.readableLength > 0 || this.#upstreamEnded)
+    // Caught up (the upstream resumed on 'drain'; a later pause watches again), flushed, or over.
+    if (res.destroyed || (!onClient && !onFilter)) {
       this.#readIdleDue = Number.POSITIVE_INFINITY
       return false
     }
     if (now < this.#readIdleDue - 1) return false
-    const took = this.#clientTook()
+    const took = this.#progress()
     if (took !== this.#readSeen) {
       this.#readSeen = took
       this.#readIdleDue = now + this.route.timeouts.bodyIdleMs
@@ -895,17 +935,28 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#readIdleDue = Number.POSITIVE_INFINITY
     const ms = this.route.timeouts.bodyIdleMs
     const ctx = this.ctx
-    // The client's timeout (REQUEST_TIMEOUT, as a stalled upload's), not a client abort: the gateway cut it.
-    ctx.errorCode = 'REQUEST_TIMEOUT'
-    this.proxy.metrics.proxyErrors.labels(this.route.name, 'REQUEST_TIMEOUT').inc()
-    ctx.log.warn({ timeoutMs: ms }, 'client read none of the response; response cut')
+    if (onClient) {
+      // The client's timeout (REQUEST_TIMEOUT, as a stalled upload's), not a client abort: the gateway cut it.
+      ctx.errorCode = 'REQUEST_TIMEOUT'
+      ctx.log.warn({ timeoutMs: ms }, 'client read none of the response; response cut')
+    } else {
+      const name = this.route.filters[(ctx.response as ResponseInfoImpl).bodyFilter]?.name
+      if (name !== undefined) {
+        this.proxy.metrics.filterErrors.labels(name).inc()
+        ctx.answeredBy = name
+      }
+      ctx.errorCode = 'UPSTREAM_TIMEOUT'
+      ctx.log.error({ filter: name, phase: 'response-body', timeoutMs: ms }, 'filter body stream took nothing; response cut')
+    }
+    this.proxy.metrics.proxyErrors.labels(this.route.name, ctx.errorCode).inc()
+    const over = this.phase === Phase.Done
     this.phase = Phase.Done
     this.#cut = true
     if (this.#body !== undefined) this.#body.destroy() // (stops the upstream transfer, see UpstreamBody)
-    else this.discardUpstreamBody()
+    else if (!over) this.discardUpstreamBody()
     // A reset: a FIN would wait behind the bytes the client never takes (and may read as a whole body).
     ctx.socket.resetAndDestroy()
-    this.res.destroy()
+    res.destroy()
     return true
   }
 
@@ -913,7 +964,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#timer = undefined
     const now = performance.now()
     if (this.#uploadIdleDue !== Number.POSITIVE_INFINITY && this.#uploadStalled(now)) return
-    if (this.#readIdleDue !== Number.POSITIVE_INFINITY && this.#clientStalled(now)) return
+    if (this.#readIdleDue !== Number.POSITIVE_INFINITY) {
+      if (this.#responseStalled(now)) return
+      // The upstream is over: only the response's way to the client is left to time (no total
+      // deadline: it ends with the upstream, as it did when onResponseEnd cleared the timer).
+      if (this.phase === Phase.Done || this.#upstreamEnded || this.#discarded) {
+        if (this.#readIdleDue !== Number.POSITIVE_INFINITY) this.#armBy(this.#readIdleDue, now)
+        return
+      }
+    }
     if (this.#pendingInfo !== undefined && this.#responseDue !== Number.POSITIVE_INFINITY) {
       // A response phase is awaited: its deadline is the only other one due (it is no later than
       // the request's, and the upstream's headers are in).
@@ -1181,6 +1240,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Done
       res.end(body)
+      this.#watchFlush()
       return
     }
     if (info.lengthChanged) delete info.headers['content-length'] // a filter re-wrote the bytes
@@ -1273,8 +1333,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
           this.#body.push(null)
         } else this.#heldEnd = true
         return
+      case Phase.Stream:
+        this.#upstreamEnded = true
+        this.#body!.push(null)
+        this.#watchFlush()
+        return
       default:
+        // Done: the last bytes of a declared length ended the response (onResponseData).
         this.#body?.push(null)
+        this.#watchFlush()
     }
   }
 
@@ -1290,6 +1357,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
     }
     this.res.end()
+    this.#watchFlush()
   }
   /** The client reads trailers (TE: trailers) of a response they can go with (see onResponseStart). */
   #relayTrailers = false

@@ -263,6 +263,12 @@ export const gatewayConfigObject = z.strictObject({
        * in Kubernetes). 0: drain at once.
        */
       delayMs: durationMs.default(0),
+      /**
+       * Idle keep-alive connections stay open this long into the drain (at most a quarter of
+       * drainTimeoutMs), so a request already on its way on one is answered with `Connection:
+       * close` rather than reset (Envoy's drain_timeout). 0: close them at once.
+       */
+      idleGraceMs: durationMs.default(1_000),
     })
     .prefault({}),
   redis: z

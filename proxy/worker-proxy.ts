@@ -57,9 +57,6 @@ function unroutedRequestId(res: ServerResponse): string {
  */
 const RELAYED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
 
-/** Idle keep-alive connections stay open this long into a drain (at most a quarter of it). */
-const IDLE_GRACE_MS = 1_000
-
 export interface WorkerProxyOptions {
   workerId: number
   logger: Logger
@@ -187,6 +184,7 @@ export class WorkerProxy {
       this.metrics.redisUp.set(redis?.ready ? 1 : 0)
     }
     this.trustForwarded = config.forwarded.trustIncoming
+    this.#idleGraceMs = config.shutdown.idleGraceMs
     this.paths = { normalize: config.listener.normalizePath, mergeSlashes: config.listener.mergeSlashes, escapedSlashes: config.listener.escapedSlashes }
     this.#accessLog = config.log.access.enabled
     this.#sampleRate = config.log.access.sampleRate
@@ -451,6 +449,8 @@ export class WorkerProxy {
    * Graceful stop: no new connections, idle keep-alives closed, in-flight requests finish (with
    * Connection: close) until the deadline, WebSockets get 1001; then whatever is left is cut.
    */
+  /** shutdown.idleGraceMs of the config in force (the default before any). */
+  #idleGraceMs = 1_000
   async drain(deadlineMs: number): Promise<void> {
     this.draining = true
     // Stop accepting, but leave idle keep-alive connections open for a short grace (http's
@@ -459,7 +459,7 @@ export class WorkerProxy {
     // where closing the socket under it reset it (ECONNRESET) or dropped it unanswered.
     NetServer.prototype.close.call(this.server)
     for (const b of this.bridges) b.goAway()
-    const graceUntil = performance.now() + Math.min(IDLE_GRACE_MS, deadlineMs / 4)
+    const graceUntil = performance.now() + Math.min(this.#idleGraceMs, deadlineMs / 4)
     let graceOver = false
     let resolveIdle!: () => void
     const idle = new Promise<void>((resolve) => (resolveIdle = resolve))
@@ -471,15 +471,20 @@ export class WorkerProxy {
       if (graceOver && this.inflight === 0 && this.bridges.size === 0) resolveIdle()
     }
     this.#drained = settle
-    // No client connection at all: nothing to wait for.
-    this.server.getConnections((err, n) => {
-      if (!err && n === 0 && this.inflight === 0 && this.bridges.size === 0) resolveIdle()
-    })
+    // No client connection left (at the start, or during the grace: their clients closed them, or
+    // their requests were answered with Connection: close): nothing to wait for.
+    const noneLeft = (): void => {
+      this.server.getConnections((err, n) => {
+        if (!err && n === 0 && this.inflight === 0 && this.bridges.size === 0) resolveIdle()
+      })
+    }
+    noneLeft()
     // Keep-alive sockets that finish a request while draining are closed by shouldKeepAlive=false;
     // after the grace, sweep idle ones periodically for connections that were between requests.
     const sweep = setInterval(() => {
       settle()
       if (graceOver) this.server.closeIdleConnections()
+      else noneLeft()
     }, 50)
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, deadlineMs, 'timeout')))

@@ -46,9 +46,14 @@ export interface TestProxy extends ProxyHandle {
   logs: LogCapture
 }
 
-/** Loopback, port 0, 1 worker unless said otherwise; config given as a document (validated here). */
+/**
+ * Loopback, port 0, 1 worker unless said otherwise; config given as a document (validated here).
+ * Without a `shutdown` section, close() does not hold idle keep-alive connections for the drain's
+ * grace (`idleGraceMs: 0`): a test's pooled client connections cost every close 1 s otherwise.
+ * Tests of the drain give their own `shutdown`.
+ */
 export async function startTestProxy(doc: Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'>, opts: { watchPath?: string; loadConfig?: () => ReturnType<typeof validateConfig> } = {}): Promise<TestProxy> {
-  const config = validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, ...doc })
+  const config = validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, shutdown: { idleGraceMs: 0 }, ...doc })
   const logs = new LogCapture()
   const handle = await startProxy({ config, logDestination: logs as never, watchPath: opts.watchPath, loadConfig: opts.loadConfig })
   return Object.assign(handle, { url: `http://127.0.0.1:${handle.port}`, adminUrl: `http://127.0.0.1:${handle.adminPort}`, logs })

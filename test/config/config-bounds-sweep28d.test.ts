@@ -29,7 +29,7 @@ describe('durations longer than a timer holds', () => {
 
   it('the longest timer, a day of drain and a long replay age (not a timer) are accepted', () => {
     const cfg = validateConfig({ shutdown: { drainTimeoutMs: 86_400_000, delayMs: 2 ** 31 - 1 }, subscriptions: { replay: { maxAgeMs: 30 * 86_400_000 } }, routes: [{ name: 'r', upstream }] })
-    expect(cfg.shutdown).toEqual({ drainTimeoutMs: 86_400_000, delayMs: 2 ** 31 - 1 })
+    expect(cfg.shutdown).toEqual({ drainTimeoutMs: 86_400_000, delayMs: 2 ** 31 - 1, idleGraceMs: 1_000 })
     expect(cfg.subscriptions.replay.maxAgeMs).toBe(30 * 86_400_000)
   })
 

@@ -40,6 +40,11 @@ export class LogCapture extends Writable {
   }
 }
 
+/** The document startTestProxy runs, validated: `doc` over its defaults (see there). */
+export function testProxyConfig(doc: Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'>): GatewayConfig {
+  return validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, shutdown: { idleGraceMs: 0 }, ...doc })
+}
+
 export interface TestProxy extends ProxyHandle {
   url: string
   adminUrl: string
@@ -53,7 +58,7 @@ export interface TestProxy extends ProxyHandle {
  * Tests of the drain give their own `shutdown`.
  */
 export async function startTestProxy(doc: Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'>, opts: { watchPath?: string; loadConfig?: () => ReturnType<typeof validateConfig> } = {}): Promise<TestProxy> {
-  const config = validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, shutdown: { idleGraceMs: 0 }, ...doc })
+  const config = testProxyConfig(doc)
   const logs = new LogCapture()
   const handle = await startProxy({ config, logDestination: logs as never, watchPath: opts.watchPath, loadConfig: opts.loadConfig })
   return Object.assign(handle, { url: `http://127.0.0.1:${handle.port}`, adminUrl: `http://127.0.0.1:${handle.adminPort}`, logs })

@@ -2,8 +2,7 @@
 // number each gave it (in file mode each pod numbers its own reloads, so a pod started after an
 // edit runs the same document as the others under version 1; IgwConfigVersionSkew uses this).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { validateConfig } from '../../config/load.ts'
-import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
+import { startTestProxy, testProxyConfig, type TestProxy } from '../helpers/proxy.ts'
 
 const DOC = { tenants: { acme: {} }, routes: [{ name: 'graphql', upstream: 'http://127.0.0.1:9', filters: [{ name: 'tenant' }] as never }] }
 
@@ -26,12 +25,12 @@ describe('config digest metric', () => {
   it('equal configs under different versions: one digest each, the same; a changed config: another; back again: the first', async () => {
     const first = digests(await a.metricsText())
     expect(first).toHaveLength(1)
-    const doc = validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, ...DOC })
+    const doc = testProxyConfig(DOC)
     expect((await b.applyConfig(doc, 7)).ok).toBe(true) // same document, version 7
     expect(b.version()).toBe(7)
     expect(digests(await b.metricsText())).toEqual(first)
 
-    const changed = validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, ...DOC, tenants: { acme: {}, globex: {} } })
+    const changed = testProxyConfig({ ...DOC, tenants: { acme: {}, globex: {} } })
     expect((await b.applyConfig(changed)).ok).toBe(true)
     const second = digests(await b.metricsText())
     expect(second).toHaveLength(1) // the old series is gone, not left beside the new one

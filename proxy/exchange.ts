@@ -1340,6 +1340,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         return
       default:
         // Done: the last bytes of a declared length ended the response (onResponseData).
+        this.#upstreamEnded = true
         this.#body?.push(null)
         this.#watchFlush()
     }
@@ -1423,6 +1424,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.phase = Phase.Done
       this.controller?.abort(new ClientGone())
       this.#body?.destroy()
+    } else if (this.#body !== undefined && !this.#upstreamEnded && !this.#discarded) {
+      // A filter's body stream ended the response before it read all of the upstream's: the
+      // transfer it left paused (undici's bodyTimeout does not run while paused, and the timer is
+      // cleared above) held the upstream connection for ever. Stopped (see UpstreamBody._destroy).
+      this.#body.destroy()
     }
     // (the drain deadline cutting it, or an upstream failing mid-body, is the gateway's doing or
     // the upstream's, not the client's: an upstream that resets streams must not page as clients

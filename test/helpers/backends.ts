@@ -33,6 +33,20 @@ export async function startRawBackend(handler: (req: IncomingMessage, res: Serve
   }
 }
 
+/** Writes `total` bytes of 'a' to `res` in 64 KiB chunks as fast as the reader takes them (no buffering past 'drain'), then ends it. */
+export function writeBytes(res: ServerResponse, total: number): void {
+  const chunk = Buffer.alloc(64 << 10, 97)
+  let left = total
+  const more = (): void => {
+    while (left > 0) {
+      left -= chunk.length
+      if (left <= 0) return void res.end(chunk)
+      if (!res.write(chunk)) return void res.once('drain', more)
+    }
+  }
+  more()
+}
+
 /** Echo backend: answers the request line, raw headers and body size as JSON. */
 export function echoHandler(req: IncomingMessage, res: ServerResponse): void {
   let size = 0

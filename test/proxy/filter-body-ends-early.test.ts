@@ -11,7 +11,7 @@ import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
 import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRawBackend, writeBytes, type RawBackend } from '../helpers/backends.ts'
 import { startWorkerProxy } from '../helpers/proxy.ts'
 
 let backend: RawBackend
@@ -25,16 +25,7 @@ beforeAll(async () => {
     req.resume()
     res.on('close', () => (res.writableFinished ? outcome.finished++ : outcome.cut++))
     res.writeHead(200, { 'content-type': 'application/octet-stream' })
-    const chunk = Buffer.alloc(64 << 10, 97)
-    let left = 8 << 20
-    const more = (): void => {
-      while (left > 0) {
-        left -= chunk.length
-        if (left <= 0) return void res.end(chunk)
-        if (!res.write(chunk)) return void res.once('drain', more)
-      }
-    }
-    more()
+    writeBytes(res, 8 << 20)
   })
   // The filter's body: the first chunk of the upstream's, then the end.
   const f: Filter = {

@@ -15,7 +15,7 @@ import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
 import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRawBackend, writeBytes, type RawBackend } from '../helpers/backends.ts'
 import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
 
 const CUT = 'filter body stream took nothing; response cut'
@@ -36,16 +36,7 @@ beforeAll(async () => {
     })
     res.writeHead(200, { 'content-type': 'application/octet-stream' })
     if (!req.url!.includes('/big')) return void res.end(Buffer.alloc(100, 97))
-    const chunk = Buffer.alloc(64 << 10, 97)
-    let left = BIG
-    const more = (): void => {
-      while (left > 0) {
-        left -= chunk.length
-        if (left <= 0) return void res.end(chunk)
-        if (!res.write(chunk)) return void res.once('drain', more)
-      }
-    }
-    more()
+    writeBytes(res, BIG)
   })
   // /stall/: the transform never finishes its first chunk; /slow/: each chunk takes 8 ms.
   const f: Filter = {

@@ -13,7 +13,7 @@ import { validateConfig } from '../../config/load.ts'
 import { filterModules, type FilterModules } from '../../filters/registry.ts'
 import type { Filter } from '../../proxy/filter.ts'
 import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRawBackend, writeBytes, type RawBackend } from '../helpers/backends.ts'
 import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
 
 const cleanups: (() => unknown)[] = []
@@ -33,20 +33,11 @@ beforeAll(async () => {
   // SIZE bytes in 64 KiB chunks, as fast as the proxy takes them.
   backend = await startRawBackend((req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream' })
-    const chunk = Buffer.alloc(64 << 10, 97)
-    let left = SIZE
-    const more = (): void => {
-      while (left > 0) {
-        left -= chunk.length
-        if (left <= 0) return void res.end(chunk)
-        if (!res.write(chunk)) return void res.once('drain', more)
-      }
-    }
     res.on('close', () => {
       if (!res.writableFinished) aborted++
     })
     req.resume()
-    more()
+    writeBytes(res, SIZE)
   })
   // On /filtered/ a response filter re-streams the body (the exchange's Stream phase).
   const f: Filter = {

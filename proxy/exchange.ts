@@ -19,6 +19,9 @@ import type { WorkerProxy } from './worker-proxy.ts'
 
 const kExchange = Symbol('igw.exchange')
 type WithExchange = { [kExchange]?: Exchange }
+/** On a client socket the response watch cut (#responseStalled): what the responses queued behind that one died of. */
+const kReadStalled = Symbol('igw.readStalled')
+type StallMarked = Socket & { [kReadStalled]?: true }
 
 // Where an exchange is; plain numbers (not an enum) so Node can strip the types.
 const Phase = {
@@ -62,6 +65,9 @@ function onBodyEnd(this: IncomingMessage & WithExchange): void {
 }
 function onBodyError(this: IncomingMessage & WithExchange): void {
   // The client went away mid-upload; res 'close' does the bookkeeping.
+}
+function onLocalBodyWaits(this: Readable & WithExchange): void {
+  this[kExchange]?.localBodyWaits()
 }
 function onUploadData(chunk: Buffer): void {
   relayed(chunk.length)
@@ -601,7 +607,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
       delete info.headers['content-length']
       if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
       pipeline(body, res, noop)
+      // A client that stops reading held this reply, its stream and a drain for ever: watched as
+      // a relay is, from when pipeline meets backpressure (it pauses the body) or the body ends
+      // unflushed. (Heard after pipeline's own 'end' listener, which ends res.)
+      if (this.route.timeouts.bodyIdleMs > 0) {
+        ;(body as Readable & WithExchange)[kExchange] = this
+        body.on('pause', onLocalBodyWaits)
+        body.once('end', onLocalBodyWaits)
+      }
     }
+  }
+
+  /** A local reply's body stream waits on the client, or has ended with bytes still unflushed (see #writeLocal). */
+  localBodyWaits(): void {
+    const res = this.res
+    if (!res.destroyed && res.writableLength > 0) this.#watchClientReads()
   }
 
   /**
@@ -927,7 +947,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     if (now < this.#readIdleDue - 1) return false
     const took = this.#progress()
-    if (took !== this.#readSeen) {
+    // Queued behind an earlier response on the connection (HTTP/1.1 pipelining): the socket's
+    // progress is that one's, and so is a stall, cut and counted once by its own watch (this one
+    // then closes with the connection, see clientClosed). Judged once it is on the wire.
+    if (took !== this.#readSeen || res.socket === null) {
       this.#readSeen = took
       this.#readIdleDue = now + this.route.timeouts.bodyIdleMs
       return false
@@ -954,6 +977,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#cut = true
     if (this.#body !== undefined) this.#body.destroy() // (stops the upstream transfer, see UpstreamBody)
     else if (!over) this.discardUpstreamBody()
+    if (onClient) (ctx.socket as StallMarked)[kReadStalled] = true
     // A reset: a FIN would wait behind the bytes the client never takes (and may read as a whole body).
     ctx.socket.resetAndDestroy()
     res.destroy()
@@ -1420,6 +1444,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#clearTimer()
     const res = this.res
     const aborted = !res.writableFinished
+    // Closed with the connection the response watch cut for an earlier response the client did
+    // not read (HTTP/1.1 pipelining, this one queued behind it): that stall is counted and logged
+    // there, once. Nor is this a client abort; its access line names the same cause.
+    if (aborted && !this.#cut && (this.ctx.socket as StallMarked)[kReadStalled] === true) {
+      this.#cut = true
+      this.ctx.errorCode ??= 'REQUEST_TIMEOUT'
+    }
     if (aborted && this.phase !== Phase.Done) {
       this.phase = Phase.Done
       this.controller?.abort(new ClientGone())
@@ -1443,7 +1474,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
         status = 503
         this.ctx.errorCode ??= 'OVERLOADED'
         this.proxy.metrics.proxyErrors.labels(this.route.name, 'OVERLOADED').inc()
-      } else status = 499 // the client left first (nginx's "client closed request", as our WebSocket handshakes)
+      } else if (this.#cut) status = 408 // queued behind a response the client did not read (above)
+      else status = 499 // the client left first (nginx's "client closed request", as our WebSocket handshakes)
     }
     this.proxy.finishRequest(this.ctx, status, aborted)
     this.snapshot.release()

@@ -952,9 +952,8 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string, 
  */
 function readMutationResult(body: Buffer, contentType: string | undefined, tags: Set<string>, routeTag: string, keys: EntityKeys | undefined): void {
   try {
-    const boundary = contentType !== undefined && /^\s*multipart\/mixed\s*(?:;|$)/i.test(contentType) ? /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType) : null
-    if (boundary === null) return mutationResultTags(JSON.parse(body.toString('utf8')) as unknown, tags, routeTag, keys)
-    const delimiter = `\r\n--${boundary[1] ?? boundary[2]}`
+    const delimiter = multipartDelimiter(contentType)
+    if (delimiter === undefined) return mutationResultTags(JSON.parse(body.toString('utf8')) as unknown, tags, routeTag, keys)
     const sections = `\r\n${body.toString('utf8')}`.split(delimiter)
     let first = true
     let done = false
@@ -965,10 +964,7 @@ function readMutationResult(body: Buffer, contentType: string | undefined, tags:
         closed = true
         break
       }
-      // After the boundary line: the part's headers, a blank line, its JSON.
-      const part = s.slice(s.indexOf('\r\n') + 2)
-      const text = part.startsWith('\r\n') ? part.slice(2) : part.slice(part.indexOf('\r\n\r\n') + 4)
-      const p = JSON.parse(text) as { data?: unknown; errors?: unknown; incremental?: unknown; completed?: unknown; hasNext?: unknown } | null
+      const p = JSON.parse(partJson(s)) as { data?: unknown; errors?: unknown; incremental?: unknown; completed?: unknown; hasNext?: unknown } | null
       if (p === null || typeof p !== 'object' || Array.isArray(p)) return void tags.add(routeTag)
       if (first && 'data' in p) {
         mutationResultTags(p, tags, routeTag, keys)
@@ -989,6 +985,18 @@ function readMutationResult(body: Buffer, contentType: string | undefined, tags:
   } catch {
     tags.add(routeTag)
   }
+}
+
+/** A `multipart/mixed` type's delimiter line (CRLF, `--`, its boundary); undefined for any other type. */
+function multipartDelimiter(contentType: string | undefined): string | undefined {
+  const boundary = contentType !== undefined && /^\s*multipart\/mixed\s*(?:;|$)/i.test(contentType) ? /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType) : null
+  return boundary === null ? undefined : `\r\n--${boundary[1] ?? boundary[2]}`
+}
+
+/** A multipart section (what follows a delimiter up to the next one) as its JSON text: after the boundary line, the part's headers and a blank line. */
+function partJson(section: string): string {
+  const part = section.slice(section.indexOf('\r\n') + 2)
+  return part.startsWith('\r\n') ? part.slice(2) : part.slice(part.indexOf('\r\n\r\n') + 4)
 }
 
 /**
@@ -1139,11 +1147,26 @@ class MutationCapture extends Transform {
    * With Redis, a JSON answer's latest chunk is held back until the next one (or the purge)
    * comes: a sized answer is complete for the client with its last byte, which otherwise left
    * before the purge and this process's invalidation had landed, and the client's next query
-   * got the entity as it was (from L1, or from the unpurged L2 copy). A stream's parts (an
-   * incremental delivery) are not held: each would wait for the next.
+   * got the entity as it was (from L1, or from the unpurged L2 copy).
    */
   readonly #hold: boolean
   #held: Buffer | undefined
+  /**
+   * With Redis, an incremental delivery (`multipart/mixed`): its delimiter. Each part passes on
+   * once the delimiter that ends it has come (what a client waits for to read it), but the final
+   * one (`hasNext: false`) and the closing delimiter are held for the purge, as a JSON answer's
+   * last chunk is: the client that read them and queried at once got the entity as it was.
+   * Held one by one, every part would have waited for the next.
+   */
+  readonly #delimiter: Buffer | undefined
+  /** Multipart: what has not been passed on (from the start of the part in progress, or of the final one). */
+  #tail: Buffer
+  /** Leading bytes of the tail that are not the upstream's (the CRLF put before its body). */
+  #virtual = CRLF.length
+  /** The tail starts right after a delimiter (a part, or `--` closing the stream). */
+  #atPart = false
+  /** The final part or the closing delimiter came: everything from there on waits for the purge. */
+  #final = false
 
   constructor(owner: CacheFilter, st: MutationState, contentType: string | undefined) {
     super()
@@ -1151,7 +1174,11 @@ class MutationCapture extends Transform {
     this.#st = st
     this.#contentType = contentType
     this.#max = owner.cfg.invalidation.maxMutationBodyBytes
-    this.#hold = owner.purgesRedis && (contentType === undefined || isJsonType(contentType))
+    const delimiter = owner.purgesRedis ? multipartDelimiter(contentType) : undefined
+    this.#delimiter = delimiter === undefined ? undefined : Buffer.from(delimiter)
+    this.#hold = owner.purgesRedis && delimiter === undefined && (contentType === undefined || isJsonType(contentType))
+    // A body that opens with its first delimiter (no CRLF before it) is scanned as if it had one.
+    this.#tail = CRLF
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -1160,10 +1187,52 @@ class MutationCapture extends Transform {
       if (this.#size > this.#max) this.#chunks = undefined
       else this.#chunks.push(chunk)
     }
+    if (this.#delimiter !== undefined) return cb(null, this.#passParts(chunk))
     if (!this.#hold) return cb(null, chunk)
     const previous = this.#held
     this.#held = chunk
     cb(null, previous)
+  }
+
+  /** Multipart: the bytes that can go on now (undefined: none). */
+  #passParts(chunk: Buffer): Buffer | undefined {
+    const d = this.#delimiter!
+    const tail = Buffer.concat([this.#tail, chunk])
+    if (this.#final) {
+      this.#tail = tail
+      return undefined
+    }
+    let pass = 0
+    for (;;) {
+      if (this.#atPart && tail.length - pass >= 2 && tail[pass] === DASH && tail[pass + 1] === DASH) {
+        this.#final = true // the closing delimiter
+        break
+      }
+      const next = tail.indexOf(d, pass)
+      if (next === -1) {
+        // A part larger than can be read for its entities goes on as it comes (it cannot be told
+        // final); the end of it that may begin a delimiter stays.
+        if (tail.length - pass > this.#max) {
+          pass = Math.max(pass, tail.length - d.length + 1)
+          this.#atPart = false
+        }
+        break
+      }
+      if (this.#atPart && finalPart(tail.subarray(pass, next))) {
+        this.#final = true
+        break
+      }
+      pass = next + d.length
+      this.#atPart = true
+    }
+    const from = this.#virtual
+    if (pass <= from) {
+      this.#tail = tail
+      return undefined
+    }
+    this.#virtual = 0
+    this.#tail = tail.subarray(pass)
+    return tail.subarray(from, pass)
   }
 
   override _flush(cb: TransformCallback): void {
@@ -1176,10 +1245,11 @@ class MutationCapture extends Transform {
     } else {
       readMutationResult(Buffer.concat(chunks, this.#size), this.#contentType, tags, this.#owner.routeTag, this.#st.keys)
     }
-    // The held last chunk leaves once Redis has purged, or its wait (redisTimeoutMs) ran out.
+    // What is held leaves once Redis has purged, or its wait (redisTimeoutMs) ran out.
+    const held = this.#delimiter === undefined ? this.#held : this.#tail.subarray(this.#virtual)
     const p = this.#owner.invalidate(tags)
-    if (p === undefined) cb(null, this.#held)
-    else p.then(() => cb(null, this.#held), () => cb(null, this.#held))
+    if (p === undefined) cb(null, held)
+    else p.then(() => cb(null, held), () => cb(null, held))
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
@@ -1190,6 +1260,19 @@ class MutationCapture extends Transform {
       void this.#owner.invalidate([...this.#st.tags, this.#owner.routeTag])
     }
     cb(err)
+  }
+}
+
+const CRLF = Buffer.from('\r\n')
+const DASH = 0x2d
+
+/** A multipart section (from after its delimiter to the next one) is the final part: `hasNext: false`. */
+function finalPart(section: Buffer): boolean {
+  try {
+    const p = JSON.parse(partJson(section.toString('utf8'))) as { hasNext?: unknown } | null
+    return p !== null && typeof p === 'object' && p.hasNext === false
+  } catch {
+    return false
   }
 }
 

@@ -5,7 +5,6 @@
 // REQUEST_TIMEOUT, logged, the stream destroyed and the exchange finished. A slow but moving
 // reader gets it all and keeps its keep-alive connection. Real WorkerProxy, real node:http
 // backend, raw TCP clients.
-import { connect, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import type { Registry } from 'prom-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -15,6 +14,7 @@ import type { Filter } from '../../proxy/filter.ts'
 import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
 import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
+import { closedWithin, metricTotal, pace, pausedGet, type PausedClient } from '../helpers/slow-clients.ts'
 
 const cleanups: (() => unknown)[] = []
 afterEach(async () => {
@@ -72,67 +72,13 @@ afterAll(async () => {
   await backend?.close()
 })
 
-interface Client {
-  socket: Socket
-  got: () => number
-  /** The length of the first response's head (0 until it is in). */
-  head: () => number
-  /** The last 4 KiB read. */
-  text: () => string
-  closed: Promise<void>
-}
 
-/** A raw client that sends a GET and reads nothing until resumed. */
-async function client(path: string): Promise<Client> {
-  const socket = connect(port, '127.0.0.1')
-  cleanups.push(() => socket.destroy())
-  socket.on('error', () => undefined)
-  let got = 0
-  let head = 0
-  let first = ''
-  let tail = ''
-  socket.on('data', (c: Buffer) => {
-    got += c.length
-    tail = (tail + c.toString('latin1')).slice(-4096)
-    if (head !== 0 || first.length >= 4096) return
-    first += c.toString('latin1', 0, 4096)
-    const end = first.indexOf('\r\n\r\n')
-    if (end !== -1) head = end + 4
-  })
-  socket.pause()
-  const closed = new Promise<void>((r) => socket.once('close', () => r()))
-  await new Promise<void>((r) => socket.once('connect', () => r()))
-  socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`)
-  return { socket, got: () => got, head: () => head, text: () => tail, closed }
-}
+const client = (path: string): Promise<PausedClient> => pausedGet(port, path, cleanups)
 
-/** Has the client read about `quota` bytes every `everyMs`; stop() lets it read freely (one interval and one listener, gone together). */
-function pace(c: Client, quota: number, everyMs: number): () => void {
-  let left = 0
-  const onData = (chunk: Buffer): void => {
-    if ((left -= chunk.length) <= 0) c.socket.pause()
-  }
-  c.socket.on('data', onData)
-  const beat = setInterval(() => {
-    left = quota
-    c.socket.resume()
-  }, everyMs)
-  const stop = (): void => {
-    clearInterval(beat)
-    c.socket.off('data', onData)
-    c.socket.resume()
-  }
-  cleanups.push(stop)
-  return stop
-}
 
-async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const m = await registry.getSingleMetric(name)!.get()
-  return m.values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0)
-}
+const metric = (name: string, labels: Record<string, string>): Promise<number> => metricTotal(registry, name, labels)
 const timeouts = () => metric('igw_proxy_errors_total', { route: 'dl', code: 'REQUEST_TIMEOUT' })
 const since = (from: number, msg: string) => logs.lines.slice(from).filter((l) => l.msg === msg)
-const within = (p: Promise<void>, ms: number) => Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(`not closed within ${ms} ms`)), ms))])
 
 describe('a local reply streamed to a client that stops reading', () => {
   it('is cut after bodyIdleMs without progress (reading nothing, or stopping midway), counted, logged, its stream destroyed', async () => {
@@ -154,7 +100,7 @@ describe('a local reply streamed to a client that stops reading', () => {
     some.socket.off('data', upTo2MiB)
     for (const c of [none, some]) {
       c.socket.resume()
-      await within(c.closed, 3_000)
+      await closedWithin(c.closed, 3_000)
       expect(c.got()).toBeLessThan(SIZE)
     }
     for (const k of ['none', 'some']) expect(streams.get(`/stream/${n}/${k}`)!.destroyed).toBe(true)
@@ -169,7 +115,7 @@ describe('a local reply streamed to a client that stops reading', () => {
     const before = await timeouts()
     const slow = await client(`/stream/${n}/slow`)
     // 1 MiB every 100 ms (a third of bodyIdleMs): the reply waits on the reader between its reads.
-    const stop = pace(slow, 1 << 20, 100)
+    const stop = pace(slow, 1 << 20, 100, cleanups)
     await expect.poll(() => since(from, 'access').filter((l) => l.path === `/stream/${n}/slow`).map((l) => [l.status, l.code, l.aborted]), { timeout: 8_000, interval: 50 }).toEqual([[200, undefined, undefined]])
     stop()
     // Chunked: the body ends with the last chunk's terminator.

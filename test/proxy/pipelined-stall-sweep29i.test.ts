@@ -15,6 +15,7 @@ import type { Filter } from '../../proxy/filter.ts'
 import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startRawBackend, writeBytes, type RawBackend } from '../helpers/backends.ts'
 import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
+import { metricTotal } from '../helpers/slow-clients.ts'
 
 const cleanups: (() => unknown)[] = []
 afterEach(async () => {
@@ -65,10 +66,7 @@ afterAll(async () => {
   await backend?.close()
 })
 
-async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const m = await registry.getSingleMetric(name)!.get()
-  return m.values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0)
-}
+const metric = (name: string, labels: Record<string, string>): Promise<number> => metricTotal(registry, name, labels)
 const timeouts = () => metric('igw_proxy_errors_total', { route: 'dl', code: 'REQUEST_TIMEOUT' })
 const since = (from: number, msg: string) => logs.lines.slice(from).filter((l) => l.msg === msg)
 

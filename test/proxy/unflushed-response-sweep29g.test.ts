@@ -8,7 +8,6 @@
 // (Re-landed from sweep 28s, whose slow reader left a pause timer behind that could fire after its
 // final resume — the next response was then never read — and whose counts were not retry-safe.)
 // Real WorkerProxy, real node:http backend, raw TCP clients.
-import { connect, type Socket } from 'node:net'
 import type { Registry } from 'prom-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
@@ -17,6 +16,7 @@ import type { Filter } from '../../proxy/filter.ts'
 import type { WorkerProxy } from '../../proxy/worker-proxy.ts'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
 import { LogCapture, startWorkerProxy } from '../helpers/proxy.ts'
+import { closedWithin, metricTotal, pace, pausedGet, type PausedClient } from '../helpers/slow-clients.ts'
 
 const cleanups: (() => unknown)[] = []
 afterEach(async () => {
@@ -61,74 +61,15 @@ afterAll(async () => {
   await backend?.close()
 })
 
-interface Client {
-  socket: Socket
-  /** Bytes read, the first response's head included. */
-  got: () => number
-  /** The length of the first response's head (0 until it is in). */
-  head: () => number
-  /** The last 4 KiB read. */
-  text: () => string
-  closed: Promise<void>
-}
 
-/** A raw client that sends a GET and reads nothing until resumed. */
-async function client(path: string): Promise<Client> {
-  const socket = connect(port, '127.0.0.1')
-  cleanups.push(() => socket.destroy())
-  socket.on('error', () => undefined)
-  let got = 0
-  let head = 0
-  let first = ''
-  let tail = ''
-  socket.on('data', (c: Buffer) => {
-    got += c.length
-    tail = (tail + c.toString('latin1')).slice(-4096)
-    if (head !== 0 || first.length >= 4096) return
-    first += c.toString('latin1', 0, 4096)
-    const end = first.indexOf('\r\n\r\n')
-    if (end !== -1) head = end + 4
-  })
-  socket.pause()
-  const closed = new Promise<void>((r) => socket.once('close', () => r()))
-  await new Promise<void>((r) => socket.once('connect', () => r()))
-  socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`)
-  return { socket, got: () => got, head: () => head, text: () => tail, closed }
-}
+const client = (path: string): Promise<PausedClient> => pausedGet(port, path, cleanups)
 
-/**
- * Has the client read about `quota` bytes every `everyMs` and nothing in between. stop() lets it
- * read freely from then on: the pacing is one interval and one listener, both gone at once (a
- * pause timer of its own could still fire after the last resume).
- */
-function pace(c: Client, quota: number, everyMs: number): () => void {
-  let left = 0
-  const onData = (chunk: Buffer): void => {
-    if ((left -= chunk.length) <= 0) c.socket.pause()
-  }
-  c.socket.on('data', onData)
-  const beat = setInterval(() => {
-    left = quota
-    c.socket.resume()
-  }, everyMs)
-  const stop = (): void => {
-    clearInterval(beat)
-    c.socket.off('data', onData)
-    c.socket.resume()
-  }
-  cleanups.push(stop)
-  return stop
-}
 
-async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const m = await registry.getSingleMetric(name)!.get()
-  return m.values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0)
-}
+const metric = (name: string, labels: Record<string, string>): Promise<number> => metricTotal(registry, name, labels)
 const timeouts = () => metric('igw_proxy_errors_total', { route: 'dl', code: 'REQUEST_TIMEOUT' })
 /** The log lines since `from` with this message. */
 const since = (from: number, msg: string) => logs.lines.slice(from).filter((l) => l.msg === msg)
 
-const within = (p: Promise<void>, ms: number) => Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(`not closed within ${ms} ms`)), ms))])
 
 describe('a client that stops reading a response already handed to its socket', () => {
   it('is cut after bodyIdleMs without progress (a replaced body, a local reply), counted, logged, the exchange finished', async () => {
@@ -143,7 +84,7 @@ describe('a client that stops reading a response already handed to its socket', 
     await expect.poll(() => proxy.inflight, { timeout: 2_000 }).toBe(0)
     for (const c of [replaced, local]) {
       c.socket.resume()
-      await within(c.closed, 5_000)
+      await closedWithin(c.closed, 5_000)
       expect(c.got()).toBeGreaterThan(0)
       expect(c.got()).toBeLessThan(SIZE)
     }
@@ -162,7 +103,7 @@ describe('a client that stops reading a response already handed to its socket', 
     // reader much slower than that frees its large loopback receive window so slowly that TCP
     // announces no window for longer than bodyIdleMs: the sender sees no progress, as Envoy's
     // stream idle timeout would not either.)
-    const stop = pace(slow, 1 << 20, 100)
+    const stop = pace(slow, 1 << 20, 100, cleanups)
     // Flushed to the socket: the exchange is over, uncut.
     await expect.poll(() => since(from, 'access').filter((l) => l.path === `/replaced/${n}`).map((l) => [l.status, l.code, l.aborted]), { timeout: 12_000, interval: 50 }).toEqual([[200, undefined, undefined]])
     const flushed = performance.now()

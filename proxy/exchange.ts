@@ -66,9 +66,6 @@ function onBodyEnd(this: IncomingMessage & WithExchange): void {
 function onBodyError(this: IncomingMessage & WithExchange): void {
   // The client went away mid-upload; res 'close' does the bookkeeping.
 }
-function onLocalBodyWaits(this: Readable & WithExchange): void {
-  this[kExchange]?.localBodyWaits()
-}
 function onUploadData(chunk: Buffer): void {
   relayed(chunk.length)
 }
@@ -605,24 +602,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#watchFlush()
     } else {
       delete info.headers['content-length']
-      if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
+      if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) {
+        body.destroy() // (nothing reads it now: its source, a file or a cursor, is let go)
+        return
+      }
       pipeline(body, res, noop)
-      // A client that stops reading held this reply, its stream and a drain for ever: watched as
-      // a relay is, from when pipeline meets backpressure (it pauses the body) or the body ends
-      // unflushed. (Heard after pipeline's own 'end' listener, which ends res.)
+      // A client that stops reading, or a stream that produces nothing more and never ends, held
+      // this reply, its stream and a drain for ever: watched from the start until it is flushed
+      // (#responseStalled), as a relay through a filter's body stream is.
       if (this.route.timeouts.bodyIdleMs > 0) {
-        ;(body as Readable & WithExchange)[kExchange] = this
-        body.on('pause', onLocalBodyWaits)
-        body.once('end', onLocalBodyWaits)
+        this.#localBody = body
+        this.#watchClientReads()
       }
     }
   }
-
-  /** A local reply's body stream waits on the client, or has ended with bytes still unflushed (see #writeLocal). */
-  localBodyWaits(): void {
-    const res = this.res
-    if (!res.destroyed && res.writableLength > 0) this.#watchClientReads()
-  }
+  /** A local reply's body stream, while the response watch is on it (see #writeLocal). */
+  #localBody: Readable | undefined = undefined
 
   /**
    * writeHead, for heads that carry values a filter set (ctx.addResponseHeader, a rewritten
@@ -920,11 +915,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * A number that changes whenever the response moves: what the client socket got off its hands
    * (bytesWritten counts what is still queued), less what libuv still holds of the write under way
    * (node reports a write done only once all of it is, so a slow reader of a body written in one
-   * go showed no progress until the end), plus how often a filter's body stream read the upstream's.
+   * go showed no progress until the end), plus how often a filter's body stream read the upstream's,
+   * or what a local reply's body stream handed over (bytesWritten counts it as soon as it is queued).
    */
   #progress(): number {
     const socket = this.ctx.socket as Socket & { _handle?: { writeQueueSize?: number } | null }
-    return socket.bytesWritten - socket.writableLength - (socket._handle?.writeQueueSize ?? 0) + (this.phase === Phase.Stream ? this.#body!.reads : 0)
+    const sent = socket.bytesWritten
+    return sent - socket.writableLength - (socket._handle?.writeQueueSize ?? 0) + (this.phase === Phase.Stream ? this.#body!.reads : this.#localBody !== undefined ? sent : 0)
   }
 
   /**
@@ -933,13 +930,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * Stream phase on the filter whose body stream holds unread upstream bytes or has the upstream's
    * end and has not ended the response: one that took nothing for bodyIdleMs while the client kept
    * up held the upstream paused (or the client waiting for the rest) for ever. That is the filter
-   * failing: cut, counted under its name.
+   * failing: cut, counted under its name. So is a local reply's body stream that neither produced
+   * nor ended for bodyIdleMs (the client waiting for the rest for ever): with bytes of it still
+   * queued for the client, the client is the one stalled.
    */
   #responseStalled(now: number): boolean {
     const res = this.res
-    const onClient = res.writableNeedDrain || (res.writableEnded && !res.writableFinished)
+    const local = this.#localBody !== undefined && !res.writableEnded
+    const onClient = res.writableNeedDrain || (res.writableEnded && !res.writableFinished) || (local && res.writableLength > 0)
     const body = this.phase === Phase.Stream ? this.#body! : undefined
-    const onFilter = !onClient && body !== undefined && !res.writableEnded && (body.readableLength > 0 || this.#upstreamEnded)
+    const onFilter = !onClient && ((body !== undefined && !res.writableEnded && (body.readableLength > 0 || this.#upstreamEnded)) || local)
     // Caught up (the upstream resumed on 'drain'; a later pause watches again), flushed, or over.
     if (res.destroyed || (!onClient && !onFilter)) {
       this.#readIdleDue = Number.POSITIVE_INFINITY
@@ -977,6 +977,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#cut = true
     if (this.#body !== undefined) this.#body.destroy() // (stops the upstream transfer, see UpstreamBody)
     else if (!over) this.discardUpstreamBody()
+    this.#localBody?.destroy()
     if (onClient) (ctx.socket as StallMarked)[kReadStalled] = true
     // A reset: a FIN would wait behind the bytes the client never takes (and may read as a whole body).
     ctx.socket.resetAndDestroy()

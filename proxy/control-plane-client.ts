@@ -26,6 +26,7 @@ import type { ProxyHandle } from './supervisor.ts'
 import type { UsageSnapshot } from './tenant-usage.ts'
 import { LogWindow } from './log.ts'
 import { retryAfterMs as parseRetryAfter } from './headers.ts'
+import { sseField } from './sse.ts'
 
 /** Usage reports kept while the control plane does not accept them: ~1 h at the 5 s default. */
 const MAX_PENDING_REPORTS = 720
@@ -367,12 +368,10 @@ export async function* sseEvents(body: AsyncIterable<unknown>): AsyncGenerator<S
       if (line === '') {
         if (ev.data !== '') yield ev
         ev = { event: 'message', data: '' }
-      } else if (line.startsWith(':')) {
-        continue
       } else {
-        const c = line.indexOf(':')
-        const field = c === -1 ? line : line.slice(0, c)
-        const value = c === -1 ? '' : line.charCodeAt(c + 1) === 32 ? line.slice(c + 2) : line.slice(c + 1)
+        const f = sseField(line)
+        if (f === undefined) continue
+        const [field, value] = f
         if (field === 'event') ev.event = value
         else if (field === 'data') ev.data = ev.data === '' ? value : `${ev.data}\n${value}`
         else if (field === 'id') ev.id = value

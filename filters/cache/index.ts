@@ -20,6 +20,7 @@ import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
 import { ABANDONED, acquireRouteCache, type CacheEntry, type RouteCache } from './route-cache.ts'
 import { CACHE_SHARED_BYTES, CacheShared } from './shared-state.ts'
+import { sseField } from '../../proxy/sse.ts'
 
 const kState = Symbol('igw.cache')
 /**
@@ -945,26 +946,45 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string, 
 /**
  * A mutation's whole body, read for the tags it invalidates (added to `tags`): a JSON result, or
  * the parts of a `multipart/mixed` incremental delivery (`@defer` in a mutation; its root fields,
- * the writes, all ran before the first part: graphql-js refuses @defer on them). The entities of
- * every part count; errors in a later part (a deferred resolver failed after execution began),
- * or a stream that never said `hasNext: false`, drop the route's entries, as anything unreadable.
- * Read as JSON, a multipart result dropped the route's whole cache on every such mutation.
+ * the writes, all ran before the first part: graphql-js refuses @defer on them), or the `next`
+ * events of a `text/event-stream` answer (GraphQL over SSE, one result or an incremental
+ * delivery). The entities of every part count; errors in a later part (a deferred resolver failed
+ * after execution began), or a stream that never said `hasNext: false` (SSE: whose last result
+ * said `hasNext: true`), drop the route's entries, as anything unreadable. Read as JSON, a
+ * multipart or SSE result dropped the route's whole cache on every such mutation.
  */
 function readMutationResult(body: Buffer, contentType: string | undefined, tags: Set<string>, routeTag: string, keys: EntityKeys | undefined): void {
   try {
     const delimiter = multipartDelimiter(contentType)
-    if (delimiter === undefined) return mutationResultTags(JSON.parse(body.toString('utf8')) as unknown, tags, routeTag, keys)
-    const sections = `\r\n${body.toString('utf8')}`.split(delimiter)
+    const sse = delimiter === undefined && isEventStream(contentType)
+    if (delimiter === undefined && !sse) return mutationResultTags(JSON.parse(body.toString('utf8')) as unknown, tags, routeTag, keys)
+    const results: string[] = []
+    let closed = false
+    if (sse) {
+      // A stream that ended (not cut: see _destroy) ended its answer, whether `complete` came or not.
+      closed = true
+      // What follows the last blank line is no event (cut short).
+      const events = body.toString('utf8').replace(/^\uFEFF/, '').split(SSE_EVENT_END).slice(0, -1)
+      for (const text of events) {
+        const e = sseEvent(text)
+        if (e.type === 'complete') break
+        if ((e.type === 'next' || e.type === 'message') && e.data !== undefined) results.push(e.data)
+      }
+    } else {
+      const sections = `\r\n${body.toString('utf8')}`.split(delimiter!)
+      for (let i = 1; i < sections.length; i++) {
+        const s = sections[i]!
+        if (s.startsWith('--')) {
+          closed = true
+          break
+        }
+        results.push(partJson(s))
+      }
+    }
     let first = true
     let done = false
-    let closed = false
-    for (let i = 1; i < sections.length; i++) {
-      const s = sections[i]!
-      if (s.startsWith('--')) {
-        closed = true
-        break
-      }
-      const p = JSON.parse(partJson(s)) as { data?: unknown; errors?: unknown; incremental?: unknown; completed?: unknown; hasNext?: unknown } | null
+    for (const r of results) {
+      const p = JSON.parse(r) as { data?: unknown; errors?: unknown; incremental?: unknown; completed?: unknown; hasNext?: unknown } | null
       if (p === null || typeof p !== 'object' || Array.isArray(p)) return void tags.add(routeTag)
       if (first && 'data' in p) {
         mutationResultTags(p, tags, routeTag, keys)
@@ -979,7 +999,7 @@ function readMutationResult(body: Buffer, contentType: string | undefined, tags:
           if (Array.isArray(o.errors) && o.errors.length > 0) return void tags.add(routeTag)
         }
       }
-      if (p.hasNext === false) done = true
+      if (p.hasNext === false || (sse && p.hasNext === undefined)) done = true
     }
     if (first || !done || !closed) tags.add(routeTag)
   } catch {
@@ -991,6 +1011,28 @@ function readMutationResult(body: Buffer, contentType: string | undefined, tags:
 function multipartDelimiter(contentType: string | undefined): string | undefined {
   const boundary = contentType !== undefined && /^\s*multipart\/mixed\s*(?:;|$)/i.test(contentType) ? /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType) : null
   return boundary === null ? undefined : `\r\n--${boundary[1] ?? boundary[2]}`
+}
+
+/** A `text/event-stream` type (GraphQL over SSE). */
+function isEventStream(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^\s*text\/event-stream\s*(?:;|$)/i.test(contentType)
+}
+
+/** The blank line that ends an event: two line ends (CRLF, LF or CR; a CR before a LF is no line end of its own). */
+const SSE_EVENT_END = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)/
+
+/** An event's text (its lines, up to its blank line): its type and data; comments and other fields skipped. */
+function sseEvent(text: string): { type: string; data: string | undefined } {
+  let type = ''
+  let data: string | undefined
+  for (const line of text.split(/\r\n|\r|\n/)) {
+    const f = line === '' ? undefined : sseField(line)
+    if (f === undefined) continue
+    const [field, value] = f
+    if (field === 'event') type = value
+    else if (field === 'data') data = data === undefined ? value : `${data}\n${value}`
+  }
+  return { type: type || 'message', data }
 }
 
 /** A multipart section (what follows a delimiter up to the next one) as its JSON text: after the boundary line, the part's headers and a blank line. */
@@ -1167,6 +1209,21 @@ class MutationCapture extends Transform {
   #atPart = false
   /** The final part or the closing delimiter came: everything from there on waits for the purge. */
   #final = false
+  /**
+   * With Redis, a `text/event-stream` answer (GraphQL over SSE), held as an incremental delivery
+   * is: each event passes on once its blank line has come, but the last result (one without
+   * `hasNext: true`; a client may take it as the answer, as graphql-sse's iterate() does) or
+   * `complete`, and all after it, wait for the purge (in #tail, #final as for multipart).
+   */
+  readonly #sse: boolean
+  /** SSE: bytes of the tail already scanned for line ends. */
+  #scanned = 0
+  /** SSE: the scan is at the start of a line (a line end there ends the event). */
+  #lineStart = true
+  /** SSE: the last byte scanned was a CR (a LF right after it ends no line). */
+  #cr = false
+  /** SSE: the event in progress was too large to be read: it goes on as it comes, unread. */
+  #unread = false
 
   constructor(owner: CacheFilter, st: MutationState, contentType: string | undefined) {
     super()
@@ -1176,9 +1233,11 @@ class MutationCapture extends Transform {
     this.#max = owner.cfg.invalidation.maxMutationBodyBytes
     const delimiter = owner.purgesRedis ? multipartDelimiter(contentType) : undefined
     this.#delimiter = delimiter === undefined ? undefined : Buffer.from(delimiter)
+    this.#sse = owner.purgesRedis && delimiter === undefined && isEventStream(contentType)
     this.#hold = owner.purgesRedis && delimiter === undefined && (contentType === undefined || isJsonType(contentType))
     // A body that opens with its first delimiter (no CRLF before it) is scanned as if it had one.
-    this.#tail = CRLF
+    this.#tail = this.#sse ? EMPTY : CRLF
+    if (this.#sse) this.#virtual = 0
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -1188,6 +1247,7 @@ class MutationCapture extends Transform {
       else this.#chunks.push(chunk)
     }
     if (this.#delimiter !== undefined) return cb(null, this.#passParts(chunk))
+    if (this.#sse) return cb(null, this.#passEvents(chunk))
     if (!this.#hold) return cb(null, chunk)
     const previous = this.#held
     this.#held = chunk
@@ -1235,6 +1295,55 @@ class MutationCapture extends Transform {
     return tail.subarray(from, pass)
   }
 
+  /** SSE: the bytes that can go on now (undefined: none). */
+  #passEvents(chunk: Buffer): Buffer | undefined {
+    const tail = this.#tail.length === 0 ? chunk : Buffer.concat([this.#tail, chunk])
+    this.#tail = tail
+    if (this.#final) return undefined
+    let pass = 0
+    for (let i = this.#scanned; i < tail.length; i++) {
+      const c = tail[i]
+      if (c === LF && this.#cr) {
+        this.#cr = false // the CR before it ended the line
+        continue
+      }
+      this.#cr = c === CR
+      if (c !== CR && c !== LF) {
+        this.#lineStart = false
+        continue
+      }
+      if (!this.#lineStart) {
+        this.#lineStart = true
+        continue
+      }
+      // A blank line: the event is complete (with the LF of a CRLF, when it is here already).
+      let end = i + 1
+      if (c === CR && tail[end] === LF) {
+        end++
+        i++
+        this.#cr = false
+      }
+      if (!this.#unread && finalEvent(tail.subarray(pass, end))) {
+        this.#final = true
+        break
+      }
+      this.#unread = false
+      pass = end
+    }
+    if (this.#final) {
+      this.#tail = tail.subarray(pass)
+      return pass === 0 ? undefined : tail.subarray(0, pass)
+    }
+    // An event larger than can be read for its entities goes on as it comes (it cannot be told final).
+    if (tail.length - pass > this.#max) {
+      pass = tail.length
+      this.#unread = true
+    }
+    this.#scanned = tail.length - pass
+    this.#tail = tail.subarray(pass)
+    return pass === 0 ? undefined : tail.subarray(0, pass)
+  }
+
   override _flush(cb: TransformCallback): void {
     this.#flushed = true
     const tags = new Set(this.#st.tags)
@@ -1246,7 +1355,7 @@ class MutationCapture extends Transform {
       readMutationResult(Buffer.concat(chunks, this.#size), this.#contentType, tags, this.#owner.routeTag, this.#st.keys)
     }
     // What is held leaves once Redis has purged, or its wait (redisTimeoutMs) ran out.
-    const held = this.#delimiter === undefined ? this.#held : this.#tail.subarray(this.#virtual)
+    const held = this.#delimiter === undefined && !this.#sse ? this.#held : this.#tail.subarray(this.#virtual)
     const p = this.#owner.invalidate(tags)
     if (p === undefined) cb(null, held)
     else p.then(() => cb(null, held), () => cb(null, held))
@@ -1264,7 +1373,23 @@ class MutationCapture extends Transform {
 }
 
 const CRLF = Buffer.from('\r\n')
+const EMPTY = Buffer.alloc(0)
 const DASH = 0x2d
+const CR = 0x0d
+const LF = 0x0a
+
+/** An SSE event (its bytes, up to its blank line) ends the answer for a client: `complete`, or a result without `hasNext: true`. */
+function finalEvent(event: Buffer): boolean {
+  const e = sseEvent(event.toString('utf8'))
+  if (e.type === 'complete') return true
+  if ((e.type !== 'next' && e.type !== 'message') || e.data === undefined) return false
+  try {
+    const p = JSON.parse(e.data) as { hasNext?: unknown } | null
+    return p !== null && typeof p === 'object' && p.hasNext !== true
+  } catch {
+    return false
+  }
+}
 
 /** A multipart section (from after its delimiter to the next one) is the final part: `hasNext: false`. */
 function finalPart(section: Buffer): boolean {

@@ -606,6 +606,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         body.destroy() // (nothing reads it now: its source, a file or a cursor, is let go)
         return
       }
+      this.#heardBodyErrors(body, info)
       pipeline(body, res, noop)
       // A client that stops reading, or a stream that produces nothing more and never ends, held
       // this reply, its stream and a drain for ever: watched from the start until it is flushed
@@ -1280,11 +1281,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (held !== undefined) for (const c of held) upstreamBody.push(c)
     if (this.#heldEnd) upstreamBody.push(null)
     else if (!this.#upstreamEnded) this.controller?.resume()
-    // A filter's body stream that fails (a transform throwing on a chunk): the head is out, so
-    // the response is cut. It was invisible — no log, no count, the access line a clean 200, and
-    // counted as a client abort. Heard on the stream itself, before pipeline destroys res (whose
-    // 'close' would read as the client leaving); an upstream failing mid-body set #cut already,
-    // and a client that left shows as a premature close.
+    this.#heardBodyErrors(body, info)
+    pipeline(body, res, (err) => {
+      if (err && !res.destroyed) res.destroy(err)
+    })
+  }
+
+  /**
+   * A filter's body stream that fails (a transform throwing on a chunk): the head is out, so the
+   * response is cut. It was invisible — no log, no count, the access line a clean 200, and
+   * counted as a client abort. Heard on the stream itself, before pipeline destroys res (whose
+   * 'close' would read as the client leaving); an upstream failing mid-body set #cut already, and
+   * a client that left shows as a premature close. For relayed bodies (#commit) and local replies
+   * a response filter turned into a stream (#writeLocal).
+   */
+  #heardBodyErrors(body: Readable, info: ResponseInfoImpl): void {
+    const res = this.res
     body.once('error', (err: NodeJS.ErrnoException) => {
       if (this.#cut || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || res.destroyed) return
       this.#cut = true
@@ -1303,9 +1315,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
       this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
       this.ctx.log.error({ err, filter: name, phase: 'response-body' }, 'filter body stream failed; response cut')
-    })
-    pipeline(body, res, (err) => {
-      if (err && !res.destroyed) res.destroy(err)
     })
   }
 

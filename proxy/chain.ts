@@ -32,13 +32,8 @@ async function decide(ctx: RequestContext, route: RouteRuntime, metrics: ProxyMe
   try {
     const r = filter.onRequest!(ctx)
     if (r !== undefined && typeof (r as Promise<Decision>).then === 'function') {
-      // Without totalMs the wait gets headersMs, as an HTTP exchange's: with none at all a hung
-      // filter held an upgrade handshake or a subscription's admission for ever.
-      const headersMs = route.timeouts.headersMs
-      if (due === Number.POSITIVE_INFINITY && headersMs > 0) {
-        from = performance.now()
-        due = from + headersMs
-      }
+      from = performance.now()
+      due = filterDue(ctx, route, from)
       decision = due !== Number.POSITIVE_INFINITY ? await withinDeadline(r as Promise<Decision>, due) : await r
     } else decision = r as Decision
   } catch (err) {
@@ -90,6 +85,18 @@ export function noteMalformedReply(ctx: RequestContext, route: RouteRuntime, met
   metrics.filterErrors.labels(filter.name).inc()
   ctx.log.error({ filter: filter.name, failMode: route.failOpen[idx]! ? 'open' : 'closed', problem }, 'filter answered with a reply HTTP cannot carry')
   return `filter "${filter.name}" failed`
+}
+
+/**
+ * When a request-phase filter awaited from `now` must have decided: the request's deadline, or
+ * without one (totalMs 0) headersMs from `now` — the bound on a client waiting for its response
+ * head, as the response phase has: with neither, a hung filter held the client (an HTTP request,
+ * an upgrade handshake, a subscription's admission) for ever. Infinity when headersMs is 0 too.
+ */
+export function filterDue(ctx: RequestContext, route: RouteRuntime, now: number): number {
+  if (ctx.deadline !== Number.POSITIVE_INFINITY) return ctx.deadline
+  const ms = route.timeouts.headersMs
+  return ms > 0 ? now + ms : Number.POSITIVE_INFINITY
 }
 
 /**

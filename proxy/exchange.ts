@@ -6,7 +6,7 @@ import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse 
 import type { Socket } from 'node:net'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { filterMissedDeadline, noteMalformedReply } from './chain.ts'
+import { filterDue, filterMissedDeadline, noteMalformedReply } from './chain.ts'
 import { RequestContext } from './context.ts'
 import { errorReply, negotiateErrorType, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
@@ -430,11 +430,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const t0 = performance.now()
     // A filter that never decides (a hung Redis call, a webhook) must not hold the request past
     // its deadline: it held the client until the client gave up (logged 499), while the route
-    // promises totalMs → 504. Without totalMs it gets headersMs (the bound on a client waiting for
-    // its response head, as the response phase has): a hung filter held the client for ever.
-    // Only while a filter is awaited.
-    const t = this.route.timeouts
-    const due = this.ctx.deadline !== Number.POSITIVE_INFINITY ? this.ctx.deadline : t.headersMs > 0 ? t0 + t.headersMs : Number.POSITIVE_INFINITY
+    // promises totalMs → 504 (without totalMs: headersMs, see filterDue). Only while a filter is awaited.
+    const due = filterDue(this.ctx, this.route, t0)
     if (due !== Number.POSITIVE_INFINITY) {
       this.#awaitedFilter = idx
       this.#filterFrom = t0

@@ -18,7 +18,8 @@ import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-r
 import { advertisesDay, POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
-import { ANONYMOUS, H_INFLIGHT, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
+import { ANONYMOUS, H_INFLIGHT, K_DAY, K_PENDING, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
+import { BREAKER } from './circuit-breaker.ts'
 import { MICRO } from './token-bucket.ts'
 
 const OVERFLOW = '_overflow'
@@ -297,31 +298,20 @@ class QuotaFilter implements Filter {
     return errorReply('OVERLOADED', `the gateway is overloaded; ${tier} traffic is being shed, retry in ${retry} s`, { kind: this.#kind, tier, retryAfterSeconds: Number(retry) }, { 'retry-after': retry })
   }
 
-  #acquire(ctx: RequestContext, r: Resolved, cost: number): Decision {
-    const max = r.rule.maxConcurrent
-    if (!this.#takeSlot(r, max)) {
-      if (r.rule.metered) {
-        // A slot frees up within the second, as a guess; a used-up day, budget or slow bucket
-        // frees up later, and that is the answer (nothing taken: the request is refused anyway).
-        const now = Date.now()
-        const v = this.#verdict
-        const reason = peekRefusal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), this.#rt.store !== undefined, CONCURRENT_RETRY_MS, v)
-        if (reason !== 0) {
-          v.allowed = false
-          v.reason = reason
-          return this.#finish(ctx, r, v, cost, now, -1, 'local')
-        }
-      }
-      this.#rejected[RULE_CONCURRENT]!.inc()
-      const retry = CONCURRENT_RETRY_MS / 1000
-      if (this.#ietf) {
-        if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', this.#policy(r, Date.now()))
-        ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, retry))
-      }
-      if (this.#legacy) this.#legacyHeaders(ctx, max, 0, retry)
-      ctx.addResponseHeader('retry-after', String(retry))
-      const what = ctx.subscription !== undefined ? 'subscriptions' : ctx.upgrade ? 'WebSocket connections' : `${this.#kind} requests`
-      return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: retry })
+  #acquire(ctx: RequestContext, r: Resolved, cost: number): Decision | Promise<Decision> {
+    if (!this.#takeSlot(r, r.rule.maxConcurrent)) {
+      if (!r.rule.metered) return this.#refuseConcurrent(ctx, r)
+      // A slot frees up within the second, as a guess; a used-up day, budget or slow bucket
+      // frees up later, and that is the answer (nothing taken: the request is refused anyway).
+      const store = this.#rt.store
+      // With Redis, the table holds what this proxy's last decision saw, not what other proxies
+      // spent since: the decision script, read-only, within the budget (as a metered refusal
+      // through Redis costs a round trip); the table's figures when Redis does not answer.
+      if (store !== undefined && store.breaker.state === BREAKER.closed) return this.#peekRedis(ctx, r, cost, store)
+      const now = Date.now()
+      const v = this.#verdict
+      v.reason = peekRefusal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), store !== undefined, CONCURRENT_RETRY_MS, v)
+      return this.#refuseConcurrentOr(ctx, r, v, cost, now)
     }
     // A relayed WebSocket holds a slot for its life only under kind "subscriptions" (what that
     // kind counts). Under another kind (graphql, the default) it was admitted by a free slot and
@@ -331,6 +321,65 @@ class QuotaFilter implements Filter {
     if ((ctx.upgrade || (ctx.subscription !== undefined && ctx.graphql?.operationType === 'subscription')) && this.#kind !== 'subscriptions') r.releaseConcurrent()
     else ctx.addCleanup(r.releaseConcurrent)
     return undefined
+  }
+
+  async #peekRedis(ctx: RequestContext, r: Resolved, cost: number, store: RedisQuotaStore): Promise<Decision> {
+    const rule = r.rule
+    const now = Date.now()
+    const day = r.calendar.dayOf(now)
+    const f = this.#rt.table.f64
+    const iDay = this.#rt.table.kf(r.slot, rule.kindIndex, K_DAY)
+    // This proxy's outage units of the day, not in Redis yet (read, not taken: nothing is charged).
+    const pending = f[iDay] === day ? f[iDay - K_DAY + K_PENDING]! : 0
+    let redisRule = r.redisRule
+    if (redisRule === undefined || r.redisStore !== store) {
+      redisRule = r.redisRule = this.#redisRule(r, store)
+      r.redisStore = store
+    }
+    const res = await store.peek(redisRule, cost, day, pending, r.calendar.end)
+    const at = res?.now ?? Date.now()
+    const v = this.#verdict.reset()
+    if (res === undefined) {
+      v.reason = peekRefusal(this.#rt.table, r.slot, rule, cost, at, r.calendar.dayOf(at), true, CONCURRENT_RETRY_MS, v)
+      return this.#refuseConcurrentOr(ctx, r, v, cost, at)
+    }
+    v.capacity = rule.capacity
+    v.perMs = rule.perMs
+    v.dayLimit = rule.limitPerDay
+    v.tokens = res.tokens
+    v.used = res.used
+    v.budgetTotal = res.total
+    v.retryMs = res.retryMs
+    v.dailyToo = res.dailyToo
+    v.reason = res.allowed ? 0 : res.reason
+    // As peekRefusal: a bucket or budget that frees up within the slot's guess is not the answer.
+    if (v.reason !== RULE_DAILY && v.reason !== 0 && v.retryMs <= CONCURRENT_RETRY_MS) {
+      v.reason = v.dailyToo ? RULE_DAILY : 0
+      v.retryMs = -1
+      v.dailyToo = false
+    }
+    return this.#refuseConcurrentOr(ctx, r, v, cost, at)
+  }
+
+  /** The metered rule `v.reason` names refuses (it frees up later than a slot), else the slot does. */
+  #refuseConcurrentOr(ctx: RequestContext, r: Resolved, v: Verdict, cost: number, now: number): Decision {
+    if (v.reason === 0) return this.#refuseConcurrent(ctx, r)
+    v.allowed = false
+    return this.#finish(ctx, r, v, cost, now, -1, 'local')
+  }
+
+  #refuseConcurrent(ctx: RequestContext, r: Resolved): LocalReply {
+    const max = r.rule.maxConcurrent
+    this.#rejected[RULE_CONCURRENT]!.inc()
+    const retry = CONCURRENT_RETRY_MS / 1000
+    if (this.#ietf) {
+      if (r.policy !== undefined) ctx.addResponseHeader('ratelimit-policy', this.#policy(r, Date.now()))
+      ctx.addResponseHeader('ratelimit', rejectedRateLimitHeader(RULE_CONCURRENT, 0, retry))
+    }
+    if (this.#legacy) this.#legacyHeaders(ctx, max, 0, retry)
+    ctx.addResponseHeader('retry-after', String(retry))
+    const what = ctx.subscription !== undefined ? 'subscriptions' : ctx.upgrade ? 'WebSocket connections' : `${this.#kind} requests`
+    return errorReply('RATE_LIMITED', `too many concurrent ${what} (limit ${max})`, { kind: this.#kind, policy: 'concurrent', limit: max, remaining: 0, retryAfterSeconds: retry })
   }
 
   /**

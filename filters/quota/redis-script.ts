@@ -43,15 +43,33 @@
 //          encode for Redis and much less for ioredis to parse (~170 ns per integer).
 //          A group that failed on its own keys is one value instead: the error text (a bulk
 //          string, where its first value is always an integer), and nothing for its decisions.
+// read-only ARGV after the last group's: 'peek' (PEEK_ARG). The same decisions and reply, but
+//          nothing is written: what the limits would say now, as Redis holds them (a concurrency
+//          refusal names the limit that frees up last). A pending group's token key is only read;
+//          each group sees Redis as it is (not the groups before it).
 export const GROUP_HEAD = 18
 /**
  * How long Redis remembers a push token (a reconciliation's, or a decision group's pending
  * units'): as long as it keeps the usage the units went into.
  */
 export const PUSH_TOKEN_TTL_MS = 172_800_000
+/** The trailing argument of a read-only decision call (DECIDE_LUA). */
+export const PEEK_ARG = 'peek'
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ro = ARGV[#ARGV] == '${PEEK_ARG}'
+-- Budget bucket fields: read-only, what a write would have left is kept here (false: deleted).
+local bview = {}
+local function bget(K2, f)
+  local v = bview[f]
+  if v == false then return nil end
+  if v ~= nil then return v end
+  return tonumber(redis.call('HGET', K2, f))
+end
+local function bdel(K2, f)
+  if ro then bview[f] = false else redis.call('HDEL', K2, f) end
+end
 
 -- thresholds crossed at this ratio that did not fire within the window: mark them, return the bits.
 -- A marker belongs to its threshold's value (field m<ppm>), not to its position in the list: a
@@ -59,6 +77,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- this window nor silences one that has not (as rolling-budget.ts). f1..f4: markers by position
 -- from an older script, taken over (once) by the thresholds now at those positions.
 local function crossed(K2, A, ratio, windowMs)
+  if ro then return 0 end
   local nth = math.min(tonumber(ARGV[A + 12]), 4)
   if nth == 0 or ratio * 1000000 < tonumber(ARGV[A + 13]) then return 0 end
   local names = {}
@@ -89,6 +108,7 @@ local o = 0
 
 -- one group: the decisions of one rule, in order
 local function group(K1, K2, K3, A)
+  if ro then bview = {} end
   local count = tonumber(ARGV[A + 1])
   local day = tonumber(ARGV[A + 2])
   local pending = tonumber(ARGV[A + 3])
@@ -166,32 +186,32 @@ local function group(K1, K2, K3, A)
     if head == nil or tonumber(b[3]) ~= bm or on ~= n then
       -- first use, or the window's shape changed: carry the total as one lump (never forgive usage)
       if head ~= nil and on ~= nil then
-        for i = 0, on - 1 do redis.call('HDEL', K2, 'b' .. i) end
+        for i = 0, on - 1 do bdel(K2, 'b' .. i) end
       end
       if head == nil then total = 0 end
       head = cur
       add = total
       ra = 0
       setb = { 'h', head, 'bm', bm, 'n', n }
-      redis.call('PEXPIRE', K2, bm * n + bm)
+      if not ro then redis.call('PEXPIRE', K2, bm * n + bm) end
     elseif cur > head then
       if cur - head >= n then
-        for i = 0, n - 1 do redis.call('HDEL', K2, 'b' .. i) end
+        for i = 0, n - 1 do bdel(K2, 'b' .. i) end
         total = 0
       else
         for k = head + 1, cur do
           local f = 'b' .. (k % n)
-          local v = tonumber(redis.call('HGET', K2, f))
+          local v = bget(K2, f)
           if v ~= nil then
             total = total - v
-            redis.call('HDEL', K2, f)
+            bdel(K2, f)
           end
         end
         if total < 0 then total = 0 end
       end
       head = cur
       setb = { 'h', head }
-      redis.call('PEXPIRE', K2, bm * n + bm)
+      if not ro then redis.call('PEXPIRE', K2, bm * n + bm) end
     end
     if pending ~= 0 then
       total = total + pending
@@ -235,13 +255,17 @@ local function group(K1, K2, K3, A)
           -- when enough old buckets leave the window; cached (ra, for cost rn) while rejections repeat.
           -- The buckets hold the earlier decisions' units (as with one call per decision), not
           -- this decision's own carried lump or pending units.
-          if j > 1 and add ~= 0 then redis.call('HINCRBY', K2, 'b' .. (head % n), add); add = 0 end
+          if j > 1 and add ~= 0 then
+            local f = 'b' .. (head % n)
+            if ro then bview[f] = (bget(K2, f) or 0) + add else redis.call('HINCRBY', K2, f, add) end
+            add = 0
+          end
           rn = cost
           ru = bunits
           local excess = total + cost - bunits
           ra = now + bm * n
           for k = head - n + 1, head do
-            local v = tonumber(redis.call('HGET', K2, 'b' .. (k % n))) or 0
+            local v = bget(K2, 'b' .. (k % n)) or 0
             excess = excess - v
             if excess <= 0 then ra = (k + n) * bm; break end
           end
@@ -282,6 +306,7 @@ local function group(K1, K2, K3, A)
     end
   end
 
+  if ro then return A + ${GROUP_HEAD} + count end
   -- the budget first: HINCRBY is the one write that can fail on a damaged field (not an
   -- integer), and then the kind hash has not been charged for decisions that fail
   if bunits >= 0 then

@@ -9,7 +9,7 @@ import { quotaKeys } from '../../config/quota-usage.ts'
 import type { RedisProvider } from '../../proxy/filter.ts'
 import { CircuitBreaker } from './circuit-breaker.ts'
 import { MICRO } from './token-bucket.ts'
-import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, PUSH_TOKEN_TTL_MS, RECONCILE_LUA } from './redis-script.ts'
+import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, PEEK_ARG, PUSH_TOKEN_TTL_MS, RECONCILE_LUA } from './redis-script.ts'
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
@@ -81,6 +81,7 @@ function bulk(s: string): string {
 /** RESP head of the decision call up to its key count: `*<n>` then EVALSHA <sha> (or EVAL <script>). */
 const EVALSHA_HEAD = Buffer.from(bulk('evalsha') + bulk(DECIDE_SHA))
 const EVAL_HEAD = Buffer.from(bulk('eval') + bulk(DECIDE_LUA))
+const PEEK_TAIL = Buffer.from(bulk(PEEK_ARG))
 
 /** Constant arguments of a rule: group ARGV p+4..p+17 (redis-script.ts). */
 export const RULE_CONSTANTS = GROUP_HEAD - 4
@@ -256,6 +257,60 @@ function putArrayHead(buf: Buffer, off: number, count: number): number {
   off += dl
   buf.writeUInt16BE(CRLF, off)
   return off + 2
+}
+
+/**
+ * The RESP bytes of one decision call over `groups` (redis-script.ts's layout), with the script's
+ * text (EVAL) or its digest; `peek`: read-only, the trailing argument that asks for it.
+ */
+function encodeCall(groups: readonly Group[], withScript: boolean, peek: boolean): Buffer {
+  const n = groups.length
+  const head = withScript ? EVAL_HEAD : EVALSHA_HEAD
+  let keys = 2 * n
+  let size = head.length
+  for (let i = 0; i < n; i++) {
+    // A group's third key: its pending units' push token (redis-script.ts).
+    const g = groups[i]!
+    if (g.pending === 0) continue
+    g.tokenKey ??= Buffer.from(bulk(g.rule.tokenStem + g.token))
+    keys++
+    size += g.tokenKey.length
+  }
+  let count = 3 + keys
+  size += intBulkLength(keys)
+  for (let i = 0; i < n; i++) {
+    const g = groups[i]!
+    const costs = g.costs
+    count += GROUP_HEAD + costs.length
+    size += g.rule.keys.length + g.rule.args.length + intBulkLength(costs.length) + intBulkLength(g.day) + intBulkLength(g.pending) + intBulkLength(g.dayEnd)
+    for (let j = 0; j < costs.length; j++) size += intBulkLength(costs[j]!)
+  }
+  if (peek) {
+    count++
+    size += PEEK_TAIL.length
+  }
+  size += 3 + digits(count)
+  const buf = Buffer.allocUnsafe(size)
+  let off = putArrayHead(buf, 0, count)
+  off += head.copy(buf, off)
+  off = putIntBulk(buf, off, keys)
+  for (let i = 0; i < n; i++) {
+    const g = groups[i]!
+    off += g.rule.keys.copy(buf, off)
+    if (g.pending !== 0) off += g.tokenKey!.copy(buf, off)
+  }
+  for (let i = 0; i < n; i++) {
+    const g = groups[i]!
+    const costs = g.costs
+    off = putIntBulk(buf, off, costs.length)
+    off = putIntBulk(buf, off, g.day)
+    off = putIntBulk(buf, off, g.pending)
+    off += g.rule.args.copy(buf, off)
+    off = putIntBulk(buf, off, g.dayEnd)
+    for (let j = 0; j < costs.length; j++) off = putIntBulk(buf, off, costs[j]!)
+  }
+  if (peek) PEEK_TAIL.copy(buf, off)
+  return buf
 }
 
 /** One decision call: the RESP bytes are the batch's, written once (ioredis only queues it). */
@@ -560,52 +615,47 @@ export class RedisQuotaStore {
 
   /** Write the batch's call: EVALSHA, or EVAL with the script when Redis does not have it. */
   send(b: Batch, withScript: boolean): void {
-    const groups = b.groups
-    const n = groups.length
-    const head = withScript ? EVAL_HEAD : EVALSHA_HEAD
-    let keys = 2 * n
-    let size = head.length
-    for (let i = 0; i < n; i++) {
-      // A group's third key: its pending units' push token (redis-script.ts).
-      const g = groups[i]!
-      if (g.pending === 0) continue
-      g.tokenKey ??= Buffer.from(bulk(g.rule.tokenStem + g.token))
-      keys++
-      size += g.tokenKey.length
-    }
-    let count = 3 + keys
-    size += intBulkLength(keys)
-    for (let i = 0; i < n; i++) {
-      const g = groups[i]!
-      const costs = g.costs
-      count += GROUP_HEAD + costs.length
-      size += g.rule.keys.length + g.rule.args.length + intBulkLength(costs.length) + intBulkLength(g.day) + intBulkLength(g.pending) + intBulkLength(g.dayEnd)
-      for (let j = 0; j < costs.length; j++) size += intBulkLength(costs[j]!)
-    }
-    size += 3 + digits(count)
-    const buf = Buffer.allocUnsafe(size)
-    let off = putArrayHead(buf, 0, count)
-    off += head.copy(buf, off)
-    off = putIntBulk(buf, off, keys)
-    for (let i = 0; i < n; i++) {
-      const g = groups[i]!
-      off += g.rule.keys.copy(buf, off)
-      if (g.pending !== 0) off += g.tokenKey!.copy(buf, off)
-    }
-    for (let i = 0; i < n; i++) {
-      const g = groups[i]!
-      const costs = g.costs
-      off = putIntBulk(buf, off, costs.length)
-      off = putIntBulk(buf, off, g.day)
-      off = putIntBulk(buf, off, g.pending)
-      off += g.rule.args.copy(buf, off)
-      off = putIntBulk(buf, off, g.dayEnd)
-      for (let j = 0; j < costs.length; j++) off = putIntBulk(buf, off, costs[j]!)
-    }
-    const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', buf)
+    const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', encodeCall(b.groups, withScript, false))
     const r = this.provider.client()
     void r.sendCommand(cmd)
     cmd.promise.then(b.onReply, b.onError)
+  }
+
+  /**
+   * What Redis's limits would say to one decision now (every proxy's use), taking nothing: the
+   * decision script's read-only mode, so the rules stay in one place. `pending`: this proxy's
+   * outage units not in Redis yet, counted as its next decision would charge them. Undefined when
+   * Redis does not answer within the budget. Outside the breaker: a read for a request refused
+   * anyway (a concurrency refusal choosing which limit to name), whose caller has a fallback.
+   */
+  async peek(rule: DecisionRule, cost: number, day: number, pending: number, dayEnd: number): Promise<DecisionResult | undefined> {
+    const r = this.provider.client()
+    if (r.status !== 'ready') return undefined
+    const g = new Group(rule, day, dayEnd)
+    g.costs.push(cost)
+    // A token no call sets: the script reads it (these units were not charged yet).
+    if (pending !== 0) {
+      g.pending = pending
+      g.token = PEEK_ARG
+    }
+    const call = async (withScript: boolean): Promise<ScriptReply> => {
+      const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', encodeCall([g], withScript, true))
+      void r.sendCommand(cmd)
+      return (await cmd.promise) as ScriptReply
+    }
+    try {
+      const reply = await withTimeout(
+        call(false).catch((err: Error) => (err.message.startsWith('NOSCRIPT') ? call(true) : Promise.reject(err))),
+        this.budgetMs,
+      )
+      if (typeof reply[0] !== 'number') return undefined // Redis refused the tenant's keys
+      const d = new DecisionResult()
+      d.now = Date.now()
+      d.next(reply, d.begin(reply, 0, rule), rule, cost)
+      return d
+    } catch {
+      return undefined
+    }
   }
 
   succeeded(): void {

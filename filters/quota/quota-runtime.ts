@@ -195,7 +195,8 @@ export class QuotaRuntime {
       }
       return
     }
-    const { restored, skipped } = restoreState(this.table, read.doc)
+    const tenants = this.config.tenants
+    const { restored, skipped } = restoreState(this.table, read.doc, Date.now(), (t) => t === ANONYMOUS || Object.hasOwn(tenants, t))
     this.logger.info({ stateFile, tenants: restored }, 'quota state restored')
     if (skipped > 0) {
       this.#readFailed = true

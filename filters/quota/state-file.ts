@@ -145,7 +145,7 @@ function soundBudget(b: unknown, now: number): SoundBudget | undefined {
  * older or newer writer, a hand edit): anything that is not sound is skipped and counted, never
  * thrown — a damaged file must not keep the proxy from starting.
  */
-export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = Date.now()): RestoreReport {
+export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = Date.now(), isListed: (tenant: string) => boolean = () => true): RestoreReport {
   const f = table.f64
   const report: RestoreReport = { restored: 0, skipped: 0 }
   const tenants: unknown = doc.tenants
@@ -155,7 +155,10 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
       report.skipped++
       continue
     }
-    const slot = table.slotOf(t.tenant)
+    // An unlisted tenant's saved usage comes back under the unlisted caps (slots and rings), or a
+    // large file would take the room the config's tenants are promised.
+    const listed = isListed(t.tenant)
+    const slot = table.slotOf(t.tenant, listed)
     if (slot === 0) {
       report.skipped++
       continue
@@ -181,7 +184,7 @@ export function restoreState(table: QuotaTable, doc: QuotaStateDocument, now = D
       const b = soundBudget(t.budget, now)
       if (b === undefined) bad = true
       else {
-        const ring = table.ringOf(slot)
+        const ring = table.ringOf(slot, listed)
         if (ring !== OVERFLOW_RING) {
           const o = table.ringBase(ring)
           f.fill(0, o, o + RING_HEADER + RING_SLOTS)

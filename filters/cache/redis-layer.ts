@@ -3,13 +3,24 @@
 // records the tag's sequence, deletes the entries carrying it and publishes the tags; a store
 // (one Lua script) refuses an entry whose request started before an invalidation of one of
 // its tags. Every call is bounded by a timeout; Redis down means L1-only, counted.
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { RedisProvider } from '../../proxy/filter.ts'
 
+// ARGV: prefix, marker TTL, message, done-marker TTL, n, n tokens, tags. Each purge call has a
+// token, marked done here: a replay (the reply came too late or was lost, or the call failed)
+// carries the tokens of the purges it stands for and is skipped when all of them already ran —
+// it used to purge again what had been refilled meanwhile, a miss per entity for every
+// timed-out purge. The check and the purge are one script: no purge is lost in between.
 const INVALIDATE = `
 local prefix = ARGV[1]
+local n = tonumber(ARGV[5])
+local ran = n > 0
+for i = 6, 5 + n do
+  if redis.call('EXISTS', prefix .. 'cache:done:' .. ARGV[i]) == 0 then ran = false break end
+end
+if ran then return 0 end
 local seq = redis.call('INCR', prefix .. 'cache:seq')
-for i = 4, #ARGV do
+for i = 6 + n, #ARGV do
   local t = ARGV[i]
   redis.call('SET', prefix .. 'cache:ts:' .. t, seq, 'PX', ARGV[2])
   local set = prefix .. 'cache:t:' .. t
@@ -17,6 +28,7 @@ for i = 4, #ARGV do
   for _, k in ipairs(members) do redis.call('DEL', k) end
   redis.call('DEL', set)
 end
+for i = 6, 5 + n do redis.call('SET', prefix .. 'cache:done:' .. ARGV[i], 1, 'PX', ARGV[4]) end
 redis.call('PUBLISH', prefix .. 'cache:invalidate', ARGV[3])
 return seq
 `
@@ -160,27 +172,50 @@ export class RedisLayer {
    * were before the write, and serve them from L2 — to this proxy too, whose L1 entries the
    * mutation removed — and the other proxies would never hear of it, until the TTL.
    */
-  async invalidate(tags: readonly string[], origin: string): Promise<boolean> {
+  invalidate(tags: readonly string[], origin: string): Promise<boolean> {
+    return this.#purge(tags, origin, [randomUUID()])
+  }
+
+  async #purge(tags: readonly string[], origin: string, tokens: readonly string[]): Promise<boolean> {
     const msg: InvalidationMessage = { o: origin, t: [...tags] }
     try {
-      const run = this.#redis.client().eval(INVALIDATE, 0, this.#prefix, String(this.#markerMs), JSON.stringify(msg), ...tags)
-      const onPurged = this.#onPurged
-      await withTimeout(onPurged === undefined ? run : run.then(() => onPurged(tags)), this.#timeoutMs)
+      const run = this.#redis.client().eval(INVALIDATE, 0, this.#prefix, String(this.#markerMs), JSON.stringify(msg), String(DONE_MS), String(tokens.length), ...tokens, ...tags)
+      // Landed (in time or late): nothing of this call is left to replay.
+      await withTimeout(
+        run.then(() => {
+          for (const t of tokens) this.#tokens.delete(t)
+          if (this.#tokens.size === 0 && !this.#unconditional) this.#unpurged.clear()
+          this.#onPurged?.(tags)
+        }),
+        this.#timeoutMs,
+      )
       return true
     } catch (err) {
       this.#onError('invalidate', err)
-      this.#keepForReplay(tags, origin)
+      this.#keepForReplay(tags, origin, tokens)
       return false
     }
   }
 
   /** Tags whose purge failed, replayed when Redis is ready again (bounded). */
   readonly #unpurged = new Set<string>()
+  /** The tokens of those purges: the replay is skipped if all of them ran after all. */
+  readonly #tokens = new Set<string>()
+  /** Some token was not kept (bound): the replay purges whatever Redis says. */
+  #unconditional = false
   #origin = ''
   #replayArmed = false
 
-  #keepForReplay(tags: readonly string[], origin: string): void {
+  #keepForReplay(tags: readonly string[], origin: string, tokens: readonly string[]): void {
     this.#origin = origin
+    if (tokens.length === 0) this.#unconditional = true
+    for (const t of tokens) {
+      if (this.#tokens.size >= MAX_UNPURGED) {
+        this.#unconditional = true
+        break
+      }
+      this.#tokens.add(t)
+    }
     for (const t of tags) {
       if (this.#unpurged.size >= MAX_UNPURGED) {
         this.#onError('invalidate', new Error(`more than ${MAX_UNPURGED} tags await a purge; the rest will not be replayed (the TTL bounds their staleness)`))
@@ -193,26 +228,40 @@ export class RedisLayer {
     const client = this.#redis.client()
     // Disconnected: the first command after the reconnect (commands on one connection run in
     // order, so this worker's own L2 reads come after the purge). Connected but slow (a
-    // timeout): retry shortly; purging twice only costs misses.
+    // timeout): retry shortly, after the timed-out call on the same connection, whose token
+    // then tells the replay it ran.
     if (client.status === 'ready') setTimeout(replayUnpurged, REPLAY_DELAY_MS, this).unref()
     else client.once('ready', () => replayUnpurged(this))
   }
 
-  /** Called by replayUnpurged: the pending tags, handed over once. */
-  takeUnpurged(): { tags: string[]; origin: string } {
+  /** Called by replayUnpurged: the pending purge, handed over once. */
+  takeUnpurged(): { tags: string[]; origin: string; tokens: string[] } {
     this.#replayArmed = false
     const tags = [...this.#unpurged]
+    const tokens = this.#unconditional ? [] : [...this.#tokens]
     this.#unpurged.clear()
-    return { tags, origin: this.#origin }
+    this.#tokens.clear()
+    this.#unconditional = false
+    return { tags, origin: this.#origin, tokens }
+  }
+
+  /** Called by replayUnpurged with what takeUnpurged handed over. */
+  replay(tags: readonly string[], origin: string, tokens: readonly string[]): void {
+    void this.#purge(tags, origin, tokens)
   }
 }
 
 const MAX_UNPURGED = 10_000
 const REPLAY_DELAY_MS = 1_000
+/**
+ * How long Redis remembers that a purge ran: longer than a replay takes to follow it (~1 s, or
+ * a reconnect); one that comes later purges again, which only costs misses.
+ */
+const DONE_MS = 30_000
 
 function replayUnpurged(layer: RedisLayer): void {
-  const { tags, origin } = layer.takeUnpurged()
-  if (tags.length > 0) void layer.invalidate(tags, origin)
+  const { tags, origin, tokens } = layer.takeUnpurged()
+  if (tags.length > 0) layer.replay(tags, origin, tokens)
 }
 
 // One subscription per worker and Redis provider, whatever the number of routes and reloads.

@@ -212,7 +212,7 @@ describe('cache sweep 18: an L2 read cannot outlive a purge another worker of th
       const id = `r${attempt}-${round}`
       expect((await post(proxy.url, ENTITY, { id })).name).toBe('v1')
       // This round's own entry (a count could not tell it from an earlier round's entry that a
-      // replayed purge deleted meanwhile: a timed-out purge is replayed ~1 s later, on purpose).
+      // replayed purge deleted meanwhile: a timed-out purge that did not run is replayed ~1 s later).
       await waitUntil(async () => (await l2Entries(raw, PREFIX)).some((e) => e.body.includes(`"${id}"`)), 15_000, 'the L2 entry written')
       // Writes (and scripts) wait; reads go on: the purge is held back while L2 reads answer.
       await raw.call('CLIENT', 'PAUSE', '3000', 'WRITE')

@@ -607,15 +607,32 @@ export class Exchange implements Dispatcher.DispatchHandler {
       pipeline(body, res, noop)
       // A client that stops reading, or a stream that produces nothing more and never ends, held
       // this reply, its stream and a drain for ever: watched from the start until it is flushed
-      // (#responseStalled), as a relay through a filter's body stream is.
-      if (this.route.timeouts.bodyIdleMs > 0) {
+      // (#responseStalled), as a relay through a filter's body stream is. And a stream that keeps
+      // trickling ran past totalMs, which cuts a relayed body: it has the request's deadline too.
+      const deadline = this.ctx.deadline
+      if (this.route.timeouts.bodyIdleMs > 0 || deadline !== Number.POSITIVE_INFINITY) {
         this.#localBody = body
         this.#watchClientReads()
+        if (deadline !== Number.POSITIVE_INFINITY) this.#armBy(deadline, performance.now())
       }
     }
   }
-  /** A local reply's body stream, while the response watch is on it (see #writeLocal). */
+  /** A local reply's body stream, while the timer watches it (see #writeLocal). */
   #localBody: Readable | undefined = undefined
+
+  /** A streamed local reply not ended by the request's deadline: cut as a relayed body is at totalMs (onResponseError). */
+  #localTimedOut(): void {
+    const ctx = this.ctx
+    const name = this.route.filters[(ctx.response as ResponseInfoImpl).bodyFilter]?.name
+    ctx.errorCode = 'UPSTREAM_TIMEOUT'
+    this.proxy.metrics.proxyErrors.labels(this.route.name, 'UPSTREAM_TIMEOUT').inc()
+    ctx.log.warn({ filter: name, err: { message: `local reply stream did not finish within ${this.#budget()}`, code: 'UPSTREAM_TIMEOUT' } }, 'local reply stream ran past the deadline; response cut')
+    this.#readIdleDue = Number.POSITIVE_INFINITY
+    this.#cut = true
+    this.#localBody!.destroy()
+    if (!this.res.chunkedEncoding && this.res.socket?.destroyed === false) this.res.socket.resetAndDestroy()
+    this.res.destroy()
+  }
 
   /**
    * writeHead, for heads that carry values a filter set (ctx.addResponseHeader, a rewritten
@@ -991,10 +1008,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (this.#responseStalled(now)) return
       // The upstream is over: only the response's way to the client is left to time (no total
       // deadline: it ends with the upstream, as it did when onResponseEnd cleared the timer).
-      if (this.phase === Phase.Done || this.#upstreamEnded || this.#discarded) {
+      if ((this.phase === Phase.Done || this.#upstreamEnded || this.#discarded) && !this.#localStreaming()) {
         if (this.#readIdleDue !== Number.POSITIVE_INFINITY) this.#armBy(this.#readIdleDue, now)
         return
       }
+    }
+    if (this.#localStreaming()) {
+      // A streamed local reply still going: the deadline, else the response watch (when due first).
+      if (now >= this.ctx.deadline - 1) this.#localTimedOut()
+      else this.#armBy(Math.min(this.ctx.deadline, this.#readIdleDue), now)
+      return
     }
     if (this.#pendingInfo !== undefined && this.#responseDue !== Number.POSITIVE_INFINITY) {
       // A response phase is awaited: its deadline is the only other one due (it is no later than
@@ -1042,13 +1065,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
         return
       }
       this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream sent no response headers within ${this.route.timeouts.headersMs} ms`))
-    } else {
-      const budget = Math.round(this.ctx.deadline - this.ctx.startTime)
-      const routeTotal = this.route.timeouts.totalMs
-      // A filter may have lowered the deadline (a persisted query's timeoutMs): name the limit that applied.
-      const which = routeTotal > 0 && Math.abs(budget - routeTotal) <= 1 ? `the route's total timeout of ${routeTotal} ms` : `this request's time budget of ${budget} ms`
-      this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not finish within ${which}`))
-    }
+    } else this.controller?.abort(new ProxyAbort('UPSTREAM_TIMEOUT', `upstream did not finish within ${this.#budget()}`))
+  }
+
+  /** The limit the request's deadline stands for, named: a filter may have lowered it (a persisted query's timeoutMs). */
+  #budget(): string {
+    const budget = Math.round(this.ctx.deadline - this.ctx.startTime)
+    const routeTotal = this.route.timeouts.totalMs
+    return routeTotal > 0 && Math.abs(budget - routeTotal) <= 1 ? `the route's total timeout of ${routeTotal} ms` : `this request's time budget of ${budget} ms`
+  }
+
+  /** A streamed local reply is still being written, under the request's deadline (see #writeLocal). */
+  #localStreaming(): boolean {
+    return this.#localBody !== undefined && !this.res.writableEnded && this.ctx.deadline !== Number.POSITIVE_INFINITY
   }
 
   /**

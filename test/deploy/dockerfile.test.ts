@@ -5,7 +5,7 @@
 // ENTRYPOINT and HEALTHCHECK commands.
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DockerfileParser, type Instruction } from 'dockerfile-ast'
@@ -202,6 +202,33 @@ describe('deploy/Dockerfile: run what the image holds', () => {
     }
     expect(existsSync(join(app, 'node_modules/vitest'))).toBe(false)
 
+    // The RUN that warms Node's compile cache, as the build runs it (as root there and in CI:
+    // the warm-up itself as the image's uid), on the staged tree.
+    const envs = byKeyword(runtime, 'ENV').map((e) => e.getArgumentsContent() ?? '').join(' ')
+    const cacheDir = /\bNODE_COMPILE_CACHE=(\S+)/.exec(envs)?.[1]
+    expect(cacheDir).toBe('/app/.compile-cache')
+    const warmRun = byKeyword(runtime, 'RUN').map((r) => argsOf(r).join(' ')).find((r) => r.includes('warm-compile-cache'))!
+    const mount = /--mount=type=bind,source=(\S+),target=(\S+)/.exec(warmRun)!
+    expect(readFileSync(join(ROOT, 'deploy/Dockerfile.dockerignore'), 'utf8')).toContain(`!${mount[1]}`)
+    let script = warmRun.replace(mount[0], '').replaceAll(mount[2]!, join(ROOT, mount[1]!)).replaceAll('/app/', `${app}/`)
+    if (process.getuid?.() !== 0) script = script.replace(/setpriv( --\S+)+ /, '').replace(/-o \d+ -g \d+ /, '').replace(/chown -R \S+ \S+ && /, '')
+    cleanup.push(() => void spawnSync('chmod', ['-R', 'u+w', stage]))
+    // The warm-up starts `node` as the image's uid, which cannot reach this machine's Node under
+    // /root: a link to it where that uid can (the image has it in /usr/local/bin).
+    const nodeDir = join(stage, 'node-bin')
+    mkdirSync(nodeDir)
+    try {
+      linkSync(process.execPath, join(nodeDir, 'node'))
+    } catch {
+      copyFileSync(process.execPath, join(nodeDir, 'node'))
+      chmodSync(join(nodeDir, 'node'), 0o755)
+    }
+    const warmed = spawnSync('sh', ['-c', script], { cwd: app, env: { PATH: `${nodeDir}:${process.env.PATH}`, NODE_COMPILE_CACHE: `${app}/.compile-cache` }, timeout: 90_000, encoding: 'utf8' })
+    expect(warmed.status, `${warmed.stdout}${warmed.stderr}`).toBe(0)
+    const cached = () => readdirSync(join(app, '.compile-cache'), { recursive: true }).length
+    const entries = cached()
+    expect(entries).toBeGreaterThan(500)
+
     const backend = await startDemoBackend()
     cleanup.push(() => backend.close())
     const configPath = join(stage, 'igw.yaml')
@@ -220,7 +247,7 @@ describe('deploy/Dockerfile: run what the image holds', () => {
     const command = [...asImageUser, process.execPath, ...argv.slice(1)]
     const child = spawn(command[0]!, command.slice(1), {
       cwd: app,
-      env: { PATH: process.env.PATH, HOME: '/nonexistent', NODE_ENV: 'production' },
+      env: { PATH: process.env.PATH, HOME: '/nonexistent', NODE_ENV: 'production', NODE_COMPILE_CACHE: `${app}/.compile-cache`, NODE_DEBUG_NATIVE: 'COMPILE_CACHE' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     const exited = once(child, 'exit')
@@ -252,6 +279,10 @@ describe('deploy/Dockerfile: run what the image holds', () => {
     child.kill('SIGTERM')
     const [code] = await exited
     expect(code).toBe(0)
+    // It booted from the read-only cache (the supervisor and its worker thread), wrote nothing.
+    expect(out.match(/V8 code cache for ESM \S+ was accepted/g)?.length ?? 0).toBeGreaterThan(200)
+    expect(out).not.toMatch(/Cannot create cache directory/)
+    expect(cached()).toBe(entries)
     expect(probe(`http://127.0.0.1:${adminPort}/healthz`)).toBe(1)
   })
 })

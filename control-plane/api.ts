@@ -713,6 +713,13 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const kind = ctx.params.kind!
         if (!isQuotaKind(kind)) throw new HttpError(400, `unknown quota kind "${kind}"`, { problems: [`kind: expected one of graphql | ingest | embeddings | subscriptions, got "${kind}"`] })
         const body = (await readJson(ctx.req)) as { limitPerDay?: unknown }
+        // QuotaInput allows nothing else: `{"limitPerDay": 5, "rate": 10}` was a 200 that dropped
+        // the rate without a word (the tenant's whole entry is PUT /v1/quota-limits/{id}).
+        const unknown = body !== null && typeof body === 'object' && !Array.isArray(body) ? Object.keys(body).filter((k) => k !== 'limitPerDay') : []
+        if (unknown.length > 0) {
+          const named = unknown.slice(0, 10).map((k) => JSON.stringify(k.length > 80 ? `${k.slice(0, 77)}…` : k)).join(', ') + (unknown.length > 10 ? `, … (${unknown.length} in all)` : '')
+          throw new HttpError(400, 'invalid quota', { problems: [`(body): unknown ${unknown.length === 1 ? 'key' : 'keys'} ${named}: a quota takes only limitPerDay (rate, burst and the rest: PUT /v1/quota-limits/{id})`] })
+        }
         if (!Number.isInteger(body?.limitPerDay) || (body.limitPerDay as number) < 0) throw new HttpError(400, 'invalid quota', { problems: [`limitPerDay: expected a non-negative integer, got ${JSON.stringify(body?.limitPerDay)}`] })
         const r = await setQuota(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
         const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)!

@@ -13,7 +13,7 @@ import { Fifo, type QueuedEntry } from './delivery-queue.ts'
 import type { HubMetrics } from './metrics.ts'
 import type { GapReason } from './protocols.ts'
 import type { RedisReplayLog, StoredRange } from './redis-log.ts'
-import type { ExecutionResultLike, ReplayRing } from './replay-ring.ts'
+import { missedBetween, type ExecutionResultLike, type ReplayRing } from './replay-ring.ts'
 import { parseKeepingDigits } from '../../config/json-numbers.ts'
 
 /** What a feed reads and reports to: its stream's log. */
@@ -185,7 +185,8 @@ export class ReplayFeed {
     if (r.kind === 'gap') {
       const to = src.cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
       this.#count('gap')
-      this.#owed.push({ kind: 'gap', gap: { reason: r.reason, from: this.#cursor, to } })
+      const missed = missedBetween(this.#epoch, this.#offset, r)
+      this.#owed.push({ kind: 'gap', gap: missed === undefined ? { reason: r.reason, from: this.#cursor, to } : { reason: r.reason, from: this.#cursor, to, missed } })
       this.#seq = r.seq
       this.#epoch = r.resumeEpoch
       this.#offset = r.resumeOffset
@@ -232,9 +233,9 @@ export class ReplayFeed {
       })
   }
 
-  #gap(rp: RedisPart, reason: GapReason, to: string): void {
+  #gap(rp: RedisPart, reason: GapReason, to: string, missed?: number): void {
     this.#countGap(rp)
-    this.#owed.push({ kind: 'gap', gap: { reason, from: rp.from, to } })
+    this.#owed.push({ kind: 'gap', gap: missed === undefined ? { reason, from: rp.from, to } : { reason, from: rp.from, to, missed } })
     rp.from = to
   }
 
@@ -278,7 +279,8 @@ export class ReplayFeed {
       // (Redis was down). Each one is announced; nothing after a hole is passed off as continuous.
       if (e.offset > rp.expected) {
         const to = src.cursor(rp.pos.epoch, e.offset - 1, e.ts)
-        this.#gap(rp, rp.holes === 0 && (rp.aged || rp.stale > 0) ? 'expired' : 'trimmed', to)
+        // Offsets number the epoch's events: the hole is exactly the ones not read.
+        this.#gap(rp, rp.holes === 0 && (rp.aged || rp.stale > 0) ? 'expired' : 'trimmed', to, e.offset - rp.expected)
         rp.holes++
       }
       if (e.offset < rp.expected) continue
@@ -302,7 +304,7 @@ export class ReplayFeed {
     // A short page is the end of what that epoch's writer logged (or Redis stopped answering, or
     // the key is gone meanwhile: what follows is covered by the epoch gap).
     if (range === undefined || !range.exists || entries.length < asked) {
-      if (rp.fresh === 0 && rp.lastStale !== undefined) this.#gap(rp, 'expired', src.cursor(rp.pos.epoch, rp.lastStale.offset, rp.lastStale.ts))
+      if (rp.fresh === 0 && rp.lastStale !== undefined) this.#gap(rp, 'expired', src.cursor(rp.pos.epoch, rp.lastStale.offset, rp.lastStale.ts), rp.lastStale.offset - rp.expected + 1)
       // Redis stopped answering in the middle of the replay: the rest of what that epoch's writer
       // logged was not delivered, so it is a replay with a gap, not a resume.
       if (range === undefined) this.#countGap(rp)

@@ -57,6 +57,15 @@ export type LocateResult =
   | { readonly kind: 'gap'; readonly reason: EvictReason | 'epoch'; readonly seq: number; readonly resumeEpoch: string; readonly resumeOffset: number; readonly resumeTs: number }
   | { readonly kind: 'unknown' }
 
+/**
+ * How many events a `gap` answer of locate() skips after (epoch, offset), for the notice's
+ * `missed`: known when it stays in that epoch (trimmed, expired: offsets number its events), not
+ * across a restart (what the upstream sent while it was down is unknown).
+ */
+export function missedBetween(epoch: string, offset: number, r: Extract<LocateResult, { kind: 'gap' }>): number | undefined {
+  return r.reason !== 'epoch' && r.resumeEpoch === epoch ? r.resumeOffset - offset : undefined
+}
+
 interface EpochInfo {
   /** Highest offset logged. */
   last: number

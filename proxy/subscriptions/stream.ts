@@ -14,7 +14,7 @@ import type { HubMetrics } from './metrics.ts'
 import { graphqlErrors, type GapNotice, type GapReason } from './protocols.ts'
 import type { RedisReplayLog } from './redis-log.ts'
 import { ReplayFeed, type FeedSource } from './replay-feed.ts'
-import { ReplayRing, type EpochMark, type ExecutionResultLike, type LogEvent } from './replay-ring.ts'
+import { missedBetween, ReplayRing, type EpochMark, type ExecutionResultLike, type LogEvent } from './replay-ring.ts'
 import { handshakeStatus, type UpstreamConnection, type UpstreamListener } from './upstream.ts'
 
 /** A client subscription as the stream sees it. */
@@ -408,7 +408,7 @@ export class Stream implements UpstreamListener {
       // the next notice starts there, not at the client's cursor (the same range reported twice).
       const to = this.#cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
       const feed = new ReplayFeed(src, r.seq, r.resumeEpoch, r.resumeOffset, to)
-      this.#replayGap(feed, r.reason, cursor, to)
+      this.#replayGap(feed, r.reason, cursor, to, missedBetween(pos.epoch, pos.offset, r))
       sub.replayFrom(feed)
       return
     }
@@ -419,9 +419,9 @@ export class Stream implements UpstreamListener {
     sub.replayFrom(feed)
   }
 
-  #replayGap(feed: ReplayFeed, reason: GapReason, from: string | null, to: string): void {
+  #replayGap(feed: ReplayFeed, reason: GapReason, from: string | null, to: string, missed?: number): void {
     this.#o.metrics.replayRequests.labels('gap').inc()
-    const gap: GapNotice = { reason, from, to }
+    const gap: GapNotice = missed === undefined ? { reason, from, to } : { reason, from, to, missed }
     feed.owe({ kind: 'gap', gap })
   }
 

@@ -126,7 +126,7 @@ describe('subscription hub: replay cursors, gaps, outages', () => {
     const back = client().subscribe(EVENTS('trim'), { cursor })
     await back.received.wait((r) => r.events.length === 200)
     const notice = back.received.payloads[0]!
-    expect(notice.extensions!.gap).toEqual({ reason: 'trimmed', from: cursor, to: expect.any(String) })
+    expect(notice.extensions!.gap).toEqual({ reason: 'trimmed', from: cursor, to: expect.any(String), missed: 10 })
     expect(notice.errors![0]!.extensions!.code).toBe('STREAM_GAP')
     expect(notice.extensions!.cursor).toBe(notice.extensions!.gap!.to)
     expect(back.received.seqs).toEqual(range(base + 14, base + 213))
@@ -154,7 +154,7 @@ describe('subscription hub: replay cursors, gaps, outages', () => {
     await new Promise((r) => setTimeout(r, 50))
     const back = client(short).subscribe(EVENTS('age'), { cursor })
     await back.received.wait((r) => r.events.length === 1)
-    expect(back.received.gaps).toEqual([{ reason: 'expired', from: cursor, to: expect.any(String) }])
+    expect(back.received.gaps).toEqual([{ reason: 'expired', from: cursor, to: expect.any(String), missed: 1 }])
     expect(back.received.seqs).toEqual([kept])
     expect(back.received.seqs).not.toContain(lost)
     back.stop()

@@ -251,10 +251,7 @@ class PersistedFilter implements Filter {
       }
     }
     const pq = gql.extensions?.persistedQuery
-    if (pq === undefined) {
-      const op = this.#manifest.byHash.size > 0 && gql.query !== undefined ? this.#manifest.byHash.get(gql.docHash!) : undefined
-      return this.#admit(ctx, gql, op, 'freeform')
-    }
+    if (pq === undefined) return this.#admit(ctx, gql, this.#byText(gql), 'freeform')
     if (typeof pq !== 'object' || pq === null || Array.isArray(pq)) return this.#reject('bad_extension', 'extensions.persistedQuery must be an object')
     const { version, sha256Hash } = pq as { version?: unknown; sha256Hash?: unknown }
     if (version !== 1) return this.#reject('bad_extension', 'Unsupported persisted query version')
@@ -285,7 +282,7 @@ class PersistedFilter implements Filter {
       gql.deleteExtension('persistedQuery')
       return this.#admit(ctx, gql, op, 'manifest')
     }
-    const byText = this.#manifest.byHash.get(gql.docHash!)
+    const byText = this.#byText(gql)
     // APQ off: a hash beside a query is refused as Apollo Server and Router refuse it
     // (PersistedQueryNotSupported, 200), unless the text is a manifest document. Run as sent, the
     // client never learnt that hashing is off and kept sending hashes; Apollo Client's persisted-queries link, on this answer, resends the query
@@ -458,7 +455,7 @@ class PersistedFilter implements Filter {
     }
     const pq = r.extensions?.persistedQuery
     if (pq === undefined) {
-      const op = this.#manifest.byHash.size > 0 && r.query !== undefined ? this.#manifest.byHash.get(r.docHash!) : undefined
+      const op = this.#byText(r)
       if (op !== undefined) return this.#batchManifest(r, op, tally)
       return 'freeform'
     }
@@ -477,7 +474,7 @@ class PersistedFilter implements Filter {
     }
     const op = this.#manifest.byId.get(sha256Hash)
     if (op !== undefined && op.document === r.query) return this.#batchManifest(r, op, tally)
-    const byText = this.#manifest.byHash.get(r.docHash!)
+    const byText = this.#byText(r)
     if (!this.#cfg.apq.enabled && byText === undefined) return 'apq_not_supported'
     if (r.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
     if (byText !== undefined) return this.#batchManifest(r, byText, tally)
@@ -507,6 +504,29 @@ class PersistedFilter implements Filter {
     else tally.callerTier = true
     if (this.#hintExt !== false) r.setExtension(this.#hintExt, hints)
     return 'manifest'
+  }
+
+  /**
+   * The manifest operation a request's text is: that document exactly, or but for whitespace,
+   * commas, comments and the order of its definitions, as Apollo Router's safelist matches (a
+   * client printing its fragments in another order than the manifest was refused under enforce,
+   * logged as unknown, and not priced as its id). Only text within maxQueryBytes is parsed for it.
+   */
+  #byText(r: GraphQLRequest): PersistedOperation | undefined {
+    const m = this.#manifest
+    const query = r.query
+    if (m.byHash.size === 0 || query === undefined) return undefined
+    const exact = m.byHash.get(r.docHash!)
+    if (exact !== undefined) return exact
+    const max = this.#cfg.limits.maxQueryBytes
+    if (query.length > max || (query.length * 3 > max && Buffer.byteLength(query) > max)) return undefined
+    let doc: DocumentNode
+    try {
+      doc = r.document
+    } catch {
+      return undefined // refused by the limits, as any document that does not parse
+    }
+    return m.byShape(doc)
   }
 
   /** The limits a lone request is held to (size, parse, fragment expansion, depth), for an APQ registration from a batch. */
@@ -593,6 +613,8 @@ class PersistedFilter implements Filter {
       return errorReply('METHOD_NOT_ALLOWED', 'mutations cannot be sent with GET; use POST', undefined, { allow: 'POST' })
     }
     if (op !== undefined) {
+      // Matched but for formatting (#byText): the backend runs the manifest's text, as for an id.
+      if (gql.query !== op.document) gql.setQuery(op.document)
       gql.persistedId = op.id
       this.#m.requests.labels('manifest').inc()
       this.#m.byId.labels(op.id).inc()

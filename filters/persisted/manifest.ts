@@ -1,7 +1,7 @@
 // The persisted-documents manifest compiled for the hot path: documents parsed and analysed
-// once per config version, hints serialized once per id, lookups by id and by document hash.
+// once per config version, hints serialized once per id, lookups by id, by document hash and by normalized text.
 import { createHash } from 'node:crypto'
-import { parse, type DocumentNode } from 'graphql'
+import { Kind, parse, print, type DefinitionNode, type DocumentNode } from 'graphql'
 import type { PersistedDocumentsConfig } from '../../config/persisted-documents.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { analyzeDocument, type Analysis, type CostSettings, type SchemaCostInfo } from './document-analysis.ts'
@@ -47,9 +47,32 @@ export function hintsFor(op: PersistedOperation, cost: number): CostHints {
   return h
 }
 
+/** Normalized forms per parsed document (the proxy caches ASTs by query text, so this hits by identity). */
+const shapes = new WeakMap<DocumentNode, string>()
+
+const definitionName = (d: DefinitionNode): string => ('name' in d && d.name !== undefined ? d.name.value : '')
+
+/**
+ * A document as Apollo Router's safelist compares it: operations, then fragments, each sorted by
+ * name, printed (whitespace, commas and comments do not count). Apollo Client prints its fragments
+ * in whatever order its documents were composed, while Apollo's manifest generator sorts them.
+ */
+function shapeOf(doc: DocumentNode): string {
+  let s = shapes.get(doc)
+  if (s === undefined) {
+    const ops = doc.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION)
+    const frags = doc.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION)
+    const byName = (a: DefinitionNode, b: DefinitionNode) => (definitionName(a) < definitionName(b) ? -1 : definitionName(a) > definitionName(b) ? 1 : 0)
+    s = print({ kind: Kind.DOCUMENT, definitions: [...ops.sort(byName), ...frags.sort(byName)] })
+    shapes.set(doc, s)
+  }
+  return s
+}
+
 export class Manifest {
   readonly byId = new Map<string, PersistedOperation>()
   readonly byHash = new Map<string, PersistedOperation>()
+  readonly #byShape = new Map<string, PersistedOperation>()
 
   constructor(cfg: PersistedDocumentsConfig, settings: CostSettings, info: SchemaCostInfo | undefined) {
     for (const [id, op] of Object.entries(cfg.operations)) {
@@ -77,7 +100,14 @@ export class Manifest {
       this.byId.set(id, compiled)
       // The first id wins when two ids name the same document text.
       if (!this.byHash.has(compiled.docHash)) this.byHash.set(compiled.docHash, compiled)
+      const shape = shapeOf(ast)
+      if (!this.#byShape.has(shape)) this.#byShape.set(shape, compiled)
     }
+  }
+
+  /** The operation whose document is `doc` but for ignored tokens and the order of its definitions. */
+  byShape(doc: DocumentNode): PersistedOperation | undefined {
+    return this.#byShape.get(shapeOf(doc))
   }
 
   /** By id, else by the sha256 of the document (clients that hash the manifest body). */

@@ -204,7 +204,9 @@ export async function runDemo(flags: Flags): Promise<void> {
     const reason = e.syscall === 'listen' && e.code !== 'EADDRINUSE' && e.code !== undefined ? LISTEN_REASONS[e.code] : undefined
     if (reason !== undefined) throw new StartupError(`cannot listen on ${env('IGW_DEMO_CONTROL_PLANE', '127.0.0.1:7070')} (IGW_DEMO_CONTROL_PLANE, the control plane): ${reason} [${e.code}]`, 'listen')
     if (e.code !== 'EADDRINUSE') throw err
-    cp = await startControlPlane({ ...cpOptions, port: 0 }) // :7070 is taken: any free port will do for a demo
+    // :7070 is taken: any free port will do for a demo. The first attempt already committed the
+    // seed to this store, so it is not passed again: given, it was reported as "not used".
+    cp = await startControlPlane({ ...cpOptions, seed: undefined, port: 0 })
   }
   const adminToken = await mintToken(secret, { sub: 'demo-admin', roles: ['admin'] })
   const viewerToken = await mintToken(secret, { sub: 'demo-viewer', roles: ['viewer'], tenant: 'demo' })

@@ -227,6 +227,24 @@ function stringFlagName(arg: string): Exclude<FlagName, BooleanFlag> | undefined
   return undefined
 }
 
+/** The flag among `names` within two edits of `arg` (`--uptream` → upstream), or undefined. */
+function nearestFlag(arg: string, names: readonly FlagName[]): FlagName | undefined {
+  const typed = arg.slice(2).toLowerCase()
+  let best: { name: FlagName; d: number } | undefined
+  for (const name of names) {
+    // Levenshtein distance, one row at a time
+    let row = Array.from({ length: name.length + 1 }, (_, j) => j)
+    for (let i = 1; i <= typed.length; i++) {
+      const next = [i]
+      for (let j = 1; j <= name.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (typed[i - 1] === name[j - 1] ? 0 : 1))
+      row = next
+    }
+    const d = row[name.length]!
+    if (d <= 2 && (best === undefined || d < best.d)) best = { name, d }
+  }
+  return best?.name
+}
+
 /** true/1/yes/on → true, false/0/no/off/"" → false, anything else undefined (a typo is an error, not "off"). */
 function booleanWord(v: string): boolean | undefined {
   const w = v.trim().toLowerCase()
@@ -569,7 +587,13 @@ export async function main(argv: string[]): Promise<void> {
   try {
     parsed = parseFlags(argv)
   } catch (err) {
-    console.error(`igw: ${(err as Error).message}\n\n${USAGE}`)
+    // A mistyped flag (`igw proxy --uptream URL`) got the whole table of every command's flags,
+    // with no hint: the command's own flags instead, and the nearest one by name.
+    const key = commandKey(argv.slice(0, 2).filter((a) => !a.startsWith('-')))
+    const message = (err as Error).message
+    const unknown = /^unknown flag (--[^ =]+)$/.exec(message)?.[1]
+    const near = unknown !== undefined ? nearestFlag(unknown, key !== undefined ? COMMAND_FLAGS[key]! : (Object.keys(FLAGS) as FlagName[])) : undefined
+    console.error(`igw: ${message}${near !== undefined ? ` (did you mean --${near}?)` : ''}\n\n${(key !== undefined ? commandUsage(key) : undefined) ?? USAGE}`)
     process.exit(2)
   }
   const { flags, positionals, given } = parsed
@@ -617,7 +641,7 @@ export async function main(argv: string[]): Promise<void> {
   const words = key !== undefined ? key.split(' ').length : command === 'version' ? 1 : undefined
   if (words !== undefined && key !== 'config validate' && key !== 'config schema' && positionals.length > words) {
     const extra = positionals.slice(words)
-    console.error(`igw: ${key ?? command} takes no arguments, got ${extra.map((p) => JSON.stringify(p)).join(' ')}${command === 'proxy' && extra.length === 1 ? ` (did you mean --config ${extra[0]}?)` : ''}\n\n${USAGE}`)
+    console.error(`igw: ${key ?? command} takes no arguments, got ${extra.map((p) => JSON.stringify(p)).join(' ')}${command === 'proxy' && extra.length === 1 ? ` (did you mean --config ${extra[0]}?)` : ''}\n\n${(key !== undefined ? commandUsage(key) : undefined) ?? USAGE}`)
     process.exit(2)
   }
   if (command === 'proxy' || command === 'demo' || command === 'control-plane') catchEarlySignals()

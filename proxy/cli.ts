@@ -14,7 +14,7 @@ const EXIT_UNAVAILABLE = 69 // sysexits EX_UNAVAILABLE: a program igw runs (the 
 
 const FLAGS = {
   config: { type: 'string', short: 'c', env: 'IGW_CONFIG', help: 'config file (YAML or JSON)' },
-  listen: { type: 'string', env: 'IGW_LISTEN', help: 'listen address, e.g. :8080 or 127.0.0.1:8080 (proxy and demo default :8080, control plane :7070)' },
+  listen: { type: 'string', env: 'IGW_LISTEN', help: 'listen address, e.g. :8080 or 127.0.0.1:8080 (proxy default :8080, demo 127.0.0.1:8080, control plane :7070)' },
   'admin-listen': { type: 'string', env: 'IGW_ADMIN_LISTEN', help: 'admin listen address (default :9901)' },
   upstream: { type: 'string', env: 'IGW_UPSTREAM', help: 'sidecar shortcut: the one upstream origin, e.g. http://127.0.0.1:4000' },
   workers: { type: 'string', env: 'IGW_WORKERS', help: 'worker threads, a number or "auto" (default: available cores)' },

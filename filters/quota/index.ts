@@ -3,6 +3,7 @@
 // threads of a process (shared memory) and, with Redis, across proxies (one Lua script per
 // decision, a 5 ms budget, a circuit breaker and an outage policy). It reads the tenant, tier
 // and `cost` other filters left on the context and never imports them.
+import { randomUUID } from 'node:crypto'
 import type { QuotaFilterConfig } from '../../config/filters/index.ts'
 import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
 import type { Tier } from '../../config/primitives.ts'
@@ -18,7 +19,7 @@ import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-r
 import { advertisesDay, POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
-import { ANONYMOUS, H_INFLIGHT, K_DAY, K_PENDING, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_REQUESTS } from './shared-table.ts'
+import { ANONYMOUS, clockSec, H_INFLIGHT, K_DAY, K_PENDING, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_GEN, S_REQUESTS, S_TOUCH } from './shared-table.ts'
 import { BREAKER } from './circuit-breaker.ts'
 import { MICRO } from './token-bucket.ts'
 
@@ -35,6 +36,10 @@ type Path = 'local' | 'redis' | 'fallback'
 interface Resolved {
   tenant: string
   slot: number
+  /** The slot's generation when resolved, and the Int32 indices of it and of the slot's last use (see QuotaTable.holdSlot). */
+  gen: number
+  genIndex: number
+  touchIndex: number
   rule: KindRule
   calendar: TenantCalendar
   /** RateLimit-Policy (see #policy); undefined when nothing is advertised. */
@@ -173,7 +178,8 @@ class QuotaFilter implements Filter {
     // Redis decisions are all timed; local ones (about a microsecond, where the clock and the
     // histogram would add a third) one in eight.
     const t0 = store !== undefined || (++this.#sample & 7) === 0 ? performance.now() : -1
-    const r = this.#resolve(ctx)
+    const now = Date.now()
+    const r = this.#resolve(ctx, now)
     // Every request counts toward the tenant's rate (refused ones too: a flood is the anomaly).
     if (this.#anomalyOn) Atomics.add(this.#i32, this.#rt.table.si(r.slot, S_REQUESTS), 1)
     const rule = r.rule
@@ -195,10 +201,9 @@ class QuotaFilter implements Filter {
       if (refused !== undefined) return refused
     }
     if (!rule.metered) {
-      if (this.#advertise && r.policy !== undefined) this.#headers(ctx, r, this.#verdict.reset(), Date.now())
+      if (this.#advertise && r.policy !== undefined) this.#headers(ctx, r, this.#verdict.reset(), now)
       return undefined
     }
-    const now = Date.now()
     if (store !== undefined) {
       if (store.usable(now)) return this.#decideRedis(ctx, r, cost, now, t0, store)
       return this.#fallback(ctx, r, cost, now, t0, store)
@@ -207,13 +212,19 @@ class QuotaFilter implements Filter {
     return this.#finish(ctx, r, v, cost, now, t0, 'local')
   }
 
-  #resolve(ctx: RequestContext): Resolved {
+  #resolve(ctx: RequestContext, now: number): Resolved {
     const key = ctx.tenant ?? ''
     const tier = ctx.tier ?? configuredTier(this.#config.tenants, ctx.tenant)
     const map = this.#resolved[tier]
     const hit = map.get(key)
-    if (hit !== undefined) return hit
-    if (map.size >= MAX_RESOLVED) map.clear()
+    if (hit !== undefined) {
+      // The slot may have been reclaimed and given to another tenant since: touched first, then
+      // the generation checked (QuotaTable.holdSlot, inlined), it is this tenant's for a while.
+      const i32 = this.#i32
+      const sec = clockSec(now)
+      if (Atomics.load(i32, hit.touchIndex) !== sec) Atomics.store(i32, hit.touchIndex, sec)
+      if (Atomics.load(i32, hit.genIndex) === hit.gen) return hit
+    } else if (map.size >= MAX_RESOLVED) map.clear()
     const tenant = ctx.tenant
     // Own keys only: an unlisted id such as "constructor" must not find Object.prototype's members.
     const listed = tenant !== undefined && Object.hasOwn(this.#config.tenants, tenant) ? this.#config.tenants[tenant] : undefined
@@ -221,6 +232,7 @@ class QuotaFilter implements Filter {
     const table = this.#rt.table
     const known = tenant === undefined || listed !== undefined
     const slot = table.slotOf(tenant ?? ANONYMOUS, known)
+    const gen = table.genOf(slot) // slotOf touched it: it stays this tenant's for now
     // The budget ring now, while it is known whether the tenant is listed (see ringOf).
     if (rule.budget !== undefined) table.ringOf(slot, known)
     // Redis has no table to fill: a tenant in the local overflow slot keeps its own Redis keys
@@ -232,6 +244,9 @@ class QuotaFilter implements Filter {
     const r: Resolved = {
       tenant: keyTenant,
       slot,
+      gen,
+      genIndex: table.si(slot, S_GEN),
+      touchIndex: table.si(slot, S_TOUCH),
       rule,
       calendar: calendarFor(rule.timeZone),
       policy: policyHeader(rule),
@@ -458,8 +473,9 @@ class QuotaFilter implements Filter {
     v.fired = res.fired
     v.would = res.would
     v.dailyToo = res.dailyToo
-    // The group's last decision carries what Redis kept after all of them: mirror that once.
-    if (last) mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
+    // The group's last decision carries what Redis kept after all of them: mirror that once (not
+    // into a slot reclaimed meanwhile: Redis holds the figures).
+    if (last && this.#rt.table.holdSlot(r.slot, r.gen, clockSec(Date.now()))) mirrorRedis(this.#rt.table, r.slot, rule, now, d.day, v.tokens, v.used, v.budgetTotal)
     return this.#finish(d.ctx, r, v, d.cost, now, -1, 'redis') // timed above
   }
 
@@ -477,7 +493,7 @@ class QuotaFilter implements Filter {
    */
   redisLate(d: RedisDecision, res: DecisionResult | undefined): void {
     if (res === undefined) this.#pendingFailed(d)
-    else if (res.allowed) returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, -d.cost, d.day)
+    else if (res.allowed) this.#giveBack(d, -d.cost)
     // The script crossed a threshold and set its marker in Redis: this proxy is the one to tell.
     // Dropped, no proxy sent the event, and the marker kept every other from sending it for the
     // rest of the window ("exactly once" became never).
@@ -492,8 +508,18 @@ class QuotaFilter implements Filter {
    */
   #pendingFailed(d: RedisDecision): void {
     if (d.pending === 0) return
-    if (d.token === '') returnPending(this.#rt.table, d.r.slot, d.r.rule.kindIndex, d.pending, d.day)
-    else this.#rt.owe(d.r.slot, d.r.rule.kindIndex, d.r.tenant, d.pending, d.day, d.token)
+    if (d.token === '') this.#giveBack(d, d.pending)
+    else this.#rt.owe(d.r.slot, d.r.gen, d.r.rule.kindIndex, d.r.tenant, d.pending, d.day, d.token)
+  }
+
+  /**
+   * Units owed to Redis for the request's tenant after its call: back into its slot, or — reclaimed
+   * meanwhile (the reply came late), the slot may be another tenant's — pushed under a token of their own.
+   */
+  #giveBack(d: RedisDecision, units: number): void {
+    const r = d.r
+    if (this.#rt.table.holdSlot(r.slot, r.gen, clockSec(Date.now()))) returnPending(this.#rt.table, r.slot, r.rule.kindIndex, units, d.day)
+    else this.#rt.owe(r.slot, r.gen, r.rule.kindIndex, r.tenant, units, d.day, randomUUID())
   }
 
   #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {

@@ -5,15 +5,9 @@
 // by `scale` (1 for fail-open, 1 / live proxies for local-share).
 import { advance, add, crossedThresholds, retryAt, total } from './rolling-budget.ts'
 import { RULE_BUDGET, RULE_DAILY, RULE_RATE, type KindRule } from './rules.ts'
-import { K_BASE, K_DAY, K_LAST, K_PENDING, K_PREV_DAY, K_PREV_PENDING, K_TOKENS, K_USED, S_MODE, T_BUDGET_LOCAL, T_BUDGET_MIRROR, type QuotaTable } from './shared-table.ts'
-import { MICRO, msUntilAvailable, refill } from './token-bucket.ts'
+import { K_BASE, K_DAY, K_LAST, K_PENDING, K_PREV_DAY, K_PREV_PENDING, K_TOKENS, K_USED, S_MODE, S_ZONE, T_BUDGET_LOCAL, T_BUDGET_MIRROR, type QuotaTable } from './shared-table.ts'
+import { MICRO, msUntilAvailable, msUntilFull, refill } from './token-bucket.ts'
 import { localDayNumber, zoneOfCode } from '../../config/quota-usage.ts'
-
-/**
- * Slot Int32 words 20-23 (+ kind; unused by shared-table.ts's layout): the zoneCode of the time zone
- * the kind's K_DAY is counted in (0: not known — a fresh slot, or restored from an older file).
- */
-export const S_ZONE = 20
 
 /** The outcome of one decision (reused on the synchronous path: no allocation per request). */
 export class Verdict {
@@ -196,6 +190,8 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
     if (rule.perMs > 0) {
       f[iTokens] = tokens
       f[iLast] = now
+      // Until then the slot is not reclaimed: a tenant readmitted must not find a full bucket sooner.
+      table.raiseFullAt(slot, now + msUntilFull(tokens, cap, perMs))
     }
     v.tokens = tokens
     v.capacity = cap
@@ -397,6 +393,7 @@ export function mirrorRedis(table: QuotaTable, slot: number, rule: KindRule, now
   if (rule.perMs > 0) {
     f[iTokens] = tokens
     f[iTokens - K_TOKENS + K_LAST] = now
+    table.raiseFullAt(slot, now + msUntilFull(tokens, rule.capacity, rule.perMs))
   }
   if (day >= f[iTokens - K_TOKENS + K_DAY]!) {
     if (day > f[iTokens - K_TOKENS + K_DAY]!) newDay(f, iTokens - K_TOKENS, day)

@@ -20,6 +20,7 @@ import { advance, total } from './rolling-budget.ts'
 import { budgetRule, KIND_INDEX, resolveRule, type BudgetRule } from './rules.ts'
 import {
   ANONYMOUS,
+  clockSec,
   HB_ANOMALY_AT,
   HB_FLUSH_AT,
   HB_HEARTBEAT_AT,
@@ -96,7 +97,9 @@ class PeriodicJob {
 
 /** Outage units of one (tenant, kind, day) on their way to Redis; `token` names the push in Redis. */
 interface OwedPush {
+  /** The tenant's slot and its generation then (reclaimed since, the slot is another tenant's). */
   slot: number
+  gen: number
   k: number
   tenant: string
   units: number
@@ -313,11 +316,12 @@ export class QuotaRuntime {
     const work = this.#unanswered.splice(0)
     const owed = [0, 0, 0, 0]
     const take = (slot: number, tenant: string) => {
+      const gen = t.genOf(slot)
       for (let k = 0; k < QUOTA_KINDS.length; k++) {
         if (!takeAllPending(t, slot, k, owed)) continue
         // An earlier day's units first (an outage across the tenant's midnight), with their own day.
-        if (owed[0] !== 0) work.push({ slot, k, tenant, units: owed[0]!, day: owed[1]!, token: randomUUID() })
-        if (owed[2] !== 0) work.push({ slot, k, tenant, units: owed[2]!, day: owed[3]!, token: randomUUID() })
+        if (owed[0] !== 0) work.push({ slot, gen, k, tenant, units: owed[0]!, day: owed[1]!, token: randomUUID() })
+        if (owed[2] !== 0) work.push({ slot, gen, k, tenant, units: owed[2]!, day: owed[3]!, token: randomUUID() })
       }
     }
     take(OVERFLOW_SLOT, '_overflow')
@@ -352,10 +356,10 @@ export class QuotaRuntime {
    * (the call failed after it was sent): pushed under the same token, applied only if the call was
    * not. The decisions of one call's group share its token: their units are one push.
    */
-  owe(slot: number, k: number, tenant: string, units: number, day: number, token: string): void {
+  owe(slot: number, gen: number, k: number, tenant: string, units: number, day: number, token: string): void {
     const same = this.#unanswered.find((w) => w.token === token)
     if (same !== undefined) same.units += units
-    else this.#unanswered.push({ slot, k, tenant, units, day, token })
+    else this.#unanswered.push({ slot, gen, k, tenant, units, day, token })
     this.#retryUnanswered()
   }
 
@@ -366,7 +370,12 @@ export class QuotaRuntime {
   #returnUnanswered(): void {
     clearTimeout(this.#retry)
     this.#retry = undefined
-    for (const w of this.#unanswered.splice(0)) returnPending(this.table, w.slot, w.k, w.units, w.day)
+    const sec = clockSec(Date.now())
+    for (const w of this.#unanswered.splice(0)) {
+      // An outage long enough for the slot to be reclaimed: the tenant's slot now.
+      const slot = this.table.holdSlot(w.slot, w.gen, sec) ? w.slot : this.table.slotOf(w.tenant, w.tenant === ANONYMOUS || Object.hasOwn(this.config.tenants, w.tenant))
+      returnPending(this.table, slot, w.k, w.units, w.day)
+    }
   }
 
   /** Beat once now (a fresh proxy should count itself and its peers before the first period). */

@@ -12,6 +12,12 @@
 //
 // Slot 0 and ring 0 are the overflow: tenants that find the table full (or whose id cannot be
 // stored) share them, so they are limited together rather than not at all.
+//
+// Slots of unlisted tenants are reclaimed when the table is full (see #reclaimSlot). A slot number
+// held outside this file (a thread's caches, work continuing after a Redis call) goes with the
+// slot's generation (S_GEN) as it was then: a holder touches the slot (S_TOUCH) and then checks the
+// generation before using it, and a slot touched in the last SLOT_IDLE_S is never reclaimed.
+import { localDayNumber, zoneOfCode } from '../../config/quota-usage.ts'
 import { lock, unlock } from './shared-mutex.ts'
 import { R_BUCKETS, R_BUCKET_MS, R_HEAD, RING_F64, RING_HEADER } from './rolling-budget.ts'
 
@@ -49,6 +55,8 @@ export const H_SLOTS_USED = 8
 export const H_OVERFLOWS = 9
 /** Rings held by tenants that were unlisted when they took them (at most UNLISTED_RINGS). */
 export const H_RINGS_UNLISTED = 10
+/** Where the next search for a slot to reclaim starts (see #reclaimSlot). */
+export const H_SLOT_CURSOR = 11
 const HEADER_I32 = 64
 const HEADER_F64 = 32
 // Header BigInt64 words (BigInt64Array indices; Int32 words 12-17): the start, in ms since the
@@ -65,8 +73,15 @@ export const HF_EPOCH = (HEADER_I32 * 4) / 8 + 0
  * and (+ 1) for listed ones: the last search found none.
  */
 export const HF_RING_SCAN_AT = HF_EPOCH + 1
+/** Until when (ms) the table is not searched again for a slot to reclaim (the last search found none). */
+export const HF_SLOT_SCAN_AT = HF_EPOCH + 3
 /** How long a fruitless search of the ring pool holds off the next (a flood of new ids scans once). */
 const RING_SCAN_PAUSE_MS = 1_000
+/**
+ * A slot used this recently (s) is never reclaimed: longer than any use of a slot number after
+ * its generation was checked (a Redis call's budget is at most 1 s).
+ */
+export const SLOT_IDLE_S = 60
 
 // Slot Int32 words.
 export const S_STATE = 0
@@ -74,9 +89,17 @@ export const S_KEYLEN = 1
 export const S_RING = 2 // ring index + 1; 0 = none yet
 export const S_REQUESTS = 3 // requests since the last anomaly interval
 export const S_TENANT_LOCK = 4
+export const S_GEN = 5 // bumped when the slot is reclaimed (or nearly: a reclaim that backed off)
+export const S_TOUCH = 6 // clockSec of the slot's last use
+export const S_FULL_AT = 7 // clockSec when all the slot's buckets are full again (raiseFullAt)
 export const S_KIND_LOCK = 8 // + kind
 export const S_CONCURRENT = 12 // + kind
 export const S_MODE = 16 // + kind: 0 = Redis (or local-only), 1 = deciding locally during an outage
+/**
+ * + kind: the zoneCode of the time zone the kind's K_DAY is counted in (0: not known — a fresh
+ * slot, or restored from an older file).
+ */
+export const S_ZONE = 20
 const SLOT_I32 = 24
 
 // Slot Float64 words: per kind at kind × K_STRIDE …
@@ -129,13 +152,18 @@ export class QuotaTable {
   readonly f64: Float64Array
   readonly i64: BigInt64Array
   readonly #u8: Uint8Array
-  /** This thread's tenant → slot cache (the shared table is only locked on a miss). */
+  /**
+   * This thread's tenant → slot cache (the shared table is only locked on a miss): the slot plus
+   * TENANT_CAPACITY × its generation when it was found.
+   */
   readonly #slots = new Map<string, number>()
   /**
    * Is this tenant id listed in the config in force (see listedBy)? A ring held by a tenant that
    * is not — removed by a reload, or never listed — may go to a listed one.
    */
   #isListed: (tenant: string) => boolean = () => true
+  /** zoneCode → its current day number, during one search for a slot to reclaim. */
+  readonly #todays = new Map<number, number>()
 
   constructor(buffer: SharedArrayBuffer) {
     if (buffer.byteLength < QUOTA_SHARED_BYTES) throw new Error(`quota shared memory is ${buffer.byteLength} bytes, needs ${QUOTA_SHARED_BYTES}`)
@@ -236,28 +264,66 @@ export class QuotaTable {
   /**
    * The slot of a tenant, inserting it on first sight; OVERFLOW_SLOT when it cannot have one.
    * `listed`: a tenant of the config (it may use the table up to MAX_FILL; others UNLISTED_FILL).
+   * The slot is touched: read genOf now to keep the number (see holdSlot).
    */
   slotOf(tenant: string, listed = true): number {
     const cached = this.#slots.get(tenant)
-    if (cached !== undefined) return cached
+    if (cached !== undefined) {
+      const slot = cached % TENANT_CAPACITY
+      if (this.holdSlot(slot, (cached - slot) / TENANT_CAPACITY, clockSec(Date.now()))) return slot
+    }
     const slot = this.#findOrInsert(tenant, listed ? MAX_FILL : UNLISTED_FILL)
     // The overflow is not remembered: the same id, listed by a later config, may get a slot.
     if (slot === OVERFLOW_SLOT) return slot
     if (this.#slots.size >= TENANT_CAPACITY * 2) this.#slots.clear() // bound the cache (ids of an unlisted flood)
-    this.#slots.set(tenant, slot)
+    this.#slots.set(tenant, slot + TENANT_CAPACITY * this.genOf(slot))
     return slot
+  }
+
+  /** The slot's generation: it changes when the slot is reclaimed (compare it in holdSlot). */
+  genOf(slot: number): number {
+    return Atomics.load(this.i32, this.si(slot, S_GEN))
+  }
+
+  /**
+   * Mark the slot used at `sec` (clockSec), then: is it still the one of generation `gen`? When
+   * true it stays so for SLOT_IDLE_S (no reclaim takes a slot used since). The order matters: a
+   * reclaim bumps the generation before it looks at the last use (see #reclaimSlot).
+   */
+  holdSlot(slot: number, gen: number, sec: number): boolean {
+    const touch = this.si(slot, S_TOUCH)
+    // Already this second (read atomically: as good as a store for the order above), not written
+    // again: every request of a busy tenant would write the slot's cache line.
+    if (Atomics.load(this.i32, touch) !== sec) Atomics.store(this.i32, touch, sec)
+    return Atomics.load(this.i32, this.si(slot, S_GEN)) === gen
+  }
+
+  /** Every bucket of the slot is full again by `ms` at the latest (called on each decision). */
+  raiseFullAt(slot: number, ms: number): void {
+    const i = this.si(slot, S_FULL_AT)
+    const sec = Math.min(0x7fffffff, clockSec(ms) + 1)
+    let cur = Atomics.load(this.i32, i)
+    while (sec > cur) {
+      const seen = Atomics.compareExchange(this.i32, i, cur, sec)
+      if (seen === cur) return
+      cur = seen
+    }
   }
 
   /** The slot of a tenant already in the table, or -1 (never inserts: for gauges). */
   peekSlot(tenant: string): number {
     const cached = this.#slots.get(tenant)
-    if (cached !== undefined) return cached
+    if (cached !== undefined) {
+      const slot = cached % TENANT_CAPACITY
+      if (this.genOf(slot) === (cached - slot) / TENANT_CAPACITY) return slot
+    }
     const len = tenant.length
     if (len === 0 || len > KEY_BYTES) return -1
     const start = (fnv1a(tenant) % (TENANT_CAPACITY - 1)) + 1
-    for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = s === TENANT_CAPACITY - 1 ? 1 : s + 1) {
-      if (Atomics.load(this.i32, this.si(s, S_STATE)) === 0) return -1
-      if (this.#keyEquals(s, tenant)) return s
+    for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = next(s)) {
+      const state = Atomics.load(this.i32, this.si(s, S_STATE))
+      if (state === 0) return -1
+      if (state === 1 && this.#keyEquals(s, tenant)) return s
     }
     return -1
   }
@@ -273,6 +339,10 @@ export class QuotaTable {
     return true
   }
 
+  /**
+   * Open addressing with removal markers: a lookup goes on past reclaimed slots (state 2) up to
+   * the first empty one; an insert takes the first reclaimed slot it passed, else that empty one.
+   */
   #findOrInsert(tenant: string, maxFill: number): number {
     if (!this.storable(tenant)) return this.#overflow()
     const len = tenant.length
@@ -280,22 +350,138 @@ export class QuotaTable {
     const i32 = this.i32
     lock(i32, H_TABLE_LOCK)
     try {
-      for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = s === TENANT_CAPACITY - 1 ? 1 : s + 1) {
-        if (Atomics.load(i32, this.si(s, S_STATE)) === 0) {
-          if (Atomics.load(i32, H_SLOTS_USED) >= maxFill) break
-          const kb = KEYS_BASE + s * KEY_BYTES
-          for (let i = 0; i < len; i++) this.#u8[kb + i] = tenant.charCodeAt(i)
-          i32[this.si(s, S_KEYLEN)] = len
-          Atomics.add(i32, H_SLOTS_USED, 1)
-          Atomics.store(i32, this.si(s, S_STATE), 1)
-          return s
+      for (let attempt = 0; attempt < 2; attempt++) {
+        let free = -1
+        for (let n = 0, s = start; n < TENANT_CAPACITY - 1; n++, s = next(s)) {
+          const state = Atomics.load(i32, this.si(s, S_STATE))
+          if (state === 1) {
+            if (this.#keyEquals(s, tenant)) {
+              Atomics.store(i32, this.si(s, S_TOUCH), clockSec(Date.now()))
+              return s
+            }
+            continue
+          }
+          if (free === -1) free = s
+          if (state === 0) break
         }
-        if (this.#keyEquals(s, tenant)) return s
+        if (free === -1) break
+        // Full: a slot reclaimed may have changed the probe sequence (a marker made empty), so probe again.
+        if (Atomics.load(i32, H_SLOTS_USED) >= maxFill) {
+          if (attempt === 0 && this.#reclaimSlot(Date.now())) continue
+          break
+        }
+        const kb = KEYS_BASE + free * KEY_BYTES
+        for (let i = 0; i < len; i++) this.#u8[kb + i] = tenant.charCodeAt(i)
+        i32[this.si(free, S_KEYLEN)] = len
+        Atomics.store(i32, this.si(free, S_TOUCH), clockSec(Date.now()))
+        Atomics.add(i32, H_SLOTS_USED, 1)
+        Atomics.store(i32, this.si(free, S_STATE), 1)
+        return free
       }
     } finally {
       unlock(i32, H_TABLE_LOCK)
     }
     return this.#overflow()
+  }
+
+  /**
+   * Reclaim one slot of a tenant the config does not list, under the table lock (an insert found
+   * the table full): one whose tenant is gone, so nothing of it counts any more — not used for
+   * SLOT_IDLE_S, its buckets full, no concurrency slot held (nor in any thread's ledger), nothing
+   * owed to Redis, no usage in a day that is not over (readmitted the same day, it must not start
+   * from zero), no budget ring with units still in its window. Such a tenant that comes back
+   * starts as it would have. A search that finds none holds off the next for RING_SCAN_PAUSE_MS.
+   */
+  #reclaimSlot(now: number): boolean {
+    const i32 = this.i32
+    const f = this.f64
+    if (now < f[HF_SLOT_SCAN_AT]!) return false
+    const sec = clockSec(now)
+    this.#todays.clear()
+    const cursor = Atomics.load(i32, H_SLOT_CURSOR)
+    for (let n = 0, s = cursor >= 1 && cursor < TENANT_CAPACITY ? cursor : 1; n < TENANT_CAPACITY - 1; n++, s = next(s)) {
+      if (Atomics.load(i32, this.si(s, S_STATE)) !== 1 || !this.#idle(s, sec, now)) continue
+      if (this.#isListed(this.keyOf(s))) continue
+      // A thread may have checked the generation and not yet touched the slot: bumped first, the
+      // touch looked at after, either that thread sees the new generation (and looks the tenant
+      // up again, here, behind the table lock) or this sees its touch.
+      Atomics.add(i32, this.si(s, S_GEN), 1)
+      if (!this.#idle(s, sec, now)) continue
+      // In the order decideLocal takes them (kinds, then the tenant).
+      for (let k = 0; k < KINDS; k++) this.lockKind(s, k)
+      this.lockTenant(s)
+      try {
+        if (!this.#idle(s, sec, now) || !this.#releaseRing(s, now)) continue
+        i32.fill(0, this.si(s, S_KEYLEN), this.si(s, S_TENANT_LOCK))
+        i32.fill(0, this.si(s, S_TOUCH), this.si(s, S_KIND_LOCK))
+        i32.fill(0, this.si(s, S_CONCURRENT), this.si(s, SLOT_I32))
+        f.fill(0, this.tf(s, 0), this.tf(s, SLOT_F64))
+        this.#u8.fill(0, KEYS_BASE + s * KEY_BYTES, KEYS_BASE + (s + 1) * KEY_BYTES)
+        Atomics.store(i32, this.si(s, S_STATE), 2)
+        Atomics.sub(i32, H_SLOTS_USED, 1)
+        // Followed by an empty slot, no key is found past it: it (and markers before it) can be empty.
+        if (Atomics.load(i32, this.si(next(s), S_STATE)) === 0) {
+          for (let b = s; Atomics.load(i32, this.si(b, S_STATE)) === 2; b = b === 1 ? TENANT_CAPACITY - 1 : b - 1) Atomics.store(i32, this.si(b, S_STATE), 0)
+        }
+        Atomics.store(i32, H_SLOT_CURSOR, next(s))
+        return true
+      } finally {
+        this.unlockTenant(s)
+        for (let k = KINDS - 1; k >= 0; k--) this.unlockKind(s, k)
+      }
+    }
+    f[HF_SLOT_SCAN_AT] = now + RING_SCAN_PAUSE_MS
+    return false
+  }
+
+  /**
+   * Is nothing of the slot in use or still counting (see #reclaimSlot)? Read without its locks, a
+   * hint; checked again under them. The budget ring is #releaseRing's.
+   */
+  #idle(s: number, sec: number, now: number): boolean {
+    const i32 = this.i32
+    const f = this.f64
+    if (sec - Atomics.load(i32, this.si(s, S_TOUCH)) < SLOT_IDLE_S || Atomics.load(i32, this.si(s, S_FULL_AT)) > sec) return false
+    for (let k = 0; k < KINDS; k++) {
+      if (Atomics.load(i32, this.si(s, S_CONCURRENT + k)) !== 0) return false
+      const b = this.kf(s, k, 0)
+      if (f[b + K_PENDING] !== 0 || f[b + K_PREV_PENDING] !== 0) return false
+      if (f[b + K_USED] !== 0 && f[b + K_DAY]! >= this.#today(i32[this.si(s, S_ZONE + k)]!, now)) return false
+    }
+    const plus1 = Atomics.load(i32, this.si(s, S_RING))
+    if (plus1 > OVERFLOW_RING + 1) {
+      const o = this.ringBase(plus1 - 1)
+      const head = f[o + R_HEAD]!
+      if (head !== 0 && Math.floor(now / f[o + R_BUCKET_MS]!) <= head + f[o + R_BUCKETS]!) return false
+    }
+    for (let k = 0; k < KINDS; k++) {
+      for (let w = 0; w < WORKER_LEDGERS; w++) if (Atomics.load(i32, this.concurrentLedger(w, s, k)) !== 0) return false
+    }
+    return true
+  }
+
+  /**
+   * The first day number that is not over yet in a zone (a zoneCode) at `now` (cached for one
+   * search). A zone this thread does not know: the day before yesterday in UTC is over everywhere.
+   */
+  #today(code: number, now: number): number {
+    let day = this.#todays.get(code)
+    if (day === undefined) {
+      const zone = zoneOfCode(code)
+      day = zone !== undefined ? localDayNumber(zone, now) : Math.floor(now / 86_400_000) - 1
+      this.#todays.set(code, day)
+    }
+    return day
+  }
+
+  /** Give back the slot's budget ring if nothing in it counts (under the table lock); false if something does. */
+  #releaseRing(s: number, now: number): boolean {
+    const plus1 = Atomics.load(this.i32, this.si(s, S_RING))
+    if (plus1 <= OVERFLOW_RING + 1) return true
+    const ring = plus1 - 1
+    if (!this.holds(s, ring)) return true
+    // A ring never used (head 0: taken, then the decisions went to Redis) holds nothing.
+    return this.#free(ring, now, this.f64[this.ringBase(ring) + R_HEAD] === 0)
   }
 
   #overflow(): number {
@@ -321,7 +507,11 @@ export class QuotaTable {
   /** Every occupied slot (for the state file, gauges and the anomaly pass). */
   forEachSlot(fn: (slot: number, tenant: string) => void): void {
     for (let s = 1; s < TENANT_CAPACITY; s++) {
-      if (Atomics.load(this.i32, this.si(s, S_STATE)) === 1) fn(s, this.keyOf(s))
+      if (Atomics.load(this.i32, this.si(s, S_STATE)) !== 1) continue
+      // The key as it was in one generation (a reclaim and a new tenant may be writing it).
+      const gen = this.genOf(s)
+      const key = this.keyOf(s)
+      if (this.genOf(s) === gen && Atomics.load(this.i32, this.si(s, S_STATE)) === 1) fn(s, key)
     }
   }
 
@@ -366,12 +556,13 @@ export class QuotaTable {
 
   /**
    * The config in force lists these tenants (the runtime, at start and on each reload). What can
-   * be reclaimed changed: a search that found nothing under the previous config is not waited out.
+   * be reclaimed (rings, slots) changed: a search that found nothing under the previous config is not waited out.
    */
   listedBy(isListed: (tenant: string) => boolean): void {
     this.#isListed = isListed
     this.f64[HF_RING_SCAN_AT] = 0
     this.f64[HF_RING_SCAN_AT + 1] = 0
+    this.f64[HF_SLOT_SCAN_AT] = 0
   }
 
   #holderIndex(ring: number): number {
@@ -482,6 +673,16 @@ function subAtMost(i32: Int32Array, i: number, n: number): number {
     if (take <= 0) return 0
     if (Atomics.compareExchange(i32, i, have, have - take) === have) return take
   }
+}
+
+/** The slot after `s` in a probe sequence (slot 0, the overflow, is not in the hash table). */
+function next(s: number): number {
+  return s === TENANT_CAPACITY - 1 ? 1 : s + 1
+}
+
+/** Seconds on the scale of S_TOUCH and S_FULL_AT (since 2020-09-13: an Int32 until 2088). */
+export function clockSec(ms: number): number {
+  return Math.floor(ms / 1000) - 1_600_000_000
 }
 
 function fnv1a(s: string): number {

@@ -6,10 +6,9 @@ import { readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { threadId } from 'node:worker_threads'
 import { QUOTA_KINDS, zoneCode, zoneOfCode, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
-import { S_ZONE } from './local-limiter.ts'
 import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
 import { lock, unlock } from './shared-mutex.ts'
-import { H_STATE_LANDED, H_STATE_LOCK, H_STATE_SEQ, K_DAY, K_USED, OVERFLOW_RING, type QuotaTable } from './shared-table.ts'
+import { H_STATE_LANDED, H_STATE_LOCK, H_STATE_SEQ, K_DAY, K_USED, OVERFLOW_RING, S_ZONE, type QuotaTable } from './shared-table.ts'
 
 export function snapshotState(table: QuotaTable, now: number): QuotaStateDocument {
   const tenants: QuotaStateTenant[] = []

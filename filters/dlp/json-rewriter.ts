@@ -88,6 +88,23 @@ const ARR = 1
 const FULL = -1 // scope: everything below is in scope
 
 const NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
+const SCALED = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d{1,4}))?$/
+
+/**
+ * The integer a JSON number written with a fraction or an exponent stands for, as a client's
+ * parser reads it: Jackson writes a double SSN as `1.23456789E8`, Python a float one as
+ * `123456789.0`. Read as written, neither looked like the value it is. Undefined for a plain
+ * integer, a number with a fractional part, or one far longer than any value a rule reads.
+ */
+function integerOf(word: string): string | undefined {
+  const m = SCALED.exec(word)
+  if (m === null || (m[3] === undefined && m[4] === undefined)) return undefined
+  const digits = m[2]! + (m[3] ?? '')
+  const point = m[2]!.length + Number(m[4] ?? 0)
+  if (point > 40 || /[1-9]/.test(digits.slice(Math.max(point, 0)))) return undefined
+  const int = point >= digits.length ? digits + '0'.repeat(point - digits.length) : digits.slice(0, Math.max(point, 0))
+  return m[1]! + (int.replace(/^0+/, '') || '0')
+}
 
 // Key memo by position: records of an export repeat their keys in the same order, so the k-th
 // key of an object at depth d is remembered (for d < KEY_DEPTHS, k < KEY_SLOTS, keys up to
@@ -399,7 +416,7 @@ export class JsonRewriter {
       // A number under a field that names a sensitive type ({"ssn": 123456789}) is that value
       // all the same; elsewhere numbers are ids, counts and amounts, copied digit for digit.
       if (!literal && this.#valHint !== 0 && this.#valScope === FULL) {
-        const replacement = this.#visitor.visit(word, this.#valHint)
+        const replacement = this.#visitor.visit(integerOf(word) ?? word, this.#valHint)
         if (replacement !== undefined) out = this.#splice(text, out, i, j, replacement)
       }
       i = j

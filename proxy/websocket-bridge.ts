@@ -447,7 +447,15 @@ export class WsBridge {
       this.#done()
       return
     }
-    if (other.readyState === WebSocket.CLOSING) return // its own 'close' ends the bridge
+    if (other.readyState === WebSocket.CLOSING) {
+      // The client's connection is over and the backend has the close frame relayed to it:
+      // nothing is left to wait for. A backend that does not answer it (gorilla/websocket
+      // answers only while the application reads) held the upstream, the gauge and the
+      // client's concurrency slot (a reconnect's 429) for ws's closeTimeout, 30 s; nginx and
+      // Envoy close the upstream as the client's connection ends. Its backlog still goes first.
+      if (other === this.upstream) this.#cut(other)
+      return // else its own 'close' ends the bridge
+    }
     if (sendableCloseCode(code)) closeSide(other, code, reason)
     else if (code === 1005) closeSide(other)
     else this.#cut(other) // 1006: the peer vanished without a close frame; do the same

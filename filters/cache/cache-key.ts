@@ -1,5 +1,5 @@
 // Cache keys, pure: route + what the upstream is asked (path, Host) + operation identity +
-// canonical variables + operation name + tenant + vary headers/claims/scopes. The tenant is
+// canonical variables + extensions + operation name + tenant + vary headers/claims/scopes. The tenant is
 // always a component: an entry can only be found again by a request of the same tenant.
 import { createHash } from 'node:crypto'
 import { print, type DocumentNode } from 'graphql'
@@ -60,6 +60,12 @@ export interface KeyParts {
   operationName: string | undefined
   tenant: string | undefined
   variables: Record<string, unknown> | undefined
+  /**
+   * The request's `extensions` as forwarded (the backend reads them: locale, client name, feature
+   * flags; the demo backend's `echo { extensions }`). Unkeyed, one client's answer was served to
+   * another that sent other extensions; a GET's `extensions` parameter is no part of the target.
+   */
+  extensions?: Record<string, unknown>
   /** Values of the configured vary headers, in config order (undefined: absent). */
   headers: readonly (string | undefined)[]
   /** Values of the configured vary claims, in config order. */
@@ -92,6 +98,8 @@ export function cacheKey(p: KeyParts): string {
   if (p.forwardedHost !== undefined) k.push(`F:${p.forwardedHost}`)
   k.push(p.operation, p.operationName ?? '', p.tenant === undefined ? '-' : `t:${p.tenant}`)
   k.push(p.variables === undefined || Object.keys(p.variables).length === 0 ? '{}' : canonicalJson(p.variables))
+  // Marked, and only when there are some: keys of requests without extensions stay as they were.
+  if (p.extensions !== undefined && Object.keys(p.extensions).length > 0) k.push(`x:${canonicalJson(p.extensions)}`)
   if (p.varyNames) k.push(p.varyNames.slice(1)) // varyNamesPart starts with its separator
   for (const h of p.headers) k.push(h === undefined ? '-' : `h:${h}`)
   for (const c of p.claims) k.push(c === undefined ? '-' : `c:${canonicalJson(c)}`)

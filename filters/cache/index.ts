@@ -344,6 +344,7 @@ class CacheFilter implements Filter {
     // Variables hold an integer beyond 2^53 (or 1e400): after JSON.parse the key cannot tell it
     // from its neighbours, while the backend reads the exact digits it is sent. Not cached.
     if (hasInexactNumber(gql.variables)) return this.#inexactBypass(ctx, policy, 'variables')
+    if (hasInexactNumber(gql.extensions)) return this.#inexactBypass(ctx, policy, 'extensions')
     const vary = this.cfg.vary
     let headers: (string | undefined)[] = NONE
     if (vary.headers.length) {
@@ -376,6 +377,7 @@ class CacheFilter implements Filter {
       operationName: gql.opName,
       tenant: ctx.tenant,
       variables: gql.variables,
+      extensions: gql.extensions,
       headers,
       claims,
       scopes: scopes === true ? undefined : scopes,
@@ -422,7 +424,7 @@ class CacheFilter implements Filter {
     return undefined
   }
 
-  #inexactBypass(ctx: RequestContext, policy: Policy | undefined, where: 'variables' | 'claims'): undefined {
+  #inexactBypass(ctx: RequestContext, policy: Policy | undefined, where: 'variables' | 'extensions' | 'claims'): undefined {
     ctx.log.debug({ reason: 'inexact_number', where }, 'cache: bypassed, a number beyond 2^53 cannot be keyed exactly')
     return this.#bypass(ctx, policy)
   }

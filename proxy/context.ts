@@ -97,6 +97,12 @@ export class RequestContext {
   /** The error code of a local reply, for logs. */
   errorCode: string | undefined = undefined
   /**
+   * Set by the proxy once a request to the upstream was written in full (head and body): an
+   * upstream failure after that (a connection closed before the answer, a malformed head) may
+   * come after the upstream ran it. Not for filters to set.
+   */
+  upstreamRequestSent = false
+  /**
    * The name of the filter whose request phase answered this request itself (a LocalReply: a
    * refusal, a cached result), or that failed closed; undefined when the upstream was called.
    */

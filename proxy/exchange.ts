@@ -1111,6 +1111,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
   #countUpload = false
 
+  /** Written in full: an upstream failure from now on may come after it ran the request (RequestContext.upstreamRequestSent). */
+  onRequestSent(): void {
+    this.ctx.upstreamRequestSent = true
+  }
+
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200 || statusCode > 599) {
       if (statusCode >= 100 && statusCode < 200) return // 100-continue and early hints stay between us and the upstream

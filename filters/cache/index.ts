@@ -784,9 +784,13 @@ class CacheFilter implements Filter {
       // been made — a slow mutation usually commits after we stop waiting — and what it touched
       // is unknown, so the route's entries go, as for a body cut short. A refusal by a filter
       // ran nothing; an unreachable upstream most likely neither (and dropping the route then
-      // would take every stale-if-error fallback with it): its own tags only. So does a 502 or
-      // 503 from upstream (a load balancer with no backend, a backend shedding before it runs).
-      const mayHaveRun = res.local ? ctx.errorCode === 'UPSTREAM_TIMEOUT' : res.status >= 500 && res.status !== 502 && res.status !== 503
+      // would take every stale-if-error fallback with it): its own tags only, unless the whole
+      // request had reached it (a backend that commits and dies, or answers with a broken head).
+      // So does a 502 or 503 from upstream (a load balancer with no backend, a backend shedding
+      // before it runs).
+      const mayHaveRun = res.local
+        ? ctx.errorCode === 'UPSTREAM_TIMEOUT' || (ctx.errorCode === 'UPSTREAM_UNAVAILABLE' && ctx.upstreamRequestSent)
+        : res.status >= 500 && res.status !== 502 && res.status !== 503
       if (mayHaveRun) return this.invalidate([...st.tags, this.routeTag])
       if (st.tags.length) return this.invalidate(st.tags)
       return

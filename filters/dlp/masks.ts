@@ -43,7 +43,12 @@ function isBlank(c: number): boolean {
 
 /** +1*******0123 */
 function maskPhone(v: string): string {
-  return phoneMask(v) ?? (digitCount(v) >= 8 ? keepLastDigits(v, 4) : maskGeneric(v))
+  const mask = phoneMask(v)
+  if (mask === undefined) return digitCount(v) >= 8 ? keepLastDigits(v, 4) : maskGeneric(v)
+  // "(+44) 20 7946 0018" is found from its "+": the ")" closing the country code stays, or the
+  // mask left "(+44*******0018" with a bracket never closed.
+  const cc = /^\+\d{1,3}\)/.exec(v)?.[0]
+  return cc !== undefined && mask.startsWith(cc.slice(0, -1)) ? `${cc}${mask.slice(cc.length - 1)}` : mask
 }
 
 /** ***-**-6789 */

@@ -74,10 +74,19 @@ function stringList(v: unknown, where: string): string[] {
 }
 
 const MAX_FIELD_MEMO = 4096
-// A key's words: an upper-case run ("SSN" of "customerSSN", "SSNNumber"), a capitalized or
-// lower-case word, a digit run.
-const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+/g
+// A key's words: an upper-case run ("SSN" of "customerSSN", "SSNNumber"), with a plural "s"
+// ("customerSSNs"), a capitalized or lower-case word, a digit run.
+const KEY_WORD = /[A-Z]+s?(?![a-z])|[A-Z]?[a-z]+|\d+/g
 const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+
+/**
+ * `w` without an English plural ending ("ssns": ssn, "faxes": fax), or undefined. Not "ss"
+ * ("address", "class"): no plural.
+ */
+function singular(w: string): string | undefined {
+  if (w.length < 3 || !w.endsWith('s') || w.endsWith('ss')) return undefined
+  return /(?:[sxz]|[cs]h)es$/.test(w) ? w.slice(0, -2) : w.slice(0, -1)
+}
 
 /** A lookup by a name the pack chose: own properties only ("constructor" is not a validator). */
 function own<T>(table: Record<string, T>, name: unknown): T | undefined {
@@ -359,10 +368,18 @@ export class RulePack {
     if (norm !== '') {
       // Words of camelCase, snake_case and kebab-case keys: only the whole key was compared, so a
       // bare SSN under `customerSsn` or a national number under `tel_no` was never read as one.
-      const words = folded.match(KEY_WORD)?.map((w) => w.toLowerCase()) ?? []
+      // A plural names a list of the type's values (`{"ssns": ["123456789"]}`, `tels`,
+      // `customerSsns`; an array's items take its key's hint): bare SSNs and national numbers
+      // under one left readable.
+      const words = (folded.match(KEY_WORD) ?? []).flatMap((w) => {
+        const lower = w.toLowerCase()
+        const one = singular(lower)
+        return one === undefined ? [lower] : [lower, one]
+      })
+      const one = singular(norm) ?? norm
       for (const f of this.fieldRules) {
         if (f === undefined) continue
-        if (f.exact.has(norm) || f.contains.some((c) => norm.includes(c)) || words.some((w) => f.words.has(w))) mask |= 1 << f.type
+        if (f.exact.has(norm) || f.exact.has(one) || f.contains.some((c) => norm.includes(c)) || words.some((w) => f.words.has(w))) mask |= 1 << f.type
       }
     }
     if (this.fieldMemo.size < MAX_FIELD_MEMO) this.fieldMemo.set(key, mask)

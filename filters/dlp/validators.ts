@@ -279,6 +279,9 @@ function fieldPhoneVerdict(v: string, region: CountryCode = defaultRegion): Phon
   if (ENCODED_PLUS.test(v)) return phoneVerdict(urlDecodedPhone(v), false)
   const national = phoneVerdict(v, true, region)
   if (national !== null) return national
+  // "0049 (0)30 12345678": the 00 prefix, then the trunk zero in brackets as "+49 (0)30 …" has
+  // it; the brackets made it a national format below, and it left readable.
+  if (v.startsWith('00') && v.includes('(')) return phoneVerdict(`+${v.slice(2)}`, false)
   let digits = ''
   for (let i = 0; i < v.length; i++) {
     const c = v.charCodeAt(i)

@@ -29,7 +29,7 @@ function masked(value: string, field = 'note'): string | undefined {
 describe('dlp: dotted SSNs and dashed IBANs (sweep 28k)', () => {
   it('finds an SSN written with dots after a context word and under an SSN field', () => {
     expect(found('SSN: 078.05.1120.')).toEqual(['ssn_us:078.05.1120:ssn_us.context@1.2.11'])
-    expect(found('078.05.1120', 'ssn')).toEqual(['ssn_us:078.05.1120:ssn_us.field@1.2.11'])
+    expect(found('078.05.1120', 'ssn')).toEqual(['ssn_us:078.05.1120:ssn_us.field@1.2.12'])
     expect(masked('078.05.1120', 'customerSsn')).toBe('***-**-1120')
   })
 
@@ -61,7 +61,7 @@ describe('dlp: e-mail local parts with atext and address literals (sweep 28k)', 
     expect(found('mail sales&marketing@corp.com now')).toEqual(['email:sales&marketing@corp.com:email.atext@1.2.11'])
     expect(found('to: R&D!team@corp.com')).toEqual(['email:R&D!team@corp.com:email.atext@1.2.11'])
     expect(masked('<a href="mailto:sales&marketing@corp.com">')).toBe('<a href="mailto:s***@corp.com">')
-    expect(found('sales&marketing@corp.com', 'email')).toEqual(['email:sales&marketing@corp.com:email.field@1.2.11'])
+    expect(found('sales&marketing@corp.com', 'email')).toEqual(['email:sales&marketing@corp.com:email.field@1.2.12'])
   })
 
   it('query strings and form bodies still give only the address after "="', () => {
@@ -91,7 +91,7 @@ describe('dlp: accented field names (sweep 28k)', () => {
     ['Teléfono', '4155550143', 'phone_e164'],
     ['TÉL', '+1 415 555 0143', 'phone_e164'],
   ])('%s: %s is a %s', (field, value, type) => {
-    expect(found(value, field)).toEqual([`${type}:${value}:${type}.field@1.2.11`])
+    expect(found(value, field)).toEqual([`${type}:${value}:${type}.field@1.2.12`])
   })
 
   it('an accent no longer splits a word: "hôtel" is no "tel" field', () => {

@@ -128,7 +128,7 @@ describe('dlp export heads and formats (sweep 18c)', () => {
     expect(r.statusCode).toBe(200)
     expect(text).not.toContain('person1@example.com')
     expect(r.headers['x-dlp']).toBeUndefined()
-    expect(r.trailers['x-dlp']).toBe('preset=tokenize_strict; masked=0; tokenized=2000; hashed=0; redacted=0; rules=igw-dlp-core@1.2.11')
+    expect(r.trailers['x-dlp']).toBe('preset=tokenize_strict; masked=0; tokenized=2000; hashed=0; redacted=0; rules=igw-dlp-core@1.2.12')
   })
 
   it.each([['string', ''], ['number', 'number-']])('a %s longer than maxValueBytes is refused however the transfer splits it (it passed when it came in one piece)', async (_what, prefix) => {

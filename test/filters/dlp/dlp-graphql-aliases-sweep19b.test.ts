@@ -95,7 +95,7 @@ describe('dlp GraphQL exports (sweep 19b)', () => {
     expect(r.text).toContain('"a":"***-**-6789"')
     expect(r.text).toContain('"b":"***-**-9999"')
     expect(r.text).toContain('"c":"+1*******0143"')
-    expect(r.headers['x-dlp']).toBe('preset=mask_all; masked=4; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.11')
+    expect(r.headers['x-dlp']).toBe('preset=mask_all; masked=4; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.12')
   })
 
   it('a batch: the aliases of every operation count; an unaliased export and a non-export are unchanged', async () => {

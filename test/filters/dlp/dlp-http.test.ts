@@ -91,7 +91,7 @@ describe('dlp filter over HTTP', () => {
     expect(r.headers.trailer).toBe('x-dlp') // announced in the head
     const lines = (await r.body.text()).trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>)
     expect(lines).toHaveLength(2000)
-    expect(r.trailers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=4000; hashed=2000; redacted=0; rules=igw-dlp-core@1.2.11')
+    expect(r.trailers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=4000; hashed=2000; redacted=0; rules=igw-dlp-core@1.2.12')
     const ring = await new LocalKeyring(keyring, { create: false }).load()
     const e = sampleEntity(7)
     const rec = lines[6]!
@@ -124,7 +124,7 @@ describe('dlp filter over HTTP', () => {
     const before = demo.stats.byField.get('entities') ?? 0
     const r = await gql('{ entities(first: 3) { id email phone ssn } hello }')
     expect(r.statusCode).toBe(200)
-    expect(r.headers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=6; hashed=3; redacted=0; rules=igw-dlp-core@1.2.11')
+    expect(r.headers['x-dlp']).toBe('preset=tok_all; masked=0; tokenized=6; hashed=3; redacted=0; rules=igw-dlp-core@1.2.12')
     const body = (await r.body.json()) as { data: { entities: Record<string, string>[]; hello: string } }
     expect(body.data.hello).toBe('Hello, world!')
     expect(body.data.entities[0]!.email).toMatch(/^tok_email_k1_/)
@@ -139,7 +139,7 @@ describe('dlp filter over HTTP', () => {
     expect(r.statusCode).toBe(403)
     const text = await r.body.text()
     const body = JSON.parse(text) as { errors: { message: string; extensions: Record<string, unknown> }[] }
-    expect(body.errors[0]!.extensions).toMatchObject({ code: 'DLP_BLOCKED', type: 'ssn_us', preset: 'tokenize_strict', rule: 'ssn_us.field@1.2.11' })
+    expect(body.errors[0]!.extensions).toMatchObject({ code: 'DLP_BLOCKED', type: 'ssn_us', preset: 'tokenize_strict', rule: 'ssn_us.field@1.2.12' })
     expect(body.errors[0]!.extensions.count as number).toBeGreaterThanOrEqual(1)
     expect(body.errors[0]!.message).toMatch(/ssn_us/)
     expect(text).not.toContain('example.com')

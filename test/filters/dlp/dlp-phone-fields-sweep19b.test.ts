@@ -54,7 +54,7 @@ describe('dlp: international numbers under phone fields (sweep 19b)', () => {
       { id: 5, phone: '+1*******0143' },
       { id: 6, phoneVerifiedAt: 1732647234000, phone_count: 12, order: '447911123456' },
     ])
-    expect(r.headers['x-dlp']).toBe('preset=m; masked=5; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.11')
+    expect(r.headers['x-dlp']).toBe('preset=m; masked=5; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.12')
   })
 
   it('the same under a CSV header', async () => {

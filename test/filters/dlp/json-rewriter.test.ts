@@ -179,7 +179,7 @@ describe('export sessions', () => {
     const s = session('ndjson', { email: 'mask', ssn_us: 'block' })
     const out = await run(s, '{"e":"jane@example.com"}\n{"e":"x","ssn":"123-45-6789"}\n{"e":"john@example.com"}\n', 5)
     expect(out).toBe('{"e":"j***@example.com"}')
-    expect(s.stop).toMatchObject({ kind: 'block', type: 'ssn_us', count: 1, rule: 'ssn_us.field@1.2.11' })
+    expect(s.stop).toMatchObject({ kind: 'block', type: 'ssn_us', count: 1, rule: 'ssn_us.field@1.2.12' })
   })
   it('the policy is asked when an unprotected high-risk type first appears, before its record leaves', async () => {
     const asked: number[] = []

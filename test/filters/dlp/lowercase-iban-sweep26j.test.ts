@@ -30,10 +30,10 @@ describe('lower-case IBANs in free text (sweep 26j)', () => {
     expect(masker().visit(text, 0)).toBe(want)
   })
 
-  it('the rule that found it is iban.value@1.2.10, in pack 1.2.11', () => {
+  it('the rule that found it is iban.value@1.2.10, in pack 1.2.12', () => {
     const s = masker()
     s.visit('de89370400440532013000', 0)
-    expect(pack.version).toBe('1.2.11')
+    expect(pack.version).toBe('1.2.12')
     expect(Object.fromEntries(s.ruleCounts)).toEqual({ 'iban.value@1.2.10': 1 })
   })
 
@@ -80,7 +80,7 @@ describe('a lower-case IBAN through a real proxy (sweep 26j)', () => {
     expect(r.statusCode).toBe(200)
     expect(text).not.toContain('3704')
     expect(JSON.parse(text.split('\n')[0]!)).toEqual({ id: 1, note: 'pay to de** **** **** **** **30 00 please' })
-    expect(r.trailers['x-dlp'] ?? r.headers['x-dlp']).toBe('preset=m; masked=1; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.11')
+    expect(r.trailers['x-dlp'] ?? r.headers['x-dlp']).toBe('preset=m; masked=1; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.12')
   })
 
   it('a block preset refuses the export', async () => {

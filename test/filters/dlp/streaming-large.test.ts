@@ -79,7 +79,7 @@ describe('256 MB NDJSON export with DLP, bounded memory (separate igw process)',
     const growth = peak - before
     console.log(`${TOTAL / MB} MB NDJSON through DLP mask_basic: ${(received / MB).toFixed(0)} MB out in ${secs.toFixed(1)} s (${(TOTAL / MB / secs).toFixed(1)} MB/s in), RSS before ${(before / MB).toFixed(1)} MB, peak ${(peak / MB).toFixed(1)} MB, growth ${(growth / MB).toFixed(1)} MB`)
     expect(newlines).toBe(lines)
-    expect(res.trailers['x-dlp']).toBe(`preset=mask_basic; masked=${2 * lines}; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.11`)
+    expect(res.trailers['x-dlp']).toBe(`preset=mask_basic; masked=${2 * lines}; tokenized=0; hashed=0; redacted=0; rules=igw-dlp-core@1.2.12`)
     expect(tail).not.toMatch(/"email":"user\d+@example\.com"/)
     expect(growth).toBeLessThan(100 * MB)
   })

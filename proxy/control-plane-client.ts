@@ -42,6 +42,9 @@ const CLOSE_FLUSH_MS = 2_000
 /** An ACK/NACK the control plane did not take is retried after 1 s, doubling to 30 s. */
 const ANSWER_RETRY_MIN_MS = 1_000
 const ANSWER_RETRY_MAX_MS = 30_000
+/** A version the workers refused is tried again after 2 s, doubling to 60 s (as a refused file reload, supervisor.ts). */
+const REFUSED_RETRY_MIN_MS = 2_000
+const REFUSED_RETRY_MAX_MS = 60_000
 /** Refusals that may pass (as for usage reports): a token being rotated or a role being granted, a timeout, load shedding; and any 5xx. */
 const RETRIED_STATUSES = new Set([401, 403, 408, 429])
 
@@ -900,6 +903,9 @@ export class ControlPlaneClient {
     const j = judgeVersion(payload, { version: this.#version, digest: this.#digest }, 'which this proxy runs')
     if (j.kind === 'same') return // the snapshot it runs (a reconnect race): nothing to do
     if (j.kind === 'older') return this.#refuseOlder(payload.version, j)
+    // Tried now: a retry waiting for it (or for an older version, which this one replaces) is not needed.
+    clearTimeout(this.#retry?.timer)
+    if (this.#retry?.version !== payload.version) this.#retry = undefined
     let config: GatewayConfig
     try {
       config = this.#o.toConfig(payload.document, `control plane version ${payload.version}`)
@@ -917,13 +923,41 @@ export class ControlPlaneClient {
       // The proxy runs it: ACK it whatever the disk says. A state dir that cannot be written
       // (full, read-only) used to throw out of the stream loop: no ACK, a "lost the control
       // plane" warning and a reconnect on every push, while the control plane was fine.
+      clearTimeout(this.#retry?.timer) // one for an older version refused meanwhile
+      this.#retry = undefined
       this.#persistOrWarn(envelope, payload.version)
       await this.#ack(payload.version, true)
     } else {
-      this.#o.log('error', { version: payload.version, error: r.error }, 'config version NACKed: workers refused it; keeping the running config')
-      await this.#ack(payload.version, false, r.error ?? 'rejected by the workers')
+      const error = r.error ?? 'rejected by the workers'
+      // A retry refused for the same reason: already NACKed and logged (the supervisor logs each try).
+      if (this.#retry?.version !== payload.version || this.#retry.error !== error) {
+        this.#o.log('error', { version: payload.version, error }, 'config version NACKed: workers refused it; keeping the running config')
+        await this.#ack(payload.version, false, error)
+      }
+      this.#retryRefused(data, payload.version, error)
     }
   }
+
+  /**
+   * A version the workers could not build names something outside the document that is not on
+   * this host yet: a key file, a rule pack (in Kubernetes the Secret holding it syncs on its own,
+   * often after the commit). It was NACKed once and never tried again while the stream stayed up:
+   * the proxy ran the old config until the next commit, though the file had long appeared. Tried
+   * again like a refused file reload, until it applies or a newer version arrives.
+   */
+  #retryRefused(data: string, version: number, error: string): void {
+    if (this.#closing) return
+    clearTimeout(this.#retry?.timer)
+    const delayMs = this.#retry?.version === version ? Math.min(REFUSED_RETRY_MAX_MS, this.#retry.delayMs * 2) : REFUSED_RETRY_MIN_MS
+    const timer = setTimeout(() => {
+      if (this.#closing || this.#key === undefined || version <= this.#version) return
+      void this.#onSnapshot(data, this.#key)
+    }, delayMs).unref()
+    this.#retry = { version, delayMs, timer, error }
+    this.#o.log('warn', { version, retryInMs: delayMs }, 'config version will be tried again: a worker could not build it (a file it names may not be there yet)')
+  }
+  /** The version the workers refused last, and when it is tried again. */
+  #retry: { version: number; delayMs: number; timer: NodeJS.Timeout; error: string } | undefined
 
   /**
    * Count a refused document in igw_config_reload_failures_total. Before the proxy runs (a head
@@ -1053,10 +1087,12 @@ export class ControlPlaneClient {
    * back as bootstrap() does for a head that does not validate — to the last good snapshot.
    */
   async rejectBoot(error: string): Promise<{ config: GatewayConfig; version: number } | undefined> {
+    const head = this.#bootEnvelope
     this.#bootEnvelope = undefined
     this.#bootProblem = `its head (version ${this.#version}) failed to start here: ${error}`
     this.#noteRejected()
     await this.#ack(this.#version, false, error)
+    if (head !== undefined) this.#retryRefused(JSON.stringify(head), this.#version, error)
     this.#version = 0
     this.#digest = undefined
     return this.#bootFromLastGood('control plane head failed to start here')
@@ -1162,6 +1198,7 @@ export class ControlPlaneClient {
     if (this.#closed) return
     clearInterval(this.#usageTimer)
     clearTimeout(this.#answerTimer)
+    clearTimeout(this.#retry?.timer)
     // On disk before the flush: the shutdown may not wait for it (bounded here and in the CLI).
     this.#closing = true
     this.#keepUnsentUsage()

@@ -14,7 +14,7 @@
 // with the reason and so shows as lastNack in GET /v1/proxies. A booting proxy follows the same
 // rule: it never takes a head older than its verified last-known-good.
 import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join } from 'node:path'
 import { decodeJwt, type JWTPayload } from 'jose'
@@ -424,6 +424,10 @@ export class ControlPlaneClient {
     const unusable = (err: unknown) => new ConfigError('--state-dir', [`${o.stateDir}: ${(err as Error).message}; the proxy keeps its last-known-good snapshot, its id and the pinned control plane key there: give it a writable directory (a volume, e.g. an emptyDir or a persistent one)`])
     try {
       mkdirSync(o.stateDir, { recursive: true })
+      // One that exists but cannot be written (a read-only mount) with --proxy-id given (no id
+      // file to write) started: no last-known-good was ever kept, and the first restart during a
+      // control plane outage could not boot.
+      accessSync(o.stateDir, constants.W_OK)
     } catch (err) {
       throw unusable(err)
     }

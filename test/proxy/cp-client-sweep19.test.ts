@@ -195,6 +195,16 @@ describe('control-plane client sweep 19', () => {
       expect(r.out).toMatch(/--state-dir/)
       expect(r.out).not.toMatch(/at ControlPlaneClient|at new ControlPlaneClient/)
     })
+
+    it.skipIf(!canMountTmpfs)('a read-only one with --proxy-id given (nothing to write at start): exit 78 all the same', async () => {
+      const mount = tinyMount('64k')!
+      mkdirSync(join(mount, 'state'))
+      expect(spawnSync('mount', ['-o', 'remount,ro', mount]).status).toBe(0)
+      const r = await runIgw([...base(), '--proxy-id', 'sd-ro', '--state-dir', join(mount, 'state')])
+      expect(r.status, r.out).toBe(78)
+      expect(r.out).toMatch(/--state-dir/)
+      expect(r.out).toMatch(/give it a writable directory/)
+    })
   })
 
   it.skipIf(!canMountTmpfs)('last-good.json that cannot be written on a full disk leaves no partial temp file; once there is room it is written whole, mode 0600', async () => {

@@ -17,7 +17,7 @@ import { shouldShed } from './qos.ts'
 import type { LatencySeries, QuotaMetrics } from './quota-metrics.ts'
 import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-runtime.ts'
 import { advertisesDay, POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
-import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore } from './redis-store.ts'
+import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore, type SentCall } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
 import { ANONYMOUS, clockSec, H_INFLIGHT, K_DAY, K_PENDING, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_GEN, S_REQUESTS, S_TOUCH } from './shared-table.ts'
 import { BREAKER } from './circuit-breaker.ts'
@@ -76,6 +76,8 @@ class RedisDecision implements DecisionWaiter {
   readonly pending: number
   /** The push token `pending` travels under (RedisQuotaStore.enqueue; '' when none). */
   token = ''
+  /** The outage policy admitted it after the call failed: its cost is in the table's pending units. */
+  counted = false
   readonly store: RedisQuotaStore
 
   constructor(filter: QuotaFilter, ctx: RequestContext, r: Resolved, cost: number, t0: number, day: number, pending: number, store: RedisQuotaStore) {
@@ -93,12 +95,12 @@ class RedisDecision implements DecisionWaiter {
     this.resolve(this.filter.redisResult(this, d, last))
   }
 
-  failed(kind: RedisFailure): void {
-    this.resolve(this.filter.redisFailed(this, kind))
+  failed(kind: RedisFailure, lost?: SentCall): void {
+    this.resolve(this.filter.redisFailed(this, kind, lost))
   }
 
-  late(d: DecisionResult | undefined): void {
-    this.filter.redisLate(this, d)
+  late(d: DecisionResult | undefined, lost?: SentCall): void {
+    this.filter.redisLate(this, d, lost)
   }
 }
 
@@ -479,21 +481,26 @@ class QuotaFilter implements Filter {
     return this.#finish(d.ctx, r, v, d.cost, now, -1, 'redis') // timed above
   }
 
-  /** Redis did not answer in time or failed: the outage policy decides. */
-  redisFailed(d: RedisDecision, kind: RedisFailure): Decision {
+  /** Redis did not answer in time or failed (`lost`: maybe after it ran the call): the outage policy decides. */
+  redisFailed(d: RedisDecision, kind: RedisFailure, lost?: SentCall): Decision {
     // A timed-out script may still run (then Redis has the reconciled units): its late reply tells.
     if (kind !== 'timeout') this.#pendingFailed(d)
-    return this.#fallback(d.ctx, d.r, d.cost, Date.now(), d.t0, d.store)
+    const decision = this.#fallback(d.ctx, d.r, d.cost, Date.now(), d.t0, d.store, d)
+    if (lost !== undefined) this.#countedUnlessRan(d, lost)
+    return decision
   }
 
   /**
    * The outage policy decided this request after the budget ran out. If Redis ran the script
    * after all, it took the reconciled units and counted the request when it admitted it (the
-   * local decision counted it too: take it back); if it failed in the end, keep the units.
+   * local decision counted it too: take it back); if it failed in the end, keep the units — the
+   * request's own count only if the call never ran (`lost`: its connection dropped, it may have).
    */
-  redisLate(d: RedisDecision, res: DecisionResult | undefined): void {
-    if (res === undefined) this.#pendingFailed(d)
-    else if (res.allowed) this.#giveBack(d, -d.cost)
+  redisLate(d: RedisDecision, res: DecisionResult | undefined, lost?: SentCall): void {
+    if (res === undefined) {
+      this.#pendingFailed(d)
+      if (lost !== undefined) this.#countedUnlessRan(d, lost)
+    } else if (res.allowed) this.#giveBack(d, -d.cost)
     // The script crossed a threshold and set its marker in Redis: this proxy is the one to tell.
     // Dropped, no proxy sent the event, and the marker kept every other from sending it for the
     // rest of the window ("exactly once" became never).
@@ -513,6 +520,20 @@ class QuotaFilter implements Filter {
   }
 
   /**
+   * The request's call went out and its reply was lost with the connection: Redis may have run it
+   * and counted the request, which the outage policy then admitted and counted again. Its count
+   * leaves the table (pushed as it is) for the reconciliation, which charges it only if the call
+   * never ran (RedisQuotaStore.reconcile). The call's requests of one tenant, kind and day are one
+   * push (their token names the call).
+   */
+  #countedUnlessRan(d: RedisDecision, lost: SentCall): void {
+    if (!d.counted || d.cost === 0) return
+    const r = d.r
+    this.#giveBack(d, -d.cost)
+    this.#rt.owe(r.slot, r.gen, r.rule.kindIndex, r.tenant, d.cost, d.day, `${lost.marker.slice(lost.marker.lastIndexOf(':') + 1)}.${lost.seq}.${r.rule.kindIndex}.${d.day}`, lost)
+  }
+
+  /**
    * Units owed to Redis for the request's tenant after its call: back into its slot, or — reclaimed
    * meanwhile (the reply came late), the slot may be another tenant's — pushed under a token of their own.
    */
@@ -522,7 +543,8 @@ class QuotaFilter implements Filter {
     else this.#rt.owe(r.slot, r.gen, r.rule.kindIndex, r.tenant, units, d.day, randomUUID())
   }
 
-  #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore): Decision {
+  /** `d`: the Redis decision it stands in for, told whether the local limiter counted it. */
+  #fallback(ctx: RequestContext, r: Resolved, cost: number, now: number, t0: number, store: RedisQuotaStore, d?: RedisDecision): Decision {
     const policy = this.#q.redis.onOutage
     this.#m.fallbacks.labels(policy).inc()
     // Fail-closed guards limits Redis would enforce. A tenant's rules that only count (shadow, a
@@ -540,6 +562,7 @@ class QuotaFilter implements Filter {
     }
     const scale = policy === 'local-share' ? 1 / this.#rt.liveProxies() : 1
     const v = decideLocal(this.#rt.table, r.slot, r.rule, cost, now, r.calendar.dayOf(now), true, scale, this.#verdict, store.breaker.retryInMs(now))
+    if (d !== undefined) d.counted = v.allowed
     // Budget events belong to Redis (exactly once across proxies); the outage's usage reaches it later.
     v.fired = 0
     return this.#finish(ctx, r, v, cost, now, t0, 'fallback')

@@ -15,7 +15,7 @@ import { returnPending, takeAllPending } from './local-limiter.ts'
 import { EventLoopLoad } from './qos.ts'
 import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
-import { RedisQuotaStore, type RedisFailure } from './redis-store.ts'
+import { RedisQuotaStore, type RedisFailure, type SentCall } from './redis-store.ts'
 import { advance, total } from './rolling-budget.ts'
 import { budgetRule, KIND_INDEX, resolveRule, type BudgetRule } from './rules.ts'
 import {
@@ -105,6 +105,8 @@ interface OwedPush {
   units: number
   day: number
   token: string
+  /** The outage policy's count of requests a lost decision call carried: charged only if it never ran. */
+  unlessRan?: SentCall
 }
 
 /** One quota filter instance's hold on the runtime: the config (and Redis) it was built with. */
@@ -335,7 +337,7 @@ export class QuotaRuntime {
       const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
       const rule = resolveRule(q, w.tenant, kind, listed?.tier, listed?.timezone, false)
       const shape = { capacity: rule.capacity, bucketMs: rule.budget?.bucketMs ?? 0, buckets: rule.budget?.buckets ?? 0 }
-      if (await store.reconcile(w.tenant, kind, w.units, w.day, shape, w.token)) pushed++
+      if (await store.reconcile(w.tenant, kind, w.units, w.day, shape, w.token, w.unlessRan)) pushed++
       else this.#unanswered.push(w)
     }
     if (pushed) this.logger.info({ entries: pushed }, 'usage admitted during the Redis outage reported to Redis')
@@ -354,12 +356,14 @@ export class QuotaRuntime {
   /**
    * Outage units a decision call carried under `token` and that may or may not have reached Redis
    * (the call failed after it was sent): pushed under the same token, applied only if the call was
-   * not. The decisions of one call's group share its token: their units are one push.
+   * not. The decisions of one call's group share its token: their units are one push. `unlessRan`:
+   * the outage policy's count of requests of a call whose reply was lost, charged only if it never
+   * ran (RedisQuotaStore.reconcile); a tenant's requests in the call share a token too.
    */
-  owe(slot: number, gen: number, k: number, tenant: string, units: number, day: number, token: string): void {
-    const same = this.#unanswered.find((w) => w.token === token)
+  owe(slot: number, gen: number, k: number, tenant: string, units: number, day: number, token: string, unlessRan?: SentCall): void {
+    const same = this.#unanswered.find((w) => w.token === token && w.tenant === tenant)
     if (same !== undefined) same.units += units
-    else this.#unanswered.push({ slot, gen, k, tenant, units, day, token })
+    else this.#unanswered.push({ slot, gen, k, tenant, units, day, token, ...(unlessRan && { unlessRan }) })
     this.#retryUnanswered()
   }
 

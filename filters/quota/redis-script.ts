@@ -43,22 +43,42 @@
 //          encode for Redis and much less for ioredis to parse (~170 ns per integer).
 //          A group that failed on its own keys is one value instead: the error text (a bulk
 //          string, where its first value is always an integer), and nothing for its decisions.
-// read-only ARGV after the last group's: 'peek' (PEEK_ARG). The same decisions and reply, but
-//          nothing is written: what the limits would say now, as Redis holds them (a concurrency
-//          refusal names the limit that frees up last). A pending group's token key is only read;
-//          each group sees Redis as it is (not the groups before it).
+// call     after the last group's keys and arguments, a writing call's connection marker (the
+//          last key; CALL_MARKER_TTL_MS) and its number on that connection (the last argument):
+//          set to the number once the call has run. Redis runs one connection's calls in order,
+//          so the marker tells a call whose reply was lost (the connection dropped) from one that
+//          never reached Redis: the outage policy's count of its requests goes to the
+//          reconciliation (RECONCILE_LUA), charged only if it never ran. A marker the
+//          reconciliation closed ('c' and the last number that ran) refuses the call: one still on
+//          its way over the dropped connection (IGWSTALE) must not count what was pushed for it.
+// read-only ARGV after the last group's: 'peek' (PEEK_ARG) instead of the marker and number. The
+//          same decisions and reply, but nothing is written: what the limits would say now, as
+//          Redis holds them (a concurrency refusal names the limit that frees up last). A pending
+//          group's token key is only read; each group sees Redis as it is (not the groups before it).
 export const GROUP_HEAD = 18
 /**
  * How long Redis remembers a push token (a reconciliation's, or a decision group's pending
  * units'): as long as it keeps the usage the units went into.
  */
 export const PUSH_TOKEN_TTL_MS = 172_800_000
+/**
+ * How long a connection's call marker (DECIDE_LUA) outlives its last call: the reconciliation must
+ * read it within this time of the connection's drop, or charges the lost calls' requests again.
+ * One key per connection that made a call: a reconnecting proxy leaves few.
+ */
+export const CALL_MARKER_TTL_MS = 3_600_000
 /** The trailing argument of a read-only decision call (DECIDE_LUA). */
 export const PEEK_ARG = 'peek'
 export const DECIDE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ro = ARGV[#ARGV] == '${PEEK_ARG}'
+local mark = nil
+if not ro then
+  mark = KEYS[#KEYS]
+  local m = redis.call('GET', mark)
+  if m and string.sub(m, 1, 1) == 'c' then return redis.error_reply('IGWSTALE the proxy gave this connection up and accounted for its calls') end
+end
 -- Budget bucket fields: read-only, what a write would have left is kept here (false: deleted).
 local bview = {}
 local function bget(K2, f)
@@ -354,6 +374,7 @@ while kx < #KEYS do
     A = A + ${GROUP_HEAD} + tonumber(ARGV[A + 1])
   end
 end
+if mark then redis.call('SET', mark, ARGV[#ARGV], 'PX', ${CALL_MARKER_TTL_MS}) end
 return out
 `
 
@@ -375,7 +396,11 @@ return redis.call('ZCARD', KEYS[1])
  * Redis counted after its decision had already been made locally (a late reply).
  * KEYS[1] kind hash, KEYS[2] budget hash, KEYS[3] the push's one-time token; ARGV 1 units, 2 day,
  * 3 the bucket's capacity (micro-units; 0: no bucket), 4 budget bucket ms and 5 buckets (0: no
- * budget), 6 the token's lifetime (ms). A bucket or budget Redis does not hold yet (a tenant first
+ * budget), 6 the token's lifetime (ms). Optional KEYS[4] and ARGV 7: the connection marker and
+ * number of a decision call whose outcome was lost (DECIDE_LUA): the units are the outage policy's
+ * count of that call's requests, applied only if the call never ran (2: it did, nothing applied);
+ * the marker is closed then, so the call cannot run any more. A marker gone (its TTL) reads as
+ * never run. A bucket or budget Redis does not hold yet (a tenant first
  * seen during the outage, or its keys expired) starts with the units taken — full less them, the
  * ring's current bucket holding them — as the next decision carrying them would have: the units
  * are not dropped, handing the tenant a fresh burst and budget on recovery.
@@ -388,7 +413,14 @@ local p = tonumber(ARGV[1])
 local day = tonumber(ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'tk', 'd', 'u')
 local b = redis.call('HMGET', KEYS[2], 'h', 'n', 'tot', 'bm')
+local mk = #KEYS >= 4 and (redis.call('GET', KEYS[4]) or '')
 if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then return 0 end
+if mk then
+  local closed = string.sub(mk, 1, 1) == 'c'
+  local last = tonumber(closed and string.sub(mk, 2) or mk) or 0
+  if last >= tonumber(ARGV[7]) then return 2 end
+  if not closed then redis.call('SET', KEYS[4], 'c' .. last, 'PX', ${CALL_MARKER_TTL_MS}) end
+end
 local d = tonumber(h[2])
 if d == nil or d < day then
   redis.call('HSET', KEYS[1], 'd', day, 'u', math.max(0, p))

@@ -13,7 +13,7 @@ import { BUDGET_TOTALS_LUA, DECIDE_LUA, GROUP_HEAD, HEARTBEAT_LUA, PEEK_ARG, PUS
 
 interface QuotaCommands {
   igwQuotaHeartbeat(key: string, id: string, ttlMs: number): Promise<number>
-  igwQuotaReconcile(kindKey: string, budgetKey: string, tokenKey: string, units: number, day: number, capacity: number, bucketMs: number, buckets: number, tokenTtlMs: number): Promise<number>
+  igwQuotaReconcile(numKeys: number, ...args: (string | number)[]): Promise<number>
   igwQuotaBudgetTotals(numKeys: number, ...keys: string[]): Promise<number[]>
 }
 
@@ -64,7 +64,7 @@ export const PROGRESS_WAIT_FACTOR = 5
 function withCommands(r: Redis): QuotaRedis {
   if (!defined.has(r)) {
     r.defineCommand('igwQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA })
-    r.defineCommand('igwQuotaReconcile', { numberOfKeys: 3, lua: RECONCILE_LUA })
+    r.defineCommand('igwQuotaReconcile', { lua: RECONCILE_LUA })
     r.defineCommand('igwQuotaBudgetTotals', { lua: BUDGET_TOTALS_LUA })
     defined.add(r)
   }
@@ -261,13 +261,18 @@ function putArrayHead(buf: Buffer, off: number, count: number): number {
 
 /**
  * The RESP bytes of one decision call over `groups` (redis-script.ts's layout), with the script's
- * text (EVAL) or its digest; `peek`: read-only, the trailing argument that asks for it.
+ * text (EVAL) or its digest; `marker` (its key as a bulk string) and `seq`: the connection's call
+ * marker and this call's number; none: read-only, the trailing argument that asks for it.
  */
-function encodeCall(groups: readonly Group[], withScript: boolean, peek: boolean): Buffer {
+function encodeCall(groups: readonly Group[], withScript: boolean, marker: Buffer | undefined, seq = 0): Buffer {
   const n = groups.length
   const head = withScript ? EVAL_HEAD : EVALSHA_HEAD
   let keys = 2 * n
   let size = head.length
+  if (marker !== undefined) {
+    keys++
+    size += marker.length + intBulkLength(seq)
+  } else size += PEEK_TAIL.length
   for (let i = 0; i < n; i++) {
     // A group's third key: its pending units' push token (redis-script.ts).
     const g = groups[i]!
@@ -285,10 +290,7 @@ function encodeCall(groups: readonly Group[], withScript: boolean, peek: boolean
     size += g.rule.keys.length + g.rule.args.length + intBulkLength(costs.length) + intBulkLength(g.day) + intBulkLength(g.pending) + intBulkLength(g.dayEnd)
     for (let j = 0; j < costs.length; j++) size += intBulkLength(costs[j]!)
   }
-  if (peek) {
-    count++
-    size += PEEK_TAIL.length
-  }
+  count++ // the marker's number or 'peek'
   size += 3 + digits(count)
   const buf = Buffer.allocUnsafe(size)
   let off = putArrayHead(buf, 0, count)
@@ -299,6 +301,7 @@ function encodeCall(groups: readonly Group[], withScript: boolean, peek: boolean
     off += g.rule.keys.copy(buf, off)
     if (g.pending !== 0) off += g.tokenKey!.copy(buf, off)
   }
+  if (marker !== undefined) off += marker.copy(buf, off)
   for (let i = 0; i < n; i++) {
     const g = groups[i]!
     const costs = g.costs
@@ -309,7 +312,8 @@ function encodeCall(groups: readonly Group[], withScript: boolean, peek: boolean
     off = putIntBulk(buf, off, g.dayEnd)
     for (let j = 0; j < costs.length; j++) off = putIntBulk(buf, off, costs[j]!)
   }
-  if (peek) PEEK_TAIL.copy(buf, off)
+  if (marker !== undefined) putIntBulk(buf, off, seq)
+  else PEEK_TAIL.copy(buf, off)
   return buf
 }
 
@@ -327,6 +331,16 @@ class DecideCommand extends Command {
 }
 
 /**
+ * A decision call as sent: its connection's marker key and its number there (redis-script.ts).
+ * Given with a failure, the call went out and its outcome is lost (the connection dropped): Redis
+ * may have run it. The reconciliation asks the marker (RedisQuotaStore.reconcile).
+ */
+export interface SentCall {
+  readonly marker: string
+  readonly seq: number
+}
+
+/**
  * The outcome of a call that outlived its budget: the reply (Redis ran the script after all)
  * or undefined (it failed in the end).
  */
@@ -336,12 +350,13 @@ export type LateReply = (reply: number[] | undefined) => void
  * Who waits for one decision of a batch. Exactly one of result/failed is called, then possibly
  * late (the reply arrived after the budget: Redis did run it; undefined: the call failed in
  * the end). `last`: the group's final decision in this batch, so `d` holds the state Redis
- * kept (tokens, used, budget total) after the group.
+ * kept (tokens, used, budget total) after the group. `lost`: the call went out and its
+ * connection dropped before the reply, so Redis may or may not have run it (SentCall).
  */
 export interface DecisionWaiter {
   result(d: DecisionResult, last: boolean): void
-  failed(kind: RedisFailure): void
-  late(d: DecisionResult | undefined): void
+  failed(kind: RedisFailure, lost?: SentCall): void
+  late(d: DecisionResult | undefined, lost?: SentCall): void
 }
 
 /**
@@ -356,6 +371,8 @@ class Batch {
   repliesSeen = 0
   /** Sent again as EVAL after Redis lost the script (restart, SCRIPT FLUSH). */
   resent = false
+  /** As last sent. */
+  call: SentCall | undefined = undefined
   /** In the order of the script's arguments and of its reply. */
   readonly groups: Group[] = []
   readonly store: RedisQuotaStore
@@ -418,26 +435,29 @@ class Batch {
       this.store.send(this, true)
       return
     }
+    // Redis refusing the call answers with an error reply (OOM, NOPERM, …). Anything else is the
+    // connection: closed, not writeable, or — a Redis that dies with the call on the wire — ioredis's
+    // own "Reached the max retries per request limit" (maxRetriesPerRequest 0), which is no text of Redis's.
+    const refused = err instanceof ReplyError
+    const lost = refused ? undefined : this.call
+    // The reconciliation may close this call's marker: calls after it must not be refused.
+    this.store.dropMarker(this.call)
     if (this.done) {
-      this.late()
+      this.late(lost)
       return
     }
     this.done = true
     clearTimeout(this.timer)
-    // Redis refusing the call answers with an error reply (OOM, NOPERM, …). Anything else is the
-    // connection: closed, not writeable, or — a Redis that dies with the call on the wire — ioredis's
-    // own "Reached the max retries per request limit" (maxRetriesPerRequest 0), which is no text of Redis's.
-    const kind = err instanceof ReplyError ? 'error' : 'unavailable'
-    this.store.failed(kind, kind === 'error' ? err.message.slice(0, 200) : undefined)
-    this.fail(this.store.lastFailure)
+    this.store.failed(refused ? 'error' : 'unavailable', refused ? err.message.slice(0, 200) : undefined)
+    this.fail(this.store.lastFailure, lost)
   }
 
-  fail(kind: RedisFailure): void {
-    for (const g of this.groups) for (const w of g.waiters) w.failed(kind)
+  fail(kind: RedisFailure, lost?: SentCall): void {
+    for (const g of this.groups) for (const w of g.waiters) w.failed(kind, lost)
   }
 
-  late(): void {
-    for (const g of this.groups) for (const w of g.waiters) w.late(undefined)
+  late(lost: SentCall | undefined): void {
+    for (const g of this.groups) for (const w of g.waiters) w.late(undefined, lost)
   }
 }
 
@@ -499,6 +519,16 @@ export class RedisQuotaStore {
   /** Longest wait while Redis keeps answering other calls (our own event loop is the backlog). */
   readonly maxWaitMs: number
   #warm: Promise<boolean> | undefined
+  /**
+   * The call marker of the connection calls go out on (redis-script.ts): its key (a bulk string,
+   * '' until the first call), the connection it belongs to, and the last call's number. A new
+   * connection, or a failed call on this one, starts a new marker: a marker is only ever written
+   * by calls in one connection's order, and one the reconciliation closed is never used again.
+   */
+  #marker = ''
+  #markerBulk: Buffer | undefined = undefined
+  #markerStream: unknown = undefined
+  #seq = 0
   #settings: RedisStoreSettings
   #events: RedisStoreEvents
 
@@ -615,10 +645,21 @@ export class RedisQuotaStore {
 
   /** Write the batch's call: EVALSHA, or EVAL with the script when Redis does not have it. */
   send(b: Batch, withScript: boolean): void {
-    const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', encodeCall(b.groups, withScript, false))
     const r = this.provider.client()
+    if (this.#marker === '' || r.stream !== this.#markerStream) {
+      this.#marker = `${this.prefix}q:call:${randomUUID()}`
+      this.#markerBulk = Buffer.from(bulk(this.#marker))
+      this.#markerStream = r.stream
+    }
+    b.call = { marker: this.#marker, seq: ++this.#seq }
+    const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', encodeCall(b.groups, withScript, this.#markerBulk, b.call.seq))
     void r.sendCommand(cmd)
     cmd.promise.then(b.onReply, b.onError)
+  }
+
+  /** A call on this marker failed: the calls after it take a new one. */
+  dropMarker(call: SentCall | undefined): void {
+    if (call !== undefined && call.marker === this.#marker) this.#marker = ''
   }
 
   /**
@@ -639,7 +680,7 @@ export class RedisQuotaStore {
       g.token = PEEK_ARG
     }
     const call = async (withScript: boolean): Promise<ScriptReply> => {
-      const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', encodeCall([g], withScript, true))
+      const cmd = new DecideCommand(withScript ? 'eval' : 'evalsha', encodeCall([g], withScript, undefined))
       void r.sendCommand(cmd)
       return (await cmd.promise) as ScriptReply
     }
@@ -698,14 +739,17 @@ export class RedisQuotaStore {
    * have applied a push whose reply was lost (the connection dropped after the script ran), and
    * applies a token once. No time limit of its own: a script that is merely slow still runs. The
    * call settles when Redis answers or the connection drops (the provider's watchdog drops an
-   * unresponsive one); nothing waits on it but the reconciliation.
+   * unresponsive one); nothing waits on it but the reconciliation. `unlessRan`: the units are the
+   * outage policy's count of requests a lost decision call carried, applied only if it never ran.
    */
-  async reconcile(tenant: string, kind: string, units: number, day: number, shape?: { capacity: number; bucketMs: number; buckets: number }, token: string = randomUUID()): Promise<boolean> {
+  async reconcile(tenant: string, kind: string, units: number, day: number, shape?: { capacity: number; bucketMs: number; buckets: number }, token: string = randomUUID(), unlessRan?: SentCall): Promise<boolean> {
     const r = this.provider.client()
     if (r.status !== 'ready') return false
     try {
       const tokenKey = `${this.prefix}q:{${tenant}}:rc:${token}`
-      await withCommands(r).igwQuotaReconcile(quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), tokenKey, units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0, RECONCILE_TOKEN_TTL_MS)
+      const args = [quotaKeys.kind(this.prefix, tenant, kind), quotaKeys.budget(this.prefix, tenant), tokenKey, units, day, shape?.capacity ?? 0, shape?.bucketMs ?? 0, shape?.buckets ?? 0, RECONCILE_TOKEN_TTL_MS]
+      if (unlessRan === undefined) await withCommands(r).igwQuotaReconcile(3, ...args)
+      else await withCommands(r).igwQuotaReconcile(4, ...args.slice(0, 3), unlessRan.marker, ...args.slice(3), unlessRan.seq)
       return true
     } catch {
       return false

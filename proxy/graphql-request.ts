@@ -9,8 +9,8 @@ import { hasRespelledNumber, keepClientNumberText } from '../config/json-numbers
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
 
-/** The query-string parameters GraphQL over HTTP gives meaning to. */
-const GET_PARAMETERS = ['query', 'operationName', 'variables', 'extensions', 'documentId'] as const
+/** The query-string parameters GraphQL over HTTP gives meaning to, and Relay's name for `documentId`. */
+const GET_PARAMETERS = ['query', 'operationName', 'variables', 'extensions', 'documentId', 'doc_id'] as const
 
 // Parsing dominates the cost of reading a GraphQL request; clients repeat the same few
 // documents, so parsed ASTs are kept — bounded by their heap size, estimated from the text: an
@@ -48,6 +48,8 @@ export class GraphQLRequest {
   persistedId: string | undefined = undefined
   /** GraphQL-over-HTTP persisted document id (`documentId` in the body/query string), if any. */
   documentId: string | undefined = undefined
+  /** How the client named it: `documentId`, or Relay's `doc_id` (sent on so if the request is edited). */
+  documentIdMember: 'documentId' | 'doc_id' = 'documentId'
   readonly method: 'GET' | 'POST'
   /** The bytes as received (POST); forwarded as-is while `dirty` is false. */
   readonly raw: Buffer | undefined
@@ -196,7 +198,7 @@ export class GraphQLRequest {
     if (this.operationName !== undefined) out.operationName = this.operationName
     if (this.variables !== undefined) out.variables = this.#variablesToSend(source)
     if (this.extensions !== undefined) out.extensions = this.extensions
-    if (this.documentId !== undefined) out.documentId = this.documentId
+    if (this.documentId !== undefined) out[this.documentIdMember] = this.documentId
     return out
   }
 
@@ -236,7 +238,7 @@ export class GraphQLRequest {
     const base = q === -1 ? originalPath : originalPath.slice(0, q)
     const search = q === -1 ? '' : originalPath.slice(q + 1)
     const params = new URLSearchParams()
-    if (this.documentId !== undefined) params.set('documentId', this.documentId)
+    if (this.documentId !== undefined) params.set(this.documentIdMember, this.documentId)
     if (this.query !== undefined) params.set('query', this.query)
     if (this.operationName !== undefined) params.set('operationName', this.operationName)
     if (this.variables !== undefined) params.set('variables', JSON.stringify(this.#variablesToSend(new URLSearchParams(search).get('variables'))))
@@ -289,12 +291,19 @@ function operationNameOf(v: unknown): string | undefined {
 function fromObject(method: 'GET' | 'POST', raw: Buffer | undefined, o: Record<string, unknown>): GraphQLRequest {
   const query = stringOrUndefined(o.query, 'query')
   const extensions = objectOrUndefined(o.extensions, 'extensions')
-  const documentId = stringOrUndefined(o.documentId, 'documentId')
+  // Relay's persisted queries send `{"doc_id": …, "variables": …}`: read as `documentId` (the
+  // persisted filter resolves it; a backend that knows doc_id gets it as sent). It was a 400 "Must
+  // provide query string", and beside a `query` it went upstream unchecked, for a backend that
+  // reads doc_id first to run a document no filter saw.
+  const relayId = stringOrUndefined(o.doc_id, 'doc_id')
+  const documentId = stringOrUndefined(o.documentId, 'documentId') ?? relayId
+  if (relayId !== undefined && o.documentId != null) throw new GraphQLRequestError('a request names its persisted document by "documentId" or by "doc_id", not both')
   if (query === undefined && documentId === undefined && !(extensions && 'persistedQuery' in extensions)) {
     throw new GraphQLRequestError('Must provide query string.')
   }
   const req = new GraphQLRequest(method, raw, query, operationNameOf(o.operationName), objectOrUndefined(o.variables, 'variables'), extensions)
   req.documentId = documentId
+  if (relayId !== undefined) req.documentIdMember = 'doc_id'
   return req
 }
 
@@ -366,19 +375,102 @@ export class GraphQLBatch {
 }
 
 /**
+ * A member name some object in this JSON text holds twice (JSON-quoted, cut to 64 characters), or
+ * undefined. JSON.parse keeps the last; gjson, jsonparser and other first-match readers keep the
+ * first, and Apollo Router and Go's encoding/json/v2 refuse the text (RFC 8259 §4: names SHOULD be
+ * unique; I-JSON, RFC 7493: MUST). `{"query":"mutation{…}","query":"{ safe }"}` was priced,
+ * safelisted and cached as the safe query and forwarded byte for byte to a backend that ran the
+ * mutation; a repeated variable or extension did the same to tenant, persisted-id and cache-key
+ * checks. No JSON encoder writes such text, so it is refused. The common case costs a count: the
+ * text's members (each is the one ":" outside a string) against the parsed value's keys; only when
+ * they differ is the text walked again to name the member.
+ */
+function repeatedMember(text: string, parsed: unknown): string | undefined {
+  if (parsed === null || typeof parsed !== 'object') return undefined
+  const keys = keyCount(parsed)
+  let members = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 58 /* : */) members++
+    else if (c === 34 /* " */) i = stringEnd(text, i)
+  }
+  return members === keys ? undefined : findRepeated(text)
+}
+
+/** How many members the objects in a parsed JSON value hold (recursive: callers limit its depth first). */
+function keyCount(v: object): number {
+  let n = 0
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const x: unknown = v[i]
+      if (x !== null && typeof x === 'object') n += keyCount(x)
+    }
+    return n
+  }
+  for (const k in v) {
+    n++
+    const x = (v as Record<string, unknown>)[k]
+    if (x !== null && typeof x === 'object') n += keyCount(x)
+  }
+  return n
+}
+
+/** The index of the quote closing the JSON string that opens at `start`. */
+function stringEnd(text: string, start: number): number {
+  let end = text.indexOf('"', start + 1)
+  for (;;) {
+    let backslashes = 0
+    while (text.charCodeAt(end - 1 - backslashes) === 92 /* \ */) backslashes++
+    if (backslashes % 2 === 0) return end
+    end = text.indexOf('"', end + 1)
+  }
+}
+
+/** The first member name an object in this (valid) JSON text repeats, JSON-quoted. */
+function findRepeated(text: string): string | undefined {
+  // Per open bracket, the names seen so far (an object) or null (an array).
+  const open: (Set<string> | null)[] = []
+  let expectName = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 123 /* { */) {
+      open.push(new Set())
+      expectName = true
+    } else if (c === 91 /* [ */) open.push(null)
+    else if (c === 125 /* } */ || c === 93 /* ] */) open.pop()
+    else if (c === 44 /* , */) expectName = open.at(-1) != null
+    else if (c === 34 /* " */) {
+      const end = stringEnd(text, i)
+      if (expectName) {
+        const names = open.at(-1)!
+        const name = JSON.parse(text.slice(i, end + 1)) as string
+        if (names.has(name)) return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name)
+        names.add(name)
+        expectName = false
+      }
+      i = end
+    }
+  }
+  return undefined
+}
+
+/**
  * Parse a POST body: one request, or a GraphQLBatch for an array. Throws GraphQLRequestError
  * for malformed JSON or a body that is not a GraphQL request.
  */
 export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
   let parsed: unknown
+  const text = raw.toString('utf8')
   try {
-    parsed = JSON.parse(raw.toString('utf8'))
+    parsed = JSON.parse(text)
   } catch (err) {
     throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
   }
   // Nesting past the limit takes an opening and a closing bracket per level: a body shorter than
   // that (most requests) cannot, and is not walked.
   if (raw.length > 2 * MAX_JSON_DEPTH && jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
+  const repeated = repeatedMember(text, parsed)
+  if (repeated !== undefined) throw new GraphQLRequestError(`the JSON body repeats the member ${repeated} in one object`)
   if (Array.isArray(parsed)) return new GraphQLBatch(raw, parsed)
   if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
   return fromObject('POST', raw, parsed as Record<string, unknown>)
@@ -466,8 +558,9 @@ export function parseGetParams(search: string): GraphQLRequest | undefined {
   const query = params.get('query') ?? undefined
   const extText = params.get('extensions')
   const documentId = params.get('documentId') ?? undefined
-  if (query === undefined && extText === null && documentId === undefined) return undefined
-  const o: Record<string, unknown> = { query, operationName: params.get('operationName') ?? undefined, documentId }
+  const relayId = params.get('doc_id') ?? undefined
+  if (query === undefined && extText === null && documentId === undefined && relayId === undefined) return undefined
+  const o: Record<string, unknown> = { query, operationName: params.get('operationName') ?? undefined, documentId, doc_id: relayId }
   for (const field of ['variables', 'extensions'] as const) {
     const text = params.get(field)
     if (text === null || text === '') continue
@@ -477,6 +570,8 @@ export function parseGetParams(search: string): GraphQLRequest | undefined {
       throw new GraphQLRequestError(`Malformed JSON in "${field}" parameter: ${(err as Error).message}`)
     }
     if (jsonDepthExceeds(o[field])) throw new GraphQLRequestError(`"${field}" parameter nested deeper than ${MAX_JSON_DEPTH} levels`)
+    const repeated = repeatedMember(text, o[field])
+    if (repeated !== undefined) throw new GraphQLRequestError(`the "${field}" parameter repeats the member ${repeated} in one object`)
   }
   return fromObject('GET', undefined, o)
 }

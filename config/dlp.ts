@@ -3,7 +3,7 @@
 // where the keyring lives (a path: keys never travel in this document) and the export policy.
 // Routes opt in with a `dlp` filter entry (config/filters/dlp.ts) that says what is an export.
 import { z } from 'zod'
-import { identifier, tenantId } from './primitives.ts'
+import { identifier, tenantId, type Parsed } from './primitives.ts'
 
 export const DLP_ACTIONS = ['mask', 'tokenize', 'hash', 'redact', 'block'] as const
 export type DlpAction = (typeof DLP_ACTIONS)[number]
@@ -73,23 +73,28 @@ interface DlpRefsDoc {
 }
 
 /** Every preset a document names must exist; every dlp filter must resolve one. */
-export function checkDlpReferences(cfg: DlpRefsDoc, ctx: z.RefinementCtx): void {
-  const presets = cfg.dlp.presets
-  const known = Object.keys(presets).join(', ')
+export function checkDlpReferences(cfg: DlpRefsDoc, ctx: z.RefinementCtx, parsed: Parsed): void {
+  // A presets map with a problem anywhere is not merged over the seed's: names unknown to it may be known.
+  const presets = parsed(['dlp', 'presets'], true) ? cfg.dlp.presets : undefined
+  const known = Object.keys(presets ?? {}).join(', ')
   const check = (name: string | undefined, path: (string | number)[]) => {
-    if (name !== undefined && !Object.hasOwn(presets, name)) ctx.addIssue({ code: 'custom', path, message: `unknown DLP preset "${name}" (presets: ${known})` })
+    if (presets !== undefined && name !== undefined && parsed(path) && !Object.hasOwn(presets, name)) ctx.addIssue({ code: 'custom', path, message: `unknown DLP preset "${name}" (presets: ${known})` })
   }
-  check(cfg.dlp.defaultPreset, ['dlp', 'defaultPreset'])
-  for (const [tenant, t] of Object.entries(cfg.dlp.tenants)) {
-    check(t.preset, ['dlp', 'tenants', tenant, 'preset'])
-    if (!Object.hasOwn(cfg.tenants, tenant)) ctx.addIssue({ code: 'custom', path: ['dlp', 'tenants', tenant], message: `tenant "${tenant}" is not under tenants:` })
+  if (parsed(['dlp', 'defaultPreset'])) check(cfg.dlp.defaultPreset, ['dlp', 'defaultPreset'])
+  if (parsed(['dlp', 'tenants'])) {
+    for (const [tenant, t] of Object.entries(cfg.dlp.tenants)) {
+      check(t.preset, ['dlp', 'tenants', tenant, 'preset'])
+      if (parsed(['tenants', tenant]) && !Object.hasOwn(cfg.tenants, tenant)) ctx.addIssue({ code: 'custom', path: ['dlp', 'tenants', tenant], message: `tenant "${tenant}" is not under tenants:` })
+    }
   }
-  cfg.dlp.policy.allowedPresets.forEach((p, i) => check(p, ['dlp', 'policy', 'allowedPresets', i]))
+  if (parsed(['dlp', 'policy', 'allowedPresets'])) cfg.dlp.policy.allowedPresets.forEach((p, i) => check(p, ['dlp', 'policy', 'allowedPresets', i]))
+  if (!parsed(['routes'])) return
   cfg.routes.forEach((route, i) => {
+    if (!parsed(['routes', i, 'filters'])) return
     route.filters.forEach((f, j) => {
-      if (f.name !== 'dlp') return
+      if (!parsed(['routes', i, 'filters', j, 'name']) || f.name !== 'dlp') return
       check(f.preset, ['routes', i, 'filters', j, 'preset'])
-      if (f.preset === undefined && cfg.dlp.defaultPreset === undefined) {
+      if (f.preset === undefined && parsed(['routes', i, 'filters', j, 'preset']) && parsed(['dlp', 'defaultPreset']) && cfg.dlp.defaultPreset === undefined) {
         ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'preset'], message: 'expected a preset here or dlp.defaultPreset (tenants without one of their own need it)' })
       }
     })

@@ -432,11 +432,94 @@ function lineAt(text: string, offset: number): number {
   return line
 }
 
-/** Parse text (YAML is a superset of JSON, so one parser serves both). */
+const JSON_STRING = /"(?:[^"\\\u0000-\u001f]+|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y
+const JSON_SCALAR = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])|(?:true|false|null)(?!\w)/y
+
+/**
+ * Where marked text is not JSON (RFC 8259), as a problem line, or undefined. A reference may
+ * stand for a whole value (`"workers": ${W}`, as in a template for envsubst). Iterative: a file
+ * of "[" nested deep must not overflow the stack.
+ */
+function jsonSyntaxProblem(text: string, mark: string): string | undefined {
+  const ref = new RegExp(`${mark}\\d+${mark}+`, 'y')
+  const closers: string[] = []
+  let expect: 'value' | 'key' | 'next' = 'value'
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0 // a byte-order mark, as JSON readers may skip
+  const token = (re: RegExp) => {
+    re.lastIndex = i
+    if (!re.test(text)) return false
+    i = re.lastIndex
+    return true
+  }
+  for (;;) {
+    while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++
+    const c = text[i]
+    let expected: string | undefined
+    if (expect === 'value') {
+      if (c === '{' || c === '[') {
+        closers.push(c === '{' ? '}' : ']')
+        i++
+        while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++
+        if (text[i] === closers.at(-1)) {
+          i++
+          closers.pop()
+          expect = 'next'
+        } else expect = c === '{' ? 'key' : 'value'
+        continue
+      }
+      if (token(JSON_STRING) || token(JSON_SCALAR) || token(ref)) expect = 'next'
+      else expected = 'a value'
+    } else if (expect === 'key') {
+      if (token(JSON_STRING) || token(ref)) {
+        while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++
+        if (text[i] === ':') {
+          i++
+          expect = 'value'
+        } else expected = '":" after the key'
+      } else expected = 'a key in double quotes'
+    } else if (closers.length === 0) {
+      if (i === text.length) return undefined
+      expected = 'the end of the document'
+    } else if (c === ',') {
+      i++
+      expect = closers.at(-1) === '}' ? 'key' : 'value'
+    } else if (c === closers.at(-1)) {
+      i++
+      closers.pop()
+    } else expected = `"," or "${closers.at(-1)}"`
+    if (expected === undefined) continue
+    const got =
+      c === undefined
+        ? 'the end of the file'
+        : (c === '}' || c === ']') && /,\s*$/.test(text.slice(Math.max(0, i - 256), i))
+          ? `"${c}" (JSON allows no comma before it)`
+          : c === "'"
+            ? "a single quote (JSON strings take double quotes)"
+            : c === '/' || c === '#'
+              ? 'a comment (JSON has none)'
+              : c === '"'
+                ? 'a string not closed on its line, or holding a raw tab or newline (write \\t, \\n)'
+                : /[-+.\d]/.test(c)
+                  ? `${JSON.stringify(c)}, a number JSON does not write (no leading zero, "+", or "." without digits on both sides)`
+                  : JSON.stringify(c)
+    const column = i - text.lastIndexOf('\n', i - 1)
+    return `line ${lineAt(text, i)}, column ${column}: not JSON: expected ${expected}, got ${got}; a .json file is read as JSON (for comments, unquoted keys and the like, name it .yaml)`
+  }
+}
+
+/**
+ * Parse text (YAML is a superset of JSON, so one parser serves both). `source` is the file's path:
+ * a .json file must be JSON, not any YAML — a trailing comma, a comment or a single-quoted string
+ * was accepted as valid, and the jq or JSON Schema check in CI that reads the same file failed.
+ */
 export function parseConfigText(text: string, source = 'config', env: NodeJS.ProcessEnv = process.env): unknown {
   const mark = markChar(text)
   if (mark === undefined) throw new ConfigError(source, ['(root): the document holds every character from U+E000 to U+F8FF; igw cannot read ${…} references in it'])
   const marked = markEnvRefs(text, env, mark)
+  if (extname(source).toLowerCase() === '.json' && marked.text.trim() !== '') {
+    const problem = jsonSyntaxProblem(marked.text, mark)
+    if (problem !== undefined) throw new ConfigError(source, [problem])
+  }
   const doc = parseDocument(marked.text, { prettyErrors: true, uniqueKeys: false, merge: true })
   const duplicates = duplicateKeyOffsets(doc)
   if (doc.errors.length || duplicates.length) {

@@ -142,3 +142,32 @@ const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})
 export function isValidHost(host: string): boolean {
   return VALID_HOST.test(host)
 }
+
+/**
+ * Which parts of a document that failed some field checks the cross-reference checks may read:
+ * `parsed(path)` when no problem was found at the path or above it (an unknown key counts at
+ * itself only), `parsed(path, true)` when none was found below it either (a section whose own
+ * transform did not run). Those checks ran only on a document with no other problem, so `igw
+ * config validate` showed `upstream: nope` only once `maxBodyBytes: lots` was fixed; a check that
+ * reads an unparsed part is skipped, so a problem is not reported again as its consequence (an
+ * invalid tenant name is not also "unknown tenant").
+ */
+export type Parsed = (path: readonly PropertyKey[], whole?: boolean) => boolean
+
+export function parsedParts(issues: readonly z.core.$ZodRawIssue[]): Parsed {
+  if (issues.length === 0) return () => true
+  const key = (path: readonly PropertyKey[]) => path.map((p) => (typeof p === 'number' ? p : JSON.stringify(String(p)))).join('/')
+  const at = new Set<string>()
+  const within = new Set<string>()
+  for (const iss of issues) {
+    const path = iss.path ?? []
+    for (const p of iss.code === 'unrecognized_keys' ? iss.keys.map((k) => [...path, k]) : [path]) {
+      at.add(key(p))
+      for (let n = 0; n <= p.length; n++) within.add(key(p.slice(0, n)))
+    }
+  }
+  return (path, whole = false) => {
+    for (let n = 0; n <= path.length; n++) if (at.has(key(path.slice(0, n)))) return false
+    return !whole || !within.has(key(path))
+  }
+}

@@ -4,7 +4,7 @@
 // live here, where the control plane writes them (`api_quotas(tenant_id, kind, limit_per_day)`
 // becomes `quotas.tenants.<id>.<kind>.limitPerDay`).
 import { z } from 'zod'
-import { httpUrl, tenantId } from './primitives.ts'
+import { httpUrl, tenantId, type Parsed } from './primitives.ts'
 import { QUOTA_KINDS } from './quota-usage.ts'
 
 export { QUOTA_KINDS }
@@ -187,11 +187,16 @@ interface RefineCtx {
 export function checkQuotaReferences(
   cfg: { quotas: QuotasConfig; tenants: Record<string, unknown>; routes: { filters: { name: string }[] }[] },
   ctx: RefineCtx,
+  parsed: Parsed,
 ): void {
-  for (const id of Object.keys(cfg.quotas.tenants)) {
-    if (!Object.hasOwn(cfg.tenants, id)) ctx.addIssue({ code: 'custom', path: ['quotas', 'tenants', id], message: `unknown tenant "${id}" (list it under tenants:)` })
+  if (parsed(['quotas', 'tenants'])) {
+    for (const id of Object.keys(cfg.quotas.tenants)) {
+      if (parsed(['tenants', id]) && !Object.hasOwn(cfg.tenants, id)) ctx.addIssue({ code: 'custom', path: ['quotas', 'tenants', id], message: `unknown tenant "${id}" (list it under tenants:)` })
+    }
   }
+  if (!parsed(['routes'])) return
   cfg.routes.forEach((route, i) => {
+    if (!parsed(['routes', i, 'filters']) || route.filters.some((_, j) => !parsed(['routes', i, 'filters', j, 'name']))) return
     const q = route.filters.findIndex((f) => f.name === 'quota')
     const t = route.filters.findIndex((f) => f.name === 'tenant')
     if (q !== -1 && t > q) ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', q], message: 'quota must come after the tenant filter (it limits per tenant)' })

@@ -15,6 +15,7 @@ import {
   listenAddress,
   listenAddressesOverlap,
   originUrl,
+  parsedParts,
   splitListenAddress,
   tenantId,
   tierName,
@@ -299,54 +300,79 @@ export const gatewayConfigObject = z.strictObject({
   dlp: dlpConfig.prefault({}),
 })
 
-/** Cross-field rules zod cannot express per field; each names the exact path. */
-const checkedConfig = gatewayConfigObject.superRefine((cfg, ctx) => {
-  const seen = new Set<string>()
-  const usedUpstreams = new Set<string>()
-  cfg.routes.forEach((route, i) => {
-    if (seen.has(route.name)) {
-      ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"` })
-    }
-    seen.add(route.name)
-    if (looksLikeUrl(route.upstream)) {
-      usedUpstreams.add(route.upstream)
-    } else if (!Object.hasOwn(cfg.upstreams, route.upstream)) {
-      const known = Object.keys(cfg.upstreams)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['routes', i, 'upstream'],
-        message: `expected URL or an upstream name${known.length ? ` (${known.join(', ')})` : ''}`,
-        input: route.upstream,
+/**
+ * Cross-field rules zod cannot express per field; each names the exact path. They run on a
+ * document with problems in its fields too, reading only the parts that parsed (see parsedParts).
+ */
+const checkedConfig = gatewayConfigObject.superRefine(
+  (cfg, ctx) => {
+    const parsed = parsedParts(ctx.issues)
+    const seen = new Set<string>()
+    const usedUpstreams = new Set<string>()
+    const routes = parsed(['routes']) ? cfg.routes : []
+    routes.forEach((route, i) => {
+      const at = (...path: PropertyKey[]) => parsed(['routes', i, ...path])
+      if (at('name')) {
+        if (seen.has(route.name)) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"` })
+        }
+        seen.add(route.name)
+      }
+      if (!at('upstream')) {
+        // reported as it is
+      } else if (looksLikeUrl(route.upstream)) {
+        usedUpstreams.add(route.upstream)
+      } else if (!parsed(['upstreams', route.upstream])) {
+        // the entry it names has a problem of its own (an invalid name, or no map of upstreams)
+      } else if (!Object.hasOwn(cfg.upstreams, route.upstream)) {
+        const known = Object.keys(cfg.upstreams)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'upstream'],
+          message: `expected URL or an upstream name${known.length ? ` (${known.join(', ')})` : ''}`,
+          input: route.upstream,
+        })
+      } else if (parsed(['upstreams', route.upstream, 'url'])) {
+        usedUpstreams.add(cfg.upstreams[route.upstream]!.url)
+      }
+      const names = new Set<string>()
+      const filters = at('filters') ? route.filters : []
+      filters.forEach((f, j) => {
+        if (!at('filters', j, 'name')) return
+        if (names.has(f.name)) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'name'], message: `filter "${f.name}" appears twice in this chain` })
+        }
+        names.add(f.name)
+        // Anonymous and unknown-tenant traffic went on as a tenant no config lists: its quotas,
+        // tier and DLP preset the defaults, under a typo of the one meant. (allowUnlisted admits
+        // unlisted ids anyway.)
+        if (
+          f.name === 'tenant' &&
+          f.defaultTenant !== undefined &&
+          at('filters', j, 'defaultTenant') &&
+          at('filters', j, 'allowUnlisted') &&
+          !f.allowUnlisted &&
+          parsed(['tenants', f.defaultTenant]) &&
+          !Object.hasOwn(cfg.tenants, f.defaultTenant)
+        ) {
+          const known = Object.keys(cfg.tenants)
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'defaultTenant'], message: `expected a tenant listed under tenants${known.length ? ` (${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''})` : ' (none is)'}, or allowUnlisted: true`, input: f.defaultTenant })
+        }
       })
-    } else {
-      usedUpstreams.add(cfg.upstreams[route.upstream]!.url)
-    }
-    const names = new Set<string>()
-    route.filters.forEach((f, j) => {
-      if (names.has(f.name)) {
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'name'], message: `filter "${f.name}" appears twice in this chain` })
-      }
-      names.add(f.name)
-      // Anonymous and unknown-tenant traffic went on as a tenant no config lists: its quotas,
-      // tier and DLP preset the defaults, under a typo of the one meant. (allowUnlisted admits
-      // unlisted ids anyway.)
-      if (f.name === 'tenant' && f.defaultTenant !== undefined && !f.allowUnlisted && !Object.hasOwn(cfg.tenants, f.defaultTenant)) {
-        const known = Object.keys(cfg.tenants)
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'defaultTenant'], message: `expected a tenant listed under tenants${known.length ? ` (${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''})` : ' (none is)'}, or allowUnlisted: true`, input: f.defaultTenant })
-      }
     })
-  })
-  // Both on one port: the worker threads listen with reusePort, and the admin listener's
-  // EADDRINUSE then read "another process listens there" (exit 69) of the proxy's own listener.
-  if (listenAddressesOverlap(splitListenAddress(cfg.listen), splitListenAddress(cfg.admin.listen))) {
-    ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: `takes the port of listen (${cfg.listen}): give the admin port another one`, input: cfg.admin.listen })
-  }
-  checkQuotaReferences(cfg, ctx)
-  checkDlpReferences(cfg, ctx)
-  if (cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
-    ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several' })
-  }
-})
+    // Both on one port: the worker threads listen with reusePort, and the admin listener's
+    // EADDRINUSE then read "another process listens there" (exit 69) of the proxy's own listener.
+    if (parsed(['listen']) && parsed(['admin', 'listen']) && listenAddressesOverlap(splitListenAddress(cfg.listen), splitListenAddress(cfg.admin.listen))) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: `takes the port of listen (${cfg.listen}): give the admin port another one`, input: cfg.admin.listen })
+    }
+    checkQuotaReferences(cfg, ctx, parsed)
+    checkDlpReferences(cfg, ctx, parsed)
+    if (parsed(['mode']) && cfg.mode === 'sidecar' && usedUpstreams.size > 1) {
+      ctx.addIssue({ code: 'custom', path: ['mode'], message: 'sidecar mode fronts one upstream; use mode: ingress for several' })
+    }
+  },
+  { when: () => true },
+)
 
 /**
  * The validated document, normalized: a route's inline upstream URL becomes an entry of

@@ -51,13 +51,26 @@ export const durationMs = z
   .nonnegative()
   .max(MAX_DURATION_MS, { error: `expected at most ${MAX_DURATION_MS} milliseconds (about 24.8 days, the longest timer Node.js holds)` })
 
-export const listenAddress = z
-  .string()
-  // abort: an address without a port is one mistake; the port check below then read "abc" as
-  // port "abc" too, and `--listen abc` printed two problems for it
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):\d{1,5}$/, { error: 'expected "host:port", ":port" or "[ipv6]:port"', abort: true })
-  // 5 digits also allow 65536–99999, which only fail later inside listen() with a stack trace
-  .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, { error: 'expected a port from 0 to 65535' })
+const PORT_ERROR = 'expected a port from 0 to 65535'
+const ADDRESS_ERROR = 'expected "host:port", ":port" or "[ipv6]:port"'
+
+/**
+ * A listen address; a bare port number is ":port", as `--listen 8080` and IGW_LISTEN=8080 are
+ * (`listen: 8080`, or `listen: ${PORT}`, is a number in YAML, and was refused as "expected string").
+ */
+export const listenAddress = z.union(
+  [
+    z
+      .string()
+      // abort: an address without a port is one mistake; the port check below then read "abc" as
+      // port "abc" too, and `--listen abc` printed two problems for it
+      .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):\d{1,5}$/, { error: ADDRESS_ERROR, abort: true })
+      // 5 digits also allow 65536–99999, which only fail later inside listen() with a stack trace
+      .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, { error: PORT_ERROR }),
+    z.int().min(0).max(65535, { error: PORT_ERROR }).transform((port) => `:${port}`),
+  ],
+  { error: (iss) => (iss.code !== 'invalid_union' ? undefined : typeof iss.input === 'string' ? ADDRESS_ERROR : typeof iss.input === 'number' ? `${PORT_ERROR} (a whole number)` : 'expected "host:port", ":port", "[ipv6]:port" or a port number') },
+)
 
 export const httpUrl = z.url({ protocol: /^https?$/, error: 'expected URL' })
 

@@ -154,10 +154,10 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
 export const gatewayConfigObject = z.strictObject({
   /** sidecar: one upstream next to one service. ingress: many routes by host and path. */
   mode: z.enum(['sidecar', 'ingress']).default('sidecar'),
-  listen: listenAddress.default(':8080'),
+  listen: listenAddress.prefault(':8080'),
   admin: z
     .strictObject({
-      listen: listenAddress.default(':9901'),
+      listen: listenAddress.prefault(':9901'),
       readiness: z
         .strictObject({
           /**

@@ -16,12 +16,12 @@ describe('config schema errors name the exact path and reason', () => {
   it('unknown keys, wrong types, enums, unknown filters, missing JWT keys, bad time zones', () => {
     const p = problems(() =>
       validateConfig({
-        listen: 8080,
+        listen: true,
         routes: [{ name: 'a', upstream: 'http://ok:1', timout: 5, filters: [{ name: 'nope' }, { name: 'tenant', jwt: { claim: 'org' } }] }],
         tenants: { acme: { tier: 'platinum', timezone: 'Mars/Base' } },
       }),
     )
-    expect(p).toContain('listen: expected string, got 8080')
+    expect(p).toContain('listen: expected "host:port", ":port", "[ipv6]:port" or a port number, got true')
     expect(p).toContain('routes[0]: unknown key "timout"')
     expect(p.find((l) => l.startsWith('routes[0].filters[0].name: unknown filter'))).toBeDefined()
     expect(p).toContain('routes[0].filters[1].jwt: expected one of secret, publicKeyFile or jwksFile to verify tokens with')

@@ -22,6 +22,8 @@ import {
   timeZone,
 } from './primitives.ts'
 
+const WORKERS_ERROR = 'expected "auto" or a whole number of worker threads from 1 to 256'
+
 export const upstreamConfig = z.strictObject({
   url: originUrl,
   /** Upper bound of keep-alive connections this proxy (per worker thread) opens to it. */
@@ -174,7 +176,8 @@ export const gatewayConfigObject = z.strictObject({
     })
     .prefault({}),
   /** Worker threads, each with its own listener on the same port; "auto" = available cores. */
-  workers: z.union([z.literal('auto'), z.int().min(1).max(256)], { error: 'expected "auto" or a whole number of worker threads from 1 to 256' }).default('auto'),
+  // The range's own words too: zod's "Too small: expected number to be >=1" named neither the unit nor "auto".
+  workers: z.union([z.literal('auto'), z.int().min(1, { error: WORKERS_ERROR }).max(256, { error: WORKERS_ERROR })], { error: WORKERS_ERROR }).default('auto'),
   workerHeap: z
     .strictObject({
       /**

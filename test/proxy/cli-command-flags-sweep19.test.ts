@@ -53,7 +53,7 @@ describe('igw: a flag the command does not read is a usage error', () => {
     // and the proxy's own flags still apply to `config validate` (an override checked with the file)
     const bad = igw(['config', 'validate', file, '--workers', '0'])
     expect(bad.code, bad.out).toBe(78)
-    expect(bad.stderr).toMatch(/workers: Too small/)
+    expect(bad.stderr).toMatch(/workers: expected "auto" or a whole number of worker threads from 1 to 256, got 0/)
   })
 })
 

@@ -150,8 +150,10 @@ export async function assertListenFree(what: string, address: string): Promise<v
 }
 
 export async function runDemo(flags: Flags): Promise<void> {
-  const listen = flags.listen ?? ':8080'
-  const adminListen = flags['admin-listen'] ?? ':9901'
+  // Loopback unless asked: the sample backend takes mutations and the admin port serves /config,
+  // which a demo on a laptop must not offer to its network (as the backend and control plane).
+  const listen = flags.listen ?? '127.0.0.1:8080'
+  const adminListen = flags['admin-listen'] ?? '127.0.0.1:9901'
   const proxyFlags: Flags = { ...flags, listen, 'admin-listen': adminListen }
   // The proxy's flags (--listen :99999, --workers abc) are checked before anything starts: found
   // later, they came back as a NACKed control plane head with no last-known-good snapshot.

@@ -36,6 +36,8 @@ export interface ApiDeps extends PluginRouteDeps {
   auditKeys?: readonly KeyObject[]
   /** A refused write or reveal (a 403 from the policy): logged, and audited as `<action>.denied`. Never throws. */
   refused?: (actor: string, action: string, resource: string, after: Record<string, unknown>) => Promise<void>
+  /** A refused read (a 403 from the policy on admin.read or proxy.sync): logged only. */
+  refusedRead?: (actor: string, action: string, resource: string, reason: string, tenant?: string) => void
 }
 
 /** How far a usage report's `at` may be from this clock and still decide its day (see /v1/usage). */

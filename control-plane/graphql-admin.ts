@@ -222,8 +222,10 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
         const tenant = typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant
         const d = deps.authorizer.decide(ctx.subject, attr as Action, resourceOf(args, tenant))
         if (!d.allow) {
-          // A refused mutation is audited as a refused REST write is (deps.refused).
+          // A refused mutation is audited as a refused REST write is (deps.refused); a refused
+          // read is logged only, as over REST.
           if (attr !== 'admin.read') await deps.refused?.(ctx.subject.sub, attr, `graphql/${typeName}.${name}`, { reason: d.reason, tenant: tenant ?? null })
+          else deps.refusedRead?.(ctx.subject.sub, attr, `graphql/${typeName}.${name}`, d.reason, tenant)
           throw createGraphQLError(`${typeName}.${name} needs "${attr}": ${d.reason}`, { extensions: { code: 'FORBIDDEN', attribute: attr, reason: d.reason } })
         }
         return inner(root, args, ctx, info)

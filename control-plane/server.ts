@@ -125,7 +125,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     deniedAudited.set(key, true)
     await store.audit({ actor, action: `${action}.denied`, resource, after }).catch((e: unknown) => logger.error({ err: e, actor }, `could not audit a refused ${action} call`))
   }
-  const deps: ApiDeps = { refused, store, hub, usage, authorizer, detokenizer: await loadDetokenizer().catch(startFailed), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
+  /** A refused read or proxy call: a warn line (with the request id), never an audit entry. */
+  const refusedRead = (actor: string, action: string, resource: string, reason: string, tenant?: string): void => {
+    logger.warn({ requestId: auditRequestScope.getStore(), actor, action, resource, reason, ...(tenant === undefined ? {} : { tenant }) }, `${action} refused`)
+  }
+  const deps: ApiDeps = { refused, refusedRead, store, hub, usage, authorizer, detokenizer: await loadDetokenizer().catch(startFailed), usedToday, trustedPublishers: opts.pluginTrust ?? NO_TRUSTED_KEYS, metrics, logger, auditKeys: [opts.signingKey.publicKey, ...(opts.previousKeys ?? [])] }
   store.on('committed', () => metrics.commits.inc())
   store.on('audited', (action) => metrics.auditAppends.labels(action).inc())
   store.on('rewound', (head, previous) => {
@@ -231,6 +235,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
             const after: Record<string, unknown> = { reason: err.message, request: `${method} ${url.pathname}` }
             if (r.auth.action === 'dlp.detokenize') after.justification = typeof justification === 'string' ? justification.slice(0, 1024) : null
             await refused(ctx.subject.sub, r.auth.action, r.auth.action === 'dlp.detokenize' ? 'dlp/tokens' : url.pathname.replace(/^\/v1\//, ''), after)
+          } else if (err instanceof AuthError && err.status === 403) {
+            // A refused read (a tenant-scoped token reading another tenant's quotas, statement or
+            // alerts; a proxy token reading the config) is logged, not audited: unlogged, a token
+            // probing what it may read left no trace at all.
+            refusedRead(ctx.subject.sub, r.auth.action, url.pathname.replace(/^\/v1\//, ''), err.message)
           }
           throw err
         }

@@ -275,9 +275,10 @@ class QuotaFilter implements Filter {
     const maxDelay = qos.maxEventLoopDelayMs ?? 0
     const delay = maxDelay > 0 ? this.#rt.eventLoop.delayMs : 0
     const shedAt = qos.shedAt[tier]
-    if (ctx.subscription !== undefined || ctx.upgrade) {
-      // A subscription (or a relayed WebSocket) is long-lived: admitted or not by the load now,
-      // not held in flight.
+    // A subscription is long-lived: over a WebSocket (terminated or relayed) or relayed over HTTP
+    // (SSE, multipart: graphql-yoga's default). Admitted or not by the load now, not held in
+    // flight: counted for its life, a few open streams filled maxInFlight and shed even gold.
+    if (ctx.subscription !== undefined || ctx.upgrade || ctx.graphql?.operationType === 'subscription') {
       if (!shouldShed(Atomics.load(this.#i32, H_INFLIGHT), max, delay, maxDelay, shedAt)) return undefined
       return this.#shed(tier)
     }

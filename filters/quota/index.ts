@@ -335,8 +335,9 @@ class QuotaFilter implements Filter {
     // kind counts). Under another kind (graphql, the default) it was admitted by a free slot and
     // gives it back at once: 20 open browser tabs must not hold a tenant's 20 HTTP request slots.
     // So does a terminated subscription (a query or mutation over the socket ends, and holds it
-    // until then like an HTTP request).
-    if ((ctx.upgrade || (ctx.subscription !== undefined && ctx.graphql?.operationType === 'subscription')) && this.#kind !== 'subscriptions') r.releaseConcurrent()
+    // until then like an HTTP request), and one relayed over HTTP (SSE, multipart): two open
+    // graphql-yoga SSE streams held a tenant's two graphql slots and refused its next query.
+    if ((ctx.upgrade || ctx.graphql?.operationType === 'subscription') && this.#kind !== 'subscriptions') r.releaseConcurrent()
     else ctx.addCleanup(r.releaseConcurrent)
     return undefined
   }

@@ -54,6 +54,29 @@ describe('QoS and subscriptions over HTTP (sweep 30t)', () => {
     }
   })
 
+  it('open SSE subscriptions do not hold the tenant\'s graphql concurrency slots', async () => {
+    const p = await startTestProxy({
+      tenants: { g: { tier: 'gold' } },
+      quotas: { tenants: { g: { graphql: { maxConcurrent: 2 } } } },
+      routes: [{ name: 'g', match: { pathPrefix: '/' }, upstream: be.url, type: 'graphql', filters: [{ name: 'tenant' }, { name: 'quota' }] }],
+    })
+    const streams: Awaited<ReturnType<typeof post>>[] = []
+    try {
+      for (let i = 0; i < 2; i++) {
+        const s = await post(p.url, 'g', 'subscription { countdown(from: 60, intervalMs: 1000) }', 'text/event-stream')
+        expect(s.statusCode).toBe(200)
+        streams.push(s)
+      }
+      await expect.poll(() => be.liveSubscriptions(), { timeout: 3000, interval: 20 }).toBe(2)
+      const q = await post(p.url, 'g', '{ __typename }')
+      expect(q.statusCode).toBe(200)
+      expect(await q.body.json()).toEqual({ data: { __typename: 'Query' } })
+    } finally {
+      for (const s of streams) s.body.destroy()
+      await p.close()
+    }
+  })
+
   it('a subscription over HTTP is still shed by the load of requests in flight', async () => {
     const p = await startTestProxy({
       tenants: { b: { tier: 'bronze' }, g: { tier: 'gold' } },

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRecordingBackend, type RawBackend } from '../helpers/backends.ts'
 import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex')
@@ -20,16 +20,7 @@ describe('persisted filter sweep 18c: APQ disabled', () => {
   const bodies: string[] = []
 
   beforeAll(async () => {
-    backend = await startRawBackend((req, res) => {
-      let body = ''
-      req.setEncoding('utf8')
-      req.on('data', (c: string) => (body += c))
-      req.on('end', () => {
-        bodies.push(body)
-        res.writeHead(200, { 'content-type': 'application/json' })
-        res.end(JSON.stringify({ data: { hello: 'world' } }))
-      })
-    })
+    backend = await startRecordingBackend(bodies, () => JSON.stringify({ data: { hello: 'world' } }))
     proxy = await startTestProxy({
       tenants: { acme: {} },
       persistedDocuments: { operations: { known: { document: MANIFEST_DOC } } },

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRecordingBackend, type RawBackend } from '../helpers/backends.ts'
 import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex')
@@ -22,17 +22,10 @@ describe('persisted filter sweep 19: batch operations and the limits', () => {
   let proxy: TestProxy
   const bodies: string[] = []
   beforeAll(async () => {
-    backend = await startRawBackend((req, res) => {
-      let body = ''
-      req.setEncoding('utf8')
-      req.on('data', (c: string) => (body += c))
-      req.on('end', () => {
-        bodies.push(body)
-        const parsed = JSON.parse(body) as unknown
-        const n = Array.isArray(parsed) ? parsed.length : 1
-        res.writeHead(200, { 'content-type': 'application/json' })
-        res.end(JSON.stringify(Array.isArray(parsed) ? Array.from({ length: n }, () => ({ data: { hello: 'world' } })) : { data: { hello: 'world' } }))
-      })
+    backend = await startRecordingBackend(bodies, (body) => {
+      const parsed = JSON.parse(body) as unknown
+      const n = Array.isArray(parsed) ? parsed.length : 1
+      return JSON.stringify(Array.isArray(parsed) ? Array.from({ length: n }, () => ({ data: { hello: 'world' } })) : { data: { hello: 'world' } })
     })
     const filters = (mode: string) => [{ name: 'tenant', defaultTenant: 'acme' }, { name: 'persisted', safelist: { mode }, limits: { maxDepth: 4, maxQueryBytes: 200 } }]
     proxy = await startTestProxy({

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { GraphQLBatch, parsePostBody } from '../../proxy/graphql-request.ts'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRecordingBackend, type RawBackend } from '../helpers/backends.ts'
 import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex')
@@ -40,16 +40,9 @@ describe('persisted filter sweep 18c: batches through the proxy', () => {
   let proxy: TestProxy
   const bodies: string[] = []
   beforeAll(async () => {
-    backend = await startRawBackend((req, res) => {
-      let body = ''
-      req.setEncoding('utf8')
-      req.on('data', (c: string) => (body += c))
-      req.on('end', () => {
-        bodies.push(body)
-        const n = (JSON.parse(body) as unknown[]).length
-        res.writeHead(200, { 'content-type': 'application/json' })
-        res.end(JSON.stringify(Array.from({ length: n }, () => ({ data: { hello: 'world' } }))))
-      })
+    backend = await startRecordingBackend(bodies, (body) => {
+      const n = (JSON.parse(body) as unknown[]).length
+      return JSON.stringify(Array.from({ length: n }, () => ({ data: { hello: 'world' } })))
     })
     proxy = await startTestProxy({
       tenants: { acme: {} },

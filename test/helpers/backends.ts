@@ -33,6 +33,23 @@ export async function startRawBackend(handler: (req: IncomingMessage, res: Serve
   }
 }
 
+/**
+ * A backend that records each request body (in `bodies`) and answers 200 JSON with `answer(body)`:
+ * for tests that check what the proxy forwarded.
+ */
+export function startRecordingBackend(bodies: string[], answer: (body: string) => string): Promise<RawBackend> {
+  return startRawBackend((req, res) => {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => (body += c))
+    req.on('end', () => {
+      bodies.push(body)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(answer(body))
+    })
+  })
+}
+
 /** Writes `total` bytes of 'a' to `res` in 64 KiB chunks as fast as the reader takes them (no buffering past 'drain'), then ends it. */
 export function writeBytes(res: ServerResponse, total: number): void {
   const chunk = Buffer.alloc(64 << 10, 97)

@@ -5,7 +5,7 @@
 // variables. Such a body (or a GET's JSON parameter) is now refused 400, unseen by the backend.
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { request } from 'undici'
-import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
+import { startRecordingBackend, type RawBackend } from '../helpers/backends.ts'
 import { startTestProxy, type TestProxy } from '../helpers/proxy.ts'
 
 const SAFE = 'query Safe { hello }'
@@ -13,16 +13,7 @@ let backend: RawBackend
 let proxy: TestProxy
 const bodies: string[] = []
 beforeAll(async () => {
-  backend = await startRawBackend((req, res) => {
-    let body = ''
-    req.setEncoding('utf8')
-    req.on('data', (c: string) => (body += c))
-    req.on('end', () => {
-      bodies.push(body)
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end('{"data":{"hello":"hi"}}')
-    })
-  })
+  backend = await startRecordingBackend(bodies, () => '{"data":{"hello":"hi"}}')
   proxy = await startTestProxy({
     persistedDocuments: { operations: { safe: { document: SAFE } } },
     routes: [{ name: 'graphql', upstream: backend.url, type: 'graphql', batching: { enabled: true }, filters: [{ name: 'persisted', safelist: { mode: 'enforce' } }] as never }],

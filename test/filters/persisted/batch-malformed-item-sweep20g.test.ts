@@ -6,7 +6,7 @@
 // real proxy and a node:http backend that records what it gets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { startRawBackend, type RawBackend } from '../../helpers/backends.ts'
+import { startRecordingBackend, type RawBackend } from '../../helpers/backends.ts'
 import { startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
 
 const DEEP = '{ a { b { c { d { e { f } } } } } }' // depth 6
@@ -17,16 +17,9 @@ describe('persisted filter sweep 20g: malformed batch operations', () => {
   let proxy: TestProxy
   const bodies: string[] = []
   beforeAll(async () => {
-    backend = await startRawBackend((req, res) => {
-      let body = ''
-      req.setEncoding('utf8')
-      req.on('data', (c: string) => (body += c))
-      req.on('end', () => {
-        bodies.push(body)
-        const parsed = JSON.parse(body) as unknown[]
-        res.writeHead(200, { 'content-type': 'application/json' })
-        res.end(JSON.stringify(parsed.map(() => ({ data: { hello: 'world' } }))))
-      })
+    backend = await startRecordingBackend(bodies, (body) => {
+      const parsed = JSON.parse(body) as unknown[]
+      return JSON.stringify(parsed.map(() => ({ data: { hello: 'world' } })))
     })
     const filters = (mode: string) => [{ name: 'tenant', defaultTenant: 'acme' }, { name: 'persisted', safelist: { mode }, limits: { maxDepth: 4 } }]
     proxy = await startTestProxy({

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { validateConfig } from '../../../config/load.ts'
-import { startRawBackend, type RawBackend } from '../../helpers/backends.ts'
+import { startRecordingBackend, type RawBackend } from '../../helpers/backends.ts'
 import { startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
 
 const ID = 'web-app~1.4.2~3f1c9a0e2b'
@@ -16,15 +16,7 @@ describe('persisted filter sweep 20g: Hive document ids', () => {
   let proxy: TestProxy
   const bodies: string[] = []
   beforeAll(async () => {
-    backend = await startRawBackend((req, res) => {
-      let body = ''
-      req.setEncoding('utf8')
-      req.on('data', (c: string) => (body += c))
-      req.on('end', () => {
-        bodies.push(body)
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"data":{"hello":"world"}}')
-      })
-    })
+    backend = await startRecordingBackend(bodies, () => '{"data":{"hello":"world"}}')
     proxy = await startTestProxy({
       tenants: { acme: {} },
       persistedDocuments: { operations: { [ID]: { document: DOC, costUnits: 3 } } },

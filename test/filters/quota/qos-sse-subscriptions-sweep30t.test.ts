@@ -26,6 +26,17 @@ afterAll(async () => {
 const post = (url: string, tenant: string, query: string, accept = 'application/json') =>
   request(`${url}/graphql`, { method: 'POST', headers: { 'x-tenant-id': tenant, 'content-type': 'application/json', accept }, body: JSON.stringify({ query }) })
 
+/** Two SSE subscriptions of gold tenant `g`, open and live at the backend (kept in `streams`). */
+async function openTwo(url: string, streams: Awaited<ReturnType<typeof post>>[]): Promise<void> {
+  for (let i = 0; i < 2; i++) {
+    const s = await post(url, 'g', 'subscription { countdown(from: 60, intervalMs: 1000) }', 'text/event-stream')
+    expect(s.statusCode).toBe(200)
+    expect(s.headers['content-type']).toMatch(/^text\/event-stream/)
+    streams.push(s)
+  }
+  await expect.poll(() => be.liveSubscriptions(), { timeout: 3000, interval: 20 }).toBe(2)
+}
+
 describe('QoS and subscriptions over HTTP (sweep 30t)', () => {
   it('open SSE subscriptions are not held in flight: they do not shed later requests', async () => {
     const p = await startTestProxy({
@@ -35,14 +46,7 @@ describe('QoS and subscriptions over HTTP (sweep 30t)', () => {
     })
     const streams: Awaited<ReturnType<typeof post>>[] = []
     try {
-      for (let i = 0; i < 2; i++) {
-        const s = await post(p.url, 'g', 'subscription { countdown(from: 60, intervalMs: 1000) }', 'text/event-stream')
-        expect(s.statusCode).toBe(200)
-        expect(s.headers['content-type']).toMatch(/^text\/event-stream/)
-        streams.push(s)
-      }
-      // Both live at the backend, relayed through the proxy.
-      await expect.poll(() => be.liveSubscriptions(), { timeout: 3000, interval: 20 }).toBe(2)
+      await openTwo(p.url, streams)
       const metrics = await (await request(`${p.adminUrl}/metrics`)).body.text()
       expect(metrics).toMatch(/^igw_quota_inflight 0$/m)
       const q = await post(p.url, 'g', '{ __typename }')
@@ -62,12 +66,7 @@ describe('QoS and subscriptions over HTTP (sweep 30t)', () => {
     })
     const streams: Awaited<ReturnType<typeof post>>[] = []
     try {
-      for (let i = 0; i < 2; i++) {
-        const s = await post(p.url, 'g', 'subscription { countdown(from: 60, intervalMs: 1000) }', 'text/event-stream')
-        expect(s.statusCode).toBe(200)
-        streams.push(s)
-      }
-      await expect.poll(() => be.liveSubscriptions(), { timeout: 3000, interval: 20 }).toBe(2)
+      await openTwo(p.url, streams)
       const q = await post(p.url, 'g', '{ __typename }')
       expect(q.statusCode).toBe(200)
       expect(await q.body.json()).toEqual({ data: { __typename: 'Query' } })

@@ -9,6 +9,7 @@ import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
 import { Exchange, writeErrorReply } from './exchange.ts'
 import { ERROR_STATUS, rawHttpError, type ErrorCode } from './errors.ts'
+import type { GraphQLBatch } from './graphql-request.ts'
 import type { FilterModules } from '../filters/registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { buildSnapshot, PoolRegistry, type Snapshot } from './runtime.ts'
@@ -331,13 +332,13 @@ export class WorkerProxy {
     socket.on('error', destroyOnSocketError)
     const refusal = this.#refuseBeforeRouting(req)
     if (refusal !== undefined) {
-      endRaw(socket, rawHttpError(refusal[0], refusal[1]))
+      this.#refuseUpgrade(req, socket, refusal[0], refusal[1])
       return
     }
     const snap = this.snapshot
     const route = snap.router.match(req.headers.host, req.url ?? '/')
     if (route === undefined || this.draining) {
-      endRaw(socket, rawHttpError(this.draining ? 'OVERLOADED' : 'NOT_FOUND', this.draining ? 'gateway is shutting down' : 'no route matches this host and path'))
+      this.#refuseUpgrade(req, socket, this.draining ? 'OVERLOADED' : 'NOT_FOUND', this.draining ? 'gateway is shutting down' : 'no route matches this host and path')
       return
     }
     this.inflight++
@@ -350,6 +351,22 @@ export class WorkerProxy {
     })
   }
   readonly #upgradeSnapshots = new WeakMap<IncomingMessage, Snapshot>()
+
+  /**
+   * An upgrade refused before routing (no route, a bad target, draining): counted and logged as
+   * the same request without Upgrade is, with a new x-request-id its line names. They were
+   * neither logged nor counted: a subscriber reconnecting to a wrong host or path, or every
+   * WebSocket refused while draining, left no trace.
+   */
+  #refuseUpgrade(req: IncomingMessage, socket: Duplex, code: ErrorCode, message: string): void {
+    const start = performance.now()
+    const reqId = randomUUID()
+    endRaw(socket, rawHttpError(code, message, { 'x-request-id': reqId }))
+    const status = ERROR_STATUS[code]
+    this.metrics.requests.series('', String(status), '').inc()
+    this.metrics.proxyErrors.labels('', code).inc()
+    if (this.#accessLog && this.#sampled(status)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
+  }
 
   finishRequest(ctx: RequestContext, status: number, aborted: boolean): void {
     ctx.runCleanups()
@@ -398,7 +415,8 @@ export class WorkerProxy {
         route: ctx.route.name,
         status,
         tenant: ctx.tenant,
-        op: clipLogField(gql?.opName), // names are client text up to the body limit
+        op: clipLogField(gql !== undefined ? gql.opName : ctx.batch !== undefined ? batchOpNames(ctx.batch) : undefined), // names are client text up to the body limit
+        batch: ctx.batch?.operations,
         persistedId: gql?.persistedId,
         cost: ctx.costSource === 'default' ? undefined : ctx.cost,
         code: ctx.errorCode,
@@ -567,6 +585,24 @@ function refusedRequest(req: IncomingMessage): string | undefined {
 function badTargetMessage(target: string): string {
   const shown = target.length > 64 ? `${target.slice(0, 64)}…` : target
   return target === '*' ? 'the asterisk-form request target ("*") names no resource this gateway can route' : `request target "${shown}" is neither a path nor an absolute http(s) URL`
+}
+
+/**
+ * A batch's operation names as one `op` field ("A,,C": an unnamed one is empty), clipped as a
+ * lone request's name is. A batch's access line named no operation at all: what batching
+ * clients ran was not in the log.
+ */
+function batchOpNames(batch: GraphQLBatch): string | undefined {
+  const reqs = batch.requests
+  let out = ''
+  let named = false
+  // Past 128 characters the field is clipped: the rest of the batch is not parsed for it.
+  for (let i = 0; i < reqs.length && out.length <= 128; i++) {
+    const name = reqs[i]?.opName ?? ''
+    if (name !== '') named = true
+    out += i === 0 ? name : `,${name}`
+  }
+  return named ? out : undefined
 }
 
 /** What a request node:http's parser refused gets, by the parser's (or Node's) error code. */

@@ -1088,7 +1088,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   #timedOutWaiting(now: number): void {
     const route = this.route
-    const ms = Math.round(now - this.#dispatchedAt)
+    this.ctx.upstreamMs = now - this.#dispatchedAt // waited on, for the access line (as onResponseError)
+    const ms = Math.round(this.ctx.upstreamMs)
     const err = new ProxyAbort('UPSTREAM_TIMEOUT', `no connection to upstream ${route.upstream.name} became available within ${ms} ms`)
     this.#discarded = true
     // A streamed request body undici never started reading is still on the client socket.
@@ -1442,6 +1443,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     if (phase === Phase.Dispatched || (phase === Phase.ResponsePhase && !this.res.headersSent)) {
+      // How long the upstream was waited on before failing (a 502/504's line had no upstreamMs:
+      // it is set when headers arrive, which never happened).
+      if (phase === Phase.Dispatched) this.ctx.upstreamMs = performance.now() - this.#dispatchedAt
       // A filter reading the body before the head sees the failure; the client gets a 502/504.
       this.#body?.destroy(err)
       const [code, message] = classify(err, this.route)

@@ -11,7 +11,7 @@ import WebSocket, { WebSocketServer, type RawData } from 'ws'
 import * as wsExports from 'ws'
 import { runRequestChain } from './chain.ts'
 import { RequestContext } from './context.ts'
-import { errorReply, rawHttpError, type LocalReply } from './errors.ts'
+import { errorReply, type LocalReply } from './errors.ts'
 import { clientResponseHeaders, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
 import { endRaw } from './linger.ts'
 import type { RouteRuntime, Snapshot } from './runtime.ts'
@@ -578,11 +578,11 @@ function onIdleCheck(bridge: WsBridge): void {
 }
 
 export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> {
-  const start = performance.now()
+  const ctx = new RequestContext(req, undefined, route, proxy.logger, performance.now(), routeIncomingRequestId(route, req.headers))
+  ctx.upgrade = true
   const refusal = upgradeRefusal(route, req)
   if (refusal !== undefined) {
-    endRaw(socket, rawHttpError('BAD_REQUEST', refusal))
-    proxy.finishUpgradeRaw(req)
+    refuseHandshake(proxy, ctx, socket, refusal)
     return
   }
   // Check the client's handshake before opening anything upstream, so a bad one costs nothing.
@@ -590,18 +590,14 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
   if (typeof protocols === 'string') {
     // A version this side does not speak is answered with the one it does (RFC 6455 §4.4 MUST),
     // as ws itself answers: without it a client cannot tell which version to retry with.
-    endRaw(socket, rawHttpError('BAD_REQUEST', protocols, handshakeRefusalHeaders(req)))
-    proxy.finishUpgradeRaw(req)
+    refuseHandshake(proxy, ctx, socket, protocols, handshakeRefusalHeaders(req))
     return
   }
   const badExtensions = declineUnacceptableDeflate(route, req)
   if (badExtensions !== undefined) {
-    endRaw(socket, rawHttpError('BAD_REQUEST', badExtensions))
-    proxy.finishUpgradeRaw(req)
+    refuseHandshake(proxy, ctx, socket, badExtensions)
     return
   }
-  const ctx = new RequestContext(req, undefined, route, proxy.logger, start, routeIncomingRequestId(route, req.headers))
-  ctx.upgrade = true
   const reply = await runRequestChain(ctx, route, proxy.metrics)
   if (reply !== undefined) {
     writeLocalReply(socket, ctx, reply)
@@ -652,6 +648,20 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
     return
   }
   new PendingUpgrade(proxy, route, ctx, req, socket, head, upstream, protocols)
+}
+
+/**
+ * A handshake refused before the chain (upgrades off on the route, a bad handshake or version, a
+ * deflate offer ws cannot parse): named, counted and logged as any refusal on the route. They
+ * were answered raw, with no access line, no count and no x-request-id, where the same request
+ * without Upgrade had all three.
+ */
+function refuseHandshake(proxy: WorkerProxy, ctx: RequestContext, socket: Duplex, message: string, headers?: Record<string, string>): void {
+  ctx.errorCode = 'BAD_REQUEST'
+  proxy.metrics.proxyErrors.labels(ctx.route.name, 'BAD_REQUEST').inc()
+  ctx.assignRequestId() // no filter ran, the request-id filter included
+  writeLocalReply(socket, ctx, errorReply('BAD_REQUEST', message, undefined, headers))
+  proxy.finishUpgrade(ctx, 400)
 }
 
 /**

@@ -50,7 +50,7 @@ describe('hostile config documents', () => {
   it('--workers quotes what the operator typed', () => {
     expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: 'abc' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got "abc" (set by --workers / IGW_WORKERS)'])
     expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '1.5' }, {}))).toEqual(['workers: expected "auto" or a whole number of worker threads from 1 to 256, got 1.5 (set by --workers / IGW_WORKERS)'])
-    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '0' }, {}))[0]).toMatch(/^workers: .*>=1, got 0 \(set by --workers \/ IGW_WORKERS\)$/)
+    expect(problems(() => buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '0' }, {}))[0]).toBe('workers: expected "auto" or a whole number of worker threads from 1 to 256, got 0 (set by --workers / IGW_WORKERS)')
     expect(buildProxyConfig({ upstream: 'http://127.0.0.1:1', workers: '3' }, {}).workers).toBe(3)
   })
 })

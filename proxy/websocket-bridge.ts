@@ -652,11 +652,12 @@ export async function handleUpgrade(proxy: WorkerProxy, snapshot: Snapshot, rout
 
 /**
  * A handshake refused before the chain (upgrades off on the route, a bad handshake or version, a
- * deflate offer ws cannot parse): named, counted and logged as any refusal on the route. They
+ * deflate offer ws cannot parse; in terminate mode, no subprotocol the hub speaks): named, counted
+ * and logged as any refusal on the route. They
  * were answered raw, with no access line, no count and no x-request-id, where the same request
  * without Upgrade had all three.
  */
-function refuseHandshake(proxy: WorkerProxy, ctx: RequestContext, socket: Duplex, message: string, headers?: Record<string, string>): void {
+export function refuseHandshake(proxy: Pick<WorkerProxy, 'metrics' | 'finishUpgrade'>, ctx: RequestContext, socket: Duplex, message: string, headers?: Record<string, string>): void {
   ctx.errorCode = 'BAD_REQUEST'
   proxy.metrics.proxyErrors.labels(ctx.route.name, 'BAD_REQUEST').inc()
   ctx.assignRequestId() // no filter ran, the request-id filter included

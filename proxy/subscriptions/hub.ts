@@ -14,7 +14,6 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import type { SubscriptionsConfig } from '../../config/subscriptions.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { RequestContext } from '../context.ts'
-import { rawHttpError } from '../errors.ts'
 import { routeIncomingRequestId } from '../headers.ts'
 import { LogWindow } from '../log.ts'
 import type { GraphQLRequest } from '../graphql-request.ts'
@@ -22,7 +21,7 @@ import type { ProxyMetrics } from '../metrics.ts'
 import type { TenantUsage } from '../tenant-usage.ts'
 import { SharedRedis } from '../redis.ts'
 import type { RouteRuntime, Snapshot } from '../runtime.ts'
-import { checkClientHandshake, handshakeRefusalHeaders, upgradeRefusal } from '../websocket-bridge.ts'
+import { checkClientHandshake, handshakeRefusalHeaders, refuseHandshake, upgradeRefusal } from '../websocket-bridge.ts'
 import { ClientConnection } from './connection.ts'
 import { CursorCodec } from './cursor.ts'
 import { canonicalJson, credentialScope, identityHeaders, sha256, streamKey } from './dedup-key.ts'
@@ -43,8 +42,6 @@ export interface HubHost {
   /** Per-tenant usage: each operation over a terminated socket is counted as it is admitted or refused. */
   readonly usage: TenantUsage
   finishUpgrade(ctx: RequestContext, status: number): void
-  /** A handshake refused before a context existed: release what upgrade() took. */
-  finishUpgradeRaw(req: IncomingMessage): void
 }
 
 /** At most one maxStreams warning per this interval (the count of refusals rides on the next). */
@@ -235,29 +232,26 @@ export class SubscriptionHub {
   /** Same signature as the passthrough bridge's handleUpgrade. */
   readonly handleUpgrade = async (_host: HubHost, _snap: Snapshot, route: RouteRuntime, req: UpgradeRequest, socket: Duplex, head: Buffer): Promise<void> => {
     const host = this.host
-    const start = performance.now()
+    // Built first: a refused handshake is logged, counted and named as any refusal on the route.
+    const ctx = new RequestContext(req, undefined, route, host.logger, performance.now(), routeIncomingRequestId(route, req.headers))
     const refusal = upgradeRefusal(route, req)
     if (refusal !== undefined) {
-      socket.end(rawHttpError('BAD_REQUEST', refusal))
-      host.finishUpgradeRaw(req)
+      refuseHandshake(host, ctx, socket, refusal)
       return
     }
     const offered = checkClientHandshake(req)
     if (typeof offered === 'string') {
-      socket.end(rawHttpError('BAD_REQUEST', offered, handshakeRefusalHeaders(req)))
-      host.finishUpgradeRaw(req)
+      refuseHandshake(host, ctx, socket, offered, handshakeRefusalHeaders(req))
       return
     }
     const protocol = chooseProtocol(offered)
     if (protocol === undefined) {
-      socket.end(rawHttpError('BAD_REQUEST', 'unsupported WebSocket subprotocol; this route speaks graphql-transport-ws, graphql-ws and igw-topics'))
-      host.finishUpgradeRaw(req)
+      refuseHandshake(host, ctx, socket, 'unsupported WebSocket subprotocol; this route speaks graphql-transport-ws, graphql-ws and igw-topics')
       return
     }
     req[kProtocol] = protocol
     // Connect the replay log's Redis before the first event needs it.
     this.replayLog()?.provider.client()
-    const ctx = new RequestContext(req, undefined, route, host.logger, start, routeIncomingRequestId(route, req.headers))
     req[kContext] = ctx
     // Synchronous (no verifyClient): ws calls #accepted before returning, or refuses the client
     // itself (it half-closed, or the hub is shutting down) and never calls back.

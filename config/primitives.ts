@@ -145,7 +145,7 @@ export function listenAddressesOverlap(a: { host?: string | undefined; port: num
 // RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name (unreserved, sub-delims, %HH; raw bytes above 0x7F
 // too, as nginx lets an unencoded IDN through) or an IP literal in brackets (RFC 6874 zone
 // included), and an optional port of digits.
-const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~]+)?\])(?::[0-9]*)?$/
+const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})+|\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~]+)?\])(?::[0-9]*)?$/
 
 /**
  * True when a Host header value is a host[:port] as RFC 3986 spells it. Node's parser passes any
@@ -153,7 +153,10 @@ const VALID_HOST = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=\x80-\xff]|%[0-9A-Fa-f]{2})
  * nginx answers such a Host 400.
  */
 export function isValidHost(host: string): boolean {
-  return VALID_HOST.test(host)
+  // Not an empty name (`:80`: RFC 9110 §4.2.1, an http URI with an empty host MUST be rejected),
+  // nor two dots in a row (`admin.example.com..`, no DNS name; nginx answers 400): it missed the
+  // route of the name it spells and went to the host-less routes.
+  return VALID_HOST.test(host) && !host.includes('..')
 }
 
 /**

@@ -102,8 +102,15 @@ interface WorkerSlot {
   stalledAt: number
   /** When a thread is respawned in this slot (the restart backoff); 0: none scheduled. */
   restartAt: number
-  /** The config version this thread runs (or was last sent successfully). */
+  /** The config version this thread runs: the one it booted with or last built. */
   version: number
+  /** The version syncVersions sent this thread, not answered yet; 0: none. */
+  syncing: number
+  /** The supervisor's version this thread could not build (it serves `version`), and why. */
+  syncFailed: { version: number; error: string } | undefined
+  /** That build tried again (REFUSED_RETRY_*, doubling per failure of this thread). */
+  syncRetry: NodeJS.Timeout | undefined
+  syncRetryDelay: number
   /** What this thread answered to the last metrics scrape (see collectMetrics). */
   lastMetrics: MetricsJson | undefined
   /** When that answer came (Date.now()); 0: none. */
@@ -359,7 +366,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerOldGenerationMb = (c: GatewayConfig): number | undefined => c.workerHeap.maxOldGenerationMb ?? defaultWorkerOldGenerationMb(memoryLimit, workerCount, c.workerHeap.youngGenerationMb)
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, answered: false, stalledAt: 0, restartAt: 0, version, lastMetrics: undefined, lastMetricsAt: 0 }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, answered: false, stalledAt: 0, restartAt: 0, version, syncing: 0, syncFailed: undefined, syncRetry: undefined, syncRetryDelay: REFUSED_RETRY_MIN_MS, lastMetrics: undefined, lastMetricsAt: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, Waiter<MetricsAnswer>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
@@ -424,6 +431,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     slot.stalledAt = 0
     slot.restartAt = 0
     slot.version = data.version
+    slot.syncing = 0
+    slot.syncFailed = undefined
+    clearTimeout(slot.syncRetry)
+    slot.syncRetry = undefined
+    slot.syncRetryDelay = REFUSED_RETRY_MIN_MS
     let started = false
     /** Why the thread died, when Node says (the heap limit: ERR_WORKER_OUT_OF_MEMORY; an uncaught exception). */
     let died: Error | undefined
@@ -464,10 +476,16 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           return
         }
         case 'applied':
-          if (slot.worker === worker) slot.version = msg.version
+          if (slot.worker === worker) {
+            slot.version = msg.version
+            if (slot.syncing === msg.version) slot.syncing = 0
+            slot.syncFailed = undefined
+            slot.syncRetryDelay = REFUSED_RETRY_MIN_MS
+          }
           answer(applyWaiters.get(msg.version), slot.id, undefined)
           return
         case 'apply-failed':
+          if (slot.worker === worker && slot.syncing === msg.version) syncFailed(slot, msg.version, msg.error)
           answer(applyWaiters.get(msg.version), slot.id, msg.error)
           return
         case 'pong':
@@ -585,7 +603,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         const notListening = slots
           .filter((s) => !s.listening)
           .map((s) => (s.worker === undefined ? { worker: s.id, state: 'restarting', inMs: Math.max(0, s.restartAt - now) } : s.stalledAt !== 0 ? { worker: s.id, state: 'stalled', forMs: now - s.stalledAt } : { worker: s.id, state: 'starting', forMs: now - s.lastStart }))
-        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length, ...(notListening.length > 0 && !closing ? { notListening } : {}) }, draining: closing, readiness: { upstreams: policy }, upstreams })
+        // Serving all the same, with the version they have: not a reason to leave the Service
+        // (a file every pod lacks would take them all out), but no longer hidden.
+        const staleConfig = slots.filter((s) => s.listening && s.version !== version && s.syncFailed !== undefined).map((s) => ({ worker: s.id, version: s.version, error: s.syncFailed!.error }))
+        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length, ...(notListening.length > 0 && !closing ? { notListening } : {}), ...(staleConfig.length > 0 ? { staleConfig } : {}) }, draining: closing, readiness: { upstreams: policy }, upstreams })
         return
       }
       case '/metrics':
@@ -702,11 +723,32 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
    */
   function syncVersions(): void {
     for (const s of slots) {
-      if (s.worker && s.listening && s.version !== version) {
-        s.version = version
+      if (s.worker && s.listening && s.version !== version && s.syncing !== version && s.syncRetry === undefined) {
+        s.syncing = version
         s.worker.postMessage({ t: 'config', version, config } satisfies ToWorker)
       }
     }
+  }
+
+  /**
+   * A thread that could not build the running version (a file it names gone since the reload
+   * read it) serves the one it has. It was recorded as running the current one and never sent it
+   * again: only its own log line told. Now it is recorded as what it runs, shown by /readyz
+   * (workers.staleConfig), counted as a refused reload, and tried again as a refused reload is.
+   */
+  function syncFailed(slot: WorkerSlot, failed: number, error: string): void {
+    slot.syncing = 0
+    slot.syncFailed = { version: failed, error }
+    reloadFailures.inc()
+    const delay = slot.syncRetryDelay
+    slot.syncRetryDelay = Math.min(delay * 2, REFUSED_RETRY_MAX_MS)
+    logger.error({ worker: slot.id, version: failed, runs: slot.version, error, retryInMs: delay }, 'worker thread could not build the running config version; it serves the one it has until a retry builds it')
+    clearTimeout(slot.syncRetry)
+    slot.syncRetry = setTimeout(() => {
+      slot.syncRetry = undefined
+      if (!closing && applying === 0) syncVersions() // else the apply's end syncs it
+    }, delay)
+    slot.syncRetry.unref()
   }
 
   /**

@@ -23,6 +23,7 @@ const FLAGS = {
   'control-plane-token': { type: 'string', env: 'IGW_CONTROL_PLANE_TOKEN', help: 'bearer token (JWT with the proxy role) for --control-plane' },
   'control-plane-token-file': { type: 'string', env: 'IGW_CONTROL_PLANE_TOKEN_FILE', help: 'file holding that token, read again for every request (a rotated Secret or projected token is used without a restart)' },
   'control-plane-key': { type: 'string', env: 'IGW_CONTROL_PLANE_KEY', help: 'PEM public key that signs snapshots (default: pinned on first contact)' },
+  'control-plane-previous-keys': { type: 'string', env: 'IGW_CONTROL_PLANE_PREVIOUS_KEYS', help: 'comma-separated PEM files of control plane keys replaced on purpose: a last-known-good snapshot one signed is still booted from (snapshots from the control plane verify with the current key only)' },
   'state-dir': { type: 'string', env: 'IGW_STATE_DIR', help: 'where a proxy keeps its last-known-good snapshot (default .igw-state)' },
   'proxy-id': { type: 'string', env: 'IGW_PROXY_ID', help: 'this proxy\'s id at the control plane (default: the token\'s "proxy" claim, else host name + a stored random suffix)' },
   db: { type: 'string', env: 'IGW_DB', help: 'control plane store: sqlite:./data/igw.db (default) or postgres://…' },
@@ -54,7 +55,7 @@ type BooleanFlag = 'help' | 'version' | 'check' | 'auth-require-exp'
  * Only flags typed on the command line are checked: environment twins may be shared by commands.
  */
 export const COMMAND_FLAGS: Record<string, readonly FlagName[]> = {
-  proxy: ['config', 'listen', 'admin-listen', 'upstream', 'workers', 'redis', 'log-level', 'control-plane', 'control-plane-token', 'control-plane-token-file', 'control-plane-key', 'state-dir', 'proxy-id'],
+  proxy: ['config', 'listen', 'admin-listen', 'upstream', 'workers', 'redis', 'log-level', 'control-plane', 'control-plane-token', 'control-plane-token-file', 'control-plane-key', 'control-plane-previous-keys', 'state-dir', 'proxy-id'],
   demo: ['listen', 'admin-listen', 'workers', 'redis', 'log-level'],
   'config validate': ['upstream', 'listen', 'admin-listen', 'workers', 'redis', 'log-level'],
   'config schema': [],
@@ -475,6 +476,14 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
     // proxy pinned whatever key answered first — the trust the flag was given to avoid.
     if (publicKeyPem.trim() === '') throw new ConfigError('--control-plane-key', [`${flags['control-plane-key']}: the file is empty, not a PEM public key`])
   }
+  const previousKeyPems: string[] = []
+  for (const file of (flags['control-plane-previous-keys'] ?? '').split(',').map((f) => f.trim()).filter(Boolean)) {
+    try {
+      previousKeyPems.push(readFileSync(file, 'utf8'))
+    } catch (err) {
+      throw new ConfigError('--control-plane-previous-keys', [`${file}: cannot read file: ${(err as Error).message}`])
+    }
+  }
   const fallback = flags.config !== undefined || flags.upstream !== undefined ? () => buildProxyConfig(flags) : undefined
   let handle: Awaited<ReturnType<typeof startProxy>> | undefined
   let cpClient: { close(): Promise<void>; flushUsage(): Promise<void> } | undefined
@@ -491,6 +500,7 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
       token,
       stateDir: flags['state-dir'] ?? '.igw-state',
       ...(publicKeyPem ? { publicKeyPem } : {}),
+      previousKeyPems,
       ...(flags['proxy-id'] !== undefined ? { proxyId: flags['proxy-id'] } : {}),
       toConfig: (doc, source) => configFromDocument(doc, flags, source),
       usageIntervalMs: usageInterval(process.env.IGW_USAGE_INTERVAL_MS),

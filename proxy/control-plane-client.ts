@@ -68,6 +68,12 @@ export interface ControlPlaneClientOptions {
   stateDir: string
   /** PEM public key of the control plane; else pinned on first contact (trust on first use). */
   publicKeyPem?: string
+  /**
+   * PEM public keys the control plane signed with before a planned key replacement
+   * (--control-plane-previous-keys): a last-known-good one of them signed is still booted from.
+   * Never for a snapshot from the network: those verify with the pinned key only.
+   */
+  previousKeyPems?: string[]
   proxyId?: string
   /** Turns the document's raw form into this proxy's config (flag overrides, then validation). */
   toConfig: (document: unknown, source: string) => GatewayConfig
@@ -389,6 +395,8 @@ export class ControlPlaneClient {
   readonly proxyId: string
   readonly bootId = randomUUID()
   #key: KeyObject | undefined
+  /** Keys a last-known-good may also be signed by (previousKeyPems). */
+  readonly #previousKeys: KeyObject[] = []
   /** Where the pinned key came from, for messages. */
   #keySource = 'given with --control-plane-key'
   #version = 0
@@ -470,6 +478,13 @@ export class ControlPlaneClient {
           throw new ConfigError(this.#keyPath, [`the pinned control plane key is ${(err as Error).message}; delete the file to pin the control plane's key again on first contact, or pass --control-plane-key`])
         }
         this.#keySource = `pinned on first contact in ${this.#keyPath}`
+      }
+    }
+    for (const pem of o.previousKeyPems ?? []) {
+      try {
+        this.#previousKeys.push(parseControlPlaneKey(pem))
+      } catch (err) {
+        throw new ConfigError('--control-plane-previous-keys', [(err as Error).message])
       }
     }
     this.#pending = this.#loadUnsentUsage()
@@ -684,9 +699,9 @@ export class ControlPlaneClient {
 
   /** The persisted snapshot if its signature verifies (not validated, nothing logged); else undefined. */
   #readLastGood(): Payload | undefined {
-    if (this.#key === undefined || !existsSync(this.lastGoodPath)) return undefined
+    if (!existsSync(this.lastGoodPath)) return undefined
     try {
-      return verifyEnvelope(JSON.parse(readFileSync(this.lastGoodPath, 'utf8')) as unknown, this.#key)
+      return this.#verifyHeld(JSON.parse(readFileSync(this.lastGoodPath, 'utf8')) as unknown).payload
     } catch {
       return undefined // a file that does not verify sets no floor; loadLastGood says why if used
     }
@@ -699,20 +714,43 @@ export class ControlPlaneClient {
       this.#o.log('error', { path }, `${why} and no last-known-good snapshot on disk`)
       return undefined
     }
-    if (this.#key === undefined) {
+    if (this.#key === undefined && this.#previousKeys.length === 0) {
       this.#o.log('error', { path }, 'refusing the last-known-good snapshot: no control plane key to verify it with (--control-plane-key)')
       return undefined
     }
     try {
       const envelope = JSON.parse(readFileSync(path, 'utf8')) as unknown
-      const payload = verifyEnvelope(envelope, this.#key)
+      const { payload, previousKey } = this.#verifyHeld(envelope)
       const config = this.#o.toConfig(payload.document, `${path} (version ${payload.version})`)
-      this.#o.log('warn', { path, version: payload.version, issuedAt: payload.issuedAt }, `${why}: booting from the last-known-good snapshot`)
+      const signedBy = previousKey === undefined ? {} : { signedByPreviousKey: previousKey }
+      this.#o.log('warn', { path, version: payload.version, issuedAt: payload.issuedAt, ...signedBy }, `${why}: booting from the last-known-good snapshot`)
       return { config, version: payload.version, digest: payload.digest }
     } catch (err) {
-      this.#o.log('error', { path, error: (err as Error).message }, 'refusing the last-known-good snapshot')
+      const hint = err instanceof SignatureMismatch ? `; if the control plane's key was replaced on purpose, pass the old one with --control-plane-previous-keys` : ''
+      this.#o.log('error', { path, error: `${(err as Error).message}${hint}` }, 'refusing the last-known-good snapshot')
       return undefined
     }
+  }
+
+  /**
+   * The last-known-good verified with the pinned key, else with a key the control plane replaced
+   * (--control-plane-previous-keys; its id returned): re-pinned to the new key and restarted while
+   * the control plane was away, the proxy refused the file it kept under the old one and, with no
+   * other config, exited 78. Throws the pinned key's refusal when none verifies.
+   */
+  #verifyHeld(envelope: unknown): { payload: Payload; previousKey?: string } {
+    let refusal: unknown
+    for (const [i, key] of [this.#key, ...this.#previousKeys].entries()) {
+      if (key === undefined) continue
+      try {
+        const payload = verifyEnvelope(envelope, key)
+        return i === 0 ? { payload } : { payload, previousKey: keyIdOf(key) }
+      } catch (err) {
+        refusal ??= err
+        if (!(err instanceof SignatureMismatch)) break
+      }
+    }
+    throw refusal
   }
 
   #persist(envelope: Envelope): void {

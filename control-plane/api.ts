@@ -878,6 +878,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           { name: 'proxy', description: 'the proxy’s id', schema: { type: 'string' }, required: true },
           { name: 'version', description: 'version the proxy runs (0: none)', schema: { type: 'integer', minimum: 0 } },
           { name: 'digest', description: 'sha256 of the document the proxy runs (the snapshot’s `digest`): a store whose version `version` holds another document sends its snapshot (older proxies omit it)', schema: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+          { name: 'key', description: 'id of the signing key the proxy is pinned to, sent when the snapshot it runs is signed by a replaced key: a head of the same version and document signed with that key is sent (the proxy keeps it as last-known-good) instead of `current`', schema: { type: 'string', pattern: '^[0-9a-f]{16}$' } },
           { name: 'boot', description: 'the proxy process’s boot id', schema: { type: 'string', maxLength: MAX_BOOT_ID_LENGTH } },
           { name: 'hostname', description: 'for GET /v1/proxies', schema: { type: 'string', maxLength: 255 } },
         ],

@@ -58,6 +58,16 @@ const DEFAULT_STALL_MS = 60_000
 /** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
+/**
+ * The `key` parameter of GET /v1/stream: the id of the key the proxy is pinned to, sent only when
+ * the snapshot it runs is signed by another (replaced) key. Read here, not by the route: only this
+ * hub's answer depends on it, and older control planes ignore it. Anything but a key id is none.
+ */
+function resignedFor(res: ServerResponse): string | undefined {
+  const key = new URL(res.req?.url ?? '/', 'http://x').searchParams.get('key')
+  return key !== null && /^[0-9a-f]{16}$/.test(key) ? key : undefined
+}
+
 export function snapshotEvent(head: Head): string {
   return `id: ${head.version}\nevent: snapshot\ndata: ${JSON.stringify(head.envelope)}\n\n`
 }
@@ -185,6 +195,14 @@ export class PushHub {
       this.#forget(s)
     })
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
+    else if (known && head !== undefined && head.version === runningVersion && head.digest === runningDigest && head.envelope.keyId === resignedFor(res)) {
+      // The proxy runs this version from a last-known-good the replaced key signed, and is pinned
+      // to the key the head is signed with now (control plane started with --previous-keys): it is
+      // sent the head, which it keeps as last-known-good (not applied, not ACKed). Told `current`,
+      // it kept the old key's copy, and restarted later without --control-plane-previous-keys
+      // while the control plane was away, it refused that copy and exited 78.
+      this.#send(s, head)
+    }
     else if (otherDocument && head !== undefined && head.version === runningVersion && head.digest !== runningDigest) {
       // Same number, another document: "current" would leave the proxy on its own version N while
       // this store's N differs, unnoticed. It is sent the head, which it refuses visibly (NACK:

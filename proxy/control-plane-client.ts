@@ -402,6 +402,12 @@ export class ControlPlaneClient {
   #version = 0
   /** Digest of the running version's document (undefined when running --config/--upstream). */
   #digest: string | undefined
+  /**
+   * The running version came from a last-known-good a replaced key signed (--control-plane-previous-keys):
+   * the stream asks for the head signed with the pinned key (`key`), and the file is rewritten with it,
+   * so a later restart no longer needs the old key.
+   */
+  #heldByPreviousKey = false
   #handle: ProxyHandle | undefined
   #closed = false
   #abort = new AbortController()
@@ -694,6 +700,7 @@ export class ControlPlaneClient {
     if (lkg === undefined) return undefined
     this.#version = lkg.version
     this.#digest = lkg.digest
+    this.#heldByPreviousKey = lkg.previousKey !== undefined
     return { config: lkg.config, version: lkg.version, source: 'last-known-good' }
   }
 
@@ -708,7 +715,7 @@ export class ControlPlaneClient {
   }
 
   /** The persisted snapshot, verified and validated; undefined (with a logged reason) otherwise. */
-  loadLastGood(why = 'control plane unreachable'): { config: GatewayConfig; version: number; digest: string } | undefined {
+  loadLastGood(why = 'control plane unreachable'): { config: GatewayConfig; version: number; digest: string; previousKey?: string } | undefined {
     const path = this.lastGoodPath
     if (!existsSync(path)) {
       this.#o.log('error', { path }, `${why} and no last-known-good snapshot on disk`)
@@ -724,7 +731,7 @@ export class ControlPlaneClient {
       const config = this.#o.toConfig(payload.document, `${path} (version ${payload.version})`)
       const signedBy = previousKey === undefined ? {} : { signedByPreviousKey: previousKey }
       this.#o.log('warn', { path, version: payload.version, issuedAt: payload.issuedAt, ...signedBy }, `${why}: booting from the last-known-good snapshot`)
-      return { config, version: payload.version, digest: payload.digest }
+      return { config, version: payload.version, digest: payload.digest, ...(previousKey === undefined ? {} : { previousKey }) }
     } catch (err) {
       const hint = err instanceof SignatureMismatch ? `; if the control plane's key was replaced on purpose, pass the old one with --control-plane-previous-keys` : ''
       this.#o.log('error', { path, error: `${(err as Error).message}${hint}` }, 'refusing the last-known-good snapshot')
@@ -788,6 +795,9 @@ export class ControlPlaneClient {
         // that head instead of `current`, and this proxy refuses it visibly (NACK) instead of
         // staying on its own version N unnoticed. Older control planes ignore the parameter.
         if (this.#version > 0 && this.#digest !== undefined) q.set('digest', this.#digest)
+        // Its last-known-good is signed by a replaced key: a control plane whose head (this same
+        // version) is signed by the pinned one sends it instead of `current` (#onSnapshot keeps it).
+        if (this.#heldByPreviousKey && this.#digest !== undefined) q.set('key', keyIdOf(key))
         const token = this.#token()
         tokenExpMs = tokenExpiry(token)
         const r = await request(`${this.#o.url}/v1/stream?${q}`, {
@@ -943,7 +953,18 @@ export class ControlPlaneClient {
       return
     }
     const j = judgeVersion(payload, { version: this.#version, digest: this.#digest }, 'which this proxy runs')
-    if (j.kind === 'same') return // the snapshot it runs (a reconnect race): nothing to do
+    if (j.kind === 'same') {
+      // The snapshot it runs (a reconnect race: nothing to do), or the same one signed again with
+      // the pinned key after the control plane's key was replaced: kept as last-known-good in
+      // place of the copy the old key signed, else a restart without --control-plane-previous-keys
+      // while the control plane is away refused it (exit 78). Not applied again, not ACKed.
+      if (this.#heldByPreviousKey && payload.digest === this.#digest) {
+        this.#heldByPreviousKey = false
+        this.#persistOrWarn(envelope, payload.version)
+        this.#o.log('info', { version: payload.version, keyId: envelope.keyId }, 'last-known-good snapshot replaced by the same version signed with the pinned control plane key')
+      }
+      return
+    }
     if (j.kind === 'older') return this.#refuseOlder(payload.version, j)
     // Tried now: a retry waiting for it (or for an older version, which this one replaces) is not needed.
     clearTimeout(this.#retry?.timer)
@@ -962,6 +983,7 @@ export class ControlPlaneClient {
     if (r.ok) {
       this.#version = payload.version
       this.#digest = payload.digest
+      this.#heldByPreviousKey = false
       // The proxy runs it: ACK it whatever the disk says. A state dir that cannot be written
       // (full, read-only) used to throw out of the stream loop: no ACK, a "lost the control
       // plane" warning and a reconnect on every push, while the control plane was fine.

@@ -1,0 +1,111 @@
+// The last-known-good of a RUNNING proxy across a planned replacement of the control plane's signing
+// key, sweep 30ab. A proxy re-pinned to the new key booted (control plane away) from its last-known-good
+// the old key signed, with --control-plane-previous-keys; the control plane came back with the head
+// signed again with the new key, but told the proxy, already on that version, it was current: the file
+// stayed the old key's, and the next restart without --control-plane-previous-keys while the control
+// plane was away refused it and exited 78. Now the proxy names its pinned key when it connects and is
+// sent the re-signed head, which it keeps as last-known-good. Real control planes (SQLite), real `igw proxy`.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { mintToken } from '../../control-plane/auth.ts'
+import { afterAll, expect, it } from 'vitest'
+import { startControlPlane, type ControlPlane } from '../../control-plane/server.ts'
+import { generateSigningKey, type SigningKey } from '../../control-plane/signing.ts'
+import { connectedProxyArgs, connectedProxyEnv, runningVersion, seedDocument, TEST_AUTH_SECRET } from '../helpers/control-plane.ts'
+import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
+
+const dir = mkdtempSync(join(tmpdir(), 'igw-lkgresign30ab-'))
+const cps: ControlPlane[] = []
+const proxies: SpawnedIgw[] = []
+afterAll(async () => {
+  for (const p of proxies) await p.stop()
+  for (const cp of cps) await cp.close()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+function keyFile(name: string, key: SigningKey): string {
+  const f = join(dir, `${name}.pub.pem`)
+  writeFileSync(f, key.publicKeyPem)
+  return f
+}
+
+async function start(key: SigningKey, port: number, previous: SigningKey[] = []): Promise<ControlPlane> {
+  const cp = await startControlPlane({ db: `sqlite:${join(dir, 'cp.db')}`, host: '127.0.0.1', port, auth: { secret: TEST_AUTH_SECRET }, signingKey: key, seed: seedDocument(), logger: pino({ level: 'silent' }), ...(previous.length > 0 ? { previousKeys: previous.map((k) => k.publicKey) } : {}) })
+  cps.push(cp)
+  return cp
+}
+
+async function stop(p: ControlPlane | SpawnedIgw): Promise<void> {
+  if ('stop' in p) {
+    await p.stop()
+    proxies.splice(proxies.indexOf(p), 1)
+  } else {
+    await p.close()
+    cps.splice(cps.indexOf(p), 1)
+  }
+}
+
+/** The first event of a stream opened with these query parameters. */
+async function firstEvent(cp: ControlPlane, query: string): Promise<string> {
+  const token = await mintToken(TEST_AUTH_SECRET, { sub: 'probe', roles: ['proxy'] })
+  const stream = new AbortController()
+  const res = await fetch(`${cp.url}/v1/stream?proxy=probe&${query}`, { headers: { authorization: `Bearer ${token}` }, signal: stream.signal })
+  const reader = res.body!.getReader()
+  let text = ''
+  try {
+    while (!text.includes('\n\n')) {
+      const { value, done } = await reader.read()
+      if (done) break
+      text += Buffer.from(value).toString()
+    }
+  } finally {
+    stream.abort()
+  }
+  return text
+}
+
+it('a running proxy on a last-known-good the old key signed keeps the head signed again with the new key, and boots from it without the old key', async () => {
+  const oldKey = generateSigningKey()
+  const newKey = generateSigningKey()
+  const [oldFile, newFile] = [keyFile('old', oldKey), keyFile('new', newKey)]
+  const stateDir = join(dir, 'state')
+  const lastGood = join(stateDir, 'last-good.json')
+  const signer = () => (JSON.parse(readFileSync(lastGood, 'utf8')) as { keyId: string }).keyId
+  const env = await connectedProxyEnv('proxy-resign')
+  const first = await start(oldKey, 0)
+  const port = Number(new URL(first.url).port)
+  const version = first.store.head()!.version
+  const args = connectedProxyArgs({ cpUrl: first.url, keyFile: oldFile, stateDir, id: 'resign-1' })
+  const onOld = await spawnIgw(args, env)
+  proxies.push(onOld)
+  expect(await runningVersion(onOld)).toBe(version)
+  await expect.poll(() => existsSync(lastGood), { timeout: 10_000 }).toBe(true)
+  expect(signer()).toBe(oldKey.keyId)
+
+  // The key is replaced; the proxy is re-pinned and restarted while the control plane is away.
+  await stop(onOld)
+  await stop(first)
+  const repinnedArgs = connectedProxyArgs({ cpUrl: first.url, keyFile: newFile, stateDir, id: 'resign-1' })
+  const repinned = await spawnIgw([...repinnedArgs, '--control-plane-previous-keys', oldFile], env)
+  proxies.push(repinned)
+  expect(await runningVersion(repinned)).toBe(version)
+
+  // The control plane comes back on the new key, the head signed again; the proxy, on that version
+  // already, reconnects and keeps the re-signed head (the same version: nothing applied, no NACK).
+  const cp = await start(newKey, port, [oldKey])
+  expect(cp.store.head()).toMatchObject({ version, envelope: { keyId: newKey.keyId } })
+  await expect.poll(signer, { timeout: 10_000 }).toBe(newKey.keyId)
+  expect(await runningVersion(repinned)).toBe(version)
+  expect(repinned.output.some((l) => l.includes('NACK'))).toBe(false)
+  // A proxy pinned to the old key names it (or nothing): told it is current, as before — not sent a head it would refuse.
+  expect(await firstEvent(cp, `version=${version}&digest=${cp.store.head()!.digest}&key=${oldKey.keyId}`)).toMatch(/^event: current/)
+
+  // Away again, the proxy restarts without the old key: it boots from its last-known-good.
+  await stop(repinned)
+  await stop(cp)
+  const again = await spawnIgw(repinnedArgs, env)
+  proxies.push(again)
+  expect(await runningVersion(again)).toBe(version)
+}, 30_000)

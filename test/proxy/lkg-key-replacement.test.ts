@@ -1,10 +1,13 @@
-// The last-known-good of a RUNNING proxy across a planned replacement of the control plane's signing
-// key, sweep 30ab. A proxy re-pinned to the new key booted (control plane away) from its last-known-good
-// the old key signed, with --control-plane-previous-keys; the control plane came back with the head
-// signed again with the new key, but told the proxy, already on that version, it was current: the file
-// stayed the old key's, and the next restart without --control-plane-previous-keys while the control
-// plane was away refused it and exited 78. Now the proxy names its pinned key when it connects and is
-// sent the re-signed head, which it keeps as last-known-good. Real control planes (SQLite), real `igw proxy`.
+// The last-known-good across a planned replacement of the control plane's signing key (sweep 30aa,
+// 30ab). The control plane restarted with a new --signing-key (the old one in --previous-keys) and the
+// proxy re-pinned (--control-plane-key new): a proxy restarted while the control plane was away
+// refused its last-known-good — kept under the old key, "signature does not verify" — and, with no
+// other config, exited 78: the outage the file exists for. Now the old key can be given with
+// --control-plane-previous-keys, for booting from the last-known-good only (a snapshot from the
+// network still verifies with the pinned key alone); and a running proxy in that state, told by the
+// control plane it was current (same version), kept the old key's file for good: it now names its
+// pinned key when it connects and is sent the re-signed head, which it keeps as last-known-good.
+// Real control planes (SQLite), real `igw proxy`.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,7 +19,7 @@ import { generateSigningKey, type SigningKey } from '../../control-plane/signing
 import { connectedProxyArgs, connectedProxyEnv, runningVersion, seedDocument, TEST_AUTH_SECRET } from '../helpers/control-plane.ts'
 import { spawnIgw, type SpawnedIgw } from '../helpers/proxy.ts'
 
-const dir = mkdtempSync(join(tmpdir(), 'igw-lkgresign30ab-'))
+const dir = mkdtempSync(join(tmpdir(), 'igw-lkg-keys-'))
 const cps: ControlPlane[] = []
 const proxies: SpawnedIgw[] = []
 afterAll(async () => {
@@ -31,8 +34,8 @@ function keyFile(name: string, key: SigningKey): string {
   return f
 }
 
-async function start(key: SigningKey, port: number, previous: SigningKey[] = []): Promise<ControlPlane> {
-  const cp = await startControlPlane({ db: `sqlite:${join(dir, 'cp.db')}`, host: '127.0.0.1', port, auth: { secret: TEST_AUTH_SECRET }, signingKey: key, seed: seedDocument(), logger: pino({ level: 'silent' }), ...(previous.length > 0 ? { previousKeys: previous.map((k) => k.publicKey) } : {}) })
+async function start(key: SigningKey, port: number, previous: SigningKey[] = [], db = join(dir, 'resign.db')): Promise<ControlPlane> {
+  const cp = await startControlPlane({ db: `sqlite:${db}`, host: '127.0.0.1', port, auth: { secret: TEST_AUTH_SECRET }, signingKey: key, seed: seedDocument(), logger: pino({ level: 'silent' }), ...(previous.length > 0 ? { previousKeys: previous.map((k) => k.publicKey) } : {}) })
   cps.push(cp)
   return cp
 }
@@ -70,7 +73,7 @@ it('a running proxy on a last-known-good the old key signed keeps the head signe
   const oldKey = generateSigningKey()
   const newKey = generateSigningKey()
   const [oldFile, newFile] = [keyFile('old', oldKey), keyFile('new', newKey)]
-  const stateDir = join(dir, 'state')
+  const stateDir = join(dir, 'state-resign')
   const lastGood = join(stateDir, 'last-good.json')
   const signer = () => (JSON.parse(readFileSync(lastGood, 'utf8')) as { keyId: string }).keyId
   const env = await connectedProxyEnv('proxy-resign')
@@ -108,4 +111,33 @@ it('a running proxy on a last-known-good the old key signed keeps the head signe
   const again = await spawnIgw(repinnedArgs, env)
   proxies.push(again)
   expect(await runningVersion(again)).toBe(version)
+}, 30_000)
+
+it('a proxy re-pinned to the new key boots from the last-known-good the old key signed while the control plane is away', async () => {
+  const oldKey = generateSigningKey()
+  const newKey = generateSigningKey()
+  const [oldFile, newFile] = [keyFile('boot-old', oldKey), keyFile('boot-new', newKey)]
+  const stateDir = join(dir, 'state-boot')
+  const env = await connectedProxyEnv('proxy-rot')
+  const cp = await start(oldKey, 0, [], join(dir, 'boot.db'))
+  const version = cp.store.head()!.version
+  const proxy = await spawnIgw(connectedProxyArgs({ cpUrl: cp.url, keyFile: oldFile, stateDir, id: 'rot-1' }), env)
+  proxies.push(proxy)
+  expect(await runningVersion(proxy)).toBe(version)
+  await expect.poll(() => existsSync(join(stateDir, 'last-good.json')), { timeout: 10_000 }).toBe(true)
+
+  // From the network the previous key is not taken: a head it signed is refused (no config: 78).
+  const args = (state: string) => [...connectedProxyArgs({ cpUrl: cp.url, keyFile: newFile, stateDir: state, id: 'rot-2' }), '--control-plane-previous-keys', oldFile]
+  await expect(spawnIgw(args(join(dir, 'fresh')), env)).rejects.toThrow(/exited with 78[\s\S]*signature does not verify/)
+
+  // The key is replaced; the proxy is re-pinned and restarted while the control plane is away.
+  await stop(proxy)
+  await stop(cp)
+  // Without the old key: refused as before, saying what to pass.
+  await expect(spawnIgw(connectedProxyArgs({ cpUrl: cp.url, keyFile: newFile, stateDir, id: 'rot-1' }), env)).rejects.toThrow(/exited with 78[\s\S]*pass the old one with --control-plane-previous-keys[\s\S]*refusing the last-known-good snapshot/)
+  const repinned = await spawnIgw(args(stateDir), env)
+  proxies.push(repinned)
+  expect(await runningVersion(repinned)).toBe(version)
+  const booted = repinned.output.map((l) => JSON.parse(l) as { msg?: string; signedByPreviousKey?: string }).find((l) => l.msg?.includes('booting from the last-known-good snapshot'))
+  expect(booted).toMatchObject({ msg: 'control plane unreachable: booting from the last-known-good snapshot', signedByPreviousKey: oldKey.keyId })
 }, 30_000)

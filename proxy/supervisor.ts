@@ -310,12 +310,21 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const reloads = counter(registry, { name: 'igw_config_reloads_total', help: 'Config versions applied after start' })
   // As Prometheus's own prometheus_config_last_reload_successful: 0 from a refused document (file,
   // SIGHUP, control-plane push) until one applies, so an alert lasts as long as the proxy runs an
-  // older document than it was given (a counter's increase() forgot it after its window).
-  const lastReloadOk = gauge(registry, { name: 'igw_config_last_reload_successful', help: 'Whether the last config document offered to this proxy applied (1) or was refused, the previous one kept in force (0)' })
-  lastReloadOk.set(1)
+  // older document than it was given (a counter's increase() forgot it after its window). Also 0
+  // while a worker thread serves an older version than the running one (workers.staleConfig): it
+  // stayed 1 then, and IgwConfigReloadRejected never fired. Read at each scrape, so neither cause
+  // clears the other.
+  let lastDocumentApplied = true
+  gauge(registry, {
+    name: 'igw_config_last_reload_successful',
+    help: 'Whether the last config document offered to this proxy applied in every worker thread (1) or was refused, or a thread could not build it, the previous one kept in force (0)',
+    collect() {
+      this.set(lastDocumentApplied && staleWorkers().length === 0 ? 1 : 0)
+    },
+  })
   const refusedReload = (): void => {
     reloadFailures.inc()
-    lastReloadOk.set(0)
+    lastDocumentApplied = false
   }
   const restarts = counter(registry, { name: 'igw_worker_restarts_total', help: 'Worker threads restarted after a crash' })
   const logDropped = counter(registry, { name: 'igw_log_dropped_bytes_total', help: 'Log output dropped because stdout did not keep up and log.maxBufferedBytes was held' })
@@ -605,7 +614,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           .map((s) => (s.worker === undefined ? { worker: s.id, state: 'restarting', inMs: Math.max(0, s.restartAt - now) } : s.stalledAt !== 0 ? { worker: s.id, state: 'stalled', forMs: now - s.stalledAt } : { worker: s.id, state: 'starting', forMs: now - s.lastStart }))
         // Serving all the same, with the version they have: not a reason to leave the Service
         // (a file every pod lacks would take them all out), but no longer hidden.
-        const staleConfig = slots.filter((s) => s.listening && s.version !== version && s.syncFailed !== undefined).map((s) => ({ worker: s.id, version: s.version, error: s.syncFailed!.error }))
+        const staleConfig = staleWorkers().map((s) => ({ worker: s.id, version: s.version, error: s.syncFailed!.error }))
         json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length, ...(notListening.length > 0 && !closing ? { notListening } : {}), ...(staleConfig.length > 0 ? { staleConfig } : {}) }, draining: closing, readiness: { upstreams: policy }, upstreams })
         return
       }
@@ -730,6 +739,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
   }
 
+  /** Listening threads serving an older version than the running one, which they could not build. */
+  function staleWorkers(): WorkerSlot[] {
+    return slots.filter((s) => s.listening && s.version !== version && s.syncFailed !== undefined)
+  }
+
   /**
    * A thread that could not build the running version (a file it names gone since the reload
    * read it) serves the one it has. It was recorded as running the current one and never sent it
@@ -825,7 +839,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       lifecycle = lifecycleFor(config)
     }
     reloads.inc()
-    lastReloadOk.set(1)
+    lastDocumentApplied = true
     const previousHealth = health.current
     health.current = new UpstreamHealth(config, onHealth, previousHealth)
     previousHealth.stop()

@@ -1,7 +1,8 @@
 // A worker thread restarted while a reload was applied boots with the config of its spawn and is
 // sent the current version once it listens. When it could not build that version (a file it
 // names gone meanwhile) it kept serving the old one while the supervisor recorded it as running
-// the current one: /readyz said nothing, no failure was counted, and nothing tried again.
+// the current one: /readyz said nothing, no failure was counted, and nothing tried again; then
+// igw_config_last_reload_successful stayed 1 meanwhile, so IgwConfigReloadRejected did not fire.
 // Real supervisor, two worker threads, a FIFO holding the restarted thread in its build.
 import { execFileSync } from 'node:child_process'
 import { closeSync, constants, copyFileSync, linkSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs'
@@ -40,7 +41,7 @@ describe('a restarted worker thread that cannot build the current config version
     routes: [{ name: route, match: { pathPrefix: `/${route}` }, upstream: backend.url, type: 'http', filters: [{ name: 'dlp', preset: 'mask_basic', exports: { paths: [{ prefix: '/export/' }] } }] }],
   })
 
-  it('is reported by /readyz with the version it runs, counted as a reload failure, and retried until it builds', async () => {
+  it('is reported by /readyz with the version it runs, counted as a reload failure, alerted on, and retried until it builds', async () => {
     const packV1 = join(dir, 'pack-v1.json')
     const packV2 = join(dir, 'pack-v2.json')
     copyFileSync(BUILTIN_RULE_PACK, packV1)
@@ -74,11 +75,15 @@ describe('a restarted worker thread that cannot build the current config version
       expect(r.version).toBe(2)
       expect(r.workers.listening).toBe(2)
       // (At least: on a slow host the first retry, 2 s on, may have failed too.)
-      expect(metricSum(await proxy.metricsText(), 'igw_config_reload_failures_total')).toBeGreaterThanOrEqual(1)
+      const stale = await proxy.metricsText()
+      expect(metricSum(stale, 'igw_config_reload_failures_total')).toBeGreaterThanOrEqual(1)
+      // What IgwConfigReloadRejected alerts on: a thread serves an older config than it was given.
+      expect(stale).toMatch(/^igw_config_last_reload_successful 0$/m)
       expect(proxy.logs.find('worker thread could not build the running config version; it serves the one it has until a retry builds it')[0]).toMatchObject({ worker: 0, version: 2, runs: 1, retryInMs: 2_000 })
 
       copyFileSync(BUILTIN_RULE_PACK, packV2) // the file is back: the retry (after 2 s) builds it
       await expect.poll(async () => (await readyz()).workers.staleConfig, { timeout: 10_000, interval: 100 }).toBeUndefined()
+      expect(await proxy.metricsText()).toMatch(/^igw_config_last_reload_successful 1$/m)
       const res = await request(`${proxy.url}/v2/x`)
       expect(res.statusCode).toBe(200)
       expect(await res.body.text()).toBe('fine')

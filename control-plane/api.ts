@@ -896,6 +896,9 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         if (!id || !/^[\w.:@-]{1,200}$/.test(id)) throw new HttpError(400, 'expected ?proxy=<id> (letters, digits, _.:@-)')
         const version = integerQuery(ctx.query, 'version', 0)
         const digest = digestParam('digest', ctx.query.get('digest'))
+        // A key id or nothing: anything else is ignored (older proxies never send it).
+        const key = ctx.query.get('key')
+        const pinnedKey = key !== null && /^[0-9a-f]{16}$/.test(key) ? key : undefined
         // Both are stored in the proxy's row, bounded as every other stored text is (boot_id also
         // holds usage reports' boot ids, capped at the same length there).
         const text = (name: string, max: number): string | undefined => {
@@ -915,7 +918,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         // or was retired by not renewing it, stops getting config; the proxy reconnects with the
         // token it holds then. The token was verified before this handler ran.
         const exp = decodeJwt(ctx.req.headers.authorization!.replace(/^bearer\s+/i, '').trim()).exp
-        await hub.open(ctx.res, id, hostname, boot, version, () => store.head(), digest, exp === undefined ? undefined : (exp + CLOCK_TOLERANCE_S) * 1000)
+        await hub.open(ctx.res, id, hostname, boot, version, () => store.head(), digest, exp === undefined ? undefined : (exp + CLOCK_TOLERANCE_S) * 1000, pinnedKey)
       },
     },
     {

@@ -58,16 +58,6 @@ const DEFAULT_STALL_MS = 60_000
 /** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-/**
- * The `key` parameter of GET /v1/stream: the id of the key the proxy is pinned to, sent only when
- * the snapshot it runs is signed by another (replaced) key. Read here, not by the route: only this
- * hub's answer depends on it, and older control planes ignore it. Anything but a key id is none.
- */
-function resignedFor(res: ServerResponse): string | undefined {
-  const key = new URL(res.req?.url ?? '/', 'http://x').searchParams.get('key')
-  return key !== null && /^[0-9a-f]{16}$/.test(key) ? key : undefined
-}
-
 export function snapshotEvent(head: Head): string {
   return `id: ${head.version}\nevent: snapshot\ndata: ${JSON.stringify(head.envelope)}\n\n`
 }
@@ -135,7 +125,11 @@ export class PushHub {
    * `currentHead` is read once the stream is registered, so a commit during the open is not missed.
    * `endsAt` (epoch ms): when the token that opened it is no longer accepted; the stream ends then.
    */
-  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined, runningDigest?: string, endsAt?: number): Promise<void> {
+  /**
+   * `pinnedKey`: the `key` of GET /v1/stream, the id of the key the proxy is pinned to, sent only
+   * when the snapshot it runs is signed by another (replaced) key.
+   */
+  async open(res: ServerResponse, proxyId: string, hostname: string | undefined, bootId: string | undefined, runningVersion: number, currentHead: () => Head | undefined, runningDigest?: string, endsAt?: number, pinnedKey?: string): Promise<void> {
     // The row first, before any byte of the answer: a database that fails here is an error
     // status the proxy retries, not a 200 whose stream then breaks.
     // The version it says it runs replaces the row's, 0 (none: booting, or on its --config/--upstream
@@ -195,7 +189,7 @@ export class PushHub {
       this.#forget(s)
     })
     if (head !== undefined && head.version > runningVersion) this.#send(s, head)
-    else if (known && head !== undefined && head.version === runningVersion && head.digest === runningDigest && head.envelope.keyId === resignedFor(res)) {
+    else if (known && head !== undefined && head.version === runningVersion && head.digest === runningDigest && pinnedKey !== undefined && head.envelope.keyId === pinnedKey) {
       // The proxy runs this version from a last-known-good the replaced key signed, and is pinned
       // to the key the head is signed with now (control plane started with --previous-keys): it is
       // sent the head, which it keeps as last-known-good (not applied, not ACKed). Told `current`,

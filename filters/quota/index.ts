@@ -278,7 +278,7 @@ class QuotaFilter implements Filter {
     // A subscription is long-lived: over a WebSocket (terminated or relayed) or relayed over HTTP
     // (SSE, multipart: graphql-yoga's default). Admitted or not by the load now, not held in
     // flight: counted for its life, a few open streams filled maxInFlight and shed even gold.
-    if (ctx.subscription !== undefined || ctx.upgrade || ctx.graphql?.operationType === 'subscription') {
+    if (ctx.subscription !== undefined || longLived(ctx)) {
       if (!shouldShed(Atomics.load(this.#i32, H_INFLIGHT), max, delay, maxDelay, shedAt)) return undefined
       return this.#shed(tier)
     }
@@ -337,7 +337,7 @@ class QuotaFilter implements Filter {
     // So does a terminated subscription (a query or mutation over the socket ends, and holds it
     // until then like an HTTP request), and one relayed over HTTP (SSE, multipart): two open
     // graphql-yoga SSE streams held a tenant's two graphql slots and refused its next query.
-    if ((ctx.upgrade || ctx.graphql?.operationType === 'subscription') && this.#kind !== 'subscriptions') r.releaseConcurrent()
+    if (longLived(ctx) && this.#kind !== 'subscriptions') r.releaseConcurrent()
     else ctx.addCleanup(r.releaseConcurrent)
     return undefined
   }
@@ -753,6 +753,11 @@ export const quotaFilter: FilterModule<QuotaFilterConfig> & Required<Pick<Filter
       throw err
     }
   },
+}
+
+/** A stream that lives until the client leaves: a relayed WebSocket, or a subscription (terminated, or over HTTP: SSE, multipart). */
+function longLived(ctx: RequestContext): boolean {
+  return ctx.upgrade || ctx.graphql?.operationType === 'subscription'
 }
 
 async function build(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime, attachment: QuotaAttachment): Promise<QuotaFilter> {

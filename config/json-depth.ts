@@ -21,3 +21,32 @@ function walk(v: unknown, left: number): boolean {
   for (const k in v) if (walk((v as Record<string, unknown>)[k], left - 1)) return true
   return false
 }
+
+/**
+ * How many members the objects in a parsed JSON value hold in all, or -1 when it nests objects/arrays
+ * more than `max` levels deep: the depth check and the member count a caller compares with the text
+ * (a repeated member name, proxy/graphql-request.ts) in one walk.
+ */
+export function jsonMembers(value: unknown, max: number = MAX_JSON_DEPTH): number {
+  return count(value, max)
+}
+
+function count(v: unknown, left: number): number {
+  if (v === null || typeof v !== 'object') return 0
+  if (left === 0) return -1
+  let n = 0
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const c = count(v[i], left - 1)
+      if (c < 0) return -1
+      n += c
+    }
+    return n
+  }
+  for (const k in v) {
+    const c = count((v as Record<string, unknown>)[k], left - 1)
+    if (c < 0) return -1
+    n += c + 1
+  }
+  return n
+}

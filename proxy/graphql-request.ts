@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto'
 import { GraphQLError, getOperationAST, parse, type DocumentNode, type OperationTypeNode } from 'graphql'
 import { LRUCache } from 'lru-cache'
-import { jsonDepthExceeds, MAX_JSON_DEPTH } from '../config/json-depth.ts'
+import { jsonMembers, MAX_JSON_DEPTH } from '../config/json-depth.ts'
 import { hasRespelledNumber, keepClientNumberText } from '../config/json-numbers.ts'
 
 export type OperationType = 'query' | 'mutation' | 'subscription'
@@ -382,12 +382,10 @@ export class GraphQLBatch {
  * safelisted and cached as the safe query and forwarded byte for byte to a backend that ran the
  * mutation; a repeated variable or extension did the same to tenant, persisted-id and cache-key
  * checks. No JSON encoder writes such text, so it is refused. The common case costs a count: the
- * text's members (each is the one ":" outside a string) against the parsed value's keys; only when
- * they differ is the text walked again to name the member.
+ * text's members (each is the one ":" outside a string) against the parsed value's keys (jsonMembers, counted in the
+ * walk that checks the depth); only when they differ is the text walked again to name the member.
  */
-function repeatedMember(text: string, parsed: unknown): string | undefined {
-  if (parsed === null || typeof parsed !== 'object') return undefined
-  const keys = keyCount(parsed)
+function repeatedMember(text: string, keys: number): string | undefined {
   let members = 0
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
@@ -395,24 +393,6 @@ function repeatedMember(text: string, parsed: unknown): string | undefined {
     else if (c === 34 /* " */) i = stringEnd(text, i)
   }
   return members === keys ? undefined : findRepeated(text)
-}
-
-/** How many members the objects in a parsed JSON value hold (recursive: callers limit its depth first). */
-function keyCount(v: object): number {
-  let n = 0
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const x: unknown = v[i]
-      if (x !== null && typeof x === 'object') n += keyCount(x)
-    }
-    return n
-  }
-  for (const k in v) {
-    n++
-    const x = (v as Record<string, unknown>)[k]
-    if (x !== null && typeof x === 'object') n += keyCount(x)
-  }
-  return n
 }
 
 /** The index of the quote closing the JSON string that opens at `start`. */
@@ -466,10 +446,10 @@ export function parsePostBody(raw: Buffer): GraphQLRequest | GraphQLBatch {
   } catch (err) {
     throw new GraphQLRequestError(`Malformed JSON body: ${(err as Error).message}`)
   }
-  // Nesting past the limit takes an opening and a closing bracket per level: a body shorter than
-  // that (most requests) cannot, and is not walked.
-  if (raw.length > 2 * MAX_JSON_DEPTH && jsonDepthExceeds(parsed)) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
-  const repeated = repeatedMember(text, parsed)
+  // One walk of the parsed value: its depth, and its members for the repeated-name check.
+  const members = jsonMembers(parsed)
+  if (members < 0) throw new GraphQLRequestError(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`)
+  const repeated = repeatedMember(text, members)
   if (repeated !== undefined) throw new GraphQLRequestError(`the JSON body repeats the member ${repeated} in one object`)
   if (Array.isArray(parsed)) return new GraphQLBatch(raw, parsed)
   if (parsed === null || typeof parsed !== 'object') throw new GraphQLRequestError('Expected a JSON object with a "query"')
@@ -569,8 +549,9 @@ export function parseGetParams(search: string): GraphQLRequest | undefined {
     } catch (err) {
       throw new GraphQLRequestError(`Malformed JSON in "${field}" parameter: ${(err as Error).message}`)
     }
-    if (jsonDepthExceeds(o[field])) throw new GraphQLRequestError(`"${field}" parameter nested deeper than ${MAX_JSON_DEPTH} levels`)
-    const repeated = repeatedMember(text, o[field])
+    const members = jsonMembers(o[field])
+    if (members < 0) throw new GraphQLRequestError(`"${field}" parameter nested deeper than ${MAX_JSON_DEPTH} levels`)
+    const repeated = repeatedMember(text, members)
     if (repeated !== undefined) throw new GraphQLRequestError(`the "${field}" parameter repeats the member ${repeated} in one object`)
   }
   return fromObject('GET', undefined, o)

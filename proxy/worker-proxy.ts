@@ -134,9 +134,7 @@ export class WorkerProxy {
       // report of this one can be found in the log.
       const reqId = randomUUID()
       endRaw(socket, rawHttpError('METHOD_NOT_ALLOWED', 'CONNECT (a tunnel) is not served by this gateway', { allow: RELAYED_METHODS, 'x-request-id': reqId }))
-      this.metrics.requests.series('', '405', '').inc()
-      this.metrics.proxyErrors.labels('', 'METHOD_NOT_ALLOWED').inc()
-      if (this.#accessLog && this.#sampled(405)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status: 405, code: 'METHOD_NOT_ALLOWED', durMs: roundMs(performance.now() - start) }, 'access (no route)')
+      this.#countUnrouted(req, 405, 'METHOD_NOT_ALLOWED', start, reqId)
     })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (err.code === 'ECONNRESET' && !socket.readable)) {
@@ -362,10 +360,7 @@ export class WorkerProxy {
     const start = performance.now()
     const reqId = randomUUID()
     endRaw(socket, rawHttpError(code, message, { 'x-request-id': reqId }))
-    const status = ERROR_STATUS[code]
-    this.metrics.requests.series('', String(status), '').inc()
-    this.metrics.proxyErrors.labels('', code).inc()
-    if (this.#accessLog && this.#sampled(status)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
+    this.#countUnrouted(req, ERROR_STATUS[code], code, start, reqId)
   }
 
   finishRequest(ctx: RequestContext, status: number, aborted: boolean): void {
@@ -431,12 +426,17 @@ export class WorkerProxy {
   }
 
   #finishUnrouted(req: IncomingMessage, res: ServerResponse, start: number, code: ErrorCode, reqId: string): void {
-    this.metrics.requests.series('', String(res.statusCode), '').inc()
+    this.#countUnrouted(req, res.statusCode, code, start, reqId)
+    this.#done()
+  }
+
+  /** A refusal before routing (HTTP, an upgrade, CONNECT): counted and logged under route "". */
+  #countUnrouted(req: IncomingMessage, status: number, code: ErrorCode, start: number, reqId: string): void {
+    this.metrics.requests.series('', String(status), '').inc()
     // The proxy's own error, as any other (route ""): counted only in igw_requests_total, a
     // dashboard of errors by code never showed a bad Host, a 501 coding or no route at all.
     this.metrics.proxyErrors.labels('', code).inc()
-    if (this.#accessLog && this.#sampled(res.statusCode)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status: res.statusCode, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
-    this.#done()
+    if (this.#accessLog && this.#sampled(status)) this.logger.info({ reqId, method: req.method, host: clipLogField(req.headers.host), status, code, durMs: roundMs(performance.now() - start) }, 'access (no route)')
   }
 
   /**

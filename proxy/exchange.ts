@@ -628,10 +628,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.proxy.metrics.proxyErrors.labels(this.route.name, 'UPSTREAM_TIMEOUT').inc()
     ctx.log.warn({ filter: name, err: { message: `local reply stream did not finish within ${this.#budget()}`, code: 'UPSTREAM_TIMEOUT' } }, 'local reply stream ran past the deadline; response cut')
     this.#readIdleDue = Number.POSITIVE_INFINITY
+    this.#cutMidResponse(this.#localBody)
+  }
+
+  /**
+   * End a response whose head went out without its body (its source stream `body` destroyed
+   * first, the upstream transfer with it): the only honest signal left is to cut
+   * the connection. Without chunked framing (an HTTP/1.0 client: the body ends with the
+   * connection) a FIN is how a complete body ends, and the cut export read as a whole file; a
+   * reset reads as the error it is.
+   */
+  #cutMidResponse(body: Readable | undefined, err?: Error): void {
     this.#cut = true
-    this.#localBody!.destroy()
+    body?.destroy(err)
     if (!this.res.chunkedEncoding && this.res.socket?.destroyed === false) this.res.socket.resetAndDestroy()
-    this.res.destroy()
+    this.res.destroy(err)
   }
 
   /**
@@ -1473,12 +1484,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.proxy.metrics.proxyErrors.labels(this.route.name, this.ctx.errorCode).inc()
     this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, this.ctx.errorCode === 'REQUEST_TIMEOUT' ? 'request body stalled' : 'upstream failed mid-response')
     this.phase = Phase.Done
-    this.#cut = true
-    if (this.#body !== undefined) this.#body.destroy(err)
-    // Without chunked framing (an HTTP/1.0 client: the body ends with the connection) a FIN is how
-    // a complete body ends: the cut export read as a whole file. A reset reads as the error it is.
-    if (!this.res.chunkedEncoding && this.res.socket?.destroyed === false) this.res.socket.resetAndDestroy()
-    this.res.destroy(err)
+    this.#cutMidResponse(this.#body, err)
   }
 
   // --- end of the exchange ----------------------------------------------------------------

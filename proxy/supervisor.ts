@@ -115,6 +115,13 @@ interface WorkerSlot {
   lastMetrics: MetricsJson | undefined
   /** When that answer came (Date.now()); 0: none. */
   lastMetricsAt: number
+  /**
+   * The scrape that answer was for (0: none; Infinity: the thread's unasked last answer as it
+   * died). A thread collects asynchronously (a quota gauge reads Redis), so with two scrapes at
+   * once (two Prometheus replicas) the older one's answer can come second: kept, it rolled every
+   * counter of the thread back, which Prometheus reads as a counter reset.
+   */
+  lastMetricsId: number
 }
 
 /** Where the container's memory limit is read: cgroup v2, then v1 (IGW_CGROUP_MEMORY_MAX_FILE overrides). */
@@ -375,7 +382,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const workerOldGenerationMb = (c: GatewayConfig): number | undefined => c.workerHeap.maxOldGenerationMb ?? defaultWorkerOldGenerationMb(memoryLimit, workerCount, c.workerHeap.youngGenerationMb)
 
   let closing = false
-  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, answered: false, stalledAt: 0, restartAt: 0, version, syncing: 0, syncFailed: undefined, syncRetry: undefined, syncRetryDelay: REFUSED_RETRY_MIN_MS, lastMetrics: undefined, lastMetricsAt: 0 }))
+  const slots: WorkerSlot[] = Array.from({ length: workerCount }, (_, id) => ({ id, worker: undefined, listening: false, restarts: 0, crashLoop: false, lastStart: 0, pingSentAt: 0, answered: false, stalledAt: 0, restartAt: 0, version, syncing: 0, syncFailed: undefined, syncRetry: undefined, syncRetryDelay: REFUSED_RETRY_MIN_MS, lastMetrics: undefined, lastMetricsAt: 0, lastMetricsId: 0 }))
   let metricsSeq = 0
   const metricsWaiters = new Map<number, Waiter<MetricsAnswer>>()
   const usageWaiters = new Map<number, Waiter<UsageSnapshot>>()
@@ -469,9 +476,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           }
           return
         case 'metrics':
-          if (slot.worker === worker) {
+          if (slot.worker === worker && (msg.id === 0 || msg.id > slot.lastMetricsId)) {
             slot.lastMetrics = msg.data
             slot.lastMetricsAt = Date.now()
+            slot.lastMetricsId = msg.id === 0 ? Number.POSITIVE_INFINITY : msg.id
           }
           answer(metricsWaiters.get(msg.id), slot.id, { from: worker, data: msg.data })
           return
@@ -1022,6 +1030,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     const last = slot.lastMetrics
     slot.lastMetrics = undefined
     slot.lastMetricsAt = 0
+    slot.lastMetricsId = 0
     if (last !== undefined) addCumulative(retired, last)
   }
 

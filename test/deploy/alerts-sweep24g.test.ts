@@ -13,8 +13,9 @@ import { promtoolTest, type AlertCase } from '../helpers/promtool.ts'
 const rejected = (instance: string) => ({
   exp_labels: { severity: 'ticket', instance, job: 'igw' },
   exp_annotations: {
-    summary: `${instance} refused a new config document and keeps running the previous one`,
-    description: 'The file or pushed snapshot failed validation or could not be built; the proxy logs the exact path and reason ("config reload rejected"). Resolves once a document applies.',
+    summary: `${instance} runs an older config document than it was given`,
+    description:
+      'The file or pushed snapshot failed validation or could not be built (log: "config reload rejected", naming the path and reason), or a restarted worker thread could not build the running version (/readyz workers.staleConfig; log: "worker thread could not build the running config version", retried). Resolves once every thread runs the latest document.',
     runbook_url: 'docs/operate.md#igwconfigreloadrejected',
   },
 })

@@ -8,7 +8,7 @@ import { TENANT_ID } from '../../config/primitives.ts'
 import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 import type { Registry } from 'prom-client'
 import { gauge, PlainCounter, type PlainCounterSeries } from '../../proxy/metrics.ts'
-import { claimAt, JwtVerifier, type Refusal } from './jwt-verifier.ts'
+import { claimAt, JwtVerifier, tokenHints, type Refusal } from './jwt-verifier.ts'
 
 /**
  * Per worker registry and route: the live tenant filters that read key files, and whether each
@@ -114,7 +114,8 @@ function wellFormed(id: string): boolean {
  * it could name another organisation's id — the issuer must send it as a string.
  */
 function claimProblem(claim: string, raw: unknown): string {
-  if (raw === undefined || raw === null || raw === '') return `token has no "${claim}" claim`
+  if (raw === undefined || raw === null) return `token has no "${claim}" claim`
+  if (raw === '') return `token claim "${claim}" is empty`
   if (Number.isInteger(raw)) return `token claim "${claim}" is an integer beyond 2^53, which cannot be read exactly (send it as a string)`
   return `token claim "${claim}" is not a string or an integer`
 }
@@ -135,6 +136,7 @@ class TenantFilter implements Filter {
    * header.)
    */
   readonly #dropClaimed: string | undefined
+  readonly #logger: FilterDeps['logger']
   #closeKeyFiles = (): void => {}
 
   constructor(cfg: TenantFilterConfig, deps: FilterDeps) {
@@ -142,7 +144,7 @@ class TenantFilter implements Filter {
     this.#tenants = deps.config.tenants
     this.#dropClaimed = cfg.header !== cfg.forwardHeader && cfg.header !== cfg.jwt?.header ? cfg.header : undefined
     this.#prefix = cfg.jwt?.prefix.toLowerCase() ?? ''
-    const log = deps.logger
+    const log = (this.#logger = deps.logger)
     // 1 while a changed key file of this route's tenant filter does not load (the previous keys
     // stay in use: tokens of a new key are refused), else 0. The family is registered by every
     // tenant filter, so /metrics always names it (alerted on); series exist only for key files.
@@ -204,7 +206,9 @@ class TenantFilter implements Filter {
       // RFC 6750 §3.1: a request with more than one credential is invalid_request (400).
       if (value !== undefined && repeated(ctx.req.rawHeaders, jwt.header)) {
         counts.invalid_request.inc()
-        return errorReply('BAD_REQUEST', `several ${jwt.header} headers (send one bearer token)`, undefined, { 'www-authenticate': INVALID_REQUEST })
+        const why = `several ${jwt.header} headers (send one bearer token)`
+        this.#logRefusal(ctx, 'invalid_request', why)
+        return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': INVALID_REQUEST })
       }
       const token = tokenIn(value, this.#prefix)
       // A token in the URL (RFC 6750 §2.3 access_token), which the gateway does not read but many
@@ -214,12 +218,13 @@ class TenantFilter implements Filter {
       if (tokenInQuery(ctx.url)) {
         const why = token !== undefined ? `a bearer token in both the ${jwt.header} header and the access_token query parameter (send one)` : `a bearer token in the access_token query parameter is not accepted (send it in the ${jwt.header} header)`
         counts.invalid_request.inc()
+        this.#logRefusal(ctx, 'invalid_request', why)
         return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': INVALID_REQUEST })
       }
       if (token !== undefined) {
         const cached = this.#jwt.cached(token)
-        if (cached !== undefined) return this.#fromOutcome(ctx, cached)
-        return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, o))
+        if (cached !== undefined) return this.#fromOutcome(ctx, token, cached)
+        return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, token, o))
       }
       counts.missing.inc()
       if (jwt.required) return MISSING_TOKEN
@@ -232,10 +237,11 @@ class TenantFilter implements Filter {
     return this.#admit(ctx, typeof header === 'string' ? header : undefined)
   }
 
-  #fromOutcome(ctx: RequestContext, o: Awaited<ReturnType<JwtVerifier['verify']>>): Decision {
+  #fromOutcome(ctx: RequestContext, token: string, o: Awaited<ReturnType<JwtVerifier['verify']>>): Decision {
     const counts = this.#verifications!
     if (!o.ok) {
       counts[o.kind].inc()
+      this.#logRefusal(ctx, o.kind, o.reason, o.kind === 'invalid' ? token : undefined)
       return unauthenticated(o.reason)
     }
     const claim = this.#cfg.jwt!.claim
@@ -244,20 +250,42 @@ class TenantFilter implements Filter {
     const value = typeof raw === 'number' && Number.isSafeInteger(raw) ? String(raw) : raw
     if (typeof value !== 'string' || value === '') {
       counts.refused_claim.inc()
-      return unauthenticated(claimProblem(claim, raw))
+      const why = claimProblem(claim, raw)
+      this.#logRefusal(ctx, 'refused_claim', why)
+      return unauthenticated(why)
     }
     counts.ok.inc()
     ctx.claims = o.claims
     return this.#admit(ctx, value)
   }
 
+  /**
+   * Why a request was refused, at debug (where Envoy's jwt_authn logs its verdicts): the reason
+   * went to the client alone, the access line says only UNAUTHENTICATED — an operator had no way
+   * to tell an unknown kid from a wrong issuer without the client's response. Never the token;
+   * for one no key verified, the kid, alg and issuer its (unverified) header and payload name.
+   */
+  #logRefusal(ctx: RequestContext, result: Result, reason: string, token?: string): void {
+    if (!this.#logger.isLevelEnabled('debug')) return
+    ctx.log.debug({ jwt: { result, reason, ...(token === undefined ? {} : tokenHints(token)) } }, 'tenant: request refused')
+  }
+
+  #serves(tenant: string): boolean {
+    return Object.hasOwn(this.#tenants, tenant) || (this.#cfg.allowUnlisted && wellFormed(tenant))
+  }
+
+  #unknownTenant(tenant: string): { message: string; reply: Decision } {
+    const shown = tenant.slice(0, 128)
+    const message = this.#cfg.allowUnlisted ? `invalid tenant id "${shown}" (1-128 letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit)` : `unknown tenant "${shown}"`
+    return { message, reply: errorReply('UNKNOWN_TENANT', message) }
+  }
+
   #admit(ctx: RequestContext, named: string | undefined): Decision {
     let tenant = named
-    if (tenant === undefined || !(Object.hasOwn(this.#tenants, tenant) || (this.#cfg.allowUnlisted && wellFormed(tenant)))) {
+    if (tenant === undefined || !this.#serves(tenant)) {
       if (this.#cfg.defaultTenant === undefined) {
         if (tenant === undefined) return errorReply('UNKNOWN_TENANT', this.#cfg.jwt !== undefined ? 'no tenant given (send a bearer token)' : `no tenant given (send ${this.#cfg.header} or a token)`)
-        const shown = tenant.slice(0, 128)
-        return errorReply('UNKNOWN_TENANT', this.#cfg.allowUnlisted ? `invalid tenant id "${shown}" (1-128 letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit)` : `unknown tenant "${shown}"`)
+        return this.#unknownTenant(tenant).reply
       }
       tenant = this.#cfg.defaultTenant
     }

@@ -374,6 +374,27 @@ class KeyRing {
   }
 }
 
+/** A string of a token's own, as a log shows it: clipped, else a flood of huge kids fills the log. */
+const hint = (v: unknown): string | undefined => (typeof v === 'string' ? v.slice(0, 128) : undefined)
+
+/**
+ * What a refused token says of itself, unverified, for a debug line: the kid and alg of its
+ * header and the issuer it claims — what "no key matches the token" leaves open (a kid the key
+ * files lack, a token of another IdP). Never the token, nor its other claims.
+ */
+export function tokenHints(token: string): { kid?: string; alg?: string; iss?: string } {
+  const hints: { kid?: string; alg?: string; iss?: string } = {}
+  try {
+    const h = decodeProtectedHeader(token)
+    hints.kid = hint(h.kid)
+    hints.alg = hint(h.alg)
+    hints.iss = hint(decodeJwt(token).iss)
+  } catch {
+    // Malformed: what could be read is all there is.
+  }
+  return hints
+}
+
 /** The token's "iss" as it claims it (unverified), to pick the keys bound to that issuer. */
 function claimedIssuer(token: string): string | undefined {
   const iss = decodeJwt(token).iss
@@ -440,7 +461,7 @@ export class JwtVerifier {
       this.#bound.set(k.issuer, [...(this.#bound.get(k.issuer) ?? []), ring])
     })
     this.#hasFiles = this.#rings.some((r) => r.hasFiles)
-    this.#checkedAt = Date.now()
+    this.#checkedAt = performance.now()
   }
 
   /**
@@ -451,7 +472,10 @@ export class JwtVerifier {
    * the cache. A key file that does not load keeps its ring's previous keys (see KeyRing.reload).
    */
   #reloadChangedKeys(): void {
-    const now = Date.now()
+    // The monotonic clock: with the wall clock's, a step back (an NTP correction, a VM resumed
+    // from a snapshot) stopped the look until the clock caught up — an hour back, an hour in
+    // which a new kid's tokens were refused and a removed key went on verifying.
+    const now = performance.now()
     if (now - this.#checkedAt < KEY_FILE_CHECK_MS) return
     this.#checkedAt = now
     let changed = false

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { Server as NetServer } from 'node:net'
-import type { Duplex } from 'node:stream'
+import { finished, type Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/schema.ts'
 import type { RequestContext } from './context.ts'
@@ -141,14 +141,24 @@ export class WorkerProxy {
         socket.destroy()
         return
       }
+      // Bytes after a request that said Connection: close are no request (RFC 9112 §9.6): that
+      // request is answered and the connection closed, as node:http does once it is; no 400.
+      if (err.code === 'HPE_CLOSED_CONNECTION' && inFlight(socket) !== undefined) return
       const [code, message] = clientErrorReply(err.code)
-      // (not read further: node:http's parser, failed, still listens on it)
-      endRaw(socket, rawHttpError(code, message), false)
-      // Refused before there is a request object: counted and logged like any other refusal.
-      const status = ERROR_STATUS[code]
-      this.metrics.requests.series('', String(status), '').inc()
-      this.metrics.proxyErrors.labels('', code).inc()
-      if (this.#accessLog && (this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.logger.info({ status, code, parseError: err.code, remote: (socket as { remoteAddress?: string }).remoteAddress }, 'access (unparsed request)')
+      // Pipelined requests parsed before the bad bytes are answered first, in order (RFC 9112
+      // §9.3.2): the 400 went out at once, ahead of their responses, and closed the connection
+      // under them — the client read the 400 as the answer to its first request, the others
+      // were lost and logged as client aborts.
+      afterInFlight(socket, () => {
+        if (!socket.writable) return // an earlier response closed the connection (Connection: close)
+        // (not read further: node:http's parser, failed, still listens on it)
+        endRaw(socket, rawHttpError(code, message), false)
+        // Refused before there is a request object: counted and logged like any other refusal.
+        const status = ERROR_STATUS[code]
+        this.metrics.requests.series('', String(status), '').inc()
+        this.metrics.proxyErrors.labels('', code).inc()
+        if (this.#accessLog && (this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.logger.info({ status, code, parseError: err.code, remote: (socket as { remoteAddress?: string }).remoteAddress }, 'access (unparsed request)')
+      })
     })
   }
 
@@ -603,6 +613,21 @@ function batchOpNames(batch: GraphQLBatch): string | undefined {
     out += i === 0 ? name : `,${name}`
   }
   return named ? out : undefined
+}
+
+/** The response node:http has on the wire for this connection now (pipelined ones queue behind it). */
+function inFlight(socket: Duplex): ServerResponse | undefined {
+  return (socket as { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined
+}
+
+/**
+ * Runs `then` once the connection has no response in flight: node:http hands the socket to the
+ * next queued (pipelined) response when one finishes, so this waits for each in turn.
+ */
+function afterInFlight(socket: Duplex, then: () => void): void {
+  const res = inFlight(socket)
+  if (res === undefined || socket.destroyed) return then()
+  finished(res, () => setImmediate(() => afterInFlight(socket, then)))
 }
 
 /** What a request node:http's parser refused gets, by the parser's (or Node's) error code. */

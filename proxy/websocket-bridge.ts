@@ -323,8 +323,13 @@ export class WsBridge {
     if (sockets !== undefined) {
       sockets.client.on('end', () => peerEnded(client, sockets.client))
       sockets.upstream?.on('end', () => peerEnded(upstream, sockets.upstream!))
+      // ws swallows its socket's errors (no 'error' event once open): kept for the log line of a lost upstream.
+      sockets.upstream?.on('error', (err: NodeJS.ErrnoException) => (this.#upstreamErr ??= err))
     }
   }
+
+  /** The upstream socket's error (ECONNRESET, ETIMEDOUT from keepalive probes), if it had one. */
+  #upstreamErr: NodeJS.ErrnoException | undefined = undefined
 
   /** When a frame last went either way (performance.now()), for websocket.idleTimeoutMs. */
   #active = performance.now()
@@ -458,7 +463,26 @@ export class WsBridge {
     }
     if (sendableCloseCode(code)) closeSide(other, code, reason)
     else if (code === 1005) closeSide(other)
-    else this.#cut(other) // 1006: the peer vanished without a close frame; do the same
+    else {
+      if (other === this.client) this.#upstreamLost()
+      this.#cut(other) // 1006: the peer vanished without a close frame; do the same
+    }
+  }
+
+  /**
+   * The upstream's connection ended without a close frame (a backend that crashed or was killed,
+   * a reset, keepalive probes unanswered) while the client was open. ws reports no 'error' for a
+   * socket that fails once open, so this reached neither #failed nor any log or metric: every
+   * subscriber of a crashed backend was cut (1006) with no trace of why. Counted and logged as an
+   * HTTP upstream failing mid-response is.
+   */
+  #upstreamLost(): void {
+    const e = this.#upstreamErr
+    this.#proxy.metrics.proxyErrors.labels(this.#route.name, 'UPSTREAM_UNAVAILABLE').inc()
+    this.#proxy.logger.warn(
+      { err: { message: e?.message ?? 'the upstream closed its connection without a close frame', code: e?.code }, side: 'upstream', reqId: this.#reqId, route: this.#route.name },
+      'websocket upstream connection lost; client cut',
+    )
   }
 
   /**
@@ -508,7 +532,7 @@ export class WsBridge {
     this.#proxy.logger.debug(log, 'websocket error')
     if (side === 'upstream' && other.readyState === WebSocket.OPEN) {
       // The upstream broke the protocol (a frame over maxMessageBytes, bad UTF-8, a reserved
-      // close code) or its connection failed: the client is told so with a close frame, 1014
+      // close code; a connection that fails once open is #upstreamLost): the client is told so with a close frame, 1014
       // "bad gateway" (RFC 6455 §7.4.1 registry) and the reason, not a bare reset (1006).
       // Logged as an HTTP upstream failure is (it was a debug line only).
       this.#proxy.metrics.proxyErrors.labels(this.#route.name, 'UPSTREAM_UNAVAILABLE').inc()

@@ -6,7 +6,7 @@
 //  - how many operations one connection may hold on this route.
 import type { SubscriptionsFilterConfig } from '../../config/filters/index.ts'
 import type { Tier } from '../../config/primitives.ts'
-import { errorReply, type Decision, type Filter, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
+import { errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type RequestContext } from '../../proxy/filter.ts'
 // One reading of a claim path for the filter and the hub (which works a connection's tier out again).
 import { claimAt } from '../../proxy/claims.ts'
 
@@ -64,7 +64,15 @@ class SubscriptionsFilter implements Filter {
     if (claims === undefined) return undefined
     if (this.#tierClaim !== undefined) {
       const tier = claimAt(claims, this.#tierClaim)
-      if (typeof tier === 'string' && TIERS.has(tier)) ctx.tier = ctx.principalTier = tier as Tier
+      if (typeof tier === 'string' && TIERS.has(tier)) {
+        // The claim is who asks (the connection's tier). A tier a filter before this one set for
+        // this operation alone (a persisted operation's manifest `tier`: one other than the
+        // tenant filter's principal tier) stays the operation's: it was overwritten, so with
+        // `persisted` ahead of this filter a bronze manifest operation was counted, and charged,
+        // at the claim's gold.
+        if (ctx.principalTier === undefined || ctx.tier === ctx.principalTier) ctx.tier = tier as Tier
+        ctx.principalTier = tier as Tier
+      }
     }
     if (this.#dedupClaims !== undefined) {
       const scope = dedupScope(claims, this.#dedupClaims)
@@ -74,8 +82,35 @@ class SubscriptionsFilter implements Filter {
   }
 }
 
+/**
+ * Settings of this filter that can never apply where it is configured, each with its config path.
+ * They were taken without a word: on a passthrough route (the default websocket.mode) the hub never
+ * runs the chain per subscribe, so `maxPerConnection: 10` limited nothing; before the tenant filter
+ * (the one that verifies tokens) no claim is known yet, so `dedupClaims` and `tierClaim` never applied.
+ */
+export function ineffectiveSettings(cfg: SubscriptionsFilterConfig, deps: Pick<FilterDeps, 'config' | 'routeName'>): string[] {
+  const i = deps.config.routes.findIndex((r) => r.name === deps.routeName)
+  const route = deps.config.routes[i]
+  if (route === undefined) return []
+  const names = route.filters.map((f) => f.name)
+  const at = `routes[${i}].filters[${names.indexOf('subscriptions')}]`
+  if (route.websocket.mode !== 'terminate') {
+    return [`${at}: route "${route.name}" relays WebSockets as they are (websocket.mode: ${route.websocket.mode}): this filter only applies to subscriptions the gateway terminates (websocket.mode: terminate), and does nothing here`]
+  }
+  const claimSettings = [cfg.dedupClaims !== undefined ? 'dedupClaims' : undefined, cfg.tierClaim !== undefined ? 'tierClaim' : undefined].filter((n) => n !== undefined)
+  const tenant = names.indexOf('tenant')
+  if (claimSettings.length > 0 && (tenant === -1 || tenant > names.indexOf('subscriptions'))) {
+    return [`${at}: ${claimSettings.join(' and ')} read verified token claims, which the tenant filter sets: ${tenant === -1 ? 'none runs on this route' : 'it runs after this filter'}, so they never apply (put tenant first)`]
+  }
+  return []
+}
+
 export const subscriptionsFilter: FilterModule<SubscriptionsFilterConfig> = {
-  create: (cfg) => new SubscriptionsFilter(cfg),
+  create: (cfg, deps) => {
+    // Once per config (every worker thread builds the same chain).
+    if (deps.workerId === 0) for (const msg of ineffectiveSettings(cfg, deps)) deps.logger.warn({ route: deps.routeName }, `subscriptions filter: ${msg}`)
+    return new SubscriptionsFilter(cfg)
+  },
   // The hub's per-process cursor key (used when subscriptions.cursorKey is unset) lives here:
   // one random key shared by every worker thread (CURSOR_KEY_SHARED_BYTES in proxy/subscriptions/hub.ts).
   sharedBytes: 64,

@@ -29,9 +29,12 @@ const kState = Symbol('igw.cache')
  * Origin is stored only when its `Vary: Origin` is honoured (origin in vary.headers), else the
  * response is not stored at all (cache-control.ts varyIsKeyed). Expires is the freshness of an
  * upstream that sends no Cache-Control: without it on hits, a CDN or browser in front applied its
- * own default TTL (or a heuristic from Last-Modified) to them.
+ * own default TTL (or a heuristic from Last-Modified) to them. Date is the upstream's (RFC 9110
+ * 6.6.1, as Varnish serves it), the one the hit's Age and Expires count from: a hit was sent a
+ * new Date beside its Age, so a browser or CDN reckoned its lifetime as Expires less that Date
+ * and then took the Age off again (RFC 9111 4.2): an entry half its life old reached them expired.
  */
-const STORED_HEADERS = ['content-type', 'cache-control', 'expires', 'content-language', 'etag', 'last-modified', 'vary', 'access-control-allow-origin', 'access-control-allow-credentials', 'access-control-expose-headers']
+const STORED_HEADERS = ['content-type', 'cache-control', 'expires', 'date', 'content-language', 'etag', 'last-modified', 'vary', 'access-control-allow-origin', 'access-control-allow-credentials', 'access-control-expose-headers']
 /** How long a finished fill keeps late misses in other workers waiting for its broadcast. */
 const DONE_GRACE_MS = 250
 /**
@@ -1114,6 +1117,8 @@ function pickHeaders(h: Record<string, string | string[] | undefined>): Record<s
     const v = h[name]
     if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v
   }
+  // An upstream without a clock: the time it was received stands for it (RFC 9110 6.6.1).
+  out.date ??= new Date().toUTCString()
   return out
 }
 

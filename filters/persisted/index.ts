@@ -290,7 +290,13 @@ class PersistedFilter implements Filter {
     if (!this.#cfg.apq.enabled && byText === undefined) return this.#notSupported(ctx)
     if (gql.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
     gql.deleteExtension('persistedQuery')
-    if (byText !== undefined) return this.#admit(ctx, gql, byText, 'manifest')
+    if (byText !== undefined) {
+      const hash = gql.docHash
+      const text = gql.query
+      const decision = this.#admit(ctx, gql, byText, 'manifest')
+      if (decision === undefined) this.#registerShape(hash, text, byText)
+      return decision
+    }
     const decision = this.#admit(ctx, gql, undefined, 'apq_registered')
     // Only documents that passed the checks are remembered (and not in enforce mode, where
     // registering an operation outside the manifest would be a way around the safelist).
@@ -352,7 +358,7 @@ class PersistedFilter implements Filter {
         ;(remote ??= []).push(
           this.#apq.remote(hash).then((found) => {
             if (found.query !== undefined) {
-              ;(outside ??= []).push([i, this.#batchApqHit(r, found.query)])
+              if (this.#batchApqHit(r, found.query, tally) === 'apq_hit') (outside ??= []).push([i, 'apq_hit'])
             } else (failed ??= new Array<BatchItem>(reqs.length).fill(undefined))[i] = this.#batchMiss('apq_not_found')
           }),
         )
@@ -469,7 +475,7 @@ class PersistedFilter implements Filter {
       if (!this.#cfg.apq.enabled) return 'apq_not_supported'
       if (!APQ_HASH.test(sha256Hash)) return 'apq_not_found'
       const known = this.#apq.local(sha256Hash.toLowerCase())
-      if (known !== undefined) return this.#batchApqHit(r, known)
+      if (known !== undefined) return this.#batchApqHit(r, known, tally)
       return this.#apq.hasRedis ? 'remote' : 'apq_not_found'
     }
     const op = this.#manifest.byId.get(sha256Hash)
@@ -477,7 +483,10 @@ class PersistedFilter implements Filter {
     const byText = this.#byText(r)
     if (!this.#cfg.apq.enabled && byText === undefined) return 'apq_not_supported'
     if (r.docHash !== sha256Hash.toLowerCase()) return this.#reject('hash_mismatch', 'provided sha does not match query')
-    if (byText !== undefined) return this.#batchManifest(r, byText, tally)
+    if (byText !== undefined) {
+      this.#registerShape(r.docHash, r.query, byText)
+      return this.#batchManifest(r, byText, tally)
+    }
     r.deleteExtension('persistedQuery')
     // As for a lone request: only a document within the limits is remembered, and none under
     // enforce (registering an operation outside the manifest would be a way around the safelist).
@@ -485,10 +494,11 @@ class PersistedFilter implements Filter {
     return 'apq_registered'
   }
 
-  #batchApqHit(r: GraphQLRequest, query: string): 'apq_hit' {
+  #batchApqHit(r: GraphQLRequest, query: string, tally: BatchTally): 'apq_hit' | 'manifest' {
     r.setQuery(query)
     r.deleteExtension('persistedQuery')
-    return 'apq_hit'
+    const op = this.#byText(r) // a manifest document in the client's text (#registerShape)
+    return op === undefined ? 'apq_hit' : this.#batchManifest(r, op, tally)
   }
 
   #batchManifest(r: GraphQLRequest, op: PersistedOperation, tally: BatchTally): 'manifest' {
@@ -573,9 +583,21 @@ class PersistedFilter implements Filter {
   #fromApq(ctx: RequestContext, gql: GraphQLRequest, hash: string, query: string): Decision {
     gql.setQuery(query)
     gql.deleteExtension('persistedQuery')
-    const decision = this.#admit(ctx, gql, undefined, 'apq_hit')
-    if (decision === undefined) gql.persistedId = hash
+    // A manifest document in the client's own text (#registerShape): run, priced and safelisted as its id.
+    const op = this.#byText(gql)
+    const decision = this.#admit(ctx, gql, op, op === undefined ? 'apq_hit' : 'manifest')
+    if (decision === undefined && op === undefined) gql.persistedId = hash
     return decision
+  }
+
+  /**
+   * A registration whose text is a manifest document but for formatting and definition order
+   * (#byText) is kept under the client's hash, in every safelist mode (a hit is matched to the
+   * manifest again, #fromApq). Not kept, every later hash-only request of that client was answered
+   * PersistedQueryNotFound and resent with its text: two round trips per operation, for good.
+   */
+  #registerShape(hash: string, text: string, op: PersistedOperation): void {
+    if (this.#cfg.apq.enabled && hash !== op.docHash) this.#apq.register(hash, text)
   }
 
   #notFound(ctx: RequestContext): LocalReply {

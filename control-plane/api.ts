@@ -225,7 +225,7 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
   const byTenant = tenantScoped || ((c.path[0] === 'quotas' || c.path[0] === 'dlp') && c.path[1] === 'tenants')
   const res = (p: Record<string, string>) => (byTenant ? { type: c.name, id: p.id, tenant: p.id } : { type: c.name, id: p.id })
   /** `etag` is the stored value's (`value` may be its redacted view); `uuids` is read once per request when given. */
-  const view = async (id: string, value: unknown, etag: string, version: number, uuids?: Map<string, string>) => {
+  const view = async (id: string, value: unknown, etag: string, version: number, uuids?: ReadonlyMap<string, string>) => {
     const v: Record<string, unknown> = { id, etag, version, config: value }
     if (tenantScoped) v.uuid = (uuids ?? (await deps.store.tenantIds())).get(id)
     return v
@@ -295,7 +295,8 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
           },
         })
         const etag = etagOf(r.result)
-        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, etag, r.version), { etag, ...createdAt(ctx, created) })
+        // The ids as the commit saw them: a read after it could fail a change already made.
+        sendJson(ctx.res, created ? 201 : 200, await view(id, r.result, etag, r.version, r.tenantIds), { etag, ...createdAt(ctx, created) })
       },
     },
     {
@@ -490,6 +491,19 @@ export async function quotaViews(deps: ApiDeps, tenant?: string) {
     out.push({ tenant: q.tenant, tenantId: ids.get(q.tenant) ?? '', kind: q.kind, limitPerDay: q.limitPerDay, usedToday: u.get(q.kind) ?? 0 })
   }
   return out
+}
+
+/**
+ * Set one daily quota and the quota as the answer shows it. Today's use is read BEFORE the commit
+ * and the tenant's id inside it: the answer was read after the commit, and a database that failed
+ * that read (slow, going away) turned a change already made into a 503 "try again" — retried with
+ * its If-Match, a 412. Read first, a database that is down fails the write with nothing changed.
+ */
+export async function setQuotaAndView(deps: ApiDeps, actor: string, tenant: string, kind: QuotaKind, limitPerDay: number, precondition?: (current: unknown) => void) {
+  const doc = deps.store.head()?.document ?? {}
+  const used = (await deps.usedToday.forTenant(doc, tenant, [kind], tenantZone(doc, tenant))).get(kind) ?? 0
+  const r = await setQuota(deps, actor, tenant, kind, limitPerDay, precondition)
+  return { ...r, quota: { tenant, tenantId: r.tenantIds.get(tenant) ?? '', kind, limitPerDay, usedToday: used } }
 }
 
 /** Set (or with undefined remove) one daily quota as a new config version. */
@@ -723,8 +737,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
           throw new HttpError(400, 'invalid quota', { problems: [`(body): unknown ${unknown.length === 1 ? 'key' : 'keys'} ${named}: a quota takes only limitPerDay (rate, burst and the rest: PUT /v1/quota-limits/{id})`] })
         }
         if (!Number.isInteger(body?.limitPerDay) || (body.limitPerDay as number) < 0) throw new HttpError(400, 'invalid quota', { problems: [`limitPerDay: expected a non-negative integer, got ${JSON.stringify(body?.limitPerDay)}`] })
-        const r = await setQuota(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
-        const q = (await quotaViews(deps, ctx.params.id)).find((x) => x.kind === kind)!
+        const { quota: q, ...r } = await setQuotaAndView(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
         // As a collection's PUT: 201 when the quota was not set before.
         sendJson(ctx.res, r.result.created ? 201 : 200, q, { etag: etagOf({ limitPerDay: q.limitPerDay }), ...createdAt(ctx, r.result.created) })
       },
@@ -810,7 +823,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
       path: '/v1/audit',
       auth: { action: 'admin.read', resource: () => ({ type: 'audit' }) },
       doc: {
-        summary: 'Audit entries in order, a page at a time (the next page: `next` in the body, or the Link header; or ?after=<the last seq>)',
+        summary: 'Audit entries in order, a page at a time (the next page: `next` in the body, or the Link header; or ?after=<the last seq>). A page holds at most 32 MiB of entry text (before, after, diff; at least one entry): it may hold fewer than `limit` and still have a next page',
         tags: ['audit'],
         query: [
           { name: 'after', description: 'entries after this seq', schema: { type: 'integer', minimum: 0 } },
@@ -825,9 +838,11 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         const resource = ctx.query.get('resource') || undefined
         // One more than the page, as the other lists: a full page said nothing of whether the log
         // went on, and a reader stopping at the first short-looking page missed the rest.
-        const rows = await listAudit(store.db, { afterSeq, limit: limit + 1, ...(resource === undefined ? {} : { resource }) })
+        // A page also ends before `limit` when its entries hold AUDIT_LIST_PAGE_BYTES (audit.ts: whole
+        // documents, twice each): then too it links the next one.
+        const { entries: rows, cut } = await listAudit(store.db, { afterSeq, limit: limit + 1, ...(resource === undefined ? {} : { resource }) })
         const items = rows.slice(0, limit)
-        const page = rows.length > limit ? pageLinks('/v1/audit', { after: String(items.at(-1)!.seq), limit: String(limit), resource }) : undefined
+        const page = rows.length > limit || cut ? pageLinks('/v1/audit', { after: String(items.at(-1)!.seq), limit: String(limit), resource }) : undefined
         const full = ctx.subject !== undefined && authorizer.decide(ctx.subject, 'admin.write', { type: 'config' }).allow
         sendJson(ctx.res, 200, { items: items.map((e) => ({ ...(full ? e : readableAudit(e)), at: new Date(e.at).toISOString() })), ...(page ? { next: page.next } : {}) }, page?.headers)
       },

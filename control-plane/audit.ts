@@ -155,13 +155,40 @@ function toEntry(r: AuditRow): AuditEntry {
   }
 }
 
-export async function listAudit(db: Db, opts: { afterSeq?: number; limit?: number; resource?: string } = {}): Promise<AuditEntry[]> {
+/**
+ * Bytes of entry text (before, after, diff) one page of GET /v1/audit holds; the first entry always
+ * comes, however large. Entries of a `PUT /v1/config` hold the whole document twice (and the diff
+ * of what changed): a page of 100 such entries of a 3 MB document was 600 MB of rows read at once,
+ * and the answer died building its text ("Invalid string length", a 500 after half a minute and
+ * gigabytes of memory): the log could not be read at all. A page cut here has a `next` like one
+ * cut by `limit`.
+ */
+export const AUDIT_LIST_PAGE_BYTES = 32 * 1024 * 1024
+
+export interface AuditPage {
+  entries: AuditEntry[]
+  /** Entries within `limit` were left out to keep the page within the byte budget: a next page follows. */
+  cut: boolean
+}
+
+export async function listAudit(db: Db, opts: { afterSeq?: number; limit?: number; resource?: string; maxBytes?: number } = {}): Promise<AuditPage> {
   // 1001: a page of 1000 and whether another follows (GET /v1/audit).
   const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1001)
-  const rows = opts.resource
-    ? await db.query<AuditRow>('SELECT * FROM audit_log WHERE seq > $1 AND resource = $2 ORDER BY seq LIMIT $3', [opts.afterSeq ?? 0, opts.resource, limit])
-    : await db.query<AuditRow>('SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2', [opts.afterSeq ?? 0, limit])
-  return rows.map(toEntry)
+  const budget = Math.max(1, Math.floor(opts.maxBytes ?? AUDIT_LIST_PAGE_BYTES))
+  // As verifyAudit's pages: sizes from octet_length (the row header, not the text), so only the
+  // rows of the page are read whole.
+  const rows = await db.query<AuditRow & { fetched: unknown }>(
+    `SELECT a.*, w.fetched FROM audit_log a JOIN (
+      SELECT seq, size, SUM(size) OVER (ORDER BY seq) AS running, COUNT(*) OVER () AS fetched FROM (
+        SELECT seq, COALESCE(octet_length(before_json), 0) + COALESCE(octet_length(after_json), 0) + octet_length(diff) AS size
+        FROM audit_log WHERE seq > $1${opts.resource ? ' AND resource = $4' : ''} ORDER BY seq LIMIT $2
+      ) s
+    ) w ON a.seq = w.seq
+    WHERE w.running <= $3 OR w.running = w.size
+    ORDER BY a.seq`,
+    opts.resource ? [opts.afterSeq ?? 0, limit, budget, opts.resource] : [opts.afterSeq ?? 0, limit, budget],
+  )
+  return { entries: rows.map(toEntry), cut: rows.length > 0 && rows.length < num(rows[0]!.fetched) }
 }
 
 export interface VerifyProblem {

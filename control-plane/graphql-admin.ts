@@ -6,7 +6,7 @@ import { GraphQLScalarType, Kind, Source, type GraphQLError, type GraphQLObjectT
 import { createGraphQLError, createSchema, createYoga, maskError, type Plugin, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
 import { etagOf } from '../config/canonical-json.ts'
-import { checkIfMatch, quotaViews, requireTenant, setQuota, type ApiDeps } from './api.ts'
+import { checkIfMatch, quotaViews, requireTenant, setQuotaAndView, type ApiDeps } from './api.ts'
 import type { Action, Subject } from './auth.ts'
 import { setDlpPreset } from './dlp-section.ts'
 import { HttpError, requestIdFor } from './http-kit.ts'
@@ -186,10 +186,8 @@ export function buildAdminSchema(deps: ApiDeps): GraphQLSchema {
           if (!isQuotaKind(args.kind)) throw badArgument(`unknown quota kind "${args.kind}" (graphql, ingest, embeddings, subscriptions)`, `kind: expected one of graphql | ingest | embeddings | subscriptions, got ${JSON.stringify(args.kind)}`)
           if (args.limitPerDay < 0) throw badArgument('limitPerDay must be >= 0', `limitPerDay: expected a non-negative integer, got ${args.limitPerDay}`)
           const kind = args.kind
-          return mapped(async () => {
-            await setQuota(deps, ctx.subject.sub, tenant, kind, args.limitPerDay, ifMatchOf(args.ifMatch))
-            return (await quotaViews(deps, tenant)).find((q) => q.kind === kind)
-          })
+          // As REST's PUT: nothing read after the commit (a failed read would report a change made as failed).
+          return mapped(async () => (await setQuotaAndView(deps, ctx.subject.sub, tenant, kind, args.limitPerDay, ifMatchOf(args.ifMatch))).quota)
         },
         setDlpPreset: async (_root, args: { preset: string; tenant?: string; ifMatch?: string | null }, ctx) =>
           mapped(() => setDlpPreset(deps.store, ctx.subject.sub, typeof args.tenant === 'string' && args.tenant !== '' ? args.tenant : ctx.subject.tenant, args.preset, ifMatchOf(args.ifMatch))),

@@ -65,6 +65,12 @@ export interface CommitResult<R> {
   result: R
   /** false when the change left the document identical (no new version, no audit entry). */
   changed: boolean
+  /**
+   * Tenant name → stable UUID as of this commit, read inside its transaction: what a write's answer
+   * shows is never read after the commit, where a failed read answered 503 "try again" for a
+   * change that had been made.
+   */
+  tenantIds: ReadonlyMap<string, string>
 }
 
 /**
@@ -136,6 +142,11 @@ function checkDocumentSize(json: string, headJson: string): void {
   throw new HttpError(413, `the config document would be ${bytes} bytes, over the limit of ${MAX_DOCUMENT_BYTES} bytes (16 MiB, canonical JSON); nothing was changed`, {
     problems: [`(root): the document would be ${bytes} bytes; at most ${MAX_DOCUMENT_BYTES} (remove something first)`],
   })
+}
+
+/** Tenant name → stable UUID (rows are only ever added). */
+async function readTenantIds(tx: Tx): Promise<Map<string, string>> {
+  return new Map((await tx.query<{ id: string; name: string }>('SELECT id, name FROM tenants')).map((r) => [r.name, r.id]))
 }
 
 interface VersionRow {
@@ -358,7 +369,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       const { document, before, after, result, detail } = req.change(head)
       const json = canonicalJson(document)
       const headJson = head.version > 0 ? canonicalJson(head.document) : ''
-      if (head.version > 0 && json === headJson) return { head, result, changed: false }
+      if (head.version > 0 && json === headJson) return { head, result, changed: false, tenantIds: await readTenantIds(tx) }
       checkDocumentSize(json, headJson)
       validateDocument(document, head.version > 0 ? head.document : undefined)
       const version = head.version + 1
@@ -374,13 +385,13 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
         `${req.action} ${req.resource}`,
         now,
       ])
-      await this.#project(tx, document)
+      const tenantIds = await this.#project(tx, document)
       await appendAudit(tx, this.key, { actor: req.actor, action: req.action, resource: req.resource, before, after, configVersion: version, requestId, detail }, now)
       // Other control plane instances on the same PostgreSQL push it to their proxies too
       // (delivered at commit; never if this transaction rolls back).
       if (this.db.kind === 'postgres') await tx.query('SELECT pg_notify($1, $2)', [CONFIG_CHANNEL, String(version)])
       const next: Head = { version, document: JSON.parse(json) as Doc, digest, envelope, createdAt: now, author: req.actor }
-      return { head: next, result, changed: true }
+      return { head: next, result, changed: true, tenantIds }
     })
     if (out.changed) {
       this.emit('committed', out.head)
@@ -393,7 +404,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       this.#setHead(out.head)
       this.emit('version', out.head)
     }
-    return { version: out.head.version, result: out.result, changed: out.changed }
+    return { version: out.head.version, result: out.result, changed: out.changed, tenantIds: out.tenantIds }
   }
 
   /**
@@ -410,10 +421,10 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
     return entry
   }
 
-  /** Keep tenant identities and the seed's api_quotas in step with the document. */
-  async #project(tx: Tx, doc: Doc): Promise<void> {
+  /** Keep tenant identities and the seed's api_quotas in step with the document; returns every tenant's id. */
+  async #project(tx: Tx, doc: Doc): Promise<Map<string, string>> {
     const tenants = Object.keys((doc.tenants as Record<string, unknown> | undefined) ?? {})
-    const known = new Map((await tx.query<{ id: string; name: string }>('SELECT id, name FROM tenants')).map((r) => [r.name, r.id]))
+    const known = await readTenantIds(tx)
     for (const name of tenants) {
       if (!known.has(name)) {
         const id = randomUUID()
@@ -427,6 +438,7 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
       if (id === undefined) continue // a quota for a tenant the document does not list is rejected by validation
       await tx.query('INSERT INTO api_quotas (tenant_id, kind, limit_per_day) VALUES ($1, $2, $3)', [id, q.kind, q.limitPerDay])
     }
+    return known
   }
 
   async tenantIds(): Promise<Map<string, string>> {

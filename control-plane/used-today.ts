@@ -9,6 +9,14 @@ import type { UsageLedger } from './usage.ts'
 
 const CONNECT_TIMEOUT_MS = 1_000
 
+/**
+ * After Redis failed a read, the reports answer for this long before it is asked again. A Redis
+ * that hangs (frozen, a partition: the connection stays up and nothing answers) fails each
+ * command only at its 500 ms timeout, and a quota listing asks once per tenant: GET /v1/quotas
+ * over 20 tenants took 10 s, over 200 more than a minute and a half.
+ */
+const REDIS_RETRY_MS = 5_000
+
 /** Resolves when the client is ready, its connection attempt failed, or the connect timeout passed. */
 function firstConnection(client: Redis): Promise<void> {
   return new Promise((resolve) => {
@@ -30,6 +38,8 @@ function firstConnection(client: Redis): Promise<void> {
 export class UsedToday {
   readonly #usage: UsageLedger
   #redis: { url: string; client: Redis; connected: Promise<void> } | undefined
+  /** The Redis that last failed a read, and until when it is not asked (REDIS_RETRY_MS). */
+  #failed: { url: string; until: number } | undefined
 
   constructor(usage: UsageLedger) {
     this.#usage = usage
@@ -55,13 +65,16 @@ export class UsedToday {
   /** kind → units used today for one tenant. */
   async forTenant(doc: Doc, tenant: string, kinds: QuotaKind[], timeZone: string): Promise<Map<string, number>> {
     const redis = doc.redis as { url?: string; keyPrefix?: string } | undefined
-    if (redis?.url) {
+    const failed = this.#failed
+    if (redis?.url && (failed === undefined || failed.url !== redis.url || Date.now() >= failed.until)) {
       try {
         const client = await this.#client(redis.url)
         const out = new Map<string, number>()
         for (const k of kinds) out.set(k, await usedTodayFromRedis(client, redis.keyPrefix ?? 'igw:', tenant, k, timeZone))
+        this.#failed = undefined
         return out
       } catch {
+        this.#failed = { url: redis.url, until: Date.now() + REDIS_RETRY_MS }
         // fall through to the reports
       }
     }

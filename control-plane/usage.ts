@@ -281,7 +281,14 @@ export class UsageLedger {
    */
   async ingest(r: UsageReport, timeZoneOf: (tenant: string) => string, limits: DailyLimits): Promise<{ accepted: boolean; alerts: Alert[]; saturated: SaturatedCounter[] }> {
     const at = new Date(r.at)
-    const entries: ReportedTenant[] = Object.entries(r.tenants).map(([tenant, u]) => ({ tenant, u, day: localDay(at, timeZoneOf(tenant)) }))
+    // One instant: one day per time zone (formatToParts per tenant held the loop ~0.3 s for 100k tenants).
+    const dayIn = new Map<string, string>()
+    const dayOf = (tz: string): string => {
+      let day = dayIn.get(tz)
+      if (day === undefined) dayIn.set(tz, (day = localDay(at, tz)))
+      return day
+    }
+    const entries: ReportedTenant[] = Object.entries(r.tenants).map(([tenant, u]) => ({ tenant, u, day: dayOf(timeZoneOf(tenant)) }))
     // (tenant, day, metric) is unique within a report: a tenant is one key of `tenants` with one
     // day, and flattenUsage's metric names are distinct. So no row meets ON CONFLICT twice.
     const all = entries.flatMap((e) => flattenUsage(e.u).map(([metric, value]): [string, string, string, number] => [e.tenant, e.day, metric, value]))

@@ -7,7 +7,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { Parser as CsvParser } from 'csv-parse'
 import { stringify as csvStringify } from 'csv-stringify/sync'
 import type { SingleByteCodec } from './charset.ts'
-import { JsonRewriter, JsonSyntaxError, type JsonScope } from './json-rewriter.ts'
+import { JsonRewriter, JsonSyntaxError, PAIR_NAME, PAIR_NAME_MAX_CHARS, PAIR_VALUE, pairRole, type JsonScope } from './json-rewriter.ts'
 import type { RulePack } from './rule-pack.ts'
 import { ExportScanner } from './scanner.ts'
 
@@ -123,7 +123,7 @@ export class ExportSession {
   #malformed(err: unknown): void {
     if (this.stop !== undefined) return
     // The parser's own message may quote input bytes; only ours (positions) are kept.
-    const detail = err instanceof JsonSyntaxError || err instanceof CsvBytesError || err instanceof Utf8Error ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
+    const detail = err instanceof JsonSyntaxError || err instanceof CsvBytesError || err instanceof CsvShapeError || err instanceof Utf8Error ? err.message : this.format === 'csv' ? 'malformed CSV' : 'malformed input'
     this.stop = { kind: 'malformed', message: `the export is not valid ${this.format.toUpperCase()} and cannot be inspected (${detail})` }
   }
 
@@ -252,6 +252,21 @@ class JsonEngine implements Engine {
 /** A CSV export holding NUL bytes: UTF-16/UTF-32 text (Excel's "Unicode text") or binary. */
 class CsvBytesError extends Error {}
 
+/** What csv-parse refused, in our words: its own messages may quote the input. */
+class CsvShapeError extends Error {}
+
+/**
+ * A reason an operator can act on: a row over maxValueBytes was refused as "malformed CSV", like
+ * broken quoting, so nothing said which limit to raise. Positions and limits only.
+ */
+function csvShapeError(err: Error, maxBytes: number): CsvShapeError {
+  const { code, lines } = err as Error & { code?: unknown; lines?: unknown }
+  const at = typeof lines === 'number' ? ` at line ${lines}` : ''
+  if (code === 'CSV_MAX_RECORD_SIZE') return new CsvShapeError(`a row longer than ${maxBytes} bytes${at}, the dlp filter's maxValueBytes`)
+  if (code === 'CSV_QUOTE_NOT_CLOSED') return new CsvShapeError(`a quoted field still open when the export ends${at}`)
+  return new CsvShapeError(typeof code === 'string' && /^CSV_[A-Z_]{1,64}$/.test(code) ? `malformed CSV: ${code}${at}` : 'malformed CSV')
+}
+
 /** CSV through csv-parse (quoting, embedded newlines, BOM); changed or not, rows are re-written by csv-stringify. */
 class CsvEngine implements Engine {
   readonly #scanner: ExportScanner
@@ -260,6 +275,9 @@ class CsvEngine implements Engine {
   readonly #header: boolean
   readonly #delimiter: string
   #hints: number[] | undefined
+  /** Name/value rows (`field,value` columns): the column naming each row's field and the value column (-1: none). */
+  #nameCol = -1
+  #valueCol = -1
   #eol: string | undefined
   #out: string[] = []
   #records = 0
@@ -298,7 +316,7 @@ class CsvEngine implements Engine {
       },
     })
     this.#parser.on('error', (err: Error) => {
-      this.#error ??= err
+      this.#error ??= csvShapeError(err, opts.maxTokenChars)
     })
   }
 
@@ -324,10 +342,20 @@ class CsvEngine implements Engine {
     if (isHeader) {
       const pack = this.#scanner.pack
       this.#hints = fields.map((h) => pack.fieldHint(h))
+      const roles = fields.map((h) => pairRole(h.trim()))
+      const name = roles.indexOf(PAIR_NAME)
+      const value = roles.indexOf(PAIR_VALUE)
+      if (name !== -1 && value !== -1) {
+        this.#nameCol = name
+        this.#valueCol = value
+      }
     }
+    // A name/value row (`ssn,123456789` under `field,value`): the value column takes the hints of the field the row names.
+    const named = isHeader || this.#valueCol === -1 || (fields[this.#valueCol]?.length ?? 0) < this.#scanner.minLength ? '' : (fields[this.#nameCol] ?? '')
+    const pairHint = named === '' || named.length > PAIR_NAME_MAX_CHARS ? 0 : this.#scanner.pack.fieldHint(named)
     let row = fields
     for (let i = 0; i < fields.length; i++) {
-      const r = this.#scanner.visit(fields[i]!, isHeader ? 0 : (this.#hints?.[i] ?? 0))
+      const r = this.#scanner.visit(fields[i]!, isHeader ? 0 : (this.#hints?.[i] ?? 0) | (i === this.#valueCol ? pairHint : 0))
       if (r === undefined) continue
       if (typeof r !== 'string') this.#scanner.flush() // not deferred for CSV; complete it if it ever is
       if (row === fields) row = fields.slice()
@@ -363,7 +391,7 @@ class CsvEngine implements Engine {
   end(): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.#error) return reject(this.#error)
-      this.#parser.once('error', reject)
+      this.#parser.once('error', () => reject(this.#error))
       this.#parser.end(() => {
         if (this.#error) return reject(this.#error)
         // The last row had no line ending: do not add one.

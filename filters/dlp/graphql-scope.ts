@@ -10,7 +10,7 @@ import { MAX_SCOPE_PATHS } from './json-rewriter.ts'
 export interface GraphqlExportMatch {
   /** The operation selects a listed path (by field name or response key), or a top-level fragment. */
   matched: boolean
-  /** Key paths from the root, `errors` included; undefined: transform the whole response. */
+  /** Key paths from the root, `errors` and `extensions` included; undefined: transform the whole response. */
   paths: string[][] | undefined
 }
 
@@ -87,13 +87,18 @@ export function graphqlExportMatch(doc: DocumentNode, operationName: string | un
     const top = fieldsOf(op.selectionSet, w, [], new Set())
     for (const p of configured) {
       walk(top, p, 0, [])
-      if (paths.length >= MAX_SCOPE_PATHS) return { matched, paths: undefined }
+      // room for `errors` and `extensions`: a path past MAX_SCOPE_PATHS is not tracked
+      if (paths.length > MAX_SCOPE_PATHS - 2) return { matched, paths: undefined }
     }
   } catch (err) {
     if (!(err instanceof TooLarge)) throw err
     return { matched: true, paths: undefined }
   }
+  // Beside `data`, what the server writes itself may echo values: error messages and their
+  // extensions, and the response's top-level `extensions` (debug and validation details, a
+  // gateway's subgraph errors and HTTP details). Left unread, an SSN echoed there went out as is.
   add(['errors'])
+  add(['extensions'])
   return { matched, paths }
 }
 

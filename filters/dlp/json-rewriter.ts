@@ -40,6 +40,8 @@ export interface StringVisitor {
    * (and not visited again) only when visiting it found nothing, so counts stay exact.
    */
   readonly hits?: number
+  /** Values shorter than this are never replaced, whatever their hint. */
+  readonly minLength?: number
 }
 
 /** Most paths a scope tracks (a 31-bit mask per level); a scope with more is the whole document. */
@@ -114,6 +116,66 @@ const KEY_DEPTHS = 8
 const KEY_SLOTS = 32
 const KEY_MAX_CHARS = 256
 
+// Name/value pairs (EAV and key-value exports: CRM custom fields, form submissions, AWS tags,
+// GA4 event_params, FHIR identifiers): {"name":"ssn","value":"123456789"}. The field name sits
+// in a sibling member, so a `value` member takes the field-name hints of its object's naming
+// member, and of the key holding the object ({"phone":{"value":…}}, {"phones":[{"value":…}]}).
+export const PAIR_NAME = 1
+export const PAIR_VALUE = 2
+const PAIR_WORDS: readonly [number, readonly string[]][] = [
+  [PAIR_NAME, ['name', 'key', 'field', 'fieldname', 'fieldkey', 'attribute', 'attributename', 'attr', 'property', 'propertyname', 'label', 'type', 'system']],
+  [PAIR_VALUE, ['value', 'values', 'val', 'fieldvalue', 'attributevalue', 'propertyvalue']],
+]
+const PAIR_ROLES: ReadonlyMap<string, number> = new Map(PAIR_WORDS.flatMap(([role, words]) => words.map((w) => [w, role] as const)))
+/** A naming member's value longer than this names no field (it is data). */
+export const PAIR_NAME_MAX_CHARS = 256
+/**
+ * How far (characters) after a pair's value its naming member may come ({"value":…,"name":…}):
+ * the value's output is held until then, and a stream must not hold output without bound.
+ */
+export const PAIR_REACH_CHARS = 65_536
+
+/**
+ * The role of a member in a name/value pair: PAIR_NAME, PAIR_VALUE or 0. Compared like field
+ * names: case, `_`, `-` and spaces do not count (`Key`, `field_name`, `Field Value`).
+ */
+export function pairRole(key: string): number {
+  if (key.length > 24) return 0
+  const r = PAIR_ROLES.get(key)
+  if (r !== undefined) return r
+  return PAIR_ROLES.get(key.toLowerCase().replace(/[^a-z0-9]/g, '')) ?? 0
+}
+
+/**
+ * A pair's value read before the member that names it ({"value":"123456789","name":"ssn"}): its
+ * output is held (nothing after it is released) until the name comes or its object ends.
+ */
+class HeldValue implements DeferredString {
+  /** The value as written (JSON text), and what the visitor reads. */
+  readonly raw: string
+  readonly text: string
+  /** Where it ended (characters from the start of the input) and the depth of its object. */
+  readonly end: number
+  readonly depth: number
+  /** The hints it was read with. */
+  readonly hint: number
+  /** Its index in the output pieces. */
+  index: number
+  replacement: string | DeferredString | undefined = undefined
+  constructor(raw: string, text: string, hint: number, end: number, depth: number, index: number) {
+    this.raw = raw
+    this.text = text
+    this.hint = hint
+    this.end = end
+    this.depth = depth
+    this.index = index
+  }
+  get value(): string {
+    const r = this.replacement
+    return r === undefined ? this.raw : typeof r === 'string' ? jsonString(r) : `"${r.value}"`
+  }
+}
+
 export class JsonRewriter {
   readonly #o: JsonRewriterOptions
   readonly #visitor: StringVisitor
@@ -131,12 +193,21 @@ export class JsonRewriter {
   #valHint = 0
   #valScope = FULL
   #valLevel = 0
+  /** The member about to be read is a pair's name or value (PAIR_NAME, PAIR_VALUE, 0). */
+  #valRole = 0
+  /** Per open object: its naming member's value (the first), its held value, hints its members inherit (the object is a pair's value). */
+  readonly #pairName: (string | undefined)[] = []
+  readonly #pairHeld: (HeldValue | undefined)[] = []
+  readonly #inherit: number[] = []
+  /** Held values not settled yet, outermost first (their pieces are not released). */
+  #held: HeldValue[] = []
   /** Keys seen so far in the object open at each depth. */
   readonly #keyOrdinal: number[] = []
   /** Rewritten keys written so far in the object open at each depth (none yet: undefined). */
   readonly #keysOut: (Set<string> | undefined)[] = []
   readonly #keyText: (string | undefined)[] = new Array<string | undefined>(KEY_DEPTHS * KEY_SLOTS).fill(undefined)
   readonly #keyHint = new Int32Array(KEY_DEPTHS * KEY_SLOTS)
+  readonly #keyRole = new Int8Array(KEY_DEPTHS * KEY_SLOTS)
   #carry = ''
   /** Output pieces: the first #releasedCount are released, the rest belong to the record in progress. */
   #pieces: (string | DeferredString)[] = []
@@ -191,6 +262,7 @@ export class JsonRewriter {
       all.length = n
       out = all.join('')
       this.#pieces = rest
+      for (const h of this.#held) h.index -= n
     }
     this.#releasedCount = 0
     return out
@@ -204,7 +276,43 @@ export class JsonRewriter {
   }
 
   #release(): void {
-    this.#releasedCount = this.#pieces.length
+    // Up to the first held value: what follows it may not leave before it does.
+    this.#releasedCount = this.#held.length === 0 ? this.#pieces.length : this.#held[0]!.index
+  }
+
+  /** Hold a pair's value text[from, to) until its name comes (see HeldValue); returns where the copied text resumes. */
+  #hold(text: string, out: number, from: number, to: number, value: string, hint: number): number {
+    const d = this.#depth - 1
+    this.#pieces.push(text.slice(out, from))
+    const h = new HeldValue(text.slice(from, to), value, hint, this.#consumed + to, d, this.#pieces.length)
+    this.#pieces.push(h)
+    this.#deferred = true
+    this.#pairHeld[d] = h
+    this.#held.push(h)
+    return to
+  }
+
+  /** A held value's verdict: read again with the hints its name adds (none: as it was, nothing found). */
+  #settle(h: HeldValue, hint: number): void {
+    if ((hint & ~h.hint) !== 0) h.replacement = this.#visitor.visit(h.text, h.hint | hint)
+    this.#pairHeld[h.depth] = undefined
+    const held = this.#held
+    held.splice(held.indexOf(h), 1)
+  }
+
+  /** The member naming the pair of the open object was read. */
+  #named(name: string, at: number): void {
+    const d = this.#depth - 1
+    if (this.#pairName[d] !== undefined || name.length > PAIR_NAME_MAX_CHARS) return
+    this.#pairName[d] = name
+    const h = this.#pairHeld[d]
+    if (h !== undefined) this.#settle(h, this.#consumed + at - h.end > PAIR_REACH_CHARS ? 0 : this.#o.hintOf(name))
+  }
+
+  /** The hints of the open object's name, for its pair's value of `length` characters (0 for one too short to replace). */
+  #nameHint(length: number): number {
+    const name = this.#pairName[this.#depth - 1]
+    return name === undefined || length < (this.#visitor.minLength ?? 0) ? 0 : this.#o.hintOf(name)
   }
 
   /** Put a visitor's replacement of text[from, to) (a string or a deferred token) in the output; returns where the copied text resumes. */
@@ -265,7 +373,7 @@ export class JsonRewriter {
           const known = this.#keyText[slot]
           // A remembered key has no backslash or quote, so the quote after it closes the string.
           if (known !== undefined && text.charCodeAt(i + 1 + known.length) === 34 && text.startsWith(known, i + 1)) {
-            this.#key(known, this.#keyHint[slot]!)
+            this.#key(known, this.#keyHint[slot]!, this.#keyRole[slot]!)
             this.#expect = EXPECT_COLON
             i += known.length + 2
             continue
@@ -316,17 +424,25 @@ export class JsonRewriter {
             if (replacement === undefined) clean = this.#visitor.hits === before
             else out = this.#splice(text, out, i, q + 1, typeof replacement === 'string' ? this.#uniqueKey(replacement) : replacement)
           }
+          const role = pairRole(value)
           if (clean && slot !== -1 && !escaped && value.length <= KEY_MAX_CHARS) {
             this.#keyText[slot] = value
             this.#keyHint[slot] = hint
+            this.#keyRole[slot] = role
           }
-          this.#key(value, hint)
+          this.#key(value, hint, role)
           this.#expect = EXPECT_COLON
         } else if (expect === EXPECT_VALUE || expect === EXPECT_VALUE_OR_CLOSE) {
+          const role = this.#valRole
+          this.#valRole = 0
           if (this.#valScope === FULL) {
-            const replacement = this.#visitor.visit(value, this.#valHint)
+            const before = this.#visitor.hits
+            const hint = role === PAIR_VALUE ? this.#valHint | this.#nameHint(value.length) : this.#valHint
+            const replacement = this.#visitor.visit(value, hint)
             if (replacement !== undefined) out = this.#splice(text, out, i, q + 1, replacement)
+            else if (role === PAIR_VALUE && this.#visitor.hits === before && this.#holdable(value)) out = this.#hold(text, out, i, q + 1, value, hint)
           }
+          if (role === PAIR_NAME) this.#named(value, i)
           i = q + 1
           if (this.#afterValue()) {
             this.#pieces.push(text.slice(out, i))
@@ -343,9 +459,18 @@ export class JsonRewriter {
         case 91: // [
           if (expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE) this.#fail(`unexpected "${c === 123 ? '{' : '['}"`, i)
           if (this.#depth >= this.#maxDepth) this.#fail(`nesting deeper than ${this.#maxDepth}`, i)
+          if (this.#valRole === PAIR_VALUE) this.#valHint |= this.#nameHint(Infinity)
           this.#type[this.#depth] = c === 123 ? OBJ : ARR
           this.#keyOrdinal[this.#depth] = 0
           this.#keysOut[this.#depth] = undefined
+          if (c === 123) {
+            this.#pairName[this.#depth] = undefined
+            this.#pairHeld[this.#depth] = undefined
+            // A pair's value that is an object ({"key":"ssn","value":{"string_value":…}}, GA4's
+            // event_params): its members take the pair's hints.
+            this.#inherit[this.#depth] = this.#valRole === PAIR_VALUE ? this.#valHint : 0
+          }
+          this.#valRole = 0
           this.#hint[this.#depth] = this.#valHint
           this.#scope[this.#depth] = this.#valScope
           this.#level[this.#depth] = this.#valLevel
@@ -360,6 +485,9 @@ export class JsonRewriter {
           const want = c === 125 ? OBJ : ARR
           if (d < 0 || this.#type[d] !== want) this.#fail(`unexpected "${c === 125 ? '}' : ']'}"`, i)
           if (expect !== EXPECT_COMMA_OR_CLOSE && expect !== (want === OBJ ? EXPECT_KEY_OR_CLOSE : EXPECT_VALUE_OR_CLOSE)) this.#fail('unexpected end of container', i)
+          // A held value whose object ends without a name: as it was.
+          const held = want === OBJ ? this.#pairHeld[d] : undefined
+          if (held !== undefined) this.#settle(held, 0)
           this.#depth = d
           i++
           if (this.#afterValue()) {
@@ -415,9 +543,16 @@ export class JsonRewriter {
       if (!literal && !NUMBER.test(word)) this.#fail('not a JSON value', i)
       // A number under a field that names a sensitive type ({"ssn": 123456789}) is that value
       // all the same; elsewhere numbers are ids, counts and amounts, copied digit for digit.
-      if (!literal && this.#valHint !== 0 && this.#valScope === FULL) {
-        const replacement = this.#visitor.visit(integerOf(word) ?? word, this.#valHint)
+      const role = this.#valRole
+      this.#valRole = 0
+      if (!literal && this.#valScope === FULL) {
+        const value = integerOf(word) ?? word
+        const hint = role === PAIR_VALUE ? this.#valHint | this.#nameHint(value.length) : this.#valHint
+        let replacement
+        const before = this.#visitor.hits
+        if (hint !== 0) replacement = this.#visitor.visit(value, hint)
         if (replacement !== undefined) out = this.#splice(text, out, i, j, replacement)
+        else if (role === PAIR_VALUE && this.#visitor.hits === before && this.#holdable(value)) out = this.#hold(text, out, i, j, value, hint)
       }
       i = j
       if (this.#afterValue()) {
@@ -435,14 +570,25 @@ export class JsonRewriter {
     if (o.multi && maxRecord !== undefined && this.#consumed + (n - i) - this.#recordFrom > maxRecord && (this.#depth > 0 || this.#carry !== '')) {
       this.#fail(`a record longer than ${maxRecord} characters`, this.#recordFrom - this.#consumed)
     }
+    // A held value whose name can no longer come within reach (no name starts before the text
+    // carried over): as it was. The same verdict wherever the chunks of the transfer split.
+    const held = this.#held
+    while (held.length > 0 && this.#consumed - held[0]!.end > PAIR_REACH_CHARS) this.#settle(held[0]!, 0)
     if (!o.multi) {
       if (o.checkpoint()) this.#release()
       else this.#stop()
     }
   }
 
+  /** A pair's value may be held: long enough to be replaced, and the open object has no name yet, nor a held value. */
+  #holdable(value: string): boolean {
+    const d = this.#depth - 1
+    return value.length >= (this.#visitor.minLength ?? 0) && this.#pairName[d] === undefined && this.#pairHeld[d] === undefined
+  }
+
   #stop(): void {
     this.#stopped = true
+    this.#held = []
     this.#pieces.length = this.#releasedCount
     this.#carry = ''
   }
@@ -462,10 +608,13 @@ export class JsonRewriter {
     return unique
   }
 
-  /** A key was read: hint and scope of the value that follows. */
-  #key(key: string, hint: number): void {
+  /** A key was read: hint, role and scope of the value that follows. */
+  #key(key: string, hint: number, role: number): void {
     const d = this.#depth - 1
-    this.#valHint = hint
+    // A pair's value: the hint of the key holding its object now, its name's when it is read
+    // (#nameHint: a name is often data, `{"name":"Ada Lovelace","value":3}`, and hinting it costs).
+    this.#valHint = hint | this.#inherit[d]! | (role === PAIR_VALUE ? this.#hint[d]! : 0)
+    this.#valRole = role
     const scope = this.#scope[d]!
     const level = this.#level[d]!
     if (scope === FULL) {

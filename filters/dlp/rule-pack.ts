@@ -78,6 +78,7 @@ const MAX_FIELD_MEMO = 4096
 // ("customerSSNs"), a capitalized or lower-case word, a digit run.
 const KEY_WORD = /[A-Z]+s?(?![a-z])|[A-Z]?[a-z]+|\d+/g
 const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const ASCII = /^[\x00-\x7f]*$/
 
 /**
  * `w` without an English plural ending ("ssns": ssn, "faxes": fax), or undefined. Not "ss"
@@ -234,6 +235,12 @@ export class RulePack {
   private readonly typeIndexMap = new Map<string, number>()
   private readonly fieldMemo = new Map<string, number>()
   private readonly combinedMemo = new Map<number, CombinedScan>()
+  /**
+   * Every field rule's names (exact, contains, words), any of them: a normalized key holding none
+   * names no type. Checked first, so a key that is data (a pair's name: "Ada Lovelace", unique
+   * per record, past the memo) costs one scan instead of the word split.
+   */
+  private readonly fieldNames: RegExp = /(?!)/
   /** Distinct required literals of the rules (CompiledRule.literal indexes this). */
   readonly literals: readonly string[]
 
@@ -332,6 +339,8 @@ export class RulePack {
       }
     }
     this.fieldRules = fieldRules
+    const names = fieldRules.flatMap((f) => (f === undefined ? [] : [...f.exact, ...f.contains, ...f.words]))
+    if (names.length > 0) this.fieldNames = new RegExp(names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'))
     // Rule labels by counter: value rules in order, then one slot per type for its field rule.
     this.labels = [...this.rules.map((r) => r.label), ...types.map((t) => fieldRules[t.index]?.label ?? `${t.name}.field`)]
   }
@@ -363,9 +372,12 @@ export class RulePack {
     mask = 0
     // Accents removed, not the letters that carry them: `teléfono` became `telfono` (no `telefon`)
     // and `tél` `tl`, while `hôtel` split into the words "h" and "tel" (a phone field).
-    const folded = key.normalize('NFD').replace(/\p{M}/gu, '')
+    // (An ASCII key has no accents to remove.)
+    const folded = ASCII.test(key) ? key : key.normalize('NFD').replace(/\p{M}/gu, '')
     const norm = folded.toLowerCase().replace(/[^a-z0-9]/g, '')
-    if (norm !== '') {
+    // Every match below holds one of the names in `norm` (a word of the key, or the singular of
+    // norm or of a word, is a run of its letters), so a key without any is none of them.
+    if (norm !== '' && this.fieldNames.test(norm)) {
       // Words of camelCase, snake_case and kebab-case keys: only the whole key was compared, so a
       // bare SSN under `customerSsn` or a national number under `tel_no` was never read as one.
       // A plural names a list of the type's values (`{"ssns": ["123456789"]}`, `tels`,

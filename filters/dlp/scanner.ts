@@ -53,6 +53,8 @@ export class ExportScanner {
   readonly #ruleOrder: number[] = []
   /** Values found so far, acted on or not (the JSON rewriter's key memo reads it). */
   hits = 0
+  /** Shorter values are never read (the JSON rewriter holds no pair value shorter). */
+  readonly minLength = MIN_LENGTH
   /** Types seen so far (bit mask). */
   detected = 0
   /** First type whose action is block, and its rule (-1: none yet). */

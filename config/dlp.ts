@@ -91,8 +91,12 @@ export function checkDlpReferences(cfg: DlpRefsDoc, ctx: z.RefinementCtx, parsed
   if (!parsed(['routes'])) return
   cfg.routes.forEach((route, i) => {
     if (!parsed(['routes', i, 'filters'])) return
+    // As quota's: before the tenant filter the request has no tenant yet, so each tenant's own
+    // preset (dlp.tenants.<id>.preset) was ignored without a word and the policy saw tenant null.
+    const tenantAt = route.filters.findIndex((f, j) => parsed(['routes', i, 'filters', j, 'name']) && f.name === 'tenant')
     route.filters.forEach((f, j) => {
       if (!parsed(['routes', i, 'filters', j, 'name']) || f.name !== 'dlp') return
+      if (tenantAt > j) ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j], message: `dlp must come after the tenant filter (routes[${i}].filters[${tenantAt}]): it reads the tenant's preset and gives the policy the tenant` })
       check(f.preset, ['routes', i, 'filters', j, 'preset'])
       if (f.preset === undefined && parsed(['routes', i, 'filters', j, 'preset']) && parsed(['dlp', 'defaultPreset']) && cfg.dlp.defaultPreset === undefined) {
         ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'preset'], message: 'expected a preset here or dlp.defaultPreset (tenants without one of their own need it)' })

@@ -182,7 +182,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   async function handle(req: IncomingMessage, res: ServerResponse, seen: { route: string; counted: boolean }): Promise<void> {
     // An absolute-form target Node's parser lets through but WHATWG URL refuses
     // (`GET http://x:99999/…`, `http://[/…`) is the client's error: a 400, not a 500 logged as a bug.
-    const url = URL.parse(req.url ?? '/', 'http://control-plane')
+    // An origin-form target is a path: resolved against a base, `//v1/config` read as a
+    // network-path reference (host "v1") answered "no endpoint GET /config".
+    const target = req.url ?? '/'
+    const url = target.startsWith('/') ? URL.parse(`http://control-plane${target}`) : URL.parse(target, 'http://control-plane')
     if (url === null) throw new HttpError(400, 'invalid request target', { problems: [`request target: ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a valid URL`] })
     // HEAD is GET without the body (RFC 9110 §9.3.2): the same handler runs and Node's response
     // drops the body of a HEAD request, keeping status, ETag and Content-Length.

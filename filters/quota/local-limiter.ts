@@ -109,7 +109,9 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
         dayLimit = base + Math.floor(Math.max(0, rule.limitPerDay - base) * scale)
       }
       // A limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too.
-      if (f[iUsed]! + cost > dayLimit || rule.limitPerDay === 0) failed |= RULE_DAILY
+      // Otherwise a cost-0 operation takes nothing and passes a day used up, also one over its
+      // limit (a reload lowered it, an outage's proxies overshot it): it got QUOTA_EXCEEDED there.
+      if ((cost > 0 && f[iUsed]! + cost > dayLimit) || rule.limitPerDay === 0) failed |= RULE_DAILY
     }
     const budget = rule.budget
     let budgetTotal = 0
@@ -120,14 +122,15 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
         rb = table.ringBase(ring)
         advance(f, rb, now, budget)
         budgetTotal = total(f, rb)
-        if (budget.hardCap && budgetTotal + cost > budget.units) failed |= RULE_BUDGET
+        // (A cost-0 operation takes nothing: a spent budget, or one over lowered units, lets it through.)
+        if (budget.hardCap && cost > 0 && budgetTotal + cost > budget.units) failed |= RULE_BUDGET
       } else {
         table.lockTenant(slot)
         tenantLocked = true
         const mirror = f[table.tf(slot, T_BUDGET_MIRROR)]!
         const local = f[table.tf(slot, T_BUDGET_LOCAL)]!
         budgetTotal = mirror + local
-        if (budget.hardCap && local + cost > Math.floor(Math.max(0, budget.units - mirror) * scale)) failed |= RULE_BUDGET
+        if (budget.hardCap && cost > 0 && local + cost > Math.floor(Math.max(0, budget.units - mirror) * scale)) failed |= RULE_BUDGET
       }
     }
     const enforced = failed & ~rule.shadowMask
@@ -242,7 +245,7 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
     // A day counted in another zone (a reload changed it) is not read here: the decision rezones it.
     const sameZone = (rule.zoneCode ?? 0) === 0 || table.i32[table.si(slot, S_ZONE + k)] === rule.zoneCode
     v.used = sameZone && f[iTokens - K_TOKENS + K_DAY] === day ? f[iTokens - K_TOKENS + K_USED]! : 0
-    daily = rule.limitPerDay >= 0 && (enforced & RULE_DAILY) !== 0 && (rule.limitPerDay === 0 || v.used + cost > rule.limitPerDay)
+    daily = rule.limitPerDay >= 0 && (enforced & RULE_DAILY) !== 0 && (rule.limitPerDay === 0 || (cost > 0 && v.used + cost > rule.limitPerDay))
   } finally {
     table.unlockKind(slot, k)
   }
@@ -255,7 +258,7 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
         const rb = table.ringBase(ring)
         advance(f, rb, now, budget)
         v.budgetTotal = total(f, rb)
-        if (v.budgetTotal + cost > budget.units) ms = retryAt(f, rb, now, budget, cost) - now
+        if (cost > 0 && v.budgetTotal + cost > budget.units) ms = retryAt(f, rb, now, budget, cost) - now
       } finally {
         table.unlockRing(ring)
       }
@@ -264,7 +267,7 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
       v.budgetTotal = f[table.tf(slot, T_BUDGET_MIRROR)]! + f[table.tf(slot, T_BUDGET_LOCAL)]!
       table.unlockTenant(slot)
       // Redis holds the buckets: the next one to begin is the earliest the window frees units.
-      if (v.budgetTotal + cost > budget.units) ms = budget.bucketMs - (now % budget.bucketMs)
+      if (cost > 0 && v.budgetTotal + cost > budget.units) ms = budget.bucketMs - (now % budget.bucketMs)
     }
     if (ms > overMs && (reason === 0 || ms > v.retryMs)) {
       reason = RULE_BUDGET
@@ -318,14 +321,20 @@ function rezone(table: QuotaTable, slot: number, k: number, zc: number, day: num
   table.i32[iZone] = zc
   const stored = f[b + K_DAY]!
   if (old === 0 || stored === 0 || stored === day) return
-  const oldZone = zoneOfCode(old)
-  let current: boolean
-  if (oldZone !== undefined) current = stored >= localDayNumber(oldZone, now)
-  // A thread that never saw the old zone (started after the reload): a day next to today's is taken as current.
-  else current = Math.abs(stored - day) <= 1
-  if (current) f[b + K_DAY] = day
+  if (dayRunsInZone(old, stored, day, now)) f[b + K_DAY] = day
   else if (day <= stored) newDay(f, b, day)
   // else: day > stored, the ordinary new day that follows
+}
+
+/**
+ * Is day number `stored`, counted in the zone of `oldCode`, not over yet at `now` (`day`: today in
+ * the tenant's zone now)? Its units are then carried into `day` (rezone), and count as today's.
+ */
+export function dayRunsInZone(oldCode: number, stored: number, day: number, now: number): boolean {
+  const oldZone = zoneOfCode(oldCode)
+  if (oldZone !== undefined) return stored >= localDayNumber(oldZone, now)
+  // A thread that never saw the old zone (started after the reload): a day next to today's is taken as current.
+  return Math.abs(stored - day) <= 1
 }
 
 /**

@@ -6,12 +6,12 @@ import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { localDayNumber, QUOTA_KINDS, quotaKeys, readStateFile, type QuotaKindName } from '../../config/quota-usage.ts'
+import { localDayNumber, QUOTA_KINDS, quotaKeys, readStateFile, zoneCode, type QuotaKindName } from '../../config/quota-usage.ts'
 import type { QuotasConfig } from '../../config/quotas.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import { LogWindow, type RedisProvider } from '../../proxy/filter.ts'
 import { observe, type AnomalyState } from './anomaly-detector.ts'
-import { returnPending, takeAllPending } from './local-limiter.ts'
+import { dayRunsInZone, returnPending, takeAllPending } from './local-limiter.ts'
 import { EventLoopLoad } from './qos.ts'
 import { EventSink, type QuotaEvent } from './quota-events.ts'
 import { createQuotaMetrics, type QuotaMetrics } from './quota-metrics.ts'
@@ -35,6 +35,7 @@ import {
   QUOTA_SHARED_BYTES,
   QuotaTable,
   S_REQUESTS,
+  S_ZONE,
   T_ANOMALY,
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
@@ -484,20 +485,30 @@ export class QuotaRuntime {
     if (store !== undefined && store.breaker.state === 0) {
       const keys: string[] = []
       for (const t of tenants) for (const k of kinds) keys.push(quotaKeys.kind(store.prefix, t, k))
-      fromRedis = await store.readFields(keys, ['d', 'u'], 250)
+      fromRedis = await store.readFields(keys, ['d', 'u', 'z', 'e'], 250)
     }
+    const table = this.table
     let i = 0
     for (const tenant of tenants) {
       const tz = this.config.tenants[tenant]?.timezone ?? 'UTC'
       const today = localDayNumber(tz, now)
-      const slot = this.table.peekSlot(tenant)
+      const zc = zoneCode(tz)
+      const slot = table.peekSlot(tenant)
       for (const kind of kinds) {
         let value = 0
         const r = fromRedis?.[i++]
-        if (r !== undefined) value = r[0] !== null && Number(r[0]) === today ? Number(r[1] ?? 0) : 0
-        else if (slot > 0) {
+        // A day counted in the tenant's previous zone (its timezone changed by a reload) that is not
+        // over yet counts as today's, as the next decision carries it (rezone, redis-script.ts) and as
+        // the control plane reads it (usedTodayFromRedis / usedTodayFromState): the gauge said 0
+        // until the tenant's next request, while its usage was in force.
+        if (r !== undefined) {
+          const [d, u, z, e] = r
+          if (d !== null && (Number(d) === today || (z != null && e != null && Number(z) !== zc && Number(e) > now))) value = Number(u ?? 0)
+        } else if (slot > 0) {
           const k = KIND_INDEX[kind]
-          if (this.table.f64[this.table.kf(slot, k, K_DAY)] === today) value = this.table.f64[this.table.kf(slot, k, K_USED)]!
+          const stored = table.f64[table.kf(slot, k, K_DAY)]!
+          const old = table.i32[table.si(slot, S_ZONE + k)]!
+          if (stored === today || (stored > 0 && old !== 0 && old !== zc && dayRunsInZone(old, stored, today, now))) value = table.f64[table.kf(slot, k, K_USED)]!
         }
         out.push({ tenant, kind, value })
       }

@@ -95,11 +95,14 @@ end
 -- A marker belongs to its threshold's value (field m<ppm>), not to its position in the list: a
 -- reload that adds, removes or reorders thresholds neither fires one again that already fired in
 -- this window nor silences one that has not (as rolling-budget.ts). f1..f4: markers by position
--- from an older script, taken over (once) by the thresholds now at those positions.
-local function crossed(K2, A, ratio, windowMs)
+-- from an older script, taken over (once) by the thresholds now at those positions. exhausted: a
+-- hard cap refused a cost the rest could not hold, which reaches the threshold 1 (100 %) only.
+local function crossed(K2, A, ratio, windowMs, exhausted)
   if ro then return 0 end
   local nth = math.min(tonumber(ARGV[A + 12]), 4)
-  if nth == 0 or ratio * 1000000 < tonumber(ARGV[A + 13]) then return 0 end
+  if nth == 0 then return 0 end
+  local full = exhausted and tonumber(ARGV[A + 12 + nth]) >= 1000000
+  if ratio * 1000000 < tonumber(ARGV[A + 13]) and not full then return 0 end
   local names = {}
   for i = 1, nth do names[i] = 'm' .. tonumber(ARGV[A + 12 + i]) end
   local f = redis.call('HMGET', K2, 'f1', 'f2', 'f3', 'f4', unpack(names))
@@ -113,7 +116,8 @@ local function crossed(K2, A, ratio, windowMs)
       if at ~= nil and at ~= 0 then w[#w + 1] = names[i]; w[#w + 1] = at end
     end
     at = at or 0
-    if ratio * 1000000 >= tonumber(ARGV[A + 12 + i]) and (at == 0 or now - at >= windowMs) then
+    local th = tonumber(ARGV[A + 12 + i])
+    if (ratio * 1000000 >= th or (exhausted and th >= 1000000)) and (at == 0 or now - at >= windowMs) then
       w[#w + 1] = names[i]; w[#w + 1] = now
       bits = bits + 2 ^ (i - 1)
     end
@@ -254,9 +258,10 @@ local function group(K1, K2, K3, A)
     local costM = cost * 1000000
     local failed = 0
     if rate > 0 and tokens < costM then failed = 1 end
-    -- a limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too
-    if limit >= 0 and (used + cost > limit or limit == 0) then failed = failed + 2 end
-    if hardcap and total + cost > bunits then failed = failed + 4 end
+    -- a limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too;
+    -- else a cost-0 one takes nothing and passes a day or budget used up, or over a lowered limit
+    if limit >= 0 and (limit == 0 or (cost > 0 and used + cost > limit)) then failed = failed + 2 end
+    if hardcap and cost > 0 and total + cost > bunits then failed = failed + 4 end
 
     local would = bit.band(failed, shadow)
     local enforced = failed - would
@@ -294,7 +299,7 @@ local function group(K1, K2, K3, A)
           reason = 4
           retry = ra - now
         end
-        fired = crossed(K2, A, math.max(1, total / bunits), bm * n)
+        fired = crossed(K2, A, total / bunits, bm * n, true)
       end
       if bit.band(enforced, 2) ~= 0 then
         if reason == 0 then
@@ -312,7 +317,7 @@ local function group(K1, K2, K3, A)
         add = add + cost
         dirty = true
         ra = 0
-        fired = crossed(K2, A, total / bunits, bm * n)
+        fired = crossed(K2, A, total / bunits, bm * n, false)
       end
     end
     local flags = (enforced == 0 and 1 or 0) + reason * 2 + fired * 16 + would * 256 + dailyToo

@@ -162,16 +162,18 @@ function alignMarkers(f: Float64Array, o: number, th: readonly number[]): void {
 
 /**
  * Thresholds crossed by the current total that have not fired within the last window: marks
- * them fired at `now` and returns them as a bit mask (bit i = thresholds[i]). `exhausted` counts
- * as a ratio of 1 (a hard cap rejected a request the remaining budget could not hold).
+ * them fired at `now` and returns them as a bit mask (bit i = thresholds[i]). `exhausted`: a hard
+ * cap refused a request the remaining budget could not hold, which counts as reaching 100 % — the
+ * threshold 1 only. The lower ones still need the total: counted as reached, one expensive
+ * request refused at 50 % sent "80 %" (ratio 0.5) and silenced the real 80 % for the window.
  */
 export function crossedThresholds(f: Float64Array, o: number, now: number, shape: BudgetShape, exhausted: boolean): number {
-  const ratio = exhausted ? Math.max(1, f[o + R_TOTAL]! / shape.units) : f[o + R_TOTAL]! / shape.units
+  const ratio = f[o + R_TOTAL]! / shape.units
   const th = shape.thresholds
   let mask = 0
   let aligned = false
   for (let i = 0; i < th.length && i < MAX_THRESHOLDS; i++) {
-    if (ratio < th[i]!) continue
+    if (ratio < th[i]! && !(exhausted && th[i]! >= 1)) continue
     if (!aligned) {
       alignMarkers(f, o, th)
       aligned = true

@@ -9,7 +9,7 @@ import { ConfigError, validateConfig } from '../config/load.ts'
 import { appendAudit, AUDIT_KEY_OVERLAP_ENTRIES, currentRequestId, type AuditEntry, type AuditInput } from './audit.ts'
 import { canonicalJson, sha256Hex } from '../config/canonical-json.ts'
 import { inexact } from '../config/json-numbers.ts'
-import { num, type Db, type Tx } from './db.ts'
+import { DatabaseUnavailable, num, type Db, type Tx } from './db.ts'
 import { HttpError } from './http-kit.ts'
 import { migrate } from './migrations.ts'
 import { readQuotaLimits, QUOTA_KINDS, type QuotaKind } from './quota-section.ts'
@@ -441,8 +441,27 @@ export class ConfigStore extends EventEmitter<{ version: [Head]; rewound: [head:
     return known
   }
 
+  /** The last tenant ids read, and the head version they were read at. */
+  #tenantIds: { version: number; ids: Map<string, string> } | undefined
+
+  /**
+   * Tenant name → id. The tenants table changes only in commits, so a read at the same head
+   * version is the one before. While the database is unavailable the last read is served: tenant
+   * listings read the head document, kept in memory, and answered 503 for these ids alone (a
+   * tenant created since has none until the database answers again).
+   */
   async tenantIds(): Promise<Map<string, string>> {
-    return new Map((await this.db.query<{ id: string; name: string }>('SELECT id, name FROM tenants')).map((r) => [r.name, r.id]))
+    const version = this.#head?.version ?? 0
+    const last = this.#tenantIds
+    if (last !== undefined && last.version === version) return last.ids
+    try {
+      const ids = new Map((await this.db.query<{ id: string; name: string }>('SELECT id, name FROM tenants')).map((r) => [r.name, r.id]))
+      this.#tenantIds = { version, ids }
+      return ids
+    } catch (err) {
+      if (last !== undefined && err instanceof DatabaseUnavailable) return last.ids
+      throw err
+    }
   }
 
   /** The api_quotas rows joined to tenant names (what SQL consumers of the seed table see). */

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { readFileSync } from 'node:fs'
+import { createServer, type Server, type Socket } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
@@ -10,6 +11,45 @@ type GqlError = { errors: { message: string; extensions: { code: string } }[] }
 
 async function errorOf(res: Awaited<ReturnType<typeof request>>): Promise<GqlError['errors'][0]> {
   return ((await res.body.json()) as GqlError).errors[0]!
+}
+
+/** Listen on loopback `port`; a listen error (EADDRINUSE) rejects: unhandled, the test hung. */
+function listenOn(server: Server, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+}
+
+/**
+ * A free loopback port outside the kernel's ephemeral range, for a test that leaves it closed a
+ * while and listens on it again: a port from listen(0) could be drawn meanwhile by another test
+ * worker's listen(0) or outgoing connection, which never draw from outside that range.
+ */
+async function freePortOutsideEphemeral(): Promise<number> {
+  let [lo, hi] = [32768, 60999]
+  try {
+    ;[lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number) as [number, number]
+  } catch {} // not Linux: the usual range
+  const below = Math.max(0, lo - 1024) // 1024..lo-1
+  const above = Math.max(0, 65535 - hi) // hi+1..65535
+  for (let i = 0; i < 50; i++) {
+    const k = Math.floor(Math.random() * (below + above))
+    const port = k < below ? 1024 + k : hi + 1 + (k - below)
+    const probe = createServer()
+    try {
+      await listenOn(probe, port)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') continue // a service's port: another one
+      throw err
+    }
+    await new Promise<void>((r) => probe.close(() => r()))
+    return port
+  }
+  throw new Error(`no free port outside the ephemeral range ${lo}-${hi} in 50 tries`)
 }
 
 describe('upstream failures become precise errors, never crashes', () => {
@@ -61,7 +101,8 @@ describe('upstream failures become precise errors, never crashes', () => {
     proxy = await startTestProxy({
       routes: [
         { name: 'short', match: { pathPrefix: '/no-headers' }, upstream: backend.url, type: 'http', timeouts: { headersMs: 200, bodyIdleMs: 5_000, totalMs: 5_000 } },
-        { name: 'total', match: { pathPrefix: '/slow-total' }, upstream: backend.url, type: 'http', timeouts: { headersMs: 1_000, bodyIdleMs: 1_000, totalMs: 300 } },
+        // totalMs leaves room for the head: at 300 ms a loaded box answered 504 before it came.
+        { name: 'total', match: { pathPrefix: '/slow-total' }, upstream: backend.url, type: 'http', timeouts: { headersMs: 5_000, bodyIdleMs: 5_000, totalMs: 2_000 } },
         { name: 'idle', match: { pathPrefix: '/stall-body' }, upstream: backend.url, type: 'http', timeouts: { headersMs: 1_000, bodyIdleMs: 200, totalMs: 5_000 } },
         { name: 'rest', upstream: backend.url, type: 'http', timeouts: { totalMs: 0 } },
       ],
@@ -140,10 +181,7 @@ describe('upstream failures become precise errors, never crashes', () => {
   })
 
   it('dead upstream (connection refused) → 502, then recovers when it comes back', async () => {
-    const holder = createServer()
-    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r))
-    const port = (holder.address() as AddressInfo).port
-    await new Promise<void>((r) => holder.close(() => r()))
+    const port = await freePortOutsideEphemeral()
     const dead = await startTestProxy({ routes: [{ name: 'dead', upstream: `http://127.0.0.1:${port}`, type: 'http' }] })
     try {
       const res = await request(`${dead.url}/x`)
@@ -155,7 +193,7 @@ describe('upstream failures become precise errors, never crashes', () => {
       expect(ready.statusCode).toBe(503)
       await ready.body.dump()
       const revived = createServer((s) => s.resume().end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nup'))
-      await new Promise<void>((r) => revived.listen(port, '127.0.0.1', r))
+      await listenOn(revived, port)
       try {
         const again = await request(`${dead.url}/x`)
         expect(again.statusCode).toBe(200)

@@ -9,7 +9,7 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../../config/load.ts'
 import { echoHandler, startRawBackend, type RawBackend } from '../../helpers/backends.ts'
-import { startTestProxy } from '../../helpers/proxy.ts'
+import { metricSum, startTestProxy } from '../../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { waitUntil } from '../../helpers/wait.ts'
 
@@ -61,20 +61,35 @@ describe('rolling budget headers and reloads (sweep 21e)', () => {
   // units a refusal waits for A to leave the window; under 2 units, for B (2 s later).
   const BM = 2_000
   const N = 5
-  async function retryAfterReload(extra: object): Promise<void> {
+  /** One round on a fresh proxy; false when a call did not land in the bucket the round needs it in (a slow box). */
+  async function retryAfterReload(extra: object, quotaExtra: object): Promise<boolean> {
     let units = 4
-    const doc = () => ({ ...extra, tenants: { t: {} }, quotas: { tenants: { t: { budget: { units, window: BM * N, bucket: BM, hardCap: true, thresholds: [1] } } } }, routes: routes() })
+    // `warm`: no budget, for the requests that warm the proxy up before the timed part.
+    const doc = () => ({ ...extra, tenants: { t: {}, warm: {} }, quotas: { ...quotaExtra, tenants: { t: { budget: { units, window: BM * N, bucket: BM, hardCap: true, thresholds: [1] } } } }, routes: routes() })
     const p = await startTestProxy(doc() as never, { loadConfig: () => validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, workers: 1, ...doc() }) })
     try {
       const bucket = () => Math.floor(Date.now() / BM)
+      // The proxy decides between a call's start and its answer: both in `want` puts the unit there.
+      const callIn = async (want: number) => {
+        const from = bucket()
+        const r = await call(p.url, 't')
+        return from === want && bucket() === want ? r : undefined
+      }
+      // A fresh proxy's first requests are slow (JIT, the upstream's first connection): seen to take
+      // half a bucket under load, they go first.
+      for (let i = 0; i < 3; i++) expect((await call(p.url, 'warm')).status).toBe(200)
       // A fresh bucket first (room for the requests in it), then the next one.
       const b0 = bucket()
       await waitUntil(() => bucket() > b0, 5_000, 'the next bucket')
       const a = bucket()
-      expect([(await call(p.url, 't')).status, (await call(p.url, 't')).status]).toEqual([200, 200])
+      const inA = [await callIn(a), await callIn(a)]
+      if (inA.includes(undefined)) return false
+      expect(inA.map((r) => r!.status)).toEqual([200, 200])
       await waitUntil(() => bucket() > a, 5_000, 'the next bucket')
       const b = bucket()
-      expect([(await call(p.url, 't')).status, (await call(p.url, 't')).status]).toEqual([200, 200])
+      const inB = [await callIn(b), await callIn(b)]
+      if (inB.includes(undefined)) return false
+      expect(inB.map((r) => r!.status)).toEqual([200, 200])
       let t0 = Date.now()
       const before = await call(p.url, 't')
       expect(before.code).toBe('BUDGET_EXHAUSTED')
@@ -85,18 +100,29 @@ describe('rolling budget headers and reloads (sweep 21e)', () => {
       t0 = Date.now()
       const after = await call(p.url, 't')
       const t1 = Date.now()
-      expect(bucket()).toBeLessThan(a + N) // still in A's window (the test is not too slow to tell)
+      if (bucket() >= a + N) return false // A left the window: the box was too slow to tell
       expect(after.code).toBe('BUDGET_EXHAUSTED')
       // Under 2 units B must leave too.
       expect(after.retry).toBeGreaterThanOrEqual(Math.ceil(((b + N) * BM - t1) / 1000))
       expect(after.retry).toBeLessThanOrEqual(Math.ceil(((b + N) * BM - t0) / 1000))
+      // Decided where the round says: the outage policy's answer (Redis late) is another one.
+      expect(metricSum(await p.metricsText(), 'igw_quota_redis_fallbacks_total')).toBe(0)
+      return true
     } finally {
       await p.close()
     }
   }
 
-  it('a reload that lowers budget.units is answered with the wait under the new units (shared memory and Redis)', async () => {
-    // Side by side: each waits for bucket boundaries.
-    await Promise.all([retryAfterReload({}), retryAfterReload({ redis: { url: redis.url, keyPrefix: `sweep21e-${Date.now()}:` } })])
+  /** `extra` per round: a round on Redis needs keys of its own. */
+  async function rounds(extra: () => object, quotaExtra: object): Promise<void> {
+    for (let i = 0; i < 3; i++) if (await retryAfterReload(extra(), quotaExtra)) return
+    throw new Error('3 rounds in a row had a call outside its bucket')
+  }
+
+  it('a reload that lowers budget.units is answered with the wait under the new units (shared memory and Redis)', { timeout: 150_000 }, async () => {
+    // Side by side: each waits for bucket boundaries. Redis is given up to a second to decide: at
+    // the 5 ms default a loaded box had the outage policy answer instead ("a bucket", 2 s).
+    let round = 0
+    await Promise.all([rounds(() => ({}), {}), rounds(() => ({ redis: { url: redis.url, keyPrefix: `sweep21e-${Date.now()}-${round++}:` } }), { redis: { budgetMs: 1000 } })])
   })
 })

@@ -44,7 +44,7 @@ function slowBody(n: number, gapMs: number): Readable {
 }
 
 // A backend that reads the body and answers with its size; `/early` answers a streaming head at
-// once and beats every 100 ms until the body is in and 0.7 s more. One proxy: on route `h0`
+// once and beats every 100 ms until the body is in and 1.4 s more. One proxy: on route `h0`
 // (headersMs 0) only the upload's idle timeout runs; on `h2` the headers timeout fires mid-upload
 // first (and waits for the body), then the idle timeout.
 let backend: RawBackend
@@ -62,7 +62,7 @@ beforeAll(async () => {
       res.writeHead(200, { 'content-type': 'text/plain' })
       let done = 0
       const beat = setInterval(() => {
-        if (req.complete && ++done > 7) {
+        if (req.complete && ++done > 14) {
           clearInterval(beat)
           res.end(`size=${size}`)
         } else res.write('.')
@@ -74,14 +74,14 @@ beforeAll(async () => {
   })
   // An upstream that takes the head, then reads nothing more and never answers.
   deaf = await startRawTcpUpstream((sock) => sock.pause())
-  const timeouts = { totalMs: 0, bodyIdleMs: 300 }
+  const timeouts = { totalMs: 0, bodyIdleMs: 600 }
   const maxBodyBytes = 1 << 28
   proxy = await startTestProxy({
     mode: 'ingress',
     routes: [
       { name: 'h0', match: { pathPrefix: '/h0/' }, upstream: backend.url, type: 'http', maxBodyBytes, timeouts: { ...timeouts, headersMs: 0 } },
       { name: 'deaf', match: { pathPrefix: '/deaf/' }, upstream: deaf.url, type: 'http', maxBodyBytes, timeouts: { ...timeouts, headersMs: 0 } },
-      { name: 'h2', match: { pathPrefix: '/h2/' }, upstream: backend.url, type: 'http', maxBodyBytes, timeouts: { ...timeouts, headersMs: 200 } },
+      { name: 'h2', match: { pathPrefix: '/h2/' }, upstream: backend.url, type: 'http', maxBodyBytes, timeouts: { ...timeouts, headersMs: 400 } },
     ],
   })
 })
@@ -117,8 +117,8 @@ describe('a stalled upload on an http route with totalMs: 0', () => {
     await expect.poll(async () => metricSum(await metrics(proxy), 'igw_proxy_errors_total', 'code="REQUEST_TIMEOUT"'), { timeout: 5_000 }).toBe(3)
     expect(metricSum(await metrics(proxy), 'igw_client_aborts_total')).toBe(0)
 
-    // Slow but moving (a chunk every 100 ms, ~1 s in all, three times bodyIdleMs), before and after
-    // the head; and an upload done whose response then streams for 0.7 s with nothing more sent.
+    // Slow but moving (a chunk every 100 ms, ~1 s in all, longer than bodyIdleMs), before and after
+    // the head; and an upload done whose response then streams for 1.4 s with nothing more sent.
     const moving = (path: string) => request(`${proxy.url}${path}`, { method: 'PUT', headers: { 'content-length': String(10 * 512) }, body: slowBody(10, 100), headersTimeout: 10_000, bodyTimeout: 10_000 }).then((r) => r.body.text())
     const finished = request(`${proxy.url}/h2/early`, { method: 'PUT', body: 'x'.repeat(100), headersTimeout: 10_000, bodyTimeout: 10_000 }).then((r) => r.body.text())
     const [a, b2, c, d] = await Promise.all([moving('/h2/files'), moving('/h0/early'), finished, moving('/h0/files')])
@@ -138,7 +138,7 @@ describe('a stalled upload on an http route with totalMs: 0', () => {
     for (let sent = 0; !c.got() && sent < 256 && Date.now() < until; await new Promise((r) => setTimeout(r, 10))) {
       while (c.socket.writableLength < 4 << 20 && sent < 256) c.socket.write(chunk), sent++
     }
-    await expect.poll(c.got, { timeout: 5_000 }).toMatch(/^HTTP\/1\.1 504 [^]*\r\n\r\n[^]*read none of the request body for 300 ms/)
+    await expect.poll(c.got, { timeout: 5_000 }).toMatch(/^HTTP\/1\.1 504 [^]*\r\n\r\n[^]*read none of the request body for 600 ms/)
     await expect.poll(async () => metricSum(await metrics(proxy), 'igw_proxy_errors_total', 'route="deaf",code="UPSTREAM_TIMEOUT"'), { timeout: 5_000 }).toBe(1)
   }, 20_000)
 })

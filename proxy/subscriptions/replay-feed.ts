@@ -6,14 +6,16 @@
 // this process does not hold, Redis page by page first. Once it has read everything the ring
 // holds, the subscription switches to live delivery. When the ring evicts entries before the feed
 // read them (the client fell behind the log's bounds), the client gets the ring's gap notice
-// (trimmed, expired, epoch) and the feed continues after it.
+// (trimmed, expired, epoch) and the feed continues after it — unless Redis still holds them: the
+// ring is bounded by bytes too (replay.maxBytes), Redis only by count and age, so what the ring
+// pushed out is read back from Redis until the ring holds what follows (a bridge, see bridge()).
 import type { Logger } from 'pino'
 import type { CursorPosition } from './cursor.ts'
 import { Fifo, type QueuedEntry } from './delivery-queue.ts'
 import type { HubMetrics } from './metrics.ts'
 import type { GapReason } from './protocols.ts'
 import type { RedisReplayLog, StoredRange } from './redis-log.ts'
-import { missedBetween, type ExecutionResultLike, type ReplayRing } from './replay-ring.ts'
+import { missedBetween, type ExecutionResultLike, type LocateResult, type ReplayRing } from './replay-ring.ts'
 import { parseKeepingDigits } from '../../config/json-numbers.ts'
 
 /** What a feed reads and reports to: its stream's log. */
@@ -23,6 +25,8 @@ export interface FeedSource {
   readonly maxAgeMs: number
   readonly metrics: HubMetrics
   readonly logger: Logger
+  /** The stream's Redis log, when it writes one: where events the ring evicted may still be. */
+  readonly redis?: RedisReplayLog | undefined
   cursor(epoch: string, offset: number, ts: number): string
 }
 
@@ -54,6 +58,11 @@ interface RedisPart {
   page: number
   first: boolean
   fetching: boolean
+  /**
+   * A bridge over what the ring evicted of an epoch it still knows: it ends where the ring holds
+   * what follows (no seam, no notice), or, once Redis has nothing more, with the ring's own gap.
+   */
+  bridge: boolean
 }
 
 export class ReplayFeed {
@@ -124,7 +133,22 @@ export class ReplayFeed {
       page: REDIS_FIRST_PAGE,
       first: true,
       fetching: false,
+      bridge: false,
     }
+  }
+
+  /**
+   * The ring no longer holds what follows (epoch, offset) of an epoch it knows (the answer was a
+   * gap): read it from Redis, which keeps maxEvents whatever the ring's byte bound, until the ring
+   * holds the rest. Only what neither holds is announced (a hole in Redis, or the ring's gap from
+   * where Redis ended). Its outcome is counted as the ring part's (countOutcome).
+   */
+  bridge(redis: RedisReplayLog, epoch: string, offset: number, ts: number, cursor: string): void {
+    this.fromRedis(redis, { streamId: this.#src.streamId, epoch, offset, ts }, cursor, cursor)
+    this.#redis!.bridge = true
+    this.#epoch = epoch
+    this.#offset = offset
+    this.#cursor = cursor
   }
 
   /** The subscription ended: stop (a Redis read in flight is ignored when it comes back). */
@@ -134,7 +158,7 @@ export class ReplayFeed {
     this.#count('resumed')
     const rp = this.#redis
     // A replay the client left before its end resumed as far as it went.
-    if (rp !== undefined && !rp.first && rp.holes === 0 && rp.stale === 0) this.#src.metrics.replayRequests.labels('resumed').inc()
+    if (rp !== undefined && !rp.bridge && !rp.first && rp.holes === 0 && rp.stale === 0) this.#src.metrics.replayRequests.labels('resumed').inc()
     this.#redis = undefined
   }
 
@@ -157,6 +181,11 @@ export class ReplayFeed {
       this.#fellBehind()
       const notice = this.#owed.shift()
       if (notice !== undefined) return notice
+      const bridge = this.#redis
+      if (bridge !== undefined) {
+        this.#fetch(bridge)
+        return null
+      }
     }
     const e = ring.at(this.#seq)
     if (e === undefined) {
@@ -182,15 +211,13 @@ export class ReplayFeed {
     const src = this.#src
     const ring = src.ring
     const r = ring.locate(this.#epoch, this.#offset, Date.now())
+    if (r.kind === 'gap' && src.redis?.provider.ready === true) {
+      // Redis may still hold what the ring pushed out ahead of this reader.
+      this.bridge(src.redis, this.#epoch, this.#offset, 0, this.#cursor)
+      return
+    }
     if (r.kind === 'gap') {
-      const to = src.cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
-      this.#count('gap')
-      const missed = missedBetween(this.#epoch, this.#offset, r)
-      this.#owed.push({ kind: 'gap', gap: missed === undefined ? { reason: r.reason, from: this.#cursor, to } : { reason: r.reason, from: this.#cursor, to, missed } })
-      this.#seq = r.seq
-      this.#epoch = r.resumeEpoch
-      this.#offset = r.resumeOffset
-      this.#cursor = to
+      this.#ringGap(r)
       return
     }
     if (r.kind === 'ok') {
@@ -201,10 +228,28 @@ export class ReplayFeed {
     // the stream restarted since (an epoch gap, not a trim), and continue at its head — also when
     // everything it held aged out meanwhile: going live without a notice, the client passed into
     // another epoch without a word.
+    this.#toHead()
+  }
+
+  /** The ring's gap notice from where the feed stands, and on after it. */
+  #ringGap(r: Extract<LocateResult, { kind: 'gap' }>): void {
+    const to = this.#src.cursor(r.resumeEpoch, r.resumeOffset, r.resumeTs)
+    this.#count('gap')
+    const missed = missedBetween(this.#epoch, this.#offset, r)
+    this.#owed.push({ kind: 'gap', gap: missed === undefined ? { reason: r.reason, from: this.#cursor, to } : { reason: r.reason, from: this.#cursor, to, missed } })
+    this.#seq = r.seq
+    this.#epoch = r.resumeEpoch
+    this.#offset = r.resumeOffset
+    this.#cursor = to
+  }
+
+  /** An epoch gap from where the feed stands to the ring's head, and on from there. */
+  #toHead(): void {
+    const ring = this.#src.ring
     const head = ring.head
     this.#seq = ring.endSeq
     if (head === undefined) return
-    const to = src.cursor(head.epoch, head.offset, head.ts)
+    const to = this.#src.cursor(head.epoch, head.offset, head.ts)
     this.#count('gap')
     this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: this.#cursor, to } })
     this.#epoch = head.epoch
@@ -225,8 +270,11 @@ export class ReplayFeed {
         // A bug here must cost this replay, not the worker (an unhandled rejection).
         this.#src.logger.error({ err, streamId: this.#src.streamId }, 'replay from redis failed')
         if (this.#redis === rp) {
-          this.#redis = undefined
-          this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: rp.from, to: rp.head } })
+          if (rp.bridge) this.#joinRing(rp, true)
+          else {
+            this.#redis = undefined
+            this.#owed.push({ kind: 'gap', gap: { reason: 'epoch', from: rp.from, to: rp.head } })
+          }
           // next() said null (a page was coming): nothing else wakes the feed on a quiet stream.
           this.onReady?.()
         }
@@ -244,9 +292,35 @@ export class ReplayFeed {
    * the log is one request with a gap (each notice still counts in igw_replay_gaps_total).
    */
   #countGap(rp: RedisPart): void {
+    if (rp.bridge) {
+      this.#count('gap')
+      return
+    }
     if (rp.counted) return
     rp.counted = true
     this.#src.metrics.replayRequests.labels('gap').inc()
+  }
+
+  /**
+   * A bridge read up to (epoch, expected - 1): continue in the ring when it holds what follows —
+   * read on from Redis while it may have more — else (`exhausted`) with the ring's answer from
+   * there: its gap notice, or, for an epoch it forgot meanwhile, an epoch gap to its head.
+   */
+  #joinRing(rp: RedisPart, exhausted: boolean): void {
+    const epoch = rp.pos.epoch
+    const at = rp.expected - 1
+    const r = this.#src.ring.locate(epoch, at, Date.now())
+    if (r.kind !== 'ok' && !exhausted) return
+    this.#redis = undefined
+    this.#epoch = epoch
+    this.#offset = at
+    this.#cursor = rp.from
+    if (r.kind === 'ok') {
+      this.#seq = r.seq
+      return
+    }
+    if (r.kind === 'gap') this.#ringGap(r)
+    else this.#toHead()
   }
 
   /** A page from Redis: its events (and the holes between them) become owed entries. */
@@ -256,6 +330,12 @@ export class ReplayFeed {
     const src = this.#src
     const first = rp.first
     rp.first = false
+    if (first && rp.bridge && (range === undefined || !range.exists)) {
+      // Redis has none of it either: the ring's gap, as without Redis.
+      this.#joinRing(rp, true)
+      this.onReady?.()
+      return
+    }
     if (first && (range === undefined || !range.exists)) {
       // Nothing to replay from Redis: one notice, then this process's own epoch.
       this.#gap(rp, range !== undefined && rp.aged ? 'expired' : 'epoch', rp.head)
@@ -267,6 +347,8 @@ export class ReplayFeed {
     const cutoff = Date.now() - src.maxAgeMs
     let bytes = 0
     let fresh = 0
+    /** A bridge reached what the ring still holds: the rest of the page is not needed. */
+    let joined = false
     for (const e of entries) {
       rp.after = Math.max(rp.after, e.offset)
       bytes += e.payload.length
@@ -278,6 +360,11 @@ export class ReplayFeed {
       // Holes: the head of the log trimmed or aged out, or events the writer could not log
       // (Redis was down). Each one is announced; nothing after a hole is passed off as continuous.
       if (e.offset > rp.expected) {
+        // A bridge's hole (a write Redis lost) may lie in what the ring still holds: read on there.
+        if (rp.bridge && src.ring.locate(rp.pos.epoch, rp.expected - 1, Date.now()).kind === 'ok') {
+          joined = true
+          break
+        }
         const to = src.cursor(rp.pos.epoch, e.offset - 1, e.ts)
         // Offsets number the epoch's events: the hole is exactly the ones not read.
         this.#gap(rp, rp.holes === 0 && (rp.aged || rp.stale > 0) ? 'expired' : 'trimmed', to, e.offset - rp.expected)
@@ -301,6 +388,11 @@ export class ReplayFeed {
     if (fresh) src.metrics.replayEvents.labels('redis').inc(fresh)
     const avg = entries.length > 0 ? bytes / entries.length : 0
     rp.page = avg > 0 ? Math.max(1, Math.min(REDIS_MAX_PAGE, Math.floor(REDIS_PAGE_BYTES / avg))) : REDIS_MAX_PAGE
+    if (rp.bridge) {
+      this.#joinRing(rp, joined || range === undefined || !range.exists || entries.length < asked)
+      this.onReady?.()
+      return
+    }
     // A short page is the end of what that epoch's writer logged (or Redis stopped answering, or
     // the key is gone meanwhile: what follows is covered by the epoch gap).
     if (range === undefined || !range.exists || entries.length < asked) {

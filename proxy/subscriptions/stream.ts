@@ -143,7 +143,7 @@ export class Stream implements UpstreamListener {
     this.ring.startEpoch(this.epoch, this.#lastTs)
     this.#head = this.#cursor(this.epoch, 0, this.#lastTs)
     this.#baseExtensions = o.payload.extensions ?? undefined
-    this.#feedSource = { ring: this.ring, streamId: this.streamId, maxAgeMs: o.maxAgeMs, metrics: o.metrics, logger: o.logger, cursor: (epoch, offset, ts) => this.#cursor(epoch, offset, ts) }
+    this.#feedSource = { ring: this.ring, streamId: this.streamId, maxAgeMs: o.maxAgeMs, metrics: o.metrics, logger: o.logger, redis: o.redis, cursor: (epoch, offset, ts) => this.#cursor(epoch, offset, ts) }
     o.metrics.upstreams.inc()
   }
 
@@ -403,6 +403,18 @@ export class Stream implements UpstreamListener {
       sub.replayFrom(feed)
       return
     }
+    const redis = this.#o.redis
+    if (r.kind === 'gap' && redis?.provider.ready === true) {
+      // The ring pushed out what follows the cursor (its byte bound, replay.maxBytes, is not
+      // Redis's): Redis may still hold it, as it would for another worker or replica. Read from
+      // there until the ring holds the rest; only what neither holds is announced. (Not while
+      // Redis is away: the ring's gap at once, rather than after waiting for it.)
+      const feed = new ReplayFeed(src, r.seq, pos.epoch, pos.offset, cursor)
+      feed.countOutcome()
+      feed.bridge(redis, pos.epoch, pos.offset, pos.ts, cursor)
+      sub.replayFrom(feed)
+      return
+    }
     if (r.kind === 'gap') {
       // The feed stands where the notice ends: should the ring evict again before it reads on,
       // the next notice starts there, not at the client's cursor (the same range reported twice).
@@ -412,7 +424,6 @@ export class Stream implements UpstreamListener {
       sub.replayFrom(feed)
       return
     }
-    const redis = this.#o.redis
     const feed = live()
     if (redis === undefined) this.#replayGap(feed, pos.ts > 0 && pos.ts < Date.now() - this.#o.maxAgeMs ? 'expired' : 'epoch', cursor, this.#head)
     else feed.fromRedis(redis, pos, cursor, this.#head)

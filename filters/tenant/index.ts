@@ -270,22 +270,13 @@ class TenantFilter implements Filter {
     ctx.log.debug({ jwt: { result, reason, ...(token === undefined ? {} : tokenHints(token)) } }, 'tenant: request refused')
   }
 
-  #serves(tenant: string): boolean {
-    return Object.hasOwn(this.#tenants, tenant) || (this.#cfg.allowUnlisted && wellFormed(tenant))
-  }
-
-  #unknownTenant(tenant: string): { message: string; reply: Decision } {
-    const shown = tenant.slice(0, 128)
-    const message = this.#cfg.allowUnlisted ? `invalid tenant id "${shown}" (1-128 letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit)` : `unknown tenant "${shown}"`
-    return { message, reply: errorReply('UNKNOWN_TENANT', message) }
-  }
-
   #admit(ctx: RequestContext, named: string | undefined): Decision {
     let tenant = named
-    if (tenant === undefined || !this.#serves(tenant)) {
+    if (tenant === undefined || !(Object.hasOwn(this.#tenants, tenant) || (this.#cfg.allowUnlisted && wellFormed(tenant)))) {
       if (this.#cfg.defaultTenant === undefined) {
         if (tenant === undefined) return errorReply('UNKNOWN_TENANT', this.#cfg.jwt !== undefined ? 'no tenant given (send a bearer token)' : `no tenant given (send ${this.#cfg.header} or a token)`)
-        return this.#unknownTenant(tenant).reply
+        const shown = tenant.slice(0, 128)
+        return errorReply('UNKNOWN_TENANT', this.#cfg.allowUnlisted ? `invalid tenant id "${shown}" (1-128 letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit)` : `unknown tenant "${shown}"`)
       }
       tenant = this.#cfg.defaultTenant
     }

@@ -166,16 +166,14 @@ export class RedisReplayLog {
       // COUNT is what was asked, not cut to this process's maxEvents: a key written under a larger
       // bound (a restart or replica after lowering it) holds more, and the reader takes a page
       // shorter than it asked for as the end of the log (the rest was skipped with an epoch gap).
-      const res = await client
-        .multi()
-        .exists(key)
-        .xrange(key, `(${offset}-0`, '+', 'COUNT', Math.max(1, count))
-        .exec()
-      if (res === null) return undefined
-      const [existsRes, rangeRes] = res as [[Error | null, number], [Error | null, [string, string[]][]]]
-      if (existsRes[0] || rangeRes[0]) throw existsRes[0] ?? rangeRes[0]
+      //
+      // Both go through the auto-pipeline, as append's XADDs do, so they reach Redis after every
+      // XADD issued before them: a MULTI is written at once, ahead of XADDs still queued behind an
+      // auto-pipeline in flight, and under continuous traffic a bridge read a log without the
+      // events the ring had just evicted — and announced them as a trimmed gap.
+      const [exists, range] = await Promise.all([client.exists(key), client.xrange(key, `(${offset}-0`, '+', 'COUNT', Math.max(1, count))])
       const entries: StoredEvent[] = []
-      for (const [id, fields] of rangeRes[1]) {
+      for (const [id, fields] of range) {
         let payload: string | undefined
         let ts = 0
         for (let i = 0; i < fields.length; i += 2) {
@@ -185,7 +183,7 @@ export class RedisReplayLog {
         const off = Number(id.slice(0, id.indexOf('-')))
         if (payload !== undefined && Number.isSafeInteger(off)) entries.push({ offset: off, ts, payload })
       }
-      return { exists: existsRes[1] === 1, entries }
+      return { exists: exists === 1, entries }
     } catch (err) {
       this.#failed('xrange', err as Error)
       return undefined

@@ -63,6 +63,12 @@ interface RedisPart {
    * what follows (no seam, no notice), or, once Redis has nothing more, with the ring's own gap.
    */
   bridge: boolean
+  /**
+   * The epoch's newest offset this process had logged when the page in flight was asked for: its
+   * XADDs went out before the XRANGE on the same connection, so Redis answers with everything up
+   * to it that it kept. What the ring evicted after that may have been logged after the read.
+   */
+  sentHead: number | undefined
 }
 
 export class ReplayFeed {
@@ -134,6 +140,7 @@ export class ReplayFeed {
       first: true,
       fetching: false,
       bridge: false,
+      sentHead: undefined,
     }
   }
 
@@ -260,6 +267,8 @@ export class ReplayFeed {
   #fetch(rp: RedisPart): void {
     rp.fetching = true
     const asked = rp.page
+    const head = this.#src.ring.head
+    rp.sentHead = head !== undefined && head.epoch === rp.pos.epoch ? head.offset : undefined
     void rp.redis
       .since(this.#src.streamId, rp.pos.epoch, rp.after, asked)
       .then(
@@ -389,7 +398,12 @@ export class ReplayFeed {
     const avg = entries.length > 0 ? bytes / entries.length : 0
     rp.page = avg > 0 ? Math.max(1, Math.min(REDIS_MAX_PAGE, Math.floor(REDIS_PAGE_BYTES / avg))) : REDIS_MAX_PAGE
     if (rp.bridge) {
-      this.#joinRing(rp, joined || range === undefined || !range.exists || entries.length < asked)
+      const short = range === undefined || !range.exists || entries.length < asked
+      // A short page ends the bridge only if Redis lacks something logged before it was asked:
+      // under continuous traffic the ring (a few events when they are large) evicts events whose
+      // XADD went out after the XRANGE, and announcing those as trimmed was a false gap. Read on.
+      const raced = short && range !== undefined && range.exists && rp.sentHead !== undefined && rp.expected - 1 >= rp.sentHead
+      this.#joinRing(rp, joined || (short && !raced))
       this.onReady?.()
       return
     }

@@ -4,12 +4,10 @@
 // 3 MB document were read at once and the answer died building its text (a 500 after ~30 s and
 // 3 GB of memory), so the log could not be read at all. Now a page stops at 32 MiB of entry text
 // (at least one entry) and links the next one, like a page cut by `limit`.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AUDIT_LIST_PAGE_BYTES } from '../../control-plane/audit.ts'
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 import { Conformance } from './openapi-conformance.ts'
 
@@ -21,10 +19,7 @@ afterAll(async () => {
   await pg?.close()
 })
 
-const engines: [string, (name: string) => Promise<string>][] = [
-  ['sqlite', async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-audit-bytes31c-')), 'igw.db')}`],
-  ['postgres', (name) => pg.createDatabase(name)],
-]
+const engines = dbEngines('igw_audit_bytes31c', () => pg)
 
 interface Entry {
   seq: number
@@ -37,7 +32,7 @@ interface Entry {
 /** The entry text a page is bounded by, as the database measures it (UTF-8 of before, after and diff). */
 const textBytes = (e: Entry) => Buffer.byteLength(JSON.stringify(e.before ?? '')) + Buffer.byteLength(JSON.stringify(e.after ?? '')) + Buffer.byteLength(JSON.stringify(e.diff))
 
-describe.each(engines)('GET /v1/audit over large entries on %s', (engine, dbFor) => {
+describe.each(engines)('GET /v1/audit over large entries on $name', ({ name: engine, spec: dbFor }) => {
   let cp: TestControlPlane
   let oa: Conformance
   let all: number

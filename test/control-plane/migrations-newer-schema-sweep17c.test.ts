@@ -2,13 +2,11 @@
 // used to be accepted silently: the control plane started and wrote rows into a schema it does
 // not understand. It now refuses to start, naming the unknown migration and what it knows, and
 // changes nothing in the database.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDb, type Db } from '../../control-plane/db.ts'
 import { MIGRATIONS, migrate } from '../../control-plane/migrations.ts'
 import { startTestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -21,17 +19,14 @@ afterAll(async () => {
 
 const latest = Math.max(...MIGRATIONS.map((m) => m.version))
 
-const engines: [string, () => Promise<string>][] = [
-  ['sqlite', async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-newer17c-')), 'igw.db')}`],
-  ['postgres', async () => pg.createDatabase(`igw_newer17c_${Math.random().toString(36).slice(2, 10)}`)],
-]
+const engines = dbEngines('igw_newer17c', () => pg)
 
 async function count(db: Db, table: string): Promise<number> {
   const rows = await db.query<{ n: unknown }>(`SELECT COUNT(*) AS n FROM ${table}`)
   return Number(rows[0]!.n)
 }
 
-describe.each(engines)('a database migrated by a newer igw, on %s', (_name, spec) => {
+describe.each(engines)('a database migrated by a newer igw, on $name', ({ spec }) => {
   it('migrate() refuses with a clear error naming the unknown migration', async () => {
     const db = openDb(await spec())
     try {

@@ -3,10 +3,8 @@
 // (`before=<version>`, an opaque alert `cursor`). They used to answer only the newest 50 versions
 // (at most 1000) and the newest 100 alerts: older ones could not be read at all.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 import { Conformance } from './openapi-conformance.ts'
 
@@ -18,17 +16,14 @@ afterAll(async () => {
   await pg?.close()
 })
 
-const engines: [string, (name: string) => Promise<string>][] = [
-  ['sqlite', async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-paging15-')), 'igw.db')}`],
-  ['postgres', (name) => pg.createDatabase(name)],
-]
+const engines = dbEngines('igw_paging15', () => pg)
 
 interface Page<T> {
   items: T[]
   next?: string
 }
 
-describe.each(engines)('list paging on %s', (engine, dbFor) => {
+describe.each(engines)('list paging on $name', ({ name: engine, spec: dbFor }) => {
   let cp: TestControlPlane
   let oa: Conformance
   beforeAll(async () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadPluginTrust } from '../../control-plane/plugin-trust.ts'
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { makePublisher, signedPackage, writeTrustFile } from '../helpers/plugins.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 import { Conformance } from './openapi-conformance.ts'
@@ -27,10 +28,7 @@ const acme = makePublisher('acme', 'acme-2026')
 const globex = makePublisher('globex', 'globex-1')
 const trustFile = writeTrustFile(join(scratch, 'plugin-trust.json'), [acme, globex])
 
-const engines: [string, (name: string) => Promise<string>][] = [
-  ['sqlite', async () => `sqlite:${join(mkdtempSync(join(scratch, 'db-')), 'igw.db')}`],
-  ['postgres', (name) => pg.createDatabase(name)],
-]
+const engines = dbEngines('igw_plugin_paging17', () => pg, { dir: scratch })
 
 interface Page<T> {
   items: T[]
@@ -42,7 +40,7 @@ interface Item {
   publisher: string
 }
 
-describe.each(engines)('GET /v1/plugins paging on %s', (engine, dbFor) => {
+describe.each(engines)('GET /v1/plugins paging on $name', ({ name: engine, spec: dbFor }) => {
   let cp: TestControlPlane
   let oa: Conformance
   beforeAll(async () => {

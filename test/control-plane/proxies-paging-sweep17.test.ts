@@ -2,10 +2,8 @@
 // `Link: <…>; rel="next"`), on SQLite and a real PostgreSQL. It used to answer every proxy ever
 // seen in one response, with no way to bound it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 import { Conformance } from './openapi-conformance.ts'
 
@@ -17,10 +15,7 @@ afterAll(async () => {
   await pg?.close()
 })
 
-const engines: [string, (name: string) => Promise<string>][] = [
-  ['sqlite', async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-ppage17-')), 'igw.db')}`],
-  ['postgres', (name) => pg.createDatabase(name)],
-]
+const engines = dbEngines('igw_ppage17', () => pg)
 
 interface Page {
   headVersion: number
@@ -28,7 +23,7 @@ interface Page {
   next?: string
 }
 
-describe.each(engines)('GET /v1/proxies paging on %s', (engine, dbFor) => {
+describe.each(engines)('GET /v1/proxies paging on $name', ({ name: engine, spec: dbFor }) => {
   let cp: TestControlPlane
   let oa: Conformance
   beforeAll(async () => {

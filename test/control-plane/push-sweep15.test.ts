@@ -7,14 +7,12 @@
 // - a proxy that leaves while its stream's row is being written is not left connected (no stream
 //   was registered, so nothing ever marked it disconnected: connected for ~45 s).
 import { createServer, type Server } from 'node:http'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDb, type Db, type SqlValue } from '../../control-plane/db.ts'
 import { migrate } from '../../control-plane/migrations.ts'
 import { PushHub } from '../../control-plane/push.ts'
 import { capturingLogger, startTestControlPlane, type ProxyRow, type TestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -25,12 +23,9 @@ afterAll(async () => {
   await pg?.close()
 })
 
-const engines: [string, (name: string) => Promise<string>][] = [
-  ['sqlite', async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-push15-')), 'igw.db')}`],
-  ['postgres', (name) => pg.createDatabase(name)],
-]
+const engines = dbEngines('igw_push15', () => pg)
 
-describe.each(engines)('lastNack on %s', (engine, dbFor) => {
+describe.each(engines)('lastNack on $name', ({ name: engine, spec: dbFor }) => {
   let cp: TestControlPlane
   const log = capturingLogger()
   beforeAll(async () => {
@@ -133,7 +128,7 @@ function gated(inner: Db, which: RegExp) {
   return { db, state }
 }
 
-describe.each(engines)('heartbeat touch racing a stream close on %s', (engine, dbFor) => {
+describe.each(engines)('heartbeat touch racing a stream close on $name', ({ name: engine, spec: dbFor }) => {
   it('a touch that lands after the disconnect was written leaves the proxy disconnected', async () => {
     const inner = openDb(await dbFor(`igw_push15_touch_${engine}`))
     await migrate(inner)
@@ -167,7 +162,7 @@ describe.each(engines)('heartbeat touch racing a stream close on %s', (engine, d
   }, 60_000)
 })
 
-describe.each(engines)('a proxy leaving while its stream row is written on %s', (engine, dbFor) => {
+describe.each(engines)('a proxy leaving while its stream row is written on $name', ({ name: engine, spec: dbFor }) => {
   it('is marked disconnected, not left connected with no stream to close it', async () => {
     const inner = openDb(await dbFor(`igw_push15_open_${engine}`))
     await migrate(inner)

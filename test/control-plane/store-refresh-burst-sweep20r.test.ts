@@ -5,14 +5,12 @@
 // queued, and a refresh asked for after a commit still sees that commit.
 //
 // Real SQLite and PostgreSQL; the Db is wrapped only to count the reads of whole head rows.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDb, type Db } from '../../control-plane/db.ts'
 import { generateSigningKey } from '../../control-plane/signing.ts'
 import { ConfigStore } from '../../control-plane/store.ts'
 import { seedDocument } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -40,10 +38,7 @@ function counting(db: Db): { db: Db; rowReads: () => number; fail: boolean } {
   return out
 }
 
-const engines: { name: string; spec: () => Promise<string> }[] = [
-  { name: 'sqlite', spec: async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-burst-')), 'igw.db')}` },
-  { name: 'postgres', spec: () => pg.createDatabase('igw_refresh_burst') },
-]
+const engines = dbEngines('igw_burst', () => pg)
 
 const addTenant = (name: string) => ({
   actor: 'bob',
@@ -54,7 +49,7 @@ const addTenant = (name: string) => ({
 
 describe.each(engines)('refreshes on $name', ({ spec }) => {
   it('a burst of refreshes reads the head row at most twice, and a refresh after a commit sees it', async () => {
-    const url = await spec()
+    const url = await spec('igw_refresh_burst')
     const key = generateSigningKey()
     const a = new ConfigStore(openDb(url), key)
     await a.init(seedDocument())

@@ -4,15 +4,13 @@
 // reads the head's number and digest, and the row only when they moved.
 //
 // Real SQLite and PostgreSQL; the Db is wrapped only to count what the database returned.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDb, type Db } from '../../control-plane/db.ts'
 import { generateSigningKey } from '../../control-plane/signing.ts'
 import { ConfigStore } from '../../control-plane/store.ts'
 import type { Doc } from '../../control-plane/resources.ts'
 import { seedDocument } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -47,14 +45,11 @@ function bigDocument(): Doc {
   return { ...seed, tenants }
 }
 
-const engines: { name: string; spec: () => Promise<string> }[] = [
-  { name: 'sqlite', spec: async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-refresh-')), 'igw.db')}` },
-  { name: 'postgres', spec: () => pg.createDatabase('igw_refresh_cost') },
-]
+const engines = dbEngines('igw_refresh', () => pg)
 
 describe.each(engines)('head poll on $name', ({ spec }) => {
   it('an unchanged head is not read again; a commit elsewhere still is', async () => {
-    const url = await spec()
+    const url = await spec('igw_refresh_cost')
     const key = generateSigningKey()
     const counted = counting(openDb(url))
     const a = new ConfigStore(counted.db, key)

@@ -8,15 +8,13 @@
 // The seed is now decided under the write lock (only into an empty store), and an unchanged commit
 // adopts the newer head it read. Real SQLite and PostgreSQL; instance B's Db is wrapped only to let
 // instance A run between B's look at the empty store and B's seed commit.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDb, type Db } from '../../control-plane/db.ts'
 import { generateSigningKey } from '../../control-plane/signing.ts'
 import { ConfigStore } from '../../control-plane/store.ts'
 import type { Doc } from '../../control-plane/resources.ts'
 import { seedDocument } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -45,14 +43,11 @@ function pausedAfterHeadRead(db: Db, between: () => Promise<void>): Db {
   }
 }
 
-const engines: { name: string; spec: (n: string) => Promise<string> }[] = [
-  { name: 'sqlite', spec: async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-seed-')), 'igw.db')}` },
-  { name: 'postgres', spec: (n) => pg.createDatabase(`igw_seed_${n}`) },
-]
+const engines = dbEngines('igw_seed', () => pg)
 
 describe.each(engines)('two instances seeding one empty $name database', ({ spec }) => {
   it('the second one, finding the same seed committed, holds that head', async () => {
-    const url = await spec('same')
+    const url = await spec('igw_seed_same')
     const key = generateSigningKey()
     const a = new ConfigStore(openDb(url), key)
     const b = new ConfigStore(pausedAfterHeadRead(openDb(url), () => a.init(seedDocument())), key)
@@ -69,7 +64,7 @@ describe.each(engines)('two instances seeding one empty $name database', ({ spec
   })
 
   it("the second one's seed does not undo a change committed on the first one meanwhile", async () => {
-    const url = await spec('other')
+    const url = await spec('igw_seed_other')
     const key = generateSigningKey()
     const a = new ConfigStore(openDb(url), key)
     const b = new ConfigStore(

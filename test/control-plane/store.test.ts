@@ -12,6 +12,7 @@ import { generateSigningKey } from '../../control-plane/signing.ts'
 import { ConfigStore, ValidationFailed } from '../../control-plane/store.ts'
 import { writeQuotaLimit } from '../../control-plane/quota-section.ts'
 import { seedDocument } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 import { IGW_BIN } from '../helpers/proxy.ts'
 
@@ -23,23 +24,13 @@ afterAll(async () => {
   await pg?.close()
 })
 
-let dbCount = 0
-const engines: { name: string; open: () => Promise<{ spec: string; db: Db }> }[] = [
-  {
-    name: 'sqlite',
-    open: async () => {
-      const spec = `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-store-')), 'igw.db')}`
-      return { spec, db: openDb(spec) }
-    },
+const engines = dbEngines('igw_store', () => pg).map(({ name, spec }) => ({
+  name,
+  open: async (): Promise<{ spec: string; db: Db }> => {
+    const s = await spec()
+    return { spec: s, db: openDb(s) }
   },
-  {
-    name: 'postgres',
-    open: async () => {
-      const spec = await pg.createDatabase(`igw_store_${++dbCount}`)
-      return { spec, db: openDb(spec) }
-    },
-  },
-]
+}))
 
 describe.each(engines)('store on $name', (engine) => {
   it('migrations create every table once; re-running applies nothing', async () => {

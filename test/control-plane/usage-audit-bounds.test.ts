@@ -2,9 +2,6 @@
 // usage counters saturate at USAGE_COUNTER_MAX instead of overflowing (a proxy token sending huge
 // counts must not make every later report for a tenant fail), and `verifyAudit` reads the audit
 // log in pages instead of loading it whole, with the same verdicts.
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { appendAudit, AUDIT_VERIFY_PAGE_ROWS, verifyAudit, type VerifyResult } from '../../control-plane/audit.ts'
 import { openDb, type Db, type Row, type SqlValue } from '../../control-plane/db.ts'
@@ -12,6 +9,7 @@ import { generateSigningKey } from '../../control-plane/signing.ts'
 import { ConfigStore } from '../../control-plane/store.ts'
 import { localDay, USAGE_COUNTER_MAX } from '../../control-plane/usage.ts'
 import { capturingLogger, metricSample, seedDocument, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.ts'
+import { dbEngines } from '../helpers/db-engines.ts'
 import { startPostgres, type TestPostgres } from '../helpers/postgres.ts'
 
 let pg: TestPostgres
@@ -22,11 +20,7 @@ afterAll(async () => {
   await pg?.close()
 })
 
-let dbCount = 0
-const engines: { name: string; spec: () => Promise<string> }[] = [
-  { name: 'sqlite', spec: async () => `sqlite:${join(mkdtempSync(join(tmpdir(), 'igw-bounds-')), 'igw.db')}` },
-  { name: 'postgres', spec: () => pg.createDatabase(`igw_bounds_${++dbCount}`) },
-]
+const engines = dbEngines('igw_bounds', () => pg)
 
 const MAX = 9007199254740991
 

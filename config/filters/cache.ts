@@ -56,7 +56,7 @@ export const cacheFilterConfig = z.strictObject({
     .strictObject({
       /** Mutations invalidate entries by tag (entities they return, per-id cacheTags, mutationTags). */
       writeThrough: z.boolean().default(true),
-      /** Add __typename next to every selected `id` (as Apollo Client does) so entities can be tagged. */
+      /** Add __typename next to every selected `id` or `_id` (as Apollo Client does) so entities can be tagged. */
       injectTypename: z.boolean().default(true),
       /** Mutation root field → tags it invalidates ("createEntity: [Query.entities]"). */
       mutationTags: z.record(z.string().min(1), z.array(cacheTag)).default({}),

@@ -1,5 +1,8 @@
 // Tags, pure: which entities a GraphQL response holds ("Entity:42" and the type "Entity"),
-// and the document rewrite that makes responses carry __typename next to every `id`.
+// and the document rewrite that makes responses carry __typename next to every `id`. An object's
+// id is its `id`, else its `_id`, as Apollo Client's default identifies objects (MongoDB-style
+// schemas): entities keyed `_id` were stored untagged, and a mutation returning one left the
+// cached copy stale until its TTL.
 import { Kind, print, visit, type DocumentNode, type FieldNode, type SelectionSetNode } from 'graphql'
 
 /**
@@ -26,7 +29,7 @@ export function entityKeys(doc: DocumentNode): EntityKeys | undefined {
     Field(node) {
       const alias = node.alias?.value
       if (alias === undefined || alias === node.name.value) return
-      if (node.name.value === 'id') ids.add(alias)
+      if (node.name.value === 'id' || node.name.value === '_id') ids.add(alias)
       else if (node.name.value === '__typename') types.add(alias)
     },
   })
@@ -60,6 +63,7 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
     const o = v as Record<string, unknown>
     let t = o.__typename
     let id = o.id
+    if (!isId(id)) id = o._id
     if (keys !== undefined) {
       for (let i = 0; typeof t !== 'string' && i < keys.types.length; i++) t = o[keys.types[i]!]
       for (let i = 0; !isId(id) && i < keys.ids.length; i++) id = o[keys.ids[i]!]
@@ -78,9 +82,9 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
 
 const TYPENAME: FieldNode = { kind: Kind.FIELD, name: { kind: Kind.NAME, value: '__typename' } }
 
-/** Selects `id`, under its name or an alias (`uid: id`, tagged through entityKeys). */
+/** Selects `id` or `_id`, under its name or an alias (`uid: id`, tagged through entityKeys). */
 function selectsId(set: SelectionSetNode): boolean {
-  return set.selections.some((s) => s.kind === Kind.FIELD && s.name.value === 'id')
+  return set.selections.some((s) => s.kind === Kind.FIELD && (s.name.value === 'id' || s.name.value === '_id'))
 }
 
 /** Selects `__typename` unaliased and unconditionally (an `@include`/`@skip` may leave it out). */
@@ -122,7 +126,7 @@ function spreadsIn(set: SelectionSetNode, frags: ReadonlyMap<string, SelectionSe
 const injected = new WeakMap<DocumentNode, string | null>()
 
 /**
- * The query text with `__typename` added to every selection set that selects `id` (aliased
+ * The query text with `__typename` added to every selection set that selects `id` or `_id` (aliased
  * or not) without it (what Apollo Client does on its own), or undefined when nothing needed adding. A
  * `__typename @include(if: $x)` does not count: with $x false the entity came back untagged,
  * and a mutation of it left the cached copy stale.

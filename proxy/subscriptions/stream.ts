@@ -164,7 +164,14 @@ export class Stream implements UpstreamListener {
     return this.#head
   }
 
+  /**
+   * Its first client attaches right after (streamFor's caller, in the same turn). Until then it
+   * lingers as if its last client had left: a subscribe that fails in between (a throw past the
+   * chain) left a stream nothing would ever close, holding its upstream subscription and a place
+   * under upstream.maxStreams for good. Armed first, so a throwing subscribe is covered too.
+   */
   start(): void {
+    this.#maybeLinger(true)
     this.#upstream.listeners.add(this)
     this.#unsubscribe = this.#upstream.subscribe(this.#o.payload, this)
   }
@@ -458,9 +465,10 @@ export class Stream implements UpstreamListener {
     sub.streamIndex = -1
   }
 
-  #maybeLinger(): void {
+  /** `starting`: not attached yet (see start): even lingerMs 0 waits for the end of the turn. */
+  #maybeLinger(starting = false): void {
     if (this.#subs.length > 0 || this.#state === 'done' || this.#linger !== undefined) return
-    if (this.#o.lingerMs === 0) {
+    if (this.#o.lingerMs === 0 && !starting) {
       this.close()
       return
     }

@@ -181,15 +181,21 @@ export class DeliveryQueue<S extends GapHolder> {
     return this.#items.peek()
   }
 
-  /** Queue an item; bronze/silver drop the oldest over the bounds, gold reports overflow. */
+  /**
+   * Queue an item; bronze/silver drop the oldest over the bounds, gold reports overflow. The
+   * bounds are on buffering, not on message size (the route's websocket.maxMessageBytes is): one
+   * item alone always stays. An event over maxQueueBytes that met a throttled or congested socket
+   * with nothing queued was dropped at once (a `dropped` gap, for a replay too, for a client that
+   * reads) or closed a gold connection with 1013, and its replay after the reconnect could again.
+   */
   push(item: QueueItem<S>): PushOutcome {
     this.#items.push(item)
     item.sub.queued = (item.sub.queued ?? 0) + 1
     if (item.replay === true) item.sub.replayQueued = (item.sub.replayQueued ?? 0) + 1
     this.bytes += item.bytes
     if (item.entry.kind === 'event') this.events++
-    if (!this.policy.drops) return this.bytes > this.policy.maxQueueBytes ? 'overflow' : 'queued'
-    while ((this.events > this.policy.maxQueue || this.bytes > this.policy.maxQueueBytes) && this.dropOldest()) {}
+    if (!this.policy.drops) return this.bytes > this.policy.maxQueueBytes && this.#items.length > 1 ? 'overflow' : 'queued'
+    while ((this.events > this.policy.maxQueue || this.bytes > this.policy.maxQueueBytes) && this.#items.length > 1 && this.dropOldest()) {}
     return 'queued'
   }
 

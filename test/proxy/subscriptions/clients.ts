@@ -4,6 +4,8 @@
 import { once } from 'node:events'
 import { createClient, type Client } from 'graphql-ws'
 import WebSocket from 'ws'
+import type { QueuedEntry } from '../../../proxy/subscriptions/delivery-queue.ts'
+import type { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
 import { waitUntil as waitFor } from '../../helpers/wait.ts'
 
 /** The shared poller (conditions may be async); 5 s unless told. */
@@ -117,4 +119,18 @@ export class RawClient {
 /** Topic-protocol events of one subscription id: their seqs. */
 export function topicSeqs(c: RawClient, id: string): number[] {
   return c.of((m) => m.op === 'event' && m.id === id).map((m) => ((m.payload as NextPayload).data!.events!.seq))
+}
+
+/** Everything a replay feed hands out until it is done (waiting for its Redis pages as a connection does). */
+export async function readFeed(feed: ReplayFeed): Promise<QueuedEntry[]> {
+  const got: QueuedEntry[] = []
+  for (;;) {
+    const e = feed.next()
+    if (e === undefined) return got
+    if (e === null) {
+      await new Promise<void>((resolve) => (feed.onReady = resolve))
+      continue
+    }
+    got.push(e)
+  }
 }

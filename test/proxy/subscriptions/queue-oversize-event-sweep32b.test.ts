@@ -14,6 +14,17 @@ import { EVENTS, GqlClient, waitUntil } from './clients.ts'
 const THROTTLED = { ratePerSec: 2, burst: 1, maxQueue: 10, maxQueueBytes: 4096 }
 const BIG = 20_000
 
+/** A backend and a proxy whose connections are all of `tier`, throttled to THROTTLED. */
+async function startThrottled(tier: 'bronze' | 'gold'): Promise<{ be: SubscriptionBackend; proxy: TestProxy }> {
+  const be = await startSubscriptionBackend()
+  const proxy = await startTestProxy({
+    log: { level: 'info' },
+    subscriptions: { defaultTier: tier, qos: { [tier]: THROTTLED } },
+    routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate' } }],
+  })
+  return { be, proxy }
+}
+
 async function subscribed(be: SubscriptionBackend, channel: string): Promise<void> {
   await waitUntil(() => be.subscribes.some((s) => s.channel === channel), 5_000, `upstream subscribe to ${channel}`)
 }
@@ -23,14 +34,7 @@ const blobOf = (p: { data?: { events?: { blob?: string | null } } }) => p.data?.
 describe('bronze: one event over maxQueueBytes with nothing queued', () => {
   let be: SubscriptionBackend
   let proxy: TestProxy
-  beforeAll(async () => {
-    be = await startSubscriptionBackend()
-    proxy = await startTestProxy({
-      log: { level: 'info' },
-      subscriptions: { defaultTier: 'bronze', qos: { bronze: THROTTLED } },
-      routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate' } }],
-    })
-  })
+  beforeAll(async () => void ({ be, proxy } = await startThrottled('bronze')))
   afterAll(async () => {
     await proxy?.close()
     await be?.close()
@@ -78,14 +82,7 @@ describe('bronze: one event over maxQueueBytes with nothing queued', () => {
 describe('gold: one event over maxQueueBytes with nothing queued', () => {
   let be: SubscriptionBackend
   let proxy: TestProxy
-  beforeAll(async () => {
-    be = await startSubscriptionBackend()
-    proxy = await startTestProxy({
-      log: { level: 'info' },
-      subscriptions: { defaultTier: 'gold', qos: { gold: THROTTLED } },
-      routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate' } }],
-    })
-  })
+  beforeAll(async () => void ({ be, proxy } = await startThrottled('gold')))
   afterAll(async () => {
     await proxy?.close()
     await be?.close()

@@ -8,13 +8,13 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { SharedRedis } from '../../../proxy/redis.ts'
-import type { QueuedEntry } from '../../../proxy/subscriptions/delivery-queue.ts'
 import { HubMetrics } from '../../../proxy/subscriptions/metrics.ts'
 import { RedisReplayLog } from '../../../proxy/subscriptions/redis-log.ts'
 import { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
 import { ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { waitUntil } from '../../helpers/wait.ts'
+import { readFeed } from './clients.ts'
 
 const logger = pino({ level: 'silent' })
 let redis: TestRedis
@@ -52,16 +52,7 @@ it('replays every event a key holds, whatever the reader\'s own maxEvents', asyn
   const feed = new ReplayFeed({ ring, streamId: 's1', maxAgeMs: 300_000, metrics, logger, cursor: (e, o) => `${e}:${o}` }, ring.endSeq, 'new', 0, 'new:0')
   feed.fromRedis(reader, { streamId: 's1', epoch: 'old', offset: 0, ts: now }, 'old:0', 'new:0')
 
-  const got: QueuedEntry[] = []
-  for (;;) {
-    const e = feed.next()
-    if (e === undefined) break
-    if (e === null) {
-      await new Promise<void>((resolve) => (feed.onReady = resolve))
-      continue
-    }
-    got.push(e)
-  }
+  const got = await readFeed(feed)
   const events = got.filter((e) => e.kind === 'event')
   expect(events.map((e) => e.offset)).toEqual(Array.from({ length: total }, (_, i) => i + 1))
   // one notice, after the last replayed event: the replay passes to this process's own epoch

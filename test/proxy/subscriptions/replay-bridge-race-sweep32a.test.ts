@@ -9,13 +9,12 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SharedRedis } from '../../../proxy/redis.ts'
-import type { QueuedEntry } from '../../../proxy/subscriptions/delivery-queue.ts'
 import { HubMetrics } from '../../../proxy/subscriptions/metrics.ts'
 import { RedisReplayLog } from '../../../proxy/subscriptions/redis-log.ts'
 import { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
 import { ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
-import { waitUntil } from './clients.ts'
+import { readFeed, waitUntil } from './clients.ts'
 
 const logger = pino({ level: 'silent' })
 let redis: TestRedis
@@ -83,16 +82,7 @@ describe('a bridge reads on when the ring evicts events logged after its read wa
       // ... and before it comes back, six more events are logged: the ring evicts 8..13.
       for (let o = 11; o <= 16; o++) logEvent(o)
       expect(ring.at(ring.startSeq)).toMatchObject({ offset: 14 })
-      const got: QueuedEntry[] = []
-      for (;;) {
-        const e = feed.next()
-        if (e === undefined) break
-        if (e === null) {
-          await new Promise<void>((resolve) => (feed.onReady = resolve))
-          continue
-        }
-        got.push(e)
-      }
+      const got = await readFeed(feed)
       // Before: 3..10, then the ring's `trimmed` gap (11..13 missed), then 14..16.
       expect(got.filter((e) => e.kind === 'gap')).toEqual([])
       expect(got.map((e) => (e.kind === 'event' ? e.offset : e.kind))).toEqual(Array.from({ length: 14 }, (_, i) => i + 3))
@@ -114,16 +104,7 @@ describe('a bridge reads on when the ring evicts events logged after its read wa
       const src = { ring, streamId: 'lost', maxAgeMs: 300_000, metrics, logger, redis: log, cursor: (e: string, o: number) => `${e}:${o}` }
       const feed = new ReplayFeed(src, ring.startSeq, epoch, 2, `${epoch}:2`)
       feed.bridge(log, epoch, 2, now, `${epoch}:2`)
-      const got: QueuedEntry[] = []
-      for (;;) {
-        const e = feed.next()
-        if (e === undefined) break
-        if (e === null) {
-          await new Promise<void>((resolve) => (feed.onReady = resolve))
-          continue
-        }
-        got.push(e)
-      }
+      const got = await readFeed(feed)
       expect(got.map((e) => (e.kind === 'event' ? e.offset : e.kind === 'gap' ? `gap:${e.gap.reason}:${e.gap.missed}` : e.kind))).toEqual([3, 4, 5, 6, 'gap:trimmed:1', 8, 9, 10])
     })
   })

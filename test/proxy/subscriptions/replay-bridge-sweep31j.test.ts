@@ -19,7 +19,7 @@ import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.t
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { startSubscriptionBackend, type SubscriptionBackend } from '../../helpers/subscription-backend.ts'
 import { sleep } from '../../helpers/wait.ts'
-import { EVENTS, GqlClient, RawClient, waitUntil, type Received } from './clients.ts'
+import { EVENTS, GqlClient, RawClient, readFeed, waitUntil, type Received } from './clients.ts'
 
 const KEY = 'j'.repeat(48)
 const logger = pino({ level: 'silent' })
@@ -187,23 +187,12 @@ describe('a replay that falls behind the ring continues from Redis', () => {
       const feed = new ReplayFeed(src, (at as { seq: number }).seq, epoch, 7, `${epoch}:7`)
 
       const got: QueuedEntry[] = []
-      const read = async (): Promise<void> => {
-        for (;;) {
-          const e = feed.next()
-          if (e === undefined) return
-          if (e === null) {
-            await new Promise<void>((resolve) => (feed.onReady = resolve))
-            continue
-          }
-          got.push(e)
-        }
-      }
       // The reader takes one event, then stops while ten more are logged: the ring pushes out 9..17.
       got.push(feed.next() as QueuedEntry)
       for (let o = 11; o <= 20; o++) logEvent(o)
       await waitUntil(async () => (await probe.xlen(log.key('s31j', epoch))) === 20, 5_000, 'all twenty in Redis')
       expect(ring.at(ring.startSeq)).toMatchObject({ offset: 18 })
-      await read()
+      got.push(...(await readFeed(feed)))
       expect(got.filter((e) => e.kind === 'gap')).toEqual([])
       expect(got.map((e) => (e.kind === 'event' ? e.offset : e.kind))).toEqual(Array.from({ length: 13 }, (_, i) => i + 8))
     } finally {
@@ -231,16 +220,7 @@ describe('a replay that falls behind the ring continues from Redis', () => {
       expect(ring.locate(epoch, 1, now).kind).toBe('gap')
       const feed = new ReplayFeed(src, ring.startSeq, epoch, 1, `${epoch}:1`)
       feed.bridge(log, epoch, 1, now, `${epoch}:1`)
-      const got: QueuedEntry[] = []
-      for (;;) {
-        const e = feed.next()
-        if (e === undefined) break
-        if (e === null) {
-          await new Promise<void>((resolve) => (feed.onReady = resolve))
-          continue
-        }
-        got.push(e)
-      }
+      const got = await readFeed(feed)
       expect(got.map((e) => (e.kind === 'event' ? e.offset : e.kind === 'gap' ? `gap:${e.gap.reason}:${e.gap.missed}` : e.kind))).toEqual([
         2,
         'gap:trimmed:1',

@@ -185,14 +185,9 @@ export class ReplayFeed {
     const ring = this.#src.ring
     ring.trimAged(Date.now())
     if (this.#seq < ring.startSeq) {
+      // Read on from where that leaves the feed: its notice, a bridge's first page, or the ring.
       this.#fellBehind()
-      const notice = this.#owed.shift()
-      if (notice !== undefined) return notice
-      const bridge = this.#redis
-      if (bridge !== undefined) {
-        this.#fetch(bridge)
-        return null
-      }
+      return this.next()
     }
     const e = ring.at(this.#seq)
     if (e === undefined) {
@@ -339,13 +334,7 @@ export class ReplayFeed {
     const src = this.#src
     const first = rp.first
     rp.first = false
-    if (first && rp.bridge && (range === undefined || !range.exists)) {
-      // Redis has none of it either: the ring's gap, as without Redis.
-      this.#joinRing(rp, true)
-      this.onReady?.()
-      return
-    }
-    if (first && (range === undefined || !range.exists)) {
+    if (first && !rp.bridge && (range === undefined || !range.exists)) {
       // Nothing to replay from Redis: one notice, then this process's own epoch.
       this.#gap(rp, range !== undefined && rp.aged ? 'expired' : 'epoch', rp.head)
       this.#redis = undefined
@@ -399,7 +388,8 @@ export class ReplayFeed {
     rp.page = avg > 0 ? Math.max(1, Math.min(REDIS_MAX_PAGE, Math.floor(REDIS_PAGE_BYTES / avg))) : REDIS_MAX_PAGE
     if (rp.bridge) {
       const short = range === undefined || !range.exists || entries.length < asked
-      // A short page ends the bridge only if Redis lacks something logged before it was asked:
+      // A short page (none at all: Redis has none of it either) ends the bridge with the ring's
+      // answer — but only if Redis lacks something logged before the page was asked for:
       // under continuous traffic the ring (a few events when they are large) evicts events whose
       // XADD went out after the XRANGE, and announcing those as trimmed was a false gap. Read on.
       const raced = short && range !== undefined && range.exists && rp.sentHead !== undefined && rp.expected - 1 >= rp.sentHead

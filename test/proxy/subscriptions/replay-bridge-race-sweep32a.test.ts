@@ -4,47 +4,17 @@
 // auto-pipeline in flight, so Redis answered without events logged before the read; and a bridge
 // ended on any short page, although the ring (a few large events) may have evicted events logged
 // after the read was sent, which the next read finds.
-import { Redis } from 'ioredis'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { SharedRedis } from '../../../proxy/redis.ts'
-import { HubMetrics } from '../../../proxy/subscriptions/metrics.ts'
-import { RedisReplayLog } from '../../../proxy/subscriptions/redis-log.ts'
+import { describe, expect, it } from 'vitest'
 import { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
 import { ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
-import { startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { readFeed, waitUntil } from './clients.ts'
+import { feedSource, fileRedis, ringEvent, withReplayLog } from './replay-log-fixture.ts'
 
-const logger = pino({ level: 'silent' })
-let redis: TestRedis
-let probe: Redis
-beforeAll(async () => {
-  redis = await startRedis()
-  probe = new Redis(redis.url, { maxRetriesPerRequest: 1 })
-})
-afterAll(async () => {
-  probe?.disconnect()
-  await redis?.close()
-})
-
-async function withLog(prefix: string, run: (log: RedisReplayLog, metrics: HubMetrics) => Promise<void>): Promise<void> {
-  const metrics = new HubMetrics(new Registry())
-  const shared = new SharedRedis(redis.url, prefix, logger, { up: metrics.redisUp, reconnects: metrics.redisReconnects })
-  try {
-    const log = new RedisReplayLog(shared, 10_000, 300_000, metrics, logger)
-    // Connected before the race is set up (a cold connection queues everything alike).
-    shared.client()
-    await waitUntil(() => shared.ready, 5_000, 'redis ready')
-    await run(log, metrics)
-  } finally {
-    await shared.close()
-  }
-}
+const redis = fileRedis()
 
 describe('the replay log reads after the writes issued before the read', () => {
   it('since() sees every event appended before it, also those queued behind an auto-pipeline in flight', async () => {
-    await withLog('igw32a:', async (log) => {
+    await withReplayLog(redis.url, 'igw32a:', async (log) => {
       const payload = (o: number) => `{"data":{"n":${o}},"x":"${'y'.repeat(2_000)}"}`
       // One append goes out on its own (the auto-pipeline in flight), the next 200 queue behind it.
       log.append('order', 'e1', 1, Date.now(), payload(1))
@@ -60,19 +30,19 @@ describe('the replay log reads after the writes issued before the read', () => {
 
 describe('a bridge reads on when the ring evicts events logged after its read was sent', () => {
   it('no trimmed gap for events Redis got after the page was asked for: they are read next, then the ring', async () => {
-    await withLog('igw32afeed:', async (log, metrics) => {
+    await withReplayLog(redis.url, 'igw32afeed:', async (log, metrics) => {
       // 30-byte events, 100 bytes of ring: it holds the last three.
       const ring = new ReplayRing(1_000, 300_000, 100)
       const epoch = 'e1'
       const now = Date.now()
       ring.startEpoch(epoch, now)
       const logEvent = (offset: number) => {
-        ring.push({ kind: 'event', epoch, offset, ts: now, cursor: `${epoch}:${offset}`, tail: 'x'.repeat(30), result: { data: { n: offset } }, receivedAt: 0 }, now)
+        ring.push(ringEvent(epoch, offset, now), now)
         log.append('race', epoch, offset, now, `{"data":{"n":${offset}}}`)
       }
       for (let o = 1; o <= 10; o++) logEvent(o)
-      await waitUntil(async () => (await probe.xlen(log.key('race', epoch))) === 10, 5_000, 'ten in Redis')
-      const src = { ring, streamId: 'race', maxAgeMs: 300_000, metrics, logger, redis: log, cursor: (e: string, o: number) => `${e}:${o}` }
+      await waitUntil(async () => (await redis.probe.xlen(log.key('race', epoch))) === 10, 5_000, 'ten in Redis')
+      const src = feedSource(ring, 'race', metrics, log)
       // A client at offset 2: the ring (8..10) no longer holds 3.
       expect(ring.locate(epoch, 2, now).kind).toBe('gap')
       const feed = new ReplayFeed(src, ring.startSeq, epoch, 2, `${epoch}:2`)
@@ -90,18 +60,18 @@ describe('a bridge reads on when the ring evicts events logged after its read wa
   })
 
   it('what Redis lacks although it was logged before the read (a lost write) is still announced', async () => {
-    await withLog('igw32alost:', async (log, metrics) => {
+    await withReplayLog(redis.url, 'igw32alost:', async (log, metrics) => {
       const ring = new ReplayRing(1_000, 300_000, 100)
       const epoch = 'e1'
       const now = Date.now()
       ring.startEpoch(epoch, now)
       for (let offset = 1; offset <= 10; offset++) {
-        ring.push({ kind: 'event', epoch, offset, ts: now, cursor: `${epoch}:${offset}`, tail: 'x'.repeat(30), result: { data: { n: offset } }, receivedAt: 0 }, now)
+        ring.push(ringEvent(epoch, offset, now), now)
         // 7 and 8 never reached Redis (an outage's writes); the ring holds 8..10.
         if (offset < 7) log.append('lost', epoch, offset, now, `{"data":{"n":${offset}}}`)
       }
-      await waitUntil(async () => (await probe.xlen(log.key('lost', epoch))) === 6, 5_000, 'six in Redis')
-      const src = { ring, streamId: 'lost', maxAgeMs: 300_000, metrics, logger, redis: log, cursor: (e: string, o: number) => `${e}:${o}` }
+      await waitUntil(async () => (await redis.probe.xlen(log.key('lost', epoch))) === 6, 5_000, 'six in Redis')
+      const src = feedSource(ring, 'lost', metrics, log)
       const feed = new ReplayFeed(src, ring.startSeq, epoch, 2, `${epoch}:2`)
       feed.bridge(log, epoch, 2, now, `${epoch}:2`)
       const got = await readFeed(feed)

@@ -5,36 +5,20 @@
 // bytes — and so did a replay that fell behind the ring, although Redis still held every event.
 // What the ring evicted is now read back from Redis until the ring holds the rest; only what
 // neither holds is announced.
-import { Redis } from 'ioredis'
-import { pino } from 'pino'
-import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { SharedRedis } from '../../../proxy/redis.ts'
 import type { QueuedEntry } from '../../../proxy/subscriptions/delivery-queue.ts'
-import { HubMetrics } from '../../../proxy/subscriptions/metrics.ts'
-import { RedisReplayLog } from '../../../proxy/subscriptions/redis-log.ts'
 import { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
-import { ReplayRing, type LogEvent } from '../../../proxy/subscriptions/replay-ring.ts'
+import { ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
-import { startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { startSubscriptionBackend, type SubscriptionBackend } from '../../helpers/subscription-backend.ts'
 import { sleep } from '../../helpers/wait.ts'
 import { EVENTS, GqlClient, RawClient, readFeed, waitUntil, type Received } from './clients.ts'
+import { feedSource, fileRedis, ringEvent, withReplayLog } from './replay-log-fixture.ts'
 
 const KEY = 'j'.repeat(48)
-const logger = pino({ level: 'silent' })
 const shape = (r: Received) => r.payloads.map((p) => (p.extensions?.gap ? `gap:${p.extensions.gap.reason}` : p.data!.events!.seq))
 
-let redis: TestRedis
-let probe: Redis
-beforeAll(async () => {
-  redis = await startRedis()
-  probe = new Redis(redis.url, { maxRetriesPerRequest: 1 })
-})
-afterAll(async () => {
-  probe?.disconnect()
-  await redis?.close()
-})
+const redis = fileRedis()
 
 describe('a gateway resumes from its own Redis log what its memory ring pushed out for bytes', () => {
   let be: SubscriptionBackend
@@ -69,12 +53,12 @@ describe('a gateway resumes from its own Redis log what its memory ring pushed o
   const publish = async (channel: string, n: number, key: () => Promise<string>) => {
     for (let i = 0; i < n; i++) be.publish(channel, { bytes: 1_000 })
     const k = await key()
-    await waitUntil(async () => (await probe.xlen(k)) >= n, 5_000, `${n} events in Redis`)
+    await waitUntil(async () => (await redis.probe.xlen(k)) >= n, 5_000, `${n} events in Redis`)
     return k
   }
   const streamKey = async (): Promise<string> => {
     let keys: string[] = []
-    await waitUntil(async () => (keys = await probe.keys('igw31j:subs:*')).length > 0, 5_000, 'a stream key')
+    await waitUntil(async () => (keys = await redis.probe.keys('igw31j:subs:*')).length > 0, 5_000, 'a stream key')
     return keys[keys.length - 1]!
   }
 
@@ -99,7 +83,7 @@ describe('a gateway resumes from its own Redis log what its memory ring pushed o
     expect(metricSum(after, 'igw_replay_requests_total', 'result="resumed"') - metricSum(before, 'igw_replay_requests_total', 'result="resumed"')).toBe(1)
 
     // What Redis no longer holds either is still announced, with the count, as before.
-    await probe.del(key)
+    await redis.probe.del(key)
     const lost = client().subscribe(q, { cursor: live.received.events[0]!.extensions!.cursor! })
     await lost.received.wait((r) => r.gaps.length === 1 && r.events.length >= 1, 5_000, 'the gap and what the ring holds')
     expect(lost.received.gaps[0]).toMatchObject({ reason: 'trimmed' })
@@ -142,10 +126,10 @@ describe('a gateway resumes from its own Redis log what its memory ring pushed o
       t.send({ op: 'subscribe', id: 's', topic: 'big', variables: { channel: 'topic-bridge' } })
       await t.wait((x) => x.messages.some((m) => m.op === 'subscribed'))
       await waitUntil(() => be.subscribes.some((s) => s.channel === 'topic-bridge'), 5_000, 'the upstream subscribe')
-      const keys = new Set(await probe.keys('igw31j:subs:*'))
+      const keys = new Set(await redis.probe.keys('igw31j:subs:*'))
       await publish('topic-bridge', 8, async () => {
         let k: string | undefined
-        await waitUntil(async () => (k = (await probe.keys('igw31j:subs:*')).find((x) => !keys.has(x))) !== undefined, 5_000, 'the topic stream key')
+        await waitUntil(async () => (k = (await redis.probe.keys('igw31j:subs:*')).find((x) => !keys.has(x))) !== undefined, 5_000, 'the topic stream key')
         return k!
       })
       const events = () => t.of((m) => m.op === 'event' && m.id === 's')
@@ -165,10 +149,7 @@ describe('a gateway resumes from its own Redis log what its memory ring pushed o
 
 describe('a replay that falls behind the ring continues from Redis', () => {
   it('the ring evicts ahead of a slow reader: the reader gets every event from Redis, then the ring, no gap', async () => {
-    const metrics = new HubMetrics(new Registry())
-    const shared = new SharedRedis(redis.url, 'igw31jfeed:', logger, { up: metrics.redisUp, reconnects: metrics.redisReconnects })
-    try {
-      const log = new RedisReplayLog(shared, 1_000, 300_000, metrics, logger)
+    await withReplayLog(redis.url, 'igw31jfeed:', async (log, metrics) => {
       // 30-byte events, 100 bytes of ring: it holds the last three.
       const ring = new ReplayRing(1_000, 300_000, 100)
       const epoch = 'e1'
@@ -176,12 +157,11 @@ describe('a replay that falls behind the ring continues from Redis', () => {
       ring.startEpoch(epoch, now)
       const logEvent = (offset: number) => {
         const payload = `{"data":{"n":${offset}},"extensions":{"cursor":"${epoch}:${offset}"}}`
-        const e: LogEvent = { kind: 'event', epoch, offset, ts: now, cursor: `${epoch}:${offset}`, tail: 'x'.repeat(30), result: { data: { n: offset } }, receivedAt: 0 }
-        ring.push(e, now)
+        ring.push(ringEvent(epoch, offset, now), now)
         log.append('s31j', epoch, offset, now, payload)
       }
       for (let o = 1; o <= 10; o++) logEvent(o)
-      const src = { ring, streamId: 's31j', maxAgeMs: 300_000, metrics, logger, redis: log, cursor: (e: string, o: number) => `${e}:${o}` }
+      const src = feedSource(ring, 's31j', metrics, log)
       const at = ring.locate(epoch, 7, now)
       expect(at.kind).toBe('ok')
       const feed = new ReplayFeed(src, (at as { seq: number }).seq, epoch, 7, `${epoch}:7`)
@@ -190,33 +170,28 @@ describe('a replay that falls behind the ring continues from Redis', () => {
       // The reader takes one event, then stops while ten more are logged: the ring pushes out 9..17.
       got.push(feed.next() as QueuedEntry)
       for (let o = 11; o <= 20; o++) logEvent(o)
-      await waitUntil(async () => (await probe.xlen(log.key('s31j', epoch))) === 20, 5_000, 'all twenty in Redis')
+      await waitUntil(async () => (await redis.probe.xlen(log.key('s31j', epoch))) === 20, 5_000, 'all twenty in Redis')
       expect(ring.at(ring.startSeq)).toMatchObject({ offset: 18 })
       got.push(...(await readFeed(feed)))
       expect(got.filter((e) => e.kind === 'gap')).toEqual([])
       expect(got.map((e) => (e.kind === 'event' ? e.offset : e.kind))).toEqual(Array.from({ length: 13 }, (_, i) => i + 8))
-    } finally {
-      await shared.close()
-    }
+    }, 1_000)
   })
 
   it('writes Redis lost, in a range the ring still holds: the ring fills them, no gap; outside it, the hole is announced', async () => {
-    const metrics = new HubMetrics(new Registry())
-    const shared = new SharedRedis(redis.url, 'igw31jhole:', logger, { up: metrics.redisUp, reconnects: metrics.redisReconnects })
-    try {
-      const log = new RedisReplayLog(shared, 1_000, 300_000, metrics, logger)
+    await withReplayLog(redis.url, 'igw31jhole:', async (log, metrics) => {
       // 30-byte events, 120 bytes of ring: it holds the last four (17..20).
       const ring = new ReplayRing(1_000, 300_000, 120)
       const epoch = 'e1'
       const now = Date.now()
       ring.startEpoch(epoch, now)
       for (let offset = 1; offset <= 20; offset++) {
-        ring.push({ kind: 'event', epoch, offset, ts: now, cursor: `${epoch}:${offset}`, tail: 'x'.repeat(30), result: { data: { n: offset } }, receivedAt: 0 }, now)
+        ring.push(ringEvent(epoch, offset, now), now)
         // 17 and 18 never reached Redis (an outage's writes), nor did 3.
         if (offset !== 3 && offset !== 17 && offset !== 18) log.append('hole', epoch, offset, now, `{"data":{"n":${offset}}}`)
       }
-      await waitUntil(async () => (await probe.xlen(log.key('hole', epoch))) === 17, 5_000, 'seventeen in Redis')
-      const src = { ring, streamId: 'hole', maxAgeMs: 300_000, metrics, logger, redis: log, cursor: (e: string, o: number) => `${e}:${o}` }
+      await waitUntil(async () => (await redis.probe.xlen(log.key('hole', epoch))) === 17, 5_000, 'seventeen in Redis')
+      const src = feedSource(ring, 'hole', metrics, log)
       expect(ring.locate(epoch, 1, now).kind).toBe('gap')
       const feed = new ReplayFeed(src, ring.startSeq, epoch, 1, `${epoch}:1`)
       feed.bridge(log, epoch, 1, now, `${epoch}:1`)
@@ -226,8 +201,6 @@ describe('a replay that falls behind the ring continues from Redis', () => {
         'gap:trimmed:1',
         ...Array.from({ length: 17 }, (_, i) => i + 4),
       ])
-    } finally {
-      await shared.close()
-    }
+    }, 1_000)
   })
 })

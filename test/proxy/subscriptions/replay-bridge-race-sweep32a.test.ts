@@ -6,9 +6,8 @@
 // after the read was sent, which the next read finds.
 import { describe, expect, it } from 'vitest'
 import { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
-import { ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
 import { readFeed, waitUntil } from './clients.ts'
-import { feedSource, fileRedis, ringEvent, withReplayLog } from './replay-log-fixture.ts'
+import { epochRing, feedSource, fileRedis, ringEvent, withReplayLog } from './replay-log-fixture.ts'
 
 const redis = fileRedis()
 
@@ -32,10 +31,7 @@ describe('a bridge reads on when the ring evicts events logged after its read wa
   it('no trimmed gap for events Redis got after the page was asked for: they are read next, then the ring', async () => {
     await withReplayLog(redis.url, 'igw32afeed:', async (log, metrics) => {
       // 30-byte events, 100 bytes of ring: it holds the last three.
-      const ring = new ReplayRing(1_000, 300_000, 100)
-      const epoch = 'e1'
-      const now = Date.now()
-      ring.startEpoch(epoch, now)
+      const { ring, epoch, now } = epochRing(100)
       const logEvent = (offset: number) => {
         ring.push(ringEvent(epoch, offset, now), now)
         log.append('race', epoch, offset, now, `{"data":{"n":${offset}}}`)
@@ -61,10 +57,7 @@ describe('a bridge reads on when the ring evicts events logged after its read wa
 
   it('what Redis lacks although it was logged before the read (a lost write) is still announced', async () => {
     await withReplayLog(redis.url, 'igw32alost:', async (log, metrics) => {
-      const ring = new ReplayRing(1_000, 300_000, 100)
-      const epoch = 'e1'
-      const now = Date.now()
-      ring.startEpoch(epoch, now)
+      const { ring, epoch, now } = epochRing(100)
       for (let offset = 1; offset <= 10; offset++) {
         ring.push(ringEvent(epoch, offset, now), now)
         // 7 and 8 never reached Redis (an outage's writes); the ring holds 8..10.

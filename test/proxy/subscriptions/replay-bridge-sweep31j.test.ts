@@ -8,12 +8,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { QueuedEntry } from '../../../proxy/subscriptions/delivery-queue.ts'
 import { ReplayFeed } from '../../../proxy/subscriptions/replay-feed.ts'
-import { ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
 import { metricSum, startTestProxy, type TestProxy } from '../../helpers/proxy.ts'
 import { startSubscriptionBackend, type SubscriptionBackend } from '../../helpers/subscription-backend.ts'
 import { sleep } from '../../helpers/wait.ts'
 import { EVENTS, GqlClient, RawClient, readFeed, waitUntil, type Received } from './clients.ts'
-import { feedSource, fileRedis, ringEvent, withReplayLog } from './replay-log-fixture.ts'
+import { epochRing, feedSource, fileRedis, ringEvent, withReplayLog } from './replay-log-fixture.ts'
 
 const KEY = 'j'.repeat(48)
 const shape = (r: Received) => r.payloads.map((p) => (p.extensions?.gap ? `gap:${p.extensions.gap.reason}` : p.data!.events!.seq))
@@ -151,10 +150,7 @@ describe('a replay that falls behind the ring continues from Redis', () => {
   it('the ring evicts ahead of a slow reader: the reader gets every event from Redis, then the ring, no gap', async () => {
     await withReplayLog(redis.url, 'igw31jfeed:', async (log, metrics) => {
       // 30-byte events, 100 bytes of ring: it holds the last three.
-      const ring = new ReplayRing(1_000, 300_000, 100)
-      const epoch = 'e1'
-      const now = Date.now()
-      ring.startEpoch(epoch, now)
+      const { ring, epoch, now } = epochRing(100)
       const logEvent = (offset: number) => {
         const payload = `{"data":{"n":${offset}},"extensions":{"cursor":"${epoch}:${offset}"}}`
         ring.push(ringEvent(epoch, offset, now), now)
@@ -181,10 +177,7 @@ describe('a replay that falls behind the ring continues from Redis', () => {
   it('writes Redis lost, in a range the ring still holds: the ring fills them, no gap; outside it, the hole is announced', async () => {
     await withReplayLog(redis.url, 'igw31jhole:', async (log, metrics) => {
       // 30-byte events, 120 bytes of ring: it holds the last four (17..20).
-      const ring = new ReplayRing(1_000, 300_000, 120)
-      const epoch = 'e1'
-      const now = Date.now()
-      ring.startEpoch(epoch, now)
+      const { ring, epoch, now } = epochRing(120)
       for (let offset = 1; offset <= 20; offset++) {
         ring.push(ringEvent(epoch, offset, now), now)
         // 17 and 18 never reached Redis (an outage's writes), nor did 3.

@@ -7,7 +7,7 @@ import { SharedRedis } from '../../../proxy/redis.ts'
 import { HubMetrics } from '../../../proxy/subscriptions/metrics.ts'
 import { RedisReplayLog } from '../../../proxy/subscriptions/redis-log.ts'
 import type { FeedSource } from '../../../proxy/subscriptions/replay-feed.ts'
-import type { LogEvent, ReplayRing } from '../../../proxy/subscriptions/replay-ring.ts'
+import { ReplayRing, type LogEvent } from '../../../proxy/subscriptions/replay-ring.ts'
 import { afterAll, beforeAll } from 'vitest'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
 import { waitUntil } from '../../helpers/wait.ts'
@@ -49,6 +49,15 @@ export async function withReplayLog(url: string, prefix: string, run: (log: Redi
   } finally {
     await shared.close()
   }
+}
+
+/** A ring of `maxBytes` (1,000 events, 5 minutes) in epoch "e1", started now. */
+export function epochRing(maxBytes: number): { ring: ReplayRing; epoch: string; now: number } {
+  const ring = new ReplayRing(1_000, 300_000, maxBytes)
+  const epoch = 'e1'
+  const now = Date.now()
+  ring.startEpoch(epoch, now)
+  return { ring, epoch, now }
 }
 
 /** Event `offset` of `epoch` as the ring holds it: 30 bytes of tail (the ring's byte bound counts them). */

@@ -32,6 +32,8 @@ export function isSecretPath(path: readonly PropertyKey[]): boolean {
     // authorization}`: payload key → header name) holds a name, not a credential.
     const parent = path[i - 1]
     if (typeof parent === 'string' && HEADER_NAMES_KEY.test(parent)) return false
+    // The tenant filter's `jwt.cookie` names the cookie a token is read from, as `jwt.header` does.
+    if (key === 'cookie' && parent === 'jwt') return false
     if (isSecretKey(key)) return true
     // the values of an outgoing header map: quotas.events.webhook.headers.<name>
     return i > 0 && path[i - 1] === 'headers' && i === path.length - 1

@@ -3,6 +3,8 @@ import { filterBase, tenantId } from '../primitives.ts'
 
 /** RFC 9110 §5.6.2 token, as the proxy checks header names (lower case). */
 const HEADER_TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+/** RFC 6265 §4.1.1 cookie-name: an RFC 2616 token, case kept (cookie names are case-sensitive). */
+const COOKIE_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** Set by the proxy itself, or hop-by-hop: a filter's edit of one fails the filter (a 500) on every request. */
 const PROXY_OWNED = new Set(['host', 'content-length', 'expect', 'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings'])
 
@@ -64,6 +66,12 @@ export const tenantJwtConfig = z
       .string()
       .regex(/^(?:[\x21-\x7e][\x20-\x7e]*)?$/, { error: "expected printable ASCII that does not start with a space ('' for a header holding the bare token)" })
       .default('Bearer '),
+    /**
+     * A cookie holding the bare token, read only when `header` holds none (Envoy's jwt_authn
+     * from_cookies, after from_headers): browsers cannot set a header on a WebSocket upgrade or
+     * an EventSource. A name with a space, "=" or ";" would match no cookie: refused at load.
+     */
+    cookie: z.string().regex(COOKIE_NAME, { error: 'expected a cookie name (letters, digits and !#$%&\'*+.^_`|~-; no spaces, "=", ";" or quotes)' }).optional(),
     /** Claim that names the tenant; dotted paths reach into nested objects ("org.id"). */
     claim: z.string().min(1).default('tenant_id'),
     algorithms: z.array(jwtAlgorithm).min(1).default(['RS256', 'EdDSA', 'HS256']),

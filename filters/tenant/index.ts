@@ -1,6 +1,7 @@
 // Resolves who the request is for: a verified JWT claim when tokens are configured (the header
-// is then ignored), else the x-tenant-id header; else a configured default. Unknown tenants are
-// refused (UNKNOWN_TENANT) unless a default exists.
+// is then ignored; the token from jwt.header, else the jwt.cookie cookie), else the x-tenant-id
+// header; else a configured default. Unknown tenants are refused (UNKNOWN_TENANT) unless a
+// default exists.
 // The resolved tenant replaces whatever tenant header the client sent toward the backend.
 import type { TenantFilterConfig } from '../../config/filters/index.ts'
 import { configuredTier } from '../../config/defaults.ts'
@@ -24,6 +25,41 @@ function tokenIn(value: string | string[] | undefined, prefix: string): string |
   if (value.length <= prefix.length || value.slice(0, prefix.length).toLowerCase() !== prefix) return undefined
   const token = value.slice(prefix.length).trim()
   return token === '' ? undefined : token
+}
+
+/** `s` without RFC 6265 §4.2.1 OWS (SP, HTAB) on either side; no other character is space there. */
+function trimOws(s: string): string {
+  let a = 0
+  let b = s.length
+  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++
+  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--
+  return s.slice(a, b)
+}
+
+/**
+ * The value of cookie `name` in a Cookie header (RFC 6265 §4.2.1: `a=1; b="2"`; node joins
+ * repeated Cookie headers with "; "), its double quotes removed; undefined when absent or empty.
+ * Names match exactly (case-sensitive) and the first occurrence wins, as browsers send the most
+ * specific (longest path) cookie first (§5.4). A piece without "=" names no cookie.
+ */
+function cookieIn(header: string | string[] | undefined, name: string): string | undefined {
+  if (typeof header !== 'string') return undefined
+  // The next "=" is kept across pieces: searched afresh from each, "a;a;a;…;x=1" cost the square
+  // of a header that may be 1 MiB long.
+  let eq = -2
+  for (let at = 0; at < header.length; ) {
+    let end = header.indexOf(';', at)
+    if (end === -1) end = header.length
+    if (eq < at) eq = header.indexOf('=', at)
+    if (eq === -1) return undefined // no piece left names a cookie
+    if (eq < end && trimOws(header.slice(at, eq)) === name) {
+      let value = trimOws(header.slice(eq + 1, end))
+      if (value.length >= 2 && value.charCodeAt(0) === 34 && value.charCodeAt(value.length - 1) === 34) value = value.slice(1, -1)
+      return value === '' ? undefined : value
+    }
+    at = end + 1
+  }
+  return undefined
 }
 
 /**
@@ -85,6 +121,8 @@ const MISSING_TOKEN = errorReply('UNAUTHENTICATED', 'missing bearer token', unde
  * (it verified, but a claim — iss, aud, nbf, exp, the tenant's — refused it).
  */
 type Result = 'ok' | 'missing' | 'invalid_request' | Refusal
+/** Where a verified token was read: `jwt.header`, or (none there) the `jwt.cookie` cookie. */
+type TokenSource = 'header' | 'cookie'
 const RESULTS: readonly Result[] = ['ok', 'missing', 'invalid_request', 'invalid', 'expired', 'refused_claim']
 const VERIFICATIONS = 'igw_jwt_verifications_total'
 
@@ -210,21 +248,26 @@ class TenantFilter implements Filter {
         this.#logRefusal(ctx, 'invalid_request', why)
         return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': INVALID_REQUEST })
       }
-      const token = tokenIn(value, this.#prefix)
+      const headerToken = tokenIn(value, this.#prefix)
       // A token in the URL (RFC 6750 §2.3 access_token), which the gateway does not read but many
       // backends do: beside the header's it authenticated another user than the tenant's token
       // (§2: one method per request), and alone an optional token let the request through as
       // anonymous (the default tenant) while the backend served the token's user.
       if (tokenInQuery(ctx.url)) {
-        const why = token !== undefined ? `a bearer token in both the ${jwt.header} header and the access_token query parameter (send one)` : `a bearer token in the access_token query parameter is not accepted (send it in the ${jwt.header} header)`
+        const why = headerToken !== undefined ? `a bearer token in both the ${jwt.header} header and the access_token query parameter (send one)` : `a bearer token in the access_token query parameter is not accepted (send it in the ${jwt.header} header${jwt.cookie === undefined ? '' : ` or the ${jwt.cookie} cookie`})`
         counts.invalid_request.inc()
         this.#logRefusal(ctx, 'invalid_request', why)
         return errorReply('BAD_REQUEST', why, undefined, { 'www-authenticate': INVALID_REQUEST })
       }
+      // The cookie only when the header holds no token (Envoy's jwt_authn: from_headers before
+      // from_cookies). Browsers send cookies unasked, so one beside the header's token is no second
+      // credential to refuse, as the URL's is: a stale session cookie would lock such clients out.
+      const source: TokenSource = headerToken !== undefined ? 'header' : 'cookie'
+      const token = headerToken ?? (jwt.cookie === undefined ? undefined : cookieIn(ctx.req.headers.cookie, jwt.cookie))
       if (token !== undefined) {
         const cached = this.#jwt.cached(token)
-        if (cached !== undefined) return this.#fromOutcome(ctx, token, cached)
-        return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, token, o))
+        if (cached !== undefined) return this.#fromOutcome(ctx, token, source, cached)
+        return this.#jwt.verify(token).then((o) => this.#fromOutcome(ctx, token, source, o))
       }
       counts.missing.inc()
       if (jwt.required) return MISSING_TOKEN
@@ -237,11 +280,11 @@ class TenantFilter implements Filter {
     return this.#admit(ctx, typeof header === 'string' ? header : undefined)
   }
 
-  #fromOutcome(ctx: RequestContext, token: string, o: Awaited<ReturnType<JwtVerifier['verify']>>): Decision {
+  #fromOutcome(ctx: RequestContext, token: string, source: TokenSource, o: Awaited<ReturnType<JwtVerifier['verify']>>): Decision {
     const counts = this.#verifications!
     if (!o.ok) {
       counts[o.kind].inc()
-      this.#logRefusal(ctx, o.kind, o.reason, o.kind === 'invalid' ? token : undefined)
+      this.#logRefusal(ctx, o.kind, o.reason, o.kind === 'invalid' ? token : undefined, source)
       return unauthenticated(o.reason)
     }
     const claim = this.#cfg.jwt!.claim
@@ -251,7 +294,7 @@ class TenantFilter implements Filter {
     if (typeof value !== 'string' || value === '') {
       counts.refused_claim.inc()
       const why = claimProblem(claim, raw)
-      this.#logRefusal(ctx, 'refused_claim', why)
+      this.#logRefusal(ctx, 'refused_claim', why, undefined, source)
       return unauthenticated(why)
     }
     counts.ok.inc()
@@ -263,11 +306,12 @@ class TenantFilter implements Filter {
    * Why a request was refused, at debug (where Envoy's jwt_authn logs its verdicts): the reason
    * went to the client alone, the access line says only UNAUTHENTICATED — an operator had no way
    * to tell an unknown kid from a wrong issuer without the client's response. Never the token;
-   * for one no key verified, the kid, alg and issuer its (unverified) header and payload name.
+   * for one no key verified, the kid, alg and issuer its (unverified) header and payload name;
+   * for a token that was read, where it came from (a stale cookie beside no header, say).
    */
-  #logRefusal(ctx: RequestContext, result: Result, reason: string, token?: string): void {
+  #logRefusal(ctx: RequestContext, result: Result, reason: string, token?: string, source?: TokenSource): void {
     if (!this.#logger.isLevelEnabled('debug')) return
-    ctx.log.debug({ jwt: { result, reason, ...(token === undefined ? {} : tokenHints(token)) } }, 'tenant: request refused')
+    ctx.log.debug({ jwt: { result, reason, ...(source === undefined ? {} : { source }), ...(token === undefined ? {} : tokenHints(token)) } }, 'tenant: request refused')
   }
 
   #admit(ctx: RequestContext, named: string | undefined): Decision {

@@ -362,6 +362,18 @@ const checkedConfig = gatewayConfigObject.superRefine(
           ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', j, 'defaultTenant'], message: `expected a tenant listed under tenants${known.length ? ` (${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''})` : ' (none is)'}, or allowUnlisted: true`, input: f.defaultTenant })
         }
       })
+      // The cache filter refuses these chains when it is built: checked here too, so `igw config
+      // validate` and the control plane refuse them naming the path, instead of a proxy exiting 1
+      // at start (or NACKing a pushed version and retrying it as if a file were missing).
+      const chain = filters.map((f, j) => (at('filters', j, 'name') ? f.name : undefined))
+      const c = chain.indexOf('cache')
+      const t = chain.indexOf('tenant')
+      const cache = c === -1 ? undefined : filters[c]
+      if (cache?.name === 'cache' && t > c) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', t], message: `a tenant filter runs after cache (routes[${i}].filters[${c}]): hits would be served without its token check, and entries shared across tenants; put tenant before cache` })
+      } else if (cache?.name === 'cache' && t === -1 && at('filters', c, 'requireTenant') && cache.requireTenant) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'filters', c, 'requireTenant'], message: 'no tenant filter runs before cache on this route (entries are keyed by tenant): add one before it, or set requireTenant: false for a single-tenant route' })
+      }
     })
     // Both on one port: the worker threads listen with reusePort, and the admin listener's
     // EADDRINUSE then read "another process listens there" (exit 69) of the proxy's own listener.

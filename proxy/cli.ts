@@ -15,7 +15,7 @@ const EXIT_UNAVAILABLE = 69 // sysexits EX_UNAVAILABLE: a program igw runs (the 
 const FLAGS = {
   config: { type: 'string', short: 'c', env: 'IGW_CONFIG', help: 'config file (YAML or JSON)' },
   listen: { type: 'string', env: 'IGW_LISTEN', help: 'listen address, e.g. :8080 or 127.0.0.1:8080 (proxy default :8080, demo 127.0.0.1:8080, control plane :7070)' },
-  'admin-listen': { type: 'string', env: 'IGW_ADMIN_LISTEN', help: 'admin listen address (default :9901)' },
+  'admin-listen': { type: 'string', env: 'IGW_ADMIN_LISTEN', help: 'admin listen address (proxy default :9901, demo 127.0.0.1:9901)' },
   upstream: { type: 'string', env: 'IGW_UPSTREAM', help: 'sidecar shortcut: the one upstream origin, e.g. http://127.0.0.1:4000' },
   workers: { type: 'string', env: 'IGW_WORKERS', help: 'worker threads, a number or "auto" (default: available cores)' },
   redis: { type: 'string', env: 'IGW_REDIS', help: 'redis://host:port for state shared across proxies' },
@@ -359,7 +359,9 @@ async function runProxy(flags: Flags): Promise<void> {
     loadConfig: flags.config !== undefined ? () => buildProxyConfig(flags) : undefined,
     watchPath: flags.config,
   })
-  installSignals(handle.logger, handle.close, handle.reload)
+  // Without --config there is no file: a SIGHUP is noted in the log (handle.reload answered it
+  // with a silent "no config file to reload", so the operator saw nothing happen).
+  installSignals(handle.logger, handle.close, flags.config !== undefined ? handle.reload : undefined)
 }
 
 /** A config document from the control plane, with this proxy's flag overrides, validated. */

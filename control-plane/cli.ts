@@ -10,7 +10,8 @@ import { exposedMode } from '../filters/dlp/keyring.ts'
 import { verifyAudit } from './audit.ts'
 import type { AuthOptions } from './auth.ts'
 import { openDb } from './db.ts'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
+import { createLogger } from '../proxy/log.ts'
 import { loadPluginTrust } from './plugin-trust.ts'
 import { MigrationFailed } from './migrations.ts'
 import type { Doc } from './resources.ts'
@@ -145,9 +146,12 @@ export function controlPlaneLogLevel(flag: string | undefined): (typeof LOG_LEVE
   return level as (typeof LOG_LEVELS)[number]
 }
 
-export async function runControlPlane(flags: ControlPlaneFlags): Promise<ControlPlane> {
+export async function runControlPlane(flags: ControlPlaneFlags): Promise<ControlPlane & { logger: Logger }> {
   const db = flags.db ?? DEFAULT_DB
-  const logger = pino({ level: controlPlaneLogLevel(flags['log-level']), base: { component: 'control-plane' } })
+  // The proxy's log format (level names, ISO time, pid, credentials redacted): `igw demo` and a
+  // log shipper read both in one stream. Sync writes, as the proxy's control-plane client: an
+  // async stdout with its reader gone retried EPIPE at exit.
+  const logger = createLogger(controlPlaneLogLevel(flags['log-level']), pino.destination({ dest: 1, sync: true }), { component: 'control-plane' })
   const listen = controlPlaneListenAddress(flags.listen)
   const auth = authOptions(flags)
   if (!auth.jwksFile && !auth.publicKeyFile && !auth.secret) {
@@ -220,7 +224,7 @@ export async function runControlPlane(flags: ControlPlaneFlags): Promise<Control
   if (exposed !== undefined) {
     logger.warn({ file: keyPath, mode: exposed }, `signing key ${keyPath} has mode ${exposed}: users other than the one igw runs as may read or change it (and sign snapshots and audit entries as this control plane); make it 0600 (or 0400)`)
   }
-  return cp
+  return Object.assign(cp, { logger })
 }
 
 /**

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 import { ConfigError, formatIssues, parseConfigText, validateConfig } from '../config/load.ts'
 import { originUrl } from '../config/primitives.ts'
 import type { GatewayConfig } from '../config/schema.ts'
-import { LogWindow } from './log.ts'
+import { createLogger, LogWindow } from './log.ts'
 
 export const EXIT_CONFIG = 78 // sysexits EX_CONFIG: the config, not the program, is wrong
 export const EXIT_LISTEN = 69 // sysexits EX_UNAVAILABLE: an address to listen on is taken or absent
@@ -464,7 +464,7 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
   // Synchronous writes: pino's default (async) stdout stream flushes at exit with a loop that
   // retries EPIPE forever, so with its reader gone (`| head`, a dead log shipper) the process
   // hung at exit in Atomics.wait, deaf to SIGTERM. Sync writes see EPIPE at once and go quiet.
-  const log = pino({ base: { component: 'control-plane-client' } }, pino.destination({ dest: 1, sync: true }))
+  const log = createLogger('info', pino.destination({ dest: 1, sync: true }), { component: 'control-plane-client' })
   controlPlaneUrl(flags['control-plane']!)
   const token = controlPlaneToken(flags, log)
   let publicKeyPem: string | undefined
@@ -670,7 +670,7 @@ export async function main(argv: string[]): Promise<void> {
       case 'control-plane': {
         const { runControlPlane } = await import('../control-plane/cli.ts')
         const cp = await runControlPlane(flags)
-        installSignals({ info: (o, m) => console.error(JSON.stringify({ ...o, msg: m })) }, () => cp.close())
+        installSignals(cp.logger, () => cp.close())
         return
       }
       case 'audit': {

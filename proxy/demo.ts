@@ -12,6 +12,7 @@ import { listenAddressesOverlap, splitListenAddress } from '../config/primitives
 import type { Flags } from './cli.ts'
 import { configFromDocument, installSignals } from './cli.ts'
 import { startDemoBackend } from './demo-backend.ts'
+import { createLogger } from './log.ts'
 import { StartupError, startProxy } from './supervisor.ts'
 
 /**
@@ -194,7 +195,8 @@ export async function runDemo(flags: Flags): Promise<void> {
     } catch {}
   })
   const secret = randomBytes(32).toString('base64url')
-  const cpLogger = pino({ level: 'warn', base: { component: 'control-plane' } })
+  // One log format with the proxy's (level names, ISO time): all three write to this stdout.
+  const cpLogger = createLogger('warn', pino.destination({ dest: 1, sync: true }), { component: 'control-plane' })
   const cpOptions = { db: `sqlite:${join(dir, 'igw.db')}`, host: cpAddr.host, auth: { secret }, signingKey: loadOrCreateSigningKey(join(dir, 'signing-key.pem')), seed: demoDocument(backend.url, dir), logger: cpLogger }
   let cp
   try {
@@ -214,7 +216,7 @@ export async function runDemo(flags: Flags): Promise<void> {
   const viewerToken = await mintToken(secret, { sub: 'demo-viewer', roles: ['viewer'], tenant: 'demo' })
   const proxyToken = await mintToken(secret, { sub: 'demo-proxy', roles: ['proxy'] })
 
-  const clientLog = pino({ level: 'warn', base: { component: 'control-plane-client' } })
+  const clientLog = createLogger('warn', pino.destination({ dest: 1, sync: true }), { component: 'control-plane-client' })
   let proxy: Awaited<ReturnType<typeof startProxy>> | undefined
   const { client } = await startProxyFromControlPlane(
     {

@@ -85,8 +85,8 @@ describe('a signing key file others may read', () => {
   // Which modes count (0600, 0400 and a pod fsGroup's 0440 do not) is exposedMode's, tested with the DLP keyring.
   it('0644: the started control plane warns naming the file and its mode', async () => {
     const lines = await startLines(keyFile('k-0644.pem', 0o644))
-    const warned = lines.map((l) => JSON.parse(l) as { level: number; msg: string; file?: string; mode?: string }).filter((l) => l.file !== undefined)
-    expect(warned).toEqual([expect.objectContaining({ level: 40, file: join(scratch, 'k-0644.pem'), mode: '0644' })])
+    const warned = lines.map((l) => JSON.parse(l) as { level: string; msg: string; file?: string; mode?: string }).filter((l) => l.file !== undefined)
+    expect(warned).toEqual([expect.objectContaining({ level: 'warn', file: join(scratch, 'k-0644.pem'), mode: '0644' })])
     expect(warned[0]!.msg).toContain('make it 0600 (or 0400)')
   }, 30_000)
 })

@@ -19,7 +19,7 @@ const query = (p: SpawnedIgw, tenant: string) =>
 const logLines = (p: SpawnedIgw) =>
   p.output.flatMap((l) => {
     try {
-      return [JSON.parse(l) as { level: number; msg: string; version?: number }]
+      return [JSON.parse(l) as { level: string; msg: string; version?: number }]
     } catch {
       return []
     }
@@ -64,7 +64,7 @@ describe('a control plane whose head is older than what the proxies run', () => 
     // Visible in the log as a warning, once per version: the control plane restarts (same
     // database), the proxy reconnects and is told the head again, NACKs it again (lastNack stays
     // true), but does not warn about the same version twice.
-    const warned = (v: number) => logLines(p1).filter((l) => l.level === 40 && l.version === v && /older/.test(l.msg)).length
+    const warned = (v: number) => logLines(p1).filter((l) => l.level === 'warn' && l.version === v && /older/.test(l.msg)).length
     expect(warned(1)).toBe(1)
     await restartCpAndWaitForNack('older-1', 1)
     expect(warned(1)).toBe(1)

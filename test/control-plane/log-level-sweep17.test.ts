@@ -56,6 +56,15 @@ describe('igw control-plane --log-level', () => {
     expect(normal).toContain('config version committed')
   }, 90_000)
 
+  it("writes the proxy's log format: level names, ISO times, its component; the SIGTERM line too", async () => {
+    // Numeric levels and epoch times beside the proxy's names and ISO times (one stdout in `igw
+    // demo`), and a SIGTERM line with neither level nor time, written past the logger.
+    const lines = (await runOnce([])).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(lines.length).toBeGreaterThan(2)
+    for (const l of lines) expect(l).toMatchObject({ level: expect.stringMatching(/^(info|warn|error)$/), time: expect.stringMatching(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/), component: 'control-plane', pid: expect.any(Number) })
+    expect(lines.at(-1)).toMatchObject({ level: 'info', msg: 'shutting down', signal: 'SIGTERM' })
+  }, 60_000)
+
   it('an unknown level stops the start (exit 78) naming the flag', () => {
     const dir = mkdtempSync(join(tmpdir(), 'igw-loglevel17-'))
     dirs.push(dir)

@@ -169,7 +169,11 @@ export const quotasConfig = z.strictObject({
       cooldownMs: z.int().positive().default(600_000),
     })
     .prefault({}),
-  /** Without Redis: daily usage and budgets are saved here (periodically and on shutdown) and restored at start. */
+  /**
+   * Without Redis: daily usage and budgets are saved here (periodically and on shutdown) and restored
+   * at start. With Redis: outage usage Redis has not taken at shutdown is saved beside it and pushed
+   * by the next start.
+   */
   stateFile: z.string().min(1).optional(),
   flushIntervalMs: z.int().min(100).default(5_000),
 })

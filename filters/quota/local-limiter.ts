@@ -108,10 +108,8 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
         const base = f[iBase]!
         dayLimit = base + Math.floor(Math.max(0, rule.limitPerDay - base) * scale)
       }
-      // A limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too.
-      // Otherwise a cost-0 operation takes nothing and passes a day used up, also one over its
-      // limit (a reload lowered it, an outage's proxies overshot it): it got QUOTA_EXCEEDED there.
-      if ((cost > 0 && f[iUsed]! + cost > dayLimit) || rule.limitPerDay === 0) failed |= RULE_DAILY
+      // A limit of 0 switches the kind off (the control plane's suspension).
+      if (f[iUsed]! + cost > dayLimit || rule.limitPerDay === 0) failed |= RULE_DAILY
     }
     const budget = rule.budget
     let budgetTotal = 0
@@ -122,17 +120,20 @@ export function decideLocal(table: QuotaTable, slot: number, rule: KindRule, cos
         rb = table.ringBase(ring)
         advance(f, rb, now, budget)
         budgetTotal = total(f, rb)
-        // (A cost-0 operation takes nothing: a spent budget, or one over lowered units, lets it through.)
-        if (budget.hardCap && cost > 0 && budgetTotal + cost > budget.units) failed |= RULE_BUDGET
+        if (budget.hardCap && budgetTotal + cost > budget.units) failed |= RULE_BUDGET
       } else {
         table.lockTenant(slot)
         tenantLocked = true
         const mirror = f[table.tf(slot, T_BUDGET_MIRROR)]!
         const local = f[table.tf(slot, T_BUDGET_LOCAL)]!
         budgetTotal = mirror + local
-        if (budget.hardCap && cost > 0 && local + cost > Math.floor(Math.max(0, budget.units - mirror) * scale)) failed |= RULE_BUDGET
+        if (budget.hardCap && local + cost > Math.floor(Math.max(0, budget.units - mirror) * scale)) failed |= RULE_BUDGET
       }
     }
+    // A cost-0 operation takes nothing, so nothing runs out under it: it passes a day or hard-capped
+    // budget used up, also one over its limit (a reload lowered it, an outage's proxies overshot
+    // it: it got QUOTA_EXCEEDED / BUDGET_EXHAUSTED there). Only a suspension (limit 0) refuses it.
+    if (cost === 0) failed = rule.limitPerDay === 0 ? RULE_DAILY : 0
     const enforced = failed & ~rule.shadowMask
     v.would = failed & rule.shadowMask
     if (enforced !== 0) {
@@ -229,6 +230,12 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
   v.capacity = rule.capacity
   v.perMs = rule.perMs
   v.dayLimit = rule.limitPerDay
+  // As in decideLocal: nothing runs out under a cost-0 operation; only a suspension (limit 0) refuses it.
+  if (cost === 0) {
+    if (rule.limitPerDay !== 0 || (enforced & RULE_DAILY) === 0) return 0
+    v.retryMs = -1
+    return RULE_DAILY
+  }
   let reason = 0
   let daily = false
   table.lockKind(slot, k)
@@ -245,7 +252,7 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
     // A day counted in another zone (a reload changed it) is not read here: the decision rezones it.
     const sameZone = (rule.zoneCode ?? 0) === 0 || table.i32[table.si(slot, S_ZONE + k)] === rule.zoneCode
     v.used = sameZone && f[iTokens - K_TOKENS + K_DAY] === day ? f[iTokens - K_TOKENS + K_USED]! : 0
-    daily = rule.limitPerDay >= 0 && (enforced & RULE_DAILY) !== 0 && (rule.limitPerDay === 0 || (cost > 0 && v.used + cost > rule.limitPerDay))
+    daily = rule.limitPerDay >= 0 && (enforced & RULE_DAILY) !== 0 && (rule.limitPerDay === 0 || v.used + cost > rule.limitPerDay)
   } finally {
     table.unlockKind(slot, k)
   }
@@ -258,7 +265,7 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
         const rb = table.ringBase(ring)
         advance(f, rb, now, budget)
         v.budgetTotal = total(f, rb)
-        if (cost > 0 && v.budgetTotal + cost > budget.units) ms = retryAt(f, rb, now, budget, cost) - now
+        if (v.budgetTotal + cost > budget.units) ms = retryAt(f, rb, now, budget, cost) - now
       } finally {
         table.unlockRing(ring)
       }
@@ -267,7 +274,7 @@ export function peekRefusal(table: QuotaTable, slot: number, rule: KindRule, cos
       v.budgetTotal = f[table.tf(slot, T_BUDGET_MIRROR)]! + f[table.tf(slot, T_BUDGET_LOCAL)]!
       table.unlockTenant(slot)
       // Redis holds the buckets: the next one to begin is the earliest the window frees units.
-      if (cost > 0 && v.budgetTotal + cost > budget.units) ms = budget.bucketMs - (now % budget.bucketMs)
+      if (v.budgetTotal + cost > budget.units) ms = budget.bucketMs - (now % budget.bucketMs)
     }
     if (ms > overMs && (reason === 0 || ms > v.retryMs)) {
       reason = RULE_BUDGET

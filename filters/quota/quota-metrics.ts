@@ -42,6 +42,7 @@ export interface QuotaMetrics {
   events: Counter<'type'>
   deliveries: Counter<'result'>
   stateFileErrors: Counter<'op'>
+  outageUnitsUnsaved: Counter
 }
 
 export interface GaugeSources {
@@ -119,5 +120,9 @@ export function createQuotaMetrics(registry: Registry, sources: GaugeSources): Q
     events: counter(registry, { name: 'igw_quota_events_total', help: 'Budget and anomaly events emitted', labelNames: ['type'] }),
     deliveries: counter(registry, { name: 'igw_quota_webhook_deliveries_total', help: 'Event webhook attempts by outcome (delivered, retry, failed, dropped: backlog full or given up at shutdown)', labelNames: ['result'] }),
     stateFileErrors: counter(registry, { name: 'igw_quota_state_file_errors_total', help: 'Quota state file reads (at start) and writes that failed', labelNames: ['op'] }),
+    outageUnitsUnsaved: counter(registry, {
+      name: 'igw_quota_outage_units_unsaved_total',
+      help: 'Cost units admitted during a Redis outage that a closing quota filter could neither report to Redis nor save for the next start (no quotas.stateFile, or it could not be written)',
+    }),
   }
 }

@@ -3,6 +3,7 @@
 // file flush, anomaly pass, proxy heartbeat). Each periodic job runs in exactly one thread per
 // period: the threads race for the period with a compare-and-swap in shared memory.
 import { randomUUID } from 'node:crypto'
+import { rmSync } from 'node:fs'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -40,7 +41,16 @@ import {
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
 } from './shared-table.ts'
-import { nextStateWrite, restoreState, snapshotState, writeStateFile, writeStateFileSync } from './state-file.ts'
+import { nextStateWrite, owedFilePath, readOwedFiles, restoreState, snapshotState, writeOwedFile, writeStateFile, writeStateFileSync, type OwedEntry } from './state-file.ts'
+
+/**
+ * How long a closing thread waits for Redis to take the outage units it still owes (SIGTERM, a
+ * reload without the quota filter). They are saved to disk first (with a state file), so a
+ * thread stopped meanwhile loses none; the drain's deadline is spent before the filters close.
+ */
+export const CLOSE_PUSH_MS = 1_000
+
+const OVERFLOW_TENANT = '_overflow'
 
 /** Periodic work aligned to period boundaries since the process epoch, one thread per period. */
 class PeriodicJob {
@@ -98,7 +108,7 @@ class PeriodicJob {
 
 /** Outage units of one (tenant, kind, day) on their way to Redis; `token` names the push in Redis. */
 interface OwedPush {
-  /** The tenant's slot and its generation then (reclaimed since, the slot is another tenant's). */
+  /** The tenant's slot and its generation then (reclaimed since, the slot is another tenant's); -1: restored from a file. */
   slot: number
   gen: number
   k: number
@@ -108,6 +118,10 @@ interface OwedPush {
   token: string
   /** The outage policy's count of requests a lost decision call carried: charged only if it never ran. */
   unlessRan?: SentCall
+  /** A push of it is out (not sent twice at once, not merged into). */
+  sending?: boolean
+  /** The owed file holding it on disk (saved at a close, or restored at start): removed once none of its entries is owed. */
+  file?: string
 }
 
 /** One quota filter instance's hold on the runtime: the config (and Redis) it was built with. */
@@ -145,14 +159,19 @@ export class QuotaRuntime {
   /** Set when the state file could not be read at start (counted once metrics exist). */
   #readFailed = false
   /**
-   * Pushes of outage units Redis did not answer. Redis may have applied one whose reply was lost
-   * (the connection dropped after the script ran): each is sent again with its own token, which
-   * Redis applies once — given back to the table, the units went out under a new token and were
-   * counted twice. Retried every heartbeat period by this thread (another thread's heartbeat
-   * winning the period does not see them).
+   * Outage units taken from the table for Redis and not yet taken by it: being pushed, or pushes
+   * Redis did not answer. Redis may have applied one whose reply was lost (the connection dropped
+   * after the script ran): each is sent again with its own token, which Redis applies once — given
+   * back to the table, the units went out under a new token and were counted twice. Retried every
+   * heartbeat period by this thread (another thread's heartbeat winning the period does not see
+   * them). Also those a close saved (or a start restored) from an owed file (state-file.ts).
    */
-  readonly #unanswered: OwedPush[] = []
+  readonly #owed: OwedPush[] = []
   #retry: NodeJS.Timeout | undefined
+  /** Pushes out now (a close waits for them too, within its bound). */
+  readonly #pushes = new Set<Promise<boolean>>()
+  /** Owed files or entries that could not be restored at start (counted once metrics exist). */
+  #owedUnusable = 0
 
   constructor(buffer: SharedArrayBuffer, config: GatewayConfig, logger: Logger) {
     this.table = new QuotaTable(buffer)
@@ -175,7 +194,10 @@ export class QuotaRuntime {
     if (Atomics.compareExchange(i32, H_INIT, 0, 1) === 0) {
       this.table.f64[HF_EPOCH] = Date.now()
       try {
-        if (q.stateFile !== undefined) this.#restore(q.stateFile)
+        if (q.stateFile !== undefined) {
+          this.#restoreOwed(q.stateFile)
+          this.#restore(q.stateFile)
+        }
       } catch (err) {
         // Never keep the proxy from starting over a file; usage starts from zero, loudly.
         this.#readFailed = true
@@ -210,6 +232,47 @@ export class QuotaRuntime {
     }
   }
 
+  /**
+   * Outage units an earlier process (or thread) saved at its close: owed by this thread now, pushed
+   * with their own tokens when Redis answers (at the first heartbeat, before this thread serves).
+   */
+  #restoreOwed(stateFile: string): void {
+    const seen = new Set<string>()
+    let entries = 0
+    let units = 0
+    let unusable = 0
+    const reads = readOwedFiles(stateFile)
+    for (const read of reads) {
+      if (read.problem !== undefined) {
+        unusable++
+        this.logger.error({ file: read.file, problem: read.problem }, 'quota owed-units file unreadable: the outage usage it holds does not reach Redis (the file is left in place)')
+        continue
+      }
+      if (read.skipped > 0) {
+        unusable += read.skipped
+        this.logger.warn({ file: read.file, skipped: read.skipped }, 'quota owed-units file entries skipped as damaged')
+      }
+      let kept = 0
+      for (const e of read.entries) {
+        // The same push in two files (a close's file, then the next close's before the first was
+        // removed): one entry, which the first file keeps on disk. Redis would apply its token once anyway.
+        const id = `${e.tenant}\0${e.token}`
+        if (seen.has(id)) continue
+        seen.add(id)
+        const w: OwedPush = { slot: -1, gen: 0, k: KIND_INDEX[e.kind], tenant: e.tenant, units: e.units, day: e.day, token: e.token, file: read.file }
+        if (e.unlessRan !== undefined) w.unlessRan = e.unlessRan
+        this.#owed.push(w)
+        kept++
+        units += e.units
+      }
+      entries += kept
+      // Nothing of its own left to push (empty, damaged, or held by another file): not needed any more.
+      if (kept === 0) this.#removeFile(read.file)
+    }
+    this.#owedUnusable = unusable
+    if (entries > 0) this.logger.warn({ stateFile, entries, units }, 'usage admitted during an earlier Redis outage restored: reported to Redis when it answers')
+  }
+
   /** A filter instance joined (with the config it was built from: the newest wins). */
   attach(config: GatewayConfig, registry: Registry, redis: RedisProvider | undefined): QuotaAttachment {
     const a: QuotaAttachment = { config, redis }
@@ -230,7 +293,13 @@ export class QuotaRuntime {
       this.#readFailed = false
       this.metrics.stateFileErrors.labels('read').inc()
     }
+    if (this.#owedUnusable > 0) {
+      this.metrics.stateFileErrors.labels('read').inc(this.#owedUnusable)
+      this.#owedUnusable = 0
+    }
     this.#follow(a)
+    // Owed pushes restored at start, or kept by a close: retried by this thread until Redis takes them.
+    this.#retryUnanswered()
     return a
   }
 
@@ -312,41 +381,78 @@ export class QuotaRuntime {
   /**
    * Redis answers: push what this process admitted on its own during an outage, for every
    * tenant, now — not at each tenant's next request, which may be hours away while other
-   * proxies spend the same limit.
+   * proxies spend the same limit. `deadline` (performance.now()): a closing thread's bound; a push
+   * still out then stays owed (Redis may yet apply it: its token keeps it to once).
    */
-  async reconcile(store: RedisQuotaStore): Promise<void> {
+  async reconcile(store: RedisQuotaStore, deadline = Number.POSITIVE_INFINITY): Promise<void> {
+    this.#takeOwed()
+    const q = this.config.quotas
+    let pushed = 0
+    for (const w of this.#owed.slice()) {
+      if (w.sending) continue
+      if (w.units === 0) {
+        // a decision call's units and its late correction, merged (owe)
+        this.#settled(w)
+        continue
+      }
+      const left = deadline - performance.now()
+      if (left <= 0) break
+      // The tenant's bucket and budget as configured now, should Redis hold none for it yet.
+      const kind = QUOTA_KINDS[w.k]!
+      const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
+      const rule = resolveRule(q, w.tenant, kind, listed?.tier, listed?.timezone, false)
+      const shape = { capacity: rule.capacity, bucketMs: rule.budget?.bucketMs ?? 0, buckets: rule.budget?.buckets ?? 0 }
+      w.sending = true
+      const push = store.reconcile(w.tenant, kind, w.units, w.day, shape, w.token, w.unlessRan).then((ok) => {
+        w.sending = false
+        this.#pushes.delete(push)
+        if (ok) this.#settled(w)
+        return ok
+      })
+      this.#pushes.add(push)
+      if (await within(push, deadline)) pushed++
+    }
+    if (pushed) this.logger.info({ entries: pushed }, 'usage admitted during the Redis outage reported to Redis')
+    this.#retryUnanswered()
+  }
+
+  /** Everything the table owes Redis, into #owed (each (tenant, kind, day) a push with a token of its own). */
+  #takeOwed(): void {
     const t = this.table
-    const work = this.#unanswered.splice(0)
     const owed = [0, 0, 0, 0]
     const take = (slot: number, tenant: string) => {
       const gen = t.genOf(slot)
       for (let k = 0; k < QUOTA_KINDS.length; k++) {
         if (!takeAllPending(t, slot, k, owed)) continue
         // An earlier day's units first (an outage across the tenant's midnight), with their own day.
-        if (owed[0] !== 0) work.push({ slot, gen, k, tenant, units: owed[0]!, day: owed[1]!, token: randomUUID() })
-        if (owed[2] !== 0) work.push({ slot, gen, k, tenant, units: owed[2]!, day: owed[3]!, token: randomUUID() })
+        if (owed[0] !== 0) this.#owed.push({ slot, gen, k, tenant, units: owed[0]!, day: owed[1]!, token: randomUUID() })
+        if (owed[2] !== 0) this.#owed.push({ slot, gen, k, tenant, units: owed[2]!, day: owed[3]!, token: randomUUID() })
       }
     }
-    take(OVERFLOW_SLOT, '_overflow')
+    take(OVERFLOW_SLOT, OVERFLOW_TENANT)
     t.forEachSlot(take)
-    const q = this.config.quotas
-    let pushed = 0
-    for (const w of work) {
-      if (w.units === 0) continue // a decision call's units and its late correction, merged (owe)
-      // The tenant's bucket and budget as configured now, should Redis hold none for it yet.
-      const kind = QUOTA_KINDS[w.k]!
-      const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
-      const rule = resolveRule(q, w.tenant, kind, listed?.tier, listed?.timezone, false)
-      const shape = { capacity: rule.capacity, bucketMs: rule.budget?.bucketMs ?? 0, buckets: rule.budget?.buckets ?? 0 }
-      if (await store.reconcile(w.tenant, kind, w.units, w.day, shape, w.token, w.unlessRan)) pushed++
-      else this.#unanswered.push(w)
+  }
+
+  /** Redis took `w` (or it came to nothing): no longer owed, and its file goes once it holds nothing owed. */
+  #settled(w: OwedPush): void {
+    const i = this.#owed.indexOf(w)
+    if (i === -1) return
+    this.#owed.splice(i, 1)
+    const file = w.file
+    if (file !== undefined && !this.#owed.some((o) => o.file === file)) this.#removeFile(file)
+  }
+
+  #removeFile(file: string): void {
+    try {
+      rmSync(file, { force: true })
+    } catch (err) {
+      // Left behind, it is read again at the next start: its tokens keep its pushes to once.
+      this.logger.warn({ err: { message: (err as Error).message }, file }, 'quota owed-units file not removed')
     }
-    if (pushed) this.logger.info({ entries: pushed }, 'usage admitted during the Redis outage reported to Redis')
-    this.#retryUnanswered()
   }
 
   #retryUnanswered(): void {
-    if (this.#unanswered.length > 0 && this.#retry === undefined && this.#attached.length > 0) {
+    if (this.#owed.length > 0 && this.#retry === undefined && this.#attached.length > 0) {
       this.#retry = setTimeout(() => {
         this.#retry = undefined
         if (this.#store !== undefined) void this.reconcile(this.#store)
@@ -362,25 +468,100 @@ export class QuotaRuntime {
    * ran (RedisQuotaStore.reconcile); a tenant's requests in the call share a token too.
    */
   owe(slot: number, gen: number, k: number, tenant: string, units: number, day: number, token: string, unlessRan?: SentCall): void {
-    const same = this.#unanswered.find((w) => w.token === token && w.tenant === tenant)
+    const same = this.#owed.find((w) => w.token === token && w.tenant === tenant && !w.sending && w.file === undefined)
     if (same !== undefined) same.units += units
-    else this.#unanswered.push({ slot, gen, k, tenant, units, day, token, ...(unlessRan && { unlessRan }) })
+    else this.#owed.push({ slot, gen, k, tenant, units, day, token, ...(unlessRan && { unlessRan }) })
     this.#retryUnanswered()
   }
 
   /**
-   * Give unanswered pushes back to the table (the thread stops): another thread's heartbeat sends
-   * them under a new token — one Redis did apply then counts twice, which beats losing the rest.
+   * The thread's last quota filter closed (SIGTERM, a reload without the quota filter): what it
+   * owes Redis is saved beside the state file first (the next start pushes it), then pushed for up
+   * to CLOSE_PUSH_MS. What is neither pushed nor saved (no state file, or it cannot be written) is
+   * logged and counted, and given back to the table for another thread's heartbeat or a later
+   * quota filter of this process — under a new token: one Redis did apply then counts twice,
+   * which beats losing the rest.
    */
-  #returnUnanswered(): void {
+  async #settleOwed(): Promise<void> {
     clearTimeout(this.#retry)
     this.#retry = undefined
+    this.#takeOwed()
+    if (this.#owed.length === 0) return
+    this.#saveOwed()
+    const store = this.#store
+    if (store !== undefined) {
+      const before = this.#owed.length
+      const deadline = performance.now() + CLOSE_PUSH_MS
+      await this.reconcile(store, deadline)
+      // Pushes a heartbeat sent before the close: their outcome decides what is still owed.
+      if (this.#pushes.size > 0) await within(Promise.all(this.#pushes), deadline)
+      if (this.#owed.length === 0) return
+      // The file holds only what is still owed (a push taken meanwhile need not wait for its token).
+      if (this.#owed.length < before) this.#saveOwed()
+    }
+    let units = 0
+    let saved = 0
+    let savedUnits = 0
+    const file = this.#owed.find((w) => w.file !== undefined)?.file
     const sec = clockSec(Date.now())
-    for (const w of this.#unanswered.splice(0)) {
+    for (const w of this.#owed.slice()) {
+      if (w.file !== undefined) {
+        // On disk: the next start pushes it (kept here too, should a quota filter of this process come back first).
+        saved++
+        savedUnits += w.units
+        continue
+      }
+      units += w.units
+      this.#owed.splice(this.#owed.indexOf(w), 1)
       // An outage long enough for the slot to be reclaimed: the tenant's slot now.
-      const slot = this.table.holdSlot(w.slot, w.gen, sec) ? w.slot : this.table.slotOf(w.tenant, w.tenant === ANONYMOUS || Object.hasOwn(this.config.tenants, w.tenant))
+      const slot =
+        w.slot >= 0 && this.table.holdSlot(w.slot, w.gen, sec)
+          ? w.slot
+          : w.tenant === OVERFLOW_TENANT
+            ? OVERFLOW_SLOT
+            : this.table.slotOf(w.tenant, w.tenant === ANONYMOUS || Object.hasOwn(this.config.tenants, w.tenant))
       returnPending(this.table, slot, w.k, w.units, w.day)
     }
+    if (saved > 0) this.logger.warn({ entries: saved, units: savedUnits, file }, 'usage admitted during the Redis outage not reported to Redis at close: saved, the next start reports it')
+    if (units > 0) {
+      this.#metrics?.outageUnitsUnsaved.inc(units)
+      const stateFile = this.config.quotas.stateFile
+      this.logger.error(
+        { units, ...(stateFile === undefined ? { hint: 'set quotas.stateFile to keep them for the next start' } : { stateFile }) },
+        'usage admitted during the Redis outage neither reported to Redis nor saved at close: lost if the process exits before Redis answers',
+      )
+    }
+  }
+
+  /**
+   * Write this thread's owed pushes to its owed file (the state file's neighbour), replacing the
+   * files they came from. No state file, or the write fails: they stay unsaved (logged, counted).
+   */
+  #saveOwed(): void {
+    const stateFile = this.config.quotas.stateFile
+    if (stateFile === undefined) return
+    const path = owedFilePath(stateFile, this.epoch)
+    const owed: OwedEntry[] = []
+    for (const w of this.#owed) {
+      if (w.units === 0) continue
+      const e: OwedEntry = { tenant: w.tenant, kind: QUOTA_KINDS[w.k]!, units: w.units, day: w.day, token: w.token }
+      if (w.unlessRan !== undefined) e.unlessRan = { marker: w.unlessRan.marker, seq: w.unlessRan.seq }
+      owed.push(e)
+    }
+    try {
+      if (owed.length === 0) this.#removeFile(path)
+      else writeOwedFile(path, { version: 1, savedAt: Date.now(), proxy: this.proxyId, owed })
+    } catch (err) {
+      this.#metrics?.stateFileErrors.labels('write').inc()
+      this.logger.error({ err: { message: (err as Error).message }, file: path }, 'quota owed-units file not written')
+      return
+    }
+    const replaced = new Set<string>()
+    for (const w of this.#owed) {
+      if (w.file !== undefined && w.file !== path) replaced.add(w.file)
+      w.file = path
+    }
+    for (const f of replaced) this.#removeFile(f)
   }
 
   /** Beat once now (a fresh proxy should count itself and its peers before the first period). */
@@ -580,11 +761,22 @@ export class QuotaRuntime {
     this.#flush.stop()
     this.#anomaly.stop()
     this.#heartbeat.stop()
-    this.#returnUnanswered()
+    await this.#settleOwed()
     await this.flush(true)
     await this.#store?.leave(this.proxyId)
     await this.events?.drain(1_000)
     await this.events?.close()
+  }
+}
+
+/** `p`'s outcome, or false once `deadline` (performance.now()) passes first. */
+async function within<T>(p: Promise<T>, deadline: number): Promise<T | false> {
+  if (deadline === Number.POSITIVE_INFINITY) return p
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([p, new Promise<false>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - performance.now()), false)))])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

@@ -258,10 +258,12 @@ local function group(K1, K2, K3, A)
     local costM = cost * 1000000
     local failed = 0
     if rate > 0 and tokens < costM then failed = 1 end
-    -- a limit of 0 switches the kind off (the control plane's suspension): a cost-0 operation too;
-    -- else a cost-0 one takes nothing and passes a day or budget used up, or over a lowered limit
-    if limit >= 0 and (limit == 0 or (cost > 0 and used + cost > limit)) then failed = failed + 2 end
-    if hardcap and cost > 0 and total + cost > bunits then failed = failed + 4 end
+    -- a limit of 0 switches the kind off (the control plane's suspension)
+    if limit >= 0 and (limit == 0 or used + cost > limit) then failed = failed + 2 end
+    if hardcap and total + cost > bunits then failed = failed + 4 end
+    -- a cost-0 operation takes nothing, so nothing runs out under it: it passes a day or budget
+    -- used up, or over a lowered limit; only a suspension refuses it
+    if cost == 0 then failed = limit == 0 and 2 or 0 end
 
     local would = bit.band(failed, shadow)
     local enforced = failed - would

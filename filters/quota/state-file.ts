@@ -1,7 +1,7 @@
 // Daily usage and budget rings to a small JSON file and back, so a proxy without Redis keeps
 // `usedToday` (and budgets) across a restart. Written atomically (temp file + rename), by one
 // worker thread at a time, periodically and when the last quota filter of a thread closes.
-import { renameSync, rmSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { threadId } from 'node:worker_threads'
@@ -365,4 +365,115 @@ export function writeStateFileSync(path: string, doc: QuotaStateDocument, table?
     }
     throw err
   }
+}
+
+// --- outage units owed to Redis ---------------------------------------------------------------
+//
+// Units admitted while Redis was unreachable and not yet pushed to it when a worker thread's last
+// quota filter closes (SIGTERM, or a reload without the quota filter) are saved beside the state
+// file, one file per thread, and pushed by the next start. Not in the state document itself: that
+// is a snapshot any thread's later write replaces (the periodic one too), while these entries
+// belong to one thread and must stay on disk until Redis has taken them. Each keeps its push token,
+// so a push Redis ran without a reply reaching us (or whose file outlived its push) is applied once.
+
+/** One push owed to Redis, as saved. `unlessRan`: the lost decision call whose requests these are (charged only if it never ran). */
+export interface OwedEntry {
+  tenant: string
+  kind: QuotaKindName
+  units: number
+  day: number
+  token: string
+  unlessRan?: { marker: string; seq: number }
+}
+
+export interface OwedDocument {
+  version: 1
+  savedAt: number
+  proxy: string
+  owed: OwedEntry[]
+}
+
+const OWED_INFIX = '.owed.'
+
+/** The file this worker thread saves its owed pushes in (`epoch`: the process's, shared by its threads). */
+export function owedFilePath(stateFile: string, epoch: number, thread = threadId): string {
+  return `${stateFile}${OWED_INFIX}${epoch}.${thread}.json`
+}
+
+/** Synchronous (the thread is going away), atomic (temporary file, fsync, rename). */
+export function writeOwedFile(path: string, doc: OwedDocument): void {
+  const tmp = `${path}.tmp`
+  try {
+    writeFileSync(tmp, JSON.stringify(doc), { flush: true })
+    renameSync(tmp, path)
+  } catch (err) {
+    try {
+      rmSync(tmp, { force: true })
+    } catch {
+      // the write's own error is the one to report
+    }
+    throw err
+  }
+}
+
+const TOKEN = /^[A-Za-z0-9._-]{1,120}$/
+
+function owedEntry(e: unknown, now: number): OwedEntry | undefined {
+  if (!isRecord(e)) return undefined
+  const { tenant, kind, units: n, day, token, unlessRan } = e
+  if (typeof tenant !== 'string' || tenant.length === 0 || tenant.length > 256 || !/^[\x20-\x7e]+$/.test(tenant)) return undefined
+  if (typeof kind !== 'string' || !(QUOTA_KINDS as readonly string[]).includes(kind)) return undefined
+  // Negative: a late reply's correction of units already pushed (a reclaimed slot's, see QuotaRuntime.owe).
+  if (!Number.isSafeInteger(n) || n === 0) return undefined
+  if (!soundDay({ day, used: 0 }, now)) return undefined
+  if (typeof token !== 'string' || !TOKEN.test(token)) return undefined
+  const entry: OwedEntry = { tenant, kind: kind as QuotaKindName, units: n as number, day: day as number, token }
+  if (unlessRan !== undefined) {
+    if (!isRecord(unlessRan) || typeof unlessRan.marker !== 'string' || unlessRan.marker.length > 512 || !Number.isSafeInteger(unlessRan.seq)) return undefined
+    entry.unlessRan = { marker: unlessRan.marker, seq: unlessRan.seq as number }
+  }
+  return entry
+}
+
+/** One saved file as read: its entries and the count of damaged ones skipped, or why it cannot be used. */
+export type OwedFileRead = { file: string; entries: OwedEntry[]; skipped: number; problem?: undefined } | { file: string; problem: string }
+
+/**
+ * Every owed file saved beside `stateFile` (by any earlier process or thread). A file that cannot
+ * be read or is not such a document is reported, never thrown, and left where it is.
+ */
+export function readOwedFiles(stateFile: string, now = Date.now()): OwedFileRead[] {
+  const dir = dirname(stateFile)
+  const prefix = basename(stateFile) + OWED_INFIX
+  let names: string[]
+  try {
+    names = readdirSync(dir)
+  } catch {
+    return []
+  }
+  const out: OwedFileRead[] = []
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !/^\d+\.\d+\.json$/.test(name.slice(prefix.length))) continue
+    const file = join(dir, name)
+    let doc: unknown
+    try {
+      doc = JSON.parse(readFileSync(file, 'utf8'))
+    } catch (err) {
+      out.push({ file, problem: (err as Error).message })
+      continue
+    }
+    if (!isRecord(doc) || doc.version !== 1 || !Array.isArray(doc.owed)) {
+      out.push({ file, problem: 'not an owed-units document (version 1)' })
+      continue
+    }
+    const entries: OwedEntry[] = []
+    let skipped = 0
+    for (const e of doc.owed as unknown[]) {
+      const entry = owedEntry(e, now)
+      if (entry === undefined) skipped++
+      else entries.push(entry)
+    }
+    out.push({ file, entries, skipped })
+  }
+  return out
 }

@@ -359,6 +359,19 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
         break
       }
       case 'invalid_union': {
+        // A discriminated union (a filter's `name`) names the value it did not know: "unknown
+        // filter" alone sent the operator of a proxy older than its control plane (a NACK in GET
+        // /v1/proxies, a filter that version added) to count list entries to find out which.
+        const d = (iss as { discriminator?: unknown }).discriminator
+        if (typeof d === 'string' && input !== null && typeof input === 'object' && !Array.isArray(input)) {
+          const v = (input as Record<string, unknown>)[d]
+          const got = `got ${v === undefined ? 'nothing' : show(v, iss.path)}`
+          const message = iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message
+          // Before the list of known values ("unknown filter, got "geo-fence"; known filters: …").
+          const cut = message.indexOf('; ')
+          lines.push(`${path}: ${cut === -1 ? `${message}, ${got}` : `${message.slice(0, cut)}, ${got}${message.slice(cut)}`}`)
+          break
+        }
         lines.push(`${path}: ${iss.message === 'Invalid input' ? 'matches none of the allowed shapes' : iss.message}${input !== undefined && typeof input !== 'object' ? `, got ${show(input, iss.path)}` : ''}`)
         break
       }

@@ -210,6 +210,9 @@ function parseControlPlaneKey(pem: string): KeyObject {
   return key
 }
 
+/** The #logOnce key of a version that does not validate here, for that reason. */
+const invalidKey = (version: number, reason: string): string => `invalid:${version}:${reason}`
+
 /** The version a refused envelope claims (unverified: only to name it in the NACK); else the event id; else 0. */
 function claimedVersion(data: string, eventId: string | undefined): number {
   try {
@@ -260,7 +263,12 @@ export class ReconnectPolicy {
     this.#random = random
   }
 
-  /** The stream opened (the control plane answered 200). */
+  /**
+   * The stream gave its first event (the control plane's head or `current`): the attempt
+   * succeeded. Not the 200 alone: reset there, a stream that answered 200 and broke before any
+   * event (an intermediary cutting it, a server failing after its headers) started every next
+   * wait from the base — a reconnect every 125–250 ms for as long as it lasted.
+   */
   opened(): void {
     this.#failures = 0
   }
@@ -348,6 +356,14 @@ export function retryAfterMs(header: string | string[] | undefined, now = Date.n
 }
 
 /**
+ * The longest event the config stream may send, in characters. The control plane refuses a
+ * document over 16 MiB; its snapshot event holds it as a JSON string inside a JSON string, which
+ * escaping at most doubles: 64 Mi characters leaves room and bounds what a stream can make the
+ * proxy hold.
+ */
+export const MAX_SSE_EVENT_CHARS = 64 * 1024 * 1024
+
+/**
  * Parse a text/event-stream body into events (the subset the control plane sends).
  *
  * A snapshot is one `data:` line as long as the document (megabytes) that arrives as hundreds of
@@ -356,9 +372,11 @@ export function retryAfterMs(header: string | string[] | undefined, now = Date.n
  * re-flattened) everything received so far on every read — quadratic, ~6 s of CPU on the
  * supervisor's thread for a 16 MB document in 16 KiB reads.
  */
-export async function* sseEvents(body: AsyncIterable<unknown>): AsyncGenerator<SseEvent> {
+export async function* sseEvents(body: AsyncIterable<unknown>, maxEventChars = MAX_SSE_EVENT_CHARS): AsyncGenerator<SseEvent> {
   /** The current line's text so far (it holds no line end). */
   const parts: string[] = []
+  /** Characters in `parts`. */
+  let pending = 0
   let ev: SseEvent = { event: 'message', data: '' }
   // One decoder for the whole stream: a multi-byte character split across two reads (a
   // non-ASCII display name in a large snapshot) is joined, not turned into two U+FFFD that
@@ -373,6 +391,7 @@ export async function* sseEvents(body: AsyncIterable<unknown>): AsyncGenerator<S
       from = i + 1
       const joined = parts.length === 1 ? parts[0]! : parts.join('')
       parts.length = 0
+      pending = 0
       const line = joined.endsWith('\r') ? joined.slice(0, -1) : joined
       if (line === '') {
         if (ev.data !== '') yield ev
@@ -386,7 +405,15 @@ export async function* sseEvents(body: AsyncIterable<unknown>): AsyncGenerator<S
         else if (field === 'id') ev.id = value
       }
     }
-    if (from < text.length) parts.push(from === 0 ? text : text.slice(from))
+    if (from < text.length) {
+      const rest = from === 0 ? text : text.slice(from)
+      parts.push(rest)
+      pending += rest.length
+    }
+    // Bounded: a line that never ends (a server that is not the control plane, a broken path
+    // repeating bytes) was kept whole, growing the supervisor's heap until the process, data
+    // plane and all, died of it. The stream is dropped instead, as a failed attempt.
+    if (pending + ev.data.length > maxEventChars) throw new Error(`the config stream sent an event of over ${maxEventChars} characters (a control plane's largest snapshot is about half that): not the control plane's stream, or a broken one; dropped`)
   }
 }
 
@@ -419,6 +446,8 @@ export class ControlPlaneClient {
   /** usage-pending.json holds reports (an earlier run's, or this one's at close). */
   #unsentOnDisk = false
   #connected = false
+  /** A stream answered 200 and has given no event yet: the head may be on its way. */
+  #receivingHead = false
   /** A snapshot that arrived while the proxy was still starting; applied on attach(). */
   #early: string | undefined
   /** Resolves the first snapshot seen on the stream during boot. */
@@ -639,7 +668,16 @@ export class ControlPlaneClient {
     const first = new Promise<BootHead>((resolve) => (this.#first = resolve))
     const failed = new Promise<BootHead | undefined>((resolve) => (this.#firstFailure = (refused) => resolve(refused === undefined ? undefined : { kind: 'stream-refused', reason: this.#refusalText(refused) })))
     void this.#streamLoop()
-    const got = await Promise.race([first, failed, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
+    let got = await Promise.race([first, failed, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeout).unref())])
+    if (got === undefined && this.#receivingHead && this.#readLastGood() === undefined) {
+      // The control plane answered and its head is on its way (a large document, a slow link):
+      // with no last-known-good to start from meanwhile, giving up here said it "did not answer",
+      // and the proxy exited (or took its fallback) while the head arrived — and again at every
+      // restart. Waited for as long as the stream makes progress: it fails on its own when the
+      // control plane stops sending (the 45 s idle bound) or the event outgrows its bound.
+      this.#o.log('info', { url: this.#o.url, waitedMs: timeout }, 'the control plane answered and is sending its head: waiting for it, as there is no last-known-good snapshot to start from meanwhile')
+      got = await Promise.race([first, failed])
+    }
     this.#first = undefined // later snapshots (the control plane coming back) go the normal way
     this.#firstFailure = undefined
     // It opened this proxy's stream (and so holds its row): the version booted is ACKed there.
@@ -686,7 +724,8 @@ export class ControlPlaneClient {
     } catch (err) {
       // The head does not validate here (schema skew, a missing file): say so, try the file.
       const msg = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
-      this.#o.log('error', { version: payload.version, error: msg }, 'control plane head rejected at boot')
+      // Keyed as the running proxy's refusal: the same head sent again after the start is not logged or counted twice.
+      this.#logOnce(invalidKey(payload.version, msg), 'error', { version: payload.version, error: msg }, 'control plane head rejected at boot')
       this.#bootProblem = `its head (version ${payload.version}) does not validate here: ${msg}`
       this.#noteRejected()
       await this.#ack(payload.version, false, msg) // awaited: the proxy may exit right after
@@ -821,13 +860,20 @@ export class ControlPlaneClient {
           await r.body.dump().catch(() => undefined)
           throw new StreamRefused(`${this.#o.url}/v1/stream answered 200 with ${type === '' ? 'no content-type' : `content-type ${type.slice(0, 100)}`}, not an event stream: is --control-plane the control plane's URL?`, 200)
         }
-        if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version, ...(this.#retryFailures > 0 ? { failedAttempts: this.#retryFailures } : {}) }, 'connected to the control plane')
-        this.#connected = true
-        this.#retryFailures = 0
-        this.#retryLog.reset()
         openedAt = Date.now()
-        this.#reconnect.opened()
+        this.#receivingHead = true
         for await (const ev of sseEvents(r.body)) {
+          this.#receivingHead = false
+          // Connected once the stream gives its first event, not at its 200: a stream cut before
+          // any (an intermediary, a server failing after its headers) is a failed attempt, backed
+          // off and logged as one, not a "connected" and a "lost" line on every try.
+          if (!healthy) {
+            if (!this.#connected) this.#o.log('info', { url: this.#o.url, proxyId: this.proxyId, version: this.#version, ...(this.#retryFailures > 0 ? { failedAttempts: this.#retryFailures } : {}) }, 'connected to the control plane')
+            this.#connected = true
+            this.#retryFailures = 0
+            this.#retryLog.reset()
+            this.#reconnect.opened()
+          }
           healthy = true
           if (ev.event === 'snapshot') await this.#onSnapshot(ev.data, key, ev.id)
           else if (ev.event === 'current') await this.#onCurrent(ev.data)
@@ -835,11 +881,12 @@ export class ControlPlaneClient {
         }
         endedByServer = true
       } catch (err) {
+        this.#receivingHead = false
         if (this.#closed) return
         this.#retryFailures++
         const refused = err instanceof StreamRefused ? err : undefined
         retryAfter = refused?.retryAfterMs ?? 0
-        const error = refused !== undefined ? this.#refusalText(refused) : openedAt === undefined ? connectProblem(err, this.#o.url) : (err as Error).message
+        const error = refused !== undefined ? this.#refusalText(refused) : openedAt === undefined ? connectProblem(err, this.#o.url) : healthy ? (err as Error).message : `the config stream opened but broke before its first event: ${(err as Error).message}`
         if (this.#connected) this.#o.log('warn', { error }, 'lost the control plane; serving the running config and retrying')
         else if (this.#firstFailure) this.#o.log('warn', { url: this.#o.url, error }, refused !== undefined ? 'the control plane refused the config stream' : 'control plane unreachable')
         else {
@@ -852,6 +899,10 @@ export class ControlPlaneClient {
         this.#connected = false
         this.#firstFailure?.(refused)
       }
+      this.#receivingHead = false
+      // An attempt over without any event (ended, or failed: the catch told boot already) is no
+      // answer to wait for: boot goes on with what else there is.
+      if (!healthy) this.#firstFailure?.()
       if (this.#closed) return
       let delayMs: number
       if (openedAt === undefined) delayMs = this.#reconnect.failed(retryAfter)
@@ -974,8 +1025,11 @@ export class ControlPlaneClient {
       config = this.#o.toConfig(payload.document, `control plane version ${payload.version}`)
     } catch (err) {
       const msg = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
-      this.#o.log('error', { version: payload.version, error: msg }, 'config version NACKed: invalid here; keeping the running config')
-      this.#handle.noteRejected()
+      // Logged and counted once per version and reason, as a refused signature is: the control
+      // plane sends its head again on every reconnect (its restarts, a token's expiry, a network
+      // break), and each one logged the error again and counted another refused document. The
+      // NACK is sent every time (GET /v1/proxies keeps showing it).
+      if (this.#logOnce(invalidKey(payload.version, msg), 'error', { version: payload.version, error: msg }, 'config version NACKed: invalid here; keeping the running config')) this.#handle.noteRejected()
       await this.#ack(payload.version, false, msg)
       return
     }

@@ -57,7 +57,7 @@ beforeAll(async () => {
   }
   const config = validateConfig({
     log: { level: 'info' },
-    routes: [{ name: 'dl', upstream: backend.url, type: 'http', timeouts: { totalMs: 0, headersMs: 5_000, bodyIdleMs: IDLE_MS }, filters: [{ name: 'cache', failMode: 'open' }] as never }],
+    routes: [{ name: 'dl', upstream: backend.url, type: 'http', timeouts: { totalMs: 0, headersMs: 5_000, bodyIdleMs: IDLE_MS }, filters: [{ name: 'cache', failMode: 'open', requireTenant: false }] as never }],
   })
   ;({ proxy, port, registry } = await startWorkerProxy(config, { ...filterModules, cache: { create: () => answer } }, { logs }))
 })

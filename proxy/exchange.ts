@@ -593,9 +593,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // header Node cannot send) left its "OK" behind, which the 502 would otherwise carry.
     const reason = STATUS_CODES[info.status] ?? ''
     if (Buffer.isBuffer(body)) {
-      if (info.status !== 304) info.headers['content-length'] = String(body.length)
+      const out = perOperationErrors(this.ctx.batch, info.status, info.headers, body)
+      if (info.status !== 304) info.headers['content-length'] = String(out.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
-      res.end(body)
+      res.end(out)
       this.#watchFlush()
     } else {
       delete info.headers['content-length']
@@ -1305,10 +1306,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The filter answered with bytes of its own (a 500 from a failed filter, a rewrite).
       // An upstream body it read only in part is not needed any more.
       if (this.#body !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
-      if (info.status !== 304) info.headers['content-length'] = String(body.length)
+      // Only igw's own refusal (DLP's, a failed filter's): the upstream's error, rewritten by a
+      // filter, goes in the shape the upstream gave it.
+      const out = this.ctx.errorCode === undefined ? body : perOperationErrors(this.ctx.batch, info.status, info.headers, body)
+      if (info.status !== 304) info.headers['content-length'] = String(out.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Done
-      res.end(body)
+      res.end(out)
       this.#watchFlush()
       return
     }
@@ -1617,6 +1621,29 @@ function noop(): void {}
 function isCorsPreflight(req: IncomingMessage, declared: string | undefined): boolean {
   const h = req.headers
   return h.origin !== undefined && h['access-control-request-method'] !== undefined && h['transfer-encoding'] === undefined && (declared === undefined || declared === '0')
+}
+
+/**
+ * A refusal of a whole batch (a quota's 429, the tenant's 403, DLP's, a 504…) to a client that takes
+ * `application/graphql-response+json`: one copy of the error result per operation. In that type
+ * the body is read as the batch's results whatever the status, and a single object failed every
+ * operation of Apollo Client's BatchHttpLink with "server returned results with length 1, expected
+ * length of N" — code, message and extensions lost. In `application/json` an error status reads as
+ * a failed request (Apollo Client's ServerError, with the body), so that answer stays one object.
+ */
+function perOperationErrors(batch: GraphQLBatch | undefined, status: number, headers: Record<string, string | string[]>, body: Buffer): Buffer {
+  if (batch === undefined || status < 400 || body[0] !== 0x7b /* { */) return body
+  const type = headers['content-type']
+  if (typeof type !== 'string' || !/^application\/graphql-response\+json\s*(?:;|$)/i.test(type)) return body
+  const text = body.toString('utf8')
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    return body
+  }
+  if (parsed === null || typeof parsed !== 'object' || 'data' in parsed || !Array.isArray((parsed as { errors?: unknown }).errors)) return body
+  return Buffer.from(`[${new Array<string>(batch.operations).fill(text).join(',')}]`)
 }
 
 /**

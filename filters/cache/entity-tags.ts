@@ -80,6 +80,39 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
   return true
 }
 
+/**
+ * Adds the type of every object a mutation's root fields returned (directly, or as items of a
+ * list) that has a __typename but no id: it was written, but which one is unknown, so every entry
+ * holding that type goes (the "Type" tag each query entry carries). `updateEntity(id: "4") { name }`
+ * invalidated nothing, and the refetch an app makes after such a write (Apollo Client's
+ * refetchQueries, the usual remedy when a mutation returns no id) got the old cached answer.
+ * False when the root fields hold more than `limit` values: the walk stopped.
+ */
+export function unidentifiedRootTypes(data: unknown, out: Set<string>, limit = 100_000, keys?: EntityKeys): boolean {
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) return true
+  const stack: unknown[] = Object.values(data as Record<string, unknown>)
+  let seen = 0
+  while (stack.length) {
+    const v = stack.pop()
+    if (v === null || typeof v !== 'object') continue
+    if (++seen > limit) return false
+    if (Array.isArray(v)) {
+      for (const x of v) if (x !== null && typeof x === 'object') stack.push(x)
+      continue
+    }
+    const o = v as Record<string, unknown>
+    let t = o.__typename
+    let id = o.id
+    if (!isId(id)) id = o._id
+    if (keys !== undefined) {
+      for (let i = 0; typeof t !== 'string' && i < keys.types.length; i++) t = o[keys.types[i]!]
+      for (let i = 0; !isId(id) && i < keys.ids.length; i++) id = o[keys.ids[i]!]
+    }
+    if (typeof t === 'string' && !isId(id)) out.add(t)
+  }
+  return true
+}
+
 const TYPENAME: FieldNode = { kind: Kind.FIELD, name: { kind: Kind.NAME, value: '__typename' } }
 
 /** Selects `id` or `_id`, under its name or an alias (`uid: id`, tagged through entityKeys). */

@@ -15,7 +15,7 @@ import { counter, gauge } from '../../proxy/metrics.ts'
 import { siteOf } from '../../proxy/router.ts'
 import { isJsonType, staleLimits, storeDecision } from './cache-control.ts'
 import { acceptClass, admittedScopes, cacheKey, hasInexactNumber, normalizedDocumentHash, requestTarget, tokenScopes, varyNamesPart } from './cache-key.ts'
-import { collectEntityTags, entityKeys, rootFieldsOf, withTypenames, type EntityKeys } from './entity-tags.ts'
+import { collectEntityTags, entityKeys, rootFieldsOf, unidentifiedRootTypes, withTypenames, type EntityKeys } from './entity-tags.ts'
 import { onRemoteInvalidation, RedisLayer, type L2Meta } from './redis-layer.ts'
 import { fetchForRevalidation } from './revalidate.ts'
 import { ABANDONED, acquireRouteCache, type CacheEntry, type RouteCache } from './route-cache.ts'
@@ -318,9 +318,12 @@ class CacheFilter implements Filter {
     if (gql === undefined || ctx.subscription !== undefined || (ctx.method !== 'POST' && ctx.method !== 'GET' && !head)) {
       // A HEAD carries its operation in the query string, as a GET does (refused below for GETs).
       if (gql !== undefined && ctx.subscription === undefined && gql.method === 'GET' && gql.operationType === 'mutation') return mutationOverGet()
-      // A POST on a GraphQL route without a parsed request is a batch (a JSON array): it may
-      // hold mutations this filter cannot see, so its response invalidates conservatively.
-      if (gql === undefined && ctx.subscription === undefined && ctx.method === 'POST' && ctx.route.type === 'graphql' && this.cfg.invalidation.writeThrough) {
+      // A POST on a GraphQL route without a parsed request is a batch (a JSON array): one that
+      // may hold a write (a mutation, an operation whose type is unknown) drops the route's
+      // entries when it reaches the upstream. One of queries only writes nothing: dropping the
+      // route for it emptied the cache for every client each time an app's BatchHttpLink
+      // fetched a page.
+      if (gql === undefined && ctx.subscription === undefined && ctx.method === 'POST' && ctx.route.type === 'graphql' && this.cfg.invalidation.writeThrough && !queriesOnly(ctx)) {
         ctx.locals.set(kState, BATCH)
       }
       return this.#bypass(ctx)
@@ -935,6 +938,18 @@ class CacheFilter implements Filter {
 }
 
 /**
+ * The request is a batch whose every operation is a query: its document parses, the operation it
+ * names is a query, and no documentId beside it lets a backend run another document (the persisted
+ * filter, ahead of the cache, has filled in and checked the ones it resolves).
+ */
+function queriesOnly(ctx: RequestContext): boolean {
+  const batch = ctx.batch
+  if (batch === undefined) return false
+  for (const r of batch.requests) if (r === undefined || r.documentId !== undefined || r.operationType !== 'query') return false
+  return true
+}
+
+/**
  * The tags a mutation's result invalidates: the entities it returned; and, when it ran and
  * failed (errors beside `data`: execution began), the route's entries too. A resolver that
  * wrote and then failed (`Cannot return null for non-nullable field`, a timeout inside the
@@ -948,7 +963,7 @@ function mutationResultTags(json: unknown, tags: Set<string>, routeTag: string, 
   }
   const r = json as { data?: unknown; errors?: unknown }
   // Too many objects to read them all: what it touched is not fully known.
-  if (!collectEntityTags(r.data, tags, false, undefined, keys)) tags.add(routeTag)
+  if (!collectEntityTags(r.data, tags, false, undefined, keys) || !unidentifiedRootTypes(r.data, tags, undefined, keys)) tags.add(routeTag)
   if ('data' in r && Array.isArray(r.errors) && r.errors.length > 0) tags.add(routeTag)
 }
 

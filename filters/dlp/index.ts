@@ -17,6 +17,7 @@ import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
 import { charsetOf } from '../../proxy/headers.ts'
+import { negotiateErrorType } from '../../proxy/errors.ts'
 import { applyAddedHeaders, errorBody, errorReply, ResponseCut, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
@@ -651,6 +652,11 @@ class DlpFilter implements Filter {
   #refuse(ctx: RequestContext, res: ResponseInfo, reply: LocalReply): void {
     ctx.errorCode = reply.code ?? 'DLP_BLOCKED'
     const headers: Record<string, string | string[]> = { ...reply.headers }
+    // Typed as the client asked, as the proxy types its own errors: Apollo Client 4 (Accept
+    // `application/graphql-response+json` first) read this 403 in `application/json` as a
+    // transport failure (ServerError, "Received status code 403"), not as the GraphQL error
+    // DLP_BLOCKED it gets for every other refusal.
+    negotiateErrorType(headers, ctx.req.headers.accept)
     const added = ctx.responseHeaders
     if (added !== undefined) applyAddedHeaders(headers, added) // every Set-Cookie a filter added, not the last
     res.status = reply.status

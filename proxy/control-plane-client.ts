@@ -14,7 +14,7 @@
 // with the reason and so shows as lastNack in GET /v1/proxies. A booting proxy follows the same
 // rule: it never takes a head older than its verified last-known-good.
 import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
-import { accessSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, closeSync, constants, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join } from 'node:path'
 import { decodeJwt, type JWTPayload } from 'jose'
@@ -39,7 +39,11 @@ interface UsageReportOut {
 }
 /** How long close() waits for the usage report it sends before the shutdown goes on. */
 const CLOSE_FLUSH_MS = 2_000
-/** An ACK/NACK the control plane did not take is retried after 1 s, doubling to 30 s. */
+/**
+ * An ACK/NACK the control plane did not take is retried after 1 s, doubling to 30 s, with jitter and
+ * at least its Retry-After (ReconnectPolicy, as the stream): a push refused fleet-wide (a 503 while
+ * its database is busy) was retried by every proxy at the same 1 s, 2 s, 4 s, in step.
+ */
 const ANSWER_RETRY_MIN_MS = 1_000
 const ANSWER_RETRY_MAX_MS = 30_000
 /** A version the workers refused is tried again after 2 s, doubling to 60 s (as a refused file reload, supervisor.ts). */
@@ -134,6 +138,78 @@ function writeFileAtomic(path: string, text: string, mode: number): void {
     }
   } catch {
     // Some file systems refuse fsync on a directory: the file itself is whole either way.
+  }
+}
+
+/**
+ * writeFileAtomic's temp files in the state dir: `<file>.<pid>.tmp` of the files igw keeps there.
+ * Nothing else matches: an operator's copy (`last-good.json.bak`) is never touched.
+ */
+const STATE_TEMP = /^(?:last-good\.json|proxy-id|usage-pending\.json|control-plane\.pub\.pem)\.(\d{1,10})\.tmp$/
+/** A temp file younger than this whose pid is a live process may be another proxy's write in progress (a shared state dir). */
+const TEMP_IN_USE_MS = 60_000
+
+/**
+ * Remove the temp files a run that crashed mid-write left in the state dir. Each holds a copy of
+ * what was being written — last-good.json's holds the config's secrets — and, named by that run's
+ * pid, was never overwritten or removed by a later run. Regular files only (not a symlink or a
+ * directory); not one a live process other than this one may still be writing.
+ */
+function removeStaleTemps(dir: string): { removed: string[]; failed: { name: string; error: string }[] } {
+  const removed: string[] = []
+  const failed: { name: string; error: string }[] = []
+  let names: string[]
+  try {
+    names = readdirSync(dir)
+  } catch {
+    return { removed, failed }
+  }
+  for (const name of names) {
+    const m = STATE_TEMP.exec(name)
+    if (m === null) continue
+    const path = join(dir, name)
+    try {
+      const st = lstatSync(path)
+      if (!st.isFile()) continue
+      const pid = Number(m[1])
+      if (pid !== process.pid && processAlive(pid) && Date.now() - st.mtimeMs < TEMP_IN_USE_MS) continue
+      rmSync(path, { force: true })
+      removed.push(name)
+    } catch (err) {
+      failed.push({ name, error: (err as Error).message })
+    }
+  }
+  return { removed, failed }
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false // kill(0) signals the process group
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * The last-known-good file's envelope, or an error naming the file and saying what is wrong with
+ * it: JSON.parse said only "Unexpected end of JSON input" for a file cut short (a copy interrupted,
+ * a disk that filled before the atomic write), with no path and no word of what the proxy does.
+ */
+function readEnvelopeFile(path: string): unknown {
+  const st = lstatSync(path, { throwIfNoEntry: false })
+  if (st !== undefined && st.isDirectory()) throw new Error(`${path} is a directory, not the snapshot file: not used; remove it (the proxy writes the file again once it runs a control plane version)`)
+  const text = readFileSync(path, 'utf8')
+  const after = 'not used; the proxy writes it again once it runs a control plane version (delete it to stop this message)'
+  if (text.trim() === '') throw new Error(`${path} is empty (a write or copy was interrupted): ${after}`)
+  try {
+    return JSON.parse(text) as unknown
+  } catch (err) {
+    // Cut short: the parser ran out of text (no end, or its error is at the very end), not into a wrong character.
+    const m = /end of JSON input|at position (\d+)/.exec((err as Error).message)
+    const cut = m !== null && (m[1] === undefined || Number(m[1]) >= text.trimEnd().length)
+    throw new Error(`${path} is ${cut ? `truncated (${text.length} characters, cut short: a write or copy was interrupted)` : `damaged (not JSON: ${(err as Error).message})`}: ${after}`)
   }
 }
 
@@ -474,6 +550,9 @@ export class ControlPlaneClient {
     } catch (err) {
       throw unusable(err)
     }
+    const stale = removeStaleTemps(o.stateDir)
+    if (stale.removed.length > 0) this.#o.log('warn', { stateDir: o.stateDir, removed: stale.removed }, 'removed temp files an earlier run left in the state dir when it stopped mid-write (a copy of last-good.json holds the config\'s secrets)')
+    for (const f of stale.failed) this.#o.log('error', { path: join(o.stateDir, f.name), error: f.error }, 'could not remove a temp file an earlier run left in the state dir (it may hold a copy of the config\'s secrets): remove it')
     // The control plane admits only these on its stream (400 otherwise): a proxy id with a space
     // or a "/" (`--proxy-id "$(hostname) eu"`) was retried forever as "control plane unreachable".
     // An empty `--proxy-id ""` (an unset variable in a template) silently took the stored id.
@@ -614,9 +693,8 @@ export class ControlPlaneClient {
       if (kept !== '') return kept
     }
     const id = `${hostname()}-${randomUUID().slice(0, 8)}`
-    const tmp = `${p}.${process.pid}.tmp`
-    writeFileSync(tmp, `${id}\n`)
-    renameSync(tmp, p)
+    // Whole or not at all, and a failed write (a full disk) leaves no temp file behind.
+    writeFileAtomic(p, `${id}\n`, 0o644)
     return id
   }
 
@@ -747,7 +825,7 @@ export class ControlPlaneClient {
   #readLastGood(): Payload | undefined {
     if (!existsSync(this.lastGoodPath)) return undefined
     try {
-      return this.#verifyHeld(JSON.parse(readFileSync(this.lastGoodPath, 'utf8')) as unknown).payload
+      return this.#verifyHeld(readEnvelopeFile(this.lastGoodPath)).payload
     } catch {
       return undefined // a file that does not verify sets no floor; loadLastGood says why if used
     }
@@ -765,8 +843,7 @@ export class ControlPlaneClient {
       return undefined
     }
     try {
-      const envelope = JSON.parse(readFileSync(path, 'utf8')) as unknown
-      const { payload, previousKey } = this.#verifyHeld(envelope)
+      const { payload, previousKey } = this.#verifyHeld(readEnvelopeFile(path))
       const config = this.#o.toConfig(payload.document, `${path} (version ${payload.version})`)
       const signedBy = previousKey === undefined ? {} : { signedByPreviousKey: previousKey }
       this.#o.log('warn', { path, version: payload.version, issuedAt: payload.issuedAt, ...signedBy }, `${why}: booting from the last-known-good snapshot`)
@@ -1120,23 +1197,24 @@ export class ControlPlaneClient {
     for (const kind of ['ack', 'nack'] as const) {
       const a = this.#unsent[kind]
       if (a === undefined) continue
-      const retry = await this.#postAnswer(a)
-      if (retry && !this.#closed) {
-        this.#answerRetryMs = Math.min(ANSWER_RETRY_MAX_MS, this.#answerRetryMs * 2 || ANSWER_RETRY_MIN_MS)
-        this.#answerTimer ??= setTimeout(() => {
+      const retryAfter = await this.#postAnswer(a)
+      if (retryAfter !== undefined && !this.#closed) {
+        // From this failure: a timer set by an earlier one may be sooner than the Retry-After now asked.
+        clearTimeout(this.#answerTimer)
+        this.#answerTimer = setTimeout(() => {
           this.#answerTimer = undefined
           if (!this.#closed) void this.#sendAnswers()
-        }, this.#answerRetryMs).unref()
+        }, this.#answerBackoff.failed(retryAfter)).unref()
         return
       }
       // Sent, or refused for good (400): done — unless a newer answer replaced it meanwhile.
       if (this.#unsent[kind] === a) this.#unsent[kind] = undefined
     }
-    this.#answerRetryMs = 0
+    this.#answerBackoff.opened()
   }
 
-  /** One post of an answer; true when it is worth retrying. */
-  async #postAnswer(a: Answer): Promise<boolean> {
+  /** One post of an answer; undefined when done (taken, or refused for good), else the Retry-After (ms, 0 for none) to retry after at the least. */
+  async #postAnswer(a: Answer): Promise<number | undefined> {
     try {
       const r = await request(`${this.#o.url}/v1/proxies/${encodeURIComponent(this.proxyId)}/ack`, {
         method: 'POST',
@@ -1147,24 +1225,25 @@ export class ControlPlaneClient {
       })
       if (r.statusCode >= 200 && r.statusCode < 300) {
         await r.body.dump()
-        return false
+        return undefined
       }
       // Refused (a token without the proxy role, rotated to a wrong one; the control plane
       // failing): the answer was thrown away unread, so GET /v1/proxies went on showing the old
       // version or no NACK, and nothing on the proxy said why.
       const detail = (await r.body.text()).slice(0, 300)
       this.#ackFailed(a.version, a.ok, { status: r.statusCode, detail })
-      return RETRIED_STATUSES.has(r.statusCode) || r.statusCode >= 500
+      return RETRIED_STATUSES.has(r.statusCode) || r.statusCode >= 500 ? retryAfterMs(r.headers['retry-after']) : undefined
     } catch (err) {
       this.#ackFailed(a.version, a.ok, { error: (err as Error).message })
-      return true
+      return 0
     }
   }
   /** The latest ACK and NACK not taken by the control plane yet. */
   readonly #unsent: { ack?: Answer | undefined; nack?: Answer | undefined } = {}
   #answering: Promise<void> = Promise.resolve()
   #answerTimer: NodeJS.Timeout | undefined
-  #answerRetryMs = 0
+  /** ACK/NACK retry delays: the stream's policy (equal jitter, Retry-After with its cap), 1 s → 30 s. */
+  readonly #answerBackoff = new ReconnectPolicy({ baseMs: ANSWER_RETRY_MIN_MS, failureCapMs: ANSWER_RETRY_MAX_MS })
 
   /** Once a minute (a control plane refusing every ACK would otherwise log one per version and reconnect); the count of those held back rides along. */
   #ackFailed(version: number, ok: boolean, why: Record<string, unknown>): void {

@@ -42,6 +42,21 @@ function isId(v: unknown): v is string | number {
   return typeof v === 'string' || typeof v === 'number'
 }
 
+/** The object's __typename, or (with `keys`) its value under an alias the document gave it. */
+function typenameOf(o: Record<string, unknown>, keys: EntityKeys | undefined): unknown {
+  let t = o.__typename
+  if (keys !== undefined) for (let i = 0; typeof t !== 'string' && i < keys.types.length; i++) t = o[keys.types[i]!]
+  return t
+}
+
+/** The object's `id`, else `_id` (as Apollo Client identifies objects), else one under an alias. */
+function idOf(o: Record<string, unknown>, keys: EntityKeys | undefined): unknown {
+  let id = o.id
+  if (!isId(id)) id = o._id
+  if (keys !== undefined) for (let i = 0; !isId(id) && i < keys.ids.length; i++) id = o[keys.ids[i]!]
+  return id
+}
+
 /**
  * Adds "Type:id" for every object of `data` that has __typename and id (under their names or,
  * with `keys`, under an alias the document gave them), and "Type" too when `withTypes` (a
@@ -61,13 +76,8 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
       continue
     }
     const o = v as Record<string, unknown>
-    let t = o.__typename
-    let id = o.id
-    if (!isId(id)) id = o._id
-    if (keys !== undefined) {
-      for (let i = 0; typeof t !== 'string' && i < keys.types.length; i++) t = o[keys.types[i]!]
-      for (let i = 0; !isId(id) && i < keys.ids.length; i++) id = o[keys.ids[i]!]
-    }
+    const t = typenameOf(o, keys)
+    const id = idOf(o, keys)
     if (typeof t === 'string' && isId(id)) {
       out.add(`${t}:${id}`)
       if (withTypes) out.add(t)
@@ -101,13 +111,8 @@ export function unidentifiedRootTypes(data: unknown, out: Set<string>, limit = 1
       continue
     }
     const o = v as Record<string, unknown>
-    let t = o.__typename
-    let id = o.id
-    if (!isId(id)) id = o._id
-    if (keys !== undefined) {
-      for (let i = 0; typeof t !== 'string' && i < keys.types.length; i++) t = o[keys.types[i]!]
-      for (let i = 0; !isId(id) && i < keys.ids.length; i++) id = o[keys.ids[i]!]
-    }
+    const t = typenameOf(o, keys)
+    const id = idOf(o, keys)
     if (typeof t === 'string' && !isId(id)) out.add(t)
   }
   return true

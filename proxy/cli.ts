@@ -509,8 +509,10 @@ async function runProxyWithControlPlane(flags: Flags): Promise<void> {
       log: (level, obj, msg) => log[level](obj, msg),
     },
     fallback,
-    async (config, version) => {
-      handle = await startProxy({ config, version: version > 0 ? version : 1 })
+    async (config, version, source) => {
+      // The fallback runs as version 1 (0 means "none" in the supervisor's worker sync): `source`
+      // is what tells it from the control plane's version 1 (/readyz, /config; the gauge shows 0).
+      handle = await startProxy({ config, version: version > 0 ? version : 1, source })
       // Serving from here: a SIGTERM drains. Installed once the boot was ACKed, the early handler
       // still exited at once while the ACK was in flight (a slow control plane), cutting requests.
       installSignals(handle.logger, shutdown)

@@ -22,7 +22,7 @@ import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
 import type { GatewayConfig } from '../config/schema.ts'
-import type { ProxyHandle } from './supervisor.ts'
+import type { ConfigSource, ProxyHandle } from './supervisor.ts'
 import type { UsageSnapshot } from './tenant-usage.ts'
 import { LogWindow } from './log.ts'
 import { retryAfterMs as parseRetryAfter } from './headers.ts'
@@ -782,7 +782,8 @@ export class ControlPlaneClient {
     const { payload, envelope } = got
     // Never go back at boot either: a head older than the verified last-known-good (the control
     // plane's store reset or restored) would split the fleet — the proxies still running refuse it.
-    const held = this.#readLastGood()
+    let heldProblem: string | undefined
+    const held = this.#readLastGood((why) => (heldProblem = why))
     const j = held === undefined ? ({ kind: 'newer' } as const) : judgeVersion(payload, held, "this proxy's last-known-good snapshot")
     if (j.kind === 'older') {
       this.#logOnce(`older:${payload.version}`, 'warn', { version: payload.version, lastKnownGood: held!.version, reason: j.reason }, 'control plane head is older than the last-known-good snapshot: NACKed it; booting from the last-known-good')
@@ -798,6 +799,9 @@ export class ControlPlaneClient {
       // validates but cannot start here (a file it names is missing) must not replace the
       // snapshot a restart would fall back to.
       this.#bootEnvelope = envelope
+      // Skipped and then overwritten by the head without a word: the operator never learned the
+      // file (their fallback for the next outage) had been damaged, nor by what.
+      if (heldProblem !== undefined) this.#o.log('warn', { path: this.lastGoodPath, error: heldProblem }, 'the last-known-good snapshot on disk is not usable; booting from the control plane head, which replaces it')
       return { config, version: payload.version, source: 'control-plane' }
     } catch (err) {
       // The head does not validate here (schema skew, a missing file): say so, try the file.
@@ -821,13 +825,18 @@ export class ControlPlaneClient {
     return { config: lkg.config, version: lkg.version, source: 'last-known-good' }
   }
 
-  /** The persisted snapshot if its signature verifies (not validated, nothing logged); else undefined. */
-  #readLastGood(): Payload | undefined {
+  /**
+   * The persisted snapshot if its signature verifies (not validated, nothing logged); else
+   * undefined, and `problem` is told why when there is a file.
+   */
+  #readLastGood(problem?: (why: string) => void): Payload | undefined {
     if (!existsSync(this.lastGoodPath)) return undefined
     try {
       return this.#verifyHeld(readEnvelopeFile(this.lastGoodPath)).payload
-    } catch {
-      return undefined // a file that does not verify sets no floor; loadLastGood says why if used
+    } catch (err) {
+      // A file that does not verify sets no floor; loadLastGood says why if used.
+      problem?.(err instanceof Error ? err.message : 'no control plane key to verify it with')
+      return undefined
     }
   }
 
@@ -1110,7 +1119,7 @@ export class ControlPlaneClient {
       await this.#ack(payload.version, false, msg)
       return
     }
-    const r = await this.#handle.applyConfig(config, payload.version)
+    const r = await this.#handle.applyConfig(config, payload.version, 'control-plane')
     if (r.ok) {
       this.#version = payload.version
       this.#digest = payload.digest
@@ -1197,24 +1206,32 @@ export class ControlPlaneClient {
     for (const kind of ['ack', 'nack'] as const) {
       const a = this.#unsent[kind]
       if (a === undefined) continue
-      const retryAfter = await this.#postAnswer(a)
+      const { retryAfter, failed } = await this.#postAnswer(a)
       if (retryAfter !== undefined && !this.#closed) {
         // From this failure: a timer set by an earlier one may be sooner than the Retry-After now asked.
         clearTimeout(this.#answerTimer)
+        const retryInMs = this.#answerBackoff.failed(retryAfter)
+        // The delay in the line: with a Retry-After honoured it may be minutes, and "could not
+        // send" alone left the operator watching for a retry that was not due yet.
+        if (failed !== undefined) this.#ackFailed(a.version, a.ok, { ...failed, retryInMs })
         this.#answerTimer = setTimeout(() => {
           this.#answerTimer = undefined
           if (!this.#closed) void this.#sendAnswers()
-        }, this.#answerBackoff.failed(retryAfter)).unref()
+        }, retryInMs).unref()
         return
       }
+      if (failed !== undefined) this.#ackFailed(a.version, a.ok, failed)
       // Sent, or refused for good (400): done — unless a newer answer replaced it meanwhile.
       if (this.#unsent[kind] === a) this.#unsent[kind] = undefined
     }
     this.#answerBackoff.opened()
   }
 
-  /** One post of an answer; undefined when done (taken, or refused for good), else the Retry-After (ms, 0 for none) to retry after at the least. */
-  async #postAnswer(a: Answer): Promise<number | undefined> {
+  /**
+   * One post of an answer: `retryAfter` undefined when done (taken, or refused for good), else the
+   * Retry-After (ms, 0 for none) to retry after at the least; `failed` says why it was not taken.
+   */
+  async #postAnswer(a: Answer): Promise<{ retryAfter?: number | undefined; failed?: Record<string, unknown> }> {
     try {
       const r = await request(`${this.#o.url}/v1/proxies/${encodeURIComponent(this.proxyId)}/ack`, {
         method: 'POST',
@@ -1225,17 +1242,16 @@ export class ControlPlaneClient {
       })
       if (r.statusCode >= 200 && r.statusCode < 300) {
         await r.body.dump()
-        return undefined
+        return {}
       }
       // Refused (a token without the proxy role, rotated to a wrong one; the control plane
       // failing): the answer was thrown away unread, so GET /v1/proxies went on showing the old
       // version or no NACK, and nothing on the proxy said why.
       const detail = (await r.body.text()).slice(0, 300)
-      this.#ackFailed(a.version, a.ok, { status: r.statusCode, detail })
-      return RETRIED_STATUSES.has(r.statusCode) || r.statusCode >= 500 ? retryAfterMs(r.headers['retry-after']) : undefined
+      const failed = { status: r.statusCode, detail }
+      return RETRIED_STATUSES.has(r.statusCode) || r.statusCode >= 500 ? { retryAfter: retryAfterMs(r.headers['retry-after']), failed } : { failed }
     } catch (err) {
-      this.#ackFailed(a.version, a.ok, { error: (err as Error).message })
-      return 0
+      return { retryAfter: 0, failed: { error: (err as Error).message } }
     }
   }
   /** The latest ACK and NACK not taken by the control plane yet. */
@@ -1412,13 +1428,13 @@ export class ControlPlaneClient {
 }
 
 /** Run `igw proxy` with a control plane (see the module comment for the boot order). */
-export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions, fallback: (() => GatewayConfig) | undefined, start: (config: GatewayConfig, version: number) => Promise<ProxyHandle>): Promise<{ handle: ProxyHandle; client: ControlPlaneClient }> {
+export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions, fallback: (() => GatewayConfig) | undefined, start: (config: GatewayConfig, version: number, source: ConfigSource) => Promise<ProxyHandle>): Promise<{ handle: ProxyHandle; client: ControlPlaneClient }> {
   const client = new ControlPlaneClient(opts)
   const boot = await client.bootstrap()
   let handle: ProxyHandle | undefined
   if (boot !== undefined) {
     try {
-      handle = await start(boot.config, boot.version)
+      handle = await start(boot.config, boot.version, boot.source)
       opts.log('info', { version: boot.version, source: boot.source }, boot.source === 'control-plane' ? 'config from the control plane' : 'config from the last-known-good snapshot')
       await client.ackBoot()
     } catch (err) {
@@ -1429,7 +1445,7 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
       opts.log('error', { version: boot.version, error: message }, 'control plane head failed to start here; NACKed, falling back')
       const lkg = await client.rejectBoot(message)
       if (lkg !== undefined) {
-        handle = await start(lkg.config, lkg.version)
+        handle = await start(lkg.config, lkg.version, 'last-known-good')
         await client.ackBoot()
       } else if (fallback === undefined) {
         await client.close()
@@ -1439,7 +1455,7 @@ export async function startProxyFromControlPlane(opts: ControlPlaneClientOptions
   }
   if (handle === undefined && fallback !== undefined) {
     opts.log('warn', {}, 'no control plane config: starting from --config/--upstream until it answers')
-    handle = await start(fallback(), 0)
+    handle = await start(fallback(), 0, 'fallback')
   }
   if (handle === undefined) {
     await client.close()

@@ -31,7 +31,19 @@ export interface ProxyOptions {
   logDestination?: DestinationStream
   /** Version number of the initial config (a control plane's version); default 1. */
   version?: number
+  /** Where the initial config came from, shown by /readyz and /config; default `file`. */
+  source?: ConfigSource
 }
+
+/**
+ * Where the running config came from: `file` (--config/--upstream, no control plane),
+ * `control-plane` (a version it sent), `last-known-good` (the snapshot on disk, booted while the
+ * control plane was away or its head unusable), `fallback` (--config/--upstream while a control
+ * plane has given nothing yet). A fallback still runs as version 1 here (versions key the apply
+ * waiters and worker sync, where 0 means "none"), so this is what tells it from the control plane's
+ * version 1.
+ */
+export type ConfigSource = 'file' | 'control-plane' | 'last-known-good' | 'fallback'
 
 export interface ReloadResult {
   ok: boolean
@@ -46,8 +58,8 @@ export interface ProxyHandle {
   version(): number
   config(): GatewayConfig
   reload(): Promise<ReloadResult>
-  /** Apply a config document (already validated) as a new version. */
-  applyConfig(config: GatewayConfig, version?: number): Promise<ReloadResult>
+  /** Apply a config document (already validated) as a new version; `source` defaults to `file`. */
+  applyConfig(config: GatewayConfig, version?: number, source?: ConfigSource): Promise<ReloadResult>
   /**
    * Counts a config document refused before it reached the workers (a pushed snapshot that does
    * not verify or does not validate here) in igw_config_reload_failures_total, as a refused file is.
@@ -297,6 +309,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const watchBaseline = opts.watchPath !== undefined ? { stat: fileStamp(opts.watchPath), digest: configDigest(opts.watchPath) } : undefined
   let config = opts.config
   let version = opts.version ?? 1
+  let source: ConfigSource = opts.source ?? 'file'
   // Asynchronous stdout; with a reader that stops (an unread pipe, a stuck log shipper) its
   // buffer grew without bound (every thread's lines land here) until the process was OOM-killed.
   const stdout = opts.logDestination === undefined ? pino.destination({ dest: 1, sync: false, maxLength: config.log.maxBufferedBytes || undefined }) : undefined
@@ -359,7 +372,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     digestInfo.reset()
     digestInfo.labels(sha256Hex(canonicalJson(c)).slice(0, 16)).set(1)
   }
-  versionGauge.set(version)
+  // 0 on the fallback: its internal version 1 would equal the control plane's version 1 (an alert
+  // comparing the head with the proxies took a proxy on its --upstream fallback as up to date).
+  const setVersionGauge = (): void => versionGauge.set(source === 'fallback' ? 0 : version)
+  setVersionGauge()
   setDigest(config)
 
   // Shared memory is allocated once for the life of the process, whatever config comes later.
@@ -623,7 +639,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         // Serving all the same, with the version they have: not a reason to leave the Service
         // (a file every pod lacks would take them all out), but no longer hidden.
         const staleConfig = staleWorkers().map((s) => ({ worker: s.id, version: s.version, error: s.syncFailed!.error }))
-        json(ready ? 200 : 503, { ready, version, workers: { listening: live, wanted: slots.length, ...(notListening.length > 0 && !closing ? { notListening } : {}), ...(staleConfig.length > 0 ? { staleConfig } : {}) }, draining: closing, readiness: { upstreams: policy }, upstreams })
+        json(ready ? 200 : 503, { ready, version, source, workers: { listening: live, wanted: slots.length, ...(notListening.length > 0 && !closing ? { notListening } : {}), ...(staleConfig.length > 0 ? { staleConfig } : {}) }, draining: closing, readiness: { upstreams: policy }, upstreams })
         return
       }
       case '/metrics':
@@ -636,7 +652,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         )
         return
       case '/config':
-        json(200, { version, config: redactConfig(config) })
+        json(200, { version, source, config: redactConfig(config) })
         return
       case '/':
         json(200, { endpoints: ['/healthz', '/readyz', '/metrics', '/config'] })
@@ -790,13 +806,13 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   let applyQueue: Promise<unknown> = Promise.resolve()
   /** Results of documents that validated but a worker could not build (a file they name, say). */
   const refusedByWorkers = new WeakSet<ReloadResult>()
-  function applyConfig(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
-    const run = applyQueue.then(() => applyConfigNow(next, explicitVersion))
+  function applyConfig(next: GatewayConfig, explicitVersion?: number, nextSource: ConfigSource = 'file'): Promise<ReloadResult> {
+    const run = applyQueue.then(() => applyConfigNow(next, explicitVersion, nextSource))
     applyQueue = run.catch(() => undefined)
     return run
   }
 
-  async function applyConfigNow(next: GatewayConfig, explicitVersion?: number): Promise<ReloadResult> {
+  async function applyConfigNow(next: GatewayConfig, explicitVersion: number | undefined, nextSource: ConfigSource): Promise<ReloadResult> {
     if (closing) return refusedWhileDraining()
     const nextVersion = explicitVersion ?? version + 1
     const fixed = ['listen', 'workers', 'listener'] as const
@@ -839,7 +855,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
     config = merged
     version = nextVersion
-    versionGauge.set(version)
+    source = nextSource
+    setVersionGauge()
     setDigest(config)
     // The supervisor's own lines follow a reloaded log.level, as the workers' do.
     if (logger.level !== config.log.level) {

@@ -134,6 +134,17 @@ function alertsTenant(q: URLSearchParams, subject: Subject): string | undefined 
  * document) gets them redacted, as the proxy's /config shows them. A JWT secret read by a viewer
  * would let it mint any tenant's tokens for the data plane.
  */
+/** Keys named in a problem: the first ten, each cut at 80 characters, and the count past that. */
+function namedKeys(keys: string[]): string {
+  return keys.slice(0, 10).map((k) => JSON.stringify(k.length > 80 ? `${k.slice(0, 77)}…` : k)).join(', ') + (keys.length > 10 ? `, … (${keys.length} in all)` : '')
+}
+
+/** A body may leave out the name its path gives, or repeat it; another name is a 400, not a silent rename. */
+function namedAsPath(body: Record<string, unknown>, id: string, where: string): void {
+  if (!Object.hasOwn(body, 'name') || body.name === id) return
+  throw new HttpError(400, `the body names another item than the path`, { problems: [`name: expected ${JSON.stringify(id)} (the name in the path ${where}/${id}) or nothing, got ${typeof body.name === 'string' ? namedKeys([body.name]) : JSON.stringify(body.name)?.slice(0, 80)}; to rename, PUT the item under its new name and DELETE the old one`] })
+}
+
 function readable(deps: ApiDeps, ctx: RouteContext, resource: { type: string; id?: string; tenant?: string }, value: unknown, path: readonly PropertyKey[]): unknown {
   return mayWrite(deps, ctx, resource) ? value : redactConfig(value, path)
 }
@@ -281,6 +292,9 @@ function collectionRoutes(c: CollectionSpec, deps: ApiDeps): RouteDef[] {
         if (id === '__proto__') throw new HttpError(400, `"__proto__" cannot be the id of one of ${c.name}`, { problems: [`${documentPath(c, id)}: "__proto__" is not allowed as a key`] })
         const body = await readJson(ctx.req)
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object', { problems: [`${c.name}.${ctx.params.id}: expected an object`] })
+        // A list item's name is its id in the path: another name in the body was overwritten by the
+        // path's without a word, so `PUT /v1/routes/a {"name": "b"}` answered 200 and renamed nothing.
+        if (c.shape === 'list') namedAsPath(body as Record<string, unknown>, id, c.name)
         let created = false
         const r = await deps.store.commit({
           actor: actorOf(ctx),
@@ -418,6 +432,8 @@ function routeFilterRoutes(deps: ApiDeps): RouteDef[] {
         const body = (await readJson(ctx.req)) as Record<string, unknown>
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected a filter entry object')
         const { route: routeName, filter } = ctx.params as { route: string; filter: string }
+        // `{"name": "quota", …}` under /filters/cache set the cache filter's settings, not a quota.
+        namedAsPath(body, filter, `routes/${routeName}/filters`)
         const r = await deps.store.commit({
           actor: actorOf(ctx),
           action: 'routes.filter.put',
@@ -656,12 +672,16 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         summary: 'Commit an earlier version’s document as a new version (If-Match: the head document’s ETag)',
         tags: ['config'],
         ifMatch: true,
-        requestBody: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } },
+        requestBody: { type: 'object', required: ['version'], additionalProperties: false, properties: { version: { type: 'integer', minimum: 1 } } },
         responses: { 200: { description: 'committed', schema: ref('WriteResult'), etag: true }, 404: problem('no such version'), ...PUT_ERRORS },
       },
       async handle(ctx) {
         const body = await readJson(ctx.req)
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'expected {"version": <integer>}', { problems: ['(root): expected an object'] })
+        // The body is {"version"} alone: anything else was ignored, so `{"version": 2, "ifMatch": …}`
+        // rolled back over whatever the head had become (the precondition goes in If-Match).
+        const extra = Object.keys(body).filter((k) => k !== 'version')
+        if (extra.length > 0) throw new HttpError(400, 'invalid rollback', { problems: [`(body): unknown ${extra.length === 1 ? 'key' : 'keys'} ${namedKeys(extra)}: a rollback takes only version (the head document's ETag goes in the If-Match header)`] })
         const version = integerParam('version', (body as { version?: unknown }).version, { min: 1, json: true })
         const old = await store.version(version)
         if (old === undefined) throw new HttpError(404, `version ${version} does not exist`)
@@ -732,10 +752,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         // QuotaInput allows nothing else: `{"limitPerDay": 5, "rate": 10}` was a 200 that dropped
         // the rate without a word (the tenant's whole entry is PUT /v1/quota-limits/{id}).
         const unknown = body !== null && typeof body === 'object' && !Array.isArray(body) ? Object.keys(body).filter((k) => k !== 'limitPerDay') : []
-        if (unknown.length > 0) {
-          const named = unknown.slice(0, 10).map((k) => JSON.stringify(k.length > 80 ? `${k.slice(0, 77)}…` : k)).join(', ') + (unknown.length > 10 ? `, … (${unknown.length} in all)` : '')
-          throw new HttpError(400, 'invalid quota', { problems: [`(body): unknown ${unknown.length === 1 ? 'key' : 'keys'} ${named}: a quota takes only limitPerDay (rate, burst and the rest: PUT /v1/quota-limits/{id})`] })
-        }
+        if (unknown.length > 0) throw new HttpError(400, 'invalid quota', { problems: [`(body): unknown ${unknown.length === 1 ? 'key' : 'keys'} ${namedKeys(unknown)}: a quota takes only limitPerDay (rate, burst and the rest: PUT /v1/quota-limits/{id})`] })
         if (!Number.isInteger(body?.limitPerDay) || (body.limitPerDay as number) < 0) throw new HttpError(400, 'invalid quota', { problems: [`limitPerDay: expected a non-negative integer, got ${JSON.stringify(body?.limitPerDay)}`] })
         const { quota: q, ...r } = await setQuotaAndView(deps, actorOf(ctx), ctx.params.id!, kind, body.limitPerDay as number, (cur) => checkPreconditions(ctx, cur))
         // As a collection's PUT: 201 when the quota was not set before.
@@ -1014,7 +1031,7 @@ export function buildRoutes(deps: ApiDeps): RouteDef[] {
         if (!isObj(b)) problems.push('(body): expected an object {subject, action, resource, context?}')
         else {
           if (!isObj(b.subject)) problems.push('subject: expected an object (the caller as the policy sees it)')
-          if (typeof b.action !== 'string' || b.action === '') problems.push('action: expected a non-empty string (e.g. "config.write")')
+          if (typeof b.action !== 'string' || b.action === '') problems.push('action: expected a non-empty string (e.g. "admin.write")')
           if (!isObj(b.resource)) problems.push('resource: expected an object (e.g. {"type": "config"})')
           if (b.context !== undefined && !isObj(b.context)) problems.push('context: expected an object')
         }

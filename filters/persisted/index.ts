@@ -11,6 +11,7 @@ import { configuredTier } from '../../config/defaults.ts'
 import type { GatewayConfig } from '../../config/schema.ts'
 import type { Tier } from '../../config/primitives.ts'
 import { acceptClass, errorBody, errorReply, oncePer, type Decision, type Filter, type FilterDeps, type FilterModule, type GraphQLRequest, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
+import { errorMediaType } from '../../proxy/errors.ts'
 import type { GraphQLBatch } from '../../proxy/graphql-request.ts'
 import { counter, gauge, histogram } from '../../proxy/metrics.ts'
 import { ApqStore } from './apq-store.ts'
@@ -47,12 +48,23 @@ const STRICT_APQ_HEADERS = { 'content-type': 'application/graphql-response+json;
 const STRICT_NOT_FOUND: LocalReply = { ...NOT_FOUND, status: 404, headers: STRICT_APQ_HEADERS }
 const STRICT_NOT_SUPPORTED: LocalReply = { ...NOT_SUPPORTED, status: 400, headers: STRICT_APQ_HEADERS }
 
-/** A GraphQL error with the parser's locations at the top level of the error, as the spec puts them. */
-function parseErrorReply(err: GraphQLError): LocalReply {
+/**
+ * A GraphQL error with the parser's locations at the top level of the error, as the spec puts them.
+ * Its status follows GraphQL over HTTP as the backend's own would (§6.4.1, §6.4.2): 400 in
+ * application/graphql-response+json, 200 to a client that takes application/json and is answered
+ * in it (no Accept, a wildcard, or application/json ranked first). Always 400, the filter answered
+ * such a client otherwise than the backend behind it: a transport failure, not a GraphQL error.
+ * Still 400 (`http200` false): a batch's refusal (the spec has no batches, their clients await an
+ * array), a subscribe on a WebSocket (the status is only logged and counted), and a client that
+ * takes neither JSON type (an SSE-only client would read a 200 as its stream).
+ */
+function parseErrorReply(err: GraphQLError, accept: string | undefined, http200: boolean): LocalReply {
   const e: Record<string, unknown> = { message: err.message }
   if (err.locations?.length) e.locations = err.locations
   e.extensions = { code: 'BAD_REQUEST' }
-  return { status: 400, headers: JSON_TYPE, body: JSON.stringify({ errors: [e] }), code: 'BAD_REQUEST' }
+  const cls = http200 ? acceptClass(accept) : undefined
+  const status = (cls === '' || cls === 'j') && errorMediaType(accept) === JSON_TYPE['content-type'] ? 200 : 400
+  return { status, headers: JSON_TYPE, body: JSON.stringify({ errors: [e] }), code: 'BAD_REQUEST' }
 }
 
 /** A limit a document breaks, and how to say so. */
@@ -400,7 +412,7 @@ class PersistedFilter implements Filter {
     const query = r.query
     if (query === undefined) return this.#reject('no_query', `${which} carries no query (and no persisted query id this gateway knows)`)
     const c = this.#checkLimits(r, query)
-    if ('reason' in c) return this.#limitRefusal(c, `${which}: `)
+    if ('reason' in c) return this.#limitRefusal(ctx, c, `${which}: `)
     if (mode === 'log-unknown') this.#noteUnknown(ctx, r)
     this.#m.requests.labels(mode === 'log-unknown' ? 'unknown_logged' : outcome).inc()
     const cost = c.a.variableDependent ? analyzeDocument(c.doc, r.operationName, r.variables, this.#settings, this.#info).cost : c.a.cost
@@ -564,12 +576,13 @@ class PersistedFilter implements Filter {
     return { doc, a }
   }
 
-  /** The 400 for a broken limit, its message after `prefix` ("batch operation 1: "); a parse error keeps its locations. */
-  #limitRefusal(c: LimitBroken, prefix: string): LocalReply {
+  /** The refusal for a broken limit (400; a lone HTTP request's parse error: parseErrorReply), its message after `prefix` ("batch operation 1: "); a parse error keeps its locations. */
+  #limitRefusal(ctx: RequestContext, c: LimitBroken, prefix: string): LocalReply {
     if (c.parseError === undefined) return this.#reject(c.reason, prefix + c.message)
     this.#m.rejections.labels('parse_error').inc()
     const e = c.parseError
-    return parseErrorReply(prefix === '' ? e : new GraphQLError(prefix + e.message, { source: e.source, positions: e.positions }))
+    if (prefix === '') return parseErrorReply(e, ctx.req.headers.accept, ctx.subscription === undefined)
+    return parseErrorReply(new GraphQLError(prefix + e.message, { source: e.source, positions: e.positions }), ctx.req.headers.accept, false)
   }
 
   /** log-unknown: each document outside the manifest logged once per worker. */
@@ -654,7 +667,7 @@ class PersistedFilter implements Filter {
     // filter's error and logged for every such message.
     if (query === undefined) return this.#reject('no_query', 'the request carries no query (and no persisted query id this gateway knows)')
     const c = this.#checkLimits(gql, query)
-    if ('reason' in c) return this.#limitRefusal(c, '')
+    if ('reason' in c) return this.#limitRefusal(ctx, c, '')
     const { doc, a } = c
     if (mode === 'log-unknown') {
       this.#noteUnknown(ctx, gql)

@@ -109,7 +109,7 @@ describe('read-through cache (1 worker)', () => {
     expect((await gql(proxy.url, m)).cache).toBe('BYPASS')
     const never = await gql(proxy.url, { extensions: { persistedQuery: { version: 1, sha256Hash: 'never' } } })
     expect(never.cache).toBe('BYPASS')
-    const bad = await gql(proxy.url, { query: '{ nope' })
+    const bad = await gql(proxy.url, { query: '{ nope' }, { accept: 'application/graphql-response+json' })
     expect(bad.status).toBe(400)
   })
 

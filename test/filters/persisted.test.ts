@@ -168,9 +168,10 @@ describe('manifest, hints and policy', () => {
 })
 
 describe('bad input', () => {
-  it('a document that does not parse → 400 BAD_REQUEST with the parser location', async () => {
-    const r = await post(proxy.url, { query: '{ hello(name: ) }' })
+  it('a document that does not parse → 400 BAD_REQUEST with the parser location (200 to a client answered application/json, as GraphQL over HTTP says)', async () => {
+    const r = await post(proxy.url, { query: '{ hello(name: ) }' }, { accept: 'application/graphql-response+json' })
     expect(r.status).toBe(400)
+    expect((await post(proxy.url, { query: '{ hello(name: ) }' })).status).toBe(200)
     expect(r.json.errors?.[0]).toEqual({ message: 'Syntax Error: Unexpected ")".', locations: [{ line: 1, column: 15 }], extensions: { code: 'BAD_REQUEST' } })
   })
 

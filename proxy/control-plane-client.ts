@@ -22,6 +22,7 @@ import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
 import type { GatewayConfig } from '../config/schema.ts'
+import { processAlive } from '../filters/quota/state-file.ts'
 import type { ConfigSource, ProxyHandle } from './supervisor.ts'
 import type { UsageSnapshot } from './tenant-usage.ts'
 import { LogWindow } from './log.ts'
@@ -180,16 +181,6 @@ function removeStaleTemps(dir: string): { removed: string[]; failed: { name: str
     }
   }
   return { removed, failed }
-}
-
-function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false // kill(0) signals the process group
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 /**

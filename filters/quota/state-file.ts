@@ -257,7 +257,9 @@ function land(path: string, tmp: string, n: number, table: QuotaTable | undefine
   }
 }
 
-function alive(pid: number): boolean {
+/** True while process `pid` exists (EPERM: it does, as another user); a pid ≤ 0 names none (kill would signal a group). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
     return true
@@ -308,7 +310,7 @@ export async function sweepStaleTemps(path: string, table?: QuotaTable, now = Da
         }
       }
     } else {
-      stale = !alive(pid)
+      stale = !processAlive(pid)
       // a pid reused by another program: no write takes ten minutes
       if (!stale) {
         try {

@@ -2,7 +2,7 @@
 // pools, the router. A reload builds a new Snapshot and swaps one reference; requests already
 // running keep the snapshot they started with, and its filters close once its last request ends.
 import type { Logger } from 'pino'
-import { Pool } from 'undici'
+import { Dispatcher, Pool } from 'undici'
 import type { FilterEntry } from '../config/filters/index.ts'
 import { resolveRouteUpstream } from '../config/resolve.ts'
 import type { GatewayConfig, RouteConfig, UpstreamConfig } from '../config/schema.ts'
@@ -18,7 +18,7 @@ export interface UpstreamRuntime {
   readonly origin: string
   /** host[:port] of the origin, for requests that arrive without a Host. */
   readonly authority: string
-  readonly pool: Pool
+  readonly pool: UpstreamConnections
 }
 
 export interface RouteRuntime extends Routable {
@@ -56,28 +56,99 @@ export interface RequestIdPolicy {
   readonly echo: boolean
 }
 
-/** Pools outlive snapshots: a reload that keeps an upstream keeps its warm connections. */
+/**
+ * An upstream's connections: one pool for requests, bounded by `connections`, and one for streams
+ * that last as long as their client listens — a GraphQL subscription over HTTP (SSE, multipart)
+ * or any request asking for `text/event-stream`. Such a stream holds its upstream connection for
+ * its whole life, so on the bounded pool `connections` open streams (128 idle graphql-sse
+ * subscribers per worker) left none for requests: every query on that upstream waited for a free
+ * connection until headersMs and got 504. Streams get connections of their own, one per client
+ * stream as a relayed WebSocket has, and never queue behind (or in front of) requests.
+ */
+export class UpstreamConnections extends Dispatcher {
+  readonly requests: Pool
+  #streams: Pool | undefined = undefined
+  readonly #def: UpstreamConfig
+
+  constructor(def: UpstreamConfig) {
+    super()
+    this.#def = def
+    this.requests = UpstreamConnections.#pool(def, def.connections, def.pipelining)
+  }
+
+  static #pool(def: UpstreamConfig, connections: number | null, pipelining: number): Pool {
+    return new Pool(def.url, {
+      connections,
+      pipelining,
+      connectTimeout: def.connectTimeoutMs,
+      keepAliveTimeout: def.keepAliveTimeoutMs,
+      keepAliveMaxTimeout: Math.max(def.keepAliveTimeoutMs, 1_000),
+      // Per-request timeouts come from the route; these are only the fallbacks.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    })
+  }
+
+  /** The streams' pool, made at the first stream: unbounded (one connection per open stream), never pipelined. */
+  get streams(): Pool {
+    return (this.#streams ??= UpstreamConnections.#pool(this.#def, null, 1))
+  }
+
+  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return (isStreamRequest(opts, handler) ? this.streams : this.requests).dispatch(opts, handler)
+  }
+
+  override close(): Promise<void>
+  override close(callback: () => void): void
+  override close(callback?: () => void): Promise<void> | void {
+    const done = Promise.all([this.requests.close(), this.#streams?.close()]).then(() => undefined)
+    if (callback === undefined) return done
+    void done.then(callback, callback)
+  }
+
+  override destroy(): Promise<void>
+  override destroy(err: Error | null): Promise<void>
+  override destroy(callback: () => void): void
+  override destroy(err: Error | null, callback: () => void): void
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const err = typeof a === 'function' ? null : (a ?? null)
+    const callback = typeof a === 'function' ? a : b
+    const done = Promise.all([this.requests.destroy(err), this.#streams?.destroy(err)]).then(() => undefined)
+    if (callback === undefined) return done
+    void done.then(callback, callback)
+  }
+}
+
+/**
+ * Held open for as long as the client listens: asks for an event stream (graphql-sse, EventSource),
+ * or is a GraphQL subscription (answered as SSE or multipart; the handler is the exchange, whose
+ * context holds the parsed operation).
+ */
+function isStreamRequest(opts: Dispatcher.DispatchOptions, handler: unknown): boolean {
+  const h = opts.headers
+  if (Array.isArray(h)) {
+    for (let i = 0; i < h.length; i += 2) {
+      const name = h[i] as string
+      if (name.length === 6 && name.toLowerCase() === 'accept' && /text\/event-stream/i.test(String(h[i + 1]))) return true
+    }
+  }
+  const ctx = (handler as { ctx?: { graphql?: { operationType?: string } } }).ctx
+  return ctx?.graphql?.operationType === 'subscription'
+}
+
+/** Pools outlive snapshots: a reload that keeps an upstream keeps its warm connections (and open streams). */
 export class PoolRegistry {
-  readonly #pools = new Map<string, Pool>()
+  readonly #pools = new Map<string, UpstreamConnections>()
 
   static key(def: UpstreamConfig): string {
     return JSON.stringify([def.url, def.connections, def.pipelining, def.connectTimeoutMs, def.keepAliveTimeoutMs])
   }
 
-  get(def: UpstreamConfig): Pool {
+  get(def: UpstreamConfig): UpstreamConnections {
     const key = PoolRegistry.key(def)
     let pool = this.#pools.get(key)
     if (pool === undefined) {
-      pool = new Pool(def.url, {
-        connections: def.connections,
-        pipelining: def.pipelining,
-        connectTimeout: def.connectTimeoutMs,
-        keepAliveTimeout: def.keepAliveTimeoutMs,
-        keepAliveMaxTimeout: Math.max(def.keepAliveTimeoutMs, 1_000),
-        // Per-request timeouts come from the route; these are only the fallbacks.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      })
+      pool = new UpstreamConnections(def)
       this.#pools.set(key, pool)
     }
     return pool

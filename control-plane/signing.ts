@@ -1,10 +1,11 @@
 // ed25519 keys of the control plane: one key signs config snapshots (proxies verify them before
 // applying or booting from disk) and the audit log's hash chain. The private key stays in a file
 // outside the database, so someone who can edit the database cannot re-sign what they changed.
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
-import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { keyIdOf } from '../config/key-id.ts'
+import { writeFileAtomicSync } from '../proxy/atomic-file.ts'
 
 export interface SigningKey {
   readonly keyId: string
@@ -62,37 +63,16 @@ export function loadOrCreateSigningKey(path: string): SigningKey {
   if (existing !== undefined) return parseSigningKey(existing, path)
   const { privateKey } = generateKeyPairSync('ed25519')
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
   try {
     mkdirSync(dirname(path), { recursive: true })
-    writeFileSync(tmp, pem, { mode: 0o600, flag: 'wx' })
-    createOnce(tmp, path, pem)
+    // A temp file linked into place (proxy/atomic-file.ts): EEXIST when a key is there already.
+    writeFileAtomicSync(path, pem, { mode: 0o600, exclusive: true })
   } catch (err) {
     // Another process created it first: that key is the one, for both of us.
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return parseSigningKey(readKeyFile(path) ?? '', path)
     throw new Error(`signing key ${path}: cannot create it: ${(err as Error).message}`)
-  } finally {
-    try {
-      unlinkSync(tmp)
-    } catch {
-      // never written, or gone already
-    }
   }
   return fromPrivate(privateKey)
-}
-
-/** Errors of link(2) on file systems without hard links (some network shares). */
-const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS'])
-
-/** Put the complete file at path unless something is there already (then EEXIST). */
-function createOnce(tmp: string, path: string, pem: string): void {
-  try {
-    linkSync(tmp, path)
-  } catch (err) {
-    if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err
-    // An exclusive create instead: it never replaces a key either (a reader may meet it half-written).
-    writeFileSync(path, pem, { mode: 0o600, flag: 'wx' })
-  }
 }
 
 function readKeyFile(path: string): string | undefined {

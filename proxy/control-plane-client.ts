@@ -14,15 +14,16 @@
 // with the reason and so shows as lastNack in GET /v1/proxies. A booting proxy follows the same
 // rule: it never takes a head older than its verified last-known-good.
 import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto'
-import { accessSync, closeSync, constants, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { decodeJwt, type JWTPayload } from 'jose'
 import { request } from 'undici'
 import { keyIdOf } from '../config/key-id.ts'
 import { ConfigError, validateConfig } from '../config/load.ts'
 import type { GatewayConfig } from '../config/schema.ts'
 import { processAlive } from '../filters/quota/state-file.ts'
+import { writeFileAtomicSync } from './atomic-file.ts'
 import type { ConfigSource, ProxyHandle } from './supervisor.ts'
 import type { UsageSnapshot } from './tenant-usage.ts'
 import { LogWindow } from './log.ts'
@@ -110,36 +111,9 @@ interface Payload {
  * stayed behind, holding part of its secrets and the space that ran out.
  */
 function writeFileAtomic(path: string, text: string, mode: number): void {
-  const tmp = `${path}.${process.pid}.tmp`
-  let fd: number | undefined
-  try {
-    // 'w' on a leftover temp file (a crash, the same pid) keeps that file's mode: start afresh.
-    rmSync(tmp, { force: true })
-    fd = openSync(tmp, 'wx', mode)
-    writeFileSync(fd, text)
-    fsyncSync(fd)
-    closeSync(fd)
-    fd = undefined
-    renameSync(tmp, path)
-  } catch (err) {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd)
-      } catch {}
-    }
-    rmSync(tmp, { force: true })
-    throw err
-  }
-  try {
-    const dir = openSync(dirname(path), 'r')
-    try {
-      fsyncSync(dir)
-    } finally {
-      closeSync(dir)
-    }
-  } catch {
-    // Some file systems refuse fsync on a directory: the file itself is whole either way.
-  }
+  // proxy/atomic-file.ts's rule, under the temp name removeStaleTemps and operators know
+  // (`<file>.<pid>.tmp`): only the main thread writes the state dir, one write at a time.
+  writeFileAtomicSync(path, text, { mode, tmp: `${path}.${process.pid}.tmp` })
 }
 
 /**

@@ -3,10 +3,10 @@
 // (mode 0600). Rotation = add a key, then promote it: new tokens use the active key, and every
 // key still in the ring reverses the tokens it made.
 import { randomBytes } from 'node:crypto'
-import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { open, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { threadId } from 'node:worker_threads'
+import { writeFileAtomicSync } from '../../proxy/filter.ts'
 
 /** Key ids appear inside tokens (`tok_<type>_<keyId>_…`), so they may not contain "_". */
 export const KEY_ID = /^[A-Za-z0-9]{1,32}$/
@@ -110,32 +110,14 @@ function newKey(id: string): KeyEntry {
   return { id, secret: new Uint8Array(randomBytes(32)), created: new Date().toISOString() }
 }
 
-/** Write atomically (temp + rename) with owner-only permissions. */
+/**
+ * Write atomically with owner-only permissions (proxy/atomic-file.ts: a temp file of this thread's
+ * own, fsynced, renamed). Exclusive create = the complete temp file linked into place (EEXIST when
+ * the file exists): a thread that loses the race never sees a created-but-still-empty keyring.
+ */
 function writeKeyringFile(path: string, ring: KeyringSnapshot, exclusive: boolean, comment?: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
-  const text = serializeKeyring(ring, comment)
-  // Worker threads share the pid: the temp name also carries the thread id and a random part.
-  const tmp = `${path}.${process.pid}.${threadId}.${randomBytes(4).toString('hex')}.tmp`
-  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' })
-  try {
-    // Exclusive create = link the complete temp file into place (fails with EEXIST when the file
-    // exists): a thread that loses the race never sees a created-but-still-empty keyring.
-    if (exclusive) linkExclusive(tmp, path, text)
-    else renameSync(tmp, path)
-  } finally {
-    rmSync(tmp, { force: true }) // after a rename: already gone
-  }
-}
-
-function linkExclusive(tmp: string, path: string, text: string): void {
-  try {
-    linkSync(tmp, path)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EEXIST') throw err
-    // A volume without hard links (EPERM, ENOTSUP…): the plain exclusive create.
-    writeFileSync(path, text, { mode: 0o600, flag: 'wx' })
-  }
+  writeFileAtomicSync(path, serializeKeyring(ring, comment), { mode: 0o600, exclusive })
 }
 
 /**

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import { rmSync } from 'node:fs'
 import { hostname } from 'node:os'
+import { BroadcastChannel } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { localDayNumber, QUOTA_KINDS, quotaKeys, readStateFile, zoneCode, type QuotaKindName } from '../../config/quota-usage.ts'
@@ -41,7 +42,7 @@ import {
   T_BUDGET_LOCAL,
   T_BUDGET_MIRROR,
 } from './shared-table.ts'
-import { nextStateWrite, owedFilePath, readOwedFiles, restoreState, snapshotState, writeOwedFile, writeStateFile, writeStateFileSync, type OwedEntry } from './state-file.ts'
+import { isOwedFileOf, nextStateWrite, owedFilePath, readOwedFile, readOwedFiles, restoreState, snapshotState, sweepStaleTemps, writeOwedFile, writeStateFile, writeStateFileSync, type OwedEntry } from './state-file.ts'
 
 /**
  * How long a closing thread waits for Redis to take the outage units it still owes (SIGTERM, a
@@ -120,8 +121,13 @@ interface OwedPush {
   unlessRan?: SentCall
   /** A push of it is out (not sent twice at once, not merged into). */
   sending?: boolean
-  /** The owed file holding it on disk (saved at a close, or restored at start): removed once none of its entries is owed. */
+  /** The owed file holding it on disk (saved periodically or at a close, or restored at start): removed once none of its entries is owed. */
   file?: string
+  /**
+   * Taken from the table by this thread and never sent: later units of the same (slot, kind, day)
+   * join it (Redis has not seen its token), so a long outage keeps one entry per tenant and day.
+   */
+  fresh?: boolean
 }
 
 /** One quota filter instance's hold on the runtime: the config (and Redis) it was built with. */
@@ -172,6 +178,21 @@ export class QuotaRuntime {
   readonly #pushes = new Set<Promise<boolean>>()
   /** Owed files or entries that could not be restored at start (counted once metrics exist). */
   #owedUnusable = 0
+  /**
+   * Saves this thread's owed pushes every `flushIntervalMs` while Redis is configured with a state
+   * file, so a SIGKILL or OOM kill during an outage loses at most one interval of them (they lived
+   * only in memory until a clean close). Per thread, not a leased job: each thread's are its own.
+   */
+  #owedTimer: NodeJS.Timeout | undefined
+  #owedEvery = 0
+  /** #owed changed since it was last saved: a save only then (no write per period of a long outage). */
+  #owedDirty = false
+  readonly #owedLog = new LogWindow(60_000)
+  /**
+   * Where a worker thread whose last quota filter closed says which owed file it left, so a thread
+   * of this process still serving (and beating) pushes it now, not the next process start.
+   */
+  #handover: BroadcastChannel | undefined
 
   constructor(buffer: SharedArrayBuffer, config: GatewayConfig, logger: Logger) {
     this.table = new QuotaTable(buffer)
@@ -197,6 +218,8 @@ export class QuotaRuntime {
         if (q.stateFile !== undefined) {
           this.#restoreOwed(q.stateFile)
           this.#restore(q.stateFile)
+          // What writers killed mid-write left (state and owed files' temps): not held until the first periodic write.
+          void sweepStaleTemps(q.stateFile, this.table).catch(() => 0)
         }
       } catch (err) {
         // Never keep the proxy from starting over a file; usage starts from zero, loudly.
@@ -313,6 +336,12 @@ export class QuotaRuntime {
     else this.events.webhook = q.events.webhook
     this.#configureStore(redis, q)
     this.#flush.every(q.stateFile !== undefined ? q.flushIntervalMs : 0)
+    this.#saveOwedEvery(q.stateFile !== undefined && this.#store !== undefined ? q.flushIntervalMs : 0)
+    if (this.#handover === undefined && q.stateFile !== undefined) {
+      this.#handover = new BroadcastChannel(this.#handoverName)
+      this.#handover.onmessage = (ev) => this.#takeOver((ev as { data: unknown }).data)
+      this.#handover.unref()
+    }
     this.#anomaly.every(q.anomaly.enabled ? q.anomaly.intervalMs : 0)
     this.#heartbeat.every(this.#store !== undefined ? q.redis.heartbeatMs : 0)
   }
@@ -402,7 +431,10 @@ export class QuotaRuntime {
       const listed = Object.hasOwn(this.config.tenants, w.tenant) ? this.config.tenants[w.tenant] : undefined
       const rule = resolveRule(q, w.tenant, kind, listed?.tier, listed?.timezone, false)
       const shape = { capacity: rule.capacity, bucketMs: rule.budget?.bucketMs ?? 0, buckets: rule.budget?.buckets ?? 0 }
+      // Not connected: the push would not go out (RedisQuotaStore.reconcile), so it stays unsent.
+      if (!store.provider.ready) break
       w.sending = true
+      w.fresh = false // its token may reach Redis from now on: nothing joins it any more
       const push = store.reconcile(w.tenant, kind, w.units, w.day, shape, w.token, w.unlessRan).then((ok) => {
         w.sending = false
         this.#pushes.delete(push)
@@ -416,17 +448,37 @@ export class QuotaRuntime {
     this.#retryUnanswered()
   }
 
-  /** Everything the table owes Redis, into #owed (each (tenant, kind, day) a push with a token of its own). */
+  /**
+   * Everything the table owes Redis, into #owed (each (tenant, kind, day) a push with a token of its
+   * own; units of one never sent yet join it).
+   */
   #takeOwed(): void {
     const t = this.table
     const owed = [0, 0, 0, 0]
+    // Indexed once per take: a long outage holds one entry per tenant, kind and day, thousands maybe.
+    let fresh: Map<string, OwedPush> | undefined
+    const add = (slot: number, gen: number, k: number, tenant: string, units: number, day: number) => {
+      this.#owedDirty = true
+      if (fresh === undefined) {
+        fresh = new Map()
+        for (const w of this.#owed) if (w.fresh === true) fresh.set(`${w.slot}:${w.gen}:${w.k}:${w.day}`, w)
+      }
+      const key = `${slot}:${gen}:${k}:${day}`
+      const same = fresh.get(key)
+      if (same !== undefined) same.units += units
+      else {
+        const w: OwedPush = { slot, gen, k, tenant, units, day, token: randomUUID(), fresh: true }
+        this.#owed.push(w)
+        fresh.set(key, w)
+      }
+    }
     const take = (slot: number, tenant: string) => {
       const gen = t.genOf(slot)
       for (let k = 0; k < QUOTA_KINDS.length; k++) {
         if (!takeAllPending(t, slot, k, owed)) continue
         // An earlier day's units first (an outage across the tenant's midnight), with their own day.
-        if (owed[0] !== 0) this.#owed.push({ slot, gen, k, tenant, units: owed[0]!, day: owed[1]!, token: randomUUID() })
-        if (owed[2] !== 0) this.#owed.push({ slot, gen, k, tenant, units: owed[2]!, day: owed[3]!, token: randomUUID() })
+        if (owed[0] !== 0) add(slot, gen, k, tenant, owed[0]!, owed[1]!)
+        if (owed[2] !== 0) add(slot, gen, k, tenant, owed[2]!, owed[3]!)
       }
     }
     take(OVERFLOW_SLOT, OVERFLOW_TENANT)
@@ -438,6 +490,7 @@ export class QuotaRuntime {
     const i = this.#owed.indexOf(w)
     if (i === -1) return
     this.#owed.splice(i, 1)
+    this.#owedDirty = true
     const file = w.file
     if (file !== undefined && !this.#owed.some((o) => o.file === file)) this.#removeFile(file)
   }
@@ -468,9 +521,12 @@ export class QuotaRuntime {
    * ran (RedisQuotaStore.reconcile); a tenant's requests in the call share a token too.
    */
   owe(slot: number, gen: number, k: number, tenant: string, units: number, day: number, token: string, unlessRan?: SentCall): void {
-    const same = this.#owed.find((w) => w.token === token && w.tenant === tenant && !w.sending && w.file === undefined)
+    // One token, one entry (saved or not: the next save writes the sum), or Redis would take only
+    // the first push under it.
+    const same = this.#owed.find((w) => w.token === token && w.tenant === tenant && !w.sending)
     if (same !== undefined) same.units += units
     else this.#owed.push({ slot, gen, k, tenant, units, day, token, ...(unlessRan && { unlessRan }) })
+    this.#owedDirty = true
     this.#retryUnanswered()
   }
 
@@ -497,7 +553,7 @@ export class QuotaRuntime {
       if (this.#pushes.size > 0) await within(Promise.all(this.#pushes), deadline)
       if (this.#owed.length === 0) return
       // The file holds only what is still owed (a push taken meanwhile need not wait for its token).
-      if (this.#owed.length < before) this.#saveOwed()
+      if (this.#owed.length < before || this.#owedDirty) this.#saveOwed()
     }
     let units = 0
     let saved = 0
@@ -522,7 +578,17 @@ export class QuotaRuntime {
             : this.table.slotOf(w.tenant, w.tenant === ANONYMOUS || Object.hasOwn(this.config.tenants, w.tenant))
       returnPending(this.table, slot, w.k, w.units, w.day)
     }
-    if (saved > 0) this.logger.warn({ entries: saved, units: savedUnits, file }, 'usage admitted during the Redis outage not reported to Redis at close: saved, the next start reports it')
+    if (saved > 0) {
+      this.logger.warn({ entries: saved, units: savedUnits, file }, 'usage admitted during the Redis outage not reported to Redis at close: saved, the next start reports it')
+      // A thread of this process still serving takes it over (its heartbeat pushes it): a quota
+      // filter closing in one thread only (a config version the others refused) left it until the
+      // next start. At a shutdown nobody is left to listen, and the file waits for the next start.
+      if (file !== undefined) {
+        const ch = new BroadcastChannel(this.#handoverName)
+        ch.postMessage({ file })
+        ch.close()
+      }
+    }
     if (units > 0) {
       this.#metrics?.outageUnitsUnsaved.inc(units)
       const stateFile = this.config.quotas.stateFile
@@ -537,7 +603,7 @@ export class QuotaRuntime {
    * Write this thread's owed pushes to its owed file (the state file's neighbour), replacing the
    * files they came from. No state file, or the write fails: they stay unsaved (logged, counted).
    */
-  #saveOwed(): void {
+  #saveOwed(periodic = false): void {
     const stateFile = this.config.quotas.stateFile
     if (stateFile === undefined) return
     const path = owedFilePath(stateFile, this.epoch)
@@ -553,15 +619,76 @@ export class QuotaRuntime {
       else writeOwedFile(path, { version: 1, savedAt: Date.now(), proxy: this.proxyId, owed })
     } catch (err) {
       this.#metrics?.stateFileErrors.labels('write').inc()
-      this.logger.error({ err: { message: (err as Error).message }, file: path }, 'quota owed-units file not written')
+      // A periodic save that fails fails every period (a full or read-only disk): one line a minute.
+      const held = periodic ? this.#owedLog.take(Date.now()) : 0
+      if (held !== undefined) this.logger.error({ err: { message: (err as Error).message }, file: path, ...(held ? { alsoFailed: held } : {}) }, 'quota owed-units file not written')
       return
     }
+    this.#owedDirty = false
     const replaced = new Set<string>()
     for (const w of this.#owed) {
       if (w.file !== undefined && w.file !== path) replaced.add(w.file)
       w.file = path
     }
     for (const f of replaced) this.#removeFile(f)
+  }
+
+  /** (Re)start the periodic save of the owed pushes with this period; 0 stops it. */
+  #saveOwedEvery(periodMs: number): void {
+    if (periodMs === this.#owedEvery) return
+    clearInterval(this.#owedTimer)
+    this.#owedTimer = undefined
+    this.#owedEvery = periodMs
+    if (periodMs > 0) this.#owedTimer = setInterval(() => this.#persistOwed(), periodMs).unref()
+  }
+
+  /**
+   * What the table owes Redis (units the outage policy admitted, in shared memory) moves into this
+   * thread's pushes, each under a token, and they are saved when they changed. The token is taken
+   * before the save: a push that reaches Redis and is then killed before its file is updated is
+   * pushed again by the next start under the same token, which Redis applies once.
+   */
+  #persistOwed(): void {
+    try {
+      this.#takeOwed()
+      if (this.#owedDirty) this.#saveOwed(true)
+      this.#retryUnanswered()
+    } catch (err) {
+      this.logger.error({ err }, 'quota owed-units save failed')
+    }
+  }
+
+  get #handoverName(): string {
+    return `igw-quota-owed:${this.proxyId}`
+  }
+
+  /**
+   * Another worker thread of this process closed its last quota filter owing Redis what is in
+   * `file`: owed by this thread too, pushed at its next retry under the same tokens (Redis applies
+   * each once, should the closing thread or a third one push them as well), and moved into this
+   * thread's own file at its next save (the other file goes then).
+   */
+  #takeOver(data: unknown): void {
+    const stateFile = this.config.quotas.stateFile
+    const file = typeof data === 'object' && data !== null ? (data as { file?: unknown }).file : undefined
+    if (this.#attached.length === 0 || stateFile === undefined || typeof file !== 'string' || !isOwedFileOf(stateFile, file)) return
+    const read = readOwedFile(file)
+    if (read.problem !== undefined) return // gone already (another thread took it and saved), or the next start reports it
+    let entries = 0
+    let units = 0
+    const held = new Set(this.#owed.map((w) => `${w.tenant}\0${w.token}`))
+    for (const e of read.entries) {
+      if (held.has(`${e.tenant}\0${e.token}`)) continue
+      const w: OwedPush = { slot: -1, gen: 0, k: KIND_INDEX[e.kind], tenant: e.tenant, units: e.units, day: e.day, token: e.token, file }
+      if (e.unlessRan !== undefined) w.unlessRan = e.unlessRan
+      this.#owed.push(w)
+      entries++
+      units += e.units
+    }
+    if (entries === 0) return
+    this.#owedDirty = true
+    this.logger.info({ entries, units, file }, 'usage admitted during the Redis outage left by a closing worker thread: reported to Redis by this one')
+    this.#retryUnanswered()
   }
 
   /** Beat once now (a fresh proxy should count itself and its peers before the first period). */
@@ -761,6 +888,10 @@ export class QuotaRuntime {
     this.#flush.stop()
     this.#anomaly.stop()
     this.#heartbeat.stop()
+    this.#saveOwedEvery(0)
+    // Not taking over another thread's file while this one goes too.
+    this.#handover?.close()
+    this.#handover = undefined
     await this.#settleOwed()
     await this.flush(true)
     await this.#store?.leave(this.proxyId)

@@ -1,10 +1,12 @@
 // Daily usage and budget rings to a small JSON file and back, so a proxy without Redis keeps
-// `usedToday` (and budgets) across a restart. Written atomically (temp file + rename), by one
-// worker thread at a time, periodically and when the last quota filter of a thread closes.
-import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { readdir, rm, stat, writeFile } from 'node:fs/promises'
+// `usedToday` (and budgets) across a restart. Written atomically (proxy/atomic-file.ts: temp file,
+// fsync, rename, directory fsync), by one worker thread at a time, periodically and when the last
+// quota filter of a thread closes.
+import { readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { threadId } from 'node:worker_threads'
+import { atomicTempPath, syncDir, syncDirSync, writeFileAtomicSync, writeTemp, writeTempSync } from '../../proxy/filter.ts'
 import { QUOTA_KINDS, zoneCode, zoneOfCode, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
 import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
 import { lock, unlock } from './shared-mutex.ts'
@@ -220,9 +222,13 @@ let writes = 0
 /** Per state file: the number of the newest write of this thread that is on disk (without a table). */
 const landed = new Map<string, number>()
 
+/** `<file>.<pid>.<thread>.<n>.tmp` (atomicTempPath): the sweep below reads the pid and the write's number from it. */
 function tempName(path: string, n: number): string {
-  return `${path}.${process.pid}.${threadId}.${n}.tmp`
+  return atomicTempPath(path, n)
 }
+
+/** The state and owed files hold usage, not secrets: readable as a plain write made them (before the umask). */
+const FILE_MODE = 0o666
 
 /**
  * The number of the next write, shared by the table's threads: take it before the snapshot, so
@@ -277,12 +283,14 @@ const swept = new Map<string, number>()
  * behind, and every crash added one (a full state file's worth of bytes each). Gone: files from
  * before this process started (no write of ours; a container's pid 1 is every restart's pid), files of
  * a process that no longer exists (or ten minutes old), and this process's writes older than the one on disk (they are
- * never renamed). Another live proxy's write to a shared file is left alone. Runs after the first
- * periodic write of a thread and then at most once a minute; never fails a write.
+ * never renamed). Another live proxy's write to a shared file is left alone. The owed files' temps
+ * (beside the state file) go by the same rule. Runs at start, after the first periodic write of a
+ * thread and then at most once a minute; never fails a write.
  */
 export async function sweepStaleTemps(path: string, table?: QuotaTable, now = Date.now()): Promise<number> {
   const dir = dirname(path)
   const prefix = `${basename(path)}.`
+  const owedPrefix = `${basename(path)}${OWED_INFIX}`
   const started = now - process.uptime() * 1000
   const landedSeq = table !== undefined ? Atomics.load(table.i32, H_STATE_LANDED) : (landed.get(path) ?? 0)
   let removed = 0
@@ -294,14 +302,29 @@ export async function sweepStaleTemps(path: string, table?: QuotaTable, now = Da
   }
   for (const name of names) {
     if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue
-    const m = /^(\d+)\.(\d+)\.(\d+)\.tmp$/.exec(name.slice(prefix.length))
+    const file = join(dir, name)
+    // An owed file's temps (`<file>.owed.<epoch>.<thread>.json.<pid>.<thread>.<n>.tmp`): numbered per
+    // thread, not in the state writes' order, so only their pid and age tell.
+    const owed = name.startsWith(owedPrefix) ? /^\d+\.\d+\.json\.(.*)$/.exec(name.slice(owedPrefix.length)) : null
+    if (name.startsWith(owedPrefix) && owed === null) continue
+    if (owed?.[1] === 'tmp') {
+      // An older writer's `<owed file>.tmp` (no pid): one from before this process started is no write of ours.
+      try {
+        if ((await stat(file)).mtimeMs >= started - 1000) continue
+        await rm(file, { force: true })
+        removed++
+      } catch {
+        // gone already, or not ours to remove
+      }
+      continue
+    }
+    const m = /^(\d+)\.(\d+)\.(\d+)\.tmp$/.exec(owed !== null ? owed[1]! : name.slice(prefix.length))
     if (m === null) continue
     const pid = Number(m[1])
     const seq = Number(m[3])
-    const file = join(dir, name)
     let stale: boolean
     if (pid === process.pid) {
-      stale = seq < landedSeq
+      stale = owed === null && seq < landedSeq
       if (!stale) {
         try {
           stale = (await stat(file)).mtimeMs < started - 1000
@@ -336,13 +359,14 @@ export async function writeStateFile(path: string, doc: QuotaStateDocument, tabl
   const seq = n ?? (table !== undefined ? nextStateWrite(table) : ++writes)
   const tmp = tempName(path, seq)
   try {
-    // flush: fsync before the rename, so a power cut leaves the old file or the new one, not an empty one.
-    await writeFile(tmp, JSON.stringify(doc), { flush: true })
+    // fsynced before the rename, so a power cut leaves the old file or the new one, not an empty one.
+    await writeTemp(tmp, JSON.stringify(doc), FILE_MODE)
     land(path, tmp, seq, table)
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => undefined)
     throw err
   }
+  await syncDir(dirname(path))
   // After the write (its number is taken first: order between writes stays as it was).
   const last = swept.get(path)
   const t = Date.now()
@@ -357,7 +381,7 @@ export function writeStateFileSync(path: string, doc: QuotaStateDocument, table?
   const seq = n ?? (table !== undefined ? nextStateWrite(table) : ++writes)
   const tmp = tempName(path, seq)
   try {
-    writeFileSync(tmp, JSON.stringify(doc), { flush: true })
+    writeTempSync(tmp, JSON.stringify(doc), FILE_MODE)
     land(path, tmp, seq, table)
   } catch (err) {
     try {
@@ -367,6 +391,7 @@ export function writeStateFileSync(path: string, doc: QuotaStateDocument, table?
     }
     throw err
   }
+  syncDirSync(dirname(path))
 }
 
 // --- outage units owed to Redis ---------------------------------------------------------------
@@ -402,20 +427,16 @@ export function owedFilePath(stateFile: string, epoch: number, thread = threadId
   return `${stateFile}${OWED_INFIX}${epoch}.${thread}.json`
 }
 
-/** Synchronous (the thread is going away), atomic (temporary file, fsync, rename). */
+let owedWrites = 0
+
+/**
+ * Synchronous (a close's thread is going away; a periodic save is small), atomic (temporary file,
+ * fsync, rename). The temporary file is named as the state file's are (pid, thread, number), so
+ * the one sweep (sweepStaleTemps) removes what a killed writer left: a fixed `<file>.tmp` was
+ * never removed by anyone.
+ */
 export function writeOwedFile(path: string, doc: OwedDocument): void {
-  const tmp = `${path}.tmp`
-  try {
-    writeFileSync(tmp, JSON.stringify(doc), { flush: true })
-    renameSync(tmp, path)
-  } catch (err) {
-    try {
-      rmSync(tmp, { force: true })
-    } catch {
-      // the write's own error is the one to report
-    }
-    throw err
-  }
+  writeFileAtomicSync(path, JSON.stringify(doc), { mode: FILE_MODE, tmp: tempName(path, ++owedWrites) })
 }
 
 const TOKEN = /^[A-Za-z0-9._-]{1,120}$/
@@ -456,26 +477,33 @@ export function readOwedFiles(stateFile: string, now = Date.now()): OwedFileRead
   const out: OwedFileRead[] = []
   for (const name of names) {
     if (!name.startsWith(prefix) || !/^\d+\.\d+\.json$/.test(name.slice(prefix.length))) continue
-    const file = join(dir, name)
-    let doc: unknown
-    try {
-      doc = JSON.parse(readFileSync(file, 'utf8'))
-    } catch (err) {
-      out.push({ file, problem: (err as Error).message })
-      continue
-    }
-    if (!isRecord(doc) || doc.version !== 1 || !Array.isArray(doc.owed)) {
-      out.push({ file, problem: 'not an owed-units document (version 1)' })
-      continue
-    }
-    const entries: OwedEntry[] = []
-    let skipped = 0
-    for (const e of doc.owed as unknown[]) {
-      const entry = owedEntry(e, now)
-      if (entry === undefined) skipped++
-      else entries.push(entry)
-    }
-    out.push({ file, entries, skipped })
+    out.push(readOwedFile(join(dir, name), now))
   }
   return out
+}
+
+/** Is `file` an owed file of `stateFile` (as owedFilePath names them)? */
+export function isOwedFileOf(stateFile: string, file: string): boolean {
+  const prefix = basename(stateFile) + OWED_INFIX
+  const name = basename(file)
+  return dirname(file) === dirname(stateFile) && name.startsWith(prefix) && /^\d+\.\d+\.json$/.test(name.slice(prefix.length))
+}
+
+/** One owed file: its entries and the count of damaged ones, or why it cannot be used (never thrown). */
+export function readOwedFile(file: string, now = Date.now()): OwedFileRead {
+  let doc: unknown
+  try {
+    doc = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    return { file, problem: (err as Error).message }
+  }
+  if (!isRecord(doc) || doc.version !== 1 || !Array.isArray(doc.owed)) return { file, problem: 'not an owed-units document (version 1)' }
+  const entries: OwedEntry[] = []
+  let skipped = 0
+  for (const e of doc.owed as unknown[]) {
+    const entry = owedEntry(e, now)
+    if (entry === undefined) skipped++
+    else entries.push(entry)
+  }
+  return { file, entries, skipped }
 }

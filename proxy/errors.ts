@@ -154,6 +154,60 @@ export function negotiateErrorType(headers: Record<string, string | string[]>, a
   if (headers['content-type'] === JSON_TYPE) headers['content-type'] = errorMediaType(accept)
 }
 
+/**
+ * A client that takes its answers only as an event stream: its Accept names `text/event-stream`
+ * and admits neither JSON type (no wildcard either) — GraphQL over SSE in "distinct connections
+ * mode": the graphql-sse client and a browser's or undici's EventSource send exactly
+ * `Accept: text/event-stream`. One that also takes JSON gets JSON, as graphql-yoga answers it.
+ */
+export function acceptsOnlyEventStream(accept: string | string[] | undefined): boolean {
+  if (typeof accept !== 'string' || !NAMES_EVENT_STREAM.test(accept) || acceptClass(accept) !== undefined) return false
+  for (const range of accept.split(',')) {
+    const semi = range.indexOf(';')
+    if ((semi === -1 ? range : range.slice(0, semi)).trim().toLowerCase() === 'text/event-stream') return semi === -1 || qValue(range.slice(semi + 1)) > 0
+  }
+  return false
+}
+const NAMES_EVENT_STREAM = /text\/event-stream/i
+
+/**
+ * An igw 4xx error reply (GraphQL-shaped JSON) as an SSE-only client on a GraphQL route gets it:
+ * a 200 event stream, the error result as one `next` event, then `complete` (with the empty
+ * `data:` line an EventSource needs to fire its listener), as the GraphQL over SSE protocol
+ * (graphql-sse PROTOCOL.md, distinct connections mode) has a server report what fails before
+ * execution, and as graphql-yoga answers such a client its own parse, validation and request
+ * errors. Answered as a 4xx `application/json` body, the graphql-sse client took it for a network
+ * failure and sent the request again five times over ~45 s (Retry-After unread, each retry
+ * another refusal a quota counts), then failed with "Server responded with 401: Unauthorized"
+ * (the body left unread on it); an EventSource failed the connection with an error event that
+ * carries nothing. Neither handed the app extensions.code; now both do, and neither retries a
+ * refusal on its own. The access line, metrics and usage count the 4xx it stands for.
+ *
+ * A 5xx is not re-framed (see the exchange's #outgoingBytes): the gateway's or the upstream's
+ * failure is transient, and at a 5xx the graphql-sse client retries with backoff, as it does a
+ * server that is down (a subscription resumes once the upstream is back), leaving the JSON body
+ * on `error.response` for the app; load balancers and SLOs keep seeing the 5xx.
+ *
+ * Retry-After stays a header, and its seconds also become the stream's `retry:` field, so an
+ * EventSource that is not closed on `complete` reconnects no sooner. The stream is complete and
+ * sized, and `no-store`: a refusal sent as a 200 is never cached on the way.
+ */
+export function eventStreamErrorBody(headers: Record<string, string | string[]>, body: Buffer): Buffer {
+  headers['content-type'] = EVENT_STREAM_TYPE
+  headers['cache-control'] = 'no-store'
+  const after = headers['retry-after']
+  const retry = typeof after === 'string' && /^\d{1,9}$/.test(after.trim()) ? `retry: ${Number(after.trim()) * 1000}\n` : ''
+  // One data line per line of the JSON (errorBody writes one; a filter's may have more).
+  const data = body.toString('utf8').replace(/\r\n|\r|\n/g, '\ndata: ')
+  return Buffer.from(`${retry}event: next\ndata: ${data}\n\nevent: complete\ndata:\n\n`)
+}
+export const EVENT_STREAM_TYPE = 'text/event-stream'
+
+/** Whether `headers` type a reply as one of ours, still un-negotiated (see negotiateErrorType). */
+export function isOwnJsonType(headers: Record<string, string | string[]>): boolean {
+  return headers['content-type'] === JSON_TYPE
+}
+
 /** RFC 9110 §5.6.2 token: what a field name may be (lower-case, as the proxy keeps names). */
 export const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 /** RFC 9110 §5.5 field value as node:http and undici accept it: no CR, LF, NUL or other controls but HTAB, no code point above 0xFF. */

@@ -8,7 +8,7 @@ import { Readable, Transform, pipeline, type TransformCallback } from 'node:stre
 import type { Dispatcher } from 'undici'
 import { filterDue, filterMissedDeadline, noteMalformedReply } from './chain.ts'
 import { RequestContext } from './context.ts'
-import { errorReply, negotiateErrorType, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
+import { acceptsOnlyEventStream, errorReply, eventStreamErrorBody, isOwnJsonType, negotiateErrorType, replyProblem, ResponseCut, type ErrorCode, type LocalReply } from './errors.ts'
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { acceptsTrailers, applyAddedHeaders, charsetOf, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, relayableTrailers, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
@@ -124,9 +124,9 @@ class ResponseInfoImpl implements ResponseInfo {
   headers: Record<string, string | string[]>
   readonly local: boolean
   #body: Readable | Buffer | undefined
-  readonly #ex: Exchange | undefined
+  readonly #ex: Exchange
 
-  constructor(status: number, headers: Record<string, string | string[]>, local: boolean, body: Buffer | undefined, ex: Exchange | undefined) {
+  constructor(status: number, headers: Record<string, string | string[]>, local: boolean, body: Buffer | undefined, ex: Exchange) {
     this.status = status
     this.headers = headers
     this.local = local
@@ -134,11 +134,13 @@ class ResponseInfoImpl implements ResponseInfo {
     this.#ex = ex
   }
   get body(): Readable | Buffer {
-    return (this.#body ??= this.#ex!.materializeBody())
+    return (this.#body ??= this.#ex.materializeBody())
   }
   set body(v: Readable | Buffer) {
-    if (this.#body === undefined && this.#ex !== undefined) this.#ex.discardUpstreamBody()
+    // (a local reply's body is always set: only an upstream body is there to discard)
+    if (this.#body === undefined) this.#ex.discardUpstreamBody()
     this.#body = v
+    this.errorReply = false // (a stale copy in place of a 502 is content, not our error)
     this.lengthChanged = true
     this.bodyFilter = this.runningFilter
   }
@@ -153,6 +155,14 @@ class ResponseInfoImpl implements ResponseInfo {
     this.#body = stream
     this.bodyFilter = this.runningFilter
   }
+  /** A method, not a closure per response: see Exchange.refuseResponse. */
+  refuse(reply: LocalReply): void {
+    this.#ex.refuseResponse(this, reply)
+  }
+  /** refuse() replaced this response: igw's own reply (a batch gets it per operation, see #commit). */
+  refused = false
+  /** Status, headers and body are an error reply (a LocalReply with a code) no filter has replaced the body of since (see #outgoingBytes). */
+  errorReply = false
   /** The body if a filter touched it; undefined means "stream upstream bytes directly". */
   get touchedBody(): Readable | Buffer | undefined {
     return this.#body
@@ -557,19 +567,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // the answer still carries, and the access line logs, the id it would have assigned.
     const rid = this.route.requestId
     if (rid !== undefined && below <= rid.index && !this.#preflight) this.ctx.assignRequestId()
-    const raw = reply.body
-    // A Uint8Array that is no Buffer (TextEncoder's output; replyProblem takes it as bytes) was
-    // handed to pipeline() as if it were a stream, which failed and destroyed the response: the
-    // client's connection dropped with no answer, nothing logged. A view on its memory, no copy.
-    const body = typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from((raw as Uint8Array).buffer, (raw as Uint8Array).byteOffset, (raw as Uint8Array).byteLength)
-    const headers: Record<string, string | string[]> = { ...reply.headers }
-    if (reply.code !== undefined) {
-      this.ctx.errorCode ??= reply.code
-      negotiateErrorType(headers, this.ctx.req.headers.accept)
-    }
-    const added = this.ctx.responseHeaders
-    if (added !== undefined) applyAddedHeaders(headers, added)
-    const info = new ResponseInfoImpl(reply.status, headers, true, body, undefined)
+    if (reply.code !== undefined) this.ctx.errorCode ??= reply.code
+    const info = new ResponseInfoImpl(reply.status, this.#replyHeaders(reply), true, replyBytes(reply.body), this)
+    info.errorReply = reply.code !== undefined
     this.ctx.response = info // ctx.addResponseHeader in onResponse edits this head
     // (a preflight's 502/504: no filter ran for it, none sees its answer)
     this.#pendingInfo = undefined
@@ -585,20 +585,79 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
+  /**
+   * A local reply's head as every one is written, in the request phase (sendLocal) or the response
+   * phase (refuseResponse): an error reply in the media type the client asked for (GraphQL over
+   * HTTP §7.1), and the chain's own headers (x-request-id, a quota's RateLimit, every Set-Cookie a
+   * filter added) on it.
+   */
+  #replyHeaders(reply: LocalReply): Record<string, string | string[]> {
+    const headers: Record<string, string | string[]> = { ...reply.headers }
+    if (reply.code !== undefined) negotiateErrorType(headers, this.ctx.req.headers.accept)
+    const added = this.ctx.responseHeaders
+    if (added !== undefined) applyAddedHeaders(headers, added)
+    return headers
+  }
+
+  /**
+   * ResponseInfo.refuse: the response-phase filter running now (info.runningFilter) answers with a
+   * reply of its own instead of the response it was given (the upstream's, or a local one), made
+   * as a request-phase answer is (#answer, sendLocal): the filter named as the one that answered, a
+   * reply HTTP cannot carry counted as its failure and answered 500, the error code logged, the
+   * head as #replyHeaders makes it, and a batch refused per operation (#commit, #writeLocal). By
+   * hand in three places (DLP's, a failed filter's 500, a missed deadline's 504) one or another
+   * step was missed: DLP's 403 once went out in application/json to a graphql-response+json
+   * client, neither DLP's 403 nor the 500 named the filter in the access line, and the 500 was
+   * not counted in igw_proxy_errors_total. After the response phase gave up on the filter (a
+   * deadline's 504, the upstream's 502) it is ignored; once the head is out it throws (end the
+   * body with a ResponseCut).
+   */
+  refuseResponse(info: ResponseInfoImpl, reply: LocalReply): void {
+    if (info.abandoned) return
+    if (this.res.headersSent || this.ctx.response !== info) throw new Error('ResponseInfo.refuse: this response is no longer open to a refusal (its head is out); destroy the body with a ResponseCut instead')
+    const idx = info.runningFilter
+    const filter = this.route.filters[idx]
+    if (filter !== undefined) this.ctx.answeredBy = filter.name
+    const problem = replyProblem(reply)
+    if (problem !== undefined) {
+      // As in the request phase (#answer): failing open would turn the refusal into a pass.
+      const message = filter === undefined ? `a response-phase reply HTTP cannot carry: ${problem}` : noteMalformedReply(this.ctx, this.route, this.proxy.metrics, idx, problem)
+      this.#refuseOwn(info, 'INTERNAL_SERVER_ERROR', message)
+      return
+    }
+    this.#replaceResponse(info, reply)
+  }
+
+  /** The proxy's own error in place of the response under way (a response-phase filter failed or missed its deadline), counted as replyError counts. */
+  #refuseOwn(info: ResponseInfoImpl, code: ErrorCode, message: string): void {
+    this.proxy.metrics.proxyErrors.labels(this.route.name, code).inc()
+    this.#replaceResponse(info, errorReply(code, message))
+  }
+
+  #replaceResponse(info: ResponseInfoImpl, reply: LocalReply): void {
+    // The refusal replaces what was answered (a local 429 a filter then failed on is a 500 now).
+    if (reply.code !== undefined) this.ctx.errorCode = reply.code
+    info.status = reply.status
+    info.headers = this.#replyHeaders(reply)
+    info.body = replyBytes(reply.body) // (an upstream body not read yet is discarded)
+    info.refused = true
+    info.errorReply = reply.code !== undefined
+  }
+
   #writeLocal(info: ResponseInfoImpl): void {
     const res = this.res
     if (res.destroyed || res.headersSent) return
     const body = info.body
-    // The reason phrase is set explicitly: a proxied head that writeHead refused (an upstream
-    // header Node cannot send) left its "OK" behind, which the 502 would otherwise carry.
-    const reason = STATUS_CODES[info.status] ?? ''
     if (Buffer.isBuffer(body)) {
-      const out = perOperationErrors(this.ctx.batch, info.status, info.headers, body)
+      const out = this.#outgoingBytes(info, body)
       if (info.status !== 304) info.headers['content-length'] = String(out.length)
-      if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) return
+      // The reason phrase is set explicitly: a proxied head that writeHead refused (an upstream
+      // header Node cannot send) left its "OK" behind, which the 502 would otherwise carry.
+      if (!this.#writeHead(info.status, flattenHeaders(info.headers), STATUS_CODES[info.status] ?? '')) return
       res.end(out)
       this.#watchFlush()
     } else {
+      const reason = STATUS_CODES[info.status] ?? ''
       delete info.headers['content-length']
       if (!this.#writeHead(info.status, flattenHeaders(info.headers), reason)) {
         body.destroy() // (nothing reads it now: its source, a file or a cursor, is let go)
@@ -618,6 +677,27 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
     }
   }
+  /**
+   * The bytes of a reply made here (sendLocal, ResponseInfo.refuse) as they go out, for the
+   * request and the response phase alike: a batch refused whole, one error result per operation
+   * (perOperationErrors); an error reply of ours under 500 to an SSE-only client on a GraphQL
+   * route, a 200 event stream (eventStreamErrorBody says what and why) — the access line, the
+   * request metrics and the tenant's usage count the status it stands for (#countedStatus), as
+   * for any other client. A 5xx stays as it is: graphql-sse retries it as it does a server that
+   * is down, and finds the JSON on its error's response.
+   */
+  #outgoingBytes(info: ResponseInfoImpl, body: Buffer): Buffer {
+    const out = perOperationErrors(this.ctx.batch, info.status, info.headers, body)
+    if (!info.errorReply || info.status >= 500 || this.route.type !== 'graphql' || !isOwnJsonType(info.headers) || !acceptsOnlyEventStream(this.ctx.req.headers.accept)) return out
+    if (info.status !== 200) {
+      this.#countedStatus = info.status
+      info.status = 200
+    }
+    return eventStreamErrorBody(info.headers, out)
+  }
+  /** The status the response stands for when it went out as another (see #outgoingBytes); 0: the one sent. */
+  #countedStatus = 0
+
   /** A local reply's body stream, while the timer watches it (see #writeLocal). */
   #localBody: Readable | undefined = undefined
 
@@ -672,6 +752,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.ctx.log.error({ err: { message: e.message, code: e.code } }, 'response head refused by node:http (a header value it cannot send)')
       this.proxy.metrics.proxyErrors.labels(this.route.name, 'INTERNAL_SERVER_ERROR').inc()
       this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
+      this.#countedStatus = 0 // (the 500 below is what the client gets and what counts)
       this.phase = Phase.Done
       if (this.controller !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
       if (!res.headersSent && !res.destroyed) {
@@ -721,19 +802,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.proxy.metrics.filterErrors.labels(filter.name).inc()
     const open = this.route.failOpen[idx]!
     this.ctx.log.error({ err, filter: filter.name, failMode: open ? 'open' : 'closed', phase: 'response' }, 'filter error')
-    if (!open) {
-      // Fail closed: the client gets a 500 instead of a response the filter could not vet.
-      const reply = errorReply('INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
-      this.ctx.errorCode = 'INTERNAL_SERVER_ERROR'
-      info.status = reply.status
-      info.headers = { ...reply.headers }
-      negotiateErrorType(info.headers, this.ctx.req.headers.accept)
-      // The chain's own headers (x-request-id, a quota's RateLimit) as on any local answer: the
-      // request id is what the client quotes when it reports this 500.
-      const added = this.ctx.responseHeaders
-      if (added !== undefined) applyAddedHeaders(info.headers, added)
-      info.body = Buffer.from(reply.body)
-    }
+    // Fail closed: the client gets a 500 instead of a response the filter could not vet, named,
+    // counted and typed as a request-phase filter's failure is (filterFailed).
+    if (open) return
+    this.ctx.answeredBy = filter.name
+    this.#refuseOwn(info, 'INTERNAL_SERVER_ERROR', `filter "${filter.name}" failed`)
   }
 
   // --- upstream ---------------------------------------------------------------------------
@@ -1245,16 +1318,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     // A local answer's response phase: the 504 replaces it, the filters left are skipped.
-    const reply = errorReply('UPSTREAM_TIMEOUT', message)
     ctx.answeredBy = filter.name
-    ctx.errorCode = 'UPSTREAM_TIMEOUT'
-    this.proxy.metrics.proxyErrors.labels(this.route.name, 'UPSTREAM_TIMEOUT').inc()
-    info.status = reply.status
-    info.headers = { ...reply.headers }
-    negotiateErrorType(info.headers, ctx.req.headers.accept)
-    const added = ctx.responseHeaders
-    if (added !== undefined) applyAddedHeaders(info.headers, added)
-    info.body = Buffer.from(reply.body)
+    this.#refuseOwn(info, 'UPSTREAM_TIMEOUT', message)
     this.#writeLocal(info)
   }
 
@@ -1306,9 +1371,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The filter answered with bytes of its own (a 500 from a failed filter, a rewrite).
       // An upstream body it read only in part is not needed any more.
       if (this.#body !== undefined && !this.#upstreamEnded) this.discardUpstreamBody()
-      // Only igw's own refusal (DLP's, a failed filter's): the upstream's error, rewritten by a
-      // filter, goes in the shape the upstream gave it.
-      const out = this.ctx.errorCode === undefined ? body : perOperationErrors(this.ctx.batch, info.status, info.headers, body)
+      // Only a refusal (ResponseInfo.refuse: DLP's, a failed filter's): the upstream's error,
+      // rewritten by a filter, goes in the shape the upstream gave it.
+      const out = info.refused ? this.#outgoingBytes(info, body) : body
       if (info.status !== 304) info.headers['content-length'] = String(out.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Done
@@ -1520,7 +1585,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // the upstream's, not the client's: an upstream that resets streams must not page as clients
     // walking away)
     if (aborted && !this.proxy.cutting && !this.#cut) this.proxy.metrics.clientAborts.labels(this.route.name).inc()
-    let status = res.statusCode
+    let status = this.#countedStatus || res.statusCode
     // Ended before any head went out: res.statusCode is only Node's default 200, which would log
     // and count a request the client never got as a success (SLO dashboards, usage reports).
     if (aborted && !res.headersSent) {
@@ -1613,6 +1678,16 @@ function isJson(contentType: string | undefined): boolean {
 }
 
 function noop(): void {}
+
+/**
+ * A reply's body as bytes. A Uint8Array that is no Buffer (TextEncoder's output; replyProblem
+ * takes it as bytes) was handed to pipeline() as if it were a stream, which failed and destroyed
+ * the response: the client's connection dropped with no answer, nothing logged. A view on its
+ * memory, no copy.
+ */
+function replyBytes(raw: Buffer | string | Uint8Array): Buffer {
+  return typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength)
+}
 
 /**
  * An OPTIONS request a browser sends before a cross-origin request (Fetch §4.8 "CORS-preflight

@@ -26,15 +26,19 @@ export const CONTINUE: Decision = undefined
 /**
  * The response as the response phase sees it. Headers are lower-case and mutable;
  * `ctx.addResponseHeader` edits them too (and appends a Set-Cookie rather than replacing the
- * upstream's). A filter that replaces `headers` wholesale (a reply of its own) re-applies the
- * chain's additions with `applyAddedHeaders(headers, ctx.responseHeaders)`, which keeps every
- * Set-Cookie. `body` is materialized as a stream only when a filter reads it, so filters that
- * only touch headers keep the zero-copy path; assign `body` to replace it (e.g. with a Transform).
+ * upstream's). To answer with a reply of its own instead (a refusal: DLP's 403), a filter calls
+ * `refuse(errorReply(...))`, never sets status, headers and body by hand. `body` is materialized
+ * as a stream only when a filter reads it, so filters that only touch headers keep the zero-copy
+ * path; assign `body` to replace it (e.g. with a Transform).
  */
 export interface ResponseInfo {
   status: number
   headers: Record<string, string | string[]>
-  /** A reply made by a filter or by the proxy (error), not the upstream's. Its body is a Buffer. */
+  /**
+   * A reply made by a filter or by the proxy (error) instead of calling the upstream. Its body is
+   * a Buffer. A response refused in the response phase stays `local: false`: the upstream did
+   * answer (a mutation ran), which is what the cache's invalidation reads from it.
+   */
   readonly local: boolean
   /** Reading it switches to stream mode; assigning it means the bytes change (Content-Length is dropped). */
   body: Readable | Buffer
@@ -43,6 +47,16 @@ export interface ResponseInfo {
    * Content-Length stays valid, so the client still gets a sized response.
    */
   observeBody(stream: Readable): void
+  /**
+   * Answer with `reply` instead of this response, as a request-phase refusal is answered: the
+   * error code logged (ctx.errorCode) and the filter named in the access line, an error reply in
+   * the media type the client asked for, the chain's added headers on it (every Set-Cookie), a
+   * batch refused per operation for a graphql-response+json client. The upstream's body, unread
+   * or read in part, is dropped; the filters still to run see the reply. A reply HTTP cannot carry
+   * is the filter's failure (500, whatever its failMode). Ignored once the phase gave up on the
+   * filter (its deadline passed); throws once the head is out (end the body with a ResponseCut).
+   */
+  refuse(reply: LocalReply): void
 }
 
 /** One event of a shared subscription stream, as it is about to reach one client. */

@@ -17,8 +17,7 @@ import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
 import { charsetOf } from '../../proxy/headers.ts'
-import { negotiateErrorType } from '../../proxy/errors.ts'
-import { applyAddedHeaders, errorBody, errorReply, ResponseCut, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
+import { errorBody, errorReply, ResponseCut, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
 import { aliasFieldHints, graphqlExportMatch } from './graphql-scope.ts'
@@ -528,7 +527,7 @@ class DlpFilter implements Filter {
       this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
       const message = 'export is partial content (206), which DLP cannot inspect'
       this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, { kind: 'malformed', message })
-      this.#refuse(ctx, res, errorReply('DLP_BLOCKED', message, { preset: plan.preset }))
+      res.refuse(errorReply('DLP_BLOCKED', message, { preset: plan.preset }))
       return
     }
     const ctype = res.headers['content-type']
@@ -544,7 +543,7 @@ class DlpFilter implements Filter {
         return
       }
       this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, { kind: 'malformed', message: `export has ${what}, which DLP cannot inspect` })
-      this.#refuse(ctx, res, errorReply('DLP_BLOCKED', `export has ${what}, which DLP cannot inspect`, { preset: plan.preset }))
+      res.refuse(errorReply('DLP_BLOCKED', `export has ${what}, which DLP cannot inspect`, { preset: plan.preset }))
       return
     }
     // `format: auto`: the request phase was asked with format "auto", before the media type was
@@ -556,7 +555,7 @@ class DlpFilter implements Filter {
       if (!v.allow) {
         this.#exportsTotal.labels(format, 'denied').inc()
         this.#audit(ctx, plan.preset, format, 'denied', undefined, v, undefined)
-        this.#refuse(ctx, res, errorReply('DLP_BLOCKED', v.reason, { preset: plan.preset, policy: this.#dlp.policy.entrypoint }))
+        res.refuse(errorReply('DLP_BLOCKED', v.reason, { preset: plan.preset, policy: this.#dlp.policy.entrypoint }))
         return
       }
       plan.request = v
@@ -609,7 +608,7 @@ class DlpFilter implements Filter {
         // The upstream failed before the head: the proxy answers 502/504 itself; this export
         // still gets its audit line (and the failure is not DLP's, so not a filter error).
         this.#finish(ctx, plan, session, 'before-head', 'the upstream failed before the export was inspected')
-        this.#refuse(ctx, res, errorReply('UPSTREAM_UNAVAILABLE', 'the upstream failed before the export was inspected'))
+        res.refuse(errorReply('UPSTREAM_UNAVAILABLE', 'the upstream failed before the export was inspected'))
         return
       }
       session.stop = undecodable(health)
@@ -626,7 +625,7 @@ class DlpFilter implements Filter {
       const ext: Record<string, unknown> = { preset: plan.preset }
       if (s.type !== undefined) Object.assign(ext, { type: s.type, count: s.count, rule: s.rule })
       if (s.kind === 'policy') ext.policy = this.#dlp.policy.entrypoint
-      this.#refuse(ctx, res, errorReply('DLP_BLOCKED', s.message, ext))
+      res.refuse(errorReply('DLP_BLOCKED', s.message, ext))
       return
     }
     delete res.headers['content-length']
@@ -647,21 +646,6 @@ class DlpFilter implements Filter {
     upstream.pipe(stream)
     upstream.resume()
     res.body = stream
-  }
-
-  #refuse(ctx: RequestContext, res: ResponseInfo, reply: LocalReply): void {
-    ctx.errorCode = reply.code ?? 'DLP_BLOCKED'
-    const headers: Record<string, string | string[]> = { ...reply.headers }
-    // Typed as the client asked, as the proxy types its own errors: Apollo Client 4 (Accept
-    // `application/graphql-response+json` first) read this 403 in `application/json` as a
-    // transport failure (ServerError, "Received status code 403"), not as the GraphQL error
-    // DLP_BLOCKED it gets for every other refusal.
-    negotiateErrorType(headers, ctx.req.headers.accept)
-    const added = ctx.responseHeaders
-    if (added !== undefined) applyAddedHeaders(headers, added) // every Set-Cookie a filter added, not the last
-    res.status = reply.status
-    res.headers = headers
-    res.body = Buffer.isBuffer(reply.body) ? reply.body : Buffer.from(reply.body)
   }
 
   /** `preset=…; masked=…; tokenized=…; hashed=…; redacted=…; rules=pack@version[; blocked=type:n]`. */

@@ -233,6 +233,29 @@ function addCumulative(into: MetricsJson, from: MetricsJson): MetricsJson {
   return into
 }
 
+/**
+ * A dying thread's last counts (`dying`, sent unasked as it dies) against its latest scrape answer
+ * (`answered`): the thread keeps serving and answering scrapes while it collects them, so an
+ * answer read after them can arrive first. A thread's counters and histograms only grow: of each
+ * such family the snapshot with the larger total is the later one, and is kept whole (buckets,
+ * sum and count from one reading). Before, the older snapshot replaced the newer and was retired
+ * with the thread: its counters dropped at the next scrape, a reset to Prometheus.
+ */
+function laterCumulative(answered: MetricsJson, dying: MetricsJson): MetricsJson {
+  const before = new Map(answered.map((m) => [m.name, m]))
+  // a counter's series summed; a histogram's counts (its buckets and sums grow with them)
+  const total = (m: MetricsJson[number]) => {
+    const histogram = (m.type as unknown as string) === 'histogram'
+    let sum = 0
+    for (const v of m.values) if (!histogram || (v as { metricName?: string }).metricName?.endsWith('_count')) sum += v.value
+    return sum
+  }
+  return dying.map((m) => {
+    const had = before.get(m.name)
+    return had !== undefined && CUMULATIVE.has(m.type as unknown as string) && total(had) > total(m) ? had : m
+  })
+}
+
 function seriesKey(v: { labels: object; metricName?: string }): string {
   const labels = Object.entries(v.labels as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
   return `${v.metricName ?? ''}\u0000${JSON.stringify(labels)}`
@@ -493,7 +516,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
           return
         case 'metrics':
           if (slot.worker === worker && (msg.id === 0 || msg.id > slot.lastMetricsId)) {
-            slot.lastMetrics = msg.data
+            slot.lastMetrics = msg.id === 0 && slot.lastMetrics !== undefined ? laterCumulative(slot.lastMetrics, msg.data) : msg.data
             slot.lastMetricsAt = Date.now()
             slot.lastMetricsId = msg.id === 0 ? Number.POSITIVE_INFINITY : msg.id
           }

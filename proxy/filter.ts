@@ -128,7 +128,8 @@ export interface FilterModule<C = never> {
    * Called by the supervisor once worker thread `workerId` has exited (crashed, hit its heap
    * limit, was stopped by the watchdog, drained): releases what that thread held in `shared` and
    * can no longer give back itself (quota: concurrency slots, the in-flight count). Returns how
-   * much was released (logged).
+   * much was released (logged). `threadId`: the dead thread's (Worker#threadId at its start; -1
+   * by its 'exit'), for what it left under its id (quota: its owed-units file).
    */
-  workerExited?(shared: SharedArrayBuffer, workerId: number): number
+  workerExited?(shared: SharedArrayBuffer, workerId: number, threadId?: number): number
 }

@@ -449,14 +449,15 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   /**
    * What thread `id` held in shared memory and can no longer give back itself: released once the
    * thread is gone (its 'exit': it runs no more code), whether it crashed or drained.
+   * `threadId`: its Worker's, taken at its start (the Worker says -1 once it exited).
    */
-  function releaseShares(id: number): number {
+  function releaseShares(id: number, threadId: number): number {
     let released = 0
     for (const [name, mod] of Object.entries(filterModules)) {
       const buffer = shared[name]
       if (mod.workerExited === undefined || buffer === undefined) continue
       try {
-        released += mod.workerExited(buffer, id)
+        released += mod.workerExited(buffer, id, threadId)
       } catch (err) {
         logger.error({ err, worker: id, filter: name }, 'releasing a dead worker thread\'s shared state failed')
       }
@@ -480,6 +481,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       resourceLimits: { maxYoungGenerationSizeMb: config.workerHeap.youngGenerationMb, ...(oldGenerationMb !== undefined ? { maxOldGenerationSizeMb: oldGenerationMb } : {}) },
     })
     slot.worker = worker
+    const threadId = worker.threadId
     slot.lastStart = Date.now()
     slot.pingSentAt = 0
     slot.answered = false
@@ -572,7 +574,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       for (const w of usageWaiters.values()) forget(w, slot.id)
       for (const w of applyWaiters.values()) forget(w, slot.id)
       retire(slot)
-      const released = releaseShares(slot.id)
+      const released = releaseShares(slot.id, threadId)
       if (closing) {
         if (slots.every((s) => s.worker === undefined)) for (const d of drainWaiters.splice(0)) d()
         return

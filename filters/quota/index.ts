@@ -4,6 +4,7 @@
 // decision, a 5 ms budget, a circuit breaker and an outage policy). It reads the tenant, tier
 // and `cost` other filters left on the context and never imports them.
 import { randomUUID } from 'node:crypto'
+import { BroadcastChannel } from 'node:worker_threads'
 import type { QuotaFilterConfig } from '../../config/filters/index.ts'
 import type { QuotaKind, QuotasConfig } from '../../config/quotas.ts'
 import type { Tier } from '../../config/primitives.ts'
@@ -15,11 +16,11 @@ import { calendarFor, type TenantCalendar } from './calendar.ts'
 import { decideLocal, mirrorRedis, peekRefusal, returnPending, takePending, Verdict } from './local-limiter.ts'
 import { shouldShed } from './qos.ts'
 import type { LatencySeries, QuotaMetrics } from './quota-metrics.ts'
-import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-runtime.ts'
+import { owedHandoverName, quotaRuntime, type QuotaAttachment, type QuotaRuntime } from './quota-runtime.ts'
 import { advertisesDay, POLICY_NAME, policyHeader, rateLimitHeader, rejectedRateLimitHeader, type RateLimitValue } from './ratelimit-headers.ts'
 import { DecisionRule, type DecisionResult, type DecisionWaiter, type RedisFailure, type RedisQuotaStore, type SentCall } from './redis-store.ts'
 import { RULE_BUDGET, RULE_CONCURRENT, RULE_DAILY, RULE_RATE, resolveRule, type KindRule } from './rules.ts'
-import { ANONYMOUS, clockSec, H_INFLIGHT, K_DAY, K_PENDING, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_GEN, S_REQUESTS, S_TOUCH } from './shared-table.ts'
+import { ANONYMOUS, clockSec, H_INFLIGHT, H_INIT, HF_EPOCH, K_DAY, K_PENDING, OVERFLOW_SLOT, QUOTA_SHARED_BYTES, QuotaTable, S_CONCURRENT, S_GEN, S_REQUESTS, S_TOUCH } from './shared-table.ts'
 import { BREAKER } from './circuit-breaker.ts'
 import { MICRO } from './token-bucket.ts'
 
@@ -734,14 +735,44 @@ class QuotaFilter implements Filter {
   }
 }
 
+/**
+ * The supervisor's side of the owed-file handover (main thread), per quota table: the worker
+ * threads that died, told again to a thread that starts later and asks — the dead one's restart,
+ * when no other thread was serving to hear of the death (one worker). The last few only: an older
+ * one's file was taken long since, or waits for the next start.
+ */
+const deadThreads = new WeakMap<SharedArrayBuffer, { ch: BroadcastChannel; threads: number[] }>()
+const DEAD_THREADS_KEPT = 32
+
 export const quotaFilter: FilterModule<QuotaFilterConfig> & Required<Pick<FilterModule, 'workerExited'>> = {
   sharedBytes: QUOTA_SHARED_BYTES,
   /**
    * The supervisor saw worker thread `workerId` exit: give back the concurrency slots and
    * in-flight count it still held (its cleanups never ran). Returns how many were released.
+   * `threadId`: the outage units a thread that died had saved to its owed file are handed to the
+   * threads still serving (as a closing thread hands its own file over), which push them when
+   * Redis answers: read only at the next process start, Redis stayed short of them until then.
    */
-  workerExited(shared, workerId) {
-    return new QuotaTable(shared).releaseWorker(workerId)
+  workerExited(shared, workerId, threadId) {
+    const table = new QuotaTable(shared)
+    if (threadId !== undefined && threadId > 0 && Atomics.load(table.i32, H_INIT) === 2) {
+      let dead = deadThreads.get(shared)
+      if (dead === undefined) {
+        const ch = new BroadcastChannel(owedHandoverName(table.f64[HF_EPOCH]!))
+        const threads: number[] = []
+        ch.onmessage = (ev) => {
+          const data = (ev as { data: unknown }).data
+          if (typeof data === 'object' && data !== null && (data as { ask?: unknown }).ask === true) for (const thread of threads) ch.postMessage({ thread })
+        }
+        ch.unref()
+        dead = { ch, threads }
+        deadThreads.set(shared, dead)
+      }
+      dead.threads.push(threadId)
+      if (dead.threads.length > DEAD_THREADS_KEPT) dead.threads.shift()
+      dead.ch.postMessage({ thread: threadId })
+    }
+    return table.releaseWorker(workerId)
   },
   async create(cfg, deps) {
     const rt = quotaRuntime(deps.shared, deps.config, deps.logger)

@@ -53,6 +53,19 @@ export const CLOSE_PUSH_MS = 1_000
 
 const OVERFLOW_TENANT = '_overflow'
 
+/** This process's name among the proxies sharing Redis (`epoch`: its quota table's, shared by its threads). */
+export function processProxyId(epoch: number): string {
+  return `${hostname()}:${process.pid}:${epoch}`
+}
+
+/**
+ * The BroadcastChannel on which the worker threads of one process hand each other owed files:
+ * a closing thread names its file, the supervisor (main thread) names a dead thread (index.ts).
+ */
+export function owedHandoverName(epoch: number): string {
+  return `igw-quota-owed:${processProxyId(epoch)}`
+}
+
 /** Periodic work aligned to period boundaries since the process epoch, one thread per period. */
 class PeriodicJob {
   #timer: NodeJS.Timeout | undefined
@@ -189,8 +202,9 @@ export class QuotaRuntime {
   #owedDirty = false
   readonly #owedLog = new LogWindow(60_000)
   /**
-   * Where a worker thread whose last quota filter closed says which owed file it left, so a thread
-   * of this process still serving (and beating) pushes it now, not the next process start.
+   * Where a worker thread whose last quota filter closed says which owed file it left, and the
+   * supervisor which thread died (index.ts workerExited), so a thread of this process still
+   * serving (and beating) pushes it now, not the next process start.
    */
   #handover: BroadcastChannel | undefined
 
@@ -199,7 +213,7 @@ export class QuotaRuntime {
     this.config = config
     this.logger = logger
     this.#initShared(config.quotas)
-    this.proxyId = `${hostname()}:${process.pid}:${this.epoch}`
+    this.proxyId = processProxyId(this.epoch)
     this.#flush = new PeriodicJob(this, HB_FLUSH_AT, () => void this.flush(false))
     this.#anomaly = new PeriodicJob(this, HB_ANOMALY_AT, () => this.#anomalyPass())
     this.#heartbeat = new PeriodicJob(this, HB_HEARTBEAT_AT, () => void this.#beat())
@@ -341,6 +355,9 @@ export class QuotaRuntime {
       this.#handover = new BroadcastChannel(this.#handoverName)
       this.#handover.onmessage = (ev) => this.#takeOver((ev as { data: unknown }).data)
       this.#handover.unref()
+      // The supervisor names again the threads that died before this one listened (it may be the
+      // restart of the only worker: nobody heard of the death then).
+      this.#handover.postMessage({ ask: true })
     }
     this.#anomaly.every(q.anomaly.enabled ? q.anomaly.intervalMs : 0)
     this.#heartbeat.every(this.#store !== undefined ? q.redis.heartbeatMs : 0)
@@ -414,7 +431,10 @@ export class QuotaRuntime {
    * still out then stays owed (Redis may yet apply it: its token keeps it to once).
    */
   async reconcile(store: RedisQuotaStore, deadline = Number.POSITIVE_INFINITY): Promise<void> {
-    this.#takeOwed()
+    // Not connected (a retry during the outage): the shared units stay in the table, where they
+    // outlive this thread; taken into #owed unsaved, a thread that died before its next save
+    // (uncaught exception, watchdog, heap limit) took them with it.
+    if (store.provider.ready) this.#takeOwed()
     const q = this.config.quotas
     let pushed = 0
     for (const w of this.#owed.slice()) {
@@ -659,19 +679,23 @@ export class QuotaRuntime {
   }
 
   get #handoverName(): string {
-    return `igw-quota-owed:${this.proxyId}`
+    return owedHandoverName(this.epoch)
   }
 
   /**
    * Another worker thread of this process closed its last quota filter owing Redis what is in
-   * `file`: owed by this thread too, pushed at its next retry under the same tokens (Redis applies
-   * each once, should the closing thread or a third one push them as well), and moved into this
-   * thread's own file at its next save (the other file goes then).
+   * `{ file }`, or died (`{ thread }`: its id, said by the supervisor, which saw it exit) leaving
+   * what its last periodic save wrote to its owed file: owed by this thread too, pushed at its next
+   * retry under the same tokens (Redis applies each once, should the closing thread or a third one
+   * push them as well), and moved into this thread's own file at its next save (the other file goes then).
    */
   #takeOver(data: unknown): void {
     const stateFile = this.config.quotas.stateFile
-    const file = typeof data === 'object' && data !== null ? (data as { file?: unknown }).file : undefined
-    if (this.#attached.length === 0 || stateFile === undefined || typeof file !== 'string' || !isOwedFileOf(stateFile, file)) return
+    if (this.#attached.length === 0 || stateFile === undefined || typeof data !== 'object' || data === null) return
+    const { file: named, thread } = data as { file?: unknown; thread?: unknown }
+    const died = typeof thread === 'number' && Number.isSafeInteger(thread) && thread > 0
+    const file = died ? owedFilePath(stateFile, this.epoch, thread) : named
+    if (typeof file !== 'string' || !isOwedFileOf(stateFile, file)) return
     const read = readOwedFile(file)
     if (read.problem !== undefined) return // gone already (another thread took it and saved), or the next start reports it
     let entries = 0
@@ -687,7 +711,7 @@ export class QuotaRuntime {
     }
     if (entries === 0) return
     this.#owedDirty = true
-    this.logger.info({ entries, units, file }, 'usage admitted during the Redis outage left by a closing worker thread: reported to Redis by this one')
+    this.logger.info({ entries, units, file }, `usage admitted during the Redis outage left by a ${died ? 'worker thread that died' : 'closing worker thread'}: reported to Redis by this one`)
     this.#retryUnanswered()
   }
 

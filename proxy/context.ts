@@ -103,8 +103,11 @@ export class RequestContext {
    */
   upstreamRequestSent = false
   /**
-   * The name of the filter whose request phase answered this request itself (a LocalReply: a
-   * refusal, a cached result), or that failed closed; undefined when the upstream was called.
+   * The name of the filter that answered in the upstream's place: its request phase answered
+   * (a LocalReply: a refusal, a cached result) or failed closed; or, with the upstream called,
+   * its response phase refused the response (ResponseInfo.refuse), failed closed or missed the
+   * deadline, or its body stream failed, stalled or cut the response (set by the exchange then).
+   * Undefined when no filter did: the response is the upstream's (or a proxy error of its own).
    */
   answeredBy: string | undefined = undefined
   /** Header edits toward the upstream: name (lower-case) → value, or null to remove. */

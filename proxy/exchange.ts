@@ -31,6 +31,7 @@ const Phase = {
   Direct: 3, // streaming upstream chunks straight to the client
   Stream: 4, // streaming through a body a filter read or replaced
   Done: 5,
+  Relay: 6, // as Direct, for a subscription stream (SSE, multipart): its framing tracked for a drain (#relaySubscription)
 } as const
 type Phase = (typeof Phase)[keyof typeof Phase]
 
@@ -117,6 +118,80 @@ class UpstreamBody extends Readable {
     }
     cb(err)
   }
+}
+
+const SSE_EVENT_ENDS = [Buffer.from('\n\n'), Buffer.from('\r\n\r\n'), Buffer.from('\r\r')]
+
+/**
+ * Where a relayed subscription stream is between two events, so that a drain ends it after the
+ * last whole one the client got (Exchange.goAway): an SSE event ends with a blank line; a
+ * multipart part is whole once the delimiter after it is out (graphql-yoga and Apollo Router
+ * write one after each part), and `--` CRLF then makes that the closing delimiter. Only the
+ * last bytes relayed are kept, as many as a boundary spans.
+ */
+class StreamFraming {
+  /** multipart/mixed: CRLF `--` boundary; undefined: SSE. */
+  readonly #delimiter: Buffer | undefined
+  /** Neither (multipart naming no boundary): no event is known to be under way, it ends at once. */
+  readonly #opaque: boolean
+  #tail = Buffer.alloc(0)
+  #started = false
+  /** A drain asked for the end: at the next boundary. */
+  ending = false
+  constructor(delimiter: Buffer | undefined, opaque = false) {
+    this.#delimiter = delimiter
+    this.#opaque = opaque
+  }
+  seen(chunk: Buffer): void {
+    if (chunk.length === 0) return
+    this.#started = true
+    const keep = this.#delimiter?.length ?? 4
+    // A copy: the tail outlives the chunk's own use.
+    this.#tail = Buffer.from((chunk.length >= keep ? chunk : Buffer.concat([this.#tail, chunk])).subarray(-keep))
+  }
+  /** What was relayed ends between two events (or nothing was). */
+  atBoundary(): boolean {
+    if (!this.#started || this.#opaque) return true
+    const t = this.#tail
+    if (this.#delimiter !== undefined) return t.equals(this.#delimiter)
+    for (const end of SSE_EVENT_ENDS) if (t.length >= end.length && t.subarray(t.length - end.length).equals(end)) return true
+    return false
+  }
+  /** How many bytes of `chunk` complete the event under way (up to its boundary); -1: none do. */
+  boundaryIn(chunk: Buffer): number {
+    const joined = Buffer.concat([this.#tail, chunk])
+    const from = this.#tail.length
+    let best = -1
+    for (const end of this.#delimiter !== undefined ? [this.#delimiter] : SSE_EVENT_ENDS) {
+      const at = joined.indexOf(end, Math.max(0, from - end.length + 1))
+      if (at !== -1 && (best === -1 || at + end.length - from < best)) best = at + end.length - from
+    }
+    return best
+  }
+  /** What ends the stream cleanly after a boundary: multipart's closing delimiter. */
+  closing(): Buffer | undefined {
+    const d = this.#delimiter
+    if (d === undefined) return undefined
+    return this.#started ? Buffer.from('--\r\n') : Buffer.concat([d, Buffer.from('--\r\n')])
+  }
+}
+
+/**
+ * The framing of a response that relays a GraphQL subscription over HTTP — an event stream or a
+ * multipart answer to a subscription, or to an operation igw cannot type (a persisted id the
+ * backend resolves) — else undefined. Decided on the head (a regex on graphql routes' heads), so
+ * an ordinary response pays nothing more. A query's stream (graphql-sse sends every operation
+ * with Accept: text/event-stream; `@defer` answers multipart) is an answer with an end: not one.
+ */
+function subscriptionFraming(contentType: string | string[] | undefined, ctx: RequestContext): StreamFraming | undefined {
+  if (typeof contentType !== 'string') return undefined
+  const m = /^\s*(?:(text\/event-stream)|multipart\/mixed)\s*(?:;|$)/i.exec(contentType)
+  if (m === null || ctx.batch !== undefined) return undefined
+  const op = ctx.graphql?.operationType
+  if (op === 'query' || op === 'mutation') return undefined
+  if (m[1] !== undefined) return new StreamFraming(undefined)
+  const b = /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType)
+  return b === null ? new StreamFraming(undefined, true) : new StreamFraming(Buffer.from(`\r\n--${b[1] ?? b[2]}`))
 }
 
 class ResponseInfoImpl implements ResponseInfo {
@@ -1239,9 +1314,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#relayTrailers = true
       if (headers['content-length'] === undefined && statusCode !== 204 && statusCode !== 304) this.#upstreamTrailer = headers.trailer
     }
+    if (this.route.type === 'graphql') this.#framing = subscriptionFraming(headers['content-type'], ctx)
     if (this.route.responsePhase.length === 0 || this.#preflight) {
       if (!this.#writeHead(statusCode, clientResponseHeaders(headers, ctx.responseHeaders, this.#upstreamTrailer !== undefined))) return
       this.phase = Phase.Direct
+      if (this.#framing !== undefined) {
+        this.#relaySubscription(Phase.Relay)
+        return
+      }
       const length = headers['content-length']
       if (typeof length === 'string' && ctx.method !== 'HEAD') this.#directLeft = Number(length)
       return
@@ -1363,6 +1443,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const held = this.#held
       this.#held = undefined
       if (held !== undefined) for (const c of held) res.write(c)
+      if (this.#framing !== undefined && !this.#heldEnd && this.#relaySubscription(Phase.Relay)) return
       if (this.#heldEnd) this.#endClient()
       else this.controller?.resume()
       return
@@ -1374,6 +1455,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // Only a refusal (ResponseInfo.refuse: DLP's, a failed filter's): the upstream's error,
       // rewritten by a filter, goes in the shape the upstream gave it.
       const out = info.refused ? this.#outgoingBytes(info, body) : body
+      this.#framing = undefined // (not the upstream's stream any more)
       if (info.status !== 304) info.headers['content-length'] = String(out.length)
       if (!this.#writeHead(info.status, flattenHeaders(info.headers))) return
       this.phase = Phase.Done
@@ -1392,7 +1474,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#held = undefined
     if (held !== undefined) for (const c of held) upstreamBody.push(c)
     if (this.#heldEnd) upstreamBody.push(null)
-    else if (!this.#upstreamEnded) this.controller?.resume()
+    else if (!this.#upstreamEnded) {
+      // Through a filter's body stream, a drain ends the upstream's at a boundary; the filter then ends the response.
+      if (this.#framing !== undefined && this.#relaySubscription(Phase.Stream)) return
+      this.controller?.resume()
+    }
     this.#heardBodyErrors(body, info)
     pipeline(body, res, (err) => {
       if (err && !res.destroyed) res.destroy(err)
@@ -1447,13 +1533,41 @@ export class Exchange implements Dispatcher.DispatchHandler {
           this.#watchClientReads()
         }
         return
+      case Phase.Relay: {
+        const framing = this.#framing!
+        if (framing.ending) {
+          const end = framing.boundaryIn(chunk)
+          if (end !== -1) {
+            this.#endSubscription(chunk.subarray(0, end))
+            return
+          }
+        }
+        framing.seen(chunk)
+        if (!this.res.write(chunk)) {
+          controller.pause()
+          this.res.once('drain', onResDrain)
+          this.#watchClientReads()
+        }
+        return
+      }
       case Phase.Stream:
+        if (this.#framing !== undefined) {
+          if (this.#framing.ending) {
+            const end = this.#framing.boundaryIn(chunk)
+            if (end !== -1) {
+              this.#endSubscription(chunk.subarray(0, end))
+              return
+            }
+          }
+          this.#framing.seen(chunk)
+        }
         if (!this.#body!.push(chunk)) {
           controller.pause()
           this.#watchClientReads()
         }
         return
       case Phase.ResponsePhase:
+        this.#framing?.seen(chunk)
         if (this.#body !== undefined) {
           if (!this.#body.push(chunk)) controller.pause()
         } else (this.#held ??= []).push(chunk)
@@ -1461,6 +1575,66 @@ export class Exchange implements Dispatcher.DispatchHandler {
       default:
         if (this.#body !== undefined && !this.#body.push(chunk)) controller.pause()
     }
+  }
+
+  /**
+   * A GraphQL subscription relayed over HTTP (its framing decided on the head, see
+   * subscriptionFraming), its head out: from now on it lives as a terminated WebSocket
+   * subscription does. The request's deadline (the route's totalMs, 60 s by default) cut it
+   * mid-stream and graphql-sse resubscribed from scratch, losing what was published meanwhile;
+   * it is lifted for the body, whose silence bodyIdleMs still bounds (undici's bodyTimeout; a
+   * keep-alive comment is a chunk). A drain ends it (goAway) as it sends a WebSocket 1001, where
+   * it held the drain for all of drainTimeoutMs and was then cut. True when a drain under way
+   * ended it already.
+   */
+  #relaySubscription(phase: Phase): boolean {
+    this.phase = phase
+    this.ctx.deadline = Number.POSITIVE_INFINITY // (a timer armed for it fires and finds nothing due)
+    this.proxy.streams.add(this)
+    if (this.proxy.draining) this.goAway()
+    return this.phase === Phase.Done
+  }
+  /** What the client got of a relayed subscription stream, for a drain to end it between two events. */
+  #framing: StreamFraming | undefined = undefined
+
+  /**
+   * The drain began: end this subscription stream after the last whole event the client got —
+   * now, or at the upstream's next event boundary when one is under way (the drain's deadline
+   * cuts it if none comes). graphql-sse and EventSource see the stream end and reconnect, to
+   * another instance.
+   */
+  goAway(): void {
+    const framing = this.#framing
+    if (framing === undefined || framing.ending || this.phase === Phase.Done || this.res.destroyed) return
+    framing.ending = true
+    if (framing.atBoundary()) this.#endSubscription(undefined)
+  }
+
+  /**
+   * End a relayed subscription stream cleanly for the drain, `last` (the rest of the event under
+   * way) relayed first: the upstream transfer stopped (its backend's subscription ends; the error
+   * undici reports for it expected), the response ended (the drain closes the connection, idle
+   * now). The gateway's doing, logged as such: no upstream failure, no client abort, a 200 on the access line.
+   */
+  #endSubscription(last: Buffer | undefined): void {
+    const framing = this.#framing!
+    if (last !== undefined && last.length > 0) framing.seen(last)
+    this.#discarded = true
+    this.controller?.abort(new Error('subscription stream ended by the drain'))
+    this.ctx.log.info({ upstream: this.route.upstream.name, durMs: Math.round(performance.now() - this.ctx.startTime) }, 'subscription stream ended: gateway draining')
+    const closing = framing.closing()
+    if (this.phase === Phase.Stream) {
+      const body = this.#body!
+      if (last !== undefined && last.length > 0) body.push(last)
+      if (closing !== undefined) body.push(closing)
+      this.#upstreamEnded = true
+      body.push(null)
+      this.#watchFlush()
+      return
+    }
+    if (last !== undefined && last.length > 0) this.res.write(last)
+    if (closing !== undefined) this.res.write(closing)
+    this.#endClient()
   }
 
   /** Body bytes still due on a relayed response with a Content-Length (NaN: none declared). */
@@ -1471,6 +1645,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#relayTrailers) this.#trailers = trailers
     switch (this.phase) {
       case Phase.Direct:
+      case Phase.Relay:
         this.#endClient()
         return
       case Phase.ResponsePhase:
@@ -1562,6 +1737,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#finished) return
     this.#finished = true
     this.#clearTimer()
+    if (this.#framing !== undefined) this.proxy.streams.delete(this)
     const res = this.res
     const aborted = !res.writableFinished
     // Closed with the connection the response watch cut for an earlier response the client did

@@ -37,9 +37,17 @@ export interface ResponseInfo {
   /**
    * A reply made by a filter or by the proxy (error) instead of calling the upstream. Its body is
    * a Buffer. A response refused in the response phase stays `local: false`: the upstream did
-   * answer (a mutation ran), which is what the cache's invalidation reads from it.
+   * answer (a mutation ran), which is what the cache's invalidation reads from it; `refused` tells.
    */
   readonly local: boolean
+  /**
+   * Status, headers and body are igw's own reply, made in this phase in place of the upstream's
+   * answer: a filter's `refuse` (DLP's 403), a filter failing closed (500) or missing the
+   * deadline (504). The filters still to run see it: it is no content to inspect, store or
+   * replace (the cache's stale-if-error would undo a fail-closed 500), and a mutation it stands
+   * for did reach the upstream, whose result is gone.
+   */
+  readonly refused: boolean
   /** Reading it switches to stream mode; assigning it means the bytes change (Content-Length is dropped). */
   body: Readable | Buffer
   /**

@@ -72,6 +72,8 @@ export class WorkerProxy {
   readonly workerId: number
   /** Open WebSockets, bridged or terminated by the subscription hub: drain sends each 1001. */
   readonly bridges = new Set<Pick<WsBridge, 'goAway' | 'terminate'>>()
+  /** GraphQL subscriptions relayed over HTTP (SSE, multipart) whose head is out: drain ends each between two events (Exchange.goAway). */
+  readonly streams = new Set<{ goAway(): void }>()
   readonly subscriptions: SubscriptionHub
   readonly pools = new PoolRegistry()
   readonly server: Server
@@ -487,6 +489,9 @@ export class WorkerProxy {
     // where closing the socket under it reset it (ECONNRESET) or dropped it unanswered.
     NetServer.prototype.close.call(this.server)
     for (const b of this.bridges) b.goAway()
+    // An SSE or multipart subscription is a request in flight that never ends by itself: it held
+    // the drain for all of its deadline, then was cut. Ended as a WebSocket gets its 1001.
+    for (const s of this.streams) s.goAway()
     const graceUntil = performance.now() + Math.min(this.#idleGraceMs, deadlineMs / 4)
     let graceOver = false
     let resolveIdle!: () => void

@@ -713,7 +713,10 @@ class CacheFilter implements Filter {
       return this.invalidate([this.#routeTag])
     }
     st.responded = true
-    if (decided) {
+    // So is a refusal in the response phase (DLP's 403, a filter's fail-closed 500 or missed
+    // deadline's 504, all after the upstream answered): igw's own reply, which a stale copy
+    // would undo — a fail-closed 500 would then serve the content it withheld.
+    if (decided || res.refused) {
       // A decision of a filter after the cache (quota 429, DLP 403…), not an upstream failure:
       // it stands; stale-if-error is no way around it. It says nothing of the key: the waiters
       // elect a new leader rather than all going upstream at once.
@@ -785,7 +788,7 @@ class CacheFilter implements Filter {
   }
 
   #mutationResponse(ctx: RequestContext, res: ResponseInfo, st: MutationState): void | Promise<void> {
-    if (res.local || res.status !== 200) {
+    if (res.local || res.refused || res.status !== 200) {
       // The gateway gave up waiting (504) or the upstream failed (5xx): the write may well have
       // been made — a slow mutation usually commits after we stop waiting — and what it touched
       // is unknown, so the route's entries go, as for a body cut short. A refusal by a filter
@@ -794,7 +797,11 @@ class CacheFilter implements Filter {
       // request had reached it (a backend that commits and dies, or answers with a broken head).
       // So does a 502 or 503 from upstream (a load balancer with no backend, a backend shedding
       // before it runs).
-      const mayHaveRun = res.local
+      // Refused after the upstream answered (DLP's 403, a filter's 500): it ran, and its result,
+      // which named what it touched, is gone.
+      const mayHaveRun = res.refused
+        ? true
+        : res.local
         ? ctx.errorCode === 'UPSTREAM_TIMEOUT' || (ctx.errorCode === 'UPSTREAM_UNAVAILABLE' && ctx.upstreamRequestSent)
         : res.status >= 500 && res.status !== 502 && res.status !== 503
       if (mayHaveRun) return this.invalidate([...st.tags, this.routeTag])

@@ -505,6 +505,10 @@ class DlpFilter implements Filter {
   onResponse(ctx: RequestContext, res: ResponseInfo): void | Promise<void> {
     const plan = ctx.locals.get(kExport) as ExportPlan | undefined
     if (plan === undefined) return
+    // igw's own reply in place of the export (a filter's refusal or fail-closed 500 later in the
+    // chain): no export to inspect. Read as one, an error JSON was counted and audited as an
+    // export and given an `x-dlp` summary.
+    if (res.refused) return
     // A local 200 is content another filter answered with (a cache hit when the cache sits
     // after DLP in the chain): it is an export like any other. Local errors carry no data; a
     // local 304 (that cache revalidating) carries the stored head, whose ETag and digests are

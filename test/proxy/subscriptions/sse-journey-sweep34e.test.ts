@@ -8,9 +8,10 @@
 // requests: every request to that upstream waited for headersMs and got 504. Streams now have
 // connections of their own.
 //
-// Defects left to the owner of proxy/exchange.ts (it.fails below): a subscription relayed over
-// HTTP is cut at the route's timeouts.totalMs (60 s by default) like a slow request; and on
-// SIGTERM it holds the drain for all of drainTimeoutMs, where a WebSocket gets 1001 at once.
+// Defects fixed in sweep 34f (proxy/exchange.ts, proxy/worker-proxy.ts; the last two tests): a
+// subscription relayed over HTTP was cut at the route's timeouts.totalMs (60 s by default) like a
+// slow request; and on SIGTERM it held the drain for all of drainTimeoutMs, where a WebSocket gets
+// 1001 at once. More in sse-subscription-lifetime-sweep34f.test.ts.
 //
 // What igw does not do for SSE, documented in docs/subscriptions.md: it relays SSE as HTTP (the
 // subscription hub, replay cursors and QoS delivery tiers are WebSocket-only; Last-Event-ID is
@@ -277,39 +278,49 @@ describe('what igw does not do for SSE (documented)', () => {
     }
   })
 
-  // Defect (proxy/exchange.ts with proxy/worker-proxy.ts's drain): on SIGTERM a relayed WebSocket
-  // gets 1001 at once (and a terminated subscription ends), but an SSE subscription is an HTTP
-  // request in flight: it holds the drain for all of shutdown.drainTimeoutMs (10 s by default;
-  // every rollout with one SSE subscriber takes that long per pod), then is cut. Fix: at the
-  // drain's start, end each response that relays a subscription (a GraphQL subscription or an
-  // event stream whose head is out) as the WebSocket path does — stop the upstream transfer and
-  // end the client's response after the last whole chunk, so graphql-sse and EventSource
-  // reconnect (elsewhere) at once — logged as the gateway's doing, not as the client leaving.
-  it.fails('a drain ends an open SSE subscription at once, as it sends WebSockets 1001', async () => {
+  // Fixed in sweep 34f (proxy/exchange.ts with proxy/worker-proxy.ts's drain): on SIGTERM a
+  // relayed WebSocket gets 1001 at once, but an SSE subscription, an HTTP request in flight, held
+  // the drain for all of shutdown.drainTimeoutMs (10 s by default: every rollout with one SSE
+  // subscriber took that long per pod), then was cut. Now the drain ends it at its start, after
+  // the last whole event the client got: the upstream transfer stopped, the client's stream ended
+  // cleanly (graphql-sse reports a NetworkError and, with retryAttempts, resubscribes — elsewhere),
+  // logged as the gateway's doing, not as the client leaving nor as the upstream failing.
+  it('a drain ends an open SSE subscription at once, as it sends WebSockets 1001', async () => {
     const p = await startTestProxy({ shutdown: { drainTimeoutMs: 3000, idleGraceMs: 0 }, routes: [{ name: 'g', upstream: be.url, type: 'graphql' }] } as never)
     const client = createClient({ url: `${p.url}/graphql`, retryAttempts: 0 })
     try {
       const sub = client.iterate({ query: COUNTDOWN(100, 200) })
       await sub.next()
       const started = performance.now()
-      const ended = collect(sub).then(() => performance.now() - started)
+      const ended = collect(sub).then((r) => ({ ...r, ms: performance.now() - started }))
       await p.close()
       expect(performance.now() - started).toBeLessThan(1500)
-      expect(await ended).toBeLessThan(1500)
+      const { results, error, ms } = await ended
+      expect(ms).toBeLessThan(1500)
+      // Whole events only, then the end of the stream (no `complete`: the subscription did not finish).
+      expect(countdowns(results).every((n) => typeof n === 'number')).toBe(true)
+      expect(error).toBeInstanceOf(NetworkError)
+      await expect.poll(() => be.liveSubscriptions(), { timeout: 5000, interval: 20 }).toBe(0)
+      expect(p.logs.find('subscription stream ended: gateway draining')).toHaveLength(1)
+      expect(p.logs.find('upstream failed mid-response')).toHaveLength(0)
+      expect(p.logs.find('drain deadline reached; closing remaining connections')).toHaveLength(0)
+      const line = p.logs.find('access').find((l) => l.route === 'g')
+      expect(line?.status).toBe(200)
+      expect([line?.code, line?.aborted]).toEqual([undefined, undefined])
     } finally {
       client.dispose()
       await p.close()
     }
   })
 
-  // Defect (proxy/exchange.ts, owned by another helper): a subscription relayed over HTTP is a
-  // request like any other to the exchange, so the route's totalMs (60 s by default) cuts it
-  // mid-stream — socket destroyed, the client sees `terminated` and graphql-sse resubscribes from
-  // the start (events published meanwhile are lost) — while a terminated WebSocket subscription
-  // "lives as long as it likes". Fix: once the response head of a GraphQL subscription has come
-  // (ctx.graphql.operationType === 'subscription'), lift ctx.deadline for the body; bodyIdleMs,
-  // which keep-alive comments satisfy, still ends a stream that stalls.
-  it.fails('a subscription outlives the route\'s totalMs (bodyIdleMs still bounds a stalled one)', async () => {
+  // Fixed in sweep 34f (proxy/exchange.ts): a subscription relayed over HTTP was a request like any
+  // other to the exchange, so the route's totalMs (60 s by default) cut it mid-stream — socket
+  // destroyed, the client saw `terminated` and graphql-sse resubscribed from the start (events
+  // published meanwhile lost) — while a terminated WebSocket subscription lives as long as it
+  // likes. Once the head of a GraphQL subscription's stream is out, the deadline is lifted for
+  // the body; bodyIdleMs, which keep-alive comments satisfy, still ends a stream that stalls
+  // (sse-subscription-lifetime-sweep34f.test.ts).
+  it('a subscription outlives the route\'s totalMs (bodyIdleMs still bounds a stalled one)', async () => {
     const p = await startTestProxy({ routes: [{ name: 'g', upstream: be.url, type: 'graphql', timeouts: { totalMs: 1500 } }] } as never)
     const client = createClient({ url: `${p.url}/graphql`, retryAttempts: 0 })
     try {

@@ -8,7 +8,7 @@
 // threads still serving (as a closing thread hands its own over): Redis gets every unit once.
 // This thread plays the one still serving; the worker thread dies (quotaFilter.workerExited is
 // called with its id as the supervisor does at its 'exit').
-import { mkdtempSync, readdirSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
@@ -17,12 +17,13 @@ import { pino } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../../config/load.ts'
-import { localDayNumber, quotaKeys } from '../../../config/quota-usage.ts'
+import { localDayNumber } from '../../../config/quota-usage.ts'
 import { quotaFilter } from '../../../filters/quota/index.ts'
 import { quotaRuntime, type QuotaAttachment, type QuotaRuntime } from '../../../filters/quota/quota-runtime.ts'
 import { QUOTA_SHARED_BYTES } from '../../../filters/quota/shared-table.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { graphqlUsedInRedis, owedFiles } from '../../helpers/quota.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 
 let redis: TestRedis
@@ -33,16 +34,7 @@ afterAll(async () => {
   await redis?.close()
 })
 
-const owedFiles = (dir: string) => readdirSync(dir).filter((n) => n.includes('.owed.') && n.endsWith('.json'))
-
-async function used(prefix: string): Promise<number> {
-  const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 })
-  try {
-    return Number((await admin.hget(quotaKeys.kind(prefix, 'acme', 'graphql'), 'u')) ?? 0)
-  } finally {
-    admin.disconnect()
-  }
-}
+const used = (prefix: string): Promise<number> => graphqlUsedInRedis(redis.url, prefix)
 
 interface Scenario {
   prefix: string

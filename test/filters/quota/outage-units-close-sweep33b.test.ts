@@ -4,13 +4,12 @@
 // tenant's daily quota and rolling budget in Redis never counted requests that were served. Now
 // a closing thread pushes them (bounded), and saves what Redis did not take beside the state
 // file, for the next start to push under the same tokens (applied once).
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
-import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../../config/load.ts'
 import { localDayNumber, quotaKeys } from '../../../config/quota-usage.ts'
@@ -22,6 +21,7 @@ import { SharedRedis } from '../../../proxy/redis.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig, type SpawnedIgw } from '../../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { owedFiles, sendInTurn } from '../../helpers/quota.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello }' })
@@ -35,20 +35,7 @@ afterAll(async () => {
 })
 
 /** `n` requests of `tenant`, one after the other: their status codes. */
-async function send(url: string, tenant: string, n: number): Promise<number[]> {
-  const pool = new Pool(url, { connections: 1 })
-  const out: number[] = []
-  try {
-    for (let i = 0; i < n; i++) {
-      const r = await pool.request({ path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: QUERY })
-      await r.body.text()
-      out.push(r.statusCode)
-    }
-  } finally {
-    await pool.close()
-  }
-  return out
-}
+const send = (url: string, tenant: string, n: number): Promise<number[]> => sendInTurn(url, tenant, n, QUERY)
 
 /** What Redis counts for the tenant: today's usage of kind graphql and the budget's total. */
 async function redisUsage(url: string, prefix: string, tenant: string): Promise<{ used: number; budget: number }> {
@@ -60,10 +47,6 @@ async function redisUsage(url: string, prefix: string, tenant: string): Promise<
   } finally {
     admin.disconnect()
   }
-}
-
-function owedFiles(dir: string): string[] {
-  return readdirSync(dir).filter((n) => n.includes('.owed.') && n.endsWith('.json'))
 }
 
 function quotaDoc(redisUrl: string, prefix: string, quotas: Record<string, unknown>, extra: Record<string, unknown> = {}) {

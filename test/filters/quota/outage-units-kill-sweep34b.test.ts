@@ -3,16 +3,16 @@
 // and budget never counted requests that were served. They are now saved beside the state file
 // every flushIntervalMs while any are owed (under the tokens they are pushed with), so a kill loses
 // at most one interval, and the next start pushes them once.
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { Pool } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { quotaKeys } from '../../../config/quota-usage.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { spawnIgw, writeTempConfig, type SpawnedIgw } from '../../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { owedFiles, sendInTurn } from '../../helpers/quota.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello }' })
@@ -35,20 +35,8 @@ afterAll(async () => {
   await backend?.close()
 })
 
-async function send(url: string, tenant: string, n: number): Promise<number[]> {
-  const pool = new Pool(url, { connections: 1 })
-  const out: number[] = []
-  try {
-    for (let i = 0; i < n; i++) {
-      const r = await pool.request({ path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: QUERY })
-      await r.body.text()
-      out.push(r.statusCode)
-    }
-  } finally {
-    await pool.close()
-  }
-  return out
-}
+/** `n` requests of `tenant`, one after the other: their status codes. */
+const send = (url: string, tenant: string, n: number): Promise<number[]> => sendInTurn(url, tenant, n, QUERY)
 
 async function redisUsage(prefix: string, tenant: string): Promise<{ used: number; budget: number }> {
   const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 })
@@ -59,10 +47,6 @@ async function redisUsage(prefix: string, tenant: string): Promise<{ used: numbe
   } finally {
     admin.disconnect()
   }
-}
-
-function owedFiles(dir: string): string[] {
-  return readdirSync(dir).filter((n) => n.includes('.owed.') && n.endsWith('.json'))
 }
 
 /** The units the owed files in `dir` hold (a file being replaced may be unreadable for a moment: 0). */

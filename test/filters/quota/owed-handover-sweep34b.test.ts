@@ -3,7 +3,7 @@
 // and only the next process start pushed them: the tenant's usage in Redis stayed short for as
 // long as the process ran. The closing thread now says which file it left, and a thread still
 // serving takes it over: its retries push the units (same tokens) once Redis answers.
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
@@ -12,11 +12,12 @@ import { pino } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../../config/load.ts'
-import { localDayNumber, quotaKeys } from '../../../config/quota-usage.ts'
+import { localDayNumber } from '../../../config/quota-usage.ts'
 import { quotaRuntime } from '../../../filters/quota/quota-runtime.ts'
 import { QUOTA_SHARED_BYTES } from '../../../filters/quota/shared-table.ts'
 import { SharedRedis } from '../../../proxy/redis.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
+import { graphqlUsedInRedis, owedFiles } from '../../helpers/quota.ts'
 import { waitUntil } from '../../helpers/wait.ts'
 
 let redis: TestRedis
@@ -27,16 +28,7 @@ afterAll(async () => {
   await redis?.close()
 })
 
-const owedFiles = (dir: string) => readdirSync(dir).filter((n) => n.includes('.owed.') && n.endsWith('.json'))
-
-async function used(prefix: string): Promise<number> {
-  const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 })
-  try {
-    return Number((await admin.hget(quotaKeys.kind(prefix, 'acme', 'graphql'), 'u')) ?? 0)
-  } finally {
-    admin.disconnect()
-  }
-}
+const used = (prefix: string): Promise<number> => graphqlUsedInRedis(redis.url, prefix)
 
 describe('owed units of a closing worker thread (sweep 34b)', () => {
   it('are pushed by a thread still serving, not left for the next start', async () => {

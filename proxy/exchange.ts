@@ -12,8 +12,9 @@ import { acceptsOnlyEventStream, errorReply, eventStreamErrorBody, isOwnJsonType
 import type { ResponseInfo } from './filter.ts'
 import { GraphQLBatch, GraphQLRequestError, parseGetParams, parsePostBody, postSearchConflict } from './graphql-request.ts'
 import { acceptsTrailers, applyAddedHeaders, charsetOf, chunkedOnly, clientResponseHeaders, dropContentLength, flattenHeaders, relayableTrailers, responseHeaderObject, routeIncomingRequestId, upstreamRequestHeaders } from './headers.ts'
-import type { RouteRuntime, Snapshot } from './runtime.ts'
+import type { RouteRuntime, Snapshot, UpstreamRuntime } from './runtime.ts'
 import { bodyStillComing, lingeringClose } from './linger.ts'
+import { LogWindow } from './log.ts'
 import { relayed } from './stream-gc.ts'
 import type { WorkerProxy } from './worker-proxy.ts'
 
@@ -118,6 +119,31 @@ class UpstreamBody extends Readable {
     }
     cb(err)
   }
+}
+
+/**
+ * "upstream request failed", at most once per UPSTREAM_FAILED_LOG_MS per upstream and failure
+ * (its message), with how many were held back since (`alsoFailed`). An outage fails every request
+ * the same way, and each already has its access line with the code and is counted
+ * (igw_proxy_errors_total): a warn line each doubled the log volume (1,460 lines in 3.5 s in a
+ * chaos test). A new failure is logged at once. Per worker thread, by upstream (its pool); at most
+ * UPSTREAM_FAILED_KINDS failures tracked per upstream (the oldest forgotten).
+ */
+const UPSTREAM_FAILED_LOG_MS = 5_000
+const UPSTREAM_FAILED_KINDS = 16
+const upstreamFailedLogs = new WeakMap<UpstreamRuntime['pool'], Map<string, LogWindow>>()
+function logUpstreamFailed(ctx: RequestContext, upstream: UpstreamRuntime, err: { message: string; code: string | undefined }): void {
+  let windows = upstreamFailedLogs.get(upstream.pool)
+  if (windows === undefined) upstreamFailedLogs.set(upstream.pool, (windows = new Map()))
+  const kind = `${err.code ?? ''} ${err.message}`
+  let window = windows.get(kind)
+  if (window === undefined) {
+    if (windows.size >= UPSTREAM_FAILED_KINDS) windows.delete(windows.keys().next().value!)
+    windows.set(kind, (window = new LogWindow(UPSTREAM_FAILED_LOG_MS)))
+  }
+  const held = window.take()
+  if (held === undefined) return
+  ctx.log.warn({ err, upstream: upstream.name, ...(held > 0 ? { alsoFailed: held } : {}) }, 'upstream request failed')
 }
 
 const SSE_EVENT_ENDS = [Buffer.from('\n\n'), Buffer.from('\r\n\r\n'), Buffer.from('\r\r')]
@@ -1254,7 +1280,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#discarded = true
     // A streamed request body undici never started reading is still on the client socket.
     if (!this.ctx.req.complete) this.#closeAfterReply()
-    this.ctx.log.warn({ err: { message: err.message, code: err.code }, upstream: route.upstream.name }, 'upstream request failed')
+    logUpstreamFailed(this.ctx, route.upstream, { message: err.message, code: err.code })
     this.phase = Phase.Request
     this.replyError(err.code, err.message, route.filters.length)
   }
@@ -1590,12 +1616,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #relaySubscription(phase: Phase): boolean {
     this.phase = phase
     this.ctx.deadline = Number.POSITIVE_INFINITY // (a timer armed for it fires and finds nothing due)
+    this.#streamed = true
     this.proxy.streams.add(this)
     if (this.proxy.draining) this.goAway()
     return this.phase === Phase.Done
   }
   /** What the client got of a relayed subscription stream, for a drain to end it between two events. */
   #framing: StreamFraming | undefined = undefined
+  /** Relayed as a subscription stream: its duration is observed under op="subscription". */
+  #streamed = false
 
   /**
    * The drain began: end this subscription stream after the last whole event the client got —
@@ -1704,7 +1733,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // A filter reading the body before the head sees the failure; the client gets a 502/504.
       this.#body?.destroy(err)
       const [code, message] = classify(err, this.route)
-      this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code }, upstream: this.route.upstream.name }, code === 'REQUEST_TIMEOUT' ? 'request body stalled' : 'upstream request failed')
+      const errInfo = { message: err.message, code: (err as { code?: string }).code }
+      if (code === 'REQUEST_TIMEOUT') this.ctx.log.warn({ err: errInfo, upstream: this.route.upstream.name }, 'request body stalled') // (the client's doing: per request)
+      else logUpstreamFailed(this.ctx, this.route.upstream, errInfo)
       // An upload cut short (over the limit, the upstream gone): the rest is still coming.
       if (!this.ctx.req.complete) this.#closeAfterReply()
       // During an async response phase, the filters that ran (and the one still pending) saw this
@@ -1773,7 +1804,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       } else if (this.#cut) status = 408 // queued behind a response the client did not read (above)
       else status = 499 // the client left first (nginx's "client closed request", as our WebSocket handshakes)
     }
-    this.proxy.finishRequest(this.ctx, status, aborted)
+    this.proxy.finishRequest(this.ctx, status, aborted, this.#streamed)
     this.snapshot.release()
   }
 

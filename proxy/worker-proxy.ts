@@ -375,12 +375,18 @@ export class WorkerProxy {
     this.#countUnrouted(req, ERROR_STATUS[code], code, start, reqId)
   }
 
-  finishRequest(ctx: RequestContext, status: number, aborted: boolean): void {
+  /**
+   * `subscriptionStream`: relayed as a subscription over HTTP (SSE, multipart), its duration the
+   * client's listening time: observed under op="subscription" even when igw could not type the
+   * operation (a persisted id the backend resolves), which under "none" put an hour-long stream in
+   * +Inf of the latency panels (they exclude op="subscription").
+   */
+  finishRequest(ctx: RequestContext, status: number, aborted: boolean, subscriptionStream = false): void {
     ctx.runCleanups()
     const durMs = performance.now() - ctx.startTime
     const m = ctx.route.metrics
     m.request(status, ctx.tier)
-    m.duration(durMs / 1000, ctx.graphql?.operationType)
+    m.duration(durMs / 1000, subscriptionStream ? 'subscription' : ctx.graphql?.operationType)
     const startBytes = ctx.socketBytesAtStart
     this.usage.request(ctx, status, startBytes < 0 ? 0 : ctx.socket.bytesWritten - startBytes)
     if (this.#accessLog && (status >= 500 || aborted || this.#sampleRate >= 1 || Math.random() < this.#sampleRate)) this.#access(ctx, status, durMs, aborted)

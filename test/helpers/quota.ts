@@ -36,3 +36,15 @@ export async function graphqlUsedInRedis(redisUrl: string, prefix: string, tenan
     admin.disconnect()
   }
 }
+
+/** What Redis counts for `tenant`: today's usage of kind graphql and the budget's total. */
+export async function graphqlUsageInRedis(redisUrl: string, prefix: string, tenant: string): Promise<{ used: number; budget: number }> {
+  const admin = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+  try {
+    const used = Number((await admin.hget(quotaKeys.kind(prefix, tenant, 'graphql'), 'u')) ?? 0)
+    const budget = Number((await admin.hget(quotaKeys.budget(prefix, tenant), 'tot')) ?? 0)
+    return { used, budget }
+  } finally {
+    admin.disconnect()
+  }
+}

@@ -12,7 +12,7 @@ import { pino } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../../config/load.ts'
-import { localDayNumber, quotaKeys } from '../../../config/quota-usage.ts'
+import { localDayNumber } from '../../../config/quota-usage.ts'
 import { quotaRuntime } from '../../../filters/quota/quota-runtime.ts'
 import { RECONCILE_LUA } from '../../../filters/quota/redis-script.ts'
 import { RedisQuotaStore } from '../../../filters/quota/redis-store.ts'
@@ -21,7 +21,7 @@ import { SharedRedis } from '../../../proxy/redis.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, startTestProxy, writeTempConfig, type SpawnedIgw } from '../../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
-import { owedFiles, sendInTurn } from '../../helpers/quota.ts'
+import { graphqlUsageInRedis, owedFiles, sendInTurn } from '../../helpers/quota.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello }' })
@@ -37,17 +37,7 @@ afterAll(async () => {
 /** `n` requests of `tenant`, one after the other: their status codes. */
 const send = (url: string, tenant: string, n: number): Promise<number[]> => sendInTurn(url, tenant, n, QUERY)
 
-/** What Redis counts for the tenant: today's usage of kind graphql and the budget's total. */
-async function redisUsage(url: string, prefix: string, tenant: string): Promise<{ used: number; budget: number }> {
-  const admin = new Redis(url, { maxRetriesPerRequest: 1 })
-  try {
-    const used = Number((await admin.hget(quotaKeys.kind(prefix, tenant, 'graphql'), 'u')) ?? 0)
-    const budget = Number((await admin.hget(quotaKeys.budget(prefix, tenant), 'tot')) ?? 0)
-    return { used, budget }
-  } finally {
-    admin.disconnect()
-  }
-}
+const redisUsage = graphqlUsageInRedis
 
 function quotaDoc(redisUrl: string, prefix: string, quotas: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   return {

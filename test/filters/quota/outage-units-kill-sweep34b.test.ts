@@ -8,11 +8,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { quotaKeys } from '../../../config/quota-usage.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { spawnIgw, writeTempConfig, type SpawnedIgw } from '../../helpers/proxy.ts'
 import { startRedis, type TestRedis } from '../../helpers/redis.ts'
-import { owedFiles, sendInTurn } from '../../helpers/quota.ts'
+import { graphqlUsageInRedis, owedFiles, sendInTurn } from '../../helpers/quota.ts'
 import { sleep, waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello }' })
@@ -38,16 +37,7 @@ afterAll(async () => {
 /** `n` requests of `tenant`, one after the other: their status codes. */
 const send = (url: string, tenant: string, n: number): Promise<number[]> => sendInTurn(url, tenant, n, QUERY)
 
-async function redisUsage(prefix: string, tenant: string): Promise<{ used: number; budget: number }> {
-  const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 })
-  try {
-    const used = Number((await admin.hget(quotaKeys.kind(prefix, tenant, 'graphql'), 'u')) ?? 0)
-    const budget = Number((await admin.hget(quotaKeys.budget(prefix, tenant), 'tot')) ?? 0)
-    return { used, budget }
-  } finally {
-    admin.disconnect()
-  }
-}
+const redisUsage = (prefix: string, tenant: string) => graphqlUsageInRedis(redis.url, prefix, tenant)
 
 /** The units the owed files in `dir` hold (a file being replaced may be unreadable for a moment: 0). */
 function owedUnits(dir: string): number {

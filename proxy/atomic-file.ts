@@ -36,6 +36,20 @@ export function atomicTempPath(path: string, unique: string | number = randomByt
   return `${path}.${process.pid}.${threadId}.${unique}.tmp`
 }
 
+/**
+ * True while process `pid` exists (EPERM: it does, as another user): whether the writer a temporary
+ * file's name gives may still be at work (the sweeps of leftovers). A pid ≤ 0 names none (kill would signal a group).
+ */
+export function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 /** Errors of link(2) on file systems without hard links (some network shares, FAT). */
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS'])
 

@@ -122,20 +122,23 @@ class UpstreamBody extends Readable {
 }
 
 /**
- * "upstream request failed", at most once per UPSTREAM_FAILED_LOG_MS per upstream and failure
- * (its message), with how many were held back since (`alsoFailed`). An outage fails every request
- * the same way, and each already has its access line with the code and is counted
- * (igw_proxy_errors_total): a warn line each doubled the log volume (1,460 lines in 3.5 s in a
- * chaos test). A new failure is logged at once. Per worker thread, by upstream (its pool); at most
- * UPSTREAM_FAILED_KINDS failures tracked per upstream (the oldest forgotten).
+ * "upstream request failed" (no head came) and "upstream failed mid-response" (the head went out,
+ * the body was cut), each at most once per UPSTREAM_FAILED_LOG_MS per upstream and failure (its
+ * message), with how many were held back since (`alsoFailed`). An outage fails every request the
+ * same way — an upstream that dies under 500 open streams cuts 500 at once — and each already has
+ * its access line with the code and is counted (igw_proxy_errors_total): a warn line each doubled
+ * the log volume (1,460 lines in 3.5 s in a chaos test). A new failure is logged at once. Per
+ * worker thread, by upstream (its pool); at most UPSTREAM_FAILED_KINDS failures tracked per
+ * upstream (the oldest forgotten).
  */
 const UPSTREAM_FAILED_LOG_MS = 5_000
 const UPSTREAM_FAILED_KINDS = 16
 const upstreamFailedLogs = new WeakMap<UpstreamRuntime['pool'], Map<string, LogWindow>>()
-function logUpstreamFailed(ctx: RequestContext, upstream: UpstreamRuntime, err: { message: string; code: string | undefined }): void {
+type UpstreamFailure = 'upstream request failed' | 'upstream failed mid-response'
+function logUpstreamFailed(ctx: RequestContext, upstream: UpstreamRuntime, err: { message: string; code: string | undefined }, msg: UpstreamFailure = 'upstream request failed'): void {
   let windows = upstreamFailedLogs.get(upstream.pool)
   if (windows === undefined) upstreamFailedLogs.set(upstream.pool, (windows = new Map()))
-  const kind = `${err.code ?? ''} ${err.message}`
+  const kind = `${msg}\n${err.code ?? ''} ${err.message}`
   let window = windows.get(kind)
   if (window === undefined) {
     if (windows.size >= UPSTREAM_FAILED_KINDS) windows.delete(windows.keys().next().value!)
@@ -143,7 +146,7 @@ function logUpstreamFailed(ctx: RequestContext, upstream: UpstreamRuntime, err: 
   }
   const held = window.take()
   if (held === undefined) return
-  ctx.log.warn({ err, upstream: upstream.name, ...(held > 0 ? { alsoFailed: held } : {}) }, 'upstream request failed')
+  ctx.log.warn({ err, upstream: upstream.name, ...(held > 0 ? { alsoFailed: held } : {}) }, msg)
 }
 
 const SSE_EVENT_ENDS = [Buffer.from('\n\n'), Buffer.from('\r\n\r\n'), Buffer.from('\r\r')]
@@ -160,33 +163,49 @@ class StreamFraming {
   readonly #delimiter: Buffer | undefined
   /** Neither (multipart naming no boundary): no event is known to be under way, it ends at once. */
   readonly #opaque: boolean
-  #tail = Buffer.alloc(0)
+  /**
+   * The last bytes relayed, in #tail[0, #kept): one buffer per stream, as long as a boundary,
+   * reused (a copy per chunk was an allocation per event). A copy: it outlives the chunk's own use.
+   */
+  readonly #tail: Buffer
+  #kept = 0
   #started = false
   /** A drain asked for the end: at the next boundary. */
   ending = false
   constructor(delimiter: Buffer | undefined, opaque = false) {
     this.#delimiter = delimiter
     this.#opaque = opaque
+    this.#tail = Buffer.alloc(delimiter?.length ?? 4)
   }
   seen(chunk: Buffer): void {
-    if (chunk.length === 0) return
+    const n = chunk.length
+    if (n === 0) return
     this.#started = true
-    const keep = this.#delimiter?.length ?? 4
-    // A copy: the tail outlives the chunk's own use.
-    this.#tail = Buffer.from((chunk.length >= keep ? chunk : Buffer.concat([this.#tail, chunk])).subarray(-keep))
+    const tail = this.#tail
+    const keep = tail.length
+    if (n >= keep) {
+      chunk.copy(tail, 0, n - keep)
+      this.#kept = keep
+      return
+    }
+    // The kept bytes that stay move to the front, the chunk goes after them.
+    const stay = Math.min(this.#kept, keep - n)
+    tail.copyWithin(0, this.#kept - stay, this.#kept)
+    chunk.copy(tail, stay)
+    this.#kept = stay + n
   }
   /** What was relayed ends between two events (or nothing was). */
   atBoundary(): boolean {
     if (!this.#started || this.#opaque) return true
-    const t = this.#tail
+    const t = this.#tail.subarray(0, this.#kept)
     if (this.#delimiter !== undefined) return t.equals(this.#delimiter)
     for (const end of SSE_EVENT_ENDS) if (t.length >= end.length && t.subarray(t.length - end.length).equals(end)) return true
     return false
   }
   /** How many bytes of `chunk` complete the event under way (up to its boundary); -1: none do. */
   boundaryIn(chunk: Buffer): number {
-    const joined = Buffer.concat([this.#tail, chunk])
-    const from = this.#tail.length
+    const from = this.#kept
+    const joined = Buffer.concat([this.#tail.subarray(0, from), chunk])
     let best = -1
     for (const end of this.#delimiter !== undefined ? [this.#delimiter] : SSE_EVENT_ENDS) {
       const at = joined.indexOf(end, Math.max(0, from - end.length + 1))
@@ -1616,15 +1635,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #relaySubscription(phase: Phase): boolean {
     this.phase = phase
     this.ctx.deadline = Number.POSITIVE_INFINITY // (a timer armed for it fires and finds nothing due)
-    this.#streamed = true
-    this.proxy.streams.add(this)
+    this.proxy.streams.add(this) // (and so relayed as a subscription stream: see clientClosed)
     if (this.proxy.draining) this.goAway()
     return this.phase === Phase.Done
   }
   /** What the client got of a relayed subscription stream, for a drain to end it between two events. */
   #framing: StreamFraming | undefined = undefined
-  /** Relayed as a subscription stream: its duration is observed under op="subscription". */
-  #streamed = false
 
   /**
    * The drain began: end this subscription stream after the last whole event the client got —
@@ -1757,7 +1773,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // client sees a truncated response instead of a short body that looks complete.
     this.ctx.errorCode = classify(err, this.route)[0]
     this.proxy.metrics.proxyErrors.labels(this.route.name, this.ctx.errorCode).inc()
-    this.ctx.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, this.ctx.errorCode === 'REQUEST_TIMEOUT' ? 'request body stalled' : 'upstream failed mid-response')
+    const errInfo = { message: err.message, code: (err as { code?: string }).code }
+    // A stalled upload is one client's doing: per request, as before the head (onResponseError above).
+    if (this.ctx.errorCode === 'REQUEST_TIMEOUT') this.ctx.log.warn({ err: errInfo, upstream: this.route.upstream.name }, 'request body stalled')
+    else logUpstreamFailed(this.ctx, this.route.upstream, errInfo, 'upstream failed mid-response')
     this.phase = Phase.Done
     this.#cutMidResponse(this.#body, err)
   }
@@ -1768,7 +1787,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#finished) return
     this.#finished = true
     this.#clearTimer()
-    if (this.#framing !== undefined) this.proxy.streams.delete(this)
+    // In proxy.streams: relayed as a subscription stream (#relaySubscription, the only one to add
+    // it), its duration observed under op="subscription".
+    const streamed = this.proxy.streams.delete(this)
     const res = this.res
     const aborted = !res.writableFinished
     // Closed with the connection the response watch cut for an earlier response the client did
@@ -1804,7 +1825,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       } else if (this.#cut) status = 408 // queued behind a response the client did not read (above)
       else status = 499 // the client left first (nginx's "client closed request", as our WebSocket handshakes)
     }
-    this.proxy.finishRequest(this.ctx, status, aborted, this.#streamed)
+    this.proxy.finishRequest(this.ctx, status, aborted, streamed)
     this.snapshot.release()
   }
 

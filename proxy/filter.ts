@@ -17,7 +17,7 @@ export type { RedisProvider } from './redis.ts'
 export { readyWithin } from './redis.ts'
 export { LogWindow, oncePer } from './log.ts'
 export { isSafeRequestId, applyAddedHeaders, upstreamRequestHeaders } from './headers.ts'
-export { atomicTempPath, syncDir, syncDirSync, writeFileAtomicSync, writeTemp, writeTempSync } from './atomic-file.ts'
+export { atomicTempPath, processAlive, syncDir, syncDirSync, writeFileAtomicSync, writeTemp, writeTempSync } from './atomic-file.ts'
 
 /** undefined: continue down the chain. A LocalReply: answer now, the upstream is not called. */
 export type Decision = LocalReply | undefined

@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import { readdir, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { threadId } from 'node:worker_threads'
-import { atomicTempPath, syncDir, syncDirSync, writeFileAtomicSync, writeTemp, writeTempSync } from '../../proxy/filter.ts'
+import { atomicTempPath, processAlive, syncDir, syncDirSync, writeFileAtomicSync, writeTemp, writeTempSync } from '../../proxy/filter.ts'
 import { QUOTA_KINDS, zoneCode, zoneOfCode, type QuotaKindName, type QuotaStateDocument, type QuotaStateTenant } from '../../config/quota-usage.ts'
 import { MAX_THRESHOLDS, R_BUCKETS, R_BUCKET_MS, R_FIRED, R_FIRED_TH, R_HEAD, R_TOTAL, RING_HEADER, RING_SLOTS } from './rolling-budget.ts'
 import { lock, unlock } from './shared-mutex.ts'
@@ -260,17 +260,6 @@ function land(path: string, tmp: string, n: number, table: QuotaTable | undefine
     Atomics.store(i32, H_STATE_LANDED, n)
   } finally {
     unlock(i32, H_STATE_LOCK)
-  }
-}
-
-/** True while process `pid` exists (EPERM: it does, as another user); a pid ≤ 0 names none (kill would signal a group). */
-export function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 

@@ -62,7 +62,8 @@ describe('control plane client: failures after the first contact are logged', ()
     const before = lines(proxy).length
     await fleet.stopCp()
     // Traffic while it is down: its usage report cannot be delivered (kept, retried, and said).
-    const r = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ hello }"}' })
+    // connection: close: no idle keep-alive for the proxy's stop (afterAll) to wait its drain grace (1 s) on.
+    const r = await request(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: '{"query":"{ hello }"}' })
     expect(r.statusCode).toBe(200)
     await r.body.text()
     await expect.poll(() => lines(proxy).slice(before).find((l) => l.msg?.startsWith('usage report not delivered') === true), { timeout: 20_000 }).toMatchObject({ error: expect.any(String) })

@@ -89,7 +89,8 @@ describe('igw demo: every printed command does what its text says', () => {
       const gateway = /gateway \(sidecar\)\s+(\S+)\/graphql/.exec(text)![1]!
       const adminUrl = /admin\s+(\S+)\/metrics/.exec(text)![1]!
       const configVersion = async () => ((await (await fetch(`${adminUrl}/config`)).json()) as { version: number }).version
-      const acmePolicy = async () => (await fetch(`${gateway}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: '{"query":"{ __typename }"}' })).headers.get('ratelimit-policy')
+      // connection: close, as curl's: no idle keep-alive for the Ctrl-C below to wait the drain's grace (1 s) on.
+      const acmePolicy = async () => (await fetch(`${gateway}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme', connection: 'close' }, body: '{"query":"{ __typename }"}' })).headers.get('ratelimit-policy')
 
       // What each printed line must give; keyed by a piece of the line. Checked in printed order.
       const expectations: { key: RegExp; check: (r: Ran, line: string) => Promise<void> | void }[] = [

@@ -21,10 +21,15 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_
   }
 }
 
-const startIgwProxy = (extraArgs: string[] = []) => fleet.proxy('e2e-1', stateDir, { workers: 2, extraArgs, usageIntervalMs: 200 })
+// Two workers where a push must reach every worker (the first proxy, tests 1-3); the restarts
+// after it are about the last-known-good file, which one worker boots from as two do, at half the
+// start-up CPU.
+const startIgwProxy = (extraArgs: string[] = [], workers = 2) => fleet.proxy('e2e-1', stateDir, { workers, extraArgs, usageIntervalMs: 200 })
 
+// `connection: close`: no idle keep-alive connection left open, which a stopping proxy would hold
+// its drain's idle grace for (1 s per stop).
 const query = (p: SpawnedIgw, tenant = 'acme') =>
-  fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant }, body: JSON.stringify({ query: '{ hello(name: "cp") }' }) })
+  fetch(`${p.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': tenant, connection: 'close' }, body: JSON.stringify({ query: '{ hello(name: "cp") }' }) })
 
 const proxyView = () => fleet.row('e2e-1')
 
@@ -89,7 +94,7 @@ describe('config push to real igw proxy processes', () => {
     const route = await fleet.cp!.api('/v1/routes/export', { method: 'PUT', body: JSON.stringify({ upstream: 'backend', type: 'http', match: { pathPrefix: '/export/' }, filters: [{ name: 'tenant' }] }) })
     const rv = ((await route.json()) as { version: number }).version
     await until('export route applied', async () => ((await runningVersion(proxy)) === rv ? true : undefined))
-    const exp = await fetch(`${proxy.url}/export/entities.ndjson?count=20`, { headers: { 'x-tenant-id': 'globex' } })
+    const exp = await fetch(`${proxy.url}/export/entities.ndjson?count=20`, { headers: { 'x-tenant-id': 'globex', connection: 'close' } })
     expect(exp.status).toBe(200)
     const bodyBytes = Buffer.byteLength(await exp.text())
     const st = await until('statement totals', async () => {
@@ -113,7 +118,7 @@ describe('config push to real igw proxy processes', () => {
     await proxy.stop()
     await fleet.stopCp()
     const t0 = performance.now()
-    const restarted = await startIgwProxy()
+    const restarted = await startIgwProxy([], 1)
     const bootMs = performance.now() - t0
     expect(restarted.output.join('\n')).toMatch(/booting from the last-known-good snapshot/)
     expect(await runningVersion(restarted)).toBe(last)
@@ -137,7 +142,7 @@ describe('config push to real igw proxy processes', () => {
     const r = await fleet.cp!.api('/v1/routes/graphql/filters/tenant', { method: 'PUT', body: JSON.stringify({ jwt: { publicKeyFile: '/nonexistent/igw-boot-key.pem' } }) })
     const bad = ((await r.json()) as { version: number }).version
     expect(bad).toBeGreaterThan(lastGood)
-    const p = await startIgwProxy()
+    const p = await startIgwProxy([], 1)
     expect(p.output.join('\n')).toMatch(/control plane head failed to start here; NACKed/)
     expect(await runningVersion(p)).toBe(lastGood)
     expect((await query(p, 'hooli')).status).toBe(200)
@@ -175,7 +180,7 @@ describe('config push to real igw proxy processes', () => {
     expect(err).toMatch(/signature does not verify/)
     // The untouched file is accepted again.
     writeFileSync(path, JSON.stringify(envelope))
-    const ok = await startIgwProxy()
+    const ok = await startIgwProxy([], 1)
     expect((await query(ok)).status).toBe(200)
     await ok.stop()
     await fleet.startCp()

@@ -33,6 +33,21 @@ export interface Running {
   local(path: string): string
 }
 
+/**
+ * The compile cache the containers run here share: writable by any uid (Node keeps a subdirectory
+ * per uid); not under /tmp, which pods mount (a path there would move into the pod's volume).
+ */
+function podCompileCache(): string {
+  const dir = '/var/tmp/igw-test-compile-cache-pods'
+  mkdirSync(dir, { recursive: true })
+  try {
+    chmodSync(dir, 0o1777)
+  } catch {
+    // made by another user, who opened it already
+  }
+  return dir
+}
+
 export function configMapData(objs: KubeObject[], name: string): Record<string, string> {
   const cm = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === name) as (KubeObject & { data?: Record<string, string> }) | undefined
   if (!cm) throw new Error(`no ConfigMap ${name} in the rendered output`)
@@ -72,7 +87,9 @@ export async function runContainer(objs: KubeObject[], pod: RunPod, c: RunContai
     else if (v && !v.secret && asRoot) chownSync(dir, uid, gid) // emptyDir / PVC: writable by the pod (fsGroup)
   }
 
-  const env: Record<string, string> = {}
+  // The image sets NODE_COMPILE_CACHE (deploy/Dockerfile, warmed at build); without one each start
+  // here compiled igw and its worker threads from scratch, seconds of CPU under a loaded suite.
+  const env: Record<string, string> = { NODE_COMPILE_CACHE: podCompileCache() }
   for (const f of c.envFrom ?? []) if (f.configMapRef) Object.assign(env, configMapData(objs, f.configMapRef.name))
   for (const e of c.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value

@@ -98,7 +98,8 @@ describe('rendered containers run', () => {
     try {
       const [, port, admin] = await run.waitFor(LISTENING)
       await waitUntil(async () => (await get(`http://127.0.0.1:${admin}/readyz`)).status === 200)
-      const r = await request(`http://127.0.0.1:${port}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme' }, body: '{"query":"{ hello(name: \\"k8s\\") }"}' })
+      // connection: close: no idle keep-alive for the stop below to wait its drain grace on.
+      const r = await request(`http://127.0.0.1:${port}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant-id': 'acme', connection: 'close' }, body: '{"query":"{ hello(name: \\"k8s\\") }"}' })
       expect(r.statusCode).toBe(200)
       expect(await r.body.json()).toEqual({ data: { hello: 'Hello, k8s!' } })
       if (process.getuid?.() === 0) expect(/^Uid:\s+(\d+)/m.exec((await import('node:fs')).readFileSync(`/proc/${run.child.pid}/status`, 'utf8'))?.[1]).toBe('10001')

@@ -92,8 +92,8 @@ describe('cache sweep 18: refresh-ahead writes L2', () => {
     const doc = (): Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'> => ({
       redis: { url: redis.url, keyPrefix: PREFIX },
       tenants: { acme: {} },
-      // A 3 s TTL: its refresh-ahead window is the last 1.5 s (at most half the TTL).
-      routes: [{ name: 'graphql', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 3, refreshAheadSeconds: 2, redis: { l2: true, timeoutMs: 1_000 } }] as never }],
+      // A 2 s TTL: its refresh-ahead window is the last 1 s (at most half the TTL).
+      routes: [{ name: 'graphql', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'cache', ttlSeconds: 2, refreshAheadSeconds: 2, redis: { l2: true, timeoutMs: 1_000 } }] as never }],
     })
     // Two proxies of one config (as two pods): started side by side.
     ;[a, b] = await Promise.all([startTestProxy(doc()), startTestProxy(doc())])
@@ -112,8 +112,8 @@ describe('cache sweep 18: refresh-ahead writes L2', () => {
     expect((await post(a.url, ENTITY, { id: '7' })).cache).toBe('MISS')
     await waitUntil(async () => (await l2Entries(raw, PREFIX)).length === 1, 15_000, 'the L2 entry written')
     const first = (await l2Entries(raw, PREFIX))[0]!.f
-    // Into the refresh-ahead window (the last 1.5 s of the 3 s TTL), 1 s before expiry: a hit starts a refresh.
-    while (Date.now() < first - 1_000) await sleep(50)
+    // Into the middle of the refresh-ahead window (the last 1 s of the 2 s TTL), 0.5 s before expiry: a hit starts a refresh.
+    while (Date.now() < first - 500) await sleep(50)
     const hit = await post(a.url, ENTITY, { id: '7' })
     expect(hit.cache).toBe('HIT')
     // Before the fix the refresh renewed a's L1 only: L2 kept `first` and expired with it.

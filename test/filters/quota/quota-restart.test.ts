@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { readQuotaStateFile, usedTodayFromState } from '../../../config/quota-usage.ts'
 import { startDemoBackend, type DemoBackend } from '../../helpers/backends.ts'
 import { metricSum, spawnIgw, writeTempConfig } from '../../helpers/proxy.ts'
+import { waitUntil } from '../../helpers/wait.ts'
 
 const QUERY = JSON.stringify({ query: '{ hello }' })
 
@@ -70,7 +71,11 @@ describe('restart keeps usedToday (no Redis: the state file)', () => {
 
       // A crash (SIGKILL: no shutdown) loses at most one flush period.
       expect((await send(igw.url, 'crash', 20)).every((s) => s === 200)).toBe(true)
-      await new Promise((r) => setTimeout(r, 700))
+      // The periodic flush (200 ms) has written them by 700 ms: killed as soon as the file says so.
+      await waitUntil(() => {
+        const doc = readQuotaStateFile(stateFile)
+        return doc !== undefined && usedTodayFromState(doc, 'crash', 'graphql') === 20
+      }, 700, 'the periodic flush of the crash tenant\'s 20')
       await igw.stop('SIGKILL')
       igw = await spawnIgw(['proxy', '--config', configPath])
       const after = await metrics(igw.adminUrl)

@@ -3,7 +3,7 @@
 // quota (token bucket + daily quota, local-share on outage) and the cache (Redis L2), and
 // terminated subscriptions with replay. While a bounded steady load runs (8 HTTP loops, 5
 // graphql-ws subscribers on a ticking countdown), faults come one after another: a worker thread
-// dies of an uncaught exception, Redis is killed for 3 s and restarted on its port, the backend
+// dies of an uncaught exception, Redis is killed for 2 s and restarted on its port, the backend
 // goes away and comes back on its port, the config file is edited (a daily quota lowered), Redis
 // dies again while the backend restarts (both at once), and a SIGTERM ends it with requests in
 // flight while Redis is down (the next start must report the usage saved at the close). What a
@@ -368,7 +368,8 @@ describe('chaos journey: worker crash, Redis outage, backend restart, reload, SI
       }
       let stopLoad = startLoad()
       const served = () => results.filter((r) => r.status !== undefined).length
-      const settle = async (ms: number) => {
+      // Load served after a fault: half a second of it, and at least 40 more answers.
+      const settle = async (ms = 500) => {
         const n = served()
         await sleep(ms)
         await waitUntil(() => served() >= n + 40, 15_000, 'load keeps being served')
@@ -394,40 +395,40 @@ describe('chaos journey: worker crash, Redis outage, backend restart, reload, SI
         }
         stopLoad = startLoad()
       }
-      await settle(1_000)
+      await settle()
       await checkpoint('steady')
 
       // ---- (1) a worker thread dies of an uncaught exception ----
-      await settle(500)
+      await settle()
       mark('crash')
       igw.child.kill('SIGUSR2')
       await waitUntil(async () => (await metric('igw_worker_restarts_total')) === 1, 20_000, 'the worker restarted')
       await waitUntil(async () => (await adminGet('/readyz')).status === 200, 20_000, 'ready again after the crash')
       mark('crashed')
-      await settle(1_000)
+      await settle()
       await waitUntil(() => valuesAfter(marks.crashed!).every((n) => n >= 3), 15_000, 'subscribers resume after the crash')
       await checkpoint('worker crash')
 
-      // ---- (2) Redis killed for 3 s, restarted on its port ----
+      // ---- (2) Redis killed for 2 s (the breaker opens within ~50 ms, probes every 1 s), restarted on its port ----
       const recoveriesBefore = await metric('igw_quota_redis_recoveries_total')
       mark('redisDown')
       await redis.stop()
-      await sleep(3_000)
+      await sleep(2_000)
       await redis.start()
       mark('redisUp')
       await waitUntil(async () => (await metric('igw_quota_redis_recoveries_total')) >= recoveriesBefore + 1, 20_000, 'the quota breaker closed again')
-      await settle(1_000)
+      await settle()
       await checkpoint('redis outage')
 
       // ---- (3) the backend goes away and comes back on its port ----
       mark('backendDown')
       await backend.close()
-      await sleep(2_000)
+      await sleep(1_200) // health probes every 150 ms: several see it gone
       backend = await startDemoBackend({ port: backendPort })
       mark('backendUp')
       await waitUntil(async () => (await adminGet('/readyz')).status === 200, 20_000, 'ready again after the backend came back')
       await waitUntil(() => valuesAfter(marks.backendUp!).every((n) => n >= 3), 20_000, 'subscribers resume after the backend restart')
-      await settle(1_000)
+      await settle()
       await checkpoint('backend restart')
 
       // ---- (4) the config file edited: globex's daily quota lowered to what it has used + 150 ----
@@ -438,7 +439,7 @@ describe('chaos journey: worker crash, Redis outage, backend restart, reload, SI
       mark('reload')
       await waitUntil(async () => (await metric('igw_config_version')) > versionBefore, 20_000, 'the edit applied')
       await waitUntil(() => results.some((r) => r.tenant === 'globex' && r.code === 'QUOTA_EXCEEDED' && r.t0 > marks.reload!), 20_000, 'globex reaches its new daily quota')
-      await settle(1_000)
+      await settle()
       await checkpoint('reload')
       const fallbacksReload = (await metric('igw_quota_redis_fallbacks_total')) - fallbacksBefore
 
@@ -458,7 +459,7 @@ describe('chaos journey: worker crash, Redis outage, backend restart, reload, SI
       await waitUntil(async () => (await metric('igw_quota_redis_recoveries_total')) >= recoveriesBefore2 + 1, 20_000, 'the quota breaker closed again after the storm')
       await waitUntil(async () => (await adminGet('/readyz')).status === 200, 20_000, 'ready again after the storm')
       await waitUntil(() => valuesAfter(marks.stormRedisUp!).every((n) => n >= 3), 20_000, 'subscribers resume after the storm')
-      await settle(1_000)
+      await settle()
       await checkpoint('storm')
 
       // ---- quiesce: what clients saw against what the operator sees ----
@@ -497,8 +498,11 @@ describe('chaos journey: worker crash, Redis outage, backend restart, reload, SI
       stopPolls = true
       await Promise.all([pollReadyz, pollMetrics])
       mark('finalRedisDown')
+      const fallbacksFinal = await metric('igw_quota_redis_fallbacks_total')
       await redis.stop()
-      await sleep(1_000)
+      // The outage policy is deciding (usage Redis does not have yet) when SIGTERM comes.
+      await waitUntil(async () => (await metric('igw_quota_redis_fallbacks_total')) >= fallbacksFinal + 20, 10_000, 'decisions under the final outage')
+      await sleep(200)
       mark('sigterm')
       igw.child.kill('SIGTERM')
       // the drain as a balancer sees it: /readyz 503 (draining) at once, while the proxy still serves
@@ -655,8 +659,8 @@ describe('a worker thread dying during a Redis outage', () => {
     const backend = await startDemoBackend()
     const cfg = configDoc({ redisUrl: redis.url, backendUrl: backend.url, stateFile: join(dir, 'quota-state.json'), globexDaily: 10_000_000 })
     // Each thread's periodic owed save (every flushIntervalMs) takes the shared units into its own
-    // list: every 500 ms, so the dying thread surely holds some (at the default 5 s, only when a
-    // reconcile retry or a save happened to run on it).
+    // list: every 500 ms, so after the 1.5 s of outage below the dying thread surely holds some (at
+    // the default 5 s, only when a reconcile retry or a save happened to run on it).
     cfg.quotas = { ...cfg.quotas, flushIntervalMs: 500 } as typeof cfg.quotas
     writeFileSync(configPath, stringify(cfg))
     const igw = await spawnIgw(['proxy', '--config', configPath, '--workers', '2'], { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(hookPath).href}`.trim() })
@@ -679,14 +683,14 @@ describe('a worker thread dying during a Redis outage', () => {
     })
     const restarts = async () => metricSum(await (await fetch(`${igw.adminUrl}/metrics`)).text(), 'igw_worker_restarts_total')
     try {
-      await sleep(1_000)
+      await waitUntil(() => admitted >= 40, 15_000, 'load admitted while Redis is up')
       await redis.stop()
-      await sleep(2_000) // the outage policy admits, both threads count into shared memory
+      await sleep(1_500) // the outage policy admits, both threads count into shared memory (3 saves)
       igw.child.kill('SIGUSR2')
       await waitUntil(async () => (await restarts()) === 1, 20_000, 'the worker restarted')
-      await sleep(1_000)
+      await sleep(500)
       await redis.start()
-      await sleep(1_500)
+      await sleep(500)
       stop = true
       await Promise.all(loops)
       // the reconciliation retries every heartbeat (2 s): give it several

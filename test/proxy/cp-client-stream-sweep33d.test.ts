@@ -14,7 +14,7 @@ import type { ServerResponse } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ControlPlaneClient, MAX_SSE_EVENT_CHARS } from '../../proxy/control-plane-client.ts'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
-import { sleep, waitUntil } from '../helpers/wait.ts'
+import { waitUntil } from '../helpers/wait.ts'
 
 const pem = () => generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString()
 
@@ -58,14 +58,16 @@ describe('the config stream', () => {
     client = newClient(server.url, logs)
     expect(await client.bootstrap()).toBeUndefined() // nothing to boot from
     const from = opened.length
-    await sleep(7_000)
-    // Old: ~30 attempts in 7 s (125–250 ms apart). Backed off (250 ms, 0.5, 1, 2, 4, 5 s with
-    // equal jitter) they are at most 7; 12 leaves room for a slow machine.
+    // Watched until the wait between two attempts reaches 1 s (not for a fixed 7 s): backed off
+    // (250 ms, 0.5, 1, 2 s with equal jitter) that is the 4th attempt after boot, ~3 s in. Old: an
+    // attempt every 125–250 ms, never a 1 s wait: this runs out, dozens of attempts later.
+    const maxGap = () => Math.max(0, ...opened.slice(1).map((t, i) => t - opened[i]!))
+    await waitUntil(() => maxGap() >= 1_000 && opened.length - from >= 2, 15_000, 'a 1 s wait between attempts')
+    // 12 leaves room for a slow machine.
     const attempts = opened.length - from
     expect(attempts).toBeGreaterThanOrEqual(2)
     expect(attempts).toBeLessThan(12)
-    const gaps = opened.slice(1).map((t, i) => t - opened[i]!)
-    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(1_000)
+    expect(maxGap()).toBeGreaterThanOrEqual(1_000)
     // Not a "connected" and a "lost" line per try: it never connected.
     expect(logs.filter((l) => l.msg === 'connected to the control plane')).toHaveLength(0)
     expect(logs.filter((l) => l.msg.startsWith('lost the control plane'))).toHaveLength(0)
@@ -87,7 +89,8 @@ describe('the config stream', () => {
     const logs: { level: string; msg: string; obj: Record<string, unknown> }[] = []
     client = newClient(server.url, logs)
     await client.bootstrap()
-    await waitUntil(() => opened.length >= 5, 15_000, 'five cut streams') // backed off to 2–4 s by now
+    // Backed off to 1–2 s by now: not reset, the next waits would be 2–4 s and more.
+    await waitUntil(() => opened.length >= 4, 15_000, 'four cut streams')
     healthyFrom = opened.length + 1
     await waitUntil(() => opened.length >= healthyFrom + 3, 20_000, 'streams with an event')
     const gaps = opened.slice(healthyFrom).map((t, i) => t - opened[healthyFrom - 1 + i]!)

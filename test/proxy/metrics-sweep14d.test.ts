@@ -159,8 +159,9 @@ describe('metrics and usage when a worker thread stalls, dies or answers late (s
     const headers = { 'x-tenant-id': 'acme' }
     try {
       for (let i = 0; i < 3; i++) expect((await get(`${proxy.url}/raw/fine`, { dispatcher: client, headers })).status).toBe(200)
-      // A record that keeps the only thread busy for seconds (2^26 backtracking steps), then passes.
-      const slow = client.request({ path: '/raw/evil?n=26', method: 'GET', headers }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }))
+      // A record that keeps the only thread busy for seconds (2^25 backtracking steps: ~5 s on CI's
+      // machine, well past the 2 s deadline; every step more doubles it), then passes.
+      const slow = client.request({ path: '/raw/evil?n=25', method: 'GET', headers }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }))
       // Awaited below; if an expectation fails first, the client's destroy rejects it: not an unhandled rejection.
       slow.catch(() => undefined)
       // Collect until one collection waits out its deadline: the thread is busy, and whatever it

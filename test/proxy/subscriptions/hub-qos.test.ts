@@ -204,7 +204,7 @@ describe('subscription hub: memory budget sheds bronze before silver', () => {
 })
 
 // Concurrent: each test has its own backend, proxy and clients; the one timing assumption (fewer
-// than 20 events out at 5/s, 100 ms after the first) has seconds of margin.
+// than 20 events out at 10/s, 100 ms after the first) has more than a second of margin.
 describe.concurrent('subscription hub: reloads and shutdown', () => {
   it('a config reload keeps live streams open and in order; new subscribes see the new config', async ({ expect }) => {
     const be = await startSubscriptionBackend()
@@ -253,7 +253,7 @@ describe.concurrent('subscription hub: reloads and shutdown', () => {
     const be = await startSubscriptionBackend()
     const proxy = await startTestProxy({
       tenants: { acme: { tier: 'bronze' } },
-      subscriptions: { qos: { bronze: { ratePerSec: 5, burst: 1, maxQueue: 100 } } },
+      subscriptions: { qos: { bronze: { ratePerSec: 10, burst: 1, maxQueue: 100 } } },
       routes: [{ name: 'gql', upstream: be.url, websocket: { mode: 'terminate' }, filters: [{ name: 'tenant' }] }],
     })
     try {

@@ -22,7 +22,7 @@ import { SignJWT } from 'jose'
 import { EventSource, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDemoBackend, startRawBackend, type DemoBackend, type RawBackend } from '../../helpers/backends.ts'
-import { metricSum, startTestProxy, testProxyConfig } from '../../helpers/proxy.ts'
+import { metricSum, startTestProxy, testProxyConfig, type TestProxy } from '../../helpers/proxy.ts'
 
 let be: DemoBackend
 beforeAll(async () => {
@@ -30,6 +30,13 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   await be?.close()
+})
+
+/** The plain graphql route: one proxy for the tests that neither reconfigure, load nor close it. */
+let plain: Promise<TestProxy> | undefined
+const plainProxy = () => (plain ??= startTestProxy({ routes: [{ name: 'g', upstream: be.url, type: 'graphql' }] } as never))
+afterAll(async () => {
+  await (await plain)?.close()
 })
 
 type Result = { data?: Record<string, unknown> | null; errors?: { message: string }[] }
@@ -103,22 +110,18 @@ describe('graphql-sse, distinct connections mode, through igw', () => {
   })
 
   it('a browser EventSource (GET) gets next events and the complete event; a relayed Last-Event-ID is the backend\'s to read', async () => {
-    const p = await startTestProxy({ routes: [{ name: 'g', upstream: be.url, type: 'graphql' }] } as never)
-    try {
-      const es = new EventSource(`${p.url}/graphql?query=${encodeURIComponent(COUNTDOWN(3, 20))}`)
-      const got = await new Promise<string[]>((resolve, reject) => {
-        const data: string[] = []
-        es.addEventListener('next', (e) => data.push((e as MessageEvent<string>).data))
-        es.addEventListener('complete', () => (es.close(), resolve(data)))
-        es.onerror = () => (es.close(), reject(new Error(`EventSource failed after ${data.length} events`)))
-      })
-      expect(got.map((d) => (JSON.parse(d) as Result).data)).toEqual([{ countdown: 3 }, { countdown: 2 }, { countdown: 1 }])
-      // igw keeps no event ids for SSE: a reconnecting EventSource's Last-Event-ID reaches the backend as it is.
-      const res = await request(`${p.url}/graphql?query=${encodeURIComponent('{ echo { header(name: "last-event-id") } }')}`, { headers: { accept: 'text/event-stream', 'last-event-id': '41' } })
-      expect(await res.body.text()).toContain('data: {"data":{"echo":{"header":"41"}}}')
-    } finally {
-      await p.close()
-    }
+    const p = await plainProxy()
+    const es = new EventSource(`${p.url}/graphql?query=${encodeURIComponent(COUNTDOWN(3, 20))}`)
+    const got = await new Promise<string[]>((resolve, reject) => {
+      const data: string[] = []
+      es.addEventListener('next', (e) => data.push((e as MessageEvent<string>).data))
+      es.addEventListener('complete', () => (es.close(), resolve(data)))
+      es.onerror = () => (es.close(), reject(new Error(`EventSource failed after ${data.length} events`)))
+    })
+    expect(got.map((d) => (JSON.parse(d) as Result).data)).toEqual([{ countdown: 3 }, { countdown: 2 }, { countdown: 1 }])
+    // igw keeps no event ids for SSE: a reconnecting EventSource's Last-Event-ID reaches the backend as it is.
+    const res = await request(`${p.url}/graphql?query=${encodeURIComponent('{ echo { header(name: "last-event-id") } }')}`, { headers: { accept: 'text/event-stream', 'last-event-id': '41' } })
+    expect(await res.body.text()).toContain('data: {"data":{"echo":{"header":"41"}}}')
   })
 
   it('keep-alive comments reach the client and keep an idle stream alive past bodyIdleMs', async () => {
@@ -265,7 +268,7 @@ describe('event streams on an http route', () => {
 
 describe('what igw does not do for SSE (documented)', () => {
   it('single connection mode: a graphql route refuses the PUT reservation with 405, and the client reports it', async () => {
-    const p = await startTestProxy({ routes: [{ name: 'g', upstream: be.url, type: 'graphql' }] } as never)
+    const p = await plainProxy()
     const client = createClient({ url: `${p.url}/graphql`, singleConnection: true, retryAttempts: 0 })
     try {
       const { results, error } = await collect(client.iterate({ query: '{ hello }' }))
@@ -274,7 +277,6 @@ describe('what igw does not do for SSE (documented)', () => {
       expect((error as NetworkError<Response>).response?.status).toBe(405)
     } finally {
       client.dispose()
-      await p.close()
     }
   })
 
@@ -321,10 +323,11 @@ describe('what igw does not do for SSE (documented)', () => {
   // the body; bodyIdleMs, which keep-alive comments satisfy, still ends a stream that stalls
   // (sse-subscription-lifetime-sweep34f.test.ts).
   it('a subscription outlives the route\'s totalMs (bodyIdleMs still bounds a stalled one)', async () => {
-    const p = await startTestProxy({ routes: [{ name: 'g', upstream: be.url, type: 'graphql', timeouts: { totalMs: 1500 } }] } as never)
+    const p = await startTestProxy({ routes: [{ name: 'g', upstream: be.url, type: 'graphql', timeouts: { totalMs: 700 } }] } as never)
     const client = createClient({ url: `${p.url}/graphql`, retryAttempts: 0 })
     try {
-      const { results, error } = await collect(client.iterate({ query: COUNTDOWN(5, 500) }))
+      // 1.5 s of events: twice the route's totalMs.
+      const { results, error } = await collect(client.iterate({ query: COUNTDOWN(5, 300) }))
       expect(error).toBeUndefined()
       expect(countdowns(results)).toEqual([5, 4, 3, 2, 1])
     } finally {

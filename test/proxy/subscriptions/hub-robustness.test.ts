@@ -20,10 +20,13 @@ function socketOf(c: RawClient): Socket {
 const subscribed = (be: SubscriptionBackend, channel: string, n = 1) => waitUntil(() => be.subscribes.filter((s) => s.channel === channel).length >= n, 5_000, `${n} backend subscribe(s) on ${channel}`)
 
 /** A TCP server that accepts connections and never answers: an upstream whose handshake hangs. */
-async function startSilentUpstream(): Promise<{ url: string; sockets: Set<Socket>; close(): Promise<void> }> {
+/** `asked`: sockets that sent something (an upgrade request), not the proxy's TCP health probes. */
+async function startSilentUpstream(): Promise<{ url: string; sockets: Set<Socket>; asked: () => number; close(): Promise<void> }> {
   const sockets = new Set<Socket>()
+  let asked = 0
   const server: Server = createServer((s) => {
     sockets.add(s)
+    s.once('data', () => asked++)
     s.on('error', () => undefined)
     s.on('close', () => sockets.delete(s))
   })
@@ -31,6 +34,7 @@ async function startSilentUpstream(): Promise<{ url: string; sockets: Set<Socket
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     sockets,
+    asked: () => asked,
     close: async () => {
       for (const s of sockets) s.destroy()
       await new Promise<void>((r) => server.close(() => r()))
@@ -361,7 +365,7 @@ describe('subscription hub: robustness against hostile clients and a misbehaving
       c.send({ type: 'connection_init' })
       await c.wait((x) => x.messages.some((m) => m.type === 'connection_ack'))
       c.send({ type: 'subscribe', id: 'q', payload: { query: '{ ok }' } })
-      await waitUntil(() => silent.sockets.size > 0, 5_000, 'the upstream connection attempt')
+      await waitUntil(() => silent.asked() > 0, 5_000, 'the upstream connection attempt (its upgrade request)')
       c.send({ type: 'complete', id: 'q' })
       await sleep(900) // the handshake times out (400 ms) and fails the opening
       be.publish('bystander', { note: 'after' })

@@ -62,8 +62,10 @@ describe('control-plane client sweep 19', () => {
       expect(p2.output.join('\n')).toMatch(/control plane head failed to start here; NACKed/)
       expect(await runningVersion(p2)).toBe(good)
       await waitUntil(async () => (await fleet.row('m-1'))?.lastNack?.version === bad, 15_000, 'the boot NACK')
-      // The alert's metric: it refused a document and keeps running the previous one.
-      expect(await reloadFailures(p2)).toBe(1)
+      // The alert's metric: it refused a document and keeps running the previous one (0 before).
+      // At least 1: the refused version is tried again after 2 s (a key file may appear),
+      // and a busy machine can reach that try before this read; each try that fails counts.
+      expect(await reloadFailures(p2)).toBeGreaterThanOrEqual(1)
     } finally {
       await p2.stop()
       // Put the route back for the tests that follow.

@@ -1,10 +1,10 @@
 // Run at image build (deploy/Dockerfile) from the app directory, as the image's uid (Node keeps a
-// cache per uid), with NODE_COMPILE_CACHE set: starts
-// `igw proxy` (supervisor and one worker thread: every filter loads) and `igw control-plane` on
-// loopback, waits until each listens, stops it with SIGTERM. Node writes the stripped TypeScript
-// and V8 code of everything they loaded into the cache on exit, and every later process and
-// worker thread of the image boots from it (a worker in about half the CPU). Any failure fails
-// the build: an image must not ship with a start-up that does not work.
+// cache per uid), with NODE_COMPILE_CACHE set: starts `igw proxy` (supervisor and one worker
+// thread), loads every filter's modules, starts `igw control-plane`, each on loopback, waits until
+// each listens, stops it with SIGTERM. Node writes the stripped TypeScript and V8 code of
+// everything they loaded into the cache on exit, and every later process and worker thread of the
+// image boots from it (a worker in about half the CPU). Any failure fails the build: an image must
+// not ship with a start-up that does not work.
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -42,6 +42,13 @@ function warm(args, ready) {
 
 try {
   await warm(['proxy', '--upstream', 'http://127.0.0.1:9', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1', '--log-level', 'info'], 'igw proxy listening')
+  // Filters load when a chain names one (filters/registry.ts), and the proxy above names none:
+  // every filter's modules, compiled here, so a config using any of them boots from the cache too.
+  await new Promise((resolve, reject) => {
+    const code = "const { filterModules } = await import('./filters/registry.ts'); await Promise.all(Object.values(filterModules).map((m) => m.load()))"
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'inherit', 'inherit'] })
+    child.on('exit', (c, signal) => (c === 0 ? resolve() : reject(new Error(`loading the filter modules ended with ${signal ?? c}`))))
+  })
   await warm(['control-plane', '--listen', '127.0.0.1:0', '--metrics-listen', 'off', '--db', `sqlite:${join(scratch, 'cp.db')}`, '--auth-secret', randomBytes(24).toString('hex'), '--log-level', 'info'], 'igw control plane listening')
 } finally {
   rmSync(scratch, { recursive: true, force: true })

@@ -2,7 +2,7 @@
 // memory, the worker threads (restarted when they crash), upstream health, and the admin port
 // whose /metrics is one view merged from every thread.
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
-import { createServer as createHttpServer, type Server } from 'node:http'
+import type { Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, totalmem } from 'node:os'
 import { basename, dirname } from 'node:path'
@@ -15,12 +15,17 @@ import { fileStamp } from '../config/file-stamp.ts'
 import { splitListenAddress } from '../config/primitives.ts'
 import { redactConfig } from '../config/redact.ts'
 import type { GatewayConfig } from '../config/schema.ts'
-import { filterModules } from '../filters/registry.ts'
+import { sharedStateModules } from '../filters/registry.ts'
 import { UpstreamHealth, type UpstreamState } from './health.ts'
 import { createLogger, LogWindow } from './log.ts'
 import type { FromWorker, MetricsJson, ToWorker, WorkerData } from './messages.ts'
 import { collectErrorsCounter, counter, gauge, logCollectErrors, metricsJson } from './metrics.ts'
 import { mergeUsage, type UsageSnapshot } from './tenant-usage.ts'
+
+// Not an `import … from 'node:http'`: building that module's ESM namespace reads each export,
+// and http.WebSocket's getter loads Node's bundled undici, ~50 ms of the supervisor's start for
+// a class it never uses.
+const { createServer: createHttpServer } = process.getBuiltinModule('node:http')
 
 export interface ProxyOptions {
   config: GatewayConfig
@@ -401,9 +406,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   setVersionGauge()
   setDigest(config)
 
-  // Shared memory is allocated once for the life of the process, whatever config comes later.
+  // Shared memory is allocated once for the life of the process, whatever config comes later:
+  // the filters that keep some are loaded here (the others when a chain names one).
+  const sharedOwners = await sharedStateModules()
   const shared: Record<string, SharedArrayBuffer> = {}
-  for (const [name, mod] of Object.entries(filterModules)) {
+  for (const [name, mod] of sharedOwners) {
     if (mod.sharedBytes) shared[name] = new SharedArrayBuffer(mod.sharedBytes)
   }
 
@@ -453,7 +460,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
    */
   function releaseShares(id: number, threadId: number): number {
     let released = 0
-    for (const [name, mod] of Object.entries(filterModules)) {
+    for (const [name, mod] of sharedOwners) {
       const buffer = shared[name]
       if (mod.workerExited === undefined || buffer === undefined) continue
       try {

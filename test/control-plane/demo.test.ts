@@ -9,7 +9,7 @@ describe('igw demo with its control plane', () => {
     const demo = await spawnIgw(['demo', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--workers', '1'], { IGW_DEMO_BACKEND: '127.0.0.1:0', IGW_DEMO_CONTROL_PLANE: '127.0.0.1:0' })
     try {
       const t0 = Date.now()
-      while (!demo.output.join('').includes('Ctrl-C stops everything') && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50))
+      while (!demo.output.join('').includes('Ctrl-C stops everything') && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 50))
       const text = demo.output.join('')
       const cpUrl = /control plane\s+(http:\/\/127\.0\.0\.1:\d+)\/openapi\.json/.exec(text)![1]!
       const token = /export IGW_TOKEN=(\S+)/.exec(text)![1]!
@@ -20,7 +20,8 @@ describe('igw demo with its control plane', () => {
       const { version } = (await put.json()) as { version: number }
       expect(version).toBe(before + 1)
       let cfg: { version: number; config: { tenants: Record<string, unknown> } } | undefined
-      for (let i = 0; i < 100; i++) {
+      // Up to 15 s: the push, its signature check and every worker's rebuild, on a busy machine.
+      for (const until = Date.now() + 15_000; Date.now() < until; ) {
         cfg = (await (await fetch(`${demo.adminUrl}/config`)).json()) as typeof cfg
         if (cfg!.version === version) break
         await new Promise((r) => setTimeout(r, 50))

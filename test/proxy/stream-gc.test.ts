@@ -12,13 +12,29 @@ function dropDeadBuffers(): void {
   expect(keep).toBe(16 * MB)
 }
 
+/**
+ * External memory once it stops moving: a collection's freed backing stores are swept
+ * concurrently, and in a fork that ran other files before this one (isolate: false) that sweep
+ * can still be freeing their garbage after the collection returned, under a base read too early.
+ */
+async function settledArrayBuffers(): Promise<number> {
+  let last = process.memoryUsage().arrayBuffers
+  for (let still = 0, until = Date.now() + 1_000; still < 4 && Date.now() < until; ) {
+    await new Promise((r) => setTimeout(r, 5))
+    const now = process.memoryUsage().arrayBuffers
+    still = now === last ? still + 1 : 0
+    last = now
+  }
+  return last
+}
+
 afterEach(() => configureStreamGc(0))
 
 describe('stream-gc', () => {
   it('a relayed byte count past the budget collects dead read buffers; under it, nothing runs', async () => {
     configureStreamGc(8)
     relayed(8 * MB) // start from a collected young generation
-    const base = process.memoryUsage().arrayBuffers
+    const base = await settledArrayBuffers()
     dropDeadBuffers()
     expect(process.memoryUsage().arrayBuffers - base).toBeGreaterThan(15 * MB)
     relayed(4 * MB) // half the budget: no collection yet
@@ -30,7 +46,7 @@ describe('stream-gc', () => {
 
   it('0 turns it off: relayed bytes never collect (and nothing else does in the same window)', async () => {
     configureStreamGc(0)
-    const base = process.memoryUsage().arrayBuffers
+    const base = await settledArrayBuffers()
     dropDeadBuffers()
     for (let i = 0; i < 64; i++) relayed(MB)
     await new Promise((r) => setTimeout(r, 200))

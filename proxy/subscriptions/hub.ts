@@ -360,7 +360,10 @@ export class SubscriptionHub {
     headers = this.#connectionHeaders(route, headers)
     const wsUrl = upstreamWsUrl(route, upgradeUrl)
     // The route's message limit holds toward the upstream too (ws's own default is 100 MiB).
-    return this.pool.get(sha256(canonicalJson([wsUrl, tenant ?? null, headers, params ?? null, route.websocket.maxMessageBytes])), wsUrl, headers, params, { ...this.config.upstream, maxMessageBytes: route.websocket.maxMessageBytes })
+    // The upstream's name is part of the key: two names for one URL are two series of the
+    // connections gauge, each counting its own sockets.
+    const upstream = route.upstream.name
+    return this.pool.get(sha256(canonicalJson([wsUrl, upstream, tenant ?? null, headers, params ?? null, route.websocket.maxMessageBytes])), wsUrl, headers, params, { ...this.config.upstream, maxMessageBytes: route.websocket.maxMessageBytes, upstream })
   }
 
   /**

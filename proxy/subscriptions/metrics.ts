@@ -1,5 +1,5 @@
 // The subscription hub's metrics (one set per worker registry; the admin port sums workers).
-// Labels are bounded: tier (gold/silver/bronze/none), reason, code, source.
+// Labels are bounded: tier (gold/silver/bronze/none), reason, code, source, upstream (configured upstream names).
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { counter, gauge, histogram, LATENCY_BUCKETS } from '../metrics.ts'
 
@@ -23,7 +23,7 @@ export interface TierMetrics {
 export class HubMetrics {
   readonly tiers: Record<TierLabel, TierMetrics>
   readonly upstreams: Gauge
-  readonly upstreamConnections: Gauge
+  readonly upstreamConnections: Gauge<'upstream'>
   readonly upstreamReconnects: Counter
   readonly upstreamFinalCloses: Counter<'code'>
   readonly streamEvictions: Counter
@@ -62,7 +62,13 @@ export class HubMetrics {
     for (const t of TIER_LABELS) tiers[t] = { connections: connections.labels(t), subscriptions: subscriptions.labels(t), drops: drops.labels(t, 'event'), delivery: delivery.labels(t) }
     this.tiers = tiers
     this.upstreams = gauge(registry, { name: 'igw_subscription_upstreams', help: 'Upstream subscriptions (shared streams); igw_subscriptions_active divided by this is the dedup ratio' })
-    this.upstreamConnections = gauge(registry, { name: 'igw_subscription_upstream_connections', help: 'WebSocket connections to upstreams carrying shared streams' })
+    // Per socket, open to close (not per pooled connection object: one waiting to reconnect has
+    // no socket), so a dead upstream reads 0 beside the others' counts.
+    this.upstreamConnections = gauge(registry, {
+      name: 'igw_subscription_upstream_connections',
+      help: 'Open WebSockets to subscription upstreams (from the socket\'s open to its close, acknowledged or not; 0 while reconnecting), by upstream (its configured name)',
+      labelNames: ['upstream'],
+    })
     this.upstreamReconnects = counter(registry, { name: 'igw_subscription_upstream_reconnects_total', help: 'Upstream connections re-established after a drop' })
     this.upstreamFinalCloses = counter(registry, {
       name: 'igw_subscription_upstream_final_closes_total',

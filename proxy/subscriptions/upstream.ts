@@ -18,6 +18,12 @@ export interface UpstreamSettings {
   keepAliveMs: number
   /** Largest message accepted from the upstream (the route's websocket.maxMessageBytes). */
   maxMessageBytes: number
+  /**
+   * The configured upstream's name (an inline route URL is named by itself), the `upstream`
+   * label of igw_subscription_upstream_connections as of igw_upstream_healthy. Without it (a
+   * pool used on its own) the dialled URL's origin.
+   */
+  upstream?: string
 }
 
 /**
@@ -324,6 +330,21 @@ class UpstreamSocket extends WebSocket {
 }
 Object.defineProperty(UpstreamSocket.prototype, 'onmessage', SCREENED_ONMESSAGE)
 
+/**
+ * The fallback `upstream` label of igw_subscription_upstream_connections (no configured name):
+ * the origin (http(s)://host[:port]) of the ws(s):// URL a connection dials. That URL carries the
+ * client's upgrade path and query, which must not become label values (unbounded, and a query may
+ * hold a token); userinfo never reaches `host`.
+ */
+export function upstreamLabel(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.protocol.replace(/^ws/, 'http')}//${u.host}`
+  } catch {
+    return 'invalid'
+  }
+}
+
 /** The HTTP status the upstream refused a handshake with, from a socket event graphql-ws passes on. */
 export function handshakeStatus(errOrClose: unknown): number | undefined {
   if (errOrClose === null || typeof errOrClose !== 'object') return undefined
@@ -408,9 +429,17 @@ export class UpstreamConnection {
     // graphql-ws constructs the socket itself: bind our handshake headers into the class (its
     // base screens what the upstream sends and keeps a refused handshake's status: UpstreamSocket).
     const conn = this
+    const openSockets = pool.metrics.upstreamConnections.labels(s.upstream ?? upstreamLabel(url))
     class HeaderedWebSocket extends UpstreamSocket {
       constructor(address: string, protocols?: string | string[]) {
         super(address, protocols, { headers, perMessageDeflate: false, handshakeTimeout: pool.timings.connectTimeoutMs, followRedirects: false, maxPayload })
+        // Counted per socket, from its open to its close (ws emits each once): a reconnect wait
+        // or a handshake that never opened counts nothing, and no close or dispose path, in any
+        // order, can take away more than the socket added.
+        this.once('open', () => {
+          openSockets.inc()
+          this.once('close', () => openSockets.dec())
+        })
         this.onBadEvent = (id, got) =>
           pool.logger.warn({ upstream: url, operation: id, payload: got }, 'upstream sent an event without an object payload; ending that operation with UPSTREAM_UNAVAILABLE')
         // Disposed while a reconnect waited its backoff in url(): graphql-ws opens the socket
@@ -481,7 +510,6 @@ export class UpstreamConnection {
         },
       },
     })
-    pool.metrics.upstreamConnections.inc()
   }
 
   get up(): boolean {
@@ -662,7 +690,6 @@ export class UpstreamConnection {
     this.#ping = undefined
     this.#clearAck()
     this.#pool.forget(this)
-    this.#pool.metrics.upstreamConnections.dec()
     // graphql-ws's dispose awaits a connection still being opened and rejects when that opening
     // fails (refused, handshake timeout): unhandled, that rejection would end the worker thread
     // and every connection on it. Nobody needs this connection any more; the failure is news to

@@ -335,6 +335,11 @@ class CacheFilter implements Filter {
       if (gql.method === 'GET') return mutationOverGet()
       return this.#mutation(ctx, gql)
     }
+    // A POST with no document (an APQ hash or a documentId no filter before this one resolved;
+    // the backend resolves it) runs what the backend has under that name: maybe a mutation.
+    // Apollo's link sends a repeated mutation by hash alone; let through unread, what it wrote
+    // stayed cached. Handled as a mutation of unknown document. (A GET cannot write.)
+    if (type === undefined && gql.query === undefined && gql.method === 'POST') return this.#unknownOperation(ctx)
     if (type !== 'query') return this.#bypass(ctx)
     if (this.cfg.requireTenant && ctx.tenant === undefined) return this.#bypass(ctx)
     const scopes = this.#admit(ctx)
@@ -631,6 +636,18 @@ class CacheFilter implements Filter {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
     }
+    return this.#bypass(ctx)
+  }
+
+  /**
+   * An operation the cache cannot see: its result is read as a mutation's, so the entities it
+   * returns are invalidated (errors beside data: the route's entries). An answer without data
+   * (PersistedQueryNotFound, a validation error) ran nothing and drops nothing.
+   */
+  #unknownOperation(ctx: RequestContext): undefined {
+    if (!this.cfg.invalidation.writeThrough) return this.#bypass(ctx)
+    ctx.locals.set(kState, { kind: 'mutation', tags: [], keys: undefined } satisfies MutationState)
+    identityBody(ctx)
     return this.#bypass(ctx)
   }
 

@@ -403,13 +403,13 @@ export class ClientConnection {
   #feedEvents = 1
   #feedBytes = 1
 
-  constructor(hub: SubscriptionHub, ws: WebSocket, upgrade: IncomingMessage, routeName: string, protocol: ProtocolName) {
+  constructor(hub: SubscriptionHub, ws: WebSocket, upgrade: IncomingMessage, routeName: string, protocol: ProtocolName, reqId?: string) {
     this.hub = hub
     this.ws = ws
     this.upgrade = upgrade
     this.#req = upgrade
     this.routeName = routeName
-    this.reqId = routeIncomingRequestId(hub.route(routeName) ?? {}, upgrade.headers)
+    this.reqId = reqId ?? routeIncomingRequestId(hub.route(routeName) ?? {}, upgrade.headers)
     this.protocol = protocol
     this.writer = new ProtocolWriter(protocol)
     this.tierMetrics = hub.metrics.tiers.none

@@ -224,6 +224,7 @@ export class SubscriptionHub {
           return p !== undefined && _offered.has(p) ? p : false
         },
       })
+      wss.on('headers', echoRequestId)
       this.#servers.set(maxPayload, wss)
     }
     return wss
@@ -250,6 +251,10 @@ export class SubscriptionHub {
       return
     }
     req[kProtocol] = protocol
+    // The connection's id, kept or made by the route's request-id rule (no filter runs on the
+    // handshake): its 101 line, the 101 itself (echoed, as a passthrough 101 and every HTTP
+    // answer are) and its operations refused before their chain all name it.
+    ctx.assignRequestId()
     // Connect the replay log's Redis before the first event needs it.
     this.replayLog()?.provider.client()
     req[kContext] = ctx
@@ -272,7 +277,7 @@ export class SubscriptionHub {
     }
     req[kContext] = undefined
     const host = this.host
-    const conn = new ClientConnection(this, ws, req, ctx.route.name, protocol)
+    const conn = new ClientConnection(this, ws, req, ctx.route.name, protocol, ctx.id)
     this.connections.add(conn)
     host.bridges.add(conn)
     this.#ensureHeartbeat(conn.keepAliveMs)
@@ -512,4 +517,11 @@ export class SubscriptionHub {
 /** The upstream's WebSocket URL for a client that connected on `url` (path and query kept). */
 export function upstreamWsUrl(route: RouteRuntime, url: string): string {
   return `${route.upstream.origin.replace(/^http/, 'ws')}${url.startsWith('/') ? url : `/${url}`}`
+}
+
+/** ws's 101 head for a terminated upgrade: the request id the route echoes (ctx.assignRequestId). */
+function echoRequestId(headers: string[], req: IncomingMessage): void {
+  const added = (req as UpgradeRequest)[kContext]?.responseHeaders
+  if (added === undefined) return
+  for (let i = 0; i < added.length; i += 2) headers.push(`${added[i]!}: ${added[i + 1]!}`)
 }

@@ -96,7 +96,9 @@ export function collectEntityTags(data: unknown, out: Set<string>, withTypes: bo
  * holding that type goes (the "Type" tag each query entry carries). `updateEntity(id: "4") { name }`
  * invalidated nothing, and the refetch an app makes after such a write (Apollo Client's
  * refetchQueries, the usual remedy when a mutation returns no id) got the old cached answer.
- * False when the root fields hold more than `limit` values: the walk stopped.
+ * False when the root fields hold more than `limit` values: the walk stopped; or an object with
+ * an id but no __typename (a document igw could not add it to: sent with its APQ hash, or
+ * injectTypename off): an entity was written, which one cannot be named.
  */
 export function unidentifiedRootTypes(data: unknown, out: Set<string>, limit = 100_000, keys?: EntityKeys): boolean {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) return true
@@ -113,7 +115,9 @@ export function unidentifiedRootTypes(data: unknown, out: Set<string>, limit = 1
     const o = v as Record<string, unknown>
     const t = typenameOf(o, keys)
     const id = idOf(o, keys)
-    if (typeof t === 'string' && !isId(id)) out.add(t)
+    if (typeof t === 'string') {
+      if (!isId(id)) out.add(t)
+    } else if (isId(id)) return false
   }
   return true
 }

@@ -6,6 +6,7 @@
 // memory, synchronously for every worker; through Redis for other proxies) before the
 // mutation's response ends: read-your-writes.
 import { createHash } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { Counter } from 'prom-client'
 import type { CacheFilterConfig } from '../../config/filters/index.ts'
@@ -164,6 +165,13 @@ class CacheFilter implements Filter {
   readonly #trustForwarded: boolean
   /** vary.headers plus, when the tenant filter runs first, its forwardHeader (see #keyedHeaders). */
   readonly #tenantKeyed: readonly string[]
+  /**
+   * APQ hashes whose document this filter saw (a registration: hash and document, the hash
+   * checked), by operation type. A later hash-only POST of a known query is then let through as
+   * before; only a hash it cannot type (registered through another thread, before a restart) is
+   * read as a possible mutation (#unknownOperation).
+   */
+  readonly #apqTypes = new LRUCache<string, string>({ max: 10_000 })
 
   constructor(cfg: CacheFilterConfig, deps: FilterDeps) {
     this.cfg = cfg
@@ -335,12 +343,21 @@ class CacheFilter implements Filter {
       if (gql.method === 'GET') return mutationOverGet()
       return this.#mutation(ctx, gql)
     }
+    const hash = apqHash(gql)
+    if (hash !== undefined && type !== undefined && gql.query !== undefined) this.#learnApq(hash, gql.query, type)
     // A POST with no document (an APQ hash or a documentId no filter before this one resolved;
     // the backend resolves it) runs what the backend has under that name: maybe a mutation.
     // Apollo's link sends a repeated mutation by hash alone; let through unread, what it wrote
-    // stayed cached. Handled as a mutation of unknown document. (A GET cannot write.)
-    if (type === undefined && gql.query === undefined && gql.method === 'POST') return this.#unknownOperation(ctx)
+    // stayed cached. Handled as a mutation of unknown document, unless the hash is a query this
+    // filter saw registered. (A GET cannot write.)
+    if (type === undefined && gql.query === undefined && gql.method === 'POST') {
+      return hash !== undefined && this.#apqTypes.get(hash) === 'query' ? this.#bypass(ctx) : this.#unknownOperation(ctx)
+    }
     if (type !== 'query') return this.#bypass(ctx)
+    // A document sent with its APQ hash must reach the backend byte for byte (it checks the
+    // document against the hash: "provided sha does not match query"), so no __typename can be
+    // added; one that needs them is not cached, its entities could not be tagged.
+    if (hash !== undefined && this.cfg.invalidation.injectTypename && withTypenames(gql.document) !== undefined) return this.#bypass(ctx)
     if (this.cfg.requireTenant && ctx.tenant === undefined) return this.#bypass(ctx)
     const scopes = this.#admit(ctx)
     if (scopes === false) return this.#bypass(ctx)
@@ -632,11 +649,19 @@ class CacheFilter implements Filter {
     // Its body is read for the entities it returned. Not over a socket: its result is a message
     // (never compressed), and a header edit there would become the upstream connection's.
     if (!socket) identityBody(ctx)
-    if (inv.injectTypename) {
+    // Not into a document sent with its APQ hash (see onRequest): its untyped entities make the
+    // result drop the route's entries instead (unidentifiedRootTypes).
+    if (inv.injectTypename && apqHash(gql) === undefined) {
       const text = withTypenames(gql.document)
       if (text !== undefined) gql.setQuery(text)
     }
     return this.#bypass(ctx)
+  }
+
+  /** Remembers a registration's operation type, once its document is checked against the hash (a client cannot name a mutation's hash a query). */
+  #learnApq(hash: string, query: string, type: string): void {
+    if (this.#apqTypes.get(hash) === type) return
+    if (createHash('sha256').update(query).digest('hex') === hash) this.#apqTypes.set(hash, type)
   }
 
   /**
@@ -1456,4 +1481,12 @@ export const cacheFilter: FilterModule<CacheFilterConfig> = {
   sharedBytes: CACHE_SHARED_BYTES,
   /** The supervisor saw worker thread `workerId` exit: free the fills it led (they never finish). */
   workerExited: (shared, workerId) => new CacheShared(shared).releaseWorker(workerId),
+}
+
+/** The APQ hash a request names (`extensions.persistedQuery.sha256Hash`, lower-case hex), if any. */
+function apqHash(gql: GraphQLRequest): string | undefined {
+  const pq = gql.extensions?.persistedQuery
+  if (pq === null || typeof pq !== 'object') return undefined
+  const h = (pq as { sha256Hash?: unknown }).sha256Hash
+  return typeof h === 'string' && /^[0-9a-f]{64}$/.test(h) ? h : undefined
 }

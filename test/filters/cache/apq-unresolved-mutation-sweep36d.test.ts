@@ -39,9 +39,9 @@ const recording: typeof fetch = async (input, init) => {
   return res
 }
 
-function client(base: string, apq: boolean): ApolloClient {
+function client(base: string, apq: boolean, useGETForHashedQueries = true): ApolloClient {
   const http = new HttpLink({ uri: `${base}/graphql`, fetch: apq ? fetch : recording })
-  const link = apq ? (new PersistedQueryLink({ sha256, useGETForHashedQueries: true }).concat(http) as ApolloLink) : http
+  const link = apq ? (new PersistedQueryLink({ sha256, useGETForHashedQueries }).concat(http) as ApolloLink) : http
   return new ApolloClient({ link, cache: new InMemoryCache(), clientAwareness: { name: 'web', version: '1.0.0' } })
 }
 
@@ -87,6 +87,40 @@ describe('a mutation sent as an APQ hash the gateway does not resolve', () => {
     // what the backend answers directly, for the same steps
     const was = be.books.get('2')
     expect(await journey(be.url, '2')).toEqual([was, was, `${be.url}-1`, `${be.url}-2`])
+  })
+
+  // Sweep 36 (follow-up): the cache remembers the type of a hash whose registration (hash and
+  // document, the hash checked) it saw, so Apollo's hashed queries by POST do not empty it.
+  it('a hash-only POST of a query it saw registered drops nothing', async () => {
+    const reader = client(proxy.url, false)
+    await reader.query({ query: BOOK, variables: { id: '1' } })
+    const app = client(proxy.url, true, false)
+    for (let i = 0; i < 3; i++) await app.query({ query: BOOK, variables: { id: '1' }, fetchPolicy: 'network-only' })
+    xcache.length = 0
+    await reader.query({ query: BOOK, variables: { id: '1' }, fetchPolicy: 'network-only' })
+    expect(xcache).toEqual(['HIT'])
+  })
+
+  it('a registration without __typename reaches the backend as hashed, its hash-only rerun still invalidates, and a lying registration teaches nothing', async () => {
+    const reader = client(proxy.url, false)
+    await reader.query({ query: BOOK, variables: { id: '2' } })
+    const post = (body: unknown) => fetch(`${proxy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const mutation = 'mutation R($id: ID!, $title: String!) { renameBook(id: $id, title: $title) { id title } }'
+    const pq = { persistedQuery: { version: 1, sha256Hash: sha256(mutation) } }
+    // The registration: the document reaches the backend byte for byte (a __typename added by
+    // the cache made it answer 400 "provided sha does not match query").
+    const reg = await post({ query: mutation, variables: { id: '2', title: 'renamed-2' }, extensions: pq })
+    expect(reg.status).toBe(200)
+    await reg.arrayBuffer()
+    await reader.query({ query: BOOK, variables: { id: '2' }, fetchPolicy: 'network-only' }) // refilled
+    // A client names the mutation's hash with a query's document (the backend refuses it): the
+    // cache must not learn "query" for that hash.
+    await (await post({ query: '{ book(id: "2") { id title } }', extensions: pq })).arrayBuffer()
+    // The mutation by hash alone: its result (no __typename) drops what it may have changed.
+    const again = await post({ variables: { id: '2', title: 'renamed-2b' }, extensions: pq })
+    expect(((await again.json()) as { data: { renameBook: { title: string } } }).data.renameBook.title).toBe('renamed-2b')
+    const read = await reader.query({ query: BOOK, variables: { id: '2' }, fetchPolicy: 'network-only' })
+    expect((read.data as { book: { title: string } }).book.title).toBe('renamed-2b')
   })
 
   it('an answer that ran nothing (PersistedQueryNotFound) drops nothing', async () => {

@@ -82,7 +82,13 @@ function ifMatchAccepts(name: string, header: string, etag: string | undefined):
 export function checkIfMatch(ifMatch: string, current: unknown, name = 'If-Match'): void {
   const etag = current === undefined ? undefined : etagOf(current)
   if (!ifMatchAccepts(name, ifMatch, etag)) {
-    throw new PreconditionFailed(etag === undefined ? `${name} given but the resource does not exist` : `${name} ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
+    if (etag === undefined) throw new PreconditionFailed(`${name} given but the resource does not exist`, etag)
+    // The current ETag, weakened: nobody changed anything, and "GET it again" gave the same W/
+    // tag back forever (nginx weakens the ETag of a response it gzips).
+    if (ifMatch.trim() !== '*' && entityTags(name, ifMatch).includes(`W/${etag}`)) {
+      throw new PreconditionFailed(`${name} ${ifMatch} is the current ETag ${etag} made weak (W/, as a proxy that compresses responses marks it), and ${name} compares strongly (RFC 9110): send the ETag without W/ (the current one is in "current")`, etag)
+    }
+    throw new PreconditionFailed(`${name} ${ifMatch} does not match the current ETag ${etag} (someone changed it; GET it again)`, etag)
   }
 }
 

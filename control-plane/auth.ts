@@ -39,9 +39,12 @@ export interface Decision {
 
 export class AuthError extends Error {
   readonly status: 401 | 403
-  constructor(status: 401 | 403, message: string) {
+  /** False when the request carried no bearer token at all: its 401 challenge then names no error (RFC 6750 §3.1). */
+  readonly credentials: boolean
+  constructor(status: 401 | 403, message: string, opts: { credentials?: boolean } = {}) {
     super(message)
     this.status = status
+    this.credentials = opts.credentials ?? true
   }
 }
 
@@ -78,8 +81,8 @@ export class Authenticator {
 
   /** The subject of an Authorization header, or AuthError(401) saying why not. */
   async authenticate(header: string | undefined): Promise<Subject> {
-    if (header === undefined || header === '') throw new AuthError(401, 'missing bearer token (Authorization: Bearer <jwt>)')
-    if (!/^bearer\s+/i.test(header)) throw new AuthError(401, 'expected an Authorization: Bearer <jwt> header')
+    if (header === undefined || header === '') throw new AuthError(401, 'missing bearer token (Authorization: Bearer <jwt>)', { credentials: false })
+    if (!/^bearer\s+/i.test(header)) throw new AuthError(401, 'expected an Authorization: Bearer <jwt> header', { credentials: false })
     const token = header.replace(/^bearer\s+/i, '').trim()
     const opts: JWTVerifyOptions = { issuer: this.#opts.issuer, audience: this.#opts.audience, clockTolerance: CLOCK_TOLERANCE_S, ...(this.#opts.requireExpiration ? { requiredClaims: ['exp'] } : {}) }
     // The reason a token fails is the one of the key that got furthest with it: a JWKS whose key

@@ -14,9 +14,10 @@ export class HttpError extends Error {
   readonly headers: Record<string, string>
   readonly extra: Record<string, unknown>
   /**
-   * The level a 5xx answer is logged at (4xx are not logged). `error` (the default) is a failure
-   * an operator is paged for; a 5xx that is an expected state the client is told about (no config
-   * committed yet, a feature not in this build) is `warn`, not "request failed" at error level.
+   * The level a 5xx answer is logged at (a 4xx is logged only when it refuses a write: info,
+   * `write refused`). `error` (the default) is a failure an operator is paged for; a 5xx that is
+   * an expected state the client is told about (no config committed yet, a feature not in this
+   * build) is `warn`, not "request failed" at error level.
    */
   readonly logLevel: 'error' | 'warn'
   constructor(status: number, message: string, opts: { problems?: string[]; headers?: Record<string, string>; extra?: Record<string, unknown>; logLevel?: 'error' | 'warn' } = {}) {

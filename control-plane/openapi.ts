@@ -159,7 +159,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl?: string): Record<str
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
       headers: {
         RequestId: { description: 'the request id: the caller’s x-request-id when it is a plain token ([\\w.:@-], at most 128 characters), else a new UUID; it names the log lines and the audit entry of the request', schema: { type: 'string' } },
-        WwwAuthenticate: { description: 'Bearer challenge (RFC 6750): `Bearer error="invalid_token", error_description="<why>"`', schema: { type: 'string' } },
+        WwwAuthenticate: { description: 'Bearer challenge (RFC 6750): `Bearer error="invalid_token", error_description="<why>"`; without a bearer token in the request, `Bearer realm="igw-control-plane"` (no error code, §3.1)', schema: { type: 'string' } },
         CurrentETag: { description: 'the current ETag of the item (absent when it does not exist): send it as If-Match after reading the item again', schema: { type: 'string' } },
         RetryAfter: { description: 'seconds to wait: 5 while the database is unavailable, 30 while it is out of disk space (absent on other 503s: no config yet, an unreadable DLP keyring)', schema: { type: 'integer', minimum: 0 } },
       },

@@ -179,7 +179,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const yoga = createAdminYoga(deps)
 
   /** `seen.route` is the route template once known, so 401/403/404 are counted under their route. */
-  async function handle(req: IncomingMessage, res: ServerResponse, seen: { route: string; counted: boolean }): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, seen: { route: string; counted: boolean; actor?: string }): Promise<void> {
     // An absolute-form target Node's parser lets through but WHATWG URL refuses
     // (`GET http://x:99999/…`, `http://[/…`) is the client's error: a 400, not a 500 logged as a bug.
     // An origin-form target is a path: resolved against a base, `//v1/config` read as a
@@ -203,7 +203,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         subject = await authn.authenticate(req.headers.authorization)
       } catch (err) {
         const e = err as AuthError
-        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': bearerChallenge(e.message) })
+        sendJson(res, 401, { errors: [{ message: e.message, extensions: { code: 'UNAUTHENTICATED' } }] }, { 'www-authenticate': bearerChallenge(e) })
         return
       }
       requestSubjects.set(req, subject)
@@ -230,6 +230,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       const ctx: RouteContext = { req, res, params, query: url.searchParams, subject: undefined }
       if (r.auth) {
         ctx.subject = await authn.authenticate(req.headers.authorization)
+        seen.actor = ctx.subject.sub
         const justification = req.headers['x-justification']
         try {
           authorizer.require(ctx.subject, r.auth.action, r.auth.resource(params, url.searchParams, ctx.subject), typeof justification === 'string' ? { justification } : {})
@@ -271,7 +272,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
   const server: Server = createServer((req, res) => {
     const t0 = performance.now()
-    const seen = { route: UNMATCHED, counted: false }
+    const seen: { route: string; counted: boolean; actor?: string } = { route: UNMATCHED, counted: false }
     // As it came: a HEAD of /graphql runs as GET (handle), and is still counted as a HEAD.
     const method = req.method
     // Kept when the caller sent a sane one (a proxy or a gateway in front), made up otherwise; it
@@ -311,6 +312,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         // failure to page on: warned, with its reason, not "request failed" at error level.
         if (e.logLevel === 'warn') logger.warn({ requestId, method: req.method, url: req.url, status: e.status, reason: e.message }, 'request refused')
         else logger.error({ err, requestId, method: req.method, url: req.url, status: e.status }, err instanceof DatabaseUnavailable ? 'request failed: the database is unavailable' : err instanceof StorageFull ? 'request failed: the database is out of disk space (nothing of the change was kept)' : 'request failed')
+      } else if (seen.actor !== undefined && WRITE_METHODS.has(method ?? '') && e.status !== 403 && !SELF_LOGGED_REFUSALS.has(seen.route)) {
+        // A refused write (an invalid document, a stale If-Match, a delete of something in use)
+        // commits nothing and so leaves no audit entry: without this line a config push that CI
+        // saw fail left no trace on the control plane. Only an authenticated caller's (a 401, or
+        // a scanner's 404 before any token check, would be noise); a 403 is logged (and audited)
+        // where it is decided. The problems are already redacted (they quote no secret).
+        logger.info({ requestId, actor: seen.actor, method, path: req.url?.split('?')[0], status: e.status, reason: e.message, ...(e.problems ? { problems: e.problems.slice(0, 20) } : {}), ...(typeof e.extra.current === 'string' ? { current: e.extra.current } : {}) }, 'write refused')
       }
       if (res.headersSent) {
         res.destroy()
@@ -452,9 +460,20 @@ function clientWentAway(err: unknown, req: IncomingMessage): boolean {
   return !req.complete && err instanceof Error && (err as NodeJS.ErrnoException).code === 'ECONNRESET' && err.message === 'aborted'
 }
 
-/** The WWW-Authenticate challenge of a 401 (REST and /graphql alike); a quote would end error_description early. */
-function bearerChallenge(message: string): string {
-  return `Bearer error="invalid_token", error_description="${message.replace(/"/g, "'")}"`
+/** Methods whose refusal (4xx) is logged as `write refused`. */
+const WRITE_METHODS = new Set(['PUT', 'POST', 'DELETE', 'PATCH'])
+/** Routes that log their own refusals (`plugin upload refused`, GraphQL's limit refusals). */
+const SELF_LOGGED_REFUSALS = new Set(['/v1/plugins', '/graphql'])
+
+/**
+ * The WWW-Authenticate challenge of a 401 (REST and /graphql alike); a quote would end
+ * error_description early. A request with no bearer token gets a challenge without an error code
+ * (RFC 6750 §3.1, as the data plane answers): `invalid_token` tells a client's auth library that
+ * the token it sent was refused (expired, revoked), and some refresh it and retry in a loop.
+ */
+function bearerChallenge(err: AuthError): string {
+  if (!err.credentials) return 'Bearer realm="igw-control-plane"'
+  return `Bearer error="invalid_token", error_description="${err.message.replace(/"/g, "'")}"`
 }
 
 /** A listen host as it goes in a URL (wildcards: loopback). */
@@ -470,7 +489,7 @@ function hostForUrl(host: string | undefined): string {
  */
 function toHttpError(err: unknown, requestId: string): HttpError {
   if (err instanceof HttpError) return err
-  if (err instanceof AuthError) return new HttpError(err.status, err.message, err.status === 401 ? { headers: { 'www-authenticate': bearerChallenge(err.message) } } : {})
+  if (err instanceof AuthError) return new HttpError(err.status, err.message, err.status === 401 ? { headers: { 'www-authenticate': bearerChallenge(err) } } : {})
   if (err instanceof ValidationFailed) return new HttpError(400, 'the change would make the config document invalid', { problems: err.problems })
   if (err instanceof PreconditionFailed) return new HttpError(412, err.message, err.current ? { headers: { etag: err.current }, extra: { current: err.current } } : {})
   if (err instanceof NotFound) return new HttpError(404, err.message)

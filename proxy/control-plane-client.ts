@@ -1010,8 +1010,10 @@ export class ControlPlaneClient {
       f({ kind: 'empty' })
       return
     }
-    // Equal is the normal case. Older means the control plane's store went back (reset or restored):
+    // Equal is the normal case (the running version is the head: a snapshot booted from is the
+    // control plane's again). Older means the control plane's store went back (reset or restored):
     // refuse it as #onSnapshot does, visibly (NACK again on every connect, so lastNack stays true).
+    if (head === this.#version) this.#handle?.confirmedByControlPlane(head)
     if (!Number.isInteger(head) || head >= this.#version) return
     await this.#refuseOlder(head, judgeVersion({ version: head }, { version: this.#version }, 'which this proxy runs'))
   }
@@ -1059,6 +1061,7 @@ export class ControlPlaneClient {
       // the pinned key after the control plane's key was replaced: kept as last-known-good in
       // place of the copy the old key signed, else a restart without --control-plane-previous-keys
       // while the control plane is away refused it (exit 78). Not applied again, not ACKed.
+      if (payload.digest === this.#digest) this.#handle.confirmedByControlPlane(payload.version)
       if (this.#heldByPreviousKey && payload.digest === this.#digest) {
         this.#heldByPreviousKey = false
         this.#persistOrWarn(envelope, payload.version)

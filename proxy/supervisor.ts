@@ -70,6 +70,11 @@ export interface ProxyHandle {
    * not verify or does not validate here) in igw_config_reload_failures_total, as a refused file is.
    */
   noteRejected(): void
+  /**
+   * The control plane says `version`, running from a last-known-good snapshot, is its head: the
+   * running config is now the control plane's (`source` becomes `control-plane`; nothing reloads).
+   */
+  confirmedByControlPlane(version: number): void
   metricsText(): Promise<string>
   /** Per-tenant usage counted by every worker since the last call (the counters restart at zero). */
   collectUsage(): Promise<UsageSnapshot>
@@ -1249,6 +1254,14 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     reload,
     applyConfig,
     noteRejected: refusedReload,
+    confirmedByControlPlane: (v: number) => {
+      // Booted from the snapshot while the control plane was away; back, it confirms the same
+      // version as its head. Left `last-known-good`, /readyz said so until the next push, and an
+      // alert on source != control-plane never cleared.
+      if (v !== version || source !== 'last-known-good') return
+      source = 'control-plane'
+      logger.info({ version }, 'the control plane confirmed the running last-known-good version as its head: source is control-plane')
+    },
     metricsText: collectMetrics,
     collectUsage,
     threads: () => slots.map((s) => s.worker),

@@ -149,6 +149,9 @@ function logUpstreamFailed(ctx: RequestContext, upstream: UpstreamRuntime, err: 
   ctx.log.warn({ err, upstream: upstream.name, ...(held > 0 ? { alsoFailed: held } : {}) }, msg)
 }
 
+/** What a graphql route's 405 lists (RFC 9110 §10.2.1): HEAD is relayed as a GET, PUT and DELETE for graphql-sse's single connection mode. */
+const GRAPHQL_ALLOW = 'GET, HEAD, POST, PUT, DELETE, OPTIONS'
+
 const SSE_EVENT_ENDS = [Buffer.from('\n\n'), Buffer.from('\r\n\r\n'), Buffer.from('\r\r')]
 
 /**
@@ -224,7 +227,8 @@ class StreamFraming {
 /**
  * The framing of a response that relays a GraphQL subscription over HTTP — an event stream or a
  * multipart answer to a subscription, or to an operation igw cannot type (a persisted id the
- * backend resolves) — else undefined. Decided on the head (a regex on graphql routes' heads), so
+ * backend resolves), or to a request with none (graphql-sse's single connection stream: a GET
+ * carrying the reservation token, every operation's results on it) — else undefined. Decided on the head (a regex on graphql routes' heads), so
  * an ordinary response pays nothing more. A query's stream (graphql-sse sends every operation
  * with Accept: text/event-stream; `@defer` answers multipart) is an answer with an end: not one.
  */
@@ -381,11 +385,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this.#armBodyTimer()
         return
       }
-      if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
+      // PUT and DELETE: graphql-sse's single connection mode (its PROTOCOL.md). A PUT reserves an
+      // event stream (201, a token the client's GET stream and operations then carry), a DELETE
+      // `?operationId=` stops one of its operations. Neither carries an operation: relayed
+      // bodiless through the chain like a GET without a query (the tenant filter authenticates
+      // the reservation), and the backend decides (one without the mode answers 405 itself).
+      const singleConnection = method === 'PUT' || method === 'DELETE'
+      if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS' && !singleConnection) {
         // GraphQL over HTTP is GET and POST (OPTIONS: CORS preflights, which run nothing).
         this.#closeAfterReply()
         // Allow names every method the route serves (RFC 9110 §10.2.1): HEAD too, which it relays.
-        this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST, not ${method}`, -1, { allow: 'GET, HEAD, POST, OPTIONS' })
+        this.replyError('METHOD_NOT_ALLOWED', `a GraphQL route takes GET and POST (PUT and DELETE for graphql-sse's single connection mode), not ${method}`, -1, { allow: GRAPHQL_ALLOW })
         return
       }
       if (method === 'OPTIONS') {
@@ -404,20 +414,27 @@ export class Exchange implements Dispatcher.DispatchHandler {
       } else {
         // A GET says what it runs in its query string only. A body beside it (some backends read
         // one) would run something no filter checked, priced or keyed the cache by.
+        // So does a PUT or DELETE: one the backend reads as an operation would be one no filter saw.
         if (req.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared !== '0')) {
           this.#closeAfterReply() // the body stays unread
-          this.replyError('BAD_REQUEST', `a ${method} request to a GraphQL route cannot carry a body`, -1)
+          this.replyError('BAD_REQUEST', `a ${method} request to a GraphQL route cannot carry a body${singleConnection ? ' (PUT and DELETE are relayed bodiless, for graphql-sse\'s single connection mode; send operations by POST)' : ''}`, -1)
           return
         }
         const q = this.ctx.url.indexOf('?')
         if (q !== -1) {
           let gql: ReturnType<typeof parseGetParams>
           try {
-            gql = this.ctx.graphql = parseGetParams(this.ctx.url.slice(q + 1))
+            gql = parseGetParams(this.ctx.url.slice(q + 1))
           } catch (err) {
             this.replyError('BAD_REQUEST', (err as Error).message, -1)
             return
           }
+          if (singleConnection) {
+            if (gql !== undefined) {
+              this.replyError('BAD_REQUEST', `a ${method} request to a GraphQL route carries no GraphQL operation (query, extensions, documentId): send operations by GET or POST`, -1)
+              return
+            }
+          } else this.ctx.graphql = gql
           // GraphQL over HTTP: a mutation never runs from a GET (a link or an <img> on another
           // site runs it with the user's cookies). Refused only where a persisted or cache filter
           // sat on the route, it reached every other backend that executes GET mutations.

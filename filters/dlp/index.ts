@@ -17,6 +17,7 @@ import type { DlpFilterConfig } from '../../config/filters/index.ts'
 import type { DlpConfig } from '../../config/dlp.ts'
 import { counter } from '../../proxy/metrics.ts'
 import { charsetOf } from '../../proxy/headers.ts'
+import { streamToken } from '../../proxy/sse.ts'
 import { errorBody, errorReply, ResponseCut, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext, type ResponseInfo } from '../../proxy/filter.ts'
 import { PolicyEvaluationError, type PolicyEvaluator } from '../../policies/engine.ts'
 import { ExportSession, type ExportFormat, type PolicyVerdict, type StopReason } from './export-session.ts'
@@ -331,6 +332,17 @@ class DlpFilter implements Filter {
       if (!graphqlExports && this.#match(ctx) === undefined) return undefined
       return this.#refuseSocket(ctx, 'json', 'a WebSocket relayed unread (websocket.mode: passthrough) cannot carry DLP exports; use websocket.mode: terminate, or HTTP')
     }
+    // graphql-sse's single connection mode: an operation carrying a reservation token is
+    // answered 202 and its results go out on the token's GET stream, where no response phase can
+    // tie them to it (DLP would vet an empty 202 while the export went out unread). Refused
+    // (fail closed) where it can be an export: an export operation, or anything carrying a token
+    // when exports are found by response path. Distinct connections mode answers each operation
+    // on its own response, which is inspected.
+    if (ctx.route.type === 'graphql' && ctx.subscription === undefined && streamToken(ctx.req.headers, ctx.url) !== undefined) {
+      if (this.#responsePaths.length > 0 || this.#match(ctx) !== undefined) {
+        return this.#refuseSocket(ctx, 'json', "an export is not served on graphql-sse's single connection mode (its results go out on a shared event stream DLP cannot tie to it); use distinct connections mode", undefined, 'sse-single-connection')
+      }
+    }
     const match = this.#match(ctx)
     if (match === undefined) return undefined
     const preset = this.#presetFor(ctx)
@@ -372,10 +384,10 @@ class DlpFilter implements Filter {
     return undefined
   }
 
-  #refuseSocket(ctx: RequestContext, format: string, reason: string, verdict?: PolicyVerdict): LocalReply {
+  #refuseSocket(ctx: RequestContext, format: string, reason: string, verdict?: PolicyVerdict, transport = 'websocket'): LocalReply {
     const preset = this.#presetFor(ctx)
     this.#exportsTotal.labels(format, 'denied').inc()
-    this.#audit(ctx, preset.name, format, 'denied', { transport: 'websocket', reason }, verdict, undefined)
+    this.#audit(ctx, preset.name, format, 'denied', { transport, reason }, verdict, undefined)
     return errorReply('DLP_BLOCKED', reason, { preset: preset.name })
   }
 

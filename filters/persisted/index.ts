@@ -635,6 +635,10 @@ class PersistedFilter implements Filter {
   /** Batches and non-JSON bodies: nothing to identify; enforce mode refuses what it cannot verify. */
   #opaque(ctx: RequestContext): Decision {
     if (ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS') return undefined
+    // graphql-sse's single connection mode: a graphql route relays PUT (the reservation) and
+    // DELETE (stop an operation) bodiless and without GraphQL parameters (exchange.ts): they run
+    // nothing, as a GET without a query; its operations come by POST and are checked.
+    if ((ctx.method === 'PUT' || ctx.method === 'DELETE') && ctx.route.type === 'graphql') return undefined
     if (this.#mode(ctx) !== 'enforce') return undefined
     this.#m.requests.labels('not_allowed').inc()
     return errorReply('PERSISTED_QUERY_NOT_ALLOWED', 'batched or non-JSON GraphQL requests cannot be checked against the persisted-documents safelist')

@@ -12,6 +12,7 @@ import type { GatewayConfig } from '../../config/schema.ts'
 import { configuredTier } from '../../config/defaults.ts'
 import { chargedCost, errorReply, type Decision, type Filter, type FilterDeps, type FilterModule, type LocalReply, type RequestContext } from '../../proxy/filter.ts'
 import { quotaKeys } from '../../config/quota-usage.ts'
+import { streamToken } from '../../proxy/sse.ts'
 import { calendarFor, type TenantCalendar } from './calendar.ts'
 import { decideLocal, mirrorRedis, peekRefusal, returnPending, takePending, Verdict } from './local-limiter.ts'
 import { shouldShed } from './qos.ts'
@@ -788,7 +789,12 @@ export const quotaFilter: FilterModule<QuotaFilterConfig> & Required<Pick<Filter
 
 /** A stream that lives until the client leaves: a relayed WebSocket, or a subscription (terminated, or over HTTP: SSE, multipart). */
 function longLived(ctx: RequestContext): boolean {
-  return ctx.upgrade || ctx.graphql?.operationType === 'subscription'
+  if (ctx.upgrade) return true
+  const gql = ctx.graphql
+  if (gql !== undefined) return gql.operationType === 'subscription'
+  // graphql-sse's single connection stream (a GET carrying the reservation token, no operation):
+  // it lives as long as the client, carrying every operation's results, as a WebSocket does.
+  return ctx.method === 'GET' && ctx.route.type === 'graphql' && streamToken(ctx.req.headers, ctx.url) !== undefined
 }
 
 async function build(cfg: QuotaFilterConfig, deps: FilterDeps, rt: QuotaRuntime, attachment: QuotaAttachment): Promise<QuotaFilter> {

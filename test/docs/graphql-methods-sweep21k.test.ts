@@ -1,3 +1,4 @@
+// (Sweep 36c: PUT and DELETE are relayed for graphql-sse's single connection mode; PATCH is refused.)
 // README's `routes[].type` row said a graphql route takes "GET/POST only (405 otherwise)"; it
 // relays HEAD as well (read as a GET) and its 405 names `Allow: GET, HEAD, POST, OPTIONS`. The row
 // must name the Allow header a running proxy sends, and HEAD must reach the backend. README's
@@ -31,7 +32,7 @@ const typeRow = readme.split('\n').find((l) => l.startsWith('| `routes[].type` |
 
 describe('README routes[].type: the methods a graphql route takes', () => {
   it('names the Allow header of its 405', async () => {
-    const res = await fetch(`${proxy.url}/graphql`, { method: 'PUT' })
+    const res = await fetch(`${proxy.url}/graphql`, { method: 'PATCH' })
     await res.text()
     expect(res.status).toBe(405)
     const allow = res.headers.get('allow')!
@@ -49,7 +50,7 @@ describe('README routes[].type: the methods a graphql route takes', () => {
 
 describe('README errors paragraph', () => {
   it('names the media type a client preferring graphql-response+json gets', async () => {
-    const res = await fetch(`${proxy.url}/graphql`, { method: 'PUT', headers: { accept: 'application/graphql-response+json, application/json;q=0.9' } })
+    const res = await fetch(`${proxy.url}/graphql`, { method: 'PATCH', headers: { accept: 'application/graphql-response+json, application/json;q=0.9' } })
     await res.text()
     const type = res.headers.get('content-type')!.split(';')[0]!
     expect(type).toBe('application/graphql-response+json')

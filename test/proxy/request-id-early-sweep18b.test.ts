@@ -66,7 +66,7 @@ describe('a request refused before the chain carries the id the request-id filte
     const cases: [number, Parameters<typeof request>[1]][] = [
       [415, { method: 'POST', headers: { 'content-type': 'text/plain', 'x-request-id': 'spoofed-415' }, body: '{"query":"{ ok }"}' }],
       [400, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'spoofed-400' }, body: '{"query":' }],
-      [405, { method: 'PUT', headers: { 'x-request-id': 'spoofed-405' } }],
+      [405, { method: 'PATCH', headers: { 'x-request-id': 'spoofed-405' } }],
     ]
     for (const [status, opts] of cases) {
       const r = await request(`${proxy.url}/graphql`, opts)

@@ -196,18 +196,44 @@ export function withTypenames(doc: DocumentNode): string | undefined {
       }
     },
   })
-  let changed = false
+  const needs: SelectionSetNode[] = []
   const out = visit(doc, {
     SelectionSet(node, _k, parent, _path, ancestors) {
       if (!selectsId(node) || selectsTypename(node)) return undefined
       if (inTakenScope(node, [...ancestors, parent], taken, takenFrags)) return undefined
-      changed = true
+      needs.push(node)
       return { ...node, selections: [...node.selections, TYPENAME] }
     },
   })
-  const text = changed ? print(out) : null
+  const text = needs.length === 0 ? null : (inPlace(doc, needs) ?? print(out))
   injected.set(doc, text)
   return text ?? undefined
+}
+
+/**
+ * The document's own text with ` __typename` written before the closing brace of each of `sets`,
+ * everything else as the client wrote it: a backend's error locations (line, column) still point
+ * into the client's text, which a re-printed document had moved. Undefined without source
+ * locations (a document parsed with noLocation): the caller prints the edited tree instead.
+ */
+function inPlace(doc: DocumentNode, sets: readonly SelectionSetNode[]): string | undefined {
+  const body = doc.loc?.source.body
+  if (body === undefined) return undefined
+  const at: number[] = []
+  for (const set of sets) {
+    const end = set.loc?.end
+    // `}` ends a selection set (loc.end is exclusive); anything else means the locations lie.
+    if (end === undefined || body.charCodeAt(end - 1) !== 0x7d) return undefined
+    at.push(end - 1)
+  }
+  at.sort((a, b) => a - b)
+  let text = ''
+  let from = 0
+  for (const i of at) {
+    text += `${body.slice(from, i)} __typename`
+    from = i
+  }
+  return text + body.slice(from)
 }
 
 /**

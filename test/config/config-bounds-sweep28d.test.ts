@@ -41,7 +41,7 @@ describe('durations longer than a timer holds', () => {
     const proxy = await startTestProxy({ shutdown: { drainTimeoutMs: 86_400_000 }, routes: [{ name: 'r', upstream: backend.url, type: 'http' }] })
     try {
       const inFlight = request(`${proxy.url}/slow`).then(async (r) => [r.statusCode, await r.body.text()] as const)
-      await expect.poll(() => answer !== undefined).toBe(true)
+      await expect.poll(() => answer !== undefined, { timeout: 10_000 }).toBe(true)
       const closed = proxy.close()
       // still draining, the request not cut
       await new Promise((r) => setTimeout(r, 50))

@@ -73,7 +73,7 @@ describe('the LISTEN connection', () => {
   }
 
   it('has TCP keepalive on: the kernel runs the keepalive timer on the idle socket', async () => {
-    await expect.poll(async () => (await listener()).length).toBeGreaterThanOrEqual(2)
+    await expect.poll(async () => (await listener()).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(2)
     const ports = new Set((await listener()).map((l) => l.client_port))
     // /proc/net/tcp: local and remote address as hex ip:port, `tr` (timer kind) 2 = keepalive.
     const timers = () =>

@@ -129,7 +129,9 @@ describe('PostgreSQL unreachable', () => {
       const t0 = Date.now()
       const r = await cp.api('/readyz', { token: '' })
       expect(await oa.check(r, 'GET', '/readyz')).toMatchObject({ status: 503 })
-      expect(Date.now() - t0).toBeLessThan(2_000)
+      // Its 1.5 s timer answered, not the driver's 5 s connect timeout (which cannot come early);
+      // a bound of 2 s left a loaded machine 0.5 s past the timer.
+      expect(Date.now() - t0).toBeLessThan(3_500)
     } finally {
       hop.mode = 'forward'
       await hop.down()

@@ -32,7 +32,7 @@ describe('refusals before routing carry a new request id', () => {
     expect(head).toMatch(/^HTTP\/1\.1 405 /)
     const id = requestId(head)
     expect(id, `x-request-id on the ${method} refusal`).toMatch(/^[0-9a-f-]{36}$/)
-    await expect.poll(() => proxy.logs.find('access (no route)').find((l) => l.method === method)).toBeDefined()
+    await expect.poll(() => proxy.logs.find('access (no route)').find((l) => l.method === method), { timeout: 10_000 }).toBeDefined()
     expect(proxy.logs.find('access (no route)').find((l) => l.method === method)!.reqId).toBe(id)
   })
 })

@@ -2,6 +2,7 @@
 // demo backend, driven by undici: APQ semantics, the manifest with per-id policy and hints,
 // safelisting, limits, the static cost estimate, and APQ registrations kept in real Redis.
 import { createHash } from 'node:crypto'
+import { connect, createServer, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Client, request } from 'undici'
 import type { GatewayConfigInput } from '../../config/schema.ts'
@@ -150,7 +151,9 @@ describe('manifest, hints and policy', () => {
     expect(r.status).toBe(504)
     expect(r.json.errors?.[0]?.extensions?.code).toBe('UPSTREAM_TIMEOUT')
     expect(took).toBeGreaterThanOrEqual(140)
-    expect(took).toBeLessThan(1200)
+    // Before the resolver (1.5 s): the 504 says so, as its answer would be a 200. The bound tells
+    // the id's 150 ms from the route's 30 s headers timeout, with seconds left for a loaded machine.
+    expect(took).toBeLessThan(5_000)
   })
 
   it('the persisted id and cost go to the access log and metrics; freeform documents get a static estimate', async () => {
@@ -226,6 +229,55 @@ describe('safelist', () => {
   })
 })
 
+/**
+ * A relay to Redis that can hold the connections made to it: a held one is accepted and what the
+ * client sends (its handshake) is kept, unanswered, until release() opens it through. The client
+ * reconnects at once and is not ready meanwhile, and is ready the moment it is released: no
+ * restart of redis-server or reconnect backoff (up to 1 s) in the time the test measures.
+ */
+async function holdingRelay(targetPort: number): Promise<{ url: string; hold(): void; release(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>()
+  const held: (() => void)[] = []
+  let holding = false
+  const server = createServer((client) => {
+    sockets.add(client)
+    client.on('error', () => undefined)
+    const early: Buffer[] = []
+    const keep = (d: Buffer) => void early.push(d)
+    client.on('data', keep)
+    const open = () => {
+      if (client.destroyed) return
+      const upstream = connect(targetPort, '127.0.0.1')
+      sockets.add(upstream)
+      upstream.on('error', () => undefined)
+      upstream.on('close', () => (sockets.delete(upstream), client.destroy()))
+      client.on('close', () => (sockets.delete(client), upstream.destroy()))
+      client.off('data', keep)
+      for (const d of early) upstream.write(d)
+      client.pipe(upstream)
+      upstream.pipe(client)
+    }
+    if (holding) held.push(open)
+    else open()
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `redis://127.0.0.1:${(server.address() as { port: number }).port}`,
+    hold() {
+      holding = true
+      for (const s of sockets) s.destroy()
+    },
+    release() {
+      holding = false
+      for (const open of held.splice(0)) open()
+    },
+    async close() {
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => server.close(r))
+    },
+  }
+}
+
 describe('APQ registrations in Redis', () => {
   let redis: TestRedis
   beforeAll(async () => {
@@ -261,21 +313,31 @@ describe('APQ registrations in Redis', () => {
   })
 
   it('registrations made while Redis reconnects wait together and reach it when it is back', async () => {
-    const p = await startTestProxy(config(backend.url, { workers: 1, redis: { url: redis.url, keyPrefix: 'apqwait:' } }))
+    // Registrations wait for Redis up to 2 s from the first. Killing and restarting redis-server
+    // around 100 of them took that much and more on a loaded machine (100 requests 2.3 s, the
+    // restart 0.4 s, the client's reconnect backoff up to 1 s): none reached Redis, twice in a
+    // row. Here the wait is the 20 requests alone (~0.5 s loaded), Redis is back at once.
+    const relay = await holdingRelay(redis.port)
+    const p = await startTestProxy(config(backend.url, { workers: 1, redis: { url: relay.url, keyPrefix: 'apqwait:' } }))
     const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 })
     try {
-      await redis.stop()
-      // Many registrations while it is away (each used to add its own 'ready' listener and timer).
-      const queries = Array.from({ length: 100 }, (_, i) => `query Wait${i} { hello(name: "w${i}") }`)
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_redis_up') === 1, 10_000, 'the proxy connected to Redis')
+      relay.hold()
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_redis_up') === 0, 10_000, 'the proxy reconnecting')
+      // Many registrations while it is away (each used to add its own 'ready' listener and
+      // timer: more than the 10 an emitter takes without a warning).
+      const queries = Array.from({ length: 20 }, (_, i) => `query Wait${i} { hello(name: "w${i}") }`)
       const replies = await Promise.all(queries.map((q) => post(p.url, { query: q, extensions: { persistedQuery: { version: 1, sha256Hash: sha(q) } } })))
       for (const r of replies) expect(r.status).toBe(200)
-      await redis.start()
       await admin.connect()
-      await waitUntil(async () => (await admin.keys('apqwait:apq:*')).length === queries.length, 5_000, 'the registrations to reach Redis')
+      expect(await admin.keys('apqwait:apq:*')).toEqual([]) // they wait
+      relay.release()
+      await waitUntil(async () => (await admin.keys('apqwait:apq:*')).length === queries.length, 10_000, 'the registrations to reach Redis')
       expect(await admin.get(`apqwait:apq:${sha(queries[7]!)}`)).toBe(queries[7])
     } finally {
       admin.disconnect()
       await p.close()
+      await relay.close()
     }
   })
 })

@@ -67,7 +67,7 @@ describe('tenant sweep 25c: JWT verification metrics and challenges', () => {
     await expect.poll(async () => {
       const text = await metrics()
       return Object.fromEntries(Object.keys(want).map((r) => [r, count(text, r)]))
-    }).toEqual(want)
+    }, { timeout: 10_000 }).toEqual(want)
     expect(await metrics()).toContain('igw_jwt_verifications_total{route="jwt25c",result="ok"} 2')
   })
 

@@ -28,7 +28,7 @@ describe('CONNECT and TRACE', () => {
     expect(reply.toLowerCase()).toContain('\r\nallow: get, head, post, put, patch, delete, options\r\n') // RFC 9110 §15.5.6
     const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { errors: { extensions: { code: string } }[] }
     expect(body.errors[0]!.extensions.code).toBe('METHOD_NOT_ALLOWED')
-    await expect.poll(async () => metricSum(await proxy.metricsText(), 'igw_requests_total', 'status="405"')).toBeGreaterThanOrEqual(1)
+    await expect.poll(async () => metricSum(await proxy.metricsText(), 'igw_requests_total', 'status="405"'), { timeout: 10_000 }).toBeGreaterThanOrEqual(1)
     const ok = await request(`${proxy.url}/after`)
     expect(ok.statusCode).toBe(200)
     await ok.body.text()

@@ -112,13 +112,15 @@ describe('a first boot whose head arrives slower than the boot timeout', () => {
     expect((await earlier.bootstrap())?.source).toBe('control-plane')
     await earlier.ackBoot()
     await earlier.close()
-    link = await slowLink(cp.port, 400_000)
+    // ~1.3 MB at 100 KB/s: waiting for the head (the defect) would take ~13 s, far past the bound
+    // below, which leaves a loaded machine seconds to read and validate the 12,000-tenant snapshot.
+    link = await slowLink(cp.port, 100_000)
     const logs: string[] = []
     client = new ControlPlaneClient(options(`http://127.0.0.1:${link.port}`, logs))
     const t0 = Date.now()
     const boot = await client.bootstrap()
     expect(boot?.source).toBe('last-known-good')
-    expect(Date.now() - t0).toBeLessThan(2_500)
+    expect(Date.now() - t0).toBeLessThan(5_000)
     expect(logs.some((m) => m.startsWith('the control plane answered and is sending its head'))).toBe(false)
   }, 60_000)
 })

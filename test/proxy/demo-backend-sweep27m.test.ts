@@ -46,14 +46,14 @@ describe('countdown', () => {
     await s.done
     expect(s.values).toEqual([{ data: { a: 2 } }, { data: { a: 1 } }])
     const max = subscribe('subscription { countdown(from: 1, intervalMs: 60000) }')
-    await expect.poll(() => max.values).toEqual([{ data: { countdown: 1 } }])
+    await expect.poll(() => max.values, { timeout: 10_000 }).toEqual([{ data: { countdown: 1 } }])
     max.unsubscribe()
-    await expect.poll(() => demo.liveSubscriptions()).toBe(0)
+    await expect.poll(() => demo.liveSubscriptions(), { timeout: 10_000 }).toBe(0)
   })
 
   it('an unsubscribe ends it at once, not when its pending interval is over', async () => {
     const s = subscribe('subscription { countdown(from: 5, intervalMs: 30000) }')
-    await expect.poll(() => s.values).toEqual([{ data: { countdown: 5 } }])
+    await expect.poll(() => s.values, { timeout: 10_000 }).toEqual([{ data: { countdown: 5 } }])
     expect(demo.liveSubscriptions()).toBe(1)
     s.unsubscribe()
     await expect.poll(() => demo.liveSubscriptions(), { timeout: 2_000 }).toBe(0)
@@ -74,13 +74,13 @@ describe('entityChanged', () => {
       const r = await fetch(`${own.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: 'mutation { updateEntity(id: "7", name: "seven") { id } }' }) })
       expect(r.status).toBe(200)
       await r.body?.cancel()
-      await expect.poll(() => subs.map((s) => s.values.length)).toEqual(Array(12).fill(1))
+      await expect.poll(() => subs.map((s) => s.values.length), { timeout: 10_000 }).toEqual(Array(12).fill(1))
       expect(subs[0]?.values).toEqual([{ data: { entityChanged: { id: '7', name: 'seven' } } }])
       // Node emits the warning on a later tick: a round trip first.
       await fetch(`${own.url}/healthz`).then((x) => x.text())
       expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([])
       for (const s of subs) s.unsubscribe()
-      await expect.poll(() => own.liveSubscriptions()).toBe(0)
+      await expect.poll(() => own.liveSubscriptions(), { timeout: 10_000 }).toBe(0)
     } finally {
       process.off('warning', onWarning)
       await ownClient.dispose()

@@ -38,12 +38,12 @@ describe('shutdown.idleGraceMs', () => {
     const { proxy } = await setup({ drainTimeoutMs: 20_000, idleGraceMs: 5_000 })
     const c = await keepAlive(Number(new URL(proxy.url).port))
     c.get()
-    await expect.poll(() => responses(c.text()).length).toBe(1)
+    await expect.poll(() => responses(c.text()).length, { timeout: 10_000 }).toBe(1)
     const closing = proxy.close()
     opened.pop()
     // The drain has begun, and is past the default grace (1 s, which would have closed the
     // connection by now), when the second request goes out.
-    await expect.poll(() => proxy.logs.find('draining').length).toBe(1)
+    await expect.poll(() => proxy.logs.find('draining').length, { timeout: 10_000 }).toBe(1)
     await new Promise((resolve) => setTimeout(resolve, 1_500))
     c.get()
     await expect.poll(() => responses(c.text()).length, { timeout: 4_000 }).toBe(2)
@@ -58,7 +58,7 @@ describe('shutdown.idleGraceMs', () => {
     const { proxy } = await setup({ drainTimeoutMs: 20_000, idleGraceMs: 0 })
     const c = await keepAlive(Number(new URL(proxy.url).port))
     c.get()
-    await expect.poll(() => responses(c.text()).length).toBe(1)
+    await expect.poll(() => responses(c.text()).length, { timeout: 10_000 }).toBe(1)
     const closing = proxy.close()
     opened.pop()
     // Closed by the proxy without a second request: with the default grace it would stay open 1 s,

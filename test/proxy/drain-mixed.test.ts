@@ -6,8 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Client } from 'undici'
 import { startRawBackend, type RawBackend } from '../helpers/backends.ts'
 import { spawnIgw, writeTempConfig } from '../helpers/proxy.ts'
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+import { waitUntil } from '../helpers/wait.ts'
 
 interface Raw {
   sock: Socket
@@ -49,13 +48,18 @@ function accessLines(output: string[]): Record<string, unknown>[] {
 describe('graceful drain under mixed in-flight load (real igw process, real signals)', () => {
   let be: RawBackend
   let busy: RawBackend
+  let gqlArrived = 0
+  const busyArrived: string[] = []
   beforeAll(async () => {
     be = await startRawBackend((req, res) => {
       const url = new URL(req.url ?? '/', 'http://x')
       if (url.pathname.startsWith('/b/gql')) {
-        // a slow GraphQL backend: answers 500 ms after the body arrived
+        // a slow GraphQL backend: answers 1.5 s after the body arrived
         req.resume()
-        req.on('end', () => setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: { ok: url.pathname } })), 500))
+        req.on('end', () => {
+          gqlArrived++
+          setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: { ok: url.pathname } })), 1_500)
+        })
         return
       }
       if (url.pathname.startsWith('/b/dl')) {
@@ -79,6 +83,7 @@ describe('graceful drain under mixed in-flight load (real igw process, real sign
       res.end('ok')
     })
     busy = await startRawBackend((req, res) => {
+      busyArrived.push(req.url ?? '')
       req.resume()
       const t = setTimeout(() => res.end(`done ${req.url}`), Number(new URL(req.url ?? '/', 'http://x').searchParams.get('ms') ?? 100))
       res.on('close', () => clearTimeout(t))
@@ -109,8 +114,12 @@ describe('graceful drain under mixed in-flight load (real igw process, real sign
     const igw = await spawnIgw(['proxy', '--config', config(5_000)])
     try {
       const post = (i: number) => `POST /b/gql${i} HTTP/1.1\r\nhost: igw.test\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`
+      const before = gqlArrived
       const clients = Array.from({ length: 5 }, (_, i) => rawRequest(igw.port, post(i)))
-      await sleep(150) // in flight: the backend answers ~350 ms after the signal
+      // In flight: all at the backend, which answers 1.5 s after each arrived, so after the
+      // signal. A fixed 150 ms sleep raced a loaded machine both ways: a request not yet read
+      // when the signal came, or (answers 500 ms after arriving) one answered before it.
+      await waitUntil(() => gqlArrived - before === 5, 10_000, 'the five requests at the backend')
       igw.child.kill('SIGTERM')
       const results = await Promise.all(clients.map((c) => c.closed))
       for (const [i, r] of results.entries()) {
@@ -125,10 +134,10 @@ describe('graceful drain under mixed in-flight load (real igw process, real sign
     } finally {
       await igw.stop()
     }
-  }, 20_000)
+  }, 60_000)
 
   it('a keep-alive client that sends its next request right after SIGTERM gets an answer with Connection: close, not a reset', async () => {
-    const igw = await spawnIgw(['proxy', '--config', config(5_000, 2)])
+    const igw = await spawnIgw(['proxy', '--config', config(15_000, 2)])
     const clients = Array.from({ length: 20 }, () => new Client(igw.url, { keepAliveTimeout: 60_000 }))
     try {
       let connects = 0
@@ -156,30 +165,32 @@ describe('graceful drain under mixed in-flight load (real igw process, real sign
       expect(next.filter((r) => r === '200 close ok').length).toBeGreaterThan(0)
       expect(connects).toBe(20) // the same connections: none was reopened
       expect(await igw.exited).toBe(0)
-      expect(Date.now() - t0).toBeLessThan(3_000) // idle connections hold the drain only ~1 s
+      expect(Date.now() - t0).toBeLessThan(6_000) // idle connections hold the drain only ~1 s, not its 15 s deadline
     } finally {
       for (const c of clients) await c.destroy()
       await igw.stop()
     }
-  }, 20_000)
+  }, 60_000)
 
   it('requests cut at the drain deadline each leave an aborted access line and are not blamed on the upstream; the cut download is visibly truncated', async () => {
-    const drainTimeoutMs = 1_500
+    // The deadline leaves the 1 MiB download (~0.65 s of 40 ms timers) 4× its time on a loaded machine.
+    const drainTimeoutMs = 3_000
     const igw = await spawnIgw(['proxy', '--config', config(drainTimeoutMs)])
     try {
       const chunked = rawRequest(igw.port, get('/b/dl?mb=8'))
       const sized = rawRequest(igw.port, get('/b/dl?mb=8&cl=1'))
-      const first = rawRequest(igw.port, get('/busy/1?ms=8000')) // holds the one upstream connection
-      await sleep(50)
+      const first = rawRequest(igw.port, get('/busy/1?ms=20000')) // holds the one upstream connection
+      await waitUntil(() => busyArrived.includes('/busy/1?ms=20000'), 10_000, 'the first at the busy backend')
       const queued = rawRequest(igw.port, get('/busy/2?ms=10')) // waits in undici's queue
       const finishes = rawRequest(igw.port, get('/b/dl?mb=1')) // ~0.65 s: done before the deadline
-      await sleep(200)
+      // The downloads under way (their heads are out; the queued request came before the last)
+      await waitUntil(() => [chunked, sized, finishes].every((r) => r.received().length > 0), 10_000, 'the downloads under way')
       const t0 = Date.now()
       igw.child.kill('SIGTERM')
       const code = await igw.exited
       const exitMs = Date.now() - t0
       expect(code).toBe(0)
-      expect(exitMs).toBeLessThan(drainTimeoutMs + 1_500)
+      expect(exitMs).toBeLessThan(drainTimeoutMs + 3_500) // not the busy request's 20 s: cut at the deadline
 
       const done = await finishes.closed
       expect(body(done.data).endsWith('0\r\n\r\n')).toBe(true)
@@ -209,5 +220,5 @@ describe('graceful drain under mixed in-flight load (real igw process, real sign
     } finally {
       await igw.stop()
     }
-  }, 20_000)
+  }, 60_000)
 })

@@ -60,6 +60,6 @@ describe('a filter body stream that ends before the upstream body does', () => {
     // The backend's response is closed unfinished (the upstream request aborted), not held open.
     await expect.poll(() => outcome.cut - before.cut, { timeout: 5_000 }).toBe(1)
     expect(outcome.finished).toBe(before.finished)
-    await expect.poll(() => proxy.inflight).toBe(0)
+    await expect.poll(() => proxy.inflight, { timeout: 10_000 }).toBe(0)
   })
 })

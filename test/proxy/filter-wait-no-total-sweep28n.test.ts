@@ -58,7 +58,7 @@ describe('a hung request-phase filter on a route with totalMs: 0', () => {
     expect(errors.values.find((v) => v.labels.filter === 'tenant')?.value).toBe(2)
     const timeouts = await registry.getSingleMetric('igw_proxy_errors_total')!.get()
     expect(timeouts.values.filter((v) => v.labels.code === 'UPSTREAM_TIMEOUT').map((v) => [v.labels.route, v.value]).sort()).toEqual([['gql', 1], ['http', 1]])
-    await expect.poll(() => logs.find('filter did not decide before the request deadline').length).toBe(2)
+    await expect.poll(() => logs.find('filter did not decide before the request deadline').length, { timeout: 10_000 }).toBe(2)
     expect(logs.find('filter did not decide before the request deadline').map((l) => l.timeoutMs)).toEqual([300, 300])
   })
 

@@ -74,10 +74,10 @@ describe('a filter body stream failing mid-response', () => {
     const r = await request(`http://127.0.0.1:${port}${path}`)
     expect(r.statusCode).toBe(200) // the head was out before the failure
     await expect(r.body.text()).rejects.toThrow()
-    await expect.poll(tenantErrors).toBe(before.errors + 1)
+    await expect.poll(tenantErrors, { timeout: 10_000 }).toBe(before.errors + 1)
     const since = (msg: string) => logs.lines.slice(before.logs).filter((l) => l.msg === msg)
-    await expect.poll(() => since('filter body stream failed; response cut').length).toBe(1)
-    await expect.poll(() => since('access').length).toBe(1)
+    await expect.poll(() => since('filter body stream failed; response cut').length, { timeout: 10_000 }).toBe(1)
+    await expect.poll(() => since('access').length, { timeout: 10_000 }).toBe(1)
     expect(since('access')[0]).toMatchObject({ path, code: 'INTERNAL_SERVER_ERROR', filter: 'tenant' })
     expect(await clientAborts()).toBe(before.aborts)
   })

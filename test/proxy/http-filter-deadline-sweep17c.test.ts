@@ -55,7 +55,7 @@ describe('a request-phase filter that never decides (HTTP)', () => {
         expect(performance.now() - t0).toBeLessThan(10_000) // answered at the deadline, not at the client's timeout
         const errors = await p.registry.getSingleMetric('igw_filter_errors_total')!.get()
         expect(errors.values.find((v) => v.labels.filter === 'tenant')?.value).toBe(1)
-        await expect.poll(() => p.logs.find('filter did not decide before the request deadline').length).toBe(1)
+        await expect.poll(() => p.logs.find('filter did not decide before the request deadline').length, { timeout: 10_000 }).toBe(1)
       } finally {
         await p.close()
       }

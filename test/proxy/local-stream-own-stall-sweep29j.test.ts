@@ -122,7 +122,7 @@ describe('a streamed local reply whose stream stops producing', () => {
     await expect.poll(() => proxy.inflight, { timeout: 2_000 }).toBe(0)
     for (const k of ['stall-after', 'stall-at-once']) expect(streams.get(`/local/${k}/${n}`)!.closed).toBe(true)
     expect(since(from, CUT).map((l) => [l.filter, l.timeoutMs])).toEqual([['tenant', IDLE_MS], ['tenant', IDLE_MS]])
-    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'UPSTREAM_TIMEOUT' && l.filter === 'tenant' && l.status === 200).map((l) => l.path).sort()).toEqual([`/local/stall-after/${n}`, `/local/stall-at-once/${n}`])
+    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'UPSTREAM_TIMEOUT' && l.filter === 'tenant' && l.status === 200).map((l) => l.path).sort(), { timeout: 10_000 }).toEqual([`/local/stall-after/${n}`, `/local/stall-at-once/${n}`])
   }, 8_000)
 
   it('a slow but moving stream reaches the client whole', async () => {

@@ -129,7 +129,7 @@ describe('a streamed local reply that keeps trickling past totalMs', () => {
       ['tenant', 'UPSTREAM_TIMEOUT', `local reply stream did not finish within the route's total timeout of ${TOTAL_MS} ms`],
       ['tenant', 'UPSTREAM_TIMEOUT', `local reply stream did not finish within the route's total timeout of ${TOTAL_MS} ms`],
     ])
-    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'UPSTREAM_TIMEOUT' && l.status === 200).map((l) => l.path).sort()).toEqual(paths.slice().sort())
+    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'UPSTREAM_TIMEOUT' && l.status === 200).map((l) => l.path).sort(), { timeout: 10_000 }).toEqual(paths.slice().sort())
     // Cut at the deadline, not before it (the duration is the server's own measure).
     for (const l of since(from, 'access').filter((x) => paths.includes(x.path as string))) expect(l.durMs as number).toBeGreaterThanOrEqual(TOTAL_MS - 1)
   }, 8_000)

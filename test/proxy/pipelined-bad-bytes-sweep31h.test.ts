@@ -51,7 +51,7 @@ describe('pipelined requests before bytes the parser refuses (sweep 31h)', () =>
     expect(got.indexOf('answer /one')).toBeLessThan(got.indexOf('answer /two'))
     expect(got.indexOf('answer /two')).toBeLessThan(got.indexOf('"BAD_REQUEST"'))
     // Both counted as answered, not as client aborts.
-    await expect.poll(async () => metricSum(await p.metricsText(), 'igw_requests_total', 'route="pipe31h",status="200"') - before).toBe(2)
+    await expect.poll(async () => metricSum(await p.metricsText(), 'igw_requests_total', 'route="pipe31h",status="200"') - before, { timeout: 10_000 }).toBe(2)
     expect(metricSum(await p.metricsText(), 'igw_requests_total', 'route="pipe31h",status="499"')).toBe(0)
   })
 

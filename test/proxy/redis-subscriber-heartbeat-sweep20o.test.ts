@@ -74,9 +74,11 @@ describe('shared Redis connections behind a silent partition', () => {
     relay.frozen = true
     try {
       const t0 = Date.now()
-      const closed = await Promise.race([other.close().then(() => true), sleep(5_000).then(() => false)])
+      // Each unanswered QUIT is dropped after 2 s (UNRESPONSIVE_MS): the bound leaves a loaded
+      // machine room past that, and an unbounded close (what this guards) never ends at all.
+      const closed = await Promise.race([other.close().then(() => true), sleep(20_000).then(() => false)])
       expect(closed).toBe(true)
-      expect(Date.now() - t0).toBeLessThan(4_000)
+      expect(Date.now() - t0).toBeLessThan(8_000)
     } finally {
       relay.frozen = false
     }

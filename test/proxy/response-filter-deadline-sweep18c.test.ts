@@ -66,7 +66,7 @@ describe('a response-phase filter that never settles', () => {
         expect(body.errors[0]!.message).toContain('"tenant"')
         expect(performance.now() - t0).toBeLessThan(15_000)
         expect(await filterErrors(p.registry, 'tenant')).toBe(1)
-        await expect.poll(() => p.logs.find(TIMED_OUT).length).toBe(1)
+        await expect.poll(() => p.logs.find(TIMED_OUT).length, { timeout: 10_000 }).toBe(1)
         const access = p.logs.lines.filter((l) => l.status === 504)
         expect(access.length).toBe(1)
         // the connection is usable afterwards (nothing of the dropped upstream body leaks into it)
@@ -96,7 +96,7 @@ describe('a response-phase filter that never settles', () => {
       await r.body.dump()
       expect(r.statusCode).toBe(504)
       expect(await filterErrors(p.registry, 'tenant')).toBe(1)
-      await expect.poll(() => p.logs.find(TIMED_OUT).length).toBe(1)
+      await expect.poll(() => p.logs.find(TIMED_OUT).length, { timeout: 10_000 }).toBe(1)
       expect(p.logs.find('upstream request failed')).toEqual([])
     } finally {
       await p.close()
@@ -112,7 +112,7 @@ describe('a response-phase filter that never settles', () => {
       expect(r.statusCode).toBe(504)
       expect(body.errors[0]!.message).toContain('"tenant"')
       expect(await filterErrors(p.registry, 'tenant')).toBe(1)
-      await expect.poll(() => p.logs.find(TIMED_OUT).length).toBe(1)
+      await expect.poll(() => p.logs.find(TIMED_OUT).length, { timeout: 10_000 }).toBe(1)
     } finally {
       await p.close()
     }

@@ -105,9 +105,9 @@ describe('a response filter whose body stream stops taking bytes', () => {
     expect(await metric('igw_client_aborts_total', {})).toBe(aborts)
     // The paused upstream transfer is aborted (the small one had ended already).
     await expect.poll(() => aborted - upstreamAborted, { timeout: 3_000 }).toBe(1)
-    await expect.poll(() => since(from, CUT).length).toBe(2)
+    await expect.poll(() => since(from, CUT).length, { timeout: 10_000 }).toBe(2)
     expect(since(from, CUT).map((l) => [l.filter, l.timeoutMs])).toEqual([['tenant', 300], ['tenant', 300]])
-    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'UPSTREAM_TIMEOUT' && l.status === 200).length).toBe(2)
+    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'UPSTREAM_TIMEOUT' && l.status === 200).length, { timeout: 10_000 }).toBe(2)
   }, 10_000)
 
   it('a filter that is slow but moving passes the whole body', async () => {

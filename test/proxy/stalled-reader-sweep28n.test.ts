@@ -92,9 +92,9 @@ describe('a client that stops reading a streamed response (totalMs: 0)', () => {
       expect(c.got()).toBeLessThan(SIZE)
     }
     expect(await metric('igw_client_aborts_total', {})).toBe(0)
-    await expect.poll(() => logs.find(CUT).length).toBe(2)
+    await expect.poll(() => logs.find(CUT).length, { timeout: 10_000 }).toBe(2)
     // The access lines: the head went out (200), cut by the gateway for the client's stall.
-    await expect.poll(() => logs.find('access').filter((l) => l.code === 'REQUEST_TIMEOUT' && l.status === 200).length).toBe(2)
+    await expect.poll(() => logs.find('access').filter((l) => l.code === 'REQUEST_TIMEOUT' && l.status === 200).length, { timeout: 10_000 }).toBe(2)
   }, 15_000)
 
   it('a slow but moving reader gets the whole body', async () => {

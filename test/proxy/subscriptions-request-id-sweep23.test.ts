@@ -20,7 +20,7 @@ async function handshake(headers: Record<string, string>): Promise<Record<string
   ws.close()
   await once(ws, 'close')
   let line: Record<string, unknown> | undefined
-  await expect.poll(() => (line = p!.logs.find('access').find((l) => l.status === 101 && !seen.has(l)))).toBeDefined()
+  await expect.poll(() => (line = p!.logs.find('access').find((l) => l.status === 101 && !seen.has(l))), { timeout: 10_000 }).toBeDefined()
   seen.add(line!)
   return line!
 }

@@ -90,7 +90,7 @@ describe('a client that stops reading a response already handed to its socket', 
     }
     expect(await metric('igw_client_aborts_total', {})).toBe(aborts)
     expect(since(from, CUT).map((l) => l.timeoutMs)).toEqual([IDLE_MS, IDLE_MS])
-    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'REQUEST_TIMEOUT' && l.status === 200 && l.aborted === true).map((l) => l.path).sort()).toEqual([`/local/${n}`, `/replaced/${n}`])
+    await expect.poll(() => since(from, 'access').filter((l) => l.code === 'REQUEST_TIMEOUT' && l.status === 200 && l.aborted === true).map((l) => l.path).sort(), { timeout: 10_000 }).toEqual([`/local/${n}`, `/replaced/${n}`])
   }, 15_000)
 
   it('a slow but moving reader gets the whole body, and its keep-alive connection stays usable', async () => {

@@ -25,7 +25,7 @@ describe('igw_proxy_errors_total counts refusals made before any route', () => {
     await rawExchange(proxy.port, 'CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n')
     await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n')
     await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n')
-    await expect.poll(() => errors('BAD_REQUEST')).toBe(2)
+    await expect.poll(() => errors('BAD_REQUEST'), { timeout: 10_000 }).toBe(2)
     expect(await errors('METHOD_NOT_ALLOWED')).toBe(1)
     expect(await errors('NOT_FOUND')).toBe(1)
   })

@@ -18,6 +18,8 @@ async function metrics(proxy: TestProxy): Promise<string> {
 }
 
 /** Graceful drain must not wait for anything these tests left behind. */
+// The bounds on a close and on a 504 leave a loaded machine seconds: the defects they guard
+// against hold the drain for its whole deadline (15 s) or the request for ever.
 async function closeQuickly(proxy: TestProxy): Promise<number> {
   const t0 = Date.now()
   await proxy.close()
@@ -42,10 +44,10 @@ describe('HTTP: a misbehaving upstream', () => {
     cleanups.push(up.close)
     const proxy = await startTestProxy({
       upstreams: { u: { url: up.url, connections: 1 } },
-      shutdown: { drainTimeoutMs: 5_000 },
+      shutdown: { drainTimeoutMs: 15_000 },
       routes: [
         { name: 'export', match: { pathPrefix: '/hold' }, upstream: 'u', type: 'http', timeouts: { totalMs: 0 } },
-        { name: 'api', upstream: 'u', type: 'http', timeouts: { headersMs: 300, bodyIdleMs: 1_000, totalMs: 2_000 } },
+        { name: 'api', upstream: 'u', type: 'http', timeouts: { headersMs: 300, bodyIdleMs: 1_000, totalMs: 10_000 } },
       ],
     })
     cleanups.push(() => proxy.close())
@@ -55,16 +57,16 @@ describe('HTTP: a misbehaving upstream', () => {
     const t0 = Date.now()
     // Before: the headers timer found no controller to abort and the request waited in undici's
     // queue for as long as /hold lasted (here: forever), past headersMs and totalMs alike.
-    const queued = await request(`${proxy.url}/queued`, { headersTimeout: 5_000 })
+    const queued = await request(`${proxy.url}/queued`, { headersTimeout: 15_000 })
     const took = Date.now() - t0
     expect(queued.statusCode).toBe(504)
     const err = ((await queued.body.json()) as GqlError).errors[0]!
     expect(err.extensions.code).toBe('UPSTREAM_TIMEOUT')
     expect(err.message).toMatch(/no connection to upstream u became available within \d+ ms/)
     expect(took).toBeGreaterThanOrEqual(250)
-    expect(took).toBeLessThan(2_000)
+    expect(took).toBeLessThan(5_000)
     expect(metricSum(await metrics(proxy), 'igw_proxy_errors_total', 'code="UPSTREAM_TIMEOUT"')).toBe(1)
-    await expect.poll(() => proxy.logs.find('upstream request failed').some((l) => l.route === 'api')).toBe(true)
+    await expect.poll(() => proxy.logs.find('upstream request failed').some((l) => l.route === 'api'), { timeout: 10_000 }).toBe(true)
 
     // The export ends; the abandoned request is dropped, never sent, and the next one is served.
     hold.body.destroy()
@@ -73,7 +75,7 @@ describe('HTTP: a misbehaving upstream', () => {
     expect(await next.body.text()).toBe('ok')
     expect(up.heads.map((h) => h.split(' ')[1])).toEqual(['/hold', '/next'])
     expect(proxy.logs.find('upstream failed mid-response').filter((l) => l.route === 'api')).toEqual([])
-    expect(await closeQuickly(proxy)).toBeLessThan(2_000)
+    expect(await closeQuickly(proxy)).toBeLessThan(5_000)
   })
 
   it('a Content-Length upload that waits for a busy upstream connection arrives whole once it gets one', async () => {
@@ -184,7 +186,7 @@ describe('HTTP: a misbehaving upstream', () => {
     expect(raw.toString('latin1').startsWith('HTTP/1.1 415')).toBe(true)
     const good = await rawExchange(proxy.port, `POST / HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nx-request-id: trace-42\r\nconnection: close\r\n\r\nabc`)
     expect(good.toString('latin1').startsWith('HTTP/1.1 415')).toBe(true)
-    await expect.poll(() => proxy.logs.find('access').length).toBe(2)
+    await expect.poll(() => proxy.logs.find('access').length, { timeout: 10_000 }).toBe(2)
     const ids = proxy.logs.find('access').map((l) => l.reqId)
     expect(ids).toEqual([expect.stringMatching(/^[0-9a-f-]{36}$/), 'trace-42'])
     expect(proxy.logs.raw.some((l) => l.includes('éé'))).toBe(false)
@@ -218,46 +220,46 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
     })
     cleanups.push(up.close)
     const proxy = await startTestProxy({
-      shutdown: { drainTimeoutMs: 5_000 },
+      shutdown: { drainTimeoutMs: 15_000 },
       routes: [{ name: 'ws', upstream: up.url, type: 'http', timeouts: { headersMs: 300, bodyIdleMs: 1_000, totalMs: 0 } }],
     })
     cleanups.push(() => proxy.close())
-    const r = await wsHandshake(`ws://127.0.0.1:${proxy.port}/events`, 3_000)
+    const r = await wsHandshake(`ws://127.0.0.1:${proxy.port}/events`, 10_000)
     r.ws.terminate()
     // Before: the refusal was relayed only at its end, which never came: the client waited forever.
     expect(r.kind).toBe('refused')
     expect(r.status).toBe(504)
     expect((JSON.parse(r.body!) as GqlError).errors[0]!.extensions.code).toBe('UPSTREAM_TIMEOUT')
-    expect(r.ms).toBeLessThan(2_000)
-    await expect.poll(() => up.open.size).toBe(0)
+    expect(r.ms).toBeLessThan(5_000)
+    await expect.poll(() => up.open.size, { timeout: 10_000 }).toBe(0)
     const text = await metrics(proxy)
     expect(metricSum(text, 'igw_proxy_errors_total', 'code="UPSTREAM_TIMEOUT"')).toBe(1)
     expect(metricSum(text, 'igw_requests_total', 'status="504"')).toBe(1)
-    expect(await closeQuickly(proxy)).toBeLessThan(2_000)
+    expect(await closeQuickly(proxy)).toBeLessThan(5_000)
   })
 
   it('with headersMs 0 the upgrade still ends by totalMs (504), never waits forever', async () => {
     const up = await startRawTcpUpstream(() => {}) // accepts, never answers
     cleanups.push(up.close)
     const proxy = await startTestProxy({
-      shutdown: { drainTimeoutMs: 5_000 },
+      shutdown: { drainTimeoutMs: 15_000 },
       routes: [{ name: 'ws', upstream: up.url, type: 'http', timeouts: { headersMs: 0, bodyIdleMs: 1_000, totalMs: 300 } }],
     })
     cleanups.push(() => proxy.close())
-    const r = await wsHandshake(`ws://127.0.0.1:${proxy.port}/graphql`, 3_000)
+    const r = await wsHandshake(`ws://127.0.0.1:${proxy.port}/graphql`, 10_000)
     r.ws.terminate()
     expect(r.kind).toBe('refused')
     expect(r.status).toBe(504)
-    expect(r.ms).toBeLessThan(2_000)
-    await expect.poll(() => up.open.size).toBe(0)
-    expect(await closeQuickly(proxy)).toBeLessThan(2_000)
+    expect(r.ms).toBeLessThan(5_000)
+    await expect.poll(() => up.open.size, { timeout: 10_000 }).toBe(0)
+    expect(await closeQuickly(proxy)).toBeLessThan(5_000)
   })
 
   it('a client that leaves while the upstream handshake hangs releases the upgrade at once (499), and drain does not wait', async () => {
     const up = await startRawTcpUpstream(() => {}) // accepts, never answers
     cleanups.push(up.close)
     const proxy = await startTestProxy({
-      shutdown: { drainTimeoutMs: 5_000 },
+      shutdown: { drainTimeoutMs: 15_000 },
       // No handshake bound at all: only noticing the client can release this upgrade.
       routes: [{ name: 'ws', upstream: up.url, type: 'http', timeouts: { headersMs: 0, bodyIdleMs: 0, totalMs: 0 } }],
     })
@@ -266,17 +268,17 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
       const s = connect(proxy.port, '127.0.0.1')
       s.on('error', () => {})
       s.write('GET /graphql HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n')
-      await expect.poll(() => up.heads.length).toBe(leave === 'reset' ? 1 : 2)
-      await expect.poll(() => up.open.size).toBe(1)
+      await expect.poll(() => up.heads.length, { timeout: 10_000 }).toBe(leave === 'reset' ? 1 : 2)
+      await expect.poll(() => up.open.size, { timeout: 10_000 }).toBe(1)
       if (leave === 'reset') s.resetAndDestroy()
       else s.end()
       // Before: Node hands the upgrade socket over unread, so neither end was seen; the upstream
       // socket stayed open and the in-flight upgrade held a drain until its deadline.
-      await expect.poll(() => up.open.size, { timeout: 2_000 }).toBe(0)
+      await expect.poll(() => up.open.size, { timeout: 10_000 }).toBe(0)
       s.destroy()
     }
-    await expect.poll(async () => metricSum(await metrics(proxy), 'igw_requests_total', 'status="499"')).toBe(2)
-    expect(await closeQuickly(proxy)).toBeLessThan(2_000)
+    await expect.poll(async () => metricSum(await metrics(proxy), 'igw_requests_total', 'status="499"'), { timeout: 10_000 }).toBe(2)
+    expect(await closeQuickly(proxy)).toBeLessThan(5_000)
   })
 
   it('frames a client sends right behind its upgrade request are not lost while the upstream handshake runs', async () => {
@@ -305,9 +307,9 @@ describe('WebSocket passthrough: a misbehaving upstream handshake', () => {
     let got = Buffer.alloc(0)
     s.on('data', (d: Buffer) => (got = Buffer.concat([got, d])))
     s.write('GET /graphql HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n')
-    await expect.poll(() => up.heads.length).toBe(1)
+    await expect.poll(() => up.heads.length, { timeout: 10_000 }).toBe(1)
     s.write(frame)
-    await expect.poll(() => got.includes(Buffer.from('early')), { timeout: 3_000 }).toBe(true)
+    await expect.poll(() => got.includes(Buffer.from('early')), { timeout: 10_000 }).toBe(true)
     expect(got.toString('latin1').startsWith('HTTP/1.1 101')).toBe(true)
     s.destroy()
   })
@@ -330,7 +332,7 @@ describe('WebSocket passthrough: an upstream that breaks the protocol after the 
       expect(code).toBe(1014)
       expect(reason.toString()).toMatch(/^upstream: .*(payload|length|size)/i)
       expect(metricSum(await metrics(proxy), 'igw_proxy_errors_total', 'route="ws",code="UPSTREAM_UNAVAILABLE"')).toBe(1)
-      await waitUntil(async () => metricSum(await metrics(proxy), 'igw_websocket_connections', 'route="ws"') === 0, 3_000, 'the bridge to end')
+      await waitUntil(async () => metricSum(await metrics(proxy), 'igw_websocket_connections', 'route="ws"') === 0, 10_000, 'the bridge to end')
     } finally {
       await proxy.close()
       await new Promise<void>((r) => wss.close(() => r()))

@@ -48,10 +48,19 @@ describe('worker watchdog during the config build', () => {
 
   const doc = (rulePack: string): Partial<GatewayConfigInput> & Pick<GatewayConfigInput, 'routes'> => ({
     workers: 1,
-    workerWatchdog: { killAfterMs: 500 },
+    // A healthy thread answers every ping: its config build holds its event loop ~10 ms, but a
+    // loaded machine starves threads of CPU for hundreds of ms, and at 500 ms a healthy thread
+    // could be taken for stalled (one more stall and restart than the exact counts below). Each
+    // stall this test provokes costs killAfterMs: 2 s buys 4× the margin for ~4.5 s of test time.
+    workerWatchdog: { killAfterMs: 2_000 },
     dlp: { rulePack, policy: { allowedPresets: ['mask_basic'] } },
     routes: [{ name: 'raw', upstream: backend.url, type: 'http', filters: [{ name: 'dlp', preset: 'mask_basic', exports: { paths: [{ prefix: '/raw/' }] } }] }],
   })
+
+  // Most waits below include a thread's start: loading its modules took 7 s on a loaded 2-core
+  // machine (~1 s quiet; the deadlines were 8 s), so they are 30 s, which a passing run never
+  // waits out.
+  const START_MS = 30_000
 
   it('a restarted thread stuck while starting is stopped, counted, explained by /readyz and restarted; igw_workers drops as a listening one is stopped', async () => {
     const pack = join(dir, 'pack.json')
@@ -66,14 +75,14 @@ describe('worker watchdog during the config build', () => {
     try {
       renameSync(join(dir, 'fifo'), pack) // the replacement reads the pack again: a FIFO now
       await proxy.threads()[0]!.terminate() // a crash
-      await waitUntil(() => proxy.logs.find('worker thread stalled while starting; terminating the thread').length === 1, 8_000, 'the stalled start stopped')
+      await waitUntil(() => proxy.logs.find('worker thread stalled while starting; terminating the thread').length === 1, START_MS, 'the stalled start stopped')
       const ready = await request(`${proxy.adminUrl}/readyz`)
       expect(ready.statusCode).toBe(503)
       expect(((await ready.body.json()) as { workers: unknown }).workers).toMatchObject({ listening: 0, wanted: 1, notListening: [{ worker: 0, state: 'stalled' }] })
       expect(metricSum(await proxy.metricsText(), 'igw_worker_stalls_total')).toBe(1)
       replace(pack)
       fifo.release() // the blocked read returns: the terminated thread can exit
-      await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 1, 10_000, 'a third thread listening')
+      await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 1, START_MS, 'a third thread listening')
       let m = await proxy.metricsText()
       expect(metricSum(m, 'igw_worker_restarts_total')).toBe(2)
       expect(metricSum(m, 'igw_worker_stalls_total')).toBe(1)
@@ -84,7 +93,7 @@ describe('worker watchdog during the config build', () => {
       // A listening thread stuck in a reload's build: it serves nobody once stopped, exited or not.
       const fifoPath = join(dir, 'reload-fifo')
       const applied = proxy.applyConfig(validateConfig({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, ...doc(fifoPath) }))
-      await waitUntil(() => proxy.logs.find('worker event loop stalled; terminating the thread').length === 1, 8_000, 'the stalled thread stopped')
+      await waitUntil(() => proxy.logs.find('worker event loop stalled; terminating the thread').length === 1, START_MS, 'the stalled thread stopped')
       m = await proxy.metricsText()
       expect(metricSum(m, 'igw_worker_stalls_total')).toBe(2)
       expect(metricSum(m, 'igw_workers')).toBe(0)
@@ -92,13 +101,13 @@ describe('worker watchdog during the config build', () => {
       replace(fifoPath)
       reloadFifo.release()
       await applied
-      await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 1, 10_000, 'the replacement listening')
+      await waitUntil(async () => metricSum(await proxy.metricsText(), 'igw_workers') === 1, START_MS, 'the replacement listening')
     } finally {
       fifo.release()
       reloadFifo.release()
       await proxy.close()
     }
-  }, 30_000)
+  }, 5 * START_MS)
 
   it('a first start stuck in the config build fails with the reason instead of hanging', async () => {
     const fifoPath = join(dir, 'start-fifo')
@@ -113,7 +122,7 @@ describe('worker watchdog during the config build', () => {
       (err: Error) => err,
     )
     try {
-      await waitUntil(() => logs.find('worker thread stalled while starting; terminating the thread').length === 1, 8_000, 'the stalled first start stopped')
+      await waitUntil(() => logs.find('worker thread stalled while starting; terminating the thread').length === 1, START_MS, 'the stalled first start stopped')
       fifo.release()
       const err = await outcome
       expect(err).toBeInstanceOf(Error)
@@ -122,5 +131,5 @@ describe('worker watchdog during the config build', () => {
       fifo.release()
       await outcome
     }
-  }, 20_000)
+  }, 2 * START_MS)
 })

@@ -73,7 +73,7 @@ describe('websocket.idleTimeoutMs with one large frame going to a slow reader', 
     cleanups.push(() => clearInterval(timer))
     const all = (): Buffer => Buffer.concat(chunks)
     const head = 'HTTP/1.1 101 '
-    await expect.poll(() => all().indexOf('\r\n\r\n')).toBeGreaterThan(0)
+    await expect.poll(() => all().indexOf('\r\n\r\n'), { timeout: 10_000 }).toBeGreaterThan(0)
     const start = all().indexOf('\r\n\r\n') + 4
     expect(all().toString('latin1', 0, head.length)).toBe(head)
     await expect.poll(() => got, { timeout: 20_000, interval: 20 }).toBeGreaterThanOrEqual(start + 10 + size)

@@ -50,7 +50,7 @@ async function rawClient(port: number): Promise<{ sock: Socket; received: () => 
   let all = Buffer.alloc(0)
   sock.on('data', (c: Buffer) => (all = Buffer.concat([all, c])))
   sock.write('GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n')
-  await expect.poll(() => all.indexOf('\r\n\r\n')).toBeGreaterThan(0)
+  await expect.poll(() => all.indexOf('\r\n\r\n'), { timeout: 10_000 }).toBeGreaterThan(0)
   expect(all.toString('latin1')).toMatch(/^HTTP\/1\.1 101 /)
   return { sock, received: () => all.subarray(all.indexOf('\r\n\r\n') + 4) }
 }

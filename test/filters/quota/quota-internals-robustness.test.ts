@@ -200,11 +200,13 @@ describe('the event webhook', () => {
       const t = setInterval(() => res.write('.'), 50)
       res.on('close', () => clearInterval(t))
     })
-    const p = await startTestProxy(eventStorm({ url: `${rec.url}/hook`, timeoutMs: 300, maxAttempts: 1 }))
+    // The receiver (this process) must answer each head within timeoutMs: at 300 ms a loaded
+    // machine made it miss (a delivery failed, not counted). The trickle is cut at 2 s all the same.
+    const p = await startTestProxy(eventStorm({ url: `${rec.url}/hook`, timeoutMs: 2_000, maxAttempts: 1 }))
     try {
       expect((await gql(p.url, 'acme')).status).toBe(200)
-      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_webhook_deliveries_total', 'result="delivered"') === 4, 2_500, 'four deliveries counted')
-      await waitUntil(() => rec.active() === 0, 1_000, 'the trickled responses cut off')
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_webhook_deliveries_total', 'result="delivered"') === 4, 10_000, 'four deliveries counted') // a trickle left alone lasts for ever
+      await waitUntil(() => rec.active() === 0, 10_000, 'the trickled responses cut off')
       expect(rec.hits).toHaveLength(4)
     } finally {
       await p.close()
@@ -228,7 +230,7 @@ describe('the event webhook', () => {
       expect(p.logs.raw.filter((l) => l.includes('backlog full')).length).toBe(1)
       const t0 = Date.now()
       expect((await gql(p.url, 'other')).status).toBe(200)
-      expect(Date.now() - t0).toBeLessThan(1_000)
+      expect(Date.now() - t0).toBeLessThan(3_000) // not behind the receiver's 10 s timeout
     } finally {
       await rec.close()
       await p.close()

@@ -171,6 +171,7 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
       for (let i = 0; i < 20 && !Array.isArray(ok); i++) ok = await store.decide(kindKey, budgetKey, args(0)) // a busy machine may miss 5 ms once
       expect(Array.isArray(ok) && ok[0]).toBe(1)
       store.breaker.success()
+      failures.length = 0 // a miss above counted one
       redis.pause()
       const waits: number[] = []
       for (let i = 0; i < 3; i++) {
@@ -179,12 +180,17 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
         expect(await store.decide(kindKey, budgetKey, args(1), (r) => late.push(r))).toBe('timeout')
         waits.push(performance.now() - t0)
       }
+      const opened = Date.now()
       for (const w of waits) {
         expect(w).toBeGreaterThanOrEqual(4) // timers may fire up to a millisecond early
-        expect(w).toBeLessThan(50) // the 5 ms budget + timer granularity (+ lag when the machine is busy); the hang itself is endless
+        // The 5 ms budget + timer granularity + a loaded machine's lag (CI runs three files on
+        // two cores: timers came 50 ms late and more); the hang itself is endless.
+        expect(w).toBeLessThan(250)
       }
       expect(failures).toEqual(['timeout', 'timeout', 'timeout'])
-      expect(store.usable(Date.now())).toBe(false) // open: no call, no wait
+      // Open: no call, no wait. Asked as of the third failure: a stall of the test process
+      // before this line must not be able to run out the 200 ms it stays open.
+      expect(store.usable(opened)).toBe(false)
       await new Promise((r) => setTimeout(r, 250))
       expect(store.usable(Date.now())).toBe(true) // the half-open probe…
       expect(store.usable(Date.now())).toBe(false) // …only one
@@ -194,7 +200,8 @@ describe('the Redis store: budget, breaker, late replies (a quiet process, so ti
       expect(late.every((r) => Array.isArray(r) && r[0] === 1)).toBe(true) // Redis ran them after all
       await new Promise((r) => setTimeout(r, 250))
       expect(store.usable(Date.now())).toBe(true)
-      const back = await store.decide(kindKey, budgetKey, args(1))
+      let back = await store.decide(kindKey, budgetKey, args(1))
+      for (let i = 0; i < 20 && !Array.isArray(back); i++) back = await store.decide(kindKey, budgetKey, args(0)) // as above: a busy machine may miss 5 ms
       expect(Array.isArray(back) && back[3]).toBe(6) // used today: 1 + 4 late + this one (cost-0 retries count nothing)
       expect(recovered).toBe(1)
       await redis.stop()
@@ -371,6 +378,10 @@ function load(pool: Pool, tenant: string, clients: number) {
 
 
 describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
+  // A request that waited for Redis to come back lasts at least this long; stalls of a loaded
+  // machine (up to ~1 s seen with Redis healthy) must stay well below it.
+  const OUTAGE_MS = 3_000
+
   async function outageProxy(redis: TestRedis, policy: 'fail-open' | 'fail-closed', upstream: string): Promise<TestProxy> {
     return startTestProxy({
       workers: 2,
@@ -389,25 +400,30 @@ describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
     const pool = new Pool(p.url, { connections: 8 })
     const warm = load(pool, 'acme', 8)
     // JIT and pools warm (a few hundred decisions through Redis); not measured
-    await waitUntil(() => warm.results.length >= 300, 10_000, 'warm-up requests')
+    await waitUntil(() => warm.results.length >= 300, 30_000, 'warm-up requests')
     await warm.stop()
+    // The decision histogram from here on: a cold worker's first decisions (JIT, the script's
+    // first load) took over 0.5 s on a loaded machine, and they are no part of the outage.
+    const warmed = await p.metricsText()
     const l = load(pool, 'acme', 8)
     try {
       await waitUntil(() => l.results.length >= 16, 5_000, 'load running') // the load is running before the outage
-      const down = Date.now()
       if (hang) redis.pause()
       else await redis.stop()
-      await sleep(2_000)
+      // From the process's exit on (a loaded machine took hundreds of ms to reap it): requests
+      // sent before then may still have been decided by Redis, and admitted.
+      const down = Date.now()
+      await sleep(OUTAGE_MS)
       const up = Date.now()
       if (hang) redis.resume()
       else await redis.start()
       const before = metricSum(await p.metricsText(), 'igw_quota_decision_seconds_count', 'path="redis"')
-      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_redis_recoveries_total') >= 1, 5_000, 'breaker recovery')
-      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_decision_seconds_count', 'path="redis"') > before + 20, 5_000, 'decisions through Redis again')
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_redis_recoveries_total') >= 1, 10_000, 'breaker recovery')
+      await waitUntil(async () => metricSum(await p.metricsText(), 'igw_quota_decision_seconds_count', 'path="redis"') > before + 20, 10_000, 'decisions through Redis again')
       await l.stop()
       const text = await p.metricsText()
       const during = l.results.filter((r) => r.at >= down + 50 && r.at < up)
-      return { results: l.results, during, text, p }
+      return { results: l.results, during, text, warmed, p }
     } finally {
       await l.stop()
       await pool.close()
@@ -417,42 +433,52 @@ describe('Redis outages under load (2 worker threads, 5 ms budget)', () => {
     }
   }
 
-  function noRequestWaited(results: { ms: number }[], text: string) {
+  /** Decisions counted in `text` and not yet in `warmed`, from the series whose line holds every one of `labels`. */
+  function decisionsSince(warmed: string, text: string, series: string, ...labels: string[]): number {
+    const sum = (t: string) => t.split('\n').filter((l) => l.startsWith(`igw_quota_decision_seconds_${series}{`) && labels.every((s) => l.includes(s))).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
+    return sum(text) - sum(warmed)
+  }
+
+  function noRequestWaited(results: { ms: number }[], warmed: string, text: string) {
     // The budget itself is measured call by call in "the Redis store" above. Here, under load
     // on a shared 2-core machine (client stalls of up to ~1 s were seen with Redis healthy while
-    // other suites ran), the claims are: no decision took anywhere near the 2 s outage, 95% of
-    // them stayed within 10 ms (the ones that met the hang wait the budget: the first 50 ms
-    // before the breaker opens, and each probe), and no client request lasted as long as the outage.
-    const total = metricSum(text, 'igw_quota_decision_seconds_count')
-    expect(metricSum(text, 'igw_quota_decision_seconds_bucket', 'le="0.5"')).toBe(total)
-    expect(metricSum(text, 'igw_quota_decision_seconds_bucket', 'le="0.01"')).toBeGreaterThanOrEqual(total * 0.95)
-    expect(Math.max(...results.map((r) => r.ms))).toBeLessThan(2_000)
+    // other suites ran, and single decisions of 0.5 s), the claims are, from the warm-up's end
+    // on: no client request (so no decision) lasted as long as the outage, and most of the
+    // decisions the outage policy made were immediate, as a wait on each (a connect timeout, a
+    // budget of 10 ms or more) would put nearly all of them above 10 ms. Not 95% within 10 ms
+    // of all decisions: those through Redis wait on a Redis process that shares the two cores
+    // (up to 70% of them took over 10 ms under load), and even the local ones wait their turn
+    // of a starved event loop (16% of them over 10 ms at a load of 17).
+    const fallback = decisionsSince(warmed, text, 'count', 'path="fallback"')
+    expect(fallback).toBeGreaterThan(50)
+    expect(decisionsSince(warmed, text, 'bucket', 'le="0.01"', 'path="fallback"')).toBeGreaterThanOrEqual(fallback * 0.5)
+    expect(Math.max(...results.map((r) => r.ms))).toBeLessThan(OUTAGE_MS)
     expect(metricSum(text, 'igw_worker_restarts_total')).toBe(0)
   }
 
   it('fail-open, Redis killed: every request decided locally at once, no errors; shared again after restart', async () => {
-    const { results, during, text } = await outage('fail-open', false)
+    const { results, during, text, warmed } = await outage('fail-open', false)
     expect(during.length).toBeGreaterThan(50)
     expect(results.every((r) => r.status === 200)).toBe(true)
     expect(metricSum(text, 'igw_quota_redis_fallbacks_total', 'policy="fail-open"')).toBeGreaterThan(0)
-    noRequestWaited(results, text)
+    noRequestWaited(results, warmed, text)
   })
 
   it('fail-closed, Redis killed: 503 OVERLOADED (never 401/403/429) with Retry-After; shared again after restart', async () => {
-    const { results, during, text } = await outage('fail-closed', false)
+    const { results, during, text, warmed } = await outage('fail-closed', false)
     expect(during.length).toBeGreaterThan(50)
     expect(during.filter((r) => r.status === 503).length).toBeGreaterThan(during.length * 0.9)
     expect(results.every((r) => r.status === 200 || (r.status === 503 && r.code === 'OVERLOADED' && Number(r.retry) >= 1))).toBe(true)
     expect(metricSum(text, 'igw_quota_rejections_total', 'reason="redis_unavailable"')).toBeGreaterThan(0)
-    noRequestWaited(results, text)
+    noRequestWaited(results, warmed, text)
   })
 
   it('fail-open, Redis hung (SIGSTOP): requests wait at most the budget, the breaker opens, then recovers', async () => {
-    const { results, during, text } = await outage('fail-open', true)
+    const { results, during, text, warmed } = await outage('fail-open', true)
     expect(during.length).toBeGreaterThan(50)
     expect(results.every((r) => r.status === 200)).toBe(true)
     expect(metricSum(text, 'igw_quota_redis_errors_total', 'error="timeout"')).toBeGreaterThanOrEqual(3)
-    noRequestWaited(results, text)
+    noRequestWaited(results, warmed, text)
   })
 })
 
@@ -467,7 +493,9 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
       redis: { url: redis.url },
       tenants: { acme: {}, fresh: {} },
       quotas: {
-        redis: { onOutage: 'local-share', budgetMs: 250, breakerOpenMs: 200, heartbeatMs: 100 },
+        // Exact counts: a decision that missed its budget on a loaded machine would be made by the
+        // outage policy instead (a killed Redis fails at once, whatever the budget).
+        redis: { onOutage: 'local-share', budgetMs: 1_000, breakerOpenMs: 200, heartbeatMs: 100 },
         tenants: { acme: { graphql: { rate: 0.001, burst: 100, limitPerDay: 1000 } }, fresh: { graphql: { rate: 0.001, burst: 10 } } },
       },
       routes: [{ name: 'api', upstream: backend.url, filters: [{ name: 'tenant' }, { name: 'quota' }] }],
@@ -477,13 +505,13 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
     const pb = new Pool(b.url, { connections: 1 })
     const client = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
     try {
-      await waitUntil(async () => metricSum(await metrics(a.adminUrl), 'igw_quota_live_proxies') === 2 && metricSum(await metrics(b.adminUrl), 'igw_quota_live_proxies') === 2, 5_000, 'both proxies count 2')
+      await waitUntil(async () => metricSum(await metrics(a.adminUrl), 'igw_quota_live_proxies') === 2 && metricSum(await metrics(b.adminUrl), 'igw_quota_live_proxies') === 2, 20_000, 'both proxies count 2')
       for (let i = 0; i < 40; i++) expect((await fire(i % 2 ? pb : pa, 'acme')).status).toBe(200) // 60 tokens left in Redis
       // Let Redis write its AOF buffer out before it dies: SIGKILL loses what the process still
       // holds, not what it wrote (appendfsync everysec may postpone the write while an fsync runs).
       const admin = new Redis(redis.url)
       try {
-        await waitUntil(async () => /^aof_buffer_length:0\r?$/m.test(await admin.info('persistence')), 5_000, 'AOF written')
+        await waitUntil(async () => /^aof_buffer_length:0\r?$/m.test(await admin.info('persistence')), 20_000, 'AOF written')
       } finally {
         admin.disconnect()
       }
@@ -494,7 +522,7 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
       await redis.start()
       // Without any request: each proxy's heartbeat finds Redis again and reports its outage use.
       await client.connect()
-      await waitUntil(async () => (await usedTodayFromRedis(client, 'igw:', 'acme', 'graphql')) === 100, 8_000, 'outage use reported') // 40 + 60
+      await waitUntil(async () => (await usedTodayFromRedis(client, 'igw:', 'acme', 'graphql')) === 100, 20_000, 'outage use reported') // 40 + 60
       // Requests drive the breakers' probes: both recover, and the spent bucket stays spent.
       await waitUntil(
         async () => {
@@ -502,7 +530,7 @@ describe('local-share: the local limiter at limit ÷ live proxies', () => {
           expect((await fire(pb, 'acme')).code).toBe('RATE_LIMITED')
           return metricSum(await metrics(a.adminUrl), 'igw_quota_redis_recoveries_total') >= 1 && metricSum(await metrics(b.adminUrl), 'igw_quota_redis_recoveries_total') >= 1
         },
-        8_000,
+        20_000,
         'both proxies recover',
       )
       expect(await usedTodayFromRedis(client, 'igw:', 'acme', 'graphql')).toBe(100)

@@ -73,7 +73,7 @@ describe('event webhook at shutdown (sweep 23v)', () => {
     const hook = await receiver(200)
     const { rt, a, deliveries } = setup(hook.url, 100)
     rt.emit(event('e1'))
-    await expect.poll(() => deliveries('delivered')).toBe(1)
+    await expect.poll(() => deliveries('delivered'), { timeout: 10_000 }).toBe(1)
     expect(await connections(hook.server)).toBe(1) // kept alive for the next event
     await rt.detach(a)
     await expect.poll(() => connections(hook.server), { timeout: 2_000 }).toBe(0)
@@ -84,12 +84,12 @@ describe('event webhook at shutdown (sweep 23v)', () => {
     const { rt, a, lines, deliveries } = setup(hook.url, 30_000)
     rt.emit(event('e2'))
     rt.emit(event('e3'))
-    await expect.poll(() => deliveries('retry')).toBe(2) // both wait 30 s for their second attempt
+    await expect.poll(() => deliveries('retry'), { timeout: 10_000 }).toBe(2) // both wait 30 s for their second attempt
     await rt.detach(a) // drains for 1 s, then gives up
     expect(await deliveries('dropped')).toBe(2)
     expect(await deliveries('failed')).toBe(0)
     expect(lines.find((l) => l.msg.includes('not delivered at shutdown'))?.events).toBe(2)
-    await expect.poll(() => rt.events!.pending).toBe(0)
+    await expect.poll(() => rt.events!.pending, { timeout: 10_000 }).toBe(0)
     expect(hook.hits()).toBe(2)
   })
 })

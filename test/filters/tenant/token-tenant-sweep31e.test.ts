@@ -69,7 +69,7 @@ describe('tenant sweep 31e: refusals are logged, an empty claim is named', () =>
     expect((await post('/required/graphql', { authorization: `Bearer ${unknown}`, 'x-request-id': 'req-31e-unknown' })).status).toBe(401)
     expect((await post('/required/graphql', { authorization: [`Bearer ${unknown}`, `Bearer ${unknown}`], 'x-request-id': 'req-31e-twice' })).status).toBe(400)
     const line = (id: string) => p.logs.find('tenant: request refused').find((l) => l.reqId === id)
-    await expect.poll(() => line('req-31e-twice')).toBeDefined()
+    await expect.poll(() => line('req-31e-twice'), { timeout: 10_000 }).toBeDefined()
     expect(line('req-31e-forged')).toMatchObject({ level: 'debug', route: 'req31e', jwt: { result: 'invalid', reason: 'token signature does not verify', kid: 'k-2026', alg: 'HS256', iss: 'https://idp.example/' } })
     expect(line('req-31e-unknown')).toMatchObject({ route: 'req31e', jwt: { result: expect.any(String), alg: 'HS512' } })
     expect(line('req-31e-twice')).toMatchObject({ jwt: { result: 'invalid_request', reason: 'several authorization headers (send one bearer token)' } })

@@ -52,7 +52,7 @@ describe('igw_subscriptions_active counts subscriptions, not queries in flight',
 
       c.send({ type: 'subscribe', id: 's', payload: { query: 'subscription { ticks }' } })
       await waitUntil(() => received.includes('subscription { ticks }'), 5_000, 'the subscription upstream')
-      await expect.poll(() => metric('igw_subscriptions_active')).toBe(1)
+      await expect.poll(() => metric('igw_subscriptions_active'), { timeout: 10_000 }).toBe(1)
       expect(await metric('igw_subscription_upstreams')).toBe(1)
 
       // The query ends first: the subscription is still the only one counted.
@@ -62,7 +62,7 @@ describe('igw_subscriptions_active counts subscriptions, not queries in flight',
       expect(await metric('igw_subscriptions_active')).toBe(1)
       // Then it ends too: back to 0, not below (its stream lingers upstream: lingerMs).
       c.send({ type: 'complete', id: 's' })
-      await expect.poll(() => metric('igw_subscriptions_active')).toBe(0)
+      await expect.poll(() => metric('igw_subscriptions_active'), { timeout: 10_000 }).toBe(0)
     } finally {
       c.end()
     }

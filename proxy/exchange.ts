@@ -228,8 +228,8 @@ class StreamFraming {
  * The framing of a response that relays a GraphQL subscription over HTTP — an event stream or a
  * multipart answer to a subscription, or to an operation igw cannot type (a persisted id the
  * backend resolves), or to a request with none (graphql-sse's single connection stream: a GET
- * carrying the reservation token, every operation's results on it) — else undefined. Decided on the head (a regex on graphql routes' heads), so
- * an ordinary response pays nothing more. A query's stream (graphql-sse sends every operation
+ * carrying the reservation token, every operation's results on it) — else undefined. Decided on
+ * the head (a regex on graphql routes' heads), so an ordinary response pays nothing more. A query's stream (graphql-sse sends every operation
  * with Accept: text/event-stream; `@defer` answers multipart) is an answer with an end: not one.
  */
 function subscriptionFraming(contentType: string | string[] | undefined, ctx: RequestContext): StreamFraming | undefined {

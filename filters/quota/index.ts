@@ -619,9 +619,13 @@ class QuotaFilter implements Filter {
       limit = v.dayLimit
       remaining = Math.max(0, v.dayLimit - v.used)
       // (A request larger than the whole day's quota was refused up front: rule.maxCost.)
+      // limitPerDay 0 is a suspension, not a spent day: midnight lifts nothing, so the message
+      // must not promise it (Retry-After stays: every 429 carries one; it is a re-check, not a reset).
       message = dailyShare
         ? `this proxy's share of the daily ${this.#kind} quota of ${rule.limitPerDay} units is used up while the quota store is unreachable; retry in ${retry} s`
-        : `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
+        : rule.limitPerDay === 0
+          ? `${this.#kind} requests are switched off for this tenant (daily quota of 0 units): this does not reset at midnight; it lasts until the quota is raised`
+          : `daily ${this.#kind} quota of ${rule.limitPerDay} units used up; it resets at midnight ${rule.timeZone}`
     } else {
       limit = rule.budget!.units
       remaining = Math.max(0, limit - v.budgetTotal)

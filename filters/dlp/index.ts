@@ -29,7 +29,7 @@ import { dlpShared, type DlpShared } from './runtime.ts'
 import { ACTION_NAMES, BLOCK, compileActions, ExportScanner, FOUND, HASH, MASK, REDACT, TOKENIZE, unprotectedHighRisk } from './scanner.ts'
 
 const kExport = Symbol('igw.dlp.export')
-const WHOLE_JSON = { format: 'json', scope: undefined } as const
+const WHOLE_JSON = { format: 'json', scope: undefined, graphql: true } as const
 
 /** What onRequest decided for an export, read back in onResponse. */
 interface ExportPlan {
@@ -39,6 +39,8 @@ interface ExportPlan {
   actions: Int8Array
   format: 'auto' | ExportFormat
   scope: JsonScope | undefined
+  /** A GraphQL request (an export operation, or one under an export path): its result must come back as JSON. */
+  graphql: boolean
   request: PolicyVerdict | undefined
   started: number
 }
@@ -256,6 +258,9 @@ function mediaType(contentType: string | string[] | undefined): string {
 // deep in a long stream ends it after the clean records, as NDJSON does).
 const LINE_TYPES: ReadonlySet<string> = new Set(['application/stream+json', 'application/x-json-stream'])
 
+// GraphQL results in an incremental transport: SSE (GraphQL over SSE) and multipart (incremental delivery).
+const STREAMED_GRAPHQL = /^(?:text\/event-stream|multipart\/)/
+
 // Tab-separated values (IANA text/tab-separated-values): CSV read with a tab, whatever csv.delimiter says.
 const TSV = 'text/tab-separated-values'
 
@@ -360,7 +365,7 @@ class DlpFilter implements Filter {
     // subscription hub, where no response phase runs, so nothing would mask them. Refused (fail
     // closed); the same export over HTTP is served masked.
     if (ctx.subscription !== undefined) return this.#refuseSocket(ctx, match.format, 'an export is not served over a WebSocket; request it over HTTP', request)
-    ctx.locals.set(kExport, { preset: preset.name, pack: this.#packFor(ctx), actions: preset.actions, format: match.format, scope: match.scope, request, started: performance.now() } satisfies ExportPlan)
+    ctx.locals.set(kExport, { preset: preset.name, pack: this.#packFor(ctx), actions: preset.actions, format: match.format, scope: match.scope, graphql: match.graphql === true || ctx.graphql !== undefined, request, started: performance.now() } satisfies ExportPlan)
     // Compressed bytes cannot be inspected; ask for identity (a gzip reply is still decoded).
     ctx.setUpstreamHeader('accept-encoding', 'identity')
     // A byte range of the upstream's export is a record cut from its context (the CSV header
@@ -391,7 +396,7 @@ class DlpFilter implements Filter {
     return errorReply('DLP_BLOCKED', reason, { preset: preset.name })
   }
 
-  #match(ctx: RequestContext): { format: 'auto' | ExportFormat; scope: JsonScope | undefined } | undefined {
+  #match(ctx: RequestContext): { format: 'auto' | ExportFormat; scope: JsonScope | undefined; graphql?: true } | undefined {
     const paths = this.#cfg.exports.paths
     if (paths.length) {
       const url = ctx.url
@@ -430,10 +435,10 @@ class DlpFilter implements Filter {
       matched = m.matched
       scope = m.paths === undefined ? undefined : { paths: m.paths }
     }
-    if (matched) return { format: 'json', scope }
+    if (matched) return { format: 'json', scope, graphql: true }
     if (this.#operations.size) {
       const name = gql.opName
-      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope }
+      if (name !== undefined && this.#operations.has(name)) return { format: 'json', scope, graphql: true }
     }
     return undefined
   }
@@ -547,6 +552,17 @@ class DlpFilter implements Filter {
       return
     }
     const ctype = res.headers['content-type']
+    // A GraphQL server answers in the transport the client's Accept asks for: an export operation
+    // asked with `text/event-stream` (graphql-yoga, graphql-sse) or `multipart/mixed` (@defer,
+    // @stream) came back in a frame DLP does not read, so `uninspectable: pass` let every value
+    // out as it was. That is the client's choice, not the upstream's kind of content: always refused.
+    if (plan.graphql && STREAMED_GRAPHQL.test(mediaType(ctype))) {
+      const message = `export has content type "${mediaType(ctype)}", which DLP cannot inspect; request a GraphQL export with Accept: application/json`
+      this.#exportsTotal.labels(plan.format, 'uninspectable').inc()
+      this.#audit(ctx, plan.preset, plan.format, 'uninspectable', undefined, plan.request, { kind: 'malformed', message })
+      res.refuse(errorReply('DLP_BLOCKED', message, { preset: plan.preset }))
+      return
+    }
     const format = plan.format === 'auto' ? formatOf(ctype) : plan.format
     const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
     const codec = format !== undefined ? exportCodec(charsetOf(ctype)) : undefined

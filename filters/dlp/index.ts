@@ -133,6 +133,11 @@ function decoderFor(encoding: string): Transform | null | undefined {
     case 'zstd':
       return createZstdDecompress()
     case 'identity':
+    // Not a registered coding, but graphql-yoga (and others) send it for plain bytes, and
+    // browsers, curl and undici pass a coding they do not know through as it is: the client reads
+    // exactly these bytes, so they are read as identity. An export under it was refused as
+    // uninspectable (or, under `pass`, left unread).
+    case 'none':
       return null
   }
   return undefined

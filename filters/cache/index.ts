@@ -344,7 +344,7 @@ class CacheFilter implements Filter {
       return this.#mutation(ctx, gql)
     }
     const hash = apqHash(gql)
-    if (hash !== undefined && type !== undefined && gql.query !== undefined) this.#learnApq(hash, gql.query, type)
+    if (hash !== undefined && type !== undefined && gql.query !== undefined) this.#learnApq(hash, gql, type)
     // A POST with no document (an APQ hash or a documentId no filter before this one resolved;
     // the backend resolves it) runs what the backend has under that name: maybe a mutation.
     // Apollo's link sends a repeated mutation by hash alone; let through unread, what it wrote
@@ -659,9 +659,10 @@ class CacheFilter implements Filter {
   }
 
   /** Remembers a registration's operation type, once its document is checked against the hash (a client cannot name a mutation's hash a query). */
-  #learnApq(hash: string, query: string, type: string): void {
+  #learnApq(hash: string, gql: GraphQLRequest, type: string): void {
     if (this.#apqTypes.get(hash) === type) return
-    if (createHash('sha256').update(query).digest('hex') === hash) this.#apqTypes.set(hash, type)
+    // docHash: the request's own memoized sha256 of its query (the persisted filter checks with it too).
+    if (gql.docHash === hash) this.#apqTypes.set(hash, type)
   }
 
   /**
